@@ -1,0 +1,159 @@
+//! AMQP plumbing both programs share: connecting with backoff and publishing with
+//! confirms.
+//!
+//! Every publish is `mandatory` and waits for the broker's confirm, so a message is either
+//! on a queue's disk or the caller gets an error and keeps it (outbox row, unacked
+//! delivery). Nothing is fire-and-forget.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Confirmation, PublisherConfirm};
+use lapin::{Channel, Connection, ConnectionProperties};
+
+use crate::envelope::Envelope;
+use crate::topology::Topology;
+
+/// Opens a connection, retrying with exponential backoff (capped at 10 s) until it works or
+/// `give_up` resolves. Each failure is logged with `name` so an operator sees who waits.
+pub async fn connect_with_backoff(
+    url: &str,
+    name: &str,
+    give_up: impl Future<Output = ()>,
+) -> Option<Connection> {
+    let mut delay = Duration::from_millis(200);
+    let mut give_up = std::pin::pin!(give_up);
+    loop {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        match Connection::connect(url, properties).await {
+            Ok(connection) => return Some(connection),
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "cannot connect to RabbitMQ at {}", redact(url));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut give_up => return None,
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Why a publish did not land on a queue.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The channel or connection failed.
+    #[error("AMQP error while publishing: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The broker refused the message (nack).
+    #[error("the broker nacked the message")]
+    Nacked,
+    /// No queue is bound for the routing key (the `mandatory` flag sent it back).
+    #[error("no queue is bound for routing key {routing_key} ({reply_text})")]
+    Unroutable {
+        /// The routing key that found no queue.
+        routing_key: String,
+        /// The broker's reason.
+        reply_text: String,
+    },
+}
+
+/// A channel in confirm mode that publishes to the topology's exchange.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    exchange: String,
+}
+
+impl Publisher {
+    /// Opens a channel on `connection` and puts it in confirm mode.
+    pub async fn open(connection: &Connection, topology: &Topology) -> Result<Self, lapin::Error> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            exchange: topology.exchange(),
+        })
+    }
+
+    /// Sends a message without waiting for its confirm; pass the result to
+    /// [`Publisher::confirmed`]. Lets a caller have many publishes in flight at once.
+    pub async fn send(
+        &self,
+        routing_key: &str,
+        envelope: &Envelope,
+        body: &[u8],
+    ) -> Result<PublisherConfirm, lapin::Error> {
+        self.channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                envelope.properties(),
+            )
+            .await
+    }
+
+    /// Waits for the broker's verdict on a message sent with [`Publisher::send`].
+    pub async fn confirmed(
+        confirm: PublisherConfirm,
+        routing_key: &str,
+    ) -> Result<(), PublishError> {
+        match confirm.await? {
+            Confirmation::Ack(None) => Ok(()),
+            // Only a channel without confirm mode answers this; `open` always enables it.
+            Confirmation::NotRequested => Err(PublishError::Nacked),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                Err(PublishError::Unroutable {
+                    routing_key: routing_key.to_string(),
+                    reply_text: returned.reply_text.to_string(),
+                })
+            }
+            Confirmation::Nack(None) => Err(PublishError::Nacked),
+        }
+    }
+
+    /// Publishes one message and waits until the broker has it on a queue.
+    pub async fn publish(
+        &self,
+        routing_key: &str,
+        envelope: &Envelope,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
+        let confirm = self.send(routing_key, envelope, body).await?;
+        Self::confirmed(confirm, routing_key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passwords never reach the logs.
+    #[test]
+    fn redact_hides_the_password() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+}

@@ -1,0 +1,30 @@
+//! The message contract between `order-api` and `provisioner-host`.
+//!
+//! The two programs talk only through RabbitMQ. Everything both sides must agree on lives
+//! here, so they cannot drift apart: the AMQP names, the JSON message types, the schema
+//! version and the headers every message carries.
+//!
+//! # Layout
+//! - [`topology`]: exchange, queue and routing-key names (with an optional prefix so tests
+//!   can run side by side) and the code that declares them.
+//! - [`messages`]: the serde types that travel: [`ProvisionRequest`] (order-api -> host),
+//!   [`HostMessage`] (host -> order-api: order updates and vendor announcements).
+//! - [`envelope`]: AMQP properties every message carries (`message_id`, `correlation_id`,
+//!   schema version, `traceparent`) and decoding with the schema check.
+//! - [`amqp`]: connecting with backoff and publishing with confirms (`mandatory`), shared
+//!   by both programs so neither can forget a confirm.
+//! - [`shutdown`]: the Ctrl-C / SIGTERM signal both programs stop on.
+
+pub mod amqp;
+pub mod envelope;
+pub mod messages;
+pub mod shutdown;
+pub mod topology;
+
+pub use envelope::{DecodeError, Envelope, decode, encode, SCHEMA_HEADER, SCHEMA_VERSION, TRACEPARENT_HEADER};
+pub use messages::{
+    Fault, HostMessage, OrderUpdate, ProvisionRequest, ServerInfo, ServerSpec, ServerStatus,
+    UpdateKind, VendorAnnouncement,
+};
+pub use amqp::{PublishError, Publisher};
+pub use topology::Topology;

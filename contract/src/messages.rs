@@ -1,0 +1,231 @@
+//! The JSON messages that travel between the programs.
+//!
+//! Field names are snake_case JSON; enums are tagged with `type` or `status` so a reader of
+//! the raw message in the RabbitMQ UI understands it without this code.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What the user asked for, as order-api validated it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSpec {
+    /// The server's name at the vendor.
+    pub name: String,
+    /// The vendor's region or location code.
+    pub region: String,
+    /// The vendor's server type.
+    pub size: String,
+    /// The vendor's image name.
+    pub image: String,
+    /// Public SSH keys or stored key names.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// Cloud-init user data.
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// Labels the user wants on the server.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// order-api -> host: make this server. Routing key `request.<vendor>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionRequest {
+    /// The order; also the idempotency key the plugin carries to the vendor.
+    pub order_id: Uuid,
+    /// Which vendor's plugin serves it.
+    pub vendor: String,
+    /// The server to make.
+    pub spec: ServerSpec,
+}
+
+/// Vendor-neutral server status, as the plugin mapped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerStatus {
+    /// Accepted by the vendor, not yet running.
+    Provisioning,
+    /// Running.
+    Running,
+    /// Powered off.
+    Stopped,
+    /// Being deleted.
+    Deleting,
+    /// Gone.
+    Deleted,
+    /// Failed at the vendor.
+    Error,
+}
+
+/// A server as the vendor reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The vendor's id for the server.
+    pub vendor_id: String,
+    /// Its name at the vendor.
+    pub name: String,
+    /// Its status.
+    pub status: ServerStatus,
+    /// Public IPv4 address, once assigned.
+    pub ipv4: Option<String>,
+    /// Public IPv6 address or network, once assigned.
+    pub ipv6: Option<String>,
+}
+
+/// Why an order failed, in a form a client can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// A stable machine-readable code, e.g. `invalid_request`, `unauthorized`,
+    /// `provision_timeout`, `plugin_error`.
+    pub code: String,
+    /// What happened, for people.
+    pub message: String,
+    /// Whether ordering the same server again may succeed.
+    pub retryable: bool,
+}
+
+/// What happened to an order at the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum UpdateKind {
+    /// The vendor accepted the create; the server exists and is booting.
+    Provisioning {
+        /// The server as the vendor reported it at create time.
+        server: ServerInfo,
+    },
+    /// The server runs: the order is done.
+    Active {
+        /// The running server.
+        server: ServerInfo,
+    },
+    /// The order cannot be completed.
+    Failed {
+        /// Why.
+        fault: Fault,
+        /// The server, if one was made before the failure.
+        #[serde(default)]
+        server: Option<ServerInfo>,
+    },
+}
+
+/// host -> order-api: a progress event (`event.<vendor>`) or a result (`result.<vendor>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderUpdate {
+    /// The order this is about.
+    pub order_id: Uuid,
+    /// The vendor serving it.
+    pub vendor: String,
+    /// When the host observed it.
+    pub at: DateTime<Utc>,
+    /// Which delivery of the request this came from (1 = first; more after a host restart).
+    pub attempt: u32,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: UpdateKind,
+}
+
+impl OrderUpdate {
+    /// Whether this update ends the order.
+    pub fn is_final(&self) -> bool {
+        !matches!(self.kind, UpdateKind::Provisioning { .. })
+    }
+
+    /// The routing key this update is published with.
+    pub fn routing_key(&self) -> String {
+        if self.is_final() {
+            crate::Topology::result_key(&self.vendor)
+        } else {
+            crate::Topology::event_key(&self.vendor)
+        }
+    }
+}
+
+/// host -> order-api: "I serve this vendor" (`announce.<vendor>`), sent when a host loads a
+/// plugin and periodically after. order-api accepts orders only for announced vendors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorAnnouncement {
+    /// The vendor id orders use.
+    pub vendor: String,
+    /// A name for people.
+    pub display_name: String,
+    /// The plugin's version.
+    pub plugin_version: String,
+    /// Which host process sent it.
+    pub host_id: String,
+    /// When it was sent.
+    pub at: DateTime<Utc>,
+}
+
+/// Everything that arrives on `provision.results`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostMessage {
+    /// An order's progress or result.
+    OrderUpdate(OrderUpdate),
+    /// A host serves a vendor.
+    VendorAnnounced(VendorAnnouncement),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An update reads naturally as JSON and survives the round trip.
+    #[test]
+    fn order_update_round_trips_as_flat_json() {
+        let update = HostMessage::OrderUpdate(OrderUpdate {
+            order_id: Uuid::nil(),
+            vendor: "hetzner".into(),
+            at: DateTime::from_timestamp(0, 0).unwrap_or_default(),
+            attempt: 1,
+            kind: UpdateKind::Active {
+                server: ServerInfo {
+                    vendor_id: "42".into(),
+                    name: "web-1".into(),
+                    status: ServerStatus::Running,
+                    ipv4: Some("203.0.113.1".into()),
+                    ipv6: None,
+                },
+            },
+        });
+        let json = serde_json::to_value(&update).unwrap();
+        assert_eq!(json["type"], "order_update");
+        assert_eq!(json["status"], "active");
+        assert_eq!(json["server"]["vendor_id"], "42");
+        let back: HostMessage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, update);
+    }
+
+    /// Events and results are routed apart.
+    #[test]
+    fn final_updates_use_the_result_key() {
+        let mut update = OrderUpdate {
+            order_id: Uuid::nil(),
+            vendor: "hetzner".into(),
+            at: Utc::now(),
+            attempt: 1,
+            kind: UpdateKind::Failed {
+                fault: Fault {
+                    code: "x".into(),
+                    message: "y".into(),
+                    retryable: false,
+                },
+                server: None,
+            },
+        };
+        assert_eq!(update.routing_key(), "result.hetzner");
+        update.kind = UpdateKind::Provisioning {
+            server: ServerInfo {
+                vendor_id: "1".into(),
+                name: "n".into(),
+                status: ServerStatus::Provisioning,
+                ipv4: None,
+                ipv6: None,
+            },
+        };
+        assert_eq!(update.routing_key(), "event.hetzner");
+    }
+}

@@ -1,0 +1,210 @@
+//! AMQP names (*contract*, see DESIGN.md) and their declaration.
+//!
+//! Both programs declare the whole topology they use on every (re)connect: declarations are
+//! idempotent, and whichever side starts first must find its queues in place.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+/// The AMQP names, all derived from one optional prefix.
+///
+/// Production uses the empty prefix, giving the contract names (`provisioner`,
+/// `provision.requests.<vendor>`, ...). Tests give each run its own prefix so that parallel
+/// runs on one broker never see each other's messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// Names with `prefix` in front of every exchange and queue (routing keys are unchanged).
+    pub fn with_prefix(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix in use (empty in production).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The topic exchange all requests, events and results go through.
+    pub fn exchange(&self) -> String {
+        format!("{}provisioner", self.prefix)
+    }
+
+    /// The exchange that dead-lettered messages go to.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}provisioner.dlx", self.prefix)
+    }
+
+    /// The queue holding dead-lettered messages for an operator to inspect.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}provision.dead", self.prefix)
+    }
+
+    /// The queue of creation requests for one vendor.
+    pub fn request_queue(&self, vendor: &str) -> String {
+        format!("{}provision.requests.{vendor}", self.prefix)
+    }
+
+    /// The queue order-api consumes: order events, results and vendor announcements.
+    pub fn results_queue(&self) -> String {
+        format!("{}provision.results", self.prefix)
+    }
+
+    /// Routing key of a creation request for `vendor`.
+    pub fn request_key(vendor: &str) -> String {
+        format!("request.{vendor}")
+    }
+
+    /// Routing key of a progress event for an order at `vendor`.
+    pub fn event_key(vendor: &str) -> String {
+        format!("event.{vendor}")
+    }
+
+    /// Routing key of a final result for an order at `vendor`.
+    pub fn result_key(vendor: &str) -> String {
+        format!("result.{vendor}")
+    }
+
+    /// Routing key of a host's announcement that it serves `vendor`.
+    pub fn announce_key(vendor: &str) -> String {
+        format!("announce.{vendor}")
+    }
+
+    /// Every queue name this topology may have created for `vendors`, for clean-up tools.
+    pub fn queues(&self, vendors: &[&str]) -> Vec<String> {
+        let mut queues = vec![self.results_queue(), self.dead_letter_queue()];
+        queues.extend(vendors.iter().map(|vendor| self.request_queue(vendor)));
+        queues
+    }
+
+    /// Every exchange name of this topology, for clean-up tools.
+    pub fn exchanges(&self) -> Vec<String> {
+        vec![self.exchange(), self.dead_letter_exchange()]
+    }
+
+    /// Declares what both programs need: the exchanges, the dead-letter queue and the
+    /// results queue with its bindings.
+    pub async fn declare_common(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.dead_letter_exchange().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        let dead = self.dead_letter_queue();
+        self.declare_quorum_queue(channel, &dead, false).await?;
+        channel
+            .queue_bind(
+                dead.as_str().into(),
+                self.dead_letter_exchange().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let results = self.results_queue();
+        self.declare_quorum_queue(channel, &results, true).await?;
+        for key in ["event.*", "result.*", "announce.*"] {
+            channel
+                .queue_bind(
+                    results.as_str().into(),
+                    self.exchange().into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Declares the request queue of one vendor and binds it to `request.<vendor>`.
+    pub async fn declare_vendor(&self, channel: &Channel, vendor: &str) -> Result<(), lapin::Error> {
+        let queue = self.request_queue(vendor);
+        self.declare_quorum_queue(channel, &queue, true).await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.exchange().into(),
+                Self::request_key(vendor).as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A durable quorum queue; `dead_letter` routes rejected messages to the DLX.
+    async fn declare_quorum_queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        dead_letter: bool,
+    ) -> Result<(), lapin::Error> {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        if dead_letter {
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.dead_letter_exchange().into()),
+            );
+        }
+        channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The production names are exactly the contract names of DESIGN.md.
+    #[test]
+    fn default_names_match_the_contract() {
+        let topology = Topology::default();
+        assert_eq!(topology.exchange(), "provisioner");
+        assert_eq!(topology.dead_letter_exchange(), "provisioner.dlx");
+        assert_eq!(topology.dead_letter_queue(), "provision.dead");
+        assert_eq!(topology.request_queue("hetzner"), "provision.requests.hetzner");
+        assert_eq!(topology.results_queue(), "provision.results");
+        assert_eq!(Topology::request_key("hetzner"), "request.hetzner");
+        assert_eq!(Topology::result_key("hetzner"), "result.hetzner");
+    }
+
+    /// A prefix isolates every exchange and queue but leaves routing keys alone.
+    #[test]
+    fn prefix_applies_to_exchanges_and_queues() {
+        let topology = Topology::with_prefix("t1.");
+        assert_eq!(topology.exchange(), "t1.provisioner");
+        assert_eq!(topology.request_queue("hetzner"), "t1.provision.requests.hetzner");
+        assert_eq!(Topology::event_key("hetzner"), "event.hetzner");
+    }
+}

@@ -1,0 +1,61 @@
+//! `provisioner-host` configuration: flags with environment fallbacks (`--help` lists them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::provision::PollPolicy;
+
+/// Consumes creation requests from RabbitMQ and drives the vendors' provider plugins.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "provisioner-host", version, about)]
+pub struct HostConfig {
+    /// RabbitMQ URL.
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// Prefix for every exchange and queue name (lets test runs share a broker).
+    #[arg(long, env = "AMQP_NAME_PREFIX", default_value = "")]
+    pub amqp_name_prefix: String,
+    /// Folder with plugin manifests (`*.toml`) and their components (`*.wasm`).
+    #[arg(long, env = "PLUGINS_DIR", default_value = "plugins.d")]
+    pub plugins_dir: PathBuf,
+    /// Milliseconds before the first poll of a booting server.
+    #[arg(long, env = "POLL_INITIAL_MS", default_value_t = 500)]
+    pub poll_initial_ms: u64,
+    /// Longest wait between polls, in milliseconds.
+    #[arg(long, env = "POLL_MAX_MS", default_value_t = 5_000)]
+    pub poll_max_ms: u64,
+    /// Seconds a server may take to run before its order fails. Keep it below RabbitMQ's
+    /// consumer timeout (30 minutes by default): the request stays unacked until then.
+    #[arg(long, env = "PROVISION_TIMEOUT_SECS", default_value_t = 900)]
+    pub provision_timeout_secs: u64,
+    /// Seconds between announcements of the vendors this host serves.
+    #[arg(long, env = "ANNOUNCE_INTERVAL_SECS", default_value_t = 30)]
+    pub announce_interval_secs: u64,
+    /// Seconds in-flight creations get to finish on shutdown before they are handed back
+    /// to RabbitMQ (another host adopts them).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// This host's name in announcements and the broker's connection list.
+    #[arg(long, env = "HOST_ID")]
+    pub host_id: Option<String>,
+}
+
+impl HostConfig {
+    /// The polling policy the flags describe.
+    pub fn poll_policy(&self) -> PollPolicy {
+        PollPolicy {
+            initial_delay: Duration::from_millis(self.poll_initial_ms),
+            max_delay: Duration::from_millis(self.poll_max_ms.max(self.poll_initial_ms)),
+            budget: Duration::from_secs(self.provision_timeout_secs),
+        }
+    }
+
+    /// The host id, defaulting to `host-<pid>`.
+    pub fn host_id(&self) -> String {
+        self.host_id
+            .clone()
+            .unwrap_or_else(|| format!("host-{}", std::process::id()))
+    }
+}

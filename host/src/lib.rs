@@ -1,0 +1,29 @@
+//! `provisioner-host`: consumes creation requests from RabbitMQ and drives per-vendor
+//! provider plugins (WebAssembly components) until each server runs, publishing progress
+//! and results back.
+//!
+//! # Layout
+//! - [`config`]: command-line flags with environment fallbacks.
+//! - [`manifest`]: plugin manifests (TOML): vendor, component, grants, limits.
+//! - [`bindings`]: the host side of the `provisioner:provider` WIT world (`wit/`).
+//! - [`sandbox`]: per-call store state, host imports, the outbound HTTP grant.
+//! - [`runtime`]: the engine, plugin loading, one call = one fresh store.
+//! - [`provision`]: one order's life at the vendor: create, poll with backoff, outcome.
+//! - [`worker`]: the AMQP side: consumers per vendor, publishing events and results,
+//!   acking only after the result is confirmed; announcements; reconnects; shutdown.
+
+pub mod config;
+pub mod manifest;
+pub mod provision;
+pub mod runtime;
+pub mod sandbox;
+pub mod worker;
+
+/// Host-side bindings generated from `wit/provider.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "provider-plugin",
+        path: "../wit",
+        exports: { default: async },
+    });
+}

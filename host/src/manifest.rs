@@ -1,0 +1,258 @@
+//! Plugin manifests: one TOML file per plugin, next to its component.
+//!
+//! ```toml
+//! vendor = "hetzner"                      # the vendor id orders use
+//! component = "hetzner.wasm"              # relative to this file
+//! allowed_hosts = ["https://api.hetzner.cloud:443"]
+//!
+//! [config]                                # values the plugin reads with get-config
+//! base-url = "https://api.hetzner.cloud/v1"
+//!
+//! [secrets]                               # plugin key = host environment variable
+//! token = "HCLOUD_TOKEN"
+//!
+//! [limits]
+//! max_in_flight = 100                     # creations at once = the consumer prefetch
+//! call_timeout_ms = 30000                 # one plugin call, vendor round trips included
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A plugin's manifest, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The vendor id orders use (`[a-z0-9-]`, 1-32 characters).
+    pub vendor: String,
+    /// The component file, relative to the manifest.
+    pub component: PathBuf,
+    /// Outbound HTTP origins the plugin may reach, as `scheme://host:port`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Values the plugin reads with `get-config`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Secrets the plugin reads with `get-secret`: plugin key -> environment variable.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A plugin's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Creations this vendor may have in flight on one host (the consumer prefetch).
+    #[serde(default = "Limits::default_max_in_flight")]
+    pub max_in_flight: u16,
+    /// How long one plugin call may take, vendor round trips included.
+    #[serde(default = "Limits::default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+}
+
+impl Limits {
+    fn default_max_in_flight() -> u16 {
+        100
+    }
+    fn default_call_timeout_ms() -> u64 {
+        30_000
+    }
+
+    /// The per-call time budget.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: Self::default_max_in_flight(),
+            call_timeout_ms: Self::default_call_timeout_ms(),
+        }
+    }
+}
+
+/// Why a manifest was refused. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        /// The manifest.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped fields.
+    #[error("manifest {path} is not valid: {source}")]
+    Parse {
+        /// The manifest.
+        path: PathBuf,
+        /// What the TOML parser said.
+        source: Box<toml::de::Error>,
+    },
+    /// A field has a value the host cannot use.
+    #[error("manifest {path}: {problem}")]
+    Invalid {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl Manifest {
+    /// Reads and checks a manifest file.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks manifest text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|source| ManifestError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        let invalid = |problem: String| ManifestError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        };
+        if !is_vendor_id(&manifest.vendor) {
+            return Err(invalid(format!(
+                "vendor '{}' must be 1-32 characters of a-z, 0-9 and '-'",
+                manifest.vendor
+            )));
+        }
+        for origin in &manifest.allowed_hosts {
+            normalise_origin(origin).map_err(|problem| {
+                invalid(format!("allowed_hosts entry '{origin}': {problem}"))
+            })?;
+        }
+        if manifest.limits.max_in_flight == 0 {
+            return Err(invalid("limits.max_in_flight must be at least 1".into()));
+        }
+        if manifest.limits.call_timeout_ms == 0 {
+            return Err(invalid("limits.call_timeout_ms must be at least 1".into()));
+        }
+        Ok(manifest)
+    }
+
+    /// The component's path, resolved against the manifest's folder.
+    pub fn component_path(&self, manifest_path: &Path) -> PathBuf {
+        match manifest_path.parent() {
+            Some(folder) => folder.join(&self.component),
+            None => self.component.clone(),
+        }
+    }
+
+    /// The granted origins in the canonical `scheme://host:port` form.
+    pub fn granted_origins(&self) -> Vec<String> {
+        self.allowed_hosts
+            .iter()
+            .filter_map(|origin| normalise_origin(origin).ok())
+            .collect()
+    }
+}
+
+/// Vendor ids are used in queue names and URLs: keep them plain.
+pub fn is_vendor_id(vendor: &str) -> bool {
+    (1..=32).contains(&vendor.len())
+        && vendor
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `scheme://host[:port]` -> `scheme://host:port` (lower case, default port filled in).
+pub fn normalise_origin(origin: &str) -> Result<String, String> {
+    let uri: http::Uri = origin
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); expected scheme://host:port"))?;
+    let scheme = uri
+        .scheme_str()
+        .ok_or("missing scheme; expected scheme://host:port")?
+        .to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        other => return Err(format!("scheme '{other}' is not http or https")),
+    };
+    let host = uri.host().ok_or("missing host")?.to_ascii_lowercase();
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
+        return Err("must not have a path; give only scheme://host:port".into());
+    }
+    let port = uri.port_u16().unwrap_or(default_port);
+    Ok(format!("{scheme}://{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("test.toml"))
+    }
+
+    /// A full manifest reads as written and origins are made canonical.
+    #[test]
+    fn reads_a_complete_manifest() {
+        let manifest = parse(
+            r#"
+            vendor = "hetzner"
+            component = "hetzner.wasm"
+            allowed_hosts = ["https://API.hetzner.cloud", "http://127.0.0.1:8090"]
+            [config]
+            base-url = "http://127.0.0.1:8090/hetzner/v1"
+            [secrets]
+            token = "HCLOUD_TOKEN"
+            [limits]
+            max_in_flight = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(manifest.vendor, "hetzner");
+        assert_eq!(manifest.limits.max_in_flight, 5);
+        assert_eq!(manifest.limits.call_timeout_ms, 30_000);
+        assert_eq!(
+            manifest.granted_origins(),
+            ["https://api.hetzner.cloud:443", "http://127.0.0.1:8090"]
+        );
+        assert_eq!(
+            manifest.component_path(Path::new("/p/hetzner.toml")),
+            Path::new("/p/hetzner.wasm")
+        );
+    }
+
+    /// Typos are refused instead of silently ignored, and the message names the file.
+    #[test]
+    fn refuses_unknown_fields_naming_the_file() {
+        let error = parse("vendor = \"x\"\ncomponent = \"x.wasm\"\nallowed_host = []").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("test.toml"), "{message}");
+        assert!(message.contains("allowed_host"), "{message}");
+    }
+
+    /// Vendor ids and origins the host cannot use are refused with the reason.
+    #[test]
+    fn refuses_bad_vendor_ids_and_origins() {
+        let error = parse("vendor = \"Bad Vendor\"\ncomponent = \"x.wasm\"").unwrap_err();
+        assert!(error.to_string().contains("vendor 'Bad Vendor'"));
+        let error = parse("vendor = \"x\"\ncomponent = \"x.wasm\"\nallowed_hosts = [\"ftp://x:21\"]")
+            .unwrap_err();
+        assert!(error.to_string().contains("not http or https"), "{error}");
+        let error =
+            parse("vendor = \"x\"\ncomponent = \"x.wasm\"\nallowed_hosts = [\"https://x/v1\"]")
+                .unwrap_err();
+        assert!(error.to_string().contains("must not have a path"), "{error}");
+    }
+}

@@ -1,0 +1,333 @@
+//! The plugin runtime: one wasmtime `Engine`, one pre-instantiated component per plugin,
+//! a fresh `Store` per call.
+//!
+//! Calls are async (`call_async` under the hood) and the engine's epoch ticks every 10 ms;
+//! a running plugin yields to the executor at each tick, so a busy plugin cannot starve
+//! other orders and the per-call timeout can always fire. No instance outlives its call.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use uuid::Uuid;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store};
+
+use crate::bindings::exports::provisioner::provider::provider::Guest;
+use crate::bindings::provisioner::provider::types::{
+    PluginInfo, ProviderError, Server, ServerRequest,
+};
+use crate::bindings::{ProviderPlugin, ProviderPluginPre};
+use crate::manifest::{Limits, Manifest};
+use crate::sandbox::{Grants, PluginState};
+
+/// How often the engine's epoch advances.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin call produced no answer from the plugin's own logic.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The plugin answered with one of its error cases.
+    #[error("{0}")]
+    Provider(ProviderError),
+    /// The call ran past the manifest's `call_timeout_ms`.
+    #[error("the plugin call {call} did not finish within {after:?}")]
+    Timeout {
+        /// Which export.
+        call: &'static str,
+        /// The budget it exceeded.
+        after: Duration,
+    },
+    /// The plugin trapped (panic, out of bounds, unreachable) or could not be instantiated.
+    #[error("the plugin trapped in {call}: {error:#}")]
+    Trap {
+        /// Which export.
+        call: &'static str,
+        /// What wasmtime reported.
+        error: wasmtime::Error,
+    },
+}
+
+/// wasmtime's own error type, as an `anyhow` error for context chains.
+fn wasm<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
+    result.map_err(anyhow::Error::from)
+}
+
+/// The process-wide engine and linker every plugin shares.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    _ticker: EpochTicker,
+}
+
+impl PluginRuntime {
+    /// Builds the engine (epoch interruption on) and the linker with WASI, wasi:http and
+    /// the host interface.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = wasm(Engine::new(&config)).context("creating the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        wasm(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
+        wasm(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .context("linking wasi:http")?;
+        wasm(ProviderPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
+            .context("linking the provisioner host interface")?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            linker,
+            _ticker: ticker,
+        })
+    }
+
+    /// Compiles a plugin's component, checks it implements the world, and asks it who it
+    /// is. The answer must match the manifest's vendor.
+    pub async fn load(&self, manifest_path: &Path) -> anyhow::Result<Plugin> {
+        let manifest = Manifest::load(manifest_path)?;
+        let component_path = manifest.component_path(manifest_path);
+        let component = wasm(Component::from_file(&self.engine, &component_path)).with_context(|| {
+            format!(
+                "compiling plugin component {} (named by {})",
+                component_path.display(),
+                manifest_path.display()
+            )
+        })?;
+        let pre = wasm(
+            self.linker
+                .instantiate_pre(&component)
+                .and_then(ProviderPluginPre::new),
+        )
+        .with_context(|| {
+                format!(
+                    "{} does not implement the provisioner:provider/provider-plugin world",
+                    component_path.display()
+                )
+            })?;
+        let mut secrets = std::collections::BTreeMap::new();
+        for (key, variable) in &manifest.secrets {
+            match std::env::var(variable) {
+                Ok(value) => {
+                    secrets.insert(key.clone(), value);
+                }
+                Err(_) => tracing::warn!(
+                    vendor = %manifest.vendor,
+                    "secret '{key}' is unset: environment variable {variable} is not set"
+                ),
+            }
+        }
+        let grants = Arc::new(Grants {
+            vendor: manifest.vendor.clone(),
+            config: manifest.config.clone(),
+            secrets,
+            origins: manifest.granted_origins(),
+        });
+        let mut plugin = Plugin {
+            engine: self.engine.clone(),
+            pre,
+            grants,
+            limits: manifest.limits.clone(),
+            manifest_path: manifest_path.to_path_buf(),
+            info: PluginInfo {
+                vendor: manifest.vendor.clone(),
+                display_name: String::new(),
+                version: String::new(),
+            },
+        };
+        let info = plugin
+            .info()
+            .await
+            .with_context(|| format!("asking {} for its info", component_path.display()))?;
+        if info.vendor != manifest.vendor {
+            anyhow::bail!(
+                "{} says it is the plugin for '{}', but its manifest {} says '{}'",
+                component_path.display(),
+                info.vendor,
+                manifest_path.display(),
+                manifest.vendor
+            );
+        }
+        plugin.info = info;
+        Ok(plugin)
+    }
+
+    /// Loads every `*.toml` manifest in `dir`. A plugin that fails to load is logged with
+    /// the reason and skipped; the others still load.
+    pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<Vec<Arc<Plugin>>> {
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading the plugins directory {}", dir.display()))?;
+        let mut manifests: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        manifests.sort();
+        let mut plugins: Vec<Arc<Plugin>> = Vec::new();
+        for path in manifests {
+            match self.load(&path).await {
+                Ok(plugin) if plugins.iter().any(|p| p.vendor() == plugin.vendor()) => {
+                    tracing::error!(
+                        manifest = %path.display(),
+                        "skipping plugin: vendor '{}' is already served by another manifest",
+                        plugin.vendor()
+                    );
+                }
+                Ok(plugin) => {
+                    tracing::info!(
+                        vendor = %plugin.vendor(),
+                        version = %plugin.info.version,
+                        manifest = %path.display(),
+                        "loaded plugin {}",
+                        plugin.info.display_name
+                    );
+                    plugins.push(Arc::new(plugin));
+                }
+                Err(error) => {
+                    tracing::error!(manifest = %path.display(), "skipping plugin: {error:#}");
+                }
+            }
+        }
+        Ok(plugins)
+    }
+}
+
+/// A loaded plugin: its pre-instantiated component, grants and limits.
+pub struct Plugin {
+    engine: Engine,
+    pre: ProviderPluginPre<PluginState>,
+    grants: Arc<Grants>,
+    limits: Limits,
+    manifest_path: PathBuf,
+    info: PluginInfo,
+}
+
+impl Plugin {
+    /// The vendor id this plugin serves.
+    pub fn vendor(&self) -> &str {
+        &self.grants.vendor
+    }
+
+    /// What the plugin said about itself at load.
+    pub fn info_cached(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The manifest's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Where the manifest was read from.
+    pub fn manifest_path(&self) -> &Path {
+        &self.manifest_path
+    }
+
+    /// Runs one export in a fresh store, within the call budget.
+    async fn invoke<R>(
+        &self,
+        call: &'static str,
+        order_id: Option<Uuid>,
+        run: impl AsyncFnOnce(&Guest, &mut Store<PluginState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let budget = self.limits.call_timeout();
+        let work = async {
+            let mut store = Store::new(&self.engine, PluginState::new(self.grants.clone(), order_id));
+            // Yield to the executor at every epoch tick; the timeout below ends the call.
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_async_yield_and_update(1);
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            run(instance.provisioner_provider_provider(), &mut store).await
+        };
+        match tokio::time::timeout(budget, work).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => Err(CallError::Trap { call, error }),
+            Err(_) => Err(CallError::Timeout { call, after: budget }),
+        }
+    }
+
+    /// `info`.
+    pub async fn info(&self) -> Result<PluginInfo, CallError> {
+        self.invoke("info", None, async |guest, store| guest.call_info(store).await)
+            .await
+    }
+
+    /// `validate`.
+    pub async fn validate(&self, request: &ServerRequest) -> Result<(), CallError> {
+        self.invoke("validate", None, async |guest, store| {
+            guest.call_validate(store, request).await
+        })
+        .await?
+        .map_err(CallError::Provider)
+    }
+
+    /// `create-server`.
+    pub async fn create_server(
+        &self,
+        order_id: Uuid,
+        request: &ServerRequest,
+    ) -> Result<Server, CallError> {
+        self.invoke("create-server", Some(order_id), async |guest, store| {
+            guest.call_create_server(store, request).await
+        })
+        .await?
+        .map_err(CallError::Provider)
+    }
+
+    /// `find-server`.
+    pub async fn find_server(&self, idempotency_key: &str) -> Result<Option<Server>, CallError> {
+        self.invoke("find-server", None, async |guest, store| {
+            guest.call_find_server(store, idempotency_key).await
+        })
+        .await?
+        .map_err(CallError::Provider)
+    }
+
+    /// `get-server`.
+    pub async fn get_server(&self, order_id: Uuid, vendor_id: &str) -> Result<Server, CallError> {
+        self.invoke("get-server", Some(order_id), async |guest, store| {
+            guest.call_get_server(store, vendor_id).await
+        })
+        .await?
+        .map_err(CallError::Provider)
+    }
+
+    /// `delete-server`.
+    pub async fn delete_server(&self, order_id: Uuid, vendor_id: &str) -> Result<(), CallError> {
+        self.invoke("delete-server", Some(order_id), async |guest, store| {
+            guest.call_delete_server(store, vendor_id).await
+        })
+        .await?
+        .map_err(CallError::Provider)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, until dropped.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot start the epoch ticker; plugin calls will not yield")
+            });
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,313 @@
+//! The host's AMQP side: one consumer per vendor, each with a prefetch equal to that
+//! vendor's in-flight budget; one task per delivery that creates, publishes progress,
+//! waits, publishes the result (confirmed) and only then acks.
+//!
+//! If the host dies at any point before the ack, RabbitMQ redelivers the request and the
+//! plugin adopts the server it already made (the order id is its idempotency key), so no
+//! server is made twice. A connection failure ends the session: in-flight tasks are
+//! dropped, the connection is closed (their deliveries go back to the queue) and the host
+//! reconnects with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use futures_util::stream::select_all;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection};
+use provisioner_contract::amqp::connect_with_backoff;
+use provisioner_contract::{
+    Envelope, HostMessage, OrderUpdate, ProvisionRequest, Publisher, Topology, UpdateKind,
+    VendorAnnouncement, decode, encode,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::provision::{self, PollPolicy};
+use crate::runtime::Plugin;
+
+/// What the worker needs besides the plugins.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// AMQP names.
+    pub topology: Topology,
+    /// This host's name.
+    pub host_id: String,
+    /// How booting servers are polled.
+    pub poll: PollPolicy,
+    /// Time between vendor announcements.
+    pub announce_interval: Duration,
+    /// Time in-flight work gets to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `plugins` until `shutdown` is cancelled, reconnecting after broker failures.
+pub async fn run(
+    settings: WorkerSettings,
+    plugins: Vec<Arc<Plugin>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    loop {
+        let Some(connection) = connect_with_backoff(
+            &settings.amqp_url,
+            &format!("provisioner-host {}", settings.host_id),
+            shutdown.cancelled(),
+        )
+        .await
+        else {
+            return Ok(());
+        };
+        tracing::info!("connected to RabbitMQ");
+        match session(&connection, &settings, &plugins, &shutdown).await {
+            Ok(()) => {
+                let _ = connection.close(200, "host shutting down".into()).await;
+                return Ok(());
+            }
+            Err(error) => {
+                tracing::error!("broker session ended: {error:#}; reconnecting");
+                // Hands every unacked delivery back to the queue.
+                let _ = connection.close(320, "host reconnecting".into()).await;
+            }
+        }
+    }
+}
+
+/// One connection's life: declare, consume, announce; `Ok` only on shutdown.
+async fn session(
+    connection: &Connection,
+    settings: &Arc<WorkerSettings>,
+    plugins: &[Arc<Plugin>],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let topology = &settings.topology;
+    let setup = connection.create_channel().await.context("opening a channel")?;
+    topology
+        .declare_common(&setup)
+        .await
+        .context("declaring the common topology")?;
+    let publisher = Publisher::open(connection, topology)
+        .await
+        .context("opening the publishing channel")?;
+
+    let mut consumers = Vec::new();
+    let mut channels: Vec<(Channel, String)> = Vec::new();
+    for (index, plugin) in plugins.iter().enumerate() {
+        let vendor = plugin.vendor();
+        topology
+            .declare_vendor(&setup, vendor)
+            .await
+            .with_context(|| format!("declaring the request queue of {vendor}"))?;
+        let channel = connection.create_channel().await.context("opening a channel")?;
+        channel
+            .basic_qos(plugin.limits().max_in_flight, BasicQosOptions::default())
+            .await
+            .context("setting the prefetch")?;
+        let tag = format!("{}-{vendor}", settings.host_id);
+        let consumer = channel
+            .basic_consume(
+                topology.request_queue(vendor).into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("consuming the request queue of {vendor}"))?;
+        tracing::info!(
+            vendor,
+            prefetch = plugin.limits().max_in_flight,
+            "consuming {}",
+            topology.request_queue(vendor)
+        );
+        consumers.push(consumer.map(move |delivery| (index, delivery)));
+        channels.push((channel, tag));
+    }
+    let mut deliveries = select_all(consumers);
+    let mut announce = tokio::time::interval(settings.announce_interval);
+    let mut in_flight: JoinSet<anyhow::Result<()>> = JoinSet::new();
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = announce.tick() => announce_vendors(&publisher, settings, plugins).await?,
+            next = deliveries.next() => {
+                let (index, delivery) = next.context("the broker closed the consumers")?;
+                let delivery = delivery.context("consuming a request")?;
+                let plugin = plugins[index].clone();
+                let work = handle_delivery(delivery, plugin, publisher.clone(), settings.poll.clone());
+                in_flight.spawn(work);
+            }
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                done.context("a provisioning task panicked")??;
+            }
+        }
+    }
+
+    // Shutdown: stop taking work, let in-flight creations finish within the grace period;
+    // whatever is left unacked goes back to the queue when the connection closes.
+    for (channel, tag) in &channels {
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+    }
+    let pending = in_flight.len();
+    if pending > 0 {
+        tracing::info!(pending, grace = ?settings.shutdown_grace, "waiting for in-flight creations");
+        let drained = tokio::time::timeout(settings.shutdown_grace, async {
+            while let Some(done) = in_flight.join_next().await {
+                if let Ok(Err(error)) = done {
+                    tracing::warn!("in-flight creation ended with an error: {error:#}");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::info!(
+                left = in_flight.len(),
+                "grace period over; handing the rest back to RabbitMQ"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Tells order-api which vendors this host serves.
+async fn announce_vendors(
+    publisher: &Publisher,
+    settings: &WorkerSettings,
+    plugins: &[Arc<Plugin>],
+) -> anyhow::Result<()> {
+    for plugin in plugins {
+        let info = plugin.info_cached();
+        let message = HostMessage::VendorAnnounced(VendorAnnouncement {
+            vendor: plugin.vendor().to_string(),
+            display_name: info.display_name.clone(),
+            plugin_version: info.version.clone(),
+            host_id: settings.host_id.clone(),
+            at: chrono::Utc::now(),
+        });
+        let envelope = Envelope {
+            message_id: uuid::Uuid::new_v4(),
+            correlation_id: None,
+            traceparent: None,
+        };
+        publisher
+            .publish(&Topology::announce_key(plugin.vendor()), &envelope, &encode(&message))
+            .await
+            .with_context(|| format!("announcing vendor {}", plugin.vendor()))?;
+    }
+    Ok(())
+}
+
+/// Which delivery of this request this is: 1, then more after redeliveries.
+fn attempt(delivery: &Delivery) -> u32 {
+    let key: ShortString = "x-delivery-count".into();
+    let count = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(&key).cloned());
+    match count {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0) + 1,
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0) + 1,
+        _ if delivery.redelivered => 2,
+        _ => 1,
+    }
+}
+
+/// One request: decode, create, publish progress, wait, publish the result, ack.
+/// An `Err` means the broker side failed; the delivery stays unacked and is redelivered.
+async fn handle_delivery(
+    delivery: Delivery,
+    plugin: Arc<Plugin>,
+    publisher: Publisher,
+    poll: PollPolicy,
+) -> anyhow::Result<()> {
+    let decoded: Result<(Envelope, ProvisionRequest), _> =
+        decode(&delivery.properties, &delivery.data);
+    let (envelope, request) = match decoded {
+        Ok(decoded) if decoded.1.vendor == plugin.vendor() => decoded,
+        Ok((_, request)) => {
+            tracing::error!(
+                order_id = %request.order_id,
+                "request for vendor '{}' arrived on the queue of '{}'; dead-lettering it",
+                request.vendor,
+                plugin.vendor()
+            );
+            return dead_letter(&delivery).await;
+        }
+        Err(error) => {
+            tracing::error!(vendor = plugin.vendor(), "undecodable request, dead-lettering it: {error}");
+            return dead_letter(&delivery).await;
+        }
+    };
+    let attempt = attempt(&delivery);
+    let span = tracing::info_span!(
+        "provision",
+        order_id = %request.order_id,
+        vendor = %request.vendor,
+        attempt,
+        traceparent = envelope.traceparent.as_deref().unwrap_or(""),
+    );
+    async move {
+        tracing::info!("creating server");
+        let publish = async |kind: UpdateKind| -> anyhow::Result<()> {
+            let update = OrderUpdate {
+                order_id: request.order_id,
+                vendor: request.vendor.clone(),
+                at: chrono::Utc::now(),
+                attempt,
+                kind,
+            };
+            let key = update.routing_key();
+            let message = HostMessage::OrderUpdate(update);
+            let reply = Envelope::for_order(request.order_id, envelope.traceparent.clone());
+            publisher
+                .publish(&key, &reply, &encode(&message))
+                .await
+                .with_context(|| format!("publishing {key} for order {}", request.order_id))
+        };
+        let outcome = match provision::create(&plugin, &request).await {
+            Ok(server) => {
+                tracing::info!(vendor_id = %server.vendor_id, "vendor accepted the server");
+                publish(UpdateKind::Provisioning { server: server.clone() }).await?;
+                provision::wait_until_running(&plugin, &request, server, &poll).await
+            }
+            Err(fault) => UpdateKind::Failed { fault, server: None },
+        };
+        match &outcome {
+            UpdateKind::Active { server } => {
+                tracing::info!(vendor_id = %server.vendor_id, ipv4 = ?server.ipv4, "server running")
+            }
+            UpdateKind::Failed { fault, .. } => {
+                tracing::warn!(code = %fault.code, "order failed: {}", fault.message)
+            }
+            UpdateKind::Provisioning { .. } => {}
+        }
+        publish(outcome).await?;
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .context("acking the request")?;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Sends a delivery to the dead-letter exchange (the queue's `x-dead-letter-exchange`).
+async fn dead_letter(delivery: &Delivery) -> anyhow::Result<()> {
+    delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .context("dead-lettering a request")?;
+    Ok(())
+}

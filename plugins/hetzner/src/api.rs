@@ -1,0 +1,91 @@
+//! Hetzner Cloud's JSON shapes (only the fields the plugin reads or writes).
+//!
+//! Reference: <https://docs.hetzner.cloud/#servers>.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::provisioner::provider::types::{Server, ServerStatus};
+
+/// `POST /servers` body.
+#[derive(Debug, Serialize)]
+pub struct CreateServerRequest<'a> {
+    pub name: &'a str,
+    pub server_type: &'a str,
+    pub image: &'a str,
+    pub location: &'a str,
+    pub labels: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub ssh_keys: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<&'a str>,
+    pub start_after_create: bool,
+}
+
+/// `{"server": {...}}`: the answer of create and get.
+#[derive(Debug, Deserialize)]
+pub struct ServerEnvelope {
+    pub server: HetznerServer,
+}
+
+/// `{"servers": [...]}`: the answer of list.
+#[derive(Debug, Deserialize)]
+pub struct ServerList {
+    pub servers: Vec<HetznerServer>,
+}
+
+/// A server as Hetzner returns it.
+#[derive(Debug, Deserialize)]
+pub struct HetznerServer {
+    pub id: u64,
+    pub name: String,
+    pub status: String,
+    pub public_net: PublicNet,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PublicNet {
+    pub ipv4: Option<Address>,
+    pub ipv6: Option<Address>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Address {
+    pub ip: String,
+}
+
+/// `{"error": {"code", "message"}}`: every Hetzner error answer.
+#[derive(Debug, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// Hetzner's server statuses in the vendor-neutral WIT terms.
+pub fn map_status(status: &str) -> ServerStatus {
+    match status {
+        "running" => ServerStatus::Running,
+        "off" | "stopping" => ServerStatus::Stopped,
+        "deleting" => ServerStatus::Deleting,
+        // initializing, starting, migrating, rebuilding, unknown: not there yet.
+        _ => ServerStatus::Provisioning,
+    }
+}
+
+impl From<HetznerServer> for Server {
+    fn from(server: HetznerServer) -> Self {
+        Server {
+            vendor_id: server.id.to_string(),
+            name: server.name,
+            status: map_status(&server.status),
+            ipv4: server.public_net.ipv4.map(|a| a.ip),
+            ipv6: server.public_net.ipv6.map(|a| a.ip),
+        }
+    }
+}

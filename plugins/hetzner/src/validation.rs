@@ -1,0 +1,96 @@
+//! Offline checks of a request, with the rules Hetzner applies (no network I/O).
+
+use crate::provisioner::provider::host::get_config;
+use crate::provisioner::provider::types::{ProviderError, ServerRequest};
+
+/// Hetzner's public locations; the manifest's `locations` config overrides the list.
+const LOCATIONS: &[&str] = &["fsn1", "nbg1", "hel1", "ash", "hil", "sin"];
+
+/// Refuses what Hetzner would refuse, naming the field.
+pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
+    let invalid = |message: String| Err(ProviderError::InvalidRequest(message));
+    if !is_hostname(&request.name) {
+        return invalid(format!(
+            "name '{}' is not a valid hostname (letters, digits, hyphens; 1-63 per label)",
+            request.name
+        ));
+    }
+    let configured = get_config("locations");
+    let known: Vec<&str> = match &configured {
+        Some(list) => list.split(',').map(str::trim).collect(),
+        None => LOCATIONS.to_vec(),
+    };
+    if !known.contains(&request.region.as_str()) {
+        return invalid(format!(
+            "region '{}' is not a Hetzner location (one of: {})",
+            request.region,
+            known.join(", ")
+        ));
+    }
+    if !is_slug(&request.size) {
+        return invalid(format!("size '{}' is not a Hetzner server type name", request.size));
+    }
+    if !is_slug(&request.image) {
+        return invalid(format!("image '{}' is not a Hetzner image name", request.image));
+    }
+    if !is_label_value(&request.idempotency_key) {
+        return invalid(format!(
+            "idempotency key '{}' cannot be a Hetzner label value",
+            request.idempotency_key
+        ));
+    }
+    for (key, value) in &request.labels {
+        if key == crate::IDEMPOTENCY_LABEL {
+            return invalid(format!("label '{key}' is reserved for the provisioner"));
+        }
+        if !is_label_key(key) || !is_label_value(value) {
+            return invalid(format!("label '{key}={value}' is not a valid Hetzner label"));
+        }
+    }
+    Ok(())
+}
+
+fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn is_slug(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'))
+}
+
+/// Label values: at most 63 characters, alphanumerics with `-_.` inside; may be empty.
+fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+}
+
+/// Label keys: an optional DNS-subdomain prefix and `/`, then a name like a value.
+fn is_label_key(key: &str) -> bool {
+    let name = match key.rsplit_once('/') {
+        Some((prefix, name)) => {
+            if prefix.is_empty() || prefix.len() > 253 || !is_hostname(prefix) {
+                return false;
+            }
+            name
+        }
+        None => key,
+    };
+    !name.is_empty() && is_label_value(name)
+}

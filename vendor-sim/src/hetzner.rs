@@ -1,0 +1,444 @@
+//! The Hetzner Cloud API subset the Hetzner plugin uses, in Hetzner's own shapes:
+//! `POST /servers`, `GET /servers` (with `label_selector`, `name`, pagination),
+//! `GET /servers/{id}`, `DELETE /servers/{id}`; bearer-token auth; errors as
+//! `{"error": {"code", "message", "details"}}`; `RateLimit-*` headers on every answer.
+//!
+//! Reference: <https://docs.hetzner.cloud/#servers>.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::state::{SimServer, SimState};
+
+/// Locations the simulated project offers.
+const LOCATIONS: &[(&str, &str, &str, &str)] = &[
+    ("fsn1", "Falkenstein", "DE", "eu-central"),
+    ("nbg1", "Nuremberg", "DE", "eu-central"),
+    ("hel1", "Helsinki", "FI", "eu-central"),
+    ("ash", "Ashburn, VA", "US", "us-east"),
+    ("hil", "Hillsboro, OR", "US", "us-west"),
+    ("sin", "Singapore", "SG", "ap-southeast"),
+];
+
+/// Server types: name, cores, memory GB, disk GB.
+const SERVER_TYPES: &[(&str, u32, f64, u32)] = &[
+    ("cx22", 2, 4.0, 40),
+    ("cx32", 4, 8.0, 80),
+    ("cx42", 8, 16.0, 160),
+    ("cpx11", 2, 2.0, 40),
+    ("cpx21", 3, 4.0, 80),
+    ("cax11", 2, 4.0, 40),
+];
+
+/// Images: name, OS flavour, OS version.
+const IMAGES: &[(&str, &str, &str)] = &[
+    ("ubuntu-24.04", "ubuntu", "24.04"),
+    ("ubuntu-22.04", "ubuntu", "22.04"),
+    ("debian-12", "debian", "12"),
+    ("fedora-41", "fedora", "41"),
+    ("rocky-9", "rocky", "9"),
+];
+
+/// `/hetzner/v1/...`
+pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
+    Router::new()
+        .route("/servers", get(list_servers).post(create_server))
+        .route("/servers/{id}", get(get_server).delete(delete_server))
+        .route_layer(middleware::from_fn_with_state(state, authenticate))
+        .layer(middleware::from_fn(rate_limit_headers))
+}
+
+/// A Hetzner error answer.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({"error": {"code": code, "message": message.into(), "details": {}}});
+    (status, Json(body)).into_response()
+}
+
+/// Hetzner sends its rate-limit state on every answer.
+async fn rate_limit_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from_static("3600"));
+    headers.insert("ratelimit-remaining", HeaderValue::from_static("3599"));
+    let reset = Utc::now().timestamp() + 1;
+    if let Ok(value) = HeaderValue::from_str(&reset.to_string()) {
+        headers.insert("ratelimit-reset", value);
+    }
+    response
+}
+
+async fn authenticate(State(state): State<Arc<SimState>>, request: Request, next: Next) -> Response {
+    match bearer_token(request.headers()) {
+        Some(token) if token == state.config.hetzner_token => next.run(request).await,
+        _ => error(StatusCode::UNAUTHORIZED, "unauthorized", "unable to authenticate"),
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(|token| token.trim().to_string())
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// A server in Hetzner's JSON.
+fn render_server(server: &SimServer, state: &SimState) -> Value {
+    let booted = server.is_booted(state.config.boot_delay, Utc::now());
+    let status = if booted { "running" } else { "initializing" };
+    let (city, country, zone) = LOCATIONS
+        .iter()
+        .find(|(name, ..)| *name == server.region)
+        .map(|(_, city, country, zone)| (*city, *country, *zone))
+        .unwrap_or(("Falkenstein", "DE", "eu-central"));
+    let (cores, memory, disk) = SERVER_TYPES
+        .iter()
+        .find(|(name, ..)| *name == server.size)
+        .map(|(_, cores, memory, disk)| (*cores, *memory, *disk))
+        .unwrap_or((2, 4.0, 40));
+    let (os_flavor, os_version) = IMAGES
+        .iter()
+        .find(|(name, ..)| *name == server.image)
+        .map(|(_, flavor, version)| (*flavor, *version))
+        .unwrap_or(("unknown", "unknown"));
+    let location_id = LOCATIONS
+        .iter()
+        .position(|(name, ..)| *name == server.region)
+        .unwrap_or(0)
+        + 1;
+    let type_id = SERVER_TYPES
+        .iter()
+        .position(|(name, ..)| *name == server.size)
+        .unwrap_or(0)
+        + 1;
+    let created = timestamp(server.created);
+    json!({
+        "id": server.id,
+        "name": server.name,
+        "status": status,
+        "created": created,
+        "public_net": {
+            "ipv4": {"id": server.id, "ip": server.ipv4, "blocked": false,
+                     "dns_ptr": format!("static.{}.clients.your-server.de", server.ipv4)},
+            "ipv6": {"id": server.id, "ip": server.ipv6, "blocked": false, "dns_ptr": []},
+            "floating_ips": [],
+            "firewalls": [],
+        },
+        "private_net": [],
+        "server_type": {
+            "id": type_id, "name": server.size, "description": server.size.to_uppercase(),
+            "cores": cores, "memory": memory, "disk": disk, "deprecated": false,
+            "prices": [], "storage_type": "local", "cpu_type": "shared", "architecture": "x86",
+        },
+        "datacenter": {
+            "id": location_id, "name": format!("{}-dc1", server.region),
+            "description": format!("{city} DC 1"),
+            "location": {
+                "id": location_id, "name": server.region, "description": format!("{city} DC Park 1"),
+                "country": country, "city": city, "latitude": 50.47612, "longitude": 12.370071,
+                "network_zone": zone,
+            },
+            "server_types": {"supported": [], "available": [], "available_for_migration": []},
+        },
+        "image": {
+            "id": 1, "type": "system", "status": "available", "name": server.image,
+            "description": server.image, "image_size": null, "disk_size": 5,
+            "created": created, "created_from": null, "bound_to": null,
+            "os_flavor": os_flavor, "os_version": os_version, "rapid_deploy": true,
+            "protection": {"delete": false}, "deprecated": null, "deleted": null,
+            "labels": {}, "architecture": "x86",
+        },
+        "iso": null,
+        "rescue_enabled": false,
+        "locked": false,
+        "backup_window": null,
+        "outgoing_traffic": 0,
+        "ingoing_traffic": 0,
+        "included_traffic": 21990232555520u64,
+        "protection": {"delete": false, "rebuild": false},
+        "labels": server.labels,
+        "volumes": [],
+        "load_balancers": [],
+        "primary_disk_size": disk,
+        "placement_group": null,
+    })
+}
+
+/// A Hetzner action object.
+fn render_action(id: u64, command: &str, server_id: u64, finished: bool) -> Value {
+    let now = timestamp(Utc::now());
+    json!({
+        "id": id,
+        "command": command,
+        "status": if finished { "success" } else { "running" },
+        "progress": if finished { 100 } else { 0 },
+        "started": now,
+        "finished": if finished { Value::String(now) } else { Value::Null },
+        "resources": [{"id": server_id, "type": "server"}],
+        "error": null,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateServer {
+    name: String,
+    server_type: String,
+    image: String,
+    location: Option<String>,
+    datacenter: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    ssh_keys: Vec<Value>,
+    #[serde(default)]
+    user_data: Option<String>,
+}
+
+async fn create_server(
+    State(state): State<Arc<SimState>>,
+    body: Result<Json<CreateServer>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_input", rejection.body_text());
+        }
+    };
+    let _ = (&request.ssh_keys, &request.user_data);
+    if !valid_hostname(&request.name) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("invalid input in field 'name': '{}' is not a valid hostname", request.name),
+        );
+    }
+    if !SERVER_TYPES.iter().any(|(name, ..)| *name == request.server_type) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("server type {} not found", request.server_type),
+        );
+    }
+    if !IMAGES.iter().any(|(name, ..)| *name == request.image) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("image {} not found", request.image),
+        );
+    }
+    let location = request
+        .location
+        .clone()
+        .or_else(|| request.datacenter.as_ref().and_then(|dc| dc.split('-').next().map(str::to_string)))
+        .unwrap_or_else(|| "fsn1".into());
+    if !LOCATIONS.iter().any(|(name, ..)| *name == location) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("location {location} not found"),
+        );
+    }
+    let Ok(mut cloud) = state.hetzner.lock() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "state lock poisoned");
+    };
+    if cloud.servers.values().any(|server| server.name == request.name) {
+        return error(
+            StatusCode::CONFLICT,
+            "uniqueness_error",
+            "server name is already used",
+        );
+    }
+    let server = cloud.insert(
+        request.name,
+        location,
+        request.server_type,
+        request.image,
+        request.labels,
+    );
+    drop(cloud);
+    let body = json!({
+        "server": render_server(&server, &state),
+        "action": render_action(server.id * 10, "create_server", server.id, false),
+        "next_actions": [render_action(server.id * 10 + 1, "start_server", server.id, false)],
+        "root_password": null,
+    });
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// RFC 1123 hostname, as Hetzner requires for server names.
+fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+async fn get_server(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, "invalid_input", "invalid server ID");
+    };
+    let server = state.hetzner.lock().ok().and_then(|cloud| cloud.servers.get(&id).cloned());
+    match server {
+        Some(server) => Json(json!({"server": render_server(&server, &state)})).into_response(),
+        None => not_found(id),
+    }
+}
+
+fn not_found(id: u64) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("server with ID '{id}' not found"),
+    )
+}
+
+async fn delete_server(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, "invalid_input", "invalid server ID");
+    };
+    let removed = state.hetzner.lock().ok().and_then(|mut cloud| cloud.servers.remove(&id));
+    match removed {
+        Some(server) => {
+            Json(json!({"action": render_action(server.id * 10 + 2, "delete_server", id, false)}))
+                .into_response()
+        }
+        None => not_found(id),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    label_selector: Option<String>,
+    name: Option<String>,
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+async fn list_servers(State(state): State<Arc<SimState>>, Query(query): Query<ListQuery>) -> Response {
+    let selector = match query.label_selector.as_deref().map(LabelSelector::parse) {
+        Some(Ok(selector)) => Some(selector),
+        Some(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_input", message),
+        None => None,
+    };
+    let servers: Vec<SimServer> = match state.hetzner.lock() {
+        Ok(cloud) => cloud
+            .servers
+            .values()
+            .filter(|server| selector.as_ref().is_none_or(|s| s.matches(&server.labels)))
+            .filter(|server| query.name.as_ref().is_none_or(|name| &server.name == name))
+            .cloned()
+            .collect(),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "state lock poisoned"),
+    };
+    let per_page = query.per_page.unwrap_or(25).clamp(1, 50);
+    let page = query.page.unwrap_or(1).max(1);
+    let total = servers.len();
+    let last_page = total.div_ceil(per_page).max(1);
+    let rendered: Vec<Value> = servers
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|server| render_server(server, &state))
+        .collect();
+    let body = json!({
+        "servers": rendered,
+        "meta": {"pagination": {
+            "page": page,
+            "per_page": per_page,
+            "previous_page": if page > 1 { json!(page - 1) } else { Value::Null },
+            "next_page": if page < last_page { json!(page + 1) } else { Value::Null },
+            "last_page": last_page,
+            "total_entries": total,
+        }},
+    });
+    Json(body).into_response()
+}
+
+/// Hetzner's label selector: comma-separated `k=v`, `k==v`, `k!=v`, `k`, `!k`.
+#[derive(Debug)]
+struct LabelSelector(Vec<Requirement>);
+
+#[derive(Debug)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+impl LabelSelector {
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut requirements = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let requirement = if let Some((key, value)) = part.split_once("!=") {
+                Requirement::NotEquals(key.trim().into(), value.trim().into())
+            } else if let Some((key, value)) = part.split_once("==") {
+                Requirement::Equals(key.trim().into(), value.trim().into())
+            } else if let Some((key, value)) = part.split_once('=') {
+                Requirement::Equals(key.trim().into(), value.trim().into())
+            } else if let Some(key) = part.strip_prefix('!') {
+                Requirement::Absent(key.trim().into())
+            } else {
+                Requirement::Exists(part.into())
+            };
+            requirements.push(requirement);
+        }
+        if requirements.is_empty() {
+            return Err("label_selector is empty".into());
+        }
+        Ok(Self(requirements))
+    }
+
+    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|requirement| match requirement {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::Absent(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The selector forms Hetzner documents all filter as Hetzner does.
+    #[test]
+    fn label_selector_matches_like_hetzner() {
+        let labels: BTreeMap<String, String> =
+            [("env".to_string(), "prod".to_string())].into_iter().collect();
+        assert!(LabelSelector::parse("env=prod").unwrap().matches(&labels));
+        assert!(LabelSelector::parse("env==prod").unwrap().matches(&labels));
+        assert!(!LabelSelector::parse("env!=prod").unwrap().matches(&labels));
+        assert!(LabelSelector::parse("env").unwrap().matches(&labels));
+        assert!(!LabelSelector::parse("!env").unwrap().matches(&labels));
+        assert!(!LabelSelector::parse("env=prod,team").unwrap().matches(&labels));
+        assert!(LabelSelector::parse(" , ").is_err());
+    }
+
+    /// Names are hostnames, as Hetzner requires.
+    #[test]
+    fn hostnames_are_checked() {
+        assert!(valid_hostname("web-1"));
+        assert!(!valid_hostname("-web"));
+        assert!(!valid_hostname("web_1"));
+        assert!(!valid_hostname(""));
+    }
+}

@@ -1,0 +1,48 @@
+//! `vendor-sim`: a local stand-in for cloud vendors' REST APIs.
+//!
+//! It serves the subset of each vendor's API that the provider plugins use, with the
+//! vendor's own paths, JSON shapes, status codes and headers, so the demo, the tests and the
+//! conformance kit run without a cloud account. State is in memory. Servers boot after a
+//! configurable delay. It counts every server it ever made per idempotency key, so a double
+//! creation shows at once in `GET /_sim/stats`.
+//!
+//! # Layout
+//! - [`state`]: the simulated clouds' in-memory state and the counters behind the stats.
+//! - [`hetzner`]: the Hetzner Cloud API (`/hetzner/v1/servers...`).
+//! - [`control`]: the simulator's own endpoints (`/_sim/stats`).
+//! - [`app`] / [`serve`]: the router and the server loop, taking an already-bound listener.
+
+pub mod control;
+pub mod hetzner;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use state::{SimConfig, SimState};
+
+/// The label (tag, metadata key) under which provider plugins carry the idempotency key.
+/// The simulator uses it to count servers per key and report duplicates.
+pub const IDEMPOTENCY_LABEL: &str = "provisioner-idempotency-key";
+
+/// The simulator's router: every vendor API under its own base path, plus `/_sim`.
+pub fn app(state: Arc<SimState>) -> Router {
+    Router::new()
+        .nest("/hetzner/v1", hetzner::router(state.clone()))
+        .nest("/_sim", control::router())
+        .with_state(state)
+}
+
+/// Serves the simulator on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<SimState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,63 @@
+//! `vendor-sim` binary: serves the simulated vendor APIs until Ctrl-C / SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use vendor_sim::{SimConfig, SimState};
+
+/// A local stand-in for cloud vendors' REST APIs (Hetzner Cloud under /hetzner/v1).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "SIM_LISTEN_ADDR", default_value = "127.0.0.1:8090")]
+    listen_addr: String,
+    /// Milliseconds a new server takes to reach `running`.
+    #[arg(long, env = "SIM_BOOT_DELAY_MS", default_value_t = 2000)]
+    boot_delay_ms: u64,
+    /// Bearer token the simulated Hetzner API accepts.
+    #[arg(long, env = "SIM_HETZNER_TOKEN", default_value = "sim-hetzner-token")]
+    hetzner_token: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(&args.listen_addr)
+        .await
+        .with_context(|| format!("binding vendor-sim to {}", args.listen_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "vendor-sim listening");
+    let state = Arc::new(SimState::new(SimConfig {
+        boot_delay: Duration::from_millis(args.boot_delay_ms),
+        hetzner_token: args.hetzner_token,
+    }));
+    vendor_sim::serve(listener, state, shutdown_signal())
+        .await
+        .context("serving vendor-sim")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
