@@ -1,1 +1,66 @@
+//! `order-api`: the HTTP order API. Records orders, publishes creation requests through an
+//! outbox, applies the results the hosts send back, serves order status.
+//!
+//! # Layout
+//! - [`config`]: command-line flags with environment fallbacks.
+//! - [`lifecycle`]: the order state machine (allowed transitions).
+//! - [`store`]: the SQLite database: orders, events, outbox, vendors; compare-and-set.
+//! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health.
+//! - [`relay`]: the outbox relay (publish with confirms, retry what was refused).
+//! - [`results`]: the consumer of `provision.results` (updates, vendor announcements).
+//! - [`broker`]: the session supervisor that (re)connects and runs relay and consumer.
+//! - [`serve`]: the whole service on an already-bound listener until shutdown.
 
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod lifecycle;
+pub mod relay;
+pub mod results;
+pub mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use provisioner_contract::Topology;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ApiConfig;
+use crate::store::Store;
+
+/// Runs the API on `listener`, with the broker supervisor beside it, until `shutdown`.
+pub async fn serve(
+    config: ApiConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url).await?;
+    let relay_wakeup = Arc::new(Notify::new());
+    let broker_up = Arc::new(AtomicBool::new(false));
+    let supervisor = tokio::spawn(broker::run(
+        broker::BrokerSettings {
+            amqp_url: config.amqp_url.clone(),
+            topology: Topology::with_prefix(&config.amqp_name_prefix),
+            up: broker_up.clone(),
+            relay_wakeup: relay_wakeup.clone(),
+        },
+        store.clone(),
+        shutdown.clone(),
+    ));
+    let state = http::AppState {
+        store,
+        relay_wakeup,
+        broker_up,
+    };
+    let http_shutdown = shutdown.clone();
+    axum::serve(listener, http::app(state))
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .await
+        .context("serving HTTP")?;
+    shutdown.cancel();
+    supervisor.await.context("joining the broker supervisor")?;
+    Ok(())
+}

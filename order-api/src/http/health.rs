@@ -1,0 +1,42 @@
+//! `/healthz` (the process answers) and `/readyz` (orders can flow: the database answers,
+//! the broker session is up, at least one vendor is served).
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::http::AppState;
+
+/// `GET /healthz`: 200 while the process runs.
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 when orders can flow, else 503 with the failing checks.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = state.store.ping().await;
+    let broker = state.broker_up.load(Ordering::Relaxed);
+    let vendors = match state.store.vendors().await {
+        Ok(vendors) => vendors.len(),
+        Err(_) => 0,
+    };
+    let ready = database && broker && vendors > 0;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "database": if database { "ok" } else { "unreachable" },
+            "broker": if broker { "connected" } else { "disconnected" },
+            "vendors": vendors,
+        },
+    });
+    (status, Json(body))
+}

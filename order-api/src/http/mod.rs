@@ -1,0 +1,40 @@
+//! The HTTP API (axum). [`app`] builds the router from the shared state, apart from any
+//! socket, so tests and `main` serve the same thing.
+
+pub mod health;
+pub mod orders;
+pub mod problem;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::sync::Notify;
+use tower_http::trace::TraceLayer;
+
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The orders database.
+    pub store: Store,
+    /// Wakes the outbox relay after a new order is committed.
+    pub relay_wakeup: Arc<Notify>,
+    /// Whether the broker session is up (for `/readyz`).
+    pub broker_up: Arc<AtomicBool>,
+}
+
+/// The order API's router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/orders", get(orders::list_orders).post(orders::create_order))
+        .route("/v1/orders/{id}", get(orders::get_order))
+        .route("/v1/vendors", get(orders::list_vendors))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(problem::no_such_route)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

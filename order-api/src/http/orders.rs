@@ -1,0 +1,278 @@
+//! The orders endpoints: `POST /v1/orders`, `GET /v1/orders/{id}`, `GET /v1/orders`,
+//! `GET /v1/vendors`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use provisioner_contract::{ProvisionRequest, ServerSpec, Topology, encode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::http::AppState;
+use crate::http::problem::{ApiError, FieldError};
+use crate::lifecycle::OrderStatus;
+use crate::store::{Order, OrderEvent, OrderQuery, OutboxMessage};
+
+/// Longest accepted value of `name`, `region`, `size`, `image`, `vendor`.
+const MAX_FIELD_LEN: usize = 255;
+/// Longest accepted cloud-init user data (the common vendor limit).
+const MAX_USER_DATA: usize = 32 * 1024;
+/// Most labels per order.
+const MAX_LABELS: usize = 64;
+/// Most SSH keys per order.
+const MAX_SSH_KEYS: usize = 32;
+
+/// `POST /v1/orders` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    vendor: String,
+    region: String,
+    size: String,
+    image: String,
+    name: String,
+    #[serde(default)]
+    ssh_keys: Vec<String>,
+    #[serde(default)]
+    user_data: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+impl CreateOrder {
+    /// Checks every field and reports all problems at once.
+    fn validate(&self) -> Result<(), ApiError> {
+        let mut errors = Vec::new();
+        let mut check = |field: &str, value: &str| {
+            if value.trim().is_empty() {
+                errors.push(FieldError {
+                    field: field.into(),
+                    message: "must not be empty".into(),
+                });
+            } else if value.len() > MAX_FIELD_LEN {
+                errors.push(FieldError {
+                    field: field.into(),
+                    message: format!("must be at most {MAX_FIELD_LEN} characters"),
+                });
+            } else if value.trim() != value {
+                errors.push(FieldError {
+                    field: field.into(),
+                    message: "must not start or end with white space".into(),
+                });
+            }
+        };
+        check("vendor", &self.vendor);
+        check("region", &self.region);
+        check("size", &self.size);
+        check("image", &self.image);
+        check("name", &self.name);
+        if self.user_data.as_ref().is_some_and(|u| u.len() > MAX_USER_DATA) {
+            errors.push(FieldError {
+                field: "user_data".into(),
+                message: format!("must be at most {MAX_USER_DATA} bytes"),
+            });
+        }
+        if self.labels.len() > MAX_LABELS {
+            errors.push(FieldError {
+                field: "labels".into(),
+                message: format!("at most {MAX_LABELS} labels"),
+            });
+        }
+        if self.labels.keys().any(|k| k.trim().is_empty()) {
+            errors.push(FieldError {
+                field: "labels".into(),
+                message: "label keys must not be empty".into(),
+            });
+        }
+        if self.ssh_keys.len() > MAX_SSH_KEYS {
+            errors.push(FieldError {
+                field: "ssh_keys".into(),
+                message: format!("at most {MAX_SSH_KEYS} keys"),
+            });
+        }
+        if self.ssh_keys.iter().any(|k| k.trim().is_empty()) {
+            errors.push(FieldError {
+                field: "ssh_keys".into(),
+                message: "keys must not be empty".into(),
+            });
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    #[serde(flatten)]
+    order: Order,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<OrderEvent>>,
+}
+
+/// A W3C `traceparent` for a new order: the caller's trace if it sent one, else a new one.
+fn traceparent(headers: &HeaderMap) -> String {
+    let span_id = &Uuid::new_v4().simple().to_string()[..16];
+    let incoming_trace = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let parts: Vec<&str> = v.split('-').collect();
+            (parts.len() == 4 && parts[1].len() == 32 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| parts[1].to_ascii_lowercase())
+        });
+    let trace_id = incoming_trace.unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+    format!("00-{trace_id}-{span_id}-01")
+}
+
+/// `POST /v1/orders`: validate, record order + outbox row in one transaction, answer 202.
+/// Nothing is published here: the relay does that after the commit.
+pub async fn create_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<CreateOrder>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    body.validate()?;
+    if !state.store.vendor_known(&body.vendor).await? {
+        let known = state.store.vendors().await?.into_iter().map(|v| v.vendor).collect();
+        return Err(ApiError::UnknownVendor {
+            vendor: body.vendor,
+            known,
+        });
+    }
+    let now = Utc::now();
+    let order = Order {
+        id: Uuid::now_v7(),
+        status: OrderStatus::Pending,
+        vendor: body.vendor,
+        spec: ServerSpec {
+            name: body.name,
+            region: body.region,
+            size: body.size,
+            image: body.image,
+            ssh_keys: body.ssh_keys,
+            user_data: body.user_data,
+            labels: body.labels,
+        },
+        server: None,
+        fault: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let request = ProvisionRequest {
+        order_id: order.id,
+        vendor: order.vendor.clone(),
+        spec: order.spec.clone(),
+    };
+    let outbox = OutboxMessage {
+        message_id: Uuid::new_v4(),
+        order_id: order.id,
+        routing_key: Topology::request_key(&order.vendor),
+        body: encode(&request),
+        traceparent: Some(traceparent(&headers)),
+        attempts: 0,
+    };
+    let events = state.store.insert_order(&order, &outbox).await?;
+    state.relay_wakeup.notify_one();
+    tracing::info!(order_id = %order.id, vendor = %order.vendor, "order accepted");
+    let location = format!("/v1/orders/{}", order.id);
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(OrderView {
+            order,
+            events: Some(events),
+        }),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/orders/{id}`: the order with its event log.
+pub async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no order with id '{id}'"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let (order, events) = state.store.order(uuid).await?.ok_or_else(not_found)?;
+    Ok(Json(OrderView {
+        order,
+        events: Some(events),
+    }))
+}
+
+/// `GET /v1/orders` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    vendor: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/orders`: newest first; `next_cursor` fetches the next page.
+pub async fn list_orders(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query?;
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<OrderStatus>)
+        .transpose()
+        .map_err(ApiError::InvalidQuery)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::InvalidQuery("limit must be between 1 and 200".into()));
+    }
+    let before = query
+        .cursor
+        .as_deref()
+        .map(Uuid::parse_str)
+        .transpose()
+        .map_err(|_| ApiError::InvalidQuery("cursor is not one this API gave out".into()))?;
+    let mut orders = state
+        .store
+        .orders(&OrderQuery {
+            status,
+            vendor: query.vendor,
+            before,
+            limit: limit + 1,
+        })
+        .await?;
+    let next_cursor = if orders.len() > limit as usize {
+        orders.truncate(limit as usize);
+        orders.last().map(|o| o.id.to_string())
+    } else {
+        None
+    };
+    let orders: Vec<OrderView> = orders
+        .into_iter()
+        .map(|order| OrderView {
+            order,
+            events: None,
+        })
+        .collect();
+    Ok(Json(json!({"orders": orders, "next_cursor": next_cursor})))
+}
+
+/// `GET /v1/vendors`: the vendors hosts have announced.
+pub async fn list_vendors(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let vendors = state.store.vendors().await?;
+    Ok(Json(json!({"vendors": vendors})))
+}

@@ -1,0 +1,148 @@
+//! Errors as RFC 9457 `application/problem+json`. Bad input is always a 4xx that says what
+//! is wrong; a 500 is logged with its detail and answered without it.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// A field that failed validation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// The JSON field name.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Everything the API answers with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid-json`: the body is not JSON.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// 422 `invalid-body`: JSON, but a field is missing, unknown or of the wrong type.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// 415 `unsupported-media-type`: the body is not declared as JSON.
+    #[error("the request body must be JSON with `content-type: application/json`")]
+    UnsupportedMediaType,
+    /// 413 `body-too-large`.
+    #[error("the request body is too large")]
+    BodyTooLarge,
+    /// 422 `validation-failed`: fields with values the API cannot accept.
+    #[error("{} field(s) failed validation", .0.len())]
+    Validation(Vec<FieldError>),
+    /// 422 `unknown-vendor`: no host serves this vendor.
+    #[error("no provisioner host serves vendor '{vendor}'")]
+    UnknownVendor {
+        /// The vendor asked for.
+        vendor: String,
+        /// The vendors that are served.
+        known: Vec<String>,
+    },
+    /// 400 `invalid-query`: a query parameter is wrong.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// 404 `not-found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// 500 `internal`: logged, answered without detail.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid-json", "Malformed JSON"),
+            ApiError::InvalidBody(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "Invalid request body")
+            }
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::BodyTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large")
+            }
+            ApiError::Validation(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Validation failed")
+            }
+            ApiError::UnknownVendor { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "unknown-vendor", "Unknown vendor")
+            }
+            ApiError::InvalidQuery(_) => {
+                (StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter")
+            }
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error")
+            }
+        }
+    }
+}
+
+/// The media type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        let detail = match &self {
+            ApiError::Internal(error) => {
+                tracing::error!("internal error: {error:#}");
+                "the server failed to handle the request; it has been logged".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({
+            "type": format!("/problems/{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        match &self {
+            ApiError::Validation(errors) => body["errors"] = json!(errors),
+            ApiError::UnknownVendor { known, .. } => body["known_vendors"] = json!(known),
+            _ => {}
+        }
+        problem_response(status, body)
+    }
+}
+
+fn problem_response(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonSyntaxError(e) => ApiError::InvalidJson(e.body_text()),
+            JsonRejection::JsonDataError(e) => ApiError::InvalidBody(e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::BodyTooLarge
+            }
+            other => ApiError::InvalidJson(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::InvalidQuery(rejection.body_text())
+    }
+}
+
+/// The answer for paths the API does not have.
+pub async fn no_such_route() -> ApiError {
+    ApiError::NotFound("no such endpoint; see GET /v1/orders, POST /v1/orders".into())
+}

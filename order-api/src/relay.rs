@@ -1,0 +1,100 @@
+//! The outbox relay: publishes committed creation requests with confirms.
+//!
+//! A row leaves the outbox only after the broker confirmed the message onto a queue. An
+//! unroutable (`mandatory` return) or nacked message stays, with a growing delay before
+//! the next try; a broken channel ends the session and the supervisor reconnects. So an
+//! order accepted while RabbitMQ is down goes out once it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use provisioner_contract::{Envelope, PublishError, Publisher};
+use tokio::sync::Notify;
+
+use crate::store::{OutboxMessage, Store};
+
+/// Most messages published per round (all in flight at once, then confirmed together).
+const BATCH: u32 = 256;
+/// How often the outbox is checked when nobody wakes the relay.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Delay before the next try of a message that failed `attempts` times: 1 s doubling to 30 s.
+pub fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(5)).min(Duration::from_secs(30))
+}
+
+/// Runs until publishing fails at the channel level (then the session must reconnect).
+pub async fn run(store: Store, publisher: Publisher, wakeup: Arc<Notify>) -> anyhow::Result<()> {
+    loop {
+        let due = store.due_outbox(BATCH).await?;
+        if due.is_empty() {
+            tokio::select! {
+                _ = wakeup.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            continue;
+        }
+        publish_batch(&store, &publisher, due).await?;
+    }
+}
+
+/// Publishes a batch with all confirms in flight at once, then records the outcome.
+async fn publish_batch(
+    store: &Store,
+    publisher: &Publisher,
+    due: Vec<OutboxMessage>,
+) -> anyhow::Result<()> {
+    let mut pending = Vec::with_capacity(due.len());
+    for message in due {
+        let envelope = Envelope {
+            message_id: message.message_id,
+            correlation_id: Some(message.order_id),
+            traceparent: message.traceparent.clone(),
+        };
+        let confirm = publisher
+            .send(&message.routing_key, &envelope, &message.body)
+            .await?;
+        pending.push((message, confirm));
+    }
+    let mut published = Vec::with_capacity(pending.len());
+    let mut channel_error = None;
+    for (message, confirm) in pending {
+        match Publisher::confirmed(confirm, &message.routing_key).await {
+            Ok(()) => published.push(message),
+            Err(PublishError::Amqp(error)) => {
+                channel_error.get_or_insert(error);
+            }
+            Err(refused) => {
+                let delay = retry_delay(message.attempts);
+                tracing::warn!(order_id = %message.order_id, retry_in = ?delay, "publish refused: {refused}");
+                store
+                    .publish_failed(&message, &refused.to_string(), delay)
+                    .await?;
+            }
+        }
+    }
+    // Record what did land even if the channel then broke, so it is not sent twice.
+    store.mark_published(&published).await?;
+    if !published.is_empty() {
+        tracing::debug!(count = published.len(), "published creation requests");
+    }
+    match channel_error {
+        Some(error) => Err(anyhow::Error::from(error).context("publishing creation requests")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Retries back off from 1 s and never wait more than 30 s.
+    #[test]
+    fn retry_delay_doubles_up_to_a_cap() {
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+        assert_eq!(retry_delay(1), Duration::from_secs(2));
+        assert_eq!(retry_delay(4), Duration::from_secs(16));
+        assert_eq!(retry_delay(5), Duration::from_secs(30));
+        assert_eq!(retry_delay(60), Duration::from_secs(30));
+    }
+}

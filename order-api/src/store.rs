@@ -1,0 +1,510 @@
+//! The orders database (SQLite through sqlx): orders, their event log, the outbox and the
+//! announced vendors. Every state change is a compare-and-set in one transaction.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use provisioner_contract::{Fault, OrderUpdate, ServerInfo, ServerSpec, VendorAnnouncement};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use crate::lifecycle::{self, OrderStatus};
+
+/// The database handle; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Order {
+    /// The order id (UUIDv7).
+    pub id: Uuid,
+    /// Where it is.
+    pub status: OrderStatus,
+    /// The vendor serving it.
+    pub vendor: String,
+    /// What was ordered.
+    #[serde(flatten)]
+    pub spec: ServerSpec,
+    /// The server, once the vendor made one.
+    pub server: Option<ServerInfo>,
+    /// Why it failed, when it did.
+    pub fault: Option<Fault>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One line of an order's event log.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderEvent {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The order's status after it.
+    pub status: OrderStatus,
+    /// What happened.
+    pub message: String,
+    /// Which delivery of the creation request it came from, for host events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+/// A vendor a host announced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Vendor {
+    /// The vendor id orders use.
+    pub vendor: String,
+    /// A name for people.
+    pub display_name: String,
+    /// The plugin's version.
+    pub plugin_version: String,
+    /// The host that announced it last.
+    pub host_id: String,
+    /// When it was first announced.
+    pub first_seen: DateTime<Utc>,
+    /// When it was last announced.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    /// Its AMQP message id.
+    pub message_id: Uuid,
+    /// The order it is about.
+    pub order_id: Uuid,
+    /// Where it goes.
+    pub routing_key: String,
+    /// Its JSON body.
+    pub body: Vec<u8>,
+    /// W3C trace context.
+    pub traceparent: Option<String>,
+    /// How many publishes failed so far.
+    pub attempts: u32,
+}
+
+/// What applying a host update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The order moved to this status.
+    Moved(OrderStatus),
+    /// The order was already past it (duplicate or stale): nothing changed.
+    Ignored,
+    /// No such order.
+    UnknownOrder,
+}
+
+/// Filters and page position for listing orders.
+#[derive(Debug, Clone, Default)]
+pub struct OrderQuery {
+    /// Only orders in this status.
+    pub status: Option<OrderStatus>,
+    /// Only orders for this vendor.
+    pub vendor: Option<String>,
+    /// Only orders older than this id (the cursor).
+    pub before: Option<Uuid>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: Option<String>) -> anyhow::Result<Option<T>> {
+    text.map(|t| serde_json::from_str(&t).context("decoding a JSON column"))
+        .transpose()
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `url` and runs the migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("parsing DATABASE_URL '{url}'"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed order survives a power cut, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the orders database {url}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("migrating the orders database")?;
+        Ok(Self { pool })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Records a new order and its creation request in one transaction.
+    pub async fn insert_order(
+        &self,
+        order: &Order,
+        outbox: &OutboxMessage,
+    ) -> anyhow::Result<Vec<OrderEvent>> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        sqlx::query(
+            "INSERT INTO orders (id, status, vendor, region, size, image, name, ssh_keys, \
+             user_data, labels, server, fault, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+        )
+        .bind(order.id.to_string())
+        .bind(order.status.as_str())
+        .bind(&order.vendor)
+        .bind(&order.spec.region)
+        .bind(&order.spec.size)
+        .bind(&order.spec.image)
+        .bind(&order.spec.name)
+        .bind(json(&order.spec.ssh_keys))
+        .bind(&order.spec.user_data)
+        .bind(json(&order.spec.labels))
+        .bind(order.created_at)
+        .bind(order.updated_at)
+        .execute(&mut *tx)
+        .await
+        .context("inserting the order")?;
+        let event = OrderEvent {
+            at: order.created_at,
+            status: OrderStatus::Pending,
+            message: "order accepted".into(),
+            attempt: None,
+        };
+        insert_event(&mut tx, order.id, &event).await?;
+        sqlx::query(
+            "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, \
+             created_at, attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+        )
+        .bind(outbox.message_id.to_string())
+        .bind(order.id.to_string())
+        .bind(&outbox.routing_key)
+        .bind(&outbox.body)
+        .bind(&outbox.traceparent)
+        .bind(order.created_at)
+        .bind(order.created_at)
+        .execute(&mut *tx)
+        .await
+        .context("inserting the outbox message")?;
+        tx.commit().await.context("committing the order")?;
+        Ok(vec![event])
+    }
+
+    /// One order with its event log.
+    pub async fn order(&self, id: Uuid) -> anyhow::Result<Option<(Order, Vec<OrderEvent>)>> {
+        let row = sqlx::query("SELECT * FROM orders WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading an order")?;
+        let Some(row) = row else { return Ok(None) };
+        let order = order_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT at, status, message, attempt FROM order_events WHERE order_id = ? ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .context("reading an order's events")?;
+        let events = rows
+            .iter()
+            .map(|row| {
+                Ok(OrderEvent {
+                    at: row.try_get("at")?,
+                    status: parse_status(row.try_get("status")?)?,
+                    message: row.try_get("message")?,
+                    attempt: row.try_get::<Option<i64>, _>("attempt")?.map(|a| a as u32),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some((order, events)))
+    }
+
+    /// Orders newest first, filtered, one page at a time.
+    pub async fn orders(&self, query: &OrderQuery) -> anyhow::Result<Vec<Order>> {
+        let mut sql = String::from("SELECT * FROM orders WHERE 1 = 1");
+        if query.status.is_some() {
+            sql.push_str(" AND status = ?");
+        }
+        if query.vendor.is_some() {
+            sql.push_str(" AND vendor = ?");
+        }
+        if query.before.is_some() {
+            sql.push_str(" AND id < ?");
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        let mut statement = sqlx::query(&sql);
+        if let Some(status) = query.status {
+            statement = statement.bind(status.as_str());
+        }
+        if let Some(vendor) = &query.vendor {
+            statement = statement.bind(vendor);
+        }
+        if let Some(before) = query.before {
+            statement = statement.bind(before.to_string());
+        }
+        let rows = statement
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .context("listing orders")?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    /// Applies a host update as a compare-and-set: the order moves only from a status that
+    /// may precede the new one, so duplicates and stale updates change nothing.
+    pub async fn apply_update(&self, update: &OrderUpdate) -> anyhow::Result<Applied> {
+        let target = lifecycle::target_status(&update.kind);
+        let (server, fault) = match &update.kind {
+            provisioner_contract::UpdateKind::Provisioning { server }
+            | provisioner_contract::UpdateKind::Active { server } => (Some(server), None),
+            provisioner_contract::UpdateKind::Failed { fault, server } => (server.as_ref(), Some(fault)),
+        };
+        let sources: Vec<&str> = target.allowed_sources().iter().map(|s| s.as_str()).collect();
+        let placeholders = vec!["?"; sources.len()].join(", ");
+        let sql = format!(
+            "UPDATE orders SET status = ?, server = COALESCE(?, server), fault = ?, updated_at = ? \
+             WHERE id = ? AND status IN ({placeholders})"
+        );
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut statement = sqlx::query(&sql)
+            .bind(target.as_str())
+            .bind(server.map(json))
+            .bind(fault.map(json))
+            .bind(now)
+            .bind(update.order_id.to_string());
+        for source in &sources {
+            statement = statement.bind(*source);
+        }
+        let moved = statement
+            .execute(&mut *tx)
+            .await
+            .context("updating the order")?
+            .rows_affected();
+        if moved == 0 {
+            let exists = sqlx::query("SELECT 1 FROM orders WHERE id = ?")
+                .bind(update.order_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .context("looking up the order")?
+                .is_some();
+            tx.commit().await.context("ending the transaction")?;
+            return Ok(if exists { Applied::Ignored } else { Applied::UnknownOrder });
+        }
+        let event = OrderEvent {
+            at: update.at,
+            status: target,
+            message: lifecycle::describe(&update.kind),
+            attempt: Some(update.attempt),
+        };
+        insert_event(&mut tx, update.order_id, &event).await?;
+        tx.commit().await.context("committing the update")?;
+        Ok(Applied::Moved(target))
+    }
+
+    /// Outbox messages due for (another) publish, oldest first.
+    pub async fn due_outbox(&self, limit: u32) -> anyhow::Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query(
+            "SELECT message_id, order_id, routing_key, body, traceparent, attempts FROM outbox \
+             WHERE next_attempt_at <= ? ORDER BY created_at, message_id LIMIT ?",
+        )
+        .bind(Utc::now())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the outbox")?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxMessage {
+                    message_id: parse_uuid(row.try_get("message_id")?)?,
+                    order_id: parse_uuid(row.try_get("order_id")?)?,
+                    routing_key: row.try_get("routing_key")?,
+                    body: row.try_get("body")?,
+                    traceparent: row.try_get("traceparent")?,
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                })
+            })
+            .collect()
+    }
+
+    /// The broker confirmed these messages: drop them from the outbox and mark their orders
+    /// `queued` (unless a host event already moved them further).
+    pub async fn mark_published(&self, messages: &[OutboxMessage]) -> anyhow::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        for message in messages {
+            sqlx::query("DELETE FROM outbox WHERE message_id = ?")
+                .bind(message.message_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .context("removing a published outbox message")?;
+            let moved = sqlx::query(
+                "UPDATE orders SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(message.order_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("marking an order queued")?
+            .rows_affected();
+            if moved == 1 {
+                let event = OrderEvent {
+                    at: now,
+                    status: OrderStatus::Queued,
+                    message: format!("creation request published ({})", message.routing_key),
+                    attempt: None,
+                };
+                insert_event(&mut tx, message.order_id, &event).await?;
+            }
+        }
+        tx.commit().await.context("committing published messages")?;
+        Ok(())
+    }
+
+    /// A publish failed: try again after `retry_in`. The first failure is written to the
+    /// order's event log so the user sees why it waits.
+    pub async fn publish_failed(
+        &self,
+        message: &OutboxMessage,
+        error: &str,
+        retry_in: Duration,
+    ) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let next = now + chrono::Duration::from_std(retry_in).unwrap_or_default();
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? \
+             WHERE message_id = ?",
+        )
+        .bind(next)
+        .bind(error)
+        .bind(message.message_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .context("rescheduling an outbox message")?;
+        if message.attempts == 0 {
+            let event = OrderEvent {
+                at: now,
+                status: OrderStatus::Pending,
+                message: format!("publishing the creation request failed, will retry: {error}"),
+                attempt: None,
+            };
+            insert_event(&mut tx, message.order_id, &event).await?;
+        }
+        tx.commit().await.context("committing the retry")?;
+        Ok(())
+    }
+
+    /// Records (or refreshes) a vendor a host announced.
+    pub async fn upsert_vendor(&self, announcement: &VendorAnnouncement) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO vendors (vendor, display_name, plugin_version, host_id, first_seen, last_seen) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (vendor) DO UPDATE SET \
+             display_name = excluded.display_name, plugin_version = excluded.plugin_version, \
+             host_id = excluded.host_id, last_seen = excluded.last_seen",
+        )
+        .bind(&announcement.vendor)
+        .bind(&announcement.display_name)
+        .bind(&announcement.plugin_version)
+        .bind(&announcement.host_id)
+        .bind(announcement.at)
+        .bind(announcement.at)
+        .execute(&self.pool)
+        .await
+        .context("recording a vendor")?;
+        Ok(())
+    }
+
+    /// Every announced vendor, by id.
+    pub async fn vendors(&self) -> anyhow::Result<Vec<Vendor>> {
+        let rows = sqlx::query("SELECT * FROM vendors ORDER BY vendor")
+            .fetch_all(&self.pool)
+            .await
+            .context("listing vendors")?;
+        rows.iter()
+            .map(|row| {
+                Ok(Vendor {
+                    vendor: row.try_get("vendor")?,
+                    display_name: row.try_get("display_name")?,
+                    plugin_version: row.try_get("plugin_version")?,
+                    host_id: row.try_get("host_id")?,
+                    first_seen: row.try_get("first_seen")?,
+                    last_seen: row.try_get("last_seen")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether a host has announced `vendor`.
+    pub async fn vendor_known(&self, vendor: &str) -> anyhow::Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM vendors WHERE vendor = ?")
+            .bind(vendor)
+            .fetch_optional(&self.pool)
+            .await
+            .context("looking up a vendor")?
+            .is_some())
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    order_id: Uuid,
+    event: &OrderEvent,
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO order_events (order_id, at, status, message, attempt) VALUES (?, ?, ?, ?, ?)")
+        .bind(order_id.to_string())
+        .bind(event.at)
+        .bind(event.status.as_str())
+        .bind(&event.message)
+        .bind(event.attempt.map(i64::from))
+        .execute(&mut **tx)
+        .await
+        .context("recording an order event")?;
+    Ok(())
+}
+
+fn parse_uuid(text: String) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(&text).with_context(|| format!("'{text}' in the database is not a UUID"))
+}
+
+fn parse_status(text: String) -> anyhow::Result<OrderStatus> {
+    text.parse().map_err(|e: String| anyhow::anyhow!(e))
+}
+
+fn order_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Order> {
+    Ok(Order {
+        id: parse_uuid(row.try_get("id")?)?,
+        status: parse_status(row.try_get("status")?)?,
+        vendor: row.try_get("vendor")?,
+        spec: ServerSpec {
+            name: row.try_get("name")?,
+            region: row.try_get("region")?,
+            size: row.try_get("size")?,
+            image: row.try_get("image")?,
+            ssh_keys: parse_json(row.try_get("ssh_keys")?)?.unwrap_or_default(),
+            user_data: row.try_get("user_data")?,
+            labels: parse_json(row.try_get("labels")?)?.unwrap_or_default(),
+        },
+        server: parse_json(row.try_get("server")?)?,
+        fault: parse_json(row.try_get("fault")?)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
