@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Confirmation, PublisherConfirm};
 use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Confirmation, PublisherConfirm};
 
 use crate::envelope::Envelope;
 use crate::topology::Topology;

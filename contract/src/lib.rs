@@ -21,10 +21,12 @@ pub mod messages;
 pub mod shutdown;
 pub mod topology;
 
-pub use envelope::{DecodeError, Envelope, decode, encode, SCHEMA_HEADER, SCHEMA_VERSION, TRACEPARENT_HEADER};
+pub use amqp::{PublishError, Publisher};
+pub use envelope::{
+    DecodeError, Envelope, SCHEMA_HEADER, SCHEMA_VERSION, TRACEPARENT_HEADER, decode, encode,
+};
 pub use messages::{
     Fault, HostMessage, OrderUpdate, ProvisionRequest, ServerInfo, ServerSpec, ServerStatus,
     UpdateKind, VendorAnnouncement,
 };
-pub use amqp::{PublishError, Publisher};
 pub use topology::Topology;

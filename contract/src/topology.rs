@@ -138,7 +138,11 @@ impl Topology {
     }
 
     /// Declares the request queue of one vendor and binds it to `request.<vendor>`.
-    pub async fn declare_vendor(&self, channel: &Channel, vendor: &str) -> Result<(), lapin::Error> {
+    pub async fn declare_vendor(
+        &self,
+        channel: &Channel,
+        vendor: &str,
+    ) -> Result<(), lapin::Error> {
         let queue = self.request_queue(vendor);
         self.declare_quorum_queue(channel, &queue, true).await?;
         channel
@@ -161,7 +165,10 @@ impl Topology {
         dead_letter: bool,
     ) -> Result<(), lapin::Error> {
         let mut arguments = FieldTable::default();
-        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         if dead_letter {
             arguments.insert(
                 "x-dead-letter-exchange".into(),
@@ -193,7 +200,10 @@ mod tests {
         assert_eq!(topology.exchange(), "provisioner");
         assert_eq!(topology.dead_letter_exchange(), "provisioner.dlx");
         assert_eq!(topology.dead_letter_queue(), "provision.dead");
-        assert_eq!(topology.request_queue("hetzner"), "provision.requests.hetzner");
+        assert_eq!(
+            topology.request_queue("hetzner"),
+            "provision.requests.hetzner"
+        );
         assert_eq!(topology.results_queue(), "provision.results");
         assert_eq!(Topology::request_key("hetzner"), "request.hetzner");
         assert_eq!(Topology::result_key("hetzner"), "result.hetzner");
@@ -204,7 +214,10 @@ mod tests {
     fn prefix_applies_to_exchanges_and_queues() {
         let topology = Topology::with_prefix("t1.");
         assert_eq!(topology.exchange(), "t1.provisioner");
-        assert_eq!(topology.request_queue("hetzner"), "t1.provision.requests.hetzner");
+        assert_eq!(
+            topology.request_queue("hetzner"),
+            "t1.provision.requests.hetzner"
+        );
         assert_eq!(Topology::event_key("hetzner"), "event.hetzner");
     }
 }

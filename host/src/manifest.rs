@@ -135,9 +135,8 @@ impl Manifest {
             )));
         }
         for origin in &manifest.allowed_hosts {
-            normalise_origin(origin).map_err(|problem| {
-                invalid(format!("allowed_hosts entry '{origin}': {problem}"))
-            })?;
+            normalise_origin(origin)
+                .map_err(|problem| invalid(format!("allowed_hosts entry '{origin}': {problem}")))?;
         }
         if manifest.limits.max_in_flight == 0 {
             return Err(invalid("limits.max_in_flight must be at least 1".into()));
@@ -188,7 +187,10 @@ pub fn normalise_origin(origin: &str) -> Result<String, String> {
         other => return Err(format!("scheme '{other}' is not http or https")),
     };
     let host = uri.host().ok_or("missing host")?.to_ascii_lowercase();
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
+    if uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+    {
         return Err("must not have a path; give only scheme://host:port".into());
     }
     let port = uri.port_u16().unwrap_or(default_port);
@@ -247,12 +249,16 @@ mod tests {
     fn refuses_bad_vendor_ids_and_origins() {
         let error = parse("vendor = \"Bad Vendor\"\ncomponent = \"x.wasm\"").unwrap_err();
         assert!(error.to_string().contains("vendor 'Bad Vendor'"));
-        let error = parse("vendor = \"x\"\ncomponent = \"x.wasm\"\nallowed_hosts = [\"ftp://x:21\"]")
-            .unwrap_err();
+        let error =
+            parse("vendor = \"x\"\ncomponent = \"x.wasm\"\nallowed_hosts = [\"ftp://x:21\"]")
+                .unwrap_err();
         assert!(error.to_string().contains("not http or https"), "{error}");
         let error =
             parse("vendor = \"x\"\ncomponent = \"x.wasm\"\nallowed_hosts = [\"https://x/v1\"]")
                 .unwrap_err();
-        assert!(error.to_string().contains("must not have a path"), "{error}");
+        assert!(
+            error.to_string().contains("must not have a path"),
+            "{error}"
+        );
     }
 }

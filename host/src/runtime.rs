@@ -70,10 +70,15 @@ impl PluginRuntime {
         let engine = wasm(Engine::new(&config)).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasm(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
-        wasm(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .context("linking wasi:http")?;
-        wasm(ProviderPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
-            .context("linking the provisioner host interface")?;
+        wasm(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
+            &mut linker,
+        ))
+        .context("linking wasi:http")?;
+        wasm(ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        ))
+        .context("linking the provisioner host interface")?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -87,24 +92,25 @@ impl PluginRuntime {
     pub async fn load(&self, manifest_path: &Path) -> anyhow::Result<Plugin> {
         let manifest = Manifest::load(manifest_path)?;
         let component_path = manifest.component_path(manifest_path);
-        let component = wasm(Component::from_file(&self.engine, &component_path)).with_context(|| {
-            format!(
-                "compiling plugin component {} (named by {})",
-                component_path.display(),
-                manifest_path.display()
-            )
-        })?;
+        let component =
+            wasm(Component::from_file(&self.engine, &component_path)).with_context(|| {
+                format!(
+                    "compiling plugin component {} (named by {})",
+                    component_path.display(),
+                    manifest_path.display()
+                )
+            })?;
         let pre = wasm(
             self.linker
                 .instantiate_pre(&component)
                 .and_then(ProviderPluginPre::new),
         )
         .with_context(|| {
-                format!(
-                    "{} does not implement the provisioner:provider/provider-plugin world",
-                    component_path.display()
-                )
-            })?;
+            format!(
+                "{} does not implement the provisioner:provider/provider-plugin world",
+                component_path.display()
+            )
+        })?;
         let mut secrets = std::collections::BTreeMap::new();
         for (key, variable) in &manifest.secrets {
             match std::env::var(variable) {
@@ -231,7 +237,10 @@ impl Plugin {
     ) -> Result<R, CallError> {
         let budget = self.limits.call_timeout();
         let work = async {
-            let mut store = Store::new(&self.engine, PluginState::new(self.grants.clone(), order_id));
+            let mut store = Store::new(
+                &self.engine,
+                PluginState::new(self.grants.clone(), order_id),
+            );
             // Yield to the executor at every epoch tick; the timeout below ends the call.
             store.set_epoch_deadline(1);
             store.epoch_deadline_async_yield_and_update(1);
@@ -241,14 +250,19 @@ impl Plugin {
         match tokio::time::timeout(budget, work).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => Err(CallError::Trap { call, error }),
-            Err(_) => Err(CallError::Timeout { call, after: budget }),
+            Err(_) => Err(CallError::Timeout {
+                call,
+                after: budget,
+            }),
         }
     }
 
     /// `info`.
     pub async fn info(&self) -> Result<PluginInfo, CallError> {
-        self.invoke("info", None, async |guest, store| guest.call_info(store).await)
-            .await
+        self.invoke("info", None, async |guest, store| {
+            guest.call_info(store).await
+        })
+        .await
     }
 
     /// `validate`.

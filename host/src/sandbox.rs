@@ -179,10 +179,22 @@ mod tests {
     fn grants_match_exact_origins_only() {
         let granted = vec!["https://api.hetzner.cloud:443".to_string()];
         let origin = |uri: &str| request_origin(&uri.parse().unwrap()).unwrap();
-        assert!(is_granted(&granted, &origin("https://api.hetzner.cloud/v1/servers")));
-        assert!(is_granted(&granted, &origin("https://API.hetzner.cloud:443/v1")));
-        assert!(!is_granted(&granted, &origin("http://api.hetzner.cloud/v1")));
-        assert!(!is_granted(&granted, &origin("https://api.hetzner.cloud:8443/v1")));
+        assert!(is_granted(
+            &granted,
+            &origin("https://api.hetzner.cloud/v1/servers")
+        ));
+        assert!(is_granted(
+            &granted,
+            &origin("https://API.hetzner.cloud:443/v1")
+        ));
+        assert!(!is_granted(
+            &granted,
+            &origin("http://api.hetzner.cloud/v1")
+        ));
+        assert!(!is_granted(
+            &granted,
+            &origin("https://api.hetzner.cloud:8443/v1")
+        ));
         assert!(!is_granted(&granted, &origin("https://evil.example/v1")));
     }
 }

@@ -89,7 +89,10 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let topology = &settings.topology;
-    let setup = connection.create_channel().await.context("opening a channel")?;
+    let setup = connection
+        .create_channel()
+        .await
+        .context("opening a channel")?;
     topology
         .declare_common(&setup)
         .await
@@ -106,7 +109,10 @@ async fn session(
             .declare_vendor(&setup, vendor)
             .await
             .with_context(|| format!("declaring the request queue of {vendor}"))?;
-        let channel = connection.create_channel().await.context("opening a channel")?;
+        let channel = connection
+            .create_channel()
+            .await
+            .context("opening a channel")?;
         channel
             .basic_qos(plugin.limits().max_in_flight, BasicQosOptions::default())
             .await
@@ -200,7 +206,11 @@ async fn announce_vendors(
             traceparent: None,
         };
         publisher
-            .publish(&Topology::announce_key(plugin.vendor()), &envelope, &encode(&message))
+            .publish(
+                &Topology::announce_key(plugin.vendor()),
+                &envelope,
+                &encode(&message),
+            )
             .await
             .with_context(|| format!("announcing vendor {}", plugin.vendor()))?;
     }
@@ -245,7 +255,10 @@ async fn handle_delivery(
             return dead_letter(&delivery).await;
         }
         Err(error) => {
-            tracing::error!(vendor = plugin.vendor(), "undecodable request, dead-lettering it: {error}");
+            tracing::error!(
+                vendor = plugin.vendor(),
+                "undecodable request, dead-lettering it: {error}"
+            );
             return dead_letter(&delivery).await;
         }
     };
@@ -278,10 +291,16 @@ async fn handle_delivery(
         let outcome = match provision::create(&plugin, &request).await {
             Ok(server) => {
                 tracing::info!(vendor_id = %server.vendor_id, "vendor accepted the server");
-                publish(UpdateKind::Provisioning { server: server.clone() }).await?;
+                publish(UpdateKind::Provisioning {
+                    server: server.clone(),
+                })
+                .await?;
                 provision::wait_until_running(&plugin, &request, server, &poll).await
             }
-            Err(fault) => UpdateKind::Failed { fault, server: None },
+            Err(fault) => UpdateKind::Failed {
+                fault,
+                server: None,
+            },
         };
         match &outcome {
             UpdateKind::Active { server } => {

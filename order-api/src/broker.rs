@@ -53,7 +53,10 @@ async fn session(
     settings: &BrokerSettings,
     store: &Store,
 ) -> anyhow::Result<()> {
-    let channel = connection.create_channel().await.context("opening a channel")?;
+    let channel = connection
+        .create_channel()
+        .await
+        .context("opening a channel")?;
     settings
         .topology
         .declare_common(&channel)

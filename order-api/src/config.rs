@@ -13,7 +13,11 @@ pub struct ApiConfig {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://orders.db")]
     pub database_url: String,
     /// RabbitMQ URL.
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// Prefix for every exchange and queue name (lets test runs share a broker).
     #[arg(long, env = "AMQP_NAME_PREFIX", default_value = "")]

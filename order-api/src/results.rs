@@ -7,10 +7,12 @@
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
-use lapin::types::FieldTable;
 use lapin::Connection;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::FieldTable;
 use provisioner_contract::{Envelope, HostMessage, Topology, decode};
 
 use crate::store::{Applied, Store};
@@ -20,7 +22,10 @@ const PREFETCH: u16 = 64;
 
 /// Consumes until the channel or connection fails.
 pub async fn run(connection: &Connection, topology: &Topology, store: Store) -> anyhow::Result<()> {
-    let channel = connection.create_channel().await.context("opening a channel")?;
+    let channel = connection
+        .create_channel()
+        .await
+        .context("opening a channel")?;
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
         .await

@@ -271,9 +271,15 @@ impl Store {
         let (server, fault) = match &update.kind {
             provisioner_contract::UpdateKind::Provisioning { server }
             | provisioner_contract::UpdateKind::Active { server } => (Some(server), None),
-            provisioner_contract::UpdateKind::Failed { fault, server } => (server.as_ref(), Some(fault)),
+            provisioner_contract::UpdateKind::Failed { fault, server } => {
+                (server.as_ref(), Some(fault))
+            }
         };
-        let sources: Vec<&str> = target.allowed_sources().iter().map(|s| s.as_str()).collect();
+        let sources: Vec<&str> = target
+            .allowed_sources()
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         let placeholders = vec!["?"; sources.len()].join(", ");
         let sql = format!(
             "UPDATE orders SET status = ?, server = COALESCE(?, server), fault = ?, updated_at = ? \
@@ -303,7 +309,11 @@ impl Store {
                 .context("looking up the order")?
                 .is_some();
             tx.commit().await.context("ending the transaction")?;
-            return Ok(if exists { Applied::Ignored } else { Applied::UnknownOrder });
+            return Ok(if exists {
+                Applied::Ignored
+            } else {
+                Applied::UnknownOrder
+            });
         }
         let event = OrderEvent {
             at: update.at,
@@ -468,15 +478,17 @@ async fn insert_event(
     order_id: Uuid,
     event: &OrderEvent,
 ) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO order_events (order_id, at, status, message, attempt) VALUES (?, ?, ?, ?, ?)")
-        .bind(order_id.to_string())
-        .bind(event.at)
-        .bind(event.status.as_str())
-        .bind(&event.message)
-        .bind(event.attempt.map(i64::from))
-        .execute(&mut **tx)
-        .await
-        .context("recording an order event")?;
+    sqlx::query(
+        "INSERT INTO order_events (order_id, at, status, message, attempt) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(order_id.to_string())
+    .bind(event.at)
+    .bind(event.status.as_str())
+    .bind(&event.message)
+    .bind(event.attempt.map(i64::from))
+    .execute(&mut **tx)
+    .await
+    .context("recording an order event")?;
     Ok(())
 }
 

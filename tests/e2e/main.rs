@@ -1,1 +1,8 @@
-fn main(){}
+//! End-to-end tests: real `vendor-sim`, `provisioner-host` (with the real Hetzner plugin
+//! component) and `order-api` processes over the real RabbitMQ. One test binary, one module
+//! per concern. Each test runs its own isolated stack (AMQP name prefix, ports, database)
+//! and deletes its queues and exchanges at the end.
+
+mod bad_input;
+mod happy_path;
+mod restarts;

@@ -1,1 +1,489 @@
+//! Test support: starts the real programs (`vendor-sim`, `provisioner-host`, `order-api`)
+//! as processes against the real RabbitMQ, each stack with its own AMQP name prefix, ports,
+//! database file and plugin manifest, and cleans up its queues and exchanges afterwards.
+//!
+//! The binaries and the plugin component must be built first: `scripts/test.sh` does it
+//! (`cargo build --workspace --bins` and `scripts/build-plugins.sh`).
+//!
+//! # Layout
+//! - [`Stack`]: one isolated stack; start, kill, restart its processes; talk to its API.
+//! - [`Service`]: one child process with its log file.
+//! - [`require_rabbitmq`]: fails a test with what to start when the broker is not there.
 
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+use provisioner_contract::Topology;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+/// The broker every test uses.
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The token the simulator accepts and the test manifest hands the plugin.
+const SIM_TOKEN: &str = "test-hetzner-token";
+
+/// The workspace's root folder.
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A built binary of the workspace; fails with what to run when it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let path = target_dir().join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` \
+         (scripts/test.sh does all the set-up)",
+        path.display()
+    );
+    path
+}
+
+/// A built plugin component; fails with what to run when it is missing.
+pub fn plugin_component(vendor: &str) -> PathBuf {
+    let path = target_dir().join("plugins").join(format!("{vendor}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first with scripts/build-plugins.sh \
+         (scripts/test.sh does all the set-up)",
+        path.display()
+    );
+    path
+}
+
+/// Fails the test, saying what to start, when RabbitMQ does not answer.
+pub async fn require_rabbitmq() -> Connection {
+    match Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+        Ok(connection) => connection,
+        Err(error) => panic!(
+            "RabbitMQ is not reachable at {AMQP_URL} ({error}). Start it with \
+             `rabbitmq-server -detached` and run the tests again."
+        ),
+    }
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or_else(|error| panic!("cannot find a free port: {error}"))
+}
+
+/// One child process, its log going to a file.
+pub struct Service {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    fn spawn(
+        name: &'static str,
+        binary: &Path,
+        env: &[(&str, String)],
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let stderr = file.try_clone()?;
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("RUST_LOG", "info,lapin=warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(stderr)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self { name, child, log })
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(30);
+        format!(
+            "--- {} ({}) ---\n{}",
+            self.name,
+            self.log.display(),
+            lines[start..].join("\n")
+        )
+    }
+}
+
+/// How a stack is set up.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// How long simulated servers take to boot.
+    pub boot_delay: Duration,
+    /// The host's first poll delay (and max poll delay: polls are fast in tests).
+    pub poll: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            boot_delay: Duration::from_millis(500),
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// One isolated stack: simulator, host and order-api with their own names and ports.
+pub struct Stack {
+    /// The AMQP names of this stack.
+    pub topology: Topology,
+    /// The order API's base URL.
+    pub api_url: String,
+    /// The simulator's base URL.
+    pub sim_url: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    dir: PathBuf,
+    api_port: u16,
+    options: StackOptions,
+    sim: Option<Service>,
+    host: Option<Service>,
+    api: Option<Service>,
+    cleaned: bool,
+}
+
+impl Stack {
+    /// Starts the simulator, a host and order-api, and waits until `/readyz` is 200.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let broker = require_rabbitmq().await;
+        let _ = broker.close(200, "checked".into()).await;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("test-{}.", &id[..12]);
+        let dir = target_dir()
+            .join("test-runs")
+            .join(&prefix[..prefix.len() - 1]);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let sim_port = free_port();
+        let api_port = free_port();
+        let sim_url = format!("http://127.0.0.1:{sim_port}");
+        let manifest = format!(
+            "vendor = \"hetzner\"\ncomponent = {component:?}\nallowed_hosts = [{sim_url:?}]\n\
+             [config]\nbase-url = \"{sim_url}/hetzner/v1\"\n[secrets]\ntoken = \"HCLOUD_TOKEN\"\n",
+            component = plugin_component("hetzner").display().to_string(),
+        );
+        let plugins = dir.join("plugins");
+        std::fs::create_dir_all(&plugins)?;
+        std::fs::write(plugins.join("hetzner.toml"), manifest)?;
+        let mut stack = Self {
+            topology: Topology::with_prefix(prefix),
+            api_url: format!("http://127.0.0.1:{api_port}"),
+            sim_url,
+            http: reqwest::Client::new(),
+            dir,
+            api_port,
+            options,
+            sim: None,
+            host: None,
+            api: None,
+            cleaned: false,
+        };
+        stack.start_sim(sim_port)?;
+        stack.start_host()?;
+        stack.start_api()?;
+        stack.wait_ready().await?;
+        Ok(stack)
+    }
+
+    fn start_sim(&mut self, port: u16) -> anyhow::Result<()> {
+        let env = [
+            ("SIM_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+            (
+                "SIM_BOOT_DELAY_MS",
+                self.options.boot_delay.as_millis().to_string(),
+            ),
+            ("SIM_HETZNER_TOKEN", SIM_TOKEN.to_string()),
+        ];
+        self.sim = Some(Service::spawn(
+            "vendor-sim",
+            &binary("vendor-sim"),
+            &env,
+            self.dir.join("sim.log"),
+        )?);
+        Ok(())
+    }
+
+    /// Starts (or restarts) the host.
+    pub fn start_host(&mut self) -> anyhow::Result<()> {
+        let poll = self.options.poll.as_millis().to_string();
+        let env = [
+            ("AMQP_URL", AMQP_URL.to_string()),
+            ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
+            (
+                "PLUGINS_DIR",
+                self.dir.join("plugins").display().to_string(),
+            ),
+            ("HCLOUD_TOKEN", SIM_TOKEN.to_string()),
+            ("POLL_INITIAL_MS", poll.clone()),
+            ("POLL_MAX_MS", poll),
+        ];
+        self.host = Some(Service::spawn(
+            "provisioner-host",
+            &binary("provisioner-host"),
+            &env,
+            self.dir.join("host.log"),
+        )?);
+        Ok(())
+    }
+
+    /// Starts (or restarts) order-api on the same port and database.
+    pub fn start_api(&mut self) -> anyhow::Result<()> {
+        let env = [
+            ("AMQP_URL", AMQP_URL.to_string()),
+            ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
+            ("LISTEN_ADDR", format!("127.0.0.1:{}", self.api_port)),
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}", self.dir.join("orders.db").display()),
+            ),
+        ];
+        self.api = Some(Service::spawn(
+            "order-api",
+            &binary("order-api"),
+            &env,
+            self.dir.join("api.log"),
+        )?);
+        Ok(())
+    }
+
+    /// SIGKILLs the host.
+    pub async fn kill_host(&mut self) {
+        if let Some(host) = self.host.as_mut() {
+            host.kill().await;
+        }
+    }
+
+    /// SIGKILLs order-api.
+    pub async fn kill_api(&mut self) {
+        if let Some(api) = self.api.as_mut() {
+            api.kill().await;
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self
+                .http
+                .get(format!("{}/readyz", self.api_url))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the stack never became ready\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// POSTs an order body; returns the status, the `Location` header and the JSON answer.
+    pub async fn post_order(
+        &self,
+        body: &str,
+    ) -> anyhow::Result<(u16, Option<String>, String, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/v1/orders", self.api_url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .context("POST /v1/orders")?;
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let json = response
+            .json()
+            .await
+            .context("reading the answer as JSON")?;
+        Ok((status, location, content_type, json))
+    }
+
+    /// POSTs a valid Hetzner order named `name` and returns its id.
+    pub async fn order_server(&self, name: &str) -> anyhow::Result<String> {
+        let body = serde_json::json!({
+            "vendor": "hetzner", "region": "fsn1", "size": "cx22",
+            "image": "ubuntu-24.04", "name": name,
+        });
+        let (status, _, _, json) = self.post_order(&body.to_string()).await?;
+        if status != 202 {
+            bail!("ordering {name} answered {status}: {json}");
+        }
+        json["id"]
+            .as_str()
+            .map(str::to_string)
+            .context("the answer has no id")
+    }
+
+    /// `GET /v1/orders/{id}`.
+    pub async fn order(&self, id: &str) -> anyhow::Result<Value> {
+        self.http
+            .get(format!("{}/v1/orders/{id}", self.api_url))
+            .send()
+            .await
+            .context("GET /v1/orders/{id}")?
+            .json()
+            .await
+            .context("reading the order")
+    }
+
+    /// Polls the order until its status is `status` (or the timeout passes).
+    pub async fn wait_for_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        loop {
+            // order-api may be restarting: a refused connection is not the end.
+            if let Ok(order) = self.order(id).await {
+                if order["status"] == status {
+                    return Ok(order);
+                }
+                if order["status"] == "active" || order["status"] == "failed" {
+                    bail!(
+                        "order {id} ended {} instead of {status}: {order}\n{}",
+                        order["status"],
+                        self.logs()
+                    );
+                }
+                last = order;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "order {id} did not reach {status} within {timeout:?}; last seen: {last}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The simulator's `GET /_sim/stats` for Hetzner.
+    pub async fn sim_stats(&self) -> anyhow::Result<Value> {
+        let stats: Value = self
+            .http
+            .get(format!("{}/_sim/stats", self.sim_url))
+            .send()
+            .await
+            .context("GET /_sim/stats")?
+            .json()
+            .await?;
+        Ok(stats["vendors"]["hetzner"].clone())
+    }
+
+    /// The last log lines of every process, for failure messages.
+    pub fn logs(&self) -> String {
+        [&self.sim, &self.host, &self.api]
+            .into_iter()
+            .flatten()
+            .map(Service::log_tail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops the processes and deletes this stack's queues, exchanges and files.
+    pub async fn cleanup(mut self) {
+        for service in [&mut self.api, &mut self.host, &mut self.sim]
+            .into_iter()
+            .flatten()
+        {
+            service.kill().await;
+        }
+        delete_topology(&self.topology, &["hetzner"]).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.cleaned = true;
+    }
+}
+
+impl Drop for Stack {
+    /// A failed test never reaches `cleanup`: still delete its queues and exchanges (the
+    /// processes die with their handles). The files stay for the post-mortem.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        eprintln!("logs of the failed stack are in {}", self.dir.display());
+        let topology = self.topology.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(delete_topology(&topology, &["hetzner"]));
+            }
+        })
+        .join();
+    }
+}
+
+/// Deletes every queue and exchange of `topology`.
+pub async fn delete_topology(topology: &Topology, vendors: &[&str]) {
+    let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        for queue in topology.queues(vendors) {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in topology.exchanges() {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = connection.close(200, "cleaned up".into()).await;
+}

@@ -77,16 +77,26 @@ async fn rate_limit_headers(request: Request, next: Next) -> Response {
     response
 }
 
-async fn authenticate(State(state): State<Arc<SimState>>, request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<Arc<SimState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     match bearer_token(request.headers()) {
         Some(token) if token == state.config.hetzner_token => next.run(request).await,
-        _ => error(StatusCode::UNAUTHORIZED, "unauthorized", "unable to authenticate"),
+        _ => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unable to authenticate",
+        ),
     }
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value.strip_prefix("Bearer ").map(|token| token.trim().to_string())
+    value
+        .strip_prefix("Bearer ")
+        .map(|token| token.trim().to_string())
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
@@ -212,7 +222,11 @@ async fn create_server(
     let Json(request) = match body {
         Ok(body) => body,
         Err(rejection) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_input", rejection.body_text());
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                rejection.body_text(),
+            );
         }
     };
     let _ = (&request.ssh_keys, &request.user_data);
@@ -220,10 +234,16 @@ async fn create_server(
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_input",
-            format!("invalid input in field 'name': '{}' is not a valid hostname", request.name),
+            format!(
+                "invalid input in field 'name': '{}' is not a valid hostname",
+                request.name
+            ),
         );
     }
-    if !SERVER_TYPES.iter().any(|(name, ..)| *name == request.server_type) {
+    if !SERVER_TYPES
+        .iter()
+        .any(|(name, ..)| *name == request.server_type)
+    {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_input",
@@ -240,7 +260,12 @@ async fn create_server(
     let location = request
         .location
         .clone()
-        .or_else(|| request.datacenter.as_ref().and_then(|dc| dc.split('-').next().map(str::to_string)))
+        .or_else(|| {
+            request
+                .datacenter
+                .as_ref()
+                .and_then(|dc| dc.split('-').next().map(str::to_string))
+        })
         .unwrap_or_else(|| "fsn1".into());
     if !LOCATIONS.iter().any(|(name, ..)| *name == location) {
         return error(
@@ -250,9 +275,17 @@ async fn create_server(
         );
     }
     let Ok(mut cloud) = state.hetzner.lock() else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "state lock poisoned");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "state lock poisoned",
+        );
     };
-    if cloud.servers.values().any(|server| server.name == request.name) {
+    if cloud
+        .servers
+        .values()
+        .any(|server| server.name == request.name)
+    {
         return error(
             StatusCode::CONFLICT,
             "uniqueness_error",
@@ -291,9 +324,17 @@ fn valid_hostname(name: &str) -> bool {
 
 async fn get_server(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, "invalid_input", "invalid server ID");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "invalid server ID",
+        );
     };
-    let server = state.hetzner.lock().ok().and_then(|cloud| cloud.servers.get(&id).cloned());
+    let server = state
+        .hetzner
+        .lock()
+        .ok()
+        .and_then(|cloud| cloud.servers.get(&id).cloned());
     match server {
         Some(server) => Json(json!({"server": render_server(&server, &state)})).into_response(),
         None => not_found(id),
@@ -310,9 +351,17 @@ fn not_found(id: u64) -> Response {
 
 async fn delete_server(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, "invalid_input", "invalid server ID");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "invalid server ID",
+        );
     };
-    let removed = state.hetzner.lock().ok().and_then(|mut cloud| cloud.servers.remove(&id));
+    let removed = state
+        .hetzner
+        .lock()
+        .ok()
+        .and_then(|mut cloud| cloud.servers.remove(&id));
     match removed {
         Some(server) => {
             Json(json!({"action": render_action(server.id * 10 + 2, "delete_server", id, false)}))
@@ -330,7 +379,10 @@ struct ListQuery {
     per_page: Option<usize>,
 }
 
-async fn list_servers(State(state): State<Arc<SimState>>, Query(query): Query<ListQuery>) -> Response {
+async fn list_servers(
+    State(state): State<Arc<SimState>>,
+    Query(query): Query<ListQuery>,
+) -> Response {
     let selector = match query.label_selector.as_deref().map(LabelSelector::parse) {
         Some(Ok(selector)) => Some(selector),
         Some(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_input", message),
@@ -344,7 +396,13 @@ async fn list_servers(State(state): State<Arc<SimState>>, Query(query): Query<Li
             .filter(|server| query.name.as_ref().is_none_or(|name| &server.name == name))
             .cloned()
             .collect(),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "state lock poisoned"),
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "state lock poisoned",
+            );
+        }
     };
     let per_page = query.per_page.unwrap_or(25).clamp(1, 50);
     let page = query.page.unwrap_or(1).max(1);
@@ -422,14 +480,19 @@ mod tests {
     /// The selector forms Hetzner documents all filter as Hetzner does.
     #[test]
     fn label_selector_matches_like_hetzner() {
-        let labels: BTreeMap<String, String> =
-            [("env".to_string(), "prod".to_string())].into_iter().collect();
+        let labels: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())]
+            .into_iter()
+            .collect();
         assert!(LabelSelector::parse("env=prod").unwrap().matches(&labels));
         assert!(LabelSelector::parse("env==prod").unwrap().matches(&labels));
         assert!(!LabelSelector::parse("env!=prod").unwrap().matches(&labels));
         assert!(LabelSelector::parse("env").unwrap().matches(&labels));
         assert!(!LabelSelector::parse("!env").unwrap().matches(&labels));
-        assert!(!LabelSelector::parse("env=prod,team").unwrap().matches(&labels));
+        assert!(
+            !LabelSelector::parse("env=prod,team")
+                .unwrap()
+                .matches(&labels)
+        );
         assert!(LabelSelector::parse(" , ").is_err());
     }
 

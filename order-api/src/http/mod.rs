@@ -29,7 +29,10 @@ pub struct AppState {
 /// The order API's router.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/v1/orders", get(orders::list_orders).post(orders::create_order))
+        .route(
+            "/v1/orders",
+            get(orders::list_orders).post(orders::create_order),
+        )
         .route("/v1/orders/{id}", get(orders::get_order))
         .route("/v1/vendors", get(orders::list_vendors))
         .route("/healthz", get(health::healthz))

@@ -72,7 +72,11 @@ impl CreateOrder {
         check("size", &self.size);
         check("image", &self.image);
         check("name", &self.name);
-        if self.user_data.as_ref().is_some_and(|u| u.len() > MAX_USER_DATA) {
+        if self
+            .user_data
+            .as_ref()
+            .is_some_and(|u| u.len() > MAX_USER_DATA)
+        {
             errors.push(FieldError {
                 field: "user_data".into(),
                 message: format!("must be at most {MAX_USER_DATA} bytes"),
@@ -127,8 +131,10 @@ fn traceparent(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let parts: Vec<&str> = v.split('-').collect();
-            (parts.len() == 4 && parts[1].len() == 32 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()))
-                .then(|| parts[1].to_ascii_lowercase())
+            (parts.len() == 4
+                && parts[1].len() == 32
+                && parts[1].bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| parts[1].to_ascii_lowercase())
         });
     let trace_id = incoming_trace.unwrap_or_else(|| Uuid::new_v4().simple().to_string());
     format!("00-{trace_id}-{span_id}-01")
@@ -144,7 +150,13 @@ pub async fn create_order(
     let Json(body) = body?;
     body.validate()?;
     if !state.store.vendor_known(&body.vendor).await? {
-        let known = state.store.vendors().await?.into_iter().map(|v| v.vendor).collect();
+        let known = state
+            .store
+            .vendors()
+            .await?
+            .into_iter()
+            .map(|v| v.vendor)
+            .collect();
         return Err(ApiError::UnknownVendor {
             vendor: body.vendor,
             known,
@@ -238,7 +250,9 @@ pub async fn list_orders(
         .map_err(ApiError::InvalidQuery)?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::InvalidQuery("limit must be between 1 and 200".into()));
+        return Err(ApiError::InvalidQuery(
+            "limit must be between 1 and 200".into(),
+        ));
     }
     let before = query
         .cursor
@@ -272,7 +286,9 @@ pub async fn list_orders(
 }
 
 /// `GET /v1/vendors`: the vendors hosts have announced.
-pub async fn list_vendors(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list_vendors(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let vendors = state.store.vendors().await?;
     Ok(Json(json!({"vendors": vendors})))
 }

@@ -58,30 +58,42 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid-json", "Malformed JSON"),
-            ApiError::InvalidBody(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "Invalid request body")
-            }
+            ApiError::InvalidBody(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "Invalid request body",
+            ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
-            ApiError::BodyTooLarge => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large")
-            }
-            ApiError::Validation(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Validation failed")
-            }
-            ApiError::UnknownVendor { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "unknown-vendor", "Unknown vendor")
-            }
-            ApiError::InvalidQuery(_) => {
-                (StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter")
-            }
+            ApiError::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+            ),
+            ApiError::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                "Validation failed",
+            ),
+            ApiError::UnknownVendor { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-vendor",
+                "Unknown vendor",
+            ),
+            ApiError::InvalidQuery(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "Invalid query parameter",
+            ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            ApiError::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error")
-            }
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
         }
     }
 }

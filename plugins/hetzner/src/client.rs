@@ -6,10 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use wstd::http::{Body, Client, Method, Request, Response, StatusCode};
 
+use crate::IDEMPOTENCY_LABEL;
 use crate::api::{CreateServerRequest, ErrorEnvelope, ServerEnvelope, ServerList};
 use crate::provisioner::provider::host::{LogLevel, get_config, get_secret, log};
 use crate::provisioner::provider::types::{ProviderError, Server, ServerRequest};
-use crate::IDEMPOTENCY_LABEL;
 
 const DEFAULT_BASE_URL: &str = "https://api.hetzner.cloud/v1";
 
@@ -65,14 +65,19 @@ impl HetznerClient {
         let body = serde_json::to_string(&body)
             .map_err(|e| ProviderError::Internal(format!("encoding the create request: {e}")))?;
         let created: ServerEnvelope = self.call(Method::POST, "/servers", Some(body)).await?;
-        log(LogLevel::Info, &format!("created server {}", created.server.id));
+        log(
+            LogLevel::Info,
+            &format!("created server {}", created.server.id),
+        );
         Ok(created.server.into())
     }
 
     /// `GET /servers/{id}`.
     pub async fn get(&self, vendor_id: &str) -> Result<Server, ProviderError> {
         let id = numeric_id(vendor_id)?;
-        let found: ServerEnvelope = self.call(Method::GET, &format!("/servers/{id}"), None).await?;
+        let found: ServerEnvelope = self
+            .call(Method::GET, &format!("/servers/{id}"), None)
+            .await?;
         Ok(found.server.into())
     }
 
@@ -98,7 +103,10 @@ impl HetznerClient {
             .uri(&url)
             .header("authorization", format!("Bearer {}", self.token))
             .header("accept", "application/json")
-            .header("user-agent", concat!("provisioner-hetzner-plugin/", env!("CARGO_PKG_VERSION")));
+            .header(
+                "user-agent",
+                concat!("provisioner-hetzner-plugin/", env!("CARGO_PKG_VERSION")),
+            );
         let request = match body {
             Some(body) => request
                 .header("content-type", "application/json")
@@ -116,7 +124,9 @@ impl HetznerClient {
             .body_mut()
             .str_contents()
             .await
-            .map_err(|e| ProviderError::Transient(format!("reading the answer to {method} {url}: {e}")))?
+            .map_err(|e| {
+                ProviderError::Transient(format!("reading the answer to {method} {url}: {e}"))
+            })?
             .to_string();
         if status.is_success() {
             return serde_json::from_str(&text).map_err(|e| {
@@ -179,7 +189,10 @@ fn retry_after_ms(response: &Response<Body>) -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
     Some((reset * 1000).saturating_sub(now_ms))
 }
 

@@ -55,7 +55,10 @@ impl Guest for HetznerPlugin {
             if let Some(existing) = client.find_by_key(&request.idempotency_key).await? {
                 log(
                     LogLevel::Info,
-                    &format!("adopting server {} made earlier for this key", existing.vendor_id),
+                    &format!(
+                        "adopting server {} made earlier for this key",
+                        existing.vendor_id
+                    ),
                 );
                 return Ok(existing);
             }

@@ -28,10 +28,16 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
         ));
     }
     if !is_slug(&request.size) {
-        return invalid(format!("size '{}' is not a Hetzner server type name", request.size));
+        return invalid(format!(
+            "size '{}' is not a Hetzner server type name",
+            request.size
+        ));
     }
     if !is_slug(&request.image) {
-        return invalid(format!("image '{}' is not a Hetzner image name", request.image));
+        return invalid(format!(
+            "image '{}' is not a Hetzner image name",
+            request.image
+        ));
     }
     if !is_label_value(&request.idempotency_key) {
         return invalid(format!(
@@ -44,7 +50,9 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             return invalid(format!("label '{key}' is reserved for the provisioner"));
         }
         if !is_label_key(key) || !is_label_value(value) {
-            return invalid(format!("label '{key}={value}' is not a valid Hetzner label"));
+            return invalid(format!(
+                "label '{key}={value}' is not a valid Hetzner label"
+            ));
         }
     }
     Ok(())

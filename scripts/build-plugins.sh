@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds every plugin under plugins/ for wasm32-wasip2 and copies each component to
+# target/plugins/<vendor>.wasm (the crate `<vendor>-plugin` gives `<vendor>.wasm`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> building the plugins (wasm32-wasip2)"
+cargo build --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
+mkdir -p target/plugins
+for manifest in plugins/*/Cargo.toml; do
+    crate=$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n 1)
+    vendor=${crate%-plugin}
+    artifact="plugins/target/wasm32-wasip2/release/${crate//-/_}.wasm"
+    cp "$artifact" "target/plugins/$vendor.wasm"
+    echo "    target/plugins/$vendor.wasm ($(wc -c < "$artifact") bytes)"
+done

@@ -1,0 +1,125 @@
+//! Bad HTTP input gets a 4xx problem+json that says what is wrong, and nothing is
+//! published.
+
+use std::time::Duration;
+
+use provisioner_tests::{Stack, StackOptions};
+
+/// Each bad body: its expected status, problem type and a word the detail must contain.
+const CASES: &[(&str, &str, u16, &str, &str)] = &[
+    (
+        "unknown vendor",
+        r#"{"vendor":"nimbus","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":"a"}"#,
+        422,
+        "/problems/unknown-vendor",
+        "nimbus",
+    ),
+    (
+        "missing field",
+        r#"{"vendor":"hetzner","size":"cx22","image":"ubuntu-24.04","name":"a"}"#,
+        422,
+        "/problems/invalid-body",
+        "region",
+    ),
+    (
+        "wrong type",
+        r#"{"vendor":"hetzner","region":7,"size":"cx22","image":"ubuntu-24.04","name":"a"}"#,
+        422,
+        "/problems/invalid-body",
+        "invalid type",
+    ),
+    (
+        "malformed JSON",
+        r#"{"vendor":"hetzner","region":"#,
+        400,
+        "/problems/invalid-json",
+        "EOF",
+    ),
+    (
+        "empty name",
+        r#"{"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":""}"#,
+        422,
+        "/problems/validation-failed",
+        "failed validation",
+    ),
+    (
+        "unknown field",
+        r#"{"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":"a","colour":"red"}"#,
+        422,
+        "/problems/invalid-body",
+        "colour",
+    ),
+];
+
+/// Every case answers its status with a problem document, and no order or server results.
+#[tokio::test]
+async fn bad_orders_get_problem_json_and_publish_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    for (case, body, status, problem_type, detail_word) in CASES {
+        let (got, location, content_type, problem) = stack.post_order(body).await?;
+        assert_eq!(got, *status, "{case}: {problem}");
+        assert_eq!(content_type, "application/problem+json", "{case}");
+        assert_eq!(problem["type"], *problem_type, "{case}: {problem}");
+        assert_eq!(problem["status"], *status, "{case}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(detail_word),
+            "{case}: detail '{detail}' lacks '{detail_word}'"
+        );
+        assert!(
+            location.is_none(),
+            "{case}: no Location for a refused order"
+        );
+    }
+    // Without a content type the body is not read as JSON at all.
+    let response = stack
+        .http
+        .post(format!("{}/v1/orders", stack.api_url))
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 415);
+
+    // Nothing was recorded, so nothing can have been published or created.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list: serde_json::Value = stack
+        .http
+        .get(format!("{}/v1/orders", stack.api_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(list["orders"], serde_json::json!([]));
+    assert_eq!(stack.sim_stats().await?["created_total"], 0);
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// Unknown order ids and paths are 404 problem documents, bad query parameters 400.
+#[tokio::test]
+async fn unknown_ids_and_bad_queries_are_problems() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    for (path, status, problem_type) in [
+        ("/v1/orders/not-a-uuid", 404, "/problems/not-found"),
+        (
+            "/v1/orders/01a214ad-8f77-7594-b368-8b00cb215ee4",
+            404,
+            "/problems/not-found",
+        ),
+        ("/v1/nothing", 404, "/problems/not-found"),
+        ("/v1/orders?status=done", 400, "/problems/invalid-query"),
+        ("/v1/orders?limit=0", 400, "/problems/invalid-query"),
+        ("/v1/orders?cursor=zzz", 400, "/problems/invalid-query"),
+    ] {
+        let response = stack
+            .http
+            .get(format!("{}{path}", stack.api_url))
+            .send()
+            .await?;
+        assert_eq!(response.status(), status, "{path}");
+        let problem: serde_json::Value = response.json().await?;
+        assert_eq!(problem["type"], problem_type, "{path}: {problem}");
+    }
+    stack.cleanup().await;
+    Ok(())
+}

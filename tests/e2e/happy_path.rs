@@ -1,0 +1,145 @@
+//! Orders reach `active` with the simulator's server details.
+
+use std::time::{Duration, Instant};
+
+use provisioner_tests::{Stack, StackOptions};
+
+/// One order goes pending -> queued -> provisioning -> active and ends with the
+/// simulator's vendor id and IPv4, with a timestamped event log; the 202 came at once.
+#[tokio::test]
+async fn an_order_becomes_a_running_server() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        boot_delay: Duration::from_millis(1500),
+        ..StackOptions::default()
+    })
+    .await?;
+    let started = Instant::now();
+    let (status, location, content_type, order) = stack
+        .post_order(r#"{"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":"web-1"}"#)
+        .await?;
+    let answered_in = started.elapsed();
+    assert_eq!(status, 202, "{order}");
+    assert_eq!(content_type, "application/json");
+    let id = order["id"]
+        .as_str()
+        .expect("the order has an id")
+        .to_string();
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/v1/orders/{id}").as_str())
+    );
+    assert_eq!(
+        order["status"], "pending",
+        "202 comes before any vendor work"
+    );
+    assert!(order["server"].is_null());
+    // Generous bound: the point is that the answer does not wait for the vendor (1.5 s).
+    assert!(
+        answered_in < Duration::from_millis(1000),
+        "202 took {answered_in:?}"
+    );
+
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(60))
+        .await?;
+    let server = &active["server"];
+    assert_eq!(server["status"], "running");
+    assert_eq!(server["name"], "web-1");
+    let stats = stack.sim_stats().await?;
+    assert_eq!(stats["created_total"], 1);
+    let vendor_id = server["vendor_id"].as_str().expect("vendor id");
+    assert!(
+        vendor_id.parse::<u64>().is_ok(),
+        "Hetzner ids are numbers: {vendor_id}"
+    );
+    let ipv4 = server["ipv4"].as_str().expect("ipv4");
+    assert!(
+        ipv4.starts_with("203.0."),
+        "the simulator's address: {ipv4}"
+    );
+
+    let statuses: Vec<&str> = active["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["pending", "queued", "provisioning", "active"]);
+    for event in active["events"].as_array().into_iter().flatten() {
+        let at = event["at"].as_str().expect("every event has a timestamp");
+        assert!(chrono_like(at), "timestamp {at}");
+    }
+    stack.cleanup().await;
+    Ok(())
+}
+
+fn chrono_like(text: &str) -> bool {
+    text.len() >= 20 && text.as_bytes()[4] == b'-' && text.contains('T')
+}
+
+/// Fifty orders posted at once all reach `active`, each with its own server, none twice.
+#[tokio::test]
+async fn fifty_orders_at_once_all_become_active() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let posts = (0..50).map(|i| {
+        let stack = &stack;
+        async move { stack.order_server(&format!("bulk-{i}")).await }
+    });
+    let ids: Vec<String> = futures_util::future::try_join_all(posts).await?;
+    for id in &ids {
+        stack
+            .wait_for_status(id, "active", Duration::from_secs(120))
+            .await?;
+    }
+    let stats = stack.sim_stats().await?;
+    assert_eq!(stats["created_total"], 50);
+    assert_eq!(stats["live"], 50);
+    assert_eq!(stats["duplicates"], serde_json::json!({}));
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// `GET /v1/orders` pages through every order newest first, each exactly once.
+#[tokio::test]
+async fn orders_list_newest_first_in_pages() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let mut posted = Vec::new();
+    for i in 0..7 {
+        posted.push(stack.order_server(&format!("page-{i}")).await?);
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = format!("{}/v1/orders?limit=3", stack.api_url);
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: serde_json::Value = stack.http.get(url).send().await?.json().await?;
+        pages += 1;
+        for order in page["orders"].as_array().expect("orders") {
+            seen.push(order["id"].as_str().expect("id").to_string());
+            assert!(
+                order.get("events").is_none(),
+                "the list leaves out event logs"
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    posted.reverse();
+    assert_eq!(seen, posted, "newest first, nothing missing or repeated");
+    assert_eq!(pages, 3);
+    let filtered: serde_json::Value = stack
+        .http
+        .get(format!("{}/v1/orders?vendor=other", stack.api_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(filtered["orders"], serde_json::json!([]));
+    stack.cleanup().await;
+    Ok(())
+}
