@@ -28,8 +28,9 @@ async fn main() -> anyhow::Result<()> {
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         provisioner_contract::shutdown::signal().await;
-        tracing::info!("shutdown requested");
+        // Cancel before logging: if the log pipe is gone, logging can fail.
         trigger.cancel();
+        tracing::info!("shutdown requested");
     });
     let settings = WorkerSettings {
         amqp_url: config.amqp_url.clone(),

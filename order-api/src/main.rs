@@ -21,8 +21,9 @@ async fn main() -> anyhow::Result<()> {
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         provisioner_contract::shutdown::signal().await;
-        tracing::info!("shutdown requested");
+        // Cancel before logging: if the log pipe is gone, logging can fail.
         trigger.cancel();
+        tracing::info!("shutdown requested");
     });
     order_api::serve(config, listener, shutdown).await?;
     tracing::info!("stopped");

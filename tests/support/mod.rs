@@ -29,7 +29,6 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const SIM_TOKEN: &str = "test-hetzner-token";
 
 /// The workspace's root folder.
-
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

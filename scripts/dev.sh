@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The local stack in the foreground: vendor-sim (Hetzner API on 127.0.0.1:8090),
+# provisioner-host with the Hetzner plugin pointed at the simulator, order-api on
+# 127.0.0.1:8080. Does the missing set-up first, orders one demo server once the stack is
+# ready and follows it to `active`, then keeps running until Ctrl-C, which stops
+# everything it started.
+#
+# Usage: scripts/dev.sh [--no-demo]
+# State (database, logs, plugin manifest) lives in .dev/; delete it to start afresh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+demo=1
+[[ "${1:-}" == "--no-demo" ]] && demo=0
+
+scripts/setup.sh
+scripts/ensure-rabbitmq.sh
+
+api_addr=127.0.0.1:8080
+sim_addr=127.0.0.1:8090
+sim_token=sim-hetzner-token
+mkdir -p .dev/plugins
+cat > .dev/plugins/hetzner.toml <<TOML
+# Written by scripts/dev.sh: the Hetzner plugin pointed at the local simulator.
+vendor = "hetzner"
+component = "$root/target/plugins/hetzner.wasm"
+allowed_hosts = ["http://$sim_addr"]
+
+[config]
+base-url = "http://$sim_addr/hetzner/v1"
+
+[secrets]
+token = "HCLOUD_TOKEN"
+TOML
+
+for addr in $api_addr $sim_addr; do
+    if (exec 3<>/dev/tcp/${addr%:*}/${addr#*:}) 2>/dev/null; then
+        echo "$addr is already in use: stop what listens there (another dev.sh?) and retry" >&2
+        exit 1
+    fi
+done
+
+pids=()
+stop() {
+    trap - EXIT INT TERM
+    echo
+    echo "==> stopping the stack"
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+
+# Each program's output, prefixed with its name, also kept in .dev/<name>.log. The log
+# pipeline ignores Ctrl-C so it outlives the programs and shows their shutdown.
+run() {
+    local name=$1
+    shift
+    "$@" > >(trap '' INT; tee -a ".dev/$name.log" | sed -u "s/^/[$name] /") 2>&1 &
+    pids+=($!)
+}
+
+export RUST_LOG=${RUST_LOG:-info,lapin=warn}
+echo "==> starting vendor-sim, provisioner-host and order-api (Ctrl-C stops them)"
+run sim env SIM_LISTEN_ADDR=$sim_addr SIM_HETZNER_TOKEN=$sim_token target/debug/vendor-sim
+run host env PLUGINS_DIR=.dev/plugins HCLOUD_TOKEN=$sim_token target/debug/provisioner-host
+run api env LISTEN_ADDR=$api_addr DATABASE_URL=sqlite://.dev/orders.db target/debug/order-api
+
+for _ in $(seq 1 120); do
+    curl -sf "http://$api_addr/readyz" >/dev/null 2>&1 && break
+    sleep 0.5
+done
+if ! curl -sf "http://$api_addr/readyz" >/dev/null; then
+    echo "the stack did not become ready; see the logs above and in .dev/" >&2
+    exit 1
+fi
+
+cat <<INFO
+
+==> ready: order-api on http://$api_addr, simulator on http://$sim_addr
+    order a server:
+      curl -i -X POST $api_addr/v1/orders -H 'content-type: application/json' \\
+        -d '{"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":"web-1"}'
+    follow it:      curl $api_addr/v1/orders/<id>
+    list orders:    curl $api_addr/v1/orders
+    simulator:      curl $sim_addr/_sim/stats
+
+INFO
+
+if [[ $demo == 1 ]]; then
+    name="demo-$(date +%H%M%S)"
+    echo "==> demo: ordering server $name"
+    answer=$(curl -s -D .dev/demo-headers -X POST "http://$api_addr/v1/orders" \
+        -H 'content-type: application/json' \
+        -d "{\"vendor\":\"hetzner\",\"region\":\"fsn1\",\"size\":\"cx22\",\"image\":\"ubuntu-24.04\",\"name\":\"$name\"}")
+    echo "    $(head -n 1 .dev/demo-headers | tr -d '\r'), $(grep -i '^location:' .dev/demo-headers | tr -d '\r')"
+    location=$(grep -i '^location:' .dev/demo-headers | tr -d '\r' | awk '{print $2}')
+    last=""
+    for _ in $(seq 1 240); do
+        order=$(curl -s "http://$api_addr$location")
+        status=$(printf '%s' "$order" | sed -n 's/^{"id":"[^"]*","status":"\([a-z_]*\)".*/\1/p')
+        if [[ "$status" != "$last" ]]; then
+            echo "    status: $status"
+            last=$status
+        fi
+        [[ "$status" == active || "$status" == failed ]] && break
+        sleep 0.25
+    done
+    echo "==> demo order, as GET $location answers it:"
+    echo "$order"
+    echo
+    : "$answer"
+fi
+echo "==> the stack keeps running; Ctrl-C stops it"
+wait

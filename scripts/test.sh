@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every check and test, doing its own set-up first (toolchain target, plugins,
+# binaries, RabbitMQ). The README's test command; CI runs it too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/ensure-rabbitmq.sh
+
+echo "==> formatting and lints"
+cargo fmt --all --check
+(cd plugins && cargo fmt --all --check)
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+(cd plugins && cargo clippy --target wasm32-wasip2 --quiet -- -D warnings)
+
+scripts/check-compose.sh
+
+echo "==> tests"
+cargo test --workspace
