@@ -14,6 +14,28 @@ use lapin::{Confirmation, PublisherConfirm};
 use crate::envelope::Envelope;
 use crate::topology::Topology;
 
+/// The broker flags both programs take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AmqpArgs {
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Prefix for every exchange and queue name (lets test runs share a broker).
+    #[arg(long, env = "AMQP_NAME_PREFIX", default_value = "")]
+    pub amqp_name_prefix: String,
+}
+
+impl AmqpArgs {
+    /// The AMQP names these flags select.
+    pub fn topology(&self) -> Topology {
+        Topology::with_prefix(&self.amqp_name_prefix)
+    }
+}
+
 /// Opens a connection, retrying with exponential backoff (capped at 10 s) until it works or
 /// `give_up` resolves. Each failure is logged with `name` so an operator sees who waits.
 pub async fn connect_with_backoff(

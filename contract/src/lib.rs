@@ -13,12 +13,12 @@
 //!   schema version, `traceparent`) and decoding with the schema check.
 //! - [`amqp`]: connecting with backoff and publishing with confirms (`mandatory`), shared
 //!   by both programs so neither can forget a confirm.
-//! - [`shutdown`]: the Ctrl-C / SIGTERM signal both programs stop on.
+//! - [`process`]: logging set-up and the Ctrl-C / SIGTERM shutdown token every program uses.
 
 pub mod amqp;
 pub mod envelope;
 pub mod messages;
-pub mod shutdown;
+pub mod process;
 pub mod topology;
 
 pub use amqp::{PublishError, Publisher};

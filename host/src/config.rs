@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use provisioner_contract::amqp::AmqpArgs;
 
 use crate::provision::PollPolicy;
 
@@ -11,16 +12,9 @@ use crate::provision::PollPolicy;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "provisioner-host", version, about)]
 pub struct HostConfig {
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
-    /// Prefix for every exchange and queue name (lets test runs share a broker).
-    #[arg(long, env = "AMQP_NAME_PREFIX", default_value = "")]
-    pub amqp_name_prefix: String,
+    /// The broker.
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
     /// Folder with plugin manifests (`*.toml`) and their components (`*.wasm`).
     #[arg(long, env = "PLUGINS_DIR", default_value = "plugins.d")]
     pub plugins_dir: PathBuf,

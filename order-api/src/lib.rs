@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use provisioner_contract::Topology;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -42,8 +41,8 @@ pub async fn serve(
     let broker_up = Arc::new(AtomicBool::new(false));
     let supervisor = tokio::spawn(broker::run(
         broker::BrokerSettings {
-            amqp_url: config.amqp_url.clone(),
-            topology: Topology::with_prefix(&config.amqp_name_prefix),
+            amqp_url: config.amqp.amqp_url.clone(),
+            topology: config.amqp.topology(),
             up: broker_up.clone(),
             relay_wakeup: relay_wakeup.clone(),
         },

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use provisioner_contract::process;
 use vendor_sim::{SimConfig, SimState};
 
 /// A local stand-in for cloud vendors' REST APIs (Hetzner Cloud under /hetzner/v1).
@@ -25,10 +25,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    process::init_logging();
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen_addr)
         .await
@@ -38,28 +35,8 @@ async fn main() -> anyhow::Result<()> {
         boot_delay: Duration::from_millis(args.boot_delay_ms),
         hetzner_token: args.hetzner_token,
     }));
-    vendor_sim::serve(listener, state, shutdown_signal())
+    let shutdown = process::shutdown_token();
+    vendor_sim::serve(listener, state, async move { shutdown.cancelled().await })
         .await
         .context("serving vendor-sim")
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
