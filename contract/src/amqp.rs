@@ -153,6 +153,11 @@ impl Publisher {
         }
     }
 
+    /// Closes the channel (after its pending confirms).
+    pub async fn close(&self) -> Result<(), lapin::Error> {
+        self.channel.close(200, "closing".into()).await
+    }
+
     /// Publishes one message and waits until the broker has it on a queue.
     pub async fn publish(
         &self,

@@ -182,6 +182,12 @@ async fn session(
             );
         }
     }
+    in_flight.abort_all();
+    for (channel, _) in &channels {
+        let _ = channel.close(200, "host shutting down".into()).await;
+    }
+    let _ = publisher.close().await;
+    let _ = setup.close(200, "host shutting down".into()).await;
     Ok(())
 }
 

@@ -35,10 +35,7 @@ pub async fn run(settings: BrokerSettings, store: Store, shutdown: CancellationT
             return;
         };
         tracing::info!("connected to RabbitMQ");
-        let outcome = tokio::select! {
-            outcome = session(&connection, &settings, &store) => outcome,
-            _ = shutdown.cancelled() => Ok(()),
-        };
+        let outcome = session(&connection, &settings, &store, &shutdown).await;
         settings.up.store(false, Ordering::Relaxed);
         let _ = connection.close(200, "order-api closing".into()).await;
         match outcome {
@@ -48,26 +45,38 @@ pub async fn run(settings: BrokerSettings, store: Store, shutdown: CancellationT
     }
 }
 
+/// One connection's life: declare, relay and consume; `Ok` only on shutdown.
 async fn session(
     connection: &lapin::Connection,
     settings: &BrokerSettings,
     store: &Store,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let channel = connection
+    let setup = connection
         .create_channel()
         .await
         .context("opening a channel")?;
     settings
         .topology
-        .declare_common(&channel)
+        .declare_common(&setup)
         .await
         .context("declaring the topology")?;
     let publisher = Publisher::open(connection, &settings.topology)
         .await
         .context("opening the publishing channel")?;
+    let consuming = connection
+        .create_channel()
+        .await
+        .context("opening a channel")?;
     settings.up.store(true, Ordering::Relaxed);
-    tokio::select! {
-        outcome = relay::run(store.clone(), publisher, settings.relay_wakeup.clone()) => outcome,
-        outcome = results::run(connection, &settings.topology, store.clone()) => outcome,
-    }
+    let outcome = tokio::select! {
+        outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone()) => outcome,
+        outcome = results::run(&consuming, &settings.topology, store.clone()) => outcome,
+        _ = shutdown.cancelled() => Ok(()),
+    };
+    // Closing the channels first lets the broker requeue cleanly before the connection goes.
+    let _ = consuming.close(200, "order-api closing".into()).await;
+    let _ = publisher.close().await;
+    let _ = setup.close(200, "order-api closing".into()).await;
+    outcome
 }

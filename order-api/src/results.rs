@@ -7,7 +7,7 @@
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use lapin::Connection;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
@@ -21,11 +21,7 @@ use crate::store::{Applied, Store};
 const PREFETCH: u16 = 64;
 
 /// Consumes until the channel or connection fails.
-pub async fn run(connection: &Connection, topology: &Topology, store: Store) -> anyhow::Result<()> {
-    let channel = connection
-        .create_channel()
-        .await
-        .context("opening a channel")?;
+pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow::Result<()> {
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
         .await
