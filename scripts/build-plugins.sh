@@ -8,6 +8,7 @@ echo "==> building the plugins (wasm32-wasip2)"
 cargo build --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
 mkdir -p target/plugins
 for manifest in plugins/*/Cargo.toml; do
+    grep -qF 'crate-type = ["cdylib"]' "$manifest" || continue
     crate=$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n 1)
     vendor=${crate%-plugin}
     artifact="plugins/target/wasm32-wasip2/release/${crate//-/_}.wasm"

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::provisioner::provider::types::{Server, ServerStatus};
+use provider_sdk::{ProviderError, Server, ServerStatus};
 
 /// `POST /servers` body.
 #[derive(Debug, Serialize)]
@@ -87,5 +87,24 @@ impl From<HetznerServer> for Server {
             ipv4: server.public_net.ipv4.map(|a| a.ip),
             ipv6: server.public_net.ipv6.map(|a| a.ip),
         }
+    }
+}
+
+/// `{"error": {"code", "message"}}` as `code: message`.
+pub fn error_reason(body: &str) -> Option<String> {
+    let envelope: ErrorEnvelope = serde_json::from_str(body).ok()?;
+    Some(format!(
+        "{}: {}",
+        envelope.error.code, envelope.error.message
+    ))
+}
+
+/// Hetzner answers an exhausted project limit with `resource_limit_exceeded`.
+pub fn quota_or(error: ProviderError) -> ProviderError {
+    match error {
+        ProviderError::InvalidRequest(detail) if detail.contains("resource_limit_exceeded") => {
+            ProviderError::QuotaExceeded(detail)
+        }
+        other => other,
     }
 }

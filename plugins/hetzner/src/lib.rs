@@ -11,31 +11,47 @@
 //!
 //! # Layout
 //! - [`api`]: Hetzner's JSON shapes and the mapping of Hetzner statuses to the WIT status.
-//! - [`client`]: HTTP over wasi:http, bearer auth, mapping of HTTP failures to WIT errors.
 //! - [`validation`]: offline checks of a request.
-//! - this file: the exported `provider` interface.
+//! - this file: the exported `provider` interface and the Hetzner calls.
 
 mod api;
-mod client;
 mod validation;
 
-wit_bindgen::generate!({
-    world: "provider-plugin",
-    path: "../../wit",
-});
+use std::collections::BTreeMap;
 
-use exports::provisioner::provider::provider::Guest;
-use provisioner::provider::host::{LogLevel, log};
-use provisioner::provider::types::{PluginInfo, ProviderError, Server, ServerRequest};
+use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
+use provider_sdk::{
+    IDEMPOTENCY_LABEL, LogLevel, PluginInfo, Provider, ProviderError, Server, ServerRequest,
+    block_on, get_config, log, require_secret,
+};
 
-use client::HetznerClient;
+use api::{CreateServerRequest, ServerEnvelope, ServerList};
 
-/// The label carrying the idempotency key at Hetzner.
-pub const IDEMPOTENCY_LABEL: &str = "provisioner-idempotency-key";
+const DEFAULT_BASE_URL: &str = "https://api.hetzner.cloud/v1";
 
 struct HetznerPlugin;
 
-impl Guest for HetznerPlugin {
+/// A client for the configured Hetzner API.
+fn client() -> Result<ApiClient, ProviderError> {
+    let base_url = get_config("base-url").unwrap_or_else(|| DEFAULT_BASE_URL.into());
+    Ok(ApiClient::new(&base_url, api::error_reason).with_bearer(&require_secret("token")?))
+}
+
+/// The server labelled with `key`, if any.
+async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderError> {
+    let selector = percent_encode(&format!("{IDEMPOTENCY_LABEL}=={key}"));
+    let path = format!("/servers?label_selector={selector}");
+    let list: ServerList = client.call(Method::GET, &path, None::<&()>).await?;
+    Ok(list.servers.into_iter().next().map(Server::from))
+}
+
+fn numeric_id(vendor_id: &str) -> Result<u64, ProviderError> {
+    vendor_id.parse().map_err(|_| {
+        ProviderError::InvalidRequest(format!("'{vendor_id}' is not a Hetzner server id"))
+    })
+}
+
+impl Provider for HetznerPlugin {
     fn info() -> PluginInfo {
         PluginInfo {
             vendor: "hetzner".into(),
@@ -50,9 +66,9 @@ impl Guest for HetznerPlugin {
 
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
         validation::check(&request)?;
-        wstd::runtime::block_on(async {
-            let client = HetznerClient::from_host_config()?;
-            if let Some(existing) = client.find_by_key(&request.idempotency_key).await? {
+        block_on(async {
+            let client = client()?;
+            if let Some(existing) = find(&client, &request.idempotency_key).await? {
                 log(
                     LogLevel::Info,
                     &format!(
@@ -62,27 +78,53 @@ impl Guest for HetznerPlugin {
                 );
                 return Ok(existing);
             }
-            client.create(&request).await
+            let mut labels: BTreeMap<&str, &str> = request
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            labels.insert(IDEMPOTENCY_LABEL, &request.idempotency_key);
+            let body = CreateServerRequest {
+                name: &request.name,
+                server_type: &request.size,
+                image: &request.image,
+                location: &request.region,
+                labels,
+                ssh_keys: &request.ssh_keys,
+                user_data: request.user_data.as_deref(),
+                start_after_create: true,
+            };
+            let created: ServerEnvelope = client
+                .call(Method::POST, "/servers", Some(&body))
+                .await
+                .map_err(api::quota_or)?;
+            log(
+                LogLevel::Info,
+                &format!("created server {}", created.server.id),
+            );
+            Ok(created.server.into())
         })
     }
 
     fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
-        wstd::runtime::block_on(async {
-            HetznerClient::from_host_config()?
-                .find_by_key(&idempotency_key)
-                .await
-        })
+        block_on(async { find(&client()?, &idempotency_key).await })
     }
 
     fn get_server(vendor_id: String) -> Result<Server, ProviderError> {
-        wstd::runtime::block_on(async { HetznerClient::from_host_config()?.get(&vendor_id).await })
+        block_on(async {
+            let path = format!("/servers/{}", numeric_id(&vendor_id)?);
+            let found: ServerEnvelope = client()?.call(Method::GET, &path, None::<&()>).await?;
+            Ok(found.server.into())
+        })
     }
 
     fn delete_server(vendor_id: String) -> Result<(), ProviderError> {
-        wstd::runtime::block_on(async {
-            HetznerClient::from_host_config()?.delete(&vendor_id).await
+        block_on(async {
+            let path = format!("/servers/{}", numeric_id(&vendor_id)?);
+            let _: serde_json::Value = client()?.call(Method::DELETE, &path, None::<&()>).await?;
+            Ok(())
         })
     }
 }
 
-export!(HetznerPlugin);
+provider_sdk::export_provider!(HetznerPlugin);

@@ -1,7 +1,8 @@
 //! Offline checks of a request, with the rules Hetzner applies (no network I/O).
 
-use crate::provisioner::provider::host::get_config;
-use crate::provisioner::provider::types::{ProviderError, ServerRequest};
+use provider_sdk::{
+    IDEMPOTENCY_LABEL, ProviderError, ServerRequest, get_config, is_hostname, is_slug,
+};
 
 /// Hetzner's public locations; the manifest's `locations` config overrides the list.
 const LOCATIONS: &[&str] = &["fsn1", "nbg1", "hel1", "ash", "hil", "sin"];
@@ -46,7 +47,7 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
         ));
     }
     for (key, value) in &request.labels {
-        if key == crate::IDEMPOTENCY_LABEL {
+        if key == IDEMPOTENCY_LABEL {
             return invalid(format!("label '{key}' is reserved for the provisioner"));
         }
         if !is_label_key(key) || !is_label_value(value) {
@@ -56,26 +57,6 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
         }
     }
     Ok(())
-}
-
-fn is_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
-fn is_slug(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 64
-        && text
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'))
 }
 
 /// Label values: at most 63 characters, alphanumerics with `-_.` inside; may be empty.

@@ -1,0 +1,184 @@
+//! DigitalOcean provider plugin: a WebAssembly component (wasm32-wasip2) implementing the
+//! `provisioner:provider` world against the DigitalOcean API v2 (droplets).
+//!
+//! DigitalOcean has no idempotency header, so the order's idempotency key travels as the
+//! droplet tag `provisioner-idempotency-key:<key>`; `create-server` first lists droplets by
+//! that tag (`GET /v2/droplets?tag_name=...`) and adopts one it finds. Order labels become
+//! tags `<key>:<value>`.
+//!
+//! Configuration (manifest `[config]`): `base-url` (default
+//! `https://api.digitalocean.com`), optional `regions` (comma-separated slugs `validate`
+//! accepts). Secret (manifest `[secrets]`): `token`, a personal access token.
+//!
+//! Reference: the DigitalOcean OpenAPI specification (digitalocean/openapi), `droplets`.
+
+mod api;
+
+use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
+use provider_sdk::{
+    IDEMPOTENCY_LABEL, LogLevel, PluginInfo, Provider, ProviderError, Server, ServerRequest,
+    block_on, get_config, is_hostname, is_slug, log, require_secret,
+};
+
+use api::{CreateDroplet, DropletEnvelope, DropletList};
+
+const DEFAULT_BASE_URL: &str = "https://api.digitalocean.com";
+
+/// DigitalOcean's public regions; the manifest's `regions` config overrides the list.
+const REGIONS: &[&str] = &[
+    "nyc1", "nyc2", "nyc3", "sfo1", "sfo2", "sfo3", "ams2", "ams3", "sgp1", "lon1", "fra1", "tor1",
+    "blr1", "syd1", "atl1",
+];
+
+struct DigitalOceanPlugin;
+
+fn client() -> Result<ApiClient, ProviderError> {
+    let base_url = get_config("base-url").unwrap_or_else(|| DEFAULT_BASE_URL.into());
+    Ok(ApiClient::new(&base_url, api::error_reason).with_bearer(&require_secret("token")?))
+}
+
+/// The tag carrying an idempotency key.
+fn key_tag(key: &str) -> String {
+    format!("{IDEMPOTENCY_LABEL}:{key}")
+}
+
+/// DigitalOcean tags: letters, digits, `:`, `-`, `_`; at most 255 characters.
+fn is_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 255
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_'))
+}
+
+fn check(request: &ServerRequest) -> Result<(), ProviderError> {
+    let invalid = |message: String| Err(ProviderError::InvalidRequest(message));
+    if !is_hostname(&request.name) {
+        return invalid(format!(
+            "name '{}' is not a valid hostname (letters, digits, hyphens, dots)",
+            request.name
+        ));
+    }
+    let configured = get_config("regions");
+    let regions: Vec<&str> = match &configured {
+        Some(list) => list.split(',').map(str::trim).collect(),
+        None => REGIONS.to_vec(),
+    };
+    if !regions.contains(&request.region.as_str()) {
+        return invalid(format!(
+            "region '{}' is not a DigitalOcean region (one of: {})",
+            request.region,
+            regions.join(", ")
+        ));
+    }
+    if !is_slug(&request.size) {
+        return invalid(format!(
+            "size '{}' is not a droplet size slug",
+            request.size
+        ));
+    }
+    if !is_slug(&request.image) {
+        return invalid(format!("image '{}' is not an image slug", request.image));
+    }
+    if !is_tag(&key_tag(&request.idempotency_key)) {
+        return invalid(format!(
+            "idempotency key '{}' cannot be part of a DigitalOcean tag",
+            request.idempotency_key
+        ));
+    }
+    for (key, value) in &request.labels {
+        if key == IDEMPOTENCY_LABEL || !is_tag(&format!("{key}:{value}")) {
+            return invalid(format!(
+                "label '{key}={value}' cannot be a DigitalOcean tag (letters, digits, '-', '_')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderError> {
+    let path = format!("/v2/droplets?tag_name={}", percent_encode(&key_tag(key)));
+    let list: DropletList = client.call(Method::GET, &path, None::<&()>).await?;
+    Ok(list.droplets.into_iter().next().map(Server::from))
+}
+
+fn droplet_path(vendor_id: &str) -> Result<String, ProviderError> {
+    let id: u64 = vendor_id
+        .parse()
+        .map_err(|_| ProviderError::InvalidRequest(format!("'{vendor_id}' is not a droplet id")))?;
+    Ok(format!("/v2/droplets/{id}"))
+}
+
+impl Provider for DigitalOceanPlugin {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            vendor: "digitalocean".into(),
+            display_name: "DigitalOcean".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn validate(request: ServerRequest) -> Result<(), ProviderError> {
+        check(&request)
+    }
+
+    fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
+        check(&request)?;
+        block_on(async {
+            let client = client()?;
+            if let Some(existing) = find(&client, &request.idempotency_key).await? {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "adopting droplet {} made earlier for this key",
+                        existing.vendor_id
+                    ),
+                );
+                return Ok(existing);
+            }
+            let mut tags = vec![key_tag(&request.idempotency_key)];
+            tags.extend(request.labels.iter().map(|(k, v)| format!("{k}:{v}")));
+            let body = CreateDroplet {
+                name: &request.name,
+                region: &request.region,
+                size: &request.size,
+                image: &request.image,
+                ssh_keys: &request.ssh_keys,
+                user_data: request.user_data.as_deref(),
+                tags,
+                ipv6: true,
+            };
+            let created: DropletEnvelope = client
+                .call(Method::POST, "/v2/droplets", Some(&body))
+                .await?;
+            log(
+                LogLevel::Info,
+                &format!("created droplet {}", created.droplet.id),
+            );
+            Ok(created.droplet.into())
+        })
+    }
+
+    fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
+        block_on(async { find(&client()?, &idempotency_key).await })
+    }
+
+    fn get_server(vendor_id: String) -> Result<Server, ProviderError> {
+        block_on(async {
+            let path = droplet_path(&vendor_id)?;
+            let found: DropletEnvelope = client()?.call(Method::GET, &path, None::<&()>).await?;
+            Ok(found.droplet.into())
+        })
+    }
+
+    fn delete_server(vendor_id: String) -> Result<(), ProviderError> {
+        block_on(async {
+            let path = droplet_path(&vendor_id)?;
+            // 204 No Content: an empty body reads as null.
+            let _: serde_json::Value = client()?.call(Method::DELETE, &path, None::<&()>).await?;
+            Ok(())
+        })
+    }
+}
+
+provider_sdk::export_provider!(DigitalOceanPlugin);

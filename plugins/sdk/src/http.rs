@@ -1,0 +1,213 @@
+//! JSON over wasi:http with the error mapping every vendor plugin needs.
+//!
+//! [`ApiClient::call`] sends a request and either parses the JSON answer or maps the failure
+//! to a [`ProviderError`]: no answer -> `transient` (or `internal` when the host denied the
+//! destination), 401/403 -> `unauthorized`, 404 -> `not-found`, 400/409/422 ->
+//! `invalid-request`, 429 -> `rate-limited` with the delay from `Retry-After` or
+//! `RateLimit-Reset`, 5xx -> `transient`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wstd::http::{Body, Client, HeaderMap, Method, Request};
+
+use crate::ProviderError;
+
+/// Reads a vendor's error body into a short reason, if it has the vendor's shape.
+pub type ReasonParser = fn(&str) -> Option<String>;
+
+/// A vendor API at a base URL, with fixed headers (auth, accept).
+pub struct ApiClient {
+    base_url: String,
+    headers: Vec<(String, String)>,
+    reason: ReasonParser,
+    http: Client,
+}
+
+/// A vendor's answer, success or not.
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The body as text.
+    pub body: String,
+}
+
+impl ApiClient {
+    /// A client for `base_url` (a trailing `/` is ignored); `reason` reads error bodies.
+    pub fn new(base_url: &str, reason: ReasonParser) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            headers: vec![("accept".into(), "application/json".into())],
+            reason,
+            http: Client::new(),
+        }
+    }
+
+    /// Adds a header sent with every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds `Authorization: Bearer <token>`.
+    pub fn with_bearer(self, token: &str) -> Self {
+        self.with_header("authorization", &format!("Bearer {token}"))
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sends a request; a missing answer is an error, any HTTP status is not.
+    pub async fn send<B: Serialize>(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        body: Option<&B>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<ApiResponse, ProviderError> {
+        let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{path_or_url}", self.base_url)
+        };
+        let mut request = Request::builder().method(method.clone()).uri(&url);
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        for (name, value) in extra_headers {
+            request = request.header(*name, *value);
+        }
+        request = request.header(
+            "user-agent",
+            concat!("provisioner-plugin-sdk/", env!("CARGO_PKG_VERSION")),
+        );
+        let request = match body {
+            Some(body) => {
+                let json = serde_json::to_string(body).map_err(|e| {
+                    ProviderError::Internal(format!("encoding the body of {method} {url}: {e}"))
+                })?;
+                request
+                    .header("content-type", "application/json")
+                    .body(Body::from(json))
+            }
+            None => request.body(Body::empty()),
+        }
+        .map_err(|e| ProviderError::Internal(format!("building {method} {url}: {e}")))?;
+        let mut response = self
+            .http
+            .send(request)
+            .await
+            .map_err(|e| no_answer(&method, &url, &e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .str_contents()
+            .await
+            .map_err(|e| {
+                ProviderError::Transient(format!("reading the answer to {method} {url}: {e}"))
+            })?
+            .to_string();
+        Ok(ApiResponse {
+            status,
+            headers: response.headers().clone(),
+            body,
+        })
+    }
+
+    /// Sends a request and parses a 2xx JSON answer; any other answer becomes the
+    /// matching [`ProviderError`].
+    pub async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ProviderError> {
+        let response = self.send(method.clone(), path, body, &[]).await?;
+        self.parse(&method, path, response)
+    }
+
+    /// Parses a 2xx JSON answer (an empty body reads as `null`), or maps the failure.
+    pub fn parse<T: DeserializeOwned>(
+        &self,
+        method: &Method,
+        path: &str,
+        response: ApiResponse,
+    ) -> Result<T, ProviderError> {
+        if (200..300).contains(&response.status) {
+            let text = if response.body.trim().is_empty() {
+                "null"
+            } else {
+                &response.body
+            };
+            return serde_json::from_str(text).map_err(|e| {
+                ProviderError::Internal(format!(
+                    "the answer to {method} {path} is not the JSON this plugin expects: {e}"
+                ))
+            });
+        }
+        Err(self.error(method, path, &response))
+    }
+
+    /// The [`ProviderError`] for a non-2xx answer.
+    pub fn error(&self, method: &Method, path: &str, response: &ApiResponse) -> ProviderError {
+        let reason = (self.reason)(&response.body)
+            .unwrap_or_else(|| response.body.chars().take(200).collect());
+        let detail = format!("{method} {path} -> {}: {reason}", response.status);
+        match response.status {
+            401 | 403 => ProviderError::Unauthorized(detail),
+            404 => ProviderError::NotFound(detail),
+            429 => ProviderError::RateLimited(retry_after_ms(&response.headers)),
+            400 | 409 | 422 => ProviderError::InvalidRequest(detail),
+            500..=599 => ProviderError::Transient(detail),
+            _ => ProviderError::Internal(detail),
+        }
+    }
+}
+
+/// No answer at all: the host refused the destination, or the network failed.
+fn no_answer(method: &Method, url: &str, error: &wstd::http::Error) -> ProviderError {
+    let detail = format!("{error:#}");
+    if detail.contains("HttpRequestDenied") {
+        ProviderError::Internal(format!(
+            "the host denied {method} {url}: the manifest's allowed_hosts does not grant it"
+        ))
+    } else {
+        ProviderError::Transient(format!("{method} {url} got no answer: {detail}"))
+    }
+}
+
+/// Milliseconds to wait after a 429: `Retry-After` (seconds) or `RateLimit-Reset` (a Unix
+/// time in seconds), whichever the vendor sent.
+pub fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
+    let header =
+        |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+    if let Some(seconds) = header("retry-after") {
+        return Some(seconds * 1000);
+    }
+    let reset = header("ratelimit-reset")?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    Some((reset * 1000).saturating_sub(now_ms))
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay as they are).
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+pub use wstd::http::Method as HttpMethod;
