@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`topology`]: exchange, queue and routing-key names (with an optional prefix so tests
 //!   can run side by side) and the code that declares them.
-//! - [`messages`]: the serde types that travel: [`ProvisionRequest`] (order-api -> host),
+//! - [`messages`]: the serde types that travel: [`HostRequest`] (order-api -> host: create or delete),
 //!   [`HostMessage`] (host -> order-api: order updates and vendor announcements).
 //! - [`envelope`]: AMQP properties every message carries (`message_id`, `correlation_id`,
 //!   schema version, `traceparent`) and decoding with the schema check.
@@ -26,7 +26,7 @@ pub use envelope::{
     DecodeError, Envelope, SCHEMA_HEADER, SCHEMA_VERSION, TRACEPARENT_HEADER, decode, encode,
 };
 pub use messages::{
-    Fault, HostMessage, OrderUpdate, ProvisionRequest, ServerInfo, ServerSpec, ServerStatus,
-    UpdateKind, VendorAnnouncement,
+    DeleteRequest, Fault, HostMessage, HostRequest, OrderUpdate, ProvisionRequest, ServerInfo,
+    ServerSpec, ServerStatus, UpdateKind, VendorAnnouncement,
 };
 pub use topology::Topology;

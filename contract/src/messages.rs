@@ -31,7 +31,7 @@ pub struct ServerSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// order-api -> host: make this server. Routing key `request.<vendor>`.
+/// order-api -> host: make this server (inside [`HostRequest::Create`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProvisionRequest {
     /// The order; also the idempotency key the plugin carries to the vendor.
@@ -40,6 +40,45 @@ pub struct ProvisionRequest {
     pub vendor: String,
     /// The server to make.
     pub spec: ServerSpec,
+}
+
+/// order-api -> host: delete the server an order made. Routing key `request.<vendor>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    /// The order whose server goes.
+    pub order_id: Uuid,
+    /// Which vendor's plugin serves it.
+    pub vendor: String,
+    /// The server as the order last recorded it.
+    pub server: ServerInfo,
+}
+
+/// Everything that arrives on a vendor's request queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostRequest {
+    /// Make a server.
+    Create(ProvisionRequest),
+    /// Delete an order's server.
+    Delete(DeleteRequest),
+}
+
+impl HostRequest {
+    /// The order the request is about.
+    pub fn order_id(&self) -> Uuid {
+        match self {
+            HostRequest::Create(request) => request.order_id,
+            HostRequest::Delete(request) => request.order_id,
+        }
+    }
+
+    /// The vendor that serves it.
+    pub fn vendor(&self) -> &str {
+        match self {
+            HostRequest::Create(request) => &request.vendor,
+            HostRequest::Delete(request) => &request.vendor,
+        }
+    }
 }
 
 /// Vendor-neutral server status, as the plugin mapped it.
@@ -108,6 +147,16 @@ pub enum UpdateKind {
         /// The server, if one was made before the failure.
         #[serde(default)]
         server: Option<ServerInfo>,
+    },
+    /// The order's server is gone at the vendor.
+    Deleted {
+        /// The server, with status `deleted`.
+        server: ServerInfo,
+    },
+    /// Deleting the order's server failed; it still exists.
+    DeleteFailed {
+        /// Why.
+        fault: Fault,
     },
 }
 

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use provisioner_contract::{Fault, ProvisionRequest, ServerInfo, ServerStatus, UpdateKind};
+use provisioner_contract::{
+    DeleteRequest, Fault, ProvisionRequest, ServerInfo, ServerStatus, UpdateKind,
+};
 use tokio::time::Instant;
 
 use crate::bindings::provisioner::provider::types::{
@@ -173,5 +175,61 @@ pub async fn wait_until_running(
                 };
             }
         }
+    }
+}
+
+/// Deletes an order's server and waits until the vendor no longer has it.
+///
+/// `not-found`, from the delete or a later poll, means it is gone: a repeated delete (after
+/// a redelivery) ends the same way as the first.
+pub async fn delete(plugin: &Plugin, request: &DeleteRequest, policy: &PollPolicy) -> UpdateKind {
+    let vendor_id = &request.server.vendor_id;
+    let gone = || UpdateKind::Deleted {
+        server: ServerInfo {
+            status: ServerStatus::Deleted,
+            ..request.server.clone()
+        },
+    };
+    match plugin.delete_server(request.order_id, vendor_id).await {
+        Ok(()) | Err(CallError::Provider(ProviderError::NotFound(_))) => {}
+        Err(error) => {
+            return UpdateKind::DeleteFailed {
+                fault: fault(&error),
+            };
+        }
+    }
+    let deadline = Instant::now() + policy.budget;
+    let mut delay = policy.initial_delay;
+    loop {
+        match plugin.get_server(request.order_id, vendor_id).await {
+            Err(CallError::Provider(ProviderError::NotFound(_))) => return gone(),
+            Ok(server) if matches!(server.status, WitStatus::Deleted) => {
+                return gone();
+            }
+            Ok(_) => {}
+            Err(error) if fault(&error).retryable => {
+                tracing::warn!(order_id = %request.order_id, "poll after delete failed, will retry: {error}");
+            }
+            Err(error) => {
+                return UpdateKind::DeleteFailed {
+                    fault: fault(&error),
+                };
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return UpdateKind::DeleteFailed {
+                fault: Fault {
+                    code: "delete_timeout".into(),
+                    message: format!(
+                        "server {vendor_id} was still there {:?} after the delete",
+                        policy.budget
+                    ),
+                    retryable: true,
+                },
+            };
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay.mul_f32(1.5)).min(policy.max_delay);
     }
 }

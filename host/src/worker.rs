@@ -22,7 +22,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use provisioner_contract::amqp::connect_with_backoff;
 use provisioner_contract::{
-    Envelope, HostMessage, OrderUpdate, ProvisionRequest, Publisher, Topology, UpdateKind,
+    Envelope, HostMessage, HostRequest, OrderUpdate, Publisher, Topology, UpdateKind,
     VendorAnnouncement, decode, encode,
 };
 use tokio::task::JoinSet;
@@ -239,23 +239,23 @@ fn attempt(delivery: &Delivery) -> u32 {
     }
 }
 
-/// One request: decode, create, publish progress, wait, publish the result, ack.
-/// An `Err` means the broker side failed; the delivery stays unacked and is redelivered.
+/// One request: decode, do it at the vendor (publishing progress on the way), publish the
+/// result, ack. An `Err` means the broker side failed; the delivery stays unacked and is
+/// redelivered.
 async fn handle_delivery(
     delivery: Delivery,
     plugin: Arc<Plugin>,
     publisher: Publisher,
     poll: PollPolicy,
 ) -> anyhow::Result<()> {
-    let decoded: Result<(Envelope, ProvisionRequest), _> =
-        decode(&delivery.properties, &delivery.data);
+    let decoded: Result<(Envelope, HostRequest), _> = decode(&delivery.properties, &delivery.data);
     let (envelope, request) = match decoded {
-        Ok(decoded) if decoded.1.vendor == plugin.vendor() => decoded,
+        Ok(decoded) if decoded.1.vendor() == plugin.vendor() => decoded,
         Ok((_, request)) => {
             tracing::error!(
-                order_id = %request.order_id,
+                order_id = %request.order_id(),
                 "request for vendor '{}' arrived on the queue of '{}'; dead-lettering it",
-                request.vendor,
+                request.vendor(),
                 plugin.vendor()
             );
             return dead_letter(&delivery).await;
@@ -269,51 +269,64 @@ async fn handle_delivery(
         }
     };
     let attempt = attempt(&delivery);
+    let order_id = request.order_id();
+    let vendor = request.vendor().to_string();
     let span = tracing::info_span!(
-        "provision",
-        order_id = %request.order_id,
-        vendor = %request.vendor,
+        "request",
+        %order_id,
+        %vendor,
         attempt,
         traceparent = envelope.traceparent.as_deref().unwrap_or(""),
     );
     async move {
-        tracing::info!("creating server");
         let publish = async |kind: UpdateKind| -> anyhow::Result<()> {
             let update = OrderUpdate {
-                order_id: request.order_id,
-                vendor: request.vendor.clone(),
+                order_id,
+                vendor: vendor.clone(),
                 at: chrono::Utc::now(),
                 attempt,
                 kind,
             };
             let key = update.routing_key();
             let message = HostMessage::OrderUpdate(update);
-            let reply = Envelope::for_order(request.order_id, envelope.traceparent.clone());
+            let reply = Envelope::for_order(order_id, envelope.traceparent.clone());
             publisher
                 .publish(&key, &reply, &encode(&message))
                 .await
-                .with_context(|| format!("publishing {key} for order {}", request.order_id))
+                .with_context(|| format!("publishing {key} for order {order_id}"))
         };
-        let outcome = match provision::create(&plugin, &request).await {
-            Ok(server) => {
-                tracing::info!(vendor_id = %server.vendor_id, "vendor accepted the server");
-                publish(UpdateKind::Provisioning {
-                    server: server.clone(),
-                })
-                .await?;
-                provision::wait_until_running(&plugin, &request, server, &poll).await
+        let outcome = match &request {
+            HostRequest::Create(create) => {
+                tracing::info!("creating server");
+                match provision::create(&plugin, create).await {
+                    Ok(server) => {
+                        tracing::info!(vendor_id = %server.vendor_id, "vendor accepted the server");
+                        publish(UpdateKind::Provisioning {
+                            server: server.clone(),
+                        })
+                        .await?;
+                        provision::wait_until_running(&plugin, create, server, &poll).await
+                    }
+                    Err(fault) => UpdateKind::Failed {
+                        fault,
+                        server: None,
+                    },
+                }
             }
-            Err(fault) => UpdateKind::Failed {
-                fault,
-                server: None,
-            },
+            HostRequest::Delete(delete) => {
+                tracing::info!(vendor_id = %delete.server.vendor_id, "deleting server");
+                provision::delete(&plugin, delete, &poll).await
+            }
         };
         match &outcome {
             UpdateKind::Active { server } => {
                 tracing::info!(vendor_id = %server.vendor_id, ipv4 = ?server.ipv4, "server running")
             }
-            UpdateKind::Failed { fault, .. } => {
-                tracing::warn!(code = %fault.code, "order failed: {}", fault.message)
+            UpdateKind::Deleted { server } => {
+                tracing::info!(vendor_id = %server.vendor_id, "server deleted")
+            }
+            UpdateKind::Failed { fault, .. } | UpdateKind::DeleteFailed { fault } => {
+                tracing::warn!(code = %fault.code, "request failed: {}", fault.message)
             }
             UpdateKind::Provisioning { .. } => {}
         }

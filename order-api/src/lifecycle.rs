@@ -2,15 +2,17 @@
 //! host does to an order.
 //!
 //! ```text
-//! pending -> queued -> provisioning -> active
-//!    \          \            \-------> failed
-//!     \          \--> (provisioning | active | failed)
+//! pending -> queued -> provisioning -> active -> deleting -> deleted
+//!    \          \            \-------> failed       \
+//!     \          \--> (provisioning | active | failed)  \--> active (delete failed)
 //!      \--> (provisioning | active | failed)
 //! ```
 //! A host's event can overtake the relay marking the order `queued` (the host is fast), so
-//! `provisioning`, `active` and `failed` are reachable from every earlier status. Nothing
-//! leaves `active` or `failed`. A transition that is not allowed is ignored, which makes a
-//! redelivered or stale message harmless: it finds the order already past it.
+//! `provisioning`, `active` and `failed` are reachable from every earlier status. Which
+//! statuses an update may move an order from depends on the update, not only on its target:
+//! a late "active" from a redelivered create must not pull a `deleting` order back, while a
+//! "delete failed" does return it to `active`. An update that does not apply is ignored, which
+//! makes a redelivered or stale message harmless: it finds the order already past it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -32,16 +34,22 @@ pub enum OrderStatus {
     Active,
     /// The order cannot be completed; see its fault.
     Failed,
+    /// Its server is being deleted.
+    Deleting,
+    /// Its server is gone.
+    Deleted,
 }
 
 impl OrderStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [OrderStatus; 5] = [
+    pub const ALL: [OrderStatus; 7] = [
         OrderStatus::Pending,
         OrderStatus::Queued,
         OrderStatus::Provisioning,
         OrderStatus::Active,
         OrderStatus::Failed,
+        OrderStatus::Deleting,
+        OrderStatus::Deleted,
     ];
 
     /// The name used in JSON, the database and query strings.
@@ -52,28 +60,74 @@ impl OrderStatus {
             OrderStatus::Provisioning => "provisioning",
             OrderStatus::Active => "active",
             OrderStatus::Failed => "failed",
+            OrderStatus::Deleting => "deleting",
+            OrderStatus::Deleted => "deleted",
         }
     }
 
-    /// Whether the order is finished.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, OrderStatus::Active | OrderStatus::Failed)
+    /// Whether nothing more will happen to the order by itself.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Active | OrderStatus::Failed | OrderStatus::Deleted
+        )
     }
+}
 
-    /// The statuses from which `self` may be entered.
-    pub fn allowed_sources(self) -> &'static [OrderStatus] {
-        use OrderStatus::*;
-        match self {
-            Pending => &[],
-            Queued => &[Pending],
-            Provisioning => &[Pending, Queued],
-            Active | Failed => &[Pending, Queued, Provisioning],
-        }
+/// A compare-and-set: the status an order moves to, and the statuses it may move from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// The new status.
+    pub target: OrderStatus,
+    /// The statuses the order must be in for the move to apply.
+    pub sources: &'static [OrderStatus],
+}
+
+impl Transition {
+    /// Whether an order in `status` takes this transition.
+    pub fn applies_to(self, status: OrderStatus) -> bool {
+        self.sources.contains(&status)
     }
+}
 
-    /// Whether an order in `self` may move to `next`.
-    pub fn can_become(self, next: OrderStatus) -> bool {
-        next.allowed_sources().contains(&self)
+use OrderStatus::{Active, Deleted, Deleting, Failed, Pending, Provisioning, Queued};
+
+/// The relay published the creation request.
+pub const PUBLISHED: Transition = Transition {
+    target: Queued,
+    sources: &[Pending],
+};
+
+/// A user asked to delete the server.
+pub const DELETE_REQUESTED: Transition = Transition {
+    target: Deleting,
+    sources: &[Active],
+};
+
+/// What an update from the host does.
+pub fn transition(update: &UpdateKind) -> Transition {
+    const BEFORE_RUNNING: &[OrderStatus] = &[Pending, Queued, Provisioning];
+    match update {
+        UpdateKind::Provisioning { .. } => Transition {
+            target: Provisioning,
+            sources: &[Pending, Queued],
+        },
+        UpdateKind::Active { .. } => Transition {
+            target: Active,
+            sources: BEFORE_RUNNING,
+        },
+        UpdateKind::Failed { .. } => Transition {
+            target: Failed,
+            sources: BEFORE_RUNNING,
+        },
+        UpdateKind::Deleted { .. } => Transition {
+            target: Deleted,
+            sources: &[Deleting],
+        },
+        UpdateKind::DeleteFailed { .. } => Transition {
+            target: Active,
+            sources: &[Deleting],
+        },
     }
 }
 
@@ -97,15 +151,6 @@ impl FromStr for OrderStatus {
     }
 }
 
-/// The status an update from the host moves an order to.
-pub fn target_status(update: &UpdateKind) -> OrderStatus {
-    match update {
-        UpdateKind::Provisioning { .. } => OrderStatus::Provisioning,
-        UpdateKind::Active { .. } => OrderStatus::Active,
-        UpdateKind::Failed { .. } => OrderStatus::Failed,
-    }
-}
-
 /// A line for the order's event log describing an update.
 pub fn describe(update: &UpdateKind) -> String {
     match update {
@@ -123,48 +168,115 @@ pub fn describe(update: &UpdateKind) -> String {
                 .unwrap_or_default()
         ),
         UpdateKind::Failed { fault, .. } => format!("failed ({}): {}", fault.code, fault.message),
+        UpdateKind::Deleted { server } => format!("server {} deleted", server.vendor_id),
+        UpdateKind::DeleteFailed { fault } => format!(
+            "deleting the server failed ({}): {}; it still runs",
+            fault.code, fault.message
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::OrderStatus::*;
     use super::*;
+    use provisioner_contract::{Fault, ServerInfo, ServerStatus};
+
+    fn server() -> ServerInfo {
+        ServerInfo {
+            vendor_id: "1".into(),
+            name: "n".into(),
+            status: ServerStatus::Running,
+            ipv4: None,
+            ipv6: None,
+        }
+    }
+
+    fn fault() -> Fault {
+        Fault {
+            code: "x".into(),
+            message: "y".into(),
+            retryable: false,
+        }
+    }
+
+    fn provisioning() -> UpdateKind {
+        UpdateKind::Provisioning { server: server() }
+    }
+    fn active() -> UpdateKind {
+        UpdateKind::Active { server: server() }
+    }
+    fn failed() -> UpdateKind {
+        UpdateKind::Failed {
+            fault: fault(),
+            server: None,
+        }
+    }
+    fn deleted() -> UpdateKind {
+        UpdateKind::Deleted { server: server() }
+    }
+    fn delete_failed() -> UpdateKind {
+        UpdateKind::DeleteFailed { fault: fault() }
+    }
 
     /// The happy path is allowed step by step.
     #[test]
     fn allows_the_happy_path() {
-        assert!(Pending.can_become(Queued));
-        assert!(Queued.can_become(Provisioning));
-        assert!(Provisioning.can_become(Active));
+        assert!(PUBLISHED.applies_to(Pending));
+        assert!(transition(&provisioning()).applies_to(Queued));
+        assert!(transition(&active()).applies_to(Provisioning));
+        assert!(DELETE_REQUESTED.applies_to(Active));
+        assert!(transition(&deleted()).applies_to(Deleting));
     }
 
     /// A host event may overtake the relay's `queued`.
     #[test]
     fn allows_host_events_to_overtake_the_relay() {
-        assert!(Pending.can_become(Provisioning));
-        assert!(Pending.can_become(Active));
-        assert!(Queued.can_become(Failed));
+        assert!(transition(&provisioning()).applies_to(Pending));
+        assert!(transition(&active()).applies_to(Pending));
+        assert!(transition(&failed()).applies_to(Queued));
     }
 
-    /// Terminal orders never change, and nothing moves backwards.
+    /// Settled orders never move by a create's updates, and nothing moves backwards.
     #[test]
     fn refuses_illegal_transitions() {
-        for next in OrderStatus::ALL {
-            assert!(!Active.can_become(next), "active -> {next}");
-            assert!(!Failed.can_become(next), "failed -> {next}");
+        for update in [provisioning(), active(), failed()] {
+            for status in [Active, Failed, Deleting, Deleted] {
+                assert!(
+                    !transition(&update).applies_to(status),
+                    "{update:?} on {status}"
+                );
+            }
         }
-        assert!(!Provisioning.can_become(Queued));
-        assert!(!Queued.can_become(Pending));
-        assert!(!Provisioning.can_become(Pending));
+        assert!(!PUBLISHED.applies_to(Provisioning));
+        assert!(!DELETE_REQUESTED.applies_to(Provisioning));
+        assert!(!DELETE_REQUESTED.applies_to(Failed));
+        assert!(!transition(&deleted()).applies_to(Active));
+        assert!(!transition(&delete_failed()).applies_to(Deleted));
+    }
+
+    /// A failed delete returns the order to `active`; a stale "active" does not.
+    #[test]
+    fn only_a_failed_delete_returns_a_deleting_order_to_active() {
+        assert_eq!(transition(&delete_failed()).target, Active);
+        assert!(transition(&delete_failed()).applies_to(Deleting));
+        assert!(!transition(&active()).applies_to(Deleting));
     }
 
     /// The same update twice is a no-op the second time: a duplicate is ignored.
     #[test]
     fn duplicates_are_ignored() {
-        assert!(!Provisioning.can_become(Provisioning));
-        assert!(!Active.can_become(Active));
-        assert!(!Queued.can_become(Queued));
+        for update in [
+            provisioning(),
+            active(),
+            failed(),
+            deleted(),
+            delete_failed(),
+        ] {
+            let step = transition(&update);
+            assert!(!step.applies_to(step.target), "{update:?} applies twice");
+        }
+        assert!(!PUBLISHED.applies_to(PUBLISHED.target));
+        assert!(!DELETE_REQUESTED.applies_to(DELETE_REQUESTED.target));
     }
 
     /// Status names round-trip and unknown ones are refused with the list of valid ones.

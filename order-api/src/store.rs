@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use provisioner_contract::{Fault, OrderUpdate, ServerInfo, ServerSpec, VendorAnnouncement};
+use provisioner_contract::{
+    Fault, OrderUpdate, ServerInfo, ServerSpec, UpdateKind, VendorAnnouncement,
+};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use crate::lifecycle::{self, OrderStatus};
+use crate::lifecycle::{self, OrderStatus, Transition};
 
 /// The database handle; cheap to clone.
 #[derive(Clone)]
@@ -185,20 +187,7 @@ impl Store {
             attempt: None,
         };
         insert_event(&mut tx, order.id, &event).await?;
-        sqlx::query(
-            "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, \
-             created_at, attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-        )
-        .bind(outbox.message_id.to_string())
-        .bind(order.id.to_string())
-        .bind(&outbox.routing_key)
-        .bind(&outbox.body)
-        .bind(&outbox.traceparent)
-        .bind(order.created_at)
-        .bind(order.created_at)
-        .execute(&mut *tx)
-        .await
-        .context("inserting the outbox message")?;
+        insert_outbox(&mut tx, outbox, order.created_at).await?;
         tx.commit().await.context("committing the order")?;
         Ok(vec![event])
     }
@@ -264,44 +253,27 @@ impl Store {
         rows.iter().map(order_from_row).collect()
     }
 
-    /// Applies a host update as a compare-and-set: the order moves only from a status that
-    /// may precede the new one, so duplicates and stale updates change nothing.
+    /// Applies a host update as a compare-and-set (see [`lifecycle::transition`]), so
+    /// duplicates and stale updates change nothing.
     pub async fn apply_update(&self, update: &OrderUpdate) -> anyhow::Result<Applied> {
-        let target = lifecycle::target_status(&update.kind);
+        let step = lifecycle::transition(&update.kind);
         let (server, fault) = match &update.kind {
-            provisioner_contract::UpdateKind::Provisioning { server }
-            | provisioner_contract::UpdateKind::Active { server } => (Some(server), None),
-            provisioner_contract::UpdateKind::Failed { fault, server } => {
-                (server.as_ref(), Some(fault))
-            }
+            UpdateKind::Provisioning { server }
+            | UpdateKind::Active { server }
+            | UpdateKind::Deleted { server } => (Some(server), None),
+            UpdateKind::Failed { fault, server } => (server.as_ref(), Some(fault)),
+            UpdateKind::DeleteFailed { fault } => (None, Some(fault)),
         };
-        let sources: Vec<&str> = target
-            .allowed_sources()
-            .iter()
-            .map(|s| s.as_str())
-            .collect();
-        let placeholders = vec!["?"; sources.len()].join(", ");
-        let sql = format!(
-            "UPDATE orders SET status = ?, server = COALESCE(?, server), fault = ?, updated_at = ? \
-             WHERE id = ? AND status IN ({placeholders})"
-        );
-        let now = Utc::now();
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let mut statement = sqlx::query(&sql)
-            .bind(target.as_str())
-            .bind(server.map(json))
-            .bind(fault.map(json))
-            .bind(now)
-            .bind(update.order_id.to_string());
-        for source in &sources {
-            statement = statement.bind(*source);
-        }
-        let moved = statement
-            .execute(&mut *tx)
-            .await
-            .context("updating the order")?
-            .rows_affected();
-        if moved == 0 {
+        let moved = compare_and_set(
+            &mut tx,
+            update.order_id,
+            step,
+            server.map(json),
+            fault.map(json),
+        )
+        .await?;
+        if !moved {
             let exists = sqlx::query("SELECT 1 FROM orders WHERE id = ?")
                 .bind(update.order_id.to_string())
                 .fetch_optional(&mut *tx)
@@ -317,13 +289,37 @@ impl Store {
         }
         let event = OrderEvent {
             at: update.at,
-            status: target,
+            status: step.target,
             message: lifecycle::describe(&update.kind),
             attempt: Some(update.attempt),
         };
         insert_event(&mut tx, update.order_id, &event).await?;
         tx.commit().await.context("committing the update")?;
-        Ok(Applied::Moved(target))
+        Ok(Applied::Moved(step.target))
+    }
+
+    /// Moves an active order to `deleting` and queues its delete request, in one
+    /// transaction. `false` when the order was not active (nothing changed).
+    pub async fn request_delete(
+        &self,
+        order_id: Uuid,
+        outbox: &OutboxMessage,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        if !compare_and_set(&mut tx, order_id, lifecycle::DELETE_REQUESTED, None, None).await? {
+            return Ok(false);
+        }
+        let now = Utc::now();
+        let event = OrderEvent {
+            at: now,
+            status: OrderStatus::Deleting,
+            message: "deletion requested".into(),
+            attempt: None,
+        };
+        insert_event(&mut tx, order_id, &event).await?;
+        insert_outbox(&mut tx, outbox, now).await?;
+        tx.commit().await.context("committing the delete request")?;
+        Ok(true)
     }
 
     /// Outbox messages due for (another) publish, oldest first.
@@ -365,16 +361,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .context("removing a published outbox message")?;
-            let moved = sqlx::query(
-                "UPDATE orders SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'pending'",
-            )
-            .bind(now)
-            .bind(message.order_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .context("marking an order queued")?
-            .rows_affected();
-            if moved == 1 {
+            let moved =
+                compare_and_set(&mut tx, message.order_id, lifecycle::PUBLISHED, None, None)
+                    .await?;
+            if moved {
                 let event = OrderEvent {
                     at: now,
                     status: OrderStatus::Queued,
@@ -471,6 +461,59 @@ impl Store {
             .context("looking up a vendor")?
             .is_some())
     }
+}
+
+async fn insert_outbox(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    outbox: &OutboxMessage,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, \
+         created_at, attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+    )
+    .bind(outbox.message_id.to_string())
+    .bind(outbox.order_id.to_string())
+    .bind(&outbox.routing_key)
+    .bind(&outbox.body)
+    .bind(&outbox.traceparent)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .context("inserting the outbox message")?;
+    Ok(())
+}
+
+/// Moves an order along `step` if it is in one of the step's sources; `server` replaces
+/// the recorded server when given, `fault` is set (or cleared when `None`). Whether it moved.
+async fn compare_and_set(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    order_id: Uuid,
+    step: Transition,
+    server: Option<String>,
+    fault: Option<String>,
+) -> anyhow::Result<bool> {
+    let placeholders = vec!["?"; step.sources.len()].join(", ");
+    let sql = format!(
+        "UPDATE orders SET status = ?, server = COALESCE(?, server), fault = ?, updated_at = ? \
+         WHERE id = ? AND status IN ({placeholders})"
+    );
+    let mut statement = sqlx::query(&sql)
+        .bind(step.target.as_str())
+        .bind(server)
+        .bind(fault)
+        .bind(Utc::now())
+        .bind(order_id.to_string());
+    for source in step.sources {
+        statement = statement.bind(source.as_str());
+    }
+    let moved = statement
+        .execute(&mut **tx)
+        .await
+        .with_context(|| format!("moving order {order_id} to {}", step.target))?
+        .rows_affected();
+    Ok(moved == 1)
 }
 
 async fn insert_event(

@@ -6,3 +6,4 @@
 mod bad_input;
 mod happy_path;
 mod restarts;
+mod vendors;

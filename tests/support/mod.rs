@@ -25,8 +25,71 @@ use tokio::process::{Child, Command};
 /// The broker every test uses.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// The token the simulator accepts and the test manifest hands the plugin.
-const SIM_TOKEN: &str = "test-hetzner-token";
+/// The vendors the stack serves: id, token the simulator accepts, base path at the
+/// simulator, and a valid (region, size, image) there.
+pub const VENDORS: &[VendorFixture] = &[
+    VendorFixture {
+        vendor: "hetzner",
+        token: "test-hetzner-token",
+        base_path: "/hetzner/v1",
+        region: "fsn1",
+        size: "cx22",
+        image: "ubuntu-24.04",
+        unknown_size: "cx999",
+    },
+    VendorFixture {
+        vendor: "digitalocean",
+        token: "test-digitalocean-token",
+        base_path: "/digitalocean",
+        region: "nyc3",
+        size: "s-1vcpu-1gb",
+        image: "ubuntu-24-04-x64",
+        unknown_size: "s-99vcpu-1tb",
+    },
+];
+
+/// One vendor as the test stack sets it up.
+#[derive(Debug, Clone, Copy)]
+pub struct VendorFixture {
+    /// The vendor id.
+    pub vendor: &'static str,
+    /// The token the simulator accepts (and the host passes the plugin).
+    pub token: &'static str,
+    /// The plugin's `base-url` path at the simulator.
+    pub base_path: &'static str,
+    /// A region the simulator knows.
+    pub region: &'static str,
+    /// A size the simulator knows.
+    pub size: &'static str,
+    /// An image the simulator knows.
+    pub image: &'static str,
+    /// A well-formed size the simulator refuses.
+    pub unknown_size: &'static str,
+}
+
+impl VendorFixture {
+    /// The environment variable the manifest names for the token.
+    fn token_variable(&self) -> String {
+        format!("{}_TOKEN", self.vendor.to_uppercase())
+    }
+
+    /// A valid order body for this vendor.
+    pub fn order_body(&self, name: &str) -> String {
+        serde_json::json!({
+            "vendor": self.vendor, "region": self.region, "size": self.size,
+            "image": self.image, "name": name,
+        })
+        .to_string()
+    }
+}
+
+/// The fixture of `vendor`.
+pub fn fixture(vendor: &str) -> VendorFixture {
+    *VENDORS
+        .iter()
+        .find(|f| f.vendor == vendor)
+        .unwrap_or_else(|| panic!("no test fixture for vendor {vendor}"))
+}
 
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
@@ -190,14 +253,19 @@ impl Stack {
         let sim_port = free_port();
         let api_port = free_port();
         let sim_url = format!("http://127.0.0.1:{sim_port}");
-        let manifest = format!(
-            "vendor = \"hetzner\"\ncomponent = {component:?}\nallowed_hosts = [{sim_url:?}]\n\
-             [config]\nbase-url = \"{sim_url}/hetzner/v1\"\n[secrets]\ntoken = \"HCLOUD_TOKEN\"\n",
-            component = plugin_component("hetzner").display().to_string(),
-        );
         let plugins = dir.join("plugins");
         std::fs::create_dir_all(&plugins)?;
-        std::fs::write(plugins.join("hetzner.toml"), manifest)?;
+        for fixture in VENDORS {
+            let manifest = format!(
+                "vendor = {vendor:?}\ncomponent = {component:?}\nallowed_hosts = [{sim_url:?}]\n\
+                 [config]\nbase-url = \"{sim_url}{base}\"\n[secrets]\ntoken = {variable:?}\n",
+                vendor = fixture.vendor,
+                component = plugin_component(fixture.vendor).display().to_string(),
+                base = fixture.base_path,
+                variable = fixture.token_variable(),
+            );
+            std::fs::write(plugins.join(format!("{}.toml", fixture.vendor)), manifest)?;
+        }
         let mut stack = Self {
             topology: Topology::with_prefix(prefix),
             api_url: format!("http://127.0.0.1:{api_port}"),
@@ -225,7 +293,11 @@ impl Stack {
                 "SIM_BOOT_DELAY_MS",
                 self.options.boot_delay.as_millis().to_string(),
             ),
-            ("SIM_HETZNER_TOKEN", SIM_TOKEN.to_string()),
+            ("SIM_HETZNER_TOKEN", fixture("hetzner").token.to_string()),
+            (
+                "SIM_DIGITALOCEAN_TOKEN",
+                fixture("digitalocean").token.to_string(),
+            ),
         ];
         self.sim = Some(Service::spawn(
             "vendor-sim",
@@ -239,17 +311,20 @@ impl Stack {
     /// Starts (or restarts) the host.
     pub fn start_host(&mut self) -> anyhow::Result<()> {
         let poll = self.options.poll.as_millis().to_string();
-        let env = [
+        let variables: Vec<String> = VENDORS.iter().map(VendorFixture::token_variable).collect();
+        let mut env = vec![
             ("AMQP_URL", AMQP_URL.to_string()),
             ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
             (
                 "PLUGINS_DIR",
                 self.dir.join("plugins").display().to_string(),
             ),
-            ("HCLOUD_TOKEN", SIM_TOKEN.to_string()),
             ("POLL_INITIAL_MS", poll.clone()),
             ("POLL_MAX_MS", poll),
         ];
+        for (fixture, variable) in VENDORS.iter().zip(&variables) {
+            env.push((variable.as_str(), fixture.token.to_string()));
+        }
         self.host = Some(Service::spawn(
             "provisioner-host",
             &binary("provisioner-host"),
@@ -348,11 +423,13 @@ impl Stack {
 
     /// POSTs a valid Hetzner order named `name` and returns its id.
     pub async fn order_server(&self, name: &str) -> anyhow::Result<String> {
-        let body = serde_json::json!({
-            "vendor": "hetzner", "region": "fsn1", "size": "cx22",
-            "image": "ubuntu-24.04", "name": name,
-        });
-        let (status, _, _, json) = self.post_order(&body.to_string()).await?;
+        self.order_at("hetzner", name).await
+    }
+
+    /// POSTs a valid order named `name` at `vendor` and returns its id.
+    pub async fn order_at(&self, vendor: &str, name: &str) -> anyhow::Result<String> {
+        let body = fixture(vendor).order_body(name);
+        let (status, _, _, json) = self.post_order(&body).await?;
         if status != 202 {
             bail!("ordering {name} answered {status}: {json}");
         }
@@ -389,7 +466,8 @@ impl Stack {
                 if order["status"] == status {
                     return Ok(order);
                 }
-                if order["status"] == "active" || order["status"] == "failed" {
+                let settled = ["active", "failed", "deleted"];
+                if settled.iter().any(|s| order["status"] == *s) {
                     bail!(
                         "order {id} ended {} instead of {status}: {order}\n{}",
                         order["status"],
@@ -408,8 +486,41 @@ impl Stack {
         }
     }
 
+    /// `DELETE /v1/orders/{id}`: the status code and the answer.
+    pub async fn delete_order(&self, id: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .delete(format!("{}/v1/orders/{id}", self.api_url))
+            .send()
+            .await
+            .context("DELETE /v1/orders/{id}")?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.context("reading the answer")?))
+    }
+
+    /// Arms a simulator fault (`POST /_sim/faults`), e.g.
+    /// `{"vendor": "hetzner", "kind": "unauthorized", "count": 5}`.
+    pub async fn inject_fault(&self, rule: Value) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/_sim/faults", self.sim_url))
+            .json(&rule)
+            .send()
+            .await
+            .context("POST /_sim/faults")?;
+        if response.status() != 201 {
+            bail!("arming {rule} answered {}", response.status());
+        }
+        Ok(())
+    }
+
     /// The simulator's `GET /_sim/stats` for Hetzner.
     pub async fn sim_stats(&self) -> anyhow::Result<Value> {
+        self.sim_stats_of("hetzner").await
+    }
+
+    /// The simulator's `GET /_sim/stats` for `vendor`.
+    pub async fn sim_stats_of(&self, vendor: &str) -> anyhow::Result<Value> {
         let stats: Value = self
             .http
             .get(format!("{}/_sim/stats", self.sim_url))
@@ -418,7 +529,7 @@ impl Stack {
             .context("GET /_sim/stats")?
             .json()
             .await?;
-        Ok(stats["vendors"]["hetzner"].clone())
+        Ok(stats["vendors"][vendor].clone())
     }
 
     /// The last log lines of every process, for failure messages.
@@ -439,7 +550,7 @@ impl Stack {
         {
             service.kill().await;
         }
-        delete_topology(&self.topology, &["hetzner"]).await;
+        delete_topology(&self.topology, &vendor_ids()).await;
         let _ = std::fs::remove_dir_all(&self.dir);
         self.cleaned = true;
     }
@@ -459,11 +570,15 @@ impl Drop for Stack {
                 .enable_all()
                 .build()
             {
-                runtime.block_on(delete_topology(&topology, &["hetzner"]));
+                runtime.block_on(delete_topology(&topology, &vendor_ids()));
             }
         })
         .join();
     }
+}
+
+fn vendor_ids() -> Vec<&'static str> {
+    VENDORS.iter().map(|f| f.vendor).collect()
 }
 
 /// Deletes every queue and exchange of `topology`.

@@ -1,34 +1,72 @@
-//! The simulator's own endpoints, for tests and operators.
+//! The simulator's own endpoints, for tests and operators:
+//! - `GET /_sim/stats`: per vendor, servers live now, servers ever made, and the
+//!   idempotency keys with more than one server (duplicates);
+//! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults. `POST` takes
+//!   `{"vendor": "hetzner", "kind": "rate_limit", "retry_after_secs": 2, "count": 3,
+//!   "method": "POST"}` (kinds: `rate_limit`, `server_error` with `status`,
+//!   `unauthorized`, `slow` with `delay_ms`).
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::state::{SimState, VendorCloud};
+use crate::state::{FaultRule, SimState, Vendor};
 
 /// `/_sim/...`
 pub fn router() -> Router<Arc<SimState>> {
-    Router::new().route("/stats", get(stats))
+    Router::new().route("/stats", get(stats)).route(
+        "/faults",
+        get(list_faults).post(add_fault).delete(clear_faults),
+    )
 }
 
-/// `GET /_sim/stats`: per vendor, servers live now, servers ever made, and the idempotency
-/// keys that have more than one server (duplicates).
 async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
-    let hetzner = state.hetzner.lock().map(|cloud| vendor_stats(&cloud));
-    Json(json!({
-        "vendors": {
-            "hetzner": hetzner.unwrap_or_else(|_| json!({"error": "state lock poisoned"})),
-        }
-    }))
+    let mut vendors = Map::new();
+    for vendor in Vendor::ALL {
+        let stats = state.with_cloud(vendor, |cloud| {
+            json!({
+                "live": cloud.servers.len(),
+                "created_total": cloud.created_total,
+                "duplicates": cloud.duplicates(),
+            })
+        });
+        vendors.insert(vendor.name().into(), stats);
+    }
+    Json(json!({ "vendors": vendors }))
 }
 
-fn vendor_stats(cloud: &VendorCloud) -> Value {
-    json!({
-        "live": cloud.servers.len(),
-        "created_total": cloud.created_total,
-        "duplicates": cloud.duplicates(),
-    })
+async fn list_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
+    Json(json!({ "faults": state.faults() }))
+}
+
+async fn add_fault(
+    State(state): State<Arc<SimState>>,
+    rule: Result<Json<FaultRule>, JsonRejection>,
+) -> Response {
+    match rule {
+        Ok(Json(rule)) => {
+            state.add_fault(rule);
+            (
+                StatusCode::CREATED,
+                Json(json!({ "faults": state.faults() })),
+            )
+                .into_response()
+        }
+        Err(rejection) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": rejection.body_text() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn clear_faults(State(state): State<Arc<SimState>>) -> StatusCode {
+    state.clear_faults();
+    StatusCode::NO_CONTENT
 }

@@ -18,7 +18,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::state::{SimServer, SimState};
+use crate::faults::{self, FaultLayer};
+use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
 
 /// Locations the simulated project offers.
 const LOCATIONS: &[(&str, &str, &str, &str)] = &[
@@ -51,11 +52,42 @@ const IMAGES: &[(&str, &str, &str)] = &[
 
 /// `/hetzner/v1/...`
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
+    let faults = FaultLayer {
+        state: state.clone(),
+        vendor: Vendor::Hetzner,
+        render: render_fault,
+    };
     Router::new()
         .route("/servers", get(list_servers).post(create_server))
         .route("/servers/{id}", get(get_server).delete(delete_server))
         .route_layer(middleware::from_fn_with_state(state, authenticate))
+        .route_layer(middleware::from_fn_with_state(faults, faults::inject))
         .layer(middleware::from_fn(rate_limit_headers))
+}
+
+/// An injected fault as Hetzner answers it.
+fn render_fault(kind: &FaultKind) -> Response {
+    let status = faults::status_of(kind);
+    match kind {
+        FaultKind::RateLimit { retry_after_secs } => {
+            let mut response = error(
+                status,
+                "rate_limit_exceeded",
+                "limit of 3600 requests per hour reached",
+            );
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+            if let Ok(reset) = HeaderValue::from_str(&faults::reset_at(*retry_after_secs)) {
+                headers.insert("ratelimit-reset", reset);
+            }
+            response
+        }
+        FaultKind::Unauthorized => error(status, "unauthorized", "unable to authenticate"),
+        FaultKind::ServerError { status: 503 } => {
+            error(status, "unavailable", "service temporarily unavailable")
+        }
+        _ => error(status, "server_error", "an internal error occurred"),
+    }
 }
 
 /// A Hetzner error answer.
@@ -69,10 +101,13 @@ async fn rate_limit_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert("ratelimit-limit", HeaderValue::from_static("3600"));
-    headers.insert("ratelimit-remaining", HeaderValue::from_static("3599"));
-    let reset = Utc::now().timestamp() + 1;
-    if let Ok(value) = HeaderValue::from_str(&reset.to_string()) {
-        headers.insert("ratelimit-reset", value);
+    if !headers.contains_key("ratelimit-remaining") {
+        headers.insert("ratelimit-remaining", HeaderValue::from_static("3599"));
+    }
+    if !headers.contains_key("ratelimit-reset") {
+        if let Ok(value) = HeaderValue::from_str(&faults::reset_at(1)) {
+            headers.insert("ratelimit-reset", value);
+        }
     }
     response
 }
@@ -109,33 +144,33 @@ fn render_server(server: &SimServer, state: &SimState) -> Value {
     let status = if booted { "running" } else { "initializing" };
     let (city, country, zone) = LOCATIONS
         .iter()
-        .find(|(name, ..)| *name == server.region)
+        .find(|(name, ..)| *name == server.spec.region)
         .map(|(_, city, country, zone)| (*city, *country, *zone))
         .unwrap_or(("Falkenstein", "DE", "eu-central"));
     let (cores, memory, disk) = SERVER_TYPES
         .iter()
-        .find(|(name, ..)| *name == server.size)
+        .find(|(name, ..)| *name == server.spec.size)
         .map(|(_, cores, memory, disk)| (*cores, *memory, *disk))
         .unwrap_or((2, 4.0, 40));
     let (os_flavor, os_version) = IMAGES
         .iter()
-        .find(|(name, ..)| *name == server.image)
+        .find(|(name, ..)| *name == server.spec.image)
         .map(|(_, flavor, version)| (*flavor, *version))
         .unwrap_or(("unknown", "unknown"));
     let location_id = LOCATIONS
         .iter()
-        .position(|(name, ..)| *name == server.region)
+        .position(|(name, ..)| *name == server.spec.region)
         .unwrap_or(0)
         + 1;
     let type_id = SERVER_TYPES
         .iter()
-        .position(|(name, ..)| *name == server.size)
+        .position(|(name, ..)| *name == server.spec.size)
         .unwrap_or(0)
         + 1;
     let created = timestamp(server.created);
     json!({
         "id": server.id,
-        "name": server.name,
+        "name": server.spec.name,
         "status": status,
         "created": created,
         "public_net": {
@@ -147,23 +182,23 @@ fn render_server(server: &SimServer, state: &SimState) -> Value {
         },
         "private_net": [],
         "server_type": {
-            "id": type_id, "name": server.size, "description": server.size.to_uppercase(),
+            "id": type_id, "name": server.spec.size, "description": server.spec.size.to_uppercase(),
             "cores": cores, "memory": memory, "disk": disk, "deprecated": false,
             "prices": [], "storage_type": "local", "cpu_type": "shared", "architecture": "x86",
         },
         "datacenter": {
-            "id": location_id, "name": format!("{}-dc1", server.region),
+            "id": location_id, "name": format!("{}-dc1", server.spec.region),
             "description": format!("{city} DC 1"),
             "location": {
-                "id": location_id, "name": server.region, "description": format!("{city} DC Park 1"),
+                "id": location_id, "name": server.spec.region, "description": format!("{city} DC Park 1"),
                 "country": country, "city": city, "latitude": 50.47612, "longitude": 12.370071,
                 "network_zone": zone,
             },
             "server_types": {"supported": [], "available": [], "available_for_migration": []},
         },
         "image": {
-            "id": 1, "type": "system", "status": "available", "name": server.image,
-            "description": server.image, "image_size": null, "disk_size": 5,
+            "id": 1, "type": "system", "status": "available", "name": server.spec.image,
+            "description": server.spec.image, "image_size": null, "disk_size": 5,
             "created": created, "created_from": null, "bound_to": null,
             "os_flavor": os_flavor, "os_version": os_version, "rapid_deploy": true,
             "protection": {"delete": false}, "deprecated": null, "deleted": null,
@@ -177,7 +212,7 @@ fn render_server(server: &SimServer, state: &SimState) -> Value {
         "ingoing_traffic": 0,
         "included_traffic": 21990232555520u64,
         "protection": {"delete": false, "rebuild": false},
-        "labels": server.labels,
+        "labels": server.spec.labels,
         "volumes": [],
         "load_balancers": [],
         "primary_disk_size": disk,
@@ -209,10 +244,11 @@ struct CreateServer {
     datacenter: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
-    #[serde(default)]
-    ssh_keys: Vec<Value>,
-    #[serde(default)]
-    user_data: Option<String>,
+    // Accepted as Hetzner accepts them; the simulator boots no real machine.
+    #[serde(default, rename = "ssh_keys")]
+    _ssh_keys: Vec<Value>,
+    #[serde(default, rename = "user_data")]
+    _user_data: Option<String>,
 }
 
 async fn create_server(
@@ -229,7 +265,6 @@ async fn create_server(
             );
         }
     };
-    let _ = (&request.ssh_keys, &request.user_data);
     if !valid_hostname(&request.name) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -274,32 +309,33 @@ async fn create_server(
             format!("location {location} not found"),
         );
     }
-    let Ok(mut cloud) = state.hetzner.lock() else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "state lock poisoned",
-        );
+    let idempotency_key = request.labels.get(crate::IDEMPOTENCY_LABEL).cloned();
+    let spec = NewServer {
+        name: request.name,
+        region: location,
+        size: request.server_type,
+        image: request.image,
+        labels: request.labels,
+        tags: Vec::new(),
+        idempotency_key,
     };
-    if cloud
-        .servers
-        .values()
-        .any(|server| server.name == request.name)
-    {
+    let created = state.with_cloud(Vendor::Hetzner, |cloud| {
+        if cloud
+            .servers
+            .values()
+            .any(|server| server.spec.name == spec.name)
+        {
+            return None;
+        }
+        Some(cloud.insert(spec))
+    });
+    let Some(server) = created else {
         return error(
             StatusCode::CONFLICT,
             "uniqueness_error",
             "server name is already used",
         );
-    }
-    let server = cloud.insert(
-        request.name,
-        location,
-        request.server_type,
-        request.image,
-        request.labels,
-    );
-    drop(cloud);
+    };
     let body = json!({
         "server": render_server(&server, &state),
         "action": render_action(server.id * 10, "create_server", server.id, false),
@@ -310,7 +346,7 @@ async fn create_server(
 }
 
 /// RFC 1123 hostname, as Hetzner requires for server names.
-fn valid_hostname(name: &str) -> bool {
+pub fn valid_hostname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -330,11 +366,7 @@ async fn get_server(State(state): State<Arc<SimState>>, Path(id): Path<String>) 
             "invalid server ID",
         );
     };
-    let server = state
-        .hetzner
-        .lock()
-        .ok()
-        .and_then(|cloud| cloud.servers.get(&id).cloned());
+    let server = state.with_cloud(Vendor::Hetzner, |cloud| cloud.servers.get(&id).cloned());
     match server {
         Some(server) => Json(json!({"server": render_server(&server, &state)})).into_response(),
         None => not_found(id),
@@ -357,11 +389,7 @@ async fn delete_server(State(state): State<Arc<SimState>>, Path(id): Path<String
             "invalid server ID",
         );
     };
-    let removed = state
-        .hetzner
-        .lock()
-        .ok()
-        .and_then(|mut cloud| cloud.servers.remove(&id));
+    let removed = state.with_cloud(Vendor::Hetzner, |cloud| cloud.servers.remove(&id));
     match removed {
         Some(server) => {
             Json(json!({"action": render_action(server.id * 10 + 2, "delete_server", id, false)}))
@@ -388,22 +416,24 @@ async fn list_servers(
         Some(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_input", message),
         None => None,
     };
-    let servers: Vec<SimServer> = match state.hetzner.lock() {
-        Ok(cloud) => cloud
+    let servers: Vec<SimServer> = state.with_cloud(Vendor::Hetzner, |cloud| {
+        cloud
             .servers
             .values()
-            .filter(|server| selector.as_ref().is_none_or(|s| s.matches(&server.labels)))
-            .filter(|server| query.name.as_ref().is_none_or(|name| &server.name == name))
+            .filter(|server| {
+                selector
+                    .as_ref()
+                    .is_none_or(|s| s.matches(&server.spec.labels))
+            })
+            .filter(|server| {
+                query
+                    .name
+                    .as_ref()
+                    .is_none_or(|name| &server.spec.name == name)
+            })
             .cloned()
-            .collect(),
-        Err(_) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "state lock poisoned",
-            );
-        }
-    };
+            .collect()
+    });
     let per_page = query.per_page.unwrap_or(25).clamp(1, 50);
     let page = query.page.unwrap_or(1).max(1);
     let total = servers.len();

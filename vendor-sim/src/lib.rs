@@ -9,10 +9,14 @@
 //! # Layout
 //! - [`state`]: the simulated clouds' in-memory state and the counters behind the stats.
 //! - [`hetzner`]: the Hetzner Cloud API (`/hetzner/v1/servers...`).
-//! - [`control`]: the simulator's own endpoints (`/_sim/stats`).
+//! - [`digitalocean`]: the DigitalOcean API (`/digitalocean/v2/droplets...`).
+//! - [`faults`]: the middleware that answers with injected faults in each vendor's shape.
+//! - [`control`]: the simulator's own endpoints (`/_sim/stats`, `/_sim/faults`).
 //! - [`app`] / [`serve`]: the router and the server loop, taking an already-bound listener.
 
 pub mod control;
+pub mod digitalocean;
+pub mod faults;
 pub mod hetzner;
 pub mod state;
 
@@ -32,6 +36,7 @@ pub const IDEMPOTENCY_LABEL: &str = "provisioner-idempotency-key";
 pub fn app(state: Arc<SimState>) -> Router {
     Router::new()
         .nest("/hetzner/v1", hetzner::router(state.clone()))
+        .nest("/digitalocean/v2", digitalocean::router(state.clone()))
         .nest("/_sim", control::router())
         .with_state(state)
 }

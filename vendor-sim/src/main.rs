@@ -6,9 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use provisioner_contract::process;
+use vendor_sim::state::FaultRule;
 use vendor_sim::{SimConfig, SimState};
 
-/// A local stand-in for cloud vendors' REST APIs (Hetzner Cloud under /hetzner/v1).
+/// A local stand-in for cloud vendors' REST APIs: Hetzner Cloud under /hetzner/v1,
+/// DigitalOcean under /digitalocean/v2, control endpoints under /_sim.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -21,6 +23,18 @@ struct Args {
     /// Bearer token the simulated Hetzner API accepts.
     #[arg(long, env = "SIM_HETZNER_TOKEN", default_value = "sim-hetzner-token")]
     hetzner_token: String,
+    /// Bearer token the simulated DigitalOcean API accepts.
+    #[arg(
+        long,
+        env = "SIM_DIGITALOCEAN_TOKEN",
+        default_value = "sim-digitalocean-token"
+    )]
+    digitalocean_token: String,
+    /// A fault for the first requests, `vendor:kind[:count]` (kinds: rate_limit,
+    /// server_error, unavailable, unauthorized, slow); repeatable. More at runtime through
+    /// `POST /_sim/faults`.
+    #[arg(long = "fault", value_parser = FaultRule::parse_flag)]
+    faults: Vec<FaultRule>,
 }
 
 #[tokio::main]
@@ -34,6 +48,8 @@ async fn main() -> anyhow::Result<()> {
     let state = Arc::new(SimState::new(SimConfig {
         boot_delay: Duration::from_millis(args.boot_delay_ms),
         hetzner_token: args.hetzner_token,
+        digitalocean_token: args.digitalocean_token,
+        faults: args.faults,
     }));
     let shutdown = process::shutdown_token();
     vendor_sim::serve(listener, state, async move { shutdown.cancelled().await })

@@ -1,18 +1,51 @@
-//! The simulated clouds' in-memory state.
+//! The simulated clouds' in-memory state, and the faults injected into them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The vendors the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    /// Hetzner Cloud, under `/hetzner/v1`.
+    Hetzner,
+    /// DigitalOcean, under `/digitalocean/v2`.
+    DigitalOcean,
+}
+
+impl Vendor {
+    /// Every simulated vendor.
+    pub const ALL: [Vendor; 2] = [Vendor::Hetzner, Vendor::DigitalOcean];
+
+    /// The vendor id (as orders and `/_sim` use it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Vendor::Hetzner => "hetzner",
+            Vendor::DigitalOcean => "digitalocean",
+        }
+    }
+
+    /// Parses a vendor id.
+    pub fn parse(name: &str) -> Option<Vendor> {
+        Vendor::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
 
 /// How the simulator behaves.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// How long a new server takes to reach `running`.
+    /// How long a new server takes to reach its running state.
     pub boot_delay: Duration,
     /// The bearer token the Hetzner API accepts.
     pub hetzner_token: String,
+    /// The bearer token the DigitalOcean API accepts.
+    pub digitalocean_token: String,
+    /// Faults injected from the start (`--fault`).
+    pub faults: Vec<FaultRule>,
 }
 
 impl Default for SimConfig {
@@ -20,7 +53,96 @@ impl Default for SimConfig {
         Self {
             boot_delay: Duration::from_secs(2),
             hetzner_token: "sim-hetzner-token".into(),
+            digitalocean_token: "sim-digitalocean-token".into(),
+            faults: Vec::new(),
         }
+    }
+}
+
+/// A failure the simulator answers instead of the real answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// 429 with the vendor's rate-limit headers, resetting after `retry_after_secs`.
+    RateLimit {
+        /// Seconds until the limit resets.
+        #[serde(default = "one")]
+        retry_after_secs: u64,
+    },
+    /// A 5xx answer in the vendor's error shape.
+    ServerError {
+        /// 500, 502, 503...
+        #[serde(default = "five_hundred")]
+        status: u16,
+    },
+    /// 401 in the vendor's error shape, whatever the token.
+    Unauthorized,
+    /// The real answer, after `delay_ms`.
+    Slow {
+        /// The extra delay.
+        delay_ms: u64,
+    },
+}
+
+fn one() -> u64 {
+    1
+}
+fn five_hundred() -> u16 {
+    500
+}
+
+/// A fault for the next `count` matching requests to one vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRule {
+    /// Which vendor's API.
+    pub vendor: Vendor,
+    /// What to answer.
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    /// How many requests it hits.
+    #[serde(default = "one_u32")]
+    pub count: u32,
+    /// Only requests with this method (e.g. `POST` for creates); any when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+impl FaultRule {
+    /// Parses `--fault vendor:kind[:count]`, e.g. `hetzner:rate_limit:3`,
+    /// `digitalocean:server_error:2`, `hetzner:slow:1` (1 s), `hetzner:unauthorized`.
+    pub fn parse_flag(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let (vendor, kind) = match parts.as_slice() {
+            [vendor, kind] | [vendor, kind, _] => (*vendor, *kind),
+            _ => return Err(format!("'{text}' is not vendor:kind[:count]")),
+        };
+        let vendor = Vendor::parse(vendor).ok_or_else(|| format!("unknown vendor '{vendor}'"))?;
+        let kind = match kind {
+            "rate_limit" => FaultKind::RateLimit {
+                retry_after_secs: 1,
+            },
+            "server_error" => FaultKind::ServerError { status: 500 },
+            "unavailable" => FaultKind::ServerError { status: 503 },
+            "unauthorized" => FaultKind::Unauthorized,
+            "slow" => FaultKind::Slow { delay_ms: 1000 },
+            other => return Err(format!("unknown fault kind '{other}'")),
+        };
+        let count = match parts.get(2) {
+            Some(count) => count
+                .parse()
+                .map_err(|_| format!("bad count in '{text}'"))?,
+            None => 1,
+        };
+        Ok(Self {
+            vendor,
+            kind,
+            count,
+            method: None,
+        })
     }
 }
 
@@ -29,41 +151,111 @@ impl Default for SimConfig {
 pub struct SimState {
     /// Its behaviour.
     pub config: SimConfig,
-    /// The Hetzner project.
-    pub hetzner: Mutex<VendorCloud>,
+    clouds: HashMap<Vendor, Mutex<VendorCloud>>,
+    faults: Mutex<Vec<FaultRule>>,
 }
 
 impl SimState {
-    /// An empty simulator.
+    /// An empty simulator with the configured faults armed.
     pub fn new(config: SimConfig) -> Self {
+        let clouds = Vendor::ALL
+            .into_iter()
+            .map(|vendor| (vendor, Mutex::new(VendorCloud::default())))
+            .collect();
+        let faults = Mutex::new(config.faults.clone());
         Self {
             config,
-            hetzner: Mutex::new(VendorCloud::default()),
+            clouds,
+            faults,
         }
+    }
+
+    /// Runs `f` on one vendor's cloud. A poisoned lock (a panicked handler) is recovered:
+    /// the data is plain and every mutation is a single step.
+    pub fn with_cloud<R>(&self, vendor: Vendor, f: impl FnOnce(&mut VendorCloud) -> R) -> R {
+        let cloud = &self.clouds[&vendor];
+        let mut guard = cloud
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+
+    /// Arms a fault.
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rule);
+    }
+
+    /// The armed faults.
+    pub fn faults(&self) -> Vec<FaultRule> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Disarms every fault.
+    pub fn clear_faults(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Takes one hit of the first fault armed for this request, if any.
+    pub fn take_fault(&self, vendor: Vendor, method: &str) -> Option<FaultKind> {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let index = faults.iter().position(|rule| {
+            rule.vendor == vendor
+                && rule.count > 0
+                && rule
+                    .method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+        })?;
+        let rule = &mut faults[index];
+        rule.count -= 1;
+        let kind = rule.kind.clone();
+        if rule.count == 0 {
+            faults.remove(index);
+        }
+        Some(kind)
     }
 }
 
-/// A server as the simulator keeps it, vendor-neutral; each vendor module renders it in its
-/// own JSON.
+/// What a create asks for, vendor-neutral.
+#[derive(Debug, Clone, Default)]
+pub struct NewServer {
+    /// Name.
+    pub name: String,
+    /// Region / location code.
+    pub region: String,
+    /// Server type / size slug.
+    pub size: String,
+    /// Image name or slug.
+    pub image: String,
+    /// Key-value labels (Hetzner).
+    pub labels: BTreeMap<String, String>,
+    /// Tags (DigitalOcean).
+    pub tags: Vec<String>,
+    /// The idempotency key the vendor module found in the labels or tags.
+    pub idempotency_key: Option<String>,
+}
+
+/// A server as the simulator keeps it; each vendor module renders it in its own JSON.
 #[derive(Debug, Clone)]
 pub struct SimServer {
     /// Numeric id, unique per vendor.
     pub id: u64,
-    /// Name, unique per vendor (as Hetzner enforces).
-    pub name: String,
-    /// Region / location code.
-    pub region: String,
-    /// Server type / size.
-    pub size: String,
-    /// Image name.
-    pub image: String,
-    /// Labels or tags.
-    pub labels: BTreeMap<String, String>,
+    /// What was asked for.
+    pub spec: NewServer,
     /// When it was made; it runs once the boot delay has passed.
     pub created: DateTime<Utc>,
     /// Public IPv4 address.
     pub ipv4: String,
-    /// Public IPv6 network.
+    /// Public IPv6 address.
     pub ipv6: String,
 }
 
@@ -80,7 +272,6 @@ impl SimServer {
 pub struct VendorCloud {
     /// Live servers by id.
     pub servers: BTreeMap<u64, SimServer>,
-    /// The id the next server gets.
     next_id: u64,
     /// Servers ever made.
     pub created_total: u64,
@@ -90,31 +281,20 @@ pub struct VendorCloud {
 
 impl VendorCloud {
     /// Records a new server and gives it an id and addresses.
-    pub fn insert(
-        &mut self,
-        name: String,
-        region: String,
-        size: String,
-        image: String,
-        labels: BTreeMap<String, String>,
-    ) -> SimServer {
+    pub fn insert(&mut self, spec: NewServer) -> SimServer {
         self.next_id += 1;
         let id = self.next_id;
         self.created_total += 1;
-        if let Some(key) = labels.get(crate::IDEMPOTENCY_LABEL) {
+        if let Some(key) = &spec.idempotency_key {
             *self.created_per_key.entry(key.clone()).or_default() += 1;
         }
         let server = SimServer {
             id,
-            name,
-            region,
-            size,
-            image,
-            labels,
+            spec,
             created: Utc::now(),
             // TEST-NET-3 and the IPv6 documentation prefix: never routable.
             ipv4: format!("203.0.{}.{}", 113 + (id / 250) % 10, 1 + id % 250),
-            ipv6: format!("2001:db8:{:x}::/64", id),
+            ipv6: format!("2001:db8:{id:x}::1"),
         };
         self.servers.insert(id, server.clone());
         server
@@ -127,5 +307,50 @@ impl VendorCloud {
             .filter(|(_, count)| **count > 1)
             .map(|(key, count)| (key.clone(), *count))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fault hits exactly `count` matching requests, then is gone.
+    #[test]
+    fn faults_hit_count_times_and_only_matching_methods() {
+        let state = SimState::new(SimConfig::default());
+        state.add_fault(FaultRule {
+            vendor: Vendor::Hetzner,
+            kind: FaultKind::Unauthorized,
+            count: 2,
+            method: Some("POST".into()),
+        });
+        assert_eq!(state.take_fault(Vendor::Hetzner, "GET"), None);
+        assert_eq!(state.take_fault(Vendor::DigitalOcean, "POST"), None);
+        assert_eq!(
+            state.take_fault(Vendor::Hetzner, "POST"),
+            Some(FaultKind::Unauthorized)
+        );
+        assert_eq!(
+            state.take_fault(Vendor::Hetzner, "post"),
+            Some(FaultKind::Unauthorized)
+        );
+        assert_eq!(state.take_fault(Vendor::Hetzner, "POST"), None);
+        assert!(state.faults().is_empty());
+    }
+
+    /// `--fault` flags read as documented.
+    #[test]
+    fn parses_fault_flags() {
+        let rule = FaultRule::parse_flag("digitalocean:rate_limit:3").unwrap();
+        assert_eq!(rule.vendor, Vendor::DigitalOcean);
+        assert_eq!(rule.count, 3);
+        assert_eq!(
+            rule.kind,
+            FaultKind::RateLimit {
+                retry_after_secs: 1
+            }
+        );
+        assert!(FaultRule::parse_flag("nimbus:rate_limit").is_err());
+        assert!(FaultRule::parse_flag("hetzner:meteor").is_err());
     }
 }

@@ -33,7 +33,10 @@ pub fn app(state: AppState) -> Router {
             "/v1/orders",
             get(orders::list_orders).post(orders::create_order),
         )
-        .route("/v1/orders/{id}", get(orders::get_order))
+        .route(
+            "/v1/orders/{id}",
+            get(orders::get_order).delete(orders::delete_order),
+        )
         .route("/v1/vendors", get(orders::list_vendors))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -9,7 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use provisioner_contract::{ProvisionRequest, ServerSpec, Topology, encode};
+use provisioner_contract::{
+    DeleteRequest, HostRequest, ProvisionRequest, ServerSpec, Topology, encode,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -181,11 +183,11 @@ pub async fn create_order(
         created_at: now,
         updated_at: now,
     };
-    let request = ProvisionRequest {
+    let request = HostRequest::Create(ProvisionRequest {
         order_id: order.id,
         vendor: order.vendor.clone(),
         spec: order.spec.clone(),
-    };
+    });
     let outbox = OutboxMessage {
         message_id: Uuid::new_v4(),
         order_id: order.id,
@@ -224,6 +226,56 @@ pub async fn get_order(
         order,
         events: Some(events),
     }))
+}
+
+/// `DELETE /v1/orders/{id}`: deletes an active order's server (`deleting -> deleted`).
+/// Asking again while it is deleting or deleted answers the order as it is.
+pub async fn delete_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no order with id '{id}'"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let (order, _) = state.store.order(uuid).await?.ok_or_else(not_found)?;
+    match (order.status, &order.server) {
+        (OrderStatus::Deleting | OrderStatus::Deleted, _) => {}
+        (OrderStatus::Active, Some(server)) => {
+            let request = HostRequest::Delete(DeleteRequest {
+                order_id: order.id,
+                vendor: order.vendor.clone(),
+                server: server.clone(),
+            });
+            let outbox = OutboxMessage {
+                message_id: Uuid::new_v4(),
+                order_id: order.id,
+                routing_key: Topology::request_key(&order.vendor),
+                body: encode(&request),
+                traceparent: Some(traceparent(&headers)),
+                attempts: 0,
+            };
+            // A concurrent update may have moved the order since it was read; then the
+            // answer below shows where it is now.
+            if state.store.request_delete(order.id, &outbox).await? {
+                state.relay_wakeup.notify_one();
+                tracing::info!(order_id = %order.id, "deletion requested");
+            }
+        }
+        (status, _) => {
+            return Err(ApiError::Conflict(format!(
+                "order {id} is {status}; only an active order's server can be deleted"
+            )));
+        }
+    }
+    let (order, events) = state.store.order(uuid).await?.ok_or_else(not_found)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(OrderView {
+            order,
+            events: Some(events),
+        }),
+    )
+        .into_response())
 }
 
 /// `GET /v1/orders` query.

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// 400 `invalid-query`: a query parameter is wrong.
     #[error("{0}")]
     InvalidQuery(String),
+    /// 409 `conflict`: the order is not in a state that allows the request.
+    #[error("{0}")]
+    Conflict(String),
     /// 404 `not-found`.
     #[error("{0}")]
     NotFound(String),
@@ -89,6 +92,7 @@ impl ApiError {
                 "Invalid query parameter",
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
