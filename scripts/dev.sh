@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The local stack in the foreground: vendor-sim (Hetzner API on 127.0.0.1:8090),
-# provisioner-host with the Hetzner plugin pointed at the simulator, order-api on
+# The local stack in the foreground: vendor-sim (Hetzner and DigitalOcean APIs on
+# 127.0.0.1:8090), provisioner-host with both plugins pointed at the simulator, order-api on
 # 127.0.0.1:8080. Does the missing set-up first, orders one demo server once the stack is
 # ready and follows it to `active`, then keeps running until Ctrl-C, which stops
 # everything it started.
@@ -19,20 +19,28 @@ scripts/ensure-rabbitmq.sh
 
 api_addr=127.0.0.1:8080
 sim_addr=127.0.0.1:8090
-sim_token=sim-hetzner-token
 mkdir -p .dev/plugins
-cat > .dev/plugins/hetzner.toml <<TOML
-# Written by scripts/dev.sh: the Hetzner plugin pointed at the local simulator.
-vendor = "hetzner"
-component = "$root/target/plugins/hetzner.wasm"
+# The plugins, pointed at the simulator: vendor, base path there, token variable, token.
+plugins=(
+    "hetzner /hetzner/v1 HCLOUD_TOKEN sim-hetzner-token"
+    "digitalocean /digitalocean DIGITALOCEAN_TOKEN sim-digitalocean-token"
+)
+for plugin in "${plugins[@]}"; do
+    read -r vendor base_path variable token <<<"$plugin"
+    export "$variable=$token"
+    cat > ".dev/plugins/$vendor.toml" <<TOML
+# Written by scripts/dev.sh: the $vendor plugin pointed at the local simulator.
+vendor = "$vendor"
+component = "$root/target/plugins/$vendor.wasm"
 allowed_hosts = ["http://$sim_addr"]
 
 [config]
-base-url = "http://$sim_addr/hetzner/v1"
+base-url = "http://$sim_addr$base_path"
 
 [secrets]
-token = "HCLOUD_TOKEN"
+token = "$variable"
 TOML
+done
 
 for addr in $api_addr $sim_addr; do
     if (exec 3<>/dev/tcp/${addr%:*}/${addr#*:}) 2>/dev/null; then
@@ -62,8 +70,9 @@ run() {
 
 export RUST_LOG=${RUST_LOG:-info,lapin=warn}
 echo "==> starting vendor-sim, provisioner-host and order-api (Ctrl-C stops them)"
-run sim env SIM_LISTEN_ADDR=$sim_addr SIM_HETZNER_TOKEN=$sim_token target/debug/vendor-sim
-run host env PLUGINS_DIR=.dev/plugins HCLOUD_TOKEN=$sim_token target/debug/provisioner-host
+run sim env SIM_LISTEN_ADDR=$sim_addr SIM_HETZNER_TOKEN=$HCLOUD_TOKEN \
+    SIM_DIGITALOCEAN_TOKEN=$DIGITALOCEAN_TOKEN target/debug/vendor-sim
+run host env PLUGINS_DIR=.dev/plugins target/debug/provisioner-host
 run api env LISTEN_ADDR=$api_addr DATABASE_URL=sqlite://.dev/orders.db target/debug/order-api
 
 for _ in $(seq 1 120); do
@@ -81,6 +90,9 @@ cat <<INFO
     order a server:
       curl -i -X POST $api_addr/v1/orders -H 'content-type: application/json' \\
         -d '{"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":"web-1"}'
+      curl -i -X POST $api_addr/v1/orders -H 'content-type: application/json' \\
+        -d '{"vendor":"digitalocean","region":"nyc3","size":"s-1vcpu-1gb","image":"ubuntu-24-04-x64","name":"web-2"}'
+    delete its server: curl -X DELETE $api_addr/v1/orders/<id>
     follow it:      curl $api_addr/v1/orders/<id>
     list orders:    curl $api_addr/v1/orders
     simulator:      curl $sim_addr/_sim/stats

@@ -102,16 +102,7 @@ fn render_fault(kind: &FaultKind) -> Response {
 
 async fn rate_limit_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert("ratelimit-limit", HeaderValue::from_static("5000"));
-    if !headers.contains_key("ratelimit-remaining") {
-        headers.insert("ratelimit-remaining", HeaderValue::from_static("4999"));
-    }
-    if !headers.contains_key("ratelimit-reset") {
-        if let Ok(value) = HeaderValue::from_str(&faults::reset_at(60)) {
-            headers.insert("ratelimit-reset", value);
-        }
-    }
+    faults::fill_rate_limit_headers(response.headers_mut(), "5000", "4999", 60);
     response
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -51,6 +51,24 @@ pub fn status_of(kind: &FaultKind) -> StatusCode {
         }
         FaultKind::Unauthorized => StatusCode::UNAUTHORIZED,
         FaultKind::Slow { .. } => StatusCode::OK,
+    }
+}
+
+/// Adds the vendor's normal rate-limit headers where a fault has not set its own.
+pub fn fill_rate_limit_headers(
+    headers: &mut HeaderMap,
+    limit: &'static str,
+    remaining: &'static str,
+    reset_secs: u64,
+) {
+    headers.insert("ratelimit-limit", HeaderValue::from_static(limit));
+    if !headers.contains_key("ratelimit-remaining") {
+        headers.insert("ratelimit-remaining", HeaderValue::from_static(remaining));
+    }
+    if !headers.contains_key("ratelimit-reset")
+        && let Ok(value) = HeaderValue::from_str(&reset_at(reset_secs))
+    {
+        headers.insert("ratelimit-reset", value);
     }
 }
 

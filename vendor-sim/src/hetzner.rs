@@ -99,16 +99,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 /// Hetzner sends its rate-limit state on every answer.
 async fn rate_limit_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert("ratelimit-limit", HeaderValue::from_static("3600"));
-    if !headers.contains_key("ratelimit-remaining") {
-        headers.insert("ratelimit-remaining", HeaderValue::from_static("3599"));
-    }
-    if !headers.contains_key("ratelimit-reset") {
-        if let Ok(value) = HeaderValue::from_str(&faults::reset_at(1)) {
-            headers.insert("ratelimit-reset", value);
-        }
-    }
+    faults::fill_rate_limit_headers(response.headers_mut(), "3600", "3599", 1);
     response
 }
 
