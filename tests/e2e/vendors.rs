@@ -211,3 +211,21 @@ async fn deleting_an_order_that_is_not_active_is_a_conflict() -> anyhow::Result<
     stack.cleanup().await;
     Ok(())
 }
+
+/// OpenStack: create to `active`, delete to `deleted`.
+#[tokio::test]
+async fn openstack_order_runs_and_delete_removes_it() -> anyhow::Result<()> {
+    create_then_delete("openstack").await
+}
+
+/// OpenStack: 401 from Keystone -> `unauthorized`, an unknown flavor -> `invalid_request`.
+#[tokio::test]
+async fn openstack_refusals_become_faults() -> anyhow::Result<()> {
+    refusals_become_faults("openstack").await
+}
+
+/// OpenStack: a redelivered create adopts the server carrying the order id in its metadata.
+#[tokio::test]
+async fn openstack_redelivered_create_adopts_the_server() -> anyhow::Result<()> {
+    redelivered_create_adopts("openstack").await
+}

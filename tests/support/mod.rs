@@ -25,13 +25,13 @@ use tokio::process::{Child, Command};
 /// The broker every test uses.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// The vendors the stack serves: id, token the simulator accepts, base path at the
-/// simulator, and a valid (region, size, image) there.
+/// The vendors the stack serves, with their credentials at the simulator and a valid
+/// (region, size, image) there.
 pub const VENDORS: &[VendorFixture] = &[
     VendorFixture {
         vendor: "hetzner",
-        token: "test-hetzner-token",
-        base_path: "/hetzner/v1",
+        secret: ("token", "test-hetzner-token"),
+        config: &[("base-url", "{sim}/hetzner/v1")],
         region: "fsn1",
         size: "cx22",
         image: "ubuntu-24.04",
@@ -39,12 +39,25 @@ pub const VENDORS: &[VendorFixture] = &[
     },
     VendorFixture {
         vendor: "digitalocean",
-        token: "test-digitalocean-token",
-        base_path: "/digitalocean",
+        secret: ("token", "test-digitalocean-token"),
+        config: &[("base-url", "{sim}/digitalocean")],
         region: "nyc3",
         size: "s-1vcpu-1gb",
         image: "ubuntu-24-04-x64",
         unknown_size: "s-99vcpu-1tb",
+    },
+    VendorFixture {
+        vendor: "openstack",
+        secret: ("password", "test-openstack-password"),
+        config: &[
+            ("auth-url", "{sim}/openstack/identity/v3"),
+            ("username", "provisioner"),
+            ("project-name", "provisioner"),
+        ],
+        region: "RegionOne",
+        size: "m1.small",
+        image: "ubuntu-24.04",
+        unknown_size: "m1.gigantic",
     },
 ];
 
@@ -53,24 +66,46 @@ pub const VENDORS: &[VendorFixture] = &[
 pub struct VendorFixture {
     /// The vendor id.
     pub vendor: &'static str,
-    /// The token the simulator accepts (and the host passes the plugin).
-    pub token: &'static str,
-    /// The plugin's `base-url` path at the simulator.
-    pub base_path: &'static str,
+    /// The plugin's secret: its key and the value the simulator accepts.
+    pub secret: (&'static str, &'static str),
+    /// The plugin's `[config]`; `{sim}` stands for the simulator's URL.
+    pub config: &'static [(&'static str, &'static str)],
     /// A region the simulator knows.
     pub region: &'static str,
     /// A size the simulator knows.
     pub size: &'static str,
     /// An image the simulator knows.
     pub image: &'static str,
-    /// A well-formed size the simulator refuses.
+    /// A well-formed size the vendor refuses.
     pub unknown_size: &'static str,
 }
 
 impl VendorFixture {
-    /// The environment variable the manifest names for the token.
-    fn token_variable(&self) -> String {
-        format!("{}_TOKEN", self.vendor.to_uppercase())
+    /// The host environment variable the manifest names for the secret.
+    fn secret_variable(&self) -> String {
+        format!(
+            "{}_{}",
+            self.vendor.to_uppercase(),
+            self.secret.0.to_uppercase()
+        )
+    }
+
+    /// The plugin manifest pointing at the simulator.
+    fn manifest(&self, sim_url: &str) -> String {
+        let mut manifest = format!(
+            "vendor = {vendor:?}\ncomponent = {component:?}\nallowed_hosts = [{sim_url:?}]\n\n[config]\n",
+            vendor = self.vendor,
+            component = plugin_component(self.vendor).display().to_string(),
+        );
+        for (key, value) in self.config {
+            manifest.push_str(&format!("{key} = {:?}\n", value.replace("{sim}", sim_url)));
+        }
+        manifest.push_str(&format!(
+            "\n[secrets]\n{} = {:?}\n",
+            self.secret.0,
+            self.secret_variable()
+        ));
+        manifest
     }
 
     /// A valid order body for this vendor.
@@ -256,15 +291,8 @@ impl Stack {
         let plugins = dir.join("plugins");
         std::fs::create_dir_all(&plugins)?;
         for fixture in VENDORS {
-            let manifest = format!(
-                "vendor = {vendor:?}\ncomponent = {component:?}\nallowed_hosts = [{sim_url:?}]\n\
-                 [config]\nbase-url = \"{sim_url}{base}\"\n[secrets]\ntoken = {variable:?}\n",
-                vendor = fixture.vendor,
-                component = plugin_component(fixture.vendor).display().to_string(),
-                base = fixture.base_path,
-                variable = fixture.token_variable(),
-            );
-            std::fs::write(plugins.join(format!("{}.toml", fixture.vendor)), manifest)?;
+            let path = plugins.join(format!("{}.toml", fixture.vendor));
+            std::fs::write(path, fixture.manifest(&sim_url))?;
         }
         let mut stack = Self {
             topology: Topology::with_prefix(prefix),
@@ -293,10 +321,14 @@ impl Stack {
                 "SIM_BOOT_DELAY_MS",
                 self.options.boot_delay.as_millis().to_string(),
             ),
-            ("SIM_HETZNER_TOKEN", fixture("hetzner").token.to_string()),
+            ("SIM_HETZNER_TOKEN", fixture("hetzner").secret.1.to_string()),
             (
                 "SIM_DIGITALOCEAN_TOKEN",
-                fixture("digitalocean").token.to_string(),
+                fixture("digitalocean").secret.1.to_string(),
+            ),
+            (
+                "SIM_OPENSTACK_PASSWORD",
+                fixture("openstack").secret.1.to_string(),
             ),
         ];
         self.sim = Some(Service::spawn(
@@ -311,7 +343,7 @@ impl Stack {
     /// Starts (or restarts) the host.
     pub fn start_host(&mut self) -> anyhow::Result<()> {
         let poll = self.options.poll.as_millis().to_string();
-        let variables: Vec<String> = VENDORS.iter().map(VendorFixture::token_variable).collect();
+        let variables: Vec<String> = VENDORS.iter().map(VendorFixture::secret_variable).collect();
         let mut env = vec![
             ("AMQP_URL", AMQP_URL.to_string()),
             ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
@@ -323,7 +355,7 @@ impl Stack {
             ("POLL_MAX_MS", poll),
         ];
         for (fixture, variable) in VENDORS.iter().zip(&variables) {
-            env.push((variable.as_str(), fixture.token.to_string()));
+            env.push((variable.as_str(), fixture.secret.1.to_string()));
         }
         self.host = Some(Service::spawn(
             "provisioner-host",

@@ -286,6 +286,7 @@ async fn create_droplet(
         size: request.size,
         image,
         labels: Default::default(),
+        metadata: Default::default(),
         tags: request.tags,
         idempotency_key,
     };

@@ -308,6 +308,7 @@ async fn create_server(
         image: request.image,
         labels: request.labels,
         tags: Vec::new(),
+        metadata: Default::default(),
         idempotency_key,
     };
     let created = state.with_cloud(Vendor::Hetzner, |cloud| {

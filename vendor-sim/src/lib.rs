@@ -10,6 +10,7 @@
 //! - [`state`]: the simulated clouds' in-memory state and the counters behind the stats.
 //! - [`hetzner`]: the Hetzner Cloud API (`/hetzner/v1/servers...`).
 //! - [`digitalocean`]: the DigitalOcean API (`/digitalocean/v2/droplets...`).
+//! - [`openstack`]: an OpenStack cloud: Keystone v3, Nova v2.1, Glance v2 (`/openstack/...`).
 //! - [`faults`]: the middleware that answers with injected faults in each vendor's shape.
 //! - [`control`]: the simulator's own endpoints (`/_sim/stats`, `/_sim/faults`).
 //! - [`app`] / [`serve`]: the router and the server loop, taking an already-bound listener.
@@ -18,6 +19,7 @@ pub mod control;
 pub mod digitalocean;
 pub mod faults;
 pub mod hetzner;
+pub mod openstack;
 pub mod state;
 
 use std::future::Future;
@@ -37,6 +39,7 @@ pub fn app(state: Arc<SimState>) -> Router {
     Router::new()
         .nest("/hetzner/v1", hetzner::router(state.clone()))
         .nest("/digitalocean/v2", digitalocean::router(state.clone()))
+        .nest("/openstack", openstack::router(state.clone()))
         .nest("/_sim", control::router())
         .with_state(state)
 }

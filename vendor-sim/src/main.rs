@@ -10,7 +10,8 @@ use vendor_sim::state::FaultRule;
 use vendor_sim::{SimConfig, SimState};
 
 /// A local stand-in for cloud vendors' REST APIs: Hetzner Cloud under /hetzner/v1,
-/// DigitalOcean under /digitalocean/v2, control endpoints under /_sim.
+/// DigitalOcean under /digitalocean/v2, OpenStack (Keystone, Nova, Glance) under
+/// /openstack, control endpoints under /_sim.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -30,6 +31,19 @@ struct Args {
         default_value = "sim-digitalocean-token"
     )]
     digitalocean_token: String,
+    /// The OpenStack user Keystone accepts (project `provisioner`, domain `Default`).
+    #[arg(long, env = "SIM_OPENSTACK_USER", default_value = "provisioner")]
+    openstack_user: String,
+    /// The OpenStack user's password.
+    #[arg(
+        long,
+        env = "SIM_OPENSTACK_PASSWORD",
+        default_value = "sim-openstack-password"
+    )]
+    openstack_password: String,
+    /// Seconds a Keystone token stays valid.
+    #[arg(long, env = "SIM_OPENSTACK_TOKEN_TTL_SECS", default_value_t = 3600)]
+    openstack_token_ttl_secs: u64,
     /// A fault for the first requests, `vendor:kind[:count]` (kinds: rate_limit,
     /// server_error, unavailable, unauthorized, slow); repeatable. More at runtime through
     /// `POST /_sim/faults`.
@@ -49,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
         boot_delay: Duration::from_millis(args.boot_delay_ms),
         hetzner_token: args.hetzner_token,
         digitalocean_token: args.digitalocean_token,
+        openstack_user: args.openstack_user,
+        openstack_password: args.openstack_password,
+        openstack_token_ttl: Duration::from_secs(args.openstack_token_ttl_secs),
         faults: args.faults,
     }));
     let shutdown = process::shutdown_token();

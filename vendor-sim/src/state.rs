@@ -15,17 +15,20 @@ pub enum Vendor {
     Hetzner,
     /// DigitalOcean, under `/digitalocean/v2`.
     DigitalOcean,
+    /// An OpenStack cloud (Keystone v3, Nova, Glance), under `/openstack`.
+    OpenStack,
 }
 
 impl Vendor {
     /// Every simulated vendor.
-    pub const ALL: [Vendor; 2] = [Vendor::Hetzner, Vendor::DigitalOcean];
+    pub const ALL: [Vendor; 3] = [Vendor::Hetzner, Vendor::DigitalOcean, Vendor::OpenStack];
 
     /// The vendor id (as orders and `/_sim` use it).
     pub fn name(self) -> &'static str {
         match self {
             Vendor::Hetzner => "hetzner",
             Vendor::DigitalOcean => "digitalocean",
+            Vendor::OpenStack => "openstack",
         }
     }
 
@@ -44,6 +47,13 @@ pub struct SimConfig {
     pub hetzner_token: String,
     /// The bearer token the DigitalOcean API accepts.
     pub digitalocean_token: String,
+    /// The OpenStack user and password Keystone accepts (project `provisioner`, domain
+    /// `Default`).
+    pub openstack_user: String,
+    /// See `openstack_user`.
+    pub openstack_password: String,
+    /// How long a Keystone token stays valid.
+    pub openstack_token_ttl: Duration,
     /// Faults injected from the start (`--fault`).
     pub faults: Vec<FaultRule>,
 }
@@ -54,6 +64,9 @@ impl Default for SimConfig {
             boot_delay: Duration::from_secs(2),
             hetzner_token: "sim-hetzner-token".into(),
             digitalocean_token: "sim-digitalocean-token".into(),
+            openstack_user: "provisioner".into(),
+            openstack_password: "sim-openstack-password".into(),
+            openstack_token_ttl: Duration::from_secs(3600),
             faults: Vec::new(),
         }
     }
@@ -153,6 +166,8 @@ pub struct SimState {
     pub config: SimConfig,
     clouds: HashMap<Vendor, Mutex<VendorCloud>>,
     faults: Mutex<Vec<FaultRule>>,
+    /// Keystone tokens issued, with their expiry.
+    pub openstack_tokens: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 impl SimState {
@@ -167,6 +182,7 @@ impl SimState {
             config,
             clouds,
             faults,
+            openstack_tokens: Mutex::new(HashMap::new()),
         }
     }
 
@@ -240,6 +256,8 @@ pub struct NewServer {
     pub labels: BTreeMap<String, String>,
     /// Tags (DigitalOcean).
     pub tags: Vec<String>,
+    /// Metadata (OpenStack).
+    pub metadata: BTreeMap<String, String>,
     /// The idempotency key the vendor module found in the labels or tags.
     pub idempotency_key: Option<String>,
 }

@@ -131,6 +131,18 @@ impl ApiClient {
         self.parse(&method, path, response)
     }
 
+    /// Like [`ApiClient::call`], with extra headers for this request.
+    pub async fn call_with<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        headers: &[(&str, &str)],
+    ) -> Result<T, ProviderError> {
+        let response = self.send(method.clone(), path, body, headers).await?;
+        self.parse(&method, path, response)
+    }
+
     /// Parses a 2xx JSON answer (an empty body reads as `null`), or maps the failure.
     pub fn parse<T: DeserializeOwned>(
         &self,

@@ -1,0 +1,167 @@
+//! OpenStack provider plugin: a WebAssembly component (wasm32-wasip2) implementing the
+//! `provisioner:provider` world against an OpenStack cloud (Keystone v3 + Nova v2.1 +
+//! Glance v2), as OpenStack-based public clouds expose it.
+//!
+//! Every call authenticates with a password (`POST /v3/auth/tokens`, the token from the
+//! `X-Subject-Token` header), takes the compute and image endpoints from the service
+//! catalog, and re-authenticates once when the compute API answers 401 (an expired token).
+//! The order's idempotency key travels as the server metadata
+//! `provisioner-idempotency-key`; `create-server` first lists servers of the same name
+//! (`GET /servers/detail?name=^<name>$`) and adopts the one carrying the key.
+//!
+//! Configuration (manifest `[config]`): `auth-url` (Keystone v3, e.g.
+//! `https://keystone.example:5000/v3`), `username`, `project-name`, optional
+//! `user-domain-name` / `project-domain-name` (default `Default`), `interface` (default
+//! `public`), `network-id` (a network to attach; Nova's default otherwise). The order's
+//! `region` selects the catalog region, `size` a flavor (name or id), `image` an image
+//! (name or id). Secret (manifest `[secrets]`): `password`.
+//!
+//! # Layout
+//! - [`api`]: Keystone, Nova and Glance JSON shapes, status mapping.
+//! - [`session`]: authentication, the catalog, requests with re-authentication on 401.
+//! - this file: the exported `provider` interface.
+
+mod api;
+mod session;
+
+use provider_sdk::http::HttpMethod as Method;
+use provider_sdk::{
+    IDEMPOTENCY_LABEL, LogLevel, PluginInfo, Provider, ProviderError, Server, ServerRequest,
+    block_on, log,
+};
+
+use api::{CreateServer, CreateServerBody, CreatedEnvelope, ServerEnvelope};
+use session::Session;
+
+struct OpenStackPlugin;
+
+fn check(request: &ServerRequest) -> Result<(), ProviderError> {
+    let invalid = |message: String| Err(ProviderError::InvalidRequest(message));
+    if request.name.trim().is_empty() || request.name.len() > 255 {
+        return invalid(format!("name '{}' must be 1-255 characters", request.name));
+    }
+    for (field, value) in [
+        ("region", &request.region),
+        ("size", &request.size),
+        ("image", &request.image),
+    ] {
+        if value.trim().is_empty() || value.len() > 255 {
+            return invalid(format!("{field} '{value}' must be 1-255 characters"));
+        }
+    }
+    if request.idempotency_key.is_empty() || request.idempotency_key.len() > 255 {
+        return invalid("the idempotency key must be 1-255 characters".into());
+    }
+    for (key, value) in &request.labels {
+        if key == IDEMPOTENCY_LABEL || key.is_empty() || key.len() > 255 || value.len() > 255 {
+            return invalid(format!(
+                "label '{key}={value}' cannot be Nova metadata (keys 1-255, values up to 255 characters; '{IDEMPOTENCY_LABEL}' is reserved)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Provider for OpenStackPlugin {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            vendor: "openstack".into(),
+            display_name: "OpenStack".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn validate(request: ServerRequest) -> Result<(), ProviderError> {
+        check(&request)
+    }
+
+    fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
+        check(&request)?;
+        block_on(async {
+            let session = Session::open(Some(&request.region)).await?;
+            let same_name = session.servers_named(&request.name).await?;
+            if let Some(existing) = api::carrying_key(same_name, &request.idempotency_key) {
+                log(
+                    LogLevel::Info,
+                    &format!("adopting server {} made earlier for this key", existing.id),
+                );
+                return Ok(existing.into());
+            }
+            let flavor = session.flavor_id(&request.size).await?;
+            let image = session.image_id(&request.image).await?;
+            let mut metadata = std::collections::BTreeMap::new();
+            for (key, value) in &request.labels {
+                metadata.insert(key.clone(), value.clone());
+            }
+            metadata.insert(
+                IDEMPOTENCY_LABEL.to_string(),
+                request.idempotency_key.clone(),
+            );
+            let body = CreateServerBody {
+                server: CreateServer {
+                    name: request.name.clone(),
+                    image_ref: image,
+                    flavor_ref: flavor,
+                    metadata,
+                    user_data: request.user_data.as_deref().map(api::base64),
+                    networks: session.networks(),
+                },
+            };
+            let url = format!("{}/servers", session.compute());
+            let created: CreatedEnvelope = session.request(Method::POST, &url, Some(&body)).await?;
+            log(
+                LogLevel::Info,
+                &format!("created server {}", created.server.id),
+            );
+            Ok(Server {
+                vendor_id: created.server.id,
+                name: request.name,
+                status: provider_sdk::ServerStatus::Provisioning,
+                ipv4: None,
+                ipv6: None,
+            })
+        })
+    }
+
+    fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
+        block_on(async {
+            let session = Session::open(None).await?;
+            let all = session.all_servers().await?;
+            Ok(api::carrying_key(all, &idempotency_key).map(Server::from))
+        })
+    }
+
+    fn get_server(vendor_id: String) -> Result<Server, ProviderError> {
+        block_on(async {
+            let session = Session::open(None).await?;
+            let url = format!(
+                "{}/servers/{}",
+                session.compute(),
+                api::path_segment(&vendor_id)?
+            );
+            let found: ServerEnvelope = session.request(Method::GET, &url, None::<&()>).await?;
+            if let Some(fault) = &found.server.fault {
+                log(
+                    LogLevel::Warn,
+                    &format!("server {vendor_id} fault: {}", fault.message),
+                );
+            }
+            Ok(found.server.into())
+        })
+    }
+
+    fn delete_server(vendor_id: String) -> Result<(), ProviderError> {
+        block_on(async {
+            let session = Session::open(None).await?;
+            let url = format!(
+                "{}/servers/{}",
+                session.compute(),
+                api::path_segment(&vendor_id)?
+            );
+            let _: serde_json::Value = session.request(Method::DELETE, &url, None::<&()>).await?;
+            Ok(())
+        })
+    }
+}
+
+provider_sdk::export_provider!(OpenStackPlugin);

@@ -1,0 +1,623 @@
+//! An OpenStack cloud as a public cloud exposes it, the subset the OpenStack plugin and
+//! `openstacksdk` use:
+//! - Keystone v3 (`/openstack/identity`): version discovery, password auth
+//!   `POST /v3/auth/tokens` (token in `X-Subject-Token`, service catalog in the body);
+//! - Nova v2.1 (`/openstack/compute`): version discovery, flavors, `POST /servers`
+//!   (with `metadata`), `GET /servers/{id}`, `GET /servers[/detail]?name=`,
+//!   `DELETE /servers/{id}`; `BUILD -> ACTIVE`; addresses under `addresses`;
+//! - Glance v2 (`/openstack/image`): images by name.
+//!
+//! Every API but discovery and auth wants `X-Auth-Token` with a live token. Errors have
+//! Nova's shape, `{"itemNotFound": {"code": 404, "message": ...}}`.
+//!
+//! Reference: the OpenStack API references for Identity v3, Compute v2.1 and Image v2.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::faults::{self, FaultLayer};
+use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
+
+/// The project every token is scoped to.
+const PROJECT: (&str, &str) = ("5a3f9b6c2d1e4f708192a3b4c5d6e7f8", "provisioner");
+/// The region of every endpoint.
+const REGION: &str = "RegionOne";
+
+/// Flavors: id, name, vCPUs, RAM MB, disk GB.
+const FLAVORS: &[(&str, &str, u32, u32, u32)] = &[
+    ("1", "m1.tiny", 1, 512, 1),
+    ("2", "m1.small", 1, 2048, 20),
+    ("3", "m1.medium", 2, 4096, 40),
+    ("4", "m1.large", 4, 8192, 80),
+];
+
+/// Images: id, name.
+const IMAGES: &[(&str, &str)] = &[
+    ("8f0c6a3e-6b1d-4c5e-9f4a-1d2e3f4a5b6c", "ubuntu-24.04"),
+    ("2b7d9e1f-3a4c-4d5e-8f6a-7b8c9d0e1f2a", "debian-12"),
+    ("c4e5f6a7-b8c9-4dae-9fb0-c1d2e3f4a5b6", "cirros-0.6"),
+];
+
+/// The id Nova shows for the simulator's server `id`.
+fn server_uuid(id: u64) -> String {
+    format!("00000000-0000-4000-8000-{id:012x}")
+}
+
+fn parse_server_uuid(text: &str) -> Option<u64> {
+    let tail = text.strip_prefix("00000000-0000-4000-8000-")?;
+    u64::from_str_radix(tail, 16).ok()
+}
+
+/// `/openstack/...`
+pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
+    let faults = FaultLayer {
+        state: state.clone(),
+        vendor: Vendor::OpenStack,
+        render: render_fault,
+    };
+    let protected = Router::new()
+        .route("/compute/v2.1/flavors", get(list_flavors))
+        .route("/compute/v2.1/flavors/detail", get(list_flavors))
+        .route("/compute/v2.1/flavors/{id}", get(get_flavor))
+        .route(
+            "/compute/v2.1/servers",
+            get(list_servers).post(create_server),
+        )
+        .route("/compute/v2.1/servers/detail", get(list_servers))
+        .route(
+            "/compute/v2.1/servers/{id}",
+            get(get_server).delete(delete_server),
+        )
+        .route("/image/v2/images", get(list_images))
+        .route_layer(middleware::from_fn_with_state(state, require_token));
+    Router::new()
+        .route("/identity", get(identity_versions))
+        .route("/identity/v3", get(identity_version))
+        .route("/identity/v3/", get(identity_version))
+        .route("/identity/v3/auth/tokens", post(issue_token))
+        .route("/compute", get(compute_versions))
+        .route("/compute/v2.1", get(compute_version))
+        .route("/compute/v2.1/", get(compute_version))
+        .route("/image", get(image_versions))
+        .merge(protected)
+        .route_layer(middleware::from_fn_with_state(faults, faults::inject))
+}
+
+/// A Nova-shaped error: `{"<kind>": {"code": <status>, "message": ...}}`.
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = json!({ kind: {"code": status.as_u16(), "message": message.into()} });
+    (status, Json(body)).into_response()
+}
+
+/// Keystone's 401.
+fn unauthorized() -> Response {
+    let body = json!({"error": {
+        "code": 401, "title": "Unauthorized",
+        "message": "The request you have made requires authentication.",
+    }});
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+}
+
+fn render_fault(kind: &FaultKind) -> Response {
+    let status = faults::status_of(kind);
+    match kind {
+        FaultKind::RateLimit { retry_after_secs } => {
+            let mut response = error(status, "overLimit", "This request was rate-limited.");
+            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert("retry-after", value);
+            }
+            response
+        }
+        FaultKind::Unauthorized => unauthorized(),
+        _ => error(
+            status,
+            "computeFault",
+            "Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/",
+        ),
+    }
+}
+
+/// The scheme and host the client used, for the absolute URLs OpenStack answers with.
+fn origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    format!("{scheme}://{host}/openstack")
+}
+
+fn v3_document(base: &str) -> Value {
+    json!({
+        "id": "v3.14", "status": "stable", "updated": "2020-04-07T00:00:00Z",
+        "links": [{"rel": "self", "href": format!("{base}/identity/v3/")}],
+        "media-types": [{"base": "application/json",
+                         "type": "application/vnd.openstack.identity-v3+json"}],
+    })
+}
+
+async fn identity_versions(headers: HeaderMap) -> Response {
+    let base = origin(&headers);
+    (
+        StatusCode::MULTIPLE_CHOICES,
+        Json(json!({"versions": {"values": [v3_document(&base)]}})),
+    )
+        .into_response()
+}
+
+async fn identity_version(headers: HeaderMap) -> Json<Value> {
+    Json(json!({"version": v3_document(&origin(&headers))}))
+}
+
+fn compute_document(base: &str) -> Value {
+    json!({
+        "id": "v2.1", "status": "CURRENT", "version": "2.96", "min_version": "2.1",
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [{"rel": "self", "href": format!("{base}/compute/v2.1/")}],
+        "media-types": [{"base": "application/json",
+                         "type": "application/vnd.openstack.compute+json;version=2.1"}],
+    })
+}
+
+async fn compute_versions(headers: HeaderMap) -> Json<Value> {
+    Json(json!({"versions": [compute_document(&origin(&headers))]}))
+}
+
+async fn compute_version(headers: HeaderMap) -> Json<Value> {
+    Json(json!({"version": compute_document(&origin(&headers))}))
+}
+
+async fn image_versions(headers: HeaderMap) -> Response {
+    let base = origin(&headers);
+    let body = json!({"versions": [{
+        "id": "v2.16", "status": "CURRENT",
+        "links": [{"rel": "self", "href": format!("{base}/image/v2/")}],
+    }]});
+    (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct AuthRequest {
+    auth: Auth,
+}
+
+#[derive(Debug, Deserialize)]
+struct Auth {
+    identity: Identity,
+}
+
+#[derive(Debug, Deserialize)]
+struct Identity {
+    methods: Vec<String>,
+    password: Option<PasswordMethod>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PasswordMethod {
+    user: PasswordUser,
+}
+
+#[derive(Debug, Deserialize)]
+struct PasswordUser {
+    name: Option<String>,
+    id: Option<String>,
+    password: String,
+}
+
+/// `POST /v3/auth/tokens`: password auth; the token comes back in `X-Subject-Token`.
+async fn issue_token(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    body: Result<Json<AuthRequest>, JsonRejection>,
+) -> Response {
+    let Ok(Json(request)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "Malformed authentication request.",
+        );
+    };
+    let identity = request.auth.identity;
+    let user = identity
+        .password
+        .filter(|_| identity.methods.iter().any(|m| m == "password"))
+        .map(|p| p.user);
+    let Some(user) = user else {
+        return unauthorized();
+    };
+    let name = user.name.or(user.id).unwrap_or_default();
+    if name != state.config.openstack_user || user.password != state.config.openstack_password {
+        return unauthorized();
+    }
+    let token = format!("gAAAAA{}", uuid::Uuid::new_v4().simple());
+    let now = Utc::now();
+    let expires =
+        now + chrono::Duration::from_std(state.config.openstack_token_ttl).unwrap_or_default();
+    state
+        .openstack_tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(token.clone(), expires);
+    let base = origin(&headers);
+    let endpoint = |service: &str, path: &str| {
+        json!({"id": format!("{service}-public"), "interface": "public", "region": REGION,
+               "region_id": REGION, "url": format!("{base}{path}")})
+    };
+    let body = json!({"token": {
+        "methods": ["password"],
+        "expires_at": expires.to_rfc3339_opts(SecondsFormat::Micros, true),
+        "issued_at": now.to_rfc3339_opts(SecondsFormat::Micros, true),
+        "audit_ids": [uuid::Uuid::new_v4().simple().to_string()],
+        "user": {"id": "9a8b7c6d5e4f40312a1b2c3d4e5f6a7b", "name": name,
+                 "domain": {"id": "default", "name": "Default"}, "password_expires_at": null},
+        "project": {"id": PROJECT.0, "name": PROJECT.1,
+                    "domain": {"id": "default", "name": "Default"}},
+        "is_domain": false,
+        "roles": [{"id": "3c4d5e6f7a8b49c0b1d2e3f4a5b6c7d8", "name": "member"}],
+        "catalog": [
+            {"type": "identity", "name": "keystone", "id": "identity",
+             "endpoints": [endpoint("identity", "/identity")]},
+            {"type": "compute", "name": "nova", "id": "compute",
+             "endpoints": [endpoint("compute", "/compute/v2.1")]},
+            {"type": "image", "name": "glance", "id": "image",
+             "endpoints": [endpoint("image", "/image")]},
+        ],
+    }});
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&token) {
+        response.headers_mut().insert("x-subject-token", value);
+    }
+    response
+}
+
+/// Every API but discovery and auth needs a live token.
+async fn require_token(
+    State(state): State<Arc<SimState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let live = token.is_some_and(|token| {
+        state
+            .openstack_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&token)
+            .is_some_and(|expires| *expires > Utc::now())
+    });
+    if live {
+        next.run(request).await
+    } else {
+        unauthorized()
+    }
+}
+
+fn render_flavor(flavor: &(&str, &str, u32, u32, u32), base: &str) -> Value {
+    let (id, name, vcpus, ram, disk) = *flavor;
+    json!({
+        "id": id, "name": name, "vcpus": vcpus, "ram": ram, "disk": disk,
+        "OS-FLV-EXT-DATA:ephemeral": 0, "OS-FLV-DISABLED:disabled": false, "swap": "",
+        "rxtx_factor": 1.0, "os-flavor-access:is_public": true, "description": null,
+        "extra_specs": {},
+        "links": [{"rel": "self", "href": format!("{base}/compute/v2.1/flavors/{id}")}],
+    })
+}
+
+async fn list_flavors(headers: HeaderMap) -> Json<Value> {
+    let base = origin(&headers);
+    let flavors: Vec<Value> = FLAVORS.iter().map(|f| render_flavor(f, &base)).collect();
+    Json(json!({"flavors": flavors}))
+}
+
+async fn get_flavor(headers: HeaderMap, Path(id): Path<String>) -> Response {
+    match FLAVORS.iter().find(|f| f.0 == id) {
+        Some(flavor) => {
+            Json(json!({"flavor": render_flavor(flavor, &origin(&headers))})).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "itemNotFound",
+            format!("Flavor {id} could not be found."),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageQuery {
+    name: Option<String>,
+}
+
+async fn list_images(headers: HeaderMap, Query(query): Query<ImageQuery>) -> Json<Value> {
+    let base = origin(&headers);
+    let images: Vec<Value> = IMAGES
+        .iter()
+        .filter(|(_, name)| query.name.as_deref().is_none_or(|n| n == *name))
+        .map(|(id, name)| {
+            json!({
+                "id": id, "name": name, "status": "active", "visibility": "public",
+                "disk_format": "qcow2", "container_format": "bare", "min_disk": 0,
+                "min_ram": 0, "size": 3_000_000_000u64, "protected": false, "tags": [],
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+                "self": format!("/v2/images/{id}"), "file": format!("/v2/images/{id}/file"),
+                "schema": "/v2/schemas/image",
+            })
+        })
+        .collect();
+    Json(
+        json!({"images": images, "first": "/v2/images", "schema": "/v2/schemas/images", "_base": base}),
+    )
+}
+
+fn render_server(server: &SimServer, state: &SimState, base: &str) -> Value {
+    let booted = server.is_booted(state.config.boot_delay, Utc::now());
+    let spec = &server.spec;
+    let id = server_uuid(server.id);
+    let created = server.created.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let flavor = FLAVORS
+        .iter()
+        .find(|f| f.1 == spec.size)
+        .copied()
+        .unwrap_or(FLAVORS[0]);
+    let image_id = IMAGES
+        .iter()
+        .find(|(_, name)| *name == spec.image)
+        .map(|(id, _)| *id)
+        .unwrap_or(IMAGES[0].0);
+    let addresses = if booted {
+        json!({"public": [
+            {"addr": server.ipv4, "version": 4, "OS-EXT-IPS:type": "fixed",
+             "OS-EXT-IPS-MAC:mac_addr": format!("fa:16:3e:00:{:02x}:{:02x}", server.id / 256 % 256, server.id % 256)},
+            {"addr": server.ipv6, "version": 6, "OS-EXT-IPS:type": "fixed",
+             "OS-EXT-IPS-MAC:mac_addr": format!("fa:16:3e:00:{:02x}:{:02x}", server.id / 256 % 256, server.id % 256)},
+        ]})
+    } else {
+        json!({})
+    };
+    json!({
+        "id": id,
+        "name": spec.name,
+        "status": if booted { "ACTIVE" } else { "BUILD" },
+        "tenant_id": PROJECT.0,
+        "user_id": "9a8b7c6d5e4f40312a1b2c3d4e5f6a7b",
+        "metadata": spec.metadata,
+        "hostId": "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8",
+        "image": {"id": image_id, "links": [{"rel": "bookmark", "href": format!("{base}/image/v2/images/{image_id}")}]},
+        "flavor": {
+            "vcpus": flavor.2, "ram": flavor.3, "disk": flavor.4, "ephemeral": 0, "swap": 0,
+            "original_name": flavor.1, "extra_specs": {},
+        },
+        "created": created,
+        "updated": created,
+        "addresses": addresses,
+        "accessIPv4": "",
+        "accessIPv6": "",
+        "links": [{"rel": "self", "href": format!("{base}/compute/v2.1/servers/{id}")},
+                  {"rel": "bookmark", "href": format!("{base}/compute/servers/{id}")}],
+        "OS-DCF:diskConfig": "MANUAL",
+        "progress": if booted { 100 } else { 0 },
+        "OS-EXT-AZ:availability_zone": "nova",
+        "config_drive": "",
+        "key_name": null,
+        "OS-SRV-USG:launched_at": if booted { Value::String(created.clone()) } else { Value::Null },
+        "OS-SRV-USG:terminated_at": null,
+        "security_groups": [{"name": "default"}],
+        "OS-EXT-STS:task_state": if booted { Value::Null } else { json!("spawning") },
+        "OS-EXT-STS:vm_state": if booted { "active" } else { "building" },
+        "OS-EXT-STS:power_state": if booted { 1 } else { 0 },
+        "os-extended-volumes:volumes_attached": [],
+        "locked": false,
+        "description": null,
+        "tags": [],
+        "trusted_image_certificates": null,
+        "host_status": "UP",
+        "server_groups": [],
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateServerBody {
+    server: CreateServer,
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateServer {
+    name: String,
+    #[serde(rename = "imageRef")]
+    image_ref: Option<String>,
+    #[serde(rename = "flavorRef")]
+    flavor_ref: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default, rename = "networks")]
+    _networks: Option<Value>,
+    #[serde(default, rename = "key_name")]
+    _key_name: Option<String>,
+    #[serde(default, rename = "user_data")]
+    _user_data: Option<String>,
+    #[serde(default, rename = "availability_zone")]
+    _availability_zone: Option<String>,
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "badRequest", message)
+}
+
+/// The last path segment of a `...Ref`, which may be an id or a URL.
+fn reference_id(reference: &str) -> &str {
+    reference.rsplit('/').next().unwrap_or(reference)
+}
+
+async fn create_server(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    body: Result<Json<CreateServerBody>, JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(body)) => body.server,
+        Err(rejection) => {
+            return bad_request(format!(
+                "Invalid input for field/attribute server: {}",
+                rejection.body_text()
+            ));
+        }
+    };
+    if request.name.trim().is_empty() || request.name.len() > 255 {
+        return bad_request("Invalid input for field/attribute name.");
+    }
+    let Some(flavor) = FLAVORS
+        .iter()
+        .find(|f| f.0 == reference_id(&request.flavor_ref))
+    else {
+        return bad_request(format!("Flavor {} could not be found.", request.flavor_ref));
+    };
+    let image = match request.image_ref.as_deref().map(reference_id) {
+        Some(id) => match IMAGES.iter().find(|(image_id, _)| *image_id == id) {
+            Some((_, name)) => name.to_string(),
+            None => return bad_request(format!("Image {id} could not be found.")),
+        },
+        None => return bad_request("Block Device Mapping is Invalid: imageRef is required."),
+    };
+    let idempotency_key = request.metadata.get(crate::IDEMPOTENCY_LABEL).cloned();
+    let spec = NewServer {
+        name: request.name,
+        region: REGION.into(),
+        size: flavor.1.into(),
+        image,
+        labels: Default::default(),
+        tags: Vec::new(),
+        metadata: request.metadata,
+        idempotency_key,
+    };
+    let server = state.with_cloud(Vendor::OpenStack, |cloud| cloud.insert(spec));
+    let id = server_uuid(server.id);
+    let base = origin(&headers);
+    let body = json!({"server": {
+        "id": id,
+        "links": [{"rel": "self", "href": format!("{base}/compute/v2.1/servers/{id}")},
+                  {"rel": "bookmark", "href": format!("{base}/compute/servers/{id}")}],
+        "OS-DCF:diskConfig": "MANUAL",
+        "security_groups": [{"name": "default"}],
+        "adminPass": "sim-admin-pass",
+    }});
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+fn not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "itemNotFound",
+        format!("Instance {id} could not be found."),
+    )
+}
+
+async fn get_server(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let found = parse_server_uuid(&id)
+        .and_then(|n| state.with_cloud(Vendor::OpenStack, |cloud| cloud.servers.get(&n).cloned()));
+    match found {
+        Some(server) => Json(json!({"server": render_server(&server, &state, &origin(&headers))}))
+            .into_response(),
+        None => not_found(&id),
+    }
+}
+
+async fn delete_server(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
+    let removed = parse_server_uuid(&id)
+        .and_then(|n| state.with_cloud(Vendor::OpenStack, |cloud| cloud.servers.remove(&n)));
+    match removed {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => not_found(&id),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ServerQuery {
+    name: Option<String>,
+}
+
+/// Nova's `name` filter is a regular expression; the simulator supports the forms clients
+/// send: `^exact$` (with `\`-escaped characters) and a plain substring.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix('^').and_then(|p| p.strip_suffix('$')) {
+        Some(exact) => {
+            let mut unescaped = String::with_capacity(exact.len());
+            let mut chars = exact.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => unescaped.extend(chars.next()),
+                    other => unescaped.push(other),
+                }
+            }
+            unescaped == name
+        }
+        None => name.contains(pattern),
+    }
+}
+
+async fn list_servers(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Query(query): Query<ServerQuery>,
+) -> Json<Value> {
+    let base = origin(&headers);
+    let servers: Vec<SimServer> = state.with_cloud(Vendor::OpenStack, |cloud| {
+        cloud
+            .servers
+            .values()
+            .filter(|s| {
+                query
+                    .name
+                    .as_deref()
+                    .is_none_or(|p| name_matches(p, &s.spec.name))
+            })
+            .cloned()
+            .collect()
+    });
+    let rendered: Vec<Value> = servers
+        .iter()
+        .map(|s| render_server(s, &state, &base))
+        .collect();
+    Json(json!({"servers": rendered}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Server ids are UUIDs and read back to the simulator's number.
+    #[test]
+    fn server_ids_round_trip() {
+        assert_eq!(parse_server_uuid(&server_uuid(42)), Some(42));
+        assert_eq!(parse_server_uuid("not-a-server"), None);
+    }
+
+    /// The name filter handles the anchored and the plain form.
+    #[test]
+    fn name_filter_matches_like_nova() {
+        assert!(name_matches("^web-1$", "web-1"));
+        assert!(!name_matches("^web-1$", "web-10"));
+        assert!(name_matches("web", "my-web-1"));
+        assert!(name_matches("^web\\.1$", "web.1"));
+    }
+}
