@@ -17,3 +17,6 @@ scripts/check-compose.sh
 
 echo "==> tests"
 cargo test --workspace
+
+echo "==> simulator fidelity: the vendors' official SDKs against vendor-sim"
+target/sdk-venv/bin/pytest tests/sdk -q -p no:cacheprovider

@@ -167,7 +167,7 @@ fn render_server(server: &SimServer, state: &SimState) -> Value {
         "public_net": {
             "ipv4": {"id": server.id, "ip": server.ipv4, "blocked": false,
                      "dns_ptr": format!("static.{}.clients.your-server.de", server.ipv4)},
-            "ipv6": {"id": server.id, "ip": server.ipv6, "blocked": false, "dns_ptr": []},
+            "ipv6": {"id": server.id, "ip": server.ipv6_network(), "blocked": false, "dns_ptr": []},
             "floating_ips": [],
             "firewalls": [],
         },
@@ -177,15 +177,11 @@ fn render_server(server: &SimServer, state: &SimState) -> Value {
             "cores": cores, "memory": memory, "disk": disk, "deprecated": false,
             "prices": [], "storage_type": "local", "cpu_type": "shared", "architecture": "x86",
         },
-        "datacenter": {
-            "id": location_id, "name": format!("{}-dc1", server.spec.region),
-            "description": format!("{city} DC 1"),
-            "location": {
-                "id": location_id, "name": server.spec.region, "description": format!("{city} DC Park 1"),
-                "country": country, "city": city, "latitude": 50.47612, "longitude": 12.370071,
-                "network_zone": zone,
-            },
-            "server_types": {"supported": [], "available": [], "available_for_migration": []},
+        // Hetzner replaced `datacenter` with a top-level `location` (removed July 2026).
+        "location": {
+            "id": location_id, "name": server.spec.region, "description": format!("{city} DC Park 1"),
+            "country": country, "city": city, "latitude": 50.47612, "longitude": 12.370071,
+            "network_zone": zone,
         },
         "image": {
             "id": 1, "type": "system", "status": "available", "name": server.spec.image,
@@ -232,7 +228,6 @@ struct CreateServer {
     server_type: String,
     image: String,
     location: Option<String>,
-    datacenter: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     // Accepted as Hetzner accepts them; the simulator boots no real machine.
@@ -283,16 +278,7 @@ async fn create_server(
             format!("image {} not found", request.image),
         );
     }
-    let location = request
-        .location
-        .clone()
-        .or_else(|| {
-            request
-                .datacenter
-                .as_ref()
-                .and_then(|dc| dc.split('-').next().map(str::to_string))
-        })
-        .unwrap_or_else(|| "fsn1".into());
+    let location = request.location.clone().unwrap_or_else(|| "fsn1".into());
     if !LOCATIONS.iter().any(|(name, ..)| *name == location) {
         return error(
             StatusCode::BAD_REQUEST,

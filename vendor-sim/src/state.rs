@@ -278,6 +278,11 @@ pub struct SimServer {
 }
 
 impl SimServer {
+    /// The server's IPv6 network (its address is the first in it), as Hetzner shows it.
+    pub fn ipv6_network(&self) -> String {
+        format!("2001:db8:{:x}::/64", self.id)
+    }
+
     /// Whether the server has finished booting at `now`.
     pub fn is_booted(&self, boot_delay: Duration, now: DateTime<Utc>) -> bool {
         let elapsed = now.signed_duration_since(self.created);
@@ -312,6 +317,7 @@ impl VendorCloud {
             created: Utc::now(),
             // TEST-NET-3 and the IPv6 documentation prefix: never routable.
             ipv4: format!("203.0.{}.{}", 113 + (id / 250) % 10, 1 + id % 250),
+            // The first address of the server's /64 (see `ipv6_network`).
             ipv6: format!("2001:db8:{id:x}::1"),
         };
         self.servers.insert(id, server.clone());
