@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack in the foreground: vendor-sim (Hetzner and DigitalOcean APIs on
-# 127.0.0.1:8090), provisioner-host with both plugins pointed at the simulator, order-api on
+# The local stack in the foreground: vendor-sim (Hetzner, DigitalOcean and OpenStack APIs
+# on 127.0.0.1:8090), provisioner-host with the three plugins pointed at the simulator,
+# order-api on
 # 127.0.0.1:8080. Does the missing set-up first, orders one demo server once the stack is
 # ready and follows it to `active`, then keeps running until Ctrl-C, which stops
 # everything it started.
@@ -20,27 +21,30 @@ scripts/ensure-rabbitmq.sh
 api_addr=127.0.0.1:8080
 sim_addr=127.0.0.1:8090
 mkdir -p .dev/plugins
-# The plugins, pointed at the simulator: vendor, base path there, token variable, token.
-plugins=(
-    "hetzner /hetzner/v1 HCLOUD_TOKEN sim-hetzner-token"
-    "digitalocean /digitalocean DIGITALOCEAN_TOKEN sim-digitalocean-token"
-)
-for plugin in "${plugins[@]}"; do
-    read -r vendor base_path variable token <<<"$plugin"
-    export "$variable=$token"
-    cat > ".dev/plugins/$vendor.toml" <<TOML
-# Written by scripts/dev.sh: the $vendor plugin pointed at the local simulator.
-vendor = "$vendor"
-component = "$root/target/plugins/$vendor.wasm"
+export HCLOUD_TOKEN=sim-hetzner-token
+export DIGITALOCEAN_TOKEN=sim-digitalocean-token
+export OS_PASSWORD=sim-openstack-password
+# write_manifest VENDOR SECRET_KEY SECRET_VARIABLE CONFIG_LINES: a plugin pointed at the
+# simulator.
+write_manifest() {
+    cat > ".dev/plugins/$1.toml" <<TOML
+# Written by scripts/dev.sh: the $1 plugin pointed at the local simulator.
+vendor = "$1"
+component = "$root/target/plugins/$1.wasm"
 allowed_hosts = ["http://$sim_addr"]
 
 [config]
-base-url = "http://$sim_addr$base_path"
+$4
 
 [secrets]
-token = "$variable"
+$2 = "$3"
 TOML
-done
+}
+write_manifest hetzner token HCLOUD_TOKEN "base-url = \"http://$sim_addr/hetzner/v1\""
+write_manifest digitalocean token DIGITALOCEAN_TOKEN "base-url = \"http://$sim_addr/digitalocean\""
+write_manifest openstack password OS_PASSWORD "auth-url = \"http://$sim_addr/openstack/identity/v3\"
+username = \"provisioner\"
+project-name = \"provisioner\""
 
 for addr in $api_addr $sim_addr; do
     if (exec 3<>/dev/tcp/${addr%:*}/${addr#*:}) 2>/dev/null; then
@@ -71,7 +75,8 @@ run() {
 export RUST_LOG=${RUST_LOG:-info,lapin=warn}
 echo "==> starting vendor-sim, provisioner-host and order-api (Ctrl-C stops them)"
 run sim env SIM_LISTEN_ADDR=$sim_addr SIM_HETZNER_TOKEN=$HCLOUD_TOKEN \
-    SIM_DIGITALOCEAN_TOKEN=$DIGITALOCEAN_TOKEN target/debug/vendor-sim
+    SIM_DIGITALOCEAN_TOKEN=$DIGITALOCEAN_TOKEN SIM_OPENSTACK_PASSWORD=$OS_PASSWORD \
+    target/debug/vendor-sim
 run host env PLUGINS_DIR=.dev/plugins target/debug/provisioner-host
 run api env LISTEN_ADDR=$api_addr DATABASE_URL=sqlite://.dev/orders.db target/debug/order-api
 
@@ -92,6 +97,8 @@ cat <<INFO
         -d '{"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":"web-1"}'
       curl -i -X POST $api_addr/v1/orders -H 'content-type: application/json' \\
         -d '{"vendor":"digitalocean","region":"nyc3","size":"s-1vcpu-1gb","image":"ubuntu-24-04-x64","name":"web-2"}'
+      curl -i -X POST $api_addr/v1/orders -H 'content-type: application/json' \\
+        -d '{"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04","name":"web-3"}'
     delete its server: curl -X DELETE $api_addr/v1/orders/<id>
     follow it:      curl $api_addr/v1/orders/<id>
     list orders:    curl $api_addr/v1/orders
@@ -99,29 +106,39 @@ cat <<INFO
 
 INFO
 
-if [[ $demo == 1 ]]; then
-    name="demo-$(date +%H%M%S)"
-    echo "==> demo: ordering server $name"
-    answer=$(curl -s -D .dev/demo-headers -X POST "http://$api_addr/v1/orders" \
-        -H 'content-type: application/json' \
-        -d "{\"vendor\":\"hetzner\",\"region\":\"fsn1\",\"size\":\"cx22\",\"image\":\"ubuntu-24.04\",\"name\":\"$name\"}")
-    echo "    $(head -n 1 .dev/demo-headers | tr -d '\r'), $(grep -i '^location:' .dev/demo-headers | tr -d '\r')"
-    location=$(grep -i '^location:' .dev/demo-headers | tr -d '\r' | awk '{print $2}')
-    last=""
+# follow LOCATION: prints the order's status each time it changes until it settles.
+follow() {
+    local last="" order status
     for _ in $(seq 1 240); do
-        order=$(curl -s "http://$api_addr$location")
+        order=$(curl -s "http://$api_addr$1")
         status=$(printf '%s' "$order" | sed -n 's/^{"id":"[^"]*","status":"\([a-z_]*\)".*/\1/p')
         if [[ "$status" != "$last" ]]; then
-            echo "    status: $status"
+            echo "    $1: $status"
             last=$status
         fi
         [[ "$status" == active || "$status" == failed ]] && break
         sleep 0.25
     done
-    echo "==> demo order, as GET $location answers it:"
-    echo "$order"
+    server=$(printf '%s' "$order" | sed -n 's/.*"server":\({[^}]*}\).*/\1/p')
+    echo "    $1: server $server"
+}
+
+if [[ $demo == 1 ]]; then
+    suffix=$(date +%H%M%S)
+    locations=()
+    for body in \
+        '"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04"' \
+        '"vendor":"digitalocean","region":"nyc3","size":"s-1vcpu-1gb","image":"ubuntu-24-04-x64"' \
+        '"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04"'; do
+        vendor=$(printf '%s' "$body" | sed -n 's/^"vendor":"\([a-z]*\)".*/\1/p')
+        curl -s -o /dev/null -D .dev/demo-headers -X POST "http://$api_addr/v1/orders" \
+            -H 'content-type: application/json' -d "{$body,\"name\":\"demo-$vendor-$suffix\"}"
+        location=$(grep -i '^location:' .dev/demo-headers | tr -d '\r' | awk '{print $2}')
+        echo "==> demo: ordered a server at $vendor: $(head -n 1 .dev/demo-headers | tr -d '\r'), Location: $location"
+        locations+=("$location")
+    done
+    for location in "${locations[@]}"; do follow "$location"; done
     echo
-    : "$answer"
 fi
 echo "==> the stack keeps running; Ctrl-C stops it"
 wait
