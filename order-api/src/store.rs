@@ -400,13 +400,21 @@ impl Store {
         .await
         .context("rescheduling an outbox message")?;
         if message.attempts == 0 {
-            let event = OrderEvent {
-                at: now,
-                status: OrderStatus::Pending,
-                message: format!("publishing the creation request failed, will retry: {error}"),
-                attempt: None,
-            };
-            insert_event(&mut tx, message.order_id, &event).await?;
+            // The event carries the order's status as it is (pending for a create, deleting
+            // for a delete).
+            sqlx::query(
+                "INSERT INTO order_events (order_id, at, status, message, attempt) \
+                 SELECT id, ?, status, ?, NULL FROM orders WHERE id = ?",
+            )
+            .bind(now)
+            .bind(format!(
+                "publishing the request ({}) failed, will retry: {error}",
+                message.routing_key
+            ))
+            .bind(message.order_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("recording a publish failure")?;
         }
         tx.commit().await.context("committing the retry")?;
         Ok(())

@@ -5,5 +5,6 @@
 
 mod bad_input;
 mod happy_path;
+mod outbox;
 mod restarts;
 mod vendors;

@@ -1,0 +1,109 @@
+//! The outbox keeps what the broker refuses: a request nobody can receive yet stays in the
+//! outbox and goes out once a queue exists for it.
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use provisioner_contract::{
+    Envelope, HostMessage, HostRequest, Publisher, Topology, VendorAnnouncement, decode, encode,
+};
+use provisioner_tests::{Stack, StackOptions, require_rabbitmq};
+
+/// An order for a vendor whose queue does not exist is accepted and waits (`pending`, with
+/// the reason in its event log); once the queue is declared the relay delivers it.
+#[tokio::test]
+async fn unroutable_requests_wait_in_the_outbox_until_a_queue_exists() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let connection = require_rabbitmq().await;
+    // A host that announces "ghost" but has not declared its queue (yet).
+    let publisher = Publisher::open(&connection, &stack.topology).await?;
+    let announcement = HostMessage::VendorAnnounced(VendorAnnouncement {
+        vendor: "ghost".into(),
+        display_name: "Ghost Cloud".into(),
+        plugin_version: "0.0.1".into(),
+        host_id: "test".into(),
+        at: chrono_now(),
+    });
+    let envelope = Envelope {
+        message_id: uuid::Uuid::new_v4(),
+        correlation_id: None,
+        traceparent: None,
+    };
+    publisher
+        .publish(
+            &Topology::announce_key("ghost"),
+            &envelope,
+            &encode(&announcement),
+        )
+        .await?;
+    let body = r#"{"vendor":"ghost","region":"r","size":"s","image":"i","name":"boo"}"#;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let (status, _, _, order) = stack.post_order(body).await?;
+        if status == 202 {
+            break order["id"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ghost was never accepted: {order}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Refused by the broker (no queue bound): still pending, the reason recorded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let order = stack.order(&id).await?;
+        assert_eq!(order["status"], "pending", "{order}");
+        let told = order["events"].as_array().into_iter().flatten().any(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("will retry"))
+        });
+        if told {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry event: {order}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The queue appears: the relay's next try delivers the request.
+    let channel = connection.create_channel().await?;
+    stack.topology.declare_vendor(&channel, "ghost").await?;
+    channel.basic_qos(1, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            stack.topology.request_queue("ghost").into(),
+            "ghost-host".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let delivery = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::StreamExt::next(&mut consumer),
+    )
+    .await?
+    .expect("a delivery")?;
+    let (_, request): (Envelope, HostRequest) = decode(&delivery.properties, &delivery.data)?;
+    assert_eq!(request.order_id().to_string(), id);
+    stack
+        .wait_for_status(&id, "queued", Duration::from_secs(10))
+        .await?;
+
+    let queue = stack.topology.request_queue("ghost");
+    let _ = channel
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
+    let _ = connection.close(200, "done".into()).await;
+    stack.cleanup().await;
+    Ok(())
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
