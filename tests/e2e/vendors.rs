@@ -229,3 +229,46 @@ async fn openstack_refusals_become_faults() -> anyhow::Result<()> {
 async fn openstack_redelivered_create_adopts_the_server() -> anyhow::Result<()> {
     redelivered_create_adopts("openstack").await
 }
+
+/// Rate limits and 5xx while polling a booting server are not the order's failure: the host
+/// waits (honouring the vendor's reset time) and polls again, and the order still runs.
+#[tokio::test]
+async fn passing_vendor_failures_while_polling_do_not_fail_the_order() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        boot_delay: Duration::from_secs(2),
+        ..StackOptions::default()
+    })
+    .await?;
+    for (vendor, kind) in [
+        (
+            "digitalocean",
+            json!({"kind": "rate_limit", "retry_after_secs": 1}),
+        ),
+        ("hetzner", json!({"kind": "server_error", "status": 503})),
+    ] {
+        let mut rule = kind.clone();
+        rule["vendor"] = json!(vendor);
+        rule["method"] = json!("GET");
+        rule["count"] = json!(3);
+        let id = stack.order_at(vendor, "flaky-1").await?;
+        // Arm once the create is through, so only the polls meet the faults.
+        stack
+            .wait_for_status(&id, "provisioning", Duration::from_secs(30))
+            .await?;
+        stack.inject_fault(rule).await?;
+        let active = stack
+            .wait_for_status(&id, "active", Duration::from_secs(60))
+            .await?;
+        assert_eq!(active["server"]["status"], "running", "{active}");
+        let faults: serde_json::Value = stack
+            .http
+            .get(format!("{}/_sim/faults", stack.sim_url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(faults["faults"], json!([]), "every armed fault was hit");
+    }
+    stack.cleanup().await;
+    Ok(())
+}
