@@ -6,13 +6,16 @@
 //! - [`config`]: command-line flags with environment fallbacks.
 //! - [`manifest`]: plugin manifests (TOML): vendor, component, grants, limits.
 //! - [`bindings`]: the host side of the `provisioner:provider` WIT world (`wit/`).
-//! - [`sandbox`]: per-call store state, host imports, the outbound HTTP grant.
+//! - [`grants`]: outbound HTTP grant patterns (exact, `*.domain`, `*` scheme/port).
+//! - [`sandbox`]: per-call store state, host imports, the outbound grant check, the memory
+//!   cap.
 //! - [`runtime`]: the engine, plugin loading, one call = one fresh store.
 //! - [`provision`]: one order's life at the vendor: create, poll with backoff, outcome.
 //! - [`worker`]: the AMQP side: consumers per vendor, publishing events and results,
 //!   acking only after the result is confirmed; announcements; reconnects; shutdown.
 
 pub mod config;
+pub mod grants;
 pub mod manifest;
 pub mod provision;
 pub mod runtime;

@@ -3,7 +3,8 @@
 //! ```toml
 //! vendor = "hetzner"                      # the vendor id orders use
 //! component = "hetzner.wasm"              # relative to this file
-//! allowed_hosts = ["https://api.hetzner.cloud:443"]
+//! allowed_hosts = ["https://api.hetzner.cloud:443"]  # see `grants` for wildcards
+//! # insecure = true                       # required for a grant of any host
 //!
 //! [config]                                # values the plugin reads with get-config
 //! base-url = "https://api.hetzner.cloud/v1"
@@ -14,6 +15,7 @@
 //! [limits]
 //! max_in_flight = 100                     # creations at once = the consumer prefetch
 //! call_timeout_ms = 30000                 # one plugin call, vendor round trips included
+//! memory_mib = 64                         # linear memory of one call
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::grants::OriginPattern;
 
 /// A plugin's manifest, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,9 +34,12 @@ pub struct Manifest {
     pub vendor: String,
     /// The component file, relative to the manifest.
     pub component: PathBuf,
-    /// Outbound HTTP origins the plugin may reach, as `scheme://host:port`.
+    /// Outbound HTTP origins the plugin may reach, as `scheme://host:port` patterns.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Allows a grant of any host (`*://*:*`); refused without it.
+    #[serde(default)]
+    pub insecure: bool,
     /// Values the plugin reads with `get-config`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
@@ -54,6 +61,9 @@ pub struct Limits {
     /// How long one plugin call may take, vendor round trips included.
     #[serde(default = "Limits::default_call_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// How much linear memory one call may use, in MiB.
+    #[serde(default = "Limits::default_memory_mib")]
+    pub memory_mib: u32,
 }
 
 impl Limits {
@@ -62,6 +72,14 @@ impl Limits {
     }
     fn default_call_timeout_ms() -> u64 {
         30_000
+    }
+    fn default_memory_mib() -> u32 {
+        64
+    }
+
+    /// The per-call memory cap in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mib as usize * 1024 * 1024
     }
 
     /// The per-call time budget.
@@ -75,6 +93,7 @@ impl Default for Limits {
         Self {
             max_in_flight: Self::default_max_in_flight(),
             call_timeout_ms: Self::default_call_timeout_ms(),
+            memory_mib: Self::default_memory_mib(),
         }
     }
 }
@@ -134,9 +153,18 @@ impl Manifest {
                 manifest.vendor
             )));
         }
-        for origin in &manifest.allowed_hosts {
-            normalise_origin(origin)
-                .map_err(|problem| invalid(format!("allowed_hosts entry '{origin}': {problem}")))?;
+        for entry in &manifest.allowed_hosts {
+            let pattern = OriginPattern::parse(entry)
+                .map_err(|problem| invalid(format!("allowed_hosts entry '{entry}': {problem}")))?;
+            if pattern.allows_any_host() && !manifest.insecure {
+                return Err(invalid(format!(
+                    "allowed_hosts entry '{entry}' grants every host; set `insecure = true` \
+                     if the plugin really may send its credentials anywhere"
+                )));
+            }
+        }
+        if manifest.limits.memory_mib < 2 {
+            return Err(invalid("limits.memory_mib must be at least 2".into()));
         }
         if manifest.limits.max_in_flight == 0 {
             return Err(invalid("limits.max_in_flight must be at least 1".into()));
@@ -155,11 +183,11 @@ impl Manifest {
         }
     }
 
-    /// The granted origins in the canonical `scheme://host:port` form.
-    pub fn granted_origins(&self) -> Vec<String> {
+    /// The outbound grants.
+    pub fn grants(&self) -> Vec<OriginPattern> {
         self.allowed_hosts
             .iter()
-            .filter_map(|origin| normalise_origin(origin).ok())
+            .filter_map(|entry| OriginPattern::parse(entry).ok())
             .collect()
     }
 }
@@ -170,31 +198,6 @@ pub fn is_vendor_id(vendor: &str) -> bool {
         && vendor
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-/// `scheme://host[:port]` -> `scheme://host:port` (lower case, default port filled in).
-pub fn normalise_origin(origin: &str) -> Result<String, String> {
-    let uri: http::Uri = origin
-        .parse()
-        .map_err(|e| format!("not a URL ({e}); expected scheme://host:port"))?;
-    let scheme = uri
-        .scheme_str()
-        .ok_or("missing scheme; expected scheme://host:port")?
-        .to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        other => return Err(format!("scheme '{other}' is not http or https")),
-    };
-    let host = uri.host().ok_or("missing host")?.to_ascii_lowercase();
-    if uri
-        .path_and_query()
-        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
-    {
-        return Err("must not have a path; give only scheme://host:port".into());
-    }
-    let port = uri.port_u16().unwrap_or(default_port);
-    Ok(format!("{scheme}://{host}:{port}"))
 }
 
 #[cfg(test)]
@@ -225,10 +228,9 @@ mod tests {
         assert_eq!(manifest.vendor, "hetzner");
         assert_eq!(manifest.limits.max_in_flight, 5);
         assert_eq!(manifest.limits.call_timeout_ms, 30_000);
-        assert_eq!(
-            manifest.granted_origins(),
-            ["https://api.hetzner.cloud:443", "http://127.0.0.1:8090"]
-        );
+        let grants: Vec<String> = manifest.grants().iter().map(|g| g.to_string()).collect();
+        assert_eq!(grants, ["https://api.hetzner.cloud:443", "http://127.0.0.1:8090"]);
+        assert_eq!(manifest.limits.memory_mib, 64);
         assert_eq!(
             manifest.component_path(Path::new("/p/hetzner.toml")),
             Path::new("/p/hetzner.wasm")
@@ -252,7 +254,7 @@ mod tests {
         let error =
             parse("vendor = \"x\"\ncomponent = \"x.wasm\"\nallowed_hosts = [\"ftp://x:21\"]")
                 .unwrap_err();
-        assert!(error.to_string().contains("not http or https"), "{error}");
+        assert!(error.to_string().contains("is not http"), "{error}");
         let error =
             parse("vendor = \"x\"\ncomponent = \"x.wasm\"\nallowed_hosts = [\"https://x/v1\"]")
                 .unwrap_err();
@@ -260,5 +262,15 @@ mod tests {
             error.to_string().contains("must not have a path"),
             "{error}"
         );
+    }
+
+    /// A grant of every host needs the explicit `insecure` flag.
+    #[test]
+    fn refuses_any_host_grants_unless_insecure() {
+        let any = "vendor = \"x\"\ncomponent = \"x.wasm\"\nallowed_hosts = [\"*://*:*\"]";
+        let error = parse(any).unwrap_err();
+        assert!(error.to_string().contains("insecure = true"), "{error}");
+        let manifest = parse(&format!("{any}\ninsecure = true")).unwrap();
+        assert_eq!(manifest.grants().len(), 1);
     }
 }

@@ -87,6 +87,8 @@ pub fn fault(error: &CallError) -> Fault {
             ProviderError::Internal(_) => ("plugin_error", false),
         },
         CallError::Timeout { .. } => ("plugin_timeout", true),
+        CallError::MemoryLimit { .. } => ("plugin_memory", false),
+        CallError::CapabilityDenied { .. } => ("capability_denied", false),
         CallError::Trap { .. } => ("plugin_trap", false),
     };
     Fault {

@@ -39,6 +39,22 @@ pub enum CallError {
         /// The budget it exceeded.
         after: Duration,
     },
+    /// The plugin tried to grow its memory past the manifest's `memory_mib`.
+    #[error("the plugin ran out of its {limit_mib} MiB memory in {call}")]
+    MemoryLimit {
+        /// Which export.
+        call: &'static str,
+        /// The cap.
+        limit_mib: u32,
+    },
+    /// The plugin tried to reach an origin its manifest does not grant (and failed for it).
+    #[error("the plugin tried to reach {origin} in {call}, which its manifest does not grant")]
+    CapabilityDenied {
+        /// Which export.
+        call: &'static str,
+        /// The first origin refused.
+        origin: String,
+    },
     /// The plugin trapped (panic, out of bounds, unreachable) or could not be instantiated.
     #[error("the plugin trapped in {call}: {error:#}")]
     Trap {
@@ -127,7 +143,8 @@ impl PluginRuntime {
             vendor: manifest.vendor.clone(),
             config: manifest.config.clone(),
             secrets,
-            origins: manifest.granted_origins(),
+            origins: manifest.grants(),
+            memory_bytes: manifest.limits.memory_bytes(),
         });
         let mut plugin = Plugin {
             engine: self.engine.clone(),
@@ -229,31 +246,46 @@ impl Plugin {
     }
 
     /// Runs one export in a fresh store, within the call budget.
-    async fn invoke<R>(
+    async fn invoke<R: ProviderAnswer>(
         &self,
         call: &'static str,
         order_id: Option<Uuid>,
         run: impl AsyncFnOnce(&Guest, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let budget = self.limits.call_timeout();
+        let mut store = Store::new(
+            &self.engine,
+            PluginState::new(self.grants.clone(), order_id),
+        );
+        store.limiter(|state| &mut state.memory);
+        // Yield to the executor at every epoch tick, so a busy plugin shares the threads and
+        // the timeout below can always end the call.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
         let work = async {
-            let mut store = Store::new(
-                &self.engine,
-                PluginState::new(self.grants.clone(), order_id),
-            );
-            // Yield to the executor at every epoch tick; the timeout below ends the call.
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_async_yield_and_update(1);
             let instance = self.pre.instantiate_async(&mut store).await?;
             run(instance.provisioner_provider_provider(), &mut store).await
         };
-        match tokio::time::timeout(budget, work).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(error)) => Err(CallError::Trap { call, error }),
+        let outcome = tokio::time::timeout(budget, work).await;
+        let state = store.data();
+        let denied = state.denied().first().map(|origin| origin.to_string());
+        match outcome {
             Err(_) => Err(CallError::Timeout {
                 call,
                 after: budget,
             }),
+            Ok(Err(_)) if state.memory.hit => Err(CallError::MemoryLimit {
+                call,
+                limit_mib: self.limits.memory_mib,
+            }),
+            Ok(Err(error)) => Err(CallError::Trap { call, error }),
+            // The plugin answered, but a refused request is why it failed: say so.
+            Ok(Ok(answer)) => match denied {
+                Some(origin) if answer_is_error(&answer) => {
+                    Err(CallError::CapabilityDenied { call, origin })
+                }
+                _ => Ok(answer),
+            },
         }
     }
 
@@ -313,6 +345,27 @@ impl Plugin {
         .await?
         .map_err(CallError::Provider)
     }
+}
+
+/// A plugin export's answer: whether it is the error case (used to tell a denied request
+/// apart from a plugin's own failure).
+pub trait ProviderAnswer {
+    /// Whether the plugin answered with an error.
+    fn is_error(&self) -> bool {
+        false
+    }
+}
+
+impl ProviderAnswer for PluginInfo {}
+
+impl<T> ProviderAnswer for Result<T, ProviderError> {
+    fn is_error(&self) -> bool {
+        self.is_err()
+    }
+}
+
+fn answer_is_error<R: ProviderAnswer>(answer: &R) -> bool {
+    answer.is_error()
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, until dropped.

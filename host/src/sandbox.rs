@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use uuid::Uuid;
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::bindings::provisioner::provider::host::{self, LogLevel};
+use crate::grants::{Origin, OriginPattern, is_granted};
 
 /// What one plugin is granted, resolved once at load.
 #[derive(Debug)]
@@ -25,8 +27,10 @@ pub struct Grants {
     pub config: BTreeMap<String, String>,
     /// `get-secret` values, read from the host's environment at load.
     pub secrets: BTreeMap<String, String>,
-    /// Origins (`scheme://host:port`) outbound HTTP may reach.
-    pub origins: Vec<String>,
+    /// Origins outbound HTTP may reach.
+    pub origins: Vec<OriginPattern>,
+    /// Linear memory one call may use.
+    pub memory_bytes: usize,
 }
 
 /// The state of one store: one plugin call.
@@ -37,6 +41,8 @@ pub struct PluginState {
     outbound: OutboundGrant,
     grants: Arc<Grants>,
     order_id: Option<Uuid>,
+    /// The memory cap, and whether the plugin ran into it.
+    pub memory: MemoryCap,
 }
 
 impl PluginState {
@@ -54,12 +60,57 @@ impl PluginState {
             outbound: OutboundGrant {
                 grants: grants.clone(),
                 order_id,
+                denied: Vec::new(),
+            },
+            memory: MemoryCap {
+                max_bytes: grants.memory_bytes,
+                hit: false,
             },
             grants,
             order_id,
         }
     }
+
+    /// The origins this call tried to reach without a grant.
+    pub fn denied(&self) -> &[Origin] {
+        &self.outbound.denied
+    }
 }
+
+/// Caps a store's linear memory and remembers whether the plugin ran into the cap.
+pub struct MemoryCap {
+    max_bytes: usize,
+    /// Whether a growth past the cap was refused.
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Table elements one instance may have (function references: far more than any plugin
+/// needs, far less than a bomb).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -109,23 +160,7 @@ impl host::Host for PluginState {
 struct OutboundGrant {
     grants: Arc<Grants>,
     order_id: Option<Uuid>,
-}
-
-/// The canonical `scheme://host:port` of a request URI, if it has one.
-pub fn request_origin(uri: &http::Uri) -> Option<String> {
-    let scheme = uri.scheme_str()?.to_ascii_lowercase();
-    let host = uri.host()?.to_ascii_lowercase();
-    let port = uri.port_u16().or(match scheme.as_str() {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
-    })?;
-    Some(format!("{scheme}://{host}:{port}"))
-}
-
-/// Whether `origin` is one of the granted origins.
-pub fn is_granted(origins: &[String], origin: &str) -> bool {
-    origins.iter().any(|granted| granted == origin)
+    denied: Vec<Origin>,
 }
 
 impl WasiHttpHooks for OutboundGrant {
@@ -145,11 +180,14 @@ impl WasiHttpHooks for OutboundGrant {
                 >,
             > + Send,
     > {
-        let origin = request_origin(request.uri());
+        let origin = Origin::of(request.uri());
         let allowed = origin
-            .as_deref()
+            .as_ref()
             .is_some_and(|origin| is_granted(&self.grants.origins, origin));
         if !allowed {
+            if let Some(origin) = origin {
+                self.denied.push(origin);
+            }
             tracing::warn!(
                 plugin = %self.grants.vendor,
                 order_id = ?self.order_id,
@@ -167,34 +205,5 @@ impl WasiHttpHooks for OutboundGrant {
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Only exact granted origins pass; default ports are filled in before comparing.
-    #[test]
-    fn grants_match_exact_origins_only() {
-        let granted = vec!["https://api.hetzner.cloud:443".to_string()];
-        let origin = |uri: &str| request_origin(&uri.parse().unwrap()).unwrap();
-        assert!(is_granted(
-            &granted,
-            &origin("https://api.hetzner.cloud/v1/servers")
-        ));
-        assert!(is_granted(
-            &granted,
-            &origin("https://API.hetzner.cloud:443/v1")
-        ));
-        assert!(!is_granted(
-            &granted,
-            &origin("http://api.hetzner.cloud/v1")
-        ));
-        assert!(!is_granted(
-            &granted,
-            &origin("https://api.hetzner.cloud:8443/v1")
-        ));
-        assert!(!is_granted(&granted, &origin("https://evil.example/v1")));
     }
 }
