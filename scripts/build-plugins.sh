@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every plugin under plugins/ for wasm32-wasip2 and copies each component to
-# target/plugins/<vendor>.wasm (the crate `<vendor>-plugin` gives `<vendor>.wasm`).
+# target/plugins/<vendor>.wasm (the crate `<vendor>-plugin` gives `<vendor>.wasm`); builds
+# the hostile test plugin (tests/fixtures) to target/test-plugins/hostile.wasm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,3 +16,9 @@ for manifest in plugins/*/Cargo.toml; do
     cp "$artifact" "target/plugins/$vendor.wasm"
     echo "    target/plugins/$vendor.wasm ($(wc -c < "$artifact") bytes)"
 done
+
+echo "==> building the hostile test plugin (tests/fixtures/hostile-plugin)"
+cargo build --manifest-path tests/fixtures/hostile-plugin/Cargo.toml --target wasm32-wasip2 \
+    --release --target-dir plugins/target
+mkdir -p target/test-plugins
+cp plugins/target/wasm32-wasip2/release/hostile_plugin.wasm target/test-plugins/hostile.wasm

@@ -150,8 +150,10 @@ mod tests {
     }
 
     fn granted(patterns: &[&str], uri: &str) -> bool {
-        let patterns: Vec<OriginPattern> =
-            patterns.iter().map(|p| OriginPattern::parse(p).unwrap()).collect();
+        let patterns: Vec<OriginPattern> = patterns
+            .iter()
+            .map(|p| OriginPattern::parse(p).unwrap())
+            .collect();
         is_granted(&patterns, &origin(uri))
     }
 
@@ -186,17 +188,37 @@ mod tests {
     /// `*` for the scheme or the port widens only that part.
     #[test]
     fn scheme_and_port_wildcards() {
-        assert!(granted(&["*://cloud.example:8774"], "http://cloud.example:8774/"));
-        assert!(granted(&["*://cloud.example:8774"], "https://cloud.example:8774/"));
-        assert!(granted(&["https://cloud.example:*"], "https://cloud.example:9292/"));
-        assert!(!granted(&["https://cloud.example:*"], "http://cloud.example:9292/"));
+        assert!(granted(
+            &["*://cloud.example:8774"],
+            "http://cloud.example:8774/"
+        ));
+        assert!(granted(
+            &["*://cloud.example:8774"],
+            "https://cloud.example:8774/"
+        ));
+        assert!(granted(
+            &["https://cloud.example:*"],
+            "https://cloud.example:9292/"
+        ));
+        assert!(!granted(
+            &["https://cloud.example:*"],
+            "http://cloud.example:9292/"
+        ));
     }
 
     /// Malformed entries are refused with a reason.
     #[test]
     fn refuses_malformed_patterns() {
-        assert!(OriginPattern::parse("ftp://x:21").unwrap_err().contains("not http"));
-        assert!(OriginPattern::parse("https://x/v1").unwrap_err().contains("path"));
+        assert!(
+            OriginPattern::parse("ftp://x:21")
+                .unwrap_err()
+                .contains("not http")
+        );
+        assert!(
+            OriginPattern::parse("https://x/v1")
+                .unwrap_err()
+                .contains("path")
+        );
         assert!(OriginPattern::parse("api.example.com").is_err());
         assert!(OriginPattern::parse("https://a*b.example.com").is_err());
         assert!(OriginPattern::parse("https://x:http").is_err());

@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(manifest.limits.max_in_flight, 5);
         assert_eq!(manifest.limits.call_timeout_ms, 30_000);
         let grants: Vec<String> = manifest.grants().iter().map(|g| g.to_string()).collect();
-        assert_eq!(grants, ["https://api.hetzner.cloud:443", "http://127.0.0.1:8090"]);
+        assert_eq!(
+            grants,
+            ["https://api.hetzner.cloud:443", "http://127.0.0.1:8090"]
+        );
         assert_eq!(manifest.limits.memory_mib, 64);
         assert_eq!(
             manifest.component_path(Path::new("/p/hetzner.toml")),

@@ -56,9 +56,49 @@ pub fn server_request(request: &ProvisionRequest) -> ServerRequest {
     }
 }
 
-/// Converts the WIT server into the message type.
-pub fn server_info(server: Server) -> ServerInfo {
-    ServerInfo {
+/// Longest vendor id or server name the host accepts from a plugin.
+const MAX_NAME: usize = 255;
+/// Longest address the host accepts from a plugin.
+const MAX_ADDRESS: usize = 64;
+
+/// Converts the WIT server into the message type, refusing oversized answers (a plugin must
+/// not be able to push megabytes into every message and database row).
+pub fn server_info(server: Server) -> Result<ServerInfo, Fault> {
+    let too_long = |field: &str, value: &str, max: usize| {
+        (value.len() > max).then(|| Fault {
+            code: "plugin_bad_answer".into(),
+            message: format!(
+                "the plugin answered a {field} of {} bytes (at most {max})",
+                value.len()
+            ),
+            retryable: false,
+        })
+    };
+    let checks = [
+        too_long("vendor id", &server.vendor_id, MAX_NAME),
+        too_long("server name", &server.name, MAX_NAME),
+        too_long(
+            "IPv4 address",
+            server.ipv4.as_deref().unwrap_or(""),
+            MAX_ADDRESS,
+        ),
+        too_long(
+            "IPv6 address",
+            server.ipv6.as_deref().unwrap_or(""),
+            MAX_ADDRESS,
+        ),
+    ];
+    if let Some(fault) = checks.into_iter().flatten().next() {
+        return Err(fault);
+    }
+    if server.vendor_id.is_empty() {
+        return Err(Fault {
+            code: "plugin_bad_answer".into(),
+            message: "the plugin answered an empty vendor id".into(),
+            retryable: false,
+        });
+    }
+    Ok(ServerInfo {
         vendor_id: server.vendor_id,
         name: server.name,
         status: match server.status {
@@ -71,7 +111,7 @@ pub fn server_info(server: Server) -> ServerInfo {
         },
         ipv4: server.ipv4,
         ipv6: server.ipv6,
-    }
+    })
 }
 
 /// A failed call as the fault the order records.
@@ -100,11 +140,11 @@ pub fn fault(error: &CallError) -> Fault {
 
 /// Asks the plugin to create the server (or adopt the one made earlier for this order).
 pub async fn create(plugin: &Plugin, request: &ProvisionRequest) -> Result<ServerInfo, Fault> {
-    plugin
+    let server = plugin
         .create_server(request.order_id, &server_request(request))
         .await
-        .map(server_info)
-        .map_err(|error| fault(&error))
+        .map_err(|error| fault(&error))?;
+    server_info(server)
 }
 
 /// Polls until the server runs (`Active`), fails (`Failed`), or the budget runs out.
@@ -162,10 +202,18 @@ pub async fn wait_until_running(
         tokio::time::sleep(wait).await;
         delay = (delay.mul_f32(1.5)).min(policy.max_delay);
         match plugin.get_server(request.order_id, &server.vendor_id).await {
-            Ok(current) => {
-                server = server_info(current);
-                last_error = None;
-            }
+            Ok(current) => match server_info(current) {
+                Ok(current) => {
+                    server = current;
+                    last_error = None;
+                }
+                Err(fault) => {
+                    return UpdateKind::Failed {
+                        fault,
+                        server: Some(server),
+                    };
+                }
+            },
             Err(error) if fault(&error).retryable => {
                 tracing::warn!(order_id = %request.order_id, "poll failed, will retry: {error}");
                 last_error = Some(error);

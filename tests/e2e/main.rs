@@ -7,4 +7,5 @@ mod bad_input;
 mod happy_path;
 mod outbox;
 mod restarts;
+mod sandbox;
 mod vendors;

@@ -164,6 +164,20 @@ pub fn plugin_component(vendor: &str) -> PathBuf {
     path
 }
 
+/// A test-only plugin component (tests/fixtures); fails with what to run when missing.
+pub fn test_plugin_component(name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("test-plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build it with scripts/build-plugins.sh \
+         (scripts/test.sh does all the set-up)",
+        path.display()
+    );
+    path
+}
+
 /// Fails the test, saying what to start, when RabbitMQ does not answer.
 pub async fn require_rabbitmq() -> Connection {
     match Connection::connect(AMQP_URL, ConnectionProperties::default()).await {

@@ -1,0 +1,197 @@
+//! Hostile plugins are contained: each misbehaviour fails only its own call, with the fault
+//! it deserves, and the host keeps serving the plugin and every other one. These load the
+//! components with the host's own runtime, in process.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use provisioner_host::provision::fault;
+use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
+use provisioner_tests::{plugin_component, test_plugin_component};
+
+use provisioner_host::bindings::provisioner::provider::types::ServerRequest;
+
+fn request() -> ServerRequest {
+    ServerRequest {
+        idempotency_key: "0195f7f2-0000-7000-8000-000000000001".into(),
+        name: "victim".into(),
+        region: "r".into(),
+        size: "s".into(),
+        image: "i".into(),
+        ssh_keys: vec![],
+        user_data: None,
+        labels: vec![],
+    }
+}
+
+/// Writes a manifest for the hostile plugin with `behaviour` and loads it.
+async fn hostile(runtime: &PluginRuntime, behaviour: &str, limits: &str) -> anyhow::Result<Plugin> {
+    let dir = tempdir(behaviour)?;
+    let vendor = format!("hostile-{behaviour}");
+    let manifest = format!(
+        "vendor = {vendor:?}\ncomponent = {component:?}\n\
+         allowed_hosts = [\"http://127.0.0.1:9\"]\n\
+         [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n\
+         [limits]\n{limits}\n",
+        component = test_plugin_component("hostile").display().to_string(),
+    );
+    let path = dir.join(format!("{vendor}.toml"));
+    std::fs::write(&path, manifest)?;
+    runtime.load(&path).await
+}
+
+fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "provisioner-sandbox-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs the hostile `create-server` and checks the host still serves the same plugin after.
+async fn contained(plugin: &Plugin) -> CallError {
+    let error = plugin
+        .create_server(uuid::Uuid::nil(), &request())
+        .await
+        .err()
+        .expect("the hostile call must fail");
+    plugin
+        .validate(&request())
+        .await
+        .expect("the plugin still answers after the hostile call");
+    error
+}
+
+/// An infinite loop ends at the call budget with `plugin_timeout`.
+#[tokio::test]
+async fn infinite_loop_times_out() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = hostile(&runtime, "spin", "call_timeout_ms = 500").await?;
+    let started = Instant::now();
+    let error = contained(&plugin).await;
+    assert!(matches!(error, CallError::Timeout { .. }), "{error}");
+    assert_eq!(fault(&error).code, "plugin_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the loop was not stopped"
+    );
+    Ok(())
+}
+
+/// Sleeping forever ends at the call budget with `plugin_timeout`.
+#[tokio::test]
+async fn sleeping_forever_times_out() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = hostile(&runtime, "sleep", "call_timeout_ms = 500").await?;
+    let error = contained(&plugin).await;
+    assert_eq!(fault(&error).code, "plugin_timeout", "{error}");
+    Ok(())
+}
+
+/// A memory bomb meets the manifest's cap: `plugin_memory`.
+#[tokio::test]
+async fn memory_bomb_hits_the_cap() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = hostile(&runtime, "allocate", "memory_mib = 16").await?;
+    let error = contained(&plugin).await;
+    assert!(
+        matches!(error, CallError::MemoryLimit { limit_mib: 16, .. }),
+        "{error}"
+    );
+    assert_eq!(fault(&error).code, "plugin_memory");
+    Ok(())
+}
+
+/// A panic is a trap: `plugin_trap`, and the next call gets a fresh instance.
+#[tokio::test]
+async fn panic_is_a_trap() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = hostile(&runtime, "panic", "").await?;
+    let error = contained(&plugin).await;
+    assert!(matches!(error, CallError::Trap { .. }), "{error}");
+    assert_eq!(fault(&error).code, "plugin_trap");
+    Ok(())
+}
+
+/// A request to an origin the manifest does not grant is refused to the plugin (not a
+/// trap) and reported as `capability_denied` naming the origin.
+#[tokio::test]
+async fn request_to_an_ungranted_host_is_denied() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = hostile(&runtime, "call-denied", "").await?;
+    let error = contained(&plugin).await;
+    match &error {
+        CallError::CapabilityDenied { origin, .. } => assert_eq!(origin, "http://203.0.113.9:9"),
+        other => panic!("expected capability_denied, got {other}"),
+    }
+    let fault = fault(&error);
+    assert_eq!(fault.code, "capability_denied");
+    assert!(fault.message.contains("203.0.113.9"), "{}", fault.message);
+    Ok(())
+}
+
+/// A huge answer is refused by the host: `plugin_bad_answer`.
+#[tokio::test]
+async fn oversized_answer_is_refused() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = hostile(&runtime, "huge-answer", "memory_mib = 64").await?;
+    let server = plugin.create_server(uuid::Uuid::nil(), &request()).await?;
+    let refused = provisioner_host::provision::server_info(server).unwrap_err();
+    assert_eq!(refused.code, "plugin_bad_answer");
+    Ok(())
+}
+
+/// While one plugin spins until its budget, the same runtime serves another plugin at once.
+#[tokio::test]
+async fn a_spinning_plugin_does_not_starve_the_others() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let spinner = hostile(&runtime, "spin", "call_timeout_ms = 3000").await?;
+    let good = hostile(&runtime, "none", "").await?;
+    let spin_request = request();
+    let spinning = spinner.create_server(uuid::Uuid::nil(), &spin_request);
+    let served = async {
+        let started = Instant::now();
+        let server = good.create_server(uuid::Uuid::nil(), &request()).await;
+        (server, started.elapsed())
+    };
+    let (spun, (server, took)) = tokio::join!(spinning, served);
+    assert!(matches!(spun, Err(CallError::Timeout { .. })));
+    assert_eq!(server?.name, "victim");
+    assert!(
+        took < Duration::from_millis(2500),
+        "the good call waited {took:?} for the spinner"
+    );
+    Ok(())
+}
+
+/// A manifest naming a component that is not a provider plugin is refused with the file
+/// named; the runtime goes on loading the real ones.
+#[tokio::test]
+async fn a_component_that_is_not_a_plugin_is_refused_at_load() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let dir = tempdir("not-a-plugin")?;
+    std::fs::write(dir.join("junk.wasm"), b"\0asm\x0d\0\x01\0")?;
+    std::fs::write(
+        dir.join("junk.toml"),
+        "vendor = \"junk\"\ncomponent = \"junk.wasm\"\n",
+    )?;
+    let error = runtime
+        .load(&dir.join("junk.toml"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{error:#}").contains("junk.wasm"), "{error:#}");
+    let real = dir.join("hetzner.toml");
+    std::fs::write(
+        &real,
+        format!(
+            "vendor = \"hetzner\"\ncomponent = {:?}\n",
+            plugin_component("hetzner").display().to_string()
+        ),
+    )?;
+    let loaded = runtime.load_dir(&dir).await?;
+    let vendors: Vec<&str> = loaded.iter().map(|p| p.vendor()).collect();
+    assert_eq!(vendors, ["hetzner"]);
+    Ok(())
+}
