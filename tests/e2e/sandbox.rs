@@ -54,8 +54,7 @@ async fn contained(plugin: &Plugin) -> CallError {
     let error = plugin
         .create_server(uuid::Uuid::nil(), &request())
         .await
-        .err()
-        .expect("the hostile call must fail");
+        .expect_err("the hostile call must fail");
     plugin
         .validate(&request())
         .await
