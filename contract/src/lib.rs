@@ -27,6 +27,6 @@ pub use envelope::{
 };
 pub use messages::{
     DeleteRequest, Fault, HostMessage, HostRequest, OrderUpdate, ProvisionRequest, ServerInfo,
-    ServerSpec, ServerStatus, UpdateKind, VendorAnnouncement,
+    ServerSpec, ServerStatus, UpdateKind, VendorAnnouncement, VendorWithdrawal,
 };
 pub use topology::Topology;

@@ -208,6 +208,18 @@ pub struct VendorAnnouncement {
     pub at: DateTime<Utc>,
 }
 
+/// host -> order-api: "I no longer serve this vendor" (`announce.<vendor>`), sent when a
+/// plugin is removed from a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorWithdrawal {
+    /// The vendor id.
+    pub vendor: String,
+    /// Which host process stopped serving it.
+    pub host_id: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// Everything that arrives on `provision.results`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -216,6 +228,8 @@ pub enum HostMessage {
     OrderUpdate(OrderUpdate),
     /// A host serves a vendor.
     VendorAnnounced(VendorAnnouncement),
+    /// A host stopped serving a vendor.
+    VendorWithdrawn(VendorWithdrawal),
 }
 
 #[cfg(test)]

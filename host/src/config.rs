@@ -18,6 +18,9 @@ pub struct HostConfig {
     /// Folder with plugin manifests (`*.toml`) and their components (`*.wasm`).
     #[arg(long, env = "PLUGINS_DIR", default_value = "plugins.d")]
     pub plugins_dir: PathBuf,
+    /// Milliseconds between rescans of the plugins folder (drop-in plugins).
+    #[arg(long, env = "PLUGINS_RESCAN_MS", default_value_t = 2_000)]
+    pub plugins_rescan_ms: u64,
     /// Milliseconds before the first poll of a booting server.
     #[arg(long, env = "POLL_INITIAL_MS", default_value_t = 500)]
     pub poll_initial_ms: u64,

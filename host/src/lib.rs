@@ -10,10 +10,13 @@
 //! - [`sandbox`]: per-call store state, host imports, the outbound grant check, the memory
 //!   cap.
 //! - [`runtime`]: the engine, plugin loading, one call = one fresh store.
+//! - [`catalog`]: the plugins folder kept in step with the disk (drop-in, replace, remove).
 //! - [`provision`]: one order's life at the vendor: create, poll with backoff, outcome.
-//! - [`worker`]: the AMQP side: consumers per vendor, publishing events and results,
-//!   acking only after the result is confirmed; announcements; reconnects; shutdown.
+//! - [`worker`]: the AMQP side: consumers per vendor (started and stopped as plugins come
+//!   and go), publishing events and results, acking only after the result is confirmed;
+//!   vendor announcements and withdrawals; reconnects; shutdown.
 
+pub mod catalog;
 pub mod config;
 pub mod grants;
 pub mod manifest;

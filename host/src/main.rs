@@ -1,10 +1,13 @@
-//! `provisioner-host` binary: loads the plugins, then serves requests until SIGTERM/Ctrl-C.
+//! `provisioner-host` binary: loads the plugins, then serves requests until SIGTERM/Ctrl-C,
+//! rescanning the plugins folder for drop-ins.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use provisioner_contract::process;
+use provisioner_host::catalog::{self, Catalog};
 use provisioner_host::config::HostConfig;
 use provisioner_host::runtime::PluginRuntime;
 use provisioner_host::worker::{self, WorkerSettings};
@@ -13,15 +16,23 @@ use provisioner_host::worker::{self, WorkerSettings};
 async fn main() -> anyhow::Result<()> {
     process::init_logging();
     let config = HostConfig::parse();
-    let runtime = PluginRuntime::new().context("starting the plugin runtime")?;
-    let plugins = runtime.load_dir(&config.plugins_dir).await?;
-    if plugins.is_empty() {
-        anyhow::bail!(
-            "no plugin loaded from {}: put a manifest (*.toml) and its component (*.wasm) there",
+    let runtime = Arc::new(PluginRuntime::new().context("starting the plugin runtime")?);
+    let mut catalog = Catalog::new(runtime, config.plugins_dir.clone());
+    catalog.rescan().await?;
+    if catalog.plugins().is_empty() {
+        tracing::warn!(
+            "no plugin loaded from {} yet: drop a manifest (*.toml) and its component (*.wasm) there",
             config.plugins_dir.display()
         );
     }
+    let (plugins, watcher) = tokio::sync::watch::channel(catalog.plugins());
     let shutdown = process::shutdown_token();
+    tokio::spawn(catalog::watch(
+        catalog,
+        Duration::from_millis(config.plugins_rescan_ms.max(100)),
+        plugins,
+        shutdown.clone(),
+    ));
     let settings = WorkerSettings {
         amqp_url: config.amqp.amqp_url.clone(),
         topology: config.amqp.topology(),
@@ -30,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         announce_interval: Duration::from_secs(config.announce_interval_secs.max(1)),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
     };
-    worker::run(settings, plugins, shutdown).await?;
+    worker::run(settings, watcher, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -174,44 +174,6 @@ impl PluginRuntime {
         plugin.info = info;
         Ok(plugin)
     }
-
-    /// Loads every `*.toml` manifest in `dir`. A plugin that fails to load is logged with
-    /// the reason and skipped; the others still load.
-    pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<Vec<Arc<Plugin>>> {
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("reading the plugins directory {}", dir.display()))?;
-        let mut manifests: Vec<PathBuf> = entries
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-            .collect();
-        manifests.sort();
-        let mut plugins: Vec<Arc<Plugin>> = Vec::new();
-        for path in manifests {
-            match self.load(&path).await {
-                Ok(plugin) if plugins.iter().any(|p| p.vendor() == plugin.vendor()) => {
-                    tracing::error!(
-                        manifest = %path.display(),
-                        "skipping plugin: vendor '{}' is already served by another manifest",
-                        plugin.vendor()
-                    );
-                }
-                Ok(plugin) => {
-                    tracing::info!(
-                        vendor = %plugin.vendor(),
-                        version = %plugin.info.version,
-                        manifest = %path.display(),
-                        "loaded plugin {}",
-                        plugin.info.display_name
-                    );
-                    plugins.push(Arc::new(plugin));
-                }
-                Err(error) => {
-                    tracing::error!(manifest = %path.display(), "skipping plugin: {error:#}");
-                }
-            }
-        }
-        Ok(plugins)
-    }
 }
 
 /// A loaded plugin: its pre-instantiated component, grants and limits.

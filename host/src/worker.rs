@@ -12,23 +12,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use std::collections::HashMap;
+
 use futures_util::StreamExt;
-use futures_util::stream::select_all;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use provisioner_contract::amqp::connect_with_backoff;
 use provisioner_contract::{
     Envelope, HostMessage, HostRequest, OrderUpdate, Publisher, Topology, UpdateKind,
-    VendorAnnouncement, decode, encode,
+    VendorAnnouncement, VendorWithdrawal, decode, encode,
 };
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::catalog::PluginSet;
 use crate::provision::{self, PollPolicy};
 use crate::runtime::Plugin;
 
@@ -49,10 +54,11 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `plugins` until `shutdown` is cancelled, reconnecting after broker failures.
+/// Serves the plugins `plugins` holds (and follows its changes) until `shutdown` is
+/// cancelled, reconnecting after broker failures.
 pub async fn run(
     settings: WorkerSettings,
-    plugins: Vec<Arc<Plugin>>,
+    plugins: watch::Receiver<PluginSet>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
@@ -67,7 +73,7 @@ pub async fn run(
             return Ok(());
         };
         tracing::info!("connected to RabbitMQ");
-        match session(&connection, &settings, &plugins, &shutdown).await {
+        match session(&connection, &settings, plugins.clone(), &shutdown).await {
             Ok(()) => {
                 let _ = connection.close(200, "host shutting down".into()).await;
                 return Ok(());
@@ -81,11 +87,106 @@ pub async fn run(
     }
 }
 
-/// One connection's life: declare, consume, announce; `Ok` only on shutdown.
+/// A vendor's deliveries; the stream ends with an error if the broker ends the consumer.
+type Deliveries =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = anyhow::Result<Delivery>> + Send>>;
+
+/// The consumers of one session, one per vendor, started and stopped as plugins come and go.
+struct Consumers<'a> {
+    connection: &'a Connection,
+    settings: &'a WorkerSettings,
+    setup: &'a Channel,
+    streams: StreamMap<String, Deliveries>,
+    channels: HashMap<String, (Channel, String)>,
+    /// Channels of removed vendors: still carrying the acks of their in-flight work.
+    retired: Vec<Channel>,
+}
+
+impl Consumers<'_> {
+    /// Declares the vendor's queue and consumes it with the plugin's in-flight budget.
+    async fn start(&mut self, plugin: &Plugin) -> anyhow::Result<()> {
+        let vendor = plugin.vendor().to_string();
+        let topology = &self.settings.topology;
+        topology
+            .declare_vendor(self.setup, &vendor)
+            .await
+            .with_context(|| format!("declaring the request queue of {vendor}"))?;
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .context("opening a channel")?;
+        channel
+            .basic_qos(plugin.limits().max_in_flight, BasicQosOptions::default())
+            .await
+            .context("setting the prefetch")?;
+        let tag = format!("{}-{vendor}", self.settings.host_id);
+        let consumer = channel
+            .basic_consume(
+                topology.request_queue(&vendor).into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("consuming the request queue of {vendor}"))?;
+        tracing::info!(
+            vendor,
+            prefetch = plugin.limits().max_in_flight,
+            "consuming {}",
+            topology.request_queue(&vendor)
+        );
+        let ended = vendor.clone();
+        let deliveries = consumer
+            .map(|delivery| delivery.context("consuming a request"))
+            .chain(futures_util::stream::once(async move {
+                Err(anyhow::anyhow!("the broker ended the consumer of {ended}"))
+            }));
+        self.streams.insert(vendor.clone(), Box::pin(deliveries));
+        self.channels.insert(vendor, (channel, tag));
+        Ok(())
+    }
+
+    /// Stops taking the vendor's requests; in-flight work still finishes and acks.
+    async fn stop(&mut self, vendor: &str) {
+        self.streams.remove(vendor);
+        if let Some((channel, tag)) = self.channels.remove(vendor) {
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+            self.retired.push(channel);
+        }
+    }
+
+    /// A replaced plugin may have a new in-flight budget.
+    async fn update(&mut self, plugin: &Plugin) -> anyhow::Result<()> {
+        if let Some((channel, _)) = self.channels.get(plugin.vendor()) {
+            channel
+                .basic_qos(plugin.limits().max_in_flight, BasicQosOptions::default())
+                .await
+                .context("updating the prefetch")?;
+        }
+        Ok(())
+    }
+
+    /// Stops every consumer and closes every channel.
+    async fn close(mut self) {
+        let vendors: Vec<String> = self.channels.keys().cloned().collect();
+        for vendor in vendors {
+            self.stop(&vendor).await;
+        }
+        for channel in self.retired {
+            let _ = channel.close(200, "host shutting down".into()).await;
+        }
+    }
+}
+
+/// One connection's life: declare, consume, announce, follow plugin changes; `Ok` only on
+/// shutdown.
 async fn session(
     connection: &Connection,
     settings: &Arc<WorkerSettings>,
-    plugins: &[Arc<Plugin>],
+    mut plugins: watch::Receiver<PluginSet>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let topology = &settings.topology;
@@ -100,56 +201,73 @@ async fn session(
     let publisher = Publisher::open(connection, topology)
         .await
         .context("opening the publishing channel")?;
-
-    let mut consumers = Vec::new();
-    let mut channels: Vec<(Channel, String)> = Vec::new();
-    for (index, plugin) in plugins.iter().enumerate() {
-        let vendor = plugin.vendor();
-        topology
-            .declare_vendor(&setup, vendor)
-            .await
-            .with_context(|| format!("declaring the request queue of {vendor}"))?;
-        let channel = connection
-            .create_channel()
-            .await
-            .context("opening a channel")?;
-        channel
-            .basic_qos(plugin.limits().max_in_flight, BasicQosOptions::default())
-            .await
-            .context("setting the prefetch")?;
-        let tag = format!("{}-{vendor}", settings.host_id);
-        let consumer = channel
-            .basic_consume(
-                topology.request_queue(vendor).into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("consuming the request queue of {vendor}"))?;
-        tracing::info!(
-            vendor,
-            prefetch = plugin.limits().max_in_flight,
-            "consuming {}",
-            topology.request_queue(vendor)
-        );
-        consumers.push(consumer.map(move |delivery| (index, delivery)));
-        channels.push((channel, tag));
+    let mut consumers = Consumers {
+        connection,
+        settings,
+        setup: &setup,
+        streams: StreamMap::new(),
+        channels: HashMap::new(),
+        retired: Vec::new(),
+    };
+    let mut current: PluginSet = plugins.borrow_and_update().clone();
+    for plugin in current.values() {
+        consumers.start(plugin).await?;
     }
-    let mut deliveries = select_all(consumers);
     let mut announce = tokio::time::interval(settings.announce_interval);
     let mut in_flight: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let mut watching = true;
 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = announce.tick() => announce_vendors(&publisher, settings, plugins).await?,
-            next = deliveries.next() => {
-                let (index, delivery) = next.context("the broker closed the consumers")?;
-                let delivery = delivery.context("consuming a request")?;
-                let plugin = plugins[index].clone();
-                let work = handle_delivery(delivery, plugin, publisher.clone(), settings.poll.clone());
-                in_flight.spawn(work);
+            _ = announce.tick() => {
+                for plugin in current.values() {
+                    announce_vendor(&publisher, settings, plugin).await?;
+                }
+            }
+            changed = plugins.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                let next: PluginSet = plugins.borrow_and_update().clone();
+                for (vendor, old) in current.iter() {
+                    match next.get(vendor) {
+                        None => {
+                            consumers.stop(vendor).await;
+                            withdraw_vendor(&publisher, settings, vendor).await?;
+                            tracing::info!(vendor, "stopped serving");
+                        }
+                        Some(new) if !Arc::ptr_eq(old, new) => {
+                            consumers.update(new).await?;
+                            announce_vendor(&publisher, settings, new).await?;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for (vendor, plugin) in next.iter() {
+                    if !current.contains_key(vendor) {
+                        consumers.start(plugin).await?;
+                        announce_vendor(&publisher, settings, plugin).await?;
+                    }
+                }
+                current = next;
+            }
+            Some((vendor, delivery)) = consumers.streams.next() => {
+                let delivery = delivery?;
+                match current.get(&vendor) {
+                    // The plugin in service now: a replaced plugin serves new orders.
+                    Some(plugin) => {
+                        let work = handle_delivery(delivery, plugin.clone(), publisher.clone(), settings.poll.clone());
+                        in_flight.spawn(work);
+                    }
+                    // Removed between the delivery and now: hand it back for another host.
+                    None => {
+                        let _ = delivery
+                            .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                            .await;
+                    }
+                }
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 done.context("a provisioning task panicked")??;
@@ -158,11 +276,10 @@ async fn session(
     }
 
     // Shutdown: stop taking work, let in-flight creations finish within the grace period;
-    // whatever is left unacked goes back to the queue when the connection closes.
-    for (channel, tag) in &channels {
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+    // whatever is left unacked goes back to the queue when the channels close.
+    let vendors: Vec<String> = consumers.channels.keys().cloned().collect();
+    for vendor in &vendors {
+        consumers.stop(vendor).await;
     }
     let pending = in_flight.len();
     if pending > 0 {
@@ -183,44 +300,57 @@ async fn session(
         }
     }
     in_flight.abort_all();
-    for (channel, _) in &channels {
-        let _ = channel.close(200, "host shutting down".into()).await;
-    }
+    consumers.close().await;
     let _ = publisher.close().await;
     let _ = setup.close(200, "host shutting down".into()).await;
     Ok(())
 }
 
-/// Tells order-api which vendors this host serves.
-async fn announce_vendors(
+/// Tells order-api this host serves the plugin's vendor.
+async fn announce_vendor(
     publisher: &Publisher,
     settings: &WorkerSettings,
-    plugins: &[Arc<Plugin>],
+    plugin: &Plugin,
 ) -> anyhow::Result<()> {
-    for plugin in plugins {
-        let info = plugin.info_cached();
-        let message = HostMessage::VendorAnnounced(VendorAnnouncement {
-            vendor: plugin.vendor().to_string(),
-            display_name: info.display_name.clone(),
-            plugin_version: info.version.clone(),
-            host_id: settings.host_id.clone(),
-            at: chrono::Utc::now(),
-        });
-        let envelope = Envelope {
-            message_id: uuid::Uuid::new_v4(),
-            correlation_id: None,
-            traceparent: None,
-        };
-        publisher
-            .publish(
-                &Topology::announce_key(plugin.vendor()),
-                &envelope,
-                &encode(&message),
-            )
-            .await
-            .with_context(|| format!("announcing vendor {}", plugin.vendor()))?;
-    }
-    Ok(())
+    let info = plugin.info_cached();
+    let message = HostMessage::VendorAnnounced(VendorAnnouncement {
+        vendor: plugin.vendor().to_string(),
+        display_name: info.display_name.clone(),
+        plugin_version: info.version.clone(),
+        host_id: settings.host_id.clone(),
+        at: chrono::Utc::now(),
+    });
+    publish_host_message(publisher, plugin.vendor(), &message).await
+}
+
+/// Tells order-api this host no longer serves `vendor`.
+async fn withdraw_vendor(
+    publisher: &Publisher,
+    settings: &WorkerSettings,
+    vendor: &str,
+) -> anyhow::Result<()> {
+    let message = HostMessage::VendorWithdrawn(VendorWithdrawal {
+        vendor: vendor.to_string(),
+        host_id: settings.host_id.clone(),
+        at: chrono::Utc::now(),
+    });
+    publish_host_message(publisher, vendor, &message).await
+}
+
+async fn publish_host_message(
+    publisher: &Publisher,
+    vendor: &str,
+    message: &HostMessage,
+) -> anyhow::Result<()> {
+    let envelope = Envelope {
+        message_id: uuid::Uuid::new_v4(),
+        correlation_id: None,
+        traceparent: None,
+    };
+    publisher
+        .publish(&Topology::announce_key(vendor), &envelope, &encode(message))
+        .await
+        .with_context(|| format!("announcing vendor {vendor}"))
 }
 
 /// Which delivery of this request this is: 1, then more after redeliveries.

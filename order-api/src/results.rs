@@ -74,6 +74,7 @@ async fn handle(store: &Store, delivery: Delivery) -> anyhow::Result<()> {
             }
         }),
         HostMessage::VendorAnnounced(announcement) => store.upsert_vendor(announcement).await,
+        HostMessage::VendorWithdrawn(withdrawal) => store.withdraw_vendor(withdrawal).await,
     };
     match outcome {
         Ok(()) => {

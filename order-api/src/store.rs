@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use provisioner_contract::{
-    Fault, OrderUpdate, ServerInfo, ServerSpec, UpdateKind, VendorAnnouncement,
+    Fault, OrderUpdate, ServerInfo, ServerSpec, UpdateKind, VendorAnnouncement, VendorWithdrawal,
 };
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -58,20 +58,29 @@ pub struct OrderEvent {
     pub attempt: Option<u32>,
 }
 
-/// A vendor a host announced.
+/// A vendor at least one host serves.
 #[derive(Debug, Clone, Serialize)]
 pub struct Vendor {
     /// The vendor id orders use.
     pub vendor: String,
-    /// A name for people.
+    /// A name for people (from the latest announcement).
     pub display_name: String,
-    /// The plugin's version.
+    /// The plugin's version (from the latest announcement).
     pub plugin_version: String,
-    /// The host that announced it last.
+    /// The hosts that serve it, latest first.
+    pub hosts: Vec<VendorHost>,
+}
+
+/// One host serving a vendor.
+#[derive(Debug, Clone, Serialize)]
+pub struct VendorHost {
+    /// The host's id.
     pub host_id: String,
-    /// When it was first announced.
+    /// The plugin version that host runs.
+    pub plugin_version: String,
+    /// When it first announced the vendor.
     pub first_seen: DateTime<Utc>,
-    /// When it was last announced.
+    /// When it last announced the vendor.
     pub last_seen: DateTime<Utc>,
 }
 
@@ -420,18 +429,18 @@ impl Store {
         Ok(())
     }
 
-    /// Records (or refreshes) a vendor a host announced.
+    /// Records (or refreshes) that a host serves a vendor.
     pub async fn upsert_vendor(&self, announcement: &VendorAnnouncement) -> anyhow::Result<()> {
         sqlx::query(
-            "INSERT INTO vendors (vendor, display_name, plugin_version, host_id, first_seen, last_seen) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (vendor) DO UPDATE SET \
+            "INSERT INTO vendor_hosts (vendor, host_id, display_name, plugin_version, first_seen, last_seen) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (vendor, host_id) DO UPDATE SET \
              display_name = excluded.display_name, plugin_version = excluded.plugin_version, \
-             host_id = excluded.host_id, last_seen = excluded.last_seen",
+             last_seen = excluded.last_seen",
         )
         .bind(&announcement.vendor)
+        .bind(&announcement.host_id)
         .bind(&announcement.display_name)
         .bind(&announcement.plugin_version)
-        .bind(&announcement.host_id)
         .bind(announcement.at)
         .bind(announcement.at)
         .execute(&self.pool)
@@ -440,29 +449,48 @@ impl Store {
         Ok(())
     }
 
-    /// Every announced vendor, by id.
+    /// Records that a host stopped serving a vendor.
+    pub async fn withdraw_vendor(&self, withdrawal: &VendorWithdrawal) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM vendor_hosts WHERE vendor = ? AND host_id = ?")
+            .bind(&withdrawal.vendor)
+            .bind(&withdrawal.host_id)
+            .execute(&self.pool)
+            .await
+            .context("withdrawing a vendor")?;
+        Ok(())
+    }
+
+    /// Every vendor some host serves, by id.
     pub async fn vendors(&self) -> anyhow::Result<Vec<Vendor>> {
-        let rows = sqlx::query("SELECT * FROM vendors ORDER BY vendor")
+        let rows = sqlx::query("SELECT * FROM vendor_hosts ORDER BY vendor, last_seen DESC")
             .fetch_all(&self.pool)
             .await
             .context("listing vendors")?;
-        rows.iter()
-            .map(|row| {
-                Ok(Vendor {
-                    vendor: row.try_get("vendor")?,
+        let mut vendors: Vec<Vendor> = Vec::new();
+        for row in &rows {
+            let vendor: String = row.try_get("vendor")?;
+            let host = VendorHost {
+                host_id: row.try_get("host_id")?,
+                plugin_version: row.try_get("plugin_version")?,
+                first_seen: row.try_get("first_seen")?,
+                last_seen: row.try_get("last_seen")?,
+            };
+            match vendors.last_mut() {
+                Some(last) if last.vendor == vendor => last.hosts.push(host),
+                _ => vendors.push(Vendor {
+                    vendor,
                     display_name: row.try_get("display_name")?,
-                    plugin_version: row.try_get("plugin_version")?,
-                    host_id: row.try_get("host_id")?,
-                    first_seen: row.try_get("first_seen")?,
-                    last_seen: row.try_get("last_seen")?,
-                })
-            })
-            .collect()
+                    plugin_version: host.plugin_version.clone(),
+                    hosts: vec![host],
+                }),
+            }
+        }
+        Ok(vendors)
     }
 
     /// Whether a host has announced `vendor`.
     pub async fn vendor_known(&self, vendor: &str) -> anyhow::Result<bool> {
-        Ok(sqlx::query("SELECT 1 FROM vendors WHERE vendor = ?")
+        Ok(sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = ?")
             .bind(vendor)
             .fetch_optional(&self.pool)
             .await

@@ -3,8 +3,10 @@
 //! components with the host's own runtime, in process.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use provisioner_host::catalog::Catalog;
 use provisioner_host::provision::fault;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_tests::{plugin_component, test_plugin_component};
@@ -165,10 +167,10 @@ async fn a_spinning_plugin_does_not_starve_the_others() -> anyhow::Result<()> {
 }
 
 /// A manifest naming a component that is not a provider plugin is refused with the file
-/// named; the runtime goes on loading the real ones.
+/// named; the catalog goes on loading the real ones.
 #[tokio::test]
 async fn a_component_that_is_not_a_plugin_is_refused_at_load() -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new()?;
+    let runtime = Arc::new(PluginRuntime::new()?);
     let dir = tempdir("not-a-plugin")?;
     std::fs::write(dir.join("junk.wasm"), b"\0asm\x0d\0\x01\0")?;
     std::fs::write(
@@ -181,16 +183,61 @@ async fn a_component_that_is_not_a_plugin_is_refused_at_load() -> anyhow::Result
         .err()
         .expect("refused");
     assert!(format!("{error:#}").contains("junk.wasm"), "{error:#}");
-    let real = dir.join("hetzner.toml");
     std::fs::write(
-        &real,
+        dir.join("hetzner.toml"),
         format!(
             "vendor = \"hetzner\"\ncomponent = {:?}\n",
             plugin_component("hetzner").display().to_string()
         ),
     )?;
-    let loaded = runtime.load_dir(&dir).await?;
-    let vendors: Vec<&str> = loaded.iter().map(|p| p.vendor()).collect();
+    let mut catalog = Catalog::new(runtime, dir);
+    catalog.rescan().await?;
+    let vendors: Vec<String> = catalog.plugins().keys().cloned().collect();
     assert_eq!(vendors, ["hetzner"]);
+    Ok(())
+}
+
+/// The catalog follows the folder: a new plugin loads, a changed one reloads, a broken
+/// replacement leaves the old one serving, a removed one goes.
+#[tokio::test]
+async fn the_catalog_follows_drop_ins_replacements_and_removals() -> anyhow::Result<()> {
+    let runtime = Arc::new(PluginRuntime::new()?);
+    let dir = tempdir("catalog")?;
+    let mut catalog = Catalog::new(runtime, dir.clone());
+    assert!(!catalog.rescan().await?, "an empty folder changes nothing");
+    let component = test_plugin_component("hostile").display().to_string();
+    let manifest = |extra: &str| {
+        format!(
+            "vendor = \"dropped\"\ncomponent = {component:?}\n[config]\nvendor-id = \"dropped\"\n{extra}"
+        )
+    };
+    let path = dir.join("dropped.toml");
+    std::fs::write(&path, manifest(""))?;
+    assert!(catalog.rescan().await?, "a new plugin is picked up");
+    let first = catalog.plugins()["dropped"].clone();
+    assert!(!catalog.rescan().await?, "nothing changed");
+
+    // Replace: a different file (size and time) is reloaded.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&path, manifest("behaviour = \"none\"\n"))?;
+    assert!(catalog.rescan().await?);
+    let second = catalog.plugins()["dropped"].clone();
+    assert!(
+        !Arc::ptr_eq(&first, &second),
+        "the replacement is a new plugin"
+    );
+
+    // A broken replacement is refused and the working version keeps serving.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(
+        &path,
+        "vendor = \"dropped\"\ncomponent = \"missing.wasm\"\n",
+    )?;
+    assert!(!catalog.rescan().await?);
+    assert!(Arc::ptr_eq(&catalog.plugins()["dropped"], &second));
+
+    std::fs::remove_file(&path)?;
+    assert!(catalog.rescan().await?);
+    assert!(catalog.plugins().is_empty());
     Ok(())
 }

@@ -367,6 +367,7 @@ impl Stack {
             ),
             ("POLL_INITIAL_MS", poll.clone()),
             ("POLL_MAX_MS", poll),
+            ("PLUGINS_RESCAN_MS", "200".to_string()),
         ];
         for (fixture, variable) in VENDORS.iter().zip(&variables) {
             env.push((variable.as_str(), fixture.secret.1.to_string()));
@@ -398,6 +399,11 @@ impl Stack {
             self.dir.join("api.log"),
         )?);
         Ok(())
+    }
+
+    /// The folder the host loads plugins from (and rescans for drop-ins).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.join("plugins")
     }
 
     /// SIGKILLs the host.
