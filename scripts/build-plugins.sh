@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every plugin under plugins/ for wasm32-wasip2 and copies each component to
 # target/plugins/<vendor>.wasm (the crate `<vendor>-plugin` gives `<vendor>.wasm`); builds
-# the hostile test plugin (tests/fixtures) to target/test-plugins/hostile.wasm.
+# the test plugins (tests/fixtures) to target/test-plugins/<name>.wasm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +17,10 @@ for manifest in plugins/*/Cargo.toml; do
     echo "    target/plugins/$vendor.wasm ($(wc -c < "$artifact") bytes)"
 done
 
-echo "==> building the hostile test plugin (tests/fixtures/hostile-plugin)"
-cargo build --manifest-path tests/fixtures/hostile-plugin/Cargo.toml --target wasm32-wasip2 \
-    --release --target-dir plugins/target
+echo "==> building the test plugins (tests/fixtures)"
 mkdir -p target/test-plugins
-cp plugins/target/wasm32-wasip2/release/hostile_plugin.wasm target/test-plugins/hostile.wasm
+for fixture in hostile future; do
+    cargo build --manifest-path "tests/fixtures/$fixture-plugin/Cargo.toml" \
+        --target wasm32-wasip2 --release --target-dir plugins/target
+    cp "plugins/target/wasm32-wasip2/release/${fixture}_plugin.wasm" "target/test-plugins/$fixture.wasm"
+done

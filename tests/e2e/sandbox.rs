@@ -241,3 +241,27 @@ async fn the_catalog_follows_drop_ins_replacements_and_removals() -> anyhow::Res
     assert!(catalog.plugins().is_empty());
     Ok(())
 }
+
+/// A component built against another major version of the WIT package is refused at load,
+/// naming the file and the world it lacks (the version policy in wit/README.md).
+#[tokio::test]
+async fn a_plugin_for_another_major_wit_version_is_refused() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let dir = tempdir("future")?;
+    let path = dir.join("future.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "vendor = \"future\"\ncomponent = {:?}\n",
+            test_plugin_component("future").display().to_string()
+        ),
+    )?;
+    let error = runtime.load(&path).await.err().expect("refused");
+    let message = format!("{error:#}");
+    assert!(message.contains("future.wasm"), "{message}");
+    assert!(
+        message.contains("does not implement the provisioner:provider/provider-plugin world"),
+        "{message}"
+    );
+    Ok(())
+}
