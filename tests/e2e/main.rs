@@ -4,6 +4,7 @@
 //! and deletes its queues and exchanges at the end.
 
 mod bad_input;
+mod concurrency;
 mod drop_in;
 mod happy_path;
 mod outbox;

@@ -100,6 +100,7 @@ impl VendorFixture {
         for (key, value) in self.config {
             manifest.push_str(&format!("{key} = {:?}\n", value.replace("{sim}", sim_url)));
         }
+        manifest.push_str("\n[limits]\nmax_in_flight = 1000\n");
         manifest.push_str(&format!(
             "\n[secrets]\n{} = {:?}\n",
             self.secret.0,
@@ -404,6 +405,11 @@ impl Stack {
     /// The folder the host loads plugins from (and rescans for drop-ins).
     pub fn plugins_dir(&self) -> PathBuf {
         self.dir.join("plugins")
+    }
+
+    /// The host's process id, while it runs.
+    pub fn host_pid(&self) -> Option<u32> {
+        self.host.as_ref().and_then(|host| host.child.id())
     }
 
     /// SIGKILLs the host.

@@ -1,6 +1,7 @@
 //! The simulator's own endpoints, for tests and operators:
-//! - `GET /_sim/stats`: per vendor, servers live now, servers ever made, and the
-//!   idempotency keys with more than one server (duplicates);
+//! - `GET /_sim/stats`: per vendor, servers live now (and how many of them are still
+//!   booting), servers ever made, and the idempotency keys with more than one server
+//!   (duplicates);
 //! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults. `POST` takes
 //!   `{"vendor": "hetzner", "kind": "rate_limit", "retry_after_secs": 2, "count": 3,
 //!   "method": "POST"}` (kinds: `rate_limit`, `server_error` with `status`,
@@ -29,9 +30,17 @@ pub fn router() -> Router<Arc<SimState>> {
 async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
     let mut vendors = Map::new();
     for vendor in Vendor::ALL {
+        let now = chrono::Utc::now();
+        let boot_delay = state.config.boot_delay;
         let stats = state.with_cloud(vendor, |cloud| {
+            let booting = cloud
+                .servers
+                .values()
+                .filter(|server| !server.is_booted(boot_delay, now))
+                .count();
             json!({
                 "live": cloud.servers.len(),
+                "booting": booting,
                 "created_total": cloud.created_total,
                 "duplicates": cloud.duplicates(),
             })

@@ -11,7 +11,8 @@ use std::sync::atomic::AtomicBool;
 use axum::Router;
 use axum::routing::get;
 use tokio::sync::Notify;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 
 use crate::store::Store;
 
@@ -41,6 +42,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(problem::no_such_route)
-        .layer(TraceLayer::new_for_http())
+        // 5xx answers are logged where they arise (with detail); `/readyz` answering 503
+        // while not ready is not an error worth a log line.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .with_state(state)
 }

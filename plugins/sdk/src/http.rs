@@ -75,34 +75,27 @@ impl ApiClient {
         } else {
             format!("{}{path_or_url}", self.base_url)
         };
-        let mut request = Request::builder().method(method.clone()).uri(&url);
-        for (name, value) in &self.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        for (name, value) in extra_headers {
-            request = request.header(*name, *value);
-        }
-        request = request.header(
-            "user-agent",
-            concat!("provisioner-plugin-sdk/", env!("CARGO_PKG_VERSION")),
-        );
-        let request = match body {
-            Some(body) => {
-                let json = serde_json::to_string(body).map_err(|e| {
-                    ProviderError::Internal(format!("encoding the body of {method} {url}: {e}"))
-                })?;
-                request
-                    .header("content-type", "application/json")
-                    .body(Body::from(json))
+        let body = match body {
+            Some(body) => Some(serde_json::to_string(body).map_err(|e| {
+                ProviderError::Internal(format!("encoding the body of {method} {url}: {e}"))
+            })?),
+            None => None,
+        };
+        let request = self.build(&method, &url, body.clone(), extra_headers)?;
+        // A connection dropped before any answer (a loaded server, a proxy, a reused
+        // port): an idempotent request is sent again, twice at most, after a short pause.
+        let mut response = self.http.send(request).await;
+        for pause_ms in [50, 250] {
+            match &response {
+                Err(error) if is_idempotent(&method) && !is_denied(error) => {
+                    wstd::task::sleep(wstd::time::Duration::from_millis(pause_ms)).await;
+                    let retry = self.build(&method, &url, body.clone(), extra_headers)?;
+                    response = self.http.send(retry).await;
+                }
+                _ => break,
             }
-            None => request.body(Body::empty()),
         }
-        .map_err(|e| ProviderError::Internal(format!("building {method} {url}: {e}")))?;
-        let mut response = self
-            .http
-            .send(request)
-            .await
-            .map_err(|e| no_answer(&method, &url, &e))?;
+        let mut response = response.map_err(|e| no_answer(&method, &url, &e))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -117,6 +110,34 @@ impl ApiClient {
             headers: response.headers().clone(),
             body,
         })
+    }
+
+    /// One request with the client's headers, `extra_headers` and a JSON `body`.
+    fn build(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<String>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<Request<Body>, ProviderError> {
+        let mut request = Request::builder().method(method.clone()).uri(url);
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        for (name, value) in extra_headers {
+            request = request.header(*name, *value);
+        }
+        request = request.header(
+            "user-agent",
+            concat!("provisioner-plugin-sdk/", env!("CARGO_PKG_VERSION")),
+        );
+        match body {
+            Some(json) => request
+                .header("content-type", "application/json")
+                .body(Body::from(json)),
+            None => request.body(Body::empty()),
+        }
+        .map_err(|e| ProviderError::Internal(format!("building {method} {url}: {e}")))
     }
 
     /// Sends a request and parses a 2xx JSON answer; any other answer becomes the
@@ -181,10 +202,20 @@ impl ApiClient {
     }
 }
 
+/// GET, HEAD, PUT and DELETE may be sent twice with the same effect.
+fn is_idempotent(method: &Method) -> bool {
+    [Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(method)
+}
+
+/// Whether the host refused the destination (then trying again cannot help).
+fn is_denied(error: &wstd::http::Error) -> bool {
+    format!("{error:#}").contains("HttpRequestDenied")
+}
+
 /// No answer at all: the host refused the destination, or the network failed.
 fn no_answer(method: &Method, url: &str, error: &wstd::http::Error) -> ProviderError {
     let detail = format!("{error:#}");
-    if detail.contains("HttpRequestDenied") {
+    if is_denied(error) {
         ProviderError::Internal(format!(
             "the host denied {method} {url}: the manifest's allowed_hosts does not grant it"
         ))
