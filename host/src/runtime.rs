@@ -5,7 +5,7 @@
 //! a running plugin yields to the executor at each tick, so a busy plugin cannot starve
 //! other orders and the per-call timeout can always fire. No instance outlives its call.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,7 +151,6 @@ impl PluginRuntime {
             pre,
             grants,
             limits: manifest.limits.clone(),
-            manifest_path: manifest_path.to_path_buf(),
             info: PluginInfo {
                 vendor: manifest.vendor.clone(),
                 display_name: String::new(),
@@ -182,7 +181,6 @@ pub struct Plugin {
     pre: ProviderPluginPre<PluginState>,
     grants: Arc<Grants>,
     limits: Limits,
-    manifest_path: PathBuf,
     info: PluginInfo,
 }
 
@@ -200,11 +198,6 @@ impl Plugin {
     /// The manifest's limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
-    }
-
-    /// Where the manifest was read from.
-    pub fn manifest_path(&self) -> &Path {
-        &self.manifest_path
     }
 
     /// Runs one export in a fresh store, within the call budget.

@@ -64,14 +64,6 @@ impl OrderStatus {
             OrderStatus::Deleted => "deleted",
         }
     }
-
-    /// Whether nothing more will happen to the order by itself.
-    pub fn is_settled(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Active | OrderStatus::Failed | OrderStatus::Deleted
-        )
-    }
 }
 
 /// A compare-and-set: the status an order moves to, and the statuses it may move from.

@@ -5,25 +5,9 @@ use std::time::{Duration, Instant};
 
 use provisioner_tests::{Stack, StackOptions, delete_topology, test_plugin_component};
 
-async fn vendors(stack: &Stack) -> anyhow::Result<Vec<String>> {
-    let answer: serde_json::Value = stack
-        .http
-        .get(format!("{}/v1/vendors", stack.api_url))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(answer["vendors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v["vendor"].as_str().map(str::to_string))
-        .collect())
-}
-
 async fn wait_for_vendors(stack: &Stack, present: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while vendors(stack).await?.contains(&"dropin".to_string()) != present {
+    while stack.vendors().await?.contains(&"dropin".to_string()) != present {
         assert!(
             Instant::now() < deadline,
             "dropin never became present={present}\n{}",

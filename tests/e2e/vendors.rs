@@ -11,20 +11,11 @@ use serde_json::json;
 /// `deleting` to `deleted` and the simulator no longer has the server.
 async fn create_then_delete(vendor: &str) -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
-    let vendors: serde_json::Value = stack
-        .http
-        .get(format!("{}/v1/vendors", stack.api_url))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let served: Vec<&str> = vendors["vendors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v["vendor"].as_str())
-        .collect();
-    assert!(served.contains(&vendor), "{vendor} not in {vendors}");
+    let served = stack.vendors().await?;
+    assert!(
+        served.iter().any(|v| v == vendor),
+        "{vendor} not in {served:?}"
+    );
 
     let id = stack.order_at(vendor, "lifecycle-1").await?;
     let active = stack

@@ -544,6 +544,24 @@ impl Stack {
         }
     }
 
+    /// The vendor ids `GET /v1/vendors` lists.
+    pub async fn vendors(&self) -> anyhow::Result<Vec<String>> {
+        let answer: Value = self
+            .http
+            .get(format!("{}/v1/vendors", self.api_url))
+            .send()
+            .await
+            .context("GET /v1/vendors")?
+            .json()
+            .await?;
+        Ok(answer["vendors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["vendor"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// `DELETE /v1/orders/{id}`: the status code and the answer.
     pub async fn delete_order(&self, id: &str) -> anyhow::Result<(u16, Value)> {
         let response = self
