@@ -120,13 +120,18 @@ pub fn decode<T: DeserializeOwned>(
     properties: &BasicProperties,
     body: &[u8],
 ) -> Result<(Envelope, T), DecodeError> {
-    let found = header(properties, SCHEMA_HEADER).and_then(integer);
+    let found = integer_header(properties, SCHEMA_HEADER);
     if found != Some(SCHEMA_VERSION) {
         return Err(DecodeError::WrongSchema { found });
     }
     let envelope = Envelope::from_properties(properties)?;
     let message = serde_json::from_slice(body)?;
     Ok((envelope, message))
+}
+
+/// An integer header (any of AMQP's integer types), e.g. RabbitMQ's `x-delivery-count`.
+pub fn integer_header(properties: &BasicProperties, name: &str) -> Option<i64> {
+    header(properties, name).and_then(integer)
 }
 
 fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a AMQPValue> {

@@ -20,9 +20,10 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     BasicRejectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use provisioner_contract::amqp::connect_with_backoff;
+use provisioner_contract::envelope::integer_header;
 use provisioner_contract::{
     Envelope, HostMessage, HostRequest, OrderUpdate, Publisher, Topology, UpdateKind,
     VendorAnnouncement, VendorWithdrawal, decode, encode,
@@ -355,17 +356,11 @@ async fn publish_host_message(
 
 /// Which delivery of this request this is: 1, then more after redeliveries.
 fn attempt(delivery: &Delivery) -> u32 {
-    let key: ShortString = "x-delivery-count".into();
-    let count = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|headers| headers.inner().get(&key).cloned());
-    match count {
-        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0) + 1,
-        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0) + 1,
-        _ if delivery.redelivered => 2,
-        _ => 1,
+    // Quorum queues count earlier deliveries in `x-delivery-count`.
+    match integer_header(&delivery.properties, "x-delivery-count") {
+        Some(count) => u32::try_from(count).unwrap_or(0).saturating_add(1),
+        None if delivery.redelivered => 2,
+        None => 1,
     }
 }
 
