@@ -38,7 +38,8 @@ pub struct HostConfig {
     /// to RabbitMQ (another host adopts them).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
-    /// This host's name in announcements and the broker's connection list.
+    /// This host's name in announcements and the broker's connection list (default: the
+    /// machine's host name; give each host on one machine its own).
     #[arg(long, env = "HOST_ID")]
     pub host_id: Option<String>,
 }
@@ -53,10 +54,18 @@ impl HostConfig {
         }
     }
 
-    /// The host id, defaulting to `host-<pid>`.
+    /// The host id, defaulting to the machine's host name: stable across restarts, so
+    /// order-api's per-host vendor records do not pile up. Two hosts on one machine need
+    /// their own `--host-id`.
     pub fn host_id(&self) -> String {
-        self.host_id
-            .clone()
+        if let Some(id) = &self.host_id {
+            return id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
             .unwrap_or_else(|| format!("host-{}", std::process::id()))
     }
 }
