@@ -4,6 +4,7 @@
 //! vendor = "hetzner"                      # the vendor id orders use
 //! component = "hetzner.wasm"              # relative to this file
 //! allowed_hosts = ["https://api.hetzner.cloud:443"]  # see `grants` for wildcards
+//! # ca_certificates = ["private-ca.pem"]  # trusted besides the public web PKI
 //! # insecure = true                       # required for a grant of any host
 //!
 //! [config]                                # values the plugin reads with get-config
@@ -40,6 +41,10 @@ pub struct Manifest {
     /// Allows a grant of any host (`*://*:*`); refused without it.
     #[serde(default)]
     pub insecure: bool,
+    /// Extra CA certificates (PEM files, relative to the manifest) the plugin's HTTPS
+    /// requests trust besides the public web PKI: a private cloud's CA, a local simulator's.
+    #[serde(default)]
+    pub ca_certificates: Vec<PathBuf>,
     /// Values the plugin reads with `get-config`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
@@ -181,6 +186,15 @@ impl Manifest {
             Some(folder) => folder.join(&self.component),
             None => self.component.clone(),
         }
+    }
+
+    /// The extra CA certificate files, resolved against the manifest's folder.
+    pub fn ca_certificate_paths(&self, manifest_path: &Path) -> Vec<PathBuf> {
+        let folder = manifest_path.parent().unwrap_or(Path::new("."));
+        self.ca_certificates
+            .iter()
+            .map(|p| folder.join(p))
+            .collect()
     }
 
     /// The outbound grants.

@@ -65,6 +65,44 @@ pub enum CallError {
     },
 }
 
+/// The TLS trust of a plugin whose manifest adds CA certificates; `None` without any.
+fn load_trust(
+    manifest: &Manifest,
+    manifest_path: &Path,
+) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let paths = manifest.ca_certificate_paths(manifest_path);
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let mut certificates = Vec::new();
+    for path in paths {
+        let found: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .with_context(|| {
+                format!(
+                    "reading CA certificates from {} (named by {})",
+                    path.display(),
+                    manifest_path.display()
+                )
+            })?;
+        if found.is_empty() {
+            anyhow::bail!(
+                "{} (named by {}) holds no PEM certificate",
+                path.display(),
+                manifest_path.display()
+            );
+        }
+        certificates.extend(found);
+    }
+    let config = crate::sandbox::tls_trusting(certificates)
+        .with_context(|| format!("the CA certificates named by {}", manifest_path.display()))?;
+    Ok(Some(config))
+}
+
 /// wasmtime's own error type, as an `anyhow` error for context chains.
 fn wasm<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
     result.map_err(anyhow::Error::from)
@@ -139,12 +177,14 @@ impl PluginRuntime {
                 ),
             }
         }
+        let tls = load_trust(&manifest, manifest_path)?;
         let grants = Arc::new(Grants {
             vendor: manifest.vendor.clone(),
             config: manifest.config.clone(),
             secrets,
             origins: manifest.grants(),
             memory_bytes: manifest.limits.memory_bytes(),
+            tls,
         });
         let mut plugin = Plugin {
             engine: self.engine.clone(),

@@ -28,6 +28,7 @@ async fn slow_creations_are_held_in_flight_together() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
         boot_delay: Duration::from_secs(15),
         poll: Duration::from_millis(2000),
+        ..StackOptions::default()
     })
     .await?;
     let mut ids = Vec::with_capacity(orders);

@@ -265,3 +265,25 @@ async fn a_plugin_for_another_major_wit_version_is_refused() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// A manifest naming a CA certificate file that is missing or holds no certificate is
+/// refused at load, naming the file.
+#[tokio::test]
+async fn unreadable_ca_certificates_are_refused_at_load() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let dir = tempdir("ca")?;
+    std::fs::write(dir.join("empty.pem"), "not a certificate\n")?;
+    for ca in ["missing.pem", "empty.pem"] {
+        let path = dir.join("hetzner.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "vendor = \"hetzner\"\ncomponent = {:?}\nca_certificates = [{ca:?}]\n",
+                plugin_component("hetzner").display().to_string()
+            ),
+        )?;
+        let error = runtime.load(&path).await.err().expect("refused");
+        assert!(format!("{error:#}").contains(ca), "{error:#}");
+    }
+    Ok(())
+}

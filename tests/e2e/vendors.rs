@@ -263,3 +263,28 @@ async fn passing_vendor_failures_while_polling_do_not_fail_the_order() -> anyhow
     stack.cleanup().await;
     Ok(())
 }
+
+/// Every plugin works over HTTPS: the simulator serves TLS with a CA it made, and each
+/// plugin's manifest trusts that CA (`ca_certificates`); orders run and delete as over HTTP.
+#[tokio::test]
+async fn every_vendor_works_over_tls_with_a_private_ca() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        tls: true,
+        ..StackOptions::default()
+    })
+    .await?;
+    for vendor in ["hetzner", "digitalocean", "openstack"] {
+        let id = stack.order_at(vendor, "tls-1").await?;
+        let active = stack
+            .wait_for_status(&id, "active", Duration::from_secs(60))
+            .await?;
+        assert_eq!(active["server"]["status"], "running", "{vendor}: {active}");
+        let (status, _) = stack.delete_order(&id).await?;
+        assert_eq!(status, 202);
+        stack
+            .wait_for_status(&id, "deleted", Duration::from_secs(60))
+            .await?;
+    }
+    stack.cleanup().await;
+    Ok(())
+}

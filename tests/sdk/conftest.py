@@ -25,15 +25,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def sim_url(tmp_path_factory):
-    """The base URL of a running vendor-sim (servers boot in 300 ms)."""
+def sim(tmp_path_factory):
+    """A running vendor-sim (servers boot in 300 ms): its HTTP URL, its HTTPS URL and the
+    path of the CA certificate its HTTPS port is signed by."""
     binary = TARGET / "debug" / "vendor-sim"
     assert binary.exists(), (
         f"{binary} is missing: build it with `cargo build --workspace --bins` "
         "(scripts/test.sh does all the set-up)"
     )
     port = free_port()
-    log = tmp_path_factory.mktemp("sim") / "sim.log"
+    tls_port = free_port()
+    folder = tmp_path_factory.mktemp("sim")
+    log = folder / "sim.log"
+    ca = folder / "sim-ca.pem"
     env = {
         "PATH": os.environ.get("PATH", ""),
         "RUST_LOG": "info",
@@ -43,6 +47,8 @@ def sim_url(tmp_path_factory):
         "SIM_DIGITALOCEAN_TOKEN": DIGITALOCEAN_TOKEN,
         "SIM_OPENSTACK_USER": OPENSTACK_USER,
         "SIM_OPENSTACK_PASSWORD": OPENSTACK_PASSWORD,
+        "SIM_TLS_LISTEN_ADDR": f"127.0.0.1:{tls_port}",
+        "SIM_TLS_CA_OUT": str(ca),
     }
     with open(log, "w") as out:
         process = subprocess.Popen([str(binary)], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -51,12 +57,13 @@ def sim_url(tmp_path_factory):
     while True:
         try:
             urllib.request.urlopen(f"{url}/_sim/stats", timeout=1)
-            break
+            if ca.exists():
+                break
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"vendor-sim did not start; see {log}")
             time.sleep(0.05)
-    yield url
+    yield {"url": url, "tls_url": f"https://127.0.0.1:{tls_port}", "ca": str(ca)}
     process.terminate()
     process.wait(timeout=10)
 

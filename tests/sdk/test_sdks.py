@@ -21,14 +21,14 @@ from conftest import (
 )
 
 
-def live(sim_url, vendor):
-    with urllib.request.urlopen(f"{sim_url}/_sim/stats") as answer:
+def live(sim, vendor):
+    with urllib.request.urlopen(f"{sim['url']}/_sim/stats") as answer:
         return json.load(answer)["vendors"][vendor]["live"]
 
 
-def test_hcloud_creates_gets_lists_by_label_and_deletes(sim_url):
+def test_hcloud_creates_gets_lists_by_label_and_deletes(sim):
     """hcloud (Hetzner's official library): create, get, list by label, delete."""
-    client = HetznerClient(token=HETZNER_TOKEN, api_endpoint=f"{sim_url}/hetzner/v1")
+    client = HetznerClient(token=HETZNER_TOKEN, api_endpoint=f"{sim['url']}/hetzner/v1")
     created = client.servers.create(
         name="sdk-hcloud-1",
         server_type=ServerType(name="cx22"),
@@ -54,14 +54,17 @@ def test_hcloud_creates_gets_lists_by_label_and_deletes(sim_url):
 
     action = client.servers.delete(running)
     assert action.command == "delete_server"
-    assert live(sim_url, "hetzner") == 0
+    assert live(sim, "hetzner") == 0
 
 
-def test_pydo_creates_gets_lists_by_tag_and_deletes(sim_url):
-    """pydo (DigitalOcean's official client): create, get, list by tag, delete."""
-    client = pydo.Client(token=DIGITALOCEAN_TOKEN, endpoint=f"{sim_url}/digitalocean")
-    # pydo refuses a bearer token over plain http unless told otherwise per call.
-    plain = {"enforce_https": False}
+def test_pydo_creates_gets_lists_by_tag_and_deletes(sim):
+    """pydo (DigitalOcean's official client), over HTTPS trusting the simulator's CA:
+    create, get, list by tag, delete."""
+    client = pydo.Client(
+        token=DIGITALOCEAN_TOKEN,
+        endpoint=f"{sim['tls_url']}/digitalocean",
+        connection_verify=sim["ca"],
+    )
     created = client.droplets.create(
         body={
             "name": "sdk-pydo-1",
@@ -70,29 +73,28 @@ def test_pydo_creates_gets_lists_by_tag_and_deletes(sim_url):
             "image": "ubuntu-24-04-x64",
             "tags": ["suite:sdk"],
         },
-        **plain,
     )
     droplet_id = created["droplet"]["id"]
     assert created["droplet"]["status"] == "new"
 
     def active():
-        droplet = client.droplets.get(droplet_id, **plain)["droplet"]
+        droplet = client.droplets.get(droplet_id)["droplet"]
         return droplet if droplet["status"] == "active" else None
 
     droplet = wait_until(active)
     public = [n for n in droplet["networks"]["v4"] if n["type"] == "public"]
     assert public and public[0]["ip_address"].startswith("203.0.")
 
-    listed = client.droplets.list(tag_name="suite:sdk", **plain)
+    listed = client.droplets.list(tag_name="suite:sdk")
     assert [d["id"] for d in listed["droplets"]] == [droplet_id]
     assert listed["meta"]["total"] == 1
 
-    client.droplets.destroy(droplet_id, **plain)
-    assert live(sim_url, "digitalocean") == 0
+    client.droplets.destroy(droplet_id)
+    assert live(sim, "digitalocean") == 0
 
 
 def test_openstacksdk_authenticates_from_clouds_yaml_and_manages_a_server(
-    sim_url, tmp_path, monkeypatch
+    sim, tmp_path, monkeypatch
 ):
     """openstacksdk: a clouds.yaml cloud, then create, get, list, delete a server."""
     clouds = tmp_path / "clouds.yaml"
@@ -100,7 +102,7 @@ def test_openstacksdk_authenticates_from_clouds_yaml_and_manages_a_server(
         "clouds:\n"
         "  sim:\n"
         "    auth:\n"
-        f"      auth_url: {sim_url}/openstack/identity/v3\n"
+        f"      auth_url: {sim['url']}/openstack/identity/v3\n"
         f"      username: {OPENSTACK_USER}\n"
         f"      password: {OPENSTACK_PASSWORD}\n"
         "      project_name: provisioner\n"
@@ -137,4 +139,4 @@ def test_openstacksdk_authenticates_from_clouds_yaml_and_manages_a_server(
 
     conn.compute.delete_server(server)
     conn.compute.wait_for_delete(server, interval=0.2, wait=30)
-    assert live(sim_url, "openstack") == 0
+    assert live(sim, "openstack") == 0

@@ -91,12 +91,20 @@ impl VendorFixture {
     }
 
     /// The plugin manifest pointing at the simulator.
-    fn manifest(&self, sim_url: &str) -> String {
+    /// With `ca`, the simulator is reached over HTTPS and the plugin trusts that CA.
+    fn manifest(&self, sim_url: &str, ca: Option<&Path>) -> String {
         let mut manifest = format!(
-            "vendor = {vendor:?}\ncomponent = {component:?}\nallowed_hosts = [{sim_url:?}]\n\n[config]\n",
+            "vendor = {vendor:?}\ncomponent = {component:?}\nallowed_hosts = [{sim_url:?}]\n",
             vendor = self.vendor,
             component = plugin_component(self.vendor).display().to_string(),
         );
+        if let Some(ca) = ca {
+            manifest.push_str(&format!(
+                "ca_certificates = [{:?}]\n",
+                ca.display().to_string()
+            ));
+        }
+        manifest.push_str("\n[config]\n");
         for (key, value) in self.config {
             manifest.push_str(&format!("{key} = {:?}\n", value.replace("{sim}", sim_url)));
         }
@@ -259,6 +267,8 @@ pub struct StackOptions {
     pub boot_delay: Duration,
     /// The host's first poll delay (and max poll delay: polls are fast in tests).
     pub poll: Duration,
+    /// Whether the plugins reach the simulator over HTTPS (trusting its CA).
+    pub tls: bool,
 }
 
 impl Default for StackOptions {
@@ -266,6 +276,7 @@ impl Default for StackOptions {
         Self {
             boot_delay: Duration::from_millis(500),
             poll: Duration::from_millis(200),
+            tls: false,
         }
     }
 }
@@ -303,12 +314,7 @@ impl Stack {
         let sim_port = free_port();
         let api_port = free_port();
         let sim_url = format!("http://127.0.0.1:{sim_port}");
-        let plugins = dir.join("plugins");
-        std::fs::create_dir_all(&plugins)?;
-        for fixture in VENDORS {
-            let path = plugins.join(format!("{}.toml", fixture.vendor));
-            std::fs::write(path, fixture.manifest(&sim_url))?;
-        }
+        let tls_port = options.tls.then(free_port);
         let mut stack = Self {
             topology: Topology::with_prefix(prefix),
             api_url: format!("http://127.0.0.1:{api_port}"),
@@ -322,15 +328,37 @@ impl Stack {
             api: None,
             cleaned: false,
         };
-        stack.start_sim(sim_port)?;
+        stack.start_sim(sim_port, tls_port)?;
+        // Over TLS the plugins talk to the simulator's HTTPS port and trust its CA, which it
+        // writes once the port is bound.
+        let (plugin_url, ca) = match tls_port {
+            Some(port) => {
+                let ca = stack.dir.join("sim-ca.pem");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !ca.exists() {
+                    if Instant::now() > deadline {
+                        bail!("the simulator wrote no CA certificate\n{}", stack.logs());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (format!("https://127.0.0.1:{port}"), Some(ca))
+            }
+            None => (stack.sim_url.clone(), None),
+        };
+        let plugins = stack.plugins_dir();
+        std::fs::create_dir_all(&plugins)?;
+        for fixture in VENDORS {
+            let path = plugins.join(format!("{}.toml", fixture.vendor));
+            std::fs::write(path, fixture.manifest(&plugin_url, ca.as_deref()))?;
+        }
         stack.start_host()?;
         stack.start_api()?;
         stack.wait_ready().await?;
         Ok(stack)
     }
 
-    fn start_sim(&mut self, port: u16) -> anyhow::Result<()> {
-        let env = [
+    fn start_sim(&mut self, port: u16, tls_port: Option<u16>) -> anyhow::Result<()> {
+        let mut env = vec![
             ("SIM_LISTEN_ADDR", format!("127.0.0.1:{port}")),
             (
                 "SIM_BOOT_DELAY_MS",
@@ -346,6 +374,13 @@ impl Stack {
                 fixture("openstack").secret.1.to_string(),
             ),
         ];
+        if let Some(tls_port) = tls_port {
+            env.push(("SIM_TLS_LISTEN_ADDR", format!("127.0.0.1:{tls_port}")));
+            env.push((
+                "SIM_TLS_CA_OUT",
+                self.dir.join("sim-ca.pem").display().to_string(),
+            ));
+        }
         self.sim = Some(Service::spawn(
             "vendor-sim",
             &binary("vendor-sim"),

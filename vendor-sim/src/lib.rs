@@ -13,6 +13,7 @@
 //! - [`openstack`]: an OpenStack cloud: Keystone v3, Nova v2.1, Glance v2 (`/openstack/...`).
 //! - [`faults`]: the middleware that answers with injected faults in each vendor's shape.
 //! - [`control`]: the simulator's own endpoints (`/_sim/stats`, `/_sim/faults`).
+//! - [`tls`]: the same routes over HTTPS, with a CA made at start-up.
 //! - [`app`] / [`serve`]: the router and the server loop, taking an already-bound listener.
 
 pub mod control;
@@ -21,6 +22,7 @@ pub mod faults;
 pub mod hetzner;
 pub mod openstack;
 pub mod state;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -44,6 +44,13 @@ struct Args {
     /// Seconds a Keystone token stays valid.
     #[arg(long, env = "SIM_OPENSTACK_TOKEN_TTL_SECS", default_value_t = 3600)]
     openstack_token_ttl_secs: u64,
+    /// Also serve every API over HTTPS on this address, with a certificate for
+    /// `localhost` / `127.0.0.1` from a CA made at start-up.
+    #[arg(long, env = "SIM_TLS_LISTEN_ADDR")]
+    tls_listen_addr: Option<String>,
+    /// Where to write that CA's certificate (PEM) for clients to trust.
+    #[arg(long, env = "SIM_TLS_CA_OUT", default_value = "vendor-sim-ca.pem")]
+    tls_ca_out: std::path::PathBuf,
     /// A fault for the first requests, `vendor:kind[:count]` (kinds: rate_limit,
     /// server_error, unavailable, unauthorized, slow); repeatable. More at runtime through
     /// `POST /_sim/faults`.
@@ -69,6 +76,28 @@ async fn main() -> anyhow::Result<()> {
         faults: args.faults,
     }));
     let shutdown = process::shutdown_token();
+    if let Some(addr) = &args.tls_listen_addr {
+        let tls = vendor_sim::tls::generate(vec!["localhost".into(), "127.0.0.1".into()])?;
+        let tls_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding vendor-sim's TLS port to {addr}"))?;
+        // Written after the port is bound: a client that sees the file can connect.
+        std::fs::write(&args.tls_ca_out, &tls.ca_pem).with_context(|| {
+            format!(
+                "writing the CA certificate to {}",
+                args.tls_ca_out.display()
+            )
+        })?;
+        tracing::info!(addr = %tls_listener.local_addr()?, ca = %args.tls_ca_out.display(), "vendor-sim listening over TLS");
+        let app = vendor_sim::app(state.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(vendor_sim::tls::serve(
+            tls_listener,
+            tls.acceptor,
+            app,
+            async move { stop.cancelled().await },
+        ));
+    }
     vendor_sim::serve(listener, state, async move { shutdown.cancelled().await })
         .await
         .context("serving vendor-sim")
