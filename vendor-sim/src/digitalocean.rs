@@ -111,13 +111,7 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    let token = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match token {
+    match crate::bearer_token(request.headers()) {
         Some(token) if token == state.config.digitalocean_token => next.run(request).await,
         _ => error(
             StatusCode::UNAUTHORIZED,
@@ -250,7 +244,7 @@ async fn create_droplet(
         Ok(Json(request)) => request,
         Err(rejection) => return unprocessable(rejection.body_text()),
     };
-    if !crate::hetzner::valid_hostname(&request.name) {
+    if !crate::valid_hostname(&request.name) {
         return unprocessable(format!("{} is not a valid hostname", request.name));
     }
     if !REGIONS.iter().any(|(slug, _)| *slug == request.region) {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -108,7 +108,7 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    match bearer_token(request.headers()) {
+    match crate::bearer_token(request.headers()) {
         Some(token) if token == state.config.hetzner_token => next.run(request).await,
         _ => error(
             StatusCode::UNAUTHORIZED,
@@ -116,13 +116,6 @@ async fn authenticate(
             "unable to authenticate",
         ),
     }
-}
-
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .map(|token| token.trim().to_string())
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
@@ -251,7 +244,7 @@ async fn create_server(
             );
         }
     };
-    if !valid_hostname(&request.name) {
+    if !crate::valid_hostname(&request.name) {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_input",
@@ -321,19 +314,6 @@ async fn create_server(
         "root_password": null,
     });
     (StatusCode::CREATED, Json(body)).into_response()
-}
-
-/// RFC 1123 hostname, as Hetzner requires for server names.
-pub fn valid_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
 }
 
 async fn get_server(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
@@ -507,9 +487,9 @@ mod tests {
     /// Names are hostnames, as Hetzner requires.
     #[test]
     fn hostnames_are_checked() {
-        assert!(valid_hostname("web-1"));
-        assert!(!valid_hostname("-web"));
-        assert!(!valid_hostname("web_1"));
-        assert!(!valid_hostname(""));
+        assert!(crate::valid_hostname("web-1"));
+        assert!(!crate::valid_hostname("-web"));
+        assert!(!crate::valid_hostname("web_1"));
+        assert!(!crate::valid_hostname(""));
     }
 }

@@ -36,6 +36,30 @@ pub use state::{SimConfig, SimState};
 /// The simulator uses it to count servers per key and report duplicates.
 pub const IDEMPOTENCY_LABEL: &str = "provisioner-idempotency-key";
 
+/// The token of an `Authorization: Bearer <token>` header (Hetzner, DigitalOcean).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .map(|token| token.trim().to_string())
+}
+
+/// An RFC 1123 hostname, as the vendors require for server names.
+pub fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
 /// The simulator's router: every vendor API under its own base path, plus `/_sim`.
 pub fn app(state: Arc<SimState>) -> Router {
     Router::new()

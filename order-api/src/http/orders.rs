@@ -51,62 +51,48 @@ impl CreateOrder {
     /// Checks every field and reports all problems at once.
     fn validate(&self) -> Result<(), ApiError> {
         let mut errors = Vec::new();
-        let mut check = |field: &str, value: &str| {
-            if value.trim().is_empty() {
-                errors.push(FieldError {
-                    field: field.into(),
-                    message: "must not be empty".into(),
-                });
-            } else if value.len() > MAX_FIELD_LEN {
-                errors.push(FieldError {
-                    field: field.into(),
-                    message: format!("must be at most {MAX_FIELD_LEN} characters"),
-                });
-            } else if value.trim() != value {
-                errors.push(FieldError {
-                    field: field.into(),
-                    message: "must not start or end with white space".into(),
-                });
-            }
+        let mut reject = |field: &str, message: String| {
+            errors.push(FieldError {
+                field: field.into(),
+                message,
+            })
         };
-        check("vendor", &self.vendor);
-        check("region", &self.region);
-        check("size", &self.size);
-        check("image", &self.image);
-        check("name", &self.name);
+        for (field, value) in [
+            ("vendor", &self.vendor),
+            ("region", &self.region),
+            ("size", &self.size),
+            ("image", &self.image),
+            ("name", &self.name),
+        ] {
+            if value.trim().is_empty() {
+                reject(field, "must not be empty".into());
+            } else if value.len() > MAX_FIELD_LEN {
+                reject(field, format!("must be at most {MAX_FIELD_LEN} characters"));
+            } else if value.trim() != value {
+                reject(field, "must not start or end with white space".into());
+            }
+        }
         if self
             .user_data
             .as_ref()
             .is_some_and(|u| u.len() > MAX_USER_DATA)
         {
-            errors.push(FieldError {
-                field: "user_data".into(),
-                message: format!("must be at most {MAX_USER_DATA} bytes"),
-            });
+            reject(
+                "user_data",
+                format!("must be at most {MAX_USER_DATA} bytes"),
+            );
         }
         if self.labels.len() > MAX_LABELS {
-            errors.push(FieldError {
-                field: "labels".into(),
-                message: format!("at most {MAX_LABELS} labels"),
-            });
+            reject("labels", format!("at most {MAX_LABELS} labels"));
         }
         if self.labels.keys().any(|k| k.trim().is_empty()) {
-            errors.push(FieldError {
-                field: "labels".into(),
-                message: "label keys must not be empty".into(),
-            });
+            reject("labels", "label keys must not be empty".into());
         }
         if self.ssh_keys.len() > MAX_SSH_KEYS {
-            errors.push(FieldError {
-                field: "ssh_keys".into(),
-                message: format!("at most {MAX_SSH_KEYS} keys"),
-            });
+            reject("ssh_keys", format!("at most {MAX_SSH_KEYS} keys"));
         }
         if self.ssh_keys.iter().any(|k| k.trim().is_empty()) {
-            errors.push(FieldError {
-                field: "ssh_keys".into(),
-                message: "keys must not be empty".into(),
-            });
+            reject("ssh_keys", "keys must not be empty".into());
         }
         if errors.is_empty() {
             Ok(())
