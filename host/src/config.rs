@@ -7,6 +7,7 @@ use clap::Parser;
 use provisioner_contract::amqp::AmqpArgs;
 
 use crate::provision::PollPolicy;
+use crate::runtime::RuntimeLimits;
 
 /// Consumes creation requests from RabbitMQ and drives the vendors' provider plugins.
 #[derive(Debug, Clone, Parser)]
@@ -38,6 +39,13 @@ pub struct HostConfig {
     /// to RabbitMQ (another host adopts them).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Plugin calls that may run at once (all plugins together): the slots of the
+    /// instance pool. Orders waiting between polls hold none; a call beyond waits.
+    #[arg(long, env = "PLUGIN_CONCURRENT_CALLS", default_value_t = 1_000)]
+    pub plugin_concurrent_calls: u32,
+    /// The most linear memory a manifest may give one call (`limits.memory_mib`).
+    #[arg(long, env = "PLUGIN_MAX_MEMORY_MIB", default_value_t = 256)]
+    pub plugin_max_memory_mib: u32,
     /// This host's name in announcements and the broker's connection list (default: the
     /// machine's host name; give each host on one machine its own).
     #[arg(long, env = "HOST_ID")]
@@ -51,6 +59,14 @@ impl HostConfig {
             initial_delay: Duration::from_millis(self.poll_initial_ms),
             max_delay: Duration::from_millis(self.poll_max_ms.max(self.poll_initial_ms)),
             budget: Duration::from_secs(self.provision_timeout_secs),
+        }
+    }
+
+    /// The plugin runtime's limits the flags describe.
+    pub fn runtime_limits(&self) -> RuntimeLimits {
+        RuntimeLimits {
+            concurrent_calls: self.plugin_concurrent_calls,
+            max_memory_mib: self.plugin_max_memory_mib,
         }
     }
 

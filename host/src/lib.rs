@@ -7,6 +7,8 @@
 //! - [`manifest`]: plugin manifests (TOML): vendor, component, grants, limits.
 //! - [`bindings`]: the host side of the `provisioner:provider` WIT world (`wit/`).
 //! - [`grants`]: outbound HTTP grant patterns (exact, `*.domain`, `*` scheme/port).
+//! - [`outbound`]: the pooled HTTP/HTTPS client plugins' requests go through, with each
+//!   plugin's TLS trust.
 //! - [`sandbox`]: per-call store state, host imports, the outbound grant check, the memory
 //!   cap.
 //! - [`runtime`]: the engine, plugin loading, one call = one fresh store.
@@ -20,6 +22,7 @@ pub mod catalog;
 pub mod config;
 pub mod grants;
 pub mod manifest;
+pub mod outbound;
 pub mod provision;
 pub mod runtime;
 pub mod sandbox;

@@ -16,7 +16,10 @@ use provisioner_host::worker::{self, WorkerSettings};
 async fn main() -> anyhow::Result<()> {
     process::init_logging();
     let config = HostConfig::parse();
-    let runtime = Arc::new(PluginRuntime::new().context("starting the plugin runtime")?);
+    let runtime = Arc::new(
+        PluginRuntime::with_limits(config.runtime_limits())
+            .context("starting the plugin runtime")?,
+    );
     let mut catalog = Catalog::new(runtime, config.plugins_dir.clone());
     catalog.rescan().await?;
     if catalog.plugins().is_empty() {

@@ -4,6 +4,12 @@
 //! Calls are async (`call_async` under the hood) and the engine's epoch ticks every 10 ms;
 //! a running plugin yields to the executor at each tick, so a busy plugin cannot starve
 //! other orders and the per-call timeout can always fire. No instance outlives its call.
+//!
+//! Instances come from wasmtime's pooling allocator: memories, tables, instance data and
+//! async stacks are reserved once at start-up and reused call after call (copy-on-write
+//! memory images), so instantiating costs no `mmap` and no page faults for the module's
+//! data. The pool has [`RuntimeLimits::concurrent_calls`] slots; a call beyond them waits
+//! for a slot (it does not fail), and its time budget starts once it has one.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use uuid::Uuid;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::bindings::exports::provisioner::provider::provider::Guest;
 use crate::bindings::provisioner::provider::types::{
@@ -20,6 +26,7 @@ use crate::bindings::provisioner::provider::types::{
 };
 use crate::bindings::{ProviderPlugin, ProviderPluginPre};
 use crate::manifest::{Limits, Manifest};
+use crate::outbound::{OutboundClient, tls_trusting};
 use crate::sandbox::{Grants, PluginState};
 
 /// How often the engine's epoch advances.
@@ -65,20 +72,14 @@ pub enum CallError {
     },
 }
 
-/// The TLS trust of a plugin whose manifest adds CA certificates; `None` without any.
-fn load_trust(
-    manifest: &Manifest,
-    manifest_path: &Path,
-) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+/// The outbound client of a plugin: its TLS trust is the public web PKI plus the CA
+/// certificates its manifest names.
+fn outbound_client(manifest: &Manifest, manifest_path: &Path) -> anyhow::Result<OutboundClient> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
-    let paths = manifest.ca_certificate_paths(manifest_path);
-    if paths.is_empty() {
-        return Ok(None);
-    }
     let mut certificates = Vec::new();
-    for path in paths {
+    for path in manifest.ca_certificate_paths(manifest_path) {
         let found: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
             .and_then(|certs| certs.collect::<Result<_, _>>())
             .map_err(|e| anyhow::anyhow!("{e:?}"))
@@ -98,9 +99,9 @@ fn load_trust(
         }
         certificates.extend(found);
     }
-    let config = crate::sandbox::tls_trusting(certificates)
+    let tls = tls_trusting(certificates)
         .with_context(|| format!("the CA certificates named by {}", manifest_path.display()))?;
-    Ok(Some(config))
+    Ok(OutboundClient::new(tls))
 }
 
 /// wasmtime's own error type, as an `anyhow` error for context chains.
@@ -108,19 +109,69 @@ fn wasm<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
     result.map_err(anyhow::Error::from)
 }
 
+/// Host-wide limits of the plugin runtime.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeLimits {
+    /// Plugin calls that may run at once, over all plugins: the pooling allocator's slots.
+    /// Waiting orders hold no slot (between polls no instance exists), so this bounds the
+    /// calls in progress, not the orders in flight.
+    pub concurrent_calls: u32,
+    /// The largest `limits.memory_mib` a manifest may ask for; every slot reserves room for
+    /// it.
+    pub max_memory_mib: u32,
+}
+
+impl Default for RuntimeLimits {
+    fn default() -> Self {
+        Self {
+            concurrent_calls: 1_000,
+            max_memory_mib: 256,
+        }
+    }
+}
+
+/// Core instances one plugin instance may need: a Rust component built for
+/// `wasm32-wasip2` has its main module plus a few adapter shims.
+const CORE_INSTANCES_PER_CALL: u32 = 8;
+/// Linear memories one plugin instance may need.
+const MEMORIES_PER_CALL: u32 = 2;
+/// Tables one plugin instance may need.
+const TABLES_PER_CALL: u32 = 4;
+
 /// The process-wide engine and linker every plugin shares.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<PluginState>,
+    limits: RuntimeLimits,
+    slots: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
 impl PluginRuntime {
-    /// Builds the engine (epoch interruption on) and the linker with WASI, wasi:http and
-    /// the host interface.
+    /// [`PluginRuntime::with_limits`] with the default limits.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_limits(RuntimeLimits::default())
+    }
+
+    /// Builds the engine (epoch interruption on, pooling allocator sized by `limits`) and
+    /// the linker with WASI, wasi:http and the host interface.
+    pub fn with_limits(limits: RuntimeLimits) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            limits.concurrent_calls > 0,
+            "the plugin runtime needs at least one concurrent call"
+        );
+        let calls = limits.concurrent_calls;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(calls)
+            .total_core_instances(calls.saturating_mul(CORE_INSTANCES_PER_CALL))
+            .total_memories(calls.saturating_mul(MEMORIES_PER_CALL))
+            .total_tables(calls.saturating_mul(TABLES_PER_CALL))
+            .total_stacks(calls)
+            .max_memory_size(limits.max_memory_mib as usize * 1024 * 1024);
         let mut config = Config::new();
-        config.epoch_interruption(true);
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = wasm(Engine::new(&config)).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasm(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
@@ -137,6 +188,8 @@ impl PluginRuntime {
         Ok(Self {
             engine,
             linker,
+            limits,
+            slots: Arc::new(tokio::sync::Semaphore::new(calls as usize)),
             _ticker: ticker,
         })
     }
@@ -145,6 +198,15 @@ impl PluginRuntime {
     /// is. The answer must match the manifest's vendor.
     pub async fn load(&self, manifest_path: &Path) -> anyhow::Result<Plugin> {
         let manifest = Manifest::load(manifest_path)?;
+        if manifest.limits.memory_mib > self.limits.max_memory_mib {
+            anyhow::bail!(
+                "{}: limits.memory_mib = {} is more than this host allows a plugin ({} MiB, \
+                 --plugin-max-memory-mib)",
+                manifest_path.display(),
+                manifest.limits.memory_mib,
+                self.limits.max_memory_mib
+            );
+        }
         let component_path = manifest.component_path(manifest_path);
         let component =
             wasm(Component::from_file(&self.engine, &component_path)).with_context(|| {
@@ -177,17 +239,18 @@ impl PluginRuntime {
                 ),
             }
         }
-        let tls = load_trust(&manifest, manifest_path)?;
+        let client = outbound_client(&manifest, manifest_path)?;
         let grants = Arc::new(Grants {
             vendor: manifest.vendor.clone(),
             config: manifest.config.clone(),
             secrets,
             origins: manifest.grants(),
             memory_bytes: manifest.limits.memory_bytes(),
-            tls,
+            client,
         });
         let mut plugin = Plugin {
             engine: self.engine.clone(),
+            slots: self.slots.clone(),
             pre,
             grants,
             limits: manifest.limits.clone(),
@@ -218,6 +281,7 @@ impl PluginRuntime {
 /// A loaded plugin: its pre-instantiated component, grants and limits.
 pub struct Plugin {
     engine: Engine,
+    slots: Arc<tokio::sync::Semaphore>,
     pre: ProviderPluginPre<PluginState>,
     grants: Arc<Grants>,
     limits: Limits,
@@ -248,6 +312,13 @@ impl Plugin {
         run: impl AsyncFnOnce(&Guest, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let budget = self.limits.call_timeout();
+        // A slot of the instance pool; released after the store (declared first, dropped
+        // last).
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the runtime never closes its slots");
         let mut store = Store::new(
             &self.engine,
             PluginState::new(self.grants.clone(), order_id),

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::bindings::provisioner::provider::host::{self, LogLevel};
 use crate::grants::{Origin, OriginPattern, is_granted};
+use crate::outbound::OutboundClient;
 
 /// What one plugin is granted, resolved once at load.
 #[derive(Debug)]
@@ -31,28 +32,8 @@ pub struct Grants {
     pub origins: Vec<OriginPattern>,
     /// Linear memory one call may use.
     pub memory_bytes: usize,
-    /// The TLS trust for HTTPS when the manifest adds CA certificates (the public web PKI
-    /// plus those); `None` uses the public web PKI alone.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-/// A TLS client configuration trusting the public web PKI and `extra` CA certificates.
-pub fn tls_trusting(
-    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
-) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
-    for certificate in extra {
-        roots.add(certificate)?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+    /// The pooled client outbound requests go through, with the plugin's TLS trust.
+    pub client: OutboundClient,
 }
 
 /// The state of one store: one plugin call.
@@ -219,96 +200,7 @@ impl WasiHttpHooks for OutboundGrant {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         _ = fut;
-        let https = request.uri().scheme_str() == Some("https");
-        match (&self.grants.tls, https) {
-            (Some(tls), true) => Box::new(send_with_trust(request, options, tls.clone())),
-            _ => Box::new(async move {
-                use http_body_util::BodyExt;
-                let (response, io) =
-                    wasmtime_wasi_http::default_send_request(request, options).await?;
-                Ok((
-                    response.map(BodyExt::boxed_unsync),
-                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
-                ))
-            }),
-        }
+        let client = self.grants.client.clone();
+        Box::new(async move { client.send(request, options).await })
     }
-}
-
-/// The connection's driver, as wasi:http wants it back.
-type ConnectionFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
-
-/// An HTTPS request with the plugin's own trust (the public web PKI plus the manifest's CA
-/// certificates). Mirrors wasmtime-wasi-http's default sender, whose trust is fixed.
-async fn send_with_trust(
-    mut request: http::Request<wasmtime_wasi_http::WasiBody>,
-    options: Option<wasmtime_wasi_http::RequestOptions>,
-    tls: Arc<rustls::ClientConfig>,
-) -> Result<
-    (
-        http::Response<wasmtime_wasi_http::WasiBody>,
-        ConnectionFuture,
-    ),
-    wasmtime_wasi_http::Error,
-> {
-    use http_body_util::BodyExt;
-    use wasmtime_wasi_http::Error;
-
-    let no_timeout = std::time::Duration::from_secs(600);
-    let connect_timeout = options
-        .as_ref()
-        .and_then(|o| o.connect_timeout)
-        .unwrap_or(no_timeout);
-    let first_byte_timeout = options
-        .as_ref()
-        .and_then(|o| o.first_byte_timeout)
-        .unwrap_or(no_timeout);
-    let uri = request.uri().clone();
-    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
-    let port = uri.port_u16().unwrap_or(443);
-    // IPv6 literals come bracketed in URIs; names and the socket address want them bare.
-    let bare_host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let tcp = tokio::time::timeout(
-        connect_timeout,
-        tokio::net::TcpStream::connect((bare_host.as_str(), port)),
-    )
-    .await
-    .map_err(|_| Error::ConnectionTimeout)?
-    .map_err(Error::Connect)?;
-    let name = rustls::pki_types::ServerName::try_from(bare_host)
-        .map_err(|_| Error::HttpRequestUriInvalid)?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(Error::Tls)?;
-    let (mut sender, connection) = tokio::time::timeout(
-        connect_timeout,
-        hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(stream)),
-    )
-    .await
-    .map_err(|_| Error::ConnectionTimeout)?
-    .map_err(Error::from)?;
-    // The connection runs beside the request until the response body is read.
-    let driver = tokio::spawn(connection);
-    // On the wire the request line carries only the path (no proxy here).
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
-    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
-        .await
-        .map_err(|_| Error::ConnectionReadTimeout)?
-        .map_err(Error::from)?;
-    let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
-    let io: ConnectionFuture = Box::new(async move {
-        match driver.await {
-            Ok(result) => result.map_err(Error::from),
-            Err(_) => Ok(()),
-        }
-    });
-    Ok((response, io))
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use provisioner_host::catalog::Catalog;
 use provisioner_host::provision::fault;
-use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
+use provisioner_host::runtime::{CallError, Plugin, PluginRuntime, RuntimeLimits};
 use provisioner_tests::{plugin_component, test_plugin_component};
 
 use provisioner_host::bindings::provisioner::provider::types::ServerRequest;
@@ -285,5 +285,47 @@ async fn unreadable_ca_certificates_are_refused_at_load() -> anyhow::Result<()> 
         let error = runtime.load(&path).await.err().expect("refused");
         assert!(format!("{error:#}").contains(ca), "{error:#}");
     }
+    Ok(())
+}
+
+/// Calls beyond the instance pool's slots wait for a slot instead of failing: six calls
+/// that each sleep to their budget on a runtime with two slots all end `plugin_timeout`
+/// (none `plugin_trap` from an exhausted pool), and the plugin answers afterwards.
+#[tokio::test]
+async fn calls_beyond_the_pool_wait_for_a_slot() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::with_limits(RuntimeLimits {
+        concurrent_calls: 2,
+        ..RuntimeLimits::default()
+    })?;
+    let plugin = hostile(&runtime, "sleep", "call_timeout_ms = 300").await?;
+    let request = request();
+    let calls = (0..6).map(|_| plugin.create_server(uuid::Uuid::nil(), &request));
+    for outcome in futures_util::future::join_all(calls).await {
+        match outcome {
+            Err(error @ CallError::Timeout { .. }) => {
+                assert_eq!(fault(&error).code, "plugin_timeout")
+            }
+            other => panic!("expected plugin_timeout, got {other:?}"),
+        }
+    }
+    plugin.validate(&request).await?;
+    Ok(())
+}
+
+/// A manifest asking for more memory per call than the host's pool allows is refused at
+/// load, naming the file and the limit.
+#[tokio::test]
+async fn memory_beyond_the_hosts_maximum_is_refused_at_load() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::with_limits(RuntimeLimits {
+        max_memory_mib: 32,
+        ..RuntimeLimits::default()
+    })?;
+    let error = hostile(&runtime, "none", "memory_mib = 64")
+        .await
+        .err()
+        .expect("refused");
+    let message = format!("{error:#}");
+    assert!(message.contains("hostile-none.toml"), "{message}");
+    assert!(message.contains("memory_mib = 64"), "{message}");
     Ok(())
 }
