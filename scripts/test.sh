@@ -18,5 +18,8 @@ scripts/check-compose.sh
 echo "==> tests"
 cargo test --workspace
 
+echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
+target/debug/bench --profile debug in-flight --orders 200 --boot-secs 5 --hold-secs 5
+
 echo "==> simulator fidelity: the vendors' official SDKs against vendor-sim"
 target/sdk-venv/bin/pytest tests/sdk -q -p no:cacheprovider

@@ -1,4 +1,7 @@
-//! Process plumbing every program shares: logging set-up and the shutdown signal.
+//! Process plumbing every program shares: logging set-up, the shutdown signal, and a
+//! watch on the async runtime's responsiveness.
+
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -47,4 +50,36 @@ pub async fn signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// How often [`watch_stalls`] checks the runtime.
+const STALL_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A timer later than this means the runtime was stalled.
+pub const STALL_THRESHOLD: Duration = Duration::from_secs(1);
+
+/// Warns whenever the async runtime was too busy (or blocked) to fire a timer within
+/// [`STALL_THRESHOLD`] of its deadline: when that happens, AMQP heartbeats, poll timers
+/// and HTTP answers are late too. The warning reads `runtime stalled` with the lateness
+/// in milliseconds (`late_ms`), so operators and the benchmarks can find it.
+pub fn watch_stalls(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut expected = Instant::now() + STALL_PROBE_INTERVAL;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(expected.into()) => {}
+            }
+            let now = Instant::now();
+            let late = now.saturating_duration_since(expected);
+            if late >= STALL_THRESHOLD {
+                tracing::warn!(
+                    late_ms = late.as_millis() as u64,
+                    "runtime stalled: timers fired {} ms late; AMQP heartbeats may be late too",
+                    late.as_millis()
+                );
+            }
+            expected = now + STALL_PROBE_INTERVAL;
+        }
+    });
 }

@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (plugins, watcher) = tokio::sync::watch::channel(catalog.plugins());
     let shutdown = process::shutdown_token();
+    process::watch_stalls(shutdown.clone());
     tokio::spawn(catalog::watch(
         catalog,
         Duration::from_millis(config.plugins_rescan_ms.max(100)),

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP API to {}", config.listen_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "order-api listening");
     let shutdown = process::shutdown_token();
+    process::watch_stalls(shutdown.clone());
     order_api::serve(config, listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())

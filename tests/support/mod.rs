@@ -92,7 +92,7 @@ impl VendorFixture {
 
     /// The plugin manifest pointing at the simulator.
     /// With `ca`, the simulator is reached over HTTPS and the plugin trusts that CA.
-    fn manifest(&self, sim_url: &str, ca: Option<&Path>) -> String {
+    fn manifest(&self, sim_url: &str, ca: Option<&Path>, max_in_flight: u16) -> String {
         let mut manifest = format!(
             "vendor = {vendor:?}\ncomponent = {component:?}\nallowed_hosts = [{sim_url:?}]\n",
             vendor = self.vendor,
@@ -108,7 +108,7 @@ impl VendorFixture {
         for (key, value) in self.config {
             manifest.push_str(&format!("{key} = {:?}\n", value.replace("{sim}", sim_url)));
         }
-        manifest.push_str("\n[limits]\nmax_in_flight = 1000\n");
+        manifest.push_str(&format!("\n[limits]\nmax_in_flight = {max_in_flight}\n"));
         manifest.push_str(&format!(
             "\n[secrets]\n{} = {:?}\n",
             self.secret.0,
@@ -149,13 +149,19 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// A built binary of the workspace; fails with what to run when it is missing.
-pub fn binary(name: &str) -> PathBuf {
-    let path = target_dir().join("debug").join(name);
+/// A built binary of the workspace in `profile` (`debug` or `release`); fails with what to
+/// run when it is missing.
+pub fn binary(profile: &str, name: &str) -> PathBuf {
+    let path = target_dir().join(profile).join(name);
+    let flag = if profile == "release" {
+        " --release"
+    } else {
+        ""
+    };
     assert!(
         path.exists(),
-        "{} is missing: build the binaries first with `cargo build --workspace --bins` \
-         (scripts/test.sh does all the set-up)",
+        "{} is missing: build the binaries first with `cargo build{flag} --workspace --bins` \
+         (scripts/test.sh and scripts/bench.sh do all the set-up)",
         path.display()
     );
     path
@@ -265,10 +271,18 @@ impl Service {
 pub struct StackOptions {
     /// How long simulated servers take to boot.
     pub boot_delay: Duration,
-    /// The host's first poll delay (and max poll delay: polls are fast in tests).
+    /// The host's first poll delay.
     pub poll: Duration,
+    /// The host's longest poll delay (`None`: the same as `poll`, fast polls for tests).
+    pub poll_max: Option<Duration>,
     /// Whether the plugins reach the simulator over HTTPS (trusting its CA).
     pub tls: bool,
+    /// Every plugin manifest's `limits.max_in_flight`.
+    pub max_in_flight: u16,
+    /// Which build of the binaries runs: `debug` (tests) or `release` (benchmarks).
+    pub profile: &'static str,
+    /// Extra environment for the host (later entries override the stack's own).
+    pub host_env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -276,7 +290,11 @@ impl Default for StackOptions {
         Self {
             boot_delay: Duration::from_millis(500),
             poll: Duration::from_millis(200),
+            poll_max: None,
             tls: false,
+            max_in_flight: 1000,
+            profile: "debug",
+            host_env: Vec::new(),
         }
     }
 }
@@ -347,9 +365,11 @@ impl Stack {
         };
         let plugins = stack.plugins_dir();
         std::fs::create_dir_all(&plugins)?;
+        let max_in_flight = stack.options.max_in_flight;
         for fixture in VENDORS {
             let path = plugins.join(format!("{}.toml", fixture.vendor));
-            std::fs::write(path, fixture.manifest(&plugin_url, ca.as_deref()))?;
+            let manifest = fixture.manifest(&plugin_url, ca.as_deref(), max_in_flight);
+            std::fs::write(path, manifest)?;
         }
         stack.start_host()?;
         stack.start_api()?;
@@ -383,7 +403,7 @@ impl Stack {
         }
         self.sim = Some(Service::spawn(
             "vendor-sim",
-            &binary("vendor-sim"),
+            &binary(self.options.profile, "vendor-sim"),
             &env,
             self.dir.join("sim.log"),
         )?);
@@ -393,6 +413,12 @@ impl Stack {
     /// Starts (or restarts) the host.
     pub fn start_host(&mut self) -> anyhow::Result<()> {
         let poll = self.options.poll.as_millis().to_string();
+        let poll_max = self
+            .options
+            .poll_max
+            .unwrap_or(self.options.poll)
+            .as_millis()
+            .to_string();
         let variables: Vec<String> = VENDORS.iter().map(VendorFixture::secret_variable).collect();
         let mut env = vec![
             ("AMQP_URL", AMQP_URL.to_string()),
@@ -401,16 +427,19 @@ impl Stack {
                 "PLUGINS_DIR",
                 self.dir.join("plugins").display().to_string(),
             ),
-            ("POLL_INITIAL_MS", poll.clone()),
-            ("POLL_MAX_MS", poll),
+            ("POLL_INITIAL_MS", poll),
+            ("POLL_MAX_MS", poll_max),
             ("PLUGINS_RESCAN_MS", "200".to_string()),
         ];
         for (fixture, variable) in VENDORS.iter().zip(&variables) {
             env.push((variable.as_str(), fixture.secret.1.to_string()));
         }
+        for (key, value) in &self.options.host_env {
+            env.push((key.as_str(), value.clone()));
+        }
         self.host = Some(Service::spawn(
             "provisioner-host",
-            &binary("provisioner-host"),
+            &binary(self.options.profile, "provisioner-host"),
             &env,
             self.dir.join("host.log"),
         )?);
@@ -430,7 +459,7 @@ impl Stack {
         ];
         self.api = Some(Service::spawn(
             "order-api",
-            &binary("order-api"),
+            &binary(self.options.profile, "order-api"),
             &env,
             self.dir.join("api.log"),
         )?);
@@ -445,6 +474,11 @@ impl Stack {
     /// The host's process id, while it runs.
     pub fn host_pid(&self) -> Option<u32> {
         self.host.as_ref().and_then(|host| host.child.id())
+    }
+
+    /// The host's whole log so far.
+    pub fn host_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("host.log")).unwrap_or_default()
     }
 
     /// SIGKILLs the host.

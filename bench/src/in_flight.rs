@@ -1,0 +1,441 @@
+//! Slow vendors in flight: one host, a simulator whose servers take `--boot-secs` to boot,
+//! and `--orders` creations kept in flight (spread over the three vendors).
+//!
+//! The run has three phases:
+//! 1. **ramp**: post `--orders` orders (with `--post-concurrency` requests at a time);
+//! 2. **hold**: keep that many orders outstanding (a new order for every server that came
+//!    up) while the host holds them; after one boot time of warm-up, count the servers
+//!    that come up during `--hold-secs`: that is the throughput, beside the ideal
+//!    `orders / boot time`;
+//! 3. **drain**: stop ordering and wait until every accepted order is `active`.
+//!
+//! Throughout, it samples how many servers boot at once at the vendor (the creations in
+//! flight), the host's resident memory, CPU and threads. The host connects with a 5 s
+//! AMQP heartbeat, so a runtime too busy to send heartbeats would lose its connection:
+//! the summary counts the host's broker reconnects and its `runtime stalled` warnings
+//! (timers more than a second late).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use provisioner_tests::{AMQP_URL, Stack, StackOptions, VENDORS};
+use serde_json::Value;
+
+use crate::probe::{self, ProcessSample};
+use crate::report::{Progress, Summary, Target};
+
+/// The in-flight benchmark's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Orders kept in flight.
+    #[arg(long, default_value_t = 10_000)]
+    orders: usize,
+    /// Seconds a simulated server takes to boot.
+    #[arg(long, default_value_t = 30)]
+    boot_secs: u64,
+    /// Seconds of steady state over which throughput is measured.
+    #[arg(long, default_value_t = 60)]
+    hold_secs: u64,
+    /// POST requests in flight at once while ordering.
+    #[arg(long, default_value_t = 64)]
+    post_concurrency: usize,
+}
+
+/// The AMQP heartbeat the host runs with here (RabbitMQ's default is 60 s).
+const HEARTBEAT_SECS: u64 = 5;
+
+/// What the simulator says about all vendors together.
+#[derive(Debug, Clone, Copy, Default)]
+struct VendorTotals {
+    booting: u64,
+    live: u64,
+    created: u64,
+    duplicates: u64,
+}
+
+impl VendorTotals {
+    /// Servers that finished booting.
+    fn running(&self) -> u64 {
+        self.live - self.booting
+    }
+}
+
+async fn vendor_totals(stack: &Stack) -> anyhow::Result<VendorTotals> {
+    let mut totals = VendorTotals::default();
+    for fixture in VENDORS {
+        let stats = stack.sim_stats_of(fixture.vendor).await?;
+        let count = |key: &str| stats[key].as_u64().unwrap_or(0);
+        totals.booting += count("booting");
+        totals.live += count("live");
+        totals.created += count("created_total");
+        totals.duplicates += stats["duplicates"]
+            .as_object()
+            .map_or(0, |duplicates| duplicates.len() as u64);
+    }
+    Ok(totals)
+}
+
+/// Posts orders (round-robin over the vendors) until `posted` reaches `target`.
+struct Orderer {
+    target: Arc<AtomicUsize>,
+    posted: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Orderer {
+    fn start(stack: &Stack, concurrency: usize, target: usize) -> Self {
+        let target = Arc::new(AtomicUsize::new(target));
+        let posted = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let workers = (0..concurrency)
+            .map(|_| {
+                let (http, url) = (stack.http.clone(), format!("{}/v1/orders", stack.api_url));
+                let (target, posted, refused) = (target.clone(), posted.clone(), refused.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let claimed = posted.fetch_add(1, Ordering::SeqCst);
+                        if claimed >= target.load(Ordering::SeqCst) {
+                            posted.fetch_sub(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                        let fixture = &VENDORS[claimed % VENDORS.len()];
+                        let body = fixture.order_body(&format!("bench-{claimed}"));
+                        let accepted = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .is_ok_and(|response| response.status() == 202);
+                        if !accepted {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            target,
+            posted,
+            refused,
+            workers,
+        }
+    }
+
+    fn posted(&self) -> usize {
+        self.posted.load(Ordering::SeqCst)
+    }
+
+    fn set_target(&self, target: usize) {
+        self.target.fetch_max(target, Ordering::SeqCst);
+    }
+
+    /// Stops ordering; returns (posted, refused).
+    async fn stop(self) -> (usize, usize) {
+        let posted = self.posted.load(Ordering::SeqCst);
+        self.target.store(posted, Ordering::SeqCst);
+        // Let requests already sent finish.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for worker in &self.workers {
+            worker.abort();
+        }
+        (
+            self.posted.load(Ordering::SeqCst),
+            self.refused.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// How many orders have `status`, paging through `GET /v1/orders`.
+async fn count_orders(stack: &Stack, status: &str) -> anyhow::Result<u64> {
+    let mut count = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/orders?status={status}&limit=200", stack.api_url);
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: Value = stack
+            .http
+            .get(&url)
+            .send()
+            .await
+            .context("GET /v1/orders")?
+            .json()
+            .await?;
+        count += page["orders"].as_array().map_or(0, Vec::len) as u64;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return Ok(count),
+        }
+    }
+}
+
+/// What the host's log says about its connection and its runtime.
+struct HostHealth {
+    reconnects: u64,
+    stalls: u64,
+    worst_stall_ms: u64,
+}
+
+fn host_health(log: &str) -> HostHealth {
+    let connects = log.matches("connected to RabbitMQ").count() as u64;
+    let stall_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("runtime stalled"))
+        .collect();
+    let worst_stall_ms = stall_lines
+        .iter()
+        .filter_map(|line| {
+            let after = line.split("late_ms=").nth(1)?;
+            after
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    HostHealth {
+        reconnects: connects.saturating_sub(1),
+        stalls: stall_lines.len() as u64,
+        worst_stall_ms,
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
+    let boot = Duration::from_secs(args.boot_secs);
+    let max_in_flight = u16::try_from(args.orders.max(1)).unwrap_or(u16::MAX);
+    let stack = Stack::start(StackOptions {
+        boot_delay: boot,
+        poll: Duration::from_millis(500),
+        poll_max: Some(Duration::from_secs(5)),
+        max_in_flight,
+        profile,
+        host_env: vec![(
+            "AMQP_URL".into(),
+            format!("{AMQP_URL}?heartbeat={HEARTBEAT_SECS}"),
+        )],
+        ..StackOptions::default()
+    })
+    .await?;
+    let outcome = measure(&stack, &args, boot).await;
+    if outcome.is_ok() {
+        stack.cleanup().await;
+    }
+    outcome
+}
+
+async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<Summary> {
+    let host_pid = stack.host_pid().context("the host is not running")?;
+    let mut progress = Progress::new();
+    let started = Instant::now();
+    let orderer = Orderer::start(stack, args.post_concurrency, args.orders);
+    let mut peak_booting = 0u64;
+    let mut peak_threads = 0u64;
+    let mut host = ProcessSample::default();
+    let mut ramp_done: Option<Instant> = None;
+    let mut window: Option<(Instant, u64)> = None;
+    let mut throughput = None;
+    let warm_up = boot + Duration::from_secs(5);
+    let hold = Duration::from_secs(args.hold_secs);
+
+    // Ramp and hold.
+    while throughput.is_none() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let totals = vendor_totals(stack).await?;
+        host = probe::sample(host_pid).context("the host exited")?;
+        peak_booting = peak_booting.max(totals.booting);
+        peak_threads = peak_threads.max(host.threads);
+        let posted = orderer.posted();
+        if ramp_done.is_none() && posted >= args.orders {
+            ramp_done = Some(Instant::now());
+        }
+        // Keep `orders` outstanding: one new order per server that came up.
+        orderer.set_target(args.orders + totals.running() as usize);
+        let phase = match (ramp_done, window) {
+            (None, _) => "ramp",
+            (Some(done), None) if done.elapsed() < warm_up => "warm-up",
+            (Some(_), None) => {
+                window = Some((Instant::now(), totals.running()));
+                "hold"
+            }
+            (Some(_), Some((opened, running_then))) => {
+                if opened.elapsed() >= hold {
+                    let came_up = totals.running() - running_then;
+                    throughput = Some(came_up as f64 / opened.elapsed().as_secs_f64());
+                }
+                "hold"
+            }
+        };
+        progress.update(&format!(
+            "[{:>4}s] {phase}: posted {posted} · booting at the vendor {} (peak {peak_booting}) · running {} · host RSS {:.0} MiB, {} threads",
+            started.elapsed().as_secs(),
+            totals.booting,
+            totals.running(),
+            host.rss_mib,
+            host.threads,
+        ));
+        if started.elapsed() > warm_up + hold + Duration::from_secs(600) {
+            bail!(
+                "the benchmark did not reach its hold phase\n{}",
+                stack.logs()
+            );
+        }
+    }
+
+    // Drain.
+    let (posted, refused) = orderer.stop().await;
+    let accepted = (posted - refused) as u64;
+    let drain_deadline = Instant::now() + boot + Duration::from_secs(180);
+    let active = loop {
+        let totals = vendor_totals(stack).await?;
+        if let Some(sample) = probe::sample(host_pid) {
+            host = sample;
+        }
+        peak_booting = peak_booting.max(totals.booting);
+        progress.update(&format!(
+            "[{:>4}s] drain: accepted {accepted} · made {} · booting {}",
+            started.elapsed().as_secs(),
+            totals.created,
+            totals.booting
+        ));
+        if totals.created >= accepted && totals.booting == 0 {
+            let active = count_orders(stack, "active").await?;
+            if active >= accepted {
+                break active;
+            }
+        }
+        if Instant::now() > drain_deadline {
+            let active = count_orders(stack, "active").await?;
+            bail!(
+                "only {active} of {accepted} accepted orders became active\n{}",
+                stack.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    };
+    progress.finish();
+    let totals = vendor_totals(stack).await?;
+    if totals.duplicates > 0 || totals.created != accepted {
+        bail!(
+            "{} servers made for {accepted} orders ({} orders with more than one)",
+            totals.created,
+            totals.duplicates
+        );
+    }
+    let health = host_health(&stack.host_log());
+    let ideal = args.orders as f64 / boot.as_secs_f64();
+    let throughput = throughput.unwrap_or_default();
+
+    let mut summary = Summary::new("in-flight");
+    summary.setting("orders", args.orders as u64);
+    summary.setting("boot_secs", args.boot_secs);
+    summary.setting("hold_secs", args.hold_secs);
+    summary.setting("heartbeat_secs", HEARTBEAT_SECS);
+    summary.figure(
+        "peak_in_flight",
+        "creations in flight at once (peak booting at the vendor)",
+        peak_booting as f64,
+        "",
+        Some(Target::AtLeast(args.orders as f64 * 0.95)),
+    );
+    summary.figure(
+        "host_peak_rss_mib",
+        "host peak resident memory",
+        host.peak_rss_mib,
+        "MiB",
+        Some(Target::AtMost(1024.0)),
+    );
+    summary.figure(
+        "host_peak_threads",
+        "host peak threads",
+        peak_threads as f64,
+        "",
+        None,
+    );
+    summary.figure(
+        "throughput",
+        "servers up per second during the hold",
+        throughput,
+        "/s",
+        None,
+    );
+    summary.figure(
+        "ideal_throughput",
+        "ideal: orders / boot time",
+        ideal,
+        "/s",
+        None,
+    );
+    summary.figure(
+        "throughput_ratio",
+        "throughput / ideal",
+        throughput / ideal,
+        "",
+        Some(Target::AtLeast(0.9)),
+    );
+    summary.figure(
+        "host_cpu_secs",
+        "host CPU time, whole run",
+        host.cpu_secs,
+        "s",
+        None,
+    );
+    summary.figure(
+        "host_cpu_per_order_ms",
+        "host CPU per order",
+        host.cpu_secs * 1000.0 / accepted.max(1) as f64,
+        "ms",
+        None,
+    );
+    summary.figure("accepted", "orders accepted", accepted as f64, "", None);
+    summary.figure(
+        "active",
+        "orders active at the end",
+        active as f64,
+        "",
+        None,
+    );
+    summary.figure(
+        "refused",
+        "orders refused or failed to post",
+        refused as f64,
+        "",
+        Some(Target::AtMost(0.0)),
+    );
+    summary.figure(
+        "reconnects",
+        "host broker reconnects (missed heartbeats)",
+        health.reconnects as f64,
+        "",
+        Some(Target::AtMost(0.0)),
+    );
+    summary.figure(
+        "stalls",
+        "host runtime stalls over 1 s",
+        health.stalls as f64,
+        "",
+        Some(Target::AtMost(0.0)),
+    );
+    summary.figure(
+        "worst_stall_ms",
+        "host worst stall",
+        health.worst_stall_ms as f64,
+        "ms",
+        None,
+    );
+    summary.figure(
+        "elapsed_secs",
+        "run time",
+        started.elapsed().as_secs_f64(),
+        "s",
+        None,
+    );
+    Ok(summary)
+}

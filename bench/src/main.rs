@@ -1,0 +1,66 @@
+//! `bench`: the provisioner's benchmarks, run against the real programs, the real
+//! RabbitMQ and the real plugin components (release builds). `BENCHMARKS.md` has the
+//! commands, the machine and the figures; `scripts/bench.sh` builds everything first.
+//!
+//! Each benchmark prints a progress line on stderr while it runs and a summary at the
+//! end: a table, or JSON with `--format json`.
+//!
+//! # Layout
+//! - [`in_flight`]: slow vendors in flight: how many creations one host holds at once,
+//!   its memory, its throughput, and whether its heartbeats and timers stayed on time.
+//! - [`report`]: the summary (table or JSON) and the progress line.
+//! - [`probe`]: what `/proc` says about a process (memory, CPU, threads).
+
+mod in_flight;
+mod probe;
+mod report;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Benchmarks of the provisioner (see BENCHMARKS.md).
+#[derive(Debug, Parser)]
+#[command(name = "bench", version, about)]
+struct Cli {
+    /// How the summary is printed.
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    format: Format,
+    /// Which build of the programs runs (`release` for figures, `debug` for smoke runs
+    /// next to the tests).
+    #[arg(long, default_value = "release", value_parser = ["release", "debug"], global = true)]
+    profile: String,
+    #[command(subcommand)]
+    benchmark: Benchmark,
+}
+
+/// The summary's format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// A readable table.
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Benchmark {
+    /// Slow vendors: creations one host holds at once, its memory and throughput.
+    InFlight(in_flight::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let profile: &'static str = if cli.profile == "release" {
+        "release"
+    } else {
+        "debug"
+    };
+    let summary = match cli.benchmark {
+        Benchmark::InFlight(args) => in_flight::run(args, profile).await?,
+    };
+    match cli.format {
+        Format::Table => print!("{}", summary.table()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summary.json())?),
+    }
+    Ok(())
+}
