@@ -4,9 +4,9 @@
 //! The run has three phases:
 //! 1. **ramp**: post `--orders` orders (with `--post-concurrency` requests at a time);
 //! 2. **hold**: keep that many orders outstanding (a new order for every server that came
-//!    up) while the host holds them; after one boot time of warm-up, count the servers
-//!    that come up during `--hold-secs`: that is the throughput, beside the ideal
-//!    `orders / boot time`;
+//!    up at the vendor) while the host holds them; after one boot time of warm-up, the
+//!    orders that become `active` during `--hold-secs` give the throughput, beside the
+//!    ideal `orders / boot time`, and their mean time from POST to `active`;
 //! 3. **drain**: stop ordering and wait until every accepted order is `active`.
 //!
 //! Throughout, it samples how many servers boot at once at the vendor (the creations in
@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
 use provisioner_tests::{AMQP_URL, Stack, StackOptions, VENDORS};
 use serde_json::Value;
 
@@ -150,12 +151,13 @@ impl Orderer {
     }
 }
 
-/// How many orders have `status`, paging through `GET /v1/orders`.
-async fn count_orders(stack: &Stack, status: &str) -> anyhow::Result<u64> {
-    let mut count = 0;
+/// When each `active` order was accepted and when it became active, paging through
+/// `GET /v1/orders`.
+async fn active_orders(stack: &Stack) -> anyhow::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
+    let mut times = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut url = format!("{}/v1/orders?status={status}&limit=200", stack.api_url);
+        let mut url = format!("{}/v1/orders?status=active&limit=200", stack.api_url);
         if let Some(cursor) = &cursor {
             url.push_str(&format!("&cursor={cursor}"));
         }
@@ -167,10 +169,16 @@ async fn count_orders(stack: &Stack, status: &str) -> anyhow::Result<u64> {
             .context("GET /v1/orders")?
             .json()
             .await?;
-        count += page["orders"].as_array().map_or(0, Vec::len) as u64;
+        for order in page["orders"].as_array().into_iter().flatten() {
+            let at = |key: &str| -> anyhow::Result<DateTime<Utc>> {
+                let text = order[key].as_str().context("an order without timestamps")?;
+                Ok(text.parse()?)
+            };
+            times.push((at("created_at")?, at("updated_at")?));
+        }
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_string()),
-            None => return Ok(count),
+            None => return Ok(times),
         }
     }
 }
@@ -233,6 +241,9 @@ pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
 
 async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<Summary> {
     let host_pid = stack.host_pid().context("the host is not running")?;
+    let api_pid = stack.api_pid().context("order-api is not running")?;
+    let sim_pid = stack.sim_pid().context("the simulator is not running")?;
+    let broker_cpu_before = probe::broker_cpu_secs();
     let mut progress = Progress::new();
     let started = Instant::now();
     let orderer = Orderer::start(stack, args.post_concurrency, args.orders);
@@ -240,13 +251,15 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
     let mut peak_threads = 0u64;
     let mut host = ProcessSample::default();
     let mut ramp_done: Option<Instant> = None;
-    let mut window: Option<(Instant, u64)> = None;
-    let mut throughput = None;
+    let mut window: Option<Instant> = None;
+    let mut window_wall: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    let mut booting_in_window: Vec<u64> = Vec::new();
+    let mut opened_at: Option<DateTime<Utc>> = None;
     let warm_up = boot + Duration::from_secs(5);
     let hold = Duration::from_secs(args.hold_secs);
 
     // Ramp and hold.
-    while throughput.is_none() {
+    while window_wall.is_none() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let totals = vendor_totals(stack).await?;
         host = probe::sample(host_pid).context("the host exited")?;
@@ -262,13 +275,14 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
             (None, _) => "ramp",
             (Some(done), None) if done.elapsed() < warm_up => "warm-up",
             (Some(_), None) => {
-                window = Some((Instant::now(), totals.running()));
+                window = Some(Instant::now());
+                opened_at = Some(Utc::now());
                 "hold"
             }
-            (Some(_), Some((opened, running_then))) => {
+            (Some(_), Some(opened)) => {
+                booting_in_window.push(totals.booting);
                 if opened.elapsed() >= hold {
-                    let came_up = totals.running() - running_then;
-                    throughput = Some(came_up as f64 / opened.elapsed().as_secs_f64());
+                    window_wall = opened_at.map(|from| (from, Utc::now()));
                 }
                 "hold"
             }
@@ -306,13 +320,13 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
             totals.booting
         ));
         if totals.created >= accepted && totals.booting == 0 {
-            let active = count_orders(stack, "active").await?;
-            if active >= accepted {
+            let active = active_orders(stack).await?;
+            if active.len() as u64 >= accepted {
                 break active;
             }
         }
         if Instant::now() > drain_deadline {
-            let active = count_orders(stack, "active").await?;
+            let active = active_orders(stack).await?.len();
             bail!(
                 "only {active} of {accepted} accepted orders became active\n{}",
                 stack.logs()
@@ -330,8 +344,25 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
         );
     }
     let health = host_health(&stack.host_log());
+    let cpu_of = |pid| probe::sample(pid).map_or(0.0, |sample| sample.cpu_secs);
+    let (api_cpu, sim_cpu) = (cpu_of(api_pid), cpu_of(sim_pid));
+    let broker_cpu = probe::broker_cpu_secs()
+        .zip(broker_cpu_before)
+        .map(|(after, before)| after - before);
+    // Orders that became active during the hold: how many per second, and how long each
+    // took from POST to active.
+    let (from, to) = window_wall.context("no hold window")?;
+    let finished: Vec<f64> = active
+        .iter()
+        .filter(|(_, done)| *done >= from && *done < to)
+        .map(|(accepted, done)| (*done - *accepted).num_milliseconds() as f64 / 1000.0)
+        .collect();
+    let window_secs = (to - from).num_milliseconds() as f64 / 1000.0;
+    let throughput = finished.len() as f64 / window_secs;
+    let mean_time = finished.iter().sum::<f64>() / finished.len().max(1) as f64;
+    let mean_booting =
+        booting_in_window.iter().sum::<u64>() as f64 / booting_in_window.len().max(1) as f64;
     let ideal = args.orders as f64 / boot.as_secs_f64();
-    let throughput = throughput.unwrap_or_default();
 
     let mut summary = Summary::new("in-flight");
     summary.setting("orders", args.orders as u64);
@@ -360,15 +391,22 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
         None,
     );
     summary.figure(
+        "mean_booting_in_hold",
+        "mean creations booting at the vendor during the hold",
+        mean_booting.round(),
+        "",
+        None,
+    );
+    summary.figure(
         "throughput",
-        "servers up per second during the hold",
+        "orders becoming active per second during the hold",
         throughput,
         "/s",
         None,
     );
     summary.figure(
         "ideal_throughput",
-        "ideal: orders / boot time",
+        "ideal: orders in flight / boot time",
         ideal,
         "/s",
         None,
@@ -379,6 +417,20 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
         throughput / ideal,
         "",
         Some(Target::AtLeast(0.9)),
+    );
+    summary.figure(
+        "mean_order_secs",
+        "mean time from POST to active (hold)",
+        mean_time,
+        "s",
+        None,
+    );
+    summary.figure(
+        "overhead_secs",
+        "of which not booting (queues, calls, poll lag)",
+        mean_time - boot.as_secs_f64(),
+        "s",
+        None,
     );
     summary.figure(
         "host_cpu_secs",
@@ -394,11 +446,34 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
         "ms",
         None,
     );
+    summary.figure(
+        "api_cpu_secs",
+        "order-api CPU time, whole run",
+        api_cpu,
+        "s",
+        None,
+    );
+    summary.figure(
+        "sim_cpu_secs",
+        "vendor-sim CPU time, whole run",
+        sim_cpu,
+        "s",
+        None,
+    );
+    if let Some(broker_cpu) = broker_cpu {
+        summary.figure(
+            "broker_cpu_secs",
+            "RabbitMQ CPU time, whole run",
+            broker_cpu,
+            "s",
+            None,
+        );
+    }
     summary.figure("accepted", "orders accepted", accepted as f64, "", None);
     summary.figure(
         "active",
         "orders active at the end",
-        active as f64,
+        active.len() as f64,
         "",
         None,
     );

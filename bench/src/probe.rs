@@ -34,3 +34,18 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
         cpu_secs: ticks / 100.0,
     })
 }
+
+/// CPU seconds RabbitMQ (the Erlang VM `beam.smp` on this machine) has used so far, when
+/// it runs here; the benchmarks share the machine with it.
+pub fn broker_cpu_secs() -> Option<f64> {
+    let processes = std::fs::read_dir("/proc").ok()?;
+    processes
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim() == "beam.smp")
+        })
+        .filter_map(|pid| sample(pid).map(|s| s.cpu_secs))
+        .reduce(|a, b| a + b)
+}

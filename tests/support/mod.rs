@@ -471,6 +471,16 @@ impl Stack {
         self.dir.join("plugins")
     }
 
+    /// order-api's process id, while it runs.
+    pub fn api_pid(&self) -> Option<u32> {
+        self.api.as_ref().and_then(|api| api.child.id())
+    }
+
+    /// The simulator's process id.
+    pub fn sim_pid(&self) -> Option<u32> {
+        self.sim.as_ref().and_then(|sim| sim.child.id())
+    }
+
     /// The host's process id, while it runs.
     pub fn host_pid(&self) -> Option<u32> {
         self.host.as_ref().and_then(|host| host.child.id())
