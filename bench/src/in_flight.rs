@@ -16,7 +16,7 @@
 //! (timers more than a second late).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -78,74 +78,93 @@ async fn vendor_totals(stack: &Stack) -> anyhow::Result<VendorTotals> {
     Ok(totals)
 }
 
-/// Posts orders (round-robin over the vendors) until `posted` reaches `target`.
+/// Posts orders (round-robin over the vendors) until `claimed` reaches `target`.
 struct Orderer {
     target: Arc<AtomicUsize>,
-    posted: Arc<AtomicUsize>,
+    claimed: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Orderer {
     fn start(stack: &Stack, concurrency: usize, target: usize) -> Self {
         let target = Arc::new(AtomicUsize::new(target));
-        let posted = Arc::new(AtomicUsize::new(0));
+        let claimed = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..concurrency)
             .map(|_| {
                 let (http, url) = (stack.http.clone(), format!("{}/v1/orders", stack.api_url));
-                let (target, posted, refused) = (target.clone(), posted.clone(), refused.clone());
+                let (target, claimed) = (target.clone(), claimed.clone());
+                let (accepted, refused, stop) = (accepted.clone(), refused.clone(), stop.clone());
                 tokio::spawn(async move {
-                    loop {
-                        let claimed = posted.fetch_add(1, Ordering::SeqCst);
-                        if claimed >= target.load(Ordering::SeqCst) {
-                            posted.fetch_sub(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                    while !stop.load(Ordering::SeqCst) {
+                        let next = claimed.load(Ordering::SeqCst);
+                        let free = next < target.load(Ordering::SeqCst);
+                        if !free
+                            || claimed
+                                .compare_exchange(
+                                    next,
+                                    next + 1,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                )
+                                .is_err()
+                        {
+                            if !free {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
                             continue;
                         }
-                        let fixture = &VENDORS[claimed % VENDORS.len()];
-                        let body = fixture.order_body(&format!("bench-{claimed}"));
-                        let accepted = http
+                        let fixture = &VENDORS[next % VENDORS.len()];
+                        let body = fixture.order_body(&format!("bench-{next}"));
+                        let answer = http
                             .post(&url)
                             .header("content-type", "application/json")
                             .body(body)
                             .send()
-                            .await
-                            .is_ok_and(|response| response.status() == 202);
-                        if !accepted {
-                            refused.fetch_add(1, Ordering::SeqCst);
-                        }
+                            .await;
+                        match answer {
+                            Ok(response) if response.status() == 202 => {
+                                accepted.fetch_add(1, Ordering::SeqCst)
+                            }
+                            _ => refused.fetch_add(1, Ordering::SeqCst),
+                        };
                     }
                 })
             })
             .collect();
         Self {
             target,
-            posted,
+            claimed,
+            accepted,
             refused,
+            stop,
             workers,
         }
     }
 
+    /// Orders posted so far (answered or not).
     fn posted(&self) -> usize {
-        self.posted.load(Ordering::SeqCst)
+        self.claimed.load(Ordering::SeqCst)
     }
 
     fn set_target(&self, target: usize) {
         self.target.fetch_max(target, Ordering::SeqCst);
     }
 
-    /// Stops ordering; returns (posted, refused).
+    /// Stops ordering once the requests on their way are answered; returns (accepted,
+    /// refused).
     async fn stop(self) -> (usize, usize) {
-        let posted = self.posted.load(Ordering::SeqCst);
-        self.target.store(posted, Ordering::SeqCst);
-        // Let requests already sent finish.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        for worker in &self.workers {
-            worker.abort();
+        self.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            let _ = worker.await;
         }
         (
-            self.posted.load(Ordering::SeqCst),
+            self.accepted.load(Ordering::SeqCst),
             self.refused.load(Ordering::SeqCst),
         )
     }
@@ -304,8 +323,8 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
     }
 
     // Drain.
-    let (posted, refused) = orderer.stop().await;
-    let accepted = (posted - refused) as u64;
+    let (accepted, refused) = orderer.stop().await;
+    let accepted = accepted as u64;
     let drain_deadline = Instant::now() + boot + Duration::from_secs(180);
     let active = loop {
         let totals = vendor_totals(stack).await?;

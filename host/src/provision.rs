@@ -3,7 +3,15 @@
 //!
 //! Between polls no plugin instance exists: a waiting order costs a timer and this
 //! function's small state, not a live instance.
+//!
+//! Polls are scheduled by what the vendor has shown: [`BootTimes`] remembers how long its
+//! recent servers took, and the first poll waits until a server is likely up; after that
+//! the usual backoff (from `initial_delay`, growing by half up to `max_delay`) finds the
+//! moment it runs. Thousands of slow creations then cost a few calls each instead of a
+//! poll every few seconds, and the gap between "running" and "active" stays short.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use provisioner_contract::{
@@ -34,6 +42,45 @@ impl Default for PollPolicy {
             max_delay: Duration::from_secs(5),
             budget: Duration::from_secs(15 * 60),
         }
+    }
+}
+
+/// How long a vendor's recent servers took to boot, as seen by the polls.
+///
+/// Each observation is a lower bound: the time from the create to the last poll that
+/// still saw the server booting. The first poll of the next server waits the 10th
+/// percentile of those, so it rarely comes after the server is up; if the vendor gets
+/// faster, first polls find servers already running, their observations are near zero,
+/// and the estimate comes down with them.
+#[derive(Debug, Default)]
+pub struct BootTimes {
+    recent: Mutex<VecDeque<Duration>>,
+}
+
+impl BootTimes {
+    /// Observations kept.
+    const KEEP: usize = 64;
+    /// Observations needed before the estimate is used.
+    const ENOUGH: usize = 8;
+
+    /// Records that a server was still booting `booting_for` after its create.
+    pub fn record(&self, booting_for: Duration) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == Self::KEEP {
+            recent.pop_front();
+        }
+        recent.push_back(booting_for);
+    }
+
+    /// How long to wait before the first poll; `None` until enough servers were seen.
+    pub fn first_wait(&self) -> Option<Duration> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() < Self::ENOUGH {
+            return None;
+        }
+        let mut sorted: Vec<Duration> = recent.iter().copied().collect();
+        sorted.sort_unstable();
+        Some(sorted[sorted.len() / 10])
     }
 }
 
@@ -130,6 +177,7 @@ pub fn fault(error: &CallError) -> Fault {
         CallError::MemoryLimit { .. } => ("plugin_memory", false),
         CallError::CapabilityDenied { .. } => ("capability_denied", false),
         CallError::Trap { .. } => ("plugin_trap", false),
+        CallError::HostBusy { .. } => ("host_busy", true),
     };
     Fault {
         code: code.into(),
@@ -157,12 +205,21 @@ pub async fn wait_until_running(
     mut server: ServerInfo,
     policy: &PollPolicy,
 ) -> UpdateKind {
-    let deadline = Instant::now() + policy.budget;
+    let started = Instant::now();
+    let deadline = started + policy.budget;
+    let boot_times = plugin.boot_times();
+    // The first wait: until this vendor's servers are likely up; then the usual backoff.
+    let mut likely_up = boot_times.first_wait();
     let mut delay = policy.initial_delay;
     let mut last_error: Option<CallError> = None;
+    // When a poll last saw the server booting.
+    let mut last_seen_booting = started;
     loop {
         match server.status {
-            ServerStatus::Running => return UpdateKind::Active { server },
+            ServerStatus::Running => {
+                boot_times.record(last_seen_booting - started);
+                return UpdateKind::Active { server };
+            }
             ServerStatus::Error | ServerStatus::Deleted | ServerStatus::Deleting => {
                 return UpdateKind::Failed {
                     fault: Fault {
@@ -195,15 +252,27 @@ pub async fn wait_until_running(
                 server: Some(server),
             };
         }
-        let mut wait = delay.min(deadline - now);
+        let planned = match likely_up.take() {
+            // The long first wait; the backoff after it starts from `initial_delay`.
+            Some(likely) => likely.max(policy.initial_delay),
+            None => {
+                let planned = delay;
+                delay = delay.mul_f32(1.5).min(policy.max_delay);
+                planned
+            }
+        };
+        let mut wait = planned.min(deadline - now);
         if let Some(CallError::Provider(ProviderError::RateLimited(Some(ms)))) = &last_error {
             wait = wait.max(Duration::from_millis(*ms)).min(deadline - now);
         }
         tokio::time::sleep(wait).await;
-        delay = (delay.mul_f32(1.5)).min(policy.max_delay);
+        let polled_at = Instant::now();
         match plugin.get_server(request.order_id, &server.vendor_id).await {
             Ok(current) => match server_info(current) {
                 Ok(current) => {
+                    if current.status != ServerStatus::Running {
+                        last_seen_booting = polled_at;
+                    }
                     server = current;
                     last_error = None;
                 }
@@ -281,5 +350,48 @@ pub async fn delete(plugin: &Plugin, request: &DeleteRequest, policy: &PollPolic
         }
         tokio::time::sleep(delay.min(deadline - now)).await;
         delay = (delay.mul_f32(1.5)).min(policy.max_delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn boot_times_need_enough_observations() {
+        let times = BootTimes::default();
+        for _ in 0..BootTimes::ENOUGH - 1 {
+            times.record(secs(30));
+        }
+        assert_eq!(times.first_wait(), None);
+        times.record(secs(30));
+        assert_eq!(times.first_wait(), Some(secs(30)));
+    }
+
+    #[test]
+    fn the_first_wait_is_a_low_percentile_of_recent_boots() {
+        let times = BootTimes::default();
+        for n in 1..=20 {
+            times.record(secs(n));
+        }
+        // The 10th percentile of 1..=20 s.
+        assert_eq!(times.first_wait(), Some(secs(3)));
+    }
+
+    #[test]
+    fn a_faster_vendor_brings_the_estimate_down() {
+        let times = BootTimes::default();
+        for _ in 0..BootTimes::KEEP {
+            times.record(secs(60));
+        }
+        // First polls now find servers already running: observations near zero.
+        for _ in 0..BootTimes::KEEP / 10 + 1 {
+            times.record(Duration::ZERO);
+        }
+        assert_eq!(times.first_wait(), Some(Duration::ZERO));
     }
 }

@@ -27,6 +27,7 @@ use crate::bindings::provisioner::provider::types::{
 use crate::bindings::{ProviderPlugin, ProviderPluginPre};
 use crate::manifest::{Limits, Manifest};
 use crate::outbound::{OutboundClient, tls_trusting};
+use crate::provision::BootTimes;
 use crate::sandbox::{Grants, PluginState};
 
 /// How often the engine's epoch advances.
@@ -61,6 +62,15 @@ pub enum CallError {
         call: &'static str,
         /// The first origin refused.
         origin: String,
+    },
+    /// The host had no instance slot free (the pool's own bookkeeping lagged behind a
+    /// freed slot): not the plugin's fault, and worth another try.
+    #[error("the host had no free plugin instance for {call}: {error:#}")]
+    HostBusy {
+        /// Which export.
+        call: &'static str,
+        /// What wasmtime reported.
+        error: wasmtime::Error,
     },
     /// The plugin trapped (panic, out of bounds, unreachable) or could not be instantiated.
     #[error("the plugin trapped in {call}: {error:#}")]
@@ -137,6 +147,12 @@ const CORE_INSTANCES_PER_CALL: u32 = 8;
 const MEMORIES_PER_CALL: u32 = 2;
 /// Tables one plugin instance may need.
 const TABLES_PER_CALL: u32 = 4;
+/// Pool slots per permitted call. The semaphore admits `concurrent_calls` calls, but a
+/// slot a finished call freed can reach the pool's free list a moment after the next call
+/// asks for one (seen once in 37,000 calls at full load: "maximum concurrent limit of 1000
+/// for fibers reached"); twice the slots leaves room for that lag. Unused slots cost
+/// address space only.
+const SLOT_HEADROOM: u32 = 2;
 
 /// The process-wide engine and linker every plugin shares.
 pub struct PluginRuntime {
@@ -161,12 +177,13 @@ impl PluginRuntime {
             "the plugin runtime needs at least one concurrent call"
         );
         let calls = limits.concurrent_calls;
+        let slots = calls.saturating_mul(SLOT_HEADROOM);
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(calls)
-            .total_core_instances(calls.saturating_mul(CORE_INSTANCES_PER_CALL))
-            .total_memories(calls.saturating_mul(MEMORIES_PER_CALL))
-            .total_tables(calls.saturating_mul(TABLES_PER_CALL))
-            .total_stacks(calls)
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_CALL))
+            .total_memories(slots.saturating_mul(MEMORIES_PER_CALL))
+            .total_tables(slots.saturating_mul(TABLES_PER_CALL))
+            .total_stacks(slots)
             .max_memory_size(limits.max_memory_mib as usize * 1024 * 1024);
         let mut config = Config::new();
         config
@@ -250,6 +267,7 @@ impl PluginRuntime {
         });
         let mut plugin = Plugin {
             engine: self.engine.clone(),
+            boot_times: BootTimes::default(),
             slots: self.slots.clone(),
             pre,
             grants,
@@ -281,6 +299,7 @@ impl PluginRuntime {
 /// A loaded plugin: its pre-instantiated component, grants and limits.
 pub struct Plugin {
     engine: Engine,
+    boot_times: BootTimes,
     slots: Arc<tokio::sync::Semaphore>,
     pre: ProviderPluginPre<PluginState>,
     grants: Arc<Grants>,
@@ -297,6 +316,11 @@ impl Plugin {
     /// What the plugin said about itself at load.
     pub fn info_cached(&self) -> &PluginInfo {
         &self.info
+    }
+
+    /// How long this vendor's recent servers took to boot (schedules first polls).
+    pub fn boot_times(&self) -> &BootTimes {
+        &self.boot_times
     }
 
     /// The manifest's limits.
@@ -344,6 +368,9 @@ impl Plugin {
                 call,
                 limit_mib: self.limits.memory_mib,
             }),
+            Ok(Err(error)) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                Err(CallError::HostBusy { call, error })
+            }
             Ok(Err(error)) => Err(CallError::Trap { call, error }),
             // The plugin answered, but a refused request is why it failed: say so.
             Ok(Ok(answer)) => match denied {

@@ -1,6 +1,9 @@
 //! The results consumer: applies order updates and vendor announcements from
 //! `provision.results`, acking each message only after its effect is committed.
 //!
+//! Updates that arrive together are applied in one transaction (group commit: one disk
+//! sync for the batch, not one per update), in arrival order.
+//!
 //! Updates are compare-and-set transitions (see [`crate::lifecycle`]), so a redelivered or
 //! stale update changes nothing. An undecodable message is dead-lettered, never retried in
 //! a loop.
@@ -13,7 +16,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
-use provisioner_contract::{Envelope, HostMessage, Topology, decode};
+use provisioner_contract::{Envelope, HostMessage, OrderUpdate, Topology, decode};
 
 use crate::store::{Applied, Store};
 
@@ -26,7 +29,7 @@ pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow
         .basic_qos(PREFETCH, BasicQosOptions::default())
         .await
         .context("setting the prefetch")?;
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             topology.results_queue().into(),
             "order-api".into(),
@@ -36,64 +39,111 @@ pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow
         .await
         .context("consuming the results queue")?;
     tracing::info!("consuming {}", topology.results_queue());
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.context("receiving a result")?;
-        handle(&store, delivery).await?;
+    // Whatever has arrived is applied together: one transaction, one disk sync, for up to
+    // a prefetch's worth of updates (group commit). Under light load a batch is one
+    // message and nothing waits for company.
+    let mut batches = consumer.ready_chunks(PREFETCH as usize);
+    while let Some(batch) = batches.next().await {
+        let deliveries = batch
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .context("receiving results")?;
+        handle_batch(&store, deliveries).await?;
     }
     anyhow::bail!("the broker closed the results consumer")
 }
 
-async fn handle(store: &Store, delivery: Delivery) -> anyhow::Result<()> {
-    let decoded: Result<(Envelope, HostMessage), _> = decode(&delivery.properties, &delivery.data);
-    let (envelope, message) = match decoded {
-        Ok(decoded) => decoded,
-        Err(error) => {
-            tracing::error!("undecodable message on the results queue, dead-lettering it: {error}");
-            delivery
-                .reject(BasicRejectOptions { requeue: false })
-                .await
-                .context("dead-lettering a result")?;
-            return Ok(());
-        }
-    };
-    let outcome = match &message {
-        HostMessage::OrderUpdate(update) => store.apply_update(update).await.map(|applied| {
-            match applied {
-                Applied::Moved(status) => {
-                    tracing::info!(order_id = %update.order_id, %status, attempt = update.attempt, "order moved")
-                }
-                Applied::Ignored => tracing::debug!(
-                    order_id = %update.order_id,
-                    message_id = %envelope.message_id,
-                    "duplicate or stale update ignored"
-                ),
-                Applied::UnknownOrder => tracing::warn!(
-                    order_id = %update.order_id,
-                    "update for an order this database does not have; ignored"
-                ),
+/// Applies one batch: undecodable messages are dead-lettered, vendor announcements applied
+/// one by one, order updates together in one transaction; each delivery is acked once its
+/// effect is committed, or requeued when the database failed.
+async fn handle_batch(store: &Store, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+    let mut updates: Vec<(Envelope, OrderUpdate, Delivery)> = Vec::new();
+    for delivery in deliveries {
+        let decoded: Result<(Envelope, HostMessage), _> =
+            decode(&delivery.properties, &delivery.data);
+        match decoded {
+            Err(error) => {
+                tracing::error!(
+                    "undecodable message on the results queue, dead-lettering it: {error}"
+                );
+                delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+                    .context("dead-lettering a result")?;
             }
-        }),
-        HostMessage::VendorAnnounced(announcement) => store.upsert_vendor(announcement).await,
-        HostMessage::VendorWithdrawn(withdrawal) => store.withdraw_vendor(withdrawal).await,
-    };
+            Ok((envelope, HostMessage::OrderUpdate(update))) => {
+                updates.push((envelope, update, delivery))
+            }
+            Ok((_, HostMessage::VendorAnnounced(announcement))) => {
+                let outcome = store.upsert_vendor(&announcement).await;
+                settle(outcome, [delivery]).await?;
+            }
+            Ok((_, HostMessage::VendorWithdrawn(withdrawal))) => {
+                let outcome = store.withdraw_vendor(&withdrawal).await;
+                settle(outcome, [delivery]).await?;
+            }
+        }
+    }
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let batch: Vec<&OrderUpdate> = updates.iter().map(|(_, update, _)| update).collect();
+    let outcome = store.apply_updates(&batch).await.map(|applied| {
+        for ((envelope, update, _), applied) in updates.iter().zip(applied) {
+            log_applied(envelope, update, applied);
+        }
+    });
+    settle(
+        outcome,
+        updates.into_iter().map(|(_, _, delivery)| delivery),
+    )
+    .await
+}
+
+fn log_applied(envelope: &Envelope, update: &OrderUpdate, applied: Applied) {
+    match applied {
+        Applied::Moved(status) => {
+            tracing::info!(order_id = %update.order_id, %status, attempt = update.attempt, "order moved")
+        }
+        Applied::Ignored => tracing::debug!(
+            order_id = %update.order_id,
+            message_id = %envelope.message_id,
+            "duplicate or stale update ignored"
+        ),
+        Applied::UnknownOrder => tracing::warn!(
+            order_id = %update.order_id,
+            "update for an order this database does not have; ignored"
+        ),
+    }
+}
+
+/// Acks `deliveries` when their effect is committed; requeues them (after a pause) when the
+/// database failed, since the messages themselves are fine.
+async fn settle(
+    outcome: anyhow::Result<()>,
+    deliveries: impl IntoIterator<Item = Delivery>,
+) -> anyhow::Result<()> {
     match outcome {
         Ok(()) => {
-            delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .context("acking a result")?;
+            for delivery in deliveries {
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .context("acking a result")?;
+            }
         }
         Err(error) => {
-            // The database failed, not the message: put it back and slow down.
-            tracing::error!("applying a result failed, requeueing it: {error:#}");
+            tracing::error!("applying results failed, requeueing them: {error:#}");
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await
-                .context("requeueing a result")?;
+            for delivery in deliveries {
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+                    .context("requeueing a result")?;
+            }
         }
     }
     Ok(())

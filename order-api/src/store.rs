@@ -265,46 +265,21 @@ impl Store {
     /// Applies a host update as a compare-and-set (see [`lifecycle::transition`]), so
     /// duplicates and stale updates change nothing.
     pub async fn apply_update(&self, update: &OrderUpdate) -> anyhow::Result<Applied> {
-        let step = lifecycle::transition(&update.kind);
-        let (server, fault) = match &update.kind {
-            UpdateKind::Provisioning { server }
-            | UpdateKind::Active { server }
-            | UpdateKind::Deleted { server } => (Some(server), None),
-            UpdateKind::Failed { fault, server } => (server.as_ref(), Some(fault)),
-            UpdateKind::DeleteFailed { fault } => (None, Some(fault)),
-        };
+        let mut applied = self.apply_updates(&[update]).await?;
+        Ok(applied.pop().unwrap_or(Applied::Ignored))
+    }
+
+    /// Applies several host updates in one transaction (one disk sync for all of them),
+    /// in order; each is a compare-and-set as in [`Store::apply_update`]. All or none are
+    /// committed.
+    pub async fn apply_updates(&self, updates: &[&OrderUpdate]) -> anyhow::Result<Vec<Applied>> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let moved = compare_and_set(
-            &mut tx,
-            update.order_id,
-            step,
-            server.map(json),
-            fault.map(json),
-        )
-        .await?;
-        if !moved {
-            let exists = sqlx::query("SELECT 1 FROM orders WHERE id = ?")
-                .bind(update.order_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .context("looking up the order")?
-                .is_some();
-            tx.commit().await.context("ending the transaction")?;
-            return Ok(if exists {
-                Applied::Ignored
-            } else {
-                Applied::UnknownOrder
-            });
+        let mut applied = Vec::with_capacity(updates.len());
+        for update in updates {
+            applied.push(apply_in(&mut tx, update).await?);
         }
-        let event = OrderEvent {
-            at: update.at,
-            status: step.target,
-            message: lifecycle::describe(&update.kind),
-            attempt: Some(update.attempt),
-        };
-        insert_event(&mut tx, update.order_id, &event).await?;
-        tx.commit().await.context("committing the update")?;
-        Ok(Applied::Moved(step.target))
+        tx.commit().await.context("committing the updates")?;
+        Ok(applied)
     }
 
     /// Moves an active order to `deleting` and queues its delete request, in one
@@ -598,4 +573,42 @@ fn order_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Order> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// One host update inside a transaction.
+async fn apply_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    update: &OrderUpdate,
+) -> anyhow::Result<Applied> {
+    let step = lifecycle::transition(&update.kind);
+    let (server, fault) = match &update.kind {
+        UpdateKind::Provisioning { server }
+        | UpdateKind::Active { server }
+        | UpdateKind::Deleted { server } => (Some(server), None),
+        UpdateKind::Failed { fault, server } => (server.as_ref(), Some(fault)),
+        UpdateKind::DeleteFailed { fault } => (None, Some(fault)),
+    };
+    let moved =
+        compare_and_set(tx, update.order_id, step, server.map(json), fault.map(json)).await?;
+    if !moved {
+        let exists = sqlx::query("SELECT 1 FROM orders WHERE id = ?")
+            .bind(update.order_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .context("looking up the order")?
+            .is_some();
+        return Ok(if exists {
+            Applied::Ignored
+        } else {
+            Applied::UnknownOrder
+        });
+    }
+    let event = OrderEvent {
+        at: update.at,
+        status: step.target,
+        message: lifecycle::describe(&update.kind),
+        attempt: Some(update.attempt),
+    };
+    insert_event(tx, update.order_id, &event).await?;
+    Ok(Applied::Moved(step.target))
 }
