@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
 use lapin::{Confirmation, PublisherConfirm};
@@ -166,6 +167,32 @@ impl Publisher {
         body: &[u8],
     ) -> Result<(), PublishError> {
         let confirm = self.send(routing_key, envelope, body).await?;
+        Self::confirmed(confirm, routing_key).await
+    }
+
+    /// Publishes one message to `exchange` with the given properties (mandatory, confirmed):
+    /// for messages that are not new envelopes, such as a request sent on to a retry queue
+    /// with its headers.
+    pub async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        properties: BasicProperties,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties,
+            )
+            .await?;
         Self::confirmed(confirm, routing_key).await
     }
 }

@@ -158,6 +158,14 @@ pub enum UpdateKind {
         /// Why.
         fault: Fault,
     },
+    /// The create failed with a passing fault; the request will be tried again after
+    /// `retry_in_ms` (through a delay queue). The order stays `queued`.
+    Retrying {
+        /// The fault of the attempt that failed.
+        fault: Fault,
+        /// When the next attempt starts, from now.
+        retry_in_ms: u64,
+    },
 }
 
 /// host -> order-api: a progress event (`event.<vendor>`) or a result (`result.<vendor>`).
@@ -179,7 +187,10 @@ pub struct OrderUpdate {
 impl OrderUpdate {
     /// Whether this update ends the order.
     pub fn is_final(&self) -> bool {
-        !matches!(self.kind, UpdateKind::Provisioning { .. })
+        !matches!(
+            self.kind,
+            UpdateKind::Provisioning { .. } | UpdateKind::Retrying { .. }
+        )
     }
 
     /// The routing key this update is published with.

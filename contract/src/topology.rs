@@ -7,6 +7,16 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
+/// The delays retries can wait, one delay queue each. A retry waits in the shortest queue
+/// at least as long as the backoff (and the vendor's `Retry-After`) asks.
+pub const RETRY_DELAYS_MS: &[u64] = &[
+    250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000,
+];
+
+/// The header of a retry that picks its delay queue (the queue's name). Not `x-`-prefixed:
+/// a headers exchange ignores such headers when matching.
+pub const RETRY_QUEUE_HEADER: &str = "provisioner-retry-queue";
+
 /// The AMQP names, all derived from one optional prefix.
 ///
 /// Production uses the empty prefix, giving the contract names (`provisioner`,
@@ -79,12 +89,17 @@ impl Topology {
     pub fn queues(&self, vendors: &[&str]) -> Vec<String> {
         let mut queues = vec![self.results_queue(), self.dead_letter_queue()];
         queues.extend(vendors.iter().map(|vendor| self.request_queue(vendor)));
+        queues.extend(RETRY_DELAYS_MS.iter().map(|&ms| self.retry_queue(ms)));
         queues
     }
 
     /// Every exchange name of this topology, for clean-up tools.
     pub fn exchanges(&self) -> Vec<String> {
-        vec![self.exchange(), self.dead_letter_exchange()]
+        vec![
+            self.exchange(),
+            self.dead_letter_exchange(),
+            self.retry_exchange(),
+        ]
     }
 
     /// Declares what both programs need: the exchanges, the dead-letter queue and the
@@ -131,6 +146,71 @@ impl Topology {
                     key.into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The headers exchange retries are published to: their [`RETRY_QUEUE_HEADER`] picks
+    /// the delay queue.
+    pub fn retry_exchange(&self) -> String {
+        format!("{}provisioner.retry", self.prefix)
+    }
+
+    /// The delay queue holding retries for `delay_ms` (one of [`RETRY_DELAYS_MS`]).
+    pub fn retry_queue(&self, delay_ms: u64) -> String {
+        format!("{}provision.retry.{delay_ms}ms", self.prefix)
+    }
+
+    /// Declares the retry exchange and one delay queue per [`RETRY_DELAYS_MS`]: each holds
+    /// a message for its delay (`x-message-ttl`), then dead-letters it, at least once, to
+    /// the main exchange under its original routing key (`request.<vendor>`), back onto
+    /// the vendor's queue.
+    pub async fn declare_retry(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        channel
+            .exchange_declare(
+                self.retry_exchange().into(),
+                ExchangeKind::Headers,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for &delay_ms in RETRY_DELAYS_MS {
+            let queue = self.retry_queue(delay_ms);
+            let mut arguments = FieldTable::default();
+            let text = |value: &str| AMQPValue::LongString(value.into());
+            arguments.insert("x-queue-type".into(), text("quorum"));
+            arguments.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(delay_ms as i64),
+            );
+            arguments.insert("x-dead-letter-exchange".into(), text(&self.exchange()));
+            arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+            arguments.insert("x-overflow".into(), text("reject-publish"));
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    arguments,
+                )
+                .await?;
+            let mut binding = FieldTable::default();
+            binding.insert("x-match".into(), text("all"));
+            binding.insert(RETRY_QUEUE_HEADER.into(), text(&queue));
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.retry_exchange().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    binding,
                 )
                 .await?;
         }

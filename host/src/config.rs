@@ -7,6 +7,7 @@ use clap::Parser;
 use provisioner_contract::amqp::AmqpArgs;
 
 use crate::provision::PollPolicy;
+use crate::retry::RetryPolicy;
 use crate::runtime::RuntimeLimits;
 
 /// Consumes creation requests from RabbitMQ and drives the vendors' provider plugins.
@@ -32,6 +33,16 @@ pub struct HostConfig {
     /// consumer timeout (30 minutes by default): the request stays unacked until then.
     #[arg(long, env = "PROVISION_TIMEOUT_SECS", default_value_t = 900)]
     pub provision_timeout_secs: u64,
+    /// Attempts a create gets in all (the first included) when it fails with a passing
+    /// fault (rate limited, vendor unavailable, timeout).
+    #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 5)]
+    pub retry_max_attempts: u32,
+    /// Seconds from an order's first attempt after which no retry starts.
+    #[arg(long, env = "RETRY_MAX_TOTAL_SECS", default_value_t = 600)]
+    pub retry_max_total_secs: u64,
+    /// The first retry's delay in milliseconds; each later one doubles (with jitter).
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 1_000)]
+    pub retry_base_ms: u64,
     /// Seconds between announcements of the vendors this host serves.
     #[arg(long, env = "ANNOUNCE_INTERVAL_SECS", default_value_t = 30)]
     pub announce_interval_secs: u64,
@@ -59,6 +70,15 @@ impl HostConfig {
             initial_delay: Duration::from_millis(self.poll_initial_ms),
             max_delay: Duration::from_millis(self.poll_max_ms.max(self.poll_initial_ms)),
             budget: Duration::from_secs(self.provision_timeout_secs),
+        }
+    }
+
+    /// The retry policy the flags describe.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.retry_max_attempts.max(1),
+            max_total: Duration::from_secs(self.retry_max_total_secs),
+            base_delay: Duration::from_millis(self.retry_base_ms),
         }
     }
 

@@ -14,6 +14,8 @@
 //! - [`runtime`]: the engine, plugin loading, one call = one fresh store.
 //! - [`catalog`]: the plugins folder kept in step with the disk (drop-in, replace, remove).
 //! - [`provision`]: one order's life at the vendor: create, poll with backoff, outcome.
+//! - [`retry`]: retries of failed creates through delay queues: backoff, jitter,
+//!   `Retry-After`, the per-order budget.
 //! - [`worker`]: the AMQP side: consumers per vendor (started and stopped as plugins come
 //!   and go), publishing events and results, acking only after the result is confirmed;
 //!   vendor announcements and withdrawals; reconnects; shutdown.
@@ -24,6 +26,7 @@ pub mod grants;
 pub mod manifest;
 pub mod outbound;
 pub mod provision;
+pub mod retry;
 pub mod runtime;
 pub mod sandbox;
 pub mod worker;

@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         host_id: config.host_id(),
         poll: config.poll_policy(),
         announce_interval: Duration::from_secs(config.announce_interval_secs.max(1)),
+        retry: config.retry_policy(),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
     };
     worker::run(settings, watcher, shutdown).await?;

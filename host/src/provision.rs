@@ -187,12 +187,40 @@ pub fn fault(error: &CallError) -> Fault {
 }
 
 /// Asks the plugin to create the server (or adopt the one made earlier for this order).
-pub async fn create(plugin: &Plugin, request: &ProvisionRequest) -> Result<ServerInfo, Fault> {
+pub async fn create(
+    plugin: &Plugin,
+    request: &ProvisionRequest,
+) -> Result<ServerInfo, CreateFailure> {
     let server = plugin
         .create_server(request.order_id, &server_request(request))
         .await
-        .map_err(|error| fault(&error))?;
-    server_info(server)
+        .map_err(|error| CreateFailure {
+            fault: fault(&error),
+            retry_after: retry_after(&error),
+        })?;
+    server_info(server).map_err(|fault| CreateFailure {
+        fault,
+        retry_after: None,
+    })
+}
+
+/// Why a create failed, and how long the vendor asked us to wait before another.
+#[derive(Debug, Clone)]
+pub struct CreateFailure {
+    /// The fault.
+    pub fault: Fault,
+    /// The vendor's `Retry-After` (or rate-limit reset), when it gave one.
+    pub retry_after: Option<Duration>,
+}
+
+/// The wait a rate-limited call was told to keep.
+pub fn retry_after(error: &CallError) -> Option<Duration> {
+    match error {
+        CallError::Provider(ProviderError::RateLimited(Some(ms))) => {
+            Some(Duration::from_millis(*ms))
+        }
+        _ => None,
+    }
 }
 
 /// Polls until the server runs (`Active`), fails (`Failed`), or the budget runs out.

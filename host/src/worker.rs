@@ -25,7 +25,7 @@ use lapin::{Channel, Connection};
 use provisioner_contract::amqp::connect_with_backoff;
 use provisioner_contract::envelope::integer_header;
 use provisioner_contract::{
-    Envelope, HostMessage, HostRequest, OrderUpdate, Publisher, Topology, UpdateKind,
+    Envelope, Fault, HostMessage, HostRequest, OrderUpdate, Publisher, Topology, UpdateKind,
     VendorAnnouncement, VendorWithdrawal, decode, encode,
 };
 use tokio::sync::watch;
@@ -36,6 +36,7 @@ use tracing::Instrument;
 
 use crate::catalog::PluginSet;
 use crate::provision::{self, PollPolicy};
+use crate::retry::{Decision, RetryPolicy, RetryState, retry_properties};
 use crate::runtime::Plugin;
 
 /// What the worker needs besides the plugins.
@@ -51,6 +52,8 @@ pub struct WorkerSettings {
     pub poll: PollPolicy,
     /// Time between vendor announcements.
     pub announce_interval: Duration,
+    /// How failed creates are retried.
+    pub retry: RetryPolicy,
     /// Time in-flight work gets to finish on shutdown.
     pub shutdown_grace: Duration,
 }
@@ -199,6 +202,10 @@ async fn session(
         .declare_common(&setup)
         .await
         .context("declaring the common topology")?;
+    topology
+        .declare_retry(&setup)
+        .await
+        .context("declaring the retry exchange and delay queues")?;
     let publisher = Publisher::open(connection, topology)
         .await
         .context("opening the publishing channel")?;
@@ -259,7 +266,7 @@ async fn session(
                 match current.get(&vendor) {
                     // The plugin in service now: a replaced plugin serves new orders.
                     Some(plugin) => {
-                        let work = handle_delivery(delivery, plugin.clone(), publisher.clone(), settings.poll.clone());
+                        let work = handle_delivery(delivery, plugin.clone(), publisher.clone(), settings.clone());
                         in_flight.spawn(work);
                     }
                     // Removed between the delivery and now: hand it back for another host.
@@ -354,14 +361,18 @@ async fn publish_host_message(
         .with_context(|| format!("announcing vendor {vendor}"))
 }
 
-/// Which delivery of this request this is: 1, then more after redeliveries.
+/// Which attempt at this request this is: 1, then more after retries and redeliveries.
 fn attempt(delivery: &Delivery) -> u32 {
+    let retries = integer_header(&delivery.properties, crate::retry::RETRY_COUNT_HEADER)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
     // Quorum queues count earlier deliveries in `x-delivery-count`.
-    match integer_header(&delivery.properties, "x-delivery-count") {
-        Some(count) => u32::try_from(count).unwrap_or(0).saturating_add(1),
-        None if delivery.redelivered => 2,
-        None => 1,
-    }
+    let redeliveries = match integer_header(&delivery.properties, "x-delivery-count") {
+        Some(count) => u32::try_from(count).unwrap_or(0),
+        None if delivery.redelivered => 1,
+        None => 0,
+    };
+    retries.saturating_add(redeliveries).saturating_add(1)
 }
 
 /// One request: decode, do it at the vendor (publishing progress on the way), publish the
@@ -371,7 +382,7 @@ async fn handle_delivery(
     delivery: Delivery,
     plugin: Arc<Plugin>,
     publisher: Publisher,
-    poll: PollPolicy,
+    settings: Arc<WorkerSettings>,
 ) -> anyhow::Result<()> {
     let decoded: Result<(Envelope, HostRequest), _> = decode(&delivery.properties, &delivery.data);
     let (envelope, request) = match decoded {
@@ -430,17 +441,71 @@ async fn handle_delivery(
                             server: server.clone(),
                         })
                         .await?;
-                        provision::wait_until_running(&plugin, create, server, &poll).await
+                        provision::wait_until_running(&plugin, create, server, &settings.poll).await
                     }
-                    Err(fault) => UpdateKind::Failed {
-                        fault,
+                    Err(failure) if failure.fault.retryable => {
+                        let now_ms = chrono::Utc::now().timestamp_millis();
+                        let state = RetryState::of(&delivery.properties, now_ms);
+                        let decision = settings.retry.decide(
+                            state,
+                            failure.retry_after,
+                            now_ms,
+                            rand::random(),
+                        );
+                        match decision {
+                            Decision::Retry { delay_ms } => {
+                                let topology = &settings.topology;
+                                tracing::warn!(
+                                    code = %failure.fault.code,
+                                    delay_ms,
+                                    "create failed, retrying: {}",
+                                    failure.fault.message
+                                );
+                                publisher
+                                    .publish_to(
+                                        &topology.retry_exchange(),
+                                        &Topology::request_key(&vendor),
+                                        retry_properties(
+                                            topology,
+                                            &delivery.properties,
+                                            state,
+                                            delay_ms,
+                                        ),
+                                        &delivery.data,
+                                    )
+                                    .await
+                                    .with_context(|| {
+                                        format!("sending order {order_id} to the retry queue")
+                                    })?;
+                                publish(UpdateKind::Retrying {
+                                    fault: failure.fault,
+                                    retry_in_ms: delay_ms,
+                                })
+                                .await?;
+                                delivery
+                                    .ack(BasicAckOptions::default())
+                                    .await
+                                    .context("acking the request after queueing its retry")?;
+                                return Ok(());
+                            }
+                            Decision::GiveUp { reason } => UpdateKind::Failed {
+                                fault: Fault {
+                                    message: format!("{} ({reason})", failure.fault.message),
+                                    ..failure.fault
+                                },
+                                server: None,
+                            },
+                        }
+                    }
+                    Err(failure) => UpdateKind::Failed {
+                        fault: failure.fault,
                         server: None,
                     },
                 }
             }
             HostRequest::Delete(delete) => {
                 tracing::info!(vendor_id = %delete.server.vendor_id, "deleting server");
-                provision::delete(&plugin, delete, &poll).await
+                provision::delete(&plugin, delete, &settings.poll).await
             }
         };
         match &outcome {
@@ -453,7 +518,7 @@ async fn handle_delivery(
             UpdateKind::Failed { fault, .. } | UpdateKind::DeleteFailed { fault } => {
                 tracing::warn!(code = %fault.code, "request failed: {}", fault.message)
             }
-            UpdateKind::Provisioning { .. } => {}
+            UpdateKind::Provisioning { .. } | UpdateKind::Retrying { .. } => {}
         }
         publish(outcome).await?;
         delivery

@@ -120,6 +120,11 @@ pub fn transition(update: &UpdateKind) -> Transition {
             target: Active,
             sources: &[Deleting],
         },
+        // The order stays (or becomes) `queued`: its request waits for the next attempt.
+        UpdateKind::Retrying { .. } => Transition {
+            target: Queued,
+            sources: &[Pending, Queued],
+        },
     }
 }
 
@@ -163,6 +168,10 @@ pub fn describe(update: &UpdateKind) -> String {
         UpdateKind::Deleted { server } => format!("server {} deleted", server.vendor_id),
         UpdateKind::DeleteFailed { fault } => format!(
             "deleting the server failed ({}): {}; it still runs",
+            fault.code, fault.message
+        ),
+        UpdateKind::Retrying { fault, retry_in_ms } => format!(
+            "attempt failed ({}): {}; retrying in {retry_in_ms} ms",
             fault.code, fault.message
         ),
     }

@@ -587,6 +587,8 @@ async fn apply_in(
         | UpdateKind::Deleted { server } => (Some(server), None),
         UpdateKind::Failed { fault, server } => (server.as_ref(), Some(fault)),
         UpdateKind::DeleteFailed { fault } => (None, Some(fault)),
+        // The attempt's fault is in the event log; the order is not failed.
+        UpdateKind::Retrying { .. } => (None, None),
     };
     let moved =
         compare_and_set(tx, update.order_id, step, server.map(json), fault.map(json)).await?;

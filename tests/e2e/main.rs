@@ -9,5 +9,6 @@ mod drop_in;
 mod happy_path;
 mod outbox;
 mod restarts;
+mod retries;
 mod sandbox;
 mod vendors;

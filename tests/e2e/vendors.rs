@@ -77,6 +77,13 @@ async fn refusals_become_faults(vendor: &str) -> anyhow::Result<()> {
         .filter(|e| e["status"] == "failed")
         .count();
     assert_eq!(failures, 1, "not retried: {failed}");
+    let retried = failed["events"].as_array().into_iter().flatten().any(|e| {
+        e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("retrying")
+    });
+    assert!(!retried, "a 401 is not retried: {failed}");
     assert_eq!(stack.sim_stats_of(vendor).await?["created_total"], 0);
 
     let response = stack

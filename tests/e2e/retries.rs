@@ -1,0 +1,99 @@
+//! Failed creates with passing faults are retried through the delay queues, with backoff,
+//! honouring the vendor's `Retry-After`, until the per-order budget is spent.
+
+use std::time::Duration;
+
+use provisioner_tests::{Stack, StackOptions};
+use serde_json::{Value, json};
+
+/// The event messages of an order that say it will be retried.
+fn retry_events(order: &Value) -> Vec<String> {
+    order["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("retrying in"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn fast_retries(max_attempts: u32) -> StackOptions {
+    StackOptions {
+        host_env: vec![
+            ("RETRY_BASE_MS".into(), "250".into()),
+            ("RETRY_MAX_ATTEMPTS".into(), max_attempts.to_string()),
+        ],
+        ..StackOptions::default()
+    }
+}
+
+/// Two 503s on the create: the order is retried twice and runs, with one server.
+#[tokio::test]
+async fn a_create_retried_after_vendor_errors_succeeds() -> anyhow::Result<()> {
+    let stack = Stack::start(fast_retries(5)).await?;
+    stack
+        .inject_fault(
+            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
+                             "method": "POST", "count": 2}),
+        )
+        .await?;
+    let id = stack.order_server("retried-1").await?;
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(60))
+        .await?;
+    let retries = retry_events(&active);
+    assert_eq!(retries.len(), 2, "{active}");
+    assert!(retries[0].contains("vendor_unavailable"), "{retries:?}");
+    let last = active["events"].as_array().and_then(|e| e.last()).cloned();
+    assert_eq!(
+        last.map(|e| e["attempt"].clone()),
+        Some(json!(3)),
+        "{active}"
+    );
+    let stats = stack.sim_stats().await?;
+    assert_eq!(stats["created_total"], 1);
+    assert_eq!(stats["duplicates"], json!({}));
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// A vendor that keeps answering 429: the retries wait at least its `Retry-After`, and after
+/// the budget's attempts the order fails with the last fault and the count.
+#[tokio::test]
+async fn an_exhausted_retry_budget_fails_the_order_with_the_attempts() -> anyhow::Result<()> {
+    let stack = Stack::start(fast_retries(3)).await?;
+    stack
+        .inject_fault(json!({"vendor": "digitalocean", "kind": "rate_limit",
+                             "retry_after_secs": 1, "method": "POST", "count": 100}))
+        .await?;
+    let id = stack.order_at("digitalocean", "limited-1").await?;
+    let failed = stack
+        .wait_for_status(&id, "failed", Duration::from_secs(60))
+        .await?;
+    assert_eq!(failed["fault"]["code"], "rate_limited", "{failed}");
+    let message = failed["fault"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("gave up after 3 attempts"), "{failed}");
+    let retries = retry_events(&failed);
+    assert_eq!(retries.len(), 2, "{failed}");
+    for retry in &retries {
+        // "... RateLimited(Some(<ms the vendor asked>)) ...; retrying in <ms> ms"
+        let number_after = |marker: &str, end: char| -> f64 {
+            retry
+                .split(marker)
+                .nth(1)
+                .and_then(|rest| rest.split(end).next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {marker} in {retry}"))
+        };
+        let asked_ms = number_after("Some(", ')');
+        let waits_ms = number_after("retrying in", 'm');
+        assert!(waits_ms >= asked_ms, "Retry-After not honoured: {retry}");
+    }
+    assert_eq!(
+        stack.sim_stats_of("digitalocean").await?["created_total"],
+        0
+    );
+    stack.cleanup().await;
+    Ok(())
+}
