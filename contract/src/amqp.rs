@@ -195,7 +195,57 @@ impl Publisher {
             .await?;
         Self::confirmed(confirm, routing_key).await
     }
+
+    /// Moves a poison delivery (undecodable, wrong schema, wrong queue) to the dead-letter
+    /// exchange with `reason` in the [`DEAD_REASON_HEADER`] and the queue it came from in
+    /// [`DEAD_QUEUE_HEADER`]: a confirmed copy first, then the original is acked, so it
+    /// never loops. If the copy cannot be published, the delivery is rejected instead (the
+    /// queue's own dead-letter exchange takes it, without our headers).
+    pub async fn dead_letter(
+        &self,
+        topology: &Topology,
+        queue: &str,
+        delivery: &lapin::message::Delivery,
+        reason: &str,
+    ) -> Result<(), lapin::Error> {
+        use lapin::options::{BasicAckOptions, BasicRejectOptions};
+        use lapin::types::{AMQPValue, FieldTable};
+
+        let mut headers: FieldTable = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            DEAD_REASON_HEADER.into(),
+            AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            DEAD_QUEUE_HEADER.into(),
+            AMQPValue::LongString(queue.into()),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        let copied = self
+            .publish_to(
+                &topology.dead_letter_exchange(),
+                delivery.routing_key.as_str(),
+                properties,
+                &delivery.data,
+            )
+            .await;
+        match copied {
+            Ok(()) => delivery.ack(BasicAckOptions::default()).await.map(drop),
+            Err(error) => {
+                tracing::error!(%error, "cannot publish to the dead-letter exchange; rejecting instead");
+                delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+                    .map(drop)
+            }
+        }
+    }
 }
+
+/// Header of a dead-lettered message: why it was refused.
+pub const DEAD_REASON_HEADER: &str = "provisioner-dead-reason";
+/// Header of a dead-lettered message: the queue it was refused on.
+pub const DEAD_QUEUE_HEADER: &str = "provisioner-dead-queue";
 
 #[cfg(test)]
 mod tests {

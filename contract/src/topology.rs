@@ -13,6 +13,10 @@ pub const RETRY_DELAYS_MS: &[u64] = &[
     250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000,
 ];
 
+/// Deliveries a message on a request or results queue gets before the broker dead-letters
+/// it (a message that keeps crashing its consumer, or keeps being handed back).
+pub const DELIVERY_LIMIT: i32 = 20;
+
 /// The header of a retry that picks its delay queue (the queue's name). Not `x-`-prefixed:
 /// a headers exchange ignores such headers when matching.
 pub const RETRY_QUEUE_HEADER: &str = "provisioner-retry-queue";
@@ -253,6 +257,10 @@ impl Topology {
             arguments.insert(
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString(self.dead_letter_exchange().into()),
+            );
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(DELIVERY_LIMIT),
             );
         }
         channel

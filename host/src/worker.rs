@@ -18,7 +18,6 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -388,20 +387,18 @@ async fn handle_delivery(
     let (envelope, request) = match decoded {
         Ok(decoded) if decoded.1.vendor() == plugin.vendor() => decoded,
         Ok((_, request)) => {
-            tracing::error!(
-                order_id = %request.order_id(),
-                "request for vendor '{}' arrived on the queue of '{}'; dead-lettering it",
+            let reason = format!(
+                "request for vendor '{}' on the queue of '{}'",
                 request.vendor(),
                 plugin.vendor()
             );
-            return dead_letter(&delivery).await;
+            tracing::error!(order_id = %request.order_id(), "{reason}; dead-lettering it");
+            return dead_letter(&publisher, &settings, plugin.vendor(), &delivery, &reason).await;
         }
         Err(error) => {
-            tracing::error!(
-                vendor = plugin.vendor(),
-                "undecodable request, dead-lettering it: {error}"
-            );
-            return dead_letter(&delivery).await;
+            let reason = format!("undecodable request: {error}");
+            tracing::error!(vendor = plugin.vendor(), "{reason}; dead-lettering it");
+            return dead_letter(&publisher, &settings, plugin.vendor(), &delivery, &reason).await;
         }
     };
     let attempt = attempt(&delivery);
@@ -531,11 +528,17 @@ async fn handle_delivery(
     .await
 }
 
-/// Sends a delivery to the dead-letter exchange (the queue's `x-dead-letter-exchange`).
-async fn dead_letter(delivery: &Delivery) -> anyhow::Result<()> {
-    delivery
-        .reject(BasicRejectOptions { requeue: false })
+/// Sends a poison request to `provision.dead` with the reason.
+async fn dead_letter(
+    publisher: &Publisher,
+    settings: &WorkerSettings,
+    vendor: &str,
+    delivery: &Delivery,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let queue = settings.topology.request_queue(vendor);
+    publisher
+        .dead_letter(&settings.topology, &queue, delivery, reason)
         .await
-        .context("dead-lettering a request")?;
-    Ok(())
+        .context("dead-lettering a request")
 }

@@ -71,7 +71,7 @@ async fn session(
     settings.up.store(true, Ordering::Relaxed);
     let outcome = tokio::select! {
         outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone()) => outcome,
-        outcome = results::run(&consuming, &settings.topology, store.clone()) => outcome,
+        outcome = results::run(&consuming, &publisher, &settings.topology, store.clone()) => outcome,
         _ = shutdown.cancelled() => Ok(()),
     };
     // Closing the channels first lets the broker requeue cleanly before the connection goes.

@@ -12,11 +12,9 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use provisioner_contract::{Envelope, HostMessage, OrderUpdate, Topology, decode};
+use provisioner_contract::{Envelope, HostMessage, OrderUpdate, Publisher, Topology, decode};
 
 use crate::store::{Applied, Store};
 
@@ -24,7 +22,12 @@ use crate::store::{Applied, Store};
 const PREFETCH: u16 = 64;
 
 /// Consumes until the channel or connection fails.
-pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow::Result<()> {
+pub async fn run(
+    channel: &Channel,
+    publisher: &Publisher,
+    topology: &Topology,
+    store: Store,
+) -> anyhow::Result<()> {
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
         .await
@@ -48,7 +51,7 @@ pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .context("receiving results")?;
-        handle_batch(&store, deliveries).await?;
+        handle_batch(&store, publisher, topology, deliveries).await?;
     }
     anyhow::bail!("the broker closed the results consumer")
 }
@@ -56,18 +59,22 @@ pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow
 /// Applies one batch: undecodable messages are dead-lettered, vendor announcements applied
 /// one by one, order updates together in one transaction; each delivery is acked once its
 /// effect is committed, or requeued when the database failed.
-async fn handle_batch(store: &Store, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+async fn handle_batch(
+    store: &Store,
+    publisher: &Publisher,
+    topology: &Topology,
+    deliveries: Vec<Delivery>,
+) -> anyhow::Result<()> {
     let mut updates: Vec<(Envelope, OrderUpdate, Delivery)> = Vec::new();
     for delivery in deliveries {
         let decoded: Result<(Envelope, HostMessage), _> =
             decode(&delivery.properties, &delivery.data);
         match decoded {
             Err(error) => {
-                tracing::error!(
-                    "undecodable message on the results queue, dead-lettering it: {error}"
-                );
-                delivery
-                    .reject(BasicRejectOptions { requeue: false })
+                let reason = format!("undecodable message: {error}");
+                tracing::error!("{reason} on the results queue; dead-lettering it");
+                publisher
+                    .dead_letter(topology, &topology.results_queue(), &delivery, &reason)
                     .await
                     .context("dead-lettering a result")?;
             }

@@ -8,6 +8,7 @@ mod concurrency;
 mod drop_in;
 mod happy_path;
 mod outbox;
+mod poison;
 mod restarts;
 mod retries;
 mod sandbox;
