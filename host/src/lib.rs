@@ -12,6 +12,7 @@
 //! - [`sandbox`]: per-call store state, host imports, the outbound grant check, the memory
 //!   cap.
 //! - [`runtime`]: the engine, plugin loading, one call = one fresh store.
+//! - [`throttle`]: one vendor's call budget: a token bucket and the pause a 429 sets.
 //! - [`catalog`]: the plugins folder kept in step with the disk (drop-in, replace, remove).
 //! - [`provision`]: one order's life at the vendor: create, poll with backoff, outcome.
 //! - [`retry`]: retries of failed creates through delay queues: backoff, jitter,
@@ -29,6 +30,7 @@ pub mod provision;
 pub mod retry;
 pub mod runtime;
 pub mod sandbox;
+pub mod throttle;
 pub mod worker;
 
 /// Host-side bindings generated from `wit/provider.wit`.

@@ -15,6 +15,7 @@
 //!
 //! [limits]
 //! max_in_flight = 100                     # creations at once = the consumer prefetch
+//! requests_per_second = 10                # optional: this host's calls to the vendor
 //! call_timeout_ms = 30000                 # one plugin call, vendor round trips included
 //! memory_mib = 64                         # linear memory of one call
 //! ```
@@ -69,6 +70,10 @@ pub struct Limits {
     /// How much linear memory one call may use, in MiB.
     #[serde(default = "Limits::default_memory_mib")]
     pub memory_mib: u32,
+    /// Calls per second this host makes to the vendor (creates, look-ups, polls, deletes
+    /// together); absent for no limit. A 429 pauses the vendor's calls either way.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
 }
 
 impl Limits {
@@ -99,6 +104,7 @@ impl Default for Limits {
             max_in_flight: Self::default_max_in_flight(),
             call_timeout_ms: Self::default_call_timeout_ms(),
             memory_mib: Self::default_memory_mib(),
+            requests_per_second: None,
         }
     }
 }
@@ -173,6 +179,13 @@ impl Manifest {
         }
         if manifest.limits.max_in_flight == 0 {
             return Err(invalid("limits.max_in_flight must be at least 1".into()));
+        }
+        if let Some(rate) = manifest.limits.requests_per_second
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(invalid(
+                "limits.requests_per_second must be a positive number".into(),
+            ));
         }
         if manifest.limits.call_timeout_ms == 0 {
             return Err(invalid("limits.call_timeout_ms must be at least 1".into()));
@@ -252,6 +265,19 @@ mod tests {
             manifest.component_path(Path::new("/p/hetzner.toml")),
             Path::new("/p/hetzner.wasm")
         );
+    }
+
+    /// A vendor call rate must be a positive number; absent means no bucket.
+    #[test]
+    fn requests_per_second_must_be_positive() {
+        let base = "vendor = \"x\"\ncomponent = \"x.wasm\"\n[limits]\n";
+        assert_eq!(parse(base).unwrap().limits.requests_per_second, None);
+        let manifest = parse(&format!("{base}requests_per_second = 2.5")).unwrap();
+        assert_eq!(manifest.limits.requests_per_second, Some(2.5));
+        for bad in ["0", "-1", "nan"] {
+            let error = parse(&format!("{base}requests_per_second = {bad}")).unwrap_err();
+            assert!(error.to_string().contains("requests_per_second"), "{error}");
+        }
     }
 
     /// Typos are refused instead of silently ignored, and the message names the file.

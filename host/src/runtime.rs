@@ -29,6 +29,7 @@ use crate::manifest::{Limits, Manifest};
 use crate::outbound::{OutboundClient, tls_trusting};
 use crate::provision::BootTimes;
 use crate::sandbox::{Grants, PluginState};
+use crate::throttle::VendorThrottle;
 
 /// How often the engine's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -268,6 +269,7 @@ impl PluginRuntime {
         let mut plugin = Plugin {
             engine: self.engine.clone(),
             boot_times: BootTimes::default(),
+            throttle: VendorThrottle::new(manifest.limits.requests_per_second),
             slots: self.slots.clone(),
             pre,
             grants,
@@ -300,6 +302,7 @@ impl PluginRuntime {
 pub struct Plugin {
     engine: Engine,
     boot_times: BootTimes,
+    throttle: VendorThrottle,
     slots: Arc<tokio::sync::Semaphore>,
     pre: ProviderPluginPre<PluginState>,
     grants: Arc<Grants>,
@@ -399,44 +402,65 @@ impl Plugin {
         .map_err(CallError::Provider)
     }
 
-    /// `create-server`.
+    /// `create-server` (throttled).
     pub async fn create_server(
         &self,
         order_id: Uuid,
         request: &ServerRequest,
     ) -> Result<Server, CallError> {
-        self.invoke("create-server", Some(order_id), async |guest, store| {
-            guest.call_create_server(store, request).await
-        })
-        .await?
-        .map_err(CallError::Provider)
+        self.throttle.acquire().await;
+        let answer = self
+            .invoke("create-server", Some(order_id), async |guest, store| {
+                guest.call_create_server(store, request).await
+            })
+            .await;
+        self.vendor_call_done(answer)
     }
 
-    /// `find-server`.
+    /// `find-server` (throttled).
     pub async fn find_server(&self, idempotency_key: &str) -> Result<Option<Server>, CallError> {
-        self.invoke("find-server", None, async |guest, store| {
-            guest.call_find_server(store, idempotency_key).await
-        })
-        .await?
-        .map_err(CallError::Provider)
+        self.throttle.acquire().await;
+        let answer = self
+            .invoke("find-server", None, async |guest, store| {
+                guest.call_find_server(store, idempotency_key).await
+            })
+            .await;
+        self.vendor_call_done(answer)
     }
 
-    /// `get-server`.
+    /// `get-server` (throttled).
     pub async fn get_server(&self, order_id: Uuid, vendor_id: &str) -> Result<Server, CallError> {
-        self.invoke("get-server", Some(order_id), async |guest, store| {
-            guest.call_get_server(store, vendor_id).await
-        })
-        .await?
-        .map_err(CallError::Provider)
+        self.throttle.acquire().await;
+        let answer = self
+            .invoke("get-server", Some(order_id), async |guest, store| {
+                guest.call_get_server(store, vendor_id).await
+            })
+            .await;
+        self.vendor_call_done(answer)
     }
 
-    /// `delete-server`.
+    /// `delete-server` (throttled).
     pub async fn delete_server(&self, order_id: Uuid, vendor_id: &str) -> Result<(), CallError> {
-        self.invoke("delete-server", Some(order_id), async |guest, store| {
-            guest.call_delete_server(store, vendor_id).await
-        })
-        .await?
-        .map_err(CallError::Provider)
+        self.throttle.acquire().await;
+        let answer = self
+            .invoke("delete-server", Some(order_id), async |guest, store| {
+                guest.call_delete_server(store, vendor_id).await
+            })
+            .await;
+        self.vendor_call_done(answer)
+    }
+
+    /// Unwraps a vendor call's answer; a rate-limited one pauses every call to this vendor
+    /// for the time it asked.
+    fn vendor_call_done<T>(
+        &self,
+        answer: Result<Result<T, ProviderError>, CallError>,
+    ) -> Result<T, CallError> {
+        let result = answer?.map_err(CallError::Provider);
+        if let Err(CallError::Provider(ProviderError::RateLimited(delay_ms))) = &result {
+            self.throttle.pause(delay_ms.map(Duration::from_millis));
+        }
+        result
     }
 }
 
