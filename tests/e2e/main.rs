@@ -4,6 +4,7 @@
 //! and deletes its queues and exchanges at the end.
 
 mod bad_input;
+mod broker_outage;
 mod concurrency;
 mod drop_in;
 mod happy_path;

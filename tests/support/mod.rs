@@ -13,6 +13,7 @@
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -21,6 +22,7 @@ use lapin::{Connection, ConnectionProperties};
 use provisioner_contract::Topology;
 use serde_json::Value;
 use tokio::process::{Child, Command};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 /// The broker every test uses.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -283,6 +285,9 @@ pub struct StackOptions {
     pub profile: &'static str,
     /// Extra environment for the host (later entries override the stack's own).
     pub host_env: Vec<(String, String)>,
+    /// Whether this stack may stop the broker ([`Stack::stop_broker`]): it then runs alone,
+    /// with no other stack beside it.
+    pub exclusive_broker: bool,
 }
 
 impl Default for StackOptions {
@@ -295,6 +300,7 @@ impl Default for StackOptions {
             max_in_flight: 1000,
             profile: "debug",
             host_env: Vec::new(),
+            exclusive_broker: false,
         }
     }
 }
@@ -316,11 +322,78 @@ pub struct Stack {
     host: Option<Service>,
     api: Option<Service>,
     cleaned: bool,
+    broker_hold: BrokerHold,
+}
+
+/// Every stack holds the broker shared; a stack that stops it holds it alone.
+static BROKER: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(())));
+
+/// A stack's hold on the broker: shared, or alone (then it may stop it).
+struct BrokerHold {
+    exclusive: bool,
+    _shared: Option<OwnedRwLockReadGuard<()>>,
+    _alone: Option<OwnedRwLockWriteGuard<()>>,
+}
+
+/// A broker outage a test made: [`BrokerOutage::end`] starts it again; dropping it
+/// unended (a failed test) starts it too, so other tests find it up.
+pub struct BrokerOutage {
+    ended: bool,
+}
+
+impl BrokerOutage {
+    /// Starts the broker's application again and waits until it serves.
+    pub async fn end(mut self) -> anyhow::Result<()> {
+        self.ended = true;
+        rabbitmqctl(&["start_app"]).await?;
+        rabbitmqctl(&["await_startup"]).await
+    }
+}
+
+impl Drop for BrokerOutage {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = std::process::Command::new("rabbitmqctl")
+                .args(["start_app"])
+                .status();
+        }
+    }
+}
+
+/// Runs `rabbitmqctl` (this machine's broker only); fails with its output.
+pub async fn rabbitmqctl(arguments: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("rabbitmqctl")
+        .args(arguments)
+        .output()
+        .await
+        .context("running rabbitmqctl (tests that stop the broker need it on this machine)")?;
+    if !output.status.success() {
+        bail!(
+            "rabbitmqctl {} failed: {}{}",
+            arguments.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
 }
 
 impl Stack {
     /// Starts the simulator, a host and order-api, and waits until `/readyz` is 200.
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let hold = if options.exclusive_broker {
+            BrokerHold {
+                exclusive: true,
+                _shared: None,
+                _alone: Some(BROKER.clone().write_owned().await),
+            }
+        } else {
+            BrokerHold {
+                exclusive: false,
+                _shared: Some(BROKER.clone().read_owned().await),
+                _alone: None,
+            }
+        };
         let broker = require_rabbitmq().await;
         let _ = broker.close(200, "checked".into()).await;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -345,6 +418,7 @@ impl Stack {
             host: None,
             api: None,
             cleaned: false,
+            broker_hold: hold,
         };
         stack.start_sim(sim_port, tls_port)?;
         // Over TLS the plugins talk to the simulator's HTTPS port and trust its CA, which it
@@ -374,6 +448,7 @@ impl Stack {
         stack.start_host()?;
         stack.start_api()?;
         stack.wait_ready().await?;
+        stack.wait_for_vendors().await?;
         Ok(stack)
     }
 
@@ -486,6 +561,26 @@ impl Stack {
         self.host.as_ref().and_then(|host| host.child.id())
     }
 
+    /// Stops the broker's application (connections drop, the port refuses) until the
+    /// returned outage is ended. Only for stacks started with `exclusive_broker`.
+    pub async fn stop_broker(&self) -> anyhow::Result<BrokerOutage> {
+        if !self.broker_hold.exclusive {
+            bail!("only a stack started with exclusive_broker may stop the broker");
+        }
+        let outage = BrokerOutage { ended: false };
+        rabbitmqctl(&["stop_app"]).await?;
+        Ok(outage)
+    }
+
+    /// Whether `GET /readyz` answers 200.
+    pub async fn ready(&self) -> bool {
+        self.http
+            .get(format!("{}/readyz", self.api_url))
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == 200)
+    }
+
     /// The host's whole log so far.
     pub fn host_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("host.log")).unwrap_or_default()
@@ -502,6 +597,22 @@ impl Stack {
     pub async fn kill_api(&mut self) {
         if let Some(api) = self.api.as_mut() {
             api.kill().await;
+        }
+    }
+
+    /// Waits until order-api lists every fixture vendor (the host announces them one by
+    /// one; `/readyz` is 200 after the first).
+    pub async fn wait_for_vendors(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let served = self.vendors().await.unwrap_or_default();
+            if VENDORS.iter().all(|f| served.iter().any(|v| v == f.vendor)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("order-api lists only {served:?}\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
