@@ -16,4 +16,12 @@ pub struct ApiConfig {
     /// The broker.
     #[command(flatten)]
     pub amqp: AmqpArgs,
+    /// Seconds without news after which the watchdog sends a queued, provisioning or
+    /// deleting order's request again. Keep it above the host's
+    /// `--provision-timeout-secs` (900): a host polling a slow server sends no news.
+    #[arg(long, env = "WATCHDOG_AFTER_SECS", default_value_t = 1_200)]
+    pub watchdog_after_secs: u64,
+    /// Seconds between the watchdog's sweeps.
+    #[arg(long, env = "WATCHDOG_INTERVAL_SECS", default_value_t = 30)]
+    pub watchdog_interval_secs: u64,
 }

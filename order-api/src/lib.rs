@@ -8,6 +8,8 @@
 //! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health.
 //! - [`relay`]: the outbox relay (publish with confirms, retry what was refused).
 //! - [`results`]: the consumer of `provision.results` (updates, vendor announcements).
+//! - [`watchdog`]: re-sends the request of an order stuck without news (a lost request or
+//!   result); the host's idempotent create or delete settles it.
 //! - [`broker`]: the session supervisor that (re)connects and runs relay and consumer.
 //! - [`serve`]: the whole service on an already-bound listener until shutdown.
 
@@ -18,6 +20,7 @@ pub mod lifecycle;
 pub mod relay;
 pub mod results;
 pub mod store;
+pub mod watchdog;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -49,6 +52,15 @@ pub async fn serve(
         store.clone(),
         shutdown.clone(),
     ));
+    let watchdog = tokio::spawn(watchdog::run(
+        store.clone(),
+        relay_wakeup.clone(),
+        watchdog::WatchdogSettings {
+            after: std::time::Duration::from_secs(config.watchdog_after_secs.max(1)),
+            every: std::time::Duration::from_secs(config.watchdog_interval_secs.max(1)),
+        },
+        shutdown.clone(),
+    ));
     let state = http::AppState {
         store,
         relay_wakeup,
@@ -61,5 +73,6 @@ pub async fn serve(
         .context("serving HTTP")?;
     shutdown.cancel();
     supervisor.await.context("joining the broker supervisor")?;
+    watchdog.await.context("joining the watchdog")?;
     Ok(())
 }

@@ -306,6 +306,63 @@ impl Store {
         Ok(true)
     }
 
+    /// Orders in `queued`, `provisioning` or `deleting` with no change since `before`,
+    /// oldest first.
+    pub async fn stalled_orders(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<Order>> {
+        let rows = sqlx::query(
+            "SELECT * FROM orders WHERE status IN ('queued', 'provisioning', 'deleting') \
+             AND updated_at < ? ORDER BY updated_at LIMIT ?",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("looking for stalled orders")?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    /// Queues `outbox` again for an order the watchdog found stalled, with `message` in its
+    /// event log, unless the order changed since it was read (then it is not stalled).
+    pub async fn redrive(
+        &self,
+        order: &Order,
+        outbox: &OutboxMessage,
+        message: &str,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let now = Utc::now();
+        let touched = sqlx::query(
+            "UPDATE orders SET updated_at = ? WHERE id = ? AND status = ? AND updated_at = ?",
+        )
+        .bind(now)
+        .bind(order.id.to_string())
+        .bind(order.status.as_str())
+        .bind(order.updated_at)
+        .execute(&mut *tx)
+        .await
+        .context("marking a stalled order")?
+        .rows_affected();
+        if touched != 1 {
+            return Ok(false);
+        }
+        let event = OrderEvent {
+            at: now,
+            status: order.status,
+            message: message.into(),
+            attempt: None,
+        };
+        insert_event(&mut tx, order.id, &event).await?;
+        insert_outbox(&mut tx, outbox, now).await?;
+        tx.commit()
+            .await
+            .context("committing the re-sent request")?;
+        Ok(true)
+    }
+
     /// Outbox messages due for (another) publish, oldest first.
     pub async fn due_outbox(&self, limit: u32) -> anyhow::Result<Vec<OutboxMessage>> {
         let rows = sqlx::query(

@@ -14,3 +14,4 @@ mod restarts;
 mod retries;
 mod sandbox;
 mod vendors;
+mod watchdog;

@@ -285,6 +285,8 @@ pub struct StackOptions {
     pub profile: &'static str,
     /// Extra environment for the host (later entries override the stack's own).
     pub host_env: Vec<(String, String)>,
+    /// Extra environment for order-api (later entries override the stack's own).
+    pub api_env: Vec<(String, String)>,
     /// Whether this stack may stop the broker ([`Stack::stop_broker`]): it then runs alone,
     /// with no other stack beside it.
     pub exclusive_broker: bool,
@@ -300,6 +302,7 @@ impl Default for StackOptions {
             max_in_flight: 1000,
             profile: "debug",
             host_env: Vec::new(),
+            api_env: Vec::new(),
             exclusive_broker: false,
         }
     }
@@ -523,7 +526,7 @@ impl Stack {
 
     /// Starts (or restarts) order-api on the same port and database.
     pub fn start_api(&mut self) -> anyhow::Result<()> {
-        let env = [
+        let mut env = vec![
             ("AMQP_URL", AMQP_URL.to_string()),
             ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
             ("LISTEN_ADDR", format!("127.0.0.1:{}", self.api_port)),
@@ -532,6 +535,9 @@ impl Stack {
                 format!("sqlite://{}", self.dir.join("orders.db").display()),
             ),
         ];
+        for (key, value) in &self.options.api_env {
+            env.push((key.as_str(), value.clone()));
+        }
         self.api = Some(Service::spawn(
             "order-api",
             &binary(self.options.profile, "order-api"),
