@@ -13,5 +13,6 @@ mod poison;
 mod restarts;
 mod retries;
 mod sandbox;
+mod shutdown;
 mod vendors;
 mod watchdog;

@@ -42,3 +42,61 @@ async fn order_api_killed_mid_flight_loses_no_order() -> anyhow::Result<()> {
     stack.cleanup().await;
     Ok(())
 }
+
+/// The same creation request delivered twice more (same message id, e.g. a publisher's
+/// retry after a lost confirm): one server, and the order's history does not change.
+#[tokio::test]
+async fn a_duplicate_request_has_one_effect() -> anyhow::Result<()> {
+    use lapin::options::BasicPublishOptions;
+    use provisioner_contract::{Envelope, HostRequest, ProvisionRequest, ServerSpec, encode};
+
+    let stack = Stack::start(StackOptions::default()).await?;
+    let id = stack.order_server("duplicated").await?;
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(60))
+        .await?;
+    let spec: ServerSpec = serde_json::from_value(serde_json::json!({
+        "name": active["name"], "region": active["region"], "size": active["size"],
+        "image": active["image"],
+    }))?;
+    let request = HostRequest::Create(ProvisionRequest {
+        order_id: id.parse()?,
+        vendor: "hetzner".into(),
+        spec,
+    });
+    let envelope = Envelope::for_order(id.parse()?, None);
+    let connection = provisioner_tests::require_rabbitmq().await;
+    let channel = connection.create_channel().await?;
+    for _ in 0..2 {
+        channel
+            .basic_publish(
+                stack.topology.exchange().as_str().into(),
+                "request.hetzner".into(),
+                BasicPublishOptions::default(),
+                &encode(&request),
+                envelope.properties(),
+            )
+            .await?
+            .await?;
+    }
+    // Both copies are handled (the host logs each) and change nothing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stack.host_log().matches("server running").count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copies were not handled\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = stack.order(&id).await?;
+    assert_eq!(after["status"], "active");
+    assert_eq!(after["events"], active["events"], "the history changed");
+    let stats = stack.sim_stats().await?;
+    assert_eq!(stats["created_total"], 1);
+    assert_eq!(stats["duplicates"], serde_json::json!({}));
+    let _ = connection.close(200, "done".into()).await;
+    stack.cleanup().await;
+    Ok(())
+}

@@ -26,7 +26,11 @@ async fn the_watchdog_completes_an_order_whose_result_was_lost() -> anyhow::Resu
     // reading results.
     let deadline = Instant::now() + Duration::from_secs(30);
     while stack.order(&id).await?["status"] == "pending" {
-        assert!(Instant::now() < deadline, "never published\n{}", stack.logs());
+        assert!(
+            Instant::now() < deadline,
+            "never published\n{}",
+            stack.logs()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stack.kill_api().await;

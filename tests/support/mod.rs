@@ -592,6 +592,23 @@ impl Stack {
         std::fs::read_to_string(self.dir.join("host.log")).unwrap_or_default()
     }
 
+    /// SIGTERMs the host and waits (up to `within`) for it to exit; returns its exit code.
+    pub async fn terminate_host(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        let host = self.host.as_mut().context("the host is not running")?;
+        let pid = host.child.id().context("the host already exited")?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let status = tokio::time::timeout(within, host.child.wait())
+            .await
+            .with_context(|| format!("the host did not exit within {within:?} of SIGTERM"))??;
+        Ok(status.code())
+    }
+
     /// SIGKILLs the host.
     pub async fn kill_host(&mut self) {
         if let Some(host) = self.host.as_mut() {
