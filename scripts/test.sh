@@ -21,5 +21,9 @@ cargo test --workspace
 echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
 target/debug/bench --profile debug in-flight --orders 200 --boot-secs 5 --hold-secs 5
 
+echo "==> chaos run, small (stops and starts this machine's RabbitMQ application once)"
+target/debug/chaos --profile debug --orders 150 --rate 15 --host-kills 10 --api-restarts 2 \
+    --broker-restarts 1 --drain-timeout-secs 180
+
 echo "==> simulator fidelity: the vendors' official SDKs against vendor-sim"
 target/sdk-venv/bin/pytest tests/sdk -q -p no:cacheprovider

@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use provisioner_tests::{AMQP_URL, Stack, StackOptions, VENDORS};
 use serde_json::Value;
 
-use crate::probe::{self, ProcessSample};
-use crate::report::{Progress, Summary, Target};
+use provisioner_bench::probe::{self, ProcessSample};
+use provisioner_bench::report::{Progress, Summary, Target};
 
 /// The in-flight benchmark's settings.
 #[derive(Debug, Clone, clap::Args)]

@@ -8,12 +8,9 @@
 //! # Layout
 //! - [`in_flight`]: slow vendors in flight: how many creations one host holds at once,
 //!   its memory, its throughput, and whether its heartbeats and timers stayed on time.
-//! - [`report`]: the summary (table or JSON) and the progress line.
-//! - [`probe`]: what `/proc` says about a process (memory, CPU, threads).
+//! - the summary and `/proc` probes come from the crate's library (`provisioner_bench`).
 
 mod in_flight;
-mod probe;
-mod report;
 
 use clap::{Parser, Subcommand, ValueEnum};
 

@@ -142,9 +142,16 @@ fn number(value: f64) -> String {
 }
 
 /// The progress line: redrawn in place on a terminal, one line every few seconds in a log.
+#[derive(Debug)]
 pub struct Progress {
     terminal: bool,
     last: Option<Instant>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Progress {

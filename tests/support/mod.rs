@@ -287,6 +287,8 @@ pub struct StackOptions {
     pub host_env: Vec<(String, String)>,
     /// Extra environment for order-api (later entries override the stack's own).
     pub api_env: Vec<(String, String)>,
+    /// How many hosts run (each with its own `HOST_ID`).
+    pub hosts: usize,
     /// Whether this stack may stop the broker ([`Stack::stop_broker`]): it then runs alone,
     /// with no other stack beside it.
     pub exclusive_broker: bool,
@@ -303,6 +305,7 @@ impl Default for StackOptions {
             profile: "debug",
             host_env: Vec::new(),
             api_env: Vec::new(),
+            hosts: 1,
             exclusive_broker: false,
         }
     }
@@ -322,7 +325,8 @@ pub struct Stack {
     api_port: u16,
     options: StackOptions,
     sim: Option<Service>,
-    host: Option<Service>,
+    /// The hosts (index 0 is "the host"; more with `StackOptions::hosts`).
+    hosts: Vec<Option<Service>>,
     api: Option<Service>,
     cleaned: bool,
     broker_hold: BrokerHold,
@@ -418,7 +422,7 @@ impl Stack {
             api_port,
             options,
             sim: None,
-            host: None,
+            hosts: Vec::new(),
             api: None,
             cleaned: false,
             broker_hold: hold,
@@ -448,7 +452,9 @@ impl Stack {
             let manifest = fixture.manifest(&plugin_url, ca.as_deref(), max_in_flight);
             std::fs::write(path, manifest)?;
         }
-        stack.start_host()?;
+        for index in 0..stack.options.hosts.max(1) {
+            stack.start_host_at(index)?;
+        }
         stack.start_api()?;
         stack.wait_ready().await?;
         stack.wait_for_vendors().await?;
@@ -490,6 +496,19 @@ impl Stack {
 
     /// Starts (or restarts) the host.
     pub fn start_host(&mut self) -> anyhow::Result<()> {
+        self.start_host_at(0)
+    }
+
+    fn host_log_path(&self, index: usize) -> PathBuf {
+        match index {
+            0 => self.dir.join("host.log"),
+            _ => self.dir.join(format!("host-{index}.log")),
+        }
+    }
+
+    /// Starts (or restarts) host number `index` (from 0).
+    pub fn start_host_at(&mut self, index: usize) -> anyhow::Result<()> {
+        let host_id = format!("test-host-{index}");
         let poll = self.options.poll.as_millis().to_string();
         let poll_max = self
             .options
@@ -512,15 +531,22 @@ impl Stack {
         for (fixture, variable) in VENDORS.iter().zip(&variables) {
             env.push((variable.as_str(), fixture.secret.1.to_string()));
         }
+        if index > 0 {
+            env.push(("HOST_ID", host_id));
+        }
         for (key, value) in &self.options.host_env {
             env.push((key.as_str(), value.clone()));
         }
-        self.host = Some(Service::spawn(
+        let host = Service::spawn(
             "provisioner-host",
             &binary(self.options.profile, "provisioner-host"),
             &env,
-            self.dir.join("host.log"),
-        )?);
+            self.host_log_path(index),
+        )?;
+        if self.hosts.len() <= index {
+            self.hosts.resize_with(index + 1, || None);
+        }
+        self.hosts[index] = Some(host);
         Ok(())
     }
 
@@ -564,7 +590,16 @@ impl Stack {
 
     /// The host's process id, while it runs.
     pub fn host_pid(&self) -> Option<u32> {
-        self.host.as_ref().and_then(|host| host.child.id())
+        self.host().and_then(|host| host.child.id())
+    }
+
+    fn host(&self) -> Option<&Service> {
+        self.hosts.first().and_then(Option::as_ref)
+    }
+
+    /// How many hosts this stack has.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
     }
 
     /// Stops the broker's application (connections drop, the port refuses) until the
@@ -589,12 +624,21 @@ impl Stack {
 
     /// The host's whole log so far.
     pub fn host_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("host.log")).unwrap_or_default()
+        self.host_log_at(0)
+    }
+
+    /// The whole log so far of host number `index`.
+    pub fn host_log_at(&self, index: usize) -> String {
+        std::fs::read_to_string(self.host_log_path(index)).unwrap_or_default()
     }
 
     /// SIGTERMs the host and waits (up to `within`) for it to exit; returns its exit code.
     pub async fn terminate_host(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
-        let host = self.host.as_mut().context("the host is not running")?;
+        let host = self
+            .hosts
+            .first_mut()
+            .and_then(Option::as_mut)
+            .context("the host is not running")?;
         let pid = host.child.id().context("the host already exited")?;
         let sent = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -611,7 +655,12 @@ impl Stack {
 
     /// SIGKILLs the host.
     pub async fn kill_host(&mut self) {
-        if let Some(host) = self.host.as_mut() {
+        self.kill_host_at(0).await;
+    }
+
+    /// SIGKILLs host number `index`.
+    pub async fn kill_host_at(&mut self, index: usize) {
+        if let Some(Some(host)) = self.hosts.get_mut(index) {
             host.kill().await;
         }
     }
@@ -823,8 +872,9 @@ impl Stack {
 
     /// The last log lines of every process, for failure messages.
     pub fn logs(&self) -> String {
-        [&self.sim, &self.host, &self.api]
+        [&self.sim, &self.api]
             .into_iter()
+            .chain(self.hosts.iter())
             .flatten()
             .map(Service::log_tail)
             .collect::<Vec<_>>()
@@ -833,8 +883,9 @@ impl Stack {
 
     /// Stops the processes and deletes this stack's queues, exchanges and files.
     pub async fn cleanup(mut self) {
-        for service in [&mut self.api, &mut self.host, &mut self.sim]
+        for service in [&mut self.api, &mut self.sim]
             .into_iter()
+            .chain(self.hosts.iter_mut())
             .flatten()
         {
             service.kill().await;

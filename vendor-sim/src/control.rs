@@ -2,6 +2,8 @@
 //! - `GET /_sim/stats`: per vendor, servers live now (and how many of them are still
 //!   booting), servers ever made, and the idempotency keys with more than one server
 //!   (duplicates);
+//! - `GET /_sim/servers`: every live server of every vendor with its idempotency key (the
+//!   chaos test finds orphans with it);
 //! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults. `POST` takes
 //!   `{"vendor": "hetzner", "kind": "rate_limit", "retry_after_secs": 2, "count": 3,
 //!   "method": "POST"}` (kinds: `rate_limit`, `server_error` with `status`,
@@ -21,10 +23,30 @@ use crate::state::{FaultRule, SimState, Vendor};
 
 /// `/_sim/...`
 pub fn router() -> Router<Arc<SimState>> {
-    Router::new().route("/stats", get(stats)).route(
-        "/faults",
-        get(list_faults).post(add_fault).delete(clear_faults),
-    )
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/servers", get(servers))
+        .route(
+            "/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+}
+
+async fn servers(State(state): State<Arc<SimState>>) -> Json<Value> {
+    let mut all = Vec::new();
+    for vendor in Vendor::ALL {
+        state.with_cloud(vendor, |cloud| {
+            for server in cloud.servers.values() {
+                all.push(json!({
+                    "vendor": vendor.name(),
+                    "id": server.id,
+                    "name": server.spec.name,
+                    "idempotency_key": server.spec.idempotency_key,
+                }));
+            }
+        });
+    }
+    Json(json!({ "servers": all }))
 }
 
 async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {

@@ -1,0 +1,441 @@
+//! `chaos`: proves that no order is lost and no server made twice while processes and the
+//! broker fail. It runs the real stack (order-api, two hosts, vendor-sim answering some
+//! requests with 429 and 503, this machine's RabbitMQ) and, while posting `--orders`
+//! orders over the three vendors:
+//! - SIGKILLs a random host at random moments (`--host-kills`, including while servers are
+//!   being made and not yet acknowledged) and starts it again;
+//! - SIGKILLs and restarts order-api (`--api-restarts`);
+//! - stops and starts RabbitMQ's application (`--broker-restarts`, `rabbitmqctl`, so only
+//!   on a machine whose broker you may stop).
+//!
+//! Then it waits for quiet and reports: accepted, active, failed (by cause), lost (accepted
+//! but unknown to order-api), stuck (not finished by the drain timeout), duplicate servers
+//! at the vendor, orphans (servers no active order owns), and the time to drain. It exits
+//! 1 unless lost, stuck, duplicates and orphans are all 0. `scripts/chaos.sh` builds and
+//! runs it; README has a section on it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use provisioner_bench::report::{Progress, Summary, Target};
+use provisioner_tests::{Stack, StackOptions, VENDORS};
+use rand::Rng;
+use serde_json::{Value, json};
+
+/// Chaos test of the whole stack (see the module docs and README).
+#[derive(Debug, Parser)]
+#[command(name = "chaos", version, about)]
+struct Args {
+    /// Orders to post, spread over the three vendors.
+    #[arg(long, default_value_t = 2_000)]
+    orders: usize,
+    /// Orders posted per second.
+    #[arg(long, default_value_t = 40.0)]
+    rate: f64,
+    /// Times a host is SIGKILLed (at random moments while orders are posted).
+    #[arg(long, default_value_t = 12)]
+    host_kills: usize,
+    /// Times order-api is SIGKILLed and restarted.
+    #[arg(long, default_value_t = 2)]
+    api_restarts: usize,
+    /// Times RabbitMQ's application is stopped and started.
+    #[arg(long, default_value_t = 1)]
+    broker_restarts: usize,
+    /// Seconds a simulated server takes to boot.
+    #[arg(long, default_value_t = 2)]
+    boot_secs: u64,
+    /// Seconds to wait for quiet after the last fault before counting stuck orders.
+    #[arg(long, default_value_t = 300)]
+    drain_timeout_secs: u64,
+    /// Which build runs (`release`, or `debug` next to the tests).
+    #[arg(long, default_value = "release", value_parser = ["release", "debug"])]
+    profile: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One thing the chaos schedule does.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillHost,
+    RestartApi,
+    RestartBroker,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let profile: &'static str = if args.profile == "release" {
+        "release"
+    } else {
+        "debug"
+    };
+    let mut stack = Stack::start(StackOptions {
+        boot_delay: Duration::from_secs(args.boot_secs),
+        poll: Duration::from_millis(250),
+        poll_max: Some(Duration::from_secs(1)),
+        hosts: 2,
+        exclusive_broker: args.broker_restarts > 0,
+        profile,
+        host_env: vec![
+            ("RETRY_BASE_MS".into(), "250".into()),
+            ("RETRY_MAX_ATTEMPTS".into(), "10".into()),
+            ("RETRY_MAX_TOTAL_SECS".into(), "300".into()),
+        ],
+        api_env: vec![
+            ("WATCHDOG_AFTER_SECS".into(), "60".into()),
+            ("WATCHDOG_INTERVAL_SECS".into(), "5".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await?;
+    let outcome = run(&mut stack, &args).await;
+    match outcome {
+        Ok((summary, passed)) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&summary.json())?);
+            } else {
+                print!("{}", summary.table());
+            }
+            if passed {
+                stack.cleanup().await;
+                Ok(())
+            } else {
+                anyhow::bail!("chaos run FAILED: something was lost, stuck, doubled or orphaned")
+            }
+        }
+        Err(error) => Err(error),
+    }
+}
+
+async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> {
+    let started = Instant::now();
+    let mut progress = Progress::new();
+    let posting = Duration::from_secs_f64(args.orders as f64 / args.rate.max(0.1));
+
+    // The schedule: every fault at a random moment while orders are posted.
+    let mut rng = rand::rng();
+    let mut schedule: Vec<(Duration, Fault)> = Vec::new();
+    let at = |rng: &mut rand::rngs::ThreadRng| posting.mul_f64(rng.random_range(0.05..0.95));
+    schedule.extend((0..args.host_kills).map(|_| (at(&mut rng), Fault::KillHost)));
+    schedule.extend((0..args.api_restarts).map(|_| (at(&mut rng), Fault::RestartApi)));
+    schedule.extend((0..args.broker_restarts).map(|_| (at(&mut rng), Fault::RestartBroker)));
+    schedule.sort_by_key(|(at, _)| *at);
+
+    arm_vendor_faults(stack).await?;
+    let poster = tokio::spawn(post_orders(
+        stack.http.clone(),
+        stack.api_url.clone(),
+        args.orders,
+        args.rate,
+    ));
+
+    let mut done: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for (when, fault) in schedule {
+        if let Some(wait) = when.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        progress.update(&format!(
+            "[{:>4}s] {fault:?} (done so far: {done:?})",
+            started.elapsed().as_secs()
+        ));
+        match fault {
+            Fault::KillHost => {
+                let index = rng.random_range(0..stack.host_count());
+                stack.kill_host_at(index).await;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
+                stack.start_host_at(index)?;
+                *done.entry("host_kills").or_default() += 1;
+            }
+            Fault::RestartApi => {
+                stack.kill_api().await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                stack.start_api()?;
+                *done.entry("api_restarts").or_default() += 1;
+            }
+            Fault::RestartBroker => {
+                let outage = stack.stop_broker().await?;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                outage.end().await?;
+                *done.entry("broker_restarts").or_default() += 1;
+            }
+        }
+        arm_vendor_faults(stack).await.ok();
+    }
+    let (accepted, unsure) = poster.await.context("the poster panicked")?;
+    let chaos_over = Instant::now();
+
+    // Quiet: every accepted order finished (active or failed), or the drain timeout.
+    let drain_deadline = chaos_over + Duration::from_secs(args.drain_timeout_secs);
+    loop {
+        let orders = all_orders(stack, false).await.unwrap_or_default();
+        let unfinished = accepted
+            .iter()
+            .filter(|id| {
+                orders
+                    .get(*id)
+                    .is_none_or(|o| o["status"] != "active" && o["status"] != "failed")
+            })
+            .count();
+        progress.update(&format!(
+            "[{:>4}s] drain: {unfinished} of {} accepted orders not finished",
+            started.elapsed().as_secs(),
+            accepted.len()
+        ));
+        if unfinished == 0 || Instant::now() > drain_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let drain_secs = chaos_over.elapsed().as_secs_f64();
+    let orders = all_orders(stack, true).await?;
+    progress.finish();
+
+    let lost = accepted
+        .iter()
+        .filter(|id| !orders.contains_key(*id))
+        .count();
+    let status = |wanted: &str| orders.values().filter(|o| o["status"] == wanted).count();
+    let (active, failed) = (status("active"), status("failed"));
+    let stuck = orders.len() - active - failed;
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    for order in orders.values().filter(|o| o["status"] == "failed") {
+        let code = order["fault"]["code"].as_str().unwrap_or("?").to_string();
+        *failures.entry(code).or_default() += 1;
+    }
+    let redelivered = orders
+        .values()
+        .filter(|o| {
+            o["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["attempt"].as_u64().unwrap_or(0) >= 2)
+        })
+        .count();
+    let duplicates = duplicate_keys(stack).await?;
+    let orphans = orphans(stack, &orders).await?;
+    let passed = lost == 0 && stuck == 0 && duplicates == 0 && orphans == 0;
+
+    let mut summary = Summary::new("chaos");
+    summary.setting("orders", args.orders as u64);
+    summary.setting("rate", args.rate);
+    summary.setting("hosts", 2);
+    summary.setting("boot_secs", args.boot_secs);
+    summary.setting("faults_done", json!(done));
+    summary.setting("failed_by_cause", json!(failures));
+    summary.setting("passed", passed);
+    let figure = |summary: &mut Summary, key, label, value: usize, target| {
+        summary.figure(key, label, value as f64, "", target)
+    };
+    figure(
+        &mut summary,
+        "accepted",
+        "orders accepted (202 seen)",
+        accepted.len(),
+        None,
+    );
+    figure(
+        &mut summary,
+        "unsure_posts",
+        "posts whose answer was lost (order-api killed mid-request)",
+        unsure,
+        None,
+    );
+    figure(
+        &mut summary,
+        "orders_recorded",
+        "orders order-api has",
+        orders.len(),
+        None,
+    );
+    figure(&mut summary, "active", "active", active, None);
+    figure(
+        &mut summary,
+        "failed",
+        "failed (causes in the settings line)",
+        failed,
+        None,
+    );
+    figure(
+        &mut summary,
+        "redelivered",
+        "orders that needed a second attempt",
+        redelivered,
+        None,
+    );
+    figure(
+        &mut summary,
+        "lost",
+        "lost (accepted, unknown)",
+        lost,
+        Some(Target::AtMost(0.0)),
+    );
+    figure(
+        &mut summary,
+        "stuck",
+        "stuck (not finished)",
+        stuck,
+        Some(Target::AtMost(0.0)),
+    );
+    figure(
+        &mut summary,
+        "duplicates",
+        "orders with more than one server",
+        duplicates,
+        Some(Target::AtMost(0.0)),
+    );
+    figure(
+        &mut summary,
+        "orphans",
+        "servers no active order owns",
+        orphans,
+        Some(Target::AtMost(0.0)),
+    );
+    summary.figure(
+        "drain_secs",
+        "seconds from the last fault to quiet",
+        drain_secs,
+        "s",
+        None,
+    );
+    if !passed {
+        eprintln!("logs of the failed run:\n{}", stack.logs());
+    }
+    Ok((summary, passed))
+}
+
+/// Arms a few 429s and 503s at every vendor (creates and polls alike); they are used up
+/// as requests meet them, so this runs again after each fault of the schedule.
+async fn arm_vendor_faults(stack: &Stack) -> anyhow::Result<()> {
+    for fixture in VENDORS {
+        stack
+            .inject_fault(json!({"vendor": fixture.vendor, "kind": "rate_limit",
+                                 "retry_after_secs": 1, "count": 5}))
+            .await?;
+        stack
+            .inject_fault(json!({"vendor": fixture.vendor, "kind": "server_error",
+                                 "status": 503, "count": 5}))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Posts `count` orders at `rate` per second, each retried while order-api is down.
+/// Returns the ids seen accepted, and how many posts had no answer at all.
+async fn post_orders(
+    http: reqwest::Client,
+    api_url: String,
+    count: usize,
+    rate: f64,
+) -> (HashSet<String>, usize) {
+    let started = Instant::now();
+    let mut posts = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let due = Duration::from_secs_f64(i as f64 / rate.max(0.1));
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let (http, url) = (http.clone(), format!("{api_url}/v1/orders"));
+        let body = VENDORS[i % VENDORS.len()].order_body(&format!("chaos-{i}"));
+        posts.spawn(async move {
+            let give_up = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < give_up {
+                let answer = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(response) if response.status() == 202 => {
+                        let order: Value = response.json().await.unwrap_or_default();
+                        return order["id"].as_str().map(str::to_string);
+                    }
+                    // Down or restarting (connection refused, 503): try again shortly.
+                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+            None
+        });
+    }
+    let mut accepted = HashSet::new();
+    let mut unsure = 0;
+    while let Some(done) = posts.join_next().await {
+        match done {
+            Ok(Some(id)) => {
+                accepted.insert(id);
+            }
+            _ => unsure += 1,
+        }
+    }
+    (accepted, unsure)
+}
+
+/// Every order order-api has, by id (with events).
+async fn all_orders(stack: &Stack, with_events: bool) -> anyhow::Result<HashMap<String, Value>> {
+    let mut orders = HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/orders?limit=200", stack.api_url);
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: Value = stack.http.get(&url).send().await?.json().await?;
+        for order in page["orders"].as_array().into_iter().flatten() {
+            if let Some(id) = order["id"].as_str() {
+                orders.insert(id.to_string(), order.clone());
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    // The list omits events; fetch each order whole when they are wanted.
+    if with_events {
+        for (id, order) in orders.iter_mut() {
+            if let Ok(full) = stack.order(id).await {
+                *order = full;
+            }
+        }
+    }
+    Ok(orders)
+}
+
+/// Orders with more than one server at the vendor.
+async fn duplicate_keys(stack: &Stack) -> anyhow::Result<usize> {
+    let mut duplicates = 0;
+    for fixture in VENDORS {
+        let stats = stack.sim_stats_of(fixture.vendor).await?;
+        duplicates += stats["duplicates"].as_object().map_or(0, |d| d.len());
+    }
+    Ok(duplicates)
+}
+
+/// Servers at the vendor that no active order owns (by idempotency key).
+async fn orphans(stack: &Stack, orders: &HashMap<String, Value>) -> anyhow::Result<usize> {
+    let servers: Value = stack
+        .http
+        .get(format!("{}/_sim/servers", stack.sim_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let orphaned = servers["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|server| {
+            let owner = server["idempotency_key"]
+                .as_str()
+                .and_then(|key| orders.get(key));
+            owner.is_none_or(|order| order["status"] != "active")
+        })
+        .count();
+    Ok(orphaned)
+}
