@@ -7,11 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
-scripts/ensure-rabbitmq.sh
-
-echo "==> building release binaries"
-cargo build --release --workspace --bins --quiet
+scripts/build-release.sh
 
 # Thousands of orders in flight mean thousands of timers and some hundreds of sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

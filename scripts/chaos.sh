@@ -7,10 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
-scripts/ensure-rabbitmq.sh
-
-echo "==> building release binaries"
-cargo build --release --workspace --bins --quiet
+scripts/build-release.sh
 
 exec target/release/chaos "$@"

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use provisioner_tests::{AMQP_URL, Stack, StackOptions, VENDORS};
-use serde_json::Value;
 
 use provisioner_bench::probe::{self, ProcessSample};
 use provisioner_bench::report::{Progress, Summary, Target};
@@ -170,36 +169,17 @@ impl Orderer {
     }
 }
 
-/// When each `active` order was accepted and when it became active, paging through
-/// `GET /v1/orders`.
+/// When each `active` order was accepted and when it became active.
 async fn active_orders(stack: &Stack) -> anyhow::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
     let mut times = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{}/v1/orders?status=active&limit=200", stack.api_url);
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        let page: Value = stack
-            .http
-            .get(&url)
-            .send()
-            .await
-            .context("GET /v1/orders")?
-            .json()
-            .await?;
-        for order in page["orders"].as_array().into_iter().flatten() {
-            let at = |key: &str| -> anyhow::Result<DateTime<Utc>> {
-                let text = order[key].as_str().context("an order without timestamps")?;
-                Ok(text.parse()?)
-            };
-            times.push((at("created_at")?, at("updated_at")?));
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return Ok(times),
-        }
+    for order in stack.list_all_orders("status=active").await? {
+        let at = |key: &str| -> anyhow::Result<DateTime<Utc>> {
+            let text = order[key].as_str().context("an order without timestamps")?;
+            Ok(text.parse()?)
+        };
+        times.push((at("created_at")?, at("updated_at")?));
     }
+    Ok(times)
 }
 
 /// What the host's log says about its connection and its runtime.

@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use provisioner_contract::amqp::{DEAD_QUEUE_HEADER, DEAD_REASON_HEADER};
-use provisioner_tests::{Stack, StackOptions, require_rabbitmq};
+use provisioner_tests::{Stack, StackOptions, message_count, require_rabbitmq};
 
 fn text_header(properties: &BasicProperties, name: &str) -> String {
     match properties
@@ -118,17 +118,8 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
     // Nothing loops: no copy comes back, the queues are empty, and orders still work.
     tokio::time::sleep(Duration::from_secs(1)).await;
     for queue in [topology.dead_letter_queue(), requests, results] {
-        let state = channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        assert_eq!(state.message_count(), 0, "{queue} is not empty");
+        let waiting = message_count(&channel, &queue).await?;
+        assert_eq!(waiting, 0, "{queue} is not empty");
     }
     let id = stack.order_server("after-poison").await?;
     stack

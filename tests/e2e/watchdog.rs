@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
-use provisioner_tests::{Stack, StackOptions, require_rabbitmq};
+use lapin::options::QueuePurgeOptions;
+use provisioner_tests::{Stack, StackOptions, message_count, require_rabbitmq};
 
 #[tokio::test]
 async fn the_watchdog_completes_an_order_whose_result_was_lost() -> anyhow::Result<()> {
@@ -41,18 +40,10 @@ async fn the_watchdog_completes_an_order_whose_result_was_lost() -> anyhow::Resu
     let results = stack.topology.results_queue();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let queue = channel
-            .queue_declare(
-                results.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
         // The result is published (the host logs it once confirmed).
-        if stack.host_log().contains("server running") && queue.message_count() >= 1 {
+        if stack.host_log().contains("server running")
+            && message_count(&channel, &results).await? >= 1
+        {
             break;
         }
         assert!(

@@ -806,6 +806,32 @@ impl Stack {
         }
     }
 
+    /// Every order `GET /v1/orders?<query>` lists, paging through it (without events).
+    pub async fn list_all_orders(&self, query: &str) -> anyhow::Result<Vec<Value>> {
+        let mut orders = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!("{}/v1/orders?limit=200&{query}", self.api_url);
+            if let Some(cursor) = &cursor {
+                url.push_str(&format!("&cursor={cursor}"));
+            }
+            let page: Value = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .context("GET /v1/orders")?
+                .json()
+                .await
+                .context("reading a page of orders")?;
+            orders.extend(page["orders"].as_array().into_iter().flatten().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return Ok(orders),
+            }
+        }
+    }
+
     /// The vendor ids `GET /v1/vendors` lists.
     pub async fn vendors(&self) -> anyhow::Result<Vec<String>> {
         let answer: Value = self
@@ -919,6 +945,22 @@ impl Drop for Stack {
 
 fn vendor_ids() -> Vec<&'static str> {
     VENDORS.iter().map(|f| f.vendor).collect()
+}
+
+/// How many messages wait (ready) in `queue`.
+pub async fn message_count(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32> {
+    let state = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("looking at queue {queue}"))?;
+    Ok(state.message_count())
 }
 
 /// Deletes every queue and exchange of `topology`.

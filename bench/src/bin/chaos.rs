@@ -376,33 +376,19 @@ async fn post_orders(
     (accepted, unsure)
 }
 
-/// Every order order-api has, by id (with events).
+/// Every order order-api has, by id; with its events when `with_events`.
 async fn all_orders(stack: &Stack, with_events: bool) -> anyhow::Result<HashMap<String, Value>> {
     let mut orders = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{}/v1/orders?limit=200", stack.api_url);
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        let page: Value = stack.http.get(&url).send().await?.json().await?;
-        for order in page["orders"].as_array().into_iter().flatten() {
-            if let Some(id) = order["id"].as_str() {
-                orders.insert(id.to_string(), order.clone());
-            }
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => break,
-        }
-    }
-    // The list omits events; fetch each order whole when they are wanted.
-    if with_events {
-        for (id, order) in orders.iter_mut() {
-            if let Ok(full) = stack.order(id).await {
-                *order = full;
-            }
-        }
+    for order in stack.list_all_orders("").await? {
+        let Some(id) = order["id"].as_str().map(str::to_string) else {
+            continue;
+        };
+        // The list omits events; fetch the whole order when they are wanted.
+        let order = match with_events {
+            true => stack.order(&id).await.unwrap_or(order),
+            false => order,
+        };
+        orders.insert(id, order);
     }
     Ok(orders)
 }
