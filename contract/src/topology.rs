@@ -156,6 +156,11 @@ impl Topology {
         Ok(())
     }
 
+    /// The exclusive queue that is an order's create lease (see the host's `lease`).
+    pub fn lease_queue(&self, order_id: uuid::Uuid) -> String {
+        format!("{}provision.lease.{order_id}", self.prefix)
+    }
+
     /// The headers exchange retries are published to: their [`RETRY_QUEUE_HEADER`] picks
     /// the delay queue.
     pub fn retry_exchange(&self) -> String {

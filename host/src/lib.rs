@@ -15,6 +15,7 @@
 //! - [`throttle`]: one vendor's call budget: a token bucket and the pause a 429 sets.
 //! - [`catalog`]: the plugins folder kept in step with the disk (drop-in, replace, remove).
 //! - [`provision`]: one order's life at the vendor: create, poll with backoff, outcome.
+//! - [`lease`]: one create at a time per order, across tasks and hosts.
 //! - [`retry`]: retries of failed creates through delay queues: backoff, jitter,
 //!   `Retry-After`, the per-order budget.
 //! - [`worker`]: the AMQP side: consumers per vendor (started and stopped as plugins come
@@ -24,6 +25,7 @@
 pub mod catalog;
 pub mod config;
 pub mod grants;
+pub mod lease;
 pub mod manifest;
 pub mod outbound;
 pub mod provision;

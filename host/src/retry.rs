@@ -157,7 +157,21 @@ pub fn retry_properties(
     state: RetryState,
     delay_ms: u64,
 ) -> BasicProperties {
-    let mut headers: FieldTable = properties.headers().clone().unwrap_or_default();
+    let headers: FieldTable = properties.headers().clone().unwrap_or_default();
+    // The broker's own bookkeeping of the earlier trip stays behind: a copied `x-death`
+    // would make RabbitMQ see a dead-letter cycle and drop the message the second time it
+    // passes the same delay queue, and a copied `x-delivery-count` would count again.
+    let inner = headers.inner().clone();
+    let mut headers = FieldTable::default();
+    for (key, value) in inner {
+        let broker_own = key.as_str() == "x-delivery-count"
+            || ["x-death", "x-first-death-", "x-last-death-"]
+                .iter()
+                .any(|prefix| key.as_str().starts_with(prefix));
+        if !broker_own {
+            headers.insert(key, value);
+        }
+    }
     headers.insert(
         RETRY_COUNT_HEADER.into(),
         AMQPValue::LongLongInt(i64::from(state.retries + 1)),
@@ -224,6 +238,39 @@ mod tests {
             let delay = policy.delay_ms(0, Some(Duration::from_millis(3_000)), random);
             assert_eq!(delay, 4_000, "the shortest queue not below 3 s");
         }
+    }
+
+    #[test]
+    fn a_retry_leaves_the_brokers_bookkeeping_behind() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::LongString("earlier trip".into()),
+        );
+        headers.insert(
+            "x-first-death-queue".into(),
+            AMQPValue::LongString("q".into()),
+        );
+        headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(2));
+        headers.insert(
+            "traceparent".into(),
+            AMQPValue::LongString("00-ab-cd-01".into()),
+        );
+        let original = BasicProperties::default().with_headers(headers);
+        let topology = Topology::with_prefix("t.");
+        let retry = retry_properties(&topology, &original, state(1), 250);
+        let headers = retry.headers().clone().unwrap_or_default();
+        let keys: Vec<&str> = headers.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                RETRY_QUEUE_HEADER,
+                "traceparent",
+                FIRST_ATTEMPT_HEADER,
+                RETRY_COUNT_HEADER
+            ]
+        );
+        assert_eq!(integer_header(&retry, RETRY_COUNT_HEADER), Some(2));
     }
 
     #[test]

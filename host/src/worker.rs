@@ -34,9 +34,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::catalog::PluginSet;
+use crate::lease::Leases;
 use crate::provision::{self, PollPolicy};
 use crate::retry::{Decision, RetryPolicy, RetryState, retry_properties};
 use crate::runtime::Plugin;
+
+/// The leases of this host with the session's connection they are taken on.
+#[derive(Clone)]
+struct SessionLeases {
+    connection: Arc<Connection>,
+    leases: Arc<Leases>,
+}
 
 /// What the worker needs besides the plugins.
 #[derive(Debug, Clone)]
@@ -65,6 +73,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
+    let leases = Arc::new(Leases::default());
     loop {
         let Some(connection) = connect_with_backoff(
             &settings.amqp_url,
@@ -76,7 +85,20 @@ pub async fn run(
             return Ok(());
         };
         tracing::info!("connected to RabbitMQ");
-        match session(&connection, &settings, plugins.clone(), &shutdown).await {
+        let connection = Arc::new(connection);
+        let session_leases = SessionLeases {
+            connection: connection.clone(),
+            leases: leases.clone(),
+        };
+        match session(
+            &connection,
+            &settings,
+            &session_leases,
+            plugins.clone(),
+            &shutdown,
+        )
+        .await
+        {
             Ok(()) => {
                 let _ = connection.close(200, "host shutting down".into()).await;
                 return Ok(());
@@ -189,6 +211,7 @@ impl Consumers<'_> {
 async fn session(
     connection: &Connection,
     settings: &Arc<WorkerSettings>,
+    leases: &SessionLeases,
     mut plugins: watch::Receiver<PluginSet>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -265,7 +288,7 @@ async fn session(
                 match current.get(&vendor) {
                     // The plugin in service now: a replaced plugin serves new orders.
                     Some(plugin) => {
-                        let work = handle_delivery(delivery, plugin.clone(), publisher.clone(), settings.clone());
+                        let work = handle_delivery(delivery, plugin.clone(), publisher.clone(), settings.clone(), leases.clone());
                         in_flight.spawn(work);
                     }
                     // Removed between the delivery and now: hand it back for another host.
@@ -382,6 +405,7 @@ async fn handle_delivery(
     plugin: Arc<Plugin>,
     publisher: Publisher,
     settings: Arc<WorkerSettings>,
+    leases: SessionLeases,
 ) -> anyhow::Result<()> {
     let decoded: Result<(Envelope, HostRequest), _> = decode(&delivery.properties, &delivery.data);
     let (envelope, request) = match decoded {
@@ -431,7 +455,13 @@ async fn handle_delivery(
         let outcome = match &request {
             HostRequest::Create(create) => {
                 tracing::info!("creating server");
-                match provision::create(&plugin, create).await {
+                let lease = leases
+                    .leases
+                    .acquire(&leases.connection, &settings.topology, order_id)
+                    .await?;
+                let created = provision::create(&plugin, create).await;
+                lease.release().await;
+                match created {
                     Ok(server) => {
                         tracing::info!(vendor_id = %server.vendor_id, "vendor accepted the server");
                         publish(UpdateKind::Provisioning {

@@ -1,4 +1,4 @@
-//! The broker goes away and comes back: order-api keeps accepting (the outbox holds the
+//! The broker goes away and comes back, then cuts every connection: order-api keeps accepting (the outbox holds the
 //! requests) and says it is not ready; both programs reconnect, re-declare their topology
 //! and carry on, and what was accepted during the outage is published and served.
 //!
@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use provisioner_tests::{Stack, StackOptions};
+use provisioner_tests::{Stack, StackOptions, rabbitmqctl};
 
 async fn wait_until(
     stack: &Stack,
@@ -69,6 +69,14 @@ async fn orders_ride_out_a_broker_restart() -> anyhow::Result<()> {
     let stats = stack.sim_stats().await?;
     assert_eq!(stats["created_total"], 2);
     assert_eq!(stats["duplicates"], serde_json::json!({}));
+
+    // A cut connection (the broker stays up): both reconnect and the next order runs.
+    rabbitmqctl(&["close_all_connections", "cut by the outage test"]).await?;
+    let after = stack.order_server("after-cut").await?;
+    stack
+        .wait_for_status(&after, "active", Duration::from_secs(60))
+        .await?;
+    assert_eq!(stack.sim_stats().await?["created_total"], 3);
     stack.cleanup().await;
     Ok(())
 }
