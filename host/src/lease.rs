@@ -25,28 +25,54 @@ use uuid::Uuid;
 /// The AMQP reply code a second exclusive declare gets: RESOURCE_LOCKED.
 const RESOURCE_LOCKED: u16 = 405;
 
+/// Leases being taken or held at once on this host: each holds a channel for the length of
+/// one create call, and a connection has a limited number of channels (RabbitMQ's default
+/// is 2,047), shared with the consumers and publishers.
+const CONCURRENT_LEASES: usize = 256;
+
 /// The leases of this host.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Leases {
     local: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    channels: Arc<tokio::sync::Semaphore>,
+    /// Channels of released leases, reused (opening and closing a channel per create costs
+    /// the broker more than the lease itself).
+    idle: Arc<Mutex<Vec<Channel>>>,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self {
+            local: Mutex::default(),
+            channels: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LEASES)),
+            idle: Arc::default(),
+        }
+    }
 }
 
 /// A held lease; [`Lease::release`] gives it back (dropping it without does too, once the
 /// channel or the connection closes).
 pub struct Lease {
     _local: OwnedMutexGuard<()>,
+    _channel_slot: tokio::sync::OwnedSemaphorePermit,
     channel: Channel,
     queue: String,
+    idle: Arc<Mutex<Vec<Channel>>>,
 }
 
 impl Lease {
-    /// Gives the lease back.
+    /// Gives the lease back; its channel goes back to the pool when it is still good.
     pub async fn release(self) {
-        let _ = self
+        let deleted = self
             .channel
             .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
             .await;
-        let _ = self.channel.close(200, "lease released".into()).await;
+        if deleted.is_ok() && self.channel.status().connected() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.push(self.channel);
+        } else {
+            let _ = self.channel.close(200, "lease released".into()).await;
+        }
     }
 }
 
@@ -64,14 +90,24 @@ impl Leases {
             local.entry(order_id).or_default().clone()
         };
         let local = lock.lock_owned().await;
+        let channel_slot = self
+            .channels
+            .clone()
+            .acquire_owned()
+            .await
+            .context("the lease slots are closed")?;
         let queue = topology.lease_queue(order_id);
         let mut wait = Duration::from_millis(50);
         loop {
-            // A refused declare closes its channel, so each attempt gets its own.
-            let channel = connection
-                .create_channel()
-                .await
-                .context("opening a channel for a lease")?;
+            // A refused declare closes its channel: a pooled channel only until then.
+            let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let channel = match pooled {
+                Some(channel) if channel.status().connected() => channel,
+                _ => connection
+                    .create_channel()
+                    .await
+                    .context("opening a channel for a lease")?,
+            };
             let declared = channel
                 .queue_declare(
                     queue.as_str().into(),
@@ -87,8 +123,10 @@ impl Leases {
                 Ok(_) => {
                     return Ok(Lease {
                         _local: local,
+                        _channel_slot: channel_slot,
                         channel,
                         queue,
+                        idle: self.idle.clone(),
                     });
                 }
                 Err(error) if is_locked(&error) => {
