@@ -13,6 +13,7 @@
 mod in_flight;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use provisioner_bench::Build;
 
 /// Benchmarks of the provisioner (see BENCHMARKS.md).
 #[derive(Debug, Parser)]
@@ -23,8 +24,8 @@ struct Cli {
     format: Format,
     /// Which build of the programs runs (`release` for figures, `debug` for smoke runs
     /// next to the tests).
-    #[arg(long, default_value = "release", value_parser = ["release", "debug"], global = true)]
-    profile: String,
+    #[arg(long, value_enum, default_value_t = Build::Release, global = true)]
+    profile: Build,
     #[command(subcommand)]
     benchmark: Benchmark,
 }
@@ -47,11 +48,7 @@ enum Benchmark {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let profile: &'static str = if cli.profile == "release" {
-        "release"
-    } else {
-        "debug"
-    };
+    let profile = cli.profile.profile();
     let summary = match cli.benchmark {
         Benchmark::InFlight(args) => in_flight::run(args, profile).await?,
     };

@@ -33,7 +33,7 @@ const CONCURRENT_LEASES: usize = 256;
 /// The leases of this host.
 #[derive(Debug)]
 pub struct Leases {
-    local: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    local: Arc<LocalLocks>,
     channels: Arc<tokio::sync::Semaphore>,
     /// Channels of released leases, reused (opening and closing a channel per create costs
     /// the broker more than the lease itself).
@@ -43,17 +43,21 @@ pub struct Leases {
 impl Default for Leases {
     fn default() -> Self {
         Self {
-            local: Mutex::default(),
+            local: Arc::default(),
             channels: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LEASES)),
             idle: Arc::default(),
         }
     }
 }
 
+/// The in-process locks of the orders being leased now (an entry lives while someone holds
+/// or waits for it).
+type LocalLocks = Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>;
+
 /// A held lease; [`Lease::release`] gives it back (dropping it without does too, once the
 /// channel or the connection closes).
 pub struct Lease {
-    _local: OwnedMutexGuard<()>,
+    _local: LocalLock,
     _channel_slot: tokio::sync::OwnedSemaphorePermit,
     channel: Channel,
     queue: String,
@@ -76,6 +80,27 @@ impl Lease {
     }
 }
 
+/// An order's in-process lock, held.
+struct LocalLock {
+    order_id: Uuid,
+    guard: Option<OwnedMutexGuard<()>>,
+    locks: Arc<LocalLocks>,
+}
+
+impl Drop for LocalLock {
+    /// Unlocks the order in this process and forgets its lock when nobody else wants it.
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks
+            .get(&self.order_id)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            locks.remove(&self.order_id);
+        }
+    }
+}
+
 impl Leases {
     /// Waits until this task holds the lease of `order_id`.
     pub async fn acquire(
@@ -85,11 +110,14 @@ impl Leases {
         order_id: Uuid,
     ) -> anyhow::Result<Lease> {
         let lock = {
-            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            local.retain(|_, lock| Arc::strong_count(lock) > 1);
-            local.entry(order_id).or_default().clone()
+            let mut locks = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(order_id).or_default().clone()
         };
-        let local = lock.lock_owned().await;
+        let local = LocalLock {
+            order_id,
+            guard: Some(lock.lock_owned().await),
+            locks: self.local.clone(),
+        };
         let channel_slot = self
             .channels
             .clone()

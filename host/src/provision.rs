@@ -290,8 +290,8 @@ pub async fn wait_until_running(
             }
         };
         let mut wait = planned.min(deadline - now);
-        if let Some(CallError::Provider(ProviderError::RateLimited(Some(ms)))) = &last_error {
-            wait = wait.max(Duration::from_millis(*ms)).min(deadline - now);
+        if let Some(asked) = last_error.as_ref().and_then(retry_after) {
+            wait = wait.max(asked).min(deadline - now);
         }
         tokio::time::sleep(wait).await;
         let polled_at = Instant::now();

@@ -408,55 +408,52 @@ impl Plugin {
         order_id: Uuid,
         request: &ServerRequest,
     ) -> Result<Server, CallError> {
-        self.throttle.acquire().await;
-        let answer = self
-            .invoke("create-server", Some(order_id), async |guest, store| {
-                guest.call_create_server(store, request).await
-            })
-            .await;
-        self.vendor_call_done(answer)
+        self.vendor_call("create-server", Some(order_id), async |guest, store| {
+            guest.call_create_server(store, request).await
+        })
+        .await
     }
 
     /// `find-server` (throttled).
     pub async fn find_server(&self, idempotency_key: &str) -> Result<Option<Server>, CallError> {
-        self.throttle.acquire().await;
-        let answer = self
-            .invoke("find-server", None, async |guest, store| {
-                guest.call_find_server(store, idempotency_key).await
-            })
-            .await;
-        self.vendor_call_done(answer)
+        self.vendor_call("find-server", None, async |guest, store| {
+            guest.call_find_server(store, idempotency_key).await
+        })
+        .await
     }
 
     /// `get-server` (throttled).
     pub async fn get_server(&self, order_id: Uuid, vendor_id: &str) -> Result<Server, CallError> {
-        self.throttle.acquire().await;
-        let answer = self
-            .invoke("get-server", Some(order_id), async |guest, store| {
-                guest.call_get_server(store, vendor_id).await
-            })
-            .await;
-        self.vendor_call_done(answer)
+        self.vendor_call("get-server", Some(order_id), async |guest, store| {
+            guest.call_get_server(store, vendor_id).await
+        })
+        .await
     }
 
     /// `delete-server` (throttled).
     pub async fn delete_server(&self, order_id: Uuid, vendor_id: &str) -> Result<(), CallError> {
-        self.throttle.acquire().await;
-        let answer = self
-            .invoke("delete-server", Some(order_id), async |guest, store| {
-                guest.call_delete_server(store, vendor_id).await
-            })
-            .await;
-        self.vendor_call_done(answer)
+        self.vendor_call("delete-server", Some(order_id), async |guest, store| {
+            guest.call_delete_server(store, vendor_id).await
+        })
+        .await
     }
 
-    /// Unwraps a vendor call's answer; a rate-limited one pauses every call to this vendor
-    /// for the time it asked.
-    fn vendor_call_done<T>(
+    /// An export that talks to the vendor: waits for the vendor's throttle, runs it, and
+    /// on a rate-limited answer pauses every call to this vendor for the time it asked.
+    async fn vendor_call<T>(
         &self,
-        answer: Result<Result<T, ProviderError>, CallError>,
+        call: &'static str,
+        order_id: Option<Uuid>,
+        run: impl AsyncFnOnce(
+            &Guest,
+            &mut Store<PluginState>,
+        ) -> wasmtime::Result<Result<T, ProviderError>>,
     ) -> Result<T, CallError> {
-        let result = answer?.map_err(CallError::Provider);
+        self.throttle.acquire().await;
+        let result = self
+            .invoke(call, order_id, run)
+            .await?
+            .map_err(CallError::Provider);
         if let Err(CallError::Provider(ProviderError::RateLimited(delay_ms))) = &result {
             self.throttle.pause(delay_ms.map(Duration::from_millis));
         }

@@ -470,42 +470,19 @@ async fn handle_delivery(
                         .await?;
                         provision::wait_until_running(&plugin, create, server, &settings.poll).await
                     }
-                    Err(failure) if failure.fault.retryable => {
-                        let now_ms = chrono::Utc::now().timestamp_millis();
-                        let state = RetryState::of(&delivery.properties, now_ms);
-                        let decision = settings.retry.decide(
-                            state,
-                            failure.retry_after,
-                            now_ms,
-                            rand::random(),
-                        );
-                        match decision {
-                            Decision::Retry { delay_ms } => {
-                                let topology = &settings.topology;
-                                tracing::warn!(
-                                    code = %failure.fault.code,
-                                    delay_ms,
-                                    "create failed, retrying: {}",
-                                    failure.fault.message
-                                );
-                                publisher
-                                    .publish_to(
-                                        &topology.retry_exchange(),
-                                        &Topology::request_key(&vendor),
-                                        retry_properties(
-                                            topology,
-                                            &delivery.properties,
-                                            state,
-                                            delay_ms,
-                                        ),
-                                        &delivery.data,
-                                    )
-                                    .await
-                                    .with_context(|| {
-                                        format!("sending order {order_id} to the retry queue")
-                                    })?;
+                    Err(failure) => {
+                        let next = after_failed_create(
+                            &publisher, &settings, &delivery, &vendor, order_id, failure,
+                        )
+                        .await?;
+                        match next {
+                            AfterFailure::Failed(fault) => UpdateKind::Failed {
+                                fault,
+                                server: None,
+                            },
+                            AfterFailure::Retried { fault, delay_ms } => {
                                 publish(UpdateKind::Retrying {
-                                    fault: failure.fault,
+                                    fault,
                                     retry_in_ms: delay_ms,
                                 })
                                 .await?;
@@ -515,19 +492,8 @@ async fn handle_delivery(
                                     .context("acking the request after queueing its retry")?;
                                 return Ok(());
                             }
-                            Decision::GiveUp { reason } => UpdateKind::Failed {
-                                fault: Fault {
-                                    message: format!("{} ({reason})", failure.fault.message),
-                                    ..failure.fault
-                                },
-                                server: None,
-                            },
                         }
                     }
-                    Err(failure) => UpdateKind::Failed {
-                        fault: failure.fault,
-                        server: None,
-                    },
                 }
             }
             HostRequest::Delete(delete) => {
@@ -556,6 +522,68 @@ async fn handle_delivery(
     }
     .instrument(span)
     .await
+}
+
+/// What follows a failed create.
+enum AfterFailure {
+    /// The request went to a delay queue (confirmed); the order waits for the next attempt.
+    Retried {
+        /// The fault of the failed attempt.
+        fault: Fault,
+        /// The delay queue's delay.
+        delay_ms: u64,
+    },
+    /// The order fails with this fault (final, or the retry budget is spent).
+    Failed(Fault),
+}
+
+/// Decides about a failed create: a passing fault within the order's retry budget sends
+/// the request to a delay queue; anything else fails the order.
+async fn after_failed_create(
+    publisher: &Publisher,
+    settings: &WorkerSettings,
+    delivery: &Delivery,
+    vendor: &str,
+    order_id: uuid::Uuid,
+    failure: provision::CreateFailure,
+) -> anyhow::Result<AfterFailure> {
+    if !failure.fault.retryable {
+        return Ok(AfterFailure::Failed(failure.fault));
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let state = RetryState::of(&delivery.properties, now_ms);
+    let decision = settings
+        .retry
+        .decide(state, failure.retry_after, now_ms, rand::random());
+    let delay_ms = match decision {
+        Decision::Retry { delay_ms } => delay_ms,
+        Decision::GiveUp { reason } => {
+            return Ok(AfterFailure::Failed(Fault {
+                message: format!("{} ({reason})", failure.fault.message),
+                ..failure.fault
+            }));
+        }
+    };
+    tracing::warn!(
+        code = %failure.fault.code,
+        delay_ms,
+        "create failed, retrying: {}",
+        failure.fault.message
+    );
+    let topology = &settings.topology;
+    publisher
+        .publish_to(
+            &topology.retry_exchange(),
+            &Topology::request_key(vendor),
+            retry_properties(topology, &delivery.properties, state, delay_ms),
+            &delivery.data,
+        )
+        .await
+        .with_context(|| format!("sending order {order_id} to the retry queue"))?;
+    Ok(AfterFailure::Retried {
+        fault: failure.fault,
+        delay_ms,
+    })
 }
 
 /// Sends a poison request to `provision.dead` with the reason.

@@ -624,12 +624,7 @@ impl Stack {
 
     /// The host's whole log so far.
     pub fn host_log(&self) -> String {
-        self.host_log_at(0)
-    }
-
-    /// The whole log so far of host number `index`.
-    pub fn host_log_at(&self, index: usize) -> String {
-        std::fs::read_to_string(self.host_log_path(index)).unwrap_or_default()
+        std::fs::read_to_string(self.host_log_path(0)).unwrap_or_default()
     }
 
     /// SIGTERMs the host and waits (up to `within`) for it to exit; returns its exit code.
@@ -692,14 +687,7 @@ impl Stack {
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ready = self
-                .http
-                .get(format!("{}/readyz", self.api_url))
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false);
-            if ready {
+            if self.ready().await {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -894,6 +882,19 @@ impl Stack {
             .json()
             .await?;
         Ok(stats["vendors"][vendor].clone())
+    }
+
+    /// The simulator's `GET /_sim/servers`: every live server with its idempotency key.
+    pub async fn sim_servers(&self) -> anyhow::Result<Vec<Value>> {
+        let answer: Value = self
+            .http
+            .get(format!("{}/_sim/servers", self.sim_url))
+            .send()
+            .await
+            .context("GET /_sim/servers")?
+            .json()
+            .await?;
+        Ok(answer["servers"].as_array().cloned().unwrap_or_default())
     }
 
     /// The last log lines of every process, for failure messages.

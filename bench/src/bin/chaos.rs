@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use provisioner_bench::Build;
 use provisioner_bench::report::{Progress, Summary, Target};
 use provisioner_tests::{Stack, StackOptions, VENDORS};
 use rand::Rng;
@@ -26,7 +27,7 @@ use serde_json::{Value, json};
 
 /// Chaos test of the whole stack (see the module docs and README).
 #[derive(Debug, Parser)]
-#[command(name = "chaos", version, about)]
+#[command(name = "chaos", version)]
 struct Args {
     /// Orders to post, spread over the three vendors.
     #[arg(long, default_value_t = 2_000)]
@@ -50,8 +51,8 @@ struct Args {
     #[arg(long, default_value_t = 300)]
     drain_timeout_secs: u64,
     /// Which build runs (`release`, or `debug` next to the tests).
-    #[arg(long, default_value = "release", value_parser = ["release", "debug"])]
-    profile: String,
+    #[arg(long, value_enum, default_value_t = Build::Release)]
+    profile: Build,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -68,11 +69,7 @@ enum Fault {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let profile: &'static str = if args.profile == "release" {
-        "release"
-    } else {
-        "debug"
-    };
+    let profile = args.profile.profile();
     let mut stack = Stack::start(StackOptions {
         boot_delay: Duration::from_secs(args.boot_secs),
         poll: Duration::from_millis(250),
@@ -405,17 +402,10 @@ async fn duplicate_keys(stack: &Stack) -> anyhow::Result<usize> {
 
 /// Servers at the vendor that no active order owns (by idempotency key).
 async fn orphans(stack: &Stack, orders: &HashMap<String, Value>) -> anyhow::Result<usize> {
-    let servers: Value = stack
-        .http
-        .get(format!("{}/_sim/servers", stack.sim_url))
-        .send()
+    let orphaned = stack
+        .sim_servers()
         .await?
-        .json()
-        .await?;
-    let orphaned = servers["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .filter(|server| {
             let owner = server["idempotency_key"]
                 .as_str()
