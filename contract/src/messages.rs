@@ -53,6 +53,28 @@ pub struct DeleteRequest {
     pub server: ServerInfo,
 }
 
+/// order-api -> host: list the servers at this vendor that carry our idempotency key
+/// (the orphan sweep). The host answers with [`HostMessage::Inventory`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRequest {
+    /// Names this sweep in the answer.
+    pub sweep_id: Uuid,
+    /// Which vendor to list.
+    pub vendor: String,
+}
+
+/// order-api -> host: delete a server no order owns (found by a sweep). The host answers
+/// with [`HostMessage::OrphanDeleted`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanDeleteRequest {
+    /// Which vendor's plugin serves it.
+    pub vendor: String,
+    /// The idempotency key the server carries.
+    pub idempotency_key: String,
+    /// The server as the sweep found it.
+    pub server: ServerInfo,
+}
+
 /// Everything that arrives on a vendor's request queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -61,14 +83,19 @@ pub enum HostRequest {
     Create(ProvisionRequest),
     /// Delete an order's server.
     Delete(DeleteRequest),
+    /// List the vendor's servers carrying our key.
+    Sweep(SweepRequest),
+    /// Delete a server no order owns.
+    DeleteOrphan(OrphanDeleteRequest),
 }
 
 impl HostRequest {
-    /// The order the request is about.
-    pub fn order_id(&self) -> Uuid {
+    /// The order the request is about; none for the orphan sweep's requests.
+    pub fn order_id(&self) -> Option<Uuid> {
         match self {
-            HostRequest::Create(request) => request.order_id,
-            HostRequest::Delete(request) => request.order_id,
+            HostRequest::Create(request) => Some(request.order_id),
+            HostRequest::Delete(request) => Some(request.order_id),
+            HostRequest::Sweep(_) | HostRequest::DeleteOrphan(_) => None,
         }
     }
 
@@ -77,6 +104,8 @@ impl HostRequest {
         match self {
             HostRequest::Create(request) => &request.vendor,
             HostRequest::Delete(request) => &request.vendor,
+            HostRequest::Sweep(request) => &request.vendor,
+            HostRequest::DeleteOrphan(request) => &request.vendor,
         }
     }
 }
@@ -231,6 +260,66 @@ pub struct VendorWithdrawal {
     pub at: DateTime<Utc>,
 }
 
+/// A server a sweep found at the vendor, with the idempotency key it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelledServer {
+    /// The key (for orders, the order id).
+    pub idempotency_key: String,
+    /// The server.
+    pub server: ServerInfo,
+}
+
+/// What listing a vendor's servers gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Listing {
+    /// Every server carrying our key.
+    Listed {
+        /// The servers.
+        servers: Vec<LabelledServer>,
+    },
+    /// The plugin cannot list (it implements an older WIT version without `list-servers`).
+    Unsupported {
+        /// Why, for people.
+        reason: String,
+    },
+    /// Listing failed.
+    Failed {
+        /// Why.
+        fault: Fault,
+    },
+}
+
+/// host -> order-api: the answer to a [`SweepRequest`] (`result.<vendor>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorInventory {
+    /// The sweep it answers.
+    pub sweep_id: Uuid,
+    /// The vendor listed.
+    pub vendor: String,
+    /// Which host listed it.
+    pub host_id: String,
+    /// When the listing finished.
+    pub at: DateTime<Utc>,
+    /// What it found.
+    #[serde(flatten)]
+    pub listing: Listing,
+}
+
+/// host -> order-api: how deleting an orphan went (`result.<vendor>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanDeleted {
+    /// The vendor.
+    pub vendor: String,
+    /// The server's vendor id.
+    pub vendor_id: String,
+    /// When the host finished.
+    pub at: DateTime<Utc>,
+    /// `None` when the server is gone; the fault when it is still there.
+    #[serde(default)]
+    pub fault: Option<Fault>,
+}
+
 /// Everything that arrives on `provision.results`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -241,6 +330,10 @@ pub enum HostMessage {
     VendorAnnounced(VendorAnnouncement),
     /// A host stopped serving a vendor.
     VendorWithdrawn(VendorWithdrawal),
+    /// The answer to an orphan sweep's listing.
+    Inventory(VendorInventory),
+    /// The outcome of deleting an orphan.
+    OrphanDeleted(OrphanDeleted),
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: command-line flags with environment fallbacks.
 //! - [`manifest`]: plugin manifests (TOML): vendor, component, grants, limits.
-//! - [`bindings`]: the host side of the `provisioner:provider` WIT world (`wit/`).
+//! - [`bindings`]: the host side of the `provisioner:provider` WIT worlds this host loads
+//!   (0.2, and 0.1 plugins without `list-servers`).
 //! - [`grants`]: outbound HTTP grant patterns (exact, `*.domain`, `*` scheme/port).
 //! - [`outbound`]: the pooled HTTP/HTTPS client plugins' requests go through, with each
 //!   plugin's TLS trust.
@@ -22,6 +23,7 @@
 //!   and go), publishing events and results, acking only after the result is confirmed;
 //!   vendor announcements and withdrawals; reconnects; shutdown.
 
+pub mod bindings;
 pub mod catalog;
 pub mod config;
 pub mod grants;
@@ -34,12 +36,3 @@ pub mod runtime;
 pub mod sandbox;
 pub mod throttle;
 pub mod worker;
-
-/// Host-side bindings generated from `wit/provider.wit`.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "provider-plugin",
-        path: "../wit",
-        exports: { default: async },
-    });
-}

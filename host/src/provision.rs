@@ -15,13 +15,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use provisioner_contract::{
-    DeleteRequest, Fault, ProvisionRequest, ServerInfo, ServerStatus, UpdateKind,
+    DeleteRequest, Fault, LabelledServer, Listing, ProvisionRequest, ServerInfo, ServerStatus,
+    UpdateKind,
 };
 use tokio::time::Instant;
+use uuid::Uuid;
 
-use crate::bindings::provisioner::provider::types::{
-    ProviderError, Server, ServerRequest, ServerStatus as WitStatus,
-};
+use crate::bindings::types::{ProviderError, Server, ServerRequest, ServerStatus as WitStatus};
 use crate::runtime::{CallError, Plugin};
 
 /// How the host polls a booting server.
@@ -295,7 +295,10 @@ pub async fn wait_until_running(
         }
         tokio::time::sleep(wait).await;
         let polled_at = Instant::now();
-        match plugin.get_server(request.order_id, &server.vendor_id).await {
+        match plugin
+            .get_server(Some(request.order_id), &server.vendor_id)
+            .await
+        {
             Ok(current) => match server_info(current) {
                 Ok(current) => {
                     if current.status != ServerStatus::Running {
@@ -330,55 +333,119 @@ pub async fn wait_until_running(
 /// `not-found`, from the delete or a later poll, means it is gone: a repeated delete (after
 /// a redelivery) ends the same way as the first.
 pub async fn delete(plugin: &Plugin, request: &DeleteRequest, policy: &PollPolicy) -> UpdateKind {
-    let vendor_id = &request.server.vendor_id;
-    let gone = || UpdateKind::Deleted {
-        server: ServerInfo {
-            status: ServerStatus::Deleted,
-            ..request.server.clone()
-        },
+    match delete_and_wait(plugin, Some(request.order_id), &request.server, policy).await {
+        Ok(server) => UpdateKind::Deleted { server },
+        Err(fault) => UpdateKind::DeleteFailed { fault },
+    }
+}
+
+/// Deletes a server and polls until the vendor says it is gone (an order's, or an orphan's
+/// when `order_id` is none). Answers the server with status `deleted`, or why it is still
+/// there.
+pub async fn delete_and_wait(
+    plugin: &Plugin,
+    order_id: Option<Uuid>,
+    server: &ServerInfo,
+    policy: &PollPolicy,
+) -> Result<ServerInfo, Fault> {
+    let vendor_id = &server.vendor_id;
+    let gone = || ServerInfo {
+        status: ServerStatus::Deleted,
+        ..server.clone()
     };
-    match plugin.delete_server(request.order_id, vendor_id).await {
+    match plugin.delete_server(order_id, vendor_id).await {
         Ok(()) | Err(CallError::Provider(ProviderError::NotFound(_))) => {}
-        Err(error) => {
-            return UpdateKind::DeleteFailed {
-                fault: fault(&error),
-            };
-        }
+        Err(error) => return Err(fault(&error)),
     }
     let deadline = Instant::now() + policy.budget;
     let mut delay = policy.initial_delay;
     loop {
-        match plugin.get_server(request.order_id, vendor_id).await {
-            Err(CallError::Provider(ProviderError::NotFound(_))) => return gone(),
-            Ok(server) if matches!(server.status, WitStatus::Deleted) => {
-                return gone();
-            }
+        match plugin.get_server(order_id, vendor_id).await {
+            Err(CallError::Provider(ProviderError::NotFound(_))) => return Ok(gone()),
+            Ok(server) if matches!(server.status, WitStatus::Deleted) => return Ok(gone()),
             Ok(_) => {}
             Err(error) if fault(&error).retryable => {
-                tracing::warn!(order_id = %request.order_id, "poll after delete failed, will retry: {error}");
+                tracing::warn!(?order_id, %vendor_id, "poll after delete failed, will retry: {error}");
             }
-            Err(error) => {
-                return UpdateKind::DeleteFailed {
-                    fault: fault(&error),
-                };
-            }
+            Err(error) => return Err(fault(&error)),
         }
         let now = Instant::now();
         if now >= deadline {
-            return UpdateKind::DeleteFailed {
-                fault: Fault {
-                    code: "delete_timeout".into(),
-                    message: format!(
-                        "server {vendor_id} was still there {:?} after the delete",
-                        policy.budget
-                    ),
-                    retryable: true,
-                },
-            };
+            return Err(Fault {
+                code: "delete_timeout".into(),
+                message: format!(
+                    "server {vendor_id} was still there {:?} after the delete",
+                    policy.budget
+                ),
+                retryable: true,
+            });
         }
         tokio::time::sleep(delay.min(deadline - now)).await;
         delay = (delay.mul_f32(1.5)).min(policy.max_delay);
     }
+}
+
+/// Most servers one listing may report: the inventory travels as one message.
+pub const MAX_LISTED: usize = 50_000;
+
+/// Lists the vendor's servers carrying our idempotency key (the orphan sweep). A plugin of
+/// an older WIT version cannot list: that is said, not treated as an empty vendor.
+pub async fn list(plugin: &Plugin) -> Listing {
+    let servers = match plugin.list_servers().await {
+        Ok(Some(servers)) => servers,
+        Ok(None) => {
+            return Listing::Unsupported {
+                reason: format!(
+                    "the {} plugin implements provisioner:provider {}, which has no \
+                     list-servers (added in 0.2): rebuild it against the current WIT to \
+                     have its vendor swept",
+                    plugin.vendor(),
+                    plugin.wit_version()
+                ),
+            };
+        }
+        Err(error) => {
+            return Listing::Failed {
+                fault: fault(&error),
+            };
+        }
+    };
+    if servers.len() > MAX_LISTED {
+        return Listing::Failed {
+            fault: Fault {
+                code: "plugin_bad_answer".into(),
+                message: format!(
+                    "the plugin listed {} servers (at most {MAX_LISTED} per sweep)",
+                    servers.len()
+                ),
+                retryable: false,
+            },
+        };
+    }
+    let mut listed = Vec::with_capacity(servers.len());
+    for labelled in servers {
+        if labelled.idempotency_key.is_empty() || labelled.idempotency_key.len() > MAX_NAME {
+            return Listing::Failed {
+                fault: Fault {
+                    code: "plugin_bad_answer".into(),
+                    message: format!(
+                        "the plugin listed a server with an idempotency key of {} bytes \
+                         (1 to {MAX_NAME})",
+                        labelled.idempotency_key.len()
+                    ),
+                    retryable: false,
+                },
+            };
+        }
+        match server_info(labelled.server) {
+            Ok(server) => listed.push(LabelledServer {
+                idempotency_key: labelled.idempotency_key,
+                server,
+            }),
+            Err(fault) => return Listing::Failed { fault },
+        }
+    }
+    Listing::Listed { servers: listed }
 }
 
 #[cfg(test)]

@@ -20,11 +20,8 @@ use uuid::Uuid;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-use crate::bindings::exports::provisioner::provider::provider::Guest;
-use crate::bindings::provisioner::provider::types::{
-    PluginInfo, ProviderError, Server, ServerRequest,
-};
-use crate::bindings::{ProviderPlugin, ProviderPluginPre};
+use crate::bindings::types::{LabelledServer, PluginInfo, ProviderError, Server, ServerRequest};
+use crate::bindings::{WitVersion, current, v0_1};
 use crate::manifest::{Limits, Manifest};
 use crate::outbound::{OutboundClient, tls_trusting};
 use crate::provision::BootTimes;
@@ -197,11 +194,16 @@ impl PluginRuntime {
             &mut linker,
         ))
         .context("linking wasi:http")?;
-        wasm(ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
+        wasm(current::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
             &mut linker,
             |state| state,
         ))
         .context("linking the provisioner host interface")?;
+        wasm(v0_1::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        ))
+        .context("linking the provisioner host interface 0.1")?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -234,14 +236,10 @@ impl PluginRuntime {
                     manifest_path.display()
                 )
             })?;
-        let pre = wasm(
-            self.linker
-                .instantiate_pre(&component)
-                .and_then(ProviderPluginPre::new),
-        )
-        .with_context(|| {
+        let pre = PluginPre::new(&self.linker, &component).with_context(|| {
             format!(
-                "{} does not implement the provisioner:provider/provider-plugin world",
+                "{} does not implement the provisioner:provider/provider-plugin world \
+                 at a version this host loads (0.2 or 0.1)",
                 component_path.display()
             )
         })?;
@@ -294,8 +292,81 @@ impl PluginRuntime {
             );
         }
         plugin.info = info;
+        tracing::debug!(
+            vendor = %manifest.vendor,
+            wit_version = %plugin.wit_version(),
+            "loaded {}",
+            component_path.display()
+        );
         Ok(plugin)
     }
+}
+
+/// A component pre-instantiated against the newest world it implements.
+enum PluginPre {
+    /// `provisioner:provider@0.2`.
+    Current(current::ProviderPluginPre<PluginState>),
+    /// `provisioner:provider@0.1`.
+    V0_1(v0_1::ProviderPluginPre<PluginState>),
+}
+
+impl PluginPre {
+    /// Links the component and finds its world: the newest first, then older minors.
+    fn new(linker: &Linker<PluginState>, component: &Component) -> anyhow::Result<Self> {
+        let pre = wasm(linker.instantiate_pre(component))?;
+        match current::ProviderPluginPre::new(pre.clone()) {
+            Ok(current) => Ok(PluginPre::Current(current)),
+            Err(newest) => v0_1::ProviderPluginPre::new(pre)
+                .map(PluginPre::V0_1)
+                .map_err(|_| anyhow::Error::from(newest)),
+        }
+    }
+
+    fn version(&self) -> WitVersion {
+        match self {
+            PluginPre::Current(_) => WitVersion::V0_2,
+            PluginPre::V0_1(_) => WitVersion::V0_1,
+        }
+    }
+
+    async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            PluginPre::Current(pre) => Instance::Current(pre.instantiate_async(store).await?),
+            PluginPre::V0_1(pre) => Instance::V0_1(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// One call's instance, of whichever version the plugin implements.
+enum Instance {
+    Current(current::ProviderPlugin),
+    V0_1(v0_1::ProviderPlugin),
+}
+
+impl Instance {
+    fn guest(&self) -> Guest<'_> {
+        match self {
+            Instance::Current(instance) => Guest::Current(instance.provisioner_provider_provider()),
+            Instance::V0_1(instance) => Guest::V0_1(instance.provisioner_provider_provider()),
+        }
+    }
+}
+
+/// The `provider` exports of an instance. The types are shared, so most calls read the
+/// same for every version ([`on_any_version!`]).
+enum Guest<'a> {
+    Current(&'a current::exports::provisioner::provider::provider::Guest),
+    V0_1(&'a v0_1::exports::provisioner::provider::provider::Guest),
+}
+
+/// Makes the same call on whichever version `$guest` is.
+macro_rules! on_any_version {
+    ($guest:expr, $exports:ident => $call:expr) => {
+        match $guest {
+            Guest::Current($exports) => $call,
+            Guest::V0_1($exports) => $call,
+        }
+    };
 }
 
 /// A loaded plugin: its pre-instantiated component, grants and limits.
@@ -304,7 +375,7 @@ pub struct Plugin {
     boot_times: BootTimes,
     throttle: VendorThrottle,
     slots: Arc<tokio::sync::Semaphore>,
-    pre: ProviderPluginPre<PluginState>,
+    pre: PluginPre,
     grants: Arc<Grants>,
     limits: Limits,
     info: PluginInfo,
@@ -314,6 +385,11 @@ impl Plugin {
     /// The vendor id this plugin serves.
     pub fn vendor(&self) -> &str {
         &self.grants.vendor
+    }
+
+    /// The version of the WIT world the plugin implements.
+    pub fn wit_version(&self) -> WitVersion {
+        self.pre.version()
     }
 
     /// What the plugin said about itself at load.
@@ -336,7 +412,7 @@ impl Plugin {
         &self,
         call: &'static str,
         order_id: Option<Uuid>,
-        run: impl AsyncFnOnce(&Guest, &mut Store<PluginState>) -> wasmtime::Result<R>,
+        run: impl AsyncFnOnce(Guest<'_>, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let budget = self.limits.call_timeout();
         // A slot of the instance pool; released after the store (declared first, dropped
@@ -356,8 +432,8 @@ impl Plugin {
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let work = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            run(instance.provisioner_provider_provider(), &mut store).await
+            let instance = self.pre.instantiate(&mut store).await?;
+            run(instance.guest(), &mut store).await
         };
         let outcome = tokio::time::timeout(budget, work).await;
         let state = store.data();
@@ -387,16 +463,18 @@ impl Plugin {
 
     /// `info`.
     pub async fn info(&self) -> Result<PluginInfo, CallError> {
-        self.invoke("info", None, async |guest, store| {
-            guest.call_info(store).await
-        })
+        self.invoke(
+            "info",
+            None,
+            async |guest, store| on_any_version!(guest, exports => exports.call_info(store).await),
+        )
         .await
     }
 
     /// `validate`.
     pub async fn validate(&self, request: &ServerRequest) -> Result<(), CallError> {
         self.invoke("validate", None, async |guest, store| {
-            guest.call_validate(store, request).await
+            on_any_version!(guest, exports => exports.call_validate(store, request).await)
         })
         .await?
         .map_err(CallError::Provider)
@@ -409,7 +487,7 @@ impl Plugin {
         request: &ServerRequest,
     ) -> Result<Server, CallError> {
         self.vendor_call("create-server", Some(order_id), async |guest, store| {
-            guest.call_create_server(store, request).await
+            on_any_version!(guest, exports => exports.call_create_server(store, request).await)
         })
         .await
     }
@@ -417,23 +495,41 @@ impl Plugin {
     /// `find-server` (throttled).
     pub async fn find_server(&self, idempotency_key: &str) -> Result<Option<Server>, CallError> {
         self.vendor_call("find-server", None, async |guest, store| {
-            guest.call_find_server(store, idempotency_key).await
+            on_any_version!(guest, exports => exports.call_find_server(store, idempotency_key).await)
         })
         .await
     }
 
     /// `get-server` (throttled).
-    pub async fn get_server(&self, order_id: Uuid, vendor_id: &str) -> Result<Server, CallError> {
-        self.vendor_call("get-server", Some(order_id), async |guest, store| {
-            guest.call_get_server(store, vendor_id).await
+    pub async fn get_server(
+        &self,
+        order_id: Option<Uuid>,
+        vendor_id: &str,
+    ) -> Result<Server, CallError> {
+        self.vendor_call("get-server", order_id, async |guest, store| {
+            on_any_version!(guest, exports => exports.call_get_server(store, vendor_id).await)
         })
         .await
     }
 
     /// `delete-server` (throttled).
-    pub async fn delete_server(&self, order_id: Uuid, vendor_id: &str) -> Result<(), CallError> {
-        self.vendor_call("delete-server", Some(order_id), async |guest, store| {
-            guest.call_delete_server(store, vendor_id).await
+    pub async fn delete_server(
+        &self,
+        order_id: Option<Uuid>,
+        vendor_id: &str,
+    ) -> Result<(), CallError> {
+        self.vendor_call("delete-server", order_id, async |guest, store| {
+            on_any_version!(guest, exports => exports.call_delete_server(store, vendor_id).await)
+        })
+        .await
+    }
+
+    /// `list-servers` (throttled): `None` when the plugin's WIT version (0.1) has no such
+    /// export.
+    pub async fn list_servers(&self) -> Result<Option<Vec<LabelledServer>>, CallError> {
+        self.vendor_call("list-servers", None, async |guest, store| match guest {
+            Guest::Current(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
+            Guest::V0_1(_) => Ok(Ok(None)),
         })
         .await
     }
@@ -445,7 +541,7 @@ impl Plugin {
         call: &'static str,
         order_id: Option<Uuid>,
         run: impl AsyncFnOnce(
-            &Guest,
+            Guest<'_>,
             &mut Store<PluginState>,
         ) -> wasmtime::Result<Result<T, ProviderError>>,
     ) -> Result<T, CallError> {

@@ -15,7 +15,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::bindings::provisioner::provider::host::{self, LogLevel};
+use crate::bindings::current::provisioner::provider::host::{self, LogLevel};
+use crate::bindings::v0_1::provisioner::provider::host as host_v0_1;
 use crate::grants::{Origin, OriginPattern, is_granted};
 use crate::outbound::OutboundClient;
 
@@ -135,7 +136,7 @@ impl WasiHttpView for PluginState {
 }
 
 /// The `types` interface has no functions; its (empty) host trait still has to exist.
-impl crate::bindings::provisioner::provider::types::Host for PluginState {}
+impl crate::bindings::types::Host for PluginState {}
 
 impl host::Host for PluginState {
     fn log(&mut self, level: LogLevel, message: String) {
@@ -156,6 +157,28 @@ impl host::Host for PluginState {
 
     fn get_secret(&mut self, key: String) -> Option<String> {
         self.grants.secrets.get(&key).cloned()
+    }
+}
+
+/// 0.1 plugins get the same host services (the interface did not change).
+impl host_v0_1::Host for PluginState {
+    fn log(&mut self, level: host_v0_1::LogLevel, message: String) {
+        let level = match level {
+            host_v0_1::LogLevel::Trace => LogLevel::Trace,
+            host_v0_1::LogLevel::Debug => LogLevel::Debug,
+            host_v0_1::LogLevel::Info => LogLevel::Info,
+            host_v0_1::LogLevel::Warn => LogLevel::Warn,
+            host_v0_1::LogLevel::Error => LogLevel::Error,
+        };
+        host::Host::log(self, level, message)
+    }
+
+    fn get_config(&mut self, key: String) -> Option<String> {
+        host::Host::get_config(self, key)
+    }
+
+    fn get_secret(&mut self, key: String) -> Option<String> {
+        host::Host::get_secret(self, key)
     }
 }
 

@@ -24,8 +24,9 @@ use lapin::{Channel, Connection};
 use provisioner_contract::amqp::connect_with_backoff;
 use provisioner_contract::envelope::integer_header;
 use provisioner_contract::{
-    Envelope, Fault, HostMessage, HostRequest, OrderUpdate, Publisher, Topology, UpdateKind,
-    VendorAnnouncement, VendorWithdrawal, decode, encode,
+    DeleteRequest, Envelope, Fault, HostMessage, HostRequest, Listing, OrderUpdate,
+    OrphanDeleteRequest, OrphanDeleted, ProvisionRequest, Publisher, SweepRequest, Topology,
+    UpdateKind, VendorAnnouncement, VendorInventory, VendorWithdrawal, decode, encode,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -350,7 +351,12 @@ async fn announce_vendor(
         host_id: settings.host_id.clone(),
         at: chrono::Utc::now(),
     });
-    publish_host_message(publisher, plugin.vendor(), &message).await
+    publish_host_message(
+        publisher,
+        &Topology::announce_key(plugin.vendor()),
+        &message,
+    )
+    .await
 }
 
 /// Tells order-api this host no longer serves `vendor`.
@@ -364,12 +370,13 @@ async fn withdraw_vendor(
         host_id: settings.host_id.clone(),
         at: chrono::Utc::now(),
     });
-    publish_host_message(publisher, vendor, &message).await
+    publish_host_message(publisher, &Topology::announce_key(vendor), &message).await
 }
 
+/// Publishes a message that is about no order (announcements, inventories), confirmed.
 async fn publish_host_message(
     publisher: &Publisher,
-    vendor: &str,
+    routing_key: &str,
     message: &HostMessage,
 ) -> anyhow::Result<()> {
     let envelope = Envelope {
@@ -378,9 +385,9 @@ async fn publish_host_message(
         traceparent: None,
     };
     publisher
-        .publish(&Topology::announce_key(vendor), &envelope, &encode(message))
+        .publish(routing_key, &envelope, &encode(message))
         .await
-        .with_context(|| format!("announcing vendor {vendor}"))
+        .with_context(|| format!("publishing {routing_key}"))
 }
 
 /// Which attempt at this request this is: 1, then more after retries and redeliveries.
@@ -416,7 +423,7 @@ async fn handle_delivery(
                 request.vendor(),
                 plugin.vendor()
             );
-            tracing::error!(order_id = %request.order_id(), "{reason}; dead-lettering it");
+            tracing::error!(order_id = ?request.order_id(), "{reason}; dead-lettering it");
             return dead_letter(&publisher, &settings, plugin.vendor(), &delivery, &reason).await;
         }
         Err(error) => {
@@ -425,9 +432,19 @@ async fn handle_delivery(
             return dead_letter(&publisher, &settings, plugin.vendor(), &delivery, &reason).await;
         }
     };
+    let request = match request {
+        HostRequest::Create(create) => OrderRequest::Create(create),
+        HostRequest::Delete(delete) => OrderRequest::Delete(delete),
+        HostRequest::Sweep(sweep) => {
+            return sweep_vendor(delivery, &plugin, &publisher, &settings, sweep).await;
+        }
+        HostRequest::DeleteOrphan(orphan) => {
+            return delete_orphan(delivery, &plugin, &publisher, &settings, orphan).await;
+        }
+    };
     let attempt = attempt(&delivery);
     let order_id = request.order_id();
-    let vendor = request.vendor().to_string();
+    let vendor = plugin.vendor().to_string();
     let span = tracing::info_span!(
         "request",
         %order_id,
@@ -453,7 +470,7 @@ async fn handle_delivery(
                 .with_context(|| format!("publishing {key} for order {order_id}"))
         };
         let outcome = match &request {
-            HostRequest::Create(create) => {
+            OrderRequest::Create(create) => {
                 tracing::info!("creating server");
                 let lease = leases
                     .leases
@@ -496,7 +513,7 @@ async fn handle_delivery(
                     }
                 }
             }
-            HostRequest::Delete(delete) => {
+            OrderRequest::Delete(delete) => {
                 tracing::info!(vendor_id = %delete.server.vendor_id, "deleting server");
                 provision::delete(&plugin, delete, &settings.poll).await
             }
@@ -522,6 +539,87 @@ async fn handle_delivery(
     }
     .instrument(span)
     .await
+}
+
+/// A request about one order.
+enum OrderRequest {
+    Create(ProvisionRequest),
+    Delete(DeleteRequest),
+}
+
+impl OrderRequest {
+    fn order_id(&self) -> uuid::Uuid {
+        match self {
+            OrderRequest::Create(create) => create.order_id,
+            OrderRequest::Delete(delete) => delete.order_id,
+        }
+    }
+}
+
+/// The orphan sweep's listing: asks the plugin for every server carrying our key and
+/// publishes the inventory (confirmed) before acking.
+async fn sweep_vendor(
+    delivery: Delivery,
+    plugin: &Plugin,
+    publisher: &Publisher,
+    settings: &WorkerSettings,
+    sweep: SweepRequest,
+) -> anyhow::Result<()> {
+    let listing = provision::list(plugin).await;
+    match &listing {
+        Listing::Listed { servers } => {
+            tracing::info!(vendor = plugin.vendor(), sweep_id = %sweep.sweep_id, servers = servers.len(), "listed the vendor's servers")
+        }
+        Listing::Unsupported { reason } => {
+            tracing::warn!(vendor = plugin.vendor(), sweep_id = %sweep.sweep_id, "cannot sweep: {reason}")
+        }
+        Listing::Failed { fault } => {
+            tracing::warn!(vendor = plugin.vendor(), sweep_id = %sweep.sweep_id, code = %fault.code, "listing failed: {}", fault.message)
+        }
+    }
+    let message = HostMessage::Inventory(VendorInventory {
+        sweep_id: sweep.sweep_id,
+        vendor: plugin.vendor().to_string(),
+        host_id: settings.host_id.clone(),
+        at: chrono::Utc::now(),
+        listing,
+    });
+    publish_host_message(publisher, &Topology::result_key(plugin.vendor()), &message).await?;
+    delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .context("acking the sweep request")?;
+    Ok(())
+}
+
+/// Deletes a server the sweep found no order owns and publishes how it went.
+async fn delete_orphan(
+    delivery: Delivery,
+    plugin: &Plugin,
+    publisher: &Publisher,
+    settings: &WorkerSettings,
+    orphan: OrphanDeleteRequest,
+) -> anyhow::Result<()> {
+    let vendor_id = &orphan.server.vendor_id;
+    tracing::warn!(vendor = plugin.vendor(), %vendor_id, idempotency_key = %orphan.idempotency_key, "deleting an orphan server");
+    let order_id = orphan.idempotency_key.parse().ok();
+    let outcome =
+        provision::delete_and_wait(plugin, order_id, &orphan.server, &settings.poll).await;
+    if let Err(fault) = &outcome {
+        tracing::warn!(vendor = plugin.vendor(), %vendor_id, code = %fault.code, "deleting the orphan failed: {}", fault.message);
+    }
+    let message = HostMessage::OrphanDeleted(OrphanDeleted {
+        vendor: plugin.vendor().to_string(),
+        vendor_id: vendor_id.clone(),
+        at: chrono::Utc::now(),
+        fault: outcome.err(),
+    });
+    publish_host_message(publisher, &Topology::result_key(plugin.vendor()), &message).await?;
+    delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .context("acking the orphan delete")?;
+    Ok(())
 }
 
 /// What follows a failed create.

@@ -1,5 +1,6 @@
 //! The broker session supervisor: connects (with backoff), declares the topology, runs the
-//! outbox relay and the results consumer, and reconnects when either fails. `/readyz`
+//! outbox relay, the results consumer and the orphan sweeper, and reconnects when one
+//! fails. `/readyz`
 //! reads [`BrokerSettings`]'s `up` flag.
 
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use provisioner_contract::{Publisher, Topology};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{OrphanAction, Store};
+use crate::sweep::{self, SweepSettings};
 use crate::{relay, results};
 
 /// What the supervisor needs.
@@ -24,6 +26,10 @@ pub struct BrokerSettings {
     pub up: Arc<AtomicBool>,
     /// Wakes the relay when an order is committed.
     pub relay_wakeup: Arc<Notify>,
+    /// When orphan sweeps run.
+    pub sweep: SweepSettings,
+    /// What happens to the orphans they find.
+    pub orphan_action: OrphanAction,
 }
 
 /// Runs sessions until `shutdown` is cancelled.
@@ -71,7 +77,8 @@ async fn session(
     settings.up.store(true, Ordering::Relaxed);
     let outcome = tokio::select! {
         outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone()) => outcome,
-        outcome = results::run(&consuming, &publisher, &settings.topology, store.clone()) => outcome,
+        outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action) => outcome,
+        outcome = sweep::run(store.clone(), publisher.clone(), settings.sweep.clone()) => outcome,
         _ = shutdown.cancelled() => Ok(()),
     };
     // Closing the channels first lets the broker requeue cleanly before the connection goes.

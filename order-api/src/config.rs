@@ -3,6 +3,8 @@
 use clap::Parser;
 use provisioner_contract::amqp::AmqpArgs;
 
+use crate::store::OrphanAction;
+
 /// The order API: records orders, publishes creation requests, serves their status.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "order-api", version, about)]
@@ -24,4 +26,12 @@ pub struct ApiConfig {
     /// Seconds between the watchdog's sweeps.
     #[arg(long, env = "WATCHDOG_INTERVAL_SECS", default_value_t = 30)]
     pub watchdog_interval_secs: u64,
+    /// Seconds between orphan sweeps (each vendor lists the servers carrying our key; those
+    /// no order owns are orphans). 0: sweep only on `POST /v1/orphans/sweep`.
+    #[arg(long, env = "ORPHAN_SWEEP_INTERVAL_SECS", default_value_t = 3_600)]
+    pub orphan_sweep_interval_secs: u64,
+    /// What happens to orphans: `report` records them (`GET /v1/orphans`, a warning in the
+    /// log); `delete` also has a host delete them.
+    #[arg(long, env = "ORPHAN_ACTION", value_enum, default_value_t = OrphanAction::Report)]
+    pub orphan_action: OrphanAction,
 }

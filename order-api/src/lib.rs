@@ -4,13 +4,17 @@
 //! # Layout
 //! - [`config`]: command-line flags with environment fallbacks.
 //! - [`lifecycle`]: the order state machine (allowed transitions).
-//! - [`store`]: the SQLite database: orders, events, outbox, vendors; compare-and-set.
+//! - [`store`]: the SQLite database: orders, events, outbox, vendors, orphans;
+//!   compare-and-set.
 //! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health.
 //! - [`relay`]: the outbox relay (publish with confirms, retry what was refused).
 //! - [`results`]: the consumer of `provision.results` (updates, vendor announcements).
 //! - [`watchdog`]: re-sends the request of an order stuck without news (a lost request or
 //!   result); the host's idempotent create or delete settles it.
-//! - [`broker`]: the session supervisor that (re)connects and runs relay and consumer.
+//! - [`sweep`]: the orphan sweep: asks hosts to list the servers carrying our key and
+//!   sends the deletes of those no order owns (`--orphan-action delete`).
+//! - [`broker`]: the session supervisor that (re)connects and runs relay, consumer and
+//!   sweeper.
 //! - [`serve`]: the whole service on an already-bound listener until shutdown.
 
 pub mod broker;
@@ -20,6 +24,7 @@ pub mod lifecycle;
 pub mod relay;
 pub mod results;
 pub mod store;
+pub mod sweep;
 pub mod watchdog;
 
 use std::sync::Arc;
@@ -42,12 +47,19 @@ pub async fn serve(
     let store = Store::connect(&config.database_url).await?;
     let relay_wakeup = Arc::new(Notify::new());
     let broker_up = Arc::new(AtomicBool::new(false));
+    let sweep_now = Arc::new(Notify::new());
     let supervisor = tokio::spawn(broker::run(
         broker::BrokerSettings {
             amqp_url: config.amqp.amqp_url.clone(),
             topology: config.amqp.topology(),
             up: broker_up.clone(),
             relay_wakeup: relay_wakeup.clone(),
+            sweep: sweep::SweepSettings {
+                every: (config.orphan_sweep_interval_secs > 0)
+                    .then(|| std::time::Duration::from_secs(config.orphan_sweep_interval_secs)),
+                now: sweep_now.clone(),
+            },
+            orphan_action: config.orphan_action,
         },
         store.clone(),
         shutdown.clone(),
@@ -65,6 +77,7 @@ pub async fn serve(
         store,
         relay_wakeup,
         broker_up,
+        sweep_now,
     };
     let http_shutdown = shutdown.clone();
     axum::serve(listener, http::app(state))

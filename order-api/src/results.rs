@@ -1,5 +1,6 @@
-//! The results consumer: applies order updates and vendor announcements from
-//! `provision.results`, acking each message only after its effect is committed.
+//! The results consumer: applies order updates, vendor announcements and the orphan
+//! sweep's answers from `provision.results`, acking each message only after its effect is
+//! committed.
 //!
 //! Updates that arrive together are applied in one transaction (group commit: one disk
 //! sync for the batch, not one per update), in arrival order.
@@ -16,7 +17,8 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::FieldTable;
 use provisioner_contract::{Envelope, HostMessage, OrderUpdate, Publisher, Topology, decode};
 
-use crate::store::{Applied, Store};
+use crate::store::{Applied, OrphanAction, Store};
+use crate::sweep;
 
 /// Messages the consumer may hold unacked at once.
 const PREFETCH: u16 = 64;
@@ -27,6 +29,7 @@ pub async fn run(
     publisher: &Publisher,
     topology: &Topology,
     store: Store,
+    orphan_action: OrphanAction,
 ) -> anyhow::Result<()> {
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
@@ -51,7 +54,7 @@ pub async fn run(
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .context("receiving results")?;
-        handle_batch(&store, publisher, topology, deliveries).await?;
+        handle_batch(&store, publisher, topology, orphan_action, deliveries).await?;
     }
     anyhow::bail!("the broker closed the results consumer")
 }
@@ -63,6 +66,7 @@ async fn handle_batch(
     store: &Store,
     publisher: &Publisher,
     topology: &Topology,
+    orphan_action: OrphanAction,
     deliveries: Vec<Delivery>,
 ) -> anyhow::Result<()> {
     let mut updates: Vec<(Envelope, OrderUpdate, Delivery)> = Vec::new();
@@ -88,6 +92,21 @@ async fn handle_batch(
             Ok((_, HostMessage::VendorWithdrawn(withdrawal))) => {
                 let outcome = store.withdraw_vendor(&withdrawal).await;
                 settle(outcome, [delivery]).await?;
+            }
+            Ok((_, HostMessage::Inventory(inventory))) => {
+                match store.apply_inventory(&inventory, orphan_action).await {
+                    // The deletes go out before the ack: if publishing fails, the inventory
+                    // is redelivered and applied again (same orphans, deletes sent again).
+                    Ok(to_delete) => {
+                        sweep::delete_orphans(publisher, to_delete).await?;
+                        settle(Ok(()), [delivery]).await?;
+                    }
+                    Err(error) => settle(Err(error), [delivery]).await?,
+                }
+            }
+            Ok((_, HostMessage::OrphanDeleted(outcome))) => {
+                let recorded = store.orphan_deleted(&outcome).await;
+                settle(recorded, [delivery]).await?;
             }
         }
     }

@@ -1,5 +1,6 @@
-//! The orders database (SQLite through sqlx): orders, their event log, the outbox and the
-//! announced vendors. Every state change is a compare-and-set in one transaction.
+//! The orders database (SQLite through sqlx): orders, their event log, the outbox, the
+//! announced vendors, and (in [`orphans`]) the orphan sweep's records. Every state change
+//! is a compare-and-set in one transaction.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,6 +16,9 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use crate::lifecycle::{self, OrderStatus, Transition};
+
+mod orphans;
+pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 
 /// The database handle; cheap to clone.
 #[derive(Clone)]

@@ -8,6 +8,7 @@ mod broker_outage;
 mod concurrency;
 mod drop_in;
 mod happy_path;
+mod orphans;
 mod outbox;
 mod poison;
 mod restarts;

@@ -11,7 +11,8 @@ use provisioner_host::provision::fault;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime, RuntimeLimits};
 use provisioner_tests::{plugin_component, test_plugin_component};
 
-use provisioner_host::bindings::provisioner::provider::types::ServerRequest;
+use provisioner_host::bindings::WitVersion;
+use provisioner_host::bindings::types::ServerRequest;
 
 fn request() -> ServerRequest {
     ServerRequest {
@@ -262,6 +263,35 @@ async fn a_plugin_for_another_major_wit_version_is_refused() -> anyhow::Result<(
     assert!(
         message.contains("does not implement the provisioner:provider/provider-plugin world"),
         "{message}"
+    );
+    Ok(())
+}
+
+/// A component of the previous minor (0.1, without `list-servers`) still loads and
+/// answers through the current host; asked to list, the host says the plugin cannot.
+#[tokio::test]
+async fn a_plugin_of_the_previous_minor_wit_version_still_loads() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let dir = tempdir("legacy")?;
+    let path = dir.join("legacy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "vendor = \"legacy\"\ncomponent = {:?}\n",
+            test_plugin_component("legacy").display().to_string()
+        ),
+    )?;
+    let plugin = runtime.load(&path).await?;
+    assert_eq!(plugin.wit_version(), WitVersion::V0_1);
+    let server = plugin.create_server(uuid::Uuid::nil(), &request()).await?;
+    assert!(server.vendor_id.starts_with("legacy-"), "{server:?}");
+    assert!(plugin.list_servers().await?.is_none());
+
+    let current = hostile(&runtime, "none", "").await?;
+    assert_eq!(current.wit_version(), WitVersion::V0_2);
+    assert_eq!(
+        current.list_servers().await?.map(|servers| servers.len()),
+        Some(0)
     );
     Ok(())
 }

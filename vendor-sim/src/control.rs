@@ -4,6 +4,11 @@
 //!   (duplicates);
 //! - `GET /_sim/servers`: every live server of every vendor with its idempotency key (the
 //!   chaos test finds orphans with it);
+//! - `POST /_sim/servers`: makes a server the way another tool (or a lost deployment)
+//!   would, `{"vendor": "hetzner", "name": "web", "idempotency_key": "k"}`: the key goes
+//!   where that vendor's plugin puts it (Hetzner label, DigitalOcean tag, OpenStack
+//!   metadata); without a key the server carries none. The orphan sweep tests seed
+//!   servers no order owns with it;
 //! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults. `POST` takes
 //!   `{"vendor": "hetzner", "kind": "rate_limit", "retry_after_secs": 2, "count": 3,
 //!   "method": "POST"}` (kinds: `rate_limit`, `server_error` with `status`,
@@ -19,13 +24,72 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::state::{FaultRule, SimState, Vendor};
+use crate::IDEMPOTENCY_LABEL;
+use crate::state::{FaultRule, NewServer, SimState, Vendor};
+
+/// `POST /_sim/servers`'s body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedServer {
+    vendor: Vendor,
+    name: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+async fn seed_server(
+    State(state): State<Arc<SimState>>,
+    body: Result<Json<SeedServer>, JsonRejection>,
+) -> Response {
+    let seed = match body {
+        Ok(Json(seed)) => seed,
+        Err(rejection) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "error": rejection.body_text() })),
+            )
+                .into_response();
+        }
+    };
+    // A region, size and image the vendor's catalogue has, so the server renders as any
+    // other.
+    let (region, size, image) = match seed.vendor {
+        Vendor::Hetzner => ("fsn1", "cx22", "ubuntu-24.04"),
+        Vendor::DigitalOcean => ("nyc3", "s-1vcpu-1gb", "ubuntu-24-04-x64"),
+        Vendor::OpenStack => ("RegionOne", "m1.small", "ubuntu-24.04"),
+    };
+    let mut spec = NewServer {
+        name: seed.name,
+        region: region.into(),
+        size: size.into(),
+        image: image.into(),
+        idempotency_key: seed.idempotency_key.clone(),
+        ..NewServer::default()
+    };
+    if let Some(key) = seed.idempotency_key {
+        match seed.vendor {
+            Vendor::Hetzner => {
+                spec.labels.insert(IDEMPOTENCY_LABEL.into(), key);
+            }
+            Vendor::DigitalOcean => spec.tags.push(format!("{IDEMPOTENCY_LABEL}:{key}")),
+            Vendor::OpenStack => {
+                spec.metadata.insert(IDEMPOTENCY_LABEL.into(), key);
+            }
+        }
+    }
+    let server = state.with_cloud(seed.vendor, |cloud| cloud.insert(spec));
+    (
+        StatusCode::CREATED,
+        Json(json!({ "vendor": seed.vendor.name(), "id": server.id })),
+    )
+        .into_response()
+}
 
 /// `/_sim/...`
 pub fn router() -> Router<Arc<SimState>> {
     Router::new()
         .route("/stats", get(stats))
-        .route("/servers", get(servers))
+        .route("/servers", get(servers).post(seed_server))
         .route(
             "/faults",
             get(list_faults).post(add_fault).delete(clear_faults),

@@ -484,6 +484,48 @@ mod tests {
         assert!(LabelSelector::parse(" , ").is_err());
     }
 
+    /// A bare key selects every server carrying that label, page by page with
+    /// `meta.pagination.next_page`.
+    #[tokio::test]
+    async fn lists_servers_with_a_label_page_by_page() {
+        let state = Arc::new(SimState::new(crate::SimConfig::default()));
+        state.with_cloud(Vendor::Hetzner, |cloud| {
+            for (name, key) in [("a", Some("k1")), ("b", None), ("c", Some("k2"))] {
+                cloud.insert(NewServer {
+                    name: name.into(),
+                    labels: key
+                        .map(|k| (crate::IDEMPOTENCY_LABEL.to_string(), k.to_string()))
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+        });
+        let page = |page| ListQuery {
+            label_selector: Some(crate::IDEMPOTENCY_LABEL.into()),
+            name: None,
+            page: Some(page),
+            per_page: Some(1),
+        };
+        let read = |response: Response| async {
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&body).unwrap()
+        };
+        let first = read(list_servers(State(state.clone()), Query(page(1))).await).await;
+        assert_eq!(first["servers"][0]["name"], "a");
+        assert_eq!(first["meta"]["pagination"]["next_page"], 2);
+        assert_eq!(first["meta"]["pagination"]["total_entries"], 2);
+        let second = read(list_servers(State(state.clone()), Query(page(2))).await).await;
+        assert_eq!(second["servers"][0]["name"], "c");
+        assert_eq!(
+            second["servers"][0]["labels"][crate::IDEMPOTENCY_LABEL],
+            "k2"
+        );
+        assert!(second["meta"]["pagination"]["next_page"].is_null());
+    }
+
     /// Names are hostnames, as Hetzner requires.
     #[test]
     fn hostnames_are_checked() {

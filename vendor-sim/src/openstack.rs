@@ -3,8 +3,9 @@
 //! - Keystone v3 (`/openstack/identity`): version discovery, password auth
 //!   `POST /v3/auth/tokens` (token in `X-Subject-Token`, service catalog in the body);
 //! - Nova v2.1 (`/openstack/compute`): version discovery, flavors, `POST /servers`
-//!   (with `metadata`), `GET /servers/{id}`, `GET /servers[/detail]?name=`,
-//!   `DELETE /servers/{id}`; `BUILD -> ACTIVE`; addresses under `addresses`;
+//!   (with `metadata`), `GET /servers/{id}`, `GET /servers[/detail]?name=&limit=&marker=`
+//!   (newest first, `servers_links` `next` on a full page), `DELETE /servers/{id}`;
+//!   `BUILD -> ACTIVE`; addresses under `addresses`;
 //! - Glance v2 (`/openstack/image`): images by name.
 //!
 //! Every API but discovery and auth wants `X-Auth-Token` with a live token. Errors have
@@ -33,6 +34,8 @@ use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
 const PROJECT: (&str, &str) = ("5a3f9b6c2d1e4f708192a3b4c5d6e7f8", "provisioner");
 /// The region of every endpoint.
 const REGION: &str = "RegionOne";
+/// Nova's `[api] max_limit`: the most servers one list answer holds.
+const MAX_LIMIT: usize = 1000;
 
 /// Flavors: id, name, vCPUs, RAM MB, disk GB.
 const FLAVORS: &[(&str, &str, u32, u32, u32)] = &[
@@ -74,7 +77,7 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
             "/compute/v2.1/servers",
             get(list_servers).post(create_server),
         )
-        .route("/compute/v2.1/servers/detail", get(list_servers))
+        .route("/compute/v2.1/servers/detail", get(list_servers_detail))
         .route(
             "/compute/v2.1/servers/{id}",
             get(get_server).delete(delete_server),
@@ -551,11 +554,6 @@ async fn delete_server(State(state): State<Arc<SimState>>, Path(id): Path<String
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ServerQuery {
-    name: Option<String>,
-}
-
 /// Nova's `name` filter is a regular expression; the simulator supports the forms clients
 /// send: `^exact$` (with `\`-escaped characters) and a plain substring.
 fn name_matches(pattern: &str, name: &str) -> bool {
@@ -578,27 +576,107 @@ fn name_matches(pattern: &str, name: &str) -> bool {
 async fn list_servers(
     State(state): State<Arc<SimState>>,
     headers: HeaderMap,
-    Query(query): Query<ServerQuery>,
-) -> Json<Value> {
-    let base = origin(&headers);
-    let servers: Vec<SimServer> = state.with_cloud(Vendor::OpenStack, |cloud| {
-        cloud
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    list(&state, &headers, params, "servers")
+}
+
+async fn list_servers_detail(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    list(&state, &headers, params, "servers/detail")
+}
+
+/// A server list as Nova answers it: filtered by `name`, newest first (Nova's default sort,
+/// `created_at` then id, descending), at most `limit` (capped at `max_limit`) servers after
+/// the `marker` server; a page holding exactly that many gets a `servers_links` `next` link
+/// carrying the request's parameters with `marker` set to the page's last id.
+fn list(
+    state: &SimState,
+    headers: &HeaderMap,
+    params: Vec<(String, String)>,
+    collection: &str,
+) -> Response {
+    // Like webob's `request.params`: the last value of a repeated parameter wins.
+    let params: BTreeMap<String, String> = params.into_iter().collect();
+    let limit = match params.get("limit") {
+        None => MAX_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) => limit.min(MAX_LIMIT),
+            Err(_) => {
+                return bad_request(format!(
+                    "Invalid input for query parameters limit. Value: {text}. '{text}' does not match '^[0-9]*$'"
+                ));
+            }
+        },
+    };
+    let (servers, marker_known) = state.with_cloud(Vendor::OpenStack, |cloud| {
+        // A deleted server stays a valid marker, as Nova's soft-deleted rows do.
+        let marker_known = |id: u64| (1..=cloud.created_total).contains(&id);
+        let marker = match params.get("marker") {
+            None => None,
+            Some(marker) => match parse_server_uuid(marker).filter(|id| marker_known(*id)) {
+                Some(id) => Some(id),
+                None => return (Vec::new(), false),
+            },
+        };
+        let servers: Vec<SimServer> = cloud
             .servers
             .values()
+            .rev()
+            .filter(|s| marker.is_none_or(|marker| s.id < marker))
             .filter(|s| {
-                query
-                    .name
-                    .as_deref()
+                params
+                    .get("name")
                     .is_none_or(|p| name_matches(p, &s.spec.name))
             })
+            .take(limit)
             .cloned()
-            .collect()
+            .collect();
+        (servers, true)
     });
+    if !marker_known {
+        let marker = params.get("marker").map(String::as_str).unwrap_or_default();
+        return bad_request(format!("marker [{marker}] not found"));
+    }
+    let base = origin(headers);
     let rendered: Vec<Value> = servers
         .iter()
-        .map(|s| render_server(s, &state, &base))
+        .map(|s| render_server(s, state, &base))
         .collect();
-    Json(json!({"servers": rendered}))
+    let mut body = json!({"servers": rendered});
+    if let Some(last) = servers
+        .last()
+        .filter(|_| limit > 0 && servers.len() == limit)
+    {
+        let mut next = params;
+        next.insert("marker".into(), server_uuid(last.id));
+        let query: Vec<String> = next
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect();
+        let href = format!("{base}/compute/v2.1/{collection}?{}", query.join("&"));
+        body["servers_links"] = json!([{"rel": "next", "href": href}]);
+    }
+    Json(body).into_response()
+}
+
+/// Form-encodes a query key or value as Python's `urlencode` does (Nova builds its links
+/// with it): unreserved characters stay, a space becomes `+`, the rest `%XX`.
+fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -610,6 +688,93 @@ mod tests {
     fn server_ids_round_trip() {
         assert_eq!(parse_server_uuid(&server_uuid(42)), Some(42));
         assert_eq!(parse_server_uuid("not-a-server"), None);
+    }
+
+    /// A project of `count` servers, each carrying its number as an idempotency key.
+    fn project(count: usize) -> SimState {
+        let state = SimState::new(crate::SimConfig::default());
+        state.with_cloud(Vendor::OpenStack, |cloud| {
+            for n in 1..=count {
+                let key = format!("order-{n}");
+                cloud.insert(NewServer {
+                    name: format!("web-{n}"),
+                    metadata: [(crate::IDEMPOTENCY_LABEL.to_string(), key.clone())].into(),
+                    idempotency_key: Some(key),
+                    ..Default::default()
+                });
+            }
+        });
+        state
+    }
+
+    /// One list answer, as status and JSON body.
+    async fn answer(state: &SimState, query: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("sim.test"));
+        let params = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let response = list(state, &headers, params, "servers/detail");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// `limit` and `marker` page through the servers newest first; a full page links to the
+    /// next with the request's parameters and the page's last id as `marker`; a deleted
+    /// server stays a valid marker, an unknown one is a 400; the detail carries `metadata`.
+    #[tokio::test]
+    async fn servers_page_like_nova() {
+        let state = project(5);
+        let (status, first) = answer(&state, &[("limit", "2"), ("name", "web")]).await;
+        assert_eq!(status, StatusCode::OK);
+        let names: Vec<&str> = first["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["web-5", "web-4"]);
+        assert_eq!(
+            first["servers"][0]["metadata"][crate::IDEMPOTENCY_LABEL],
+            "order-5"
+        );
+        let next = &first["servers_links"][0];
+        assert_eq!(next["rel"], "next");
+        let marker = server_uuid(4);
+        assert_eq!(
+            next["href"],
+            format!(
+                "http://sim.test/openstack/compute/v2.1/servers/detail?limit=2&marker={marker}&name=web"
+            )
+        );
+
+        state.with_cloud(Vendor::OpenStack, |cloud| cloud.servers.remove(&4));
+        let (_, second) = answer(&state, &[("limit", "2"), ("marker", &marker)]).await;
+        assert_eq!(second["servers"][0]["id"], server_uuid(3));
+        assert_eq!(second["servers"][1]["id"], server_uuid(2));
+        assert!(second["servers_links"][0]["href"].is_string());
+        let (_, last) = answer(&state, &[("limit", "2"), ("marker", &server_uuid(2))]).await;
+        assert_eq!(last["servers"].as_array().unwrap().len(), 1);
+        assert!(last.get("servers_links").is_none());
+
+        let (_, all) = answer(&state, &[]).await;
+        assert_eq!(all["servers"].as_array().unwrap().len(), 4);
+        assert!(all.get("servers_links").is_none());
+        let (status, error) = answer(&state, &[("marker", &server_uuid(99))]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            error["badRequest"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not found")
+        );
+        let (status, _) = answer(&state, &[("limit", "many")]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(form_encode("^web 1$"), "%5Eweb+1%24");
     }
 
     /// The name filter handles the anchored and the plain form.

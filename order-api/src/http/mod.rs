@@ -3,13 +3,14 @@
 
 pub mod health;
 pub mod orders;
+pub mod orphans;
 pub mod problem;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::sync::Notify;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub relay_wakeup: Arc<Notify>,
     /// Whether the broker session is up (for `/readyz`).
     pub broker_up: Arc<AtomicBool>,
+    /// Wakes the orphan sweeper.
+    pub sweep_now: Arc<Notify>,
 }
 
 /// The order API's router.
@@ -39,6 +42,8 @@ pub fn app(state: AppState) -> Router {
             get(orders::get_order).delete(orders::delete_order),
         )
         .route("/v1/vendors", get(orders::list_vendors))
+        .route("/v1/orphans", get(orphans::list_orphans))
+        .route("/v1/orphans/sweep", post(orphans::sweep_now))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(problem::no_such_route)

@@ -24,10 +24,25 @@ pub struct DropletEnvelope {
     pub droplet: Droplet,
 }
 
-/// `{"droplets": [...]}`.
+/// `{"droplets": [...], "links": {"pages": {...}}}`.
 #[derive(Debug, Deserialize)]
 pub struct DropletList {
     pub droplets: Vec<Droplet>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+/// `links.pages`: `next` (and `last`) while pages follow; `{}` when one page is all.
+#[derive(Debug, Default, Deserialize)]
+pub struct Links {
+    #[serde(default)]
+    pub pages: Pages,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Pages {
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +52,8 @@ pub struct Droplet {
     pub status: String,
     #[serde(default)]
     pub networks: Networks,
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,7 +4,8 @@
 //! DigitalOcean has no idempotency header, so the order's idempotency key travels as the
 //! droplet tag `provisioner-idempotency-key:<key>`; `create-server` first lists droplets by
 //! that tag (`GET /v2/droplets?tag_name=...`) and adopts one it finds. Order labels become
-//! tags `<key>:<value>`.
+//! tags `<key>:<value>`. Each droplet has its own key tag, so `list-servers` reads every page
+//! of all droplets (`GET /v2/droplets?page=&per_page=200`) and keeps those carrying one.
 //!
 //! Configuration (manifest `[config]`): `base-url` (default
 //! `https://api.digitalocean.com`), optional `regions` (comma-separated slugs `validate`
@@ -16,8 +17,8 @@ mod api;
 
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LogLevel, PluginInfo, Provider, ProviderError, Server, ServerRequest,
-    block_on, get_config, is_hostname, is_slug, log, require_secret,
+    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
+    ServerRequest, block_on, get_config, is_hostname, is_slug, log, require_secret,
 };
 
 use api::{CreateDroplet, DropletEnvelope, DropletList};
@@ -102,6 +103,35 @@ async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderE
     Ok(list.droplets.into_iter().next().map(Server::from))
 }
 
+/// Every droplet carrying a key tag, over every page. DigitalOcean's `links.pages.next`
+/// points at its public host, so the next page is asked by number from the configured base
+/// URL, as DigitalOcean's own clients do.
+async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderError> {
+    let prefix = key_tag("");
+    let mut found = Vec::new();
+    for page in 1.. {
+        let path = format!("/v2/droplets?page={page}&per_page=200");
+        let list: DropletList = client.call(Method::GET, &path, None::<&()>).await?;
+        // An empty page ends the walk even if a `next` link says otherwise.
+        let more = list.links.pages.next.is_some() && !list.droplets.is_empty();
+        found.extend(list.droplets.into_iter().filter_map(|droplet| {
+            let key = droplet
+                .tags
+                .iter()
+                .find_map(|tag| tag.strip_prefix(&prefix).filter(|key| !key.is_empty()))?
+                .to_string();
+            Some(LabelledServer {
+                idempotency_key: key,
+                server: droplet.into(),
+            })
+        }));
+        if !more {
+            break;
+        }
+    }
+    Ok(found)
+}
+
 fn droplet_path(vendor_id: &str) -> Result<String, ProviderError> {
     let id: u64 = vendor_id
         .parse()
@@ -178,6 +208,10 @@ impl Provider for DigitalOceanPlugin {
             let _: serde_json::Value = client()?.call(Method::DELETE, &path, None::<&()>).await?;
             Ok(())
         })
+    }
+
+    fn list_servers() -> Result<Vec<LabelledServer>, ProviderError> {
+        block_on(async { labelled(&client()?).await })
     }
 }
 

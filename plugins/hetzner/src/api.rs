@@ -29,10 +29,30 @@ pub struct ServerEnvelope {
     pub server: HetznerServer,
 }
 
-/// `{"servers": [...]}`: the answer of list.
+/// `{"servers": [...], "meta": {"pagination": {...}}}`: the answer of list.
 #[derive(Debug, Deserialize)]
 pub struct ServerList {
     pub servers: Vec<HetznerServer>,
+    #[serde(default)]
+    pub meta: Option<Meta>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Meta {
+    pub pagination: Pagination,
+}
+
+/// Hetzner's page numbers; `next_page` is null on the last page.
+#[derive(Debug, Deserialize)]
+pub struct Pagination {
+    pub next_page: Option<u64>,
+}
+
+impl ServerList {
+    /// The page after this one, if Hetzner has one.
+    pub fn next_page(&self) -> Option<u64> {
+        self.meta.as_ref()?.pagination.next_page
+    }
 }
 
 /// A server as Hetzner returns it.
@@ -42,6 +62,8 @@ pub struct HetznerServer {
     pub name: String,
     pub status: String,
     pub public_net: PublicNet,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,7 +3,9 @@
 //!
 //! The order's idempotency key travels to Hetzner as the label
 //! `provisioner-idempotency-key`, so `create-server` first looks for a server carrying it
-//! (`GET /servers?label_selector=...`) and adopts it instead of making a second one.
+//! (`GET /servers?label_selector=...`) and adopts it instead of making a second one;
+//! `list-servers` reads every page of the servers carrying the label at all
+//! (`label_selector=provisioner-idempotency-key`).
 //!
 //! Configuration (manifest `[config]`): `base-url` (default `https://api.hetzner.cloud/v1`),
 //! optional `locations` (comma-separated location codes `validate` accepts). Secret
@@ -21,8 +23,8 @@ use std::collections::BTreeMap;
 
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LogLevel, PluginInfo, Provider, ProviderError, Server, ServerRequest,
-    block_on, get_config, log, require_secret,
+    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
+    ServerRequest, block_on, get_config, log, require_secret,
 };
 
 use api::{CreateServerRequest, ServerEnvelope, ServerList};
@@ -43,6 +45,35 @@ async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderE
     let path = format!("/servers?label_selector={selector}");
     let list: ServerList = client.call(Method::GET, &path, None::<&()>).await?;
     Ok(list.servers.into_iter().next().map(Server::from))
+}
+
+/// Every server carrying the idempotency label, whatever its value, over every page
+/// (Hetzner serves at most 50 a page).
+async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderError> {
+    let selector = percent_encode(IDEMPOTENCY_LABEL);
+    let mut found = Vec::new();
+    let mut page = 1;
+    loop {
+        let path = format!("/servers?label_selector={selector}&page={page}&per_page=50");
+        let list: ServerList = client.call(Method::GET, &path, None::<&()>).await?;
+        let next = list.next_page();
+        found.extend(list.servers.into_iter().filter_map(|mut server| {
+            let key = server.labels.remove(IDEMPOTENCY_LABEL)?;
+            Some(LabelledServer {
+                idempotency_key: key,
+                server: server.into(),
+            })
+        }));
+        match next {
+            Some(next) if next > page => page = next,
+            Some(next) => {
+                return Err(ProviderError::Internal(format!(
+                    "Hetzner answered page {page} of the servers with next_page {next}"
+                )));
+            }
+            None => return Ok(found),
+        }
+    }
 }
 
 fn numeric_id(vendor_id: &str) -> Result<u64, ProviderError> {
@@ -124,6 +155,10 @@ impl Provider for HetznerPlugin {
             let _: serde_json::Value = client()?.call(Method::DELETE, &path, None::<&()>).await?;
             Ok(())
         })
+    }
+
+    fn list_servers() -> Result<Vec<LabelledServer>, ProviderError> {
+        block_on(async { labelled(&client()?).await })
     }
 }
 

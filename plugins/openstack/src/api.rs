@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, Server, ServerStatus};
+use provider_sdk::{IDEMPOTENCY_LABEL, LabelledServer, ProviderError, Server, ServerStatus};
 use serde::{Deserialize, Serialize};
 
 /// `POST /v3/auth/tokens` body: password auth scoped to a project.
@@ -189,6 +189,20 @@ pub fn carrying_key(servers: Vec<NovaServer>, key: &str) -> Option<NovaServer> {
     servers
         .into_iter()
         .find(|s| s.metadata.get(IDEMPOTENCY_LABEL).is_some_and(|v| v == key))
+}
+
+/// The servers among `servers` whose metadata carries an idempotency key, with it.
+pub fn labelled(servers: Vec<NovaServer>) -> Vec<LabelledServer> {
+    servers
+        .into_iter()
+        .filter_map(|mut server| {
+            let key = server.metadata.remove(IDEMPOTENCY_LABEL)?;
+            Some(LabelledServer {
+                idempotency_key: key,
+                server: server.into(),
+            })
+        })
+        .collect()
 }
 
 /// An OpenStack error body: `{"<kind>": {"message": ...}}` (Nova) or

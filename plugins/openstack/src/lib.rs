@@ -7,7 +7,9 @@
 //! catalog, and re-authenticates once when the compute API answers 401 (an expired token).
 //! The order's idempotency key travels as the server metadata
 //! `provisioner-idempotency-key`; `create-server` first lists servers of the same name
-//! (`GET /servers/detail?name=^<name>$`) and adopts the one carrying the key.
+//! (`GET /servers/detail?name=^<name>$`) and adopts the one carrying the key;
+//! `find-server` and `list-servers` read every page of `GET /servers/detail?limit=&marker=`
+//! and keep the servers whose metadata carries a key.
 //!
 //! Configuration (manifest `[config]`): `auth-url` (Keystone v3, e.g.
 //! `https://keystone.example:5000/v3`), `username`, `project-name`, optional
@@ -26,8 +28,8 @@ mod session;
 
 use provider_sdk::http::HttpMethod as Method;
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LogLevel, PluginInfo, Provider, ProviderError, Server, ServerRequest,
-    block_on, log,
+    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
+    ServerRequest, block_on, log,
 };
 
 use api::{CreateServer, CreateServerBody, CreatedEnvelope, ServerEnvelope};
@@ -160,6 +162,13 @@ impl Provider for OpenStackPlugin {
             );
             let _: serde_json::Value = session.request(Method::DELETE, &url, None::<&()>).await?;
             Ok(())
+        })
+    }
+
+    fn list_servers() -> Result<Vec<LabelledServer>, ProviderError> {
+        block_on(async {
+            let session = Session::open(None).await?;
+            Ok(api::labelled(session.all_servers().await?))
         })
     }
 }

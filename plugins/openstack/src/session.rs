@@ -13,8 +13,9 @@ use crate::api::{
     Project, Scope, ServerList, TokenEnvelope, User,
 };
 
-/// Most pages of servers read when looking for a key without a name.
-const MAX_PAGES: usize = 50;
+/// Servers asked for per page (Nova's default `max_limit`; a cloud with a lower one
+/// answers fewer and links to the next page).
+const PAGE_LIMIT: usize = 1000;
 
 /// The settings a session authenticates with, from the manifest.
 struct Credentials {
@@ -133,19 +134,42 @@ impl Session {
         Ok(list.servers)
     }
 
-    /// Every server of the project, following Nova's pagination.
+    /// Every server of the project, over every page. Nova adds a `servers_links` `next` link
+    /// to a full page; its query (`limit`, `marker`) is asked of the catalog's compute
+    /// endpoint, since the link's own host is whatever Nova's proxy settings say. A full page
+    /// without the link continues from its last id (`marker`), as openstacksdk does.
     pub async fn all_servers(&self) -> Result<Vec<NovaServer>, ProviderError> {
-        let mut url = format!("{}/servers/detail?limit=1000", self.compute);
+        let first = format!("limit={PAGE_LIMIT}");
+        let mut query = first.clone();
         let mut servers = Vec::new();
-        for _ in 0..MAX_PAGES {
+        loop {
+            let url = format!("{}/servers/detail?{query}", self.compute);
             let page: ServerList = self.request(Method::GET, &url, None::<&()>).await?;
+            let next = page
+                .servers_links
+                .iter()
+                .find(|l| l.rel == "next")
+                .and_then(|l| l.href.split_once('?'))
+                .map(|(_, query)| query.to_string());
+            let next = match (next, page.servers.last()) {
+                (_, None) => None,
+                (Some(next), Some(_)) => Some(next),
+                (None, Some(last)) if page.servers.len() == PAGE_LIMIT => {
+                    Some(format!("{first}&marker={}", percent_encode(&last.id)))
+                }
+                (None, Some(_)) => None,
+            };
             servers.extend(page.servers);
-            match page.servers_links.into_iter().find(|l| l.rel == "next") {
-                Some(next) => url = next.href,
+            match next {
+                Some(next) if next == query => {
+                    return Err(ProviderError::Internal(format!(
+                        "Nova's next link repeats the page it came with ({url})"
+                    )));
+                }
+                Some(next) => query = next,
                 None => return Ok(servers),
             }
         }
-        Ok(servers)
     }
 
     /// The id of the flavor named (or with id) `size`.

@@ -1,5 +1,9 @@
 //! Guest-side SDK for provider plugins.
 //!
+//! It binds the `provider-plugin` world of `provisioner:provider@0.2.0` (`wit/provider.wit`;
+//! the frozen 0.1.0 contract is `wit/v0.1/provider.wit`), so a plugin built with it exports
+//! the 0.2.0 `provider` interface, `list-servers` included.
+//!
 //! A plugin implements [`Provider`] and exports it with
 //! `provider_sdk::export_provider!(MyPlugin);`. Everything else it needs comes from here:
 //! the WIT types, the host's `log` / `get-config` / `get-secret`, and an HTTP/JSON client
@@ -12,7 +16,8 @@
 //! - [`block_on`]: runs an async body inside a synchronous export.
 
 wit_bindgen::generate!({
-    world: "provider-plugin",
+    // Qualified with the version, so a `wit/` of another version fails the build.
+    world: "provisioner:provider/provider-plugin@0.2.0",
     path: "../../wit",
     pub_export_macro: true,
     export_macro_name: "export_provider",
@@ -24,7 +29,7 @@ pub mod http;
 pub use exports::provisioner::provider::provider::Guest as Provider;
 pub use provisioner::provider::host::{LogLevel, get_config, get_secret, log};
 pub use provisioner::provider::types::{
-    PluginInfo, ProviderError, Server, ServerRequest, ServerStatus,
+    LabelledServer, PluginInfo, ProviderError, Server, ServerRequest, ServerStatus,
 };
 pub use wstd::runtime::block_on;
 

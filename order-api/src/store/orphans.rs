@@ -1,0 +1,549 @@
+//! The orphan sweep's records: which listed servers no order owns ([`ownership`]), the
+//! `orphans` table that remembers them and what was done about them, and the latest sweep
+//! of each vendor.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use provisioner_contract::{
+    Fault, LabelledServer, Listing, OrphanDeleted, ServerInfo, ServerStatus, VendorInventory,
+};
+use serde::Serialize;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{Store, json, parse_json};
+use crate::lifecycle::OrderStatus;
+
+/// What happens to orphans a sweep finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanAction {
+    /// Record and log them; a person decides.
+    Report,
+    /// Record them and have the host delete them.
+    Delete,
+}
+
+/// Where an orphan is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanState {
+    /// Found and left alone (`--orphan-action report`).
+    Reported,
+    /// Its delete was sent to a host.
+    Deleting,
+    /// The host deleted it.
+    Deleted,
+    /// The host could not delete it (see `detail`); the next sweep tries again.
+    DeleteFailed,
+    /// A later sweep no longer listed it (someone else deleted it, or an order adopted it).
+    Gone,
+}
+
+impl OrphanState {
+    fn as_str(self) -> &'static str {
+        match self {
+            OrphanState::Reported => "reported",
+            OrphanState::Deleting => "deleting",
+            OrphanState::Deleted => "deleted",
+            OrphanState::DeleteFailed => "delete_failed",
+            OrphanState::Gone => "gone",
+        }
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(match text {
+            "reported" => OrphanState::Reported,
+            "deleting" => OrphanState::Deleting,
+            "deleted" => OrphanState::Deleted,
+            "delete_failed" => OrphanState::DeleteFailed,
+            "gone" => OrphanState::Gone,
+            other => anyhow::bail!("unknown orphan state '{other}' in the database"),
+        })
+    }
+
+    /// Whether the server is (as far as we know) still at the vendor.
+    fn present(self) -> bool {
+        matches!(
+            self,
+            OrphanState::Reported | OrphanState::Deleting | OrphanState::DeleteFailed
+        )
+    }
+}
+
+/// A server no order owns, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Orphan {
+    /// The vendor.
+    pub vendor: String,
+    /// The idempotency key it carries.
+    pub idempotency_key: String,
+    /// The server as last listed.
+    pub server: ServerInfo,
+    /// Why no order owns it.
+    pub reason: String,
+    /// What was done about it.
+    pub state: OrphanState,
+    /// Why its delete failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_fault: Option<Fault>,
+    /// When a sweep first listed it.
+    pub first_seen_at: DateTime<Utc>,
+    /// When a sweep last listed it.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// A vendor's latest sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sweep {
+    /// The vendor.
+    pub vendor: String,
+    /// The sweep's id.
+    pub sweep_id: Uuid,
+    /// When it was asked for.
+    pub requested_at: DateTime<Utc>,
+    /// When the host answered; none while it is running.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Which host listed.
+    pub host_id: Option<String>,
+    /// `listed`, `unsupported` or `failed`; none while running.
+    pub outcome: Option<String>,
+    /// Why it was unsupported or failed.
+    pub detail: Option<String>,
+    /// Servers carrying our key.
+    pub listed: Option<u32>,
+    /// Of which no order owns.
+    pub orphans: Option<u32>,
+}
+
+/// The order a listed server's key names, as far as ownership goes.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// Its status.
+    pub status: OrderStatus,
+    /// Its vendor.
+    pub vendor: String,
+    /// The server it recorded.
+    pub vendor_id: Option<String>,
+}
+
+/// Whether a listed server is owned, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// The order it belongs to runs it, or is still working on it.
+    Owned,
+    /// The vendor is removing it anyway.
+    Leaving,
+    /// No order owns it: why.
+    Orphan(String),
+}
+
+/// Decides whether `server` (listed at `vendor` with `key`) is owned by `owner`, the order
+/// its key names (none when no order has that id). An order still in progress owns
+/// whatever carries its key: its create or delete will settle it.
+pub fn ownership(vendor: &str, key: &str, server: &ServerInfo, owner: Option<&Owner>) -> Ownership {
+    if matches!(
+        server.status,
+        ServerStatus::Deleting | ServerStatus::Deleted
+    ) {
+        return Ownership::Leaving;
+    }
+    let Some(owner) = owner else {
+        return Ownership::Orphan(format!("no order has the id '{key}'"));
+    };
+    if owner.vendor != vendor {
+        return Ownership::Orphan(format!(
+            "order {key} is for vendor '{}', not '{vendor}'",
+            owner.vendor
+        ));
+    }
+    match owner.status {
+        OrderStatus::Pending
+        | OrderStatus::Queued
+        | OrderStatus::Provisioning
+        | OrderStatus::Deleting => Ownership::Owned,
+        OrderStatus::Active if owner.vendor_id.as_deref() == Some(server.vendor_id.as_str()) => {
+            Ownership::Owned
+        }
+        OrderStatus::Active => Ownership::Orphan(format!(
+            "order {key} is active with server {}; this one is a second server for it",
+            owner.vendor_id.as_deref().unwrap_or("?")
+        )),
+        OrderStatus::Failed => {
+            Ownership::Orphan(format!("order {key} failed; its server was left behind"))
+        }
+        OrderStatus::Deleted => Ownership::Orphan(format!(
+            "order {key} was deleted; this server is still there"
+        )),
+    }
+}
+
+/// Order ids looked up per query.
+const OWNER_CHUNK: usize = 500;
+
+impl Store {
+    /// Starts a vendor's sweep: answers from earlier sweeps are ignored from now on.
+    pub async fn begin_sweep(&self, vendor: &str, sweep_id: Uuid) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO sweeps (vendor, sweep_id, requested_at) VALUES (?, ?, ?) \
+             ON CONFLICT (vendor) DO UPDATE SET sweep_id = excluded.sweep_id, \
+             requested_at = excluded.requested_at, finished_at = NULL, host_id = NULL, \
+             outcome = NULL, detail = NULL, listed = NULL, orphans = NULL",
+        )
+        .bind(vendor)
+        .bind(sweep_id.to_string())
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .context("recording a sweep")?;
+        Ok(())
+    }
+
+    /// Applies a host's inventory: records the orphans it shows, marks those it no longer
+    /// shows `gone`, and answers the orphans to delete now (none under
+    /// [`OrphanAction::Report`], none for a stale or failed sweep).
+    pub async fn apply_inventory(
+        &self,
+        inventory: &VendorInventory,
+        action: OrphanAction,
+    ) -> anyhow::Result<Vec<Orphan>> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT sweep_id FROM sweeps WHERE vendor = ?")
+                .bind(&inventory.vendor)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("reading the current sweep")?;
+        if current.as_deref() != Some(inventory.sweep_id.to_string().as_str()) {
+            tracing::info!(vendor = %inventory.vendor, sweep_id = %inventory.sweep_id, "inventory of an earlier sweep ignored");
+            return Ok(Vec::new());
+        }
+        let vendor = &inventory.vendor;
+        let now = Utc::now();
+        let finish = |outcome: &'static str, detail: Option<String>, listed, orphans| {
+            sqlx::query(
+                "UPDATE sweeps SET finished_at = ?, host_id = ?, outcome = ?, detail = ?, \
+                 listed = ?, orphans = ? WHERE vendor = ?",
+            )
+            .bind(inventory.at)
+            .bind(&inventory.host_id)
+            .bind(outcome)
+            .bind(detail)
+            .bind(listed)
+            .bind(orphans)
+            .bind(vendor)
+        };
+        let servers = match &inventory.listing {
+            Listing::Listed { servers } => servers,
+            Listing::Unsupported { reason } => {
+                finish(
+                    "unsupported",
+                    Some(reason.clone()),
+                    None::<i64>,
+                    None::<i64>,
+                )
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(Vec::new());
+            }
+            Listing::Failed { fault } => {
+                finish(
+                    "failed",
+                    Some(format!("{}: {}", fault.code, fault.message)),
+                    None,
+                    None,
+                )
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(Vec::new());
+            }
+        };
+        let owners = owners(&mut tx, servers).await?;
+        let known = orphan_states(&mut tx, vendor).await?;
+        let mut seen = HashSet::new();
+        let mut to_delete = Vec::new();
+        for listed in servers {
+            let owner = Uuid::parse_str(&listed.idempotency_key)
+                .ok()
+                .and_then(|id| owners.get(&id));
+            let Ownership::Orphan(reason) =
+                ownership(vendor, &listed.idempotency_key, &listed.server, owner)
+            else {
+                continue;
+            };
+            seen.insert(listed.server.vendor_id.clone());
+            let before = known.get(&listed.server.vendor_id).copied();
+            // Under `delete`, every sweep that still lists an orphan sends its delete again
+            // (a delete is idempotent at the host, and one lost or failed is retried so).
+            let state = match (action, before) {
+                (OrphanAction::Delete, _) => OrphanState::Deleting,
+                (OrphanAction::Report, Some(OrphanState::DeleteFailed)) => {
+                    OrphanState::DeleteFailed
+                }
+                (OrphanAction::Report, _) => OrphanState::Reported,
+            };
+            if before.is_none() || before.is_some_and(|state| !state.present()) {
+                tracing::warn!(%vendor, vendor_id = %listed.server.vendor_id, key = %listed.idempotency_key, "orphan server found: {reason}");
+            }
+            sqlx::query(
+                "INSERT INTO orphans (vendor, vendor_id, idempotency_key, server, reason, state, \
+                 detail, first_seen_at, last_seen_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) \
+                 ON CONFLICT (vendor, vendor_id) DO UPDATE SET \
+                 idempotency_key = excluded.idempotency_key, server = excluded.server, \
+                 reason = excluded.reason, state = excluded.state, \
+                 last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at",
+            )
+            .bind(vendor)
+            .bind(&listed.server.vendor_id)
+            .bind(&listed.idempotency_key)
+            .bind(json(&listed.server))
+            .bind(&reason)
+            .bind(state.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .context("recording an orphan")?;
+            if state == OrphanState::Deleting {
+                to_delete.push(Orphan {
+                    vendor: vendor.clone(),
+                    idempotency_key: listed.idempotency_key.clone(),
+                    server: listed.server.clone(),
+                    reason,
+                    state,
+                    delete_fault: None,
+                    first_seen_at: now,
+                    last_seen_at: now,
+                });
+            }
+        }
+        for (vendor_id, state) in &known {
+            if state.present() && !seen.contains(vendor_id) {
+                sqlx::query(
+                    "UPDATE orphans SET state = 'gone', updated_at = ? \
+                     WHERE vendor = ? AND vendor_id = ?",
+                )
+                .bind(now)
+                .bind(vendor)
+                .bind(vendor_id)
+                .execute(&mut *tx)
+                .await
+                .context("marking an orphan gone")?;
+            }
+        }
+        finish(
+            "listed",
+            None,
+            Some(servers.len() as i64),
+            Some(seen.len() as i64),
+        )
+        .execute(&mut *tx)
+        .await
+        .context("finishing the sweep")?;
+        tx.commit().await.context("committing the inventory")?;
+        Ok(to_delete)
+    }
+
+    /// Records how a host's delete of an orphan went.
+    pub async fn orphan_deleted(&self, outcome: &OrphanDeleted) -> anyhow::Result<()> {
+        let (state, detail) = match &outcome.fault {
+            None => (OrphanState::Deleted, None),
+            Some(fault) => (OrphanState::DeleteFailed, Some(json(fault))),
+        };
+        sqlx::query(
+            "UPDATE orphans SET state = ?, detail = ?, updated_at = ? \
+             WHERE vendor = ? AND vendor_id = ? AND state IN ('deleting', 'reported', 'delete_failed')",
+        )
+        .bind(state.as_str())
+        .bind(detail)
+        .bind(outcome.at)
+        .bind(&outcome.vendor)
+        .bind(&outcome.vendor_id)
+        .execute(&self.pool)
+        .await
+        .context("recording an orphan's delete")?;
+        Ok(())
+    }
+
+    /// Every orphan recorded (those still at the vendor first), newest first.
+    pub async fn orphans(&self) -> anyhow::Result<Vec<Orphan>> {
+        let rows = sqlx::query(
+            "SELECT * FROM orphans ORDER BY state IN ('gone', 'deleted'), last_seen_at DESC \
+             LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("listing orphans")?;
+        rows.iter()
+            .map(|row| {
+                Ok(Orphan {
+                    vendor: row.try_get("vendor")?,
+                    idempotency_key: row.try_get("idempotency_key")?,
+                    server: parse_json(row.try_get("server")?)?
+                        .context("an orphan without its server")?,
+                    reason: row.try_get("reason")?,
+                    state: OrphanState::parse(row.try_get("state")?)?,
+                    delete_fault: parse_json(row.try_get("detail")?)?,
+                    first_seen_at: row.try_get("first_seen_at")?,
+                    last_seen_at: row.try_get("last_seen_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Each vendor's latest sweep.
+    pub async fn sweeps(&self) -> anyhow::Result<Vec<Sweep>> {
+        let rows = sqlx::query("SELECT * FROM sweeps ORDER BY vendor")
+            .fetch_all(&self.pool)
+            .await
+            .context("listing sweeps")?;
+        rows.iter()
+            .map(|row| {
+                let sweep_id: String = row.try_get("sweep_id")?;
+                let count = |column: &str| -> anyhow::Result<Option<u32>> {
+                    let value: Option<i64> = row.try_get(column)?;
+                    Ok(value.map(|n| n.try_into().unwrap_or(u32::MAX)))
+                };
+                Ok(Sweep {
+                    vendor: row.try_get("vendor")?,
+                    sweep_id: Uuid::parse_str(&sweep_id).context("a sweep id")?,
+                    requested_at: row.try_get("requested_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    host_id: row.try_get("host_id")?,
+                    outcome: row.try_get("outcome")?,
+                    detail: row.try_get("detail")?,
+                    listed: count("listed")?,
+                    orphans: count("orphans")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The orders the listed servers' keys name.
+async fn owners(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    servers: &[LabelledServer],
+) -> anyhow::Result<HashMap<Uuid, Owner>> {
+    let ids: Vec<String> = servers
+        .iter()
+        .filter_map(|listed| Uuid::parse_str(&listed.idempotency_key).ok())
+        .map(|id| id.to_string())
+        .collect();
+    let mut owners = HashMap::new();
+    for chunk in ids.chunks(OWNER_CHUNK) {
+        let placeholders = vec!["?"; chunk.len()].join(", ");
+        let sql =
+            format!("SELECT id, status, vendor, server FROM orders WHERE id IN ({placeholders})");
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query
+            .fetch_all(&mut **tx)
+            .await
+            .context("looking up owners")?
+        {
+            let id: String = row.try_get("id")?;
+            let status: String = row.try_get("status")?;
+            let server: Option<ServerInfo> = parse_json(row.try_get("server")?)?;
+            owners.insert(
+                Uuid::parse_str(&id).context("an order id")?,
+                Owner {
+                    status: status.parse().map_err(anyhow::Error::msg)?,
+                    vendor: row.try_get("vendor")?,
+                    vendor_id: server.map(|server| server.vendor_id),
+                },
+            );
+        }
+    }
+    Ok(owners)
+}
+
+/// The recorded orphans of `vendor` and their states.
+async fn orphan_states(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    vendor: &str,
+) -> anyhow::Result<HashMap<String, OrphanState>> {
+    let rows = sqlx::query("SELECT vendor_id, state FROM orphans WHERE vendor = ?")
+        .bind(vendor)
+        .fetch_all(&mut **tx)
+        .await
+        .context("reading recorded orphans")?;
+    rows.iter()
+        .map(|row| {
+            let state: String = row.try_get("state")?;
+            Ok((row.try_get("vendor_id")?, OrphanState::parse(&state)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(vendor_id: &str, status: ServerStatus) -> ServerInfo {
+        ServerInfo {
+            vendor_id: vendor_id.into(),
+            name: "web".into(),
+            status,
+            ipv4: None,
+            ipv6: None,
+        }
+    }
+
+    fn owner(status: OrderStatus, vendor_id: Option<&str>) -> Owner {
+        Owner {
+            status,
+            vendor: "hetzner".into(),
+            vendor_id: vendor_id.map(Into::into),
+        }
+    }
+
+    /// A server is an orphan only when its order is gone, finished without it, or elsewhere.
+    #[test]
+    fn orphans_are_servers_no_order_claims() {
+        let running = server("7", ServerStatus::Running);
+        let orphan = |owner: Option<&Owner>| {
+            matches!(
+                ownership("hetzner", "k", &running, owner),
+                Ownership::Orphan(_)
+            )
+        };
+        assert!(orphan(None));
+        assert!(orphan(Some(&owner(OrderStatus::Failed, None))));
+        assert!(orphan(Some(&owner(OrderStatus::Deleted, Some("7")))));
+        assert!(orphan(Some(&owner(OrderStatus::Active, Some("8")))));
+        assert!(orphan(Some(&Owner {
+            vendor: "digitalocean".into(),
+            ..owner(OrderStatus::Active, Some("7"))
+        })));
+        for in_progress in [
+            OrderStatus::Pending,
+            OrderStatus::Queued,
+            OrderStatus::Provisioning,
+            OrderStatus::Deleting,
+        ] {
+            assert!(!orphan(Some(&owner(in_progress, None))), "{in_progress}");
+        }
+        assert_eq!(
+            ownership(
+                "hetzner",
+                "k",
+                &running,
+                Some(&owner(OrderStatus::Active, Some("7")))
+            ),
+            Ownership::Owned
+        );
+        assert_eq!(
+            ownership("hetzner", "k", &server("7", ServerStatus::Deleting), None),
+            Ownership::Leaving
+        );
+    }
+}
