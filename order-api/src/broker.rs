@@ -1,6 +1,6 @@
 //! The broker session supervisor: connects (with backoff), declares the topology, runs the
-//! outbox relay, the results consumer and the orphan sweeper, and reconnects when one
-//! fails. `/readyz`
+//! outbox relay, the results consumer, the orphan sweeper and the dead-letter sampler, and
+//! reconnects when one fails. `/readyz`
 //! reads [`BrokerSettings`]'s `up` flag.
 
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use provisioner_contract::{Publisher, Topology};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{self, Metrics};
 use crate::store::{OrphanAction, Store};
 use crate::sweep::{self, SweepSettings};
 use crate::{relay, results};
@@ -30,6 +31,8 @@ pub struct BrokerSettings {
     pub sweep: SweepSettings,
     /// What happens to the orphans they find.
     pub orphan_action: OrphanAction,
+    /// The series `/metrics` serves.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs sessions until `shutdown` is cancelled.
@@ -77,7 +80,8 @@ async fn session(
     settings.up.store(true, Ordering::Relaxed);
     let outcome = tokio::select! {
         outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone()) => outcome,
-        outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action) => outcome,
+        outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action, &settings.metrics) => outcome,
+        outcome = metrics::sample_dead_letters(connection, &settings.topology, &settings.metrics) => outcome,
         outcome = sweep::run(store.clone(), publisher.clone(), settings.sweep.clone()) => outcome,
         _ = shutdown.cancelled() => Ok(()),
     };

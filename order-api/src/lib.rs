@@ -7,6 +7,7 @@
 //! - [`store`]: the SQLite database: orders, events, outbox, vendors, orphans;
 //!   compare-and-set.
 //! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health.
+//! - [`metrics`]: the Prometheus series `/metrics` serves.
 //! - [`relay`]: the outbox relay (publish with confirms, retry what was refused).
 //! - [`results`]: the consumer of `provision.results` (updates, vendor announcements).
 //! - [`watchdog`]: re-sends the request of an order stuck without news (a lost request or
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod config;
 pub mod http;
 pub mod lifecycle;
+pub mod metrics;
 pub mod relay;
 pub mod results;
 pub mod store;
@@ -48,6 +50,7 @@ pub async fn serve(
     let relay_wakeup = Arc::new(Notify::new());
     let broker_up = Arc::new(AtomicBool::new(false));
     let sweep_now = Arc::new(Notify::new());
+    let metrics = metrics::Metrics::new();
     let supervisor = tokio::spawn(broker::run(
         broker::BrokerSettings {
             amqp_url: config.amqp.amqp_url.clone(),
@@ -60,6 +63,7 @@ pub async fn serve(
                 now: sweep_now.clone(),
             },
             orphan_action: config.orphan_action,
+            metrics: metrics.clone(),
         },
         store.clone(),
         shutdown.clone(),
@@ -78,6 +82,7 @@ pub async fn serve(
         relay_wakeup,
         broker_up,
         sweep_now,
+        metrics,
     };
     let http_shutdown = shutdown.clone();
     axum::serve(listener, http::app(state))

@@ -17,6 +17,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::FieldTable;
 use provisioner_contract::{Envelope, HostMessage, OrderUpdate, Publisher, Topology, decode};
 
+use crate::metrics::Metrics;
 use crate::store::{Applied, OrphanAction, Store};
 use crate::sweep;
 
@@ -30,6 +31,7 @@ pub async fn run(
     topology: &Topology,
     store: Store,
     orphan_action: OrphanAction,
+    metrics: &Metrics,
 ) -> anyhow::Result<()> {
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
@@ -54,7 +56,15 @@ pub async fn run(
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .context("receiving results")?;
-        handle_batch(&store, publisher, topology, orphan_action, deliveries).await?;
+        handle_batch(
+            &store,
+            publisher,
+            topology,
+            orphan_action,
+            metrics,
+            deliveries,
+        )
+        .await?;
     }
     anyhow::bail!("the broker closed the results consumer")
 }
@@ -67,6 +77,7 @@ async fn handle_batch(
     publisher: &Publisher,
     topology: &Topology,
     orphan_action: OrphanAction,
+    metrics: &Metrics,
     deliveries: Vec<Delivery>,
 ) -> anyhow::Result<()> {
     let mut updates: Vec<(Envelope, OrderUpdate, Delivery)> = Vec::new();
@@ -81,6 +92,7 @@ async fn handle_batch(
                     .dead_letter(topology, &topology.results_queue(), &delivery, &reason)
                     .await
                     .context("dead-lettering a result")?;
+                metrics.dead_lettered(&topology.results_queue());
             }
             Ok((envelope, HostMessage::OrderUpdate(update))) => {
                 updates.push((envelope, update, delivery))

@@ -524,6 +524,25 @@ impl Store {
         Ok(vendors)
     }
 
+    /// How many orders are in each status.
+    pub async fn count_orders_by_status(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<OrderStatus, i64>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+            .fetch_all(&self.pool)
+            .await
+            .context("counting orders")?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                Ok((
+                    status.parse().map_err(anyhow::Error::msg)?,
+                    row.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Whether a host has announced `vendor`.
     pub async fn vendor_known(&self, vendor: &str) -> anyhow::Result<bool> {
         Ok(sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = ?")

@@ -46,57 +46,6 @@ async fn seed_server(
     Ok(())
 }
 
-/// `GET /v1/orphans`.
-async fn orphans(stack: &Stack) -> anyhow::Result<Value> {
-    stack
-        .http
-        .get(format!("{}/v1/orphans", stack.api_url))
-        .send()
-        .await
-        .context("GET /v1/orphans")?
-        .json()
-        .await
-        .context("reading /v1/orphans")
-}
-
-/// Asks for a sweep and waits until every vendor in `vendors` has answered a sweep newer
-/// than the ones before; returns `GET /v1/orphans` then.
-async fn sweep(stack: &Stack, vendors: &[&str]) -> anyhow::Result<Value> {
-    let before: BTreeSet<String> = orphans(stack).await?["sweeps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|sweep| sweep["sweep_id"].as_str().map(str::to_string))
-        .collect();
-    let response = stack
-        .http
-        .post(format!("{}/v1/orphans/sweep", stack.api_url))
-        .send()
-        .await?;
-    assert_eq!(response.status(), 202);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = orphans(stack).await?;
-        let sweeps = answer["sweeps"].as_array().cloned().unwrap_or_default();
-        let done = vendors.iter().all(|vendor| {
-            sweeps.iter().any(|sweep| {
-                sweep["vendor"] == *vendor
-                    && !sweep["finished_at"].is_null()
-                    && !before.contains(sweep["sweep_id"].as_str().unwrap_or_default())
-            })
-        });
-        if done {
-            return Ok(answer);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sweep did not finish: {answer:#}\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn sweep_of<'a>(answer: &'a Value, vendor: &str) -> &'a Value {
     answer["sweeps"]
         .as_array()
@@ -162,7 +111,7 @@ async fn the_sweep_reports_servers_no_order_owns_at_every_vendor() -> anyhow::Re
         second_servers.push(id);
     }
 
-    let answer = sweep(&stack, &vendors).await?;
+    let answer = stack.sweep_orphans(&vendors).await?;
     for (index, fixture) in VENDORS.iter().enumerate() {
         let vendor = fixture.vendor;
         let expected: BTreeSet<String> =
@@ -222,7 +171,7 @@ async fn the_sweep_reports_servers_no_order_owns_at_every_vendor() -> anyhow::Re
     assert_eq!(seeded, 9);
 
     // A second sweep finds the same orphans, no new ones.
-    let again = sweep(&stack, &vendors).await?;
+    let again = stack.sweep_orphans(&vendors).await?;
     assert_eq!(
         again["orphans"].as_array().map(Vec::len),
         answer["orphans"].as_array().map(Vec::len)
@@ -257,10 +206,10 @@ async fn the_sweep_deletes_orphans_when_told_to() -> anyhow::Result<()> {
         seed_server(&stack, vendor, "not-ours-1", None).await?;
     }
 
-    sweep(&stack, &vendors).await?;
+    stack.sweep_orphans(&vendors).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let answer = loop {
-        let answer = orphans(&stack).await?;
+        let answer = stack.orphan_report().await?;
         let deleted = vendors
             .iter()
             .map(|vendor| orphan_keys(&answer, vendor, "deleted").len())
@@ -300,7 +249,7 @@ async fn the_sweep_deletes_orphans_when_told_to() -> anyhow::Result<()> {
         assert_eq!(stack.order(id).await?["status"], "active");
     }
 
-    let again = sweep(&stack, &vendors).await?;
+    let again = stack.sweep_orphans(&vendors).await?;
     for vendor in &vendors {
         assert_eq!(sweep_of(&again, vendor)["orphans"], 0, "{again:#}");
     }

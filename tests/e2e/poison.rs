@@ -1,5 +1,6 @@
 //! Poison messages (undecodable, wrong schema version) on any queue go to `provision.dead`
-//! with the reason in a header, once: they never loop, and the stack keeps serving.
+//! with the reason in a header, once: they never loop, they are counted in `/metrics`, and
+//! the stack keeps serving.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,7 @@ use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use provisioner_contract::amqp::{DEAD_QUEUE_HEADER, DEAD_REASON_HEADER};
-use provisioner_tests::{Stack, StackOptions, message_count, require_rabbitmq};
+use provisioner_tests::{Stack, StackOptions, message_count, metric_value, require_rabbitmq};
 
 fn text_header(properties: &BasicProperties, name: &str) -> String {
     match properties
@@ -59,6 +60,27 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
             )
             .await?
             .await?;
+    }
+
+    // Counted in metrics: order-api's own dead letters, and the dead-letter queue's length
+    // (sampled every 15 s) whoever put them there.
+    let results_series = format!(
+        "provisioner_dead_letters_total{{queue=\"{}\"}}",
+        topology.results_queue()
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let text = stack.metrics().await?;
+        let waiting = metric_value(&text, "provisioner_dead_letter_queue_messages");
+        let counted = metric_value(&text, &results_series);
+        if waiting == Some(poison.len() as f64) && counted == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the dead letters (waiting {waiting:?}, counted {counted:?}):\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     let mut dead = Vec::new();

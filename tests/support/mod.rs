@@ -897,6 +897,84 @@ impl Stack {
         Ok(answer["servers"].as_array().cloned().unwrap_or_default())
     }
 
+    /// `GET /metrics` of order-api, as text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        self.http
+            .get(format!("{}/metrics", self.api_url))
+            .send()
+            .await
+            .context("GET /metrics")?
+            .error_for_status()
+            .context("GET /metrics")?
+            .text()
+            .await
+            .context("reading /metrics")
+    }
+
+    /// `GET /v1/orphans`: what the orphan sweep found, and each vendor's latest sweep.
+    pub async fn orphan_report(&self) -> anyhow::Result<Value> {
+        self.http
+            .get(format!("{}/v1/orphans", self.api_url))
+            .send()
+            .await
+            .context("GET /v1/orphans")?
+            .json()
+            .await
+            .context("reading /v1/orphans")
+    }
+
+    /// Asks for an orphan sweep and waits (up to `within`) until every vendor in `vendors`
+    /// has answered a sweep newer than the ones before; returns `GET /v1/orphans` then.
+    pub async fn sweep_orphans_within(
+        &self,
+        vendors: &[&str],
+        within: Duration,
+    ) -> anyhow::Result<Value> {
+        let earlier: std::collections::BTreeSet<String> = self.orphan_report().await?["sweeps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|sweep| sweep["sweep_id"].as_str().map(str::to_string))
+            .collect();
+        let response = self
+            .http
+            .post(format!("{}/v1/orphans/sweep", self.api_url))
+            .send()
+            .await
+            .context("POST /v1/orphans/sweep")?;
+        if response.status() != 202 {
+            bail!("POST /v1/orphans/sweep answered {}", response.status());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let answer = self.orphan_report().await?;
+            let sweeps = answer["sweeps"].as_array().cloned().unwrap_or_default();
+            let done = vendors.iter().all(|vendor| {
+                sweeps.iter().any(|sweep| {
+                    sweep["vendor"] == *vendor
+                        && !sweep["finished_at"].is_null()
+                        && !earlier.contains(sweep["sweep_id"].as_str().unwrap_or_default())
+                })
+            });
+            if done {
+                return Ok(answer);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the sweep did not finish in {within:?}: {answer:#}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// [`Stack::sweep_orphans_within`] 30 s.
+    pub async fn sweep_orphans(&self, vendors: &[&str]) -> anyhow::Result<Value> {
+        self.sweep_orphans_within(vendors, Duration::from_secs(30))
+            .await
+    }
+
     /// The last log lines of every process, for failure messages.
     pub fn logs(&self) -> String {
         [&self.sim, &self.api]
@@ -962,6 +1040,14 @@ pub async fn message_count(channel: &lapin::Channel, queue: &str) -> anyhow::Res
         .await
         .with_context(|| format!("looking at queue {queue}"))?;
     Ok(state.message_count())
+}
+
+/// The value of one series in Prometheus text (`name{labels}` exactly as written there).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
 }
 
 /// Deletes every queue and exchange of `topology`.

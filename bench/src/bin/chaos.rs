@@ -10,8 +10,9 @@
 //!
 //! Then it waits for quiet and reports: accepted, active, failed (by cause), lost (accepted
 //! but unknown to order-api), stuck (not finished by the drain timeout), duplicate servers
-//! at the vendor, orphans (servers no active order owns), and the time to drain. It exits
-//! 1 unless lost, stuck, duplicates and orphans are all 0. `scripts/chaos.sh` builds and
+//! at the vendor, orphans (servers no active order owns, counted at the simulator and by
+//! the system's own orphan sweep through the plugins), and the time to drain. It exits
+//! 1 unless lost, stuck, duplicates and both orphan counts are all 0. `scripts/chaos.sh` builds and
 //! runs it; README has a section on it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -85,6 +86,8 @@ async fn main() -> anyhow::Result<()> {
         api_env: vec![
             ("WATCHDOG_AFTER_SECS".into(), "60".into()),
             ("WATCHDOG_INTERVAL_SECS".into(), "5".into()),
+            // One sweep, after the drain (below).
+            ("ORPHAN_SWEEP_INTERVAL_SECS".into(), "0".into()),
         ],
         ..StackOptions::default()
     })
@@ -215,7 +218,20 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
         .count();
     let duplicates = duplicate_keys(stack).await?;
     let orphans = orphans(stack, &orders).await?;
-    let passed = lost == 0 && stuck == 0 && duplicates == 0 && orphans == 0;
+    // The system's own view: the orphan sweep lists every vendor's servers through the
+    // plugins and must find what the simulator shows (none).
+    let vendors: Vec<&str> = VENDORS.iter().map(|fixture| fixture.vendor).collect();
+    let swept = stack
+        .sweep_orphans_within(&vendors, Duration::from_secs(120))
+        .await?;
+    let swept_orphans = swept["orphans"].as_array().map_or(0, Vec::len);
+    let swept_servers: u64 = swept["sweeps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|sweep| sweep["listed"].as_u64())
+        .sum();
+    let passed = lost == 0 && stuck == 0 && duplicates == 0 && orphans == 0 && swept_orphans == 0;
 
     let mut summary = Summary::new("chaos");
     summary.setting("orders", args.orders as u64);
@@ -290,6 +306,20 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
         "orphans",
         "servers no active order owns",
         orphans,
+        Some(Target::AtMost(0.0)),
+    );
+    figure(
+        &mut summary,
+        "swept_servers",
+        "servers the orphan sweep listed (plugins' list-servers)",
+        swept_servers as usize,
+        None,
+    );
+    figure(
+        &mut summary,
+        "swept_orphans",
+        "orphans the sweep found",
+        swept_orphans,
         Some(Target::AtMost(0.0)),
     );
     summary.figure(

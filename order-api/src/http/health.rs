@@ -1,5 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (orders can flow: the database answers,
-//! the broker session is up, at least one vendor is served).
+//! `/healthz` (the process answers), `/readyz` (orders can flow: the database answers,
+//! the broker session is up, at least one vendor is served) and `/metrics` (Prometheus).
 
 use std::sync::atomic::Ordering;
 
@@ -10,10 +10,23 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use crate::http::AppState;
+use crate::http::problem::ApiError;
 
 /// `GET /healthz`: 200 while the process runs.
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
+}
+
+/// `GET /metrics`: the series of [`crate::metrics`] as OpenMetrics text.
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let text = state.metrics.render(&state.store).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
 /// `GET /readyz`: 200 when orders can flow, else 503 with the failing checks.

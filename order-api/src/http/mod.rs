@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -28,6 +29,8 @@ pub struct AppState {
     pub broker_up: Arc<AtomicBool>,
     /// Wakes the orphan sweeper.
     pub sweep_now: Arc<Notify>,
+    /// The series `/metrics` serves.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The order API's router.
@@ -44,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/vendors", get(orders::list_vendors))
         .route("/v1/orphans", get(orphans::list_orphans))
         .route("/v1/orphans/sweep", post(orphans::sweep_now))
+        .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(problem::no_such_route)

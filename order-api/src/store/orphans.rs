@@ -27,7 +27,7 @@ pub enum OrphanAction {
 }
 
 /// Where an orphan is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrphanState {
     /// Found and left alone (`--orphan-action report`).
@@ -43,7 +43,17 @@ pub enum OrphanState {
 }
 
 impl OrphanState {
-    fn as_str(self) -> &'static str {
+    /// Every state.
+    pub const ALL: [OrphanState; 5] = [
+        OrphanState::Reported,
+        OrphanState::Deleting,
+        OrphanState::Deleted,
+        OrphanState::DeleteFailed,
+        OrphanState::Gone,
+    ];
+
+    /// The name used in JSON, the database and metrics.
+    pub fn as_str(self) -> &'static str {
         match self {
             OrphanState::Reported => "reported",
             OrphanState::Deleting => "deleting",
@@ -393,6 +403,20 @@ impl Store {
                     first_seen_at: row.try_get("first_seen_at")?,
                     last_seen_at: row.try_get("last_seen_at")?,
                 })
+            })
+            .collect()
+    }
+
+    /// How many orphan records are in each state.
+    pub async fn count_orphans_by_state(&self) -> anyhow::Result<HashMap<OrphanState, i64>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM orphans GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .context("counting orphans")?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok((OrphanState::parse(&state)?, row.try_get("n")?))
             })
             .collect()
     }
