@@ -94,6 +94,7 @@ impl OutboundClient {
         let first_byte_timeout = options
             .and_then(|options| options.first_byte_timeout)
             .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT);
+        let request = without_body_if_bodiless(request);
         let response = tokio::time::timeout(first_byte_timeout, self.client.request(request))
             .await
             .map_err(|_| Error::ConnectionReadTimeout)?
@@ -101,6 +102,29 @@ impl OutboundClient {
         let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
         Ok((response, Box::new(async { Ok(()) })))
     }
+}
+
+/// A GET or HEAD goes out without a body, as hyper sends it anyway when the body's length
+/// is unknown (a plugin's body always is). hyper then drops the plugin's body, and a guest
+/// that writes and finishes its empty body after sending (wstd does) fails with "stream
+/// closed", seen as a connection reset although the answer arrived: about half of all
+/// polls failed so. The plugin's body is read to its end beside the request instead, so
+/// its writes succeed.
+fn without_body_if_bodiless(request: http::Request<WasiBody>) -> http::Request<WasiBody> {
+    let bodiless = matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+        && !request.headers().contains_key(http::header::CONTENT_LENGTH)
+        && !request
+            .headers()
+            .contains_key(http::header::TRANSFER_ENCODING);
+    if !bodiless {
+        return request;
+    }
+    let (parts, mut body) = request.into_parts();
+    tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+    let empty = http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    http::Request::from_parts(parts, empty)
 }
 
 /// The wasi:http error for a failed send, as close to the cause as the client tells.

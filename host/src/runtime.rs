@@ -218,6 +218,30 @@ impl PluginRuntime {
     /// is. The answer must match the manifest's vendor.
     pub async fn load(&self, manifest_path: &Path) -> anyhow::Result<Plugin> {
         let manifest = Manifest::load(manifest_path)?;
+        self.load_manifest(manifest, manifest_path).await
+    }
+
+    /// [`PluginRuntime::load`] of a manifest already read (the conformance kit narrows its
+    /// grants or limits first); relative paths in it are relative to `manifest_path`.
+    pub async fn load_manifest(
+        &self,
+        manifest: Manifest,
+        manifest_path: &Path,
+    ) -> anyhow::Result<Plugin> {
+        self.load_manifest_with_secrets(manifest, manifest_path, |variable| {
+            std::env::var(variable).ok()
+        })
+        .await
+    }
+
+    /// [`PluginRuntime::load_manifest`] reading the secrets' environment variables through
+    /// `lookup` instead of this process's environment.
+    pub async fn load_manifest_with_secrets(
+        &self,
+        manifest: Manifest,
+        manifest_path: &Path,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Plugin> {
         if manifest.limits.memory_mib > self.limits.max_memory_mib {
             anyhow::bail!(
                 "{}: limits.memory_mib = {} is more than this host allows a plugin ({} MiB, \
@@ -245,11 +269,11 @@ impl PluginRuntime {
         })?;
         let mut secrets = std::collections::BTreeMap::new();
         for (key, variable) in &manifest.secrets {
-            match std::env::var(variable) {
-                Ok(value) => {
+            match lookup(variable) {
+                Some(value) => {
                     secrets.insert(key.clone(), value);
                 }
-                Err(_) => tracing::warn!(
+                None => tracing::warn!(
                     vendor = %manifest.vendor,
                     "secret '{key}' is unset: environment variable {variable} is not set"
                 ),
@@ -263,6 +287,7 @@ impl PluginRuntime {
             origins: manifest.grants(),
             memory_bytes: manifest.limits.memory_bytes(),
             client,
+            outbound_requests: Default::default(),
         });
         let mut plugin = Plugin {
             engine: self.engine.clone(),
@@ -405,6 +430,13 @@ impl Plugin {
     /// The manifest's limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Outbound HTTP requests this plugin has attempted so far, granted or not.
+    pub fn outbound_requests(&self) -> u64 {
+        self.grants
+            .outbound_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs one export in a fresh store, within the call budget.

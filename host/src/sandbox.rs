@@ -35,6 +35,9 @@ pub struct Grants {
     pub memory_bytes: usize,
     /// The pooled client outbound requests go through, with the plugin's TLS trust.
     pub client: OutboundClient,
+    /// Outbound requests attempted, granted or not (the conformance kit checks `validate`
+    /// makes none).
+    pub outbound_requests: std::sync::atomic::AtomicU64,
 }
 
 /// The state of one store: one plugin call.
@@ -206,6 +209,9 @@ impl WasiHttpHooks for OutboundGrant {
                 >,
             > + Send,
     > {
+        self.grants
+            .outbound_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let origin = Origin::of(request.uri());
         let allowed = origin
             .as_ref()

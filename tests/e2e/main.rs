@@ -6,6 +6,7 @@
 mod bad_input;
 mod broker_outage;
 mod concurrency;
+mod conformance;
 mod drop_in;
 mod happy_path;
 mod orphans;

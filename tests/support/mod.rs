@@ -84,7 +84,7 @@ pub struct VendorFixture {
 
 impl VendorFixture {
     /// The host environment variable the manifest names for the secret.
-    fn secret_variable(&self) -> String {
+    pub fn secret_variable(&self) -> String {
         format!(
             "{}_{}",
             self.vendor.to_uppercase(),
@@ -119,6 +119,19 @@ impl VendorFixture {
         manifest
     }
 
+    /// The manifest with the simulator's catalogue in `[config]` (`regions`, `sizes`,
+    /// `images`: what `validate` accepts offline), as the conformance kit runs it.
+    pub fn manifest_with_catalogue(&self, sim_url: &str) -> String {
+        self.manifest(sim_url, None, 10).replacen(
+            "\n[config]\n",
+            &format!(
+                "\n[config]\nregions = {:?}\nsizes = {:?}\nimages = {:?}\n",
+                self.region, self.size, self.image
+            ),
+            1,
+        )
+    }
+
     /// A valid order body for this vendor.
     pub fn order_body(&self, name: &str) -> String {
         serde_json::json!({
@@ -145,7 +158,7 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
@@ -1040,6 +1053,22 @@ pub async fn message_count(channel: &lapin::Channel, queue: &str) -> anyhow::Res
         .await
         .with_context(|| format!("looking at queue {queue}"))?;
     Ok(state.message_count())
+}
+
+/// A vendor simulator served by this test's runtime (until the test ends), with the
+/// fixtures' credentials and `boot_delay`; its base URL.
+pub async fn simulator_in_process(boot_delay: Duration) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let state = Arc::new(vendor_sim::SimState::new(vendor_sim::SimConfig {
+        boot_delay,
+        hetzner_token: fixture("hetzner").secret.1.into(),
+        digitalocean_token: fixture("digitalocean").secret.1.into(),
+        openstack_password: fixture("openstack").secret.1.into(),
+        ..vendor_sim::SimConfig::default()
+    }));
+    tokio::spawn(vendor_sim::serve(listener, state, std::future::pending()));
+    Ok(url)
 }
 
 /// The value of one series in Prometheus text (`name{labels}` exactly as written there).

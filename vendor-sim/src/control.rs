@@ -12,7 +12,11 @@
 //! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults. `POST` takes
 //!   `{"vendor": "hetzner", "kind": "rate_limit", "retry_after_secs": 2, "count": 3,
 //!   "method": "POST"}` (kinds: `rate_limit`, `server_error` with `status`,
-//!   `unauthorized`, `slow` with `delay_ms`).
+//!   `unauthorized`, `slow` with `delay_ms`, `lost_response`: the request is carried out,
+//!   e.g. the server is made, and the connection is then dropped before any byte of the
+//!   answer, so the client sees the connection closed as when a response is lost in the
+//!   network; `{"vendor": "hetzner", "kind": "lost_response", "method": "POST"}` loses one
+//!   create's answer).
 
 use std::sync::Arc;
 

@@ -1,8 +1,16 @@
 //! The fault-injection middleware: answers a request with an armed fault instead of the
-//! real answer, in the vendor's own error shape.
+//! real answer, in the vendor's own error shape; or delays the real answer (`slow`); or
+//! carries the request out and loses the answer (`lost_response`).
+//!
+//! A lost answer is a response whose body fails at its first poll: hyper has then only
+//! buffered the status line and headers, not written them, and on a body error it closes
+//! the connection without flushing, so the client reads nothing at all (an HTTP/1 client
+//! reports the connection closed before the message completed). The simulator's tests
+//! (`tests/lost_response.rs`) check that not a byte reaches the client.
 
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -10,7 +18,7 @@ use axum::response::Response;
 
 use crate::state::{FaultKind, SimState, Vendor};
 
-/// A vendor's rendering of an injected fault (never called for `Slow`).
+/// A vendor's rendering of an injected fault (never called for `Slow` or `LostResponse`).
 pub type FaultRenderer = fn(&FaultKind) -> Response;
 
 /// Middleware state: whose API, and how that vendor answers failures.
@@ -35,11 +43,33 @@ pub async fn inject(State(layer): State<FaultLayer>, request: Request, next: Nex
             tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
             next.run(request).await
         }
+        Some(FaultKind::LostResponse) => {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let real = next.run(request).await;
+            tracing::info!(
+                vendor = layer.vendor.name(),
+                %method,
+                path,
+                status = real.status().as_u16(),
+                "injecting a fault: carried out, dropping the connection unanswered"
+            );
+            lost_response()
+        }
         Some(kind) => {
             tracing::info!(vendor = layer.vendor.name(), ?kind, "injecting a fault");
             (layer.render)(&kind)
         }
     }
+}
+
+/// A response that is never delivered: its body fails before yielding anything, so hyper
+/// aborts the connection before writing the buffered status line (see the module doc).
+pub fn lost_response() -> Response {
+    let failing = futures_util::stream::once(std::future::ready(Err::<Bytes, _>(
+        std::io::Error::other("vendor-sim: lost_response fault"),
+    )));
+    Response::new(Body::from_stream(failing))
 }
 
 /// The HTTP status of a non-delay fault.
@@ -50,7 +80,7 @@ pub fn status_of(kind: &FaultKind) -> StatusCode {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         }
         FaultKind::Unauthorized => StatusCode::UNAUTHORIZED,
-        FaultKind::Slow { .. } => StatusCode::OK,
+        FaultKind::Slow { .. } | FaultKind::LostResponse => StatusCode::OK,
     }
 }
 

@@ -52,8 +52,9 @@ struct Args {
     #[arg(long, env = "SIM_TLS_CA_OUT", default_value = "vendor-sim-ca.pem")]
     tls_ca_out: std::path::PathBuf,
     /// A fault for the first requests, `vendor:kind[:count]` (kinds: rate_limit,
-    /// server_error, unavailable, unauthorized, slow); repeatable. More at runtime through
-    /// `POST /_sim/faults`.
+    /// server_error, unavailable, unauthorized, slow, lost_response: carried out, then the
+    /// connection is dropped unanswered); repeatable. More at runtime through
+    /// `POST /_sim/faults` (which can also limit a fault to one method).
     #[arg(long = "fault", value_parser = FaultRule::parse_flag)]
     faults: Vec<FaultRule>,
 }

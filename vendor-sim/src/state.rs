@@ -72,7 +72,8 @@ impl Default for SimConfig {
     }
 }
 
-/// A failure the simulator answers instead of the real answer.
+/// A failure the simulator answers instead of the real answer (or, for `Slow` and
+/// `LostResponse`, around it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FaultKind {
@@ -95,6 +96,11 @@ pub enum FaultKind {
         /// The extra delay.
         delay_ms: u64,
     },
+    /// The request is carried out as usual (a create really makes the server), then the
+    /// connection is dropped without a byte of the answer: the client sees the connection
+    /// closed before any status line, as when a vendor's response is lost in the network.
+    /// Arm it with `"method": "POST"` to lose create answers only.
+    LostResponse,
 }
 
 fn one() -> u64 {
@@ -126,7 +132,8 @@ fn one_u32() -> u32 {
 
 impl FaultRule {
     /// Parses `--fault vendor:kind[:count]`, e.g. `hetzner:rate_limit:3`,
-    /// `digitalocean:server_error:2`, `hetzner:slow:1` (1 s), `hetzner:unauthorized`.
+    /// `digitalocean:server_error:2`, `hetzner:slow:1` (1 s), `hetzner:unauthorized`,
+    /// `hetzner:lost_response` (any method; `POST /_sim/faults` can narrow it to one).
     pub fn parse_flag(text: &str) -> Result<Self, String> {
         let parts: Vec<&str> = text.split(':').collect();
         let (vendor, kind) = match parts.as_slice() {
@@ -142,6 +149,7 @@ impl FaultRule {
             "unavailable" => FaultKind::ServerError { status: 503 },
             "unauthorized" => FaultKind::Unauthorized,
             "slow" => FaultKind::Slow { delay_ms: 1000 },
+            "lost_response" => FaultKind::LostResponse,
             other => return Err(format!("unknown fault kind '{other}'")),
         };
         let count = match parts.get(2) {
@@ -362,6 +370,24 @@ mod tests {
         assert!(state.faults().is_empty());
     }
 
+    /// `POST /_sim/faults` bodies read as documented, `lost_response` included.
+    #[test]
+    fn parses_fault_bodies() {
+        let rule: FaultRule = serde_json::from_str(
+            r#"{"vendor":"hetzner","kind":"lost_response","method":"POST","count":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rule,
+            FaultRule {
+                vendor: Vendor::Hetzner,
+                kind: FaultKind::LostResponse,
+                count: 1,
+                method: Some("POST".into()),
+            }
+        );
+    }
+
     /// `--fault` flags read as documented.
     #[test]
     fn parses_fault_flags() {
@@ -373,6 +399,10 @@ mod tests {
             FaultKind::RateLimit {
                 retry_after_secs: 1
             }
+        );
+        assert_eq!(
+            FaultRule::parse_flag("hetzner:lost_response").unwrap().kind,
+            FaultKind::LostResponse
         );
         assert!(FaultRule::parse_flag("nimbus:rate_limit").is_err());
         assert!(FaultRule::parse_flag("hetzner:meteor").is_err());

@@ -8,13 +8,17 @@
 //! of all droplets (`GET /v2/droplets?page=&per_page=200`) and keeps those carrying one.
 //!
 //! Configuration (manifest `[config]`): `base-url` (default
-//! `https://api.digitalocean.com`), optional `regions` (comma-separated slugs `validate`
-//! accepts). Secret (manifest `[secrets]`): `token`, a personal access token.
+//! `https://api.digitalocean.com`); optional offline catalogues for `validate` (see
+//! `provider_sdk::catalogue`), each a comma-separated list of slugs: `regions` (default
+//! DigitalOcean's public regions), `sizes` and `images`; without `sizes` or `images` any
+//! well-formed slug passes and DigitalOcean decides. Secret (manifest `[secrets]`): `token`,
+//! a personal access token.
 //!
 //! Reference: the DigitalOcean OpenAPI specification (digitalocean/openapi), `droplets`.
 
 mod api;
 
+use provider_sdk::catalogue;
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
@@ -60,27 +64,18 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             request.name
         ));
     }
-    let configured = get_config("regions");
-    let regions: Vec<&str> = match &configured {
-        Some(list) => list.split(',').map(str::trim).collect(),
-        None => REGIONS.to_vec(),
-    };
-    if !regions.contains(&request.region.as_str()) {
-        return invalid(format!(
-            "region '{}' is not a DigitalOcean region (one of: {})",
-            request.region,
-            regions.join(", ")
-        ));
-    }
+    catalogue::check_known("region", &request.region, catalogue::REGIONS, REGIONS)?;
     if !is_slug(&request.size) {
         return invalid(format!(
             "size '{}' is not a droplet size slug",
             request.size
         ));
     }
+    catalogue::check_known("size", &request.size, catalogue::SIZES, &[])?;
     if !is_slug(&request.image) {
         return invalid(format!("image '{}' is not an image slug", request.image));
     }
+    catalogue::check_known("image", &request.image, catalogue::IMAGES, &[])?;
     if !is_tag(&key_tag(&request.idempotency_key)) {
         return invalid(format!(
             "idempotency key '{}' cannot be part of a DigitalOcean tag",

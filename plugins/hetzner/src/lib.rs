@@ -7,9 +7,13 @@
 //! `list-servers` reads every page of the servers carrying the label at all
 //! (`label_selector=provisioner-idempotency-key`).
 //!
-//! Configuration (manifest `[config]`): `base-url` (default `https://api.hetzner.cloud/v1`),
-//! optional `locations` (comma-separated location codes `validate` accepts). Secret
-//! (manifest `[secrets]`): `token`, the API token.
+//! Configuration (manifest `[config]`): `base-url` (default `https://api.hetzner.cloud/v1`);
+//! optional offline catalogues for `validate` (see `provider_sdk::catalogue`), each a
+//! comma-separated list: `regions` (location codes; default Hetzner's public locations
+//! fsn1, nbg1, hel1, ash, hil, sin; `locations` is read as an older name when `regions` is
+//! not set), `sizes` (server type names) and `images` (image names); without `sizes` or
+//! `images` any well-formed name passes and Hetzner decides. Secret (manifest
+//! `[secrets]`): `token`, the API token.
 //!
 //! # Layout
 //! - [`api`]: Hetzner's JSON shapes and the mapping of Hetzner statuses to the WIT status.

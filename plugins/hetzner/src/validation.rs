@@ -1,11 +1,14 @@
 //! Offline checks of a request, with the rules Hetzner applies (no network I/O).
 
-use provider_sdk::{
-    IDEMPOTENCY_LABEL, ProviderError, ServerRequest, get_config, is_hostname, is_slug,
-};
+use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
+use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, ServerRequest, is_hostname, is_slug};
 
-/// Hetzner's public locations; the manifest's `locations` config overrides the list.
+/// Hetzner's public locations; the manifest's `regions` config (or its older name
+/// `locations`) overrides the list.
 const LOCATIONS: &[&str] = &["fsn1", "nbg1", "hel1", "ash", "hil", "sin"];
+
+/// The config keys listing the locations, the documented one first.
+const REGION_KEYS: &[&str] = &[REGIONS, "locations"];
 
 /// Refuses what Hetzner would refuse, naming the field.
 pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
@@ -16,30 +19,21 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             request.name
         ));
     }
-    let configured = get_config("locations");
-    let known: Vec<&str> = match &configured {
-        Some(list) => list.split(',').map(str::trim).collect(),
-        None => LOCATIONS.to_vec(),
-    };
-    if !known.contains(&request.region.as_str()) {
-        return invalid(format!(
-            "region '{}' is not a Hetzner location (one of: {})",
-            request.region,
-            known.join(", ")
-        ));
-    }
+    catalogue::check_known_any("region", &request.region, REGION_KEYS, LOCATIONS)?;
     if !is_slug(&request.size) {
         return invalid(format!(
             "size '{}' is not a Hetzner server type name",
             request.size
         ));
     }
+    catalogue::check_known("size", &request.size, SIZES, &[])?;
     if !is_slug(&request.image) {
         return invalid(format!(
             "image '{}' is not a Hetzner image name",
             request.image
         ));
     }
+    catalogue::check_known("image", &request.image, IMAGES, &[])?;
     if !is_label_value(&request.idempotency_key) {
         return invalid(format!(
             "idempotency key '{}' cannot be a Hetzner label value",

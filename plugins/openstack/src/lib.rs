@@ -16,7 +16,11 @@
 //! `user-domain-name` / `project-domain-name` (default `Default`), `interface` (default
 //! `public`), `network-id` (a network to attach; Nova's default otherwise). The order's
 //! `region` selects the catalog region, `size` a flavor (name or id), `image` an image
-//! (name or id). Secret (manifest `[secrets]`): `password`.
+//! (name or id). Optional offline catalogues for `validate` (see `provider_sdk::catalogue`),
+//! each a comma-separated list: `regions` (catalog regions), `sizes` (flavor names or ids),
+//! `images` (image names or ids); regions, flavors and images differ from cloud to cloud,
+//! so without a list any value of 1-255 characters passes and the cloud decides. Secret
+//! (manifest `[secrets]`): `password`.
 //!
 //! # Layout
 //! - [`api`]: Keystone, Nova and Glance JSON shapes, status mapping.
@@ -26,6 +30,7 @@
 mod api;
 mod session;
 
+use provider_sdk::catalogue;
 use provider_sdk::http::HttpMethod as Method;
 use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
@@ -51,6 +56,10 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             return invalid(format!("{field} '{value}' must be 1-255 characters"));
         }
     }
+    // Regions, flavors and images differ from cloud to cloud: no built-in lists.
+    catalogue::check_known("region", &request.region, catalogue::REGIONS, &[])?;
+    catalogue::check_known("size", &request.size, catalogue::SIZES, &[])?;
+    catalogue::check_known("image", &request.image, catalogue::IMAGES, &[])?;
     if request.idempotency_key.is_empty() || request.idempotency_key.len() > 255 {
         return invalid("the idempotency key must be 1-255 characters".into());
     }

@@ -13,6 +13,8 @@
 //! - the generated bindings (`exports`, `provisioner`) and the re-exports below;
 //! - [`http`]: [`http::ApiClient`], JSON over wasi:http, status -> error mapping,
 //!   rate-limit delays;
+//! - [`catalogue`]: the regions, sizes and images `validate` accepts offline, from the
+//!   manifest's `[config] regions` / `sizes` / `images` or a plugin's built-in list;
 //! - [`block_on`]: runs an async body inside a synchronous export.
 
 wit_bindgen::generate!({
@@ -24,6 +26,7 @@ wit_bindgen::generate!({
     default_bindings_module: "provider_sdk",
 });
 
+pub mod catalogue;
 pub mod http;
 
 pub use exports::provisioner::provider::provider::Guest as Provider;

@@ -1,0 +1,89 @@
+//! The vendor simulator's control API, as the fault checks use it.
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+/// The simulator at a base URL, acting as one vendor.
+#[derive(Debug, Clone)]
+pub struct SimControl {
+    url: String,
+    vendor: String,
+    http: reqwest::Client,
+}
+
+impl SimControl {
+    /// The simulator at `url`, for `vendor`'s API.
+    pub fn new(url: &str, vendor: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            vendor: vendor.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Whether the simulator answers and serves this vendor.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let stats: Value = self
+            .http
+            .get(format!("{}/_sim/stats", self.url))
+            .send()
+            .await
+            .with_context(|| format!("reaching the simulator at {}", self.url))?
+            .error_for_status()?
+            .json()
+            .await?;
+        if stats["vendors"][&self.vendor].is_null() {
+            anyhow::bail!(
+                "the simulator at {} does not serve a vendor '{}' (give --sim-vendor)",
+                self.url,
+                self.vendor
+            );
+        }
+        Ok(())
+    }
+
+    /// Arms a fault for this vendor: `rule` is the simulator's fault JSON without `vendor`.
+    pub async fn arm(&self, mut rule: Value) -> anyhow::Result<()> {
+        rule["vendor"] = json!(self.vendor);
+        self.http
+            .post(format!("{}/_sim/faults", self.url))
+            .json(&rule)
+            .send()
+            .await
+            .context("arming a fault at the simulator")?
+            .error_for_status()
+            .context("arming a fault at the simulator")?;
+        Ok(())
+    }
+
+    /// Clears every armed fault.
+    pub async fn clear(&self) -> anyhow::Result<()> {
+        self.http
+            .delete(format!("{}/_sim/faults", self.url))
+            .send()
+            .await
+            .context("clearing the simulator's faults")?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// How many live servers of this vendor carry `key`, by the simulator's own count.
+    pub async fn servers_with_key(&self, key: &str) -> anyhow::Result<usize> {
+        let answer: Value = self
+            .http
+            .get(format!("{}/_sim/servers", self.url))
+            .send()
+            .await
+            .context("listing the simulator's servers")?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(answer["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|server| server["vendor"] == self.vendor.as_str())
+            .filter(|server| server["idempotency_key"] == key)
+            .count())
+    }
+}

@@ -1,0 +1,256 @@
+//! The conformance kit: the three bundled plugins pass every suite against the simulator;
+//! each broken fixture fails the check it violates with a message an author can act on;
+//! the command's exit code, JSON and JUnit outputs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use provisioner_conformance::{KitOptions, Outcome, Report, Suite, Target};
+use provisioner_tests::{
+    VENDORS, binary, fixture, plugin_component, simulator_in_process, target_dir,
+    test_plugin_component,
+};
+
+/// A fresh folder for one test's manifests.
+fn workdir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = target_dir().join("test-runs").join(format!(
+        "conformance-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs every suite in-process with `manifest` (written to a file) against the simulator
+/// acting as `sim_vendor`.
+async fn run_kit(
+    name: &str,
+    component: PathBuf,
+    manifest: String,
+    sim_url: &str,
+    sim_vendor: &str,
+    secrets: BTreeMap<String, String>,
+) -> anyhow::Result<Report> {
+    let path = workdir(name)?.join(format!("{name}.toml"));
+    std::fs::write(&path, manifest)?;
+    let options = KitOptions {
+        component,
+        manifest: path,
+        target: Target::Simulator {
+            url: sim_url.to_string(),
+            vendor: sim_vendor.to_string(),
+        },
+        region: None,
+        size: None,
+        image: None,
+        suites: Suite::ALL.to_vec(),
+        boot_timeout: Duration::from_secs(5),
+        secrets: Some(secrets),
+    };
+    Ok(provisioner_conformance::run(options, &mut |_| {}).await)
+}
+
+/// The broken fixture (it speaks the simulator's Hetzner API) with `flaw`.
+async fn broken(flaw: &str, sim_url: &str) -> anyhow::Result<Report> {
+    let hetzner = fixture("hetzner");
+    let manifest = format!(
+        "vendor = \"broken\"\ncomponent = \"unused.wasm\"\nallowed_hosts = [{sim_url:?}]\n\
+         [config]\nvendor-id = \"broken\"\nflaw = {flaw:?}\nbase-url = \"{sim_url}/hetzner/v1\"\n\
+         regions = {:?}\nsizes = {:?}\nimages = {:?}\n\
+         [secrets]\ntoken = \"BROKEN_TOKEN\"\n",
+        hetzner.region, hetzner.size, hetzner.image
+    );
+    let secrets = BTreeMap::from([("BROKEN_TOKEN".to_string(), hetzner.secret.1.to_string())]);
+    run_kit(
+        &format!("broken-{flaw}"),
+        test_plugin_component("broken"),
+        manifest,
+        sim_url,
+        "hetzner",
+        secrets,
+    )
+    .await
+}
+
+/// Asserts `check` failed and its detail says `says`.
+fn failed_with(report: &Report, check: &str, says: &str) {
+    let result = report
+        .check(check)
+        .unwrap_or_else(|| panic!("{check} did not run:\n{}", report.table()));
+    assert_eq!(result.outcome, Outcome::Fail, "{}", report.table());
+    assert!(
+        result.detail.contains(says),
+        "{check} should say {says:?}:\n{}",
+        report.table()
+    );
+    assert!(!report.passed());
+}
+
+/// All three bundled plugins pass every check of every suite against the simulator.
+#[tokio::test]
+async fn the_bundled_plugins_pass_every_suite() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
+    for vendor in VENDORS {
+        let secrets = BTreeMap::from([(vendor.secret_variable(), vendor.secret.1.to_string())]);
+        let report = run_kit(
+            vendor.vendor,
+            plugin_component(vendor.vendor),
+            vendor.manifest_with_catalogue(&sim_url),
+            &sim_url,
+            vendor.vendor,
+            secrets,
+        )
+        .await?;
+        assert!(report.passed(), "{}", report.table());
+        assert_eq!(report.count(Outcome::Skip), 0, "{}", report.table());
+        assert!(report.checks.len() >= 20, "{}", report.table());
+    }
+    Ok(())
+}
+
+/// The broken fixture without a flaw passes (so each flaw below is what fails).
+#[tokio::test]
+async fn the_broken_fixture_without_its_flaw_passes() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
+    let report = broken("none", &sim_url).await?;
+    assert!(report.passed(), "{}", report.table());
+    Ok(())
+}
+
+/// Each flaw fails the check it violates, saying what was expected and what came back.
+#[tokio::test]
+async fn each_broken_fixture_fails_the_check_it_violates() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
+
+    let report = broken("duplicates", &sim_url).await?;
+    failed_with(
+        &report,
+        "idempotency.same-key",
+        "create must look its key up first",
+    );
+    failed_with(
+        &report,
+        "faults.lost-response",
+        "expected one server for the key",
+    );
+
+    let report = broken("transient-401", &sim_url).await?;
+    failed_with(
+        &report,
+        "faults.unauthorized",
+        "expected unauthorized, got transient",
+    );
+
+    let report = broken("never-running", &sim_url).await?;
+    failed_with(
+        &report,
+        "lifecycle.running",
+        "expected running within 5 s, still provisioning",
+    );
+
+    let report = broken("leaky-delete", &sim_url).await?;
+    failed_with(&report, "lifecycle.gone", "expected not-found or deleted");
+    failed_with(&report, "lifecycle.no-leftovers", "expected nothing left");
+    Ok(())
+}
+
+/// A component built against another WIT major fails `contract.world`, and nothing else
+/// runs.
+#[tokio::test]
+async fn a_plugin_of_another_wit_major_fails_the_contract() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
+    let manifest = "vendor = \"future\"\ncomponent = \"unused.wasm\"\n".to_string();
+    let report = run_kit(
+        "future",
+        test_plugin_component("future"),
+        manifest,
+        &sim_url,
+        "hetzner",
+        BTreeMap::new(),
+    )
+    .await?;
+    failed_with(
+        &report,
+        "contract.world",
+        "does not implement the provisioner:provider/provider-plugin world",
+    );
+    assert_eq!(report.checks.len(), 1, "{}", report.table());
+    Ok(())
+}
+
+/// The command: exit 0 and a JSON report and JUnit file for a fit plugin; exit 1 for an
+/// unfit one.
+#[tokio::test]
+async fn the_command_reports_as_json_and_junit_and_exits_by_the_verdict() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
+    let dir = workdir("command")?;
+    let hetzner = fixture("hetzner");
+    let manifest = dir.join("hetzner.toml");
+    std::fs::write(&manifest, hetzner.manifest_with_catalogue(&sim_url))?;
+    let junit = dir.join("junit.xml");
+    let output = tokio::process::Command::new(binary("debug", "provisioner-conformance"))
+        .arg(plugin_component("hetzner"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .args([
+            "--vendor-sim",
+            &sim_url,
+            "--format",
+            "json",
+            "--boot-timeout-secs",
+            "10",
+        ])
+        .arg("--junit")
+        .arg(&junit)
+        .env(hetzner.secret_variable(), hetzner.secret.1)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert!(report["passed"].as_u64().unwrap_or(0) >= 20, "{report:#}");
+    let xml = std::fs::read_to_string(&junit)?;
+    assert!(xml.contains("<testsuite name=\"faults\""), "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+
+    // The leaky fixture: exit 1, the failure in the table and in the JUnit file.
+    let leaky = dir.join("broken.toml");
+    std::fs::write(
+        &leaky,
+        format!(
+            "vendor = \"broken\"\ncomponent = \"x.wasm\"\nallowed_hosts = [{sim_url:?}]\n\
+             [config]\nflaw = \"transient-401\"\nbase-url = \"{sim_url}/hetzner/v1\"\n\
+             regions = \"fsn1\"\nsizes = \"cx22\"\nimages = \"ubuntu-24.04\"\n\
+             [secrets]\ntoken = \"BROKEN_TOKEN\"\n"
+        ),
+    )?;
+    let output = tokio::process::Command::new(binary("debug", "provisioner-conformance"))
+        .arg(test_plugin_component("broken"))
+        .arg("--manifest")
+        .arg(&leaky)
+        .args([
+            "--vendor-sim",
+            &sim_url,
+            "--sim-vendor",
+            "hetzner",
+            "--suite",
+            "faults",
+        ])
+        .arg("--junit")
+        .arg(&junit)
+        .env("BROKEN_TOKEN", hetzner.secret.1)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL  faults.unauthorized"), "{stdout}");
+    assert!(std::fs::read_to_string(&junit)?.contains("<failure"));
+    Ok(())
+}
