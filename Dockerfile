@@ -1,4 +1,4 @@
-# One image with the three programs and the plugin components; docker-compose.yml picks
+# One image with the programs (and the conformance kit) and the plugin components; docker-compose.yml picks
 # the program per service.
 FROM rust:1.95-bookworm AS build
 RUN rustup target add wasm32-wasip2
@@ -13,7 +13,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home /var/lib/provisioner --create-home provisioner \
  && install -d -o provisioner -g provisioner /var/lib/provisioner/data
-COPY --from=build /src/target/release/order-api /src/target/release/provisioner-host /src/target/release/vendor-sim /usr/local/bin/
+COPY --from=build /src/target/release/order-api /src/target/release/provisioner-host /src/target/release/vendor-sim /src/target/release/provisioner-conformance /usr/local/bin/
 COPY --from=build /src/target/plugins/ /opt/provisioner/plugins/
 USER provisioner
 WORKDIR /var/lib/provisioner

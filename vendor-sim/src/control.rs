@@ -7,7 +7,7 @@
 //! - `POST /_sim/servers`: makes a server the way another tool (or a lost deployment)
 //!   would, `{"vendor": "hetzner", "name": "web", "idempotency_key": "k"}`: the key goes
 //!   where that vendor's plugin puts it (Hetzner label, DigitalOcean tag, OpenStack
-//!   metadata); without a key the server carries none. The orphan sweep tests seed
+//!   metadata, Example Cloud tag); without a key the server carries none. The orphan sweep tests seed
 //!   servers no order owns with it;
 //! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults. `POST` takes
 //!   `{"vendor": "hetzner", "kind": "rate_limit", "retry_after_secs": 2, "count": 3,
@@ -61,6 +61,11 @@ async fn seed_server(
         Vendor::Hetzner => ("fsn1", "cx22", "ubuntu-24.04"),
         Vendor::DigitalOcean => ("nyc3", "s-1vcpu-1gb", "ubuntu-24-04-x64"),
         Vendor::OpenStack => ("RegionOne", "m1.small", "ubuntu-24.04"),
+        Vendor::Example => (
+            crate::example::REGIONS[0],
+            crate::example::PLANS[0],
+            crate::example::IMAGES[0],
+        ),
     };
     let mut spec = NewServer {
         name: seed.name,
@@ -72,7 +77,7 @@ async fn seed_server(
     };
     if let Some(key) = seed.idempotency_key {
         match seed.vendor {
-            Vendor::Hetzner => {
+            Vendor::Hetzner | Vendor::Example => {
                 spec.labels.insert(IDEMPOTENCY_LABEL.into(), key);
             }
             Vendor::DigitalOcean => spec.tags.push(format!("{IDEMPOTENCY_LABEL}:{key}")),

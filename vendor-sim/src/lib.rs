@@ -11,6 +11,8 @@
 //! - [`hetzner`]: the Hetzner Cloud API (`/hetzner/v1/servers...`).
 //! - [`digitalocean`]: the DigitalOcean API (`/digitalocean/v2/droplets...`).
 //! - [`openstack`]: an OpenStack cloud: Keystone v3, Nova v2.1, Glance v2 (`/openstack/...`).
+//! - [`example`]: Example Cloud, a small made-up REST API for a first plugin
+//!   (`/example/v1/servers...`); its module doc is the API's complete reference.
 //! - [`faults`]: the middleware that answers with injected faults in each vendor's shape.
 //! - [`control`]: the simulator's own endpoints (`/_sim/stats`, `/_sim/faults`).
 //! - [`tls`]: the same routes over HTTPS, with a CA made at start-up.
@@ -18,6 +20,7 @@
 
 pub mod control;
 pub mod digitalocean;
+pub mod example;
 pub mod faults;
 pub mod hetzner;
 pub mod openstack;
@@ -36,7 +39,8 @@ pub use state::{SimConfig, SimState};
 /// The simulator uses it to count servers per key and report duplicates.
 pub const IDEMPOTENCY_LABEL: &str = "provisioner-idempotency-key";
 
-/// The token of an `Authorization: Bearer <token>` header (Hetzner, DigitalOcean).
+/// The token of an `Authorization: Bearer <token>` header (Hetzner, DigitalOcean, Example
+/// Cloud).
 pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)?
@@ -66,6 +70,7 @@ pub fn app(state: Arc<SimState>) -> Router {
         .nest("/hetzner/v1", hetzner::router(state.clone()))
         .nest("/digitalocean/v2", digitalocean::router(state.clone()))
         .nest("/openstack", openstack::router(state.clone()))
+        .nest(example::BASE_PATH, example::router(state.clone()))
         .nest("/_sim", control::router())
         .with_state(state)
 }

@@ -11,7 +11,8 @@ use vendor_sim::{SimConfig, SimState};
 
 /// A local stand-in for cloud vendors' REST APIs: Hetzner Cloud under /hetzner/v1,
 /// DigitalOcean under /digitalocean/v2, OpenStack (Keystone, Nova, Glance) under
-/// /openstack, control endpoints under /_sim.
+/// /openstack, Example Cloud (a small made-up API for first plugins) under /example/v1,
+/// control endpoints under /_sim.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -31,6 +32,13 @@ struct Args {
         default_value = "sim-digitalocean-token"
     )]
     digitalocean_token: String,
+    /// Bearer token the simulated Example Cloud API accepts.
+    #[arg(
+        long,
+        env = "SIM_EXAMPLE_TOKEN",
+        default_value = vendor_sim::example::DEFAULT_TOKEN
+    )]
+    example_token: String,
     /// The OpenStack user Keystone accepts (project `provisioner`, domain `Default`).
     #[arg(long, env = "SIM_OPENSTACK_USER", default_value = "provisioner")]
     openstack_user: String,
@@ -51,7 +59,8 @@ struct Args {
     /// Where to write that CA's certificate (PEM) for clients to trust.
     #[arg(long, env = "SIM_TLS_CA_OUT", default_value = "vendor-sim-ca.pem")]
     tls_ca_out: std::path::PathBuf,
-    /// A fault for the first requests, `vendor:kind[:count]` (kinds: rate_limit,
+    /// A fault for the first requests, `vendor:kind[:count]` (vendors: hetzner,
+    /// digitalocean, openstack, example; kinds: rate_limit,
     /// server_error, unavailable, unauthorized, slow, lost_response: carried out, then the
     /// connection is dropped unanswered); repeatable. More at runtime through
     /// `POST /_sim/faults` (which can also limit a fault to one method).
@@ -71,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         boot_delay: Duration::from_millis(args.boot_delay_ms),
         hetzner_token: args.hetzner_token,
         digitalocean_token: args.digitalocean_token,
+        example_token: args.example_token,
         openstack_user: args.openstack_user,
         openstack_password: args.openstack_password,
         openstack_token_ttl: Duration::from_secs(args.openstack_token_ttl_secs),

@@ -17,11 +17,18 @@ pub enum Vendor {
     DigitalOcean,
     /// An OpenStack cloud (Keystone v3, Nova, Glance), under `/openstack`.
     OpenStack,
+    /// Example Cloud, a small made-up REST API for first plugins, under `/example/v1`.
+    Example,
 }
 
 impl Vendor {
     /// Every simulated vendor.
-    pub const ALL: [Vendor; 3] = [Vendor::Hetzner, Vendor::DigitalOcean, Vendor::OpenStack];
+    pub const ALL: [Vendor; 4] = [
+        Vendor::Hetzner,
+        Vendor::DigitalOcean,
+        Vendor::OpenStack,
+        Vendor::Example,
+    ];
 
     /// The vendor id (as orders and `/_sim` use it).
     pub fn name(self) -> &'static str {
@@ -29,6 +36,7 @@ impl Vendor {
             Vendor::Hetzner => "hetzner",
             Vendor::DigitalOcean => "digitalocean",
             Vendor::OpenStack => "openstack",
+            Vendor::Example => "example",
         }
     }
 
@@ -47,6 +55,8 @@ pub struct SimConfig {
     pub hetzner_token: String,
     /// The bearer token the DigitalOcean API accepts.
     pub digitalocean_token: String,
+    /// The bearer token the Example Cloud API accepts.
+    pub example_token: String,
     /// The OpenStack user and password Keystone accepts (project `provisioner`, domain
     /// `Default`).
     pub openstack_user: String,
@@ -64,6 +74,7 @@ impl Default for SimConfig {
             boot_delay: Duration::from_secs(2),
             hetzner_token: "sim-hetzner-token".into(),
             digitalocean_token: "sim-digitalocean-token".into(),
+            example_token: crate::example::DEFAULT_TOKEN.into(),
             openstack_user: "provisioner".into(),
             openstack_password: "sim-openstack-password".into(),
             openstack_token_ttl: Duration::from_secs(3600),
@@ -133,7 +144,8 @@ fn one_u32() -> u32 {
 impl FaultRule {
     /// Parses `--fault vendor:kind[:count]`, e.g. `hetzner:rate_limit:3`,
     /// `digitalocean:server_error:2`, `hetzner:slow:1` (1 s), `hetzner:unauthorized`,
-    /// `hetzner:lost_response` (any method; `POST /_sim/faults` can narrow it to one).
+    /// `hetzner:lost_response` (any method; `POST /_sim/faults` can narrow it to one),
+    /// `example:rate_limit`.
     pub fn parse_flag(text: &str) -> Result<Self, String> {
         let parts: Vec<&str> = text.split(':').collect();
         let (vendor, kind) = match parts.as_slice() {
@@ -260,7 +272,7 @@ pub struct NewServer {
     pub size: String,
     /// Image name or slug.
     pub image: String,
-    /// Key-value labels (Hetzner).
+    /// Key-value labels (Hetzner labels, Example Cloud tags).
     pub labels: BTreeMap<String, String>,
     /// Tags (DigitalOcean).
     pub tags: Vec<String>,
