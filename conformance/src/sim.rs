@@ -67,6 +67,32 @@ impl SimControl {
         Ok(())
     }
 
+    /// Makes a server carrying `key` outside the plugin (as another tool would).
+    pub async fn seed(&self, key: &str) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/_sim/servers", self.url))
+            .json(&json!({"vendor": self.vendor, "name": key, "idempotency_key": key}))
+            .send()
+            .await
+            .context("making a server at the simulator")?
+            .error_for_status()
+            .context("making a server at the simulator")?;
+        Ok(())
+    }
+
+    /// Caps every list answer at `max` servers (`None`: the vendors' own page sizes).
+    pub async fn cap_pages(&self, max: Option<usize>) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/_sim/paging", self.url))
+            .json(&json!({"max_per_page": max}))
+            .send()
+            .await
+            .context("capping the simulator's pages")?
+            .error_for_status()
+            .context("capping the simulator's pages")?;
+        Ok(())
+    }
+
     /// How many live servers of this vendor carry `key`, by the simulator's own count.
     pub async fn servers_with_key(&self, key: &str) -> anyhow::Result<usize> {
         let answer: Value = self

@@ -532,6 +532,10 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         ("create", "create-server answers a server with a vendor id"),
         ("listed", "list-servers lists it with its idempotency key"),
         (
+            "every-page",
+            "list-servers reads every page (simulator: 3 servers a page)",
+        ),
+        (
             "running",
             "get-server reports it running within the boot timeout",
         ),
@@ -603,9 +607,71 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         })
         .await;
     }
+    let (check, description) = steps[2];
+    match (&kit.sim, kit.plugin.wit_version()) {
+        (_, WitVersion::V0_1) => r.skip(
+            suite,
+            check,
+            description,
+            "the plugin implements WIT 0.1 (no list-servers)",
+        ),
+        (None, _) => r.skip(
+            suite,
+            check,
+            description,
+            "paging is forced only with --vendor-sim",
+        ),
+        (Some(sim), _) => {
+            r.check(suite, check, description, async {
+                const SEEDED: usize = 10;
+                let mut keys = Vec::new();
+                for _ in 0..SEEDED {
+                    let key = kit.new_key();
+                    sim.seed(&key).await.map_err(|e| format!("{e:#}"))?;
+                    keys.push(key);
+                }
+                sim.cap_pages(Some(3)).await.map_err(|e| format!("{e:#}"))?;
+                let listed = kit.plugin.list_servers().await;
+                sim.cap_pages(None).await.map_err(|e| format!("{e:#}"))?;
+                let servers = match listed {
+                    Ok(Some(servers)) => servers,
+                    Ok(None) => return Err("the plugin has no list-servers".into()),
+                    Err(error) => {
+                        return Err(format!("list-servers failed: {}", shown::<()>(&Err(error))));
+                    }
+                };
+                // The seeded servers go again (the leftover sweep at the end judges).
+                for seeded in servers.iter().filter(|s| keys.contains(&s.idempotency_key)) {
+                    let _ = kit
+                        .plugin
+                        .delete_server(None, &seeded.server.vendor_id)
+                        .await;
+                }
+                let missing: Vec<&String> = keys
+                    .iter()
+                    .filter(|key| !servers.iter().any(|s| &s.idempotency_key == *key))
+                    .collect();
+                if missing.is_empty() {
+                    Ok(format!(
+                        "all {SEEDED} servers made beside it listed over pages of 3 ({} in all)",
+                        servers.len()
+                    ))
+                } else {
+                    Err(format!(
+                        "expected all {SEEDED} servers with the run's keys over pages of 3, \
+                         {} missing (e.g. {}): list-servers must follow the vendor's next page \
+                         until the end",
+                        missing.len(),
+                        missing[0]
+                    ))
+                }
+            })
+            .await;
+        }
+    }
     let timeout = kit.options.boot_timeout;
     let mut running = None;
-    let (check, description) = steps[2];
+    let (check, description) = steps[3];
     r.check(suite, check, description, async {
         let (last, done) = poll_until(&kit.plugin, &server.vendor_id, timeout, |result| {
             matches!(result, Ok(s) if matches!(s.status, ServerStatus::Running | ServerStatus::Error))
@@ -630,7 +696,7 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         }
     })
     .await;
-    let (check, description) = steps[3];
+    let (check, description) = steps[4];
     match &running {
         None => r.skip(suite, check, description, "needs lifecycle.running"),
         Some(s) => {
@@ -643,7 +709,7 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
             .await;
         }
     }
-    let (check, description) = steps[4];
+    let (check, description) = steps[5];
     let deleted = r
         .check(suite, check, description, async {
             let result = kit.plugin.delete_server(None, &server.vendor_id).await;
@@ -653,7 +719,7 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
                 .map_err(|_| format!("expected Ok, got {}", shown(&result)))
         })
         .await;
-    let (check, description) = steps[5];
+    let (check, description) = steps[6];
     if !deleted {
         r.skip(suite, check, description, "needs lifecycle.delete");
         return true;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use provisioner_conformance::{KitOptions, Outcome, Report, Suite, Target};
 use provisioner_tests::{
     VENDORS, binary, fixture, plugin_component, simulator_in_process, target_dir,
-    test_plugin_component,
+    test_plugin_component, workspace_root,
 };
 
 /// A fresh folder for one test's manifests.
@@ -104,8 +104,33 @@ async fn the_bundled_plugins_pass_every_suite() -> anyhow::Result<()> {
         .await?;
         assert!(report.passed(), "{}", report.table());
         assert_eq!(report.count(Outcome::Skip), 0, "{}", report.table());
-        assert!(report.checks.len() >= 20, "{}", report.table());
+        assert!(report.checks.len() >= 22, "{}", report.table());
     }
+    Ok(())
+}
+
+/// The template (plugins/example, for the simulator's Example Cloud) passes every check
+/// with the simulator manifest it ships.
+#[tokio::test]
+async fn the_template_plugin_passes_every_suite() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
+    let shipped = std::fs::read_to_string(workspace_root().join("plugins/example/sim.toml"))?;
+    let manifest = shipped.replace("http://127.0.0.1:18190", &sim_url);
+    let secrets = BTreeMap::from([(
+        "EXAMPLE_TOKEN".to_string(),
+        vendor_sim::example::DEFAULT_TOKEN.to_string(),
+    )]);
+    let report = run_kit(
+        "example",
+        plugin_component("example"),
+        manifest,
+        &sim_url,
+        "example",
+        secrets,
+    )
+    .await?;
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.count(Outcome::Skip), 0, "{}", report.table());
     Ok(())
 }
 
@@ -152,6 +177,13 @@ async fn each_broken_fixture_fails_the_check_it_violates() -> anyhow::Result<()>
     let report = broken("leaky-delete", &sim_url).await?;
     failed_with(&report, "lifecycle.gone", "expected not-found or deleted");
     failed_with(&report, "lifecycle.no-leftovers", "expected nothing left");
+
+    let report = broken("first-page-only", &sim_url).await?;
+    failed_with(
+        &report,
+        "lifecycle.every-page",
+        "must follow the vendor's next page",
+    );
     Ok(())
 }
 

@@ -9,6 +9,10 @@
 //!   where that vendor's plugin puts it (Hetzner label, DigitalOcean tag, OpenStack
 //!   metadata, Example Cloud tag); without a key the server carries none. The orphan sweep tests seed
 //!   servers no order owns with it;
+//! - `POST /_sim/paging` `{"max_per_page": 3}`: every vendor's list answers hold at most
+//!   that many servers (with their usual next-page links), so a few servers span several
+//!   pages; `{"max_per_page": null}` restores each vendor's own maximum. The conformance
+//!   kit checks `list-servers` reads every page with it;
 //! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults. `POST` takes
 //!   `{"vendor": "hetzner", "kind": "rate_limit", "retry_after_secs": 2, "count": 3,
 //!   "method": "POST"}` (kinds: `rate_limit`, `server_error` with `status`,
@@ -39,6 +43,30 @@ struct SeedServer {
     name: String,
     #[serde(default)]
     idempotency_key: Option<String>,
+}
+
+/// `POST /_sim/paging`'s body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Paging {
+    max_per_page: Option<usize>,
+}
+
+async fn set_paging(
+    State(state): State<Arc<SimState>>,
+    body: Result<Json<Paging>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(paging)) => {
+            state.set_page_cap(paging.max_per_page.filter(|cap| *cap > 0));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(rejection) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": rejection.body_text() })),
+        )
+            .into_response(),
+    }
 }
 
 async fn seed_server(
@@ -99,6 +127,7 @@ pub fn router() -> Router<Arc<SimState>> {
     Router::new()
         .route("/stats", get(stats))
         .route("/servers", get(servers).post(seed_server))
+        .route("/paging", axum::routing::post(set_paging))
         .route(
             "/faults",
             get(list_faults).post(add_fault).delete(clear_faults),

@@ -358,7 +358,7 @@ async fn list_droplets(
             .cloned()
             .collect()
     });
-    let per_page = query.per_page.unwrap_or(20).clamp(1, 200);
+    let per_page = query.per_page.unwrap_or(20).clamp(1, state.page_size(200));
     let page = query.page.unwrap_or(1).max(1);
     let total = droplets.len();
     let last = total.div_ceil(per_page).max(1);

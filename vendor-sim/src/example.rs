@@ -565,6 +565,8 @@ async fn list_servers(
             .cloned()
             .collect()
     });
+    let per_page = state.page_size(query.per_page);
+    let query = ListQuery { per_page, ..query };
     let start = (query.page - 1).saturating_mul(query.per_page);
     let servers: Vec<Value> = matching
         .iter()

@@ -392,7 +392,7 @@ async fn list_servers(
             .cloned()
             .collect()
     });
-    let per_page = query.per_page.unwrap_or(25).clamp(1, 50);
+    let per_page = query.per_page.unwrap_or(25).clamp(1, state.page_size(50));
     let page = query.page.unwrap_or(1).max(1);
     let total = servers.len();
     let last_page = total.div_ceil(per_page).max(1);

@@ -602,9 +602,9 @@ fn list(
     // Like webob's `request.params`: the last value of a repeated parameter wins.
     let params: BTreeMap<String, String> = params.into_iter().collect();
     let limit = match params.get("limit") {
-        None => MAX_LIMIT,
+        None => state.page_size(MAX_LIMIT),
         Some(text) => match text.parse::<usize>() {
-            Ok(limit) => limit.min(MAX_LIMIT),
+            Ok(limit) => limit.min(state.page_size(MAX_LIMIT)),
             Err(_) => {
                 return bad_request(format!(
                     "Invalid input for query parameters limit. Value: {text}. '{text}' does not match '^[0-9]*$'"

@@ -188,9 +188,27 @@ pub struct SimState {
     faults: Mutex<Vec<FaultRule>>,
     /// Keystone tokens issued, with their expiry.
     pub openstack_tokens: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// `POST /_sim/paging`: the most servers any list answer holds (0: each vendor's own
+    /// maximum), so a few servers span several pages.
+    page_cap: std::sync::atomic::AtomicUsize,
 }
 
 impl SimState {
+    /// The page size a list answers with: `vendor_max` (the vendor's own maximum), or less
+    /// while a page cap is set.
+    pub fn page_size(&self, vendor_max: usize) -> usize {
+        match self.page_cap.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => vendor_max,
+            cap => cap.min(vendor_max),
+        }
+    }
+
+    /// Caps every vendor's page size (`None`: each vendor's own again).
+    pub fn set_page_cap(&self, cap: Option<usize>) {
+        self.page_cap
+            .store(cap.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// An empty simulator with the configured faults armed.
     pub fn new(config: SimConfig) -> Self {
         let clouds = Vendor::ALL
@@ -203,6 +221,7 @@ impl SimState {
             clouds,
             faults,
             openstack_tokens: Mutex::new(HashMap::new()),
+            page_cap: Default::default(),
         }
     }
 
