@@ -21,6 +21,15 @@ impl SimControl {
         }
     }
 
+    /// A part of the path of this vendor's create request at the simulator, so a fault can
+    /// hit the create and not, say, OpenStack's Keystone login (also a POST).
+    pub fn create_path(&self) -> &'static str {
+        match self.vendor.as_str() {
+            "digitalocean" => "/droplets",
+            _ => "/servers",
+        }
+    }
+
     /// Whether the simulator answers and serves this vendor.
     pub async fn check(&self) -> anyhow::Result<()> {
         let stats: Value = self

@@ -455,9 +455,14 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         let request = kit.request(&key);
         let order = uuid::Uuid::new_v4();
         sim.clear().await.map_err(|e| format!("{e:#}"))?;
-        sim.arm(json!({"kind": "lost_response", "method": "POST", "count": 1}))
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        sim.arm(json!({
+            "kind": "lost_response",
+            "method": "POST",
+            "path": sim.create_path(),
+            "count": 1
+        }))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
         let first = kit.plugin.create_server(order, &request).await;
         sim.clear().await.map_err(|e| format!("{e:#}"))?;
         let second = kit.plugin.create_server(order, &request).await;

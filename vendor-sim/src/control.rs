@@ -13,7 +13,8 @@
 //!   that many servers (with their usual next-page links), so a few servers span several
 //!   pages; `{"max_per_page": null}` restores each vendor's own maximum. The conformance
 //!   kit checks `list-servers` reads every page with it;
-//! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults. `POST` takes
+//! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults (optional `method`,
+//!   and `path`: only requests whose path below the vendor's prefix contains it). `POST` takes
 //!   `{"vendor": "hetzner", "kind": "rate_limit", "retry_after_secs": 2, "count": 3,
 //!   "method": "POST"}` (kinds: `rate_limit`, `server_error` with `status`,
 //!   `unauthorized`, `slow` with `delay_ms`, `lost_response`: the request is carried out,

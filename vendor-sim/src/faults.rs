@@ -34,10 +34,11 @@ pub struct FaultLayer {
 
 /// Applies the first armed fault matching the request, if any.
 pub async fn inject(State(layer): State<FaultLayer>, request: Request, next: Next) -> Response {
-    match layer
-        .state
-        .take_fault(layer.vendor, request.method().as_str())
-    {
+    match layer.state.take_fault(
+        layer.vendor,
+        request.method().as_str(),
+        request.uri().path(),
+    ) {
         None => next.run(request).await,
         Some(FaultKind::Slow { delay_ms }) => {
             tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;

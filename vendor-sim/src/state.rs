@@ -135,6 +135,10 @@ pub struct FaultRule {
     /// Only requests with this method (e.g. `POST` for creates); any when absent.
     #[serde(default)]
     pub method: Option<String>,
+    /// Only requests whose path (below the vendor's prefix) contains this, e.g. `/servers`
+    /// for OpenStack's creates but not its Keystone logins; any when absent.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 fn one_u32() -> u32 {
@@ -175,6 +179,7 @@ impl FaultRule {
             kind,
             count,
             method: None,
+            path: None,
         })
     }
 }
@@ -260,7 +265,7 @@ impl SimState {
     }
 
     /// Takes one hit of the first fault armed for this request, if any.
-    pub fn take_fault(&self, vendor: Vendor, method: &str) -> Option<FaultKind> {
+    pub fn take_fault(&self, vendor: Vendor, method: &str, path: &str) -> Option<FaultKind> {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         let index = faults.iter().position(|rule| {
             rule.vendor == vendor
@@ -269,6 +274,7 @@ impl SimState {
                     .method
                     .as_deref()
                     .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && rule.path.as_deref().is_none_or(|p| path.contains(p))
         })?;
         let rule = &mut faults[index];
         rule.count -= 1;
@@ -386,18 +392,22 @@ mod tests {
             kind: FaultKind::Unauthorized,
             count: 2,
             method: Some("POST".into()),
+            path: None,
         });
-        assert_eq!(state.take_fault(Vendor::Hetzner, "GET"), None);
-        assert_eq!(state.take_fault(Vendor::DigitalOcean, "POST"), None);
+        assert_eq!(state.take_fault(Vendor::Hetzner, "GET", "/servers"), None);
         assert_eq!(
-            state.take_fault(Vendor::Hetzner, "POST"),
+            state.take_fault(Vendor::DigitalOcean, "POST", "/servers"),
+            None
+        );
+        assert_eq!(
+            state.take_fault(Vendor::Hetzner, "POST", "/servers"),
             Some(FaultKind::Unauthorized)
         );
         assert_eq!(
-            state.take_fault(Vendor::Hetzner, "post"),
+            state.take_fault(Vendor::Hetzner, "post", "/servers"),
             Some(FaultKind::Unauthorized)
         );
-        assert_eq!(state.take_fault(Vendor::Hetzner, "POST"), None);
+        assert_eq!(state.take_fault(Vendor::Hetzner, "POST", "/servers"), None);
         assert!(state.faults().is_empty());
     }
 
@@ -415,7 +425,30 @@ mod tests {
                 kind: FaultKind::LostResponse,
                 count: 1,
                 method: Some("POST".into()),
+                path: None,
             }
+        );
+    }
+
+    /// A rule with a path hits only requests whose path contains it (OpenStack's creates,
+    /// not its Keystone logins).
+    #[test]
+    fn faults_with_a_path_hit_only_that_path() {
+        let state = SimState::new(SimConfig::default());
+        state.add_fault(FaultRule {
+            vendor: Vendor::OpenStack,
+            kind: FaultKind::LostResponse,
+            count: 1,
+            method: Some("POST".into()),
+            path: Some("/servers".into()),
+        });
+        assert_eq!(
+            state.take_fault(Vendor::OpenStack, "POST", "/identity/v3/auth/tokens"),
+            None
+        );
+        assert_eq!(
+            state.take_fault(Vendor::OpenStack, "POST", "/compute/v2.1/servers"),
+            Some(FaultKind::LostResponse)
         );
     }
 
