@@ -102,6 +102,20 @@ impl SimControl {
         Ok(())
     }
 
+    /// How many faults are still armed.
+    pub async fn armed(&self) -> anyhow::Result<usize> {
+        let answer: Value = self
+            .http
+            .get(format!("{}/_sim/faults", self.url))
+            .send()
+            .await
+            .context("listing the simulator's faults")?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(answer["faults"].as_array().map_or(0, Vec::len))
+    }
+
     /// How many live servers of this vendor carry `key`, by the simulator's own count.
     pub async fn servers_with_key(&self, key: &str) -> anyhow::Result<usize> {
         let answer: Value = self

@@ -556,6 +556,10 @@ impl OrderRequest {
     }
 }
 
+/// The largest inventory sent as one message (RabbitMQ 4 refuses messages above 16 MiB by
+/// default).
+const MAX_INVENTORY_BYTES: usize = 8 * 1024 * 1024;
+
 /// The orphan sweep's listing: asks the plugin for every server carrying our key and
 /// publishes the inventory (confirmed) before acking.
 async fn sweep_vendor(
@@ -577,13 +581,35 @@ async fn sweep_vendor(
             tracing::warn!(vendor = plugin.vendor(), sweep_id = %sweep.sweep_id, code = %fault.code, "listing failed: {}", fault.message)
         }
     }
-    let message = HostMessage::Inventory(VendorInventory {
+    let mut message = HostMessage::Inventory(VendorInventory {
         sweep_id: sweep.sweep_id,
         vendor: plugin.vendor().to_string(),
         host_id: settings.host_id.clone(),
         at: chrono::Utc::now(),
         listing,
     });
+    // One message carries the inventory: one too large for the broker would fail the
+    // publish, end the session and come back for ever. Say so instead.
+    let size = encode(&message).len();
+    if size > MAX_INVENTORY_BYTES
+        && let HostMessage::Inventory(inventory) = &mut message
+    {
+        tracing::warn!(
+            vendor = plugin.vendor(),
+            size,
+            "the inventory is too large to send"
+        );
+        inventory.listing = Listing::Failed {
+            fault: Fault {
+                code: "inventory_too_large".into(),
+                message: format!(
+                    "the listing is {size} bytes, more than one message may carry \
+                     ({MAX_INVENTORY_BYTES})"
+                ),
+                retryable: false,
+            },
+        };
+    }
     publish_host_message(publisher, &Topology::result_key(plugin.vendor()), &message).await?;
     delivery
         .ack(BasicAckOptions::default())

@@ -57,11 +57,11 @@ pub async fn serve(
             topology: config.amqp.topology(),
             up: broker_up.clone(),
             relay_wakeup: relay_wakeup.clone(),
-            sweep: sweep::SweepSettings {
-                every: (config.orphan_sweep_interval_secs > 0)
+            sweep: sweep::SweepSettings::new(
+                (config.orphan_sweep_interval_secs > 0)
                     .then(|| std::time::Duration::from_secs(config.orphan_sweep_interval_secs)),
-                now: sweep_now.clone(),
-            },
+                sweep_now.clone(),
+            ),
             orphan_action: config.orphan_action,
             metrics: metrics.clone(),
         },

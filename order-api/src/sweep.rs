@@ -29,6 +29,20 @@ pub struct SweepSettings {
     pub every: Option<Duration>,
     /// Wakes the sweeper for a sweep now.
     pub now: Arc<Notify>,
+    /// When the last sweep was asked for (at first: when the process started), kept across
+    /// broker sessions so that reconnecting does not put the next sweep off.
+    pub last: Arc<std::sync::Mutex<tokio::time::Instant>>,
+}
+
+impl SweepSettings {
+    /// Every `every` (none: only when asked), the first one `every` after now.
+    pub fn new(every: Option<Duration>, now: Arc<Notify>) -> Self {
+        Self {
+            every,
+            now,
+            last: Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())),
+        }
+    }
 }
 
 /// Sweeps on schedule and on request until the broker session ends (it never returns
@@ -41,14 +55,19 @@ pub async fn run(
     loop {
         match settings.every {
             Some(every) => {
+                let due = *settings.last.lock().unwrap_or_else(|e| e.into_inner()) + every;
                 tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep_until(due) => {}
                     _ = settings.now.notified() => {}
                 }
             }
             None => settings.now.notified().await,
         }
+        let started = tokio::time::Instant::now();
         sweep_all(&store, &publisher).await?;
+        // Only a sweep that asked every vendor resets the clock: after a failed publish the
+        // next session sweeps again as soon as it is due.
+        *settings.last.lock().unwrap_or_else(|e| e.into_inner()) = started;
     }
 }
 

@@ -137,6 +137,8 @@ pub struct Owner {
     pub vendor: String,
     /// The server it recorded.
     pub vendor_id: Option<String>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Whether a listed server is owned, and if not, why.
@@ -220,16 +222,19 @@ impl Store {
         action: OrphanAction,
     ) -> anyhow::Result<Vec<Orphan>> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT sweep_id FROM sweeps WHERE vendor = ?")
+        let current: Option<(String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT sweep_id, requested_at FROM sweeps WHERE vendor = ?")
                 .bind(&inventory.vendor)
                 .fetch_optional(&mut *tx)
                 .await
                 .context("reading the current sweep")?;
-        if current.as_deref() != Some(inventory.sweep_id.to_string().as_str()) {
+        let Some(requested_at) = current
+            .filter(|(sweep_id, _)| *sweep_id == inventory.sweep_id.to_string())
+            .map(|(_, requested_at)| requested_at)
+        else {
             tracing::info!(vendor = %inventory.vendor, sweep_id = %inventory.sweep_id, "inventory of an earlier sweep ignored");
             return Ok(Vec::new());
-        }
+        };
         let vendor = &inventory.vendor;
         let now = Utc::now();
         let finish = |outcome: &'static str, detail: Option<String>, listed, orphans| {
@@ -280,10 +285,22 @@ impl Store {
             let owner = Uuid::parse_str(&listed.idempotency_key)
                 .ok()
                 .and_then(|id| owners.get(&id));
-            let Ownership::Orphan(reason) =
-                ownership(vendor, &listed.idempotency_key, &listed.server, owner)
-            else {
+            // An order that changed since the listing began may have been judged on a newer
+            // state than the vendor showed (deleted here, still running there): owned until
+            // the next sweep.
+            if owner.is_some_and(|owner| owner.updated_at >= requested_at) {
                 continue;
+            }
+            let reason = match ownership(vendor, &listed.idempotency_key, &listed.server, owner) {
+                Ownership::Orphan(reason) => reason,
+                Ownership::Owned => continue,
+                // A recorded orphan the vendor is removing is not gone yet.
+                Ownership::Leaving => {
+                    if known.contains_key(&listed.server.vendor_id) {
+                        seen.insert(listed.server.vendor_id.clone());
+                    }
+                    continue;
+                }
             };
             seen.insert(listed.server.vendor_id.clone());
             let before = known.get(&listed.server.vendor_id).copied();
@@ -306,6 +323,7 @@ impl Store {
                  ON CONFLICT (vendor, vendor_id) DO UPDATE SET \
                  idempotency_key = excluded.idempotency_key, server = excluded.server, \
                  reason = excluded.reason, state = excluded.state, \
+                 detail = CASE WHEN excluded.state = 'delete_failed' THEN orphans.detail END, \
                  last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at",
             )
             .bind(vendor)
@@ -463,8 +481,9 @@ async fn owners(
     let mut owners = HashMap::new();
     for chunk in ids.chunks(OWNER_CHUNK) {
         let placeholders = vec!["?"; chunk.len()].join(", ");
-        let sql =
-            format!("SELECT id, status, vendor, server FROM orders WHERE id IN ({placeholders})");
+        let sql = format!(
+            "SELECT id, status, vendor, server, updated_at FROM orders WHERE id IN ({placeholders})"
+        );
         let mut query = sqlx::query(&sql);
         for id in chunk {
             query = query.bind(id);
@@ -483,6 +502,7 @@ async fn owners(
                     status: status.parse().map_err(anyhow::Error::msg)?,
                     vendor: row.try_get("vendor")?,
                     vendor_id: server.map(|server| server.vendor_id),
+                    updated_at: row.try_get("updated_at")?,
                 },
             );
         }
@@ -527,6 +547,7 @@ mod tests {
             status,
             vendor: "hetzner".into(),
             vendor_id: vendor_id.map(Into::into),
+            updated_at: DateTime::from_timestamp(0, 0).unwrap_or_default(),
         }
     }
 
