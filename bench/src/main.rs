@@ -8,9 +8,12 @@
 //! # Layout
 //! - [`in_flight`]: slow vendors in flight: how many creations one host holds at once,
 //!   its memory, its throughput, and whether its heartbeats and timers stayed on time.
+//! - [`plugin_overhead`]: what the host adds to one plugin call, beside bare wasmtime
+//!   (in-process: this binary's own build is what is measured).
 //! - the summary and `/proc` probes come from the crate's library (`provisioner_bench`).
 
 mod in_flight;
+mod plugin_overhead;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use provisioner_bench::Build;
@@ -43,6 +46,8 @@ enum Format {
 enum Benchmark {
     /// Slow vendors: creations one host holds at once, its memory and throughput.
     InFlight(in_flight::Args),
+    /// The host's cost per plugin call beside bare wasmtime.
+    PluginOverhead(plugin_overhead::Args),
 }
 
 #[tokio::main]
@@ -51,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let profile = cli.profile.profile();
     let summary = match cli.benchmark {
         Benchmark::InFlight(args) => in_flight::run(args, profile).await?,
+        Benchmark::PluginOverhead(args) => plugin_overhead::run(args).await?,
     };
     match cli.format {
         Format::Table => print!("{}", summary.table()),
