@@ -21,6 +21,7 @@ cargo test --workspace
 echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
 target/debug/bench --profile debug in-flight --orders 200 --boot-secs 5 --hold-secs 5
 target/debug/bench --profile debug plugin-overhead --calls 200 --warmup 20
+target/debug/bench --profile debug recovery --cycles 1 --down-secs 2   # stops and starts RabbitMQ
 
 echo "==> chaos run, small (stops and starts this machine's RabbitMQ application once)"
 target/debug/chaos --profile debug --orders 150 --rate 15 --host-kills 10 --api-restarts 2 \

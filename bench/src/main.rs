@@ -10,10 +10,13 @@
 //!   its memory, its throughput, and whether its heartbeats and timers stayed on time.
 //! - [`plugin_overhead`]: what the host adds to one plugin call, beside bare wasmtime
 //!   (in-process: this binary's own build is what is measured).
+//! - [`recovery`]: seconds from the broker being back to both programs consuming again
+//!   (stops this machine's RabbitMQ).
 //! - the summary and `/proc` probes come from the crate's library (`provisioner_bench`).
 
 mod in_flight;
 mod plugin_overhead;
+mod recovery;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use provisioner_bench::Build;
@@ -48,6 +51,8 @@ enum Benchmark {
     InFlight(in_flight::Args),
     /// The host's cost per plugin call beside bare wasmtime.
     PluginOverhead(plugin_overhead::Args),
+    /// Seconds from the broker back up to consuming again (stops the local RabbitMQ).
+    Recovery(recovery::Args),
 }
 
 #[tokio::main]
@@ -57,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let summary = match cli.benchmark {
         Benchmark::InFlight(args) => in_flight::run(args, profile).await?,
         Benchmark::PluginOverhead(args) => plugin_overhead::run(args).await?,
+        Benchmark::Recovery(args) => recovery::run(args, profile).await?,
     };
     match cli.format {
         Format::Table => print!("{}", summary.table()),
