@@ -31,4 +31,4 @@ pub use messages::{
     OrphanDeleteRequest, OrphanDeleted, ProvisionRequest, ServerInfo, ServerSpec, ServerStatus,
     SweepRequest, UpdateKind, VendorAnnouncement, VendorInventory, VendorWithdrawal,
 };
-pub use topology::Topology;
+pub use topology::{LEASE_QUEUE_EXPIRES_MS, LEASE_SHARDS, Topology};

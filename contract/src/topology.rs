@@ -21,6 +21,15 @@ pub const DELIVERY_LIMIT: i32 = 20;
 /// a headers exchange ignores such headers when matching.
 pub const RETRY_QUEUE_HEADER: &str = "provisioner-retry-queue";
 
+/// How many lock queues the create leases are spread over (`provision.lease.0000` to
+/// `provision.lease.1023`). Orders of one shard share a queue, so two hosts creating two
+/// orders of one shard at the same moment take turns; with 1,024 shards and creates of a
+/// few milliseconds that is rare. Every host must use the same number.
+pub const LEASE_SHARDS: u32 = 1024;
+
+/// A lock queue unused this long (no consumer, no declare) is deleted by the broker.
+pub const LEASE_QUEUE_EXPIRES_MS: i64 = 10 * 60 * 1000;
+
 /// The AMQP names, all derived from one optional prefix.
 ///
 /// Production uses the empty prefix, giving the contract names (`provisioner`,
@@ -90,6 +99,8 @@ impl Topology {
     }
 
     /// Every queue name this topology may have created for `vendors`, for clean-up tools.
+    /// The lease queues are not listed: each expires by itself
+    /// [`LEASE_QUEUE_EXPIRES_MS`] after its last use.
     pub fn queues(&self, vendors: &[&str]) -> Vec<String> {
         let mut queues = vec![self.results_queue(), self.dead_letter_queue()];
         queues.extend(vendors.iter().map(|vendor| self.request_queue(vendor)));
@@ -156,9 +167,44 @@ impl Topology {
         Ok(())
     }
 
-    /// The exclusive queue that is an order's create lease (see the host's `lease`).
+    /// The lock queue that holds an order's create lease (see the host's `lease`): one of
+    /// [`LEASE_SHARDS`], picked by the order id's low bits, so every host maps an order to
+    /// the same queue. The lease is an exclusive consumer on it, never a message.
     pub fn lease_queue(&self, order_id: uuid::Uuid) -> String {
-        format!("{}provision.lease.{order_id}", self.prefix)
+        let shard = order_id.as_u128() % u128::from(LEASE_SHARDS);
+        format!("{}provision.lease.{shard:04}", self.prefix)
+    }
+
+    /// Declares a lock queue of [`Topology::lease_queue`]: durable, empty for ever
+    /// (`x-max-length` 0, and nothing is published to it), and gone by itself
+    /// [`LEASE_QUEUE_EXPIRES_MS`] after its last consumer, so a deployment keeps only the
+    /// shards in use. Every host declares it with these exact arguments.
+    pub async fn declare_lease_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+    ) -> Result<(), lapin::Error> {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("classic".into()),
+        );
+        arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(LEASE_QUEUE_EXPIRES_MS),
+        );
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await?;
+        Ok(())
     }
 
     /// The headers exchange retries are published to: their [`RETRY_QUEUE_HEADER`] picks

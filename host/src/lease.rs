@@ -5,25 +5,42 @@
 //! re-send, an outbox re-publish after a lost confirm. A plugin's create looks its key up
 //! before making a server, but two copies doing that at the same moment both find nothing
 //! and both make one (the chaos test caught exactly that). So the look-up-and-create runs
-//! under a lease: an in-process lock per order, and an exclusive, auto-deleted queue
-//! `provision.lease.<order id>` that RabbitMQ grants to one connection at a time and drops
-//! when that connection dies, so a killed host holds no lease. Whoever comes second finds
-//! the server the first made, and adopts it.
+//! under a lease, and whoever comes second finds the server the first made, and adopts it.
+//!
+//! The lease has two levels:
+//! - **in this process**, a lock per lock queue (tasks of one host wait for each other
+//!   here, without asking the broker);
+//! - **across hosts**, an exclusive consumer on the order's lock queue
+//!   ([`Topology::lease_queue`]: one of [`LEASE_SHARDS`] pre-declared, durable, always
+//!   empty queues). RabbitMQ grants an exclusive consumer to one channel at a time
+//!   (a second gets `ACCESS_REFUSED`) and cancels it when the channel or connection dies,
+//!   so a killed host holds no lease.
+//!
+//! Taking and giving back a consumer is a message to a queue process the broker already
+//! runs; an earlier lease declared and deleted an exclusive queue per create, which creates
+//! and removes broker metadata every time and more than doubled RabbitMQ's CPU in the
+//! in-flight benchmark (BENCHMARKS.md).
+//!
+//! [`LEASE_SHARDS`]: provisioner_contract::LEASE_SHARDS
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ErrorKind};
 use provisioner_contract::Topology;
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-/// The AMQP reply code a second exclusive declare gets: RESOURCE_LOCKED.
-const RESOURCE_LOCKED: u16 = 405;
+/// The AMQP reply code of an exclusive consume on a queue that has a consumer already.
+const ACCESS_REFUSED: u16 = 403;
+
+/// The AMQP reply code of a consume on a queue that does not exist (yet, or any more: an
+/// unused lock queue expires).
+const NOT_FOUND: u16 = 404;
 
 /// Leases being taken or held at once on this host: each holds a channel for the length of
 /// one create call, and a connection has a limited number of channels (RabbitMQ's default
@@ -38,6 +55,9 @@ pub struct Leases {
     /// Channels of released leases, reused (opening and closing a channel per create costs
     /// the broker more than the lease itself).
     idle: Arc<Mutex<Vec<Channel>>>,
+    /// Lock queues this host has declared (or found declared); a consume that finds one
+    /// gone takes it out, and the next try declares it again.
+    declared: Mutex<HashSet<String>>,
 }
 
 impl Default for Leases {
@@ -46,32 +66,35 @@ impl Default for Leases {
             local: Arc::default(),
             channels: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LEASES)),
             idle: Arc::default(),
+            declared: Mutex::default(),
         }
     }
 }
 
-/// The in-process locks of the orders being leased now (an entry lives while someone holds
-/// or waits for it).
-type LocalLocks = Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>;
+/// The in-process locks of the lock queues being leased now (an entry lives while someone
+/// holds or waits for it).
+type LocalLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
-/// A held lease; [`Lease::release`] gives it back (dropping it without does too, once the
-/// channel or the connection closes).
+/// A held lease; [`Lease::release`] gives it back. Dropping it gives it back too (lapin
+/// cancels a dropped consumer), without returning its channel to the pool.
 pub struct Lease {
     _local: LocalLock,
     _channel_slot: tokio::sync::OwnedSemaphorePermit,
     channel: Channel,
-    queue: String,
+    /// The exclusive consumer that is the lease; it must live as long as the lease.
+    consumer: lapin::Consumer,
     idle: Arc<Mutex<Vec<Channel>>>,
 }
 
 impl Lease {
     /// Gives the lease back; its channel goes back to the pool when it is still good.
     pub async fn release(self) {
-        let deleted = self
+        let cancelled = self
             .channel
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
             .await;
-        if deleted.is_ok() && self.channel.status().connected() {
+        drop(self.consumer);
+        if cancelled.is_ok() && self.channel.status().connected() {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.push(self.channel);
         } else {
@@ -80,23 +103,23 @@ impl Lease {
     }
 }
 
-/// An order's in-process lock, held.
+/// A lock queue's in-process lock, held.
 struct LocalLock {
-    order_id: Uuid,
+    queue: String,
     guard: Option<OwnedMutexGuard<()>>,
     locks: Arc<LocalLocks>,
 }
 
 impl Drop for LocalLock {
-    /// Unlocks the order in this process and forgets its lock when nobody else wants it.
+    /// Unlocks the queue in this process and forgets its lock when nobody else wants it.
     fn drop(&mut self) {
         drop(self.guard.take());
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         if locks
-            .get(&self.order_id)
+            .get(&self.queue)
             .is_some_and(|lock| Arc::strong_count(lock) == 1)
         {
-            locks.remove(&self.order_id);
+            locks.remove(&self.queue);
         }
     }
 }
@@ -109,12 +132,13 @@ impl Leases {
         topology: &Topology,
         order_id: Uuid,
     ) -> anyhow::Result<Lease> {
+        let queue = topology.lease_queue(order_id);
         let lock = {
             let mut locks = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(order_id).or_default().clone()
+            locks.entry(queue.clone()).or_default().clone()
         };
         let local = LocalLock {
-            order_id,
+            queue: queue.clone(),
             guard: Some(lock.lock_owned().await),
             locks: self.local.clone(),
         };
@@ -124,10 +148,9 @@ impl Leases {
             .acquire_owned()
             .await
             .context("the lease slots are closed")?;
-        let queue = topology.lease_queue(order_id);
-        let mut wait = Duration::from_millis(50);
+        let mut wait = Duration::from_millis(20);
         loop {
-            // A refused declare closes its channel: a pooled channel only until then.
+            // A refused consume closes its channel: a pooled channel only until then.
             let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let channel = match pooled {
                 Some(channel) if channel.status().connected() => channel,
@@ -136,38 +159,70 @@ impl Leases {
                     .await
                     .context("opening a channel for a lease")?,
             };
-            let declared = channel
-                .queue_declare(
+            if !self.is_declared(&queue) {
+                topology
+                    .declare_lease_queue(&channel, &queue)
+                    .await
+                    .with_context(|| format!("declaring the lock queue {queue}"))?;
+                self.declared_now(&queue, true);
+            }
+            let consumed = channel
+                .basic_consume(
                     queue.as_str().into(),
-                    QueueDeclareOptions {
+                    "".into(),
+                    BasicConsumeOptions {
                         exclusive: true,
-                        auto_delete: true,
-                        ..QueueDeclareOptions::default()
+                        no_ack: true,
+                        ..BasicConsumeOptions::default()
                     },
                     FieldTable::default(),
                 )
                 .await;
-            match declared {
-                Ok(_) => {
+            match consumed {
+                Ok(consumer) => {
                     return Ok(Lease {
                         _local: local,
                         _channel_slot: channel_slot,
+                        consumer,
                         channel,
-                        queue,
                         idle: self.idle.clone(),
                     });
                 }
-                Err(error) if is_locked(&error) => {
-                    tracing::debug!(%order_id, "another host holds the order's lease; waiting");
+                Err(error) if reply_code(&error) == Some(ACCESS_REFUSED) => {
+                    tracing::debug!(%order_id, %queue, "another host holds the lease; waiting");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(1));
                 }
-                Err(error) => return Err(error).context("taking an order's lease"),
+                Err(error) if reply_code(&error) == Some(NOT_FOUND) => {
+                    tracing::debug!(%queue, "the lock queue expired; declaring it again");
+                    self.declared_now(&queue, false);
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("taking a lease on {queue}"));
+                }
             }
+        }
+    }
+
+    fn is_declared(&self, queue: &str) -> bool {
+        let declared = self.declared.lock().unwrap_or_else(|e| e.into_inner());
+        declared.contains(queue)
+    }
+
+    fn declared_now(&self, queue: &str, declared: bool) {
+        let mut known = self.declared.lock().unwrap_or_else(|e| e.into_inner());
+        if declared {
+            known.insert(queue.to_string());
+        } else {
+            known.remove(queue);
         }
     }
 }
 
-fn is_locked(error: &lapin::Error) -> bool {
-    matches!(error.kind(), ErrorKind::ProtocolError(amqp) if amqp.get_id() == RESOURCE_LOCKED)
+/// The AMQP reply code of a channel or connection error.
+fn reply_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
 }

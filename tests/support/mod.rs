@@ -348,6 +348,12 @@ pub struct Stack {
 /// Every stack holds the broker shared; a stack that stops it holds it alone.
 static BROKER: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(())));
 
+/// Holds the broker shared (no test stops it meanwhile) for a test that uses it without a
+/// [`Stack`]; the guard lets go when dropped.
+pub async fn hold_broker_shared() -> OwnedRwLockReadGuard<()> {
+    BROKER.clone().read_owned().await
+}
+
 /// A stack's hold on the broker: shared, or alone (then it may stop it).
 struct BrokerHold {
     exclusive: bool,
