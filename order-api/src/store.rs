@@ -1,6 +1,13 @@
 //! The orders database (SQLite through sqlx): orders, their event log, the outbox, the
 //! announced vendors, and (in [`orphans`]) the orphan sweep's records. Every state change
 //! is a compare-and-set in one transaction.
+//!
+//! Writes go through one connection of their own (`writer`), reads through a pool. SQLite
+//! takes one writer at a time anyway; several connections competing for the write lock wait
+//! in its busy handler, which sleeps in steps of milliseconds (the accept-latency benchmark
+//! saw a p99 of 22 ms at 500 orders/s from that). Queued on one connection, writers wait
+//! their turn without sleeping. New orders are committed in groups ([`Store::insert_order`]):
+//! the orders that arrive while a commit is on disk share the next one.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,7 +30,22 @@ pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership
 /// The database handle; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// Reads.
     pool: SqlitePool,
+    /// Writes: one connection.
+    writer: SqlitePool,
+    /// New orders on their way to [`commit_new_orders`].
+    new_orders: tokio::sync::mpsc::Sender<NewOrder>,
+}
+
+/// Most orders committed in one transaction.
+const NEW_ORDERS_PER_COMMIT: usize = 256;
+
+/// A new order waiting for its commit, and who waits for the outcome.
+struct NewOrder {
+    order: Order,
+    outbox: OutboxMessage,
+    committed: tokio::sync::oneshot::Sender<anyhow::Result<Vec<OrderEvent>>>,
 }
 
 /// An order as stored.
@@ -149,16 +171,27 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("opening the orders database {url}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&writer)
+            .await
+            .context("migrating the orders database")?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await
             .with_context(|| format!("opening the orders database {url}"))?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .context("migrating the orders database")?;
-        Ok(Self { pool })
+        let (new_orders, queue) = tokio::sync::mpsc::channel(4 * NEW_ORDERS_PER_COMMIT);
+        tokio::spawn(commit_new_orders(writer.clone(), queue));
+        Ok(Self {
+            pool,
+            writer,
+            new_orders,
+        })
     }
 
     /// Whether the database answers.
@@ -166,43 +199,24 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
-    /// Records a new order and its creation request in one transaction.
+    /// Records a new order and its creation request, committed (with whatever other new
+    /// orders arrived meanwhile) before it returns.
     pub async fn insert_order(
         &self,
         order: &Order,
         outbox: &OutboxMessage,
     ) -> anyhow::Result<Vec<OrderEvent>> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        sqlx::query(
-            "INSERT INTO orders (id, status, vendor, region, size, image, name, ssh_keys, \
-             user_data, labels, server, fault, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
-        )
-        .bind(order.id.to_string())
-        .bind(order.status.as_str())
-        .bind(&order.vendor)
-        .bind(&order.spec.region)
-        .bind(&order.spec.size)
-        .bind(&order.spec.image)
-        .bind(&order.spec.name)
-        .bind(json(&order.spec.ssh_keys))
-        .bind(&order.spec.user_data)
-        .bind(json(&order.spec.labels))
-        .bind(order.created_at)
-        .bind(order.updated_at)
-        .execute(&mut *tx)
-        .await
-        .context("inserting the order")?;
-        let event = OrderEvent {
-            at: order.created_at,
-            status: OrderStatus::Pending,
-            message: "order accepted".into(),
-            attempt: None,
+        let (committed, outcome) = tokio::sync::oneshot::channel();
+        let new = NewOrder {
+            order: order.clone(),
+            outbox: outbox.clone(),
+            committed,
         };
-        insert_event(&mut tx, order.id, &event).await?;
-        insert_outbox(&mut tx, outbox, order.created_at).await?;
-        tx.commit().await.context("committing the order")?;
-        Ok(vec![event])
+        self.new_orders
+            .send(new)
+            .await
+            .map_err(|_| anyhow::anyhow!("the order writer has stopped"))?;
+        outcome.await.context("the order writer dropped an order")?
     }
 
     /// One order with its event log.
@@ -277,7 +291,11 @@ impl Store {
     /// in order; each is a compare-and-set as in [`Store::apply_update`]. All or none are
     /// committed.
     pub async fn apply_updates(&self, updates: &[&OrderUpdate]) -> anyhow::Result<Vec<Applied>> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
         let mut applied = Vec::with_capacity(updates.len());
         for update in updates {
             applied.push(apply_in(&mut tx, update).await?);
@@ -293,7 +311,11 @@ impl Store {
         order_id: Uuid,
         outbox: &OutboxMessage,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
         if !compare_and_set(&mut tx, order_id, lifecycle::DELETE_REQUESTED, None, None).await? {
             return Ok(false);
         }
@@ -337,7 +359,11 @@ impl Store {
         outbox: &OutboxMessage,
         message: &str,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
         let now = Utc::now();
         let touched = sqlx::query(
             "UPDATE orders SET updated_at = ? WHERE id = ? AND status = ? AND updated_at = ?",
@@ -399,7 +425,11 @@ impl Store {
             return Ok(());
         }
         let now = Utc::now();
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
         for message in messages {
             sqlx::query("DELETE FROM outbox WHERE message_id = ?")
                 .bind(message.message_id.to_string())
@@ -433,7 +463,11 @@ impl Store {
     ) -> anyhow::Result<()> {
         let now = Utc::now();
         let next = now + chrono::Duration::from_std(retry_in).unwrap_or_default();
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? \
              WHERE message_id = ?",
@@ -479,7 +513,7 @@ impl Store {
         .bind(&announcement.plugin_version)
         .bind(announcement.at)
         .bind(announcement.at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .context("recording a vendor")?;
         Ok(())
@@ -490,7 +524,7 @@ impl Store {
         sqlx::query("DELETE FROM vendor_hosts WHERE vendor = ? AND host_id = ?")
             .bind(&withdrawal.vendor)
             .bind(&withdrawal.host_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .context("withdrawing a vendor")?;
         Ok(())
@@ -693,4 +727,79 @@ async fn apply_in(
     };
     insert_event(tx, update.order_id, &event).await?;
     Ok(Applied::Moved(step.target))
+}
+
+/// Commits the new orders [`Store::insert_order`] queues: all that are waiting (up to
+/// [`NEW_ORDERS_PER_COMMIT`]) in one transaction. When a group fails, each of its orders is
+/// tried alone, so one bad order fails only its own request.
+async fn commit_new_orders(writer: SqlitePool, mut queue: tokio::sync::mpsc::Receiver<NewOrder>) {
+    let mut group = Vec::with_capacity(NEW_ORDERS_PER_COMMIT);
+    while queue.recv_many(&mut group, NEW_ORDERS_PER_COMMIT).await > 0 {
+        let outcome = insert_orders(&writer, &group).await;
+        match outcome {
+            Ok(()) => {
+                for new in group.drain(..) {
+                    let _ = new.committed.send(Ok(vec![accepted_event(&new.order)]));
+                }
+            }
+            Err(error) if group.len() == 1 => {
+                if let Some(new) = group.pop() {
+                    let _ = new.committed.send(Err(error));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    orders = group.len(),
+                    "committing a group of new orders failed ({error:#}); committing each alone"
+                );
+                for new in group.drain(..) {
+                    let alone = insert_orders(&writer, std::slice::from_ref(&new)).await;
+                    let _ = new
+                        .committed
+                        .send(alone.map(|()| vec![accepted_event(&new.order)]));
+                }
+            }
+        }
+    }
+}
+
+/// The first event of every order.
+fn accepted_event(order: &Order) -> OrderEvent {
+    OrderEvent {
+        at: order.created_at,
+        status: OrderStatus::Pending,
+        message: "order accepted".into(),
+        attempt: None,
+    }
+}
+
+/// Inserts `orders` with their first events and outbox rows in one transaction.
+async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Result<()> {
+    let mut tx = writer.begin().await.context("starting a transaction")?;
+    for NewOrder { order, outbox, .. } in orders {
+        sqlx::query(
+            "INSERT INTO orders (id, status, vendor, region, size, image, name, ssh_keys, \
+             user_data, labels, server, fault, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+        )
+        .bind(order.id.to_string())
+        .bind(order.status.as_str())
+        .bind(&order.vendor)
+        .bind(&order.spec.region)
+        .bind(&order.spec.size)
+        .bind(&order.spec.image)
+        .bind(&order.spec.name)
+        .bind(json(&order.spec.ssh_keys))
+        .bind(&order.spec.user_data)
+        .bind(json(&order.spec.labels))
+        .bind(order.created_at)
+        .bind(order.updated_at)
+        .execute(&mut *tx)
+        .await
+        .context("inserting the order")?;
+        insert_event(&mut tx, order.id, &accepted_event(order)).await?;
+        insert_outbox(&mut tx, outbox, order.created_at).await?;
+    }
+    tx.commit().await.context("committing new orders")?;
+    Ok(())
 }

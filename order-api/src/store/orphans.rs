@@ -207,7 +207,7 @@ impl Store {
         .bind(vendor)
         .bind(sweep_id.to_string())
         .bind(Utc::now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .context("recording a sweep")?;
         Ok(())
@@ -221,7 +221,11 @@ impl Store {
         inventory: &VendorInventory,
         action: OrphanAction,
     ) -> anyhow::Result<Vec<Orphan>> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
         let current: Option<(String, DateTime<Utc>)> =
             sqlx::query_as("SELECT sweep_id, requested_at FROM sweeps WHERE vendor = ?")
                 .bind(&inventory.vendor)
@@ -393,7 +397,7 @@ impl Store {
         .bind(outcome.at)
         .bind(&outcome.vendor)
         .bind(&outcome.vendor_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .context("recording an orphan's delete")?;
         Ok(())
