@@ -15,8 +15,6 @@
 //! the summary counts the host's broker reconnects and its `runtime stalled` warnings
 //! (timers more than a second late).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -25,6 +23,8 @@ use provisioner_tests::{AMQP_URL, Stack, StackOptions, VENDORS};
 
 use provisioner_bench::probe::{self, ProcessSample};
 use provisioner_bench::report::{Progress, Summary, Target};
+
+use crate::load::Orderer;
 
 /// The in-flight benchmark's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,98 +75,6 @@ async fn vendor_totals(stack: &Stack) -> anyhow::Result<VendorTotals> {
             .map_or(0, |duplicates| duplicates.len() as u64);
     }
     Ok(totals)
-}
-
-/// Posts orders (round-robin over the vendors) until `claimed` reaches `target`.
-struct Orderer {
-    target: Arc<AtomicUsize>,
-    claimed: Arc<AtomicUsize>,
-    accepted: Arc<AtomicUsize>,
-    refused: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Orderer {
-    fn start(stack: &Stack, concurrency: usize, target: usize) -> Self {
-        let target = Arc::new(AtomicUsize::new(target));
-        let claimed = Arc::new(AtomicUsize::new(0));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let refused = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let workers = (0..concurrency)
-            .map(|_| {
-                let (http, url) = (stack.http.clone(), format!("{}/v1/orders", stack.api_url));
-                let (target, claimed) = (target.clone(), claimed.clone());
-                let (accepted, refused, stop) = (accepted.clone(), refused.clone(), stop.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        let next = claimed.load(Ordering::SeqCst);
-                        let free = next < target.load(Ordering::SeqCst);
-                        if !free
-                            || claimed
-                                .compare_exchange(
-                                    next,
-                                    next + 1,
-                                    Ordering::SeqCst,
-                                    Ordering::SeqCst,
-                                )
-                                .is_err()
-                        {
-                            if !free {
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                            }
-                            continue;
-                        }
-                        let fixture = &VENDORS[next % VENDORS.len()];
-                        let body = fixture.order_body(&format!("bench-{next}"));
-                        let answer = http
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .body(body)
-                            .send()
-                            .await;
-                        match answer {
-                            Ok(response) if response.status() == 202 => {
-                                accepted.fetch_add(1, Ordering::SeqCst)
-                            }
-                            _ => refused.fetch_add(1, Ordering::SeqCst),
-                        };
-                    }
-                })
-            })
-            .collect();
-        Self {
-            target,
-            claimed,
-            accepted,
-            refused,
-            stop,
-            workers,
-        }
-    }
-
-    /// Orders posted so far (answered or not).
-    fn posted(&self) -> usize {
-        self.claimed.load(Ordering::SeqCst)
-    }
-
-    fn set_target(&self, target: usize) {
-        self.target.fetch_max(target, Ordering::SeqCst);
-    }
-
-    /// Stops ordering once the requests on their way are answered; returns (accepted,
-    /// refused).
-    async fn stop(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        for worker in self.workers {
-            let _ = worker.await;
-        }
-        (
-            self.accepted.load(Ordering::SeqCst),
-            self.refused.load(Ordering::SeqCst),
-        )
-    }
 }
 
 /// When each `active` order was accepted and when it became active.

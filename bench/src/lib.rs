@@ -4,10 +4,12 @@
 //! # Layout
 //! - [`report`]: the summary (table or JSON) and the progress line.
 //! - [`probe`]: a process's memory, CPU and threads; RabbitMQ's CPU.
+//! - [`stats`]: percentiles of measured durations.
 //! - [`Build`]: which build of the programs a run starts.
 
 pub mod probe;
 pub mod report;
+pub mod stats;
 
 /// Which build of the programs a run starts (`--profile`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

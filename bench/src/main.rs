@@ -6,15 +6,23 @@
 //! end: a table, or JSON with `--format json`.
 //!
 //! # Layout
+//! - [`pipeline`]: orders per second from POST to `active` with a vendor that boots at
+//!   once, beside a bare lapin loop of the same broker hops.
+//! - [`accept`]: `POST /v1/orders` latency at fixed open-loop loads, beside a bare axum
+//!   handler.
 //! - [`in_flight`]: slow vendors in flight: how many creations one host holds at once,
 //!   its memory, its throughput, and whether its heartbeats and timers stayed on time.
 //! - [`plugin_overhead`]: what the host adds to one plugin call, beside bare wasmtime
 //!   (in-process: this binary's own build is what is measured).
 //! - [`recovery`]: seconds from the broker being back to both programs consuming again
 //!   (stops this machine's RabbitMQ).
-//! - the summary and `/proc` probes come from the crate's library (`provisioner_bench`).
+//! - [`load`]: the closed- and open-loop HTTP load the benchmarks put on order-api.
+//! - the summary, percentiles and `/proc` probes come from the crate's library (`provisioner_bench`).
 
+mod accept;
 mod in_flight;
+mod load;
+mod pipeline;
 mod plugin_overhead;
 mod recovery;
 
@@ -47,12 +55,23 @@ enum Format {
 
 #[derive(Debug, Subcommand)]
 enum Benchmark {
+    /// Orders per second from POST to active, beside a bare lapin loop.
+    Pipeline(pipeline::Args),
+    /// POST /v1/orders latency at fixed loads, beside a bare axum handler.
+    Accept(accept::Args),
     /// Slow vendors: creations one host holds at once, its memory and throughput.
     InFlight(in_flight::Args),
     /// The host's cost per plugin call beside bare wasmtime.
     PluginOverhead(plugin_overhead::Args),
     /// Seconds from the broker back up to consuming again (stops the local RabbitMQ).
     Recovery(recovery::Args),
+    /// The bare axum handler `accept` compares against (started by `accept` itself).
+    #[command(hide = true)]
+    BareAccept {
+        /// The port on 127.0.0.1 to serve.
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 #[tokio::main]
@@ -60,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let profile = cli.profile.profile();
     let summary = match cli.benchmark {
+        Benchmark::Pipeline(args) => pipeline::run(args, profile).await?,
+        Benchmark::Accept(args) => accept::run(args, profile).await?,
+        Benchmark::BareAccept { port } => return accept::serve_bare(port).await,
         Benchmark::InFlight(args) => in_flight::run(args, profile).await?,
         Benchmark::PluginOverhead(args) => plugin_overhead::run(args).await?,
         Benchmark::Recovery(args) => recovery::run(args, profile).await?,

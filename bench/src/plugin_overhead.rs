@@ -30,6 +30,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use provisioner_bench::report::{Progress, Summary, Target};
+use provisioner_bench::stats::percentile;
 
 /// The plugin-overhead benchmark's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,12 +70,6 @@ fn manifest() -> anyhow::Result<std::path::PathBuf> {
         ),
     )?;
     Ok(path)
-}
-
-/// Percentile `p` (0-100) of sorted `samples`.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p / 100.0).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 /// Times `calls` runs of `call` after `warmup` unmeasured ones; sorted.
@@ -142,7 +137,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     progress.finish();
     let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
 
-    let p99 = |samples: &[Duration]| percentile(samples, 99.0);
+    let p99 = |samples: &[Duration]| percentile(samples, 0.99);
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     let mut summary = Summary::new("plugin-overhead");
     summary.setting("calls", calls as u64);
@@ -153,7 +148,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     figure(
         "host_p50_us",
         "host call p50",
-        micros(percentile(&host, 50.0)),
+        micros(percentile(&host, 0.50)),
         "us",
         None,
     );
@@ -167,7 +162,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     figure(
         "bare_p50_us",
         "bare wasmtime p50",
-        micros(percentile(&bare, 50.0)),
+        micros(percentile(&bare, 0.50)),
         "us",
         None,
     );
@@ -188,7 +183,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     figure(
         "pooled_p50_us",
         "bare wasmtime, pooling, p50",
-        micros(percentile(&pooled, 50.0)),
+        micros(percentile(&pooled, 0.50)),
         "us",
         None,
     );

@@ -33,8 +33,8 @@ impl Target {
 /// One measured figure.
 #[derive(Debug, Clone)]
 pub struct Row {
-    key: &'static str,
-    label: &'static str,
+    key: String,
+    label: String,
     value: f64,
     unit: &'static str,
     target: Option<Target>,
@@ -66,15 +66,15 @@ impl Summary {
     /// Records a figure; `key` names it in JSON, `label` in the table.
     pub fn figure(
         &mut self,
-        key: &'static str,
-        label: &'static str,
+        key: impl Into<String>,
+        label: impl Into<String>,
         value: f64,
         unit: &'static str,
         target: Option<Target>,
     ) {
         self.rows.push(Row {
-            key,
-            label,
+            key: key.into(),
+            label: label.into(),
             value,
             unit,
             target,
@@ -119,7 +119,7 @@ impl Summary {
                     figure["target"] = target.describe().into();
                     figure["met"] = target.met_by(row.value).into();
                 }
-                (row.key.to_string(), figure)
+                (row.key.clone(), figure)
             })
             .collect();
         json!({

@@ -1,0 +1,237 @@
+//! Accept latency: how long `POST /v1/orders` takes to answer `202` (the order and its
+//! outbox row committed to the database) at a fixed offered load, beside a bare axum
+//! handler that answers `202` at once, under the same load in the same run.
+//!
+//! The load is open-loop ([`crate::load::open_loop`]): request `i` is due at
+//! `i / rate` seconds and its latency counts from then, so a server that falls behind
+//! shows it in the latencies instead of slowing the load down (no coordinated omission).
+//! Each rate runs `--warmup-secs` unmeasured, then `--secs` measured, first against the
+//! bare handler, then against order-api.
+//!
+//! The stack is order-api (SQLite, `synchronous = FULL`), the broker and a host that
+//! announces the vendors and is then stopped, so the figure is the accept path alone:
+//! HTTP, validation, the transaction, and the outbox relay publishing with confirms in the
+//! background. The orders wait in their queues for a host that never comes; the run deletes
+//! them at the end.
+//!
+//! The bare handler runs in a process of its own (`bench bare-accept`, the same binary),
+//! with the same tokio runtime shape as order-api, so both sides pay for a process hop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::routing::post;
+use provisioner_tests::{Stack, StackOptions, VENDORS, free_port};
+
+use provisioner_bench::report::{Progress, Summary, Target};
+use provisioner_bench::stats::Percentiles;
+
+use crate::load::{Answer, open_loop};
+
+/// The accept-latency benchmark's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Offered loads, requests per second (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [500u32, 2000])]
+    rates: Vec<u32>,
+    /// Seconds measured at each rate.
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+    /// Seconds at each rate before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup_secs: u64,
+}
+
+/// The target: p99 at this rate at most this many milliseconds.
+const TARGET_RATE: u32 = 500;
+const TARGET_P99_MS: f64 = 10.0;
+
+/// A request unanswered this long counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `POST /v1/orders` with a bare handler: parse the JSON body, answer 202 with a
+/// small JSON body. Runs until killed.
+pub async fn serve_bare(port: u16) -> anyhow::Result<()> {
+    async fn accept(Json(order): Json<serde_json::Value>) -> (StatusCode, Json<serde_json::Value>) {
+        let name = order.get("name").cloned().unwrap_or_default();
+        (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "status": "pending", "name": name })),
+        )
+    }
+    let app = axum::Router::new().route("/v1/orders", post(accept));
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// The bare handler's process, killed when dropped.
+struct BareServer {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+impl BareServer {
+    async fn start(http: &reqwest::Client) -> anyhow::Result<Self> {
+        let port = free_port();
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["bare-accept", "--port", &port.to_string()])
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting `bench bare-accept`")?;
+        let url = format!("http://127.0.0.1:{port}/v1/orders");
+        for _ in 0..100 {
+            let answer = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await;
+            if answer.is_ok_and(|a| a.status() == 202) {
+                return Ok(Self { _child: child, url });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the bare handler did not answer on port {port}")
+    }
+}
+
+/// One side's answers at one rate.
+struct Side {
+    latencies: Percentiles,
+    failed: usize,
+    answered: usize,
+}
+
+/// Warms up, then measures `url` at `rate`.
+async fn measure_side(
+    http: &reqwest::Client,
+    url: &str,
+    rate: u32,
+    args: &Args,
+    progress: &mut Progress,
+    label: &str,
+) -> Side {
+    let body = |i: usize| VENDORS[i % VENDORS.len()].order_body(&format!("accept-{i}"));
+    progress.update(&format!("{label} at {rate}/s: warming up"));
+    let warmup = Duration::from_secs(args.warmup_secs);
+    open_loop(http, url, body, rate, warmup, 202, REQUEST_TIMEOUT).await;
+    progress.update(&format!("{label} at {rate}/s: measuring {} s", args.secs));
+    let answers: Vec<Answer> = open_loop(
+        http,
+        url,
+        body,
+        rate,
+        Duration::from_secs(args.secs),
+        202,
+        REQUEST_TIMEOUT,
+    )
+    .await;
+    let failed = answers.iter().filter(|a| !a.expected).count();
+    Side {
+        latencies: Percentiles::of(answers.iter().map(|a| a.latency).collect()),
+        failed,
+        answered: answers.len(),
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
+    let mut stack = Stack::start(StackOptions {
+        profile,
+        ..StackOptions::default()
+    })
+    .await?;
+    let outcome = measure(&mut stack, &args).await;
+    if outcome.is_ok() {
+        stack.cleanup().await;
+    }
+    outcome
+}
+
+async fn measure(stack: &mut Stack, args: &Args) -> anyhow::Result<Summary> {
+    stack.wait_for_vendors().await?;
+    // The vendors stay known to order-api; the accept path runs alone.
+    stack.kill_host().await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let bare = BareServer::start(&http).await?;
+    let api_url = format!("{}/v1/orders", stack.api_url);
+    let mut progress = Progress::new();
+    let mut summary = Summary::new("accept");
+    summary.setting(
+        "rates",
+        args.rates
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    summary.setting("secs", args.secs);
+    summary.setting("warmup_secs", args.warmup_secs);
+    for &rate in &args.rates {
+        let bare_side =
+            measure_side(&http, &bare.url, rate, args, &mut progress, "bare axum").await;
+        let api = measure_side(&http, &api_url, rate, args, &mut progress, "order-api").await;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        for (side, name, figures) in [
+            ("api", "order-api", &api),
+            ("bare", "bare axum", &bare_side),
+        ] {
+            summary.figure(
+                format!("{side}_{rate}_p50_ms"),
+                format!("{name} at {rate}/s: p50"),
+                ms(figures.latencies.p50),
+                "ms",
+                None,
+            );
+            let target =
+                (side == "api" && rate == TARGET_RATE).then_some(Target::AtMost(TARGET_P99_MS));
+            summary.figure(
+                format!("{side}_{rate}_p99_ms"),
+                format!("{name} at {rate}/s: p99"),
+                ms(figures.latencies.p99),
+                "ms",
+                target,
+            );
+            summary.figure(
+                format!("{side}_{rate}_p999_ms"),
+                format!("{name} at {rate}/s: p99.9"),
+                ms(figures.latencies.p999),
+                "ms",
+                None,
+            );
+            summary.figure(
+                format!("{side}_{rate}_max_ms"),
+                format!("{name} at {rate}/s: max"),
+                ms(figures.latencies.max),
+                "ms",
+                None,
+            );
+            summary.figure(
+                format!("{side}_{rate}_failed"),
+                format!("{name} at {rate}/s: not 202 of {}", figures.answered),
+                figures.failed as f64,
+                "",
+                None,
+            );
+        }
+        let bare_p99 = ms(bare_side.latencies.p99).max(f64::EPSILON);
+        summary.figure(
+            format!("ratio_{rate}_p99"),
+            format!("order-api p99 / bare p99 at {rate}/s"),
+            ms(api.latencies.p99) / bare_p99,
+            "",
+            None,
+        );
+    }
+    progress.finish();
+    drop(bare);
+    Ok(summary)
+}

@@ -1,0 +1,160 @@
+//! Load the benchmarks put on order-api: a closed loop ([`Orderer`]: a fixed number of
+//! requests in flight, each sent when one is answered) and an open loop ([`open_loop`]:
+//! requests sent on a fixed schedule whether or not the earlier ones were answered, so
+//! queueing shows in the latencies instead of slowing the load down).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use provisioner_tests::{Stack, VENDORS};
+
+/// Posts orders (round-robin over the vendors) until `claimed` reaches `target`.
+pub struct Orderer {
+    target: Arc<AtomicUsize>,
+    claimed: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Orderer {
+    pub fn start(stack: &Stack, concurrency: usize, target: usize) -> Self {
+        let target = Arc::new(AtomicUsize::new(target));
+        let claimed = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..concurrency)
+            .map(|_| {
+                let (http, url) = (stack.http.clone(), format!("{}/v1/orders", stack.api_url));
+                let (target, claimed) = (target.clone(), claimed.clone());
+                let (accepted, refused, stop) = (accepted.clone(), refused.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let next = claimed.load(Ordering::SeqCst);
+                        let free = next < target.load(Ordering::SeqCst);
+                        if !free
+                            || claimed
+                                .compare_exchange(
+                                    next,
+                                    next + 1,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                )
+                                .is_err()
+                        {
+                            if !free {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            continue;
+                        }
+                        let fixture = &VENDORS[next % VENDORS.len()];
+                        let body = fixture.order_body(&format!("bench-{next}"));
+                        let answer = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await;
+                        match answer {
+                            Ok(response) if response.status() == 202 => {
+                                accepted.fetch_add(1, Ordering::SeqCst)
+                            }
+                            _ => refused.fetch_add(1, Ordering::SeqCst),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            target,
+            claimed,
+            accepted,
+            refused,
+            stop,
+            workers,
+        }
+    }
+
+    /// Orders posted so far (answered or not).
+    pub fn posted(&self) -> usize {
+        self.claimed.load(Ordering::SeqCst)
+    }
+
+    pub fn set_target(&self, target: usize) {
+        self.target.fetch_max(target, Ordering::SeqCst);
+    }
+
+    /// Stops ordering once the requests on their way are answered; returns (accepted,
+    /// refused).
+    pub async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.refused.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// What one request of an open loop gave.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// From when the request was due (not when it was sent: a late send counts against
+    /// the server, as a user's request would) to the whole answer read.
+    pub latency: Duration,
+    /// Whether the answer was the expected status.
+    pub expected: bool,
+}
+
+/// Sends `POST url` with `body(i)` at `rate` requests per second for `duration`, on
+/// schedule; returns each answer in order of sending. Requests still unanswered after
+/// `timeout` count as unexpected, with the timeout as their latency.
+pub async fn open_loop(
+    http: &reqwest::Client,
+    url: &str,
+    body: impl Fn(usize) -> String,
+    rate: u32,
+    duration: Duration,
+    expected_status: u16,
+    timeout: Duration,
+) -> Vec<Answer> {
+    let total = (f64::from(rate) * duration.as_secs_f64()).round() as usize;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut requests = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due).await;
+        let request = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body(i))
+            .timeout(timeout);
+        requests.push(tokio::spawn(async move {
+            let answer = async {
+                let response = request.send().await.ok()?;
+                let status = response.status().as_u16();
+                response.bytes().await.ok()?;
+                Some(status)
+            }
+            .await;
+            Answer {
+                latency: due.elapsed(),
+                expected: answer == Some(expected_status),
+            }
+        }));
+    }
+    let mut answers = Vec::with_capacity(total);
+    for request in requests {
+        answers.push(request.await.unwrap_or(Answer {
+            latency: timeout,
+            expected: false,
+        }));
+    }
+    answers
+}
