@@ -21,6 +21,7 @@ cargo test --workspace
 echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
 target/debug/bench --profile debug pipeline --orders 150 --bare-orders 1000
 target/debug/bench --profile debug accept --rates 100,300 --secs 2 --warmup-secs 1
+target/debug/bench --profile debug lease --leases 200
 target/debug/bench --profile debug in-flight --orders 200 --boot-secs 5 --hold-secs 5
 target/debug/bench --profile debug plugin-overhead --calls 200 --warmup 20
 target/debug/bench --profile debug recovery --cycles 1 --down-secs 2   # stops and starts RabbitMQ

@@ -10,6 +10,8 @@
 //!   once, beside a bare lapin loop of the same broker hops.
 //! - [`accept`]: `POST /v1/orders` latency at fixed open-loop loads, beside a bare axum
 //!   handler.
+//! - [`lease_cost`]: what the create lease costs the host and the broker, beside the first
+//!   lease design.
 //! - [`in_flight`]: slow vendors in flight: how many creations one host holds at once,
 //!   its memory, its throughput, and whether its heartbeats and timers stayed on time.
 //! - [`plugin_overhead`]: what the host adds to one plugin call, beside bare wasmtime
@@ -21,6 +23,7 @@
 
 mod accept;
 mod in_flight;
+mod lease_cost;
 mod load;
 mod pipeline;
 mod plugin_overhead;
@@ -63,6 +66,8 @@ enum Benchmark {
     InFlight(in_flight::Args),
     /// The host's cost per plugin call beside bare wasmtime.
     PluginOverhead(plugin_overhead::Args),
+    /// What the create lease costs the host and the broker.
+    Lease(lease_cost::Args),
     /// Seconds from the broker back up to consuming again (stops the local RabbitMQ).
     Recovery(recovery::Args),
     /// The bare axum handler `accept` compares against (started by `accept` itself).
@@ -82,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         Benchmark::Pipeline(args) => pipeline::run(args, profile).await?,
         Benchmark::Accept(args) => accept::run(args, profile).await?,
         Benchmark::BareAccept { port } => return accept::serve_bare(port).await,
+        Benchmark::Lease(args) => lease_cost::run(args).await?,
         Benchmark::InFlight(args) => in_flight::run(args, profile).await?,
         Benchmark::PluginOverhead(args) => plugin_overhead::run(args).await?,
         Benchmark::Recovery(args) => recovery::run(args, profile).await?,
