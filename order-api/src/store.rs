@@ -45,7 +45,35 @@ const NEW_ORDERS_PER_COMMIT: usize = 256;
 struct NewOrder {
     order: Order,
     outbox: OutboxMessage,
-    committed: tokio::sync::oneshot::Sender<anyhow::Result<Vec<OrderEvent>>>,
+    idempotency: Option<IdempotencyKey>,
+    committed: tokio::sync::oneshot::Sender<anyhow::Result<Inserted>>,
+}
+
+/// A client's `Idempotency-Key` with the digest of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key as the client sent it.
+    pub key: String,
+    /// SHA-256 of the request, hex.
+    pub request_sha256: String,
+}
+
+/// What became of a new order.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Recorded, with its first event.
+    New(Vec<OrderEvent>),
+    /// Not recorded: its idempotency key already names an order.
+    KeyTaken,
+}
+
+/// The order an idempotency key names.
+#[derive(Debug, Clone)]
+pub struct KeyedOrder {
+    /// The order's id.
+    pub order_id: Uuid,
+    /// SHA-256 of the request that created it, hex.
+    pub request_sha256: String,
 }
 
 /// An order as stored.
@@ -199,17 +227,20 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
-    /// Records a new order and its creation request, committed (with whatever other new
-    /// orders arrived meanwhile) before it returns.
+    /// Records a new order and its creation request (and its idempotency key, unless the key
+    /// names an order already), committed, with whatever other new orders arrived meanwhile,
+    /// before it returns.
     pub async fn insert_order(
         &self,
         order: &Order,
         outbox: &OutboxMessage,
-    ) -> anyhow::Result<Vec<OrderEvent>> {
+        idempotency: Option<&IdempotencyKey>,
+    ) -> anyhow::Result<Inserted> {
         let (committed, outcome) = tokio::sync::oneshot::channel();
         let new = NewOrder {
             order: order.clone(),
             outbox: outbox.clone(),
+            idempotency: idempotency.cloned(),
             committed,
         };
         self.new_orders
@@ -217,6 +248,24 @@ impl Store {
             .await
             .map_err(|_| anyhow::anyhow!("the order writer has stopped"))?;
         outcome.await.context("the order writer dropped an order")?
+    }
+
+    /// The order an idempotency key names, if any.
+    pub async fn keyed_order(&self, key: &str) -> anyhow::Result<Option<KeyedOrder>> {
+        let row =
+            sqlx::query("SELECT order_id, request_sha256 FROM idempotency_keys WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .context("looking up an idempotency key")?;
+        row.map(|row| {
+            let order_id: String = row.try_get("order_id")?;
+            Ok(KeyedOrder {
+                order_id: Uuid::parse_str(&order_id).context("an idempotency key's order id")?,
+                request_sha256: row.try_get("request_sha256")?,
+            })
+        })
+        .transpose()
     }
 
     /// One order with its event log.
@@ -735,11 +784,11 @@ async fn apply_in(
 async fn commit_new_orders(writer: SqlitePool, mut queue: tokio::sync::mpsc::Receiver<NewOrder>) {
     let mut group = Vec::with_capacity(NEW_ORDERS_PER_COMMIT);
     while queue.recv_many(&mut group, NEW_ORDERS_PER_COMMIT).await > 0 {
-        let outcome = insert_orders(&writer, &group).await;
-        match outcome {
-            Ok(()) => {
-                for new in group.drain(..) {
-                    let _ = new.committed.send(Ok(vec![accepted_event(&new.order)]));
+        match insert_orders(&writer, &group).await {
+            Ok(inserted) => {
+                for (new, inserted) in group.drain(..).zip(inserted) {
+                    let answer = outcome(&new, inserted);
+                    let _ = new.committed.send(Ok(answer));
                 }
             }
             Err(error) if group.len() == 1 => {
@@ -754,12 +803,20 @@ async fn commit_new_orders(writer: SqlitePool, mut queue: tokio::sync::mpsc::Rec
                 );
                 for new in group.drain(..) {
                     let alone = insert_orders(&writer, std::slice::from_ref(&new)).await;
-                    let _ = new
-                        .committed
-                        .send(alone.map(|()| vec![accepted_event(&new.order)]));
+                    let answer = alone.map(|inserted| outcome(&new, inserted[0]));
+                    let _ = new.committed.send(answer);
                 }
             }
         }
+    }
+}
+
+/// What a waiter hears about its new order: `inserted` or its key was taken.
+fn outcome(new: &NewOrder, inserted: bool) -> Inserted {
+    if inserted {
+        Inserted::New(vec![accepted_event(&new.order)])
+    } else {
+        Inserted::KeyTaken
     }
 }
 
@@ -773,10 +830,36 @@ fn accepted_event(order: &Order) -> OrderEvent {
     }
 }
 
-/// Inserts `orders` with their first events and outbox rows in one transaction.
-async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Result<()> {
+/// Inserts `orders` with their first events and outbox rows in one transaction; for each,
+/// whether it was inserted (`false`: its idempotency key names an order already, maybe one
+/// earlier in the same group).
+async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Result<Vec<bool>> {
     let mut tx = writer.begin().await.context("starting a transaction")?;
-    for NewOrder { order, outbox, .. } in orders {
+    let mut inserted = Vec::with_capacity(orders.len());
+    for NewOrder {
+        order,
+        outbox,
+        idempotency,
+        ..
+    } in orders
+    {
+        if let Some(idempotency) = idempotency {
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (key, request_sha256, order_id, created_at) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&idempotency.key)
+            .bind(&idempotency.request_sha256)
+            .bind(order.id.to_string())
+            .bind(order.created_at)
+            .execute(&mut *tx)
+            .await
+            .context("recording the idempotency key")?;
+            if claimed.rows_affected() == 0 {
+                inserted.push(false);
+                continue;
+            }
+        }
         sqlx::query(
             "INSERT INTO orders (id, status, vendor, region, size, image, name, ssh_keys, \
              user_data, labels, server, fault, created_at, updated_at) \
@@ -799,7 +882,8 @@ async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Resu
         .context("inserting the order")?;
         insert_event(&mut tx, order.id, &accepted_event(order)).await?;
         insert_outbox(&mut tx, outbox, order.created_at).await?;
+        inserted.push(true);
     }
     tx.commit().await.context("committing new orders")?;
-    Ok(())
+    Ok(inserted)
 }

@@ -9,6 +9,7 @@ mod concurrency;
 mod conformance;
 mod drop_in;
 mod happy_path;
+mod idempotency;
 mod lease;
 mod orphans;
 mod outbox;

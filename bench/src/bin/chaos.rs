@@ -231,7 +231,14 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
         .flatten()
         .filter_map(|sweep| sweep["listed"].as_u64())
         .sum();
-    let passed = lost == 0 && stuck == 0 && duplicates == 0 && orphans == 0 && swept_orphans == 0;
+    // Every post carries an Idempotency-Key, so a retried post is never a second order.
+    let extra_orders = orders.len().saturating_sub(args.orders);
+    let passed = lost == 0
+        && stuck == 0
+        && duplicates == 0
+        && orphans == 0
+        && swept_orphans == 0
+        && extra_orders == 0;
 
     let mut summary = Summary::new("chaos");
     summary.setting("orders", args.orders as u64);
@@ -247,7 +254,7 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
     figure(
         &mut summary,
         "accepted",
-        "orders accepted (202 seen)",
+        "orders accepted (202, or 200 for a retry)",
         accepted.len(),
         None,
     );
@@ -264,6 +271,13 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
         "orders order-api has",
         orders.len(),
         None,
+    );
+    figure(
+        &mut summary,
+        "extra_orders",
+        "orders beyond those posted (retried posts made twice)",
+        extra_orders,
+        Some(Target::AtMost(0.0)),
     );
     figure(&mut summary, "active", "active", active, None);
     figure(
@@ -351,8 +365,10 @@ async fn arm_vendor_faults(stack: &Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Posts `count` orders at `rate` per second, each retried while order-api is down.
-/// Returns the ids seen accepted, and how many posts had no answer at all.
+/// Posts `count` orders at `rate` per second, each retried while order-api is down, with an
+/// `Idempotency-Key` of its own, so a retry of a post whose answer was lost (order-api
+/// killed after the commit) gets the same order. Returns the ids seen accepted, and how many
+/// posts had no answer at all.
 async fn post_orders(
     http: reqwest::Client,
     api_url: String,
@@ -360,6 +376,7 @@ async fn post_orders(
     rate: f64,
 ) -> (HashSet<String>, usize) {
     let started = Instant::now();
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let mut posts = tokio::task::JoinSet::new();
     for i in 0..count {
         let due = Duration::from_secs_f64(i as f64 / rate.max(0.1));
@@ -368,18 +385,21 @@ async fn post_orders(
         }
         let (http, url) = (http.clone(), format!("{api_url}/v1/orders"));
         let body = VENDORS[i % VENDORS.len()].order_body(&format!("chaos-{i}"));
+        let key = format!("chaos-{run}-{i}");
         posts.spawn(async move {
             let give_up = Instant::now() + Duration::from_secs(120);
             while Instant::now() < give_up {
                 let answer = http
                     .post(&url)
                     .header("content-type", "application/json")
+                    .header("idempotency-key", &key)
                     .body(body.clone())
                     .timeout(Duration::from_secs(10))
                     .send()
                     .await;
                 match answer {
-                    Ok(response) if response.status() == 202 => {
+                    // 200: a retry answered with the order an earlier try made.
+                    Ok(response) if [200, 202].contains(&response.status().as_u16()) => {
                         let order: Value = response.json().await.unwrap_or_default();
                         return order["id"].as_str().map(str::to_string);
                     }

@@ -19,7 +19,14 @@ use uuid::Uuid;
 use crate::http::AppState;
 use crate::http::problem::{ApiError, FieldError};
 use crate::lifecycle::OrderStatus;
-use crate::store::{Order, OrderEvent, OrderQuery, OutboxMessage};
+use crate::store::{IdempotencyKey, Inserted, Order, OrderEvent, OrderQuery, OutboxMessage};
+
+/// The request header that makes a POST safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The answer header that says a POST was a retry answered with the order it made before.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Longest accepted idempotency key.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Longest accepted value of `name`, `region`, `size`, `image`, `vendor`.
 const MAX_FIELD_LEN: usize = 255;
@@ -31,7 +38,7 @@ const MAX_LABELS: usize = 64;
 const MAX_SSH_KEYS: usize = 32;
 
 /// `POST /v1/orders` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     vendor: String,
@@ -128,15 +135,87 @@ fn traceparent(headers: &HeaderMap) -> String {
     format!("00-{trace_id}-{span_id}-01")
 }
 
+/// The request's `Idempotency-Key`, when it has one: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::InvalidIdempotencyKey(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters \
+             (a UUID is a good key)"
+        ))
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !visible {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// SHA-256 (hex) of the parsed body, so that a retry sent with other whitespace or field order
+/// is still the same request.
+fn request_sha256(body: &CreateOrder) -> String {
+    use sha2::Digest;
+    let canonical = serde_json::to_vec(body).unwrap_or_default();
+    format!("{:x}", sha2::Sha256::digest(&canonical))
+}
+
+/// The answer to a retried POST: the order the key made (200, `Idempotent-Replayed: true`),
+/// or 422 when the key came with a different request.
+async fn replay(state: &AppState, key: &IdempotencyKey) -> Result<Response, ApiError> {
+    let keyed = state
+        .store
+        .keyed_order(&key.key)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("idempotency key '{}' vanished", key.key))?;
+    if keyed.request_sha256 != key.request_sha256 {
+        return Err(ApiError::IdempotencyKeyReused(key.key.clone()));
+    }
+    let (order, events) = state
+        .store
+        .order(keyed.order_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the order of idempotency key '{}' is gone", key.key))?;
+    let location = format!("/v1/orders/{}", order.id);
+    let mut response = (
+        StatusCode::OK,
+        Json(OrderView {
+            order,
+            events: Some(events),
+        }),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, value);
+    }
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    Ok(response)
+}
+
 /// `POST /v1/orders`: validate, record order + outbox row in one transaction, answer 202.
-/// Nothing is published here: the relay does that after the commit.
+/// Nothing is published here: the relay does that after the commit. With an
+/// `Idempotency-Key` the key is recorded in the same transaction, and a retry with the same
+/// key and body answers 200 with the order the first request made.
 pub async fn create_order(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<CreateOrder>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let Json(body) = body?;
     body.validate()?;
+    let idempotency = key.map(|key| IdempotencyKey {
+        key,
+        request_sha256: request_sha256(&body),
+    });
+    if let Some(idempotency) = &idempotency
+        && state.store.keyed_order(&idempotency.key).await?.is_some()
+    {
+        return replay(&state, idempotency).await;
+    }
     if !state.store.vendor_known(&body.vendor).await? {
         let known = state
             .store
@@ -182,7 +261,18 @@ pub async fn create_order(
         traceparent: Some(traceparent(&headers)),
         attempts: 0,
     };
-    let events = state.store.insert_order(&order, &outbox).await?;
+    let events = match state
+        .store
+        .insert_order(&order, &outbox, idempotency.as_ref())
+        .await?
+    {
+        Inserted::New(events) => events,
+        // A request with the same key was committed first (at the same moment as this one).
+        Inserted::KeyTaken => match &idempotency {
+            Some(idempotency) => return replay(&state, idempotency).await,
+            None => return Err(anyhow::anyhow!("an order without a key lost its key").into()),
+        },
+    };
     state.relay_wakeup.notify_one();
     tracing::info!(order_id = %order.id, vendor = %order.vendor, "order accepted");
     let location = format!("/v1/orders/{}", order.id);

@@ -49,6 +49,15 @@ pub enum ApiError {
     /// 409 `conflict`: the order is not in a state that allows the request.
     #[error("{0}")]
     Conflict(String),
+    /// 400 `invalid-idempotency-key`: the `Idempotency-Key` header is not a usable key.
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    /// 422 `idempotency-key-reused`: the key made an order from a different request.
+    #[error(
+        "Idempotency-Key '{0}' was used before with a different request body; \
+         a new order needs a new key"
+    )]
+    IdempotencyKeyReused(String),
     /// 404 `not-found`.
     #[error("{0}")]
     NotFound(String),
@@ -90,6 +99,16 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "invalid-query",
                 "Invalid query parameter",
+            ),
+            ApiError::InvalidIdempotencyKey(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+            ),
+            ApiError::IdempotencyKeyReused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
