@@ -6,12 +6,30 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stdout, filtered by `RUST_LOG` (default `info`), coloured only on a terminal.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+/// The environment variable that picks the log format: `text` (the default) or `json`.
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+
+/// Logs to stdout, filtered by `RUST_LOG` (default `info`): readable text (coloured only on
+/// a terminal), or with `LOG_FORMAT=json` one JSON object per line with the event's fields,
+/// its span's fields (the order id, the `traceparent`) and the spans it is in, for a log
+/// collector. Fails on any other `LOG_FORMAT`.
+pub fn init_logging() -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let format = std::env::var(LOG_FORMAT).unwrap_or_default();
+    match format.as_str() {
+        "" | "text" => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        "json" => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        other => anyhow::bail!("{LOG_FORMAT} must be 'text' or 'json', not '{other}'"),
+    }
+    Ok(())
 }
 
 /// A token cancelled on the first Ctrl-C (SIGINT) or SIGTERM.

@@ -14,7 +14,7 @@ use provisioner_host::worker::{self, WorkerSettings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    process::init_logging();
+    process::init_logging()?;
     let config = HostConfig::parse();
     let runtime = Arc::new(
         PluginRuntime::with_limits(config.runtime_limits())

@@ -7,7 +7,7 @@ use provisioner_contract::process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    process::init_logging();
+    process::init_logging()?;
     let config = ApiConfig::parse();
     let listener = tokio::net::TcpListener::bind(&config.listen_addr)
         .await

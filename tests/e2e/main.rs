@@ -18,5 +18,6 @@ mod restarts;
 mod retries;
 mod sandbox;
 mod shutdown;
+mod traces;
 mod vendors;
 mod watchdog;

@@ -641,6 +641,11 @@ impl Stack {
             .is_ok_and(|response| response.status() == 200)
     }
 
+    /// order-api's whole log so far.
+    pub fn api_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("api.log")).unwrap_or_default()
+    }
+
     /// The host's whole log so far.
     pub fn host_log(&self) -> String {
         std::fs::read_to_string(self.host_log_path(0)).unwrap_or_default()

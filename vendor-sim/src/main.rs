@@ -70,7 +70,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    process::init_logging();
+    process::init_logging()?;
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen_addr)
         .await

@@ -253,12 +253,13 @@ pub async fn create_order(
         vendor: order.vendor.clone(),
         spec: order.spec.clone(),
     });
+    let traceparent = traceparent(&headers);
     let outbox = OutboxMessage {
         message_id: Uuid::new_v4(),
         order_id: order.id,
         routing_key: Topology::request_key(&order.vendor),
         body: encode(&request),
-        traceparent: Some(traceparent(&headers)),
+        traceparent: Some(traceparent.clone()),
         attempts: 0,
     };
     let events = match state
@@ -274,7 +275,7 @@ pub async fn create_order(
         },
     };
     state.relay_wakeup.notify_one();
-    tracing::info!(order_id = %order.id, vendor = %order.vendor, "order accepted");
+    tracing::info!(order_id = %order.id, vendor = %order.vendor, %traceparent, "order accepted");
     let location = format!("/v1/orders/{}", order.id);
     let mut response = (
         StatusCode::ACCEPTED,
