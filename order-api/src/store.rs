@@ -173,6 +173,10 @@ pub struct OrderQuery {
     pub status: Option<OrderStatus>,
     /// Only orders for this vendor.
     pub vendor: Option<String>,
+    /// Only orders created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only orders created before this time.
+    pub created_before: Option<DateTime<Utc>>,
     /// Only orders older than this id (the cursor).
     pub before: Option<Uuid>,
     /// At most this many.
@@ -307,6 +311,12 @@ impl Store {
         if query.vendor.is_some() {
             sql.push_str(" AND vendor = ?");
         }
+        if query.created_after.is_some() {
+            sql.push_str(" AND created_at >= ?");
+        }
+        if query.created_before.is_some() {
+            sql.push_str(" AND created_at < ?");
+        }
         if query.before.is_some() {
             sql.push_str(" AND id < ?");
         }
@@ -317,6 +327,12 @@ impl Store {
         }
         if let Some(vendor) = &query.vendor {
             statement = statement.bind(vendor);
+        }
+        if let Some(after) = query.created_after {
+            statement = statement.bind(after);
+        }
+        if let Some(before) = query.created_before {
+            statement = statement.bind(before);
         }
         if let Some(before) = query.before {
             statement = statement.bind(before.to_string());

@@ -143,3 +143,85 @@ async fn orders_list_newest_first_in_pages() -> anyhow::Result<()> {
     stack.cleanup().await;
     Ok(())
 }
+
+/// Paging while orders keep coming: every order that existed before the first page appears
+/// exactly once, newest first; `created_after`/`created_before` pick a time window.
+#[tokio::test]
+async fn paging_is_stable_while_orders_are_added_and_filters_by_creation_time() -> anyhow::Result<()>
+{
+    let stack = Stack::start(StackOptions::default()).await?;
+    let mut before = Vec::new();
+    for i in 0..9 {
+        before.push(stack.order_server(&format!("early-{i}")).await?);
+    }
+    let window_start = chrono::Utc::now();
+    let mut in_window = Vec::new();
+    for i in 0..3 {
+        in_window.push(stack.order_server(&format!("window-{i}")).await?);
+    }
+    let window_end = chrono::Utc::now();
+    before.extend(in_window.iter().cloned());
+
+    // Page through (2 at a time) while another order is posted before every page.
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut added = 0;
+    loop {
+        stack.order_server(&format!("late-{added}")).await?;
+        added += 1;
+        let mut url = format!("{}/v1/orders?limit=2", stack.api_url);
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: serde_json::Value = stack.http.get(url).send().await?.json().await?;
+        for order in page["orders"].as_array().expect("orders") {
+            seen.push(order["id"].as_str().expect("id").to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "an order came twice: {seen:?}");
+    let listed_before: Vec<&String> = seen.iter().filter(|id| before.contains(id)).collect();
+    let expected: Vec<&String> = before.iter().rev().collect();
+    assert_eq!(
+        listed_before, expected,
+        "every earlier order once, newest first"
+    );
+
+    // The window holds exactly the three orders made in it.
+    let rfc3339 =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let url = format!(
+        "{}/v1/orders?created_after={}&created_before={}",
+        stack.api_url,
+        rfc3339(window_start),
+        rfc3339(window_end)
+    );
+    let page: serde_json::Value = stack.http.get(url).send().await?.json().await?;
+    let ids: Vec<String> = page["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["id"].as_str().expect("id").to_string())
+        .collect();
+    in_window.reverse();
+    assert_eq!(ids, in_window, "{page}");
+
+    // A malformed time is a 400 problem.
+    let response = stack
+        .http
+        .get(format!(
+            "{}/v1/orders?created_after=yesterday",
+            stack.api_url
+        ))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 400);
+    let problem: serde_json::Value = response.json().await?;
+    assert_eq!(problem["type"], "/problems/invalid-query", "{problem}");
+    stack.cleanup().await;
+    Ok(())
+}

@@ -8,7 +8,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use provisioner_contract::{
     DeleteRequest, HostRequest, ProvisionRequest, ServerSpec, Topology, encode,
 };
@@ -361,11 +361,30 @@ pub async fn delete_order(
 pub struct ListQuery {
     status: Option<String>,
     vendor: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
 
-/// `GET /v1/orders`: newest first; `next_cursor` fetches the next page.
+/// A time query parameter, RFC 3339.
+fn query_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|text| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|time| time.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::InvalidQuery(format!(
+                        "{name} must be an RFC 3339 time such as 2026-11-26T07:00:00Z, not '{text}'"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// `GET /v1/orders`: newest first (by id, which is time-ordered: a page never shifts when
+/// orders are added meanwhile); `next_cursor` fetches the next page. Filters: `status`,
+/// `vendor`, `created_after` (inclusive) and `created_before` (exclusive).
 pub async fn list_orders(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -389,11 +408,15 @@ pub async fn list_orders(
         .map(Uuid::parse_str)
         .transpose()
         .map_err(|_| ApiError::InvalidQuery("cursor is not one this API gave out".into()))?;
+    let created_after = query_time("created_after", query.created_after.as_deref())?;
+    let created_before = query_time("created_before", query.created_before.as_deref())?;
     let mut orders = state
         .store
         .orders(&OrderQuery {
             status,
             vendor: query.vendor,
+            created_after,
+            created_before,
             before,
             limit: limit + 1,
         })
