@@ -272,6 +272,46 @@ impl Store {
         .transpose()
     }
 
+    /// The order (`None`: no such order) and its events after event number `after`, each
+    /// with its number (increasing; what an SSE client sends back as `Last-Event-ID`).
+    pub async fn events_since(
+        &self,
+        id: Uuid,
+        after: i64,
+    ) -> anyhow::Result<Option<(Order, Vec<(i64, OrderEvent)>)>> {
+        let row = sqlx::query("SELECT * FROM orders WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading an order")?;
+        let Some(row) = row else { return Ok(None) };
+        let order = order_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT id, at, status, message, attempt FROM order_events \
+             WHERE order_id = ? AND id > ? ORDER BY id",
+        )
+        .bind(id.to_string())
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading an order's new events")?;
+        let events = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    OrderEvent {
+                        at: row.try_get("at")?,
+                        status: parse_status(row.try_get("status")?)?,
+                        message: row.try_get("message")?,
+                        attempt: row.try_get::<Option<i64>, _>("attempt")?.map(|a| a as u32),
+                    },
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Some((order, events)))
+    }
+
     /// One order with its event log.
     pub async fn order(&self, id: Uuid) -> anyhow::Result<Option<(Order, Vec<OrderEvent>)>> {
         let row = sqlx::query("SELECT * FROM orders WHERE id = ?")

@@ -11,6 +11,7 @@ mod drop_in;
 mod happy_path;
 mod idempotency;
 mod lease;
+mod live_status;
 mod orphans;
 mod outbox;
 mod poison;

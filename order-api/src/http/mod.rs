@@ -1,6 +1,7 @@
 //! The HTTP API (axum). [`app`] builds the router from the shared state, apart from any
 //! socket, so tests and `main` serve the same thing.
 
+pub mod events;
 pub mod health;
 pub mod orders;
 pub mod orphans;
@@ -44,6 +45,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/orders/{id}",
             get(orders::get_order).delete(orders::delete_order),
         )
+        .route("/v1/orders/{id}/events", get(events::order_events))
         .route("/v1/vendors", get(orders::list_vendors))
         .route("/v1/orphans", get(orphans::list_orphans))
         .route("/v1/orphans/sweep", post(orphans::sweep_now))

@@ -118,6 +118,16 @@ pub struct OrderView {
     events: Option<Vec<OrderEvent>>,
 }
 
+impl OrderView {
+    /// The order without its event log (lists, the end of an event stream).
+    pub fn without_events(order: Order) -> Self {
+        Self {
+            order,
+            events: None,
+        }
+    }
+}
+
 /// A W3C `traceparent` for a new order: the caller's trace if it sent one, else a new one.
 fn traceparent(headers: &HeaderMap) -> String {
     let span_id = &Uuid::new_v4().simple().to_string()[..16];

@@ -1,0 +1,124 @@
+//! `GET /v1/orders/{id}/events`: an order's progress as Server-Sent Events.
+//!
+//! The stream sends the order's event log, then each new event as it is recorded, and ends
+//! with an `end` event once the order has settled (`active`, `failed` or `deleted`: nothing
+//! is in progress). Each event's SSE `id` is its number in the log; a client that
+//! reconnects with `Last-Event-ID` gets only what came after. New events are found by
+//! reading the database (every [`POLL`]), so an update applied by any order-api instance
+//! sharing the database reaches every stream.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use uuid::Uuid;
+
+use crate::http::AppState;
+use crate::http::orders::OrderView;
+use crate::http::problem::ApiError;
+use crate::lifecycle::OrderStatus;
+use crate::store::Store;
+
+/// How often a stream looks for new events.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Whether nothing is in progress for an order in `status`: its stream ends.
+fn settled(status: OrderStatus) -> bool {
+    matches!(
+        status,
+        OrderStatus::Active | OrderStatus::Failed | OrderStatus::Deleted
+    )
+}
+
+/// Where a stream is.
+struct Follow {
+    store: Store,
+    order_id: Uuid,
+    /// The number of the last event sent.
+    last: i64,
+    ready: VecDeque<Event>,
+    ended: bool,
+}
+
+impl Follow {
+    /// The next SSE event: waits for new events, and ends after the `end` event.
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some((Ok(event), self));
+            }
+            if self.ended {
+                return None;
+            }
+            match self.store.events_since(self.order_id, self.last).await {
+                Ok(Some((order, events))) => {
+                    for (number, event) in events {
+                        self.last = number;
+                        let data = serde_json::to_string(&event).unwrap_or_default();
+                        self.ready.push_back(
+                            Event::default()
+                                .id(number.to_string())
+                                .event("order-event")
+                                .data(data),
+                        );
+                    }
+                    if settled(order.status) {
+                        let view = OrderView::without_events(order);
+                        let data = serde_json::to_string(&view).unwrap_or_default();
+                        self.ready
+                            .push_back(Event::default().event("end").data(data));
+                        self.ended = true;
+                    }
+                }
+                Ok(None) => {
+                    self.ended = true;
+                }
+                Err(error) => {
+                    // The next poll may succeed (a busy or restarting database); the client
+                    // keeps its stream meanwhile.
+                    tracing::warn!(order_id = %self.order_id, "reading events for a stream: {error:#}");
+                }
+            }
+            if self.ready.is_empty() && !self.ended {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
+/// `GET /v1/orders/{id}/events`.
+pub async fn order_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no order with id '{id}'"));
+    let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    state.store.order(order_id).await?.ok_or_else(not_found)?;
+    let last = match headers.get("last-event-id") {
+        None => 0,
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok())
+            .filter(|number| *number >= 0)
+            .ok_or_else(|| {
+                ApiError::InvalidQuery(
+                    "Last-Event-ID must be the id of an event this stream sent".into(),
+                )
+            })?,
+    };
+    let follow = Follow {
+        store: state.store.clone(),
+        order_id,
+        last,
+        ready: VecDeque::new(),
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(follow, Follow::next);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
