@@ -79,9 +79,9 @@ async fn session(
         .context("opening a channel")?;
     settings.up.store(true, Ordering::Relaxed);
     let outcome = tokio::select! {
-        outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone()) => outcome,
+        outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone(), settings.metrics.clone()) => outcome,
         outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action, &settings.metrics) => outcome,
-        outcome = metrics::sample_dead_letters(connection, &settings.topology, &settings.metrics) => outcome,
+        outcome = metrics::sample_queues(connection, &settings.topology, &settings.metrics, store) => outcome,
         outcome = sweep::run(store.clone(), publisher.clone(), settings.sweep.clone()) => outcome,
         _ = shutdown.cancelled() => Ok(()),
     };

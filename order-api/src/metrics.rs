@@ -8,6 +8,15 @@
 //!   put them there (a host's poison requests, order-api's, the broker's delivery limit);
 //!   sampled from the broker every [`DEAD_LETTER_SAMPLE_EVERY`]. Alert when it is above 0:
 //!   every message there is something a person should look at.
+//! - `provisioner_queue_messages{queue}`: messages waiting in the results queue and in each
+//!   announced vendor's request queue (consumer lag), sampled with the dead-letter queue.
+//! - `provisioner_accept_seconds`: histogram of `POST /v1/orders` answered `202`, from the
+//!   request to the answer (the order committed).
+//! - `provisioner_publishes_total{outcome}`: creation requests the outbox relay published,
+//!   `confirmed` by the broker or `refused` (nacked or unroutable, tried again later).
+//! - `provisioner_order_updates_total{vendor,kind}`: updates from the hosts, by kind
+//!   (`provisioning`, `active`, `failed`, `retrying` (a create retried after a passing
+//!   fault), `deleted`, `delete_failed`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +26,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use provisioner_contract::Topology;
 
@@ -43,6 +53,17 @@ struct StateLabel {
     state: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpdateLabel {
+    vendor: String,
+    kind: String,
+}
+
 /// order-api's series; cheap to share.
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +71,10 @@ pub struct Metrics {
     dead_letter_queue: Gauge,
     orders: Family<StatusLabel, Gauge>,
     orphans: Family<StateLabel, Gauge>,
+    queue_messages: Family<QueueLabel, Gauge>,
+    accept_seconds: Histogram,
+    publishes: Family<OutcomeLabel, Counter>,
+    order_updates: Family<UpdateLabel, Counter>,
 }
 
 impl Metrics {
@@ -60,6 +85,31 @@ impl Metrics {
         let dead_letter_queue = Gauge::default();
         let orders = Family::<StatusLabel, Gauge>::default();
         let orphans = Family::<StateLabel, Gauge>::default();
+        let queue_messages = Family::<QueueLabel, Gauge>::default();
+        // 0.5 ms to about 4 s.
+        let accept_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let publishes = Family::<OutcomeLabel, Counter>::default();
+        let order_updates = Family::<UpdateLabel, Counter>::default();
+        registry.register(
+            "queue_messages",
+            "Messages waiting in the results queue and each vendor's request queue",
+            queue_messages.clone(),
+        );
+        registry.register(
+            "accept_seconds",
+            "Time from a POST /v1/orders to its 202 answer (the order committed)",
+            accept_seconds.clone(),
+        );
+        registry.register(
+            "publishes",
+            "Creation requests the outbox relay published, by outcome (confirmed, refused)",
+            publishes.clone(),
+        );
+        registry.register(
+            "order_updates",
+            "Updates from the hosts, by vendor and kind (retrying: a create tried again)",
+            order_updates.clone(),
+        );
         registry.register(
             "dead_letters",
             "Messages order-api sent to the dead-letter queue, by the queue they came from",
@@ -82,7 +132,35 @@ impl Metrics {
             dead_letter_queue,
             orders,
             orphans,
+            queue_messages,
+            accept_seconds,
+            publishes,
+            order_updates,
         })
+    }
+
+    /// Records an accepted order's time from request to answer.
+    pub fn accepted(&self, took: Duration) {
+        self.accept_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts published creation requests: `confirmed` or `refused`.
+    pub fn published(&self, outcome: &str, count: usize) {
+        self.publishes
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc_by(count as u64);
+    }
+
+    /// Counts an update from a host.
+    pub fn order_update(&self, vendor: &str, kind: &str) {
+        self.order_updates
+            .get_or_create(&UpdateLabel {
+                vendor: vendor.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a message dead-lettered from `queue`.
@@ -121,33 +199,62 @@ impl Metrics {
     }
 }
 
-/// Reads the dead-letter queue's length every [`DEAD_LETTER_SAMPLE_EVERY`] on its own
-/// channel, until the broker session ends.
-pub async fn sample_dead_letters(
+/// Reads the lengths of the dead-letter queue, the results queue and each announced vendor's
+/// request queue every [`DEAD_LETTER_SAMPLE_EVERY`] on its own channel, until the broker
+/// session ends.
+pub async fn sample_queues(
     connection: &lapin::Connection,
     topology: &Topology,
     metrics: &Metrics,
+    store: &Store,
 ) -> anyhow::Result<()> {
-    let channel = connection
+    let mut channel = connection
         .create_channel()
         .await
         .context("opening the metrics channel")?;
-    let queue = topology.dead_letter_queue();
+    let dead = topology.dead_letter_queue();
     loop {
-        let state = channel
-            .queue_declare(
-                queue.as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..lapin::options::QueueDeclareOptions::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("reading the length of {queue}"))?;
         metrics
             .dead_letter_queue
-            .set(i64::from(state.message_count()));
+            .set(i64::from(queue_length(&channel, &dead).await?));
+        let mut lagging = vec![topology.results_queue()];
+        if let Ok(vendors) = store.vendors().await {
+            lagging.extend(vendors.iter().map(|v| topology.request_queue(&v.vendor)));
+        }
+        for queue in lagging {
+            match queue_length(&channel, &queue).await {
+                Ok(length) => {
+                    metrics
+                        .queue_messages
+                        .get_or_create(&QueueLabel { queue })
+                        .set(i64::from(length));
+                }
+                // Not declared (yet): a vendor whose host has not run on this broker. The
+                // refused passive declare closed the channel; open another.
+                Err(_) => {
+                    channel = connection
+                        .create_channel()
+                        .await
+                        .context("reopening the metrics channel")?;
+                }
+            }
+        }
         tokio::time::sleep(DEAD_LETTER_SAMPLE_EVERY).await;
     }
+}
+
+/// Messages ready in `queue` (a passive declare).
+async fn queue_length(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32> {
+    let state = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("reading the length of {queue}"))?;
+    Ok(state.message_count())
 }

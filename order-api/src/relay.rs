@@ -11,6 +11,7 @@ use std::time::Duration;
 use provisioner_contract::{Envelope, PublishError, Publisher};
 use tokio::sync::Notify;
 
+use crate::metrics::Metrics;
 use crate::store::{OutboxMessage, Store};
 
 /// Most messages published per round (all in flight at once, then confirmed together).
@@ -24,7 +25,12 @@ pub fn retry_delay(attempts: u32) -> Duration {
 }
 
 /// Runs until publishing fails at the channel level (then the session must reconnect).
-pub async fn run(store: Store, publisher: Publisher, wakeup: Arc<Notify>) -> anyhow::Result<()> {
+pub async fn run(
+    store: Store,
+    publisher: Publisher,
+    wakeup: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     loop {
         let due = store.due_outbox(BATCH).await?;
         if due.is_empty() {
@@ -34,7 +40,7 @@ pub async fn run(store: Store, publisher: Publisher, wakeup: Arc<Notify>) -> any
             }
             continue;
         }
-        publish_batch(&store, &publisher, due).await?;
+        publish_batch(&store, &publisher, due, &metrics).await?;
     }
 }
 
@@ -43,6 +49,7 @@ async fn publish_batch(
     store: &Store,
     publisher: &Publisher,
     due: Vec<OutboxMessage>,
+    metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let mut pending = Vec::with_capacity(due.len());
     for message in due {
@@ -65,6 +72,7 @@ async fn publish_batch(
                 channel_error.get_or_insert(error);
             }
             Err(refused) => {
+                metrics.published("refused", 1);
                 let delay = retry_delay(message.attempts);
                 tracing::warn!(order_id = %message.order_id, retry_in = ?delay, "publish refused: {refused}");
                 store
@@ -75,6 +83,7 @@ async fn publish_batch(
     }
     // Record what did land even if the channel then broke, so it is not sent twice.
     store.mark_published(&published).await?;
+    metrics.published("confirmed", published.len());
     if !published.is_empty() {
         tracing::debug!(count = published.len(), "published creation requests");
     }

@@ -15,7 +15,9 @@ use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use provisioner_contract::{Envelope, HostMessage, OrderUpdate, Publisher, Topology, decode};
+use provisioner_contract::{
+    Envelope, HostMessage, OrderUpdate, Publisher, Topology, UpdateKind, decode,
+};
 
 use crate::metrics::Metrics;
 use crate::store::{Applied, OrphanAction, Store};
@@ -129,6 +131,7 @@ async fn handle_batch(
     let outcome = store.apply_updates(&batch).await.map(|applied| {
         for ((envelope, update, _), applied) in updates.iter().zip(applied) {
             log_applied(envelope, update, applied);
+            metrics.order_update(&update.vendor, update_kind(&update.kind));
         }
     });
     settle(
@@ -136,6 +139,18 @@ async fn handle_batch(
         updates.into_iter().map(|(_, _, delivery)| delivery),
     )
     .await
+}
+
+/// The metrics label of an update's kind.
+fn update_kind(kind: &UpdateKind) -> &'static str {
+    match kind {
+        UpdateKind::Provisioning { .. } => "provisioning",
+        UpdateKind::Active { .. } => "active",
+        UpdateKind::Failed { .. } => "failed",
+        UpdateKind::Deleted { .. } => "deleted",
+        UpdateKind::DeleteFailed { .. } => "delete_failed",
+        UpdateKind::Retrying { .. } => "retrying",
+    }
 }
 
 fn log_applied(envelope: &Envelope, update: &OrderUpdate, applied: Applied) {

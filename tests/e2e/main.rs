@@ -12,6 +12,7 @@ mod happy_path;
 mod idempotency;
 mod lease;
 mod live_status;
+mod metrics;
 mod orphans;
 mod outbox;
 mod poison;

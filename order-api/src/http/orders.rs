@@ -214,6 +214,7 @@ pub async fn create_order(
     headers: HeaderMap,
     body: Result<Json<CreateOrder>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let key = idempotency_key(&headers)?;
     let Json(body) = body?;
     body.validate()?;
@@ -298,6 +299,7 @@ pub async fn create_order(
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
+    state.metrics.accepted(started.elapsed());
     Ok(response)
 }
 

@@ -1,0 +1,60 @@
+//! `/metrics` has the series operators expect once an order went through: accept latency,
+//! publish confirms, updates by kind (retries among them), queue lengths (consumer lag) and
+//! orders by status.
+
+use std::time::{Duration, Instant};
+
+use provisioner_tests::{Stack, StackOptions, metric_value};
+
+#[tokio::test]
+async fn metrics_name_accepts_publishes_updates_and_queue_lengths() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let id = stack.order_server("metered-1").await?;
+    stack
+        .wait_for_status(&id, "active", Duration::from_secs(30))
+        .await?;
+    let results_queue = format!(
+        "provisioner_queue_messages{{queue=\"{}\"}}",
+        stack.topology.results_queue()
+    );
+    let expected: Vec<(&str, f64)> = vec![
+        ("provisioner_accept_seconds_count", 1.0),
+        ("provisioner_publishes_total{outcome=\"confirmed\"}", 1.0),
+        (
+            "provisioner_order_updates_total{vendor=\"hetzner\",kind=\"provisioning\"}",
+            1.0,
+        ),
+        (
+            "provisioner_order_updates_total{vendor=\"hetzner\",kind=\"active\"}",
+            1.0,
+        ),
+        ("provisioner_orders{status=\"active\"}", 1.0),
+        (&results_queue, 0.0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = stack.metrics().await?;
+        let missing: Vec<String> = expected
+            .iter()
+            .filter(|(series, at_least)| {
+                !metric_value(&text, series).is_some_and(|value| value >= *at_least)
+            })
+            .map(|(series, at_least)| format!("{series} >= {at_least}"))
+            .collect();
+        if missing.is_empty() {
+            // The accept histogram has buckets with the answer in one of them.
+            assert!(
+                text.contains("provisioner_accept_seconds_bucket{le="),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/metrics lacks {missing:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stack.cleanup().await;
+    Ok(())
+}
