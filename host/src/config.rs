@@ -57,6 +57,11 @@ pub struct HostConfig {
     /// The most linear memory a manifest may give one call (`limits.memory_mib`).
     #[arg(long, env = "PLUGIN_MAX_MEMORY_MIB", default_value_t = 256)]
     pub plugin_max_memory_mib: u32,
+    /// Where to serve `GET /metrics` (Prometheus: plugin call durations by vendor, export
+    /// and outcome), e.g. `127.0.0.1:9464`; not served when unset (hosts sharing a machine
+    /// each need their own port).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// This host's name in announcements and the broker's connection list (default: the
     /// machine's host name; give each host on one machine its own).
     #[arg(long, env = "HOST_ID")]

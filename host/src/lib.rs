@@ -17,6 +17,7 @@
 //! - [`catalog`]: the plugins folder kept in step with the disk (drop-in, replace, remove).
 //! - [`provision`]: one order's life at the vendor: create, poll with backoff, outcome.
 //! - [`lease`]: one create at a time per order, across tasks and hosts.
+//! - [`metrics`]: the host's Prometheus series (plugin calls) and their endpoint.
 //! - [`retry`]: retries of failed creates through delay queues: backoff, jitter,
 //!   `Retry-After`, the per-order budget.
 //! - [`worker`]: the AMQP side: consumers per vendor (started and stopped as plugins come
@@ -29,6 +30,7 @@ pub mod config;
 pub mod grants;
 pub mod lease;
 pub mod manifest;
+pub mod metrics;
 pub mod outbound;
 pub mod provision;
 pub mod retry;

@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
         PluginRuntime::with_limits(config.runtime_limits())
             .context("starting the plugin runtime")?,
     );
+    let metrics = runtime.metrics();
     let mut catalog = Catalog::new(runtime, config.plugins_dir.clone());
     catalog.rescan().await?;
     if catalog.plugins().is_empty() {
@@ -31,6 +32,19 @@ async fn main() -> anyhow::Result<()> {
     let (plugins, watcher) = tokio::sync::watch::channel(catalog.plugins());
     let shutdown = process::shutdown_token();
     process::watch_stalls(shutdown.clone());
+    if let Some(addr) = config.metrics_addr {
+        // Bound before serving orders, so a taken port stops the host at start.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = provisioner_host::metrics::serve(listener, metrics, shutdown).await
+            {
+                tracing::error!("the metrics endpoint stopped: {error:#}");
+            }
+        });
+    }
     tokio::spawn(catalog::watch(
         catalog,
         Duration::from_millis(config.plugins_rescan_ms.max(100)),

@@ -23,6 +23,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::bindings::types::{LabelledServer, PluginInfo, ProviderError, Server, ServerRequest};
 use crate::bindings::{WitVersion, current, v0_1};
 use crate::manifest::{Limits, Manifest};
+use crate::metrics::HostMetrics;
 use crate::outbound::{OutboundClient, tls_trusting};
 use crate::provision::BootTimes;
 use crate::sandbox::{Grants, PluginState};
@@ -158,6 +159,7 @@ pub struct PluginRuntime {
     linker: Linker<PluginState>,
     limits: RuntimeLimits,
     slots: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<HostMetrics>,
     _ticker: EpochTicker,
 }
 
@@ -210,8 +212,14 @@ impl PluginRuntime {
             linker,
             limits,
             slots: Arc::new(tokio::sync::Semaphore::new(calls as usize)),
+            metrics: Arc::default(),
             _ticker: ticker,
         })
+    }
+
+    /// The series every plugin call of this runtime is recorded in.
+    pub fn metrics(&self) -> Arc<HostMetrics> {
+        self.metrics.clone()
     }
 
     /// Compiles a plugin's component, checks it implements the world, and asks it who it
@@ -294,6 +302,7 @@ impl PluginRuntime {
             boot_times: BootTimes::default(),
             throttle: VendorThrottle::new(manifest.limits.requests_per_second),
             slots: self.slots.clone(),
+            metrics: self.metrics.clone(),
             pre,
             grants,
             limits: manifest.limits.clone(),
@@ -400,6 +409,7 @@ pub struct Plugin {
     boot_times: BootTimes,
     throttle: VendorThrottle,
     slots: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<HostMetrics>,
     pre: PluginPre,
     grants: Arc<Grants>,
     limits: Limits,
@@ -467,10 +477,11 @@ impl Plugin {
             let instance = self.pre.instantiate(&mut store).await?;
             run(instance.guest(), &mut store).await
         };
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(budget, work).await;
         let state = store.data();
         let denied = state.denied().first().map(|origin| origin.to_string());
-        match outcome {
+        let result = match outcome {
             Err(_) => Err(CallError::Timeout {
                 call,
                 after: budget,
@@ -490,7 +501,20 @@ impl Plugin {
                 }
                 _ => Ok(answer),
             },
-        }
+        };
+        let outcome = match &result {
+            Ok(answer) if answer_is_error(answer) => "error",
+            Ok(_) => "ok",
+            Err(CallError::Provider(_)) => "error",
+            Err(CallError::Timeout { .. }) => "timeout",
+            Err(CallError::MemoryLimit { .. }) => "memory_limit",
+            Err(CallError::CapabilityDenied { .. }) => "capability_denied",
+            Err(CallError::HostBusy { .. }) => "host_busy",
+            Err(CallError::Trap { .. }) => "trap",
+        };
+        self.metrics
+            .plugin_call(self.vendor(), call, outcome, started.elapsed());
+        result
     }
 
     /// `info`.

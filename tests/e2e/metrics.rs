@@ -1,14 +1,20 @@
 //! `/metrics` has the series operators expect once an order went through: accept latency,
 //! publish confirms, updates by kind (retries among them), queue lengths (consumer lag) and
-//! orders by status.
+//! orders by status at order-api; plugin call durations by vendor, export and outcome at the
+//! host (`--metrics-addr`).
 
 use std::time::{Duration, Instant};
 
-use provisioner_tests::{Stack, StackOptions, metric_value};
+use provisioner_tests::{Stack, StackOptions, free_port, metric_value};
 
 #[tokio::test]
 async fn metrics_name_accepts_publishes_updates_and_queue_lengths() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::default()).await?;
+    let host_metrics = format!("127.0.0.1:{}", free_port());
+    let stack = Stack::start(StackOptions {
+        host_env: vec![("METRICS_ADDR".into(), host_metrics.clone())],
+        ..StackOptions::default()
+    })
+    .await?;
     let id = stack.order_server("metered-1").await?;
     stack
         .wait_for_status(&id, "active", Duration::from_secs(30))
@@ -54,6 +60,24 @@ async fn metrics_name_accepts_publishes_updates_and_queue_lengths() -> anyhow::R
             "/metrics lacks {missing:?}:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The host's plugin calls of that order.
+    let text = stack
+        .http
+        .get(format!("http://{host_metrics}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for call in ["info", "create-server", "get-server"] {
+        let series = format!(
+            "provisioner_plugin_call_seconds_count{{vendor=\"hetzner\",call=\"{call}\",outcome=\"ok\"}}"
+        );
+        assert!(
+            metric_value(&text, &series).is_some_and(|count| count >= 1.0),
+            "the host's /metrics lacks {series}:\n{text}"
+        );
     }
     stack.cleanup().await;
     Ok(())

@@ -1,0 +1,109 @@
+//! The host's Prometheus series, served at `GET /metrics` on `--metrics-addr` when set.
+//!
+//! - `provisioner_plugin_call_seconds{vendor,call,outcome}`: every plugin call's duration
+//!   (instantiation, the call, the vendor's HTTP answers), by export (`create-server`,
+//!   `get-server`, ...) and outcome: `ok`, `error` (the plugin answered one of its error
+//!   cases, e.g. the vendor refused), `timeout`, `memory_limit`, `capability_denied`,
+//!   `host_busy`, `trap`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabel {
+    vendor: String,
+    call: String,
+    outcome: String,
+}
+
+/// The host's series; cheap to share.
+pub struct HostMetrics {
+    registry: Registry,
+    plugin_calls: Family<CallLabel, Histogram>,
+}
+
+impl std::fmt::Debug for HostMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for HostMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("provisioner");
+        // 100 us to about 50 s.
+        let plugin_calls = Family::<CallLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0001, 2.5, 15))) as fn() -> Histogram,
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Plugin calls by vendor, export and outcome: instantiation, the call and its vendor requests",
+            plugin_calls.clone(),
+        );
+        Self {
+            registry,
+            plugin_calls,
+        }
+    }
+}
+
+impl HostMetrics {
+    /// Records one plugin call.
+    pub fn plugin_call(&self, vendor: &str, call: &str, outcome: &str, took: Duration) {
+        self.plugin_calls
+            .get_or_create(&CallLabel {
+                vendor: vendor.to_string(),
+                call: call.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Every series as OpenMetrics text.
+    pub fn render(&self) -> anyhow::Result<String> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .context("encoding the metrics")?;
+        Ok(text)
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<HostMetrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(async move || match metrics.render() {
+            Ok(text) => (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response(),
+            Err(error) => {
+                tracing::error!("rendering metrics: {error:#}");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("serving the metrics endpoint")
+}
