@@ -68,17 +68,8 @@ const SINK_PREFETCH: u16 = 64;
 /// The vendor name of the baseline's queue (never a plugin).
 const BARE_VENDOR: &str = "bare";
 
-/// CPU seconds each process used in a phase.
-#[derive(Debug, Default, Clone, Copy)]
-struct CpuUse {
-    api: f64,
-    host: f64,
-    sim: f64,
-    broker: f64,
-    bench: f64,
-}
-
-/// A CPU reading of every process at one moment.
+/// CPU seconds of every process: used so far (a reading), or in a phase (between two).
+#[derive(Debug, Clone, Copy)]
 struct CpuReading {
     api: f64,
     host: f64,
@@ -104,8 +95,8 @@ impl CpuReading {
         })
     }
 
-    fn since(&self, before: &Self) -> CpuUse {
-        CpuUse {
+    fn since(&self, before: &Self) -> Self {
+        Self {
             api: self.api - before.api,
             host: self.host - before.host,
             sim: self.sim - before.sim,

@@ -314,32 +314,9 @@ impl Store {
 
     /// One order with its event log.
     pub async fn order(&self, id: Uuid) -> anyhow::Result<Option<(Order, Vec<OrderEvent>)>> {
-        let row = sqlx::query("SELECT * FROM orders WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .context("reading an order")?;
-        let Some(row) = row else { return Ok(None) };
-        let order = order_from_row(&row)?;
-        let rows = sqlx::query(
-            "SELECT at, status, message, attempt FROM order_events WHERE order_id = ? ORDER BY id",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .context("reading an order's events")?;
-        let events = rows
-            .iter()
-            .map(|row| {
-                Ok(OrderEvent {
-                    at: row.try_get("at")?,
-                    status: parse_status(row.try_get("status")?)?,
-                    message: row.try_get("message")?,
-                    attempt: row.try_get::<Option<i64>, _>("attempt")?.map(|a| a as u32),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Some((order, events)))
+        let found = self.events_since(id, 0).await?;
+        Ok(found
+            .map(|(order, events)| (order, events.into_iter().map(|(_, event)| event).collect())))
     }
 
     /// Orders newest first, filtered, one page at a time.

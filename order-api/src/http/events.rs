@@ -21,7 +21,7 @@ use crate::http::AppState;
 use crate::http::orders::OrderView;
 use crate::http::problem::ApiError;
 use crate::lifecycle::OrderStatus;
-use crate::store::Store;
+use crate::store::{Order, OrderEvent, Store};
 
 /// How often a stream looks for new events.
 const POLL: Duration = Duration::from_millis(250);
@@ -45,6 +45,27 @@ struct Follow {
 }
 
 impl Follow {
+    /// Queues `events` (read after `last`) and, once `order` settled, the `end` event.
+    fn take(&mut self, order: Order, events: Vec<(i64, OrderEvent)>) {
+        for (number, event) in events {
+            self.last = number;
+            let data = serde_json::to_string(&event).unwrap_or_default();
+            self.ready.push_back(
+                Event::default()
+                    .id(number.to_string())
+                    .event("order-event")
+                    .data(data),
+            );
+        }
+        if settled(order.status) {
+            let view = OrderView::without_events(order);
+            let data = serde_json::to_string(&view).unwrap_or_default();
+            self.ready
+                .push_back(Event::default().event("end").data(data));
+            self.ended = true;
+        }
+    }
+
     /// The next SSE event: waits for new events, and ends after the `end` event.
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
         loop {
@@ -55,25 +76,7 @@ impl Follow {
                 return None;
             }
             match self.store.events_since(self.order_id, self.last).await {
-                Ok(Some((order, events))) => {
-                    for (number, event) in events {
-                        self.last = number;
-                        let data = serde_json::to_string(&event).unwrap_or_default();
-                        self.ready.push_back(
-                            Event::default()
-                                .id(number.to_string())
-                                .event("order-event")
-                                .data(data),
-                        );
-                    }
-                    if settled(order.status) {
-                        let view = OrderView::without_events(order);
-                        let data = serde_json::to_string(&view).unwrap_or_default();
-                        self.ready
-                            .push_back(Event::default().event("end").data(data));
-                        self.ended = true;
-                    }
-                }
+                Ok(Some((order, events))) => self.take(order, events),
                 Ok(None) => {
                     self.ended = true;
                 }
@@ -98,7 +101,6 @@ pub async fn order_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no order with id '{id}'"));
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    state.store.order(order_id).await?.ok_or_else(not_found)?;
     let last = match headers.get("last-event-id") {
         None => 0,
         Some(value) => value
@@ -112,13 +114,20 @@ pub async fn order_events(
                 )
             })?,
     };
-    let follow = Follow {
+    // The first read answers 404 for an unknown order and is the stream's first batch.
+    let (order, events) = state
+        .store
+        .events_since(order_id, last)
+        .await?
+        .ok_or_else(not_found)?;
+    let mut follow = Follow {
         store: state.store.clone(),
         order_id,
         last,
         ready: VecDeque::new(),
         ended: false,
     };
+    follow.take(order, events);
     let stream = futures_util::stream::unfold(follow, Follow::next);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
