@@ -6,8 +6,11 @@
 # ready and follows it to `active`, then keeps running until Ctrl-C, which stops
 # everything it started.
 #
+# Every API call needs a token: the first run makes the tenant `demo` and its token, prints
+# it and keeps it in .dev/token (curl -H "authorization: Bearer $(cat .dev/token)" ...).
+#
 # Usage: scripts/dev.sh [--no-demo]
-# State (database, logs, plugin manifest) lives in .dev/; delete it to start afresh.
+# State (database, token, logs, plugin manifest) lives in .dev/; delete it to start afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -53,6 +56,14 @@ for addr in $api_addr $sim_addr; do
     fi
 done
 
+if [[ ! -s .dev/token ]]; then
+    echo "==> making the tenant 'demo' and its API token (.dev/token)"
+    (umask 077 && target/debug/order-api tokens create --tenant demo --label scripts/dev.sh \
+        --database-url sqlite://.dev/orders.db > .dev/token)
+fi
+token=$(cat .dev/token)
+auth="authorization: Bearer $token"
+
 pids=()
 stop() {
     trap - EXIT INT TERM
@@ -92,17 +103,19 @@ fi
 cat <<INFO
 
 ==> ready: order-api on http://$api_addr, simulator on http://$sim_addr
+    API token of the tenant 'demo' (also in .dev/token): $token
     order a server:
-      curl -i -X POST $api_addr/v1/orders -H 'content-type: application/json' \\
+      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
         -d '{"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":"web-1"}'
-      curl -i -X POST $api_addr/v1/orders -H 'content-type: application/json' \\
+      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
         -d '{"vendor":"digitalocean","region":"nyc3","size":"s-1vcpu-1gb","image":"ubuntu-24-04-x64","name":"web-2"}'
-      curl -i -X POST $api_addr/v1/orders -H 'content-type: application/json' \\
+      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
         -d '{"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04","name":"web-3"}'
-    delete its server: curl -X DELETE $api_addr/v1/orders/<id>
-    follow it:      curl $api_addr/v1/orders/<id>
-    list orders:    curl $api_addr/v1/orders
-    simulator:      curl $sim_addr/_sim/stats
+    follow it:         curl -N -H "$auth" $api_addr/v1/orders/<id>/events
+    cancel it:         curl -X POST -H "$auth" $api_addr/v1/orders/<id>/cancel
+    delete its server: curl -X DELETE -H "$auth" $api_addr/v1/orders/<id>
+    list orders:       curl -H "$auth" $api_addr/v1/orders
+    simulator:         curl $sim_addr/_sim/stats
 
 INFO
 
@@ -110,8 +123,8 @@ INFO
 follow() {
     local last="" order status
     for _ in $(seq 1 240); do
-        order=$(curl -s "http://$api_addr$1")
-        status=$(printf '%s' "$order" | sed -n 's/^{"id":"[^"]*","status":"\([a-z_]*\)".*/\1/p')
+        order=$(curl -s -H "$auth" "http://$api_addr$1")
+        status=$(printf '%s' "$order" | sed -n 's/^{"id":"[^"]*","tenant":"[^"]*","status":"\([a-z_]*\)".*/\1/p')
         if [[ "$status" != "$last" ]]; then
             echo "    $1: $status"
             last=$status
@@ -132,7 +145,7 @@ if [[ $demo == 1 ]]; then
         '"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04"'; do
         vendor=$(printf '%s' "$body" | sed -n 's/^"vendor":"\([a-z]*\)".*/\1/p')
         curl -s -o /dev/null -D .dev/demo-headers -X POST "http://$api_addr/v1/orders" \
-            -H 'content-type: application/json' -d "{$body,\"name\":\"demo-$vendor-$suffix\"}"
+            -H "$auth" -H 'content-type: application/json' -d "{$body,\"name\":\"demo-$vendor-$suffix\"}"
         location=$(grep -i '^location:' .dev/demo-headers | tr -d '\r' | awk '{print $2}')
         echo "==> demo: ordered a server at $vendor: $(head -n 1 .dev/demo-headers | tr -d '\r'), Location: $location"
         locations+=("$location")

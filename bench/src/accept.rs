@@ -158,8 +158,15 @@ async fn measure(stack: &mut Stack, args: &Args) -> anyhow::Result<Summary> {
     stack.wait_for_vendors().await?;
     // The vendors stay known to order-api; the accept path runs alone.
     stack.kill_host().await;
+    // Both sides get the token; only order-api checks it (a part of its accept path).
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", stack.token).parse()?,
+    );
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
+        .default_headers(headers)
         .build()?;
     let bare = BareServer::start(&http).await?;
     let api_url = format!("{}/v1/orders", stack.api_url);

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What the user asked for, as order-api validated it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSpec {
     /// The server's name at the vendor.
@@ -53,6 +54,18 @@ pub struct DeleteRequest {
     pub server: ServerInfo,
 }
 
+/// order-api -> host: cancel an order that may not have its server yet. The host finds the
+/// server the order's create made (by its idempotency key), deletes it if there is one, and
+/// answers [`UpdateKind::Cancelled`] (or [`UpdateKind::CancelFailed`]). A server a late create
+/// makes after that is deleted by order-api with a [`DeleteRequest`] when its news arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// The order to cancel; also the idempotency key its server carries.
+    pub order_id: Uuid,
+    /// Which vendor's plugin serves it.
+    pub vendor: String,
+}
+
 /// order-api -> host: list the servers at this vendor that carry our idempotency key
 /// (the orphan sweep). The host answers with [`HostMessage::Inventory`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +96,8 @@ pub enum HostRequest {
     Create(ProvisionRequest),
     /// Delete an order's server.
     Delete(DeleteRequest),
+    /// Cancel an order: delete its server if its create made one.
+    Cancel(CancelRequest),
     /// List the vendor's servers carrying our key.
     Sweep(SweepRequest),
     /// Delete a server no order owns.
@@ -95,6 +110,7 @@ impl HostRequest {
         match self {
             HostRequest::Create(request) => Some(request.order_id),
             HostRequest::Delete(request) => Some(request.order_id),
+            HostRequest::Cancel(request) => Some(request.order_id),
             HostRequest::Sweep(_) | HostRequest::DeleteOrphan(_) => None,
         }
     }
@@ -104,6 +120,7 @@ impl HostRequest {
         match self {
             HostRequest::Create(request) => &request.vendor,
             HostRequest::Delete(request) => &request.vendor,
+            HostRequest::Cancel(request) => &request.vendor,
             HostRequest::Sweep(request) => &request.vendor,
             HostRequest::DeleteOrphan(request) => &request.vendor,
         }
@@ -111,6 +128,7 @@ impl HostRequest {
 }
 
 /// Vendor-neutral server status, as the plugin mapped it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerStatus {
@@ -129,6 +147,7 @@ pub enum ServerStatus {
 }
 
 /// A server as the vendor reported it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerInfo {
     /// The vendor's id for the server.
@@ -144,6 +163,7 @@ pub struct ServerInfo {
 }
 
 /// Why an order failed, in a form a client can act on.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     /// A stable machine-readable code, e.g. `invalid_request`, `unauthorized`,
@@ -186,6 +206,21 @@ pub enum UpdateKind {
     DeleteFailed {
         /// Why.
         fault: Fault,
+    },
+    /// The order is cancelled: its server, if its create made one, is gone.
+    Cancelled {
+        /// The server that was deleted, with status `deleted`; none when no server was made.
+        #[serde(default)]
+        server: Option<ServerInfo>,
+    },
+    /// Cancelling failed: the vendor could not be asked whether the order has a server, or
+    /// its server could not be deleted.
+    CancelFailed {
+        /// Why.
+        fault: Fault,
+        /// The server that is still there, when one was found.
+        #[serde(default)]
+        server: Option<ServerInfo>,
     },
     /// The create failed with a passing fault; the request will be tried again after
     /// `retry_in_ms` (through a delay queue). The order stays `queued`.

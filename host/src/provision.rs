@@ -339,6 +339,47 @@ pub async fn delete(plugin: &Plugin, request: &DeleteRequest, policy: &PollPolic
     }
 }
 
+/// Looks for the server an order's create made (by the order's idempotency key). A failed
+/// lookup is a [`CreateFailure`]: a passing one is retried like a create.
+pub async fn find_for_cancel(
+    plugin: &Plugin,
+    order_id: Uuid,
+) -> Result<Option<ServerInfo>, CreateFailure> {
+    let found = plugin
+        .find_server(&order_id.to_string())
+        .await
+        .map_err(|error| CreateFailure {
+            fault: fault(&error),
+            retry_after: retry_after(&error),
+        })?;
+    found
+        .map(server_info)
+        .transpose()
+        .map_err(|fault| CreateFailure {
+            fault,
+            retry_after: None,
+        })
+}
+
+/// Cancels an order whose server `found` is (or none): deletes it and waits until it is gone.
+pub async fn cancel(
+    plugin: &Plugin,
+    order_id: Uuid,
+    found: Option<ServerInfo>,
+    policy: &PollPolicy,
+) -> UpdateKind {
+    let Some(server) = found else {
+        return UpdateKind::Cancelled { server: None };
+    };
+    match delete_and_wait(plugin, Some(order_id), &server, policy).await {
+        Ok(gone) => UpdateKind::Cancelled { server: Some(gone) },
+        Err(fault) => UpdateKind::CancelFailed {
+            fault,
+            server: Some(server),
+        },
+    }
+}
+
 /// Deletes a server and polls until the vendor says it is gone (an order's, or an orphan's
 /// when `order_id` is none). Answers the server with status `deleted`, or why it is still
 /// there.

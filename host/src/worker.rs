@@ -24,7 +24,7 @@ use lapin::{Channel, Connection};
 use provisioner_contract::amqp::connect_with_backoff;
 use provisioner_contract::envelope::integer_header;
 use provisioner_contract::{
-    DeleteRequest, Envelope, Fault, HostMessage, HostRequest, Listing, OrderUpdate,
+    CancelRequest, DeleteRequest, Envelope, Fault, HostMessage, HostRequest, Listing, OrderUpdate,
     OrphanDeleteRequest, OrphanDeleted, ProvisionRequest, Publisher, SweepRequest, Topology,
     UpdateKind, VendorAnnouncement, VendorInventory, VendorWithdrawal, decode, encode,
 };
@@ -435,6 +435,7 @@ async fn handle_delivery(
     let request = match request {
         HostRequest::Create(create) => OrderRequest::Create(create),
         HostRequest::Delete(delete) => OrderRequest::Delete(delete),
+        HostRequest::Cancel(cancel) => OrderRequest::Cancel(cancel),
         HostRequest::Sweep(sweep) => {
             return sweep_vendor(delivery, &plugin, &publisher, &settings, sweep).await;
         }
@@ -517,6 +518,39 @@ async fn handle_delivery(
                 tracing::info!(vendor_id = %delete.server.vendor_id, "deleting server");
                 provision::delete(&plugin, delete, &settings.poll).await
             }
+            OrderRequest::Cancel(_) => {
+                tracing::info!("cancelling: looking for the order's server");
+                // Under the create lease: a create of this order running on another host
+                // finishes first, so its server is found.
+                let lease = leases
+                    .leases
+                    .acquire(&leases.connection, &settings.topology, order_id)
+                    .await?;
+                let found = provision::find_for_cancel(&plugin, order_id).await;
+                lease.release().await;
+                match found {
+                    Ok(found) => provision::cancel(&plugin, order_id, found, &settings.poll).await,
+                    Err(failure) => {
+                        let next = after_failed_create(
+                            &publisher, &settings, &delivery, &vendor, order_id, failure,
+                        )
+                        .await?;
+                        match next {
+                            AfterFailure::Failed(fault) => UpdateKind::CancelFailed {
+                                fault,
+                                server: None,
+                            },
+                            AfterFailure::Retried { .. } => {
+                                delivery
+                                    .ack(BasicAckOptions::default())
+                                    .await
+                                    .context("acking the cancel after queueing its retry")?;
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
         };
         match &outcome {
             UpdateKind::Active { server } => {
@@ -525,7 +559,12 @@ async fn handle_delivery(
             UpdateKind::Deleted { server } => {
                 tracing::info!(vendor_id = %server.vendor_id, "server deleted")
             }
-            UpdateKind::Failed { fault, .. } | UpdateKind::DeleteFailed { fault } => {
+            UpdateKind::Cancelled { server } => {
+                tracing::info!(vendor_id = ?server.as_ref().map(|s| &s.vendor_id), "order cancelled")
+            }
+            UpdateKind::Failed { fault, .. }
+            | UpdateKind::DeleteFailed { fault }
+            | UpdateKind::CancelFailed { fault, .. } => {
                 tracing::warn!(code = %fault.code, "request failed: {}", fault.message)
             }
             UpdateKind::Provisioning { .. } | UpdateKind::Retrying { .. } => {}
@@ -545,6 +584,7 @@ async fn handle_delivery(
 enum OrderRequest {
     Create(ProvisionRequest),
     Delete(DeleteRequest),
+    Cancel(CancelRequest),
 }
 
 impl OrderRequest {
@@ -552,6 +592,7 @@ impl OrderRequest {
         match self {
             OrderRequest::Create(create) => create.order_id,
             OrderRequest::Delete(delete) => delete.order_id,
+            OrderRequest::Cancel(cancel) => cancel.order_id,
         }
     }
 }
@@ -661,8 +702,8 @@ enum AfterFailure {
     Failed(Fault),
 }
 
-/// Decides about a failed create: a passing fault within the order's retry budget sends
-/// the request to a delay queue; anything else fails the order.
+/// Decides about a failed create (or a cancel's failed lookup): a passing fault within the
+/// order's retry budget sends the request to a delay queue; anything else fails it.
 async fn after_failed_create(
     publisher: &Publisher,
     settings: &WorkerSettings,

@@ -80,7 +80,7 @@ async fn session(
     settings.up.store(true, Ordering::Relaxed);
     let outcome = tokio::select! {
         outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone(), settings.metrics.clone()) => outcome,
-        outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action, &settings.metrics) => outcome,
+        outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action, &settings.metrics, &settings.relay_wakeup) => outcome,
         outcome = metrics::sample_queues(connection, &settings.topology, &settings.metrics, store) => outcome,
         outcome = sweep::run(store.clone(), publisher.clone(), settings.sweep.clone()) => outcome,
         _ = shutdown.cancelled() => Ok(()),

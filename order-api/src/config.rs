@@ -1,20 +1,89 @@
 //! `order-api` configuration: flags with environment fallbacks (`--help` lists them).
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use provisioner_contract::amqp::AmqpArgs;
+use uuid::Uuid;
 
 use crate::store::OrphanAction;
 
 /// The order API: records orders, publishes creation requests, serves their status.
+/// Without a subcommand it serves; `tokens` manages the API tokens.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "order-api", version, about)]
+#[command(
+    name = "order-api",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// How to serve.
+    #[command(flatten)]
+    pub serve: ApiConfig,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// API tokens: every request needs one (a tenant's, or an admin's).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `order-api tokens ...`: works on the orders database directly, beside a running API.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokensCommand {
+    /// Makes a token and prints it (the only time it is shown; the database keeps its
+    /// SHA-256).
+    Create {
+        /// The tenant whose orders the token reaches (made on first use: a-z, 0-9, '-').
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        tenant: Option<String>,
+        /// An admin token: every tenant's orders, and the operator endpoints.
+        #[arg(long)]
+        admin: bool,
+        /// What the token is for (shown by `tokens list`).
+        #[arg(long, default_value = "")]
+        label: String,
+        /// The orders database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Lists the tokens (ids, tenants, labels; never the tokens).
+    List {
+        /// The orders database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Revokes a token at once.
+    Revoke {
+        /// The token's id (from `tokens list` or `tokens create`).
+        token_id: Uuid,
+        /// The orders database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+/// Where the orders database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// The orders database (SQLite URL; the file is created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://orders.db")]
+    pub database_url: String,
+}
+
+/// How the API serves.
+#[derive(Debug, Clone, Args)]
 pub struct ApiConfig {
     /// Address the HTTP API listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: String,
-    /// The orders database (SQLite URL; the file is created if missing).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://orders.db")]
-    pub database_url: String,
+    /// The orders database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// The broker.
     #[command(flatten)]
     pub amqp: AmqpArgs,

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: command-line flags with environment fallbacks.
+//! - [`auth`]: API tokens and tenants; who a request speaks for.
+//! - [`tokens`]: `order-api tokens create|list|revoke`.
 //! - [`lifecycle`]: the order state machine (allowed transitions).
 //! - [`store`]: the SQLite database: orders, events, outbox, vendors, orphans;
 //!   compare-and-set.
@@ -18,6 +20,7 @@
 //!   sweeper.
 //! - [`serve`]: the whole service on an already-bound listener until shutdown.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod http;
@@ -27,6 +30,7 @@ pub mod relay;
 pub mod results;
 pub mod store;
 pub mod sweep;
+pub mod tokens;
 pub mod watchdog;
 
 use std::sync::Arc;
@@ -46,7 +50,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url).await?;
+    let store = Store::connect(&config.database.database_url).await?;
     let relay_wakeup = Arc::new(Notify::new());
     let broker_up = Arc::new(AtomicBool::new(false));
     let sweep_now = Arc::new(Notify::new());

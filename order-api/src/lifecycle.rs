@@ -6,6 +6,8 @@
 //!    \          \            \-------> failed       \
 //!     \          \--> (provisioning | active | failed)  \--> active (delete failed)
 //!      \--> (provisioning | active | failed)
+//! pending | queued | provisioning -> cancelling -> cancelled
+//!                                              \--> failed (cancel failed)
 //! ```
 //! A host's event can overtake the relay marking the order `queued` (the host is fast), so
 //! `provisioning`, `active` and `failed` are reachable from every earlier status. Which
@@ -21,7 +23,7 @@ use provisioner_contract::UpdateKind;
 use serde::{Deserialize, Serialize};
 
 /// Where an order is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Recorded; its creation request waits in the outbox.
@@ -38,11 +40,15 @@ pub enum OrderStatus {
     Deleting,
     /// Its server is gone.
     Deleted,
+    /// A user cancelled it; the server its create made, if any, is being deleted.
+    Cancelling,
+    /// Cancelled: no server of it remains.
+    Cancelled,
 }
 
 impl OrderStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [OrderStatus; 7] = [
+    pub const ALL: [OrderStatus; 9] = [
         OrderStatus::Pending,
         OrderStatus::Queued,
         OrderStatus::Provisioning,
@@ -50,6 +56,8 @@ impl OrderStatus {
         OrderStatus::Failed,
         OrderStatus::Deleting,
         OrderStatus::Deleted,
+        OrderStatus::Cancelling,
+        OrderStatus::Cancelled,
     ];
 
     /// The name used in JSON, the database and query strings.
@@ -62,7 +70,29 @@ impl OrderStatus {
             OrderStatus::Failed => "failed",
             OrderStatus::Deleting => "deleting",
             OrderStatus::Deleted => "deleted",
+            OrderStatus::Cancelling => "cancelling",
+            OrderStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether nothing is in progress for an order in this status (an event stream ends;
+    /// the watchdog leaves it alone).
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Active
+                | OrderStatus::Failed
+                | OrderStatus::Deleted
+                | OrderStatus::Cancelled
+        )
+    }
+
+    /// Whether a user may still cancel an order in this status.
+    pub fn is_cancellable(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Pending | OrderStatus::Queued | OrderStatus::Provisioning
+        )
     }
 }
 
@@ -82,7 +112,9 @@ impl Transition {
     }
 }
 
-use OrderStatus::{Active, Deleted, Deleting, Failed, Pending, Provisioning, Queued};
+use OrderStatus::{
+    Active, Cancelled, Cancelling, Deleted, Deleting, Failed, Pending, Provisioning, Queued,
+};
 
 /// The relay published the creation request.
 pub const PUBLISHED: Transition = Transition {
@@ -94,6 +126,12 @@ pub const PUBLISHED: Transition = Transition {
 pub const DELETE_REQUESTED: Transition = Transition {
     target: Deleting,
     sources: &[Active],
+};
+
+/// A user cancelled an order still on its way.
+pub const CANCEL_REQUESTED: Transition = Transition {
+    target: Cancelling,
+    sources: &[Pending, Queued, Provisioning],
 };
 
 /// What an update from the host does.
@@ -119,6 +157,14 @@ pub fn transition(update: &UpdateKind) -> Transition {
         UpdateKind::DeleteFailed { .. } => Transition {
             target: Active,
             sources: &[Deleting],
+        },
+        UpdateKind::Cancelled { .. } => Transition {
+            target: Cancelled,
+            sources: &[Cancelling],
+        },
+        UpdateKind::CancelFailed { .. } => Transition {
+            target: Failed,
+            sources: &[Cancelling],
         },
         // The order stays (or becomes) `queued`: its request waits for the next attempt.
         UpdateKind::Retrying { .. } => Transition {
@@ -169,6 +215,21 @@ pub fn describe(update: &UpdateKind) -> String {
         UpdateKind::DeleteFailed { fault } => format!(
             "deleting the server failed ({}): {}; it still runs",
             fault.code, fault.message
+        ),
+        UpdateKind::Cancelled {
+            server: Some(server),
+        } => {
+            format!("cancelled; server {} deleted", server.vendor_id)
+        }
+        UpdateKind::Cancelled { server: None } => "cancelled; the vendor had made no server".into(),
+        UpdateKind::CancelFailed { fault, server } => format!(
+            "cancelling failed ({}): {}{}",
+            fault.code,
+            fault.message,
+            server
+                .as_ref()
+                .map(|s| format!("; server {} still exists", s.vendor_id))
+                .unwrap_or_default()
         ),
         UpdateKind::Retrying { fault, retry_in_ms } => format!(
             "attempt failed ({}): {}; retrying in {retry_in_ms} ms",
@@ -253,6 +314,26 @@ mod tests {
         assert!(!DELETE_REQUESTED.applies_to(Failed));
         assert!(!transition(&deleted()).applies_to(Active));
         assert!(!transition(&delete_failed()).applies_to(Deleted));
+    }
+
+    /// Cancel: only before the order settled; the host's answer settles it, once.
+    #[test]
+    fn cancels_only_orders_on_their_way() {
+        for status in [Pending, Queued, Provisioning] {
+            assert!(CANCEL_REQUESTED.applies_to(status) && status.is_cancellable());
+        }
+        for status in [Active, Failed, Deleting, Deleted, Cancelling, Cancelled] {
+            assert!(!CANCEL_REQUESTED.applies_to(status) && !status.is_cancellable());
+        }
+        let cancelled = UpdateKind::Cancelled { server: None };
+        assert!(transition(&cancelled).applies_to(Cancelling));
+        assert!(!transition(&cancelled).applies_to(Cancelled));
+        // A late create's news never revives a cancelled order.
+        for update in [provisioning(), active(), failed()] {
+            assert!(!transition(&update).applies_to(Cancelling));
+            assert!(!transition(&update).applies_to(Cancelled));
+        }
+        assert!(Cancelled.is_settled() && !Cancelling.is_settled());
     }
 
     /// A failed delete returns the order to `active`; a stale "active" does not.

@@ -1,14 +1,19 @@
-//! `order-api` binary.
+//! `order-api` binary: serves the API, or manages API tokens (`order-api tokens ...`).
 
 use anyhow::Context;
 use clap::Parser;
-use order_api::config::ApiConfig;
+use order_api::config::{Cli, Command};
 use provisioner_contract::process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Token commands print the token on stdout, where the service's logs go: no logging.
+    if let Some(Command::Tokens(command)) = cli.command {
+        return order_api::tokens::run(command).await;
+    }
     process::init_logging()?;
-    let config = ApiConfig::parse();
+    let config = cli.serve;
     let listener = tokio::net::TcpListener::bind(&config.listen_addr)
         .await
         .with_context(|| format!("binding the HTTP API to {}", config.listen_addr))?;

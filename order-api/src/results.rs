@@ -20,6 +20,8 @@ use provisioner_contract::{
 };
 
 use crate::metrics::Metrics;
+use tokio::sync::Notify;
+
 use crate::store::{Applied, OrphanAction, Store};
 use crate::sweep;
 
@@ -34,6 +36,7 @@ pub async fn run(
     store: Store,
     orphan_action: OrphanAction,
     metrics: &Metrics,
+    relay_wakeup: &Notify,
 ) -> anyhow::Result<()> {
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
@@ -64,6 +67,7 @@ pub async fn run(
             topology,
             orphan_action,
             metrics,
+            relay_wakeup,
             deliveries,
         )
         .await?;
@@ -80,6 +84,7 @@ async fn handle_batch(
     topology: &Topology,
     orphan_action: OrphanAction,
     metrics: &Metrics,
+    relay_wakeup: &Notify,
     deliveries: Vec<Delivery>,
 ) -> anyhow::Result<()> {
     let mut updates: Vec<(Envelope, OrderUpdate, Delivery)> = Vec::new();
@@ -131,6 +136,9 @@ async fn handle_batch(
     let outcome = store.apply_updates(&batch).await.map(|applied| {
         for ((envelope, update, _), applied) in updates.iter().zip(applied) {
             log_applied(envelope, update, applied);
+            if applied == Applied::LateServerDeleted {
+                relay_wakeup.notify_one();
+            }
             metrics.order_update(&update.vendor, update_kind(&update.kind));
         }
     });
@@ -150,6 +158,8 @@ fn update_kind(kind: &UpdateKind) -> &'static str {
         UpdateKind::Deleted { .. } => "deleted",
         UpdateKind::DeleteFailed { .. } => "delete_failed",
         UpdateKind::Retrying { .. } => "retrying",
+        UpdateKind::Cancelled { .. } => "cancelled",
+        UpdateKind::CancelFailed { .. } => "cancel_failed",
     }
 }
 
@@ -162,6 +172,10 @@ fn log_applied(envelope: &Envelope, update: &OrderUpdate, applied: Applied) {
             order_id = %update.order_id,
             message_id = %envelope.message_id,
             "duplicate or stale update ignored"
+        ),
+        Applied::LateServerDeleted => tracing::warn!(
+            order_id = %update.order_id,
+            "the vendor made a server for a cancelled order; its delete is queued"
         ),
         Applied::UnknownOrder => tracing::warn!(
             order_id = %update.order_id,

@@ -25,7 +25,9 @@ use uuid::Uuid;
 use crate::lifecycle::{self, OrderStatus, Transition};
 
 mod orphans;
+mod tokens;
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
+pub use tokens::{NewToken, TokenInfo};
 
 /// The database handle; cheap to clone.
 #[derive(Clone)]
@@ -49,7 +51,8 @@ struct NewOrder {
     committed: tokio::sync::oneshot::Sender<anyhow::Result<Inserted>>,
 }
 
-/// A client's `Idempotency-Key` with the digest of the request it came with.
+/// A client's `Idempotency-Key` with the digest of the request it came with (keys are per
+/// tenant: the order's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
     /// The key as the client sent it.
@@ -77,10 +80,12 @@ pub struct KeyedOrder {
 }
 
 /// An order as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Order {
     /// The order id (UUIDv7).
     pub id: Uuid,
+    /// The tenant it belongs to.
+    pub tenant: String,
     /// Where it is.
     pub status: OrderStatus,
     /// The vendor serving it.
@@ -99,7 +104,7 @@ pub struct Order {
 }
 
 /// One line of an order's event log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderEvent {
     /// When it happened.
     pub at: DateTime<Utc>,
@@ -113,7 +118,7 @@ pub struct OrderEvent {
 }
 
 /// A vendor at least one host serves.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Vendor {
     /// The vendor id orders use.
     pub vendor: String,
@@ -126,7 +131,7 @@ pub struct Vendor {
 }
 
 /// One host serving a vendor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VendorHost {
     /// The host's id.
     pub host_id: String,
@@ -162,6 +167,9 @@ pub enum Applied {
     Moved(OrderStatus),
     /// The order was already past it (duplicate or stale): nothing changed.
     Ignored,
+    /// The order is cancelling or cancelled and the update tells of a server its create
+    /// made: the delete of that server was queued in the outbox.
+    LateServerDeleted,
     /// No such order.
     UnknownOrder,
 }
@@ -169,6 +177,8 @@ pub enum Applied {
 /// Filters and page position for listing orders.
 #[derive(Debug, Clone, Default)]
 pub struct OrderQuery {
+    /// Only this tenant's orders (`None`: every tenant's).
+    pub tenant: Option<String>,
     /// Only orders in this status.
     pub status: Option<OrderStatus>,
     /// Only orders for this vendor.
@@ -254,14 +264,16 @@ impl Store {
         outcome.await.context("the order writer dropped an order")?
     }
 
-    /// The order an idempotency key names, if any.
-    pub async fn keyed_order(&self, key: &str) -> anyhow::Result<Option<KeyedOrder>> {
-        let row =
-            sqlx::query("SELECT order_id, request_sha256 FROM idempotency_keys WHERE key = ?")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .context("looking up an idempotency key")?;
+    /// The order a tenant's idempotency key names, if any.
+    pub async fn keyed_order(&self, tenant: &str, key: &str) -> anyhow::Result<Option<KeyedOrder>> {
+        let row = sqlx::query(
+            "SELECT order_id, request_sha256 FROM idempotency_keys WHERE tenant = ? AND key = ?",
+        )
+        .bind(tenant)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking up an idempotency key")?;
         row.map(|row| {
             let order_id: String = row.try_get("order_id")?;
             Ok(KeyedOrder {
@@ -322,6 +334,9 @@ impl Store {
     /// Orders newest first, filtered, one page at a time.
     pub async fn orders(&self, query: &OrderQuery) -> anyhow::Result<Vec<Order>> {
         let mut sql = String::from("SELECT * FROM orders WHERE 1 = 1");
+        if query.tenant.is_some() {
+            sql.push_str(" AND tenant = ?");
+        }
         if query.status.is_some() {
             sql.push_str(" AND status = ?");
         }
@@ -339,6 +354,9 @@ impl Store {
         }
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         let mut statement = sqlx::query(&sql);
+        if let Some(tenant) = &query.tenant {
+            statement = statement.bind(tenant);
+        }
         if let Some(status) = query.status {
             statement = statement.bind(status.as_str());
         }
@@ -414,15 +432,52 @@ impl Store {
         Ok(true)
     }
 
-    /// Orders in `queued`, `provisioning` or `deleting` with no change since `before`,
-    /// oldest first.
+    /// Moves an order on its way to `cancelling` and queues its cancel request, dropping its
+    /// unpublished create (in one transaction). `false` when the order was past cancelling
+    /// (nothing changed).
+    pub async fn request_cancel(
+        &self,
+        order_id: Uuid,
+        outbox: &OutboxMessage,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        if !compare_and_set(&mut tx, order_id, lifecycle::CANCEL_REQUESTED, None, None).await? {
+            return Ok(false);
+        }
+        // A create not yet published never goes out. One the relay is publishing right now
+        // may still reach a host: the cancel request or the late server's delete covers it.
+        sqlx::query("DELETE FROM outbox WHERE order_id = ?")
+            .bind(order_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("dropping the order's unpublished requests")?;
+        let now = Utc::now();
+        let event = OrderEvent {
+            at: now,
+            status: OrderStatus::Cancelling,
+            message: "cancellation requested".into(),
+            attempt: None,
+        };
+        insert_event(&mut tx, order_id, &event).await?;
+        insert_outbox(&mut tx, outbox, now).await?;
+        tx.commit().await.context("committing the cancel request")?;
+        Ok(true)
+    }
+
+    /// Orders in `queued`, `provisioning`, `deleting` or `cancelling` with no change since
+    /// `before`, oldest first.
     pub async fn stalled_orders(
         &self,
         before: DateTime<Utc>,
         limit: u32,
     ) -> anyhow::Result<Vec<Order>> {
         let rows = sqlx::query(
-            "SELECT * FROM orders WHERE status IN ('queued', 'provisioning', 'deleting') \
+            "SELECT * FROM orders \
+             WHERE status IN ('queued', 'provisioning', 'deleting', 'cancelling') \
              AND updated_at < ? ORDER BY updated_at LIMIT ?",
         )
         .bind(before)
@@ -753,6 +808,7 @@ fn parse_status(text: String) -> anyhow::Result<OrderStatus> {
 fn order_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Order> {
     Ok(Order {
         id: parse_uuid(row.try_get("id")?)?,
+        tenant: row.try_get("tenant")?,
         status: parse_status(row.try_get("status")?)?,
         vendor: row.try_get("vendor")?,
         spec: ServerSpec {
@@ -771,7 +827,9 @@ fn order_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Order> {
     })
 }
 
-/// One host update inside a transaction.
+/// One host update inside a transaction. News of a server made for an order that is
+/// cancelling or cancelled (a create that ran after, or beside, the cancel) queues the delete
+/// of that server: a cancelled order leaves no server behind.
 async fn apply_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     update: &OrderUpdate,
@@ -781,25 +839,37 @@ async fn apply_in(
         UpdateKind::Provisioning { server }
         | UpdateKind::Active { server }
         | UpdateKind::Deleted { server } => (Some(server), None),
-        UpdateKind::Failed { fault, server } => (server.as_ref(), Some(fault)),
+        UpdateKind::Failed { fault, server } | UpdateKind::CancelFailed { fault, server } => {
+            (server.as_ref(), Some(fault))
+        }
         UpdateKind::DeleteFailed { fault } => (None, Some(fault)),
+        UpdateKind::Cancelled { server } => (server.as_ref(), None),
         // The attempt's fault is in the event log; the order is not failed.
         UpdateKind::Retrying { .. } => (None, None),
     };
     let moved =
         compare_and_set(tx, update.order_id, step, server.map(json), fault.map(json)).await?;
     if !moved {
-        let exists = sqlx::query("SELECT 1 FROM orders WHERE id = ?")
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = ?")
             .bind(update.order_id.to_string())
             .fetch_optional(&mut **tx)
             .await
-            .context("looking up the order")?
-            .is_some();
-        return Ok(if exists {
-            Applied::Ignored
-        } else {
-            Applied::UnknownOrder
-        });
+            .context("looking up the order")?;
+        let Some(status) = status else {
+            return Ok(Applied::UnknownOrder);
+        };
+        let made_by_create = matches!(
+            update.kind,
+            UpdateKind::Provisioning { .. } | UpdateKind::Active { .. } | UpdateKind::Failed { .. }
+        );
+        let status = parse_status(status)?;
+        if let (true, Some(server), OrderStatus::Cancelling | OrderStatus::Cancelled) =
+            (made_by_create, server, status)
+        {
+            delete_late_server(tx, update, server, status).await?;
+            return Ok(Applied::LateServerDeleted);
+        }
+        return Ok(Applied::Ignored);
     }
     let event = OrderEvent {
         at: update.at,
@@ -809,6 +879,40 @@ async fn apply_in(
     };
     insert_event(tx, update.order_id, &event).await?;
     Ok(Applied::Moved(step.target))
+}
+
+/// Queues the delete of a server a create made for an order already cancelling or cancelled.
+async fn delete_late_server(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    update: &OrderUpdate,
+    server: &ServerInfo,
+    status: OrderStatus,
+) -> anyhow::Result<()> {
+    let request = provisioner_contract::HostRequest::Delete(provisioner_contract::DeleteRequest {
+        order_id: update.order_id,
+        vendor: update.vendor.clone(),
+        server: server.clone(),
+    });
+    let now = Utc::now();
+    let outbox = OutboxMessage {
+        message_id: Uuid::new_v4(),
+        order_id: update.order_id,
+        routing_key: provisioner_contract::Topology::request_key(&update.vendor),
+        body: provisioner_contract::encode(&request),
+        traceparent: None,
+        attempts: 0,
+    };
+    insert_outbox(tx, &outbox, now).await?;
+    let event = OrderEvent {
+        at: now,
+        status,
+        message: format!(
+            "the vendor made server {} after the cancel; deleting it",
+            server.vendor_id
+        ),
+        attempt: Some(update.attempt),
+    };
+    insert_event(tx, update.order_id, &event).await
 }
 
 /// Commits the new orders [`Store::insert_order`] queues: all that are waiting (up to
@@ -878,9 +982,10 @@ async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Resu
     {
         if let Some(idempotency) = idempotency {
             let claimed = sqlx::query(
-                "INSERT INTO idempotency_keys (key, request_sha256, order_id, created_at) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO idempotency_keys (tenant, key, request_sha256, order_id, created_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, key) DO NOTHING",
             )
+            .bind(&order.tenant)
             .bind(&idempotency.key)
             .bind(&idempotency.request_sha256)
             .bind(order.id.to_string())
@@ -894,11 +999,12 @@ async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Resu
             }
         }
         sqlx::query(
-            "INSERT INTO orders (id, status, vendor, region, size, image, name, ssh_keys, \
+            "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
              user_data, labels, server, fault, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
         )
         .bind(order.id.to_string())
+        .bind(&order.tenant)
         .bind(order.status.as_str())
         .bind(&order.vendor)
         .bind(&order.spec.region)

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use provisioner_contract::{DeleteRequest, HostRequest, ProvisionRequest, Topology, encode};
+use provisioner_contract::{
+    CancelRequest, DeleteRequest, HostRequest, ProvisionRequest, Topology, encode,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -86,7 +88,8 @@ pub async fn sweep(store: &Store, after: Duration) -> anyhow::Result<usize> {
     Ok(resent)
 }
 
-/// The request that moves a stalled order on: its create, or the delete of its server.
+/// The request that moves a stalled order on: its create, the delete of its server, or its
+/// cancel.
 fn request_for(order: &Order) -> Option<HostRequest> {
     match (order.status, &order.server) {
         (OrderStatus::Queued | OrderStatus::Provisioning, _) => {
@@ -100,6 +103,10 @@ fn request_for(order: &Order) -> Option<HostRequest> {
             order_id: order.id,
             vendor: order.vendor.clone(),
             server: server.clone(),
+        })),
+        (OrderStatus::Cancelling, _) => Some(HostRequest::Cancel(CancelRequest {
+            order_id: order.id,
+            vendor: order.vendor.clone(),
         })),
         _ => None,
     }

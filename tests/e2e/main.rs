@@ -3,8 +3,10 @@
 //! per concern. Each test runs its own isolated stack (AMQP name prefix, ports, database)
 //! and deletes its queues and exchanges at the end.
 
+mod auth;
 mod bad_input;
 mod broker_outage;
+mod cancel;
 mod concurrency;
 mod conformance;
 mod drop_in;
@@ -13,6 +15,7 @@ mod idempotency;
 mod lease;
 mod live_status;
 mod metrics;
+mod openapi;
 mod orphans;
 mod outbox;
 mod poison;

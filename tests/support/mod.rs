@@ -219,6 +219,18 @@ pub async fn require_rabbitmq() -> Connection {
     }
 }
 
+/// An HTTP client that sends `Authorization: Bearer <token>` with every request.
+pub fn client_with_token(token: &str) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .context("a token that is not a header value")?;
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -324,6 +336,9 @@ impl Default for StackOptions {
     }
 }
 
+/// The tenant whose token [`Stack::http`] sends.
+pub const TEST_TENANT: &str = "test";
+
 /// One isolated stack: simulator, host and order-api with their own names and ports.
 pub struct Stack {
     /// The AMQP names of this stack.
@@ -332,8 +347,12 @@ pub struct Stack {
     pub api_url: String,
     /// The simulator's base URL.
     pub sim_url: String,
-    /// HTTP client.
+    /// HTTP client; it sends [`Stack::token`] unless a request sets its own `Authorization`.
     pub http: reqwest::Client,
+    /// An API token of the tenant [`TEST_TENANT`].
+    pub token: String,
+    /// An admin API token.
+    pub admin_token: String,
     dir: PathBuf,
     api_port: u16,
     options: StackOptions,
@@ -437,6 +456,8 @@ impl Stack {
             api_url: format!("http://127.0.0.1:{api_port}"),
             sim_url,
             http: reqwest::Client::new(),
+            token: String::new(),
+            admin_token: String::new(),
             dir,
             api_port,
             options,
@@ -474,10 +495,42 @@ impl Stack {
         for index in 0..stack.options.hosts.max(1) {
             stack.start_host_at(index)?;
         }
+        stack.token = stack.create_token(&["--tenant", TEST_TENANT]).await?;
+        stack.admin_token = stack.create_token(&["--admin"]).await?;
+        stack.http = client_with_token(&stack.token)?;
         stack.start_api()?;
         stack.wait_ready().await?;
         stack.wait_for_vendors().await?;
         Ok(stack)
+    }
+
+    /// The orders database's URL.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.join("orders.db").display())
+    }
+
+    /// Runs `order-api tokens create <arguments>` on this stack's database; the token.
+    pub async fn create_token(&self, arguments: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(binary(self.options.profile, "order-api"))
+            .args(["tokens", "create"])
+            .args(arguments)
+            .env("DATABASE_URL", self.database_url())
+            .output()
+            .await
+            .context("running order-api tokens create")?;
+        if !output.status.success() {
+            bail!(
+                "order-api tokens create {} failed: {}",
+                arguments.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?.trim().to_string())
+    }
+
+    /// An HTTP client sending a new token of `tenant`.
+    pub async fn client_of_tenant(&self, tenant: &str) -> anyhow::Result<reqwest::Client> {
+        client_with_token(&self.create_token(&["--tenant", tenant]).await?)
     }
 
     fn start_sim(&mut self, port: u16, tls_port: Option<u16>) -> anyhow::Result<()> {
@@ -575,10 +628,7 @@ impl Stack {
             ("AMQP_URL", AMQP_URL.to_string()),
             ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
             ("LISTEN_ADDR", format!("127.0.0.1:{}", self.api_port)),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}", self.dir.join("orders.db").display()),
-            ),
+            ("DATABASE_URL", self.database_url()),
         ];
         for (key, value) in &self.options.api_env {
             env.push((key.as_str(), value.clone()));
@@ -798,7 +848,7 @@ impl Stack {
                 if order["status"] == status {
                     return Ok(order);
                 }
-                let settled = ["active", "failed", "deleted"];
+                let settled = ["active", "failed", "deleted", "cancelled"];
                 if settled.iter().any(|s| order["status"] == *s) {
                     bail!(
                         "order {id} ended {} instead of {status}: {order}\n{}",
@@ -874,6 +924,18 @@ impl Stack {
         Ok((status, response.json().await.context("reading the answer")?))
     }
 
+    /// `POST /v1/orders/{id}/cancel`: the status code and the answer.
+    pub async fn cancel_order(&self, id: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/v1/orders/{id}/cancel", self.api_url))
+            .send()
+            .await
+            .context("POST /v1/orders/{id}/cancel")?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.context("reading the answer")?))
+    }
+
     /// Arms a simulator fault (`POST /_sim/faults`), e.g.
     /// `{"vendor": "hetzner", "kind": "unauthorized", "count": 5}`.
     pub async fn inject_fault(&self, rule: Value) -> anyhow::Result<()> {
@@ -939,6 +1001,7 @@ impl Stack {
     pub async fn orphan_report(&self) -> anyhow::Result<Value> {
         self.http
             .get(format!("{}/v1/orphans", self.api_url))
+            .bearer_auth(&self.admin_token)
             .send()
             .await
             .context("GET /v1/orphans")?
@@ -963,6 +1026,7 @@ impl Stack {
         let response = self
             .http
             .post(format!("{}/v1/orphans/sweep", self.api_url))
+            .bearer_auth(&self.admin_token)
             .send()
             .await
             .context("POST /v1/orphans/sweep")?;

@@ -1,8 +1,8 @@
 //! `GET /v1/orders/{id}/events`: an order's progress as Server-Sent Events.
 //!
 //! The stream sends the order's event log, then each new event as it is recorded, and ends
-//! with an `end` event once the order has settled (`active`, `failed` or `deleted`: nothing
-//! is in progress). Each event's SSE `id` is its number in the log; a client that
+//! with an `end` event once the order has settled (`active`, `failed`, `deleted` or
+//! `cancelled`: nothing is in progress). Each event's SSE `id` is its number in the log; a client that
 //! reconnects with `Last-Event-ID` gets only what came after. New events are found by
 //! reading the database (every [`POLL`]), so an update applied by any order-api instance
 //! sharing the database reaches every stream.
@@ -17,22 +17,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::http::AppState;
 use crate::http::orders::OrderView;
-use crate::http::problem::ApiError;
-use crate::lifecycle::OrderStatus;
+use crate::http::problem::{ApiError, Problem};
 use crate::store::{Order, OrderEvent, Store};
 
 /// How often a stream looks for new events.
 const POLL: Duration = Duration::from_millis(250);
-
-/// Whether nothing is in progress for an order in `status`: its stream ends.
-fn settled(status: OrderStatus) -> bool {
-    matches!(
-        status,
-        OrderStatus::Active | OrderStatus::Failed | OrderStatus::Deleted
-    )
-}
 
 /// Where a stream is.
 struct Follow {
@@ -57,7 +49,7 @@ impl Follow {
                     .data(data),
             );
         }
-        if settled(order.status) {
+        if order.status.is_settled() {
             let view = OrderView::without_events(order);
             let data = serde_json::to_string(&view).unwrap_or_default();
             self.ready
@@ -93,9 +85,37 @@ impl Follow {
     }
 }
 
+/// One Server-Sent Event of the stream, for the OpenAPI document.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OrderStreamEvent {
+    /// `order-event` (an event of the order's log) or `end` (the order settled).
+    #[schema(example = "order-event")]
+    pub event: String,
+    /// The event's number (`order-event` only): send it back as `Last-Event-ID`.
+    pub id: Option<String>,
+    /// JSON: the log event (`{at, status, message, attempt?}`) or, for `end`, the order.
+    pub data: String,
+}
+
 /// `GET /v1/orders/{id}/events`.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}/events",
+    tag = "orders",
+    params(
+        ("id" = String, Path, description = "The order id"),
+        ("Last-Event-ID" = Option<String>, Header,
+         description = "The id of the last event received: only later events are sent"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `order-event` (data: an event of the order's log; id: its number), then `end` (data: the order) once it settled", content_type = "text/event-stream", body = OrderStreamEvent),
+        (status = 400, description = "A malformed Last-Event-ID", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such order (or another tenant's)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn order_events(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -119,6 +139,7 @@ pub async fn order_events(
         .store
         .events_since(order_id, last)
         .await?
+        .filter(|(order, _)| caller.may_see(&order.tenant))
         .ok_or_else(not_found)?;
     let mut follow = Follow {
         store: state.store.clone(),

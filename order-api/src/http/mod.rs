@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod health;
+pub mod openapi;
 pub mod orders;
 pub mod orphans;
 pub mod problem;
@@ -46,9 +47,12 @@ pub fn app(state: AppState) -> Router {
             get(orders::get_order).delete(orders::delete_order),
         )
         .route("/v1/orders/{id}/events", get(events::order_events))
+        .route("/v1/orders/{id}/cancel", post(orders::cancel_order))
         .route("/v1/vendors", get(orders::list_vendors))
         .route("/v1/orphans", get(orphans::list_orphans))
         .route("/v1/orphans/sweep", post(orphans::sweep_now))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -1,5 +1,5 @@
 //! The orders endpoints: `POST /v1/orders`, `GET /v1/orders/{id}`, `GET /v1/orders`,
-//! `GET /v1/vendors`.
+//! `DELETE /v1/orders/{id}`, `POST /v1/orders/{id}/cancel`, `GET /v1/vendors`.
 
 use std::collections::BTreeMap;
 
@@ -10,16 +10,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use provisioner_contract::{
-    DeleteRequest, HostRequest, ProvisionRequest, ServerSpec, Topology, encode,
+    CancelRequest, DeleteRequest, HostRequest, ProvisionRequest, ServerSpec, Topology, encode,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::http::AppState;
-use crate::http::problem::{ApiError, FieldError};
+use crate::http::problem::{ApiError, FieldError, Problem};
 use crate::lifecycle::OrderStatus;
-use crate::store::{IdempotencyKey, Inserted, Order, OrderEvent, OrderQuery, OutboxMessage};
+use crate::store::{
+    IdempotencyKey, Inserted, Order, OrderEvent, OrderQuery, OutboxMessage, Vendor,
+};
 
 /// The request header that makes a POST safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -38,18 +40,33 @@ const MAX_LABELS: usize = 64;
 const MAX_SSH_KEYS: usize = 32;
 
 /// `POST /v1/orders` body.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
+    /// A vendor some host serves (`GET /v1/vendors`).
+    #[schema(min_length = 1, max_length = 255, example = "hetzner")]
     vendor: String,
+    /// The vendor's region or location code.
+    #[schema(min_length = 1, max_length = 255, example = "fsn1")]
     region: String,
+    /// The vendor's server type.
+    #[schema(min_length = 1, max_length = 255, example = "cx22")]
     size: String,
+    /// The vendor's image name.
+    #[schema(min_length = 1, max_length = 255, example = "ubuntu-24.04")]
     image: String,
+    /// The server's name at the vendor.
+    #[schema(min_length = 1, max_length = 255, example = "web-1")]
     name: String,
+    /// Public SSH keys or the vendor's stored key names (at most 32).
     #[serde(default)]
+    #[schema(max_items = 32)]
     ssh_keys: Vec<String>,
+    /// Cloud-init user data (at most 32 KiB).
     #[serde(default)]
+    #[schema(max_length = 32768)]
     user_data: Option<String>,
+    /// Labels for the server (at most 64).
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
@@ -110,12 +127,29 @@ impl CreateOrder {
 }
 
 /// An order as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     #[serde(flatten)]
     order: Order,
+    /// The order's event log, oldest first (not in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Vec<OrderEvent>>,
+}
+
+/// A page of `GET /v1/orders`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderPage {
+    /// The orders, newest first, without their event logs.
+    orders: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; none on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/vendors`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VendorList {
+    /// The vendors some host serves, by id.
+    vendors: Vec<Vendor>,
 }
 
 impl OrderView {
@@ -174,10 +208,14 @@ fn request_sha256(body: &CreateOrder) -> String {
 
 /// The answer to a retried POST: the order the key made (200, `Idempotent-Replayed: true`),
 /// or 422 when the key came with a different request.
-async fn replay(state: &AppState, key: &IdempotencyKey) -> Result<Response, ApiError> {
+async fn replay(
+    state: &AppState,
+    tenant: &str,
+    key: &IdempotencyKey,
+) -> Result<Response, ApiError> {
     let keyed = state
         .store
-        .keyed_order(&key.key)
+        .keyed_order(tenant, &key.key)
         .await?
         .ok_or_else(|| anyhow::anyhow!("idempotency key '{}' vanished", key.key))?;
     if keyed.request_sha256 != key.request_sha256 {
@@ -209,12 +247,41 @@ async fn replay(state: &AppState, key: &IdempotencyKey) -> Result<Response, ApiE
 /// Nothing is published here: the relay does that after the commit. With an
 /// `Idempotency-Key` the key is recorded in the same transaction, and a retry with the same
 /// key and body answers 200 with the order the first request made.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    request_body = CreateOrder,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "Makes the POST safe to retry: the same key and body answer the order the first request made (1 to 255 visible ASCII characters; per tenant)"),
+    ),
+    responses(
+        (status = 202, description = "Accepted: recorded, to be made in the background", body = OrderView,
+         headers(("location" = String, description = "The order's URL"))),
+        (status = 200, description = "A retry of an earlier POST with the same Idempotency-Key: the order it made", body = OrderView,
+         headers(("location" = String, description = "The order's URL"),
+                 ("idempotent-replayed" = String, description = "`true`"))),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", content_type = "application/problem+json", body = Problem),
+        (status = 403, description = "An admin token: orders belong to a tenant", content_type = "application/problem+json", body = Problem),
+        (status = 413, description = "The body is too large", content_type = "application/problem+json", body = Problem),
+        (status = 415, description = "The body is not sent as application/json", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "Invalid fields, an unknown vendor, or an Idempotency-Key reused with another body", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn create_order(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Json<CreateOrder>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
+    let Caller::Tenant(tenant) = caller else {
+        return Err(ApiError::Forbidden(
+            "an admin token orders nothing: orders belong to a tenant, so use a tenant's token"
+                .into(),
+        ));
+    };
     let key = idempotency_key(&headers)?;
     let Json(body) = body?;
     body.validate()?;
@@ -223,9 +290,13 @@ pub async fn create_order(
         request_sha256: request_sha256(&body),
     });
     if let Some(idempotency) = &idempotency
-        && state.store.keyed_order(&idempotency.key).await?.is_some()
+        && state
+            .store
+            .keyed_order(&tenant, &idempotency.key)
+            .await?
+            .is_some()
     {
-        return replay(&state, idempotency).await;
+        return replay(&state, &tenant, idempotency).await;
     }
     if !state.store.vendor_known(&body.vendor).await? {
         let known = state
@@ -243,6 +314,7 @@ pub async fn create_order(
     let now = Utc::now();
     let order = Order {
         id: Uuid::now_v7(),
+        tenant,
         status: OrderStatus::Pending,
         vendor: body.vendor,
         spec: ServerSpec {
@@ -281,7 +353,7 @@ pub async fn create_order(
         Inserted::New(events) => events,
         // A request with the same key was committed first (at the same moment as this one).
         Inserted::KeyTaken => match &idempotency {
-            Some(idempotency) => return replay(&state, idempotency).await,
+            Some(idempotency) => return replay(&state, &order.tenant, idempotency).await,
             None => return Err(anyhow::anyhow!("an order without a key lost its key").into()),
         },
     };
@@ -303,14 +375,40 @@ pub async fn create_order(
     Ok(response)
 }
 
+/// The order `id` names with its event log, if `caller` may see it: another tenant's order
+/// is not found, exactly as one that does not exist.
+async fn visible_order(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(Order, Vec<OrderEvent>), ApiError> {
+    let not_found = || ApiError::NotFound(format!("no order with id '{id}'"));
+    let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
+    state
+        .store
+        .order(uuid)
+        .await?
+        .filter(|(order, _)| caller.may_see(&order.tenant))
+        .ok_or_else(not_found)
+}
+
 /// `GET /v1/orders/{id}`: the order with its event log.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "The order with its event log", body = OrderView),
+        (status = 404, description = "No such order (or another tenant's)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn get_order(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no order with id '{id}'"));
-    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let (order, events) = state.store.order(uuid).await?.ok_or_else(not_found)?;
+    let (order, events) = visible_order(&state, &caller, &id).await?;
     Ok(Json(OrderView {
         order,
         events: Some(events),
@@ -319,14 +417,24 @@ pub async fn get_order(
 
 /// `DELETE /v1/orders/{id}`: deletes an active order's server (`deleting -> deleted`).
 /// Asking again while it is deleting or deleted answers the order as it is.
+#[utoipa::path(
+    delete,
+    path = "/v1/orders/{id}",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 202, description = "Its server is being deleted (or was)", body = OrderView),
+        (status = 404, description = "No such order (or another tenant's)", content_type = "application/problem+json", body = Problem),
+        (status = 409, description = "The order is not active", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn delete_order(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no order with id '{id}'"));
-    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let (order, _) = state.store.order(uuid).await?.ok_or_else(not_found)?;
+    let (order, _) = visible_order(&state, &caller, &id).await?;
     match (order.status, &order.server) {
         (OrderStatus::Deleting | OrderStatus::Deleted, _) => {}
         (OrderStatus::Active, Some(server)) => {
@@ -356,7 +464,7 @@ pub async fn delete_order(
             )));
         }
     }
-    let (order, events) = state.store.order(uuid).await?.ok_or_else(not_found)?;
+    let (order, events) = visible_order(&state, &caller, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(OrderView {
@@ -367,15 +475,102 @@ pub async fn delete_order(
         .into_response())
 }
 
+/// `POST /v1/orders/{id}/cancel`: cancels an order on its way (`pending`, `queued`,
+/// `provisioning` -> `cancelling` -> `cancelled`); a host deletes the server its create
+/// made, if any. Asking again while it is cancelling or cancelled answers the order as it is;
+/// a settled order is a 409 (an active one's server goes with `DELETE`).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 202, description = "Cancelling (or cancelled)", body = OrderView),
+        (status = 404, description = "No such order (or another tenant's)", content_type = "application/problem+json", body = Problem),
+        (status = 409, description = "The order settled: it cannot be cancelled", content_type = "application/problem+json", body = Problem),
+    ),
+)]
+pub async fn cancel_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (order, _) = visible_order(&state, &caller, &id).await?;
+    match order.status {
+        OrderStatus::Cancelling | OrderStatus::Cancelled => {}
+        status if status.is_cancellable() => {
+            let request = HostRequest::Cancel(CancelRequest {
+                order_id: order.id,
+                vendor: order.vendor.clone(),
+            });
+            let outbox = OutboxMessage {
+                message_id: Uuid::new_v4(),
+                order_id: order.id,
+                routing_key: Topology::request_key(&order.vendor),
+                body: encode(&request),
+                traceparent: Some(traceparent(&headers)),
+                attempts: 0,
+            };
+            // The order may have moved since it was read (it became active: then the answer
+            // below shows it, still active, and a DELETE removes its server).
+            if state.store.request_cancel(order.id, &outbox).await? {
+                state.relay_wakeup.notify_one();
+                tracing::info!(order_id = %order.id, "cancellation requested");
+            } else {
+                let (now, _) = visible_order(&state, &caller, &id).await?;
+                if !matches!(now.status, OrderStatus::Cancelling | OrderStatus::Cancelled) {
+                    return Err(not_cancellable(&id, now.status));
+                }
+            }
+        }
+        status => return Err(not_cancellable(&id, status)),
+    }
+    let (order, events) = visible_order(&state, &caller, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(OrderView {
+            order,
+            events: Some(events),
+        }),
+    )
+        .into_response())
+}
+
+/// The 409 for cancelling a settled order.
+fn not_cancellable(id: &str, status: OrderStatus) -> ApiError {
+    let hint = match status {
+        OrderStatus::Active => "; DELETE /v1/orders/{id} deletes its server",
+        _ => "",
+    };
+    ApiError::Conflict(format!(
+        "order {id} is {status}; only a pending, queued or provisioning order can be cancelled{}",
+        hint.replace("{id}", id)
+    ))
+}
+
 /// `GET /v1/orders` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Admin tokens: only this tenant's orders. A tenant's token lists its own orders only.
+    tenant: Option<String>,
+    /// Only orders in this status.
+    #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
+    /// Only orders for this vendor.
     vendor: Option<String>,
+    /// Only orders created at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     created_after: Option<String>,
+    /// Only orders created before this time (RFC 3339).
+    #[param(format = DateTime)]
     created_before: Option<String>,
+    /// Orders per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
@@ -396,12 +591,36 @@ fn query_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, 
 
 /// `GET /v1/orders`: newest first (by id, which is time-ordered: a page never shifts when
 /// orders are added meanwhile); `next_cursor` fetches the next page. Filters: `status`,
-/// `vendor`, `created_after` (inclusive) and `created_before` (exclusive).
+/// `vendor`, `created_after` (inclusive) and `created_before` (exclusive); for an admin
+/// token also `tenant` (else every tenant's orders). A tenant's token lists its own orders.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    tag = "orders",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of orders, newest first", body = OrderPage),
+        (status = 400, description = "A malformed query parameter", content_type = "application/problem+json", body = Problem),
+    ),
+)]
 pub async fn list_orders(
     State(state): State<AppState>,
+    caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<OrderPage>, ApiError> {
     let Query(query) = query?;
+    let tenant = match (caller.tenant(), query.tenant) {
+        (None, asked) => asked,
+        (Some(own), None) => Some(own.to_string()),
+        (Some(own), Some(asked)) if asked == own => Some(asked),
+        // Another tenant's orders: none that this token may see.
+        (Some(_), Some(_)) => {
+            return Ok(Json(OrderPage {
+                orders: Vec::new(),
+                next_cursor: None,
+            }));
+        }
+    };
     let status = query
         .status
         .as_deref()
@@ -425,6 +644,7 @@ pub async fn list_orders(
     let mut orders = state
         .store
         .orders(&OrderQuery {
+            tenant,
             status,
             vendor: query.vendor,
             created_after,
@@ -446,13 +666,23 @@ pub async fn list_orders(
             events: None,
         })
         .collect();
-    Ok(Json(json!({"orders": orders, "next_cursor": next_cursor})))
+    Ok(Json(OrderPage {
+        orders,
+        next_cursor,
+    }))
 }
 
 /// `GET /v1/vendors`: the vendors hosts have announced.
+#[utoipa::path(
+    get,
+    path = "/v1/vendors",
+    tag = "vendors",
+    responses((status = 200, description = "The vendors some host serves", body = VendorList)),
+)]
 pub async fn list_vendors(
     State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    _caller: Caller,
+) -> Result<Json<VendorList>, ApiError> {
     let vendors = state.store.vendors().await?;
-    Ok(Json(json!({"vendors": vendors})))
+    Ok(Json(VendorList { vendors }))
 }

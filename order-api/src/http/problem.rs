@@ -9,12 +9,32 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// A field that failed validation.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// The JSON field name.
     pub field: String,
     /// What is wrong with it.
     pub message: String,
+}
+
+/// An error answer (RFC 9457 `application/problem+json`), for the OpenAPI document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Names the problem: `/problems/<slug>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this request.
+    pub detail: String,
+    /// `validation-failed`: each field that was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// `unknown-vendor`: the vendors that are served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_vendors: Option<Vec<String>>,
 }
 
 /// Everything the API answers with an error.
@@ -58,9 +78,16 @@ pub enum ApiError {
          a new order needs a new key"
     )]
     IdempotencyKeyReused(String),
-    /// 404 `not-found`.
+    /// 404 `not-found` (also another tenant's order: ids do not leak).
     #[error("{0}")]
     NotFound(String),
+    /// 401 `unauthorized`: no API token, or one that is unknown or revoked.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403 `forbidden`: the token is valid but not for this (an operator endpoint, or an
+    /// admin token ordering).
+    #[error("{0}")]
+    Forbidden(String),
     /// 500 `internal`: logged, answered without detail.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -111,6 +138,8 @@ impl ApiError {
                 "Idempotency-Key reused",
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,7 +174,14 @@ impl IntoResponse for ApiError {
             ApiError::UnknownVendor { known, .. } => body["known_vendors"] = json!(known),
             _ => {}
         }
-        problem_response(status, body)
+        let mut response = problem_response(status, body);
+        if let ApiError::Unauthorized(_) = &self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"provisioner\""),
+            );
+        }
+        response
     }
 }
 

@@ -27,7 +27,7 @@ pub enum OrphanAction {
 }
 
 /// Where an orphan is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrphanState {
     /// Found and left alone (`--orphan-action report`).
@@ -84,7 +84,7 @@ impl OrphanState {
 }
 
 /// A server no order owns, as recorded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Orphan {
     /// The vendor.
     pub vendor: String,
@@ -106,7 +106,7 @@ pub struct Orphan {
 }
 
 /// A vendor's latest sweep.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Sweep {
     /// The vendor.
     pub vendor: String,
@@ -175,7 +175,8 @@ pub fn ownership(vendor: &str, key: &str, server: &ServerInfo, owner: Option<&Ow
         OrderStatus::Pending
         | OrderStatus::Queued
         | OrderStatus::Provisioning
-        | OrderStatus::Deleting => Ownership::Owned,
+        | OrderStatus::Deleting
+        | OrderStatus::Cancelling => Ownership::Owned,
         OrderStatus::Active if owner.vendor_id.as_deref() == Some(server.vendor_id.as_str()) => {
             Ownership::Owned
         }
@@ -188,6 +189,9 @@ pub fn ownership(vendor: &str, key: &str, server: &ServerInfo, owner: Option<&Ow
         }
         OrderStatus::Deleted => Ownership::Orphan(format!(
             "order {key} was deleted; this server is still there"
+        )),
+        OrderStatus::Cancelled => Ownership::Orphan(format!(
+            "order {key} was cancelled; this server is still there"
         )),
     }
 }

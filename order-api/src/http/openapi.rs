@@ -1,0 +1,150 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations (utoipa), served at
+//! `GET /openapi.json`, and a browsable reference at `GET /docs` (Scalar; the page loads its
+//! script from the jsDelivr CDN, so the browser needs the internet, the server does not).
+
+use axum::Json;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use crate::http::problem::{FieldError, Problem};
+use crate::http::{events, orders, orphans};
+
+/// The API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "provisioner order API",
+        description = "Order cloud servers: `POST /v1/orders` answers 202 at once; follow the order \
+                       with `GET /v1/orders/{id}` or its Server-Sent Events. Every request needs \
+                       `Authorization: Bearer <token>` (`order-api tokens create`)."
+    ),
+    paths(
+        orders::create_order,
+        orders::list_orders,
+        orders::get_order,
+        orders::delete_order,
+        orders::cancel_order,
+        events::order_events,
+        orders::list_vendors,
+        orphans::list_orphans,
+        orphans::sweep_now,
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&BearerTokens),
+    security(("bearer" = [])),
+    tags(
+        (name = "orders", description = "Ordering, following, cancelling and deleting servers"),
+        (name = "vendors", description = "The vendors hosts serve"),
+        (name = "operators", description = "Admin tokens only"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Declares the bearer-token scheme and the `401` every operation can answer.
+struct BearerTokens;
+
+impl Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token: `order-api tokens create`"))
+                    .build(),
+            ),
+        );
+        let unauthorized = ResponseBuilder::new()
+            .description("No token, or an unknown or revoked one")
+            .header(
+                "www-authenticate",
+                utoipa::openapi::header::Header::new(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::Type::String),
+                ),
+            )
+            .content(
+                "application/problem+json",
+                Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "Problem",
+                )))),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.put,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation
+                    .responses
+                    .responses
+                    .insert("401".into(), RefOr::T(unauthorized.clone()));
+            }
+        }
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi_json() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+/// `GET /docs`: the API reference page.
+pub async fn docs() -> impl IntoResponse {
+    let page = utoipa_scalar::Scalar::new(ApiDoc::openapi()).to_html();
+    ([(header::CACHE_CONTROL, "no-cache")], Html(page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document is OpenAPI 3.1, every operation needs the bearer token and may answer
+    /// 401, and every `/v1` route is in it.
+    #[test]
+    fn documents_every_route_with_its_auth() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serialisable");
+        assert!(
+            doc["openapi"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("3.1")
+        );
+        assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
+        let paths: Vec<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for path in [
+            "/v1/orders",
+            "/v1/orders/{id}",
+            "/v1/orders/{id}/events",
+            "/v1/orders/{id}/cancel",
+            "/v1/vendors",
+            "/v1/orphans",
+            "/v1/orphans/sweep",
+        ] {
+            assert!(paths.contains(&path), "{path} missing from {paths:?}");
+        }
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                assert!(
+                    operation["responses"]["401"].is_object(),
+                    "{method} {path} has no 401"
+                );
+            }
+        }
+    }
+}
