@@ -411,25 +411,13 @@ impl Store {
         order_id: Uuid,
         outbox: &OutboxMessage,
     ) -> anyhow::Result<bool> {
-        let mut tx = self
-            .writer
-            .begin()
-            .await
-            .context("starting a transaction")?;
-        if !compare_and_set(&mut tx, order_id, lifecycle::DELETE_REQUESTED, None, None).await? {
-            return Ok(false);
-        }
-        let now = Utc::now();
-        let event = OrderEvent {
-            at: now,
-            status: OrderStatus::Deleting,
-            message: "deletion requested".into(),
-            attempt: None,
-        };
-        insert_event(&mut tx, order_id, &event).await?;
-        insert_outbox(&mut tx, outbox, now).await?;
-        tx.commit().await.context("committing the delete request")?;
-        Ok(true)
+        self.request_change(
+            order_id,
+            lifecycle::DELETE_REQUESTED,
+            "deletion requested",
+            outbox,
+        )
+        .await
     }
 
     /// Moves an order on its way to `cancelling` and queues its cancel request, dropping its
@@ -440,16 +428,35 @@ impl Store {
         order_id: Uuid,
         outbox: &OutboxMessage,
     ) -> anyhow::Result<bool> {
+        self.request_change(
+            order_id,
+            lifecycle::CANCEL_REQUESTED,
+            "cancellation requested",
+            outbox,
+        )
+        .await
+    }
+
+    /// A user's change (`step`), with `message` in the event log and `outbox` queued, in one
+    /// transaction; whatever else the order had waiting in the outbox is dropped (a cancel's
+    /// unpublished create never goes out; a create that the relay is publishing right now may
+    /// still reach a host, and the cancel or the late server's delete covers it). `false`
+    /// when the order was not in one of the step's sources (nothing changed).
+    async fn request_change(
+        &self,
+        order_id: Uuid,
+        step: Transition,
+        message: &str,
+        outbox: &OutboxMessage,
+    ) -> anyhow::Result<bool> {
         let mut tx = self
             .writer
             .begin()
             .await
             .context("starting a transaction")?;
-        if !compare_and_set(&mut tx, order_id, lifecycle::CANCEL_REQUESTED, None, None).await? {
+        if !compare_and_set(&mut tx, order_id, step, None, None).await? {
             return Ok(false);
         }
-        // A create not yet published never goes out. One the relay is publishing right now
-        // may still reach a host: the cancel request or the late server's delete covers it.
         sqlx::query("DELETE FROM outbox WHERE order_id = ?")
             .bind(order_id.to_string())
             .execute(&mut *tx)
@@ -458,13 +465,15 @@ impl Store {
         let now = Utc::now();
         let event = OrderEvent {
             at: now,
-            status: OrderStatus::Cancelling,
-            message: "cancellation requested".into(),
+            status: step.target,
+            message: message.into(),
             attempt: None,
         };
         insert_event(&mut tx, order_id, &event).await?;
         insert_outbox(&mut tx, outbox, now).await?;
-        tx.commit().await.context("committing the cancel request")?;
+        tx.commit()
+            .await
+            .with_context(|| format!("committing the move to {}", step.target))?;
         Ok(true)
     }
 

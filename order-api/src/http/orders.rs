@@ -392,6 +392,31 @@ async fn visible_order(
         .ok_or_else(not_found)
 }
 
+/// The outbox row that sends `request` about `order` to its vendor's queue.
+fn outbox_for(order: &Order, request: &HostRequest, headers: &HeaderMap) -> OutboxMessage {
+    OutboxMessage {
+        message_id: Uuid::new_v4(),
+        order_id: order.id,
+        routing_key: Topology::request_key(&order.vendor),
+        body: encode(request),
+        traceparent: Some(traceparent(headers)),
+        attempts: 0,
+    }
+}
+
+/// `202` with the order as it is now (after a delete or cancel was asked for).
+async fn accepted_order(state: &AppState, caller: &Caller, id: &str) -> Result<Response, ApiError> {
+    let (order, events) = visible_order(state, caller, id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(OrderView {
+            order,
+            events: Some(events),
+        }),
+    )
+        .into_response())
+}
+
 /// `GET /v1/orders/{id}`: the order with its event log.
 #[utoipa::path(
     get,
@@ -443,14 +468,7 @@ pub async fn delete_order(
                 vendor: order.vendor.clone(),
                 server: server.clone(),
             });
-            let outbox = OutboxMessage {
-                message_id: Uuid::new_v4(),
-                order_id: order.id,
-                routing_key: Topology::request_key(&order.vendor),
-                body: encode(&request),
-                traceparent: Some(traceparent(&headers)),
-                attempts: 0,
-            };
+            let outbox = outbox_for(&order, &request, &headers);
             // A concurrent update may have moved the order since it was read; then the
             // answer below shows where it is now.
             if state.store.request_delete(order.id, &outbox).await? {
@@ -464,15 +482,7 @@ pub async fn delete_order(
             )));
         }
     }
-    let (order, events) = visible_order(&state, &caller, &id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(OrderView {
-            order,
-            events: Some(events),
-        }),
-    )
-        .into_response())
+    accepted_order(&state, &caller, &id).await
 }
 
 /// `POST /v1/orders/{id}/cancel`: cancels an order on its way (`pending`, `queued`,
@@ -504,14 +514,7 @@ pub async fn cancel_order(
                 order_id: order.id,
                 vendor: order.vendor.clone(),
             });
-            let outbox = OutboxMessage {
-                message_id: Uuid::new_v4(),
-                order_id: order.id,
-                routing_key: Topology::request_key(&order.vendor),
-                body: encode(&request),
-                traceparent: Some(traceparent(&headers)),
-                attempts: 0,
-            };
+            let outbox = outbox_for(&order, &request, &headers);
             // The order may have moved since it was read (it became active: then the answer
             // below shows it, still active, and a DELETE removes its server).
             if state.store.request_cancel(order.id, &outbox).await? {
@@ -526,15 +529,7 @@ pub async fn cancel_order(
         }
         status => return Err(not_cancellable(&id, status)),
     }
-    let (order, events) = visible_order(&state, &caller, &id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(OrderView {
-            order,
-            events: Some(events),
-        }),
-    )
-        .into_response())
+    accepted_order(&state, &caller, &id).await
 }
 
 /// The 409 for cancelling a settled order.
