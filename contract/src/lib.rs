@@ -8,7 +8,7 @@
 //! - [`topology`]: exchange, queue and routing-key names (with an optional prefix so tests
 //!   can run side by side) and the code that declares them.
 //! - [`messages`]: the serde types that travel: [`HostRequest`] (order-api -> host: create,
-//!   delete, cancel, the orphan sweep's listing and deletes), [`HostMessage`] (host -> order-api:
+//!   delete, cancel, the orphan sweep's listing and deletes; validations and their replies), [`HostMessage`] (host -> order-api:
 //!   order updates, vendor announcements, inventories, orphan deletes).
 //! - [`envelope`]: AMQP properties every message carries (`message_id`, `correlation_id`,
 //!   schema version, `traceparent`) and decoding with the schema check.
@@ -29,6 +29,7 @@ pub use envelope::{
 pub use messages::{
     CancelRequest, DeleteRequest, Fault, HostMessage, HostRequest, LabelledServer, Listing,
     OrderUpdate, OrphanDeleteRequest, OrphanDeleted, ProvisionRequest, ServerInfo, ServerSpec,
-    ServerStatus, SweepRequest, UpdateKind, VendorAnnouncement, VendorInventory, VendorWithdrawal,
+    ServerStatus, SweepRequest, UpdateKind, ValidateReply, ValidateRequest, VendorAnnouncement,
+    VendorInventory, VendorWithdrawal,
 };
-pub use topology::{LEASE_QUEUE_EXPIRES_MS, LEASE_SHARDS, Topology};
+pub use topology::{LEASE_QUEUE_EXPIRES_MS, LEASE_SHARDS, Topology, VALIDATE_TTL_MS};

@@ -66,6 +66,36 @@ pub struct CancelRequest {
     pub vendor: String,
 }
 
+/// order-api -> host, request and reply (`validate.<vendor>`, reply to
+/// `amq.rabbitmq.reply-to`): would the vendor's plugin accept this server? The plugin's
+/// `validate` runs without the network, so the answer comes in a millisecond or two; order-api
+/// asks before it accepts an order, so a size the vendor does not have is a 422 at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidateRequest {
+    /// The vendor whose plugin judges it.
+    pub vendor: String,
+    /// The server as ordered.
+    pub spec: ServerSpec,
+}
+
+/// host -> order-api: the plugin's verdict on a [`ValidateRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum ValidateReply {
+    /// The plugin accepts it.
+    Valid,
+    /// The plugin refuses it: why, in the plugin's words.
+    Invalid {
+        /// What is wrong.
+        message: String,
+    },
+    /// The plugin could not judge (it failed, trapped, or is not loaded here).
+    Unchecked {
+        /// Why.
+        reason: String,
+    },
+}
+
 /// order-api -> host: list the servers at this vendor that carry our idempotency key
 /// (the orphan sweep). The host answers with [`HostMessage::Inventory`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

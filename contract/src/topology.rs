@@ -27,6 +27,9 @@ pub const RETRY_QUEUE_HEADER: &str = "provisioner-retry-queue";
 /// few milliseconds that is rare. Every host must use the same number.
 pub const LEASE_SHARDS: u32 = 1024;
 
+/// How long a validation waits on its queue before it is dropped (milliseconds).
+pub const VALIDATE_TTL_MS: i64 = 5_000;
+
 /// A lock queue unused this long (no consumer, no declare) is deleted by the broker.
 pub const LEASE_QUEUE_EXPIRES_MS: i64 = 10 * 60 * 1000;
 
@@ -269,6 +272,58 @@ impl Topology {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    /// The queue a vendor's hosts answer validations from (`validate.<vendor>`).
+    pub fn validate_queue(&self, vendor: &str) -> String {
+        format!("{}provision.validate.{vendor}", self.prefix)
+    }
+
+    /// Routing key of a validation for `vendor`.
+    pub fn validate_key(vendor: &str) -> String {
+        format!("validate.{vendor}")
+    }
+
+    /// Declares a vendor's validation queue and binds it to `validate.<vendor>`: classic,
+    /// not durable, deleted with its last consumer (so with no host serving validations a
+    /// validation is unroutable and returned at once, instead of waiting for its time-out),
+    /// and a validation nobody took within [`VALIDATE_TTL_MS`] is dropped (its asker gave
+    /// up by then). Every host declares it with these exact arguments.
+    pub async fn declare_validate_queue(
+        &self,
+        channel: &Channel,
+        vendor: &str,
+    ) -> Result<(), lapin::Error> {
+        let queue = self.validate_queue(vendor);
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("classic".into()),
+        );
+        arguments.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(VALIDATE_TTL_MS),
+        );
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.exchange().into(),
+                Self::validate_key(vendor).as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         Ok(())
     }
 

@@ -20,6 +20,7 @@
 //! - [`metrics`]: the host's Prometheus series (plugin calls) and their endpoint.
 //! - [`retry`]: retries of failed creates through delay queues: backoff, jitter,
 //!   `Retry-After`, the per-order budget.
+//! - [`validations`]: answers order-api's validations with the plugin's `validate`.
 //! - [`worker`]: the AMQP side: consumers per vendor (started and stopped as plugins come
 //!   and go), publishing events and results, acking only after the result is confirmed;
 //!   vendor announcements and withdrawals; reconnects; shutdown.
@@ -37,4 +38,5 @@ pub mod retry;
 pub mod runtime;
 pub mod sandbox;
 pub mod throttle;
+pub mod validations;
 pub mod worker;

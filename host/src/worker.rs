@@ -39,6 +39,7 @@ use crate::lease::Leases;
 use crate::provision::{self, PollPolicy};
 use crate::retry::{Decision, RetryPolicy, RetryState, retry_properties};
 use crate::runtime::Plugin;
+use crate::validations::ValidationService;
 
 /// The leases of this host with the session's connection they are taken on.
 #[derive(Clone)]
@@ -126,6 +127,10 @@ struct Consumers<'a> {
     channels: HashMap<String, (Channel, String)>,
     /// Channels of removed vendors: still carrying the acks of their in-flight work.
     retired: Vec<Channel>,
+    /// Each vendor's validation service.
+    validations: HashMap<String, ValidationService>,
+    /// The plugins in service (the validation services look their vendor's up).
+    plugins: watch::Receiver<PluginSet>,
 }
 
 impl Consumers<'_> {
@@ -169,12 +174,24 @@ impl Consumers<'_> {
                 Err(anyhow::anyhow!("the broker ended the consumer of {ended}"))
             }));
         self.streams.insert(vendor.clone(), Box::pin(deliveries));
-        self.channels.insert(vendor, (channel, tag));
+        self.channels.insert(vendor.clone(), (channel, tag));
+        let validations = ValidationService::start(
+            self.connection,
+            topology,
+            &vendor,
+            &self.settings.host_id,
+            self.plugins.clone(),
+        )
+        .await?;
+        self.validations.insert(vendor, validations);
         Ok(())
     }
 
     /// Stops taking the vendor's requests; in-flight work still finishes and acks.
     async fn stop(&mut self, vendor: &str) {
+        if let Some(validations) = self.validations.remove(vendor) {
+            validations.stop().await;
+        }
         self.streams.remove(vendor);
         if let Some((channel, tag)) = self.channels.remove(vendor) {
             let _ = channel
@@ -239,6 +256,8 @@ async fn session(
         streams: StreamMap::new(),
         channels: HashMap::new(),
         retired: Vec::new(),
+        validations: HashMap::new(),
+        plugins: plugins.clone(),
     };
     let mut current: PluginSet = plugins.borrow_and_update().clone();
     for plugin in current.values() {

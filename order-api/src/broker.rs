@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{self, Metrics};
 use crate::store::{OrphanAction, Store};
 use crate::sweep::{self, SweepSettings};
+use crate::validation::{Validator, ValidatorSlot};
 use crate::{relay, results};
 
 /// What the supervisor needs.
@@ -33,6 +34,10 @@ pub struct BrokerSettings {
     pub orphan_action: OrphanAction,
     /// The series `/metrics` serves.
     pub metrics: Arc<Metrics>,
+    /// Wakes the webhook deliverer when an order settled.
+    pub webhook_wakeup: Arc<Notify>,
+    /// Where the session's validation channel goes, for the handlers.
+    pub validator: ValidatorSlot,
 }
 
 /// Runs sessions until `shutdown` is cancelled.
@@ -46,6 +51,7 @@ pub async fn run(settings: BrokerSettings, store: Store, shutdown: CancellationT
         tracing::info!("connected to RabbitMQ");
         let outcome = session(&connection, &settings, &store, &shutdown).await;
         settings.up.store(false, Ordering::Relaxed);
+        settings.validator.set(None).await;
         let _ = connection.close(200, "order-api closing".into()).await;
         match outcome {
             Ok(()) => return,
@@ -77,10 +83,12 @@ async fn session(
         .create_channel()
         .await
         .context("opening a channel")?;
+    let validator = Validator::open(connection, &settings.topology).await?;
+    settings.validator.set(Some(Arc::new(validator))).await;
     settings.up.store(true, Ordering::Relaxed);
     let outcome = tokio::select! {
         outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone(), settings.metrics.clone()) => outcome,
-        outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action, &settings.metrics, &settings.relay_wakeup) => outcome,
+        outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action, &settings.metrics, [&settings.relay_wakeup, &settings.webhook_wakeup]) => outcome,
         outcome = metrics::sample_queues(connection, &settings.topology, &settings.metrics, store) => outcome,
         outcome = sweep::run(store.clone(), publisher.clone(), settings.sweep.clone()) => outcome,
         _ = shutdown.cancelled() => Ok(()),

@@ -99,6 +99,21 @@ pub struct ApiConfig {
     /// no order owns are orphans). 0: sweep only on `POST /v1/orphans/sweep`.
     #[arg(long, env = "ORPHAN_SWEEP_INTERVAL_SECS", default_value_t = 3_600)]
     pub orphan_sweep_interval_secs: u64,
+    /// Milliseconds a host has to check a new order with the vendor's plugin before it is
+    /// accepted (a refusal is a 422 at once); without an answer in time the order is
+    /// accepted unchecked. 0: orders are not checked before they are accepted.
+    #[arg(long, env = "VALIDATE_TIMEOUT_MS", default_value_t = 2_000)]
+    pub validate_timeout_ms: u64,
+    /// The wait before a failed webhook's second attempt (milliseconds); it doubles with every
+    /// attempt after, up to an hour.
+    #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub webhook_retry_base_ms: u64,
+    /// Attempts before a webhook delivery is given up (recorded in the order's event log).
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
+    pub webhook_max_attempts: u32,
+    /// Seconds a webhook receiver has to answer.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
     /// What happens to orphans: `report` records them (`GET /v1/orphans`, a warning in the
     /// log); `delete` also has a host delete them.
     #[arg(long, env = "ORPHAN_ACTION", value_enum, default_value_t = OrphanAction::Report)]

@@ -16,6 +16,9 @@
 //!   result); the host's idempotent create or delete settles it.
 //! - [`sweep`]: the orphan sweep: asks hosts to list the servers carrying our key and
 //!   sends the deletes of those no order owns (`--orphan-action delete`).
+//! - [`validation`]: asks a host to check an order with the vendor's plugin before it is
+//!   accepted (direct reply-to), accepting it unchecked when no host can answer.
+//! - [`webhooks`]: calls an order's webhook URL when it settles (signed, retried).
 //! - [`broker`]: the session supervisor that (re)connects and runs relay, consumer and
 //!   sweeper.
 //! - [`serve`]: the whole service on an already-bound listener until shutdown.
@@ -31,7 +34,9 @@ pub mod results;
 pub mod store;
 pub mod sweep;
 pub mod tokens;
+pub mod validation;
 pub mod watchdog;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -55,6 +60,8 @@ pub async fn serve(
     let broker_up = Arc::new(AtomicBool::new(false));
     let sweep_now = Arc::new(Notify::new());
     let metrics = metrics::Metrics::new();
+    let webhook_wakeup = Arc::new(Notify::new());
+    let validator = validation::ValidatorSlot::default();
     let supervisor = tokio::spawn(broker::run(
         broker::BrokerSettings {
             amqp_url: config.amqp.amqp_url.clone(),
@@ -68,6 +75,8 @@ pub async fn serve(
             ),
             orphan_action: config.orphan_action,
             metrics: metrics.clone(),
+            webhook_wakeup: webhook_wakeup.clone(),
+            validator: validator.clone(),
         },
         store.clone(),
         shutdown.clone(),
@@ -81,7 +90,20 @@ pub async fn serve(
         },
         shutdown.clone(),
     ));
+    let deliverer = tokio::spawn(webhooks::run(
+        store.clone(),
+        webhooks::WebhookSettings {
+            retry_base: std::time::Duration::from_millis(config.webhook_retry_base_ms.max(1)),
+            max_attempts: config.webhook_max_attempts.max(1),
+            timeout: std::time::Duration::from_secs(config.webhook_timeout_secs.max(1)),
+        },
+        webhook_wakeup.clone(),
+        shutdown.clone(),
+    ));
     let state = http::AppState {
+        validator,
+        validate_timeout: (config.validate_timeout_ms > 0)
+            .then(|| std::time::Duration::from_millis(config.validate_timeout_ms)),
         store,
         relay_wakeup,
         broker_up,
@@ -96,5 +118,6 @@ pub async fn serve(
     shutdown.cancel();
     supervisor.await.context("joining the broker supervisor")?;
     watchdog.await.context("joining the watchdog")?;
+    deliverer.await.context("joining the webhook deliverer")?;
     Ok(())
 }

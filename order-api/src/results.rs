@@ -36,7 +36,7 @@ pub async fn run(
     store: Store,
     orphan_action: OrphanAction,
     metrics: &Metrics,
-    relay_wakeup: &Notify,
+    [relay_wakeup, webhook_wakeup]: [&Notify; 2],
 ) -> anyhow::Result<()> {
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
@@ -67,7 +67,7 @@ pub async fn run(
             topology,
             orphan_action,
             metrics,
-            relay_wakeup,
+            [relay_wakeup, webhook_wakeup],
             deliveries,
         )
         .await?;
@@ -84,7 +84,7 @@ async fn handle_batch(
     topology: &Topology,
     orphan_action: OrphanAction,
     metrics: &Metrics,
-    relay_wakeup: &Notify,
+    [relay_wakeup, webhook_wakeup]: [&Notify; 2],
     deliveries: Vec<Delivery>,
 ) -> anyhow::Result<()> {
     let mut updates: Vec<(Envelope, OrderUpdate, Delivery)> = Vec::new();
@@ -136,8 +136,10 @@ async fn handle_batch(
     let outcome = store.apply_updates(&batch).await.map(|applied| {
         for ((envelope, update, _), applied) in updates.iter().zip(applied) {
             log_applied(envelope, update, applied);
-            if applied == Applied::LateServerDeleted {
-                relay_wakeup.notify_one();
+            match applied {
+                Applied::LateServerDeleted => relay_wakeup.notify_one(),
+                Applied::Moved(status) if status.is_settled() => webhook_wakeup.notify_one(),
+                _ => {}
             }
             metrics.order_update(&update.vendor, update_kind(&update.kind));
         }

@@ -26,8 +26,10 @@ use crate::lifecycle::{self, OrderStatus, Transition};
 
 mod orphans;
 mod tokens;
+mod webhooks;
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use tokens::{NewToken, TokenInfo};
+pub use webhooks::WebhookDelivery;
 
 /// The database handle; cheap to clone.
 #[derive(Clone)]
@@ -101,6 +103,8 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// Called when the order settles (see [`crate::webhooks`]).
+    pub webhook_url: Option<String>,
 }
 
 /// One line of an order's event log.
@@ -833,6 +837,7 @@ fn order_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Order> {
         fault: parse_json(row.try_get("fault")?)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        webhook_url: row.try_get("webhook_url")?,
     })
 }
 
@@ -887,6 +892,7 @@ async fn apply_in(
         attempt: Some(update.attempt),
     };
     insert_event(tx, update.order_id, &event).await?;
+    webhooks::queue_webhook(tx, update.order_id, step.target).await?;
     Ok(Applied::Moved(step.target))
 }
 
@@ -1009,8 +1015,8 @@ async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Resu
         }
         sqlx::query(
             "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
-             user_data, labels, server, fault, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+             user_data, labels, server, fault, created_at, updated_at, webhook_url) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)",
         )
         .bind(order.id.to_string())
         .bind(&order.tenant)
@@ -1025,6 +1031,7 @@ async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Resu
         .bind(json(&order.spec.labels))
         .bind(order.created_at)
         .bind(order.updated_at)
+        .bind(&order.webhook_url)
         .execute(&mut *tx)
         .await
         .context("inserting the order")?;

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use provisioner_tests::{Stack, StackOptions, workspace_root};
+
 use serde_json::Value;
 
 #[tokio::test]
@@ -68,6 +69,8 @@ async fn the_served_document_describes_the_api_and_the_api_keeps_to_it() -> anyh
             ])
             .args(["--max-examples", "30", "--request-timeout", "10"])
             .env("NO_COLOR", "1")
+            // Its cache (.schemathesis/) goes to target/, not the source tree.
+            .current_dir(provisioner_tests::target_dir())
             .output()
             .await?;
         let report = format!(

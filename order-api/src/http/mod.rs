@@ -19,6 +19,7 @@ use tracing::Level;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::validation::ValidatorSlot;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -33,6 +34,10 @@ pub struct AppState {
     pub sweep_now: Arc<Notify>,
     /// The series `/metrics` serves.
     pub metrics: Arc<Metrics>,
+    /// Checks orders with the vendor's plugin (through a host) before they are accepted.
+    pub validator: ValidatorSlot,
+    /// How long a check may take; `None`: orders are not checked before they are accepted.
+    pub validate_timeout: Option<std::time::Duration>,
 }
 
 /// The order API's router.
@@ -49,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/orders/{id}/events", get(events::order_events))
         .route("/v1/orders/{id}/cancel", post(orders::cancel_order))
         .route("/v1/vendors", get(orders::list_vendors))
+        .route("/v1/webhooks/secret", get(orders::webhook_secret))
         .route("/v1/orphans", get(orphans::list_orphans))
         .route("/v1/orphans/sweep", post(orphans::sweep_now))
         .route("/openapi.json", get(openapi::openapi_json))

@@ -29,6 +29,7 @@ use crate::http::{events, orders, orphans};
         orders::cancel_order,
         events::order_events,
         orders::list_vendors,
+        orders::webhook_secret,
         orphans::list_orphans,
         orphans::sweep_now,
     ),
@@ -135,6 +136,7 @@ mod tests {
             "/v1/vendors",
             "/v1/orphans",
             "/v1/orphans/sweep",
+            "/v1/webhooks/secret",
         ] {
             assert!(paths.contains(&path), "{path} missing from {paths:?}");
         }

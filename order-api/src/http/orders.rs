@@ -22,6 +22,7 @@ use crate::lifecycle::OrderStatus;
 use crate::store::{
     IdempotencyKey, Inserted, Order, OrderEvent, OrderQuery, OutboxMessage, Vendor,
 };
+use crate::validation::Verdict;
 
 /// The request header that makes a POST safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -69,6 +70,11 @@ pub struct CreateOrder {
     /// Labels for the server (at most 64).
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// An `http://` or `https://` URL called (signed, retried) when the order settles:
+    /// `active`, `failed`, `deleted` or `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048, example = "https://example.com/hooks/orders")]
+    webhook_url: Option<String>,
 }
 
 impl CreateOrder {
@@ -118,12 +124,32 @@ impl CreateOrder {
         if self.ssh_keys.iter().any(|k| k.trim().is_empty()) {
             reject("ssh_keys", "keys must not be empty".into());
         }
+        if let Some(url) = &self.webhook_url
+            && let Err(message) = check_webhook_url(url)
+        {
+            reject("webhook_url", message);
+        }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(ApiError::Validation(errors))
         }
     }
+}
+
+/// Longest accepted webhook URL.
+const MAX_WEBHOOK_URL: usize = 2048;
+
+/// A webhook URL must be an absolute `http` or `https` URL with a host.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_WEBHOOK_URL {
+        return Err(format!("must be at most {MAX_WEBHOOK_URL} characters"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|error| format!("is not a URL ({error})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    Ok(())
 }
 
 /// An order as the API shows it.
@@ -266,7 +292,7 @@ async fn replay(
         (status = 403, description = "An admin token: orders belong to a tenant", content_type = "application/problem+json", body = Problem),
         (status = 413, description = "The body is too large", content_type = "application/problem+json", body = Problem),
         (status = 415, description = "The body is not sent as application/json", content_type = "application/problem+json", body = Problem),
-        (status = 422, description = "Invalid fields, an unknown vendor, or an Idempotency-Key reused with another body", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "Invalid fields, an unknown vendor, a server the vendor's plugin refuses, or an Idempotency-Key reused with another body", content_type = "application/problem+json", body = Problem),
     ),
 )]
 pub async fn create_order(
@@ -311,25 +337,41 @@ pub async fn create_order(
             known,
         });
     }
+    let spec = ServerSpec {
+        name: body.name,
+        region: body.region,
+        size: body.size,
+        image: body.image,
+        ssh_keys: body.ssh_keys,
+        user_data: body.user_data,
+        labels: body.labels,
+    };
+    if let Some(timeout) = state.validate_timeout {
+        match state.validator.check(&body.vendor, &spec, timeout).await {
+            Verdict::Valid => {}
+            Verdict::Invalid(message) => {
+                return Err(ApiError::RefusedByVendor {
+                    vendor: body.vendor,
+                    message,
+                });
+            }
+            Verdict::Unchecked(reason) => {
+                tracing::info!(vendor = %body.vendor, "accepting an order without the plugin's check: {reason}");
+            }
+        }
+    }
     let now = Utc::now();
     let order = Order {
         id: Uuid::now_v7(),
         tenant,
         status: OrderStatus::Pending,
         vendor: body.vendor,
-        spec: ServerSpec {
-            name: body.name,
-            region: body.region,
-            size: body.size,
-            image: body.image,
-            ssh_keys: body.ssh_keys,
-            user_data: body.user_data,
-            labels: body.labels,
-        },
+        spec,
         server: None,
         fault: None,
         created_at: now,
         updated_at: now,
+        webhook_url: body.webhook_url,
     };
     let request = HostRequest::Create(ProvisionRequest {
         order_id: order.id,
@@ -665,6 +707,39 @@ pub async fn list_orders(
         orders,
         next_cursor,
     }))
+}
+
+/// `GET /v1/webhooks/secret`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookSecret {
+    /// The tenant whose webhooks it signs.
+    tenant: String,
+    /// `whsec_` and the base64 of the HMAC-SHA256 key.
+    secret: String,
+}
+
+/// `GET /v1/webhooks/secret`: the caller's tenant's webhook signing secret (made on first
+/// use).
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/secret",
+    tag = "orders",
+    responses(
+        (status = 200, description = "The key that signs this tenant's webhooks", body = WebhookSecret),
+        (status = 403, description = "An admin token: secrets belong to tenants", content_type = "application/problem+json", body = Problem),
+    ),
+)]
+pub async fn webhook_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<WebhookSecret>, ApiError> {
+    let Caller::Tenant(tenant) = caller else {
+        return Err(ApiError::Forbidden(
+            "webhook secrets belong to tenants: use a tenant's token".into(),
+        ));
+    };
+    let secret = state.store.webhook_secret(&tenant).await?;
+    Ok(Json(WebhookSecret { tenant, secret }))
 }
 
 /// `GET /v1/vendors`: the vendors hosts have announced.

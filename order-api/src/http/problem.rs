@@ -35,6 +35,9 @@ pub struct Problem {
     /// `unknown-vendor`: the vendors that are served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known_vendors: Option<Vec<String>>,
+    /// `refused-by-vendor`: the vendor whose plugin refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
 }
 
 /// Everything the API answers with an error.
@@ -62,6 +65,14 @@ pub enum ApiError {
         vendor: String,
         /// The vendors that are served.
         known: Vec<String>,
+    },
+    /// 422 `refused-by-vendor`: the vendor's plugin refuses the server (its `validate`).
+    #[error("the {vendor} plugin refuses this server: {message}")]
+    RefusedByVendor {
+        /// The vendor.
+        vendor: String,
+        /// The plugin's reason.
+        message: String,
     },
     /// 400 `invalid-query`: a query parameter is wrong.
     #[error("{0}")]
@@ -122,6 +133,11 @@ impl ApiError {
                 "unknown-vendor",
                 "Unknown vendor",
             ),
+            ApiError::RefusedByVendor { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refused-by-vendor",
+                "Refused by the vendor's plugin",
+            ),
             ApiError::InvalidQuery(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid-query",
@@ -172,6 +188,7 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Validation(errors) => body["errors"] = json!(errors),
             ApiError::UnknownVendor { known, .. } => body["known_vendors"] = json!(known),
+            ApiError::RefusedByVendor { vendor, .. } => body["vendor"] = json!(vendor),
             _ => {}
         }
         let mut response = problem_response(status, body);

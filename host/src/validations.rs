@@ -1,0 +1,149 @@
+//! Answers order-api's validations for one vendor: consumes `provision.validate.<vendor>`,
+//! runs the plugin's `validate` (no network; a millisecond) on the ordered server and
+//! replies to the asker's `reply_to` (RabbitMQ's direct reply-to) with the verdict.
+//!
+//! A lost validation costs nothing: the asker gives up after its time-out and accepts the
+//! order unchecked (the plugin's create refuses a bad one later), so deliveries are taken
+//! without acks.
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use provisioner_contract::{
+    Envelope, ProvisionRequest, Topology, ValidateReply, ValidateRequest, decode, encode,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::bindings::types::ProviderError;
+use crate::catalog::PluginSet;
+use crate::provision;
+use crate::runtime::{CallError, Plugin};
+
+/// Validations answered at once per vendor and host.
+const PREFETCH: u16 = 64;
+
+/// A vendor's running validation service; [`ValidationService::stop`] ends it.
+pub struct ValidationService {
+    channel: Channel,
+    tag: String,
+    task: JoinHandle<()>,
+}
+
+impl ValidationService {
+    /// Declares the vendor's validation queue and answers from it with whichever plugin
+    /// `plugins` has for the vendor at the time.
+    pub async fn start(
+        connection: &Connection,
+        topology: &Topology,
+        vendor: &str,
+        host_id: &str,
+        plugins: watch::Receiver<PluginSet>,
+    ) -> anyhow::Result<Self> {
+        let channel = connection
+            .create_channel()
+            .await
+            .context("opening a validation channel")?;
+        topology
+            .declare_validate_queue(&channel, vendor)
+            .await
+            .with_context(|| format!("declaring the validation queue of {vendor}"))?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .context("setting the validation prefetch")?;
+        let tag = format!("{host_id}-{vendor}-validate");
+        let mut consumer = channel
+            .basic_consume(
+                topology.validate_queue(vendor).as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("consuming the validation queue of {vendor}"))?;
+        let replies = channel.clone();
+        let vendor = vendor.to_string();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let Some(reply_to) = delivery.properties.reply_to().clone() else {
+                    continue;
+                };
+                let decoded: Result<(Envelope, ValidateRequest), _> =
+                    decode(&delivery.properties, &delivery.data);
+                let (envelope, reply) = match decoded {
+                    Ok((envelope, request)) => {
+                        let plugin = plugins.borrow().get(&vendor).cloned();
+                        let reply = match plugin {
+                            Some(plugin) if request.vendor == vendor => {
+                                verdict(&plugin, request).await
+                            }
+                            _ => ValidateReply::Unchecked {
+                                reason: format!("this host does not serve '{}'", request.vendor),
+                            },
+                        };
+                        (envelope, reply)
+                    }
+                    Err(error) => {
+                        tracing::warn!(vendor, "undecodable validation: {error}");
+                        continue;
+                    }
+                };
+                let answer = Envelope {
+                    message_id: uuid::Uuid::new_v4(),
+                    correlation_id: envelope.correlation_id,
+                    traceparent: envelope.traceparent,
+                };
+                let published = replies
+                    .basic_publish(
+                        "".into(),
+                        reply_to.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &encode(&reply),
+                        answer.properties().with_delivery_mode(1),
+                    )
+                    .await;
+                if let Err(error) = published {
+                    tracing::warn!(vendor, "replying to a validation: {error}");
+                    return;
+                }
+            }
+        });
+        Ok(Self { channel, tag, task })
+    }
+
+    /// Stops answering and closes the channel.
+    pub async fn stop(self) {
+        let _ = self
+            .channel
+            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        let _ = self.channel.close(200, "validations stopped".into()).await;
+        self.task.abort();
+    }
+}
+
+/// The plugin's verdict on a validation.
+async fn verdict(plugin: &Plugin, request: ValidateRequest) -> ValidateReply {
+    let request = ProvisionRequest {
+        order_id: uuid::Uuid::nil(),
+        vendor: request.vendor,
+        spec: request.spec,
+    };
+    match plugin.validate(&provision::server_request(&request)).await {
+        Ok(()) => ValidateReply::Valid,
+        Err(CallError::Provider(ProviderError::InvalidRequest(message))) => {
+            ValidateReply::Invalid { message }
+        }
+        Err(error) => ValidateReply::Unchecked {
+            reason: format!("the plugin's validate failed: {error}"),
+        },
+    }
+}

@@ -1,0 +1,214 @@
+//! Webhook deliveries and the tenants' signing secrets in the orders database.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{OrderEvent, Store, insert_event, parse_status, parse_uuid};
+use crate::lifecycle::OrderStatus;
+
+/// A webhook call waiting for its next attempt.
+#[derive(Debug, Clone)]
+pub struct WebhookDelivery {
+    /// The `webhook-id`: the same on every attempt.
+    pub delivery_id: Uuid,
+    /// The order it tells of.
+    pub order_id: Uuid,
+    /// The order's tenant (whose secret signs it).
+    pub tenant: String,
+    /// Where it goes.
+    pub url: String,
+    /// The JSON body.
+    pub payload: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When it became due (the claim compares it).
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// The tenant's webhook signing secret, made on first use.
+    pub async fn webhook_secret(&self, tenant: &str) -> anyhow::Result<String> {
+        sqlx::query(
+            "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (tenant) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(crate::webhooks::new_secret())
+        .bind(Utc::now())
+        .execute(&self.writer)
+        .await
+        .context("making a webhook secret")?;
+        sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = ?")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await
+            .context("reading a webhook secret")
+    }
+
+    /// Deliveries due now, oldest first.
+    pub async fn due_webhooks(&self, limit: u32) -> anyhow::Result<Vec<WebhookDelivery>> {
+        let rows = sqlx::query(
+            "SELECT delivery_id, order_id, tenant, url, payload, attempts, next_attempt_at \
+             FROM webhook_deliveries \
+             WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ? \
+             ORDER BY next_attempt_at LIMIT ?",
+        )
+        .bind(Utc::now())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading due webhooks")?;
+        rows.iter()
+            .map(|row| {
+                Ok(WebhookDelivery {
+                    delivery_id: parse_uuid(row.try_get("delivery_id")?)?,
+                    order_id: parse_uuid(row.try_get("order_id")?)?,
+                    tenant: row.try_get("tenant")?,
+                    url: row.try_get("url")?,
+                    payload: row.try_get("payload")?,
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                    next_attempt_at: row.try_get("next_attempt_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Claims a due delivery until `until` (so another order-api instance leaves it alone
+    /// while this one calls); `false` when someone else claimed it first.
+    pub async fn claim_webhook(
+        &self,
+        delivery: &WebhookDelivery,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let claimed = sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at = ? \
+             WHERE delivery_id = ? AND next_attempt_at = ? AND delivered_at IS NULL \
+             AND failed_at IS NULL",
+        )
+        .bind(until)
+        .bind(delivery.delivery_id.to_string())
+        .bind(delivery.next_attempt_at)
+        .execute(&self.writer)
+        .await
+        .context("claiming a webhook delivery")?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    /// Records an attempt: delivered (`Ok`), to be retried at `retry_at`, or given up (no
+    /// `retry_at`); a line in the order's event log says the first and the last.
+    pub async fn webhook_attempted(
+        &self,
+        delivery: &WebhookDelivery,
+        outcome: Result<u16, String>,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let attempts = delivery.attempts + 1;
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        let (sql, error, message) = match (&outcome, retry_at) {
+            (Ok(status), _) => (
+                "UPDATE webhook_deliveries SET attempts = ?, delivered_at = ?, last_error = NULL \
+                 WHERE delivery_id = ?",
+                None,
+                Some(format!(
+                    "webhook delivered to {} ({status}, attempt {attempts})",
+                    delivery.url
+                )),
+            ),
+            (Err(error), Some(_)) => (
+                "UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ?, last_error = ? \
+                 WHERE delivery_id = ?",
+                Some(error.clone()),
+                (attempts == 1)
+                    .then(|| format!("webhook to {} failed ({error}); retrying", delivery.url)),
+            ),
+            (Err(error), None) => (
+                "UPDATE webhook_deliveries SET attempts = ?, failed_at = ?, last_error = ? \
+                 WHERE delivery_id = ?",
+                Some(error.clone()),
+                Some(format!(
+                    "webhook to {} given up after {attempts} attempts: {error}",
+                    delivery.url
+                )),
+            ),
+        };
+        let mut statement = sqlx::query(sql).bind(i64::from(attempts));
+        statement = match (&outcome, retry_at) {
+            (Ok(_), _) => statement.bind(now),
+            (Err(_), Some(at)) => statement.bind(at).bind(error),
+            (Err(_), None) => statement.bind(now).bind(error),
+        };
+        statement
+            .bind(delivery.delivery_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("recording a webhook attempt")?;
+        if let Some(message) = message {
+            let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = ?")
+                .bind(delivery.order_id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .context("reading the order of a webhook")?;
+            let event = OrderEvent {
+                at: now,
+                status: parse_status(status)?,
+                message,
+                attempt: None,
+            };
+            insert_event(&mut tx, delivery.order_id, &event).await?;
+        }
+        tx.commit().await.context("committing a webhook attempt")?;
+        Ok(())
+    }
+}
+
+/// Queues the webhook of an order that just settled in `status`, if it has a URL: the body
+/// is the order as it is now, in this transaction.
+pub(super) async fn queue_webhook(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    order_id: Uuid,
+    status: OrderStatus,
+) -> anyhow::Result<bool> {
+    if !status.is_settled() {
+        return Ok(false);
+    }
+    let row = sqlx::query("SELECT * FROM orders WHERE id = ? AND webhook_url IS NOT NULL")
+        .bind(order_id.to_string())
+        .fetch_optional(&mut **tx)
+        .await
+        .context("reading the order for its webhook")?;
+    let Some(row) = row else { return Ok(false) };
+    let order = super::order_from_row(&row)?;
+    let Some(url) = order.webhook_url.clone() else {
+        return Ok(false);
+    };
+    let now = Utc::now();
+    let delivery_id = Uuid::now_v7();
+    let payload = serde_json::json!({
+        "type": format!("order.{status}"),
+        "timestamp": now,
+        "data": order,
+    });
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (delivery_id, order_id, tenant, url, payload, attempts, \
+         next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+    )
+    .bind(delivery_id.to_string())
+    .bind(order_id.to_string())
+    .bind(&order.tenant)
+    .bind(&url)
+    .bind(payload.to_string())
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .context("queueing a webhook")?;
+    Ok(true)
+}

@@ -1,0 +1,190 @@
+//! Asks a host to check an order with the vendor's plugin before it is accepted (RabbitMQ's
+//! direct reply-to as the reply channel), so a size, region or image the vendor does not have
+//! is a `422` at once instead of a failed order a moment later.
+//!
+//! The check is an improvement, never a gate on the broker: when it cannot be made (the
+//! broker is down, no host of the vendor answers validations, or none answers within the
+//! time-out) the order is accepted unchecked, as before, and the plugin's create refuses a
+//! bad one later. Orders are still accepted while RabbitMQ is down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Confirmation, Connection};
+use provisioner_contract::{
+    Envelope, ServerSpec, Topology, ValidateReply, ValidateRequest, decode, encode,
+};
+use tokio::sync::{RwLock, oneshot};
+use uuid::Uuid;
+
+/// RabbitMQ's pseudo-queue for replies on the asking channel.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// What became of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The plugin accepts the server.
+    Valid,
+    /// The plugin refuses it, saying why.
+    Invalid(String),
+    /// No verdict (why): the order is accepted unchecked.
+    Unchecked(String),
+}
+
+/// The replies still awaited, by correlation id.
+type Waiting = Arc<Mutex<HashMap<Uuid, oneshot::Sender<ValidateReply>>>>;
+
+/// A broker session's validation channel.
+pub struct Validator {
+    channel: Channel,
+    exchange: String,
+    waiting: Waiting,
+}
+
+/// The validator of the current broker session, if one is up; shared with the handlers.
+#[derive(Clone, Default)]
+pub struct ValidatorSlot(Arc<RwLock<Option<Arc<Validator>>>>);
+
+impl ValidatorSlot {
+    /// Puts a session's validator in (or takes it out with `None`).
+    pub async fn set(&self, validator: Option<Arc<Validator>>) {
+        *self.0.write().await = validator;
+    }
+
+    /// Checks `spec` with `vendor`'s plugin, waiting at most `timeout` for a host.
+    pub async fn check(&self, vendor: &str, spec: &ServerSpec, timeout: Duration) -> Verdict {
+        let validator = self.0.read().await.clone();
+        match validator {
+            Some(validator) => validator.check(vendor, spec, timeout).await,
+            None => Verdict::Unchecked("the broker is not connected".into()),
+        }
+    }
+}
+
+impl Validator {
+    /// Opens the session's validation channel (confirm mode, so an unroutable check is
+    /// known at once) and starts taking replies.
+    pub async fn open(connection: &Connection, topology: &Topology) -> anyhow::Result<Self> {
+        let channel = connection
+            .create_channel()
+            .await
+            .context("opening the validation channel")?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("putting the validation channel in confirm mode")?;
+        let mut replies = channel
+            .basic_consume(
+                DIRECT_REPLY_TO.into(),
+                "order-api-validations".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .context("consuming direct replies")?;
+        let waiting: Waiting = Arc::default();
+        let routes = waiting.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = replies.next().await {
+                let decoded: Result<(Envelope, ValidateReply), _> =
+                    decode(&delivery.properties, &delivery.data);
+                match decoded {
+                    Ok((envelope, reply)) => {
+                        let waiter = envelope
+                            .correlation_id
+                            .and_then(|id| routes.lock().ok()?.remove(&id));
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(reply);
+                        }
+                    }
+                    Err(error) => tracing::warn!("undecodable validation reply: {error}"),
+                }
+            }
+        });
+        Ok(Self {
+            channel,
+            exchange: topology.exchange(),
+            waiting,
+        })
+    }
+
+    async fn check(&self, vendor: &str, spec: &ServerSpec, timeout: Duration) -> Verdict {
+        let id = Uuid::new_v4();
+        let (sender, reply) = oneshot::channel();
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(id, sender);
+        }
+        let verdict = self.ask(id, vendor, spec, timeout, reply).await;
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.remove(&id);
+        }
+        verdict
+    }
+
+    async fn ask(
+        &self,
+        id: Uuid,
+        vendor: &str,
+        spec: &ServerSpec,
+        timeout: Duration,
+        reply: oneshot::Receiver<ValidateReply>,
+    ) -> Verdict {
+        let request = ValidateRequest {
+            vendor: vendor.to_string(),
+            spec: spec.clone(),
+        };
+        let envelope = Envelope {
+            message_id: Uuid::new_v4(),
+            correlation_id: Some(id),
+            traceparent: None,
+        };
+        let properties = envelope
+            .properties()
+            .with_delivery_mode(1)
+            .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
+            .with_expiration(ShortString::from(timeout.as_millis().to_string()));
+        let routing_key = Topology::validate_key(vendor);
+        let sent = tokio::time::timeout(timeout, async {
+            self.channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &encode(&request),
+                    properties,
+                )
+                .await?
+                .await
+        })
+        .await;
+        match sent {
+            Ok(Ok(Confirmation::Ack(None))) => {}
+            Ok(Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)))) => {
+                return Verdict::Unchecked(format!(
+                    "no host of '{vendor}' answers validations (hosts older than this order-api?)"
+                ));
+            }
+            Ok(Ok(other)) => return Verdict::Unchecked(format!("the broker said {other:?}")),
+            Ok(Err(error)) => return Verdict::Unchecked(format!("publishing failed: {error}")),
+            Err(_) => return Verdict::Unchecked("the broker did not confirm in time".into()),
+        }
+        match tokio::time::timeout(timeout, reply).await {
+            Ok(Ok(ValidateReply::Valid)) => Verdict::Valid,
+            Ok(Ok(ValidateReply::Invalid { message })) => Verdict::Invalid(message),
+            Ok(Ok(ValidateReply::Unchecked { reason })) => Verdict::Unchecked(reason),
+            Ok(Err(_)) => Verdict::Unchecked("the validation channel closed".into()),
+            Err(_) => Verdict::Unchecked(format!("no host answered within {timeout:?}")),
+        }
+    }
+}

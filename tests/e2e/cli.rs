@@ -1,0 +1,152 @@
+//! The `provisioner` command-line client against a live stack: create with `--wait` (live
+//! progress until active), get, list, vendors, watch, cancel, delete, `--output json`, and
+//! the errors a user sees (no token, a refused order).
+
+use std::process::Output;
+
+use provisioner_tests::{Stack, StackOptions, binary, fixture};
+use serde_json::Value;
+
+/// Runs `provisioner <arguments>` against the stack with its tenant token.
+async fn provisioner(stack: &Stack, arguments: &[&str]) -> anyhow::Result<Output> {
+    Ok(tokio::process::Command::new(binary("debug", "provisioner"))
+        .args(arguments)
+        .env_clear()
+        .env("PROVISIONER_API_URL", &stack.api_url)
+        .env("PROVISIONER_TOKEN", &stack.token)
+        .output()
+        .await?)
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn create_arguments<'a>(vendor: &'a str, name: &'a str) -> Vec<&'a str> {
+    let f = fixture(vendor);
+    vec![
+        "order", "create", "--vendor", f.vendor, "--region", f.region, "--size", f.size, "--image",
+        f.image, "--name", name, "--label", "team=web",
+    ]
+}
+
+#[tokio::test]
+async fn the_cli_orders_follows_and_deletes_a_server() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+
+    // create --wait: the steps as they happen, then the running server; exit 0.
+    let mut arguments = create_arguments("hetzner", "cli-web-1");
+    arguments.push("--wait");
+    let created = provisioner(&stack, &arguments).await?;
+    let shown = text(&created);
+    assert!(created.status.success(), "{shown}");
+    assert!(shown.contains("order accepted"), "{shown}");
+    assert!(shown.contains("provisioning"), "{shown}");
+    assert!(shown.contains("active: server"), "{shown}");
+    let id = shown
+        .lines()
+        .find_map(|line| line.strip_prefix("order ")?.split_whitespace().next())
+        .expect("the order id")
+        .to_string();
+
+    // get and list, as JSON.
+    let got = provisioner(&stack, &["order", "get", &id, "--output", "json"]).await?;
+    let order: Value = serde_json::from_slice(&got.stdout)?;
+    assert_eq!(order["status"], "active", "{}", text(&got));
+    assert_eq!(order["labels"]["team"], "web");
+    let listed = provisioner(&stack, &["order", "list", "--all", "-o", "json"]).await?;
+    let orders: Value = serde_json::from_slice(&listed.stdout)?;
+    assert_eq!(orders.as_array().map(Vec::len), Some(1), "{orders}");
+    let vendors = provisioner(&stack, &["vendors"]).await?;
+    assert!(text(&vendors).contains("hetzner"), "{}", text(&vendors));
+
+    // delete --wait follows it to deleted.
+    let deleted = provisioner(&stack, &["order", "delete", &id, "--wait"]).await?;
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    assert!(text(&deleted).contains("deleted"), "{}", text(&deleted));
+
+    // watch on a settled order prints its history and ends at once (exit 0 for deleted).
+    let watched = provisioner(&stack, &["order", "watch", &id, "-o", "json"]).await?;
+    assert!(watched.status.success(), "{}", text(&watched));
+    let lines = String::from_utf8_lossy(&watched.stdout).into_owned();
+    let last: Value = serde_json::from_str(lines.lines().last().unwrap_or_default())?;
+    let first: Value = serde_json::from_str(lines.lines().next().unwrap_or_default())?;
+    assert_eq!(first["message"], "order accepted", "{lines}");
+    assert_eq!(last["status"], "deleted");
+    stack.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_cli_cancels_and_says_what_went_wrong() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        boot_delay: std::time::Duration::from_secs(30),
+        ..StackOptions::default()
+    })
+    .await?;
+    let created = provisioner(&stack, &{
+        let mut a = create_arguments("hetzner", "cli-slow");
+        a.extend(["-o", "json"]);
+        a
+    })
+    .await?;
+    assert!(created.status.success(), "{}", text(&created));
+    let order: Value = serde_json::from_slice(&created.stdout)?;
+    let id = order["id"].as_str().expect("an id").to_string();
+    let cancelled = provisioner(&stack, &["order", "cancel", &id, "--wait"]).await?;
+    assert!(cancelled.status.success(), "{}", text(&cancelled));
+    assert!(
+        text(&cancelled).contains("cancelled"),
+        "{}",
+        text(&cancelled)
+    );
+
+    // A refused order: the API's reason, field by field; exit code 2.
+    let refused = provisioner(
+        &stack,
+        &[
+            "order",
+            "create",
+            "--vendor",
+            "hetzner",
+            "--region",
+            " ",
+            "--size",
+            "cx22",
+            "--image",
+            "ubuntu-24.04",
+            "--name",
+            "x",
+        ],
+    )
+    .await?;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("region"), "{}", text(&refused));
+    // No token: said, with how to make one.
+    let anonymous = tokio::process::Command::new(binary("debug", "provisioner"))
+        .args(["vendors"])
+        .env_clear()
+        .env("PROVISIONER_API_URL", &stack.api_url)
+        .output()
+        .await?;
+    assert_eq!(anonymous.status.code(), Some(2));
+    assert!(
+        text(&anonymous).contains("tokens create"),
+        "{}",
+        text(&anonymous)
+    );
+    // A wrong token: the API's 401.
+    let wrong = tokio::process::Command::new(binary("debug", "provisioner"))
+        .args(["vendors", "--token", "pvn_wrong"])
+        .env_clear()
+        .env("PROVISIONER_API_URL", &stack.api_url)
+        .output()
+        .await?;
+    assert!(text(&wrong).contains("401"), "{}", text(&wrong));
+    stack.cleanup().await;
+    Ok(())
+}
