@@ -2,14 +2,13 @@
 //! runs the plugin's `validate` (no network; a millisecond) on the ordered server and
 //! replies to the asker's `reply_to` (RabbitMQ's direct reply-to) with the verdict.
 //!
-//! A lost validation costs nothing: the asker gives up after its time-out and accepts the
-//! order unchecked (the plugin's create refuses a bad one later), so deliveries are taken
-//! without acks.
+//! A lost validation costs little: the asker gives up after its time-out and accepts the
+//! order unchecked (the plugin's create refuses a bad one later).
 
 use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -61,59 +60,32 @@ impl ValidationService {
             .basic_consume(
                 topology.validate_queue(vendor).as_str().into(),
                 tag.as_str().into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
+                BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
             .with_context(|| format!("consuming the validation queue of {vendor}"))?;
         let replies = channel.clone();
         let vendor = vendor.to_string();
+        // Acked deliveries, so the prefetch bounds what this host holds; each is answered in a
+        // task of its own (at most the prefetch at once), and a validation that waited on the
+        // queue past its asker's time-out expires there instead of reaching a host.
         let task = tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let Some(reply_to) = delivery.properties.reply_to().clone() else {
-                    continue;
-                };
-                let decoded: Result<(Envelope, ValidateRequest), _> =
-                    decode(&delivery.properties, &delivery.data);
-                let (envelope, reply) = match decoded {
-                    Ok((envelope, request)) => {
-                        let plugin = plugins.borrow().get(&vendor).cloned();
-                        let reply = match plugin {
-                            Some(plugin) if request.vendor == vendor => {
-                                verdict(&plugin, request).await
-                            }
-                            _ => ValidateReply::Unchecked {
-                                reason: format!("this host does not serve '{}'", request.vendor),
-                            },
-                        };
-                        (envelope, reply)
-                    }
+            while let Some(delivery) = consumer.next().await {
+                let delivery = match delivery {
+                    Ok(delivery) => delivery,
                     Err(error) => {
-                        tracing::warn!(vendor, "undecodable validation: {error}");
-                        continue;
+                        tracing::warn!(vendor, "the validation consumer ended: {error}");
+                        return;
                     }
                 };
-                let answer = Envelope {
-                    message_id: uuid::Uuid::new_v4(),
-                    correlation_id: envelope.correlation_id,
-                    traceparent: envelope.traceparent,
-                };
-                let published = replies
-                    .basic_publish(
-                        "".into(),
-                        reply_to.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &encode(&reply),
-                        answer.properties().with_delivery_mode(1),
-                    )
-                    .await;
-                if let Err(error) = published {
-                    tracing::warn!(vendor, "replying to a validation: {error}");
-                    return;
-                }
+                let (replies, plugins, vendor) = (replies.clone(), plugins.clone(), vendor.clone());
+                tokio::spawn(async move {
+                    answer(&replies, &plugins, &vendor, &delivery).await;
+                    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                        tracing::warn!(vendor, "acking a validation: {error}");
+                    }
+                });
             }
         });
         Ok(Self { channel, tag, task })
@@ -127,6 +99,51 @@ impl ValidationService {
             .await;
         let _ = self.channel.close(200, "validations stopped".into()).await;
         self.task.abort();
+    }
+}
+
+/// Answers one validation (nothing when it has no `reply_to` or cannot be read).
+async fn answer(
+    replies: &Channel,
+    plugins: &watch::Receiver<PluginSet>,
+    vendor: &str,
+    delivery: &lapin::message::Delivery,
+) {
+    let Some(reply_to) = delivery.properties.reply_to().clone() else {
+        return;
+    };
+    let decoded: Result<(Envelope, ValidateRequest), _> =
+        decode(&delivery.properties, &delivery.data);
+    let (envelope, request) = match decoded {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            tracing::warn!(vendor, "undecodable validation: {error}");
+            return;
+        }
+    };
+    let plugin = plugins.borrow().get(vendor).cloned();
+    let reply = match plugin {
+        Some(plugin) if request.vendor == vendor => verdict(&plugin, request).await,
+        _ => ValidateReply::Unchecked {
+            reason: format!("this host does not serve '{}'", request.vendor),
+        },
+    };
+    let answer = Envelope {
+        message_id: uuid::Uuid::new_v4(),
+        correlation_id: envelope.correlation_id,
+        traceparent: envelope.traceparent,
+    };
+    let published = replies
+        .basic_publish(
+            "".into(),
+            reply_to.as_str().into(),
+            BasicPublishOptions::default(),
+            &encode(&reply),
+            answer.properties().with_delivery_mode(1),
+        )
+        .await;
+    if let Err(error) = published {
+        tracing::warn!(vendor, "replying to a validation: {error}");
     }
 }
 

@@ -175,15 +175,23 @@ impl Consumers<'_> {
             }));
         self.streams.insert(vendor.clone(), Box::pin(deliveries));
         self.channels.insert(vendor.clone(), (channel, tag));
-        let validations = ValidationService::start(
+        // Validations are a help to order-api, not a condition of serving the vendor.
+        match ValidationService::start(
             self.connection,
             topology,
             &vendor,
             &self.settings.host_id,
             self.plugins.clone(),
         )
-        .await?;
-        self.validations.insert(vendor, validations);
+        .await
+        {
+            Ok(validations) => {
+                self.validations.insert(vendor, validations);
+            }
+            Err(error) => {
+                tracing::warn!(vendor, "not answering validations: {error:#}");
+            }
+        }
         Ok(())
     }
 
@@ -559,7 +567,14 @@ async fn handle_delivery(
                                 fault,
                                 server: None,
                             },
-                            AfterFailure::Retried { .. } => {
+                            // News for order-api (and its watchdog): the cancel waits for
+                            // its retry.
+                            AfterFailure::Retried { fault, .. } => {
+                                publish(UpdateKind::CancelFailed {
+                                    fault,
+                                    server: None,
+                                })
+                                .await?;
                                 delivery
                                     .ack(BasicAckOptions::default())
                                     .await

@@ -111,6 +111,11 @@ pub struct ApiConfig {
     /// Attempts before a webhook delivery is given up (recorded in the order's event log).
     #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
     pub webhook_max_attempts: u32,
+    /// Let webhook URLs point to private, loopback and link-local addresses (a receiver on
+    /// your own network). Off: tenants' webhooks reach only public addresses, checked when the
+    /// order is made and again, after name resolution, at every call.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_ADDRESSES")]
+    pub webhook_allow_private_addresses: bool,
     /// Seconds a webhook receiver has to answer.
     #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
     pub webhook_timeout_secs: u64,

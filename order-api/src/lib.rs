@@ -96,11 +96,13 @@ pub async fn serve(
             retry_base: std::time::Duration::from_millis(config.webhook_retry_base_ms.max(1)),
             max_attempts: config.webhook_max_attempts.max(1),
             timeout: std::time::Duration::from_secs(config.webhook_timeout_secs.max(1)),
+            allow_private: config.webhook_allow_private_addresses,
         },
         webhook_wakeup.clone(),
         shutdown.clone(),
     ));
     let state = http::AppState {
+        webhook_allow_private: config.webhook_allow_private_addresses,
         validator,
         validate_timeout: (config.validate_timeout_ms > 0)
             .then(|| std::time::Duration::from_millis(config.validate_timeout_ms)),

@@ -7,7 +7,8 @@
 //!     \          \--> (provisioning | active | failed)  \--> active (delete failed)
 //!      \--> (provisioning | active | failed)
 //! pending | queued | provisioning -> cancelling -> cancelled
-//!                                              \--> failed (cancel failed)
+//!                                     (a failed cancel attempt stays cancelling; the
+//!                                      host's retries and the watchdog send it again)
 //! ```
 //! A host's event can overtake the relay marking the order `queued` (the host is fast), so
 //! `provisioning`, `active` and `failed` are reachable from every earlier status. Which
@@ -162,8 +163,10 @@ pub fn transition(update: &UpdateKind) -> Transition {
             target: Cancelled,
             sources: &[Cancelling],
         },
+        // A cancel is never given up: the order stays `cancelling` (the fault and the event
+        // say why), and the host's retry or the watchdog sends the cancel again.
         UpdateKind::CancelFailed { .. } => Transition {
-            target: Failed,
+            target: Cancelling,
             sources: &[Cancelling],
         },
         // The order stays (or becomes) `queued`: its request waits for the next attempt.
@@ -223,7 +226,7 @@ pub fn describe(update: &UpdateKind) -> String {
         }
         UpdateKind::Cancelled { server: None } => "cancelled; the vendor had made no server".into(),
         UpdateKind::CancelFailed { fault, server } => format!(
-            "cancelling failed ({}): {}{}",
+            "cancelling failed ({}): {}{}; the cancel will be sent again",
             fault.code,
             fault.message,
             server
@@ -334,6 +337,14 @@ mod tests {
             assert!(!transition(&update).applies_to(Cancelled));
         }
         assert!(Cancelled.is_settled() && !Cancelling.is_settled());
+        // A failed cancel attempt keeps the order cancelling (recorded, sent again).
+        let failed_attempt = UpdateKind::CancelFailed {
+            fault: fault(),
+            server: None,
+        };
+        assert_eq!(transition(&failed_attempt).target, Cancelling);
+        assert!(transition(&failed_attempt).applies_to(Cancelling));
+        assert!(!transition(&failed_attempt).applies_to(Cancelled));
     }
 
     /// A failed delete returns the order to `active`; a stale "active" does not.

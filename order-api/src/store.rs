@@ -864,26 +864,52 @@ async fn apply_in(
     let moved =
         compare_and_set(tx, update.order_id, step, server.map(json), fault.map(json)).await?;
     if !moved {
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = ?")
+        let row = sqlx::query("SELECT status, server FROM orders WHERE id = ?")
             .bind(update.order_id.to_string())
             .fetch_optional(&mut **tx)
             .await
             .context("looking up the order")?;
-        let Some(status) = status else {
+        let Some(row) = row else {
             return Ok(Applied::UnknownOrder);
         };
-        let made_by_create = matches!(
-            update.kind,
-            UpdateKind::Provisioning { .. } | UpdateKind::Active { .. } | UpdateKind::Failed { .. }
-        );
-        let status = parse_status(status)?;
-        if let (true, Some(server), OrderStatus::Cancelling | OrderStatus::Cancelled) =
-            (made_by_create, server, status)
-        {
-            delete_late_server(tx, update, server, status).await?;
-            return Ok(Applied::LateServerDeleted);
+        let status = parse_status(row.try_get("status")?)?;
+        let recorded: Option<ServerInfo> = parse_json(row.try_get("server")?)?;
+        if !matches!(status, OrderStatus::Cancelling | OrderStatus::Cancelled) {
+            return Ok(Applied::Ignored);
         }
-        return Ok(Applied::Ignored);
+        return match (&update.kind, server) {
+            // The server the order recorded is the one its cancel deletes (or deleted).
+            (_, Some(server))
+                if recorded.as_ref().map(|r| &r.vendor_id) == Some(&server.vendor_id) =>
+            {
+                Ok(Applied::Ignored)
+            }
+            (
+                UpdateKind::Provisioning { .. }
+                | UpdateKind::Active { .. }
+                | UpdateKind::Failed { .. },
+                Some(server),
+            ) => {
+                delete_late_server(tx, update, server, status).await?;
+                Ok(Applied::LateServerDeleted)
+            }
+            // The delete of a late server failed: said in the log; the orphan sweep reports
+            // the server (no order owns it).
+            (UpdateKind::DeleteFailed { fault }, _) => {
+                let event = OrderEvent {
+                    at: update.at,
+                    status,
+                    message: format!(
+                        "deleting the server made after the cancel failed ({}): {}",
+                        fault.code, fault.message
+                    ),
+                    attempt: Some(update.attempt),
+                };
+                insert_event(tx, update.order_id, &event).await?;
+                Ok(Applied::Ignored)
+            }
+            _ => Ok(Applied::Ignored),
+        };
     }
     let event = OrderEvent {
         at: update.at,

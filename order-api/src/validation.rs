@@ -122,11 +122,15 @@ impl Validator {
         if let Ok(mut waiting) = self.waiting.lock() {
             waiting.insert(id, sender);
         }
-        let verdict = self.ask(id, vendor, spec, timeout, reply).await;
-        if let Ok(mut waiting) = self.waiting.lock() {
-            waiting.remove(&id);
-        }
-        verdict
+        // Removes the entry however the check ends, also when the request is dropped (its
+        // client went away) before a reply came.
+        let _forget = Forget {
+            waiting: &self.waiting,
+            id,
+        };
+        tokio::time::timeout(timeout, self.ask(id, vendor, spec, timeout, reply))
+            .await
+            .unwrap_or_else(|_| Verdict::Unchecked(format!("no host answered within {timeout:?}")))
     }
 
     async fn ask(
@@ -152,7 +156,7 @@ impl Validator {
             .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
             .with_expiration(ShortString::from(timeout.as_millis().to_string()));
         let routing_key = Topology::validate_key(vendor);
-        let sent = tokio::time::timeout(timeout, async {
+        let sent = async {
             self.channel
                 .basic_publish(
                     self.exchange.as_str().into(),
@@ -166,25 +170,36 @@ impl Validator {
                 )
                 .await?
                 .await
-        })
-        .await;
-        match sent {
-            Ok(Ok(Confirmation::Ack(None))) => {}
-            Ok(Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)))) => {
+        };
+        match sent.await {
+            Ok(Confirmation::Ack(None)) => {}
+            Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => {
                 return Verdict::Unchecked(format!(
                     "no host of '{vendor}' answers validations (hosts older than this order-api?)"
                 ));
             }
-            Ok(Ok(other)) => return Verdict::Unchecked(format!("the broker said {other:?}")),
-            Ok(Err(error)) => return Verdict::Unchecked(format!("publishing failed: {error}")),
-            Err(_) => return Verdict::Unchecked("the broker did not confirm in time".into()),
+            Ok(other) => return Verdict::Unchecked(format!("the broker said {other:?}")),
+            Err(error) => return Verdict::Unchecked(format!("publishing failed: {error}")),
         }
-        match tokio::time::timeout(timeout, reply).await {
-            Ok(Ok(ValidateReply::Valid)) => Verdict::Valid,
-            Ok(Ok(ValidateReply::Invalid { message })) => Verdict::Invalid(message),
-            Ok(Ok(ValidateReply::Unchecked { reason })) => Verdict::Unchecked(reason),
-            Ok(Err(_)) => Verdict::Unchecked("the validation channel closed".into()),
-            Err(_) => Verdict::Unchecked(format!("no host answered within {timeout:?}")),
+        match reply.await {
+            Ok(ValidateReply::Valid) => Verdict::Valid,
+            Ok(ValidateReply::Invalid { message }) => Verdict::Invalid(message),
+            Ok(ValidateReply::Unchecked { reason }) => Verdict::Unchecked(reason),
+            Err(_) => Verdict::Unchecked("the validation channel closed".into()),
+        }
+    }
+}
+
+/// Takes a check's entry out of the waiting replies when dropped.
+struct Forget<'a> {
+    waiting: &'a Waiting,
+    id: Uuid,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.remove(&self.id);
         }
     }
 }

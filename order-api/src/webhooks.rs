@@ -14,6 +14,7 @@
 //! delivers it; anything else, or no answer within the timeout, is retried after
 //! `base * 2^(attempt-1)` (at most an hour) until the attempts run out.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Store, WebhookDelivery};
@@ -36,6 +37,11 @@ const BATCH: u32 = 32;
 /// How often the deliverer looks for due deliveries when not woken.
 const POLL: Duration = Duration::from_millis(500);
 
+/// Longest accepted webhook URL.
+const MAX_URL: usize = 2048;
+/// Calls in progress at once.
+const MAX_CONCURRENT: usize = 64;
+
 /// How webhooks are delivered.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -45,6 +51,95 @@ pub struct WebhookSettings {
     pub max_attempts: u32,
     /// How long a receiver has to answer.
     pub timeout: Duration,
+    /// Whether receivers may be at private, loopback or link-local addresses.
+    pub allow_private: bool,
+}
+
+/// Whether a webhook URL is acceptable: `http` or `https`, a host, no user or password, at
+/// most 2,048 characters, and (unless `allow_private`) not a private, loopback or link-local
+/// address. A host name is checked again, resolved, at every call.
+pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
+    if url.len() > MAX_URL {
+        return Err(format!("must be at most {MAX_URL} characters"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|error| format!("is not a URL ({error})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry a user name or password".into());
+    }
+    let literal = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal
+        && !allow_private
+        && !is_public(ip)
+    {
+        return Err("must not point to a private, loopback or link-local address".into());
+    }
+    Ok(())
+}
+
+/// Whether an address is on the public internet (not loopback, private, link-local,
+/// shared, unspecified, multicast or documentation space).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Resolves receivers' names to public addresses only (unless private ones are allowed), at
+/// connect time: a name that resolves to a private address, also one that changed after the
+/// order was made, is refused.
+struct ReceiverResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for ReceiverResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|address| allow_private || is_public(address.ip()))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{host} has no public address (private, loopback and link-local receivers \
+                     are refused)"
+                )
+                .into());
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addresses)
+        })
+    }
 }
 
 /// A new signing secret: `whsec_` and the base64 of 32 random bytes.
@@ -81,6 +176,9 @@ pub async fn run(
 ) {
     let http = match reqwest::Client::builder()
         .timeout(settings.timeout)
+        .dns_resolver(Arc::new(ReceiverResolver {
+            allow_private: settings.allow_private,
+        }))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("provisioner-webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -91,8 +189,9 @@ pub async fn run(
             return;
         }
     };
+    let calls = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
-        match deliver_due(&store, &http, &settings).await {
+        match start_due(&store, &http, &settings, &calls).await {
             Ok(n) if n == BATCH as usize => continue,
             Ok(_) => {}
             Err(error) => tracing::warn!("delivering webhooks: {error:#}"),
@@ -105,54 +204,48 @@ pub async fn run(
     }
 }
 
-/// One round: every due delivery once (in parallel); how many there were.
-async fn deliver_due(
+/// One round: claims the due deliveries (as many as there are free call slots) and starts a
+/// call for each, without waiting for them: a slow receiver holds up only its own calls.
+/// How many were due.
+async fn start_due(
     store: &Store,
     http: &reqwest::Client,
     settings: &WebhookSettings,
+    calls: &Arc<Semaphore>,
 ) -> anyhow::Result<usize> {
     let due = store.due_webhooks(BATCH).await?;
     let count = due.len();
-    let calls = due
-        .into_iter()
-        .map(|delivery| deliver(store, http, settings, delivery));
-    for outcome in futures_util::future::join_all(calls).await {
-        if let Err(error) = outcome {
-            tracing::warn!("a webhook delivery: {error:#}");
+    // Claimed for longer than a call may take: no other instance calls meanwhile.
+    let lease = chrono::Duration::from_std(settings.timeout * 2)?;
+    for delivery in due {
+        let slot = calls.clone().acquire_owned().await?;
+        let claimed_until = Utc::now() + lease;
+        if !store.claim_webhook(&delivery, claimed_until).await? {
+            continue;
         }
+        let (store, http, settings) = (store.clone(), http.clone(), settings.clone());
+        tokio::spawn(async move {
+            let order_id = delivery.order_id;
+            if let Err(error) = deliver(&store, &http, &settings, delivery, claimed_until).await {
+                tracing::warn!(%order_id, "a webhook delivery: {error:#}");
+            }
+            drop(slot);
+        });
     }
     Ok(count)
 }
 
-/// One attempt at one delivery.
+/// One attempt at one claimed delivery.
 async fn deliver(
     store: &Store,
     http: &reqwest::Client,
     settings: &WebhookSettings,
     delivery: WebhookDelivery,
+    claimed_until: chrono::DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    // Claimed for longer than the call may take: no other instance calls meanwhile.
-    let lease = chrono::Duration::from_std(settings.timeout * 2)?;
-    if !store.claim_webhook(&delivery, Utc::now() + lease).await? {
-        return Ok(());
-    }
-    let secret = store.webhook_secret(&delivery.tenant).await?;
-    let id = delivery.delivery_id.to_string();
-    let timestamp = Utc::now().timestamp();
-    let signed = signature(&secret, &id, timestamp, &delivery.payload)?;
-    let answer = http
-        .post(&delivery.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signed)
-        .body(delivery.payload.clone())
-        .send()
-        .await;
-    let outcome = match answer {
-        Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
-        Ok(response) => Err(format!("the receiver answered {}", response.status())),
-        Err(error) => Err(format!("no answer: {error}")),
+    let outcome = match check_url(&delivery.url, settings.allow_private) {
+        Err(refused) => Err(format!("the URL {refused}")),
+        Ok(()) => call(store, http, &delivery).await?,
     };
     let attempts = delivery.attempts + 1;
     let retry_at = match &outcome {
@@ -170,7 +263,35 @@ async fn deliver(
             tracing::warn!(order_id = %delivery.order_id, url = %delivery.url, attempts, retry = retry_at.is_some(), "webhook failed: {error}")
         }
     }
-    store.webhook_attempted(&delivery, outcome, retry_at).await
+    store
+        .webhook_attempted(&delivery, claimed_until, outcome, retry_at)
+        .await
+}
+
+/// The signed `POST`: the receiver's status when it is 2xx, else why not.
+async fn call(
+    store: &Store,
+    http: &reqwest::Client,
+    delivery: &WebhookDelivery,
+) -> anyhow::Result<Result<u16, String>> {
+    let secret = store.webhook_secret(&delivery.tenant).await?;
+    let id = delivery.delivery_id.to_string();
+    let timestamp = Utc::now().timestamp();
+    let signed = signature(&secret, &id, timestamp, &delivery.payload)?;
+    let answer = http
+        .post(&delivery.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signed)
+        .body(delivery.payload.clone())
+        .send()
+        .await;
+    Ok(match answer {
+        Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
+        Ok(response) => Err(format!("the receiver answered {}", response.status())),
+        Err(error) => Err(format!("no answer: {error}")),
+    })
 }
 
 #[cfg(test)]
@@ -189,6 +310,30 @@ mod tests {
         )
         .expect("signs");
         assert_eq!(signed, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    /// URLs: http(s) with a host, no credentials, and no private address unless allowed.
+    #[test]
+    fn checks_receiver_urls() {
+        for good in ["https://example.com/hook", "http://203.0.114.9:8080/x"] {
+            assert!(check_url(good, false).is_ok(), "{good}");
+        }
+        for bad in [
+            "ftp://example.com/x",
+            "http://",
+            "https://user:pw@example.com/x",
+            "http://127.0.0.1:9000/x",
+            "http://10.1.2.3/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/x",
+            "http://[fd00::1]/x",
+            "http://[::ffff:192.168.0.1]/x",
+            "http://100.64.0.1/x",
+        ] {
+            assert!(check_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_url("http://127.0.0.1:9000/x", true).is_ok());
+        assert!(check_url("https://user:pw@example.com/x", true).is_err());
     }
 
     /// Backoff doubles from the base and stops at an hour.

@@ -1,6 +1,6 @@
 //! Webhooks: an order's `webhook_url` is called when the order settles, signed with the
-//! tenant's secret (Standard Webhooks), and retried when the receiver fails; a bad URL is
-//! refused at once.
+//! tenant's secret (Standard Webhooks), and retried when the receiver fails; a bad URL (not
+//! http, credentials, a private address unless allowed) is refused at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,7 +82,11 @@ fn signature_is_valid(secret: &str, call: &Call) -> bool {
 #[tokio::test]
 async fn a_settled_order_calls_its_webhook_signed_and_retried() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
-        api_env: vec![("WEBHOOK_RETRY_BASE_MS".into(), "300".into())],
+        api_env: vec![
+            ("WEBHOOK_RETRY_BASE_MS".into(), "300".into()),
+            // The receiver is this test, on 127.0.0.1.
+            ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES".into(), "true".into()),
+        ],
         ..StackOptions::default()
     })
     .await?;
@@ -190,7 +194,16 @@ async fn a_settled_order_calls_its_webhook_signed_and_retried() -> anyhow::Resul
 async fn a_webhook_url_that_is_not_http_is_refused() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let hetzner = fixture("hetzner");
-    for bad in ["ftp://example.com/hook", "not a url", "http://"] {
+    // By default a receiver must be on a public address, and never carries credentials.
+    for bad in [
+        "ftp://example.com/hook",
+        "not a url",
+        "http://",
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "https://user:password@example.com/hook",
+    ] {
         let mut body: Value = serde_json::from_str(&hetzner.order_body("bad-hook"))?;
         body["webhook_url"] = json!(bad);
         let (status, _, _, answer) = stack.post_order(&body.to_string()).await?;

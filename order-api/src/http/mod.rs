@@ -38,6 +38,8 @@ pub struct AppState {
     pub validator: ValidatorSlot,
     /// How long a check may take; `None`: orders are not checked before they are accepted.
     pub validate_timeout: Option<std::time::Duration>,
+    /// Whether webhook URLs may point to private, loopback or link-local addresses.
+    pub webhook_allow_private: bool,
 }
 
 /// The order API's router.

@@ -79,7 +79,8 @@ pub struct CreateOrder {
 
 impl CreateOrder {
     /// Checks every field and reports all problems at once.
-    fn validate(&self) -> Result<(), ApiError> {
+    /// `allow_private`: whether a webhook URL may point to a private address.
+    fn validate(&self, allow_private: bool) -> Result<(), ApiError> {
         let mut errors = Vec::new();
         let mut reject = |field: &str, message: String| {
             errors.push(FieldError {
@@ -125,7 +126,7 @@ impl CreateOrder {
             reject("ssh_keys", "keys must not be empty".into());
         }
         if let Some(url) = &self.webhook_url
-            && let Err(message) = check_webhook_url(url)
+            && let Err(message) = crate::webhooks::check_url(url, allow_private)
         {
             reject("webhook_url", message);
         }
@@ -135,21 +136,6 @@ impl CreateOrder {
             Err(ApiError::Validation(errors))
         }
     }
-}
-
-/// Longest accepted webhook URL.
-const MAX_WEBHOOK_URL: usize = 2048;
-
-/// A webhook URL must be an absolute `http` or `https` URL with a host.
-fn check_webhook_url(url: &str) -> Result<(), String> {
-    if url.len() > MAX_WEBHOOK_URL {
-        return Err(format!("must be at most {MAX_WEBHOOK_URL} characters"));
-    }
-    let parsed = reqwest::Url::parse(url).map_err(|error| format!("is not a URL ({error})"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err("must be an http:// or https:// URL with a host".into());
-    }
-    Ok(())
 }
 
 /// An order as the API shows it.
@@ -310,7 +296,7 @@ pub async fn create_order(
     };
     let key = idempotency_key(&headers)?;
     let Json(body) = body?;
-    body.validate()?;
+    body.validate(state.webhook_allow_private)?;
     let idempotency = key.map(|key| IdempotencyKey {
         key,
         request_sha256: request_sha256(&body),

@@ -99,9 +99,11 @@ impl Store {
 
     /// Records an attempt: delivered (`Ok`), to be retried at `retry_at`, or given up (no
     /// `retry_at`); a line in the order's event log says the first and the last.
+    /// Nothing is recorded when the claim ran out meanwhile and another attempt took it.
     pub async fn webhook_attempted(
         &self,
         delivery: &WebhookDelivery,
+        claimed_until: DateTime<Utc>,
         outcome: Result<u16, String>,
         retry_at: Option<DateTime<Utc>>,
     ) -> anyhow::Result<()> {
@@ -139,17 +141,24 @@ impl Store {
                 )),
             ),
         };
-        let mut statement = sqlx::query(sql).bind(i64::from(attempts));
+        let sql = format!("{sql} AND next_attempt_at = ?");
+        let mut statement = sqlx::query(&sql).bind(i64::from(attempts));
         statement = match (&outcome, retry_at) {
             (Ok(_), _) => statement.bind(now),
             (Err(_), Some(at)) => statement.bind(at).bind(error),
             (Err(_), None) => statement.bind(now).bind(error),
         };
-        statement
+        let recorded = statement
             .bind(delivery.delivery_id.to_string())
+            .bind(claimed_until)
             .execute(&mut *tx)
             .await
-            .context("recording a webhook attempt")?;
+            .context("recording a webhook attempt")?
+            .rows_affected();
+        if recorded == 0 {
+            tracing::warn!(delivery_id = %delivery.delivery_id, "a webhook attempt outlived its claim; not recorded");
+            return Ok(());
+        }
         if let Some(message) = message {
             let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = ?")
                 .bind(delivery.order_id.to_string())
