@@ -98,6 +98,7 @@ pub async fn serve(
             timeout: std::time::Duration::from_secs(config.webhook_timeout_secs.max(1)),
             allow_private: config.webhook_allow_private_addresses,
         },
+        metrics.clone(),
         webhook_wakeup.clone(),
         shutdown.clone(),
     ));

@@ -16,7 +16,12 @@
 //!   `confirmed` by the broker or `refused` (nacked or unroutable, tried again later).
 //! - `provisioner_order_updates_total{vendor,kind}`: updates from the hosts, by kind
 //!   (`provisioning`, `active`, `failed`, `retrying` (a create retried after a passing
-//!   fault), `deleted`, `delete_failed`).
+//!   fault), `deleted`, `delete_failed`, `cancelled`, `cancel_failed`).
+//! - `provisioner_validations_total{verdict}`: new orders checked with the vendor's plugin
+//!   before they were accepted: `valid`, `refused` (a 422), `unchecked` (no host answered;
+//!   accepted unchecked).
+//! - `provisioner_webhook_calls_total{outcome}`: webhook attempts: `delivered`, `failed`
+//!   (to be tried again), `given_up`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +80,13 @@ pub struct Metrics {
     accept_seconds: Histogram,
     publishes: Family<OutcomeLabel, Counter>,
     order_updates: Family<UpdateLabel, Counter>,
+    validations: Family<VerdictLabel, Counter>,
+    webhook_calls: Family<OutcomeLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: String,
 }
 
 impl Metrics {
@@ -90,6 +102,18 @@ impl Metrics {
         let accept_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let publishes = Family::<OutcomeLabel, Counter>::default();
         let order_updates = Family::<UpdateLabel, Counter>::default();
+        let validations = Family::<VerdictLabel, Counter>::default();
+        let webhook_calls = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "validations",
+            "New orders checked with the vendor's plugin before acceptance, by verdict (valid, refused, unchecked)",
+            validations.clone(),
+        );
+        registry.register(
+            "webhook_calls",
+            "Webhook attempts by outcome (delivered, failed: tried again, given_up)",
+            webhook_calls.clone(),
+        );
         registry.register(
             "queue_messages",
             "Messages waiting in the results queue and each vendor's request queue",
@@ -136,7 +160,27 @@ impl Metrics {
             accept_seconds,
             publishes,
             order_updates,
+            validations,
+            webhook_calls,
         })
+    }
+
+    /// A new order's check with the vendor's plugin ended with `verdict`.
+    pub fn validated(&self, verdict: &str) {
+        self.validations
+            .get_or_create(&VerdictLabel {
+                verdict: verdict.to_string(),
+            })
+            .inc();
+    }
+
+    /// A webhook attempt ended with `outcome`.
+    pub fn webhook_call(&self, outcome: &str) {
+        self.webhook_calls
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// Records an accepted order's time from request to answer.

@@ -26,6 +26,7 @@ use rand::RngCore;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::store::{Store, WebhookDelivery};
 
 /// What every signing secret starts with.
@@ -171,6 +172,7 @@ pub fn backoff(base: Duration, attempts: u32) -> Duration {
 pub async fn run(
     store: Store,
     settings: WebhookSettings,
+    metrics: Arc<Metrics>,
     wakeup: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -191,7 +193,7 @@ pub async fn run(
     };
     let calls = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
-        match start_due(&store, &http, &settings, &calls).await {
+        match start_due(&store, &http, &settings, &metrics, &calls).await {
             Ok(n) if n == BATCH as usize => continue,
             Ok(_) => {}
             Err(error) => tracing::warn!("delivering webhooks: {error:#}"),
@@ -211,6 +213,7 @@ async fn start_due(
     store: &Store,
     http: &reqwest::Client,
     settings: &WebhookSettings,
+    metrics: &Arc<Metrics>,
     calls: &Arc<Semaphore>,
 ) -> anyhow::Result<usize> {
     let due = store.due_webhooks(BATCH).await?;
@@ -224,10 +227,15 @@ async fn start_due(
             continue;
         }
         let (store, http, settings) = (store.clone(), http.clone(), settings.clone());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let order_id = delivery.order_id;
-            if let Err(error) = deliver(&store, &http, &settings, delivery, claimed_until).await {
-                tracing::warn!(%order_id, "a webhook delivery: {error:#}");
+            let delivered = deliver(&store, &http, &settings, delivery, claimed_until).await;
+            match delivered {
+                Ok(outcome) => metrics.webhook_call(outcome),
+                Err(error) => {
+                    tracing::warn!(%order_id, "a webhook delivery: {error:#}");
+                }
             }
             drop(slot);
         });
@@ -235,14 +243,14 @@ async fn start_due(
     Ok(count)
 }
 
-/// One attempt at one claimed delivery.
+/// One attempt at one claimed delivery; `delivered`, `failed` (tried again) or `given_up`.
 async fn deliver(
     store: &Store,
     http: &reqwest::Client,
     settings: &WebhookSettings,
     delivery: WebhookDelivery,
     claimed_until: chrono::DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<&'static str> {
     let outcome = match check_url(&delivery.url, settings.allow_private) {
         Err(refused) => Err(format!("the URL {refused}")),
         Ok(()) => call(store, http, &delivery).await?,
@@ -263,9 +271,15 @@ async fn deliver(
             tracing::warn!(order_id = %delivery.order_id, url = %delivery.url, attempts, retry = retry_at.is_some(), "webhook failed: {error}")
         }
     }
+    let label = match (&outcome, retry_at) {
+        (Ok(_), _) => "delivered",
+        (Err(_), Some(_)) => "failed",
+        (Err(_), None) => "given_up",
+    };
     store
         .webhook_attempted(&delivery, claimed_until, outcome, retry_at)
-        .await
+        .await?;
+    Ok(label)
 }
 
 /// The signed `POST`: the receiver's status when it is 2xx, else why not.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use provisioner_tests::{Stack, StackOptions, fixture};
+use provisioner_tests::{Stack, StackOptions, fixture, metric_value};
 use serde_json::{Value, json};
 
 /// A DigitalOcean order in a region the plugin does not know.
@@ -41,6 +41,15 @@ async fn a_server_the_plugin_refuses_is_a_422_at_once() -> anyhow::Result<()> {
     stack
         .wait_for_status(&id, "active", Duration::from_secs(30))
         .await?;
+    let metrics = stack.metrics().await?;
+    for verdict in ["refused", "valid"] {
+        let series = format!("provisioner_validations_total{{verdict=\"{verdict}\"}}");
+        assert_eq!(
+            metric_value(&metrics, &series),
+            Some(1.0),
+            "{series}\n{metrics}"
+        );
+    }
     stack.cleanup().await;
     Ok(())
 }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use provisioner_tests::{Stack, StackOptions, fixture};
+use provisioner_tests::{Stack, StackOptions, fixture, metric_value};
 use serde_json::{Value, json};
 
 /// One call the receiver got.
@@ -167,6 +167,15 @@ async fn a_settled_order_calls_its_webhook_signed_and_retried() -> anyhow::Resul
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(calls.lock().expect("calls").len(), 2);
+    let metrics = stack.metrics().await?;
+    for outcome in ["failed", "delivered"] {
+        let series = format!("provisioner_webhook_calls_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(
+            metric_value(&metrics, &series),
+            Some(1.0),
+            "{series}\n{metrics}"
+        );
+    }
 
     // Deleting it calls again, as a new webhook.
     let (status, _) = stack.delete_order(&id).await?;

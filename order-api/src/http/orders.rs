@@ -333,7 +333,13 @@ pub async fn create_order(
         labels: body.labels,
     };
     if let Some(timeout) = state.validate_timeout {
-        match state.validator.check(&body.vendor, &spec, timeout).await {
+        let verdict = state.validator.check(&body.vendor, &spec, timeout).await;
+        state.metrics.validated(match &verdict {
+            Verdict::Valid => "valid",
+            Verdict::Invalid(_) => "refused",
+            Verdict::Unchecked(_) => "unchecked",
+        });
+        match verdict {
             Verdict::Valid => {}
             Verdict::Invalid(message) => {
                 return Err(ApiError::RefusedByVendor {
