@@ -40,6 +40,8 @@ pub struct Store {
     writer: SqlitePool,
     /// New orders on their way to [`commit_new_orders`].
     new_orders: tokio::sync::mpsc::Sender<NewOrder>,
+    /// API tokens looked up lately.
+    known_tokens: tokens::TokenCache,
 }
 
 /// Most orders committed in one transaction.
@@ -237,6 +239,7 @@ impl Store {
             pool,
             writer,
             new_orders,
+            known_tokens: tokens::TokenCache::default(),
         })
     }
 

@@ -89,6 +89,19 @@ async fn every_endpoint_needs_a_valid_token() -> anyhow::Result<()> {
         .output()
         .await?;
     assert!(revoke.status.success(), "tokens revoke failed: {revoke:?}");
+    // Instances remember a token for 5 s: a revoke takes effect within that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while call(&revoked_client, &stack, Method::GET, "/v1/orders", None)
+        .await?
+        .0
+        != 401
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "a revoked token still works after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     let anonymous = Client::new();
     let wrong =

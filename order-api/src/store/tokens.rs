@@ -1,6 +1,10 @@
 //! API tokens in the orders database: made by `order-api tokens create`, stored as their
 //! SHA-256 only, looked up on every request, revoked by their public id.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -97,22 +101,59 @@ impl Store {
         Ok(revoked == 1)
     }
 
-    /// Who a presented token speaks for; `None` when it is unknown or revoked.
+    /// Who a presented token speaks for; `None` when it is unknown or revoked. A known
+    /// token's answer is remembered for [`TOKEN_CACHE_TTL`] (a revoke takes effect within it,
+    /// on every instance); unknown tokens are always looked up.
     pub async fn caller(&self, token: &str) -> anyhow::Result<Option<Caller>> {
+        let sha256 = auth::token_sha256(token);
+        if let Some(caller) = self.known_tokens.get(&sha256) {
+            return Ok(Some(caller));
+        }
         let row = sqlx::query(
             "SELECT tenant FROM api_tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
         )
-        .bind(auth::token_sha256(token))
+        .bind(&sha256)
         .fetch_optional(&self.pool)
         .await
         .context("looking up a token")?;
-        row.map(|row| {
-            let tenant: Option<String> = row.try_get("tenant")?;
-            Ok(match tenant {
-                Some(tenant) => Caller::Tenant(tenant),
-                None => Caller::Admin,
+        let caller = row
+            .map(|row| {
+                let tenant: Option<String> = row.try_get("tenant")?;
+                anyhow::Ok(match tenant {
+                    Some(tenant) => Caller::Tenant(tenant),
+                    None => Caller::Admin,
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        if let Some(caller) = &caller {
+            self.known_tokens.put(sha256, caller.clone());
+        }
+        Ok(caller)
+    }
+}
+
+/// How long a looked-up token is trusted without asking the database again.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most tokens remembered at once (the cache starts afresh beyond).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Tokens looked up lately, by SHA-256: spares the database a read on every request.
+#[derive(Debug, Default, Clone)]
+pub struct TokenCache(Arc<Mutex<HashMap<String, (Caller, Instant)>>>);
+
+impl TokenCache {
+    fn get(&self, sha256: &str) -> Option<Caller> {
+        let cache = self.0.lock().ok()?;
+        let (caller, at) = cache.get(sha256)?;
+        (at.elapsed() < TOKEN_CACHE_TTL).then(|| caller.clone())
+    }
+
+    fn put(&self, sha256: String, caller: Caller) {
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= TOKEN_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(sha256, (caller, Instant::now()));
+        }
     }
 }
