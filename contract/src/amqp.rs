@@ -93,6 +93,21 @@ pub enum PublishError {
     },
 }
 
+/// Messages ready in `queue`, by a passive declare (fails if the queue does not exist).
+pub async fn ready_messages(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    let state = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    Ok(state.message_count())
+}
+
 /// A channel in confirm mode that publishes to the topology's exchange.
 #[derive(Clone)]
 pub struct Publisher {

@@ -287,18 +287,9 @@ pub async fn sample_queues(
     }
 }
 
-/// Messages ready in `queue` (a passive declare).
+/// Messages ready in `queue`.
 async fn queue_length(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32> {
-    let state = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..lapin::options::QueueDeclareOptions::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
+    provisioner_contract::amqp::ready_messages(channel, queue)
         .await
-        .with_context(|| format!("reading the length of {queue}"))?;
-    Ok(state.message_count())
+        .with_context(|| format!("reading the length of {queue}"))
 }

@@ -263,19 +263,19 @@ async fn deliver(
         }
         _ => None,
     };
-    match &outcome {
-        Ok(_) => {
-            tracing::info!(order_id = %delivery.order_id, url = %delivery.url, attempts, "webhook delivered")
-        }
-        Err(error) => {
-            tracing::warn!(order_id = %delivery.order_id, url = %delivery.url, attempts, retry = retry_at.is_some(), "webhook failed: {error}")
-        }
-    }
     let label = match (&outcome, retry_at) {
         (Ok(_), _) => "delivered",
         (Err(_), Some(_)) => "failed",
         (Err(_), None) => "given_up",
     };
+    match &outcome {
+        Ok(_) => {
+            tracing::info!(order_id = %delivery.order_id, url = %delivery.url, attempts, "webhook {label}")
+        }
+        Err(error) => {
+            tracing::warn!(order_id = %delivery.order_id, url = %delivery.url, attempts, "webhook {label}: {error}")
+        }
+    }
     store
         .webhook_attempted(&delivery, claimed_until, outcome, retry_at)
         .await?;

@@ -1116,18 +1116,9 @@ fn vendor_ids() -> Vec<&'static str> {
 
 /// How many messages wait (ready) in `queue`.
 pub async fn message_count(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32> {
-    let state = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..lapin::options::QueueDeclareOptions::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
+    provisioner_contract::amqp::ready_messages(channel, queue)
         .await
-        .with_context(|| format!("looking at queue {queue}"))?;
-    Ok(state.message_count())
+        .with_context(|| format!("looking at queue {queue}"))
 }
 
 /// A vendor simulator served by this test's runtime (until the test ends), with the

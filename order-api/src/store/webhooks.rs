@@ -28,8 +28,18 @@ pub struct WebhookDelivery {
 }
 
 impl Store {
-    /// The tenant's webhook signing secret, made on first use.
+    /// The tenant's webhook signing secret, made on first use (a read otherwise: every
+    /// webhook call asks for it).
     pub async fn webhook_secret(&self, tenant: &str) -> anyhow::Result<String> {
+        let known: Option<String> =
+            sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await
+                .context("reading a webhook secret")?;
+        if let Some(secret) = known {
+            return Ok(secret);
+        }
         sqlx::query(
             "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES (?, ?, ?) \
              ON CONFLICT (tenant) DO NOTHING",
@@ -114,10 +124,12 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        let (sql, error, message) = match (&outcome, retry_at) {
+        // One update for every outcome: delivered (`delivered_at`), given up (`failed_at`),
+        // or due again at `retry_at`.
+        let (delivered_at, failed_at, error, message) = match (&outcome, retry_at) {
             (Ok(status), _) => (
-                "UPDATE webhook_deliveries SET attempts = ?, delivered_at = ?, last_error = NULL \
-                 WHERE delivery_id = ?",
+                Some(now),
+                None,
                 None,
                 Some(format!(
                     "webhook delivered to {} ({status}, attempt {attempts})",
@@ -125,15 +137,15 @@ impl Store {
                 )),
             ),
             (Err(error), Some(_)) => (
-                "UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ?, last_error = ? \
-                 WHERE delivery_id = ?",
+                None,
+                None,
                 Some(error.clone()),
                 (attempts == 1)
                     .then(|| format!("webhook to {} failed ({error}); retrying", delivery.url)),
             ),
             (Err(error), None) => (
-                "UPDATE webhook_deliveries SET attempts = ?, failed_at = ?, last_error = ? \
-                 WHERE delivery_id = ?",
+                None,
+                Some(now),
                 Some(error.clone()),
                 Some(format!(
                     "webhook to {} given up after {attempts} attempts: {error}",
@@ -141,20 +153,22 @@ impl Store {
                 )),
             ),
         };
-        let sql = format!("{sql} AND next_attempt_at = ?");
-        let mut statement = sqlx::query(&sql).bind(i64::from(attempts));
-        statement = match (&outcome, retry_at) {
-            (Ok(_), _) => statement.bind(now),
-            (Err(_), Some(at)) => statement.bind(at).bind(error),
-            (Err(_), None) => statement.bind(now).bind(error),
-        };
-        let recorded = statement
-            .bind(delivery.delivery_id.to_string())
-            .bind(claimed_until)
-            .execute(&mut *tx)
-            .await
-            .context("recording a webhook attempt")?
-            .rows_affected();
+        let recorded = sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = ?, delivered_at = ?, failed_at = ?, \
+             last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at) \
+             WHERE delivery_id = ? AND next_attempt_at = ?",
+        )
+        .bind(i64::from(attempts))
+        .bind(delivered_at)
+        .bind(failed_at)
+        .bind(error)
+        .bind(retry_at)
+        .bind(delivery.delivery_id.to_string())
+        .bind(claimed_until)
+        .execute(&mut *tx)
+        .await
+        .context("recording a webhook attempt")?
+        .rows_affected();
         if recorded == 0 {
             tracing::warn!(delivery_id = %delivery.delivery_id, "a webhook attempt outlived its claim; not recorded");
             return Ok(());
