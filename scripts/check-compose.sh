@@ -19,4 +19,11 @@ else
 fi
 echo "==> validating docker-compose.yml with ${compose[*]}"
 "${compose[@]}" -f docker-compose.yml config --quiet
-echo "    docker-compose.yml is valid"
+echo "==> validating it with the postgres profile and DATABASE_URL set"
+resolved=$(mktemp)
+trap 'rm -f "$resolved"' EXIT
+COMPOSE_PROFILES=postgres DATABASE_URL=postgres://provisioner:provisioner@postgres:5432/provisioner \
+    "${compose[@]}" -f docker-compose.yml config > "$resolved"
+grep -q "image: postgres:16" "$resolved"
+grep -q "DATABASE_URL: postgres://provisioner:provisioner@postgres:5432/provisioner" "$resolved"
+echo "    docker-compose.yml is valid (both ways)"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every check and test, doing its own set-up first (toolchain target, plugins,
-# binaries, RabbitMQ). The README's test command; CI runs it too.
+# binaries, RabbitMQ, PostgreSQL). The README's test command; CI runs it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 scripts/ensure-rabbitmq.sh
+scripts/ensure-postgres.sh
 
 echo "==> formatting and lints"
 cargo fmt --all --check
@@ -15,8 +16,16 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 scripts/check-compose.sh
 
-echo "==> tests"
+echo "==> tests (orders in SQLite; tests/e2e/postgres.rs runs two order-apis on PostgreSQL)"
 cargo test --workspace
+
+echo "==> the end-to-end tests of the order API again, with the orders in PostgreSQL"
+# Left out: tests of the host and plugins alone, which never reach the order store, the
+# host holding 300 orders in flight (concurrency), the broker outage (it stops RabbitMQ for
+# everyone) and the module that is PostgreSQL anyway.
+TEST_ORDER_STORE=postgres cargo test -p provisioner-tests --test e2e -- \
+    --skip conformance:: --skip sandbox:: --skip lease:: --skip drop_in:: \
+    --skip broker_outage:: --skip postgres:: --skip concurrency::
 
 echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
 target/debug/bench --profile debug pipeline --orders 150 --bare-orders 1000

@@ -70,7 +70,8 @@ pub enum TokensCommand {
 /// Where the orders database is.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// The orders database (SQLite URL; the file is created if missing).
+    /// The orders database: `sqlite://<file>` (created if missing; one order-api at a time)
+    /// or `postgres://<user>:<password>@<host>/<database>` (shared by any number).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://orders.db")]
     pub database_url: String,
 }

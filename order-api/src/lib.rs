@@ -6,8 +6,8 @@
 //! - [`auth`]: API tokens and tenants; who a request speaks for.
 //! - [`tokens`]: `order-api tokens create|list|revoke`.
 //! - [`lifecycle`]: the order state machine (allowed transitions).
-//! - [`store`]: the SQLite database: orders, events, outbox, vendors, orphans;
-//!   compare-and-set.
+//! - [`store`]: the orders database (SQLite or PostgreSQL, `store::db`): orders, events,
+//!   outbox, vendors, orphans, tokens, webhooks; compare-and-set.
 //! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health.
 //! - [`metrics`]: the Prometheus series `/metrics` serves.
 //! - [`relay`]: the outbox relay (publish with confirms, retry what was refused).

@@ -1,15 +1,21 @@
-//! The orders database (SQLite through sqlx): orders, their event log, the outbox, the
-//! announced vendors, and (in [`orphans`]) the orphan sweep's records. Every state change
-//! is a compare-and-set in one transaction.
+//! The orders database: orders, their event log, the outbox, the announced vendors, and (in
+//! [`orphans`]) the orphan sweep's records. Every state change is a compare-and-set in one
+//! transaction. SQLite or PostgreSQL by `DATABASE_URL` ([`db`]), one code path for both.
 //!
-//! Writes go through one connection of their own (`writer`), reads through a pool. SQLite
-//! takes one writer at a time anyway; several connections competing for the write lock wait
-//! in its busy handler, which sleeps in steps of milliseconds (the accept-latency benchmark
-//! saw a p99 of 22 ms at 500 orders/s from that). Queued on one connection, writers wait
-//! their turn without sleeping. New orders are committed in groups ([`Store::insert_order`]):
-//! the orders that arrive while a commit is on disk share the next one.
+//! Writes go through a pool of their own (`writer`: one connection on SQLite), reads through
+//! another. SQLite takes one writer at a time anyway; several connections competing for the
+//! write lock wait in its busy handler, which sleeps in steps of milliseconds (the
+//! accept-latency benchmark saw a p99 of 22 ms at 500 orders/s from that). Queued on one
+//! connection, writers wait their turn without sleeping. New orders are committed in groups
+//! ([`Store::insert_order`]): the orders that arrive while a commit is on disk share the next.
+//!
+//! On PostgreSQL several order-api instances share the database. What keeps them from double
+//! effects: every state change is a compare-and-set on the order row; the relay claims the
+//! outbox rows it publishes ([`Store::due_outbox`]); an order's events are written under its
+//! row lock, so they commit in the order of their ids and a live stream that reads "events
+//! after n" misses none; transactions that touch several orders take them in id order, so two
+//! instances never deadlock on each other.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,15 +24,18 @@ use provisioner_contract::{
     Fault, OrderUpdate, ServerInfo, ServerSpec, UpdateKind, VendorAnnouncement, VendorWithdrawal,
 };
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
 use crate::lifecycle::{self, OrderStatus, Transition};
 
+mod db;
 mod orphans;
 mod tokens;
 mod webhooks;
+pub use db::{Backend, DbTime};
+use db::{optional_time, parameters, time};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use tokens::{NewToken, TokenInfo};
 pub use webhooks::WebhookDelivery;
@@ -34,15 +43,21 @@ pub use webhooks::WebhookDelivery;
 /// The database handle; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// Which database this is.
+    backend: Backend,
     /// Reads.
-    pool: SqlitePool,
-    /// Writes: one connection.
-    writer: SqlitePool,
+    pool: AnyPool,
+    /// Writes (one connection on SQLite).
+    writer: AnyPool,
     /// New orders on their way to [`commit_new_orders`].
     new_orders: tokio::sync::mpsc::Sender<NewOrder>,
     /// API tokens looked up lately.
     known_tokens: tokens::TokenCache,
 }
+
+/// How long the relay's claim on outbox messages lasts (PostgreSQL): a relay that dies
+/// mid-publish leaves its messages to another instance after this.
+pub const OUTBOX_CLAIM: Duration = Duration::from_secs(30);
 
 /// Most orders committed in one transaction.
 const NEW_ORDERS_PER_COMMIT: usize = 256;
@@ -209,38 +224,28 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: Option<String>) -> anyhow::R
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` and runs the migrations.
+    /// Opens the database at `url` (a SQLite file is made when missing) and runs the
+    /// migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("parsing DATABASE_URL '{url}'"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed order survives a power cut, not only a process crash.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("opening the orders database {url}"))?;
-        sqlx::migrate!("./migrations")
-            .run(&writer)
-            .await
-            .context("migrating the orders database")?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("opening the orders database {url}"))?;
+        let db::Pools {
+            backend,
+            reads,
+            writes,
+        } = db::open(url).await?;
         let (new_orders, queue) = tokio::sync::mpsc::channel(4 * NEW_ORDERS_PER_COMMIT);
-        tokio::spawn(commit_new_orders(writer.clone(), queue));
+        tokio::spawn(commit_new_orders(writes.clone(), queue));
         Ok(Self {
-            pool,
-            writer,
+            backend,
+            pool: reads,
+            writer: writes,
             new_orders,
             known_tokens: tokens::TokenCache::default(),
         })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Whether the database answers.
@@ -274,7 +279,7 @@ impl Store {
     /// The order a tenant's idempotency key names, if any.
     pub async fn keyed_order(&self, tenant: &str, key: &str) -> anyhow::Result<Option<KeyedOrder>> {
         let row = sqlx::query(
-            "SELECT order_id, request_sha256 FROM idempotency_keys WHERE tenant = ? AND key = ?",
+            "SELECT order_id, request_sha256 FROM idempotency_keys WHERE tenant = $1 AND key = $2",
         )
         .bind(tenant)
         .bind(key)
@@ -298,7 +303,7 @@ impl Store {
         id: Uuid,
         after: i64,
     ) -> anyhow::Result<Option<(Order, Vec<(i64, OrderEvent)>)>> {
-        let row = sqlx::query("SELECT * FROM orders WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM orders WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -307,7 +312,7 @@ impl Store {
         let order = order_from_row(&row)?;
         let rows = sqlx::query(
             "SELECT id, at, status, message, attempt FROM order_events \
-             WHERE order_id = ? AND id > ? ORDER BY id",
+             WHERE order_id = $1 AND id > $2 ORDER BY id",
         )
         .bind(id.to_string())
         .bind(after)
@@ -320,7 +325,7 @@ impl Store {
                 Ok((
                     row.try_get("id")?,
                     OrderEvent {
-                        at: row.try_get("at")?,
+                        at: time(row, "at")?,
                         status: parse_status(row.try_get("status")?)?,
                         message: row.try_get("message")?,
                         attempt: row.try_get::<Option<i64>, _>("attempt")?.map(|a| a as u32),
@@ -341,25 +346,30 @@ impl Store {
     /// Orders newest first, filtered, one page at a time.
     pub async fn orders(&self, query: &OrderQuery) -> anyhow::Result<Vec<Order>> {
         let mut sql = String::from("SELECT * FROM orders WHERE 1 = 1");
+        let mut parameters = 0;
+        let mut filter = |condition: &str| {
+            parameters += 1;
+            sql.push_str(&format!(" AND {condition} ${parameters}"));
+        };
         if query.tenant.is_some() {
-            sql.push_str(" AND tenant = ?");
+            filter("tenant =");
         }
         if query.status.is_some() {
-            sql.push_str(" AND status = ?");
+            filter("status =");
         }
         if query.vendor.is_some() {
-            sql.push_str(" AND vendor = ?");
+            filter("vendor =");
         }
         if query.created_after.is_some() {
-            sql.push_str(" AND created_at >= ?");
+            filter("created_at >=");
         }
         if query.created_before.is_some() {
-            sql.push_str(" AND created_at < ?");
+            filter("created_at <");
         }
         if query.before.is_some() {
-            sql.push_str(" AND id < ?");
+            filter("id <");
         }
-        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", parameters + 1));
         let mut statement = sqlx::query(&sql);
         if let Some(tenant) = &query.tenant {
             statement = statement.bind(tenant);
@@ -371,10 +381,10 @@ impl Store {
             statement = statement.bind(vendor);
         }
         if let Some(after) = query.created_after {
-            statement = statement.bind(after);
+            statement = statement.bind(DbTime(after));
         }
         if let Some(before) = query.created_before {
-            statement = statement.bind(before);
+            statement = statement.bind(DbTime(before));
         }
         if let Some(before) = query.before {
             statement = statement.bind(before.to_string());
@@ -403,9 +413,13 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        let mut applied = Vec::with_capacity(updates.len());
-        for update in updates {
-            applied.push(apply_in(&mut tx, update).await?);
+        // Orders in id order (one order's updates keep theirs): the lock order every
+        // transaction keeps.
+        let mut in_lock_order: Vec<usize> = (0..updates.len()).collect();
+        in_lock_order.sort_by_key(|&index| updates[index].order_id);
+        let mut applied = vec![Applied::Ignored; updates.len()];
+        for index in in_lock_order {
+            applied[index] = apply_in(&mut tx, updates[index]).await?;
         }
         tx.commit().await.context("committing the updates")?;
         Ok(applied)
@@ -464,7 +478,7 @@ impl Store {
         if !compare_and_set(&mut tx, order_id, step, None, None).await? {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM outbox WHERE order_id = ?")
+        sqlx::query("DELETE FROM outbox WHERE order_id = $1")
             .bind(order_id.to_string())
             .execute(&mut *tx)
             .await
@@ -494,9 +508,9 @@ impl Store {
         let rows = sqlx::query(
             "SELECT * FROM orders \
              WHERE status IN ('queued', 'provisioning', 'deleting', 'cancelling') \
-             AND updated_at < ? ORDER BY updated_at LIMIT ?",
+             AND updated_at < $1 ORDER BY updated_at LIMIT $2",
         )
-        .bind(before)
+        .bind(DbTime(before))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -519,12 +533,12 @@ impl Store {
             .context("starting a transaction")?;
         let now = Utc::now();
         let touched = sqlx::query(
-            "UPDATE orders SET updated_at = ? WHERE id = ? AND status = ? AND updated_at = ?",
+            "UPDATE orders SET updated_at = $1 WHERE id = $2 AND status = $3 AND updated_at = $4",
         )
-        .bind(now)
+        .bind(DbTime(now))
         .bind(order.id.to_string())
         .bind(order.status.as_str())
-        .bind(order.updated_at)
+        .bind(DbTime(order.updated_at))
         .execute(&mut *tx)
         .await
         .context("marking a stalled order")?
@@ -546,29 +560,59 @@ impl Store {
         Ok(true)
     }
 
-    /// Outbox messages due for (another) publish, oldest first.
+    /// Outbox messages due for (another) publish, oldest first. On PostgreSQL, where other
+    /// order-api instances share the outbox, they are claimed for [`OUTBOX_CLAIM`] (not due
+    /// again meanwhile), so each message goes out from one instance; a publish that outlives
+    /// its claim may go out twice, which the host tolerates (a creation request is
+    /// idempotent). On SQLite only one instance runs: nothing to claim.
     pub async fn due_outbox(&self, limit: u32) -> anyhow::Result<Vec<OutboxMessage>> {
-        let rows = sqlx::query(
-            "SELECT message_id, order_id, routing_key, body, traceparent, attempts FROM outbox \
-             WHERE next_attempt_at <= ? ORDER BY created_at, message_id LIMIT ?",
-        )
-        .bind(Utc::now())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
+        let now = Utc::now();
+        let rows = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query(
+                    "SELECT message_id, order_id, routing_key, body, traceparent, attempts, \
+                     created_at FROM outbox WHERE next_attempt_at <= $1 \
+                     ORDER BY created_at, message_id LIMIT $2",
+                )
+                .bind(DbTime(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+            Backend::Postgres => {
+                let claimed_until =
+                    now + chrono::Duration::from_std(OUTBOX_CLAIM).unwrap_or_default();
+                sqlx::query(
+                    "UPDATE outbox SET next_attempt_at = $1 WHERE message_id IN \
+                     (SELECT message_id FROM outbox WHERE next_attempt_at <= $2 \
+                     ORDER BY created_at, message_id LIMIT $3) AND next_attempt_at <= $2 \
+                     RETURNING message_id, order_id, routing_key, body, traceparent, attempts, \
+                     created_at",
+                )
+                .bind(DbTime(claimed_until))
+                .bind(DbTime(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.writer)
+                .await
+            }
+        }
         .context("reading the outbox")?;
-        rows.iter()
+        let mut due = rows
+            .iter()
             .map(|row| {
-                Ok(OutboxMessage {
+                let message = OutboxMessage {
                     message_id: parse_uuid(row.try_get("message_id")?)?,
                     order_id: parse_uuid(row.try_get("order_id")?)?,
                     routing_key: row.try_get("routing_key")?,
                     body: row.try_get("body")?,
                     traceparent: row.try_get("traceparent")?,
                     attempts: row.try_get::<i64, _>("attempts")? as u32,
-                })
+                };
+                Ok((time(row, "created_at")?, message))
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        due.sort_by_key(|(created_at, message)| (*created_at, message.message_id));
+        Ok(due.into_iter().map(|(_, message)| message).collect())
     }
 
     /// The broker confirmed these messages: drop them from the outbox and mark their orders
@@ -583,8 +627,13 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        for message in messages {
-            sqlx::query("DELETE FROM outbox WHERE message_id = ?")
+        // Orders in id order, each locked before its outbox row: the lock order every
+        // transaction keeps.
+        let mut in_lock_order: Vec<&OutboxMessage> = messages.iter().collect();
+        in_lock_order.sort_by_key(|message| message.order_id);
+        for message in in_lock_order {
+            lock_order(&mut tx, message.order_id).await?;
+            sqlx::query("DELETE FROM outbox WHERE message_id = $1")
                 .bind(message.message_id.to_string())
                 .execute(&mut *tx)
                 .await
@@ -621,11 +670,12 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
+        lock_order(&mut tx, message.order_id).await?;
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? \
-             WHERE message_id = ?",
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 \
+             WHERE message_id = $3",
         )
-        .bind(next)
+        .bind(DbTime(next))
         .bind(error)
         .bind(message.message_id.to_string())
         .execute(&mut *tx)
@@ -636,9 +686,9 @@ impl Store {
             // for a delete).
             sqlx::query(
                 "INSERT INTO order_events (order_id, at, status, message, attempt) \
-                 SELECT id, ?, status, ?, NULL FROM orders WHERE id = ?",
+                 SELECT id, $1, status, $2, NULL FROM orders WHERE id = $3",
             )
-            .bind(now)
+            .bind(DbTime(now))
             .bind(format!(
                 "publishing the request ({}) failed, will retry: {error}",
                 message.routing_key
@@ -656,7 +706,7 @@ impl Store {
     pub async fn upsert_vendor(&self, announcement: &VendorAnnouncement) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO vendor_hosts (vendor, host_id, display_name, plugin_version, first_seen, last_seen) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (vendor, host_id) DO UPDATE SET \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (vendor, host_id) DO UPDATE SET \
              display_name = excluded.display_name, plugin_version = excluded.plugin_version, \
              last_seen = excluded.last_seen",
         )
@@ -664,8 +714,8 @@ impl Store {
         .bind(&announcement.host_id)
         .bind(&announcement.display_name)
         .bind(&announcement.plugin_version)
-        .bind(announcement.at)
-        .bind(announcement.at)
+        .bind(DbTime(announcement.at))
+        .bind(DbTime(announcement.at))
         .execute(&self.writer)
         .await
         .context("recording a vendor")?;
@@ -674,7 +724,7 @@ impl Store {
 
     /// Records that a host stopped serving a vendor.
     pub async fn withdraw_vendor(&self, withdrawal: &VendorWithdrawal) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM vendor_hosts WHERE vendor = ? AND host_id = ?")
+        sqlx::query("DELETE FROM vendor_hosts WHERE vendor = $1 AND host_id = $2")
             .bind(&withdrawal.vendor)
             .bind(&withdrawal.host_id)
             .execute(&self.writer)
@@ -695,8 +745,8 @@ impl Store {
             let host = VendorHost {
                 host_id: row.try_get("host_id")?,
                 plugin_version: row.try_get("plugin_version")?,
-                first_seen: row.try_get("first_seen")?,
-                last_seen: row.try_get("last_seen")?,
+                first_seen: time(row, "first_seen")?,
+                last_seen: time(row, "last_seen")?,
             };
             match vendors.last_mut() {
                 Some(last) if last.vendor == vendor => last.hosts.push(host),
@@ -732,7 +782,7 @@ impl Store {
 
     /// Whether a host has announced `vendor`.
     pub async fn vendor_known(&self, vendor: &str) -> anyhow::Result<bool> {
-        Ok(sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = ?")
+        Ok(sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = $1")
             .bind(vendor)
             .fetch_optional(&self.pool)
             .await
@@ -742,21 +792,21 @@ impl Store {
 }
 
 async fn insert_outbox(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     outbox: &OutboxMessage,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, \
-         created_at, attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+         created_at, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
     )
     .bind(outbox.message_id.to_string())
     .bind(outbox.order_id.to_string())
     .bind(&outbox.routing_key)
     .bind(&outbox.body)
     .bind(&outbox.traceparent)
-    .bind(now)
-    .bind(now)
+    .bind(DbTime(now))
+    .bind(DbTime(now))
     .execute(&mut **tx)
     .await
     .context("inserting the outbox message")?;
@@ -766,22 +816,22 @@ async fn insert_outbox(
 /// Moves an order along `step` if it is in one of the step's sources; `server` replaces
 /// the recorded server when given, `fault` is set (or cleared when `None`). Whether it moved.
 async fn compare_and_set(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     order_id: Uuid,
     step: Transition,
     server: Option<String>,
     fault: Option<String>,
 ) -> anyhow::Result<bool> {
-    let placeholders = vec!["?"; step.sources.len()].join(", ");
+    let sources = parameters(6, step.sources.len());
     let sql = format!(
-        "UPDATE orders SET status = ?, server = COALESCE(?, server), fault = ?, updated_at = ? \
-         WHERE id = ? AND status IN ({placeholders})"
+        "UPDATE orders SET status = $1, server = COALESCE($2, server), fault = $3, \
+         updated_at = $4 WHERE id = $5 AND status IN ({sources})"
     );
     let mut statement = sqlx::query(&sql)
         .bind(step.target.as_str())
         .bind(server)
         .bind(fault)
-        .bind(Utc::now())
+        .bind(DbTime(Utc::now()))
         .bind(order_id.to_string());
     for source in step.sources {
         statement = statement.bind(source.as_str());
@@ -794,16 +844,38 @@ async fn compare_and_set(
     Ok(moved == 1)
 }
 
+/// Takes the order's row lock for the rest of the transaction, on PostgreSQL (SQLite has one
+/// writer at a time: nothing to lock). Whatever writes an order's events holds it first, so
+/// one order's events commit in the order of their ids: a live stream reading "events after
+/// n" cannot see n + 1 before n. Taking it before anything else the transaction locks keeps
+/// the lock order the same everywhere (order row, then its outbox and webhook rows).
+async fn lock_order(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+) -> anyhow::Result<()> {
+    if tx.backend_name() != <sqlx::Postgres as sqlx::Database>::NAME {
+        return Ok(());
+    }
+    sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE")
+        .bind(order_id.to_string())
+        .execute(&mut **tx)
+        .await
+        .with_context(|| format!("locking order {order_id}"))?;
+    Ok(())
+}
+
+/// Appends to the order's event log (under its row lock: see [`lock_order`]).
 async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     order_id: Uuid,
     event: &OrderEvent,
 ) -> anyhow::Result<()> {
+    lock_order(tx, order_id).await?;
     sqlx::query(
-        "INSERT INTO order_events (order_id, at, status, message, attempt) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO order_events (order_id, at, status, message, attempt) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(order_id.to_string())
-    .bind(event.at)
+    .bind(DbTime(event.at))
     .bind(event.status.as_str())
     .bind(&event.message)
     .bind(event.attempt.map(i64::from))
@@ -821,7 +893,7 @@ fn parse_status(text: String) -> anyhow::Result<OrderStatus> {
     text.parse().map_err(|e: String| anyhow::anyhow!(e))
 }
 
-fn order_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Order> {
+fn order_from_row(row: &AnyRow) -> anyhow::Result<Order> {
     Ok(Order {
         id: parse_uuid(row.try_get("id")?)?,
         tenant: row.try_get("tenant")?,
@@ -838,8 +910,8 @@ fn order_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Order> {
         },
         server: parse_json(row.try_get("server")?)?,
         fault: parse_json(row.try_get("fault")?)?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        created_at: time(row, "created_at")?,
+        updated_at: time(row, "updated_at")?,
         webhook_url: row.try_get("webhook_url")?,
     })
 }
@@ -848,7 +920,7 @@ fn order_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Order> {
 /// cancelling or cancelled (a create that ran after, or beside, the cancel) queues the delete
 /// of that server: a cancelled order leaves no server behind.
 async fn apply_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     update: &OrderUpdate,
 ) -> anyhow::Result<Applied> {
     let step = lifecycle::transition(&update.kind);
@@ -867,7 +939,7 @@ async fn apply_in(
     let moved =
         compare_and_set(tx, update.order_id, step, server.map(json), fault.map(json)).await?;
     if !moved {
-        let row = sqlx::query("SELECT status, server FROM orders WHERE id = ?")
+        let row = sqlx::query("SELECT status, server FROM orders WHERE id = $1")
             .bind(update.order_id.to_string())
             .fetch_optional(&mut **tx)
             .await
@@ -927,7 +999,7 @@ async fn apply_in(
 
 /// Queues the delete of a server a create made for an order already cancelling or cancelled.
 async fn delete_late_server(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     update: &OrderUpdate,
     server: &ServerInfo,
     status: OrderStatus,
@@ -962,7 +1034,7 @@ async fn delete_late_server(
 /// Commits the new orders [`Store::insert_order`] queues: all that are waiting (up to
 /// [`NEW_ORDERS_PER_COMMIT`]) in one transaction. When a group fails, each of its orders is
 /// tried alone, so one bad order fails only its own request.
-async fn commit_new_orders(writer: SqlitePool, mut queue: tokio::sync::mpsc::Receiver<NewOrder>) {
+async fn commit_new_orders(writer: AnyPool, mut queue: tokio::sync::mpsc::Receiver<NewOrder>) {
     let mut group = Vec::with_capacity(NEW_ORDERS_PER_COMMIT);
     while queue.recv_many(&mut group, NEW_ORDERS_PER_COMMIT).await > 0 {
         match insert_orders(&writer, &group).await {
@@ -1014,7 +1086,7 @@ fn accepted_event(order: &Order) -> OrderEvent {
 /// Inserts `orders` with their first events and outbox rows in one transaction; for each,
 /// whether it was inserted (`false`: its idempotency key names an order already, maybe one
 /// earlier in the same group).
-async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Result<Vec<bool>> {
+async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<Vec<bool>> {
     let mut tx = writer.begin().await.context("starting a transaction")?;
     let mut inserted = Vec::with_capacity(orders.len());
     for NewOrder {
@@ -1027,13 +1099,13 @@ async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Resu
         if let Some(idempotency) = idempotency {
             let claimed = sqlx::query(
                 "INSERT INTO idempotency_keys (tenant, key, request_sha256, order_id, created_at) \
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, key) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, key) DO NOTHING",
             )
             .bind(&order.tenant)
             .bind(&idempotency.key)
             .bind(&idempotency.request_sha256)
             .bind(order.id.to_string())
-            .bind(order.created_at)
+            .bind(DbTime(order.created_at))
             .execute(&mut *tx)
             .await
             .context("recording the idempotency key")?;
@@ -1045,7 +1117,7 @@ async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Resu
         sqlx::query(
             "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
              user_data, labels, server, fault, created_at, updated_at, webhook_url) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, $12, $13, $14)",
         )
         .bind(order.id.to_string())
         .bind(&order.tenant)
@@ -1058,8 +1130,8 @@ async fn insert_orders(writer: &SqlitePool, orders: &[NewOrder]) -> anyhow::Resu
         .bind(json(&order.spec.ssh_keys))
         .bind(&order.spec.user_data)
         .bind(json(&order.spec.labels))
-        .bind(order.created_at)
-        .bind(order.updated_at)
+        .bind(DbTime(order.created_at))
+        .bind(DbTime(order.updated_at))
         .bind(&order.webhook_url)
         .execute(&mut *tx)
         .await

@@ -20,6 +20,7 @@ mod openapi;
 mod orphans;
 mod outbox;
 mod poison;
+mod postgres;
 mod restarts;
 mod retries;
 mod sandbox;

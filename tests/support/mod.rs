@@ -9,6 +9,9 @@
 //! - [`Stack`]: one isolated stack; start, kill, restart its processes; talk to its API.
 //! - [`Service`]: one child process with its log file.
 //! - [`require_rabbitmq`]: fails a test with what to start when the broker is not there.
+//! - [`OrderStore`]: the orders database a stack's order-api uses: SQLite, or PostgreSQL
+//!   when `TEST_ORDER_STORE=postgres` (each stack then makes its own database, dropped at
+//!   cleanup, on [`postgres_admin_url`]).
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -293,6 +296,70 @@ impl Service {
     }
 }
 
+/// The orders database of a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStore {
+    /// A SQLite file in the stack's folder.
+    Sqlite,
+    /// A database of its own on the PostgreSQL at [`postgres_admin_url`].
+    Postgres,
+}
+
+impl OrderStore {
+    /// What `TEST_ORDER_STORE` asks for (`sqlite`, the default, or `postgres`).
+    pub fn from_env() -> Self {
+        match std::env::var("TEST_ORDER_STORE").as_deref() {
+            Ok("postgres") => OrderStore::Postgres,
+            Ok("sqlite") | Err(_) => OrderStore::Sqlite,
+            Ok(other) => panic!("TEST_ORDER_STORE must be sqlite or postgres, not '{other}'"),
+        }
+    }
+}
+
+/// The PostgreSQL that stacks make their databases on: `TEST_POSTGRES_URL`, or the local
+/// one (trust auth).
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// Makes the database `name` on [`postgres_admin_url`]; fails saying what to start when
+/// PostgreSQL is not there. The new database's URL.
+pub async fn create_postgres_database(name: &str) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    let admin_url = postgres_admin_url();
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .with_context(|| {
+            format!(
+                "PostgreSQL is not reachable at {admin_url}: start it \
+             (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) \
+             or set TEST_POSTGRES_URL"
+            )
+        })?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("creating the database {name}"))?;
+    let _ = admin.close().await;
+    let mut url = url::Url::parse(&admin_url).context("parsing TEST_POSTGRES_URL")?;
+    url.set_path(name);
+    Ok(url.to_string())
+}
+
+/// Drops the database `name` (made by [`create_postgres_database`]), closing whatever
+/// connections it still has.
+pub async fn drop_postgres_database(name: &str) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(&postgres_admin_url()).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("dropping the database {name}"))?;
+    let _ = admin.close().await;
+    Ok(())
+}
+
 /// How a stack is set up.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -317,6 +384,8 @@ pub struct StackOptions {
     /// Whether this stack may stop the broker ([`Stack::stop_broker`]): it then runs alone,
     /// with no other stack beside it.
     pub exclusive_broker: bool,
+    /// The orders database (default: [`OrderStore::from_env`]).
+    pub store: OrderStore,
 }
 
 impl Default for StackOptions {
@@ -332,6 +401,7 @@ impl Default for StackOptions {
             api_env: Vec::new(),
             hosts: 1,
             exclusive_broker: false,
+            store: OrderStore::from_env(),
         }
     }
 }
@@ -355,6 +425,12 @@ pub struct Stack {
     pub admin_token: String,
     dir: PathBuf,
     api_port: u16,
+    /// The orders database's URL.
+    database_url: String,
+    /// The PostgreSQL database this stack made (dropped at cleanup).
+    postgres_database: Option<String>,
+    /// More order-api instances on the same database ([`Stack::start_another_api`]).
+    more_apis: Vec<Service>,
     options: StackOptions,
     sim: Option<Service>,
     /// The hosts (index 0 is "the host"; more with `StackOptions::hosts`).
@@ -451,6 +527,16 @@ impl Stack {
         let api_port = free_port();
         let sim_url = format!("http://127.0.0.1:{sim_port}");
         let tls_port = options.tls.then(free_port);
+        let (database_url, postgres_database) = match options.store {
+            OrderStore::Sqlite => (
+                format!("sqlite://{}", dir.join("orders.db").display()),
+                None,
+            ),
+            OrderStore::Postgres => {
+                let name = format!("provisioner_test_{}", &id[..12]);
+                (create_postgres_database(&name).await?, Some(name))
+            }
+        };
         let mut stack = Self {
             topology: Topology::with_prefix(prefix),
             api_url: format!("http://127.0.0.1:{api_port}"),
@@ -460,6 +546,9 @@ impl Stack {
             admin_token: String::new(),
             dir,
             api_port,
+            database_url,
+            postgres_database,
+            more_apis: Vec::new(),
             options,
             sim: None,
             hosts: Vec::new(),
@@ -506,7 +595,7 @@ impl Stack {
 
     /// The orders database's URL.
     pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.dir.join("orders.db").display())
+        self.database_url.clone()
     }
 
     /// Runs `order-api tokens create <arguments>` on this stack's database; the token.
@@ -624,22 +713,51 @@ impl Stack {
 
     /// Starts (or restarts) order-api on the same port and database.
     pub fn start_api(&mut self) -> anyhow::Result<()> {
+        self.api = Some(self.spawn_api(self.api_port, "api.log")?);
+        Ok(())
+    }
+
+    /// Spawns an order-api of this stack listening on `port`, logging to `log`.
+    fn spawn_api(&self, port: u16, log: &str) -> anyhow::Result<Service> {
         let mut env = vec![
             ("AMQP_URL", AMQP_URL.to_string()),
             ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
-            ("LISTEN_ADDR", format!("127.0.0.1:{}", self.api_port)),
+            ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("DATABASE_URL", self.database_url()),
         ];
         for (key, value) in &self.options.api_env {
             env.push((key.as_str(), value.clone()));
         }
-        self.api = Some(Service::spawn(
+        Service::spawn(
             "order-api",
             &binary(self.options.profile, "order-api"),
             &env,
-            self.dir.join("api.log"),
-        )?);
-        Ok(())
+            self.dir.join(log),
+        )
+    }
+
+    /// Starts one more order-api on this stack's database and broker names, on a port of its
+    /// own; its base URL.
+    pub async fn start_another_api(&mut self) -> anyhow::Result<String> {
+        let port = free_port();
+        let number = self.more_apis.len() + 2;
+        let api = self.spawn_api(port, &format!("api-{number}.log"))?;
+        self.more_apis.push(api);
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self.http.get(format!("{url}/readyz")).send().await;
+            if ready.is_ok_and(|response| response.status() == 200) {
+                return Ok(url);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "order-api number {number} never became ready\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The folder the host loads plugins from (and rescans for drop-ins).
@@ -1069,6 +1187,7 @@ impl Stack {
             .into_iter()
             .chain(self.hosts.iter())
             .flatten()
+            .chain(self.more_apis.iter())
             .map(Service::log_tail)
             .collect::<Vec<_>>()
             .join("\n")
@@ -1083,7 +1202,15 @@ impl Stack {
         {
             service.kill().await;
         }
+        for service in &mut self.more_apis {
+            service.kill().await;
+        }
         delete_topology(&self.topology, &vendor_ids()).await;
+        if let Some(name) = &self.postgres_database
+            && let Err(error) = drop_postgres_database(name).await
+        {
+            eprintln!("the test database {name} stays: {error:#}");
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         self.cleaned = true;
     }
@@ -1097,6 +1224,9 @@ impl Drop for Stack {
             return;
         }
         eprintln!("logs of the failed stack are in {}", self.dir.display());
+        if let Some(name) = &self.postgres_database {
+            eprintln!("its orders are in the PostgreSQL database {name}");
+        }
         let topology = self.topology.clone();
         let _ = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{Store, json, parse_json};
+use super::{DbTime, Store, json, optional_time, parameters, parse_json, time};
 use crate::lifecycle::OrderStatus;
 
 /// What happens to orphans a sweep finds.
@@ -203,14 +203,14 @@ impl Store {
     /// Starts a vendor's sweep: answers from earlier sweeps are ignored from now on.
     pub async fn begin_sweep(&self, vendor: &str, sweep_id: Uuid) -> anyhow::Result<()> {
         sqlx::query(
-            "INSERT INTO sweeps (vendor, sweep_id, requested_at) VALUES (?, ?, ?) \
+            "INSERT INTO sweeps (vendor, sweep_id, requested_at) VALUES ($1, $2, $3) \
              ON CONFLICT (vendor) DO UPDATE SET sweep_id = excluded.sweep_id, \
              requested_at = excluded.requested_at, finished_at = NULL, host_id = NULL, \
              outcome = NULL, detail = NULL, listed = NULL, orphans = NULL",
         )
         .bind(vendor)
         .bind(sweep_id.to_string())
-        .bind(Utc::now())
+        .bind(DbTime(Utc::now()))
         .execute(&self.writer)
         .await
         .context("recording a sweep")?;
@@ -230,15 +230,15 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        let current: Option<(String, DateTime<Utc>)> =
-            sqlx::query_as("SELECT sweep_id, requested_at FROM sweeps WHERE vendor = ?")
+        let current: Option<(String, DbTime)> =
+            sqlx::query_as("SELECT sweep_id, requested_at FROM sweeps WHERE vendor = $1")
                 .bind(&inventory.vendor)
                 .fetch_optional(&mut *tx)
                 .await
                 .context("reading the current sweep")?;
         let Some(requested_at) = current
             .filter(|(sweep_id, _)| *sweep_id == inventory.sweep_id.to_string())
-            .map(|(_, requested_at)| requested_at)
+            .map(|(_, requested_at)| requested_at.0)
         else {
             tracing::info!(vendor = %inventory.vendor, sweep_id = %inventory.sweep_id, "inventory of an earlier sweep ignored");
             return Ok(Vec::new());
@@ -247,10 +247,10 @@ impl Store {
         let now = Utc::now();
         let finish = |outcome: &'static str, detail: Option<String>, listed, orphans| {
             sqlx::query(
-                "UPDATE sweeps SET finished_at = ?, host_id = ?, outcome = ?, detail = ?, \
-                 listed = ?, orphans = ? WHERE vendor = ?",
+                "UPDATE sweeps SET finished_at = $1, host_id = $2, outcome = $3, detail = $4, \
+                 listed = $5, orphans = $6 WHERE vendor = $7",
             )
-            .bind(inventory.at)
+            .bind(DbTime(inventory.at))
             .bind(&inventory.host_id)
             .bind(outcome)
             .bind(detail)
@@ -327,7 +327,7 @@ impl Store {
             sqlx::query(
                 "INSERT INTO orphans (vendor, vendor_id, idempotency_key, server, reason, state, \
                  detail, first_seen_at, last_seen_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9) \
                  ON CONFLICT (vendor, vendor_id) DO UPDATE SET \
                  idempotency_key = excluded.idempotency_key, server = excluded.server, \
                  reason = excluded.reason, state = excluded.state, \
@@ -340,9 +340,9 @@ impl Store {
             .bind(json(&listed.server))
             .bind(&reason)
             .bind(state.as_str())
-            .bind(now)
-            .bind(now)
-            .bind(now)
+            .bind(DbTime(now))
+            .bind(DbTime(now))
+            .bind(DbTime(now))
             .execute(&mut *tx)
             .await
             .context("recording an orphan")?;
@@ -362,10 +362,10 @@ impl Store {
         for (vendor_id, state) in &known {
             if state.present() && !seen.contains(vendor_id) {
                 sqlx::query(
-                    "UPDATE orphans SET state = 'gone', updated_at = ? \
-                     WHERE vendor = ? AND vendor_id = ?",
+                    "UPDATE orphans SET state = 'gone', updated_at = $1 \
+                     WHERE vendor = $2 AND vendor_id = $3",
                 )
-                .bind(now)
+                .bind(DbTime(now))
                 .bind(vendor)
                 .bind(vendor_id)
                 .execute(&mut *tx)
@@ -393,12 +393,12 @@ impl Store {
             Some(fault) => (OrphanState::DeleteFailed, Some(json(fault))),
         };
         sqlx::query(
-            "UPDATE orphans SET state = ?, detail = ?, updated_at = ? \
-             WHERE vendor = ? AND vendor_id = ? AND state IN ('deleting', 'reported', 'delete_failed')",
+            "UPDATE orphans SET state = $1, detail = $2, updated_at = $3 \
+             WHERE vendor = $4 AND vendor_id = $5 AND state IN ('deleting', 'reported', 'delete_failed')",
         )
         .bind(state.as_str())
         .bind(detail)
-        .bind(outcome.at)
+        .bind(DbTime(outcome.at))
         .bind(&outcome.vendor)
         .bind(&outcome.vendor_id)
         .execute(&self.writer)
@@ -426,8 +426,8 @@ impl Store {
                     reason: row.try_get("reason")?,
                     state: OrphanState::parse(row.try_get("state")?)?,
                     delete_fault: parse_json(row.try_get("detail")?)?,
-                    first_seen_at: row.try_get("first_seen_at")?,
-                    last_seen_at: row.try_get("last_seen_at")?,
+                    first_seen_at: time(row, "first_seen_at")?,
+                    last_seen_at: time(row, "last_seen_at")?,
                 })
             })
             .collect()
@@ -463,8 +463,8 @@ impl Store {
                 Ok(Sweep {
                     vendor: row.try_get("vendor")?,
                     sweep_id: Uuid::parse_str(&sweep_id).context("a sweep id")?,
-                    requested_at: row.try_get("requested_at")?,
-                    finished_at: row.try_get("finished_at")?,
+                    requested_at: time(row, "requested_at")?,
+                    finished_at: optional_time(row, "finished_at")?,
                     host_id: row.try_get("host_id")?,
                     outcome: row.try_get("outcome")?,
                     detail: row.try_get("detail")?,
@@ -478,7 +478,7 @@ impl Store {
 
 /// The orders the listed servers' keys name.
 async fn owners(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     servers: &[LabelledServer],
 ) -> anyhow::Result<HashMap<Uuid, Owner>> {
     let ids: Vec<String> = servers
@@ -488,9 +488,9 @@ async fn owners(
         .collect();
     let mut owners = HashMap::new();
     for chunk in ids.chunks(OWNER_CHUNK) {
-        let placeholders = vec!["?"; chunk.len()].join(", ");
+        let ids = parameters(1, chunk.len());
         let sql = format!(
-            "SELECT id, status, vendor, server, updated_at FROM orders WHERE id IN ({placeholders})"
+            "SELECT id, status, vendor, server, updated_at FROM orders WHERE id IN ({ids})"
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {
@@ -510,7 +510,7 @@ async fn owners(
                     status: status.parse().map_err(anyhow::Error::msg)?,
                     vendor: row.try_get("vendor")?,
                     vendor_id: server.map(|server| server.vendor_id),
-                    updated_at: row.try_get("updated_at")?,
+                    updated_at: time(&row, "updated_at")?,
                 },
             );
         }
@@ -520,10 +520,10 @@ async fn owners(
 
 /// The recorded orphans of `vendor` and their states.
 async fn orphan_states(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     vendor: &str,
 ) -> anyhow::Result<HashMap<String, OrphanState>> {
-    let rows = sqlx::query("SELECT vendor_id, state FROM orphans WHERE vendor = ?")
+    let rows = sqlx::query("SELECT vendor_id, state FROM orphans WHERE vendor = $1")
         .bind(vendor)
         .fetch_all(&mut **tx)
         .await

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::Store;
+use super::{DbTime, Store};
 use crate::auth::{self, Caller};
 
 /// A token as `order-api tokens list` shows it (never the token itself).
@@ -52,13 +52,13 @@ impl Store {
         let token_id = Uuid::new_v4();
         sqlx::query(
             "INSERT INTO api_tokens (token_id, token_sha256, tenant, label, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token_id.to_string())
         .bind(auth::token_sha256(&token))
         .bind(tenant)
         .bind(label)
-        .bind(Utc::now())
+        .bind(DbTime(Utc::now()))
         .execute(&self.writer)
         .await
         .context("storing the new token")?;
@@ -80,8 +80,8 @@ impl Store {
                     token_id: super::parse_uuid(row.try_get("token_id")?)?,
                     tenant: row.try_get("tenant")?,
                     label: row.try_get("label")?,
-                    created_at: row.try_get("created_at")?,
-                    revoked_at: row.try_get("revoked_at")?,
+                    created_at: super::time(row, "created_at")?,
+                    revoked_at: super::optional_time(row, "revoked_at")?,
                 })
             })
             .collect()
@@ -90,9 +90,9 @@ impl Store {
     /// Revokes a token; `false` when no unrevoked token has that id.
     pub async fn revoke_token(&self, token_id: Uuid) -> anyhow::Result<bool> {
         let revoked = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
+            "UPDATE api_tokens SET revoked_at = $1 WHERE token_id = $2 AND revoked_at IS NULL",
         )
-        .bind(Utc::now())
+        .bind(DbTime(Utc::now()))
         .bind(token_id.to_string())
         .execute(&self.writer)
         .await
@@ -110,7 +110,7 @@ impl Store {
             return Ok(Some(caller));
         }
         let row = sqlx::query(
-            "SELECT tenant FROM api_tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
+            "SELECT tenant FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
         )
         .bind(&sha256)
         .fetch_optional(&self.pool)

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{OrderEvent, Store, insert_event, parse_status, parse_uuid};
+use super::{DbTime, OrderEvent, Store, insert_event, lock_order, parse_status, parse_uuid};
 use crate::lifecycle::OrderStatus;
 
 /// A webhook call waiting for its next attempt.
@@ -32,7 +32,7 @@ impl Store {
     /// webhook call asks for it).
     pub async fn webhook_secret(&self, tenant: &str) -> anyhow::Result<String> {
         let known: Option<String> =
-            sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = ?")
+            sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = $1")
                 .bind(tenant)
                 .fetch_optional(&self.pool)
                 .await
@@ -41,16 +41,16 @@ impl Store {
             return Ok(secret);
         }
         sqlx::query(
-            "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES (?, ?, ?) \
+            "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant) DO NOTHING",
         )
         .bind(tenant)
         .bind(crate::webhooks::new_secret())
-        .bind(Utc::now())
+        .bind(DbTime(Utc::now()))
         .execute(&self.writer)
         .await
         .context("making a webhook secret")?;
-        sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = ?")
+        sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = $1")
             .bind(tenant)
             .fetch_one(&self.pool)
             .await
@@ -62,10 +62,10 @@ impl Store {
         let rows = sqlx::query(
             "SELECT delivery_id, order_id, tenant, url, payload, attempts, next_attempt_at \
              FROM webhook_deliveries \
-             WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ? \
-             ORDER BY next_attempt_at LIMIT ?",
+             WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at LIMIT $2",
         )
-        .bind(Utc::now())
+        .bind(DbTime(Utc::now()))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -79,7 +79,7 @@ impl Store {
                     url: row.try_get("url")?,
                     payload: row.try_get("payload")?,
                     attempts: row.try_get::<i64, _>("attempts")? as u32,
-                    next_attempt_at: row.try_get("next_attempt_at")?,
+                    next_attempt_at: super::time(row, "next_attempt_at")?,
                 })
             })
             .collect()
@@ -93,13 +93,13 @@ impl Store {
         until: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
         let claimed = sqlx::query(
-            "UPDATE webhook_deliveries SET next_attempt_at = ? \
-             WHERE delivery_id = ? AND next_attempt_at = ? AND delivered_at IS NULL \
+            "UPDATE webhook_deliveries SET next_attempt_at = $1 \
+             WHERE delivery_id = $2 AND next_attempt_at = $3 AND delivered_at IS NULL \
              AND failed_at IS NULL",
         )
-        .bind(until)
+        .bind(DbTime(until))
         .bind(delivery.delivery_id.to_string())
-        .bind(delivery.next_attempt_at)
+        .bind(DbTime(delivery.next_attempt_at))
         .execute(&self.writer)
         .await
         .context("claiming a webhook delivery")?
@@ -153,18 +153,19 @@ impl Store {
                 )),
             ),
         };
+        lock_order(&mut tx, delivery.order_id).await?;
         let recorded = sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = ?, delivered_at = ?, failed_at = ?, \
-             last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at) \
-             WHERE delivery_id = ? AND next_attempt_at = ?",
+            "UPDATE webhook_deliveries SET attempts = $1, delivered_at = $2, failed_at = $3, \
+             last_error = $4, next_attempt_at = COALESCE($5, next_attempt_at) \
+             WHERE delivery_id = $6 AND next_attempt_at = $7",
         )
         .bind(i64::from(attempts))
-        .bind(delivered_at)
-        .bind(failed_at)
+        .bind(delivered_at.map(DbTime))
+        .bind(failed_at.map(DbTime))
         .bind(error)
-        .bind(retry_at)
+        .bind(retry_at.map(DbTime))
         .bind(delivery.delivery_id.to_string())
-        .bind(claimed_until)
+        .bind(DbTime(claimed_until))
         .execute(&mut *tx)
         .await
         .context("recording a webhook attempt")?
@@ -174,7 +175,7 @@ impl Store {
             return Ok(());
         }
         if let Some(message) = message {
-            let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = ?")
+            let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
                 .bind(delivery.order_id.to_string())
                 .fetch_one(&mut *tx)
                 .await
@@ -195,14 +196,14 @@ impl Store {
 /// Queues the webhook of an order that just settled in `status`, if it has a URL: the body
 /// is the order as it is now, in this transaction.
 pub(super) async fn queue_webhook(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     order_id: Uuid,
     status: OrderStatus,
 ) -> anyhow::Result<bool> {
     if !status.is_settled() {
         return Ok(false);
     }
-    let row = sqlx::query("SELECT * FROM orders WHERE id = ? AND webhook_url IS NOT NULL")
+    let row = sqlx::query("SELECT * FROM orders WHERE id = $1 AND webhook_url IS NOT NULL")
         .bind(order_id.to_string())
         .fetch_optional(&mut **tx)
         .await
@@ -221,15 +222,15 @@ pub(super) async fn queue_webhook(
     });
     sqlx::query(
         "INSERT INTO webhook_deliveries (delivery_id, order_id, tenant, url, payload, attempts, \
-         next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+         next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
     )
     .bind(delivery_id.to_string())
     .bind(order_id.to_string())
     .bind(&order.tenant)
     .bind(&url)
     .bind(payload.to_string())
-    .bind(now)
-    .bind(now)
+    .bind(DbTime(now))
+    .bind(DbTime(now))
     .execute(&mut **tx)
     .await
     .context("queueing a webhook")?;

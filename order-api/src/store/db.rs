@@ -1,0 +1,233 @@
+//! The database under the store: SQLite or PostgreSQL, chosen by `DATABASE_URL`'s scheme and
+//! reached through sqlx's `Any` driver, so one code path (and one set of SQL statements)
+//! serves both. The SQL is what both speak: `$n` parameters (SQLite maps `$n` to the n-th
+//! bind), `ON CONFLICT`, `RETURNING`. Each backend has its own migrations folder with the
+//! same versions and the same schema in its own types.
+//!
+//! `Any` carries only plain values (integers, text, bytes), so timestamps are stored as text
+//! ([`DbTime`]): RFC 3339 in UTC with 0, 3, 6 or 9 fraction digits, the form sqlx gave SQLite
+//! before, which sorts bytewise in time order (PostgreSQL's columns are `COLLATE "C"` for it).
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow, AnyTypeInfo};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::{Any, AnyPool, Database, Decode, Encode, Row, Type};
+
+/// Which database the orders live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A file on this machine: one order-api instance at a time.
+    Sqlite,
+    /// A server that any number of order-api instances share.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a `DATABASE_URL` names.
+    pub fn of_url(url: &str) -> anyhow::Result<Self> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => anyhow::bail!(
+                "DATABASE_URL must start with sqlite: or postgres:// (got '{scheme}:...')"
+            ),
+        }
+    }
+}
+
+/// The two pools of a store: reads, and writes (one connection on SQLite, which takes one
+/// writer at a time anyway; a few on PostgreSQL).
+pub(super) struct Pools {
+    pub backend: Backend,
+    pub reads: AnyPool,
+    pub writes: AnyPool,
+}
+
+/// Connects to `url` and runs the backend's migrations.
+pub(super) async fn open(url: &str) -> anyhow::Result<Pools> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::of_url(url)?;
+    let (url, writers, readers) = match backend {
+        Backend::Sqlite => (sqlite_url(url), 1, 8),
+        Backend::Postgres => (url.to_string(), 4, 8),
+    };
+    let shown = redacted(&url);
+    let writes = pool_options(backend, writers)
+        .connect(&url)
+        .await
+        .with_context(|| format!("opening the orders database {shown}"))?;
+    let migrations = match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    migrations
+        .run(&writes)
+        .await
+        .with_context(|| format!("migrating the orders database {shown}"))?;
+    let reads = pool_options(backend, readers)
+        .connect(&url)
+        .await
+        .with_context(|| format!("opening the orders database {shown}"))?;
+    Ok(Pools {
+        backend,
+        reads,
+        writes,
+    })
+}
+
+fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new().max_connections(connections);
+    match backend {
+        Backend::Postgres => options,
+        Backend::Sqlite => options.after_connect(|connection, _| {
+            Box::pin(async move {
+                // WAL: readers never wait for the writer. FULL: a committed order survives a
+                // power cut, not only a process crash.
+                for pragma in [
+                    "PRAGMA journal_mode = WAL",
+                    "PRAGMA synchronous = FULL",
+                    "PRAGMA foreign_keys = ON",
+                    "PRAGMA busy_timeout = 10000",
+                ] {
+                    sqlx::query(pragma).execute(&mut *connection).await?;
+                }
+                Ok(())
+            })
+        }),
+    }
+}
+
+/// A SQLite URL that creates the file when missing (unless the URL sets a mode).
+fn sqlite_url(url: &str) -> String {
+    let query = url.split_once('?').map(|(_, query)| query);
+    if query.is_some_and(|query| query.split('&').any(|pair| pair.starts_with("mode="))) {
+        url.to_string()
+    } else if query.is_some() {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// `url` without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `count` parameters from `$first` on: `$3, $4, $5`.
+pub(super) fn parameters(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A timestamp as the store keeps it: text, in one canonical form (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbTime(pub DateTime<Utc>);
+
+impl DbTime {
+    /// The stored form.
+    pub fn text(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+    }
+}
+
+impl Type<Any> for DbTime {
+    fn type_info() -> AnyTypeInfo {
+        <String as Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &AnyTypeInfo) -> bool {
+        <String as Type<Any>>::compatible(ty)
+    }
+}
+
+impl<'q> Encode<'q, Any> for DbTime {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Any as Database>::ArgumentBuffer<'q>,
+    ) -> Result<IsNull, BoxDynError> {
+        <String as Encode<'q, Any>>::encode(self.text(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Any> for DbTime {
+    fn decode(value: <Any as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        let text = <String as Decode<'r, Any>>::decode(value)?;
+        let time = DateTime::parse_from_rfc3339(&text)
+            .map_err(|error| format!("'{text}' in the database is not a timestamp: {error}"))?;
+        Ok(DbTime(time.with_timezone(&Utc)))
+    }
+}
+
+/// The timestamp in `column`.
+pub(super) fn time(row: &AnyRow, column: &str) -> anyhow::Result<DateTime<Utc>> {
+    let time: DbTime = row
+        .try_get(column)
+        .with_context(|| format!("reading the timestamp {column}"))?;
+    Ok(time.0)
+}
+
+/// The timestamp in `column`, if there is one.
+pub(super) fn optional_time(row: &AnyRow, column: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let time: Option<DbTime> = row
+        .try_get(column)
+        .with_context(|| format!("reading the timestamp {column}"))?;
+    Ok(time.map(|time| time.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored form sorts as bytes in time order, whatever the fraction's length.
+    #[test]
+    fn stored_timestamps_sort_in_time_order() {
+        let base = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let times = [
+            base,
+            base + chrono::Duration::nanoseconds(1),
+            base + chrono::Duration::microseconds(1),
+            base + chrono::Duration::milliseconds(1),
+            base + chrono::Duration::milliseconds(500),
+            base + chrono::Duration::seconds(1),
+        ];
+        let mut texts: Vec<String> = times.iter().map(|t| DbTime(*t).text()).collect();
+        let in_time_order = texts.clone();
+        texts.sort();
+        assert_eq!(texts, in_time_order);
+        assert_eq!(DbTime(base).text(), "2026-11-26T12:00:00+00:00");
+    }
+
+    #[test]
+    fn backends_follow_the_url_scheme() {
+        assert_eq!(
+            Backend::of_url("sqlite://orders.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::of_url("postgres://u@db/orders").unwrap(),
+            Backend::Postgres
+        );
+        assert!(Backend::of_url("mysql://db/orders").is_err());
+        assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
+        assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+        assert_eq!(
+            redacted("postgres://u:secret@db/orders"),
+            "postgres://u:***@db/orders"
+        );
+    }
+}
