@@ -21,11 +21,10 @@ cargo test --workspace
 
 echo "==> the end-to-end tests of the order API again, with the orders in PostgreSQL"
 # Left out: tests of the host and plugins alone, which never reach the order store, the
-# host holding 300 orders in flight (concurrency), the broker outage (it stops RabbitMQ for
-# everyone) and the module that is PostgreSQL anyway.
+# host holding 300 orders in flight (concurrency), and the module that is PostgreSQL anyway.
 TEST_ORDER_STORE=postgres cargo test -p provisioner-tests --test e2e -- \
     --skip conformance:: --skip sandbox:: --skip lease:: --skip drop_in:: \
-    --skip broker_outage:: --skip postgres:: --skip concurrency::
+    --skip postgres:: --skip concurrency::
 
 echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
 target/debug/bench --profile debug pipeline --orders 150 --bare-orders 1000

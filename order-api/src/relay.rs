@@ -52,24 +52,36 @@ async fn publish_batch(
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let mut pending = Vec::with_capacity(due.len());
+    let mut unsent = Vec::new();
+    let mut channel_error = None;
     for message in due {
+        if channel_error.is_some() {
+            unsent.push(message);
+            continue;
+        }
         let envelope = Envelope {
             message_id: message.message_id,
             correlation_id: Some(message.order_id),
             traceparent: message.traceparent.clone(),
         };
-        let confirm = publisher
+        match publisher
             .send(&message.routing_key, &envelope, &message.body)
-            .await?;
-        pending.push((message, confirm));
+            .await
+        {
+            Ok(confirm) => pending.push((message, confirm)),
+            Err(error) => {
+                channel_error = Some(error);
+                unsent.push(message);
+            }
+        }
     }
     let mut published = Vec::with_capacity(pending.len());
-    let mut channel_error = None;
     for (message, confirm) in pending {
         match Publisher::confirmed(confirm, &message.routing_key).await {
             Ok(()) => published.push(message),
             Err(PublishError::Amqp(error)) => {
                 channel_error.get_or_insert(error);
+                unsent.push(message);
             }
             Err(refused) => {
                 metrics.published("refused", 1);
@@ -81,8 +93,10 @@ async fn publish_batch(
             }
         }
     }
-    // Record what did land even if the channel then broke, so it is not sent twice.
+    // Record what did land even if the channel then broke, so it is not sent twice; what did
+    // not is due again at once (not after its claim: see `Store::due_outbox`).
     store.mark_published(&published).await?;
+    store.release(&unsent).await?;
     metrics.published("confirmed", published.len());
     if !published.is_empty() {
         tracing::debug!(count = published.len(), "published creation requests");

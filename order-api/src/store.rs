@@ -475,6 +475,7 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
+        lock_order(&mut tx, order_id).await?;
         if !compare_and_set(&mut tx, order_id, step, None, None).await? {
             return Ok(false);
         }
@@ -532,6 +533,7 @@ impl Store {
             .await
             .context("starting a transaction")?;
         let now = Utc::now();
+        lock_order(&mut tx, order.id).await?;
         let touched = sqlx::query(
             "UPDATE orders SET updated_at = $1 WHERE id = $2 AND status = $3 AND updated_at = $4",
         )
@@ -564,7 +566,9 @@ impl Store {
     /// order-api instances share the outbox, they are claimed for [`OUTBOX_CLAIM`] (not due
     /// again meanwhile), so each message goes out from one instance; a publish that outlives
     /// its claim may go out twice, which the host tolerates (a creation request is
-    /// idempotent). On SQLite only one instance runs: nothing to claim.
+    /// idempotent). The claim skips rows another transaction holds and waits for no lock, so
+    /// it never deadlocks with the order transactions. On SQLite only one instance runs:
+    /// nothing to claim.
     pub async fn due_outbox(&self, limit: u32) -> anyhow::Result<Vec<OutboxMessage>> {
         let now = Utc::now();
         let rows = match self.backend {
@@ -585,7 +589,7 @@ impl Store {
                 sqlx::query(
                     "UPDATE outbox SET next_attempt_at = $1 WHERE message_id IN \
                      (SELECT message_id FROM outbox WHERE next_attempt_at <= $2 \
-                     ORDER BY created_at, message_id LIMIT $3) AND next_attempt_at <= $2 \
+                     ORDER BY created_at, message_id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                      RETURNING message_id, order_id, routing_key, body, traceparent, attempts, \
                      created_at",
                 )
@@ -652,6 +656,25 @@ impl Store {
             }
         }
         tx.commit().await.context("committing published messages")?;
+        Ok(())
+    }
+
+    /// Makes `messages` due again now: the relay read (on PostgreSQL, claimed) them but could
+    /// not publish them, its channel broke.
+    pub async fn release(&self, messages: &[OutboxMessage]) -> anyhow::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let ids = parameters(2, messages.len());
+        let sql = format!("UPDATE outbox SET next_attempt_at = $1 WHERE message_id IN ({ids})");
+        let mut statement = sqlx::query(&sql).bind(DbTime(Utc::now()));
+        for message in messages {
+            statement = statement.bind(message.message_id.to_string());
+        }
+        statement
+            .execute(&self.writer)
+            .await
+            .context("releasing unpublished outbox messages")?;
         Ok(())
     }
 
@@ -845,10 +868,11 @@ async fn compare_and_set(
 }
 
 /// Takes the order's row lock for the rest of the transaction, on PostgreSQL (SQLite has one
-/// writer at a time: nothing to lock). Whatever writes an order's events holds it first, so
-/// one order's events commit in the order of their ids: a live stream reading "events after
-/// n" cannot see n + 1 before n. Taking it before anything else the transaction locks keeps
-/// the lock order the same everywhere (order row, then its outbox and webhook rows).
+/// writer at a time: nothing to lock). Whatever writes an order's events holds it, so one
+/// order's events commit in the order of their ids: a live stream reading "events after n"
+/// cannot see n + 1 before n. Every transaction that changes an order takes it first, before
+/// anything else it locks, so the lock order is the same everywhere (order row, then its
+/// outbox and webhook rows) and two instances never deadlock on an order.
 async fn lock_order(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     order_id: Uuid,
@@ -856,7 +880,10 @@ async fn lock_order(
     if tx.backend_name() != <sqlx::Postgres as sqlx::Database>::NAME {
         return Ok(());
     }
-    sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE")
+    // NO KEY UPDATE: what an UPDATE of the row takes, so a compare-and-set after it needs
+    // nothing more, and the foreign-key checks of inserts that name the order (KEY SHARE)
+    // do not wait for it.
+    sqlx::query("SELECT id FROM orders WHERE id = $1 FOR NO KEY UPDATE")
         .bind(order_id.to_string())
         .execute(&mut **tx)
         .await
@@ -936,6 +963,7 @@ async fn apply_in(
         // The attempt's fault is in the event log; the order is not failed.
         UpdateKind::Retrying { .. } => (None, None),
     };
+    lock_order(tx, update.order_id).await?;
     let moved =
         compare_and_set(tx, update.order_id, step, server.map(json), fault.map(json)).await?;
     if !moved {
@@ -1085,17 +1113,26 @@ fn accepted_event(order: &Order) -> OrderEvent {
 
 /// Inserts `orders` with their first events and outbox rows in one transaction; for each,
 /// whether it was inserted (`false`: its idempotency key names an order already, maybe one
-/// earlier in the same group).
+/// earlier in the same group). Orders with idempotency keys go in key order (then arrival
+/// order): two instances committing groups with the same keys take them in the same order,
+/// and never deadlock on them.
 async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<Vec<bool>> {
     let mut tx = writer.begin().await.context("starting a transaction")?;
-    let mut inserted = Vec::with_capacity(orders.len());
-    for NewOrder {
-        order,
-        outbox,
-        idempotency,
-        ..
-    } in orders
-    {
+    let mut inserted = vec![false; orders.len()];
+    let mut in_key_order: Vec<usize> = (0..orders.len()).collect();
+    in_key_order.sort_by_key(|&index| {
+        let new = &orders[index];
+        new.idempotency
+            .as_ref()
+            .map(|key| (new.order.tenant.as_str(), key.key.as_str()))
+    });
+    for index in in_key_order {
+        let NewOrder {
+            order,
+            outbox,
+            idempotency,
+            ..
+        } = &orders[index];
         if let Some(idempotency) = idempotency {
             let claimed = sqlx::query(
                 "INSERT INTO idempotency_keys (tenant, key, request_sha256, order_id, created_at) \
@@ -1110,7 +1147,6 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
             .await
             .context("recording the idempotency key")?;
             if claimed.rows_affected() == 0 {
-                inserted.push(false);
                 continue;
             }
         }
@@ -1138,7 +1174,7 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         .context("inserting the order")?;
         insert_event(&mut tx, order.id, &accepted_event(order)).await?;
         insert_outbox(&mut tx, outbox, order.created_at).await?;
-        inserted.push(true);
+        inserted[index] = true;
     }
     tx.commit().await.context("committing new orders")?;
     Ok(inserted)

@@ -1,7 +1,7 @@
 -- Vendors are served by hosts: a vendor is known while at least one host serves it, so a
 -- host that withdraws a plugin removes only its own row.
 CREATE TABLE vendor_hosts (
-    vendor          TEXT NOT NULL,
+    vendor          TEXT COLLATE "C" NOT NULL,
     host_id         TEXT NOT NULL,
     display_name    TEXT NOT NULL,
     plugin_version  TEXT NOT NULL,

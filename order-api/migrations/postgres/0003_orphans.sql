@@ -16,7 +16,7 @@ CREATE TABLE orphans (
 );
 
 CREATE TABLE sweeps (
-    vendor          TEXT PRIMARY KEY,
+    vendor          TEXT COLLATE "C" PRIMARY KEY,
     sweep_id        TEXT NOT NULL,              -- the sweep asked for last; older answers are ignored
     requested_at    TEXT COLLATE "C" NOT NULL,
     finished_at     TEXT COLLATE "C",

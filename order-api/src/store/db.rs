@@ -50,6 +50,12 @@ pub(super) struct Pools {
 pub(super) async fn open(url: &str) -> anyhow::Result<Pools> {
     sqlx::any::install_default_drivers();
     let backend = Backend::of_url(url)?;
+    if backend == Backend::Sqlite && (url.contains(":memory:") || url.contains("mode=memory")) {
+        anyhow::bail!(
+            "an in-memory SQLite database cannot hold the orders (each connection would see \
+             its own): name a file, e.g. sqlite://orders.db"
+        );
+    }
     let (url, writers, readers) = match backend {
         Backend::Sqlite => (sqlite_url(url), 1, 8),
         Backend::Postgres => (url.to_string(), 4, 8),
@@ -211,13 +217,18 @@ mod tests {
         assert_eq!(DbTime(base).text(), "2026-11-26T12:00:00+00:00");
     }
 
+    #[tokio::test]
+    async fn in_memory_sqlite_is_refused() {
+        let error = open("sqlite::memory:").await.err().expect("refused");
+        assert!(error.to_string().contains("in-memory"), "{error:#}");
+    }
+
     #[test]
     fn backends_follow_the_url_scheme() {
         assert_eq!(
             Backend::of_url("sqlite://orders.db").unwrap(),
             Backend::Sqlite
         );
-        assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
         assert_eq!(
             Backend::of_url("postgres://u@db/orders").unwrap(),
             Backend::Postgres

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{DbTime, Store, json, optional_time, parameters, parse_json, time};
+use super::{Backend, DbTime, Store, json, optional_time, parameters, parse_json, time};
 use crate::lifecycle::OrderStatus;
 
 /// What happens to orphans a sweep finds.
@@ -230,12 +230,19 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        let current: Option<(String, DbTime)> =
-            sqlx::query_as("SELECT sweep_id, requested_at FROM sweeps WHERE vendor = $1")
-                .bind(&inventory.vendor)
-                .fetch_optional(&mut *tx)
-                .await
-                .context("reading the current sweep")?;
+        // On PostgreSQL the sweep's row stays locked until the commit: another instance's
+        // new sweep of the vendor waits, and is not marked finished with this one's results.
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let current: Option<(String, DbTime)> = sqlx::query_as(&format!(
+            "SELECT sweep_id, requested_at FROM sweeps WHERE vendor = $1{lock}"
+        ))
+        .bind(&inventory.vendor)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("reading the current sweep")?;
         let Some(requested_at) = current
             .filter(|(sweep_id, _)| *sweep_id == inventory.sweep_id.to_string())
             .map(|(_, requested_at)| requested_at.0)
@@ -248,7 +255,7 @@ impl Store {
         let finish = |outcome: &'static str, detail: Option<String>, listed, orphans| {
             sqlx::query(
                 "UPDATE sweeps SET finished_at = $1, host_id = $2, outcome = $3, detail = $4, \
-                 listed = $5, orphans = $6 WHERE vendor = $7",
+                 listed = $5, orphans = $6 WHERE vendor = $7 AND sweep_id = $8",
             )
             .bind(DbTime(inventory.at))
             .bind(&inventory.host_id)
@@ -257,6 +264,7 @@ impl Store {
             .bind(listed)
             .bind(orphans)
             .bind(vendor)
+            .bind(inventory.sweep_id.to_string())
         };
         let servers = match &inventory.listing {
             Listing::Listed { servers } => servers,
