@@ -35,7 +35,7 @@ mod orphans;
 mod tokens;
 mod webhooks;
 pub use db::{Backend, DbTime};
-use db::{optional_time, parameters, time};
+use db::{optional_time, parameters, time, value_rows};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use tokens::{NewToken, TokenInfo};
 pub use webhooks::WebhookDelivery;
@@ -1111,71 +1111,121 @@ fn accepted_event(order: &Order) -> OrderEvent {
     }
 }
 
-/// Inserts `orders` with their first events and outbox rows in one transaction; for each,
-/// whether it was inserted (`false`: its idempotency key names an order already, maybe one
-/// earlier in the same group). Orders with idempotency keys go in key order (then arrival
-/// order): two instances committing groups with the same keys take them in the same order,
-/// and never deadlock on them.
+/// Inserts `orders` with their first events and outbox rows in one transaction, a statement
+/// per table for the whole group (a database server's round trips, not its work, would bound
+/// the rate otherwise); for each, whether it was inserted (`false`: its idempotency key names
+/// an order already, maybe one earlier in the same group). The keys go in key order: two
+/// instances committing groups with the same keys take them in the same order, and never
+/// deadlock on them. The first events need no order lock ([`lock_order`]): no other
+/// transaction sees a new order before this one commits.
 async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<Vec<bool>> {
     let mut tx = writer.begin().await.context("starting a transaction")?;
-    let mut inserted = vec![false; orders.len()];
-    let mut in_key_order: Vec<usize> = (0..orders.len()).collect();
-    in_key_order.sort_by_key(|&index| {
-        let new = &orders[index];
-        new.idempotency
-            .as_ref()
-            .map(|key| (new.order.tenant.as_str(), key.key.as_str()))
-    });
-    for index in in_key_order {
-        let NewOrder {
-            order,
-            outbox,
-            idempotency,
-            ..
-        } = &orders[index];
-        if let Some(idempotency) = idempotency {
-            let claimed = sqlx::query(
-                "INSERT INTO idempotency_keys (tenant, key, request_sha256, order_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, key) DO NOTHING",
-            )
-            .bind(&order.tenant)
-            .bind(&idempotency.key)
-            .bind(&idempotency.request_sha256)
-            .bind(order.id.to_string())
-            .bind(DbTime(order.created_at))
-            .execute(&mut *tx)
-            .await
-            .context("recording the idempotency key")?;
-            if claimed.rows_affected() == 0 {
-                continue;
-            }
+    let mut keyed: Vec<(&Order, &IdempotencyKey)> = orders
+        .iter()
+        .filter_map(|new| Some((&new.order, new.idempotency.as_ref()?)))
+        .collect();
+    keyed.sort_by(|(a, a_key), (b, b_key)| (&a.tenant, &a_key.key).cmp(&(&b.tenant, &b_key.key)));
+    let mut claimed = std::collections::HashSet::new();
+    if !keyed.is_empty() {
+        let sql = format!(
+            "INSERT INTO idempotency_keys (tenant, key, request_sha256, order_id, created_at) \
+             VALUES {} ON CONFLICT (tenant, key) DO NOTHING RETURNING order_id",
+            value_rows(5, keyed.len())
+        );
+        let mut statement = sqlx::query(&sql);
+        for (order, key) in &keyed {
+            statement = statement
+                .bind(&order.tenant)
+                .bind(&key.key)
+                .bind(&key.request_sha256)
+                .bind(order.id.to_string())
+                .bind(DbTime(order.created_at));
         }
-        sqlx::query(
-            "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
-             user_data, labels, server, fault, created_at, updated_at, webhook_url) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, $12, $13, $14)",
-        )
-        .bind(order.id.to_string())
-        .bind(&order.tenant)
-        .bind(order.status.as_str())
-        .bind(&order.vendor)
-        .bind(&order.spec.region)
-        .bind(&order.spec.size)
-        .bind(&order.spec.image)
-        .bind(&order.spec.name)
-        .bind(json(&order.spec.ssh_keys))
-        .bind(&order.spec.user_data)
-        .bind(json(&order.spec.labels))
-        .bind(DbTime(order.created_at))
-        .bind(DbTime(order.updated_at))
-        .bind(&order.webhook_url)
+        let rows = statement
+            .fetch_all(&mut *tx)
+            .await
+            .context("recording the idempotency keys")?;
+        for row in rows {
+            claimed.insert(parse_uuid(row.try_get("order_id")?)?);
+        }
+    }
+    let inserted: Vec<bool> = orders
+        .iter()
+        .map(|new| new.idempotency.is_none() || claimed.contains(&new.order.id))
+        .collect();
+    let new: Vec<&NewOrder> = orders
+        .iter()
+        .zip(&inserted)
+        .filter_map(|(new, inserted)| inserted.then_some(new))
+        .collect();
+    if new.is_empty() {
+        tx.commit().await.context("committing new orders")?;
+        return Ok(inserted);
+    }
+    let sql = format!(
+        "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
+         user_data, labels, created_at, updated_at, webhook_url) VALUES {}",
+        value_rows(14, new.len())
+    );
+    let mut statement = sqlx::query(&sql);
+    for NewOrder { order, .. } in &new {
+        statement = statement
+            .bind(order.id.to_string())
+            .bind(&order.tenant)
+            .bind(order.status.as_str())
+            .bind(&order.vendor)
+            .bind(&order.spec.region)
+            .bind(&order.spec.size)
+            .bind(&order.spec.image)
+            .bind(&order.spec.name)
+            .bind(json(&order.spec.ssh_keys))
+            .bind(&order.spec.user_data)
+            .bind(json(&order.spec.labels))
+            .bind(DbTime(order.created_at))
+            .bind(DbTime(order.updated_at))
+            .bind(&order.webhook_url);
+    }
+    statement
         .execute(&mut *tx)
         .await
-        .context("inserting the order")?;
-        insert_event(&mut tx, order.id, &accepted_event(order)).await?;
-        insert_outbox(&mut tx, outbox, order.created_at).await?;
-        inserted[index] = true;
+        .context("inserting the orders")?;
+    let sql = format!(
+        "INSERT INTO order_events (order_id, at, status, message) VALUES {}",
+        value_rows(4, new.len())
+    );
+    let mut statement = sqlx::query(&sql);
+    for NewOrder { order, .. } in &new {
+        let event = accepted_event(order);
+        statement = statement
+            .bind(order.id.to_string())
+            .bind(DbTime(event.at))
+            .bind(event.status.as_str())
+            .bind(event.message);
     }
+    statement
+        .execute(&mut *tx)
+        .await
+        .context("recording the orders' first events")?;
+    let sql = format!(
+        "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, created_at, \
+         next_attempt_at) VALUES {}",
+        value_rows(7, new.len())
+    );
+    let mut statement = sqlx::query(&sql);
+    for NewOrder { order, outbox, .. } in &new {
+        statement = statement
+            .bind(outbox.message_id.to_string())
+            .bind(outbox.order_id.to_string())
+            .bind(&outbox.routing_key)
+            .bind(&outbox.body)
+            .bind(&outbox.traceparent)
+            .bind(DbTime(order.created_at))
+            .bind(DbTime(order.created_at));
+    }
+    statement
+        .execute(&mut *tx)
+        .await
+        .context("inserting the creation requests")?;
     tx.commit().await.context("committing new orders")?;
     Ok(inserted)
 }

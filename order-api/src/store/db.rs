@@ -137,6 +137,15 @@ pub(super) fn parameters(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// `count` rows of `width` parameters each for a multi-row `VALUES`, numbered from `$1`:
+/// `($1, $2), ($3, $4)`.
+pub(super) fn value_rows(width: usize, count: usize) -> String {
+    (0..count)
+        .map(|row| format!("({})", parameters(row * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A timestamp as the store keeps it: text, in one canonical form (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbTime(pub DateTime<Utc>);
@@ -234,6 +243,8 @@ mod tests {
             Backend::Postgres
         );
         assert!(Backend::of_url("mysql://db/orders").is_err());
+        assert_eq!(value_rows(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(parameters(3, 3), "$3, $4, $5");
         assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
         assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
         assert_eq!(
