@@ -171,7 +171,15 @@ impl Validator {
                 .await?
                 .await
         };
-        match sent.await {
+        // The reply may come before the publish's confirm (which only tells an unroutable
+        // check early): whichever comes first decides, a reply at once.
+        tokio::pin!(sent);
+        let mut reply = reply;
+        let confirmation = tokio::select! {
+            answer = &mut reply => return verdict(answer),
+            confirmation = &mut sent => confirmation,
+        };
+        match confirmation {
             Ok(Confirmation::Ack(None)) => {}
             Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => {
                 return Verdict::Unchecked(format!(
@@ -181,12 +189,17 @@ impl Validator {
             Ok(other) => return Verdict::Unchecked(format!("the broker said {other:?}")),
             Err(error) => return Verdict::Unchecked(format!("publishing failed: {error}")),
         }
-        match reply.await {
-            Ok(ValidateReply::Valid) => Verdict::Valid,
-            Ok(ValidateReply::Invalid { message }) => Verdict::Invalid(message),
-            Ok(ValidateReply::Unchecked { reason }) => Verdict::Unchecked(reason),
-            Err(_) => Verdict::Unchecked("the validation channel closed".into()),
-        }
+        verdict(reply.await)
+    }
+}
+
+/// What a host's reply (or the reply channel's closing) says of an order.
+fn verdict(reply: Result<ValidateReply, oneshot::error::RecvError>) -> Verdict {
+    match reply {
+        Ok(ValidateReply::Valid) => Verdict::Valid,
+        Ok(ValidateReply::Invalid { message }) => Verdict::Invalid(message),
+        Ok(ValidateReply::Unchecked { reason }) => Verdict::Unchecked(reason),
+        Err(_) => Verdict::Unchecked("the validation channel closed".into()),
     }
 }
 
