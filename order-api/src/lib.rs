@@ -56,6 +56,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let store = Store::connect(&config.database.database_url).await?;
+    tracing::info!(backend = ?store.backend(), "orders database open and migrated");
     let relay_wakeup = Arc::new(Notify::new());
     let broker_up = Arc::new(AtomicBool::new(false));
     let sweep_now = Arc::new(Notify::new());
