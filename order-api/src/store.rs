@@ -404,9 +404,10 @@ impl Store {
         Ok(applied.pop().unwrap_or(Applied::Ignored))
     }
 
-    /// Applies several host updates in one transaction (one disk sync for all of them),
-    /// in order; each is a compare-and-set as in [`Store::apply_update`]. All or none are
-    /// committed.
+    /// Applies several host updates in one transaction (one disk sync for all of them):
+    /// orders in id order, one order's updates in the order given; each is a compare-and-set
+    /// as in [`Store::apply_update`]. All or none are committed. The answers are in the order
+    /// given.
     pub async fn apply_updates(&self, updates: &[&OrderUpdate]) -> anyhow::Result<Vec<Applied>> {
         let mut tx = self
             .writer
