@@ -892,13 +892,13 @@ async fn lock_order(
     Ok(())
 }
 
-/// Appends to the order's event log (under its row lock: see [`lock_order`]).
+/// Appends to the order's event log. The transaction holds the order's row lock already
+/// ([`lock_order`], taken first by every transaction that changes an order).
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     order_id: Uuid,
     event: &OrderEvent,
 ) -> anyhow::Result<()> {
-    lock_order(tx, order_id).await?;
     sqlx::query(
         "INSERT INTO order_events (order_id, at, status, message, attempt) VALUES ($1, $2, $3, $4, $5)",
     )

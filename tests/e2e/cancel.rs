@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use provisioner_tests::{Stack, StackOptions};
+use provisioner_tests::{Stack, StackOptions, event_messages};
 use serde_json::{Value, json};
 
 /// The live simulator servers carrying `order_id` as their idempotency key.
@@ -32,15 +32,6 @@ async fn wait_until_no_server(stack: &Stack, order_id: &str) -> anyhow::Result<(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn event_messages(order: &Value) -> Vec<String> {
-    order["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["message"].as_str().map(str::to_string))
-        .collect()
 }
 
 #[tokio::test]

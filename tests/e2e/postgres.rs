@@ -11,8 +11,8 @@ use order_api::lifecycle::OrderStatus;
 use order_api::store::{Order, OutboxMessage, Store};
 use provisioner_contract::ServerSpec;
 use provisioner_tests::{
-    OrderStore, Stack, StackOptions, create_postgres_database, drop_postgres_database, fixture,
-    metric_value,
+    OrderStore, Stack, StackOptions, create_postgres_database, drop_postgres_database,
+    event_messages, fixture, metric_value,
 };
 use serde_json::Value;
 
@@ -197,12 +197,7 @@ async fn two_order_apis_and_two_hosts_share_one_postgres_database() -> anyhow::R
     // Each order's log: accepted once, published at most once; every request went out once.
     for id in &ids {
         let order = get_json(&stack, &format!("{}/v1/orders/{id}", apis[1])).await?;
-        let messages: Vec<&str> = order["events"]
-            .as_array()
-            .context("events")?
-            .iter()
-            .filter_map(|event| event["message"].as_str())
-            .collect();
+        let messages = event_messages(&order);
         let count = |prefix: &str| messages.iter().filter(|m| m.starts_with(prefix)).count();
         assert_eq!(count("order accepted"), 1, "{id}: {messages:?}");
         // Not there when the host's news came before the relay recorded the publish.

@@ -3,18 +3,14 @@
 
 use std::time::Duration;
 
-use provisioner_tests::{Stack, StackOptions};
+use provisioner_tests::{Stack, StackOptions, event_messages};
 use serde_json::{Value, json};
 
 /// The event messages of an order that say it will be retried.
 fn retry_events(order: &Value) -> Vec<String> {
-    order["events"]
-        .as_array()
+    event_messages(order)
         .into_iter()
-        .flatten()
-        .filter_map(|e| e["message"].as_str())
         .filter(|m| m.contains("retrying in"))
-        .map(str::to_string)
         .collect()
 }
 

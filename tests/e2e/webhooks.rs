@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use provisioner_tests::{Stack, StackOptions, fixture, metric_value};
+use provisioner_tests::{Stack, StackOptions, event_messages, fixture, metric_value};
 use serde_json::{Value, json};
 
 /// One call the receiver got.
@@ -147,12 +147,7 @@ async fn a_settled_order_calls_its_webhook_signed_and_retried() -> anyhow::Resul
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let order = stack.order(&id).await?;
-        let messages: Vec<String> = order["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e["message"].as_str().map(str::to_string))
-            .collect();
+        let messages = event_messages(&order);
         let failed = messages
             .iter()
             .any(|m| m.contains("failed (the receiver answered 500"));

@@ -316,6 +316,16 @@ impl OrderStore {
     }
 }
 
+/// The messages of an order's event log (`GET /v1/orders/{id}`), oldest first.
+pub fn event_messages(order: &Value) -> Vec<String> {
+    order["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|event| event["message"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The PostgreSQL that stacks make their databases on: `TEST_POSTGRES_URL`, or the local
 /// one (trust auth).
 pub fn postgres_admin_url() -> String {
@@ -744,20 +754,8 @@ impl Stack {
         let api = self.spawn_api(port, &format!("api-{number}.log"))?;
         self.more_apis.push(api);
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = self.http.get(format!("{url}/readyz")).send().await;
-            if ready.is_ok_and(|response| response.status() == 200) {
-                return Ok(url);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "order-api number {number} never became ready\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_ready_at(&url).await?;
+        Ok(url)
     }
 
     /// The folder the host loads plugins from (and rescans for drop-ins).
@@ -802,8 +800,13 @@ impl Stack {
 
     /// Whether `GET /readyz` answers 200.
     pub async fn ready(&self) -> bool {
+        self.ready_at(&self.api_url).await
+    }
+
+    /// Whether `GET /readyz` of the order-api at `api` answers 200.
+    async fn ready_at(&self, api: &str) -> bool {
         self.http
-            .get(format!("{}/readyz", self.api_url))
+            .get(format!("{api}/readyz"))
             .send()
             .await
             .is_ok_and(|response| response.status() == 200)
@@ -877,13 +880,18 @@ impl Stack {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        self.wait_ready_at(&self.api_url).await
+    }
+
+    /// Waits until the order-api at `api` is ready.
+    async fn wait_ready_at(&self, api: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.ready().await {
+            if self.ready_at(api).await {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the stack never became ready\n{}", self.logs());
+                bail!("order-api at {api} never became ready\n{}", self.logs());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
