@@ -5,15 +5,29 @@
 //! `example.com` (not `example.com` itself), `*` for any host. A pattern that allows any host
 //! is refused unless the manifest sets `insecure = true`: it would let the plugin send its
 //! credentials anywhere.
+//!
+//! A missing port is the scheme's default: 80 for `http`, 443 for `https`, and for a `*`
+//! scheme whichever of the two the request uses. `*.domain` matches host names only, never
+//! an IP literal (`*.0.1` does not match `127.0.0.1`); only `*` (any host, `insecure`) or
+//! the literal itself grants an IP address.
 
 use std::fmt;
+use std::net::IpAddr;
 
 /// One parsed `allowed_hosts` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginPattern {
     scheme: Option<String>,
     host: HostPattern,
-    port: Option<u16>,
+    port: PortPattern,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortPattern {
+    Exact(u16),
+    /// No port given with a `*` scheme: 80 for http, 443 for https.
+    SchemeDefault,
+    Any,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +55,8 @@ impl OriginPattern {
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
                 let port = match port {
-                    "*" => None,
-                    number => Some(
+                    "*" => PortPattern::Any,
+                    number => PortPattern::Exact(
                         number
                             .parse::<u16>()
                             .map_err(|_| format!("port '{number}' is not a number or *"))?,
@@ -50,7 +64,10 @@ impl OriginPattern {
                 };
                 (host, port)
             }
-            _ => (rest, scheme.as_deref().map(default_port)),
+            _ => match scheme.as_deref() {
+                Some(scheme) => (rest, PortPattern::Exact(default_port(scheme))),
+                None => (rest, PortPattern::SchemeDefault),
+            },
         };
         let host = host.to_ascii_lowercase();
         let host = if host == "*" {
@@ -76,12 +93,19 @@ impl OriginPattern {
     /// Whether a request to `scheme://host:port` matches.
     pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
         let scheme_ok = self.scheme.as_deref().is_none_or(|s| s == scheme);
-        let port_ok = self.port.is_none_or(|p| p == port);
+        let port_ok = match self.port {
+            PortPattern::Exact(p) => p == port,
+            PortPattern::SchemeDefault => port == default_port(scheme),
+            PortPattern::Any => true,
+        };
         let host_ok = match &self.host {
             HostPattern::Exact(exact) => exact == host,
-            HostPattern::Subdomains(suffix) => host
-                .strip_suffix(suffix.as_str())
-                .is_some_and(|prefix| prefix.ends_with('.') && prefix.len() > 1),
+            HostPattern::Subdomains(suffix) => {
+                ip_literal(host).is_none()
+                    && host
+                        .strip_suffix(suffix.as_str())
+                        .is_some_and(|prefix| prefix.ends_with('.') && prefix.len() > 1)
+            }
             HostPattern::Any => true,
         };
         scheme_ok && port_ok && host_ok
@@ -97,14 +121,24 @@ impl fmt::Display for OriginPattern {
             HostPattern::Any => "*".into(),
         };
         match self.port {
-            Some(port) => write!(f, "{scheme}://{host}:{port}"),
-            None => write!(f, "{scheme}://{host}:*"),
+            PortPattern::Exact(port) => write!(f, "{scheme}://{host}:{port}"),
+            PortPattern::SchemeDefault => write!(f, "{scheme}://{host}"),
+            PortPattern::Any => write!(f, "{scheme}://{host}:*"),
         }
     }
 }
 
 fn default_port(scheme: &str) -> u16 {
     if scheme == "http" { 80 } else { 443 }
+}
+
+/// The address a request's host names literally (`127.0.0.1`, `[::1]`), if it is one.
+pub fn ip_literal(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
 }
 
 /// A request's origin, as the grant check sees it.
@@ -139,6 +173,15 @@ pub fn is_granted(patterns: &[OriginPattern], origin: &Origin) -> bool {
     patterns
         .iter()
         .any(|p| p.matches(&origin.scheme, &origin.host, origin.port))
+}
+
+/// Whether one of `patterns` names `origin`'s host itself (not `*`): for an IP literal,
+/// a grant of that very address.
+pub fn is_granted_by_name(patterns: &[OriginPattern], origin: &Origin) -> bool {
+    patterns.iter().any(|p| {
+        matches!(p.host, HostPattern::Exact(_))
+            && p.matches(&origin.scheme, &origin.host, origin.port)
+    })
 }
 
 #[cfg(test)]
@@ -223,5 +266,34 @@ mod tests {
         assert!(OriginPattern::parse("https://a*b.example.com").is_err());
         assert!(OriginPattern::parse("https://x:http").is_err());
         assert!(OriginPattern::parse("*://*:*").unwrap().allows_any_host());
+    }
+
+    /// A grant without a port allows the scheme's default port only, also when the scheme
+    /// is `*` (80 for http, 443 for https), as the README says.
+    #[test]
+    fn a_missing_port_is_the_schemes_default() {
+        let grant = ["*://127.0.0.1"];
+        assert!(granted(&grant, "http://127.0.0.1/"));
+        assert!(granted(&grant, "https://127.0.0.1/"));
+        assert!(!granted(&grant, "http://127.0.0.1:5432/"));
+        assert!(!granted(&grant, "https://127.0.0.1:80/"));
+        assert!(!granted(&grant, "http://127.0.0.1:443/"));
+        assert_eq!(
+            OriginPattern::parse("*://127.0.0.1").unwrap().to_string(),
+            "*://127.0.0.1"
+        );
+        let grant = ["http://cloud.example"];
+        assert!(granted(&grant, "http://cloud.example/"));
+        assert!(!granted(&grant, "http://cloud.example:8080/"));
+    }
+
+    /// `*.domain` matches names only: never an IPv4 or IPv6 literal that happens to end in
+    /// the same characters.
+    #[test]
+    fn subdomain_wildcards_never_match_ip_literals() {
+        assert!(!granted(&["http://*.0.1:9999"], "http://127.0.0.1:9999/"));
+        assert!(!granted(&["http://*.1:80"], "http://10.0.0.1/"));
+        assert!(!granted(&["http://*.1]:80"], "http://[::1]/"));
+        assert!(granted(&["http://*.0.1:9999"], "http://a.0.1:9999/"));
     }
 }

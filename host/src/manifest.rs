@@ -6,12 +6,13 @@
 //! allowed_hosts = ["https://api.hetzner.cloud:443"]  # see `grants` for wildcards
 //! # ca_certificates = ["private-ca.pem"]  # trusted besides the public web PKI
 //! # insecure = true                       # required for a grant of any host
+//! # allow_private_addresses = true        # granted names may resolve to private addresses
 //!
 //! [config]                                # values the plugin reads with get-config
 //! base-url = "https://api.hetzner.cloud/v1"
 //!
 //! [secrets]                               # plugin key = host environment variable
-//! token = "HCLOUD_TOKEN"
+//! token = "PLUGIN_SECRET_HETZNER_TOKEN"   # only PLUGIN_SECRET_<VENDOR>_... variables
 //!
 //! [limits]
 //! max_in_flight = 100                     # creations at once = the consumer prefetch
@@ -19,6 +20,11 @@
 //! call_timeout_ms = 30000                 # one plugin call, vendor round trips included
 //! memory_mib = 64                         # linear memory of one call
 //! ```
+//!
+//! Secrets come only from where the operator put them for this plugin: environment
+//! variables named `PLUGIN_SECRET_<VENDOR>_<NAME>` (the vendor id upper-cased, `-` as `_`).
+//! A manifest naming any other variable (the host's `DATABASE_URL`, `AMQP_URL`, another
+//! plugin's secret) is refused at load.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +48,12 @@ pub struct Manifest {
     /// Allows a grant of any host (`*://*:*`); refused without it.
     #[serde(default)]
     pub insecure: bool,
+    /// Lets granted host names resolve to non-public addresses (loopback, private,
+    /// link-local such as cloud metadata, ...) and a grant of any host reach a non-public
+    /// IP literal. Off: such connections are refused (a grant naming an IP literal is
+    /// always honoured).
+    #[serde(default)]
+    pub allow_private_addresses: bool,
     /// Extra CA certificates (PEM files, relative to the manifest) the plugin's HTTPS
     /// requests trust besides the public web PKI: a private cloud's CA, a local simulator's.
     #[serde(default)]
@@ -49,7 +61,8 @@ pub struct Manifest {
     /// Values the plugin reads with `get-config`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
-    /// Secrets the plugin reads with `get-secret`: plugin key -> environment variable.
+    /// Secrets the plugin reads with `get-secret`: plugin key -> environment variable,
+    /// which must be one of the plugin's own (see [`secret_variable_prefix`]).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// Resource limits.
@@ -174,6 +187,9 @@ impl Manifest {
                 )));
             }
         }
+        for (key, variable) in &manifest.secrets {
+            check_secret_variable(&manifest.vendor, key, variable).map_err(invalid)?;
+        }
         if manifest.limits.memory_mib < 2 {
             return Err(invalid("limits.memory_mib must be at least 2".into()));
         }
@@ -219,6 +235,37 @@ impl Manifest {
     }
 }
 
+/// The prefix every environment variable a plugin's `[secrets]` names must have:
+/// `PLUGIN_SECRET_<VENDOR>_`, the vendor id upper-cased with `-` as `_`.
+pub fn secret_variable_prefix(vendor: &str) -> String {
+    format!(
+        "PLUGIN_SECRET_{}_",
+        vendor.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// Whether the secret `key` may be read from `variable`: only a variable the operator set
+/// aside for this vendor's plugin ([`secret_variable_prefix`] and at least one more
+/// character of `A-Z`, `0-9`, `_`), never the host's own configuration.
+pub fn check_secret_variable(vendor: &str, key: &str, variable: &str) -> Result<(), String> {
+    let prefix = secret_variable_prefix(vendor);
+    let own = variable.strip_prefix(&prefix).is_some_and(|name| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    });
+    if own {
+        Ok(())
+    } else {
+        Err(format!(
+            "secret '{key}' names the environment variable {variable}, which is not one of \
+             this plugin's: a plugin's secrets must be in variables named {prefix}<NAME> \
+             (A-Z, 0-9, _), never the host's own configuration"
+        ))
+    }
+}
+
 /// Vendor ids are used in queue names and URLs: keep them plain.
 pub fn is_vendor_id(vendor: &str) -> bool {
     (1..=32).contains(&vendor.len())
@@ -246,7 +293,7 @@ mod tests {
             [config]
             base-url = "http://127.0.0.1:8090/hetzner/v1"
             [secrets]
-            token = "HCLOUD_TOKEN"
+            token = "PLUGIN_SECRET_HETZNER_TOKEN"
             [limits]
             max_in_flight = 5
             "#,
@@ -315,5 +362,32 @@ mod tests {
         assert!(error.to_string().contains("insecure = true"), "{error}");
         let manifest = parse(&format!("{any}\ninsecure = true")).unwrap();
         assert_eq!(manifest.grants().len(), 1);
+    }
+
+    /// `[secrets]` may name only the plugin's own `PLUGIN_SECRET_<VENDOR>_` variables: the
+    /// host's configuration, another plugin's secrets and the bare prefix are refused,
+    /// naming the variable and the rule.
+    #[test]
+    fn secrets_must_be_the_plugins_own_variables() {
+        let manifest = |variable: &str| {
+            format!(
+                "vendor = \"acme-cloud\"\ncomponent = \"x.wasm\"\n[secrets]\ntoken = {variable:?}"
+            )
+        };
+        let ok = parse(&manifest("PLUGIN_SECRET_ACME_CLOUD_TOKEN")).unwrap();
+        assert_eq!(ok.secrets["token"], "PLUGIN_SECRET_ACME_CLOUD_TOKEN");
+        for bad in [
+            "DATABASE_URL",
+            "AMQP_URL",
+            "PLUGIN_SECRET_HETZNER_TOKEN",
+            "PLUGIN_SECRET_ACME_CLOUD_",
+            "PLUGIN_SECRET_ACME_CLOUDTOKEN",
+            "plugin_secret_acme_cloud_token",
+            "PLUGIN_SECRET_ACME_CLOUD_TOKEN=x",
+        ] {
+            let error = parse(&manifest(bad)).unwrap_err().to_string();
+            assert!(error.contains(bad), "{error}");
+            assert!(error.contains("PLUGIN_SECRET_ACME_CLOUD_<NAME>"), "{error}");
+        }
     }
 }

@@ -8,19 +8,31 @@
 //! orders, with the plugin's own TLS trust (the public web PKI plus its manifest's CA
 //! certificates).
 //!
+//! Addresses: a granted host NAME is resolved by the client's own resolver, which hands the
+//! connector only public addresses ([`provisioner_contract::netaddr::is_public`]) unless the
+//! manifest sets `allow_private_addresses`; the connection goes to exactly the addresses it
+//! returned (no second look-up to race). A name with no public address fails the request
+//! as `HTTP-request-denied`. IP literals are not resolved: [`crate::sandbox`] judges them
+//! against the grants before the request is sent.
+//!
 //! Timeouts: the plugin's `first-byte-timeout` is honoured per request; the connect
 //! timeout is the client's own ([`CONNECT_TIMEOUT`]), because a pooled connection is not
 //! tied to one request; everything else is bounded by the call budget around each plugin
 //! call.
 
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioExecutor;
+use provisioner_contract::netaddr::is_public;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
 /// How long opening a connection to a vendor may take.
@@ -54,10 +66,72 @@ pub fn tls_trusting(
     .with_no_client_auth())
 }
 
+/// A granted host name that resolved to no public address, while the plugin may reach only
+/// public ones.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{host} resolves to no public address ({addresses}); a plugin reaches private, loopback \
+     and link-local addresses only through a grant naming the IP address or with \
+     `allow_private_addresses = true` in its manifest"
+)]
+pub struct NonPublicAddress {
+    /// The name looked up.
+    pub host: String,
+    /// What it resolved to.
+    pub addresses: String,
+}
+
+/// Resolves host names with the system resolver and keeps only public addresses, unless
+/// `allow_private`. The connector connects to exactly what this returns.
+#[derive(Clone)]
+struct AddressPolicyResolver {
+    system: GaiResolver,
+    allow_private: bool,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Name> for AddressPolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.system.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_string();
+        let resolving = self.system.call(name);
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = resolving.await?.collect();
+            if allow_private {
+                return Ok(found.into_iter());
+            }
+            let public: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|address| is_public(address.ip()))
+                .collect();
+            if public.is_empty() && !found.is_empty() {
+                let addresses = found
+                    .iter()
+                    .map(|address| address.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(Box::new(NonPublicAddress { host, addresses }) as BoxError);
+            }
+            Ok(public.into_iter())
+        })
+    }
+}
+
 /// One plugin's pooled HTTP/HTTPS client. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct OutboundClient {
-    client: Client<HttpsConnector<HttpConnector>, WasiBody>,
+    client: Client<HttpsConnector<HttpConnector<AddressPolicyResolver>>, WasiBody>,
+    allow_private: bool,
 }
 
 impl std::fmt::Debug for OutboundClient {
@@ -68,9 +142,18 @@ impl std::fmt::Debug for OutboundClient {
 
 impl OutboundClient {
     /// A client that trusts what `tls` trusts for HTTPS and also speaks plain HTTP (the
-    /// grant decides which origins a plugin may reach, not this client).
+    /// grant decides which origins a plugin may reach) and connects to public addresses only.
     pub fn new(tls: rustls::ClientConfig) -> Self {
-        let mut http = HttpConnector::new();
+        Self::with_address_policy(tls, false)
+    }
+
+    /// [`OutboundClient::new`], also connecting to non-public addresses a granted name
+    /// resolves to when `allow_private` (the manifest's `allow_private_addresses`).
+    pub fn with_address_policy(tls: rustls::ClientConfig, allow_private: bool) -> Self {
+        let mut http = HttpConnector::new_with_resolver(AddressPolicyResolver {
+            system: GaiResolver::new(),
+            allow_private,
+        });
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -82,7 +165,15 @@ impl OutboundClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .build(https);
-        Self { client }
+        Self {
+            client,
+            allow_private,
+        }
+    }
+
+    /// Whether this client may connect to non-public addresses.
+    pub fn allows_private_addresses(&self) -> bool {
+        self.allow_private
     }
 
     /// Sends one request from a plugin over a pooled connection.
@@ -133,6 +224,10 @@ fn client_error(error: hyper_util::client::legacy::Error) -> Error {
 
     let mut cause = error.source();
     while let Some(current) = cause {
+        if let Some(refused) = current.downcast_ref::<NonPublicAddress>() {
+            tracing::debug!("{refused}");
+            return Error::HttpRequestDenied;
+        }
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
             let io = std::io::Error::new(io.kind(), error.to_string());
             return if error.is_connect() {

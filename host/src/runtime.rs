@@ -110,7 +110,10 @@ fn outbound_client(manifest: &Manifest, manifest_path: &Path) -> anyhow::Result<
     }
     let tls = tls_trusting(certificates)
         .with_context(|| format!("the CA certificates named by {}", manifest_path.display()))?;
-    Ok(OutboundClient::new(tls))
+    Ok(OutboundClient::with_address_policy(
+        tls,
+        manifest.allow_private_addresses,
+    ))
 }
 
 /// wasmtime's own error type, as an `anyhow` error for context chains.
@@ -277,9 +280,11 @@ impl PluginRuntime {
         })?;
         let mut secrets = std::collections::BTreeMap::new();
         for (key, variable) in &manifest.secrets {
+            crate::manifest::check_secret_variable(&manifest.vendor, key, variable)
+                .map_err(|problem| anyhow::anyhow!("{}: {problem}", manifest_path.display()))?;
             match lookup(variable) {
                 Some(value) => {
-                    secrets.insert(key.clone(), value);
+                    secrets.insert(key.clone(), secrecy::SecretString::from(value));
                 }
                 None => tracing::warn!(
                     vendor = %manifest.vendor,

@@ -5,10 +5,17 @@
 //! arguments and no sockets; outbound HTTP goes only to the origins the manifest grants.
 //! A refused request is answered to the plugin as the wasi:http error `HTTP-request-denied`
 //! (not a trap), so the plugin can report it.
+//!
+//! Non-public addresses (loopback, private, link-local such as cloud metadata: everything
+//! [`provisioner_contract::netaddr::is_public`] refuses) are reached only when the manifest
+//! says `allow_private_addresses = true` or a grant names the IP literal itself: an IP
+//! literal is judged here, a granted name by the outbound client's resolver at connect time
+//! ([`crate::outbound`]). Both refusals count as a denied origin.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -17,7 +24,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::bindings::current::provisioner::provider::host::{self, LogLevel};
 use crate::bindings::v0_1::provisioner::provider::host as host_v0_1;
-use crate::grants::{Origin, OriginPattern, is_granted};
+use crate::grants::{Origin, OriginPattern, ip_literal, is_granted, is_granted_by_name};
 use crate::outbound::OutboundClient;
 
 /// What one plugin is granted, resolved once at load.
@@ -27,8 +34,9 @@ pub struct Grants {
     pub vendor: String,
     /// `get-config` values.
     pub config: BTreeMap<String, String>,
-    /// `get-secret` values, read from the host's environment at load.
-    pub secrets: BTreeMap<String, String>,
+    /// `get-secret` values, read from the host's environment at load. Their `Debug` is
+    /// `[REDACTED]`, so printing the grants never shows one.
+    pub secrets: BTreeMap<String, SecretString>,
     /// Origins outbound HTTP may reach.
     pub origins: Vec<OriginPattern>,
     /// Linear memory one call may use.
@@ -67,7 +75,7 @@ impl PluginState {
             outbound: OutboundGrant {
                 grants: grants.clone(),
                 order_id,
-                denied: Vec::new(),
+                denied: Arc::default(),
             },
             memory: MemoryCap {
                 max_bytes: grants.memory_bytes,
@@ -78,9 +86,13 @@ impl PluginState {
         }
     }
 
-    /// The origins this call tried to reach without a grant.
-    pub fn denied(&self) -> &[Origin] {
-        &self.outbound.denied
+    /// The origins this call tried to reach without a grant (or at a non-public address).
+    pub fn denied(&self) -> Vec<Origin> {
+        self.outbound
+            .denied
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 }
 
@@ -159,7 +171,10 @@ impl host::Host for PluginState {
     }
 
     fn get_secret(&mut self, key: String) -> Option<String> {
-        self.grants.secrets.get(&key).cloned()
+        self.grants
+            .secrets
+            .get(&key)
+            .map(|secret| secret.expose_secret().to_string())
     }
 }
 
@@ -189,7 +204,17 @@ impl host_v0_1::Host for PluginState {
 struct OutboundGrant {
     grants: Arc<Grants>,
     order_id: Option<Uuid>,
-    denied: Vec<Origin>,
+    /// Shared with the send futures: a granted name is refused at connect time.
+    denied: Arc<Mutex<Vec<Origin>>>,
+}
+
+impl OutboundGrant {
+    fn deny(&self, origin: Origin) {
+        self.denied
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(origin);
+    }
 }
 
 impl WasiHttpHooks for OutboundGrant {
@@ -213,12 +238,9 @@ impl WasiHttpHooks for OutboundGrant {
             .outbound_requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let origin = Origin::of(request.uri());
-        let allowed = origin
-            .as_ref()
-            .is_some_and(|origin| is_granted(&self.grants.origins, origin));
-        if !allowed {
-            if let Some(origin) = origin {
-                self.denied.push(origin);
+        let Some(origin) = origin.filter(|origin| is_granted(&self.grants.origins, origin)) else {
+            if let Some(origin) = Origin::of(request.uri()) {
+                self.deny(origin);
             }
             tracing::warn!(
                 plugin = %self.grants.vendor,
@@ -227,9 +249,70 @@ impl WasiHttpHooks for OutboundGrant {
                 "denied outbound request: the manifest does not grant this origin"
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        };
+        let client = self.grants.client.clone();
+        if let Some(ip) = ip_literal(&origin.host)
+            && !provisioner_contract::netaddr::is_public(ip)
+            && !client.allows_private_addresses()
+            && !is_granted_by_name(&self.grants.origins, &origin)
+        {
+            tracing::warn!(
+                plugin = %self.grants.vendor,
+                order_id = ?self.order_id,
+                %origin,
+                "denied outbound request: a non-public address that no grant names \
+                 (allow_private_addresses is off)"
+            );
+            self.deny(origin);
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         _ = fut;
-        let client = self.grants.client.clone();
-        Box::new(async move { client.send(request, options).await })
+        let denied = self.denied.clone();
+        let vendor = self.grants.vendor.clone();
+        let order_id = self.order_id;
+        Box::new(async move {
+            let answer = client.send(request, options).await;
+            if let Err(wasmtime_wasi_http::Error::HttpRequestDenied) = &answer {
+                tracing::warn!(
+                    plugin = %vendor,
+                    ?order_id,
+                    %origin,
+                    "denied outbound request: the granted name resolves to no public address"
+                );
+                denied
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(origin);
+            }
+            answer
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::tls_trusting;
+
+    /// Printing a plugin's grants (a `{:?}` in a log line, a panic message) never shows a
+    /// secret's value.
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let grants = Grants {
+            vendor: "acme".into(),
+            config: BTreeMap::from([("base-url".to_string(), "https://acme.example".to_string())]),
+            secrets: BTreeMap::from([(
+                "token".to_string(),
+                "hunter2-very-secret".to_string().into(),
+            )]),
+            origins: Vec::new(),
+            memory_bytes: 1 << 20,
+            client: OutboundClient::new(tls_trusting(Vec::new()).unwrap()),
+            outbound_requests: Default::default(),
+        };
+        for printed in [format!("{grants:?}"), format!("{grants:#?}")] {
+            assert!(!printed.contains("hunter2"), "{printed}");
+            assert!(printed.contains("token"), "the key may show: {printed}");
+        }
     }
 }

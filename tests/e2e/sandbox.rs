@@ -359,3 +359,166 @@ async fn memory_beyond_the_hosts_maximum_is_refused_at_load() -> anyhow::Result<
     assert!(message.contains("memory_mib = 64"), "{message}");
     Ok(())
 }
+
+/// Writes the hostile plugin's manifest for `behaviour` with `top` (grants, flags),
+/// `config` and `tail` (more tables) and returns its path.
+fn hostile_manifest(
+    behaviour: &str,
+    top: &str,
+    config: &str,
+    tail: &str,
+) -> anyhow::Result<PathBuf> {
+    let dir = tempdir(behaviour)?;
+    let vendor = format!("hostile-{behaviour}");
+    let manifest = format!(
+        "vendor = {vendor:?}\ncomponent = {component:?}\n{top}\n\
+         [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n{config}\n{tail}\n",
+        component = test_plugin_component("hostile").display().to_string(),
+    );
+    let path = dir.join(format!("{vendor}.toml"));
+    std::fs::write(&path, manifest)?;
+    Ok(path)
+}
+
+/// A manifest's `[secrets]` may name only the variables the operator set aside for that
+/// plugin (`PLUGIN_SECRET_<VENDOR>_...`): one naming any other variable of the host (its
+/// `PATH` here; `DATABASE_URL` or `AMQP_URL` would hand over passwords) is refused at load,
+/// naming the variable and the rule, and so is one naming another plugin's secret.
+#[tokio::test]
+async fn secrets_come_only_from_the_plugins_own_variables() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    for variable in [
+        "PATH",
+        "DATABASE_URL",
+        "PLUGIN_SECRET_HETZNER_TOKEN",
+        "PLUGIN_SECRET_",
+    ] {
+        let path = hostile_manifest(
+            "leak-secret",
+            "",
+            "",
+            &format!("[secrets]\ntoken = {variable:?}"),
+        )?;
+        match runtime.load(&path).await {
+            Ok(plugin) => {
+                let leaked = plugin.create_server(uuid::Uuid::nil(), &request()).await;
+                panic!("a manifest naming {variable} loaded; the plugin got {leaked:?}");
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                assert!(message.contains(variable), "{message}");
+                assert!(
+                    message.contains("PLUGIN_SECRET_HOSTILE_LEAK_SECRET_"),
+                    "{message}"
+                );
+            }
+        }
+    }
+
+    // The plugin's own variable reaches it.
+    let path = hostile_manifest(
+        "leak-secret",
+        "",
+        "",
+        "[secrets]\ntoken = \"PLUGIN_SECRET_HOSTILE_LEAK_SECRET_TOKEN\"",
+    )?;
+    let manifest = provisioner_host::manifest::Manifest::load(&path)?;
+    let plugin = runtime
+        .load_manifest_with_secrets(manifest, &path, |variable| {
+            (variable == "PLUGIN_SECRET_HOSTILE_LEAK_SECRET_TOKEN").then(|| "its-own".to_string())
+        })
+        .await?;
+    let server = plugin.create_server(uuid::Uuid::nil(), &request()).await?;
+    assert_eq!(server.name, "its-own");
+    Ok(())
+}
+
+/// A one-shot HTTP server on 127.0.0.1 answering every request `200` with an empty body;
+/// its port and how many connections reached it.
+async fn counting_server() -> anyhow::Result<(u16, Arc<std::sync::atomic::AtomicUsize>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    Ok((port, hits))
+}
+
+/// A granted host NAME that resolves to a loopback, private or link-local address (cloud
+/// metadata at 169.254.169.254, a database next door) is not connected to: the plugin's
+/// request is denied (`capability_denied`, naming the origin) unless the manifest sets
+/// `allow_private_addresses = true`. A grant of any host does not reach a non-public IP
+/// literal either; a grant naming the IP literal itself does.
+#[tokio::test]
+async fn granted_names_never_reach_private_addresses_without_opt_in() -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    let runtime = PluginRuntime::new()?;
+    let (port, hits) = counting_server().await?;
+    let by_name = format!("http://localhost:{port}");
+    let by_ip = format!("http://127.0.0.1:{port}");
+    let load = |top: String, target: &str| {
+        let path = hostile_manifest("call-target", &top, &format!("target-url = {target:?}"), "");
+        let runtime = &runtime;
+        async move { runtime.load(&path?).await }
+    };
+
+    // `localhost` resolves to loopback: refused.
+    let plugin = load(format!("allowed_hosts = [{by_name:?}]"), &by_name).await?;
+    let error = contained(&plugin).await;
+    match &error {
+        CallError::CapabilityDenied { origin, .. } => assert_eq!(origin, &by_name),
+        other => panic!("expected capability_denied, got {other}"),
+    }
+    assert_eq!(hits.load(SeqCst), 0, "the loopback address was reached");
+
+    // Any host, insecure: a non-public IP literal is still refused.
+    let plugin = load(
+        "allowed_hosts = [\"*://*:*\"]\ninsecure = true".to_string(),
+        &by_ip,
+    )
+    .await?;
+    let error = contained(&plugin).await;
+    assert!(
+        matches!(error, CallError::CapabilityDenied { .. }),
+        "expected capability_denied, got {error}"
+    );
+    assert_eq!(hits.load(SeqCst), 0, "the loopback address was reached");
+
+    // The opt-in, or a grant naming the literal, reaches it.
+    let plugin = load(
+        format!("allowed_hosts = [{by_name:?}]\nallow_private_addresses = true"),
+        &by_name,
+    )
+    .await?;
+    assert_eq!(
+        plugin
+            .create_server(uuid::Uuid::nil(), &request())
+            .await?
+            .name,
+        "reached"
+    );
+    let plugin = load(format!("allowed_hosts = [{by_ip:?}]"), &by_ip).await?;
+    assert_eq!(
+        plugin
+            .create_server(uuid::Uuid::nil(), &request())
+            .await?
+            .name,
+        "reached"
+    );
+    assert_eq!(hits.load(SeqCst), 2);
+    Ok(())
+}
