@@ -13,17 +13,31 @@
 //! (`GET /v1/webhooks/secret`; the key is the base64 after `whsec_`). Any 2xx answer
 //! delivers it; anything else, or no answer within the timeout, is retried after
 //! `base * 2^(attempt-1)` (at most an hour) until the attempts run out.
+//!
+//! Receivers must be at public addresses ([`provisioner_contract::netaddr::is_public`]: none
+//! of the IANA special-purpose blocks, also inside IPv6 forms that carry an IPv4 address),
+//! unless `allow_private`: an IP literal is checked when the order is made and at every call,
+//! a host name is resolved at every call and refused unless it has a public address. No
+//! proxy from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...) is used: a proxy would
+//! resolve the name itself, past the check. The log names a receiver by its origin
+//! (`scheme://host:port`) only, as a URL's path or query may carry a token.
+//!
+//! Calls share `max_concurrent` slots, at most `max_per_tenant` of them for one tenant, and
+//! due deliveries are taken round-robin by tenant: a tenant whose receiver is slow fills
+//! only its own share, and the others' webhooks go out meanwhile.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
+use provisioner_contract::netaddr::is_public;
 use rand::RngCore;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -40,8 +54,8 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Longest accepted webhook URL.
 const MAX_URL: usize = 2048;
-/// Calls in progress at once.
-const MAX_CONCURRENT: usize = 64;
+/// Why a URL with an IP address that is not public is refused.
+const NOT_PUBLIC: &str = "must point to a public address (not a private, loopback, link-local or other special-purpose one)";
 
 /// How webhooks are delivered.
 #[derive(Debug, Clone)]
@@ -54,11 +68,16 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// Whether receivers may be at private, loopback or link-local addresses.
     pub allow_private: bool,
+    /// Calls in progress at once.
+    pub max_concurrent: usize,
+    /// Calls in progress at once for one tenant (its fair share of `max_concurrent`).
+    pub max_per_tenant: usize,
 }
 
 /// Whether a webhook URL is acceptable: `http` or `https`, a host, no user or password, at
-/// most 2,048 characters, and (unless `allow_private`) not a private, loopback or link-local
-/// address. A host name is checked again, resolved, at every call.
+/// most 2,048 characters, and (unless `allow_private`) not an IP address that is not public
+/// (private, loopback, link-local or any other special-purpose block). A host name is
+/// checked, resolved, at every call.
 pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
     if url.len() > MAX_URL {
         return Err(format!("must be at most {MAX_URL} characters"));
@@ -79,39 +98,33 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
         && !allow_private
         && !is_public(ip)
     {
-        return Err("must not point to a private, loopback or link-local address".into());
+        return Err(NOT_PUBLIC.into());
     }
     Ok(())
 }
 
-/// Whether an address is on the public internet (not loopback, private, link-local,
-/// shared, unspecified, multicast or documentation space).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
+/// A receiver URL's origin, `scheme://host:port`: all the log says of a receiver, since a
+/// URL's path and query may carry a token.
+pub fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => match (parsed.host_str(), parsed.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", parsed.scheme()),
+            _ => format!("{}://(no host)", parsed.scheme()),
+        },
+        Err(_) => "(not a URL)".into(),
     }
+}
+
+/// Why a call got no answer, with every cause, but without the URL (it may carry a token).
+fn no_answer(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// Resolves receivers' names to public addresses only (unless private ones are allowed), at
@@ -132,8 +145,8 @@ impl reqwest::dns::Resolve for ReceiverResolver {
                 .collect();
             if found.is_empty() {
                 return Err(format!(
-                    "{host} has no public address (private, loopback and link-local receivers \
-                     are refused)"
+                    "{host} has no public address (private, loopback, link-local and other \
+                     special-purpose receivers are refused)"
                 )
                 .into());
             }
@@ -168,6 +181,89 @@ pub fn backoff(base: Duration, attempts: u32) -> Duration {
     base.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
+/// The call slots: `total` at once, at most `per_tenant` of them for one tenant.
+struct Slots {
+    total: usize,
+    per_tenant: usize,
+    busy: Mutex<Busy>,
+    /// Told whenever a slot frees up, so waiting deliveries are looked at again.
+    freed: Notify,
+}
+
+/// The slots in use: in all, and by tenant (tenants with none are not kept).
+#[derive(Default)]
+struct Busy {
+    all: usize,
+    by_tenant: HashMap<String, usize>,
+}
+
+/// Why no slot was taken.
+#[derive(Debug)]
+enum NoSlot {
+    /// Every slot is in use: nothing more starts this round.
+    AllBusy,
+    /// This tenant has its share in use; other tenants' deliveries may still start.
+    TenantBusy,
+}
+
+impl Slots {
+    fn new(total: usize, per_tenant: usize) -> Arc<Self> {
+        Arc::new(Self {
+            total: total.max(1),
+            per_tenant: per_tenant.max(1),
+            busy: Mutex::new(Busy::default()),
+            freed: Notify::new(),
+        })
+    }
+
+    /// A slot for one call of `tenant`, given back when the [`Slot`] drops.
+    fn take(self: &Arc<Self>, tenant: &str) -> Result<Slot, NoSlot> {
+        let mut busy = self
+            .busy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if busy.all >= self.total {
+            return Err(NoSlot::AllBusy);
+        }
+        let mine = busy.by_tenant.entry(tenant.to_string()).or_default();
+        if *mine >= self.per_tenant {
+            return Err(NoSlot::TenantBusy);
+        }
+        *mine += 1;
+        busy.all += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            tenant: tenant.to_string(),
+        })
+    }
+}
+
+/// One call's slot; dropping it frees the slot.
+struct Slot {
+    slots: Arc<Slots>,
+    tenant: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        {
+            let mut busy = self
+                .slots
+                .busy
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            busy.all = busy.all.saturating_sub(1);
+            if let Some(mine) = busy.by_tenant.get_mut(&self.tenant) {
+                *mine = mine.saturating_sub(1);
+                if *mine == 0 {
+                    busy.by_tenant.remove(&self.tenant);
+                }
+            }
+        }
+        self.slots.freed.notify_one();
+    }
+}
+
 /// Delivers due webhooks until `shutdown`.
 pub async fn run(
     store: Store,
@@ -181,6 +277,8 @@ pub async fn run(
         .dns_resolver(Arc::new(ReceiverResolver {
             allow_private: settings.allow_private,
         }))
+        // A proxy would resolve the receiver's name itself, past the address check.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("provisioner-webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -191,41 +289,56 @@ pub async fn run(
             return;
         }
     };
-    let calls = Arc::new(Semaphore::new(MAX_CONCURRENT));
+    let slots = Slots::new(settings.max_concurrent, settings.max_per_tenant);
     loop {
-        match start_due(&store, &http, &settings, &metrics, &calls).await {
-            Ok(n) if n == BATCH as usize => continue,
-            Ok(_) => {}
+        match start_due(&store, &http, &settings, &metrics, &slots).await {
+            Ok(Round::Again) => continue,
+            Ok(Round::Wait) => {}
             Err(error) => tracing::warn!("delivering webhooks: {error:#}"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = wakeup.notified() => {}
+            _ = slots.freed.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
         }
     }
 }
 
-/// One round: claims the due deliveries (as many as there are free call slots) and starts a
-/// call for each, without waiting for them: a slow receiver holds up only its own calls.
-/// How many were due.
+/// What follows a round.
+enum Round {
+    /// More may be due and startable: look again at once.
+    Again,
+    /// Wait for a wake-up, a freed slot or the poll interval.
+    Wait,
+}
+
+/// One round: reads due deliveries, taking tenants in turn (each tenant's oldest first, at
+/// most its share), and starts a call for each that gets a slot, without waiting for them:
+/// a slow receiver holds up only its own tenant's share of the slots.
 async fn start_due(
     store: &Store,
     http: &reqwest::Client,
     settings: &WebhookSettings,
     metrics: &Arc<Metrics>,
-    calls: &Arc<Semaphore>,
-) -> anyhow::Result<usize> {
-    let due = store.due_webhooks(BATCH).await?;
-    let count = due.len();
+    slots: &Arc<Slots>,
+) -> anyhow::Result<Round> {
+    let due = store.due_webhooks(BATCH, slots.per_tenant).await?;
+    let full_batch = due.len() == BATCH as usize;
     // Claimed for longer than a call may take: no other instance calls meanwhile.
     let lease = chrono::Duration::from_std(settings.timeout * 2)?;
+    let mut started = 0;
     for delivery in due {
-        let slot = calls.clone().acquire_owned().await?;
+        let slot = match slots.take(&delivery.tenant) {
+            Ok(slot) => slot,
+            Err(NoSlot::TenantBusy) => continue,
+            Err(NoSlot::AllBusy) => return Ok(Round::Wait),
+        };
         let claimed_until = Utc::now() + lease;
         if !store.claim_webhook(&delivery, claimed_until).await? {
             continue;
         }
+        started += 1;
         let (store, http, settings) = (store.clone(), http.clone(), settings.clone());
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -240,7 +353,11 @@ async fn start_due(
             drop(slot);
         });
     }
-    Ok(count)
+    Ok(if full_batch && started > 0 {
+        Round::Again
+    } else {
+        Round::Wait
+    })
 }
 
 /// One attempt at one claimed delivery; `delivered`, `failed` (tried again) or `given_up`.
@@ -268,12 +385,13 @@ async fn deliver(
         (Err(_), Some(_)) => "failed",
         (Err(_), None) => "given_up",
     };
+    let receiver = origin(&delivery.url);
     match &outcome {
         Ok(_) => {
-            tracing::info!(order_id = %delivery.order_id, url = %delivery.url, attempts, "webhook {label}")
+            tracing::info!(order_id = %delivery.order_id, %receiver, attempts, "webhook {label}")
         }
         Err(error) => {
-            tracing::warn!(order_id = %delivery.order_id, url = %delivery.url, attempts, "webhook {label}: {error}")
+            tracing::warn!(order_id = %delivery.order_id, %receiver, attempts, "webhook {label}: {error}")
         }
     }
     store
@@ -304,7 +422,7 @@ async fn call(
     Ok(match answer {
         Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
         Ok(response) => Err(format!("the receiver answered {}", response.status())),
-        Err(error) => Err(format!("no answer: {error}")),
+        Err(error) => Err(format!("no answer: {}", no_answer(error))),
     })
 }
 
@@ -343,11 +461,41 @@ mod tests {
             "http://[fd00::1]/x",
             "http://[::ffff:192.168.0.1]/x",
             "http://100.64.0.1/x",
+            "http://198.18.0.1/x",
+            "http://[::ffff:0:127.0.0.1]/x",
+            "http://[64:ff9b::a00:1]/x",
+            "http://[2002:7f00:1::]/x",
+            "http://[fec0::1]/x",
         ] {
             assert!(check_url(bad, false).is_err(), "{bad}");
         }
         assert!(check_url("http://127.0.0.1:9000/x", true).is_ok());
         assert!(check_url("https://user:pw@example.com/x", true).is_err());
+    }
+
+    /// The log's name of a receiver: scheme, host and port, never the path or query.
+    #[test]
+    fn origins_leave_out_path_and_query() {
+        assert_eq!(
+            origin("https://hooks.example.com/in?token=secret"),
+            "https://hooks.example.com:443"
+        );
+        assert_eq!(origin("http://[::1]:8080/a/b"), "http://[::1]:8080");
+        assert_eq!(origin("not a url"), "(not a URL)");
+    }
+
+    /// A tenant gets at most its share of the slots, the others keep theirs, and a dropped
+    /// slot is free again.
+    #[test]
+    fn slots_are_shared_fairly_between_tenants() {
+        let slots = Slots::new(3, 2);
+        let a1 = slots.take("a").expect("a's first");
+        let _a2 = slots.take("a").expect("a's second");
+        assert!(matches!(slots.take("a"), Err(NoSlot::TenantBusy)));
+        let _b1 = slots.take("b").expect("b's first, beside a's share");
+        assert!(matches!(slots.take("c"), Err(NoSlot::AllBusy)));
+        drop(a1);
+        assert!(slots.take("c").is_ok());
     }
 
     /// Backoff doubles from the base and stops at an hour.

@@ -1,6 +1,8 @@
 //! Webhooks: an order's `webhook_url` is called when the order settles, signed with the
 //! tenant's secret (Standard Webhooks), and retried when the receiver fails; a bad URL (not
-//! http, credentials, a private address unless allowed) is refused at once.
+//! http, credentials, an address that is not public unless allowed) is refused at once. The
+//! call never goes through a proxy from the environment, the log names only the receiver's
+//! origin, and one tenant's slow receiver does not hold up another tenant's webhooks.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,11 +25,12 @@ struct Call {
     body: String,
 }
 
-/// A receiver that answers 500 to its first `failures` calls, then 204.
+/// A receiver that answers 500 to its first `failures` calls, then 204, each after `delay`.
 #[derive(Clone)]
 struct Receiver {
     calls: Arc<Mutex<Vec<Call>>>,
     failures: usize,
+    delay: Duration,
 }
 
 async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -38,14 +41,18 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
             .unwrap_or_default()
             .to_string()
     };
-    let mut calls = receiver.calls.lock().expect("calls");
-    calls.push(Call {
-        id: header("webhook-id"),
-        timestamp: header("webhook-timestamp"),
-        signature: header("webhook-signature"),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    });
-    if calls.len() <= receiver.failures {
+    let failing = {
+        let mut calls = receiver.calls.lock().expect("calls");
+        calls.push(Call {
+            id: header("webhook-id"),
+            timestamp: header("webhook-timestamp"),
+            signature: header("webhook-signature"),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+        calls.len() <= receiver.failures
+    };
+    tokio::time::sleep(receiver.delay).await;
+    if failing {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::NO_CONTENT
@@ -54,6 +61,15 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
 
 /// Starts a receiver on a free port; its URL and its calls.
 async fn start_receiver(failures: usize) -> anyhow::Result<(String, Arc<Mutex<Vec<Call>>>)> {
+    start_slow_receiver(failures, Duration::ZERO).await
+}
+
+/// Starts a receiver on a free port that answers each call after `delay`; its URL and its
+/// calls (recorded on arrival).
+async fn start_slow_receiver(
+    failures: usize,
+    delay: Duration,
+) -> anyhow::Result<(String, Arc<Mutex<Vec<Call>>>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hooks/orders", listener.local_addr()?);
     let calls = Arc::new(Mutex::new(Vec::new()));
@@ -62,6 +78,7 @@ async fn start_receiver(failures: usize) -> anyhow::Result<(String, Arc<Mutex<Ve
         .with_state(Receiver {
             calls: calls.clone(),
             failures,
+            delay,
         });
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok((url, calls))
@@ -207,6 +224,16 @@ async fn a_webhook_url_that_is_not_http_is_refused() -> anyhow::Result<()> {
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/hook",
         "https://user:password@example.com/hook",
+        // The special-purpose blocks and IPv6 forms of private IPv4 addresses the security
+        // review (issue 15) found accepted and called.
+        "http://[::ffff:0:127.0.0.1]/hook",
+        "http://[::127.0.0.1]/hook",
+        "http://[64:ff9b::127.0.0.1]/hook",
+        "http://[2002:7f00:1::]/hook",
+        "http://[fec0::1]/hook",
+        "http://198.18.0.1/hook",
+        "http://240.0.0.1/hook",
+        "http://192.0.0.1/hook",
     ] {
         let mut body: Value = serde_json::from_str(&hetzner.order_body("bad-hook"))?;
         body["webhook_url"] = json!(bad);
@@ -215,6 +242,232 @@ async fn a_webhook_url_that_is_not_http_is_refused() -> anyhow::Result<()> {
         assert_eq!(answer["errors"][0]["field"], "webhook_url", "{answer}");
     }
     assert!(stack.list_all_orders("").await?.is_empty());
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// A listener that stands for an outbound HTTP proxy: it records every request it gets (a
+/// proxied `http://` call arrives with the target's absolute URL) and answers 204.
+async fn start_recording_proxy() -> anyhow::Result<(String, Arc<Mutex<Vec<String>>>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let record = record.clone();
+        async move {
+            record.lock().expect("seen").push(uri.to_string());
+            StatusCode::NO_CONTENT
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, seen))
+}
+
+/// Waits until the order's event log tells of a webhook attempt (delivered, failed or
+/// given up); those messages.
+async fn wait_for_webhook_event(
+    stack: &Stack,
+    http: &reqwest::Client,
+    id: &str,
+    within: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let order: Value = http
+            .get(format!("{}/v1/orders/{id}", stack.api_url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let attempts: Vec<String> = event_messages(&order)
+            .into_iter()
+            .filter(|m| m.starts_with("webhook"))
+            .collect();
+        if !attempts.is_empty() {
+            return Ok(attempts);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no webhook attempt for {id}: {order}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Posts a Hetzner order named `name` calling `webhook_url` as the client's tenant; its id.
+async fn order_with_webhook(
+    stack: &Stack,
+    http: &reqwest::Client,
+    name: &str,
+    webhook_url: &str,
+) -> anyhow::Result<String> {
+    let mut body: Value = serde_json::from_str(&fixture("hetzner").order_body(name))?;
+    body["webhook_url"] = json!(webhook_url);
+    let answer = http
+        .post(format!("{}/v1/orders", stack.api_url))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status() == 202,
+        "ordering {name}: {}",
+        answer.status()
+    );
+    let order: Value = answer.json().await?;
+    Ok(order["id"].as_str().expect("an id").to_string())
+}
+
+/// Polls the order (as the client's tenant) until it is `active`.
+async fn wait_active(
+    stack: &Stack,
+    http: &reqwest::Client,
+    id: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let order: Value = http
+            .get(format!("{}/v1/orders/{id}", stack.api_url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if order["status"] == "active" {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "order {id} is not active: {order}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// With `HTTP_PROXY`/`ALL_PROXY` set on order-api, a webhook to a name that resolves to a
+/// loopback address is still refused: the call goes neither to the proxy (which would
+/// resolve the name itself, unchecked) nor to the receiver.
+#[tokio::test]
+async fn a_webhook_is_not_sent_through_a_proxy() -> anyhow::Result<()> {
+    let (proxy, proxied) = start_recording_proxy().await?;
+    let stack = Stack::start(StackOptions {
+        api_env: ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"]
+            .into_iter()
+            .map(|name| (name.to_string(), proxy.clone()))
+            .collect(),
+        ..StackOptions::default()
+    })
+    .await?;
+    let (url, calls) = start_receiver(0).await?;
+    // A name, so it passes the check at order time and is resolved (and refused) at the call.
+    let url = url.replace("127.0.0.1", "localhost");
+    let id = order_with_webhook(&stack, &stack.http, "proxied-hook", &url).await?;
+    let attempts =
+        wait_for_webhook_event(&stack, &stack.http, &id, Duration::from_secs(30)).await?;
+    let proxied = proxied.lock().expect("seen").clone();
+    assert!(
+        proxied.is_empty(),
+        "the webhook went through the proxy: {proxied:?}; {attempts:?}"
+    );
+    assert!(calls.lock().expect("calls").is_empty(), "{attempts:?}");
+    assert!(
+        attempts[0].contains("failed") && attempts[0].contains("no public address"),
+        "{attempts:?}"
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// order-api's log names a webhook's receiver by its origin only: a token in the URL's
+/// query (or path) never reaches the log.
+#[tokio::test]
+async fn webhook_logs_carry_the_origin_not_the_url() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        api_env: vec![("WEBHOOK_ALLOW_PRIVATE_ADDRESSES".into(), "true".into())],
+        ..StackOptions::default()
+    })
+    .await?;
+    let (url, calls) = start_receiver(0).await?;
+    let origin = url.trim_end_matches("/hooks/orders").to_string();
+    let secret_token = "tok-3b9f0c1e7d2a";
+    let url = format!("{url}?token={secret_token}");
+    let id = order_with_webhook(&stack, &stack.http, "logged-hook", &url).await?;
+    let attempts =
+        wait_for_webhook_event(&stack, &stack.http, &id, Duration::from_secs(30)).await?;
+    assert!(attempts[0].starts_with("webhook delivered"), "{attempts:?}");
+    assert_eq!(calls.lock().expect("calls").len(), 1);
+    let log = stack.api_log();
+    assert!(
+        log.contains(&format!("receiver={origin}")),
+        "the log does not name the receiver's origin {origin}:\n{log}"
+    );
+    assert!(
+        !log.contains(secret_token),
+        "the token is in the log:\n{log}"
+    );
+    assert!(
+        !log.contains("/hooks/orders"),
+        "the path is in the log:\n{log}"
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// One tenant's slow receiver does not hold up another tenant's webhook: with two call
+/// slots, tenant A's three orders calling a receiver that takes 20 s do not keep tenant B's
+/// webhook from arriving within a few seconds.
+#[tokio::test]
+async fn a_slow_tenant_does_not_hold_up_other_tenants_webhooks() -> anyhow::Result<()> {
+    let receiver_delay = Duration::from_secs(20);
+    let stack = Stack::start(StackOptions {
+        api_env: vec![
+            ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES".into(), "true".into()),
+            ("WEBHOOK_TIMEOUT_SECS".into(), "30".into()),
+            ("WEBHOOK_MAX_CONCURRENT".into(), "2".into()),
+            ("WEBHOOK_MAX_CONCURRENT_PER_TENANT".into(), "1".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await?;
+    let (slow, slow_calls) = start_slow_receiver(0, receiver_delay).await?;
+    let (fast, fast_calls) = start_receiver(0).await?;
+    let tenant_b = stack.client_of_tenant("tenant-b").await?;
+
+    let mut a_orders = Vec::new();
+    for n in 0..3 {
+        a_orders.push(order_with_webhook(&stack, &stack.http, &format!("slow-{n}"), &slow).await?);
+    }
+    for id in &a_orders {
+        wait_active(&stack, &stack.http, id, Duration::from_secs(30)).await?;
+    }
+    // A's calls are under way (and stuck at the receiver).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow_calls.lock().expect("calls").is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "A's webhooks never started\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let b_order = order_with_webhook(&stack, &tenant_b, "fast-0", &fast).await?;
+    wait_active(&stack, &tenant_b, &b_order, Duration::from_secs(30)).await?;
+    let active = Instant::now();
+    let bound = Duration::from_secs(5);
+    while fast_calls.lock().expect("calls").is_empty() {
+        anyhow::ensure!(
+            active.elapsed() < bound,
+            "tenant B's webhook did not arrive within {bound:?} of its order settling \
+             (tenant A's receiver takes {receiver_delay:?}; A's calls so far: {})\n{}",
+            slow_calls.lock().expect("calls").len(),
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stack.cleanup().await;
     Ok(())
 }

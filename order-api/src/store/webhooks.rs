@@ -57,15 +57,26 @@ impl Store {
             .context("reading a webhook secret")
     }
 
-    /// Deliveries due now, oldest first.
-    pub async fn due_webhooks(&self, limit: u32) -> anyhow::Result<Vec<WebhookDelivery>> {
+    /// Up to `limit` deliveries due now, tenants taken in turn: every tenant's oldest first,
+    /// then every tenant's second oldest, and so on, at most `per_tenant` of each tenant (so
+    /// one tenant with many due deliveries does not crowd the others out of a round).
+    pub async fn due_webhooks(
+        &self,
+        limit: u32,
+        per_tenant: usize,
+    ) -> anyhow::Result<Vec<WebhookDelivery>> {
         let rows = sqlx::query(
             "SELECT delivery_id, order_id, tenant, url, payload, attempts, next_attempt_at \
-             FROM webhook_deliveries \
-             WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1 \
-             ORDER BY next_attempt_at LIMIT $2",
+             FROM (SELECT delivery_id, order_id, tenant, url, payload, attempts, \
+                   next_attempt_at, \
+                   ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY next_attempt_at) AS turn \
+                   FROM webhook_deliveries \
+                   WHERE delivered_at IS NULL AND failed_at IS NULL \
+                   AND next_attempt_at <= $1) due \
+             WHERE turn <= $2 ORDER BY turn, next_attempt_at LIMIT $3",
         )
         .bind(DbTime(Utc::now()))
+        .bind(i64::try_from(per_tenant).unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -119,6 +130,8 @@ impl Store {
     ) -> anyhow::Result<()> {
         let now = Utc::now();
         let attempts = delivery.attempts + 1;
+        // The origin only, as in the log: a URL's path or query may carry a token.
+        let receiver = crate::webhooks::origin(&delivery.url);
         let mut tx = self
             .writer
             .begin()
@@ -132,8 +145,7 @@ impl Store {
                 None,
                 None,
                 Some(format!(
-                    "webhook delivered to {} ({status}, attempt {attempts})",
-                    delivery.url
+                    "webhook delivered to {receiver} ({status}, attempt {attempts})"
                 )),
             ),
             (Err(error), Some(_)) => (
@@ -141,15 +153,14 @@ impl Store {
                 None,
                 Some(error.clone()),
                 (attempts == 1)
-                    .then(|| format!("webhook to {} failed ({error}); retrying", delivery.url)),
+                    .then(|| format!("webhook to {receiver} failed ({error}); retrying")),
             ),
             (Err(error), None) => (
                 None,
                 Some(now),
                 Some(error.clone()),
                 Some(format!(
-                    "webhook to {} given up after {attempts} attempts: {error}",
-                    delivery.url
+                    "webhook to {receiver} given up after {attempts} attempts: {error}"
                 )),
             ),
         };
