@@ -18,6 +18,10 @@ use crate::sim::SimControl;
 /// run's id: a person can find a run's servers at the vendor by it.
 pub const RUN_LABEL: &str = "provisioner-conformance";
 
+/// The OpenSSH public key the `inputs` check orders a server with (a test key: nobody
+/// holds its private half).
+pub const TEST_SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM1MQrOGZkyTYSLN/FGDhozOMWieTtIaVBkR5a83m5IW provisioner-conformance";
+
 /// Region, size and image of the servers a run makes.
 #[derive(Debug, Clone)]
 pub struct ServerShape {
@@ -144,6 +148,28 @@ impl Kit {
             user_data: None,
             labels: vec![(RUN_LABEL.to_string(), self.run_id.clone())],
         }
+    }
+
+    /// A request like [`Kit::request`] carrying [`TEST_SSH_KEY`] and `#cloud-config` user
+    /// data naming the run.
+    pub fn request_with_inputs(&self, key: &str) -> ServerRequest {
+        ServerRequest {
+            ssh_keys: vec![TEST_SSH_KEY.to_string()],
+            user_data: Some(self.user_data()),
+            ..self.request(key)
+        }
+    }
+
+    /// The user data of [`Kit::request_with_inputs`].
+    pub fn user_data(&self) -> String {
+        format!(
+            "#cloud-config
+write_files:
+  - path: /etc/provisioner-conformance
+    \
+             content: \"run {}\"\n",
+            self.run_id
+        )
     }
 
     /// The plugin's call budget.

@@ -116,6 +116,28 @@ impl SimControl {
         Ok(answer["faults"].as_array().map_or(0, Vec::len))
     }
 
+    /// The simulator's record of this vendor's live server carrying `key` (with the
+    /// `ssh_keys`, `user_data` and `labels` it got), if any.
+    pub async fn server_with_key(&self, key: &str) -> anyhow::Result<Option<Value>> {
+        let answer: Value = self
+            .http
+            .get(format!("{}/_sim/servers", self.url))
+            .send()
+            .await
+            .context("listing the simulator's servers")?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(answer["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|server| {
+                server["vendor"] == self.vendor.as_str() && server["idempotency_key"] == key
+            })
+            .cloned())
+    }
+
     /// How many live servers of this vendor carry `key`, by the simulator's own count.
     pub async fn servers_with_key(&self, key: &str) -> anyhow::Result<usize> {
         let answer: Value = self

@@ -123,7 +123,10 @@ pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report 
             Suite::Contract => contract(&kit, &mut recorder).await,
             Suite::Sandbox => sandbox(&kit, &mut recorder).await,
             Suite::Faults => made_servers |= faults(&kit, &mut recorder).await,
-            Suite::Lifecycle => made_servers |= lifecycle(&kit, &mut recorder).await,
+            Suite::Lifecycle => {
+                made_servers |= lifecycle(&kit, &mut recorder).await;
+                made_servers |= inputs(&kit, &mut recorder).await;
+            }
             Suite::Idempotency => made_servers |= idempotency(&kit, &mut recorder).await,
         }
     }
@@ -771,6 +774,88 @@ fn is_passing(error: &CallError) -> bool {
     )
 }
 
+/// A request's SSH key, user data and labels reach the vendor (the simulator shows what
+/// each server got). Whether it made a server.
+async fn inputs(kit: &Kit, r: &mut Recorder<'_>) -> bool {
+    let suite = Suite::Lifecycle;
+    let (check, description) = (
+        "inputs",
+        "the request's SSH public key, user data and labels reach the vendor (simulator)",
+    );
+    if kit.shape.is_none() {
+        r.skip(suite, check, description, NO_SHAPE);
+        return false;
+    }
+    let Some(sim) = kit.sim.clone() else {
+        r.skip(
+            suite,
+            check,
+            description,
+            "what a server got is seen only with --vendor-sim",
+        );
+        return false;
+    };
+    let key = kit.new_key();
+    let request = kit.request_with_inputs(&key);
+    r.check(suite, check, description, async {
+        let created = kit
+            .plugin
+            .create_server(uuid::Uuid::new_v4(), &request)
+            .await;
+        let record = sim
+            .server_with_key(&key)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if let Ok(server) = &created {
+            let _ = kit.plugin.delete_server(None, &server.vendor_id).await;
+        }
+        let Some(record) = record else {
+            return Err(format!(
+                "expected a server with key {key} at the vendor, create answered {}",
+                shown(&created)
+            ));
+        };
+        let mut missing = Vec::new();
+        let keys = record["ssh_keys"].as_array().cloned().unwrap_or_default();
+        if !keys.iter().any(|k| k == crate::kit::TEST_SSH_KEY) {
+            missing.push(format!(
+                "the SSH public key (the server got keys {keys:?}; a vendor with a key store \
+                 wants the key filed there first, by fingerprint, and its id passed; one \
+                 without gets it through cloud-init user data)"
+            ));
+        }
+        let user_data = kit.user_data();
+        if !record["user_data"]
+            .as_str()
+            .is_some_and(|got| got.contains(&user_data))
+        {
+            missing.push(format!(
+                "the user data (the server got {})",
+                record["user_data"]
+            ));
+        }
+        if record["labels"][crate::kit::RUN_LABEL] != kit.run_id.as_str() {
+            missing.push(format!(
+                "the label {}={} (the server got labels {})",
+                crate::kit::RUN_LABEL,
+                kit.run_id,
+                record["labels"]
+            ));
+        }
+        if missing.is_empty() {
+            Ok("the server got the key, the user data and the labels".into())
+        } else {
+            Err(format!(
+                "expected every input to reach the vendor, missing: {}: a plugin may refuse \
+                 a field it cannot carry (invalid-request), never drop it",
+                missing.join("; ")
+            ))
+        }
+    })
+    .await;
+    true
+}
+
 /// Same key twice -> one server; find-server adopts it. Whether it made a server.
 async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     let suite = Suite::Idempotency;
@@ -780,6 +865,11 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
             "create twice with the same key -> the same server, one at the vendor",
         ),
         ("find-adopts", "find-server with the key finds that server"),
+        (
+            "same-name",
+            "two keys, one name -> two servers (one tenant's name never blocks another's); \
+             the first key still finds the first",
+        ),
     ];
     if kit.shape.is_none() {
         for (check, description) in checks {
@@ -855,6 +945,62 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
                         "expected server {} for key {key}, got {}",
                         server.vendor_id,
                         shown(&result)
+                    )),
+                }
+            })
+            .await;
+        }
+    }
+    let (check, description) = checks[2];
+    match &made {
+        None => r.skip(suite, check, description, "needs idempotency.same-key"),
+        Some(first) => {
+            r.check(suite, check, description, async {
+                // Another key with the name the first server was asked for.
+                let other = kit.new_key();
+                let mut second_request = kit.request(&other);
+                second_request.name = request.name.clone();
+                let second = kit
+                    .plugin
+                    .create_server(uuid::Uuid::new_v4(), &second_request)
+                    .await;
+                let second = match second {
+                    Ok(server) => server,
+                    Err(_) => {
+                        return Err(format!(
+                            "expected a second server for another key with the name {:?}, got \
+                             {}: all tenants share one vendor account, so a plugin whose vendor \
+                             requires unique names must make the vendor-side name unique per \
+                             key (provider_sdk::unique_name)",
+                            request.name,
+                            shown(&second)
+                        ));
+                    }
+                };
+                if second.vendor_id == first.vendor_id {
+                    return Err(format!(
+                        "another key adopted server {} of the first key: look up by the key, \
+                         not by the name",
+                        first.vendor_id
+                    ));
+                }
+                let again = kit
+                    .plugin
+                    .create_server(uuid::Uuid::new_v4(), &request)
+                    .await;
+                match &again {
+                    Ok(server) if server.vendor_id == first.vendor_id => Ok(format!(
+                        "servers {} ({}) and {} ({}); the first key found {} again",
+                        first.vendor_id,
+                        first.name,
+                        second.vendor_id,
+                        second.name,
+                        server.vendor_id
+                    )),
+                    _ => Err(format!(
+                        "expected the first key to find server {} again, got {}",
+                        first.vendor_id,
+                        shown(&again)
                     )),
                 }
             })

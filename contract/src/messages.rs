@@ -21,7 +21,8 @@ pub struct ServerSpec {
     pub size: String,
     /// The vendor's image name.
     pub image: String,
-    /// Public SSH keys or stored key names.
+    /// OpenSSH public keys (`<type> <base64> [comment]`), one per entry; each plugin gets
+    /// them to the server (its vendor's key store or cloud-init).
     #[serde(default)]
     pub ssh_keys: Vec<String>,
     /// Cloud-init user data.
@@ -66,8 +67,9 @@ pub struct CancelRequest {
     pub vendor: String,
 }
 
-/// order-api -> host, request and reply (`validate.<vendor>`, reply to
-/// `amq.rabbitmq.reply-to`): would the vendor's plugin accept this server? The plugin's
+/// order-api -> host, request and reply (`validate.<vendor>` on the requests exchange; the
+/// reply goes to the results exchange under the request's `reply_to`, a `reply.<id>` key of
+/// the asking order-api's replies queue): would the vendor's plugin accept this server? The plugin's
 /// `validate` runs without the network, so the answer comes in a millisecond or two; order-api
 /// asks before it accepts an order, so a size the vendor does not have is a 422 at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

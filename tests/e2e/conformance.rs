@@ -58,10 +58,13 @@ async fn broken(flaw: &str, sim_url: &str) -> anyhow::Result<Report> {
         "vendor = \"broken\"\ncomponent = \"unused.wasm\"\nallowed_hosts = [{sim_url:?}]\n\
          [config]\nvendor-id = \"broken\"\nflaw = {flaw:?}\nbase-url = \"{sim_url}/hetzner/v1\"\n\
          regions = {:?}\nsizes = {:?}\nimages = {:?}\n\
-         [secrets]\ntoken = \"BROKEN_TOKEN\"\n",
+         [secrets]\ntoken = \"PLUGIN_SECRET_BROKEN_TOKEN\"\n",
         hetzner.region, hetzner.size, hetzner.image
     );
-    let secrets = BTreeMap::from([("BROKEN_TOKEN".to_string(), hetzner.secret.1.to_string())]);
+    let secrets = BTreeMap::from([(
+        "PLUGIN_SECRET_BROKEN_TOKEN".to_string(),
+        hetzner.secret.1.to_string(),
+    )]);
     run_kit(
         &format!("broken-{flaw}"),
         test_plugin_component("broken"),
@@ -117,7 +120,7 @@ async fn the_template_plugin_passes_every_suite() -> anyhow::Result<()> {
     let shipped = std::fs::read_to_string(workspace_root().join("plugins/example/sim.toml"))?;
     let manifest = shipped.replace("http://127.0.0.1:18190", &sim_url);
     let secrets = BTreeMap::from([(
-        "EXAMPLE_TOKEN".to_string(),
+        "PLUGIN_SECRET_EXAMPLE_TOKEN".to_string(),
         vendor_sim::example::DEFAULT_TOKEN.to_string(),
     )]);
     let report = run_kit(
@@ -184,6 +187,18 @@ async fn each_broken_fixture_fails_the_check_it_violates() -> anyhow::Result<()>
         "lifecycle.every-page",
         "must follow the vendor's next page",
     );
+
+    // Hetzner's names are unique per account: the name as it is blocks another key's.
+    let report = broken("shared-names", &sim_url).await?;
+    failed_with(
+        &report,
+        "idempotency.same-name",
+        "must make the vendor-side name unique per key",
+    );
+
+    let report = broken("drops-inputs", &sim_url).await?;
+    failed_with(&report, "lifecycle.inputs", "the SSH public key");
+    failed_with(&report, "lifecycle.inputs", "never drop it");
     Ok(())
 }
 
@@ -260,7 +275,7 @@ async fn the_command_reports_as_json_and_junit_and_exits_by_the_verdict() -> any
             "vendor = \"broken\"\ncomponent = \"x.wasm\"\nallowed_hosts = [{sim_url:?}]\n\
              [config]\nflaw = \"transient-401\"\nbase-url = \"{sim_url}/hetzner/v1\"\n\
              regions = \"fsn1\"\nsizes = \"cx22\"\nimages = \"ubuntu-24.04\"\n\
-             [secrets]\ntoken = \"BROKEN_TOKEN\"\n"
+             [secrets]\ntoken = \"PLUGIN_SECRET_BROKEN_TOKEN\"\n"
         ),
     )?;
     let output = tokio::process::Command::new(binary("debug", "provisioner-conformance"))
@@ -277,7 +292,7 @@ async fn the_command_reports_as_json_and_junit_and_exits_by_the_verdict() -> any
         ])
         .arg("--junit")
         .arg(&junit)
-        .env("BROKEN_TOKEN", hetzner.secret.1)
+        .env("PLUGIN_SECRET_BROKEN_TOKEN", hetzner.secret.1)
         .output()
         .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -44,7 +44,11 @@ async fn an_order_becomes_a_running_server() -> anyhow::Result<()> {
         .await?;
     let server = &active["server"];
     assert_eq!(server["status"], "running");
-    assert_eq!(server["name"], "web-1");
+    // Hetzner requires unique names: the server's name there is the order's with a suffix
+    // (unique per order); the order keeps the name asked for.
+    assert_eq!(active["name"], "web-1");
+    let server_name = server["name"].as_str().unwrap_or_default();
+    assert!(server_name.starts_with("web-1-"), "{active}");
     let stats = stack.sim_stats().await?;
     assert_eq!(stats["created_total"], 1);
     let vendor_id = server["vendor_id"].as_str().expect("vendor id");

@@ -140,3 +140,116 @@ def test_openstacksdk_authenticates_from_clouds_yaml_and_manages_a_server(
     conn.compute.delete_server(server)
     conn.compute.wait_for_delete(server, interval=0.2, wait=30)
     assert live(sim, "openstack") == 0
+
+
+PUBLIC_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM1MQrOGZkyTYSLN/FGDhozOMWieTtIaVBkR5a83m5IW sdk@test"
+)
+# `ssh-keygen -l -E md5` of PUBLIC_KEY.
+FINGERPRINT = "ee:2f:9b:a5:e1:38:9d:d3:ec:ac:76:2c:ec:70:6b:d9"
+USER_DATA = "#cloud-config\nruncmd:\n  - echo sdk\n"
+
+
+def sim_server(sim, vendor, name):
+    """The simulator's record of a server: the SSH keys and user data it got."""
+    with urllib.request.urlopen(f"{sim['url']}/_sim/servers") as answer:
+        servers = json.load(answer)["servers"]
+    return next(s for s in servers if s["vendor"] == vendor and s["name"] == name)
+
+
+def test_hcloud_files_an_ssh_key_and_a_server_gets_it(sim):
+    """hcloud: file a key, find it by fingerprint, refuse it twice, create a server with it
+    and user data; the simulated server got both."""
+    from hcloud import APIException
+
+    client = HetznerClient(token=HETZNER_TOKEN, api_endpoint=f"{sim['url']}/hetzner/v1")
+    key = client.ssh_keys.create(name="sdk-key", public_key=PUBLIC_KEY, labels={"suite": "sdk"})
+    assert key.fingerprint == FINGERPRINT
+    assert client.ssh_keys.get_by_fingerprint(FINGERPRINT).id == key.id
+    assert client.ssh_keys.get_by_name("sdk-key").id == key.id
+    try:
+        client.ssh_keys.create(name="sdk-key-2", public_key=PUBLIC_KEY)
+        raise AssertionError("a second key with the same fingerprint was filed")
+    except APIException as error:
+        assert error.code == "uniqueness_error"
+
+    created = client.servers.create(
+        name="sdk-hcloud-keys",
+        server_type=ServerType(name="cx22"),
+        image=Image(name="ubuntu-24.04"),
+        location=Location(name="fsn1"),
+        ssh_keys=[key],
+        user_data=USER_DATA,
+    )
+    got = sim_server(sim, "hetzner", "sdk-hcloud-keys")
+    assert got["ssh_keys"] == [PUBLIC_KEY]
+    assert got["user_data"] == USER_DATA
+    client.servers.delete(created.server)
+    client.ssh_keys.delete(key)
+    assert client.ssh_keys.get_by_fingerprint(FINGERPRINT) is None
+
+
+def test_pydo_files_an_ssh_key_and_a_droplet_gets_it(sim):
+    """pydo: file a key, get it by fingerprint, create a droplet with it and user data."""
+    client = pydo.Client(
+        token=DIGITALOCEAN_TOKEN,
+        endpoint=f"{sim['tls_url']}/digitalocean",
+        connection_verify=sim["ca"],
+    )
+    filed = client.ssh_keys.create(body={"name": "sdk-key", "public_key": PUBLIC_KEY})
+    key = filed["ssh_key"]
+    assert key["fingerprint"] == FINGERPRINT
+    assert client.ssh_keys.get(ssh_key_identifier=FINGERPRINT)["ssh_key"]["id"] == key["id"]
+    assert [k["id"] for k in client.ssh_keys.list()["ssh_keys"]] == [key["id"]]
+
+    created = client.droplets.create(
+        body={
+            "name": "sdk-pydo-keys",
+            "region": "nyc3",
+            "size": "s-1vcpu-1gb",
+            "image": "ubuntu-24-04-x64",
+            "ssh_keys": [key["id"]],
+            "user_data": USER_DATA,
+        },
+    )
+    got = sim_server(sim, "digitalocean", "sdk-pydo-keys")
+    assert got["ssh_keys"] == [PUBLIC_KEY]
+    assert got["user_data"] == USER_DATA
+    client.droplets.destroy(created["droplet"]["id"])
+    client.ssh_keys.delete(ssh_key_identifier=key["id"])
+
+
+def test_openstacksdk_passes_user_data_that_carries_keys(sim, tmp_path, monkeypatch):
+    """openstacksdk: user data (base64, as Nova wants it) reaches the server; the keys its
+    cloud-config lists are the keys the server gets."""
+    import base64
+
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n"
+        "  sim:\n"
+        "    auth:\n"
+        f"      auth_url: {sim['url']}/openstack/identity/v3\n"
+        f"      username: {OPENSTACK_USER}\n"
+        f"      password: {OPENSTACK_PASSWORD}\n"
+        "      project_name: provisioner\n"
+        "      user_domain_name: Default\n"
+        "      project_domain_name: Default\n"
+        "    region_name: RegionOne\n"
+        "    identity_api_version: 3\n"
+    )
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    for variable in [v for v in os.environ if v.startswith("OS_") and v != "OS_CLIENT_CONFIG_FILE"]:
+        monkeypatch.delenv(variable)
+    conn = openstack.connect(cloud="sim")
+    config = f"#cloud-config\nssh_authorized_keys:\n  - {PUBLIC_KEY}\n"
+    server = conn.compute.create_server(
+        name="sdk-openstack-keys",
+        flavor_id=conn.compute.find_flavor("m1.small").id,
+        image_id=conn.image.find_image("ubuntu-24.04").id,
+        user_data=base64.b64encode(config.encode()).decode(),
+    )
+    got = sim_server(sim, "openstack", "sdk-openstack-keys")
+    assert got["user_data"] == config
+    assert got["ssh_keys"] == [PUBLIC_KEY]
+    conn.compute.delete_server(server)

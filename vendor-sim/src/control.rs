@@ -3,7 +3,11 @@
 //!   booting), servers ever made, and the idempotency keys with more than one server
 //!   (duplicates);
 //! - `GET /_sim/servers`: every live server of every vendor with its idempotency key (the
-//!   chaos test finds orphans with it);
+//!   chaos test finds orphans with it), its `ssh_keys` (the OpenSSH public keys the server
+//!   gets: from the key store, as given, or from its cloud-config), its `user_data` (as
+//!   text) and its `labels` (Hetzner labels, DigitalOcean tags split at the first `:`,
+//!   OpenStack metadata, Example Cloud tags), so tests and the conformance kit see what
+//!   reached the vendor; `GET /_sim/ssh_keys`: every vendor's key store;
 //! - `POST /_sim/servers`: makes a server the way another tool (or a lost deployment)
 //!   would, `{"vendor": "hetzner", "name": "web", "idempotency_key": "k"}`: the key goes
 //!   where that vendor's plugin puts it (Hetzner label, DigitalOcean tag, OpenStack
@@ -128,6 +132,7 @@ pub fn router() -> Router<Arc<SimState>> {
     Router::new()
         .route("/stats", get(stats))
         .route("/servers", get(servers).post(seed_server))
+        .route("/ssh_keys", get(key_stores))
         .route("/paging", axum::routing::post(set_paging))
         .route(
             "/faults",
@@ -140,16 +145,46 @@ async fn servers(State(state): State<Arc<SimState>>) -> Json<Value> {
     for vendor in Vendor::ALL {
         state.with_cloud(vendor, |cloud| {
             for server in cloud.servers.values() {
+                let spec = &server.spec;
+                let mut labels = spec.labels.clone();
+                labels.extend(spec.metadata.clone());
+                for tag in &spec.tags {
+                    let (key, value) = tag.split_once(':').unwrap_or((tag, ""));
+                    labels.insert(key.to_string(), value.to_string());
+                }
                 all.push(json!({
                     "vendor": vendor.name(),
                     "id": server.id,
-                    "name": server.spec.name,
-                    "idempotency_key": server.spec.idempotency_key,
+                    "name": spec.name,
+                    "idempotency_key": spec.idempotency_key,
+                    "ssh_keys": spec.ssh_keys,
+                    "user_data": spec.user_data,
+                    "labels": labels,
                 }));
             }
         });
     }
     Json(json!({ "servers": all }))
+}
+
+/// Every vendor's key store: `{"keys": [{"vendor", "id", "name", "fingerprint",
+/// "public_key"}]}`.
+async fn key_stores(State(state): State<Arc<SimState>>) -> Json<Value> {
+    let mut all = Vec::new();
+    for vendor in Vendor::ALL {
+        state.with_cloud(vendor, |cloud| {
+            for key in cloud.ssh_keys.values() {
+                all.push(json!({
+                    "vendor": vendor.name(),
+                    "id": key.id,
+                    "name": key.name,
+                    "fingerprint": key.fingerprint,
+                    "public_key": key.public_key,
+                }));
+            }
+        });
+    }
+    Json(json!({ "keys": all }))
 }
 
 async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {

@@ -1,9 +1,17 @@
 //! The DigitalOcean API v2 subset the DigitalOcean plugin uses, in DigitalOcean's own
 //! shapes: `POST /v2/droplets`, `GET /v2/droplets` (with `tag_name`, pagination),
-//! `GET /v2/droplets/{id}`, `DELETE /v2/droplets/{id}`; bearer-token auth; errors as
+//! `GET /v2/droplets/{id}`, `DELETE /v2/droplets/{id}`; the SSH key store,
+//! `GET /v2/account/keys` (paged), `POST /v2/account/keys`,
+//! `GET|DELETE /v2/account/keys/{id or fingerprint}`; bearer-token auth; errors as
 //! `{"id", "message"}`; `ratelimit-*` headers on every answer.
 //!
-//! Reference: the DigitalOcean OpenAPI specification (digitalocean/openapi), `droplets`.
+//! Droplet names need not be unique. A droplet's `ssh_keys` are ids or fingerprints of
+//! stored keys (an unknown one is a 422); the droplet records the public keys they stand
+//! for and its `user_data`, shown by `GET /_sim/servers`. A key already stored (same
+//! fingerprint) is refused with 422, as DigitalOcean does.
+//!
+//! Reference: the DigitalOcean OpenAPI specification (digitalocean/openapi), `droplets`
+//! and `ssh_keys`.
 
 use std::sync::Arc;
 
@@ -64,6 +72,8 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
     Router::new()
         .route("/droplets", get(list_droplets).post(create_droplet))
         .route("/droplets/{id}", get(get_droplet).delete(delete_droplet))
+        .route("/account/keys", get(list_keys).post(create_key))
+        .route("/account/keys/{key}", get(get_key).delete(delete_key))
         .route_layer(middleware::from_fn_with_state(state, authenticate))
         .route_layer(middleware::from_fn_with_state(faults, faults::inject))
         .layer(middleware::from_fn(rate_limit_headers))
@@ -205,11 +215,11 @@ struct CreateDroplet {
     image: Value,
     #[serde(default)]
     tags: Vec<String>,
-    // Accepted as DigitalOcean accepts them; the simulator boots no real machine.
-    #[serde(default, rename = "ssh_keys")]
-    _ssh_keys: Vec<Value>,
-    #[serde(default, rename = "user_data")]
-    _user_data: Option<String>,
+    /// Ids (numbers) or fingerprints of stored keys.
+    #[serde(default)]
+    ssh_keys: Vec<Value>,
+    #[serde(default)]
+    user_data: Option<String>,
     #[serde(default, rename = "ipv6")]
     _ipv6: Option<bool>,
     #[serde(default, rename = "backups")]
@@ -269,6 +279,33 @@ async fn create_droplet(
             "tag {tag} is invalid: tags may contain letters, numbers, colons, dashes, and underscores"
         ));
     }
+    let ssh_keys = state.with_cloud(Vendor::DigitalOcean, |cloud| {
+        request
+            .ssh_keys
+            .iter()
+            .map(|reference| {
+                let found = match reference {
+                    Value::Number(id) => id.as_u64().and_then(|id| cloud.ssh_keys.get(&id)),
+                    Value::String(text) => find_key(&cloud.ssh_keys, text),
+                    _ => None,
+                };
+                found
+                    .map(|key| key.public_key.clone())
+                    .ok_or_else(|| format!("SSH key {reference} was not found on your account."))
+            })
+            .collect::<Result<Vec<String>, String>>()
+    });
+    let ssh_keys = match ssh_keys {
+        Ok(keys) => keys,
+        Err(message) => return unprocessable(message),
+    };
+    if request
+        .user_data
+        .as_ref()
+        .is_some_and(|u| u.len() > 64 * 1024)
+    {
+        return unprocessable("user_data is limited to 64 KiB.");
+    }
     let key_prefix = format!("{}:", crate::IDEMPOTENCY_LABEL);
     let idempotency_key = request
         .tags
@@ -283,6 +320,8 @@ async fn create_droplet(
         metadata: Default::default(),
         tags: request.tags,
         idempotency_key,
+        ssh_keys,
+        user_data: request.user_data,
     };
     let server = state.with_cloud(Vendor::DigitalOcean, |cloud| cloud.insert(spec));
     let body = json!({
@@ -293,6 +332,134 @@ async fn create_droplet(
         }]},
     });
     (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// A stored key by id (digits) or fingerprint.
+fn find_key<'a>(
+    keys: &'a std::collections::BTreeMap<u64, crate::keys::StoredKey>,
+    id_or_fingerprint: &str,
+) -> Option<&'a crate::keys::StoredKey> {
+    match id_or_fingerprint.parse::<u64>() {
+        Ok(id) => keys.get(&id),
+        Err(_) => keys.values().find(|k| k.fingerprint == id_or_fingerprint),
+    }
+}
+
+fn render_key(key: &crate::keys::StoredKey) -> Value {
+    json!({
+        "id": key.id,
+        "fingerprint": key.fingerprint,
+        "public_key": key.public_key,
+        "name": key.name,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateKey {
+    name: String,
+    public_key: String,
+}
+
+/// `POST /v2/account/keys`: 201 with the key; 422 for a bad or already stored key.
+async fn create_key(
+    State(state): State<Arc<SimState>>,
+    body: Result<Json<CreateKey>, JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => return unprocessable(rejection.body_text()),
+    };
+    if request.name.trim().is_empty() {
+        return unprocessable("Name is invalid");
+    }
+    let Ok(checked) = crate::keys::check(&request.public_key) else {
+        return unprocessable("Key invalid, key should be of the format `type key [comment]`");
+    };
+    let filed = state.with_cloud(Vendor::DigitalOcean, |cloud| {
+        if cloud
+            .ssh_keys
+            .values()
+            .any(|k| k.fingerprint == checked.fingerprint)
+        {
+            return None;
+        }
+        Some(cloud.insert_key(request.name, checked, Default::default()))
+    });
+    match filed {
+        Some(key) => (
+            StatusCode::CREATED,
+            Json(json!({"ssh_key": render_key(&key)})),
+        )
+            .into_response(),
+        None => unprocessable("SSH Key is already in use on your account"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+/// `GET /v2/account/keys`, paged like droplets.
+async fn list_keys(
+    State(state): State<Arc<SimState>>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid query parameters",
+        );
+    };
+    let keys: Vec<Value> = state.with_cloud(Vendor::DigitalOcean, |cloud| {
+        cloud.ssh_keys.values().map(render_key).collect()
+    });
+    let per_page = query.per_page.unwrap_or(20).clamp(1, state.page_size(200));
+    let page = query.page.unwrap_or(1).max(1);
+    let total = keys.len();
+    let last = total.div_ceil(per_page).max(1);
+    let link = |p: usize| {
+        format!("https://api.digitalocean.com/v2/account/keys?page={p}&per_page={per_page}")
+    };
+    let mut pages = serde_json::Map::new();
+    if page < last {
+        pages.insert("next".into(), json!(link(page + 1)));
+        pages.insert("last".into(), json!(link(last)));
+    }
+    if page > 1 {
+        pages.insert("first".into(), json!(link(1)));
+        pages.insert("prev".into(), json!(link(page - 1)));
+    }
+    let shown: Vec<Value> = keys
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    Json(json!({"ssh_keys": shown, "links": {"pages": pages}, "meta": {"total": total}}))
+        .into_response()
+}
+
+async fn get_key(State(state): State<Arc<SimState>>, Path(key): Path<String>) -> Response {
+    let found = state.with_cloud(Vendor::DigitalOcean, |cloud| {
+        find_key(&cloud.ssh_keys, &key).cloned()
+    });
+    match found {
+        Some(key) => Json(json!({"ssh_key": render_key(&key)})).into_response(),
+        None => not_found(),
+    }
+}
+
+async fn delete_key(State(state): State<Arc<SimState>>, Path(key): Path<String>) -> Response {
+    let removed = state.with_cloud(Vendor::DigitalOcean, |cloud| {
+        let id = find_key(&cloud.ssh_keys, &key).map(|k| k.id)?;
+        cloud.ssh_keys.remove(&id)
+    });
+    match removed {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => not_found(),
+    }
 }
 
 fn not_found() -> Response {

@@ -98,8 +98,10 @@
 //! - `region` (string, required): one of [`REGIONS`] (`eu-1`, `us-1`).
 //! - `plan` (string, required): one of [`PLANS`] (`small`, `medium`, `large`).
 //! - `image` (string, required): one of [`IMAGES`] (`ubuntu-24.04`, `debian-12`).
-//! - `ssh_keys` (array of strings, optional): public keys to install. Not echoed back.
-//! - `user_data` (string, optional): cloud-init user data. Not echoed back.
+//! - `ssh_keys` (array of strings, optional): OpenSSH public keys to install. Not echoed
+//!   back (the simulator shows them in `GET /_sim/servers`).
+//! - `user_data` (string, optional): cloud-init user data, as text. Not echoed back (the
+//!   simulator shows it in `GET /_sim/servers`).
 //! - `tags` (object of string to string, optional): free key-value tags. A key is a
 //!   non-empty string without `:` (the list filter splits `key:value` at the first `:`);
 //!   a value is any string, empty included.
@@ -396,15 +398,20 @@ fn parse_create(body: &Map<String, Value>) -> Result<NewServer, InvalidField> {
     let region = catalogue_field(body, "region", REGIONS)?;
     let plan = catalogue_field(body, "plan", PLANS)?;
     let image = catalogue_field(body, "image", IMAGES)?;
-    match body.get("ssh_keys") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(keys)) if keys.iter().all(Value::is_string) => {}
+    let ssh_keys = match body.get("ssh_keys") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(keys)) if keys.iter().all(Value::is_string) => keys
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         Some(_) => return Err(invalid_field("ssh_keys", "must be an array of strings")),
-    }
-    match body.get("user_data") {
-        None | Some(Value::Null) | Some(Value::String(_)) => {}
+    };
+    let user_data = match body.get("user_data") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.clone()),
         Some(_) => return Err(invalid_field("user_data", "must be a string")),
-    }
+    };
     let mut tags = BTreeMap::new();
     match body.get("tags") {
         None | Some(Value::Null) => {}
@@ -437,6 +444,8 @@ fn parse_create(body: &Map<String, Value>) -> Result<NewServer, InvalidField> {
         image,
         labels: tags,
         idempotency_key,
+        ssh_keys,
+        user_data,
         ..NewServer::default()
     })
 }

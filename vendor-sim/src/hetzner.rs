@@ -1,9 +1,16 @@
 //! The Hetzner Cloud API subset the Hetzner plugin uses, in Hetzner's own shapes:
 //! `POST /servers`, `GET /servers` (with `label_selector`, `name`, pagination),
-//! `GET /servers/{id}`, `DELETE /servers/{id}`; bearer-token auth; errors as
+//! `GET /servers/{id}`, `DELETE /servers/{id}`; the SSH key store, `GET /ssh_keys` (with
+//! `fingerprint`, `name`, `label_selector`, pagination), `POST /ssh_keys`,
+//! `GET|DELETE /ssh_keys/{id}`; bearer-token auth; errors as
 //! `{"error": {"code", "message", "details"}}`; `RateLimit-*` headers on every answer.
 //!
-//! Reference: <https://docs.hetzner.cloud/#servers>.
+//! Server names are unique per project (`409 uniqueness_error`), so are SSH key names and
+//! fingerprints. A server's `ssh_keys` are ids or names of stored keys (an unknown one is a
+//! `400 invalid_input`); the server records the public keys they stand for and its
+//! `user_data`, shown by `GET /_sim/servers`.
+//!
+//! Reference: <https://docs.hetzner.cloud/#servers>, <https://docs.hetzner.cloud/#ssh-keys>.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,6 +67,8 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
     Router::new()
         .route("/servers", get(list_servers).post(create_server))
         .route("/servers/{id}", get(get_server).delete(delete_server))
+        .route("/ssh_keys", get(list_keys).post(create_key))
+        .route("/ssh_keys/{id}", get(get_key).delete(delete_key))
         .route_layer(middleware::from_fn_with_state(state, authenticate))
         .route_layer(middleware::from_fn_with_state(faults, faults::inject))
         .layer(middleware::from_fn(rate_limit_headers))
@@ -223,11 +232,31 @@ struct CreateServer {
     location: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
-    // Accepted as Hetzner accepts them; the simulator boots no real machine.
-    #[serde(default, rename = "ssh_keys")]
-    _ssh_keys: Vec<Value>,
-    #[serde(default, rename = "user_data")]
-    _user_data: Option<String>,
+    /// Ids (numbers) or names of stored keys.
+    #[serde(default)]
+    ssh_keys: Vec<Value>,
+    #[serde(default)]
+    user_data: Option<String>,
+}
+
+/// The public keys a server's `ssh_keys` (ids or names of stored keys) stand for; the
+/// error message for the first unknown one.
+fn resolve_keys(state: &SimState, given: &[Value]) -> Result<Vec<String>, String> {
+    state.with_cloud(Vendor::Hetzner, |cloud| {
+        given
+            .iter()
+            .map(|reference| {
+                let found = match reference {
+                    Value::Number(id) => id.as_u64().and_then(|id| cloud.ssh_keys.get(&id)),
+                    Value::String(name) => cloud.ssh_keys.values().find(|k| &k.name == name),
+                    _ => None,
+                };
+                found.map(|key| key.public_key.clone()).ok_or_else(|| {
+                    format!("invalid input in field 'ssh_keys': SSH key {reference} not found")
+                })
+            })
+            .collect()
+    })
 }
 
 async fn create_server(
@@ -279,6 +308,21 @@ async fn create_server(
             format!("location {location} not found"),
         );
     }
+    let ssh_keys = match resolve_keys(&state, &request.ssh_keys) {
+        Ok(keys) => keys,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_input", message),
+    };
+    if request
+        .user_data
+        .as_ref()
+        .is_some_and(|u| u.len() > 32 * 1024)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "invalid input in field 'user_data': is too long (at most 32 KiB)",
+        );
+    }
     let idempotency_key = request.labels.get(crate::IDEMPOTENCY_LABEL).cloned();
     let spec = NewServer {
         name: request.name,
@@ -289,6 +333,8 @@ async fn create_server(
         tags: Vec::new(),
         metadata: Default::default(),
         idempotency_key,
+        ssh_keys,
+        user_data: request.user_data,
     };
     let created = state.with_cloud(Vendor::Hetzner, |cloud| {
         if cloud
@@ -354,6 +400,165 @@ async fn delete_server(State(state): State<Arc<SimState>>, Path(id): Path<String
                 .into_response()
         }
         None => not_found(id),
+    }
+}
+
+/// A stored key in Hetzner's JSON.
+fn render_key(key: &crate::keys::StoredKey) -> Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "fingerprint": key.fingerprint,
+        "public_key": key.public_key,
+        "labels": key.labels,
+        "created": timestamp(key.created),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateKey {
+    name: String,
+    public_key: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// `POST /ssh_keys`: names and fingerprints are unique per project.
+async fn create_key(
+    State(state): State<Arc<SimState>>,
+    body: Result<Json<CreateKey>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                rejection.body_text(),
+            );
+        }
+    };
+    if request.name.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "invalid input in field 'name'",
+        );
+    }
+    let checked = match crate::keys::check(&request.public_key) {
+        Ok(checked) => checked,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "invalid input in field 'public_key'",
+            );
+        }
+    };
+    let filed = state.with_cloud(Vendor::Hetzner, |cloud| {
+        if cloud.ssh_keys.values().any(|k| k.name == request.name) {
+            return Err("SSH key with the same name already exists");
+        }
+        if cloud
+            .ssh_keys
+            .values()
+            .any(|k| k.fingerprint == checked.fingerprint)
+        {
+            return Err("SSH key with the same fingerprint already exists");
+        }
+        Ok(cloud.insert_key(request.name, checked, request.labels))
+    });
+    match filed {
+        Ok(key) => (
+            StatusCode::CREATED,
+            Json(json!({"ssh_key": render_key(&key)})),
+        )
+            .into_response(),
+        Err(message) => error(StatusCode::CONFLICT, "uniqueness_error", message),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyQuery {
+    fingerprint: Option<String>,
+    name: Option<String>,
+    label_selector: Option<String>,
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+/// `GET /ssh_keys`, filtered by `fingerprint`, `name`, `label_selector`; paged.
+async fn list_keys(State(state): State<Arc<SimState>>, Query(query): Query<KeyQuery>) -> Response {
+    let selector = match query.label_selector.as_deref().map(LabelSelector::parse) {
+        Some(Ok(selector)) => Some(selector),
+        Some(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_input", message),
+        None => None,
+    };
+    let keys: Vec<Value> = state.with_cloud(Vendor::Hetzner, |cloud| {
+        cloud
+            .ssh_keys
+            .values()
+            .filter(|k| {
+                query
+                    .fingerprint
+                    .as_ref()
+                    .is_none_or(|f| &k.fingerprint == f)
+            })
+            .filter(|k| query.name.as_ref().is_none_or(|n| &k.name == n))
+            .filter(|k| selector.as_ref().is_none_or(|s| s.matches(&k.labels)))
+            .map(render_key)
+            .collect()
+    });
+    let per_page = query.per_page.unwrap_or(25).clamp(1, state.page_size(50));
+    let page = query.page.unwrap_or(1).max(1);
+    let total = keys.len();
+    let last_page = total.div_ceil(per_page).max(1);
+    let shown: Vec<Value> = keys
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    Json(json!({
+        "ssh_keys": shown,
+        "meta": {"pagination": {
+            "page": page,
+            "per_page": per_page,
+            "previous_page": if page > 1 { json!(page - 1) } else { Value::Null },
+            "next_page": if page < last_page { json!(page + 1) } else { Value::Null },
+            "last_page": last_page,
+            "total_entries": total,
+        }},
+    }))
+    .into_response()
+}
+
+fn key_not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("SSH key with ID '{id}' not found"),
+    )
+}
+
+async fn get_key(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
+    let key = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| state.with_cloud(Vendor::Hetzner, |cloud| cloud.ssh_keys.get(&n).cloned()));
+    match key {
+        Some(key) => Json(json!({"ssh_key": render_key(&key)})).into_response(),
+        None => key_not_found(&id),
+    }
+}
+
+async fn delete_key(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
+    let removed = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| state.with_cloud(Vendor::Hetzner, |cloud| cloud.ssh_keys.remove(&n)));
+    match removed {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => key_not_found(&id),
     }
 }
 

@@ -13,8 +13,11 @@
 //! - [`openstack`]: an OpenStack cloud: Keystone v3, Nova v2.1, Glance v2 (`/openstack/...`).
 //! - [`example`]: Example Cloud, a small made-up REST API for a first plugin
 //!   (`/example/v1/servers...`); its module doc is the API's complete reference.
+//! - [`keys`]: SSH public keys: the key stores' checks and MD5 fingerprints, and the keys a
+//!   server's cloud-init would install from its user data.
 //! - [`faults`]: the middleware that answers with injected faults in each vendor's shape.
-//! - [`control`]: the simulator's own endpoints (`/_sim/stats`, `/_sim/faults`).
+//! - [`control`]: the simulator's own endpoints (`/_sim/stats`, `/_sim/faults`,
+//!   `/_sim/servers` with the SSH keys, user data and labels each server got).
 //! - [`tls`]: the same routes over HTTPS, with a CA made at start-up.
 //! - [`app`] / [`serve`]: the router and the server loop, taking an already-bound listener.
 
@@ -23,6 +26,7 @@ pub mod digitalocean;
 pub mod example;
 pub mod faults;
 pub mod hetzner;
+pub mod keys;
 pub mod openstack;
 pub mod state;
 pub mod tls;

@@ -8,6 +8,11 @@
 //!   `BUILD -> ACTIVE`; addresses under `addresses`;
 //! - Glance v2 (`/openstack/image`): images by name.
 //!
+//! Nova takes `user_data` base64-encoded (anything else is a 400) and records it decoded;
+//! the simulator has no key pairs, so a `key_name` is refused (400) rather than dropped.
+//! A server's public keys are those its cloud-init would install from the user data's
+//! cloud-config (`ssh_authorized_keys`), shown with the user data by `GET /_sim/servers`.
+//!
 //! Every API but discovery and auth wants `X-Auth-Token` with a live token. Errors have
 //! Nova's shape, `{"itemNotFound": {"code": 404, "message": ...}}`.
 //!
@@ -451,10 +456,10 @@ struct CreateServer {
     metadata: BTreeMap<String, String>,
     #[serde(default, rename = "networks")]
     _networks: Option<Value>,
-    #[serde(default, rename = "key_name")]
-    _key_name: Option<String>,
-    #[serde(default, rename = "user_data")]
-    _user_data: Option<String>,
+    #[serde(default)]
+    key_name: Option<String>,
+    #[serde(default)]
+    user_data: Option<String>,
     #[serde(default, rename = "availability_zone")]
     _availability_zone: Option<String>,
 }
@@ -498,6 +503,28 @@ async fn create_server(
         },
         None => return bad_request("Block Device Mapping is Invalid: imageRef is required."),
     };
+    if let Some(key_name) = &request.key_name {
+        return bad_request(format!("Invalid key_name provided: {key_name}"));
+    }
+    // Nova's limit: 65535 bytes of base64.
+    if request.user_data.as_ref().is_some_and(|u| u.len() > 65535) {
+        return bad_request(
+            "User data too large. User data must be no larger than 65535 bytes once base64 encoded.",
+        );
+    }
+    let user_data = match request
+        .user_data
+        .as_deref()
+        .map(crate::keys::decode_user_data)
+    {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(message)) => return bad_request(message),
+    };
+    let ssh_keys = user_data
+        .as_deref()
+        .map(crate::keys::cloud_config_keys)
+        .unwrap_or_default();
     let idempotency_key = request.metadata.get(crate::IDEMPOTENCY_LABEL).cloned();
     let spec = NewServer {
         name: request.name,
@@ -508,6 +535,8 @@ async fn create_server(
         tags: Vec::new(),
         metadata: request.metadata,
         idempotency_key,
+        ssh_keys,
+        user_data,
     };
     let server = state.with_cloud(Vendor::OpenStack, |cloud| cloud.insert(spec));
     let id = server_uuid(server.id);

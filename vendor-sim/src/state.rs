@@ -305,6 +305,11 @@ pub struct NewServer {
     pub metadata: BTreeMap<String, String>,
     /// The idempotency key the vendor module found in the labels or tags.
     pub idempotency_key: Option<String>,
+    /// The OpenSSH public keys the server gets: from the key store (Hetzner, DigitalOcean),
+    /// as given (Example Cloud), or from the user data's cloud-config (OpenStack).
+    pub ssh_keys: Vec<String>,
+    /// The user data the server gets, as text (OpenStack's base64 decoded).
+    pub user_data: Option<String>,
 }
 
 /// A server as the simulator keeps it; each vendor module renders it in its own JSON.
@@ -345,6 +350,9 @@ pub struct VendorCloud {
     pub created_total: u64,
     /// Servers ever made per idempotency key.
     pub created_per_key: HashMap<String, u64>,
+    /// The account's SSH key store (Hetzner, DigitalOcean) by id.
+    pub ssh_keys: BTreeMap<u64, crate::keys::StoredKey>,
+    next_key_id: u64,
 }
 
 impl VendorCloud {
@@ -367,6 +375,26 @@ impl VendorCloud {
         };
         self.servers.insert(id, server.clone());
         server
+    }
+
+    /// Files a key in the key store with the next id.
+    pub fn insert_key(
+        &mut self,
+        name: String,
+        public_key: crate::keys::CheckedKey,
+        labels: BTreeMap<String, String>,
+    ) -> crate::keys::StoredKey {
+        self.next_key_id += 1;
+        let key = crate::keys::StoredKey {
+            id: self.next_key_id,
+            name,
+            fingerprint: public_key.fingerprint,
+            public_key: public_key.openssh,
+            labels,
+            created: Utc::now(),
+        };
+        self.ssh_keys.insert(key.id, key.clone());
+        key
     }
 
     /// Idempotency keys with more than one server ever made.

@@ -10,12 +10,32 @@ pub struct CreateDroplet<'a> {
     pub region: &'a str,
     pub size: &'a str,
     pub image: &'a str,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    pub ssh_keys: &'a [String],
+    /// Ids of keys in the account's key store.
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    pub ssh_keys: &'a [u64],
+    /// Raw cloud-init user data (DigitalOcean takes it as text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<&'a str>,
     pub tags: Vec<String>,
     pub ipv6: bool,
+}
+
+/// `POST /v2/account/keys` body.
+#[derive(Debug, Serialize)]
+pub struct CreateSshKey<'a> {
+    pub name: &'a str,
+    pub public_key: &'a str,
+}
+
+/// `{"ssh_key": {...}}` (only the id is used).
+#[derive(Debug, Deserialize)]
+pub struct SshKeyEnvelope {
+    pub ssh_key: SshKey,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SshKey {
+    pub id: u64,
 }
 
 /// `{"droplet": {...}}`.

@@ -7,6 +7,13 @@
 //! tags `<key>:<value>`. Each droplet has its own key tag, so `list-servers` reads every page
 //! of all droplets (`GET /v2/droplets?page=&per_page=200`) and keeps those carrying one.
 //!
+//! Droplet names need not be unique at DigitalOcean, so the order's name is used as it is.
+//! SSH keys: each public key of the order is looked up in the account's key store by its
+//! MD5 fingerprint (`GET /v2/account/keys/{fingerprint}`) and filed there when missing
+//! (`POST /v2/account/keys`, named `provisioner-<fingerprint hex>`; one filed meanwhile by a
+//! concurrent order is found again); the droplet is created with the keys' ids. Keys are
+//! never deleted by the plugin. User data goes as raw text (at most 64 KiB).
+//!
 //! Configuration (manifest `[config]`): `base-url` (default
 //! `https://api.digitalocean.com`); optional offline catalogues for `validate` (see
 //! `provider_sdk::catalogue`), each a comma-separated list of slugs: `regions` (default
@@ -25,7 +32,11 @@ use provider_sdk::{
     ServerRequest, block_on, get_config, is_hostname, is_slug, log, require_secret,
 };
 
-use api::{CreateDroplet, DropletEnvelope, DropletList};
+use api::{CreateDroplet, CreateSshKey, DropletEnvelope, DropletList, SshKeyEnvelope};
+use provider_sdk::ssh::{self, PublicKey};
+
+/// DigitalOcean's largest user data, in bytes.
+const MAX_USER_DATA: usize = 64 * 1024;
 
 const DEFAULT_BASE_URL: &str = "https://api.digitalocean.com";
 
@@ -82,6 +93,16 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             request.idempotency_key
         ));
     }
+    ssh::parse_all(&request.ssh_keys)?;
+    if request
+        .user_data
+        .as_ref()
+        .is_some_and(|data| data.len() > MAX_USER_DATA)
+    {
+        return invalid(format!(
+            "user_data is at most {MAX_USER_DATA} bytes at DigitalOcean"
+        ));
+    }
     for (key, value) in &request.labels {
         if key == IDEMPOTENCY_LABEL || !is_tag(&format!("{key}:{value}")) {
             return invalid(format!(
@@ -90,6 +111,46 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
         }
     }
     Ok(())
+}
+
+/// The id of `key` in the account's key store, filing it when missing.
+async fn key_id(client: &ApiClient, key: &PublicKey) -> Result<u64, ProviderError> {
+    let lookup = format!("/v2/account/keys/{}", percent_encode(&key.md5_fingerprint));
+    match client
+        .call::<SshKeyEnvelope, _>(Method::GET, &lookup, None::<&()>)
+        .await
+    {
+        Ok(found) => return Ok(found.ssh_key.id),
+        Err(ProviderError::NotFound(_)) => {}
+        Err(other) => return Err(other),
+    }
+    let name = format!("provisioner-{}", key.md5_hex());
+    let body = CreateSshKey {
+        name: &name,
+        public_key: &key.openssh,
+    };
+    match client
+        .call::<SshKeyEnvelope, _>(Method::POST, "/v2/account/keys", Some(&body))
+        .await
+    {
+        Ok(created) => {
+            log(
+                LogLevel::Info,
+                &format!(
+                    "filed SSH key {} as {}",
+                    key.md5_fingerprint, created.ssh_key.id
+                ),
+            );
+            Ok(created.ssh_key.id)
+        }
+        // "SSH Key is already in use on your account": filed meanwhile, find it again.
+        Err(ProviderError::InvalidRequest(detail)) => client
+            .call::<SshKeyEnvelope, _>(Method::GET, &lookup, None::<&()>)
+            .await
+            .map(|found| found.ssh_key.id)
+            .map_err(|_| ProviderError::InvalidRequest(detail)),
+        Err(other) => Err(other),
+    }
 }
 
 async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderError> {
@@ -163,12 +224,16 @@ impl Provider for DigitalOceanPlugin {
             }
             let mut tags = vec![key_tag(&request.idempotency_key)];
             tags.extend(request.labels.iter().map(|(k, v)| format!("{k}:{v}")));
+            let mut key_ids = Vec::new();
+            for key in ssh::parse_all(&request.ssh_keys)? {
+                key_ids.push(key_id(&client, &key).await?);
+            }
             let body = CreateDroplet {
                 name: &request.name,
                 region: &request.region,
                 size: &request.size,
                 image: &request.image,
-                ssh_keys: &request.ssh_keys,
+                ssh_keys: &key_ids,
                 user_data: request.user_data.as_deref(),
                 tags,
                 ipv6: true,

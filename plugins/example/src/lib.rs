@@ -19,7 +19,13 @@
 //! - the paths, and how a list is filtered and paged, in `list_all` and `find`;
 //! - where the idempotency key is carried (tag, label, metadata, name) and how a listed
 //!   server gives it back, in `create_server` and `list_servers`;
-//! - what `validate` can refuse offline (name rules, label rules).
+//! - what `validate` can refuse offline (name rules, label rules);
+//! - how SSH keys reach the server (every order's `ssh_keys` are OpenSSH public keys): as
+//!   given (Example Cloud), filed in the vendor's key store by fingerprint first (the
+//!   Hetzner and DigitalOcean plugins), or through cloud-init user data
+//!   (`provider_sdk::cloud_init`, the OpenStack plugin); never dropped;
+//! - whether server names must be unique at the vendor: then name the server
+//!   `provider_sdk::unique_name(..)` (the Hetzner plugin), as all tenants share one account.
 //!
 //! What stays: one export per call, a fresh [`ApiClient`] per call (no state between calls),
 //! `block_on` around the async client, the SDK's HTTP error mapping (401/403, 404, 400/409/422,
@@ -94,8 +100,10 @@ struct ServerPage {
 }
 
 // TODO(vendor): the create body: the vendor's field names (Example Cloud calls sizes `plan`),
-// how SSH keys are passed (public keys, or the names/ids of keys stored at the vendor) and
-// where the tags/labels/metadata go.
+// how SSH keys are passed (Example Cloud takes the public keys; a vendor with a key store
+// wants the ids of keys filed there first, see the module doc), how user data is encoded
+// (Example Cloud takes the text; Nova wants base64) and where the tags/labels/metadata go.
+// Every field of the request must reach the vendor, or `validate` must refuse it.
 /// The body of `POST /servers`.
 #[derive(Serialize)]
 struct CreateBody<'a> {
@@ -223,7 +231,9 @@ impl Provider for ExamplePlugin {
         }
         catalogue::check_known("region", &request.region, REGIONS, &[])?;
         catalogue::check_known("size", &request.size, SIZES, &[])?;
-        catalogue::check_known("image", &request.image, IMAGES, &[])
+        catalogue::check_known("image", &request.image, IMAGES, &[])?;
+        // Every entry must be an OpenSSH public key (the vendor installs it as given).
+        provider_sdk::ssh::parse_all(&request.ssh_keys).map(drop)
     }
 
     /// Adopts the server already made for the key, or makes one carrying the key. Does not

@@ -16,11 +16,39 @@ pub struct CreateServerRequest<'a> {
     pub image: &'a str,
     pub location: &'a str,
     pub labels: BTreeMap<&'a str, &'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    pub ssh_keys: &'a [String],
+    /// Ids of keys in the project's key store.
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    pub ssh_keys: &'a [u64],
+    /// Raw cloud-init user data (Hetzner takes it as text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<&'a str>,
     pub start_after_create: bool,
+}
+
+/// `POST /ssh_keys` body.
+#[derive(Debug, Serialize)]
+pub struct CreateSshKey<'a> {
+    pub name: &'a str,
+    pub public_key: &'a str,
+    pub labels: BTreeMap<&'a str, &'a str>,
+}
+
+/// A key in the project's key store (only the id is used).
+#[derive(Debug, Deserialize)]
+pub struct SshKey {
+    pub id: u64,
+}
+
+/// `{"ssh_key": {...}}`.
+#[derive(Debug, Deserialize)]
+pub struct SshKeyEnvelope {
+    pub ssh_key: SshKey,
+}
+
+/// `{"ssh_keys": [...]}`.
+#[derive(Debug, Deserialize)]
+pub struct SshKeyList {
+    pub ssh_keys: Vec<SshKey>,
 }
 
 /// `{"server": {...}}`: the answer of create and get.

@@ -7,6 +7,18 @@
 //! `list-servers` reads every page of the servers carrying the label at all
 //! (`label_selector=provisioner-idempotency-key`).
 //!
+//! Hetzner requires server names to be unique per project, and every tenant's orders share
+//! one project: the server is named `<name>-<suffix>` (`provider_sdk::unique_name`, from the
+//! idempotency key, at most 63 characters), so no order fails on, or learns of, a name
+//! another order used; `server.name` reports that name.
+//!
+//! SSH keys: each public key of the order is looked up in the project's key store by its
+//! MD5 fingerprint (`GET /ssh_keys?fingerprint=`) and filed there when missing
+//! (`POST /ssh_keys`, named `provisioner-<fingerprint hex>`, labelled
+//! `managed-by=provisioner`; a concurrent filing of the same key is found again); the
+//! server is created with the keys' ids. Keys are never deleted by the plugin (other
+//! servers may use them). User data goes to Hetzner as raw text; labels as Hetzner labels.
+//!
 //! Configuration (manifest `[config]`): `base-url` (default `https://api.hetzner.cloud/v1`);
 //! optional offline catalogues for `validate` (see `provider_sdk::catalogue`), each a
 //! comma-separated list: `regions` (location codes; default Hetzner's public locations
@@ -31,7 +43,10 @@ use provider_sdk::{
     ServerRequest, block_on, get_config, log, require_secret,
 };
 
-use api::{CreateServerRequest, ServerEnvelope, ServerList};
+use api::{
+    CreateServerRequest, CreateSshKey, ServerEnvelope, ServerList, SshKeyEnvelope, SshKeyList,
+};
+use provider_sdk::ssh::{self, PublicKey};
 
 const DEFAULT_BASE_URL: &str = "https://api.hetzner.cloud/v1";
 
@@ -80,6 +95,50 @@ async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderErr
     }
 }
 
+/// The id of `key` in the project's key store, filing it when missing.
+async fn key_id(client: &ApiClient, key: &PublicKey) -> Result<u64, ProviderError> {
+    let lookup = format!(
+        "/ssh_keys?fingerprint={}",
+        percent_encode(&key.md5_fingerprint)
+    );
+    let found: SshKeyList = client.call(Method::GET, &lookup, None::<&()>).await?;
+    if let Some(stored) = found.ssh_keys.first() {
+        return Ok(stored.id);
+    }
+    let name = format!("provisioner-{}", key.md5_hex());
+    let body = CreateSshKey {
+        name: &name,
+        public_key: &key.openssh,
+        labels: BTreeMap::from([("managed-by", "provisioner")]),
+    };
+    match client
+        .call::<SshKeyEnvelope, _>(Method::POST, "/ssh_keys", Some(&body))
+        .await
+    {
+        Ok(created) => {
+            log(
+                LogLevel::Info,
+                &format!(
+                    "filed SSH key {} as {}",
+                    key.md5_fingerprint, created.ssh_key.id
+                ),
+            );
+            Ok(created.ssh_key.id)
+        }
+        // Filed meanwhile by a concurrent order: find it again.
+        Err(ProviderError::InvalidRequest(detail)) if detail.contains("uniqueness_error") => {
+            let found: SshKeyList = client.call(Method::GET, &lookup, None::<&()>).await?;
+            found.ssh_keys.first().map(|k| k.id).ok_or_else(|| {
+                ProviderError::InvalidRequest(format!(
+                    "the SSH key {} could not be filed at Hetzner: {detail}",
+                    key.md5_fingerprint
+                ))
+            })
+        }
+        Err(other) => Err(other),
+    }
+}
+
 fn numeric_id(vendor_id: &str) -> Result<u64, ProviderError> {
     vendor_id.parse().map_err(|_| {
         ProviderError::InvalidRequest(format!("'{vendor_id}' is not a Hetzner server id"))
@@ -119,13 +178,22 @@ impl Provider for HetznerPlugin {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             labels.insert(IDEMPOTENCY_LABEL, &request.idempotency_key);
+            let name = provider_sdk::unique_name(
+                &request.name,
+                &request.idempotency_key,
+                validation::MAX_NAME,
+            )?;
+            let mut key_ids = Vec::new();
+            for key in ssh::parse_all(&request.ssh_keys)? {
+                key_ids.push(key_id(&client, &key).await?);
+            }
             let body = CreateServerRequest {
-                name: &request.name,
+                name: &name,
                 server_type: &request.size,
                 image: &request.image,
                 location: &request.region,
                 labels,
-                ssh_keys: &request.ssh_keys,
+                ssh_keys: &key_ids,
                 user_data: request.user_data.as_deref(),
                 start_after_create: true,
             };

@@ -1,7 +1,15 @@
 //! Offline checks of a request, with the rules Hetzner applies (no network I/O).
 
 use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
-use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, ServerRequest, is_hostname, is_slug};
+use provider_sdk::{
+    IDEMPOTENCY_LABEL, ProviderError, ServerRequest, is_hostname, is_slug, ssh, unique_name,
+};
+
+/// Hetzner's longest server name.
+pub const MAX_NAME: usize = 63;
+
+/// Hetzner's largest user data, in bytes.
+const MAX_USER_DATA: usize = 32 * 1024;
 
 /// Hetzner's public locations; the manifest's `regions` config (or its older name
 /// `locations`) overrides the list.
@@ -19,6 +27,8 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             request.name
         ));
     }
+    // The name the server gets at Hetzner must fit too (see `provider_sdk::unique_name`).
+    unique_name(&request.name, &request.idempotency_key, MAX_NAME)?;
     catalogue::check_known_any("region", &request.region, REGION_KEYS, LOCATIONS)?;
     if !is_slug(&request.size) {
         return invalid(format!(
@@ -38,6 +48,16 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
         return invalid(format!(
             "idempotency key '{}' cannot be a Hetzner label value",
             request.idempotency_key
+        ));
+    }
+    ssh::parse_all(&request.ssh_keys)?;
+    if request
+        .user_data
+        .as_ref()
+        .is_some_and(|data| data.len() > MAX_USER_DATA)
+    {
+        return invalid(format!(
+            "user_data is at most {MAX_USER_DATA} bytes at Hetzner"
         ));
     }
     for (key, value) in &request.labels {

@@ -11,6 +11,15 @@
 //! `find-server` and `list-servers` read every page of `GET /servers/detail?limit=&marker=`
 //! and keep the servers whose metadata carries a key.
 //!
+//! Server names need not be unique in Nova, so the order's name is used as it is. SSH keys
+//! reach the server through cloud-init (`provider_sdk::cloud_init`): Nova takes one key pair
+//! per server, cloud-init any number. With keys and no user data the server gets a
+//! `#cloud-config` listing them; with both, a MIME multipart message with the order's user
+//! data unchanged as its first part and the keys in a second cloud-config part that appends
+//! to (does not replace) the first's lists. User data cloud-init would not recognise cannot
+//! carry keys: such an order is refused by `validate`. Nova takes the user data base64
+//! encoded, at most 65535 bytes so; a larger one is refused too. Labels become metadata.
+//!
 //! Configuration (manifest `[config]`): `auth-url` (Keystone v3, e.g.
 //! `https://keystone.example:5000/v3`), `username`, `project-name`, optional
 //! `user-domain-name` / `project-domain-name` (default `Default`), `interface` (default
@@ -30,17 +39,39 @@
 mod api;
 mod session;
 
-use provider_sdk::catalogue;
 use provider_sdk::http::HttpMethod as Method;
 use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
     ServerRequest, block_on, log,
 };
+use provider_sdk::{catalogue, cloud_init, ssh};
 
 use api::{CreateServer, CreateServerBody, CreatedEnvelope, ServerEnvelope};
 use session::Session;
 
 struct OpenStackPlugin;
+
+/// Nova's largest `user_data`, base64-encoded.
+const MAX_USER_DATA_BASE64: usize = 65535;
+
+/// The user data the server gets, base64-encoded for Nova: the order's own, with its SSH
+/// keys added for cloud-init; `invalid-request` when they cannot be carried.
+fn user_data(request: &ServerRequest) -> Result<Option<String>, ProviderError> {
+    let keys = ssh::parse_all(&request.ssh_keys)?;
+    let text = cloud_init::with_ssh_keys(request.user_data.as_deref(), &keys)
+        .map_err(ProviderError::InvalidRequest)?;
+    let encoded = text.as_deref().map(api::base64);
+    if let Some(encoded) = &encoded
+        && encoded.len() > MAX_USER_DATA_BASE64
+    {
+        return Err(ProviderError::InvalidRequest(format!(
+            "user_data with the ssh_keys is {} bytes base64-encoded; Nova takes at most \
+             {MAX_USER_DATA_BASE64}",
+            encoded.len()
+        )));
+    }
+    Ok(encoded)
+}
 
 fn check(request: &ServerRequest) -> Result<(), ProviderError> {
     let invalid = |message: String| Err(ProviderError::InvalidRequest(message));
@@ -63,6 +94,7 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
     if request.idempotency_key.is_empty() || request.idempotency_key.len() > 255 {
         return invalid("the idempotency key must be 1-255 characters".into());
     }
+    user_data(request)?;
     for (key, value) in &request.labels {
         if key == IDEMPOTENCY_LABEL || key.is_empty() || key.len() > 255 || value.len() > 255 {
             return invalid(format!(
@@ -114,7 +146,7 @@ impl Provider for OpenStackPlugin {
                     image_ref: image,
                     flavor_ref: flavor,
                     metadata,
-                    user_data: request.user_data.as_deref().map(api::base64),
+                    user_data: user_data(&request)?,
                     networks: session.networks(),
                 },
             };

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
+use provider_sdk::http::{ApiClient, HttpMethod as Method, path_of, percent_encode};
 use provider_sdk::{ProviderError, get_config, require_secret};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -163,7 +163,8 @@ impl Session {
             match next {
                 Some(next) if next == query => {
                     return Err(ProviderError::Internal(format!(
-                        "Nova's next link repeats the page it came with ({url})"
+                        "Nova's next link repeats the page it came with ({})",
+                        path_of(&url)
                     )));
                 }
                 Some(next) => query = next,
@@ -205,8 +206,32 @@ impl Session {
     }
 }
 
+/// `error` as a failure of `step`, e.g. "Keystone authentication failed: ...".
+fn failed(step: &str, error: ProviderError) -> ProviderError {
+    let say = |detail: String| format!("{step} failed: {detail}");
+    match error {
+        ProviderError::InvalidRequest(d) => ProviderError::InvalidRequest(say(d)),
+        ProviderError::Unauthorized(d) => ProviderError::Unauthorized(say(d)),
+        ProviderError::NotFound(d) => ProviderError::NotFound(say(d)),
+        ProviderError::QuotaExceeded(d) => ProviderError::QuotaExceeded(say(d)),
+        ProviderError::Transient(d) => ProviderError::Transient(say(d)),
+        ProviderError::Internal(d) => ProviderError::Internal(say(d)),
+        limited @ ProviderError::RateLimited(_) => limited,
+    }
+}
+
 /// `POST {auth-url}/auth/tokens`: the token (from `X-Subject-Token`) and the catalog.
+/// Failures say "Keystone authentication failed" and name the path, never the auth URL.
 async fn authenticate(
+    http: &ApiClient,
+    credentials: &Credentials,
+) -> Result<(String, TokenEnvelope), ProviderError> {
+    login(http, credentials)
+        .await
+        .map_err(|error| failed("Keystone authentication", error))
+}
+
+async fn login(
     http: &ApiClient,
     credentials: &Credentials,
 ) -> Result<(String, TokenEnvelope), ProviderError> {

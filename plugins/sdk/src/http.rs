@@ -5,6 +5,11 @@
 //! destination), 401/403 -> `unauthorized`, 404 -> `not-found`, 400/409/422 ->
 //! `invalid-request`, 429 -> `rate-limited` with the delay from `Retry-After` or
 //! `RateLimit-Reset`, 5xx -> `transient`.
+//!
+//! Error messages reach the tenant as the order's fault, so they never carry an address:
+//! a request is named by its method and path only (`POST /v3/auth/tokens`, not the
+//! vendor's or an internal endpoint's origin), and any URL in a vendor's error body is cut
+//! to its path the same way ([`redact_urls`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -77,7 +82,10 @@ impl ApiClient {
         };
         let body = match body {
             Some(body) => Some(serde_json::to_string(body).map_err(|e| {
-                ProviderError::Internal(format!("encoding the body of {method} {url}: {e}"))
+                ProviderError::Internal(format!(
+                    "encoding the body of {method} {}: {e}",
+                    path_of(&url)
+                ))
             })?),
             None => None,
         };
@@ -102,7 +110,10 @@ impl ApiClient {
             .str_contents()
             .await
             .map_err(|e| {
-                ProviderError::Transient(format!("reading the answer to {method} {url}: {e}"))
+                ProviderError::Transient(redact_urls(&format!(
+                    "reading the answer to {method} {}: {e}",
+                    path_of(&url)
+                )))
             })?
             .to_string();
         Ok(ApiResponse {
@@ -137,7 +148,7 @@ impl ApiClient {
                 .body(Body::from(json)),
             None => request.body(Body::empty()),
         }
-        .map_err(|e| ProviderError::Internal(format!("building {method} {url}: {e}")))
+        .map_err(|e| ProviderError::Internal(format!("building {method} {}: {e}", path_of(url))))
     }
 
     /// Sends a request and parses a 2xx JSON answer; any other answer becomes the
@@ -179,7 +190,8 @@ impl ApiClient {
             };
             return serde_json::from_str(text).map_err(|e| {
                 ProviderError::Internal(format!(
-                    "the answer to {method} {path} is not the JSON this plugin expects: {e}"
+                    "the answer to {method} {} is not the JSON this plugin expects: {e}",
+                    path_of(path)
                 ))
             });
         }
@@ -190,7 +202,12 @@ impl ApiClient {
     pub fn error(&self, method: &Method, path: &str, response: &ApiResponse) -> ProviderError {
         let reason = (self.reason)(&response.body)
             .unwrap_or_else(|| response.body.chars().take(200).collect());
-        let detail = format!("{method} {path} -> {}: {reason}", response.status);
+        let detail = format!(
+            "{method} {} -> {}: {}",
+            path_of(path),
+            response.status,
+            redact_urls(&reason)
+        );
         match response.status {
             401 | 403 => ProviderError::Unauthorized(detail),
             404 => ProviderError::NotFound(detail),
@@ -214,13 +231,15 @@ fn is_denied(error: &wstd::http::Error) -> bool {
 
 /// No answer at all: the host refused the destination, or the network failed.
 fn no_answer(method: &Method, url: &str, error: &wstd::http::Error) -> ProviderError {
-    let detail = format!("{error:#}");
+    let detail = redact_urls(&format!("{error:#}"));
+    let path = path_of(url);
     if is_denied(error) {
         ProviderError::Internal(format!(
-            "the host denied {method} {url}: the manifest's allowed_hosts does not grant it"
+            "the host denied {method} {path}: the manifest's allowed_hosts does not grant its \
+             origin"
         ))
     } else {
-        ProviderError::Transient(format!("{method} {url} got no answer: {detail}"))
+        ProviderError::Transient(format!("{method} {path} got no answer: {detail}"))
     }
 }
 
@@ -240,6 +259,41 @@ pub fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
     Some((reset * 1000).saturating_sub(now_ms))
 }
 
+/// The path of `url` without its origin and query (`https://h:1/v3/auth/tokens?x` ->
+/// `/v3/auth/tokens`); a path stays as it is, without its query.
+pub fn path_of(url: &str) -> &str {
+    let path = match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None => url,
+    };
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+/// `text` with every `http://` or `https://` URL in it cut to its path: messages shown to
+/// tenants carry no host names, addresses or ports.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let Some(start) = ["http://", "https://"]
+            .iter()
+            .filter_map(|scheme| lower.find(scheme))
+            .min()
+        else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..start]);
+        let url = &rest[start..];
+        let end = url
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']'))
+            .unwrap_or(url.len());
+        out.push_str(path_of(&url[..end]));
+        rest = &url[end..];
+    }
+}
+
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay as they are).
 pub fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len() * 3);
@@ -254,3 +308,24 @@ pub fn percent_encode(value: &str) -> String {
 }
 
 pub use wstd::http::Method as HttpMethod;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paths keep no origin and no query; URLs in text are cut to their paths.
+    #[test]
+    fn messages_carry_no_origins() {
+        assert_eq!(
+            path_of("http://127.0.0.1:8090/openstack/identity/v3/auth/tokens"),
+            "/openstack/identity/v3/auth/tokens"
+        );
+        assert_eq!(path_of("https://api.example"), "/");
+        assert_eq!(path_of("/servers?label_selector=x"), "/servers");
+        assert_eq!(
+            redact_urls("POST http://10.0.0.5:5000/v3/auth/tokens failed (see HTTPS://x.y/z)."),
+            "POST /v3/auth/tokens failed (see /z)."
+        );
+        assert_eq!(redact_urls("no url here"), "no url here");
+    }
+}

@@ -15,6 +15,11 @@
 //!   rate-limit delays;
 //! - [`catalogue`]: the regions, sizes and images `validate` accepts offline, from the
 //!   manifest's `[config] regions` / `sizes` / `images` or a plugin's built-in list;
+//! - [`ssh`]: the order's `ssh-keys` (OpenSSH public keys), checked, with their MD5
+//!   fingerprints (how vendors' key stores find a key);
+//! - [`cloud_init`]: SSH keys written into cloud-init user data, for vendors without a key
+//!   store;
+//! - [`unique_name`]: the vendor-side name for vendors that require unique server names;
 //! - [`block_on`]: runs an async body inside a synchronous export.
 
 wit_bindgen::generate!({
@@ -27,7 +32,9 @@ wit_bindgen::generate!({
 });
 
 pub mod catalogue;
+pub mod cloud_init;
 pub mod http;
+pub mod ssh;
 
 pub use exports::provisioner::provider::provider::Guest as Provider;
 pub use provisioner::provider::host::{LogLevel, get_config, get_secret, log};
@@ -63,6 +70,48 @@ pub fn is_hostname(name: &str) -> bool {
         })
 }
 
+/// Hex digits of the suffix [`unique_name`] adds (40 bits).
+const NAME_SUFFIX_LEN: usize = 10;
+
+/// The name a server gets at a vendor that requires unique server names (Hetzner): all
+/// tenants share one vendor account, so the order's `name` alone would let one tenant's
+/// order fail (and learn of another's server) on a name another tenant used. The vendor-side
+/// name is the order's name with `-<suffix>` added to its first label, the suffix being 10
+/// hex digits derived from the idempotency key (the same key always gives the same name).
+/// The user's part is shortened so the first label stays within 63 characters and the whole
+/// within `max_len`; `invalid-request` when even one character of it would not fit.
+pub fn unique_name(
+    name: &str,
+    idempotency_key: &str,
+    max_len: usize,
+) -> Result<String, ProviderError> {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(idempotency_key.as_bytes());
+    let suffix: String = digest
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<String>()[..NAME_SUFFIX_LEN]
+        .to_string();
+    let (first, rest) = match name.split_once('.') {
+        Some((first, rest)) => (first, format!(".{rest}")),
+        None => (name, String::new()),
+    };
+    let room = 63
+        .min(max_len.saturating_sub(rest.len()))
+        .saturating_sub(NAME_SUFFIX_LEN + 1);
+    let kept: String = first.chars().take(room).collect();
+    let kept = kept.trim_end_matches('-');
+    if kept.is_empty() {
+        return Err(ProviderError::InvalidRequest(format!(
+            "name '{}' is too long: with the {}-character suffix that keeps it unique at the \
+             vendor, it must fit in {max_len} characters",
+            ssh::prefix(name, 64),
+            NAME_SUFFIX_LEN + 1
+        )));
+    }
+    Ok(format!("{kept}-{suffix}{rest}"))
+}
+
 /// `text` is a vendor slug: lower-case letters, digits, `-`, `.`, `_`.
 pub fn is_slug(text: &str) -> bool {
     !text.is_empty()
@@ -70,4 +119,29 @@ pub fn is_slug(text: &str) -> bool {
         && text
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The suffix depends on the key only; long names are shortened to fit; the result is
+    /// a hostname.
+    #[test]
+    fn unique_names_fit_and_follow_the_key() {
+        let a = unique_name("db", "order-a", 63).unwrap();
+        let b = unique_name("db", "order-b", 63).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a, unique_name("db", "order-a", 63).unwrap());
+        assert!(a.starts_with("db-") && a.len() == 13, "{a}");
+        let long = "x".repeat(80);
+        let shortened = unique_name(&long, "k", 63).unwrap();
+        assert_eq!(shortened.len(), 63);
+        assert!(is_hostname(&shortened));
+        let dotted = unique_name("web.example.com", "k", 63).unwrap();
+        assert!(dotted.starts_with("web-") && dotted.ends_with(".example.com"));
+        let hyphen = unique_name(&format!("{}-tail", "a".repeat(51)), "k", 63).unwrap();
+        assert!(is_hostname(&hyphen), "{hyphen}");
+        assert!(unique_name(&format!("a.{}", "b".repeat(60)), "k", 63).is_err());
+    }
 }
