@@ -9,6 +9,11 @@
 # Every API call needs a token: the first run makes the tenant `demo` and its token, prints
 # it and keeps it in .dev/token (curl -H "authorization: Bearer $(cat .dev/token)" ...).
 #
+# order-api and the host connect to RabbitMQ as broker users of their own, with only the
+# permissions their side needs (scripts/rabbitmq-users.sh; passwords in
+# .dev/rabbitmq-users.env). Where rabbitmqctl cannot reach the broker both use guest/guest
+# and the script says so; AMQP_URL, when set, is used by both as it is.
+#
 # Usage: scripts/dev.sh [--no-demo]
 # State (database, token, logs, plugin manifest) lives in .dev/; delete it to start afresh.
 set -euo pipefail
@@ -24,9 +29,26 @@ scripts/ensure-rabbitmq.sh
 api_addr=127.0.0.1:8080
 sim_addr=127.0.0.1:8090
 mkdir -p .dev/plugins
-export HCLOUD_TOKEN=sim-hetzner-token
-export DIGITALOCEAN_TOKEN=sim-digitalocean-token
-export OS_PASSWORD=sim-openstack-password
+
+if [[ -n "${AMQP_URL:-}" ]]; then
+    api_amqp_url=$AMQP_URL
+    host_amqp_url=$AMQP_URL
+elif AMQP_PASSWORDS_FILE=.dev/rabbitmq-users.env scripts/rabbitmq-users.sh > .dev/rabbitmq-users.log 2>&1; then
+    # shellcheck source=/dev/null
+    . .dev/rabbitmq-users.env
+    api_amqp_url="amqp://${ORDER_API_AMQP_USER:-provisioner-order-api}:$ORDER_API_AMQP_PASSWORD@127.0.0.1:5672/%2f"
+    host_amqp_url="amqp://${HOST_AMQP_USER:-provisioner-host}:$HOST_AMQP_PASSWORD@127.0.0.1:5672/%2f"
+    echo "==> order-api and the host use broker users of their own (.dev/rabbitmq-users.log)"
+else
+    echo "==> cannot make the broker users (see .dev/rabbitmq-users.log; rabbitmqctl needs root" >&2
+    echo "    or the rabbitmq user): order-api and the host fall back to guest/guest" >&2
+    api_amqp_url="amqp://guest:guest@127.0.0.1:5672/%2f"
+    host_amqp_url=$api_amqp_url
+fi
+# A plugin's secrets: only PLUGIN_SECRET_<VENDOR>_... variables may be named in a manifest.
+export PLUGIN_SECRET_HETZNER_TOKEN=sim-hetzner-token
+export PLUGIN_SECRET_DIGITALOCEAN_TOKEN=sim-digitalocean-token
+export PLUGIN_SECRET_OPENSTACK_PASSWORD=sim-openstack-password
 # write_manifest VENDOR SECRET_KEY SECRET_VARIABLE CONFIG_LINES: a plugin pointed at the
 # simulator.
 write_manifest() {
@@ -43,9 +65,9 @@ $4
 $2 = "$3"
 TOML
 }
-write_manifest hetzner token HCLOUD_TOKEN "base-url = \"http://$sim_addr/hetzner/v1\""
-write_manifest digitalocean token DIGITALOCEAN_TOKEN "base-url = \"http://$sim_addr/digitalocean\""
-write_manifest openstack password OS_PASSWORD "auth-url = \"http://$sim_addr/openstack/identity/v3\"
+write_manifest hetzner token PLUGIN_SECRET_HETZNER_TOKEN "base-url = \"http://$sim_addr/hetzner/v1\""
+write_manifest digitalocean token PLUGIN_SECRET_DIGITALOCEAN_TOKEN "base-url = \"http://$sim_addr/digitalocean\""
+write_manifest openstack password PLUGIN_SECRET_OPENSTACK_PASSWORD "auth-url = \"http://$sim_addr/openstack/identity/v3\"
 username = \"provisioner\"
 project-name = \"provisioner\""
 
@@ -85,11 +107,13 @@ run() {
 
 export RUST_LOG=${RUST_LOG:-info,lapin=warn}
 echo "==> starting vendor-sim, provisioner-host and order-api (Ctrl-C stops them)"
-run sim env SIM_LISTEN_ADDR=$sim_addr SIM_HETZNER_TOKEN=$HCLOUD_TOKEN \
-    SIM_DIGITALOCEAN_TOKEN=$DIGITALOCEAN_TOKEN SIM_OPENSTACK_PASSWORD=$OS_PASSWORD \
+run sim env SIM_LISTEN_ADDR=$sim_addr SIM_HETZNER_TOKEN=$PLUGIN_SECRET_HETZNER_TOKEN \
+    SIM_DIGITALOCEAN_TOKEN=$PLUGIN_SECRET_DIGITALOCEAN_TOKEN \
+    SIM_OPENSTACK_PASSWORD=$PLUGIN_SECRET_OPENSTACK_PASSWORD \
     target/debug/vendor-sim
-run host env PLUGINS_DIR=.dev/plugins target/debug/provisioner-host
-run api env LISTEN_ADDR=$api_addr DATABASE_URL=sqlite://.dev/orders.db target/debug/order-api
+run host env AMQP_URL="$host_amqp_url" PLUGINS_DIR=.dev/plugins target/debug/provisioner-host
+run api env AMQP_URL="$api_amqp_url" LISTEN_ADDR=$api_addr DATABASE_URL=sqlite://.dev/orders.db \
+    target/debug/order-api
 
 for _ in $(seq 1 120); do
     curl -sf "http://$api_addr/readyz" >/dev/null 2>&1 && break

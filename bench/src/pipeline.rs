@@ -406,10 +406,10 @@ async fn bare_broker_on(
         .await
         .context("connecting the baseline's host side")?;
     let setup = api.create_channel().await?;
-    topology.declare_common(&setup).await?;
+    topology.declare_order_api(&setup).await?;
     topology.declare_vendor(&setup, BARE_VENDOR).await?;
     let (request, result) = sample_messages();
-    let exchange = topology.exchange();
+    let exchange = topology.requests_exchange();
 
     // The relay (host side): consume a request, publish the result with a confirm, ack.
     let relay_in = host.create_channel().await?;
@@ -426,7 +426,7 @@ async fn bare_broker_on(
         .await?;
     let relay_out = confirm_channel(&host).await?;
     let relay = {
-        let (exchange, result) = (exchange.clone(), result.clone());
+        let (exchange, result) = (topology.results_exchange(), result.clone());
         let key = Topology::result_key(BARE_VENDOR);
         tokio::spawn(async move {
             while let Some(delivery) = requests.next().await {

@@ -108,7 +108,17 @@ pub async fn ready_messages(channel: &Channel, queue: &str) -> Result<u32, lapin
     Ok(state.message_count())
 }
 
-/// A channel in confirm mode that publishes to the topology's exchange.
+/// The AMQP reply code of a channel or connection error the broker sent (`403` access
+/// refused, `404` not found, ...); `None` for other errors.
+pub fn reply_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
+}
+
+/// A channel in confirm mode that publishes to one exchange: order-api's to the requests
+/// exchange, a host's to the results exchange (see [`Topology`]).
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
@@ -116,15 +126,18 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Opens a channel on `connection` and puts it in confirm mode.
-    pub async fn open(connection: &Connection, topology: &Topology) -> Result<Self, lapin::Error> {
+    /// Opens a channel on `connection` that publishes to `exchange`, in confirm mode.
+    pub async fn open(
+        connection: &Connection,
+        exchange: impl Into<String>,
+    ) -> Result<Self, lapin::Error> {
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         Ok(Self {
             channel,
-            exchange: topology.exchange(),
+            exchange: exchange.into(),
         })
     }
 

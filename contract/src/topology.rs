@@ -1,7 +1,16 @@
 //! AMQP names (*contract*, see DESIGN.md) and their declaration.
 //!
-//! Both programs declare the whole topology they use on every (re)connect: declarations are
-//! idempotent, and whichever side starts first must find its queues in place.
+//! Requests and results travel on two exchanges, so the broker can tell who may send what:
+//! order-api writes `provisioner.requests` (creates, deletes, cancels, sweeps, orphan
+//! deletes, validations) and reads what hosts write to `provisioner.results` (events,
+//! results, announcements, inventories, validation replies); a host the other way round
+//! (`scripts/rabbitmq-users.sh` gives each its own broker user with exactly that).
+//!
+//! Each program declares what it owns on every (re)connect (declarations are idempotent):
+//! order-api the shared part ([`Topology::declare_order_api`]: the exchanges, the results,
+//! dead-letter and retry queues), a host its vendors' request, validation and lock queues.
+//! A host that starts first waits until the shared part exists
+//! ([`Topology::missing_shared`]), so it needs no right to declare or delete it.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -26,6 +35,9 @@ pub const RETRY_QUEUE_HEADER: &str = "provisioner-retry-queue";
 /// orders of one shard at the same moment take turns; with 1,024 shards and creates of a
 /// few milliseconds that is rare. Every host must use the same number.
 pub const LEASE_SHARDS: u32 = 1024;
+
+/// The AMQP reply code of a passive declare of something that does not exist.
+const NOT_FOUND: u16 = 404;
 
 /// How long a validation waits on its queue before it is dropped (milliseconds).
 pub const VALIDATE_TTL_MS: i64 = 5_000;
@@ -56,9 +68,27 @@ impl Topology {
         &self.prefix
     }
 
-    /// The topic exchange all requests, events and results go through.
-    pub fn exchange(&self) -> String {
-        format!("{}provisioner", self.prefix)
+    /// The topic exchange order-api sends requests to (`request.<vendor>`,
+    /// `validate.<vendor>`); the hosts' request and validation queues are bound to it.
+    pub fn requests_exchange(&self) -> String {
+        format!("{}provisioner.requests", self.prefix)
+    }
+
+    /// The topic exchange hosts send to: events, results, announcements, inventories
+    /// (`event.*`, `result.*`, `announce.*`, bound to [`Topology::results_queue`]) and
+    /// validation replies (`reply.<id>`, bound to the asker's [`Topology::replies_queue`]).
+    pub fn results_exchange(&self) -> String {
+        format!("{}provisioner.results", self.prefix)
+    }
+
+    /// The exchange a message with `routing_key` goes to: requests and validations to
+    /// [`Topology::requests_exchange`], everything else to [`Topology::results_exchange`].
+    pub fn exchange_for_key(&self, routing_key: &str) -> String {
+        if routing_key.starts_with("request.") || routing_key.starts_with("validate.") {
+            self.requests_exchange()
+        } else {
+            self.results_exchange()
+        }
     }
 
     /// The exchange that dead-lettered messages go to.
@@ -79,6 +109,18 @@ impl Topology {
     /// The queue order-api consumes: order events, results and vendor announcements.
     pub fn results_queue(&self) -> String {
         format!("{}provision.results", self.prefix)
+    }
+
+    /// The queue one order-api instance (`instance`) takes its validation replies from:
+    /// exclusive to its connection, gone with it.
+    pub fn replies_queue(&self, instance: uuid::Uuid) -> String {
+        format!("{}provision.replies.{}", self.prefix, instance.simple())
+    }
+
+    /// Routing key of the validation replies for order-api instance `instance` (the
+    /// `reply_to` of its validations).
+    pub fn reply_key(instance: uuid::Uuid) -> String {
+        format!("reply.{}", instance.simple())
     }
 
     /// Routing key of a creation request for `vendor`.
@@ -114,27 +156,33 @@ impl Topology {
     /// Every exchange name of this topology, for clean-up tools.
     pub fn exchanges(&self) -> Vec<String> {
         vec![
-            self.exchange(),
+            self.requests_exchange(),
+            self.results_exchange(),
             self.dead_letter_exchange(),
             self.retry_exchange(),
         ]
     }
 
-    /// Declares what both programs need: the exchanges, the dead-letter queue and the
-    /// results queue with its bindings.
-    pub async fn declare_common(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// Declares the part of the topology order-api owns and hosts rely on: both exchanges,
+    /// the dead-letter exchange and queue, the retry exchange and delay queues (they
+    /// dead-letter into the requests exchange, which only a writer of requests may
+    /// declare), and last the results queue with its bindings, so a host that finds the
+    /// results queue ([`Topology::missing_shared`]) finds everything else too.
+    pub async fn declare_order_api(&self, channel: &Channel) -> Result<(), lapin::Error> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
-        channel
-            .exchange_declare(
-                self.exchange().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
+        for exchange in [self.requests_exchange(), self.results_exchange()] {
+            channel
+                .exchange_declare(
+                    exchange.into(),
+                    ExchangeKind::Topic,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         channel
             .exchange_declare(
                 self.dead_letter_exchange().into(),
@@ -154,13 +202,14 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
+        self.declare_retry(channel).await?;
         let results = self.results_queue();
         self.declare_quorum_queue(channel, &results, true).await?;
         for key in ["event.*", "result.*", "announce.*"] {
             channel
                 .queue_bind(
                     results.as_str().into(),
-                    self.exchange().into(),
+                    self.results_exchange().into(),
                     key.into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
@@ -168,6 +217,106 @@ impl Topology {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The first part of [`Topology::declare_order_api`] that does not exist (yet), by
+    /// passive declares, which need no permission; `None` when all of it is in place. A
+    /// host waits for this to be `None` before it declares and consumes anything.
+    pub async fn missing_shared(
+        &self,
+        connection: &lapin::Connection,
+    ) -> Result<Option<String>, lapin::Error> {
+        let passive_exchange = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let exchanges = [
+            (self.requests_exchange(), ExchangeKind::Topic),
+            (self.results_exchange(), ExchangeKind::Topic),
+            (self.dead_letter_exchange(), ExchangeKind::Fanout),
+            (self.retry_exchange(), ExchangeKind::Headers),
+        ];
+        // A refused passive declare closes its channel: one channel per name.
+        for (exchange, kind) in exchanges {
+            let channel = connection.create_channel().await?;
+            let found = channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    kind,
+                    passive_exchange,
+                    FieldTable::default(),
+                )
+                .await;
+            if let Some(missing) = Self::passive_outcome(&channel, exchange, found).await? {
+                return Ok(Some(missing));
+            }
+        }
+        let channel = connection.create_channel().await?;
+        let found = channel
+            .queue_declare(
+                self.results_queue().as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(drop);
+        Self::passive_outcome(&channel, self.results_queue(), found).await
+    }
+
+    /// `Some(name)` when a passive declare found nothing (`404`); other errors are errors.
+    async fn passive_outcome(
+        channel: &Channel,
+        name: String,
+        found: Result<(), lapin::Error>,
+    ) -> Result<Option<String>, lapin::Error> {
+        match found {
+            Ok(()) => {
+                let _ = channel.close(200, "checked".into()).await;
+                Ok(None)
+            }
+            Err(error) if crate::amqp::reply_code(&error) == Some(NOT_FOUND) => Ok(Some(name)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Declares order-api instance `instance`'s [`Topology::replies_queue`] (exclusive,
+    /// auto-deleted, classic) and binds it to its [`Topology::reply_key`] on the results
+    /// exchange; the queue's name.
+    pub async fn declare_replies_queue(
+        &self,
+        channel: &Channel,
+        instance: uuid::Uuid,
+    ) -> Result<String, lapin::Error> {
+        let queue = self.replies_queue(instance);
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("classic".into()),
+        );
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.results_exchange().into(),
+                Self::reply_key(instance).as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(queue)
     }
 
     /// The lock queue that holds an order's create lease (see the host's `lease`): one of
@@ -223,9 +372,10 @@ impl Topology {
 
     /// Declares the retry exchange and one delay queue per [`RETRY_DELAYS_MS`]: each holds
     /// a message for its delay (`x-message-ttl`), then dead-letters it, at least once, to
-    /// the main exchange under its original routing key (`request.<vendor>`), back onto
-    /// the vendor's queue.
-    pub async fn declare_retry(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// the requests exchange under its original routing key (`request.<vendor>`), back onto
+    /// the vendor's queue. Part of [`Topology::declare_order_api`]: declaring a queue that
+    /// dead-letters into an exchange takes the right to write to that exchange.
+    async fn declare_retry(&self, channel: &Channel) -> Result<(), lapin::Error> {
         channel
             .exchange_declare(
                 self.retry_exchange().into(),
@@ -246,7 +396,10 @@ impl Topology {
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(delay_ms as i64),
             );
-            arguments.insert("x-dead-letter-exchange".into(), text(&self.exchange()));
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                text(&self.requests_exchange()),
+            );
             arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
             arguments.insert("x-overflow".into(), text("reject-publish"));
             channel
@@ -318,7 +471,7 @@ impl Topology {
         channel
             .queue_bind(
                 queue.as_str().into(),
-                self.exchange().into(),
+                self.requests_exchange().into(),
                 Self::validate_key(vendor).as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
@@ -338,7 +491,7 @@ impl Topology {
         channel
             .queue_bind(
                 queue.as_str().into(),
-                self.exchange().into(),
+                self.requests_exchange().into(),
                 Self::request_key(vendor).as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
@@ -391,7 +544,9 @@ mod tests {
     #[test]
     fn default_names_match_the_contract() {
         let topology = Topology::default();
-        assert_eq!(topology.exchange(), "provisioner");
+        assert_eq!(topology.requests_exchange(), "provisioner.requests");
+        assert_eq!(topology.results_exchange(), "provisioner.results");
+        assert_eq!(topology.retry_exchange(), "provisioner.retry");
         assert_eq!(topology.dead_letter_exchange(), "provisioner.dlx");
         assert_eq!(topology.dead_letter_queue(), "provision.dead");
         assert_eq!(
@@ -407,11 +562,38 @@ mod tests {
     #[test]
     fn prefix_applies_to_exchanges_and_queues() {
         let topology = Topology::with_prefix("t1.");
-        assert_eq!(topology.exchange(), "t1.provisioner");
+        assert_eq!(topology.requests_exchange(), "t1.provisioner.requests");
+        assert_eq!(topology.results_exchange(), "t1.provisioner.results");
         assert_eq!(
             topology.request_queue("hetzner"),
             "t1.provision.requests.hetzner"
         );
         assert_eq!(Topology::event_key("hetzner"), "event.hetzner");
+    }
+
+    /// Requests and validations go to the requests exchange, everything hosts say to the
+    /// results exchange: the split the broker users' write permissions rest on.
+    #[test]
+    fn each_routing_key_has_its_exchange() {
+        let topology = Topology::with_prefix("t1.");
+        for key in [
+            Topology::request_key("hetzner"),
+            Topology::validate_key("hetzner"),
+        ] {
+            assert_eq!(topology.exchange_for_key(&key), "t1.provisioner.requests");
+        }
+        let instance = uuid::Uuid::nil();
+        for key in [
+            Topology::event_key("hetzner"),
+            Topology::result_key("hetzner"),
+            Topology::announce_key("hetzner"),
+            Topology::reply_key(instance),
+        ] {
+            assert_eq!(topology.exchange_for_key(&key), "t1.provisioner.results");
+        }
+        assert_eq!(
+            topology.replies_queue(instance),
+            "t1.provision.replies.00000000000000000000000000000000"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Answers order-api's validations for one vendor: consumes `provision.validate.<vendor>`,
 //! runs the plugin's `validate` (no network; a millisecond) on the ordered server and
-//! replies to the asker's `reply_to` (RabbitMQ's direct reply-to) with the verdict.
+//! replies with the verdict on the results exchange, under the asker's `reply_to` key.
 //!
 //! A lost validation costs little: the asker gives up after its time-out and accepts the
 //! order unchecked (the plugin's create refuses a bad one later).
@@ -66,6 +66,7 @@ impl ValidationService {
             .await
             .with_context(|| format!("consuming the validation queue of {vendor}"))?;
         let replies = channel.clone();
+        let exchange = topology.results_exchange();
         let vendor = vendor.to_string();
         // Acked deliveries, so the prefetch bounds what this host holds; each is answered in a
         // task of its own (at most the prefetch at once), and a validation that waited on the
@@ -79,9 +80,14 @@ impl ValidationService {
                         return;
                     }
                 };
-                let (replies, plugins, vendor) = (replies.clone(), plugins.clone(), vendor.clone());
+                let (replies, exchange, plugins, vendor) = (
+                    replies.clone(),
+                    exchange.clone(),
+                    plugins.clone(),
+                    vendor.clone(),
+                );
                 tokio::spawn(async move {
-                    answer(&replies, &plugins, &vendor, &delivery).await;
+                    answer(&replies, &exchange, &plugins, &vendor, &delivery).await;
                     if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
                         tracing::warn!(vendor, "acking a validation: {error}");
                     }
@@ -102,9 +108,11 @@ impl ValidationService {
     }
 }
 
-/// Answers one validation (nothing when it has no `reply_to` or cannot be read).
+/// Answers one validation to `exchange` (nothing when it has no `reply_to` of the form
+/// `reply.<id>`, or cannot be read).
 async fn answer(
     replies: &Channel,
+    exchange: &str,
     plugins: &watch::Receiver<PluginSet>,
     vendor: &str,
     delivery: &lapin::message::Delivery,
@@ -112,6 +120,15 @@ async fn answer(
     let Some(reply_to) = delivery.properties.reply_to().clone() else {
         return;
     };
+    // Only a replies queue's key: a reply must never land on the results queue.
+    if !reply_to.as_str().starts_with("reply.") {
+        tracing::warn!(
+            vendor,
+            reply_to = reply_to.as_str(),
+            "validation with a foreign reply_to"
+        );
+        return;
+    }
     let decoded: Result<(Envelope, ValidateRequest), _> =
         decode(&delivery.properties, &delivery.data);
     let (envelope, request) = match decoded {
@@ -135,7 +152,7 @@ async fn answer(
     };
     let published = replies
         .basic_publish(
-            "".into(),
+            exchange.into(),
             reply_to.as_str().into(),
             BasicPublishOptions::default(),
             &encode(&reply),

@@ -246,15 +246,10 @@ async fn session(
         .create_channel()
         .await
         .context("opening a channel")?;
-    topology
-        .declare_common(&setup)
-        .await
-        .context("declaring the common topology")?;
-    topology
-        .declare_retry(&setup)
-        .await
-        .context("declaring the retry exchange and delay queues")?;
-    let publisher = Publisher::open(connection, topology)
+    if !wait_for_shared_topology(connection, topology, shutdown).await? {
+        return Ok(());
+    }
+    let publisher = Publisher::open(connection, topology.results_exchange())
         .await
         .context("opening the publishing channel")?;
     let mut consumers = Consumers {
@@ -362,6 +357,39 @@ async fn session(
     let _ = publisher.close().await;
     let _ = setup.close(200, "host shutting down".into()).await;
     Ok(())
+}
+
+/// Waits until order-api has declared the exchanges and queues a host relies on (a host
+/// may not declare them: see [`Topology::declare_order_api`]); `false` when `shutdown`
+/// came first.
+async fn wait_for_shared_topology(
+    connection: &Connection,
+    topology: &Topology,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let mut delay = Duration::from_millis(100);
+    let mut told = false;
+    loop {
+        let missing = topology
+            .missing_shared(connection)
+            .await
+            .context("checking for the exchanges and queues order-api declares")?;
+        let Some(missing) = missing else {
+            return Ok(true);
+        };
+        if !told {
+            tracing::warn!(
+                missing,
+                "waiting for order-api to declare the shared topology"
+            );
+            told = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return Ok(false),
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// Tells order-api this host serves the plugin's vendor.

@@ -73,10 +73,10 @@ async fn session(
         .context("opening a channel")?;
     settings
         .topology
-        .declare_common(&setup)
+        .declare_order_api(&setup)
         .await
         .context("declaring the topology")?;
-    let publisher = Publisher::open(connection, &settings.topology)
+    let publisher = Publisher::open(connection, settings.topology.requests_exchange())
         .await
         .context("opening the publishing channel")?;
     let consuming = connection

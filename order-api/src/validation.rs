@@ -1,5 +1,5 @@
-//! Asks a host to check an order with the vendor's plugin before it is accepted (RabbitMQ's
-//! direct reply-to as the reply channel), so a size, region or image the vendor does not have
+//! Asks a host to check an order with the vendor's plugin before it is accepted (the replies
+//! come on the results exchange to a queue of this session's own), so a size, region or image the vendor does not have
 //! is a `422` at once instead of a failed order a moment later.
 //!
 //! The check is an improvement, never a gate on the broker: when it cannot be made (the
@@ -22,9 +22,6 @@ use provisioner_contract::{
 use tokio::sync::{RwLock, oneshot};
 use uuid::Uuid;
 
-/// RabbitMQ's pseudo-queue for replies on the asking channel.
-const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
 /// What became of a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -43,6 +40,8 @@ type Waiting = Arc<Mutex<HashMap<Uuid, oneshot::Sender<ValidateReply>>>>;
 pub struct Validator {
     channel: Channel,
     exchange: String,
+    /// The routing key of this session's replies queue: the `reply_to` of its checks.
+    reply_to: String,
     waiting: Waiting,
 }
 
@@ -68,7 +67,9 @@ impl ValidatorSlot {
 
 impl Validator {
     /// Opens the session's validation channel (confirm mode, so an unroutable check is
-    /// known at once) and starts taking replies.
+    /// known at once), declares the session's replies queue and starts taking replies.
+    /// Not RabbitMQ's direct reply-to: a host would need the right to publish to the
+    /// default exchange for it, and with that it could put anything on any queue.
     pub async fn open(connection: &Connection, topology: &Topology) -> anyhow::Result<Self> {
         let channel = connection
             .create_channel()
@@ -78,18 +79,24 @@ impl Validator {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .context("putting the validation channel in confirm mode")?;
+        let instance = Uuid::new_v4();
+        let queue = topology
+            .declare_replies_queue(&channel, instance)
+            .await
+            .context("declaring the validation replies queue")?;
         let mut replies = channel
             .basic_consume(
-                DIRECT_REPLY_TO.into(),
+                queue.as_str().into(),
                 "order-api-validations".into(),
                 BasicConsumeOptions {
                     no_ack: true,
+                    exclusive: true,
                     ..BasicConsumeOptions::default()
                 },
                 FieldTable::default(),
             )
             .await
-            .context("consuming direct replies")?;
+            .context("consuming validation replies")?;
         let waiting: Waiting = Arc::default();
         let routes = waiting.clone();
         tokio::spawn(async move {
@@ -111,7 +118,8 @@ impl Validator {
         });
         Ok(Self {
             channel,
-            exchange: topology.exchange(),
+            exchange: topology.requests_exchange(),
+            reply_to: Topology::reply_key(instance),
             waiting,
         })
     }
@@ -153,7 +161,7 @@ impl Validator {
         let properties = envelope
             .properties()
             .with_delivery_mode(1)
-            .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
+            .with_reply_to(ShortString::from(self.reply_to.as_str()))
             .with_expiration(ShortString::from(timeout.as_millis().to_string()));
         let routing_key = Topology::validate_key(vendor);
         let sent = async {

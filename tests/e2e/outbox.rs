@@ -17,7 +17,7 @@ async fn unroutable_requests_wait_in_the_outbox_until_a_queue_exists() -> anyhow
     let stack = Stack::start(StackOptions::default()).await?;
     let connection = require_rabbitmq().await;
     // A host that announces "ghost" but has not declared its queue (yet).
-    let publisher = Publisher::open(&connection, &stack.topology).await?;
+    let publisher = Publisher::open(&connection, stack.topology.results_exchange()).await?;
     let announcement = HostMessage::VendorAnnounced(VendorAnnouncement {
         vendor: "ghost".into(),
         display_name: "Ghost Cloud".into(),

@@ -52,7 +52,7 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
     for (key, body, properties) in &poison {
         channel
             .basic_publish(
-                topology.exchange().as_str().into(),
+                topology.exchange_for_key(key).as_str().into(),
                 (*key).into(),
                 BasicPublishOptions::default(),
                 body,

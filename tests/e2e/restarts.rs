@@ -70,7 +70,7 @@ async fn a_duplicate_request_has_one_effect() -> anyhow::Result<()> {
     for _ in 0..2 {
         channel
             .basic_publish(
-                stack.topology.exchange().as_str().into(),
+                stack.topology.requests_exchange().as_str().into(),
                 "request.hetzner".into(),
                 BasicPublishOptions::default(),
                 &encode(&request),
