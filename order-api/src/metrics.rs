@@ -22,6 +22,10 @@
 //!   accepted unchecked).
 //! - `provisioner_webhook_calls_total{outcome}`: webhook attempts: `delivered`, `failed`
 //!   (to be tried again), `given_up`.
+//! - `provisioner_event_streams`: open `/events` streams.
+//! - `provisioner_event_stream_reads_total`: database reads for open `/events` streams (a
+//!   stream reads when its order has news, and once in a while to be safe; never on a
+//!   timer of its own).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +86,8 @@ pub struct Metrics {
     order_updates: Family<UpdateLabel, Counter>,
     validations: Family<VerdictLabel, Counter>,
     webhook_calls: Family<OutcomeLabel, Counter>,
+    event_streams: Gauge,
+    event_stream_reads: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +110,18 @@ impl Metrics {
         let order_updates = Family::<UpdateLabel, Counter>::default();
         let validations = Family::<VerdictLabel, Counter>::default();
         let webhook_calls = Family::<OutcomeLabel, Counter>::default();
+        let event_streams = Gauge::default();
+        let event_stream_reads = Counter::default();
+        registry.register(
+            "event_streams",
+            "Open /events streams",
+            event_streams.clone(),
+        );
+        registry.register(
+            "event_stream_reads",
+            "Database reads for open /events streams",
+            event_stream_reads.clone(),
+        );
         registry.register(
             "validations",
             "New orders checked with the vendor's plugin before acceptance, by verdict (valid, refused, unchecked)",
@@ -162,7 +180,19 @@ impl Metrics {
             order_updates,
             validations,
             webhook_calls,
+            event_streams,
+            event_stream_reads,
         })
+    }
+
+    /// An `/events` stream opened (`1`) or closed (`-1`).
+    pub fn event_streams_changed(&self, by: i64) {
+        self.event_streams.inc_by(by);
+    }
+
+    /// An `/events` stream read the database.
+    pub fn event_stream_read(&self) {
+        self.event_stream_reads.inc();
     }
 
     /// A new order's check with the vendor's plugin ended with `verdict`.

@@ -2,49 +2,181 @@
 //!
 //! The stream sends the order's event log, then each new event as it is recorded, and ends
 //! with an `end` event once the order has settled (`active`, `failed`, `deleted` or
-//! `cancelled`: nothing is in progress). Each event's SSE `id` is its number in the log; a client that
-//! reconnects with `Last-Event-ID` gets only what came after. New events are found by
-//! reading the database (every [`POLL`]), so an update applied by any order-api instance
-//! sharing the database reaches every stream.
+//! `cancelled`: nothing is in progress). Each event's SSE `id` (and its data's `seq`) is its
+//! number in the order's own log, 1, 2, 3 ...; a client that reconnects with `Last-Event-ID`
+//! gets only what came after.
+//!
+//! What a stream costs, and its bounds:
+//! - A stream reads the database when its order has news ([`crate::store::EventFeed`]: told
+//!   after each commit on this instance, and through PostgreSQL's `LISTEN/NOTIFY` of any
+//!   instance's writes), and once every [`READ_ANYWAY`] in case news was missed. An idle
+//!   stream costs no reads.
+//! - A caller (a tenant, or the admin) has at most `--event-streams-per-tenant` streams open
+//!   on an instance, and the instance at most `--event-streams-max` in all ([`StreamSettings`]);
+//!   one more answers `429 too-many-streams`. A stream gives its place back when it closes.
+//! - A stream's token is checked again every [`TOKEN_RECHECK`] (through the 5 s token cache):
+//!   a stream ends within about 6 s of its token's revoke, as other requests start to answer
+//!   401 within 5 s.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::http::AppState;
 use crate::http::orders::OrderView;
 use crate::http::problem::{ApiError, Problem};
-use crate::store::{Order, OrderEvent, Store};
+use crate::metrics::Metrics;
+use crate::store::{Order, OrderEvent, OrderNews, Store};
 
-/// How often a stream looks for new events.
-const POLL: Duration = Duration::from_millis(250);
+/// How long a stream waits for news before it reads the database anyway (a notification
+/// lost on the way costs a delay, never an event).
+pub const READ_ANYWAY: Duration = Duration::from_secs(30);
+/// How often an open stream checks that its token is still valid.
+pub const TOKEN_RECHECK: Duration = Duration::from_secs(1);
+/// The longest `Last-Event-ID` (digits; any such number fits an `i64`).
+const MAX_EVENT_ID_DIGITS: usize = 18;
+
+/// How many event streams may be open.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamSettings {
+    /// Most `/events` streams one tenant (or the admin) may have open on this instance; one
+    /// more answers 429.
+    #[arg(long, env = "EVENT_STREAMS_PER_TENANT", default_value_t = 64)]
+    pub event_streams_per_tenant: usize,
+    /// Most `/events` streams open on this instance in all; one more answers 429.
+    #[arg(long, env = "EVENT_STREAMS_MAX", default_value_t = 1024)]
+    pub event_streams_max: usize,
+}
+
+/// The open streams, counted per caller and in all.
+pub struct StreamSlots {
+    settings: StreamSettings,
+    metrics: Arc<Metrics>,
+    open: Mutex<OpenStreams>,
+}
+
+#[derive(Default)]
+struct OpenStreams {
+    total: usize,
+    /// By tenant (`None`: the admin).
+    by_caller: HashMap<Option<String>, usize>,
+}
+
+/// A place taken by an open stream; dropping it gives it back.
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    caller: Option<String>,
+}
+
+impl StreamSlots {
+    /// No stream open yet.
+    pub fn new(settings: StreamSettings, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            metrics,
+            open: Mutex::default(),
+        })
+    }
+
+    /// A place for one more stream of `caller`, or `429 too-many-streams`.
+    fn take(self: &Arc<Self>, caller: &Caller) -> Result<StreamSlot, ApiError> {
+        let key = caller.tenant().map(str::to_string);
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the stream count was poisoned"))?;
+        let of_caller = open.by_caller.get(&key).copied().unwrap_or(0);
+        if of_caller >= self.settings.event_streams_per_tenant {
+            return Err(ApiError::TooManyStreams(format!(
+                "this tenant has {of_caller} event streams open, as many as it may \
+                 (--event-streams-per-tenant); close one first"
+            )));
+        }
+        if open.total >= self.settings.event_streams_max {
+            return Err(ApiError::TooManyStreams(
+                "this instance has as many event streams open as it may (--event-streams-max); \
+                 try again later"
+                    .into(),
+            ));
+        }
+        open.total += 1;
+        *open.by_caller.entry(key.clone()).or_default() += 1;
+        self.metrics.event_streams_changed(1);
+        Ok(StreamSlot {
+            slots: self.clone(),
+            caller: key,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.slots.open.lock() {
+            open.total = open.total.saturating_sub(1);
+            if let Some(count) = open.by_caller.get_mut(&self.caller) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    open.by_caller.remove(&self.caller);
+                }
+            }
+        }
+        self.slots.metrics.event_streams_changed(-1);
+    }
+}
+
+/// An event of the order's log as a stream sends it: with its number.
+#[derive(Serialize)]
+struct NumberedEvent<'a> {
+    seq: i64,
+    #[serde(flatten)]
+    event: &'a OrderEvent,
+}
+
+/// What woke a waiting stream.
+enum Wake {
+    /// News, or time to read anyway.
+    Read,
+    /// Time to check the token.
+    CheckToken,
+}
 
 /// Where a stream is.
 struct Follow {
     store: Store,
+    metrics: Arc<Metrics>,
     order_id: Uuid,
+    /// Whose orders the caller sees (`None`: the admin, every tenant's).
+    tenant: Option<String>,
+    /// The caller's token, checked again every [`TOKEN_RECHECK`].
+    token: String,
     /// The number of the last event sent.
     last: i64,
     ready: VecDeque<Event>,
     ended: bool,
+    news: OrderNews,
+    token_check: tokio::time::Interval,
+    _slot: StreamSlot,
 }
 
 impl Follow {
     /// Queues `events` (read after `last`) and, once `order` settled, the `end` event.
     fn take(&mut self, order: Order, events: Vec<(i64, OrderEvent)>) {
-        for (number, event) in events {
-            self.last = number;
-            let data = serde_json::to_string(&event).unwrap_or_default();
+        for (seq, event) in events {
+            self.last = seq;
+            let data =
+                serde_json::to_string(&NumberedEvent { seq, event: &event }).unwrap_or_default();
             self.ready.push_back(
                 Event::default()
-                    .id(number.to_string())
+                    .id(seq.to_string())
                     .event("order-event")
                     .data(data),
             );
@@ -58,7 +190,39 @@ impl Follow {
         }
     }
 
-    /// The next SSE event: waits for new events, and ends after the `end` event.
+    /// Reads the order's events after the last one sent.
+    async fn read(&mut self) {
+        self.news.mark_seen();
+        self.metrics.event_stream_read();
+        match self
+            .store
+            .stream_events(self.order_id, self.tenant.as_deref(), self.last)
+            .await
+        {
+            Ok(Some((order, events))) => self.take(order, events),
+            Ok(None) => self.ended = true,
+            Err(error) => {
+                // The next read may succeed (a busy or restarting database); the client
+                // keeps its stream meanwhile.
+                tracing::warn!(order_id = %self.order_id, "reading events for a stream: {error:#}");
+            }
+        }
+    }
+
+    /// Whether the stream's token still holds (a database error counts as yes: the stream
+    /// is not cut for a passing fault).
+    async fn token_holds(&self) -> bool {
+        match self.store.caller(&self.token).await {
+            Ok(caller) => caller.is_some(),
+            Err(error) => {
+                tracing::warn!(order_id = %self.order_id, "checking a stream's token: {error:#}");
+                true
+            }
+        }
+    }
+
+    /// The next SSE event: waits for news, and ends after the `end` event or when the token
+    /// no longer holds.
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
         loop {
             if let Some(event) = self.ready.pop_front() {
@@ -67,20 +231,24 @@ impl Follow {
             if self.ended {
                 return None;
             }
-            match self.store.events_since(self.order_id, self.last).await {
-                Ok(Some((order, events))) => self.take(order, events),
-                Ok(None) => {
-                    self.ended = true;
-                }
-                Err(error) => {
-                    // The next poll may succeed (a busy or restarting database); the client
-                    // keeps its stream meanwhile.
-                    tracing::warn!(order_id = %self.order_id, "reading events for a stream: {error:#}");
+            let read_anyway = tokio::time::sleep(READ_ANYWAY);
+            tokio::pin!(read_anyway);
+            loop {
+                let wake = tokio::select! {
+                    () = self.news.changed() => Wake::Read,
+                    () = &mut read_anyway => Wake::Read,
+                    _ = self.token_check.tick() => Wake::CheckToken,
+                };
+                match wake {
+                    Wake::Read => break,
+                    Wake::CheckToken if self.token_holds().await => {}
+                    Wake::CheckToken => {
+                        tracing::info!(order_id = %self.order_id, "an event stream's token was revoked; ending it");
+                        return None;
+                    }
                 }
             }
-            if self.ready.is_empty() && !self.ended {
-                tokio::time::sleep(POLL).await;
-            }
+            self.read().await;
         }
     }
 }
@@ -91,9 +259,11 @@ pub struct OrderStreamEvent {
     /// `order-event` (an event of the order's log) or `end` (the order settled).
     #[schema(example = "order-event")]
     pub event: String,
-    /// The event's number (`order-event` only): send it back as `Last-Event-ID`.
+    /// The event's number in the order's log, 1, 2, 3 ... (`order-event` only): send it
+    /// back as `Last-Event-ID`.
     pub id: Option<String>,
-    /// JSON: the log event (`{at, status, message, attempt?}`) or, for `end`, the order.
+    /// JSON: the log event (`{seq, at, status, message, attempt?}`, `seq` as in `id`) or, for
+    /// `end`, the order.
     pub data: String,
 }
 
@@ -104,13 +274,14 @@ pub struct OrderStreamEvent {
     tag = "orders",
     params(
         ("id" = String, Path, description = "The order id"),
-        ("Last-Event-ID" = Option<String>, Header,
-         description = "The id of the last event received: only later events are sent"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}$",
+         description = "The id of the last event received (its number in the order's log): only later events are sent"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `order-event` (data: an event of the order's log; id: its number), then `end` (data: the order) once it settled", content_type = "text/event-stream", body = OrderStreamEvent),
+        (status = 200, description = "Server-Sent Events: `order-event` (data: an event of the order's log; id: its number, 1, 2, 3 ...), then `end` (data: the order) once it settled. The stream also ends within seconds of its token's revoke.", content_type = "text/event-stream", body = OrderStreamEvent),
         (status = 400, description = "A malformed Last-Event-ID", content_type = "application/problem+json", body = Problem),
         (status = 404, description = "No such order (or another tenant's)", content_type = "application/problem+json", body = Problem),
+        (status = 429, description = "The tenant, or the instance, has as many event streams open as it may", content_type = "application/problem+json", body = Problem),
     ),
 )]
 pub async fn order_events(
@@ -126,29 +297,79 @@ pub async fn order_events(
         Some(value) => value
             .to_str()
             .ok()
-            .and_then(|text| text.trim().parse::<i64>().ok())
-            .filter(|number| *number >= 0)
+            .filter(|text| {
+                (1..=MAX_EVENT_ID_DIGITS).contains(&text.len())
+                    && text.bytes().all(|b| b.is_ascii_digit())
+            })
+            .and_then(|text| text.parse::<i64>().ok())
             .ok_or_else(|| {
                 ApiError::InvalidQuery(
-                    "Last-Event-ID must be the id of an event this stream sent".into(),
+                    "Last-Event-ID must be the id of an event this stream sent (digits)".into(),
                 )
             })?,
     };
-    // The first read answers 404 for an unknown order and is the stream's first batch.
-    let (order, events) = state
-        .store
-        .events_since(order_id, last)
-        .await?
-        .filter(|(order, _)| caller.may_see(&order.tenant))
-        .ok_or_else(not_found)?;
+    // The Caller extractor accepted this header: `Bearer <token>`.
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .map(|(_, token)| token.trim().to_string())
+        .ok_or_else(|| ApiError::Unauthorized("no bearer token".into()))?;
+    let slot = state.event_streams.take(&caller)?;
+    // Subscribed before the first read: news committed from here on wakes the stream.
+    let news = state.store.order_news(order_id);
+    let tenant = caller.tenant().map(str::to_string);
     let mut follow = Follow {
         store: state.store.clone(),
+        metrics: state.metrics.clone(),
         order_id,
+        tenant,
+        token,
         last,
         ready: VecDeque::new(),
         ended: false,
+        news,
+        token_check: {
+            let mut every = tokio::time::interval_at(
+                tokio::time::Instant::now() + TOKEN_RECHECK,
+                TOKEN_RECHECK,
+            );
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        },
+        _slot: slot,
     };
+    // The first read answers 404 for an unknown order (or another tenant's) and is the
+    // stream's first batch.
+    follow.news.mark_seen();
+    state.metrics.event_stream_read();
+    let (order, events) = state
+        .store
+        .stream_events(order_id, follow.tenant.as_deref(), last)
+        .await?
+        .ok_or_else(not_found)?;
     follow.take(order, events);
     let stream = futures_util::stream::unfold(follow, Follow::next);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The document says what the handler takes of `Last-Event-ID`: digits (an absent header
+    /// is allowed; a `null` is not a value of it).
+    #[test]
+    fn the_document_gives_last_event_ids_form() {
+        let document = crate::http::openapi::document();
+        let parameters = document["paths"]["/v1/orders/{id}/events"]["get"]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let last = parameters
+            .iter()
+            .find(|p| p["name"] == "Last-Event-ID")
+            .expect("a Last-Event-ID parameter");
+        assert_eq!(last["required"], false, "{last}");
+        assert_eq!(last["schema"]["type"], "string", "{last}");
+        assert_eq!(last["schema"]["pattern"], "^[0-9]{1,18}$", "{last}");
+    }
 }

@@ -1,0 +1,475 @@
+//! `/events` streams within bounds: a tenant (and the instance) has a bounded number of open
+//! streams (`429` beyond); idle streams do not read the database (a stream wakes when its
+//! order has news, on PostgreSQL also news written by another instance); a stream ends soon
+//! after its token is revoked; an order's events are numbered 1, 2, 3 ... of its own.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use provisioner_tests::{
+    OrderStore, Stack, StackOptions, TEST_TENANT, client_with_token, metric_value,
+};
+use reqwest::Client;
+use serde_json::Value;
+
+/// Long enough that an order stays `provisioning` (its stream open) for the whole test.
+const SLOW_BOOT: Duration = Duration::from_secs(120);
+
+/// An open stream: what it sent first, and the rest to read.
+struct Open {
+    first: String,
+    response: reqwest::Response,
+}
+
+/// Opens the stream of order `id` at `api` through `client`: the status, the problem of an
+/// error, the stream of a `200`. Its first chunk (the order's log so far) has been read, so
+/// the stream is open at the server when this returns.
+async fn open_stream(
+    client: &Client,
+    api: &str,
+    id: &str,
+) -> anyhow::Result<(u16, Value, Option<Open>)> {
+    let mut response = client
+        .get(format!("{api}/v1/orders/{id}/events"))
+        .send()
+        .await
+        .context("GET /events")?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let content_type = response.headers()["content-type"].to_str()?.to_string();
+        let problem: Value = response.json().await?;
+        assert_eq!(content_type, "application/problem+json", "{problem}");
+        return Ok((status, problem, None));
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+        .await
+        .context("the stream sent nothing")??
+        .context("the stream ended at once")?;
+    let first = String::from_utf8_lossy(&first).to_string();
+    Ok((status, Value::Null, Some(Open { first, response })))
+}
+
+/// Reads `stream` to its end (at most `limit`); the SSE events as `(event, id, data)`.
+async fn read_to_end(
+    stream: Open,
+    limit: Duration,
+) -> anyhow::Result<Vec<(String, Option<String>, Value)>> {
+    let Open {
+        first: mut text,
+        mut response,
+    } = stream;
+    tokio::time::timeout(limit, async {
+        while let Some(chunk) = response.chunk().await? {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .with_context(|| format!("the stream did not end in {limit:?}; so far:\n{text}"))??;
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_string();
+            } else if let Some(value) = line.strip_prefix("id:") {
+                id = Some(value.trim().to_string());
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim());
+            }
+        }
+        if !data.is_empty() {
+            events.push((name, id, serde_json::from_str(&data)?));
+        }
+    }
+    Ok(events)
+}
+
+/// `provisioner_event_stream_reads_total` now.
+async fn stream_reads(stack: &Stack) -> anyhow::Result<f64> {
+    let text = stack.metrics().await?;
+    metric_value(&text, "provisioner_event_stream_reads_total")
+        .with_context(|| format!("no provisioner_event_stream_reads_total in:\n{text}"))
+}
+
+#[tokio::test]
+async fn streams_beyond_a_tenants_bound_or_the_instances_are_refused_with_429() -> anyhow::Result<()>
+{
+    let stack = Stack::start(StackOptions {
+        boot_delay: SLOW_BOOT,
+        api_env: vec![
+            ("EVENT_STREAMS_PER_TENANT".into(), "3".into()),
+            ("EVENT_STREAMS_MAX".into(), "5".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await?;
+    let api = stack.api_url.clone();
+    let mine = stack.order_server("streamed-a-lot").await?;
+    let globex = stack.client_of_tenant("globex").await?;
+    let theirs = fixture_order(&stack, &globex, "globex-streamed").await?;
+
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (status, problem, response) = open_stream(&stack.http, &api, &mine).await?;
+        assert_eq!(status, 200, "{problem}");
+        open.push(response);
+    }
+    let (status, problem, _) = open_stream(&stack.http, &api, &mine).await?;
+    assert_eq!(status, 429, "the tenant's 4th stream: {problem}");
+    assert_eq!(problem["type"], "/problems/too-many-streams", "{problem}");
+    // Another tenant has bounds of its own, up to the instance's 5 in all.
+    for _ in 0..2 {
+        let (status, problem, response) = open_stream(&globex, &api, &theirs).await?;
+        assert_eq!(status, 200, "{problem}");
+        open.push(response);
+    }
+    let (status, problem, _) = open_stream(&globex, &api, &theirs).await?;
+    assert_eq!(status, 429, "the instance's 6th stream: {problem}");
+
+    // A stream that closes gives its place back (noticed at the latest at the next
+    // keep-alive the server writes).
+    drop(open.remove(0));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, problem, response) = open_stream(&stack.http, &api, &mine).await?;
+        if status == 200 {
+            open.push(response);
+            break;
+        }
+        assert_eq!(status, 429, "{problem}");
+        anyhow::ensure!(Instant::now() < deadline, "a closed stream kept its place");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(open);
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// POSTs a Hetzner order named `name` through `client`; its id.
+async fn fixture_order(stack: &Stack, client: &Client, name: &str) -> anyhow::Result<String> {
+    let body = provisioner_tests::fixture("hetzner").order_body(name);
+    let response = client
+        .post(format!("{}/v1/orders", stack.api_url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().as_u16() == 202, "ordering {name}");
+    let answer: Value = response.json().await?;
+    answer["id"]
+        .as_str()
+        .map(str::to_string)
+        .context("an order id")
+}
+
+#[tokio::test]
+async fn idle_streams_do_not_read_the_database() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        boot_delay: SLOW_BOOT,
+        ..StackOptions::default()
+    })
+    .await?;
+    let id = stack.order_server("watched-quietly").await?;
+    // The order sits in `provisioning` while the simulated server boots: no news.
+    stack
+        .wait_for_status(&id, "provisioning", Duration::from_secs(30))
+        .await?;
+    const STREAMS: usize = 8;
+    let mut open = Vec::new();
+    for _ in 0..STREAMS {
+        let (status, problem, response) = open_stream(&stack.http, &stack.api_url, &id).await?;
+        assert_eq!(status, 200, "{problem}");
+        open.push(response);
+    }
+    let before = stream_reads(&stack).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = stream_reads(&stack).await?;
+    // Polling every 250 ms, that would be about 12 reads a stream; a stream that waits for
+    // news reads at most once for a stray event.
+    assert!(
+        after - before <= STREAMS as f64,
+        "{STREAMS} idle streams read the database {} times in 3 s",
+        after - before
+    );
+    // News still reaches them: the cancel's events, then the end.
+    let cancel = stack
+        .http
+        .post(format!("{}/v1/orders/{id}/cancel", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(cancel.status().as_u16(), 202);
+    for response in open.into_iter().flatten() {
+        let events = read_to_end(response, Duration::from_secs(20)).await?;
+        let (name, _, end) = events.last().context("no events")?;
+        assert_eq!(name, "end", "{events:?}");
+        assert_eq!(end["status"], "cancelled", "{events:?}");
+    }
+    stack.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_on_postgres_hears_what_another_instance_writes() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions {
+        boot_delay: SLOW_BOOT,
+        store: OrderStore::Postgres,
+        ..StackOptions::default()
+    })
+    .await?;
+    let other_api = stack.start_another_api().await?;
+    let id = stack.order_server("heard-across").await?;
+    stack
+        .wait_for_status(&id, "provisioning", Duration::from_secs(30))
+        .await?;
+    let (status, problem, response) = open_stream(&stack.http, &other_api, &id).await?;
+    assert_eq!(status, 200, "{problem}");
+    let response = response.context("a stream")?;
+    // The cancel commits on the first instance; the stream on the second hears of it by
+    // NOTIFY, well before its slow safety re-read.
+    let cancel = stack
+        .http
+        .post(format!("{}/v1/orders/{id}/cancel", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(cancel.status().as_u16(), 202);
+    let events = read_to_end(response, Duration::from_secs(15)).await?;
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, _, data)| data["status"].as_str())
+        .collect();
+    assert!(statuses.contains(&"cancelling"), "{events:?}");
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("end"),
+        "{events:?}"
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// The id `order-api tokens list` shows for the token labelled `label`.
+async fn token_id(stack: &Stack, label: &str) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new(provisioner_tests::binary("debug", "order-api"))
+        .args(["tokens", "list"])
+        .env("DATABASE_URL", stack.database_url())
+        .output()
+        .await?;
+    anyhow::ensure!(output.status.success(), "tokens list failed");
+    let listing = String::from_utf8(output.stdout)?;
+    listing
+        .lines()
+        .find(|line| line.ends_with(label))
+        .and_then(|line| line.split_whitespace().next())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no token labelled {label} in:\n{listing}"))
+}
+
+#[tokio::test]
+async fn a_stream_ends_soon_after_its_token_is_revoked() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        boot_delay: SLOW_BOOT,
+        ..StackOptions::default()
+    })
+    .await?;
+    let id = stack.order_server("watched-by-a-leaver").await?;
+    let token = stack
+        .create_token(&["--tenant", TEST_TENANT, "--label", "streamer"])
+        .await?;
+    let client = client_with_token(&token)?;
+    let (status, problem, response) = open_stream(&client, &stack.api_url, &id).await?;
+    assert_eq!(status, 200, "{problem}");
+    let response = response.context("a stream")?;
+    // The token has been used and is in the instance's 5 s cache.
+    let revoke = tokio::process::Command::new(provisioner_tests::binary("debug", "order-api"))
+        .args(["tokens", "revoke", &token_id(&stack, "streamer").await?])
+        .env("DATABASE_URL", stack.database_url())
+        .output()
+        .await?;
+    assert!(revoke.status.success(), "tokens revoke failed: {revoke:?}");
+    let revoked = Instant::now();
+    let events = read_to_end(response, Duration::from_secs(10))
+        .await
+        .context("a revoked token's stream went on")?;
+    let took = revoked.elapsed();
+    assert!(
+        took <= Duration::from_secs(7),
+        "the stream ended {took:?} after the revoke"
+    );
+    assert!(
+        events.iter().all(|(name, _, _)| name != "end"),
+        "{events:?}"
+    );
+    // And it cannot be opened again.
+    let (status, problem, _) = open_stream(&client, &stack.api_url, &id).await?;
+    assert_eq!(status, 401, "{problem}");
+    stack.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_orders_events_are_numbered_from_one() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let first = stack.order_server("numbered-1").await?;
+    let second = stack.order_server("numbered-2").await?;
+    for id in [&first, &second] {
+        stack
+            .wait_for_status(id, "active", Duration::from_secs(60))
+            .await?;
+    }
+    for id in [&first, &second] {
+        let (status, problem, response) = open_stream(&stack.http, &stack.api_url, id).await?;
+        assert_eq!(status, 200, "{problem}");
+        let events = read_to_end(response.context("a stream")?, Duration::from_secs(10)).await?;
+        let log: Vec<_> = events
+            .iter()
+            .filter(|(name, _, _)| name == "order-event")
+            .collect();
+        assert!(log.len() >= 4, "{events:?}");
+        for (number, (_, id, data)) in (1..).zip(&log) {
+            assert_eq!(
+                id.as_deref(),
+                Some(number.to_string().as_str()),
+                "{events:?}"
+            );
+            assert_eq!(data["seq"], number, "{data}");
+        }
+        // Resuming after event 2 sends 3 on.
+        let resumed = stack
+            .http
+            .get(format!("{}/v1/orders/{id}/events", stack.api_url))
+            .header("last-event-id", "2")
+            .send()
+            .await?;
+        let resumed = Open {
+            first: String::new(),
+            response: resumed,
+        };
+        let resumed = read_to_end(resumed, Duration::from_secs(10)).await?;
+        assert_eq!(resumed[0].1.as_deref(), Some("3"), "{resumed:?}");
+        assert_eq!(resumed.len(), log.len() - 2 + 1, "{resumed:?}");
+    }
+    // What the API document says of Last-Event-ID is what it accepts.
+    let document: Value = stack
+        .http
+        .get(format!("{}/openapi.json", stack.api_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let parameters = document["paths"]["/v1/orders/{id}/events"]["get"]["parameters"]
+        .as_array()
+        .context("the stream's parameters")?;
+    let last_event_id = parameters
+        .iter()
+        .find(|p| p["name"] == "Last-Event-ID")
+        .context("no Last-Event-ID parameter")?;
+    assert_eq!(
+        last_event_id["schema"]["pattern"], "^[0-9]{1,18}$",
+        "{last_event_id}"
+    );
+    for refused in ["null", "-1", " ", "1234567890123456789", "1.5"] {
+        let response = stack
+            .http
+            .get(format!("{}/v1/orders/{first}/events", stack.api_url))
+            .header("last-event-id", refused)
+            .send()
+            .await?;
+        assert_eq!(response.status().as_u16(), 400, "Last-Event-ID {refused:?}");
+    }
+    stack.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_migration_numbers_existing_events_per_order() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("event-numbers-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let name = format!(
+        "provisioner_test_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let (url, mut migrator) = match OrderStore::from_env() {
+        OrderStore::Sqlite => (
+            format!("sqlite://{}?mode=rwc", dir.join("orders.db").display()),
+            sqlx::migrate!("../order-api/migrations/sqlite"),
+        ),
+        OrderStore::Postgres => (
+            provisioner_tests::create_postgres_database(&name).await?,
+            sqlx::migrate!("../order-api/migrations/postgres"),
+        ),
+    };
+    // A database as the previous release left it: one event id sequence for all orders.
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|migration| migration.version < 8)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await?;
+    migrator.run(&pool).await?;
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for order in [a, b] {
+        sqlx::query(
+            "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, \
+             ssh_keys, labels, created_at, updated_at) VALUES \
+             ($1, 'test', 'pending', 'hetzner', 'fsn1', 'cx22', 'ubuntu-24.04', 'old', '[]', \
+             '{}', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')",
+        )
+        .bind(order.to_string())
+        .execute(&pool)
+        .await?;
+    }
+    for (order, message) in [(a, "a1"), (b, "b1"), (a, "a2"), (a, "a3"), (b, "b2")] {
+        sqlx::query(
+            "INSERT INTO order_events (order_id, at, status, message) \
+             VALUES ($1, '2026-01-01T00:00:00+00:00', 'pending', $2)",
+        )
+        .bind(order.to_string())
+        .bind(message)
+        .execute(&pool)
+        .await?;
+    }
+    pool.close().await;
+
+    // The new release migrates: each order's events numbered from 1, in their old order.
+    let store = order_api::store::Store::connect(&url).await?;
+    let numbered = |found: Option<(_, Vec<(i64, order_api::store::OrderEvent)>)>| {
+        found
+            .map(|(_, events)| {
+                events
+                    .into_iter()
+                    .map(|(seq, event)| (seq, event.message))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let a_events = numbered(store.stream_events(a, None, 0).await?);
+    let b_events = numbered(store.stream_events(b, None, 0).await?);
+    assert_eq!(
+        a_events,
+        [(1, "a1".into()), (2, "a2".into()), (3, "a3".into())]
+    );
+    assert_eq!(b_events, [(1, "b1".into()), (2, "b2".into())]);
+    // A new event takes the next number of its own order.
+    let cancel = order_api::store::OutboxMessage {
+        message_id: uuid::Uuid::new_v4(),
+        order_id: b,
+        routing_key: "provision.hetzner".into(),
+        body: b"{}".to_vec(),
+        traceparent: None,
+        attempts: 0,
+    };
+    assert!(store.request_cancel(b, &cancel).await?);
+    let after = numbered(store.stream_events(b, None, 2).await?);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].0, 3, "{after:?}");
+    drop(store);
+    if OrderStore::from_env() == OrderStore::Postgres {
+        provisioner_tests::drop_postgres_database(&name).await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
