@@ -82,9 +82,15 @@ pub struct ApiConfig {
     /// Address the HTTP API listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: String,
+    /// Bounds on the HTTP connections.
+    #[command(flatten)]
+    pub http_limits: crate::http::server::HttpLimits,
     /// The orders database.
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// Bounds on the `/events` streams.
+    #[command(flatten)]
+    pub event_streams: crate::http::events::StreamSettings,
     /// The broker.
     #[command(flatten)]
     pub amqp: AmqpArgs,
@@ -120,6 +126,13 @@ pub struct ApiConfig {
     /// Seconds a webhook receiver has to answer.
     #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
     pub webhook_timeout_secs: u64,
+    /// Webhook calls in progress at once (per order-api instance).
+    #[arg(long, env = "WEBHOOK_MAX_CONCURRENT", default_value_t = 64)]
+    pub webhook_max_concurrent: usize,
+    /// Webhook calls in progress at once for one tenant (per instance): a tenant whose
+    /// receiver is slow fills this share only, the other slots stay for other tenants.
+    #[arg(long, env = "WEBHOOK_MAX_CONCURRENT_PER_TENANT", default_value_t = 8)]
+    pub webhook_max_concurrent_per_tenant: usize,
     /// What happens to orphans: `report` records them (`GET /v1/orphans`, a warning in the
     /// log); `delete` also has a host delete them.
     #[arg(long, env = "ORPHAN_ACTION", value_enum, default_value_t = OrphanAction::Report)]

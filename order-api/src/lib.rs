@@ -17,7 +17,7 @@
 //! - [`sweep`]: the orphan sweep: asks hosts to list the servers carrying our key and
 //!   sends the deletes of those no order owns (`--orphan-action delete`).
 //! - [`validation`]: asks a host to check an order with the vendor's plugin before it is
-//!   accepted (direct reply-to), accepting it unchecked when no host can answer.
+//!   accepted (replies on a queue of the session's own), accepting it unchecked when no host can answer.
 //! - [`webhooks`]: calls an order's webhook URL when it settles (signed, retried).
 //! - [`broker`]: the session supervisor that (re)connects and runs relay, consumer and
 //!   sweeper.
@@ -98,12 +98,18 @@ pub async fn serve(
             max_attempts: config.webhook_max_attempts.max(1),
             timeout: std::time::Duration::from_secs(config.webhook_timeout_secs.max(1)),
             allow_private: config.webhook_allow_private_addresses,
+            max_concurrent: config.webhook_max_concurrent.max(1),
+            max_per_tenant: config.webhook_max_concurrent_per_tenant.max(1),
         },
         metrics.clone(),
         webhook_wakeup.clone(),
         shutdown.clone(),
     ));
     let state = http::AppState {
+        event_streams: http::events::StreamSlots::new(
+            config.event_streams.clone(),
+            metrics.clone(),
+        ),
         webhook_allow_private: config.webhook_allow_private_addresses,
         validator,
         validate_timeout: (config.validate_timeout_ms > 0)
@@ -114,11 +120,14 @@ pub async fn serve(
         sweep_now,
         metrics,
     };
-    let http_shutdown = shutdown.clone();
-    axum::serve(listener, http::app(state))
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await
-        .context("serving HTTP")?;
+    http::server::serve(
+        listener,
+        http::app(state),
+        &config.http_limits,
+        shutdown.clone(),
+    )
+    .await
+    .context("serving HTTP")?;
     shutdown.cancel();
     supervisor.await.context("joining the broker supervisor")?;
     watchdog.await.context("joining the watchdog")?;

@@ -12,8 +12,8 @@
 //! On PostgreSQL several order-api instances share the database. What keeps them from double
 //! effects: every state change is a compare-and-set on the order row; the relay claims the
 //! outbox rows it publishes ([`Store::due_outbox`]); an order's events are written under its
-//! row lock, so they commit in the order of their ids and a live stream that reads "events
-//! after n" misses none; transactions that touch several orders take them in id order, so two
+//! row lock, so they are numbered 1, 2, 3 ... and commit in that order, and a live stream that
+//! reads "events after n" misses none (it is woken by [`EventFeed`]); transactions that touch several orders take them in id order, so two
 //! instances never deadlock on each other.
 
 use std::time::Duration;
@@ -31,11 +31,13 @@ use uuid::Uuid;
 use crate::lifecycle::{self, OrderStatus, Transition};
 
 mod db;
+mod events;
 mod orphans;
 mod tokens;
 mod webhooks;
 pub use db::Backend;
 use db::{DbTime, optional_time, parameters, time, value_rows};
+pub use events::{EventFeed, OrderNews};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use tokens::{NewToken, TokenInfo};
 pub use webhooks::WebhookDelivery;
@@ -53,6 +55,8 @@ pub struct Store {
     new_orders: tokio::sync::mpsc::Sender<NewOrder>,
     /// API tokens looked up lately.
     known_tokens: tokens::TokenCache,
+    /// Wakes live event streams when their order has news.
+    feed: events::EventFeed,
 }
 
 /// How long the relay's claim on outbox messages lasts (PostgreSQL): a relay that dies
@@ -240,6 +244,7 @@ impl Store {
             writer: writes,
             new_orders,
             known_tokens: tokens::TokenCache::default(),
+            feed: events::EventFeed::new(backend, url),
         })
     }
 
@@ -303,16 +308,23 @@ impl Store {
         id: Uuid,
         after: i64,
     ) -> anyhow::Result<Option<(Order, Vec<(i64, OrderEvent)>)>> {
-        let row = sqlx::query("SELECT * FROM orders WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .context("reading an order")?;
-        let Some(row) = row else { return Ok(None) };
-        let order = order_from_row(&row)?;
+        self.order_and_events_after(id, after, None).await
+    }
+
+    /// The order `id` names (if it belongs to `tenant`, when one is given) with its events
+    /// after event `after`.
+    async fn order_and_events_after(
+        &self,
+        id: Uuid,
+        after: i64,
+        tenant: Option<&str>,
+    ) -> anyhow::Result<Option<(Order, Vec<(i64, OrderEvent)>)>> {
+        let Some(order) = self.find_order(id, tenant).await? else {
+            return Ok(None);
+        };
         let rows = sqlx::query(
-            "SELECT id, at, status, message, attempt FROM order_events \
-             WHERE order_id = $1 AND id > $2 ORDER BY id",
+            "SELECT seq, at, status, message, attempt FROM order_events \
+             WHERE order_id = $1 AND seq > $2 ORDER BY seq",
         )
         .bind(id.to_string())
         .bind(after)
@@ -323,7 +335,7 @@ impl Store {
             .iter()
             .map(|row| {
                 Ok((
-                    row.try_get("id")?,
+                    row.try_get("seq")?,
                     OrderEvent {
                         at: time(row, "at")?,
                         status: parse_status(row.try_get("status")?)?,
@@ -338,9 +350,36 @@ impl Store {
 
     /// One order with its event log.
     pub async fn order(&self, id: Uuid) -> anyhow::Result<Option<(Order, Vec<OrderEvent>)>> {
-        let found = self.events_since(id, 0).await?;
+        self.order_of(id, None).await
+    }
+
+    /// One order with its event log if it belongs to `tenant` (any tenant's with `None`).
+    /// The tenant is part of the first query, so another tenant's order costs exactly what
+    /// an id that does not exist costs: one indexed lookup that finds nothing.
+    pub async fn order_of(
+        &self,
+        id: Uuid,
+        tenant: Option<&str>,
+    ) -> anyhow::Result<Option<(Order, Vec<OrderEvent>)>> {
+        let found = self.order_and_events_after(id, 0, tenant).await?;
         Ok(found
             .map(|(order, events)| (order, events.into_iter().map(|(_, event)| event).collect())))
+    }
+
+    /// The order `id` names, if it exists (and belongs to `tenant`, when one is given).
+    async fn find_order(&self, id: Uuid, tenant: Option<&str>) -> anyhow::Result<Option<Order>> {
+        let row = match tenant {
+            None => sqlx::query("SELECT * FROM orders WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool),
+            Some(tenant) => sqlx::query("SELECT * FROM orders WHERE id = $1 AND tenant = $2")
+                .bind(id.to_string())
+                .bind(tenant.to_string())
+                .fetch_optional(&self.pool),
+        }
+        .await
+        .context("reading an order")?;
+        row.as_ref().map(order_from_row).transpose()
     }
 
     /// Orders newest first, filtered, one page at a time.
@@ -423,6 +462,7 @@ impl Store {
             applied[index] = apply_in(&mut tx, updates[index]).await?;
         }
         tx.commit().await.context("committing the updates")?;
+        self.events_committed(updates.iter().map(|update| update.order_id));
         Ok(applied)
     }
 
@@ -497,6 +537,7 @@ impl Store {
         tx.commit()
             .await
             .with_context(|| format!("committing the move to {}", step.target))?;
+        self.events_committed([order_id]);
         Ok(true)
     }
 
@@ -560,6 +601,7 @@ impl Store {
         tx.commit()
             .await
             .context("committing the re-sent request")?;
+        self.events_committed([order.id]);
         Ok(true)
     }
 
@@ -657,6 +699,7 @@ impl Store {
             }
         }
         tx.commit().await.context("committing published messages")?;
+        self.events_committed(messages.iter().map(|message| message.order_id));
         Ok(())
     }
 
@@ -709,8 +752,9 @@ impl Store {
             // The event carries the order's status as it is (pending for a create, deleting
             // for a delete).
             sqlx::query(
-                "INSERT INTO order_events (order_id, at, status, message, attempt) \
-                 SELECT id, $1, status, $2, NULL FROM orders WHERE id = $3",
+                "INSERT INTO order_events (order_id, seq, at, status, message, attempt) \
+                 SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_events \
+                 WHERE order_id = orders.id), $1, status, $2, NULL FROM orders WHERE id = $3",
             )
             .bind(DbTime(now))
             .bind(format!(
@@ -723,6 +767,9 @@ impl Store {
             .context("recording a publish failure")?;
         }
         tx.commit().await.context("committing the retry")?;
+        if message.attempts == 0 {
+            self.events_committed([message.order_id]);
+        }
         Ok(())
     }
 
@@ -870,8 +917,8 @@ async fn compare_and_set(
 
 /// Takes the order's row lock for the rest of the transaction, on PostgreSQL (SQLite has one
 /// writer at a time: nothing to lock). Whatever writes an order's events holds it, so one
-/// order's events commit in the order of their ids: a live stream reading "events after n"
-/// cannot see n + 1 before n. Every transaction that changes an order takes it first, before
+/// order's events take their numbers one after another and commit in that order: a live
+/// stream reading "events after n" cannot see n + 1 before n. Every transaction that changes an order takes it first, before
 /// anything else it locks, so the lock order is the same everywhere (order row, then its
 /// outbox and webhook rows) and two instances never deadlock on an order.
 async fn lock_order(
@@ -899,14 +946,18 @@ async fn insert_event(
     order_id: Uuid,
     event: &OrderEvent,
 ) -> anyhow::Result<()> {
+    // Its number is one more than the order's last event's (safe under the order's lock).
     sqlx::query(
-        "INSERT INTO order_events (order_id, at, status, message, attempt) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO order_events (order_id, seq, at, status, message, attempt) VALUES ($1, \
+         (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_events WHERE order_id = $6), \
+         $2, $3, $4, $5)",
     )
     .bind(order_id.to_string())
     .bind(DbTime(event.at))
     .bind(event.status.as_str())
     .bind(&event.message)
     .bind(event.attempt.map(i64::from))
+    .bind(order_id.to_string())
     .execute(&mut **tx)
     .await
     .context("recording an order event")?;
@@ -1191,14 +1242,15 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         .await
         .context("inserting the orders")?;
     let sql = format!(
-        "INSERT INTO order_events (order_id, at, status, message) VALUES {}",
-        value_rows(4, new.len())
+        "INSERT INTO order_events (order_id, seq, at, status, message) VALUES {}",
+        value_rows(5, new.len())
     );
     let mut statement = sqlx::query(&sql);
     for NewOrder { order, .. } in &new {
         let event = accepted_event(order);
         statement = statement
             .bind(order.id.to_string())
+            .bind(1_i64) // its first event
             .bind(DbTime(event.at))
             .bind(event.status.as_str())
             .bind(event.message);

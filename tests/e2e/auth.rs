@@ -7,6 +7,7 @@ use std::time::Duration;
 use provisioner_tests::{Stack, StackOptions, TEST_TENANT, client_with_token, fixture};
 use reqwest::{Client, Method};
 use serde_json::Value;
+use sqlx::Connection as _;
 
 /// Sends `method path` (with a JSON `body` when given) through `client`; status and answer.
 async fn call(
@@ -277,6 +278,62 @@ async fn a_tenant_never_reaches_another_tenants_orders() -> anyhow::Result<()> {
         let (status, _, answer) = call(&admin, &stack, method.clone(), path, None).await?;
         assert!(status == 200 || status == 202, "{method} {path}: {answer}");
     }
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// Another tenant's order is refused by the first query, before anything else of it is read:
+/// with the event log made unreadable, the owner's read fails (so the log is read for a
+/// visible order) while the other tenant still gets the plain 404 of an unknown id, at
+/// every endpoint that names an order. (Reading first and checking after made another
+/// tenant's order measurably slower to refuse than an id that does not exist.)
+#[tokio::test]
+async fn another_tenants_order_is_refused_before_it_is_read() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        api_env: vec![("VALIDATE_TIMEOUT_MS".into(), "0".into())],
+        ..StackOptions::default()
+    })
+    .await?;
+    let other = stack.client_of_tenant("globex").await?;
+    let id = stack.order_server("private").await?;
+    // Settled first, so that nothing writes events while their table is away.
+    stack
+        .wait_for_status(&id, "active", Duration::from_secs(30))
+        .await?;
+
+    sqlx::any::install_default_drivers();
+    let mut database = sqlx::AnyConnection::connect(&stack.database_url()).await?;
+    sqlx::query("ALTER TABLE order_events RENAME TO order_events_hidden")
+        .execute(&mut database)
+        .await?;
+    let (owner_status, _, _) = call(
+        &stack.http,
+        &stack,
+        Method::GET,
+        &format!("/v1/orders/{id}"),
+        None,
+    )
+    .await?;
+    assert_eq!(owner_status, 500, "the owner's read needs the event log");
+    for (method, path_of) in [
+        (Method::GET, "/v1/orders/{}"),
+        (Method::GET, "/v1/orders/{}/events"),
+        (Method::POST, "/v1/orders/{}/cancel"),
+        (Method::DELETE, "/v1/orders/{}"),
+    ] {
+        let (status, _, answer) = call(
+            &other,
+            &stack,
+            method.clone(),
+            &path_of.replace("{}", &id),
+            None,
+        )
+        .await?;
+        assert_eq!(status, 404, "{method} {path_of}: {answer}");
+    }
+    sqlx::query("ALTER TABLE order_events_hidden RENAME TO order_events")
+        .execute(&mut database)
+        .await?;
     stack.cleanup().await;
     Ok(())
 }

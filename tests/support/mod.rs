@@ -86,10 +86,11 @@ pub struct VendorFixture {
 }
 
 impl VendorFixture {
-    /// The host environment variable the manifest names for the secret.
+    /// The host environment variable the manifest names for the secret (a plugin may read
+    /// only its own `PLUGIN_SECRET_<VENDOR>_` variables).
     pub fn secret_variable(&self) -> String {
         format!(
-            "{}_{}",
+            "PLUGIN_SECRET_{}_{}",
             self.vendor.to_uppercase(),
             self.secret.0.to_uppercase()
         )
@@ -168,8 +169,16 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// A built binary of the workspace in `profile` (`debug` or `release`); fails with what to
-/// run when it is missing.
+/// run when it is missing. `TEST_BINARY_<NAME>` (e.g. `TEST_BINARY_ORDER_API`) runs another
+/// build instead, such as an earlier commit's, to see a test fail before its fix.
 pub fn binary(profile: &str, name: &str) -> PathBuf {
+    let variable = format!(
+        "TEST_BINARY_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    );
+    if let Some(path) = std::env::var_os(&variable) {
+        return PathBuf::from(path);
+    }
     let path = target_dir().join(profile).join(name);
     let flag = if profile == "release" {
         " --release"
@@ -396,6 +405,9 @@ pub struct StackOptions {
     pub exclusive_broker: bool,
     /// The orders database (default: [`OrderStore::from_env`]).
     pub store: OrderStore,
+    /// The AMQP name prefix (default: a new `test-<id>.` per stack), for a test that must
+    /// know it before the stack starts (broker users whose permissions name it).
+    pub amqp_prefix: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -412,6 +424,7 @@ impl Default for StackOptions {
             hosts: 1,
             exclusive_broker: false,
             store: OrderStore::from_env(),
+            amqp_prefix: None,
         }
     }
 }
@@ -528,7 +541,10 @@ impl Stack {
         let broker = require_rabbitmq().await;
         let _ = broker.close(200, "checked".into()).await;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let prefix = format!("test-{}.", &id[..12]);
+        let prefix = options
+            .amqp_prefix
+            .clone()
+            .unwrap_or_else(|| format!("test-{}.", &id[..12]));
         let dir = target_dir()
             .join("test-runs")
             .join(&prefix[..prefix.len() - 1]);

@@ -1,5 +1,5 @@
 //! The HTTP API (axum). [`app`] builds the router from the shared state, apart from any
-//! socket, so tests and `main` serve the same thing.
+//! socket, so tests and `main` serve the same thing; [`server`] serves it within bounds.
 
 pub mod events;
 pub mod health;
@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod orders;
 pub mod orphans;
 pub mod problem;
+pub mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub validate_timeout: Option<std::time::Duration>,
     /// Whether webhook URLs may point to private, loopback or link-local addresses.
     pub webhook_allow_private: bool,
+    /// The open `/events` streams, within their bounds.
+    pub event_streams: Arc<events::StreamSlots>,
 }
 
 /// The order API's router.

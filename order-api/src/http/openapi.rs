@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -95,14 +96,88 @@ impl Modify for BearerTokens {
     }
 }
 
+/// The pattern of an `Idempotency-Key`: 1 to 255 visible ASCII characters.
+const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+/// The pattern of an `ssh_keys` entry: an OpenSSH public key line of a type the API knows
+/// (the key itself must also decode: a 422 says when it does not).
+const SSH_KEY_PATTERN: &str = "^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|\
+                               ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\\.com|\
+                               sk-ecdsa-sha2-nistp256@openssh\\.com) [A-Za-z0-9+/]+={0,2}( [^\\r\\n]*)?$";
+
+/// The API's OpenAPI document with the constraints utoipa's annotations cannot carry: the
+/// lengths of each `ssh_keys` entry and of label keys and values, the `Idempotency-Key`
+/// pattern, and the links from a new order to what can be done with it (so stateful clients
+/// and testers reach an order's `GET`, `DELETE`, `cancel` and `events`).
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let create = &mut doc["components"]["schemas"]["CreateOrder"]["properties"];
+    create["ssh_keys"]["items"] = json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": orders::MAX_SSH_KEY_LEN,
+        "pattern": SSH_KEY_PATTERN,
+    });
+    create["labels"]["propertyNames"] = json!({
+        "minLength": 1,
+        "maxLength": orders::MAX_LABEL_LEN,
+        "pattern": "^[^\\t\\n\\f\\r ]([\\s\\S]*[^\\t\\n\\f\\r ])?$",
+    });
+    create["labels"]["maxProperties"] = json!(orders::MAX_LABELS);
+    create["labels"]["additionalProperties"] = json!({
+        "type": "string",
+        "maxLength": orders::MAX_LABEL_LEN,
+    });
+    let post = &mut doc["paths"]["/v1/orders"]["post"];
+    if let Some(parameters) = post["parameters"].as_array_mut() {
+        for parameter in parameters {
+            if parameter["name"] == "Idempotency-Key" {
+                parameter["schema"] = json!({
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": IDEMPOTENCY_KEY_PATTERN,
+                });
+            }
+        }
+    }
+    let links = json!({
+        "GetOrder": {
+            "operationId": "get_order",
+            "parameters": { "id": "$response.body#/id" },
+            "description": "The order, with its event log",
+        },
+        "CancelOrder": {
+            "operationId": "cancel_order",
+            "parameters": { "id": "$response.body#/id" },
+            "description": "Cancel the order on its way",
+        },
+        "DeleteOrder": {
+            "operationId": "delete_order",
+            "parameters": { "id": "$response.body#/id" },
+            "description": "Delete the order's server once it is active",
+        },
+        "OrderEvents": {
+            "operationId": "order_events",
+            "parameters": { "id": "$response.body#/id" },
+            "description": "Follow the order's events (Server-Sent Events)",
+        },
+    });
+    for status in ["200", "202"] {
+        if post["responses"][status].is_object() {
+            post["responses"][status]["links"] = links.clone();
+        }
+    }
+    doc
+}
+
 /// `GET /openapi.json`.
 pub async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+    Json(document())
 }
 
 /// `GET /docs`: the API reference page.
 pub async fn docs() -> impl IntoResponse {
-    let page = utoipa_scalar::Scalar::new(ApiDoc::openapi()).to_html();
+    let page = utoipa_scalar::Scalar::new(document()).to_html();
     ([(header::CACHE_CONTROL, "no-cache")], Html(page))
 }
 

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::http::AppState;
-use crate::http::problem::{ApiError, FieldError, Problem};
+use crate::http::problem::{ApiError, FieldError, Problem, excerpt};
 use crate::lifecycle::OrderStatus;
 use crate::store::{
     IdempotencyKey, Inserted, Order, OrderEvent, OrderQuery, OutboxMessage, Vendor,
@@ -32,42 +32,81 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Longest accepted value of `name`, `region`, `size`, `image`, `vendor`.
-const MAX_FIELD_LEN: usize = 255;
+pub const MAX_FIELD_LEN: usize = 255;
 /// Longest accepted cloud-init user data (the common vendor limit).
-const MAX_USER_DATA: usize = 32 * 1024;
+pub const MAX_USER_DATA: usize = 32 * 1024;
 /// Most labels per order.
-const MAX_LABELS: usize = 64;
+pub const MAX_LABELS: usize = 64;
+/// Longest label key and value: the strictest of the vendors' own limits (Hetzner's and
+/// Google Cloud's 63), so a label that passes here passes at every vendor.
+pub const MAX_LABEL_LEN: usize = 63;
 /// Most SSH keys per order.
-const MAX_SSH_KEYS: usize = 32;
+pub const MAX_SSH_KEYS: usize = 32;
+/// Longest accepted SSH public key line (an RSA-16384 key is under 3 KiB).
+pub const MAX_SSH_KEY_LEN: usize = 16 * 1024;
+/// Most bytes all of an order's strings may add up to (the URL, user data, keys, labels,
+/// names): bounds what one order costs to store, list and send to a host.
+pub const MAX_ORDER_BYTES: usize = 64 * 1024;
+
+/// Most bytes of orders one `GET /v1/orders` page carries (the page ends early, with a
+/// `next_cursor`, rather than pass it).
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// `POST /v1/orders` body.
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     /// A vendor some host serves (`GET /v1/vendors`).
-    #[schema(min_length = 1, max_length = 255, example = "hetzner")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\t\n\f\r ]([\s\S]*[^\t\n\f\r ])?$",
+        example = "hetzner"
+    )]
     vendor: String,
     /// The vendor's region or location code.
-    #[schema(min_length = 1, max_length = 255, example = "fsn1")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\t\n\f\r ]([\s\S]*[^\t\n\f\r ])?$",
+        example = "fsn1"
+    )]
     region: String,
     /// The vendor's server type.
-    #[schema(min_length = 1, max_length = 255, example = "cx22")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\t\n\f\r ]([\s\S]*[^\t\n\f\r ])?$",
+        example = "cx22"
+    )]
     size: String,
     /// The vendor's image name.
-    #[schema(min_length = 1, max_length = 255, example = "ubuntu-24.04")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\t\n\f\r ]([\s\S]*[^\t\n\f\r ])?$",
+        example = "ubuntu-24.04"
+    )]
     image: String,
     /// The server's name at the vendor.
-    #[schema(min_length = 1, max_length = 255, example = "web-1")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\t\n\f\r ]([\s\S]*[^\t\n\f\r ])?$",
+        example = "web-1"
+    )]
     name: String,
-    /// Public SSH keys or the vendor's stored key names (at most 32).
+    /// OpenSSH public keys (`<type> <base64> [comment]`, as in `authorized_keys`), at most
+    /// 32 of at most 16 KiB each; each reaches the server at every vendor.
     #[serde(default)]
-    #[schema(max_items = 32)]
+    #[schema(max_items = 32, example = json!(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop"]))]
     ssh_keys: Vec<String>,
-    /// Cloud-init user data (at most 32 KiB).
+    /// Cloud-init user data, raw text (at most 32 KiB).
     #[serde(default)]
     #[schema(max_length = 32768)]
     user_data: Option<String>,
-    /// Labels for the server (at most 64).
+    /// Labels for the server: at most 64, keys and values of 1 to 63 bytes (keys) and at
+    /// most 63 bytes (values).
     #[serde(default)]
     labels: BTreeMap<String, String>,
     /// An `http://` or `https://` URL called (signed, retried) when the order settles:
@@ -95,11 +134,12 @@ impl CreateOrder {
             ("image", &self.image),
             ("name", &self.name),
         ] {
-            if value.trim().is_empty() {
+            // ASCII white space only, exactly as the document's pattern says.
+            if value.trim_ascii().is_empty() {
                 reject(field, "must not be empty".into());
-            } else if value.len() > MAX_FIELD_LEN {
+            } else if value.chars().count() > MAX_FIELD_LEN {
                 reject(field, format!("must be at most {MAX_FIELD_LEN} characters"));
-            } else if value.trim() != value {
+            } else if value.trim_ascii() != value {
                 reject(field, "must not start or end with white space".into());
             }
         }
@@ -116,14 +156,41 @@ impl CreateOrder {
         if self.labels.len() > MAX_LABELS {
             reject("labels", format!("at most {MAX_LABELS} labels"));
         }
-        if self.labels.keys().any(|k| k.trim().is_empty()) {
-            reject("labels", "label keys must not be empty".into());
+        for (key, value) in &self.labels {
+            let field = format!("labels.{}", excerpt(key));
+            if key.trim_ascii() != key || key.is_empty() {
+                reject(
+                    "labels",
+                    "label keys must not be empty or start or end with white space".into(),
+                );
+            } else if key.len() > MAX_LABEL_LEN {
+                reject(
+                    &field,
+                    format!("label keys must be at most {MAX_LABEL_LEN} bytes"),
+                );
+            } else if value.len() > MAX_LABEL_LEN {
+                reject(
+                    &field,
+                    format!("label values must be at most {MAX_LABEL_LEN} bytes"),
+                );
+            }
         }
         if self.ssh_keys.len() > MAX_SSH_KEYS {
             reject("ssh_keys", format!("at most {MAX_SSH_KEYS} keys"));
         }
-        if self.ssh_keys.iter().any(|k| k.trim().is_empty()) {
-            reject("ssh_keys", "keys must not be empty".into());
+        for (index, key) in self.ssh_keys.iter().enumerate() {
+            if let Err(message) = check_ssh_key(key) {
+                reject(&format!("ssh_keys[{index}]"), message);
+            }
+        }
+        let total = self.string_bytes();
+        if total > MAX_ORDER_BYTES {
+            reject(
+                "(order)",
+                format!(
+                    "the order's strings add up to {total} bytes; at most {MAX_ORDER_BYTES} are accepted"
+                ),
+            );
         }
         if let Some(url) = &self.webhook_url
             && let Err(message) = crate::webhooks::check_url(url, allow_private)
@@ -136,6 +203,52 @@ impl CreateOrder {
             Err(ApiError::Validation(errors))
         }
     }
+}
+
+impl CreateOrder {
+    /// The bytes of every string the order carries.
+    fn string_bytes(&self) -> usize {
+        [
+            &self.vendor,
+            &self.region,
+            &self.size,
+            &self.image,
+            &self.name,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+            + self.ssh_keys.iter().map(String::len).sum::<usize>()
+            + self.user_data.as_ref().map_or(0, String::len)
+            + self
+                .labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + self.webhook_url.as_ref().map_or(0, String::len)
+    }
+}
+
+/// Checks one `ssh_keys` entry: an OpenSSH public key line (`<type> <base64> [comment]`) of
+/// at most [`MAX_SSH_KEY_LEN`] bytes. Vendors' names or ids of stored keys are not accepted:
+/// every plugin registers the public key itself, so an order means the same at every vendor.
+fn check_ssh_key(line: &str) -> Result<(), String> {
+    if line.len() > MAX_SSH_KEY_LEN {
+        return Err(format!(
+            "must be at most {MAX_SSH_KEY_LEN} bytes (a public key is far shorter)"
+        ));
+    }
+    if line.contains(['\n', '\r']) {
+        return Err("must be one line: one public key per entry".into());
+    }
+    ssh_key::PublicKey::from_openssh(line.trim())
+        .map(|_| ())
+        .map_err(|error| {
+            format!(
+                "is not an OpenSSH public key such as 'ssh-ed25519 AAAAC3Nza... user@host' \
+                 ({error}); give the public key itself, not a vendor's key name"
+            )
+        })
 }
 
 /// An order as the API shows it.
@@ -418,11 +531,12 @@ async fn visible_order(
 ) -> Result<(Order, Vec<OrderEvent>), ApiError> {
     let not_found = || ApiError::NotFound(format!("no order with id '{id}'"));
     let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
+    // The tenant is in the query itself: another tenant's order is not read at all, so it
+    // answers exactly as fast as an id that does not exist.
     state
         .store
-        .order(uuid)
+        .order_of(uuid, caller.tenant())
         .await?
-        .filter(|(order, _)| caller.may_see(&order.tenant))
         .ok_or_else(not_found)
 }
 
@@ -596,10 +710,12 @@ pub struct ListQuery {
     /// Only orders created before this time (RFC 3339).
     #[param(format = DateTime)]
     created_before: Option<String>,
-    /// Orders per page, 1 to 200 (default 50).
+    /// Orders per page, 1 to 200 (default 50). A page also ends before its orders pass
+    /// 1 MiB of JSON (then with a `next_cursor`).
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
-    /// The `next_cursor` of the page before.
+    /// The `next_cursor` of the page before (an order id).
+    #[param(format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     cursor: Option<String>,
 }
 
@@ -611,7 +727,8 @@ fn query_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, 
                 .map(|time| time.with_timezone(&Utc))
                 .map_err(|_| {
                     ApiError::InvalidQuery(format!(
-                        "{name} must be an RFC 3339 time such as 2026-11-26T07:00:00Z, not '{text}'"
+                        "{name} must be an RFC 3339 time such as 2026-11-26T07:00:00Z, not '{}'",
+                        excerpt(text)
                     ))
                 })
         })
@@ -638,18 +755,7 @@ pub async fn list_orders(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let Query(query) = query?;
-    let tenant = match (caller.tenant(), query.tenant) {
-        (None, asked) => asked,
-        (Some(own), None) => Some(own.to_string()),
-        (Some(own), Some(asked)) if asked == own => Some(asked),
-        // Another tenant's orders: none that this token may see.
-        (Some(_), Some(_)) => {
-            return Ok(Json(OrderPage {
-                orders: Vec::new(),
-                next_cursor: None,
-            }));
-        }
-    };
+    // Every parameter is checked first, also when the answer is an empty page.
     let status = query
         .status
         .as_deref()
@@ -670,6 +776,18 @@ pub async fn list_orders(
         .map_err(|_| ApiError::InvalidQuery("cursor is not one this API gave out".into()))?;
     let created_after = query_time("created_after", query.created_after.as_deref())?;
     let created_before = query_time("created_before", query.created_before.as_deref())?;
+    let tenant = match (caller.tenant(), query.tenant) {
+        (None, asked) => asked,
+        (Some(own), None) => Some(own.to_string()),
+        (Some(own), Some(asked)) if asked == own => Some(asked),
+        // Another tenant's orders: none that this token may see.
+        (Some(_), Some(_)) => {
+            return Ok(Json(OrderPage {
+                orders: Vec::new(),
+                next_cursor: None,
+            }));
+        }
+    };
     let mut orders = state
         .store
         .orders(&OrderQuery {
@@ -682,21 +800,27 @@ pub async fn list_orders(
             limit: limit + 1,
         })
         .await?;
-    let next_cursor = if orders.len() > limit as usize {
-        orders.truncate(limit as usize);
-        orders.last().map(|o| o.id.to_string())
-    } else {
-        None
-    };
-    let orders: Vec<OrderView> = orders
-        .into_iter()
-        .map(|order| OrderView {
-            order,
-            events: None,
-        })
-        .collect();
+    let more = orders.len() > limit as usize;
+    orders.truncate(limit as usize);
+    let fetched = orders.len();
+    // A page also ends before it would pass MAX_PAGE_BYTES (always at least one order), so
+    // large orders make shorter pages, never larger answers.
+    let mut page = Vec::with_capacity(fetched);
+    let mut bytes = 0;
+    for order in orders {
+        let view = OrderView::without_events(order);
+        let size = serde_json::to_vec(&view).map_or(0, |json| json.len() + 1);
+        if !page.is_empty() && bytes + size > MAX_PAGE_BYTES {
+            break;
+        }
+        bytes += size;
+        page.push(view);
+    }
+    let next_cursor = (more || page.len() < fetched)
+        .then(|| page.last().map(|view| view.order.id.to_string()))
+        .flatten();
     Ok(Json(OrderPage {
-        orders,
+        orders: page,
         next_cursor,
     }))
 }

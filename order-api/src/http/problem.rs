@@ -8,6 +8,25 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+/// How many characters of a value a problem may echo.
+pub const ECHO_CHARS: usize = 64;
+/// How many characters a problem's `detail` (or a field error's message) may have.
+pub const MAX_DETAIL_CHARS: usize = 1024;
+
+/// `value` as a problem may echo it: whole when short, else its first [`ECHO_CHARS`]
+/// characters and how long it was. A problem never sends back what a client sent in bulk.
+pub fn excerpt(value: &str) -> String {
+    shorten(value, ECHO_CHARS)
+}
+
+/// `text` cut to `max` characters, saying how many bytes it had when it is cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
+    }
+}
+
 /// A field that failed validation.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
@@ -59,7 +78,7 @@ pub enum ApiError {
     #[error("{} field(s) failed validation", .0.len())]
     Validation(Vec<FieldError>),
     /// 422 `unknown-vendor`: no host serves this vendor.
-    #[error("no provisioner host serves vendor '{vendor}'")]
+    #[error("no provisioner host serves vendor '{}'", excerpt(vendor))]
     UnknownVendor {
         /// The vendor asked for.
         vendor: String,
@@ -67,7 +86,11 @@ pub enum ApiError {
         known: Vec<String>,
     },
     /// 422 `refused-by-vendor`: the vendor's plugin refuses the server (its `validate`).
-    #[error("the {vendor} plugin refuses this server: {message}")]
+    #[error(
+        "the {} plugin refuses this server: {}",
+        excerpt(vendor),
+        shorten(message, 512)
+    )]
     RefusedByVendor {
         /// The vendor.
         vendor: String,
@@ -85,8 +108,8 @@ pub enum ApiError {
     InvalidIdempotencyKey(String),
     /// 422 `idempotency-key-reused`: the key made an order from a different request.
     #[error(
-        "Idempotency-Key '{0}' was used before with a different request body; \
-         a new order needs a new key"
+        "Idempotency-Key '{}' was used before with a different request body; \
+         a new order needs a new key", excerpt(.0)
     )]
     IdempotencyKeyReused(String),
     /// 404 `not-found` (also another tenant's order: ids do not leak).
@@ -99,6 +122,10 @@ pub enum ApiError {
     /// admin token ordering).
     #[error("{0}")]
     Forbidden(String),
+    /// 429 `too-many-streams`: the caller (or this instance) has as many `/events` streams
+    /// open as it may.
+    #[error("{0}")]
+    TooManyStreams(String),
     /// 500 `internal`: logged, answered without detail.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -157,6 +184,11 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::TooManyStreams(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-streams",
+                "Too many event streams",
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -177,7 +209,7 @@ impl IntoResponse for ApiError {
                 tracing::error!("internal error: {error:#}");
                 "the server failed to handle the request; it has been logged".to_string()
             }
-            other => other.to_string(),
+            other => shorten(&other.to_string(), MAX_DETAIL_CHARS),
         };
         let mut body = json!({
             "type": format!("/problems/{slug}"),
@@ -186,9 +218,18 @@ impl IntoResponse for ApiError {
             "detail": detail,
         });
         match &self {
-            ApiError::Validation(errors) => body["errors"] = json!(errors),
+            ApiError::Validation(errors) => {
+                let errors: Vec<FieldError> = errors
+                    .iter()
+                    .map(|error| FieldError {
+                        field: excerpt(&error.field),
+                        message: shorten(&error.message, MAX_DETAIL_CHARS),
+                    })
+                    .collect();
+                body["errors"] = json!(errors)
+            }
             ApiError::UnknownVendor { known, .. } => body["known_vendors"] = json!(known),
-            ApiError::RefusedByVendor { vendor, .. } => body["vendor"] = json!(vendor),
+            ApiError::RefusedByVendor { vendor, .. } => body["vendor"] = json!(excerpt(vendor)),
             _ => {}
         }
         let mut response = problem_response(status, body);
