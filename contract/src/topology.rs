@@ -365,9 +365,13 @@ impl Topology {
         format!("{}provisioner.retry", self.prefix)
     }
 
-    /// The delay queue holding retries for `delay_ms` (one of [`RETRY_DELAYS_MS`]).
+    /// The delay queue holding retries for `delay_ms` (one of [`RETRY_DELAYS_MS`]). Named
+    /// for where it leads (`provisioner.requests`): the delay queues of earlier versions,
+    /// `provision.retry.<ms>ms`, dead-letter to the old single exchange, and RabbitMQ refuses
+    /// to re-declare a queue with another dead-letter exchange, so a broker that has them
+    /// would refuse order-api's declarations for ever.
     pub fn retry_queue(&self, delay_ms: u64) -> String {
-        format!("{}provision.retry.{delay_ms}ms", self.prefix)
+        format!("{}provision.retry.requests.{delay_ms}ms", self.prefix)
     }
 
     /// Declares the retry exchange and one delay queue per [`RETRY_DELAYS_MS`]: each holds

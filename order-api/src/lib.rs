@@ -55,6 +55,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.event_streams.event_streams_max < config.http_limits.max_connections,
+        "--event-streams-max ({}) must be below --max-connections ({}): streams that take every \
+         connection leave none for other requests, /readyz or the 429 that refuses one more",
+        config.event_streams.event_streams_max,
+        config.http_limits.max_connections
+    );
     let store = Store::connect(&config.database.database_url).await?;
     tracing::info!(backend = ?store.backend(), "orders database open and migrated");
     let relay_wakeup = Arc::new(Notify::new());

@@ -39,7 +39,7 @@ pub use db::Backend;
 use db::{DbTime, optional_time, parameters, time, value_rows};
 pub use events::{EventFeed, OrderNews};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
-pub use tokens::{NewToken, TokenInfo};
+pub use tokens::{NewToken, TOKEN_CACHE_TTL, TokenInfo};
 pub use webhooks::WebhookDelivery;
 
 /// The database handle; cheap to clone.

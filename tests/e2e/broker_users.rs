@@ -286,3 +286,60 @@ async fn an_order_runs_with_the_programs_own_users() -> anyhow::Result<()> {
     drop(users);
     Ok(())
 }
+
+/// order-api upgraded on a broker that still has an earlier version's topology (one
+/// `provisioner` exchange, delay queues `provision.retry.<ms>ms` dead-lettering to it) declares
+/// its own without a clash and orders flow: RabbitMQ refuses to re-declare a queue with another
+/// dead-letter exchange, so reusing the old delay queues' names would stop order-api for ever.
+#[tokio::test]
+async fn order_api_starts_on_a_broker_with_the_earlier_topology() -> anyhow::Result<()> {
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::AMQPValue;
+
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let prefix = format!("test-{id}.");
+    let broker = require_rabbitmq().await;
+    let channel = broker.create_channel().await?;
+    let old_queue = format!("{prefix}provision.retry.250ms");
+    let mut arguments = FieldTable::default();
+    let text = |value: &str| AMQPValue::LongString(value.into());
+    arguments.insert("x-queue-type".into(), text("quorum"));
+    arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(250));
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        text(&format!("{prefix}provisioner")),
+    );
+    arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    arguments.insert("x-overflow".into(), text("reject-publish"));
+    channel
+        .queue_declare(
+            old_queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .context("declaring an earlier version's delay queue")?;
+
+    let started = Stack::start(StackOptions {
+        amqp_prefix: Some(prefix),
+        ..StackOptions::default()
+    })
+    .await;
+    let outcome = async {
+        let stack = started?;
+        let order = stack.order_server("upgraded").await?;
+        let waited = stack
+            .wait_for_status(&order, "active", Duration::from_secs(60))
+            .await;
+        stack.cleanup().await;
+        waited.map(|_| ())
+    }
+    .await;
+    channel
+        .queue_delete(old_queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    outcome
+}

@@ -84,6 +84,12 @@ async fn oversized_fields_are_refused_by_order_api_itself() -> anyhow::Result<()
     );
     assert!(size < 16 * 1024, "the problem is {size} bytes");
 
+    // 300,000 bad entries make one bounded problem, not 300,000 errors.
+    let (status, size, problem) =
+        post(&stack, order_with(json!({ "ssh_keys": vec![""; 300_000] }))).await?;
+    assert_eq!(status, 422, "{problem}");
+    assert!(size < 16 * 1024, "the problem is {size} bytes");
+
     // A vendor's stored key name is not a public key: refused at once, not dropped later.
     let (status, _, problem) =
         post(&stack, order_with(json!({ "ssh_keys": ["my-laptop-key"] }))).await?;
@@ -217,6 +223,7 @@ async fn slow_headers_are_cut_and_connections_are_bounded() -> anyhow::Result<()
         api_env: vec![
             ("HEADER_READ_TIMEOUT_SECS".into(), "2".into()),
             ("MAX_CONNECTIONS".into(), "8".into()),
+            ("EVENT_STREAMS_MAX".into(), "4".into()),
         ],
         ..StackOptions::default()
     })

@@ -153,10 +153,12 @@ impl CreateOrder {
                 format!("must be at most {MAX_USER_DATA} bytes"),
             );
         }
+        // Entries are judged one by one only within the count: a body of a million bad
+        // entries gets one error, not a million.
         if self.labels.len() > MAX_LABELS {
             reject("labels", format!("at most {MAX_LABELS} labels"));
         }
-        for (key, value) in &self.labels {
+        for (key, value) in self.labels.iter().take(MAX_LABELS) {
             let field = format!("labels.{}", excerpt(key));
             if key.trim_ascii() != key || key.is_empty() {
                 reject(
@@ -178,7 +180,7 @@ impl CreateOrder {
         if self.ssh_keys.len() > MAX_SSH_KEYS {
             reject("ssh_keys", format!("at most {MAX_SSH_KEYS} keys"));
         }
-        for (index, key) in self.ssh_keys.iter().enumerate() {
+        for (index, key) in self.ssh_keys.iter().enumerate().take(MAX_SSH_KEYS) {
             if let Err(message) = check_ssh_key(key) {
                 reject(&format!("ssh_keys[{index}]"), message);
             }
@@ -529,7 +531,7 @@ async fn visible_order(
     caller: &Caller,
     id: &str,
 ) -> Result<(Order, Vec<OrderEvent>), ApiError> {
-    let not_found = || ApiError::NotFound(format!("no order with id '{id}'"));
+    let not_found = || ApiError::NotFound(format!("no order with id '{}'", excerpt(id)));
     let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
     // The tenant is in the query itself: another tenant's order is not read at all, so it
     // answers exactly as fast as an id that does not exist.

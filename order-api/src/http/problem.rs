@@ -13,6 +13,9 @@ pub const ECHO_CHARS: usize = 64;
 /// How many characters a problem's `detail` (or a field error's message) may have.
 pub const MAX_DETAIL_CHARS: usize = 1024;
 
+/// Most field errors one problem lists (its `detail` still counts them all).
+pub const MAX_FIELD_ERRORS: usize = 32;
+
 /// `value` as a problem may echo it: whole when short, else its first [`ECHO_CHARS`]
 /// characters and how long it was. A problem never sends back what a client sent in bulk.
 pub fn excerpt(value: &str) -> String {
@@ -221,6 +224,7 @@ impl IntoResponse for ApiError {
             ApiError::Validation(errors) => {
                 let errors: Vec<FieldError> = errors
                     .iter()
+                    .take(MAX_FIELD_ERRORS)
                     .map(|error| FieldError {
                         field: excerpt(&error.field),
                         message: shorten(&error.message, MAX_DETAIL_CHARS),

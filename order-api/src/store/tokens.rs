@@ -105,8 +105,19 @@ impl Store {
     /// token's answer is remembered for [`TOKEN_CACHE_TTL`] (a revoke takes effect within it,
     /// on every instance); unknown tokens are always looked up.
     pub async fn caller(&self, token: &str) -> anyhow::Result<Option<Caller>> {
+        self.caller_known_within(token, TOKEN_CACHE_TTL).await
+    }
+
+    /// [`Store::caller`], trusting a remembered answer only if it is younger than `max_age`
+    /// (an event stream, which re-checks its token every second, asks for a second less than
+    /// the cache's time so that it ends within the same time as plain requests).
+    pub async fn caller_known_within(
+        &self,
+        token: &str,
+        max_age: Duration,
+    ) -> anyhow::Result<Option<Caller>> {
         let sha256 = auth::token_sha256(token);
-        if let Some(caller) = self.known_tokens.get(&sha256) {
+        if let Some(caller) = self.known_tokens.get(&sha256, max_age) {
             return Ok(Some(caller));
         }
         let row = sqlx::query(
@@ -142,10 +153,10 @@ const TOKEN_CACHE_MAX: usize = 10_000;
 pub struct TokenCache(Arc<Mutex<HashMap<String, (Caller, Instant)>>>);
 
 impl TokenCache {
-    fn get(&self, sha256: &str) -> Option<Caller> {
+    fn get(&self, sha256: &str, max_age: Duration) -> Option<Caller> {
         let cache = self.0.lock().ok()?;
         let (caller, at) = cache.get(sha256)?;
-        (at.elapsed() < TOKEN_CACHE_TTL).then(|| caller.clone())
+        (at.elapsed() < max_age.min(TOKEN_CACHE_TTL)).then(|| caller.clone())
     }
 
     fn put(&self, sha256: String, caller: Caller) {
