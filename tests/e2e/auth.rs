@@ -49,23 +49,6 @@ fn endpoints(order_id: &str, body: &str) -> Vec<(Method, String, Option<String>)
     ]
 }
 
-/// The id `order-api tokens list` shows for the token labelled `label`.
-async fn token_id(stack: &Stack, label: &str) -> anyhow::Result<String> {
-    let output = tokio::process::Command::new(provisioner_tests::binary("debug", "order-api"))
-        .args(["tokens", "list"])
-        .env("DATABASE_URL", stack.database_url())
-        .output()
-        .await?;
-    anyhow::ensure!(output.status.success(), "tokens list failed");
-    let listing = String::from_utf8(output.stdout)?;
-    listing
-        .lines()
-        .find(|line| line.ends_with(label))
-        .and_then(|line| line.split_whitespace().next())
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("no token labelled {label} in:\n{listing}"))
-}
-
 #[tokio::test]
 async fn every_endpoint_needs_a_valid_token() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
@@ -83,7 +66,7 @@ async fn every_endpoint_needs_a_valid_token() -> anyhow::Result<()> {
         200,
         "a fresh token works"
     );
-    let id = token_id(&stack, "to-revoke").await?;
+    let id = stack.token_id("to-revoke").await?;
     let revoke = tokio::process::Command::new(provisioner_tests::binary("debug", "order-api"))
         .args(["tokens", "revoke", &id])
         .env("DATABASE_URL", stack.database_url())

@@ -248,23 +248,6 @@ async fn a_stream_on_postgres_hears_what_another_instance_writes() -> anyhow::Re
     Ok(())
 }
 
-/// The id `order-api tokens list` shows for the token labelled `label`.
-async fn token_id(stack: &Stack, label: &str) -> anyhow::Result<String> {
-    let output = tokio::process::Command::new(provisioner_tests::binary("debug", "order-api"))
-        .args(["tokens", "list"])
-        .env("DATABASE_URL", stack.database_url())
-        .output()
-        .await?;
-    anyhow::ensure!(output.status.success(), "tokens list failed");
-    let listing = String::from_utf8(output.stdout)?;
-    listing
-        .lines()
-        .find(|line| line.ends_with(label))
-        .and_then(|line| line.split_whitespace().next())
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("no token labelled {label} in:\n{listing}"))
-}
-
 #[tokio::test]
 async fn a_stream_ends_soon_after_its_token_is_revoked() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
@@ -282,7 +265,7 @@ async fn a_stream_ends_soon_after_its_token_is_revoked() -> anyhow::Result<()> {
     let response = response.context("a stream")?;
     // The token has been used and is in the instance's 5 s cache.
     let revoke = tokio::process::Command::new(provisioner_tests::binary("debug", "order-api"))
-        .args(["tokens", "revoke", &token_id(&stack, "streamer").await?])
+        .args(["tokens", "revoke", &stack.token_id("streamer").await?])
         .env("DATABASE_URL", stack.database_url())
         .output()
         .await?;

@@ -624,6 +624,23 @@ impl Stack {
         self.database_url.clone()
     }
 
+    /// The id `order-api tokens list` shows for the token labelled `label`.
+    pub async fn token_id(&self, label: &str) -> anyhow::Result<String> {
+        let output = Command::new(binary(self.options.profile, "order-api"))
+            .args(["tokens", "list"])
+            .env("DATABASE_URL", self.database_url())
+            .output()
+            .await?;
+        anyhow::ensure!(output.status.success(), "tokens list failed");
+        let listing = String::from_utf8(output.stdout)?;
+        listing
+            .lines()
+            .find(|line| line.ends_with(label))
+            .and_then(|line| line.split_whitespace().next())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no token labelled {label} in:\n{listing}"))
+    }
+
     /// Runs `order-api tokens create <arguments>` on this stack's database; the token.
     pub async fn create_token(&self, arguments: &[&str]) -> anyhow::Result<String> {
         let output = Command::new(binary(self.options.profile, "order-api"))
