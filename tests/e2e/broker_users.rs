@@ -258,7 +258,12 @@ async fn each_program_user_may_do_only_its_own_part() -> anyhow::Result<()> {
 async fn an_order_runs_with_the_programs_own_users() -> anyhow::Result<()> {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let prefix = format!("test-{id}.");
-    let users = BrokerUsers::create(&prefix, &id).await?;
+    // No test stops the broker while the users are made; the stack holds it after that (a
+    // second hold from one task could wait on a stopper queued between the two).
+    let users = {
+        let _broker = hold_broker_shared().await;
+        BrokerUsers::create(&prefix, &id).await?
+    };
     let stack = Stack::start(StackOptions {
         amqp_prefix: Some(prefix),
         api_env: vec![("AMQP_URL".into(), users.api_url())],
@@ -298,9 +303,10 @@ async fn order_api_starts_on_a_broker_with_the_earlier_topology() -> anyhow::Res
 
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let prefix = format!("test-{id}.");
+    let old_queue = format!("{prefix}provision.retry.250ms");
+    let hold = hold_broker_shared().await;
     let broker = require_rabbitmq().await;
     let channel = broker.create_channel().await?;
-    let old_queue = format!("{prefix}provision.retry.250ms");
     let mut arguments = FieldTable::default();
     let text = |value: &str| AMQPValue::LongString(value.into());
     arguments.insert("x-queue-type".into(), text("quorum"));
@@ -322,6 +328,7 @@ async fn order_api_starts_on_a_broker_with_the_earlier_topology() -> anyhow::Res
         )
         .await
         .context("declaring an earlier version's delay queue")?;
+    drop(hold);
 
     let started = Stack::start(StackOptions {
         amqp_prefix: Some(prefix),
@@ -338,6 +345,8 @@ async fn order_api_starts_on_a_broker_with_the_earlier_topology() -> anyhow::Res
         waited.map(|_| ())
     }
     .await;
+    let _broker = hold_broker_shared().await;
+    let channel = require_rabbitmq().await.create_channel().await?;
     channel
         .queue_delete(old_queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
