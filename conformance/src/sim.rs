@@ -119,27 +119,16 @@ impl SimControl {
     /// The simulator's record of this vendor's live server carrying `key` (with the
     /// `ssh_keys`, `user_data` and `labels` it got), if any.
     pub async fn server_with_key(&self, key: &str) -> anyhow::Result<Option<Value>> {
-        let answer: Value = self
-            .http
-            .get(format!("{}/_sim/servers", self.url))
-            .send()
-            .await
-            .context("listing the simulator's servers")?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(answer["servers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|server| {
-                server["vendor"] == self.vendor.as_str() && server["idempotency_key"] == key
-            })
-            .cloned())
+        Ok(self.servers_carrying(key).await?.into_iter().next())
     }
 
     /// How many live servers of this vendor carry `key`, by the simulator's own count.
     pub async fn servers_with_key(&self, key: &str) -> anyhow::Result<usize> {
+        Ok(self.servers_carrying(key).await?.len())
+    }
+
+    /// The simulator's records of this vendor's live servers carrying `key`.
+    async fn servers_carrying(&self, key: &str) -> anyhow::Result<Vec<Value>> {
         let answer: Value = self
             .http
             .get(format!("{}/_sim/servers", self.url))
@@ -153,8 +142,10 @@ impl SimControl {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|server| server["vendor"] == self.vendor.as_str())
-            .filter(|server| server["idempotency_key"] == key)
-            .count())
+            .filter(|server| {
+                server["vendor"] == self.vendor.as_str() && server["idempotency_key"] == key
+            })
+            .cloned()
+            .collect())
     }
 }
