@@ -19,6 +19,8 @@
 //! - [`control`]: the simulator's own endpoints (`/_sim/stats`, `/_sim/faults`,
 //!   `/_sim/servers` with the SSH keys, user data and labels each server got).
 //! - [`tls`]: the same routes over HTTPS, with a CA made at start-up.
+//! - [`proxy`]: the fault-injecting reverse proxy in front of any vendor's API
+//!   (`--upstream`), its fault profiles and its record of the requests it forwarded.
 //! - [`app`] / [`serve`]: the router and the server loop, taking an already-bound listener.
 
 pub mod control;
@@ -28,6 +30,7 @@ pub mod faults;
 pub mod hetzner;
 pub mod keys;
 pub mod openstack;
+pub mod proxy;
 pub mod state;
 pub mod tls;
 

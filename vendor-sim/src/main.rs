@@ -1,4 +1,5 @@
-//! `vendor-sim` binary: serves the simulated vendor APIs until Ctrl-C / SIGTERM.
+//! `vendor-sim` binary: serves the simulated vendor APIs until Ctrl-C / SIGTERM, or with
+//! `--upstream`, the fault-injecting reverse proxy in front of one vendor's API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use provisioner_contract::process;
+use vendor_sim::proxy;
 use vendor_sim::state::FaultRule;
 use vendor_sim::{SimConfig, SimState};
 
@@ -66,6 +68,19 @@ struct Args {
     /// `POST /_sim/faults` (which can also limit a fault to one method).
     #[arg(long = "fault", value_parser = FaultRule::parse_flag)]
     faults: Vec<FaultRule>,
+    /// Serve as a fault-injecting reverse proxy in front of this vendor API base URL (a
+    /// fake of the vendor, or the live vendor) instead of the simulated vendors: every
+    /// request is forwarded, faults armed through `POST /_sim/faults` are answered in the
+    /// vendor's shape from `--fault-profile`, and `GET /_sim/requests` lists what was sent.
+    #[arg(long, env = "SIM_UPSTREAM", requires = "fault_profile")]
+    upstream: Option<url::Url>,
+    /// The vendor's fault profile (TOML, e.g. `plugins/hetzner/faults.toml`), with
+    /// `--upstream`.
+    #[arg(long, env = "SIM_FAULT_PROFILE", requires = "upstream")]
+    fault_profile: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) to trust for an HTTPS upstream, besides the webpki roots.
+    #[arg(long, env = "SIM_UPSTREAM_CA", requires = "upstream")]
+    upstream_ca: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -75,6 +90,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen_addr)
         .await
         .with_context(|| format!("binding vendor-sim to {}", args.listen_addr))?;
+    if let (Some(upstream), Some(profile)) = (args.upstream, &args.fault_profile) {
+        anyhow::ensure!(
+            args.faults.is_empty() && args.tls_listen_addr.is_none(),
+            "--fault and --tls-listen-addr are the simulator's; the proxy arms faults through POST /_sim/faults"
+        );
+        return serve_proxy(listener, upstream, profile, args.upstream_ca.as_deref()).await;
+    }
     tracing::info!(addr = %listener.local_addr()?, "vendor-sim listening");
     let state = Arc::new(SimState::new(SimConfig {
         boot_delay: Duration::from_millis(args.boot_delay_ms),
@@ -112,4 +134,36 @@ async fn main() -> anyhow::Result<()> {
     vendor_sim::serve(listener, state, async move { shutdown.cancelled().await })
         .await
         .context("serving vendor-sim")
+}
+
+/// `--upstream`: the fault-injecting reverse proxy on `listener`.
+async fn serve_proxy(
+    listener: tokio::net::TcpListener,
+    upstream: url::Url,
+    profile: &std::path::Path,
+    upstream_ca: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let profile = proxy::FaultProfile::load(profile)?;
+    let upstream_ca_pem = match upstream_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading the upstream CA {}", path.display()))?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        %upstream,
+        vendor = profile.vendor(),
+        "vendor-sim proxying with faults"
+    );
+    let state = Arc::new(proxy::ProxyState::new(proxy::ProxyConfig {
+        upstream,
+        profile,
+        upstream_ca_pem,
+    })?);
+    let shutdown = process::shutdown_token();
+    proxy::serve_proxy(listener, state, async move { shutdown.cancelled().await })
+        .await
+        .context("serving the fault proxy")
 }
