@@ -70,6 +70,9 @@ pub struct Droplet {
     pub id: u64,
     pub name: String,
     pub status: String,
+    /// When it was made: ISO 8601 in UTC (`2020-07-21T18:37:44Z`), sorts as text.
+    #[serde(default)]
+    pub created_at: String,
     #[serde(default)]
     pub networks: Networks,
     #[serde(default)]

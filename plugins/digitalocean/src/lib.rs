@@ -3,7 +3,7 @@
 //!
 //! DigitalOcean has no idempotency header, so the order's idempotency key travels as the
 //! droplet tag `provisioner-idempotency-key:<key>`; `create-server` first lists droplets by
-//! that tag (`GET /v2/droplets?tag_name=...`) and adopts one it finds. Order labels become
+//! that tag (`GET /v2/droplets?tag_name=...`) and adopts the oldest it finds. Order labels become
 //! tags `<key>:<value>`. Each droplet has its own key tag, so `list-servers` reads every page
 //! of all droplets (`GET /v2/droplets?page=&per_page=200`) and keeps those carrying one.
 //!
@@ -25,14 +25,15 @@
 
 mod api;
 
-use provider_sdk::catalogue;
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
+use provider_sdk::paging::{self, Page};
 use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
     ServerRequest, block_on, get_config, is_hostname, is_slug, log, require_secret,
 };
+use provider_sdk::{adopt, catalogue};
 
-use api::{CreateDroplet, CreateSshKey, DropletEnvelope, DropletList, SshKeyEnvelope};
+use api::{CreateDroplet, CreateSshKey, Droplet, DropletEnvelope, DropletList, SshKeyEnvelope};
 use provider_sdk::ssh::{self, PublicKey};
 
 /// DigitalOcean's largest user data, in bytes.
@@ -153,24 +154,38 @@ async fn key_id(client: &ApiClient, key: &PublicKey) -> Result<u64, ProviderErro
     }
 }
 
-async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderError> {
-    let path = format!("/v2/droplets?tag_name={}", percent_encode(&key_tag(key)));
-    let list: DropletList = client.call(Method::GET, &path, None::<&()>).await?;
-    Ok(list.droplets.into_iter().next().map(Server::from))
-}
-
-/// Every droplet carrying a key tag, over every page. DigitalOcean's `links.pages.next`
-/// points at its public host, so the next page is asked by number from the configured base
-/// URL, as DigitalOcean's own clients do.
-async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderError> {
-    let prefix = key_tag("");
-    let mut found = Vec::new();
-    for page in 1.. {
-        let path = format!("/v2/droplets?page={page}&per_page=200");
+/// Every droplet matching `filter` (a query, or nothing), over every page.
+/// DigitalOcean's `links.pages.next` points at its public host, so the next page is asked
+/// by number from the configured base URL, as DigitalOcean's own clients do.
+async fn droplets(client: &ApiClient, filter: &str) -> Result<Vec<Droplet>, ProviderError> {
+    paging::read_all(async |page: Option<u32>| {
+        let page = page.unwrap_or(1);
+        let path = format!("/v2/droplets?{filter}page={page}&per_page=200");
         let list: DropletList = client.call(Method::GET, &path, None::<&()>).await?;
         // An empty page ends the walk even if a `next` link says otherwise.
         let more = list.links.pages.next.is_some() && !list.droplets.is_empty();
-        found.extend(list.droplets.into_iter().filter_map(|droplet| {
+        Ok(Page {
+            items: list.droplets,
+            next: more.then_some(page + 1),
+        })
+    })
+    .await
+}
+
+/// The droplet tagged with `key`, if any (the oldest, if several are).
+async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderError> {
+    let filter = format!("tag_name={}&", percent_encode(&key_tag(key)));
+    let found = droplets(client, &filter).await?;
+    Ok(adopt::oldest(found, |d| (d.created_at.clone(), d.id)).map(Server::from))
+}
+
+/// Every droplet carrying a key tag.
+async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderError> {
+    let prefix = key_tag("");
+    let found = droplets(client, "").await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|droplet| {
             let key = droplet
                 .tags
                 .iter()
@@ -180,12 +195,8 @@ async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderErr
                 idempotency_key: key,
                 server: droplet.into(),
             })
-        }));
-        if !more {
-            break;
-        }
-    }
-    Ok(found)
+        })
+        .collect())
 }
 
 fn droplet_path(vendor_id: &str) -> Result<String, ProviderError> {
@@ -212,40 +223,30 @@ impl Provider for DigitalOceanPlugin {
         check(&request)?;
         block_on(async {
             let client = client()?;
-            if let Some(existing) = find(&client, &request.idempotency_key).await? {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "adopting droplet {} made earlier for this key",
-                        existing.vendor_id
-                    ),
-                );
-                return Ok(existing);
-            }
-            let mut tags = vec![key_tag(&request.idempotency_key)];
-            tags.extend(request.labels.iter().map(|(k, v)| format!("{k}:{v}")));
-            let mut key_ids = Vec::new();
-            for key in ssh::parse_all(&request.ssh_keys)? {
-                key_ids.push(key_id(&client, &key).await?);
-            }
-            let body = CreateDroplet {
-                name: &request.name,
-                region: &request.region,
-                size: &request.size,
-                image: &request.image,
-                ssh_keys: &key_ids,
-                user_data: request.user_data.as_deref(),
-                tags,
-                ipv6: true,
-            };
-            let created: DropletEnvelope = client
-                .call(Method::POST, "/v2/droplets", Some(&body))
-                .await?;
-            log(
-                LogLevel::Info,
-                &format!("created droplet {}", created.droplet.id),
-            );
-            Ok(created.droplet.into())
+            let existing = find(&client, &request.idempotency_key).await?;
+            adopt::adopt_or_create(existing, async || {
+                let mut tags = vec![key_tag(&request.idempotency_key)];
+                tags.extend(request.labels.iter().map(|(k, v)| format!("{k}:{v}")));
+                let mut key_ids = Vec::new();
+                for key in ssh::parse_all(&request.ssh_keys)? {
+                    key_ids.push(key_id(&client, &key).await?);
+                }
+                let body = CreateDroplet {
+                    name: &request.name,
+                    region: &request.region,
+                    size: &request.size,
+                    image: &request.image,
+                    ssh_keys: &key_ids,
+                    user_data: request.user_data.as_deref(),
+                    tags,
+                    ipv6: true,
+                };
+                let created: DropletEnvelope = client
+                    .call(Method::POST, "/v2/droplets", Some(&body))
+                    .await?;
+                Ok(created.droplet.into())
+            })
+            .await
         })
     }
 

@@ -8,13 +8,14 @@
 //!
 //! # Making it another vendor's plugin
 //!
-//! Copy the folder (`plugins/README.md`, step 1), rename the crate to `<vendor>-plugin`, then
-//! work through every `TODO(vendor)` below. What changes from vendor to vendor:
+//! Make a project of your own from it (`scripts/new-plugin.sh <dir> <vendor>`, or copy the
+//! folder into `plugins/`: `plugins/README.md`, step 1), then work through every
+//! `TODO(vendor)` below. What changes from vendor to vendor:
 //! - who the plugin is: `VENDOR`, `DISPLAY_NAME` (and `vendor` in the manifests);
 //! - the offline catalogue: built-in lists in `validate`, if the vendor's are stable (else
 //!   the manifest's `[config] regions` / `sizes` / `images` are the catalogue);
 //! - the JSON shapes: `VendorServer` and its envelopes, `CreateBody`, `ErrorBody`;
-//! - the vendor's statuses, in `status`;
+//! - the vendor's statuses, in `STATUSES` (one field or several);
 //! - how the client authenticates, in `client` (bearer token, another header, a login);
 //! - the paths, and how a list is filtered and paged, in `list_all` and `find`;
 //! - where the idempotency key is carried (tag, label, metadata, name) and how a listed
@@ -29,16 +30,20 @@
 //!
 //! What stays: one export per call, a fresh [`ApiClient`] per call (no state between calls),
 //! `block_on` around the async client, the SDK's HTTP error mapping (401/403, 404, 400/409/422,
-//! 429 with `Retry-After`, 5xx, no answer), the look-up before every create, and reading
-//! every page of a list.
+//! 429 with `Retry-After`, 5xx, no answer), the look-up before every create adopting the
+//! oldest server carrying the key (`provider_sdk::adopt`), and reading every page of a list
+//! (`provider_sdk::paging`).
 
 use std::collections::BTreeMap;
 
+use provider_sdk::adopt::{self, id_order};
 use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
 use provider_sdk::http::{ApiClient, HttpMethod, percent_encode};
+use provider_sdk::paging::{self, Page};
+use provider_sdk::status::{self, Rules};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
-    ServerRequest, ServerStatus, block_on, get_config, is_hostname, log, require_secret,
+    IDEMPOTENCY_LABEL, LabelledServer, PluginInfo, Provider, ProviderError, Server, ServerRequest,
+    ServerStatus, block_on, get_config, is_hostname, require_secret,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +84,8 @@ struct VendorServer {
     ipv6: Option<String>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    /// RFC 3339 in UTC: sorts as text (the oldest server carrying a key is adopted).
+    created_at: String,
 }
 
 // TODO(vendor): the envelope of a one-server answer (Example Cloud: `{"server": {...}}`); some
@@ -102,7 +109,8 @@ struct ServerPage {
 // TODO(vendor): the create body: the vendor's field names (Example Cloud calls sizes `plan`),
 // how SSH keys are passed (Example Cloud takes the public keys; a vendor with a key store
 // wants the ids of keys filed there first, see the module doc), how user data is encoded
-// (Example Cloud takes the text; Nova wants base64) and where the tags/labels/metadata go.
+// (Example Cloud takes the text; Nova wants base64: `provider_sdk::base64`) and where the
+// tags/labels/metadata go.
 // Every field of the request must reach the vendor, or `validate` must refuse it.
 /// The body of `POST /servers`.
 #[derive(Serialize)]
@@ -145,29 +153,23 @@ fn client() -> Result<ApiClient, ProviderError> {
     Ok(ApiClient::new(&base_url, reason).with_bearer(&token))
 }
 
-/// The vendor's status in the host's terms.
-fn status(vendor_status: &str) -> ServerStatus {
-    // TODO(vendor): map every status the vendor documents. Example Cloud has only `creating`
-    // and `running`; most vendors also have stopped/off, deleting, deleted and error states,
-    // which map to `Stopped`, `Deleting`, `Deleted` and `Error`.
-    match vendor_status {
-        "creating" => ServerStatus::Provisioning,
-        "running" => ServerStatus::Running,
-        other => {
-            log(
-                LogLevel::Warn,
-                &format!("unknown server status '{other}', reported as provisioning"),
-            );
-            ServerStatus::Provisioning
-        }
-    }
-}
+// TODO(vendor): map every status the vendor documents. Example Cloud has only `creating`
+// and `running`; most vendors also have stopped/off, deleting, deleted and error states,
+// which map to `Stopped`, `Deleting`, `Deleted` and `Error`. A vendor whose status is made
+// of several fields gives one pattern per field (`&["active", "running", "ok"]`, `ANY`
+// for any value) and passes every field to `status::map` in `to_server`. A status no rule
+// matches is logged and reported as provisioning.
+/// The vendor's statuses in the host's terms.
+const STATUSES: Rules = &[
+    (&["creating"], ServerStatus::Provisioning),
+    (&["running"], ServerStatus::Running),
+];
 
 /// The vendor's server in the host's terms.
 // TODO(vendor): where the id, name and addresses are in the vendor's server object.
 fn to_server(vendor: VendorServer) -> Server {
     Server {
-        status: status(&vendor.status),
+        status: status::map(&[&vendor.status], STATUSES),
         vendor_id: vendor.id,
         name: vendor.name,
         ipv4: vendor.ipv4,
@@ -177,21 +179,23 @@ fn to_server(vendor: VendorServer) -> Server {
 
 /// Every server matching `filter` (a query string without paging), every page.
 // TODO(vendor): the list path and the paging scheme. Example Cloud: `page` (1-based) and
-// `per_page`, following `next_page` until it is `null`. For a cursor or `links.next` URL,
-// loop on that instead (`ApiClient::call` also takes a full URL).
+// `per_page`, following `next_page` until it is `null`. For a cursor or a `links.next` URL,
+// make the page's `next` that (`Option<String>`) and put it in the path (`ApiClient::call`
+// also takes a full URL). `read_all` stops at a page without a next, and fails rather than
+// loop on a next page it already read.
 async fn list_all(api: &ApiClient, filter: &str) -> Result<Vec<VendorServer>, ProviderError> {
-    let mut servers = Vec::new();
-    let mut page = 1;
-    loop {
-        let path = format!("/servers?{filter}&per_page={PER_PAGE}&page={page}");
+    paging::read_all(async |page: Option<u32>| {
+        let path = format!(
+            "/servers?{filter}&per_page={PER_PAGE}&page={}",
+            page.unwrap_or(1)
+        );
         let answer: ServerPage = api.call(HttpMethod::GET, &path, None::<&()>).await?;
-        servers.extend(answer.servers);
-        // A next page that does not move forward ends the list too (no endless loop).
-        match answer.next_page {
-            Some(next) if next > page => page = next,
-            _ => return Ok(servers),
-        }
-    }
+        Ok(Page {
+            items: answer.servers,
+            next: answer.next_page,
+        })
+    })
+    .await
 }
 
 /// The server carrying the idempotency `key`, if any.
@@ -204,8 +208,10 @@ async fn find(api: &ApiClient, key: &str) -> Result<Option<VendorServer>, Provid
         percent_encode(&format!("{IDEMPOTENCY_LABEL}:{key}"))
     );
     let servers = list_all(api, &filter).await?;
-    // Oldest first: if a key ever had two servers, always adopt the same one.
-    Ok(servers.into_iter().next())
+    // If a key ever had two servers, always adopt the same one: the oldest.
+    Ok(adopt::oldest(servers, |s| {
+        (s.created_at.clone(), id_order(&s.id))
+    }))
 }
 
 impl Provider for ExamplePlugin {
@@ -241,38 +247,32 @@ impl Provider for ExamplePlugin {
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
         let api = client()?;
         block_on(async {
-            if let Some(existing) = find(&api, &request.idempotency_key).await? {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "adopting server {} made earlier for this idempotency key",
-                        existing.id
-                    ),
-                );
-                return Ok(to_server(existing));
-            }
-            // TODO(vendor): where the idempotency key travels (a tag, label or metadata entry
-            // named IDEMPOTENCY_LABEL), next to the labels the order asked for; inserted last,
-            // so an order's own label of that name cannot replace it.
-            let mut tags: BTreeMap<&str, &str> = request
-                .labels
-                .iter()
-                .map(|(key, value)| (key.as_str(), value.as_str()))
-                .collect();
-            tags.insert(IDEMPOTENCY_LABEL, &request.idempotency_key);
-            let body = CreateBody {
-                name: &request.name,
-                region: &request.region,
-                plan: &request.size,
-                image: &request.image,
-                ssh_keys: &request.ssh_keys,
-                user_data: request.user_data.as_deref(),
-                tags,
-            };
-            // TODO(vendor): the create path and answer (Example Cloud: `201 {"server": ...}`).
-            let created: ServerEnvelope =
-                api.call(HttpMethod::POST, "/servers", Some(&body)).await?;
-            Ok(to_server(created.server))
+            let existing = find(&api, &request.idempotency_key).await?;
+            adopt::adopt_or_create(existing.map(to_server), async || {
+                // TODO(vendor): where the idempotency key travels (a tag, label or metadata
+                // entry named IDEMPOTENCY_LABEL), next to the labels the order asked for;
+                // inserted last, so an order's own label of that name cannot replace it.
+                let mut tags: BTreeMap<&str, &str> = request
+                    .labels
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str()))
+                    .collect();
+                tags.insert(IDEMPOTENCY_LABEL, &request.idempotency_key);
+                let body = CreateBody {
+                    name: &request.name,
+                    region: &request.region,
+                    plan: &request.size,
+                    image: &request.image,
+                    ssh_keys: &request.ssh_keys,
+                    user_data: request.user_data.as_deref(),
+                    tags,
+                };
+                // TODO(vendor): the create path and answer (Example Cloud: `201`, the server).
+                let created: ServerEnvelope =
+                    api.call(HttpMethod::POST, "/servers", Some(&body)).await?;
+                Ok(to_server(created.server))
+            })
+            .await
         })
     }
 

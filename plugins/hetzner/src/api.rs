@@ -89,6 +89,9 @@ pub struct HetznerServer {
     pub id: u64,
     pub name: String,
     pub status: String,
+    /// When it was made: ISO 8601 (`2016-01-30T23:50:00+00:00`, always UTC), sorts as text.
+    #[serde(default)]
+    pub created: String,
     pub public_net: PublicNet,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

@@ -3,9 +3,9 @@
 //!
 //! The order's idempotency key travels to Hetzner as the label
 //! `provisioner-idempotency-key`, so `create-server` first looks for a server carrying it
-//! (`GET /servers?label_selector=...`) and adopts it instead of making a second one;
-//! `list-servers` reads every page of the servers carrying the label at all
-//! (`label_selector=provisioner-idempotency-key`).
+//! (`GET /servers?label_selector=...`) and adopts it (the oldest, if several carry it)
+//! instead of making a second one; `list-servers` reads every page of the servers carrying
+//! the label at all (`label_selector=provisioner-idempotency-key`).
 //!
 //! Hetzner requires server names to be unique per project, and every tenant's orders share
 //! one project: the server is named `<name>-<suffix>` (`provider_sdk::unique_name`, from the
@@ -37,14 +37,17 @@ mod validation;
 
 use std::collections::BTreeMap;
 
+use provider_sdk::adopt;
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
+use provider_sdk::paging::{self, Page};
 use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
     ServerRequest, block_on, get_config, log, require_secret,
 };
 
 use api::{
-    CreateServerRequest, CreateSshKey, ServerEnvelope, ServerList, SshKeyEnvelope, SshKeyList,
+    CreateServerRequest, CreateSshKey, HetznerServer, ServerEnvelope, ServerList, SshKeyEnvelope,
+    SshKeyList,
 };
 use provider_sdk::ssh::{self, PublicKey};
 
@@ -58,41 +61,42 @@ fn client() -> Result<ApiClient, ProviderError> {
     Ok(ApiClient::new(&base_url, api::error_reason).with_bearer(&require_secret("token")?))
 }
 
-/// The server labelled with `key`, if any.
-async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderError> {
-    let selector = percent_encode(&format!("{IDEMPOTENCY_LABEL}=={key}"));
-    let path = format!("/servers?label_selector={selector}");
-    let list: ServerList = client.call(Method::GET, &path, None::<&()>).await?;
-    Ok(list.servers.into_iter().next().map(Server::from))
-}
-
-/// Every server carrying the idempotency label, whatever its value, over every page
-/// (Hetzner serves at most 50 a page).
-async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderError> {
-    let selector = percent_encode(IDEMPOTENCY_LABEL);
-    let mut found = Vec::new();
-    let mut page = 1;
-    loop {
+/// Every server matching the label `selector`, over every page (Hetzner serves at most 50
+/// a page).
+async fn servers(client: &ApiClient, selector: &str) -> Result<Vec<HetznerServer>, ProviderError> {
+    let selector = percent_encode(selector);
+    paging::read_all(async |page: Option<u64>| {
+        let page = page.unwrap_or(1);
         let path = format!("/servers?label_selector={selector}&page={page}&per_page=50");
         let list: ServerList = client.call(Method::GET, &path, None::<&()>).await?;
         let next = list.next_page();
-        found.extend(list.servers.into_iter().filter_map(|mut server| {
+        Ok(Page {
+            items: list.servers,
+            next,
+        })
+    })
+    .await
+}
+
+/// The server labelled with `key`, if any (the oldest, if several are).
+async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderError> {
+    let found = servers(client, &format!("{IDEMPOTENCY_LABEL}=={key}")).await?;
+    Ok(adopt::oldest(found, |s| (s.created.clone(), s.id)).map(Server::from))
+}
+
+/// Every server carrying the idempotency label, whatever its value.
+async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderError> {
+    let found = servers(client, IDEMPOTENCY_LABEL).await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|mut server| {
             let key = server.labels.remove(IDEMPOTENCY_LABEL)?;
             Some(LabelledServer {
                 idempotency_key: key,
                 server: server.into(),
             })
-        }));
-        match next {
-            Some(next) if next > page => page = next,
-            Some(next) => {
-                return Err(ProviderError::Internal(format!(
-                    "Hetzner answered page {page} of the servers with next_page {next}"
-                )));
-            }
-            None => return Ok(found),
-        }
-    }
+        })
+        .collect())
 }
 
 /// The id of `key` in the project's key store, filing it when missing.
@@ -162,50 +166,40 @@ impl Provider for HetznerPlugin {
         validation::check(&request)?;
         block_on(async {
             let client = client()?;
-            if let Some(existing) = find(&client, &request.idempotency_key).await? {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "adopting server {} made earlier for this key",
-                        existing.vendor_id
-                    ),
-                );
-                return Ok(existing);
-            }
-            let mut labels: BTreeMap<&str, &str> = request
-                .labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            labels.insert(IDEMPOTENCY_LABEL, &request.idempotency_key);
-            let name = provider_sdk::unique_name(
-                &request.name,
-                &request.idempotency_key,
-                validation::MAX_NAME,
-            )?;
-            let mut key_ids = Vec::new();
-            for key in ssh::parse_all(&request.ssh_keys)? {
-                key_ids.push(key_id(&client, &key).await?);
-            }
-            let body = CreateServerRequest {
-                name: &name,
-                server_type: &request.size,
-                image: &request.image,
-                location: &request.region,
-                labels,
-                ssh_keys: &key_ids,
-                user_data: request.user_data.as_deref(),
-                start_after_create: true,
-            };
-            let created: ServerEnvelope = client
-                .call(Method::POST, "/servers", Some(&body))
-                .await
-                .map_err(api::quota_or)?;
-            log(
-                LogLevel::Info,
-                &format!("created server {}", created.server.id),
-            );
-            Ok(created.server.into())
+            let existing = find(&client, &request.idempotency_key).await?;
+            adopt::adopt_or_create(existing, async || {
+                let mut labels: BTreeMap<&str, &str> = request
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                labels.insert(IDEMPOTENCY_LABEL, &request.idempotency_key);
+                let name = provider_sdk::unique_name(
+                    &request.name,
+                    &request.idempotency_key,
+                    validation::MAX_NAME,
+                )?;
+                let mut key_ids = Vec::new();
+                for key in ssh::parse_all(&request.ssh_keys)? {
+                    key_ids.push(key_id(&client, &key).await?);
+                }
+                let body = CreateServerRequest {
+                    name: &name,
+                    server_type: &request.size,
+                    image: &request.image,
+                    location: &request.region,
+                    labels,
+                    ssh_keys: &key_ids,
+                    user_data: request.user_data.as_deref(),
+                    start_after_create: true,
+                };
+                let created: ServerEnvelope = client
+                    .call(Method::POST, "/servers", Some(&body))
+                    .await
+                    .map_err(api::quota_or)?;
+                Ok(created.server.into())
+            })
+            .await
         })
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use provider_sdk::adopt::{self, id_order};
 use provider_sdk::{IDEMPOTENCY_LABEL, LabelledServer, ProviderError, Server, ServerStatus};
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +143,9 @@ pub struct NovaServer {
     pub id: String,
     pub name: String,
     pub status: String,
+    /// When it was made: ISO 8601 in UTC (`2026-01-01T00:00:00Z`), sorts as text.
+    #[serde(default)]
+    pub created: String,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     #[serde(default)]
@@ -184,11 +188,12 @@ pub struct Image {
     pub id: String,
 }
 
-/// The server among `servers` whose metadata carries `key`.
+/// The server among `servers` whose metadata carries `key`: the oldest, if several do.
 pub fn carrying_key(servers: Vec<NovaServer>, key: &str) -> Option<NovaServer> {
-    servers
+    let carrying = servers
         .into_iter()
-        .find(|s| s.metadata.get(IDEMPOTENCY_LABEL).is_some_and(|v| v == key))
+        .filter(|s| s.metadata.get(IDEMPOTENCY_LABEL).is_some_and(|v| v == key));
+    adopt::oldest(carrying, |s| (s.created.clone(), id_order(&s.id)))
 }
 
 /// The servers among `servers` whose metadata carries an idempotency key, with it.
@@ -263,27 +268,4 @@ impl From<NovaServer> for Server {
             },
         }
     }
-}
-
-/// Standard base64 (Nova wants `user_data` encoded).
-pub fn base64(text: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

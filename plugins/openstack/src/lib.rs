@@ -7,7 +7,8 @@
 //! catalog, and re-authenticates once when the compute API answers 401 (an expired token).
 //! The order's idempotency key travels as the server metadata
 //! `provisioner-idempotency-key`; `create-server` first lists servers of the same name
-//! (`GET /servers/detail?name=^<name>$`) and adopts the one carrying the key;
+//! (`GET /servers/detail?name=^<name>$`) and adopts the one carrying the key (the oldest,
+//! if several do: Nova lists newest first);
 //! `find-server` and `list-servers` read every page of `GET /servers/detail?limit=&marker=`
 //! and keep the servers whose metadata carries a key.
 //!
@@ -44,7 +45,7 @@ use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
     ServerRequest, block_on, log,
 };
-use provider_sdk::{catalogue, cloud_init, ssh};
+use provider_sdk::{adopt, catalogue, cloud_init, ssh};
 
 use api::{CreateServer, CreateServerBody, CreatedEnvelope, ServerEnvelope};
 use session::Session;
@@ -60,7 +61,7 @@ fn user_data(request: &ServerRequest) -> Result<Option<String>, ProviderError> {
     let keys = ssh::parse_all(&request.ssh_keys)?;
     let text = cloud_init::with_ssh_keys(request.user_data.as_deref(), &keys)
         .map_err(ProviderError::InvalidRequest)?;
-    let encoded = text.as_deref().map(api::base64);
+    let encoded = text.as_deref().map(provider_sdk::base64);
     if let Some(encoded) = &encoded
         && encoded.len() > MAX_USER_DATA_BASE64
     {
@@ -123,46 +124,40 @@ impl Provider for OpenStackPlugin {
         block_on(async {
             let session = Session::open(Some(&request.region)).await?;
             let same_name = session.servers_named(&request.name).await?;
-            if let Some(existing) = api::carrying_key(same_name, &request.idempotency_key) {
-                log(
-                    LogLevel::Info,
-                    &format!("adopting server {} made earlier for this key", existing.id),
+            let existing = api::carrying_key(same_name, &request.idempotency_key);
+            adopt::adopt_or_create(existing.map(Server::from), async || {
+                let flavor = session.flavor_id(&request.size).await?;
+                let image = session.image_id(&request.image).await?;
+                let mut metadata = std::collections::BTreeMap::new();
+                for (key, value) in &request.labels {
+                    metadata.insert(key.clone(), value.clone());
+                }
+                metadata.insert(
+                    IDEMPOTENCY_LABEL.to_string(),
+                    request.idempotency_key.clone(),
                 );
-                return Ok(existing.into());
-            }
-            let flavor = session.flavor_id(&request.size).await?;
-            let image = session.image_id(&request.image).await?;
-            let mut metadata = std::collections::BTreeMap::new();
-            for (key, value) in &request.labels {
-                metadata.insert(key.clone(), value.clone());
-            }
-            metadata.insert(
-                IDEMPOTENCY_LABEL.to_string(),
-                request.idempotency_key.clone(),
-            );
-            let body = CreateServerBody {
-                server: CreateServer {
+                let body = CreateServerBody {
+                    server: CreateServer {
+                        name: request.name.clone(),
+                        image_ref: image,
+                        flavor_ref: flavor,
+                        metadata,
+                        user_data: user_data(&request)?,
+                        networks: session.networks(),
+                    },
+                };
+                let url = format!("{}/servers", session.compute());
+                let created: CreatedEnvelope =
+                    session.request(Method::POST, &url, Some(&body)).await?;
+                Ok(Server {
+                    vendor_id: created.server.id,
                     name: request.name.clone(),
-                    image_ref: image,
-                    flavor_ref: flavor,
-                    metadata,
-                    user_data: user_data(&request)?,
-                    networks: session.networks(),
-                },
-            };
-            let url = format!("{}/servers", session.compute());
-            let created: CreatedEnvelope = session.request(Method::POST, &url, Some(&body)).await?;
-            log(
-                LogLevel::Info,
-                &format!("created server {}", created.server.id),
-            );
-            Ok(Server {
-                vendor_id: created.server.id,
-                name: request.name,
-                status: provider_sdk::ServerStatus::Provisioning,
-                ipv4: None,
-                ipv6: None,
+                    status: provider_sdk::ServerStatus::Provisioning,
+                    ipv4: None,
+                    ipv6: None,
+                })
             })
+            .await
         })
     }
 

@@ -3,7 +3,8 @@
 
 use std::cell::RefCell;
 
-use provider_sdk::http::{ApiClient, HttpMethod as Method, path_of, percent_encode};
+use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
+use provider_sdk::paging::{self, Page};
 use provider_sdk::{ProviderError, get_config, require_secret};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -140,37 +141,30 @@ impl Session {
     /// without the link continues from its last id (`marker`), as openstacksdk does.
     pub async fn all_servers(&self) -> Result<Vec<NovaServer>, ProviderError> {
         let first = format!("limit={PAGE_LIMIT}");
-        let mut query = first.clone();
-        let mut servers = Vec::new();
-        loop {
+        paging::read_all(async |query: Option<String>| {
+            let query = query.unwrap_or_else(|| first.clone());
             let url = format!("{}/servers/detail?{query}", self.compute);
             let page: ServerList = self.request(Method::GET, &url, None::<&()>).await?;
-            let next = page
+            let link = page
                 .servers_links
                 .iter()
                 .find(|l| l.rel == "next")
                 .and_then(|l| l.href.split_once('?'))
                 .map(|(_, query)| query.to_string());
-            let next = match (next, page.servers.last()) {
+            let next = match (link, page.servers.last()) {
                 (_, None) => None,
-                (Some(next), Some(_)) => Some(next),
+                (Some(link), Some(_)) => Some(link),
                 (None, Some(last)) if page.servers.len() == PAGE_LIMIT => {
                     Some(format!("{first}&marker={}", percent_encode(&last.id)))
                 }
                 (None, Some(_)) => None,
             };
-            servers.extend(page.servers);
-            match next {
-                Some(next) if next == query => {
-                    return Err(ProviderError::Internal(format!(
-                        "Nova's next link repeats the page it came with ({})",
-                        path_of(&url)
-                    )));
-                }
-                Some(next) => query = next,
-                None => return Ok(servers),
-            }
-        }
+            Ok(Page {
+                items: page.servers,
+                next,
+            })
+        })
+        .await
     }
 
     /// The id of the flavor named (or with id) `size`.

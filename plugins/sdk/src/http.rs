@@ -6,6 +6,12 @@
 //! `invalid-request`, 429 -> `rate-limited` with the delay from `Retry-After` or
 //! `RateLimit-Reset`, 5xx -> `transient`.
 //!
+//! A connection dropped before any answer is tried again for GET, HEAD, PUT and DELETE:
+//! twice, after 50 and 250 ms ([`RETRY_PAUSES_MS`]: three tries in all); POST and PATCH
+//! are sent once (a create's answer may be lost after the server was made: the look-up
+//! before the next create finds it). A request with a body says its `content-length`
+//! (a body-less one other than GET and HEAD says 0): nothing goes out chunked.
+//!
 //! Error messages reach the tenant as the order's fault, so they never carry an address:
 //! a request is named by its method and path only (`POST /v3/auth/tokens`, not the
 //! vendor's or an internal endpoint's origin), and any URL in a vendor's error body is cut
@@ -93,7 +99,7 @@ impl ApiClient {
         // A connection dropped before any answer (a loaded server, a proxy, a reused
         // port): an idempotent request is sent again, twice at most, after a short pause.
         let mut response = self.http.send(request).await;
-        for pause_ms in [50, 250] {
+        for pause_ms in RETRY_PAUSES_MS {
             match &response {
                 Err(error) if is_idempotent(&method) && !is_denied(error) => {
                     wstd::task::sleep(wstd::time::Duration::from_millis(pause_ms)).await;
@@ -142,11 +148,15 @@ impl ApiClient {
             "user-agent",
             concat!("provisioner-plugin-sdk/", env!("CARGO_PKG_VERSION")),
         );
+        // The body's length goes with it: without one the request is sent chunked, which
+        // some vendors' APIs and proxies refuse. GET and HEAD have no body and say nothing.
         match body {
             Some(json) => request
                 .header("content-type", "application/json")
+                .header("content-length", json.len())
                 .body(Body::from(json)),
-            None => request.body(Body::empty()),
+            None if matches!(*method, Method::GET | Method::HEAD) => request.body(Body::empty()),
+            None => request.header("content-length", 0).body(Body::empty()),
         }
         .map_err(|e| ProviderError::Internal(format!("building {method} {}: {e}", path_of(url))))
     }
@@ -218,6 +228,10 @@ impl ApiClient {
         }
     }
 }
+
+/// The pauses before an idempotent request is sent again after a dropped connection: one
+/// per retry (two retries, three tries in all).
+pub const RETRY_PAUSES_MS: [u64; 2] = [50, 250];
 
 /// GET, HEAD, PUT and DELETE may be sent twice with the same effect.
 fn is_idempotent(method: &Method) -> bool {

@@ -19,7 +19,11 @@
 //!   fingerprints (how vendors' key stores find a key);
 //! - [`cloud_init`]: SSH keys written into cloud-init user data, for vendors without a key
 //!   store;
+//! - [`adopt`]: adopt the oldest server carrying the idempotency key, or create one;
+//! - [`paging`]: every page of a vendor's list (page numbers, cursors, next links);
+//! - [`status`]: the vendor's status, from one field or several, in the host's terms;
 //! - [`unique_name`]: the vendor-side name for vendors that require unique server names;
+//! - [`base64`]: standard base64, as vendors want user data;
 //! - [`block_on`]: runs an async body inside a synchronous export.
 
 wit_bindgen::generate!({
@@ -31,10 +35,13 @@ wit_bindgen::generate!({
     default_bindings_module: "provider_sdk",
 });
 
+pub mod adopt;
 pub mod catalogue;
 pub mod cloud_init;
 pub mod http;
+pub mod paging;
 pub mod ssh;
+pub mod status;
 
 pub use exports::provisioner::provider::provider::Guest as Provider;
 pub use provisioner::provider::host::{LogLevel, get_config, get_secret, log};
@@ -112,6 +119,13 @@ pub fn unique_name(
     Ok(format!("{kept}-{suffix}{rest}"))
 }
 
+/// `data` in standard base64 with padding (RFC 4648), as vendors want user data
+/// (Nova, Vultr).
+pub fn base64(data: impl AsRef<[u8]>) -> String {
+    use ::base64::Engine as _;
+    ::base64::engine::general_purpose::STANDARD.encode(data)
+}
+
 /// `text` is a vendor slug: lower-case letters, digits, `-`, `.`, `_`.
 pub fn is_slug(text: &str) -> bool {
     !text.is_empty()
@@ -124,6 +138,37 @@ pub fn is_slug(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The output of a future that is ready at once (the SDK's helpers with test
+    /// closures that do no I/O); panics when it is not.
+    pub(crate) fn ready<T>(future: impl std::future::Future<Output = T>) -> T {
+        use std::task::{Context, Poll, Waker};
+        let mut future = std::pin::pin!(future);
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(output) => output,
+            Poll::Pending => panic!("the future waits for I/O"),
+        }
+    }
+
+    /// RFC 4648's test vectors, and bytes that are not text.
+    #[test]
+    fn base64_is_standard_with_padding() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain), encoded);
+        }
+        assert_eq!(base64([0xfb, 0xff]), "+/8=");
+    }
 
     /// The suffix depends on the key only; long names are shortened to fit; the result is
     /// a hostname.

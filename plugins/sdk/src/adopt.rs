@@ -1,0 +1,97 @@
+//! Adopt or create: what `create-server` does at every vendor.
+//!
+//! The host may call `create-server` again for one order (a redelivery, a lost answer, a
+//! crash between the vendor's answer and the host's record), so a plugin first looks up
+//! the servers carrying the order's idempotency key and adopts one; only when there is none
+//! does it make a server. If a key ever has several servers (a duplicate made by an older
+//! plugin, another tool, a vendor that lost its own answer), every retry must adopt the
+//! same one: the oldest, by the vendor's creation time, then by id ([`oldest`], [`id_order`]),
+//! whatever order the vendor lists them in.
+//!
+//! ```ignore
+//! use provider_sdk::adopt::{self, id_order};
+//! async fn find(api: &ApiClient, key: &str) -> Result<Option<VendorServer>, ProviderError> {
+//!     let servers = list_all(api, &key_filter(key)).await?;
+//!     Ok(adopt::oldest(servers, |s| (s.created_at.clone(), id_order(&s.id))))
+//! }
+//! // in create_server:
+//! let existing = find(&api, &request.idempotency_key).await?.map(to_server);
+//! adopt::adopt_or_create(existing, async || {
+//!     let created: ServerEnvelope = api.call(HttpMethod::POST, "/servers", Some(&body)).await?;
+//!     Ok(to_server(created.server))
+//! })
+//! .await
+//! ```
+
+use crate::{LogLevel, ProviderError, Server, log};
+
+/// The oldest of `servers` by `age` (a creation time as the vendor writes it, then an id:
+/// RFC 3339 times in UTC sort as text; give ids through [`id_order`] so that `srv-9` comes
+/// before `srv-10`). Among equals, the first listed.
+pub fn oldest<T, K: Ord>(
+    servers: impl IntoIterator<Item = T>,
+    age: impl FnMut(&T) -> K,
+) -> Option<T> {
+    servers.into_iter().min_by_key(age)
+}
+
+/// An id's place among ids that count up: the shorter first, then by text (`srv-9`,
+/// `srv-10`; `99`, `100`). Ids that do not count up (UUIDs) still get one fixed order.
+pub fn id_order(id: &str) -> (usize, String) {
+    (id.len(), id.to_string())
+}
+
+/// `existing` (the oldest server carrying the key, from the look-up) adopted, or else the
+/// server `create` makes; either is logged with its vendor id.
+pub async fn adopt_or_create(
+    existing: Option<Server>,
+    create: impl AsyncFnOnce() -> Result<Server, ProviderError>,
+) -> Result<Server, ProviderError> {
+    if let Some(server) = existing {
+        log(
+            LogLevel::Info,
+            &format!(
+                "adopting server {} made earlier for this idempotency key",
+                server.vendor_id
+            ),
+        );
+        return Ok(server);
+    }
+    let server = create().await?;
+    log(
+        LogLevel::Info,
+        &format!("created server {}", server.vendor_id),
+    );
+    Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The earliest creation time wins; a tie goes to the id that counted up first, not
+    /// to the text order of the ids, nor to the vendor's listing order.
+    #[test]
+    fn the_oldest_wins_whatever_the_listing_order() {
+        let listed = [
+            ("2025-01-31T12:00:01Z", "srv-2"),
+            ("2025-01-31T12:00:00Z", "srv-10"),
+            ("2025-01-31T12:00:00Z", "srv-9"),
+        ];
+        let pick = oldest(listed, |(created, id)| (created.to_string(), id_order(id)));
+        assert_eq!(pick, Some(("2025-01-31T12:00:00Z", "srv-9")));
+        let newest_first = [listed[0], listed[1]];
+        let pick = oldest(newest_first, |(created, id)| {
+            (created.to_string(), id_order(id))
+        });
+        assert_eq!(pick, Some(("2025-01-31T12:00:00Z", "srv-10")));
+        assert_eq!(oldest(Vec::<u8>::new(), |n| *n), None);
+    }
+
+    /// Among full equals the first listed is kept (the same one on every call).
+    #[test]
+    fn equals_keep_the_listing_order() {
+        let listed = [(1, 'a'), (0, 'b'), (0, 'c')];
+        assert_eq!(oldest(listed, |(age, _)| *age), Some((0, 'b')));
+    }
+}
