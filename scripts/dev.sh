@@ -15,7 +15,8 @@
 # and the script says so; AMQP_URL, when set, is used by both as it is.
 #
 # Usage: scripts/dev.sh [--no-demo]
-# State (database, token, logs, plugin manifest) lives in .dev/; delete it to start afresh.
+# State (database, token, logs, plugin manifests, plugin secrets) lives in .dev/; delete it to
+# start afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -45,10 +46,19 @@ else
     api_amqp_url="amqp://guest:guest@127.0.0.1:5672/%2f"
     host_amqp_url=$api_amqp_url
 fi
-# A plugin's secrets: only PLUGIN_SECRET_<VENDOR>_... variables may be named in a manifest.
-export PLUGIN_SECRET_HETZNER_TOKEN=sim-hetzner-token
-export PLUGIN_SECRET_DIGITALOCEAN_TOKEN=sim-digitalocean-token
-export PLUGIN_SECRET_OPENSTACK_PASSWORD=sim-openstack-password
+# A plugin's secrets: only PLUGIN_SECRET_<VENDOR>_... names may be named in a manifest. The
+# host reads them from files of those names in .dev/secrets (PLUGIN_SECRETS_DIR), re-read on
+# change: write a new vendor's secret there while the stack runs, no restart needed.
+PLUGIN_SECRET_HETZNER_TOKEN=sim-hetzner-token
+PLUGIN_SECRET_DIGITALOCEAN_TOKEN=sim-digitalocean-token
+PLUGIN_SECRET_OPENSTACK_PASSWORD=sim-openstack-password
+(
+    umask 077
+    mkdir -p .dev/secrets
+    for name in PLUGIN_SECRET_HETZNER_TOKEN PLUGIN_SECRET_DIGITALOCEAN_TOKEN PLUGIN_SECRET_OPENSTACK_PASSWORD; do
+        printf '%s\n' "${!name}" > ".dev/secrets/$name"
+    done
+)
 # write_manifest VENDOR SECRET_KEY SECRET_VARIABLE CONFIG_LINES: a plugin pointed at the
 # simulator.
 write_manifest() {
@@ -111,7 +121,8 @@ run sim env SIM_LISTEN_ADDR=$sim_addr SIM_HETZNER_TOKEN=$PLUGIN_SECRET_HETZNER_T
     SIM_DIGITALOCEAN_TOKEN=$PLUGIN_SECRET_DIGITALOCEAN_TOKEN \
     SIM_OPENSTACK_PASSWORD=$PLUGIN_SECRET_OPENSTACK_PASSWORD \
     target/debug/vendor-sim
-run host env AMQP_URL="$host_amqp_url" PLUGINS_DIR=.dev/plugins target/debug/provisioner-host
+run host env AMQP_URL="$host_amqp_url" PLUGINS_DIR=.dev/plugins PLUGIN_SECRETS_DIR=.dev/secrets \
+    target/debug/provisioner-host
 run api env AMQP_URL="$api_amqp_url" LISTEN_ADDR=$api_addr DATABASE_URL=sqlite://.dev/orders.db \
     target/debug/order-api
 

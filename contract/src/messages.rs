@@ -316,7 +316,9 @@ pub struct VendorAnnouncement {
 }
 
 /// host -> order-api: "I no longer serve this vendor" (`announce.<vendor>`), sent when a
-/// plugin is removed from a host.
+/// plugin is removed from a host, and (with [`VendorWithdrawal::unavailable`]) when the host
+/// has the vendor's plugin but cannot serve it, on every change and with every round of
+/// announcements after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VendorWithdrawal {
     /// The vendor id.
@@ -325,6 +327,12 @@ pub struct VendorWithdrawal {
     pub host_id: String,
     /// When.
     pub at: DateTime<Utc>,
+    /// Why the host does not serve a vendor whose plugin it has (a secret is missing, the
+    /// plugin does not load), for operators: order-api lists it to admins only. Absent when
+    /// the plugin was removed. An order-api older than this field ignores it and reads a
+    /// plain withdrawal, which is right as well: the vendor's orders are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// A server a sweep found at the vendor, with the idempotency key it carries.
@@ -431,6 +439,40 @@ mod tests {
         assert_eq!(json["server"]["vendor_id"], "42");
         let back: HostMessage = serde_json::from_value(json).unwrap();
         assert_eq!(back, update);
+    }
+
+    /// A withdrawal saying why the vendor is unavailable still reads as a plain withdrawal
+    /// to an order-api built before the field (no unknown-field refusal), and one from a
+    /// host built before it reads as a removal.
+    #[test]
+    fn a_withdrawal_with_a_reason_reads_as_a_withdrawal_to_older_readers() {
+        /// `HostMessage` as it was before `unavailable`.
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum OlderHostMessage {
+            VendorWithdrawn { vendor: String, host_id: String },
+        }
+        let withdrawal = HostMessage::VendorWithdrawn(VendorWithdrawal {
+            vendor: "acme".into(),
+            host_id: "host-1".into(),
+            at: Utc::now(),
+            unavailable: Some("secret 'token' is missing".into()),
+        });
+        let json = serde_json::to_value(&withdrawal).unwrap();
+        assert_eq!(json["unavailable"], "secret 'token' is missing");
+        let older: OlderHostMessage = serde_json::from_value(json).unwrap();
+        let OlderHostMessage::VendorWithdrawn { vendor, host_id } = older;
+        assert_eq!((vendor.as_str(), host_id.as_str()), ("acme", "host-1"));
+
+        let from_older_host = serde_json::json!({"type": "vendor_withdrawn", "vendor": "acme",
+            "host_id": "host-1", "at": "2026-01-01T00:00:00Z"});
+        let HostMessage::VendorWithdrawn(plain) = serde_json::from_value(from_older_host).unwrap()
+        else {
+            panic!("not a withdrawal");
+        };
+        assert_eq!(plain.unavailable, None);
+        let plain_json = serde_json::to_value(HostMessage::VendorWithdrawn(plain)).unwrap();
+        assert!(plain_json.get("unavailable").is_none(), "{plain_json}");
     }
 
     /// Events and results are routed apart.

@@ -34,12 +34,14 @@ mod db;
 mod events;
 mod orphans;
 mod tokens;
+mod vendors;
 mod webhooks;
 pub use db::Backend;
 use db::{DbTime, optional_time, parameters, time, value_rows};
 pub use events::{EventFeed, OrderNews};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use tokens::{NewToken, TOKEN_CACHE_TTL, TokenInfo};
+pub use vendors::UnavailableVendor;
 pub use webhooks::WebhookDelivery;
 
 /// The database handle; cheap to clone.
@@ -773,8 +775,14 @@ impl Store {
         Ok(())
     }
 
-    /// Records (or refreshes) that a host serves a vendor.
+    /// Records (or refreshes) that a host serves a vendor (and so that it is no longer
+    /// unavailable there).
     pub async fn upsert_vendor(&self, announcement: &VendorAnnouncement) -> anyhow::Result<()> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
         sqlx::query(
             "INSERT INTO vendor_hosts (vendor, host_id, display_name, plugin_version, first_seen, last_seen) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (vendor, host_id) DO UPDATE SET \
@@ -787,20 +795,36 @@ impl Store {
         .bind(&announcement.plugin_version)
         .bind(DbTime(announcement.at))
         .bind(DbTime(announcement.at))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .context("recording a vendor")?;
+        vendors::clear_unavailable(&mut tx, &announcement.vendor, &announcement.host_id).await?;
+        tx.commit().await.context("committing a vendor")?;
         Ok(())
     }
 
-    /// Records that a host stopped serving a vendor.
+    /// Records that a host stopped serving a vendor; with a reason, that it has the
+    /// vendor's plugin but cannot serve it (listed to admins, see
+    /// [`Store::unavailable_vendors`]).
     pub async fn withdraw_vendor(&self, withdrawal: &VendorWithdrawal) -> anyhow::Result<()> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
         sqlx::query("DELETE FROM vendor_hosts WHERE vendor = $1 AND host_id = $2")
             .bind(&withdrawal.vendor)
             .bind(&withdrawal.host_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .context("withdrawing a vendor")?;
+        match &withdrawal.unavailable {
+            Some(reason) => vendors::mark_unavailable(&mut tx, withdrawal, reason).await?,
+            None => {
+                vendors::clear_unavailable(&mut tx, &withdrawal.vendor, &withdrawal.host_id).await?
+            }
+        }
+        tx.commit().await.context("committing a withdrawal")?;
         Ok(())
     }
 

@@ -20,7 +20,8 @@ use crate::http::AppState;
 use crate::http::problem::{ApiError, FieldError, Problem, excerpt};
 use crate::lifecycle::OrderStatus;
 use crate::store::{
-    IdempotencyKey, Inserted, Order, OrderEvent, OrderQuery, OutboxMessage, Vendor,
+    IdempotencyKey, Inserted, Order, OrderEvent, OrderQuery, OutboxMessage, UnavailableVendor,
+    Vendor,
 };
 use crate::validation::Verdict;
 
@@ -277,6 +278,12 @@ pub struct OrderPage {
 pub struct VendorList {
     /// The vendors some host serves, by id.
     vendors: Vec<Vendor>,
+    /// Admins only (absent for a tenant): vendors a host has a plugin for but does not
+    /// serve, one entry per vendor and host, with the host's reason (a secret missing, a
+    /// plugin that does not load). Orders for a vendor listed only here are refused with
+    /// `422 unknown-vendor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unavailable: Option<Vec<UnavailableVendor>>,
 }
 
 impl OrderView {
@@ -860,17 +867,30 @@ pub async fn webhook_secret(
     Ok(Json(WebhookSecret { tenant, secret }))
 }
 
-/// `GET /v1/vendors`: the vendors hosts have announced.
+/// `GET /v1/vendors`: the vendors hosts have announced; for an admin, also those a host
+/// has a plugin for but does not serve, with why.
 #[utoipa::path(
     get,
     path = "/v1/vendors",
     tag = "vendors",
-    responses((status = 200, description = "The vendors some host serves", body = VendorList)),
+    responses((
+        status = 200,
+        description = "The vendors some host serves (and, for an admin, those a host cannot \
+                       serve, with why)",
+        body = VendorList
+    )),
 )]
 pub async fn list_vendors(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<VendorList>, ApiError> {
     let vendors = state.store.vendors().await?;
-    Ok(Json(VendorList { vendors }))
+    let unavailable = match caller {
+        Caller::Admin => Some(state.store.unavailable_vendors().await?),
+        Caller::Tenant(_) => None,
+    };
+    Ok(Json(VendorList {
+        vendors,
+        unavailable,
+    }))
 }
