@@ -1,25 +1,38 @@
 //! `provisioner-conformance`: tells a plugin author whether a provider plugin is fit to drop
 //! into a host. It loads the `.wasm` exactly as the host does (the same runtime, grants and
 //! limits, from the plugin's manifest) and runs named suites of checks against the vendor
-//! simulator or the live vendor; each check says pass, fail (what was expected, what came
-//! back) or skip (why).
+//! simulator, any vendor through the fault-injecting proxy it starts in front of the
+//! vendor's API, or the live vendor; each check says pass, fail (what was expected, what came
+//! back) or skip (why). A run that made servers ends deleting them until each is seen gone,
+//! and names every one it could not.
 //!
 //! # Layout
-//! - [`options`]: what a run is given: plugin, manifest, target (simulator or live), the
-//!   request to make servers with, suites.
-//! - [`report`]: check results and their renderings: the terminal table, JSON, JUnit XML.
-//! - [`sim`]: the simulator's control API (inject faults, count servers by key).
-//! - [`kit`]: loading the plugin (as manifested, or with a narrowed grant or budget) and
-//!   the helpers checks share.
-//! - [`suites`]: the checks: `contract`, `sandbox`, `faults`, `lifecycle`, `idempotency`,
-//!   and the leftover sweep that ends every run.
+//! - [`options`]: what a run is given: plugin, manifest, target (simulator, fault proxy or
+//!   live), the request to make servers with, suites, time limits.
+//! - [`report`]: check results, leftovers and their renderings: the terminal table, JSON,
+//!   JUnit XML.
+//! - [`sim`]: the simulator's control API (count servers by key, small pages), and the
+//!   `/_sim/faults` API the simulator and the proxy share.
+//! - [`proxy`]: the fault proxy a `--fault-proxy` run starts, and the manifest pointed at it.
+//! - [`traffic`]: what reached the vendor, read from the proxy's record of requests: the
+//!   servers a key's creates made, user data, SSH keys and labels in the requests.
+//! - [`patience`]: vendor calls made again after `rate-limited` and `transient`, as the
+//!   host does.
+//! - [`kit`]: loading the plugin (as manifested, or with a narrowed grant or budget), the
+//!   patient vendor calls, and what the run made.
+//! - [`suites`]: the checks: `contract`, `sandbox`, `faults`, `lifecycle`, `idempotency`.
+//! - [`cleanup`]: the clean-up that ends every run that made servers, and its leftovers.
 
+pub mod cleanup;
 pub mod kit;
 pub mod options;
+pub mod patience;
+pub mod proxy;
 pub mod report;
 pub mod sim;
 pub mod suites;
+pub mod traffic;
 
 pub use options::{KitOptions, Suite, Target};
-pub use report::{CheckResult, Outcome, Report};
+pub use report::{CheckResult, Leftover, Outcome, Report};
 pub use suites::run;

@@ -1,6 +1,8 @@
-//! `provisioner-conformance <plugin.wasm> --manifest <file> (--vendor-sim <url> | --live)`:
-//! runs the conformance suites against a plugin and prints a table (or JSON), optionally
-//! JUnit XML; exits 1 when a check failed, 2 on bad arguments.
+//! `provisioner-conformance <plugin.wasm> --manifest <file> (--vendor-sim <url> |
+//! --fault-proxy <profile> | --live)`: runs the conformance suites against a plugin and
+//! prints a table (or JSON), optionally JUnit XML; exits 1 when a check failed or a server
+//! the run made is left at the vendor (every such server's vendor id is printed), 2 on bad
+//! arguments.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -19,12 +21,27 @@ struct Args {
     #[arg(long)]
     manifest: PathBuf,
     /// Run against the vendor simulator at this URL (fault checks run).
-    #[arg(long, conflicts_with = "live", required_unless_present = "live")]
+    #[arg(
+        long,
+        conflicts_with_all = ["live", "fault_proxy"],
+        required_unless_present_any = ["live", "fault_proxy"]
+    )]
     vendor_sim: Option<String>,
     /// Which of the simulator's vendors the plugin talks to (default: the manifest's).
     #[arg(long, requires = "vendor_sim")]
     sim_vendor: Option<String>,
-    /// Run against the real vendor: servers are made and deleted (costs money); no faults.
+    /// Run any vendor through a fault-injecting proxy started in front of the manifest's
+    /// base URL (the live vendor or a fake of it), with faults shaped by this fault profile
+    /// (the vendor's faults.toml): fault checks run, and what reached the vendor is read
+    /// from the proxy's record. Servers are really made (and deleted) at the upstream.
+    #[arg(long, value_name = "PROFILE")]
+    fault_proxy: Option<PathBuf>,
+    /// The manifest [config] key holding the vendor API's base URL, which the proxy goes in
+    /// front of (OpenStack: auth-url).
+    #[arg(long, default_value = "base-url", requires = "fault_proxy")]
+    base_url_key: String,
+    /// Run against the real vendor, seen only through the plugin: servers are made and
+    /// deleted (costs money); no faults, and the checks that need the vendor's side skip.
     #[arg(long)]
     live: bool,
     /// Region of the servers made (default: the first of the manifest's `regions`).
@@ -39,9 +56,19 @@ struct Args {
     /// Suites to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     suite: Vec<Suite>,
-    /// Seconds a server may take to run, and to be gone after its delete.
+    /// Seconds a server may take to run, and the closing clean-up to see every server of the
+    /// run gone.
     #[arg(long, default_value_t = 300)]
     boot_timeout_secs: u64,
+    /// Seconds one vendor call's `rate-limited` and `transient` answers are waited out and
+    /// the call made again (as the host does) before its error counts.
+    #[arg(long, default_value_t = 60)]
+    retry_secs: u64,
+    /// Allow `lifecycle.every-page` to make this many more servers (more than the vendor's
+    /// page) to see `list-servers` read past the first page; needed where pages cannot be
+    /// made small (live, or a fault profile without [paging]).
+    #[arg(long, value_name = "N")]
+    paging_servers: Option<usize>,
     /// Output on stdout.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -71,17 +98,18 @@ async fn main() -> anyhow::Result<()> {
     let manifest_vendor = provisioner_host::manifest::Manifest::load(&args.manifest)
         .map(|m| m.vendor)
         .unwrap_or_default();
-    let target = match args.vendor_sim {
-        Some(url) => Target::Simulator {
+    let target = match (args.vendor_sim, args.fault_proxy) {
+        (Some(url), _) => Target::Simulator {
             url,
             vendor: args.sim_vendor.unwrap_or(manifest_vendor),
         },
-        None => Target::Live,
+        (None, Some(profile)) => Target::FaultProxy {
+            profile,
+            base_url_key: args.base_url_key,
+        },
+        (None, None) => Target::Live,
     };
     let options = KitOptions {
-        component: args.plugin,
-        manifest: args.manifest,
-        target,
         region: args.region,
         size: args.size,
         image: args.image,
@@ -91,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
             args.suite
         },
         boot_timeout: Duration::from_secs(args.boot_timeout_secs),
-        secrets: None,
+        retry_budget: Duration::from_secs(args.retry_secs),
+        paging_servers: args.paging_servers,
+        ..KitOptions::new(args.plugin, args.manifest, target)
     };
     let terminal = std::io::stderr().is_terminal();
     let mut step = 0;
@@ -112,6 +142,11 @@ async fn main() -> anyhow::Result<()> {
     match args.format {
         Format::Table => print!("{}", report.table()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&report.json())?),
+    }
+    // The leftovers cost money at a real vendor: say so where a person looks, whatever the
+    // format.
+    if !report.leftovers.is_empty() {
+        eprint!("{}", report.leftover_notice());
     }
     if let Some(path) = args.junit {
         std::fs::write(&path, report.junit()?)

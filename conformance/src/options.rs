@@ -4,19 +4,34 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where the plugin's vendor is.
+/// Where the plugin's vendor is, and how much of the vendor's side the kit can see.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// The vendor simulator at `url`, serving the plugin's API as `vendor` (one of the
-    /// simulator's vendors). Fault checks run.
+    /// simulator's vendors). Fault checks run; what reached the vendor is read from the
+    /// simulator's own records.
     Simulator {
         /// The simulator's base URL (its `/_sim` control API is there).
         url: String,
         /// Which of the simulator's vendors the plugin talks to.
         vendor: String,
     },
-    /// The real vendor: fault checks are skipped (faults cannot be injected), and servers
-    /// are really made (and deleted).
+    /// Any vendor, through the fault-injecting proxy (`vendor-sim`'s proxy mode) the kit
+    /// starts in process in front of the plugin's own upstream (the live vendor or a fake of
+    /// it): the plugin is pointed at the proxy for the run, fault checks run with the faults
+    /// rendered from the author's profile, and what reached the vendor is read from the
+    /// proxy's record of the requests it forwarded.
+    FaultProxy {
+        /// The vendor's fault profile (`faults.toml`: how its 429, 5xx and 401 look, how
+        /// its lists are paged).
+        profile: PathBuf,
+        /// The manifest `[config]` key holding the vendor API's base URL (`base-url`,
+        /// OpenStack's `auth-url`): its origin is the proxy's upstream.
+        base_url_key: String,
+    },
+    /// The real vendor, seen only through the plugin: fault checks and the checks that
+    /// need the vendor's side are skipped (saying why), and servers are really made (and
+    /// deleted).
     Live,
 }
 
@@ -27,7 +42,7 @@ pub enum Suite {
     Contract,
     /// The plugin reaches only its granted hosts.
     Sandbox,
-    /// Vendor faults map to the right errors (simulator only).
+    /// Vendor faults map to the right errors (simulator or fault proxy).
     Faults,
     /// create -> running -> address -> delete -> gone.
     Lifecycle,
@@ -57,6 +72,10 @@ impl Suite {
     }
 }
 
+/// How long the kit waits out a call's passing errors (`rate-limited`, `transient`, the
+/// call budget) by default, as the host would before failing an order.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(60);
+
 /// One run's inputs.
 #[derive(Debug, Clone)]
 pub struct KitOptions {
@@ -65,7 +84,7 @@ pub struct KitOptions {
     /// Its manifest (grants, limits, config, secrets); its `component` is replaced by
     /// [`KitOptions::component`].
     pub manifest: PathBuf,
-    /// Simulator or live vendor.
+    /// Simulator, fault proxy or live vendor.
     pub target: Target,
     /// Region, size and image of the servers the run makes; `None`: the first value of the
     /// manifest's `regions` / `sizes` / `images` config.
@@ -76,9 +95,39 @@ pub struct KitOptions {
     pub image: Option<String>,
     /// The suites to run (the leftover sweep always runs when servers may have been made).
     pub suites: Vec<Suite>,
-    /// How long a server may take to run, and to be gone after its delete.
+    /// How long a server may take to run, and how long the closing clean-up may take to
+    /// see every server of the run gone.
     pub boot_timeout: Duration,
+    /// How long one vendor call's passing errors (`rate-limited` with its delay,
+    /// `transient`, a call over its budget) are waited out and the call made again, as the
+    /// host does, before its error counts.
+    pub retry_budget: Duration,
+    /// How many servers `lifecycle.every-page` may make besides the run's others to see
+    /// `list-servers` read past the vendor's first page (more than a page of the vendor's
+    /// own: they cost money at a real vendor); `None`: it makes them only where the pages
+    /// can be made small (the simulator, or a fault profile with `[paging]`).
+    pub paging_servers: Option<usize>,
     /// Secret values by environment variable name, instead of this process's environment
     /// (tests); `None`: the environment, as the host reads it.
     pub secrets: Option<BTreeMap<String, String>>,
+}
+
+impl KitOptions {
+    /// Every suite against `target`, with the manifest's catalogue, a 300 s boot timeout,
+    /// the default retry budget and the environment's secrets.
+    pub fn new(component: PathBuf, manifest: PathBuf, target: Target) -> Self {
+        Self {
+            component,
+            manifest,
+            target,
+            region: None,
+            size: None,
+            image: None,
+            suites: Suite::ALL.to_vec(),
+            boot_timeout: Duration::from_secs(300),
+            retry_budget: DEFAULT_RETRY_BUDGET,
+            paging_servers: None,
+            secrets: None,
+        }
+    }
 }

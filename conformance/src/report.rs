@@ -50,6 +50,28 @@ fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S:
     serializer.serialize_u128(duration.as_millis())
 }
 
+/// A server the run made that its clean-up could not see gone: at a real vendor, it is
+/// still billed until someone deletes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leftover {
+    /// Its vendor id, when anything reported it (a server whose create answer was lost and
+    /// that the plugin never found has none).
+    pub vendor_id: Option<String>,
+    /// The run's idempotency key it carries.
+    pub key: String,
+    /// What was last seen of it: its status, the delete's error, where it showed.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.vendor_id {
+            Some(id) => write!(f, "vendor id {id} (key {}): {}", self.key, self.detail),
+            None => write!(f, "vendor id unknown (key {}): {}", self.key, self.detail),
+        }
+    }
+}
+
 /// A whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -59,10 +81,15 @@ pub struct Report {
     pub vendor: String,
     /// The WIT version it implements, when it loaded.
     pub wit_version: Option<String>,
-    /// `simulator <url>` or `live`.
+    /// What the run ran against (the simulator, the fault proxy and its upstream, live).
     pub target: String,
+    /// The run's id: its servers carry the label `provisioner-conformance=<run id>` and
+    /// keys `conformance-<run id>-<n>`.
+    pub run_id: Option<String>,
     /// Every check, in the order run.
     pub checks: Vec<CheckResult>,
+    /// The servers still at the vendor after the clean-up gave up: each one's vendor id.
+    pub leftovers: Vec<Leftover>,
 }
 
 impl Report {
@@ -71,9 +98,28 @@ impl Report {
         self.checks.iter().filter(|c| c.outcome == outcome).count()
     }
 
-    /// Whether no check failed.
+    /// Whether no check failed and the run left nothing at the vendor.
     pub fn passed(&self) -> bool {
-        self.count(Outcome::Fail) == 0
+        self.count(Outcome::Fail) == 0 && self.leftovers.is_empty()
+    }
+
+    /// The leftovers as lines for a person to act on (empty when there are none).
+    pub fn leftover_notice(&self) -> String {
+        if self.leftovers.is_empty() {
+            return String::new();
+        }
+        let mut out = format!(
+            "LEFT AT THE VENDOR: {} server(s) of run {} the clean-up could not see gone; delete \
+             them by hand (they carry the label {}={}):\n",
+            self.leftovers.len(),
+            self.run_id.as_deref().unwrap_or("?"),
+            crate::kit::RUN_LABEL,
+            self.run_id.as_deref().unwrap_or("?"),
+        );
+        for leftover in &self.leftovers {
+            let _ = writeln!(out, "  {leftover}");
+        }
+        out
     }
 
     /// The check named `suite.check`, if it ran.
@@ -118,6 +164,7 @@ impl Report {
             self.count(Outcome::Fail),
             self.count(Outcome::Skip)
         );
+        out.push_str(&self.leftover_notice());
         out
     }
 

@@ -1,22 +1,33 @@
-//! The checks, suite by suite, and the leftover sweep that ends a run.
+//! The checks, suite by suite, and the clean-up that ends a run.
 //!
 //! Checks run one after another; a check that needs an earlier one's result (the server
 //! `lifecycle.create` made) is skipped, saying so, when that one failed. Every server a run
-//! makes carries an idempotency key `conformance-<run id>-<n>`; the last check lists what
-//! is left at the vendor with those keys (Terraform's CheckDestroy) and fails if anything
-//! is.
+//! makes carries an idempotency key `conformance-<run id>-<n>`; the last check deletes
+//! every server of the run until each is seen gone ([`crate::cleanup`]) and fails, naming
+//! each leftover's vendor id, if anything is left.
+//!
+//! Vendor calls that are not themselves under test (the create before a check, the
+//! deletes, the lists) wait out `rate-limited` and `transient` answers as the host does
+//! ([`crate::patience`]); a fault check's own call is made once, since its error is what
+//! is judged. Where a check needs the vendor's side (how many servers a key made, what a
+//! server got, small pages), it reads the simulator's records, or the fault proxy's record
+//! of the requests that reached the vendor; a run that sees neither (live, no proxy) skips
+//! it, saying so.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use provisioner_host::bindings::WitVersion;
 use provisioner_host::bindings::types::{ProviderError, Server, ServerStatus};
-use provisioner_host::runtime::{CallError, Plugin};
+use provisioner_host::runtime::CallError;
 use serde_json::json;
 
-use crate::kit::Kit;
+use crate::kit::{Kit, Vantage};
 use crate::options::{KitOptions, Suite, Target};
-use crate::report::{CheckResult, Outcome, Report};
+use crate::patience::is_passing;
+use crate::proxy::ProxyControl;
+use crate::report::{CheckResult, Leftover, Outcome, Report};
+use crate::traffic;
 
 /// Sets one field of a request (the refusal checks).
 type SetField = fn(&mut provisioner_host::bindings::types::ServerRequest, &str);
@@ -71,9 +82,20 @@ impl Recorder<'_> {
 
 /// Runs the suites of `options`; `progress` hears the name of each check as it starts.
 pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report {
-    let target = match &options.target {
+    let mut target = match &options.target {
         Target::Simulator { url, vendor } => format!("the simulator at {url} (as {vendor})"),
+        Target::FaultProxy {
+            profile,
+            base_url_key,
+        } => format!(
+            "the fault proxy (profile {}) in front of the manifest's {base_url_key}",
+            profile.display()
+        ),
         Target::Live => "the live vendor".to_string(),
+    };
+    let profile = match &options.target {
+        Target::FaultProxy { profile, .. } => profile.display().to_string(),
+        _ => String::new(),
     };
     let plugin_name = options.component.display().to_string();
     let vendor = provisioner_host::manifest::Manifest::load(&options.manifest)
@@ -103,7 +125,7 @@ pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report 
                         loaded = Some(kit);
                         Ok(format!("implements provisioner:provider {version}{note}"))
                     }
-                    Err(error) => Err(format!("the host would refuse it: {error:#}")),
+                    Err(error) => Err(error.to_string()),
                 }
             },
         )
@@ -114,9 +136,19 @@ pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report 
             vendor,
             wit_version: None,
             target,
+            run_id: None,
             checks: recorder.checks,
+            leftovers: Vec::new(),
         };
     };
+    if let Some(proxy) = kit.proxy() {
+        target = format!(
+            "the fault proxy at {} (profile {profile}, vendor {}) in front of {}",
+            proxy.url(),
+            proxy.profile_vendor,
+            proxy.upstream
+        );
+    }
     let mut made_servers = false;
     for suite in Suite::ALL.into_iter().filter(|s| suites.contains(s)) {
         match suite {
@@ -130,15 +162,19 @@ pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report 
             Suite::Idempotency => made_servers |= idempotency(&kit, &mut recorder).await,
         }
     }
-    if made_servers {
-        leftovers(&kit, &mut recorder).await;
-    }
+    let leftovers = if made_servers {
+        clean_up(&kit, &mut recorder).await
+    } else {
+        Vec::new()
+    };
     Report {
         plugin: plugin_name,
         vendor,
         wit_version: Some(kit.plugin.wit_version().to_string()),
         target,
+        run_id: Some(kit.run_id.clone()),
         checks: recorder.checks,
+        leftovers,
     }
 }
 
@@ -146,13 +182,20 @@ pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report 
 fn shown<T: std::fmt::Debug>(result: &Result<T, CallError>) -> String {
     match result {
         Ok(value) => format!("Ok({value:?})"),
-        Err(CallError::Provider(error)) => provider_case(error),
-        Err(error) => format!("host fault: {error}"),
+        Err(error) => shown_error(error),
+    }
+}
+
+/// A failed call, for details.
+pub(crate) fn shown_error(error: &CallError) -> String {
+    match error {
+        CallError::Provider(error) => provider_case(error),
+        error => format!("host fault: {error}"),
     }
 }
 
 /// A status as its WIT case.
-fn status(status: ServerStatus) -> &'static str {
+pub(crate) fn status(status: ServerStatus) -> &'static str {
     match status {
         ServerStatus::Provisioning => "provisioning",
         ServerStatus::Running => "running",
@@ -333,7 +376,7 @@ async fn sandbox(kit: &Kit, r: &mut Recorder<'_>) {
     .await;
 }
 
-/// Fault injection at the simulator. Whether it made a server.
+/// Fault injection at the simulator or the fault proxy. Whether it made a server.
 async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     let suite = Suite::Faults;
     let checks = [
@@ -353,18 +396,20 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
             "create made the server but its answer was lost -> a retry adopts it, no duplicate",
         ),
     ];
-    let Some(sim) = kit.sim.clone() else {
+    let Some(fault_api) = kit.faults().cloned() else {
         for (check, description) in checks {
             r.skip(
                 suite,
                 check,
                 description,
-                "faults are injected only with --vendor-sim",
+                "faults are injected only with --vendor-sim or --fault-proxy",
             );
         }
         return false;
     };
-    if let Err(error) = sim.check().await {
+    if let Some(simulator) = kit.sim()
+        && let Err(error) = simulator.check().await
+    {
         for (check, description) in checks {
             r.skip(suite, check, description, &format!("{error:#}"));
         }
@@ -381,10 +426,10 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     // Each fault stays armed for the whole call (a plugin that resends must still see it).
     let injected =
         async |rule: serde_json::Value| -> Result<Result<Option<Server>, CallError>, String> {
-            sim.clear().await.map_err(|e| format!("{e:#}"))?;
-            sim.arm(rule).await.map_err(|e| format!("{e:#}"))?;
+            fault_api.clear().await.map_err(|e| format!("{e:#}"))?;
+            fault_api.arm(rule).await.map_err(|e| format!("{e:#}"))?;
             let result = kit.plugin.find_server(&kit.new_key()).await;
-            sim.clear().await.map_err(|e| format!("{e:#}"))?;
+            fault_api.clear().await.map_err(|e| format!("{e:#}"))?;
             Ok(result)
         };
     let (check, description) = checks[0];
@@ -425,14 +470,15 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
             .variant(|manifest| manifest.limits.call_timeout_ms = BUDGET_MS)
             .await
             .map_err(|error| format!("loading with a {BUDGET_MS} ms budget failed: {error:#}"))?;
-        sim.clear().await.map_err(|e| format!("{e:#}"))?;
-        sim.arm(json!({"kind": "slow", "delay_ms": 10_000, "count": 100}))
+        fault_api.clear().await.map_err(|e| format!("{e:#}"))?;
+        fault_api
+            .arm(json!({"kind": "slow", "delay_ms": 10_000, "count": 100}))
             .await
             .map_err(|e| format!("{e:#}"))?;
         let started = Instant::now();
         let result = short.find_server(&kit.new_key()).await;
         let took = started.elapsed();
-        sim.clear().await.map_err(|e| format!("{e:#}"))?;
+        fault_api.clear().await.map_err(|e| format!("{e:#}"))?;
         match &result {
             Err(CallError::Timeout { .. }) if took < Duration::from_millis(BUDGET_MS + 3_000) => {
                 Ok(format!(
@@ -454,34 +500,62 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         return false;
     };
     r.check(suite, check, description, async {
+        let (method, path) = match (kit.sim(), kit.proxy()) {
+            (Some(simulator), _) => ("POST".to_string(), simulator.create_path().to_string()),
+            (None, Some(proxy)) => learn_create_request(kit, proxy).await?,
+            (None, None) => return Err("no fault API to lose an answer with".into()),
+        };
         let key = kit.new_key();
         let request = kit.request(&key);
         let order = uuid::Uuid::new_v4();
-        sim.clear().await.map_err(|e| format!("{e:#}"))?;
-        sim.arm(json!({
-            "kind": "lost_response",
-            "method": "POST",
-            "path": sim.create_path(),
-            "count": 1
-        }))
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-        let first = kit.plugin.create_server(order, &request).await;
-        let unfired = sim.armed().await.map_err(|e| format!("{e:#}"))?;
-        sim.clear().await.map_err(|e| format!("{e:#}"))?;
+        fault_api.clear().await.map_err(|e| format!("{e:#}"))?;
+        fault_api
+            .arm(json!({
+                "kind": "lost_response",
+                "method": method,
+                "path": path,
+                "count": 1
+            }))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        // The create whose answer is lost; a passing error before the fault fired (a
+        // rate-limited look-up) is waited out as the host would, one after it is the answer.
+        let deadline = kit.call_deadline();
+        let first = loop {
+            let attempt = kit.plugin.create_server(order, &request).await;
+            let waiting = match &attempt {
+                Err(error) if is_passing(error) && tokio::time::Instant::now() < deadline => {
+                    fault_api.armed().await.map_err(|e| format!("{e:#}"))? > 0
+                }
+                _ => false,
+            };
+            if !waiting {
+                break attempt;
+            }
+            let asked = attempt
+                .as_ref()
+                .err()
+                .and_then(provisioner_host::provision::retry_after)
+                .unwrap_or(Duration::from_millis(500));
+            tokio::time::sleep(asked).await;
+        };
+        if let Ok(server) = &first {
+            kit.saw(&server.vendor_id, &key);
+        }
+        let unfired = fault_api.armed().await.map_err(|e| format!("{e:#}"))?;
+        fault_api.clear().await.map_err(|e| format!("{e:#}"))?;
         if unfired > 0 {
             return Err(format!(
-                "the simulator's lost answer never fired: the create sent no POST to a path \
-                 containing {} (first create: {})",
-                sim.create_path(),
+                "the lost answer never fired: the create sent no {method} to a path \
+                 containing {path} (first create: {})",
                 shown(&first)
             ));
         }
-        let second = kit.plugin.create_server(order, &request).await;
-        let made = sim
-            .servers_with_key(&key)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        // The host's retry, waiting out any passing error as the host does.
+        let second = kit.create(order, &request).await;
+        let made = servers_at_vendor(kit, &key)
+            .await?
+            .map_or(0, |(count, _)| count);
         let first_retryable = matches!(
             &first,
             Ok(_) | Err(CallError::Provider(ProviderError::Transient(_)))
@@ -520,9 +594,56 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     true
 }
 
-/// Polls `get-server` until `done` says so or `within` passes; the last answer.
+/// Which request makes a server at this vendor (method and path at the proxy), from the
+/// proxy's record: an earlier create of the run's, or a probe create's (then deleted).
+async fn learn_create_request(kit: &Kit, proxy: &ProxyControl) -> Result<(String, String), String> {
+    if let Some(found) = traffic::create_request(&proxy.requests(), &kit.keys()) {
+        return Ok(found);
+    }
+    let key = kit.new_key();
+    let probe = kit.create(uuid::Uuid::new_v4(), &kit.request(&key)).await;
+    let found = traffic::create_request(&proxy.requests(), std::slice::from_ref(&key));
+    if let Ok(server) = &probe {
+        let _ = kit.delete(&server.vendor_id).await;
+    }
+    match (probe, found) {
+        (_, Some(found)) => Ok(found),
+        (Ok(server), None) => Err(format!(
+            "a probe create answered server {}, but no request carrying its key {key} was \
+             answered 2xx by the vendor through the proxy: the create must carry the key to \
+             the vendor (a label, tag or metadata) and go to the base URL the proxy stands for",
+            server.vendor_id
+        )),
+        (Err(error), None) => Err(format!(
+            "a probe create (to learn which request makes a server) failed: {}",
+            shown_error(&error)
+        )),
+    }
+}
+
+/// How many servers carrying `key` the vendor has, by its own side, and how that was
+/// counted: the simulator's live servers, or the successful create requests the proxy
+/// forwarded; `None` for a blind run.
+async fn servers_at_vendor(kit: &Kit, key: &str) -> Result<Option<(usize, &'static str)>, String> {
+    Ok(match &kit.vantage {
+        Vantage::Simulator(sim) => Some((
+            sim.servers_with_key(key)
+                .await
+                .map_err(|e| format!("{e:#}"))?,
+            "by the simulator's count",
+        )),
+        Vantage::Proxy(proxy) => Some((
+            traffic::servers_made(&proxy.requests(), key),
+            "by the create requests that reached the vendor through the proxy",
+        )),
+        Vantage::Blind => None,
+    })
+}
+
+/// Polls `get-server` until `done` says so or `within` passes; the last answer. A
+/// rate-limited answer's delay is kept before the next poll.
 async fn poll_until(
-    plugin: &Plugin,
+    kit: &Kit,
     vendor_id: &str,
     within: Duration,
     done: impl Fn(&Result<Server, CallError>) -> bool,
@@ -530,14 +651,20 @@ async fn poll_until(
     let deadline = Instant::now() + within;
     let mut delay = Duration::from_millis(250);
     loop {
-        let result = plugin.get_server(None, vendor_id).await;
+        let result = kit.plugin.get_server(None, vendor_id).await;
         if done(&result) {
             return (result, true);
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return (result, false);
         }
-        tokio::time::sleep(delay).await;
+        let asked = result
+            .as_ref()
+            .err()
+            .and_then(provisioner_host::provision::retry_after)
+            .unwrap_or_default();
+        tokio::time::sleep(delay.max(asked).min(deadline - now)).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
@@ -550,7 +677,8 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         ("listed", "list-servers lists it with its idempotency key"),
         (
             "every-page",
-            "list-servers reads every page (simulator: 3 servers a page)",
+            "list-servers reads every page (simulator: 3 servers a page; fault proxy: 1 a \
+             page; or --paging-servers more servers than a page)",
         ),
         (
             "running",
@@ -570,10 +698,7 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     let mut created = None;
     let (check, description) = steps[0];
     r.check(suite, check, description, async {
-        let result = kit
-            .plugin
-            .create_server(uuid::Uuid::new_v4(), &kit.request(&key))
-            .await;
+        let result = kit.create(uuid::Uuid::new_v4(), &kit.request(&key)).await;
         match result {
             Ok(server) if !server.vendor_id.is_empty() => {
                 let detail = format!("server {} ({})", server.vendor_id, status(server.status));
@@ -603,7 +728,7 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         );
     } else {
         r.check(suite, check, description, async {
-            match kit.plugin.list_servers().await {
+            match kit.list().await {
                 Ok(Some(servers)) => match servers.iter().find(|s| s.idempotency_key == key) {
                     Some(found) if found.server.vendor_id == server.vendor_id => {
                         Ok(format!("listed among {} servers", servers.len()))
@@ -619,78 +744,18 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
                     )),
                 },
                 Ok(None) => Err("the plugin has no list-servers".into()),
-                Err(error) => Err(format!("list-servers failed: {}", shown::<()>(&Err(error)))),
+                Err(error) => Err(format!("list-servers failed: {}", shown_error(&error))),
             }
         })
         .await;
     }
     let (check, description) = steps[2];
-    match (&kit.sim, kit.plugin.wit_version()) {
-        (_, WitVersion::V0_1) => r.skip(
-            suite,
-            check,
-            description,
-            "the plugin implements WIT 0.1 (no list-servers)",
-        ),
-        (None, _) => r.skip(
-            suite,
-            check,
-            description,
-            "paging is forced only with --vendor-sim",
-        ),
-        (Some(sim), _) => {
-            r.check(suite, check, description, async {
-                const SEEDED: usize = 10;
-                let mut keys = Vec::new();
-                for _ in 0..SEEDED {
-                    let key = kit.new_key();
-                    sim.seed(&key).await.map_err(|e| format!("{e:#}"))?;
-                    keys.push(key);
-                }
-                sim.cap_pages(Some(3)).await.map_err(|e| format!("{e:#}"))?;
-                let listed = kit.plugin.list_servers().await;
-                sim.cap_pages(None).await.map_err(|e| format!("{e:#}"))?;
-                let servers = match listed {
-                    Ok(Some(servers)) => servers,
-                    Ok(None) => return Err("the plugin has no list-servers".into()),
-                    Err(error) => {
-                        return Err(format!("list-servers failed: {}", shown::<()>(&Err(error))));
-                    }
-                };
-                // The seeded servers go again (the leftover sweep at the end judges).
-                for seeded in servers.iter().filter(|s| keys.contains(&s.idempotency_key)) {
-                    let _ = kit
-                        .plugin
-                        .delete_server(None, &seeded.server.vendor_id)
-                        .await;
-                }
-                let missing: Vec<&String> = keys
-                    .iter()
-                    .filter(|key| !servers.iter().any(|s| &s.idempotency_key == *key))
-                    .collect();
-                if missing.is_empty() {
-                    Ok(format!(
-                        "all {SEEDED} servers made beside it listed over pages of 3 ({} in all)",
-                        servers.len()
-                    ))
-                } else {
-                    Err(format!(
-                        "expected all {SEEDED} servers with the run's keys over pages of 3, \
-                         {} missing (e.g. {}): list-servers must follow the vendor's next page \
-                         until the end",
-                        missing.len(),
-                        missing[0]
-                    ))
-                }
-            })
-            .await;
-        }
-    }
+    every_page(kit, r, check, description, &key).await;
     let timeout = kit.options.boot_timeout;
     let mut running = None;
     let (check, description) = steps[3];
     r.check(suite, check, description, async {
-        let (last, done) = poll_until(&kit.plugin, &server.vendor_id, timeout, |result| {
+        let (last, done) = poll_until(kit, &server.vendor_id, timeout, |result| {
             matches!(result, Ok(s) if matches!(s.status, ServerStatus::Running | ServerStatus::Error))
                 || matches!(result, Err(e) if !is_passing(e))
         })
@@ -709,7 +774,7 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
                 timeout.as_secs(),
                 status(s.status)
             )),
-            Err(error) => Err(format!("get-server failed: {}", shown::<()>(&Err(error)))),
+            Err(error) => Err(format!("get-server failed: {}", shown_error(&error))),
         }
     })
     .await;
@@ -729,11 +794,15 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     let (check, description) = steps[5];
     let deleted = r
         .check(suite, check, description, async {
-            let result = kit.plugin.delete_server(None, &server.vendor_id).await;
-            result
-                .as_ref()
-                .map(|()| "deleted".to_string())
-                .map_err(|_| format!("expected Ok, got {}", shown(&result)))
+            match kit.delete(&server.vendor_id).await {
+                Ok(()) => Ok("deleted".to_string()),
+                // As the host takes it (a resent delete finds the server gone); `gone`
+                // checks it is.
+                Err(CallError::Provider(ProviderError::NotFound(detail))) => Ok(format!(
+                    "not-found (taken as deleted, as the host does): {detail}"
+                )),
+                Err(error) => Err(format!("expected Ok, got {}", shown_error(&error))),
+            }
         })
         .await;
     let (check, description) = steps[6];
@@ -742,7 +811,7 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         return true;
     }
     r.check(suite, check, description, async {
-        let (last, done) = poll_until(&kit.plugin, &server.vendor_id, timeout, is_gone).await;
+        let (last, done) = poll_until(kit, &server.vendor_id, timeout, is_gone).await;
         if done {
             Ok(match last {
                 Ok(s) => status(s.status).to_string(),
@@ -760,90 +829,272 @@ async fn lifecycle(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     true
 }
 
+/// `lifecycle.every-page`: `list-servers` lists every server of the run when they span
+/// several pages. The simulator makes ten servers beside the run's and serves pages of
+/// three; the fault proxy makes the plugin's list requests ask for pages of one, with one
+/// more server made by the plugin (or `--paging-servers` of them); elsewhere only
+/// `--paging-servers` servers (more than the vendor's page) can show it.
+async fn every_page(
+    kit: &Kit,
+    r: &mut Recorder<'_>,
+    check: &'static str,
+    description: &'static str,
+    lifecycle_key: &str,
+) {
+    let suite = Suite::Lifecycle;
+    if kit.plugin.wit_version() == WitVersion::V0_1 {
+        r.skip(
+            suite,
+            check,
+            description,
+            "the plugin implements WIT 0.1 (no list-servers)",
+        );
+        return;
+    }
+    let small_pages = kit.proxy().is_some_and(|proxy| proxy.has_paging);
+    let extra = match (&kit.vantage, kit.options.paging_servers) {
+        (Vantage::Simulator(_), _) => 0,
+        (_, Some(n)) if n > 0 => n,
+        (Vantage::Proxy(_), _) if small_pages => 1,
+        (Vantage::Proxy(_), _) => {
+            r.skip(
+                suite,
+                check,
+                description,
+                "the fault profile has no [paging] page_size_param to make pages small, and \
+                 --paging-servers was not given (allow it to make more servers than the \
+                 vendor's page)",
+            );
+            return;
+        }
+        (Vantage::Blind, _) => {
+            r.skip(
+                suite,
+                check,
+                description,
+                "pages are made small only with --vendor-sim or --fault-proxy (a profile \
+                 with [paging]); or allow --paging-servers N (more than the vendor's page) \
+                 to make that many servers",
+            );
+            return;
+        }
+    };
+    r.check(suite, check, description, async {
+        if let Some(sim) = kit.sim() {
+            return every_page_at_simulator(kit, sim).await;
+        }
+        // The run's servers the listing must show: the lifecycle one and `extra` more.
+        let mut keys = vec![lifecycle_key.to_string()];
+        for n in 1..=extra {
+            let key = kit.new_key();
+            kit.create(uuid::Uuid::new_v4(), &kit.request(&key))
+                .await
+                .map_err(|error| {
+                    format!(
+                        "making server {n} of {extra} to list failed: {}",
+                        shown_error(&error)
+                    )
+                })?;
+            keys.push(key);
+        }
+        let proxy = kit.proxy().filter(|_| small_pages);
+        let since = proxy.map_or(0, ProxyControl::last_seq);
+        if let Some(proxy) = proxy {
+            proxy.faults().clear().await.map_err(|e| format!("{e:#}"))?;
+            proxy
+                .faults()
+                .arm(json!({"kind": "small_pages", "page_size": 1}))
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        let listed = kit.list().await;
+        if let Some(proxy) = proxy {
+            proxy.faults().clear().await.map_err(|e| format!("{e:#}"))?;
+        }
+        let servers = match listed {
+            Ok(Some(servers)) => servers,
+            Ok(None) => return Err("the plugin has no list-servers".into()),
+            Err(error) => {
+                return Err(format!("list-servers failed: {}", shown_error(&error)));
+            }
+        };
+        for made in servers
+            .iter()
+            .filter(|s| keys[1..].contains(&s.idempotency_key))
+        {
+            let _ = kit.delete(&made.server.vendor_id).await;
+        }
+        let pages = match proxy {
+            Some(proxy) => {
+                let requests = proxy.requests_after(since);
+                let paged = requests
+                    .iter()
+                    .filter(|r| r.fault.as_deref() == Some("small_pages"))
+                    .count();
+                if paged == 0 {
+                    let sent: Vec<String> = requests
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "{} {}?{}",
+                                r.method,
+                                r.path,
+                                r.query.as_deref().unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    return Err(format!(
+                        "the small pages never applied: no list request matched the fault \
+                         profile's [paging] (page_size_param, list_paths); the listing sent {}",
+                        sent.join(", ")
+                    ));
+                }
+                format!("pages of 1 ({paged} list requests)")
+            }
+            None => "the vendor's own pages".to_string(),
+        };
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|key| !servers.iter().any(|s| &s.idempotency_key == *key))
+            .collect();
+        if missing.is_empty() {
+            Ok(format!(
+                "all {} servers of the run listed over {pages} ({} in all)",
+                keys.len(),
+                servers.len()
+            ))
+        } else {
+            Err(format!(
+                "expected all {} servers with the run's keys over {pages}, {} missing (e.g. \
+                 {}): list-servers must follow the vendor's next page until the end",
+                keys.len(),
+                missing.len(),
+                missing[0]
+            ))
+        }
+    })
+    .await;
+}
+
+/// `lifecycle.every-page` at the simulator: ten servers made beside the run's, pages of
+/// three.
+async fn every_page_at_simulator(kit: &Kit, sim: &crate::sim::SimControl) -> Verdict {
+    const SEEDED: usize = 10;
+    let mut keys = Vec::new();
+    for _ in 0..SEEDED {
+        let key = kit.new_key();
+        sim.seed(&key).await.map_err(|e| format!("{e:#}"))?;
+        keys.push(key);
+    }
+    sim.cap_pages(Some(3)).await.map_err(|e| format!("{e:#}"))?;
+    let listed = kit.list().await;
+    sim.cap_pages(None).await.map_err(|e| format!("{e:#}"))?;
+    let servers = match listed {
+        Ok(Some(servers)) => servers,
+        Ok(None) => return Err("the plugin has no list-servers".into()),
+        Err(error) => {
+            return Err(format!("list-servers failed: {}", shown_error(&error)));
+        }
+    };
+    // The seeded servers go again (the clean-up at the end judges).
+    for seeded in servers.iter().filter(|s| keys.contains(&s.idempotency_key)) {
+        let _ = kit.delete(&seeded.server.vendor_id).await;
+    }
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|key| !servers.iter().any(|s| &s.idempotency_key == *key))
+        .collect();
+    if missing.is_empty() {
+        Ok(format!(
+            "all {SEEDED} servers made beside it listed over pages of 3 ({} in all)",
+            servers.len()
+        ))
+    } else {
+        Err(format!(
+            "expected all {SEEDED} servers with the run's keys over pages of 3, {} missing \
+             (e.g. {}): list-servers must follow the vendor's next page until the end",
+            missing.len(),
+            missing[0]
+        ))
+    }
+}
+
 fn is_gone(result: &Result<Server, CallError>) -> bool {
     matches!(result, Err(CallError::Provider(ProviderError::NotFound(_))))
         || matches!(result, Ok(s) if s.status == ServerStatus::Deleted)
 }
 
-/// Errors worth polling through.
-fn is_passing(error: &CallError) -> bool {
-    matches!(
-        error,
-        CallError::Provider(ProviderError::RateLimited(_) | ProviderError::Transient(_))
-            | CallError::Timeout { .. }
-    )
-}
-
 /// A request's SSH key, user data and labels reach the vendor (the simulator shows what
-/// each server got). Whether it made a server.
+/// each server got; the proxy, what each request carried). Whether it made a server.
 async fn inputs(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     let suite = Suite::Lifecycle;
     let (check, description) = (
         "inputs",
-        "the request's SSH public key, user data and labels reach the vendor (simulator)",
+        "the request's SSH public key, user data and labels reach the vendor (simulator or \
+         fault proxy)",
     );
     if kit.shape.is_none() {
         r.skip(suite, check, description, NO_SHAPE);
         return false;
     }
-    let Some(sim) = kit.sim.clone() else {
+    if matches!(kit.vantage, Vantage::Blind) {
         r.skip(
             suite,
             check,
             description,
-            "what a server got is seen only with --vendor-sim",
+            "what reached the vendor is seen only with --vendor-sim or --fault-proxy",
         );
         return false;
-    };
+    }
     let key = kit.new_key();
     let request = kit.request_with_inputs(&key);
     r.check(suite, check, description, async {
-        let created = kit
-            .plugin
-            .create_server(uuid::Uuid::new_v4(), &request)
-            .await;
-        let record = sim
-            .server_with_key(&key)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        if let Ok(server) = &created {
-            let _ = kit.plugin.delete_server(None, &server.vendor_id).await;
-        }
-        let Some(record) = record else {
-            return Err(format!(
-                "expected a server with key {key} at the vendor, create answered {}",
-                shown(&created)
-            ));
+        let since = kit.proxy().map_or(0, ProxyControl::last_seq);
+        let created = kit.create(uuid::Uuid::new_v4(), &request).await;
+        let missing = match &kit.vantage {
+            Vantage::Simulator(sim) => {
+                let record = sim
+                    .server_with_key(&key)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                match record {
+                    Some(record) => missing_at_simulator(kit, &record),
+                    None => Err(format!(
+                        "expected a server with key {key} at the vendor, create answered {}",
+                        shown(&created)
+                    )),
+                }
+            }
+            Vantage::Proxy(proxy) => match &created {
+                Ok(_) => {
+                    let key_forms = traffic::KeyForms::of(crate::kit::TEST_SSH_KEY)
+                        .map_err(|e| format!("{e:#}"))?;
+                    Ok(traffic::missing_inputs(
+                        &proxy.requests_after(since),
+                        &kit.user_data(),
+                        &key_forms,
+                        (crate::kit::RUN_LABEL, &kit.run_id),
+                    ))
+                }
+                Err(_) => Err(format!(
+                    "expected a server for a request with an SSH key, user data and a label, \
+                     create answered {}",
+                    shown(&created)
+                )),
+            },
+            Vantage::Blind => Ok(Vec::new()),
         };
-        let mut missing = Vec::new();
-        let keys = record["ssh_keys"].as_array().cloned().unwrap_or_default();
-        if !keys.iter().any(|k| k == crate::kit::TEST_SSH_KEY) {
-            missing.push(format!(
-                "the SSH public key (the server got keys {keys:?}; a vendor with a key store \
-                 wants the key filed there first, by fingerprint, and its id passed; one \
-                 without gets it through cloud-init user data)"
-            ));
+        if let Ok(server) = &created {
+            let _ = kit.delete(&server.vendor_id).await;
         }
-        let user_data = kit.user_data();
-        if !record["user_data"]
-            .as_str()
-            .is_some_and(|got| got.contains(&user_data))
-        {
-            missing.push(format!(
-                "the user data (the server got {})",
-                record["user_data"]
-            ));
-        }
-        if record["labels"][crate::kit::RUN_LABEL] != kit.run_id.as_str() {
-            missing.push(format!(
-                "the label {}={} (the server got labels {})",
-                crate::kit::RUN_LABEL,
-                kit.run_id,
-                record["labels"]
-            ));
-        }
+        let missing = missing?;
         if missing.is_empty() {
-            Ok("the server got the key, the user data and the labels".into())
+            Ok(match kit.vantage {
+                Vantage::Proxy(_) => {
+                    "the requests to the vendor carried the key, the user data and the label".into()
+                }
+                _ => "the server got the key, the user data and the labels".into(),
+            })
         } else {
             Err(format!(
                 "expected every input to reach the vendor, missing: {}: a plugin may refuse \
@@ -854,6 +1105,38 @@ async fn inputs(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     })
     .await;
     true
+}
+
+/// What of the inputs the simulator's record of a server lacks.
+fn missing_at_simulator(kit: &Kit, record: &serde_json::Value) -> Result<Vec<String>, String> {
+    let mut missing = Vec::new();
+    let keys = record["ssh_keys"].as_array().cloned().unwrap_or_default();
+    if !keys.iter().any(|k| k == crate::kit::TEST_SSH_KEY) {
+        missing.push(format!(
+            "the SSH public key (the server got keys {keys:?}; a vendor with a key store \
+             wants the key filed there first, by fingerprint, and its id passed; one \
+             without gets it through cloud-init user data)"
+        ));
+    }
+    let user_data = kit.user_data();
+    if !record["user_data"]
+        .as_str()
+        .is_some_and(|got| got.contains(&user_data))
+    {
+        missing.push(format!(
+            "the user data (the server got {})",
+            record["user_data"]
+        ));
+    }
+    if record["labels"][crate::kit::RUN_LABEL] != kit.run_id.as_str() {
+        missing.push(format!(
+            "the label {}={} (the server got labels {})",
+            crate::kit::RUN_LABEL,
+            kit.run_id,
+            record["labels"]
+        ));
+    }
+    Ok(missing)
 }
 
 /// Same key twice -> one server; find-server adopts it. Whether it made a server.
@@ -883,8 +1166,8 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     let (check, description) = checks[0];
     r.check(suite, check, description, async {
         let order = uuid::Uuid::new_v4();
-        let first = kit.plugin.create_server(order, &request).await;
-        let second = kit.plugin.create_server(order, &request).await;
+        let first = kit.create(order, &request).await;
+        let second = kit.create(order, &request).await;
         let (a, b) = match (&first, &second) {
             (Ok(a), Ok(b)) => (a, b),
             _ => {
@@ -902,32 +1185,36 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
                 b.vendor_id, a.vendor_id
             ));
         }
-        let at_vendor = match &kit.sim {
-            Some(sim) => Some(
-                sim.servers_with_key(&key)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?,
-            ),
-            None => match kit.plugin.list_servers().await {
+        match servers_at_vendor(kit, &key).await? {
+            Some((1, how)) => Ok(format!(
+                "both answered server {}, the only one with the key ({how})",
+                a.vendor_id
+            )),
+            Some((n, how)) => Err(format!(
+                "expected one server with key {key} at the vendor, found {n} ({how}): create \
+                 must look its key up first"
+            )),
+            None => match kit.list().await {
                 Ok(Some(servers)) => {
-                    Some(servers.iter().filter(|s| s.idempotency_key == key).count())
+                    match servers.iter().filter(|s| s.idempotency_key == key).count() {
+                        1 => Ok(format!(
+                            "both answered server {}, the only one the plugin lists with the \
+                             key (counted by the plugin itself: the vendor's own count needs \
+                             --vendor-sim or --fault-proxy)",
+                            a.vendor_id
+                        )),
+                        n => Err(format!(
+                            "expected one server with key {key}, the plugin lists {n}"
+                        )),
+                    }
                 }
-                _ => None,
+                _ => Ok(format!(
+                    "both answered server {} (the servers at the vendor were not counted: the \
+                     plugin cannot list them, and the vendor's side needs --vendor-sim or \
+                     --fault-proxy)",
+                    a.vendor_id
+                )),
             },
-        };
-        match at_vendor {
-            Some(1) => Ok(format!(
-                "both answered server {}, the only one with the key",
-                a.vendor_id
-            )),
-            Some(n) => Err(format!(
-                "expected one server with key {key} at the vendor, found {n}"
-            )),
-            None => Ok(format!(
-                "both answered server {} (the servers at the vendor were not counted: the plugin \
-                 cannot list them)",
-                a.vendor_id
-            )),
         }
     })
     .await;
@@ -936,7 +1223,7 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         None => r.skip(suite, check, description, "needs idempotency.same-key"),
         Some(server) => {
             r.check(suite, check, description, async {
-                let result = kit.plugin.find_server(&key).await;
+                let result = kit.find(&key).await;
                 match &result {
                     Ok(Some(found)) if found.vendor_id == server.vendor_id => {
                         Ok(format!("found server {}", found.vendor_id))
@@ -960,20 +1247,17 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
                 let other = kit.new_key();
                 let mut second_request = kit.request(&other);
                 second_request.name = request.name.clone();
-                let second = kit
-                    .plugin
-                    .create_server(uuid::Uuid::new_v4(), &second_request)
-                    .await;
+                let second = kit.create(uuid::Uuid::new_v4(), &second_request).await;
                 let second = match second {
                     Ok(server) => server,
-                    Err(_) => {
+                    Err(error) => {
                         return Err(format!(
                             "expected a second server for another key with the name {:?}, got \
                              {}: all tenants share one vendor account, so a plugin whose vendor \
                              requires unique names must make the vendor-side name unique per \
                              key (provider_sdk::unique_name)",
                             request.name,
-                            shown(&second)
+                            shown_error(&error)
                         ));
                     }
                 };
@@ -984,10 +1268,7 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
                         first.vendor_id
                     ));
                 }
-                let again = kit
-                    .plugin
-                    .create_server(uuid::Uuid::new_v4(), &request)
-                    .await;
+                let again = kit.create(uuid::Uuid::new_v4(), &request).await;
                 match &again {
                     Ok(server) if server.vendor_id == first.vendor_id => Ok(format!(
                         "servers {} ({}) and {} ({}); the first key found {} again",
@@ -1011,94 +1292,65 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     true
 }
 
-/// The run's servers still at the vendor (not being deleted), as the plugin sees them:
-/// by `list-servers`, or by `find-server` per key for a 0.1 plugin.
-async fn run_servers(kit: &Kit) -> Result<Vec<(String, Server)>, String> {
-    if kit.plugin.wit_version() == WitVersion::V0_1 {
-        let mut found = Vec::new();
-        for key in kit.keys() {
-            match kit.plugin.find_server(&key).await {
-                Ok(Some(server)) => found.push((key, server)),
-                Ok(None) => {}
-                Err(error) => {
-                    return Err(format!("find-server {key}: {}", shown::<()>(&Err(error))));
-                }
-            }
-        }
-        return Ok(found);
-    }
-    match kit.plugin.list_servers().await {
-        Ok(Some(servers)) => Ok(servers
-            .into_iter()
-            .filter(|s| kit.is_ours(&s.idempotency_key))
-            .map(|s| (s.idempotency_key, s.server))
-            .collect()),
-        Ok(None) => Err("the plugin has no list-servers".into()),
-        Err(error) => Err(format!("list-servers failed: {}", shown::<()>(&Err(error)))),
-    }
-}
-
-/// Deletes whatever of this run is still at the vendor (not a check: the leftover sweep
-/// judges).
+/// Deletes every server of the run the plugin reported and the kit has not deleted yet
+/// (not a check: the clean-up at the end judges).
 async fn delete_all_of_run(kit: &Kit) {
-    if let Ok(servers) = run_servers(kit).await {
-        for (_, server) in servers {
-            if !matches!(
-                server.status,
-                ServerStatus::Deleting | ServerStatus::Deleted
-            ) {
-                let _ = kit.plugin.delete_server(None, &server.vendor_id).await;
-            }
+    if kit.plugin.wit_version() != WitVersion::V0_1 {
+        let _ = kit.list().await;
+    }
+    for (vendor_id, _) in kit.seen() {
+        if !kit.was_deleted(&vendor_id) {
+            let _ = kit.delete(&vendor_id).await;
         }
     }
 }
 
-/// CheckDestroy: nothing the run made is left at the vendor.
-async fn leftovers(kit: &Kit, r: &mut Recorder<'_>) {
+/// CheckDestroy: every server of the run deleted and seen gone; the leftovers otherwise.
+async fn clean_up(kit: &Kit, r: &mut Recorder<'_>) -> Vec<Leftover> {
+    let mut leftovers = Vec::new();
+    let judged_by = match kit.vantage {
+        Vantage::Simulator(_) => "the plugin's get-server and the simulator's servers",
+        Vantage::Proxy(_) => {
+            "the plugin's get-server and the create requests that reached the vendor"
+        }
+        Vantage::Blind => "the plugin's get-server and list-servers",
+    };
     r.check(
         Suite::Lifecycle,
         "no-leftovers",
-        "after the run, no server with the run's keys is left at the vendor",
+        "after the run, every server it made is deleted and seen gone (deletes retried until \
+         the boot timeout); none is left at the vendor",
         async {
-            // Deletes take a moment at some vendors: look until the boot timeout passes.
-            let deadline = Instant::now() + kit.options.boot_timeout;
-            loop {
-                let mut left: Vec<String> = run_servers(kit)
-                    .await?
-                    .into_iter()
-                    .filter(|(_, s)| {
-                        !matches!(s.status, ServerStatus::Deleting | ServerStatus::Deleted)
-                    })
-                    .map(|(key, s)| format!("{} (key {key})", s.vendor_id))
-                    .collect();
-                if let Some(sim) = &kit.sim {
-                    for key in kit.keys() {
-                        let n = sim
-                            .servers_with_key(&key)
-                            .await
-                            .map_err(|e| format!("{e:#}"))?;
-                        if n > 0 && !left.iter().any(|l| l.ends_with(&format!("(key {key})"))) {
-                            left.push(format!(
-                                "{n} server(s) with key {key} the plugin does not list"
-                            ));
-                        }
-                    }
-                }
-                if left.is_empty() {
-                    return Ok(format!("{} keys used, nothing left", kit.keys().len()));
-                }
-                if Instant::now() >= deadline {
-                    return Err(format!(
-                        "expected nothing left, found: {} (delete them by hand: the label {}={} \
-                         marks them)",
-                        left.join(", "),
-                        crate::kit::RUN_LABEL,
-                        kit.run_id
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            let sweep = crate::cleanup::sweep(kit).await;
+            leftovers = sweep.leftovers.clone();
+            let notes = if sweep.notes.is_empty() {
+                String::new()
+            } else {
+                format!(" (on the way: {})", sweep.notes.join("; "))
+            };
+            if sweep.leftovers.is_empty() {
+                Ok(format!(
+                    "{} keys used, {} server(s) seen gone, nothing left (judged by {judged_by})",
+                    kit.keys().len(),
+                    sweep.gone.len()
+                ))
+            } else {
+                Err(format!(
+                    "expected nothing left, found {}: {} (judged by {judged_by}; delete them by \
+                     hand: the label {}={} marks them){notes}",
+                    sweep.leftovers.len(),
+                    sweep
+                        .leftovers
+                        .iter()
+                        .map(Leftover::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    crate::kit::RUN_LABEL,
+                    kit.run_id
+                ))
             }
         },
     )
     .await;
+    leftovers
 }

@@ -1,19 +1,22 @@
 //! The conformance kit: the three bundled plugins pass every suite against the simulator;
 //! each broken fixture fails the check it violates with a message an author can act on;
-//! the command's exit code, JSON and JUnit outputs.
+//! the command's exit code, JSON and JUnit outputs. [`proxy`]: the same through the fault
+//! proxy, for a vendor the kit knows nothing about, and under rate limiting.
+
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use provisioner_conformance::{KitOptions, Outcome, Report, Suite, Target};
+use provisioner_conformance::{KitOptions, Outcome, Report, Target};
 use provisioner_tests::{
     VENDORS, binary, fixture, plugin_component, simulator_in_process, target_dir,
     test_plugin_component, workspace_root,
 };
 
 /// A fresh folder for one test's manifests.
-fn workdir(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn workdir(name: &str) -> anyhow::Result<PathBuf> {
     let dir = target_dir().join("test-runs").join(format!(
         "conformance-{name}-{}",
         uuid::Uuid::new_v4().simple()
@@ -32,52 +35,70 @@ async fn run_kit(
     sim_vendor: &str,
     secrets: BTreeMap<String, String>,
 ) -> anyhow::Result<Report> {
+    let target = Target::Simulator {
+        url: sim_url.to_string(),
+        vendor: sim_vendor.to_string(),
+    };
+    run_kit_against(name, component, manifest, target, secrets, |_| {}).await
+}
+
+/// Runs every suite in-process with `manifest` (written to a file) against `target`, a 5 s
+/// boot timeout and `secrets`; `adjust` changes the options further.
+pub(crate) async fn run_kit_against(
+    name: &str,
+    component: PathBuf,
+    manifest: String,
+    target: Target,
+    secrets: BTreeMap<String, String>,
+    adjust: impl FnOnce(&mut KitOptions),
+) -> anyhow::Result<Report> {
     let path = workdir(name)?.join(format!("{name}.toml"));
     std::fs::write(&path, manifest)?;
-    let options = KitOptions {
-        component,
-        manifest: path,
-        target: Target::Simulator {
-            url: sim_url.to_string(),
-            vendor: sim_vendor.to_string(),
-        },
-        region: None,
-        size: None,
-        image: None,
-        suites: Suite::ALL.to_vec(),
+    let mut options = KitOptions {
         boot_timeout: Duration::from_secs(5),
         secrets: Some(secrets),
+        ..KitOptions::new(component, path, target)
     };
+    adjust(&mut options);
     Ok(provisioner_conformance::run(options, &mut |_| {}).await)
+}
+
+/// The broken fixture's manifest with `flaw`, speaking the Hetzner API at `api_url` (the
+/// simulator's `/hetzner/v1`, or a proxy in front of it).
+pub(crate) fn broken_manifest(flaw: &str, origin: &str, api_url: &str) -> String {
+    let hetzner = fixture("hetzner");
+    format!(
+        "vendor = \"broken\"\ncomponent = \"unused.wasm\"\nallowed_hosts = [{origin:?}]\n\
+         [config]\nvendor-id = \"broken\"\nflaw = {flaw:?}\nbase-url = \"{api_url}\"\n\
+         regions = {:?}\nsizes = {:?}\nimages = {:?}\n\
+         [secrets]\ntoken = \"PLUGIN_SECRET_BROKEN_TOKEN\"\n",
+        hetzner.region, hetzner.size, hetzner.image
+    )
+}
+
+/// The broken fixture's secret, as the simulator's Hetzner API takes it.
+pub(crate) fn broken_secrets() -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        "PLUGIN_SECRET_BROKEN_TOKEN".to_string(),
+        fixture("hetzner").secret.1.to_string(),
+    )])
 }
 
 /// The broken fixture (it speaks the simulator's Hetzner API) with `flaw`.
 async fn broken(flaw: &str, sim_url: &str) -> anyhow::Result<Report> {
-    let hetzner = fixture("hetzner");
-    let manifest = format!(
-        "vendor = \"broken\"\ncomponent = \"unused.wasm\"\nallowed_hosts = [{sim_url:?}]\n\
-         [config]\nvendor-id = \"broken\"\nflaw = {flaw:?}\nbase-url = \"{sim_url}/hetzner/v1\"\n\
-         regions = {:?}\nsizes = {:?}\nimages = {:?}\n\
-         [secrets]\ntoken = \"PLUGIN_SECRET_BROKEN_TOKEN\"\n",
-        hetzner.region, hetzner.size, hetzner.image
-    );
-    let secrets = BTreeMap::from([(
-        "PLUGIN_SECRET_BROKEN_TOKEN".to_string(),
-        hetzner.secret.1.to_string(),
-    )]);
     run_kit(
         &format!("broken-{flaw}"),
         test_plugin_component("broken"),
-        manifest,
+        broken_manifest(flaw, sim_url, &format!("{sim_url}/hetzner/v1")),
         sim_url,
         "hetzner",
-        secrets,
+        broken_secrets(),
     )
     .await
 }
 
 /// Asserts `check` failed and its detail says `says`.
-fn failed_with(report: &Report, check: &str, says: &str) {
+pub(crate) fn failed_with(report: &Report, check: &str, says: &str) {
     let result = report
         .check(check)
         .unwrap_or_else(|| panic!("{check} did not run:\n{}", report.table()));
@@ -199,6 +220,9 @@ async fn each_broken_fixture_fails_the_check_it_violates() -> anyhow::Result<()>
     let report = broken("drops-inputs", &sim_url).await?;
     failed_with(&report, "lifecycle.inputs", "the SSH public key");
     failed_with(&report, "lifecycle.inputs", "never drop it");
+
+    let report = broken("drops-user-data", &sim_url).await?;
+    failed_with(&report, "lifecycle.inputs", "the user data");
     Ok(())
 }
 
