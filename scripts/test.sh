@@ -13,6 +13,7 @@ cargo fmt --all --check
 (cd plugins && cargo fmt --all --check)
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd plugins && cargo clippy --target wasm32-wasip2 --quiet -- -D warnings)
+(cd plugins && cargo test --quiet -p provider-sdk)   # the plugin SDK's unit tests, on the host
 
 scripts/check-compose.sh
 
@@ -25,7 +26,8 @@ echo "==> the end-to-end tests of the order API again, with the orders in Postgr
 # holding 300 orders in flight (concurrency), and the module that is PostgreSQL anyway.
 TEST_ORDER_STORE=postgres cargo test -p provisioner-tests --test e2e -- \
     --skip conformance:: --skip sandbox:: --skip lease:: --skip drop_in:: \
-    --skip postgres:: --skip concurrency:: --skip vendor_inputs:: --skip broker_users::
+    --skip postgres:: --skip concurrency:: --skip vendor_inputs:: --skip broker_users:: \
+    --skip author_path:: --skip plugin_sdk::
 
 echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
 target/debug/bench --profile debug pipeline --orders 150 --bare-orders 1000

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use provisioner_host::bindings::current::ProviderPluginPre;
 use provisioner_host::bindings::types::ServerRequest;
-use provisioner_host::outbound::{OutboundClient, tls_trusting};
+use provisioner_host::outbound::{OpenRequestLimits, OutboundClient, tls_trusting};
 use provisioner_host::runtime::PluginRuntime;
-use provisioner_host::sandbox::{Grants, PluginState};
+use provisioner_host::sandbox::{Grants, Network, PluginState};
+use provisioner_host::throttle::VendorThrottle;
 use provisioner_tests::test_plugin_component;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -238,10 +239,15 @@ async fn bare_calls(
         memory_bytes: 64 << 20,
         client: OutboundClient::new(tls_trusting(Vec::new())?),
         outbound_requests: Default::default(),
+        throttle: VendorThrottle::new(None),
+        open_requests: OpenRequestLimits::default(),
     });
     timed(
         async || {
-            let mut store = Store::new(&engine, PluginState::new(grants.clone(), None));
+            let mut store = Store::new(
+                &engine,
+                PluginState::new(grants.clone(), None, Network::Offline),
+            );
             let instance = pre
                 .instantiate_async(&mut store)
                 .await

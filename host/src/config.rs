@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use provisioner_contract::amqp::AmqpArgs;
 
+use crate::outbound::DEFAULT_OPEN_REQUESTS_PER_HOST;
 use crate::provision::PollPolicy;
 use crate::retry::RetryPolicy;
 use crate::runtime::RuntimeLimits;
@@ -20,6 +21,14 @@ pub struct HostConfig {
     /// Folder with plugin manifests (`*.toml`) and their components (`*.wasm`).
     #[arg(long, env = "PLUGINS_DIR", default_value = "plugins.d")]
     pub plugins_dir: PathBuf,
+    /// Folder of plugin secrets: one file per secret, named after the variable the
+    /// manifest gives (`PLUGIN_SECRET_<VENDOR>_<NAME>`), holding the value (a trailing
+    /// newline is dropped), as Docker and Kubernetes mount secrets (symlinks are followed).
+    /// A file wins over the environment variable of the same name; writing, rotating or
+    /// removing one reloads its plugin at the next rescan. Unset: secrets come from the
+    /// environment only.
+    #[arg(long, env = "PLUGIN_SECRETS_DIR")]
+    pub plugin_secrets_dir: Option<PathBuf>,
     /// Milliseconds between rescans of the plugins folder (drop-in plugins).
     #[arg(long, env = "PLUGINS_RESCAN_MS", default_value_t = 2_000)]
     pub plugins_rescan_ms: u64,
@@ -57,6 +66,12 @@ pub struct HostConfig {
     /// The most linear memory a manifest may give one call (`limits.memory_mib`).
     #[arg(long, env = "PLUGIN_MAX_MEMORY_MIB", default_value_t = 256)]
     pub plugin_max_memory_mib: u32,
+    /// Outgoing HTTP requests all plugins together may have open at once (each may hold a
+    /// connection, so a file descriptor: keep it well below `ulimit -n`); a request beyond
+    /// waits for one to close. Also the most a manifest's `limits.max_open_requests` may
+    /// ask for.
+    #[arg(long, env = "PLUGIN_MAX_OPEN_REQUESTS", default_value_t = DEFAULT_OPEN_REQUESTS_PER_HOST)]
+    pub plugin_max_open_requests: u32,
     /// Where to serve `GET /metrics` (Prometheus: plugin call durations by vendor, export
     /// and outcome), e.g. `127.0.0.1:9464`; not served when unset (hosts sharing a machine
     /// each need their own port).
@@ -92,6 +107,7 @@ impl HostConfig {
         RuntimeLimits {
             concurrent_calls: self.plugin_concurrent_calls,
             max_memory_mib: self.plugin_max_memory_mib,
+            max_open_requests: self.plugin_max_open_requests,
         }
     }
 

@@ -13,8 +13,14 @@
 //! - [`sandbox`]: per-call store state, host imports, the outbound grant check, the memory
 //!   cap.
 //! - [`runtime`]: the engine, plugin loading, one call = one fresh store.
+//! - [`plugin_output`]: what comes out of a plugin, contained where it enters the host:
+//!   texts capped and escaped, identifiers and addresses checked, `log()` lines limited per
+//!   plugin, published messages bounded.
 //! - [`throttle`]: one vendor's call budget: a token bucket and the pause a 429 sets.
-//! - [`catalog`]: the plugins folder kept in step with the disk (drop-in, replace, remove).
+//! - [`secrets`]: where plugin secrets come from: the secrets folder (one file per secret,
+//!   re-read on change) or the environment; every secret a manifest names is required.
+//! - [`catalog`]: the plugins folder kept in step with the disk (drop-in, replace, remove),
+//!   and the vendors whose plugin is there but cannot serve (a secret missing), with why.
 //! - [`provision`]: one order's life at the vendor: create, poll with backoff, outcome.
 //! - [`lease`]: one create at a time per order, across tasks and hosts.
 //! - [`metrics`]: the host's Prometheus series (plugin calls) and their endpoint.
@@ -33,10 +39,12 @@ pub mod lease;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;
+pub mod plugin_output;
 pub mod provision;
 pub mod retry;
 pub mod runtime;
 pub mod sandbox;
+pub mod secrets;
 pub mod throttle;
 pub mod validations;
 pub mod worker;

@@ -21,7 +21,9 @@ async fn main() -> anyhow::Result<()> {
             .context("starting the plugin runtime")?,
     );
     let metrics = runtime.metrics();
-    let mut catalog = Catalog::new(runtime, config.plugins_dir.clone());
+    let mut catalog = Catalog::new(runtime, config.plugins_dir.clone()).with_secrets(
+        provisioner_host::secrets::SecretSource::new(config.plugin_secrets_dir.clone()),
+    );
     catalog.rescan().await?;
     if catalog.plugins().is_empty() {
         tracing::warn!(

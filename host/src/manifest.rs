@@ -11,20 +11,24 @@
 //! [config]                                # values the plugin reads with get-config
 //! base-url = "https://api.hetzner.cloud/v1"
 //!
-//! [secrets]                               # plugin key = host environment variable
+//! [secrets]                               # plugin key = variable / secret file name
 //! token = "PLUGIN_SECRET_HETZNER_TOKEN"   # only PLUGIN_SECRET_<VENDOR>_... variables
 //!
 //! [limits]
 //! max_in_flight = 100                     # creations at once = the consumer prefetch
-//! requests_per_second = 10                # optional: this host's calls to the vendor
+//! requests_per_second = 10                # optional: this host's requests to the vendor
 //! call_timeout_ms = 30000                 # one plugin call, vendor round trips included
 //! memory_mib = 64                         # linear memory of one call
+//! max_open_requests_per_call = 16         # requests one call may have open at once
+//! max_open_requests = 64                  # requests all its calls may have open at once
 //! ```
 //!
-//! Secrets come only from where the operator put them for this plugin: environment
-//! variables named `PLUGIN_SECRET_<VENDOR>_<NAME>` (the vendor id upper-cased, `-` as `_`).
-//! A manifest naming any other variable (the host's `DATABASE_URL`, `AMQP_URL`, another
-//! plugin's secret) is refused at load.
+//! Secrets come only from where the operator put them for this plugin: the file or the
+//! environment variable named `PLUGIN_SECRET_<VENDOR>_<NAME>` (the vendor id upper-cased,
+//! `-` as `_`; the file in `--plugin-secrets-dir`, see [`crate::secrets`]). A manifest
+//! naming any other variable (the host's `DATABASE_URL`, `AMQP_URL`, another plugin's
+//! secret) is refused at load. Every secret named is required: without one the plugin is
+//! not served.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,8 +65,9 @@ pub struct Manifest {
     /// Values the plugin reads with `get-config`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
-    /// Secrets the plugin reads with `get-secret`: plugin key -> environment variable,
-    /// which must be one of the plugin's own (see [`secret_variable_prefix`]).
+    /// Secrets the plugin reads with `get-secret`: plugin key -> variable (and secret file)
+    /// name, which must be one of the plugin's own (see [`secret_variable_prefix`]). Each is
+    /// required: a plugin with one missing is not served.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// Resource limits.
@@ -83,10 +88,19 @@ pub struct Limits {
     /// How much linear memory one call may use, in MiB.
     #[serde(default = "Limits::default_memory_mib")]
     pub memory_mib: u32,
-    /// Calls per second this host makes to the vendor (creates, look-ups, polls, deletes
-    /// together); absent for no limit. A 429 pauses the vendor's calls either way.
+    /// HTTP requests per second this host sends to the vendor (of creates, look-ups, polls,
+    /// deletes together; a call that pages sends several); absent for no limit. A 429
+    /// pauses the vendor's calls and requests either way.
     #[serde(default)]
     pub requests_per_second: Option<f64>,
+    /// Outgoing requests one call may have open at once (open: until its response body is
+    /// read or dropped); one more fails for the plugin with `connection-limit-reached`.
+    #[serde(default = "Limits::default_max_open_requests_per_call")]
+    pub max_open_requests_per_call: u32,
+    /// Outgoing requests all the plugin's calls on one host may have open at once; one
+    /// more waits until one closes.
+    #[serde(default = "Limits::default_max_open_requests")]
+    pub max_open_requests: u32,
 }
 
 impl Limits {
@@ -98,6 +112,12 @@ impl Limits {
     }
     fn default_memory_mib() -> u32 {
         64
+    }
+    fn default_max_open_requests_per_call() -> u32 {
+        crate::outbound::DEFAULT_OPEN_REQUESTS_PER_CALL
+    }
+    fn default_max_open_requests() -> u32 {
+        crate::outbound::DEFAULT_OPEN_REQUESTS_PER_PLUGIN
     }
 
     /// The per-call memory cap in bytes.
@@ -118,6 +138,8 @@ impl Default for Limits {
             call_timeout_ms: Self::default_call_timeout_ms(),
             memory_mib: Self::default_memory_mib(),
             requests_per_second: None,
+            max_open_requests_per_call: Self::default_max_open_requests_per_call(),
+            max_open_requests: Self::default_max_open_requests(),
         }
     }
 }
@@ -205,6 +227,21 @@ impl Manifest {
         }
         if manifest.limits.call_timeout_ms == 0 {
             return Err(invalid("limits.call_timeout_ms must be at least 1".into()));
+        }
+        let limits = &manifest.limits;
+        if limits.max_open_requests_per_call == 0 || limits.max_open_requests == 0 {
+            return Err(invalid(
+                "limits.max_open_requests_per_call and limits.max_open_requests must be at \
+                 least 1"
+                    .into(),
+            ));
+        }
+        if limits.max_open_requests_per_call > limits.max_open_requests {
+            return Err(invalid(format!(
+                "limits.max_open_requests_per_call = {} is more than limits.max_open_requests \
+                 = {} (all the plugin's calls together)",
+                limits.max_open_requests_per_call, limits.max_open_requests
+            )));
         }
         Ok(manifest)
     }
@@ -325,6 +362,32 @@ mod tests {
             let error = parse(&format!("{base}requests_per_second = {bad}")).unwrap_err();
             assert!(error.to_string().contains("requests_per_second"), "{error}");
         }
+    }
+
+    /// Open-request bounds default to 16 per call and 64 per plugin; zero, or more per call
+    /// than per plugin, is refused.
+    #[test]
+    fn open_request_bounds_default_and_must_fit() {
+        let base = "vendor = \"x\"\ncomponent = \"x.wasm\"\n[limits]\n";
+        let limits = parse(base).unwrap().limits;
+        assert_eq!(
+            (limits.max_open_requests_per_call, limits.max_open_requests),
+            (16, 64)
+        );
+        for bad in [
+            "max_open_requests_per_call = 0",
+            "max_open_requests = 0",
+            "max_open_requests_per_call = 20\nmax_open_requests = 10",
+        ] {
+            let error = parse(&format!("{base}{bad}")).unwrap_err().to_string();
+            assert!(error.contains("max_open_requests"), "{error}");
+        }
+        let limits = parse(&format!(
+            "{base}max_open_requests_per_call = 4\nmax_open_requests = 4"
+        ))
+        .unwrap()
+        .limits;
+        assert_eq!(limits.max_open_requests, 4);
     }
 
     /// Typos are refused instead of silently ignored, and the message names the file.

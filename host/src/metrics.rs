@@ -3,16 +3,20 @@
 //! - `provisioner_plugin_call_seconds{vendor,call,outcome}`: every plugin call's duration
 //!   (instantiation, the call, the vendor's HTTP answers), by export (`create-server`,
 //!   `get-server`, ...) and outcome: `ok`, `error` (the plugin answered one of its error
-//!   cases, e.g. the vendor refused), `timeout`, `memory_limit`, `capability_denied`,
+//!   cases, e.g. the vendor refused), `bad_answer` (an identifier or address in the
+//!   answer was oversized or malformed), `timeout`, `memory_limit`, `capability_denied`,
 //!   `host_busy`, `trap`.
+//! - `provisioner_plugin_log_lines_dropped_total{vendor}`: plugin `log()` lines dropped
+//!   over the plugin's volume limit ([`crate::plugin_output::LogGate`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -23,6 +27,25 @@ struct CallLabel {
     vendor: String,
     call: String,
     outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VendorLabel {
+    vendor: String,
+}
+
+/// Plugin log lines dropped, by vendor: process-wide, since a plugin's `log()` runs inside
+/// its call's store, which knows its grants but not the runtime's series. Every
+/// [`HostMetrics`] registers this one family.
+static DROPPED_LOG_LINES: LazyLock<Family<VendorLabel, Counter>> = LazyLock::new(Family::default);
+
+/// Counts one of `vendor`'s plugin log lines dropped over its volume limit.
+pub fn count_dropped_log_line(vendor: &str) {
+    DROPPED_LOG_LINES
+        .get_or_create(&VendorLabel {
+            vendor: vendor.to_string(),
+        })
+        .inc();
 }
 
 /// The host's series; cheap to share.
@@ -48,6 +71,11 @@ impl Default for HostMetrics {
             "plugin_call_seconds",
             "Plugin calls by vendor, export and outcome: instantiation, the call and its vendor requests",
             plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_log_lines_dropped",
+            "Plugin log lines dropped over the plugin's volume limit, by vendor",
+            DROPPED_LOG_LINES.clone(),
         );
         Self {
             registry,

@@ -19,6 +19,16 @@
 //! timeout is the client's own ([`CONNECT_TIMEOUT`]), because a pooled connection is not
 //! tied to one request; everything else is bounded by the call budget around each plugin
 //! call.
+//!
+//! Open requests ([`OpenRequestLimits`]): a request is open from the moment the plugin hands
+//! it to the host until its response body is read to the end or dropped (or it fails), and
+//! each open request may hold a connection (a file descriptor) and hyper's buffers. A call
+//! may have `limits.max_open_requests_per_call` open at once: one more is refused at once
+//! with the wasi:http error `connection-limit-reached`, which the plugin sees as a failed
+//! request it can handle. A plugin may have `limits.max_open_requests` open over all its
+//! calls on this host, and all plugins together the host's `--plugin-max-open-requests`:
+//! a request beyond those waits for one to close (within its call's time budget), so a
+//! busy vendor is paced rather than failed.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,12 +37,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioExecutor;
 use provisioner_contract::netaddr::is_public;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
 /// How long opening a connection to a vendor may take.
@@ -200,13 +212,19 @@ impl OutboundClient {
 /// that writes and finishes its empty body after sending (wstd does) fails with "stream
 /// closed", seen as a connection reset although the answer arrived: about half of all
 /// polls failed so. The plugin's body is read to its end beside the request instead, so
-/// its writes succeed.
+/// its writes succeed. The same holds for any request saying `content-length: 0` (the
+/// SDK's body-less DELETE): hyper knows from the header the body is over and drops it, and
+/// many such DELETEs failed after the vendor had done them. hyper keeps the header.
 fn without_body_if_bodiless(request: http::Request<WasiBody>) -> http::Request<WasiBody> {
-    let bodiless = matches!(*request.method(), http::Method::GET | http::Method::HEAD)
-        && !request.headers().contains_key(http::header::CONTENT_LENGTH)
-        && !request
-            .headers()
-            .contains_key(http::header::TRANSFER_ENCODING);
+    let headers = request.headers();
+    let says_empty = headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() == b"0");
+    let says_nothing = !headers.contains_key(http::header::CONTENT_LENGTH);
+    let bodiless = !headers.contains_key(http::header::TRANSFER_ENCODING)
+        && (false && says_empty
+            || says_nothing
+                && matches!(*request.method(), http::Method::GET | http::Method::HEAD));
     if !bodiless {
         return request;
     }
@@ -216,6 +234,152 @@ fn without_body_if_bodiless(request: http::Request<WasiBody>) -> http::Request<W
         .map_err(|never| match never {})
         .boxed_unsync();
     http::Request::from_parts(parts, empty)
+}
+
+/// Requests one call may have open at once, unless the manifest says otherwise.
+pub const DEFAULT_OPEN_REQUESTS_PER_CALL: u32 = 16;
+/// Requests one plugin may have open at once on this host, over all its calls, unless the
+/// manifest says otherwise.
+pub const DEFAULT_OPEN_REQUESTS_PER_PLUGIN: u32 = 64;
+/// Requests all plugins together may have open at once on this host, unless
+/// `--plugin-max-open-requests` says otherwise.
+pub const DEFAULT_OPEN_REQUESTS_PER_HOST: u32 = 1_024;
+
+/// The bounds on a plugin's open outgoing requests (see the module docs). Cheap to clone:
+/// the plugin's and the host's counts are shared.
+#[derive(Debug, Clone)]
+pub struct OpenRequestLimits {
+    per_call: u32,
+    plugin: Arc<Semaphore>,
+    host: Arc<Semaphore>,
+}
+
+impl OpenRequestLimits {
+    /// `per_call` open requests per call, `per_plugin` for all calls of the plugin, and the
+    /// host's shared count (from [`OpenRequestLimits::host_wide`]).
+    pub fn new(per_call: u32, per_plugin: u32, host: Arc<Semaphore>) -> Self {
+        Self {
+            per_call: per_call.max(1),
+            plugin: Arc::new(Semaphore::new(per_plugin.max(1) as usize)),
+            host,
+        }
+    }
+
+    /// The host's count of open requests, shared by every plugin it loads.
+    pub fn host_wide(max_open_requests: u32) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(max_open_requests.max(1) as usize))
+    }
+
+    /// The open requests of one call: a fresh count.
+    pub fn for_call(&self) -> CallOpenRequests {
+        CallOpenRequests {
+            slots: Arc::new(Semaphore::new(self.per_call as usize)),
+            limits: self.clone(),
+        }
+    }
+}
+
+impl Default for OpenRequestLimits {
+    /// The defaults, with a host count of its own.
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_OPEN_REQUESTS_PER_CALL,
+            DEFAULT_OPEN_REQUESTS_PER_PLUGIN,
+            Self::host_wide(DEFAULT_OPEN_REQUESTS_PER_HOST),
+        )
+    }
+}
+
+/// One call's open requests.
+#[derive(Debug)]
+pub struct CallOpenRequests {
+    slots: Arc<Semaphore>,
+    limits: OpenRequestLimits,
+}
+
+impl CallOpenRequests {
+    /// Takes one of the call's own slots at once, or `None` when the call has all its
+    /// requests open already (the plugin is refused with `connection-limit-reached`).
+    pub fn try_open(&self) -> Option<CallSlot> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        Some(CallSlot {
+            slot,
+            limits: self.limits.clone(),
+        })
+    }
+}
+
+/// A call's slot for one request, before the plugin's and the host's.
+#[derive(Debug)]
+pub struct CallSlot {
+    slot: OwnedSemaphorePermit,
+    limits: OpenRequestLimits,
+}
+
+impl CallSlot {
+    /// Waits for the plugin's and then the host's slot (in that order everywhere, so no two
+    /// requests wait on each other).
+    pub async fn open(self) -> OpenRequest {
+        let plugin = self.limits.plugin.clone().acquire_owned().await;
+        let host = self.limits.host.clone().acquire_owned().await;
+        OpenRequest {
+            _slots: (Some(self.slot), plugin.ok(), host.ok()),
+        }
+    }
+}
+
+/// The slots an open request holds; dropping it closes the request for the counts.
+#[derive(Debug)]
+pub struct OpenRequest {
+    _slots: (
+        Option<OwnedSemaphorePermit>,
+        Option<OwnedSemaphorePermit>,
+        Option<OwnedSemaphorePermit>,
+    ),
+}
+
+/// Keeps `open` until the response's body is read to its end or dropped.
+pub fn held_until_done(
+    response: http::Response<WasiBody>,
+    open: OpenRequest,
+) -> http::Response<WasiBody> {
+    response.map(|body| {
+        HeldBody {
+            body,
+            open: Some(open),
+        }
+        .boxed_unsync()
+    })
+}
+
+/// A response body that holds its request's slots until it ends or is dropped.
+struct HeldBody {
+    body: WasiBody,
+    open: Option<OpenRequest>,
+}
+
+impl Body for HeldBody {
+    type Data = hyper::body::Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.open = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The wasi:http error for a failed send, as close to the cause as the client tells.

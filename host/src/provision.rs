@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::bindings::types::{ProviderError, Server, ServerRequest, ServerStatus as WitStatus};
+use crate::plugin_output;
 use crate::runtime::{CallError, Plugin};
 
 /// How the host polls a booting server.
@@ -103,45 +104,15 @@ pub fn server_request(request: &ProvisionRequest) -> ServerRequest {
     }
 }
 
-/// Longest vendor id or server name the host accepts from a plugin.
-const MAX_NAME: usize = 255;
-/// Longest address the host accepts from a plugin.
-const MAX_ADDRESS: usize = 64;
-
-/// Converts the WIT server into the message type, refusing oversized answers (a plugin must
-/// not be able to push megabytes into every message and database row).
+/// Converts the WIT server into the message type. Every server reaching here passed the
+/// runtime's boundary ([`crate::plugin_output`]), which refuses oversized or malformed
+/// fields; the same check here keeps a server from anywhere else (a test, a future caller)
+/// from pushing megabytes into every message and database row.
 pub fn server_info(server: Server) -> Result<ServerInfo, Fault> {
-    let too_long = |field: &str, value: &str, max: usize| {
-        (value.len() > max).then(|| Fault {
-            code: "plugin_bad_answer".into(),
-            message: format!(
-                "the plugin answered a {field} of {} bytes (at most {max})",
-                value.len()
-            ),
-            retryable: false,
-        })
-    };
-    let checks = [
-        too_long("vendor id", &server.vendor_id, MAX_NAME),
-        too_long("server name", &server.name, MAX_NAME),
-        too_long(
-            "IPv4 address",
-            server.ipv4.as_deref().unwrap_or(""),
-            MAX_ADDRESS,
-        ),
-        too_long(
-            "IPv6 address",
-            server.ipv6.as_deref().unwrap_or(""),
-            MAX_ADDRESS,
-        ),
-    ];
-    if let Some(fault) = checks.into_iter().flatten().next() {
-        return Err(fault);
-    }
-    if server.vendor_id.is_empty() {
+    if let Some(problem) = plugin_output::server_problem(&server) {
         return Err(Fault {
             code: "plugin_bad_answer".into(),
-            message: "the plugin answered an empty vendor id".into(),
+            message: format!("the plugin answered {problem}"),
             retryable: false,
         });
     }
@@ -161,7 +132,9 @@ pub fn server_info(server: Server) -> Result<ServerInfo, Fault> {
     })
 }
 
-/// A failed call as the fault the order records.
+/// A failed call as the fault the order records. Its message is the error's `Display`: a
+/// plugin's text in it was capped and escaped where it entered the host, and is never
+/// shown through `Debug` (which would escape it again, several times longer).
 pub fn fault(error: &CallError) -> Fault {
     let (code, retryable) = match error {
         CallError::Provider(provider) => match provider {
@@ -173,6 +146,7 @@ pub fn fault(error: &CallError) -> Fault {
             ProviderError::Transient(_) => ("vendor_unavailable", true),
             ProviderError::Internal(_) => ("plugin_error", false),
         },
+        CallError::BadAnswer { .. } => ("plugin_bad_answer", false),
         CallError::Timeout { .. } => ("plugin_timeout", true),
         CallError::MemoryLimit { .. } => ("plugin_memory", false),
         CallError::CapabilityDenied { .. } => ("capability_denied", false),
@@ -463,21 +437,9 @@ pub async fn list(plugin: &Plugin) -> Listing {
             },
         };
     }
+    // Each key and server was checked where the answer entered the host.
     let mut listed = Vec::with_capacity(servers.len());
     for labelled in servers {
-        if labelled.idempotency_key.is_empty() || labelled.idempotency_key.len() > MAX_NAME {
-            return Listing::Failed {
-                fault: Fault {
-                    code: "plugin_bad_answer".into(),
-                    message: format!(
-                        "the plugin listed a server with an idempotency key of {} bytes \
-                         (1 to {MAX_NAME})",
-                        labelled.idempotency_key.len()
-                    ),
-                    retryable: false,
-                },
-            };
-        }
         match server_info(labelled.server) {
             Ok(server) => listed.push(LabelledServer {
                 idempotency_key: labelled.idempotency_key,

@@ -24,9 +24,11 @@ use crate::bindings::types::{LabelledServer, PluginInfo, ProviderError, Server, 
 use crate::bindings::{WitVersion, current, v0_1};
 use crate::manifest::{Limits, Manifest};
 use crate::metrics::HostMetrics;
-use crate::outbound::{OutboundClient, tls_trusting};
+use crate::outbound::{OpenRequestLimits, OutboundClient, tls_trusting};
+use crate::plugin_output::PluginOutput;
 use crate::provision::BootTimes;
-use crate::sandbox::{Grants, PluginState};
+use crate::sandbox::{DenialReason, Grants, MemoryKind, Network, PluginState};
+use crate::secrets::{MissingSecrets, SecretProblem, SecretSource};
 use crate::throttle::VendorThrottle;
 
 /// How often the engine's epoch advances.
@@ -35,9 +37,19 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Why a plugin call produced no answer from the plugin's own logic.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// The plugin answered with one of its error cases.
-    #[error("{0}")]
+    /// The plugin answered with one of its error cases (its text already contained:
+    /// [`crate::plugin_output`]); shown as the WIT case and the text, never `Debug`.
+    #[error("{}", crate::plugin_output::describe(.0))]
     Provider(ProviderError),
+    /// The plugin's answer cannot be taken: an identifier or address in it is oversized
+    /// or malformed ([`crate::plugin_output::PluginOutput`]).
+    #[error("the plugin answered {call} with {problem}")]
+    BadAnswer {
+        /// Which export.
+        call: &'static str,
+        /// What is wrong with the answer (the plugin's values quoted only in part).
+        problem: String,
+    },
     /// The call ran past the manifest's `call_timeout_ms`.
     #[error("the plugin call {call} did not finish within {after:?}")]
     Timeout {
@@ -46,21 +58,30 @@ pub enum CallError {
         /// The budget it exceeded.
         after: Duration,
     },
-    /// The plugin tried to grow its memory past the manifest's `memory_mib`.
-    #[error("the plugin ran out of its {limit_mib} MiB memory in {call}")]
+    /// The plugin tried to grow its memory past the manifest's `memory_mib`, or made the
+    /// host hold more for it through wasi:http than that buys (see [`crate::sandbox`]).
+    #[error("the plugin ran out of its {limit_mib} MiB {kind} in {call}")]
     MemoryLimit {
         /// Which export.
         call: &'static str,
         /// The cap.
         limit_mib: u32,
+        /// Its own linear memory, or what it made the host hold.
+        kind: MemoryKind,
     },
-    /// The plugin tried to reach an origin its manifest does not grant (and failed for it).
-    #[error("the plugin tried to reach {origin} in {call}, which its manifest does not grant")]
+    /// The plugin tried to reach an origin its manifest does not grant, or any origin in a
+    /// call that must work offline (`info`, `validate`), and failed for it.
+    #[error(
+        "the plugin tried to reach {} in {call}, {reason}",
+        crate::plugin_output::contained_text(.origin, 256)
+    )]
     CapabilityDenied {
         /// Which export.
         call: &'static str,
         /// The first origin refused.
         origin: String,
+        /// Why it was refused.
+        reason: DenialReason,
     },
     /// The host had no instance slot free (the pool's own bookkeeping lagged behind a
     /// freed slot): not the plugin's fault, and worth another try.
@@ -72,7 +93,10 @@ pub enum CallError {
         error: wasmtime::Error,
     },
     /// The plugin trapped (panic, out of bounds, unreachable) or could not be instantiated.
-    #[error("the plugin trapped in {call}: {error:#}")]
+    #[error(
+        "the plugin trapped in {call}: {}",
+        crate::plugin_output::contained_error(.error)
+    )]
     Trap {
         /// Which export.
         call: &'static str,
@@ -131,6 +155,10 @@ pub struct RuntimeLimits {
     /// The largest `limits.memory_mib` a manifest may ask for; every slot reserves room for
     /// it.
     pub max_memory_mib: u32,
+    /// Outgoing requests all plugins together may have open at once (each may hold a
+    /// connection); a request beyond waits for one to close. Also the largest
+    /// `limits.max_open_requests` a manifest may ask for.
+    pub max_open_requests: u32,
 }
 
 impl Default for RuntimeLimits {
@@ -138,6 +166,7 @@ impl Default for RuntimeLimits {
         Self {
             concurrent_calls: 1_000,
             max_memory_mib: 256,
+            max_open_requests: crate::outbound::DEFAULT_OPEN_REQUESTS_PER_HOST,
         }
     }
 }
@@ -162,6 +191,8 @@ pub struct PluginRuntime {
     linker: Linker<PluginState>,
     limits: RuntimeLimits,
     slots: Arc<tokio::sync::Semaphore>,
+    /// Every plugin's open outgoing requests ([`RuntimeLimits::max_open_requests`]).
+    open_requests: Arc<tokio::sync::Semaphore>,
     metrics: Arc<HostMetrics>,
     _ticker: EpochTicker,
 }
@@ -199,6 +230,8 @@ impl PluginRuntime {
             &mut linker,
         ))
         .context("linking wasi:http")?;
+        wasm(crate::sandbox::bound_request_strings(&mut linker))
+            .context("bounding wasi:http request strings")?;
         wasm(current::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
             &mut linker,
             |state| state,
@@ -215,6 +248,7 @@ impl PluginRuntime {
             linker,
             limits,
             slots: Arc::new(tokio::sync::Semaphore::new(calls as usize)),
+            open_requests: OpenRequestLimits::host_wide(limits.max_open_requests),
             metrics: Arc::default(),
             _ticker: ticker,
         })
@@ -226,7 +260,8 @@ impl PluginRuntime {
     }
 
     /// Compiles a plugin's component, checks it implements the world, and asks it who it
-    /// is. The answer must match the manifest's vendor.
+    /// is. The answer must match the manifest's vendor. Its secrets come from this process's
+    /// environment; every one the manifest names is required ([`MissingSecrets`]).
     pub async fn load(&self, manifest_path: &Path) -> anyhow::Result<Plugin> {
         let manifest = Manifest::load(manifest_path)?;
         self.load_manifest(manifest, manifest_path).await
@@ -239,10 +274,9 @@ impl PluginRuntime {
         manifest: Manifest,
         manifest_path: &Path,
     ) -> anyhow::Result<Plugin> {
-        self.load_manifest_with_secrets(manifest, manifest_path, |variable| {
-            std::env::var(variable).ok()
-        })
-        .await
+        let secrets = SecretSource::environment().resolve(&manifest)?;
+        self.load_with_secret_values(manifest, manifest_path, secrets)
+            .await
     }
 
     /// [`PluginRuntime::load_manifest`] reading the secrets' environment variables through
@@ -253,6 +287,22 @@ impl PluginRuntime {
         manifest_path: &Path,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Plugin> {
+        let secrets = SecretSource::environment().resolve_with(&manifest, |variable| {
+            lookup(variable).ok_or(std::env::VarError::NotPresent)
+        })?;
+        self.load_with_secret_values(manifest, manifest_path, secrets)
+            .await
+    }
+
+    /// [`PluginRuntime::load_manifest`] with its secrets already read (the catalog reads
+    /// them with the host's [`SecretSource`]): one value for every key of the manifest's
+    /// `[secrets]`, or the plugin is refused with [`MissingSecrets`].
+    pub async fn load_with_secret_values(
+        &self,
+        manifest: Manifest,
+        manifest_path: &Path,
+        mut values: std::collections::BTreeMap<String, secrecy::SecretString>,
+    ) -> anyhow::Result<Plugin> {
         if manifest.limits.memory_mib > self.limits.max_memory_mib {
             anyhow::bail!(
                 "{}: limits.memory_mib = {} is more than this host allows a plugin ({} MiB, \
@@ -261,6 +311,38 @@ impl PluginRuntime {
                 manifest.limits.memory_mib,
                 self.limits.max_memory_mib
             );
+        }
+        if manifest.limits.max_open_requests > self.limits.max_open_requests {
+            anyhow::bail!(
+                "{}: limits.max_open_requests = {} is more than this host allows all plugins \
+                 together ({}, --plugin-max-open-requests)",
+                manifest_path.display(),
+                manifest.limits.max_open_requests,
+                self.limits.max_open_requests
+            );
+        }
+        let mut secrets = std::collections::BTreeMap::new();
+        let mut missing = Vec::new();
+        for (key, variable) in &manifest.secrets {
+            crate::manifest::check_secret_variable(&manifest.vendor, key, variable)
+                .map_err(|problem| anyhow::anyhow!("{}: {problem}", manifest_path.display()))?;
+            match values.remove(key) {
+                Some(value) => {
+                    secrets.insert(key.clone(), value);
+                }
+                None => missing.push(SecretProblem::Missing {
+                    key: key.clone(),
+                    variable: variable.clone(),
+                    dir: None,
+                }),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(MissingSecrets {
+                vendor: manifest.vendor.clone(),
+                problems: missing,
+            }
+            .into());
         }
         let component_path = manifest.component_path(manifest_path);
         let component =
@@ -278,20 +360,6 @@ impl PluginRuntime {
                 component_path.display()
             )
         })?;
-        let mut secrets = std::collections::BTreeMap::new();
-        for (key, variable) in &manifest.secrets {
-            crate::manifest::check_secret_variable(&manifest.vendor, key, variable)
-                .map_err(|problem| anyhow::anyhow!("{}: {problem}", manifest_path.display()))?;
-            match lookup(variable) {
-                Some(value) => {
-                    secrets.insert(key.clone(), secrecy::SecretString::from(value));
-                }
-                None => tracing::warn!(
-                    vendor = %manifest.vendor,
-                    "secret '{key}' is unset: environment variable {variable} is not set"
-                ),
-            }
-        }
         let client = outbound_client(&manifest, manifest_path)?;
         let grants = Arc::new(Grants {
             vendor: manifest.vendor.clone(),
@@ -301,11 +369,16 @@ impl PluginRuntime {
             memory_bytes: manifest.limits.memory_bytes(),
             client,
             outbound_requests: Default::default(),
+            throttle: VendorThrottle::new(manifest.limits.requests_per_second),
+            open_requests: OpenRequestLimits::new(
+                manifest.limits.max_open_requests_per_call,
+                manifest.limits.max_open_requests,
+                self.open_requests.clone(),
+            ),
         });
         let mut plugin = Plugin {
             engine: self.engine.clone(),
             boot_times: BootTimes::default(),
-            throttle: VendorThrottle::new(manifest.limits.requests_per_second),
             slots: self.slots.clone(),
             metrics: self.metrics.clone(),
             pre,
@@ -412,7 +485,6 @@ macro_rules! on_any_version {
 pub struct Plugin {
     engine: Engine,
     boot_times: BootTimes,
-    throttle: VendorThrottle,
     slots: Arc<tokio::sync::Semaphore>,
     metrics: Arc<HostMetrics>,
     pre: PluginPre,
@@ -454,8 +526,14 @@ impl Plugin {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How long from now a rate-limited answer still pauses this vendor (zero when it does
+    /// not).
+    pub fn paused_for(&self) -> Duration {
+        self.grants.throttle.paused_for()
+    }
+
     /// Runs one export in a fresh store, within the call budget.
-    async fn invoke<R: ProviderAnswer>(
+    async fn invoke<R: ProviderAnswer + PluginOutput>(
         &self,
         call: &'static str,
         order_id: Option<Uuid>,
@@ -471,7 +549,7 @@ impl Plugin {
             .expect("the runtime never closes its slots");
         let mut store = Store::new(
             &self.engine,
-            PluginState::new(self.grants.clone(), order_id),
+            PluginState::new(self.grants.clone(), order_id, network_of(call)),
         );
         store.limiter(|state| &mut state.memory);
         // Yield to the executor at every epoch tick, so a busy plugin shares the threads and
@@ -484,8 +562,8 @@ impl Plugin {
         };
         let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(budget, work).await;
-        let state = store.data();
-        let denied = state.denied().first().map(|origin| origin.to_string());
+        let state = store.data_mut();
+        let denied = state.denied().into_iter().next();
         let result = match outcome {
             Err(_) => Err(CallError::Timeout {
                 call,
@@ -494,6 +572,12 @@ impl Plugin {
             Ok(Err(_)) if state.memory.hit => Err(CallError::MemoryLimit {
                 call,
                 limit_mib: self.limits.memory_mib,
+                kind: MemoryKind::Linear,
+            }),
+            Ok(Err(error)) if state.ran_out_of_host_budget(&error) => Err(CallError::MemoryLimit {
+                call,
+                limit_mib: self.limits.memory_mib,
+                kind: MemoryKind::HostHeld,
             }),
             Ok(Err(error)) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
                 Err(CallError::HostBusy { call, error })
@@ -501,16 +585,26 @@ impl Plugin {
             Ok(Err(error)) => Err(CallError::Trap { call, error }),
             // The plugin answered, but a refused request is why it failed: say so.
             Ok(Ok(answer)) => match denied {
-                Some(origin) if answer_is_error(&answer) => {
-                    Err(CallError::CapabilityDenied { call, origin })
-                }
+                Some(denial) if answer_is_error(&answer) => Err(CallError::CapabilityDenied {
+                    call,
+                    origin: denial.origin.to_string(),
+                    reason: denial.reason,
+                }),
                 _ => Ok(answer),
             },
         };
+        // The answer enters the host here: its texts capped and escaped, its identifiers
+        // checked, before anything formats, logs, stores or publishes it.
+        let result = result.and_then(|answer| {
+            answer
+                .contained()
+                .map_err(|problem| CallError::BadAnswer { call, problem })
+        });
         let outcome = match &result {
             Ok(answer) if answer_is_error(answer) => "error",
             Ok(_) => "ok",
             Err(CallError::Provider(_)) => "error",
+            Err(CallError::BadAnswer { .. }) => "bad_answer",
             Err(CallError::Timeout { .. }) => "timeout",
             Err(CallError::MemoryLimit { .. }) => "memory_limit",
             Err(CallError::CapabilityDenied { .. }) => "capability_denied",
@@ -595,9 +689,11 @@ impl Plugin {
         .await
     }
 
-    /// An export that talks to the vendor: waits for the vendor's throttle, runs it, and
-    /// on a rate-limited answer pauses every call to this vendor for the time it asked.
-    async fn vendor_call<T>(
+    /// An export that talks to the vendor: waits out a rate-limit pause, runs it (each of
+    /// its requests waits for the vendor's token), and on a rate-limited answer pauses the
+    /// vendor's calls and requests for the time it asked, at most
+    /// [`crate::throttle::MAX_PAUSE`].
+    async fn vendor_call<T: PluginOutput>(
         &self,
         call: &'static str,
         order_id: Option<Uuid>,
@@ -606,15 +702,35 @@ impl Plugin {
             &mut Store<PluginState>,
         ) -> wasmtime::Result<Result<T, ProviderError>>,
     ) -> Result<T, CallError> {
-        self.throttle.acquire().await;
+        // A call waits out a rate-limit pause; its requests wait for the vendor's tokens.
+        self.grants.throttle.wait_out_pause().await;
         let result = self
             .invoke(call, order_id, run)
             .await?
             .map_err(CallError::Provider);
         if let Err(CallError::Provider(ProviderError::RateLimited(delay_ms))) = &result {
-            self.throttle.pause(delay_ms.map(Duration::from_millis));
+            let pause = self
+                .grants
+                .throttle
+                .pause(delay_ms.map(Duration::from_millis));
+            if pause.capped {
+                tracing::warn!(
+                    vendor = %self.vendor(),
+                    asked_ms = delay_ms.unwrap_or_default(),
+                    honoured = ?pause.honoured,
+                    "the plugin asked to pause the vendor longer than the host honours"
+                );
+            }
         }
         result
+    }
+}
+
+/// Whether the export `call` may use the network: `info` and `validate` must work offline.
+fn network_of(call: &str) -> Network {
+    match call {
+        "info" | "validate" => Network::Offline,
+        _ => Network::Granted,
     }
 }
 

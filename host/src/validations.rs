@@ -164,7 +164,9 @@ async fn answer(
     }
 }
 
-/// The plugin's verdict on a validation.
+/// The plugin's verdict on a validation. The plugin's reason was capped and escaped where
+/// its answer entered the host ([`crate::plugin_output`]), so the reply, and the `422`
+/// order-api makes of it, stay a few KiB whatever the plugin said.
 async fn verdict(plugin: &Plugin, request: ValidateRequest) -> ValidateReply {
     let request = ProvisionRequest {
         order_id: uuid::Uuid::nil(),

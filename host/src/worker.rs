@@ -36,6 +36,7 @@ use tracing::Instrument;
 
 use crate::catalog::PluginSet;
 use crate::lease::Leases;
+use crate::plugin_output;
 use crate::provision::{self, PollPolicy};
 use crate::retry::{Decision, RetryPolicy, RetryState, retry_properties};
 use crate::runtime::Plugin;
@@ -277,6 +278,9 @@ async fn session(
                 for plugin in current.values() {
                     announce_vendor(&publisher, settings, plugin).await?;
                 }
+                for (vendor, reason) in current.unavailable() {
+                    withdraw_vendor(&publisher, settings, vendor, Some(reason)).await?;
+                }
             }
             changed = plugins.changed(), if watching => {
                 if changed.is_err() {
@@ -288,7 +292,8 @@ async fn session(
                     match next.get(vendor) {
                         None => {
                             consumers.stop(vendor).await;
-                            withdraw_vendor(&publisher, settings, vendor).await?;
+                            let reason = next.unavailable().get(vendor);
+                            withdraw_vendor(&publisher, settings, vendor, reason).await?;
                             tracing::info!(vendor, "stopped serving");
                         }
                         Some(new) if !Arc::ptr_eq(old, new) => {
@@ -302,6 +307,19 @@ async fn session(
                     if !current.contains_key(vendor) {
                         consumers.start(plugin).await?;
                         announce_vendor(&publisher, settings, plugin).await?;
+                    }
+                }
+                // Vendors whose plugin is here but cannot serve: news of it, or of its end
+                // when the manifest went (one that now serves was announced above).
+                for (vendor, reason) in next.unavailable() {
+                    let news = current.unavailable().get(vendor) != Some(reason);
+                    if news && !current.contains_key(vendor) {
+                        withdraw_vendor(&publisher, settings, vendor, Some(reason)).await?;
+                    }
+                }
+                for vendor in current.unavailable().keys() {
+                    if !next.contains_key(vendor) && !next.unavailable().contains_key(vendor) {
+                        withdraw_vendor(&publisher, settings, vendor, None).await?;
                     }
                 }
                 current = next;
@@ -414,16 +432,19 @@ async fn announce_vendor(
     .await
 }
 
-/// Tells order-api this host no longer serves `vendor`.
+/// Tells order-api this host no longer serves `vendor`: its plugin was removed, or (with
+/// `unavailable`, the reason) it is here but cannot serve.
 async fn withdraw_vendor(
     publisher: &Publisher,
     settings: &WorkerSettings,
     vendor: &str,
+    unavailable: Option<&String>,
 ) -> anyhow::Result<()> {
     let message = HostMessage::VendorWithdrawn(VendorWithdrawal {
         vendor: vendor.to_string(),
         host_id: settings.host_id.clone(),
         at: chrono::Utc::now(),
+        unavailable: unavailable.cloned(),
     });
     publish_host_message(publisher, &Topology::announce_key(vendor), &message).await
 }
@@ -439,8 +460,18 @@ async fn publish_host_message(
         correlation_id: None,
         traceparent: None,
     };
+    // Bounded like an order's updates: the plugin-made part of an oversized message is
+    // replaced, so it cannot be refused by the broker and end the session.
+    let bounded = plugin_output::bounded_body(message);
+    if let Some(size) = bounded.replaced {
+        tracing::error!(
+            size,
+            limit = plugin_output::MAX_UPDATE_BYTES,
+            "a message too large to publish on {routing_key}; its plugin-made part was replaced"
+        );
+    }
     publisher
-        .publish(routing_key, &envelope, &encode(message))
+        .publish(routing_key, &envelope, &bounded.body)
         .await
         .with_context(|| format!("publishing {routing_key}"))
 }
@@ -518,10 +549,25 @@ async fn handle_delivery(
                 kind,
             };
             let key = update.routing_key();
-            let message = HostMessage::OrderUpdate(update);
+            // Never more than the broker takes: an oversized update (a bug upstream let
+            // plugin data through uncapped) becomes the order's `plugin_bad_answer`
+            // failure, a result, instead of a refused publish that ends the session. Work
+            // after a replaced progress event goes on, but order-api keeps the failure.
+            let bounded = plugin_output::bounded_body(&HostMessage::OrderUpdate(update));
+            let key = match bounded.replaced {
+                None => key,
+                Some(size) => {
+                    tracing::error!(
+                        size,
+                        limit = plugin_output::MAX_UPDATE_BYTES,
+                        "an update too large to publish; failing the order with plugin_bad_answer"
+                    );
+                    Topology::result_key(&vendor)
+                }
+            };
             let reply = Envelope::for_order(order_id, envelope.traceparent.clone());
             publisher
-                .publish(&key, &reply, &encode(&message))
+                .publish(&key, &reply, &bounded.body)
                 .await
                 .with_context(|| format!("publishing {key} for order {order_id}"))
         };

@@ -4,6 +4,7 @@
 //! and deletes its queues and exchanges at the end.
 
 mod auth;
+mod author_path;
 mod bad_input;
 mod broker_outage;
 mod broker_users;
@@ -11,9 +12,11 @@ mod cancel;
 mod cli;
 mod concurrency;
 mod conformance;
+mod containment;
 mod drop_in;
 mod event_streams;
 mod happy_path;
+mod host_budget;
 mod idempotency;
 mod lease;
 mod limits;
@@ -22,11 +25,13 @@ mod metrics;
 mod openapi;
 mod orphans;
 mod outbox;
+mod plugin_sdk;
 mod poison;
 mod postgres;
 mod restarts;
 mod retries;
 mod sandbox;
+mod secrets;
 mod shutdown;
 mod traces;
 mod validation;

@@ -1,0 +1,551 @@
+//! What a plugin makes the HOST spend is bounded: the memory it makes the host hold
+//! through wasi:http (headers, bodies, handles), the requests it keeps open (and so the
+//! host's file descriptors), the rate of its requests to the vendor, the network where a
+//! call must work offline (`validate`, `info`), and how long a rate-limited answer pauses
+//! the vendor.
+//!
+//! The hostile fixture (`tests/fixtures/hostile-plugin`, module `host_budget`) misbehaves
+//! as its manifest says; these tests load it in process with the host's own runtime and
+//! measure this process (its resident memory, its open file descriptors) while the
+//! hostile call runs. A test measuring this process runs in a process of its own
+//! ([`in_own_process`]), so nothing else this binary runs meanwhile counts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use provisioner_host::bindings::types::ServerRequest;
+use provisioner_host::provision::fault;
+use provisioner_host::runtime::{CallError, PluginRuntime};
+use provisioner_tests::test_plugin_component;
+
+/// Runs this binary's ignored test `name` in a process of its own and returns what it
+/// printed; fails with that output when it failed.
+fn in_own_process(name: &str) -> anyhow::Result<String> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()?;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    anyhow::ensure!(
+        output.status.success() && printed.contains("1 passed"),
+        "{name} failed in its own process:\n{printed}"
+    );
+    Ok(printed)
+}
+
+fn request() -> ServerRequest {
+    ServerRequest {
+        idempotency_key: "0195f7f2-0000-7000-8000-000000000003".into(),
+        name: "victim".into(),
+        region: "r".into(),
+        size: "s".into(),
+        image: "i".into(),
+        ssh_keys: vec![],
+        user_data: None,
+        labels: vec![],
+    }
+}
+
+/// Writes the hostile plugin's manifest for `behaviour` (with `top` lines such as grants,
+/// more `config` lines and `limits`) and returns its path.
+fn manifest(behaviour: &str, top: &str, config: &str, limits: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "provisioner-host-budget-{behaviour}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let vendor = format!("hostile-{behaviour}");
+    let path = dir.join(format!("{vendor}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "vendor = {vendor:?}\ncomponent = {component:?}\n{top}\n\
+             [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n{config}\n\
+             [limits]\n{limits}\n",
+            component = test_plugin_component("hostile").display().to_string(),
+        ),
+    )?;
+    Ok(path)
+}
+
+/// This process's resident memory in bytes (`VmRSS`).
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// This process's open file descriptors.
+fn open_descriptors() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count() as u64)
+}
+
+/// Samples `measure` every 10 ms on a thread of its own until dropped; the highest value
+/// seen.
+struct Peak {
+    stop: Arc<AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Peak {
+    fn of(measure: fn() -> u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = measure();
+            while !stopped.load(Ordering::Relaxed) {
+                peak = peak.max(measure());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak.max(measure())
+        });
+        Self {
+            stop,
+            sampler: Some(sampler),
+        }
+    }
+
+    fn end(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sampler
+            .take()
+            .and_then(|sampler| sampler.join().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A plugin that keeps wasi:http `fields` of 124 KiB (the issue's figure) or of 30 KiB
+/// (under any per-object limit) makes the host hold their copies: those copies count
+/// against a budget that scales with the plugin's `memory_mib`, and running past it is
+/// `plugin_memory`. The host's resident memory grows by less than the plugin's 64 MiB
+/// while the plugin holds what it made.
+#[test]
+fn wasi_http_fields_a_plugin_keeps_count_against_its_memory() -> anyhow::Result<()> {
+    let printed = in_own_process("host_budget::measure_fields_kept_in_the_host")?;
+    eprintln!("{printed}");
+    Ok(())
+}
+
+/// The measuring half of [`wasi_http_fields_a_plugin_keeps_count_against_its_memory`].
+#[tokio::test]
+#[ignore = "measures its process: its outer test runs it in a process of its own"]
+async fn measure_fields_kept_in_the_host() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    for (header_bytes, objects) in [(124 * 1024, 4_000), (30 * 1024, 8_000)] {
+        let path = manifest(
+            "hoard-fields",
+            "",
+            &format!(
+                "header-bytes = \"{header_bytes}\"\nobjects = \"{objects}\"\nhold-ms = \"1500\""
+            ),
+            "memory_mib = 64\ncall_timeout_ms = 60000",
+        )?;
+        let plugin = runtime.load(&path).await?;
+        let before = resident_bytes();
+        let peak = Peak::of(resident_bytes);
+        let outcome = plugin.create_server(uuid::Uuid::nil(), &request()).await;
+        let grew = peak.end().saturating_sub(before);
+        eprintln!(
+            "{objects} fields of {header_bytes} bytes: resident memory grew {} MiB; {:?}",
+            grew >> 20,
+            outcome.as_ref().map(|server| &server.name)
+        );
+        match &outcome {
+            Err(error @ CallError::MemoryLimit { .. }) => {
+                assert_eq!(fault(error).code, "plugin_memory")
+            }
+            other => panic!("expected plugin_memory, got {other:?}"),
+        }
+        assert!(
+            grew < 64 << 20,
+            "the host's resident memory grew {} MiB for a 64 MiB plugin",
+            grew >> 20
+        );
+        plugin
+            .validate(&request())
+            .await
+            .expect("the plugin still answers");
+    }
+    Ok(())
+}
+
+/// A TCP listener on 127.0.0.1 that accepts every connection and keeps it open, reading
+/// what comes and never answering; its port and how many connections it holds at most at
+/// once.
+async fn silent_server() -> anyhow::Result<(u16, Arc<AtomicUsize>)> {
+    use tokio::io::AsyncReadExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let seen = most.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+            seen.fetch_max(now, Ordering::SeqCst);
+            let open = open.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                while let Ok(read) = stream.read(&mut buffer).await {
+                    if read == 0 {
+                        break;
+                    }
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Ok((port, most))
+}
+
+/// A call opening 3,000 requests with unfinished bodies to a granted origin gets 16 at
+/// most (the default per call); the rest fail for the plugin with the wasi:http error
+/// `connection-limit-reached` (not a trap, not a hang), and the host's open file
+/// descriptors stay bounded.
+#[test]
+fn a_call_cannot_open_requests_without_bound() -> anyhow::Result<()> {
+    let printed = in_own_process("host_budget::measure_unfinished_requests")?;
+    eprintln!("{printed}");
+    Ok(())
+}
+
+/// The measuring half of [`a_call_cannot_open_requests_without_bound`].
+#[tokio::test]
+#[ignore = "measures its process: its outer test runs it in a process of its own"]
+async fn measure_unfinished_requests() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let (port, most) = silent_server().await?;
+    let path = manifest(
+        "open-many",
+        &format!("allowed_hosts = [\"http://127.0.0.1:{port}\"]"),
+        &format!("target = \"127.0.0.1:{port}\"\nrequests = \"3000\"\nhold-ms = \"1500\""),
+        "call_timeout_ms = 60000",
+    )?;
+    let plugin = runtime.load(&path).await?;
+    let before = open_descriptors();
+    let peak = Peak::of(open_descriptors);
+    let outcome = plugin.create_server(uuid::Uuid::nil(), &request()).await;
+    let grew = peak.end().saturating_sub(before);
+    let held = most.load(Ordering::SeqCst);
+    eprintln!(
+        "3000 unfinished requests: open descriptors grew by {grew}, the origin held {held} \
+         at once; {:?}",
+        outcome.as_ref().map(|server| &server.name)
+    );
+    let answer = outcome?.name;
+    assert!(
+        answer.contains("ConnectionLimitReached"),
+        "the plugin was not told the limit: {answer}"
+    );
+    assert!(
+        answer.contains("refused 2984"),
+        "all but 16 are refused: {answer}"
+    );
+    assert!(held <= 16, "the origin held {held} connections at once");
+    // Two descriptors per request here (the host's socket and this test's listener's),
+    // plus room for what other work in this process opens meanwhile.
+    assert!(grew <= 2 * 16 + 64, "open descriptors grew by {grew}");
+    plugin
+        .validate(&request())
+        .await
+        .expect("the plugin still answers");
+    Ok(())
+}
+
+/// A one-shot HTTP server on 127.0.0.1 answering every request `200` with an empty body and
+/// closing the connection; its port and how many requests reached it.
+async fn counting_server() -> anyhow::Result<(u16, Arc<AtomicUsize>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                if matches!(stream.read(&mut buffer).await, Ok(read) if read > 0) {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    Ok((port, hits))
+}
+
+/// `requests_per_second` paces the plugin's outgoing requests, not its calls: one call
+/// sending requests as fast as they are answered for two seconds reaches the origin no
+/// more often than the bucket allows (a second's burst, then the rate).
+#[tokio::test]
+async fn requests_per_second_paces_the_plugins_requests() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let (port, hits) = counting_server().await?;
+    let origin = format!("http://127.0.0.1:{port}");
+    let path = manifest(
+        "flood",
+        &format!("allowed_hosts = [{origin:?}]"),
+        &format!("target-url = {origin:?}\nflood-ms = \"2000\""),
+        "requests_per_second = 5\ncall_timeout_ms = 20000",
+    )?;
+    let plugin = runtime.load(&path).await?;
+    let started = Instant::now();
+    let answer = plugin
+        .create_server(uuid::Uuid::nil(), &request())
+        .await?
+        .name;
+    let took = started.elapsed().as_secs_f64();
+    let received = hits.load(Ordering::SeqCst);
+    eprintln!(
+        "a 2 s flood at 5 requests per second: the origin received {received} in {took:.2} s ({answer})"
+    );
+    // The burst (5), then 5 a second; one more for a request waiting at the end.
+    let allowed = 5.0 + 5.0 * took + 1.0;
+    assert!(
+        received as f64 <= allowed,
+        "the origin received {received} requests in {took:.2} s at 5 per second"
+    );
+    assert!(received >= 5, "the burst went through: {received}");
+    Ok(())
+}
+
+/// `validate` and `info` may not use the network: a request in them is refused by the host
+/// (the plugin sees `HTTP-request-denied`), never reaches the origin although the manifest
+/// grants it, and is still counted (the conformance kit reads the count). A `validate` that
+/// fails for it is reported as `capability_denied`.
+#[tokio::test]
+async fn validate_and_info_may_not_use_the_network() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let (port, hits) = counting_server().await?;
+    let origin = format!("http://127.0.0.1:{port}");
+    let grant = format!("allowed_hosts = [{origin:?}]");
+    let target = format!("target-url = {origin:?}");
+
+    let plugin = runtime
+        .load(&manifest("network-in-info", &grant, &target, "")?)
+        .await?;
+    assert_eq!(
+        plugin.info_cached().display_name,
+        "network in info: refused"
+    );
+    assert!(plugin.outbound_requests() >= 1, "the attempt is counted");
+
+    let plugin = runtime
+        .load(&manifest("network-in-validate", &grant, &target, "")?)
+        .await?;
+    let error = plugin
+        .validate(&request())
+        .await
+        .expect_err("validate could not reach its vendor");
+    assert!(
+        matches!(error, CallError::CapabilityDenied { .. }),
+        "expected capability_denied, got {error}"
+    );
+    let fault = fault(&error);
+    assert_eq!(fault.code, "capability_denied");
+    assert!(fault.message.contains("validate"), "{}", fault.message);
+    assert!(plugin.outbound_requests() >= 1, "the attempt is counted");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the origin was reached");
+
+    // The same grant serves the calls that talk to the vendor.
+    let plugin = runtime
+        .load(&manifest("call-target", &grant, &target, "")?)
+        .await?;
+    let server = plugin.create_server(uuid::Uuid::nil(), &request()).await?;
+    assert_eq!(server.name, "reached");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+/// A rate-limited answer asking for `u64::MAX` milliseconds pauses the vendor for ten
+/// minutes at most: the plugin's throttle admits calls again by then.
+#[tokio::test]
+async fn a_rate_limit_pause_is_capped() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = runtime
+        .load(&manifest("rate-limited-forever", "", "", "")?)
+        .await?;
+    let error = plugin
+        .create_server(uuid::Uuid::nil(), &request())
+        .await
+        .expect_err("rate limited");
+    assert_eq!(fault(&error).code, "rate_limited");
+    let paused = plugin.paused_for();
+    eprintln!("rate-limited(u64::MAX) pauses the vendor for {paused:?}");
+    assert!(
+        paused <= Duration::from_secs(600),
+        "the vendor is paused for {paused:?}"
+    );
+    assert!(
+        paused > Duration::from_secs(590),
+        "the pause holds: {paused:?}"
+    );
+    Ok(())
+}
+
+/// wasmtime keeps any length of authority or method a plugin sets on a request; the host
+/// refuses long ones (the plugin's setter fails, it is not a trap), so 300 requests with a
+/// 1 MiB authority or method each cannot park 300 MiB in the host.
+#[test]
+fn long_authorities_and_methods_are_refused() -> anyhow::Result<()> {
+    let printed = in_own_process("host_budget::measure_long_request_strings")?;
+    eprintln!("{printed}");
+    Ok(())
+}
+
+/// The measuring half of [`long_authorities_and_methods_are_refused`].
+#[tokio::test]
+#[ignore = "measures its process: its outer test runs it in a process of its own"]
+async fn measure_long_request_strings() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    for what in ["authority", "method"] {
+        let path = manifest(
+            "park-strings",
+            "",
+            &format!("what = {what:?}\nobjects = \"300\"\nbytes = \"1048576\"\nhold-ms = \"1000\""),
+            "memory_mib = 64\ncall_timeout_ms = 60000",
+        )?;
+        let plugin = runtime.load(&path).await?;
+        let before = resident_bytes();
+        let peak = Peak::of(resident_bytes);
+        let outcome = plugin.create_server(uuid::Uuid::nil(), &request()).await;
+        let grew = peak.end().saturating_sub(before);
+        eprintln!(
+            "300 requests with a 1 MiB {what}: resident memory grew {} MiB; {:?}",
+            grew >> 20,
+            outcome.as_ref().map(|server| &server.name)
+        );
+        assert_eq!(outcome?.name, "accepted 0 of 300", "{what}");
+        assert!(grew < 64 << 20, "grew {} MiB", grew >> 20);
+    }
+    Ok(())
+}
+
+/// Loads the `open-many` hostile plugin against the silent server on `port`, with `limits`.
+async fn opener(
+    runtime: &PluginRuntime,
+    port: u16,
+    requests: u32,
+    limits: &str,
+) -> anyhow::Result<provisioner_host::runtime::Plugin> {
+    let path = manifest(
+        "open-many",
+        &format!("allowed_hosts = [\"http://127.0.0.1:{port}\"]"),
+        &format!("target = \"127.0.0.1:{port}\"\nrequests = \"{requests}\"\nhold-ms = \"1500\""),
+        &format!("call_timeout_ms = 60000\n{limits}"),
+    )?;
+    runtime.load(&path).await
+}
+
+/// A plugin's calls share its `max_open_requests`: two calls allowed 8 each, of a plugin
+/// allowed 12, never hold more than 12 connections to the origin at once. The requests
+/// beyond wait (they are not refused) and both calls answer.
+#[tokio::test]
+async fn a_plugins_calls_share_its_open_requests() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let (port, most) = silent_server().await?;
+    let plugin = opener(
+        &runtime,
+        port,
+        100,
+        "max_open_requests_per_call = 8\nmax_open_requests = 12",
+    )
+    .await?;
+    let request = request();
+    let (first, second) = tokio::join!(
+        plugin.create_server(uuid::Uuid::nil(), &request),
+        plugin.create_server(uuid::Uuid::nil(), &request)
+    );
+    let held = most.load(Ordering::SeqCst);
+    eprintln!("two calls, 8 each, 12 per plugin: the origin held {held} at once");
+    for answer in [first?.name, second?.name] {
+        assert!(answer.contains("pending 8, refused 92"), "{answer}");
+    }
+    assert!(held <= 12, "the origin held {held} connections at once");
+    Ok(())
+}
+
+/// The host's `max_open_requests` bounds all plugins together, and a manifest may not ask
+/// for more than it.
+#[tokio::test]
+async fn the_host_bounds_the_open_requests_of_all_plugins() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::with_limits(provisioner_host::runtime::RuntimeLimits {
+        max_open_requests: 10,
+        ..Default::default()
+    })?;
+    let (port, most) = silent_server().await?;
+    let refused = opener(&runtime, port, 100, "")
+        .await
+        .err()
+        .expect("a manifest asking for 64 open requests is refused by a host allowing 10");
+    assert!(
+        format!("{refused:#}").contains("--plugin-max-open-requests"),
+        "{refused:#}"
+    );
+    let limits = "max_open_requests_per_call = 8\nmax_open_requests = 8";
+    let one = opener(&runtime, port, 100, limits).await?;
+    let other = opener(&runtime, port, 100, limits).await?;
+    let request = request();
+    let (first, second) = tokio::join!(
+        one.create_server(uuid::Uuid::nil(), &request),
+        other.create_server(uuid::Uuid::nil(), &request)
+    );
+    let held = most.load(Ordering::SeqCst);
+    eprintln!("two plugins, 8 each, 10 per host: the origin held {held} at once");
+    first?;
+    second?;
+    assert!(held <= 10, "the origin held {held} connections at once");
+    Ok(())
+}
+
+/// A request stops counting as open once its response is read: a call allowed one open
+/// request sends many, one after another.
+#[tokio::test]
+async fn a_request_read_to_its_end_is_no_longer_open() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let (port, hits) = counting_server().await?;
+    let origin = format!("http://127.0.0.1:{port}");
+    let path = manifest(
+        "flood",
+        &format!("allowed_hosts = [{origin:?}]"),
+        &format!("target-url = {origin:?}\nflood-ms = \"500\""),
+        "max_open_requests_per_call = 1\nmax_open_requests = 1",
+    )?;
+    let plugin = runtime.load(&path).await?;
+    let answer = plugin
+        .create_server(uuid::Uuid::nil(), &request())
+        .await?
+        .name;
+    let received = hits.load(Ordering::SeqCst);
+    assert!(
+        received >= 10,
+        "only {received} requests went out: {answer}"
+    );
+    assert_eq!(answer, format!("answered {received}"));
+    Ok(())
+}
