@@ -220,11 +220,10 @@ fn without_body_if_bodiless(request: http::Request<WasiBody>) -> http::Request<W
     let says_empty = headers
         .get(http::header::CONTENT_LENGTH)
         .is_some_and(|length| length.as_bytes() == b"0");
-    let says_nothing = !headers.contains_key(http::header::CONTENT_LENGTH);
-    let bodiless = !headers.contains_key(http::header::TRANSFER_ENCODING)
-        && (false && says_empty
-            || says_nothing
-                && matches!(*request.method(), http::Method::GET | http::Method::HEAD));
+    let get_or_head_saying_nothing = !headers.contains_key(http::header::CONTENT_LENGTH)
+        && matches!(*request.method(), http::Method::GET | http::Method::HEAD);
+    let bodiless = (says_empty || get_or_head_saying_nothing)
+        && !headers.contains_key(http::header::TRANSFER_ENCODING);
     if !bodiless {
         return request;
     }

@@ -1,7 +1,8 @@
 //! What the plugin SDK (`plugins/sdk`) does on the wire and for every plugin built on it:
-//! request bodies go out with a `content-length` (not chunked); GET and DELETE are sent
-//! again twice after a dropped connection, POST never; and when several servers carry an
-//! idempotency key, every plugin adopts the oldest. The plugins run in the host's own
+//! request bodies go out with a `content-length` (not chunked) and a body-less DELETE
+//! reaches the vendor once and succeeds; GET and DELETE are sent again twice after a
+//! dropped connection, POST never; and when several servers carry an idempotency key,
+//! every plugin adopts the oldest. The plugins run in the host's own
 //! runtime, in process, against listeners of this test that see what arrives, or against
 //! the simulator.
 
@@ -183,6 +184,108 @@ async fn request_bodies_are_sent_with_their_length() -> anyhow::Result<()> {
             sent.path,
             sent.headers
         );
+    }
+    Ok(())
+}
+
+/// How many servers each plugin deletes in
+/// [`every_delete_reaches_the_vendor_once_and_succeeds`]: the failure it guards against was a
+/// race lost on some deletes, not all.
+const DELETES_PER_PLUGIN: usize = 50;
+
+/// A body-less DELETE says `content-length: 0`. The host's HTTP client knows from that
+/// header the body is over and drops the plugin's body stream at once; the plugin, which
+/// writes and finishes its empty body after handing the request over, then failed with
+/// "connection reset" although the vendor had the DELETE (and answered it), the SDK sent
+/// it again and the vendor said 404. Every delete must arrive once, on the wire with
+/// `content-length: 0` and not chunked, and succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delete_reaches_the_vendor_once_and_succeeds() -> anyhow::Result<()> {
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let recorded = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let recorded = recorded.clone();
+            async move {
+                let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+                if let Ok(mut seen) = recorded.lock() {
+                    seen.push(Seen {
+                        method: method.to_string(),
+                        path,
+                        headers,
+                        body,
+                    });
+                }
+                // Hetzner answers a delete with its action, Example Cloud with nothing.
+                if uri.path().starts_with("/example/") {
+                    StatusCode::NO_CONTENT.into_response()
+                } else {
+                    axum::Json(json!({"action": {"id": 1, "status": "running"}})).into_response()
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let runtime = PluginRuntime::new()?;
+    let hetzner = fixture("hetzner");
+    let secrets = BTreeMap::from([(hetzner.secret_variable(), hetzner.secret.1.to_string())]);
+    let plugins = [
+        template_at(&runtime, &origin).await?,
+        load(
+            &runtime,
+            "hetzner",
+            &hetzner.manifest_with_catalogue(&origin),
+            secrets,
+        )
+        .await?,
+    ];
+    let mut failed = Vec::new();
+    for plugin in &plugins {
+        for number in 0..DELETES_PER_PLUGIN {
+            let vendor_id = format!("{}", 1000 + number);
+            if let Err(error) = plugin.delete_server(None, &vendor_id).await {
+                failed.push(format!("{} {vendor_id}: {error}", plugin.vendor()));
+            }
+        }
+    }
+
+    let seen = seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let mut arrived: BTreeMap<&str, usize> = BTreeMap::new();
+    for request in &seen {
+        assert_eq!(request.method, "DELETE", "{request:#?}");
+        *arrived.entry(request.path.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = arrived.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(
+        failed.is_empty() && twice.is_empty(),
+        "of {} deletes, {} failed and {} arrived more than once: failed {failed:#?}, \
+         arrived more than once {twice:#?}",
+        plugins.len() * DELETES_PER_PLUGIN,
+        failed.len(),
+        twice.len()
+    );
+    assert_eq!(
+        arrived.len(),
+        plugins.len() * DELETES_PER_PLUGIN,
+        "{arrived:#?}"
+    );
+    for request in &seen {
+        assert_eq!(
+            request.headers.get("content-length").map(|v| v.as_bytes()),
+            Some(&b"0"[..]),
+            "{request:#?}"
+        );
+        assert!(
+            request.headers.get("transfer-encoding").is_none(),
+            "{request:#?}"
+        );
+        assert!(request.body.is_empty(), "{request:#?}");
     }
     Ok(())
 }
