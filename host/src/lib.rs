@@ -16,7 +16,8 @@
 //! - [`plugin_output`]: what comes out of a plugin, contained where it enters the host:
 //!   texts capped and escaped, identifiers and addresses checked, `log()` lines limited per
 //!   plugin, published messages bounded.
-//! - [`throttle`]: one vendor's call budget: a token bucket and the pause a 429 sets.
+//! - [`throttle`]: one vendor's request budget: a token bucket for its outgoing requests and
+//!   the pause a 429 sets (capped).
 //! - [`secrets`]: where plugin secrets come from: the secrets folder (one file per secret,
 //!   re-read on change) or the environment; every secret a manifest names is required.
 //! - [`catalog`]: the plugins folder kept in step with the disk (drop-in, replace, remove),
