@@ -187,11 +187,13 @@ pub struct CreateFailure {
     pub retry_after: Option<Duration>,
 }
 
-/// The wait a rate-limited call was told to keep.
+/// The wait a rate-limited call was told to keep, at most the throttle's
+/// [`MAX_PAUSE`](crate::throttle::MAX_PAUSE): a plugin asking for longer (`u64::MAX`) must not
+/// make the retry policy give the order up at once.
 pub fn retry_after(error: &CallError) -> Option<Duration> {
     match error {
         CallError::Provider(ProviderError::RateLimited(Some(ms))) => {
-            Some(Duration::from_millis(*ms))
+            Some(Duration::from_millis(*ms).min(crate::throttle::MAX_PAUSE))
         }
         _ => None,
     }
@@ -457,6 +459,16 @@ mod tests {
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    /// A retry waits at most as long as the throttle pauses: `rate-limited(u64::MAX)` is a
+    /// ten-minute wait, not an order given up at once.
+    #[test]
+    fn a_retry_waits_at_most_the_throttles_longest_pause() {
+        let forever = CallError::Provider(ProviderError::RateLimited(Some(u64::MAX)));
+        assert_eq!(retry_after(&forever), Some(crate::throttle::MAX_PAUSE));
+        let second = CallError::Provider(ProviderError::RateLimited(Some(1_000)));
+        assert_eq!(retry_after(&second), Some(secs(1)));
     }
 
     #[test]

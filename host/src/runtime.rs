@@ -312,10 +312,13 @@ impl PluginRuntime {
                 self.limits.max_memory_mib
             );
         }
-        if manifest.limits.max_open_requests > self.limits.max_open_requests {
+        // One plugin may hold at most a quarter of the host's open requests, so a plugin that
+        // keeps its requests open cannot make every other vendor's requests wait.
+        let plugin_share = (self.limits.max_open_requests / 4).max(1);
+        if manifest.limits.max_open_requests > plugin_share {
             anyhow::bail!(
-                "{}: limits.max_open_requests = {} is more than this host allows all plugins \
-                 together ({}, --plugin-max-open-requests)",
+                "{}: limits.max_open_requests = {} is more than this host allows one plugin \
+                 (a quarter of --plugin-max-open-requests = {}: {plugin_share})",
                 manifest_path.display(),
                 manifest.limits.max_open_requests,
                 self.limits.max_open_requests
