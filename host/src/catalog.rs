@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::manifest::Manifest;
 use crate::runtime::{Plugin, PluginRuntime};
-use crate::secrets::{FileStamp, SecretSource};
+use crate::secrets::{FileStamp, SecretProblem, SecretSource};
 
 /// What the catalog holds at one moment; shared with the worker.
 pub type PluginSet = Arc<CatalogSnapshot>;
@@ -224,6 +224,24 @@ impl Catalog {
         let secrets = match self.secrets.resolve(&manifest) {
             Ok(secrets) => secrets,
             Err(missing) => {
+                // A file rewritten in place reads empty (or half-written) for a moment: the
+                // version in service keeps its secrets until the file settles (its next
+                // change is read again).
+                let passing = missing.problems.iter().all(|problem| {
+                    matches!(
+                        problem,
+                        SecretProblem::Empty { .. } | SecretProblem::Unreadable { .. }
+                    )
+                });
+                if passing && self.loaded.contains_key(&path) {
+                    tracing::warn!(
+                        %vendor,
+                        manifest = %path.display(),
+                        "kept serving the vendor with its previous secrets: {missing}"
+                    );
+                    self.failed.insert(path.clone(), print);
+                    return false;
+                }
                 // Never served without its secrets: a version in service whose secret went
                 // stops too (the value was most likely revoked at the vendor).
                 let stopped = self.loaded.remove(&path).is_some();

@@ -317,6 +317,19 @@ async fn the_catalog_serves_a_plugin_only_while_its_secrets_are_there() -> anyho
     assert!(catalog.plugins().contains_key(VENDOR));
     assert!(catalog.plugins().unavailable().is_empty());
 
+    // A file rewritten in place is empty for a moment: the version in service stays, and the
+    // finished value is read at the next change.
+    write_secret(&secrets, "")?;
+    catalog.rescan().await?;
+    assert!(
+        catalog.plugins().contains_key(VENDOR),
+        "a secret file caught mid-rewrite stopped the vendor"
+    );
+    write_secret(&secrets, "rotated-value\n")?;
+    catalog.rescan().await?;
+    assert!(catalog.plugins().contains_key(VENDOR));
+    assert!(catalog.plugins().unavailable().is_empty());
+
     std::fs::remove_file(secrets.join(SECRET_VARIABLE))?;
     assert!(catalog.rescan().await?, "a removed secret stops the plugin");
     assert!(catalog.plugins().is_empty());
