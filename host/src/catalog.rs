@@ -289,6 +289,9 @@ impl Catalog {
                     "{verb} plugin {}",
                     info.display_name
                 );
+                if let Some(previous) = self.loaded.get(&path) {
+                    plugin.keep_pause_of(&previous.plugin);
+                }
                 self.failed.remove(&path);
                 self.unavailable.remove(&path);
                 self.loaded.insert(

@@ -535,6 +535,16 @@ impl Plugin {
         self.grants.throttle.paused_for()
     }
 
+    /// Takes over the pause a 429 set on `previous`, the version this one replaces: a reload
+    /// (a new manifest, a rotated secret) does not let the host send at once to a vendor that
+    /// asked it to wait.
+    pub fn keep_pause_of(&self, previous: &Plugin) {
+        let left = previous.paused_for();
+        if !left.is_zero() {
+            self.grants.throttle.pause(Some(left));
+        }
+    }
+
     /// Runs one export in a fresh store, within the call budget.
     async fn invoke<R: ProviderAnswer + PluginOutput>(
         &self,

@@ -382,6 +382,38 @@ async fn validate_and_info_may_not_use_the_network() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A reloaded plugin (a replaced manifest, a rotated secret) keeps its vendor's 429 pause: a
+/// reload does not let the host send at once to a vendor that asked it to wait.
+#[tokio::test]
+async fn a_reload_keeps_the_vendors_pause() -> anyhow::Result<()> {
+    use provisioner_host::catalog::Catalog;
+
+    let path = manifest("rate-limited-forever", "", "", "")?;
+    let dir = path.parent().expect("in a folder").to_path_buf();
+    let mut catalog = Catalog::new(std::sync::Arc::new(PluginRuntime::new()?), dir);
+    catalog.rescan().await?;
+    let vendor = "hostile-rate-limited-forever";
+    let plugin = catalog.plugins()[vendor].clone();
+    plugin
+        .create_server(uuid::Uuid::nil(), &request())
+        .await
+        .expect_err("rate limited");
+    assert!(plugin.paused_for() > Duration::from_secs(590));
+
+    let mut text = std::fs::read_to_string(&path)?;
+    text = text.replace("[limits]", "[limits]\ncall_timeout_ms = 29000");
+    std::fs::write(&path, text)?;
+    assert!(catalog.rescan().await?, "the changed manifest is reloaded");
+    let reloaded = catalog.plugins()[vendor].clone();
+    assert!(!std::sync::Arc::ptr_eq(&plugin, &reloaded), "a new version");
+    let paused = reloaded.paused_for();
+    assert!(
+        paused > Duration::from_secs(590),
+        "the reloaded plugin forgot the vendor's pause: {paused:?}"
+    );
+    Ok(())
+}
+
 /// A rate-limited answer asking for `u64::MAX` milliseconds pauses the vendor for ten
 /// minutes at most: the plugin's throttle admits calls again by then.
 #[tokio::test]
