@@ -797,6 +797,15 @@ pub async fn list_orders(
             }));
         }
     };
+    // No vendor or tenant holds a NUL byte (both are checked when stored), and PostgreSQL
+    // cannot even compare text with one: such a filter matches nothing.
+    let unmatchable = |filter: &Option<String>| filter.as_deref().is_some_and(|f| f.contains('\0'));
+    if unmatchable(&tenant) || unmatchable(&query.vendor) {
+        return Ok(Json(OrderPage {
+            orders: Vec::new(),
+            next_cursor: None,
+        }));
+    }
     let mut orders = state
         .store
         .orders(&OrderQuery {
