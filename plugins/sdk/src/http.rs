@@ -4,7 +4,8 @@
 //! to a [`ProviderError`]: no answer -> `transient` (or `internal` when the host denied the
 //! destination), 401/403 -> `unauthorized`, 404 -> `not-found`, 400/409/422 ->
 //! `invalid-request`, 429 -> `rate-limited` with the delay from `Retry-After` or
-//! `RateLimit-Reset`, 5xx -> `transient`.
+//! `RateLimit-Reset`, 5xx -> `transient`. [`ApiClient::send_raw`] sends a body already
+//! encoded (a form, for AWS's Query API) with the same headers, length and retries.
 //!
 //! A connection dropped before any answer is tried again for GET, HEAD, PUT and DELETE:
 //! twice, after 50 and 250 ms ([`RETRY_PAUSES_MS`]: three tries in all); POST and PATCH
@@ -73,7 +74,8 @@ impl ApiClient {
         &self.base_url
     }
 
-    /// Sends a request; a missing answer is an error, any HTTP status is not.
+    /// Sends a request with a JSON `body`; a missing answer is an error, any HTTP status
+    /// is not.
     pub async fn send<B: Serialize>(
         &self,
         method: Method,
@@ -81,30 +83,47 @@ impl ApiClient {
         body: Option<&B>,
         extra_headers: &[(&str, &str)],
     ) -> Result<ApiResponse, ProviderError> {
+        let body = match body {
+            Some(body) => Some(serde_json::to_vec(body).map_err(|e| {
+                ProviderError::Internal(format!(
+                    "encoding the body of {method} {}: {e}",
+                    path_of(path_or_url)
+                ))
+            })?),
+            None => None,
+        };
+        let content_type = body.as_ref().map(|_| "application/json");
+        self.send_raw(method, path_or_url, content_type, body, extra_headers)
+            .await
+    }
+
+    /// Sends a request with a body already encoded (a form, XML: whatever `content_type`
+    /// names; `None` sends no `content-type`), with [`ApiClient::send`]'s headers, length
+    /// and retries; a missing answer is an error, any HTTP status is not. `extra_headers`
+    /// replace the client's headers of the same name (an XML API's `accept`). A retry sends
+    /// the same headers again, so a signature made over them (AWS SigV4) stays valid.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<ApiResponse, ProviderError> {
         let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
             path_or_url.to_string()
         } else {
             format!("{}{path_or_url}", self.base_url)
         };
-        let body = match body {
-            Some(body) => Some(serde_json::to_string(body).map_err(|e| {
-                ProviderError::Internal(format!(
-                    "encoding the body of {method} {}: {e}",
-                    path_of(&url)
-                ))
-            })?),
-            None => None,
-        };
-        let request = self.build(&method, &url, body.clone(), extra_headers)?;
+        let build = || self.build(&method, &url, content_type, body.clone(), extra_headers);
         // A connection dropped before any answer (a loaded server, a proxy, a reused
         // port): an idempotent request is sent again, twice at most, after a short pause.
-        let mut response = self.http.send(request).await;
+        let mut response = self.http.send(build()?).await;
         for pause_ms in RETRY_PAUSES_MS {
             match &response {
                 Err(error) if is_idempotent(&method) && !is_denied(error) => {
                     wstd::task::sleep(wstd::time::Duration::from_millis(pause_ms)).await;
-                    let retry = self.build(&method, &url, body.clone(), extra_headers)?;
-                    response = self.http.send(retry).await;
+                    response = self.http.send(build()?).await;
                 }
                 _ => break,
             }
@@ -129,16 +148,23 @@ impl ApiClient {
         })
     }
 
-    /// One request with the client's headers, `extra_headers` and a JSON `body`.
+    /// One request with the client's headers, `extra_headers` (which replace the client's
+    /// headers of the same name) and a `body` of `content_type`.
     fn build(
         &self,
         method: &Method,
         url: &str,
-        body: Option<String>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
         extra_headers: &[(&str, &str)],
     ) -> Result<Request<Body>, ProviderError> {
         let mut request = Request::builder().method(method.clone()).uri(url);
-        for (name, value) in &self.headers {
+        let replaced = |name: &str| {
+            extra_headers
+                .iter()
+                .any(|(extra, _)| extra.eq_ignore_ascii_case(name))
+        };
+        for (name, value) in self.headers.iter().filter(|(name, _)| !replaced(name)) {
             request = request.header(name.as_str(), value.as_str());
         }
         for (name, value) in extra_headers {
@@ -151,10 +177,14 @@ impl ApiClient {
         // The body's length goes with it: without one the request is sent chunked, which
         // some vendors' APIs and proxies refuse. GET and HEAD have no body and say nothing.
         match body {
-            Some(json) => request
-                .header("content-type", "application/json")
-                .header("content-length", json.len())
-                .body(Body::from(json)),
+            Some(bytes) => {
+                if let Some(content_type) = content_type {
+                    request = request.header("content-type", content_type);
+                }
+                request
+                    .header("content-length", bytes.len())
+                    .body(Body::from(bytes))
+            }
             None if matches!(*method, Method::GET | Method::HEAD) => request.body(Body::empty()),
             None => request.header("content-length", 0).body(Body::empty()),
         }

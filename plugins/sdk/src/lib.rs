@@ -24,6 +24,8 @@
 //! - [`status`]: the vendor's status, from one field or several, in the host's terms;
 //! - [`unique_name`]: the vendor-side name for vendors that require unique server names;
 //! - [`base64`]: standard base64, as vendors want user data;
+//! - [`sigv4`]: AWS Signature Version 4 request signing, for AWS-style APIs (EC2's Query
+//!   API and the like);
 //! - [`block_on`]: runs an async body inside a synchronous export.
 
 wit_bindgen::generate!({
@@ -40,6 +42,7 @@ pub mod catalogue;
 pub mod cloud_init;
 pub mod http;
 pub mod paging;
+pub mod sigv4;
 pub mod ssh;
 pub mod status;
 
