@@ -18,12 +18,12 @@
 //!
 //! # Forwarding
 //! A request for `/p?q` at the proxy goes to `<upstream>/p?q` with its method, headers
-//! (`Authorization` included; not `Host` nor hop-by-hop headers) and body; the answer's
-//! status, headers and body come back as they are. Absolute URLs the upstream puts in
-//! textual answers (JSON, XML, text) and in `Location` that start with the upstream's base
-//! URL are rewritten to the proxy's, so links and service catalogues (OpenStack's) lead back
-//! through the proxy: point it at the vendor's root when the API hands out URLs outside the
-//! base path. An upstream that cannot be reached is a `502` with
+//! (`Authorization` included; not hop-by-hop headers, nor `Host` unless the requests are
+//! signed, see below) and body; the answer's status, headers and body come back as they
+//! are. Absolute URLs the upstream puts in textual answers (JSON, XML, text) and in
+//! `Location` that start with the upstream's base URL are rewritten to the proxy's, so links
+//! and service catalogues (OpenStack's) lead back through the proxy: point it at the
+//! vendor's root when the API hands out URLs outside the base path. An upstream that cannot be reached is a `502` with
 //! `x-vendor-sim-proxy: upstream-error`. Paths under `/_sim` are the proxy's own.
 //!
 //! # Faults (`GET|POST|DELETE /_sim/faults`)
@@ -39,9 +39,20 @@
 //! `{"kind": "rate_limit_per_second", "limit": 3}` answers the profile's 429 to requests
 //! beyond 3 in any second, as a rate-limited vendor does (refused requests do not count).
 //!
+//! # Signed requests
+//! A vendor that checks request signatures covering the `Host` header, path, query and body
+//! (AWS SigV4) refuses a request whose `Host` the proxy replaced or whose query
+//! `small_pages` rewrote. Its profile says `signed_requests = true`: the proxy then forwards
+//! the client's `Host` (the proxy's address, which the client signed) and the request byte
+//! for byte, the profile may not have `[paging]`, and the upstream must be the vendor's root
+//! (a base path before the client's path would void the signature too). The upstream must
+//! answer whatever `Host` it gets, as a local fake (moto) does; hop-by-hop headers, which a
+//! client does not sign, are still not forwarded.
+//!
 //! # The fault profile
 //! ```toml
 //! vendor = "hetzner"
+//! signed_requests = false       # optional: true for a vendor checking signatures (above)
 //! [paging]                      # optional: for small_pages
 //! page_size_param = "per_page"
 //! list_paths = ["/servers"]
@@ -120,6 +131,11 @@ pub const PLACEHOLDERS: [&str; 10] = [
 #[serde(deny_unknown_fields)]
 pub struct FaultProfile {
     vendor: String,
+    /// The vendor checks request signatures that cover the `Host` header, path, query and
+    /// body (AWS SigV4): the proxy forwards the client's `Host`, never rewrites the query
+    /// (no `[paging]`), and needs the upstream's root as its upstream.
+    #[serde(default)]
+    signed_requests: bool,
     #[serde(default)]
     paging: Option<PagingProfile>,
     rate_limit: FaultTemplate,
@@ -164,6 +180,14 @@ pub struct FaultTemplate {
 }
 
 impl FaultProfile {
+    /// Whether the profile's rate-limit answer says when to come back (`Retry-After` or
+    /// `RateLimit-Reset`). EC2's says nothing: the caller's own backoff decides.
+    pub fn rate_limit_says_when(&self) -> bool {
+        self.rate_limit.headers.keys().any(|name| {
+            name.eq_ignore_ascii_case("retry-after") || name.eq_ignore_ascii_case("ratelimit-reset")
+        })
+    }
+
     /// Reads and checks a fault profile.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -186,6 +210,12 @@ impl FaultProfile {
                 .check(fixed_status)
                 .with_context(|| format!("in [{section}]"))?;
         }
+        anyhow::ensure!(
+            !(profile.signed_requests && profile.paging.is_some()),
+            "a profile with `signed_requests = true` cannot have [paging]: small_pages sets the \
+             page size in the query, which the request's signature covers, and the vendor \
+             would refuse every list request it rewrote"
+        );
         if let Some(paging) = &profile.paging {
             anyhow::ensure!(
                 !paging.page_size_param.is_empty()
@@ -203,6 +233,11 @@ impl FaultProfile {
     /// The vendor id the profile describes.
     pub fn vendor(&self) -> &str {
         &self.vendor
+    }
+
+    /// Whether the vendor checks request signatures covering `Host`, path, query and body.
+    pub fn signed_requests(&self) -> bool {
+        self.signed_requests
     }
 
     /// `[paging]`, if the profile has it.
@@ -608,6 +643,15 @@ impl ProxyState {
         anyhow::ensure!(
             upstream.query().is_none() && upstream.fragment().is_none(),
             "the upstream '{upstream}' must be a base URL without query or fragment"
+        );
+        // The client signs the path it sends the proxy; a base path put before it would
+        // void the signature.
+        anyhow::ensure!(
+            !config.profile.signed_requests || upstream.path() == "/",
+            "the upstream '{upstream}' has a base path, but the fault profile of '{}' says \
+             `signed_requests = true`: the signature covers the path, so point the proxy at \
+             the vendor's root",
+            config.profile.vendor
         );
         let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -1034,6 +1078,10 @@ async fn forward(State(proxy): State<Arc<ProxyState>>, request: Request) -> Resp
     }
     let mut headers = parts.headers;
     for name in UNFORWARDED_REQUEST_HEADERS {
+        // A signed request's signature covers the Host the client addressed.
+        if name == "host" && proxy.profile.signed_requests {
+            continue;
+        }
         headers.remove(name);
     }
     let sent = proxy
@@ -1191,8 +1239,13 @@ async fn add_fault(
     };
     let refusal = match &rule.kind {
         ProxyFaultKind::SmallPages { .. } if proxy.profile.paging.is_none() => Some(format!(
-            "the fault profile of '{}' has no [paging] page_size_param",
-            proxy.profile.vendor
+            "the fault profile of '{}' has no [paging] page_size_param{}",
+            proxy.profile.vendor,
+            if proxy.profile.signed_requests {
+                " (its requests are signed: a changed query would void the signature)"
+            } else {
+                ""
+            }
         )),
         ProxyFaultKind::SmallPages { page_size: 0 } => Some("page_size must be at least 1".into()),
         ProxyFaultKind::RateLimitPerSecond { limit: 0 } => Some("limit must be at least 1".into()),

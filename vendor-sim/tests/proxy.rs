@@ -258,7 +258,8 @@ async fn an_xml_profile_renders_ec2_errors() {
     let sim = start_sim().await;
     let profile = FaultProfile::load(&repo_path("tests/fixtures/faults/ec2.toml")).unwrap();
     assert_eq!(profile.vendor(), "aws");
-    let proxy = start_proxy(&format!("http://{sim}/example/v1"), profile).await;
+    // EC2's requests are signed: the proxy goes in front of the root.
+    let proxy = start_proxy(&format!("http://{sim}"), profile).await;
     let client = reqwest::Client::new();
     arm(
         &client,
@@ -303,6 +304,115 @@ async fn an_xml_profile_renders_ec2_errors() {
             .unwrap()
             .contains("<Code>AuthFailure</Code>")
     );
+}
+
+/// An upstream answering every request with what it received: `{"host", "path", "query",
+/// "body"}`.
+async fn start_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|request: axum::extract::Request| async move {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        axum::Json(json!({
+            "host": parts.headers.get("host").and_then(|v| v.to_str().ok()),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "body": String::from_utf8_lossy(&body),
+        }))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// EC2's profile says `signed_requests = true` (AWS SigV4 signs the Host header, path, query
+/// and body, and the vendor checks the signature): the upstream gets the Host the client
+/// sent (and signed), and path, query and body byte for byte. Without it the proxy sends the
+/// upstream's own Host, as a plain reverse proxy does.
+#[tokio::test]
+async fn a_signed_requests_profile_forwards_the_clients_host() {
+    let upstream = start_echo().await;
+    let signed = std::fs::read_to_string(repo_path("tests/fixtures/faults/ec2.toml")).unwrap();
+    assert!(
+        signed.contains("\nsigned_requests = true\n"),
+        "the EC2 profile must say its requests are signed"
+    );
+    let unsigned = signed.replace("\nsigned_requests = true\n", "\n");
+    let query = "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=tag%3Aorder\
+                 &Filter.1.Value.1=a%20b&MaxResults=5";
+    let body = "Action=RunInstances&Version=2016-11-15&ClientToken=x%2By&TagSpecification.1.Tag.1.Value=a+b";
+    let client = reqwest::Client::new();
+    for (text, signs) in [(&signed, true), (&unsigned, false)] {
+        let proxy = start_proxy(
+            &format!("http://{upstream}"),
+            FaultProfile::parse(text).unwrap(),
+        )
+        .await;
+        let client_host = proxy.addr.to_string();
+        let expected_host = if signs {
+            client_host.clone()
+        } else {
+            upstream.to_string()
+        };
+        let listed: Value = client
+            .get(format!("{}/?{query}", proxy.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            listed,
+            json!({"host": expected_host, "path": "/", "query": query, "body": ""}),
+            "signed_requests: {signs}"
+        );
+        let created: Value = client
+            .post(format!("{}/", proxy.url))
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            created,
+            json!({"host": expected_host, "path": "/", "query": null, "body": body}),
+            "signed_requests: {signs}"
+        );
+        assert!(
+            recorded(&client, &proxy)
+                .await
+                .iter()
+                .all(|r| r.headers.get("host") == Some(&client_host)),
+            "signed_requests: {signs}"
+        );
+    }
+}
+
+/// A signed request's path is part of its signature: a proxy for a signing vendor in front
+/// of an upstream with a base path (which the proxy would put before the client's path) is
+/// refused at start, and one in front of the vendor's root starts.
+#[tokio::test]
+async fn a_signed_requests_profile_needs_the_upstreams_root() {
+    let upstream = start_echo().await;
+    let profile = FaultProfile::load(&repo_path("tests/fixtures/faults/ec2.toml")).unwrap();
+    let refused = spawn_proxy(ProxyConfig {
+        upstream: format!("http://{upstream}/ec2").parse().unwrap(),
+        profile: profile.clone(),
+        upstream_ca_pem: None,
+    })
+    .await
+    .unwrap_err();
+    assert!(format!("{refused:#}").contains("base path"), "{refused:#}");
+    start_proxy(&format!("http://{upstream}/"), profile).await;
 }
 
 /// `lost_response`: the create reaches the upstream, which makes the server, and not a
@@ -876,6 +986,10 @@ fn bad_profiles_are_refused_with_the_reason() {
         (
             good.replace("[unauthorized]", "[not_a_fault]"),
             "unknown field `not_a_fault`",
+        ),
+        (
+            good.replace("\n[paging]\n", "\nsigned_requests = true\n\n[paging]\n"),
+            "`signed_requests = true` cannot have [paging]",
         ),
     ] {
         assert_ne!(bad, good, "the replacement did not apply");
