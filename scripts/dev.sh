@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The local stack in the foreground: vendor-sim (Hetzner, DigitalOcean and OpenStack APIs
-# on 127.0.0.1:8090), provisioner-host with the three plugins pointed at the simulator,
-# order-api on
-# 127.0.0.1:8080. Does the missing set-up first, orders one demo server once the stack is
-# ready and follows it to `active`, then keeps running until Ctrl-C, which stops
-# everything it started.
+# on 127.0.0.1:8090), moto (a fake of AWS checking request signatures, on 127.0.0.1:8091;
+# scripts/moto.sh), provisioner-host with the three plugins pointed at the simulator and the
+# AWS plugin pointed at moto, order-api on 127.0.0.1:8080. Does the missing set-up first,
+# orders one demo server at each vendor once the stack is ready and follows them to
+# `active`, then keeps running until Ctrl-C, which stops everything it started.
 #
 # Every API call needs a token: the first run makes the tenant `demo` and its token, prints
 # it and keeps it in .dev/token (curl -H "authorization: Bearer $(cat .dev/token)" ...).
@@ -29,6 +29,9 @@ scripts/ensure-rabbitmq.sh
 
 api_addr=127.0.0.1:8080
 sim_addr=127.0.0.1:8090
+moto_addr=127.0.0.1:8091
+# An Amazon Linux 2 image (owner amazon) every region of moto has, by name as orders give it.
+aws_image=amzn2-ami-hvm-2.0.20180810-x86_64-gp2
 mkdir -p .dev/plugins
 
 if [[ -n "${AMQP_URL:-}" ]]; then
@@ -80,8 +83,25 @@ write_manifest digitalocean token PLUGIN_SECRET_DIGITALOCEAN_TOKEN "base-url = \
 write_manifest openstack password PLUGIN_SECRET_OPENSTACK_PASSWORD "auth-url = \"http://$sim_addr/openstack/identity/v3\"
 username = \"provisioner\"
 project-name = \"provisioner\""
+# The AWS plugin talks to moto, with the access key moto makes at each start (its secrets
+# are written once moto is up).
+cat > .dev/plugins/aws.toml <<TOML
+# Written by scripts/dev.sh: the aws plugin pointed at moto (scripts/moto.sh).
+vendor = "aws"
+component = "$root/target/plugins/aws.wasm"
+allowed_hosts = ["http://$moto_addr"]
 
-for addr in $api_addr $sim_addr; do
+[config]
+endpoint = "http://$moto_addr"
+regions = "us-east-1"
+image-owners = "amazon"
+
+[secrets]
+access-key-id = "PLUGIN_SECRET_AWS_ACCESS_KEY_ID"
+secret-access-key = "PLUGIN_SECRET_AWS_SECRET_ACCESS_KEY"
+TOML
+
+for addr in $api_addr $sim_addr $moto_addr; do
     if (exec 3<>/dev/tcp/${addr%:*}/${addr#*:}) 2>/dev/null; then
         echo "$addr is already in use: stop what listens there (another dev.sh?) and retry" >&2
         exit 1
@@ -115,6 +135,17 @@ run() {
     pids+=($!)
 }
 
+echo "==> starting moto on $moto_addr (its log: .dev/moto.log)"
+moto_pid=$(scripts/moto.sh --listen $moto_addr --credentials .dev/moto.env --log .dev/moto.log)
+pids+=("$moto_pid")
+(
+    umask 077
+    # shellcheck source=/dev/null
+    . .dev/moto.env
+    printf '%s\n' "$AWS_ACCESS_KEY_ID" > .dev/secrets/PLUGIN_SECRET_AWS_ACCESS_KEY_ID
+    printf '%s\n' "$AWS_SECRET_ACCESS_KEY" > .dev/secrets/PLUGIN_SECRET_AWS_SECRET_ACCESS_KEY
+)
+
 export RUST_LOG=${RUST_LOG:-info,lapin=warn}
 echo "==> starting vendor-sim, provisioner-host and order-api (Ctrl-C stops them)"
 run sim env SIM_LISTEN_ADDR=$sim_addr SIM_HETZNER_TOKEN=$PLUGIN_SECRET_HETZNER_TOKEN \
@@ -137,7 +168,7 @@ fi
 
 cat <<INFO
 
-==> ready: order-api on http://$api_addr, simulator on http://$sim_addr
+==> ready: order-api on http://$api_addr, simulator on http://$sim_addr, moto on http://$moto_addr
     API token of the tenant 'demo' (also in .dev/token): $token
     order a server:
       curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
@@ -146,11 +177,15 @@ cat <<INFO
         -d '{"vendor":"digitalocean","region":"nyc3","size":"s-1vcpu-1gb","image":"ubuntu-24-04-x64","name":"web-2"}'
       curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
         -d '{"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04","name":"web-3"}'
+      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
+        -d '{"vendor":"aws","region":"us-east-1","size":"t3.micro","image":"$aws_image","name":"web-4"}'
     follow it:         curl -N -H "$auth" $api_addr/v1/orders/<id>/events
     cancel it:         curl -X POST -H "$auth" $api_addr/v1/orders/<id>/cancel
     delete its server: curl -X DELETE -H "$auth" $api_addr/v1/orders/<id>
     list orders:       curl -H "$auth" $api_addr/v1/orders
     simulator:         curl $sim_addr/_sim/stats
+    moto's instances:  (set -a; . .dev/moto.env; target/sdk-venv/bin/python -c \\
+        'import boto3; print(boto3.client("ec2", region_name="us-east-1").describe_instances())')
 
 INFO
 
@@ -177,7 +212,8 @@ if [[ $demo == 1 ]]; then
     for body in \
         '"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04"' \
         '"vendor":"digitalocean","region":"nyc3","size":"s-1vcpu-1gb","image":"ubuntu-24-04-x64"' \
-        '"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04"'; do
+        '"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04"' \
+        '"vendor":"aws","region":"us-east-1","size":"t3.micro","image":"'"$aws_image"'"'; do
         vendor=$(printf '%s' "$body" | sed -n 's/^"vendor":"\([a-z]*\)".*/\1/p')
         curl -s -o /dev/null -D .dev/demo-headers -X POST "http://$api_addr/v1/orders" \
             -H "$auth" -H 'content-type: application/json' -d "{$body,\"name\":\"demo-$vendor-$suffix\"}"

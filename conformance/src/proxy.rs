@@ -30,6 +30,9 @@ pub struct ProxyControl {
     pub profile_vendor: String,
     /// Whether the profile says how list pages are sized (so `small_pages` can be armed).
     pub has_paging: bool,
+    /// Whether the profile's rate-limit answer says when to come back (see
+    /// [`FaultProfile::rate_limit_says_when`]).
+    pub rate_limit_says_when: bool,
 }
 
 impl ProxyControl {
@@ -90,6 +93,7 @@ impl ProxyControl {
             upstream: origin,
             profile_vendor: profile.vendor().to_string(),
             has_paging: profile.paging().is_some(),
+            rate_limit_says_when: profile.rate_limit_says_when(),
             handle,
         })
     }

@@ -439,6 +439,17 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
             Err(CallError::Provider(ProviderError::RateLimited(Some(ms)))) if (1_000..=3_000).contains(ms) => {
                 Ok(format!("rate-limited, retry after {ms} ms (the vendor said 2 s)"))
             }
+            // A vendor whose rate limit says nothing of when (EC2's RequestLimitExceeded):
+            // rate-limited without a delay is the honest answer; the host backs off.
+            Err(CallError::Provider(ProviderError::RateLimited(None)))
+                if kit.proxy().is_some_and(|proxy| !proxy.rate_limit_says_when) =>
+            {
+                Ok("rate-limited without a delay (the vendor's rate-limit answer gives none; the host backs off)".into())
+            }
+            _ if kit.proxy().is_some_and(|proxy| !proxy.rate_limit_says_when) => Err(format!(
+                "expected rate-limited (the vendor's rate-limit answer gives no delay), got {}",
+                shown(&result)
+            )),
             _ => Err(format!(
                 "expected rate-limited with about 2000 ms (from the vendor's rate-limit headers), got {}",
                 shown(&result)

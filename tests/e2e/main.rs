@@ -5,6 +5,7 @@
 
 mod auth;
 mod author_path;
+mod aws;
 mod bad_input;
 mod broker_outage;
 mod broker_users;

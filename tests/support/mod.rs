@@ -12,6 +12,9 @@
 //! - [`OrderStore`]: the orders database a stack's order-api uses: SQLite, or PostgreSQL
 //!   when `TEST_ORDER_STORE=postgres` (each stack then makes its own database, dropped at
 //!   cleanup, on [`postgres_admin_url`]).
+//! - [`moto`]: moto, a fake of AWS checking request signatures, for the AWS plugin's tests.
+
+pub mod moto;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
