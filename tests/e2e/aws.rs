@@ -12,6 +12,7 @@ use std::time::Duration;
 use provisioner_conformance::{Outcome, Target};
 use provisioner_tests::moto::{DEFAULT_IMAGE_NAME, Moto};
 use provisioner_tests::{Stack, StackOptions, plugin_component, workspace_root};
+use sha2::Digest as _;
 use vendor_sim::proxy::{FaultProfile, ProxyConfig, spawn_proxy};
 
 // ---------------------------------------------------------------------------------------
@@ -196,11 +197,12 @@ async fn an_aws_order_goes_active_and_its_delete_terminates_the_instance() -> an
         .as_str()
         .unwrap_or_default();
     assert!(!key.is_empty(), "{instance:#}");
-    let token = instance["ClientToken"].as_str().unwrap_or_default();
-    assert!(
-        !token.is_empty() && token.len() <= 64 && token != key,
-        "the ClientToken is derived from the key: {instance:#}"
-    );
+    // The ClientToken is the key's, as the plugin derives it (SHA-256 of `provisioner:<key>`).
+    let expected: String = sha2::Sha256::digest(format!("provisioner:{key}").as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert_eq!(instance["ClientToken"], expected.as_str(), "{instance:#}");
     assert_eq!(
         active["server"]["ipv4"], instance["PublicIpAddress"],
         "{active:#}\n{instance:#}"

@@ -22,7 +22,9 @@ pub struct Instance {
     /// `instanceState/name`: `pending`, `running`, `stopping`, `stopped`, `shutting-down`,
     /// `terminated`.
     pub state: String,
-    /// When it was launched: ISO 8601 in UTC (`2018-05-08T16:46:19.000Z`), sorts as text.
+    /// When it was first launched: ISO 8601 in UTC (`2018-05-08T16:46:19.000Z`), sorts as
+    /// text. The primary network interface's attach time, else `launchTime` (which moves
+    /// with every stop and start, so it cannot pick the oldest of two for good).
     pub launch_time: String,
     /// The public IPv4 address (`ipAddress`), once assigned.
     pub ipv4: Option<String>,
@@ -142,9 +144,24 @@ fn text(node: Node<'_, '_>, name: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
 }
 
+/// The text of `node`'s child `name` exactly as stored (tags: a value may hold spaces);
+/// `None` when missing.
+fn raw_text(node: Node<'_, '_>, name: &str) -> Option<String> {
+    Some(child(node, name)?.text().unwrap_or("").to_string())
+}
+
 /// `nextToken` of a list answer, when not empty.
 fn next_token(root: Node<'_, '_>) -> Option<String> {
     text(root, "nextToken")
+}
+
+/// When the instance was first launched: the attach time of its primary network interface
+/// (device 0), which a stop and start leaves alone (`launchTime` moves with every start).
+fn first_launch(node: Node<'_, '_>) -> Option<String> {
+    items(node, "networkInterfaceSet")
+        .filter_map(|interface| child(interface, "attachment"))
+        .find(|attachment| text(*attachment, "deviceIndex").as_deref() == Some("0"))
+        .and_then(|attachment| text(attachment, "attachTime"))
 }
 
 /// One `instancesSet/item`.
@@ -159,11 +176,16 @@ fn instance(node: Node<'_, '_>) -> Result<Instance, String> {
             .find_map(|address| text(address, "ipv6Address"))
     };
     let tags = items(node, "tagSet")
-        .filter_map(|tag| Some((text(tag, "key")?, text(tag, "value").unwrap_or_default())))
+        .filter_map(|tag| {
+            let key = raw_text(tag, "key").filter(|key| !key.is_empty())?;
+            Some((key, raw_text(tag, "value").unwrap_or_default()))
+        })
         .collect();
     Ok(Instance {
         state,
-        launch_time: text(node, "launchTime").unwrap_or_default(),
+        launch_time: first_launch(node)
+            .or_else(|| text(node, "launchTime"))
+            .unwrap_or_default(),
         ipv4: text(node, "ipAddress"),
         ipv6: text(node, "ipv6Address").or_else(interface_ipv6),
         tags,
@@ -306,6 +328,44 @@ mod tests {
         let unnamed = second.clone().into_server("eu-west-1");
         assert_eq!(unnamed.name, "i-0598c7d356eba48d7");
         assert_eq!(unnamed.status, ServerStatus::Provisioning);
+    }
+
+    /// Tag keys and values come back exactly as stored: a key with surrounding spaces (which
+    /// `validate` lets through as a tag value) is still found by its look-up.
+    #[test]
+    fn tags_keep_their_spaces() {
+        let page = instances(
+            "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>\
+             <instanceId>i-1</instanceId><instanceState><name>running</name></instanceState>\
+             <tagSet><item><key>provisioner-idempotency-key</key><value> k 1 </value></item>\
+             </tagSet></item></instancesSet></item></reservationSet>\
+             </DescribeInstancesResponse>",
+        )
+        .unwrap();
+        assert_eq!(
+            page.instances[0].tags["provisioner-idempotency-key"],
+            " k 1 "
+        );
+    }
+
+    /// An instance stopped and started again has a new `launchTime`; its primary network
+    /// interface keeps the first launch's attach time, which decides the oldest (every
+    /// retry adopts the same instance of two).
+    #[test]
+    fn the_first_launch_outlives_a_restart() {
+        let page = instances(
+            "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>\
+             <instanceId>i-1</instanceId><instanceState><name>running</name></instanceState>\
+             <launchTime>2026-02-01T00:00:00.000Z</launchTime><networkInterfaceSet>\
+             <item><attachment><deviceIndex>1</deviceIndex>\
+             <attachTime>2025-06-01T00:00:00.000Z</attachTime></attachment></item>\
+             <item><attachment><deviceIndex>0</deviceIndex>\
+             <attachTime>2025-01-01T00:00:00.000Z</attachTime></attachment></item>\
+             </networkInterfaceSet></item></instancesSet></item></reservationSet>\
+             </DescribeInstancesResponse>",
+        )
+        .unwrap();
+        assert_eq!(page.instances[0].launch_time, "2025-01-01T00:00:00.000Z");
     }
 
     /// moto's answers (what the plugin's tests run against): several reservations, a

@@ -133,16 +133,25 @@ impl Ec2 {
         region: &str,
         response: &ApiResponse,
     ) -> ProviderError {
-        let Some(answer) = api::error(&response.body) else {
-            return self.http.error(method, url, response);
+        let (class, reason) = match api::error(&response.body) {
+            Some(answer) => {
+                let class = classify(&answer, response.status);
+                (class, shown_reason(&answer, class))
+            }
+            None => (
+                status_only(response.status),
+                format!(
+                    "an answer without EC2's error XML: {}",
+                    response.body.chars().take(200).collect::<String>()
+                ),
+            ),
         };
         let detail = redact_urls(&format!(
-            "{action} in {region} ({method} {}) -> {}: {}",
+            "{action} in {region} ({method} {}) -> {}: {reason}",
             path_of(url),
             response.status,
-            answer.reason()
         ));
-        match classify(&answer, response.status) {
+        match class {
             Class::RateLimited => ProviderError::RateLimited(retry_after_ms(&response.headers)),
             Class::Transient => ProviderError::Transient(detail),
             Class::QuotaExceeded => ProviderError::QuotaExceeded(detail),
@@ -154,8 +163,8 @@ impl Ec2 {
     }
 }
 
-/// One signed request, ready to send.
-#[derive(Debug)]
+/// One signed request, ready to send. Its `Debug` names the headers without their values:
+/// they hold the signature and any session token.
 pub struct Prepared {
     /// GET for [`Verb::Read`], POST for [`Verb::Write`].
     pub method: Method,
@@ -167,6 +176,18 @@ pub struct Prepared {
     /// `x-amz-content-sha256` and the signature's (`x-amz-date`, `x-amz-security-token`,
     /// `authorization`).
     pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Prepared")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("body_bytes", &self.body.as_ref().map(Vec::len))
+            .field("headers", &names)
+            .finish()
+    }
 }
 
 /// `params` as a request to `endpoint` for `region`, signed with `credentials` at `time`
@@ -296,9 +317,14 @@ pub fn classify(answer: &ErrorAnswer, status: u16) -> Class {
     let code = answer.code.as_str();
     if THROTTLED.contains(&code) {
         Class::RateLimited
-    } else if PASSING.contains(&code) {
+    } else if PASSING.contains(&code)
+        || code.starts_with("Insufficient")
+        // The ClientToken's instance exists, made with other parameters (a newer image of
+        // the same name): the retry's look-up adopts it.
+        || code == "IdempotentParameterMismatch"
+    {
         Class::Transient
-    } else if QUOTA.contains(&code) {
+    } else if QUOTA.contains(&code) || code.ends_with("LimitExceeded") {
         Class::QuotaExceeded
     } else if REFUSED.contains(&code) {
         Class::Unauthorized
@@ -308,7 +334,6 @@ pub fn classify(answer: &ErrorAnswer, status: u16) -> Class {
         || code.starts_with("Missing")
         || code.starts_with("Unknown")
         || code.starts_with("Unsupported")
-        || code == "IdempotentParameterMismatch"
     {
         // The order named something EC2 does not have (an image, a subnet) or cannot take.
         Class::InvalidRequest
@@ -321,6 +346,29 @@ pub fn classify(answer: &ErrorAnswer, status: u16) -> Class {
             500..=599 => Class::Transient,
             _ => Class::Internal,
         }
+    }
+}
+
+/// The meaning of an answer without EC2's error XML, by its status alone. It is not EC2's
+/// (a wrong `endpoint`, a proxy's or load balancer's page), so a 404 says nothing of the
+/// instance: never not-found, or a delete would record a live instance as gone.
+pub fn status_only(status: u16) -> Class {
+    match status {
+        401 | 403 => Class::Unauthorized,
+        429 => Class::RateLimited,
+        500..=599 => Class::Transient,
+        _ => Class::Internal,
+    }
+}
+
+/// What a tenant's fault shows of an error answer: code, message and request id, except for
+/// a refused credential, whose message names the operator's account and IAM user (the code
+/// and request id say enough; the operator reads the rest in CloudTrail).
+pub fn shown_reason(answer: &ErrorAnswer, class: Class) -> String {
+    match (class, &answer.request_id) {
+        (Class::Unauthorized, Some(id)) => format!("{} (request id {id})", answer.code),
+        (Class::Unauthorized, None) => answer.code.clone(),
+        _ => answer.reason(),
     }
 }
 
@@ -477,9 +525,62 @@ mod tests {
         assert_eq!(of("InvalidAMIID.NotFound", 400), Class::InvalidRequest);
         assert_eq!(of("InvalidParameterValue", 400), Class::InvalidRequest);
         assert_eq!(of("MissingParameter", 400), Class::InvalidRequest);
+        // The ClientToken's instance exists (made with other parameters: a newer image of
+        // the same name): the retry's look-up finds it, so the order must not fail.
+        assert_eq!(of("IdempotentParameterMismatch", 400), Class::Transient);
+    }
+
+    /// Every capacity shortage passes, every account limit is a quota, whatever its name.
+    #[test]
+    fn capacity_and_limit_families_are_read_by_their_names() {
+        let of = |code: &str| classify(&answer(code), 400);
+        assert_eq!(of("InsufficientFreeAddressesInSubnet"), Class::Transient);
+        assert_eq!(of("InsufficientAddressCapacity"), Class::Transient);
+        assert_eq!(of("InsufficientReservedInstanceCapacity"), Class::Transient);
+        assert_eq!(of("VolumeLimitExceeded"), Class::QuotaExceeded);
+        assert_eq!(of("AddressLimitExceeded"), Class::QuotaExceeded);
+        assert_eq!(of("MaxIOPSLimitExceeded"), Class::QuotaExceeded);
         assert_eq!(
-            of("IdempotentParameterMismatch", 400),
-            Class::InvalidRequest
+            classify(&answer("RequestLimitExceeded"), 400),
+            Class::RateLimited
+        );
+    }
+
+    /// An answer without EC2's error XML is not EC2's: a 404 there (a wrong `endpoint`, a
+    /// proxy's page) says nothing of the instance, so it is never not-found (a delete would
+    /// record a live instance as gone).
+    #[test]
+    fn answers_without_an_ec2_code_are_never_not_found() {
+        assert_eq!(status_only(404), Class::Internal);
+        assert_eq!(status_only(400), Class::Internal);
+        assert_eq!(status_only(401), Class::Unauthorized);
+        assert_eq!(status_only(403), Class::Unauthorized);
+        assert_eq!(status_only(429), Class::RateLimited);
+        assert_eq!(status_only(500), Class::Transient);
+        assert_eq!(status_only(503), Class::Transient);
+    }
+
+    /// A refused credential's message names the operator's account and IAM user: the
+    /// tenant's fault shows the code and request id only.
+    #[test]
+    fn refusals_do_not_show_the_account() {
+        let refused = ErrorAnswer {
+            code: "UnauthorizedOperation".into(),
+            message: "You are not authorized to perform this operation. User: \
+                      arn:aws:iam::123456789012:user/provisioner is not authorized"
+                .into(),
+            request_id: Some("r-1".into()),
+        };
+        let shown = shown_reason(&refused, Class::Unauthorized);
+        assert!(!shown.contains("123456789012"), "{shown}");
+        assert!(
+            shown.contains("UnauthorizedOperation") && shown.contains("r-1"),
+            "{shown}"
+        );
+        let invalid = answer("InvalidAMIID.NotFound");
+        assert_eq!(
+            shown_reason(&invalid, Class::InvalidRequest),
+            invalid.reason()
         );
     }
 

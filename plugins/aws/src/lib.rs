@@ -16,7 +16,10 @@
 //! adopts the oldest instance carrying it; else it launches one with the `ClientToken`
 //! derived from the key (SHA-256, 64 hex digits): EC2 answers a repeated token with the
 //! instance it made the first time, so even a lost answer the look-up misses (EC2's
-//! listing is eventually consistent) cannot make a second server.
+//! listing is eventually consistent) cannot make a second server. A repeated token with
+//! other parameters (a newer image of the same name meanwhile) is EC2's
+//! `IdempotentParameterMismatch`: transient, so the host retries and the look-up, by then
+//! consistent, adopts the instance.
 //!
 //! **Vendor ids.** EC2 is regional and `get-server` / `delete-server` get only the vendor
 //! id, so it names the region: `<region>/<instance-id>`, e.g.
@@ -47,10 +50,12 @@
 //! **Requests.** `Describe*` go as `GET /?Action=...` (resent after a dropped connection),
 //! `RunInstances` and `TerminateInstances` as `POST /` with a form body (sent once). Error
 //! answers map by EC2's code first (see [`ec2`]): `RequestLimitExceeded` -> rate-limited,
-//! `InsufficientInstanceCapacity` -> transient, `InstanceLimitExceeded` /
-//! `VcpuLimitExceeded` -> quota-exceeded, `AuthFailure` / `UnauthorizedOperation` ->
-//! unauthorized, `InvalidInstanceID.NotFound` -> not-found, other `Invalid*` ->
-//! invalid-request; messages name the code and EC2's request id.
+//! `Insufficient*Capacity` and the like -> transient, `InstanceLimitExceeded` /
+//! `VcpuLimitExceeded` and every other `*LimitExceeded` -> quota-exceeded, `AuthFailure` /
+//! `UnauthorizedOperation` -> unauthorized (shown as code and request id only: EC2's
+//! message names the account and IAM user), `InvalidInstanceID.NotFound` -> not-found,
+//! other `Invalid*` -> invalid-request; messages name the code and EC2's request id. An
+//! answer without EC2's error XML is not EC2's: by its status, and never not-found.
 //!
 //! Configuration (manifest `[config]`, all optional): `endpoint` (one URL for every region,
 //! e.g. a fake of EC2 such as moto: `http://127.0.0.1:5000`; default
@@ -220,6 +225,23 @@ async fn tagged(
             },
         )
         .collect())
+}
+
+/// The instance `RunInstances` answered, as the order's server named `name`. A dead one
+/// (shutting down, terminated) is the instance an earlier launch with this `ClientToken`
+/// made: EC2 holds the token for a day after, so no retry of this key can make a server.
+fn launched(made: Instance, region: &str, name: &str) -> Result<Server, ProviderError> {
+    if !ALIVE.contains(&made.state.as_str()) {
+        return Err(ProviderError::InvalidRequest(format!(
+            "EC2 answered this order's ClientToken with instance {} in {region}, which is {}: \
+             an earlier launch for the order made it and it has ended, and EC2 holds the \
+             token for a day, so this order cannot make another server",
+            made.id, made.state
+        )));
+    }
+    let mut server = made.into_server(region);
+    server.name = name.to_string();
+    Ok(server)
 }
 
 /// The oldest of `found` (by launch time, then id), as a server of its region.
@@ -424,9 +446,7 @@ impl Provider for AwsPlugin {
                     .ok_or_else(|| {
                         unreadable("RunInstances", region, "the answer has no instance".into())
                     })?;
-                let mut server = made.into_server(region);
-                server.name = request.name.clone();
-                Ok(server)
+                launched(made, region, &request.name)
             })
             .await
         })
@@ -621,5 +641,31 @@ mod tests {
         let adopted = oldest(found).unwrap();
         assert_eq!(adopted.vendor_id, "us-east-1/i-0000000000000000a");
         assert!(oldest(Vec::new()).is_none());
+    }
+
+    /// EC2 holds a ClientToken for a day after its instance terminated and answers a
+    /// repeated `RunInstances` with that dead instance: the create fails for good, saying
+    /// why, instead of handing the host a server that is already gone.
+    #[test]
+    fn a_token_bound_to_a_dead_instance_fails_the_create() {
+        let made = |state: &str| Instance {
+            id: "i-0000000000000000a".into(),
+            state: state.into(),
+            launch_time: String::new(),
+            ipv4: None,
+            ipv6: None,
+            tags: Default::default(),
+        };
+        let server = launched(made("pending"), "eu-west-1", "web-1").unwrap();
+        assert_eq!(server.vendor_id, "eu-west-1/i-0000000000000000a");
+        assert_eq!(server.name, "web-1");
+        for state in ["shutting-down", "terminated"] {
+            match launched(made(state), "eu-west-1", "web-1") {
+                Err(ProviderError::InvalidRequest(why)) => {
+                    assert!(why.contains(state) && why.contains("ClientToken"), "{why}")
+                }
+                other => panic!("{state}: {other:?}"),
+            }
+        }
     }
 }

@@ -59,7 +59,13 @@ pub fn regions() -> Result<Vec<String>, ProviderError> {
             "the manifest's [config] regions lists '{bad}', which is not an AWS region code \
              (e.g. us-east-1)"
         ))),
-        None => Ok(configured),
+        None => {
+            // A region listed twice is asked once (else every look-up lists its servers twice).
+            let mut regions = configured;
+            let mut seen = std::collections::BTreeSet::new();
+            regions.retain(|region| seen.insert(region.clone()));
+            Ok(regions)
+        }
     }
 }
 
