@@ -37,6 +37,7 @@ target/debug/bench --profile debug accept --rates 100,300 --secs 2 --warmup-secs
 target/debug/bench --profile debug lease --leases 200
 target/debug/bench --profile debug in-flight --orders 200 --boot-secs 5 --hold-secs 5
 target/debug/bench --profile debug plugin-overhead --calls 200 --warmup 20
+target/debug/bench --profile debug create-call --calls 50 --warmup 5
 target/debug/bench --profile debug recovery --cycles 1 --down-secs 2   # stops and starts RabbitMQ
 
 echo "==> chaos run, small (stops and starts this machine's RabbitMQ application once)"

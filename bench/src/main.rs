@@ -16,12 +16,15 @@
 //!   its memory, its throughput, and whether its heartbeats and timers stayed on time.
 //! - [`plugin_overhead`]: what the host adds to one plugin call, beside bare wasmtime
 //!   (in-process: this binary's own build is what is measured).
+//! - [`create_call`]: one `create-server` of the Hetzner plugin and of the EC2 plugin
+//!   (SigV4, XML) against canned vendor answers, side by side.
 //! - [`recovery`]: seconds from the broker being back to both programs consuming again
 //!   (stops this machine's RabbitMQ).
 //! - [`load`]: the closed- and open-loop HTTP load the benchmarks put on order-api.
 //! - the summary, percentiles and `/proc` probes come from the crate's library (`provisioner_bench`).
 
 mod accept;
+mod create_call;
 mod in_flight;
 mod lease_cost;
 mod load;
@@ -66,6 +69,8 @@ enum Benchmark {
     InFlight(in_flight::Args),
     /// The host's cost per plugin call beside bare wasmtime.
     PluginOverhead(plugin_overhead::Args),
+    /// One create call of the Hetzner plugin and of the EC2 plugin, side by side.
+    CreateCall(create_call::Args),
     /// What the create lease costs the host and the broker.
     Lease(lease_cost::Args),
     /// Seconds from the broker back up to consuming again (stops the local RabbitMQ).
@@ -90,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         Benchmark::Lease(args) => lease_cost::run(args).await?,
         Benchmark::InFlight(args) => in_flight::run(args, profile).await?,
         Benchmark::PluginOverhead(args) => plugin_overhead::run(args).await?,
+        Benchmark::CreateCall(args) => create_call::run(args).await?,
         Benchmark::Recovery(args) => recovery::run(args, profile).await?,
     };
     match cli.format {

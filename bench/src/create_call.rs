@@ -1,0 +1,348 @@
+//! Create call: one `create-server` of a real vendor plugin exactly as the host makes it
+//! (`Plugin::create_server`: pool slot, sandbox, throttle, wasi:http through the host's
+//! outbound client), against a canned vendor served in this process, for two plugins side
+//! by side:
+//! - **Hetzner**: JSON, a bearer token; the look-up (`GET /servers?label_selector=...`)
+//!   then the create (`POST /servers`);
+//! - **EC2**: the Query API, every request signed with SigV4 inside the plugin, form-encoded
+//!   body, XML answers; the look-up (`GET /?Action=DescribeInstances` with a tag filter)
+//!   then the create (`POST /` with `Action=RunInstances`).
+//!
+//! Both make two vendor requests per call, and both vendors' answers are recorded real
+//! ones of similar size (`bench/fixtures/`: vendor-sim's Hetzner server, 3.3 KB; moto's
+//! `RunInstances` answer, 3.5 KB), so the difference between the two is what the plugins do
+//! with them: signing, form encoding and XML against JSON. The canned vendor checks every
+//! request names the action it answers, and counts them, so a plugin that made other calls
+//! would fail the run, not speed it up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use provisioner_host::bindings::types::ServerRequest;
+use provisioner_host::manifest::Manifest;
+use provisioner_host::runtime::{Plugin, PluginRuntime};
+use provisioner_tests::plugin_component;
+
+use provisioner_bench::report::{Progress, Summary};
+use provisioner_bench::stats::percentile;
+
+/// The create-call benchmark's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Calls measured per plugin.
+    #[arg(long, default_value_t = 3_000)]
+    calls: usize,
+    /// Calls made first per plugin and not measured.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+}
+
+const HETZNER_LIST: &str = include_str!("../fixtures/hetzner-list-servers-empty.json");
+const HETZNER_CREATE: &str = include_str!("../fixtures/hetzner-create-server.json");
+const EC2_DESCRIBE: &str = include_str!("../fixtures/ec2-describe-instances-empty.xml");
+const EC2_RUN: &str = include_str!("../fixtures/ec2-run-instances.xml");
+
+/// Requests the canned vendor answered, and the ones it refused.
+#[derive(Debug, Default)]
+struct Served {
+    answered: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Served {
+    fn answer(&self, content_type: &'static str, body: &'static str) -> Response {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    }
+
+    fn refuse(&self, what: String) -> Response {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        (StatusCode::BAD_REQUEST, what).into_response()
+    }
+}
+
+/// Hetzner's two answers: the empty look-up and the made server.
+fn hetzner_vendor(served: Arc<Served>) -> Router {
+    Router::new()
+        .route(
+            "/servers",
+            get(
+                async |State(served): State<Arc<Served>>, RawQuery(query): RawQuery| match query {
+                    Some(q) if q.contains("label_selector=") => {
+                        served.answer("application/json", HETZNER_LIST)
+                    }
+                    other => served.refuse(format!("unexpected look-up {other:?}")),
+                },
+            )
+            .post(async |State(served): State<Arc<Served>>, body: Bytes| {
+                // Read whole (an unread body ends the connection), and checked.
+                match std::str::from_utf8(&body) {
+                    Ok(json) if json.contains("\"server_type\"") => {
+                        served.answer("application/json", HETZNER_CREATE)
+                    }
+                    _ => served.refuse(format!("unexpected create {body:?}")),
+                }
+            }),
+        )
+        .with_state(served)
+}
+
+/// EC2's two answers, each checked for its action and for a SigV4 signature.
+fn ec2_vendor(served: Arc<Served>) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(
+                async |State(served): State<Arc<Served>>,
+                       headers: axum::http::HeaderMap,
+                       RawQuery(query): RawQuery| {
+                    let query = query.unwrap_or_default();
+                    if !signed(&headers) || !query.contains("Action=DescribeInstances") {
+                        return served.refuse(format!("unexpected GET ?{query}"));
+                    }
+                    served.answer("text/xml;charset=UTF-8", EC2_DESCRIBE)
+                },
+            )
+            .post(
+                async |State(served): State<Arc<Served>>,
+                       headers: axum::http::HeaderMap,
+                       body: Bytes| {
+                    let form = String::from_utf8_lossy(&body);
+                    if !signed(&headers) || !form.contains("Action=RunInstances") {
+                        return served.refuse(format!("unexpected POST {form}"));
+                    }
+                    served.answer("text/xml;charset=UTF-8", EC2_RUN)
+                },
+            ),
+        )
+        .with_state(served)
+}
+
+/// Whether a request carries a SigV4 `Authorization` header.
+fn signed(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("AWS4-HMAC-SHA256 Credential="))
+}
+
+/// Serves `router` on a free port of 127.0.0.1; its origin.
+async fn serve(router: Router) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the canned vendor's port")?;
+    let origin = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(origin)
+}
+
+/// Loads `vendor`'s component with `manifest_text`, its secrets from `secrets`.
+async fn load(
+    runtime: &PluginRuntime,
+    dir: &Path,
+    vendor: &str,
+    manifest_text: &str,
+    secrets: &[(&str, &str)],
+) -> anyhow::Result<Plugin> {
+    let path = dir.join(format!("{vendor}.toml"));
+    std::fs::write(&path, manifest_text)?;
+    let manifest = Manifest::load(&path)?;
+    let secrets: Vec<(String, String)> = secrets
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    runtime
+        .load_manifest_with_secrets(manifest, &path, move |variable| {
+            secrets
+                .iter()
+                .find(|(name, _)| name == variable)
+                .map(|(_, value)| value.clone())
+        })
+        .await
+        .with_context(|| format!("loading the {vendor} plugin"))
+}
+
+/// A create request for `region`, `size` and `image`.
+fn request(region: &str, size: &str, image: &str) -> ServerRequest {
+    ServerRequest {
+        idempotency_key: "bench-create-call".into(),
+        name: "bench".into(),
+        region: region.into(),
+        size: size.into(),
+        image: image.into(),
+        ssh_keys: Vec::new(),
+        user_data: None,
+        labels: vec![("team".into(), "bench".into())],
+    }
+}
+
+/// Times `calls` creates after `warmup` ones; sorted.
+async fn time_creates(
+    plugin: &Plugin,
+    request: &ServerRequest,
+    args: &Args,
+    progress: &mut Progress,
+    side: &str,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(args.calls);
+    for n in 0..args.warmup + args.calls {
+        let started = Instant::now();
+        plugin
+            .create_server(uuid::Uuid::new_v4(), request)
+            .await
+            .map_err(|error| anyhow::anyhow!("{side}: create-server failed: {error:?}"))?;
+        if n >= args.warmup {
+            samples.push(started.elapsed());
+        }
+        if n % 500 == 0 {
+            progress.update(&format!(
+                "{side}: {n} of {} calls",
+                args.warmup + args.calls
+            ));
+        }
+    }
+    samples.sort();
+    Ok(samples)
+}
+
+/// Runs both plugins and summarises.
+pub async fn run(args: Args) -> anyhow::Result<Summary> {
+    let args = Args {
+        calls: args.calls.max(1),
+        ..args
+    };
+    let mut progress = Progress::new();
+    let dir: PathBuf = std::env::temp_dir().join(format!("bench-create-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let runtime = PluginRuntime::new()?;
+
+    let hetzner_served = Arc::new(Served::default());
+    let hetzner_origin = serve(hetzner_vendor(hetzner_served.clone())).await?;
+    let hetzner = load(
+        &runtime,
+        &dir,
+        "hetzner",
+        &format!(
+            "vendor = \"hetzner\"\ncomponent = {:?}\nallowed_hosts = [\"{hetzner_origin}\"]\n\
+             [config]\nbase-url = \"{hetzner_origin}\"\n\
+             [secrets]\ntoken = \"PLUGIN_SECRET_HETZNER_TOKEN\"\n",
+            plugin_component("hetzner").display().to_string()
+        ),
+        &[("PLUGIN_SECRET_HETZNER_TOKEN", "bench-token")],
+    )
+    .await?;
+
+    let ec2_served = Arc::new(Served::default());
+    let ec2_origin = serve(ec2_vendor(ec2_served.clone())).await?;
+    let ec2 = load(
+        &runtime,
+        &dir,
+        "aws",
+        &format!(
+            "vendor = \"aws\"\ncomponent = {:?}\nallowed_hosts = [\"{ec2_origin}\"]\n\
+             [config]\nendpoint = \"{ec2_origin}\"\nregions = \"us-east-1\"\n\
+             [secrets]\naccess-key-id = \"PLUGIN_SECRET_AWS_ACCESS_KEY_ID\"\n\
+             secret-access-key = \"PLUGIN_SECRET_AWS_SECRET_ACCESS_KEY\"\n",
+            plugin_component("aws").display().to_string()
+        ),
+        &[
+            ("PLUGIN_SECRET_AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            (
+                "PLUGIN_SECRET_AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            ),
+        ],
+    )
+    .await?;
+
+    let hetzner_times = time_creates(
+        &hetzner,
+        &request("fsn1", "cx22", "ubuntu-24.04"),
+        &args,
+        &mut progress,
+        "hetzner",
+    )
+    .await?;
+    let ec2_times = time_creates(
+        &ec2,
+        &request("us-east-1", "t3.micro", "ami-03cf127a"),
+        &args,
+        &mut progress,
+        "ec2",
+    )
+    .await?;
+    progress.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let total = (args.warmup + args.calls) as f64;
+    for (side, served) in [("hetzner", &hetzner_served), ("ec2", &ec2_served)] {
+        let refused = served.refused.load(Ordering::Relaxed);
+        anyhow::ensure!(
+            refused == 0,
+            "the {side} plugin made {refused} requests the canned vendor does not answer"
+        );
+    }
+    let per_call = |served: &Served| served.answered.load(Ordering::Relaxed) as f64 / total;
+
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut summary = Summary::new("create-call");
+    summary.setting("calls", args.calls as u64);
+    summary.setting("warmup", args.warmup as u64);
+    summary.setting(
+        "vendor",
+        "canned answers in this process (bench/fixtures), over loopback HTTP",
+    );
+    let mut figure = |key, label, value, unit| summary.figure(key, label, value, unit, None);
+    figure(
+        "hetzner_p50_us",
+        "Hetzner create p50",
+        micros(percentile(&hetzner_times, 0.50)),
+        "us",
+    );
+    figure(
+        "hetzner_p99_us",
+        "Hetzner create p99",
+        micros(percentile(&hetzner_times, 0.99)),
+        "us",
+    );
+    figure(
+        "hetzner_requests_per_call",
+        "Hetzner vendor requests per call",
+        per_call(&hetzner_served),
+        "",
+    );
+    figure(
+        "ec2_p50_us",
+        "EC2 create p50",
+        micros(percentile(&ec2_times, 0.50)),
+        "us",
+    );
+    figure(
+        "ec2_p99_us",
+        "EC2 create p99",
+        micros(percentile(&ec2_times, 0.99)),
+        "us",
+    );
+    figure(
+        "ec2_requests_per_call",
+        "EC2 vendor requests per call",
+        per_call(&ec2_served),
+        "",
+    );
+    figure(
+        "p50_ratio",
+        "EC2 p50 / Hetzner p50",
+        percentile(&ec2_times, 0.50).as_secs_f64() / percentile(&hetzner_times, 0.50).as_secs_f64(),
+        "",
+    );
+    Ok(summary)
+}
