@@ -26,9 +26,21 @@ def live(sim, vendor):
         return json.load(answer)["vendors"][vendor]["live"]
 
 
+def hcloud_client(sim):
+    """A hcloud client for the simulator, polling actions every 0.1 s (the servers boot in
+    300 ms) for at most 10 s."""
+    return HetznerClient(
+        token=HETZNER_TOKEN,
+        api_endpoint=f"{sim['url']}/hetzner/v1",
+        poll_interval=0.1,
+        poll_max_retries=100,
+    )
+
+
 def test_hcloud_creates_gets_lists_by_label_and_deletes(sim):
-    """hcloud (Hetzner's official library): create, get, list by label, delete."""
-    client = HetznerClient(token=HETZNER_TOKEN, api_endpoint=f"{sim['url']}/hetzner/v1")
+    """hcloud (Hetzner's official library): create and wait for its actions as a hcloud
+    user does, get, list by label, delete and wait for the delete's action."""
+    client = hcloud_client(sim)
     created = client.servers.create(
         name="sdk-hcloud-1",
         server_type=ServerType(name="cx22"),
@@ -39,10 +51,21 @@ def test_hcloud_creates_gets_lists_by_label_and_deletes(sim):
     server = created.server
     assert server.id > 0
     assert created.action.command == "create_server"
+    assert [a.command for a in created.next_actions] == ["start_server"]
 
-    running = wait_until(
-        lambda: (s := client.servers.get_by_id(server.id)).status == "running" and s
-    )
+    created.action.wait_until_finished()
+    for action in created.next_actions:
+        action.wait_until_finished()
+    for action in [created.action, *created.next_actions]:
+        assert (action.status, action.progress) == ("success", 100)
+        assert action.finished is not None and action.error is None
+        assert action.resources == [{"id": server.id, "type": "server"}]
+    # The action as the server's own actions endpoint shows it.
+    start = client.servers.actions.get_by_id(created.next_actions[0].id)
+    assert (start.command, start.status) == ("start_server", "success")
+
+    running = client.servers.get_by_id(server.id)
+    assert running.status == "running"
     assert running.name == "sdk-hcloud-1"
     assert running.public_net.ipv4.ip.startswith("203.0.")
     assert running.server_type.name == "cx22"
@@ -54,7 +77,38 @@ def test_hcloud_creates_gets_lists_by_label_and_deletes(sim):
 
     action = client.servers.delete(running)
     assert action.command == "delete_server"
+    action.wait_until_finished()
+    assert (action.status, action.progress) == ("success", 100)
+    assert client.servers.get_by_name("sdk-hcloud-1") is None
     assert live(sim, "hetzner") == 0
+
+
+def pydo_wait_until_active(client, droplet_id):
+    """Polls the droplet until it is active, as a pydo user does (pydo has no waiter)."""
+
+    def active():
+        droplet = client.droplets.get(droplet_id)["droplet"]
+        return droplet if droplet["status"] == "active" else None
+
+    return wait_until(active, timeout=10)
+
+
+def pydo_wait_until_gone(client, droplet_id):
+    """Polls the droplet after its destroy until DigitalOcean answers 404 (pydo returns a
+    404's error body rather than raising; `cls` hands over the status too)."""
+
+    def gone():
+        status, body = client.droplets.get(
+            droplet_id,
+            cls=lambda pipeline, body, _headers: (pipeline.http_response.status_code, body),
+        )
+        if status == 404:
+            assert body["id"] == "not_found", body
+            return True
+        assert status == 200 and body["droplet"]["id"] == droplet_id, (status, body)
+        return False
+
+    wait_until(gone, timeout=10)
 
 
 def test_pydo_creates_gets_lists_by_tag_and_deletes(sim):
@@ -77,11 +131,7 @@ def test_pydo_creates_gets_lists_by_tag_and_deletes(sim):
     droplet_id = created["droplet"]["id"]
     assert created["droplet"]["status"] == "new"
 
-    def active():
-        droplet = client.droplets.get(droplet_id)["droplet"]
-        return droplet if droplet["status"] == "active" else None
-
-    droplet = wait_until(active)
+    droplet = pydo_wait_until_active(client, droplet_id)
     public = [n for n in droplet["networks"]["v4"] if n["type"] == "public"]
     assert public and public[0]["ip_address"].startswith("203.0.")
 
@@ -90,6 +140,7 @@ def test_pydo_creates_gets_lists_by_tag_and_deletes(sim):
     assert listed["meta"]["total"] == 1
 
     client.droplets.destroy(droplet_id)
+    pydo_wait_until_gone(client, droplet_id)
     assert live(sim, "digitalocean") == 0
 
 
@@ -127,7 +178,7 @@ def test_openstacksdk_authenticates_from_clouds_yaml_and_manages_a_server(
         image_id=image.id,
         metadata={"suite": "sdk"},
     )
-    server = conn.compute.wait_for_server(server, status="ACTIVE", interval=0.2, wait=30)
+    server = conn.compute.wait_for_server(server, status="ACTIVE", interval=0.1, wait=10)
     assert server.name == "sdk-openstack-1"
     addresses = [a["addr"] for net in server.addresses.values() for a in net if a["version"] == 4]
     assert addresses and addresses[0].startswith("203.0.")
@@ -138,7 +189,7 @@ def test_openstacksdk_authenticates_from_clouds_yaml_and_manages_a_server(
     assert [s.id for s in listed] == [server.id]
 
     conn.compute.delete_server(server)
-    conn.compute.wait_for_delete(server, interval=0.2, wait=30)
+    conn.compute.wait_for_delete(server, interval=0.1, wait=10)
     assert live(sim, "openstack") == 0
 
 
@@ -162,7 +213,7 @@ def test_hcloud_files_an_ssh_key_and_a_server_gets_it(sim):
     and user data; the simulated server got both."""
     from hcloud import APIException
 
-    client = HetznerClient(token=HETZNER_TOKEN, api_endpoint=f"{sim['url']}/hetzner/v1")
+    client = hcloud_client(sim)
     key = client.ssh_keys.create(name="sdk-key", public_key=PUBLIC_KEY, labels={"suite": "sdk"})
     assert key.fingerprint == FINGERPRINT
     assert client.ssh_keys.get_by_fingerprint(FINGERPRINT).id == key.id
@@ -181,10 +232,14 @@ def test_hcloud_files_an_ssh_key_and_a_server_gets_it(sim):
         ssh_keys=[key],
         user_data=USER_DATA,
     )
+    created.action.wait_until_finished()
+    for action in created.next_actions:
+        action.wait_until_finished()
+    assert client.servers.get_by_id(created.server.id).status == "running"
     got = sim_server(sim, "hetzner", "sdk-hcloud-keys")
     assert got["ssh_keys"] == [PUBLIC_KEY]
     assert got["user_data"] == USER_DATA
-    client.servers.delete(created.server)
+    client.servers.delete(created.server).wait_until_finished()
     client.ssh_keys.delete(key)
     assert client.ssh_keys.get_by_fingerprint(FINGERPRINT) is None
 
@@ -212,10 +267,13 @@ def test_pydo_files_an_ssh_key_and_a_droplet_gets_it(sim):
             "user_data": USER_DATA,
         },
     )
+    droplet_id = created["droplet"]["id"]
+    pydo_wait_until_active(client, droplet_id)
     got = sim_server(sim, "digitalocean", "sdk-pydo-keys")
     assert got["ssh_keys"] == [PUBLIC_KEY]
     assert got["user_data"] == USER_DATA
-    client.droplets.destroy(created["droplet"]["id"])
+    client.droplets.destroy(droplet_id)
+    pydo_wait_until_gone(client, droplet_id)
     client.ssh_keys.delete(ssh_key_identifier=key["id"])
 
 
@@ -249,7 +307,9 @@ def test_openstacksdk_passes_user_data_that_carries_keys(sim, tmp_path, monkeypa
         image_id=conn.image.find_image("ubuntu-24.04").id,
         user_data=base64.b64encode(config.encode()).decode(),
     )
+    server = conn.compute.wait_for_server(server, status="ACTIVE", interval=0.1, wait=10)
     got = sim_server(sim, "openstack", "sdk-openstack-keys")
     assert got["user_data"] == config
     assert got["ssh_keys"] == [PUBLIC_KEY]
     conn.compute.delete_server(server)
+    conn.compute.wait_for_delete(server, interval=0.1, wait=10)

@@ -2,31 +2,41 @@
 //! `POST /servers`, `GET /servers` (with `label_selector`, `name`, pagination),
 //! `GET /servers/{id}`, `DELETE /servers/{id}`; the SSH key store, `GET /ssh_keys` (with
 //! `fingerprint`, `name`, `label_selector`, pagination), `POST /ssh_keys`,
-//! `GET|DELETE /ssh_keys/{id}`; bearer-token auth; errors as
+//! `GET|DELETE /ssh_keys/{id}`; the actions the server calls hand out, as the official
+//! SDKs wait for them: `GET /actions/{id}` (hcloud's `wait_until_finished` polls this),
+//! `GET /servers/actions/{id}`, `GET /servers/{id}/actions` (with `status`, `sort`,
+//! pagination) and `GET /servers/{id}/actions/{action_id}`; bearer-token auth; errors as
 //! `{"error": {"code", "message", "details"}}`; `RateLimit-*` headers on every answer.
+//!
+//! A create hands out a `create_server` action and a `start_server` next action, both
+//! `running` until the server has booted (the boot delay) and `success` with `progress` 100
+//! and `finished` set from then on; a delete removes the server at once and hands out a
+//! `delete_server` action that is already a `success`. Actions stay readable after their
+//! server is gone, as Hetzner's do.
 //!
 //! Server names are unique per project (`409 uniqueness_error`), so are SSH key names and
 //! fingerprints. A server's `ssh_keys` are ids or names of stored keys (an unknown one is a
 //! `400 invalid_input`); the server records the public keys they stand for and its
 //! `user_data`, shown by `GET /_sim/servers`.
 //!
-//! Reference: <https://docs.hetzner.cloud/#servers>, <https://docs.hetzner.cloud/#ssh-keys>.
+//! Reference: <https://docs.hetzner.cloud/#servers>, <https://docs.hetzner.cloud/#ssh-keys>,
+//! <https://docs.hetzner.cloud/#actions>, <https://docs.hetzner.cloud/#server-actions>.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::faults::{self, FaultLayer};
-use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
+use crate::state::{FaultKind, NewServer, SimAction, SimServer, SimState, Vendor, VendorCloud};
 
 /// Locations the simulated project offers.
 const LOCATIONS: &[(&str, &str, &str, &str)] = &[
@@ -67,6 +77,10 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
     Router::new()
         .route("/servers", get(list_servers).post(create_server))
         .route("/servers/{id}", get(get_server).delete(delete_server))
+        .route("/actions/{id}", get(get_action))
+        .route("/servers/actions/{id}", get(get_action))
+        .route("/servers/{id}/actions", get(list_server_actions))
+        .route("/servers/{id}/actions/{action_id}", get(get_server_action))
         .route("/ssh_keys", get(list_keys).post(create_key))
         .route("/ssh_keys/{id}", get(get_key).delete(delete_key))
         .route_layer(middleware::from_fn_with_state(state, authenticate))
@@ -209,17 +223,62 @@ fn render_server(server: &SimServer, state: &SimState) -> Value {
     })
 }
 
-/// A Hetzner action object.
-fn render_action(id: u64, command: &str, server_id: u64, finished: bool) -> Value {
-    let now = timestamp(Utc::now());
+/// Files an action on a server, running from `started` until `finishes`. Its id follows
+/// the server's: `10 * server` for `create_server`, `+ 1` for `start_server`, `+ 2` for
+/// `delete_server` (each happens once per server).
+fn record_action(
+    cloud: &mut VendorCloud,
+    id: u64,
+    command: &str,
+    server_id: u64,
+    started: DateTime<Utc>,
+    finishes: DateTime<Utc>,
+) -> SimAction {
+    let action = SimAction {
+        id,
+        command: command.into(),
+        server_id,
+        started,
+        finishes,
+    };
+    cloud.actions.insert(id, action.clone());
+    action
+}
+
+/// When a server made at `created` has booted.
+fn booted_at(created: DateTime<Utc>, boot_delay: std::time::Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(boot_delay)
+        .ok()
+        .and_then(|delay| created.checked_add_signed(delay))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Where an action stands at `now`: `running` with its progress so far, or `success`.
+fn action_status(action: &SimAction, now: DateTime<Utc>) -> (&'static str, i64) {
+    if now >= action.finishes {
+        return ("success", 100);
+    }
+    let total = (action.finishes - action.started).num_milliseconds().max(1);
+    let done = (now - action.started).num_milliseconds();
+    ("running", (done * 100 / total).clamp(0, 99))
+}
+
+/// A Hetzner action object as it stands at `now`.
+fn render_action(action: &SimAction, now: DateTime<Utc>) -> Value {
+    let (status, progress) = action_status(action, now);
+    let finished = if status == "success" {
+        Value::String(timestamp(action.finishes))
+    } else {
+        Value::Null
+    };
     json!({
-        "id": id,
-        "command": command,
-        "status": if finished { "success" } else { "running" },
-        "progress": if finished { 100 } else { 0 },
-        "started": now,
-        "finished": if finished { Value::String(now) } else { Value::Null },
-        "resources": [{"id": server_id, "type": "server"}],
+        "id": action.id,
+        "command": action.command,
+        "status": status,
+        "progress": progress,
+        "started": timestamp(action.started),
+        "finished": finished,
+        "resources": [{"id": action.server_id, "type": "server"}],
         "error": null,
     })
 }
@@ -336,6 +395,7 @@ async fn create_server(
         ssh_keys,
         user_data: request.user_data,
     };
+    let boot_delay = state.config.boot_delay;
     let created = state.with_cloud(Vendor::Hetzner, |cloud| {
         if cloud
             .servers
@@ -344,19 +404,25 @@ async fn create_server(
         {
             return None;
         }
-        Some(cloud.insert(spec))
+        let server = cloud.insert(spec);
+        let (id, made) = (server.id, server.created);
+        let booted = booted_at(made, boot_delay);
+        let create = record_action(cloud, id * 10, "create_server", id, made, booted);
+        let start = record_action(cloud, id * 10 + 1, "start_server", id, made, booted);
+        Some((server, create, start))
     });
-    let Some(server) = created else {
+    let Some((server, create, start)) = created else {
         return error(
             StatusCode::CONFLICT,
             "uniqueness_error",
             "server name is already used",
         );
     };
+    let now = Utc::now();
     let body = json!({
         "server": render_server(&server, &state),
-        "action": render_action(server.id * 10, "create_server", server.id, false),
-        "next_actions": [render_action(server.id * 10 + 1, "start_server", server.id, false)],
+        "action": render_action(&create, now),
+        "next_actions": [render_action(&start, now)],
         "root_password": null,
     });
     (StatusCode::CREATED, Json(body)).into_response()
@@ -393,14 +459,189 @@ async fn delete_server(State(state): State<Arc<SimState>>, Path(id): Path<String
             "invalid server ID",
         );
     };
-    let removed = state.with_cloud(Vendor::Hetzner, |cloud| cloud.servers.remove(&id));
+    let now = Utc::now();
+    let removed = state.with_cloud(Vendor::Hetzner, |cloud| {
+        cloud.servers.remove(&id)?;
+        // The server is gone at once, so is its deletion done.
+        Some(record_action(
+            cloud,
+            id * 10 + 2,
+            "delete_server",
+            id,
+            now,
+            now,
+        ))
+    });
     match removed {
-        Some(server) => {
-            Json(json!({"action": render_action(server.id * 10 + 2, "delete_server", id, false)}))
-                .into_response()
-        }
+        Some(action) => Json(json!({"action": render_action(&action, now)})).into_response(),
         None => not_found(id),
     }
+}
+
+fn action_not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("action with ID '{id}' not found"),
+    )
+}
+
+/// `GET /actions/{id}` and `GET /servers/actions/{id}` (every action here is a server's).
+async fn get_action(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
+    let action = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| state.with_cloud(Vendor::Hetzner, |cloud| cloud.actions.get(&n).cloned()));
+    match action {
+        Some(action) => Json(json!({"action": render_action(&action, Utc::now())})).into_response(),
+        None => action_not_found(&id),
+    }
+}
+
+/// `GET /servers/{id}/actions/{action_id}`: one of that server's actions.
+async fn get_server_action(
+    State(state): State<Arc<SimState>>,
+    Path((server_id, action_id)): Path<(String, String)>,
+) -> Response {
+    let Ok(server_id) = server_id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "invalid server ID",
+        );
+    };
+    let action = action_id.parse::<u64>().ok().and_then(|n| {
+        state.with_cloud(Vendor::Hetzner, |cloud| {
+            cloud
+                .actions
+                .get(&n)
+                .filter(|action| action.server_id == server_id)
+                .cloned()
+        })
+    });
+    match action {
+        Some(action) => Json(json!({"action": render_action(&action, Utc::now())})).into_response(),
+        None => action_not_found(&action_id),
+    }
+}
+
+/// `GET /servers/{id}/actions`: the server's actions, filtered by `status` (repeatable),
+/// sorted by `sort` (`id`, `command`, `status`, `started`, `finished`, each with an
+/// optional `:asc` or `:desc`; by id when absent), paged by `page` and `per_page`.
+async fn list_server_actions(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "invalid server ID",
+        );
+    };
+    let mut statuses = Vec::new();
+    let mut sorts = Vec::new();
+    let (mut page, mut per_page) = (1usize, 25usize);
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "status" if matches!(value.as_ref(), "running" | "success" | "error") => {
+                statuses.push(value.into_owned())
+            }
+            "status" => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_input",
+                    format!("invalid input in field 'status': '{value}' is not a status"),
+                );
+            }
+            "sort" => sorts.push(value.into_owned()),
+            "page" | "per_page" => {
+                let Ok(number) = value.parse::<usize>() else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_input",
+                        format!("invalid input in field '{name}'"),
+                    );
+                };
+                if name == "page" {
+                    page = number.max(1);
+                } else {
+                    per_page = number.clamp(1, state.page_size(50));
+                }
+            }
+            _ => {}
+        }
+    }
+    let now = Utc::now();
+    let (known, mut actions) = state.with_cloud(Vendor::Hetzner, |cloud| {
+        let actions: Vec<SimAction> = cloud
+            .actions
+            .values()
+            .filter(|action| action.server_id == id)
+            .cloned()
+            .collect();
+        (cloud.servers.contains_key(&id), actions)
+    });
+    if !known {
+        return not_found(id);
+    }
+    actions.retain(|action| {
+        statuses.is_empty() || statuses.iter().any(|s| s == action_status(action, now).0)
+    });
+    for sort in sorts.iter().rev() {
+        let (field, descending) = match sort.split_once(':') {
+            Some((field, "asc")) => (field, false),
+            Some((field, "desc")) => (field, true),
+            _ => (sort.as_str(), false),
+        };
+        let order: fn(&SimAction, &SimAction, DateTime<Utc>) -> std::cmp::Ordering = match field {
+            "id" => |a, b, _| a.id.cmp(&b.id),
+            "command" => |a, b, _| a.command.cmp(&b.command),
+            "status" => |a, b, now| action_status(a, now).0.cmp(action_status(b, now).0),
+            "started" => |a, b, _| a.started.cmp(&b.started),
+            "finished" => |a, b, now| {
+                let finished = |x: &SimAction| (now >= x.finishes).then_some(x.finishes);
+                finished(a).cmp(&finished(b))
+            },
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_input",
+                    format!("invalid input in field 'sort': '{sort}' is not a sort"),
+                );
+            }
+        };
+        // Stable sorts applied last key first: the first `sort` decides, later ones break ties.
+        actions.sort_by(|a, b| {
+            let ordering = order(a, b, now);
+            if descending {
+                ordering.reverse()
+            } else {
+                ordering
+            }
+        });
+    }
+    let total = actions.len();
+    let last_page = total.div_ceil(per_page).max(1);
+    let shown: Vec<Value> = actions
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|action| render_action(action, now))
+        .collect();
+    Json(json!({
+        "actions": shown,
+        "meta": {"pagination": {
+            "page": page,
+            "per_page": per_page,
+            "previous_page": if page > 1 { json!(page - 1) } else { Value::Null },
+            "next_page": if page < last_page { json!(page + 1) } else { Value::Null },
+            "last_page": last_page,
+            "total_entries": total,
+        }},
+    }))
+    .into_response()
 }
 
 /// A stored key in Hetzner's JSON.

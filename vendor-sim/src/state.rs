@@ -340,11 +340,29 @@ impl SimServer {
     }
 }
 
+/// A vendor's record of an asynchronous operation on a server (a Hetzner action): running
+/// from `started` until `finishes`, a success after.
+#[derive(Debug, Clone)]
+pub struct SimAction {
+    /// Numeric id, unique per vendor.
+    pub id: u64,
+    /// What it does, in the vendor's words (`create_server`, `start_server`...).
+    pub command: String,
+    /// The server it acts on (which may be gone by now).
+    pub server_id: u64,
+    /// When it started.
+    pub started: DateTime<Utc>,
+    /// When it is done.
+    pub finishes: DateTime<Utc>,
+}
+
 /// One vendor account's servers and the counters behind `/_sim/stats`.
 #[derive(Debug, Default)]
 pub struct VendorCloud {
     /// Live servers by id.
     pub servers: BTreeMap<u64, SimServer>,
+    /// The actions the vendor handed out (Hetzner), by id; kept after their server is gone.
+    pub actions: BTreeMap<u64, SimAction>,
     next_id: u64,
     /// Servers ever made.
     pub created_total: u64,
