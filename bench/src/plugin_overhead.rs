@@ -241,6 +241,7 @@ async fn bare_calls(
         outbound_requests: Default::default(),
         throttle: VendorThrottle::new(None),
         open_requests: OpenRequestLimits::default(),
+        cache: provisioner_host::cache::PluginCache::new(Default::default()),
     });
     timed(
         async || {

@@ -117,9 +117,13 @@ pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report 
                     Ok(kit) => {
                         let version = kit.plugin.wit_version();
                         let note = match version {
-                            WitVersion::V0_2 => String::new(),
+                            WitVersion::V0_3 => String::new(),
+                            WitVersion::V0_2 => "; 0.2 has no cache: the plugin fetches what \
+                                                 it would keep between calls every time \
+                                                 (rebuild against 0.3)"
+                                .to_string(),
                             WitVersion::V0_1 => "; 0.1 has no list-servers: its vendor cannot \
-                                                 be swept for orphans (rebuild against 0.2)"
+                                                 be swept for orphans (rebuild against 0.3)"
                                 .to_string(),
                         };
                         loaded = Some(kit);
@@ -368,6 +372,39 @@ async fn sandbox(kit: &Kit, r: &mut Recorder<'_>) {
                 _ => Err(format!(
                     "expected the refused request to surface as an error (capability_denied), \
                      got {}",
+                    shown(&result)
+                )),
+            }
+        },
+    )
+    .await;
+    r.check(
+        Suite::Sandbox,
+        "cache-bounded",
+        "with its cache bounded to nothing (every set fails with full), the plugin still \
+         works: the cache is a hint, never a requirement",
+        async {
+            if kit.plugin.wit_version() != WitVersion::V0_3 {
+                return Ok(format!(
+                    "the plugin implements {}, which has no cache",
+                    kit.plugin.wit_version()
+                ));
+            }
+            let bounded = kit
+                .variant(|manifest| {
+                    manifest.limits.cache_entries = 0;
+                    manifest.limits.cache_bytes = 0;
+                })
+                .await
+                .map_err(|error| format!("loading with cache_entries = 0 failed: {error:#}"))?;
+            let result = bounded.find_server(&kit.new_key()).await;
+            match &result {
+                Ok(None) => {
+                    Ok("find-server answered none for a new key with no room in its cache".into())
+                }
+                _ => Err(format!(
+                    "expected find-server of a new key to answer none with cache_entries = 0 \
+                     (a full cache means doing the work again, not failing), got {}",
                     shown(&result)
                 )),
             }

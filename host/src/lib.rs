@@ -6,10 +6,12 @@
 //! - [`config`]: command-line flags with environment fallbacks.
 //! - [`manifest`]: plugin manifests (TOML): vendor, component, grants, limits.
 //! - [`bindings`]: the host side of the `provisioner:provider` WIT worlds this host loads
-//!   (0.2, and 0.1 plugins without `list-servers`).
+//!   (0.3; 0.2 plugins without the cache; 0.1 plugins without `list-servers` either).
 //! - [`grants`]: outbound HTTP grant patterns (exact, `*.domain`, `*` scheme/port).
 //! - [`outbound`]: the pooled HTTP/HTTPS client plugins' requests go through, with each
 //!   plugin's TLS trust.
+//! - [`cache`]: the per-plugin cache of short-lived values (WIT 0.3 `cache`), bounded,
+//!   lost on reload.
 //! - [`sandbox`]: per-call store state, host imports, the outbound grant check, the memory
 //!   cap.
 //! - [`runtime`]: the engine, plugin loading, one call = one fresh store.
@@ -33,6 +35,7 @@
 //!   vendor announcements and withdrawals; reconnects; shutdown.
 
 pub mod bindings;
+pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod grants;

@@ -21,6 +21,8 @@
 //! memory_mib = 64                         # linear memory of one call
 //! max_open_requests_per_call = 16         # requests one call may have open at once
 //! max_open_requests = 64                  # requests all its calls may have open at once
+//! cache_entries = 256                     # entries of its cache (WIT 0.3 `cache`)
+//! cache_bytes = 1048576                   # bytes of keys and values in its cache
 //! ```
 //!
 //! Secrets come only from where the operator put them for this plugin: the file or the
@@ -101,7 +103,20 @@ pub struct Limits {
     /// more waits until one closes.
     #[serde(default = "Limits::default_max_open_requests")]
     pub max_open_requests: u32,
+    /// Entries the plugin's cache may hold at once (WIT 0.3 `cache`, [`crate::cache`]); at
+    /// most [`MAX_CACHE_ENTRIES`]. Zero: every `set` fails with `full`.
+    #[serde(default = "Limits::default_cache_entries")]
+    pub cache_entries: u32,
+    /// Bytes of keys and values the plugin's cache may hold; at most [`MAX_CACHE_BYTES`].
+    #[serde(default = "Limits::default_cache_bytes")]
+    pub cache_bytes: u32,
 }
+
+/// The most entries a manifest may give a plugin's cache.
+pub const MAX_CACHE_ENTRIES: u32 = 65_536;
+/// The most bytes a manifest may give a plugin's cache (16 MiB: the host keeps every
+/// plugin's cache in its own memory).
+pub const MAX_CACHE_BYTES: u32 = 16 * 1024 * 1024;
 
 impl Limits {
     fn default_max_in_flight() -> u16 {
@@ -118,6 +133,20 @@ impl Limits {
     }
     fn default_max_open_requests() -> u32 {
         crate::outbound::DEFAULT_OPEN_REQUESTS_PER_PLUGIN
+    }
+    fn default_cache_entries() -> u32 {
+        256
+    }
+    fn default_cache_bytes() -> u32 {
+        1024 * 1024
+    }
+
+    /// The bounds of the plugin's cache.
+    pub fn cache(&self) -> crate::cache::CacheLimits {
+        crate::cache::CacheLimits {
+            entries: self.cache_entries as usize,
+            bytes: self.cache_bytes as usize,
+        }
     }
 
     /// The per-call memory cap in bytes.
@@ -140,6 +169,8 @@ impl Default for Limits {
             requests_per_second: None,
             max_open_requests_per_call: Self::default_max_open_requests_per_call(),
             max_open_requests: Self::default_max_open_requests(),
+            cache_entries: Self::default_cache_entries(),
+            cache_bytes: Self::default_cache_bytes(),
         }
     }
 }
@@ -241,6 +272,14 @@ impl Manifest {
                 "limits.max_open_requests_per_call = {} is more than limits.max_open_requests \
                  = {} (all the plugin's calls together)",
                 limits.max_open_requests_per_call, limits.max_open_requests
+            )));
+        }
+        if limits.cache_entries > MAX_CACHE_ENTRIES || limits.cache_bytes > MAX_CACHE_BYTES {
+            return Err(invalid(format!(
+                "limits.cache_entries = {} and limits.cache_bytes = {} must be at most \
+                 {MAX_CACHE_ENTRIES} and {MAX_CACHE_BYTES} (the host keeps every plugin's \
+                 cache in its memory)",
+                limits.cache_entries, limits.cache_bytes
             )));
         }
         Ok(manifest)
@@ -388,6 +427,35 @@ mod tests {
         .unwrap()
         .limits;
         assert_eq!(limits.max_open_requests, 4);
+    }
+
+    /// The cache's bounds default to 256 entries and 1 MiB, and cannot exceed the host's
+    /// maximum.
+    #[test]
+    fn cache_bounds_default_and_are_capped() {
+        let base = "vendor = \"x\"\ncomponent = \"x.wasm\"\n[limits]\n";
+        let limits = parse(base).unwrap().limits;
+        assert_eq!(
+            (limits.cache_entries, limits.cache_bytes),
+            (256, 1024 * 1024)
+        );
+        let limits = parse(&format!("{base}cache_entries = 3\ncache_bytes = 100"))
+            .unwrap()
+            .limits;
+        assert_eq!(
+            limits.cache(),
+            crate::cache::CacheLimits {
+                entries: 3,
+                bytes: 100
+            }
+        );
+        for bad in [
+            format!("cache_entries = {}", MAX_CACHE_ENTRIES + 1),
+            format!("cache_bytes = {}", MAX_CACHE_BYTES + 1),
+        ] {
+            let error = parse(&format!("{base}{bad}")).unwrap_err().to_string();
+            assert!(error.contains("limits.cache_entries"), "{error}");
+        }
     }
 
     /// Typos are refused instead of silently ignored, and the message names the file.

@@ -3,7 +3,9 @@
 //!
 //! Calls are async (`call_async` under the hood) and the engine's epoch ticks every 10 ms;
 //! a running plugin yields to the executor at each tick, so a busy plugin cannot starve
-//! other orders and the per-call timeout can always fire. No instance outlives its call.
+//! other orders and the per-call timeout can always fire. No instance outlives its call;
+//! the one thing a plugin's calls share is its cache (WIT 0.3, [`crate::cache`]), owned by
+//! the loaded [`Plugin`] and so emptied by a reload.
 //!
 //! Instances come from wasmtime's pooling allocator: memories, tables, instance data and
 //! async stacks are reserved once at start-up and reused call after call (copy-on-write
@@ -21,7 +23,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::bindings::types::{LabelledServer, PluginInfo, ProviderError, Server, ServerRequest};
-use crate::bindings::{WitVersion, current, v0_1};
+use crate::bindings::{WitVersion, current, v0_1, v0_2};
+use crate::cache::PluginCache;
 use crate::manifest::{Limits, Manifest};
 use crate::metrics::HostMetrics;
 use crate::outbound::{OpenRequestLimits, OutboundClient, tls_trusting};
@@ -237,6 +240,11 @@ impl PluginRuntime {
             |state| state,
         ))
         .context("linking the provisioner host interface")?;
+        wasm(v0_2::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        ))
+        .context("linking the provisioner host interface 0.2")?;
         wasm(v0_1::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
             &mut linker,
             |state| state,
@@ -359,7 +367,7 @@ impl PluginRuntime {
         let pre = PluginPre::new(&self.linker, &component).with_context(|| {
             format!(
                 "{} does not implement the provisioner:provider/provider-plugin world \
-                 at a version this host loads (0.2 or 0.1)",
+                 at a version this host loads (0.3, 0.2 or 0.1)",
                 component_path.display()
             )
         })?;
@@ -378,6 +386,7 @@ impl PluginRuntime {
                 manifest.limits.max_open_requests,
                 self.open_requests.clone(),
             ),
+            cache: PluginCache::new(manifest.limits.cache()),
         });
         let mut plugin = Plugin {
             engine: self.engine.clone(),
@@ -419,8 +428,10 @@ impl PluginRuntime {
 
 /// A component pre-instantiated against the newest world it implements.
 enum PluginPre {
-    /// `provisioner:provider@0.2`.
+    /// `provisioner:provider@0.3`.
     Current(current::ProviderPluginPre<PluginState>),
+    /// `provisioner:provider@0.2`.
+    V0_2(v0_2::ProviderPluginPre<PluginState>),
     /// `provisioner:provider@0.1`.
     V0_1(v0_1::ProviderPluginPre<PluginState>),
 }
@@ -429,17 +440,22 @@ impl PluginPre {
     /// Links the component and finds its world: the newest first, then older minors.
     fn new(linker: &Linker<PluginState>, component: &Component) -> anyhow::Result<Self> {
         let pre = wasm(linker.instantiate_pre(component))?;
-        match current::ProviderPluginPre::new(pre.clone()) {
-            Ok(current) => Ok(PluginPre::Current(current)),
-            Err(newest) => v0_1::ProviderPluginPre::new(pre)
-                .map(PluginPre::V0_1)
-                .map_err(|_| anyhow::Error::from(newest)),
+        let newest = match current::ProviderPluginPre::new(pre.clone()) {
+            Ok(current) => return Ok(PluginPre::Current(current)),
+            Err(newest) => newest,
+        };
+        if let Ok(v0_2) = v0_2::ProviderPluginPre::new(pre.clone()) {
+            return Ok(PluginPre::V0_2(v0_2));
         }
+        v0_1::ProviderPluginPre::new(pre)
+            .map(PluginPre::V0_1)
+            .map_err(|_| anyhow::Error::from(newest))
     }
 
     fn version(&self) -> WitVersion {
         match self {
-            PluginPre::Current(_) => WitVersion::V0_2,
+            PluginPre::Current(_) => WitVersion::V0_3,
+            PluginPre::V0_2(_) => WitVersion::V0_2,
             PluginPre::V0_1(_) => WitVersion::V0_1,
         }
     }
@@ -447,6 +463,7 @@ impl PluginPre {
     async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Instance> {
         Ok(match self {
             PluginPre::Current(pre) => Instance::Current(pre.instantiate_async(store).await?),
+            PluginPre::V0_2(pre) => Instance::V0_2(pre.instantiate_async(store).await?),
             PluginPre::V0_1(pre) => Instance::V0_1(pre.instantiate_async(store).await?),
         })
     }
@@ -455,6 +472,7 @@ impl PluginPre {
 /// One call's instance, of whichever version the plugin implements.
 enum Instance {
     Current(current::ProviderPlugin),
+    V0_2(v0_2::ProviderPlugin),
     V0_1(v0_1::ProviderPlugin),
 }
 
@@ -462,6 +480,7 @@ impl Instance {
     fn guest(&self) -> Guest<'_> {
         match self {
             Instance::Current(instance) => Guest::Current(instance.provisioner_provider_provider()),
+            Instance::V0_2(instance) => Guest::V0_2(instance.provisioner_provider_provider()),
             Instance::V0_1(instance) => Guest::V0_1(instance.provisioner_provider_provider()),
         }
     }
@@ -471,6 +490,7 @@ impl Instance {
 /// same for every version ([`on_any_version!`]).
 enum Guest<'a> {
     Current(&'a current::exports::provisioner::provider::provider::Guest),
+    V0_2(&'a v0_2::exports::provisioner::provider::provider::Guest),
     V0_1(&'a v0_1::exports::provisioner::provider::provider::Guest),
 }
 
@@ -479,6 +499,7 @@ macro_rules! on_any_version {
     ($guest:expr, $exports:ident => $call:expr) => {
         match $guest {
             Guest::Current($exports) => $call,
+            Guest::V0_2($exports) => $call,
             Guest::V0_1($exports) => $call,
         }
     };
@@ -505,6 +526,12 @@ impl Plugin {
     /// The version of the WIT world the plugin implements.
     pub fn wit_version(&self) -> WitVersion {
         self.pre.version()
+    }
+
+    /// Entries in the plugin's cache now (expired ones included until dropped); never
+    /// their keys or values.
+    pub fn cache_entries(&self) -> usize {
+        self.grants.cache.len()
     }
 
     /// What the plugin said about itself at load.
@@ -697,6 +724,7 @@ impl Plugin {
     pub async fn list_servers(&self) -> Result<Option<Vec<LabelledServer>>, CallError> {
         self.vendor_call("list-servers", None, async |guest, store| match guest {
             Guest::Current(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
+            Guest::V0_2(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
             Guest::V0_1(_) => Ok(Ok(None)),
         })
         .await

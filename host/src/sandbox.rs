@@ -1,5 +1,9 @@
 //! What a plugin instance may touch: the per-call store state, the host imports it gets
-//! (log, config, secrets), and the outbound HTTP grant.
+//! (log, config, secrets, and since WIT 0.3 its own cache), and the outbound HTTP grant.
+//!
+//! The cache ([`crate::cache`]) is the one thing a call sees of earlier calls: it lives in
+//! [`Grants`], built once per load, so every call of one loaded plugin shares it and a
+//! reload starts with an empty one.
 //!
 //! Deny by default: the WASI context has no preopened directories, no environment, no
 //! arguments and no sockets; outbound HTTP goes only to the origins the manifest grants.
@@ -51,8 +55,11 @@ use wasmtime_wasi_http::{
     FieldMapError, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
+use crate::bindings::current::provisioner::provider::cache as wit_cache;
 use crate::bindings::current::provisioner::provider::host::{self, LogLevel};
 use crate::bindings::v0_1::provisioner::provider::host as host_v0_1;
+use crate::bindings::v0_2::provisioner::provider::host as host_v0_2;
+use crate::cache::{CacheError, PluginCache};
 use crate::grants::{Origin, OriginPattern, ip_literal, is_granted, is_granted_by_name};
 use crate::outbound::{CallOpenRequests, OpenRequestLimits, OutboundClient, held_until_done};
 use crate::throttle::VendorThrottle;
@@ -103,6 +110,9 @@ pub struct Grants {
     pub throttle: VendorThrottle,
     /// How many outbound requests may be open at once (per call, plugin, host).
     pub open_requests: OpenRequestLimits,
+    /// The plugin's cache (WIT 0.3), shared by all its calls, gone with this load. Its
+    /// `Debug` shows counts only.
+    pub cache: PluginCache,
 }
 
 /// Whether a call may use the network.
@@ -385,6 +395,55 @@ impl host::Host for PluginState {
     }
 }
 
+/// The plugin's own cache: keys and values are never logged (they may be tokens).
+impl wit_cache::Host for PluginState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.grants.cache.get(&key)
+    }
+
+    fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> Result<(), wit_cache::CacheError> {
+        self.grants
+            .cache
+            .set(&key, value, std::time::Duration::from_millis(ttl_ms))
+            .map_err(|error| match error {
+                CacheError::InvalidKey => wit_cache::CacheError::InvalidKey,
+                CacheError::TooLarge => wit_cache::CacheError::TooLarge,
+                CacheError::Full => wit_cache::CacheError::Full,
+            })
+    }
+
+    fn delete(&mut self, key: String) {
+        self.grants.cache.delete(&key)
+    }
+}
+
+/// 0.2 plugins get the same host services (the interface did not change).
+impl host_v0_2::Host for PluginState {
+    fn log(&mut self, level: host_v0_2::LogLevel, message: String) {
+        let level = match level {
+            host_v0_2::LogLevel::Trace => LogLevel::Trace,
+            host_v0_2::LogLevel::Debug => LogLevel::Debug,
+            host_v0_2::LogLevel::Info => LogLevel::Info,
+            host_v0_2::LogLevel::Warn => LogLevel::Warn,
+            host_v0_2::LogLevel::Error => LogLevel::Error,
+        };
+        host::Host::log(self, level, message)
+    }
+
+    fn get_config(&mut self, key: String) -> Option<String> {
+        host::Host::get_config(self, key)
+    }
+
+    fn get_secret(&mut self, key: String) -> Option<String> {
+        host::Host::get_secret(self, key)
+    }
+}
+
 /// 0.1 plugins get the same host services (the interface did not change).
 impl host_v0_1::Host for PluginState {
     fn log(&mut self, level: host_v0_1::LogLevel, message: String) {
@@ -547,7 +606,7 @@ mod tests {
     use crate::outbound::tls_trusting;
 
     /// Printing a plugin's grants (a `{:?}` in a log line, a panic message) never shows a
-    /// secret's value.
+    /// secret's value, nor a cached one.
     #[test]
     fn debug_output_never_shows_a_secret() {
         let grants = Grants {
@@ -563,9 +622,22 @@ mod tests {
             outbound_requests: Default::default(),
             throttle: VendorThrottle::new(None),
             open_requests: OpenRequestLimits::default(),
+            cache: PluginCache::new(crate::cache::CacheLimits {
+                entries: 4,
+                bytes: 1024,
+            }),
         };
+        grants
+            .cache
+            .set(
+                "keystone",
+                b"hunter3-token".to_vec(),
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
         for printed in [format!("{grants:?}"), format!("{grants:#?}")] {
             assert!(!printed.contains("hunter2"), "{printed}");
+            assert!(!printed.contains("hunter3"), "{printed}");
             assert!(printed.contains("token"), "the key may show: {printed}");
         }
     }

@@ -26,6 +26,7 @@ mod metrics;
 mod openapi;
 mod orphans;
 mod outbox;
+mod plugin_cache;
 mod plugin_sdk;
 mod poison;
 mod postgres;

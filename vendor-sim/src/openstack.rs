@@ -13,6 +13,11 @@
 //! A server's public keys are those its cloud-init would install from the user data's
 //! cloud-config (`ssh_authorized_keys`), shown with the user data by `GET /_sim/servers`.
 //!
+//! `GET /openstack/_sim/requests` says how many requests this cloud has had (every API,
+//! faulted ones included) and how many tokens Keystone issued
+//! (`{"requests": n, "tokens_issued": m}`): tests and benchmarks count the plugin's
+//! requests and logins with it.
+//!
 //! Every API but discovery and auth wants `X-Auth-Token` with a live token. Errors have
 //! Nova's shape, `{"itemNotFound": {"code": 404, "message": ...}}`.
 //!
@@ -20,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
@@ -69,6 +75,8 @@ fn parse_server_uuid(text: &str) -> Option<u64> {
 
 /// `/openstack/...`
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
+    let requests = Arc::new(AtomicU64::new(0));
+    let counted = requests.clone();
     let faults = FaultLayer {
         state: state.clone(),
         vendor: Vendor::OpenStack,
@@ -100,6 +108,29 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
         .route("/image", get(image_versions))
         .merge(protected)
         .route_layer(middleware::from_fn_with_state(faults, faults::inject))
+        .route_layer(middleware::from_fn(move |request: Request, next: Next| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            next.run(request)
+        }))
+        // The simulator's own: neither counted nor faulted.
+        .route(
+            "/_sim/requests",
+            get(move |State(state): State<Arc<SimState>>| requests_seen(state, requests.clone())),
+        )
+}
+
+/// `GET /_sim/requests`: the requests counted so far, and the tokens Keystone issued (every
+/// password login; none is ever forgotten).
+async fn requests_seen(state: Arc<SimState>, requests: Arc<AtomicU64>) -> Json<Value> {
+    let issued = state
+        .openstack_tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len();
+    Json(json!({
+        "requests": requests.load(Ordering::Relaxed),
+        "tokens_issued": issued,
+    }))
 }
 
 /// A Nova-shaped error: `{"<kind>": {"code": <status>, "message": ...}}`.

@@ -52,7 +52,7 @@ pub struct Named<'a> {
     pub name: &'a str,
 }
 
-/// The token body: only the catalog matters here.
+/// The token body: its catalog and when it expires.
 #[derive(Debug, Deserialize)]
 pub struct TokenEnvelope {
     pub token: Token,
@@ -62,16 +62,19 @@ pub struct TokenEnvelope {
 pub struct Token {
     #[serde(default)]
     pub catalog: Vec<CatalogEntry>,
+    /// When the token stops working, RFC 3339 (`2026-12-02T21:45:00.000000Z`).
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct CatalogEntry {
     #[serde(rename = "type")]
     pub kind: String,
     pub endpoints: Vec<Endpoint>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct Endpoint {
     pub interface: String,
     #[serde(default)]

@@ -34,7 +34,8 @@
 //!
 //! # Layout
 //! - [`api`]: Keystone, Nova and Glance JSON shapes, status mapping.
-//! - [`session`]: authentication, the catalog, requests with re-authentication on 401.
+//! - [`session`]: authentication (the Keystone token and catalog kept in the host's cache
+//!   until shortly before the token expires), requests with re-authentication on 401.
 //! - this file: the exported `provider` interface.
 
 mod api;

@@ -1,18 +1,42 @@
 //! An authenticated OpenStack session for one plugin call: the Keystone token, the compute
 //! and image endpoints from the catalog, and requests that re-authenticate once on 401.
+//!
+//! The token and its catalog outlive the call in the host's cache (WIT 0.3 `cache`): one
+//! Keystone login serves every call until the token's `expires_at` less
+//! [`EXPIRY_MARGIN`], or until Nova answers 401 (revoked, or the clocks disagree), when the
+//! session drops it, logs in once more and retries once. A cache miss (a new host, a reload,
+//! a full cache) only costs a login. The token is a secret: it is never logged, never in an
+//! error, and [`Session`] and [`Login`] have no `Debug`.
 
 use std::cell::RefCell;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use provider_sdk::cache;
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
 use provider_sdk::{ProviderError, get_config, require_secret};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    self, Auth, AuthRequest, FlavorList, Identity, ImageList, Named, Network, NovaServer, Password,
-    Project, Scope, ServerList, TokenEnvelope, User,
+    self, Auth, AuthRequest, CatalogEntry, FlavorList, Identity, ImageList, Named, Network,
+    NovaServer, Password, Project, Scope, ServerList, User,
 };
+
+/// The cache key of the Keystone login. One is enough: a change of the credentials or the
+/// auth URL reloads the plugin, which empties its cache.
+const LOGIN_KEY: &str = "keystone-login";
+/// How long before Keystone's `expires_at` a cached token is no longer used, so a call
+/// never starts with a token about to lapse (and clocks a little apart do not matter).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
+
+/// A Keystone login: the token (from `X-Subject-Token`) and the service catalog it came
+/// with. No `Debug`: the token is a secret.
+#[derive(Serialize, Deserialize)]
+struct Login {
+    token: String,
+    catalog: Vec<CatalogEntry>,
+}
 
 /// Servers asked for per page (Nova's default `max_limit`; a cloud with a lower one
 /// answers fewer and links to the next page).
@@ -65,9 +89,12 @@ impl Session {
     pub async fn open(region: Option<&str>) -> Result<Self, ProviderError> {
         let credentials = Credentials::from_host()?;
         let http = ApiClient::new("", api::error_reason);
-        let (token, envelope) = authenticate(&http, &credentials).await?;
+        let login = match cache::get_json::<Login>(LOGIN_KEY) {
+            Some(login) => login,
+            None => authenticate(&http, &credentials).await?,
+        };
         let endpoint = |kind: &str| -> Option<String> {
-            let entry = envelope.token.catalog.iter().find(|e| e.kind == kind)?;
+            let entry = login.catalog.iter().find(|e| e.kind == kind)?;
             let candidates = entry
                 .endpoints
                 .iter()
@@ -87,7 +114,7 @@ impl Session {
         let image = endpoint("image");
         Ok(Self {
             http,
-            token: RefCell::new(token),
+            token: RefCell::new(login.token),
             compute,
             image,
             credentials,
@@ -104,7 +131,8 @@ impl Session {
         get_config("network-id").map(|uuid| vec![Network { uuid }])
     }
 
-    /// A request with the session's token; a 401 re-authenticates once and retries.
+    /// A request with the session's token; a 401 forgets the cached login, re-authenticates
+    /// once and retries.
     pub async fn request<T: DeserializeOwned, B: Serialize>(
         &self,
         method: Method,
@@ -117,7 +145,8 @@ impl Session {
             .send(method.clone(), url, body, &[("x-auth-token", &token)])
             .await?;
         if response.status == 401 {
-            let (fresh, _) = authenticate(&self.http, &self.credentials).await?;
+            cache::delete(LOGIN_KEY);
+            let fresh = authenticate(&self.http, &self.credentials).await?.token;
             *self.token.borrow_mut() = fresh.clone();
             response = self
                 .http
@@ -214,21 +243,114 @@ fn failed(step: &str, error: ProviderError) -> ProviderError {
     }
 }
 
-/// `POST {auth-url}/auth/tokens`: the token (from `X-Subject-Token`) and the catalog.
-/// Failures say "Keystone authentication failed" and name the path, never the auth URL.
-async fn authenticate(
-    http: &ApiClient,
-    credentials: &Credentials,
-) -> Result<(String, TokenEnvelope), ProviderError> {
-    login(http, credentials)
+/// `POST {auth-url}/auth/tokens`: the token (from `X-Subject-Token`) and the catalog, kept
+/// in the cache until shortly before the token expires ([`remember`]). Failures say
+/// "Keystone authentication failed" and name the path, never the auth URL.
+async fn authenticate(http: &ApiClient, credentials: &Credentials) -> Result<Login, ProviderError> {
+    let (login, expires_at) = login(http, credentials)
         .await
-        .map_err(|error| failed("Keystone authentication", error))
+        .map_err(|error| failed("Keystone authentication", error))?;
+    remember(&login, expires_at.as_deref());
+    Ok(login)
 }
 
+/// Keeps `login` in the cache until [`EXPIRY_MARGIN`] before `expires_at`. Not kept when
+/// Keystone gave no expiry the plugin can read, or one too close: the next call logs in
+/// again, as it would without a cache. A full cache is not an error either.
+fn remember(login: &Login, expires_at: Option<&str>) {
+    let Some(expires_ms) = expires_at.and_then(unix_millis) else {
+        provider_sdk::log(
+            provider_sdk::LogLevel::Debug,
+            "Keystone gave no readable expires_at: the token is not cached",
+        );
+        return;
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    let margin_ms = EXPIRY_MARGIN.as_millis();
+    let Some(ttl_ms) = expires_ms
+        .checked_sub(now_ms)
+        .and_then(|left| left.checked_sub(margin_ms))
+        .filter(|ttl| *ttl > 0)
+    else {
+        return;
+    };
+    let Ok(bytes) = serde_json::to_vec(login) else {
+        return;
+    };
+    let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(u64::MAX));
+    if let Err(error) = cache::set(LOGIN_KEY, &bytes, ttl) {
+        provider_sdk::log(
+            provider_sdk::LogLevel::Warn,
+            &format!(
+                "the Keystone token is not cached (cache-error {}): every call logs in",
+                error.name()
+            ),
+        );
+    }
+}
+
+/// An RFC 3339 time in UTC (`2026-12-02T21:45:00.000000Z`, or with a `+hh:mm` / `-hh:mm`
+/// offset) as milliseconds since the Unix epoch; none when it is not one.
+fn unix_millis(text: &str) -> Option<u128> {
+    let number = |part: &str| -> Option<i64> {
+        (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let (date, time) = text.split_once(['T', 't', ' '])?;
+    let mut date_parts = date.splitn(3, '-');
+    let (year, month, day) = (
+        number(date_parts.next()?)?,
+        number(date_parts.next()?)?,
+        number(date_parts.next()?)?,
+    );
+    let (clock, offset_secs) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
+        (clock, 0)
+    } else {
+        let at = time.rfind(['+', '-'])?;
+        let (clock, offset) = time.split_at(at);
+        let sign = if offset.starts_with('-') { -1 } else { 1 };
+        let (hours, minutes) = offset[1..].split_once(':')?;
+        (
+            clock,
+            sign * (number(hours)? * 3600 + number(minutes)? * 60),
+        )
+    };
+    let (whole, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut clock_parts = whole.splitn(3, ':');
+    let (hour, minute, second) = (
+        number(clock_parts.next()?)?,
+        number(clock_parts.next()?)?,
+        number(clock_parts.next()?)?,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let millis = match fraction {
+        "" => 0,
+        digits => {
+            let padded = format!("{:0<3}", &digits[..digits.len().min(3)]);
+            number(&padded)?
+        }
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let shifted = if month <= 2 { year - 1 } else { year };
+    let era = shifted.div_euclid(400);
+    let year_of_era = shifted - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    u128::try_from(seconds * 1000 + millis).ok()
+}
+
+/// One Keystone login and the token's `expires_at`.
 async fn login(
     http: &ApiClient,
     credentials: &Credentials,
-) -> Result<(String, TokenEnvelope), ProviderError> {
+) -> Result<(Login, Option<String>), ProviderError> {
     let body = AuthRequest {
         auth: Auth {
             identity: Identity {
@@ -260,11 +382,15 @@ async fn login(
         .get("x-subject-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let envelope: TokenEnvelope = http.parse(&Method::POST, &url, response)?;
+    let envelope: api::TokenEnvelope = http.parse(&Method::POST, &url, response)?;
     let token = token.ok_or_else(|| {
         ProviderError::Internal("Keystone issued no X-Subject-Token header".into())
     })?;
-    Ok((token, envelope))
+    let login = Login {
+        token,
+        catalog: envelope.token.catalog,
+    };
+    Ok((login, envelope.token.expires_at))
 }
 
 /// Escapes regular-expression characters (Nova's `name` filter is a regex).
@@ -277,4 +403,28 @@ fn regex_escape(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keystone's `expires_at` reads as the Unix time it names, with or without a fraction
+    /// or an offset; anything else is none (the token is then not cached).
+    #[test]
+    fn reads_keystone_expiry_times() {
+        assert_eq!(unix_millis("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_millis("2026-12-02T21:45:00.123456Z"),
+            Some(1_796_247_900_123)
+        );
+        assert_eq!(
+            unix_millis("2026-12-02T22:45:00+01:00"),
+            unix_millis("2026-12-02T21:45:00Z")
+        );
+        assert_eq!(unix_millis("2000-02-29T12:00:00.5Z"), Some(951_825_600_500));
+        for bad in ["", "tomorrow", "2026-13-01T00:00:00Z", "2026-12-02T21:45Z"] {
+            assert_eq!(unix_millis(bad), None, "{bad}");
+        }
+    }
 }

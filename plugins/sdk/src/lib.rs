@@ -1,8 +1,9 @@
 //! Guest-side SDK for provider plugins.
 //!
-//! It binds the `provider-plugin` world of `provisioner:provider@0.2.0` (`wit/provider.wit`;
-//! the frozen 0.1.0 contract is `wit/v0.1/provider.wit`), so a plugin built with it exports
-//! the 0.2.0 `provider` interface, `list-servers` included.
+//! It binds the `provider-plugin` world of `provisioner:provider@0.3.0` (`wit/provider.wit`;
+//! the frozen older contracts are `wit/v0.2/` and `wit/v0.1/`), so a plugin built with it
+//! exports the 0.3.0 `provider` interface, `list-servers` included, and may keep values
+//! between calls in the host's cache ([`cache`]).
 //!
 //! A plugin implements [`Provider`] and exports it with
 //! `provider_sdk::export_provider!(MyPlugin);`. Everything else it needs comes from here:
@@ -11,6 +12,8 @@
 //!
 //! # Layout
 //! - the generated bindings (`exports`, `provisioner`) and the re-exports below;
+//! - [`cache`]: the plugin's own short-lived values the host keeps between calls (a
+//!   session token), typed;
 //! - [`http`]: [`http::ApiClient`], JSON over wasi:http, status -> error mapping,
 //!   rate-limit delays;
 //! - [`catalogue`]: the regions, sizes and images `validate` accepts offline, from the
@@ -30,7 +33,7 @@
 
 wit_bindgen::generate!({
     // Qualified with the version, so a `wit/` of another version fails the build.
-    world: "provisioner:provider/provider-plugin@0.2.0",
+    world: "provisioner:provider/provider-plugin@0.3.0",
     path: "../../wit",
     pub_export_macro: true,
     export_macro_name: "export_provider",
@@ -38,6 +41,7 @@ wit_bindgen::generate!({
 });
 
 pub mod adopt;
+pub mod cache;
 pub mod catalogue;
 pub mod cloud_init;
 pub mod http;

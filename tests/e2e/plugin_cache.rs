@@ -1,0 +1,282 @@
+//! The per-plugin cache (WIT 0.3 `cache`): private to one plugin, bounded by its manifest,
+//! expiring, lost on reload; a 0.2 plugin (no cache) still served; and what it buys: the OpenStack plugin logs in to Keystone once
+//! per token, not once per call.
+//!
+//! The cache tests load the hostile fixture's `cache-probe` behaviour with the host's own
+//! runtime, in process (its exports read and write the cache: `create-server` sets the
+//! request's name under its idempotency key, `find-server` gets it, `delete-server` deletes
+//! it). The OpenStack tests run whole orders through a [`Stack`] and count Keystone's tokens
+//! in the simulator (`GET /openstack/_sim/requests`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use provisioner_host::bindings::WitVersion;
+use provisioner_host::bindings::types::ServerRequest;
+use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
+use provisioner_tests::{Stack, StackOptions, test_plugin_component};
+use serde_json::{Value, json};
+
+fn request(key: &str, value: &str) -> ServerRequest {
+    ServerRequest {
+        idempotency_key: key.into(),
+        name: value.into(),
+        region: "r".into(),
+        size: "s".into(),
+        image: "i".into(),
+        ssh_keys: vec![],
+        user_data: None,
+        labels: vec![],
+    }
+}
+
+/// Loads the hostile fixture as `vendor` with the `cache-probe` behaviour, its cache bounded
+/// by `limits` (`[limits]` lines) and values living `ttl_ms`.
+async fn probe(
+    runtime: &PluginRuntime,
+    vendor: &str,
+    limits: &str,
+    ttl_ms: u64,
+) -> anyhow::Result<Plugin> {
+    let dir = std::env::temp_dir().join(format!(
+        "provisioner-cache-{vendor}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let manifest = format!(
+        "vendor = {vendor:?}\ncomponent = {component:?}\n\
+         [config]\nvendor-id = {vendor:?}\nbehaviour = \"cache-probe\"\n\
+         cache-ttl-ms = \"{ttl_ms}\"\n[limits]\n{limits}\n",
+        component = test_plugin_component("hostile").display().to_string(),
+    );
+    let path: PathBuf = dir.join(format!("{vendor}.toml"));
+    std::fs::write(&path, manifest)?;
+    runtime.load(&path).await
+}
+
+/// What the plugin's cache holds under `key`, read by the plugin itself.
+async fn cached(plugin: &Plugin, key: &str) -> anyhow::Result<Option<String>> {
+    Ok(plugin.find_server(key).await?.map(|server| server.name))
+}
+
+/// Stores `value` under `key` through the plugin.
+async fn store(plugin: &Plugin, key: &str, value: &str) -> Result<(), CallError> {
+    plugin
+        .create_server(uuid::Uuid::nil(), &request(key, value))
+        .await
+        .map(|_| ())
+}
+
+/// A value one plugin caches is seen by its next calls and never by another plugin on the
+/// same runtime, even under the same key; each plugin's writes leave the other's alone.
+#[tokio::test]
+async fn a_plugins_cache_is_its_own() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let a = probe(&runtime, "cache-a", "", 60_000).await?;
+    let b = probe(&runtime, "cache-b", "", 60_000).await?;
+    assert_eq!(a.wit_version(), WitVersion::V0_3);
+
+    store(&a, "session", "token-of-a").await?;
+    assert_eq!(cached(&a, "session").await?.as_deref(), Some("token-of-a"));
+    assert_eq!(cached(&b, "session").await?, None, "B read A's key");
+
+    store(&b, "session", "token-of-b").await?;
+    assert_eq!(cached(&a, "session").await?.as_deref(), Some("token-of-a"));
+    assert_eq!(cached(&b, "session").await?.as_deref(), Some("token-of-b"));
+    b.delete_server(None, "session").await?;
+    assert_eq!(cached(&b, "session").await?, None);
+    assert_eq!(cached(&a, "session").await?.as_deref(), Some("token-of-a"));
+    Ok(())
+}
+
+/// A reload (a new load of the same manifest) starts with an empty cache.
+#[tokio::test]
+async fn a_reload_empties_the_cache() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let first = probe(&runtime, "cache-reload", "", 60_000).await?;
+    store(&first, "session", "kept").await?;
+    assert_eq!(first.cache_entries(), 1);
+    let reloaded = probe(&runtime, "cache-reload", "", 60_000).await?;
+    assert_eq!(cached(&reloaded, "session").await?, None);
+    assert_eq!(cached(&first, "session").await?.as_deref(), Some("kept"));
+    Ok(())
+}
+
+/// The manifest's `cache_entries` and `cache_bytes` bound the cache: a set beyond them fails
+/// for the plugin with `full` (nothing it stored is evicted), a value larger than the whole
+/// cache with `too-large`; replacing a key and deleting one make room again.
+#[tokio::test]
+async fn the_manifest_bounds_the_cache() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = probe(
+        &runtime,
+        "cache-bounded",
+        "cache_entries = 2\ncache_bytes = 64",
+        60_000,
+    )
+    .await?;
+    store(&plugin, "k1", "one").await?;
+    store(&plugin, "k2", "two").await?;
+    let refused = store(&plugin, "k3", "three")
+        .await
+        .expect_err("a third entry");
+    assert!(
+        refused.to_string().contains("cache-error full"),
+        "{refused}"
+    );
+    assert_eq!(cached(&plugin, "k1").await?.as_deref(), Some("one"));
+    assert_eq!(cached(&plugin, "k2").await?.as_deref(), Some("two"));
+
+    store(&plugin, "k1", "uno").await?;
+    let refused = store(&plugin, "k1", &"x".repeat(64))
+        .await
+        .expect_err("too large");
+    assert!(
+        refused.to_string().contains("cache-error too-large"),
+        "{refused}"
+    );
+    let refused = store(&plugin, "k2", &"x".repeat(58))
+        .await
+        .expect_err("over bytes");
+    assert!(
+        refused.to_string().contains("cache-error full"),
+        "{refused}"
+    );
+
+    plugin.delete_server(None, "k1").await?;
+    store(&plugin, "k3", "three").await?;
+    assert_eq!(plugin.cache_entries(), 2);
+    Ok(())
+}
+
+/// A value is gone once its time to live has passed, and its room is free again.
+#[tokio::test]
+async fn values_expire() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = probe(&runtime, "cache-expiring", "cache_entries = 1", 200).await?;
+    store(&plugin, "k1", "short").await?;
+    assert_eq!(cached(&plugin, "k1").await?.as_deref(), Some("short"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(cached(&plugin, "k1").await?, None);
+    store(&plugin, "k2", "next").await?;
+    Ok(())
+}
+
+/// A manifest asking for more cache than the host allows is refused at load, naming it.
+#[tokio::test]
+async fn oversized_cache_limits_are_refused() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let error = probe(&runtime, "cache-greedy", "cache_bytes = 4294967295", 1)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{error:#}").contains("limits.cache_bytes"),
+        "{error:#}"
+    );
+    Ok(())
+}
+
+/// A plugin built against 0.2 (`tests/fixtures/v02-plugin`, no cache import) still loads
+/// on the 0.3 host and every export works, `list-servers` included.
+#[tokio::test]
+async fn a_0_2_plugin_still_loads_and_serves() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let dir = std::env::temp_dir().join(format!(
+        "provisioner-cache-v02-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("v02.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "vendor = \"v02\"\ncomponent = {:?}\n",
+            test_plugin_component("v02").display().to_string()
+        ),
+    )?;
+    let plugin = runtime.load(&path).await?;
+    assert_eq!(plugin.wit_version(), WitVersion::V0_2);
+    let server = plugin
+        .create_server(uuid::Uuid::nil(), &request("key-1", "web"))
+        .await?;
+    assert_eq!(server.vendor_id, "v02-key-1");
+    let listed = plugin.list_servers().await?.expect("0.2 lists its servers");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].idempotency_key, "kept");
+    assert_eq!(plugin.cache_entries(), 0);
+    Ok(())
+}
+
+/// The OpenStack simulator's request and login counters.
+async fn openstack_counts(stack: &Stack) -> anyhow::Result<(u64, u64)> {
+    let counts: Value = stack
+        .http
+        .get(format!("{}/openstack/_sim/requests", stack.sim_url))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let field = |name: &str| {
+        counts[name]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("no {name} in {counts}"))
+    };
+    Ok((field("requests")?, field("tokens_issued")?))
+}
+
+/// Orders at OpenStack, one after the other, share one Keystone login: the token lives in
+/// the plugin's cache until it expires (the simulator's last an hour). Each order's vendor
+/// requests are printed (BENCHMARKS.md).
+#[tokio::test]
+async fn openstack_orders_share_one_keystone_login() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let orders = 3;
+    let (before, _) = openstack_counts(&stack).await?;
+    for n in 0..orders {
+        let id = stack.order_at("openstack", &format!("cached-{n}")).await?;
+        stack
+            .wait_for_status(&id, "active", Duration::from_secs(60))
+            .await?;
+    }
+    // Every call since the host started (an orphan sweep's too) shares the one token.
+    let (after, logins) = openstack_counts(&stack).await?;
+    println!(
+        "openstack: {orders} orders, {} vendor requests ({:.1} per order), {logins} Keystone \
+         logins",
+        after - before,
+        (after - before) as f64 / orders as f64,
+    );
+    assert_eq!(logins, 1, "one login for {orders} orders");
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// A 401 from Nova (a revoked token) drops the cached token: the plugin logs in once more,
+/// retries, and the order still runs; the fresh token then serves the next order.
+#[tokio::test]
+async fn a_nova_401_makes_one_new_login() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let first = stack.order_at("openstack", "before-revoke").await?;
+    stack
+        .wait_for_status(&first, "active", Duration::from_secs(60))
+        .await?;
+    let (_, logins) = openstack_counts(&stack).await?;
+    assert_eq!(logins, 1);
+    stack
+        .inject_fault(json!({
+            "vendor": "openstack", "kind": "unauthorized", "count": 1, "path": "/servers",
+        }))
+        .await?;
+    for name in ["after-revoke", "after-relogin"] {
+        let id = stack.order_at("openstack", name).await?;
+        stack
+            .wait_for_status(&id, "active", Duration::from_secs(60))
+            .await?;
+    }
+    let (_, logins) = openstack_counts(&stack).await?;
+    assert_eq!(logins, 2, "one new login after the 401, reused after");
+    stack.cleanup().await;
+    Ok(())
+}
