@@ -11,7 +11,8 @@
 //! - `POST /_sim/servers`: makes a server the way another tool (or a lost deployment)
 //!   would, `{"vendor": "hetzner", "name": "web", "idempotency_key": "k"}`: the key goes
 //!   where that vendor's plugin puts it (Hetzner label, DigitalOcean tag, OpenStack
-//!   metadata, Example Cloud tag); without a key the server carries none. The orphan sweep tests seed
+//!   metadata, Example Cloud tag, GCP label; a GCP server is in project `sim-project`);
+//!   without a key the server carries none. The orphan sweep tests seed
 //!   servers no order owns with it;
 //! - `POST /_sim/paging` `{"max_per_page": 3}`: every vendor's list answers hold at most
 //!   that many servers (with their usual next-page links), so a few servers span several
@@ -99,6 +100,11 @@ async fn seed_server(
             crate::example::PLANS[0],
             crate::example::IMAGES[0],
         ),
+        Vendor::Gcp => (
+            crate::gcp::ZONES[0],
+            crate::gcp::MACHINE_TYPES[0].0,
+            "debian-cloud/debian-12-bookworm-v20241112",
+        ),
     };
     let mut spec = NewServer {
         name: seed.name,
@@ -110,7 +116,7 @@ async fn seed_server(
     };
     if let Some(key) = seed.idempotency_key {
         match seed.vendor {
-            Vendor::Hetzner | Vendor::Example => {
+            Vendor::Hetzner | Vendor::Example | Vendor::Gcp => {
                 spec.labels.insert(IDEMPOTENCY_LABEL.into(), key);
             }
             Vendor::DigitalOcean => spec.tags.push(format!("{IDEMPOTENCY_LABEL}:{key}")),

@@ -13,6 +13,9 @@
 //! - [`openstack`]: an OpenStack cloud: Keystone v3, Nova v2.1, Glance v2 (`/openstack/...`).
 //! - [`example`]: Example Cloud, a small made-up REST API for a first plugin
 //!   (`/example/v1/servers...`); its module doc is the API's complete reference.
+//! - [`gcp`]: Google Compute Engine v1 instances and zone operations with Google's OAuth
+//!   token endpoint for service accounts (`/gcp/compute/v1/...`, `/gcp/token`,
+//!   `/_sim/gcp/...`).
 //! - [`keys`]: SSH public keys: the key stores' checks and MD5 fingerprints, and the keys a
 //!   server's cloud-init would install from its user data.
 //! - [`faults`]: the middleware that answers with injected faults in each vendor's shape.
@@ -27,6 +30,7 @@ pub mod control;
 pub mod digitalocean;
 pub mod example;
 pub mod faults;
+pub mod gcp;
 pub mod hetzner;
 pub mod keys;
 pub mod openstack;
@@ -78,6 +82,8 @@ pub fn app(state: Arc<SimState>) -> Router {
         .nest("/digitalocean/v2", digitalocean::router(state.clone()))
         .nest("/openstack", openstack::router(state.clone()))
         .nest(example::BASE_PATH, example::router(state.clone()))
+        .nest("/gcp", gcp::router(state.clone()))
+        .nest("/_sim/gcp", gcp::control_router())
         .nest("/_sim", control::router())
         .with_state(state)
 }

@@ -14,7 +14,8 @@ use vendor_sim::{SimConfig, SimState};
 /// A local stand-in for cloud vendors' REST APIs: Hetzner Cloud under /hetzner/v1,
 /// DigitalOcean under /digitalocean/v2, OpenStack (Keystone, Nova, Glance) under
 /// /openstack, Example Cloud (a small made-up API for first plugins) under /example/v1,
-/// control endpoints under /_sim.
+/// Google Compute Engine and its OAuth token endpoint under /gcp, control endpoints under
+/// /_sim.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -62,7 +63,7 @@ struct Args {
     #[arg(long, env = "SIM_TLS_CA_OUT", default_value = "vendor-sim-ca.pem")]
     tls_ca_out: std::path::PathBuf,
     /// A fault for the first requests, `vendor:kind[:count]` (vendors: hetzner,
-    /// digitalocean, openstack, example; kinds: rate_limit,
+    /// digitalocean, openstack, example, gcp; kinds: rate_limit,
     /// server_error, unavailable, unauthorized, slow, lost_response: carried out, then the
     /// connection is dropped unanswered); repeatable. More at runtime through
     /// `POST /_sim/faults` (which can also limit a fault to one method).

@@ -19,15 +19,18 @@ pub enum Vendor {
     OpenStack,
     /// Example Cloud, a small made-up REST API for first plugins, under `/example/v1`.
     Example,
+    /// Google Compute Engine with Google's OAuth token endpoint, under `/gcp`.
+    Gcp,
 }
 
 impl Vendor {
     /// Every simulated vendor.
-    pub const ALL: [Vendor; 4] = [
+    pub const ALL: [Vendor; 5] = [
         Vendor::Hetzner,
         Vendor::DigitalOcean,
         Vendor::OpenStack,
         Vendor::Example,
+        Vendor::Gcp,
     ];
 
     /// The vendor id (as orders and `/_sim` use it).
@@ -37,6 +40,7 @@ impl Vendor {
             Vendor::DigitalOcean => "digitalocean",
             Vendor::OpenStack => "openstack",
             Vendor::Example => "example",
+            Vendor::Gcp => "gcp",
         }
     }
 
@@ -196,6 +200,8 @@ pub struct SimState {
     /// `POST /_sim/paging`: the most servers any list answer holds (0: each vendor's own
     /// maximum), so a few servers span several pages.
     page_cap: std::sync::atomic::AtomicUsize,
+    /// Compute Engine's service accounts, tokens, operations and request ids.
+    pub gcp: crate::gcp::GcpStore,
 }
 
 impl SimState {
@@ -227,6 +233,7 @@ impl SimState {
             faults,
             openstack_tokens: Mutex::new(HashMap::new()),
             page_cap: Default::default(),
+            gcp: Default::default(),
         }
     }
 
