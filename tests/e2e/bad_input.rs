@@ -147,3 +147,85 @@ async fn filters_no_order_can_match_are_an_empty_page() -> anyhow::Result<()> {
     stack.cleanup().await;
     Ok(())
 }
+
+/// A NUL byte (U+0000) in any string of an order is a 422 naming the field, before the
+/// order store sees it: PostgreSQL's text cannot hold one (a vendor holding one made the
+/// vendor look-up fail with a 500; schemathesis found it in CI), and SQLite stored what
+/// PostgreSQL would refuse, so the two stores answered differently.
+#[tokio::test]
+async fn a_nul_byte_in_any_order_string_is_refused() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let valid = serde_json::json!({
+        "vendor": "hetzner", "region": "fsn1", "size": "cx22", "image": "ubuntu-24.04",
+        "name": "a",
+    });
+    let with = |pointer: &str, value: serde_json::Value| {
+        let mut body = valid.clone();
+        let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
+        let target = if parent.is_empty() {
+            &mut body
+        } else {
+            body.pointer_mut(parent).expect("the parent exists")
+        };
+        target[key] = value;
+        body
+    };
+    let mut cases = Vec::new();
+    for field in ["vendor", "region", "size", "image", "name"] {
+        cases.push((field, with(&format!("/{field}"), "nul\u{0}here".into())));
+    }
+    cases.push(("user_data", with("/user_data", "#cloud-config\u{0}".into())));
+    cases.push((
+        "labels",
+        with("/labels", serde_json::json!({ "team\u{0}": "web" })),
+    ));
+    cases.push((
+        "labels.team",
+        with("/labels", serde_json::json!({ "team": "w\u{0}b" })),
+    ));
+    cases.push((
+        "ssh_keys[0]",
+        with(
+            "/ssh_keys",
+            serde_json::json!([
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a\u{0}b"
+            ]),
+        ),
+    ));
+    cases.push((
+        "webhook_url",
+        with("/webhook_url", "https://example.com/h\u{0}ok".into()),
+    ));
+    for (field, body) in cases {
+        let (status, location, _, problem) = stack.post_order(&body.to_string()).await?;
+        assert_eq!(status, 422, "{field}: {problem}");
+        assert_eq!(
+            problem["type"], "/problems/validation-failed",
+            "{field}: {problem}"
+        );
+        let named = problem["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|error| {
+                error["field"] == field
+                    && error["message"].as_str().is_some_and(|m| m.contains("NUL"))
+            });
+        assert!(named, "{field}: no error names it and NUL: {problem}");
+        assert!(location.is_none(), "{field}");
+    }
+    let list: serde_json::Value = stack
+        .http
+        .get(format!("{}/v1/orders", stack.api_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        list["orders"],
+        serde_json::json!([]),
+        "nothing was recorded"
+    );
+    stack.cleanup().await;
+    Ok(())
+}

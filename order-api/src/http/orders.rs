@@ -117,6 +117,10 @@ pub struct CreateOrder {
     webhook_url: Option<String>,
 }
 
+/// Why a string holding U+0000 is refused: no vendor takes one, and PostgreSQL's text cannot
+/// hold one (SQLite can, so without this check the two stores would answer differently).
+const NUL_REFUSED: &str = "must not contain a NUL character (U+0000)";
+
 impl CreateOrder {
     /// Checks every field and reports all problems at once.
     /// `allow_private`: whether a webhook URL may point to a private address.
@@ -142,7 +146,12 @@ impl CreateOrder {
                 reject(field, format!("must be at most {MAX_FIELD_LEN} characters"));
             } else if value.trim_ascii() != value {
                 reject(field, "must not start or end with white space".into());
+            } else if value.contains('\0') {
+                reject(field, NUL_REFUSED.into());
             }
+        }
+        if self.user_data.as_ref().is_some_and(|u| u.contains('\0')) {
+            reject("user_data", NUL_REFUSED.into());
         }
         if self
             .user_data
@@ -176,6 +185,10 @@ impl CreateOrder {
                     &field,
                     format!("label values must be at most {MAX_LABEL_LEN} bytes"),
                 );
+            } else if key.contains('\0') {
+                reject("labels", format!("label keys: {NUL_REFUSED}"));
+            } else if value.contains('\0') {
+                reject(&field, NUL_REFUSED.into());
             }
         }
         if self.ssh_keys.len() > MAX_SSH_KEYS {
@@ -195,10 +208,12 @@ impl CreateOrder {
                 ),
             );
         }
-        if let Some(url) = &self.webhook_url
-            && let Err(message) = crate::webhooks::check_url(url, allow_private)
-        {
-            reject("webhook_url", message);
+        if let Some(url) = &self.webhook_url {
+            if url.contains('\0') {
+                reject("webhook_url", NUL_REFUSED.into());
+            } else if let Err(message) = crate::webhooks::check_url(url, allow_private) {
+                reject("webhook_url", message);
+            }
         }
         if errors.is_empty() {
             Ok(())
@@ -240,6 +255,9 @@ fn check_ssh_key(line: &str) -> Result<(), String> {
         return Err(format!(
             "must be at most {MAX_SSH_KEY_LEN} bytes (a public key is far shorter)"
         ));
+    }
+    if line.contains('\0') {
+        return Err(NUL_REFUSED.into());
     }
     if line.contains(['\n', '\r']) {
         return Err("must be one line: one public key per entry".into());
