@@ -11,7 +11,9 @@
 //! - `POST /_sim/servers`: makes a server the way another tool (or a lost deployment)
 //!   would, `{"vendor": "hetzner", "name": "web", "idempotency_key": "k"}`: the key goes
 //!   where that vendor's plugin puts it (Hetzner label, DigitalOcean tag, OpenStack
-//!   metadata, Example Cloud tag, GCP label; a GCP server is in project `sim-project`);
+//!   metadata, Example Cloud tag, GCP label, Azure tag; a GCP server is in project
+//!   `sim-project`, an Azure VM, with its NIC and public IP, in the first registered app's
+//!   resource group);
 //!   without a key the server carries none. The orphan sweep tests seed
 //!   servers no order owns with it;
 //! - `POST /_sim/paging` `{"max_per_page": 3}`: every vendor's list answers hold at most
@@ -105,6 +107,11 @@ async fn seed_server(
             crate::gcp::MACHINE_TYPES[0].0,
             "debian-cloud/debian-12-bookworm-v20241112",
         ),
+        Vendor::Azure => (
+            crate::azure::SEED_LOCATION,
+            crate::azure::VM_SIZES[0].0,
+            "Canonical:ubuntu-24_04-lts:server:latest",
+        ),
     };
     let mut spec = NewServer {
         name: seed.name,
@@ -116,7 +123,7 @@ async fn seed_server(
     };
     if let Some(key) = seed.idempotency_key {
         match seed.vendor {
-            Vendor::Hetzner | Vendor::Example | Vendor::Gcp => {
+            Vendor::Hetzner | Vendor::Example | Vendor::Gcp | Vendor::Azure => {
                 spec.labels.insert(IDEMPOTENCY_LABEL.into(), key);
             }
             Vendor::DigitalOcean => spec.tags.push(format!("{IDEMPOTENCY_LABEL}:{key}")),
@@ -125,7 +132,10 @@ async fn seed_server(
             }
         }
     }
-    let server = state.with_cloud(seed.vendor, |cloud| cloud.insert(spec));
+    let server = match seed.vendor {
+        Vendor::Azure => crate::azure::seed_vm(&state, spec),
+        vendor => state.with_cloud(vendor, |cloud| cloud.insert(spec)),
+    };
     (
         StatusCode::CREATED,
         Json(json!({ "vendor": seed.vendor.name(), "id": server.id })),

@@ -16,6 +16,8 @@
 //!   "token_type": "Bearer"}` (the lifetime is the account's `token_ttl_secs`); failures
 //!   are OAuth's `{"error", "error_description"}` (400 `invalid_grant`, `invalid_scope`,
 //!   `unsupported_grant_type`).
+//! - `GET /_sim/gcp/token-grants` counts the access tokens issued (`{"total", "accounts":
+//!   {email: n}}`), so a test sees how many exchanges a client made.
 //! - The Compute API takes `Authorization: Bearer` with such an access token or, as Google
 //!   does (AIP-4111), a self-signed JWT of a registered account (`aud`
 //!   `https://compute.googleapis.com/` or a `scope` claim), which Google's client libraries
@@ -229,6 +231,8 @@ struct Store {
     instances: HashMap<u64, InstanceMeta>,
     faults: Vec<ComputeFault>,
     next_operation: u64,
+    /// Access tokens issued, per account (`GET /_sim/gcp/token-grants`).
+    grants: BTreeMap<String, u64>,
 }
 
 impl GcpStore {
@@ -283,6 +287,7 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
 pub fn control_router() -> Router<Arc<SimState>> {
     Router::new()
         .route("/service-accounts", post(register_account))
+        .route("/token-grants", get(token_grants))
         .route(
             "/faults",
             get(list_compute_faults)
@@ -483,6 +488,14 @@ async fn register_account(
         .into_response()
 }
 
+/// `GET /_sim/gcp/token-grants`: `{"total", "accounts": {email: n}}`, the access tokens
+/// the token endpoint issued (refused grants are not counted).
+async fn token_grants(State(state): State<Arc<SimState>>) -> Response {
+    let store = state.gcp.lock();
+    let total: u64 = store.grants.values().sum();
+    Json(json!({"total": total, "accounts": store.grants})).into_response()
+}
+
 /// A JWT whose RS256 signature a registered account's key verified.
 #[derive(Debug)]
 struct VerifiedJwt {
@@ -604,6 +617,7 @@ async fn token(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Byt
         );
     }
     let ttl = store.accounts[&jwt.email].token_ttl;
+    *store.grants.entry(jwt.email.clone()).or_default() += 1;
     let access_token = format!("ya29.sim-{}", uuid::Uuid::new_v4().simple());
     let now = Utc::now();
     store.tokens.retain(|_, t| t.expires > now);

@@ -16,6 +16,9 @@
 //! - [`gcp`]: Google Compute Engine v1 instances and zone operations with Google's OAuth
 //!   token endpoint for service accounts (`/gcp/compute/v1/...`, `/gcp/token`,
 //!   `/_sim/gcp/...`).
+//! - [`azure`]: Azure Resource Manager (public IPs, NICs, virtual networks, VMs, disks,
+//!   resource groups, long-running operations) with the Microsoft identity platform's token
+//!   endpoint (`/azure/...`, `/_sim/azure/...`).
 //! - [`keys`]: SSH public keys: the key stores' checks and MD5 fingerprints, and the keys a
 //!   server's cloud-init would install from its user data.
 //! - [`faults`]: the middleware that answers with injected faults in each vendor's shape.
@@ -26,6 +29,7 @@
 //!   (`--upstream`), its fault profiles and its record of the requests it forwarded.
 //! - [`app`] / [`serve`]: the router and the server loop, taking an already-bound listener.
 
+pub mod azure;
 pub mod control;
 pub mod digitalocean;
 pub mod example;
@@ -84,6 +88,8 @@ pub fn app(state: Arc<SimState>) -> Router {
         .nest(example::BASE_PATH, example::router(state.clone()))
         .nest("/gcp", gcp::router(state.clone()))
         .nest("/_sim/gcp", gcp::control_router())
+        .nest("/azure", azure::router(state.clone()))
+        .nest("/_sim/azure", azure::control_router())
         .nest("/_sim", control::router())
         .with_state(state)
 }

@@ -14,7 +14,8 @@ use vendor_sim::{SimConfig, SimState};
 /// A local stand-in for cloud vendors' REST APIs: Hetzner Cloud under /hetzner/v1,
 /// DigitalOcean under /digitalocean/v2, OpenStack (Keystone, Nova, Glance) under
 /// /openstack, Example Cloud (a small made-up API for first plugins) under /example/v1,
-/// Google Compute Engine and its OAuth token endpoint under /gcp, control endpoints under
+/// Google Compute Engine and its OAuth token endpoint under /gcp, Azure Resource Manager and
+/// the Microsoft identity platform's token endpoint under /azure, control endpoints under
 /// /_sim.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -63,7 +64,7 @@ struct Args {
     #[arg(long, env = "SIM_TLS_CA_OUT", default_value = "vendor-sim-ca.pem")]
     tls_ca_out: std::path::PathBuf,
     /// A fault for the first requests, `vendor:kind[:count]` (vendors: hetzner,
-    /// digitalocean, openstack, example, gcp; kinds: rate_limit,
+    /// digitalocean, openstack, example, gcp, azure; kinds: rate_limit,
     /// server_error, unavailable, unauthorized, slow, lost_response: carried out, then the
     /// connection is dropped unanswered); repeatable. More at runtime through
     /// `POST /_sim/faults` (which can also limit a fault to one method).

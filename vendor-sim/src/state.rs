@@ -21,16 +21,20 @@ pub enum Vendor {
     Example,
     /// Google Compute Engine with Google's OAuth token endpoint, under `/gcp`.
     Gcp,
+    /// Azure Resource Manager with the Microsoft identity platform's token endpoint, under
+    /// `/azure`.
+    Azure,
 }
 
 impl Vendor {
     /// Every simulated vendor.
-    pub const ALL: [Vendor; 5] = [
+    pub const ALL: [Vendor; 6] = [
         Vendor::Hetzner,
         Vendor::DigitalOcean,
         Vendor::OpenStack,
         Vendor::Example,
         Vendor::Gcp,
+        Vendor::Azure,
     ];
 
     /// The vendor id (as orders and `/_sim` use it).
@@ -41,6 +45,7 @@ impl Vendor {
             Vendor::OpenStack => "openstack",
             Vendor::Example => "example",
             Vendor::Gcp => "gcp",
+            Vendor::Azure => "azure",
         }
     }
 
@@ -202,6 +207,8 @@ pub struct SimState {
     page_cap: std::sync::atomic::AtomicUsize,
     /// Compute Engine's service accounts, tokens, operations and request ids.
     pub gcp: crate::gcp::GcpStore,
+    /// Azure's apps, tokens, resource groups, ARM resources and operations.
+    pub azure: crate::azure::AzureStore,
 }
 
 impl SimState {
@@ -234,6 +241,7 @@ impl SimState {
             openstack_tokens: Mutex::new(HashMap::new()),
             page_cap: Default::default(),
             gcp: Default::default(),
+            azure: Default::default(),
         }
     }
 

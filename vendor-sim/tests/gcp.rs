@@ -810,3 +810,31 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
         .unwrap();
     assert_eq!(stats["vendors"]["gcp"]["created_total"], 1, "{stats}");
 }
+
+/// `GET /_sim/gcp/token-grants` counts the access tokens the token endpoint issued, per
+/// account, and not the grants it refused: how a test sees that one exchange served many
+/// calls.
+#[tokio::test]
+async fn the_token_grants_are_counted_per_account() {
+    let sim = Sim::start().await;
+    let grants = || async {
+        let answer: Value = sim
+            .http
+            .get(format!("http://{}/_sim/gcp/token-grants", sim.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer
+    };
+    assert_eq!(grants().await["total"], 0);
+    sim.token().await;
+    sim.token().await;
+    let (status, _) = sim.grant(JWT_BEARER, "not.a.jwt").await;
+    assert_eq!(status, 400);
+    let counted = grants().await;
+    assert_eq!(counted["total"], 2, "{counted}");
+    assert_eq!(counted["accounts"][EMAIL], 2, "{counted}");
+}
