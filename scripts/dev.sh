@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The local stack in the foreground: vendor-sim (Hetzner, DigitalOcean and OpenStack APIs
-# on 127.0.0.1:8090), moto (a fake of AWS checking request signatures, on 127.0.0.1:8091;
-# scripts/moto.sh), provisioner-host with the three plugins pointed at the simulator and the
-# AWS plugin pointed at moto, order-api on 127.0.0.1:8080. Does the missing set-up first,
-# orders one demo server at each vendor once the stack is ready and follows them to
-# `active`, then keeps running until Ctrl-C, which stops everything it started.
+# The local stack in the foreground: vendor-sim (Hetzner, DigitalOcean, OpenStack and
+# Compute Engine APIs on 127.0.0.1:8090), moto (a fake of AWS checking request signatures,
+# on 127.0.0.1:8091; scripts/moto.sh), provisioner-host with the four plugins pointed at the
+# simulator and the AWS plugin pointed at moto, order-api on 127.0.0.1:8080. Does the
+# missing set-up first, orders one demo server at each vendor once the stack is ready and
+# follows them to `active`, then keeps running until Ctrl-C, which stops everything it
+# started.
 #
 # Every API call needs a token: the first run makes the tenant `demo` and its token, prints
 # it and keeps it in .dev/token (curl -H "authorization: Bearer $(cat .dev/token)" ...).
@@ -83,6 +84,55 @@ write_manifest digitalocean token PLUGIN_SECRET_DIGITALOCEAN_TOKEN "base-url = \
 write_manifest openstack password PLUGIN_SECRET_OPENSTACK_PASSWORD "auth-url = \"http://$sim_addr/openstack/identity/v3\"
 username = \"provisioner\"
 project-name = \"provisioner\""
+# Compute Engine: a service account the simulator learns once it runs (its public key, below),
+# whose key JSON (the throwaway key in plugins/gcp/testdata, which grants nothing anywhere
+# else) is the plugin's secret; its token_uri is the simulator's token endpoint.
+gcp_email=provisioner@sim-project.iam.gserviceaccount.com
+write_manifest gcp service-account-key PLUGIN_SECRET_GCP_SERVICE_ACCOUNT_KEY "base-url = \"http://$sim_addr/gcp/compute/v1\"
+regions = \"us-central1-a, us-central1-b, us-east1-b, europe-west1-b, europe-west3-a, asia-east1-a\"
+sizes = \"e2-micro, e2-small, e2-medium, e2-standard-2, n2-standard-2\""
+# json_lines FILE: the file's lines joined with \n, for a JSON string.
+json_lines() { awk '{printf "%s\\n", $0}' "$1"; }
+(
+    umask 077
+    cat > .dev/secrets/PLUGIN_SECRET_GCP_SERVICE_ACCOUNT_KEY <<JSON
+{"type": "service_account", "project_id": "sim-project", "private_key_id": "dev-1",
+ "private_key": "$(json_lines plugins/gcp/testdata/sim-service-account.pem)",
+ "client_email": "$gcp_email", "token_uri": "http://$sim_addr/gcp/token"}
+JSON
+)
+# Azure: an app registration the simulator learns once it runs (below), with its resource
+# group, virtual network and subnet; its tenant, client id and secret are the plugin's
+# secrets, the simulator its identity platform (authority) and Resource Manager.
+azure_tenant=11111111-0000-4000-8000-000000000001
+azure_client=22222222-0000-4000-8000-000000000002
+azure_subscription=33333333-0000-4000-8000-000000000003
+cat > .dev/plugins/azure.toml <<TOML
+# Written by scripts/dev.sh: the azure plugin pointed at the local simulator.
+vendor = "azure"
+component = "$root/target/plugins/azure.wasm"
+allowed_hosts = ["http://$sim_addr"]
+
+[config]
+base-url = "http://$sim_addr/azure"
+authority = "http://$sim_addr/azure"
+subscription-id = "$azure_subscription"
+resource-group = "provisioner-rg"
+virtual-network = "provisioner-vnet"
+regions = "westeurope, northeurope, eastus"
+sizes = "Standard_B1s, Standard_B2s"
+
+[secrets]
+tenant-id = "PLUGIN_SECRET_AZURE_TENANT_ID"
+client-id = "PLUGIN_SECRET_AZURE_CLIENT_ID"
+client-secret = "PLUGIN_SECRET_AZURE_CLIENT_SECRET"
+TOML
+(
+    umask 077
+    printf '%s\n' "$azure_tenant" > .dev/secrets/PLUGIN_SECRET_AZURE_TENANT_ID
+    printf '%s\n' "$azure_client" > .dev/secrets/PLUGIN_SECRET_AZURE_CLIENT_ID
+    printf '%s\n' sim-azure-secret > .dev/secrets/PLUGIN_SECRET_AZURE_CLIENT_SECRET
+)
 # The AWS plugin talks to moto, with the access key moto makes at each start (its secrets
 # are written once moto is up).
 cat > .dev/plugins/aws.toml <<TOML
@@ -165,6 +215,20 @@ if ! curl -sf "http://$api_addr/readyz" >/dev/null; then
     echo "the stack did not become ready; see the logs above and in .dev/" >&2
     exit 1
 fi
+# The simulator forgets its service accounts when it stops: register the GCP plugin's again.
+curl -sf -o /dev/null -X POST "http://$sim_addr/_sim/gcp/service-accounts" \
+    -H 'content-type: application/json' \
+    -d "{\"client_email\": \"$gcp_email\", \"project_id\": \"sim-project\",
+         \"public_key\": \"$(json_lines plugins/gcp/testdata/sim-service-account.pub.pem)\"}" ||
+    echo "==> could not register the GCP service account at the simulator: gcp orders will fail" >&2
+# Its Azure app registrations too (with the resource group, virtual network and subnet).
+curl -sf -o /dev/null -X POST "http://$sim_addr/_sim/azure/apps" \
+    -H 'content-type: application/json' \
+    -d "{\"tenant_id\": \"$azure_tenant\", \"client_id\": \"$azure_client\",
+         \"client_secret\": \"sim-azure-secret\", \"subscription_id\": \"$azure_subscription\",
+         \"resource_group\": \"provisioner-rg\", \"location\": \"westeurope\",
+         \"virtual_network\": \"provisioner-vnet\", \"subnet\": \"default\"}" ||
+    echo "==> could not register the Azure app at the simulator: azure orders will fail" >&2
 
 cat <<INFO
 
@@ -179,6 +243,10 @@ cat <<INFO
         -d '{"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04","name":"web-3"}'
       curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
         -d '{"vendor":"aws","region":"us-east-1","size":"t3.micro","image":"$aws_image","name":"web-4"}'
+      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
+        -d '{"vendor":"gcp","region":"us-central1-a","size":"e2-small","image":"projects/debian-cloud/global/images/family/debian-12","name":"web-5"}'
+      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
+        -d '{"vendor":"azure","region":"westeurope","size":"Standard_B1s","image":"Canonical:ubuntu-24_04-lts:server:latest","name":"web-6"}'
     follow it:         curl -N -H "$auth" $api_addr/v1/orders/<id>/events
     cancel it:         curl -X POST -H "$auth" $api_addr/v1/orders/<id>/cancel
     delete its server: curl -X DELETE -H "$auth" $api_addr/v1/orders/<id>
@@ -213,7 +281,9 @@ if [[ $demo == 1 ]]; then
         '"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04"' \
         '"vendor":"digitalocean","region":"nyc3","size":"s-1vcpu-1gb","image":"ubuntu-24-04-x64"' \
         '"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04"' \
-        '"vendor":"aws","region":"us-east-1","size":"t3.micro","image":"'"$aws_image"'"'; do
+        '"vendor":"aws","region":"us-east-1","size":"t3.micro","image":"'"$aws_image"'"' \
+        '"vendor":"gcp","region":"us-central1-a","size":"e2-small","image":"projects/debian-cloud/global/images/family/debian-12"' \
+        '"vendor":"azure","region":"westeurope","size":"Standard_B1s","image":"Canonical:ubuntu-24_04-lts:server:latest"'; do
         vendor=$(printf '%s' "$body" | sed -n 's/^"vendor":"\([a-z]*\)".*/\1/p')
         curl -s -o /dev/null -D .dev/demo-headers -X POST "http://$api_addr/v1/orders" \
             -H "$auth" -H 'content-type: application/json' -d "{$body,\"name\":\"demo-$vendor-$suffix\"}"

@@ -13,8 +13,8 @@ cargo fmt --all --check
 (cd plugins && cargo fmt --all --check)
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd plugins && cargo clippy --target wasm32-wasip2 --quiet -- -D warnings)
-# The plugin SDK's tests (SigV4 against AWS's published vectors) and the AWS plugin's, on the host.
-(cd plugins && cargo test --quiet -p provider-sdk -p aws-plugin)
+# The plugin SDK's tests (SigV4 against AWS's published vectors) and the AWS, GCP and Azure plugins', on the host.
+(cd plugins && cargo test --quiet -p provider-sdk -p aws-plugin -p gcp-plugin -p azure-plugin)
 
 scripts/check-compose.sh
 
@@ -24,12 +24,12 @@ cargo test --workspace
 echo "==> the end-to-end tests of the order API again, with the orders in PostgreSQL"
 # Left out: tests of the host, plugins and broker alone, which never reach the order store
 # in a way of their own (what reaches the vendor, the broker users' permissions), the host
-# holding 300 orders in flight (concurrency), the AWS plugin against moto (aws), and the
+# holding 300 orders in flight (concurrency), the AWS, GCP and Azure plugins (aws, gcp, azure), and the
 # module that is PostgreSQL anyway.
 TEST_ORDER_STORE=postgres cargo test -p provisioner-tests --test e2e -- \
     --skip conformance:: --skip sandbox:: --skip lease:: --skip drop_in:: \
     --skip postgres:: --skip concurrency:: --skip vendor_inputs:: --skip broker_users:: \
-    --skip author_path:: --skip plugin_sdk:: --skip aws::
+    --skip author_path:: --skip plugin_sdk:: --skip aws:: --skip gcp:: --skip azure::
 
 echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
 target/debug/bench --profile debug pipeline --orders 150 --bare-orders 1000

@@ -1,12 +1,17 @@
 //! Create call: one `create-server` of a real vendor plugin exactly as the host makes it
 //! (`Plugin::create_server`: pool slot, sandbox, throttle, wasi:http through the host's
-//! outbound client), against a canned vendor served in this process, for two plugins side
+//! outbound client), against a canned vendor served in this process, for three plugins side
 //! by side:
 //! - **Hetzner**: JSON, a bearer token; the look-up (`GET /servers?label_selector=...`)
 //!   then the create (`POST /servers`);
 //! - **EC2**: the Query API, every request signed with SigV4 inside the plugin, form-encoded
 //!   body, XML answers; the look-up (`GET /?Action=DescribeInstances` with a tag filter)
 //!   then the create (`POST /` with `Action=RunInstances`).
+//! - **Compute Engine** (`plugins/gcp`), twice: with the access token in the host's cache
+//!   (the look-up, `GET .../aggregated/instances?filter=...`, then the insert, `POST
+//!   .../instances?requestId=...`), and with a cache bounded to nothing (`cache_entries =
+//!   0`), so every call first signs an RS256 JWT with the service-account key and exchanges
+//!   it (`POST /token`): the price of a call without a cached token.
 //!
 //! Both make two vendor requests per call, and both vendors' answers are recorded real
 //! ones of similar size (`bench/fixtures/`: vendor-sim's Hetzner server, 3.3 KB; moto's
@@ -50,6 +55,13 @@ const HETZNER_LIST: &str = include_str!("../fixtures/hetzner-list-servers-empty.
 const HETZNER_CREATE: &str = include_str!("../fixtures/hetzner-create-server.json");
 const EC2_DESCRIBE: &str = include_str!("../fixtures/ec2-describe-instances-empty.xml");
 const EC2_RUN: &str = include_str!("../fixtures/ec2-run-instances.xml");
+const GCE_LIST: &str = include_str!("../fixtures/gce-aggregated-instances-empty.json");
+const GCE_INSERT: &str = include_str!("../fixtures/gce-insert-operation.json");
+/// The token endpoint's answer (the simulator's shape; the token is the bench's own).
+const GCE_TOKEN: &str =
+    r#"{"access_token":"ya29.bench-access-token","expires_in":3599,"token_type":"Bearer"}"#;
+/// The throwaway service-account key of the GCP plugin's tests (grants nothing anywhere).
+const GCE_KEY_PEM: &str = include_str!("../../plugins/gcp/testdata/sim-service-account.pem");
 
 /// Requests the canned vendor answered, and the ones it refused.
 #[derive(Debug, Default)]
@@ -121,6 +133,64 @@ fn ec2_vendor(served: Arc<Served>) -> Router {
                         return served.refuse(format!("unexpected POST {form}"));
                     }
                     served.answer("text/xml;charset=UTF-8", EC2_RUN)
+                },
+            ),
+        )
+        .with_state(served)
+}
+
+/// Compute Engine's answers: the token endpoint (a JWT bearer grant), the empty look-up and
+/// the insert's operation, each checked for its shape and, at Compute, the bench's token.
+fn gce_vendor(served: Arc<Served>, tokens: Arc<AtomicU64>) -> Router {
+    let bearer = |headers: &axum::http::HeaderMap| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            == Some("Bearer ya29.bench-access-token")
+    };
+    Router::new()
+        .route(
+            "/token",
+            axum::routing::post(
+                async move |State(served): State<Arc<Served>>, body: Bytes| {
+                    let form = String::from_utf8_lossy(&body);
+                    let grant = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer";
+                    if !form.contains(grant) || !form.contains("&assertion=") {
+                        return served.refuse(format!("unexpected token request {form}"));
+                    }
+                    tokens.fetch_add(1, Ordering::Relaxed);
+                    served.answer("application/json", GCE_TOKEN)
+                },
+            ),
+        )
+        .route(
+            "/projects/bench-project/aggregated/instances",
+            get(
+                async move |State(served): State<Arc<Served>>,
+                            headers: axum::http::HeaderMap,
+                            RawQuery(query): RawQuery| {
+                    match query {
+                        Some(q) if bearer(&headers) && q.contains("filter=labels.") => {
+                            served.answer("application/json", GCE_LIST)
+                        }
+                        other => served.refuse(format!("unexpected look-up {other:?}")),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/projects/bench-project/zones/us-central1-a/instances",
+            axum::routing::post(
+                async move |State(served): State<Arc<Served>>,
+                            headers: axum::http::HeaderMap,
+                            RawQuery(query): RawQuery,
+                            body: Bytes| {
+                    let json = String::from_utf8_lossy(&body);
+                    let request_id = query.is_some_and(|q| q.contains("requestId="));
+                    if !bearer(&headers) || !request_id || !json.contains("\"machineType\"") {
+                        return served.refuse(format!("unexpected insert {json}"));
+                    }
+                    served.answer("application/json", GCE_INSERT)
                 },
             ),
         )
@@ -264,6 +334,41 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     )
     .await?;
 
+    let gce_key = serde_json::json!({
+        "type": "service_account",
+        "project_id": "bench-project",
+        "private_key_id": "bench-1",
+        "private_key": GCE_KEY_PEM,
+        "client_email": "bench@bench-project.iam.gserviceaccount.com",
+        "token_uri": "TOKEN_URI",
+    });
+    // Two plugins, two canned vendors: with the token cached, and with no cache at all.
+    let mut gce = Vec::new();
+    for (side, limits) in [("gce-cached", ""), ("gce-uncached", "cache_entries = 0\n")] {
+        let served = Arc::new(Served::default());
+        let tokens = Arc::new(AtomicU64::new(0));
+        let origin = serve(gce_vendor(served.clone(), tokens.clone())).await?;
+        std::fs::create_dir_all(dir.join(side))?;
+        let key = gce_key
+            .to_string()
+            .replace("TOKEN_URI", &format!("{origin}/token"));
+        let plugin = load(
+            &runtime,
+            &dir.join(side),
+            "gcp",
+            &format!(
+                "vendor = \"gcp\"\ncomponent = {:?}\nallowed_hosts = [\"{origin}\"]\n\
+                 [config]\nbase-url = \"{origin}\"\n\
+                 [secrets]\nservice-account-key = \"PLUGIN_SECRET_GCP_SERVICE_ACCOUNT_KEY\"\n\
+                 [limits]\n{limits}",
+                plugin_component("gcp").display().to_string()
+            ),
+            &[("PLUGIN_SECRET_GCP_SERVICE_ACCOUNT_KEY", &key)],
+        )
+        .await?;
+        gce.push((side, served, tokens, plugin));
+    }
+
     let hetzner_times = time_creates(
         &hetzner,
         &request("fsn1", "cx22", "ubuntu-24.04"),
@@ -280,11 +385,24 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         "ec2",
     )
     .await?;
+    let gce_request = request(
+        "us-central1-a",
+        "e2-small",
+        "projects/debian-cloud/global/images/family/debian-12",
+    );
+    let mut gce_times = Vec::new();
+    for (side, _, _, plugin) in &gce {
+        gce_times.push(time_creates(plugin, &gce_request, &args, &mut progress, side).await?);
+    }
     progress.finish();
     let _ = std::fs::remove_dir_all(&dir);
 
     let total = (args.warmup + args.calls) as f64;
-    for (side, served) in [("hetzner", &hetzner_served), ("ec2", &ec2_served)] {
+    let gce_sides = gce.iter().map(|(side, served, ..)| (*side, served));
+    for (side, served) in [("hetzner", &hetzner_served), ("ec2", &ec2_served)]
+        .into_iter()
+        .chain(gce_sides)
+    {
         let refused = served.refused.load(Ordering::Relaxed);
         anyhow::ensure!(
             refused == 0,
@@ -344,5 +462,41 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         percentile(&ec2_times, 0.50).as_secs_f64() / percentile(&hetzner_times, 0.50).as_secs_f64(),
         "",
     );
+    for ((side, served, tokens, _), times) in gce.iter().zip(&gce_times) {
+        let label = if *side == "gce-cached" {
+            "GCE create, token cached"
+        } else {
+            "GCE create, no cache (JWT signed and exchanged per call)"
+        };
+        let key = side.replace('-', "_");
+        summary.figure(
+            format!("{key}_p50_us"),
+            format!("{label} p50"),
+            micros(percentile(times, 0.50)),
+            "us",
+            None,
+        );
+        summary.figure(
+            format!("{key}_p99_us"),
+            format!("{label} p99"),
+            micros(percentile(times, 0.99)),
+            "us",
+            None,
+        );
+        summary.figure(
+            format!("{key}_requests_per_call"),
+            format!("{label}: vendor requests per call"),
+            per_call(served),
+            "",
+            None,
+        );
+        summary.figure(
+            format!("{key}_token_exchanges"),
+            format!("{label}: token exchanges in all"),
+            tokens.load(Ordering::Relaxed) as f64,
+            "",
+            None,
+        );
+    }
     Ok(summary)
 }

@@ -105,7 +105,21 @@ impl SimControl {
     pub fn create_path(&self) -> &'static str {
         match self.vendor.as_str() {
             "digitalocean" => "/droplets",
+            // Compute Engine's insert (`POST .../zones/{zone}/instances`); not its token
+            // exchange (`POST /gcp/token`).
+            "gcp" => "/instances",
+            // ARM's `PUT .../virtualMachines/{name}`; not the public IP's or NIC's PUT.
+            "azure" => "/virtualMachines/",
             _ => "/servers",
+        }
+    }
+
+    /// The method of this vendor's create request at the simulator.
+    pub fn create_method(&self) -> &'static str {
+        match self.vendor.as_str() {
+            // ARM creates with `PUT`, idempotent by name.
+            "azure" => "PUT",
+            _ => "POST",
         }
     }
 

@@ -549,7 +549,10 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     };
     r.check(suite, check, description, async {
         let (method, path) = match (kit.sim(), kit.proxy()) {
-            (Some(simulator), _) => ("POST".to_string(), simulator.create_path().to_string()),
+            (Some(simulator), _) => (
+                simulator.create_method().to_string(),
+                simulator.create_path().to_string(),
+            ),
             (None, Some(proxy)) => learn_create_request(kit, proxy).await?,
             (None, None) => return Err("no fault API to lose an answer with".into()),
         };

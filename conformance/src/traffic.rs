@@ -42,21 +42,39 @@ fn creates(request: &RecordedRequest, key: &str) -> bool {
         && holds_token(&request.body, key)
 }
 
-/// How many servers carrying `key` the vendor made, by its create requests.
+/// How many servers carrying `key` the vendor made, by its create requests. A `PUT`
+/// creates or replaces the one resource at its URL (ARM's create-or-update by name), so
+/// `PUT`s to one path are one server however often they were sent.
 pub fn servers_made(requests: &[RecordedRequest], key: &str) -> usize {
     let mut per_path: BTreeMap<&str, usize> = BTreeMap::new();
     for request in requests.iter().filter(|r| creates(r, key)) {
-        *per_path.entry(request.path.as_str()).or_default() += 1;
+        let count = per_path.entry(request.path.as_str()).or_default();
+        *count = if request.method == "PUT" {
+            1
+        } else {
+            *count + 1
+        };
     }
     per_path.into_values().max().unwrap_or(0)
 }
 
-/// The method and path of the first successful create request for any of `keys`.
+/// The method and path of the first successful create request for any of `keys`. A
+/// `PUT`'s path names the resource it made (`.../virtualMachines/<name>`), which another
+/// key's create does not share: its collection is given instead (`.../virtualMachines/`),
+/// a part of every create request's path.
 pub fn create_request(requests: &[RecordedRequest], keys: &[String]) -> Option<(String, String)> {
     requests
         .iter()
         .find(|request| keys.iter().any(|key| creates(request, key)))
-        .map(|request| (request.method.clone(), request.path.clone()))
+        .map(|request| {
+            let path = match (request.method.as_str(), request.path.rsplit_once('/')) {
+                ("PUT", Some((collection, _))) if !collection.is_empty() => {
+                    format!("{collection}/")
+                }
+                _ => request.path.clone(),
+            };
+            (request.method.clone(), path)
+        })
 }
 
 /// Percent-decodes `text` (`+` stays).
@@ -275,6 +293,27 @@ mod tests {
         assert_eq!(
             create_request(&requests, &[key.to_string()]),
             Some(("POST".into(), "/v1/servers".into()))
+        );
+    }
+
+    /// Creates by `PUT` (ARM's, idempotent by name): a resent `PUT` is no second server, and
+    /// the create's path is the collection, shared by every key's create.
+    #[test]
+    fn puts_create_one_resource_per_path() {
+        let key = "conformance-ab-1";
+        let body = format!(r#"{{"tags":{{"provisioner-idempotency-key":"{key}"}}}}"#);
+        let vm = "/azure/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/web-1a2b";
+        let requests = [
+            request("PUT", vm, &body, Some(201)),
+            request("PUT", vm, &body, Some(200)),
+        ];
+        assert_eq!(servers_made(&requests, key), 1);
+        assert_eq!(
+            create_request(&requests, &[key.to_string()]),
+            Some((
+                "PUT".into(),
+                "/azure/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/".into()
+            ))
         );
     }
 

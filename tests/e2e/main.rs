@@ -6,6 +6,7 @@
 mod auth;
 mod author_path;
 mod aws;
+mod azure;
 mod bad_input;
 mod broker_outage;
 mod broker_users;
@@ -16,6 +17,7 @@ mod conformance;
 mod containment;
 mod drop_in;
 mod event_streams;
+mod gcp;
 mod happy_path;
 mod host_budget;
 mod idempotency;

@@ -1,0 +1,467 @@
+//! The Google Compute Engine plugin against the simulator's Compute Engine and OAuth token
+//! endpoint: through the whole system (orders go `active` and `deleted`, one token exchange
+//! serves many orders, a lost insert answer makes one instance, a quota refusal fails the
+//! order), in process with the host's runtime (zone operations followed to their end: a
+//! `ZONE_RESOURCE_POOL_EXHAUSTED` insert, a delete), and through the conformance kit's five
+//! suites, against the simulator and through the fault proxy.
+//!
+//! The service account is registered at the simulator with the public half of the
+//! throwaway key in `plugins/gcp/testdata`, and the plugin gets the key JSON as its secret.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use provisioner_conformance::{Outcome, Report, Target};
+use provisioner_host::bindings::types::{ProviderError, ServerRequest, ServerStatus};
+use provisioner_host::manifest::Manifest;
+use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
+use provisioner_tests::{
+    Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
+};
+use serde_json::{Value, json};
+use vendor_sim::proxy::{FaultProfile, ProxyConfig, spawn_proxy};
+
+const EMAIL: &str = "provisioner@sim-project.iam.gserviceaccount.com";
+/// The simulator's project (where `POST /_sim/servers` seeds servers).
+const PROJECT: &str = "sim-project";
+const SECRET: &str = "PLUGIN_SECRET_GCP_SERVICE_ACCOUNT_KEY";
+const ZONE: &str = "us-central1-a";
+const IMAGE: &str = "projects/debian-cloud/global/images/family/debian-12";
+
+fn testdata(file: &str) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(
+        workspace_root().join("plugins/gcp/testdata").join(file),
+    )?)
+}
+
+/// Registers the test service account at the simulator at `sim_url` and answers its key
+/// JSON, with `token_origin` (the simulator, or a proxy in front of it) in `token_uri`.
+async fn service_account(sim_url: &str, token_origin: &str) -> anyhow::Result<String> {
+    reqwest::Client::new()
+        .post(format!("{sim_url}/_sim/gcp/service-accounts"))
+        .json(&json!({
+            "client_email": EMAIL,
+            "project_id": PROJECT,
+            "public_key": testdata("sim-service-account.pub.pem")?,
+        }))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(json!({
+        "type": "service_account",
+        "project_id": PROJECT,
+        "private_key_id": "sim-key-1",
+        "private_key": testdata("sim-service-account.pem")?,
+        "client_email": EMAIL,
+        "client_id": "100000000000000000001",
+        "token_uri": format!("{token_origin}/gcp/token"),
+    })
+    .to_string())
+}
+
+/// The shipped simulator manifest (`plugins/gcp/sim.toml`) pointed at `sim_url`, granting
+/// `extra_origins` besides.
+fn sim_manifest(sim_url: &str, extra_origins: &[&str]) -> anyhow::Result<String> {
+    let shipped = std::fs::read_to_string(workspace_root().join("plugins/gcp/sim.toml"))?;
+    let mut grants = vec![format!("{sim_url:?}")];
+    grants.extend(extra_origins.iter().map(|o| format!("{o:?}")));
+    let manifest = shipped
+        .replace(
+            "allowed_hosts = [\"http://127.0.0.1:18190\"]",
+            &format!("allowed_hosts = [{}]", grants.join(", ")),
+        )
+        .replace("http://127.0.0.1:18190", sim_url)
+        .replace(
+            "component = \"gcp.wasm\"",
+            &format!(
+                "component = {:?}",
+                plugin_component("gcp").display().to_string()
+            ),
+        );
+    anyhow::ensure!(
+        manifest.contains(&format!("{sim_url}/gcp/compute/v1")),
+        "plugins/gcp/sim.toml names no simulator base-url"
+    );
+    Ok(manifest)
+}
+
+/// A stack whose host serves the GCP plugin with the test account's key in its secrets
+/// folder.
+async fn stack_with_gcp() -> anyhow::Result<Stack> {
+    let secrets = provisioner_tests::target_dir()
+        .join("test-runs")
+        .join(format!("gcp-secrets-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&secrets)?;
+    let stack = Stack::start(StackOptions {
+        host_env: vec![("PLUGIN_SECRETS_DIR".into(), secrets.display().to_string())],
+        ..StackOptions::default()
+    })
+    .await?;
+    let key = service_account(&stack.sim_url, &stack.sim_url).await?;
+    std::fs::write(Path::new(&secrets).join(SECRET), key)?;
+    std::fs::write(
+        stack.plugins_dir().join("gcp.toml"),
+        sim_manifest(&stack.sim_url, &[])?,
+    )?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !stack.vendors().await?.iter().any(|v| v == "gcp") {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the host never served the gcp plugin:\n{}",
+            stack.host_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(stack)
+}
+
+/// The simulator's live Compute Engine instances.
+async fn sim_instances(sim_url: &str) -> anyhow::Result<Vec<Value>> {
+    let answer: Value = reqwest::get(format!("{sim_url}/_sim/servers"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(answer["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["vendor"] == "gcp")
+        .cloned()
+        .collect())
+}
+
+/// Access tokens the simulator's token endpoint issued.
+async fn token_grants(sim_url: &str) -> anyhow::Result<u64> {
+    let answer: Value = reqwest::get(format!("{sim_url}/_sim/gcp/token-grants"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    answer["total"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no total in {answer}"))
+}
+
+async fn order_gcp(stack: &Stack, name: &str, extra: Value) -> anyhow::Result<String> {
+    let mut body = json!({
+        "vendor": "gcp", "region": ZONE, "size": "e2-small", "image": IMAGE, "name": name,
+    });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let (status, _, _, order) = stack.post_order(&body.to_string()).await?;
+    anyhow::ensure!(status == 202, "{status}: {order}");
+    Ok(order["id"].as_str().unwrap_or_default().to_string())
+}
+
+/// An order at GCP goes `active` through order-api, RabbitMQ, a host and the plugin; the
+/// simulator's instance got its name, labels (the order id as the key), SSH key and user
+/// data; its delete makes the order `deleted` and the instance gone. Two
+/// more orders go active on the same access token: one exchange for three orders.
+#[tokio::test]
+async fn a_gcp_order_goes_active_and_deleted_on_one_token() -> anyhow::Result<()> {
+    let stack = stack_with_gcp().await?;
+    let ssh_key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl e2e@gcp";
+    let id = order_gcp(
+        &stack,
+        "gcp-e2e-1",
+        json!({
+            "labels": {"team": "e2e"},
+            "ssh_keys": [ssh_key],
+            "user_data": "#cloud-config\nruncmd:\n  - echo hello\n",
+        }),
+    )
+    .await?;
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(90))
+        .await?;
+    let vendor_id = active["server"]["vendor_id"].as_str().unwrap_or_default();
+    assert!(
+        vendor_id.starts_with(&format!("{ZONE}/gcp-e2e-1-")),
+        "{active:#}"
+    );
+    let instances = sim_instances(&stack.sim_url).await?;
+    let mine: Vec<&Value> = instances
+        .iter()
+        .filter(|s| s["idempotency_key"] == id.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "{instances:#?}");
+    let instance = mine[0];
+    // The simulator refuses a bare machine type or an image path it cannot resolve, so
+    // the instance's existence shows both went as Compute wants them.
+    assert_eq!(
+        instance["name"].as_str(),
+        vendor_id.split('/').nth(1),
+        "{instance:#}"
+    );
+    assert_eq!(instance["labels"]["team"], "e2e", "{instance:#}");
+    assert_eq!(
+        instance["labels"]["provisioner-idempotency-key"],
+        id.as_str()
+    );
+    assert_eq!(instance["ssh_keys"], json!([ssh_key]), "{instance:#}");
+    assert_eq!(
+        instance["user_data"], "#cloud-config\nruncmd:\n  - echo hello\n",
+        "{instance:#}"
+    );
+    assert!(
+        active["server"]["ipv4"]
+            .as_str()
+            .is_some_and(|ip| !ip.is_empty()),
+        "{active:#}"
+    );
+
+    let (status, answer) = stack.delete_order(&id).await?;
+    assert_eq!(status, 202, "{answer}");
+    stack
+        .wait_for_status(&id, "deleted", Duration::from_secs(90))
+        .await?;
+    let left = sim_instances(&stack.sim_url).await?;
+    assert!(
+        left.iter().all(|s| s["idempotency_key"] != id.as_str()),
+        "the instance is still there: {left:#?}"
+    );
+
+    let more = [
+        order_gcp(&stack, "gcp-e2e-2", json!({})).await?,
+        order_gcp(&stack, "gcp-e2e-3", json!({})).await?,
+    ];
+    for id in &more {
+        stack
+            .wait_for_status(id, "active", Duration::from_secs(90))
+            .await?;
+    }
+    assert_eq!(
+        token_grants(&stack.sim_url).await?,
+        1,
+        "one token exchange for three orders:\n{}",
+        stack.host_log()
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// The insert's answer lost after the simulator made the instance: the host's retry finds
+/// it by its label and adopts it, so the order goes `active` with one instance.
+#[tokio::test]
+async fn a_lost_insert_answer_makes_one_instance() -> anyhow::Result<()> {
+    let stack = stack_with_gcp().await?;
+    reqwest::Client::new()
+        .post(format!("{}/_sim/faults", stack.sim_url))
+        .json(&json!({
+            "vendor": "gcp", "kind": "lost_response", "method": "POST", "path": "/instances",
+            "count": 1
+        }))
+        .send()
+        .await?
+        .error_for_status()?;
+    let id = order_gcp(&stack, "gcp-lost-answer", json!({})).await?;
+    stack
+        .wait_for_status(&id, "active", Duration::from_secs(90))
+        .await?;
+    let armed: Value = reqwest::get(format!("{}/_sim/faults", stack.sim_url))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        armed["faults"].as_array().map(Vec::len),
+        Some(0),
+        "the lost answer never fired: {armed}"
+    );
+    let instances = sim_instances(&stack.sim_url).await?;
+    let made = instances
+        .iter()
+        .filter(|s| s["idempotency_key"] == id.as_str())
+        .count();
+    assert_eq!(made, 1, "{instances:#?}\n{}", stack.host_log());
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// The GCP plugin loaded in process with the host's own runtime, against the simulator at
+/// `sim_url` (its service account registered).
+async fn plugin_at(runtime: &PluginRuntime, sim_url: &str) -> anyhow::Result<Plugin> {
+    let key = service_account(sim_url, sim_url).await?;
+    let path = crate::conformance::workdir("gcp-in-process")?.join("gcp.toml");
+    std::fs::write(&path, sim_manifest(sim_url, &[])?)?;
+    let manifest = Manifest::load(&path)?;
+    runtime
+        .load_manifest_with_secrets(manifest, &path, |variable| {
+            (variable == SECRET).then(|| key.clone())
+        })
+        .await
+}
+
+fn server_request(key: &str, name: &str) -> ServerRequest {
+    ServerRequest {
+        idempotency_key: key.into(),
+        name: name.into(),
+        region: ZONE.into(),
+        size: "e2-small".into(),
+        image: IMAGE.into(),
+        ssh_keys: vec![],
+        user_data: None,
+        labels: vec![],
+    }
+}
+
+/// An insert whose zone operation ends `DONE` with `ZONE_RESOURCE_POOL_EXHAUSTED` (no
+/// instance made): `create-server` answers provisioning, then `get-server` follows the
+/// operation and answers `transient` naming the error, as the host retries. A server the
+/// plugin deletes reads `deleting` while Compute shows it `STOPPING`, then not-found.
+#[tokio::test]
+async fn operations_are_followed_to_their_end() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(600)).await?;
+    let runtime = PluginRuntime::new()?;
+    let plugin = plugin_at(&runtime, &sim_url).await?;
+    let order = uuid::Uuid::new_v4();
+
+    reqwest::Client::new()
+        .post(format!("{sim_url}/_sim/gcp/faults"))
+        .json(&json!({"kind": "zone_resource_pool_exhausted", "count": 1}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let made = plugin
+        .create_server(order, &server_request("gcp-pool-1", "pool"))
+        .await?;
+    assert!(
+        matches!(made.status, ServerStatus::Provisioning),
+        "{made:?}"
+    );
+    let booting = plugin.get_server(Some(order), &made.vendor_id).await?;
+    assert!(
+        matches!(booting.status, ServerStatus::Provisioning),
+        "{booting:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    match plugin.get_server(Some(order), &made.vendor_id).await {
+        Err(CallError::Provider(ProviderError::Transient(message))) => {
+            assert!(
+                message.contains("ZONE_RESOURCE_POOL_EXHAUSTED"),
+                "{message}"
+            )
+        }
+        other => panic!("expected transient, got {other:?}"),
+    }
+
+    let made = plugin
+        .create_server(order, &server_request("gcp-delete-1", "gone"))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let running = plugin.get_server(Some(order), &made.vendor_id).await?;
+    assert!(
+        matches!(running.status, ServerStatus::Running),
+        "{running:?}"
+    );
+    plugin.delete_server(Some(order), &made.vendor_id).await?;
+    let deleting = plugin.get_server(Some(order), &made.vendor_id).await?;
+    assert!(
+        matches!(deleting.status, ServerStatus::Deleting),
+        "{deleting:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    match plugin.get_server(Some(order), &made.vendor_id).await {
+        Err(CallError::Provider(ProviderError::NotFound(_))) => {}
+        other => panic!("expected not-found, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// Asserts the report passed with every suite passing something and nothing skipped.
+fn passed_every_suite(report: &Report) {
+    assert!(report.passed(), "{}", report.table());
+    for suite in ["contract", "sandbox", "faults", "lifecycle", "idempotency"] {
+        assert!(
+            report
+                .checks
+                .iter()
+                .any(|c| c.suite == suite && c.outcome == Outcome::Pass),
+            "no check of the {suite} suite passed:\n{}",
+            report.table()
+        );
+    }
+    assert_eq!(report.count(Outcome::Skip), 0, "{}", report.table());
+}
+
+/// The kit's five suites pass against the simulator's Compute Engine (`--vendor-sim`).
+#[tokio::test]
+async fn the_gcp_plugin_passes_every_suite_against_the_simulator() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
+    let key = service_account(&sim_url, &sim_url).await?;
+    let report = crate::conformance::run_kit_against(
+        "gcp-sim",
+        plugin_component("gcp"),
+        sim_manifest(&sim_url, &[])?,
+        Target::Simulator {
+            url: sim_url.clone(),
+            vendor: "gcp".into(),
+        },
+        BTreeMap::from([(SECRET.to_string(), key)]),
+        |_| {},
+    )
+    .await?;
+    passed_every_suite(&report);
+    Ok(())
+}
+
+/// The kit's five suites pass through the fault proxy with Compute's own error answers
+/// (`plugins/gcp/faults.toml`), the kit told nothing about the simulator. The token
+/// endpoint is another origin, as oauth2.googleapis.com is at Google: a plain proxy in
+/// front of the simulator, beside the fault proxy.
+#[tokio::test]
+async fn the_gcp_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
+    let token_origin = spawn_proxy(ProxyConfig {
+        upstream: url::Url::parse(&sim_url)?,
+        profile: FaultProfile::load(&workspace_root().join("plugins/gcp/faults.toml"))?,
+        upstream_ca_pem: None,
+    })
+    .await?;
+    let key = service_account(&sim_url, &token_origin.url).await?;
+    let report = crate::conformance::run_kit_against(
+        "gcp-proxy",
+        plugin_component("gcp"),
+        sim_manifest(&sim_url, &[&token_origin.url])?,
+        Target::FaultProxy {
+            profile: workspace_root().join("plugins/gcp/faults.toml"),
+            base_url_key: "base-url".into(),
+        },
+        BTreeMap::from([(SECRET.to_string(), key)]),
+        |_| {},
+    )
+    .await?;
+    passed_every_suite(&report);
+    assert!(report.target.contains("fault proxy"), "{}", report.target);
+    Ok(())
+}
+
+/// Compute's own failures reach the order as the issue maps them: an insert refused with
+/// `quotaExceeded` fails the order at once as `quota_exceeded`, not retried.
+#[tokio::test]
+async fn a_quota_refusal_fails_the_order_as_quota_exceeded() -> anyhow::Result<()> {
+    let stack = stack_with_gcp().await?;
+    reqwest::Client::new()
+        .post(format!("{}/_sim/gcp/faults", stack.sim_url))
+        .json(&json!({"kind": "quota_exceeded", "count": 1}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let id = order_gcp(&stack, "gcp-no-quota", json!({})).await?;
+    let failed = stack
+        .wait_for_status(&id, "failed", Duration::from_secs(60))
+        .await?;
+    assert_eq!(failed["fault"]["code"], "quota_exceeded", "{failed:#}");
+    assert_eq!(failed["fault"]["retryable"], false, "{failed:#}");
+    assert!(
+        sim_instances(&stack.sim_url)
+            .await?
+            .iter()
+            .all(|s| s["idempotency_key"] != id.as_str())
+    );
+    stack.cleanup().await;
+    Ok(())
+}
