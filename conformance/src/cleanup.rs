@@ -5,7 +5,8 @@
 //!
 //! What counts as the run's servers: every server the plugin answered for one of the run's
 //! keys (create, find, list), what `list-servers` lists now, and the vendor's own side
-//! where the run sees it: the simulator's servers carrying a run key, or, through the fault
+//! where the run sees it: the simulator's servers carrying a run key (at its Azure, also the
+//! public IPs, NICs and OS disks of the run's VMs), or, through the fault
 //! proxy, every successful create request for a run key (a server made whose vendor id the
 //! plugin never reported is a leftover with an unknown id). Every vendor call waits out
 //! `rate-limited` and `transient` answers as the host does.
@@ -148,6 +149,29 @@ async fn unreported(
                     .entry(server.key.as_str())
                     .or_default()
                     .push(server.sim_id.as_str());
+            }
+            let reported_vms: Vec<(String, String)> = kit
+                .seen()
+                .into_iter()
+                .filter_map(|(vendor_id, key)| {
+                    Some((vendor_id.rsplit('/').next()?.to_string(), key))
+                })
+                .collect();
+            match sim
+                .azure_network_of_run(|key| kit.is_ours(key), &reported_vms)
+                .await
+            {
+                Ok(network) => found.extend(network.into_iter().map(|resource| Leftover {
+                    key: resource.key.unwrap_or_default(),
+                    detail: format!(
+                        "a {} of the run ({}) is still at the simulator: deleting a VM deletes \
+                         its NIC, public IP and OS disk only when each is marked \
+                         deleteOption Delete, and the plugin deletes nothing else",
+                        resource.kind, resource.name
+                    ),
+                    vendor_id: Some(resource.id),
+                })),
+                Err(error) => notes.push(format!("{error:#}")),
             }
             for (key, sim_ids) in per_key {
                 let counted = left.iter().filter(|l| l.key == key).count();

@@ -134,7 +134,14 @@ impl Kit {
             }),
             _ => None,
         };
-        let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        if let Some(id) = &options.run_id {
+            crate::options::parse_run_id(id)
+                .map_err(|error| LoadError::Setup(anyhow::anyhow!(error)))?;
+        }
+        let run_id = options
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string());
         Ok(Self {
             options,
             runtime,

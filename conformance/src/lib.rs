@@ -20,10 +20,13 @@
 //!   host does.
 //! - [`kit`]: loading the plugin (as manifested, or with a narrowed grant or budget), the
 //!   patient vendor calls, and what the run made.
+//! - [`isolation`]: `sandbox.cache-isolated`, two loads of the plugin and the verdict on
+//!   what each could read of the other's cache.
 //! - [`suites`]: the checks: `contract`, `sandbox`, `faults`, `lifecycle`, `idempotency`.
 //! - [`cleanup`]: the clean-up that ends every run that made servers, and its leftovers.
 
 pub mod cleanup;
+pub mod isolation;
 pub mod kit;
 pub mod options;
 pub mod patience;

@@ -69,6 +69,10 @@ struct Args {
     /// made small (live, or a fault profile without [paging]).
     #[arg(long, value_name = "N")]
     paging_servers: Option<usize>,
+    /// The run's id, in its idempotency keys and its servers' run label (1 to 16
+    /// lowercase letters and digits; default: a random one). Unique per run at a vendor.
+    #[arg(long, value_parser = provisioner_conformance::options::parse_run_id)]
+    run_id: Option<String>,
     /// Output on stdout.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -121,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         boot_timeout: Duration::from_secs(args.boot_timeout_secs),
         retry_budget: Duration::from_secs(args.retry_secs),
         paging_servers: args.paging_servers,
+        run_id: args.run_id,
         ..KitOptions::new(args.plugin, args.manifest, target)
     };
     let terminal = std::io::stderr().is_terminal();

@@ -110,6 +110,31 @@ pub struct KitOptions {
     /// Secret values by environment variable name, instead of this process's environment
     /// (tests); `None`: the environment, as the host reads it.
     pub secrets: Option<BTreeMap<String, String>>,
+    /// The run's id, in every idempotency key (`conformance-<id>-<n>`) and run label it
+    /// uses ([`parse_run_id`]'s form); `None`: a random one. A CI job that names its run
+    /// can find and delete what a broken run left by the label; two runs at one vendor
+    /// must not share an id.
+    pub run_id: Option<String>,
+}
+
+/// The longest run id.
+pub const MAX_RUN_ID: usize = 16;
+
+/// A run id as given: 1 to [`MAX_RUN_ID`] lowercase letters and digits (it goes into
+/// names, labels and tags, where vendors allow little else).
+pub fn parse_run_id(id: &str) -> Result<String, String> {
+    if !id.is_empty()
+        && id.len() <= MAX_RUN_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        Ok(id.to_string())
+    } else {
+        Err(format!(
+            "a run id is 1 to {MAX_RUN_ID} lowercase letters and digits, got {id:?}"
+        ))
+    }
 }
 
 impl KitOptions {
@@ -128,6 +153,7 @@ impl KitOptions {
             retry_budget: DEFAULT_RETRY_BUDGET,
             paging_servers: None,
             secrets: None,
+            run_id: None,
         }
     }
 }

@@ -95,6 +95,11 @@ impl SimControl {
         }
     }
 
+    /// The vendor it acts as.
+    pub fn vendor(&self) -> &str {
+        &self.vendor
+    }
+
     /// Its fault API.
     pub fn faults(&self) -> &FaultApi {
         &self.faults
@@ -203,6 +208,45 @@ impl SimControl {
             .collect())
     }
 
+    /// The resources besides VMs that the run left at the simulator's ARM (`azure` only;
+    /// empty for the other vendors, whose servers are all there is): public IPs and NICs
+    /// tagged with a run key, and the OS disks of the run's VMs, which Azure names
+    /// `<vm>_OsDisk_…` and does not tag. `reported_vms` are the names and keys of the VMs
+    /// the plugin reported (the VMs still there are found by their tags).
+    pub async fn azure_network_of_run(
+        &self,
+        is_ours: impl Fn(&str) -> bool,
+        reported_vms: &[(String, String)],
+    ) -> anyhow::Result<Vec<ArmResource>> {
+        if self.vendor != "azure" {
+            return Ok(Vec::new());
+        }
+        let census: Value = self
+            .http
+            .get(format!("{}/_sim/azure/resources", self.url))
+            .send()
+            .await
+            .context("listing the simulator's ARM resources")?
+            .error_for_status()
+            .context("listing the simulator's ARM resources")?
+            .json()
+            .await?;
+        let resources: Vec<ArmResource> = census["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                Some(ArmResource {
+                    id: r["id"].as_str()?.to_string(),
+                    kind: r["type"].as_str()?.to_string(),
+                    name: r["name"].as_str()?.to_string(),
+                    key: r["tags"][IDEMPOTENCY_TAG].as_str().map(str::to_string),
+                })
+            })
+            .collect();
+        Ok(network_of_run(resources, is_ours, reported_vms))
+    }
+
     /// The simulator's records of this vendor's live servers carrying `key`.
     async fn servers_carrying(&self, key: &str) -> anyhow::Result<Vec<Value>> {
         Ok(self
@@ -232,5 +276,127 @@ impl SimControl {
             .filter(|server| server["vendor"] == self.vendor.as_str())
             .cloned()
             .collect())
+    }
+}
+
+/// The tag carrying a resource's idempotency key.
+const IDEMPOTENCY_TAG: &str = "provisioner-idempotency-key";
+/// ARM's VM type.
+const VM_TYPE: &str = "Microsoft.Compute/virtualMachines";
+/// ARM's managed disk type.
+const DISK_TYPE: &str = "Microsoft.Compute/disks";
+
+/// One resource at the simulator's ARM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArmResource {
+    /// Its resource id.
+    pub id: String,
+    /// Its type (`Microsoft.Network/publicIPAddresses`).
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// The idempotency key its tags carry.
+    pub key: Option<String>,
+}
+
+/// Of `resources`, those of the run that are not VMs: tagged with a run key, or a disk
+/// named for one of the run's VMs (`reported_vms`, names and keys, and every VM tagged
+/// with a run key). The key of a disk is its VM's.
+fn network_of_run(
+    resources: Vec<ArmResource>,
+    is_ours: impl Fn(&str) -> bool,
+    reported_vms: &[(String, String)],
+) -> Vec<ArmResource> {
+    let ours = |r: &ArmResource| r.key.as_deref().is_some_and(&is_ours);
+    let mut vms: Vec<(String, Option<String>)> = reported_vms
+        .iter()
+        .map(|(name, key)| (name.to_lowercase(), Some(key.clone())))
+        .collect();
+    vms.extend(
+        resources
+            .iter()
+            .filter(|r| r.kind == VM_TYPE && ours(r))
+            .map(|r| (r.name.to_lowercase(), r.key.clone())),
+    );
+    resources
+        .into_iter()
+        .filter(|r| r.kind != VM_TYPE)
+        .filter_map(|mut r| {
+            if ours(&r) {
+                return Some(r);
+            }
+            if r.kind != DISK_TYPE {
+                return None;
+            }
+            let name = r.name.to_lowercase();
+            let (_, key) = vms
+                .iter()
+                .find(|(vm, _)| name.starts_with(&format!("{vm}_osdisk_")))?;
+            if r.key.is_none() {
+                r.key.clone_from(key);
+            }
+            Some(r)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(kind: &str, name: &str, key: Option<&str>) -> ArmResource {
+        ArmResource {
+            id: format!("/subscriptions/s/resourceGroups/g/providers/{kind}/{name}"),
+            kind: kind.into(),
+            name: name.into(),
+            key: key.map(str::to_string),
+        }
+    }
+
+    /// A run's IPs and NICs by their tags, its VMs' disks by their names (VMs reported by
+    /// the plugin or still tagged); another run's, untagged strangers and VMs themselves
+    /// are not counted.
+    #[test]
+    fn the_run_s_network_is_found_by_tag_and_disk_name() {
+        let is_ours = |key: &str| key.starts_with("conformance-run1-");
+        let resources = vec![
+            resource(VM_TYPE, "vm-a", Some("conformance-run1-1")),
+            resource(
+                "Microsoft.Network/publicIPAddresses",
+                "vm-a-ip",
+                Some("conformance-run1-1"),
+            ),
+            resource(
+                "Microsoft.Network/networkInterfaces",
+                "vm-a-nic",
+                Some("conformance-run1-1"),
+            ),
+            resource(DISK_TYPE, "VM-A_OsDisk_1_abc", None),
+            // The VM is gone; the plugin reported it; its disk was left.
+            resource(DISK_TYPE, "vm-b_OsDisk_1_def", None),
+            // Another run's.
+            resource(
+                "Microsoft.Network/publicIPAddresses",
+                "vm-c-ip",
+                Some("conformance-run2-1"),
+            ),
+            resource(DISK_TYPE, "vm-c_OsDisk_1_ghi", None),
+            resource("Microsoft.Network/virtualNetworks", "vnet", None),
+        ];
+        let reported = [("vm-b".to_string(), "conformance-run1-2".to_string())];
+        let found = network_of_run(resources, is_ours, &reported);
+        let names: Vec<(&str, Option<&str>)> = found
+            .iter()
+            .map(|r| (r.name.as_str(), r.key.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("vm-a-ip", Some("conformance-run1-1")),
+                ("vm-a-nic", Some("conformance-run1-1")),
+                ("VM-A_OsDisk_1_abc", Some("conformance-run1-1")),
+                ("vm-b_OsDisk_1_def", Some("conformance-run1-2")),
+            ]
+        );
     }
 }

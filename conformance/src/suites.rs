@@ -183,7 +183,7 @@ pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report 
 }
 
 /// How a call ended, for details.
-fn shown<T: std::fmt::Debug>(result: &Result<T, CallError>) -> String {
+pub(crate) fn shown<T: std::fmt::Debug>(result: &Result<T, CallError>) -> String {
     match result {
         Ok(value) => format!("Ok({value:?})"),
         Err(error) => shown_error(error),
@@ -376,6 +376,14 @@ async fn sandbox(kit: &Kit, r: &mut Recorder<'_>) {
                 )),
             }
         },
+    )
+    .await;
+    r.check(
+        Suite::Sandbox,
+        "cache-isolated",
+        "loaded twice on one host, as two plugins, each load has its own cache: what one \
+         stored, the other cannot read",
+        crate::isolation::cache_isolated(kit),
     )
     .await;
     r.check(
@@ -1360,6 +1368,9 @@ async fn delete_all_of_run(kit: &Kit) {
 async fn clean_up(kit: &Kit, r: &mut Recorder<'_>) -> Vec<Leftover> {
     let mut leftovers = Vec::new();
     let judged_by = match kit.vantage {
+        Vantage::Simulator(ref sim) if sim.vendor() == "azure" => {
+            "the plugin's get-server and the simulator's VMs, public IPs, NICs and disks"
+        }
         Vantage::Simulator(_) => "the plugin's get-server and the simulator's servers",
         Vantage::Proxy(_) => {
             "the plugin's get-server and the create requests that reached the vendor"

@@ -348,6 +348,13 @@ async fn the_azure_plugin_passes_every_suite_against_the_simulator() -> anyhow::
     )
     .await?;
     passed_every_suite(&report);
+    crate::conformance::isolation_was_seen(&report);
+    let no_leftovers = report.check("lifecycle.no-leftovers").expect("ran");
+    assert!(
+        no_leftovers.detail.contains("public IPs, NICs and disks"),
+        "{}",
+        report.table()
+    );
     assert_no_network_left(&sim_url).await
 }
 
@@ -419,4 +426,76 @@ async fn the_azure_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow
     passed_every_suite(&report);
     assert!(report.target.contains("fault proxy"), "{}", report.target);
     assert_no_network_left(&sim_url).await
+}
+
+/// The kit's leftover sweep counts what a VM leaves at Azure besides itself: a public IP
+/// tagged with one of the run's keys (here made beside the run, as a plugin that forgot to
+/// mark it `deleteOption: Delete` would leave it) fails `lifecycle.no-leftovers`, named
+/// by its resource id, and the run is not passed.
+#[tokio::test]
+async fn the_kits_leftover_sweep_names_a_public_ip_the_run_left() -> anyhow::Result<()> {
+    let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
+    let secrets = register_app(&sim_url).await?;
+    let run_id = "strayip";
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{sim_url}/azure/{TENANT}/oauth2/v2.0/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("scope", "https://management.azure.com/.default"),
+        ])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let stray = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/\
+         Microsoft.Network/publicIPAddresses/stray-ip"
+    );
+    http.put(format!("{sim_url}/azure{stray}?api-version=2024-05-01"))
+        .bearer_auth(token["access_token"].as_str().unwrap_or_default())
+        .json(&json!({
+            "location": LOCATION,
+            "sku": {"name": "Standard"},
+            "tags": {"provisioner-idempotency-key": format!("conformance-{run_id}-99")},
+            "properties": {"publicIPAllocationMethod": "Static"},
+        }))
+        .send()
+        .await?
+        .error_for_status()?;
+
+    let report = crate::conformance::run_kit_against(
+        "azure-stray-ip",
+        plugin_component("azure"),
+        sim_manifest(&sim_url)?,
+        Target::Simulator {
+            url: sim_url.clone(),
+            vendor: "azure".into(),
+        },
+        secrets.into_iter().collect::<BTreeMap<_, _>>(),
+        |options| {
+            options.run_id = Some(run_id.into());
+            options.suites = vec![provisioner_conformance::Suite::Lifecycle];
+        },
+    )
+    .await?;
+    crate::conformance::failed_with(
+        &report,
+        "lifecycle.no-leftovers",
+        "a Microsoft.Network/publicIPAddresses of the run (stray-ip)",
+    );
+    assert_eq!(report.leftovers.len(), 1, "{}", report.table());
+    assert!(
+        report.leftovers[0]
+            .vendor_id
+            .as_deref()
+            .is_some_and(|id| id.eq_ignore_ascii_case(&stray)),
+        "{:?}",
+        report.leftovers
+    );
+    assert_eq!(report.leftovers[0].key, format!("conformance-{run_id}-99"));
+    Ok(())
 }

@@ -111,6 +111,20 @@ pub(crate) fn failed_with(report: &Report, check: &str, says: &str) {
     assert!(!report.passed());
 }
 
+/// `sandbox.cache-isolated` passed by comparing what the two loads asked of the vendor: a
+/// plugin that keeps a token saves requests by it, and the second load did not.
+pub(crate) fn isolation_was_seen(report: &Report) {
+    let check = report
+        .check("sandbox.cache-isolated")
+        .unwrap_or_else(|| panic!("sandbox.cache-isolated did not run:\n{}", report.table()));
+    assert_eq!(check.outcome, Outcome::Pass, "{}", report.table());
+    assert!(
+        check.detail.contains("could not read A's entries"),
+        "{}",
+        report.table()
+    );
+}
+
 /// All three bundled plugins pass every check of every suite against the simulator.
 #[tokio::test]
 async fn the_bundled_plugins_pass_every_suite() -> anyhow::Result<()> {
@@ -129,6 +143,10 @@ async fn the_bundled_plugins_pass_every_suite() -> anyhow::Result<()> {
         assert!(report.passed(), "{}", report.table());
         assert_eq!(report.count(Outcome::Skip), 0, "{}", report.table());
         assert!(report.checks.len() >= 22, "{}", report.table());
+        if vendor.vendor == "openstack" {
+            // Its Keystone token is cached.
+            isolation_was_seen(&report);
+        }
     }
     Ok(())
 }
@@ -323,5 +341,17 @@ async fn the_command_reports_as_json_and_junit_and_exits_by_the_verdict() -> any
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("FAIL  faults.unauthorized"), "{stdout}");
     assert!(std::fs::read_to_string(&junit)?.contains("<failure"));
+
+    // A run id that cannot go into labels is bad arguments.
+    let output = tokio::process::Command::new(binary("debug", "provisioner-conformance"))
+        .arg(plugin_component("hetzner"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["--vendor-sim", &sim_url, "--run-id", "Run_1"])
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("lowercase letters and digits"), "{stderr}");
     Ok(())
 }

@@ -405,6 +405,7 @@ async fn the_gcp_plugin_passes_every_suite_against_the_simulator() -> anyhow::Re
     )
     .await?;
     passed_every_suite(&report);
+    crate::conformance::isolation_was_seen(&report);
     Ok(())
 }
 
