@@ -12,6 +12,7 @@ mod broker_outage;
 mod broker_users;
 mod cancel;
 mod cli;
+mod compose;
 mod concurrency;
 mod conformance;
 mod containment;
