@@ -2,7 +2,9 @@
 //! twice, as two plugins on one host (A and B); A looks a new key up twice and B once.
 //! What the check judges: B's cache is empty while A's holds what A stored, and, when A's
 //! second look-up needs fewer vendor requests than its first (it read its cache, e.g. a
-//! token), B's first needs as many as A's first (it could not read A's entries).
+//! token), B's first needs as many as A's first (it could not read A's entries). Each
+//! look-up waits out `rate-limited` and `transient` answers as the host does; a refused
+//! attempt's requests count for B (it may have fetched a token in it) and not for A.
 
 use provisioner_host::bindings::WitVersion;
 use provisioner_host::runtime::Plugin;
@@ -12,15 +14,16 @@ use crate::kit::Kit;
 /// What the two loads did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observed {
-    /// Vendor requests of A's first look-up (its cache empty).
+    /// Vendor requests of A's first look-up (its cache empty), in the attempt that
+    /// answered.
     pub a_cold: u64,
     /// Entries in A's cache after it.
     pub a_entries: usize,
     /// Entries in B's cache then (B has made no call).
     pub b_entries_before: usize,
-    /// Vendor requests of A's second look-up.
+    /// Vendor requests of A's second look-up, in the attempt that answered.
     pub a_warm: u64,
-    /// Vendor requests of B's first look-up.
+    /// Vendor requests of B's first look-up, in all its attempts.
     pub b_first: u64,
 }
 
@@ -39,11 +42,14 @@ pub async fn cache_isolated(kit: &Kit) -> Result<String, String> {
     };
     let a = load("A").await?;
     let b = load("B").await?;
-    let a_cold = look_up(kit, &a, "A").await?;
+    // A's look-ups are counted by the attempt that answered (an earlier attempt refused by
+    // a rate limit may have stored a token already); B's by all its attempts, so a token B
+    // fetched in a refused attempt still counts as fetched.
+    let a_cold = look_up(kit, &a, "A").await?.answered;
     let a_entries = a.cache_entries();
     let b_entries_before = b.cache_entries();
-    let a_warm = look_up(kit, &a, "A").await?;
-    let b_first = look_up(kit, &b, "B").await?;
+    let a_warm = look_up(kit, &a, "A").await?.answered;
+    let b_first = look_up(kit, &b, "B").await?.total;
     judge(Observed {
         a_cold,
         a_entries,
@@ -53,11 +59,32 @@ pub async fn cache_isolated(kit: &Kit) -> Result<String, String> {
     })
 }
 
-/// `find-server` of a new key (it must answer none); the vendor requests it made.
-async fn look_up(kit: &Kit, plugin: &Plugin, which: &str) -> Result<u64, String> {
-    let before = plugin.outbound_requests();
-    match plugin.find_server(&kit.new_key()).await {
-        Ok(None) => Ok(plugin.outbound_requests() - before),
+/// Vendor requests of one look-up, made patiently (rate-limited and transient answers
+/// waited out, as the host does).
+struct Requests {
+    /// In all its attempts.
+    total: u64,
+    /// In the attempt that answered.
+    answered: u64,
+}
+
+/// `find-server` of a new key (it must answer none), patiently; the vendor requests it
+/// made.
+async fn look_up(kit: &Kit, plugin: &Plugin, which: &str) -> Result<Requests, String> {
+    let key = kit.new_key();
+    let first = plugin.outbound_requests();
+    let attempt = std::cell::Cell::new(first);
+    let result = crate::patience::until(kit.call_deadline(), || {
+        attempt.set(plugin.outbound_requests());
+        plugin.find_server(&key)
+    })
+    .await;
+    let now = plugin.outbound_requests();
+    match result {
+        Ok(None) => Ok(Requests {
+            total: now - first,
+            answered: now - attempt.get(),
+        }),
         other => Err(format!(
             "expected {which}'s find-server of a new key to answer none, got {}",
             crate::suites::shown(&other)

@@ -405,7 +405,9 @@ async fn sandbox(kit: &Kit, r: &mut Recorder<'_>) {
                 })
                 .await
                 .map_err(|error| format!("loading with cache_entries = 0 failed: {error:#}"))?;
-            let result = bounded.find_server(&kit.new_key()).await;
+            let key = kit.new_key();
+            let result =
+                crate::patience::until(kit.call_deadline(), || bounded.find_server(&key)).await;
             match &result {
                 Ok(None) => {
                     Ok("find-server answered none for a new key with no room in its cache".into())
