@@ -329,24 +329,35 @@ fn passed_every_suite(report: &Report) {
     assert_eq!(report.count(Outcome::Skip), 0, "{}", report.table());
 }
 
+/// The kit run in-process against the simulator's ARM at `sim_url` (`--vendor-sim`) with
+/// the shipped simulator manifest and the app's `secrets`; `adjust` changes its options.
+async fn kit_against_sim(
+    name: &str,
+    sim_url: &str,
+    secrets: Vec<(String, String)>,
+    adjust: impl FnOnce(&mut provisioner_conformance::KitOptions),
+) -> anyhow::Result<Report> {
+    crate::conformance::run_kit_against(
+        name,
+        plugin_component("azure"),
+        sim_manifest(sim_url)?,
+        Target::Simulator {
+            url: sim_url.to_string(),
+            vendor: "azure".into(),
+        },
+        secrets.into_iter().collect::<BTreeMap<_, _>>(),
+        adjust,
+    )
+    .await
+}
+
 /// The kit's five suites pass against the simulator's ARM (`--vendor-sim`), and the run
 /// leaves no public IP, NIC or disk behind either.
 #[tokio::test]
 async fn the_azure_plugin_passes_every_suite_against_the_simulator() -> anyhow::Result<()> {
     let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
     let secrets = register_app(&sim_url).await?;
-    let report = crate::conformance::run_kit_against(
-        "azure-sim",
-        plugin_component("azure"),
-        sim_manifest(&sim_url)?,
-        Target::Simulator {
-            url: sim_url.clone(),
-            vendor: "azure".into(),
-        },
-        secrets.into_iter().collect::<BTreeMap<_, _>>(),
-        |_| {},
-    )
-    .await?;
+    let report = kit_against_sim("azure-sim", &sim_url, secrets, |_| {}).await?;
     passed_every_suite(&report);
     crate::conformance::isolation_was_seen(&report);
     let no_leftovers = report.check("lifecycle.no-leftovers").expect("ran");
@@ -467,20 +478,10 @@ async fn the_kits_leftover_sweep_names_a_public_ip_the_run_left() -> anyhow::Res
         .await?
         .error_for_status()?;
 
-    let report = crate::conformance::run_kit_against(
-        "azure-stray-ip",
-        plugin_component("azure"),
-        sim_manifest(&sim_url)?,
-        Target::Simulator {
-            url: sim_url.clone(),
-            vendor: "azure".into(),
-        },
-        secrets.into_iter().collect::<BTreeMap<_, _>>(),
-        |options| {
-            options.run_id = Some(run_id.into());
-            options.suites = vec![provisioner_conformance::Suite::Lifecycle];
-        },
-    )
+    let report = kit_against_sim("azure-stray-ip", &sim_url, secrets, |options| {
+        options.run_id = Some(run_id.into());
+        options.suites = vec![provisioner_conformance::Suite::Lifecycle];
+    })
     .await?;
     crate::conformance::failed_with(
         &report,
