@@ -1,5 +1,5 @@
-//! AMQP plumbing both programs share: connecting with backoff and publishing with
-//! confirms.
+//! AMQP plumbing both programs share: the broker addresses (`AMQP_URL`, one URL or a
+//! cluster's nodes), connecting with backoff and publishing with confirms.
 //!
 //! Every publish is `mandatory` and waits for the broker's confirm, so a message is either
 //! on a queue's disk or the caller gets an error and keeps it (outbox row, unacked
@@ -18,13 +18,16 @@ use crate::topology::Topology;
 /// The broker flags both programs take.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AmqpArgs {
-    /// RabbitMQ URL.
+    /// RabbitMQ URL, or several separated by commas (the nodes of one cluster): the first
+    /// that answers is used, and after a lost connection the next in turn.
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        value_parser = AddressesParser,
+        hide_env_values = true
     )]
-    pub amqp_url: String,
+    pub amqp_url: BrokerAddresses,
     /// Prefix for every exchange and queue name (lets test runs share a broker).
     #[arg(long, env = "AMQP_NAME_PREFIX", default_value = "")]
     pub amqp_name_prefix: String,
@@ -37,28 +40,184 @@ impl AmqpArgs {
     }
 }
 
-/// Opens a connection, retrying with exponential backoff (capped at 10 s) until it works or
-/// `give_up` resolves. Each failure is logged with `name` so an operator sees who waits.
+/// Parses `AMQP_URL` for clap with [`BrokerAddresses::parse`], and, unlike a plain value
+/// parser, does not echo a refused value (it holds passwords) in the error.
+#[derive(Debug, Clone, Copy)]
+struct AddressesParser;
+
+impl clap::builder::TypedValueParser for AddressesParser {
+    type Value = BrokerAddresses;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let refused = |message: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{message}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refused("AMQP_URL is not UTF-8".into()))?;
+        BrokerAddresses::parse(text).map_err(refused)
+    }
+}
+
+/// The brokers a program may connect to (`AMQP_URL`): one URL, or the nodes of one cluster
+/// as URLs separated by commas, each with its own credentials and virtual host. Tried in
+/// order; see [`connect_with_backoff`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerAddresses {
+    urls: Vec<String>,
+}
+
+impl std::fmt::Debug for BrokerAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.urls.iter().map(|url| redact(url)))
+            .finish()
+    }
+}
+
+impl BrokerAddresses {
+    /// Parses `AMQP_URL`: comma-separated `amqp://` or `amqps://` URLs (spaces around them
+    /// ignored). An entry that is not one is an error naming it (1-based), its password
+    /// hidden.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut urls = Vec::new();
+        for (index, entry) in list.split(',').map(str::trim).enumerate() {
+            let shown = redact(entry);
+            if entry.is_empty() {
+                return Err(format!(
+                    "AMQP_URL entry {} is empty (URLs are separated by single commas)",
+                    index + 1
+                ));
+            }
+            if !(entry.starts_with("amqp://") || entry.starts_with("amqps://")) {
+                return Err(format!(
+                    "AMQP_URL entry {} ({shown}) is not an amqp:// or amqps:// URL",
+                    index + 1
+                ));
+            }
+            entry.parse::<lapin::uri::AMQPUri>().map_err(|error| {
+                format!(
+                    "AMQP_URL entry {} ({shown}) is not an AMQP URL: {error}",
+                    index + 1
+                )
+            })?;
+            urls.push(entry.to_string());
+        }
+        Ok(Self { urls })
+    }
+
+    /// How many there are (at least one).
+    pub fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    /// Never: a list holds at least one URL.
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
+
+    /// The URL at `index` (wrapping around).
+    pub fn url(&self, index: usize) -> &str {
+        &self.urls[index % self.urls.len()]
+    }
+
+    /// The URL at `index` without its password, and its place in the list, for logs:
+    /// `amqp://guest:***@node2:5672/%2f (address 2 of 3)`.
+    pub fn describe(&self, index: usize) -> String {
+        let index = index % self.urls.len();
+        format!(
+            "{} (address {} of {})",
+            redact(&self.urls[index]),
+            index + 1,
+            self.urls.len()
+        )
+    }
+}
+
+/// The first wait after a round in which no address answered; it doubles up to
+/// [`MAX_RECONNECT_DELAY`].
+pub const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(200);
+/// The longest wait between rounds. Short, so a program consumes again within about a
+/// second of a broker serving, however long it was down; a try at a broker that is down
+/// costs it a refused TCP connection, and the jitter keeps many programs from trying in
+/// step.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// How long one address may take to accept a connection (a node whose machine is gone
+/// may not even refuse it).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The wait after `failed_rounds` rounds in which no address answered: doubling from
+/// [`FIRST_RECONNECT_DELAY`] to at most [`MAX_RECONNECT_DELAY`], times `jitter` (expected
+/// in 0.8..1.2).
+pub fn reconnect_delay(failed_rounds: u32, jitter: f64) -> Duration {
+    let doubled =
+        FIRST_RECONNECT_DELAY.saturating_mul(1u32 << failed_rounds.saturating_sub(1).min(16));
+    doubled
+        .min(MAX_RECONNECT_DELAY)
+        .mul_f64(jitter.clamp(0.5, 1.5))
+}
+
+/// Opens a connection to one of `addresses`, starting at `start` (the one after the address
+/// of a connection just lost, so a dead node is tried last) and going round the list;
+/// after a round in which none answered it waits [`reconnect_delay`] and goes round again,
+/// until one answers or `give_up` resolves. Answers the connection and its address's
+/// index. Each failure is logged with `name` so an operator sees who waits, and the
+/// address connected to is logged.
 pub async fn connect_with_backoff(
-    url: &str,
+    addresses: &BrokerAddresses,
+    start: usize,
     name: &str,
     give_up: impl Future<Output = ()>,
-) -> Option<Connection> {
-    let mut delay = Duration::from_millis(200);
+) -> Option<(Connection, usize)> {
     let mut give_up = std::pin::pin!(give_up);
+    let mut failed_rounds = 0u32;
     loop {
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        match Connection::connect(url, properties).await {
-            Ok(connection) => return Some(connection),
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?delay, "cannot connect to RabbitMQ at {}", redact(url));
+        for step in 0..addresses.len() {
+            let index = (start + step) % addresses.len();
+            let properties = ConnectionProperties::default().with_connection_name(name.into());
+            let attempt = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                Connection::connect(addresses.url(index), properties),
+            );
+            let outcome = tokio::select! {
+                outcome = attempt => outcome,
+                _ = &mut give_up => return None,
+            };
+            match outcome {
+                Ok(Ok(connection)) => {
+                    tracing::info!(
+                        "{name} connected to RabbitMQ at {}",
+                        addresses.describe(index)
+                    );
+                    return Some((connection, index));
+                }
+                Ok(Err(error)) => tracing::warn!(
+                    %error,
+                    "{name} cannot connect to RabbitMQ at {}",
+                    addresses.describe(index)
+                ),
+                Err(_) => tracing::warn!(
+                    "{name} cannot connect to RabbitMQ at {}: no answer within {CONNECT_TIMEOUT:?}",
+                    addresses.describe(index)
+                ),
             }
         }
+        failed_rounds = failed_rounds.saturating_add(1);
+        let delay = reconnect_delay(failed_rounds, rand::random_range(0.8..1.2));
+        tracing::debug!(retry_in = ?delay, "{name}: no broker answered; trying again");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = &mut give_up => return None,
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -287,5 +446,54 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+
+    /// One URL or several, spaces around them ignored; each described with its place and
+    /// without its password.
+    #[test]
+    fn a_list_of_urls_is_parsed_in_order() {
+        let one = BrokerAddresses::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(one.len(), 1);
+        let three = BrokerAddresses::parse(
+            "amqp://a:pw1@node1:5673/%2f, amqps://b:pw2@node2:5674/prod ,amqp://node3:5675",
+        )
+        .unwrap();
+        assert_eq!(three.len(), 3);
+        assert_eq!(three.url(1), "amqps://b:pw2@node2:5674/prod");
+        assert_eq!(three.url(4), three.url(1), "indexes wrap around");
+        assert_eq!(
+            three.describe(1),
+            "amqps://b:***@node2:5674/prod (address 2 of 3)"
+        );
+        let shown = format!("{three:?}");
+        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+    }
+
+    /// A bad entry is refused naming its place, its password hidden.
+    #[test]
+    fn a_bad_entry_is_named() {
+        let refused = |list: &str| BrokerAddresses::parse(list).unwrap_err();
+        let error = refused("amqp://127.0.0.1,http://u:secret@host:5672");
+        assert!(
+            error.contains("entry 2") && error.contains("u:***@host"),
+            "{error}"
+        );
+        assert!(!error.contains("secret"), "{error}");
+        assert!(refused("amqp://127.0.0.1,,amqp://x").contains("entry 2 is empty"));
+        assert!(refused("").contains("entry 1 is empty"));
+        assert!(refused("amqp://host:notaport").contains("entry 1"));
+    }
+
+    /// The wait between rounds doubles from 200 ms and stops at a second, however long the
+    /// outage (it grew to 10 s before, so a program noticed a broker back up to 10 s late).
+    #[test]
+    fn the_wait_between_rounds_stays_short() {
+        assert_eq!(reconnect_delay(1, 1.0), Duration::from_millis(200));
+        assert_eq!(reconnect_delay(2, 1.0), Duration::from_millis(400));
+        assert_eq!(reconnect_delay(3, 1.0), Duration::from_millis(800));
+        assert_eq!(reconnect_delay(4, 1.0), MAX_RECONNECT_DELAY);
+        assert_eq!(reconnect_delay(u32::MAX, 1.0), MAX_RECONNECT_DELAY);
+        assert_eq!(reconnect_delay(100, 1.2), Duration::from_millis(1200));
+        assert_eq!(reconnect_delay(100, 0.8), Duration::from_millis(800));
     }
 }

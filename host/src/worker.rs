@@ -52,8 +52,8 @@ struct SessionLeases {
 /// What the worker needs besides the plugins.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// RabbitMQ URL.
-    pub amqp_url: String,
+    /// The brokers to connect to (one, or a cluster's nodes).
+    pub amqp_url: provisioner_contract::amqp::BrokerAddresses,
     /// AMQP names.
     pub topology: Topology,
     /// This host's name.
@@ -77,9 +77,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let leases = Arc::new(Leases::default());
+    // The address to try first: after a lost connection, the next in the list.
+    let mut start = 0;
     loop {
-        let Some(connection) = connect_with_backoff(
+        let Some((connection, address)) = connect_with_backoff(
             &settings.amqp_url,
+            start,
             &format!("provisioner-host {}", settings.host_id),
             shutdown.cancelled(),
         )
@@ -87,7 +90,7 @@ pub async fn run(
         else {
             return Ok(());
         };
-        tracing::info!("connected to RabbitMQ");
+        start = address + 1;
         let connection = Arc::new(connection);
         let session_leases = SessionLeases {
             connection: connection.clone(),

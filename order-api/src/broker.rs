@@ -20,8 +20,8 @@ use crate::{relay, results};
 
 /// What the supervisor needs.
 pub struct BrokerSettings {
-    /// RabbitMQ URL.
-    pub amqp_url: String,
+    /// The brokers to connect to (one, or a cluster's nodes).
+    pub amqp_url: provisioner_contract::amqp::BrokerAddresses,
     /// AMQP names.
     pub topology: Topology,
     /// Set while a session is up.
@@ -42,13 +42,16 @@ pub struct BrokerSettings {
 
 /// Runs sessions until `shutdown` is cancelled.
 pub async fn run(settings: BrokerSettings, store: Store, shutdown: CancellationToken) {
+    // The address to try first: after a lost connection, the next in the list.
+    let mut start = 0;
     loop {
-        let Some(connection) =
-            connect_with_backoff(&settings.amqp_url, "order-api", shutdown.cancelled()).await
+        let Some((connection, address)) =
+            connect_with_backoff(&settings.amqp_url, start, "order-api", shutdown.cancelled())
+                .await
         else {
             return;
         };
-        tracing::info!("connected to RabbitMQ");
+        start = address + 1;
         let outcome = session(&connection, &settings, &store, &shutdown).await;
         settings.up.store(false, Ordering::Relaxed);
         settings.validator.set(None).await;

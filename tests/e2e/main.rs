@@ -8,6 +8,7 @@ mod author_path;
 mod aws;
 mod azure;
 mod bad_input;
+mod broker_addresses;
 mod broker_outage;
 mod broker_users;
 mod cancel;
