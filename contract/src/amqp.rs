@@ -86,8 +86,8 @@ impl std::fmt::Debug for BrokerAddresses {
 
 impl BrokerAddresses {
     /// Parses `AMQP_URL`: comma-separated `amqp://` or `amqps://` URLs (spaces around them
-    /// ignored). An entry that is not one is an error naming it (1-based), its password
-    /// hidden.
+    /// ignored; a comma inside a user name or password is percent-encoded, `%2C`). An entry
+    /// that is not one is an error naming it (1-based), its password hidden.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut urls = Vec::new();
         for (index, entry) in list.split(',').map(str::trim).enumerate() {
