@@ -134,19 +134,7 @@ async fn stack_with_aws(moto: &Moto, endpoint: &str) -> anyhow::Result<Stack> {
         ..StackOptions::default()
     })
     .await?;
-    std::fs::write(
-        stack.plugins_dir().join("aws.toml"),
-        moto_manifest(endpoint)?,
-    )?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !stack.vendors().await?.iter().any(|v| v == "aws") {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the host never served the aws plugin:\n{}",
-            stack.host_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack.serve_plugin("aws", &moto_manifest(endpoint)?).await?;
     Ok(stack)
 }
 

@@ -84,19 +84,9 @@ async fn stack_with_azure() -> anyhow::Result<Stack> {
     for (variable, value) in register_app(&stack.sim_url).await? {
         std::fs::write(Path::new(&secrets).join(variable), value)?;
     }
-    std::fs::write(
-        stack.plugins_dir().join("azure.toml"),
-        sim_manifest(&stack.sim_url)?,
-    )?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !stack.vendors().await?.iter().any(|v| v == "azure") {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the host never served the azure plugin:\n{}",
-            stack.host_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack
+        .serve_plugin("azure", &sim_manifest(&stack.sim_url)?)
+        .await?;
     Ok(stack)
 }
 

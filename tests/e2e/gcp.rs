@@ -100,19 +100,9 @@ async fn stack_with_gcp() -> anyhow::Result<Stack> {
     .await?;
     let key = service_account(&stack.sim_url, &stack.sim_url).await?;
     std::fs::write(Path::new(&secrets).join(SECRET), key)?;
-    std::fs::write(
-        stack.plugins_dir().join("gcp.toml"),
-        sim_manifest(&stack.sim_url, &[])?,
-    )?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !stack.vendors().await?.iter().any(|v| v == "gcp") {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the host never served the gcp plugin:\n{}",
-            stack.host_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack
+        .serve_plugin("gcp", &sim_manifest(&stack.sim_url, &[])?)
+        .await?;
     Ok(stack)
 }
 

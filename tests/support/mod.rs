@@ -914,6 +914,22 @@ impl Stack {
         }
     }
 
+    /// Drops the plugin manifest `manifest` into the host's plugins folder as
+    /// `<vendor>.toml` and waits until order-api lists `vendor` as served.
+    pub async fn serve_plugin(&self, vendor: &str, manifest: &str) -> anyhow::Result<()> {
+        std::fs::write(self.plugins_dir().join(format!("{vendor}.toml")), manifest)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.vendors().await?.iter().any(|v| v == vendor) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the host never served the {vendor} plugin:\n{}",
+                self.host_log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         self.wait_ready_at(&self.api_url).await

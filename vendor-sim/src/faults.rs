@@ -18,6 +18,45 @@ use axum::response::Response;
 
 use crate::state::{FaultKind, SimState, Vendor};
 
+/// The body of `POST /_sim/<vendor>/faults`, which arms a vendor's own failures (GCE's
+/// stock-outs, ARM's allocation failures): the kind, and how many of the next operations
+/// it hits (default 1).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmVendorFault<K> {
+    kind: K,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Arms the asked failures at the end of `armed` and answers `201` with all armed now, or
+/// `422` with why the body was refused.
+pub fn arm_vendor_faults<K: Clone + serde::Serialize>(
+    armed: &mut Vec<K>,
+    body: Result<axum::Json<ArmVendorFault<K>>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    use axum::response::IntoResponse;
+    match body {
+        Ok(axum::Json(arm)) => {
+            armed.extend(std::iter::repeat_n(arm.kind, arm.count as usize));
+            (
+                StatusCode::CREATED,
+                axum::Json(serde_json::json!({"faults": armed})),
+            )
+                .into_response()
+        }
+        Err(rejection) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(serde_json::json!({"error": rejection.body_text()})),
+        )
+            .into_response(),
+    }
+}
+
 /// A vendor's rendering of an injected fault (never called for `Slow` or `LostResponse`).
 pub type FaultRenderer = fn(&FaultKind) -> Response;
 

@@ -709,36 +709,14 @@ fn authorize(caller: &Caller, project: &str, permission: &str) -> Result<(), Api
 // ---------------------------------------------------------------------------------------
 // Compute-specific faults
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ArmComputeFault {
-    kind: ComputeFault,
-    #[serde(default = "one")]
-    count: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
 async fn arm_compute_fault(
     State(state): State<Arc<SimState>>,
-    body: Result<Json<ArmComputeFault>, axum::extract::rejection::JsonRejection>,
+    body: Result<
+        Json<faults::ArmVendorFault<ComputeFault>>,
+        axum::extract::rejection::JsonRejection,
+    >,
 ) -> Response {
-    match body {
-        Ok(Json(arm)) => {
-            let mut store = state.gcp.lock();
-            store
-                .faults
-                .extend(std::iter::repeat_n(arm.kind, arm.count as usize));
-            (StatusCode::CREATED, Json(json!({"faults": store.faults}))).into_response()
-        }
-        Err(rejection) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": rejection.body_text()})),
-        )
-            .into_response(),
-    }
+    faults::arm_vendor_faults(&mut state.gcp.lock().faults, body)
 }
 
 async fn list_compute_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
