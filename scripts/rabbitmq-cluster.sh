@@ -8,6 +8,9 @@
 #   scripts/rabbitmq-cluster.sh urls     # the AMQP URLs, comma-separated (for AMQP_URL)
 #   scripts/rabbitmq-cluster.sh kill N   # kill -9 node N's Erlang VM (a node's death)
 #   scripts/rabbitmq-cluster.sh revive N # start node N again (it rejoins the cluster)
+#   scripts/rabbitmq-cluster.sh restart N # stop node N gently and start it again (a rolling restart's step)
+#   scripts/rabbitmq-cluster.sh leader Q # the number of the node leading quorum queue Q
+#   scripts/rabbitmq-cluster.sh ctl N ARGS... # rabbitmqctl ARGS against node N
 #
 # Node N (1..3) is `provisioner-cluster-N@localhost`, with AMQP on 127.0.0.1:$((5672+N)) and
 # Erlang distribution on $((25672+N)); its data and logs are under the state folder
@@ -188,8 +191,46 @@ revive)
     prepare
     start_node "$n"
     ;;
+restart)
+    n=${2:?usage: $0 restart N}
+    echo "==> restarting $(node_name "$n")"
+    ctl "$n" -q stop >/dev/null
+    # `stop` returns once the VM is gone; wait for epmd to forget the name too.
+    waited=0
+    while running "$n" && ((waited < 30)); do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    prepare
+    start_node "$n"
+    ;;
+leader)
+    queue=${2:?usage: $0 leader QUEUE}
+    for n in "${nodes[@]}"; do
+        if running "$n"; then
+            ctl "$n" -q list_queues name leader --formatter json 2>/dev/null |
+                python3 -c '
+import json, sys
+for queue in json.load(sys.stdin):
+    if queue["name"] == sys.argv[1] and queue.get("leader"):
+        # provisioner-cluster-N@localhost
+        print(queue["leader"].split("@")[0].rsplit("-", 1)[1])
+        sys.exit(0)
+sys.exit(1)' "$queue" && exit 0
+            echo "no leader of $queue known to $(node_name "$n")" >&2
+            exit 1
+        fi
+    done
+    echo "no node of the cluster is running" >&2
+    exit 1
+    ;;
+ctl)
+    n=${2:?usage: $0 ctl N ARGS...}
+    shift 2
+    ctl "$n" "$@"
+    ;;
 *)
-    echo "usage: $0 start|stop|status|urls|kill N|revive N" >&2
+    echo "usage: $0 start|stop|status|urls|kill N|revive N|restart N|leader QUEUE|ctl N ARGS..." >&2
     exit 2
     ;;
 esac

@@ -327,6 +327,39 @@ impl Topology {
         format!("{}provision.lease.{shard:04}", self.prefix)
     }
 
+    /// The fallback lock of an order whose [`Topology::lease_queue`] is on a node that is
+    /// down (see the host's `lease`): an exclusive queue of that order alone.
+    pub fn lease_fallback_queue(&self, order_id: uuid::Uuid) -> String {
+        format!("{}provision.lease.order.{order_id}", self.prefix)
+    }
+
+    /// Declares an order's [`Topology::lease_fallback_queue`]: classic, exclusive to this
+    /// connection (another connection's declare is refused with `RESOURCE_LOCKED` while it
+    /// exists), empty for ever, deleted with the connection or by the holder.
+    pub async fn declare_lease_fallback_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+    ) -> Result<(), lapin::Error> {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("classic".into()),
+        );
+        arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Declares a lock queue of [`Topology::lease_queue`]: durable, empty for ever
     /// (`x-max-length` 0, and nothing is published to it), and gone by itself
     /// [`LEASE_QUEUE_EXPIRES_MS`] after its last consumer, so a deployment keeps only the

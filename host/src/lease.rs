@@ -16,6 +16,20 @@
 //!   (a second gets `ACCESS_REFUSED`) and cancels it when the channel or connection dies,
 //!   so a killed host holds no lease.
 //!
+//! **When a lock queue's node is down.** A lock queue is a classic queue: it lives on the
+//! cluster node that first declared it, and while that node is down it can be neither
+//! consumed nor declared again (`NOT_FOUND - home node … is down`). A create whose shard
+//! is there takes a *fallback* lease instead: an exclusive queue of its own order
+//! ([`Topology::lease_fallback_queue`]), which RabbitMQ lets one connection declare at a time
+//! (another gets `RESOURCE_LOCKED`) and deletes with that connection. It lives on the node
+//! of the holder's own connection, so it dies with the holder's session, and the session's
+//! work with it. A waiter that found the fallback held keeps to the fallback until it has it,
+//! so two copies that both met the node down exclude each other. What this leaves open
+//! (an argument, not a test, since each needs three events at once): a holder whose lock
+//! queue's node dies *during* a create has lost its consumer but goes on, and a second copy
+//! of the same order arriving in that create's lifetime takes the fallback; and a copy
+//! arriving after the node is back takes the shard while a fallback holder still works.
+//!
 //! Taking and giving back a consumer is a message to a queue process the broker already
 //! runs; an earlier lease declared and deleted an exclusive queue per create, which creates
 //! and removes broker metadata every time and more than doubled RabbitMQ's CPU in the
@@ -28,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ErrorKind};
 use provisioner_contract::Topology;
@@ -39,8 +53,12 @@ use uuid::Uuid;
 const ACCESS_REFUSED: u16 = 403;
 
 /// The AMQP reply code of a consume on a queue that does not exist (yet, or any more: an
-/// unused lock queue expires).
+/// unused lock queue expires), and of a consume or declare of a durable queue whose node
+/// is down.
 const NOT_FOUND: u16 = 404;
+
+/// The AMQP reply code of a declare of an exclusive queue another connection holds.
+const RESOURCE_LOCKED: u16 = 405;
 
 /// Leases being taken or held at once on this host: each holds a channel for the length of
 /// one create call, and a connection has a limited number of channels (RabbitMQ's default
@@ -81,20 +99,40 @@ pub struct Lease {
     _local: LocalLock,
     _channel_slot: tokio::sync::OwnedSemaphorePermit,
     channel: Channel,
-    /// The exclusive consumer that is the lease; it must live as long as the lease.
-    consumer: lapin::Consumer,
+    held: Held,
     idle: Arc<Mutex<Vec<Channel>>>,
 }
 
+/// What a lease holds.
+enum Held {
+    /// The exclusive consumer on the order's lock queue; it must live as long as the lease.
+    Consumer(lapin::Consumer),
+    /// The order's own exclusive fallback queue (its lock queue's node is down).
+    Fallback(String),
+}
+
 impl Lease {
+    /// Whether this is a fallback lease (the order's lock queue was on a node that is down).
+    pub fn is_fallback(&self) -> bool {
+        matches!(self.held, Held::Fallback(_))
+    }
+
     /// Gives the lease back; its channel goes back to the pool when it is still good.
     pub async fn release(self) {
-        let cancelled = self
-            .channel
-            .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
-            .await;
-        drop(self.consumer);
-        if cancelled.is_ok() && self.channel.status().connected() {
+        let given_back = match &self.held {
+            Held::Consumer(consumer) => self
+                .channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await
+                .is_ok(),
+            Held::Fallback(queue) => self
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .is_ok(),
+        };
+        drop(self.held);
+        if given_back && self.channel.status().connected() {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.push(self.channel);
         } else {
@@ -150,21 +188,29 @@ impl Leases {
             .context("the lease slots are closed")?;
         let mut wait = Duration::from_millis(20);
         loop {
-            // A refused consume closes its channel: a pooled channel only until then.
-            let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let channel = match pooled {
-                Some(channel) if channel.status().connected() => channel,
-                _ => connection
-                    .create_channel()
-                    .await
-                    .context("opening a channel for a lease")?,
-            };
+            let channel = self.channel(connection).await?;
             if !self.is_declared(&queue) {
-                topology
-                    .declare_lease_queue(&channel, &queue)
-                    .await
-                    .with_context(|| format!("declaring the lock queue {queue}"))?;
-                self.declared_now(&queue, true);
+                match topology.declare_lease_queue(&channel, &queue).await {
+                    Ok(()) => self.declared_now(&queue, true),
+                    Err(error) if reply_code(&error) == Some(NOT_FOUND) => {
+                        tracing::warn!(%order_id, %queue, "the lock queue's node is down: {error}; taking a fallback lease");
+                        let held = self
+                            .acquire_fallback(connection, topology, order_id)
+                            .await?;
+                        let (channel, queue) = held;
+                        return Ok(Lease {
+                            _local: local,
+                            _channel_slot: channel_slot,
+                            channel,
+                            held: Held::Fallback(queue),
+                            idle: self.idle.clone(),
+                        });
+                    }
+                    Err(error) => {
+                        return Err(error)
+                            .with_context(|| format!("declaring the lock queue {queue}"));
+                    }
+                }
             }
             let consumed = channel
                 .basic_consume(
@@ -183,8 +229,8 @@ impl Leases {
                     return Ok(Lease {
                         _local: local,
                         _channel_slot: channel_slot,
-                        consumer,
                         channel,
+                        held: Held::Consumer(consumer),
                         idle: self.idle.clone(),
                     });
                 }
@@ -194,11 +240,56 @@ impl Leases {
                     wait = (wait * 2).min(Duration::from_secs(1));
                 }
                 Err(error) if reply_code(&error) == Some(NOT_FOUND) => {
-                    tracing::debug!(%queue, "the lock queue expired; declaring it again");
+                    // Expired (declaring it again makes it) or on a node that is down
+                    // (declaring it again says so).
+                    tracing::debug!(%queue, "the lock queue is not there; declaring it again");
                     self.declared_now(&queue, false);
                 }
                 Err(error) => {
                     return Err(error).with_context(|| format!("taking a lease on {queue}"));
+                }
+            }
+        }
+    }
+
+    /// A pooled channel that is still open, or a new one (a refused consume or declare
+    /// closes its channel).
+    async fn channel(&self, connection: &Connection) -> anyhow::Result<Channel> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match pooled {
+            Some(channel) if channel.status().connected() => Ok(channel),
+            _ => connection
+                .create_channel()
+                .await
+                .context("opening a channel for a lease"),
+        }
+    }
+
+    /// Waits until this connection holds `order_id`'s fallback queue; the channel that
+    /// declared it (and deletes it on release) and the queue's name.
+    async fn acquire_fallback(
+        &self,
+        connection: &Connection,
+        topology: &Topology,
+        order_id: Uuid,
+    ) -> anyhow::Result<(Channel, String)> {
+        let queue = topology.lease_fallback_queue(order_id);
+        let mut wait = Duration::from_millis(20);
+        loop {
+            let channel = self.channel(connection).await?;
+            match topology
+                .declare_lease_fallback_queue(&channel, &queue)
+                .await
+            {
+                Ok(()) => return Ok((channel, queue)),
+                Err(error) if reply_code(&error) == Some(RESOURCE_LOCKED) => {
+                    tracing::debug!(%order_id, %queue, "another host holds the fallback lease; waiting");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("taking the fallback lease {queue}"));
                 }
             }
         }

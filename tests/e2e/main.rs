@@ -13,6 +13,7 @@ mod broker_outage;
 mod broker_users;
 mod cancel;
 mod cli;
+mod cluster;
 mod compose;
 mod concurrency;
 mod conformance;

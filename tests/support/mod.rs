@@ -13,7 +13,9 @@
 //!   when `TEST_ORDER_STORE=postgres` (each stack then makes its own database, dropped at
 //!   cleanup, on [`postgres_admin_url`]).
 //! - [`moto`]: moto, a fake of AWS checking request signatures, for the AWS plugin's tests.
+//! - [`cluster`]: the three-node RabbitMQ cluster of `scripts/rabbitmq-cluster.sh`.
 
+pub mod cluster;
 pub mod moto;
 
 use std::net::TcpListener as StdListener;
@@ -411,6 +413,9 @@ pub struct StackOptions {
     /// The AMQP name prefix (default: a new `test-<id>.` per stack), for a test that must
     /// know it before the stack starts (broker users whose permissions name it).
     pub amqp_prefix: Option<String>,
+    /// The broker both programs use: one URL or a cluster's, comma-separated (default
+    /// [`AMQP_URL`], this machine's broker).
+    pub amqp_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -428,6 +433,7 @@ impl Default for StackOptions {
             exclusive_broker: false,
             store: OrderStore::from_env(),
             amqp_prefix: None,
+            amqp_url: None,
         }
     }
 }
@@ -541,8 +547,10 @@ impl Stack {
                 _alone: None,
             }
         };
-        let broker = require_rabbitmq().await;
-        let _ = broker.close(200, "checked".into()).await;
+        if options.amqp_url.is_none() {
+            let broker = require_rabbitmq().await;
+            let _ = broker.close(200, "checked".into()).await;
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = options
             .amqp_prefix
@@ -620,6 +628,11 @@ impl Stack {
         stack.wait_ready().await?;
         stack.wait_for_vendors().await?;
         Ok(stack)
+    }
+
+    /// The broker both programs use (`AMQP_URL`: one URL, or a cluster's list).
+    pub fn amqp_url(&self) -> &str {
+        self.options.amqp_url.as_deref().unwrap_or(AMQP_URL)
     }
 
     /// The orders database's URL.
@@ -725,7 +738,7 @@ impl Stack {
             .to_string();
         let variables: Vec<String> = VENDORS.iter().map(VendorFixture::secret_variable).collect();
         let mut env = vec![
-            ("AMQP_URL", AMQP_URL.to_string()),
+            ("AMQP_URL", self.amqp_url().to_string()),
             ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
             (
                 "PLUGINS_DIR",
@@ -766,7 +779,7 @@ impl Stack {
     /// Spawns an order-api of this stack listening on `port`, logging to `log`.
     fn spawn_api(&self, port: u16, log: &str) -> anyhow::Result<Service> {
         let mut env = vec![
-            ("AMQP_URL", AMQP_URL.to_string()),
+            ("AMQP_URL", self.amqp_url().to_string()),
             ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
             ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("DATABASE_URL", self.database_url()),
@@ -1265,7 +1278,7 @@ impl Stack {
         for service in &mut self.more_apis {
             service.kill().await;
         }
-        delete_topology(&self.topology, &vendor_ids()).await;
+        delete_topology_at(self.amqp_url(), &self.topology, &vendor_ids()).await;
         if let Some(name) = &self.postgres_database
             && let Err(error) = drop_postgres_database(name).await
         {
@@ -1288,12 +1301,13 @@ impl Drop for Stack {
             eprintln!("its orders are in the PostgreSQL database {name}");
         }
         let topology = self.topology.clone();
+        let url = self.amqp_url().to_string();
         let _ = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                runtime.block_on(delete_topology(&topology, &vendor_ids()));
+                runtime.block_on(delete_topology_at(&url, &topology, &vendor_ids()));
             }
         })
         .join();
@@ -1335,10 +1349,22 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
 }
 
-/// Deletes every queue and exchange of `topology`.
+/// Deletes every queue and exchange of `topology` on this machine's broker.
 pub async fn delete_topology(topology: &Topology, vendors: &[&str]) {
-    let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
-    else {
+    delete_topology_at(AMQP_URL, topology, vendors).await
+}
+
+/// Deletes every queue and exchange of `topology` on the broker at `urls` (an `AMQP_URL`:
+/// one URL or a cluster's list, of which the first that answers is used).
+pub async fn delete_topology_at(urls: &str, topology: &Topology, vendors: &[&str]) {
+    let mut connected = None;
+    for url in urls.split(',').map(str::trim) {
+        if let Ok(connection) = Connection::connect(url, ConnectionProperties::default()).await {
+            connected = Some(connection);
+            break;
+        }
+    }
+    let Some(connection) = connected else {
         return;
     };
     if let Ok(channel) = connection.create_channel().await {

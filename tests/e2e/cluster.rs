@@ -1,0 +1,61 @@
+//! The provisioner on the three-node RabbitMQ cluster of `scripts/rabbitmq-cluster.sh`
+//! (started on first use): what losing a node does to the order path. The chaos run's
+//! cluster mode (`chaos --cluster`) kills nodes under load; these tests pin single causes.
+
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+use provisioner_contract::{LEASE_SHARDS, Topology};
+use provisioner_tests::cluster::Cluster;
+use provisioner_tests::{Stack, StackOptions};
+use uuid::Uuid;
+
+/// A create takes its order's lease on a lock queue, a classic queue that lives on the node
+/// that declared it. With that node down the queue can be neither consumed nor declared
+/// again: creates must still go on (before the fix, every create of such a shard ended the
+/// host's broker session, over and over, so no order went `active` until the node came
+/// back, and redeliveries counted towards the delivery limit).
+#[tokio::test]
+async fn creates_go_on_while_the_node_of_their_lock_queues_is_down() -> anyhow::Result<()> {
+    let cluster = Cluster::hold().await?;
+    let prefix = format!("test-{}.", &Uuid::new_v4().simple().to_string()[..12]);
+    let topology = Topology::with_prefix(prefix.clone());
+    // Every lock queue of this stack on node 3.
+    let connection = Connection::connect(&Cluster::url(3), ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    for shard in 0..LEASE_SHARDS {
+        let queue = topology.lease_queue(Uuid::from_u128(u128::from(shard)));
+        topology.declare_lease_queue(&channel, &queue).await?;
+    }
+    let _ = connection.close(200, "lock queues declared".into()).await;
+    cluster.kill(3).await?;
+
+    let stack = Stack::start(StackOptions {
+        amqp_url: Some(Cluster::urls_from(1)),
+        amqp_prefix: Some(prefix),
+        ..StackOptions::default()
+    })
+    .await?;
+    let mut ids = Vec::new();
+    for index in 0..6 {
+        ids.push(
+            stack
+                .order_at("hetzner", &format!("lockless-{index}"))
+                .await?,
+        );
+    }
+    for id in &ids {
+        stack
+            .wait_for_status(id, "active", Duration::from_secs(60))
+            .await?;
+    }
+    let servers = stack.sim_servers().await?;
+    assert_eq!(
+        servers.len(),
+        ids.len(),
+        "one server per order: {servers:?}"
+    );
+    cluster.revive(3).await?;
+    stack.cleanup().await;
+    Ok(())
+}
