@@ -405,9 +405,8 @@ async fn bare_broker_on(
     let host = connect()
         .await
         .context("connecting the baseline's host side")?;
-    let setup = api.create_channel().await?;
-    topology.declare_order_api(&setup).await?;
-    topology.declare_vendor(&setup, BARE_VENDOR).await?;
+    topology.declare_order_api(&api).await?;
+    topology.declare_vendor(&api, BARE_VENDOR).await?;
     let (request, result) = sample_messages();
     let exchange = topology.requests_exchange();
 

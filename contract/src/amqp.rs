@@ -31,12 +31,22 @@ pub struct AmqpArgs {
     /// Prefix for every exchange and queue name (lets test runs share a broker).
     #[arg(long, env = "AMQP_NAME_PREFIX", default_value = "")]
     pub amqp_name_prefix: String,
+    /// Replicas of each quorum queue this program creates (`x-quorum-initial-group-size`):
+    /// on a cluster of fewer nodes, one on each. Applies only when a queue is created.
+    #[arg(
+        long,
+        env = "AMQP_QUORUM_GROUP_SIZE",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u16).range(1..=9)
+    )]
+    pub amqp_quorum_group_size: u16,
 }
 
 impl AmqpArgs {
-    /// The AMQP names these flags select.
+    /// The AMQP names and queue sizes these flags select.
     pub fn topology(&self) -> Topology {
         Topology::with_prefix(&self.amqp_name_prefix)
+            .with_quorum_group_size(self.amqp_quorum_group_size)
     }
 }
 

@@ -14,7 +14,7 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 /// The delays retries can wait, one delay queue each. A retry waits in the shortest queue
 /// at least as long as the backoff (and the vendor's `Retry-After`) asks.
@@ -39,6 +39,9 @@ pub const LEASE_SHARDS: u32 = 1024;
 /// The AMQP reply code of a passive declare of something that does not exist.
 const NOT_FOUND: u16 = 404;
 
+/// The AMQP reply code of a declare whose arguments differ from the existing queue's.
+const PRECONDITION_FAILED: u16 = 406;
+
 /// How long a validation waits on its queue before it is dropped (milliseconds).
 pub const VALIDATE_TTL_MS: i64 = 5_000;
 
@@ -53,6 +56,9 @@ pub const LEASE_QUEUE_EXPIRES_MS: i64 = 10 * 60 * 1000;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
+    /// `x-quorum-initial-group-size` of the quorum queues this topology creates (`None`:
+    /// RabbitMQ's own default).
+    quorum_group_size: Option<u16>,
 }
 
 impl Topology {
@@ -60,7 +66,20 @@ impl Topology {
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            quorum_group_size: None,
         }
+    }
+
+    /// The same names; the quorum queues it creates get `size` replicas (on a cluster of
+    /// fewer nodes, one on each).
+    pub fn with_quorum_group_size(mut self, size: u16) -> Self {
+        self.quorum_group_size = Some(size);
+        self
+    }
+
+    /// The replicas a quorum queue this topology creates gets (`None`: RabbitMQ's default).
+    pub fn quorum_group_size(&self) -> Option<u16> {
+        self.quorum_group_size
     }
 
     /// The prefix in use (empty in production).
@@ -168,7 +187,8 @@ impl Topology {
     /// dead-letter into the requests exchange, which only a writer of requests may
     /// declare), and last the results queue with its bindings, so a host that finds the
     /// results queue ([`Topology::missing_shared`]) finds everything else too.
-    pub async fn declare_order_api(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    pub async fn declare_order_api(&self, connection: &Connection) -> Result<(), lapin::Error> {
+        let mut channel = connection.create_channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -192,7 +212,8 @@ impl Topology {
             )
             .await?;
         let dead = self.dead_letter_queue();
-        self.declare_quorum_queue(channel, &dead, false).await?;
+        self.declare_quorum_queue(connection, &mut channel, &dead, false)
+            .await?;
         channel
             .queue_bind(
                 dead.as_str().into(),
@@ -202,9 +223,10 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        self.declare_retry(channel).await?;
+        self.declare_retry(connection, &mut channel).await?;
         let results = self.results_queue();
-        self.declare_quorum_queue(channel, &results, true).await?;
+        self.declare_quorum_queue(connection, &mut channel, &results, true)
+            .await?;
         for key in ["event.*", "result.*", "announce.*"] {
             channel
                 .queue_bind(
@@ -216,6 +238,7 @@ impl Topology {
                 )
                 .await?;
         }
+        let _ = channel.close(200, "topology declared".into()).await;
         Ok(())
     }
 
@@ -412,7 +435,11 @@ impl Topology {
     /// the requests exchange under its original routing key (`request.<vendor>`), back onto
     /// the vendor's queue. Part of [`Topology::declare_order_api`]: declaring a queue that
     /// dead-letters into an exchange takes the right to write to that exchange.
-    async fn declare_retry(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    async fn declare_retry(
+        &self,
+        connection: &Connection,
+        channel: &mut Channel,
+    ) -> Result<(), lapin::Error> {
         channel
             .exchange_declare(
                 self.retry_exchange().into(),
@@ -439,15 +466,7 @@ impl Topology {
             );
             arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
             arguments.insert("x-overflow".into(), text("reject-publish"));
-            channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    arguments,
-                )
+            self.declare_quorum(connection, channel, &queue, arguments)
                 .await?;
             let mut binding = FieldTable::default();
             binding.insert("x-match".into(), text("all"));
@@ -520,11 +539,13 @@ impl Topology {
     /// Declares the request queue of one vendor and binds it to `request.<vendor>`.
     pub async fn declare_vendor(
         &self,
-        channel: &Channel,
+        connection: &Connection,
         vendor: &str,
     ) -> Result<(), lapin::Error> {
+        let mut channel = connection.create_channel().await?;
         let queue = self.request_queue(vendor);
-        self.declare_quorum_queue(channel, &queue, true).await?;
+        self.declare_quorum_queue(connection, &mut channel, &queue, true)
+            .await?;
         channel
             .queue_bind(
                 queue.as_str().into(),
@@ -534,13 +555,15 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
+        let _ = channel.close(200, "queue declared".into()).await;
         Ok(())
     }
 
     /// A durable quorum queue; `dead_letter` routes rejected messages to the DLX.
     async fn declare_quorum_queue(
         &self,
-        channel: &Channel,
+        connection: &Connection,
+        channel: &mut Channel,
         name: &str,
         dead_letter: bool,
     ) -> Result<(), lapin::Error> {
@@ -559,17 +582,48 @@ impl Topology {
                 AMQPValue::LongInt(DELIVERY_LIMIT),
             );
         }
-        channel
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                arguments,
-            )
-            .await?;
-        Ok(())
+        self.declare_quorum(connection, channel, name, arguments)
+            .await
+    }
+
+    /// Declares durable quorum queue `name` with `arguments` and this topology's
+    /// [`Topology::quorum_group_size`]. A queue that exists with another initial group size
+    /// (or none: declared by an earlier version) is kept as it is, since the size applies
+    /// only at creation (`rabbitmq-queues grow` and `shrink` change a queue's members); the
+    /// refusal closed `channel`, which is replaced. Any other difference is an error.
+    async fn declare_quorum(
+        &self,
+        connection: &Connection,
+        channel: &mut Channel,
+        name: &str,
+        mut arguments: FieldTable,
+    ) -> Result<(), lapin::Error> {
+        if let Some(size) = self.quorum_group_size {
+            arguments.insert(
+                "x-quorum-initial-group-size".into(),
+                AMQPValue::LongInt(i32::from(size)),
+            );
+        }
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel.queue_declare(name.into(), durable, arguments).await;
+        match declared {
+            Ok(_) => Ok(()),
+            Err(error)
+                if crate::amqp::reply_code(&error) == Some(PRECONDITION_FAILED)
+                    && error.to_string().contains("x-quorum-initial-group-size") =>
+            {
+                tracing::info!(
+                    queue = name,
+                    "the queue exists with another initial group size; kept as it is"
+                );
+                *channel = connection.create_channel().await?;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 }
 

@@ -126,7 +126,6 @@ type Deliveries =
 struct Consumers<'a> {
     connection: &'a Connection,
     settings: &'a WorkerSettings,
-    setup: &'a Channel,
     streams: StreamMap<String, Deliveries>,
     channels: HashMap<String, (Channel, String)>,
     /// Channels of removed vendors: still carrying the acks of their in-flight work.
@@ -143,7 +142,7 @@ impl Consumers<'_> {
         let vendor = plugin.vendor().to_string();
         let topology = &self.settings.topology;
         topology
-            .declare_vendor(self.setup, &vendor)
+            .declare_vendor(self.connection, &vendor)
             .await
             .with_context(|| format!("declaring the request queue of {vendor}"))?;
         let channel = self
@@ -246,10 +245,6 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let topology = &settings.topology;
-    let setup = connection
-        .create_channel()
-        .await
-        .context("opening a channel")?;
     if !wait_for_shared_topology(connection, topology, shutdown).await? {
         return Ok(());
     }
@@ -259,7 +254,6 @@ async fn session(
     let mut consumers = Consumers {
         connection,
         settings,
-        setup: &setup,
         streams: StreamMap::new(),
         channels: HashMap::new(),
         retired: Vec::new(),
@@ -376,7 +370,6 @@ async fn session(
     in_flight.abort_all();
     consumers.close().await;
     let _ = publisher.close().await;
-    let _ = setup.close(200, "host shutting down".into()).await;
     Ok(())
 }
 

@@ -70,13 +70,9 @@ async fn session(
     store: &Store,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let setup = connection
-        .create_channel()
-        .await
-        .context("opening a channel")?;
     settings
         .topology
-        .declare_order_api(&setup)
+        .declare_order_api(connection)
         .await
         .context("declaring the topology")?;
     let publisher = Publisher::open(connection, settings.topology.requests_exchange())
@@ -99,6 +95,5 @@ async fn session(
     // Closing the channels first lets the broker requeue cleanly before the connection goes.
     let _ = consuming.close(200, "order-api closing".into()).await;
     let _ = publisher.close().await;
-    let _ = setup.close(200, "order-api closing".into()).await;
     outcome
 }

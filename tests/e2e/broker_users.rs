@@ -189,9 +189,8 @@ async fn each_program_user_may_do_only_its_own_part() -> anyhow::Result<()> {
     let users = BrokerUsers::create(&prefix, &id).await?;
     // The topology as the programs leave it.
     let admin = require_rabbitmq().await;
-    let setup = admin.create_channel().await?;
-    topology.declare_order_api(&setup).await?;
-    topology.declare_vendor(&setup, "hetzner").await?;
+    topology.declare_order_api(&admin).await?;
+    topology.declare_vendor(&admin, "hetzner").await?;
     let api = connect(&users.api_url()).await?;
     let host = connect(&users.host_url()).await?;
     let (requests, results) = (topology.requests_exchange(), topology.results_exchange());

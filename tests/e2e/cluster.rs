@@ -7,7 +7,7 @@ use std::time::Duration;
 use lapin::{Connection, ConnectionProperties};
 use provisioner_contract::{LEASE_SHARDS, Topology};
 use provisioner_tests::cluster::Cluster;
-use provisioner_tests::{Stack, StackOptions};
+use provisioner_tests::{AMQP_URL, Stack, StackOptions};
 use uuid::Uuid;
 
 /// A create takes its order's lease on a lock queue, a classic queue that lives on the node
@@ -56,6 +56,62 @@ async fn creates_go_on_while_the_node_of_their_lock_queues_is_down() -> anyhow::
         "one server per order: {servers:?}"
     );
     cluster.revive(3).await?;
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// Quorum queues are made with `AMQP_QUORUM_GROUP_SIZE` replicas (3 by default), by
+/// whichever program creates them.
+#[tokio::test]
+async fn quorum_queues_get_the_configured_number_of_replicas() -> anyhow::Result<()> {
+    let cluster = Cluster::hold().await?;
+    for (size, expected) in [(None, 3), (Some("2"), 2)] {
+        let env: Vec<(String, String)> = size
+            .map(|size| vec![("AMQP_QUORUM_GROUP_SIZE".to_string(), size.to_string())])
+            .unwrap_or_default();
+        let stack = Stack::start(StackOptions {
+            amqp_url: Some(Cluster::urls_from(1)),
+            api_env: env.clone(),
+            host_env: env,
+            ..StackOptions::default()
+        })
+        .await?;
+        for queue in [
+            stack.topology.results_queue(),
+            stack.topology.request_queue("hetzner"),
+            stack.topology.dead_letter_queue(),
+        ] {
+            assert_eq!(
+                cluster.members(&queue).await?,
+                expected,
+                "{queue} with AMQP_QUORUM_GROUP_SIZE {size:?}"
+            );
+        }
+        stack.cleanup().await;
+    }
+    Ok(())
+}
+
+/// A broker whose queues an earlier version made (no initial group size) keeps them: the
+/// programs start and orders flow, instead of every declaration being refused as
+/// inequivalent.
+#[tokio::test]
+async fn queues_made_without_a_group_size_are_kept() -> anyhow::Result<()> {
+    let prefix = format!("test-{}.", &Uuid::new_v4().simple().to_string()[..12]);
+    let earlier = Topology::with_prefix(prefix.clone());
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    earlier.declare_order_api(&connection).await?;
+    earlier.declare_vendor(&connection, "hetzner").await?;
+    let _ = connection.close(200, "declared as before".into()).await;
+    let stack = Stack::start(StackOptions {
+        amqp_prefix: Some(prefix),
+        ..StackOptions::default()
+    })
+    .await?;
+    let id = stack.order_at("hetzner", "kept-queues").await?;
+    stack
+        .wait_for_status(&id, "active", Duration::from_secs(60))
+        .await?;
     stack.cleanup().await;
     Ok(())
 }

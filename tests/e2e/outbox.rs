@@ -70,7 +70,7 @@ async fn unroutable_requests_wait_in_the_outbox_until_a_queue_exists() -> anyhow
 
     // The queue appears: the relay's next try delivers the request.
     let channel = connection.create_channel().await?;
-    stack.topology.declare_vendor(&channel, "ghost").await?;
+    stack.topology.declare_vendor(&connection, "ghost").await?;
     channel.basic_qos(1, BasicQosOptions::default()).await?;
     let mut consumer = channel
         .basic_consume(

@@ -91,6 +91,39 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// How many members (replicas) quorum queue `queue` has, as node 1 (or the first
+    /// running node) sees it.
+    pub async fn members(&self, queue: &str) -> anyhow::Result<usize> {
+        for node in NODES {
+            let Ok(output) = script_output(&[
+                "ctl",
+                &node.to_string(),
+                "-q",
+                "list_queues",
+                "name",
+                "members",
+                "--formatter",
+                "json",
+            ])
+            .await
+            else {
+                continue;
+            };
+            let queues: serde_json::Value = serde_json::from_str(&output)
+                .with_context(|| format!("rabbitmqctl list_queues said: {output}"))?;
+            let found = queues
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|entry| entry["name"] == queue)
+                .with_context(|| format!("no queue {queue} on the cluster"))?;
+            return Ok(found["members"].as_array().map_or(0, Vec::len));
+        }
+        bail!("no node of the cluster answered rabbitmqctl")
+    }
+}
+
 impl Drop for Cluster {
     /// Every node running again for the next user, however the holder ended.
     fn drop(&mut self) {
