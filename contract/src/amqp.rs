@@ -153,6 +153,46 @@ impl BrokerAddresses {
     }
 }
 
+/// The broker address a program's session is on, by its place in `AMQP_URL`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectedNode {
+    /// The URL, its password hidden.
+    pub address: String,
+    /// Its place in the list (from 1).
+    pub position: usize,
+    /// How many addresses the list has.
+    pub of: usize,
+}
+
+impl BrokerAddresses {
+    /// The node at `index`, as [`ConnectedNode`] shows it.
+    pub fn node(&self, index: usize) -> ConnectedNode {
+        let index = index % self.urls.len();
+        ConnectedNode {
+            address: redact(&self.urls[index]),
+            position: index + 1,
+            of: self.urls.len(),
+        }
+    }
+}
+
+/// Where a program's broker session is now (`None` between sessions), shared by the
+/// session loop, which sets it, with `/readyz` and metrics, which show it.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerNode(std::sync::Arc<std::sync::Mutex<Option<ConnectedNode>>>);
+
+impl BrokerNode {
+    /// The session is on `node` now, or on none.
+    pub fn set(&self, node: Option<ConnectedNode>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = node;
+    }
+
+    /// The node the session is on, if one is.
+    pub fn get(&self) -> Option<ConnectedNode> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// The first wait after a round in which no address answered; it doubles up to
 /// [`MAX_RECONNECT_DELAY`].
 pub const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(200);

@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
         let shutdown = shutdown.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             if let Err(error) = provisioner_host::metrics::serve(listener, metrics, shutdown).await
             {
@@ -61,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         announce_interval: Duration::from_secs(config.announce_interval_secs.max(1)),
         retry: config.retry_policy(),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        metrics,
     };
     worker::run(settings, watcher, shutdown).await?;
     tracing::info!("stopped");

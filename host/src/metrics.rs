@@ -8,6 +8,8 @@
 //!   `host_busy`, `trap`.
 //! - `provisioner_plugin_log_lines_dropped_total{vendor}`: plugin `log()` lines dropped
 //!   over the plugin's volume limit ([`crate::plugin_output::LogGate`]).
+//! - `provisioner_broker_connected{address}`: 1 for the broker address (`AMQP_URL` entry,
+//!   password hidden) the AMQP session is on; no series between sessions.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -18,6 +20,7 @@ use axum::response::IntoResponse;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +55,12 @@ pub fn count_dropped_log_line(vendor: &str) {
 pub struct HostMetrics {
     registry: Registry,
     plugin_calls: Family<CallLabel, Histogram>,
+    broker_connected: Family<AddressLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddressLabel {
+    address: String,
 }
 
 impl std::fmt::Debug for HostMetrics {
@@ -77,9 +86,16 @@ impl Default for HostMetrics {
             "Plugin log lines dropped over the plugin's volume limit, by vendor",
             DROPPED_LOG_LINES.clone(),
         );
+        let broker_connected = Family::<AddressLabel, Gauge>::default();
+        registry.register(
+            "broker_connected",
+            "1 for the broker address (password hidden) the AMQP session is on",
+            broker_connected.clone(),
+        );
         Self {
             registry,
             plugin_calls,
+            broker_connected,
         }
     }
 }
@@ -97,6 +113,19 @@ impl HostMetrics {
     }
 
     /// Every series as OpenMetrics text.
+    /// The AMQP session is on `address` (an `AMQP_URL` entry, password hidden) now, or,
+    /// with `None`, on no broker.
+    pub fn broker_connected(&self, address: Option<&str>) {
+        self.broker_connected.clear();
+        if let Some(address) = address {
+            self.broker_connected
+                .get_or_create(&AddressLabel {
+                    address: address.to_string(),
+                })
+                .set(1);
+        }
+    }
+
     pub fn render(&self) -> anyhow::Result<String> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

@@ -66,6 +66,8 @@ pub struct WorkerSettings {
     pub retry: RetryPolicy,
     /// Time in-flight work gets to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Where the broker address the session is on is shown.
+    pub metrics: Arc<crate::metrics::HostMetrics>,
 }
 
 /// Serves the plugins `plugins` holds (and follows its changes) until `shutdown` is
@@ -91,6 +93,8 @@ pub async fn run(
             return Ok(());
         };
         start = address + 1;
+        let node = settings.amqp_url.node(address);
+        settings.metrics.broker_connected(Some(&node.address));
         let connection = Arc::new(connection);
         let session_leases = SessionLeases {
             connection: connection.clone(),
@@ -110,6 +114,7 @@ pub async fn run(
                 return Ok(());
             }
             Err(error) => {
+                settings.metrics.broker_connected(None);
                 tracing::error!("broker session ended: {error:#}; reconnecting");
                 // Hands every unacked delivery back to the queue.
                 let _ = connection.close(320, "host reconnecting".into()).await;

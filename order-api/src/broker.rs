@@ -52,8 +52,13 @@ pub async fn run(settings: BrokerSettings, store: Store, shutdown: CancellationT
             return;
         };
         start = address + 1;
+        settings
+            .metrics
+            .broker_node
+            .set(Some(settings.amqp_url.node(address)));
         let outcome = session(&connection, &settings, &store, &shutdown).await;
         settings.up.store(false, Ordering::Relaxed);
+        settings.metrics.broker_node.set(None);
         settings.validator.set(None).await;
         let _ = connection.close(200, "order-api closing".into()).await;
         match outcome {

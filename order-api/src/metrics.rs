@@ -26,6 +26,8 @@
 //! - `provisioner_event_stream_reads_total`: database reads for open `/events` streams (a
 //!   stream reads when its order has news, and once in a while to be safe; never on a
 //!   timer of its own).
+//! - `provisioner_broker_connected{address}`: 1 for the broker address (`AMQP_URL` entry,
+//!   password hidden) the AMQP session is on; no series between sessions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use provisioner_contract::Topology;
+use provisioner_contract::amqp::BrokerNode;
 
 use crate::lifecycle::OrderStatus;
 use crate::store::{OrphanState, Store};
@@ -88,6 +91,15 @@ pub struct Metrics {
     webhook_calls: Family<OutcomeLabel, Counter>,
     event_streams: Gauge,
     event_stream_reads: Counter,
+    broker_connected: Family<AddressLabel, Gauge>,
+    /// The broker address the session is on (set by the broker session, shown here and by
+    /// `/readyz`).
+    pub broker_node: BrokerNode,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddressLabel {
+    address: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,6 +133,12 @@ impl Metrics {
             "event_stream_reads",
             "Database reads for open /events streams",
             event_stream_reads.clone(),
+        );
+        let broker_connected = Family::<AddressLabel, Gauge>::default();
+        registry.register(
+            "broker_connected",
+            "1 for the broker address (password hidden) the AMQP session is on",
+            broker_connected.clone(),
         );
         registry.register(
             "validations",
@@ -182,6 +200,8 @@ impl Metrics {
             webhook_calls,
             event_streams,
             event_stream_reads,
+            broker_connected,
+            broker_node: BrokerNode::default(),
         })
     }
 
@@ -265,6 +285,14 @@ impl Metrics {
                     state: state.as_str().into(),
                 })
                 .set(count);
+        }
+        self.broker_connected.clear();
+        if let Some(node) = self.broker_node.get() {
+            self.broker_connected
+                .get_or_create(&AddressLabel {
+                    address: node.address,
+                })
+                .set(1);
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

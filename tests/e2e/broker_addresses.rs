@@ -12,10 +12,10 @@ const DOWN_NODE: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
 #[tokio::test]
 async fn both_programs_connect_to_the_first_address_that_answers() -> anyhow::Result<()> {
     let list = format!("{DOWN_NODE}, {AMQP_URL}");
-    let env = vec![("AMQP_URL".to_string(), list)];
+    let host_metrics = format!("127.0.0.1:{}", provisioner_tests::free_port());
     let stack = Stack::start(StackOptions {
-        host_env: env.clone(),
-        api_env: env,
+        amqp_url: Some(list),
+        host_env: vec![("METRICS_ADDR".into(), host_metrics.clone())],
         ..StackOptions::default()
     })
     .await?;
@@ -44,6 +44,35 @@ async fn both_programs_connect_to_the_first_address_that_answers() -> anyhow::Re
             "a password in {program}'s log"
         );
     }
+    // `/readyz` and both programs' metrics say it too.
+    let ready: serde_json::Value = stack
+        .http
+        .get(format!("{}/readyz", stack.api_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        ready["broker_node"],
+        serde_json::json!({"address": "amqp://guest:***@127.0.0.1:5672/%2f", "position": 2, "of": 2}),
+        "{ready}"
+    );
+    let series = r#"provisioner_broker_connected{address="amqp://guest:***@127.0.0.1:5672/%2f"}"#;
+    let api_metrics = stack.metrics().await?;
+    assert_eq!(
+        provisioner_tests::metric_value(&api_metrics, series),
+        Some(1.0),
+        "{api_metrics}"
+    );
+    let host_metrics = reqwest::get(format!("http://{host_metrics}/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(
+        provisioner_tests::metric_value(&host_metrics, series),
+        Some(1.0),
+        "{host_metrics}"
+    );
     stack.cleanup().await;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers), `/readyz` (orders can flow: the database answers,
-//! the broker session is up, at least one vendor is served) and `/metrics` (Prometheus).
+//! the broker session is up, at least one vendor is served; and which broker address the
+//! session is on) and `/metrics` (Prometheus).
 
 use std::sync::atomic::Ordering;
 
@@ -38,6 +39,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Err(_) => 0,
     };
     let ready = database && broker && vendors > 0;
+    let node = state.metrics.broker_node.get();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -50,6 +52,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "broker": if broker { "connected" } else { "disconnected" },
             "vendors": vendors,
         },
+        "broker_node": node,
     });
     (status, Json(body))
 }
