@@ -20,11 +20,14 @@
 //!   (SigV4, XML) against canned vendor answers, side by side.
 //! - [`recovery`]: seconds from the broker being back to both programs consuming again
 //!   (stops this machine's RabbitMQ).
+//! - [`failover`]: seconds from a cluster node's death to the programs on it consuming
+//!   from another node (the three-node cluster of `scripts/rabbitmq-cluster.sh`).
 //! - [`load`]: the closed- and open-loop HTTP load the benchmarks put on order-api.
 //! - the summary, percentiles and `/proc` probes come from the crate's library (`provisioner_bench`).
 
 mod accept;
 mod create_call;
+mod failover;
 mod in_flight;
 mod lease_cost;
 mod load;
@@ -75,6 +78,8 @@ enum Benchmark {
     Lease(lease_cost::Args),
     /// Seconds from the broker back up to consuming again (stops the local RabbitMQ).
     Recovery(recovery::Args),
+    /// Seconds from a cluster node's death to the programs on it consuming elsewhere.
+    Failover(failover::Args),
     /// The bare axum handler `accept` compares against (started by `accept` itself).
     #[command(hide = true)]
     BareAccept {
@@ -97,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         Benchmark::PluginOverhead(args) => plugin_overhead::run(args).await?,
         Benchmark::CreateCall(args) => create_call::run(args).await?,
         Benchmark::Recovery(args) => recovery::run(args, profile).await?,
+        Benchmark::Failover(args) => failover::run(args, profile).await?,
     };
     match cli.format {
         Format::Table => print!("{}", summary.table()),

@@ -2,6 +2,11 @@
 //! whose servers boot at once, beside a bare lapin loop doing the same four broker hops per
 //! order in the same run.
 //!
+//! With `--cluster` both run on the three-node cluster of `scripts/rabbitmq-cluster.sh`
+//! (every queue a quorum queue with three replicas, so each message is written on a majority
+//! before its confirm), the programs and the baseline connected to node 1; the broker CPU
+//! figure then covers the three nodes.
+//!
 //! **The pipeline**: one order-api, one host with the three plugins, the simulator with boot
 //! delay 0. `--orders` orders are posted, `--post-concurrency` requests at a time (a closed
 //! loop: the POSTs themselves are part of the pipeline), spread over the three vendors; the
@@ -35,7 +40,8 @@ use provisioner_contract::{
     Envelope, HostMessage, HostRequest, OrderUpdate, ProvisionRequest, ServerInfo, ServerSpec,
     ServerStatus, Topology, UpdateKind, encode,
 };
-use provisioner_tests::{AMQP_URL, Stack, StackOptions, VENDORS, delete_topology};
+use provisioner_tests::cluster::Cluster;
+use provisioner_tests::{AMQP_URL, Stack, StackOptions, VENDORS, delete_topology_at};
 use uuid::Uuid;
 
 use provisioner_bench::probe;
@@ -56,6 +62,10 @@ pub struct Args {
     /// figure).
     #[arg(long, default_value_t = 20_000)]
     bare_orders: usize,
+    /// Run on the three-node cluster of `scripts/rabbitmq-cluster.sh` (started if it is
+    /// not running; quorum queues with three replicas) instead of this machine's broker.
+    #[arg(long)]
+    cluster: bool,
 }
 
 /// Publishes awaiting confirms at once on the baseline's first hop: the outbox relay's batch.
@@ -108,11 +118,16 @@ impl CpuReading {
 
 /// Runs the benchmark.
 pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
+    let _cluster = match args.cluster {
+        true => Some(Cluster::hold().await?),
+        false => None,
+    };
     let stack = Stack::start(StackOptions {
         boot_delay: Duration::ZERO,
         poll: Duration::from_millis(100),
         poll_max: Some(Duration::from_secs(1)),
         profile,
+        amqp_url: args.cluster.then(|| Cluster::urls_from(1)),
         ..StackOptions::default()
     })
     .await?;
@@ -128,7 +143,11 @@ async fn measure(stack: &Stack, args: &Args) -> anyhow::Result<Summary> {
     let mut progress = Progress::new();
 
     let broker_before = probe::broker_cpu_secs();
-    let bare = bare_broker(args.bare_orders, &mut progress).await?;
+    let bare_url = match args.cluster {
+        true => Cluster::url(1),
+        false => AMQP_URL.to_string(),
+    };
+    let bare = bare_broker(&bare_url, args.bare_orders, &mut progress).await?;
     let bare_broker_cpu = probe::broker_cpu_secs()
         .zip(broker_before)
         .map(|(after, before)| after - before);
@@ -144,6 +163,13 @@ async fn measure(stack: &Stack, args: &Args) -> anyhow::Result<Summary> {
     summary.setting("orders", args.orders);
     summary.setting("post_concurrency", args.post_concurrency);
     summary.setting("bare_orders", args.bare_orders);
+    summary.setting(
+        "broker",
+        match args.cluster {
+            true => "three-node cluster (quorum queues with 3 replicas)",
+            false => "this machine's single node",
+        },
+    );
     summary.figure(
         "pipeline_orders_per_sec",
         "pipeline: orders POST -> active per second",
@@ -385,20 +411,26 @@ async fn publish(
 
 /// The bare loop: `orders` times publish+confirm → consume → publish+confirm → consume.
 /// Returns the time from the first publish to the last consume.
-async fn bare_broker(orders: usize, progress: &mut Progress) -> anyhow::Result<Duration> {
+async fn bare_broker(
+    url: &str,
+    orders: usize,
+    progress: &mut Progress,
+) -> anyhow::Result<Duration> {
     let id = Uuid::new_v4().simple().to_string();
-    let topology = Topology::with_prefix(format!("bench-{}.", &id[..12]));
-    let outcome = bare_broker_on(&topology, orders, progress).await;
-    delete_topology(&topology, &[BARE_VENDOR]).await;
+    // The programs' queue sizes (three replicas on a cluster).
+    let topology = Topology::with_prefix(format!("bench-{}.", &id[..12])).with_quorum_group_size(3);
+    let outcome = bare_broker_on(url, &topology, orders, progress).await;
+    delete_topology_at(url, &topology, &[BARE_VENDOR]).await;
     outcome
 }
 
 async fn bare_broker_on(
+    url: &str,
     topology: &Topology,
     orders: usize,
     progress: &mut Progress,
 ) -> anyhow::Result<Duration> {
-    let connect = || Connection::connect(AMQP_URL, ConnectionProperties::default());
+    let connect = || Connection::connect(url, ConnectionProperties::default());
     let api = connect()
         .await
         .context("connecting the baseline's api side")?;

@@ -35,7 +35,7 @@ pub struct Args {
 }
 
 /// Consumers of `queue` now, or `None` when the broker cannot tell yet.
-async fn consumers(connection: &Connection, queue: &str) -> Option<u32> {
+pub(crate) async fn consumers(connection: &Connection, queue: &str) -> Option<u32> {
     let channel = connection.create_channel().await.ok()?;
     let declared = channel
         .queue_declare(

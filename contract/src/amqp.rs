@@ -328,26 +328,82 @@ pub fn reply_code(error: &lapin::Error) -> Option<u16> {
 
 /// A channel in confirm mode that publishes to one exchange: order-api's to the requests
 /// exchange, a host's to the results exchange (see [`Topology`]).
+///
+/// A nack makes the next publish open a new channel first: a channel that published while
+/// a quorum queue it routes to had no leader (its node just died) is nacked by RabbitMQ
+/// (3.10) for as long as it lives, even once a new leader is elected, while a new channel
+/// finds the new leader. The old channel is closed once its pending confirms had time to
+/// arrive ([`RETIRED_CHANNEL_GRACE`]).
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
+    shared: std::sync::Arc<PublisherShared>,
+}
+
+struct PublisherShared {
+    connection: std::sync::Arc<Connection>,
     exchange: String,
+    channel: std::sync::Mutex<Channel>,
+    /// Set by a nack: the next send opens a new channel first.
+    renew: std::sync::atomic::AtomicBool,
+}
+
+/// How long a channel a [`Publisher`] replaced stays open for its pending confirms.
+pub const RETIRED_CHANNEL_GRACE: Duration = Duration::from_secs(30);
+
+/// A channel in confirm mode on `connection`.
+async fn confirming_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 impl Publisher {
     /// Opens a channel on `connection` that publishes to `exchange`, in confirm mode.
     pub async fn open(
-        connection: &Connection,
+        connection: &std::sync::Arc<Connection>,
         exchange: impl Into<String>,
     ) -> Result<Self, lapin::Error> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channel = confirming_channel(connection).await?;
         Ok(Self {
-            channel,
-            exchange: exchange.into(),
+            shared: std::sync::Arc::new(PublisherShared {
+                connection: connection.clone(),
+                exchange: exchange.into(),
+                channel: std::sync::Mutex::new(channel),
+                renew: std::sync::atomic::AtomicBool::new(false),
+            }),
         })
+    }
+
+    /// The channel to publish on: a new one after a nack (see [`Publisher`]).
+    async fn channel(&self) -> Result<Channel, lapin::Error> {
+        use std::sync::atomic::Ordering;
+        if self.shared.renew.swap(false, Ordering::AcqRel) {
+            let fresh = confirming_channel(&self.shared.connection).await?;
+            let retired = {
+                let mut current = self
+                    .shared
+                    .channel
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                std::mem::replace(&mut *current, fresh)
+            };
+            tracing::info!(
+                exchange = %self.shared.exchange,
+                "a publish was nacked: publishing on a new channel"
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(RETIRED_CHANNEL_GRACE).await;
+                let _ = retired.close(200, "replaced after a nack".into()).await;
+            });
+        }
+        Ok(self
+            .shared
+            .channel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
     }
 
     /// Sends a message without waiting for its confirm; pass the result to
@@ -358,9 +414,10 @@ impl Publisher {
         envelope: &Envelope,
         body: &[u8],
     ) -> Result<PublisherConfirm, lapin::Error> {
-        self.channel
+        self.channel()
+            .await?
             .basic_publish(
-                self.exchange.as_str().into(),
+                self.shared.exchange.as_str().into(),
                 routing_key.into(),
                 BasicPublishOptions {
                     mandatory: true,
@@ -374,6 +431,7 @@ impl Publisher {
 
     /// Waits for the broker's verdict on a message sent with [`Publisher::send`].
     pub async fn confirmed(
+        &self,
         confirm: PublisherConfirm,
         routing_key: &str,
     ) -> Result<(), PublishError> {
@@ -387,13 +445,24 @@ impl Publisher {
                     reply_text: returned.reply_text.to_string(),
                 })
             }
-            Confirmation::Nack(None) => Err(PublishError::Nacked),
+            Confirmation::Nack(None) => {
+                self.shared
+                    .renew
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Err(PublishError::Nacked)
+            }
         }
     }
 
     /// Closes the channel (after its pending confirms).
     pub async fn close(&self) -> Result<(), lapin::Error> {
-        self.channel.close(200, "closing".into()).await
+        let channel = self
+            .shared
+            .channel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        channel.close(200, "closing".into()).await
     }
 
     /// Publishes one message and waits until the broker has it on a queue.
@@ -404,7 +473,7 @@ impl Publisher {
         body: &[u8],
     ) -> Result<(), PublishError> {
         let confirm = self.send(routing_key, envelope, body).await?;
-        Self::confirmed(confirm, routing_key).await
+        self.confirmed(confirm, routing_key).await
     }
 
     /// Publishes one message to `exchange` with the given properties (mandatory, confirmed):
@@ -418,7 +487,8 @@ impl Publisher {
         body: &[u8],
     ) -> Result<(), PublishError> {
         let confirm = self
-            .channel
+            .channel()
+            .await?
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -430,7 +500,7 @@ impl Publisher {
                 properties,
             )
             .await?;
-        Self::confirmed(confirm, routing_key).await
+        self.confirmed(confirm, routing_key).await
     }
 
     /// Moves a poison delivery (undecodable, wrong schema, wrong queue) to the dead-letter

@@ -243,7 +243,7 @@ impl Consumers<'_> {
 /// One connection's life: declare, consume, announce, follow plugin changes; `Ok` only on
 /// shutdown.
 async fn session(
-    connection: &Connection,
+    connection: &Arc<Connection>,
     settings: &Arc<WorkerSettings>,
     leases: &SessionLeases,
     mut plugins: watch::Receiver<PluginSet>,

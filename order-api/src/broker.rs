@@ -56,6 +56,7 @@ pub async fn run(settings: BrokerSettings, store: Store, shutdown: CancellationT
             .metrics
             .broker_node
             .set(Some(settings.amqp_url.node(address)));
+        let connection = Arc::new(connection);
         let outcome = session(&connection, &settings, &store, &shutdown).await;
         settings.up.store(false, Ordering::Relaxed);
         settings.metrics.broker_node.set(None);
@@ -70,7 +71,7 @@ pub async fn run(settings: BrokerSettings, store: Store, shutdown: CancellationT
 
 /// One connection's life: declare, relay and consume; `Ok` only on shutdown.
 async fn session(
-    connection: &lapin::Connection,
+    connection: &Arc<lapin::Connection>,
     settings: &BrokerSettings,
     store: &Store,
     shutdown: &CancellationToken,

@@ -2,7 +2,8 @@
 //!
 //! A row leaves the outbox only after the broker confirmed the message onto a queue. An
 //! unroutable (`mandatory` return) or nacked message stays, with a growing delay before
-//! the next try; a broken channel ends the session and the supervisor reconnects. So an
+//! the next try (on a new channel: see [`Publisher`]); a broken channel ends the session
+//! and the supervisor reconnects. So an
 //! order accepted while RabbitMQ is down goes out once it is back.
 
 use std::sync::Arc;
@@ -77,7 +78,7 @@ async fn publish_batch(
     }
     let mut published = Vec::with_capacity(pending.len());
     for (message, confirm) in pending {
-        match Publisher::confirmed(confirm, &message.routing_key).await {
+        match publisher.confirmed(confirm, &message.routing_key).await {
             Ok(()) => published.push(message),
             Err(PublishError::Amqp(error)) => {
                 channel_error.get_or_insert(error);

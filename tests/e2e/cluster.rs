@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
-use provisioner_contract::{LEASE_SHARDS, Topology};
+use provisioner_contract::{Envelope, LEASE_SHARDS, PublishError, Publisher, Topology};
 use provisioner_tests::cluster::Cluster;
 use provisioner_tests::{AMQP_URL, Stack, StackOptions};
 use uuid::Uuid;
@@ -113,5 +113,106 @@ async fn queues_made_without_a_group_size_are_kept() -> anyhow::Result<()> {
         .wait_for_status(&id, "active", Duration::from_secs(60))
         .await?;
     stack.cleanup().await;
+    Ok(())
+}
+
+/// The node both programs are on, which also leads the request and results queues, dies
+/// while orders flow: the programs reconnect to another node, and their new publishing
+/// channels first publish while the queues have no leader yet. RabbitMQ (3.10) nacks such
+/// a publish and then every later one on that channel, even once a new leader is elected;
+/// orders must still go through within seconds (before the fix, order-api retried on the
+/// same channel, 1 s, 2 s, 4 s, … 30 s apart, for ever).
+#[tokio::test]
+async fn orders_go_through_when_their_node_and_queue_leaders_die() -> anyhow::Result<()> {
+    let cluster = Cluster::hold().await?;
+    let prefix = format!("test-{}.", &Uuid::new_v4().simple().to_string()[..12]);
+    // Every queue of this stack led by node 1, where the programs connect first.
+    let topology = Topology::with_prefix(prefix.clone()).with_quorum_group_size(3);
+    let connection = Connection::connect(&Cluster::url(1), ConnectionProperties::default()).await?;
+    topology.declare_order_api(&connection).await?;
+    for vendor in ["hetzner", "digitalocean", "openstack"] {
+        topology.declare_vendor(&connection, vendor).await?;
+    }
+    let _ = connection.close(200, "declared".into()).await;
+    let stack = Stack::start(StackOptions {
+        amqp_url: Some(Cluster::urls_from(1)),
+        amqp_prefix: Some(prefix),
+        ..StackOptions::default()
+    })
+    .await?;
+    for queue in [topology.request_queue("hetzner"), topology.results_queue()] {
+        assert_eq!(cluster.leader(&queue).await?, 1, "{queue}'s leader");
+    }
+    // Orders every 20 ms from before the kill until after it.
+    let posting = async {
+        let mut ids = Vec::new();
+        for index in 0..100 {
+            ids.push(
+                stack
+                    .order_at("hetzner", &format!("around-the-kill-{index}"))
+                    .await?,
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::Ok(ids)
+    };
+    let killing = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.kill(1).await
+    };
+    let (ids, ()) = tokio::try_join!(posting, killing)?;
+    for id in &ids {
+        stack
+            .wait_for_status(id, "active", Duration::from_secs(20))
+            .await?;
+    }
+    cluster.revive(1).await?;
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// A publishing channel opened just after the node leading its queue died: its first
+/// publishes meet a queue without a leader and are nacked, and RabbitMQ (3.10) goes on
+/// nacking every later one on that channel, even once a new leader is elected. The
+/// programs' publisher must get past that by itself (before the fix it was nacked for as
+/// long as the channel lived: order-api's outbox relay retried on it for ever, 1 s to
+/// 30 s apart, and the failover benchmark saw no order go through).
+#[tokio::test]
+async fn a_publisher_gets_past_nacks_after_its_queues_leader_died() -> anyhow::Result<()> {
+    let cluster = Cluster::hold().await?;
+    let prefix = format!("test-{}.", &Uuid::new_v4().simple().to_string()[..12]);
+    let topology = Topology::with_prefix(prefix).with_quorum_group_size(3);
+    let leader = Connection::connect(&Cluster::url(1), ConnectionProperties::default()).await?;
+    topology.declare_order_api(&leader).await?;
+    topology.declare_vendor(&leader, "nacked").await?;
+    let connection = std::sync::Arc::new(
+        Connection::connect(&Cluster::url(2), ConnectionProperties::default()).await?,
+    );
+    assert_eq!(cluster.leader(&topology.request_queue("nacked")).await?, 1);
+    cluster.kill(1).await?;
+    let publisher = Publisher::open(&connection, topology.requests_exchange()).await?;
+    let key = Topology::request_key("nacked");
+    let started = std::time::Instant::now();
+    let mut nacks = 0;
+    loop {
+        let envelope = Envelope::for_order(Uuid::new_v4(), None);
+        match publisher.publish(&key, &envelope, b"{}").await {
+            Ok(()) => break,
+            Err(PublishError::Nacked) if started.elapsed() < Duration::from_secs(15) => {
+                nacks += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!(
+                "still refused {:?} after the leader died ({nacks} nacks): {error}",
+                started.elapsed()
+            ),
+        }
+    }
+    eprintln!(
+        "confirmed {:?} after the kill, {nacks} nacks before",
+        started.elapsed()
+    );
+    cluster.revive(1).await?;
+    provisioner_tests::delete_topology_at(&Cluster::urls_from(2), &topology, &["nacked"]).await;
     Ok(())
 }

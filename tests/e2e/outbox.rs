@@ -15,7 +15,7 @@ use provisioner_tests::{Stack, StackOptions, require_rabbitmq};
 #[tokio::test]
 async fn unroutable_requests_wait_in_the_outbox_until_a_queue_exists() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
-    let connection = require_rabbitmq().await;
+    let connection = std::sync::Arc::new(require_rabbitmq().await);
     // A host that announces "ghost" but has not declared its queue (yet).
     let publisher = Publisher::open(&connection, stack.topology.results_exchange()).await?;
     let announcement = HostMessage::VendorAnnounced(VendorAnnouncement {
