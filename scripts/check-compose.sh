@@ -26,4 +26,9 @@ COMPOSE_PROFILES=postgres DATABASE_URL=postgres://provisioner:provisioner@postgr
     "${compose[@]}" -f docker-compose.yml config > "$resolved"
 grep -q "image: postgres:16" "$resolved"
 grep -q "DATABASE_URL: postgres://provisioner:provisioner@postgres:5432/provisioner" "$resolved"
-echo "    docker-compose.yml is valid (both ways)"
+echo "==> validating it with the cluster profile and AMQP_NODES set"
+COMPOSE_PROFILES=cluster AMQP_NODES=rabbitmq:5672,rabbitmq-2:5672,rabbitmq-3:5672 \
+    "${compose[@]}" -f docker-compose.yml config > "$resolved"
+grep -q "hostname: rabbitmq-3" "$resolved"
+grep -q "AMQP_NODES: rabbitmq:5672,rabbitmq-2:5672,rabbitmq-3:5672" "$resolved"
+echo "    docker-compose.yml is valid (all three ways)"

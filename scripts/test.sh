@@ -18,7 +18,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 scripts/check-compose.sh
 
-echo "==> tests (orders in SQLite; tests/e2e/postgres.rs runs two order-apis on PostgreSQL)"
+echo "==> tests (orders in SQLite; tests/e2e/postgres.rs runs two order-apis on PostgreSQL;"
+echo "    tests/e2e/cluster.rs starts the three-node cluster of scripts/rabbitmq-cluster.sh)"
 cargo test --workspace
 
 echo "==> the end-to-end tests of the order API again, with the orders in PostgreSQL"
@@ -29,7 +30,8 @@ echo "==> the end-to-end tests of the order API again, with the orders in Postgr
 TEST_ORDER_STORE=postgres cargo test -p provisioner-tests --test e2e -- \
     --skip conformance:: --skip sandbox:: --skip lease:: --skip drop_in:: \
     --skip postgres:: --skip concurrency:: --skip vendor_inputs:: --skip broker_users:: \
-    --skip author_path:: --skip plugin_sdk:: --skip aws:: --skip gcp:: --skip azure::
+    --skip author_path:: --skip plugin_sdk:: --skip aws:: --skip gcp:: --skip azure:: \
+    --skip cluster::
 
 echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
 target/debug/bench --profile debug pipeline --orders 150 --bare-orders 1000
@@ -43,6 +45,12 @@ target/debug/bench --profile debug recovery --cycles 1 --down-secs 2   # stops a
 echo "==> chaos run, small (stops and starts this machine's RabbitMQ application once)"
 target/debug/chaos --profile debug --orders 150 --rate 15 --host-kills 10 --api-restarts 2 \
     --broker-restarts 1 --drain-timeout-secs 180
+
+echo "==> on the three-node cluster: failover smoke run, then chaos with node kills and a rolling restart"
+target/debug/bench --profile debug failover --kills 2
+target/debug/chaos --profile debug --cluster --orders 300 --rate 15 --host-kills 4 --api-restarts 1 \
+    --node-kills 3 --rolling-restarts 1 --drain-timeout-secs 180
+scripts/rabbitmq-cluster.sh stop
 
 echo "==> simulator fidelity: the vendors' official SDKs against vendor-sim"
 target/sdk-venv/bin/pytest tests/sdk -q -p no:cacheprovider

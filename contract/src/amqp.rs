@@ -40,9 +40,40 @@ pub struct AmqpArgs {
         value_parser = clap::value_parser!(u16).range(1..=9)
     )]
     pub amqp_quorum_group_size: u16,
+    /// The nodes of one cluster as `host:port`, comma-separated: `AMQP_URL` (then one URL)
+    /// is used for each, with its host and port replaced, so the credentials and virtual
+    /// host are written once. An alternative to listing whole URLs in `AMQP_URL`.
+    #[arg(long, env = "AMQP_NODES", value_delimiter = ',')]
+    pub amqp_nodes: Vec<String>,
 }
 
 impl AmqpArgs {
+    /// The broker addresses to use: `AMQP_URL`'s, or `AMQP_URL` once per node of
+    /// `AMQP_NODES` when that is given.
+    pub fn addresses(&self) -> Result<BrokerAddresses, String> {
+        let nodes: Vec<&str> = self
+            .amqp_nodes
+            .iter()
+            .map(|node| node.trim())
+            .filter(|node| !node.is_empty())
+            .collect();
+        if nodes.is_empty() {
+            return Ok(self.amqp_url.clone());
+        }
+        if self.amqp_url.len() != 1 {
+            return Err(
+                "AMQP_NODES needs AMQP_URL to be one URL (its host and port are replaced by each node's)"
+                    .into(),
+            );
+        }
+        let template = self.amqp_url.url(0);
+        let urls: Result<Vec<String>, String> = nodes
+            .iter()
+            .map(|node| with_authority(template, node))
+            .collect();
+        BrokerAddresses::parse(&urls?.join(","))
+    }
+
     /// The AMQP names and queue sizes these flags select.
     pub fn topology(&self) -> Topology {
         Topology::with_prefix(&self.amqp_name_prefix)
@@ -269,6 +300,29 @@ pub async fn connect_with_backoff(
             _ = &mut give_up => return None,
         }
     }
+}
+
+/// `url` with its `host[:port]` replaced by `node`, its user, password, virtual host and
+/// query kept.
+fn with_authority(url: &str, node: &str) -> Result<String, String> {
+    if node.contains(['/', '@', '?', '#', ',']) {
+        return Err(format!(
+            "AMQP_NODES entry {node:?} is not host or host:port"
+        ));
+    }
+    let scheme_end = url
+        .find("://")
+        .ok_or_else(|| "AMQP_URL has no scheme".to_string())?
+        + 3;
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host_start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
+    Ok(format!(
+        "{}{}{node}{}",
+        &url[..scheme_end],
+        &rest[..host_start],
+        &rest[authority_end..]
+    ))
 }
 
 /// The URL without its password, for logs.
@@ -559,6 +613,34 @@ mod tests {
     use super::*;
 
     /// Passwords never reach the logs.
+    #[test]
+    fn amqp_nodes_reuse_the_url_with_each_node() {
+        let url = "amqp://user:p%2Cw@rabbitmq:5672/%2f?heartbeat=10";
+        assert_eq!(
+            with_authority(url, "rabbitmq-2:5673").unwrap(),
+            "amqp://user:p%2Cw@rabbitmq-2:5673/%2f?heartbeat=10"
+        );
+        assert_eq!(
+            with_authority("amqp://rabbitmq", "node-3").unwrap(),
+            "amqp://node-3"
+        );
+        assert!(with_authority(url, "evil@host").is_err());
+        let args = AmqpArgs {
+            amqp_url: BrokerAddresses::parse(url).unwrap(),
+            amqp_name_prefix: String::new(),
+            amqp_quorum_group_size: 3,
+            amqp_nodes: vec!["a:1".into(), " b:2".into()],
+        };
+        let addresses = args.addresses().unwrap();
+        assert_eq!(addresses.len(), 2);
+        assert_eq!(addresses.url(1), "amqp://user:p%2Cw@b:2/%2f?heartbeat=10");
+        let two = AmqpArgs {
+            amqp_url: BrokerAddresses::parse("amqp://a,amqp://b").unwrap(),
+            ..args
+        };
+        assert!(two.addresses().is_err());
+    }
+
     #[test]
     fn redact_hides_the_password() {
         assert_eq!(

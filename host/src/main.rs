@@ -16,6 +16,7 @@ use provisioner_host::worker::{self, WorkerSettings};
 async fn main() -> anyhow::Result<()> {
     process::init_logging()?;
     let config = HostConfig::parse();
+    let amqp_addresses = config.amqp.addresses().map_err(anyhow::Error::msg)?;
     let runtime = Arc::new(
         PluginRuntime::with_limits(config.runtime_limits())
             .context("starting the plugin runtime")?,
@@ -55,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let settings = WorkerSettings {
-        amqp_url: config.amqp.amqp_url.clone(),
+        amqp_url: amqp_addresses,
         topology: config.amqp.topology(),
         host_id: config.host_id(),
         poll: config.poll_policy(),

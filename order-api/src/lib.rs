@@ -62,6 +62,7 @@ pub async fn serve(
         config.event_streams.event_streams_max,
         config.http_limits.max_connections
     );
+    let amqp_addresses = config.amqp.addresses().map_err(anyhow::Error::msg)?;
     let store = Store::connect(&config.database.database_url).await?;
     tracing::info!(backend = ?store.backend(), "orders database open and migrated");
     let relay_wakeup = Arc::new(Notify::new());
@@ -72,7 +73,7 @@ pub async fn serve(
     let validator = validation::ValidatorSlot::default();
     let supervisor = tokio::spawn(broker::run(
         broker::BrokerSettings {
-            amqp_url: config.amqp.amqp_url.clone(),
+            amqp_url: amqp_addresses,
             topology: config.amqp.topology(),
             up: broker_up.clone(),
             relay_wakeup: relay_wakeup.clone(),

@@ -107,3 +107,37 @@ async fn an_entry_that_is_not_an_amqp_url_stops_either_program_at_start() -> any
     }
     Ok(())
 }
+
+/// `AMQP_NODES` lists a cluster's nodes as `host:port` and reuses `AMQP_URL`'s credentials
+/// and virtual host for each: both programs go past the node that is down to the next.
+#[tokio::test]
+async fn amqp_nodes_reuse_one_url_for_every_node() -> anyhow::Result<()> {
+    let env = vec![(
+        "AMQP_NODES".to_string(),
+        "127.0.0.1:1,127.0.0.1:5672".to_string(),
+    )];
+    let stack = Stack::start(StackOptions {
+        host_env: env.clone(),
+        api_env: env,
+        ..StackOptions::default()
+    })
+    .await?;
+    let id = stack.order_at("hetzner", "by-nodes").await?;
+    stack
+        .wait_for_status(&id, "active", Duration::from_secs(60))
+        .await?;
+    for (program, log) in [
+        ("order-api", stack.api_log()),
+        ("the host", stack.host_log()),
+    ] {
+        assert!(
+            log.lines()
+                .any(|line| line.contains("connected to RabbitMQ at")
+                    && line.contains("guest:***@127.0.0.1:5672")
+                    && line.contains("address 2 of 2")),
+            "{program} did not go past the node that is down:\n{log}"
+        );
+    }
+    stack.cleanup().await;
+    Ok(())
+}

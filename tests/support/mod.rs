@@ -1127,6 +1127,20 @@ impl Stack {
         Ok((status, response.json().await.context("reading the answer")?))
     }
 
+    /// Disarms every fault armed at the simulator (`DELETE /_sim/faults`).
+    pub async fn clear_faults(&self) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .delete(format!("{}/_sim/faults", self.sim_url))
+            .send()
+            .await
+            .context("DELETE /_sim/faults")?;
+        if !response.status().is_success() {
+            bail!("disarming the faults answered {}", response.status());
+        }
+        Ok(())
+    }
+
     /// Arms a simulator fault (`POST /_sim/faults`), e.g.
     /// `{"vendor": "hetzner", "kind": "unauthorized", "count": 5}`.
     pub async fn inject_fault(&self, rule: Value) -> anyhow::Result<()> {

@@ -8,6 +8,14 @@
 //! - stops and starts RabbitMQ's application (`--broker-restarts`, `rabbitmqctl`, so only
 //!   on a machine whose broker you may stop).
 //!
+//! With `--cluster` it runs on the three-node cluster of `scripts/rabbitmq-cluster.sh`
+//! (started if it is not running; order-api given the nodes from node 1, the hosts from node
+//! 2) instead, and the broker faults are the cluster's:
+//! - kill -9 of a node's Erlang VM (`--node-kills`), in turn the node order-api is on, the
+//!   node the first host is on, and the node leading `provision.results`; it is started
+//!   again `--node-down-secs` later and rejoins before the next fault;
+//! - a rolling restart (`--rolling-restarts`): each node stopped and started in turn.
+//!
 //! Then it waits for quiet and reports: accepted, active, failed (by cause), lost (accepted
 //! but unknown to order-api), stuck (not finished by the drain timeout), duplicate servers
 //! at the vendor, orphans (servers no active order owns, counted at the simulator and by
@@ -22,6 +30,7 @@ use anyhow::Context;
 use clap::Parser;
 use provisioner_bench::Build;
 use provisioner_bench::report::{Progress, Summary, Target};
+use provisioner_tests::cluster::{Cluster, NODES};
 use provisioner_tests::{Stack, StackOptions, VENDORS};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -42,9 +51,22 @@ struct Args {
     /// Times order-api is SIGKILLed and restarted.
     #[arg(long, default_value_t = 2)]
     api_restarts: usize,
-    /// Times RabbitMQ's application is stopped and started.
-    #[arg(long, default_value_t = 1)]
-    broker_restarts: usize,
+    /// Times RabbitMQ's application is stopped and started (default 1; not with
+    /// `--cluster`).
+    #[arg(long)]
+    broker_restarts: Option<usize>,
+    /// Run on the three-node cluster of `scripts/rabbitmq-cluster.sh`.
+    #[arg(long)]
+    cluster: bool,
+    /// Times a cluster node is killed (kill -9) and started again (`--cluster`).
+    #[arg(long, default_value_t = 0, requires = "cluster")]
+    node_kills: usize,
+    /// Seconds a killed node stays down.
+    #[arg(long, default_value_t = 3)]
+    node_down_secs: u64,
+    /// Rolling restarts of the whole cluster, one node after another (`--cluster`).
+    #[arg(long, default_value_t = 0, requires = "cluster")]
+    rolling_restarts: usize,
     /// Seconds a simulated server takes to boot.
     #[arg(long, default_value_t = 2)]
     boot_secs: u64,
@@ -65,34 +87,49 @@ enum Fault {
     KillHost,
     RestartApi,
     RestartBroker,
+    KillNode,
+    RollingRestart,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let profile = args.profile.profile();
+    anyhow::ensure!(
+        !(args.cluster && args.broker_restarts.is_some_and(|n| n > 0)),
+        "--broker-restarts stops this machine's broker; on --cluster use --node-kills and --rolling-restarts"
+    );
+    let cluster = match args.cluster {
+        true => Some(Cluster::hold().await?),
+        false => None,
+    };
+    let mut api_env = vec![
+        ("WATCHDOG_AFTER_SECS".into(), "60".into()),
+        ("WATCHDOG_INTERVAL_SECS".into(), "5".into()),
+        // One sweep, after the drain (below).
+        ("ORPHAN_SWEEP_INTERVAL_SECS".into(), "0".into()),
+    ];
+    if args.cluster {
+        api_env.push(("AMQP_URL".into(), Cluster::urls_from(1)));
+    }
     let mut stack = Stack::start(StackOptions {
         boot_delay: Duration::from_secs(args.boot_secs),
         poll: Duration::from_millis(250),
         poll_max: Some(Duration::from_secs(1)),
         hosts: 2,
-        exclusive_broker: args.broker_restarts > 0,
+        exclusive_broker: args.broker_restarts() > 0,
+        amqp_url: args.cluster.then(|| Cluster::urls_from(2)),
         profile,
         host_env: vec![
             ("RETRY_BASE_MS".into(), "250".into()),
             ("RETRY_MAX_ATTEMPTS".into(), "10".into()),
             ("RETRY_MAX_TOTAL_SECS".into(), "300".into()),
         ],
-        api_env: vec![
-            ("WATCHDOG_AFTER_SECS".into(), "60".into()),
-            ("WATCHDOG_INTERVAL_SECS".into(), "5".into()),
-            // One sweep, after the drain (below).
-            ("ORPHAN_SWEEP_INTERVAL_SECS".into(), "0".into()),
-        ],
+        api_env,
         ..StackOptions::default()
     })
     .await?;
-    let outcome = run(&mut stack, &args).await;
+    let outcome = run(&mut stack, cluster.as_ref(), &args).await;
     match outcome {
         Ok((summary, passed)) => {
             if args.json {
@@ -111,7 +148,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> {
+impl Args {
+    /// Broker restarts asked for: 1 by default, none on a cluster.
+    fn broker_restarts(&self) -> usize {
+        self.broker_restarts
+            .unwrap_or(if self.cluster { 0 } else { 1 })
+    }
+}
+
+async fn run(
+    stack: &mut Stack,
+    cluster: Option<&Cluster>,
+    args: &Args,
+) -> anyhow::Result<(Summary, bool)> {
     let started = Instant::now();
     let mut progress = Progress::new();
     let posting = Duration::from_secs_f64(args.orders as f64 / args.rate.max(0.1));
@@ -122,7 +171,9 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
     let at = |rng: &mut rand::rngs::ThreadRng| posting.mul_f64(rng.random_range(0.05..0.95));
     schedule.extend((0..args.host_kills).map(|_| (at(&mut rng), Fault::KillHost)));
     schedule.extend((0..args.api_restarts).map(|_| (at(&mut rng), Fault::RestartApi)));
-    schedule.extend((0..args.broker_restarts).map(|_| (at(&mut rng), Fault::RestartBroker)));
+    schedule.extend((0..args.broker_restarts()).map(|_| (at(&mut rng), Fault::RestartBroker)));
+    schedule.extend((0..args.node_kills).map(|_| (at(&mut rng), Fault::KillNode)));
+    schedule.extend((0..args.rolling_restarts).map(|_| (at(&mut rng), Fault::RollingRestart)));
     schedule.sort_by_key(|(at, _)| *at);
 
     arm_vendor_faults(stack).await?;
@@ -161,6 +212,30 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 outage.end().await?;
                 *done.entry("broker_restarts").or_default() += 1;
+            }
+            Fault::KillNode => {
+                let cluster = cluster.context("node kills need --cluster")?;
+                let kills_so_far = done.get("node_kills").copied().unwrap_or(0);
+                let node = node_to_kill(stack, cluster, kills_so_far).await?;
+                progress.update(&format!(
+                    "[{:>4}s] killing node {node}",
+                    started.elapsed().as_secs()
+                ));
+                cluster.kill(node).await?;
+                tokio::time::sleep(Duration::from_secs(args.node_down_secs)).await;
+                cluster.revive(node).await?;
+                *done.entry("node_kills").or_default() += 1;
+            }
+            Fault::RollingRestart => {
+                let cluster = cluster.context("rolling restarts need --cluster")?;
+                for node in NODES {
+                    progress.update(&format!(
+                        "[{:>4}s] rolling restart: node {node}",
+                        started.elapsed().as_secs()
+                    ));
+                    cluster.restart(node).await?;
+                }
+                *done.entry("rolling_restarts").or_default() += 1;
             }
         }
         arm_vendor_faults(stack).await.ok();
@@ -219,12 +294,27 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
     let duplicates = duplicate_keys(stack).await?;
     let orphans = orphans(stack, &orders).await?;
     // The system's own view: the orphan sweep lists every vendor's servers through the
-    // plugins and must find what the simulator shows (none).
+    // plugins and must find what the simulator shows (none). With the vendors' faults
+    // disarmed first: a sweep that meets a 429 fails, and would see nothing.
+    stack.clear_faults().await?;
     let vendors: Vec<&str> = VENDORS.iter().map(|fixture| fixture.vendor).collect();
     let swept = stack
         .sweep_orphans_within(&vendors, Duration::from_secs(120))
         .await?;
     let swept_orphans = swept["orphans"].as_array().map_or(0, Vec::len);
+    // A sweep that could not list a vendor would make "no orphans" vacuous.
+    let unswept: Vec<String> = swept["sweeps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|sweep| sweep["outcome"] != "listed")
+        .map(|sweep| {
+            format!(
+                "{}: {} ({})",
+                sweep["vendor"], sweep["outcome"], sweep["detail"]
+            )
+        })
+        .collect();
     let swept_servers: u64 = swept["sweeps"]
         .as_array()
         .into_iter()
@@ -233,20 +323,32 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
         .sum();
     // Every post carries an Idempotency-Key, so a retried post is never a second order.
     let extra_orders = orders.len().saturating_sub(args.orders);
+    // The sweep saw every active order's server (and nothing else, with no orphans).
+    let unseen = active.saturating_sub(swept_servers as usize);
     let passed = lost == 0
         && stuck == 0
         && duplicates == 0
         && orphans == 0
         && swept_orphans == 0
+        && unswept.is_empty()
+        && unseen == 0
         && extra_orders == 0;
 
     let mut summary = Summary::new("chaos");
     summary.setting("orders", args.orders as u64);
     summary.setting("rate", args.rate);
     summary.setting("hosts", 2);
+    summary.setting(
+        "broker",
+        match cluster {
+            Some(_) => "three-node cluster",
+            None => "this machine's single node",
+        },
+    );
     summary.setting("boot_secs", args.boot_secs);
     summary.setting("faults_done", json!(done));
     summary.setting("failed_by_cause", json!(failures));
+    summary.setting("sweeps_not_listed", json!(unswept));
     summary.setting("passed", passed);
     let figure = |summary: &mut Summary, key, label, value: usize, target| {
         summary.figure(key, label, value as f64, "", target)
@@ -331,6 +433,13 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
     );
     figure(
         &mut summary,
+        "unseen_by_sweep",
+        "active orders whose server the sweep did not list",
+        unseen,
+        Some(Target::AtMost(0.0)),
+    );
+    figure(
+        &mut summary,
         "swept_orphans",
         "orphans the sweep found",
         swept_orphans,
@@ -347,6 +456,21 @@ async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<(Summary, bool)> 
         eprintln!("logs of the failed run:\n{}", stack.logs());
     }
     Ok((summary, passed))
+}
+
+/// The node the `kills_so_far`-th node kill takes, in turn: the node order-api is on, the
+/// node the first host is on, the node leading `provision.results` (as their logs and the
+/// cluster say now).
+async fn node_to_kill(
+    stack: &Stack,
+    cluster: &Cluster,
+    kills_so_far: u64,
+) -> anyhow::Result<usize> {
+    match kills_so_far % 3 {
+        0 => Cluster::node_in_log(&stack.api_log()).context("order-api's log names no node"),
+        1 => Cluster::node_in_log(&stack.host_log()).context("the host's log names no node"),
+        _ => cluster.leader(&stack.topology.results_queue()).await,
+    }
 }
 
 /// Arms a few 429s and 503s at every vendor (creates and polls alike); they are used up
