@@ -19,11 +19,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lapin::{Connection, ConnectionProperties};
 use provisioner_tests::cluster::{Cluster, NODES};
 use provisioner_tests::{Stack, StackOptions, VENDORS};
 
-use crate::recovery::consumers;
+use crate::recovery::consuming_again_at;
 use provisioner_bench::report::{Progress, Summary, Target};
 
 /// The failover benchmark's settings.
@@ -201,36 +200,10 @@ async fn consuming_elsewhere(
     survivor: usize,
     since: Instant,
 ) -> anyhow::Result<f64> {
-    let deadline = since + Duration::from_secs(60);
-    let mut connection = None;
-    loop {
-        if connection.is_none() {
-            connection =
-                Connection::connect(&Cluster::url(survivor), ConnectionProperties::default())
-                    .await
-                    .ok();
-        }
-        if connections(&log(stack)) > before
-            && let Some(open) = &connection
-        {
-            let mut all = true;
-            for queue in queues {
-                if consumers(open, queue).await.unwrap_or(0) == 0 {
-                    all = false;
-                    break;
-                }
-            }
-            if all {
-                let seconds = since.elapsed().as_secs_f64();
-                let _ = open.close(200, "done".into()).await;
-                return Ok(seconds);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{queues:?} had no consumer again a minute after their node died");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    consuming_again_at(&Cluster::url(survivor), queues, since, || {
+        connections(&log(stack)) > before
+    })
+    .await
 }
 
 /// Posts an order until order-api takes it (202); its id.

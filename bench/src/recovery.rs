@@ -35,7 +35,7 @@ pub struct Args {
 }
 
 /// Consumers of `queue` now, or `None` when the broker cannot tell yet.
-pub(crate) async fn consumers(connection: &Connection, queue: &str) -> Option<u32> {
+async fn consumers(connection: &Connection, queue: &str) -> Option<u32> {
     let channel = connection.create_channel().await.ok()?;
     let declared = channel
         .queue_declare(
@@ -55,15 +55,28 @@ pub(crate) async fn consumers(connection: &Connection, queue: &str) -> Option<u3
 /// Waits (up to a minute) until every queue of `queues` has a consumer; seconds since
 /// `since`.
 async fn consuming_again(queues: &[String], since: Instant) -> anyhow::Result<f64> {
+    consuming_again_at(AMQP_URL, queues, since, || true).await
+}
+
+/// Waits (up to a minute) until `ready` holds and every queue of `queues` has a consumer,
+/// as the broker at `url` sees them; seconds since `since`.
+pub(crate) async fn consuming_again_at(
+    url: &str,
+    queues: &[String],
+    since: Instant,
+    ready: impl Fn() -> bool,
+) -> anyhow::Result<f64> {
     let deadline = since + Duration::from_secs(60);
     let mut connection = None;
     loop {
         if connection.is_none() {
-            connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            connection = Connection::connect(url, ConnectionProperties::default())
                 .await
                 .ok();
         }
-        if let Some(open) = &connection {
+        if let Some(open) = &connection
+            && ready()
+        {
             let mut all = true;
             for queue in queues {
                 if consumers(open, queue).await.unwrap_or(0) == 0 {
@@ -82,7 +95,7 @@ async fn consuming_again(queues: &[String], since: Instant) -> anyhow::Result<f6
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{queues:?} had no consumer a minute after the broker came back"
+            "{queues:?} had no consumer again within a minute"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

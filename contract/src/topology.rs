@@ -48,6 +48,18 @@ pub const VALIDATE_TTL_MS: i64 = 5_000;
 /// A lock queue unused this long (no consumer, no declare) is deleted by the broker.
 pub const LEASE_QUEUE_EXPIRES_MS: i64 = 10 * 60 * 1000;
 
+/// The arguments every lock queue has: classic, and empty for ever (nothing is published
+/// to it; a lease is a consumer or the queue itself).
+fn lock_queue_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    arguments
+}
+
 /// The AMQP names, all derived from one optional prefix.
 ///
 /// Production uses the empty prefix, giving the contract names (`provisioner`,
@@ -364,12 +376,6 @@ impl Topology {
         channel: &Channel,
         queue: &str,
     ) -> Result<(), lapin::Error> {
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("classic".into()),
-        );
-        arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
         channel
             .queue_declare(
                 queue.into(),
@@ -377,7 +383,7 @@ impl Topology {
                     exclusive: true,
                     ..QueueDeclareOptions::default()
                 },
-                arguments,
+                lock_queue_arguments(),
             )
             .await?;
         Ok(())
@@ -392,12 +398,7 @@ impl Topology {
         channel: &Channel,
         queue: &str,
     ) -> Result<(), lapin::Error> {
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("classic".into()),
-        );
-        arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+        let mut arguments = lock_queue_arguments();
         arguments.insert(
             "x-expires".into(),
             AMQPValue::LongLongInt(LEASE_QUEUE_EXPIRES_MS),
