@@ -30,5 +30,6 @@ echo "==> validating it with the cluster profile and AMQP_NODES set"
 COMPOSE_PROFILES=cluster AMQP_NODES=rabbitmq:5672,rabbitmq-2:5672,rabbitmq-3:5672 \
     "${compose[@]}" -f docker-compose.yml config > "$resolved"
 grep -q "hostname: rabbitmq-3" "$resolved"
+[[ $(grep -c "10-partitions.conf" "$resolved") == 3 ]]
 grep -q "AMQP_NODES: rabbitmq:5672,rabbitmq-2:5672,rabbitmq-3:5672" "$resolved"
 echo "    docker-compose.yml is valid (all three ways)"

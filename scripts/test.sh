@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 scripts/ensure-rabbitmq.sh
+# The three-node cluster the cluster tests start (scripts/rabbitmq-cluster.sh) goes with
+# the run, whether it passes or not.
+trap 'scripts/rabbitmq-cluster.sh stop >/dev/null 2>&1 || true' EXIT
 scripts/ensure-postgres.sh
 
 echo "==> formatting and lints"
@@ -50,7 +53,6 @@ echo "==> on the three-node cluster: failover smoke run, then chaos with node ki
 target/debug/bench --profile debug failover --kills 2
 target/debug/chaos --profile debug --cluster --orders 300 --rate 15 --host-kills 4 --api-restarts 1 \
     --node-kills 3 --rolling-restarts 1 --drain-timeout-secs 180
-scripts/rabbitmq-cluster.sh stop
 
 echo "==> simulator fidelity: the vendors' official SDKs against vendor-sim"
 target/sdk-venv/bin/pytest tests/sdk -q -p no:cacheprovider

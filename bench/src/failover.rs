@@ -28,9 +28,10 @@ use provisioner_bench::report::{Progress, Summary, Target};
 /// The failover benchmark's settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Node kills measured (alternately the node of order-api and of the host).
-    #[arg(long, default_value_t = 6)]
-    kills: usize,
+    /// Node kills measured (alternately the node of order-api and of the host; at least
+    /// two, so each program's is).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(2..))]
+    kills: u64,
 }
 
 /// Per program, seconds from the kill to consuming again; per kill, to an order `active`.
@@ -63,7 +64,7 @@ pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
     let max = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
     let mut summary = Summary::new("failover");
-    summary.setting("kills", args.kills as u64);
+    summary.setting("kills", args.kills);
     summary.setting("api_failovers", figures.api.len() as u64);
     summary.setting("host_failovers", figures.host.len() as u64);
     summary.figure(

@@ -116,7 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         let (leases, connection, topology) = (leases.clone(), &connection, &topology);
         async move {
             leases
-                .acquire(connection, topology, order)
+                .acquire(connection, topology, order, Duration::from_secs(30))
                 .await?
                 .release()
                 .await;

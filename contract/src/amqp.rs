@@ -401,6 +401,15 @@ struct PublisherShared {
     renew: std::sync::atomic::AtomicBool,
 }
 
+/// How many times [`Publisher::publish`] sends a nacked message again.
+pub const NACK_RETRIES: u32 = 5;
+
+/// The wait before the `nacks`-th new try of a nacked message: 100 ms doubling (100 ms to
+/// 1.6 s; 3.1 s in all).
+fn nack_retry_delay(nacks: u32) -> Duration {
+    Duration::from_millis(100) * (1u32 << nacks.saturating_sub(1).min(4))
+}
+
 /// How long a channel a [`Publisher`] replaced stays open for its pending confirms.
 pub const RETIRED_CHANNEL_GRACE: Duration = Duration::from_secs(30);
 
@@ -434,7 +443,13 @@ impl Publisher {
     async fn channel(&self) -> Result<Channel, lapin::Error> {
         use std::sync::atomic::Ordering;
         if self.shared.renew.swap(false, Ordering::AcqRel) {
-            let fresh = confirming_channel(&self.shared.connection).await?;
+            let fresh = match confirming_channel(&self.shared.connection).await {
+                Ok(fresh) => fresh,
+                Err(error) => {
+                    self.shared.renew.store(true, Ordering::Release);
+                    return Err(error);
+                }
+            };
             let retired = {
                 let mut current = self
                     .shared
@@ -519,15 +534,27 @@ impl Publisher {
         channel.close(200, "closing".into()).await
     }
 
-    /// Publishes one message and waits until the broker has it on a queue.
+    /// Publishes one message and waits until the broker has it on a queue. A nacked
+    /// message is sent again, on a new channel, up to [`NACK_RETRIES`] times (a queue whose
+    /// leader just died has a new one within about a second); the copies are harmless, as
+    /// every consumer applies a message once.
     pub async fn publish(
         &self,
         routing_key: &str,
         envelope: &Envelope,
         body: &[u8],
     ) -> Result<(), PublishError> {
-        let confirm = self.send(routing_key, envelope, body).await?;
-        self.confirmed(confirm, routing_key).await
+        let mut nacks = 0;
+        loop {
+            let confirm = self.send(routing_key, envelope, body).await?;
+            match self.confirmed(confirm, routing_key).await {
+                Err(PublishError::Nacked) if nacks < NACK_RETRIES => {
+                    nacks += 1;
+                    tokio::time::sleep(nack_retry_delay(nacks)).await;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Publishes one message to `exchange` with the given properties (mandatory, confirmed):
@@ -540,21 +567,30 @@ impl Publisher {
         properties: BasicProperties,
         body: &[u8],
     ) -> Result<(), PublishError> {
-        let confirm = self
-            .channel()
-            .await?
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await?;
-        self.confirmed(confirm, routing_key).await
+        let mut nacks = 0;
+        loop {
+            let confirm = self
+                .channel()
+                .await?
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    properties.clone(),
+                )
+                .await?;
+            match self.confirmed(confirm, routing_key).await {
+                Err(PublishError::Nacked) if nacks < NACK_RETRIES => {
+                    nacks += 1;
+                    tokio::time::sleep(nack_retry_delay(nacks)).await;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Moves a poison delivery (undecodable, wrong schema, wrong queue) to the dead-letter
@@ -611,6 +647,15 @@ pub const DEAD_QUEUE_HEADER: &str = "provisioner-dead-queue";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A nacked message is sent again after 100 ms, doubling, about 3 s in all.
+    #[test]
+    fn nacked_messages_are_retried_for_about_three_seconds() {
+        let waits: Vec<u128> = (1..=NACK_RETRIES)
+            .map(|n| nack_retry_delay(n).as_millis())
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600]);
+    }
 
     /// Passwords never reach the logs.
     #[test]

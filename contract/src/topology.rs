@@ -48,6 +48,12 @@ pub const VALIDATE_TTL_MS: i64 = 5_000;
 /// A lock queue unused this long (no consumer, no declare) is deleted by the broker.
 pub const LEASE_QUEUE_EXPIRES_MS: i64 = 10 * 60 * 1000;
 
+/// Whether a 406 says only that an existing queue has another initial group size (not
+/// that the size given is invalid).
+fn is_group_size_inequivalence(message: &str) -> bool {
+    message.contains("inequivalent arg 'x-quorum-initial-group-size'")
+}
+
 /// The arguments every lock queue has: classic, and empty for ever (nothing is published
 /// to it; a lease is a consumer or the queue itself).
 fn lock_queue_arguments() -> FieldTable {
@@ -614,7 +620,7 @@ impl Topology {
             Ok(_) => Ok(()),
             Err(error)
                 if crate::amqp::reply_code(&error) == Some(PRECONDITION_FAILED)
-                    && error.to_string().contains("x-quorum-initial-group-size") =>
+                    && is_group_size_inequivalence(&error.to_string()) =>
             {
                 tracing::info!(
                     queue = name,
@@ -631,6 +637,22 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the inequivalence RabbitMQ reports for an existing queue is taken as "keep it";
+    /// an invalid size is an error.
+    #[test]
+    fn only_an_inequivalent_group_size_keeps_the_queue() {
+        assert!(is_group_size_inequivalence(
+            "PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size' for queue 'q' \
+             in vhost '/': received the value '3' of type 'signedint' but current is none"
+        ));
+        assert!(!is_group_size_inequivalence(
+            "PRECONDITION_FAILED - invalid arg 'x-quorum-initial-group-size' for queue 'q'"
+        ));
+        assert!(!is_group_size_inequivalence(
+            "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q'"
+        ));
+    }
 
     /// The production names are exactly the contract names of DESIGN.md.
     #[test]

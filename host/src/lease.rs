@@ -24,10 +24,12 @@
 //! (another gets `RESOURCE_LOCKED`) and deletes with that connection. It lives on the node
 //! of the holder's own connection, so it dies with the holder's session, and the session's
 //! work with it. A waiter that found the fallback held keeps to the fallback until it has it,
-//! so two copies that both met the node down exclude each other. What this leaves open
-//! (an argument, not a test, since each needs three events at once): a holder whose lock
-//! queue's node dies *during* a create has lost its consumer but goes on, and a second copy
-//! of the same order arriving in that create's lifetime takes the fallback; and a copy
+//! so two copies that both met the node down exclude each other. A holder whose lock
+//! queue's node dies *during* a create loses its consumer but goes on; a copy that was
+//! already waiting for it then waits the plugin's call time-out (the longest a create can
+//! run) before it takes the fallback. What this leaves open (an argument, not a test):
+//! a copy that arrives for the first time after the node died, while that create still
+//! runs (a duplicate request, a node's death and an overlapping create at once); and a copy
 //! arriving after the node is back takes the shard while a fallback holder still works.
 //!
 //! Taking and giving back a consumer is a message to a queue process the broker already
@@ -163,12 +165,16 @@ impl Drop for LocalLock {
 }
 
 impl Leases {
-    /// Waits until this task holds the lease of `order_id`.
+    /// Waits until this task holds the lease of `order_id`. `holder_grace` bounds a
+    /// holder's create (the plugin's call time-out): a waiter that found the lease held and
+    /// then its lock queue's node gone waits that long before it takes the fallback, so the
+    /// holder, which lost its consumer with the node but goes on, has finished.
     pub async fn acquire(
         &self,
         connection: &Connection,
         topology: &Topology,
         order_id: Uuid,
+        holder_grace: Duration,
     ) -> anyhow::Result<Lease> {
         let queue = topology.lease_queue(order_id);
         let lock = {
@@ -187,6 +193,8 @@ impl Leases {
             .await
             .context("the lease slots are closed")?;
         let mut wait = Duration::from_millis(20);
+        // Whether someone held this lease while this task waited.
+        let mut refused = false;
         loop {
             let channel = self.channel(connection).await?;
             if !self.is_declared(&queue) {
@@ -194,6 +202,10 @@ impl Leases {
                     Ok(()) => self.declared_now(&queue, true),
                     Err(error) if reply_code(&error) == Some(NOT_FOUND) => {
                         tracing::warn!(%order_id, %queue, "the lock queue's node is down: {error}; taking a fallback lease");
+                        if refused {
+                            tracing::warn!(%order_id, grace = ?holder_grace, "the lease was held when its node died: waiting for the holder's create to end first");
+                            tokio::time::sleep(holder_grace).await;
+                        }
                         let held = self
                             .acquire_fallback(connection, topology, order_id)
                             .await?;
@@ -235,6 +247,7 @@ impl Leases {
                     });
                 }
                 Err(error) if reply_code(&error) == Some(ACCESS_REFUSED) => {
+                    refused = true;
                     tracing::debug!(%order_id, %queue, "another host holds the lease; waiting");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(1));

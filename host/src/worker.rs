@@ -577,7 +577,12 @@ async fn handle_delivery(
                 tracing::info!("creating server");
                 let lease = leases
                     .leases
-                    .acquire(&leases.connection, &settings.topology, order_id)
+                    .acquire(
+                        &leases.connection,
+                        &settings.topology,
+                        order_id,
+                        plugin.limits().call_timeout(),
+                    )
                     .await?;
                 let created = provision::create(&plugin, create).await;
                 lease.release().await;
@@ -626,7 +631,12 @@ async fn handle_delivery(
                 // finishes first, so its server is found.
                 let lease = leases
                     .leases
-                    .acquire(&leases.connection, &settings.topology, order_id)
+                    .acquire(
+                        &leases.connection,
+                        &settings.topology,
+                        order_id,
+                        plugin.limits().call_timeout(),
+                    )
                     .await?;
                 let found = provision::find_for_cancel(&plugin, order_id).await;
                 lease.release().await;

@@ -83,8 +83,8 @@ async fn quorum_queues_get_the_configured_number_of_replicas() -> anyhow::Result
         ] {
             assert_eq!(
                 cluster.members(&queue).await?,
-                expected,
-                "{queue} with AMQP_QUORUM_GROUP_SIZE {size:?}"
+                (expected, Some(expected as i64)),
+                "{queue}'s members and initial group size with AMQP_QUORUM_GROUP_SIZE {size:?}"
             );
         }
         stack.cleanup().await;
@@ -195,8 +195,10 @@ async fn a_publisher_gets_past_nacks_after_its_queues_leader_died() -> anyhow::R
     let started = std::time::Instant::now();
     let mut nacks = 0;
     loop {
+        // One try at a time (`publish` itself tries a nacked message again).
         let envelope = Envelope::for_order(Uuid::new_v4(), None);
-        match publisher.publish(&key, &envelope, b"{}").await {
+        let confirm = publisher.send(&key, &envelope, b"{}").await?;
+        match publisher.confirmed(confirm, &key).await {
             Ok(()) => break,
             Err(PublishError::Nacked) if started.elapsed() < Duration::from_secs(15) => {
                 nacks += 1;

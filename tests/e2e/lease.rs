@@ -14,6 +14,9 @@ use provisioner_host::lease::{Lease, Leases};
 use provisioner_tests::{hold_broker_shared, require_rabbitmq};
 use uuid::Uuid;
 
+/// The plugins' default call time-out, as the host passes it.
+const HOLDER_GRACE: Duration = Duration::from_secs(30);
+
 /// How long a waiting acquire is watched to see that it really waits.
 const WAITS_AT_LEAST: Duration = Duration::from_millis(600);
 
@@ -64,7 +67,9 @@ fn acquire_in_task(
     order: Uuid,
 ) -> tokio::task::JoinHandle<anyhow::Result<(Lease, Arc<Connection>)>> {
     tokio::spawn(async move {
-        let lease = leases.acquire(&connection, &topology, order).await?;
+        let lease = leases
+            .acquire(&connection, &topology, order, HOLDER_GRACE)
+            .await?;
         Ok((lease, connection))
     })
 }
@@ -86,7 +91,9 @@ async fn a_second_host_waits_for_the_holder_and_gets_the_lease_once_it_is_releas
     let hosts = TwoHosts::connect().await;
     let order = Uuid::new_v4();
     let host_a = Leases::default();
-    let held = host_a.acquire(&hosts.a, &hosts.topology, order).await?;
+    let held = host_a
+        .acquire(&hosts.a, &hosts.topology, order, HOLDER_GRACE)
+        .await?;
 
     let host_b = Arc::new(Leases::default());
     let waiting = acquire_in_task(host_b, hosts.b.clone(), hosts.topology.clone(), order);
@@ -101,7 +108,7 @@ async fn a_second_host_waits_for_the_holder_and_gets_the_lease_once_it_is_releas
     lease.release().await;
     // And back: the first host can take it again once the second let go.
     host_a
-        .acquire(&hosts.a, &hosts.topology, order)
+        .acquire(&hosts.a, &hosts.topology, order, HOLDER_GRACE)
         .await?
         .release()
         .await;
@@ -114,7 +121,9 @@ async fn a_dead_hosts_lease_is_free_again() -> anyhow::Result<()> {
     let hosts = TwoHosts::connect().await;
     let order = Uuid::new_v4();
     let host_a = Leases::default();
-    let held = host_a.acquire(&hosts.a, &hosts.topology, order).await?;
+    let held = host_a
+        .acquire(&hosts.a, &hosts.topology, order, HOLDER_GRACE)
+        .await?;
     let host_b = Arc::new(Leases::default());
     let waiting = acquire_in_task(host_b, hosts.b.clone(), hosts.topology.clone(), order);
     tokio::time::sleep(WAITS_AT_LEAST).await;
@@ -146,7 +155,9 @@ async fn orders_share_a_lease_only_within_a_shard() -> anyhow::Result<()> {
     );
     let host_a = Arc::new(Leases::default());
     let host_b = Arc::new(Leases::default());
-    let held = host_a.acquire(&hosts.a, &hosts.topology, order).await?;
+    let held = host_a
+        .acquire(&hosts.a, &hosts.topology, order, HOLDER_GRACE)
+        .await?;
 
     // Another shard: at once, on either host.
     let (lease, _) = lease_comes(acquire_in_task(
@@ -164,7 +175,7 @@ async fn orders_share_a_lease_only_within_a_shard() -> anyhow::Result<()> {
         let topology = hosts.topology.clone();
         tokio::spawn(async move {
             leases
-                .acquire(&connection, &topology, neighbour)
+                .acquire(&connection, &topology, neighbour, HOLDER_GRACE)
                 .await?
                 .release()
                 .await;
@@ -199,7 +210,7 @@ async fn a_lock_queue_that_vanished_is_declared_again() -> anyhow::Result<()> {
     let order = Uuid::new_v4();
     let host_a = Leases::default();
     host_a
-        .acquire(&hosts.a, &hosts.topology, order)
+        .acquire(&hosts.a, &hosts.topology, order, HOLDER_GRACE)
         .await?
         .release()
         .await;
@@ -213,7 +224,7 @@ async fn a_lock_queue_that_vanished_is_declared_again() -> anyhow::Result<()> {
 
     let lease = tokio::time::timeout(
         COMES_WITHIN,
-        host_a.acquire(&hosts.a, &hosts.topology, order),
+        host_a.acquire(&hosts.a, &hosts.topology, order, HOLDER_GRACE),
     )
     .await
     .context("no lease after the lock queue vanished")??;

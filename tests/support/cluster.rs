@@ -92,9 +92,10 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// How many members (replicas) quorum queue `queue` has, as node 1 (or the first
-    /// running node) sees it.
-    pub async fn members(&self, queue: &str) -> anyhow::Result<usize> {
+    /// How many members (replicas) quorum queue `queue` has, and the value of its
+    /// `x-quorum-initial-group-size` argument (if declared with one), as node 1 (or the
+    /// first running node) sees it.
+    pub async fn members(&self, queue: &str) -> anyhow::Result<(usize, Option<i64>)> {
         for node in NODES {
             let Ok(output) = script_output(&[
                 "ctl",
@@ -103,6 +104,7 @@ impl Cluster {
                 "list_queues",
                 "name",
                 "members",
+                "arguments",
                 "--formatter",
                 "json",
             ])
@@ -118,7 +120,15 @@ impl Cluster {
                 .flatten()
                 .find(|entry| entry["name"] == queue)
                 .with_context(|| format!("no queue {queue} on the cluster"))?;
-            return Ok(found["members"].as_array().map_or(0, Vec::len));
+            // Arguments as [name, type, value] triples.
+            let group_size = found["arguments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|argument| argument[0] == "x-quorum-initial-group-size")
+                .and_then(|argument| argument[2].as_i64());
+            let members = found["members"].as_array().map_or(0, Vec::len);
+            return Ok((members, group_size));
         }
         bail!("no node of the cluster answered rabbitmqctl")
     }

@@ -62,7 +62,7 @@ struct Args {
     #[arg(long, default_value_t = 0, requires = "cluster")]
     node_kills: usize,
     /// Seconds a killed node stays down.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, requires = "cluster")]
     node_down_secs: u64,
     /// Rolling restarts of the whole cluster, one node after another (`--cluster`).
     #[arg(long, default_value_t = 0, requires = "cluster")]
