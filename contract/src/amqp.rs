@@ -544,22 +544,18 @@ impl Publisher {
         envelope: &Envelope,
         body: &[u8],
     ) -> Result<(), PublishError> {
-        let mut nacks = 0;
-        loop {
-            let confirm = self.send(routing_key, envelope, body).await?;
-            match self.confirmed(confirm, routing_key).await {
-                Err(PublishError::Nacked) if nacks < NACK_RETRIES => {
-                    nacks += 1;
-                    tokio::time::sleep(nack_retry_delay(nacks)).await;
-                }
-                outcome => return outcome,
-            }
-        }
+        self.publish_to(
+            &self.shared.exchange,
+            routing_key,
+            envelope.properties(),
+            body,
+        )
+        .await
     }
 
-    /// Publishes one message to `exchange` with the given properties (mandatory, confirmed):
-    /// for messages that are not new envelopes, such as a request sent on to a retry queue
-    /// with its headers.
+    /// Publishes one message to `exchange` with the given properties (mandatory, confirmed,
+    /// a nack tried again as [`Publisher::publish`] says): for messages that are not new
+    /// envelopes, such as a request sent on to a retry queue with its headers.
     pub async fn publish_to(
         &self,
         exchange: &str,
