@@ -248,12 +248,26 @@ pub fn client_with_token(token: &str) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// A free TCP port on the loopback interface.
+/// A free TCP port on the loopback interface, never one this process handed out before.
+///
+/// The port is free when asked for and bound later by a child program, so the kernel may
+/// offer it again in between: to a second ask of the same stack or of a test running beside
+/// it. Remembering every port handed out keeps two children of one test run off one port.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or_else(|error| panic!("cannot find a free port: {error}"))
+    static HANDED_OUT: LazyLock<std::sync::Mutex<std::collections::HashSet<u16>>> =
+        LazyLock::new(Default::default);
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = StdListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .unwrap_or_else(|error| panic!("cannot find a free port: {error}"));
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// One child process, its log going to a file.
@@ -1394,4 +1408,20 @@ pub async fn delete_topology_at(urls: &str, topology: &Topology, vendors: &[&str
         }
     }
     let _ = connection.close(200, "cleaned up".into()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_port;
+
+    /// The stacks of one test run ask for their ports at the same time and bind them later:
+    /// two asks must never get one port (a CI run once gave order-api the simulator's port).
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3000 {
+            let port = free_port();
+            assert!(seen.insert(port), "port {port} was handed out twice");
+        }
+    }
 }
