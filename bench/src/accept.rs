@@ -47,6 +47,11 @@ pub struct Args {
     /// order-api's `VALIDATE_TIMEOUT_MS`: 0 leaves the check with the plugin out.
     #[arg(long, default_value_t = 2_000)]
     validate_timeout_ms: u64,
+    /// Give the bench's tenant quotas (a million live servers and orders in flight, over all
+    /// vendors and at each) and its own order rate (a million per second): every order is
+    /// then counted against them and takes a token, as a tenant with quotas is.
+    #[arg(long)]
+    quotas: bool,
 }
 
 /// The target: p99 at this rate at most this many milliseconds.
@@ -169,6 +174,34 @@ pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
 
 async fn measure(stack: &mut Stack, args: &Args) -> anyhow::Result<Summary> {
     stack.wait_for_vendors().await?;
+    if args.quotas {
+        let limits =
+            serde_json::json!({"max_live_servers": 1_000_000, "max_orders_in_flight": 1_000_000});
+        let vendors: serde_json::Map<String, serde_json::Value> = VENDORS
+            .iter()
+            .map(|v| (v.vendor.to_string(), limits.clone()))
+            .collect();
+        let set = serde_json::json!({
+            "limits": limits,
+            "vendors": vendors,
+            "rate": {"per_second": 1_000_000.0, "burst": 1_000_000},
+        });
+        let answer = provisioner_tests::client_with_token(&stack.admin_token)?
+            .put(format!(
+                "{}/v1/tenants/{}/quotas",
+                stack.api_url,
+                provisioner_tests::TEST_TENANT
+            ))
+            .json(&set)
+            .send()
+            .await
+            .context("setting the bench tenant's quotas")?;
+        anyhow::ensure!(
+            answer.status().is_success(),
+            "setting quotas answered {}",
+            answer.status()
+        );
+    }
     // Both sides get the token; only order-api checks it (a part of its accept path).
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
@@ -194,6 +227,7 @@ async fn measure(stack: &mut Stack, args: &Args) -> anyhow::Result<Summary> {
     summary.setting("secs", args.secs);
     summary.setting("warmup_secs", args.warmup_secs);
     summary.setting("validate_timeout_ms", args.validate_timeout_ms);
+    summary.setting("quotas", args.quotas);
     for &rate in &args.rates {
         let bare_side =
             measure_side(&http, &bare.url, rate, args, &mut progress, "bare axum").await;

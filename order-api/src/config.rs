@@ -30,6 +30,65 @@ pub enum Command {
     /// API tokens: every request needs one (a tenant's, or an admin's).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Tenants' quotas and order rates.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+}
+
+/// `order-api tenants ...`: works on the orders database directly, beside a running API
+/// (quotas hold from the next order; a running instance reads rates within 5 s).
+#[derive(Debug, Clone, Subcommand)]
+pub enum TenantsCommand {
+    /// Sets a tenant's quota over all its vendors, or at one vendor with `--vendor`. A limit
+    /// left out is removed; with neither limit the quota is removed.
+    SetQuota {
+        /// The tenant.
+        tenant: String,
+        /// The quota holds at this vendor only (default: all vendors together).
+        #[arg(long)]
+        vendor: Option<String>,
+        /// Most servers that exist or are on their way.
+        #[arg(long)]
+        live_servers: Option<u64>,
+        /// Most orders in progress.
+        #[arg(long)]
+        orders_in_flight: Option<u64>,
+        /// The orders database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Sets a tenant's own rate of `POST /v1/orders` (per order-api instance), or with
+    /// `--default` returns it to the instance's default.
+    SetRate {
+        /// The tenant.
+        tenant: String,
+        /// Requests per second, sustained.
+        #[arg(long, required_unless_present = "default", conflicts_with = "default")]
+        per_second: Option<f64>,
+        /// Requests at once after a quiet spell (default: one second's worth, at least 1).
+        #[arg(long, conflicts_with = "default")]
+        burst: Option<u32>,
+        /// Remove the tenant's own rate.
+        #[arg(long)]
+        default: bool,
+        /// The orders database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Shows a tenant's quotas, rate and usage (JSON, as `GET /v1/quotas` answers it).
+    Show {
+        /// The tenant.
+        tenant: String,
+        /// The orders database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Lists every quota and tenant rate that is set.
+    List {
+        /// The orders database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 /// `order-api tokens ...`: works on the orders database directly, beside a running API.
@@ -137,4 +196,28 @@ pub struct ApiConfig {
     /// log); `delete` also has a host delete them.
     #[arg(long, env = "ORPHAN_ACTION", value_enum, default_value_t = OrphanAction::Report)]
     pub orphan_action: OrphanAction,
+    /// `POST /v1/orders` per second a tenant may send to this instance, sustained, unless an
+    /// admin set the tenant's own rate; 0: no default limit.
+    #[arg(long, env = "TENANT_ORDER_RATE", default_value_t = 20.0)]
+    pub tenant_order_rate: f64,
+    /// Requests a tenant may send at once after a quiet spell (the bucket's size) at the
+    /// default rate.
+    #[arg(long, env = "TENANT_ORDER_BURST", default_value_t = 100)]
+    pub tenant_order_burst: u32,
+}
+
+impl ApiConfig {
+    /// The default rate of `POST /v1/orders` per tenant (`None`: not limited).
+    pub fn default_order_rate(&self) -> anyhow::Result<Option<crate::store::OrderRate>> {
+        if self.tenant_order_rate == 0.0 {
+            return Ok(None);
+        }
+        let rate = crate::store::OrderRate {
+            per_second: self.tenant_order_rate,
+            burst: self.tenant_order_burst,
+        };
+        rate.check()
+            .map_err(|e| anyhow::anyhow!("--tenant-order-rate/--tenant-order-burst: {e}"))?;
+        Ok(Some(rate))
+    }
 }

@@ -5,6 +5,9 @@
 //! - [`config`]: command-line flags with environment fallbacks.
 //! - [`auth`]: API tokens and tenants; who a request speaks for.
 //! - [`tokens`]: `order-api tokens create|list|revoke`.
+//! - [`tenants`]: `order-api tenants set-quota|set-rate|show|list`.
+//! - [`rates`]: the per-tenant token buckets of `POST /v1/orders` (quotas are in
+//!   `store::quotas`, checked where new orders are committed).
 //! - [`lifecycle`]: the order state machine (allowed transitions).
 //! - [`store`]: the orders database (SQLite or PostgreSQL, `store::db`): orders, events,
 //!   outbox, vendors, orphans, tokens, webhooks; compare-and-set.
@@ -29,10 +32,12 @@ pub mod config;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
+pub mod rates;
 pub mod relay;
 pub mod results;
 pub mod store;
 pub mod sweep;
+pub mod tenants;
 pub mod tokens;
 pub mod validation;
 pub mod watchdog;
@@ -63,8 +68,14 @@ pub async fn serve(
         config.http_limits.max_connections
     );
     let amqp_addresses = config.amqp.addresses().map_err(anyhow::Error::msg)?;
+    let order_rates = rates::OrderRates::new(config.default_order_rate()?);
     let store = Store::connect(&config.database.database_url).await?;
     tracing::info!(backend = ?store.backend(), "orders database open and migrated");
+    let rates_reader = tokio::spawn(rates::keep_fresh(
+        order_rates.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
     let relay_wakeup = Arc::new(Notify::new());
     let broker_up = Arc::new(AtomicBool::new(false));
     let sweep_now = Arc::new(Notify::new());
@@ -123,6 +134,7 @@ pub async fn serve(
         validate_timeout: (config.validate_timeout_ms > 0)
             .then(|| std::time::Duration::from_millis(config.validate_timeout_ms)),
         store,
+        order_rates,
         relay_wakeup,
         broker_up,
         sweep_now,
@@ -140,5 +152,6 @@ pub async fn serve(
     supervisor.await.context("joining the broker supervisor")?;
     watchdog.await.context("joining the watchdog")?;
     deliverer.await.context("joining the webhook deliverer")?;
+    rates_reader.await.context("joining the rates reader")?;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `order-api` binary: serves the API, or manages API tokens (`order-api tokens ...`).
+//! `order-api` binary: serves the API, or manages API tokens (`order-api tokens ...`) and
+//! tenants' quotas (`order-api tenants ...`).
 
 use anyhow::Context;
 use clap::Parser;
@@ -9,8 +10,10 @@ use provisioner_contract::process;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Token commands print the token on stdout, where the service's logs go: no logging.
-    if let Some(Command::Tokens(command)) = cli.command {
-        return order_api::tokens::run(command).await;
+    match cli.command {
+        Some(Command::Tokens(command)) => return order_api::tokens::run(command).await,
+        Some(Command::Tenants(command)) => return order_api::tenants::run(command).await,
+        None => {}
     }
     process::init_logging()?;
     let config = cli.serve;

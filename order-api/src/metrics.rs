@@ -26,6 +26,14 @@
 //! - `provisioner_event_stream_reads_total`: database reads for open `/events` streams (a
 //!   stream reads when its order has news, and once in a while to be safe; never on a
 //!   timer of its own).
+//! - `provisioner_tenant_live_servers{tenant}`, `provisioner_tenant_orders_in_flight{tenant}`:
+//!   each tenant's usage over all vendors, as its quotas count it (read at scrape; tenants
+//!   with nothing live have no series).
+//! - `provisioner_tenant_quota_limit{tenant,vendor,quota}`: each quota an admin set
+//!   (`vendor` is `*` for a quota over all vendors; `quota` is `max_live_servers` or
+//!   `max_orders_in_flight`). Alert on usage over limit above, say, 0.9.
+//! - `provisioner_orders_refused_total{reason}`: `POST /v1/orders` refused for a tenant's
+//!   `quota_exceeded` or `rate_limited`.
 //! - `provisioner_broker_connected{address}`: 1 for the broker address (`AMQP_URL` entry,
 //!   password hidden) the AMQP session is on; no series between sessions.
 
@@ -92,6 +100,10 @@ pub struct Metrics {
     event_streams: Gauge,
     event_stream_reads: Counter,
     broker_connected: Family<AddressLabel, Gauge>,
+    tenant_live_servers: Family<TenantLabel, Gauge>,
+    tenant_orders_in_flight: Family<TenantLabel, Gauge>,
+    tenant_quota_limit: Family<QuotaLabel, Gauge>,
+    orders_refused: Family<ReasonLabel, Counter>,
     /// The broker address the session is on (set by the broker session, shown here and by
     /// `/readyz`).
     pub broker_node: BrokerNode,
@@ -100,6 +112,23 @@ pub struct Metrics {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AddressLabel {
     address: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabel {
+    tenant: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabel {
+    tenant: String,
+    vendor: String,
+    quota: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -181,6 +210,30 @@ impl Metrics {
             dead_letter_queue.clone(),
         );
         registry.register("orders", "Orders by status", orders.clone());
+        let tenant_live_servers = Family::<TenantLabel, Gauge>::default();
+        registry.register(
+            "tenant_live_servers",
+            "Servers of each tenant that exist or are on their way (what its quotas count)",
+            tenant_live_servers.clone(),
+        );
+        let tenant_orders_in_flight = Family::<TenantLabel, Gauge>::default();
+        registry.register(
+            "tenant_orders_in_flight",
+            "Orders of each tenant in progress (what its quotas count)",
+            tenant_orders_in_flight.clone(),
+        );
+        let tenant_quota_limit = Family::<QuotaLabel, Gauge>::default();
+        registry.register(
+            "tenant_quota_limit",
+            "Each quota an admin set, by tenant, vendor (* for all) and quota",
+            tenant_quota_limit.clone(),
+        );
+        let orders_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "orders_refused",
+            "POST /v1/orders refused for a tenant's limits, by reason (quota_exceeded, rate_limited)",
+            orders_refused.clone(),
+        );
         registry.register(
             "orphans",
             "Servers no order owns, as the orphan sweep recorded them, by state",
@@ -201,6 +254,10 @@ impl Metrics {
             event_streams,
             event_stream_reads,
             broker_connected,
+            tenant_live_servers,
+            tenant_orders_in_flight,
+            tenant_quota_limit,
+            orders_refused,
             broker_node: BrokerNode::default(),
         })
     }
@@ -257,6 +314,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an order refused for a tenant's limits (`quota_exceeded`, `rate_limited`).
+    pub fn order_refused(&self, reason: &str) {
+        self.orders_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
     /// Counts a message dead-lettered from `queue`.
     pub fn dead_lettered(&self, queue: &str) {
         self.dead_letters
@@ -285,6 +351,36 @@ impl Metrics {
                     state: state.as_str().into(),
                 })
                 .set(count);
+        }
+        self.tenant_live_servers.clear();
+        self.tenant_orders_in_flight.clear();
+        for (tenant, usage) in store.usage_by_tenant().await? {
+            let label = TenantLabel { tenant };
+            let gauge = |n: u64| n.min(i64::MAX as u64) as i64;
+            self.tenant_live_servers
+                .get_or_create(&label)
+                .set(gauge(usage.live_servers));
+            self.tenant_orders_in_flight
+                .get_or_create(&label)
+                .set(gauge(usage.orders_in_flight));
+        }
+        self.tenant_quota_limit.clear();
+        for (tenant, vendor, limits) in store.all_quotas().await? {
+            let vendor = vendor.unwrap_or_else(|| "*".into());
+            for (quota, limit) in [
+                ("max_live_servers", limits.max_live_servers),
+                ("max_orders_in_flight", limits.max_orders_in_flight),
+            ] {
+                if let Some(limit) = limit {
+                    let label = QuotaLabel {
+                        tenant: tenant.clone(),
+                        vendor: vendor.clone(),
+                        quota: quota.into(),
+                    };
+                    let limit = limit.min(i64::MAX as u64) as i64;
+                    self.tenant_quota_limit.get_or_create(&label).set(limit);
+                }
+            }
         }
         self.broker_connected.clear();
         if let Some(node) = self.broker_node.get() {

@@ -33,6 +33,7 @@ use crate::lifecycle::{self, OrderStatus, Transition};
 mod db;
 mod events;
 mod orphans;
+mod quotas;
 mod tokens;
 mod vendors;
 mod webhooks;
@@ -40,6 +41,10 @@ pub use db::Backend;
 use db::{DbTime, optional_time, parameters, time, value_rows};
 pub use events::{EventFeed, OrderNews};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
+pub use quotas::{
+    IN_FLIGHT_STATUSES, LIVE_STATUSES, Limits, OrderRate, QuotaExceeded, QuotaSet, ScopedQuota,
+    TenantQuotas, Usage,
+};
 pub use tokens::{NewToken, TOKEN_CACHE_TTL, TokenInfo};
 pub use vendors::UnavailableVendor;
 pub use webhooks::WebhookDelivery;
@@ -93,6 +98,8 @@ pub enum Inserted {
     New(Vec<OrderEvent>),
     /// Not recorded: its idempotency key already names an order.
     KeyTaken,
+    /// Not recorded: it would pass one of its tenant's quotas.
+    OverQuota(QuotaExceeded),
 }
 
 /// The order an idempotency key names.
@@ -1142,9 +1149,8 @@ async fn commit_new_orders(writer: AnyPool, mut queue: tokio::sync::mpsc::Receiv
     let mut group = Vec::with_capacity(NEW_ORDERS_PER_COMMIT);
     while queue.recv_many(&mut group, NEW_ORDERS_PER_COMMIT).await > 0 {
         match insert_orders(&writer, &group).await {
-            Ok(inserted) => {
-                for (new, inserted) in group.drain(..).zip(inserted) {
-                    let answer = outcome(&new, inserted);
+            Ok(outcomes) => {
+                for (new, answer) in group.drain(..).zip(outcomes) {
                     let _ = new.committed.send(Ok(answer));
                 }
             }
@@ -1160,20 +1166,11 @@ async fn commit_new_orders(writer: AnyPool, mut queue: tokio::sync::mpsc::Receiv
                 );
                 for new in group.drain(..) {
                     let alone = insert_orders(&writer, std::slice::from_ref(&new)).await;
-                    let answer = alone.map(|inserted| outcome(&new, inserted[0]));
+                    let answer = alone.map(|mut outcomes| outcomes.remove(0));
                     let _ = new.committed.send(answer);
                 }
             }
         }
-    }
-}
-
-/// What a waiter hears about its new order: `inserted` or its key was taken.
-fn outcome(new: &NewOrder, inserted: bool) -> Inserted {
-    if inserted {
-        Inserted::New(vec![accepted_event(&new.order)])
-    } else {
-        Inserted::KeyTaken
     }
 }
 
@@ -1189,12 +1186,13 @@ fn accepted_event(order: &Order) -> OrderEvent {
 
 /// Inserts `orders` with their first events and outbox rows in one transaction, a statement
 /// per table for the whole group (a database server's round trips, not its work, would bound
-/// the rate otherwise); for each, whether it was inserted (`false`: its idempotency key names
-/// an order already, maybe one earlier in the same group). The keys go in key order: two
+/// the rate otherwise); for each, what became of it: inserted, not inserted because its
+/// idempotency key names an order already (maybe one earlier in the same group), or refused
+/// by its tenant's quota ([`quotas::check_new_orders`]). The keys go in key order: two
 /// instances committing groups with the same keys take them in the same order, and never
-/// deadlock on them. The first events need no order lock ([`lock_order`]): no other
-/// transaction sees a new order before this one commits.
-async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<Vec<bool>> {
+/// deadlock on them; the tenants' quota locks come after all keys, in tenant order. The first events need no order lock
+/// ([`lock_order`]): no other transaction sees a new order before this one commits.
+async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<Vec<Inserted>> {
     let mut tx = writer.begin().await.context("starting a transaction")?;
     let mut keyed: Vec<(&Order, &IdempotencyKey)> = orders
         .iter()
@@ -1225,18 +1223,37 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
             claimed.insert(parse_uuid(row.try_get("order_id")?)?);
         }
     }
-    let inserted: Vec<bool> = orders
+    let unseen: Vec<&NewOrder> = orders
         .iter()
-        .map(|new| new.idempotency.is_none() || claimed.contains(&new.order.id))
+        .filter(|new| new.idempotency.is_none() || claimed.contains(&new.order.id))
         .collect();
-    let new: Vec<&NewOrder> = orders
-        .iter()
-        .zip(&inserted)
-        .filter_map(|(new, inserted)| inserted.then_some(new))
-        .collect();
+    let mut verdicts = quotas::check_new_orders(&mut tx, &unseen)
+        .await?
+        .into_iter();
+    let mut outcomes = Vec::with_capacity(orders.len());
+    let mut new: Vec<&NewOrder> = Vec::with_capacity(orders.len());
+    for order in orders {
+        if order.idempotency.is_some() && !claimed.contains(&order.order.id) {
+            outcomes.push(Inserted::KeyTaken);
+        } else if let Some(over) = verdicts.next().flatten() {
+            if let Some(key) = &order.idempotency {
+                // The key is free again: a retry after usage fell may make the order.
+                sqlx::query("DELETE FROM idempotency_keys WHERE tenant = $1 AND key = $2")
+                    .bind(&order.order.tenant)
+                    .bind(&key.key)
+                    .execute(&mut *tx)
+                    .await
+                    .context("freeing the key of an order over quota")?;
+            }
+            outcomes.push(Inserted::OverQuota(over));
+        } else {
+            outcomes.push(Inserted::New(vec![accepted_event(&order.order)]));
+            new.push(order);
+        }
+    }
     if new.is_empty() {
         tx.commit().await.context("committing new orders")?;
-        return Ok(inserted);
+        return Ok(outcomes);
     }
     let sql = format!(
         "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
@@ -1304,5 +1321,5 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         .await
         .context("inserting the creation requests")?;
     tx.commit().await.context("committing new orders")?;
-    Ok(inserted)
+    Ok(outcomes)
 }

@@ -35,6 +35,7 @@ mod plugin_cache;
 mod plugin_sdk;
 mod poison;
 mod postgres;
+mod quotas;
 mod restarts;
 mod retries;
 mod sandbox;

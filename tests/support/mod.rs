@@ -797,6 +797,9 @@ impl Stack {
             ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
             ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("DATABASE_URL", self.database_url()),
+            // Tests, chaos and benchmarks order faster than a tenant's default rate allows;
+            // tests of the rate set their own (`api_env` comes after).
+            ("TENANT_ORDER_RATE", "0".to_string()),
         ];
         for (key, value) in &self.options.api_env {
             env.push((key.as_str(), value.clone()));

@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod orders;
 pub mod orphans;
 pub mod problem;
+pub mod quotas;
 pub mod server;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ use crate::validation::ValidatorSlot;
 pub struct AppState {
     /// The orders database.
     pub store: Store,
+    /// The per-tenant rate of `POST /v1/orders`.
+    pub order_rates: Arc<crate::rates::OrderRates>,
     /// Wakes the outbox relay after a new order is committed.
     pub relay_wakeup: Arc<Notify>,
     /// Whether the broker session is up (for `/readyz`).
@@ -59,6 +62,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/orders/{id}/events", get(events::order_events))
         .route("/v1/orders/{id}/cancel", post(orders::cancel_order))
         .route("/v1/vendors", get(orders::list_vendors))
+        .route("/v1/quotas", get(quotas::get_quotas))
+        .route(
+            "/v1/tenants/{tenant}/quotas",
+            get(quotas::get_tenant_quotas).put(quotas::put_tenant_quotas),
+        )
         .route("/v1/webhooks/secret", get(orders::webhook_secret))
         .route("/v1/orphans", get(orphans::list_orphans))
         .route("/v1/orphans/sweep", post(orphans::sweep_now))

@@ -11,7 +11,7 @@ use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::problem::{FieldError, Problem};
-use crate::http::{events, orders, orphans};
+use crate::http::{events, orders, orphans, quotas};
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -33,6 +33,9 @@ use crate::http::{events, orders, orphans};
         orders::webhook_secret,
         orphans::list_orphans,
         orphans::sweep_now,
+        quotas::get_quotas,
+        quotas::get_tenant_quotas,
+        quotas::put_tenant_quotas,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerTokens),

@@ -418,7 +418,9 @@ async fn replay(
         (status = 403, description = "An admin token: orders belong to a tenant", content_type = "application/problem+json", body = Problem),
         (status = 413, description = "The body is too large", content_type = "application/problem+json", body = Problem),
         (status = 415, description = "The body is not sent as application/json", content_type = "application/problem+json", body = Problem),
-        (status = 422, description = "Invalid fields, an unknown vendor, a server the vendor's plugin refuses, or an Idempotency-Key reused with another body", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "Invalid fields, an unknown vendor, a server the vendor's plugin refuses, an Idempotency-Key reused with another body, or an order over one of the tenant's quotas (`quota-exceeded`: `quota`, `usage`, `limit`, `requested`, and `vendor` for a quota at one vendor)", content_type = "application/problem+json", body = Problem),
+        (status = 429, description = "The tenant sent orders faster than its rate (`rate-limited`); try again after `Retry-After` seconds", content_type = "application/problem+json", body = Problem,
+         headers(("retry-after" = String, description = "Seconds to wait"))),
     ),
 )]
 pub async fn create_order(
@@ -434,6 +436,15 @@ pub async fn create_order(
                 .into(),
         ));
     };
+    if let Err(retry_after) = state.order_rates.admit(&tenant) {
+        let rate = state.order_rates.rate_of(&tenant);
+        state.metrics.order_refused("rate_limited");
+        return Err(ApiError::RateLimited {
+            retry_after,
+            per_second: rate.map_or(0.0, |r| r.per_second),
+            burst: rate.map_or(0, |r| r.burst),
+        });
+    }
     let key = idempotency_key(&headers)?;
     let Json(body) = body?;
     body.validate(state.webhook_allow_private)?;
@@ -530,6 +541,10 @@ pub async fn create_order(
             Some(idempotency) => return replay(&state, &order.tenant, idempotency).await,
             None => return Err(anyhow::anyhow!("an order without a key lost its key").into()),
         },
+        Inserted::OverQuota(over) => {
+            state.metrics.order_refused("quota_exceeded");
+            return Err(ApiError::QuotaExceeded(over));
+        }
     };
     state.relay_wakeup.notify_one();
     tracing::info!(order_id = %order.id, vendor = %order.vendor, %traceparent, "order accepted");

@@ -57,9 +57,25 @@ pub struct Problem {
     /// `unknown-vendor`: the vendors that are served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known_vendors: Option<Vec<String>>,
-    /// `refused-by-vendor`: the vendor whose plugin refused.
+    /// `refused-by-vendor`: the vendor whose plugin refused; `quota-exceeded`: the vendor
+    /// the quota is at (absent: a quota over all vendors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
+    /// `quota-exceeded`: which quota (`max_live_servers`, `max_orders_in_flight`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+    /// `quota-exceeded`: what the tenant used before this order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<u64>,
+    /// `quota-exceeded`: the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// `quota-exceeded`: what the order asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<u64>,
+    /// `rate-limited`: seconds to wait (as the `Retry-After` header says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// Everything the API answers with an error.
@@ -129,6 +145,23 @@ pub enum ApiError {
     /// open as it may.
     #[error("{0}")]
     TooManyStreams(String),
+    /// 422 `quota-exceeded`: the order would pass one of the tenant's quotas.
+    #[error("over quota: {0}")]
+    QuotaExceeded(crate::store::QuotaExceeded),
+    /// 429 `rate-limited`: the tenant sent orders faster than its rate; try again after
+    /// the time given (whole seconds in `Retry-After`).
+    #[error(
+        "too many orders: this tenant may send {per_second} per second (bursts of {burst}); \
+         try again in {} s", retry_after_secs(*.retry_after)
+    )]
+    RateLimited {
+        /// How long until a request would be admitted.
+        retry_after: std::time::Duration,
+        /// The tenant's rate.
+        per_second: f64,
+        /// The tenant's burst.
+        burst: u32,
+    },
     /// 500 `internal`: logged, answered without detail.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -192,6 +225,16 @@ impl ApiError {
                 "too-many-streams",
                 "Too many event streams",
             ),
+            ApiError::QuotaExceeded(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "quota-exceeded",
+                "Quota exceeded",
+            ),
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many orders",
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -234,9 +277,27 @@ impl IntoResponse for ApiError {
             }
             ApiError::UnknownVendor { known, .. } => body["known_vendors"] = json!(known),
             ApiError::RefusedByVendor { vendor, .. } => body["vendor"] = json!(excerpt(vendor)),
+            ApiError::QuotaExceeded(over) => {
+                body["quota"] = json!(over.quota);
+                if let Some(vendor) = &over.vendor {
+                    body["vendor"] = json!(excerpt(vendor));
+                }
+                body["usage"] = json!(over.usage);
+                body["limit"] = json!(over.limit);
+                body["requested"] = json!(over.requested);
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                body["retry_after"] = json!(retry_after_secs(*retry_after))
+            }
             _ => {}
         }
         let mut response = problem_response(status, body);
+        if let ApiError::RateLimited { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(*retry_after)),
+            );
+        }
         if let ApiError::Unauthorized(_) = &self {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -245,6 +306,12 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// `Retry-After` in whole seconds: rounded up, at least 1 (a client that waits what it is
+/// told is admitted).
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 fn problem_response(status: StatusCode, body: Value) -> Response {

@@ -1,0 +1,462 @@
+//! Per-tenant quotas and order rates through the real programs: an order over a quota is a
+//! `422 quota-exceeded` naming the quota, its usage and its limit; many orders at once never
+//! squeeze past a limit (on the suite's store, and on PostgreSQL through two order-apis); a
+//! tenant over its rate gets `429 rate-limited` with `Retry-After` while others are served;
+//! admins set quotas through the API and `order-api tenants`, tenants only read theirs.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use provisioner_tests::{
+    OrderStore, Stack, StackOptions, TEST_TENANT, binary, fixture, metric_value,
+};
+use serde_json::{Value, json};
+
+/// `PUT /v1/tenants/{tenant}/quotas` with the admin token; the status and the answer.
+async fn put_quotas(stack: &Stack, tenant: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let admin = provisioner_tests::client_with_token(&stack.admin_token)?;
+    let response = admin
+        .put(format!("{}/v1/tenants/{tenant}/quotas", stack.api_url))
+        .json(&body)
+        .send()
+        .await
+        .context("PUT quotas")?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+/// `GET /v1/quotas` as the stack's tenant.
+async fn own_quotas(stack: &Stack) -> anyhow::Result<Value> {
+    let response = stack
+        .http
+        .get(format!("{}/v1/quotas", stack.api_url))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 200,
+        "GET /v1/quotas: {}",
+        response.status()
+    );
+    Ok(response.json().await?)
+}
+
+/// POSTs a valid order at `vendor` to `api` with `client`; the status and the answer.
+async fn post_at(
+    client: &reqwest::Client,
+    api: &str,
+    vendor: &str,
+    name: &str,
+) -> anyhow::Result<(u16, Value)> {
+    let response = client
+        .post(format!("{api}/v1/orders"))
+        .header("content-type", "application/json")
+        .body(fixture(vendor).order_body(name))
+        .send()
+        .await
+        .context("POST /v1/orders")?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+/// Runs `order-api tenants <arguments>` on the stack's database; its standard output.
+async fn tenants_cli(stack: &Stack, arguments: &[&str]) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new(binary("debug", "order-api"))
+        .arg("tenants")
+        .args(arguments)
+        .env("DATABASE_URL", stack.database_url())
+        .output()
+        .await
+        .context("running order-api tenants")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "order-api tenants {} failed: {}",
+        arguments.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// An order over the live-server quota is refused at once, naming the quota, the usage and
+/// the limit; usage shows in `GET /v1/quotas` and `/metrics`; once an order's server is
+/// deleted the tenant may order again.
+#[tokio::test]
+async fn an_order_over_the_live_server_quota_is_refused_naming_it() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let (status, set) = put_quotas(
+        &stack,
+        TEST_TENANT,
+        json!({"limits": {"max_live_servers": 2}}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["all_vendors"]["limits"]["max_live_servers"], 2);
+
+    let first = stack.order_server("quota-1").await?;
+    stack.order_server("quota-2").await?;
+    let (status, _, content_type, problem) = stack
+        .post_order(&fixture("hetzner").order_body("quota-3"))
+        .await?;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(problem["type"], "/problems/quota-exceeded");
+    assert_eq!(problem["quota"], "max_live_servers");
+    assert_eq!(problem["usage"], 2);
+    assert_eq!(problem["limit"], 2);
+    assert_eq!(problem["requested"], 1);
+    assert!(problem.get("vendor").is_none(), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most 2"),
+        "{problem}"
+    );
+
+    let quotas = own_quotas(&stack).await?;
+    assert_eq!(quotas["tenant"], TEST_TENANT);
+    assert_eq!(
+        quotas["all_vendors"]["usage"]["live_servers"], 2,
+        "{quotas}"
+    );
+    assert_eq!(quotas["vendors"]["hetzner"]["usage"]["live_servers"], 2);
+    let metrics = stack.metrics().await?;
+    let tenant = format!("{{tenant=\"{TEST_TENANT}\"}}");
+    assert_eq!(
+        metric_value(
+            &metrics,
+            &format!("provisioner_tenant_live_servers{tenant}")
+        ),
+        Some(2.0)
+    );
+    let limit = format!(
+        "provisioner_tenant_quota_limit{{tenant=\"{TEST_TENANT}\",vendor=\"*\",quota=\"max_live_servers\"}}"
+    );
+    assert_eq!(metric_value(&metrics, &limit), Some(2.0), "{metrics}");
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "provisioner_orders_refused_total{reason=\"quota_exceeded\"}"
+        ),
+        Some(1.0)
+    );
+
+    // A deleted server no longer counts: the tenant may order again.
+    stack
+        .wait_for_status(&first, "active", Duration::from_secs(60))
+        .await?;
+    let (status, answer) = stack.delete_order(&first).await?;
+    assert_eq!(status, 202, "{answer}");
+    stack
+        .wait_for_status(&first, "deleted", Duration::from_secs(60))
+        .await?;
+    stack.order_server("quota-3").await?;
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// A quota at one vendor holds there only; a quota on orders in flight counts orders that
+/// are still on their way, not those that are done.
+#[tokio::test]
+async fn vendor_and_in_flight_quotas_hold_where_they_are_set() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        boot_delay: Duration::from_secs(4),
+        ..StackOptions::default()
+    })
+    .await?;
+    let (status, set) = put_quotas(
+        &stack,
+        TEST_TENANT,
+        json!({
+            "limits": {"max_orders_in_flight": 1},
+            "vendors": {"digitalocean": {"max_live_servers": 0}},
+        }),
+    )
+    .await?;
+    assert_eq!(status, 200, "{set}");
+    let (status, problem) = post_at(&stack.http, &stack.api_url, "digitalocean", "do-1").await?;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["quota"], "max_live_servers");
+    assert_eq!(problem["vendor"], "digitalocean");
+    assert_eq!(problem["limit"], 0);
+
+    let booting = stack.order_server("in-flight-1").await?;
+    let (status, problem) = post_at(&stack.http, &stack.api_url, "hetzner", "in-flight-2").await?;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["quota"], "max_orders_in_flight");
+    assert_eq!(problem["usage"], 1);
+    // Once the first is active it is no longer in flight.
+    stack
+        .wait_for_status(&booting, "active", Duration::from_secs(60))
+        .await?;
+    stack.order_server("in-flight-2").await?;
+    let quotas = own_quotas(&stack).await?;
+    assert_eq!(
+        quotas["all_vendors"]["usage"]["live_servers"], 2,
+        "{quotas}"
+    );
+    assert_eq!(quotas["all_vendors"]["usage"]["orders_in_flight"], 1);
+    assert_eq!(
+        quotas["vendors"]["digitalocean"]["limits"]["max_live_servers"],
+        0
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// Sends `orders` orders at once, spread over `apis`; how many were accepted and how many
+/// refused over quota (anything else fails).
+async fn order_at_once(
+    stack: &Stack,
+    apis: &[String],
+    orders: usize,
+) -> anyhow::Result<(usize, usize)> {
+    let posts = (0..orders).map(|i| {
+        let api = apis[i % apis.len()].clone();
+        async move { post_at(&stack.http, &api, "hetzner", &format!("rush-{i}")).await }
+    });
+    let (mut accepted, mut refused) = (0, 0);
+    for answer in futures_util::future::join_all(posts).await {
+        let (status, body) = answer?;
+        match status {
+            202 => accepted += 1,
+            422 if body["type"] == "/problems/quota-exceeded" => refused += 1,
+            other => anyhow::bail!("an order answered {other}: {body}"),
+        }
+    }
+    Ok((accepted, refused))
+}
+
+/// Many orders at once never squeeze past a limit: the usage is counted in the transaction
+/// that inserts them (on the suite's store: SQLite, or PostgreSQL in its second pass).
+#[tokio::test]
+async fn many_orders_at_once_do_not_pass_a_quota() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    put_quotas(
+        &stack,
+        TEST_TENANT,
+        json!({"limits": {"max_live_servers": 7}}),
+    )
+    .await?;
+    let (accepted, refused) =
+        order_at_once(&stack, std::slice::from_ref(&stack.api_url), 80).await?;
+    assert_eq!((accepted, refused), (7, 73));
+    let listed = stack.list_all_orders("").await?;
+    assert_eq!(listed.len(), 7);
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// Two order-apis on one PostgreSQL database share a tenant's quota: orders sent to both
+/// at once never add up past it.
+#[tokio::test]
+async fn two_order_apis_on_postgres_share_one_quota() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions {
+        store: OrderStore::Postgres,
+        ..StackOptions::default()
+    })
+    .await?;
+    let second = stack.start_another_api().await?;
+    let apis = [stack.api_url.clone(), second];
+    for round in 0..3 {
+        let limit = 5 + 10 * round;
+        put_quotas(
+            &stack,
+            TEST_TENANT,
+            json!({"limits": {"max_live_servers": limit}}),
+        )
+        .await?;
+        let already = stack.list_all_orders("").await?.len();
+        let (accepted, _) = order_at_once(&stack, &apis, 60).await?;
+        assert_eq!(accepted + already, limit, "round {round}");
+        let listed = stack.list_all_orders("").await?.len();
+        assert_eq!(listed, limit, "round {round}: the database holds {listed}");
+    }
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// A tenant over its rate is answered `429 rate-limited` with `Retry-After` before its
+/// order is read; another tenant is served meanwhile; an admin's rate for the tenant takes
+/// effect at once on the instance that set it, and `order-api tenants set-rate` within the
+/// instance's refresh.
+#[tokio::test]
+async fn a_tenant_over_its_rate_waits_and_others_are_served() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        api_env: vec![
+            ("TENANT_ORDER_RATE".into(), "0.2".into()),
+            ("TENANT_ORDER_BURST".into(), "3".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await?;
+    for i in 0..3 {
+        stack.order_server(&format!("burst-{i}")).await?;
+    }
+    let response = stack
+        .http
+        .post(format!("{}/v1/orders", stack.api_url))
+        .header("content-type", "application/json")
+        .body(fixture("hetzner").order_body("burst-3"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .context("no Retry-After")?
+        .to_str()?
+        .parse()?;
+    assert!((1..=5).contains(&retry_after), "Retry-After: {retry_after}");
+    let problem: Value = response.json().await?;
+    assert_eq!(problem["type"], "/problems/rate-limited");
+    assert_eq!(problem["retry_after"], retry_after);
+
+    let globex = stack.client_of_tenant("globex").await?;
+    let (status, answer) = post_at(&globex, &stack.api_url, "hetzner", "globex-1").await?;
+    assert_eq!(status, 202, "another tenant is not held: {answer}");
+
+    let (status, set) = put_quotas(
+        &stack,
+        TEST_TENANT,
+        json!({"rate": {"per_second": 50.0, "burst": 10}}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["rate_source"], "tenant");
+    for i in 0..10 {
+        stack.order_server(&format!("raised-{i}")).await?;
+    }
+
+    // globex is at its burst of 3 after two more; the CLI raises its rate, and the instance
+    // reads it within its refresh (5 s).
+    for i in 2..4 {
+        post_at(&globex, &stack.api_url, "hetzner", &format!("globex-{i}")).await?;
+    }
+    let (status, _) = post_at(&globex, &stack.api_url, "hetzner", "globex-held").await?;
+    assert_eq!(status, 429);
+    tenants_cli(&stack, &["set-rate", "globex", "--per-second", "100"]).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut admitted = 0;
+    while admitted < 20 {
+        let (status, answer) = post_at(
+            &globex,
+            &stack.api_url,
+            "hetzner",
+            &format!("globex-n{admitted}"),
+        )
+        .await?;
+        match status {
+            202 => admitted += 1,
+            429 if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => anyhow::bail!("globex's order answered {other}: {answer}"),
+        }
+    }
+    let metrics = stack.metrics().await?;
+    let refused = metric_value(
+        &metrics,
+        "provisioner_orders_refused_total{reason=\"rate_limited\"}",
+    );
+    assert!(refused >= Some(2.0), "{refused:?}");
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// Quotas are an admin's: the CLI sets and lists them, a tenant reads its own and can set
+/// none, and figures out of range are refused.
+#[tokio::test]
+async fn admins_set_quotas_and_tenants_only_read_theirs() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    tenants_cli(
+        &stack,
+        &[
+            "set-quota",
+            TEST_TENANT,
+            "--live-servers",
+            "40",
+            "--orders-in-flight",
+            "9",
+        ],
+    )
+    .await?;
+    tenants_cli(
+        &stack,
+        &[
+            "set-quota",
+            TEST_TENANT,
+            "--vendor",
+            "hetzner",
+            "--live-servers",
+            "30",
+        ],
+    )
+    .await?;
+    let quotas = own_quotas(&stack).await?;
+    assert_eq!(
+        quotas["all_vendors"]["limits"]["max_live_servers"], 40,
+        "{quotas}"
+    );
+    assert_eq!(quotas["all_vendors"]["limits"]["max_orders_in_flight"], 9);
+    assert_eq!(
+        quotas["vendors"]["hetzner"]["limits"]["max_live_servers"],
+        30
+    );
+    assert_eq!(quotas["rate_source"], "default");
+    let listing = tenants_cli(&stack, &["list"]).await?;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(TEST_TENANT) && l.contains("hetzner") && l.contains("30")),
+        "{listing}"
+    );
+    let shown: Value = serde_json::from_str(&tenants_cli(&stack, &["show", TEST_TENANT]).await?)?;
+    assert_eq!(shown["all_vendors"]["limits"]["max_live_servers"], 40);
+
+    // A tenant cannot set or read another's quotas; an admin has no /v1/quotas of its own.
+    let tenant_put = stack
+        .http
+        .put(format!("{}/v1/tenants/{TEST_TENANT}/quotas", stack.api_url))
+        .json(&json!({"limits": {"max_live_servers": 1000}}))
+        .send()
+        .await?;
+    assert_eq!(tenant_put.status(), 403);
+    let tenant_get = stack
+        .http
+        .get(format!("{}/v1/tenants/globex/quotas", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(tenant_get.status(), 403);
+    let admin = provisioner_tests::client_with_token(&stack.admin_token)?;
+    let admin_own = admin
+        .get(format!("{}/v1/quotas", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(admin_own.status(), 403);
+    let admin_get: Value = admin
+        .get(format!("{}/v1/tenants/{TEST_TENANT}/quotas", stack.api_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        admin_get["vendors"]["hetzner"]["limits"]["max_live_servers"],
+        30
+    );
+
+    for bad in [
+        json!({"rate": {"per_second": 0, "burst": 1}}),
+        json!({"limits": {"max_live_servers": -1}}),
+        json!({"limits": {"most_servers": 3}}),
+    ] {
+        let (status, problem) = put_quotas(&stack, TEST_TENANT, bad.clone()).await?;
+        assert_eq!(status, 422, "{bad} answered {problem}");
+    }
+    let (status, _) = put_quotas(&stack, "Not A Tenant", json!({})).await?;
+    assert_eq!(status, 400);
+    // A PUT replaces everything: an empty set removes every quota.
+    let (status, cleared) = put_quotas(&stack, TEST_TENANT, json!({})).await?;
+    assert_eq!(status, 200);
+    assert_eq!(cleared["all_vendors"]["limits"], json!({}), "{cleared}");
+    assert!(tenants_cli(&stack, &["list"]).await?.lines().count() <= 1);
+    stack.cleanup().await;
+    Ok(())
+}
