@@ -84,6 +84,8 @@ enum Command {
     Order(OrderCommand),
     /// The vendors some host serves.
     Vendors,
+    /// Your tenant's quotas, order rate and what it uses.
+    Quotas,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +211,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vendors => {
             let vendors = api.get("/v1/vendors").await?;
             out.vendors(&vendors);
+        }
+        Command::Quotas => {
+            let quotas = api.get("/v1/quotas").await?;
+            out.quotas(&quotas);
         }
         Command::Order(OrderCommand::Create(args)) => {
             let args = *args;

@@ -139,6 +139,49 @@ impl Output {
             );
         }
     }
+
+    /// A tenant's quotas: each scope's usage against its limits, and the order rate.
+    pub fn quotas(&self, answer: &Value) {
+        if self.json {
+            return self.print_json(answer);
+        }
+        let figure = |scope: &Value, usage: &str, limit: &str| {
+            let used = scope["usage"][usage].as_u64().unwrap_or(0);
+            match scope["limits"][limit].as_u64() {
+                Some(limit) => format!("{used}/{limit}"),
+                None => format!("{used}"),
+            }
+        };
+        println!(
+            "{:<14} {:>14} {:>18}",
+            "vendor", "live servers", "orders in flight"
+        );
+        let mut scopes = vec![("(all)".to_string(), &answer["all_vendors"])];
+        if let Some(vendors) = answer["vendors"].as_object() {
+            scopes.extend(
+                vendors
+                    .iter()
+                    .map(|(vendor, scope)| (vendor.clone(), scope)),
+            );
+        }
+        for (name, scope) in scopes {
+            println!(
+                "{:<14} {:>14} {:>18}",
+                name,
+                figure(scope, "live_servers", "max_live_servers"),
+                figure(scope, "orders_in_flight", "max_orders_in_flight")
+            );
+        }
+        match answer["rate"].as_object() {
+            Some(rate) => println!(
+                "order rate: {} per second, bursts of {} ({})",
+                rate["per_second"],
+                rate["burst"],
+                answer["rate_source"].as_str().unwrap_or("-")
+            ),
+            None => println!("order rate: not limited"),
+        }
+    }
 }
 
 /// `12:00:01  provisioning  vendor accepted the server ...`

@@ -1,5 +1,5 @@
-//! The orders database: orders, their event log, the outbox, the announced vendors, and (in
-//! [`orphans`]) the orphan sweep's records. Every state change is a compare-and-set in one
+//! The orders database: orders, their event log, the outbox, the announced vendors, (in
+//! [`orphans`]) the orphan sweep's records, and (in [`quotas`]) tenants' quotas and rates. Every state change is a compare-and-set in one
 //! transaction. SQLite or PostgreSQL by `DATABASE_URL` ([`db`]), one code path for both.
 //!
 //! Writes go through a pool of their own (`writer`: one connection on SQLite), reads through

@@ -1,5 +1,5 @@
 //! The `provisioner` command-line client against a live stack: create with `--wait` (live
-//! progress until active), get, list, vendors, watch, cancel, delete, `--output json`, and
+//! progress until active), get, list, vendors, quotas, watch, cancel, delete, `--output json`, and
 //! the errors a user sees (no token, a refused order).
 
 use std::process::Output;
@@ -63,6 +63,13 @@ async fn the_cli_orders_follows_and_deletes_a_server() -> anyhow::Result<()> {
     assert_eq!(orders.as_array().map(Vec::len), Some(1), "{orders}");
     let vendors = provisioner(&stack, &["vendors"]).await?;
     assert!(text(&vendors).contains("hetzner"), "{}", text(&vendors));
+    let quotas = provisioner(&stack, &["quotas"]).await?;
+    assert!(quotas.status.success(), "{}", text(&quotas));
+    assert!(
+        text(&quotas).contains("(all)") && text(&quotas).contains("order rate: not limited"),
+        "{}",
+        text(&quotas)
+    );
 
     // delete --wait follows it to deleted.
     let deleted = provisioner(&stack, &["order", "delete", &id, "--wait"]).await?;
