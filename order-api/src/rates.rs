@@ -1,7 +1,8 @@
 //! The per-tenant rate of `POST /v1/orders`: a token bucket per tenant (`governor`), refilled
 //! at the tenant's own rate (set by an admin, in the database) or the instance's default
 //! (`--tenant-order-rate`, `--tenant-order-burst`). A request over the rate answers
-//! `429 /problems/rate-limited` with `Retry-After`, before its body is read.
+//! `429 /problems/rate-limited` with `Retry-After` before anything else is checked (a retry
+//! with an `Idempotency-Key` is a request too).
 //!
 //! The buckets live in each order-api instance: with N instances behind a balancer a tenant
 //! may order up to N times its rate. That keeps the check free of the database on the hot

@@ -1194,6 +1194,14 @@ fn accepted_event(order: &Order) -> OrderEvent {
 /// ([`lock_order`]): no other transaction sees a new order before this one commits.
 async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<Vec<Inserted>> {
     let mut tx = writer.begin().await.context("starting a transaction")?;
+    if tx.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME {
+        // The quota count must see what committed while this transaction waited for the
+        // tenant's lock, whatever the database's default isolation is.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *tx)
+            .await
+            .context("setting the isolation of new orders' transaction")?;
+    }
     let mut keyed: Vec<(&Order, &IdempotencyKey)> = orders
         .iter()
         .filter_map(|new| Some((&new.order, new.idempotency.as_ref()?)))
@@ -1232,11 +1240,22 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         .into_iter();
     let mut outcomes = Vec::with_capacity(orders.len());
     let mut new: Vec<&NewOrder> = Vec::with_capacity(orders.len());
+    // Keys freed below, by tenant and key: a request with the same key later in this group
+    // lost the key to an order that is not made, and is refused as that one was (its
+    // replay would find no order).
+    let mut freed: std::collections::HashMap<(&str, &str), QuotaExceeded> =
+        std::collections::HashMap::new();
     for order in orders {
-        if order.idempotency.is_some() && !claimed.contains(&order.order.id) {
-            outcomes.push(Inserted::KeyTaken);
+        if let Some(key) = &order.idempotency
+            && !claimed.contains(&order.order.id)
+        {
+            match freed.get(&(order.order.tenant.as_str(), key.key.as_str())) {
+                Some(over) => outcomes.push(Inserted::OverQuota(over.clone())),
+                None => outcomes.push(Inserted::KeyTaken),
+            }
         } else if let Some(over) = verdicts.next().flatten() {
             if let Some(key) = &order.idempotency {
+                freed.insert((&order.order.tenant, &key.key), over.clone());
                 // The key is free again: a retry after usage fell may make the order.
                 sqlx::query("DELETE FROM idempotency_keys WHERE tenant = $1 AND key = $2")
                     .bind(&order.order.tenant)

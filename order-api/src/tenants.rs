@@ -21,11 +21,16 @@ pub async fn run(command: TenantsCommand) -> anyhow::Result<()> {
             database,
         } => {
             check_tenant_name(&tenant)?;
-            let store = Store::connect(&database.database_url).await?;
+            anyhow::ensure!(
+                vendor.as_deref().is_none_or(|v| !v.trim().is_empty()),
+                "--vendor names a vendor; leave it out for a quota over all vendors"
+            );
             let limits = Limits {
                 max_live_servers: live_servers,
                 max_orders_in_flight: orders_in_flight,
             };
+            limits.check().map_err(anyhow::Error::msg)?;
+            let store = Store::connect(&database.database_url).await?;
             store.set_quota(&tenant, vendor.as_deref(), limits).await?;
             let scope = vendor
                 .map(|v| format!("at vendor '{v}'"))
@@ -68,10 +73,14 @@ pub async fn run(command: TenantsCommand) -> anyhow::Result<()> {
         TenantsCommand::Show { tenant, database } => {
             check_tenant_name(&tenant)?;
             let store = Store::connect(&database.database_url).await?;
+            // The instances' default rate is theirs: `rate` shows the tenant's own only.
             let quotas = store.tenant_quotas(&tenant, None).await?;
             let mut out = std::io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &quotas).context("printing the quotas")?;
             writeln!(out)?;
+            if quotas.rate.is_none() {
+                eprintln!("no rate of its own: the instances' default (TENANT_ORDER_RATE) applies");
+            }
         }
         TenantsCommand::List { database } => {
             let store = Store::connect(&database.database_url).await?;

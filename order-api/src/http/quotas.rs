@@ -6,10 +6,11 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
+use serde_json::Value;
 
 use crate::auth::{Admin, Caller, check_tenant_name};
 use crate::http::AppState;
-use crate::http::problem::{ApiError, FieldError, Problem};
+use crate::http::problem::{ApiError, FieldError, Problem, excerpt};
 use crate::store::{QuotaSet, TenantQuotas};
 
 /// Most vendors one tenant's quotas may name.
@@ -42,7 +43,7 @@ pub async fn get_quotas(
     get,
     path = "/v1/tenants/{tenant}/quotas",
     tag = "operators",
-    params(("tenant" = String, Path, description = "The tenant")),
+    params(("tenant" = String, Path, description = "The tenant: 1 to 63 of a-z, 0-9, '-'", pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
     responses(
         (status = 200, description = "The tenant's limits and what it uses", body = TenantQuotas),
         (status = 400, description = "Not a tenant name", content_type = "application/problem+json", body = Problem),
@@ -65,23 +66,26 @@ pub async fn get_tenant_quotas(
     put,
     path = "/v1/tenants/{tenant}/quotas",
     tag = "operators",
-    params(("tenant" = String, Path, description = "The tenant")),
+    params(("tenant" = String, Path, description = "The tenant: 1 to 63 of a-z, 0-9, '-'", pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")),
     request_body = QuotaSet,
     responses(
         (status = 200, description = "Set; the tenant's limits and what it uses", body = TenantQuotas),
         (status = 400, description = "Malformed JSON or not a tenant name", content_type = "application/problem+json", body = Problem),
         (status = 403, description = "Not an admin token", content_type = "application/problem+json", body = Problem),
-        (status = 422, description = "A figure out of range", content_type = "application/problem+json", body = Problem),
+        (status = 413, description = "The body is too large", content_type = "application/problem+json", body = Problem),
+        (status = 415, description = "The body is not sent as application/json", content_type = "application/problem+json", body = Problem),
+        (status = 422, description = "A field unknown or of the wrong type, or a figure out of range", content_type = "application/problem+json", body = Problem),
     ),
 )]
 pub async fn put_tenant_quotas(
     State(state): State<AppState>,
     _admin: Admin,
     Path(tenant): Path<String>,
-    body: Result<Json<QuotaSet>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<TenantQuotas>, ApiError> {
     check_tenant(&tenant)?;
-    let Json(set) = body?;
+    let Json(body) = body?;
+    let set = quota_set_of(body)?;
     let mut errors = Vec::new();
     if set.vendors.len() > MAX_VENDOR_QUOTAS {
         errors.push(FieldError {
@@ -97,6 +101,19 @@ pub async fn put_tenant_quotas(
             });
         }
     }
+    for (scope, limits) in std::iter::once(("limits".to_string(), &set.limits)).chain(
+        set.vendors
+            .iter()
+            .take(MAX_VENDOR_QUOTAS)
+            .map(|(vendor, limits)| (format!("vendors.{}", excerpt(vendor)), limits)),
+    ) {
+        if let Err(message) = limits.check() {
+            errors.push(FieldError {
+                field: scope,
+                message,
+            });
+        }
+    }
     if let Some(Err(message)) = set.rate.map(|rate| rate.check()) {
         errors.push(FieldError {
             field: "rate".into(),
@@ -107,9 +124,39 @@ pub async fn put_tenant_quotas(
         return Err(ApiError::Validation(errors));
     }
     state.store.replace_quotas(&tenant, &set).await?;
-    state.order_rates.refresh(&state.store).await?;
+    if let Err(error) = state.order_rates.refresh(&state.store).await {
+        // Set all the same: the instance reads the rates again within 5 s.
+        tracing::warn!("reading the order rates after a change failed: {error:#}");
+    }
     tracing::info!(%tenant, "quotas set");
     Ok(Json(tenant_quotas(&state, &tenant).await?))
+}
+
+/// The body as a [`QuotaSet`]. Its objects must be JSON objects: serde would also take a
+/// record from an array of its fields in order (`"limits": [5, null]`), which the document
+/// does not allow.
+fn quota_set_of(body: Value) -> Result<QuotaSet, ApiError> {
+    let not_object = |field: &str| ApiError::InvalidBody(format!("{field} must be a JSON object"));
+    let Value::Object(fields) = &body else {
+        return Err(not_object("the body"));
+    };
+    for field in ["limits", "rate"] {
+        if fields
+            .get(field)
+            .is_some_and(|v| !v.is_object() && !v.is_null())
+        {
+            return Err(not_object(field));
+        }
+    }
+    if let Some(vendors) = fields.get("vendors") {
+        let Value::Object(vendors) = vendors else {
+            return Err(not_object("vendors"));
+        };
+        if vendors.values().any(|limits| !limits.is_object()) {
+            return Err(not_object("each entry of vendors"));
+        }
+    }
+    serde_json::from_value(body).map_err(|error| ApiError::InvalidBody(error.to_string()))
 }
 
 fn check_tenant(tenant: &str) -> Result<(), ApiError> {

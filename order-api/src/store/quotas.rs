@@ -6,9 +6,11 @@
 //! Usage is counted from the orders themselves, not kept in counters: a counter row per
 //! tenant would be written by every status change of every order of the tenant, and on
 //! PostgreSQL two transactions that touch two tenants' orders in opposite orders would
-//! deadlock on those rows. The count reads the index `(tenant, status, vendor)` over the live
-//! statuses only, so it reads at most about as many entries as the tenant's limit allows (a
-//! tenant without a quota is never counted on the order path).
+//! deadlock on those rows. The count reads the index `(tenant, status, vendor)` over the
+//! statuses its limits need (the live ones for a live-server limit, else the in-flight ones),
+//! so it reads about as many entries as the tenant's limits allow (a tenant without a quota
+//! is never counted on the order path). Only the vendors with a limit are counted unless a
+//! limit holds over all of them.
 //!
 //! Two orders of one tenant must not both squeeze under a limit. On SQLite the one writer
 //! connection commits one group of new orders at a time, so the count and the insert of one
@@ -58,19 +60,37 @@ const ALL_VENDORS: &str = "";
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Most servers that exist or are on their way (orders `pending`, `queued`,
-    /// `provisioning`, `active`, `deleting`, `cancelling`).
+    /// `provisioning`, `active`, `deleting`, `cancelling`); 0 to 1,000,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub max_live_servers: Option<u64>,
     /// Most orders in progress (`pending`, `queued`, `provisioning`, `deleting`,
-    /// `cancelling`).
+    /// `cancelling`); 0 to 1,000,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub max_orders_in_flight: Option<u64>,
 }
 
 impl Limits {
+    /// The largest limit accepted.
+    pub const MAX: u64 = 1_000_000_000;
+
     /// Whether no limit is set.
     pub fn is_empty(&self) -> bool {
         self.max_live_servers.is_none() && self.max_orders_in_flight.is_none()
+    }
+
+    /// Why the limits cannot be used, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, limit) in [
+            ("max_live_servers", self.max_live_servers),
+            ("max_orders_in_flight", self.max_orders_in_flight),
+        ] {
+            if limit.is_some_and(|limit| limit > Self::MAX) {
+                return Err(format!("{name} must be at most {}", Self::MAX));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -95,21 +115,26 @@ impl Usage {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRate {
-    /// Requests per second, sustained (more than 0, at most 1,000,000).
+    /// Requests per second, sustained (0.001 to 1,000,000).
+    #[schema(minimum = 0.001, maximum = 1_000_000)]
     pub per_second: f64,
     /// Requests at once after a quiet spell (1 to 1,000,000).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub burst: u32,
 }
 
 impl OrderRate {
     /// Most of either figure.
     pub const MAX: f64 = 1_000_000.0;
+    /// The slowest rate: one request in about 17 minutes.
+    pub const MIN_PER_SECOND: f64 = 0.001;
 
     /// Why the rate cannot be used, if it cannot.
     pub fn check(&self) -> Result<(), String> {
-        if !(self.per_second > 0.0 && self.per_second <= Self::MAX) {
+        if !(self.per_second >= Self::MIN_PER_SECOND && self.per_second <= Self::MAX) {
             return Err(format!(
-                "per_second must be more than 0 and at most {}",
+                "per_second must be {} to {}",
+                Self::MIN_PER_SECOND,
                 Self::MAX
             ));
         }
@@ -284,19 +309,22 @@ async fn quota_rows<'e>(
     Ok(quotas)
 }
 
-/// `tenant`'s usage by vendor (only `vendors` when given), counted from its live orders.
+/// `tenant`'s usage by vendor (only `vendors` when given), counted from its orders in
+/// `statuses` ([`LIVE_STATUSES`], or [`IN_FLIGHT_STATUSES`] when only those are limited:
+/// then its `live_servers` counts only the servers on their way).
 async fn usage_by_vendor<'e>(
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     tenant: &str,
     vendors: Option<&BTreeSet<String>>,
+    statuses: &[OrderStatus],
 ) -> anyhow::Result<BTreeMap<String, Usage>> {
-    let statuses = parameters(2, LIVE_STATUSES.len());
     let mut sql = format!(
         "SELECT vendor, status, COUNT(*) AS n FROM orders WHERE tenant = $1 \
-         AND status IN ({statuses})"
+         AND status IN ({})",
+        parameters(2, statuses.len())
     );
     if let Some(vendors) = vendors {
-        let first = 2 + LIVE_STATUSES.len();
+        let first = 2 + statuses.len();
         sql.push_str(&format!(
             " AND vendor IN ({})",
             parameters(first, vendors.len())
@@ -304,7 +332,7 @@ async fn usage_by_vendor<'e>(
     }
     sql.push_str(" GROUP BY vendor, status");
     let mut statement = sqlx::query(&sql).bind(tenant);
-    for status in LIVE_STATUSES {
+    for status in statuses {
         statement = statement.bind(status.as_str());
     }
     for vendor in vendors.into_iter().flatten() {
@@ -355,7 +383,14 @@ pub(super) async fn check_new_orders(
         // Only the vendors that have a limit need counting unless one holds for all.
         let vendors: Option<BTreeSet<String>> =
             (!rows.contains_key(ALL_VENDORS)).then(|| rows.keys().cloned().collect());
-        let counted = usage_by_vendor(&mut **tx, tenant, vendors.as_ref()).await?;
+        // Active servers are counted only where a live-server limit needs them: a count
+        // reads about as many entries as the limits it serves allow.
+        let statuses: &[OrderStatus] = if rows.values().any(|l| l.max_live_servers.is_some()) {
+            &LIVE_STATUSES
+        } else {
+            &IN_FLIGHT_STATUSES
+        };
+        let counted = usage_by_vendor(&mut **tx, tenant, vendors.as_ref(), statuses).await?;
         usage.insert(tenant, counted);
     }
     let mut verdicts = Vec::with_capacity(orders.len());
@@ -477,7 +512,7 @@ impl Store {
         default_rate: Option<OrderRate>,
     ) -> anyhow::Result<TenantQuotas> {
         let set = self.quota_set(tenant).await?;
-        let usage = usage_by_vendor(&self.pool, tenant, None).await?;
+        let usage = usage_by_vendor(&self.pool, tenant, None, &LIVE_STATUSES).await?;
         let mut all_vendors = ScopedQuota {
             limits: set.limits,
             usage: Usage::default(),
