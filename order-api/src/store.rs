@@ -1076,7 +1076,11 @@ async fn apply_in(
                 | UpdateKind::Failed { .. },
                 Some(server),
             ) => {
-                delete_late_server(tx, update, server, status).await?;
+                let message = format!(
+                    "the vendor made server {} after the cancel; deleting it",
+                    server.vendor_id
+                );
+                queue_server_delete(tx, update, server, status, message).await?;
                 Ok(Applied::LateServerDeleted)
             }
             // The delete of a late server failed: said in the log; the orphan sweep reports
@@ -1104,16 +1108,45 @@ async fn apply_in(
         attempt: Some(update.attempt),
     };
     insert_event(tx, update.order_id, &event).await?;
+    if let UpdateKind::Failed { .. } = &update.kind {
+        delete_failed_orders_server(tx, update).await?;
+    }
     webhooks::queue_webhook(tx, update.order_id, step.target).await?;
     Ok(Applied::Moved(step.target))
 }
 
-/// Queues the delete of a server a create made for an order already cancelling or cancelled.
-async fn delete_late_server(
+/// A failed order leaves no server behind: the server it recorded (its create made one, then
+/// a later attempt failed for good, e.g. a redelivered create whose every retry met vendor
+/// errors) is deleted. The delete's outcome does not move the failed order; a delete that
+/// fails leaves the server to the orphan sweep.
+async fn delete_failed_orders_server(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    update: &OrderUpdate,
+) -> anyhow::Result<()> {
+    let row = sqlx::query("SELECT server FROM orders WHERE id = $1")
+        .bind(update.order_id.to_string())
+        .fetch_one(&mut **tx)
+        .await
+        .context("reading a failed order's server")?;
+    let Some(server) = parse_json::<ServerInfo>(row.try_get("server")?)? else {
+        return Ok(());
+    };
+    let message = format!(
+        "deleting the server {} the order's create made: a failed order keeps none",
+        server.vendor_id
+    );
+    queue_server_delete(tx, update, &server, OrderStatus::Failed, message).await
+}
+
+/// Queues the delete of a server the order will not keep (a create made it for an order
+/// already cancelling or cancelled, or for one that failed), with `message` in its event
+/// log.
+async fn queue_server_delete(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     update: &OrderUpdate,
     server: &ServerInfo,
     status: OrderStatus,
+    message: String,
 ) -> anyhow::Result<()> {
     let request = provisioner_contract::HostRequest::Delete(provisioner_contract::DeleteRequest {
         order_id: update.order_id,
@@ -1133,10 +1166,7 @@ async fn delete_late_server(
     let event = OrderEvent {
         at: now,
         status,
-        message: format!(
-            "the vendor made server {} after the cancel; deleting it",
-            server.vendor_id
-        ),
+        message,
         attempt: Some(update.attempt),
     };
     insert_event(tx, update.order_id, &event).await

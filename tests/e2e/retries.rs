@@ -99,3 +99,65 @@ async fn an_exhausted_retry_budget_fails_the_order_with_the_attempts() -> anyhow
     stack.cleanup().await;
     Ok(())
 }
+
+/// The live simulator servers carrying `order_id` as their idempotency key.
+async fn live_servers_of(stack: &Stack, order_id: &str) -> anyhow::Result<Vec<Value>> {
+    Ok(stack
+        .sim_servers()
+        .await?
+        .into_iter()
+        .filter(|server| server.to_string().contains(order_id))
+        .collect())
+}
+
+/// An order whose create made a server, and whose redelivered create (its host killed) then
+/// spends its retry budget on vendor errors, fails; the server its first create made is
+/// deleted rather than left to the orphan sweep (a chaos run found one left behind).
+#[tokio::test]
+async fn a_failed_order_leaves_no_server_behind() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions {
+        boot_delay: Duration::from_secs(3_600),
+        ..fast_retries(50, 3)
+    })
+    .await?;
+    let id = stack.order_server("left-behind").await?;
+    stack
+        .wait_for_status(&id, "provisioning", Duration::from_secs(60))
+        .await?;
+    anyhow::ensure!(live_servers_of(&stack, &id).await?.len() == 1);
+    stack.kill_host().await;
+    stack
+        .inject_fault(
+            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
+                             "count": 1000}),
+        )
+        .await?;
+    stack.start_host()?;
+    let failed = stack
+        .wait_for_status(&id, "failed", Duration::from_secs(60))
+        .await?;
+    assert_eq!(failed["fault"]["code"], "vendor_unavailable", "{failed}");
+    stack.clear_faults().await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = live_servers_of(&stack, &id).await?;
+        if live.is_empty() {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the failed order's server is still at the vendor: {live:?}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let order = stack.order(&id).await?;
+    assert_eq!(order["status"], "failed", "it stays failed: {order}");
+    let events = provisioner_tests::event_messages(&order);
+    assert!(
+        events.iter().any(|e| e.contains("deleting the server")),
+        "{events:?}"
+    );
+    stack.cleanup().await;
+    Ok(())
+}
