@@ -1,6 +1,7 @@
 //! The orders database: orders, their event log, the outbox, the announced vendors, (in
-//! [`orphans`]) the orphan sweep's records, and (in [`quotas`]) tenants' quotas and rates. Every state change is a compare-and-set in one
-//! transaction. SQLite or PostgreSQL by `DATABASE_URL` ([`db`]), one code path for both.
+//! [`orphans`]) the orphan sweep's records, and (in [`quotas`]) tenants' quotas and rates.
+//! Every state change is a compare-and-set in one transaction. SQLite or PostgreSQL by
+//! `DATABASE_URL` ([`db`]), one code path for both.
 //!
 //! Writes go through a pool of their own (`writer`: one connection on SQLite), reads through
 //! another. SQLite takes one writer at a time anyway; several connections competing for the
