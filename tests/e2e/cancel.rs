@@ -5,23 +5,13 @@
 use std::time::{Duration, Instant};
 
 use provisioner_tests::{Stack, StackOptions, event_messages};
-use serde_json::{Value, json};
-
-/// The live simulator servers carrying `order_id` as their idempotency key.
-async fn live_servers_of(stack: &Stack, order_id: &str) -> anyhow::Result<Vec<Value>> {
-    Ok(stack
-        .sim_servers()
-        .await?
-        .into_iter()
-        .filter(|server| server.to_string().contains(order_id))
-        .collect())
-}
+use serde_json::json;
 
 /// Waits until the simulator has no live server of `order_id`.
 async fn wait_until_no_server(stack: &Stack, order_id: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let live = live_servers_of(stack, order_id).await?;
+        let live = stack.live_servers_of(order_id).await?;
         if live.is_empty() {
             return Ok(());
         }
@@ -45,11 +35,7 @@ async fn cancelling_a_provisioning_order_deletes_its_server() -> anyhow::Result<
     let provisioning = stack
         .wait_for_status(&id, "provisioning", Duration::from_secs(30))
         .await?;
-    assert_eq!(
-        live_servers_of(&stack, &id).await?.len(),
-        1,
-        "{provisioning}"
-    );
+    assert_eq!(stack.live_servers_of(&id).await?.len(), 1, "{provisioning}");
 
     let (status, answer) = stack.cancel_order(&id).await?;
     assert_eq!(status, 202, "{answer}");
@@ -71,7 +57,7 @@ async fn cancelling_a_provisioning_order_deletes_its_server() -> anyhow::Result<
             .any(|m| m.starts_with("cancelled; server") && m.ends_with("deleted")),
         "{messages:?}"
     );
-    assert!(live_servers_of(&stack, &id).await?.is_empty());
+    assert!(stack.live_servers_of(&id).await?.is_empty());
 
     // Again: the order as it is; an unknown order: 404.
     let (status, again) = stack.cancel_order(&id).await?;
@@ -102,7 +88,7 @@ async fn a_settled_order_cannot_be_cancelled() -> anyhow::Result<()> {
         "{answer}"
     );
     assert_eq!(stack.order(&id).await?["status"], "active");
-    assert_eq!(live_servers_of(&stack, &id).await?.len(), 1);
+    assert_eq!(stack.live_servers_of(&id).await?.len(), 1);
     stack.cleanup().await;
     Ok(())
 }

@@ -100,16 +100,6 @@ async fn an_exhausted_retry_budget_fails_the_order_with_the_attempts() -> anyhow
     Ok(())
 }
 
-/// The live simulator servers carrying `order_id` as their idempotency key.
-async fn live_servers_of(stack: &Stack, order_id: &str) -> anyhow::Result<Vec<Value>> {
-    Ok(stack
-        .sim_servers()
-        .await?
-        .into_iter()
-        .filter(|server| server.to_string().contains(order_id))
-        .collect())
-}
-
 /// An order whose create made a server, and whose redelivered create (its host killed) then
 /// spends its retry budget on vendor errors, fails; the server its first create made is
 /// deleted rather than left to the orphan sweep (a chaos run found one left behind).
@@ -124,7 +114,7 @@ async fn a_failed_order_leaves_no_server_behind() -> anyhow::Result<()> {
     stack
         .wait_for_status(&id, "provisioning", Duration::from_secs(60))
         .await?;
-    anyhow::ensure!(live_servers_of(&stack, &id).await?.len() == 1);
+    anyhow::ensure!(stack.live_servers_of(&id).await?.len() == 1);
     stack.kill_host().await;
     stack
         // Only the lookups fail: the redelivered create's search for the server it made,
@@ -143,7 +133,7 @@ async fn a_failed_order_leaves_no_server_behind() -> anyhow::Result<()> {
     stack.clear_faults().await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let live = live_servers_of(&stack, &id).await?;
+        let live = stack.live_servers_of(&id).await?;
         if live.is_empty() {
             break;
         }

@@ -1205,6 +1205,16 @@ impl Stack {
         Ok(answer["servers"].as_array().cloned().unwrap_or_default())
     }
 
+    /// The live simulator servers carrying `order_id` as their idempotency key.
+    pub async fn live_servers_of(&self, order_id: &str) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .sim_servers()
+            .await?
+            .into_iter()
+            .filter(|server| server.to_string().contains(order_id))
+            .collect())
+    }
+
     /// `GET /metrics` of order-api, as text.
     pub async fn metrics(&self) -> anyhow::Result<String> {
         self.http

@@ -342,11 +342,16 @@ async fn usage_by_vendor<'e>(
         .fetch_all(executor)
         .await
         .with_context(|| format!("counting tenant {tenant}'s live orders"))?;
+    usage_by(&rows, "vendor")
+}
+
+/// Rows of `(<key>, status, n)` (orders counted by a key and status) as usage by key.
+fn usage_by(rows: &[sqlx::any::AnyRow], key: &str) -> anyhow::Result<BTreeMap<String, Usage>> {
     let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
-    for row in &rows {
+    for row in rows {
         let status: OrderStatus = super::parse_status(row.try_get("status")?)?;
         let count = row.try_get::<i64, _>("n")?.max(0) as u64;
-        let entry = usage.entry(row.try_get("vendor")?).or_default();
+        let entry = usage.entry(row.try_get(key)?).or_default();
         entry.live_servers += count;
         if IN_FLIGHT_STATUSES.contains(&status) {
             entry.orders_in_flight += count;
@@ -560,17 +565,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .context("counting live orders by tenant")?;
-        let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
-        for row in &rows {
-            let status: OrderStatus = super::parse_status(row.try_get("status")?)?;
-            let count = row.try_get::<i64, _>("n")?.max(0) as u64;
-            let entry = usage.entry(row.try_get("tenant")?).or_default();
-            entry.live_servers += count;
-            if IN_FLIGHT_STATUSES.contains(&status) {
-                entry.orders_in_flight += count;
-            }
-        }
-        Ok(usage)
+        usage_by(&rows, "tenant")
     }
 
     /// Every quota row: (tenant, vendor (`None`: all vendors), limits), for `/metrics` and
