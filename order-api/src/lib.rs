@@ -76,6 +76,7 @@ pub async fn serve(
         store.clone(),
         shutdown.clone(),
     ));
+    let usage_folder = tokio::spawn(store::keep_folded(store.clone(), shutdown.clone()));
     let relay_wakeup = Arc::new(Notify::new());
     let broker_up = Arc::new(AtomicBool::new(false));
     let sweep_now = Arc::new(Notify::new());
@@ -153,5 +154,6 @@ pub async fn serve(
     watchdog.await.context("joining the watchdog")?;
     deliverer.await.context("joining the webhook deliverer")?;
     rates_reader.await.context("joining the rates reader")?;
+    usage_folder.await.context("joining the usage folder")?;
     Ok(())
 }

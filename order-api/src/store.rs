@@ -44,7 +44,7 @@ pub use events::{EventFeed, OrderNews};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use quotas::{
     IN_FLIGHT_STATUSES, LIVE_STATUSES, Limits, OrderRate, QuotaExceeded, QuotaSet, ScopedQuota,
-    TenantQuotas, Usage,
+    TenantQuotas, Usage, keep_folded,
 };
 pub use tokens::{NewToken, TOKEN_CACHE_TTL, TokenInfo};
 pub use vendors::UnavailableVendor;
@@ -246,6 +246,7 @@ impl Store {
             reads,
             writes,
         } = db::open(url).await?;
+        quotas::check_status_usage(&reads).await?;
         let (new_orders, queue) = tokio::sync::mpsc::channel(4 * NEW_ORDERS_PER_COMMIT);
         tokio::spawn(commit_new_orders(writes.clone(), queue));
         Ok(Self {

@@ -517,3 +517,254 @@ async fn retries_of_an_order_over_quota_are_refused_alike_then_made_once() -> an
     stack.cleanup().await;
     Ok(())
 }
+
+/// What `orders` (as listed by the API) use: live servers and orders in flight, counted from
+/// their statuses as the README defines them.
+fn usage_of_listed(orders: &[Value]) -> (u64, u64) {
+    let mut usage = (0, 0);
+    for order in orders {
+        let status = order["status"].as_str().unwrap_or_default();
+        if [
+            "pending",
+            "queued",
+            "provisioning",
+            "active",
+            "deleting",
+            "cancelling",
+        ]
+        .contains(&status)
+        {
+            usage.0 += 1;
+            if status != "active" {
+                usage.1 += 1;
+            }
+        }
+    }
+    usage
+}
+
+/// The usage a tenant is shown (and checked against) follows its orders through every
+/// status: made, active, failed, cancelled, deleted, at two vendors. It is kept as changes
+/// are made, not counted from the orders, so this compares it with the orders themselves,
+/// at rest and while orders are on their way.
+#[tokio::test]
+async fn usage_follows_orders_through_every_status() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        boot_delay: Duration::from_secs(2),
+        ..StackOptions::default()
+    })
+    .await?;
+    put_quotas(
+        &stack,
+        TEST_TENANT,
+        json!({"limits": {"max_live_servers": 1000}}),
+    )
+    .await?;
+    let shown = |quotas: &Value| {
+        let usage = &quotas["all_vendors"]["usage"];
+        (
+            usage["live_servers"].as_u64().unwrap_or(u64::MAX),
+            usage["orders_in_flight"].as_u64().unwrap_or(u64::MAX),
+        )
+    };
+    let mut kept = Vec::new();
+    for i in 0..4 {
+        kept.push(stack.order_server(&format!("kept-{i}")).await?);
+    }
+    let elsewhere = stack.order_at("digitalocean", "elsewhere").await?;
+    let to_delete = stack.order_server("to-delete").await?;
+    let to_cancel = stack.order_server("to-cancel").await?;
+    let (status, answer) = stack.cancel_order(&to_cancel).await?;
+    assert_eq!(status, 202, "{answer}");
+    // While orders are on their way (nothing new is ordered meanwhile, so what is live can
+    // only fall between the two listings).
+    let before = usage_of_listed(&stack.list_all_orders("").await?);
+    let on_the_way = shown(&own_quotas(&stack).await?);
+    let after = usage_of_listed(&stack.list_all_orders("").await?);
+    assert!(
+        after.0 <= on_the_way.0 && on_the_way.0 <= before.0,
+        "live servers shown {on_the_way:?}, listed {before:?} then {after:?}"
+    );
+    assert!(on_the_way.1 >= 1, "{on_the_way:?}");
+
+    stack
+        .inject_fault(json!({"vendor": "openstack", "kind": "unauthorized", "count": 100}))
+        .await?;
+    let refused = stack.order_at("openstack", "refused").await?;
+    stack
+        .wait_for_status(&refused, "failed", Duration::from_secs(60))
+        .await?;
+    stack
+        .wait_for_status(&to_cancel, "cancelled", Duration::from_secs(60))
+        .await?;
+    for id in kept.iter().chain([&elsewhere, &to_delete]) {
+        stack
+            .wait_for_status(id, "active", Duration::from_secs(60))
+            .await?;
+    }
+    let (status, answer) = stack.delete_order(&to_delete).await?;
+    assert_eq!(status, 202, "{answer}");
+    stack
+        .wait_for_status(&to_delete, "deleted", Duration::from_secs(60))
+        .await?;
+
+    let at_rest = own_quotas(&stack).await?;
+    let listed = stack.list_all_orders("").await?;
+    assert_eq!(usage_of_listed(&listed), (5, 0));
+    assert_eq!(shown(&at_rest), (5, 0), "{at_rest}");
+    assert_eq!(
+        at_rest["vendors"]["digitalocean"]["usage"]["live_servers"], 1,
+        "{at_rest}"
+    );
+    assert!(at_rest["vendors"].get("openstack").is_none(), "{at_rest}");
+    // The check folds the changes it reads; what it then shows is unchanged, and one more
+    // order counts once.
+    stack.order_server("one-more").await?;
+    let after = own_quotas(&stack).await?;
+    assert_eq!(shown(&after), (6, 1), "{after}");
+    let metrics = stack.metrics().await?;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            &format!("provisioner_tenant_live_servers{{tenant=\"{TEST_TENANT}\"}}")
+        ),
+        Some(6.0)
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// A database from before usage was kept (migration 0011): the migration counts the orders
+/// already there, per tenant and vendor, and from then on every change of an order (status,
+/// vendor) moves its tenant's usage, folded or not.
+#[tokio::test]
+async fn the_migration_counts_existing_orders_and_changes_follow() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("tenant-usage-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let name = format!(
+        "provisioner_test_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let (url, mut migrator) = match OrderStore::from_env() {
+        OrderStore::Sqlite => (
+            format!("sqlite://{}?mode=rwc", dir.join("orders.db").display()),
+            sqlx::migrate!("../order-api/migrations/sqlite"),
+        ),
+        OrderStore::Postgres => (
+            provisioner_tests::create_postgres_database(&name).await?,
+            sqlx::migrate!("../order-api/migrations/postgres"),
+        ),
+    };
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|migration| migration.version < 11)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await?;
+    migrator.run(&pool).await?;
+    let insert = |pool: &sqlx::AnyPool, tenant: &'static str, vendor: &'static str, status| {
+        let pool = pool.clone();
+        async move {
+            let id = uuid::Uuid::now_v7().to_string();
+            sqlx::query(
+                "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, \
+                 ssh_keys, labels, created_at, updated_at) VALUES \
+                 ($1, $2, $3, $4, 'r', 's', 'i', 'old', '[]', \
+                 '{}', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')",
+            )
+            .bind(&id)
+            .bind(tenant)
+            .bind(status)
+            .bind(vendor)
+            .execute(&pool)
+            .await
+            .map(|_| id)
+        }
+    };
+    for status in [
+        "pending",
+        "queued",
+        "provisioning",
+        "active",
+        "active",
+        "failed",
+        "deleting",
+        "deleted",
+        "cancelling",
+        "cancelled",
+    ] {
+        insert(&pool, "acme", "hetzner", status).await?;
+    }
+    insert(&pool, "acme", "digitalocean", "active").await?;
+    insert(&pool, "other", "hetzner", "queued").await?;
+    pool.close().await;
+
+    let store = order_api::store::Store::connect(&url).await?;
+    let usage = |quotas: &order_api::store::TenantQuotas| {
+        let all = quotas.all_vendors.usage;
+        let by_vendor: Vec<(String, u64, u64)> = quotas
+            .vendors
+            .iter()
+            .map(|(vendor, scoped)| {
+                let used = scoped.usage;
+                (vendor.clone(), used.live_servers, used.orders_in_flight)
+            })
+            .collect();
+        ((all.live_servers, all.orders_in_flight), by_vendor)
+    };
+    let acme = store.tenant_quotas("acme", None).await?;
+    assert_eq!(
+        usage(&acme),
+        (
+            (8, 5),
+            vec![("digitalocean".into(), 1, 0), ("hetzner".into(), 7, 5)]
+        )
+    );
+    let other = store.tenant_quotas("other", None).await?;
+    assert_eq!(usage(&other).0, (1, 1));
+
+    // Changes after the migration: one order finishes, one is deleted, one moves vendor; a new
+    // one arrives. The usage follows before and after the changes are folded.
+    let pool = sqlx::AnyPool::connect(&url).await?;
+    let change = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query(sql).execute(&pool).await }
+    };
+    change("UPDATE orders SET status = 'active' WHERE tenant = 'acme' AND status = 'provisioning'")
+        .await?;
+    change("UPDATE orders SET status = 'deleted' WHERE tenant = 'acme' AND status = 'deleting'")
+        .await?;
+    change("UPDATE orders SET vendor = 'vultr' WHERE tenant = 'acme' AND status = 'queued'")
+        .await?;
+    change("UPDATE orders SET labels = '{\"a\":\"b\"}' WHERE tenant = 'acme'").await?;
+    insert(&pool, "acme", "hetzner", "pending").await?;
+    let expected = (
+        (8, 4),
+        vec![
+            ("digitalocean".into(), 1, 0),
+            ("hetzner".into(), 6, 3),
+            ("vultr".into(), 1, 1),
+        ],
+    );
+    assert_eq!(usage(&store.tenant_quotas("acme", None).await?), expected);
+    store.fold_usage_changes().await?;
+    assert_eq!(usage(&store.tenant_quotas("acme", None).await?), expected);
+    assert_eq!(
+        store
+            .usage_by_tenant()
+            .await?
+            .get("acme")
+            .map(|u| (u.live_servers, u.orders_in_flight)),
+        Some((8, 4))
+    );
+    pool.close().await;
+    drop(store);
+    if OrderStore::from_env() == OrderStore::Postgres {
+        provisioner_tests::drop_postgres_database(&name).await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

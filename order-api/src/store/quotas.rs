@@ -3,22 +3,31 @@
 //! refuses a new order over a quota ([`check_new_orders`], run inside the transaction that
 //! inserts the orders).
 //!
-//! Usage is counted from the orders themselves, not kept in counters: a counter row per
-//! tenant would be written by every status change of every order of the tenant, and on
-//! PostgreSQL two transactions that touch two tenants' orders in opposite orders would
-//! deadlock on those rows. The count reads the index `(tenant, status, vendor)` over the
-//! statuses its limits need (the live ones for a live-server limit, else the in-flight ones),
-//! so it reads about as many entries as the tenant's limits allow (a tenant without a quota
-//! is never counted on the order path). Only the vendors with a limit are counted unless a
-//! limit holds over all of them.
+//! Usage is kept as it changes, not counted on the order path. Triggers on `orders`
+//! (migration 0011) append a row to `tenant_usage_changes` whenever an order starts or stops
+//! counting towards a live server or an order in flight (the table `order_status_usage` says
+//! which status counts towards which; [`Store::connect`] checks it against [`LIVE_STATUSES`]
+//! and [`IN_FLIGHT_STATUSES`]). The rows are only ever appended, so no two transactions write
+//! one row and none waits for another: a counter row per tenant would be updated by every
+//! status change of every order of the tenant, and on PostgreSQL two transactions touching two
+//! tenants' orders in opposite orders would deadlock on those rows. A tenant's usage is its
+//! rows of `tenant_usage` plus its changes not folded in yet ([`usage_by_vendor`]).
+//!
+//! Changes are folded into `tenant_usage` ([`fold_changes`]) only under the tenant's quota
+//! lock: by the check, just before it reads, and every few seconds for every tenant
+//! ([`keep_folded`]). So the check reads the changes since the last order of that tenant, a
+//! cost that does not grow with the tenant's orders.
 //!
 //! Two orders of one tenant must not both squeeze under a limit. On SQLite the one writer
-//! connection commits one group of new orders at a time, so the count and the insert of one
+//! connection commits one group of new orders at a time, so the check and the insert of one
 //! group see no other. On PostgreSQL, where several order-api instances commit groups at once,
-//! a group takes a transaction-scoped advisory lock per tenant with a quota before it counts.
-//! Every group takes its idempotency keys first, then these locks in tenant order, so two
-//! groups never wait on each other in a circle. The count is a new statement after the lock,
-//! and under READ COMMITTED sees every group committed before.
+//! a group takes a transaction-scoped advisory lock per tenant with a quota before it folds
+//! and reads. Every group takes its idempotency keys first, then these locks in tenant order,
+//! so two groups never wait on each other in a circle. The read is a new statement after the
+//! lock, and under READ COMMITTED sees every group committed before. Other transactions
+//! (results, deletes) change usage without the lock: a change not committed yet is not seen,
+//! and it is a decrease except for an active order being deleted (one more order in flight),
+//! which is refused by no quota check either way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -26,6 +35,7 @@ use anyhow::Context;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use tokio_util::sync::CancellationToken;
 
 use super::db::{DbTime, parameters};
 use super::{NewOrder, Store};
@@ -309,55 +319,161 @@ async fn quota_rows<'e>(
     Ok(quotas)
 }
 
-/// `tenant`'s usage by vendor (only `vendors` when given), counted from its orders in
-/// `statuses` ([`LIVE_STATUSES`], or [`IN_FLIGHT_STATUSES`] when only those are limited:
-/// then its `live_servers` counts only the servers on their way).
+/// Fails unless the database's `order_status_usage` (which the usage triggers read) says of
+/// every status what [`LIVE_STATUSES`] and [`IN_FLIGHT_STATUSES`] say.
+pub(super) async fn check_status_usage(pool: &sqlx::AnyPool) -> anyhow::Result<()> {
+    let rows = sqlx::query("SELECT status, live_servers, orders_in_flight FROM order_status_usage")
+        .fetch_all(pool)
+        .await
+        .context("reading order_status_usage")?;
+    let mut in_database = BTreeMap::new();
+    for row in &rows {
+        let status: String = row.try_get("status")?;
+        let counts: (i64, i64) = (
+            row.try_get("live_servers")?,
+            row.try_get("orders_in_flight")?,
+        );
+        in_database.insert(status, counts);
+    }
+    let expected: BTreeMap<String, (i64, i64)> = OrderStatus::ALL
+        .iter()
+        .map(|status| {
+            let counts = (
+                i64::from(LIVE_STATUSES.contains(status)),
+                i64::from(IN_FLIGHT_STATUSES.contains(status)),
+            );
+            (status.as_str().to_string(), counts)
+        })
+        .collect();
+    anyhow::ensure!(
+        in_database == expected,
+        "the database's order_status_usage {in_database:?} does not say what this order-api \
+         counts towards quotas {expected:?}: a migration is missing"
+    );
+    Ok(())
+}
+
+/// Whether `tx` is on PostgreSQL.
+fn on_postgres(tx: &sqlx::Transaction<'_, sqlx::Any>) -> bool {
+    tx.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME
+}
+
+/// Takes `tenant`'s quota lock for the rest of `tx` (PostgreSQL; SQLite has one writer).
+async fn lock_tenant(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &str,
+) -> anyhow::Result<()> {
+    if on_postgres(tx) {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))")
+            .bind(format!("tenant-quota:{tenant}"))
+            .execute(&mut **tx)
+            .await
+            .with_context(|| format!("locking tenant {tenant}'s quota"))?;
+    }
+    Ok(())
+}
+
+/// Folds `tenant`'s usage changes into its usage rows. Only under the tenant's lock
+/// ([`lock_tenant`]): two folds of one tenant at once could both add one change.
+async fn fold_changes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &str,
+) -> anyhow::Result<()> {
+    const ADD: &str = "ON CONFLICT (tenant, vendor) DO UPDATE SET \
+        live_servers = tenant_usage.live_servers + excluded.live_servers, \
+        orders_in_flight = tenant_usage.orders_in_flight + excluded.orders_in_flight";
+    if on_postgres(tx) {
+        // One statement: it deletes exactly the changes it adds, while other transactions
+        // append more.
+        sqlx::query(&format!(
+            "WITH folded AS (DELETE FROM tenant_usage_changes WHERE tenant = $1 \
+             RETURNING vendor, live_servers, orders_in_flight) \
+             INSERT INTO tenant_usage (tenant, vendor, live_servers, orders_in_flight) \
+             SELECT $1, vendor, CAST(SUM(live_servers) AS BIGINT), \
+             CAST(SUM(orders_in_flight) AS BIGINT) FROM folded GROUP BY vendor ORDER BY vendor \
+             {ADD}"
+        ))
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await
+        .with_context(|| format!("folding tenant {tenant}'s usage changes"))?;
+    } else {
+        // The one writer connection: nothing appends between the two statements.
+        sqlx::query(&format!(
+            "INSERT INTO tenant_usage (tenant, vendor, live_servers, orders_in_flight) \
+             SELECT tenant, vendor, SUM(live_servers), SUM(orders_in_flight) \
+             FROM tenant_usage_changes WHERE tenant = $1 GROUP BY tenant, vendor {ADD}"
+        ))
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await
+        .with_context(|| format!("folding tenant {tenant}'s usage changes"))?;
+        sqlx::query("DELETE FROM tenant_usage_changes WHERE tenant = $1")
+            .bind(tenant)
+            .execute(&mut **tx)
+            .await
+            .with_context(|| format!("removing tenant {tenant}'s folded usage changes"))?;
+    }
+    Ok(())
+}
+
+/// The usage of `tenant` (all tenants: `None`) by `(tenant, vendor)`: the folded rows plus the
+/// changes since, in one statement (so a fold committing meanwhile is seen whole or not at
+/// all). Scopes that use nothing are left out.
 async fn usage_by_vendor<'e>(
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    tenant: &str,
-    vendors: Option<&BTreeSet<String>>,
-    statuses: &[OrderStatus],
-) -> anyhow::Result<BTreeMap<String, Usage>> {
-    let mut sql = format!(
-        "SELECT vendor, status, COUNT(*) AS n FROM orders WHERE tenant = $1 \
-         AND status IN ({})",
-        parameters(2, statuses.len())
+    tenant: Option<&str>,
+) -> anyhow::Result<BTreeMap<(String, String), Usage>> {
+    let of_tenant = if tenant.is_some() {
+        "WHERE tenant = $1"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT tenant, vendor, CAST(SUM(live_servers) AS BIGINT) AS live_servers, \
+         CAST(SUM(orders_in_flight) AS BIGINT) AS orders_in_flight FROM ( \
+         SELECT tenant, vendor, live_servers, orders_in_flight FROM tenant_usage {of_tenant} \
+         UNION ALL \
+         SELECT tenant, vendor, live_servers, orders_in_flight FROM tenant_usage_changes \
+         {of_tenant}) AS usage GROUP BY tenant, vendor"
     );
-    if let Some(vendors) = vendors {
-        let first = 2 + statuses.len();
-        sql.push_str(&format!(
-            " AND vendor IN ({})",
-            parameters(first, vendors.len())
-        ));
-    }
-    sql.push_str(" GROUP BY vendor, status");
-    let mut statement = sqlx::query(&sql).bind(tenant);
-    for status in statuses {
-        statement = statement.bind(status.as_str());
-    }
-    for vendor in vendors.into_iter().flatten() {
-        statement = statement.bind(vendor);
+    let mut statement = sqlx::query(&sql);
+    if let Some(tenant) = tenant {
+        statement = statement.bind(tenant);
     }
     let rows = statement
         .fetch_all(executor)
         .await
-        .with_context(|| format!("counting tenant {tenant}'s live orders"))?;
-    usage_by(&rows, "vendor")
-}
-
-/// Rows of `(<key>, status, n)` (orders counted by a key and status) as usage by key.
-fn usage_by(rows: &[sqlx::any::AnyRow], key: &str) -> anyhow::Result<BTreeMap<String, Usage>> {
-    let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
-    for row in rows {
-        let status: OrderStatus = super::parse_status(row.try_get("status")?)?;
-        let count = row.try_get::<i64, _>("n")?.max(0) as u64;
-        let entry = usage.entry(row.try_get(key)?).or_default();
-        entry.live_servers += count;
-        if IN_FLIGHT_STATUSES.contains(&status) {
-            entry.orders_in_flight += count;
+        .context("reading tenants' usage")?;
+    let mut usage = BTreeMap::new();
+    for row in &rows {
+        let read = |column: &str| -> anyhow::Result<u64> {
+            Ok(row.try_get::<i64, _>(column)?.max(0) as u64)
+        };
+        let used = Usage {
+            live_servers: read("live_servers")?,
+            orders_in_flight: read("orders_in_flight")?,
+        };
+        if used != Usage::default() {
+            usage.insert((row.try_get("tenant")?, row.try_get("vendor")?), used);
         }
     }
     Ok(usage)
+}
+
+/// Folds every tenant's usage changes every few seconds, so that a tenant that orders nothing
+/// for a while does not leave a long tail of changes to the next reader.
+pub async fn keep_folded(store: Store, shutdown: CancellationToken) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        if let Err(error) = store.fold_usage_changes().await {
+            tracing::warn!("folding the tenants' usage changes failed (retried later): {error:#}");
+        }
+    }
 }
 
 /// What each new order of a group became under its tenant's quotas: `None` to insert, or
@@ -373,30 +489,19 @@ pub(super) async fn check_new_orders(
     if quotas.is_empty() {
         return Ok(vec![None; orders.len()]);
     }
-    let postgres = tx.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME;
     let mut usage: HashMap<&str, BTreeMap<String, Usage>> = HashMap::new();
     // In tenant order (`tenants` is sorted): see the module docs.
     for tenant in tenants.iter().filter(|t| quotas.contains_key(**t)) {
-        if postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))")
-                .bind(format!("tenant-quota:{tenant}"))
-                .execute(&mut **tx)
-                .await
-                .with_context(|| format!("locking tenant {tenant}'s quota"))?;
-        }
-        let rows = &quotas[*tenant];
-        // Only the vendors that have a limit need counting unless one holds for all.
-        let vendors: Option<BTreeSet<String>> =
-            (!rows.contains_key(ALL_VENDORS)).then(|| rows.keys().cloned().collect());
-        // Active servers are counted only where a live-server limit needs them: a count
-        // reads about as many entries as the limits it serves allow.
-        let statuses: &[OrderStatus] = if rows.values().any(|l| l.max_live_servers.is_some()) {
-            &LIVE_STATUSES
-        } else {
-            &IN_FLIGHT_STATUSES
-        };
-        let counted = usage_by_vendor(&mut **tx, tenant, vendors.as_ref(), statuses).await?;
-        usage.insert(tenant, counted);
+        lock_tenant(tx, tenant).await?;
+        fold_changes(tx, tenant).await?;
+        let counted = usage_by_vendor(&mut **tx, Some(tenant)).await?;
+        usage.insert(
+            tenant,
+            counted
+                .into_iter()
+                .map(|((_, vendor), used)| (vendor, used))
+                .collect(),
+        );
     }
     let mut verdicts = Vec::with_capacity(orders.len());
     for new in orders {
@@ -517,7 +622,7 @@ impl Store {
         default_rate: Option<OrderRate>,
     ) -> anyhow::Result<TenantQuotas> {
         let set = self.quota_set(tenant).await?;
-        let usage = usage_by_vendor(&self.pool, tenant, None, &LIVE_STATUSES).await?;
+        let usage = usage_by_vendor(&self.pool, Some(tenant)).await?;
         let mut all_vendors = ScopedQuota {
             limits: set.limits,
             usage: Usage::default(),
@@ -533,7 +638,7 @@ impl Store {
                 (vendor, scoped)
             })
             .collect();
-        for (vendor, used) in usage {
+        for ((_, vendor), used) in usage {
             all_vendors.usage.add(used);
             vendors.entry(vendor).or_default().usage = used;
         }
@@ -552,20 +657,32 @@ impl Store {
 
     /// Every tenant's usage over all vendors (tenants with live orders), for `/metrics`.
     pub async fn usage_by_tenant(&self) -> anyhow::Result<BTreeMap<String, Usage>> {
-        let sql = format!(
-            "SELECT tenant, status, COUNT(*) AS n FROM orders WHERE status IN ({}) \
-             GROUP BY tenant, status",
-            parameters(1, LIVE_STATUSES.len())
-        );
-        let mut statement = sqlx::query(&sql);
-        for status in LIVE_STATUSES {
-            statement = statement.bind(status.as_str());
+        let mut by_tenant: BTreeMap<String, Usage> = BTreeMap::new();
+        for ((tenant, _), used) in usage_by_vendor(&self.pool, None).await? {
+            by_tenant.entry(tenant).or_default().add(used);
         }
-        let rows = statement
-            .fetch_all(&self.pool)
-            .await
-            .context("counting live orders by tenant")?;
-        usage_by(&rows, "tenant")
+        Ok(by_tenant)
+    }
+
+    /// Folds every tenant's usage changes into its usage rows, one tenant per transaction
+    /// under its quota lock.
+    pub async fn fold_usage_changes(&self) -> anyhow::Result<()> {
+        let tenants: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT tenant FROM tenant_usage_changes")
+                .fetch_all(&self.pool)
+                .await
+                .context("listing tenants with usage changes")?;
+        for tenant in tenants {
+            let mut tx = self
+                .writer
+                .begin()
+                .await
+                .context("starting a transaction")?;
+            lock_tenant(&mut tx, &tenant).await?;
+            fold_changes(&mut tx, &tenant).await?;
+            tx.commit().await.context("committing folded usage")?;
+        }
+        Ok(())
     }
 
     /// Every quota row: (tenant, vendor (`None`: all vendors), limits), for `/metrics` and
