@@ -19,8 +19,10 @@
 //! Then it waits for quiet and reports: accepted, active, failed (by cause), lost (accepted
 //! but unknown to order-api), stuck (not finished by the drain timeout), duplicate servers
 //! at the vendor, orphans (servers no active order owns, counted at the simulator and by
-//! the system's own orphan sweep through the plugins), and the time to drain. It exits
-//! 1 unless lost, stuck, duplicates and both orphan counts are all 0. `scripts/chaos.sh` builds and
+//! the system's own orphan sweep through the plugins), the tenant's usage as its quota check
+//! sees it against its orders counted (the tenant has a quota far above what it orders, so
+//! every order is checked and none refused), and the time to drain. It exits 1 unless lost,
+//! stuck, duplicates, both orphan counts and the miscounted usage are all 0. `scripts/chaos.sh` builds and
 //! runs it; README has a section on it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -177,6 +179,9 @@ async fn run(
     schedule.sort_by_key(|(at, _)| *at);
 
     arm_vendor_faults(stack).await?;
+    // A quota no order reaches: every order is checked against it (the tenant's lock, its
+    // usage folded and read) while processes die, and its usage must end equal to its orders.
+    set_quota_above(stack, args.orders as u64 * 10).await?;
     let poster = tokio::spawn(post_orders(
         stack.http.clone(),
         stack.api_url.clone(),
@@ -293,6 +298,7 @@ async fn run(
         .count();
     let duplicates = duplicate_keys(stack).await?;
     let orphans = orphans(stack, &orders).await?;
+    let miscounted = miscounted_usage(stack, &orders).await?;
     // The system's own view: the orphan sweep lists every vendor's servers through the
     // plugins and must find what the simulator shows (none). With the vendors' faults
     // disarmed first: a sweep that meets a 429 fails, and would see nothing.
@@ -332,6 +338,7 @@ async fn run(
         && swept_orphans == 0
         && unswept.is_empty()
         && unseen == 0
+        && miscounted == 0
         && extra_orders == 0;
 
     let mut summary = Summary::new("chaos");
@@ -443,6 +450,13 @@ async fn run(
         "swept_orphans",
         "orphans the sweep found",
         swept_orphans,
+        Some(Target::AtMost(0.0)),
+    );
+    figure(
+        &mut summary,
+        "usage_miscounted",
+        "live servers and orders in flight the quota check miscounts",
+        miscounted as usize,
         Some(Target::AtMost(0.0)),
     );
     summary.figure(
@@ -565,6 +579,63 @@ async fn all_orders(stack: &Stack, with_events: bool) -> anyhow::Result<HashMap<
 }
 
 /// Orders with more than one server at the vendor.
+/// Gives the stack's tenant a live-server quota of `limit`.
+async fn set_quota_above(stack: &Stack, limit: u64) -> anyhow::Result<()> {
+    let admin = provisioner_tests::client_with_token(&stack.admin_token)?;
+    let response = admin
+        .put(format!(
+            "{}/v1/tenants/{}/quotas",
+            stack.api_url,
+            provisioner_tests::TEST_TENANT
+        ))
+        .json(&json!({"limits": {"max_live_servers": limit}}))
+        .send()
+        .await
+        .context("setting the tenant's quota")?;
+    anyhow::ensure!(
+        response.status() == 200,
+        "setting the tenant's quota answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
+/// How far the usage the tenant is shown (`GET /v1/quotas`, what its quota check reads) is
+/// from its `orders` counted: the difference in live servers plus in orders in flight.
+async fn miscounted_usage(stack: &Stack, orders: &HashMap<String, Value>) -> anyhow::Result<u64> {
+    let mut counted = (0u64, 0u64);
+    for order in orders.values() {
+        match order["status"].as_str().unwrap_or_default() {
+            "active" => counted.0 += 1,
+            "pending" | "queued" | "provisioning" | "deleting" | "cancelling" => {
+                counted.0 += 1;
+                counted.1 += 1;
+            }
+            _ => {}
+        }
+    }
+    let quotas: Value = stack
+        .http
+        .get(format!("{}/v1/quotas", stack.api_url))
+        .send()
+        .await
+        .context("GET /v1/quotas")?
+        .error_for_status()?
+        .json()
+        .await?;
+    let usage = &quotas["all_vendors"]["usage"];
+    let shown = (
+        usage["live_servers"].as_u64().context("no live_servers")?,
+        usage["orders_in_flight"]
+            .as_u64()
+            .context("no orders_in_flight")?,
+    );
+    if shown != counted {
+        eprintln!("usage shown {shown:?}, counted from the orders {counted:?}");
+    }
+    Ok(shown.0.abs_diff(counted.0) + shown.1.abs_diff(counted.1))
+}
+
 async fn duplicate_keys(stack: &Stack) -> anyhow::Result<usize> {
     let mut duplicates = 0;
     for fixture in VENDORS {
