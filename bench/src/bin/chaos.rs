@@ -578,7 +578,6 @@ async fn all_orders(stack: &Stack, with_events: bool) -> anyhow::Result<HashMap<
     Ok(orders)
 }
 
-/// Orders with more than one server at the vendor.
 /// Gives the stack's tenant a live-server quota of `limit`.
 async fn set_quota_above(stack: &Stack, limit: u64) -> anyhow::Result<()> {
     let admin = provisioner_tests::client_with_token(&stack.admin_token)?;
@@ -636,6 +635,7 @@ async fn miscounted_usage(stack: &Stack, orders: &HashMap<String, Value>) -> any
     Ok(shown.0.abs_diff(counted.0) + shown.1.abs_diff(counted.1))
 }
 
+/// Orders with more than one server at the vendor.
 async fn duplicate_keys(stack: &Stack) -> anyhow::Result<usize> {
     let mut duplicates = 0;
     for fixture in VENDORS {

@@ -1,6 +1,12 @@
 -- Tenants' usage kept as it changes, so that checking a quota costs the same however many
 -- orders a tenant has (0010 counted the orders in every accepting transaction).
 --
+-- Writers of orders (older order-apis still running during an upgrade) wait until this
+-- migration commits: taking the strongest lock first, before any snapshot, means the count
+-- below sees every committed order, and the lock never has to grow partway (which could
+-- deadlock with a writer already holding a row).
+LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;
+
 -- order_status_usage says what an order in each status counts towards: a live server (it
 -- exists or is on its way), an order in flight (something is still happening to it). It must
 -- agree with LIVE_STATUSES and IN_FLIGHT_STATUSES in order-api/src/store/quotas.rs (a test
@@ -64,8 +70,8 @@ BEGIN
 END
 $$;
 
--- Creating the triggers locks out writers of orders until this migration commits, so the
--- count below sees every order and no change is missed or counted twice.
+-- With orders locked (above), no change is missed or counted twice between the count and the
+-- triggers.
 CREATE TRIGGER orders_usage_on_insert AFTER INSERT ON orders
     FOR EACH ROW EXECUTE FUNCTION record_order_usage();
 CREATE TRIGGER orders_usage_on_update AFTER UPDATE OF status, vendor, tenant ON orders

@@ -678,6 +678,14 @@ impl Store {
                 .begin()
                 .await
                 .context("starting a transaction")?;
+            if on_postgres(&tx) {
+                // The fold's DELETE must see what the lock's previous holder committed,
+                // whatever the database's default isolation is.
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(&mut *tx)
+                    .await
+                    .context("setting the isolation of a usage fold")?;
+            }
             lock_tenant(&mut tx, &tenant).await?;
             fold_changes(&mut tx, &tenant).await?;
             tx.commit().await.context("committing folded usage")?;
