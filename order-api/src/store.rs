@@ -958,7 +958,7 @@ async fn lock_order(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     order_id: Uuid,
 ) -> anyhow::Result<()> {
-    if tx.backend_name() != <sqlx::Postgres as sqlx::Database>::NAME {
+    if !db::on_postgres(tx) {
         return Ok(());
     }
     // NO KEY UPDATE: what an UPDATE of the row takes, so a compare-and-set after it needs
@@ -1222,18 +1222,14 @@ fn accepted_event(order: &Order) -> OrderEvent {
 /// idempotency key names an order already (maybe one earlier in the same group), or refused
 /// by its tenant's quota ([`quotas::check_new_orders`]). The keys go in key order: two
 /// instances committing groups with the same keys take them in the same order, and never
-/// deadlock on them; the tenants' quota locks come after all keys, in tenant order. The first events need no order lock
-/// ([`lock_order`]): no other transaction sees a new order before this one commits.
+/// deadlock on them; the tenants' quota locks come after all keys, in tenant order. The
+/// first events need no order lock ([`lock_order`]): no other transaction sees a new order
+/// before this one commits.
 async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<Vec<Inserted>> {
     let mut tx = writer.begin().await.context("starting a transaction")?;
-    if tx.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME {
-        // The quota count must see what committed while this transaction waited for the
-        // tenant's lock, whatever the database's default isolation is.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .execute(&mut *tx)
-            .await
-            .context("setting the isolation of new orders' transaction")?;
-    }
+    // The quota check must see what committed while this transaction waited for the
+    // tenant's lock.
+    db::read_committed(&mut tx).await?;
     let mut keyed: Vec<(&Order, &IdempotencyKey)> = orders
         .iter()
         .filter_map(|new| Some((&new.order, new.idempotency.as_ref()?)))

@@ -370,33 +370,9 @@ async fn each_orders_events_are_numbered_from_one() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_migration_numbers_existing_events_per_order() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("event-numbers-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
-    let name = format!(
-        "provisioner_test_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let (url, mut migrator) = match OrderStore::from_env() {
-        OrderStore::Sqlite => (
-            format!("sqlite://{}?mode=rwc", dir.join("orders.db").display()),
-            sqlx::migrate!("../order-api/migrations/sqlite"),
-        ),
-        OrderStore::Postgres => (
-            provisioner_tests::create_postgres_database(&name).await?,
-            sqlx::migrate!("../order-api/migrations/postgres"),
-        ),
-    };
     // A database as the previous release left it: one event id sequence for all orders.
-    migrator.migrations = migrator
-        .migrations
-        .iter()
-        .filter(|migration| migration.version < 8)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&url).await?;
-    migrator.run(&pool).await?;
+    let earlier = provisioner_tests::EarlierDatabase::migrated_below(8).await?;
+    let pool = earlier.pool.clone();
     let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     for order in [a, b] {
         sqlx::query(
@@ -419,10 +395,9 @@ async fn the_migration_numbers_existing_events_per_order() -> anyhow::Result<()>
         .execute(&pool)
         .await?;
     }
-    pool.close().await;
 
     // The new release migrates: each order's events numbered from 1, in their old order.
-    let store = order_api::store::Store::connect(&url).await?;
+    let store = order_api::store::Store::connect(&earlier.url).await?;
     let numbered = |found: Option<(_, Vec<(i64, order_api::store::OrderEvent)>)>| {
         found
             .map(|(_, events)| {
@@ -454,9 +429,6 @@ async fn the_migration_numbers_existing_events_per_order() -> anyhow::Result<()>
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0].0, 3, "{after:?}");
     drop(store);
-    if OrderStore::from_env() == OrderStore::Postgres {
-        provisioner_tests::drop_postgres_database(&name).await?;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    earlier.remove().await?;
     Ok(())
 }

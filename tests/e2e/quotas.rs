@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use provisioner_tests::{
-    OrderStore, Stack, StackOptions, TEST_TENANT, binary, fixture, metric_value,
+    OrderStore, Stack, StackOptions, TEST_TENANT, binary, fixture, metric_value, usage_of_orders,
 };
 use serde_json::{Value, json};
 
@@ -518,31 +518,6 @@ async fn retries_of_an_order_over_quota_are_refused_alike_then_made_once() -> an
     Ok(())
 }
 
-/// What `orders` (as listed by the API) use: live servers and orders in flight, counted from
-/// their statuses as the README defines them.
-fn usage_of_listed(orders: &[Value]) -> (u64, u64) {
-    let mut usage = (0, 0);
-    for order in orders {
-        let status = order["status"].as_str().unwrap_or_default();
-        if [
-            "pending",
-            "queued",
-            "provisioning",
-            "active",
-            "deleting",
-            "cancelling",
-        ]
-        .contains(&status)
-        {
-            usage.0 += 1;
-            if status != "active" {
-                usage.1 += 1;
-            }
-        }
-    }
-    usage
-}
-
 /// The usage a tenant is shown (and checked against) follows its orders through every
 /// status: made, active, failed, cancelled, deleted, at two vendors. It is kept as changes
 /// are made, not counted from the orders, so this compares it with the orders themselves,
@@ -578,9 +553,9 @@ async fn usage_follows_orders_through_every_status() -> anyhow::Result<()> {
     assert_eq!(status, 202, "{answer}");
     // While orders are on their way (nothing new is ordered or deleted meanwhile, so what is
     // live or in flight can only fall between the two listings).
-    let before = usage_of_listed(&stack.list_all_orders("").await?);
+    let before = usage_of_orders(&stack.list_all_orders("").await?);
     let on_the_way = shown(&own_quotas(&stack).await?);
-    let after = usage_of_listed(&stack.list_all_orders("").await?);
+    let after = usage_of_orders(&stack.list_all_orders("").await?);
     let between = |shown: (u64, u64), before: (u64, u64), after: (u64, u64)| {
         after.0 <= shown.0 && shown.0 <= before.0 && after.1 <= shown.1 && shown.1 <= before.1
     };
@@ -612,7 +587,7 @@ async fn usage_follows_orders_through_every_status() -> anyhow::Result<()> {
 
     let at_rest = own_quotas(&stack).await?;
     let listed = stack.list_all_orders("").await?;
-    assert_eq!(usage_of_listed(&listed), (5, 0));
+    assert_eq!(usage_of_orders(&listed), (5, 0));
     assert_eq!(shown(&at_rest), (5, 0), "{at_rest}");
     assert_eq!(
         at_rest["vendors"]["digitalocean"]["usage"]["live_servers"], 1,
@@ -623,9 +598,9 @@ async fn usage_follows_orders_through_every_status() -> anyhow::Result<()> {
     // order counts once.
     // It may reach `active` meanwhile: in flight is bracketed by two listings.
     stack.order_server("one-more").await?;
-    let before = usage_of_listed(&stack.list_all_orders("").await?);
+    let before = usage_of_orders(&stack.list_all_orders("").await?);
     let one_more = shown(&own_quotas(&stack).await?);
-    let after = usage_of_listed(&stack.list_all_orders("").await?);
+    let after = usage_of_orders(&stack.list_all_orders("").await?);
     assert_eq!(one_more.0, 6, "{one_more:?}");
     assert!(
         between(one_more, before, after),
@@ -648,32 +623,8 @@ async fn usage_follows_orders_through_every_status() -> anyhow::Result<()> {
 /// vendor) moves its tenant's usage, folded or not.
 #[tokio::test]
 async fn the_migration_counts_existing_orders_and_changes_follow() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("tenant-usage-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
-    let name = format!(
-        "provisioner_test_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let (url, mut migrator) = match OrderStore::from_env() {
-        OrderStore::Sqlite => (
-            format!("sqlite://{}?mode=rwc", dir.join("orders.db").display()),
-            sqlx::migrate!("../order-api/migrations/sqlite"),
-        ),
-        OrderStore::Postgres => (
-            provisioner_tests::create_postgres_database(&name).await?,
-            sqlx::migrate!("../order-api/migrations/postgres"),
-        ),
-    };
-    migrator.migrations = migrator
-        .migrations
-        .iter()
-        .filter(|migration| migration.version < 11)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&url).await?;
-    migrator.run(&pool).await?;
+    let earlier = provisioner_tests::EarlierDatabase::migrated_below(11).await?;
+    let pool = earlier.pool.clone();
     let insert = |pool: &sqlx::AnyPool, tenant: &'static str, vendor: &'static str, status| {
         let pool = pool.clone();
         async move {
@@ -709,9 +660,8 @@ async fn the_migration_counts_existing_orders_and_changes_follow() -> anyhow::Re
     }
     insert(&pool, "acme", "digitalocean", "active").await?;
     insert(&pool, "other", "hetzner", "queued").await?;
-    pool.close().await;
 
-    let store = order_api::store::Store::connect(&url).await?;
+    let store = order_api::store::Store::connect(&earlier.url).await?;
     let usage = |quotas: &order_api::store::TenantQuotas| {
         let all = quotas.all_vendors.usage;
         let by_vendor: Vec<(String, u64, u64)> = quotas
@@ -737,7 +687,6 @@ async fn the_migration_counts_existing_orders_and_changes_follow() -> anyhow::Re
 
     // Changes after the migration: one order finishes, one is deleted, one moves vendor; a new
     // one arrives. The usage follows before and after the changes are folded.
-    let pool = sqlx::AnyPool::connect(&url).await?;
     let change = |sql: &'static str| {
         let pool = pool.clone();
         async move { sqlx::query(sql).execute(&pool).await }
@@ -769,11 +718,7 @@ async fn the_migration_counts_existing_orders_and_changes_follow() -> anyhow::Re
             .map(|u| (u.live_servers, u.orders_in_flight)),
         Some((8, 4))
     );
-    pool.close().await;
     drop(store);
-    if OrderStore::from_env() == OrderStore::Postgres {
-        provisioner_tests::drop_postgres_database(&name).await?;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    earlier.remove().await?;
     Ok(())
 }

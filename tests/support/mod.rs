@@ -385,6 +385,85 @@ pub async fn create_postgres_database(name: &str) -> anyhow::Result<String> {
     Ok(url.to_string())
 }
 
+/// An orders database of the suite's store (`TEST_ORDER_STORE`) as an earlier release left
+/// it: migrated only below `version`, for tests of what a later migration does to its rows.
+pub struct EarlierDatabase {
+    /// Its URL, for `Store::connect` (which runs the remaining migrations).
+    pub url: String,
+    /// A pool on it, to write the rows the earlier release would have.
+    pub pool: sqlx::AnyPool,
+    dir: std::path::PathBuf,
+    postgres_name: Option<String>,
+}
+
+impl EarlierDatabase {
+    /// Makes a new database (a SQLite file, or a PostgreSQL database) and runs order-api's
+    /// migrations below `version` on it.
+    pub async fn migrated_below(version: i64) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("earlier-db-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let name = format!(
+            "provisioner_test_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let (url, mut migrator, postgres_name) = match OrderStore::from_env() {
+            OrderStore::Sqlite => (
+                format!("sqlite://{}?mode=rwc", dir.join("orders.db").display()),
+                sqlx::migrate!("../order-api/migrations/sqlite"),
+                None,
+            ),
+            OrderStore::Postgres => (
+                create_postgres_database(&name).await?,
+                sqlx::migrate!("../order-api/migrations/postgres"),
+                Some(name),
+            ),
+        };
+        migrator.migrations = migrator
+            .migrations
+            .iter()
+            .filter(|migration| migration.version < version)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await?;
+        migrator.run(&pool).await?;
+        Ok(Self {
+            url,
+            pool,
+            dir,
+            postgres_name,
+        })
+    }
+
+    /// Removes the database.
+    pub async fn remove(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        if let Some(name) = &self.postgres_name {
+            drop_postgres_database(name).await?;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+/// What `orders` (as the API lists them) use: (live servers, orders in flight), counted from
+/// their statuses as the README's *Quotas and order rates* defines them.
+pub fn usage_of_orders<'a>(orders: impl IntoIterator<Item = &'a Value>) -> (u64, u64) {
+    let mut usage = (0, 0);
+    for order in orders {
+        match order["status"].as_str().unwrap_or_default() {
+            "active" => usage.0 += 1,
+            "pending" | "queued" | "provisioning" | "deleting" | "cancelling" => {
+                usage.0 += 1;
+                usage.1 += 1;
+            }
+            _ => {}
+        }
+    }
+    usage
+}
+
 /// Drops the database `name` (made by [`create_postgres_database`]), closing whatever
 /// connections it still has.
 pub async fn drop_postgres_database(name: &str) -> anyhow::Result<()> {

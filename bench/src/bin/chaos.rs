@@ -602,17 +602,7 @@ async fn set_quota_above(stack: &Stack, limit: u64) -> anyhow::Result<()> {
 /// How far the usage the tenant is shown (`GET /v1/quotas`, what its quota check reads) is
 /// from its `orders` counted: the difference in live servers plus in orders in flight.
 async fn miscounted_usage(stack: &Stack, orders: &HashMap<String, Value>) -> anyhow::Result<u64> {
-    let mut counted = (0u64, 0u64);
-    for order in orders.values() {
-        match order["status"].as_str().unwrap_or_default() {
-            "active" => counted.0 += 1,
-            "pending" | "queued" | "provisioning" | "deleting" | "cancelling" => {
-                counted.0 += 1;
-                counted.1 += 1;
-            }
-            _ => {}
-        }
-    }
+    let counted = provisioner_tests::usage_of_orders(orders.values());
     let quotas: Value = stack
         .http
         .get(format!("{}/v1/quotas", stack.api_url))

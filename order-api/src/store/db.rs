@@ -201,6 +201,25 @@ pub(super) fn optional_time(row: &AnyRow, column: &str) -> anyhow::Result<Option
     Ok(time.map(|time| time.0))
 }
 
+/// Whether `tx` is on PostgreSQL (where several instances write at once and row and advisory
+/// locks matter; SQLite has one writer connection).
+pub fn on_postgres(tx: &sqlx::Transaction<'_, Any>) -> bool {
+    tx.backend_name() == <sqlx::Postgres as Database>::NAME
+}
+
+/// Makes `tx` READ COMMITTED on PostgreSQL, whatever the database's default: each statement
+/// then sees what committed before it, such as what the previous holder of a lock `tx` waited
+/// for wrote. Must come before the transaction's first query. Nothing on SQLite.
+pub async fn read_committed(tx: &mut sqlx::Transaction<'_, Any>) -> anyhow::Result<()> {
+    if on_postgres(tx) {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut **tx)
+            .await
+            .context("setting a transaction's isolation to READ COMMITTED")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

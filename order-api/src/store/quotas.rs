@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use super::db::{DbTime, parameters};
+use super::db::{DbTime, on_postgres, parameters, read_committed};
 use super::{NewOrder, Store};
 use crate::lifecycle::OrderStatus;
 
@@ -351,11 +351,6 @@ pub(super) async fn check_status_usage(pool: &sqlx::AnyPool) -> anyhow::Result<(
          counts towards quotas {expected:?}: a migration is missing"
     );
     Ok(())
-}
-
-/// Whether `tx` is on PostgreSQL.
-fn on_postgres(tx: &sqlx::Transaction<'_, sqlx::Any>) -> bool {
-    tx.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME
 }
 
 /// Takes `tenant`'s quota lock for the rest of `tx` (PostgreSQL; SQLite has one writer).
@@ -678,14 +673,8 @@ impl Store {
                 .begin()
                 .await
                 .context("starting a transaction")?;
-            if on_postgres(&tx) {
-                // The fold's DELETE must see what the lock's previous holder committed,
-                // whatever the database's default isolation is.
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .execute(&mut *tx)
-                    .await
-                    .context("setting the isolation of a usage fold")?;
-            }
+            // The fold's DELETE must see what the lock's previous holder committed.
+            read_committed(&mut tx).await?;
             lock_tenant(&mut tx, &tenant).await?;
             fold_changes(&mut tx, &tenant).await?;
             tx.commit().await.context("committing folded usage")?;
