@@ -221,7 +221,9 @@ pub enum UpdateKind {
         /// The running server.
         server: ServerInfo,
     },
-    /// The order cannot be completed.
+    /// The order cannot be completed. A second `Failed` may follow for the same order: the
+    /// host reports the failure at once, then looks the order's key up at the vendor and
+    /// reports a server an attempt made without the order hearing of it (order-api deletes it).
     Failed {
         /// Why.
         fault: Fault,

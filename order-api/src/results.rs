@@ -177,7 +177,7 @@ fn log_applied(envelope: &Envelope, update: &OrderUpdate, applied: Applied) {
         ),
         Applied::LateServerDeleted => tracing::warn!(
             order_id = %update.order_id,
-            "the vendor made a server for a cancelled order; its delete is queued"
+            "the vendor made a server for a cancelled or failed order; its delete is queued"
         ),
         Applied::UnknownOrder => tracing::warn!(
             order_id = %update.order_id,

@@ -202,8 +202,9 @@ pub enum Applied {
     Moved(OrderStatus),
     /// The order was already past it (duplicate or stale): nothing changed.
     Ignored,
-    /// The order is cancelling or cancelled and the update tells of a server its create
-    /// made: the delete of that server was queued in the outbox.
+    /// The order is cancelling, cancelled or failed and the update tells of a server its
+    /// create made that the order does not know: the delete of that server was queued in the
+    /// outbox.
     LateServerDeleted,
     /// No such order.
     UnknownOrder,
@@ -1029,8 +1030,10 @@ fn order_from_row(row: &AnyRow) -> anyhow::Result<Order> {
 }
 
 /// One host update inside a transaction. News of a server made for an order that is
-/// cancelling or cancelled (a create that ran after, or beside, the cancel) queues the delete
-/// of that server: a cancelled order leaves no server behind.
+/// cancelling or cancelled (a create that ran after, or beside, the cancel), or that failed
+/// (the host found the server an attempt made without the order hearing of it, or a
+/// redelivered create adopted it), queues the delete of that server: a cancelled or failed
+/// order leaves no server behind.
 async fn apply_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     update: &OrderUpdate,
@@ -1062,11 +1065,20 @@ async fn apply_in(
         };
         let status = parse_status(row.try_get("status")?)?;
         let recorded: Option<ServerInfo> = parse_json(row.try_get("server")?)?;
-        if !matches!(status, OrderStatus::Cancelling | OrderStatus::Cancelled) {
+        if !matches!(
+            status,
+            OrderStatus::Cancelling | OrderStatus::Cancelled | OrderStatus::Failed
+        ) {
             return Ok(Applied::Ignored);
         }
+        let after = if status == OrderStatus::Failed {
+            "for the order, which failed"
+        } else {
+            "after the cancel"
+        };
         return match (&update.kind, server) {
-            // The server the order recorded is the one its cancel deletes (or deleted).
+            // The server the order recorded is the one its cancel or failure deletes (or
+            // deleted).
             (_, Some(server))
                 if recorded.as_ref().map(|r| &r.vendor_id) == Some(&server.vendor_id) =>
             {
@@ -1079,7 +1091,7 @@ async fn apply_in(
                 Some(server),
             ) => {
                 let message = format!(
-                    "the vendor made server {} after the cancel; deleting it",
+                    "deleting the server {} the vendor made {after}",
                     server.vendor_id
                 );
                 queue_server_delete(tx, update, server, status, message).await?;
@@ -1092,7 +1104,7 @@ async fn apply_in(
                     at: update.at,
                     status,
                     message: format!(
-                        "deleting the server made after the cancel failed ({}): {}",
+                        "deleting a server the order does not keep failed ({}): {}",
                         fault.code, fault.message
                     ),
                     attempt: Some(update.attempt),

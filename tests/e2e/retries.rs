@@ -154,3 +154,69 @@ async fn a_failed_order_leaves_no_server_behind() -> anyhow::Result<()> {
     stack.cleanup().await;
     Ok(())
 }
+
+/// A create whose answer was lost (the vendor made the server, the host never heard), whose
+/// later attempts then spend the retry budget on vendor errors, fails with nothing left at
+/// the vendor: the order never recorded the server, so after reporting the failure the host
+/// looks the order's key up and reports what it finds, which order-api deletes (a chaos run
+/// found one left behind this way).
+#[tokio::test]
+async fn an_order_failing_after_a_lost_create_answer_leaves_no_server_behind() -> anyhow::Result<()>
+{
+    // Retries seconds apart: time to arm the lookup faults after the first attempt.
+    let stack = Stack::start(fast_retries(2_000, 3)).await?;
+    stack
+        .inject_fault(json!({"vendor": "hetzner", "kind": "lost_response",
+                             "method": "POST", "count": 1}))
+        .await?;
+    let id = stack.order_server("lost-answer").await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while retry_events(&stack.order(&id).await?).is_empty() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the first attempt was not retried\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(
+        stack.live_servers_of(&id).await?.len() == 1,
+        "the lost create made no server"
+    );
+    // The two later attempts each look the key up first (and would adopt the server): both
+    // lookups fail, so the budget is spent without the order ever hearing of the server.
+    stack
+        .inject_fault(
+            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
+                             "method": "GET", "count": 2}),
+        )
+        .await?;
+    let failed = stack
+        .wait_for_status(&id, "failed", Duration::from_secs(60))
+        .await?;
+    assert_eq!(failed["fault"]["code"], "vendor_unavailable", "{failed}");
+    assert_eq!(retry_events(&failed).len(), 2, "{failed}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = stack.live_servers_of(&id).await?;
+        if live.is_empty() {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the failed order's server is still at the vendor: {live:?}\n{failed}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let order = stack.order(&id).await?;
+    assert_eq!(order["status"], "failed", "it stays failed: {order}");
+    let events = event_messages(&order);
+    assert!(
+        events.iter().any(|e| e.contains("deleting the server")),
+        "the log says the server is deleted: {events:?}"
+    );
+    assert_eq!(stack.sim_stats().await?["created_total"], 1);
+    stack.cleanup().await;
+    Ok(())
+}
