@@ -6,7 +6,6 @@
 //! look-up waits out `rate-limited` and `transient` answers as the host does; a refused
 //! attempt's requests count for B (it may have fetched a token in it) and not for A.
 
-use provisioner_host::bindings::WitVersion;
 use provisioner_host::runtime::Plugin;
 
 use crate::kit::Kit;
@@ -29,7 +28,7 @@ pub struct Observed {
 
 /// Runs the check against the kit's plugin.
 pub async fn cache_isolated(kit: &Kit) -> Result<String, String> {
-    if kit.plugin.wit_version() != WitVersion::V0_3 {
+    if !kit.plugin.wit_version().has_cache() {
         return Ok(format!(
             "the plugin implements {}, which has no cache",
             kit.plugin.wit_version()

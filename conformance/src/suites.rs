@@ -117,13 +117,18 @@ pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report 
                     Ok(kit) => {
                         let version = kit.plugin.wit_version();
                         let note = match version {
-                            WitVersion::V0_3 => String::new(),
+                            WitVersion::V0_4 => String::new(),
+                            WitVersion::V0_3 => "; 0.3 has no no-capacity error: the plugin \
+                                                 reports a capacity shortage as transient, \
+                                                 which no order moves on from (rebuild \
+                                                 against 0.4)"
+                                .to_string(),
                             WitVersion::V0_2 => "; 0.2 has no cache: the plugin fetches what \
                                                  it would keep between calls every time \
-                                                 (rebuild against 0.3)"
+                                                 (rebuild against 0.4)"
                                 .to_string(),
                             WitVersion::V0_1 => "; 0.1 has no list-servers: its vendor cannot \
-                                                 be swept for orphans (rebuild against 0.3)"
+                                                 be swept for orphans (rebuild against 0.4)"
                                 .to_string(),
                         };
                         loaded = Some(kit);
@@ -220,6 +225,7 @@ fn provider_case(error: &ProviderError) -> String {
         ProviderError::RateLimited(ms) => format!("rate-limited({ms:?})"),
         ProviderError::Transient(m) => format!("transient({m})"),
         ProviderError::Internal(m) => format!("internal({m})"),
+        ProviderError::NoCapacity(m) => format!("no-capacity({m})"),
     }
 }
 
@@ -392,7 +398,7 @@ async fn sandbox(kit: &Kit, r: &mut Recorder<'_>) {
         "with its cache bounded to nothing (every set fails with full), the plugin still \
          works: the cache is a hint, never a requirement",
         async {
-            if kit.plugin.wit_version() != WitVersion::V0_3 {
+            if !kit.plugin.wit_version().has_cache() {
                 return Ok(format!(
                     "the plugin implements {}, which has no cache",
                     kit.plugin.wit_version()

@@ -199,7 +199,7 @@ pub struct ServerInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     /// A stable machine-readable code, e.g. `invalid_request`, `unauthorized`,
-    /// `provision_timeout`, `plugin_error`.
+    /// `provision_timeout`, `plugin_error`, `no_capacity`.
     pub code: String,
     /// What happened, for people.
     pub message: String,

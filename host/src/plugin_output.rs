@@ -180,6 +180,7 @@ impl fmt::Display for Described<'_> {
             ProviderError::QuotaExceeded(m) => write!(f, "quota-exceeded({m})"),
             ProviderError::RateLimited(ms) => write!(f, "rate-limited({ms:?})"),
             ProviderError::Transient(m) => write!(f, "transient({m})"),
+            ProviderError::NoCapacity(m) => write!(f, "no-capacity({m})"),
             ProviderError::Internal(m) => write!(f, "internal({m})"),
         }
     }
@@ -310,6 +311,7 @@ impl PluginOutput for ProviderError {
             ProviderError::QuotaExceeded(m) => ProviderError::QuotaExceeded(text(m)),
             ProviderError::RateLimited(ms) => ProviderError::RateLimited(ms),
             ProviderError::Transient(m) => ProviderError::Transient(text(m)),
+            ProviderError::NoCapacity(m) => ProviderError::NoCapacity(text(m)),
             ProviderError::Internal(m) => ProviderError::Internal(text(m)),
         })
     }

@@ -145,6 +145,7 @@ pub fn fault(error: &CallError) -> Fault {
             ProviderError::RateLimited(_) => ("rate_limited", true),
             ProviderError::Transient(_) => ("vendor_unavailable", true),
             ProviderError::Internal(_) => ("plugin_error", false),
+            ProviderError::NoCapacity(_) => ("no_capacity", true),
         },
         CallError::BadAnswer { .. } => ("plugin_bad_answer", false),
         CallError::Timeout { .. } => ("plugin_timeout", true),

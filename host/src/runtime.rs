@@ -22,8 +22,9 @@ use uuid::Uuid;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
+use crate::bindings::older::{self, Upgrade};
 use crate::bindings::types::{LabelledServer, PluginInfo, ProviderError, Server, ServerRequest};
-use crate::bindings::{WitVersion, current, v0_1, v0_2};
+use crate::bindings::{WitVersion, current, v0_1, v0_2, v0_3};
 use crate::cache::PluginCache;
 use crate::manifest::{Limits, Manifest};
 use crate::metrics::HostMetrics;
@@ -240,6 +241,11 @@ impl PluginRuntime {
             |state| state,
         ))
         .context("linking the provisioner host interface")?;
+        wasm(v0_3::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        ))
+        .context("linking the provisioner host interface 0.3")?;
         wasm(v0_2::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
             &mut linker,
             |state| state,
@@ -428,8 +434,10 @@ impl PluginRuntime {
 
 /// A component pre-instantiated against the newest world it implements.
 enum PluginPre {
-    /// `provisioner:provider@0.3`.
+    /// `provisioner:provider@0.4`.
     Current(current::ProviderPluginPre<PluginState>),
+    /// `provisioner:provider@0.3`.
+    V0_3(v0_3::ProviderPluginPre<PluginState>),
     /// `provisioner:provider@0.2`.
     V0_2(v0_2::ProviderPluginPre<PluginState>),
     /// `provisioner:provider@0.1`.
@@ -444,6 +452,9 @@ impl PluginPre {
             Ok(current) => return Ok(PluginPre::Current(current)),
             Err(newest) => newest,
         };
+        if let Ok(v0_3) = v0_3::ProviderPluginPre::new(pre.clone()) {
+            return Ok(PluginPre::V0_3(v0_3));
+        }
         if let Ok(v0_2) = v0_2::ProviderPluginPre::new(pre.clone()) {
             return Ok(PluginPre::V0_2(v0_2));
         }
@@ -454,7 +465,8 @@ impl PluginPre {
 
     fn version(&self) -> WitVersion {
         match self {
-            PluginPre::Current(_) => WitVersion::V0_3,
+            PluginPre::Current(_) => WitVersion::V0_4,
+            PluginPre::V0_3(_) => WitVersion::V0_3,
             PluginPre::V0_2(_) => WitVersion::V0_2,
             PluginPre::V0_1(_) => WitVersion::V0_1,
         }
@@ -463,6 +475,7 @@ impl PluginPre {
     async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Instance> {
         Ok(match self {
             PluginPre::Current(pre) => Instance::Current(pre.instantiate_async(store).await?),
+            PluginPre::V0_3(pre) => Instance::V0_3(pre.instantiate_async(store).await?),
             PluginPre::V0_2(pre) => Instance::V0_2(pre.instantiate_async(store).await?),
             PluginPre::V0_1(pre) => Instance::V0_1(pre.instantiate_async(store).await?),
         })
@@ -472,6 +485,7 @@ impl PluginPre {
 /// One call's instance, of whichever version the plugin implements.
 enum Instance {
     Current(current::ProviderPlugin),
+    V0_3(v0_3::ProviderPlugin),
     V0_2(v0_2::ProviderPlugin),
     V0_1(v0_1::ProviderPlugin),
 }
@@ -480,6 +494,7 @@ impl Instance {
     fn guest(&self) -> Guest<'_> {
         match self {
             Instance::Current(instance) => Guest::Current(instance.provisioner_provider_provider()),
+            Instance::V0_3(instance) => Guest::V0_3(instance.provisioner_provider_provider()),
             Instance::V0_2(instance) => Guest::V0_2(instance.provisioner_provider_provider()),
             Instance::V0_1(instance) => Guest::V0_1(instance.provisioner_provider_provider()),
         }
@@ -490,17 +505,39 @@ impl Instance {
 /// same for every version ([`on_any_version!`]).
 enum Guest<'a> {
     Current(&'a current::exports::provisioner::provider::provider::Guest),
+    V0_3(&'a v0_3::exports::provisioner::provider::provider::Guest),
     V0_2(&'a v0_2::exports::provisioner::provider::provider::Guest),
     V0_1(&'a v0_1::exports::provisioner::provider::provider::Guest),
 }
 
-/// Makes the same call on whichever version `$guest` is.
+/// Makes the same call on whichever version `$guest` is. Older versions have types of their
+/// own: the answer is converted up ([`older::Upgrade`]), and a request named after `with`
+/// is converted down first ([`older::request`]).
 macro_rules! on_any_version {
     ($guest:expr, $exports:ident => $call:expr) => {
         match $guest {
             Guest::Current($exports) => $call,
-            Guest::V0_2($exports) => $call,
-            Guest::V0_1($exports) => $call,
+            Guest::V0_3($exports) => $call.map(Upgrade::upgrade),
+            Guest::V0_2($exports) => $call.map(Upgrade::upgrade),
+            Guest::V0_1($exports) => $call.map(Upgrade::upgrade),
+        }
+    };
+    ($guest:expr, $exports:ident, with $request:ident => $call:expr) => {
+        match $guest {
+            Guest::Current($exports) => $call,
+            older_guest => {
+                let older_request = older::request($request);
+                let $request = &older_request;
+                on_any_version!(@older older_guest, $exports => $call)
+            }
+        }
+    };
+    (@older $guest:expr, $exports:ident => $call:expr) => {
+        match $guest {
+            Guest::Current(_) => unreachable!("the current version is matched first"),
+            Guest::V0_3($exports) => $call.map(Upgrade::upgrade),
+            Guest::V0_2($exports) => $call.map(Upgrade::upgrade),
+            Guest::V0_1($exports) => $call.map(Upgrade::upgrade),
         }
     };
 }
@@ -669,7 +706,7 @@ impl Plugin {
     /// `validate`.
     pub async fn validate(&self, request: &ServerRequest) -> Result<(), CallError> {
         self.invoke("validate", None, async |guest, store| {
-            on_any_version!(guest, exports => exports.call_validate(store, request).await)
+            on_any_version!(guest, exports, with request => exports.call_validate(store, request).await)
         })
         .await?
         .map_err(CallError::Provider)
@@ -682,7 +719,7 @@ impl Plugin {
         request: &ServerRequest,
     ) -> Result<Server, CallError> {
         self.vendor_call("create-server", Some(order_id), async |guest, store| {
-            on_any_version!(guest, exports => exports.call_create_server(store, request).await)
+            on_any_version!(guest, exports, with request => exports.call_create_server(store, request).await)
         })
         .await
     }
@@ -724,7 +761,8 @@ impl Plugin {
     pub async fn list_servers(&self) -> Result<Option<Vec<LabelledServer>>, CallError> {
         self.vendor_call("list-servers", None, async |guest, store| match guest {
             Guest::Current(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
-            Guest::V0_2(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
+            Guest::V0_3(exports) => Ok(exports.call_list_servers(store).await?.upgrade().map(Some)),
+            Guest::V0_2(exports) => Ok(exports.call_list_servers(store).await?.upgrade().map(Some)),
             Guest::V0_1(_) => Ok(Ok(None)),
         })
         .await

@@ -59,6 +59,8 @@ use crate::bindings::current::provisioner::provider::cache as wit_cache;
 use crate::bindings::current::provisioner::provider::host::{self, LogLevel};
 use crate::bindings::v0_1::provisioner::provider::host as host_v0_1;
 use crate::bindings::v0_2::provisioner::provider::host as host_v0_2;
+use crate::bindings::v0_3::provisioner::provider::cache as cache_v0_3;
+use crate::bindings::v0_3::provisioner::provider::host as host_v0_3;
 use crate::cache::{CacheError, PluginCache};
 use crate::grants::{Origin, OriginPattern, ip_literal, is_granted, is_granted_by_name};
 use crate::outbound::{CallOpenRequests, OpenRequestLimits, OutboundClient, held_until_done};
@@ -422,47 +424,59 @@ impl wit_cache::Host for PluginState {
     }
 }
 
-/// 0.2 plugins get the same host services (the interface did not change).
-impl host_v0_2::Host for PluginState {
-    fn log(&mut self, level: host_v0_2::LogLevel, message: String) {
-        let level = match level {
-            host_v0_2::LogLevel::Trace => LogLevel::Trace,
-            host_v0_2::LogLevel::Debug => LogLevel::Debug,
-            host_v0_2::LogLevel::Info => LogLevel::Info,
-            host_v0_2::LogLevel::Warn => LogLevel::Warn,
-            host_v0_2::LogLevel::Error => LogLevel::Error,
-        };
-        host::Host::log(self, level, message)
-    }
+/// Plugins of older minors get the same host services: the `host` interface did not change,
+/// but each version's is its own type.
+macro_rules! older_host {
+    ($($version:ident),+) => {$(
+        impl $version::Host for PluginState {
+            fn log(&mut self, level: $version::LogLevel, message: String) {
+                let level = match level {
+                    $version::LogLevel::Trace => LogLevel::Trace,
+                    $version::LogLevel::Debug => LogLevel::Debug,
+                    $version::LogLevel::Info => LogLevel::Info,
+                    $version::LogLevel::Warn => LogLevel::Warn,
+                    $version::LogLevel::Error => LogLevel::Error,
+                };
+                host::Host::log(self, level, message)
+            }
 
-    fn get_config(&mut self, key: String) -> Option<String> {
-        host::Host::get_config(self, key)
-    }
+            fn get_config(&mut self, key: String) -> Option<String> {
+                host::Host::get_config(self, key)
+            }
 
-    fn get_secret(&mut self, key: String) -> Option<String> {
-        host::Host::get_secret(self, key)
-    }
+            fn get_secret(&mut self, key: String) -> Option<String> {
+                host::Host::get_secret(self, key)
+            }
+        }
+    )+};
 }
 
-/// 0.1 plugins get the same host services (the interface did not change).
-impl host_v0_1::Host for PluginState {
-    fn log(&mut self, level: host_v0_1::LogLevel, message: String) {
-        let level = match level {
-            host_v0_1::LogLevel::Trace => LogLevel::Trace,
-            host_v0_1::LogLevel::Debug => LogLevel::Debug,
-            host_v0_1::LogLevel::Info => LogLevel::Info,
-            host_v0_1::LogLevel::Warn => LogLevel::Warn,
-            host_v0_1::LogLevel::Error => LogLevel::Error,
-        };
-        host::Host::log(self, level, message)
+older_host!(host_v0_3, host_v0_2, host_v0_1);
+
+/// 0.3's `types` interface has no functions either.
+impl crate::bindings::v0_3::provisioner::provider::types::Host for PluginState {}
+
+/// 0.3 plugins get the same cache (the interface did not change).
+impl cache_v0_3::Host for PluginState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        wit_cache::Host::get(self, key)
     }
 
-    fn get_config(&mut self, key: String) -> Option<String> {
-        host::Host::get_config(self, key)
+    fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> Result<(), cache_v0_3::CacheError> {
+        wit_cache::Host::set(self, key, value, ttl_ms).map_err(|error| match error {
+            wit_cache::CacheError::InvalidKey => cache_v0_3::CacheError::InvalidKey,
+            wit_cache::CacheError::TooLarge => cache_v0_3::CacheError::TooLarge,
+            wit_cache::CacheError::Full => cache_v0_3::CacheError::Full,
+        })
     }
 
-    fn get_secret(&mut self, key: String) -> Option<String> {
-        host::Host::get_secret(self, key)
+    fn delete(&mut self, key: String) {
+        wit_cache::Host::delete(self, key)
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use provisioner_host::bindings::WitVersion;
-use provisioner_host::bindings::types::ServerRequest;
+use provisioner_host::bindings::types::{ProviderError, ServerRequest};
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_tests::{Stack, StackOptions, test_plugin_component};
 use serde_json::{Value, json};
@@ -74,7 +74,7 @@ async fn a_plugins_cache_is_its_own() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
     let a = probe(&runtime, "cache-a", "", 60_000).await?;
     let b = probe(&runtime, "cache-b", "", 60_000).await?;
-    assert_eq!(a.wit_version(), WitVersion::V0_3);
+    assert_eq!(a.wit_version(), WitVersion::V0_4);
 
     store(&a, "session", "token-of-a").await?;
     assert_eq!(cached(&a, "session").await?.as_deref(), Some("token-of-a"));
@@ -205,6 +205,62 @@ async fn a_0_2_plugin_still_loads_and_serves() -> anyhow::Result<()> {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].idempotency_key, "kept");
     assert_eq!(plugin.cache_entries(), 0);
+    Ok(())
+}
+
+/// A plugin built against 0.3 (`tests/fixtures/v03-plugin`, before `no-capacity`) still
+/// loads on the 0.4 host: requests reach it whole, its answers and each kind of error come
+/// back in the current types, its cache works, and it lists its servers.
+#[tokio::test]
+async fn a_0_3_plugin_still_loads_and_serves() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let dir = std::env::temp_dir().join(format!(
+        "provisioner-cache-v03-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("v03.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "vendor = \"v03\"\ncomponent = {:?}\n",
+            test_plugin_component("v03").display().to_string()
+        ),
+    )?;
+    let plugin = runtime.load(&path).await?;
+    assert_eq!(plugin.wit_version(), WitVersion::V0_3);
+    assert_eq!(plugin.info().await?.display_name, "WIT 0.3 test plugin");
+    let server = plugin
+        .create_server(uuid::Uuid::nil(), &request("key-1", "web"))
+        .await?;
+    assert_eq!(server.vendor_id, "v03-key-1");
+    assert_eq!(server.name, "web");
+    assert_eq!(server.ipv4.as_deref(), Some("192.0.2.30"));
+    assert_eq!(
+        plugin.cache_entries(),
+        1,
+        "the create counted itself in the cache"
+    );
+    match plugin.validate(&request("key-2", "")).await {
+        Err(CallError::Provider(ProviderError::InvalidRequest(message))) => {
+            assert!(message.contains("empty"), "{message}")
+        }
+        other => panic!("expected invalid-request, got {other:?}"),
+    }
+    let full = ServerRequest {
+        region: "full".into(),
+        ..request("key-3", "web")
+    };
+    match plugin.create_server(uuid::Uuid::nil(), &full).await {
+        Err(CallError::Provider(ProviderError::Transient(message))) => {
+            assert!(message.contains("no capacity"), "{message}")
+        }
+        other => panic!("a 0.3 plugin says transient for a full region, got {other:?}"),
+    }
+    assert!(plugin.find_server("key-1").await?.is_none());
+    let listed = plugin.list_servers().await?.expect("0.3 lists its servers");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].server.vendor_id, "v03-kept");
     Ok(())
 }
 

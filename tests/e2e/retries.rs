@@ -220,3 +220,28 @@ async fn an_order_failing_after_a_lost_create_answer_leaves_no_server_behind() -
     stack.cleanup().await;
     Ok(())
 }
+
+/// A vendor out of capacity (the simulator's `no_capacity`: Hetzner's `resource_unavailable`)
+/// reaches the order as its own fault, `no_capacity` (WIT 0.4), not as a vendor outage, and is
+/// retried: the capacity came back, so the order runs with one server.
+#[tokio::test]
+async fn a_vendor_out_of_capacity_is_retried_as_no_capacity() -> anyhow::Result<()> {
+    let stack = Stack::start(fast_retries(1, 5)).await?;
+    stack
+        .inject_fault(json!({"vendor": "hetzner", "kind": "no_capacity",
+                             "method": "POST", "count": 1}))
+        .await?;
+    let id = stack.order_server("sold-out").await?;
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(60))
+        .await?;
+    let retries = retry_events(&active);
+    assert_eq!(retries.len(), 1, "{active}");
+    assert!(
+        retries[0].contains("(no_capacity)") && retries[0].contains("resource_unavailable"),
+        "{retries:?}"
+    );
+    assert_eq!(stack.sim_stats().await?["created_total"], 1);
+    stack.cleanup().await;
+    Ok(())
+}

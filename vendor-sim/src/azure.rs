@@ -489,6 +489,13 @@ fn render_fault(kind: &FaultKind) -> Response {
         FaultKind::Unauthorized => {
             unauthenticated("InvalidAuthenticationToken", "The access token is invalid.")
         }
+        FaultKind::NoCapacity => arm_error(
+            StatusCode::CONFLICT,
+            "SkuNotAvailable",
+            "The requested VM size for resource 'Following SKUs have failed for Capacity \
+             Restrictions' is currently not available in this location. Please try another size \
+             or deploy to a different location or different zone.",
+        ),
         FaultKind::ServerError { status: 503 } => arm_error(
             status,
             "ServiceUnavailable",

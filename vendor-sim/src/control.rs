@@ -28,7 +28,8 @@
 //!   e.g. the server is made, and the connection is then dropped before any byte of the
 //!   answer, so the client sees the connection closed as when a response is lost in the
 //!   network; `{"vendor": "hetzner", "kind": "lost_response", "method": "POST"}` loses one
-//!   create's answer).
+//!   create's answer; `no_capacity`: the vendor's own capacity refusal, see
+//!   [`crate::state::FaultKind::NoCapacity`]).
 
 use std::sync::Arc;
 

@@ -97,6 +97,11 @@ fn render_fault(kind: &FaultKind) -> Response {
             response
         }
         FaultKind::Unauthorized => error(status, "unauthorized", "Unable to authenticate you"),
+        FaultKind::NoCapacity => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+            "Size is not available in this region.",
+        ),
         FaultKind::ServerError { status: 503 } => error(
             status,
             "service_unavailable",

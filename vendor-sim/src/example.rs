@@ -301,6 +301,7 @@ fn render_fault(kind: &FaultKind) -> Response {
             response
         }
         FaultKind::Unauthorized => unauthorized(),
+        FaultKind::NoCapacity => error(status, "no_capacity", "no capacity in this region"),
         _ => error(status, "server_error", "an internal error occurred"),
     }
 }

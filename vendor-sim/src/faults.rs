@@ -120,6 +120,8 @@ pub fn status_of(kind: &FaultKind) -> StatusCode {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         }
         FaultKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        // Each vendor answers its own status (see its `render_fault`); this is the usual one.
+        FaultKind::NoCapacity => StatusCode::SERVICE_UNAVAILABLE,
         FaultKind::Slow { .. } | FaultKind::LostResponse => StatusCode::OK,
     }
 }

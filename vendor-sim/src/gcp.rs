@@ -401,6 +401,12 @@ fn render_fault(kind: &FaultKind) -> Response {
             response
         }
         FaultKind::Unauthorized => unauthenticated(),
+        FaultKind::NoCapacity => error(
+            status,
+            "ZONE_RESOURCE_POOL_EXHAUSTED",
+            "The zone does not have enough resources available to fulfill the request. Try a \
+             different zone, or try again later.",
+        ),
         FaultKind::ServerError { status: 503 } => error(
             status,
             "backendError",

@@ -106,6 +106,12 @@ fn render_fault(kind: &FaultKind) -> Response {
             response
         }
         FaultKind::Unauthorized => error(status, "unauthorized", "unable to authenticate"),
+        FaultKind::NoCapacity => error(
+            status,
+            "resource_unavailable",
+            "the requested resource is currently unavailable: the server type is sold out \
+             in this location",
+        ),
         FaultKind::ServerError { status: 503 } => {
             error(status, "unavailable", "service temporarily unavailable")
         }

@@ -159,6 +159,13 @@ fn render_fault(kind: &FaultKind) -> Response {
             response
         }
         FaultKind::Unauthorized => unauthorized(),
+        // Nova's scheduler says this in the server's `fault` once it went ERROR; the
+        // simulator answers it at once, as the API's own 500.
+        FaultKind::NoCapacity => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "computeFault",
+            "No valid host was found. There are not enough hosts available.",
+        ),
         _ => error(
             status,
             "computeFault",

@@ -143,6 +143,10 @@ pub struct FaultProfile {
     #[serde(default)]
     unavailable: Option<FaultTemplate>,
     unauthorized: FaultTemplate,
+    /// The vendor's capacity refusal (`no_capacity`); a profile without it cannot arm that
+    /// fault.
+    #[serde(default)]
+    no_capacity: Option<FaultTemplate>,
 }
 
 /// `[paging]`: what the `small_pages` fault rewrites.
@@ -158,7 +162,8 @@ pub struct PagingProfile {
     pub list_paths: Vec<String>,
 }
 
-/// One fault's answer: `[rate_limit]`, `[server_error]`, `[unavailable]`, `[unauthorized]`.
+/// One fault's answer: `[rate_limit]`, `[server_error]`, `[unavailable]`, `[unauthorized]`,
+/// `[no_capacity]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultTemplate {
@@ -204,6 +209,7 @@ impl FaultProfile {
             ("server_error", Some(&profile.server_error), false),
             ("unavailable", profile.unavailable.as_ref(), false),
             ("unauthorized", Some(&profile.unauthorized), true),
+            ("no_capacity", profile.no_capacity.as_ref(), true),
         ] {
             let Some(template) = template else { continue };
             template
@@ -261,6 +267,10 @@ impl FaultProfile {
             ProxyFaultKind::Unauthorized => {
                 Some((&self.unauthorized, self.unauthorized.status.unwrap_or(401)))
             }
+            ProxyFaultKind::NoCapacity => self
+                .no_capacity
+                .as_ref()
+                .map(|template| (template, template.status.unwrap_or(503))),
             ProxyFaultKind::Slow { .. }
             | ProxyFaultKind::LostResponse
             | ProxyFaultKind::SmallPages { .. } => None,
@@ -406,6 +416,8 @@ pub enum ProxyFaultKind {
     },
     /// Forwarded, the whole answer read, then the connection closed without a byte.
     LostResponse,
+    /// The profile's `[no_capacity]` answer (status 503 unless it sets one).
+    NoCapacity,
     /// Standing: list requests ask for pages of `page_size`.
     SmallPages {
         /// The page size set on list requests.
@@ -435,6 +447,7 @@ impl ProxyFaultKind {
             ProxyFaultKind::Unauthorized => "unauthorized",
             ProxyFaultKind::Slow { .. } => "slow",
             ProxyFaultKind::LostResponse => "lost_response",
+            ProxyFaultKind::NoCapacity => "no_capacity",
             ProxyFaultKind::SmallPages { .. } => "small_pages",
             ProxyFaultKind::RateLimitPerSecond { .. } => "rate_limit_per_second",
         }
@@ -452,6 +465,7 @@ impl From<crate::state::FaultKind> for ProxyFaultKind {
             FaultKind::Unauthorized => ProxyFaultKind::Unauthorized,
             FaultKind::Slow { delay_ms } => ProxyFaultKind::Slow { delay_ms },
             FaultKind::LostResponse => ProxyFaultKind::LostResponse,
+            FaultKind::NoCapacity => ProxyFaultKind::NoCapacity,
         }
     }
 }
@@ -827,6 +841,7 @@ fn default_message(kind: &ProxyFaultKind) -> &'static str {
         }
         ProxyFaultKind::ServerError { status: 503 } => "service unavailable",
         ProxyFaultKind::Unauthorized => "unauthorized",
+        ProxyFaultKind::NoCapacity => "no capacity",
         _ => "internal server error",
     }
 }
@@ -1248,6 +1263,10 @@ async fn add_fault(
             }
         )),
         ProxyFaultKind::SmallPages { page_size: 0 } => Some("page_size must be at least 1".into()),
+        ProxyFaultKind::NoCapacity if proxy.profile.no_capacity.is_none() => Some(format!(
+            "the fault profile of '{}' has no [no_capacity] answer",
+            proxy.profile.vendor
+        )),
         ProxyFaultKind::RateLimitPerSecond { limit: 0 } => Some("limit must be at least 1".into()),
         _ => None,
     };

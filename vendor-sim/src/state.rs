@@ -121,6 +121,13 @@ pub enum FaultKind {
     /// closed before any status line, as when a vendor's response is lost in the network.
     /// Arm it with `"method": "POST"` to lose create answers only.
     LostResponse,
+    /// The vendor cannot place the server: its capacity error, in its own shape and status
+    /// (Hetzner's `resource_unavailable`, DigitalOcean's 422 "Size is not available in this
+    /// region.", Nova's "No valid host was found" (a 500 here; Nova itself puts it in the
+    /// server's fault), Compute Engine's `ZONE_RESOURCE_POOL_EXHAUSTED`, Azure's
+    /// `SkuNotAvailable`).
+    /// Arm it with `"method": "POST"` to refuse creates only.
+    NoCapacity,
 }
 
 fn one() -> u64 {
@@ -158,7 +165,7 @@ impl FaultRule {
     /// Parses `--fault vendor:kind[:count]`, e.g. `hetzner:rate_limit:3`,
     /// `digitalocean:server_error:2`, `hetzner:slow:1` (1 s), `hetzner:unauthorized`,
     /// `hetzner:lost_response` (any method; `POST /_sim/faults` can narrow it to one),
-    /// `example:rate_limit`.
+    /// `hetzner:no_capacity`, `example:rate_limit`.
     pub fn parse_flag(text: &str) -> Result<Self, String> {
         let parts: Vec<&str> = text.split(':').collect();
         let (vendor, kind) = match parts.as_slice() {
@@ -175,6 +182,7 @@ impl FaultRule {
             "unauthorized" => FaultKind::Unauthorized,
             "slow" => FaultKind::Slow { delay_ms: 1000 },
             "lost_response" => FaultKind::LostResponse,
+            "no_capacity" => FaultKind::NoCapacity,
             other => return Err(format!("unknown fault kind '{other}'")),
         };
         let count = match parts.get(2) {

@@ -14,7 +14,8 @@
 //! decide the error before the HTTP status does: EC2 answers throttling with 503
 //! `RequestLimitExceeded` (rate-limited, not a server failure), an unknown instance with
 //! 400 `InvalidInstanceID.NotFound` (not-found, not a bad request), an exhausted quota with
-//! 400 `InstanceLimitExceeded` / `VcpuLimitExceeded`.
+//! 400 `InstanceLimitExceeded` / `VcpuLimitExceeded`, a zone out of capacity with 500
+//! `InsufficientInstanceCapacity` (no-capacity, not a server failure).
 
 use std::time::SystemTime;
 
@@ -154,6 +155,7 @@ impl Ec2 {
         match class {
             Class::RateLimited => ProviderError::RateLimited(retry_after_ms(&response.headers)),
             Class::Transient => ProviderError::Transient(detail),
+            Class::NoCapacity => ProviderError::NoCapacity(detail),
             Class::QuotaExceeded => ProviderError::QuotaExceeded(detail),
             Class::Unauthorized => ProviderError::Unauthorized(detail),
             Class::NotFound => ProviderError::NotFound(detail),
@@ -261,6 +263,8 @@ fn hex_sha256(bytes: &[u8]) -> String {
 pub enum Class {
     RateLimited,
     Transient,
+    /// EC2 cannot place the request where it was asked, now (no-capacity).
+    NoCapacity,
     QuotaExceeded,
     Unauthorized,
     NotFound,
@@ -276,11 +280,21 @@ const THROTTLED: &[&str] = &[
     "RequestThrottled",
 ];
 
-/// Codes of failures that pass: capacity comes back, EC2's own faults.
-const PASSING: &[&str] = &[
+/// Codes saying EC2 cannot place the request where it was asked, now: its capacity (of the
+/// zone, the region, the Outpost), not the account's limits. Any other code of the
+/// `Insufficient...Capacity...` family is read as one too ([`is_capacity`]).
+const CAPACITY: &[&str] = &[
     "InsufficientInstanceCapacity",
     "InsufficientHostCapacity",
     "InsufficientCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "InsufficientAddressCapacity",
+    "InsufficientVolumeCapacity",
+    "InsufficientCapacityOnOutpost",
+];
+
+/// Codes of failures that pass: EC2's own faults.
+const PASSING: &[&str] = &[
     "InternalError",
     "InternalFailure",
     "ServiceUnavailable",
@@ -317,7 +331,11 @@ pub fn classify(answer: &ErrorAnswer, status: u16) -> Class {
     let code = answer.code.as_str();
     if THROTTLED.contains(&code) {
         Class::RateLimited
+    } else if is_capacity(code) {
+        Class::NoCapacity
     } else if PASSING.contains(&code)
+        // The account's own shortages (`InsufficientFreeAddressesInSubnet`): they pass as
+        // its other servers go.
         || code.starts_with("Insufficient")
         // The ClientToken's instance exists, made with other parameters (a newer image of
         // the same name): the retry's look-up adopts it.
@@ -347,6 +365,14 @@ pub fn classify(answer: &ErrorAnswer, status: u16) -> Class {
             _ => Class::Internal,
         }
     }
+}
+
+/// `code` says EC2 is out of capacity for the request: one of [`CAPACITY`], or another code
+/// of the `Insufficient...Capacity...` family. `InsufficientFreeAddressesInSubnet` is not
+/// (the account's subnet is full, not EC2), nor is `Unsupported` (an instance type the zone
+/// does not offer at all: no retry helps).
+pub fn is_capacity(code: &str) -> bool {
+    CAPACITY.contains(&code) || (code.starts_with("Insufficient") && code.contains("Capacity"))
 }
 
 /// The meaning of an answer without EC2's error XML, by its status alone. It is not EC2's
@@ -508,8 +534,8 @@ mod tests {
         let of = |code: &str, status: u16| classify(&answer(code), status);
         assert_eq!(of("RequestLimitExceeded", 503), Class::RateLimited);
         assert_eq!(of("Throttling", 400), Class::RateLimited);
-        assert_eq!(of("InsufficientInstanceCapacity", 500), Class::Transient);
-        assert_eq!(of("InsufficientInstanceCapacity", 400), Class::Transient);
+        assert_eq!(of("InsufficientInstanceCapacity", 500), Class::NoCapacity);
+        assert_eq!(of("InsufficientInstanceCapacity", 400), Class::NoCapacity);
         assert_eq!(of("InstanceLimitExceeded", 400), Class::QuotaExceeded);
         assert_eq!(of("VcpuLimitExceeded", 400), Class::QuotaExceeded);
         assert_eq!(of("AuthFailure", 401), Class::Unauthorized);
@@ -530,19 +556,62 @@ mod tests {
         assert_eq!(of("IdempotentParameterMismatch", 400), Class::Transient);
     }
 
-    /// Every capacity shortage passes, every account limit is a quota, whatever its name.
+    /// Every capacity shortage is no-capacity and every account limit a quota, whatever its
+    /// name; the account's full subnet passes (transient).
     #[test]
     fn capacity_and_limit_families_are_read_by_their_names() {
         let of = |code: &str| classify(&answer(code), 400);
         assert_eq!(of("InsufficientFreeAddressesInSubnet"), Class::Transient);
-        assert_eq!(of("InsufficientAddressCapacity"), Class::Transient);
-        assert_eq!(of("InsufficientReservedInstanceCapacity"), Class::Transient);
+        assert_eq!(of("InsufficientAddressCapacity"), Class::NoCapacity);
+        assert_eq!(
+            of("InsufficientReservedInstanceCapacity"),
+            Class::NoCapacity
+        );
+        assert_eq!(of("InsufficientCapacityOnOutpost"), Class::NoCapacity);
+        assert_eq!(of("InsufficientGpuCapacity"), Class::NoCapacity);
         assert_eq!(of("VolumeLimitExceeded"), Class::QuotaExceeded);
         assert_eq!(of("AddressLimitExceeded"), Class::QuotaExceeded);
         assert_eq!(of("MaxIOPSLimitExceeded"), Class::QuotaExceeded);
         assert_eq!(
             classify(&answer("RequestLimitExceeded"), 400),
             Class::RateLimited
+        );
+    }
+
+    /// EC2's capacity codes are no-capacity at whatever status they come with (EC2's server
+    /// errors are 500s, `InsufficientCapacityOnOutpost` a 400), with EC2's code and message;
+    /// EC2's own faults and a mismatched client token stay transient; `Unsupported` (an
+    /// instance type the zone does not offer at all) is a bad request, not a shortage.
+    #[test]
+    fn capacity_shortages_are_no_capacity() {
+        for code in CAPACITY {
+            for status in [400, 500, 503] {
+                assert_eq!(
+                    classify(&answer(code), status),
+                    Class::NoCapacity,
+                    "{code} {status}"
+                );
+            }
+        }
+        for code in PASSING {
+            assert_eq!(classify(&answer(code), 500), Class::Transient, "{code}");
+        }
+        assert_eq!(
+            classify(&answer("IdempotentParameterMismatch"), 400),
+            Class::Transient
+        );
+        assert_eq!(classify(&answer("Unsupported"), 400), Class::InvalidRequest);
+        assert_eq!(
+            classify(&answer("UnsupportedOperation"), 400),
+            Class::InvalidRequest
+        );
+        assert!(!is_capacity("InsufficientFreeAddressesInSubnet"));
+        assert!(!is_capacity("InstanceLimitExceeded"));
+        let shortage = answer("InsufficientInstanceCapacity");
+        assert_eq!(
+            shown_reason(&shortage, Class::NoCapacity),
+            shortage.reason(),
+            "a shortage shows EC2's code and message"
         );
     }
 

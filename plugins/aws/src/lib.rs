@@ -50,7 +50,9 @@
 //! **Requests.** `Describe*` go as `GET /?Action=...` (resent after a dropped connection),
 //! `RunInstances` and `TerminateInstances` as `POST /` with a form body (sent once). Error
 //! answers map by EC2's code first (see [`ec2`]): `RequestLimitExceeded` -> rate-limited,
-//! `Insufficient*Capacity` and the like -> transient, `InstanceLimitExceeded` /
+//! `InsufficientInstanceCapacity` and every other `Insufficient*Capacity*` -> no-capacity
+//! (the zone cannot place the instance now; an order with other placements moves on),
+//! EC2's own faults (`InternalError`, `Unavailable`) -> transient, `InstanceLimitExceeded` /
 //! `VcpuLimitExceeded` and every other `*LimitExceeded` -> quota-exceeded, `AuthFailure` /
 //! `UnauthorizedOperation` -> unauthorized (shown as code and request id only: EC2's
 //! message names the account and IAM user), `InvalidInstanceID.NotFound` -> not-found,

@@ -30,16 +30,19 @@ pub const STATUSES: Rules = &[
     (&["Canceled", ANY], ServerStatus::Error),
 ];
 
-/// Provisioning failures that are worth retrying (capacity, not the request).
-const TRANSIENT_CODES: &[&str] = &[
+/// Failures saying Azure cannot place the VM here now: the location or zone has no capacity
+/// for the size (or none that meets the request's constraints). No-capacity.
+const CAPACITY_CODES: &[&str] = &[
     "AllocationFailed",
     "ZonalAllocationFailed",
     "OverconstrainedAllocationRequest",
     "OverconstrainedZonalAllocationRequest",
     "SkuNotAvailable",
-    "AnotherOperationInProgress",
-    "RetryableError",
 ];
+
+/// Failures of ARM's own that pass (another operation on the resource, ARM's retry hint):
+/// transient.
+const TRANSIENT_CODES: &[&str] = &["AnotherOperationInProgress", "RetryableError"];
 
 /// A virtual machine, the fields the plugin reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -103,21 +106,27 @@ impl VirtualMachine {
         )
     }
 
-    /// A failed provisioning worth retrying (`ProvisioningState/failed/AllocationFailed`):
-    /// the host's `transient`, naming the code and message.
-    pub fn transient_failure(&self) -> Option<ProviderError> {
+    /// A failed provisioning worth retrying, naming the code and message: a failed
+    /// allocation (`ProvisioningState/failed/AllocationFailed`, the other
+    /// [`CAPACITY_CODES`]) is `no-capacity`, ARM's own passing failures `transient`.
+    pub fn retryable_failure(&self) -> Option<ProviderError> {
         if self.properties.provisioning_state != "Failed" {
             return None;
         }
         self.statuses().find_map(|s| {
             let code = s.code.strip_prefix("ProvisioningState/failed/")?;
-            TRANSIENT_CODES.contains(&code).then(|| {
-                ProviderError::Transient(redact_urls(&format!(
-                    "the VM {} failed to provision: {code}: {}",
-                    self.name,
-                    s.message.as_deref().unwrap_or_default()
-                )))
-            })
+            let case: fn(String) -> ProviderError = if CAPACITY_CODES.contains(&code) {
+                ProviderError::NoCapacity
+            } else if TRANSIENT_CODES.contains(&code) {
+                ProviderError::Transient
+            } else {
+                return None;
+            };
+            Some(case(redact_urls(&format!(
+                "the VM {} failed to provision: {code}: {}",
+                self.name,
+                s.message.as_deref().unwrap_or_default()
+            ))))
         })
     }
 
@@ -230,9 +239,9 @@ pub fn error_reason(body: &str) -> Option<String> {
 
 /// The [`ProviderError`] for ARM's non-2xx answer to `method path`: 429 -> rate-limited
 /// (with `Retry-After`); `QuotaExceeded`, or `OperationNotAllowed` about cores or quota ->
-/// quota-exceeded; capacity (`SkuNotAvailable`, `AllocationFailed`...) and ARM's own
-/// conflicts (`AnotherOperationInProgress`, `RetryableError`) -> transient; then 401/403 ->
-/// unauthorized, 404 -> not-found, other 400/409 -> invalid-request, 5xx -> transient.
+/// quota-exceeded; capacity (`SkuNotAvailable`, `AllocationFailed`...) -> no-capacity; ARM's
+/// own conflicts (`AnotherOperationInProgress`, `RetryableError`) -> transient; then 401/403
+/// -> unauthorized, 404 -> not-found, other 400/409 -> invalid-request, 5xx -> transient.
 pub fn arm_error(method: &str, path: &str, response: &ApiResponse) -> ProviderError {
     let parsed = serde_json::from_str::<ErrorBody>(&response.body)
         .ok()
@@ -262,7 +271,11 @@ pub fn arm_error(method: &str, path: &str, response: &ApiResponse) -> ProviderEr
             && (message.contains("quota") || message.contains("cores")))
     {
         ProviderError::QuotaExceeded(detail)
-    } else if has(TRANSIENT_CODES) && response.status != 401 && response.status != 403 {
+    } else if response.status == 401 || response.status == 403 {
+        ProviderError::Unauthorized(detail)
+    } else if has(CAPACITY_CODES) {
+        ProviderError::NoCapacity(detail)
+    } else if has(TRANSIENT_CODES) {
         ProviderError::Transient(detail)
     } else {
         match response.status {
@@ -298,6 +311,7 @@ mod tests {
             ProviderError::RateLimited(_) => "rate",
             ProviderError::QuotaExceeded(_) => "quota",
             ProviderError::Transient(_) => "transient",
+            ProviderError::NoCapacity(_) => "no-capacity",
             ProviderError::Unauthorized(_) => "unauthorized",
             ProviderError::NotFound(_) => "not-found",
             ProviderError::InvalidRequest(_) => "invalid",
@@ -327,10 +341,11 @@ mod tests {
             (
                 409,
                 arm("SkuNotAvailable", "The requested size is not available"),
-                "transient",
+                "no-capacity",
             ),
-            (200, arm("AllocationFailed", "no capacity"), "transient"),
+            (200, arm("AllocationFailed", "no capacity"), "no-capacity"),
             (409, arm("AnotherOperationInProgress", "busy"), "transient"),
+            (409, arm("RetryableError", "try again"), "transient"),
             (
                 401,
                 arm("InvalidAuthenticationToken", "bad token"),
@@ -353,6 +368,44 @@ mod tests {
             arm_error("GET", "/x", &limited),
             ProviderError::RateLimited(Some(7000))
         ));
+    }
+
+    /// Every capacity code is no-capacity, at the top of the error or among its details
+    /// (a deployment's), whatever the status but 401/403 and 429; ARM's own passing codes
+    /// stay transient; the message names the code, no host.
+    #[test]
+    fn capacity_codes_are_no_capacity_and_conflicts_transient() {
+        for code in CAPACITY_CODES {
+            for status in [200, 400, 409, 500] {
+                let error = arm_error("PUT", "/vm", &answer(status, arm(code, "no room")));
+                assert_eq!(kind(&error), "no-capacity", "{code} {status}");
+            }
+            let nested = json!({"error": {"code": "DeploymentFailed",
+                "message": "see https://aka.ms/arm-deployment-operations",
+                "details": [{"code": code, "message": "no room"}]}});
+            let error = arm_error("PUT", "/vm", &answer(409, nested));
+            let ProviderError::NoCapacity(message) = &error else {
+                panic!("{code}: {error:?}")
+            };
+            assert!(!message.contains("aka.ms"), "{message}");
+            assert_eq!(
+                kind(&arm_error("PUT", "/vm", &answer(403, arm(code, "x")))),
+                "unauthorized"
+            );
+            assert_eq!(
+                kind(&arm_error("PUT", "/vm", &answer(429, arm(code, "x")))),
+                "rate"
+            );
+        }
+        for code in TRANSIENT_CODES {
+            let error = arm_error("PUT", "/vm", &answer(409, arm(code, "busy")));
+            assert_eq!(kind(&error), "transient", "{code}");
+        }
+        let quota = arm(
+            "OperationNotAllowed",
+            "Operation could not be completed as it results in exceeding approved Total Regional Cores quota.",
+        );
+        assert_eq!(kind(&arm_error("PUT", "/vm", &answer(409, quota))), "quota");
     }
 
     /// Messages name ARM's code and message, URLs cut to paths.
@@ -406,9 +459,11 @@ mod tests {
         );
     }
 
-    /// A VM that failed with AllocationFailed is transient; another failure is not.
+    /// A VM that failed with AllocationFailed (or another capacity code) is no-capacity, one
+    /// that failed with ARM's passing errors transient; another failure is no retryable
+    /// failure (its state reads error).
     #[test]
-    fn allocation_failures_are_transient() {
+    fn allocation_failures_are_no_capacity() {
         let failed = |code: &str| -> VirtualMachine {
             serde_json::from_value(json!({"name": "vm", "properties": {
                 "provisioningState": "Failed",
@@ -417,18 +472,27 @@ mod tests {
                     {"code": "PowerState/deallocated"}]}}}))
             .unwrap()
         };
+        for code in CAPACITY_CODES {
+            assert!(
+                matches!(
+                    failed(code).retryable_failure(),
+                    Some(ProviderError::NoCapacity(m)) if m.contains(code) && m.contains("no room")
+                ),
+                "{code}"
+            );
+        }
         assert!(matches!(
-            failed("AllocationFailed").transient_failure(),
-            Some(ProviderError::Transient(m)) if m.contains("AllocationFailed")
+            failed("RetryableError").retryable_failure(),
+            Some(ProviderError::Transient(m)) if m.contains("RetryableError")
         ));
         assert!(
             failed("OSProvisioningTimedOut")
-                .transient_failure()
+                .retryable_failure()
                 .is_none()
         );
         assert!(
             vm("Succeeded", Some("running"))
-                .transient_failure()
+                .retryable_failure()
                 .is_none()
         );
     }

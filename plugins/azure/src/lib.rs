@@ -1,5 +1,5 @@
 //! Microsoft Azure provider plugin: a WebAssembly component (wasm32-wasip2) implementing the
-//! `provisioner:provider` world (0.3) against Azure Resource Manager (`Microsoft.Compute`,
+//! `provisioner:provider` world (0.4) against Azure Resource Manager (`Microsoft.Compute`,
 //! `Microsoft.Network`), authenticated as an app registration (the Microsoft identity
 //! platform's client-credentials grant, the token kept in the host's cache).
 //!
@@ -23,8 +23,9 @@
 //! `PUT` whose answer was lost is resent by the SDK, and answered 200 with the same VM).
 //! `create-server` makes its three requests and returns (`provisioning`): it does not wait
 //! for the operations; the NIC and VM only need the resources they name to exist, which
-//! ARM checks at once. A create that fails transiently (ARM's `AnotherOperationInProgress`,
-//! capacity) is retried by the host and `PUT`s the same names again. One refused for good
+//! ARM checks at once. A create that fails transiently (ARM's `AnotherOperationInProgress`)
+//! or for want of capacity (`SkuNotAvailable`, no-capacity) is retried by the host and
+//! `PUT`s the same names again, its NIC and IP kept for that. One refused for good
 //! (quota, a bad request) deletes the NIC and IP it made, following the NIC deletion's
 //! `Azure-AsyncOperation` before the IP's, so a failed order leaves nothing.
 //!
@@ -32,9 +33,11 @@
 //! States come from `provisioningState` and the instance view's power state
 //! (`$expand=instanceView`, see [`api::STATUSES`]): `Creating` -> provisioning, `Succeeded`
 //! with `PowerState/running` -> running, `stopped` / `deallocated` -> stopped, `Deleting`
-//! -> deleting, `Failed` -> error, except a failed allocation (`AllocationFailed`...),
-//! which `get-server` answers `transient` (the host retries until its budget ends). Gone:
-//! not-found. The address is the public IP's `ipAddress`, read once the VM runs.
+//! -> deleting, `Failed` -> error, except a failed allocation (`AllocationFailed`,
+//! `ZonalAllocationFailed`, `Overconstrained...`), which `get-server` answers `no-capacity`,
+//! and a failure of ARM's own that passes (`RetryableError`...), answered `transient` (the
+//! host retries either until its budget ends). Gone: not-found. The address is the public
+//! IP's `ipAddress`, read once the VM runs.
 //!
 //! **SSH keys and user data.** The keys go into `osProfile.linuxConfiguration.ssh
 //! .publicKeys` for the admin user (`[config] admin-username`, default `azureuser`; path
@@ -44,9 +47,12 @@
 //!
 //! **Errors** (see [`api::arm_error`]): 429 -> rate-limited (with `Retry-After`);
 //! `QuotaExceeded`, `OperationNotAllowed` about cores or quota -> quota-exceeded;
-//! `SkuNotAvailable`, `AllocationFailed`, `AnotherOperationInProgress` -> transient;
-//! 401/403 -> unauthorized; 404 -> not-found; other 400/409 -> invalid-request; 5xx ->
-//! transient. A 401 from ARM first drops the cached token and asks for another.
+//! `SkuNotAvailable`, `AllocationFailed`, `ZonalAllocationFailed`,
+//! `OverconstrainedAllocationRequest`, `OverconstrainedZonalAllocationRequest` ->
+//! no-capacity (the location or zone cannot place the VM now); `AnotherOperationInProgress`,
+//! `RetryableError` -> transient; 401/403 -> unauthorized; 404 -> not-found; other
+//! 400/409 -> invalid-request; 5xx -> transient. A 401 from ARM first drops the cached
+//! token and asks for another.
 //!
 //! Configuration (manifest `[config]`): `subscription-id`, `resource-group` (required);
 //! `subnet-id`, or `virtual-network` and `subnet` (default `default`) in the resource
@@ -334,7 +340,7 @@ impl Provider for AzurePlugin {
         block_on(async {
             let session = Session::open().await?;
             let vm = session.vm(&id).await?;
-            if let Some(failure) = vm.transient_failure() {
+            if let Some(failure) = vm.retryable_failure() {
                 return Err(failure);
             }
             let mut server = vm.to_server(vendor_id.clone(), None);

@@ -26,7 +26,9 @@
 //!   Hetzner and DigitalOcean plugins), or through cloud-init user data
 //!   (`provider_sdk::cloud_init`, the OpenStack plugin); never dropped;
 //! - whether server names must be unique at the vendor: then name the server
-//!   `provider_sdk::unique_name(..)` (the Hetzner plugin), as all tenants share one account.
+//!   `provider_sdk::unique_name(..)` (the Hetzner plugin), as all tenants share one account;
+//! - the codes with which the vendor refuses a create when it cannot place the server where
+//!   it was asked, now (`CAPACITY_CODES`): they make `no-capacity`, whatever the status.
 //!
 //! What stays: one export per call, a fresh [`ApiClient`] per call (no state between calls),
 //! `block_on` around the async client, the SDK's HTTP error mapping (401/403, 404, 400/409/422,
@@ -38,7 +40,7 @@ use std::collections::BTreeMap;
 
 use provider_sdk::adopt::{self, id_order};
 use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
-use provider_sdk::http::{ApiClient, HttpMethod, percent_encode};
+use provider_sdk::http::{ApiClient, HttpMethod, no_capacity, percent_encode};
 use provider_sdk::paging::{self, Page};
 use provider_sdk::status::{self, Rules};
 use provider_sdk::{
@@ -137,6 +139,28 @@ fn reason(body: &str) -> Option<String> {
         error["code"].as_str()?,
         error["message"].as_str()?
     ))
+}
+
+// TODO(vendor): the error codes with which the vendor refuses a create because it cannot
+// place the server where it was asked, now: the region, zone or size is out of capacity
+// (Hetzner: `resource_unavailable`, `placement_error`; EC2: `InsufficientInstanceCapacity`;
+// Compute Engine: `ZONE_RESOURCE_POOL_EXHAUSTED`). Not the account's limits (those are
+// `quota-exceeded`), not a size the region never offers (`invalid-request`). A vendor with
+// no such code: leave the list empty, and creates keep the status mapping.
+/// Example Cloud's code for a region that cannot take the server now (a 503).
+const CAPACITY_CODES: &[&str] = &["no_capacity"];
+
+/// The error of a refused create: `no-capacity` when the vendor's code in `body` is one of
+/// [`CAPACITY_CODES`] (keeping the message), else `mapped`, the SDK's mapping of the status.
+fn create_error(body: &str, mapped: ProviderError) -> ProviderError {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|parsed| parsed["error"]["code"].as_str());
+    match code {
+        Some(code) if CAPACITY_CODES.contains(&code) => no_capacity(mapped),
+        _ => mapped,
+    }
 }
 
 /// A client for the vendor's API, from the manifest's `[config] base-url` and
@@ -268,8 +292,15 @@ impl Provider for ExamplePlugin {
                     tags,
                 };
                 // TODO(vendor): the create path and answer (Example Cloud: `201`, the server).
-                let created: ServerEnvelope =
-                    api.call(HttpMethod::POST, "/servers", Some(&body)).await?;
+                // Sent, then read: a refusal's body may say the vendor is out of capacity.
+                let answer = api
+                    .send(HttpMethod::POST, "/servers", Some(&body), &[])
+                    .await?;
+                if !(200..300).contains(&answer.status) {
+                    let mapped = api.error(&HttpMethod::POST, "/servers", &answer);
+                    return Err(create_error(&answer.body, mapped));
+                }
+                let created: ServerEnvelope = api.parse(&HttpMethod::POST, "/servers", answer)?;
                 Ok(to_server(created.server))
             })
             .await
@@ -325,5 +356,32 @@ impl Provider for ExamplePlugin {
                 })
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A create refused with a capacity code is no-capacity, with the message the status
+    /// mapping gave it; any other refusal keeps that mapping.
+    #[test]
+    fn capacity_refusals_are_no_capacity() {
+        let body = r#"{"error": {"code": "no_capacity", "message": "no capacity in this region"}}"#;
+        let detail = "POST /servers -> 503: no_capacity: no capacity in this region";
+        let error = create_error(body, ProviderError::Transient(detail.into()));
+        assert!(
+            matches!(&error, ProviderError::NoCapacity(m) if m == detail),
+            "{error:?}"
+        );
+        let other = r#"{"error": {"code": "server_error", "message": "oops"}}"#;
+        assert!(matches!(
+            create_error(other, ProviderError::Transient("x".into())),
+            ProviderError::Transient(_)
+        ));
+        assert!(matches!(
+            create_error("<html>busy</html>", ProviderError::Transient("x".into())),
+            ProviderError::Transient(_)
+        ));
     }
 }

@@ -198,33 +198,45 @@ impl Operation {
         self.status == "DONE"
     }
 
-    /// The error it ended with, as the host's error, if any.
+    /// The error it ended with, as the host's error, if any; its message names the error
+    /// that decided (a capacity error among others), else the first.
     pub fn failure(&self) -> Option<ProviderError> {
         let errors = &self.error.as_ref()?.errors;
-        let first = errors.first()?;
+        let shown = errors
+            .iter()
+            .find(|e| is_capacity(&e.code))
+            .or(errors.first())?;
         let detail = redact_urls(&format!(
             "the operation {} failed: {}: {}",
-            self.name, first.code, first.message
+            self.name, shown.code, shown.message
         ));
         let any = |wanted: &dyn Fn(&str) -> bool| errors.iter().any(|e| wanted(&e.code));
-        Some(
-            if any(&|code| code.contains("RESOURCE_POOL_EXHAUSTED") || code == "RESOURCE_NOT_READY")
-            {
-                ProviderError::Transient(detail)
-            } else if any(&|code| code.contains("QUOTA_EXCEEDED")) {
-                ProviderError::QuotaExceeded(detail)
-            } else {
-                match self.http_error_status_code {
-                    Some(401 | 403) => ProviderError::Unauthorized(detail),
-                    Some(404) => ProviderError::InvalidRequest(detail),
-                    Some(429) => ProviderError::RateLimited(None),
-                    Some(400..=499) => ProviderError::InvalidRequest(detail),
-                    Some(500..=599) | None => ProviderError::Transient(detail),
-                    Some(_) => ProviderError::Internal(detail),
-                }
-            },
-        )
+        Some(if any(&is_capacity) {
+            ProviderError::NoCapacity(detail)
+        } else if any(&|code| code == "RESOURCE_NOT_READY") {
+            ProviderError::Transient(detail)
+        } else if any(&|code| code.contains("QUOTA_EXCEEDED")) {
+            ProviderError::QuotaExceeded(detail)
+        } else {
+            match self.http_error_status_code {
+                Some(401 | 403) => ProviderError::Unauthorized(detail),
+                Some(404) => ProviderError::InvalidRequest(detail),
+                Some(429) => ProviderError::RateLimited(None),
+                Some(400..=499) => ProviderError::InvalidRequest(detail),
+                Some(500..=599) | None => ProviderError::Transient(detail),
+                Some(_) => ProviderError::Internal(detail),
+            }
+        })
     }
+}
+
+/// `code` says the zone has no capacity for the request now: Compute Engine's resource
+/// availability errors, `ZONE_RESOURCE_POOL_EXHAUSTED` and
+/// `ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS` (and `RESOURCE_POOL_EXHAUSTED`, as managed
+/// instance groups say it). Not `RESOURCE_EXHAUSTED`: that is Google's status of a rate
+/// limit or a quota.
+pub fn is_capacity(code: &str) -> bool {
+    code.contains("RESOURCE_POOL_EXHAUSTED")
 }
 
 /// One page of `instances.aggregatedList`: `items` keyed by scope (`zones/<zone>`), each
@@ -314,9 +326,10 @@ pub fn error_reason(body: &str) -> Option<String> {
 
 /// The [`ProviderError`] for Compute's non-2xx answer to `method path`: Google's reasons
 /// first (`rateLimitExceeded` / `userRateLimitExceeded` -> rate-limited, also under 403;
-/// `quotaExceeded` / `QUOTA_EXCEEDED` -> quota-exceeded; `ZONE_RESOURCE_POOL_EXHAUSTED` ->
-/// transient), then the status: 429 -> rate-limited (with `Retry-After`), 401/403 ->
-/// unauthorized, 404 -> not-found, 400/409/412 -> invalid-request, 5xx -> transient.
+/// `quotaExceeded` / `QUOTA_EXCEEDED` -> quota-exceeded; `ZONE_RESOURCE_POOL_EXHAUSTED`,
+/// `..._WITH_DETAILS` -> no-capacity), then the status: 429 -> rate-limited (with
+/// `Retry-After`), 401/403 -> unauthorized, 404 -> not-found, 400/409/412 ->
+/// invalid-request, 5xx -> transient.
 pub fn compute_error(method: &str, path: &str, response: &ApiResponse) -> ProviderError {
     let parsed: Option<GoogleError> = serde_json::from_str::<ErrorBody>(&response.body)
         .ok()
@@ -345,7 +358,7 @@ pub fn compute_error(method: &str, path: &str, response: &ApiResponse) -> Provid
     } else if has(&["quotaExceeded", "QUOTA_EXCEEDED"]) || text_has("QUOTA_EXCEEDED") {
         ProviderError::QuotaExceeded(detail)
     } else if text_has("RESOURCE_POOL_EXHAUSTED") {
-        ProviderError::Transient(detail)
+        ProviderError::NoCapacity(detail)
     } else {
         match response.status {
             401 | 403 => ProviderError::Unauthorized(detail),
@@ -413,6 +426,11 @@ mod tests {
                     "ZONE_RESOURCE_POOL_EXHAUSTED",
                 ),
                 503,
+                "no-capacity",
+            ),
+            (
+                google(503, "backendError", "UNAVAILABLE", "try later"),
+                503,
                 "transient",
             ),
             (
@@ -453,6 +471,7 @@ mod tests {
                 ProviderError::RateLimited(_) => "rate",
                 ProviderError::QuotaExceeded(_) => "quota",
                 ProviderError::Transient(_) => "transient",
+                ProviderError::NoCapacity(_) => "no-capacity",
                 ProviderError::Unauthorized(_) => "unauthorized",
                 ProviderError::NotFound(_) => "not-found",
                 ProviderError::InvalidRequest(_) => "invalid",
@@ -506,8 +525,8 @@ mod tests {
         assert_eq!(status::lookup(&["NEW_STATE"], STATUSES), None);
     }
 
-    /// A done operation's error: pool exhaustion transient, quota quota-exceeded, others by
-    /// their HTTP status; a clean one none.
+    /// A done operation's error: pool exhaustion no-capacity, a resource not ready transient,
+    /// quota quota-exceeded, others by their HTTP status; a clean one none.
     #[test]
     fn operation_errors_map() {
         let op = |code: &str, http: Option<u16>| Operation {
@@ -523,10 +542,14 @@ mod tests {
         };
         assert!(matches!(
             op("ZONE_RESOURCE_POOL_EXHAUSTED", Some(503)).failure(),
-            Some(ProviderError::Transient(m)) if m.contains("ZONE_RESOURCE_POOL_EXHAUSTED")
+            Some(ProviderError::NoCapacity(m)) if m.contains("ZONE_RESOURCE_POOL_EXHAUSTED")
         ));
         assert!(matches!(
             op("ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", Some(503)).failure(),
+            Some(ProviderError::NoCapacity(_))
+        ));
+        assert!(matches!(
+            op("RESOURCE_NOT_READY", Some(400)).failure(),
             Some(ProviderError::Transient(_))
         ));
         assert!(matches!(
@@ -543,6 +566,74 @@ mod tests {
         };
         assert!(clean.failure().is_none());
         assert!(clean.is_done());
+    }
+
+    /// Compute Engine's resource availability errors are no-capacity whether they come as the
+    /// insert's HTTP answer or in its failed operation (any of the operation's errors, any
+    /// status), with the code and Google's message and no host; a rate limit or quota
+    /// (`RESOURCE_EXHAUSTED`) is not one.
+    #[test]
+    fn pool_exhaustion_is_no_capacity() {
+        for code in [
+            "ZONE_RESOURCE_POOL_EXHAUSTED",
+            "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+            "RESOURCE_POOL_EXHAUSTED",
+        ] {
+            assert!(is_capacity(code), "{code}");
+            let operation = Operation {
+                name: "operation-1".into(),
+                status: "DONE".into(),
+                error: Some(OperationErrors {
+                    errors: vec![
+                        OperationError {
+                            code: "RESOURCE_OPERATION_FAILED".into(),
+                            message: "the insert failed".into(),
+                        },
+                        OperationError {
+                            code: code.into(),
+                            message: "The zone 'https://www.googleapis.com/compute/v1/projects/p/zones/z' does not have enough resources available to fulfill the request.".into(),
+                        },
+                    ],
+                }),
+                http_error_status_code: Some(400),
+            };
+            let Some(ProviderError::NoCapacity(message)) = operation.failure() else {
+                panic!("{code}: {:?}", operation.failure())
+            };
+            assert!(message.contains(code), "{message}");
+            assert!(!message.contains("googleapis.com"), "{message}");
+            assert!(
+                message.contains("/compute/v1/projects/p/zones/z"),
+                "{message}"
+            );
+            for status in [400, 403, 503] {
+                let body = google(status, "resourceExhausted", code, "no room");
+                let error = compute_error(
+                    "POST",
+                    "/projects/p/zones/z/instances",
+                    &answer(status, body),
+                );
+                let ProviderError::NoCapacity(message) = error else {
+                    panic!("{code} {status}: {error:?}")
+                };
+                assert!(
+                    message.starts_with("POST /projects/p/zones/z/instances -> "),
+                    "{message}"
+                );
+            }
+        }
+        assert!(!is_capacity("RESOURCE_EXHAUSTED"));
+        assert!(matches!(
+            compute_error(
+                "POST",
+                "/x",
+                &answer(
+                    429,
+                    google(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", "slow")
+                ),
+            ),
+            ProviderError::RateLimited(_)
+        ));
     }
 
     /// An aggregated page yields every scope's instances (warnings skipped) and the next

@@ -1,5 +1,5 @@
 //! Google Compute Engine provider plugin: a WebAssembly component (wasm32-wasip2)
-//! implementing the `provisioner:provider` world (0.3) against Compute Engine's v1 REST API,
+//! implementing the `provisioner:provider` world (0.4) against Compute Engine's v1 REST API,
 //! authenticated as a service account (OAuth 2.0 JWT bearer grant, the token kept in the
 //! host's cache).
 //!
@@ -34,8 +34,8 @@
 //! `STOPPING` until it is gone: deleting. Gone: not-found. An instance not visible yet
 //! whose insert operation this host started is provisioning while the operation runs; if
 //! the operation ended with an error, `get-server` answers that error
-//! (`ZONE_RESOURCE_POOL_EXHAUSTED` -> transient, `QUOTA_EXCEEDED` -> quota-exceeded): the
-//! host keeps polling a transient error until its budget ends. Addresses: the first
+//! (`ZONE_RESOURCE_POOL_EXHAUSTED` -> no-capacity, `QUOTA_EXCEEDED` -> quota-exceeded): the
+//! host keeps polling a retryable error until its budget ends. Addresses: the first
 //! `natIP` of the network interfaces' access configs, the first external IPv6.
 //!
 //! **SSH keys and user data.** The order's keys go into the `ssh-keys` metadata item, one
@@ -45,9 +45,10 @@
 //!
 //! **Errors** (see [`api::compute_error`]): 429 and `rateLimitExceeded` -> rate-limited
 //! (with `Retry-After`), `quotaExceeded` / `QUOTA_EXCEEDED` -> quota-exceeded,
-//! `ZONE_RESOURCE_POOL_EXHAUSTED` -> transient, 401/403 -> unauthorized, 404 -> not-found,
-//! 400/409 -> invalid-request, 5xx -> transient. A 401 from Compute first drops the cached
-//! token and exchanges once more.
+//! `ZONE_RESOURCE_POOL_EXHAUSTED` / `..._WITH_DETAILS` -> no-capacity (the zone cannot
+//! place the instance now; the same whether the insert's answer or its operation says it),
+//! 401/403 -> unauthorized, 404 -> not-found, 400/409 -> invalid-request, 5xx -> transient.
+//! A 401 from Compute first drops the cached token and exchanges once more.
 //!
 //! Configuration (manifest `[config]`, all optional): `base-url` (Compute v1, default
 //! `https://compute.googleapis.com/compute/v1`; a fake of it such as the simulator's

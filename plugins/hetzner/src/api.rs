@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use provider_sdk::http::no_capacity;
 use provider_sdk::{ProviderError, Server, ServerStatus};
 
 /// `POST /servers` body.
@@ -152,12 +153,115 @@ pub fn error_reason(body: &str) -> Option<String> {
     ))
 }
 
-/// Hetzner answers an exhausted project limit with `resource_limit_exceeded`.
-pub fn quota_or(error: ProviderError) -> ProviderError {
-    match error {
-        ProviderError::InvalidRequest(detail) if detail.contains("resource_limit_exceeded") => {
-            ProviderError::QuotaExceeded(detail)
+/// The `code` of a Hetzner error body (`resource_unavailable`), if it is one.
+pub fn error_code(body: &str) -> Option<String> {
+    let envelope: ErrorEnvelope = serde_json::from_str(body).ok()?;
+    Some(envelope.error.code)
+}
+
+/// Codes saying Hetzner cannot place the server where it was asked, now: the server type is
+/// sold out in the location (`resource_unavailable`, a 412), the placement failed
+/// (`placement_error`, `POST /servers`' own), the location has no room left
+/// (`no_space_left_in_location`, a 422).
+pub const CAPACITY_CODES: &[&str] = &[
+    "resource_unavailable",
+    "placement_error",
+    "no_space_left_in_location",
+];
+
+/// The error of a create Hetzner refused with `code`, `mapped` being the SDK's mapping of
+/// its status: a capacity code ([`CAPACITY_CODES`]) is no-capacity, an exhausted project
+/// limit (`resource_limit_exceeded`, a 403, which the status alone reads as unauthorized)
+/// quota-exceeded; any other stays as mapped. Either keeps the mapped message, which names
+/// the code and Hetzner's message.
+pub fn create_error(code: Option<&str>, mapped: ProviderError) -> ProviderError {
+    match (code, mapped) {
+        (_, limited @ ProviderError::RateLimited(_)) => limited,
+        (Some(code), mapped) if CAPACITY_CODES.contains(&code) => no_capacity(mapped),
+        (
+            Some("resource_limit_exceeded"),
+            ProviderError::InvalidRequest(detail)
+            | ProviderError::Unauthorized(detail)
+            | ProviderError::Internal(detail),
+        ) => ProviderError::QuotaExceeded(detail),
+        (_, mapped) => mapped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(code: &str) -> String {
+        format!(r#"{{"error": {{"code": "{code}", "message": "m", "details": {{}}}}}}"#)
+    }
+
+    /// What `ApiClient::error` makes of a Hetzner answer with `status`: its detail names the
+    /// code and message.
+    fn mapped(status: u16, code: &str) -> ProviderError {
+        let detail = format!("POST /servers -> {status}: {code}: m");
+        match status {
+            401 | 403 => ProviderError::Unauthorized(detail),
+            400 | 409 | 422 => ProviderError::InvalidRequest(detail),
+            500..=599 => ProviderError::Transient(detail),
+            _ => ProviderError::Internal(detail),
         }
-        other => other,
+    }
+
+    /// Every capacity code is no-capacity at whatever status Hetzner sends it (412, 422, 503
+    /// in the simulator), keeping the message; the code is read from the body.
+    #[test]
+    fn capacity_codes_are_no_capacity() {
+        for code in CAPACITY_CODES {
+            assert_eq!(error_code(&body(code)).as_deref(), Some(*code));
+            for status in [409, 412, 422, 503] {
+                let error = create_error(Some(code), mapped(status, code));
+                let ProviderError::NoCapacity(message) = &error else {
+                    panic!("{code} {status}: {error:?}")
+                };
+                assert_eq!(message, &format!("POST /servers -> {status}: {code}: m"));
+            }
+        }
+    }
+
+    /// An exhausted project limit is quota-exceeded (Hetzner sends it as a 403); other codes
+    /// keep the status mapping; a rate limit stays one; a body that is not Hetzner's has no
+    /// code.
+    #[test]
+    fn other_codes_keep_their_mapping() {
+        for status in [403, 422] {
+            assert!(matches!(
+                create_error(
+                    Some("resource_limit_exceeded"),
+                    mapped(status, "resource_limit_exceeded")
+                ),
+                ProviderError::QuotaExceeded(_)
+            ));
+        }
+        assert!(matches!(
+            create_error(Some("invalid_input"), mapped(422, "invalid_input")),
+            ProviderError::InvalidRequest(_)
+        ));
+        assert!(matches!(
+            create_error(Some("unavailable"), mapped(503, "unavailable")),
+            ProviderError::Transient(_)
+        ));
+        assert!(matches!(
+            create_error(Some("forbidden"), mapped(403, "forbidden")),
+            ProviderError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            create_error(
+                Some("resource_unavailable"),
+                ProviderError::RateLimited(Some(1000))
+            ),
+            ProviderError::RateLimited(Some(1000))
+        ));
+        assert!(matches!(
+            create_error(None, mapped(412, "?")),
+            ProviderError::Internal(_)
+        ));
+        assert_eq!(error_code("<html>bad gateway</html>"), None);
+        assert_eq!(error_code(r#"{"server": {}}"#), None);
     }
 }

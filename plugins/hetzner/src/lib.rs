@@ -19,6 +19,11 @@
 //! server is created with the keys' ids. Keys are never deleted by the plugin (other
 //! servers may use them). User data goes to Hetzner as raw text; labels as Hetzner labels.
 //!
+//! Errors: the SDK's status mapping, except that a create refused with a capacity code
+//! (`resource_unavailable`, `placement_error`, `no_space_left_in_location`: the server type
+//! is sold out in the location) is `no-capacity`, and one refused with
+//! `resource_limit_exceeded` (the project's limits) `quota-exceeded`.
+//!
 //! Configuration (manifest `[config]`): `base-url` (default `https://api.hetzner.cloud/v1`);
 //! optional offline catalogues for `validate` (see `provider_sdk::catalogue`), each a
 //! comma-separated list: `regions` (location codes; default Hetzner's public locations
@@ -28,7 +33,8 @@
 //! `[secrets]`): `token`, the API token.
 //!
 //! # Layout
-//! - [`api`]: Hetzner's JSON shapes and the mapping of Hetzner statuses to the WIT status.
+//! - [`api`]: Hetzner's JSON shapes, the mapping of Hetzner statuses to the WIT status and
+//!   of a refused create's error code to the WIT error.
 //! - [`validation`]: offline checks of a request.
 //! - this file: the exported `provider` interface and the Hetzner calls.
 
@@ -193,10 +199,17 @@ impl Provider for HetznerPlugin {
                     user_data: request.user_data.as_deref(),
                     start_after_create: true,
                 };
-                let created: ServerEnvelope = client
-                    .call(Method::POST, "/servers", Some(&body))
-                    .await
-                    .map_err(api::quota_or)?;
+                // Hetzner's code decides what the status alone cannot: out of capacity
+                // (`resource_unavailable`...), out of the project's limits.
+                let answer = client
+                    .send(Method::POST, "/servers", Some(&body), &[])
+                    .await?;
+                if !(200..300).contains(&answer.status) {
+                    let mapped = client.error(&Method::POST, "/servers", &answer);
+                    let code = api::error_code(&answer.body);
+                    return Err(api::create_error(code.as_deref(), mapped));
+                }
+                let created: ServerEnvelope = client.parse(&Method::POST, "/servers", answer)?;
                 Ok(created.server.into())
             })
             .await

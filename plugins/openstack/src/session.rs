@@ -239,6 +239,7 @@ fn failed(step: &str, error: ProviderError) -> ProviderError {
         ProviderError::QuotaExceeded(d) => ProviderError::QuotaExceeded(say(d)),
         ProviderError::Transient(d) => ProviderError::Transient(say(d)),
         ProviderError::Internal(d) => ProviderError::Internal(say(d)),
+        ProviderError::NoCapacity(d) => ProviderError::NoCapacity(say(d)),
         limited @ ProviderError::RateLimited(_) => limited,
     }
 }

@@ -7,6 +7,11 @@
 //! `RateLimit-Reset`, 5xx -> `transient`. [`ApiClient::send_raw`] sends a body already
 //! encoded (a form, for AWS's Query API) with the same headers, length and retries.
 //!
+//! No status says that the vendor is out of capacity (it answers 409, 412, 422 or 503 with
+//! a code of its own): a plugin that reads its vendor's capacity code in an error body
+//! ([`ApiResponse::body`]) turns the mapped error into `no-capacity` with [`no_capacity`],
+//! its message kept.
+//!
 //! A connection dropped before any answer is tried again for GET, HEAD, PUT and DELETE:
 //! twice, after 50 and 250 ms ([`RETRY_PAUSES_MS`]: three tries in all); POST and PATCH
 //! are sent once (a create's answer may be lost after the server was made: the look-up
@@ -259,6 +264,24 @@ impl ApiClient {
     }
 }
 
+/// `error` as `no-capacity`, with its message: for an answer whose vendor code says the
+/// vendor cannot place the server there now (Hetzner's `resource_unavailable`), which
+/// [`ApiClient::error`] mapped by its status alone (a 412 to `internal`, a 422 to
+/// `invalid-request`, a 503 to `transient`). `rate-limited` carries no message and stays as
+/// it is: the vendor asked to slow down, whatever else it said.
+pub fn no_capacity(error: ProviderError) -> ProviderError {
+    match error {
+        ProviderError::InvalidRequest(message)
+        | ProviderError::Unauthorized(message)
+        | ProviderError::NotFound(message)
+        | ProviderError::QuotaExceeded(message)
+        | ProviderError::Transient(message)
+        | ProviderError::Internal(message)
+        | ProviderError::NoCapacity(message) => ProviderError::NoCapacity(message),
+        limited @ ProviderError::RateLimited(_) => limited,
+    }
+}
+
 /// The pauses before an idempotent request is sent again after a dropped connection: one
 /// per retry (two retries, three tries in all).
 pub const RETRY_PAUSES_MS: [u64; 2] = [50, 250];
@@ -371,5 +394,24 @@ mod tests {
             "POST /v3/auth/tokens failed (see /z)."
         );
         assert_eq!(redact_urls("no url here"), "no url here");
+    }
+
+    /// A capacity refusal keeps the message the status mapping gave it, whatever case that
+    /// was; a rate limit stays one.
+    #[test]
+    fn capacity_refusals_keep_their_message() {
+        let message = || "POST /servers -> 412: placement_error: no room".to_string();
+        for mapped in [
+            ProviderError::Internal(message()),
+            ProviderError::InvalidRequest(message()),
+            ProviderError::Transient(message()),
+            ProviderError::NoCapacity(message()),
+        ] {
+            assert!(matches!(no_capacity(mapped), ProviderError::NoCapacity(m) if m == message()));
+        }
+        assert!(matches!(
+            no_capacity(ProviderError::RateLimited(Some(1000))),
+            ProviderError::RateLimited(Some(1000))
+        ));
     }
 }

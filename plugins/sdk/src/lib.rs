@@ -1,9 +1,10 @@
 //! Guest-side SDK for provider plugins.
 //!
-//! It binds the `provider-plugin` world of `provisioner:provider@0.3.0` (`wit/provider.wit`;
-//! the frozen older contracts are `wit/v0.2/` and `wit/v0.1/`), so a plugin built with it
-//! exports the 0.3.0 `provider` interface, `list-servers` included, and may keep values
-//! between calls in the host's cache ([`cache`]).
+//! It binds the `provider-plugin` world of `provisioner:provider@0.4.0` (`wit/provider.wit`;
+//! the frozen older contracts are `wit/v0.3/`, `wit/v0.2/` and `wit/v0.1/`), so a plugin built
+//! with it exports the 0.4.0 `provider` interface, `list-servers` included, may keep values
+//! between calls in the host's cache ([`cache`]), and says `no-capacity` when its vendor cannot
+//! place a server where it was asked.
 //!
 //! A plugin implements [`Provider`] and exports it with
 //! `provider_sdk::export_provider!(MyPlugin);`. Everything else it needs comes from here:
@@ -33,7 +34,7 @@
 
 wit_bindgen::generate!({
     // Qualified with the version, so a `wit/` of another version fails the build.
-    world: "provisioner:provider/provider-plugin@0.3.0",
+    world: "provisioner:provider/provider-plugin@0.4.0",
     path: "../../wit",
     pub_export_macro: true,
     export_macro_name: "export_provider",
