@@ -49,6 +49,26 @@ struct SessionLeases {
     leases: Arc<Leases>,
 }
 
+impl SessionLeases {
+    /// Waits until this task holds the create lease of `order_id` (a holder elsewhere gets
+    /// the plugin's call time-out to finish).
+    async fn acquire(
+        &self,
+        settings: &WorkerSettings,
+        plugin: &Plugin,
+        order_id: uuid::Uuid,
+    ) -> anyhow::Result<crate::lease::Lease> {
+        self.leases
+            .acquire(
+                &self.connection,
+                &settings.topology,
+                order_id,
+                plugin.limits().call_timeout(),
+            )
+            .await
+    }
+}
+
 /// What the worker needs besides the plugins.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -575,15 +595,7 @@ async fn handle_delivery(
         let outcome = match &request {
             OrderRequest::Create(create) => {
                 tracing::info!("creating server");
-                let lease = leases
-                    .leases
-                    .acquire(
-                        &leases.connection,
-                        &settings.topology,
-                        order_id,
-                        plugin.limits().call_timeout(),
-                    )
-                    .await?;
+                let lease = leases.acquire(&settings, &plugin, order_id).await?;
                 let created = provision::create(&plugin, create).await;
                 lease.release().await;
                 match created {
@@ -724,15 +736,7 @@ async fn find_under_lease(
     leases: &SessionLeases,
     order_id: uuid::Uuid,
 ) -> anyhow::Result<Result<Option<ServerInfo>, provision::CreateFailure>> {
-    let lease = leases
-        .leases
-        .acquire(
-            &leases.connection,
-            &settings.topology,
-            order_id,
-            plugin.limits().call_timeout(),
-        )
-        .await?;
+    let lease = leases.acquire(settings, plugin, order_id).await?;
     let found = provision::find_for_cancel(plugin, order_id).await;
     lease.release().await;
     Ok(found)

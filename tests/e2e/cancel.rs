@@ -7,23 +7,6 @@ use std::time::{Duration, Instant};
 use provisioner_tests::{Stack, StackOptions, event_messages};
 use serde_json::json;
 
-/// Waits until the simulator has no live server of `order_id`.
-async fn wait_until_no_server(stack: &Stack, order_id: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let live = stack.live_servers_of(order_id).await?;
-        if live.is_empty() {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "order {order_id} still has servers at the vendor: {live:?}\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn cancelling_a_provisioning_order_deletes_its_server() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
@@ -147,7 +130,7 @@ async fn a_create_that_runs_after_the_cancel_leaves_no_server() -> anyhow::Resul
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_until_no_server(&stack, &id).await?;
+    stack.wait_until_no_server(&id).await?;
     let stats = stack.sim_stats().await?;
     assert_eq!(stats["created_total"], 1, "{stats}");
     stack.cleanup().await;

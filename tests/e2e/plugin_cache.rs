@@ -177,25 +177,31 @@ async fn oversized_cache_limits_are_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the test plugin `name` (`tests/fixtures/<name>-plugin`) as vendor `name`, with no
+/// grants.
+async fn load_fixture(runtime: &PluginRuntime, name: &str) -> anyhow::Result<Plugin> {
+    let dir = std::env::temp_dir().join(format!(
+        "provisioner-cache-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "vendor = \"{name}\"\ncomponent = {:?}\n",
+            test_plugin_component(name).display().to_string()
+        ),
+    )?;
+    runtime.load(&path).await
+}
+
 /// A plugin built against 0.2 (`tests/fixtures/v02-plugin`, no cache import) still loads
 /// on the 0.3 host and every export works, `list-servers` included.
 #[tokio::test]
 async fn a_0_2_plugin_still_loads_and_serves() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
-    let dir = std::env::temp_dir().join(format!(
-        "provisioner-cache-v02-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("v02.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "vendor = \"v02\"\ncomponent = {:?}\n",
-            test_plugin_component("v02").display().to_string()
-        ),
-    )?;
-    let plugin = runtime.load(&path).await?;
+    let plugin = load_fixture(&runtime, "v02").await?;
     assert_eq!(plugin.wit_version(), WitVersion::V0_2);
     let server = plugin
         .create_server(uuid::Uuid::nil(), &request("key-1", "web"))
@@ -214,20 +220,7 @@ async fn a_0_2_plugin_still_loads_and_serves() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_0_3_plugin_still_loads_and_serves() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
-    let dir = std::env::temp_dir().join(format!(
-        "provisioner-cache-v03-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("v03.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "vendor = \"v03\"\ncomponent = {:?}\n",
-            test_plugin_component("v03").display().to_string()
-        ),
-    )?;
-    let plugin = runtime.load(&path).await?;
+    let plugin = load_fixture(&runtime, "v03").await?;
     assert_eq!(plugin.wit_version(), WitVersion::V0_3);
     assert_eq!(plugin.info().await?.display_name, "WIT 0.3 test plugin");
     let server = plugin

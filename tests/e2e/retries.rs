@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use provisioner_tests::{Stack, StackOptions, event_messages};
 use serde_json::{Value, json};
 
@@ -131,19 +133,7 @@ async fn a_failed_order_leaves_no_server_behind() -> anyhow::Result<()> {
         .await?;
     assert_eq!(failed["fault"]["code"], "vendor_unavailable", "{failed}");
     stack.clear_faults().await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let live = stack.live_servers_of(&id).await?;
-        if live.is_empty() {
-            break;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the failed order's server is still at the vendor: {live:?}\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack.wait_until_no_server(&id).await?;
     let order = stack.order(&id).await?;
     assert_eq!(order["status"], "failed", "it stays failed: {order}");
     let events = provisioner_tests::event_messages(&order);
@@ -196,19 +186,10 @@ async fn an_order_failing_after_a_lost_create_answer_leaves_no_server_behind() -
         .await?;
     assert_eq!(failed["fault"]["code"], "vendor_unavailable", "{failed}");
     assert_eq!(retry_events(&failed).len(), 2, "{failed}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let live = stack.live_servers_of(&id).await?;
-        if live.is_empty() {
-            break;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the failed order's server is still at the vendor: {live:?}\n{failed}\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack
+        .wait_until_no_server(&id)
+        .await
+        .with_context(|| format!("the failed order: {failed}"))?;
     let order = stack.order(&id).await?;
     assert_eq!(order["status"], "failed", "it stays failed: {order}");
     let events = event_messages(&order);

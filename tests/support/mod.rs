@@ -1294,6 +1294,23 @@ impl Stack {
             .collect())
     }
 
+    /// Waits up to 30 s until the simulator has no live server carrying `order_id`.
+    pub async fn wait_until_no_server(&self, order_id: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let live = self.live_servers_of(order_id).await?;
+            if live.is_empty() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "order {order_id} still has servers at the vendor: {live:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// `GET /metrics` of order-api, as text.
     pub async fn metrics(&self) -> anyhow::Result<String> {
         self.http
