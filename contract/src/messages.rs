@@ -59,6 +59,9 @@ pub struct DeleteRequest {
 /// server the order's create made (by its idempotency key), deletes it if there is one, and
 /// answers [`UpdateKind::Cancelled`] (or [`UpdateKind::CancelFailed`]). A server a late create
 /// makes after that is deleted by order-api with a [`DeleteRequest`] when its news arrives.
+/// order-api sends it for a failed order too, which recorded no server but whose attempts
+/// may have made one without hearing of it (a create's answer lost): the same lookup and
+/// delete, its answers recorded in the failed order's event log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelRequest {
     /// The order to cancel; also the idempotency key its server carries.
@@ -221,9 +224,7 @@ pub enum UpdateKind {
         /// The running server.
         server: ServerInfo,
     },
-    /// The order cannot be completed. A second `Failed` may follow for the same order: the
-    /// host reports the failure at once, then looks the order's key up at the vendor and
-    /// reports a server an attempt made without the order hearing of it (order-api deletes it).
+    /// The order cannot be completed.
     Failed {
         /// Why.
         fault: Fault,

@@ -613,35 +613,6 @@ async fn handle_delivery(
                         )
                         .await?;
                         match next {
-                            // The failure is news at once; the lookup for a server an
-                            // attempt may have made without the order hearing of it follows,
-                            // and the request is acked only after it (a host killed meanwhile
-                            // leaves the request to be redelivered and looked at again).
-                            AfterFailure::Failed(fault)
-                                if may_have_made_a_server(&delivery, &fault) =>
-                            {
-                                tracing::warn!(code = %fault.code, "request failed: {}", fault.message);
-                                publish(UpdateKind::Failed {
-                                    fault: fault.clone(),
-                                    server: None,
-                                })
-                                .await?;
-                                let found =
-                                    find_after_failing(&plugin, &settings, &leases, order_id)
-                                        .await?;
-                                let Some(server) = found else {
-                                    delivery
-                                        .ack(BasicAckOptions::default())
-                                        .await
-                                        .context("acking the failed request")?;
-                                    return Ok(());
-                                };
-                                // order-api deletes it: a failed order keeps no server.
-                                UpdateKind::Failed {
-                                    fault,
-                                    server: Some(server),
-                                }
-                            }
                             AfterFailure::Failed(fault) => UpdateKind::Failed {
                                 fault,
                                 server: None,
@@ -740,67 +711,6 @@ async fn find_under_lease(
     let found = provision::find_for_cancel(plugin, order_id).await;
     lease.release().await;
     Ok(found)
-}
-
-/// Whether a create that failed for good may still have left a server at the vendor that the
-/// order never heard of: an earlier attempt's create (its answer lost with a killed host or a
-/// dropped connection) or this attempt's (a passing fault such as a time-out can come after
-/// the vendor made it). Only a first attempt refused outright made nothing.
-fn may_have_made_a_server(delivery: &Delivery, fault: &Fault) -> bool {
-    attempt(delivery) > 1 || delivery.redelivered || fault.retryable
-}
-
-/// After a create that failed for good was reported, finds the server an attempt made without
-/// the order hearing of it; a second failure carrying it has order-api delete it (a failed
-/// order keeps no server). The lookup's passing faults are retried, with backoff and the
-/// vendor's `Retry-After`, within the poll budget; a lookup that cannot be made leaves any such
-/// server to the orphan sweep, and says so.
-async fn find_after_failing(
-    plugin: &Plugin,
-    settings: &WorkerSettings,
-    leases: &SessionLeases,
-    order_id: uuid::Uuid,
-) -> anyhow::Result<Option<ServerInfo>> {
-    let policy = &settings.poll;
-    let deadline = tokio::time::Instant::now() + policy.budget;
-    let mut delay = policy.initial_delay;
-    loop {
-        let failure = match find_under_lease(plugin, settings, leases, order_id).await? {
-            Ok(found) => {
-                if let Some(server) = &found {
-                    tracing::info!(
-                        vendor_id = %server.vendor_id,
-                        "an attempt made a server the failed order never heard of; \
-                         reporting it for deletion"
-                    );
-                }
-                return Ok(found);
-            }
-            Err(failure) => failure,
-        };
-        let now = tokio::time::Instant::now();
-        if !failure.fault.retryable || now >= deadline {
-            tracing::warn!(
-                code = %failure.fault.code,
-                "looking for a server the failed order's attempts may have made failed; \
-                 any is left to the orphan sweep: {}",
-                failure.fault.message
-            );
-            return Ok(None);
-        }
-        let wait = delay
-            .max(failure.retry_after.unwrap_or_default())
-            .min(deadline - now);
-        tracing::warn!(
-            code = %failure.fault.code,
-            wait_ms = wait.as_millis() as u64,
-            "looking for a server the failed order's attempts may have made failed; \
-             looking again: {}",
-            failure.fault.message
-        );
-        tokio::time::sleep(wait).await;
-        delay = delay.mul_f32(1.5).min(policy.max_delay);
-    }
 }
 
 /// A request about one order.

@@ -1076,6 +1076,18 @@ async fn apply_in(
         } else {
             "after the cancel"
         };
+        if status == OrderStatus::Failed
+            && let Some(message) = failed_orders_cleanup(&update.kind)
+        {
+            let event = OrderEvent {
+                at: update.at,
+                status,
+                message,
+                attempt: Some(update.attempt),
+            };
+            insert_event(tx, update.order_id, &event).await?;
+            return Ok(Applied::Ignored);
+        }
         return match (&update.kind, server) {
             // The server the order recorded is the one its cancel or failure deletes (or
             // deleted).
@@ -1122,8 +1134,8 @@ async fn apply_in(
         attempt: Some(update.attempt),
     };
     insert_event(tx, update.order_id, &event).await?;
-    if let UpdateKind::Failed { .. } = &update.kind {
-        delete_failed_orders_server(tx, update).await?;
+    if let UpdateKind::Failed { fault, .. } = &update.kind {
+        delete_failed_orders_server(tx, update, fault).await?;
     }
     webhooks::queue_webhook(tx, update.order_id, step.target).await?;
     Ok(Applied::Moved(step.target))
@@ -1131,11 +1143,15 @@ async fn apply_in(
 
 /// A failed order leaves no server behind: the server it recorded (its create made one, then
 /// a later attempt failed for good, e.g. a redelivered create whose every retry met vendor
-/// errors) is deleted. The delete's outcome does not move the failed order; a delete that
-/// fails leaves the server to the orphan sweep.
+/// errors) is deleted. When it recorded none but an attempt may still have made one without
+/// the order hearing of it ([`failure_may_have_left_a_server`]), the host is asked to look
+/// the order's key up and delete what it finds (a [`CancelRequest`](provisioner_contract::CancelRequest),
+/// retried through the delay queues like any). Neither outcome moves the failed order; a
+/// delete or lookup that fails for good leaves the server to the orphan sweep.
 async fn delete_failed_orders_server(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     update: &OrderUpdate,
+    fault: &provisioner_contract::Fault,
 ) -> anyhow::Result<()> {
     let row = sqlx::query("SELECT server FROM orders WHERE id = $1")
         .bind(update.order_id.to_string())
@@ -1143,13 +1159,62 @@ async fn delete_failed_orders_server(
         .await
         .context("reading a failed order's server")?;
     let Some(server) = parse_json::<ServerInfo>(row.try_get("server")?)? else {
-        return Ok(());
+        if !failure_may_have_left_a_server(update.attempt, fault) {
+            return Ok(());
+        }
+        let lookup =
+            provisioner_contract::HostRequest::Cancel(provisioner_contract::CancelRequest {
+                order_id: update.order_id,
+                vendor: update.vendor.clone(),
+            });
+        let message = "looking for a server an attempt may have made without the order \
+                       hearing of it (its answer lost): a failed order keeps none"
+            .to_string();
+        return queue_host_request(tx, update, &lookup, OrderStatus::Failed, message).await;
     };
     let message = format!(
         "deleting the server {} the order's create made: a failed order keeps none",
         server.vendor_id
     );
     queue_server_delete(tx, update, &server, OrderStatus::Failed, message).await
+}
+
+/// Whether a failed create may have left a server the order never heard of: any failure but
+/// a first attempt's refusal by the vendor (or the sandbox), which made nothing. A later
+/// attempt follows an earlier one whose answer may have been lost; a passing fault (a
+/// time-out, a dropped connection) or a plugin failing on the vendor's answer may come after
+/// the vendor made the server.
+fn failure_may_have_left_a_server(attempt: u32, fault: &provisioner_contract::Fault) -> bool {
+    const REFUSALS: &[&str] = &[
+        "invalid_request",
+        "unauthorized",
+        "quota_exceeded",
+        "not_found",
+        "capability_denied",
+    ];
+    attempt > 1 || !REFUSALS.contains(&fault.code.as_str())
+}
+
+/// The event of a failed order's clean-up result (the key lookup it queued), if `kind` is
+/// one; other updates for a failed order are handled as late news of a server.
+fn failed_orders_cleanup(kind: &UpdateKind) -> Option<String> {
+    match kind {
+        UpdateKind::Cancelled {
+            server: Some(server),
+        } => Some(format!(
+            "deleted server {}, which an attempt made without the order hearing of it",
+            server.vendor_id
+        )),
+        UpdateKind::Cancelled { server: None } => {
+            Some("the vendor has no server for the failed order".into())
+        }
+        UpdateKind::CancelFailed { fault, .. } => Some(format!(
+            "looking for or deleting a server the failed order's attempts may have made failed \
+             ({}): {}; retried while the retry budget lasts, then left to the orphan sweep",
+            fault.code, fault.message
+        )),
+        _ => None,
+    }
 }
 
 /// Queues the delete of a server the order will not keep (a create made it for an order
@@ -1167,12 +1232,24 @@ async fn queue_server_delete(
         vendor: update.vendor.clone(),
         server: server.clone(),
     });
+    queue_host_request(tx, update, &request, status, message).await
+}
+
+/// Queues `request` for the order's vendor in the outbox, with `message` in the order's
+/// event log.
+async fn queue_host_request(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    update: &OrderUpdate,
+    request: &provisioner_contract::HostRequest,
+    status: OrderStatus,
+    message: String,
+) -> anyhow::Result<()> {
     let now = Utc::now();
     let outbox = OutboxMessage {
         message_id: Uuid::new_v4(),
         order_id: update.order_id,
         routing_key: provisioner_contract::Topology::request_key(&update.vendor),
-        body: provisioner_contract::encode(&request),
+        body: provisioner_contract::encode(request),
         traceparent: None,
         attempts: 0,
     };
@@ -1381,4 +1458,52 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         .context("inserting the creation requests")?;
     tx.commit().await.context("committing new orders")?;
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provisioner_contract::Fault;
+
+    fn fault(code: &str) -> Fault {
+        Fault {
+            code: code.into(),
+            message: "m".into(),
+            retryable: false,
+        }
+    }
+
+    /// Only a first attempt the vendor (or the sandbox) refused made nothing to look for.
+    #[test]
+    fn a_failure_may_have_left_a_server_unless_a_first_attempt_was_refused() {
+        for refusal in [
+            "invalid_request",
+            "unauthorized",
+            "quota_exceeded",
+            "not_found",
+        ] {
+            assert!(
+                !failure_may_have_left_a_server(1, &fault(refusal)),
+                "{refusal}"
+            );
+            assert!(
+                failure_may_have_left_a_server(2, &fault(refusal)),
+                "{refusal}"
+            );
+        }
+        for after_the_vendor in [
+            "rate_limited",
+            "vendor_unavailable",
+            "no_capacity",
+            "plugin_timeout",
+            "plugin_error",
+            "plugin_bad_answer",
+            "plugin_trap",
+        ] {
+            assert!(
+                failure_may_have_left_a_server(1, &fault(after_the_vendor)),
+                "{after_the_vendor}"
+            );
+        }
+    }
 }

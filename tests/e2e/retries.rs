@@ -147,9 +147,9 @@ async fn a_failed_order_leaves_no_server_behind() -> anyhow::Result<()> {
 
 /// A create whose answer was lost (the vendor made the server, the host never heard), whose
 /// later attempts then spend the retry budget on vendor errors, fails with nothing left at
-/// the vendor: the order never recorded the server, so after reporting the failure the host
-/// looks the order's key up and reports what it finds, which order-api deletes (a chaos run
-/// found one left behind this way).
+/// the vendor: the order never recorded the server, so with the move to `failed` order-api
+/// has the host look the order's key up and delete what it finds (a chaos run found one left
+/// behind this way).
 #[tokio::test]
 async fn an_order_failing_after_a_lost_create_answer_leaves_no_server_behind() -> anyhow::Result<()>
 {
@@ -194,9 +194,15 @@ async fn an_order_failing_after_a_lost_create_answer_leaves_no_server_behind() -
     assert_eq!(order["status"], "failed", "it stays failed: {order}");
     let events = event_messages(&order);
     assert!(
-        events.iter().any(|e| e.contains("deleting the server")),
-        "the log says the server is deleted: {events:?}"
+        events
+            .iter()
+            .any(|e| e.starts_with("looking for a server an attempt may have made")),
+        "the log says the server is looked for: {events:?}"
     );
+    let deleted = stack
+        .wait_for_event(&id, "deleted server", Duration::from_secs(30))
+        .await?;
+    assert_eq!(deleted["status"], "failed", "it stays failed: {deleted}");
     assert_eq!(stack.sim_stats().await?["created_total"], 1);
     stack.cleanup().await;
     Ok(())

@@ -1155,6 +1155,30 @@ impl Stack {
         }
     }
 
+    /// Polls the order until one of its events' messages contains `text` (or the timeout
+    /// passes); answers the order.
+    pub async fn wait_for_event(
+        &self,
+        id: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let order = self.order(id).await?;
+            if event_messages(&order).iter().any(|m| m.contains(text)) {
+                return Ok(order);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "order {id} has no event saying '{text}' after {timeout:?}: {order}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every order `GET /v1/orders?<query>` lists, paging through it (without events).
     pub async fn list_all_orders(&self, query: &str) -> anyhow::Result<Vec<Value>> {
         let mut orders = Vec::new();
