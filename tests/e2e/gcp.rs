@@ -300,7 +300,7 @@ fn server_request(key: &str, name: &str) -> ServerRequest {
 
 /// An insert whose zone operation ends `DONE` with `ZONE_RESOURCE_POOL_EXHAUSTED` (no
 /// instance made): `create-server` answers provisioning, then `get-server` follows the
-/// operation and answers `transient` naming the error, as the host retries. A server the
+/// operation and answers `no-capacity` (WIT 0.4) naming the error, which the host polls on. A server the
 /// plugin deletes reads `deleting` while Compute shows it `STOPPING`, then not-found.
 #[tokio::test]
 async fn operations_are_followed_to_their_end() -> anyhow::Result<()> {
@@ -329,13 +329,13 @@ async fn operations_are_followed_to_their_end() -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     match plugin.get_server(Some(order), &made.vendor_id).await {
-        Err(CallError::Provider(ProviderError::Transient(message))) => {
+        Err(CallError::Provider(ProviderError::NoCapacity(message))) => {
             assert!(
                 message.contains("ZONE_RESOURCE_POOL_EXHAUSTED"),
                 "{message}"
             )
         }
-        other => panic!("expected transient, got {other:?}"),
+        other => panic!("expected no-capacity, got {other:?}"),
     }
 
     let made = plugin
