@@ -52,6 +52,16 @@ pub struct HostConfig {
     /// The first retry's delay in milliseconds; each later one doubles (with jitter).
     #[arg(long, env = "RETRY_BASE_MS", default_value_t = 1_000)]
     pub retry_base_ms: u64,
+    /// Attempts a cancel gets in all (its key lookup and delete: a user's cancel, or the
+    /// clean-up after a failed order) when they fail with a passing fault. A clean-up must
+    /// finish, so its budget is its own and longer than a create's; the delays double from
+    /// `RETRY_BASE_MS` up to the longest delay queue (256 s).
+    #[arg(long, env = "CLEANUP_RETRY_MAX_ATTEMPTS", default_value_t = 12)]
+    pub cleanup_retry_max_attempts: u32,
+    /// Seconds from a cancel's first attempt after which no retry starts; what is left
+    /// then is the orphan sweep's.
+    #[arg(long, env = "CLEANUP_RETRY_MAX_TOTAL_SECS", default_value_t = 3_600)]
+    pub cleanup_retry_max_total_secs: u64,
     /// Seconds between announcements of the vendors this host serves.
     #[arg(long, env = "ANNOUNCE_INTERVAL_SECS", default_value_t = 30)]
     pub announce_interval_secs: u64,
@@ -98,6 +108,15 @@ impl HostConfig {
         RetryPolicy {
             max_attempts: self.retry_max_attempts.max(1),
             max_total: Duration::from_secs(self.retry_max_total_secs),
+            base_delay: Duration::from_millis(self.retry_base_ms),
+        }
+    }
+
+    /// The retry policy of cancels (a user's, or the clean-up after a failed order).
+    pub fn cleanup_retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.cleanup_retry_max_attempts.max(1),
+            max_total: Duration::from_secs(self.cleanup_retry_max_total_secs),
             base_delay: Duration::from_millis(self.retry_base_ms),
         }
     }

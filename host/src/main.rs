@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         poll: config.poll_policy(),
         announce_interval: Duration::from_secs(config.announce_interval_secs.max(1)),
         retry: config.retry_policy(),
+        cleanup_retry: config.cleanup_retry_policy(),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         metrics,
     };

@@ -84,6 +84,8 @@ pub struct WorkerSettings {
     pub announce_interval: Duration,
     /// How failed creates are retried.
     pub retry: RetryPolicy,
+    /// How failed cancels (a user's, or the clean-up after a failed order) are retried.
+    pub cleanup_retry: RetryPolicy,
     /// Time in-flight work gets to finish on shutdown.
     pub shutdown_grace: Duration,
     /// Where the broker address the session is on is shown.
@@ -608,8 +610,14 @@ async fn handle_delivery(
                         provision::wait_until_running(&plugin, create, server, &settings.poll).await
                     }
                     Err(failure) => {
-                        let next = after_failed_create(
-                            &publisher, &settings, &delivery, &vendor, order_id, failure,
+                        let next = after_failed_attempt(
+                            &publisher,
+                            &settings.retry,
+                            &settings.topology,
+                            &delivery,
+                            &vendor,
+                            order_id,
+                            failure,
                         )
                         .await?;
                         match next {
@@ -637,35 +645,47 @@ async fn handle_delivery(
                 tracing::info!(vendor_id = %delete.server.vendor_id, "deleting server");
                 provision::delete(&plugin, delete, &settings.poll).await
             }
-            OrderRequest::Cancel(_) => {
+            OrderRequest::Cancel(_) => 'cancel: {
                 tracing::info!("cancelling: looking for the order's server");
-                match find_under_lease(&plugin, &settings, &leases, order_id).await? {
-                    Ok(found) => provision::cancel(&plugin, order_id, found, &settings.poll).await,
-                    Err(failure) => {
-                        let next = after_failed_create(
-                            &publisher, &settings, &delivery, &vendor, order_id, failure,
-                        )
-                        .await?;
-                        match next {
-                            AfterFailure::Failed(fault) => UpdateKind::CancelFailed {
-                                fault,
-                                server: None,
-                            },
-                            // News for order-api (and its watchdog): the cancel waits for
-                            // its retry.
-                            AfterFailure::Retried { fault, .. } => {
-                                publish(UpdateKind::CancelFailed {
-                                    fault,
-                                    server: None,
-                                })
-                                .await?;
-                                delivery
-                                    .ack(BasicAckOptions::default())
-                                    .await
-                                    .context("acking the cancel after queueing its retry")?;
-                                return Ok(());
+                // A passing fault in the lookup or the delete sends the whole cancel to a
+                // delay queue, on the clean-up's budget: the next run looks again.
+                let (failure, server) =
+                    match find_under_lease(&plugin, &settings, &leases, order_id).await? {
+                        Err(failure) => (failure, None),
+                        Ok(found) => {
+                            match provision::cancel(&plugin, order_id, found, &settings.poll).await
+                            {
+                                UpdateKind::CancelFailed { fault, server } if fault.retryable => (
+                                    provision::CreateFailure {
+                                        fault,
+                                        retry_after: None,
+                                    },
+                                    server,
+                                ),
+                                done => break 'cancel done,
                             }
                         }
+                    };
+                let next = after_failed_attempt(
+                    &publisher,
+                    &settings.cleanup_retry,
+                    &settings.topology,
+                    &delivery,
+                    &vendor,
+                    order_id,
+                    failure,
+                )
+                .await?;
+                match next {
+                    AfterFailure::Failed(fault) => UpdateKind::CancelFailed { fault, server },
+                    // News for order-api (and its watchdog): the cancel waits for its retry.
+                    AfterFailure::Retried { fault, .. } => {
+                        publish(UpdateKind::CancelFailed { fault, server }).await?;
+                        delivery
+                            .ack(BasicAckOptions::default())
+                            .await
+                            .context("acking the cancel after queueing its retry")?;
+                        return Ok(());
                     }
                 }
             }
@@ -835,11 +855,13 @@ enum AfterFailure {
     Failed(Fault),
 }
 
-/// Decides about a failed create (or a cancel's failed lookup): a passing fault within the
-/// order's retry budget sends the request to a delay queue; anything else fails it.
-async fn after_failed_create(
+/// Decides about a failed create (on the create's budget) or cancel (on the clean-up's): a
+/// passing fault within `policy`'s budget sends the request to a delay queue; anything else
+/// fails it.
+async fn after_failed_attempt(
     publisher: &Publisher,
-    settings: &WorkerSettings,
+    policy: &RetryPolicy,
+    topology: &Topology,
     delivery: &Delivery,
     vendor: &str,
     order_id: uuid::Uuid,
@@ -850,9 +872,7 @@ async fn after_failed_create(
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
     let state = RetryState::of(&delivery.properties, now_ms);
-    let decision = settings
-        .retry
-        .decide(state, failure.retry_after, now_ms, rand::random());
+    let decision = policy.decide(state, failure.retry_after, now_ms, rand::random());
     let delay_ms = match decision {
         Decision::Retry { delay_ms } => delay_ms,
         Decision::GiveUp { reason } => {
@@ -865,10 +885,9 @@ async fn after_failed_create(
     tracing::warn!(
         code = %failure.fault.code,
         delay_ms,
-        "create failed, retrying: {}",
+        "attempt failed, retrying: {}",
         failure.fault.message
     );
-    let topology = &settings.topology;
     publisher
         .publish_to(
             &topology.retry_exchange(),

@@ -1210,7 +1210,7 @@ fn failed_orders_cleanup(kind: &UpdateKind) -> Option<String> {
         }
         UpdateKind::CancelFailed { fault, .. } => Some(format!(
             "looking for or deleting a server the failed order's attempts may have made failed \
-             ({}): {}; retried while the retry budget lasts, then left to the orphan sweep",
+             ({}): {}; retried on the clean-up's budget, then left to the orphan sweep",
             fault.code, fault.message
         )),
         _ => None,

@@ -208,6 +208,56 @@ async fn an_order_failing_after_a_lost_create_answer_leaves_no_server_behind() -
     Ok(())
 }
 
+/// The clean-up after a failure outlasts the create's retry budget, and retries its delete:
+/// the cluster chaos run left a failed order's server behind when the vendor's 429s outlived
+/// the key lookup's retries (it had the create's budget), and a delete refused once was never
+/// tried again (a failed order has no watchdog to send it again).
+#[tokio::test]
+async fn a_failed_orders_clean_up_outlasts_the_creates_retry_budget() -> anyhow::Result<()> {
+    let stack = Stack::start(fast_retries(1_000, 2)).await?;
+    stack
+        .inject_fault(json!({"vendor": "hetzner", "kind": "lost_response",
+                             "method": "POST", "count": 1}))
+        .await?;
+    let id = stack.order_server("lost-then-throttled").await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while retry_events(&stack.order(&id).await?).is_empty() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the first attempt was not retried\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The second (last) attempt's lookup fails, and so do the clean-up's first three: more
+    // than the create's two attempts. Then the clean-up's first delete is refused.
+    stack
+        .inject_fault(
+            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
+                             "method": "GET", "count": 4}),
+        )
+        .await?;
+    stack
+        .inject_fault(
+            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
+                             "method": "DELETE", "count": 1}),
+        )
+        .await?;
+    let failed = stack
+        .wait_for_status(&id, "failed", Duration::from_secs(60))
+        .await?;
+    assert_eq!(failed["fault"]["code"], "vendor_unavailable", "{failed}");
+    let deleted = stack
+        .wait_for_event(&id, "deleted server", Duration::from_secs(90))
+        .await
+        .with_context(|| format!("the failed order: {failed}"))?;
+    assert_eq!(deleted["status"], "failed", "it stays failed: {deleted}");
+    stack.wait_until_no_server(&id).await?;
+    assert_eq!(stack.sim_stats().await?["created_total"], 1);
+    stack.cleanup().await;
+    Ok(())
+}
+
 /// A vendor out of capacity (the simulator's `no_capacity`: Hetzner's `resource_unavailable`)
 /// reaches the order as its own fault, `no_capacity` (WIT 0.4), not as a vendor outage, and is
 /// retried: the capacity came back, so the order runs with one server.

@@ -16,8 +16,14 @@
 //!   again `--node-down-secs` later and rejoins before the next fault;
 //! - a rolling restart (`--rolling-restarts`): each node stopped and started in turn.
 //!
-//! Then it waits for quiet and reports: accepted, active, failed (by cause), lost (accepted
-//! but unknown to order-api), stuck (not finished by the drain timeout), duplicate servers
+//! The vendors' 429s and 503s are re-armed after every fault and disarmed when the schedule
+//! ends: the drain measures recovery, and the few requests of a quiet system (a failed
+//! order's clean-up) do not absorb a vendor's whole stock of armed faults.
+//!
+//! Then it waits for quiet (every accepted order `active` or `failed`, and the clean-ups
+//! done: no server at the vendor that no active order owns) and reports: accepted, active,
+//! failed (by cause), lost (accepted but unknown to order-api), stuck (not finished by the
+//! drain timeout), duplicate servers
 //! at the vendor, orphans (servers no active order owns, counted at the simulator and by
 //! the system's own orphan sweep through the plugins), the tenant's usage as its quota check
 //! sees it against its orders counted (the tenant has a quota far above what it orders, so
@@ -247,8 +253,10 @@ async fn run(
     }
     let (accepted, unsure) = poster.await.context("the poster panicked")?;
     let chaos_over = Instant::now();
+    stack.clear_faults().await?;
 
-    // Quiet: every accepted order finished (active or failed), or the drain timeout.
+    // Quiet: every accepted order finished (active or failed) and every clean-up done (a
+    // failed order's key lookup and delete run after it failed), or the drain timeout.
     let drain_deadline = chaos_over + Duration::from_secs(args.drain_timeout_secs);
     loop {
         let orders = all_orders(stack, false).await.unwrap_or_default();
@@ -260,12 +268,16 @@ async fn run(
                     .is_none_or(|o| o["status"] != "active" && o["status"] != "failed")
             })
             .count();
+        let cleaning = match unfinished {
+            0 => orphans(stack, &orders).await.unwrap_or(usize::MAX),
+            _ => 0,
+        };
         progress.update(&format!(
-            "[{:>4}s] drain: {unfinished} of {} accepted orders not finished",
+            "[{:>4}s] drain: {unfinished} of {} accepted orders not finished, {cleaning} servers being cleaned up",
             started.elapsed().as_secs(),
             accepted.len()
         ));
-        if unfinished == 0 || Instant::now() > drain_deadline {
+        if (unfinished == 0 && cleaning == 0) || Instant::now() > drain_deadline {
             break;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -300,9 +312,8 @@ async fn run(
     let orphans = orphans(stack, &orders).await?;
     let miscounted = miscounted_usage(stack, &orders).await?;
     // The system's own view: the orphan sweep lists every vendor's servers through the
-    // plugins and must find what the simulator shows (none). With the vendors' faults
-    // disarmed first: a sweep that meets a 429 fails, and would see nothing.
-    stack.clear_faults().await?;
+    // plugins and must find what the simulator shows (none); the vendors' faults are
+    // disarmed (above), so it meets no 429 that would leave a vendor unlisted.
     let vendors: Vec<&str> = VENDORS.iter().map(|fixture| fixture.vendor).collect();
     let swept = stack
         .sweep_orphans_within(&vendors, Duration::from_secs(120))
