@@ -33,6 +33,8 @@ pub struct ProxyControl {
     /// Whether the profile's rate-limit answer says when to come back (see
     /// [`FaultProfile::rate_limit_says_when`]).
     pub rate_limit_says_when: bool,
+    /// Whether the profile has the vendor's capacity refusal (`[no_capacity]`).
+    pub has_no_capacity: bool,
 }
 
 impl ProxyControl {
@@ -94,6 +96,7 @@ impl ProxyControl {
             profile_vendor: profile.vendor().to_string(),
             has_paging: profile.paging().is_some(),
             rate_limit_says_when: profile.rate_limit_says_when(),
+            has_no_capacity: profile.has_no_capacity(),
             handle,
         })
     }

@@ -49,9 +49,14 @@ impl FaultApi {
         Ok(())
     }
 
-    /// How many faults are still armed.
+    /// How many faults are still armed (at the proxy: rules, each with its count left).
     pub async fn armed(&self) -> anyhow::Result<usize> {
-        let answer: Value = self
+        Ok(self.listing().await?.as_array().map_or(0, Vec::len))
+    }
+
+    /// The armed faults as the simulator or proxy lists them: a change means one fired.
+    pub async fn listing(&self) -> anyhow::Result<Value> {
+        let mut answer: Value = self
             .http
             .get(format!("{}/_sim/faults", self.url))
             .send()
@@ -61,7 +66,7 @@ impl FaultApi {
             .context("listing the armed faults")?
             .json()
             .await?;
-        Ok(answer["faults"].as_array().map_or(0, Vec::len))
+        Ok(answer["faults"].take())
     }
 }
 

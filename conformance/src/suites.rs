@@ -27,6 +27,7 @@ use crate::options::{KitOptions, Suite, Target};
 use crate::patience::is_passing;
 use crate::proxy::ProxyControl;
 use crate::report::{CheckResult, Leftover, Outcome, Report};
+use crate::sim::FaultApi;
 use crate::traffic;
 
 /// Sets one field of a request (the refusal checks).
@@ -448,6 +449,10 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
             "lost-response",
             "create made the server but its answer was lost -> a retry adopts it, no duplicate",
         ),
+        (
+            "no-capacity",
+            "a create refused for capacity -> no-capacity (WIT 0.4), and once capacity is back the retry makes one server",
+        ),
     ];
     let Some(fault_api) = kit.faults().cloned() else {
         for (check, description) in checks {
@@ -560,18 +565,13 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
     .await;
     let (check, description) = checks[5];
     let Some(_) = kit.shape else {
-        r.skip(suite, check, description, NO_SHAPE);
+        for (check, description) in &checks[5..] {
+            r.skip(suite, check, description, NO_SHAPE);
+        }
         return false;
     };
     r.check(suite, check, description, async {
-        let (method, path) = match (kit.sim(), kit.proxy()) {
-            (Some(simulator), _) => (
-                simulator.create_method().to_string(),
-                simulator.create_path().to_string(),
-            ),
-            (None, Some(proxy)) => learn_create_request(kit, proxy).await?,
-            (None, None) => return Err("no fault API to lose an answer with".into()),
-        };
+        let (method, path) = create_request(kit).await?;
         let key = kit.new_key();
         let request = kit.request(&key);
         let order = uuid::Uuid::new_v4();
@@ -657,8 +657,132 @@ async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         }
     })
     .await;
+    let (check, description) = checks[6];
+    match no_capacity_unarmable(kit) {
+        Some(why) => r.skip(suite, check, description, &why),
+        None => {
+            r.check(suite, check, description, no_capacity(kit, &fault_api))
+                .await;
+        }
+    }
     delete_all_of_run(kit).await;
     true
+}
+
+/// The method and a part of the path of the vendor's create request, for a fault aimed at
+/// it: the simulator's, or learnt through the proxy.
+async fn create_request(kit: &Kit) -> Result<(String, String), String> {
+    match (kit.sim(), kit.proxy()) {
+        (Some(simulator), _) => Ok((
+            simulator.create_method().to_string(),
+            simulator.create_path().to_string(),
+        )),
+        (None, Some(proxy)) => learn_create_request(kit, proxy).await,
+        (None, None) => Err("no fault API to aim a fault at the create with".into()),
+    }
+}
+
+/// Why `faults.no-capacity` cannot be checked here, if it cannot.
+fn no_capacity_unarmable(kit: &Kit) -> Option<String> {
+    let version = kit.plugin.wit_version();
+    if !version.has_no_capacity() {
+        return Some(format!(
+            "the plugin is built against WIT {version}, which has no no-capacity error (0.4 has)"
+        ));
+    }
+    if let Some(simulator) = kit.sim()
+        && matches!(simulator.vendor(), "digitalocean" | "openstack")
+    {
+        return Some(format!(
+            "the vendor ({}) has no capacity refusal of its own to read: DigitalOcean's is a \
+             422 like any invalid size, Nova's a server in ERROR",
+            simulator.vendor()
+        ));
+    }
+    if kit.proxy().is_some_and(|proxy| !proxy.has_no_capacity) {
+        return Some(
+            "the fault profile has no [no_capacity] answer (the vendor's capacity refusal): \
+             add one to check it"
+                .into(),
+        );
+    }
+    None
+}
+
+/// `faults.no-capacity`: the create meets the vendor's capacity refusal and must say
+/// no-capacity; with capacity back, the host's retry makes exactly one server.
+async fn no_capacity(kit: &Kit, fault_api: &FaultApi) -> Result<String, String> {
+    let (method, path) = create_request(kit).await?;
+    let key = kit.new_key();
+    let request = kit.request(&key);
+    let order = uuid::Uuid::new_v4();
+    fault_api.clear().await.map_err(|e| format!("{e:#}"))?;
+    // Armed for many requests: a plugin that sends the create again must still meet it.
+    fault_api
+        .arm(json!({"kind": "no_capacity", "method": method, "path": path, "count": 100}))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let armed = fault_api.listing().await.map_err(|e| format!("{e:#}"))?;
+    let unfired = async || -> Result<bool, String> {
+        Ok(fault_api.listing().await.map_err(|e| format!("{e:#}"))? == armed)
+    };
+    // A passing error before the refusal fired (a rate-limited look-up) is waited out as the
+    // host would; the first answer after it is the plugin's reading of the refusal.
+    let deadline = kit.call_deadline();
+    let refused = loop {
+        let attempt = kit.plugin.create_server(order, &request).await;
+        let waiting = match &attempt {
+            Err(CallError::Provider(ProviderError::NoCapacity(_))) => false,
+            Err(error) if is_passing(error) && tokio::time::Instant::now() < deadline => {
+                unfired().await?
+            }
+            _ => false,
+        };
+        if !waiting {
+            break attempt;
+        }
+        let asked = attempt
+            .as_ref()
+            .err()
+            .and_then(provisioner_host::provision::retry_after)
+            .unwrap_or(Duration::from_millis(500));
+        tokio::time::sleep(asked).await;
+    };
+    if let Ok(server) = &refused {
+        kit.saw(&server.vendor_id, &key);
+    }
+    let never_fired = unfired().await?;
+    fault_api.clear().await.map_err(|e| format!("{e:#}"))?;
+    if never_fired {
+        return Err(format!(
+            "the refusal never fired: the create sent no {method} to a path containing {path} \
+             (it answered {})",
+            shown(&refused)
+        ));
+    }
+    let Err(CallError::Provider(ProviderError::NoCapacity(message))) = &refused else {
+        return Err(format!(
+            "expected no-capacity (the vendor cannot place the server there now: the host \
+             retries it and a placement moves on), got {}",
+            shown(&refused)
+        ));
+    };
+    // Capacity is back: the host's retry, waiting out any passing error as the host does.
+    let retried = kit.create(order, &request).await;
+    let made = servers_at_vendor(kit, &key)
+        .await?
+        .map_or(0, |(count, _)| count);
+    match &retried {
+        Ok(server) if made == 1 => Ok(format!(
+            "no-capacity ({message}); the retry made server {}, one at the vendor",
+            server.vendor_id
+        )),
+        _ => Err(format!(
+            "no-capacity was right, but with capacity back the retry answered {} and the \
+             vendor has {made} servers for the key (expected one)",
+            shown(&retried)
+        )),
+    }
 }
 
 /// Which request makes a server at this vendor (method and path at the proxy), from the

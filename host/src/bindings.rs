@@ -95,6 +95,11 @@ impl WitVersion {
     pub fn has_cache(self) -> bool {
         matches!(self, WitVersion::V0_4 | WitVersion::V0_3)
     }
+
+    /// Whether plugins of this version can say `no-capacity` (0.4 on).
+    pub fn has_no_capacity(self) -> bool {
+        matches!(self, WitVersion::V0_4)
+    }
 }
 
 impl std::fmt::Display for WitVersion {

@@ -193,6 +193,12 @@ impl FaultProfile {
         })
     }
 
+    /// Whether the profile has the vendor's capacity refusal (`[no_capacity]`), so the
+    /// `no_capacity` fault can be armed.
+    pub fn has_no_capacity(&self) -> bool {
+        self.no_capacity.is_some()
+    }
+
     /// Reads and checks a fault profile.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
