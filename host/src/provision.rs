@@ -203,7 +203,10 @@ pub fn retry_after(error: &CallError) -> Option<Duration> {
 /// Polls until the server runs (`Active`), fails (`Failed`), or the budget runs out.
 ///
 /// Passing failures of a poll (rate limits, 5xx, timeouts) are not the order's failure:
-/// the next poll tries again, until the budget ends.
+/// the next poll tries again, until the budget ends. But `no-capacity` ends the wait at
+/// once (`Failed` with `no_capacity`, which the worker retries like a create refused for
+/// capacity): the vendor gave up placing the server (a Compute insert's operation ended
+/// `ZONE_RESOURCE_POOL_EXHAUSTED`), and polling on cannot change that.
 pub async fn wait_until_running(
     plugin: &Plugin,
     request: &ProvisionRequest,
@@ -291,7 +294,10 @@ pub async fn wait_until_running(
                     };
                 }
             },
-            Err(error) if fault(&error).retryable => {
+            Err(error)
+                if fault(&error).retryable
+                    && !matches!(error, CallError::Provider(ProviderError::NoCapacity(_))) =>
+            {
                 tracing::warn!(order_id = %request.order_id, "poll failed, will retry: {error}");
                 last_error = Some(error);
             }

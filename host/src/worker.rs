@@ -595,49 +595,59 @@ async fn handle_delivery(
                 .with_context(|| format!("publishing {key} for order {order_id}"))
         };
         let outcome = match &request {
-            OrderRequest::Create(create) => {
+            OrderRequest::Create(create) => 'create: {
                 tracing::info!("creating server");
                 let lease = leases.acquire(&settings, &plugin, order_id).await?;
                 let created = provision::create(&plugin, create).await;
                 lease.release().await;
-                match created {
+                let (failure, server) = match created {
                     Ok(server) => {
                         tracing::info!(vendor_id = %server.vendor_id, "vendor accepted the server");
                         publish(UpdateKind::Provisioning {
                             server: server.clone(),
                         })
                         .await?;
-                        provision::wait_until_running(&plugin, create, server, &settings.poll).await
-                    }
-                    Err(failure) => {
-                        let next = after_failed_attempt(
-                            &publisher,
-                            &settings.retry,
-                            &settings.topology,
-                            &delivery,
-                            &vendor,
-                            order_id,
-                            failure,
-                        )
-                        .await?;
-                        match next {
-                            AfterFailure::Failed(fault) => UpdateKind::Failed {
-                                fault,
-                                server: None,
-                            },
-                            AfterFailure::Retried { fault, delay_ms } => {
-                                publish(UpdateKind::Retrying {
+                        match provision::wait_until_running(&plugin, create, server, &settings.poll)
+                            .await
+                        {
+                            // The vendor gave up placing it while it booted: the attempt
+                            // failed as a create refused for capacity does, and is retried
+                            // as one (the next attempt's lookup adopts what is left).
+                            UpdateKind::Failed { fault, server } if fault.code == "no_capacity" => (
+                                provision::CreateFailure {
                                     fault,
-                                    retry_in_ms: delay_ms,
-                                })
-                                .await?;
-                                delivery
-                                    .ack(BasicAckOptions::default())
-                                    .await
-                                    .context("acking the request after queueing its retry")?;
-                                return Ok(());
-                            }
+                                    retry_after: None,
+                                },
+                                server,
+                            ),
+                            done => break 'create done,
                         }
+                    }
+                    Err(failure) => (failure, None),
+                };
+                let next = after_failed_attempt(
+                    &publisher,
+                    &settings.retry,
+                    &settings.topology,
+                    &delivery,
+                    &vendor,
+                    order_id,
+                    failure,
+                )
+                .await?;
+                match next {
+                    AfterFailure::Failed(fault) => UpdateKind::Failed { fault, server },
+                    AfterFailure::Retried { fault, delay_ms } => {
+                        publish(UpdateKind::Retrying {
+                            fault,
+                            retry_in_ms: delay_ms,
+                        })
+                        .await?;
+                        delivery
+                            .ack(BasicAckOptions::default())
+                            .await
+                            .context("acking the request after queueing its retry")?;
+                        return Ok(());
                     }
                 }
             }

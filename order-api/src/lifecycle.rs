@@ -170,9 +170,10 @@ pub fn transition(update: &UpdateKind) -> Transition {
             sources: &[Cancelling],
         },
         // The order stays (or becomes) `queued`: its request waits for the next attempt.
+        // From `provisioning` too: the vendor gave up placing a booting server (no capacity).
         UpdateKind::Retrying { .. } => Transition {
             target: Queued,
-            sources: &[Pending, Queued],
+            sources: BEFORE_RUNNING,
         },
     }
 }

@@ -89,12 +89,18 @@ fn sim_manifest(sim_url: &str, extra_origins: &[&str]) -> anyhow::Result<String>
 /// A stack whose host serves the GCP plugin with the test account's key in its secrets
 /// folder.
 async fn stack_with_gcp() -> anyhow::Result<Stack> {
+    stack_with_gcp_and(Vec::new()).await
+}
+
+/// [`stack_with_gcp`], its host given `host_env` too.
+async fn stack_with_gcp_and(mut host_env: Vec<(String, String)>) -> anyhow::Result<Stack> {
     let secrets = provisioner_tests::target_dir()
         .join("test-runs")
         .join(format!("gcp-secrets-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&secrets)?;
+    host_env.push(("PLUGIN_SECRETS_DIR".into(), secrets.display().to_string()));
     let stack = Stack::start(StackOptions {
-        host_env: vec![("PLUGIN_SECRETS_DIR".into(), secrets.display().to_string())],
+        host_env,
         ..StackOptions::default()
     })
     .await?;
@@ -447,6 +453,53 @@ async fn a_quota_refusal_fails_the_order_as_quota_exceeded() -> anyhow::Result<(
         .await?;
     assert_eq!(failed["fault"]["code"], "quota_exceeded", "{failed:#}");
     assert_eq!(failed["fault"]["retryable"], false, "{failed:#}");
+    assert!(
+        sim_instances(&stack.sim_url)
+            .await?
+            .iter()
+            .all(|s| s["idempotency_key"] != id.as_str())
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// An insert whose zone operation ends with `ZONE_RESOURCE_POOL_EXHAUSTED` after the create
+/// answered: the host's poll reads no-capacity, which ends the attempt at once as a create
+/// refused for capacity would (retried; Compute replays the same `requestId`'s failed
+/// operation, so the retry fails alike) instead of polling to the provision timeout, and the
+/// order fails `no_capacity`, with no instance made.
+#[tokio::test]
+async fn a_zone_out_of_resources_while_booting_fails_as_no_capacity_not_a_timeout()
+-> anyhow::Result<()> {
+    let stack = stack_with_gcp_and(vec![
+        ("RETRY_BASE_MS".into(), "250".into()),
+        ("RETRY_MAX_ATTEMPTS".into(), "2".into()),
+        ("PROVISION_TIMEOUT_SECS".into(), "120".into()),
+    ])
+    .await?;
+    reqwest::Client::new()
+        .post(format!("{}/_sim/gcp/faults", stack.sim_url))
+        .json(&json!({"kind": "zone_resource_pool_exhausted", "count": 1}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let id = order_gcp(&stack, "gcp-pool-dry", json!({})).await?;
+    let failed = stack
+        .wait_for_status(&id, "failed", Duration::from_secs(60))
+        .await?;
+    assert_eq!(failed["fault"]["code"], "no_capacity", "{failed:#}");
+    let messages: Vec<&str> = failed["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("attempt failed (no_capacity)")),
+        "the attempt is retried: {messages:#?}"
+    );
     assert!(
         sim_instances(&stack.sim_url)
             .await?

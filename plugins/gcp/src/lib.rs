@@ -35,7 +35,8 @@
 //! whose insert operation this host started is provisioning while the operation runs; if
 //! the operation ended with an error, `get-server` answers that error
 //! (`ZONE_RESOURCE_POOL_EXHAUSTED` -> no-capacity, `QUOTA_EXCEEDED` -> quota-exceeded): the
-//! host keeps polling a retryable error until its budget ends. Addresses: the first
+//! host ends the attempt on no-capacity and retries the create (Compute replays the
+//! `requestId`'s failed operation, so within its replay window the retry fails alike). Addresses: the first
 //! `natIP` of the network interfaces' access configs, the first external IPv6.
 //!
 //! **SSH keys and user data.** The order's keys go into the `ssh-keys` metadata item, one
