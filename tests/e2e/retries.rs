@@ -26,6 +26,26 @@ fn fast_retries(base_ms: u64, max_attempts: u32) -> StackOptions {
     }
 }
 
+/// Orders a Hetzner server whose first create makes it but loses the answer, and waits for
+/// that attempt's retry event: the server is at the vendor, the order has not heard of it.
+async fn order_whose_create_answer_is_lost(stack: &Stack, name: &str) -> anyhow::Result<String> {
+    stack
+        .inject_fault(json!({"vendor": "hetzner", "kind": "lost_response",
+                             "method": "POST", "count": 1}))
+        .await?;
+    let id = stack.order_server(name).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while retry_events(&stack.order(&id).await?).is_empty() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the first attempt was not retried\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(id)
+}
+
 /// Two 503s on the create: the order is retried twice and runs, with one server. With a
 /// 1 ms backoff both retries pass the same (shortest) delay queue, which the broker would
 /// take for a dead-letter cycle, and drop, if a retry carried the earlier trip's `x-death`.
@@ -155,20 +175,7 @@ async fn an_order_failing_after_a_lost_create_answer_leaves_no_server_behind() -
 {
     // Retries seconds apart: time to arm the lookup faults after the first attempt.
     let stack = Stack::start(fast_retries(2_000, 3)).await?;
-    stack
-        .inject_fault(json!({"vendor": "hetzner", "kind": "lost_response",
-                             "method": "POST", "count": 1}))
-        .await?;
-    let id = stack.order_server("lost-answer").await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while retry_events(&stack.order(&id).await?).is_empty() {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the first attempt was not retried\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = order_whose_create_answer_is_lost(&stack, "lost-answer").await?;
     anyhow::ensure!(
         stack.live_servers_of(&id).await?.len() == 1,
         "the lost create made no server"
@@ -215,20 +222,7 @@ async fn an_order_failing_after_a_lost_create_answer_leaves_no_server_behind() -
 #[tokio::test]
 async fn a_failed_orders_clean_up_outlasts_the_creates_retry_budget() -> anyhow::Result<()> {
     let stack = Stack::start(fast_retries(1_000, 2)).await?;
-    stack
-        .inject_fault(json!({"vendor": "hetzner", "kind": "lost_response",
-                             "method": "POST", "count": 1}))
-        .await?;
-    let id = stack.order_server("lost-then-throttled").await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while retry_events(&stack.order(&id).await?).is_empty() {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the first attempt was not retried\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = order_whose_create_answer_is_lost(&stack, "lost-then-throttled").await?;
     // The second (last) attempt's lookup fails, and so do the clean-up's first three: more
     // than the create's two attempts. Then the clean-up's first delete is refused.
     stack
