@@ -136,9 +136,15 @@ struct CreateArgs {
     /// The vendor's image.
     #[arg(long)]
     image: String,
-    /// The server's name.
+    /// The server's name (with `--count`, the servers are `<name>-1`, `<name>-2` ...).
     #[arg(long)]
     name: String,
+    /// How many servers (1 to 100): one order, each server with its own state.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// With `--count`: when one server fails for good, remove the others and fail the order.
+    #[arg(long)]
+    all_or_nothing: bool,
     /// A public SSH key or the vendor's key name (repeatable).
     #[arg(long = "ssh-key")]
     ssh_keys: Vec<String>,
@@ -231,6 +237,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if let Some(url) = args.webhook_url {
                 body["webhook_url"] = json!(url);
+            }
+            if args.count != 1 {
+                body["count"] = json!(args.count);
+            }
+            if args.all_or_nothing {
+                body["all_or_nothing"] = json!(true);
             }
             let order = api
                 .create_order(&body, args.idempotency_key.as_deref())

@@ -45,6 +45,19 @@ impl Output {
                 server["ipv6"].as_str().unwrap_or("-")
             );
         }
+        if let Some(servers) = order["servers"].as_array() {
+            println!("servers");
+            for server in servers {
+                let made = &server["server"];
+                println!(
+                    "  {:<24} {:<16} {} {}",
+                    server["name"].as_str().unwrap_or("-"),
+                    server["status"].as_str().unwrap_or("-"),
+                    made["ipv4"].as_str().unwrap_or("-"),
+                    server["fault"]["code"].as_str().unwrap_or("")
+                );
+            }
+        }
         if let Some(fault) = order["fault"].as_object() {
             println!(
                 "fault    {}: {}",

@@ -10,7 +10,8 @@
 //!   `store::quotas`, checked where new orders are committed).
 //! - [`lifecycle`]: the order state machine (allowed transitions).
 //! - [`store`]: the orders database (SQLite or PostgreSQL, `store::db`): orders, events,
-//!   outbox, vendors, orphans, tokens, webhooks; compare-and-set.
+//!   outbox, vendors, orphans, tokens, webhooks; compare-and-set; orders for several
+//!   servers (`store::fleets`: one member order per server, summed up into the order).
 //! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health.
 //! - [`metrics`]: the Prometheus series `/metrics` serves.
 //! - [`relay`]: the outbox relay (publish with confirms, retry what was refused).

@@ -35,6 +35,9 @@ pub enum OrderStatus {
     Provisioning,
     /// The server runs.
     Active,
+    /// An order for several servers settled with some of them running and the others
+    /// failed (after their retries); see [`crate::store::fleets`].
+    PartiallyActive,
     /// The order cannot be completed; see its fault.
     Failed,
     /// Its server is being deleted.
@@ -49,11 +52,12 @@ pub enum OrderStatus {
 
 impl OrderStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [OrderStatus; 9] = [
+    pub const ALL: [OrderStatus; 10] = [
         OrderStatus::Pending,
         OrderStatus::Queued,
         OrderStatus::Provisioning,
         OrderStatus::Active,
+        OrderStatus::PartiallyActive,
         OrderStatus::Failed,
         OrderStatus::Deleting,
         OrderStatus::Deleted,
@@ -68,6 +72,7 @@ impl OrderStatus {
             OrderStatus::Queued => "queued",
             OrderStatus::Provisioning => "provisioning",
             OrderStatus::Active => "active",
+            OrderStatus::PartiallyActive => "partially_active",
             OrderStatus::Failed => "failed",
             OrderStatus::Deleting => "deleting",
             OrderStatus::Deleted => "deleted",
@@ -82,6 +87,7 @@ impl OrderStatus {
         matches!(
             self,
             OrderStatus::Active
+                | OrderStatus::PartiallyActive
                 | OrderStatus::Failed
                 | OrderStatus::Deleted
                 | OrderStatus::Cancelled

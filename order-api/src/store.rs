@@ -14,8 +14,9 @@
 //! effects: every state change is a compare-and-set on the order row; the relay claims the
 //! outbox rows it publishes ([`Store::due_outbox`]); an order's events are written under its
 //! row lock, so they are numbered 1, 2, 3 ... and commit in that order, and a live stream that
-//! reads "events after n" misses none (it is woken by [`EventFeed`]); transactions that touch several orders take them in id order, so two
-//! instances never deadlock on each other.
+//! reads "events after n" misses none (it is woken by [`EventFeed`]); transactions that touch several orders take them in id order
+//! ([`fleets::lock_rank`]: a fleet's servers with their fleet, after it), so two instances never
+//! deadlock on each other. Orders for several servers are kept as in [`fleets`].
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use crate::lifecycle::{self, OrderStatus, Transition};
 
 mod db;
 mod events;
+pub mod fleets;
 mod orphans;
 mod quotas;
 mod tokens;
@@ -41,6 +43,7 @@ mod webhooks;
 pub use db::Backend;
 use db::{DbTime, optional_time, parameters, time, value_rows};
 pub use events::{EventFeed, OrderNews};
+pub use fleets::{FleetServer, MAX_SERVERS_PER_ORDER};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use quotas::{
     IN_FLIGHT_STATUSES, LIVE_STATUSES, Limits, OrderRate, QuotaExceeded, QuotaSet, ScopedQuota,
@@ -77,7 +80,10 @@ const NEW_ORDERS_PER_COMMIT: usize = 256;
 /// A new order waiting for its commit, and who waits for the outcome.
 struct NewOrder {
     order: Order,
-    outbox: OutboxMessage,
+    /// An order for several servers: one member order per server (see [`fleets`]).
+    members: Vec<Order>,
+    /// Its creation requests: one, or one per member.
+    outbox: Vec<OutboxMessage>,
     idempotency: Option<IdempotencyKey>,
     committed: tokio::sync::oneshot::Sender<anyhow::Result<Inserted>>,
 }
@@ -136,6 +142,16 @@ pub struct Order {
     pub updated_at: DateTime<Utc>,
     /// Called when the order settles (see [`crate::webhooks`]).
     pub webhook_url: Option<String>,
+    /// How many servers it is for (1 unless ordered with `count`).
+    pub count: u32,
+    /// For several servers: whether one failing for good removes all the others (and the
+    /// order fails) rather than keeping those that came up.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub all_or_nothing: bool,
+    /// For several servers, each with its own state, in number order (read with the order
+    /// where the API shows one order; absent in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub servers: Option<Vec<FleetServer>>,
 }
 
 /// One line of an order's event log.
@@ -273,16 +289,20 @@ impl Store {
     /// Records a new order and its creation request (and its idempotency key, unless the key
     /// names an order already), committed, with whatever other new orders arrived meanwhile,
     /// before it returns.
+    /// An order for several servers comes with its `members` (see [`fleets`]) and one
+    /// request in `outbox` per member.
     pub async fn insert_order(
         &self,
         order: &Order,
-        outbox: &OutboxMessage,
+        members: &[Order],
+        outbox: &[OutboxMessage],
         idempotency: Option<&IdempotencyKey>,
     ) -> anyhow::Result<Inserted> {
         let (committed, outcome) = tokio::sync::oneshot::channel();
         let new = NewOrder {
             order: order.clone(),
-            outbox: outbox.clone(),
+            members: members.to_vec(),
+            outbox: outbox.to_vec(),
             idempotency: idempotency.cloned(),
             committed,
         };
@@ -331,9 +351,12 @@ impl Store {
         after: i64,
         tenant: Option<&str>,
     ) -> anyhow::Result<Option<(Order, Vec<(i64, OrderEvent)>)>> {
-        let Some(order) = self.find_order(id, tenant).await? else {
+        let Some(mut order) = self.find_order(id, tenant).await? else {
             return Ok(None);
         };
+        if order.count > 1 {
+            order.servers = Some(self.fleet_servers(order.id).await?);
+        }
         let rows = sqlx::query(
             "SELECT seq, at, status, message, attempt FROM order_events \
              WHERE order_id = $1 AND seq > $2 ORDER BY seq",
@@ -396,7 +419,7 @@ impl Store {
 
     /// Orders newest first, filtered, one page at a time.
     pub async fn orders(&self, query: &OrderQuery) -> anyhow::Result<Vec<Order>> {
-        let mut sql = String::from("SELECT * FROM orders WHERE 1 = 1");
+        let mut sql = String::from("SELECT * FROM orders WHERE fleet_id IS NULL");
         let mut parameters = 0;
         let mut filter = |condition: &str| {
             parameters += 1;
@@ -465,10 +488,10 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        // Orders in id order (one order's updates keep theirs): the lock order every
+        // Orders in lock order (one order's updates keep theirs): the order every
         // transaction keeps.
         let mut in_lock_order: Vec<usize> = (0..updates.len()).collect();
-        in_lock_order.sort_by_key(|&index| updates[index].order_id);
+        in_lock_order.sort_by_key(|&index| fleets::lock_rank(updates[index].order_id));
         let mut applied = vec![Applied::Ignored; updates.len()];
         for index in in_lock_order {
             applied[index] = apply_in(&mut tx, updates[index]).await?;
@@ -523,20 +546,10 @@ impl Store {
         message: &str,
         outbox: &OutboxMessage,
     ) -> anyhow::Result<bool> {
-        let mut tx = self
-            .writer
-            .begin()
-            .await
-            .context("starting a transaction")?;
-        lock_order(&mut tx, order_id).await?;
-        if !compare_and_set(&mut tx, order_id, step, None, None).await? {
+        let Some(mut tx) = self.begin_change(order_id, step).await? else {
             return Ok(false);
-        }
-        sqlx::query("DELETE FROM outbox WHERE order_id = $1")
-            .bind(order_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .context("dropping the order's unpublished requests")?;
+        };
+        drop_unpublished(&mut tx, order_id).await?;
         let now = Utc::now();
         let event = OrderEvent {
             at: now,
@@ -553,6 +566,23 @@ impl Store {
         Ok(true)
     }
 
+    /// A transaction holding `order_id`'s lock in which it moved along `step`; `None` (and
+    /// nothing changed) when it was not in one of the step's sources.
+    async fn begin_change(
+        &self,
+        order_id: Uuid,
+        step: Transition,
+    ) -> anyhow::Result<Option<sqlx::Transaction<'static, sqlx::Any>>> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        lock_order(&mut tx, order_id).await?;
+        let moved = compare_and_set(&mut tx, order_id, step, None, None).await?;
+        Ok(moved.then_some(tx))
+    }
+
     /// Orders in `queued`, `provisioning`, `deleting` or `cancelling` with no change since
     /// `before`, oldest first.
     pub async fn stalled_orders(
@@ -563,7 +593,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT * FROM orders \
              WHERE status IN ('queued', 'provisioning', 'deleting', 'cancelling') \
-             AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+             AND fleet_size IS NULL AND updated_at < $1 ORDER BY updated_at LIMIT $2",
         )
         .bind(DbTime(before))
         .bind(i64::from(limit))
@@ -686,10 +716,10 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        // Orders in id order, each locked before its outbox row: the lock order every
+        // Orders in lock order, each locked before its outbox row: the order every
         // transaction keeps.
         let mut in_lock_order: Vec<&OutboxMessage> = messages.iter().collect();
-        in_lock_order.sort_by_key(|message| message.order_id);
+        in_lock_order.sort_by_key(|message| fleets::lock_rank(message.order_id));
         for message in in_lock_order {
             lock_order(&mut tx, message.order_id).await?;
             sqlx::query("DELETE FROM outbox WHERE message_id = $1")
@@ -870,10 +900,12 @@ impl Store {
     pub async fn count_orders_by_status(
         &self,
     ) -> anyhow::Result<std::collections::HashMap<OrderStatus, i64>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
-            .fetch_all(&self.pool)
-            .await
-            .context("counting orders")?;
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM orders WHERE fleet_id IS NULL GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("counting orders")?;
         rows.iter()
             .map(|row| {
                 let status: String = row.try_get("status")?;
@@ -894,6 +926,19 @@ impl Store {
             .context("looking up a vendor")?
             .is_some())
     }
+}
+
+/// Drops what the order still had waiting in the outbox (a user's change supersedes it).
+async fn drop_unpublished(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM outbox WHERE order_id = $1")
+        .bind(order_id.to_string())
+        .execute(&mut **tx)
+        .await
+        .context("dropping the order's unpublished requests")?;
+    Ok(())
 }
 
 async fn insert_outbox(
@@ -962,6 +1007,14 @@ async fn lock_order(
     if !db::on_postgres(tx) {
         return Ok(());
     }
+    // A member's fleet first (see `fleets`): whoever changes a member changes its fleet.
+    if let Some((fleet, _)) = fleets::fleet_of(order_id) {
+        sqlx::query("SELECT id FROM orders WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(fleet.to_string())
+            .execute(&mut **tx)
+            .await
+            .with_context(|| format!("locking fleet {fleet}"))?;
+    }
     // NO KEY UPDATE: what an UPDATE of the row takes, so a compare-and-set after it needs
     // nothing more, and the foreign-key checks of inserts that name the order (KEY SHARE)
     // do not wait for it.
@@ -973,9 +1026,21 @@ async fn lock_order(
     Ok(())
 }
 
-/// Appends to the order's event log. The transaction holds the order's row lock already
-/// ([`lock_order`], taken first by every transaction that changes an order).
+/// Appends to the order's event log; for a member of a fleet, also mirrors it into the
+/// fleet's log and sums the fleet up again ([`fleets::member_changed`]). The transaction holds
+/// the order's row lock already ([`lock_order`], taken first by every transaction that
+/// changes an order).
 async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+    event: &OrderEvent,
+) -> anyhow::Result<()> {
+    insert_own_event(tx, order_id, event).await?;
+    fleets::member_changed(tx, order_id, event).await
+}
+
+/// Appends to the order's own event log only.
+async fn insert_own_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     order_id: Uuid,
     event: &OrderEvent,
@@ -1026,6 +1091,11 @@ fn order_from_row(row: &AnyRow) -> anyhow::Result<Order> {
         created_at: time(row, "created_at")?,
         updated_at: time(row, "updated_at")?,
         webhook_url: row.try_get("webhook_url")?,
+        count: row
+            .try_get::<Option<i64>, _>("fleet_size")?
+            .map_or(1, |size| size as u32),
+        all_or_nothing: row.try_get::<i64, _>("all_or_nothing")? != 0,
+        servers: None,
     })
 }
 
@@ -1297,10 +1367,14 @@ async fn commit_new_orders(writer: AnyPool, mut queue: tokio::sync::mpsc::Receiv
 
 /// The first event of every order.
 fn accepted_event(order: &Order) -> OrderEvent {
+    let message = match order.count {
+        1 => "order accepted".to_string(),
+        count => format!("order accepted: {count} servers"),
+    };
     OrderEvent {
         at: order.created_at,
         status: OrderStatus::Pending,
-        message: "order accepted".into(),
+        message,
         attempt: None,
     }
 }
@@ -1391,13 +1465,26 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         tx.commit().await.context("committing new orders")?;
         return Ok(outcomes);
     }
+    // The orders and their members, each with its fleet: (order, fleet id, fleet size).
+    let rows: Vec<(&Order, Option<Uuid>, Option<u32>)> = new
+        .iter()
+        .flat_map(|new| {
+            let fleet_size = (!new.members.is_empty()).then_some(new.order.count);
+            std::iter::once((&new.order, None, fleet_size)).chain(
+                new.members
+                    .iter()
+                    .map(|member| (member, Some(new.order.id), None)),
+            )
+        })
+        .collect();
     let sql = format!(
         "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
-         user_data, labels, created_at, updated_at, webhook_url) VALUES {}",
-        value_rows(14, new.len())
+         user_data, labels, created_at, updated_at, webhook_url, fleet_id, fleet_size, \
+         all_or_nothing) VALUES {}",
+        value_rows(17, rows.len())
     );
     let mut statement = sqlx::query(&sql);
-    for NewOrder { order, .. } in &new {
+    for (order, fleet_id, fleet_size) in &rows {
         statement = statement
             .bind(order.id.to_string())
             .bind(&order.tenant)
@@ -1412,7 +1499,10 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
             .bind(json(&order.spec.labels))
             .bind(DbTime(order.created_at))
             .bind(DbTime(order.updated_at))
-            .bind(&order.webhook_url);
+            .bind(&order.webhook_url)
+            .bind(fleet_id.map(|id| id.to_string()))
+            .bind(fleet_size.map(i64::from))
+            .bind(i64::from(order.all_or_nothing));
     }
     statement
         .execute(&mut *tx)
@@ -1420,10 +1510,10 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         .context("inserting the orders")?;
     let sql = format!(
         "INSERT INTO order_events (order_id, seq, at, status, message) VALUES {}",
-        value_rows(5, new.len())
+        value_rows(5, rows.len())
     );
     let mut statement = sqlx::query(&sql);
-    for NewOrder { order, .. } in &new {
+    for (order, _, _) in &rows {
         let event = accepted_event(order);
         statement = statement
             .bind(order.id.to_string())
@@ -1436,13 +1526,17 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         .execute(&mut *tx)
         .await
         .context("recording the orders' first events")?;
+    let outbox: Vec<(&Order, &OutboxMessage)> = new
+        .iter()
+        .flat_map(|new| new.outbox.iter().map(|message| (&new.order, message)))
+        .collect();
     let sql = format!(
         "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, created_at, \
          next_attempt_at) VALUES {}",
-        value_rows(7, new.len())
+        value_rows(7, outbox.len())
     );
     let mut statement = sqlx::query(&sql);
-    for NewOrder { order, outbox, .. } in &new {
+    for (order, outbox) in &outbox {
         statement = statement
             .bind(outbox.message_id.to_string())
             .bind(outbox.order_id.to_string())

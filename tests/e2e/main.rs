@@ -20,6 +20,7 @@ mod conformance;
 mod containment;
 mod drop_in;
 mod event_streams;
+mod fleets;
 mod gcp;
 mod happy_path;
 mod host_budget;

@@ -255,6 +255,9 @@ fn new_order() -> (Order, OutboxMessage) {
         created_at: now,
         updated_at: now,
         webhook_url: None,
+        count: 1,
+        all_or_nothing: false,
+        servers: None,
     };
     let outbox = OutboxMessage {
         message_id: uuid::Uuid::new_v4(),
@@ -281,7 +284,9 @@ async fn each_outbox_message_is_claimed_by_one_instance() -> anyhow::Result<()> 
     let mut messages = Vec::new();
     for _ in 0..50 {
         let (order, outbox) = new_order();
-        first.insert_order(&order, &outbox, None).await?;
+        first
+            .insert_order(&order, &[], std::slice::from_ref(&outbox), None)
+            .await?;
         messages.push(outbox.message_id);
     }
     // Both read at once, again and again until nothing is due: no message twice.

@@ -13,7 +13,11 @@ use provisioner_tests::{
 use serde_json::{Value, json};
 
 /// `PUT /v1/tenants/{tenant}/quotas` with the admin token; the status and the answer.
-async fn put_quotas(stack: &Stack, tenant: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+pub(crate) async fn put_quotas(
+    stack: &Stack,
+    tenant: &str,
+    body: Value,
+) -> anyhow::Result<(u16, Value)> {
     let admin = provisioner_tests::client_with_token(&stack.admin_token)?;
     let response = admin
         .put(format!("{}/v1/tenants/{tenant}/quotas", stack.api_url))

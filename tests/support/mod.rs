@@ -1135,7 +1135,13 @@ impl Stack {
                 if order["status"] == status {
                     return Ok(order);
                 }
-                let settled = ["active", "failed", "deleted", "cancelled"];
+                let settled = [
+                    "active",
+                    "partially_active",
+                    "failed",
+                    "deleted",
+                    "cancelled",
+                ];
                 if settled.iter().any(|s| order["status"] == *s) {
                     bail!(
                         "order {id} ended {} instead of {status}: {order}\n{}",

@@ -348,6 +348,10 @@ pub async fn order_events(
     // stream's first batch.
     follow.news.mark_seen();
     state.metrics.event_stream_read();
+    // A server of an order for several is followed through that order.
+    if crate::store::fleets::fleet_of(order_id).is_some() {
+        return Err(not_found());
+    }
     let (order, events) = state
         .store
         .stream_events(order_id, follow.tenant.as_deref(), last)

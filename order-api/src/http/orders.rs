@@ -20,8 +20,8 @@ use crate::http::AppState;
 use crate::http::problem::{ApiError, FieldError, Problem, excerpt};
 use crate::lifecycle::OrderStatus;
 use crate::store::{
-    IdempotencyKey, Inserted, Order, OrderEvent, OrderQuery, OutboxMessage, UnavailableVendor,
-    Vendor,
+    IdempotencyKey, Inserted, MAX_SERVERS_PER_ORDER, Order, OrderEvent, OrderQuery, OutboxMessage,
+    UnavailableVendor, Vendor, fleets,
 };
 use crate::validation::Verdict;
 
@@ -115,6 +115,18 @@ pub struct CreateOrder {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 2048, example = "https://example.com/hooks/orders")]
     webhook_url: Option<String>,
+    /// How many servers (1 to 100, default 1). With more than one, the servers are named
+    /// `<name>-1`, `<name>-2` ..., each has its own idempotency key, state, retries and
+    /// address (the order's `servers`), and the order's status sums them up: `active` when all
+    /// run, `partially_active` when some run and the others failed after their retries,
+    /// `failed` when none came up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100, example = 3)]
+    count: Option<u32>,
+    /// With several servers: when one fails for good, delete those that came up (and cancel
+    /// those still on their way) and fail the order, instead of keeping what came up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    all_or_nothing: bool,
 }
 
 /// Why a string holding U+0000 is refused: no vendor takes one, and PostgreSQL's text cannot
@@ -149,6 +161,23 @@ impl CreateOrder {
             } else if value.contains('\0') {
                 reject(field, NUL_REFUSED.into());
             }
+        }
+        let count = self.servers();
+        if !(1..=MAX_SERVERS_PER_ORDER).contains(&count) {
+            reject(
+                "count",
+                format!("must be from 1 to {MAX_SERVERS_PER_ORDER}"),
+            );
+        } else if count > 1
+            && self.name.chars().count() + 1 + count.to_string().len() > MAX_FIELD_LEN
+        {
+            reject(
+                "name",
+                format!(
+                    "with count {count} the servers are named '<name>-<n>': at most {} characters leave room for the number",
+                    MAX_FIELD_LEN - 1 - count.to_string().len()
+                ),
+            );
         }
         if self.user_data.as_ref().is_some_and(|u| u.contains('\0')) {
             reject("user_data", NUL_REFUSED.into());
@@ -224,6 +253,11 @@ impl CreateOrder {
 }
 
 impl CreateOrder {
+    /// How many servers the order is for.
+    fn servers(&self) -> u32 {
+        self.count.unwrap_or(1)
+    }
+
     /// The bytes of every string the order carries.
     fn string_bytes(&self) -> usize {
         [
@@ -474,6 +508,7 @@ pub async fn create_order(
             known,
         });
     }
+    let count = body.servers();
     let spec = ServerSpec {
         name: body.name,
         region: body.region,
@@ -484,7 +519,15 @@ pub async fn create_order(
         labels: body.labels,
     };
     if let Some(timeout) = state.validate_timeout {
-        let verdict = state.validator.check(&body.vendor, &spec, timeout).await;
+        // Several servers: the plugin judges the longest of their names.
+        let judged = match count {
+            1 => spec.clone(),
+            count => ServerSpec {
+                name: fleets::member_name(&spec.name, count),
+                ..spec.clone()
+            },
+        };
+        let verdict = state.validator.check(&body.vendor, &judged, timeout).await;
         state.metrics.validated(match &verdict {
             Verdict::Valid => "valid",
             Verdict::Invalid(_) => "refused",
@@ -505,7 +548,11 @@ pub async fn create_order(
     }
     let now = Utc::now();
     let order = Order {
-        id: Uuid::now_v7(),
+        id: if count == 1 {
+            Uuid::now_v7()
+        } else {
+            fleets::new_fleet_id()
+        },
         tenant,
         status: OrderStatus::Pending,
         vendor: body.vendor,
@@ -515,24 +562,50 @@ pub async fn create_order(
         created_at: now,
         updated_at: now,
         webhook_url: body.webhook_url,
+        count,
+        all_or_nothing: count > 1 && body.all_or_nothing,
+        servers: None,
     };
-    let request = HostRequest::Create(ProvisionRequest {
-        order_id: order.id,
-        vendor: order.vendor.clone(),
-        spec: order.spec.clone(),
-    });
+    // Several servers: one member order per server, which the hosts serve (store::fleets).
+    let members: Vec<Order> = match count {
+        1 => Vec::new(),
+        count => (1..=count)
+            .map(|number| Order {
+                id: fleets::member_id(order.id, number),
+                spec: ServerSpec {
+                    name: fleets::member_name(&order.spec.name, number),
+                    ..order.spec.clone()
+                },
+                webhook_url: None,
+                count: 1,
+                all_or_nothing: false,
+                ..order.clone()
+            })
+            .collect(),
+    };
     let traceparent = traceparent(&headers);
-    let outbox = OutboxMessage {
+    let outbox: Vec<OutboxMessage> = if members.is_empty() {
+        std::slice::from_ref(&order)
+    } else {
+        &members[..]
+    }
+    .iter()
+    .map(|server| OutboxMessage {
         message_id: Uuid::new_v4(),
-        order_id: order.id,
-        routing_key: Topology::request_key(&order.vendor),
-        body: encode(&request),
+        order_id: server.id,
+        routing_key: Topology::request_key(&server.vendor),
+        body: encode(&HostRequest::Create(ProvisionRequest {
+            order_id: server.id,
+            vendor: server.vendor.clone(),
+            spec: server.spec.clone(),
+        })),
         traceparent: Some(traceparent.clone()),
         attempts: 0,
-    };
+    })
+    .collect();
     let events = match state
         .store
-        .insert_order(&order, &outbox, idempotency.as_ref())
+        .insert_order(&order, &members, &outbox, idempotency.as_ref())
         .await?
     {
         Inserted::New(events) => events,
@@ -547,8 +620,12 @@ pub async fn create_order(
         }
     };
     state.relay_wakeup.notify_one();
-    tracing::info!(order_id = %order.id, vendor = %order.vendor, %traceparent, "order accepted");
+    tracing::info!(order_id = %order.id, vendor = %order.vendor, count, %traceparent, "order accepted");
     let location = format!("/v1/orders/{}", order.id);
+    let mut order = order;
+    if count > 1 {
+        order.servers = Some(state.store.fleet_servers(order.id).await?);
+    }
     let mut response = (
         StatusCode::ACCEPTED,
         Json(OrderView {
@@ -573,6 +650,10 @@ async fn visible_order(
 ) -> Result<(Order, Vec<OrderEvent>), ApiError> {
     let not_found = || ApiError::NotFound(format!("no order with id '{}'", excerpt(id)));
     let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
+    // A server of an order for several is part of that order, not an order of its own.
+    if fleets::fleet_of(uuid).is_some() {
+        return Err(not_found());
+    }
     // The tenant is in the query itself: another tenant's order is not read at all, so it
     // answers exactly as fast as an id that does not exist.
     state
@@ -652,6 +733,21 @@ pub async fn delete_order(
     let (order, _) = visible_order(&state, &caller, &id).await?;
     match (order.status, &order.server) {
         (OrderStatus::Deleting | OrderStatus::Deleted, _) => {}
+        (OrderStatus::Active | OrderStatus::PartiallyActive, _) if order.count > 1 => {
+            let moved = state
+                .store
+                .wind_down_fleet(
+                    order.id,
+                    fleets::FLEET_DELETE_REQUESTED,
+                    "deletion requested",
+                    &traceparent(&headers),
+                )
+                .await?;
+            if moved {
+                state.relay_wakeup.notify_one();
+                tracing::info!(order_id = %order.id, "deletion of every server requested");
+            }
+        }
         (OrderStatus::Active, Some(server)) => {
             let request = HostRequest::Delete(DeleteRequest {
                 order_id: order.id,
@@ -668,7 +764,7 @@ pub async fn delete_order(
         }
         (status, _) => {
             return Err(ApiError::Conflict(format!(
-                "order {id} is {status}; only an active order's server can be deleted"
+                "order {id} is {status}; only an active (or partially active) order's servers can be deleted"
             )));
         }
     }
@@ -699,6 +795,26 @@ pub async fn cancel_order(
     let (order, _) = visible_order(&state, &caller, &id).await?;
     match order.status {
         OrderStatus::Cancelling | OrderStatus::Cancelled => {}
+        status if status.is_cancellable() && order.count > 1 => {
+            let moved = state
+                .store
+                .wind_down_fleet(
+                    order.id,
+                    crate::lifecycle::CANCEL_REQUESTED,
+                    "cancellation requested",
+                    &traceparent(&headers),
+                )
+                .await?;
+            if moved {
+                state.relay_wakeup.notify_one();
+                tracing::info!(order_id = %order.id, "cancellation of every server requested");
+            } else {
+                let (now, _) = visible_order(&state, &caller, &id).await?;
+                if !matches!(now.status, OrderStatus::Cancelling | OrderStatus::Cancelled) {
+                    return Err(not_cancellable(&id, now.status));
+                }
+            }
+        }
         status if status.is_cancellable() => {
             let request = HostRequest::Cancel(CancelRequest {
                 order_id: order.id,

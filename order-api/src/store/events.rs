@@ -142,6 +142,10 @@ impl Store {
     pub(super) fn events_committed(&self, order_ids: impl IntoIterator<Item = Uuid>) {
         for order_id in order_ids {
             self.feed.inner.wake(order_id);
+            // A fleet's server's events are mirrored into the fleet's log.
+            if let Some((fleet, _)) = super::fleets::fleet_of(order_id) {
+                self.feed.inner.wake(fleet);
+            }
         }
     }
 

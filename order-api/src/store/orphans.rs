@@ -193,6 +193,10 @@ pub fn ownership(vendor: &str, key: &str, server: &ServerInfo, owner: Option<&Ow
         OrderStatus::Cancelled => Ownership::Orphan(format!(
             "order {key} was cancelled; this server is still there"
         )),
+        // Only an order for several servers takes it, and its servers carry their own keys.
+        OrderStatus::PartiallyActive => Ownership::Orphan(format!(
+            "order {key} is for several servers, whose keys are their own: none is {key}"
+        )),
     }
 }
 

@@ -43,11 +43,12 @@ use crate::lifecycle::OrderStatus;
 
 /// Statuses whose server exists or may come to exist (billed, or about to be): what counts
 /// towards `max_live_servers`.
-pub const LIVE_STATUSES: [OrderStatus; 6] = [
+pub const LIVE_STATUSES: [OrderStatus; 7] = [
     OrderStatus::Pending,
     OrderStatus::Queued,
     OrderStatus::Provisioning,
     OrderStatus::Active,
+    OrderStatus::PartiallyActive,
     OrderStatus::Deleting,
     OrderStatus::Cancelling,
 ];
@@ -231,10 +232,10 @@ impl std::fmt::Display for QuotaExceeded {
     }
 }
 
-/// What one order adds to its tenant's usage.
-fn usage_of_new_order() -> Usage {
+/// What one order for `servers` servers adds to its tenant's usage.
+fn usage_of_new_order(servers: u32) -> Usage {
     Usage {
-        live_servers: 1,
+        live_servers: u64::from(servers),
         orders_in_flight: 1,
     }
 }
@@ -507,7 +508,7 @@ pub(super) async fn check_new_orders(
             continue;
         };
         let by_vendor = usage.entry(tenant).or_default();
-        let adding = usage_of_new_order();
+        let adding = usage_of_new_order(new.order.count);
         let mut verdict = None;
         if let Some(limits) = rows.get(ALL_VENDORS) {
             let mut total = Usage::default();
@@ -782,7 +783,7 @@ mod tests {
             live_servers: 3,
             orders_in_flight: 1,
         };
-        let over = exceeded(&limits, used, usage_of_new_order(), Some("hetzner")).unwrap();
+        let over = exceeded(&limits, used, usage_of_new_order(1), Some("hetzner")).unwrap();
         assert_eq!(over.quota, "max_live_servers");
         assert_eq!((over.usage, over.limit, over.requested), (3, 3, 1));
         assert_eq!(over.vendor.as_deref(), Some("hetzner"));
@@ -790,12 +791,12 @@ mod tests {
             live_servers: 2,
             orders_in_flight: 9,
         };
-        assert_eq!(exceeded(&limits, under, usage_of_new_order(), None), None);
+        assert_eq!(exceeded(&limits, under, usage_of_new_order(1), None), None);
         let flight = Usage {
             live_servers: 2,
             orders_in_flight: 10,
         };
-        let over = exceeded(&limits, flight, usage_of_new_order(), None).unwrap();
+        let over = exceeded(&limits, flight, usage_of_new_order(1), None).unwrap();
         assert_eq!(over.quota, "max_orders_in_flight");
     }
 
