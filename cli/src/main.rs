@@ -145,6 +145,11 @@ struct CreateArgs {
     /// With `--count`: when one server fails for good, remove the others and fail the order.
     #[arg(long)]
     all_or_nothing: bool,
+    /// A place to move to when the one before cannot serve the order (sold out, over quota,
+    /// unreachable): `vendor:region:size:image` (repeatable, tried in order after the
+    /// order's own vendor, region, size and image).
+    #[arg(long = "fallback", value_parser = parse_candidate)]
+    fallbacks: Vec<Value>,
     /// A public SSH key or the vendor's key name (repeatable).
     #[arg(long = "ssh-key")]
     ssh_keys: Vec<String>,
@@ -179,6 +184,20 @@ struct ListArgs {
     /// Every page, not only the first.
     #[arg(long)]
     all: bool,
+}
+
+/// `--fallback vendor:region:size:image`.
+fn parse_candidate(text: &str) -> Result<Value, String> {
+    match text.split(':').collect::<Vec<_>>()[..] {
+        [vendor, region, size, image]
+            if [vendor, region, size, image]
+                .iter()
+                .all(|part| !part.is_empty()) =>
+        {
+            Ok(json!({"vendor": vendor, "region": region, "size": size, "image": image}))
+        }
+        _ => Err(format!("'{text}' is not vendor:region:size:image")),
+    }
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -224,11 +243,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Order(OrderCommand::Create(args)) => {
             let args = *args;
-            let mut body = json!({
+            let first = json!({
                 "vendor": args.vendor, "region": args.region, "size": args.size,
-                "image": args.image, "name": args.name, "ssh_keys": args.ssh_keys,
+                "image": args.image,
+            });
+            let mut body = json!({
+                "name": args.name, "ssh_keys": args.ssh_keys,
                 "labels": args.labels.into_iter().collect::<BTreeMap<_, _>>(),
             });
+            if args.fallbacks.is_empty() {
+                for field in ["vendor", "region", "size", "image"] {
+                    body[field] = first[field].clone();
+                }
+            } else {
+                let placement: Vec<Value> = std::iter::once(first).chain(args.fallbacks).collect();
+                body["placement"] = json!(placement);
+            }
             if let Some(file) = args.user_data {
                 body["user_data"] = json!(
                     std::fs::read_to_string(&file)

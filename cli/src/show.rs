@@ -50,9 +50,11 @@ impl Output {
             for server in servers {
                 let made = &server["server"];
                 println!(
-                    "  {:<24} {:<16} {} {}",
+                    "  {:<24} {:<16} {} {} {} {}",
                     server["name"].as_str().unwrap_or("-"),
                     server["status"].as_str().unwrap_or("-"),
+                    server["vendor"].as_str().unwrap_or("-"),
+                    server["region"].as_str().unwrap_or("-"),
                     made["ipv4"].as_str().unwrap_or("-"),
                     server["fault"]["code"].as_str().unwrap_or("")
                 );

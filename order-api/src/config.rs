@@ -161,6 +161,12 @@ pub struct ApiConfig {
     /// Seconds between the watchdog's sweeps.
     #[arg(long, env = "WATCHDOG_INTERVAL_SECS", default_value_t = 30)]
     pub watchdog_interval_secs: u64,
+    /// Seconds a server of an order with a `placement` may wait, not yet taken by any host,
+    /// while no host of its vendor has announced itself, before it moves to the order's next
+    /// candidate (checked on the watchdog's sweeps). Keep it well above the hosts'
+    /// `--announce-interval-secs`. 0: never moves for want of a host.
+    #[arg(long, env = "PLACEMENT_NO_HOST_SECS", default_value_t = 300)]
+    pub placement_no_host_secs: u64,
     /// Seconds between orphan sweeps (each vendor lists the servers carrying our key; those
     /// no order owns are orphans). 0: sweep only on `POST /v1/orphans/sweep`.
     #[arg(long, env = "ORPHAN_SWEEP_INTERVAL_SECS", default_value_t = 3_600)]

@@ -109,6 +109,8 @@ pub async fn serve(
         watchdog::WatchdogSettings {
             after: std::time::Duration::from_secs(config.watchdog_after_secs.max(1)),
             every: std::time::Duration::from_secs(config.watchdog_interval_secs.max(1)),
+            no_host: (config.placement_no_host_secs > 0)
+                .then(|| std::time::Duration::from_secs(config.placement_no_host_secs)),
         },
         shutdown.clone(),
     ));

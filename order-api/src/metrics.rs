@@ -2,6 +2,8 @@
 //!
 //! - `provisioner_orders{status}`: orders in each status (read from the database at scrape).
 //! - `provisioner_orphans{state}`: the orphan sweep's records in each state (same).
+//! - `provisioner_placement_moves{reason}`: servers moved to their order's next placement
+//!   candidate so far, by the fault code that moved them (same; it only grows).
 //! - `provisioner_dead_letters_total{queue}`: messages order-api dead-lettered (poison on the
 //!   results queue).
 //! - `provisioner_dead_letter_queue_messages`: messages waiting in `provision.dead`, whoever
@@ -91,6 +93,7 @@ pub struct Metrics {
     dead_letter_queue: Gauge,
     orders: Family<StatusLabel, Gauge>,
     orphans: Family<StateLabel, Gauge>,
+    placement_moves: Family<ReasonLabel, Gauge>,
     queue_messages: Family<QueueLabel, Gauge>,
     accept_seconds: Histogram,
     publishes: Family<OutcomeLabel, Counter>,
@@ -144,6 +147,7 @@ impl Metrics {
         let dead_letter_queue = Gauge::default();
         let orders = Family::<StatusLabel, Gauge>::default();
         let orphans = Family::<StateLabel, Gauge>::default();
+        let placement_moves = Family::<ReasonLabel, Gauge>::default();
         let queue_messages = Family::<QueueLabel, Gauge>::default();
         // 0.5 ms to about 4 s.
         let accept_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
@@ -239,12 +243,18 @@ impl Metrics {
             "Servers no order owns, as the orphan sweep recorded them, by state",
             orphans.clone(),
         );
+        registry.register(
+            "placement_moves",
+            "Servers moved to their order's next placement candidate so far, by the fault that moved them",
+            placement_moves.clone(),
+        );
         Arc::new(Self {
             registry,
             dead_letters,
             dead_letter_queue,
             orders,
             orphans,
+            placement_moves,
             queue_messages,
             accept_seconds,
             publishes,
@@ -351,6 +361,11 @@ impl Metrics {
                     state: state.as_str().into(),
                 })
                 .set(count);
+        }
+        for (reason, moves) in store.placement_moves().await? {
+            self.placement_moves
+                .get_or_create(&ReasonLabel { reason })
+                .set(moves);
         }
         self.tenant_live_servers.clear();
         self.tenant_orders_in_flight.clear();

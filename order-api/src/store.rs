@@ -43,7 +43,7 @@ mod webhooks;
 pub use db::Backend;
 use db::{DbTime, optional_time, parameters, time, value_rows};
 pub use events::{EventFeed, OrderNews};
-pub use fleets::{FleetServer, MAX_SERVERS_PER_ORDER};
+pub use fleets::{Candidate, FleetServer, MAX_PLACEMENT_CANDIDATES, MAX_SERVERS_PER_ORDER};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use quotas::{
     IN_FLIGHT_STATUSES, LIVE_STATUSES, Limits, OrderRate, QuotaExceeded, QuotaSet, ScopedQuota,
@@ -152,6 +152,11 @@ pub struct Order {
     /// where the API shows one order; absent in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub servers: Option<Vec<FleetServer>>,
+    /// The places it may be served, in order, when ordered with `placement` (its `vendor`,
+    /// `region`, `size` and `image` are the first's; each server's `candidate` says which
+    /// serves it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Vec<fleets::Candidate>>,
 }
 
 /// One line of an order's event log.
@@ -354,7 +359,7 @@ impl Store {
         let Some(mut order) = self.find_order(id, tenant).await? else {
             return Ok(None);
         };
-        if order.count > 1 {
+        if order.count > 1 || order.placement.is_some() {
             order.servers = Some(self.fleet_servers(order.id).await?);
         }
         let rows = sqlx::query(
@@ -1096,6 +1101,7 @@ fn order_from_row(row: &AnyRow) -> anyhow::Result<Order> {
             .map_or(1, |size| size as u32),
         all_or_nothing: row.try_get::<i64, _>("all_or_nothing")? != 0,
         servers: None,
+        placement: parse_json(row.try_get("placement")?)?,
     })
 }
 
@@ -1140,6 +1146,10 @@ async fn apply_in(
             OrderStatus::Cancelling | OrderStatus::Cancelled | OrderStatus::Failed
         ) {
             return Ok(Applied::Ignored);
+        }
+        if status == OrderStatus::Failed {
+            // A server of an order with a placement may wait for this clean-up to move on.
+            fleets::cleanup_answered(tx, update.order_id, &update.kind).await?;
         }
         let after = if status == OrderStatus::Failed {
             "for the order, which failed"
@@ -1480,8 +1490,8 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
     let sql = format!(
         "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
          user_data, labels, created_at, updated_at, webhook_url, fleet_id, fleet_size, \
-         all_or_nothing) VALUES {}",
-        value_rows(17, rows.len())
+         all_or_nothing, placement) VALUES {}",
+        value_rows(18, rows.len())
     );
     let mut statement = sqlx::query(&sql);
     for (order, fleet_id, fleet_size) in &rows {
@@ -1502,7 +1512,8 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
             .bind(&order.webhook_url)
             .bind(fleet_id.map(|id| id.to_string()))
             .bind(fleet_size.map(i64::from))
-            .bind(i64::from(order.all_or_nothing));
+            .bind(i64::from(order.all_or_nothing))
+            .bind(order.placement.as_ref().map(json));
     }
     statement
         .execute(&mut *tx)

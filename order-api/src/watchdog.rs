@@ -31,6 +31,9 @@ pub struct WatchdogSettings {
     pub after: Duration,
     /// Time between sweeps.
     pub every: Duration,
+    /// A server of an order with a placement that no host took for this long, while no host
+    /// of its vendor announced itself, moves to the next candidate (`None`: never).
+    pub no_host: Option<Duration>,
 }
 
 /// Sweeps until `shutdown`.
@@ -52,6 +55,19 @@ pub async fn run(
                 relay_wakeup.notify_one();
             }
             Err(error) => tracing::error!("watchdog sweep failed: {error:#}"),
+        }
+        if let Some(no_host) = settings.no_host {
+            match store.move_unserved(no_host).await {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::warn!(
+                        moved,
+                        "servers moved to their next placement candidate: no host served their vendor"
+                    );
+                    relay_wakeup.notify_one();
+                }
+                Err(error) => tracing::error!("moving unserved servers failed: {error:#}"),
+            }
         }
     }
 }

@@ -157,3 +157,68 @@ async fn the_cli_cancels_and_says_what_went_wrong() -> anyhow::Result<()> {
     stack.cleanup().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_cli_orders_several_servers_with_a_fallback() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let digitalocean = fixture("digitalocean");
+    let fallback = format!(
+        "digitalocean:{}:{}:{}",
+        digitalocean.region, digitalocean.size, digitalocean.image
+    );
+    let mut arguments = create_arguments("hetzner", "cli-pair");
+    arguments.extend(["--count", "2", "--fallback", &fallback, "--wait"]);
+    let created = provisioner(&stack, &arguments).await?;
+    let shown = text(&created);
+    assert!(created.status.success(), "{shown}");
+    assert!(shown.contains("order accepted: 2 servers"), "{shown}");
+    let id = shown
+        .lines()
+        .find_map(|line| line.strip_prefix("order ")?.split_whitespace().next())
+        .expect("the order id")
+        .to_string();
+    let got = provisioner(&stack, &["order", "get", &id]).await?;
+    let shown = text(&got);
+    for name in ["cli-pair-1", "cli-pair-2"] {
+        assert!(
+            shown.lines().any(|line| line.contains(name)
+                && line.contains("active")
+                && line.contains("hetzner")),
+            "{shown}"
+        );
+    }
+    let order: Value = serde_json::from_slice(
+        &provisioner(&stack, &["order", "get", &id, "-o", "json"])
+            .await?
+            .stdout,
+    )?;
+    assert_eq!(order["placement"][1]["vendor"], "digitalocean", "{order}");
+    let bad = provisioner(
+        &stack,
+        &[
+            "order",
+            "create",
+            "--vendor",
+            "hetzner",
+            "--region",
+            "fsn1",
+            "--size",
+            "cx22",
+            "--image",
+            "i",
+            "--name",
+            "x",
+            "--fallback",
+            "nope",
+        ],
+    )
+    .await?;
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("vendor:region:size:image"),
+        "{}",
+        text(&bad)
+    );
+    stack.cleanup().await;
+    Ok(())
+}

@@ -509,3 +509,60 @@ async fn a_zone_out_of_resources_while_booting_fails_as_no_capacity_not_a_timeou
     stack.cleanup().await;
     Ok(())
 }
+
+/// With a placement, the zone that gave up placing a booting server is left for the next
+/// one: the server fails `no_capacity` in the first zone, its clean-up there answers, and it
+/// is made in the second; nothing is left in the first.
+#[tokio::test]
+async fn a_zone_out_of_resources_moves_an_order_with_a_placement_to_the_next_zone()
+-> anyhow::Result<()> {
+    let stack = stack_with_gcp_and(vec![
+        ("RETRY_BASE_MS".into(), "250".into()),
+        ("RETRY_MAX_ATTEMPTS".into(), "2".into()),
+        ("PROVISION_TIMEOUT_SECS".into(), "120".into()),
+    ])
+    .await?;
+    reqwest::Client::new()
+        .post(format!("{}/_sim/gcp/faults", stack.sim_url))
+        .json(&json!({"kind": "zone_resource_pool_exhausted", "count": 1}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let candidate =
+        |zone: &str| json!({"vendor": "gcp", "region": zone, "size": "e2-small", "image": IMAGE});
+    let body =
+        json!({"name": "gcp-moves", "placement": [candidate(ZONE), candidate("europe-west1-b")]});
+    let (status, _, _, accepted) = stack.post_order(&body.to_string()).await?;
+    anyhow::ensure!(status == 202, "{status}: {accepted}");
+    let first_key = accepted["servers"][0]["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let id = accepted["id"].as_str().unwrap_or_default().to_string();
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(90))
+        .await?;
+    let server = &active["servers"][0];
+    assert_eq!(
+        (server["candidate"].clone(), server["region"].clone()),
+        (json!(2), json!("europe-west1-b")),
+        "{active:#}"
+    );
+    let instances = sim_instances(&stack.sim_url).await?;
+    assert!(
+        instances
+            .iter()
+            .all(|s| s["idempotency_key"] != first_key.as_str()),
+        "{instances:#?}"
+    );
+    assert_eq!(
+        instances
+            .iter()
+            .filter(|s| s["idempotency_key"] == server["key"])
+            .count(),
+        1,
+        "{instances:#?}"
+    );
+    stack.cleanup().await;
+    Ok(())
+}

@@ -32,6 +32,7 @@ mod metrics;
 mod openapi;
 mod orphans;
 mod outbox;
+mod placement;
 mod plugin_cache;
 mod plugin_sdk;
 mod poison;

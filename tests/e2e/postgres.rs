@@ -258,6 +258,7 @@ fn new_order() -> (Order, OutboxMessage) {
         count: 1,
         all_or_nothing: false,
         servers: None,
+        placement: None,
     };
     let outbox = OutboxMessage {
         message_id: uuid::Uuid::new_v4(),

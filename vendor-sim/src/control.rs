@@ -20,6 +20,10 @@
 //!   that many servers (with their usual next-page links), so a few servers span several
 //!   pages; `{"max_per_page": null}` restores each vendor's own maximum. The conformance
 //!   kit checks `list-servers` reads every page with it;
+//! - `POST /_sim/capacity` `{"vendor": "hetzner", "region": "fsn1", "available": false}`:
+//!   the region refuses every create for capacity (Hetzner's 412 `resource_unavailable`, as
+//!   a `no_capacity` fault answers) until `"available": true`; a region sold out, not a
+//!   count of faults, so tests can drive an order's move to its next placement;
 //! - `GET|POST|DELETE /_sim/faults`: list, arm, disarm injected faults (optional `method`,
 //!   and `path`: only requests whose path below the vendor's prefix contains it). `POST` takes
 //!   `{"vendor": "hetzner", "kind": "rate_limit", "retry_after_secs": 2, "count": 3,
@@ -52,6 +56,44 @@ struct SeedServer {
     name: String,
     #[serde(default)]
     idempotency_key: Option<String>,
+}
+
+/// `POST /_sim/capacity`'s body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Capacity {
+    vendor: Vendor,
+    region: String,
+    available: bool,
+}
+
+async fn set_capacity(
+    State(state): State<Arc<SimState>>,
+    body: Result<Json<Capacity>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(Capacity {
+            vendor: vendor @ Vendor::Hetzner,
+            region,
+            available,
+        })) => {
+            state.set_capacity(vendor, &region, available);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Json(capacity)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": format!(
+                "a region's capacity is simulated for hetzner only, not {}",
+                capacity.vendor.name()
+            ) })),
+        )
+            .into_response(),
+        Err(rejection) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": rejection.body_text() })),
+        )
+            .into_response(),
+    }
 }
 
 /// `POST /_sim/paging`'s body.
@@ -151,6 +193,7 @@ pub fn router() -> Router<Arc<SimState>> {
         .route("/servers", get(servers).post(seed_server))
         .route("/ssh_keys", get(key_stores))
         .route("/paging", axum::routing::post(set_paging))
+        .route("/capacity", axum::routing::post(set_capacity))
         .route(
             "/faults",
             get(list_faults).post(add_fault).delete(clear_faults),

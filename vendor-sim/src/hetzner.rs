@@ -373,6 +373,9 @@ async fn create_server(
             format!("location {location} not found"),
         );
     }
+    if state.sold_out(Vendor::Hetzner, &location) {
+        return render_fault(&FaultKind::NoCapacity);
+    }
     let ssh_keys = match resolve_keys(&state, &request.ssh_keys) {
         Ok(keys) => keys,
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_input", message),

@@ -213,6 +213,8 @@ pub struct SimState {
     /// `POST /_sim/paging`: the most servers any list answer holds (0: each vendor's own
     /// maximum), so a few servers span several pages.
     page_cap: std::sync::atomic::AtomicUsize,
+    /// `POST /_sim/capacity`: the vendors' regions that refuse creates for capacity.
+    sold_out: Mutex<std::collections::HashSet<(Vendor, String)>>,
     /// Compute Engine's service accounts, tokens, operations and request ids.
     pub gcp: crate::gcp::GcpStore,
     /// Azure's apps, tokens, resource groups, ARM resources and operations.
@@ -226,6 +228,28 @@ impl SimState {
         match self.page_cap.load(std::sync::atomic::Ordering::Relaxed) {
             0 => vendor_max,
             cap => cap.min(vendor_max),
+        }
+    }
+
+    /// Whether `vendor`'s `region` refuses creates for capacity (`POST /_sim/capacity`).
+    pub fn sold_out(&self, vendor: Vendor, region: &str) -> bool {
+        self.sold_out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&(vendor, region.to_string()))
+    }
+
+    /// Makes `vendor`'s `region` refuse creates for capacity (`available` false), or serve
+    /// them again.
+    pub fn set_capacity(&self, vendor: Vendor, region: &str, available: bool) {
+        let mut sold_out = self
+            .sold_out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if available {
+            sold_out.remove(&(vendor, region.to_string()));
+        } else {
+            sold_out.insert((vendor, region.to_string()));
         }
     }
 
@@ -248,6 +272,7 @@ impl SimState {
             faults,
             openstack_tokens: Mutex::new(HashMap::new()),
             page_cap: Default::default(),
+            sold_out: Default::default(),
             gcp: Default::default(),
             azure: Default::default(),
         }

@@ -20,6 +20,11 @@
 //! ends: the drain measures recovery, and the few requests of a quiet system (a failed
 //! order's clean-up) do not absorb a vendor's whole stock of armed faults.
 //!
+//! With `--placement-every N`, every Nth order gives a placement (Hetzner's hel1, sold out
+//! for the run, then nbg1): its server fails for capacity at hel1, moves once the clean-up
+//! there answered, and must end active at nbg1, the host kills falling on moves too; nothing
+//! may be left at hel1 (an orphan, counted with the rest).
+//!
 //! Then it waits for quiet (every accepted order `active` or `failed`, and the clean-ups
 //! done: no server at the vendor that no active order owns) and reports: accepted, active,
 //! failed (by cause), lost (accepted but unknown to order-api), stuck (not finished by the
@@ -84,6 +89,11 @@ struct Args {
     /// Which build runs (`release`, or `debug` next to the tests).
     #[arg(long, value_enum, default_value_t = Build::Release)]
     profile: Build,
+    /// Every Nth order is an order with a placement: Hetzner's hel1, sold out for the whole
+    /// run (`POST /_sim/capacity`), then nbg1; each must move and end at nbg1 with nothing
+    /// left at hel1 while hosts die mid-move. 0: none.
+    #[arg(long, default_value_t = 0)]
+    placement_every: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -188,11 +198,22 @@ async fn run(
     // A quota no order reaches: every order is checked against it (the tenant's lock, its
     // usage folded and read) while processes die, and its usage must end equal to its orders.
     set_quota_above(stack, args.orders as u64 * 10).await?;
+    if args.placement_every > 0 {
+        stack
+            .http
+            .post(format!("{}/_sim/capacity", stack.sim_url))
+            .json(&json!({"vendor": "hetzner", "region": "hel1", "available": false}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("selling out Hetzner's hel1")?;
+    }
     let poster = tokio::spawn(post_orders(
         stack.http.clone(),
         stack.api_url.clone(),
         args.orders,
         args.rate,
+        args.placement_every,
     ));
 
     let mut done: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -311,6 +332,7 @@ async fn run(
     let duplicates = duplicate_keys(stack).await?;
     let orphans = orphans(stack, &orders).await?;
     let miscounted = miscounted_usage(stack, &orders).await?;
+    let (moved, misplaced) = placed(&orders);
     // The system's own view: the orphan sweep lists every vendor's servers through the
     // plugins and must find what the simulator shows (none); the vendors' faults are
     // disarmed (above), so it meets no 429 that would leave a vendor unlisted.
@@ -350,6 +372,7 @@ async fn run(
         && unswept.is_empty()
         && unseen == 0
         && miscounted == 0
+        && misplaced == 0
         && extra_orders == 0;
 
     let mut summary = Summary::new("chaos");
@@ -470,6 +493,22 @@ async fn run(
         miscounted as usize,
         Some(Target::AtMost(0.0)),
     );
+    if args.placement_every > 0 {
+        figure(
+            &mut summary,
+            "moved",
+            "orders with a placement served at their second candidate (the first sold out)",
+            moved,
+            None,
+        );
+        figure(
+            &mut summary,
+            "misplaced",
+            "orders with a placement active anywhere else",
+            misplaced,
+            Some(Target::AtMost(0.0)),
+        );
+    }
     summary.figure(
         "drain_secs",
         "seconds from the last fault to quiet",
@@ -523,6 +562,7 @@ async fn post_orders(
     api_url: String,
     count: usize,
     rate: f64,
+    placement_every: usize,
 ) -> (HashSet<String>, usize) {
     let started = Instant::now();
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -533,7 +573,10 @@ async fn post_orders(
             tokio::time::sleep(wait).await;
         }
         let (http, url) = (http.clone(), format!("{api_url}/v1/orders"));
-        let body = VENDORS[i % VENDORS.len()].order_body(&format!("chaos-{i}"));
+        let body = match placement_every {
+            every if every > 0 && i % every == every - 1 => placement_body(&format!("chaos-{i}")),
+            _ => VENDORS[i % VENDORS.len()].order_body(&format!("chaos-{i}")),
+        };
         let key = format!("chaos-{run}-{i}");
         posts.spawn(async move {
             let give_up = Instant::now() + Duration::from_secs(120);
@@ -572,6 +615,13 @@ async fn post_orders(
     (accepted, unsure)
 }
 
+/// An order named `name` over Hetzner's hel1 (sold out), then nbg1.
+fn placement_body(name: &str) -> String {
+    let hetzner = provisioner_tests::fixture("hetzner");
+    let candidate = |region: &str| json!({"vendor": "hetzner", "region": region, "size": hetzner.size, "image": hetzner.image});
+    json!({"name": name, "placement": [candidate("hel1"), candidate("nbg1")]}).to_string()
+}
+
 /// Every order order-api has, by id; with its events when `with_events`.
 async fn all_orders(stack: &Stack, with_events: bool) -> anyhow::Result<HashMap<String, Value>> {
     let mut orders = HashMap::new();
@@ -579,8 +629,9 @@ async fn all_orders(stack: &Stack, with_events: bool) -> anyhow::Result<HashMap<
         let Some(id) = order["id"].as_str().map(str::to_string) else {
             continue;
         };
-        // The list omits events; fetch the whole order when they are wanted.
-        let order = match with_events {
+        // The list omits events and servers; fetch the whole order when they are wanted
+        // (an order with a placement: its server's key is not the order's id).
+        let order = match with_events || order.get("placement").is_some() {
             true => stack.order(&id).await.unwrap_or(order),
             false => order,
         };
@@ -646,18 +697,48 @@ async fn duplicate_keys(stack: &Stack) -> anyhow::Result<usize> {
     Ok(duplicates)
 }
 
-/// Servers at the vendor that no active order owns (by idempotency key).
+/// Servers at the vendor that no active order owns (by idempotency key: an order's id, or
+/// the key of one of an order's `servers`, which must be active itself).
 async fn orphans(stack: &Stack, orders: &HashMap<String, Value>) -> anyhow::Result<usize> {
+    let mut owned: HashSet<&str> = HashSet::new();
+    for (id, order) in orders.iter().filter(|(_, o)| o["status"] == "active") {
+        match order["servers"].as_array() {
+            Some(servers) => owned.extend(
+                servers
+                    .iter()
+                    .filter(|s| s["status"] == "active")
+                    .filter_map(|s| s["key"].as_str()),
+            ),
+            None => {
+                owned.insert(id);
+            }
+        }
+    }
     let orphaned = stack
         .sim_servers()
         .await?
         .iter()
         .filter(|server| {
-            let owner = server["idempotency_key"]
+            server["idempotency_key"]
                 .as_str()
-                .and_then(|key| orders.get(key));
-            owner.is_none_or(|order| order["status"] != "active")
+                .is_none_or(|key| !owned.contains(key))
         })
         .count();
     Ok(orphaned)
+}
+
+/// Of the orders with a placement that are active: how many are served at their second
+/// candidate (nbg1), and how many are not (hel1 was sold out all along).
+fn placed(orders: &HashMap<String, Value>) -> (usize, usize) {
+    let active = orders
+        .values()
+        .filter(|o| o.get("placement").is_some() && o["status"] == "active");
+    let (mut moved, mut misplaced) = (0, 0);
+    for order in active {
+        match order["servers"][0]["candidate"] == 2 && order["servers"][0]["region"] == "nbg1" {
+            true => moved += 1,
+            false => misplaced += 1,
+        }
+    }
+    (moved, misplaced)
 }

@@ -20,8 +20,8 @@ use crate::http::AppState;
 use crate::http::problem::{ApiError, FieldError, Problem, excerpt};
 use crate::lifecycle::OrderStatus;
 use crate::store::{
-    IdempotencyKey, Inserted, MAX_SERVERS_PER_ORDER, Order, OrderEvent, OrderQuery, OutboxMessage,
-    UnavailableVendor, Vendor, fleets,
+    Candidate, IdempotencyKey, Inserted, MAX_PLACEMENT_CANDIDATES, MAX_SERVERS_PER_ORDER, Order,
+    OrderEvent, OrderQuery, OutboxMessage, UnavailableVendor, Vendor, fleets,
 };
 use crate::validation::Verdict;
 
@@ -64,7 +64,8 @@ pub struct CreateOrder {
         pattern = r"^[^\t\n\f\r ]([\s\S]*[^\t\n\f\r ])?$",
         example = "hetzner"
     )]
-    vendor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vendor: Option<String>,
     /// The vendor's region or location code.
     #[schema(
         min_length = 1,
@@ -72,7 +73,8 @@ pub struct CreateOrder {
         pattern = r"^[^\t\n\f\r ]([\s\S]*[^\t\n\f\r ])?$",
         example = "fsn1"
     )]
-    region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
     /// The vendor's server type.
     #[schema(
         min_length = 1,
@@ -80,7 +82,8 @@ pub struct CreateOrder {
         pattern = r"^[^\t\n\f\r ]([\s\S]*[^\t\n\f\r ])?$",
         example = "cx22"
     )]
-    size: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<String>,
     /// The vendor's image name.
     #[schema(
         min_length = 1,
@@ -88,7 +91,8 @@ pub struct CreateOrder {
         pattern = r"^[^\t\n\f\r ]([\s\S]*[^\t\n\f\r ])?$",
         example = "ubuntu-24.04"
     )]
-    image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
     /// The server's name at the vendor.
     #[schema(
         min_length = 1,
@@ -127,6 +131,14 @@ pub struct CreateOrder {
     /// those still on their way) and fail the order, instead of keeping what came up.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     all_or_nothing: bool,
+    /// Instead of `vendor`, `region`, `size` and `image`: the places the order may be served,
+    /// in order (1 to 8). Its servers go to the first; one that fails there for good because
+    /// the place cannot serve it (`no_capacity`, `quota_exceeded`, `vendor_unavailable`) moves
+    /// to the next, after the clean-up at the first answered. Each candidate is checked with
+    /// its vendor's plugin before the order is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 8)]
+    placement: Option<Vec<Candidate>>,
 }
 
 /// Why a string holding U+0000 is refused: no vendor takes one, and PostgreSQL's text cannot
@@ -144,13 +156,46 @@ impl CreateOrder {
                 message,
             })
         };
-        for (field, value) in [
+        let place = [
             ("vendor", &self.vendor),
             ("region", &self.region),
             ("size", &self.size),
             ("image", &self.image),
-            ("name", &self.name),
-        ] {
+        ];
+        let mut fields: Vec<(String, &String)> = place
+            .iter()
+            .filter_map(|(field, value)| Some((field.to_string(), value.as_ref()?)))
+            .collect();
+        fields.push(("name".into(), &self.name));
+        match &self.placement {
+            Some(_) if place.iter().any(|(_, value)| value.is_some()) => reject(
+                "placement",
+                "give either vendor, region, size and image, or placement, not both".into(),
+            ),
+            Some(candidates)
+                if candidates.is_empty() || candidates.len() > MAX_PLACEMENT_CANDIDATES =>
+            {
+                reject(
+                    "placement",
+                    format!("must list 1 to {MAX_PLACEMENT_CANDIDATES} candidates"),
+                )
+            }
+            Some(candidates) => {
+                for (index, candidate) in candidates.iter().enumerate() {
+                    for (field, value) in [
+                        ("vendor", &candidate.vendor),
+                        ("region", &candidate.region),
+                        ("size", &candidate.size),
+                        ("image", &candidate.image),
+                    ] {
+                        fields.push((format!("placement[{index}].{field}"), value));
+                    }
+                }
+            }
+            None => {}
+        }
+        for (field, value) in fields {
+            let field = field.as_str();
             // ASCII white space only, exactly as the document's pattern says.
             if value.trim_ascii().is_empty() {
                 reject(field, "must not be empty".into());
@@ -253,6 +298,28 @@ impl CreateOrder {
 }
 
 impl CreateOrder {
+    /// The places the order may be served, in order: its `placement`, or its own vendor,
+    /// region, size and image; a missing field of those is an `invalid-body` (as serde would
+    /// say it).
+    fn candidates(&self) -> Result<Vec<Candidate>, ApiError> {
+        if let Some(placement) = &self.placement {
+            return Ok(placement.clone());
+        }
+        let field = |name: &str, value: &Option<String>| {
+            value.clone().ok_or_else(|| {
+                ApiError::InvalidBody(format!(
+                    "missing field `{name}` (give vendor, region, size and image, or placement)"
+                ))
+            })
+        };
+        Ok(vec![Candidate {
+            vendor: field("vendor", &self.vendor)?,
+            region: field("region", &self.region)?,
+            size: field("size", &self.size)?,
+            image: field("image", &self.image)?,
+        }])
+    }
+
     /// How many servers the order is for.
     fn servers(&self) -> u32 {
         self.count.unwrap_or(1)
@@ -260,16 +327,17 @@ impl CreateOrder {
 
     /// The bytes of every string the order carries.
     fn string_bytes(&self) -> usize {
-        [
-            &self.vendor,
-            &self.region,
-            &self.size,
-            &self.image,
-            &self.name,
-        ]
-        .iter()
-        .map(|s| s.len())
-        .sum::<usize>()
+        [&self.vendor, &self.region, &self.size, &self.image]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+            + self.name.len()
+            + self
+                .placement
+                .iter()
+                .flatten()
+                .map(|c| c.vendor.len() + c.region.len() + c.size.len() + c.image.len())
+                .sum::<usize>()
             + self.ssh_keys.iter().map(String::len).sum::<usize>()
             + self.user_data.as_ref().map_or(0, String::len)
             + self
@@ -481,6 +549,7 @@ pub async fn create_order(
     }
     let key = idempotency_key(&headers)?;
     let Json(body) = body?;
+    let candidates = body.candidates()?;
     body.validate(state.webhook_allow_private)?;
     let idempotency = key.map(|key| IdempotencyKey {
         key,
@@ -495,67 +564,83 @@ pub async fn create_order(
     {
         return replay(&state, &tenant, idempotency).await;
     }
-    if !state.store.vendor_known(&body.vendor).await? {
-        let known = state
-            .store
-            .vendors()
-            .await?
-            .into_iter()
-            .map(|v| v.vendor)
-            .collect();
-        return Err(ApiError::UnknownVendor {
-            vendor: body.vendor,
-            known,
-        });
+    for candidate in &candidates {
+        if !state.store.vendor_known(&candidate.vendor).await? {
+            let known = state
+                .store
+                .vendors()
+                .await?
+                .into_iter()
+                .map(|v| v.vendor)
+                .collect();
+            return Err(ApiError::UnknownVendor {
+                vendor: candidate.vendor.clone(),
+                known,
+            });
+        }
     }
     let count = body.servers();
+    // Kept as a fleet (store::fleets): several servers, or a placement to move along.
+    let fleet = count > 1 || body.placement.is_some();
+    let first = &candidates[0];
     let spec = ServerSpec {
         name: body.name,
-        region: body.region,
-        size: body.size,
-        image: body.image,
+        region: first.region.clone(),
+        size: first.size.clone(),
+        image: first.image.clone(),
         ssh_keys: body.ssh_keys,
         user_data: body.user_data,
         labels: body.labels,
     };
     if let Some(timeout) = state.validate_timeout {
-        // Several servers: the plugin judges the longest of their names.
-        let judged = match count {
-            1 => spec.clone(),
-            count => ServerSpec {
-                name: fleets::member_name(&spec.name, count),
+        for (index, candidate) in candidates.iter().enumerate() {
+            // Several servers: the plugin judges the longest of their names.
+            let judged = ServerSpec {
+                name: match count {
+                    1 => spec.name.clone(),
+                    count => fleets::member_name(&spec.name, count),
+                },
+                region: candidate.region.clone(),
+                size: candidate.size.clone(),
+                image: candidate.image.clone(),
                 ..spec.clone()
-            },
-        };
-        let verdict = state.validator.check(&body.vendor, &judged, timeout).await;
-        state.metrics.validated(match &verdict {
-            Verdict::Valid => "valid",
-            Verdict::Invalid(_) => "refused",
-            Verdict::Unchecked(_) => "unchecked",
-        });
-        match verdict {
-            Verdict::Valid => {}
-            Verdict::Invalid(message) => {
-                return Err(ApiError::RefusedByVendor {
-                    vendor: body.vendor,
-                    message,
-                });
-            }
-            Verdict::Unchecked(reason) => {
-                tracing::info!(vendor = %body.vendor, "accepting an order without the plugin's check: {reason}");
+            };
+            let verdict = state
+                .validator
+                .check(&candidate.vendor, &judged, timeout)
+                .await;
+            state.metrics.validated(match &verdict {
+                Verdict::Valid => "valid",
+                Verdict::Invalid(_) => "refused",
+                Verdict::Unchecked(_) => "unchecked",
+            });
+            match verdict {
+                Verdict::Valid => {}
+                Verdict::Invalid(message) => {
+                    return Err(ApiError::RefusedByVendor {
+                        vendor: candidate.vendor.clone(),
+                        message: match &body.placement {
+                            Some(_) => format!("placement[{index}] ({candidate}): {message}"),
+                            None => message,
+                        },
+                    });
+                }
+                Verdict::Unchecked(reason) => {
+                    tracing::info!(vendor = %candidate.vendor, "accepting an order without the plugin's check: {reason}");
+                }
             }
         }
     }
     let now = Utc::now();
     let order = Order {
-        id: if count == 1 {
-            Uuid::now_v7()
-        } else {
+        id: if fleet {
             fleets::new_fleet_id()
+        } else {
+            Uuid::now_v7()
         },
         tenant,
         status: OrderStatus::Pending,
-        vendor: body.vendor,
+        vendor: first.vendor.clone(),
         spec,
         server: None,
         fault: None,
@@ -565,20 +650,25 @@ pub async fn create_order(
         count,
         all_or_nothing: count > 1 && body.all_or_nothing,
         servers: None,
+        placement: body.placement,
     };
-    // Several servers: one member order per server, which the hosts serve (store::fleets).
-    let members: Vec<Order> = match count {
-        1 => Vec::new(),
-        count => (1..=count)
+    // A fleet: one member order per server, at the first candidate, which the hosts serve.
+    let members: Vec<Order> = match fleet {
+        false => Vec::new(),
+        true => (1..=count)
             .map(|number| Order {
-                id: fleets::member_id(order.id, number),
+                id: fleets::member_id(order.id, number, 0),
                 spec: ServerSpec {
-                    name: fleets::member_name(&order.spec.name, number),
+                    name: match count {
+                        1 => order.spec.name.clone(),
+                        _ => fleets::member_name(&order.spec.name, number),
+                    },
                     ..order.spec.clone()
                 },
                 webhook_url: None,
                 count: 1,
                 all_or_nothing: false,
+                placement: None,
                 ..order.clone()
             })
             .collect(),
@@ -623,7 +713,7 @@ pub async fn create_order(
     tracing::info!(order_id = %order.id, vendor = %order.vendor, count, %traceparent, "order accepted");
     let location = format!("/v1/orders/{}", order.id);
     let mut order = order;
-    if count > 1 {
+    if fleet {
         order.servers = Some(state.store.fleet_servers(order.id).await?);
     }
     let mut response = (
@@ -733,7 +823,7 @@ pub async fn delete_order(
     let (order, _) = visible_order(&state, &caller, &id).await?;
     match (order.status, &order.server) {
         (OrderStatus::Deleting | OrderStatus::Deleted, _) => {}
-        (OrderStatus::Active | OrderStatus::PartiallyActive, _) if order.count > 1 => {
+        (OrderStatus::Active | OrderStatus::PartiallyActive, _) if order.servers.is_some() => {
             let moved = state
                 .store
                 .wind_down_fleet(
@@ -795,7 +885,7 @@ pub async fn cancel_order(
     let (order, _) = visible_order(&state, &caller, &id).await?;
     match order.status {
         OrderStatus::Cancelling | OrderStatus::Cancelled => {}
-        status if status.is_cancellable() && order.count > 1 => {
+        status if status.is_cancellable() && order.servers.is_some() => {
             let moved = state
                 .store
                 .wind_down_fleet(

@@ -6,10 +6,23 @@
 //! idempotency key, so every redelivery, retry, adoption, cancel, late-server delete,
 //! watchdog re-send and orphan sweep works per server as it does for any order.
 //!
-//! - **Keys.** A fleet's id is a UUIDv7 whose last byte is 0; member `n` (1 to
-//!   [`MAX_SERVERS_PER_ORDER`]) has the fleet's id with version 8 and `n` in that byte
-//!   ([`member_id`]), so the fleet of any member is known from its id alone ([`fleet_of`]),
-//!   without a read. Member servers are named `<name>-<n>`.
+//! - **Keys.** A fleet's id is a UUIDv7 whose last two bytes are 0; member `n` (1 to
+//!   [`MAX_SERVERS_PER_ORDER`]) at placement candidate `c` (0 for the first) has the fleet's
+//!   id with version 8, `c` in the last but one byte and `n` in the last ([`member_id`]), so
+//!   the fleet of any member is known from its id alone ([`fleet_of`]), without a read.
+//!   Member servers are named `<name>-<n>` (an order for one server with a placement keeps
+//!   its name).
+//! - **Placement.** An order may list candidates (`placement`: vendor, region, size, image)
+//!   instead of one; it is then kept as a fleet (of one server, or `count`). Its servers start
+//!   at the first. A server that fails for good there with a fault that says the place cannot
+//!   serve it ([`MOVES_ON`]: `no_capacity`, `quota_exceeded`, `vendor_unavailable` after the
+//!   host's retries) moves to the next candidate: a new member with the next candidate's key.
+//!   Its create is sent only once the failed member's clean-up (the key lookup and delete
+//!   order-api queues for a failure that may have left a server) has answered, so nothing is
+//!   left at the previous candidate; a refusal that made nothing (a first attempt's
+//!   `quota_exceeded`) moves at once. Each move is a row of `placement_moves` (the metric
+//!   counts them by reason) and a line in the order's log; a fault that says the request is
+//!   wrong (`invalid_request`, `unauthorized` ...) does not move it.
 //! - **Status.** Every change of a member (the event written for it) mirrors a line into the
 //!   fleet's log (`web-2: ...`) and sums the members up into the fleet's status
 //!   ([`summarise`]): `active` when all run, `partially_active` when all settled and some run
@@ -29,7 +42,8 @@
 use anyhow::Context;
 use chrono::Utc;
 use provisioner_contract::{
-    CancelRequest, DeleteRequest, Fault, HostRequest, ServerInfo, Topology, encode,
+    CancelRequest, DeleteRequest, Fault, HostRequest, ProvisionRequest, ServerInfo, Topology,
+    encode,
 };
 use serde::Serialize;
 use sqlx::Row;
@@ -44,19 +58,58 @@ use crate::lifecycle::{self, OrderStatus, Transition};
 /// The most servers one order may ask for (a member's number must fit its key's last byte).
 pub const MAX_SERVERS_PER_ORDER: u32 = 100;
 
-/// A new fleet's id: a UUIDv7 with its last byte 0, the byte its members number themselves
-/// in.
+/// The most candidates a placement may list.
+pub const MAX_PLACEMENT_CANDIDATES: usize = 8;
+
+/// The fault codes that move a server to its order's next placement candidate: the place
+/// cannot serve it now. (`vendor_unavailable` reaches order-api only after the host's retries.)
+pub const MOVES_ON: &[&str] = &["no_capacity", "quota_exceeded", "vendor_unavailable"];
+
+/// One place an order may be served: a vendor and what to ask it for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Candidate {
+    /// A vendor some host serves.
+    #[schema(example = "hetzner")]
+    pub vendor: String,
+    /// The vendor's region or location code.
+    #[schema(example = "nbg1")]
+    pub region: String,
+    /// The vendor's server type.
+    #[schema(example = "cx22")]
+    pub size: String,
+    /// The vendor's image name.
+    #[schema(example = "ubuntu-24.04")]
+    pub image: String,
+}
+
+impl std::fmt::Display for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} ({}, {})",
+            self.vendor, self.region, self.size, self.image
+        )
+    }
+}
+
+/// A new fleet's id: a UUIDv7 with its last two bytes 0, the bytes its members put their
+/// candidate and number in.
 pub fn new_fleet_id() -> Uuid {
     let mut bytes = *Uuid::now_v7().as_bytes();
+    bytes[14] = 0;
     bytes[15] = 0;
     Uuid::from_bytes(bytes)
 }
 
-/// The id (and idempotency key) of server `number` (1-based) of `fleet`.
-pub fn member_id(fleet: Uuid, number: u32) -> Uuid {
+/// The id (and idempotency key) of server `number` (1-based) of `fleet` at placement
+/// candidate `candidate` (0-based).
+pub fn member_id(fleet: Uuid, number: u32, candidate: usize) -> Uuid {
     debug_assert!((1..=MAX_SERVERS_PER_ORDER).contains(&number));
+    debug_assert!(candidate < MAX_PLACEMENT_CANDIDATES);
     let mut bytes = *fleet.as_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[14] = candidate as u8;
     bytes[15] = number as u8;
     Uuid::from_bytes(bytes)
 }
@@ -69,8 +122,14 @@ pub fn fleet_of(id: Uuid) -> Option<(Uuid, u32)> {
     }
     let number = u32::from(bytes[15]);
     bytes[6] = (bytes[6] & 0x0f) | 0x70;
+    bytes[14] = 0;
     bytes[15] = 0;
     Some((Uuid::from_bytes(bytes), number))
+}
+
+/// The placement candidate (0-based) a member's id names.
+fn candidate_of(id: Uuid) -> usize {
+    usize::from(id.as_bytes()[14])
 }
 
 /// A member's server name: the order's name and its number.
@@ -93,6 +152,13 @@ pub struct FleetServer {
     pub key: Uuid,
     /// Its name at the vendor: the order's name, `-`, its number.
     pub name: String,
+    /// Which of the order's placement candidates serves it (1 for the first; always 1
+    /// without a placement).
+    pub candidate: usize,
+    /// The vendor serving it.
+    pub vendor: String,
+    /// The region serving it.
+    pub region: String,
     /// Where it is (an order's statuses, for this server alone).
     pub status: OrderStatus,
     /// The server, once the vendor made one.
@@ -162,7 +228,10 @@ pub const FLEET_DELETE_REQUESTED: Transition = Transition {
 struct Member {
     id: Uuid,
     number: u32,
+    candidate: usize,
     name: String,
+    vendor: String,
+    region: String,
     status: OrderStatus,
     server: Option<ServerInfo>,
     fault: Option<Fault>,
@@ -174,35 +243,58 @@ struct Fleet {
     status: OrderStatus,
     vendor: String,
     all_or_nothing: bool,
+    placement: Vec<Candidate>,
 }
+
+/// Each server's member at its latest candidate (the others failed and moved on), in number
+/// order.
+fn current(members: &[Member]) -> Vec<&Member> {
+    let mut latest: Vec<&Member> = Vec::new();
+    for member in members {
+        match latest.last_mut() {
+            Some(last) if last.number == member.number => {
+                if member.candidate > last.candidate {
+                    *last = member;
+                }
+            }
+            _ => latest.push(member),
+        }
+    }
+    latest
+}
+
+const MEMBER_COLUMNS: &str = "id, name, vendor, region, status, server, fault";
 
 async fn read_fleet(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     fleet: Uuid,
 ) -> anyhow::Result<Option<(Fleet, Vec<Member>)>> {
-    let row = sqlx::query("SELECT status, vendor, all_or_nothing FROM orders WHERE id = $1")
-        .bind(fleet.to_string())
-        .fetch_optional(&mut **tx)
-        .await
-        .context("reading a fleet")?;
+    let row =
+        sqlx::query("SELECT status, vendor, all_or_nothing, placement FROM orders WHERE id = $1")
+            .bind(fleet.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .context("reading a fleet")?;
     let Some(row) = row else { return Ok(None) };
     let head = Fleet {
         id: fleet,
         status: parse_status(row.try_get("status")?)?,
         vendor: row.try_get("vendor")?,
         all_or_nothing: row.try_get::<i64, _>("all_or_nothing")? != 0,
+        placement: parse_json(row.try_get("placement")?)?.unwrap_or_default(),
     };
-    let rows =
-        sqlx::query("SELECT id, name, status, server, fault FROM orders WHERE fleet_id = $1")
-            .bind(fleet.to_string())
-            .fetch_all(&mut **tx)
-            .await
-            .context("reading a fleet's servers")?;
+    let rows = sqlx::query(&format!(
+        "SELECT {MEMBER_COLUMNS} FROM orders WHERE fleet_id = $1"
+    ))
+    .bind(fleet.to_string())
+    .fetch_all(&mut **tx)
+    .await
+    .context("reading a fleet's servers")?;
     let mut members = rows
         .iter()
         .map(member_from_row)
         .collect::<anyhow::Result<Vec<_>>>()?;
-    members.sort_by_key(|member| member.number);
+    members.sort_by_key(|member| (member.number, member.candidate));
     Ok(Some((head, members)))
 }
 
@@ -212,16 +304,20 @@ fn member_from_row(row: &sqlx::any::AnyRow) -> anyhow::Result<Member> {
     Ok(Member {
         id,
         number,
+        candidate: candidate_of(id),
         name: row.try_get("name")?,
+        vendor: row.try_get("vendor")?,
+        region: row.try_get("region")?,
         status: parse_status(row.try_get("status")?)?,
         server: parse_json(row.try_get("server")?)?,
         fault: parse_json(row.try_get("fault")?)?,
     })
 }
 
-/// After `event` was written for `member` (whose fleet's lock the transaction holds): mirrors
-/// it into the fleet's log and moves the fleet to its members' sum; an `all_or_nothing` fleet
-/// that fails winds its other servers down.
+/// After `event` was written for `member` (whose fleet's lock the transaction holds): a
+/// server that failed where its order has a next placement candidate moves there
+/// ([`move_on`]); the event is mirrored into the fleet's log and the fleet moves to its
+/// members' sum; an `all_or_nothing` fleet that fails winds its other servers down.
 pub(super) async fn member_changed(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     member: Uuid,
@@ -230,18 +326,226 @@ pub(super) async fn member_changed(
     let Some((fleet_id, number)) = fleet_of(member) else {
         return Ok(());
     };
-    let Some((fleet, members)) = read_fleet(tx, fleet_id).await? else {
+    let Some((fleet, mut members)) = read_fleet(tx, fleet_id).await? else {
         return Ok(());
     };
     let name = members
         .iter()
-        .find(|m| m.number == number)
+        .find(|m| m.id == member)
         .map_or_else(|| format!("server {number}"), |m| m.name.clone());
+    let mut message = format!("{name}: {}", event.message);
+    if let Some(moved) = move_on(tx, &fleet, &members, member, event.attempt).await? {
+        message.push_str(&format!("; {moved}"));
+        members = read_fleet(tx, fleet_id)
+            .await?
+            .context("the fleet vanished in its own transaction")?
+            .1;
+    }
     let mirrored = OrderEvent {
-        message: format!("{name}: {}", event.message),
+        message,
         ..event.clone()
     };
     resettle(tx, &fleet, &members, mirrored).await
+}
+
+/// Moves `member`'s server to the order's next placement candidate if it failed for good
+/// with a fault in [`MOVES_ON`], is its server's latest member, and the order is neither
+/// failed nor being cancelled or deleted: inserts the next candidate's member (`pending`)
+/// and the move; queues its create at once when the failure left nothing to clean up
+/// (`attempt` and the recorded server say so, as for the failed order's clean-up), else
+/// when the clean-up answers ([`cleanup_answered`]). What it did, for the log.
+async fn move_on(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    fleet: &Fleet,
+    members: &[Member],
+    member: Uuid,
+    attempt: Option<u32>,
+) -> anyhow::Result<Option<String>> {
+    let Some(failed) = members.iter().find(|m| m.id == member) else {
+        return Ok(None);
+    };
+    let Some(fault) = failed.fault.as_ref() else {
+        return Ok(None);
+    };
+    let latest = current(members).iter().any(|m| m.id == member);
+    if failed.candidate + 1 >= fleet.placement.len()
+        || failed.status != OrderStatus::Failed
+        || !latest
+        || !MOVES_ON.contains(&fault.code.as_str())
+        || !matches!(
+            fleet.status,
+            OrderStatus::Pending | OrderStatus::Queued | OrderStatus::Provisioning
+        )
+    {
+        return Ok(None);
+    }
+    let cleanup = failed.server.is_some()
+        || super::failure_may_have_left_a_server(attempt.unwrap_or(1), fault);
+    move_server(tx, fleet, failed, &fault.code, cleanup)
+        .await
+        .map(Some)
+}
+
+/// Moves `from`'s server to the order's next candidate (which exists) for `reason`: inserts
+/// the next candidate's member (`pending`) and the move, calls the order's webhook
+/// (`order.moved`), and queues the new member's create at once, or (`wait_for_cleanup`) when
+/// the clean-up at `from` answers ([`cleanup_answered`]). What it did, for the log.
+async fn move_server(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    fleet: &Fleet,
+    from: &Member,
+    reason: &str,
+    wait_for_cleanup: bool,
+) -> anyhow::Result<String> {
+    let failed = from;
+    let member = from.id;
+    let next = from.candidate + 1;
+    let target = fleet
+        .placement
+        .get(next)
+        .context("a move past the placement's last candidate")?;
+    let (fleet_id, number) = fleet_of(member).context("a member without a fleet")?;
+    let moved = member_id(fleet_id, number, next);
+    let now = Utc::now();
+    sqlx::query(
+        "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
+         user_data, labels, created_at, updated_at, webhook_url, fleet_id, fleet_size, \
+         all_or_nothing, placement) \
+         SELECT $1, tenant, 'pending', $2, $3, $4, $5, name, ssh_keys, user_data, labels, $6, \
+         $6, NULL, fleet_id, NULL, 0, NULL FROM orders WHERE id = $7",
+    )
+    .bind(moved.to_string())
+    .bind(&target.vendor)
+    .bind(&target.region)
+    .bind(&target.size)
+    .bind(&target.image)
+    .bind(super::DbTime(now))
+    .bind(member.to_string())
+    .execute(&mut **tx)
+    .await
+    .context("adding a server's member at the next candidate")?;
+    let first = OrderEvent {
+        at: now,
+        status: OrderStatus::Pending,
+        message: format!(
+            "moved here from {} {} ({}): candidate {} of the placement",
+            failed.vendor,
+            failed.region,
+            reason,
+            next + 1
+        ),
+        attempt: None,
+    };
+    insert_own_event(tx, moved, &first).await?;
+    let cleanup = wait_for_cleanup;
+    sqlx::query(
+        "INSERT INTO placement_moves (member_id, from_member, reason, at, waiting) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(moved.to_string())
+    .bind(member.to_string())
+    .bind(reason)
+    .bind(super::DbTime(now))
+    .bind(i64::from(cleanup))
+    .execute(&mut **tx)
+    .await
+    .context("recording a move")?;
+    let note = serde_json::json!({
+        "server": failed.name, "number": number, "reason": reason,
+        "from": {"vendor": failed.vendor, "region": failed.region, "candidate": failed.candidate + 1},
+        "to": {"vendor": target.vendor, "region": target.region, "candidate": next + 1},
+    });
+    webhooks::queue_move_webhook(tx, fleet.id, note).await?;
+    if cleanup {
+        return Ok(format!(
+            "moving to {target} once the clean-up at {} {} has answered",
+            failed.vendor, failed.region
+        ));
+    }
+    queue_create(tx, moved).await?;
+    Ok(format!("moving to {target}"))
+}
+
+/// Queues the creation request of member `id` (as it is recorded).
+async fn queue_create(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: Uuid) -> anyhow::Result<()> {
+    let row = sqlx::query("SELECT * FROM orders WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_one(&mut **tx)
+        .await
+        .context("reading a moved server")?;
+    let order = super::order_from_row(&row)?;
+    let request = HostRequest::Create(ProvisionRequest {
+        order_id: order.id,
+        vendor: order.vendor.clone(),
+        spec: order.spec,
+    });
+    let outbox = OutboxMessage {
+        message_id: Uuid::new_v4(),
+        order_id: order.id,
+        routing_key: Topology::request_key(&order.vendor),
+        body: encode(&request),
+        traceparent: None,
+        attempts: 0,
+    };
+    insert_outbox(tx, &outbox, Utc::now()).await
+}
+
+/// An answer (`kind`) reached failed member `member`: if it is its clean-up's (the key
+/// lookup's cancel, or the delete of the server it recorded), a move waiting for it sends the
+/// next candidate's create. A clean-up that failed lets it go too, saying so: the clean-up is
+/// retried on its own budget and the orphan sweep reports what it leaves, while the order's
+/// server is made elsewhere.
+pub(super) async fn cleanup_answered(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    member: Uuid,
+    kind: &provisioner_contract::UpdateKind,
+) -> anyhow::Result<()> {
+    use provisioner_contract::UpdateKind;
+    let failed = match kind {
+        UpdateKind::Cancelled { .. } | UpdateKind::Deleted { .. } => false,
+        UpdateKind::CancelFailed { .. } | UpdateKind::DeleteFailed { .. } => true,
+        _ => return Ok(()),
+    };
+    if fleet_of(member).is_none() {
+        return Ok(());
+    }
+    let row =
+        sqlx::query("SELECT member_id FROM placement_moves WHERE from_member = $1 AND waiting = 1")
+            .bind(member.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .context("looking for a move waiting for a clean-up")?;
+    let Some(row) = row else { return Ok(()) };
+    let moved = parse_uuid(row.try_get("member_id")?)?;
+    sqlx::query("UPDATE placement_moves SET waiting = 0 WHERE member_id = $1")
+        .bind(moved.to_string())
+        .execute(&mut **tx)
+        .await
+        .context("marking a move sent")?;
+    // Only if the moved server is still pending (a cancel of the order meanwhile took it).
+    let pending = sqlx::query("SELECT status FROM orders WHERE id = $1")
+        .bind(moved.to_string())
+        .fetch_one(&mut **tx)
+        .await
+        .context("reading a moved server")?;
+    if parse_status(pending.try_get("status")?)? != OrderStatus::Pending {
+        return Ok(());
+    }
+    queue_create(tx, moved).await?;
+    let message = match failed {
+        true => {
+            "the clean-up at the previous candidate has not succeeded yet (it is retried, then \
+             left to the orphan sweep); creating the server here"
+        }
+        false => "the previous candidate's clean-up answered; creating the server here",
+    };
+    let event = OrderEvent {
+        at: Utc::now(),
+        status: OrderStatus::Pending,
+        message: message.into(),
+        attempt: None,
+    };
+    super::insert_event(tx, moved, &event).await
 }
 
 /// Moves `fleet` to its members' sum (if that differs), with `event` (its status set to the
@@ -252,7 +556,8 @@ async fn resettle(
     members: &[Member],
     mut event: OrderEvent,
 ) -> anyhow::Result<()> {
-    let statuses: Vec<OrderStatus> = members.iter().map(|m| m.status).collect();
+    let latest = current(members);
+    let statuses: Vec<OrderStatus> = latest.iter().map(|m| m.status).collect();
     let next = summarise(fleet.status, fleet.all_or_nothing, &statuses);
     event.status = next;
     event.attempt = None;
@@ -260,7 +565,7 @@ async fn resettle(
         return insert_own_event(tx, fleet.id, &event).await;
     }
     let fault = matches!(next, OrderStatus::Failed | OrderStatus::PartiallyActive)
-        .then(|| first_fault(members))
+        .then(|| first_fault(&latest))
         .flatten();
     sqlx::query("UPDATE orders SET status = $1, fault = $2, updated_at = $3 WHERE id = $4")
         .bind(next.as_str())
@@ -295,7 +600,7 @@ async fn resettle(
 }
 
 /// The first failed member's fault, its message naming the server.
-fn first_fault(members: &[Member]) -> Option<Fault> {
+fn first_fault(members: &[&Member]) -> Option<Fault> {
     members
         .iter()
         .filter(|m| m.status == OrderStatus::Failed)
@@ -364,30 +669,158 @@ async fn wind_down(
 }
 
 impl Store {
-    /// The servers of the fleet `fleet`, in number order.
-    pub async fn fleet_servers(&self, fleet: Uuid) -> anyhow::Result<Vec<FleetServer>> {
-        let rows =
-            sqlx::query("SELECT id, name, status, server, fault FROM orders WHERE fleet_id = $1")
-                .bind(fleet.to_string())
-                .fetch_all(&self.pool)
+    /// Moves of servers to their orders' next placement candidates so far, by reason (the
+    /// fault code).
+    pub async fn placement_moves(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT reason, COUNT(*) AS n FROM placement_moves GROUP BY reason")
+            .fetch_all(&self.pool)
+            .await
+            .context("counting placement moves")?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("reason")?, row.try_get("n")?)))
+            .collect()
+    }
+
+    /// Moves the servers no host took for `for_at_least` (members `pending` or `queued` since
+    /// then, at a vendor no host announced itself for since then) to their orders' next
+    /// candidates, each in a transaction of its own: the server is cancelled where it waited
+    /// (the cancel waits in the vendor's queue behind its create, for a host that comes back)
+    /// and its next candidate's create is queued at once. How many moved.
+    pub async fn move_unserved(&self, for_at_least: std::time::Duration) -> anyhow::Result<usize> {
+        let since = Utc::now() - chrono::Duration::from_std(for_at_least)?;
+        const UNSERVED: &str = "SELECT o.id FROM orders o \
+             WHERE o.fleet_id IS NOT NULL AND o.status IN ('pending', 'queued') \
+             AND o.created_at < $1 AND NOT EXISTS (SELECT 1 FROM vendor_hosts h \
+             WHERE h.vendor = o.vendor AND h.last_seen >= $1) LIMIT 500";
+        let rows = sqlx::query(UNSERVED)
+            .bind(super::DbTime(since))
+            .fetch_all(&self.pool)
+            .await
+            .context("looking for servers no host takes")?;
+        let mut moved = 0;
+        for row in rows {
+            let member = parse_uuid(row.try_get("id")?)?;
+            if self.move_unserved_one(member, since, for_at_least).await? {
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// [`Store::move_unserved`] for one member, checked again under its fleet's lock.
+    async fn move_unserved_one(
+        &self,
+        member: Uuid,
+        since: chrono::DateTime<Utc>,
+        waited: std::time::Duration,
+    ) -> anyhow::Result<bool> {
+        let Some((fleet_id, _)) = fleet_of(member) else {
+            return Ok(false);
+        };
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        super::lock_order(&mut tx, member).await?;
+        let Some((fleet, members)) = read_fleet(&mut tx, fleet_id).await? else {
+            return Ok(false);
+        };
+        let Some(from) = members.iter().find(|m| m.id == member) else {
+            return Ok(false);
+        };
+        let served =
+            sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = $1 AND last_seen >= $2 LIMIT 1")
+                .bind(&from.vendor)
+                .bind(super::DbTime(since))
+                .fetch_optional(&mut *tx)
                 .await
-                .context("reading an order's servers")?;
-        let mut servers = rows
+                .context("looking for a host of the vendor")?
+                .is_some();
+        let latest = current(&members).iter().any(|m| m.id == member);
+        if served
+            || !latest
+            || from.candidate + 1 >= fleet.placement.len()
+            || !matches!(from.status, OrderStatus::Pending | OrderStatus::Queued)
+            || !matches!(
+                fleet.status,
+                OrderStatus::Pending | OrderStatus::Queued | OrderStatus::Provisioning
+            )
+            || !compare_and_set(&mut tx, member, lifecycle::CANCEL_REQUESTED, None, None).await?
+        {
+            return Ok(false);
+        }
+        drop_unpublished(&mut tx, member).await?;
+        let now = Utc::now();
+        let reason = format!(
+            "no host has served {} for {} s: cancelled here, for a host that comes back",
+            from.vendor,
+            waited.as_secs()
+        );
+        let event = OrderEvent {
+            at: now,
+            status: OrderStatus::Cancelling,
+            message: reason.clone(),
+            attempt: None,
+        };
+        insert_own_event(&mut tx, member, &event).await?;
+        let cancel = HostRequest::Cancel(CancelRequest {
+            order_id: member,
+            vendor: from.vendor.clone(),
+        });
+        let outbox = OutboxMessage {
+            message_id: Uuid::new_v4(),
+            order_id: member,
+            routing_key: Topology::request_key(&from.vendor),
+            body: encode(&cancel),
+            traceparent: None,
+            attempts: 0,
+        };
+        insert_outbox(&mut tx, &outbox, now).await?;
+        let moved = move_server(&mut tx, &fleet, from, "no_host", false).await?;
+        let (fleet, members) = read_fleet(&mut tx, fleet_id)
+            .await?
+            .context("the fleet vanished in its own transaction")?;
+        let event = OrderEvent {
+            at: now,
+            status: fleet.status,
+            message: format!("{}: {reason}; {moved}", from.name),
+            attempt: None,
+        };
+        resettle(&mut tx, &fleet, &members, event).await?;
+        tx.commit().await.context("committing a move")?;
+        self.events_committed([fleet_id]);
+        Ok(true)
+    }
+
+    /// The servers of the fleet `fleet`, each at its latest candidate, in number order.
+    pub async fn fleet_servers(&self, fleet: Uuid) -> anyhow::Result<Vec<FleetServer>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM orders WHERE fleet_id = $1"
+        ))
+        .bind(fleet.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .context("reading an order's servers")?;
+        let mut members = rows
             .iter()
-            .map(|row| {
-                let member = member_from_row(row)?;
-                Ok(FleetServer {
-                    number: member.number,
-                    key: member.id,
-                    name: member.name,
-                    status: member.status,
-                    server: member.server,
-                    fault: member.fault,
-                })
-            })
+            .map(member_from_row)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        servers.sort_by_key(|server| server.number);
-        Ok(servers)
+        members.sort_by_key(|member| (member.number, member.candidate));
+        Ok(current(&members)
+            .into_iter()
+            .map(|member| FleetServer {
+                number: member.number,
+                key: member.id,
+                name: member.name.clone(),
+                candidate: member.candidate + 1,
+                vendor: member.vendor.clone(),
+                region: member.region.clone(),
+                status: member.status,
+                server: member.server.clone(),
+                fault: member.fault.clone(),
+            })
+            .collect())
     }
 
     /// A user's cancel (`step` [`lifecycle::CANCEL_REQUESTED`]) or delete
@@ -436,10 +869,13 @@ mod tests {
         let fleet = new_fleet_id();
         assert_eq!(fleet_of(fleet), None);
         for number in [1, 2, 99, MAX_SERVERS_PER_ORDER] {
-            let member = member_id(fleet, number);
-            assert_ne!(member, fleet);
-            assert_eq!(fleet_of(member), Some((fleet, number)));
-            assert!(lock_rank(fleet) < lock_rank(member));
+            for candidate in [0, 1, MAX_PLACEMENT_CANDIDATES - 1] {
+                let member = member_id(fleet, number, candidate);
+                assert_ne!(member, fleet);
+                assert_eq!(fleet_of(member), Some((fleet, number)));
+                assert_eq!(candidate_of(member), candidate);
+                assert!(lock_rank(fleet) < lock_rank(member));
+            }
         }
         // An ordinary order's id is no member's.
         assert_eq!(fleet_of(Uuid::now_v7()), None);

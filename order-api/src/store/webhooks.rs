@@ -214,6 +214,27 @@ pub(super) async fn queue_webhook(
     if !status.is_settled() {
         return Ok(false);
     }
+    queue_call(tx, order_id, &format!("order.{status}"), None).await
+}
+
+/// Queues an `order.moved` webhook of an order (if it has a URL): one of its servers moved to
+/// its next placement candidate; `moved` says which and why.
+pub(super) async fn queue_move_webhook(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+    moved: serde_json::Value,
+) -> anyhow::Result<bool> {
+    queue_call(tx, order_id, "order.moved", Some(moved)).await
+}
+
+/// Queues a call of type `kind` with the order as it is now in this transaction as its
+/// `data` (and `moved` beside it, when given), if the order has a webhook URL.
+async fn queue_call(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+    kind: &str,
+    moved: Option<serde_json::Value>,
+) -> anyhow::Result<bool> {
     let row = sqlx::query("SELECT * FROM orders WHERE id = $1 AND webhook_url IS NOT NULL")
         .bind(order_id.to_string())
         .fetch_optional(&mut **tx)
@@ -226,11 +247,14 @@ pub(super) async fn queue_webhook(
     };
     let now = Utc::now();
     let delivery_id = Uuid::now_v7();
-    let payload = serde_json::json!({
-        "type": format!("order.{status}"),
+    let mut payload = serde_json::json!({
+        "type": kind,
         "timestamp": now,
         "data": order,
     });
+    if let Some(moved) = moved {
+        payload["moved"] = moved;
+    }
     sqlx::query(
         "INSERT INTO webhook_deliveries (delivery_id, order_id, tenant, url, payload, attempts, \
          next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",

@@ -280,7 +280,16 @@ impl Provider for GcpPlugin {
         let id = VendorId::parse(&vendor_id)?;
         block_on(async {
             let session = Session::open().await?;
-            let operation = session.delete(&id).await?;
+            let operation = match session.delete(&id).await {
+                // No such instance (its insert failed, or it is gone): the insert's operation
+                // no longer speaks for it, else the poll after this delete would read the
+                // failed insert's error (a zone out of resources: no-capacity) for ever.
+                Err(ProviderError::NotFound(gone)) => {
+                    cache::delete(&insert_key(&id));
+                    return Err(ProviderError::NotFound(gone));
+                }
+                other => other?,
+            };
             if operation.is_done()
                 && let Some(failure) = operation.failure()
             {

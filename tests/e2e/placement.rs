@@ -1,0 +1,249 @@
+//! Fallback across vendors and regions (`placement`): every candidate is checked at accept;
+//! a server that fails for good where the place cannot serve it (a region sold out:
+//! `no_capacity`) moves to the next candidate after the clean-up at the first answered, and
+//! nothing is left there; a refusal that says the request is wrong does not move it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use provisioner_tests::{Stack, StackOptions, event_messages, fixture, metric_value};
+use serde_json::{Value, json};
+
+/// A Hetzner candidate in `region`.
+fn hetzner_in(region: &str) -> Value {
+    let hetzner = fixture("hetzner");
+    json!({"vendor": "hetzner", "region": region, "size": hetzner.size, "image": hetzner.image})
+}
+
+/// An order body for `count` servers named `name` over `placement`.
+fn placed_body(name: &str, count: u32, placement: Value) -> String {
+    json!({"name": name, "count": count, "placement": placement}).to_string()
+}
+
+/// The key the server with key `key` had at the first candidate (its candidate byte 0).
+fn first_candidates_key(key: &str) -> String {
+    let (head, tail) = key.split_at(key.len() - 4);
+    format!("{head}00{}", &tail[2..])
+}
+
+/// Hosts that give up on a vendor error after two quick attempts.
+fn quick_to_give_up() -> StackOptions {
+    StackOptions {
+        host_env: vec![
+            ("RETRY_BASE_MS".into(), "20".into()),
+            ("RETRY_MAX_ATTEMPTS".into(), "2".into()),
+        ],
+        ..StackOptions::default()
+    }
+}
+
+/// `POST /_sim/capacity`.
+async fn set_capacity(stack: &Stack, region: &str, available: bool) -> anyhow::Result<()> {
+    let response = stack
+        .http
+        .post(format!("{}/_sim/capacity", stack.sim_url))
+        .json(&json!({"vendor": "hetzner", "region": region, "available": available}))
+        .send()
+        .await
+        .context("POST /_sim/capacity")?;
+    anyhow::ensure!(response.status() == 204, "capacity: {}", response.status());
+    Ok(())
+}
+
+#[tokio::test]
+async fn twenty_servers_move_to_the_second_region_when_the_first_is_sold_out() -> anyhow::Result<()>
+{
+    let stack = Stack::start(quick_to_give_up()).await?;
+    set_capacity(&stack, "fsn1", false).await?;
+    let body = placed_body("fleet", 20, json!([hetzner_in("fsn1"), hetzner_in("nbg1")]));
+    let (status, _, _, accepted) = stack.post_order(&body).await?;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["vendor"], "hetzner", "{accepted}");
+    assert_eq!(
+        accepted["region"], "fsn1",
+        "the first candidate: {accepted}"
+    );
+    let id = accepted["id"].as_str().context("no id")?.to_string();
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(180))
+        .await?;
+    let servers = active["servers"].as_array().context("no servers")?;
+    assert_eq!(servers.len(), 20, "{active}");
+    for server in servers {
+        assert_eq!(
+            (
+                server["status"].clone(),
+                server["candidate"].clone(),
+                server["region"].clone()
+            ),
+            (json!("active"), json!(2), json!("nbg1")),
+            "{server}"
+        );
+        let key = server["key"].as_str().context("no key")?;
+        assert_eq!(stack.live_servers_of(key).await?.len(), 1, "{key}");
+        // Nothing at the first candidate under the key the server had there.
+        let first = first_candidates_key(key);
+        assert_ne!(first, key);
+        assert!(stack.live_servers_of(&first).await?.is_empty(), "{first}");
+    }
+    assert_eq!(stack.sim_stats().await?["created_total"], 20);
+    // The log tells each move and the clean-up it waited for.
+    let messages = event_messages(&active);
+    let moves = messages
+        .iter()
+        .filter(|m| m.contains("moving to hetzner nbg1"))
+        .count();
+    assert_eq!(moves, 20, "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("the previous candidate's clean-up answered")),
+        "{messages:?}"
+    );
+    let metrics = stack.metrics().await?;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "provisioner_placement_moves{reason=\"no_capacity\"}"
+        ),
+        Some(20.0),
+        "{metrics}"
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refusal_that_says_the_request_is_wrong_does_not_move() -> anyhow::Result<()> {
+    let stack = Stack::start(quick_to_give_up()).await?;
+    stack
+        .inject_fault(
+            json!({"vendor": "hetzner", "kind": "unauthorized", "method": "POST", "count": 1}),
+        )
+        .await?;
+    let body = placed_body("stay", 1, json!([hetzner_in("fsn1"), hetzner_in("nbg1")]));
+    let (status, _, _, accepted) = stack.post_order(&body).await?;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().context("no id")?;
+    let failed = stack
+        .wait_for_status(id, "failed", Duration::from_secs(60))
+        .await?;
+    assert_eq!(failed["fault"]["code"], "unauthorized", "{failed}");
+    let servers = failed["servers"].as_array().context("no servers")?;
+    assert_eq!(servers.len(), 1, "{failed}");
+    assert_eq!(servers[0]["candidate"], 1, "{failed}");
+    assert_eq!(
+        servers[0]["name"], "stay",
+        "one server keeps the order's name"
+    );
+    assert_eq!(stack.sim_stats().await?["created_total"], 0);
+    stack.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_candidate_is_checked_before_the_order_is_accepted() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let digitalocean = fixture("digitalocean");
+    let nowhere = json!({"vendor": "digitalocean", "region": "mars1",
+        "size": digitalocean.size, "image": digitalocean.image});
+    let (status, _, _, refused) = stack
+        .post_order(&placed_body("x", 1, json!([hetzner_in("fsn1"), nowhere])))
+        .await?;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["type"], "/problems/refused-by-vendor", "{refused}");
+    assert_eq!(refused["vendor"], "digitalocean", "{refused}");
+    let detail = refused["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("placement[1]") && detail.contains("mars1"),
+        "{refused}"
+    );
+
+    let unknown = json!({"vendor": "nimbus", "region": "a", "size": "b", "image": "c"});
+    let (status, _, _, answer) = stack
+        .post_order(&placed_body("x", 1, json!([hetzner_in("fsn1"), unknown])))
+        .await?;
+    assert_eq!(
+        (status, answer["type"].clone()),
+        (422, json!("/problems/unknown-vendor")),
+        "{answer}"
+    );
+
+    let mut both: Value = serde_json::from_str(&fixture("hetzner").order_body("x"))?;
+    both["placement"] = json!([hetzner_in("nbg1")]);
+    for body in [
+        both.to_string(),
+        placed_body("x", 1, json!([])),
+        placed_body(
+            "x",
+            1,
+            json!([{"vendor": "hetzner", "region": "", "size": "cx22", "image": "i"}]),
+        ),
+    ] {
+        let (status, _, _, answer) = stack.post_order(&body).await?;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(answer["type"], "/problems/validation-failed", "{answer}");
+    }
+    let (status, _, _, answer) = stack
+        .post_order(&json!({"name": "x", "vendor": "hetzner"}).to_string())
+        .await?;
+    assert_eq!(
+        (status, answer["type"].clone()),
+        (422, json!("/problems/invalid-body")),
+        "{answer}"
+    );
+    assert!(stack.list_all_orders("").await?.is_empty());
+    stack.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_server_no_host_takes_moves_on_and_nothing_is_left_when_the_host_returns()
+-> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions {
+        api_env: vec![
+            ("PLACEMENT_NO_HOST_SECS".into(), "2".into()),
+            ("WATCHDOG_INTERVAL_SECS".into(), "1".into()),
+            ("VALIDATE_TIMEOUT_MS".into(), "200".into()),
+        ],
+        host_env: vec![("ANNOUNCE_INTERVAL_SECS".into(), "1".into())],
+        ..StackOptions::default()
+    })
+    .await?;
+    // The host dies without a word: its vendors stay known, their announcements stop.
+    stack.kill_host().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let digitalocean = fixture("digitalocean");
+    let elsewhere = json!({"vendor": "digitalocean", "region": digitalocean.region,
+        "size": digitalocean.size, "image": digitalocean.image});
+    let body = placed_body("away", 1, json!([hetzner_in("fsn1"), elsewhere]));
+    let (status, _, _, accepted) = stack.post_order(&body).await?;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().context("no id")?.to_string();
+    let first_key = accepted["servers"][0]["key"]
+        .as_str()
+        .context("no key")?
+        .to_string();
+    let moved = stack
+        .wait_for_event(&id, "no host has served hetzner", Duration::from_secs(30))
+        .await?;
+    assert_eq!(moved["servers"][0]["candidate"], 2, "{moved}");
+    assert_eq!(moved["servers"][0]["vendor"], "digitalocean", "{moved}");
+
+    // The host comes back: the create waiting at Hetzner runs before its cancel, and what it
+    // made there is deleted; the server is made at DigitalOcean.
+    stack.start_host()?;
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(60))
+        .await?;
+    assert_eq!(active["servers"][0]["vendor"], "digitalocean", "{active}");
+    stack.wait_until_no_server(&first_key).await?;
+    let metrics = stack.metrics().await?;
+    assert_eq!(
+        metric_value(&metrics, "provisioner_placement_moves{reason=\"no_host\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    stack.cleanup().await;
+    Ok(())
+}
