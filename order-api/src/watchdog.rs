@@ -56,6 +56,17 @@ pub async fn run(
             }
             Err(error) => tracing::error!("watchdog sweep failed: {error:#}"),
         }
+        match store.release_waiting_moves(settings.after).await {
+            Ok(0) => {}
+            Ok(released) => {
+                tracing::warn!(
+                    released,
+                    "watchdog sent the creates of moves whose clean-up did not answer"
+                );
+                relay_wakeup.notify_one();
+            }
+            Err(error) => tracing::error!("releasing waiting moves failed: {error:#}"),
+        }
         if let Some(no_host) = settings.no_host {
             match store.move_unserved(no_host).await {
                 Ok(0) => {}

@@ -247,3 +247,120 @@ async fn a_server_no_host_takes_moves_on_and_nothing_is_left_when_the_host_retur
     stack.cleanup().await;
     Ok(())
 }
+
+/// A move waits for the clean-up at the failed candidate; when that answer never comes (lost,
+/// or a host stuck), the watchdog's pass sends the next candidate's create after its time
+/// without news, once. Through the store on a real SQLite database: a lost answer cannot be
+/// arranged through the processes without racing them.
+#[tokio::test]
+async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time()
+-> anyhow::Result<()> {
+    use order_api::lifecycle::OrderStatus;
+    use order_api::store::{Candidate, Order, OutboxMessage, Store, fleets};
+    use provisioner_contract::{Fault, OrderUpdate, UpdateKind};
+
+    let dir = provisioner_tests::target_dir()
+        .join("test-runs")
+        .join(format!("moves-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let store = Store::connect(&format!("sqlite://{}/orders.db", dir.display())).await?;
+    let candidate = |region: &str| Candidate {
+        vendor: "hetzner".into(),
+        region: region.into(),
+        size: "cx22".into(),
+        image: "ubuntu-24.04".into(),
+    };
+    // An order as postgres.rs makes them (Hetzner, fsn1), with a placement.
+    let (base, _) = crate::postgres::new_order();
+    let fleet = Order {
+        id: fleets::new_fleet_id(),
+        placement: Some(vec![candidate("fsn1"), candidate("nbg1")]),
+        ..base
+    };
+    let first = Order {
+        id: fleets::member_id(fleet.id, 1, 0),
+        placement: None,
+        ..fleet.clone()
+    };
+    let create = OutboxMessage {
+        message_id: uuid::Uuid::new_v4(),
+        order_id: first.id,
+        routing_key: "request.hetzner".into(),
+        body: b"{}".to_vec(),
+        traceparent: None,
+        attempts: 0,
+    };
+    store
+        .insert_order(
+            &fleet,
+            std::slice::from_ref(&first),
+            std::slice::from_ref(&create),
+            None,
+        )
+        .await?;
+    store.mark_published(&[create]).await?;
+    // The second attempt at fsn1 fails for capacity: it may have made a server, so the move
+    // waits for the clean-up there.
+    let update = |kind| OrderUpdate {
+        order_id: first.id,
+        vendor: "hetzner".into(),
+        at: chrono::Utc::now(),
+        attempt: 2,
+        kind,
+    };
+    store
+        .apply_update(&update(UpdateKind::Failed {
+            fault: Fault {
+                code: "no_capacity".into(),
+                message: "sold out".into(),
+                retryable: true,
+            },
+            server: None,
+        }))
+        .await?;
+    let moved = fleets::member_id(fleet.id, 1, 1);
+    let creates_of_moved = |due: &[OutboxMessage]| {
+        due.iter()
+            .filter(|m| {
+                m.order_id == moved && String::from_utf8_lossy(&m.body).contains("\"create\"")
+            })
+            .count()
+    };
+    let due = store.due_outbox(100).await?;
+    assert!(
+        due.iter().any(|m| m.order_id == first.id),
+        "the clean-up is queued: {due:?}"
+    );
+    assert_eq!(creates_of_moved(&due), 0, "the move waits for the clean-up");
+    let servers = store.fleet_servers(fleet.id).await?;
+    assert_eq!(
+        (servers[0].candidate, servers[0].status),
+        (2, OrderStatus::Pending)
+    );
+
+    // Not yet: the clean-up has had no time. Then the watchdog's time passes.
+    assert_eq!(
+        store
+            .release_waiting_moves(Duration::from_secs(600))
+            .await?,
+        0
+    );
+    assert_eq!(store.release_waiting_moves(Duration::ZERO).await?, 1);
+    assert_eq!(creates_of_moved(&store.due_outbox(100).await?), 1);
+    let (order, _) = store.order(fleet.id).await?.context("no order")?;
+    let events = store.order(moved).await?.context("no moved server")?.1;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("has not answered for 0 s")),
+        "{events:?} ({order:?})"
+    );
+    // Once only, and the late answer sends nothing more.
+    assert_eq!(store.release_waiting_moves(Duration::ZERO).await?, 0);
+    store
+        .apply_update(&update(UpdateKind::Cancelled { server: None }))
+        .await?;
+    assert_eq!(creates_of_moved(&store.due_outbox(100).await?), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

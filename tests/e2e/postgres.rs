@@ -234,7 +234,7 @@ async fn two_order_apis_and_two_hosts_share_one_postgres_database() -> anyhow::R
 }
 
 /// A new order with its creation request in the outbox.
-fn new_order() -> (Order, OutboxMessage) {
+pub(crate) fn new_order() -> (Order, OutboxMessage) {
     let now = Utc::now();
     let order = Order {
         id: uuid::Uuid::now_v7(),

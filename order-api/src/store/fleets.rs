@@ -517,6 +517,23 @@ pub(super) async fn cleanup_answered(
             .context("looking for a move waiting for a clean-up")?;
     let Some(row) = row else { return Ok(()) };
     let moved = parse_uuid(row.try_get("member_id")?)?;
+    let message = match failed {
+        true => {
+            "the clean-up at the previous candidate has not succeeded yet (it is retried, then \
+             left to the orphan sweep); creating the server here"
+        }
+        false => "the previous candidate's clean-up answered; creating the server here",
+    };
+    release_move(tx, moved, message).await
+}
+
+/// Sends the create of `moved`, a server whose move waited for a clean-up (unless it is no
+/// longer `pending`: a cancel of the order took it meanwhile), with `message` in its log.
+async fn release_move(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    moved: Uuid,
+    message: &str,
+) -> anyhow::Result<()> {
     sqlx::query("UPDATE placement_moves SET waiting = 0 WHERE member_id = $1")
         .bind(moved.to_string())
         .execute(&mut **tx)
@@ -532,13 +549,6 @@ pub(super) async fn cleanup_answered(
         return Ok(());
     }
     queue_create(tx, moved).await?;
-    let message = match failed {
-        true => {
-            "the clean-up at the previous candidate has not succeeded yet (it is retried, then \
-             left to the orphan sweep); creating the server here"
-        }
-        false => "the previous candidate's clean-up answered; creating the server here",
-    };
     let event = OrderEvent {
         at: Utc::now(),
         status: OrderStatus::Pending,
@@ -705,6 +715,53 @@ impl Store {
             }
         }
         Ok(moved)
+    }
+
+    /// Sends the creates of moves whose clean-up has not answered for `after` (the watchdog's
+    /// time without news: the answer was lost, or the host holding the clean-up is stuck), as
+    /// a clean-up that failed would; the clean-up goes on, or the orphan sweep finds what it
+    /// leaves. How many were sent.
+    pub async fn release_waiting_moves(&self, after: std::time::Duration) -> anyhow::Result<usize> {
+        let since = Utc::now() - chrono::Duration::from_std(after)?;
+        let rows = sqlx::query(
+            "SELECT member_id, from_member FROM placement_moves WHERE waiting = 1 AND at < $1 \
+             LIMIT 500",
+        )
+        .bind(super::DbTime(since))
+        .fetch_all(&self.pool)
+        .await
+        .context("looking for moves waiting too long")?;
+        let mut released = 0;
+        for row in rows {
+            let moved = parse_uuid(row.try_get("member_id")?)?;
+            let from = parse_uuid(row.try_get("from_member")?)?;
+            let mut tx = self
+                .writer
+                .begin()
+                .await
+                .context("starting a transaction")?;
+            super::lock_order(&mut tx, from).await?;
+            let still =
+                sqlx::query("SELECT 1 FROM placement_moves WHERE member_id = $1 AND waiting = 1")
+                    .bind(moved.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .context("reading a move")?
+                    .is_some();
+            if !still {
+                continue;
+            }
+            let message = format!(
+                "the clean-up at the previous candidate has not answered for {} s; creating the \
+                 server here (the clean-up goes on, or the orphan sweep finds what it leaves)",
+                after.as_secs()
+            );
+            release_move(&mut tx, moved, &message).await?;
+            tx.commit().await.context("committing a released move")?;
+            self.events_committed([moved]);
+            released += 1;
+        }
+        Ok(released)
     }
 
     /// [`Store::move_unserved`] for one member, checked again under its fleet's lock.
