@@ -312,7 +312,10 @@ async fn each_orders_events_are_numbered_from_one() -> anyhow::Result<()> {
             .iter()
             .filter(|(name, _, _)| name == "order-event")
             .collect();
-        assert!(log.len() >= 4, "{events:?}");
+        // accepted, provisioning, active, and queued between the first two unless the
+        // host's first result was applied before the broker confirmed the publish (the
+        // relay then leaves the order where the host moved it): at least three.
+        assert!(log.len() >= 3, "{events:?}");
         for (number, (_, id, data)) in (1..).zip(&log) {
             assert_eq!(
                 id.as_deref(),
