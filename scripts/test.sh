@@ -46,7 +46,7 @@ target/debug/bench --profile debug create-call --calls 50 --warmup 5
 target/debug/bench --profile debug recovery --cycles 1 --down-secs 2   # stops and starts RabbitMQ
 
 echo "==> chaos run, small (stops and starts this machine's RabbitMQ application once)"
-target/debug/chaos --profile debug --orders 150 --rate 15 --host-kills 10 --api-restarts 2 --placement-every 5 \
+target/debug/chaos --profile debug --orders 150 --rate 15 --host-kills 10 --api-restarts 2 --placement-every 5 --move-kills 3 \
     --broker-restarts 1 --drain-timeout-secs 300
 
 echo "==> on the three-node cluster: failover smoke run, then chaos with node kills and a rolling restart"

@@ -2,7 +2,9 @@
 //! waits the delay the vendor asked for (at least a short backoff), one answered
 //! `transient`, over its call budget, or refused for want of a free instance waits a
 //! growing backoff, and is made again, until it gives another answer or the time limit
-//! would pass (then its last error is the answer). Without it, a vendor that limits
+//! would pass (then its last error is the answer). Each wait gets up to half again at random,
+//! as the host's retries do: calls made at once (`idempotency.siblings`) that a vendor limits
+//! together would otherwise come back together, and be limited together, until the limit. Without it, a vendor that limits
 //! requests fails checks the host would pass, and leaves the servers a run made.
 
 use std::future::Future;
@@ -39,6 +41,7 @@ where
             Err(error) => error,
         };
         let wait = retry_after(&error).map_or(backoff, |asked| asked.max(FIRST_BACKOFF));
+        let wait = wait.mul_f64(1.0 + rand::random::<f64>() / 2.0);
         let Some(resume) = Instant::now().checked_add(wait) else {
             return Err(error);
         };

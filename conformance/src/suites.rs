@@ -1344,6 +1344,12 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
             "two keys, one name -> two servers (one tenant's name never blocks another's); \
              the first key still finds the first",
         ),
+        (
+            "siblings",
+            "an order for several servers: three keys that differ only in their last \
+             characters, created at once as <name>-1..3 -> three servers, each found by its own \
+             key",
+        ),
     ];
     if kit.shape.is_none() {
         for (check, description) in checks {
@@ -1479,8 +1485,84 @@ async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
             .await;
         }
     }
+    let (check, description) = checks[3];
+    r.check(suite, check, description, siblings(kit)).await;
     delete_all_of_run(kit).await;
     true
+}
+
+/// `idempotency.siblings`: the servers of an order for several (`count`) get keys that
+/// share all but their last characters and names `<name>-<n>`, and are created at once.
+async fn siblings(kit: &Kit) -> Verdict {
+    const SIBLINGS: usize = 3;
+    let keys: Vec<String> = (0..SIBLINGS).map(|_| kit.new_key()).collect();
+    let base = kit.request(&keys[0]).name;
+    let requests: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(index, key)| {
+            let mut request = kit.request(key);
+            request.name = format!("{base}-{}", index + 1);
+            request
+        })
+        .collect();
+    let created = futures_util::future::join_all(
+        requests
+            .iter()
+            .map(|request| kit.create(uuid::Uuid::new_v4(), request)),
+    )
+    .await;
+    let mut servers = Vec::with_capacity(SIBLINGS);
+    for (request, result) in requests.iter().zip(&created) {
+        match result {
+            Ok(server) => servers.push(server),
+            Err(error) => {
+                return Err(format!(
+                    "expected a server for key {} ({}), got {}",
+                    request.idempotency_key,
+                    request.name,
+                    shown_error(error)
+                ));
+            }
+        }
+    }
+    let mut ids: Vec<&str> = servers.iter().map(|s| s.vendor_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != SIBLINGS {
+        let answered: Vec<String> = requests
+            .iter()
+            .zip(&servers)
+            .map(|(request, server)| format!("{} -> {}", request.idempotency_key, server.vendor_id))
+            .collect();
+        return Err(format!(
+            "expected {SIBLINGS} servers, one per key, got {}: keys that differ only at their \
+             end were taken for one (compare the whole key, never a prefix)",
+            answered.join(", ")
+        ));
+    }
+    for (request, server) in requests.iter().zip(&servers) {
+        let key = &request.idempotency_key;
+        let found = kit.find(key).await;
+        match &found {
+            Ok(Some(found)) if found.vendor_id == server.vendor_id => {}
+            _ => {
+                return Err(format!(
+                    "expected find-server {key} to find server {}, got {}",
+                    server.vendor_id,
+                    shown(&found)
+                ));
+            }
+        }
+    }
+    let made: Vec<String> = servers
+        .iter()
+        .map(|server| format!("{} ({})", server.vendor_id, server.name))
+        .collect();
+    Ok(format!(
+        "servers {}, each found by its own key",
+        made.join(", ")
+    ))
 }
 
 /// Deletes every server of the run the plugin reported and the kit has not deleted yet

@@ -15,8 +15,9 @@
 //! outbox rows it publishes ([`Store::due_outbox`]); an order's events are written under its
 //! row lock, so they are numbered 1, 2, 3 ... and commit in that order, and a live stream that
 //! reads "events after n" misses none (it is woken by [`EventFeed`]); transactions that touch several orders take them in id order
-//! ([`fleets::lock_rank`]: a fleet's servers with their fleet, after it), so two instances never
-//! deadlock on each other. Orders for several servers are kept as in [`fleets`].
+//! ([`fleets::lock_rank`]: a fleet's servers with their fleet, after it), and a tenant's quota
+//! lock comes after every order lock its transaction takes, so two instances never deadlock
+//! on each other. Orders for several servers are kept as in [`fleets`].
 
 use std::time::Duration;
 
@@ -497,6 +498,18 @@ impl Store {
         // transaction keeps.
         let mut in_lock_order: Vec<usize> = (0..updates.len()).collect();
         in_lock_order.sort_by_key(|&index| fleets::lock_rank(updates[index].order_id));
+        // A server's move to another placement candidate takes its tenant's quota lock
+        // ([`fleets`]), and no transaction may wait for an order's lock while it holds a
+        // tenant's (two would wait on each other): a batch with a fleet's server in it takes
+        // every order's lock before it applies anything.
+        if updates
+            .iter()
+            .any(|update| fleets::fleet_of(update.order_id).is_some())
+        {
+            for &index in &in_lock_order {
+                lock_order(&mut tx, updates[index].order_id).await?;
+            }
+        }
         let mut applied = vec![Applied::Ignored; updates.len()];
         for index in in_lock_order {
             applied[index] = apply_in(&mut tx, updates[index]).await?;

@@ -255,6 +255,14 @@ async fn each_broken_fixture_fails_the_check_it_violates() -> anyhow::Result<()>
         "must make the vendor-side name unique per key",
     );
 
+    // One order's servers have keys that differ only at their end.
+    let report = broken("trimmed-keys", &sim_url).await?;
+    failed_with(
+        &report,
+        "idempotency.siblings",
+        "keys that differ only at their end were taken for one",
+    );
+
     let report = broken("capacity-as-transient", &sim_url).await?;
     failed_with(
         &report,

@@ -248,6 +248,112 @@ async fn a_server_no_host_takes_moves_on_and_nothing_is_left_when_the_host_retur
     Ok(())
 }
 
+/// A candidate at a vendor where the tenant may have no more live servers is passed over, as
+/// a sold-out region would be, and the log says so: the tenant's quota holds after a move as
+/// it does at accept (which asks the first candidate's vendor only). The move is told to the
+/// order's webhook (`order.moved`) with where from, where to and why.
+#[tokio::test]
+async fn a_move_passes_over_a_candidate_over_the_tenants_quota_and_calls_the_webhook()
+-> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        api_env: vec![
+            // The receiver is this test, on 127.0.0.1.
+            ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES".into(), "true".into()),
+        ],
+        ..quick_to_give_up()
+    })
+    .await?;
+    let (status, set) = crate::quotas::put_quotas(
+        &stack,
+        provisioner_tests::TEST_TENANT,
+        json!({"vendors": {"digitalocean": {"max_live_servers": 0}}}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{set}");
+    set_capacity(&stack, "fsn1", false).await?;
+    let (url, calls) = crate::webhooks::start_receiver(0).await?;
+    let digitalocean = fixture("digitalocean");
+    let over_quota = json!({"vendor": "digitalocean", "region": digitalocean.region,
+        "size": digitalocean.size, "image": digitalocean.image});
+    let mut body: Value = serde_json::from_str(&placed_body(
+        "passed",
+        1,
+        json!([hetzner_in("fsn1"), over_quota, hetzner_in("nbg1")]),
+    ))?;
+    body["webhook_url"] = json!(url);
+    let (status, _, _, accepted) = stack.post_order(&body.to_string()).await?;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().context("no id")?.to_string();
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(90))
+        .await?;
+    let server = &active["servers"][0];
+    assert_eq!(
+        (
+            server["candidate"].clone(),
+            server["vendor"].clone(),
+            server["region"].clone()
+        ),
+        (json!(3), json!("hetzner"), json!("nbg1")),
+        "{active}"
+    );
+    let messages = event_messages(&active);
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("candidate 2 (digitalocean")
+                && m.contains("passed over")
+                && m.contains("may have at most 0")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        stack.sim_stats_of("digitalocean").await?["created_total"],
+        0
+    );
+
+    // The webhook told of the move (and of the order settling, after it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let moved = loop {
+        let bodies: Vec<Value> = calls
+            .lock()
+            .expect("calls")
+            .iter()
+            .filter_map(|call| serde_json::from_str(&call.body).ok())
+            .collect();
+        if let Some(moved) = bodies.iter().find(|b| b["type"] == "order.moved") {
+            break moved.clone();
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no order.moved call: {bodies:?}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(moved["data"]["id"], id.as_str(), "{moved}");
+    assert_eq!(
+        (
+            moved["moved"]["reason"].clone(),
+            moved["moved"]["number"].clone(),
+            moved["moved"]["from"]["candidate"].clone(),
+            moved["moved"]["from"]["region"].clone(),
+            moved["moved"]["to"]["candidate"].clone(),
+            moved["moved"]["to"]["region"].clone(),
+        ),
+        (
+            json!("no_capacity"),
+            json!(1),
+            json!(1),
+            json!("fsn1"),
+            json!(3),
+            json!("nbg1")
+        ),
+        "{moved}"
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
 /// A move waits for the clean-up at the failed candidate; when that answer never comes (lost,
 /// or a host stuck), the watchdog's pass sends the next candidate's create after its time
 /// without news, once. Through the store on a real SQLite database: a lost answer cannot be

@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 
 /// One call the receiver got.
 #[derive(Debug, Clone)]
-struct Call {
+pub(crate) struct Call {
     id: String,
     timestamp: String,
     signature: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 /// A receiver that answers 500 to its first `failures` calls, then 204, each after `delay`.
@@ -60,7 +60,9 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
 }
 
 /// Starts a receiver on a free port; its URL and its calls.
-async fn start_receiver(failures: usize) -> anyhow::Result<(String, Arc<Mutex<Vec<Call>>>)> {
+pub(crate) async fn start_receiver(
+    failures: usize,
+) -> anyhow::Result<(String, Arc<Mutex<Vec<Call>>>)> {
     start_slow_receiver(failures, Duration::ZERO).await
 }
 

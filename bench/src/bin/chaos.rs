@@ -22,8 +22,10 @@
 //!
 //! With `--placement-every N`, every Nth order gives a placement (Hetzner's hel1, sold out
 //! for the run, then nbg1): its server fails for capacity at hel1, moves once the clean-up
-//! there answered, and must end active at nbg1, the host kills falling on moves too; nothing
-//! may be left at hel1 (an orphan, counted with the rest).
+//! there answered, and must end active at nbg1; nothing may be left at hel1 (an orphan,
+//! counted with the rest). `--move-kills K` aims K host kills at moves: the moment the count of
+//! moves (`provisioner_placement_moves`) goes up, every host is SIGKILLed and started again,
+//! so the clean-up at hel1 or the create at nbg1 that the move set going dies in a host.
 //!
 //! Then it waits for quiet (every accepted order `active` or `failed`, and the clean-ups
 //! done: no server at the vendor that no active order owns) and reports: accepted, active,
@@ -94,6 +96,10 @@ struct Args {
     /// left at hel1 while hosts die mid-move. 0: none.
     #[arg(long, default_value_t = 0)]
     placement_every: usize,
+    /// Times every host is SIGKILLed the moment a move is seen (`--placement-every`), on top
+    /// of `--host-kills`.
+    #[arg(long, default_value_t = 0)]
+    move_kills: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -116,6 +122,10 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         !(args.cluster && args.broker_restarts.is_some_and(|n| n > 0)),
         "--broker-restarts stops this machine's broker; on --cluster use --node-kills and --rolling-restarts"
+    );
+    anyhow::ensure!(
+        args.move_kills == 0 || args.placement_every > 0,
+        "--move-kills aims at moves: give --placement-every too"
     );
     let cluster = match args.cluster {
         true => Some(Cluster::hold().await?),
@@ -217,9 +227,11 @@ async fn run(
     ));
 
     let mut done: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut move_killer = MoveKiller::new(args.move_kills);
     for (when, fault) in schedule {
-        if let Some(wait) = when.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
+        while let Some(wait) = when.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait.min(MoveKiller::EVERY)).await;
+            move_killer.watch(stack, &mut done).await?;
         }
         progress.update(&format!(
             "[{:>4}s] {fault:?} (done so far: {done:?})",
@@ -301,7 +313,11 @@ async fn run(
         if (unfinished == 0 && cleaning == 0) || Instant::now() > drain_deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let next_look = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < next_look {
+            tokio::time::sleep(MoveKiller::EVERY).await;
+            move_killer.watch(stack, &mut done).await?;
+        }
     }
     let drain_secs = chaos_over.elapsed().as_secs_f64();
     let orders = all_orders(stack, true).await?;
@@ -364,7 +380,10 @@ async fn run(
     let extra_orders = orders.len().saturating_sub(args.orders);
     // The sweep saw every active order's server (and nothing else, with no orphans).
     let unseen = active.saturating_sub(swept_servers as usize);
+    // Kills asked for and not made (too few moves to aim at) leave the case untested.
+    let move_kills_missed = args.move_kills - done.get("move_kills").copied().unwrap_or(0) as usize;
     let passed = lost == 0
+        && move_kills_missed == 0
         && stuck == 0
         && duplicates == 0
         && orphans == 0
@@ -508,6 +527,13 @@ async fn run(
             misplaced,
             Some(Target::AtMost(0.0)),
         );
+        figure(
+            &mut summary,
+            "move_kills_missed",
+            "host kills aimed at a move not made (no move seen to aim at)",
+            move_kills_missed,
+            Some(Target::AtMost(0.0)),
+        );
     }
     summary.figure(
         "drain_secs",
@@ -520,6 +546,62 @@ async fn run(
         eprintln!("logs of the failed run:\n{}", stack.logs());
     }
     Ok((summary, passed))
+}
+
+/// Kills every host the moment a move of a server to its next placement candidate is seen
+/// (`--move-kills`): the move's clean-up at the failed candidate, or the create at the next,
+/// is then in a host that dies, with whatever it had not acknowledged.
+struct MoveKiller {
+    remaining: usize,
+    moves_seen: f64,
+}
+
+impl MoveKiller {
+    /// How often the moves are looked at.
+    const EVERY: Duration = Duration::from_millis(250);
+
+    fn new(kills: usize) -> Self {
+        Self {
+            remaining: kills,
+            moves_seen: 0.0,
+        }
+    }
+
+    /// Looks at the count of moves; if it went up, kills every host, waits a moment and
+    /// starts them again (counted in `done` as `move_kills`).
+    async fn watch(
+        &mut self,
+        stack: &mut Stack,
+        done: &mut BTreeMap<&'static str, u64>,
+    ) -> anyhow::Result<()> {
+        if self.remaining == 0 {
+            return Ok(());
+        }
+        // order-api may be down for a restart: look again later.
+        let Ok(metrics) = stack.metrics().await else {
+            return Ok(());
+        };
+        let moves: f64 = metrics
+            .lines()
+            .filter(|line| line.starts_with("provisioner_placement_moves{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if moves <= self.moves_seen {
+            return Ok(());
+        }
+        self.moves_seen = moves;
+        for index in 0..stack.host_count() {
+            stack.kill_host_at(index).await;
+        }
+        let down = rand::rng().random_range(200..2_000);
+        tokio::time::sleep(Duration::from_millis(down)).await;
+        for index in 0..stack.host_count() {
+            stack.start_host_at(index)?;
+        }
+        self.remaining -= 1;
+        *done.entry("move_kills").or_default() += 1;
+        Ok(())
+    }
 }
 
 /// The node the `kills_so_far`-th node kill takes, in turn: the node order-api is on, the

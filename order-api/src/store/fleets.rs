@@ -37,7 +37,11 @@
 //!   summary and log see every member change in order, and two transactions never wait on
 //!   each other's members in opposite orders.
 //! - **Quotas.** A fleet counts as one order in flight and its members as one live server
-//!   each (migration 0012 weights the usage triggers so).
+//!   each (migration 0012 weights the usage triggers so). The check at accept asks the first
+//!   candidate's vendor; a move asks again, under the tenant's quota lock: a candidate at
+//!   which one more live server would pass a `max_live_servers` quota (all vendors, or its
+//!   vendor's) is passed over and the log says why. With none left, a failed server stays
+//!   failed and one no host serves waits where it is.
 
 use anyhow::Context;
 use chrono::Utc;
@@ -51,7 +55,7 @@ use uuid::Uuid;
 
 use super::{
     OrderEvent, OutboxMessage, Store, compare_and_set, drop_unpublished, insert_outbox,
-    insert_own_event, parse_json, parse_status, parse_uuid, webhooks,
+    insert_own_event, parse_json, parse_status, parse_uuid, quotas, webhooks,
 };
 use crate::lifecycle::{self, OrderStatus, Transition};
 
@@ -240,6 +244,7 @@ struct Member {
 /// A fleet's own columns that its bookkeeping needs.
 struct Fleet {
     id: Uuid,
+    tenant: String,
     status: OrderStatus,
     vendor: String,
     all_or_nothing: bool,
@@ -269,15 +274,17 @@ async fn read_fleet(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     fleet: Uuid,
 ) -> anyhow::Result<Option<(Fleet, Vec<Member>)>> {
-    let row =
-        sqlx::query("SELECT status, vendor, all_or_nothing, placement FROM orders WHERE id = $1")
-            .bind(fleet.to_string())
-            .fetch_optional(&mut **tx)
-            .await
-            .context("reading a fleet")?;
+    let row = sqlx::query(
+        "SELECT tenant, status, vendor, all_or_nothing, placement FROM orders WHERE id = $1",
+    )
+    .bind(fleet.to_string())
+    .fetch_optional(&mut **tx)
+    .await
+    .context("reading a fleet")?;
     let Some(row) = row else { return Ok(None) };
     let head = Fleet {
         id: fleet,
+        tenant: row.try_get("tenant")?,
         status: parse_status(row.try_get("status")?)?,
         vendor: row.try_get("vendor")?,
         all_or_nothing: row.try_get::<i64, _>("all_or_nothing")? != 0,
@@ -379,27 +386,60 @@ async fn move_on(
     {
         return Ok(None);
     }
+    let (next, passed_over) = next_candidate(tx, fleet, failed).await?;
+    let Some(next) = next else {
+        return Ok(Some(format!("not moved: {}", passed_over.join("; "))));
+    };
     let cleanup = failed.server.is_some()
         || super::failure_may_have_left_a_server(attempt.unwrap_or(1), fault);
-    move_server(tx, fleet, failed, &fault.code, cleanup)
-        .await
-        .map(Some)
+    let moved = move_server(tx, fleet, failed, next, &fault.code, cleanup).await?;
+    Ok(Some(with_passed_over(&passed_over, moved)))
 }
 
-/// Moves `from`'s server to the order's next candidate (which exists) for `reason`: inserts
-/// the next candidate's member (`pending`) and the move, calls the order's webhook
+/// Where `from`'s server may move: the first candidate after its own at which one more
+/// server keeps the tenant within its live-server quotas (a vendor where the tenant may have
+/// no more is passed over, as a sold-out region would be), and the candidates passed over
+/// with why, for the log.
+async fn next_candidate(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    fleet: &Fleet,
+    from: &Member,
+) -> anyhow::Result<(Option<usize>, Vec<String>)> {
+    let mut passed_over = Vec::new();
+    for (next, target) in fleet.placement.iter().enumerate().skip(from.candidate + 1) {
+        match quotas::check_moved_server(tx, &fleet.tenant, &target.vendor).await? {
+            None => return Ok((Some(next), passed_over)),
+            Some(over) => passed_over.push(format!(
+                "candidate {} ({target}) passed over, over the tenant's quota: {over}",
+                next + 1
+            )),
+        }
+    }
+    Ok((None, passed_over))
+}
+
+/// `moved` (what a move did) after the candidates it passed over, for the log.
+fn with_passed_over(passed_over: &[String], moved: String) -> String {
+    match passed_over {
+        [] => moved,
+        _ => format!("{}; {moved}", passed_over.join("; ")),
+    }
+}
+
+/// Moves `from`'s server to the order's candidate `next` (which exists) for `reason`:
+/// inserts that candidate's member (`pending`) and the move, calls the order's webhook
 /// (`order.moved`), and queues the new member's create at once, or (`wait_for_cleanup`) when
 /// the clean-up at `from` answers ([`cleanup_answered`]). What it did, for the log.
 async fn move_server(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     fleet: &Fleet,
     from: &Member,
+    next: usize,
     reason: &str,
     wait_for_cleanup: bool,
 ) -> anyhow::Result<String> {
     let failed = from;
     let member = from.id;
-    let next = from.candidate + 1;
     let target = fleet
         .placement
         .get(next)
@@ -803,8 +843,15 @@ impl Store {
                 fleet.status,
                 OrderStatus::Pending | OrderStatus::Queued | OrderStatus::Provisioning
             )
-            || !compare_and_set(&mut tx, member, lifecycle::CANCEL_REQUESTED, None, None).await?
         {
+            return Ok(false);
+        }
+        // A server with no candidate left within the tenant's quotas waits where it is.
+        let (next, passed_over) = next_candidate(&mut tx, &fleet, from).await?;
+        let Some(next) = next else {
+            return Ok(false);
+        };
+        if !compare_and_set(&mut tx, member, lifecycle::CANCEL_REQUESTED, None, None).await? {
             return Ok(false);
         }
         drop_unpublished(&mut tx, member).await?;
@@ -834,7 +881,8 @@ impl Store {
             attempts: 0,
         };
         insert_outbox(&mut tx, &outbox, now).await?;
-        let moved = move_server(&mut tx, &fleet, from, "no_host", false).await?;
+        let moved = move_server(&mut tx, &fleet, from, next, "no_host", false).await?;
+        let moved = with_passed_over(&passed_over, moved);
         let (fleet, members) = read_fleet(&mut tx, fleet_id)
             .await?
             .context("the fleet vanished in its own transaction")?;

@@ -509,24 +509,71 @@ pub(super) async fn check_new_orders(
         };
         let by_vendor = usage.entry(tenant).or_default();
         let adding = usage_of_new_order(new.order.count);
-        let mut verdict = None;
-        if let Some(limits) = rows.get(ALL_VENDORS) {
-            let mut total = Usage::default();
-            by_vendor.values().for_each(|u| total.add(*u));
-            verdict = exceeded(limits, total, adding, None);
-        }
-        if verdict.is_none()
-            && let Some(limits) = rows.get(vendor)
-        {
-            let used = by_vendor.get(vendor).copied().unwrap_or_default();
-            verdict = exceeded(limits, used, adding, Some(vendor));
-        }
+        let verdict = verdict(rows, by_vendor, vendor, adding);
         if verdict.is_none() {
             by_vendor.entry(vendor.to_string()).or_default().add(adding);
         }
         verdicts.push(verdict);
     }
     Ok(verdicts)
+}
+
+/// Which of a tenant's quotas (`rows`) `adding` at `vendor` would pass, over all vendors
+/// first, given its usage `by_vendor`; `None`: within them all.
+fn verdict(
+    rows: &QuotaRows,
+    by_vendor: &BTreeMap<String, Usage>,
+    vendor: &str,
+    adding: Usage,
+) -> Option<QuotaExceeded> {
+    let all_vendors = rows.get(ALL_VENDORS).and_then(|limits| {
+        let mut total = Usage::default();
+        by_vendor.values().for_each(|u| total.add(*u));
+        exceeded(limits, total, adding, None)
+    });
+    all_vendors.or_else(|| {
+        let limits = rows.get(vendor)?;
+        let used = by_vendor.get(vendor).copied().unwrap_or_default();
+        exceeded(limits, used, adding, Some(vendor))
+    })
+}
+
+/// Whether one more live server of `tenant` at `vendor` (a server moving to another
+/// placement candidate) stays within the tenant's `max_live_servers` quotas, all vendors and
+/// `vendor`'s; the quota it would pass if not. The move adds no order in flight, so those
+/// quotas are not asked. Takes the tenant's quota lock for the rest of `tx`, after the order
+/// locks the caller holds: no holder of a tenant's lock waits for an order's (a new order's
+/// group takes its keys, then the tenants' locks, and inserts), so no circle can form.
+pub(super) async fn check_moved_server(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &str,
+    vendor: &str,
+) -> anyhow::Result<Option<QuotaExceeded>> {
+    let quotas = quota_rows(&mut **tx, &[tenant]).await?;
+    let Some(rows) = quotas.get(tenant) else {
+        return Ok(None);
+    };
+    let live_only: QuotaRows = rows
+        .iter()
+        .map(|(scope, limits)| {
+            let limits = Limits {
+                max_orders_in_flight: None,
+                ..*limits
+            };
+            (scope.clone(), limits)
+        })
+        .collect();
+    lock_tenant(tx, tenant).await?;
+    let by_vendor = usage_by_vendor(&mut **tx, Some(tenant))
+        .await?
+        .into_iter()
+        .map(|((_, vendor), used)| (vendor, used))
+        .collect();
+    let adding = Usage {
+        live_servers: 1,
+        orders_in_flight: 0,
+    };
+    Ok(verdict(&live_only, &by_vendor, vendor, adding))
 }
 
 impl Store {
