@@ -27,7 +27,9 @@
 //! lock, and under READ COMMITTED sees every group committed before. Other transactions
 //! (results, deletes) change usage without the lock: a change not committed yet is not seen,
 //! and it is a decrease except for an active order being deleted (one more order in flight),
-//! which is refused by no quota check either way.
+//! which is refused by no quota check either way. A server moving to another placement
+//! candidate ([`check_moved_server`]) is checked under the tenant's lock too, taken after every
+//! order lock of its transaction.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
