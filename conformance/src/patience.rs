@@ -2,10 +2,11 @@
 //! waits the delay the vendor asked for (at least a short backoff), one answered
 //! `transient`, over its call budget, or refused for want of a free instance waits a
 //! growing backoff, and is made again, until it gives another answer or the time limit
-//! would pass (then its last error is the answer). Each wait gets up to half again at random,
-//! as the host's retries do: calls made at once (`idempotency.siblings`) that a vendor limits
-//! together would otherwise come back together, and be limited together, until the limit. Without it, a vendor that limits
-//! requests fails checks the host would pass, and leaves the servers a run made.
+//! would pass (then its last error is the answer). Without it, a vendor that limits requests
+//! fails checks the host would pass, and leaves the servers a run made. Each wait gets up to
+//! half again at random, as the host's retries do: calls made at once
+//! (`idempotency.siblings`) that a vendor limits together would otherwise come back together,
+//! and be limited together, until the time limit.
 
 use std::future::Future;
 use std::time::Duration;
