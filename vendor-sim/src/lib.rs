@@ -92,6 +92,33 @@ pub fn app(state: Arc<SimState>) -> Router {
         .nest("/_sim/azure", azure::control_router())
         .nest("/_sim", control::router())
         .with_state(state)
+        .layer(axum::middleware::from_fn(read_whole_request))
+}
+
+/// The largest request body the simulator reads (axum's own default limit for JSON).
+const REQUEST_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Reads each request's whole body before any route or fault sees it, as a vendor's front end
+/// does. An answer given before the body arrived (an injected fault, a refused token) would
+/// otherwise close the connection with the body unread: a client still sending it would have
+/// its write reset, and could lose the answer to it.
+async fn read_whole_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, REQUEST_BODY_LIMIT).await {
+        Ok(bytes) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
+        }
+        Err(error) => (
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("vendor-sim: the request's body could not be read whole: {error}"),
+        )
+            .into_response(),
+    }
 }
 
 /// Serves the simulator on `listener` until `shutdown` completes.
