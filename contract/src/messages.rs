@@ -68,6 +68,14 @@ pub struct CancelRequest {
     pub order_id: Uuid,
     /// Which vendor's plugin serves it.
     pub vendor: String,
+    /// Keep a server found *running* instead of deleting it, and answer
+    /// [`UpdateKind::Adopted`] with it (a server found in any other state is deleted as
+    /// usual). order-api sets it on the clean-up a placement move waits for: a server the
+    /// failed candidate made after all is adopted and the move called off. Absent (false)
+    /// otherwise; a host older than the field ignores it and deletes, which is safe: the
+    /// move then goes on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_running: bool,
 }
 
 /// order-api -> host, request and reply (`validate.<vendor>` on the requests exchange; the
@@ -256,6 +264,15 @@ pub enum UpdateKind {
         /// The server that is still there, when one was found.
         #[serde(default)]
         server: Option<ServerInfo>,
+    },
+    /// The clean-up a placement move waits for (a [`CancelRequest`] with `adopt_running`)
+    /// found the order's server running and kept it, instead of deleting it: order-api adopts
+    /// it (the order becomes `active` with it and the move is called off), or deletes it when
+    /// the move went on meanwhile. Only ever sent in answer to such a request, so an
+    /// order-api older than it never meets it.
+    Adopted {
+        /// The running server that was kept.
+        server: ServerInfo,
     },
     /// The create failed with a passing fault; the request will be tried again after
     /// `retry_in_ms` (through a delay queue). The order stays `queued`.
@@ -479,6 +496,35 @@ mod tests {
     }
 
     /// Events and results are routed apart.
+    #[test]
+    fn a_cancel_adopts_only_when_asked_and_reads_the_same_to_older_hosts() {
+        let plain = HostRequest::Cancel(CancelRequest {
+            order_id: Uuid::nil(),
+            vendor: "hetzner".into(),
+            adopt_running: false,
+        });
+        let json = serde_json::to_value(&plain).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "cancel", "order_id": Uuid::nil(), "vendor": "hetzner"}),
+            "a plain cancel is sent as before the field"
+        );
+        assert_eq!(serde_json::from_value::<HostRequest>(json).unwrap(), plain);
+        let adopting = HostRequest::Cancel(CancelRequest {
+            adopt_running: true,
+            ..match plain {
+                HostRequest::Cancel(cancel) => cancel,
+                _ => unreachable!(),
+            }
+        });
+        let json = serde_json::to_value(&adopting).unwrap();
+        assert_eq!(json["adopt_running"], true);
+        assert_eq!(
+            serde_json::from_value::<HostRequest>(json).unwrap(),
+            adopting
+        );
+    }
+
     #[test]
     fn final_updates_use_the_result_key() {
         let mut update = OrderUpdate {

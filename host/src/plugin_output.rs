@@ -483,12 +483,12 @@ pub fn bounded_body(message: &HostMessage) -> BoundedBody {
                 UpdateKind::Deleted { .. } | UpdateKind::DeleteFailed { .. } => {
                     UpdateKind::DeleteFailed { fault }
                 }
-                UpdateKind::Cancelled { .. } | UpdateKind::CancelFailed { .. } => {
-                    UpdateKind::CancelFailed {
-                        fault,
-                        server: None,
-                    }
-                }
+                UpdateKind::Cancelled { .. }
+                | UpdateKind::CancelFailed { .. }
+                | UpdateKind::Adopted { .. } => UpdateKind::CancelFailed {
+                    fault,
+                    server: None,
+                },
                 UpdateKind::Provisioning { .. }
                 | UpdateKind::Active { .. }
                 | UpdateKind::Failed { .. }

@@ -345,15 +345,21 @@ pub async fn find_for_cancel(
 }
 
 /// Cancels an order whose server `found` is (or none): deletes it and waits until it is gone.
+/// With `adopt_running` (the clean-up a placement move waits for), a server found running
+/// is kept and answered as [`UpdateKind::Adopted`]: order-api adopts it and calls the move off.
 pub async fn cancel(
     plugin: &Plugin,
     order_id: Uuid,
     found: Option<ServerInfo>,
+    adopt_running: bool,
     policy: &PollPolicy,
 ) -> UpdateKind {
     let Some(server) = found else {
         return UpdateKind::Cancelled { server: None };
     };
+    if adopt_running && server.status == ServerStatus::Running {
+        return UpdateKind::Adopted { server };
+    }
     match delete_and_wait(plugin, Some(order_id), &server, policy).await {
         Ok(gone) => UpdateKind::Cancelled { server: Some(gone) },
         Err(fault) => UpdateKind::CancelFailed {

@@ -655,7 +655,7 @@ async fn handle_delivery(
                 tracing::info!(vendor_id = %delete.server.vendor_id, "deleting server");
                 provision::delete(&plugin, delete, &settings.poll).await
             }
-            OrderRequest::Cancel(_) => 'cancel: {
+            OrderRequest::Cancel(cancel) => 'cancel: {
                 tracing::info!("cancelling: looking for the order's server");
                 // A passing fault in the lookup or the delete sends the whole cancel to a
                 // delay queue, on the clean-up's budget: the next run looks again.
@@ -663,7 +663,9 @@ async fn handle_delivery(
                     match find_under_lease(&plugin, &settings, &leases, order_id).await? {
                         Err(failure) => (failure, None),
                         Ok(found) => {
-                            match provision::cancel(&plugin, order_id, found, &settings.poll).await
+                            let adopt = cancel.adopt_running;
+                            match provision::cancel(&plugin, order_id, found, adopt, &settings.poll)
+                                .await
                             {
                                 UpdateKind::CancelFailed { fault, server } if fault.retryable => (
                                     provision::CreateFailure {
@@ -706,6 +708,9 @@ async fn handle_delivery(
             }
             UpdateKind::Deleted { server } => {
                 tracing::info!(vendor_id = %server.vendor_id, "server deleted")
+            }
+            UpdateKind::Adopted { server } => {
+                tracing::info!(vendor_id = %server.vendor_id, "found running: kept for the order to adopt")
             }
             UpdateKind::Cancelled { server } => {
                 tracing::info!(vendor_id = ?server.as_ref().map(|s| &s.vendor_id), "order cancelled")

@@ -169,6 +169,13 @@ pub fn transition(update: &UpdateKind) -> Transition {
             target: Cancelled,
             sources: &[Cancelling],
         },
+        // Never by itself: a failed server of a placement whose move still waits is adopted
+        // by the store's fleet bookkeeping (`store::fleets::adopt`), which checks that first;
+        // any other server kept this way is deleted like late news.
+        UpdateKind::Adopted { .. } => Transition {
+            target: Active,
+            sources: &[],
+        },
         // A cancel is never given up: the order stays `cancelling` (the fault and the event
         // say why), and the host's retry or the watchdog sends the cancel again.
         UpdateKind::CancelFailed { .. } => Transition {
@@ -219,6 +226,10 @@ pub fn describe(update: &UpdateKind) -> String {
                 .as_ref()
                 .map(|ip| format!(" at {ip}"))
                 .unwrap_or_default()
+        ),
+        UpdateKind::Adopted { server } => format!(
+            "server {} was found running at this candidate and kept",
+            server.vendor_id
         ),
         UpdateKind::Failed { fault, .. } => format!("failed ({}): {}", fault.code, fault.message),
         UpdateKind::Deleted { server } => format!("server {} deleted", server.vendor_id),

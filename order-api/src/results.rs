@@ -161,6 +161,7 @@ fn update_kind(kind: &UpdateKind) -> &'static str {
         UpdateKind::DeleteFailed { .. } => "delete_failed",
         UpdateKind::Retrying { .. } => "retrying",
         UpdateKind::Cancelled { .. } => "cancelled",
+        UpdateKind::Adopted { .. } => "adopted",
         UpdateKind::CancelFailed { .. } => "cancel_failed",
     }
 }

@@ -990,6 +990,10 @@ async fn compare_and_set(
     server: Option<String>,
     fault: Option<String>,
 ) -> anyhow::Result<bool> {
+    if step.sources.is_empty() {
+        // A step no status takes by itself (`IN ()` is no SQL on PostgreSQL).
+        return Ok(false);
+    }
     let sources = parameters(6, step.sources.len());
     let sql = format!(
         "UPDATE orders SET status = $1, server = COALESCE($2, server), fault = $3, \
@@ -1131,6 +1135,7 @@ async fn apply_in(
     let (server, fault) = match &update.kind {
         UpdateKind::Provisioning { server }
         | UpdateKind::Active { server }
+        | UpdateKind::Adopted { server }
         | UpdateKind::Deleted { server } => (Some(server), None),
         UpdateKind::Failed { fault, server } | UpdateKind::CancelFailed { fault, server } => {
             (server.as_ref(), Some(fault))
@@ -1161,7 +1166,13 @@ async fn apply_in(
             return Ok(Applied::Ignored);
         }
         if status == OrderStatus::Failed {
-            // A server of an order with a placement may wait for this clean-up to move on.
+            // A server of an order with a placement may wait for this clean-up to move on,
+            // or be adopted by it.
+            if let UpdateKind::Adopted { server } = &update.kind
+                && fleets::adopt(tx, update, server).await?
+            {
+                return Ok(Applied::Moved(OrderStatus::Active));
+            }
             fleets::cleanup_answered(tx, update.order_id, &update.kind).await?;
         }
         let after = if status == OrderStatus::Failed {
@@ -1192,6 +1203,7 @@ async fn apply_in(
             (
                 UpdateKind::Provisioning { .. }
                 | UpdateKind::Active { .. }
+                | UpdateKind::Adopted { .. }
                 | UpdateKind::Failed { .. },
                 Some(server),
             ) => {
@@ -1200,6 +1212,10 @@ async fn apply_in(
                     server.vendor_id
                 );
                 queue_server_delete(tx, update, server, status, message).await?;
+                if status == OrderStatus::Failed {
+                    // Not adoptable now: a move waiting for the clean-up goes on.
+                    fleets::late_server_deleted(tx, update.order_id).await?;
+                }
                 Ok(Applied::LateServerDeleted)
             }
             // The delete of a late server failed: said in the log; the orphan sweep reports
@@ -1240,7 +1256,9 @@ async fn apply_in(
 /// the order hearing of it ([`failure_may_have_left_a_server`]), the host is asked to look
 /// the order's key up and delete what it finds (a [`CancelRequest`](provisioner_contract::CancelRequest),
 /// retried through the delay queues like any). Neither outcome moves the failed order; a
-/// delete or lookup that fails for good leaves the server to the orphan sweep.
+/// delete or lookup that fails for good leaves the server to the orphan sweep. A server whose
+/// placement move waits for this clean-up is looked up by its key either way, and one found
+/// running is kept for the move to be called off ([`fleets::adopt`]).
 async fn delete_failed_orders_server(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     update: &OrderUpdate,
@@ -1251,6 +1269,19 @@ async fn delete_failed_orders_server(
         .fetch_one(&mut **tx)
         .await
         .context("reading a failed order's server")?;
+    if fleets::move_waits_for_cleanup(tx, update.order_id).await? {
+        let lookup =
+            provisioner_contract::HostRequest::Cancel(provisioner_contract::CancelRequest {
+                order_id: update.order_id,
+                vendor: update.vendor.clone(),
+                adopt_running: true,
+            });
+        let message = "looking for a server the attempts here may have made before the server \
+                       moves on: one found running is kept (and the move called off), any other \
+                       deleted"
+            .to_string();
+        return queue_host_request(tx, update, &lookup, OrderStatus::Failed, message).await;
+    }
     let Some(server) = parse_json::<ServerInfo>(row.try_get("server")?)? else {
         if !failure_may_have_left_a_server(update.attempt, fault) {
             return Ok(());
@@ -1259,6 +1290,7 @@ async fn delete_failed_orders_server(
             provisioner_contract::HostRequest::Cancel(provisioner_contract::CancelRequest {
                 order_id: update.order_id,
                 vendor: update.vendor.clone(),
+                adopt_running: false,
             });
         let message = "looking for a server an attempt may have made without the order \
                        hearing of it (its answer lost): a failed order keeps none"

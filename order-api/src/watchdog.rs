@@ -134,6 +134,7 @@ fn request_for(order: &Order) -> Option<HostRequest> {
         (OrderStatus::Cancelling, _) => Some(HostRequest::Cancel(CancelRequest {
             order_id: order.id,
             vendor: order.vendor.clone(),
+            adopt_running: false,
         })),
         _ => None,
     }

@@ -26,6 +26,13 @@ fn first_candidates_key(key: &str) -> String {
     format!("{head}00{}", &tail[2..])
 }
 
+/// The key the server with first-candidate key `key` has at candidate `candidate` (0 for the
+/// first).
+fn candidates_key(key: &str, candidate: u8) -> String {
+    let (head, tail) = key.split_at(key.len() - 4);
+    format!("{head}{candidate:02x}{}", &tail[2..])
+}
+
 /// Hosts that give up on a vendor error after two quick attempts.
 fn quick_to_give_up() -> StackOptions {
     StackOptions {
@@ -349,6 +356,123 @@ async fn a_move_passes_over_a_candidate_over_the_tenants_quota_and_calls_the_web
             json!("nbg1")
         ),
         "{moved}"
+    );
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// A create made the server at the first candidate without hearing so (its answer lost) and
+/// failed for good there (the vendor unavailable through the host's two attempts): the
+/// clean-up before the move finds the server running and keeps it; the order is active at the
+/// first candidate, the move is called off, and nothing is made at the second.
+#[tokio::test]
+async fn a_server_found_running_where_it_failed_is_adopted_and_the_move_called_off()
+-> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        boot_delay: Duration::from_millis(10),
+        ..quick_to_give_up()
+    })
+    .await?;
+    // Attempt 1: the key's look-up meets the vendor down. Attempt 2: the look-up finds
+    // nothing, the create is carried out and its answer lost. Both attempts failed.
+    stack
+        .inject_fault(
+            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
+            "method": "GET", "count": 1}),
+        )
+        .await?;
+    stack
+        .inject_fault(
+            json!({"vendor": "hetzner", "kind": "lost_response", "method": "POST", "count": 1}),
+        )
+        .await?;
+    let body = placed_body("kept", 1, json!([hetzner_in("fsn1"), hetzner_in("nbg1")]));
+    let (status, _, _, accepted) = stack.post_order(&body).await?;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().context("no id")?.to_string();
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(60))
+        .await?;
+    let server = &active["servers"][0];
+    assert_eq!(
+        (
+            server["status"].clone(),
+            server["candidate"].clone(),
+            server["region"].clone()
+        ),
+        (json!("active"), json!(1), json!("fsn1")),
+        "the server stays where it was made: {active}"
+    );
+    let key = server["key"].as_str().context("no key")?;
+    let live = stack.live_servers_of(key).await?;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(
+        server["server"]["vendor_id"].as_str(),
+        Some(live[0]["id"].to_string().as_str()),
+        "the order records the server it adopted: {active} {live:?}"
+    );
+    let messages = event_messages(&active);
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("adopted server") && m.contains("move is called off")),
+        "{messages:?}"
+    );
+    // The move was called off: its create never went out, now or later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stack.sim_stats().await?["created_total"], 1);
+    assert!(
+        stack
+            .live_servers_of(&candidates_key(key, 1))
+            .await?
+            .is_empty(),
+        "nothing at the second candidate"
+    );
+    let settled = stack.order(&id).await?;
+    assert_eq!(settled["status"], "active", "{settled}");
+
+    // The adopted server is the order's: deleting the order deletes it.
+    let (status, deleting) = stack.delete_order(&id).await?;
+    assert_eq!(status, 202, "{deleting}");
+    stack
+        .wait_for_status(&id, "deleted", Duration::from_secs(60))
+        .await?;
+    assert!(stack.live_servers_of(key).await?.is_empty());
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// A server that moved to another vendor is cancelled or deleted at that vendor: deleting an
+/// order whose server moved from Hetzner to DigitalOcean deletes the droplet.
+#[tokio::test]
+async fn deleting_an_order_whose_server_moved_to_another_vendor_deletes_it_there()
+-> anyhow::Result<()> {
+    let stack = Stack::start(quick_to_give_up()).await?;
+    set_capacity(&stack, "fsn1", false).await?;
+    let digitalocean = fixture("digitalocean");
+    let elsewhere = json!({"vendor": "digitalocean", "region": digitalocean.region,
+        "size": digitalocean.size, "image": digitalocean.image});
+    let body = placed_body("away", 1, json!([hetzner_in("fsn1"), elsewhere]));
+    let (status, _, _, accepted) = stack.post_order(&body).await?;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().context("no id")?.to_string();
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(90))
+        .await?;
+    let server = &active["servers"][0];
+    assert_eq!(server["vendor"], "digitalocean", "{active}");
+    let key = server["key"].as_str().context("no key")?;
+    assert_eq!(stack.live_servers_of(key).await?.len(), 1);
+
+    let (status, deleting) = stack.delete_order(&id).await?;
+    assert_eq!(status, 202, "{deleting}");
+    let deleted = stack
+        .wait_for_status(&id, "deleted", Duration::from_secs(60))
+        .await?;
+    let live = stack.live_servers_of(key).await?;
+    assert!(
+        live.is_empty(),
+        "the droplet is still there: {live:?}\n{deleted}"
     );
     stack.cleanup().await;
     Ok(())

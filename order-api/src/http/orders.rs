@@ -909,6 +909,7 @@ pub async fn cancel_order(
             let request = HostRequest::Cancel(CancelRequest {
                 order_id: order.id,
                 vendor: order.vendor.clone(),
+                adopt_running: false,
             });
             let outbox = outbox_for(&order, &request, &headers);
             // The order may have moved since it was read (it became active: then the answer

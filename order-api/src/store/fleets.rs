@@ -23,6 +23,12 @@
 //!   `quota_exceeded`) moves at once. Each move is a row of `placement_moves` (the metric
 //!   counts them by reason) and a line in the order's log; a fault that says the request is
 //!   wrong (`invalid_request`, `unauthorized` ...) does not move it.
+//! - **Adoption.** The clean-up a move waits for keeps a server it finds running (a create
+//!   whose answer was lost made it after all) and answers `adopted`: the failed member
+//!   becomes `active` with that server and the move is called off, its member `cancelled`
+//!   before any host heard of it ([`adopt`]). A server that turns up any other way while the
+//!   move waits (a late create's news) is deleted and the move goes on, so a server is never
+//!   both adopted and deleted.
 //! - **Status.** Every change of a member (the event written for it) mirrors a line into the
 //!   fleet's log (`web-2: ...`) and sums the members up into the fleet's status
 //!   ([`summarise`]): `active` when all run, `partially_active` when all settled and some run
@@ -246,19 +252,24 @@ struct Fleet {
     id: Uuid,
     tenant: String,
     status: OrderStatus,
-    vendor: String,
     all_or_nothing: bool,
     placement: Vec<Candidate>,
 }
 
-/// Each server's member at its latest candidate (the others failed and moved on), in number
-/// order.
+/// Each server's member at its latest candidate (the others failed, or waited for a host, and
+/// moved on), in number order; or the earlier member whose server was adopted, the move to
+/// the later one called off ([`adopt`]). Only adoption gives a member a server after its
+/// server moved on: one that failed stays failed, one no host took stays cancelled.
 fn current(members: &[Member]) -> Vec<&Member> {
     let mut latest: Vec<&Member> = Vec::new();
     for member in members {
         match latest.last_mut() {
             Some(last) if last.number == member.number => {
-                if member.candidate > last.candidate {
+                let adopted = matches!(
+                    last.status,
+                    OrderStatus::Active | OrderStatus::Deleting | OrderStatus::Deleted
+                );
+                if member.candidate > last.candidate && !adopted {
                     *last = member;
                 }
             }
@@ -274,19 +285,17 @@ async fn read_fleet(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     fleet: Uuid,
 ) -> anyhow::Result<Option<(Fleet, Vec<Member>)>> {
-    let row = sqlx::query(
-        "SELECT tenant, status, vendor, all_or_nothing, placement FROM orders WHERE id = $1",
-    )
-    .bind(fleet.to_string())
-    .fetch_optional(&mut **tx)
-    .await
-    .context("reading a fleet")?;
+    let row =
+        sqlx::query("SELECT tenant, status, all_or_nothing, placement FROM orders WHERE id = $1")
+            .bind(fleet.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .context("reading a fleet")?;
     let Some(row) = row else { return Ok(None) };
     let head = Fleet {
         id: fleet,
         tenant: row.try_get("tenant")?,
         status: parse_status(row.try_get("status")?)?,
-        vendor: row.try_get("vendor")?,
         all_or_nothing: row.try_get::<i64, _>("all_or_nothing")? != 0,
         placement: parse_json(row.try_get("placement")?)?.unwrap_or_default(),
     };
@@ -546,17 +555,9 @@ pub(super) async fn cleanup_answered(
         UpdateKind::CancelFailed { .. } | UpdateKind::DeleteFailed { .. } => true,
         _ => return Ok(()),
     };
-    if fleet_of(member).is_none() {
+    let Some(moved) = waiting_move(tx, member).await? else {
         return Ok(());
-    }
-    let row =
-        sqlx::query("SELECT member_id FROM placement_moves WHERE from_member = $1 AND waiting = 1")
-            .bind(member.to_string())
-            .fetch_optional(&mut **tx)
-            .await
-            .context("looking for a move waiting for a clean-up")?;
-    let Some(row) = row else { return Ok(()) };
-    let moved = parse_uuid(row.try_get("member_id")?)?;
+    };
     let message = match failed {
         true => {
             "the clean-up at the previous candidate has not succeeded yet (it is retried, then \
@@ -565,6 +566,140 @@ pub(super) async fn cleanup_answered(
         false => "the previous candidate's clean-up answered; creating the server here",
     };
     release_move(tx, moved, message).await
+}
+
+/// The member a move from failed member `member` waits to create, if it waits for that
+/// member's clean-up (its create not sent yet).
+async fn waiting_move(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    member: Uuid,
+) -> anyhow::Result<Option<Uuid>> {
+    if fleet_of(member).is_none() {
+        return Ok(None);
+    }
+    let row =
+        sqlx::query("SELECT member_id FROM placement_moves WHERE from_member = $1 AND waiting = 1")
+            .bind(member.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .context("looking for a move waiting for a clean-up")?;
+    row.map(|row| parse_uuid(row.try_get("member_id")?))
+        .transpose()
+}
+
+/// Whether failed member `member`'s server moves on once its clean-up answers: that clean-up
+/// then keeps a server it finds running, for [`adopt`].
+pub(super) async fn move_waits_for_cleanup(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    member: Uuid,
+) -> anyhow::Result<bool> {
+    Ok(waiting_move(tx, member).await?.is_some())
+}
+
+/// The clean-up of failed member `update.order_id`, whose move waits for it, found its server
+/// running and kept it ([`UpdateKind::Adopted`](provisioner_contract::UpdateKind::Adopted)):
+/// if the move still waits (its member pending, its create not sent) and the order is still
+/// on its way, the server is adopted: the member becomes `active` with it, the move is called
+/// off (its member `cancelled`; no host ever heard of it), and the order sums up again.
+/// Whether it was adopted; if not, the caller deletes the server as late news.
+///
+/// Only the clean-up's own answer adopts: it is the one request acting on the server at this
+/// candidate while the move waits. News of the server from anywhere else (a late create)
+/// deletes it and lets the move go on ([`late_server_deleted`]), so a server being deleted
+/// is never adopted.
+pub(super) async fn adopt(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    update: &provisioner_contract::OrderUpdate,
+    server: &ServerInfo,
+) -> anyhow::Result<bool> {
+    let member = update.order_id;
+    let Some(moved) = waiting_move(tx, member).await? else {
+        return Ok(false);
+    };
+    let Some((fleet_id, _)) = fleet_of(member) else {
+        return Ok(false);
+    };
+    let Some((fleet, members)) = read_fleet(tx, fleet_id).await? else {
+        return Ok(false);
+    };
+    let on_its_way = matches!(
+        fleet.status,
+        OrderStatus::Pending | OrderStatus::Queued | OrderStatus::Provisioning
+    );
+    let (Some(failed), Some(next)) = (
+        members.iter().find(|m| m.id == member),
+        members.iter().find(|m| m.id == moved),
+    ) else {
+        return Ok(false);
+    };
+    if !on_its_way || failed.status != OrderStatus::Failed || next.status != OrderStatus::Pending {
+        return Ok(false);
+    }
+    let now = Utc::now();
+    sqlx::query("UPDATE placement_moves SET waiting = 0 WHERE member_id = $1")
+        .bind(moved.to_string())
+        .execute(&mut **tx)
+        .await
+        .context("calling a move off")?;
+    sqlx::query("UPDATE orders SET status = 'cancelled', updated_at = $1 WHERE id = $2")
+        .bind(super::DbTime(now))
+        .bind(moved.to_string())
+        .execute(&mut **tx)
+        .await
+        .context("calling a move off")?;
+    let called_off = OrderEvent {
+        at: now,
+        status: OrderStatus::Cancelled,
+        message: format!(
+            "not needed: the server's clean-up at {} {} found server {} running there and kept \
+             it; nothing was sent here",
+            failed.vendor, failed.region, server.vendor_id
+        ),
+        attempt: None,
+    };
+    insert_own_event(tx, moved, &called_off).await?;
+    sqlx::query(
+        "UPDATE orders SET status = 'active', server = $1, fault = NULL, updated_at = $2 \
+         WHERE id = $3",
+    )
+    .bind(super::json(server))
+    .bind(super::DbTime(now))
+    .bind(member.to_string())
+    .execute(&mut **tx)
+    .await
+    .context("adopting a server")?;
+    let adopted = OrderEvent {
+        at: update.at,
+        status: OrderStatus::Active,
+        message: format!(
+            "adopted server {}: the clean-up before the move to {} {} found it running here, \
+             so the move is called off",
+            server.vendor_id, next.vendor, next.region
+        ),
+        attempt: Some(update.attempt),
+    };
+    // Mirrored into the order's log, which sums its servers up again.
+    super::insert_event(tx, member, &adopted).await?;
+    Ok(true)
+}
+
+/// A server turned up for failed member `member` from elsewhere than its clean-up (a late
+/// create) and its delete is queued: a move waiting for the clean-up goes on now, since the
+/// server it might have adopted is going.
+pub(super) async fn late_server_deleted(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    member: Uuid,
+) -> anyhow::Result<()> {
+    let Some(moved) = waiting_move(tx, member).await? else {
+        return Ok(());
+    };
+    release_move(
+        tx,
+        moved,
+        "a server the previous candidate made turned up late and is being deleted; creating \
+         the server here",
+    )
+    .await
 }
 
 /// Sends the create of `moved`, a server whose move waited for a clean-up (unless it is no
@@ -629,7 +764,6 @@ async fn resettle(
     if next == OrderStatus::Failed && fleet.all_or_nothing {
         let wound = wind_down(
             tx,
-            fleet,
             members,
             "another server of the order failed and it asks for all or nothing",
             None,
@@ -662,10 +796,10 @@ fn first_fault(members: &[&Member]) -> Option<Fault> {
 }
 
 /// Cancels each member still on its way and deletes each running one (each a compare-and-set
-/// with its event and its request queued); what it did, for the fleet's log.
+/// with its event and its request queued, to the member's own vendor: a server that moved is
+/// at another vendor than the order's first); what it did, for the fleet's log.
 async fn wind_down(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    fleet: &Fleet,
     members: &[Member],
     reason: &str,
     traceparent: Option<&str>,
@@ -678,7 +812,8 @@ async fn wind_down(
                 lifecycle::CANCEL_REQUESTED,
                 HostRequest::Cancel(CancelRequest {
                     order_id: member.id,
-                    vendor: fleet.vendor.clone(),
+                    vendor: member.vendor.clone(),
+                    adopt_running: false,
                 }),
                 "cancelling",
             ),
@@ -686,7 +821,7 @@ async fn wind_down(
                 lifecycle::DELETE_REQUESTED,
                 HostRequest::Delete(DeleteRequest {
                     order_id: member.id,
-                    vendor: fleet.vendor.clone(),
+                    vendor: member.vendor.clone(),
                     server: server.clone(),
                 }),
                 "deleting",
@@ -707,7 +842,7 @@ async fn wind_down(
         let outbox = OutboxMessage {
             message_id: Uuid::new_v4(),
             order_id: member.id,
-            routing_key: Topology::request_key(&fleet.vendor),
+            routing_key: Topology::request_key(&member.vendor),
             body: encode(&request),
             traceparent: traceparent.map(str::to_string),
             attempts: 0,
@@ -871,6 +1006,7 @@ impl Store {
         let cancel = HostRequest::Cancel(CancelRequest {
             order_id: member,
             vendor: from.vendor.clone(),
+            adopt_running: false,
         });
         let outbox = OutboxMessage {
             message_id: Uuid::new_v4(),
@@ -942,10 +1078,10 @@ impl Store {
         let Some(mut tx) = self.begin_change(fleet_id, step).await? else {
             return Ok(false);
         };
-        let Some((fleet, members)) = read_fleet(&mut tx, fleet_id).await? else {
+        let Some((_, members)) = read_fleet(&mut tx, fleet_id).await? else {
             return Ok(false);
         };
-        let wound = wind_down(&mut tx, &fleet, &members, message, Some(traceparent)).await?;
+        let wound = wind_down(&mut tx, &members, message, Some(traceparent)).await?;
         let (fleet, members) = read_fleet(&mut tx, fleet_id)
             .await?
             .context("the fleet vanished in its own transaction")?;
