@@ -478,14 +478,17 @@ async fn deleting_an_order_whose_server_moved_to_another_vendor_deletes_it_there
     Ok(())
 }
 
-/// A move waits for the clean-up at the failed candidate; when that answer never comes (lost,
-/// or a host stuck), the watchdog's pass sends the next candidate's create after its time
-/// without news, once. Through the store on a real SQLite database: a lost answer cannot be
-/// arranged through the processes without racing them.
-#[tokio::test]
-async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time()
--> anyhow::Result<()> {
-    use order_api::lifecycle::OrderStatus;
+/// A store on a fresh SQLite database holding an order for one server with a placement
+/// (Hetzner fsn1, then nbg1) whose second attempt at fsn1 failed for capacity: it may have
+/// made a server, so its move waits for the clean-up there. The store, the order's id, the
+/// failed server's and the moved server's keys, and the database's folder.
+async fn a_move_waiting_for_its_clean_up() -> anyhow::Result<(
+    order_api::store::Store,
+    uuid::Uuid,
+    uuid::Uuid,
+    uuid::Uuid,
+    std::path::PathBuf,
+)> {
     use order_api::store::{Candidate, Order, OutboxMessage, Store, fleets};
     use provisioner_contract::{Fault, OrderUpdate, UpdateKind};
 
@@ -529,40 +532,56 @@ async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time(
         )
         .await?;
     store.mark_published(&[create]).await?;
-    // The second attempt at fsn1 fails for capacity: it may have made a server, so the move
-    // waits for the clean-up there.
-    let update = |kind| OrderUpdate {
-        order_id: first.id,
-        vendor: "hetzner".into(),
-        at: chrono::Utc::now(),
-        attempt: 2,
-        kind,
-    };
     store
-        .apply_update(&update(UpdateKind::Failed {
-            fault: Fault {
-                code: "no_capacity".into(),
-                message: "sold out".into(),
-                retryable: true,
+        .apply_update(&OrderUpdate {
+            order_id: first.id,
+            vendor: "hetzner".into(),
+            at: chrono::Utc::now(),
+            attempt: 2,
+            kind: UpdateKind::Failed {
+                fault: Fault {
+                    code: "no_capacity".into(),
+                    message: "sold out".into(),
+                    retryable: true,
+                },
+                server: None,
             },
-            server: None,
-        }))
+        })
         .await?;
     let moved = fleets::member_id(fleet.id, 1, 1);
-    let creates_of_moved = |due: &[OutboxMessage]| {
-        due.iter()
-            .filter(|m| {
-                m.order_id == moved && String::from_utf8_lossy(&m.body).contains("\"create\"")
-            })
-            .count()
-    };
+    Ok((store, fleet.id, first.id, moved, dir))
+}
+
+/// The creates of `member` among outbox messages `due`.
+fn creates_of(member: uuid::Uuid, due: &[order_api::store::OutboxMessage]) -> usize {
+    due.iter()
+        .filter(|m| m.order_id == member && String::from_utf8_lossy(&m.body).contains("\"create\""))
+        .count()
+}
+
+/// A move waits for the clean-up at the failed candidate; when that answer never comes (lost,
+/// or a host stuck), the watchdog's pass sends the next candidate's create after its time
+/// without news, once. Through the store on a real SQLite database: a lost answer cannot be
+/// arranged through the processes without racing them.
+#[tokio::test]
+async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time()
+-> anyhow::Result<()> {
+    use order_api::lifecycle::OrderStatus;
+    use provisioner_contract::{OrderUpdate, UpdateKind};
+
+    let (store, fleet, first, moved, dir) = a_move_waiting_for_its_clean_up().await?;
     let due = store.due_outbox(100).await?;
     assert!(
-        due.iter().any(|m| m.order_id == first.id),
-        "the clean-up is queued: {due:?}"
+        due.iter().any(|m| m.order_id == first
+            && String::from_utf8_lossy(&m.body).contains("\"adopt_running\":true")),
+        "the clean-up is queued, keeping a running server: {due:?}"
     );
-    assert_eq!(creates_of_moved(&due), 0, "the move waits for the clean-up");
-    let servers = store.fleet_servers(fleet.id).await?;
+    assert_eq!(
+        creates_of(moved, &due),
+        0,
+        "the move waits for the clean-up"
+    );
+    let servers = store.fleet_servers(fleet).await?;
     assert_eq!(
         (servers[0].candidate, servers[0].status),
         (2, OrderStatus::Pending)
@@ -576,8 +595,8 @@ async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time(
         0
     );
     assert_eq!(store.release_waiting_moves(Duration::ZERO).await?, 1);
-    assert_eq!(creates_of_moved(&store.due_outbox(100).await?), 1);
-    let (order, _) = store.order(fleet.id).await?.context("no order")?;
+    assert_eq!(creates_of(moved, &store.due_outbox(100).await?), 1);
+    let (order, _) = store.order(fleet).await?.context("no order")?;
     let events = store.order(moved).await?.context("no moved server")?.1;
     assert!(
         events
@@ -588,9 +607,80 @@ async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time(
     // Once only, and the late answer sends nothing more.
     assert_eq!(store.release_waiting_moves(Duration::ZERO).await?, 0);
     store
-        .apply_update(&update(UpdateKind::Cancelled { server: None }))
+        .apply_update(&OrderUpdate {
+            order_id: first,
+            vendor: "hetzner".into(),
+            at: chrono::Utc::now(),
+            attempt: 1,
+            kind: UpdateKind::Cancelled { server: None },
+        })
         .await?;
-    assert_eq!(creates_of_moved(&store.due_outbox(100).await?), 1);
+    assert_eq!(creates_of(moved, &store.due_outbox(100).await?), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A server of the failed candidate that turns up other than through the clean-up (a late
+/// create's news) while the move waits is deleted and the move goes on; the clean-up's answer
+/// that it kept that server then adopts nothing: it is deleted again, never both adopted and
+/// deleted. Through the store: the two answers' order cannot be arranged through the
+/// processes without racing them.
+#[tokio::test]
+async fn a_server_that_turns_up_late_is_deleted_and_never_adopted() -> anyhow::Result<()> {
+    use order_api::lifecycle::OrderStatus;
+    use provisioner_contract::{OrderUpdate, ServerInfo, ServerStatus, UpdateKind};
+
+    let (store, fleet, first, moved, dir) = a_move_waiting_for_its_clean_up().await?;
+    let server = ServerInfo {
+        vendor_id: "4711".into(),
+        name: "web".into(),
+        status: ServerStatus::Running,
+        ipv4: None,
+        ipv6: None,
+    };
+    let update = |kind| OrderUpdate {
+        order_id: first,
+        vendor: "hetzner".into(),
+        at: chrono::Utc::now(),
+        attempt: 1,
+        kind,
+    };
+    let deletes_of_first = |due: &[order_api::store::OutboxMessage]| {
+        due.iter()
+            .filter(|m| {
+                m.order_id == first && String::from_utf8_lossy(&m.body).contains("\"delete\"")
+            })
+            .count()
+    };
+    store
+        .apply_update(&update(UpdateKind::Active {
+            server: server.clone(),
+        }))
+        .await?;
+    let due = store.due_outbox(100).await?;
+    assert_eq!(
+        deletes_of_first(&due),
+        1,
+        "the late server is deleted: {due:?}"
+    );
+    assert_eq!(creates_of(moved, &due), 1, "and the move goes on: {due:?}");
+
+    store
+        .apply_update(&update(UpdateKind::Adopted { server }))
+        .await?;
+    let due = store.due_outbox(100).await?;
+    assert_eq!(deletes_of_first(&due), 2, "not adopted: deleted: {due:?}");
+    let servers = store.fleet_servers(fleet).await?;
+    assert_eq!(
+        (servers[0].candidate, servers[0].status),
+        (2, OrderStatus::Pending),
+        "the server is on its way at the second candidate"
+    );
+    let (_, events) = store.order(first).await?.context("no failed server")?;
+    assert!(
+        !events.iter().any(|e| e.message.contains("adopted")),
+        "{events:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
