@@ -35,3 +35,31 @@ if ! cmp -s tests/sdk/requirements.txt "$stamp" 2>/dev/null; then
     "$venv/bin/pip" install --quiet -r tests/sdk/requirements.txt
     cp tests/sdk/requirements.txt "$stamp"
 fi
+
+# The web console's browser tests: headless Chromium and its WebDriver from Debian's packages,
+# and axe-core (the accessibility checker the tests load into each page) from the npm registry.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+    echo "==> installing chromium and chromium-driver (Debian packages, for the console's browser tests)"
+    if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "install Debian's chromium and chromium-driver as root (apt-get install chromium chromium-driver)" >&2
+        exit 1
+    fi
+fi
+axe_version=4.10.3
+axe_dir=target/axe-core
+if [[ ! -f $axe_dir/axe.min.js || $(cat "$axe_dir/.version" 2>/dev/null) != "$axe_version" ]]; then
+    echo "==> fetching axe-core $axe_version from the npm registry ($axe_dir)"
+    if ! command -v npm >/dev/null; then
+        echo "npm is not installed: install Node.js's npm (Debian: apt-get install npm) to fetch axe-core" >&2
+        exit 1
+    fi
+    rm -rf "$axe_dir" && mkdir -p "$axe_dir"
+    tarball=$(cd "$axe_dir" && npm pack --silent "axe-core@$axe_version")
+    tar -xzf "$axe_dir/$tarball" -C "$axe_dir" package/axe.min.js package/LICENSE
+    mv "$axe_dir/package/axe.min.js" "$axe_dir/package/LICENSE" "$axe_dir/"
+    rm -rf "$axe_dir/package" "$axe_dir/$tarball"
+    echo "$axe_version" > "$axe_dir/.version"
+fi

@@ -17,6 +17,7 @@ mod cluster;
 mod compose;
 mod concurrency;
 mod conformance;
+mod console;
 mod containment;
 mod drop_in;
 mod event_streams;

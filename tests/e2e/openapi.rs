@@ -44,7 +44,25 @@ async fn the_served_document_describes_the_api_and_the_api_keeps_to_it() -> anyh
             .to_str()?
             .starts_with("text/html")
     );
-    assert!(docs.text().await?.contains("openapi"));
+    // Offline: the page loads its files from order-api, nothing from another origin.
+    let page = docs.text().await?;
+    for attribute in ["src=\"", "href=\""] {
+        for reference in page.split(attribute).skip(1) {
+            let target = reference.split('"').next().unwrap_or_default();
+            assert!(
+                !target.contains("//"),
+                "/docs loads {target} from elsewhere:\n{page}"
+            );
+        }
+    }
+    let initializer = anonymous
+        .get(format!("{}/docs/swagger-initializer.js", stack.api_url))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    assert!(initializer.contains("/openapi.json"), "{initializer}");
 
     let schemathesis = workspace_root().join("target/sdk-venv/bin/schemathesis");
     anyhow::ensure!(

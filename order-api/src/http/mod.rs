@@ -1,8 +1,10 @@
 //! The HTTP API (axum). [`app`] builds the router from the shared state, apart from any
 //! socket, so tests and `main` serve the same thing; [`server`] serves it within bounds.
 
+pub mod console;
 pub mod events;
 pub mod health;
+pub mod me;
 pub mod openapi;
 pub mod orders;
 pub mod orphans;
@@ -62,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/orders/{id}/events", get(events::order_events))
         .route("/v1/orders/{id}/cancel", post(orders::cancel_order))
         .route("/v1/vendors", get(orders::list_vendors))
+        .route("/v1/me", get(me::me))
         .route("/v1/quotas", get(quotas::get_quotas))
         .route(
             "/v1/tenants/{tenant}/quotas",
@@ -71,10 +74,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/orphans", get(orphans::list_orphans))
         .route("/v1/orphans/sweep", post(orphans::sweep_now))
         .route("/openapi.json", get(openapi::openapi_json))
-        .route("/docs", get(openapi::docs))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(console::router())
+        .merge(openapi::docs())
         .fallback(problem::no_such_route)
         // 5xx answers are logged where they arise (with detail); `/readyz` answering 503
         // while not ready is not an error worth a log line.

@@ -1,17 +1,16 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations (utoipa), served at
-//! `GET /openapi.json`, and a browsable reference at `GET /docs` (Scalar; the page loads its
-//! script from the jsDelivr CDN, so the browser needs the internet, the server does not).
+//! `GET /openapi.json`, and a browsable reference at `GET /docs` (Swagger UI, its files
+//! embedded in the binary: it needs no internet).
 
 use axum::Json;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::problem::{FieldError, Problem};
-use crate::http::{events, orders, orphans, quotas};
+use crate::http::{events, me, orders, orphans, quotas};
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -30,6 +29,7 @@ use crate::http::{events, orders, orphans, quotas};
         orders::cancel_order,
         events::order_events,
         orders::list_vendors,
+        me::me,
         orders::webhook_secret,
         orphans::list_orphans,
         orphans::sweep_now,
@@ -178,10 +178,12 @@ pub async fn openapi_json() -> impl IntoResponse {
     Json(document())
 }
 
-/// `GET /docs`: the API reference page.
-pub async fn docs() -> impl IntoResponse {
-    let page = utoipa_scalar::Scalar::new(document()).to_html();
-    ([(header::CACHE_CONTROL, "no-cache")], Html(page))
+/// `GET /docs`: the API reference, Swagger UI reading `/openapi.json`, its files embedded in
+/// the binary (no CDN: it works on a network with no internet).
+pub fn docs<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
+        .into()
 }
 
 #[cfg(test)]

@@ -1,0 +1,341 @@
+// The console: a small single-page app over the same /v1 API every client uses. The API
+// token is kept in this tab's sessionStorage only (never in a URL or a cookie) and sent as
+// `Authorization: Bearer`; what a token may see is the API's decision, not the console's.
+// Views: sign-in, the orders table (#/orders), an order's page (#/orders/<id>) with its
+// timeline followed live through the order's event stream.
+
+const TOKEN_KEY = 'provisioner-console-token';
+const main = document.getElementById('main');
+const nav = document.getElementById('nav');
+const who = document.getElementById('who');
+const STATUSES = ['pending', 'queued', 'provisioning', 'active', 'partially_active', 'failed',
+  'cancelling', 'cancelled', 'deleting', 'deleted'];
+const SETTLED = ['active', 'partially_active', 'failed', 'cancelled', 'deleted'];
+const CANCELLABLE = ['pending', 'queued', 'provisioning'];
+const DELETABLE = ['active', 'partially_active'];
+const LIST_REFRESH_MS = 5000;
+
+// Whom the token speaks for (`GET /v1/me`), once signed in.
+let caller = null;
+
+// The view being shown stops its timers and streams through this when it is left.
+let leaving = new AbortController();
+
+/** An element with attributes and children (strings become text, never HTML). */
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/** `items` flattened, without the absent ones (for `append` and `replaceChildren`). */
+function nodes(items) {
+  return items.flat(Infinity).filter((item) => item !== null && item !== undefined && item !== false);
+}
+
+/** Replaces the main region's content and moves focus there, for screen readers. */
+function show(title, ...content) {
+  document.title = `${title} · Provisioner console`;
+  main.replaceChildren(...nodes(content));
+  main.focus();
+}
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem?.detail || problem?.title || `the API answered ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+/** Calls the API with the session's token; a refused token signs out. */
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: { Accept: 'application/json', Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}`, ...options.headers },
+  });
+  if (response.status === 401) {
+    signOut('The token was refused: sign in again.');
+    throw new ApiError(401, null);
+  }
+  const body = (response.headers.get('content-type') || '').includes('json')
+    ? await response.json() : null;
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+function alertBox(error) {
+  return el('p', { class: 'alert', role: 'alert' }, error.message);
+}
+
+function statusBadge(status) {
+  return el('span', { class: `status status-${status}` }, status.replace('_', ' '));
+}
+
+/** "3 min ago", with the exact time in a title and a machine-readable datetime. */
+function age(at) {
+  const seconds = Math.max(0, (Date.now() - Date.parse(at)) / 1000);
+  const text = seconds < 60 ? `${Math.floor(seconds)} s ago`
+    : seconds < 3600 ? `${Math.floor(seconds / 60)} min ago`
+      : seconds < 86400 ? `${Math.floor(seconds / 3600)} h ago`
+        : `${Math.floor(seconds / 86400)} d ago`;
+  return el('time', { datetime: at, title: new Date(at).toLocaleString() }, text);
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  caller = null;
+  nav.hidden = true;
+  signInView(message);
+}
+
+function signInView(message) {
+  leaving.abort();
+  const input = el('input', { id: 'token', name: 'token', type: 'password', autocomplete: 'off', required: true });
+  const form = el('form', { class: 'signin', onsubmit: async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    try {
+      await whoAmI();
+      if (!location.hash.startsWith('#/orders')) location.hash = '#/orders';
+      else route();
+    } catch (error) {
+      if (error.status !== 401) form.prepend(alertBox(error));
+    }
+  } },
+  el('label', { for: 'token' }, 'API token', input),
+  el('button', { class: 'primary', type: 'submit' }, 'Sign in'));
+  show('Sign in',
+    el('h1', {}, 'Sign in'),
+    message ? el('p', { class: 'alert', role: 'alert' }, message) : null,
+    el('p', { class: 'note' }, 'The token stays in this tab only, until you sign out or close it.'),
+    form);
+  input.focus();
+}
+
+/** Who the token speaks for (`GET /v1/me`), shown in the bar. */
+async function whoAmI() {
+  const me = await api('/v1/me');
+  caller = me;
+  who.textContent = me.admin ? 'Signed in as the operator' : `Signed in as tenant ${me.tenant}`;
+  nav.hidden = false;
+  return me;
+}
+
+async function ordersView(params) {
+  const query = new URLSearchParams();
+  for (const name of ['status', 'vendor', 'cursor']) {
+    if (params.get(name)) query.set(name, params.get(name));
+  }
+  query.set('limit', '50');
+  const status = el('select', { id: 'filter-status', name: 'status' },
+    el('option', { value: '' }, 'any'),
+    STATUSES.map((s) => el('option', { value: s, selected: params.get('status') === s }, s.replace('_', ' '))));
+  const vendor = el('input', { id: 'filter-vendor', name: 'vendor', value: params.get('vendor') || '', size: 14 });
+  const filters = el('form', { class: 'inline', onsubmit: (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams();
+    if (status.value) next.set('status', status.value);
+    if (vendor.value.trim()) next.set('vendor', vendor.value.trim());
+    location.hash = `#/orders?${next}`;
+  } },
+  el('label', { for: 'filter-status' }, 'Status', status),
+  el('label', { for: 'filter-vendor' }, 'Vendor', vendor),
+  el('button', { type: 'submit' }, 'Filter'));
+  const table = el('div', { class: 'table-wrap', 'aria-live': 'polite' });
+  const more = el('p');
+  show('Orders', el('h1', {}, 'Orders'), filters, table, more);
+
+  const signal = leaving.signal;
+  const refresh = async () => {
+    let page;
+    try {
+      page = await api(`/v1/orders?${query}`);
+    } catch (error) {
+      table.replaceChildren(alertBox(error));
+      return;
+    }
+    table.replaceChildren(ordersTable(page.orders));
+    more.replaceChildren();
+    if (page.next_cursor) {
+      const next = new URLSearchParams(query);
+      next.set('cursor', page.next_cursor);
+      next.delete('limit');
+      more.append(el('a', { href: `#/orders?${next}` }, 'Older orders'));
+    }
+  };
+  await refresh();
+  // The page follows the orders it shows: read again every few seconds while it is open.
+  const timer = setInterval(refresh, LIST_REFRESH_MS);
+  signal.addEventListener('abort', () => clearInterval(timer));
+}
+
+function ordersTable(orders) {
+  if (orders.length === 0) return el('p', {}, 'No orders here.');
+  return el('table', {},
+    el('caption', {}, `${orders.length} orders, newest first`),
+    el('thead', {}, el('tr', {},
+      el('th', { scope: 'col' }, 'Name'),
+      caller?.admin ? el('th', { scope: 'col' }, 'Tenant') : null,
+      el('th', { scope: 'col' }, 'Status'),
+      el('th', { scope: 'col' }, 'Vendor'), el('th', { scope: 'col' }, 'Region'),
+      el('th', { scope: 'col', class: 'optional' }, 'Servers'), el('th', { scope: 'col' }, 'Age'))),
+    el('tbody', {}, orders.map((order) => el('tr', { 'data-order': order.id },
+      el('td', {}, el('a', { href: `#/orders/${order.id}` }, order.name)),
+      caller?.admin ? el('td', {}, order.tenant) : null,
+      el('td', {}, statusBadge(order.status)),
+      el('td', {}, order.vendor), el('td', {}, order.region),
+      el('td', { class: 'optional' }, order.count ?? 1),
+      el('td', {}, age(order.created_at))))));
+}
+
+async function orderView(id) {
+  let order;
+  try {
+    order = await api(`/v1/orders/${encodeURIComponent(id)}`);
+  } catch (error) {
+    show('Order', el('h1', {}, 'Order'), alertBox(error), el('p', {}, el('a', { href: '#/orders' }, 'All orders')));
+    return;
+  }
+  const heading = el('h1', {}, order.name);
+  const facts = el('dl', { class: 'facts' });
+  const servers = el('div');
+  const actions = el('div', { class: 'actions' });
+  const timeline = el('ol', { class: 'timeline', 'aria-live': 'polite', 'aria-label': 'What happened' });
+  show(order.name, heading, facts, actions, servers, el('h2', {}, 'Timeline'), timeline);
+
+  const render = (current) => {
+    order = { ...order, ...current };
+    const server = order.server;
+    facts.replaceChildren(...nodes([
+      el('dt', {}, 'Status'), el('dd', { id: 'order-status' }, statusBadge(order.status)),
+      el('dt', {}, 'Order id'), el('dd', {}, order.id),
+      el('dt', {}, 'Vendor and region'), el('dd', {}, `${order.vendor} ${order.region}`),
+      el('dt', {}, 'Size and image'), el('dd', {}, `${order.size}, ${order.image}`),
+      server ? [el('dt', {}, 'Addresses'), el('dd', { id: 'order-addresses' },
+        [server.ipv4, server.ipv6].filter(Boolean).join(', ') || 'not assigned yet')] : null,
+      order.fault ? [el('dt', {}, 'Fault'), el('dd', { class: 'alert' },
+        `${order.fault.message} (${order.fault.code}; ${order.fault.retryable
+          ? 'ordering it again may work' : 'ordering the same again will fail the same way'})`)] : null,
+      el('dt', {}, 'Ordered'), el('dd', {}, age(order.created_at))]));
+    servers.replaceChildren();
+    if (order.servers) {
+      servers.append(el('h2', {}, 'Servers'), el('div', { class: 'table-wrap' }, el('table', {},
+        el('thead', {}, el('tr', {}, ['Name', 'Status', 'Candidate', 'Vendor and region', 'Addresses']
+          .map((title) => el('th', { scope: 'col' }, title)))),
+        el('tbody', {}, order.servers.map((s) => el('tr', {},
+          el('td', {}, s.name), el('td', {}, statusBadge(s.status)), el('td', {}, s.candidate),
+          el('td', {}, `${s.vendor} ${s.region}`),
+          el('td', {}, s.server ? [s.server.ipv4, s.server.ipv6].filter(Boolean).join(', ') : '')))))));
+    }
+    actions.replaceChildren();
+    if (CANCELLABLE.includes(order.status)) {
+      actions.append(el('button', { class: 'danger', type: 'button', onclick: () => act('cancel') }, 'Cancel the order'));
+    }
+    if (DELETABLE.includes(order.status)) {
+      actions.append(el('button', { class: 'danger', type: 'button', onclick: () => act('delete') }, 'Delete the servers'));
+    }
+  };
+  const act = async (what) => {
+    const question = what === 'cancel'
+      ? `Cancel order ${order.name}? Any server it made is deleted.`
+      : `Delete the servers of order ${order.name}? This cannot be undone.`;
+    if (!window.confirm(question)) return;
+    try {
+      const answer = what === 'cancel'
+        ? await api(`/v1/orders/${order.id}/cancel`, { method: 'POST' })
+        : await api(`/v1/orders/${order.id}`, { method: 'DELETE' });
+      render(answer);
+      follow();
+    } catch (error) {
+      actions.append(alertBox(error));
+    }
+  };
+  const seen = new Set();
+  const addEvent = (event) => {
+    if (event.seq !== undefined) {
+      if (seen.has(event.seq)) return;
+      seen.add(event.seq);
+    }
+    timeline.append(el('li', {}, el('time', { datetime: event.at }, new Date(event.at).toLocaleTimeString()),
+      statusBadge(event.status), ' ', event.message));
+  };
+  render(order);
+  (order.events || []).forEach((event, index) => addEvent({ seq: index + 1, ...event }));
+
+  // The order's event stream, read with fetch so the token goes in a header, not the URL.
+  let following = false;
+  const follow = async () => {
+    if (following) return;
+    following = true;
+    const signal = leaving.signal;
+    try {
+      const response = await fetch(`/v1/orders/${order.id}/events`, {
+        headers: { Accept: 'text/event-stream', Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}`, 'Last-Event-ID': String(seen.size) },
+        signal,
+      });
+      if (!response.ok || !response.body) return;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const kind = /^event: ?(.*)$/m.exec(frame)?.[1];
+          const data = frame.split('\n').filter((line) => line.startsWith('data:'))
+            .map((line) => line.replace(/^data: ?/, '')).join('\n');
+          if (!data) continue;
+          if (kind === 'order-event') {
+            const event = JSON.parse(data);
+            addEvent(event);
+            render({ status: event.status });
+          } else if (kind === 'end') {
+            render(JSON.parse(data));
+          }
+        }
+      }
+      // The stream ends once the order settled: read it whole once more, for its servers.
+      if (!signal.aborted) render(await api(`/v1/orders/${order.id}`));
+    } catch (error) {
+      if (!signal.aborted) timeline.after(alertBox(error));
+    } finally {
+      following = false;
+    }
+  };
+  if (!SETTLED.includes(order.status)) follow();
+}
+
+/** Shows the view the location's hash names. */
+async function route() {
+  leaving.abort();
+  leaving = new AbortController();
+  if (!sessionStorage.getItem(TOKEN_KEY)) {
+    signInView();
+    return;
+  }
+  const [path, search] = location.hash.replace(/^#/, '').split('?');
+  const params = new URLSearchParams(search || '');
+  const order = /^\/orders\/([0-9a-fA-F-]{36})$/.exec(path);
+  if (order) await orderView(order[1]);
+  else await ordersView(params);
+}
+
+document.getElementById('sign-out').addEventListener('click', () => signOut());
+window.addEventListener('hashchange', route);
+if (sessionStorage.getItem(TOKEN_KEY)) {
+  whoAmI().then(route, () => {});
+} else {
+  route();
+}
