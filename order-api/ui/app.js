@@ -2,7 +2,8 @@
 // token is kept in this tab's sessionStorage only (never in a URL or a cookie) and sent as
 // `Authorization: Bearer`; what a token may see is the API's decision, not the console's.
 // Views: sign-in, the orders table (#/orders), an order's page (#/orders/<id>) with its
-// timeline followed live through the order's event stream.
+// timeline followed live through the order's event stream, the vendors and the hosts serving
+// them (#/vendors), and for the operator the orphan sweep's findings (#/orphans).
 
 const TOKEN_KEY = 'provisioner-console-token';
 const main = document.getElementById('main');
@@ -125,6 +126,7 @@ function signInView(message) {
 async function whoAmI() {
   const me = await api('/v1/me');
   caller = me;
+  document.getElementById('nav-orphans').hidden = !me.admin;
   who.textContent = me.admin ? 'Signed in as the operator' : `Signed in as tenant ${me.tenant}`;
   nav.hidden = false;
   return me;
@@ -317,6 +319,82 @@ async function orderView(id) {
   if (!SETTLED.includes(order.status)) follow();
 }
 
+/** A table with a caption, its column titles and its rows (arrays of cells). */
+function table(caption, titles, rows) {
+  return el('div', { class: 'table-wrap' }, el('table', {},
+    el('caption', {}, caption),
+    el('thead', {}, el('tr', {}, titles.map((title) => el('th', { scope: 'col' }, title)))),
+    el('tbody', {}, rows.map((cells) => el('tr', {}, cells.map((cell) => el('td', {}, cell)))))));
+}
+
+async function vendorsView() {
+  let answer;
+  try {
+    answer = await api('/v1/vendors');
+  } catch (error) {
+    show('Vendors', el('h1', {}, 'Vendors'), alertBox(error));
+    return;
+  }
+  const rows = answer.vendors.flatMap((vendor) => vendor.hosts.map((host) => [
+    vendor.vendor, vendor.display_name, host.host_id, host.plugin_version,
+    age(host.first_seen), age(host.last_seen)]));
+  show('Vendors',
+    el('h1', {}, 'Vendors'),
+    answer.vendors.length === 0 ? el('p', {}, 'No host serves a vendor now: orders are refused.')
+      : table(`${answer.vendors.length} vendors served, each by the hosts that announced it`,
+        ['Vendor', 'Name', 'Host', 'Plugin version', 'Serving since', 'Last announced'], rows),
+    answer.unavailable?.length ? [
+      el('h2', {}, 'Plugins not serving'),
+      table('Vendors a host has a plugin for but does not serve, and why',
+        ['Vendor', 'Host', 'Why'],
+        answer.unavailable.map((u) => [u.vendor, u.host_id, u.reason])),
+    ] : null);
+}
+
+async function orphansView() {
+  const status = el('p', { role: 'status' });
+  const content = el('div');
+  const sweep = el('button', { class: 'primary', type: 'button', onclick: async () => {
+    try {
+      await api('/v1/orphans/sweep', { method: 'POST' });
+      status.textContent = 'A sweep of every vendor was asked for; this page follows it.';
+      await refresh();
+    } catch (error) {
+      status.replaceChildren(alertBox(error));
+    }
+  } }, 'Sweep now');
+  show('Orphans',
+    el('h1', {}, 'Orphans'),
+    el('p', { class: 'note' }, 'Servers at a vendor that carry our key but that no order owns, as the orphan sweep found them.'),
+    el('div', { class: 'actions' }, sweep), status, content);
+  const refresh = async () => {
+    let report;
+    try {
+      report = await api('/v1/orphans');
+    } catch (error) {
+      content.replaceChildren(alertBox(error));
+      return;
+    }
+    content.replaceChildren(...nodes([
+      el('h2', {}, 'Latest sweep of each vendor'),
+      report.sweeps.length === 0 ? el('p', {}, 'No sweep yet.')
+        : table(`${report.sweeps.length} vendors swept`,
+          ['Vendor', 'Asked', 'Outcome', 'Servers with our key', 'Orphans', 'Host'],
+          report.sweeps.map((s) => [s.vendor, age(s.requested_at), s.outcome ?? 'running',
+            s.listed ?? '', s.orphans ?? '', s.host_id ?? ''])),
+      el('h2', {}, 'Orphans found'),
+      report.orphans.length === 0 ? el('p', {}, 'None.')
+        : table(`${report.orphans.length} orphans, those still at the vendor first`,
+          ['Vendor', 'Server', 'Key', 'Why', 'State', 'Last seen'],
+          report.orphans.map((o) => [o.vendor, o.server.vendor_id, o.idempotency_key,
+            o.reason, o.state, age(o.last_seen_at)])),
+    ]));
+  };
+  await refresh();
+  const timer = setInterval(refresh, 2000);
+  leaving.signal.addEventListener('abort', () => clearInterval(timer));
+}
+
 /** Shows the view the location's hash names. */
 async function route() {
   leaving.abort();
@@ -329,6 +407,8 @@ async function route() {
   const params = new URLSearchParams(search || '');
   const order = /^\/orders\/([0-9a-fA-F-]{36})$/.exec(path);
   if (order) await orderView(order[1]);
+  else if (path === '/vendors') await vendorsView();
+  else if (path === '/orphans') await orphansView();
   else await ordersView(params);
 }
 

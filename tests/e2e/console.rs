@@ -345,3 +345,88 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
     }
     Ok(())
 }
+
+/// The operator sees the vendors with the hosts serving them, and the orphan sweep: *Sweep
+/// now* asks for a sweep, and the page shows each vendor's sweep and the orphan it found. A
+/// tenant is offered no orphans view and the API refuses it one by its address.
+#[tokio::test]
+async fn the_operator_sees_the_vendors_hosts_and_the_orphan_sweep() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        api_env: vec![("ORPHAN_SWEEP_INTERVAL_SECS".into(), "0".into())],
+        ..StackOptions::default()
+    })
+    .await?;
+    let orphan_key = uuid::Uuid::new_v4().to_string();
+    let seeded = stack
+        .http
+        .post(format!("{}/_sim/servers", stack.sim_url))
+        .json(&json!({"vendor": "hetzner", "name": "left-behind", "idempotency_key": orphan_key}))
+        .send()
+        .await?;
+    anyhow::ensure!(seeded.status() == 201, "seeding: {}", seeded.status());
+    let browser = Browser::start(1280, 900).await?;
+    let result = async {
+        browser.sign_in(&stack.api_url, &stack.admin_token).await?;
+        browser
+            .client
+            .goto(&format!("{}/ui#/vendors", stack.api_url))
+            .await?;
+        let vendors = browser
+            .wait_for_text("table", "hetzner", Duration::from_secs(10))
+            .await?;
+        assert!(vendors.contains("digitalocean"), "{vendors}");
+        browser.check_accessibility("vendors").await?;
+        browser.screenshot("vendors").await?;
+
+        browser.click(Locator::Css("#nav-orphans")).await?;
+        browser
+            .wait_for_text("main", "No sweep yet", Duration::from_secs(10))
+            .await?;
+        browser
+            .click(Locator::XPath("//button[contains(., 'Sweep now')]"))
+            .await?;
+        browser
+            .wait_for_text("main", &orphan_key, Duration::from_secs(30))
+            .await?;
+        browser
+            .wait_for_text("main", "listed", Duration::from_secs(10))
+            .await?;
+        browser.check_accessibility("orphans").await?;
+        browser.screenshot("orphans").await?;
+
+        // A tenant: no orphans view offered, and the API refuses it.
+        browser.click(Locator::Css("#sign-out")).await?;
+        browser.sign_in(&stack.api_url, &stack.token).await?;
+        let offered = browser
+            .client
+            .execute(
+                "return !document.getElementById('nav-orphans').hidden;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(
+            offered,
+            json!(false),
+            "a tenant is offered the orphans view"
+        );
+        browser
+            .client
+            .goto(&format!("{}/ui#/orphans", stack.api_url))
+            .await?;
+        let refused = browser
+            .wait_for_text("[role=alert]", "admin", Duration::from_secs(10))
+            .await?;
+        let page = browser
+            .client
+            .find(Locator::Css("main"))
+            .await?
+            .text()
+            .await?;
+        assert!(!page.contains(&orphan_key), "{refused}\n{page}");
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    stack.cleanup().await;
+    result
+}
