@@ -34,11 +34,16 @@
 //! - `provisioner_tenant_quota_limit{tenant,vendor,quota}`: each quota an admin set
 //!   (`vendor` is `*` for a quota over all vendors; `quota` is `max_live_servers` or
 //!   `max_orders_in_flight`). Alert on usage over limit above, say, 0.9.
+//! - `provisioner_faults_last_hour{code}`: faults the hosts reported in the last hour by
+//!   code (each failed order's, and each create attempt's that was retried), counted by this
+//!   instance in one-minute steps ([`FaultWindow`]); it starts from nothing when the instance
+//!   starts, and each order-api counts the results it applied.
 //! - `provisioner_orders_refused_total{reason}`: `POST /v1/orders` refused for a tenant's
 //!   `quota_exceeded` or `rate_limited`.
 //! - `provisioner_broker_connected{address}`: 1 for the broker address (`AMQP_URL` entry,
 //!   password hidden) the AMQP session is on; no series between sessions.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +112,8 @@ pub struct Metrics {
     tenant_orders_in_flight: Family<TenantLabel, Gauge>,
     tenant_quota_limit: Family<QuotaLabel, Gauge>,
     orders_refused: Family<ReasonLabel, Counter>,
+    faults_last_hour: Family<CodeLabel, Gauge>,
+    fault_window: FaultWindow,
     /// The broker address the session is on (set by the broker session, shown here and by
     /// `/readyz`).
     pub broker_node: BrokerNode,
@@ -135,6 +142,65 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+/// Faults counted by code over the last hour, in one-minute steps: each minute's counts are
+/// kept until they are an hour old.
+#[derive(Debug, Default)]
+pub struct FaultWindow {
+    minutes: std::sync::Mutex<std::collections::VecDeque<(i64, HashMap<String, u64>)>>,
+}
+
+impl FaultWindow {
+    /// How many one-minute steps the window holds.
+    const MINUTES: i64 = 60;
+
+    /// Counts one fault of `code` at `minute` (minutes since the Unix epoch).
+    fn record(&self, code: &str, minute: i64) {
+        let mut minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        if minutes.back().is_none_or(|(last, _)| *last != minute) {
+            minutes.push_back((minute, HashMap::new()));
+        }
+        if let Some((_, counts)) = minutes.back_mut() {
+            *counts.entry(code.to_string()).or_default() += 1;
+        }
+        Self::forget_before(&mut minutes, minute);
+    }
+
+    /// The counts by code of the hour up to `minute`.
+    fn counts(&self, minute: i64) -> HashMap<String, u64> {
+        let mut minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        Self::forget_before(&mut minutes, minute);
+        let mut total = HashMap::new();
+        for (_, counts) in minutes.iter() {
+            for (code, count) in counts {
+                *total.entry(code.clone()).or_default() += count;
+            }
+        }
+        total
+    }
+
+    fn forget_before(
+        minutes: &mut std::collections::VecDeque<(i64, HashMap<String, u64>)>,
+        minute: i64,
+    ) {
+        while minutes
+            .front()
+            .is_some_and(|(first, _)| *first <= minute - Self::MINUTES)
+        {
+            minutes.pop_front();
+        }
+    }
+}
+
+/// Minutes since the Unix epoch, now.
+fn this_minute() -> i64 {
+    chrono::Utc::now().timestamp().div_euclid(60)
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
     verdict: String,
 }
@@ -153,6 +219,13 @@ impl Metrics {
         let accept_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let publishes = Family::<OutcomeLabel, Counter>::default();
         let order_updates = Family::<UpdateLabel, Counter>::default();
+        let faults_last_hour = Family::<CodeLabel, Gauge>::default();
+        registry.register(
+            "faults_last_hour",
+            "Faults the hosts reported in the last hour, by code (failed orders and retried \
+             attempts; counted by this instance since it started)",
+            faults_last_hour.clone(),
+        );
         let validations = Family::<VerdictLabel, Counter>::default();
         let webhook_calls = Family::<OutcomeLabel, Counter>::default();
         let event_streams = Gauge::default();
@@ -268,6 +341,8 @@ impl Metrics {
             tenant_orders_in_flight,
             tenant_quota_limit,
             orders_refused,
+            faults_last_hour,
+            fault_window: FaultWindow::default(),
             broker_node: BrokerNode::default(),
         })
     }
@@ -322,6 +397,12 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .inc();
+    }
+
+    /// Counts a fault a host reported (a failed order's, or a retried attempt's) in the last
+    /// hour's window.
+    pub fn fault(&self, code: &str) {
+        self.fault_window.record(code, this_minute());
     }
 
     /// Counts an order refused for a tenant's limits (`quota_exceeded`, `rate_limited`).
@@ -397,6 +478,12 @@ impl Metrics {
                 }
             }
         }
+        self.faults_last_hour.clear();
+        for (code, count) in self.fault_window.counts(this_minute()) {
+            self.faults_last_hour
+                .get_or_create(&CodeLabel { code })
+                .set(count.min(i64::MAX as u64) as i64);
+        }
         self.broker_connected.clear();
         if let Some(node) = self.broker_node.get() {
             self.broker_connected
@@ -461,4 +548,26 @@ async fn queue_length(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u
     provisioner_contract::amqp::ready_messages(channel, queue)
         .await
         .with_context(|| format!("reading the length of {queue}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Faults count by code for an hour, then drop out minute by minute.
+    #[test]
+    fn the_fault_window_holds_an_hour() {
+        let window = FaultWindow::default();
+        window.record("no_capacity", 1_000);
+        window.record("no_capacity", 1_000);
+        window.record("vendor_unavailable", 1_030);
+        let counts = window.counts(1_030);
+        assert_eq!(counts.get("no_capacity"), Some(&2));
+        assert_eq!(counts.get("vendor_unavailable"), Some(&1));
+        // Minute 1,000 is an hour old at 1,060; 1,030 until 1,090.
+        let counts = window.counts(1_060);
+        assert_eq!(counts.get("no_capacity"), None);
+        assert_eq!(counts.get("vendor_unavailable"), Some(&1));
+        assert!(window.counts(1_090).is_empty());
+    }
 }

@@ -142,6 +142,11 @@ async fn handle_batch(
                 _ => {}
             }
             metrics.order_update(&update.vendor, update_kind(&update.kind));
+            if let UpdateKind::Failed { fault, .. } | UpdateKind::Retrying { fault, .. } =
+                &update.kind
+            {
+                metrics.fault(&fault.code);
+            }
         }
     });
     settle(

@@ -3,7 +3,8 @@
 // `Authorization: Bearer`; what a token may see is the API's decision, not the console's.
 // Views: sign-in, the orders table (#/orders), an order's page (#/orders/<id>) with its
 // timeline followed live through the order's event stream, the vendors and the hosts serving
-// them (#/vendors), and for the operator the orphan sweep's findings (#/orphans).
+// them (#/vendors), and for the operator the orphan sweep's findings (#/orphans) and a
+// dashboard of order-api's /metrics drawn as charts (#/dashboard).
 
 const TOKEN_KEY = 'provisioner-console-token';
 const main = document.getElementById('main');
@@ -127,6 +128,7 @@ async function whoAmI() {
   const me = await api('/v1/me');
   caller = me;
   document.getElementById('nav-orphans').hidden = !me.admin;
+  document.getElementById('nav-dashboard').hidden = !me.admin;
   who.textContent = me.admin ? 'Signed in as the operator' : `Signed in as tenant ${me.tenant}`;
   nav.hidden = false;
   return me;
@@ -395,6 +397,115 @@ async function orphansView() {
   leaving.signal.addEventListener('abort', () => clearInterval(timer));
 }
 
+/** The samples of an OpenMetrics text: `{name, labels, value}` each. */
+function parseMetrics(text) {
+  const samples = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!match) continue;
+    const labels = {};
+    for (const pair of (match[2] || '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[pair[1]] = pair[2];
+    samples.push({ name: match[1], labels, value: Number(match[3]) });
+  }
+  return samples;
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+/** A bar `fraction` of the full width (drawn, not styled inline: the policy allows no inline style). */
+function bar(fraction) {
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('viewBox', '0 0 100 10');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('focusable', 'false');
+  const rect = document.createElementNS(SVG, 'rect');
+  rect.setAttribute('width', String(Math.max(0.5, Math.min(1, fraction) * 100)));
+  rect.setAttribute('height', '10');
+  svg.append(rect);
+  return svg;
+}
+
+/** A bar chart as a table: a row per entry with its label, its bar and its value in words. */
+function barChart(title, entries, describe = (value) => String(value)) {
+  const max = Math.max(1e-9, ...entries.map((entry) => entry.value));
+  return el('figure', { class: 'chart' },
+    el('figcaption', {}, title),
+    entries.length === 0 ? el('p', { class: 'note' }, 'Nothing yet.')
+      : el('table', { class: 'bars' }, el('tbody', {}, entries.map((entry) => el('tr', {},
+        el('th', { scope: 'row' }, entry.label),
+        el('td', { class: 'bar-cell' }, bar(entry.value / max)),
+        el('td', { class: 'num' }, describe(entry.value)))))));
+}
+
+/** The `q` quantile of a cumulative histogram's buckets (`[{le, count}]`), interpolated. */
+function quantile(buckets, q) {
+  const total = buckets.at(-1)?.count ?? 0;
+  if (total === 0) return null;
+  const rank = q * total;
+  let lower = 0;
+  let below = 0;
+  for (const { le, count } of buckets) {
+    if (count >= rank) {
+      if (!Number.isFinite(le)) return lower;
+      return lower + (le - lower) * ((rank - below) / Math.max(1, count - below));
+    }
+    lower = le;
+    below = count;
+  }
+  return lower;
+}
+
+function milliseconds(seconds) {
+  return seconds === null ? 'no orders yet' : `${(seconds * 1000).toFixed(1)} ms`;
+}
+
+async function dashboardView() {
+  const charts = el('div', { class: 'charts', 'aria-live': 'polite' });
+  const stamp = el('p', { class: 'note' });
+  show('Dashboard', el('h1', {}, 'Dashboard'),
+    el('p', { class: 'note' }, "This order-api's /metrics, read every 5 s."), stamp, charts);
+  const refresh = async () => {
+    let samples;
+    try {
+      const response = await fetch('/metrics', { signal: leaving.signal });
+      if (!response.ok) throw new ApiError(response.status, null);
+      samples = parseMetrics(await response.text());
+    } catch (error) {
+      if (!leaving.signal.aborted) charts.replaceChildren(alertBox(error));
+      return;
+    }
+    const named = (name) => samples.filter((sample) => sample.name === name);
+    const orders = named('provisioner_orders');
+    const count = (status) => orders.find((s) => s.labels.status === status)?.value ?? 0;
+    const buckets = named('provisioner_accept_seconds_bucket')
+      .map((s) => ({ le: s.labels.le === '+Inf' ? Infinity : Number(s.labels.le), count: s.value }))
+      .sort((a, b) => a.le - b.le);
+    const perBucket = buckets.map((b, i) => ({
+      label: Number.isFinite(b.le) ? `≤ ${milliseconds(b.le)}` : 'longer',
+      value: b.count - (i > 0 ? buckets[i - 1].count : 0),
+    })).filter((b) => b.value > 0);
+    charts.replaceChildren(
+      barChart('Orders by status', orders.filter((s) => s.value > 0)
+        .map((s) => ({ label: s.labels.status.replace('_', ' '), value: s.value }))),
+      barChart(`Accept latency (POST to 202): p50 ${milliseconds(quantile(buckets, 0.5))}, p99 ${milliseconds(quantile(buckets, 0.99))}`,
+        perBucket, (n) => (n === 1 ? '1 order' : `${n} orders`)),
+      barChart('Creations in flight', [
+        { label: 'pending', value: count('pending') },
+        { label: 'queued', value: count('queued') },
+        { label: 'provisioning', value: count('provisioning') },
+        ...named('provisioner_queue_messages').map((s) => ({ label: `waiting in ${s.labels.queue}`, value: s.value })),
+      ]),
+      barChart('Faults in the last hour, by code', named('provisioner_faults_last_hour')
+        .map((s) => ({ label: s.labels.code, value: s.value })).sort((a, b) => b.value - a.value)));
+    stamp.textContent = `Read at ${new Date().toLocaleTimeString()}.`;
+  };
+  await refresh();
+  const timer = setInterval(refresh, 5000);
+  leaving.signal.addEventListener('abort', () => clearInterval(timer));
+}
+
 /** Shows the view the location's hash names. */
 async function route() {
   leaving.abort();
@@ -409,6 +520,7 @@ async function route() {
   if (order) await orderView(order[1]);
   else if (path === '/vendors') await vendorsView();
   else if (path === '/orphans') await orphansView();
+  else if (path === '/dashboard') await dashboardView();
   else await ordersView(params);
 }
 

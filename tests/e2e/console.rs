@@ -346,9 +346,10 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
     Ok(())
 }
 
-/// The operator sees the vendors with the hosts serving them, and the orphan sweep: *Sweep
-/// now* asks for a sweep, and the page shows each vendor's sweep and the orphan it found. A
-/// tenant is offered no orphans view and the API refuses it one by its address.
+/// The operator sees the vendors with the hosts serving them; the orphan sweep (*Sweep now*
+/// asks for a sweep, and the page shows each vendor's sweep and the orphan it found); and the
+/// dashboard of /metrics with a retried attempt's fault. A tenant is offered neither operator
+/// view, and the API refuses it the orphans by their address.
 #[tokio::test]
 async fn the_operator_sees_the_vendors_hosts_and_the_orphan_sweep() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
@@ -364,6 +365,18 @@ async fn the_operator_sees_the_vendors_hosts_and_the_orphan_sweep() -> anyhow::R
         .send()
         .await?;
     anyhow::ensure!(seeded.status() == 201, "seeding: {}", seeded.status());
+    // An order whose first create attempt meets the vendor down, for the dashboard.
+    stack
+        .inject_fault(
+            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
+            "method": "POST", "count": 1}),
+        )
+        .await?;
+    let own = provisioner_tests::client_with_token(&stack.token)?;
+    let retried = place_order(&stack, &own, "retried").await?;
+    stack
+        .wait_for_status(&retried, "active", Duration::from_secs(60))
+        .await?;
     let browser = Browser::start(1280, 900).await?;
     let result = async {
         browser.sign_in(&stack.api_url, &stack.admin_token).await?;
@@ -393,6 +406,24 @@ async fn the_operator_sees_the_vendors_hosts_and_the_orphan_sweep() -> anyhow::R
             .await?;
         browser.check_accessibility("orphans").await?;
         browser.screenshot("orphans").await?;
+
+        // The dashboard draws /metrics: the orders by status, accept latency, creations in
+        // flight, and the retried attempt's fault.
+        browser.click(Locator::Css("#nav-dashboard")).await?;
+        let charts = browser
+            .wait_for_text(".charts", "vendor_unavailable", Duration::from_secs(15))
+            .await?;
+        for expected in [
+            "Orders by status",
+            "active",
+            "Accept latency",
+            "p99",
+            "Creations in flight",
+        ] {
+            assert!(charts.contains(expected), "no {expected:?} in:\n{charts}");
+        }
+        browser.check_accessibility("dashboard").await?;
+        browser.screenshot("dashboard").await?;
 
         // A tenant: no orphans view offered, and the API refuses it.
         browser.click(Locator::Css("#sign-out")).await?;
