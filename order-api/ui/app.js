@@ -1,7 +1,8 @@
 // The console: a small single-page app over the same /v1 API every client uses. The API
 // token is kept in this tab's sessionStorage only (never in a URL or a cookie) and sent as
 // `Authorization: Bearer`; what a token may see is the API's decision, not the console's.
-// Views: sign-in, the orders table (#/orders), an order's page (#/orders/<id>) with its
+// Views: sign-in, the orders table (#/orders), a form to order servers (#/new), an order's
+// page (#/orders/<id>) with its
 // timeline followed live through the order's event stream, the vendors and the hosts serving
 // them (#/vendors), and for the operator the orphan sweep's findings (#/orphans) and a
 // dashboard of order-api's /metrics drawn as charts (#/dashboard).
@@ -506,6 +507,84 @@ async function dashboardView() {
   leaving.signal.addEventListener('abort', () => clearInterval(timer));
 }
 
+/** A random UUID (v4), from `getRandomValues`, which works without HTTPS too. */
+function newKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+async function newOrderView() {
+  let vendors = [];
+  try {
+    vendors = (await api('/v1/vendors')).vendors;
+  } catch (error) {
+    show('Order servers', el('h1', {}, 'Order servers'), alertBox(error));
+    return;
+  }
+  if (vendors.length === 0) {
+    show('Order servers', el('h1', {}, 'Order servers'),
+      el('p', { class: 'alert', role: 'alert' }, 'No host serves a vendor now: orders would be refused.'));
+    return;
+  }
+  // One key per body sent: a double click, or a retry after a lost answer, makes one order;
+  // a corrected form after a refusal is a new order, with a new key.
+  let key = newKey();
+  let sent = null;
+  const field = (id, label, attributes = {}) => {
+    const input = el('input', { id, name: id, ...attributes });
+    return { input, label: el('label', { for: id }, label, input) };
+  };
+  const name = field('name', 'Name', { required: true, maxlength: 63, pattern: '[a-z0-9]([a-z0-9-]*[a-z0-9])?', autocomplete: 'off' });
+  const vendor = el('select', { id: 'vendor', name: 'vendor', required: true },
+    vendors.map((v) => el('option', { value: v.vendor }, `${v.display_name} (${v.vendor})`)));
+  const region = field('region', 'Region', { required: true, autocomplete: 'off' });
+  const size = field('size', 'Size', { required: true, autocomplete: 'off' });
+  const image = field('image', 'Image', { required: true, autocomplete: 'off' });
+  const count = field('count', 'How many servers', { type: 'number', min: 1, max: 100, value: 1, required: true });
+  const sshKey = el('textarea', { id: 'ssh-key', name: 'ssh-key', rows: 2, cols: 40 });
+  const problems = el('div', { 'aria-live': 'assertive' });
+  const submit = el('button', { class: 'primary', type: 'submit' }, 'Order');
+  const form = el('form', { class: 'order-form', onsubmit: async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    problems.replaceChildren();
+    const body = {
+      name: name.input.value.trim(), vendor: vendor.value, region: region.input.value.trim(),
+      size: size.input.value.trim(), image: image.input.value.trim(),
+    };
+    if (Number(count.input.value) > 1) body.count = Number(count.input.value);
+    if (sshKey.value.trim()) body.ssh_keys = [sshKey.value.trim()];
+    const text = JSON.stringify(body);
+    if (sent !== null && sent !== text) key = newKey();
+    sent = text;
+    try {
+      const order = await api('/v1/orders', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': key },
+        body: text,
+      });
+      location.hash = `#/orders/${order.id}`;
+    } catch (error) {
+      const fields = error.problem?.errors ?? [];
+      problems.replaceChildren(el('div', { class: 'alert', role: 'alert' },
+        el('p', {}, error.message),
+        fields.length ? el('ul', {}, fields.map((f) => el('li', {}, `${f.field}: ${f.message}`))) : null));
+      submit.disabled = false;
+    }
+  } },
+  name.label,
+  el('label', { for: 'vendor' }, 'Vendor', vendor),
+  region.label, size.label, image.label, count.label,
+  el('label', { for: 'ssh-key' }, 'SSH public key (optional)', sshKey),
+  problems, submit);
+  show('Order servers', el('h1', {}, 'Order servers'),
+    el('p', { class: 'note' }, "The vendor's plugin checks the region, size and image before the order is accepted."),
+    form);
+}
+
 /** Shows the view the location's hash names. */
 async function route() {
   leaving.abort();
@@ -519,6 +598,7 @@ async function route() {
   const order = /^\/orders\/([0-9a-fA-F-]{36})$/.exec(path);
   if (order) await orderView(order[1]);
   else if (path === '/vendors') await vendorsView();
+  else if (path === '/new') await newOrderView();
   else if (path === '/orphans') await orphansView();
   else if (path === '/dashboard') await dashboardView();
   else await ordersView(params);
