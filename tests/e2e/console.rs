@@ -131,9 +131,15 @@ impl Browser {
         }
     }
 
+    /// Opens the console's `view` (`#/orders`, ...; empty: the console's page) at `api_url`.
+    async fn open(&self, api_url: &str, view: &str) -> anyhow::Result<()> {
+        self.client.goto(&format!("{api_url}/ui{view}")).await?;
+        Ok(())
+    }
+
     /// Signs in with `token` on the console at `api_url`.
     async fn sign_in(&self, api_url: &str, token: &str) -> anyhow::Result<()> {
-        self.client.goto(&format!("{api_url}/ui")).await?;
+        self.open(api_url, "").await?;
         let field = self
             .client
             .wait()
@@ -146,6 +152,11 @@ impl Browser {
         self.wait_for_text("#who", "Signed in", Duration::from_secs(10))
             .await?;
         Ok(())
+    }
+
+    /// The text of the page's main region.
+    async fn main_text(&self) -> anyhow::Result<String> {
+        Ok(self.client.find(Locator::Css("main")).await?.text().await?)
     }
 
     /// Runs axe-core in the page; fails on any serious or critical violation.
@@ -192,24 +203,6 @@ fn axe_script() -> PathBuf {
     target_dir().join("axe-core").join("axe.min.js")
 }
 
-/// An order for a Hetzner server named `name`, placed with `client`; its id.
-async fn place_order(
-    stack: &Stack,
-    client: &reqwest::Client,
-    name: &str,
-) -> anyhow::Result<String> {
-    let body = provisioner_tests::fixture("hetzner").order_body(name);
-    let response = client
-        .post(format!("{}/v1/orders", stack.api_url))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    anyhow::ensure!(response.status() == 202, "ordering: {}", response.status());
-    let order: Value = response.json().await?;
-    Ok(order["id"].as_str().context("no id")?.to_string())
-}
-
 /// A tenant signs in, orders a server through the form (a refused region shown, then one
 /// order however often the button is pressed), follows it to `active` on its page without a
 /// reload, sees its orders (not another tenant's), and cancels another with the confirmation; another tenant's order
@@ -224,13 +217,10 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
     .await?;
     let own = provisioner_tests::client_with_token(&stack.token)?;
     let other = stack.client_of_tenant("beta").await?;
-    let theirs = place_order(&stack, &other, "their-server").await?;
+    let theirs = stack.order_as(&other, "their-server").await?;
     let browser = Browser::start(1280, 900).await?;
     let result = async {
-        browser
-            .client
-            .goto(&format!("{}/ui", stack.api_url))
-            .await?;
+        browser.open(&stack.api_url, "").await?;
         browser
             .client
             .wait()
@@ -309,10 +299,9 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
         browser.screenshot("order-active").await?;
 
         // Cancel, with the confirmation.
-        let cancelled = place_order(&stack, &own, "cancelled").await?;
+        let cancelled = stack.order_as(&own, "cancelled").await?;
         browser
-            .client
-            .goto(&format!("{}/ui#/orders/{cancelled}", stack.api_url))
+            .open(&stack.api_url, &format!("#/orders/{cancelled}"))
             .await?;
         browser
             .click(Locator::XPath("//button[contains(., 'Cancel the order')]"))
@@ -325,10 +314,7 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
             .await?;
 
         // The list: the tenant's own orders, not the other tenant's.
-        browser
-            .client
-            .goto(&format!("{}/ui#/orders", stack.api_url))
-            .await?;
+        browser.open(&stack.api_url, "#/orders").await?;
         let table = browser
             .wait_for_text("table", "followed", Duration::from_secs(10))
             .await?;
@@ -346,18 +332,12 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
 
         // Another tenant's order by its address: the API says there is none.
         browser
-            .client
-            .goto(&format!("{}/ui#/orders/{theirs}", stack.api_url))
+            .open(&stack.api_url, &format!("#/orders/{theirs}"))
             .await?;
         browser
             .wait_for_text("[role=alert]", "", Duration::from_secs(10))
             .await?;
-        let page = browser
-            .client
-            .find(Locator::Css("main"))
-            .await?
-            .text()
-            .await?;
+        let page = browser.main_text().await?;
         assert!(!page.contains("their-server"), "{page}");
 
         // The operator sees every tenant's orders.
@@ -419,17 +399,14 @@ async fn the_operator_sees_the_vendors_hosts_and_the_orphan_sweep() -> anyhow::R
         )
         .await?;
     let own = provisioner_tests::client_with_token(&stack.token)?;
-    let retried = place_order(&stack, &own, "retried").await?;
+    let retried = stack.order_as(&own, "retried").await?;
     stack
         .wait_for_status(&retried, "active", Duration::from_secs(60))
         .await?;
     let browser = Browser::start(1280, 900).await?;
     let result = async {
         browser.sign_in(&stack.api_url, &stack.admin_token).await?;
-        browser
-            .client
-            .goto(&format!("{}/ui#/vendors", stack.api_url))
-            .await?;
+        browser.open(&stack.api_url, "#/vendors").await?;
         let vendors = browser
             .wait_for_text("table", "hetzner", Duration::from_secs(10))
             .await?;
@@ -471,34 +448,24 @@ async fn the_operator_sees_the_vendors_hosts_and_the_orphan_sweep() -> anyhow::R
         browser.check_accessibility("dashboard").await?;
         browser.screenshot("dashboard").await?;
 
-        // A tenant: no orphans view offered, and the API refuses it.
+        // A tenant: no operator view offered, and the API refuses it the orphans.
         browser.click(Locator::Css("#sign-out")).await?;
         browser.sign_in(&stack.api_url, &stack.token).await?;
-        let offered = browser
-            .client
-            .execute(
-                "return !document.getElementById('nav-orphans').hidden;",
-                vec![],
-            )
-            .await?;
-        assert_eq!(
-            offered,
-            json!(false),
-            "a tenant is offered the orphans view"
-        );
-        browser
-            .client
-            .goto(&format!("{}/ui#/orphans", stack.api_url))
-            .await?;
+        for view in ["nav-orphans", "nav-dashboard"] {
+            let offered = browser
+                .client
+                .execute(
+                    &format!("return !document.getElementById('{view}').hidden;"),
+                    vec![],
+                )
+                .await?;
+            assert_eq!(offered, json!(false), "a tenant is offered {view}");
+        }
+        browser.open(&stack.api_url, "#/orphans").await?;
         let refused = browser
             .wait_for_text("[role=alert]", "admin", Duration::from_secs(10))
             .await?;
-        let page = browser
-            .client
-            .find(Locator::Css("main"))
-            .await?
-            .text()
-            .await?;
+        let page = browser.main_text().await?;
         assert!(!page.contains(&orphan_key), "{refused}\n{page}");
         anyhow::Ok(())
     }

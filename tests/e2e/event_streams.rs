@@ -107,7 +107,7 @@ async fn streams_beyond_a_tenants_bound_or_the_instances_are_refused_with_429() 
     let api = stack.api_url.clone();
     let mine = stack.order_server("streamed-a-lot").await?;
     let globex = stack.client_of_tenant("globex").await?;
-    let theirs = fixture_order(&stack, &globex, "globex-streamed").await?;
+    let theirs = stack.order_as(&globex, "globex-streamed").await?;
 
     let mut open = Vec::new();
     for _ in 0..3 {
@@ -144,23 +144,6 @@ async fn streams_beyond_a_tenants_bound_or_the_instances_are_refused_with_429() 
     drop(open);
     stack.cleanup().await;
     Ok(())
-}
-
-/// POSTs a Hetzner order named `name` through `client`; its id.
-async fn fixture_order(stack: &Stack, client: &Client, name: &str) -> anyhow::Result<String> {
-    let body = provisioner_tests::fixture("hetzner").order_body(name);
-    let response = client
-        .post(format!("{}/v1/orders", stack.api_url))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    anyhow::ensure!(response.status().as_u16() == 202, "ordering {name}");
-    let answer: Value = response.json().await?;
-    answer["id"]
-        .as_str()
-        .map(str::to_string)
-        .context("an order id")
 }
 
 #[tokio::test]

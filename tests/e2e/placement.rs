@@ -33,6 +33,20 @@ fn candidates_key(key: &str, candidate: u8) -> String {
     format!("{head}{candidate:02x}{}", &tail[2..])
 }
 
+/// Posts the order `body` (202) and waits up to `within` for it to be active: its id and the
+/// order as it was then.
+async fn order_until_active(
+    stack: &Stack,
+    body: &str,
+    within: Duration,
+) -> anyhow::Result<(String, Value)> {
+    let (status, _, _, accepted) = stack.post_order(body).await?;
+    anyhow::ensure!(status == 202, "ordering answered {status}: {accepted}");
+    let id = accepted["id"].as_str().context("no id")?.to_string();
+    let active = stack.wait_for_status(&id, "active", within).await?;
+    Ok((id, active))
+}
+
 /// Hosts that give up on a vendor error after two quick attempts.
 fn quick_to_give_up() -> StackOptions {
     StackOptions {
@@ -288,12 +302,8 @@ async fn a_move_passes_over_a_candidate_over_the_tenants_quota_and_calls_the_web
         json!([hetzner_in("fsn1"), over_quota, hetzner_in("nbg1")]),
     ))?;
     body["webhook_url"] = json!(url);
-    let (status, _, _, accepted) = stack.post_order(&body.to_string()).await?;
-    assert_eq!(status, 202, "{accepted}");
-    let id = accepted["id"].as_str().context("no id")?.to_string();
-    let active = stack
-        .wait_for_status(&id, "active", Duration::from_secs(90))
-        .await?;
+    let (id, active) =
+        order_until_active(&stack, &body.to_string(), Duration::from_secs(90)).await?;
     let server = &active["servers"][0];
     assert_eq!(
         (
@@ -387,12 +397,7 @@ async fn a_server_found_running_where_it_failed_is_adopted_and_the_move_called_o
         )
         .await?;
     let body = placed_body("kept", 1, json!([hetzner_in("fsn1"), hetzner_in("nbg1")]));
-    let (status, _, _, accepted) = stack.post_order(&body).await?;
-    assert_eq!(status, 202, "{accepted}");
-    let id = accepted["id"].as_str().context("no id")?.to_string();
-    let active = stack
-        .wait_for_status(&id, "active", Duration::from_secs(60))
-        .await?;
+    let (id, active) = order_until_active(&stack, &body, Duration::from_secs(60)).await?;
     let server = &active["servers"][0];
     assert_eq!(
         (
@@ -453,12 +458,7 @@ async fn deleting_an_order_whose_server_moved_to_another_vendor_deletes_it_there
     let elsewhere = json!({"vendor": "digitalocean", "region": digitalocean.region,
         "size": digitalocean.size, "image": digitalocean.image});
     let body = placed_body("away", 1, json!([hetzner_in("fsn1"), elsewhere]));
-    let (status, _, _, accepted) = stack.post_order(&body).await?;
-    assert_eq!(status, 202, "{accepted}");
-    let id = accepted["id"].as_str().context("no id")?.to_string();
-    let active = stack
-        .wait_for_status(&id, "active", Duration::from_secs(90))
-        .await?;
+    let (id, active) = order_until_active(&stack, &body, Duration::from_secs(90)).await?;
     let server = &active["servers"][0];
     assert_eq!(server["vendor"], "digitalocean", "{active}");
     let key = server["key"].as_str().context("no key")?;

@@ -1108,6 +1108,27 @@ impl Stack {
             .context("the answer has no id")
     }
 
+    /// POSTs a valid Hetzner order named `name` with `client` (another tenant's token) and
+    /// returns its id.
+    pub async fn order_as(&self, client: &reqwest::Client, name: &str) -> anyhow::Result<String> {
+        let response = client
+            .post(format!("{}/v1/orders", self.api_url))
+            .header("content-type", "application/json")
+            .body(fixture("hetzner").order_body(name))
+            .send()
+            .await
+            .context("POST /v1/orders")?;
+        let status = response.status();
+        let json: Value = response.json().await.context("the answer's body")?;
+        if status != 202 {
+            bail!("ordering {name} answered {status}: {json}");
+        }
+        json["id"]
+            .as_str()
+            .map(str::to_string)
+            .context("the answer has no id")
+    }
+
     /// `GET /v1/orders/{id}`.
     pub async fn order(&self, id: &str) -> anyhow::Result<Value> {
         self.http
