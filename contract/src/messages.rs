@@ -268,8 +268,9 @@ pub enum UpdateKind {
     /// The clean-up a placement move waits for (a [`CancelRequest`] with `adopt_running`)
     /// found the order's server running and kept it, instead of deleting it: order-api adopts
     /// it (the order becomes `active` with it and the move is called off), or deletes it when
-    /// the move went on meanwhile. Only ever sent in answer to such a request, so an
-    /// order-api older than it never meets it.
+    /// the move went on meanwhile. Only ever sent in answer to such a request, which only an
+    /// order-api that knows this answer sends; but with several order-apis sharing the
+    /// results queue, an older one may take it (and dead-letters it): upgrade them all first.
     Adopted {
         /// The running server that was kept.
         server: ServerInfo,

@@ -1168,10 +1168,20 @@ async fn apply_in(
         if status == OrderStatus::Failed {
             // A server of an order with a placement may wait for this clean-up to move on,
             // or be adopted by it.
-            if let UpdateKind::Adopted { server } = &update.kind
-                && fleets::adopt(tx, update, server).await?
-            {
-                return Ok(Applied::Moved(OrderStatus::Active));
+            if let UpdateKind::Adopted { server } = &update.kind {
+                if fleets::adopt(tx, update, server).await? {
+                    return Ok(Applied::Moved(OrderStatus::Active));
+                }
+                // The clean-up kept it for a move that went on meanwhile (or an order no
+                // longer on its way): nothing else will delete it, even the server the order
+                // recorded.
+                let message = format!(
+                    "deleting server {}, which the clean-up found running and kept: the move \
+                     it was kept for went on meanwhile, or the order is no longer on its way",
+                    server.vendor_id
+                );
+                queue_server_delete(tx, update, server, status, message).await?;
+                return Ok(Applied::LateServerDeleted);
             }
             fleets::cleanup_answered(tx, update.order_id, &update.kind).await?;
         }

@@ -479,10 +479,13 @@ async fn deleting_an_order_whose_server_moved_to_another_vendor_deletes_it_there
 }
 
 /// A store on a fresh SQLite database holding an order for one server with a placement
-/// (Hetzner fsn1, then nbg1) whose second attempt at fsn1 failed for capacity: it may have
-/// made a server, so its move waits for the clean-up there. The store, the order's id, the
-/// failed server's and the moved server's keys, and the database's folder.
-async fn a_move_waiting_for_its_clean_up() -> anyhow::Result<(
+/// (Hetzner fsn1, then nbg1) whose second attempt at fsn1 failed for capacity (after the
+/// vendor accepted server `recorded`, when given): it may have made a server, so its move
+/// waits for the clean-up there. The store, the order's id, the failed server's and the moved
+/// server's keys, and the database's folder.
+async fn a_move_waiting_for_its_clean_up(
+    recorded: Option<provisioner_contract::ServerInfo>,
+) -> anyhow::Result<(
     order_api::store::Store,
     uuid::Uuid,
     uuid::Uuid,
@@ -532,6 +535,17 @@ async fn a_move_waiting_for_its_clean_up() -> anyhow::Result<(
         )
         .await?;
     store.mark_published(&[create]).await?;
+    if let Some(server) = recorded {
+        store
+            .apply_update(&OrderUpdate {
+                order_id: first.id,
+                vendor: "hetzner".into(),
+                at: chrono::Utc::now(),
+                attempt: 1,
+                kind: UpdateKind::Provisioning { server },
+            })
+            .await?;
+    }
     store
         .apply_update(&OrderUpdate {
             order_id: first.id,
@@ -569,7 +583,7 @@ async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time(
     use order_api::lifecycle::OrderStatus;
     use provisioner_contract::{OrderUpdate, UpdateKind};
 
-    let (store, fleet, first, moved, dir) = a_move_waiting_for_its_clean_up().await?;
+    let (store, fleet, first, moved, dir) = a_move_waiting_for_its_clean_up(None).await?;
     let due = store.due_outbox(100).await?;
     assert!(
         due.iter().any(|m| m.order_id == first
@@ -630,7 +644,7 @@ async fn a_server_that_turns_up_late_is_deleted_and_never_adopted() -> anyhow::R
     use order_api::lifecycle::OrderStatus;
     use provisioner_contract::{OrderUpdate, ServerInfo, ServerStatus, UpdateKind};
 
-    let (store, fleet, first, moved, dir) = a_move_waiting_for_its_clean_up().await?;
+    let (store, fleet, first, moved, dir) = a_move_waiting_for_its_clean_up(None).await?;
     let server = ServerInfo {
         vendor_id: "4711".into(),
         name: "web".into(),
@@ -681,6 +695,51 @@ async fn a_server_that_turns_up_late_is_deleted_and_never_adopted() -> anyhow::R
         !events.iter().any(|e| e.message.contains("adopted")),
         "{events:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The clean-up a move waited for keeps the failed server's recorded server, running, but the
+/// move went on meanwhile (the watchdog's time passed): that server is deleted, not adopted
+/// and not left running under a failed order.
+#[tokio::test]
+async fn a_server_kept_for_a_move_that_went_on_is_deleted() -> anyhow::Result<()> {
+    use provisioner_contract::{OrderUpdate, ServerInfo, ServerStatus, UpdateKind};
+
+    let server = ServerInfo {
+        vendor_id: "4711".into(),
+        name: "web".into(),
+        status: ServerStatus::Running,
+        ipv4: None,
+        ipv6: None,
+    };
+    let (store, _, first, moved, dir) = a_move_waiting_for_its_clean_up(Some(ServerInfo {
+        status: ServerStatus::Provisioning,
+        ..server.clone()
+    }))
+    .await?;
+    assert_eq!(store.release_waiting_moves(Duration::ZERO).await?, 1);
+    assert_eq!(creates_of(moved, &store.due_outbox(100).await?), 1);
+    store
+        .apply_update(&OrderUpdate {
+            order_id: first,
+            vendor: "hetzner".into(),
+            at: chrono::Utc::now(),
+            attempt: 1,
+            kind: UpdateKind::Adopted { server },
+        })
+        .await?;
+    let deletes = store
+        .due_outbox(100)
+        .await?
+        .iter()
+        .filter(|m| {
+            m.order_id == first
+                && String::from_utf8_lossy(&m.body).contains("\"delete\"")
+                && String::from_utf8_lossy(&m.body).contains("4711")
+        })
+        .count();
+    assert_eq!(deletes, 1, "the kept server is deleted");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
