@@ -1274,12 +1274,7 @@ async fn delete_failed_orders_server(
     update: &OrderUpdate,
     fault: &provisioner_contract::Fault,
 ) -> anyhow::Result<()> {
-    let row = sqlx::query("SELECT server FROM orders WHERE id = $1")
-        .bind(update.order_id.to_string())
-        .fetch_one(&mut **tx)
-        .await
-        .context("reading a failed order's server")?;
-    if fleets::move_waits_for_cleanup(tx, update.order_id).await? {
+    if fleets::waiting_move(tx, update.order_id).await?.is_some() {
         let lookup =
             provisioner_contract::HostRequest::Cancel(provisioner_contract::CancelRequest {
                 order_id: update.order_id,
@@ -1292,6 +1287,11 @@ async fn delete_failed_orders_server(
             .to_string();
         return queue_host_request(tx, update, &lookup, OrderStatus::Failed, message).await;
     }
+    let row = sqlx::query("SELECT server FROM orders WHERE id = $1")
+        .bind(update.order_id.to_string())
+        .fetch_one(&mut **tx)
+        .await
+        .context("reading a failed order's server")?;
     let Some(server) = parse_json::<ServerInfo>(row.try_get("server")?)? else {
         if !failure_may_have_left_a_server(update.attempt, fault) {
             return Ok(());

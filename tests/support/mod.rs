@@ -477,6 +477,17 @@ pub async fn drop_postgres_database(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The id of the order `name` whose POST answered `status` with `json`, if it was accepted.
+fn accepted_id(name: &str, status: u16, json: &Value) -> anyhow::Result<String> {
+    if status != 202 {
+        bail!("ordering {name} answered {status}: {json}");
+    }
+    json["id"]
+        .as_str()
+        .map(str::to_string)
+        .context("the answer has no id")
+}
+
 /// How a stack is set up.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -1099,13 +1110,7 @@ impl Stack {
     pub async fn order_at(&self, vendor: &str, name: &str) -> anyhow::Result<String> {
         let body = fixture(vendor).order_body(name);
         let (status, _, _, json) = self.post_order(&body).await?;
-        if status != 202 {
-            bail!("ordering {name} answered {status}: {json}");
-        }
-        json["id"]
-            .as_str()
-            .map(str::to_string)
-            .context("the answer has no id")
+        accepted_id(name, status, &json)
     }
 
     /// POSTs a valid Hetzner order named `name` with `client` (another tenant's token) and
@@ -1118,15 +1123,9 @@ impl Stack {
             .send()
             .await
             .context("POST /v1/orders")?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let json: Value = response.json().await.context("the answer's body")?;
-        if status != 202 {
-            bail!("ordering {name} answered {status}: {json}");
-        }
-        json["id"]
-            .as_str()
-            .map(str::to_string)
-            .context("the answer has no id")
+        accepted_id(name, status, &json)
     }
 
     /// `GET /v1/orders/{id}`.

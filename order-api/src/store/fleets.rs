@@ -569,8 +569,9 @@ pub(super) async fn cleanup_answered(
 }
 
 /// The member a move from failed member `member` waits to create, if it waits for that
-/// member's clean-up (its create not sent yet).
-async fn waiting_move(
+/// member's clean-up (its create not sent yet): that clean-up then keeps a server it finds
+/// running, for [`adopt`].
+pub(super) async fn waiting_move(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     member: Uuid,
 ) -> anyhow::Result<Option<Uuid>> {
@@ -585,15 +586,6 @@ async fn waiting_move(
             .context("looking for a move waiting for a clean-up")?;
     row.map(|row| parse_uuid(row.try_get("member_id")?))
         .transpose()
-}
-
-/// Whether failed member `member`'s server moves on once its clean-up answers: that clean-up
-/// then keeps a server it finds running, for [`adopt`].
-pub(super) async fn move_waits_for_cleanup(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    member: Uuid,
-) -> anyhow::Result<bool> {
-    Ok(waiting_move(tx, member).await?.is_some())
 }
 
 /// The clean-up of failed member `update.order_id`, whose move waits for it, found its server
