@@ -33,6 +33,6 @@ pub use messages::{
     CancelRequest, DeleteRequest, Fault, HostMessage, HostRequest, LabelledServer, Listing,
     OrderUpdate, OrphanDeleteRequest, OrphanDeleted, ProvisionRequest, ServerInfo, ServerSpec,
     ServerStatus, SweepRequest, UpdateKind, ValidateReply, ValidateRequest, VendorAnnouncement,
-    VendorInventory, VendorWithdrawal,
+    VendorCatalogue, VendorInventory, VendorWithdrawal,
 };
 pub use topology::{LEASE_QUEUE_EXPIRES_MS, LEASE_SHARDS, Topology, VALIDATE_TTL_MS};

@@ -334,6 +334,32 @@ pub struct VendorAnnouncement {
     pub host_id: String,
     /// When it was sent.
     pub at: DateTime<Utc>,
+    /// What the plugin accepts without asking its vendor (its `catalogue` export, since
+    /// WIT 0.5.0): the form's choices. Absent from a plugin of an older WIT version and from
+    /// an older host; an older order-api ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<VendorCatalogue>,
+}
+
+/// The regions, sizes and images a vendor's plugin accepts without asking the vendor: the
+/// same lists its `validate` checks against. `None` for a field: the plugin accepts any
+/// well-formed value there and the vendor decides at create time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VendorCatalogue {
+    /// Region or location codes, e.g. `fsn1`.
+    pub regions: Option<Vec<String>>,
+    /// Server types or flavours, e.g. `cx22`.
+    pub sizes: Option<Vec<String>>,
+    /// Image names, e.g. `ubuntu-24.04`.
+    pub images: Option<Vec<String>>,
+}
+
+impl VendorCatalogue {
+    /// The most entries one list carries (a host truncates longer lists and logs it).
+    pub const MAX_ENTRIES: usize = 1_000;
+    /// The longest entry, in bytes (a host drops longer ones and logs it).
+    pub const MAX_ENTRY_BYTES: usize = 128;
 }
 
 /// host -> order-api: "I no longer serve this vendor" (`announce.<vendor>`), sent when a

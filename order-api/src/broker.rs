@@ -1,6 +1,6 @@
 //! The broker session supervisor: connects (with backoff), declares the topology, runs the
-//! outbox relay, the results consumer, the orphan sweeper and the dead-letter sampler, and
-//! reconnects when one fails. `/readyz`
+//! outbox relay, the results consumer, the orphan sweeper, the dead-letter recorder and the
+//! queue sampler, and reconnects when one fails. `/readyz`
 //! reads [`BrokerSettings`]'s `up` flag.
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::metrics::{self, Metrics};
 use crate::store::{OrphanAction, Store};
 use crate::sweep::{self, SweepSettings};
 use crate::validation::{Validator, ValidatorSlot};
-use crate::{relay, results};
+use crate::{dead_letters, relay, results};
 
 /// What the supervisor needs.
 pub struct BrokerSettings {
@@ -88,18 +88,24 @@ async fn session(
         .create_channel()
         .await
         .context("opening a channel")?;
+    let dead_letters = connection
+        .create_channel()
+        .await
+        .context("opening the dead-letter channel")?;
     let validator = Validator::open(connection, &settings.topology).await?;
     settings.validator.set(Some(Arc::new(validator))).await;
     settings.up.store(true, Ordering::Relaxed);
     let outcome = tokio::select! {
         outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone(), settings.metrics.clone()) => outcome,
         outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action, &settings.metrics, [&settings.relay_wakeup, &settings.webhook_wakeup]) => outcome,
+        outcome = dead_letters::run(&dead_letters, &settings.topology, store.clone()) => outcome,
         outcome = metrics::sample_queues(connection, &settings.topology, &settings.metrics, store) => outcome,
         outcome = sweep::run(store.clone(), publisher.clone(), settings.sweep.clone()) => outcome,
         _ = shutdown.cancelled() => Ok(()),
     };
     // Closing the channels first lets the broker requeue cleanly before the connection goes.
     let _ = consuming.close(200, "order-api closing".into()).await;
+    let _ = dead_letters.close(200, "order-api closing".into()).await;
     let _ = publisher.close().await;
     outcome
 }

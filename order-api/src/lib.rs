@@ -16,6 +16,8 @@
 //! - [`metrics`]: the Prometheus series `/metrics` serves.
 //! - [`relay`]: the outbox relay (publish with confirms, retry what was refused).
 //! - [`results`]: the consumer of `provision.results` (updates, vendor announcements).
+//! - [`dead_letters`]: records what reaches `provision.dead`, with why, for
+//!   `GET /v1/dead-letters`.
 //! - [`watchdog`]: re-sends the request of an order stuck without news (a lost request or
 //!   result); the host's idempotent create or delete settles it.
 //! - [`sweep`]: the orphan sweep: asks hosts to list the servers carrying our key and
@@ -30,6 +32,7 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod dead_letters;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

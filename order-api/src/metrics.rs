@@ -7,9 +7,12 @@
 //! - `provisioner_dead_letters_total{queue}`: messages order-api dead-lettered (poison on the
 //!   results queue).
 //! - `provisioner_dead_letter_queue_messages`: messages waiting in `provision.dead`, whoever
-//!   put them there (a host's poison requests, order-api's, the broker's delivery limit);
-//!   sampled from the broker every [`DEAD_LETTER_SAMPLE_EVERY`]. Alert when it is above 0:
-//!   every message there is something a person should look at.
+//!   put them there (a host's poison requests, order-api's, the broker's delivery limit),
+//!   not yet recorded by order-api ([`crate::dead_letters`]: it stays near 0 while order-api
+//!   runs); sampled from the broker every [`DEAD_LETTER_SAMPLE_EVERY`].
+//! - `provisioner_dead_letters_recorded`: dead letters recorded and not yet dismissed
+//!   (`GET /v1/dead-letters`), read from the database at scrape. Alert when either is above
+//!   0: every dead letter is something a person should look at.
 //! - `provisioner_queue_messages{queue}`: messages waiting in the results queue and in each
 //!   announced vendor's request queue (consumer lag), sampled with the dead-letter queue.
 //! - `provisioner_accept_seconds`: histogram of `POST /v1/orders` answered `202`, from the
@@ -96,6 +99,7 @@ pub struct Metrics {
     registry: Registry,
     dead_letters: Family<QueueLabel, Counter>,
     dead_letter_queue: Gauge,
+    dead_letters_recorded: Gauge,
     orders: Family<StatusLabel, Gauge>,
     orphans: Family<StateLabel, Gauge>,
     placement_moves: Family<ReasonLabel, Gauge>,
@@ -211,6 +215,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("provisioner");
         let dead_letters = Family::<QueueLabel, Counter>::default();
         let dead_letter_queue = Gauge::default();
+        let dead_letters_recorded = Gauge::default();
         let orders = Family::<StatusLabel, Gauge>::default();
         let orphans = Family::<StateLabel, Gauge>::default();
         let placement_moves = Family::<ReasonLabel, Gauge>::default();
@@ -283,8 +288,14 @@ impl Metrics {
         );
         registry.register(
             "dead_letter_queue_messages",
-            "Messages waiting in the dead-letter queue (from any program or the broker)",
+            "Messages waiting in the dead-letter queue (from any program or the broker) that \
+             order-api has not recorded yet",
             dead_letter_queue.clone(),
+        );
+        registry.register(
+            "dead_letters_recorded",
+            "Dead letters recorded and not dismissed (GET /v1/dead-letters): alert when above 0",
+            dead_letters_recorded.clone(),
         );
         registry.register("orders", "Orders by status", orders.clone());
         let tenant_live_servers = Family::<TenantLabel, Gauge>::default();
@@ -325,6 +336,7 @@ impl Metrics {
             registry,
             dead_letters,
             dead_letter_queue,
+            dead_letters_recorded,
             orders,
             orphans,
             placement_moves,
@@ -443,6 +455,8 @@ impl Metrics {
                 })
                 .set(count);
         }
+        self.dead_letters_recorded
+            .set(store.count_dead_letters().await?);
         for (reason, moves) in store.placement_moves().await? {
             self.placement_moves
                 .get_or_create(&ReasonLabel { reason })

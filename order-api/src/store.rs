@@ -34,6 +34,7 @@ use uuid::Uuid;
 use crate::lifecycle::{self, OrderStatus, Transition};
 
 mod db;
+mod dead_letters;
 mod events;
 pub mod fleets;
 mod orphans;
@@ -43,7 +44,8 @@ mod vendors;
 mod webhooks;
 pub use db::Backend;
 use db::{DbTime, optional_time, parameters, time, value_rows};
-pub use events::{EventFeed, OrderNews};
+pub use dead_letters::{DeadLetter, NewDeadLetter};
+pub use events::{AllNews, EventFeed, News, OrderNews};
 pub use fleets::{Candidate, FleetServer, MAX_PLACEMENT_CANDIDATES, MAX_SERVERS_PER_ORDER};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use quotas::{
@@ -316,7 +318,13 @@ impl Store {
             .send(new)
             .await
             .map_err(|_| anyhow::anyhow!("the order writer has stopped"))?;
-        outcome.await.context("the order writer dropped an order")?
+        let inserted = outcome
+            .await
+            .context("the order writer dropped an order")??;
+        if matches!(inserted, Inserted::New(_)) {
+            self.order_made(order.id);
+        }
+        Ok(inserted)
     }
 
     /// The order a tenant's idempotency key names, if any.
@@ -842,10 +850,10 @@ impl Store {
             .await
             .context("starting a transaction")?;
         sqlx::query(
-            "INSERT INTO vendor_hosts (vendor, host_id, display_name, plugin_version, first_seen, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (vendor, host_id) DO UPDATE SET \
+            "INSERT INTO vendor_hosts (vendor, host_id, display_name, plugin_version, first_seen, last_seen, catalogue) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (vendor, host_id) DO UPDATE SET \
              display_name = excluded.display_name, plugin_version = excluded.plugin_version, \
-             last_seen = excluded.last_seen",
+             last_seen = excluded.last_seen, catalogue = excluded.catalogue",
         )
         .bind(&announcement.vendor)
         .bind(&announcement.host_id)
@@ -853,6 +861,7 @@ impl Store {
         .bind(&announcement.plugin_version)
         .bind(DbTime(announcement.at))
         .bind(DbTime(announcement.at))
+        .bind(vendors::catalogue_to_store(announcement))
         .execute(&mut *tx)
         .await
         .context("recording a vendor")?;

@@ -4,8 +4,9 @@
 // Views: sign-in, the orders table (#/orders), a form to order servers (#/new), an order's
 // page (#/orders/<id>) with its
 // timeline followed live through the order's event stream, the vendors and the hosts serving
-// them (#/vendors), and for the operator the orphan sweep's findings (#/orphans) and a
-// dashboard of order-api's /metrics drawn as charts (#/dashboard).
+// them (#/vendors), and for the operator the orphan sweep's findings (#/orphans), what reached
+// the dead-letter queue (#/dead-letters) and a dashboard of order-api's /metrics drawn as
+// charts (#/dashboard).
 
 const TOKEN_KEY = 'provisioner-console-token';
 const main = document.getElementById('main');
@@ -16,7 +17,7 @@ const STATUSES = ['pending', 'queued', 'provisioning', 'active', 'partially_acti
 const SETTLED = ['active', 'partially_active', 'failed', 'cancelled', 'deleted'];
 const CANCELLABLE = ['pending', 'queued', 'provisioning'];
 const DELETABLE = ['active', 'partially_active'];
-const LIST_REFRESH_MS = 5000;
+const STREAM_RETRY_MS = 5000;
 
 // Whom the token speaks for (`GET /v1/me`), once signed in.
 let caller = null;
@@ -116,6 +117,7 @@ function signInView(message) {
   } },
   el('label', { for: 'token' }, 'API token', input),
   el('button', { class: 'primary', type: 'submit' }, 'Sign in'));
+  main.setAttribute('aria-busy', 'false');
   show('Sign in',
     el('h1', {}, 'Sign in'),
     message ? el('p', { class: 'alert', role: 'alert' }, message) : null,
@@ -129,6 +131,7 @@ async function whoAmI() {
   const me = await api('/v1/me');
   caller = me;
   document.getElementById('nav-orphans').hidden = !me.admin;
+  document.getElementById('nav-dead-letters').hidden = !me.admin;
   document.getElementById('nav-dashboard').hidden = !me.admin;
   who.textContent = me.admin ? 'Signed in as the operator' : `Signed in as tenant ${me.tenant}`;
   nav.hidden = false;
@@ -160,15 +163,23 @@ async function ordersView(params) {
   show('Orders', el('h1', {}, 'Orders'), filters, table, more);
 
   const signal = leaving.signal;
+  let drawn;
+  const firstDrawn = new Promise((resolve) => { drawn = resolve; });
+  // The orders shown, updated in place by the stream of the caller's orders.
+  let shown = [];
+  const draw = () => table.replaceChildren(ordersTable(shown));
   const refresh = async () => {
     let page;
     try {
       page = await api(`/v1/orders?${query}`);
     } catch (error) {
       table.replaceChildren(alertBox(error));
+      drawn();
       return;
     }
-    table.replaceChildren(ordersTable(page.orders));
+    shown = page.orders;
+    draw();
+    drawn();
     more.replaceChildren();
     if (page.next_cursor) {
       const next = new URLSearchParams(query);
@@ -177,10 +188,37 @@ async function ordersView(params) {
       more.append(el('a', { href: `#/orders?${next}` }, 'Older orders'));
     }
   };
-  await refresh();
-  // The page follows the orders it shows: read again every few seconds while it is open.
-  const timer = setInterval(refresh, LIST_REFRESH_MS);
-  signal.addEventListener('abort', () => clearInterval(timer));
+  // A changed order is redrawn where it is; a new one joins the first page when it matches
+  // the filters.
+  const changed = (order) => {
+    const at = shown.findIndex((o) => o.id === order.id);
+    if (at >= 0) shown[at] = order;
+    else if (!query.get('cursor') && (!query.get('status') || query.get('status') === order.status)
+      && (!query.get('vendor') || query.get('vendor') === order.vendor)) {
+      shown = [order, ...shown].slice(0, 50);
+    } else return;
+    draw();
+  };
+  // The page follows the caller's orders through `GET /v1/events`: it lists them once the
+  // stream is open (`ready`), applies each change, and lists again when news was missed. A
+  // stream that ends or is refused is opened again after a pause, listing meanwhile.
+  const follow = async () => {
+    while (!signal.aborted) {
+      try {
+        await readEvents('/v1/events', {}, signal, (kind, data) => {
+          if (kind === 'ready' || kind === 'resync') refresh();
+          else if (kind === 'order') changed(JSON.parse(data));
+        });
+      } catch (error) {
+        if (signal.aborted) return;
+        if (error.status === 401) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, STREAM_RETRY_MS));
+      if (!signal.aborted) await refresh();
+    }
+  };
+  follow();
+  await firstDrawn;
 }
 
 function ordersTable(orders) {
@@ -283,25 +321,8 @@ async function orderView(id) {
     following = true;
     const signal = leaving.signal;
     try {
-      const response = await fetch(`/v1/orders/${order.id}/events`, {
-        headers: { Accept: 'text/event-stream', Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}`, 'Last-Event-ID': String(seen.size) },
-        signal,
-      });
-      if (!response.ok || !response.body) return;
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = '';
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let end;
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          const frame = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const kind = /^event: ?(.*)$/m.exec(frame)?.[1];
-          const data = frame.split('\n').filter((line) => line.startsWith('data:'))
-            .map((line) => line.replace(/^data: ?/, '')).join('\n');
-          if (!data) continue;
+      await readEvents(`/v1/orders/${order.id}/events`, { 'Last-Event-ID': String(seen.size) }, signal,
+        (kind, data) => {
           if (kind === 'order-event') {
             const event = JSON.parse(data);
             addEvent(event);
@@ -309,8 +330,7 @@ async function orderView(id) {
           } else if (kind === 'end') {
             render(JSON.parse(data));
           }
-        }
-      }
+        });
       // The stream ends once the order settled: read it whole once more, for its servers.
       if (!signal.aborted) render(await api(`/v1/orders/${order.id}`));
     } catch (error) {
@@ -320,6 +340,38 @@ async function orderView(id) {
     }
   };
   if (!SETTLED.includes(order.status)) follow();
+}
+
+/**
+ * Reads the Server-Sent Events of `path` until the stream ends, calling `onEvent(kind, data)`
+ * for each. Read with fetch, so the token goes in a header, never in the URL. Throws an
+ * ApiError when the API refuses the stream.
+ */
+async function readEvents(path, headers, signal, onEvent) {
+  const response = await fetch(path, {
+    headers: { Accept: 'text/event-stream', Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}`, ...headers },
+    signal,
+  });
+  if (!response.ok || !response.body) {
+    const body = (response.headers.get('content-type') || '').includes('json') ? await response.json() : null;
+    throw new ApiError(response.status, body);
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const kind = /^event: ?(.*)$/m.exec(frame)?.[1];
+      const data = frame.split('\n').filter((line) => line.startsWith('data:'))
+        .map((line) => line.replace(/^data: ?/, '')).join('\n');
+      if (data) onEvent(kind, data);
+    }
+  }
 }
 
 /** A table with a caption, its column titles and its rows (arrays of cells). */
@@ -395,6 +447,47 @@ async function orphansView() {
   };
   await refresh();
   const timer = setInterval(refresh, 2000);
+  leaving.signal.addEventListener('abort', () => clearInterval(timer));
+}
+
+async function deadLettersView() {
+  const status = el('p', { role: 'status' });
+  const content = el('div');
+  show('Dead letters',
+    el('h1', {}, 'Dead letters'),
+    el('p', { class: 'note' }, 'Messages that reached the dead-letter queue, with why. Dismiss one once it is dealt with.'),
+    status, content);
+  const refresh = async () => {
+    let page;
+    try {
+      page = await api('/v1/dead-letters?limit=100');
+    } catch (error) {
+      content.replaceChildren(alertBox(error));
+      return;
+    }
+    const dismiss = (letter) => el('button', { type: 'button', onclick: async () => {
+      if (!confirm(`Dismiss the dead letter from ${letter.queue ?? 'an unknown queue'}?`)) return;
+      try {
+        await api(`/v1/dead-letters/${letter.id}`, { method: 'DELETE' });
+        status.textContent = 'Dismissed.';
+        await refresh();
+      } catch (error) {
+        status.replaceChildren(alertBox(error));
+      }
+    } }, 'Dismiss');
+    const body = (letter) => el('details', {},
+      el('summary', {}, `${letter.body_bytes} bytes`),
+      el('pre', {}, letter.body ?? `base64: ${letter.body_base64}`));
+    content.replaceChildren(page.dead_letters.length === 0 ? el('p', {}, 'None: nothing was dead-lettered.')
+      : table(`${page.total} dead letter${page.total === 1 ? '' : 's'}, newest first${page.next_cursor ? ' (the newest 100 shown)' : ''}`,
+        ['Recorded', 'Queue', 'Why', 'Routing key', 'Order', 'Body', ''],
+        page.dead_letters.map((letter) => [age(letter.recorded_at), letter.queue ?? 'unknown',
+          letter.reason, letter.routing_key,
+          letter.order_id ? el('a', { href: `#/orders/${letter.order_id}` }, letter.order_id.slice(0, 8)) : '',
+          body(letter), dismiss(letter)])));
+  };
+  await refresh();
+  const timer = setInterval(refresh, 5000);
   leaving.signal.addEventListener('abort', () => clearInterval(timer));
 }
 
@@ -538,11 +631,24 @@ async function newOrderView() {
     return { input, label: el('label', { for: id }, label, input) };
   };
   const name = field('name', 'Name', { required: true, maxlength: 63, pattern: '[a-z0-9]([a-z0-9-]*[a-z0-9])?', autocomplete: 'off' });
-  const vendor = el('select', { id: 'vendor', name: 'vendor', required: true },
+  const vendor = el('select', { id: 'vendor', name: 'vendor', required: true, onchange: () => offer() },
     vendors.map((v) => el('option', { value: v.vendor }, `${v.display_name} (${v.vendor})`)));
-  const region = field('region', 'Region', { required: true, autocomplete: 'off' });
-  const size = field('size', 'Size', { required: true, autocomplete: 'off' });
-  const image = field('image', 'Image', { required: true, autocomplete: 'off' });
+  const region = choice('region', 'Region');
+  const size = choice('size', 'Size');
+  const image = choice('image', 'Image');
+  // The choices are what the vendor's plugin accepts (`GET /v1/vendors/{vendor}/catalogue`);
+  // a field it does not list stays free text, checked by the plugin when the order is sent.
+  const offer = async () => {
+    let catalogue = {};
+    try {
+      catalogue = await api(`/v1/vendors/${encodeURIComponent(vendor.value)}/catalogue`);
+    } catch (error) {
+      problems.replaceChildren(alertBox(error));
+    }
+    region.offer(catalogue.regions);
+    size.offer(catalogue.sizes);
+    image.offer(catalogue.images);
+  };
   const count = field('count', 'How many servers', { type: 'number', min: 1, max: 100, value: 1, required: true });
   const sshKey = el('textarea', { id: 'ssh-key', name: 'ssh-key', rows: 2, cols: 40 });
   const problems = el('div', { 'aria-live': 'assertive' });
@@ -552,8 +658,8 @@ async function newOrderView() {
     submit.disabled = true;
     problems.replaceChildren();
     const body = {
-      name: name.input.value.trim(), vendor: vendor.value, region: region.input.value.trim(),
-      size: size.input.value.trim(), image: image.input.value.trim(),
+      name: name.input.value.trim(), vendor: vendor.value, region: region.value(),
+      size: size.value(), image: image.value(),
     };
     if (Number(count.input.value) > 1) body.count = Number(count.input.value);
     if (sshKey.value.trim()) body.ssh_keys = [sshKey.value.trim()];
@@ -581,8 +687,33 @@ async function newOrderView() {
   el('label', { for: 'ssh-key' }, 'SSH public key (optional)', sshKey),
   problems, submit);
   show('Order servers', el('h1', {}, 'Order servers'),
-    el('p', { class: 'note' }, "The vendor's plugin checks the region, size and image before the order is accepted."),
+    el('p', { class: 'note' }, "The choices are those the vendor's plugin accepts; it checks the order again before it is accepted."),
     form);
+  await offer();
+}
+
+/**
+ * A form field that is a list to choose from when the vendor's plugin lists its values, and
+ * free text when it accepts any (`offer(null)`).
+ */
+function choice(id, label) {
+  const input = el('input', { id, name: id, required: true, autocomplete: 'off' });
+  const select = el('select', { id, name: id, required: true });
+  const wrapper = el('label', { for: id }, label, input);
+  let current = input;
+  return {
+    label: wrapper,
+    value: () => current.value.trim(),
+    offer(values) {
+      const listed = Array.isArray(values) && values.length > 0;
+      const next = listed ? select : input;
+      if (listed) select.replaceChildren(...values.map((v) => el('option', { value: v }, v)));
+      if (next !== current) {
+        current.replaceWith(next);
+        current = next;
+      }
+    },
+  };
 }
 
 /** Shows the view the location's hash names. */
@@ -596,12 +727,20 @@ async function route() {
   const [path, search] = location.hash.replace(/^#/, '').split('?');
   const params = new URLSearchParams(search || '');
   const order = /^\/orders\/([0-9a-fA-F-]{36})$/.exec(path);
-  if (order) await orderView(order[1]);
-  else if (path === '/vendors') await vendorsView();
-  else if (path === '/new') await newOrderView();
-  else if (path === '/orphans') await orphansView();
-  else if (path === '/dashboard') await dashboardView();
-  else await ordersView(params);
+  // Busy until the view has drawn what it first reads (assistive technology waits for it;
+  // the page-load benchmark times it).
+  main.setAttribute('aria-busy', 'true');
+  try {
+    if (order) await orderView(order[1]);
+    else if (path === '/vendors') await vendorsView();
+    else if (path === '/new') await newOrderView();
+    else if (path === '/orphans') await orphansView();
+    else if (path === '/dead-letters') await deadLettersView();
+    else if (path === '/dashboard') await dashboardView();
+    else await ordersView(params);
+  } finally {
+    main.setAttribute('aria-busy', 'false');
+  }
 }
 
 document.getElementById('sign-out').addEventListener('click', () => signOut());

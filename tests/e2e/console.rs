@@ -3,211 +3,20 @@
 //! Each test saves screenshots under `target/test-runs/console-screenshots/`, and checks
 //! every view it visits with axe-core (no serious or critical violation).
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use fantoccini::{Client, ClientBuilder, Locator};
-use provisioner_tests::{Stack, StackOptions, free_port, target_dir};
-use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use fantoccini::Locator;
+use provisioner_tests::browser::Browser;
+use provisioner_tests::{Stack, StackOptions};
+use serde_json::json;
 
-/// Where Debian's `chromium-driver` and `chromium` put their programs.
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// A headless Chromium under its WebDriver; `close` ends both.
-struct Browser {
-    client: Client,
-    driver: Child,
-    shots: PathBuf,
-}
-
-impl Browser {
-    /// Starts chromedriver on a free port and a headless Chromium session through it.
-    async fn start(width: u32, height: u32) -> anyhow::Result<Self> {
-        for program in [CHROMEDRIVER, CHROMIUM] {
-            if !std::path::Path::new(program).exists() {
-                bail!(
-                    "{program} is missing: install Debian's chromium and chromium-driver \
-                     (scripts/setup.sh does: apt-get install chromium chromium-driver)"
-                );
-            }
-        }
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting chromedriver")?;
-        let capabilities = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", format!("--window-size={width},{height}")],
-            },
-        });
-        let capabilities = match capabilities {
-            Value::Object(map) => map,
-            _ => unreachable!("an object"),
-        };
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let client = loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector)
-                .capabilities(capabilities.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => break client,
-                // chromedriver is not listening yet.
-                Err(_) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(error) => bail!("no Chromium session through chromedriver: {error}"),
-            }
-        };
-        let shots = target_dir().join("test-runs").join("console-screenshots");
-        std::fs::create_dir_all(&shots)?;
-        Ok(Self {
-            client,
-            driver,
-            shots,
-        })
-    }
-
-    /// Saves a screenshot as `<name>.png`.
-    async fn screenshot(&self, name: &str) -> anyhow::Result<()> {
-        let png = self.client.screenshot().await?;
-        std::fs::write(self.shots.join(format!("{name}.png")), png)?;
-        Ok(())
-    }
-
-    /// Waits up to `within` for an element `css` whose text contains `text`; its text.
-    async fn wait_for_text(
-        &self,
-        css: &str,
-        text: &str,
-        within: Duration,
-    ) -> anyhow::Result<String> {
-        let deadline = std::time::Instant::now() + within;
-        let mut last = String::new();
-        loop {
-            if let Ok(found) = self.client.find(Locator::Css(css)).await {
-                last = found.text().await.unwrap_or_default();
-                if last.contains(text) {
-                    return Ok(last);
-                }
-            }
-            if std::time::Instant::now() > deadline {
-                let page = self.client.source().await.unwrap_or_default();
-                bail!("no {css} with {text:?} within {within:?} (last: {last:?}); page:\n{page}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Clicks the element `locator` finds once it is there, again if the view re-rendered it between
-    /// finding and clicking (a stale element).
-    async fn click(&self, locator: Locator<'_>) -> anyhow::Result<()> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let error = match self.client.find(locator).await {
-                Ok(element) => match element.click().await {
-                    Ok(()) => return Ok(()),
-                    Err(error) => error,
-                },
-                Err(error) => error,
-            };
-            if std::time::Instant::now() > deadline {
-                bail!("could not click {locator:?}: {error}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Opens the console's `view` (`#/orders`, ...; empty: the console's page) at `api_url`.
-    async fn open(&self, api_url: &str, view: &str) -> anyhow::Result<()> {
-        self.client.goto(&format!("{api_url}/ui{view}")).await?;
-        Ok(())
-    }
-
-    /// Signs in with `token` on the console at `api_url`.
-    async fn sign_in(&self, api_url: &str, token: &str) -> anyhow::Result<()> {
-        self.open(api_url, "").await?;
-        let field = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css("#token"))
-            .await?;
-        field.send_keys(token).await?;
-        self.click(Locator::Css("form.signin button[type=submit]"))
-            .await?;
-        self.wait_for_text("#who", "Signed in", Duration::from_secs(10))
-            .await?;
-        Ok(())
-    }
-
-    /// The text of the page's main region.
-    async fn main_text(&self) -> anyhow::Result<String> {
-        Ok(self.client.find(Locator::Css("main")).await?.text().await?)
-    }
-
-    /// Runs axe-core in the page; fails on any serious or critical violation.
-    async fn check_accessibility(&self, view: &str) -> anyhow::Result<()> {
-        let axe = std::fs::read_to_string(axe_script()).with_context(|| {
-            format!(
-                "reading {} (scripts/setup.sh fetches axe-core from the npm registry)",
-                axe_script().display()
-            )
-        })?;
-        self.client.execute(&axe, vec![]).await?;
-        let report = self
-            .client
-            .execute_async(
-                "const done = arguments[arguments.length - 1];\
-                 axe.run(document, {resultTypes: ['violations']})\
-                    .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, \
-                        help: v.help, nodes: v.nodes.map(n => n.target.join(' '))}))))\
-                    .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e)}]));",
-                vec![],
-            )
-            .await?;
-        let serious: Vec<&Value> = report
-            .as_array()
-            .context("axe answered no list")?
-            .iter()
-            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
-            .collect();
-        anyhow::ensure!(
-            serious.is_empty(),
-            "{view}: serious or critical accessibility violations: {serious:#?}"
-        );
-        Ok(())
-    }
-
-    async fn close(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill().await;
-    }
-}
-
-/// axe-core's script, as scripts/setup.sh fetched it.
-fn axe_script() -> PathBuf {
-    target_dir().join("axe-core").join("axe.min.js")
-}
-
-/// A tenant signs in, orders a server through the form (a refused region shown, then one
-/// order however often the button is pressed), follows it to `active` on its page without a
-/// reload, sees its orders (not another tenant's), and cancels another with the confirmation; another tenant's order
-/// cannot be reached by its address; the operator signs in and sees every tenant's orders.
-/// The token never shows in order-api's log.
+/// A tenant signs in, orders a server through the form (the regions its vendor's plugin
+/// lists offered, a refused key shown, then one order however often the button is pressed),
+/// follows it to `active` on its page without a reload, cancels another with the
+/// confirmation, sees its orders (not another tenant's) and the list follow a new one to
+/// `active` without a reload; another tenant's order cannot be reached by its address; the
+/// operator signs in and sees every tenant's orders. The token never shows in order-api's
+/// log.
 #[tokio::test]
 async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
@@ -230,16 +39,38 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
         browser.screenshot("sign-in").await?;
         browser.sign_in(&stack.api_url, &stack.token).await?;
 
-        // The form: a region the plugin refuses is a 422 shown in the page; corrected, the
-        // order is placed (one order however often the button is pressed) and its page
-        // follows it to active, without a reload.
+        // The form: the vendor's regions come from its plugin's catalogue (hetzner's plugin
+        // lists its locations; it lists no sizes or images here, so those are free text). A
+        // key the API refuses is a 422 shown in the page; corrected, the order is placed (one
+        // order however often the button is pressed) and its page follows it to active,
+        // without a reload.
         browser.click(Locator::Css("a[href='#/new']")).await?;
         let hetzner = provisioner_tests::fixture("hetzner");
+        browser
+            .client
+            .wait()
+            .for_element(Locator::Css("#vendor"))
+            .await?
+            .select_by_value("hetzner")
+            .await?;
+        let region = browser
+            .client
+            .wait()
+            .for_element(Locator::Css("select#region"))
+            .await?;
+        let offered = region.text().await?;
+        for location in ["fsn1", "nbg1", "hel1"] {
+            assert!(
+                offered.contains(location),
+                "{location} not offered: {offered}"
+            );
+        }
+        region.select_by_value(hetzner.region).await?;
         for (id, value) in [
             ("#name", "followed"),
-            ("#region", "mars1"),
             ("#size", hetzner.size),
             ("#image", hetzner.image),
+            ("#ssh-key", "ssh-ed25519 not-a-key"),
         ] {
             browser
                 .client
@@ -249,23 +80,20 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
                 .send_keys(value)
                 .await?;
         }
-        browser
-            .client
-            .find(Locator::Css("#vendor"))
-            .await?
-            .select_by_value("hetzner")
-            .await?;
         browser.check_accessibility("order form").await?;
         browser
             .click(Locator::Css("form.order-form button[type=submit]"))
             .await?;
         browser
-            .wait_for_text("[role=alert]", "mars1", Duration::from_secs(10))
+            .wait_for_text("[role=alert]", "ssh_keys", Duration::from_secs(10))
             .await?;
         browser.screenshot("order-form-refused").await?;
-        let region = browser.client.find(Locator::Css("#region")).await?;
-        region.clear().await?;
-        region.send_keys(hetzner.region).await?;
+        browser
+            .client
+            .find(Locator::Css("#ssh-key"))
+            .await?
+            .clear()
+            .await?;
         browser
             .client
             .execute(
@@ -330,6 +158,30 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
         browser.check_accessibility("orders").await?;
         browser.screenshot("orders").await?;
 
+        // The list follows the tenant's orders without a reload (the `/v1/events` stream):
+        // one made elsewhere joins it and goes to active in place; another tenant's new
+        // order never shows.
+        browser
+            .client
+            .execute("window.notReloaded = true;", vec![])
+            .await?;
+        let _ = stack.order_as(&other, "their-second").await?;
+        let arrived = stack.order_as(&own, "arrived-live").await?;
+        let row = format!("tr[data-order='{arrived}']");
+        browser
+            .wait_for_text(&row, "arrived-live", Duration::from_secs(10))
+            .await?;
+        browser
+            .wait_for_text(&row, "active", Duration::from_secs(60))
+            .await?;
+        let kept = browser
+            .client
+            .execute("return window.notReloaded === true;", vec![])
+            .await?;
+        assert_eq!(kept, json!(true), "the list was reloaded");
+        let table = browser.main_text().await?;
+        assert!(!table.contains("their-second"), "{table}");
+
         // Another tenant's order by its address: the API says there is none.
         browser
             .open(&stack.api_url, &format!("#/orders/{theirs}"))
@@ -374,10 +226,11 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
 
 /// The operator sees the vendors with the hosts serving them; the orphan sweep (*Sweep now*
 /// asks for a sweep, and the page shows each vendor's sweep and the orphan it found); and the
-/// dashboard of /metrics with a retried attempt's fault. A tenant is offered neither operator
-/// view, and the API refuses it the orphans by their address.
+/// dashboard of /metrics with a retried attempt's fault; a dead letter with why, dismissed.
+/// A tenant is offered no operator view, and the API refuses it the orphans by their address.
 #[tokio::test]
-async fn the_operator_sees_the_vendors_hosts_and_the_orphan_sweep() -> anyhow::Result<()> {
+async fn the_operator_sees_the_vendors_hosts_the_orphan_sweep_and_the_dead_letters()
+-> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
         api_env: vec![("ORPHAN_SWEEP_INTERVAL_SECS".into(), "0".into())],
         ..StackOptions::default()
@@ -448,10 +301,40 @@ async fn the_operator_sees_the_vendors_hosts_and_the_orphan_sweep() -> anyhow::R
         browser.check_accessibility("dashboard").await?;
         browser.screenshot("dashboard").await?;
 
+        // A poison result reaches the dead-letter queue: the operator reads it with why, and
+        // dismisses it with the confirmation.
+        let connection = provisioner_tests::require_rabbitmq().await;
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_publish(
+                stack.topology.results_exchange().as_str().into(),
+                "event.hetzner".into(),
+                lapin::options::BasicPublishOptions::default(),
+                b"not json at all",
+                lapin::BasicProperties::default(),
+            )
+            .await?
+            .await?;
+        let _ = connection.close(200, "done".into()).await;
+        browser.click(Locator::Css("#nav-dead-letters")).await?;
+        let listed = browser
+            .wait_for_text("main table", "undecodable", Duration::from_secs(20))
+            .await?;
+        assert!(listed.contains(&stack.topology.results_queue()), "{listed}");
+        browser.check_accessibility("dead letters").await?;
+        browser.screenshot("dead-letters").await?;
+        browser
+            .click(Locator::XPath("//button[contains(., 'Dismiss')]"))
+            .await?;
+        browser.client.accept_alert().await?;
+        browser
+            .wait_for_text("main", "nothing was dead-lettered", Duration::from_secs(10))
+            .await?;
+
         // A tenant: no operator view offered, and the API refuses it the orphans.
         browser.click(Locator::Css("#sign-out")).await?;
         browser.sign_in(&stack.api_url, &stack.token).await?;
-        for view in ["nav-orphans", "nav-dashboard"] {
+        for view in ["nav-orphans", "nav-dead-letters", "nav-dashboard"] {
             let offered = browser
                 .client
                 .execute(

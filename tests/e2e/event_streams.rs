@@ -1,7 +1,8 @@
 //! `/events` streams within bounds: a tenant (and the instance) has a bounded number of open
 //! streams (`429` beyond); idle streams do not read the database (a stream wakes when its
 //! order has news, on PostgreSQL also news written by another instance); a stream ends soon
-//! after its token is revoked; an order's events are numbered 1, 2, 3 ... of its own.
+//! after its token is revoked; an order's events are numbered 1, 2, 3 ... of its own; the
+//! stream of a caller's orders (`/v1/events`) tells its orders' changes and no one else's.
 
 use std::time::{Duration, Instant};
 
@@ -416,5 +417,133 @@ async fn the_migration_numbers_existing_events_per_order() -> anyhow::Result<()>
     assert_eq!(after[0].0, 3, "{after:?}");
     drop(store);
     earlier.remove().await?;
+    Ok(())
+}
+
+/// The stream of the caller's orders (`GET /v1/events`) as it arrives.
+struct OrderFeed {
+    response: reqwest::Response,
+    text: String,
+}
+
+impl OrderFeed {
+    /// Opens `GET /v1/events` through `client` and reads up to its `ready` event.
+    async fn open(client: &Client, api: &str) -> anyhow::Result<Self> {
+        let response = client
+            .get(format!("{api}/v1/events"))
+            .send()
+            .await
+            .context("GET /v1/events")?
+            .error_for_status()?;
+        let mut feed = Self {
+            response,
+            text: String::new(),
+        };
+        feed.read_until(Duration::from_secs(10), |events| {
+            events.iter().any(|(name, _)| name == "ready")
+        })
+        .await?;
+        Ok(feed)
+    }
+
+    /// Every event so far as `(event, data)`.
+    fn events(&self) -> Vec<(String, Value)> {
+        // Only whole events: those a blank line ended.
+        let whole = self.text.rfind("\n\n").map_or("", |end| &self.text[..end]);
+        whole
+            .split("\n\n")
+            .filter_map(|block| {
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim());
+                    }
+                }
+                Some((name, serde_json::from_str(&data).ok()?))
+            })
+            .collect()
+    }
+
+    /// Reads until `done` holds of the events so far (at most `limit`).
+    async fn read_until(
+        &mut self,
+        limit: Duration,
+        done: impl Fn(&[(String, Value)]) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while !done(&self.events()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.response.chunk())
+                .await
+                .with_context(|| format!("waited {limit:?}; the stream sent:\n{}", self.text))??
+                .with_context(|| format!("the stream ended; it sent:\n{}", self.text))?;
+            self.text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        Ok(())
+    }
+
+    /// Whether an `order` event named `id`.
+    fn names(&self, id: &str) -> bool {
+        self.events()
+            .iter()
+            .any(|(name, data)| name == "order" && data["id"] == id)
+    }
+}
+
+/// `GET /v1/events` follows the caller's orders: a tenant's stream tells each change of its
+/// own orders (the new order, then each status to `active`), never another tenant's; the
+/// admin's tells every tenant's.
+#[tokio::test]
+async fn the_orders_stream_tells_the_callers_orders_only() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let other = stack.client_of_tenant("beta").await?;
+    let admin = client_with_token(&stack.admin_token)?;
+    let mut own_feed = OrderFeed::open(&stack.http, &stack.api_url).await?;
+    let mut other_feed = OrderFeed::open(&other, &stack.api_url).await?;
+    let mut admin_feed = OrderFeed::open(&admin, &stack.api_url).await?;
+
+    let own = stack.order_server("followed-by-feed").await?;
+    let theirs = stack.order_as(&other, "theirs-by-feed").await?;
+    let reached = |id: &str, status: &str| {
+        let (id, status) = (id.to_string(), status.to_string());
+        move |events: &[(String, Value)]| {
+            events
+                .iter()
+                .any(|(name, data)| name == "order" && data["id"] == id && data["status"] == status)
+        }
+    };
+    own_feed
+        .read_until(Duration::from_secs(60), reached(&own, "active"))
+        .await?;
+    other_feed
+        .read_until(Duration::from_secs(60), reached(&theirs, "active"))
+        .await?;
+    admin_feed
+        .read_until(Duration::from_secs(60), |events| {
+            reached(&own, "active")(events) && reached(&theirs, "active")(events)
+        })
+        .await?;
+    let statuses: Vec<Value> = own_feed
+        .events()
+        .iter()
+        .filter(|(name, data)| name == "order" && data["id"] == own)
+        .map(|(_, data)| data["status"].clone())
+        .collect();
+    assert!(statuses.len() >= 2, "one event per change: {statuses:?}");
+    assert!(!own_feed.names(&theirs), "{}", own_feed.text);
+    assert!(!other_feed.names(&own), "{}", other_feed.text);
+    // An order comes without its event log.
+    assert!(
+        own_feed
+            .events()
+            .iter()
+            .all(|(_, data)| data.get("events").is_none()),
+        "{}",
+        own_feed.text
+    );
+    stack.cleanup().await;
     Ok(())
 }

@@ -24,6 +24,7 @@ async fn unroutable_requests_wait_in_the_outbox_until_a_queue_exists() -> anyhow
         plugin_version: "0.0.1".into(),
         host_id: "test".into(),
         at: chrono_now(),
+        catalogue: None,
     });
     let envelope = Envelope {
         message_id: uuid::Uuid::new_v4(),

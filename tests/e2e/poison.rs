@@ -1,25 +1,14 @@
 //! Poison messages (undecodable, wrong schema version) on any queue go to `provision.dead`
-//! with the reason in a header, once: they never loop, they are counted in `/metrics`, and
-//! the stack keeps serving.
+//! with the reason in a header, once: they never loop, order-api records them with why for
+//! `GET /v1/dead-letters` (and counts them in `/metrics`), and the stack keeps serving.
 
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use provisioner_contract::amqp::{DEAD_QUEUE_HEADER, DEAD_REASON_HEADER};
 use provisioner_tests::{Stack, StackOptions, message_count, metric_value, require_rabbitmq};
-
-fn text_header(properties: &BasicProperties, name: &str) -> String {
-    match properties
-        .headers()
-        .as_ref()
-        .and_then(|headers| headers.inner().get(name))
-    {
-        Some(AMQPValue::LongString(text)) => text.to_string(),
-        other => panic!("header {name} is {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Result<()> {
@@ -61,9 +50,33 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
             .await?
             .await?;
     }
+    // And one the broker itself dead-lettered (its headers, not ours): a request delivered
+    // as often as the queue's delivery limit allows.
+    let requests = topology.request_queue("hetzner");
+    let mut broker_headers = FieldTable::default();
+    broker_headers.insert(
+        "x-first-death-reason".into(),
+        AMQPValue::LongString("delivery_limit".into()),
+    );
+    broker_headers.insert(
+        "x-first-death-queue".into(),
+        AMQPValue::LongString(requests.as_str().into()),
+    );
+    let order_id = uuid::Uuid::now_v7();
+    channel
+        .basic_publish(
+            topology.dead_letter_exchange().as_str().into(),
+            "request.hetzner".into(),
+            BasicPublishOptions::default(),
+            format!(r#"{{"kind":"create","order_id":"{order_id}"}}"#).as_bytes(),
+            BasicProperties::default().with_headers(broker_headers),
+        )
+        .await?
+        .await?;
+    let dead_count = poison.len() + 1;
 
-    // Counted in metrics: order-api's own dead letters, and the dead-letter queue's length
-    // (sampled every 15 s) whoever put them there.
+    // order-api records every dead letter with why (and acks it), and counts them in
+    // metrics: the recorded ones, and those it dead-lettered itself.
     let results_series = format!(
         "provisioner_dead_letters_total{{queue=\"{}\"}}",
         topology.results_queue()
@@ -71,57 +84,45 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let text = stack.metrics().await?;
-        let waiting = metric_value(&text, "provisioner_dead_letter_queue_messages");
+        let recorded = metric_value(&text, "provisioner_dead_letters_recorded");
         let counted = metric_value(&text, &results_series);
-        if waiting == Some(poison.len() as f64) && counted == Some(1.0) {
+        if recorded == Some(dead_count as f64) && counted == Some(1.0) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "metrics never showed the dead letters (waiting {waiting:?}, counted {counted:?}):\n{text}"
+            "metrics never showed the dead letters (recorded {recorded:?}, counted {counted:?}):\n{text}\n{}",
+            stack.logs()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-
-    let mut dead = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while dead.len() < poison.len() {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {} poison messages reached {}\n{}",
-            dead.len(),
-            poison.len(),
-            topology.dead_letter_queue(),
-            stack.logs()
-        );
-        match channel
-            .basic_get(
-                topology.dead_letter_queue().as_str().into(),
-                BasicGetOptions { no_ack: true },
-            )
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(&stack.admin_token);
+    let page: serde_json::Value =
+        admin(stack.http.get(format!("{}/v1/dead-letters", stack.api_url)))
+            .send()
             .await?
-        {
-            Some(message) => dead.push(message.delivery),
-            None => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+            .error_for_status()?
+            .json()
+            .await?;
+    assert_eq!(page["total"], dead_count, "{page}");
+    let dead = page["dead_letters"].as_array().cloned().unwrap_or_default();
+    assert_eq!(dead.len(), dead_count, "{page}");
     let reasons: Vec<(String, String)> = dead
         .iter()
         .map(|d| {
             (
-                text_header(&d.properties, DEAD_QUEUE_HEADER),
-                text_header(&d.properties, DEAD_REASON_HEADER),
+                d["queue"].as_str().unwrap_or("").to_string(),
+                d["reason"].as_str().unwrap_or("").to_string(),
             )
         })
         .collect();
-    let requests = topology.request_queue("hetzner");
     let results = topology.results_queue();
     assert_eq!(
         reasons
             .iter()
             .filter(|(queue, _)| *queue == requests)
             .count(),
-        2,
+        3,
         "{reasons:?}"
     );
     assert!(
@@ -136,6 +137,59 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
             .any(|(_, reason)| reason.contains("schema version")),
         "{reasons:?}"
     );
+    let by_broker = dead
+        .iter()
+        .find(|d| {
+            d["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("delivery-limit"))
+        })
+        .unwrap_or_else(|| panic!("the broker's dead letter is not listed: {page}"));
+    assert_eq!(by_broker["order_id"], order_id.to_string(), "{by_broker}");
+    assert_eq!(by_broker["routing_key"], "request.hetzner", "{by_broker}");
+    // A body that is not UTF-8 comes in base64, byte for byte.
+    assert!(
+        dead.iter()
+            .any(|d| d["body_base64"] == "//4=" && d["body"].is_null()),
+        "{page}"
+    );
+    // The headers of whoever dead-lettered it are there, as JSON.
+    assert!(dead.iter().all(|d| d["headers"].is_object()), "{page}");
+    assert!(
+        dead.iter()
+            .any(|d| d["headers"][DEAD_REASON_HEADER].is_string()
+                && d["headers"][DEAD_QUEUE_HEADER].is_string()),
+        "{page}"
+    );
+
+    // Tenants never see them; an admin dismisses one, once.
+    let forbidden = stack
+        .http
+        .get(format!("{}/v1/dead-letters", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(forbidden.status(), 403);
+    let first = dead[0]["id"].as_str().unwrap_or_default().to_string();
+    let dismiss = || {
+        admin(
+            stack
+                .http
+                .delete(format!("{}/v1/dead-letters/{first}", stack.api_url)),
+        )
+    };
+    assert_eq!(dismiss().send().await?.status(), 204);
+    assert_eq!(dismiss().send().await?.status(), 404);
+    let page: serde_json::Value = admin(
+        stack
+            .http
+            .get(format!("{}/v1/dead-letters?limit=1", stack.api_url)),
+    )
+    .send()
+    .await?
+    .json()
+    .await?;
+    assert_eq!(page["total"], dead_count - 1, "{page}");
+    assert!(page["next_cursor"].is_string(), "{page}");
 
     // Nothing loops: no copy comes back, the queues are empty, and orders still work.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -143,6 +197,12 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
         let waiting = message_count(&channel, &queue).await?;
         assert_eq!(waiting, 0, "{queue} is not empty");
     }
+    let text = stack.metrics().await?;
+    assert_eq!(
+        metric_value(&text, "provisioner_dead_letters_recorded"),
+        Some((dead_count - 1) as f64),
+        "a dismissed dead letter is counted no more, nor a recorded one twice:\n{text}"
+    );
     let id = stack.order_server("after-poison").await?;
     stack
         .wait_for_status(&id, "active", Duration::from_secs(60))

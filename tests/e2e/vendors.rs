@@ -295,3 +295,35 @@ async fn every_vendor_works_over_tls_with_a_private_ca() -> anyhow::Result<()> {
     stack.cleanup().await;
     Ok(())
 }
+
+/// `GET /v1/vendors/{vendor}/catalogue` serves what the vendor's plugin accepts, as its host
+/// announced it (hetzner's plugin lists its public locations when the manifest lists none),
+/// to any caller; a vendor no host serves is a 404.
+#[tokio::test]
+async fn a_vendors_catalogue_comes_from_its_plugin() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let response = stack
+        .http
+        .get(format!("{}/v1/vendors/hetzner/catalogue", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let catalogue: serde_json::Value = response.json().await?;
+    assert_eq!(catalogue["vendor"], "hetzner", "{catalogue}");
+    let regions = catalogue["regions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no regions listed: {catalogue}"));
+    for location in ["fsn1", "nbg1", "hel1"] {
+        assert!(regions.iter().any(|r| r == location), "{catalogue}");
+    }
+    // Sizes and images: the test manifest lists none, and the plugin has no built-in list.
+    assert!(catalogue["sizes"].is_null(), "{catalogue}");
+    let unknown = stack
+        .http
+        .get(format!("{}/v1/vendors/nowhere/catalogue", stack.api_url))
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), 404);
+    stack.cleanup().await;
+    Ok(())
+}

@@ -14,7 +14,9 @@
 //!   cleanup, on [`postgres_admin_url`]).
 //! - [`moto`]: moto, a fake of AWS checking request signatures, for the AWS plugin's tests.
 //! - [`cluster`]: the three-node RabbitMQ cluster of `scripts/rabbitmq-cluster.sh`.
+//! - [`browser`]: a headless Chromium through WebDriver, for the console.
 
+pub mod browser;
 pub mod cluster;
 pub mod moto;
 

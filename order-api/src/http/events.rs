@@ -90,7 +90,7 @@ impl StreamSlots {
     }
 
     /// A place for one more stream of `caller`, or `429 too-many-streams`.
-    fn take(self: &Arc<Self>, caller: &Caller) -> Result<StreamSlot, ApiError> {
+    pub(super) fn take(self: &Arc<Self>, caller: &Caller) -> Result<StreamSlot, ApiError> {
         let key = caller.tenant().map(str::to_string);
         let mut open = self
             .open
@@ -211,19 +211,9 @@ impl Follow {
         }
     }
 
-    /// Whether the stream's token still holds (a database error counts as yes: the stream
-    /// is not cut for a passing fault).
+    /// Whether the stream's token still holds.
     async fn token_holds(&self) -> bool {
-        // The remembered answer is trusted a re-check less than plain requests trust it, so
-        // a revoked token's stream ends within the cache's time, as its requests do.
-        let max_age = crate::store::TOKEN_CACHE_TTL.saturating_sub(TOKEN_RECHECK);
-        match self.store.caller_known_within(&self.token, max_age).await {
-            Ok(caller) => caller.is_some(),
-            Err(error) => {
-                tracing::warn!(order_id = %self.order_id, "checking a stream's token: {error:#}");
-                true
-            }
-        }
+        token_holds(&self.store, &self.token).await
     }
 
     /// The next SSE event: waits for news, and ends after the `end` event or when the token
@@ -256,6 +246,40 @@ impl Follow {
             self.read().await;
         }
     }
+}
+
+/// Whether a stream's `token` still holds (a database error counts as yes: the stream is not
+/// cut for a passing fault).
+pub(super) async fn token_holds(store: &Store, token: &str) -> bool {
+    // The remembered answer is trusted a re-check less than plain requests trust it, so a
+    // revoked token's stream ends within the cache's time, as its requests do.
+    let max_age = crate::store::TOKEN_CACHE_TTL.saturating_sub(TOKEN_RECHECK);
+    match store.caller_known_within(token, max_age).await {
+        Ok(caller) => caller.is_some(),
+        Err(error) => {
+            tracing::warn!("checking a stream's token: {error:#}");
+            true
+        }
+    }
+}
+
+/// The bearer token of a request the `Caller` extractor accepted.
+pub(super) fn bearer_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .map(|(_, token)| token.trim().to_string())
+        .ok_or_else(|| ApiError::Unauthorized("no bearer token".into()))
+}
+
+/// How often an open stream checks its token: every [`TOKEN_RECHECK`], not catching up
+/// missed ticks.
+pub(super) fn token_check_interval() -> tokio::time::Interval {
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + TOKEN_RECHECK, TOKEN_RECHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every
 }
 
 /// One Server-Sent Event of the stream, for the OpenAPI document.
@@ -313,13 +337,7 @@ pub async fn order_events(
                 )
             })?,
     };
-    // The Caller extractor accepted this header: `Bearer <token>`.
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .map(|(_, token)| token.trim().to_string())
-        .ok_or_else(|| ApiError::Unauthorized("no bearer token".into()))?;
+    let token = bearer_token(&headers)?;
     let slot = state.event_streams.take(&caller)?;
     // Subscribed before the first read: news committed from here on wakes the stream.
     let news = state.store.order_news(order_id);
@@ -334,14 +352,7 @@ pub async fn order_events(
         ready: VecDeque::new(),
         ended: false,
         news,
-        token_check: {
-            let mut every = tokio::time::interval_at(
-                tokio::time::Instant::now() + TOKEN_RECHECK,
-                TOKEN_RECHECK,
-            );
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            every
-        },
+        token_check: token_check_interval(),
         _slot: slot,
     };
     // The first read answers 404 for an unknown order (or another tenant's) and is the

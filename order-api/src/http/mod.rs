@@ -2,15 +2,18 @@
 //! socket, so tests and `main` serve the same thing; [`server`] serves it within bounds.
 
 pub mod console;
+pub mod dead_letters;
 pub mod events;
 pub mod health;
 pub mod me;
 pub mod openapi;
+pub mod order_feed;
 pub mod orders;
 pub mod orphans;
 pub mod problem;
 pub mod quotas;
 pub mod server;
+pub mod vendors;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -62,8 +65,13 @@ pub fn app(state: AppState) -> Router {
             get(orders::get_order).delete(orders::delete_order),
         )
         .route("/v1/orders/{id}/events", get(events::order_events))
+        .route("/v1/events", get(order_feed::order_feed))
         .route("/v1/orders/{id}/cancel", post(orders::cancel_order))
-        .route("/v1/vendors", get(orders::list_vendors))
+        .route("/v1/vendors", get(vendors::list_vendors))
+        .route(
+            "/v1/vendors/{vendor}/catalogue",
+            get(vendors::vendor_catalogue),
+        )
         .route("/v1/me", get(me::me))
         .route("/v1/quotas", get(quotas::get_quotas))
         .route(
@@ -72,6 +80,11 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/webhooks/secret", get(orders::webhook_secret))
         .route("/v1/orphans", get(orphans::list_orphans))
+        .route("/v1/dead-letters", get(dead_letters::list_dead_letters))
+        .route(
+            "/v1/dead-letters/{id}",
+            axum::routing::delete(dead_letters::dismiss_dead_letter),
+        )
         .route("/v1/orphans/sweep", post(orphans::sweep_now))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(health::metrics))

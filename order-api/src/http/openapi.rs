@@ -10,7 +10,7 @@ use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::problem::{FieldError, Problem};
-use crate::http::{events, me, orders, orphans, quotas};
+use crate::http::{dead_letters, events, me, order_feed, orders, orphans, quotas, vendors};
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -28,11 +28,15 @@ use crate::http::{events, me, orders, orphans, quotas};
         orders::delete_order,
         orders::cancel_order,
         events::order_events,
-        orders::list_vendors,
+        order_feed::order_feed,
+        vendors::list_vendors,
+        vendors::vendor_catalogue,
         me::me,
         orders::webhook_secret,
         orphans::list_orphans,
         orphans::sweep_now,
+        dead_letters::list_dead_letters,
+        dead_letters::dismiss_dead_letter,
         quotas::get_quotas,
         quotas::get_tenant_quotas,
         quotas::put_tenant_quotas,

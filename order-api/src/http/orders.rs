@@ -1,5 +1,5 @@
 //! The orders endpoints: `POST /v1/orders`, `GET /v1/orders/{id}`, `GET /v1/orders`,
-//! `DELETE /v1/orders/{id}`, `POST /v1/orders/{id}/cancel`, `GET /v1/vendors`.
+//! `DELETE /v1/orders/{id}`, `POST /v1/orders/{id}/cancel`.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +21,7 @@ use crate::http::problem::{ApiError, FieldError, Problem, excerpt};
 use crate::lifecycle::OrderStatus;
 use crate::store::{
     Candidate, IdempotencyKey, Inserted, MAX_PLACEMENT_CANDIDATES, MAX_SERVERS_PER_ORDER, Order,
-    OrderEvent, OrderQuery, OutboxMessage, UnavailableVendor, Vendor, fleets,
+    OrderEvent, OrderQuery, OutboxMessage, fleets,
 };
 use crate::validation::Verdict;
 
@@ -391,19 +391,6 @@ pub struct OrderPage {
     orders: Vec<OrderView>,
     /// Pass as `cursor` for the next page; none on the last page.
     next_cursor: Option<String>,
-}
-
-/// `GET /v1/vendors`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct VendorList {
-    /// The vendors some host serves, by id.
-    vendors: Vec<Vendor>,
-    /// Admins only (absent for a tenant): vendors a host has a plugin for but does not
-    /// serve, one entry per vendor and host, with the host's reason (a secret missing, a
-    /// plugin that does not load). Orders for a vendor listed only here are refused with
-    /// `422 unknown-vendor`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unavailable: Option<Vec<UnavailableVendor>>,
 }
 
 impl OrderView {
@@ -1114,32 +1101,4 @@ pub async fn webhook_secret(
     };
     let secret = state.store.webhook_secret(&tenant).await?;
     Ok(Json(WebhookSecret { tenant, secret }))
-}
-
-/// `GET /v1/vendors`: the vendors hosts have announced; for an admin, also those a host
-/// has a plugin for but does not serve, with why.
-#[utoipa::path(
-    get,
-    path = "/v1/vendors",
-    tag = "vendors",
-    responses((
-        status = 200,
-        description = "The vendors some host serves (and, for an admin, those a host cannot \
-                       serve, with why)",
-        body = VendorList
-    )),
-)]
-pub async fn list_vendors(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<VendorList>, ApiError> {
-    let vendors = state.store.vendors().await?;
-    let unavailable = match caller {
-        Caller::Admin => Some(state.store.unavailable_vendors().await?),
-        Caller::Tenant(_) => None,
-    };
-    Ok(Json(VendorList {
-        vendors,
-        unavailable,
-    }))
 }

@@ -11,13 +11,19 @@
 //! while that connection was down is made good by waking every stream once it is back; a
 //! stream also reads again on its own now and then, which bounds the damage of anything
 //! missed.
+//!
+//! Streams of many orders (`GET /v1/events`: a tenant's, or every tenant's for the admin)
+//! hear of every order with news through [`AllNews`], a broadcast of order ids fed by the same
+//! two ways, and by new orders committed on this instance. A stream that falls behind the
+//! broadcast, or a listener that was down, is told that news may have been missed
+//! ([`News::Missed`]): its client lists the orders again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::{Backend, Order, OrderEvent, Store};
@@ -26,6 +32,10 @@ use super::{Backend, Order, OrderEvent, Store};
 const CHANNEL: &str = "order_events";
 /// The wait before the listener connects again after a failure.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+/// Order ids a stream of many orders may fall behind by before it is told it missed news.
+const ALL_NEWS_BACKLOG: usize = 4096;
+/// What the broadcast carries when news may have been missed (never an order's id).
+const MISSED: Uuid = Uuid::nil();
 
 /// Wakes the live streams of orders with news; cheap to clone.
 #[derive(Clone)]
@@ -40,6 +50,7 @@ impl EventFeed {
             inner: Arc::new(Feed {
                 postgres_url: (backend == Backend::Postgres).then(|| url.to_string()),
                 orders: Mutex::default(),
+                all: broadcast::channel(ALL_NEWS_BACKLOG).0,
                 listening: std::sync::Once::new(),
             }),
         }
@@ -51,13 +62,17 @@ struct Feed {
     postgres_url: Option<String>,
     /// Per order with streams open: the sender its streams' receivers watch.
     orders: Mutex<HashMap<Uuid, watch::Sender<()>>>,
+    /// Every order with news, for streams of many orders ([`MISSED`]: news may be lost).
+    all: broadcast::Sender<Uuid>,
     /// Whether the PostgreSQL listener was started (on the first subscription).
     listening: std::sync::Once,
 }
 
 impl Feed {
-    /// Wakes the streams of `order_id`, if it has any.
+    /// Wakes the streams of `order_id`, if it has any, and tells the streams of many orders.
     fn wake(&self, order_id: Uuid) {
+        // No receiver: no stream of many orders is open.
+        let _ = self.all.send(order_id);
         if let Ok(orders) = self.orders.lock()
             && let Some(sender) = orders.get(&order_id)
         {
@@ -67,6 +82,7 @@ impl Feed {
 
     /// Wakes every stream (news may have been missed).
     fn wake_all(&self) {
+        let _ = self.all.send(MISSED);
         if let Ok(orders) = self.orders.lock() {
             for sender in orders.values() {
                 sender.send_replace(());
@@ -111,16 +127,75 @@ impl Drop for OrderNews {
     }
 }
 
+/// What a stream of many orders hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum News {
+    /// This order has news (a new event, or it was made).
+    Order(Uuid),
+    /// News may have been missed (the stream fell behind, or the listener was down).
+    Missed,
+}
+
+/// A stream's subscription to the news of every order.
+pub struct AllNews {
+    receiver: broadcast::Receiver<Uuid>,
+}
+
+impl AllNews {
+    /// The next news; waits for it.
+    pub async fn next(&mut self) -> News {
+        match self.receiver.recv().await {
+            Ok(id) if id == MISSED => News::Missed,
+            Ok(id) => News::Order(id),
+            Err(broadcast::error::RecvError::Lagged(_)) => News::Missed,
+            // The feed lives as long as the store the stream holds: never.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+
+    /// News that is already here, without waiting; `None` when there is none now.
+    pub fn try_next(&mut self) -> Option<News> {
+        match self.receiver.try_recv() {
+            Ok(id) if id == MISSED => Some(News::Missed),
+            Ok(id) => Some(News::Order(id)),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => Some(News::Missed),
+            Err(_) => None,
+        }
+    }
+}
+
 impl Store {
-    /// Subscribes to the news of `order_id` (its new events). On PostgreSQL the first
-    /// subscription starts this instance's `LISTEN`.
-    pub fn order_news(&self, order_id: Uuid) -> OrderNews {
+    /// On PostgreSQL, starts this instance's `LISTEN` (once).
+    fn start_listening(&self) {
         let feed = &self.feed.inner;
         if let Some(url) = &feed.postgres_url {
             feed.listening.call_once(|| {
                 tokio::spawn(listen(url.clone(), Arc::downgrade(feed)));
             });
         }
+    }
+
+    /// Subscribes to the news of every order (streams of many orders). On PostgreSQL the
+    /// first subscription starts this instance's `LISTEN`.
+    pub fn all_news(&self) -> AllNews {
+        self.start_listening();
+        AllNews {
+            receiver: self.feed.inner.all.subscribe(),
+        }
+    }
+
+    /// Tells the streams of many orders that `order_id` was made (an order's first event
+    /// has no stream of its own to wake). On PostgreSQL, other instances do not hear of it
+    /// (no NOTIFY for an order's first event): their streams see it with its next event.
+    pub(super) fn order_made(&self, order_id: Uuid) {
+        let _ = self.feed.inner.all.send(order_id);
+    }
+
+    /// Subscribes to the news of `order_id` (its new events). On PostgreSQL the first
+    /// subscription starts this instance's `LISTEN`.
+    pub fn order_news(&self, order_id: Uuid) -> OrderNews {
+        let feed = &self.feed.inner;
+        self.start_listening();
         let receiver = match feed.orders.lock() {
             Ok(mut orders) => orders
                 .entry(order_id)
@@ -147,6 +222,40 @@ impl Store {
                 self.feed.inner.wake(fleet);
             }
         }
+    }
+
+    /// The orders of `ids` that are orders of their own (not a server of an order for
+    /// several) and belong to `tenant`, if one is given; an id that names no such order is
+    /// left out.
+    pub async fn orders_with_ids(
+        &self,
+        ids: &[Uuid],
+        tenant: Option<&str>,
+    ) -> anyhow::Result<Vec<Order>> {
+        use anyhow::Context;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = format!(
+            "SELECT * FROM orders WHERE fleet_id IS NULL AND id IN ({})",
+            super::db::parameters(1, ids.len())
+        );
+        if tenant.is_some() {
+            sql.push_str(&format!(" AND tenant = ${}", ids.len() + 1));
+        }
+        sql.push_str(" ORDER BY id");
+        let mut statement = sqlx::query(&sql);
+        for id in ids {
+            statement = statement.bind(id.to_string());
+        }
+        if let Some(tenant) = tenant {
+            statement = statement.bind(tenant);
+        }
+        let rows = statement
+            .fetch_all(&self.pool)
+            .await
+            .context("reading orders with news")?;
+        rows.iter().map(super::order_from_row).collect()
     }
 
     /// The order `id` names (when it belongs to `tenant`, if one is given) with its events

@@ -1,11 +1,15 @@
-//! Vendors a host has a plugin for but cannot serve: the host's reason (a secret missing,
-//! a plugin that does not load), one record per vendor and host. Admins see them in
-//! `GET /v1/vendors`; they never make a vendor known to `POST /v1/orders` (only a host's
-//! announcement does, in `vendor_hosts`).
+//! What order-api knows of vendors beyond who serves them:
+//! - vendors a host has a plugin for but cannot serve: the host's reason (a secret missing,
+//!   a plugin that does not load), one record per vendor and host. Admins see them in
+//!   `GET /v1/vendors`; they never make a vendor known to `POST /v1/orders` (only a host's
+//!   announcement does, in `vendor_hosts`);
+//! - each serving host's catalogue of the vendor (what its plugin accepts without asking the
+//!   vendor), kept with the host's row in `vendor_hosts`; `GET /v1/vendors/{vendor}/catalogue`
+//!   serves what every host serving the vendor accepts.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use provisioner_contract::VendorWithdrawal;
+use provisioner_contract::{VendorAnnouncement, VendorCatalogue, VendorWithdrawal};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -28,6 +32,27 @@ pub struct UnavailableVendor {
 }
 
 impl Store {
+    /// What every host serving `vendor` accepts (see [`common_catalogue`]); `None` when no
+    /// host serves it.
+    pub async fn vendor_catalogue(&self, vendor: &str) -> anyhow::Result<Option<VendorCatalogue>> {
+        let rows = sqlx::query("SELECT catalogue FROM vendor_hosts WHERE vendor = $1")
+            .bind(vendor)
+            .fetch_all(&self.pool)
+            .await
+            .context("reading a vendor's catalogue")?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let catalogues = rows
+            .iter()
+            .map(|row| {
+                let text: Option<String> = row.try_get("catalogue")?;
+                Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
+            })
+            .collect::<anyhow::Result<Vec<Option<VendorCatalogue>>>>()?;
+        Ok(Some(common_catalogue(&catalogues)))
+    }
+
     /// Every vendor some host has a plugin for but does not serve, by vendor and host.
     pub async fn unavailable_vendors(&self) -> anyhow::Result<Vec<UnavailableVendor>> {
         let rows = sqlx::query("SELECT * FROM vendor_unavailable ORDER BY vendor, host_id")
@@ -84,4 +109,109 @@ pub(super) async fn clear_unavailable(
         .await
         .context("clearing an unavailable vendor")?;
     Ok(())
+}
+
+/// The JSON a host's catalogue is kept as; `None` (stored as NULL: unknown) when the host
+/// sent none, or one beyond [`VendorCatalogue::MAX_ENTRIES`] entries of
+/// [`VendorCatalogue::MAX_ENTRY_BYTES`] a list (a host sanitises its plugin's lists first, so
+/// only a faulty or foreign sender exceeds them; logged).
+pub(super) fn catalogue_to_store(announcement: &VendorAnnouncement) -> Option<String> {
+    let catalogue = announcement.catalogue.as_ref()?;
+    let within_bounds = [&catalogue.regions, &catalogue.sizes, &catalogue.images]
+        .into_iter()
+        .flatten()
+        .all(|list| {
+            list.len() <= VendorCatalogue::MAX_ENTRIES
+                && list
+                    .iter()
+                    .all(|entry| entry.len() <= VendorCatalogue::MAX_ENTRY_BYTES)
+        });
+    if !within_bounds {
+        tracing::warn!(
+            vendor = %announcement.vendor,
+            host_id = %announcement.host_id,
+            "a host announced a catalogue beyond the bounds ({} entries of {} bytes a list); \
+             keeping none for it",
+            VendorCatalogue::MAX_ENTRIES,
+            VendorCatalogue::MAX_ENTRY_BYTES
+        );
+        return None;
+    }
+    serde_json::to_string(catalogue).ok()
+}
+
+/// What every one of the hosts serving a vendor accepts, field by field: the values all
+/// listing hosts list (in the first listing host's order). A host that lists nothing for a
+/// field (its plugin accepts any value there), or said nothing at all (`None`: an older host
+/// or plugin), does not narrow that field; a field no host lists stays `None`.
+pub fn common_catalogue(catalogues: &[Option<VendorCatalogue>]) -> VendorCatalogue {
+    fn common<'a>(lists: impl Iterator<Item = &'a Option<Vec<String>>>) -> Option<Vec<String>> {
+        let mut lists = lists.flatten();
+        let first = lists.next()?.clone();
+        Some(lists.fold(first, |kept, list| {
+            kept.into_iter()
+                .filter(|value| list.contains(value))
+                .collect()
+        }))
+    }
+    let known: Vec<&VendorCatalogue> = catalogues.iter().flatten().collect();
+    VendorCatalogue {
+        regions: common(known.iter().map(|c| &c.regions)),
+        sizes: common(known.iter().map(|c| &c.sizes)),
+        images: common(known.iter().map(|c| &c.images)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(regions: Option<&[&str]>, sizes: Option<&[&str]>) -> Option<VendorCatalogue> {
+        let owned = |list: Option<&[&str]>| list.map(|l| l.iter().map(|v| v.to_string()).collect());
+        Some(VendorCatalogue {
+            regions: owned(regions),
+            sizes: owned(sizes),
+            images: None,
+        })
+    }
+
+    /// An order may land on any host serving its vendor: the form offers what all of them
+    /// accept. A host with no list for a field, or no catalogue at all, narrows nothing.
+    #[test]
+    fn the_common_catalogue_is_what_every_listing_host_accepts() {
+        let common = common_catalogue(&[
+            listing(Some(&["fsn1", "nbg1", "hel1"]), None),
+            None,
+            listing(Some(&["hel1", "fsn1"]), Some(&["cx22"])),
+        ]);
+        assert_eq!(
+            common.regions,
+            Some(vec!["fsn1".to_string(), "hel1".to_string()])
+        );
+        assert_eq!(common.sizes, Some(vec!["cx22".to_string()]));
+        assert_eq!(common.images, None);
+        assert_eq!(common_catalogue(&[None, None]), VendorCatalogue::default());
+    }
+
+    /// A catalogue beyond the bounds is not kept (it would be served to every tenant).
+    #[test]
+    fn a_catalogue_beyond_the_bounds_is_not_kept() {
+        let announcement = |regions: Vec<String>| VendorAnnouncement {
+            vendor: "hetzner".into(),
+            display_name: "Hetzner".into(),
+            plugin_version: "1".into(),
+            host_id: "h".into(),
+            at: chrono::Utc::now(),
+            catalogue: Some(VendorCatalogue {
+                regions: Some(regions),
+                sizes: None,
+                images: None,
+            }),
+        };
+        assert!(catalogue_to_store(&announcement(vec!["fsn1".into()])).is_some());
+        let many = vec!["r".to_string(); VendorCatalogue::MAX_ENTRIES + 1];
+        assert_eq!(catalogue_to_store(&announcement(many)), None);
+        let long = vec!["r".repeat(VendorCatalogue::MAX_ENTRY_BYTES + 1)];
+        assert_eq!(catalogue_to_store(&announcement(long)), None);
+    }
 }

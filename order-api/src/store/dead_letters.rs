@@ -1,0 +1,165 @@
+//! The dead letters order-api recorded from `provision.dead` (see [`crate::dead_letters`]):
+//! recorded once each (by fingerprint), listed newest first to admins, dismissed by them.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use super::{DbTime, Store, time};
+
+/// A message from the dead-letter queue, as the consumer read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeadLetter {
+    /// Identifies the message: a redelivered copy has the same.
+    pub fingerprint: String,
+    /// The queue it was refused on, when known.
+    pub queue: Option<String>,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// The exchange it was last published to.
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// Its AMQP message id.
+    pub message_id: Option<String>,
+    /// The order its body names, if any.
+    pub order_id: Option<String>,
+    /// Its headers, as a JSON object.
+    pub headers: serde_json::Value,
+    /// Its body, as it was.
+    pub body: Vec<u8>,
+}
+
+/// A recorded dead letter (`GET /v1/dead-letters`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeadLetter {
+    /// The entry's id (sorts by recording time).
+    pub id: Uuid,
+    /// When order-api recorded it from the dead-letter queue.
+    pub recorded_at: DateTime<Utc>,
+    /// The queue it was refused on, when known.
+    pub queue: Option<String>,
+    /// Why it was dead-lettered: a program's reason (undecodable, an unknown schema version
+    /// ...) or the broker's (delivered too often without being settled, expired, rejected).
+    pub reason: String,
+    /// The exchange it was last published to.
+    pub exchange: String,
+    /// Its routing key, e.g. `request.hetzner`.
+    pub routing_key: String,
+    /// Its AMQP message id.
+    pub message_id: Option<String>,
+    /// The order its body names, if any.
+    pub order_id: Option<String>,
+    /// Its headers.
+    pub headers: serde_json::Value,
+    /// Its body as text, when it is UTF-8.
+    pub body: Option<String>,
+    /// Its body in base64, when it is not UTF-8.
+    pub body_base64: Option<String>,
+    /// Its body's size in bytes.
+    pub body_bytes: usize,
+}
+
+impl DeadLetter {
+    fn from_row(row: &AnyRow) -> anyhow::Result<Self> {
+        use base64::Engine;
+        let id: String = row.try_get("id")?;
+        let headers: String = row.try_get("headers")?;
+        let body: Vec<u8> = row.try_get("body")?;
+        let body_bytes = body.len();
+        let (body, body_base64) = match String::from_utf8(body) {
+            Ok(text) => (Some(text), None),
+            Err(error) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(error.as_bytes())),
+            ),
+        };
+        Ok(Self {
+            id: Uuid::parse_str(&id).context("a dead letter's id")?,
+            recorded_at: time(row, "recorded_at")?,
+            queue: row.try_get("queue")?,
+            reason: row.try_get("reason")?,
+            exchange: row.try_get("exchange")?,
+            routing_key: row.try_get("routing_key")?,
+            message_id: row.try_get("message_id")?,
+            order_id: row.try_get("order_id")?,
+            headers: serde_json::from_str(&headers).unwrap_or(serde_json::Value::Null),
+            body,
+            body_base64,
+            body_bytes,
+        })
+    }
+}
+
+impl Store {
+    /// Records `letter` unless a message with its fingerprint is recorded already; whether
+    /// it was new.
+    pub async fn record_dead_letter(&self, letter: &NewDeadLetter) -> anyhow::Result<bool> {
+        let recorded = sqlx::query(
+            "INSERT INTO dead_letters (id, fingerprint, recorded_at, queue, reason, exchange, \
+             routing_key, message_id, order_id, headers, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (fingerprint) DO NOTHING",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(&letter.fingerprint)
+        .bind(DbTime(Utc::now()))
+        .bind(&letter.queue)
+        .bind(&letter.reason)
+        .bind(&letter.exchange)
+        .bind(&letter.routing_key)
+        .bind(&letter.message_id)
+        .bind(&letter.order_id)
+        .bind(letter.headers.to_string())
+        .bind(&letter.body)
+        .execute(&self.writer)
+        .await
+        .context("recording a dead letter")?;
+        Ok(recorded.rows_affected() == 1)
+    }
+
+    /// Up to `limit` recorded dead letters, newest first, older than the entry `before`
+    /// when given (the previous page's last id).
+    pub async fn dead_letters(
+        &self,
+        limit: u32,
+        before: Option<Uuid>,
+    ) -> anyhow::Result<Vec<DeadLetter>> {
+        let rows = match before {
+            Some(before) => {
+                sqlx::query("SELECT * FROM dead_letters WHERE id < $1 ORDER BY id DESC LIMIT $2")
+                    .bind(before.to_string())
+                    .bind(i64::from(limit))
+            }
+            None => sqlx::query("SELECT * FROM dead_letters ORDER BY id DESC LIMIT $1")
+                .bind(i64::from(limit)),
+        }
+        .fetch_all(&self.pool)
+        .await
+        .context("listing dead letters")?;
+        rows.iter().map(DeadLetter::from_row).collect()
+    }
+
+    /// How many dead letters are recorded (and not dismissed).
+    pub async fn count_dead_letters(&self) -> anyhow::Result<i64> {
+        sqlx::query("SELECT COUNT(*) AS n FROM dead_letters")
+            .fetch_one(&self.pool)
+            .await
+            .context("counting dead letters")?
+            .try_get("n")
+            .context("reading the count of dead letters")
+    }
+
+    /// Forgets the dead letter `id` (an operator dealt with it); whether it was there.
+    pub async fn dismiss_dead_letter(&self, id: Uuid) -> anyhow::Result<bool> {
+        let removed = sqlx::query("DELETE FROM dead_letters WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .context("dismissing a dead letter")?;
+        Ok(removed.rows_affected() == 1)
+    }
+}
