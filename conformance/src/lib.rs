@@ -22,9 +22,12 @@
 //!   patient vendor calls, and what the run made.
 //! - [`isolation`]: `sandbox.cache-isolated`, two loads of the plugin and the verdict on
 //!   what each could read of the other's cache.
+//! - [`catalogue`]: `contract.catalogue`, the plugin's `catalogue` answer held against its
+//!   own `validate`.
 //! - [`suites`]: the checks: `contract`, `sandbox`, `faults`, `lifecycle`, `idempotency`.
 //! - [`cleanup`]: the clean-up that ends every run that made servers, and its leftovers.
 
+pub mod catalogue;
 pub mod cleanup;
 pub mod isolation;
 pub mod kit;

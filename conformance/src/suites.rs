@@ -118,7 +118,11 @@ pub async fn run(options: KitOptions, progress: &mut dyn FnMut(&str)) -> Report 
                     Ok(kit) => {
                         let version = kit.plugin.wit_version();
                         let note = match version {
-                            WitVersion::V0_4 => String::new(),
+                            WitVersion::V0_5 => String::new(),
+                            WitVersion::V0_4 => "; 0.4 has no catalogue: the console's order \
+                                                 form cannot offer its regions, sizes and \
+                                                 images (rebuild against 0.5)"
+                                .to_string(),
                             WitVersion::V0_3 => "; 0.3 has no no-capacity error: the plugin \
                                                  reports a capacity shortage as transient, \
                                                  which no order moves on from (rebuild \
@@ -264,6 +268,7 @@ async fn contract(kit: &Kit, r: &mut Recorder<'_>) {
                 "validate refuses an empty name and unknown region, size, image",
             ),
             ("validate-offline", "validate makes no network request"),
+            ("catalogue", CATALOGUE_CHECK),
         ] {
             r.skip(suite, check, description, NO_SHAPE);
         }
@@ -354,7 +359,19 @@ async fn contract(kit: &Kit, r: &mut Recorder<'_>) {
         },
     )
     .await;
+    r.check(
+        suite,
+        "catalogue",
+        CATALOGUE_CHECK,
+        crate::catalogue::agrees_with_validate(kit),
+    )
+    .await;
 }
+
+const CATALOGUE_CHECK: &str = "catalogue (WIT 0.5) answers without network I/O, every \
+                               value it lists passes validate in an otherwise valid request, \
+                               and a value a listed field does not list is refused with \
+                               invalid-request";
 
 async fn sandbox(kit: &Kit, r: &mut Recorder<'_>) {
     r.check(

@@ -1,7 +1,9 @@
 //! Host-side bindings of the `provisioner:provider` worlds this host loads.
 //!
-//! - [`current`]: 0.4 (`wit/provider.wit`), the version plugins should build against. It
-//!   added the `no-capacity` case of `provider-error`.
+//! - [`current`]: 0.5 (`wit/provider.wit`), the version plugins should build against. It
+//!   added the `catalogue` export (the regions, sizes and images `validate` accepts).
+//! - [`v0_4`]: 0.4 (`wit/v0.4/provider.wit`, frozen): the `no-capacity` case of
+//!   `provider-error`; no `catalogue` (the host announces its vendor's catalogue as unknown).
 //! - [`v0_3`]: 0.3 (`wit/v0.3/provider.wit`, frozen): the `cache` import ([`crate::cache`]);
 //!   its errors have no `no-capacity` (a 0.3 plugin says `transient` for a capacity shortage).
 //! - [`v0_2`]: 0.2 (`wit/v0.2/provider.wit`, frozen): no cache; it serves orders and the
@@ -11,7 +13,8 @@
 //!   servers and the orphan sweep skips its vendor and says why.
 //!
 //! Minor versions only add. Where a minor added functions only, the older bindings reuse
-//! the newer [`types`] (`with`): 0.2 and 0.1 share 0.3's. 0.4 added a case to a type, and a
+//! the newer [`types`] (`with`): 0.4 shares 0.5's (0.5 only added the `plugin-catalogue`
+//! record and the function returning it), 0.2 and 0.1 share 0.3's. 0.4 added a case to a type, and a
 //! component's types must match the host's exactly, so 0.3 has types of its own and
 //! [`older`] converts between them and the current ones (requests down, answers up). The host
 //! keeps one set of types ([`types`]) everywhere else. Each version's `host` (and `cache`)
@@ -20,12 +23,25 @@
 //!
 //! The policy (which versions a host loads) is `wit/README.md`.
 
-/// Bindings of `provisioner:provider@0.4.0`.
+/// Bindings of `provisioner:provider@0.5.0`.
 pub mod current {
     wasmtime::component::bindgen!({
         world: "provider-plugin",
         path: "../wit",
         exports: { default: async },
+    });
+}
+
+/// Bindings of `provisioner:provider@0.4.0`, sharing 0.5's types (0.5 only added a record
+/// and the `catalogue` export).
+pub mod v0_4 {
+    wasmtime::component::bindgen!({
+        world: "provider-plugin",
+        path: "../wit/v0.4",
+        exports: { default: async },
+        with: {
+            "provisioner:provider/types": super::current::provisioner::provider::types,
+        },
     });
 }
 
@@ -68,7 +84,9 @@ pub use current::provisioner::provider::types;
 /// Which version of the world a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WitVersion {
-    /// `provisioner:provider@0.4.x`.
+    /// `provisioner:provider@0.5.x`.
+    V0_5,
+    /// `provisioner:provider@0.4.x`: no `catalogue`.
     V0_4,
     /// `provisioner:provider@0.3.x`: no `no-capacity` error.
     V0_3,
@@ -82,6 +100,7 @@ impl WitVersion {
     /// The version as `MAJOR.MINOR`, for logs and answers.
     pub fn as_str(self) -> &'static str {
         match self {
+            WitVersion::V0_5 => "0.5",
             WitVersion::V0_4 => "0.4",
             WitVersion::V0_3 => "0.3",
             WitVersion::V0_2 => "0.2",
@@ -93,12 +112,17 @@ impl WitVersion {
 impl WitVersion {
     /// Whether plugins of this version import the `cache` (0.3 on).
     pub fn has_cache(self) -> bool {
-        matches!(self, WitVersion::V0_4 | WitVersion::V0_3)
+        matches!(self, WitVersion::V0_5 | WitVersion::V0_4 | WitVersion::V0_3)
     }
 
     /// Whether plugins of this version can say `no-capacity` (0.4 on).
     pub fn has_no_capacity(self) -> bool {
-        matches!(self, WitVersion::V0_4)
+        matches!(self, WitVersion::V0_5 | WitVersion::V0_4)
+    }
+
+    /// Whether plugins of this version export `catalogue` (0.5 on).
+    pub fn has_catalogue(self) -> bool {
+        matches!(self, WitVersion::V0_5)
     }
 }
 

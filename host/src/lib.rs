@@ -6,7 +6,9 @@
 //! - [`config`]: command-line flags with environment fallbacks.
 //! - [`manifest`]: plugin manifests (TOML): vendor, component, grants, limits.
 //! - [`bindings`]: the host side of the `provisioner:provider` WIT worlds this host loads
-//!   (0.3; 0.2 plugins without the cache; 0.1 plugins without `list-servers` either).
+//!   (0.5; 0.4 plugins without `catalogue`; 0.3 without `no-capacity`; 0.2 without the cache;
+//!   0.1 without `list-servers` either).
+//! - [`vendor_catalogue`]: a plugin's `catalogue` answer (WIT 0.5) cleaned for announcing.
 //! - [`grants`]: outbound HTTP grant patterns (exact, `*.domain`, `*` scheme/port).
 //! - [`outbound`]: the pooled HTTP/HTTPS client plugins' requests go through, with each
 //!   plugin's TLS trust.
@@ -51,4 +53,5 @@ pub mod sandbox;
 pub mod secrets;
 pub mod throttle;
 pub mod validations;
+pub mod vendor_catalogue;
 pub mod worker;

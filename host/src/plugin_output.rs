@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use provisioner_contract::{Fault, HostMessage, UpdateKind, encode};
 
-use crate::bindings::types::{LabelledServer, PluginInfo, ProviderError, Server};
+use crate::bindings::types::{LabelledServer, PluginCatalogue, PluginInfo, ProviderError, Server};
 
 /// Longest plugin text (an error message of any `provider-error` case) the host keeps, in
 /// bytes after escaping. Enough for a vendor's error with its request id and a sentence of
@@ -75,6 +75,12 @@ pub const LOG_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// bytes, texts 2 KiB); RabbitMQ refuses messages above 16 MiB (4.x) or 128 MiB (3.x) by
 /// ending the channel, so a message must never get near that.
 pub const MAX_UPDATE_BYTES: usize = 64 * 1024;
+
+/// The largest vendor announcement the host publishes, in bytes. An announcement carries the
+/// plugin's catalogue (WIT 0.5), bounded where it is made ([`crate::vendor_catalogue`]: three
+/// lists of at most 1,000 entries of at most 128 bytes, about 800 KB as JSON at worst), so it
+/// may pass [`MAX_UPDATE_BYTES`]; one beyond even this is sent without its catalogue.
+pub const MAX_ANNOUNCEMENT_BYTES: usize = 1024 * 1024;
 
 /// Room kept at the end of a cut text for the mark that says how much was cut.
 const CUT_MARK_RESERVE: usize = 40;
@@ -264,6 +270,14 @@ impl PluginOutput for PluginInfo {
             display_name: contained_name(&self.display_name, MAX_DISPLAY_NAME_CHARS),
             version: contained_name(&self.version, MAX_VERSION_CHARS),
         })
+    }
+}
+
+/// Taken whole here: [`crate::vendor_catalogue::clean`] cleans it next (it reports what it
+/// dropped, which the host logs with the vendor), before anything shows or publishes it.
+impl PluginOutput for PluginCatalogue {
+    fn contained(self) -> Result<Self, String> {
+        Ok(self)
     }
 }
 
@@ -459,10 +473,15 @@ pub struct BoundedBody {
 /// never exceeds [`MAX_UPDATE_BYTES`]: an oversized one becomes the failure of the same
 /// step (`plugin_bad_answer`, without the server; always a final update, so a result),
 /// which the broker always takes. Vendor inventories are bounded by their own, larger
-/// limit where they are made.
+/// limit where they are made; announcements by [`MAX_ANNOUNCEMENT_BYTES`] (beyond it,
+/// without their catalogue).
 pub fn bounded_body(message: &HostMessage) -> BoundedBody {
     let body = encode(message);
-    if body.len() <= MAX_UPDATE_BYTES || matches!(message, HostMessage::Inventory(_)) {
+    let limit = match message {
+        HostMessage::VendorAnnounced(_) => MAX_ANNOUNCEMENT_BYTES,
+        _ => MAX_UPDATE_BYTES,
+    };
+    if body.len() <= limit || matches!(message, HostMessage::Inventory(_)) {
         return BoundedBody {
             body,
             replaced: None,
@@ -508,6 +527,7 @@ pub fn bounded_body(message: &HostMessage) -> BoundedBody {
             announced.display_name =
                 contained_name(&announced.display_name, MAX_DISPLAY_NAME_CHARS);
             announced.plugin_version = contained_name(&announced.plugin_version, MAX_VERSION_CHARS);
+            announced.catalogue = None;
             HostMessage::VendorAnnounced(announced)
         }
         other => other,
@@ -811,5 +831,46 @@ mod tests {
             assert_eq!(message["status"], status, "{message}");
             assert_eq!(message["fault"]["code"], "plugin_bad_answer", "{message}");
         }
+    }
+
+    /// An announcement with the largest catalogue a host keeps (three full lists of the
+    /// longest entries, each needing JSON escapes) is published whole.
+    #[test]
+    fn the_largest_catalogue_is_announced_whole() {
+        use provisioner_contract::messages::{VendorAnnouncement, VendorCatalogue};
+        let list = || {
+            Some(
+                (0..VendorCatalogue::MAX_ENTRIES)
+                    .map(|i| {
+                        format!(
+                            "{i:04}{}",
+                            "\"".repeat(VendorCatalogue::MAX_ENTRY_BYTES - 4)
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let catalogue = VendorCatalogue {
+            regions: list(),
+            sizes: list(),
+            images: list(),
+        };
+        let message = HostMessage::VendorAnnounced(VendorAnnouncement {
+            vendor: "acme".into(),
+            display_name: "Acme".into(),
+            plugin_version: "1.0.0".into(),
+            host_id: "host-1".into(),
+            at: chrono::Utc::now(),
+            catalogue: Some(catalogue.clone()),
+        });
+        let bounded = bounded_body(&message);
+        assert!(bounded.replaced.is_none());
+        assert!(bounded.body.len() > MAX_UPDATE_BYTES);
+        let HostMessage::VendorAnnounced(published) =
+            serde_json::from_slice::<HostMessage>(&bounded.body).expect("json")
+        else {
+            panic!("not an announcement");
+        };
+        assert_eq!(published.catalogue, Some(catalogue));
     }
 }

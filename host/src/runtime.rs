@@ -23,8 +23,10 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::bindings::older::{self, Upgrade};
-use crate::bindings::types::{LabelledServer, PluginInfo, ProviderError, Server, ServerRequest};
-use crate::bindings::{WitVersion, current, v0_1, v0_2, v0_3};
+use crate::bindings::types::{
+    LabelledServer, PluginCatalogue, PluginInfo, ProviderError, Server, ServerRequest,
+};
+use crate::bindings::{WitVersion, current, v0_1, v0_2, v0_3, v0_4};
 use crate::cache::PluginCache;
 use crate::manifest::{Limits, Manifest};
 use crate::metrics::HostMetrics;
@@ -34,6 +36,8 @@ use crate::provision::BootTimes;
 use crate::sandbox::{DenialReason, Grants, MemoryKind, Network, PluginState};
 use crate::secrets::{MissingSecrets, SecretProblem, SecretSource};
 use crate::throttle::VendorThrottle;
+use crate::vendor_catalogue::Cleaned;
+use provisioner_contract::messages::VendorCatalogue;
 
 /// How often the engine's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -241,6 +245,11 @@ impl PluginRuntime {
             |state| state,
         ))
         .context("linking the provisioner host interface")?;
+        wasm(v0_4::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        ))
+        .context("linking the provisioner host interface 0.4")?;
         wasm(v0_3::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
             &mut linker,
             |state| state,
@@ -274,7 +283,8 @@ impl PluginRuntime {
     }
 
     /// Compiles a plugin's component, checks it implements the world, and asks it who it
-    /// is. The answer must match the manifest's vendor. Its secrets come from this process's
+    /// is and (WIT 0.5) what it accepts ([`Plugin::catalogue_cached`]). The answer must
+    /// match the manifest's vendor. Its secrets come from this process's
     /// environment; every one the manifest names is required ([`MissingSecrets`]).
     pub async fn load(&self, manifest_path: &Path) -> anyhow::Result<Plugin> {
         let manifest = Manifest::load(manifest_path)?;
@@ -373,7 +383,7 @@ impl PluginRuntime {
         let pre = PluginPre::new(&self.linker, &component).with_context(|| {
             format!(
                 "{} does not implement the provisioner:provider/provider-plugin world \
-                 at a version this host loads (0.3, 0.2 or 0.1)",
+                 at a version this host loads (0.5, 0.4, 0.3, 0.2 or 0.1)",
                 component_path.display()
             )
         })?;
@@ -407,6 +417,7 @@ impl PluginRuntime {
                 display_name: String::new(),
                 version: String::new(),
             },
+            catalogue: None,
         };
         let info = plugin
             .info()
@@ -422,6 +433,7 @@ impl PluginRuntime {
             );
         }
         plugin.info = info;
+        plugin.catalogue = plugin.ask_catalogue().await;
         tracing::debug!(
             vendor = %manifest.vendor,
             wit_version = %plugin.wit_version(),
@@ -434,8 +446,10 @@ impl PluginRuntime {
 
 /// A component pre-instantiated against the newest world it implements.
 enum PluginPre {
-    /// `provisioner:provider@0.4`.
+    /// `provisioner:provider@0.5`.
     Current(current::ProviderPluginPre<PluginState>),
+    /// `provisioner:provider@0.4`.
+    V0_4(v0_4::ProviderPluginPre<PluginState>),
     /// `provisioner:provider@0.3`.
     V0_3(v0_3::ProviderPluginPre<PluginState>),
     /// `provisioner:provider@0.2`.
@@ -452,6 +466,9 @@ impl PluginPre {
             Ok(current) => return Ok(PluginPre::Current(current)),
             Err(newest) => newest,
         };
+        if let Ok(v0_4) = v0_4::ProviderPluginPre::new(pre.clone()) {
+            return Ok(PluginPre::V0_4(v0_4));
+        }
         if let Ok(v0_3) = v0_3::ProviderPluginPre::new(pre.clone()) {
             return Ok(PluginPre::V0_3(v0_3));
         }
@@ -465,7 +482,8 @@ impl PluginPre {
 
     fn version(&self) -> WitVersion {
         match self {
-            PluginPre::Current(_) => WitVersion::V0_4,
+            PluginPre::Current(_) => WitVersion::V0_5,
+            PluginPre::V0_4(_) => WitVersion::V0_4,
             PluginPre::V0_3(_) => WitVersion::V0_3,
             PluginPre::V0_2(_) => WitVersion::V0_2,
             PluginPre::V0_1(_) => WitVersion::V0_1,
@@ -475,6 +493,7 @@ impl PluginPre {
     async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Instance> {
         Ok(match self {
             PluginPre::Current(pre) => Instance::Current(pre.instantiate_async(store).await?),
+            PluginPre::V0_4(pre) => Instance::V0_4(pre.instantiate_async(store).await?),
             PluginPre::V0_3(pre) => Instance::V0_3(pre.instantiate_async(store).await?),
             PluginPre::V0_2(pre) => Instance::V0_2(pre.instantiate_async(store).await?),
             PluginPre::V0_1(pre) => Instance::V0_1(pre.instantiate_async(store).await?),
@@ -485,6 +504,7 @@ impl PluginPre {
 /// One call's instance, of whichever version the plugin implements.
 enum Instance {
     Current(current::ProviderPlugin),
+    V0_4(v0_4::ProviderPlugin),
     V0_3(v0_3::ProviderPlugin),
     V0_2(v0_2::ProviderPlugin),
     V0_1(v0_1::ProviderPlugin),
@@ -494,6 +514,7 @@ impl Instance {
     fn guest(&self) -> Guest<'_> {
         match self {
             Instance::Current(instance) => Guest::Current(instance.provisioner_provider_provider()),
+            Instance::V0_4(instance) => Guest::V0_4(instance.provisioner_provider_provider()),
             Instance::V0_3(instance) => Guest::V0_3(instance.provisioner_provider_provider()),
             Instance::V0_2(instance) => Guest::V0_2(instance.provisioner_provider_provider()),
             Instance::V0_1(instance) => Guest::V0_1(instance.provisioner_provider_provider()),
@@ -505,18 +526,21 @@ impl Instance {
 /// same for every version ([`on_any_version!`]).
 enum Guest<'a> {
     Current(&'a current::exports::provisioner::provider::provider::Guest),
+    V0_4(&'a v0_4::exports::provisioner::provider::provider::Guest),
     V0_3(&'a v0_3::exports::provisioner::provider::provider::Guest),
     V0_2(&'a v0_2::exports::provisioner::provider::provider::Guest),
     V0_1(&'a v0_1::exports::provisioner::provider::provider::Guest),
 }
 
-/// Makes the same call on whichever version `$guest` is. Older versions have types of their
-/// own: the answer is converted up ([`older::Upgrade`]), and a request named after `with`
-/// is converted down first ([`older::request`]).
+/// Makes the same call on whichever version `$guest` is. 0.4 shares the current types;
+/// older versions have types of their own: the answer is converted up
+/// ([`older::Upgrade`]), and a request named after `with` is converted down first
+/// ([`older::request`]).
 macro_rules! on_any_version {
     ($guest:expr, $exports:ident => $call:expr) => {
         match $guest {
             Guest::Current($exports) => $call,
+            Guest::V0_4($exports) => $call,
             Guest::V0_3($exports) => $call.map(Upgrade::upgrade),
             Guest::V0_2($exports) => $call.map(Upgrade::upgrade),
             Guest::V0_1($exports) => $call.map(Upgrade::upgrade),
@@ -525,6 +549,7 @@ macro_rules! on_any_version {
     ($guest:expr, $exports:ident, with $request:ident => $call:expr) => {
         match $guest {
             Guest::Current($exports) => $call,
+            Guest::V0_4($exports) => $call,
             older_guest => {
                 let older_request = older::request($request);
                 let $request = &older_request;
@@ -534,7 +559,9 @@ macro_rules! on_any_version {
     };
     (@older $guest:expr, $exports:ident => $call:expr) => {
         match $guest {
-            Guest::Current(_) => unreachable!("the current version is matched first"),
+            Guest::Current(_) | Guest::V0_4(_) => {
+                unreachable!("the versions sharing the current types are matched first")
+            }
             Guest::V0_3($exports) => $call.map(Upgrade::upgrade),
             Guest::V0_2($exports) => $call.map(Upgrade::upgrade),
             Guest::V0_1($exports) => $call.map(Upgrade::upgrade),
@@ -552,6 +579,7 @@ pub struct Plugin {
     grants: Arc<Grants>,
     limits: Limits,
     info: PluginInfo,
+    catalogue: Option<VendorCatalogue>,
 }
 
 impl Plugin {
@@ -574,6 +602,12 @@ impl Plugin {
     /// What the plugin said about itself at load.
     pub fn info_cached(&self) -> &PluginInfo {
         &self.info
+    }
+
+    /// What the plugin said it accepts at load (its `catalogue`, cleaned): `None` when its
+    /// WIT version has no `catalogue` (before 0.5) or the call failed (logged then).
+    pub fn catalogue_cached(&self) -> Option<&VendorCatalogue> {
+        self.catalogue.as_ref()
     }
 
     /// How long this vendor's recent servers took to boot (schedules first polls).
@@ -703,6 +737,48 @@ impl Plugin {
         .await
     }
 
+    /// `catalogue` (WIT 0.5 on; `None` for older plugins, with no call made), cleaned for
+    /// announcing ([`crate::vendor_catalogue`]), with what cleaning changed. Offline, within
+    /// the same limits as `info`.
+    pub async fn catalogue(&self) -> Result<Option<Cleaned>, CallError> {
+        if !self.wit_version().has_catalogue() {
+            return Ok(None);
+        }
+        let answer = self
+            .invoke("catalogue", None, async |guest, store| match guest {
+                Guest::Current(exports) => Ok(Some(exports.call_catalogue(store).await?)),
+                _ => Ok(None),
+            })
+            .await?;
+        Ok(answer.map(crate::vendor_catalogue::clean))
+    }
+
+    /// The catalogue kept at load: [`Plugin::catalogue`], its changes and failures logged
+    /// as warnings (a failed call leaves it unknown; the plugin still serves).
+    async fn ask_catalogue(&self) -> Option<VendorCatalogue> {
+        match self.catalogue().await {
+            Ok(Some(Cleaned { catalogue, changes })) => {
+                for change in changes {
+                    tracing::warn!(
+                        vendor = %self.vendor(),
+                        "the plugin's catalogue was cleaned before announcing it: {change}"
+                    );
+                }
+                Some(catalogue)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(
+                    vendor = %self.vendor(),
+                    %error,
+                    "the plugin's catalogue call failed; its regions, sizes and images are \
+                     announced as unknown (the plugin serves orders all the same)"
+                );
+                None
+            }
+        }
+    }
+
     /// `validate`.
     pub async fn validate(&self, request: &ServerRequest) -> Result<(), CallError> {
         self.invoke("validate", None, async |guest, store| {
@@ -761,6 +837,7 @@ impl Plugin {
     pub async fn list_servers(&self) -> Result<Option<Vec<LabelledServer>>, CallError> {
         self.vendor_call("list-servers", None, async |guest, store| match guest {
             Guest::Current(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
+            Guest::V0_4(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
             Guest::V0_3(exports) => Ok(exports.call_list_servers(store).await?.upgrade().map(Some)),
             Guest::V0_2(exports) => Ok(exports.call_list_servers(store).await?.upgrade().map(Some)),
             Guest::V0_1(_) => Ok(Ok(None)),
@@ -805,10 +882,11 @@ impl Plugin {
     }
 }
 
-/// Whether the export `call` may use the network: `info` and `validate` must work offline.
+/// Whether the export `call` may use the network: `info`, `catalogue` and `validate` must
+/// work offline.
 fn network_of(call: &str) -> Network {
     match call {
-        "info" | "validate" => Network::Offline,
+        "info" | "catalogue" | "validate" => Network::Offline,
         _ => Network::Granted,
     }
 }
@@ -823,6 +901,8 @@ pub trait ProviderAnswer {
 }
 
 impl ProviderAnswer for PluginInfo {}
+
+impl ProviderAnswer for Option<PluginCatalogue> {}
 
 impl<T> ProviderAnswer for Result<T, ProviderError> {
     fn is_error(&self) -> bool {

@@ -61,6 +61,8 @@ use crate::bindings::v0_1::provisioner::provider::host as host_v0_1;
 use crate::bindings::v0_2::provisioner::provider::host as host_v0_2;
 use crate::bindings::v0_3::provisioner::provider::cache as cache_v0_3;
 use crate::bindings::v0_3::provisioner::provider::host as host_v0_3;
+use crate::bindings::v0_4::provisioner::provider::cache as cache_v0_4;
+use crate::bindings::v0_4::provisioner::provider::host as host_v0_4;
 use crate::cache::{CacheError, PluginCache};
 use crate::grants::{Origin, OriginPattern, ip_literal, is_granted, is_granted_by_name};
 use crate::outbound::{CallOpenRequests, OpenRequestLimits, OutboundClient, held_until_done};
@@ -451,34 +453,41 @@ macro_rules! older_host {
     )+};
 }
 
-older_host!(host_v0_3, host_v0_2, host_v0_1);
+older_host!(host_v0_4, host_v0_3, host_v0_2, host_v0_1);
 
-/// 0.3's `types` interface has no functions either.
+/// 0.3's `types` interface has no functions either (0.4 shares the current one).
 impl crate::bindings::v0_3::provisioner::provider::types::Host for PluginState {}
 
-/// 0.3 plugins get the same cache (the interface did not change).
-impl cache_v0_3::Host for PluginState {
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        wit_cache::Host::get(self, key)
-    }
+/// Plugins of older minors with a cache (0.4, 0.3) get the same cache: the interface did
+/// not change, but each version's is its own type.
+macro_rules! older_cache {
+    ($($version:ident),+) => {$(
+        impl $version::Host for PluginState {
+            fn get(&mut self, key: String) -> Option<Vec<u8>> {
+                wit_cache::Host::get(self, key)
+            }
 
-    fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        ttl_ms: u64,
-    ) -> Result<(), cache_v0_3::CacheError> {
-        wit_cache::Host::set(self, key, value, ttl_ms).map_err(|error| match error {
-            wit_cache::CacheError::InvalidKey => cache_v0_3::CacheError::InvalidKey,
-            wit_cache::CacheError::TooLarge => cache_v0_3::CacheError::TooLarge,
-            wit_cache::CacheError::Full => cache_v0_3::CacheError::Full,
-        })
-    }
+            fn set(
+                &mut self,
+                key: String,
+                value: Vec<u8>,
+                ttl_ms: u64,
+            ) -> Result<(), $version::CacheError> {
+                wit_cache::Host::set(self, key, value, ttl_ms).map_err(|error| match error {
+                    wit_cache::CacheError::InvalidKey => $version::CacheError::InvalidKey,
+                    wit_cache::CacheError::TooLarge => $version::CacheError::TooLarge,
+                    wit_cache::CacheError::Full => $version::CacheError::Full,
+                })
+            }
 
-    fn delete(&mut self, key: String) {
-        wit_cache::Host::delete(self, key)
-    }
+            fn delete(&mut self, key: String) {
+                wit_cache::Host::delete(self, key)
+            }
+        }
+    )+};
 }
+
+older_cache!(cache_v0_4, cache_v0_3);
 
 /// The wasi:http hooks that enforce the outbound grant.
 struct OutboundGrant {

@@ -446,6 +446,8 @@ async fn announce_vendor(
         plugin_version: info.version.clone(),
         host_id: settings.host_id.clone(),
         at: chrono::Utc::now(),
+        // What its `catalogue` export (WIT 0.5) answered at load; none before 0.5.
+        catalogue: plugin.catalogue_cached().cloned(),
     });
     publish_host_message(
         publisher,
