@@ -97,8 +97,8 @@ use provider_sdk::adopt::{self, id_order};
 use provider_sdk::catalogue::parse_list;
 use provider_sdk::paging::{self, Page};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, PluginInfo, Provider, ProviderError, Server, ServerRequest,
-    block_on, get_config,
+    IDEMPOTENCY_LABEL, LabelledServer, PluginCatalogue, PluginInfo, Provider, ProviderError,
+    Server, ServerRequest, block_on, get_config,
 };
 
 use api::Instance;
@@ -405,6 +405,11 @@ impl Provider for AwsPlugin {
             display_name: "Amazon EC2".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    /// The lists `validate` checks against ([`validation::ACCEPTED`]).
+    fn catalogue() -> PluginCatalogue {
+        validation::ACCEPTED.catalogue()
     }
 
     fn validate(request: ServerRequest) -> Result<(), ProviderError> {

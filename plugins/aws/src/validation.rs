@@ -1,10 +1,19 @@
 //! Offline checks of a request, with the rules EC2 applies (no network I/O), and the
 //! regions the plugin serves.
 
-use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
+use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, ServerRequest, cloud_init, is_hostname, ssh};
 
 use crate::query::{is_ami_id, is_region};
+
+/// The regions, sizes and images `validate` accepts offline, and the `catalogue` export's
+/// lists: the configured ones, else [`DEFAULT_REGIONS`]; sizes and images only
+/// when configured.
+pub const ACCEPTED: Accepted = Accepted {
+    region: Known::region(DEFAULT_REGIONS),
+    size: Known::size(&[]),
+    image: Known::image(&[]),
+};
 
 /// The AWS commercial regions every account has enabled (those that need no opt-in):
 /// what `validate` accepts and what `find-server` / `list-servers` scan when the manifest
@@ -48,20 +57,20 @@ const MAX_TAG_VALUE: usize = 256;
 /// The longest instance type name accepted (EC2's longest today are about 20).
 const MAX_SIZE: usize = 64;
 
-/// The regions served: the manifest's `[config] regions`, else [`DEFAULT_REGIONS`];
-/// `internal` when a configured one is not a region code (it becomes part of a host name).
+/// The regions served, the ones `validate` accepts ([`ACCEPTED`]): the manifest's
+/// `[config] regions`, else [`DEFAULT_REGIONS`]; `internal` when a configured one is not a
+/// region code (it becomes part of a host name).
 pub fn regions() -> Result<Vec<String>, ProviderError> {
-    let Some(configured) = catalogue::configured(REGIONS) else {
-        return Ok(DEFAULT_REGIONS.iter().map(|r| r.to_string()).collect());
-    };
-    match configured.iter().find(|region| !is_region(region)) {
+    // Never none: the built-in list is not empty.
+    let accepted = ACCEPTED.region.accepted().unwrap_or_default();
+    match accepted.iter().find(|region| !is_region(region)) {
         Some(bad) => Err(ProviderError::Internal(format!(
             "the manifest's [config] regions lists '{bad}', which is not an AWS region code \
              (e.g. us-east-1)"
         ))),
         None => {
             // A region listed twice is asked once (else every look-up lists its servers twice).
-            let mut regions = configured;
+            let mut regions = accepted;
             let mut seen = std::collections::BTreeSet::new();
             regions.retain(|region| seen.insert(region.clone()));
             Ok(regions)
@@ -74,9 +83,9 @@ pub fn regions() -> Result<Vec<String>, ProviderError> {
 /// to [`DEFAULT_REGIONS`]).
 pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
     check_shape(request)?;
-    catalogue::check_known("region", &request.region, REGIONS, DEFAULT_REGIONS)?;
-    catalogue::check_known("size", &request.size, SIZES, &[])?;
-    catalogue::check_known("image", &request.image, IMAGES, &[])
+    ACCEPTED.region.check(&request.region)?;
+    ACCEPTED.size.check(&request.size)?;
+    ACCEPTED.image.check(&request.image)
 }
 
 /// Every check that needs no configuration: the fields' syntax, the user data with the

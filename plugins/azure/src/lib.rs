@@ -78,8 +78,8 @@ mod validation;
 
 use provider_sdk::adopt::{self, id_order};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
-    ServerRequest, ServerStatus, block_on, get_config, log,
+    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider,
+    ProviderError, Server, ServerRequest, ServerStatus, block_on, get_config, log,
 };
 use serde_json::{Map, Value, json};
 
@@ -312,6 +312,11 @@ impl Provider for AzurePlugin {
             display_name: "Microsoft Azure".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    /// The lists `validate` checks against ([`validation::ACCEPTED`]).
+    fn catalogue() -> PluginCatalogue {
+        validation::ACCEPTED.catalogue()
     }
 
     fn validate(request: ServerRequest) -> Result<(), ProviderError> {

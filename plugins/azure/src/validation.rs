@@ -1,11 +1,20 @@
 //! Offline checks of a request with the rules ARM applies (no network I/O): location, VM
 //! size, image reference, name, tags, SSH keys, user data.
 
-use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
+use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, ServerRequest, is_hostname, ssh};
 use serde_json::{Value, json};
 
 use crate::names;
+
+/// The regions, sizes and images `validate` accepts offline, and the `catalogue` export's
+/// lists: Azure's locations, VM sizes and images are the subscription's: only the manifest's
+/// `[config]` lists them.
+pub const ACCEPTED: Accepted = Accepted {
+    region: Known::region(&[]),
+    size: Known::size(&[]),
+    image: Known::image(&[]),
+};
 
 /// The most `customData` takes, decoded, in bytes.
 pub const MAX_USER_DATA: usize = 65_535;
@@ -139,9 +148,9 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             )));
         }
     }
-    catalogue::check_known("region", &request.region, REGIONS, &[])?;
-    catalogue::check_known("size", &request.size, SIZES, &[])?;
-    catalogue::check_known("image", &request.image, IMAGES, &[])
+    ACCEPTED.region.check(&request.region)?;
+    ACCEPTED.size.check(&request.size)?;
+    ACCEPTED.image.check(&request.image)
 }
 
 #[cfg(test)]

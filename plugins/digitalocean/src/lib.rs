@@ -25,13 +25,15 @@
 
 mod api;
 
+use provider_sdk::adopt;
+use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
-    ServerRequest, block_on, get_config, is_hostname, is_slug, log, require_secret,
+    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider,
+    ProviderError, Server, ServerRequest, block_on, get_config, is_hostname, is_slug, log,
+    require_secret,
 };
-use provider_sdk::{adopt, catalogue};
 
 use api::{CreateDroplet, CreateSshKey, Droplet, DropletEnvelope, DropletList, SshKeyEnvelope};
 use provider_sdk::ssh::{self, PublicKey};
@@ -46,6 +48,14 @@ const REGIONS: &[&str] = &[
     "nyc1", "nyc2", "nyc3", "sfo1", "sfo2", "sfo3", "ams2", "ams3", "sgp1", "lon1", "fra1", "tor1",
     "blr1", "syd1", "atl1",
 ];
+
+/// The regions, sizes and images `validate` accepts offline, and the `catalogue` export's
+/// lists: the configured ones, else [`REGIONS`]; sizes and images only when configured.
+const ACCEPTED: Accepted = Accepted {
+    region: Known::region(REGIONS),
+    size: Known::size(&[]),
+    image: Known::image(&[]),
+};
 
 struct DigitalOceanPlugin;
 
@@ -76,18 +86,18 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             request.name
         ));
     }
-    catalogue::check_known("region", &request.region, catalogue::REGIONS, REGIONS)?;
+    ACCEPTED.region.check(&request.region)?;
     if !is_slug(&request.size) {
         return invalid(format!(
             "size '{}' is not a droplet size slug",
             request.size
         ));
     }
-    catalogue::check_known("size", &request.size, catalogue::SIZES, &[])?;
+    ACCEPTED.size.check(&request.size)?;
     if !is_slug(&request.image) {
         return invalid(format!("image '{}' is not an image slug", request.image));
     }
-    catalogue::check_known("image", &request.image, catalogue::IMAGES, &[])?;
+    ACCEPTED.image.check(&request.image)?;
     if !is_tag(&key_tag(&request.idempotency_key)) {
         return invalid(format!(
             "idempotency key '{}' cannot be part of a DigitalOcean tag",
@@ -213,6 +223,11 @@ impl Provider for DigitalOceanPlugin {
             display_name: "DigitalOcean".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    /// The lists `validate` checks against ([`ACCEPTED`]).
+    fn catalogue() -> PluginCatalogue {
+        ACCEPTED.catalogue()
     }
 
     fn validate(request: ServerRequest) -> Result<(), ProviderError> {

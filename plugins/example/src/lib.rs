@@ -12,8 +12,9 @@
 //! folder into `plugins/`: `plugins/README.md`, step 1), then work through every
 //! `TODO(vendor)` below. What changes from vendor to vendor:
 //! - who the plugin is: `VENDOR`, `DISPLAY_NAME` (and `vendor` in the manifests);
-//! - the offline catalogue: built-in lists in `validate`, if the vendor's are stable (else
-//!   the manifest's `[config] regions` / `sizes` / `images` are the catalogue);
+//! - the offline catalogue: built-in lists in `ACCEPTED`, if the vendor's are stable (else
+//!   the manifest's `[config] regions` / `sizes` / `images` are the catalogue); `validate`
+//!   checks against it and the `catalogue` export lists it, so the two always agree;
 //! - the JSON shapes: `VendorServer` and its envelopes, `CreateBody`, `ErrorBody`;
 //! - the vendor's statuses, in `STATUSES` (one field or several);
 //! - how the client authenticates, in `client` (bearer token, another header, a login);
@@ -39,13 +40,13 @@
 use std::collections::BTreeMap;
 
 use provider_sdk::adopt::{self, id_order};
-use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
+use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::http::{ApiClient, HttpMethod, no_capacity, percent_encode};
 use provider_sdk::paging::{self, Page};
 use provider_sdk::status::{self, Rules};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, PluginInfo, Provider, ProviderError, Server, ServerRequest,
-    ServerStatus, block_on, get_config, is_hostname, require_secret,
+    IDEMPOTENCY_LABEL, LabelledServer, PluginCatalogue, PluginInfo, Provider, ProviderError,
+    Server, ServerRequest, ServerStatus, block_on, get_config, is_hostname, require_secret,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,18 @@ use serde::{Deserialize, Serialize};
 const VENDOR: &str = "example";
 /// The vendor's name for people.
 const DISPLAY_NAME: &str = "Example Cloud";
+
+// TODO(vendor): built-in lists of the vendor's regions, sizes or images, where they are
+// stable and public (`Known::region(&["fra1", "ams1"])`); an empty one means "only what the
+// manifest's `[config]` lists, else any value". `validate` checks against these lists and the
+// `catalogue` export tells the host the same lists (the console's order form offers them).
+/// What `validate` accepts offline, and what `catalogue` lists: Example Cloud's regions,
+/// sizes and images change, so only the manifest's `[config]` lists them.
+const ACCEPTED: Accepted = Accepted {
+    region: Known::region(&[]),
+    size: Known::size(&[]),
+    image: Known::image(&[]),
+};
 
 // TODO(vendor): `validate` checks regions, sizes and images against the manifest's
 // `[config] regions`, `sizes`, `images` lists. A vendor whose public regions are stable can
@@ -248,6 +261,11 @@ impl Provider for ExamplePlugin {
         }
     }
 
+    /// The regions, sizes and images `validate` accepts ([`ACCEPTED`]): no I/O.
+    fn catalogue() -> PluginCatalogue {
+        ACCEPTED.catalogue()
+    }
+
     /// Refuses, without any network request, what the vendor would always refuse.
     // TODO(vendor): the vendor's rules for names (and for labels, if it has any the API may
     // send it that it would refuse).
@@ -259,9 +277,9 @@ impl Provider for ExamplePlugin {
                 request.name
             )));
         }
-        catalogue::check_known("region", &request.region, REGIONS, &[])?;
-        catalogue::check_known("size", &request.size, SIZES, &[])?;
-        catalogue::check_known("image", &request.image, IMAGES, &[])?;
+        ACCEPTED.region.check(&request.region)?;
+        ACCEPTED.size.check(&request.size)?;
+        ACCEPTED.image.check(&request.image)?;
         // Every entry must be an OpenSSH public key (the vendor installs it as given).
         provider_sdk::ssh::parse_all(&request.ssh_keys).map(drop)
     }

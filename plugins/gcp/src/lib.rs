@@ -79,8 +79,8 @@ use std::time::Duration;
 
 use provider_sdk::adopt::{self, id_order};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, PluginInfo, Provider, ProviderError, Server, ServerRequest,
-    ServerStatus, block_on, cache, get_config,
+    IDEMPOTENCY_LABEL, LabelledServer, PluginCatalogue, PluginInfo, Provider, ProviderError,
+    Server, ServerRequest, ServerStatus, block_on, cache, get_config,
 };
 use serde_json::json;
 
@@ -197,6 +197,11 @@ impl Provider for GcpPlugin {
             display_name: "Google Compute Engine".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    /// The lists `validate` checks against ([`validation::ACCEPTED`]).
+    fn catalogue() -> PluginCatalogue {
+        validation::ACCEPTED.catalogue()
     }
 
     fn validate(request: ServerRequest) -> Result<(), ProviderError> {

@@ -1,10 +1,19 @@
 //! Offline checks of a request with the rules Compute Engine applies (no network I/O):
 //! zone, machine type, image path, name, labels, SSH keys, user data.
 
-use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
+use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, ServerRequest, is_hostname, ssh};
 
 use crate::ids::{self, is_label_key, is_label_value, is_zone};
+
+/// The regions, sizes and images `validate` accepts offline, and the `catalogue` export's
+/// lists: Compute Engine's zones, machine types and images are the project's: only the manifest's
+/// `[config]` lists them.
+pub const ACCEPTED: Accepted = Accepted {
+    region: Known::region(&[]),
+    size: Known::size(&[]),
+    image: Known::image(&[]),
+};
 
 /// GCE's largest single metadata value (user data), in bytes.
 pub const MAX_USER_DATA: usize = 256 * 1024;
@@ -112,9 +121,9 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             )));
         }
     }
-    catalogue::check_known("region", &request.region, REGIONS, &[])?;
-    catalogue::check_known("size", &request.size, SIZES, &[])?;
-    catalogue::check_known("image", &request.image, IMAGES, &[])
+    ACCEPTED.region.check(&request.region)?;
+    ACCEPTED.size.check(&request.size)?;
+    ACCEPTED.image.check(&request.image)
 }
 
 #[cfg(test)]

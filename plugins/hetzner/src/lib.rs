@@ -47,8 +47,8 @@ use provider_sdk::adopt;
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
-    ServerRequest, block_on, get_config, log, require_secret,
+    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider,
+    ProviderError, Server, ServerRequest, block_on, get_config, log, require_secret,
 };
 
 use api::{
@@ -162,6 +162,11 @@ impl Provider for HetznerPlugin {
             display_name: "Hetzner Cloud".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    /// The lists `validate` checks against ([`validation::ACCEPTED`]).
+    fn catalogue() -> PluginCatalogue {
+        validation::ACCEPTED.catalogue()
     }
 
     fn validate(request: ServerRequest) -> Result<(), ProviderError> {

@@ -1,6 +1,6 @@
 //! Offline checks of a request, with the rules Hetzner applies (no network I/O).
 
-use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
+use provider_sdk::catalogue::{Accepted, Known, REGIONS};
 use provider_sdk::{
     IDEMPOTENCY_LABEL, ProviderError, ServerRequest, is_hostname, is_slug, ssh, unique_name,
 };
@@ -18,6 +18,14 @@ const LOCATIONS: &[&str] = &["fsn1", "nbg1", "hel1", "ash", "hil", "sin"];
 /// The config keys listing the locations, the documented one first.
 const REGION_KEYS: &[&str] = &[REGIONS, "locations"];
 
+/// The regions, sizes and images `validate` accepts offline, and the `catalogue` export's
+/// lists: the configured ones, else [`LOCATIONS`]; sizes and images only when configured.
+pub const ACCEPTED: Accepted = Accepted {
+    region: Known::region(LOCATIONS).with_config_keys(REGION_KEYS),
+    size: Known::size(&[]),
+    image: Known::image(&[]),
+};
+
 /// Refuses what Hetzner would refuse, naming the field.
 pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
     let invalid = |message: String| Err(ProviderError::InvalidRequest(message));
@@ -29,21 +37,21 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
     }
     // The name the server gets at Hetzner must fit too (see `provider_sdk::unique_name`).
     unique_name(&request.name, &request.idempotency_key, MAX_NAME)?;
-    catalogue::check_known_any("region", &request.region, REGION_KEYS, LOCATIONS)?;
+    ACCEPTED.region.check(&request.region)?;
     if !is_slug(&request.size) {
         return invalid(format!(
             "size '{}' is not a Hetzner server type name",
             request.size
         ));
     }
-    catalogue::check_known("size", &request.size, SIZES, &[])?;
+    ACCEPTED.size.check(&request.size)?;
     if !is_slug(&request.image) {
         return invalid(format!(
             "image '{}' is not a Hetzner image name",
             request.image
         ));
     }
-    catalogue::check_known("image", &request.image, IMAGES, &[])?;
+    ACCEPTED.image.check(&request.image)?;
     if !is_label_value(&request.idempotency_key) {
         return invalid(format!(
             "idempotency key '{}' cannot be a Hetzner label value",

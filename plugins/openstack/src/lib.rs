@@ -41,17 +41,27 @@
 mod api;
 mod session;
 
+use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::http::HttpMethod as Method;
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginInfo, Provider, ProviderError, Server,
-    ServerRequest, block_on, log,
+    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider,
+    ProviderError, Server, ServerRequest, block_on, log,
 };
-use provider_sdk::{adopt, catalogue, cloud_init, ssh};
+use provider_sdk::{adopt, cloud_init, ssh};
 
 use api::{CreateServer, CreateServerBody, CreatedEnvelope, ServerEnvelope};
 use session::Session;
 
 struct OpenStackPlugin;
+
+/// The regions, sizes and images `validate` accepts offline, and the `catalogue` export's
+/// lists. Regions, flavors and images differ from cloud to cloud: no built-in lists, only
+/// the manifest's.
+const ACCEPTED: Accepted = Accepted {
+    region: Known::region(&[]),
+    size: Known::size(&[]),
+    image: Known::image(&[]),
+};
 
 /// Nova's largest `user_data`, base64-encoded.
 const MAX_USER_DATA_BASE64: usize = 65535;
@@ -89,10 +99,9 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             return invalid(format!("{field} '{value}' must be 1-255 characters"));
         }
     }
-    // Regions, flavors and images differ from cloud to cloud: no built-in lists.
-    catalogue::check_known("region", &request.region, catalogue::REGIONS, &[])?;
-    catalogue::check_known("size", &request.size, catalogue::SIZES, &[])?;
-    catalogue::check_known("image", &request.image, catalogue::IMAGES, &[])?;
+    ACCEPTED.region.check(&request.region)?;
+    ACCEPTED.size.check(&request.size)?;
+    ACCEPTED.image.check(&request.image)?;
     if request.idempotency_key.is_empty() || request.idempotency_key.len() > 255 {
         return invalid("the idempotency key must be 1-255 characters".into());
     }
@@ -114,6 +123,11 @@ impl Provider for OpenStackPlugin {
             display_name: "OpenStack".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    /// The lists `validate` checks against ([`ACCEPTED`]).
+    fn catalogue() -> PluginCatalogue {
+        ACCEPTED.catalogue()
     }
 
     fn validate(request: ServerRequest) -> Result<(), ProviderError> {

@@ -1,5 +1,6 @@
 //! Offline catalogues for `validate`: which regions, sizes and images a plugin accepts
-//! without asking the vendor (`validate` does no network I/O).
+//! without asking the vendor (`validate` does no network I/O), and the `catalogue` export
+//! (WIT 0.5) that tells the host the same lists, so the console's order form offers them.
 //!
 //! Every plugin reads the same manifest `[config]` keys, [`REGIONS`], [`SIZES`] and
 //! [`IMAGES`], each a comma-separated list (`regions = "fsn1, nbg1"`). For each field:
@@ -18,14 +19,26 @@
 //!   others in the manifest's [config] regions)
 //! ```
 //!
+//! `validate` and `catalogue` must read the same lists: [`accepted_any`] is the list
+//! [`check_known_any`] checks against (one code path), and [`Accepted`] names a plugin's
+//! three fields once for both exports:
+//!
 //! ```ignore
-//! use provider_sdk::catalogue::{self, IMAGES, REGIONS, SIZES};
-//! catalogue::check_known("region", &request.region, REGIONS, &["fsn1", "nbg1"])?;
-//! catalogue::check_known("size", &request.size, SIZES, &[])?;
-//! catalogue::check_known("image", &request.image, IMAGES, &[])?;
+//! use provider_sdk::catalogue::{Accepted, Known};
+//! const ACCEPTED: Accepted = Accepted {
+//!     region: Known::region(&["fsn1", "nbg1"]),
+//!     size: Known::size(&[]),
+//!     image: Known::image(&[]),
+//! };
+//! // in validate:
+//! ACCEPTED.region.check(&request.region)?;
+//! ACCEPTED.size.check(&request.size)?;
+//! ACCEPTED.image.check(&request.image)?;
+//! // the catalogue export:
+//! fn catalogue() -> PluginCatalogue { ACCEPTED.catalogue() }
 //! ```
 
-use crate::{ProviderError, get_config};
+use crate::{PluginCatalogue, ProviderError, get_config};
 
 /// The config key listing the regions `validate` accepts.
 pub const REGIONS: &str = "regions";
@@ -36,6 +49,129 @@ pub const IMAGES: &str = "images";
 
 /// At most this many accepted values are spelled out in a refusal.
 const SHOWN: usize = 20;
+
+/// One field's offline list: the request field it checks, the `[config]` keys that list
+/// its values (the documented one first, then older aliases) and the plugin's built-in
+/// values (empty: none).
+#[derive(Debug, Clone, Copy)]
+pub struct Known {
+    /// The field as a refusal names it: `"region"`, `"size"`, `"image"`.
+    pub field: &'static str,
+    /// The `[config]` keys read, the first that is set wins.
+    pub config_keys: &'static [&'static str],
+    /// The values accepted when no key is set; empty: any value.
+    pub builtin: &'static [&'static str],
+}
+
+impl Known {
+    /// The region, listed under [`REGIONS`], else `builtin`.
+    pub const fn region(builtin: &'static [&'static str]) -> Self {
+        Self {
+            field: "region",
+            config_keys: &[REGIONS],
+            builtin,
+        }
+    }
+
+    /// The size, listed under [`SIZES`], else `builtin`.
+    pub const fn size(builtin: &'static [&'static str]) -> Self {
+        Self {
+            field: "size",
+            config_keys: &[SIZES],
+            builtin,
+        }
+    }
+
+    /// The image, listed under [`IMAGES`], else `builtin`.
+    pub const fn image(builtin: &'static [&'static str]) -> Self {
+        Self {
+            field: "image",
+            config_keys: &[IMAGES],
+            builtin,
+        }
+    }
+
+    /// The same field read from other `[config]` keys (the documented one first, then
+    /// older names kept as aliases).
+    pub const fn with_config_keys(self, config_keys: &'static [&'static str]) -> Self {
+        Self {
+            config_keys,
+            ..self
+        }
+    }
+
+    /// [`check_known_any`] of `value` against this field's list.
+    pub fn check(&self, value: &str) -> Result<(), ProviderError> {
+        check_known_any(self.field, value, self.config_keys, self.builtin)
+    }
+
+    /// [`accepted_any`]: the list [`Known::check`] checks against; `None` when any value
+    /// passes.
+    pub fn accepted(&self) -> Option<Vec<String>> {
+        accepted_any(self.config_keys, self.builtin)
+    }
+}
+
+/// A plugin's three offline lists, named once for `validate` (each field's
+/// [`Known::check`]) and the `catalogue` export ([`Accepted::catalogue`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    /// The request's `region`.
+    pub region: Known,
+    /// The request's `size`.
+    pub size: Known,
+    /// The request's `image`.
+    pub image: Known,
+}
+
+impl Accepted {
+    /// The `catalogue` export's answer: each field's list as [`Known::accepted`] reads it
+    /// now (the manifest's `[config]` first).
+    pub fn catalogue(&self) -> PluginCatalogue {
+        PluginCatalogue {
+            regions: self.region.accepted(),
+            sizes: self.size.accepted(),
+            images: self.image.accepted(),
+        }
+    }
+}
+
+/// Where the values a field accepts come from, and the values.
+enum Source<'a> {
+    /// The manifest's `[config] <key>` lists them.
+    Configured(&'a str, Vec<String>),
+    /// The plugin's built-in list (not empty).
+    Builtin,
+}
+
+/// The list `check_known_any` checks against: the first of `config_keys` that is set, else a
+/// non-empty `builtin`; `None` when any value passes.
+fn source<'a>(config_keys: &[&'a str], builtin: &[&str]) -> Option<Source<'a>> {
+    match config_keys
+        .iter()
+        .find_map(|key| configured(key).map(|list| (*key, list)))
+    {
+        Some((key, list)) => Some(Source::Configured(key, list)),
+        None if builtin.is_empty() => None,
+        None => Some(Source::Builtin),
+    }
+}
+
+/// The values [`check_known`] accepts for a field listed under `config_key`: the configured
+/// list, else `builtin` if it is not empty; `None` when any value passes.
+pub fn accepted(config_key: &str, builtin: &[&str]) -> Option<Vec<String>> {
+    accepted_any(&[config_key], builtin)
+}
+
+/// The values [`check_known_any`] accepts: the list under the first of `config_keys` that is
+/// set, else `builtin` if it is not empty; `None` when any value passes (the plugin's syntax
+/// checks still apply, and the vendor decides). What the `catalogue` export answers.
+pub fn accepted_any(config_keys: &[&str], builtin: &[&str]) -> Option<Vec<String>> {
+    source(config_keys, builtin).map(|source| match source {
+        Source::Configured(_, list) => list,
+        Source::Builtin => builtin.iter().map(|value| value.to_string()).collect(),
+    })
+}
 
 /// Refuses `value` for `field` (`"region"`, `"size"`, `"image"`) unless the list in the
 /// manifest's `[config] <config_key>` has it, or, with no list configured, `builtin` has it
@@ -57,11 +193,8 @@ pub fn check_known_any(
     config_keys: &[&str],
     builtin: &[&str],
 ) -> Result<(), ProviderError> {
-    let configured = config_keys
-        .iter()
-        .find_map(|key| configured(key).map(|list| (*key, list)));
-    match &configured {
-        Some((key, list)) => {
+    match source(config_keys, builtin) {
+        Some(Source::Configured(key, list)) => {
             let list: Vec<&str> = list.iter().map(String::as_str).collect();
             check_in(
                 field,
@@ -71,8 +204,8 @@ pub fn check_known_any(
                 "",
             )
         }
-        None if builtin.is_empty() => Ok(()),
-        None => check_in(
+        None => Ok(()),
+        Some(Source::Builtin) => check_in(
             field,
             value,
             builtin,

@@ -1,10 +1,11 @@
 //! Guest-side SDK for provider plugins.
 //!
-//! It binds the `provider-plugin` world of `provisioner:provider@0.4.0` (`wit/provider.wit`;
-//! the frozen older contracts are `wit/v0.3/`, `wit/v0.2/` and `wit/v0.1/`), so a plugin built
-//! with it exports the 0.4.0 `provider` interface, `list-servers` included, may keep values
-//! between calls in the host's cache ([`cache`]), and says `no-capacity` when its vendor cannot
-//! place a server where it was asked.
+//! It binds the `provider-plugin` world of `provisioner:provider@0.5.0` (`wit/provider.wit`;
+//! the frozen older contracts are `wit/v0.4/`, `wit/v0.3/`, `wit/v0.2/` and `wit/v0.1/`), so a
+//! plugin built with it exports the 0.5.0 `provider` interface, `list-servers` and `catalogue`
+//! included (the regions, sizes and images its `validate` accepts: [`catalogue::Accepted`]
+//! names them once for both), may keep values between calls in the host's cache ([`cache`]),
+//! and says `no-capacity` when its vendor cannot place a server where it was asked.
 //!
 //! A plugin implements [`Provider`] and exports it with
 //! `provider_sdk::export_provider!(MyPlugin);`. Everything else it needs comes from here:
@@ -18,7 +19,8 @@
 //! - [`http`]: [`http::ApiClient`], JSON over wasi:http, status -> error mapping,
 //!   rate-limit delays;
 //! - [`catalogue`]: the regions, sizes and images `validate` accepts offline, from the
-//!   manifest's `[config] regions` / `sizes` / `images` or a plugin's built-in list;
+//!   manifest's `[config] regions` / `sizes` / `images` or a plugin's built-in list, and the
+//!   `catalogue` export's answer from the same lists;
 //! - [`ssh`]: the order's `ssh-keys` (OpenSSH public keys), checked, with their MD5
 //!   fingerprints (how vendors' key stores find a key);
 //! - [`cloud_init`]: SSH keys written into cloud-init user data, for vendors without a key
@@ -34,7 +36,7 @@
 
 wit_bindgen::generate!({
     // Qualified with the version, so a `wit/` of another version fails the build.
-    world: "provisioner:provider/provider-plugin@0.4.0",
+    world: "provisioner:provider/provider-plugin@0.5.0",
     path: "../../wit",
     pub_export_macro: true,
     export_macro_name: "export_provider",
@@ -54,7 +56,7 @@ pub mod status;
 pub use exports::provisioner::provider::provider::Guest as Provider;
 pub use provisioner::provider::host::{LogLevel, get_config, get_secret, log};
 pub use provisioner::provider::types::{
-    LabelledServer, PluginInfo, ProviderError, Server, ServerRequest, ServerStatus,
+    LabelledServer, PluginCatalogue, PluginInfo, ProviderError, Server, ServerRequest, ServerStatus,
 };
 pub use wstd::runtime::block_on;
 
