@@ -43,6 +43,7 @@ target/debug/bench --profile debug lease --leases 200
 target/debug/bench --profile debug in-flight --orders 200 --boot-secs 5 --hold-secs 5
 target/debug/bench --profile debug plugin-overhead --calls 200 --warmup 20
 target/debug/bench --profile debug create-call --calls 50 --warmup 5
+target/debug/bench --profile debug page-load --orders 200 --samples 2
 target/debug/bench --profile debug recovery --cycles 1 --down-secs 2   # stops and starts RabbitMQ
 
 echo "==> chaos run, small (stops and starts this machine's RabbitMQ application once)"

@@ -22,6 +22,8 @@
 //!   (stops this machine's RabbitMQ).
 //! - [`failover`]: seconds from a cluster node's death to the programs on it consuming
 //!   from another node (the three-node cluster of `scripts/rabbitmq-cluster.sh`).
+//! - [`page_load`]: the web console's views, from navigation to drawn, in headless Chromium
+//!   with 10,000 orders stored.
 //! - [`load`]: the closed- and open-loop HTTP load the benchmarks put on order-api.
 //! - the summary, percentiles and `/proc` probes come from the crate's library (`provisioner_bench`).
 
@@ -31,6 +33,7 @@ mod failover;
 mod in_flight;
 mod lease_cost;
 mod load;
+mod page_load;
 mod pipeline;
 mod plugin_overhead;
 mod recovery;
@@ -80,6 +83,8 @@ enum Benchmark {
     Recovery(recovery::Args),
     /// Seconds from a cluster node's death to the programs on it consuming elsewhere.
     Failover(failover::Args),
+    /// The web console's views, from navigation to drawn, with 10,000 orders stored.
+    PageLoad(page_load::Args),
     /// The bare axum handler `accept` compares against (started by `accept` itself).
     #[command(hide = true)]
     BareAccept {
@@ -103,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         Benchmark::CreateCall(args) => create_call::run(args).await?,
         Benchmark::Recovery(args) => recovery::run(args, profile).await?,
         Benchmark::Failover(args) => failover::run(args, profile).await?,
+        Benchmark::PageLoad(args) => page_load::run(args, profile).await?,
     };
     match cli.format {
         Format::Table => print!("{}", summary.table()),

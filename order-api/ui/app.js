@@ -746,7 +746,13 @@ async function route() {
 document.getElementById('sign-out').addEventListener('click', () => signOut());
 window.addEventListener('hashchange', route);
 if (sessionStorage.getItem(TOKEN_KEY)) {
-  whoAmI().then(route, () => {});
+  whoAmI().then(route, (error) => {
+    // A refused token signed out already; anything else is shown, not a page left loading.
+    if (error.status === 401) return;
+    main.setAttribute('aria-busy', 'false');
+    show('Console', el('h1', {}, 'Console'), alertBox(error),
+      el('p', {}, el('a', { href: '' }, 'Try again')));
+  });
 } else {
   route();
 }

@@ -34,8 +34,9 @@
 //! at the vendor, orphans (servers no active order owns, counted at the simulator and by
 //! the system's own orphan sweep through the plugins), the tenant's usage as its quota check
 //! sees it against its orders counted (the tenant has a quota far above what it orders, so
-//! every order is checked and none refused), and the time to drain. It exits 1 unless lost,
-//! stuck, duplicates, both orphan counts and the miscounted usage are all 0. `scripts/chaos.sh` builds and
+//! every order is checked and none refused), the messages dead-lettered on the way (as
+//! order-api recorded them), and the time to drain. It exits 1 unless lost, stuck,
+//! duplicates, both orphan counts, the miscounted usage and the dead letters are all 0. `scripts/chaos.sh` builds and
 //! runs it; README has a section on it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -376,6 +377,13 @@ async fn run(
         .flatten()
         .filter_map(|sweep| sweep["listed"].as_u64())
         .sum();
+    // No message was refused on the way: order-api records whatever reaches the dead-letter
+    // queue (a delivery limit met under the kills, a message no program could read).
+    let metrics = stack.metrics().await?;
+    let dead_letters =
+        provisioner_tests::metric_value(&metrics, "provisioner_dead_letters_recorded")
+            .context("no provisioner_dead_letters_recorded in order-api's /metrics")?
+            as usize;
     // Every post carries an Idempotency-Key, so a retried post is never a second order.
     let extra_orders = orders.len().saturating_sub(args.orders);
     // The sweep saw every active order's server (and nothing else, with no orphans).
@@ -392,7 +400,8 @@ async fn run(
         && unseen == 0
         && miscounted == 0
         && misplaced == 0
-        && extra_orders == 0;
+        && extra_orders == 0
+        && dead_letters == 0;
 
     let mut summary = Summary::new("chaos");
     summary.setting("orders", args.orders as u64);
@@ -439,6 +448,13 @@ async fn run(
         "extra_orders",
         "orders beyond those posted (retried posts made twice)",
         extra_orders,
+        Some(Target::AtMost(0.0)),
+    );
+    figure(
+        &mut summary,
+        "dead_letters",
+        "messages dead-lettered",
+        dead_letters,
         Some(Target::AtMost(0.0)),
     );
     figure(&mut summary, "active", "active", active, None);
