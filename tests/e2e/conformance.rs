@@ -210,6 +210,14 @@ async fn the_broken_fixture_without_its_flaw_passes() -> anyhow::Result<()> {
 async fn each_broken_fixture_fails_the_check_it_violates() -> anyhow::Result<()> {
     let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
 
+    // The order form would offer a region the plugin then refuses.
+    let report = broken("catalogue-lists-more", &sim_url).await?;
+    failed_with(
+        &report,
+        "contract.catalogue",
+        "validate refused values the catalogue lists",
+    );
+
     let report = broken("duplicates", &sim_url).await?;
     failed_with(
         &report,

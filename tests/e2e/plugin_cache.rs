@@ -1,6 +1,8 @@
 //! The per-plugin cache (WIT 0.3 `cache`): private to one plugin, bounded by its manifest,
 //! expiring, lost on reload; a 0.2 plugin (no cache) still served; and what it buys: the OpenStack plugin logs in to Keystone once
-//! per token, not once per call.
+//! per token, not once per call. Also what plugins of each WIT version keep from load: a
+//! 0.3 and a 0.4 plugin still served, and the 0.5 `catalogue` asked at load, cleaned, and
+//! carried by the host's vendor announcement (none for a 0.4 plugin).
 //!
 //! The cache tests load the hostile fixture's `cache-probe` behaviour with the host's own
 //! runtime, in process (its exports read and write the cache: `create-server` sets the
@@ -74,7 +76,7 @@ async fn a_plugins_cache_is_its_own() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
     let a = probe(&runtime, "cache-a", "", 60_000).await?;
     let b = probe(&runtime, "cache-b", "", 60_000).await?;
-    assert_eq!(a.wit_version(), WitVersion::V0_4);
+    assert_eq!(a.wit_version(), WitVersion::V0_5);
 
     store(&a, "session", "token-of-a").await?;
     assert_eq!(cached(&a, "session").await?.as_deref(), Some("token-of-a"));
@@ -327,5 +329,279 @@ async fn a_nova_401_makes_one_new_login() -> anyhow::Result<()> {
     let (_, logins) = openstack_counts(&stack).await?;
     assert_eq!(logins, 2, "one new login after the 401, reused after");
     stack.cleanup().await;
+    Ok(())
+}
+
+/// A plugin built against 0.4 (`tests/fixtures/v04-plugin`, before `catalogue`) still loads
+/// on the 0.5 host with the current types: it serves, says `no-capacity`, keeps its cache,
+/// and has no catalogue (its vendor is announced with none).
+#[tokio::test]
+async fn a_0_4_plugin_still_loads_without_a_catalogue() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = load_fixture(&runtime, "v04").await?;
+    assert_eq!(plugin.wit_version(), WitVersion::V0_4);
+    assert!(plugin.catalogue_cached().is_none());
+    assert!(plugin.catalogue().await?.is_none(), "no call for 0.4");
+    let server = plugin
+        .create_server(uuid::Uuid::nil(), &request("key-1", "web"))
+        .await?;
+    assert_eq!(server.vendor_id, "v04-key-1");
+    assert_eq!(plugin.cache_entries(), 1);
+    let full = ServerRequest {
+        region: "full".into(),
+        ..request("key-2", "web")
+    };
+    match plugin.create_server(uuid::Uuid::nil(), &full).await {
+        Err(CallError::Provider(ProviderError::NoCapacity(message))) => {
+            assert!(message.contains("no capacity"), "{message}")
+        }
+        other => panic!("a 0.4 plugin says no-capacity, got {other:?}"),
+    }
+    let listed = plugin.list_servers().await?.expect("0.4 lists its servers");
+    assert_eq!(listed[0].server.vendor_id, "v04-kept");
+    Ok(())
+}
+
+/// Loads the hostile fixture as `vendor` with `behaviour` and more `[config]` lines.
+async fn hostile(
+    runtime: &PluginRuntime,
+    vendor: &str,
+    behaviour: &str,
+    config: &str,
+) -> anyhow::Result<Plugin> {
+    let dir = std::env::temp_dir().join(format!(
+        "provisioner-catalogue-{vendor}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let manifest = format!(
+        "vendor = {vendor:?}\ncomponent = {component:?}\n\
+         allowed_hosts = [\"http://127.0.0.1:9\"]\n\
+         [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n\
+         target-url = \"http://127.0.0.1:9\"\n{config}\n",
+        component = test_plugin_component("hostile").display().to_string(),
+    );
+    let path = dir.join(format!("{vendor}.toml"));
+    std::fs::write(&path, manifest)?;
+    runtime.load(&path).await
+}
+
+/// The host asks a 0.5 plugin for its catalogue at load and keeps it cleaned: empty,
+/// control-character and repeated entries dropped (the first of a repeat kept, in order),
+/// an unset list `none`; what cleaning changed is reported.
+#[tokio::test]
+async fn the_catalogue_is_asked_at_load_and_cleaned() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = hostile(
+        &runtime,
+        "catalogued",
+        "behave",
+        "catalogue-regions = \"nbg1|fsn1||nbg1|evil\\nFORGED\"\ncatalogue-images = \"debian-12\"",
+    )
+    .await?;
+    assert_eq!(plugin.wit_version(), WitVersion::V0_5);
+    let catalogue = plugin.catalogue_cached().expect("a 0.5 plugin's catalogue");
+    assert_eq!(
+        catalogue.regions.as_deref(),
+        Some(&["nbg1".to_string(), "fsn1".to_string()][..])
+    );
+    assert_eq!(catalogue.sizes, None);
+    assert_eq!(
+        catalogue.images.as_deref(),
+        Some(&["debian-12".to_string()][..])
+    );
+    let asked = plugin.catalogue().await?.expect("asked again");
+    assert_eq!(&asked.catalogue, catalogue);
+    assert_eq!(asked.changes.len(), 1, "{:?}", asked.changes);
+    assert!(
+        asked.changes[0].starts_with("regions: 3 of 5 entries dropped"),
+        "{:?}",
+        asked.changes
+    );
+    Ok(())
+}
+
+/// A `catalogue` that traps leaves the catalogue unknown and the plugin serving; one that
+/// tries the network is refused it (the call is offline, as `info` and `validate` are),
+/// even to an origin its manifest grants.
+#[tokio::test]
+async fn a_failing_or_networking_catalogue_leaves_the_plugin_serving() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let trapping = hostile(&runtime, "catalogue-trap", "catalogue-panic", "").await?;
+    assert!(trapping.catalogue_cached().is_none());
+    assert!(matches!(
+        trapping.catalogue().await,
+        Err(CallError::Trap {
+            call: "catalogue",
+            ..
+        })
+    ));
+    trapping.validate(&request("key-1", "web")).await?;
+
+    let networking = hostile(&runtime, "catalogue-net", "network-in-catalogue", "").await?;
+    let catalogue = networking.catalogue_cached().expect("it answered");
+    assert_eq!(
+        catalogue.regions.as_deref(),
+        Some(&["network-refused".to_string()][..])
+    );
+    assert!(networking.outbound_requests() >= 1, "it tried");
+    Ok(())
+}
+
+/// The Hetzner plugin's catalogue is what its `validate` checks: its built-in locations with
+/// no `[config]` lists, the manifest's lists when it has them (sizes and images only then).
+#[tokio::test]
+async fn the_hetzner_catalogue_follows_its_manifest() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let hetzner = provisioner_tests::fixture("hetzner");
+    let load = async |manifest: String| -> anyhow::Result<Plugin> {
+        let dir = std::env::temp_dir().join(format!(
+            "provisioner-catalogue-hetzner-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("hetzner.toml");
+        std::fs::write(&path, manifest)?;
+        let manifest = provisioner_host::manifest::Manifest::load(&path)?;
+        runtime
+            .load_manifest_with_secrets(manifest, &path, |_| Some("token".into()))
+            .await
+    };
+    let configured = load(hetzner.manifest_with_catalogue("http://127.0.0.1:9")).await?;
+    let catalogue = configured.catalogue_cached().expect("a catalogue");
+    assert_eq!(catalogue.regions, Some(vec![hetzner.region.to_string()]));
+    assert_eq!(catalogue.sizes, Some(vec![hetzner.size.to_string()]));
+    assert_eq!(catalogue.images, Some(vec![hetzner.image.to_string()]));
+
+    let builtin = load(
+        hetzner
+            .manifest_with_catalogue("http://127.0.0.1:9")
+            .replace(&format!("regions = {:?}\n", hetzner.region), "")
+            .replace(&format!("sizes = {:?}\n", hetzner.size), "")
+            .replace(&format!("images = {:?}\n", hetzner.image), ""),
+    )
+    .await?;
+    let catalogue = builtin.catalogue_cached().expect("a catalogue");
+    assert_eq!(
+        catalogue.regions,
+        Some(
+            ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+    assert_eq!((&catalogue.sizes, &catalogue.images), (&None, &None));
+    Ok(())
+}
+
+/// What a host publishes on `announce.<vendor>` carries the plugin's catalogue: Hetzner's
+/// built-in locations (the stack's manifest lists none), a 0.5 plugin's configured lists,
+/// and nothing for a 0.4 plugin.
+#[tokio::test]
+async fn the_announcement_carries_the_catalogue() -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use provisioner_contract::messages::HostMessage;
+
+    let stack = Stack::start(StackOptions {
+        host_env: vec![("ANNOUNCE_INTERVAL_SECS".into(), "1".into())],
+        ..StackOptions::default()
+    })
+    .await?;
+    let connection = provisioner_tests::require_rabbitmq().await;
+    let channel = connection.create_channel().await?;
+    let queue = format!(
+        "{}announcements-{}",
+        stack.topology.prefix(),
+        uuid::Uuid::new_v4().simple()
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            stack.topology.results_exchange().as_str().into(),
+            "announce.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let hostile = test_plugin_component("hostile").display().to_string();
+    std::fs::write(
+        stack.plugins_dir().join("catalogued.toml"),
+        format!(
+            "vendor = \"catalogued\"\ncomponent = {hostile:?}\n[config]\n\
+             vendor-id = \"catalogued\"\ncatalogue-regions = \"north|south\"\n\
+             catalogue-sizes = \"small\"\n"
+        ),
+    )?;
+    let v04 = test_plugin_component("v04").display().to_string();
+    std::fs::write(
+        stack.plugins_dir().join("v04.toml"),
+        format!("vendor = \"v04\"\ncomponent = {v04:?}\n[config]\nvendor-id = \"v04\"\n"),
+    )?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "announcements".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut announced = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while announced.len() < 3 {
+        let delivery = tokio::time::timeout_at(deadline, consumer.next())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "announcements seen: {:?}\n{}",
+                    announced.keys().collect::<Vec<_>>(),
+                    stack.host_log()
+                )
+            })?
+            .ok_or_else(|| anyhow::anyhow!("the consumer ended"))??;
+        if let HostMessage::VendorAnnounced(announcement) =
+            serde_json::from_slice::<HostMessage>(&delivery.data)?
+            && ["hetzner", "catalogued", "v04"].contains(&announcement.vendor.as_str())
+        {
+            announced.insert(announcement.vendor.clone(), announcement.catalogue);
+        }
+    }
+    let hetzner = announced["hetzner"].clone().expect("hetzner's catalogue");
+    assert_eq!(
+        hetzner.regions,
+        Some(
+            ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+    assert_eq!((hetzner.sizes, hetzner.images), (None, None));
+    let catalogued = announced["catalogued"].clone().expect("its catalogue");
+    assert_eq!(
+        catalogued.regions,
+        Some(vec!["north".to_string(), "south".to_string()])
+    );
+    assert_eq!(catalogued.sizes, Some(vec!["small".to_string()]));
+    assert_eq!(catalogued.images, None);
+    assert_eq!(
+        announced["v04"], None,
+        "a 0.4 plugin announces no catalogue"
+    );
+    let _ = connection.close(200, "seen".into()).await;
     Ok(())
 }
