@@ -1563,6 +1563,16 @@ async fn siblings(kit: &Kit) -> Verdict {
         let found = kit.find(key).await;
         match &found {
             Ok(Some(found)) if found.vendor_id == server.vendor_id => {}
+            // Created at once, each sibling may have got a server of its own and still be
+            // looked up as another: the same flaw, seen from the other side.
+            Ok(Some(other)) if servers.iter().any(|s| s.vendor_id == other.vendor_id) => {
+                return Err(format!(
+                    "expected find-server {key} to find server {}, got {}, another key's: keys \
+                     that differ only at their end were taken for one (compare the whole key, \
+                     never a prefix)",
+                    server.vendor_id, other.vendor_id
+                ));
+            }
             _ => {
                 return Err(format!(
                     "expected find-server {key} to find server {}, got {}",
