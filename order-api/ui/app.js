@@ -745,6 +745,14 @@ async function route() {
 
 document.getElementById('sign-out').addEventListener('click', () => signOut());
 window.addEventListener('hashchange', route);
+// A page left for another stays in the browser's back-forward cache with whatever it had
+// open: its event streams would each keep one of the six connections a browser has to a host,
+// and the seventh visit would wait for a free one. Leaving closes them; coming back opens
+// the view again.
+window.addEventListener('pagehide', () => leaving.abort());
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted) route();
+});
 if (sessionStorage.getItem(TOKEN_KEY)) {
   whoAmI().then(route, (error) => {
     // A refused token signed out already; anything else is shown, not a page left loading.

@@ -1,5 +1,7 @@
 //! A headless Chromium driven through WebDriver (Debian's `chromium` and `chromium-driver`,
 //! with [fantoccini]): the console's browser tests and its page-load benchmark share it.
+//! With `BROWSER_NET_LOG=<file>`, Chromium writes its record of every request there (a
+//! NetLog, for a load that went wrong).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -43,13 +45,20 @@ impl Browser {
             .kill_on_drop(true)
             .spawn()
             .context("starting chromedriver")?;
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            format!("--window-size={width},{height}"),
+        ];
+        // Chromium's own record of every request, for a load that went wrong.
+        if let Some(path) = std::env::var_os("BROWSER_NET_LOG") {
+            args.push(format!("--log-net-log={}", path.to_string_lossy()));
+        }
         let capabilities = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", format!("--window-size={width},{height}")],
-            },
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
         });
         let capabilities = match capabilities {
             Value::Object(map) => map,
