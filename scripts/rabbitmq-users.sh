@@ -41,7 +41,7 @@ p=$(printf '%s' "$prefix" | sed 's/[][\.*^$+?(){}|/]/\\&/g')
 # Permissions: configure, write, read (regular expressions over exchange and queue names).
 api_configure="^${p}(provisioner\.(requests|results|dlx|retry)|provision\.(results|dead|retry\..+|replies\..+))\$"
 api_write="^${p}(provisioner\.(requests|dlx)|provision\.(results|dead|retry\..+|replies\..+))\$"
-api_read="^${p}(provisioner\.(results|dlx|retry)|provision\.(results|retry\..+|replies\..+))\$"
+api_read="^${p}(provisioner\.(results|dlx|retry)|provision\.(results|dead|retry\..+|replies\..+))\$"
 host_configure="^${p}provision\.(requests|validate|lease)\..+\$"
 host_write="^${p}(provisioner\.(results|retry|dlx)|provision\.(requests|validate)\..+)\$"
 host_read="^${p}(provisioner\.requests|provision\.(requests|validate|lease)\..+)\$"

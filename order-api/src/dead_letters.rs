@@ -36,15 +36,27 @@ pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow
         .await
         .context("setting the dead-letter prefetch")?;
     let queue = topology.dead_letter_queue();
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             queue.as_str().into(),
             "order-api-dead-letters".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await
-        .with_context(|| format!("consuming {queue}"))?;
+        .await;
+    let mut consumer = match consumer {
+        Ok(consumer) => consumer,
+        Err(error) => {
+            // Most likely a broker user made before order-api read the dead-letter queue.
+            // Orders flow all the same: the dead letters wait in the queue (counted in
+            // `provisioner_dead_letter_queue_messages`) until order-api may read them.
+            tracing::error!(
+                "cannot consume {queue} ({error}): dead letters are not recorded; grant \
+                 order-api's broker user read on it (scripts/rabbitmq-users.sh does)"
+            );
+            return std::future::pending().await;
+        }
+    };
     tracing::info!("recording the dead letters of {queue}");
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.context("receiving a dead letter")?;
