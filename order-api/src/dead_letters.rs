@@ -9,13 +9,17 @@
 //! ([`DEAD_REASON_HEADER`] and [`DEAD_QUEUE_HEADER`]: undecodable, an unknown schema version
 //! ...), or the broker's own (`x-first-death-reason`, `x-first-death-queue`: delivered too
 //! often, expired, rejected). Every order-api instance records; a message redelivered after
-//! a crash between the commit and the ack has the same fingerprint and is recorded once.
+//! a crash between the commit and the ack has the same fingerprint and is recorded once. A
+//! record the database refuses is tried again with growing waits, holding only this recorder:
+//! the session, and with it the order path, goes on.
+
+use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use provisioner_contract::Topology;
 use provisioner_contract::amqp::{DEAD_QUEUE_HEADER, DEAD_REASON_HEADER};
@@ -61,34 +65,49 @@ pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.context("receiving a dead letter")?;
         let letter = read(&delivery);
-        match store.record_dead_letter(&letter).await {
-            Ok(new) => {
-                if new {
-                    tracing::warn!(
-                        queue = letter.queue.as_deref().unwrap_or("?"),
+        // A database that refuses the record holds this recorder only: the delivery stays
+        // unacked (in the queue) and the record is tried again, later and later, while the
+        // rest of the session (the order path) goes on.
+        let mut wait = RETRY_FIRST;
+        let new = loop {
+            match store.record_dead_letter(&letter).await {
+                Ok(new) => break new,
+                Err(error) => {
+                    tracing::error!(
                         routing_key = %letter.routing_key,
-                        reason = %letter.reason,
-                        "recorded a dead letter"
+                        "recording a dead letter: {error:#}; trying again in {wait:?}"
                     );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_LAST);
                 }
-                delivery
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .context("acking a recorded dead letter")?;
             }
-            Err(error) => {
-                // It stays in the queue; the session starts again and retries it.
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
-                return Err(error.context("recording a dead letter"));
-            }
+        };
+        if new {
+            tracing::warn!(
+                queue = letter.queue.as_deref().unwrap_or("?"),
+                routing_key = %letter.routing_key,
+                reason = %letter.reason,
+                "recorded a dead letter"
+            );
         }
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .context("acking a recorded dead letter")?;
     }
     anyhow::bail!("the broker closed the dead-letter consumer")
+}
+
+/// The first wait before a dead letter the database refused is recorded again; it doubles
+/// up to [`RETRY_LAST`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between attempts to record one dead letter.
+const RETRY_LAST: Duration = Duration::from_secs(60);
+
+/// `text` as the database takes it: PostgreSQL's text holds no NUL byte, so each becomes
+/// U+FFFD (a header or routing key may carry anything).
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
 }
 
 /// What is recorded of `delivery`.
@@ -149,11 +168,11 @@ pub fn read(delivery: &Delivery) -> NewDeadLetter {
     fingerprint.update(&delivery.data);
     NewDeadLetter {
         fingerprint: format!("{:x}", fingerprint.finalize()),
-        queue,
-        reason,
-        exchange: delivery.exchange.to_string(),
-        routing_key: delivery.routing_key.to_string(),
-        message_id,
+        queue: queue.as_deref().map(storable),
+        reason: storable(&reason),
+        exchange: storable(delivery.exchange.as_str()),
+        routing_key: storable(delivery.routing_key.as_str()),
+        message_id: message_id.as_deref().map(storable),
         order_id,
         headers: Value::Object(headers_json),
         body: delivery.data.clone(),
@@ -280,6 +299,16 @@ mod tests {
         let unknown = read(&delivery(&[], b"x"));
         assert!(unknown.reason.starts_with("unknown"), "{}", unknown.reason);
         assert_eq!(unknown.order_id, None);
+    }
+
+    /// PostgreSQL's text holds no NUL byte: one in a reason is kept as U+FFFD.
+    #[test]
+    fn a_nul_byte_is_stored_as_a_replacement_character() {
+        let letter = read(&delivery(
+            &[(DEAD_REASON_HEADER, text("bad\0reason"))],
+            b"x",
+        ));
+        assert_eq!(letter.reason, "bad\u{FFFD}reason");
     }
 
     /// A copy the broker delivers again (after order-api stopped before its ack) has the same

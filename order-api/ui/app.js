@@ -167,17 +167,29 @@ async function ordersView(params) {
   const firstDrawn = new Promise((resolve) => { drawn = resolve; });
   // The orders shown, updated in place by the stream of the caller's orders.
   let shown = [];
+  // What the stream said of each order since the last list read: a list answer older than
+  // it (the read was under way when the change came) does not undo it.
+  const heard = new Map();
+  const newer = (a, b) => Date.parse(a.updated_at) >= Date.parse(b.updated_at);
+  // Each list read has a number; only the latest one's answer is drawn.
+  let reads = 0;
   const draw = () => table.replaceChildren(ordersTable(shown));
   const refresh = async () => {
+    const read = ++reads;
     let page;
     try {
       page = await api(`/v1/orders?${query}`);
     } catch (error) {
-      table.replaceChildren(alertBox(error));
+      if (read === reads) table.replaceChildren(alertBox(error));
       drawn();
       return;
     }
-    shown = page.orders;
+    if (read !== reads) return;
+    shown = page.orders.map((order) => {
+      const latest = heard.get(order.id);
+      return latest && newer(latest, order) ? latest : order;
+    });
+    heard.clear();
     draw();
     drawn();
     more.replaceChildren();
@@ -188,14 +200,19 @@ async function ordersView(params) {
       more.append(el('a', { href: `#/orders?${next}` }, 'Older orders'));
     }
   };
-  // A changed order is redrawn where it is; a new one joins the first page when it matches
-  // the filters.
+  // A changed order is redrawn where it is; an order not shown joins the first page when it
+  // matches the filters and is newer than the page's last (ids sort by creation time), in
+  // its place.
   const changed = (order) => {
+    if (heard.size < 1000) heard.set(order.id, order);
     const at = shown.findIndex((o) => o.id === order.id);
-    if (at >= 0) shown[at] = order;
-    else if (!query.get('cursor') && (!query.get('status') || query.get('status') === order.status)
-      && (!query.get('vendor') || query.get('vendor') === order.vendor)) {
-      shown = [order, ...shown].slice(0, 50);
+    if (at >= 0) {
+      if (!newer(order, shown[at])) return;
+      shown[at] = order;
+    } else if (!query.get('cursor') && (!query.get('status') || query.get('status') === order.status)
+      && (!query.get('vendor') || query.get('vendor') === order.vendor)
+      && (shown.length < 50 || order.id > shown[shown.length - 1].id)) {
+      shown = [...shown, order].sort((a, b) => (a.id < b.id ? 1 : -1)).slice(0, 50);
     } else return;
     draw();
   };
@@ -203,18 +220,22 @@ async function ordersView(params) {
   // stream is open (`ready`), applies each change, and lists again when news was missed. A
   // stream that ends or is refused is opened again after a pause, listing meanwhile.
   const follow = async () => {
-    while (!signal.aborted) {
-      try {
-        await readEvents('/v1/events', {}, signal, (kind, data) => {
-          if (kind === 'ready' || kind === 'resync') refresh();
-          else if (kind === 'order') changed(JSON.parse(data));
-        });
-      } catch (error) {
-        if (signal.aborted) return;
-        if (error.status === 401) return;
+    try {
+      while (!signal.aborted) {
+        try {
+          await readEvents('/v1/events', {}, signal, (kind, data) => {
+            if (kind === 'ready' || kind === 'resync') refresh();
+            else if (kind === 'order') changed(JSON.parse(data));
+          });
+        } catch (error) {
+          if (signal.aborted || error.status === 401) return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, STREAM_RETRY_MS));
+        if (!signal.aborted) await refresh();
       }
-      await new Promise((resolve) => setTimeout(resolve, STREAM_RETRY_MS));
-      if (!signal.aborted) await refresh();
+    } finally {
+      // However the stream ended, the view does not stay busy.
+      drawn();
     }
   };
   follow();
@@ -352,6 +373,10 @@ async function readEvents(path, headers, signal, onEvent) {
     headers: { Accept: 'text/event-stream', Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}`, ...headers },
     signal,
   });
+  if (response.status === 401) {
+    signOut('The token was refused: sign in again.');
+    throw new ApiError(401, null);
+  }
   if (!response.ok || !response.body) {
     const body = (response.headers.get('content-type') || '').includes('json') ? await response.json() : null;
     throw new ApiError(response.status, body);
@@ -453,10 +478,15 @@ async function orphansView() {
 async function deadLettersView() {
   const status = el('p', { role: 'status' });
   const content = el('div');
+  // Read on demand, not on a timer: a body being read stays open.
+  const reread = el('button', { type: 'button', onclick: async () => {
+    status.textContent = '';
+    await refresh();
+  } }, 'Read again');
   show('Dead letters',
     el('h1', {}, 'Dead letters'),
     el('p', { class: 'note' }, 'Messages that reached the dead-letter queue, with why. Dismiss one once it is dealt with.'),
-    status, content);
+    el('div', { class: 'actions' }, reread), status, content);
   const refresh = async () => {
     let page;
     try {
@@ -477,7 +507,8 @@ async function deadLettersView() {
     } }, 'Dismiss');
     const body = (letter) => el('details', {},
       el('summary', {}, `${letter.body_bytes} bytes`),
-      el('pre', {}, letter.body ?? `base64: ${letter.body_base64}`));
+      el('pre', {}, letter.body ?? `base64: ${letter.body_base64}`),
+      letter.body_truncated ? el('p', { class: 'note' }, `The first 16 KiB; GET /v1/dead-letters/${letter.id} has it whole.`) : null);
     content.replaceChildren(page.dead_letters.length === 0 ? el('p', {}, 'None: nothing was dead-lettered.')
       : table(`${page.total} dead letter${page.total === 1 ? '' : 's'}, newest first${page.next_cursor ? ' (the newest 100 shown)' : ''}`,
         ['Recorded', 'Queue', 'Why', 'Routing key', 'Order', 'Body', ''],
@@ -487,8 +518,6 @@ async function deadLettersView() {
           body(letter), dismiss(letter)])));
   };
   await refresh();
-  const timer = setInterval(refresh, 5000);
-  leaving.signal.addEventListener('abort', () => clearInterval(timer));
 }
 
 /** The samples of an OpenMetrics text: `{name, labels, value}` each. */
@@ -638,13 +667,18 @@ async function newOrderView() {
   const image = choice('image', 'Image');
   // The choices are what the vendor's plugin accepts (`GET /v1/vendors/{vendor}/catalogue`);
   // a field it does not list stays free text, checked by the plugin when the order is sent.
+  let offers = 0;
   const offer = async () => {
+    const asked = ++offers;
     let catalogue = {};
     try {
       catalogue = await api(`/v1/vendors/${encodeURIComponent(vendor.value)}/catalogue`);
+      if (asked === offers) problems.replaceChildren();
     } catch (error) {
-      problems.replaceChildren(alertBox(error));
+      if (asked === offers) problems.replaceChildren(alertBox(error));
     }
+    // Only the vendor chosen last sets the choices.
+    if (asked !== offers) return;
     region.offer(catalogue.regions);
     size.offer(catalogue.sizes);
     image.offer(catalogue.images);
@@ -730,6 +764,7 @@ async function route() {
   // Busy until the view has drawn what it first reads (assistive technology waits for it;
   // the page-load benchmark times it).
   main.setAttribute('aria-busy', 'true');
+  const mine = leaving;
   try {
     if (order) await orderView(order[1]);
     else if (path === '/vendors') await vendorsView();
@@ -739,7 +774,8 @@ async function route() {
     else if (path === '/dashboard') await dashboardView();
     else await ordersView(params);
   } finally {
-    main.setAttribute('aria-busy', 'false');
+    // A view left before it was drawn does not clear the mark of the one shown now.
+    if (leaving === mine) main.setAttribute('aria-busy', 'false');
   }
 }
 

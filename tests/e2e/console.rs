@@ -165,6 +165,14 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
             .client
             .execute("window.notReloaded = true;", vec![])
             .await?;
+        // The page holds the stream open (it falls back to reading the list only when the
+        // stream is refused or cut).
+        let text = stack.metrics().await?;
+        let streams = provisioner_tests::metric_value(&text, "provisioner_event_streams");
+        assert!(
+            streams.is_some_and(|n| n >= 1.0),
+            "no stream open: {streams:?}"
+        );
         let _ = stack.order_as(&other, "their-second").await?;
         let arrived = stack.order_as(&own, "arrived-live").await?;
         let row = format!("tr[data-order='{arrived}']");
@@ -327,9 +335,23 @@ async fn the_operator_sees_the_vendors_hosts_the_orphan_sweep_and_the_dead_lette
             .await?;
         let _ = connection.close(200, "done".into()).await;
         browser.click(Locator::Css("#nav-dead-letters")).await?;
-        let listed = browser
-            .wait_for_text("main table", "undecodable", Duration::from_secs(20))
-            .await?;
+        // The view reads on demand: read again until order-api has recorded it.
+        let mut tries = 0;
+        let listed = loop {
+            match browser
+                .wait_for_text("main table", "undecodable", Duration::from_secs(2))
+                .await
+            {
+                Ok(listed) => break listed,
+                Err(error) if tries == 10 => return Err(error),
+                Err(_) => {
+                    tries += 1;
+                    browser
+                        .click(Locator::XPath("//button[contains(., 'Read again')]"))
+                        .await?;
+                }
+            }
+        };
         assert!(listed.contains(&stack.topology.results_queue()), "{listed}");
         browser.check_accessibility("dead letters").await?;
         browser.screenshot("dead-letters").await?;

@@ -73,7 +73,40 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
         )
         .await?
         .await?;
-    let dead_count = poison.len() + 1;
+    // And one whose reason carries a NUL byte (PostgreSQL's text cannot hold one): it is
+    // recorded all the same, and the order path never stalls behind it.
+    let mut nul_headers = FieldTable::default();
+    nul_headers.insert(
+        DEAD_REASON_HEADER.into(),
+        AMQPValue::LongString("poison\0with a NUL".into()),
+    );
+    nul_headers.insert(
+        DEAD_QUEUE_HEADER.into(),
+        AMQPValue::LongString(requests.as_str().into()),
+    );
+    channel
+        .basic_publish(
+            topology.dead_letter_exchange().as_str().into(),
+            "request.hetzner".into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            BasicProperties::default().with_headers(nul_headers),
+        )
+        .await?
+        .await?;
+    // And a large one, with no reason at all: a list shows its first 16 KiB.
+    let large = "x".repeat(20 * 1024);
+    channel
+        .basic_publish(
+            topology.dead_letter_exchange().as_str().into(),
+            "event.hetzner".into(),
+            BasicPublishOptions::default(),
+            large.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await?
+        .await?;
+    let dead_count = poison.len() + 3;
 
     // order-api records every dead letter with why (and acks it), and counts them in
     // metrics: the recorded ones, and those it dead-lettered itself.
@@ -122,7 +155,7 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
             .iter()
             .filter(|(queue, _)| *queue == requests)
             .count(),
-        3,
+        4,
         "{reasons:?}"
     );
     assert!(
@@ -135,6 +168,14 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
         reasons
             .iter()
             .any(|(_, reason)| reason.contains("schema version")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(_, reason)| reason.starts_with("poison")
+                && reason.ends_with("with a NUL")
+                && !reason.contains('\0')),
         "{reasons:?}"
     );
     let by_broker = dead
@@ -161,6 +202,31 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
                 && d["headers"][DEAD_QUEUE_HEADER].is_string()),
         "{page}"
     );
+
+    let cut = dead
+        .iter()
+        .find(|d| d["body_bytes"] == large.len())
+        .unwrap_or_else(|| panic!("the large dead letter is not listed: {page}"));
+    assert_eq!(cut["body_truncated"], true, "{cut}");
+    assert_eq!(cut["body"].as_str().map(str::len), Some(16 * 1024));
+    assert!(
+        cut["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("unknown")),
+        "{cut}"
+    );
+    let whole: serde_json::Value = admin(stack.http.get(format!(
+        "{}/v1/dead-letters/{}",
+        stack.api_url,
+        cut["id"].as_str().unwrap_or_default()
+    )))
+    .send()
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    assert_eq!(whole["body"], large.as_str());
+    assert_eq!(whole["body_truncated"], false);
 
     // Tenants never see them; an admin dismisses one, once.
     let forbidden = stack

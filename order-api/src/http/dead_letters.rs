@@ -1,6 +1,6 @@
 //! `/v1/dead-letters`: what reached the dead-letter queue, with why (recorded by
-//! [`crate::dead_letters`]); `DELETE /v1/dead-letters/{id}` dismisses one an operator dealt
-//! with.
+//! [`crate::dead_letters`]); `GET /v1/dead-letters/{id}` reads one with its body whole, and
+//! `DELETE` dismisses one an operator dealt with.
 //!
 //! These are operators' endpoints: they need an admin token (403 for a tenant's). A dead
 //! letter's body may be any tenant's order; tenants never see them.
@@ -43,7 +43,8 @@ pub struct DeadLetterPage {
 }
 
 /// `GET /v1/dead-letters`: the messages that reached the dead-letter queue, newest first,
-/// each with the queue it was refused on and why, its routing key, headers and body.
+/// each with the queue it was refused on and why, its routing key, headers and body (its
+/// first 16 KiB: `GET /v1/dead-letters/{id}` has it whole).
 #[utoipa::path(
     get,
     path = "/v1/dead-letters",
@@ -85,6 +86,33 @@ pub async fn list_dead_letters(
         total,
         next_cursor,
     }))
+}
+
+/// `GET /v1/dead-letters/{id}`: one dead letter with its body whole.
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters/{id}",
+    tag = "operators",
+    params(("id" = String, Path, description = "The dead letter's id")),
+    responses(
+        (status = 200, description = "The dead letter, its body whole", body = DeadLetter),
+        (status = 403, description = "Not an admin token", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "No such dead letter (or dismissed)", content_type = "application/problem+json", body = Problem),
+    ),
+)]
+pub async fn get_dead_letter(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<DeadLetter>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no dead letter with id '{}'", excerpt(&id)));
+    let parsed = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    state
+        .store
+        .dead_letter(parsed)
+        .await?
+        .map(Json)
+        .ok_or_else(not_found)
 }
 
 /// `DELETE /v1/dead-letters/{id}`: forgets a dead letter an operator dealt with.

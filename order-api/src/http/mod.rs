@@ -83,7 +83,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/dead-letters", get(dead_letters::list_dead_letters))
         .route(
             "/v1/dead-letters/{id}",
-            axum::routing::delete(dead_letters::dismiss_dead_letter),
+            get(dead_letters::get_dead_letter).delete(dead_letters::dismiss_dead_letter),
         )
         .route("/v1/orphans/sweep", post(orphans::sweep_now))
         .route("/openapi.json", get(openapi::openapi_json))

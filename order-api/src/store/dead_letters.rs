@@ -61,15 +61,34 @@ pub struct DeadLetter {
     pub body_base64: Option<String>,
     /// Its body's size in bytes.
     pub body_bytes: usize,
+    /// Whether `body` (or `body_base64`) is only the first [`DeadLetter::EXCERPT_BYTES`] of
+    /// it (in lists; `GET /v1/dead-letters/{id}` has it whole).
+    pub body_truncated: bool,
 }
 
 impl DeadLetter {
-    fn from_row(row: &AnyRow) -> anyhow::Result<Self> {
+    /// The most of a body a list shows.
+    pub const EXCERPT_BYTES: usize = 16 * 1024;
+
+    /// The dead letter in `row`, its body cut to `body_limit` bytes (at a character
+    /// boundary when it is text).
+    fn from_row(row: &AnyRow, body_limit: usize) -> anyhow::Result<Self> {
         use base64::Engine;
         let id: String = row.try_get("id")?;
         let headers: String = row.try_get("headers")?;
-        let body: Vec<u8> = row.try_get("body")?;
+        let mut body: Vec<u8> = row.try_get("body")?;
         let body_bytes = body.len();
+        let body_truncated = body_bytes > body_limit;
+        if body_truncated {
+            let mut end = body_limit;
+            // Cut text where a character ends, so an excerpt of UTF-8 stays UTF-8.
+            if let Ok(text) = std::str::from_utf8(&body) {
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+            }
+            body.truncate(end);
+        }
         let (body, body_base64) = match String::from_utf8(body) {
             Ok(text) => (Some(text), None),
             Err(error) => (
@@ -90,6 +109,7 @@ impl DeadLetter {
             body,
             body_base64,
             body_bytes,
+            body_truncated,
         })
     }
 }
@@ -122,7 +142,8 @@ impl Store {
     }
 
     /// Up to `limit` recorded dead letters, newest first, older than the entry `before`
-    /// when given (the previous page's last id).
+    /// when given (the previous page's last id); bodies cut to
+    /// [`DeadLetter::EXCERPT_BYTES`].
     pub async fn dead_letters(
         &self,
         limit: u32,
@@ -140,7 +161,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("listing dead letters")?;
-        rows.iter().map(DeadLetter::from_row).collect()
+        rows.iter()
+            .map(|row| DeadLetter::from_row(row, DeadLetter::EXCERPT_BYTES))
+            .collect()
+    }
+
+    /// The dead letter `id`, its body whole; `None` when there is none.
+    pub async fn dead_letter(&self, id: Uuid) -> anyhow::Result<Option<DeadLetter>> {
+        let row = sqlx::query("SELECT * FROM dead_letters WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a dead letter")?;
+        row.map(|row| DeadLetter::from_row(&row, usize::MAX))
+            .transpose()
     }
 
     /// How many dead letters are recorded (and not dismissed).

@@ -33,9 +33,10 @@ pub struct UnavailableVendor {
 
 impl Store {
     /// What every host serving `vendor` accepts (see [`common_catalogue`]); `None` when no
-    /// host serves it.
+    /// host serves it. Hosts not heard from for [`CATALOGUE_HOST_SILENCE`] (gone without a
+    /// withdrawal, or renamed) narrow nothing, unless no host was heard from since.
     pub async fn vendor_catalogue(&self, vendor: &str) -> anyhow::Result<Option<VendorCatalogue>> {
-        let rows = sqlx::query("SELECT catalogue FROM vendor_hosts WHERE vendor = $1")
+        let rows = sqlx::query("SELECT catalogue, last_seen FROM vendor_hosts WHERE vendor = $1")
             .bind(vendor)
             .fetch_all(&self.pool)
             .await
@@ -43,13 +44,18 @@ impl Store {
         if rows.is_empty() {
             return Ok(None);
         }
-        let catalogues = rows
-            .iter()
-            .map(|row| {
-                let text: Option<String> = row.try_get("catalogue")?;
-                Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
-            })
-            .collect::<anyhow::Result<Vec<Option<VendorCatalogue>>>>()?;
+        let silent_since = Utc::now() - CATALOGUE_HOST_SILENCE;
+        let mut heard = Vec::new();
+        let mut all = Vec::new();
+        for row in &rows {
+            let text: Option<String> = row.try_get("catalogue")?;
+            let catalogue = text.and_then(|text| serde_json::from_str(&text).ok());
+            if time(row, "last_seen")? >= silent_since {
+                heard.push(catalogue.clone());
+            }
+            all.push(catalogue);
+        }
+        let catalogues = if heard.is_empty() { all } else { heard };
         Ok(Some(common_catalogue(&catalogues)))
     }
 
@@ -110,6 +116,10 @@ pub(super) async fn clear_unavailable(
         .context("clearing an unavailable vendor")?;
     Ok(())
 }
+
+/// How long a host may go unheard before its catalogue stops narrowing its vendor's: twenty
+/// rounds of announcements at the hosts' default `--announce-interval-secs` (30).
+pub const CATALOGUE_HOST_SILENCE: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// The JSON a host's catalogue is kept as; `None` (stored as NULL: unknown) when the host
 /// sent none, or one beyond [`VendorCatalogue::MAX_ENTRIES`] entries of
