@@ -62,18 +62,7 @@ pub async fn list_dead_letters(
     query: Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
     let Query(query) = query?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::InvalidQuery(
-            "limit must be between 1 and 200".into(),
-        ));
-    }
-    let before = query
-        .cursor
-        .as_deref()
-        .map(Uuid::parse_str)
-        .transpose()
-        .map_err(|_| ApiError::InvalidQuery("cursor is not one this API gave out".into()))?;
+    let (limit, before) = crate::http::orders::page_query(query.limit, query.cursor.as_deref())?;
     let mut dead_letters = state.store.dead_letters(limit + 1, before).await?;
     let more = dead_letters.len() > limit as usize;
     dead_letters.truncate(limit as usize);

@@ -955,6 +955,25 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// A page's `limit` (1 to 200, default 50) and `cursor` (the id of the previous page's last
+/// entry, a UUID) as a list endpoint takes them.
+pub(crate) fn page_query(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<(u32, Option<Uuid>), ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::InvalidQuery(
+            "limit must be between 1 and 200".into(),
+        ));
+    }
+    let before = cursor
+        .map(Uuid::parse_str)
+        .transpose()
+        .map_err(|_| ApiError::InvalidQuery("cursor is not one this API gave out".into()))?;
+    Ok((limit, before))
+}
+
 /// A time query parameter, RFC 3339.
 fn query_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     value
@@ -998,18 +1017,7 @@ pub async fn list_orders(
         .map(str::parse::<OrderStatus>)
         .transpose()
         .map_err(ApiError::InvalidQuery)?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::InvalidQuery(
-            "limit must be between 1 and 200".into(),
-        ));
-    }
-    let before = query
-        .cursor
-        .as_deref()
-        .map(Uuid::parse_str)
-        .transpose()
-        .map_err(|_| ApiError::InvalidQuery("cursor is not one this API gave out".into()))?;
+    let (limit, before) = page_query(query.limit, query.cursor.as_deref())?;
     let created_after = query_time("created_after", query.created_after.as_deref())?;
     let created_before = query_time("created_before", query.created_before.as_deref())?;
     let tenant = match (caller.tenant(), query.tenant) {
