@@ -25,7 +25,8 @@ use provisioner_contract::amqp::connect_with_backoff;
 use provisioner_contract::envelope::integer_header;
 use provisioner_contract::{
     CancelRequest, DeleteRequest, Envelope, Fault, HostMessage, HostRequest, Listing, OrderUpdate,
-    OrphanDeleteRequest, OrphanDeleted, ProvisionRequest, Publisher, ServerInfo, SweepRequest,
+    OrphanDeleteRequest, OrphanDeleted, ProvisionRequest, Publisher, ServerInfo, ServerStatus,
+    SweepRequest,
     Topology, UpdateKind, VendorAnnouncement, VendorInventory, VendorWithdrawal, decode, encode,
 };
 use tokio::sync::watch;
@@ -605,10 +606,14 @@ async fn handle_delivery(
                 let (failure, server) = match created {
                     Ok(server) => {
                         tracing::info!(vendor_id = %server.vendor_id, "vendor accepted the server");
-                        publish(UpdateKind::Provisioning {
-                            server: server.clone(),
-                        })
-                        .await?;
+                        // A server that runs already needs no progress event: its `Active`
+                        // is the only result (one persistent message fewer per order).
+                        if server.status != ServerStatus::Running {
+                            publish(UpdateKind::Provisioning {
+                                server: server.clone(),
+                            })
+                            .await?;
+                        }
                         match provision::wait_until_running(&plugin, create, server, &settings.poll)
                             .await
                         {

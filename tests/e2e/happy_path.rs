@@ -77,6 +77,38 @@ async fn an_order_becomes_a_running_server() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A server the vendor answers `running` at its create goes straight to `active`: the host
+/// sends one result, not a `provisioning` progress event followed by `active` (a message per
+/// order fewer for the broker, the host and order-api). The order's log says so.
+#[tokio::test]
+async fn a_server_running_at_its_create_is_one_result() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        boot_delay: Duration::ZERO,
+        ..StackOptions::default()
+    })
+    .await?;
+    let id = stack.order_server("instant-1").await?;
+    let active = stack
+        .wait_for_status(&id, "active", Duration::from_secs(60))
+        .await?;
+    assert_eq!(active["server"]["status"], "running", "{active}");
+    let statuses: Vec<&str> = active["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["status"].as_str().unwrap_or_default())
+        .collect();
+    // `queued` is left out when the host's result was applied before the relay heard the
+    // broker's confirm (the relay then leaves the order where the host moved it).
+    assert!(
+        statuses == ["pending", "queued", "active"] || statuses == ["pending", "active"],
+        "no provisioning step for a server that ran at once: {statuses:?}"
+    );
+    assert_eq!(stack.sim_stats().await?["created_total"], 1);
+    stack.cleanup().await;
+    Ok(())
+}
+
 fn chrono_like(text: &str) -> bool {
     text.len() >= 20 && text.as_bytes()[4] == b'-' && text.contains('T')
 }
