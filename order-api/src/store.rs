@@ -742,17 +742,26 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        // Orders in lock order, each locked before its outbox row: the order every
+        // Orders in lock order, all locked before their outbox rows: the order every
         // transaction keeps.
         let mut in_lock_order: Vec<&OutboxMessage> = messages.iter().collect();
         in_lock_order.sort_by_key(|message| fleets::lock_rank(message.order_id));
-        for message in in_lock_order {
+        for message in &in_lock_order {
             lock_order(&mut tx, message.order_id).await?;
-            sqlx::query("DELETE FROM outbox WHERE message_id = $1")
-                .bind(message.message_id.to_string())
-                .execute(&mut *tx)
-                .await
-                .context("removing a published outbox message")?;
+        }
+        // One statement for the batch's outbox rows (not kept prepared: its text varies with
+        // the batch's size, and would push the steady statements out of the cache).
+        let ids = parameters(1, messages.len());
+        let sql = format!("DELETE FROM outbox WHERE message_id IN ({ids})");
+        let mut delete = sqlx::query(&sql).persistent(false);
+        for message in messages {
+            delete = delete.bind(message.message_id.to_string());
+        }
+        delete
+            .execute(&mut *tx)
+            .await
+            .context("removing published outbox messages")?;
+        for message in in_lock_order {
             let moved =
                 compare_and_set(&mut tx, message.order_id, lifecycle::PUBLISHED, None, None)
                     .await?;
@@ -999,14 +1008,32 @@ async fn compare_and_set(
     server: Option<String>,
     fault: Option<String>,
 ) -> anyhow::Result<bool> {
+    Ok(move_order(tx, order_id, step, server, fault).await?.is_some())
+}
+
+/// An order [`move_order`] moved.
+struct MovedOrder {
+    /// Whether it has a webhook URL (a settled status then queues a call).
+    has_webhook: bool,
+}
+
+/// [`compare_and_set`], answering what the applied result needs to know of the moved order
+/// in the same statement (`None` when it did not move).
+async fn move_order(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+    step: Transition,
+    server: Option<String>,
+    fault: Option<String>,
+) -> anyhow::Result<Option<MovedOrder>> {
     if step.sources.is_empty() {
         // A step no status takes by itself (`IN ()` is no SQL on PostgreSQL).
-        return Ok(false);
+        return Ok(None);
     }
     let sources = parameters(6, step.sources.len());
     let sql = format!(
         "UPDATE orders SET status = $1, server = COALESCE($2, server), fault = $3, \
-         updated_at = $4 WHERE id = $5 AND status IN ({sources})"
+         updated_at = $4 WHERE id = $5 AND status IN ({sources}) RETURNING webhook_url"
     );
     let mut statement = sqlx::query(&sql)
         .bind(step.target.as_str())
@@ -1018,11 +1045,17 @@ async fn compare_and_set(
         statement = statement.bind(source.as_str());
     }
     let moved = statement
-        .execute(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await
-        .with_context(|| format!("moving order {order_id} to {}", step.target))?
-        .rows_affected();
-    Ok(moved == 1)
+        .with_context(|| format!("moving order {order_id} to {}", step.target))?;
+    moved
+        .map(|row| {
+            let url: Option<String> = row.try_get("webhook_url")?;
+            Ok(MovedOrder {
+                has_webhook: url.is_some(),
+            })
+        })
+        .transpose()
 }
 
 /// Takes the order's row lock for the rest of the transaction, on PostgreSQL (SQLite has one
@@ -1155,9 +1188,8 @@ async fn apply_in(
         UpdateKind::Retrying { .. } => (None, None),
     };
     lock_order(tx, update.order_id).await?;
-    let moved =
-        compare_and_set(tx, update.order_id, step, server.map(json), fault.map(json)).await?;
-    if !moved {
+    let moved = move_order(tx, update.order_id, step, server.map(json), fault.map(json)).await?;
+    let Some(moved) = moved else {
         let row = sqlx::query("SELECT status, server FROM orders WHERE id = $1")
             .bind(update.order_id.to_string())
             .fetch_optional(&mut **tx)
@@ -1254,7 +1286,7 @@ async fn apply_in(
             }
             _ => Ok(Applied::Ignored),
         };
-    }
+    };
     let event = OrderEvent {
         at: update.at,
         status: step.target,
@@ -1265,7 +1297,9 @@ async fn apply_in(
     if let UpdateKind::Failed { fault, .. } = &update.kind {
         delete_failed_orders_server(tx, update, fault).await?;
     }
-    webhooks::queue_webhook(tx, update.order_id, step.target).await?;
+    if moved.has_webhook {
+        webhooks::queue_webhook(tx, update.order_id, step.target).await?;
+    }
     Ok(Applied::Moved(step.target))
 }
 
