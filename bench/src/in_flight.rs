@@ -281,7 +281,7 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
         "creations in flight at once (peak booting at the vendor)",
         peak_booting as f64,
         "",
-        Some(Target::AtLeast(args.orders as f64 * 0.95)),
+        Some(Target::AtLeast(args.orders as f64)),
     );
     summary.figure(
         "host_peak_rss_mib",
