@@ -522,3 +522,50 @@ async fn granted_names_never_reach_private_addresses_without_opt_in() -> anyhow:
     assert_eq!(hits.load(SeqCst), 2);
     Ok(())
 }
+
+/// Loads the hostile `memory-probe` with a heap block of `probe_bytes`.
+async fn memory_probe(
+    runtime: &PluginRuntime,
+    probe_bytes: usize,
+    twice: bool,
+) -> anyhow::Result<Plugin> {
+    let dir = tempdir("memory-probe")?;
+    let vendor = format!("memory-probe-{probe_bytes}-{twice}");
+    let twice = if twice { "yes" } else { "no" };
+    let manifest = format!(
+        "vendor = {vendor:?}\ncomponent = {component:?}\n\
+         [config]\nvendor-id = {vendor:?}\nbehaviour = \"memory-probe\"\n\
+         probe-bytes = \"{probe_bytes}\"\nprobe-twice = \"{twice}\"\n",
+        component = test_plugin_component("hostile").display().to_string(),
+    );
+    let path = dir.join(format!("{vendor}.toml"));
+    std::fs::write(&path, manifest)?;
+    runtime.load(&path).await
+}
+
+/// A call never finds what an earlier call left in memory, whether in the pages a reused
+/// pool slot keeps resident between calls (reset in place) or beyond them (given back to the
+/// kernel): one slot is used over and over, with data in the module's own pages and in heap
+/// blocks of 64 KiB and of 3 MiB. The same probe run twice within one call finds its first
+/// run's markers, so it would see them.
+#[tokio::test]
+async fn a_call_never_sees_an_earlier_calls_memory() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::with_limits(RuntimeLimits {
+        concurrent_calls: 1,
+        ..RuntimeLimits::default()
+    })?;
+    for probe_bytes in [64 * 1024, 3 * 1024 * 1024] {
+        let control = memory_probe(&runtime, probe_bytes, true).await?;
+        let within_one_call = control.create_server(uuid::Uuid::nil(), &request()).await?;
+        assert_eq!(within_one_call.name, "found in data and heap");
+        let plugin = memory_probe(&runtime, probe_bytes, false).await?;
+        for call in 0..20 {
+            let server = plugin.create_server(uuid::Uuid::nil(), &request()).await?;
+            assert_eq!(
+                server.name, "clean",
+                "call {call} with a {probe_bytes}-byte block found an earlier call's data"
+            );
+        }
+    }
+    Ok(())
+}
