@@ -26,8 +26,8 @@ use provisioner_contract::envelope::integer_header;
 use provisioner_contract::{
     CancelRequest, DeleteRequest, Envelope, Fault, HostMessage, HostRequest, Listing, OrderUpdate,
     OrphanDeleteRequest, OrphanDeleted, ProvisionRequest, Publisher, ServerInfo, ServerStatus,
-    SweepRequest,
-    Topology, UpdateKind, VendorAnnouncement, VendorInventory, VendorWithdrawal, decode, encode,
+    SweepRequest, Topology, UpdateKind, VendorAnnouncement, VendorInventory, VendorWithdrawal,
+    decode, encode,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;

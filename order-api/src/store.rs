@@ -1008,7 +1008,9 @@ async fn compare_and_set(
     server: Option<String>,
     fault: Option<String>,
 ) -> anyhow::Result<bool> {
-    Ok(move_order(tx, order_id, step, server, fault).await?.is_some())
+    Ok(move_order(tx, order_id, step, server, fault)
+        .await?
+        .is_some())
 }
 
 /// An order [`move_order`] moved.
