@@ -106,11 +106,11 @@ async fn handle_batch(
             }
             Ok((_, HostMessage::VendorAnnounced(announcement))) => {
                 let outcome = store.upsert_vendor(&announcement).await;
-                settle(outcome, [delivery]).await?;
+                settle(outcome, delivery).await?;
             }
             Ok((_, HostMessage::VendorWithdrawn(withdrawal))) => {
                 let outcome = store.withdraw_vendor(&withdrawal).await;
-                settle(outcome, [delivery]).await?;
+                settle(outcome, delivery).await?;
             }
             Ok((_, HostMessage::Inventory(inventory))) => {
                 match store.apply_inventory(&inventory, orphan_action).await {
@@ -118,14 +118,14 @@ async fn handle_batch(
                     // is redelivered and applied again (same orphans, deletes sent again).
                     Ok(to_delete) => {
                         sweep::delete_orphans(publisher, to_delete).await?;
-                        settle(Ok(()), [delivery]).await?;
+                        settle(Ok(()), delivery).await?;
                     }
-                    Err(error) => settle(Err(error), [delivery]).await?,
+                    Err(error) => settle(Err(error), delivery).await?,
                 }
             }
             Ok((_, HostMessage::OrphanDeleted(outcome))) => {
                 let recorded = store.orphan_deleted(&outcome).await;
-                settle(recorded, [delivery]).await?;
+                settle(recorded, delivery).await?;
             }
         }
     }
@@ -149,7 +149,7 @@ async fn handle_batch(
             }
         }
     });
-    settle(
+    settle_updates(
         outcome,
         updates.into_iter().map(|(_, _, delivery)| delivery),
     )
@@ -192,40 +192,62 @@ fn log_applied(envelope: &Envelope, update: &OrderUpdate, applied: Applied) {
     }
 }
 
-/// Acks `deliveries` when their effect is committed; requeues them (after a pause) when the
-/// database failed, since the messages themselves are fine.
+/// Acks one delivery when its effect is committed; requeues it (after a pause) when the
+/// database failed. Never a `multiple` ack: the batch's order updates before it are not
+/// committed yet.
+async fn settle(outcome: anyhow::Result<()>, delivery: Delivery) -> anyhow::Result<()> {
+    match outcome {
+        Ok(()) => {
+            delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .context("acking a result")?;
+            Ok(())
+        }
+        Err(error) => requeue(error, [delivery]).await,
+    }
+}
+
+/// Acks a batch's order updates when they are committed, or requeues them.
 ///
-/// The ack is one frame for all of them: the last delivery's, with `multiple`, which settles
-/// every unsettled delivery up to it on this channel. That is exactly `deliveries`: this
+/// The ack is one frame for all of them: the last update's, with `multiple`, which settles
+/// every unsettled delivery up to it on this channel. That is exactly the updates: this
 /// channel carries this consumer alone, batches are handled one after another in delivery
-/// order, and every delivery before these was settled already (by an earlier call, or in
-/// this batch before its updates). One settle for a batch instead of one per message is a
+/// order, and every other delivery of this batch and the ones before was settled already,
+/// one by one, as it was handled. One settle for a batch instead of one per message is a
 /// command fewer per result in the results queue's log.
-async fn settle(
+async fn settle_updates(
     outcome: anyhow::Result<()>,
-    deliveries: impl IntoIterator<Item = Delivery>,
+    updates: impl IntoIterator<Item = Delivery>,
 ) -> anyhow::Result<()> {
     match outcome {
         Ok(()) => {
-            if let Some(last) = deliveries.into_iter().last() {
+            if let Some(last) = updates.into_iter().last() {
                 last.ack(BasicAckOptions { multiple: true })
                     .await
                     .context("acking results")?;
             }
+            Ok(())
         }
-        Err(error) => {
-            tracing::error!("applying results failed, requeueing them: {error:#}");
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            for delivery in deliveries {
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
-                    .context("requeueing a result")?;
-            }
-        }
+        Err(error) => requeue(error, updates).await,
+    }
+}
+
+/// Requeues `deliveries` after a pause: the database failed, the messages themselves are fine.
+async fn requeue(
+    error: anyhow::Error,
+    deliveries: impl IntoIterator<Item = Delivery>,
+) -> anyhow::Result<()> {
+    tracing::error!("applying results failed, requeueing them: {error:#}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for delivery in deliveries {
+        delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .context("requeueing a result")?;
     }
     Ok(())
 }
