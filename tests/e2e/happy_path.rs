@@ -62,12 +62,7 @@ async fn an_order_becomes_a_running_server() -> anyhow::Result<()> {
         "the simulator's address: {ipv4}"
     );
 
-    let statuses: Vec<&str> = active["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["status"].as_str().unwrap_or_default())
-        .collect();
+    let statuses = statuses(&active);
     assert_eq!(statuses, ["pending", "queued", "provisioning", "active"]);
     for event in active["events"].as_array().into_iter().flatten() {
         let at = event["at"].as_str().expect("every event has a timestamp");
@@ -92,12 +87,7 @@ async fn a_server_running_at_its_create_is_one_result() -> anyhow::Result<()> {
         .wait_for_status(&id, "active", Duration::from_secs(60))
         .await?;
     assert_eq!(active["server"]["status"], "running", "{active}");
-    let statuses: Vec<&str> = active["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["status"].as_str().unwrap_or_default())
-        .collect();
+    let statuses = statuses(&active);
     // `queued` is left out when the host's result was applied before the relay heard the
     // broker's confirm (the relay then leaves the order where the host moved it).
     assert!(
@@ -107,6 +97,16 @@ async fn a_server_running_at_its_create_is_one_result() -> anyhow::Result<()> {
     assert_eq!(stack.sim_stats().await?["created_total"], 1);
     stack.cleanup().await;
     Ok(())
+}
+
+/// The statuses of an order's event log, in order.
+fn statuses(order: &serde_json::Value) -> Vec<&str> {
+    order["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["status"].as_str().unwrap_or_default())
+        .collect()
 }
 
 fn chrono_like(text: &str) -> bool {

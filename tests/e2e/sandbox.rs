@@ -29,12 +29,22 @@ fn request() -> ServerRequest {
 
 /// Writes a manifest for the hostile plugin with `behaviour` and loads it.
 async fn hostile(runtime: &PluginRuntime, behaviour: &str, limits: &str) -> anyhow::Result<Plugin> {
+    hostile_with(runtime, behaviour, "", limits).await
+}
+
+/// [`hostile`] with more `[config]` lines (`key = "value"`, one per line).
+async fn hostile_with(
+    runtime: &PluginRuntime,
+    behaviour: &str,
+    config: &str,
+    limits: &str,
+) -> anyhow::Result<Plugin> {
     let dir = tempdir(behaviour)?;
     let vendor = format!("hostile-{behaviour}");
     let manifest = format!(
         "vendor = {vendor:?}\ncomponent = {component:?}\n\
          allowed_hosts = [\"http://127.0.0.1:9\"]\n\
-         [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n\
+         [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n{config}\n\
          [limits]\n{limits}\n",
         component = test_plugin_component("hostile").display().to_string(),
     );
@@ -529,18 +539,9 @@ async fn memory_probe(
     probe_bytes: usize,
     twice: bool,
 ) -> anyhow::Result<Plugin> {
-    let dir = tempdir("memory-probe")?;
-    let vendor = format!("memory-probe-{probe_bytes}-{twice}");
     let twice = if twice { "yes" } else { "no" };
-    let manifest = format!(
-        "vendor = {vendor:?}\ncomponent = {component:?}\n\
-         [config]\nvendor-id = {vendor:?}\nbehaviour = \"memory-probe\"\n\
-         probe-bytes = \"{probe_bytes}\"\nprobe-twice = \"{twice}\"\n",
-        component = test_plugin_component("hostile").display().to_string(),
-    );
-    let path = dir.join(format!("{vendor}.toml"));
-    std::fs::write(&path, manifest)?;
-    runtime.load(&path).await
+    let config = format!("probe-bytes = \"{probe_bytes}\"\nprobe-twice = \"{twice}\"");
+    hostile_with(runtime, "memory-probe", &config, "").await
 }
 
 /// A call never finds what an earlier call left in memory, whether in the pages a reused
