@@ -182,7 +182,8 @@ impl Default for RuntimeLimits {
 /// Bytes of each slot's linear memory kept resident between calls and reset by `memset`
 /// (only the pages a call touched, where the kernel has `PAGEMAP_SCAN`, Linux 6.7 and
 /// later): a plugin call touches a few hundred KiB; what lies beyond is given back with
-/// `madvise` as before. Resident memory grows by at most this much per slot in use or warm.
+/// `madvise` as before. Resident memory grows by at most this much per linear memory of a
+/// slot in use or warm (a plugin instance has at most [`MEMORIES_PER_CALL`]).
 const MEMORY_KEPT_RESIDENT: usize = 2 * 1024 * 1024;
 /// Bytes of each slot's tables kept resident between calls (the same for tables).
 const TABLE_KEPT_RESIDENT: usize = 64 * 1024;
