@@ -2,7 +2,7 @@
 # Starts a provider plugin outside this repository: a project of its own, made from the
 # template (plugins/example, Example Cloud) for your vendor id, that builds reproducibly and
 # passes the conformance kit against the simulator as it is; then make it your vendor's
-# (every TODO(vendor) in src/lib.rs, plugins/README.md is the guide).
+# (every TODO(vendor) in src/lib.rs, docs/plugin-authoring.md is the guide).
 #
 # Usage: scripts/new-plugin.sh <dir> <vendor-id> [--sdk-path PATH | --sdk-git URL --sdk-rev REV]
 #
@@ -104,7 +104,7 @@ sed -e "s/^vendor = \"example\"/vendor = \"$vendor\"/" \
 
 cat >"$dir/Cargo.toml" <<EOF
 # The $vendor provider plugin, a WebAssembly component. Started from the provisioner's
-# template (scripts/new-plugin.sh); the guide is plugins/README.md of that repository.
+# template (scripts/new-plugin.sh); the guide is docs/plugin-authoring.md of that repository.
 #
 #   cargo build --locked --release --target wasm32-wasip2
 #   # -> target/wasm32-wasip2/release/$artifact: copy it into the host's PLUGINS_DIR as
@@ -153,5 +153,5 @@ Build it, and run the conformance kit against the simulator (from this repositor
       $dir/target/wasm32-wasip2/release/$artifact --manifest $dir/sim.toml \\
       --vendor-sim http://127.0.0.1:18190 --sim-vendor example
 Then make it your vendor's: every TODO(vendor) in src/lib.rs, and the manifests
-(plugins/README.md is the guide).
+(docs/plugin-authoring.md is the guide).
 EOF

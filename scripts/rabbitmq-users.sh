@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Gives order-api and the provisioner hosts RabbitMQ users of their own, each allowed only
-# what its side of the AMQP topology needs (README, "Broker users"):
+# what its side of the AMQP topology needs (docs/architecture.md, "Broker users"):
 #   order-api  writes provisioner.requests, reads provisioner.results; declares the
 #              exchanges, provision.results, provision.dead, the retry delay queues and its
 #              replies queues;

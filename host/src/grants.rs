@@ -269,7 +269,7 @@ mod tests {
     }
 
     /// A grant without a port allows the scheme's default port only, also when the scheme
-    /// is `*` (80 for http, 443 for https), as the README says.
+    /// is `*` (80 for http, 443 for https), as docs/plugins.md says.
     #[test]
     fn a_missing_port_is_the_schemes_default() {
         let grant = ["*://127.0.0.1"];

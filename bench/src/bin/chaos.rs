@@ -37,7 +37,7 @@
 //! every order is checked and none refused), the messages dead-lettered on the way (as
 //! order-api recorded them), and the time to drain. It exits 1 unless lost, stuck,
 //! duplicates, both orphan counts, the miscounted usage and the dead letters are all 0. `scripts/chaos.sh` builds and
-//! runs it; README has a section on it.
+//! runs it; docs/testing.md has a section on it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ use provisioner_tests::{Stack, StackOptions, VENDORS};
 use rand::Rng;
 use serde_json::{Value, json};
 
-/// Chaos test of the whole stack (see the module docs and README).
+/// Chaos test of the whole stack (see the module docs and docs/testing.md).
 #[derive(Debug, Parser)]
 #[command(name = "chaos", version)]
 struct Args {

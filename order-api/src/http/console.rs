@@ -104,7 +104,7 @@ mod tests {
         );
     }
 
-    /// The README promises the console adds under 64 KB to the binary.
+    /// docs/http-api.md promises the console adds under 64 KB to the binary.
     #[test]
     fn the_console_stays_small() {
         assert!(embedded_bytes() < 64 * 1024, "{} bytes", embedded_bytes());

@@ -9,7 +9,7 @@
 //! # Making it another vendor's plugin
 //!
 //! Make a project of your own from it (`scripts/new-plugin.sh <dir> <vendor>`, or copy the
-//! folder into `plugins/`: `plugins/README.md`, step 1), then work through every
+//! folder into `plugins/`: `docs/plugin-authoring.md`, step 1), then work through every
 //! `TODO(vendor)` below. What changes from vendor to vendor:
 //! - who the plugin is: `VENDOR`, `DISPLAY_NAME` (and `vendor` in the manifests);
 //! - the offline catalogue: built-in lists in `ACCEPTED`, if the vendor's are stable (else
