@@ -17,6 +17,8 @@
 //! - [`sandbox`]: per-call store state, host imports, the outbound grant check, the memory
 //!   cap.
 //! - [`runtime`]: the engine, plugin loading, one call = one fresh store.
+//! - [`boot_times`]: how long a vendor's recent servers took to boot, kept with its plugin;
+//!   the first poll of a booting server waits until one is likely up.
 //! - [`plugin_output`]: what comes out of a plugin, contained where it enters the host:
 //!   texts capped and escaped, identifiers and addresses checked, `log()` lines limited per
 //!   plugin, published messages bounded.
@@ -24,7 +26,7 @@
 //!   the pause a 429 sets (capped).
 //! - [`secrets`]: where plugin secrets come from: the secrets folder (one file per secret,
 //!   re-read on change) or the environment; every secret a manifest names is required.
-//! - [`catalog`]: the plugins folder kept in step with the disk (drop-in, replace, remove),
+//! - [`plugin_folder`]: the plugins folder kept in step with the disk (drop-in, replace, remove),
 //!   and the vendors whose plugin is there but cannot serve (a secret missing), with why.
 //! - [`provision`]: one order's life at the vendor: create, poll with backoff, outcome.
 //! - [`lease`]: one create at a time per order, across tasks and hosts.
@@ -37,14 +39,15 @@
 //!   vendor announcements and withdrawals; reconnects; shutdown.
 
 pub mod bindings;
+pub mod boot_times;
 pub mod cache;
-pub mod catalog;
 pub mod config;
 pub mod grants;
 pub mod lease;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;
+pub mod plugin_folder;
 pub mod plugin_output;
 pub mod provision;
 pub mod retry;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use provisioner_contract::process;
-use provisioner_host::catalog::{self, Catalog};
+use provisioner_host::plugin_folder::{self, PluginFolder};
 use provisioner_host::config::HostConfig;
 use provisioner_host::runtime::PluginRuntime;
 use provisioner_host::worker::{self, WorkerSettings};
@@ -22,17 +22,17 @@ async fn main() -> anyhow::Result<()> {
             .context("starting the plugin runtime")?,
     );
     let metrics = runtime.metrics();
-    let mut catalog = Catalog::new(runtime, config.plugins_dir.clone()).with_secrets(
+    let mut folder = PluginFolder::new(runtime, config.plugins_dir.clone()).with_secrets(
         provisioner_host::secrets::SecretSource::new(config.plugin_secrets_dir.clone()),
     );
-    catalog.rescan().await?;
-    if catalog.plugins().is_empty() {
+    folder.rescan().await?;
+    if folder.plugins().is_empty() {
         tracing::warn!(
             "no plugin loaded from {} yet: drop a manifest (*.toml) and its component (*.wasm) there",
             config.plugins_dir.display()
         );
     }
-    let (plugins, watcher) = tokio::sync::watch::channel(catalog.plugins());
+    let (plugins, watcher) = tokio::sync::watch::channel(folder.plugins());
     let shutdown = process::shutdown_token();
     process::watch_stalls(shutdown.clone());
     if let Some(addr) = config.metrics_addr {
@@ -49,8 +49,8 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    tokio::spawn(catalog::watch(
-        catalog,
+    tokio::spawn(plugin_folder::watch(
+        folder,
         Duration::from_millis(config.plugins_rescan_ms.max(100)),
         plugins,
         shutdown.clone(),

@@ -27,12 +27,12 @@ use crate::bindings::types::{
     LabelledServer, PluginCatalogue, PluginInfo, ProviderError, Server, ServerRequest,
 };
 use crate::bindings::{WitVersion, current, v0_1, v0_2, v0_3, v0_4};
+use crate::boot_times::BootTimes;
 use crate::cache::PluginCache;
 use crate::manifest::{Limits, Manifest};
 use crate::metrics::HostMetrics;
 use crate::outbound::{OpenRequestLimits, OutboundClient, tls_trusting};
 use crate::plugin_output::PluginOutput;
-use crate::provision::BootTimes;
 use crate::sandbox::{DenialReason, Grants, MemoryKind, Network, PluginState};
 use crate::secrets::{MissingSecrets, SecretProblem, SecretSource};
 use crate::throttle::VendorThrottle;
@@ -333,7 +333,7 @@ impl PluginRuntime {
             .await
     }
 
-    /// [`PluginRuntime::load_manifest`] with its secrets already read (the catalog reads
+    /// [`PluginRuntime::load_manifest`] with its secrets already read (the plugin folder reads
     /// them with the host's [`SecretSource`]): one value for every key of the manifest's
     /// `[secrets]`, or the plugin is refused with [`MissingSecrets`].
     pub async fn load_with_secret_values(

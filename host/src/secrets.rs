@@ -3,7 +3,7 @@
 //! and Kubernetes mount secrets; and the host's environment variable of the same name.
 //!
 //! A file wins over the variable: a file can be written or rotated while the host runs (the
-//! catalog notices and reloads the plugin), a variable only with a restart. A file's value
+//! plugin folder notices and reloads the plugin), a variable only with a restart. A file's value
 //! is its contents without the trailing newline. Files are read through symlinks
 //! (Kubernetes mounts `NAME -> ..data/NAME`, `..data -> ..<timestamp>`, and swaps `..data`
 //! on rotation); only the exact variable names are ever opened, so the folder's dot-files

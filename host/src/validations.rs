@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bindings::types::ProviderError;
-use crate::catalog::PluginSet;
+use crate::plugin_folder::PluginSet;
 use crate::provision;
 use crate::runtime::{CallError, Plugin};
 

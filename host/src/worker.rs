@@ -35,7 +35,7 @@ use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::catalog::PluginSet;
+use crate::plugin_folder::PluginSet;
 use crate::lease::Leases;
 use crate::plugin_output;
 use crate::provision::{self, PollPolicy};

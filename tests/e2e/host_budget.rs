@@ -386,11 +386,11 @@ async fn validate_and_info_may_not_use_the_network() -> anyhow::Result<()> {
 /// reload does not let the host send at once to a vendor that asked it to wait.
 #[tokio::test]
 async fn a_reload_keeps_the_vendors_pause() -> anyhow::Result<()> {
-    use provisioner_host::catalog::Catalog;
+    use provisioner_host::plugin_folder::PluginFolder;
 
     let path = manifest("rate-limited-forever", "", "", "")?;
     let dir = path.parent().expect("in a folder").to_path_buf();
-    let mut catalog = Catalog::new(std::sync::Arc::new(PluginRuntime::new()?), dir);
+    let mut catalog = PluginFolder::new(std::sync::Arc::new(PluginRuntime::new()?), dir);
     catalog.rescan().await?;
     let vendor = "hostile-rate-limited-forever";
     let plugin = catalog.plugins()[vendor].clone();

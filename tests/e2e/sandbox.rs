@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use provisioner_host::catalog::Catalog;
+use provisioner_host::plugin_folder::PluginFolder;
 use provisioner_host::provision::fault;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime, RuntimeLimits};
 use provisioner_tests::{plugin_component, test_plugin_component};
@@ -201,7 +201,7 @@ async fn a_component_that_is_not_a_plugin_is_refused_at_load() -> anyhow::Result
             plugin_component("hetzner").display().to_string()
         ),
     )?;
-    let mut catalog = Catalog::new(runtime, dir);
+    let mut catalog = PluginFolder::new(runtime, dir);
     catalog.rescan().await?;
     let vendors: Vec<String> = catalog.plugins().keys().cloned().collect();
     assert_eq!(vendors, ["hetzner"]);
@@ -214,7 +214,7 @@ async fn a_component_that_is_not_a_plugin_is_refused_at_load() -> anyhow::Result
 async fn the_catalog_follows_drop_ins_replacements_and_removals() -> anyhow::Result<()> {
     let runtime = Arc::new(PluginRuntime::new()?);
     let dir = tempdir("catalog")?;
-    let mut catalog = Catalog::new(runtime, dir.clone());
+    let mut catalog = PluginFolder::new(runtime, dir.clone());
     assert!(!catalog.rescan().await?, "an empty folder changes nothing");
     let component = test_plugin_component("hostile").display().to_string();
     let manifest = |extra: &str| {

@@ -289,14 +289,14 @@ async fn a_rotated_secret_is_used_by_the_next_orders_and_a_removed_one_stops_the
 /// the reason.
 #[tokio::test]
 async fn the_catalog_serves_a_plugin_only_while_its_secrets_are_there() -> anyhow::Result<()> {
-    use provisioner_host::catalog::Catalog;
+    use provisioner_host::plugin_folder::PluginFolder;
     use provisioner_host::runtime::PluginRuntime;
     use provisioner_host::secrets::SecretSource;
 
     let plugins = secrets_folder("catalog-plugins")?;
     let secrets = secrets_folder("catalog-secrets")?;
     let runtime = std::sync::Arc::new(PluginRuntime::new()?);
-    let mut catalog = Catalog::new(runtime, plugins.clone())
+    let mut catalog = PluginFolder::new(runtime, plugins.clone())
         .with_secrets(SecretSource::new(Some(secrets.clone())));
     let manifest = format!(
         "vendor = {VENDOR:?}\ncomponent = {:?}\n[config]\nvendor-id = {VENDOR:?}\n\

@@ -26,18 +26,18 @@ use crate::manifest::Manifest;
 use crate::runtime::{Plugin, PluginRuntime};
 use crate::secrets::{FileStamp, SecretProblem, SecretSource};
 
-/// What the catalog holds at one moment; shared with the worker.
-pub type PluginSet = Arc<CatalogSnapshot>;
+/// What the plugin folder holds at one moment; shared with the worker.
+pub type PluginSet = Arc<FolderSnapshot>;
 
 /// The plugins in service by vendor (the snapshot derefs to that map), and the vendors
 /// whose plugin is in the folder but cannot serve, with why.
 #[derive(Default)]
-pub struct CatalogSnapshot {
+pub struct FolderSnapshot {
     plugins: BTreeMap<String, Arc<Plugin>>,
     unavailable: BTreeMap<String, String>,
 }
 
-impl CatalogSnapshot {
+impl FolderSnapshot {
     /// Vendors whose manifest is in the folder but which are not served (a secret is
     /// missing, the plugin does not load), with the reason for operators. Never a vendor
     /// that is served.
@@ -46,7 +46,7 @@ impl CatalogSnapshot {
     }
 }
 
-impl Deref for CatalogSnapshot {
+impl Deref for FolderSnapshot {
     type Target = BTreeMap<String, Arc<Plugin>>;
 
     fn deref(&self) -> &Self::Target {
@@ -77,7 +77,7 @@ struct Loaded {
 }
 
 /// The plugins loaded from one directory.
-pub struct Catalog {
+pub struct PluginFolder {
     runtime: Arc<PluginRuntime>,
     dir: PathBuf,
     secrets: SecretSource,
@@ -88,9 +88,9 @@ pub struct Catalog {
     unavailable: BTreeMap<PathBuf, (String, String)>,
 }
 
-impl Catalog {
-    /// An empty catalog of `dir` reading secrets from the environment; call
-    /// [`Catalog::rescan`] to fill it.
+impl PluginFolder {
+    /// An empty plugin folder `dir` reading secrets from the environment; call
+    /// [`PluginFolder::rescan`] to fill it.
     pub fn new(runtime: Arc<PluginRuntime>, dir: PathBuf) -> Self {
         Self {
             runtime,
@@ -132,7 +132,7 @@ impl Catalog {
             .filter(|(vendor, _)| !plugins.contains_key(vendor))
             .map(|(vendor, reason)| (vendor.clone(), reason.clone()))
             .collect();
-        Arc::new(CatalogSnapshot {
+        Arc::new(FolderSnapshot {
             plugins,
             unavailable,
         })
@@ -164,7 +164,7 @@ impl Catalog {
         true
     }
 
-    /// Brings the catalog in line with the directory; whether the set of plugins (or of
+    /// Brings the loaded plugins in line with the directory; whether the set of plugins (or of
     /// unavailable vendors) changed.
     pub async fn rescan(&mut self) -> anyhow::Result<bool> {
         use anyhow::Context;
@@ -210,7 +210,7 @@ impl Catalog {
         Ok(changed)
     }
 
-    /// Loads (or reloads) the manifest at `path`; whether the catalog changed.
+    /// Loads (or reloads) the manifest at `path`; whether the plugins in service changed.
     async fn load(&mut self, path: PathBuf, print: Fingerprint) -> bool {
         let manifest = match Manifest::load(&path) {
             Ok(manifest) => manifest,
@@ -334,7 +334,7 @@ fn bounded(reason: String) -> String {
 
 /// Rescans every `interval` and publishes each changed set on `sender`, until `shutdown`.
 pub async fn watch(
-    mut catalog: Catalog,
+    mut folder: PluginFolder,
     interval: Duration,
     sender: watch::Sender<PluginSet>,
     shutdown: CancellationToken,
@@ -344,9 +344,9 @@ pub async fn watch(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.cancelled() => return,
         }
-        match catalog.rescan().await {
+        match folder.rescan().await {
             Ok(true) => {
-                let _ = sender.send(catalog.plugins());
+                let _ = sender.send(folder.plugins());
             }
             Ok(false) => {}
             Err(error) => tracing::error!("rescanning plugins: {error:#}"),
