@@ -114,7 +114,7 @@ async fn kit_passes(project: &Path, component: PathBuf) -> anyhow::Result<()> {
         boot_timeout: Duration::from_secs(5),
         secrets: Some(BTreeMap::from([(
             "PLUGIN_SECRET_ACME_CLOUD_TOKEN".to_string(),
-            vendor_sim::example::DEFAULT_TOKEN.to_string(),
+            vendor_sim::state::DEFAULT_EXAMPLE_TOKEN.to_string(),
         )])),
         ..KitOptions::new(component, manifest, target)
     };

@@ -180,7 +180,7 @@ async fn the_template_plugin_passes_every_suite() -> anyhow::Result<()> {
     let manifest = shipped.replace("http://127.0.0.1:18190", &sim_url);
     let secrets = BTreeMap::from([(
         "PLUGIN_SECRET_EXAMPLE_TOKEN".to_string(),
-        vendor_sim::example::DEFAULT_TOKEN.to_string(),
+        vendor_sim::state::DEFAULT_EXAMPLE_TOKEN.to_string(),
     )]);
     let report = run_kit(
         "example",

@@ -464,7 +464,7 @@ async fn every_plugin(runtime: &PluginRuntime, sim_url: &str) -> anyhow::Result<
     );
     let secrets = BTreeMap::from([(
         "PLUGIN_SECRET_EXAMPLE_TOKEN".to_string(),
-        vendor_sim::example::DEFAULT_TOKEN.to_string(),
+        vendor_sim::state::DEFAULT_EXAMPLE_TOKEN.to_string(),
     )]);
     plugins.push(load(runtime, "example", &manifest, secrets).await?);
     Ok(plugins)

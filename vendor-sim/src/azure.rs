@@ -130,10 +130,10 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::faults::{self, FaultLayer};
+use crate::faults;
 use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
 
 /// The resource ARM tokens are for (the `scope` is this plus `/.default`).
@@ -364,23 +364,18 @@ struct Caller {
 
 /// `/azure/...`: the identity platform and ARM.
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
-    let faults = FaultLayer {
-        state: state.clone(),
-        vendor: Vendor::Azure,
-        render: render_fault,
-    };
     let arm = Router::new()
         .route("/subscriptions/{*rest}", any(arm))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::map_response(request_ids));
-    Router::new()
+    let api = Router::new()
         .merge(arm)
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(openid_configuration),
-        )
-        .route_layer(middleware::from_fn_with_state(faults, faults::inject))
+        );
+    faults::with_faults(api, &state, Vendor::Azure, render_fault)
 }
 
 /// `/_sim/azure/...`: app registrations, Compute-specific faults, the resource census.
@@ -975,6 +970,37 @@ async fn clear_compute_faults(State(state): State<Arc<SimState>>) -> StatusCode 
 }
 
 /// `GET /_sim/azure/resources`: every ARM resource, and how many of each type.
+/// `GET /_sim/azure/resources`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Census {
+    /// Every resource, oldest first.
+    pub resources: Vec<CensusEntry>,
+    /// How many resources of each type (every type, 0 included).
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// One resource in `GET /_sim/azure/resources`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CensusEntry {
+    /// Its resource id.
+    pub id: String,
+    /// Its type (`Microsoft.Network/publicIPAddresses`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its subscription.
+    pub subscription: String,
+    /// Its resource group.
+    pub resource_group: String,
+    /// Its location.
+    pub location: String,
+    /// `Creating`, `Updating`, `Succeeded`, `Failed`, `Deleting`...
+    pub provisioning_state: String,
+    /// Its tags.
+    pub tags: Map<String, Value>,
+}
+
 async fn census(State(state): State<Arc<SimState>>) -> Json<Value> {
     sweep(&state);
     let now = Utc::now();
@@ -985,23 +1011,26 @@ async fn census(State(state): State<Arc<SimState>>) -> Json<Value> {
         .collect();
     let mut resources: Vec<&Resource> = store.resources.values().collect();
     resources.sort_by_key(|r| r.seq);
-    let listed: Vec<Value> = resources
+    let listed: Vec<CensusEntry> = resources
         .into_iter()
         .map(|r| {
             *counts.entry(r.kind.full_type()).or_default() += 1;
-            json!({
-                "id": r.id,
-                "type": r.kind.full_type(),
-                "name": r.name,
-                "subscription": r.subscription,
-                "resource_group": r.group,
-                "location": r.location,
-                "provisioning_state": provisioning_state(r, now),
-                "tags": r.tags,
-            })
+            CensusEntry {
+                id: r.id.clone(),
+                kind: r.kind.full_type(),
+                name: r.name.clone(),
+                subscription: r.subscription.clone(),
+                resource_group: r.group.clone(),
+                location: r.location.clone(),
+                provisioning_state: provisioning_state(r, now).to_string(),
+                tags: r.tags.clone(),
+            }
         })
         .collect();
-    Json(json!({"resources": listed, "counts": counts}))
+    Json(json!(Census {
+        resources: listed,
+        counts,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2189,7 +2218,7 @@ fn put_resource(
                         state.with_cloud(Vendor::Azure, |cloud| {
                             if let Some(server) = cloud.servers.get_mut(&server_id) {
                                 server.spec.idempotency_key =
-                                    labels.get(crate::IDEMPOTENCY_LABEL).cloned();
+                                    labels.get(crate::conventions::IDEMPOTENCY_LABEL).cloned();
                                 server.spec.labels = labels;
                             }
                         });
@@ -2267,7 +2296,10 @@ fn put_resource(
             let server = put.vm.take().map(|(mut spec, disk_name, _)| {
                 // The VM's tags are the server's labels, its idempotency tag the key.
                 spec.labels = string_tags(&put.tags);
-                spec.idempotency_key = spec.labels.get(crate::IDEMPOTENCY_LABEL).cloned();
+                spec.idempotency_key = spec
+                    .labels
+                    .get(crate::conventions::IDEMPOTENCY_LABEL)
+                    .cloned();
                 let server = state.with_cloud(Vendor::Azure, |cloud| cloud.insert(spec));
                 (server, disk_name)
             });

@@ -34,7 +34,10 @@
 //!   network; `{"vendor": "hetzner", "kind": "lost_response", "method": "POST"}` loses one
 //!   create's answer; `no_capacity`: the vendor's own capacity refusal, see
 //!   [`crate::state::FaultKind::NoCapacity`]).
+//!
+//! The bodies and answers are the types below; [`crate::control_client`] is their client.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -43,28 +46,101 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
-use crate::IDEMPOTENCY_LABEL;
+use crate::conventions::IDEMPOTENCY_LABEL;
 use crate::state::{FaultRule, NewServer, SimState, Vendor};
 
+/// `GET /_sim/stats`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Every vendor's counts.
+    pub vendors: BTreeMap<Vendor, VendorStats>,
+}
+
+/// One vendor's counts in `GET /_sim/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorStats {
+    /// Servers live now.
+    pub live: usize,
+    /// Of them, those still booting.
+    pub booting: usize,
+    /// Servers ever made.
+    pub created_total: u64,
+    /// The idempotency keys with more than one server ever made, with how many.
+    pub duplicates: BTreeMap<String, u64>,
+}
+
+/// One live server in `GET /_sim/servers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    /// Whose.
+    pub vendor: Vendor,
+    /// The simulator's number for it, unique per vendor (not always the id a plugin sees:
+    /// OpenStack's are UUIDs, Example Cloud's `srv-<n>`).
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// The idempotency key its labels, tags or metadata carry.
+    pub idempotency_key: Option<String>,
+    /// The OpenSSH public keys it gets: from the key store, as given, or from its
+    /// cloud-config.
+    pub ssh_keys: Vec<String>,
+    /// Its user data, as text.
+    pub user_data: Option<String>,
+    /// Hetzner labels, DigitalOcean tags split at the first `:`, OpenStack metadata,
+    /// Example Cloud tags.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One key of a vendor's key store in `GET /_sim/ssh_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Whose store.
+    pub vendor: Vendor,
+    /// Its id in the store.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its MD5 fingerprint.
+    pub fingerprint: String,
+    /// The OpenSSH public key.
+    pub public_key: String,
+}
+
 /// `POST /_sim/servers`'s body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SeedServer {
-    vendor: Vendor,
-    name: String,
+pub struct SeedServer {
+    /// Whose server.
+    pub vendor: Vendor,
+    /// Its name.
+    pub name: String,
+    /// The idempotency key it carries where that vendor's plugin puts it; none when absent.
     #[serde(default)]
-    idempotency_key: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// `POST /_sim/servers`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeededServer {
+    /// Whose server.
+    pub vendor: Vendor,
+    /// The simulator's number for it.
+    pub id: u64,
 }
 
 /// `POST /_sim/capacity`'s body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Capacity {
-    vendor: Vendor,
-    region: String,
-    available: bool,
+pub struct Capacity {
+    /// Whose region (`hetzner` only).
+    pub vendor: Vendor,
+    /// The region.
+    pub region: String,
+    /// `false`: the region refuses every create for capacity; `true`: it serves them again.
+    pub available: bool,
 }
 
 async fn set_capacity(
@@ -97,10 +173,11 @@ async fn set_capacity(
 }
 
 /// `POST /_sim/paging`'s body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Paging {
-    max_per_page: Option<usize>,
+pub struct Paging {
+    /// The most servers any list answer holds; `None`: each vendor's own maximum.
+    pub max_per_page: Option<usize>,
 }
 
 async fn set_paging(
@@ -179,11 +256,11 @@ async fn seed_server(
         Vendor::Azure => crate::azure::seed_vm(&state, spec),
         vendor => state.with_cloud(vendor, |cloud| cloud.insert(spec)),
     };
-    (
-        StatusCode::CREATED,
-        Json(json!({ "vendor": seed.vendor.name(), "id": server.id })),
-    )
-        .into_response()
+    let seeded = SeededServer {
+        vendor: seed.vendor,
+        id: server.id,
+    };
+    (StatusCode::CREATED, Json(json!(seeded))).into_response()
 }
 
 /// `/_sim/...`
@@ -212,15 +289,15 @@ async fn servers(State(state): State<Arc<SimState>>) -> Json<Value> {
                     let (key, value) = tag.split_once(':').unwrap_or((tag, ""));
                     labels.insert(key.to_string(), value.to_string());
                 }
-                all.push(json!({
-                    "vendor": vendor.name(),
-                    "id": server.id,
-                    "name": spec.name,
-                    "idempotency_key": spec.idempotency_key,
-                    "ssh_keys": spec.ssh_keys,
-                    "user_data": spec.user_data,
-                    "labels": labels,
-                }));
+                all.push(ServerRecord {
+                    vendor,
+                    id: server.id,
+                    name: spec.name.clone(),
+                    idempotency_key: spec.idempotency_key.clone(),
+                    ssh_keys: spec.ssh_keys.clone(),
+                    user_data: spec.user_data.clone(),
+                    labels,
+                });
             }
         });
     }
@@ -234,13 +311,13 @@ async fn key_stores(State(state): State<Arc<SimState>>) -> Json<Value> {
     for vendor in Vendor::ALL {
         state.with_cloud(vendor, |cloud| {
             for key in cloud.ssh_keys.values() {
-                all.push(json!({
-                    "vendor": vendor.name(),
-                    "id": key.id,
-                    "name": key.name,
-                    "fingerprint": key.fingerprint,
-                    "public_key": key.public_key,
-                }));
+                all.push(KeyRecord {
+                    vendor,
+                    id: key.id,
+                    name: key.name.clone(),
+                    fingerprint: key.fingerprint.clone(),
+                    public_key: key.public_key.clone(),
+                });
             }
         });
     }
@@ -248,7 +325,7 @@ async fn key_stores(State(state): State<Arc<SimState>>) -> Json<Value> {
 }
 
 async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
-    let mut vendors = Map::new();
+    let mut vendors = BTreeMap::new();
     for vendor in Vendor::ALL {
         let now = chrono::Utc::now();
         let boot_delay = state.config.boot_delay;
@@ -258,16 +335,16 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
                 .values()
                 .filter(|server| !server.is_booted(boot_delay, now))
                 .count();
-            json!({
-                "live": cloud.servers.len(),
-                "booting": booting,
-                "created_total": cloud.created_total,
-                "duplicates": cloud.duplicates(),
-            })
+            VendorStats {
+                live: cloud.servers.len(),
+                booting,
+                created_total: cloud.created_total,
+                duplicates: cloud.duplicates(),
+            }
         });
-        vendors.insert(vendor.name().into(), stats);
+        vendors.insert(vendor, stats);
     }
-    Json(json!({ "vendors": vendors }))
+    Json(json!(Stats { vendors }))
 }
 
 async fn list_faults(State(state): State<Arc<SimState>>) -> Json<Value> {

@@ -26,7 +26,7 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::faults::{self, FaultLayer};
+use crate::faults;
 use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
 
 /// Region slugs and names.
@@ -64,18 +64,13 @@ const IMAGES: &[(&str, &str, &str)] = &[
 
 /// `/digitalocean/v2/...`
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
-    let faults = FaultLayer {
-        state: state.clone(),
-        vendor: Vendor::DigitalOcean,
-        render: render_fault,
-    };
-    Router::new()
+    let api = Router::new()
         .route("/droplets", get(list_droplets).post(create_droplet))
         .route("/droplets/{id}", get(get_droplet).delete(delete_droplet))
         .route("/account/keys", get(list_keys).post(create_key))
         .route("/account/keys/{key}", get(get_key).delete(delete_key))
-        .route_layer(middleware::from_fn_with_state(state, authenticate))
-        .route_layer(middleware::from_fn_with_state(faults, faults::inject))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    faults::with_faults(api, &state, Vendor::DigitalOcean, render_fault)
         .layer(middleware::from_fn(rate_limit_headers))
 }
 
@@ -126,7 +121,7 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    match crate::bearer_token(request.headers()) {
+    match crate::conventions::bearer_token(request.headers()) {
         Some(token) if token == state.config.digitalocean_token => next.run(request).await,
         _ => error(
             StatusCode::UNAUTHORIZED,
@@ -259,7 +254,7 @@ async fn create_droplet(
         Ok(Json(request)) => request,
         Err(rejection) => return unprocessable(rejection.body_text()),
     };
-    if !crate::valid_hostname(&request.name) {
+    if !crate::conventions::valid_hostname(&request.name) {
         return unprocessable(format!("{} is not a valid hostname", request.name));
     }
     if !REGIONS.iter().any(|(slug, _)| *slug == request.region) {
@@ -311,7 +306,7 @@ async fn create_droplet(
     {
         return unprocessable("user_data is limited to 64 KiB.");
     }
-    let key_prefix = format!("{}:", crate::IDEMPOTENCY_LABEL);
+    let key_prefix = format!("{}:", crate::conventions::IDEMPOTENCY_LABEL);
     let idempotency_key = request
         .tags
         .iter()

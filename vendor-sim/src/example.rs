@@ -13,7 +13,7 @@
 //! Every request to an endpoint below carries `Authorization: Bearer <token>`: the scheme
 //! `Bearer` spelled exactly so, one space, the token. The simulator accepts one token, set
 //! with `--example-token` / `SIM_EXAMPLE_TOKEN` (default `sim-example-token`, also
-//! [`DEFAULT_TOKEN`]). A missing, malformed or wrong header is answered
+//! [`crate::state::DEFAULT_EXAMPLE_TOKEN`]). A missing, malformed or wrong header is answered
 //! `401 {"error": {"code": "unauthorized", ...}}` with a `WWW-Authenticate: Bearer` header,
 //! before the request is looked at (a 401 tells nothing about whether a server exists; a
 //! create answered 401 made nothing). Only a path that is no endpoint (404) or a method an
@@ -171,7 +171,7 @@
 //! # For plugin authors
 //!
 //! The provisioner's plugins put the order's idempotency key in the tag
-//! `provisioner-idempotency-key` ([`crate::IDEMPOTENCY_LABEL`]): before creating, list with
+//! `provisioner-idempotency-key` ([`crate::conventions::IDEMPOTENCY_LABEL`]): before creating, list with
 //! `tag=provisioner-idempotency-key:<key>` and adopt a server found there. The simulator
 //! counts servers per key and shows keys with more than one server in `GET /_sim/stats`
 //! (`duplicates`).
@@ -190,15 +190,11 @@ use axum::{Json, Router};
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::faults::{self, FaultLayer};
+use crate::faults;
 use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
 
 /// The base path the simulator serves Example Cloud under.
 pub const BASE_PATH: &str = "/example/v1";
-
-/// The bearer token the simulator accepts unless told otherwise (`--example-token`,
-/// `SIM_EXAMPLE_TOKEN`).
-pub const DEFAULT_TOKEN: &str = "sim-example-token";
 
 /// The regions: `eu-1`, `us-1`.
 pub const REGIONS: &[&str] = &["eu-1", "us-1"];
@@ -217,16 +213,11 @@ pub const MAX_PER_PAGE: usize = 100;
 
 /// `/example/v1/...`
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
-    let faults = FaultLayer {
-        state: state.clone(),
-        vendor: Vendor::Example,
-        render: render_fault,
-    };
-    Router::new()
+    let api = Router::new()
         .route("/servers", get(list_servers).post(create_server))
         .route("/servers/{id}", get(get_server).delete(delete_server))
-        .route_layer(middleware::from_fn_with_state(state, authenticate))
-        .route_layer(middleware::from_fn_with_state(faults, faults::inject))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    faults::with_faults(api, &state, Vendor::Example, render_fault)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_such_endpoint)
 }
@@ -311,7 +302,7 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    match crate::bearer_token(request.headers()) {
+    match crate::conventions::bearer_token(request.headers()) {
         Some(token) if token == state.config.example_token => next.run(request).await,
         _ => unauthorized(),
     }
@@ -387,7 +378,7 @@ fn catalogue_field(
 /// Checks a create body, field by field in the documented order.
 fn parse_create(body: &Map<String, Value>) -> Result<NewServer, InvalidField> {
     let name = required_string(body, "name")?;
-    if !crate::valid_hostname(&name) {
+    if !crate::conventions::valid_hostname(&name) {
         return Err(invalid_field(
             "name",
             format!(
@@ -437,7 +428,7 @@ fn parse_create(body: &Map<String, Value>) -> Result<NewServer, InvalidField> {
             return Err(invalid_field("tags", "must be an object of string values"));
         }
     }
-    let idempotency_key = tags.get(crate::IDEMPOTENCY_LABEL).cloned();
+    let idempotency_key = tags.get(crate::conventions::IDEMPOTENCY_LABEL).cloned();
     Ok(NewServer {
         name,
         region,
@@ -595,7 +586,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::SimConfig;
+    use crate::state::{DEFAULT_EXAMPLE_TOKEN, SimConfig};
 
     /// A simulator with this boot delay, served on a local port until the test's runtime
     /// ends; its base URL for Example Cloud.
@@ -619,7 +610,7 @@ mod tests {
     async fn create(client: &reqwest::Client, base: &str, name: &str, tags: Value) -> Value {
         let response = client
             .post(format!("{base}/servers"))
-            .bearer_auth(DEFAULT_TOKEN)
+            .bearer_auth(DEFAULT_EXAMPLE_TOKEN)
             .json(&server_body(name, tags))
             .send()
             .await
@@ -631,7 +622,7 @@ mod tests {
     async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
         let response = client
             .get(url)
-            .bearer_auth(DEFAULT_TOKEN)
+            .bearer_auth(DEFAULT_EXAMPLE_TOKEN)
             .send()
             .await
             .unwrap();
@@ -654,7 +645,7 @@ mod tests {
     async fn a_server_is_creating_then_running() {
         let (addr, base) = start_sim(Duration::from_millis(300)).await;
         let client = reqwest::Client::new();
-        let key = json!({crate::IDEMPOTENCY_LABEL: "order-1", "env": "prod"});
+        let key = json!({crate::conventions::IDEMPOTENCY_LABEL: "order-1", "env": "prod"});
         let server = create(&client, &base, "web-1", key.clone()).await;
         assert_eq!(server["id"], "srv-1");
         assert_eq!(server["name"], "web-1");
@@ -781,7 +772,7 @@ mod tests {
         let delete = || {
             client
                 .delete(format!("{base}/servers/srv-1"))
-                .bearer_auth(DEFAULT_TOKEN)
+                .bearer_auth(DEFAULT_EXAMPLE_TOKEN)
                 .send()
         };
         let deleted = delete().await.unwrap();
@@ -825,7 +816,7 @@ mod tests {
         let post = |body: String| {
             client
                 .post(format!("{base}/servers"))
-                .bearer_auth(DEFAULT_TOKEN)
+                .bearer_auth(DEFAULT_EXAMPLE_TOKEN)
                 .header("content-type", "application/json")
                 .body(body)
                 .send()
@@ -894,7 +885,7 @@ mod tests {
         assert_eq!(armed.status(), 201);
         let limited = client
             .post(format!("{base}/servers"))
-            .bearer_auth(DEFAULT_TOKEN)
+            .bearer_auth(DEFAULT_EXAMPLE_TOKEN)
             .json(&server_body("web-1", json!({})))
             .send()
             .await
@@ -931,7 +922,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seeded.status(), 201);
-        let url = format!("{base}/servers?tag={}:k9", crate::IDEMPOTENCY_LABEL);
+        let url = format!(
+            "{base}/servers?tag={}:k9",
+            crate::conventions::IDEMPOTENCY_LABEL
+        );
         let (_, list) = get(&client, &url).await;
         assert_eq!(names(&list), ["orphan"]);
         assert_eq!(list["servers"][0]["id"], "srv-1");
@@ -950,7 +944,7 @@ mod tests {
         assert_eq!(body["error"]["code"], "not_found");
         let response = client
             .put(format!("{base}/servers/srv-1"))
-            .bearer_auth(DEFAULT_TOKEN)
+            .bearer_auth(DEFAULT_EXAMPLE_TOKEN)
             .send()
             .await
             .unwrap();

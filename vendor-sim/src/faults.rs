@@ -10,10 +10,11 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::middleware::{self, Next};
 use axum::response::Response;
 
 use crate::state::{FaultKind, SimState, Vendor};
@@ -60,19 +61,38 @@ pub fn arm_vendor_faults<K: Clone + serde::Serialize>(
 /// A vendor's rendering of an injected fault (never called for `Slow` or `LostResponse`).
 pub type FaultRenderer = fn(&FaultKind) -> Response;
 
+/// `api`, one vendor's router, answering `vendor`'s armed faults: a request matching one
+/// gets it (see [`inject`]), rendered by `render`, before its route or any route layer added
+/// to `api` (the vendor's authentication) sees it. Like every route layer it leaves alone
+/// requests for no route. Every vendor's router is layered here, at the same place in its
+/// chain.
+pub fn with_faults(
+    api: Router<Arc<SimState>>,
+    state: &Arc<SimState>,
+    vendor: Vendor,
+    render: FaultRenderer,
+) -> Router<Arc<SimState>> {
+    let layer = FaultLayer {
+        state: state.clone(),
+        vendor,
+        render,
+    };
+    api.route_layer(middleware::from_fn_with_state(layer, inject))
+}
+
 /// Middleware state: whose API, and how that vendor answers failures.
 #[derive(Clone)]
-pub struct FaultLayer {
+struct FaultLayer {
     /// The simulator.
-    pub state: Arc<SimState>,
+    state: Arc<SimState>,
     /// The vendor this API belongs to.
-    pub vendor: Vendor,
+    vendor: Vendor,
     /// How the vendor renders faults.
-    pub render: FaultRenderer,
+    render: FaultRenderer,
 }
 
 /// Applies the first armed fault matching the request, if any.
-pub async fn inject(State(layer): State<FaultLayer>, request: Request, next: Next) -> Response {
+async fn inject(State(layer): State<FaultLayer>, request: Request, next: Next) -> Response {
     match layer.state.take_fault(
         layer.vendor,
         request.method().as_str(),

@@ -90,7 +90,7 @@ use rsa::signature::Verifier;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::faults::{self, FaultLayer};
+use crate::faults;
 use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
 
 /// The audience Google's token endpoint demands in a grant assertion.
@@ -250,11 +250,6 @@ struct Caller {
 
 /// `/gcp/...`: the token endpoint and the Compute API.
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
-    let faults = FaultLayer {
-        state: state.clone(),
-        vendor: Vendor::Gcp,
-        render: render_fault,
-    };
     let compute = Router::new()
         .route(
             "/projects/{project}/zones/{zone}/instances",
@@ -277,10 +272,10 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
             post(wait_operation),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
+    let api = Router::new()
         .nest("/compute/v1", compute)
-        .route("/token", post(token))
-        .route_layer(middleware::from_fn_with_state(faults, faults::inject))
+        .route("/token", post(token));
+    faults::with_faults(api, &state, Vendor::Gcp, render_fault)
 }
 
 /// `/_sim/gcp/...`: service accounts and Compute-specific faults.
@@ -650,7 +645,7 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = crate::bearer_token(request.headers()) else {
+    let Some(token) = crate::conventions::bearer_token(request.headers()) else {
         return unauthenticated();
     };
     let resolved = {
@@ -1310,7 +1305,7 @@ async fn insert_instance(
             Some(("ZONE_RESOURCE_POOL_EXHAUSTED".to_string(), message)),
         )
     } else {
-        let idempotency_key = labels.get(crate::IDEMPOTENCY_LABEL).cloned();
+        let idempotency_key = labels.get(crate::conventions::IDEMPOTENCY_LABEL).cloned();
         let spec = NewServer {
             name: name.to_string(),
             region: zone.clone(),

@@ -35,7 +35,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::faults::{self, FaultLayer};
+use crate::faults;
 use crate::state::{FaultKind, NewServer, SimAction, SimServer, SimState, Vendor, VendorCloud};
 
 /// Locations the simulated project offers.
@@ -69,12 +69,7 @@ const IMAGES: &[(&str, &str, &str)] = &[
 
 /// `/hetzner/v1/...`
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
-    let faults = FaultLayer {
-        state: state.clone(),
-        vendor: Vendor::Hetzner,
-        render: render_fault,
-    };
-    Router::new()
+    let api = Router::new()
         .route("/servers", get(list_servers).post(create_server))
         .route("/servers/{id}", get(get_server).delete(delete_server))
         .route("/actions/{id}", get(get_action))
@@ -83,8 +78,8 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
         .route("/servers/{id}/actions/{action_id}", get(get_server_action))
         .route("/ssh_keys", get(list_keys).post(create_key))
         .route("/ssh_keys/{id}", get(get_key).delete(delete_key))
-        .route_layer(middleware::from_fn_with_state(state, authenticate))
-        .route_layer(middleware::from_fn_with_state(faults, faults::inject))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    faults::with_faults(api, &state, Vendor::Hetzner, render_fault)
         .layer(middleware::from_fn(rate_limit_headers))
 }
 
@@ -137,7 +132,7 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    match crate::bearer_token(request.headers()) {
+    match crate::conventions::bearer_token(request.headers()) {
         Some(token) if token == state.config.hetzner_token => next.run(request).await,
         _ => error(
             StatusCode::UNAUTHORIZED,
@@ -338,7 +333,7 @@ async fn create_server(
             );
         }
     };
-    if !crate::valid_hostname(&request.name) {
+    if !crate::conventions::valid_hostname(&request.name) {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_input",
@@ -391,7 +386,10 @@ async fn create_server(
             "invalid input in field 'user_data': is too long (at most 32 KiB)",
         );
     }
-    let idempotency_key = request.labels.get(crate::IDEMPOTENCY_LABEL).cloned();
+    let idempotency_key = request
+        .labels
+        .get(crate::conventions::IDEMPOTENCY_LABEL)
+        .cloned();
     let spec = NewServer {
         name: request.name,
         region: location,
@@ -949,7 +947,12 @@ mod tests {
                 cloud.insert(NewServer {
                     name: name.into(),
                     labels: key
-                        .map(|k| (crate::IDEMPOTENCY_LABEL.to_string(), k.to_string()))
+                        .map(|k| {
+                            (
+                                crate::conventions::IDEMPOTENCY_LABEL.to_string(),
+                                k.to_string(),
+                            )
+                        })
                         .into_iter()
                         .collect(),
                     ..Default::default()
@@ -957,7 +960,7 @@ mod tests {
             }
         });
         let page = |page| ListQuery {
-            label_selector: Some(crate::IDEMPOTENCY_LABEL.into()),
+            label_selector: Some(crate::conventions::IDEMPOTENCY_LABEL.into()),
             name: None,
             page: Some(page),
             per_page: Some(1),
@@ -975,18 +978,9 @@ mod tests {
         let second = read(list_servers(State(state.clone()), Query(page(2))).await).await;
         assert_eq!(second["servers"][0]["name"], "c");
         assert_eq!(
-            second["servers"][0]["labels"][crate::IDEMPOTENCY_LABEL],
+            second["servers"][0]["labels"][crate::conventions::IDEMPOTENCY_LABEL],
             "k2"
         );
         assert!(second["meta"]["pagination"]["next_page"].is_null());
-    }
-
-    /// Names are hostnames, as Hetzner requires.
-    #[test]
-    fn hostnames_are_checked() {
-        assert!(crate::valid_hostname("web-1"));
-        assert!(!crate::valid_hostname("-web"));
-        assert!(!crate::valid_hostname("web_1"));
-        assert!(!crate::valid_hostname(""));
     }
 }

@@ -7,7 +7,8 @@
 //! creation shows at once in `GET /_sim/stats`.
 //!
 //! # Layout
-//! - [`state`]: the simulated clouds' in-memory state and the counters behind the stats.
+//! - [`state`]: the simulated clouds' in-memory state, the counters behind the stats, and
+//!   the default credentials.
 //! - [`hetzner`]: the Hetzner Cloud API (`/hetzner/v1/servers...`).
 //! - [`digitalocean`]: the DigitalOcean API (`/digitalocean/v2/droplets...`).
 //! - [`openstack`]: an OpenStack cloud: Keystone v3, Nova v2.1, Glance v2 (`/openstack/...`).
@@ -19,11 +20,17 @@
 //! - [`azure`]: Azure Resource Manager (public IPs, NICs, virtual networks, VMs, disks,
 //!   resource groups, long-running operations) with the Microsoft identity platform's token
 //!   endpoint (`/azure/...`, `/_sim/azure/...`).
+//! - [`conventions`]: what every vendor reads the same way: bearer tokens, hostnames, the
+//!   label carrying the idempotency key.
 //! - [`keys`]: SSH public keys: the key stores' checks and MD5 fingerprints, and the keys a
 //!   server's cloud-init would install from its user data.
-//! - [`faults`]: the middleware that answers with injected faults in each vendor's shape.
+//! - [`faults`]: the middleware that answers with injected faults in each vendor's shape,
+//!   layered onto every vendor's router by [`faults::with_faults`].
 //! - [`control`]: the simulator's own endpoints (`/_sim/stats`, `/_sim/faults`,
-//!   `/_sim/servers` with the SSH keys, user data and labels each server got).
+//!   `/_sim/servers` with the SSH keys, user data and labels each server got) and their
+//!   bodies and answers.
+//! - [`control_client`]: the typed client of those endpoints and of the fault proxy's
+//!   `/_sim/faults`, for the tests and the conformance kit.
 //! - [`tls`]: the same routes over HTTPS, with a CA made at start-up.
 //! - [`proxy`]: the fault-injecting reverse proxy in front of any vendor's API
 //!   (`--upstream`), its fault profiles and its record of the requests it forwarded.
@@ -31,6 +38,8 @@
 
 pub mod azure;
 pub mod control;
+pub mod control_client;
+pub mod conventions;
 pub mod digitalocean;
 pub mod example;
 pub mod faults;
@@ -49,35 +58,6 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use state::{SimConfig, SimState};
-
-/// The label (tag, metadata key) under which provider plugins carry the idempotency key.
-/// The simulator uses it to count servers per key and report duplicates.
-pub const IDEMPOTENCY_LABEL: &str = "provisioner-idempotency-key";
-
-/// The token of an `Authorization: Bearer <token>` header (Hetzner, DigitalOcean, Example
-/// Cloud).
-pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .map(|token| token.trim().to_string())
-}
-
-/// An RFC 1123 hostname, as the vendors require for server names.
-pub fn valid_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
 
 /// The simulator's router: every vendor API under its own base path, plus `/_sim`.
 pub fn app(state: Arc<SimState>) -> Router {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use provisioner_contract::process;
 use vendor_sim::proxy;
-use vendor_sim::state::FaultRule;
+use vendor_sim::state::{self, FaultRule};
 use vendor_sim::{SimConfig, SimState};
 
 /// A local stand-in for cloud vendors' REST APIs: Hetzner Cloud under /hetzner/v1,
@@ -27,30 +27,30 @@ struct Args {
     #[arg(long, env = "SIM_BOOT_DELAY_MS", default_value_t = 2000)]
     boot_delay_ms: u64,
     /// Bearer token the simulated Hetzner API accepts.
-    #[arg(long, env = "SIM_HETZNER_TOKEN", default_value = "sim-hetzner-token")]
+    #[arg(long, env = "SIM_HETZNER_TOKEN", default_value = state::DEFAULT_HETZNER_TOKEN)]
     hetzner_token: String,
     /// Bearer token the simulated DigitalOcean API accepts.
     #[arg(
         long,
         env = "SIM_DIGITALOCEAN_TOKEN",
-        default_value = "sim-digitalocean-token"
+        default_value = state::DEFAULT_DIGITALOCEAN_TOKEN
     )]
     digitalocean_token: String,
     /// Bearer token the simulated Example Cloud API accepts.
     #[arg(
         long,
         env = "SIM_EXAMPLE_TOKEN",
-        default_value = vendor_sim::example::DEFAULT_TOKEN
+        default_value = state::DEFAULT_EXAMPLE_TOKEN
     )]
     example_token: String,
     /// The OpenStack user Keystone accepts (project `provisioner`, domain `Default`).
-    #[arg(long, env = "SIM_OPENSTACK_USER", default_value = "provisioner")]
+    #[arg(long, env = "SIM_OPENSTACK_USER", default_value = state::DEFAULT_OPENSTACK_USER)]
     openstack_user: String,
     /// The OpenStack user's password.
     #[arg(
         long,
         env = "SIM_OPENSTACK_PASSWORD",
-        default_value = "sim-openstack-password"
+        default_value = state::DEFAULT_OPENSTACK_PASSWORD
     )]
     openstack_password: String,
     /// Seconds a Keystone token stays valid.

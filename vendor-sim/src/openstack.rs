@@ -38,7 +38,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::faults::{self, FaultLayer};
+use crate::faults;
 use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
 
 /// The project every token is scoped to.
@@ -77,11 +77,6 @@ fn parse_server_uuid(text: &str) -> Option<u64> {
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
     let requests = Arc::new(AtomicU64::new(0));
     let counted = requests.clone();
-    let faults = FaultLayer {
-        state: state.clone(),
-        vendor: Vendor::OpenStack,
-        render: render_fault,
-    };
     let protected = Router::new()
         .route("/compute/v2.1/flavors", get(list_flavors))
         .route("/compute/v2.1/flavors/detail", get(list_flavors))
@@ -96,8 +91,8 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
             get(get_server).delete(delete_server),
         )
         .route("/image/v2/images", get(list_images))
-        .route_layer(middleware::from_fn_with_state(state, require_token));
-    Router::new()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let api = Router::new()
         .route("/identity", get(identity_versions))
         .route("/identity/v3", get(identity_version))
         .route("/identity/v3/", get(identity_version))
@@ -106,8 +101,8 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
         .route("/compute/v2.1", get(compute_version))
         .route("/compute/v2.1/", get(compute_version))
         .route("/image", get(image_versions))
-        .merge(protected)
-        .route_layer(middleware::from_fn_with_state(faults, faults::inject))
+        .merge(protected);
+    faults::with_faults(api, &state, Vendor::OpenStack, render_fault)
         .route_layer(middleware::from_fn(move |request: Request, next: Next| {
             counted.fetch_add(1, Ordering::Relaxed);
             next.run(request)
@@ -563,7 +558,10 @@ async fn create_server(
         .as_deref()
         .map(crate::keys::cloud_config_keys)
         .unwrap_or_default();
-    let idempotency_key = request.metadata.get(crate::IDEMPOTENCY_LABEL).cloned();
+    let idempotency_key = request
+        .metadata
+        .get(crate::conventions::IDEMPOTENCY_LABEL)
+        .cloned();
     let spec = NewServer {
         name: request.name,
         region: REGION.into(),
@@ -765,7 +763,11 @@ mod tests {
                 let key = format!("order-{n}");
                 cloud.insert(NewServer {
                     name: format!("web-{n}"),
-                    metadata: [(crate::IDEMPOTENCY_LABEL.to_string(), key.clone())].into(),
+                    metadata: [(
+                        crate::conventions::IDEMPOTENCY_LABEL.to_string(),
+                        key.clone(),
+                    )]
+                    .into(),
                     idempotency_key: Some(key),
                     ..Default::default()
                 });
@@ -806,7 +808,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["web-5", "web-4"]);
         assert_eq!(
-            first["servers"][0]["metadata"][crate::IDEMPOTENCY_LABEL],
+            first["servers"][0]["metadata"][crate::conventions::IDEMPOTENCY_LABEL],
             "order-5"
         );
         let next = &first["servers_links"][0];

@@ -476,6 +476,19 @@ impl From<crate::state::FaultKind> for ProxyFaultKind {
     }
 }
 
+/// The simulator's rule, as the proxy's rule JSON spells it (the same JSON).
+impl From<crate::state::FaultRule> for ProxyFaultRule {
+    fn from(rule: crate::state::FaultRule) -> Self {
+        Self {
+            vendor: Some(rule.vendor.name().to_string()),
+            kind: rule.kind.into(),
+            count: rule.count,
+            method: rule.method,
+            path: rule.path,
+        }
+    }
+}
+
 fn one() -> u64 {
     1
 }
@@ -511,6 +524,27 @@ pub struct ProxyFaultRule {
 }
 
 impl ProxyFaultRule {
+    /// A rule for the next `count` requests (standing kinds: until disarmed), whatever their
+    /// method and path, for whichever vendor is served.
+    pub fn new(kind: ProxyFaultKind, count: u32) -> Self {
+        Self {
+            vendor: None,
+            kind,
+            count,
+            method: None,
+            path: None,
+        }
+    }
+
+    /// The rule narrowed to requests with `method` whose path contains `path`.
+    pub fn only(self, method: &str, path: &str) -> Self {
+        Self {
+            method: Some(method.to_string()),
+            path: Some(path.to_string()),
+            ..self
+        }
+    }
+
     fn matches(&self, method: &str, path: &str) -> bool {
         self.method
             .as_deref()

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The vendors the simulator serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Vendor {
     /// Hetzner Cloud, under `/hetzner/v1`.
@@ -55,6 +55,22 @@ impl Vendor {
     }
 }
 
+/// The bearer token the Hetzner API accepts unless told otherwise (`--hetzner-token`,
+/// `SIM_HETZNER_TOKEN`).
+pub const DEFAULT_HETZNER_TOKEN: &str = "sim-hetzner-token";
+/// The bearer token the DigitalOcean API accepts unless told otherwise
+/// (`--digitalocean-token`, `SIM_DIGITALOCEAN_TOKEN`).
+pub const DEFAULT_DIGITALOCEAN_TOKEN: &str = "sim-digitalocean-token";
+/// The bearer token the Example Cloud API accepts unless told otherwise (`--example-token`,
+/// `SIM_EXAMPLE_TOKEN`).
+pub const DEFAULT_EXAMPLE_TOKEN: &str = "sim-example-token";
+/// The OpenStack user Keystone accepts unless told otherwise (`--openstack-user`,
+/// `SIM_OPENSTACK_USER`).
+pub const DEFAULT_OPENSTACK_USER: &str = "provisioner";
+/// The OpenStack user's password unless told otherwise (`--openstack-password`,
+/// `SIM_OPENSTACK_PASSWORD`).
+pub const DEFAULT_OPENSTACK_PASSWORD: &str = "sim-openstack-password";
+
 /// How the simulator behaves.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -81,11 +97,11 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             boot_delay: Duration::from_secs(2),
-            hetzner_token: "sim-hetzner-token".into(),
-            digitalocean_token: "sim-digitalocean-token".into(),
-            example_token: crate::example::DEFAULT_TOKEN.into(),
-            openstack_user: "provisioner".into(),
-            openstack_password: "sim-openstack-password".into(),
+            hetzner_token: DEFAULT_HETZNER_TOKEN.into(),
+            digitalocean_token: DEFAULT_DIGITALOCEAN_TOKEN.into(),
+            example_token: DEFAULT_EXAMPLE_TOKEN.into(),
+            openstack_user: DEFAULT_OPENSTACK_USER.into(),
+            openstack_password: DEFAULT_OPENSTACK_PASSWORD.into(),
             openstack_token_ttl: Duration::from_secs(3600),
             faults: Vec::new(),
         }

@@ -674,7 +674,7 @@ async fn a_standing_rate_limit_refuses_beyond_its_rate() {
     let burst = (0..12).map(|_| {
         client
             .get(&url)
-            .bearer_auth(vendor_sim::example::DEFAULT_TOKEN)
+            .bearer_auth(vendor_sim::state::DEFAULT_EXAMPLE_TOKEN)
             .send()
     });
     let answers = futures_util::future::join_all(burst).await;
@@ -726,7 +726,7 @@ async fn a_standing_rate_limit_refuses_beyond_its_rate() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let again = client
         .get(&url)
-        .bearer_auth(vendor_sim::example::DEFAULT_TOKEN)
+        .bearer_auth(vendor_sim::state::DEFAULT_EXAMPLE_TOKEN)
         .send()
         .await
         .unwrap();

@@ -128,7 +128,7 @@ async fn the_bundled_plugins_and_the_template_pass_every_suite_through_the_fault
     let manifest = shipped.replace("http://127.0.0.1:18190", &sim_url);
     let secrets = BTreeMap::from([(
         "PLUGIN_SECRET_EXAMPLE_TOKEN".to_string(),
-        vendor_sim::example::DEFAULT_TOKEN.to_string(),
+        vendor_sim::state::DEFAULT_EXAMPLE_TOKEN.to_string(),
     )]);
     let report = run_kit_against(
         "proxy-example",
