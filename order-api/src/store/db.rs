@@ -7,13 +7,19 @@
 //! `Any` carries only plain values (integers, text, bytes), so timestamps are stored as text
 //! ([`DbTime`]): RFC 3339 in UTC with 0, 3, 6 or 9 fraction digits, the form sqlx gave SQLite
 //! before, which sorts bytewise in time order (PostgreSQL's columns are `COLLATE "C"` for it).
+//! UUIDs and statuses are text too, and structured values (servers, faults, labels) JSON text
+//! ([`json`], [`parse_json`]).
 
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow, AnyTypeInfo};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Any, AnyPool, Database, Decode, Encode, Row, Type};
+use uuid::Uuid;
+
+use crate::lifecycle::OrderStatus;
 
 /// Which database the orders live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +224,29 @@ pub async fn read_committed(tx: &mut sqlx::Transaction<'_, Any>) -> anyhow::Resu
             .context("setting a transaction's isolation to READ COMMITTED")?;
     }
     Ok(())
+}
+
+/// A value as a JSON text column (servers, faults, SSH keys, labels, placements).
+pub(super) fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// A JSON text column's value, if the column is not NULL.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+) -> anyhow::Result<Option<T>> {
+    text.map(|t| serde_json::from_str(&t).context("decoding a JSON column"))
+        .transpose()
+}
+
+/// A UUID stored as text.
+pub(super) fn parse_uuid(text: String) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(&text).with_context(|| format!("'{text}' in the database is not a UUID"))
+}
+
+/// An order status stored as its name.
+pub(super) fn parse_status(text: String) -> anyhow::Result<OrderStatus> {
+    text.parse().map_err(|e: String| anyhow::anyhow!(e))
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use super::{DbTime, Store, time};
+use super::Store;
+use super::db::{DbTime, time};
 
 /// A message from the dead-letter queue, as the consumer read it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,7 +26,10 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use super::{Backend, Order, OrderEvent, Store};
+use super::Store;
+use super::db::{Backend, parameters, redacted};
+use super::fleets;
+use super::orders::{Order, OrderEvent, order_from_row};
 
 /// The PostgreSQL channel the `order_events` trigger notifies.
 const CHANNEL: &str = "order_events";
@@ -218,7 +221,7 @@ impl Store {
         for order_id in order_ids {
             self.feed.inner.wake(order_id);
             // A fleet's server's events are mirrored into the fleet's log.
-            if let Some((fleet, _)) = super::fleets::fleet_of(order_id) {
+            if let Some((fleet, _)) = fleets::fleet_of(order_id) {
                 self.feed.inner.wake(fleet);
             }
         }
@@ -238,7 +241,7 @@ impl Store {
         }
         let mut sql = format!(
             "SELECT * FROM orders WHERE fleet_id IS NULL AND id IN ({})",
-            super::db::parameters(1, ids.len())
+            parameters(1, ids.len())
         );
         if tenant.is_some() {
             sql.push_str(&format!(" AND tenant = ${}", ids.len() + 1));
@@ -255,7 +258,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .context("reading orders with news")?;
-        rows.iter().map(super::order_from_row).collect()
+        rows.iter().map(order_from_row).collect()
     }
 
     /// The order `id` names (when it belongs to `tenant`, if one is given) with its events
@@ -324,7 +327,7 @@ async fn connect(url: &str) -> anyhow::Result<PgListener> {
     use anyhow::Context;
     let mut listener = PgListener::connect(url)
         .await
-        .with_context(|| format!("connecting to {}", super::db::redacted(url)))?;
+        .with_context(|| format!("connecting to {}", redacted(url)))?;
     listener
         .listen(CHANNEL)
         .await

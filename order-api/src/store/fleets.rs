@@ -38,10 +38,10 @@
 //!   cancels each member still on its way and deletes each running one, in one transaction
 //!   with the fleet's change ([`wind_down`]).
 //! - **Locks.** On PostgreSQL a member's row lock is always taken after its fleet's
-//!   ([`super::lock_order`]), and transactions that take several orders go by [`lock_rank`]
-//!   (fleet, then its members): whoever changes a member holds its fleet, so the fleet's
-//!   summary and log see every member change in order, and two transactions never wait on
-//!   each other's members in opposite orders.
+//!   ([`super::transitions::lock_order`]), and transactions that take several orders go by
+//!   [`lock_rank`] (fleet, then its members): whoever changes a member holds its fleet, so
+//!   the fleet's summary and log see every member change in order, and two transactions
+//!   never wait on each other's members in opposite orders.
 //! - **Quotas.** A fleet counts as one order in flight and its members as one live server
 //!   each (migration 0012 weights the usage triggers so). The check at accept asks the first
 //!   candidate's vendor; a move asks again, under the tenant's quota lock: a candidate at
@@ -59,10 +59,12 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{
-    OrderEvent, OutboxMessage, Store, compare_and_set, drop_unpublished, insert_outbox,
-    insert_own_event, parse_json, parse_status, parse_uuid, quotas, webhooks,
-};
+use super::db::{DbTime, json, parse_json, parse_status, parse_uuid};
+use super::host_updates::failure_may_have_left_a_server;
+use super::orders::{OrderEvent, order_from_row};
+use super::outbox::{OutboxMessage, drop_unpublished, insert_outbox};
+use super::transitions::{compare_and_set, insert_event, insert_own_event, lock_order};
+use super::{Store, quotas, webhooks};
 use crate::lifecycle::{self, OrderStatus, Transition};
 
 /// The most servers one order may ask for (a member's number must fit its key's last byte).
@@ -399,8 +401,8 @@ async fn move_on(
     let Some(next) = next else {
         return Ok(Some(format!("not moved: {}", passed_over.join("; "))));
     };
-    let cleanup = failed.server.is_some()
-        || super::failure_may_have_left_a_server(attempt.unwrap_or(1), fault);
+    let cleanup =
+        failed.server.is_some() || failure_may_have_left_a_server(attempt.unwrap_or(1), fault);
     let moved = move_server(tx, fleet, failed, next, &fault.code, cleanup).await?;
     Ok(Some(with_passed_over(&passed_over, moved)))
 }
@@ -468,7 +470,7 @@ async fn move_server(
     .bind(&target.region)
     .bind(&target.size)
     .bind(&target.image)
-    .bind(super::DbTime(now))
+    .bind(DbTime(now))
     .bind(member.to_string())
     .execute(&mut **tx)
     .await
@@ -494,7 +496,7 @@ async fn move_server(
     .bind(moved.to_string())
     .bind(member.to_string())
     .bind(reason)
-    .bind(super::DbTime(now))
+    .bind(DbTime(now))
     .bind(i64::from(cleanup))
     .execute(&mut **tx)
     .await
@@ -522,7 +524,7 @@ async fn queue_create(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: Uuid) -> an
         .fetch_one(&mut **tx)
         .await
         .context("reading a moved server")?;
-    let order = super::order_from_row(&row)?;
+    let order = order_from_row(&row)?;
     let request = HostRequest::Create(ProvisionRequest {
         order_id: order.id,
         vendor: order.vendor.clone(),
@@ -634,7 +636,7 @@ pub(super) async fn adopt(
         .await
         .context("calling a move off")?;
     sqlx::query("UPDATE orders SET status = 'cancelled', updated_at = $1 WHERE id = $2")
-        .bind(super::DbTime(now))
+        .bind(DbTime(now))
         .bind(moved.to_string())
         .execute(&mut **tx)
         .await
@@ -654,8 +656,8 @@ pub(super) async fn adopt(
         "UPDATE orders SET status = 'active', server = $1, fault = NULL, updated_at = $2 \
          WHERE id = $3",
     )
-    .bind(super::json(server))
-    .bind(super::DbTime(now))
+    .bind(json(server))
+    .bind(DbTime(now))
     .bind(member.to_string())
     .execute(&mut **tx)
     .await
@@ -671,7 +673,7 @@ pub(super) async fn adopt(
         attempt: Some(update.attempt),
     };
     // Mirrored into the order's log, which sums its servers up again.
-    super::insert_event(tx, member, &adopted).await?;
+    insert_event(tx, member, &adopted).await?;
     Ok(true)
 }
 
@@ -722,7 +724,7 @@ async fn release_move(
         message: message.into(),
         attempt: None,
     };
-    super::insert_event(tx, moved, &event).await
+    insert_event(tx, moved, &event).await
 }
 
 /// Moves `fleet` to its members' sum (if that differs), with `event` (its status set to the
@@ -746,8 +748,8 @@ async fn resettle(
         .flatten();
     sqlx::query("UPDATE orders SET status = $1, fault = $2, updated_at = $3 WHERE id = $4")
         .bind(next.as_str())
-        .bind(fault.as_ref().map(super::json))
-        .bind(super::DbTime(Utc::now()))
+        .bind(fault.as_ref().map(json))
+        .bind(DbTime(Utc::now()))
         .bind(fleet.id.to_string())
         .execute(&mut **tx)
         .await
@@ -870,7 +872,7 @@ impl Store {
              AND o.created_at < $1 AND NOT EXISTS (SELECT 1 FROM vendor_hosts h \
              WHERE h.vendor = o.vendor AND h.last_seen >= $1) LIMIT 500";
         let rows = sqlx::query(UNSERVED)
-            .bind(super::DbTime(since))
+            .bind(DbTime(since))
             .fetch_all(&self.pool)
             .await
             .context("looking for servers no host takes")?;
@@ -894,7 +896,7 @@ impl Store {
             "SELECT member_id, from_member FROM placement_moves WHERE waiting = 1 AND at < $1 \
              LIMIT 500",
         )
-        .bind(super::DbTime(since))
+        .bind(DbTime(since))
         .fetch_all(&self.pool)
         .await
         .context("looking for moves waiting too long")?;
@@ -907,7 +909,7 @@ impl Store {
                 .begin()
                 .await
                 .context("starting a transaction")?;
-            super::lock_order(&mut tx, from).await?;
+            lock_order(&mut tx, from).await?;
             let still =
                 sqlx::query("SELECT 1 FROM placement_moves WHERE member_id = $1 AND waiting = 1")
                     .bind(moved.to_string())
@@ -946,7 +948,7 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        super::lock_order(&mut tx, member).await?;
+        lock_order(&mut tx, member).await?;
         let Some((fleet, members)) = read_fleet(&mut tx, fleet_id).await? else {
             return Ok(false);
         };
@@ -956,7 +958,7 @@ impl Store {
         let served =
             sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = $1 AND last_seen >= $2 LIMIT 1")
                 .bind(&from.vendor)
-                .bind(super::DbTime(since))
+                .bind(DbTime(since))
                 .fetch_optional(&mut *tx)
                 .await
                 .context("looking for a host of the vendor")?

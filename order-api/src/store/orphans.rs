@@ -13,7 +13,8 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{Backend, DbTime, Store, json, optional_time, parameters, parse_json, time};
+use super::Store;
+use super::db::{Backend, DbTime, json, optional_time, parameters, parse_json, time};
 use crate::lifecycle::OrderStatus;
 
 /// What happens to orphans a sweep finds.

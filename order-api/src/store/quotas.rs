@@ -39,8 +39,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
+use super::Store;
 use super::db::{DbTime, on_postgres, parameters, read_committed};
-use super::{NewOrder, Store};
+use super::new_orders::NewOrder;
 use crate::lifecycle::OrderStatus;
 
 /// Statuses whose server exists or may come to exist (billed, or about to be): what counts

@@ -11,7 +11,8 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{DbTime, Store};
+use super::Store;
+use super::db::{DbTime, optional_time, parse_uuid, time};
 use crate::auth::{self, Caller};
 
 /// A token as `order-api tokens list` shows it (never the token itself).
@@ -77,11 +78,11 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok(TokenInfo {
-                    token_id: super::parse_uuid(row.try_get("token_id")?)?,
+                    token_id: parse_uuid(row.try_get("token_id")?)?,
                     tenant: row.try_get("tenant")?,
                     label: row.try_get("label")?,
-                    created_at: super::time(row, "created_at")?,
-                    revoked_at: super::optional_time(row, "revoked_at")?,
+                    created_at: time(row, "created_at")?,
+                    revoked_at: optional_time(row, "revoked_at")?,
                 })
             })
             .collect()

@@ -1,4 +1,5 @@
-//! What order-api knows of vendors beyond who serves them:
+//! The vendors hosts serve: which hosts serve each (announced and withdrawn by the hosts,
+//! in `vendor_hosts`), and beyond that:
 //! - vendors a host has a plugin for but cannot serve: the host's reason (a secret missing,
 //!   a plugin that does not load), one record per vendor and host. Admins see them in
 //!   `GET /v1/vendors`; they never make a vendor known to `POST /v1/orders` (only a host's
@@ -13,7 +14,8 @@ use provisioner_contract::{VendorAnnouncement, VendorCatalogue, VendorWithdrawal
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{DbTime, Store, time};
+use super::Store;
+use super::db::{DbTime, time};
 
 /// A vendor one host has a plugin for but does not serve (`GET /v1/vendors`, admins only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -29,6 +31,124 @@ pub struct UnavailableVendor {
     pub since: DateTime<Utc>,
     /// When the host last said so (hosts repeat it with every round of announcements).
     pub last_seen: DateTime<Utc>,
+}
+
+/// A vendor at least one host serves.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Vendor {
+    /// The vendor id orders use.
+    pub vendor: String,
+    /// A name for people (from the latest announcement).
+    pub display_name: String,
+    /// The plugin's version (from the latest announcement).
+    pub plugin_version: String,
+    /// The hosts that serve it, latest first.
+    pub hosts: Vec<VendorHost>,
+}
+
+/// One host serving a vendor.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct VendorHost {
+    /// The host's id.
+    pub host_id: String,
+    /// The plugin version that host runs.
+    pub plugin_version: String,
+    /// When it first announced the vendor.
+    pub first_seen: DateTime<Utc>,
+    /// When it last announced the vendor.
+    pub last_seen: DateTime<Utc>,
+}
+
+impl Store {
+    /// Records (or refreshes) that a host serves a vendor (and so that it is no longer
+    /// unavailable there).
+    pub async fn upsert_vendor(&self, announcement: &VendorAnnouncement) -> anyhow::Result<()> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        sqlx::query(
+            "INSERT INTO vendor_hosts (vendor, host_id, display_name, plugin_version, first_seen, last_seen, catalogue) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (vendor, host_id) DO UPDATE SET \
+             display_name = excluded.display_name, plugin_version = excluded.plugin_version, \
+             last_seen = excluded.last_seen, catalogue = excluded.catalogue",
+        )
+        .bind(&announcement.vendor)
+        .bind(&announcement.host_id)
+        .bind(&announcement.display_name)
+        .bind(&announcement.plugin_version)
+        .bind(DbTime(announcement.at))
+        .bind(DbTime(announcement.at))
+        .bind(catalogue_to_store(announcement))
+        .execute(&mut *tx)
+        .await
+        .context("recording a vendor")?;
+        clear_unavailable(&mut tx, &announcement.vendor, &announcement.host_id).await?;
+        tx.commit().await.context("committing a vendor")?;
+        Ok(())
+    }
+
+    /// Records that a host stopped serving a vendor; with a reason, that it has the
+    /// vendor's plugin but cannot serve it (listed to admins, see
+    /// [`Store::unavailable_vendors`]).
+    pub async fn withdraw_vendor(&self, withdrawal: &VendorWithdrawal) -> anyhow::Result<()> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        sqlx::query("DELETE FROM vendor_hosts WHERE vendor = $1 AND host_id = $2")
+            .bind(&withdrawal.vendor)
+            .bind(&withdrawal.host_id)
+            .execute(&mut *tx)
+            .await
+            .context("withdrawing a vendor")?;
+        match &withdrawal.unavailable {
+            Some(reason) => mark_unavailable(&mut tx, withdrawal, reason).await?,
+            None => clear_unavailable(&mut tx, &withdrawal.vendor, &withdrawal.host_id).await?,
+        }
+        tx.commit().await.context("committing a withdrawal")?;
+        Ok(())
+    }
+
+    /// Every vendor some host serves, by id.
+    pub async fn vendors(&self) -> anyhow::Result<Vec<Vendor>> {
+        let rows = sqlx::query("SELECT * FROM vendor_hosts ORDER BY vendor, last_seen DESC")
+            .fetch_all(&self.pool)
+            .await
+            .context("listing vendors")?;
+        let mut vendors: Vec<Vendor> = Vec::new();
+        for row in &rows {
+            let vendor: String = row.try_get("vendor")?;
+            let host = VendorHost {
+                host_id: row.try_get("host_id")?,
+                plugin_version: row.try_get("plugin_version")?,
+                first_seen: time(row, "first_seen")?,
+                last_seen: time(row, "last_seen")?,
+            };
+            match vendors.last_mut() {
+                Some(last) if last.vendor == vendor => last.hosts.push(host),
+                _ => vendors.push(Vendor {
+                    vendor,
+                    display_name: row.try_get("display_name")?,
+                    plugin_version: host.plugin_version.clone(),
+                    hosts: vec![host],
+                }),
+            }
+        }
+        Ok(vendors)
+    }
+
+    /// Whether a host has announced `vendor`.
+    pub async fn vendor_known(&self, vendor: &str) -> anyhow::Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = $1")
+            .bind(vendor)
+            .fetch_optional(&self.pool)
+            .await
+            .context("looking up a vendor")?
+            .is_some())
+    }
 }
 
 impl Store {

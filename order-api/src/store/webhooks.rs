@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{DbTime, OrderEvent, Store, insert_event, lock_order, parse_status, parse_uuid};
+use super::Store;
+use super::db::{DbTime, parse_status, parse_uuid, time};
+use super::orders::{OrderEvent, order_from_row};
+use super::transitions::{insert_event, lock_order};
 use crate::lifecycle::OrderStatus;
 
 /// A webhook call waiting for its next attempt.
@@ -90,7 +93,7 @@ impl Store {
                     url: row.try_get("url")?,
                     payload: row.try_get("payload")?,
                     attempts: row.try_get::<i64, _>("attempts")? as u32,
-                    next_attempt_at: super::time(row, "next_attempt_at")?,
+                    next_attempt_at: time(row, "next_attempt_at")?,
                 })
             })
             .collect()
@@ -241,7 +244,7 @@ async fn queue_call(
         .await
         .context("reading the order for its webhook")?;
     let Some(row) = row else { return Ok(false) };
-    let order = super::order_from_row(&row)?;
+    let order = order_from_row(&row)?;
     let Some(url) = order.webhook_url.clone() else {
         return Ok(false);
     };

@@ -1,0 +1,340 @@
+//! New orders, committed in groups: [`Store::insert_order`] queues an order for the one
+//! writer task ([`commit_new_orders`]), which commits every order waiting (up to
+//! [`NEW_ORDERS_PER_COMMIT`]) in one transaction, with their first events, creation requests,
+//! idempotency keys and quota checks; the orders that arrive while a commit is on disk share
+//! the next. Also the idempotency keys' lookup.
+
+use anyhow::Context;
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+use super::Store;
+use super::db::{self, DbTime, json, parse_uuid, value_rows};
+use super::orders::{Order, OrderEvent};
+use super::outbox::OutboxMessage;
+use super::quotas::{self, QuotaExceeded};
+use crate::lifecycle::OrderStatus;
+
+/// Most orders committed in one transaction.
+pub(super) const NEW_ORDERS_PER_COMMIT: usize = 256;
+
+/// A new order waiting for its commit, and who waits for the outcome.
+pub(super) struct NewOrder {
+    pub(super) order: Order,
+    /// An order for several servers: one member order per server (see [`super::fleets`]).
+    members: Vec<Order>,
+    /// Its creation requests: one, or one per member.
+    outbox: Vec<OutboxMessage>,
+    idempotency: Option<IdempotencyKey>,
+    committed: tokio::sync::oneshot::Sender<anyhow::Result<Inserted>>,
+}
+
+/// A client's `Idempotency-Key` with the digest of the request it came with (keys are per
+/// tenant: the order's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key as the client sent it.
+    pub key: String,
+    /// SHA-256 of the request, hex.
+    pub request_sha256: String,
+}
+
+/// What became of a new order.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Recorded, with its first event.
+    New(Vec<OrderEvent>),
+    /// Not recorded: its idempotency key already names an order.
+    KeyTaken,
+    /// Not recorded: it would pass one of its tenant's quotas.
+    OverQuota(QuotaExceeded),
+}
+
+/// The order an idempotency key names.
+#[derive(Debug, Clone)]
+pub struct KeyedOrder {
+    /// The order's id.
+    pub order_id: Uuid,
+    /// SHA-256 of the request that created it, hex.
+    pub request_sha256: String,
+}
+
+impl Store {
+    /// Records a new order and its creation request (and its idempotency key, unless the key
+    /// names an order already), committed, with whatever other new orders arrived meanwhile,
+    /// before it returns.
+    /// An order for several servers comes with its `members` (see [`super::fleets`]) and one
+    /// request in `outbox` per member.
+    pub async fn insert_order(
+        &self,
+        order: &Order,
+        members: &[Order],
+        outbox: &[OutboxMessage],
+        idempotency: Option<&IdempotencyKey>,
+    ) -> anyhow::Result<Inserted> {
+        let (committed, outcome) = tokio::sync::oneshot::channel();
+        let new = NewOrder {
+            order: order.clone(),
+            members: members.to_vec(),
+            outbox: outbox.to_vec(),
+            idempotency: idempotency.cloned(),
+            committed,
+        };
+        self.new_orders
+            .send(new)
+            .await
+            .map_err(|_| anyhow::anyhow!("the order writer has stopped"))?;
+        let inserted = outcome
+            .await
+            .context("the order writer dropped an order")??;
+        if matches!(inserted, Inserted::New(_)) {
+            self.order_made(order.id);
+        }
+        Ok(inserted)
+    }
+
+    /// The order a tenant's idempotency key names, if any.
+    pub async fn keyed_order(&self, tenant: &str, key: &str) -> anyhow::Result<Option<KeyedOrder>> {
+        let row = sqlx::query(
+            "SELECT order_id, request_sha256 FROM idempotency_keys WHERE tenant = $1 AND key = $2",
+        )
+        .bind(tenant)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking up an idempotency key")?;
+        row.map(|row| {
+            let order_id: String = row.try_get("order_id")?;
+            Ok(KeyedOrder {
+                order_id: Uuid::parse_str(&order_id).context("an idempotency key's order id")?,
+                request_sha256: row.try_get("request_sha256")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+/// Commits the new orders [`Store::insert_order`] queues: all that are waiting (up to
+/// [`NEW_ORDERS_PER_COMMIT`]) in one transaction. When a group fails, each of its orders is
+/// tried alone, so one bad order fails only its own request.
+pub(super) async fn commit_new_orders(
+    writer: AnyPool,
+    mut queue: tokio::sync::mpsc::Receiver<NewOrder>,
+) {
+    let mut group = Vec::with_capacity(NEW_ORDERS_PER_COMMIT);
+    while queue.recv_many(&mut group, NEW_ORDERS_PER_COMMIT).await > 0 {
+        match insert_orders(&writer, &group).await {
+            Ok(outcomes) => {
+                for (new, answer) in group.drain(..).zip(outcomes) {
+                    let _ = new.committed.send(Ok(answer));
+                }
+            }
+            Err(error) if group.len() == 1 => {
+                if let Some(new) = group.pop() {
+                    let _ = new.committed.send(Err(error));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    orders = group.len(),
+                    "committing a group of new orders failed ({error:#}); committing each alone"
+                );
+                for new in group.drain(..) {
+                    let alone = insert_orders(&writer, std::slice::from_ref(&new)).await;
+                    let answer = alone.map(|mut outcomes| outcomes.remove(0));
+                    let _ = new.committed.send(answer);
+                }
+            }
+        }
+    }
+}
+
+/// The first event of every order.
+fn accepted_event(order: &Order) -> OrderEvent {
+    let message = match order.count {
+        1 => "order accepted".to_string(),
+        count => format!("order accepted: {count} servers"),
+    };
+    OrderEvent {
+        at: order.created_at,
+        status: OrderStatus::Pending,
+        message,
+        attempt: None,
+    }
+}
+
+/// Inserts `orders` with their first events and outbox rows in one transaction, a statement
+/// per table for the whole group (a database server's round trips, not its work, would bound
+/// the rate otherwise); for each, what became of it: inserted, not inserted because its
+/// idempotency key names an order already (maybe one earlier in the same group), or refused
+/// by its tenant's quota ([`quotas::check_new_orders`]). The keys go in key order: two
+/// instances committing groups with the same keys take them in the same order, and never
+/// deadlock on them; the tenants' quota locks come after all keys, in tenant order. The
+/// first events need no order lock ([`super::transitions::lock_order`]): no other
+/// transaction sees a new order before this one commits.
+async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<Vec<Inserted>> {
+    let mut tx = writer.begin().await.context("starting a transaction")?;
+    // The quota check must see what committed while this transaction waited for the
+    // tenant's lock.
+    db::read_committed(&mut tx).await?;
+    let mut keyed: Vec<(&Order, &IdempotencyKey)> = orders
+        .iter()
+        .filter_map(|new| Some((&new.order, new.idempotency.as_ref()?)))
+        .collect();
+    keyed.sort_by(|(a, a_key), (b, b_key)| (&a.tenant, &a_key.key).cmp(&(&b.tenant, &b_key.key)));
+    let mut claimed = std::collections::HashSet::new();
+    if !keyed.is_empty() {
+        let sql = format!(
+            "INSERT INTO idempotency_keys (tenant, key, request_sha256, order_id, created_at) \
+             VALUES {} ON CONFLICT (tenant, key) DO NOTHING RETURNING order_id",
+            value_rows(5, keyed.len())
+        );
+        let mut statement = sqlx::query(&sql);
+        for (order, key) in &keyed {
+            statement = statement
+                .bind(&order.tenant)
+                .bind(&key.key)
+                .bind(&key.request_sha256)
+                .bind(order.id.to_string())
+                .bind(DbTime(order.created_at));
+        }
+        let rows = statement
+            .fetch_all(&mut *tx)
+            .await
+            .context("recording the idempotency keys")?;
+        for row in rows {
+            claimed.insert(parse_uuid(row.try_get("order_id")?)?);
+        }
+    }
+    let unseen: Vec<&NewOrder> = orders
+        .iter()
+        .filter(|new| new.idempotency.is_none() || claimed.contains(&new.order.id))
+        .collect();
+    let mut verdicts = quotas::check_new_orders(&mut tx, &unseen)
+        .await?
+        .into_iter();
+    let mut outcomes = Vec::with_capacity(orders.len());
+    let mut new: Vec<&NewOrder> = Vec::with_capacity(orders.len());
+    // Keys freed below, by tenant and key: a request with the same key later in this group
+    // lost the key to an order that is not made, and is refused as that one was (its
+    // replay would find no order).
+    let mut freed: std::collections::HashMap<(&str, &str), QuotaExceeded> =
+        std::collections::HashMap::new();
+    for order in orders {
+        if let Some(key) = &order.idempotency
+            && !claimed.contains(&order.order.id)
+        {
+            match freed.get(&(order.order.tenant.as_str(), key.key.as_str())) {
+                Some(over) => outcomes.push(Inserted::OverQuota(over.clone())),
+                None => outcomes.push(Inserted::KeyTaken),
+            }
+        } else if let Some(over) = verdicts.next().flatten() {
+            if let Some(key) = &order.idempotency {
+                freed.insert((&order.order.tenant, &key.key), over.clone());
+                // The key is free again: a retry after usage fell may make the order.
+                sqlx::query("DELETE FROM idempotency_keys WHERE tenant = $1 AND key = $2")
+                    .bind(&order.order.tenant)
+                    .bind(&key.key)
+                    .execute(&mut *tx)
+                    .await
+                    .context("freeing the key of an order over quota")?;
+            }
+            outcomes.push(Inserted::OverQuota(over));
+        } else {
+            outcomes.push(Inserted::New(vec![accepted_event(&order.order)]));
+            new.push(order);
+        }
+    }
+    if new.is_empty() {
+        tx.commit().await.context("committing new orders")?;
+        return Ok(outcomes);
+    }
+    // The orders and their members, each with its fleet: (order, fleet id, fleet size).
+    let rows: Vec<(&Order, Option<Uuid>, Option<u32>)> = new
+        .iter()
+        .flat_map(|new| {
+            let fleet_size = (!new.members.is_empty()).then_some(new.order.count);
+            std::iter::once((&new.order, None, fleet_size)).chain(
+                new.members
+                    .iter()
+                    .map(|member| (member, Some(new.order.id), None)),
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
+         user_data, labels, created_at, updated_at, webhook_url, fleet_id, fleet_size, \
+         all_or_nothing, placement) VALUES {}",
+        value_rows(18, rows.len())
+    );
+    let mut statement = sqlx::query(&sql);
+    for (order, fleet_id, fleet_size) in &rows {
+        statement = statement
+            .bind(order.id.to_string())
+            .bind(&order.tenant)
+            .bind(order.status.as_str())
+            .bind(&order.vendor)
+            .bind(&order.spec.region)
+            .bind(&order.spec.size)
+            .bind(&order.spec.image)
+            .bind(&order.spec.name)
+            .bind(json(&order.spec.ssh_keys))
+            .bind(&order.spec.user_data)
+            .bind(json(&order.spec.labels))
+            .bind(DbTime(order.created_at))
+            .bind(DbTime(order.updated_at))
+            .bind(&order.webhook_url)
+            .bind(fleet_id.map(|id| id.to_string()))
+            .bind(fleet_size.map(i64::from))
+            .bind(i64::from(order.all_or_nothing))
+            .bind(order.placement.as_ref().map(json));
+    }
+    statement
+        .execute(&mut *tx)
+        .await
+        .context("inserting the orders")?;
+    let sql = format!(
+        "INSERT INTO order_events (order_id, seq, at, status, message) VALUES {}",
+        value_rows(5, rows.len())
+    );
+    let mut statement = sqlx::query(&sql);
+    for (order, _, _) in &rows {
+        let event = accepted_event(order);
+        statement = statement
+            .bind(order.id.to_string())
+            .bind(1_i64) // its first event
+            .bind(DbTime(event.at))
+            .bind(event.status.as_str())
+            .bind(event.message);
+    }
+    statement
+        .execute(&mut *tx)
+        .await
+        .context("recording the orders' first events")?;
+    let outbox: Vec<(&Order, &OutboxMessage)> = new
+        .iter()
+        .flat_map(|new| new.outbox.iter().map(|message| (&new.order, message)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, created_at, \
+         next_attempt_at) VALUES {}",
+        value_rows(7, outbox.len())
+    );
+    let mut statement = sqlx::query(&sql);
+    for (order, outbox) in &outbox {
+        statement = statement
+            .bind(outbox.message_id.to_string())
+            .bind(outbox.order_id.to_string())
+            .bind(&outbox.routing_key)
+            .bind(&outbox.body)
+            .bind(&outbox.traceparent)
+            .bind(DbTime(order.created_at))
+            .bind(DbTime(order.created_at));
+    }
+    statement
+        .execute(&mut *tx)
+        .await
+        .context("inserting the creation requests")?;
+    tx.commit().await.context("committing new orders")?;
+    Ok(outcomes)
+}

@@ -1,0 +1,253 @@
+//! The outbox: the requests for hosts, written in the transaction that decides them and
+//! published by the relay ([`crate::relay`]) with confirms: the due messages (claimed on
+//! PostgreSQL), those the broker confirmed, those to retry.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::Store;
+use super::db::{Backend, DbTime, parameters, parse_uuid, time};
+use super::fleets;
+use super::orders::OrderEvent;
+use super::transitions::{compare_and_set, insert_event, lock_order};
+use crate::lifecycle::{self, OrderStatus};
+
+/// How long the relay's claim on outbox messages lasts (PostgreSQL): a relay that dies
+/// mid-publish leaves its messages to another instance after this.
+pub const OUTBOX_CLAIM: Duration = Duration::from_secs(30);
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    /// Its AMQP message id.
+    pub message_id: Uuid,
+    /// The order it is about.
+    pub order_id: Uuid,
+    /// Where it goes.
+    pub routing_key: String,
+    /// Its JSON body.
+    pub body: Vec<u8>,
+    /// W3C trace context.
+    pub traceparent: Option<String>,
+    /// How many publishes failed so far.
+    pub attempts: u32,
+}
+
+impl Store {
+    /// Outbox messages due for (another) publish, oldest first. On PostgreSQL, where other
+    /// order-api instances share the outbox, they are claimed for [`OUTBOX_CLAIM`] (not due
+    /// again meanwhile), so each message goes out from one instance; a publish that outlives
+    /// its claim may go out twice, which the host tolerates (a creation request is
+    /// idempotent). The claim skips rows another transaction holds and waits for no lock, so
+    /// it never deadlocks with the order transactions. On SQLite only one instance runs:
+    /// nothing to claim.
+    pub async fn due_outbox(&self, limit: u32) -> anyhow::Result<Vec<OutboxMessage>> {
+        let now = Utc::now();
+        let rows = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query(
+                    "SELECT message_id, order_id, routing_key, body, traceparent, attempts, \
+                     created_at FROM outbox WHERE next_attempt_at <= $1 \
+                     ORDER BY created_at, message_id LIMIT $2",
+                )
+                .bind(DbTime(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+            Backend::Postgres => {
+                let claimed_until =
+                    now + chrono::Duration::from_std(OUTBOX_CLAIM).unwrap_or_default();
+                sqlx::query(
+                    "UPDATE outbox SET next_attempt_at = $1 WHERE message_id IN \
+                     (SELECT message_id FROM outbox WHERE next_attempt_at <= $2 \
+                     ORDER BY created_at, message_id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     RETURNING message_id, order_id, routing_key, body, traceparent, attempts, \
+                     created_at",
+                )
+                .bind(DbTime(claimed_until))
+                .bind(DbTime(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.writer)
+                .await
+            }
+        }
+        .context("reading the outbox")?;
+        let mut due = rows
+            .iter()
+            .map(|row| {
+                let message = OutboxMessage {
+                    message_id: parse_uuid(row.try_get("message_id")?)?,
+                    order_id: parse_uuid(row.try_get("order_id")?)?,
+                    routing_key: row.try_get("routing_key")?,
+                    body: row.try_get("body")?,
+                    traceparent: row.try_get("traceparent")?,
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                };
+                Ok((time(row, "created_at")?, message))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        due.sort_by_key(|(created_at, message)| (*created_at, message.message_id));
+        Ok(due.into_iter().map(|(_, message)| message).collect())
+    }
+
+    /// The broker confirmed these messages: drop them from the outbox and mark their orders
+    /// `queued` (unless a host event already moved them further).
+    pub async fn mark_published(&self, messages: &[OutboxMessage]) -> anyhow::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        // Orders in lock order, all locked before their outbox rows: the order every
+        // transaction keeps.
+        let mut in_lock_order: Vec<&OutboxMessage> = messages.iter().collect();
+        in_lock_order.sort_by_key(|message| fleets::lock_rank(message.order_id));
+        for message in &in_lock_order {
+            lock_order(&mut tx, message.order_id).await?;
+        }
+        // One statement for the batch's outbox rows (not kept prepared: its text varies with
+        // the batch's size, and would push the steady statements out of the cache).
+        let ids = parameters(1, messages.len());
+        let sql = format!("DELETE FROM outbox WHERE message_id IN ({ids})");
+        let mut delete = sqlx::query(&sql).persistent(false);
+        for message in messages {
+            delete = delete.bind(message.message_id.to_string());
+        }
+        delete
+            .execute(&mut *tx)
+            .await
+            .context("removing published outbox messages")?;
+        for message in in_lock_order {
+            let moved =
+                compare_and_set(&mut tx, message.order_id, lifecycle::PUBLISHED, None, None)
+                    .await?;
+            if moved {
+                let event = OrderEvent {
+                    at: now,
+                    status: OrderStatus::Queued,
+                    message: format!("creation request published ({})", message.routing_key),
+                    attempt: None,
+                };
+                insert_event(&mut tx, message.order_id, &event).await?;
+            }
+        }
+        tx.commit().await.context("committing published messages")?;
+        self.events_committed(messages.iter().map(|message| message.order_id));
+        Ok(())
+    }
+
+    /// Makes `messages` due again now: the relay read (on PostgreSQL, claimed) them but could
+    /// not publish them, its channel broke.
+    pub async fn release(&self, messages: &[OutboxMessage]) -> anyhow::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let ids = parameters(2, messages.len());
+        let sql = format!("UPDATE outbox SET next_attempt_at = $1 WHERE message_id IN ({ids})");
+        let mut statement = sqlx::query(&sql).bind(DbTime(Utc::now()));
+        for message in messages {
+            statement = statement.bind(message.message_id.to_string());
+        }
+        statement
+            .execute(&self.writer)
+            .await
+            .context("releasing unpublished outbox messages")?;
+        Ok(())
+    }
+
+    /// A publish failed: try again after `retry_in`. The first failure is written to the
+    /// order's event log so the user sees why it waits.
+    pub async fn publish_failed(
+        &self,
+        message: &OutboxMessage,
+        error: &str,
+        retry_in: Duration,
+    ) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let next = now + chrono::Duration::from_std(retry_in).unwrap_or_default();
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        lock_order(&mut tx, message.order_id).await?;
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 \
+             WHERE message_id = $3",
+        )
+        .bind(DbTime(next))
+        .bind(error)
+        .bind(message.message_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .context("rescheduling an outbox message")?;
+        if message.attempts == 0 {
+            // The event carries the order's status as it is (pending for a create, deleting
+            // for a delete).
+            sqlx::query(
+                "INSERT INTO order_events (order_id, seq, at, status, message, attempt) \
+                 SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_events \
+                 WHERE order_id = orders.id), $1, status, $2, NULL FROM orders WHERE id = $3",
+            )
+            .bind(DbTime(now))
+            .bind(format!(
+                "publishing the request ({}) failed, will retry: {error}",
+                message.routing_key
+            ))
+            .bind(message.order_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("recording a publish failure")?;
+        }
+        tx.commit().await.context("committing the retry")?;
+        if message.attempts == 0 {
+            self.events_committed([message.order_id]);
+        }
+        Ok(())
+    }
+}
+
+/// Drops what the order still had waiting in the outbox (a user's change supersedes it).
+pub(super) async fn drop_unpublished(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM outbox WHERE order_id = $1")
+        .bind(order_id.to_string())
+        .execute(&mut **tx)
+        .await
+        .context("dropping the order's unpublished requests")?;
+    Ok(())
+}
+
+/// Queues `outbox` in the transaction, due now.
+pub(super) async fn insert_outbox(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    outbox: &OutboxMessage,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, \
+         created_at, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+    )
+    .bind(outbox.message_id.to_string())
+    .bind(outbox.order_id.to_string())
+    .bind(&outbox.routing_key)
+    .bind(&outbox.body)
+    .bind(&outbox.traceparent)
+    .bind(DbTime(now))
+    .bind(DbTime(now))
+    .execute(&mut **tx)
+    .await
+    .context("inserting the outbox message")?;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! What every change of an order is made of: the order's row lock, taken first
+//! ([`lock_order`]); the compare-and-set of its status along a [`Transition`]
+//! ([`compare_and_set`]); the line in its event log, numbered under that lock
+//! ([`insert_event`]).
+
+use anyhow::Context;
+use chrono::Utc;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::Store;
+use super::db::{self, DbTime, parameters};
+use super::fleets;
+use super::orders::OrderEvent;
+use crate::lifecycle::Transition;
+
+impl Store {
+    /// A transaction holding `order_id`'s lock in which it moved along `step`; `None` (and
+    /// nothing changed) when it was not in one of the step's sources.
+    pub(super) async fn begin_change(
+        &self,
+        order_id: Uuid,
+        step: Transition,
+    ) -> anyhow::Result<Option<sqlx::Transaction<'static, sqlx::Any>>> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .context("starting a transaction")?;
+        lock_order(&mut tx, order_id).await?;
+        let moved = compare_and_set(&mut tx, order_id, step, None, None).await?;
+        Ok(moved.then_some(tx))
+    }
+}
+
+/// Moves an order along `step` if it is in one of the step's sources; `server` replaces
+/// the recorded server when given, `fault` is set (or cleared when `None`). Whether it moved.
+pub(super) async fn compare_and_set(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+    step: Transition,
+    server: Option<String>,
+    fault: Option<String>,
+) -> anyhow::Result<bool> {
+    Ok(move_order(tx, order_id, step, server, fault)
+        .await?
+        .is_some())
+}
+
+/// An order [`move_order`] moved.
+pub(super) struct MovedOrder {
+    /// Whether it has a webhook URL (a settled status then queues a call).
+    pub has_webhook: bool,
+}
+
+/// [`compare_and_set`], answering what the applied result needs to know of the moved order
+/// in the same statement (`None` when it did not move).
+pub(super) async fn move_order(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+    step: Transition,
+    server: Option<String>,
+    fault: Option<String>,
+) -> anyhow::Result<Option<MovedOrder>> {
+    if step.sources.is_empty() {
+        // A step no status takes by itself (`IN ()` is no SQL on PostgreSQL).
+        return Ok(None);
+    }
+    let sources = parameters(6, step.sources.len());
+    let sql = format!(
+        "UPDATE orders SET status = $1, server = COALESCE($2, server), fault = $3, \
+         updated_at = $4 WHERE id = $5 AND status IN ({sources}) RETURNING webhook_url"
+    );
+    let mut statement = sqlx::query(&sql)
+        .bind(step.target.as_str())
+        .bind(server)
+        .bind(fault)
+        .bind(DbTime(Utc::now()))
+        .bind(order_id.to_string());
+    for source in step.sources {
+        statement = statement.bind(source.as_str());
+    }
+    let moved = statement
+        .fetch_optional(&mut **tx)
+        .await
+        .with_context(|| format!("moving order {order_id} to {}", step.target))?;
+    moved
+        .map(|row| {
+            let url: Option<String> = row.try_get("webhook_url")?;
+            Ok(MovedOrder {
+                has_webhook: url.is_some(),
+            })
+        })
+        .transpose()
+}
+
+/// Takes the order's row lock for the rest of the transaction, on PostgreSQL (SQLite has one
+/// writer at a time: nothing to lock). Whatever writes an order's events holds it, so one
+/// order's events take their numbers one after another and commit in that order: a live
+/// stream reading "events after n" cannot see n + 1 before n. Every transaction that changes an order takes it first, before
+/// anything else it locks, so the lock order is the same everywhere (order row, then its
+/// outbox and webhook rows) and two instances never deadlock on an order.
+pub(super) async fn lock_order(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+) -> anyhow::Result<()> {
+    if !db::on_postgres(tx) {
+        return Ok(());
+    }
+    // A member's fleet first (see `fleets`): whoever changes a member changes its fleet.
+    if let Some((fleet, _)) = fleets::fleet_of(order_id) {
+        sqlx::query("SELECT id FROM orders WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(fleet.to_string())
+            .execute(&mut **tx)
+            .await
+            .with_context(|| format!("locking fleet {fleet}"))?;
+    }
+    // NO KEY UPDATE: what an UPDATE of the row takes, so a compare-and-set after it needs
+    // nothing more, and the foreign-key checks of inserts that name the order (KEY SHARE)
+    // do not wait for it.
+    sqlx::query("SELECT id FROM orders WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(order_id.to_string())
+        .execute(&mut **tx)
+        .await
+        .with_context(|| format!("locking order {order_id}"))?;
+    Ok(())
+}
+
+/// Appends to the order's event log; for a member of a fleet, also mirrors it into the
+/// fleet's log and sums the fleet up again ([`fleets::member_changed`]). The transaction holds
+/// the order's row lock already ([`lock_order`], taken first by every transaction that
+/// changes an order).
+pub(super) async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+    event: &OrderEvent,
+) -> anyhow::Result<()> {
+    insert_own_event(tx, order_id, event).await?;
+    fleets::member_changed(tx, order_id, event).await
+}
+
+/// Appends to the order's own event log only.
+pub(super) async fn insert_own_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+    event: &OrderEvent,
+) -> anyhow::Result<()> {
+    // Its number is one more than the order's last event's (safe under the order's lock).
+    sqlx::query(
+        "INSERT INTO order_events (order_id, seq, at, status, message, attempt) VALUES ($1, \
+         (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_events WHERE order_id = $6), \
+         $2, $3, $4, $5)",
+    )
+    .bind(order_id.to_string())
+    .bind(DbTime(event.at))
+    .bind(event.status.as_str())
+    .bind(&event.message)
+    .bind(event.attempt.map(i64::from))
+    .bind(order_id.to_string())
+    .execute(&mut **tx)
+    .await
+    .context("recording an order event")?;
+    Ok(())
+}
