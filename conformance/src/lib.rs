@@ -24,7 +24,12 @@
 //!   what each could read of the other's cache.
 //! - [`catalogue`]: `contract.catalogue`, the plugin's `catalogue` answer held against its
 //!   own `validate`.
-//! - [`suites`]: the checks: `contract`, `sandbox`, `faults`, `lifecycle`, `idempotency`.
+//! - [`suites`]: running the checks, and what the suites share (recording checks, showing
+//!   calls in details, faults armed around a call, the vendor's count of a key's servers,
+//!   the deletes and clean-up check that end a run); one file per suite below it:
+//!   `suites/contract.rs` (with `contract.world`, the load every run begins with),
+//!   `suites/sandbox.rs`, `suites/faults.rs`, `suites/lifecycle.rs` (with `inputs`),
+//!   `suites/idempotency.rs`.
 //! - [`cleanup`]: the clean-up that ends every run that made servers, and its leftovers.
 
 pub mod catalogue;
