@@ -318,10 +318,38 @@ pub enum ComputeFault {
     SkuNotAvailable,
 }
 
+/// What Azure's routes hold: the simulator, and Azure's own store (made once in
+/// [`crate::app`], shared by [`router`], [`control_router`] and the simulator's
+/// `POST /_sim/servers`). It derefs to the simulator, whose servers and faults every vendor
+/// shares.
+#[derive(Debug, Clone)]
+pub struct AzureState {
+    sim: Arc<SimState>,
+    azure: Arc<AzureStore>,
+}
+
+impl AzureState {
+    /// Azure at `sim`, with no app, resource group or resource yet.
+    pub fn new(sim: Arc<SimState>) -> Self {
+        Self {
+            sim,
+            azure: Arc::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for AzureState {
+    type Target = SimState;
+
+    fn deref(&self) -> &SimState {
+        &self.sim
+    }
+}
+
 /// Azure's own state: apps, tokens, resource groups, resources, operations. The VMs'
 /// servers are the shared [`SimServer`]s.
 #[derive(Debug, Default)]
-pub struct AzureStore {
+struct AzureStore {
     inner: Mutex<Store>,
 }
 
@@ -363,7 +391,7 @@ struct Caller {
 // Routers
 
 /// `/azure/...`: the identity platform and ARM.
-pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
+pub fn router(state: AzureState) -> Router<Arc<SimState>> {
     let arm = Router::new()
         .route("/subscriptions/{*rest}", any(arm))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -375,11 +403,11 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(openid_configuration),
         );
-    faults::with_faults(api, &state, Vendor::Azure, render_fault)
+    faults::with_faults(api, &state.sim, Vendor::Azure, render_fault).with_state(state)
 }
 
 /// `/_sim/azure/...`: app registrations, Compute-specific faults, the resource census.
-pub fn control_router() -> Router<Arc<SimState>> {
+pub fn control_router(state: AzureState) -> Router<Arc<SimState>> {
     Router::new()
         .route("/apps", post(register_app))
         .route("/resources", get(census))
@@ -389,6 +417,7 @@ pub fn control_router() -> Router<Arc<SimState>> {
                 .post(arm_compute_fault)
                 .delete(clear_compute_faults),
         )
+        .with_state(state)
 }
 
 async fn request_ids(mut response: Response) -> Response {
@@ -563,7 +592,7 @@ fn unprocessable(message: impl Into<String>) -> Response {
 }
 
 async fn register_app(
-    State(state): State<Arc<SimState>>,
+    State(state): State<AzureState>,
     body: Result<Json<RegisterApp>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let request = match body {
@@ -675,7 +704,7 @@ fn tenant_known(store: &Store, tenant: &str) -> bool {
 }
 
 async fn openid_configuration(
-    State(state): State<Arc<SimState>>,
+    State(state): State<AzureState>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -740,7 +769,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 
 /// `POST /azure/{tenant}/oauth2/v2.0/token`: the client-credentials grant.
 async fn token(
-    State(state): State<Arc<SimState>>,
+    State(state): State<AzureState>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -903,7 +932,7 @@ async fn token(
 
 /// Resolves the bearer token to its app; the handler gets the [`Caller`].
 async fn authenticate(
-    State(state): State<Arc<SimState>>,
+    State(state): State<AzureState>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -951,7 +980,7 @@ async fn authenticate(
 // Compute-specific faults and the census
 
 async fn arm_compute_fault(
-    State(state): State<Arc<SimState>>,
+    State(state): State<AzureState>,
     body: Result<
         Json<faults::ArmVendorFault<ComputeFault>>,
         axum::extract::rejection::JsonRejection,
@@ -960,11 +989,11 @@ async fn arm_compute_fault(
     faults::arm_vendor_faults(&mut state.azure.lock().faults, body)
 }
 
-async fn list_compute_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
+async fn list_compute_faults(State(state): State<AzureState>) -> Json<Value> {
     Json(json!({"faults": state.azure.lock().faults}))
 }
 
-async fn clear_compute_faults(State(state): State<Arc<SimState>>) -> StatusCode {
+async fn clear_compute_faults(State(state): State<AzureState>) -> StatusCode {
     state.azure.lock().faults.clear();
     StatusCode::NO_CONTENT
 }
@@ -1001,7 +1030,7 @@ pub struct CensusEntry {
     pub tags: Map<String, Value>,
 }
 
-async fn census(State(state): State<Arc<SimState>>) -> Json<Value> {
+async fn census(State(state): State<AzureState>) -> Json<Value> {
     sweep(&state);
     let now = Utc::now();
     let store = state.azure.lock();
@@ -1391,7 +1420,7 @@ fn instance_view(resource: &Resource, now: DateTime<Utc>) -> Value {
 }
 
 /// Removes what finished deleting, with what goes with it.
-fn sweep(state: &SimState) {
+fn sweep(state: &AzureState) {
     let now = Utc::now();
     let mut store = state.azure.lock();
     let done: Vec<String> = store
@@ -1470,7 +1499,7 @@ fn valid_api_version(version: &str) -> bool {
 
 /// `/azure/subscriptions/{*rest}`: every ARM request, dispatched on its path segments.
 async fn arm(
-    State(state): State<Arc<SimState>>,
+    State(state): State<AzureState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(rest): Path<String>,
     OriginalUri(original): OriginalUri,
@@ -1640,7 +1669,7 @@ fn group_not_found(name: &str) -> Response {
 }
 
 /// The resource group's name as it was created.
-fn find_group(state: &SimState, subscription: &str, name: &str) -> Result<String, Refusal> {
+fn find_group(state: &AzureState, subscription: &str, name: &str) -> Result<String, Refusal> {
     state
         .azure
         .lock()
@@ -1755,7 +1784,7 @@ fn parse_location(body: &Map<String, Value>) -> Result<String, Refusal> {
 
 /// `PUT|GET|HEAD /subscriptions/{sub}/resourcegroups/{rg}`.
 fn resource_group(
-    state: &SimState,
+    state: &AzureState,
     request: &ArmRequest,
     subscription: &str,
     name: &str,
@@ -1841,7 +1870,7 @@ fn not_found(kind: Kind, name: &str, group: &str) -> Response {
 
 /// `PUT|GET|DELETE .../providers/{type}/{name}`.
 fn resource(
-    state: &SimState,
+    state: &AzureState,
     request: &ArmRequest,
     subscription: &str,
     group: &str,
@@ -1871,7 +1900,7 @@ fn resource(
     }
 }
 
-fn vm_instance_view(state: &SimState, subscription: &str, group: &str, name: &str) -> Response {
+fn vm_instance_view(state: &AzureState, subscription: &str, group: &str, name: &str) -> Response {
     let id = resource_id(subscription, group, Kind::Vm, name).to_lowercase();
     let store = state.azure.lock();
     match store.resources.get(&id) {
@@ -1881,7 +1910,7 @@ fn vm_instance_view(state: &SimState, subscription: &str, group: &str, name: &st
 }
 
 fn get_subnet(
-    state: &SimState,
+    state: &AzureState,
     subscription: &str,
     group: &str,
     vnet: &str,
@@ -1989,13 +2018,13 @@ fn new_operation(
     (id, operation)
 }
 
-fn durations(state: &SimState, kind: Kind) -> chrono::Duration {
+fn durations(state: &AzureState, kind: Kind) -> chrono::Duration {
     let boot = state.config.boot_delay;
     let takes = if kind == Kind::Vm { boot } else { boot / 4 };
     chrono::Duration::from_std(takes).unwrap_or_default()
 }
 
-fn delete_resource(state: &SimState, request: &ArmRequest, kind: Kind, id: &str) -> Response {
+fn delete_resource(state: &AzureState, request: &ArmRequest, kind: Kind, id: &str) -> Response {
     let now = Utc::now();
     let mut store = state.azure.lock();
     let Some(resource) = store.resources.get(id).cloned() else {
@@ -2101,7 +2130,7 @@ struct Put {
 }
 
 fn put_resource(
-    state: &SimState,
+    state: &AzureState,
     request: &ArmRequest,
     subscription: &str,
     group: &str,
@@ -3083,7 +3112,7 @@ fn list_body(items: Vec<Value>, next: Option<String>) -> Response {
 }
 
 fn list_kind(
-    state: &SimState,
+    state: &AzureState,
     request: &ArmRequest,
     subscription: &str,
     group: Option<&str>,
@@ -3215,7 +3244,7 @@ fn matches_filter(resource: &Resource, terms: &[FilterTerm]) -> bool {
 
 /// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/resources`: ARM's generic list.
 fn list_generic(
-    state: &SimState,
+    state: &AzureState,
     request: &ArmRequest,
     subscription: &str,
     group: Option<&str>,
@@ -3281,7 +3310,7 @@ fn list_generic(
 /// `GET .../locations/{loc}/operations/{id}` (`result: false`) and
 /// `.../operationResults/{id}` (`result: true`).
 fn operation_status(
-    state: &SimState,
+    state: &AzureState,
     request: &ArmRequest,
     namespace: &str,
     id: &str,
@@ -3352,7 +3381,7 @@ fn operation_status(
 /// Makes a running VM with its NIC and public IP (all deleted with it) the way another tool
 /// would, for `POST /_sim/servers`: in the first registered app's subscription and resource
 /// group (made if missing), else in [`SEED_SUBSCRIPTION`] / [`SEED_RESOURCE_GROUP`].
-pub fn seed_vm(state: &SimState, mut spec: NewServer) -> SimServer {
+pub fn seed_vm(state: &AzureState, mut spec: NewServer) -> SimServer {
     let now = Utc::now();
     let mut store = state.azure.lock();
     let (subscription, group) = store

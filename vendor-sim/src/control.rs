@@ -45,10 +45,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::azure::AzureState;
 use crate::conventions::IDEMPOTENCY_LABEL;
 use crate::state::{FaultRule, NewServer, SimState, Vendor};
 
@@ -199,6 +200,7 @@ async fn set_paging(
 
 async fn seed_server(
     State(state): State<Arc<SimState>>,
+    Extension(azure): Extension<AzureState>,
     body: Result<Json<SeedServer>, JsonRejection>,
 ) -> Response {
     let seed = match body {
@@ -253,7 +255,7 @@ async fn seed_server(
         }
     }
     let server = match seed.vendor {
-        Vendor::Azure => crate::azure::seed_vm(&state, spec),
+        Vendor::Azure => crate::azure::seed_vm(&azure, spec),
         vendor => state.with_cloud(vendor, |cloud| cloud.insert(spec)),
     };
     let seeded = SeededServer {
@@ -263,8 +265,8 @@ async fn seed_server(
     (StatusCode::CREATED, Json(json!(seeded))).into_response()
 }
 
-/// `/_sim/...`
-pub fn router() -> Router<Arc<SimState>> {
+/// `/_sim/...`; `azure` is Azure's, where `POST /_sim/servers` seeds Azure VMs.
+pub fn router(azure: AzureState) -> Router<Arc<SimState>> {
     Router::new()
         .route("/stats", get(stats))
         .route("/servers", get(servers).post(seed_server))
@@ -275,6 +277,7 @@ pub fn router() -> Router<Arc<SimState>> {
             "/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
         )
+        .layer(Extension(azure))
 }
 
 async fn servers(State(state): State<Arc<SimState>>) -> Json<Value> {

@@ -66,12 +66,12 @@ pub type FaultRenderer = fn(&FaultKind) -> Response;
 /// to `api` (the vendor's authentication) sees it. Like every route layer it leaves alone
 /// requests for no route. Every vendor's router is layered here, at the same place in its
 /// chain.
-pub fn with_faults(
-    api: Router<Arc<SimState>>,
+pub fn with_faults<S: Clone + Send + Sync + 'static>(
+    api: Router<S>,
     state: &Arc<SimState>,
     vendor: Vendor,
     render: FaultRenderer,
-) -> Router<Arc<SimState>> {
+) -> Router<S> {
     let layer = FaultLayer {
         state: state.clone(),
         vendor,

@@ -215,10 +215,37 @@ pub enum ComputeFault {
     ZoneResourcePoolExhausted,
 }
 
+/// What Compute Engine's routes hold: the simulator, and Compute Engine's own store (made
+/// once in [`crate::app`], shared by [`router`] and [`control_router`]). It derefs to the
+/// simulator, whose servers and faults every vendor shares.
+#[derive(Debug, Clone)]
+pub struct GcpState {
+    sim: Arc<SimState>,
+    gcp: Arc<GcpStore>,
+}
+
+impl GcpState {
+    /// Compute Engine at `sim`, with no account, token or operation yet.
+    pub fn new(sim: Arc<SimState>) -> Self {
+        Self {
+            sim,
+            gcp: Arc::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for GcpState {
+    type Target = SimState;
+
+    fn deref(&self) -> &SimState {
+        &self.sim
+    }
+}
+
 /// Compute Engine's own state: accounts, tokens, operations, request ids, instance
 /// projects and deletions. The instances themselves are the shared [`SimServer`]s.
 #[derive(Debug, Default)]
-pub struct GcpStore {
+struct GcpStore {
     inner: Mutex<Store>,
 }
 
@@ -249,7 +276,7 @@ struct Caller {
 }
 
 /// `/gcp/...`: the token endpoint and the Compute API.
-pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
+pub fn router(state: GcpState) -> Router<Arc<SimState>> {
     let compute = Router::new()
         .route(
             "/projects/{project}/zones/{zone}/instances",
@@ -275,11 +302,11 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
     let api = Router::new()
         .nest("/compute/v1", compute)
         .route("/token", post(token));
-    faults::with_faults(api, &state, Vendor::Gcp, render_fault)
+    faults::with_faults(api, &state.sim, Vendor::Gcp, render_fault).with_state(state)
 }
 
 /// `/_sim/gcp/...`: service accounts and Compute-specific faults.
-pub fn control_router() -> Router<Arc<SimState>> {
+pub fn control_router(state: GcpState) -> Router<Arc<SimState>> {
     Router::new()
         .route("/service-accounts", post(register_account))
         .route("/token-grants", get(token_grants))
@@ -289,6 +316,7 @@ pub fn control_router() -> Router<Arc<SimState>> {
                 .post(arm_compute_fault)
                 .delete(clear_compute_faults),
         )
+        .with_state(state)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -438,7 +466,7 @@ struct RegisterAccount {
 }
 
 async fn register_account(
-    State(state): State<Arc<SimState>>,
+    State(state): State<GcpState>,
     body: Result<Json<RegisterAccount>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let request = match body {
@@ -491,7 +519,7 @@ async fn register_account(
 
 /// `GET /_sim/gcp/token-grants`: `{"total", "accounts": {email: n}}`, the access tokens
 /// the token endpoint issued (refused grants are not counted).
-async fn token_grants(State(state): State<Arc<SimState>>) -> Response {
+async fn token_grants(State(state): State<GcpState>) -> Response {
     let store = state.gcp.lock();
     let total: u64 = store.grants.values().sum();
     Json(json!({"total": total, "accounts": store.grants})).into_response()
@@ -580,7 +608,7 @@ fn own_token_url(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `POST /gcp/token`: a service account's JWT bearer grant.
-async fn token(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(State(state): State<GcpState>, headers: HeaderMap, body: Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     match form.get("grant_type").map(String::as_str) {
         Some(JWT_BEARER_GRANT) => {}
@@ -640,11 +668,7 @@ async fn token(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Byt
 
 /// Resolves the bearer token (an access token or a self-signed JWT) to its account and
 /// checks it grants Compute; the handlers get the [`Caller`].
-async fn authenticate(
-    State(state): State<Arc<SimState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn authenticate(State(state): State<GcpState>, mut request: Request, next: Next) -> Response {
     let Some(token) = crate::conventions::bearer_token(request.headers()) else {
         return unauthenticated();
     };
@@ -711,7 +735,7 @@ fn authorize(caller: &Caller, project: &str, permission: &str) -> Result<(), Api
 // Compute-specific faults
 
 async fn arm_compute_fault(
-    State(state): State<Arc<SimState>>,
+    State(state): State<GcpState>,
     body: Result<
         Json<faults::ArmVendorFault<ComputeFault>>,
         axum::extract::rejection::JsonRejection,
@@ -720,11 +744,11 @@ async fn arm_compute_fault(
     faults::arm_vendor_faults(&mut state.gcp.lock().faults, body)
 }
 
-async fn list_compute_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
+async fn list_compute_faults(State(state): State<GcpState>) -> Json<Value> {
     Json(json!({"faults": state.gcp.lock().faults}))
 }
 
-async fn clear_compute_faults(State(state): State<Arc<SimState>>) -> StatusCode {
+async fn clear_compute_faults(State(state): State<GcpState>) -> StatusCode {
     state.gcp.lock().faults.clear();
     StatusCode::NO_CONTENT
 }
@@ -797,7 +821,7 @@ fn resolve_image(link: &str) -> Result<(&'static str, &'static str), ApiError> {
 }
 
 /// Removes the instances whose deletion has completed.
-fn sweep(state: &SimState) {
+fn sweep(state: &GcpState) {
     let now = Utc::now();
     let gone: Vec<u64> = {
         let mut store = state.gcp.lock();
@@ -838,7 +862,7 @@ fn instance_id(id: u64) -> u64 {
     4_000_000_000_000_000_000 + id
 }
 
-fn instance_status(server: &SimServer, meta: &InstanceMeta, state: &SimState) -> &'static str {
+fn instance_status(server: &SimServer, meta: &InstanceMeta, state: &GcpState) -> &'static str {
     if meta.deleted_at.is_some() {
         return "STOPPING";
     }
@@ -862,7 +886,7 @@ fn fingerprint(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(&digest[..8])
 }
 
-fn render_instance(server: &SimServer, meta: &InstanceMeta, state: &SimState) -> Value {
+fn render_instance(server: &SimServer, meta: &InstanceMeta, state: &GcpState) -> Value {
     let spec = &server.spec;
     let project = &meta.project;
     let zone = &spec.region;
@@ -1044,7 +1068,7 @@ fn check_request_id(request_id: &Option<String>) -> Result<(), ApiError> {
 }
 
 /// The operation an earlier request with this `requestId` got, if any.
-fn replayed(state: &SimState, project: &str, request_id: &Option<String>) -> Option<Response> {
+fn replayed(state: &GcpState, project: &str, request_id: &Option<String>) -> Option<Response> {
     let request_id = request_id.as_ref()?;
     let store = state.gcp.lock();
     let name = store
@@ -1129,7 +1153,7 @@ fn ssh_keys_of(value: &str) -> Result<Vec<String>, ApiError> {
 }
 
 async fn insert_instance(
-    State(state): State<Arc<SimState>>,
+    State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone)): Path<(String, String)>,
     Query(query): Query<RequestIdQuery>,
@@ -1349,7 +1373,7 @@ async fn insert_instance(
 
 /// The live instance `name` in `project`/`zone`.
 fn find_instance(
-    state: &SimState,
+    state: &GcpState,
     project: &str,
     zone: &str,
     name: &str,
@@ -1366,7 +1390,7 @@ fn find_instance(
 }
 
 async fn get_instance(
-    State(state): State<Arc<SimState>>,
+    State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone, name)): Path<(String, String, String)>,
 ) -> Response {
@@ -1380,7 +1404,7 @@ async fn get_instance(
 }
 
 async fn delete_instance(
-    State(state): State<Arc<SimState>>,
+    State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone, name)): Path<(String, String, String)>,
     Query(query): Query<RequestIdQuery>,
@@ -1551,7 +1575,7 @@ struct Page {
 /// The instances of `project` (in `zone`, if given) matching the query, one page, and the
 /// next page's token.
 fn list_page(
-    state: &SimState,
+    state: &GcpState,
     project: &str,
     zone: Option<&str>,
     query: &ListQuery,
@@ -1619,7 +1643,7 @@ fn list_page(
 }
 
 async fn list_zone_instances(
-    State(state): State<Arc<SimState>>,
+    State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone)): Path<(String, String)>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -1651,7 +1675,7 @@ async fn list_zone_instances(
 }
 
 async fn aggregated_instances(
-    State(state): State<Arc<SimState>>,
+    State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(project): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -1700,7 +1724,7 @@ async fn aggregated_instances(
 // Operations
 
 fn find_operation(
-    state: &SimState,
+    state: &GcpState,
     project: &str,
     zone: &str,
     name: &str,
@@ -1719,7 +1743,7 @@ fn find_operation(
 }
 
 async fn get_operation(
-    State(state): State<Arc<SimState>>,
+    State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone, name)): Path<(String, String, String)>,
 ) -> Response {
@@ -1734,7 +1758,7 @@ async fn get_operation(
 }
 
 async fn wait_operation(
-    State(state): State<Arc<SimState>>,
+    State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone, name)): Path<(String, String, String)>,
 ) -> Response {

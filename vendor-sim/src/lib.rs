@@ -16,10 +16,11 @@
 //!   (`/example/v1/servers...`); its module doc is the API's complete reference.
 //! - [`gcp`]: Google Compute Engine v1 instances and zone operations with Google's OAuth
 //!   token endpoint for service accounts (`/gcp/compute/v1/...`, `/gcp/token`,
-//!   `/_sim/gcp/...`).
+//!   `/_sim/gcp/...`); its accounts and operations are its own ([`gcp::GcpState`]).
 //! - [`azure`]: Azure Resource Manager (public IPs, NICs, virtual networks, VMs, disks,
 //!   resource groups, long-running operations) with the Microsoft identity platform's token
-//!   endpoint (`/azure/...`, `/_sim/azure/...`).
+//!   endpoint (`/azure/...`, `/_sim/azure/...`); its apps and resources are its own
+//!   ([`azure::AzureState`]).
 //! - [`conventions`]: what every vendor reads the same way: bearer tokens, hostnames, the
 //!   label carrying the idempotency key.
 //! - [`keys`]: SSH public keys: the key stores' checks and MD5 fingerprints, and the keys a
@@ -61,16 +62,18 @@ pub use state::{SimConfig, SimState};
 
 /// The simulator's router: every vendor API under its own base path, plus `/_sim`.
 pub fn app(state: Arc<SimState>) -> Router {
+    let gcp = gcp::GcpState::new(state.clone());
+    let azure = azure::AzureState::new(state.clone());
     Router::new()
         .nest("/hetzner/v1", hetzner::router(state.clone()))
         .nest("/digitalocean/v2", digitalocean::router(state.clone()))
         .nest("/openstack", openstack::router(state.clone()))
         .nest(example::BASE_PATH, example::router(state.clone()))
-        .nest("/gcp", gcp::router(state.clone()))
-        .nest("/_sim/gcp", gcp::control_router())
-        .nest("/azure", azure::router(state.clone()))
-        .nest("/_sim/azure", azure::control_router())
-        .nest("/_sim", control::router())
+        .nest("/gcp", gcp::router(gcp.clone()))
+        .nest("/_sim/gcp", gcp::control_router(gcp))
+        .nest("/azure", azure::router(azure.clone()))
+        .nest("/_sim/azure", azure::control_router(azure.clone()))
+        .nest("/_sim", control::router(azure))
         .with_state(state)
         .layer(axum::middleware::from_fn(read_whole_request))
 }

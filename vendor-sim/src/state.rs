@@ -231,10 +231,6 @@ pub struct SimState {
     page_cap: std::sync::atomic::AtomicUsize,
     /// `POST /_sim/capacity`: the vendors' regions that refuse creates for capacity.
     sold_out: Mutex<std::collections::HashSet<(Vendor, String)>>,
-    /// Compute Engine's service accounts, tokens, operations and request ids.
-    pub gcp: crate::gcp::GcpStore,
-    /// Azure's apps, tokens, resource groups, ARM resources and operations.
-    pub azure: crate::azure::AzureStore,
 }
 
 impl SimState {
@@ -289,8 +285,6 @@ impl SimState {
             openstack_tokens: Mutex::new(HashMap::new()),
             page_cap: Default::default(),
             sold_out: Default::default(),
-            gcp: Default::default(),
-            azure: Default::default(),
         }
     }
 
