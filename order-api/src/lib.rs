@@ -14,36 +14,33 @@
 //!   servers (`store::fleets`: one member order per server, summed up into the order).
 //! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health.
 //! - [`metrics`]: the Prometheus series `/metrics` serves.
-//! - [`relay`]: the outbox relay (publish with confirms, retry what was refused).
-//! - [`results`]: the consumer of `provision.results` (updates, vendor announcements).
-//! - [`dead_letters`]: records what reaches `provision.dead`, with why, for
-//!   `GET /v1/dead-letters`.
+//! - [`amqp`]: everything that talks to RabbitMQ, in one broker session at a time:
+//!   - [`amqp::session`]: the supervisor that (re)connects and runs the rest;
+//!   - [`amqp::relay`]: the outbox relay (publish with confirms, retry what was refused);
+//!   - [`amqp::results`]: the consumer of `provision.results` (updates, vendor
+//!     announcements, inventories, orphan outcomes);
+//!   - [`amqp::orphan_sweep`]: asks hosts to list the servers carrying our key and sends
+//!     the deletes of those no order owns (`--orphan-action delete`);
+//!   - [`amqp::plugin_check`]: asks a host to check an order with the vendor's plugin before
+//!     it is accepted (replies on a queue of the session's own), accepting it unchecked
+//!     when no host can answer;
+//!   - [`amqp::dead_letter_recorder`]: records what reaches `provision.dead`, with why, for
+//!     `GET /v1/dead-letters`.
 //! - [`watchdog`]: re-sends the request of an order stuck without news (a lost request or
 //!   result); the host's idempotent create or delete settles it.
-//! - [`sweep`]: the orphan sweep: asks hosts to list the servers carrying our key and
-//!   sends the deletes of those no order owns (`--orphan-action delete`).
-//! - [`validation`]: asks a host to check an order with the vendor's plugin before it is
-//!   accepted (replies on a queue of the session's own), accepting it unchecked when no host can answer.
 //! - [`webhooks`]: calls an order's webhook URL when it settles (signed, retried).
-//! - [`broker`]: the session supervisor that (re)connects and runs relay, consumer and
-//!   sweeper.
 //! - [`serve`]: the whole service on an already-bound listener until shutdown.
 
+pub mod amqp;
 pub mod auth;
-pub mod broker;
 pub mod config;
-pub mod dead_letters;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod rates;
-pub mod relay;
-pub mod results;
 pub mod store;
-pub mod sweep;
 pub mod tenants;
 pub mod tokens;
-pub mod validation;
 pub mod watchdog;
 pub mod webhooks;
 
@@ -55,6 +52,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp::{orphan_sweep, plugin_check, session};
 use crate::config::ApiConfig;
 use crate::store::Store;
 
@@ -86,14 +84,14 @@ pub async fn serve(
     let sweep_now = Arc::new(Notify::new());
     let metrics = metrics::Metrics::new();
     let webhook_wakeup = Arc::new(Notify::new());
-    let validator = validation::ValidatorSlot::default();
-    let supervisor = tokio::spawn(broker::run(
-        broker::BrokerSettings {
+    let validator = plugin_check::ValidatorSlot::default();
+    let supervisor = tokio::spawn(session::run(
+        session::BrokerSettings {
             amqp_url: amqp_addresses,
             topology: config.amqp.topology(),
             up: broker_up.clone(),
             relay_wakeup: relay_wakeup.clone(),
-            sweep: sweep::SweepSettings::new(
+            sweep: orphan_sweep::SweepSettings::new(
                 (config.orphan_sweep_interval_secs > 0)
                     .then(|| std::time::Duration::from_secs(config.orphan_sweep_interval_secs)),
                 sweep_now.clone(),

@@ -8,8 +8,8 @@
 //!   results queue).
 //! - `provisioner_dead_letter_queue_messages`: messages waiting in `provision.dead`, whoever
 //!   put them there (a host's poison requests, order-api's, the broker's delivery limit),
-//!   not yet recorded by order-api ([`crate::dead_letters`]: it stays near 0 while order-api
-//!   runs); sampled from the broker every [`DEAD_LETTER_SAMPLE_EVERY`].
+//!   not yet recorded by order-api ([`crate::amqp::dead_letter_recorder`]: it stays near 0
+//!   while order-api runs); sampled from the broker every [`DEAD_LETTER_SAMPLE_EVERY`].
 //! - `provisioner_dead_letters_recorded`: dead letters recorded and not yet dismissed
 //!   (`GET /v1/dead-letters`), read from the database at scrape. Alert when either is above
 //!   0: every dead letter is something a person should look at.

@@ -1,6 +1,6 @@
 //! `/v1/dead-letters`: what reached the dead-letter queue, with why (recorded by
-//! [`crate::dead_letters`]); `GET /v1/dead-letters/{id}` reads one with its body whole, and
-//! `DELETE` dismisses one an operator dealt with.
+//! [`crate::amqp::dead_letter_recorder`]); `GET /v1/dead-letters/{id}` reads one with its
+//! body whole, and `DELETE` dismisses one an operator dealt with.
 //!
 //! These are operators' endpoints: they need an admin token (403 for a tenant's). A dead
 //! letter's body may be any tenant's order; tenants never see them.

@@ -24,9 +24,9 @@ use tokio::sync::Notify;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
+use crate::amqp::plugin_check::ValidatorSlot;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::validation::ValidatorSlot;
 
 /// What every handler can reach.
 #[derive(Clone)]

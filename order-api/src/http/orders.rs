@@ -15,6 +15,7 @@ use provisioner_contract::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::amqp::plugin_check::Verdict;
 use crate::auth::Caller;
 use crate::http::AppState;
 use crate::http::problem::{ApiError, FieldError, Problem, excerpt};
@@ -23,7 +24,6 @@ use crate::store::{
     Candidate, IdempotencyKey, Inserted, MAX_PLACEMENT_CANDIDATES, MAX_SERVERS_PER_ORDER, Order,
     OrderEvent, OrderQuery, OutboxMessage, fleets,
 };
-use crate::validation::Verdict;
 
 /// The request header that makes a POST safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";

@@ -1,5 +1,6 @@
-//! The dead letters order-api recorded from `provision.dead` (see [`crate::dead_letters`]):
-//! recorded once each (by fingerprint), listed newest first to admins, dismissed by them.
+//! The dead letters order-api recorded from `provision.dead` (see
+//! [`crate::amqp::dead_letter_recorder`]): recorded once each (by fingerprint), listed newest
+//! first to admins, dismissed by them.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};

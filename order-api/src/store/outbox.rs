@@ -1,5 +1,5 @@
 //! The outbox: the requests for hosts, written in the transaction that decides them and
-//! published by the relay ([`crate::relay`]) with confirms: the due messages (claimed on
+//! published by the relay ([`crate::amqp::relay`]) with confirms: the due messages (claimed on
 //! PostgreSQL), those the broker confirmed, those to retry.
 
 use std::time::Duration;

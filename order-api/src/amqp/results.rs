@@ -18,12 +18,11 @@ use lapin::types::FieldTable;
 use provisioner_contract::{
     Envelope, HostMessage, OrderUpdate, Publisher, Topology, UpdateKind, decode,
 };
-
-use crate::metrics::Metrics;
 use tokio::sync::Notify;
 
+use super::orphan_sweep;
+use crate::metrics::Metrics;
 use crate::store::{Applied, OrphanAction, Store};
-use crate::sweep;
 
 /// Messages the consumer may hold unacked at once.
 const PREFETCH: u16 = 64;
@@ -117,7 +116,7 @@ async fn handle_batch(
                     // The deletes go out before the ack: if publishing fails, the inventory
                     // is redelivered and applied again (same orphans, deletes sent again).
                     Ok(to_delete) => {
-                        sweep::delete_orphans(publisher, to_delete).await?;
+                        orphan_sweep::delete_orphans(publisher, to_delete).await?;
                         settle(Ok(()), delivery).await?;
                     }
                     Err(error) => settle(Err(error), delivery).await?,

@@ -12,11 +12,11 @@ use provisioner_contract::{Publisher, Topology};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::orphan_sweep::{self, SweepSettings};
+use super::plugin_check::{Validator, ValidatorSlot};
+use super::{dead_letter_recorder, relay, results};
 use crate::metrics::{self, Metrics};
 use crate::store::{OrphanAction, Store};
-use crate::sweep::{self, SweepSettings};
-use crate::validation::{Validator, ValidatorSlot};
-use crate::{dead_letters, relay, results};
 
 /// What the supervisor needs.
 pub struct BrokerSettings {
@@ -98,9 +98,9 @@ async fn session(
     let outcome = tokio::select! {
         outcome = relay::run(store.clone(), publisher.clone(), settings.relay_wakeup.clone(), settings.metrics.clone()) => outcome,
         outcome = results::run(&consuming, &publisher, &settings.topology, store.clone(), settings.orphan_action, &settings.metrics, [&settings.relay_wakeup, &settings.webhook_wakeup]) => outcome,
-        outcome = dead_letters::run(&dead_letters, &settings.topology, store.clone()) => outcome,
+        outcome = dead_letter_recorder::run(&dead_letters, &settings.topology, store.clone()) => outcome,
         outcome = metrics::sample_queues(connection, &settings.topology, &settings.metrics, store) => outcome,
-        outcome = sweep::run(store.clone(), publisher.clone(), settings.sweep.clone()) => outcome,
+        outcome = orphan_sweep::run(store.clone(), publisher.clone(), settings.sweep.clone()) => outcome,
         _ = shutdown.cancelled() => Ok(()),
     };
     // Closing the channels first lets the broker requeue cleanly before the connection goes.

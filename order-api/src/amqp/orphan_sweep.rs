@@ -1,7 +1,7 @@
 //! The orphan sweep: now and then (and on `POST /v1/orphans/sweep`), asks a host of every
 //! announced vendor to list the servers carrying our idempotency key. The answers
 //! ([`provisioner_contract::VendorInventory`]) come back on the results queue, where
-//! [`crate::results`] records the orphans ([`crate::store::Store::apply_inventory`]) and,
+//! [`super::results`] records the orphans ([`crate::store::Store::apply_inventory`]) and,
 //! under `--orphan-action delete`, sends their deletes.
 //!
 //! Servers the sweep lists belong to an order while that order is in progress, or active

@@ -1,6 +1,7 @@
-//! Asks a host to check an order with the vendor's plugin before it is accepted (the replies
-//! come on the results exchange to a queue of this session's own), so a size, region or image the vendor does not have
-//! is a `422` at once instead of a failed order a moment later.
+//! The remote plugin check: asks a host to check an order with the vendor's plugin before it
+//! is accepted (the replies come on the results exchange to a queue of this session's own),
+//! so a size, region or image the vendor does not have is a `422` at once instead of a
+//! failed order a moment later.
 //!
 //! The check is an improvement, never a gate on the broker: when it cannot be made (the
 //! broker is down, no host of the vendor answers validations, or none answers within the
