@@ -3,16 +3,18 @@
 //! With `BROWSER_NET_LOG=<file>`, Chromium writes its record of every request there (a
 //! NetLog, for a load that went wrong).
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::{free_port, target_dir};
+use crate::processes::{free_port, target_dir};
+use crate::waiting::wait_until;
 
 /// Where Debian's `chromium-driver` and `chromium` put their programs.
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -65,22 +67,26 @@ impl Browser {
             _ => unreachable!("an object"),
         };
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let client = loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector)
-                .capabilities(capabilities.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => break client,
-                // chromedriver is not listening yet.
-                Err(_) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(error) => bail!("no Chromium session through chromedriver: {error}"),
-            }
-        };
+        let client = wait_until(
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            async || {
+                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                Ok(
+                    match ClientBuilder::new(connector)
+                        .capabilities(capabilities.clone())
+                        .connect(&url)
+                        .await
+                    {
+                        Ok(client) => ControlFlow::Break(client),
+                        // chromedriver is not listening yet.
+                        Err(error) => ControlFlow::Continue(error),
+                    },
+                )
+            },
+            async |error| anyhow!("no Chromium session through chromedriver: {error}"),
+        )
+        .await?;
         let shots = target_dir().join("test-runs").join("console-screenshots");
         std::fs::create_dir_all(&shots)?;
         Ok(Self {
@@ -104,40 +110,46 @@ impl Browser {
         text: &str,
         within: Duration,
     ) -> anyhow::Result<String> {
-        let deadline = std::time::Instant::now() + within;
         let mut last = String::new();
-        loop {
-            if let Ok(found) = self.client.find(Locator::Css(css)).await {
-                last = found.text().await.unwrap_or_default();
-                if last.contains(text) {
-                    return Ok(last);
+        wait_until(
+            within,
+            Duration::from_millis(100),
+            async || {
+                if let Ok(found) = self.client.find(Locator::Css(css)).await {
+                    last = found.text().await.unwrap_or_default();
+                    if last.contains(text) {
+                        return Ok(ControlFlow::Break(last.clone()));
+                    }
                 }
-            }
-            if std::time::Instant::now() > deadline {
+                Ok(ControlFlow::Continue(last.clone()))
+            },
+            async |last| {
                 let page = self.client.source().await.unwrap_or_default();
-                bail!("no {css} with {text:?} within {within:?} (last: {last:?}); page:\n{page}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                anyhow!("no {css} with {text:?} within {within:?} (last: {last:?}); page:\n{page}")
+            },
+        )
+        .await
     }
 
     /// Clicks the element `locator` finds once it is there, again if the view re-rendered it between
     /// finding and clicking (a stale element).
     pub async fn click(&self, locator: Locator<'_>) -> anyhow::Result<()> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let error = match self.client.find(locator).await {
-                Ok(element) => match element.click().await {
-                    Ok(()) => return Ok(()),
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            async || {
+                let error = match self.client.find(locator).await {
+                    Ok(element) => match element.click().await {
+                        Ok(()) => return Ok(ControlFlow::Break(())),
+                        Err(error) => error,
+                    },
                     Err(error) => error,
-                },
-                Err(error) => error,
-            };
-            if std::time::Instant::now() > deadline {
-                bail!("could not click {locator:?}: {error}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                };
+                Ok(ControlFlow::Continue(error))
+            },
+            async |error| anyhow!("could not click {locator:?}: {error}"),
+        )
+        .await
     }
 
     /// Opens the console's `view` (`#/orders`, ...; empty: the console's page) at `api_url`.

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use tokio::process::Command;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::workspace_root;
+use crate::processes::{output_of_success, workspace_root};
 
 /// The cluster's nodes, numbered as the script numbers them.
 pub const NODES: [usize; 3] = [1, 2, 3];
@@ -150,18 +150,10 @@ async fn script(arguments: &[&str]) -> anyhow::Result<()> {
 
 async fn script_output(arguments: &[&str]) -> anyhow::Result<String> {
     let path = workspace_root().join("scripts/rabbitmq-cluster.sh");
-    let output = Command::new(&path)
-        .args(arguments)
-        .output()
-        .await
-        .with_context(|| format!("running {}", path.display()))?;
-    if !output.status.success() {
-        bail!(
-            "scripts/rabbitmq-cluster.sh {} failed: {}{}",
-            arguments.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    output_of_success(
+        Command::new(&path).args(arguments),
+        &format!("scripts/rabbitmq-cluster.sh {}", arguments.join(" ")),
+        &format!("running {}", path.display()),
+    )
+    .await
 }

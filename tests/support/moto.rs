@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::{free_port, target_dir, workspace_root};
+use crate::processes::{free_port, log_tail, target_dir, workspace_root};
 
 /// The name of an image every region of moto has, owned by Amazon (owner id
 /// `137112412989`, alias `amazon`): what [`Moto::default_image`] looks up.
@@ -249,14 +249,7 @@ impl Moto {
 
     /// The last lines of moto's log (its requests and errors), for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(30);
-        format!(
-            "--- moto ({}) ---\n{}",
-            self.log.display(),
-            lines[start..].join("\n")
-        )
+        log_tail("moto", &self.log)
     }
 
     /// Stops moto and deletes its files (a `Moto` dropped without this keeps its log).

@@ -1,0 +1,154 @@
+//! The vendors every test stack serves: each one's plugin component, its manifest pointing
+//! at the simulator, the simulator's credentials for it and a valid order there.
+
+use std::path::{Path, PathBuf};
+
+use crate::processes::{built, target_dir};
+
+/// The vendors the stack serves, with their credentials at the simulator and a valid
+/// (region, size, image) there.
+pub const VENDORS: &[VendorFixture] = &[
+    VendorFixture {
+        vendor: "hetzner",
+        secret: ("token", "test-hetzner-token"),
+        config: &[("base-url", "{sim}/hetzner/v1")],
+        region: "fsn1",
+        size: "cx22",
+        image: "ubuntu-24.04",
+        unknown_size: "cx999",
+    },
+    VendorFixture {
+        vendor: "digitalocean",
+        secret: ("token", "test-digitalocean-token"),
+        config: &[("base-url", "{sim}/digitalocean")],
+        region: "nyc3",
+        size: "s-1vcpu-1gb",
+        image: "ubuntu-24-04-x64",
+        unknown_size: "s-99vcpu-1tb",
+    },
+    VendorFixture {
+        vendor: "openstack",
+        secret: ("password", "test-openstack-password"),
+        config: &[
+            ("auth-url", "{sim}/openstack/identity/v3"),
+            ("username", "provisioner"),
+            ("project-name", "provisioner"),
+        ],
+        region: "RegionOne",
+        size: "m1.small",
+        image: "ubuntu-24.04",
+        unknown_size: "m1.gigantic",
+    },
+];
+
+/// One vendor as the test stack sets it up.
+#[derive(Debug, Clone, Copy)]
+pub struct VendorFixture {
+    /// The vendor id.
+    pub vendor: &'static str,
+    /// The plugin's secret: its key and the value the simulator accepts.
+    pub secret: (&'static str, &'static str),
+    /// The plugin's `[config]`; `{sim}` stands for the simulator's URL.
+    pub config: &'static [(&'static str, &'static str)],
+    /// A region the simulator knows.
+    pub region: &'static str,
+    /// A size the simulator knows.
+    pub size: &'static str,
+    /// An image the simulator knows.
+    pub image: &'static str,
+    /// A well-formed size the vendor refuses.
+    pub unknown_size: &'static str,
+}
+
+impl VendorFixture {
+    /// The host environment variable the manifest names for the secret (a plugin may read
+    /// only its own `PLUGIN_SECRET_<VENDOR>_` variables).
+    pub fn secret_variable(&self) -> String {
+        format!(
+            "PLUGIN_SECRET_{}_{}",
+            self.vendor.to_uppercase(),
+            self.secret.0.to_uppercase()
+        )
+    }
+
+    /// The plugin manifest pointing at the simulator.
+    /// With `ca`, the simulator is reached over HTTPS and the plugin trusts that CA.
+    pub(crate) fn manifest(&self, sim_url: &str, ca: Option<&Path>, max_in_flight: u16) -> String {
+        let mut manifest = format!(
+            "vendor = {vendor:?}\ncomponent = {component:?}\nallowed_hosts = [{sim_url:?}]\n",
+            vendor = self.vendor,
+            component = plugin_component(self.vendor).display().to_string(),
+        );
+        if let Some(ca) = ca {
+            manifest.push_str(&format!(
+                "ca_certificates = [{:?}]\n",
+                ca.display().to_string()
+            ));
+        }
+        manifest.push_str("\n[config]\n");
+        for (key, value) in self.config {
+            manifest.push_str(&format!("{key} = {:?}\n", value.replace("{sim}", sim_url)));
+        }
+        manifest.push_str(&format!("\n[limits]\nmax_in_flight = {max_in_flight}\n"));
+        manifest.push_str(&format!(
+            "\n[secrets]\n{} = {:?}\n",
+            self.secret.0,
+            self.secret_variable()
+        ));
+        manifest
+    }
+
+    /// The manifest with the simulator's catalogue in `[config]` (`regions`, `sizes`,
+    /// `images`: what `validate` accepts offline), as the conformance kit runs it.
+    pub fn manifest_with_catalogue(&self, sim_url: &str) -> String {
+        self.manifest(sim_url, None, 10).replacen(
+            "\n[config]\n",
+            &format!(
+                "\n[config]\nregions = {:?}\nsizes = {:?}\nimages = {:?}\n",
+                self.region, self.size, self.image
+            ),
+            1,
+        )
+    }
+
+    /// A valid order body for this vendor.
+    pub fn order_body(&self, name: &str) -> String {
+        serde_json::json!({
+            "vendor": self.vendor, "region": self.region, "size": self.size,
+            "image": self.image, "name": name,
+        })
+        .to_string()
+    }
+}
+
+/// The fixture of `vendor`.
+pub fn fixture(vendor: &str) -> VendorFixture {
+    *VENDORS
+        .iter()
+        .find(|f| f.vendor == vendor)
+        .unwrap_or_else(|| panic!("no test fixture for vendor {vendor}"))
+}
+
+/// The ids of [`VENDORS`].
+pub(crate) fn vendor_ids() -> Vec<&'static str> {
+    VENDORS.iter().map(|f| f.vendor).collect()
+}
+
+/// A built plugin component; fails with what to run when it is missing.
+pub fn plugin_component(vendor: &str) -> PathBuf {
+    built(
+        target_dir().join("plugins").join(format!("{vendor}.wasm")),
+        "build the plugins first with scripts/build-plugins.sh \
+         (scripts/test.sh does all the set-up)",
+    )
+}
+
+/// A test-only plugin component (tests/fixtures); fails with what to run when missing.
+pub fn test_plugin_component(name: &str) -> PathBuf {
+    built(
+        target_dir()
+            .join("test-plugins")
+            .join(format!("{name}.wasm")),
+        "build it with scripts/build-plugins.sh (scripts/test.sh does all the set-up)",
+    )
+}
