@@ -19,7 +19,9 @@ use provisioner_host::bindings::types::{ProviderError, ServerStatus};
 use provisioner_host::runtime::CallError;
 use tokio::time::Instant;
 
-use crate::kit::{Kit, Vantage};
+use vendor_sim::conventions::IDEMPOTENCY_LABEL;
+
+use crate::kit::{Kit, Simulator, Vantage};
 use crate::report::Leftover;
 use crate::traffic;
 
@@ -136,19 +138,22 @@ async fn unreported(
     let mut found = Vec::new();
     match &kit.vantage {
         Vantage::Simulator(sim) => {
-            let at_sim = match sim.servers_of_run(|key| kit.is_ours(key)).await {
+            let at_sim = match sim.servers().await {
                 Ok(servers) => servers,
                 Err(error) => {
                     notes.push(format!("{error:#}"));
                     return found;
                 }
             };
-            let mut per_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            // The simulator's own number for each (not always the vendor id a plugin sees:
+            // OpenStack's are UUIDs, Example Cloud's `srv-<n>`), per run key.
+            let mut per_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
             for server in &at_sim {
-                per_key
-                    .entry(server.key.as_str())
-                    .or_default()
-                    .push(server.sim_id.as_str());
+                if let Some(key) = server.idempotency_key.as_deref()
+                    && kit.is_ours(key)
+                {
+                    per_key.entry(key).or_default().push(server.id);
+                }
             }
             let reported_vms: Vec<(String, String)> = kit
                 .seen()
@@ -157,10 +162,7 @@ async fn unreported(
                     Some((vendor_id.rsplit('/').next()?.to_string(), key))
                 })
                 .collect();
-            match sim
-                .azure_network_of_run(|key| kit.is_ours(key), &reported_vms)
-                .await
-            {
+            match azure_network_of_run(sim, |key| kit.is_ours(key), &reported_vms).await {
                 Ok(network) => found.extend(network.into_iter().map(|resource| Leftover {
                     key: resource.key.unwrap_or_default(),
                     detail: format!(
@@ -219,4 +221,156 @@ async fn unreported(
         Vantage::Blind => {}
     }
     found
+}
+
+/// ARM's VM type.
+const VM_TYPE: &str = "Microsoft.Compute/virtualMachines";
+/// ARM's managed disk type.
+const DISK_TYPE: &str = "Microsoft.Compute/disks";
+
+/// One resource at the simulator's ARM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ArmResource {
+    /// Its resource id.
+    id: String,
+    /// Its type (`Microsoft.Network/publicIPAddresses`).
+    kind: String,
+    /// Its name.
+    name: String,
+    /// The idempotency key its tags carry.
+    key: Option<String>,
+}
+
+/// The resources besides VMs that the run left at the simulator's ARM (`azure` only;
+/// empty for the other vendors, whose servers are all there is): public IPs and NICs
+/// tagged with a run key, and the OS disks of the run's VMs, which Azure names
+/// `<vm>_OsDisk_…` and does not tag. `reported_vms` are the names and keys of the VMs
+/// the plugin reported (the VMs still there are found by their tags).
+async fn azure_network_of_run(
+    sim: &Simulator,
+    is_ours: impl Fn(&str) -> bool,
+    reported_vms: &[(String, String)],
+) -> anyhow::Result<Vec<ArmResource>> {
+    if sim.vendor != "azure" {
+        return Ok(Vec::new());
+    }
+    let resources = sim
+        .control
+        .azure_resources()
+        .await?
+        .into_iter()
+        .map(|resource| ArmResource {
+            key: resource
+                .tags
+                .get(IDEMPOTENCY_LABEL)
+                .and_then(|key| key.as_str())
+                .map(str::to_string),
+            id: resource.id,
+            kind: resource.kind,
+            name: resource.name,
+        })
+        .collect();
+    Ok(network_of_run(resources, is_ours, reported_vms))
+}
+
+/// Of `resources`, those of the run that are not VMs: tagged with a run key, or a disk
+/// named for one of the run's VMs (`reported_vms`, names and keys, and every VM tagged
+/// with a run key). The key of a disk is its VM's.
+fn network_of_run(
+    resources: Vec<ArmResource>,
+    is_ours: impl Fn(&str) -> bool,
+    reported_vms: &[(String, String)],
+) -> Vec<ArmResource> {
+    let ours = |r: &ArmResource| r.key.as_deref().is_some_and(&is_ours);
+    let mut vms: Vec<(String, Option<String>)> = reported_vms
+        .iter()
+        .map(|(name, key)| (name.to_lowercase(), Some(key.clone())))
+        .collect();
+    vms.extend(
+        resources
+            .iter()
+            .filter(|r| r.kind == VM_TYPE && ours(r))
+            .map(|r| (r.name.to_lowercase(), r.key.clone())),
+    );
+    resources
+        .into_iter()
+        .filter(|r| r.kind != VM_TYPE)
+        .filter_map(|mut r| {
+            if ours(&r) {
+                return Some(r);
+            }
+            if r.kind != DISK_TYPE {
+                return None;
+            }
+            let name = r.name.to_lowercase();
+            let (_, key) = vms
+                .iter()
+                .find(|(vm, _)| name.starts_with(&format!("{vm}_osdisk_")))?;
+            if r.key.is_none() {
+                r.key.clone_from(key);
+            }
+            Some(r)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(kind: &str, name: &str, key: Option<&str>) -> ArmResource {
+        ArmResource {
+            id: format!("/subscriptions/s/resourceGroups/g/providers/{kind}/{name}"),
+            kind: kind.into(),
+            name: name.into(),
+            key: key.map(str::to_string),
+        }
+    }
+
+    /// A run's IPs and NICs by their tags, its VMs' disks by their names (VMs reported by
+    /// the plugin or still tagged); another run's, untagged strangers and VMs themselves
+    /// are not counted.
+    #[test]
+    fn the_run_s_network_is_found_by_tag_and_disk_name() {
+        let is_ours = |key: &str| key.starts_with("conformance-run1-");
+        let resources = vec![
+            resource(VM_TYPE, "vm-a", Some("conformance-run1-1")),
+            resource(
+                "Microsoft.Network/publicIPAddresses",
+                "vm-a-ip",
+                Some("conformance-run1-1"),
+            ),
+            resource(
+                "Microsoft.Network/networkInterfaces",
+                "vm-a-nic",
+                Some("conformance-run1-1"),
+            ),
+            resource(DISK_TYPE, "VM-A_OsDisk_1_abc", None),
+            // The VM is gone; the plugin reported it; its disk was left.
+            resource(DISK_TYPE, "vm-b_OsDisk_1_def", None),
+            // Another run's.
+            resource(
+                "Microsoft.Network/publicIPAddresses",
+                "vm-c-ip",
+                Some("conformance-run2-1"),
+            ),
+            resource(DISK_TYPE, "vm-c_OsDisk_1_ghi", None),
+            resource("Microsoft.Network/virtualNetworks", "vnet", None),
+        ];
+        let reported = [("vm-b".to_string(), "conformance-run1-2".to_string())];
+        let found = network_of_run(resources, is_ours, &reported);
+        let names: Vec<(&str, Option<&str>)> = found
+            .iter()
+            .map(|r| (r.name.as_str(), r.key.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("vm-a-ip", Some("conformance-run1-1")),
+                ("vm-a-nic", Some("conformance-run1-1")),
+                ("VM-A_OsDisk_1_abc", Some("conformance-run1-1")),
+                ("vm-b_OsDisk_1_def", Some("conformance-run1-2")),
+            ]
+        );
+    }
 }

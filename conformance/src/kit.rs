@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use crate::options::{KitOptions, Target};
 use crate::patience;
 use crate::proxy::ProxyControl;
-use crate::sim::{FaultApi, SimControl};
+use vendor_sim::control::ServerRecord;
+use vendor_sim::control_client::{FaultsClient, SimClient};
 
 /// The label every server a run makes carries (besides its idempotency key), with the
 /// run's id: a person can find a run's servers at the vendor by it.
@@ -43,11 +44,75 @@ pub struct ServerShape {
 #[derive(Debug)]
 pub enum Vantage {
     /// The simulator: faults, and its own record of every server.
-    Simulator(SimControl),
+    Simulator(Simulator),
     /// The fault proxy: faults, and its record of every request that reached the vendor.
     Proxy(ProxyControl),
     /// Only what the plugin answers (a live vendor without the proxy).
     Blind,
+}
+
+/// The simulator of a `--vendor-sim` run, acting as one vendor.
+#[derive(Debug)]
+pub struct Simulator {
+    /// Its control API.
+    pub control: SimClient,
+    /// Its fault API, arming rules for `vendor`.
+    pub faults: FaultsClient,
+    /// The vendor it acts as (`--sim-vendor`, else the manifest's).
+    pub vendor: String,
+}
+
+impl Simulator {
+    /// The simulator at `url`, acting as `vendor`.
+    pub fn new(url: &str, vendor: &str) -> Self {
+        Self {
+            control: SimClient::new(url),
+            faults: FaultsClient::new(url).for_vendor(vendor),
+            vendor: vendor.to_string(),
+        }
+    }
+
+    /// Whether the simulator answers and serves this vendor.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let stats =
+            self.control.stats().await.with_context(|| {
+                format!("reaching the simulator at {}", self.control.base_url())
+            })?;
+        if !vendor_sim::state::Vendor::parse(&self.vendor)
+            .is_some_and(|vendor| stats.vendors.contains_key(&vendor))
+        {
+            anyhow::bail!(
+                "the simulator at {} does not serve a vendor '{}' (give --sim-vendor)",
+                self.control.base_url(),
+                self.vendor
+            );
+        }
+        Ok(())
+    }
+
+    /// The method and a part of the path of this vendor's create request at the simulator,
+    /// for a fault aimed at it.
+    pub fn create_request(&self) -> (&'static str, &'static str) {
+        vendor_sim::state::Vendor::parse(&self.vendor).map_or(
+            ("POST", "/servers"),
+            vendor_sim::state::Vendor::create_request,
+        )
+    }
+
+    /// The simulator's records of this vendor's live servers, with the `ssh_keys`,
+    /// `user_data` and `labels` each got.
+    pub async fn servers(&self) -> anyhow::Result<Vec<ServerRecord>> {
+        let mut servers = self.control.servers().await?;
+        servers.retain(|server| server.vendor.name() == self.vendor);
+        Ok(servers)
+    }
+
+    /// The simulator's records of this vendor's live servers carrying `key`.
+    pub async fn servers_with_key(&self, key: &str) -> anyhow::Result<Vec<ServerRecord>> {
+        let mut servers = self.servers().await?;
+        servers.retain(|server| server.idempotency_key.as_deref() == Some(key));
+        Ok(servers)
+    }
 }
 
 /// Why a run could not start.
@@ -101,7 +166,7 @@ impl Kit {
             .map_err(LoadError::Setup)?;
         let manifest_path = options.manifest.clone();
         let vantage = match &options.target {
-            Target::Simulator { url, vendor } => Vantage::Simulator(SimControl::new(url, vendor)),
+            Target::Simulator { url, vendor } => Vantage::Simulator(Simulator::new(url, vendor)),
             Target::FaultProxy {
                 profile,
                 base_url_key,
@@ -166,7 +231,7 @@ impl Kit {
     }
 
     /// The simulator, in a simulator run.
-    pub fn sim(&self) -> Option<&SimControl> {
+    pub fn sim(&self) -> Option<&Simulator> {
         match &self.vantage {
             Vantage::Simulator(sim) => Some(sim),
             _ => None,
@@ -182,9 +247,9 @@ impl Kit {
     }
 
     /// Where faults are armed, unless the run is blind.
-    pub fn faults(&self) -> Option<&FaultApi> {
+    pub fn faults(&self) -> Option<&FaultsClient> {
         match &self.vantage {
-            Vantage::Simulator(sim) => Some(sim.faults()),
+            Vantage::Simulator(sim) => Some(&sim.faults),
             Vantage::Proxy(proxy) => Some(proxy.faults()),
             Vantage::Blind => None,
         }

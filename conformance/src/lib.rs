@@ -11,15 +11,14 @@
 //!   live), the request to make servers with, suites, time limits.
 //! - [`report`]: check results, leftovers and their renderings: the terminal table, JSON,
 //!   JUnit XML.
-//! - [`sim`]: the simulator's control API (count servers by key, small pages), and the
-//!   `/_sim/faults` API the simulator and the proxy share.
 //! - [`proxy`]: the fault proxy a `--fault-proxy` run starts, and the manifest pointed at it.
 //! - [`traffic`]: what reached the vendor, read from the proxy's record of requests: the
 //!   servers a key's creates made, user data, SSH keys and labels in the requests.
 //! - [`patience`]: vendor calls made again after `rate-limited` and `transient`, as the
 //!   host does.
 //! - [`kit`]: loading the plugin (as manifested, or with a narrowed grant or budget), the
-//!   patient vendor calls, and what the run made.
+//!   patient vendor calls, what the run made, and the simulator of a `--vendor-sim` run
+//!   (reached through `vendor_sim::control_client`).
 //! - [`isolation`]: `sandbox.cache-isolated`, two loads of the plugin and the verdict on
 //!   what each could read of the other's cache.
 //! - [`catalogue`]: `contract.catalogue`, the plugin's `catalogue` answer held against its
@@ -40,7 +39,6 @@ pub mod options;
 pub mod patience;
 pub mod proxy;
 pub mod report;
-pub mod sim;
 pub mod suites;
 pub mod traffic;
 

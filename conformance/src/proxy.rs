@@ -15,15 +15,14 @@ use std::path::Path;
 
 use anyhow::Context;
 use provisioner_host::manifest::Manifest;
+use vendor_sim::control_client::FaultsClient;
 use vendor_sim::proxy::{FaultProfile, ProxyConfig, ProxyHandle, RecordedRequest, spawn_proxy};
-
-use crate::sim::FaultApi;
 
 /// A running fault proxy and what the checks ask of it.
 #[derive(Debug)]
 pub struct ProxyControl {
     handle: ProxyHandle,
-    faults: FaultApi,
+    faults: FaultsClient,
     /// The upstream origin the proxy forwards to.
     pub upstream: String,
     /// The profile's vendor.
@@ -91,7 +90,7 @@ impl ProxyControl {
             .allowed_hosts
             .push(format!("http://{}", handle.addr));
         Ok(Self {
-            faults: FaultApi::new(&handle.url, profile.vendor()),
+            faults: FaultsClient::new(&handle.url).for_vendor(profile.vendor()),
             upstream: origin,
             profile_vendor: profile.vendor().to_string(),
             has_paging: profile.paging().is_some(),
@@ -102,7 +101,7 @@ impl ProxyControl {
     }
 
     /// The proxy's fault API.
-    pub fn faults(&self) -> &FaultApi {
+    pub fn faults(&self) -> &FaultsClient {
         &self.faults
     }
 

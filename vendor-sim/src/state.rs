@@ -53,6 +53,22 @@ impl Vendor {
     pub fn parse(name: &str) -> Option<Vendor> {
         Vendor::ALL.into_iter().find(|v| v.name() == name)
     }
+
+    /// The method and a part of the path of this vendor's create request (below its prefix),
+    /// so a fault rule can hit the create and not, say, OpenStack's Keystone login (also a
+    /// `POST`).
+    pub fn create_request(self) -> (&'static str, &'static str) {
+        match self {
+            Vendor::DigitalOcean => ("POST", "/droplets"),
+            // Compute Engine's insert (`POST .../zones/{zone}/instances`); not its token
+            // exchange (`POST /gcp/token`).
+            Vendor::Gcp => ("POST", "/instances"),
+            // ARM creates with `PUT .../virtualMachines/{name}`, idempotent by name; not the
+            // public IP's or NIC's `PUT`.
+            Vendor::Azure => ("PUT", "/virtualMachines/"),
+            Vendor::Hetzner | Vendor::OpenStack | Vendor::Example => ("POST", "/servers"),
+        }
+    }
 }
 
 /// The bearer token the Hetzner API accepts unless told otherwise (`--hetzner-token`,

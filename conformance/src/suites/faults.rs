@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use provisioner_host::bindings::types::{ProviderError, Server, ServerRequest};
 use provisioner_host::runtime::CallError;
-use serde_json::json;
+use vendor_sim::control_client::FaultsClient;
+use vendor_sim::proxy::{ProxyFaultKind, ProxyFaultRule};
 
 use super::{
     Check, NO_SHAPE, Recorder, Verdict, arm_alone, delete_all_of_run, servers_at_vendor, shown,
@@ -19,7 +20,6 @@ use crate::kit::Kit;
 use crate::options::Suite;
 use crate::patience::is_passing;
 use crate::proxy::ProxyControl;
-use crate::sim::FaultApi;
 use crate::traffic;
 
 const RATE_LIMITED: Check = Check {
@@ -102,7 +102,7 @@ pub(super) async fn faults(kit: &Kit, r: &mut Recorder<'_>) -> bool {
 
 /// Where this run arms faults, once it answers; `None`, with every check skipped saying
 /// why, in a run that has none (live, no proxy) or whose simulator does not answer.
-async fn fault_api_in_reach(kit: &Kit, r: &mut Recorder<'_>) -> Option<FaultApi> {
+async fn fault_api_in_reach(kit: &Kit, r: &mut Recorder<'_>) -> Option<FaultsClient> {
     let Some(fault_api) = kit.faults().cloned() else {
         r.skip_all(
             &CHECKS,
@@ -123,8 +123,8 @@ async fn fault_api_in_reach(kit: &Kit, r: &mut Recorder<'_>) -> Option<FaultApi>
 /// resends must still meet the fault).
 async fn find_under_fault(
     kit: &Kit,
-    fault_api: &FaultApi,
-    rule: serde_json::Value,
+    fault_api: &FaultsClient,
+    rule: ProxyFaultRule,
 ) -> Result<Result<Option<Server>, CallError>, String> {
     let key = kit.new_key();
     with_fault(fault_api, rule, kit.plugin.find_server(&key)).await
@@ -134,8 +134,8 @@ async fn find_under_fault(
 /// names it).
 async fn answers_error(
     kit: &Kit,
-    fault_api: &FaultApi,
-    rule: serde_json::Value,
+    fault_api: &FaultsClient,
+    rule: ProxyFaultRule,
     expected: &str,
     matches: fn(&ProviderError) -> bool,
 ) -> Verdict {
@@ -150,11 +150,16 @@ async fn answers_error(
 
 /// `faults.rate-limited`: a 429 saying "after 2 s" is rate-limited with about that delay
 /// (or without one, from a vendor whose rate limit never says when).
-async fn rate_limited(kit: &Kit, fault_api: &FaultApi) -> Verdict {
+async fn rate_limited(kit: &Kit, fault_api: &FaultsClient) -> Verdict {
     let result = find_under_fault(
         kit,
         fault_api,
-        json!({"kind": "rate_limit", "retry_after_secs": 2, "count": 100}),
+        ProxyFaultRule::new(
+            ProxyFaultKind::RateLimit {
+                retry_after_secs: 2,
+            },
+            100,
+        ),
     )
     .await?;
     let says_no_delay = kit.proxy().is_some_and(|proxy| !proxy.rate_limit_says_when);
@@ -186,11 +191,11 @@ async fn rate_limited(kit: &Kit, fault_api: &FaultApi) -> Verdict {
 }
 
 /// `faults.server-error-500` and `-503`: a 5xx is transient.
-async fn server_error(kit: &Kit, fault_api: &FaultApi, status: u16) -> Verdict {
+async fn server_error(kit: &Kit, fault_api: &FaultsClient, status: u16) -> Verdict {
     answers_error(
         kit,
         fault_api,
-        json!({"kind": "server_error", "status": status, "count": 100}),
+        ProxyFaultRule::new(ProxyFaultKind::ServerError { status }, 100),
         "transient",
         |e| matches!(e, ProviderError::Transient(_)),
     )
@@ -198,11 +203,11 @@ async fn server_error(kit: &Kit, fault_api: &FaultApi, status: u16) -> Verdict {
 }
 
 /// `faults.unauthorized`: a 401 is unauthorized.
-async fn unauthorized(kit: &Kit, fault_api: &FaultApi) -> Verdict {
+async fn unauthorized(kit: &Kit, fault_api: &FaultsClient) -> Verdict {
     answers_error(
         kit,
         fault_api,
-        json!({"kind": "unauthorized", "count": 100}),
+        ProxyFaultRule::new(ProxyFaultKind::Unauthorized, 100),
         "unauthorized",
         |e| matches!(e, ProviderError::Unauthorized(_)),
     )
@@ -211,7 +216,7 @@ async fn unauthorized(kit: &Kit, fault_api: &FaultApi) -> Verdict {
 
 /// `faults.timeout`: loaded with a 2 s call budget, a look-up whose answer takes 10 s ends
 /// as the host's timeout soon after the budget.
-async fn timeout(kit: &Kit, fault_api: &FaultApi) -> Verdict {
+async fn timeout(kit: &Kit, fault_api: &FaultsClient) -> Verdict {
     const BUDGET_MS: u64 = 2_000;
     let short = kit
         .variant(|manifest| manifest.limits.call_timeout_ms = BUDGET_MS)
@@ -220,7 +225,7 @@ async fn timeout(kit: &Kit, fault_api: &FaultApi) -> Verdict {
     let key = kit.new_key();
     let (result, took) = with_fault(
         fault_api,
-        json!({"kind": "slow", "delay_ms": 10_000, "count": 100}),
+        ProxyFaultRule::new(ProxyFaultKind::Slow { delay_ms: 10_000 }, 100),
         async {
             let started = Instant::now();
             let result = short.find_server(&key).await;
@@ -245,16 +250,17 @@ async fn timeout(kit: &Kit, fault_api: &FaultApi) -> Verdict {
 
 /// `faults.lost-response`: the create's answer is lost after the vendor made the server;
 /// the host's retry must adopt that server, leaving one at the vendor.
-async fn lost_response(kit: &Kit, fault_api: &FaultApi) -> Verdict {
+async fn lost_response(kit: &Kit, fault_api: &FaultsClient) -> Verdict {
     let AimedCreate {
         method,
         path,
         request,
         order,
-    } = aim_at_create(kit, fault_api, "lost_response", 1).await?;
+    } = aim_at_create(kit, fault_api, ProxyFaultKind::LostResponse, 1).await?;
     // Armed for one request: the fault has fired once none is armed.
-    let unfired =
-        async || -> Result<bool, String> { Ok(fault_api.armed().await.map_err(with_causes)? > 0) };
+    let unfired = async || -> Result<bool, String> {
+        Ok(!fault_api.armed().await.map_err(with_causes)?.is_empty())
+    };
     // The create whose answer is lost; one after the fault fired is the answer.
     let first = create_until_fired(kit, order, &request, &unfired, |_| false).await?;
     let never_fired = unfired().await?;
@@ -310,12 +316,12 @@ fn no_capacity_unarmable(kit: &Kit) -> Option<String> {
         ));
     }
     if let Some(simulator) = kit.sim()
-        && matches!(simulator.vendor(), "digitalocean" | "openstack")
+        && matches!(simulator.vendor.as_str(), "digitalocean" | "openstack")
     {
         return Some(format!(
             "the vendor ({}) has no capacity refusal of its own to read: DigitalOcean's is a \
              422 like any invalid size, Nova's a server in ERROR",
-            simulator.vendor()
+            simulator.vendor
         ));
     }
     if kit.proxy().is_some_and(|proxy| !proxy.has_no_capacity) {
@@ -330,18 +336,18 @@ fn no_capacity_unarmable(kit: &Kit) -> Option<String> {
 
 /// `faults.no-capacity`: the create meets the vendor's capacity refusal and must say
 /// no-capacity; with capacity back, the host's retry makes exactly one server.
-async fn no_capacity(kit: &Kit, fault_api: &FaultApi) -> Verdict {
+async fn no_capacity(kit: &Kit, fault_api: &FaultsClient) -> Verdict {
     // Armed for many requests: a plugin that sends the create again must still meet it.
     let AimedCreate {
         method,
         path,
         request,
         order,
-    } = aim_at_create(kit, fault_api, "no_capacity", 100).await?;
+    } = aim_at_create(kit, fault_api, ProxyFaultKind::NoCapacity, 100).await?;
     // The fault has fired once the listing of what is armed has changed.
-    let armed = fault_api.listing().await.map_err(with_causes)?;
+    let armed = fault_api.armed().await.map_err(with_causes)?;
     let unfired = async || -> Result<bool, String> {
-        Ok(fault_api.listing().await.map_err(with_causes)? == armed)
+        Ok(fault_api.armed().await.map_err(with_causes)? == armed)
     };
     // The first answer after the refusal fired is the plugin's reading of it.
     let refused = create_until_fired(kit, order, &request, &unfired, |error| {
@@ -395,8 +401,8 @@ struct AimedCreate {
 /// ([`create_request`]); the create it is aimed at, for a new key.
 async fn aim_at_create(
     kit: &Kit,
-    fault_api: &FaultApi,
-    kind: &str,
+    fault_api: &FaultsClient,
+    kind: ProxyFaultKind,
     count: u32,
 ) -> Result<AimedCreate, String> {
     let (method, path) = create_request(kit).await?;
@@ -405,7 +411,7 @@ async fn aim_at_create(
     let order = uuid::Uuid::new_v4();
     arm_alone(
         fault_api,
-        json!({"kind": kind, "method": method, "path": path, "count": count}),
+        ProxyFaultRule::new(kind, count).only(&method, &path),
     )
     .await?;
     Ok(AimedCreate {
@@ -444,7 +450,7 @@ async fn create_until_fired(
         let asked = attempt
             .as_ref()
             .err()
-            .and_then(provisioner_host::provision::retry_after)
+            .and_then(provisioner_host::wit_convert::retry_after)
             .unwrap_or(Duration::from_millis(500));
         tokio::time::sleep(asked).await;
     };
@@ -472,10 +478,10 @@ async fn retry_create(
 /// it: the simulator's, or learnt through the proxy.
 async fn create_request(kit: &Kit) -> Result<(String, String), String> {
     match (kit.sim(), kit.proxy()) {
-        (Some(simulator), _) => Ok((
-            simulator.create_method().to_string(),
-            simulator.create_path().to_string(),
-        )),
+        (Some(simulator), _) => {
+            let (method, path) = simulator.create_request();
+            Ok((method.to_string(), path.to_string()))
+        }
         (None, Some(proxy)) => learn_create_request(kit, proxy).await,
         (None, None) => Err("no fault API to aim a fault at the create with".into()),
     }

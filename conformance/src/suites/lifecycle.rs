@@ -10,16 +10,18 @@ use provisioner_host::bindings::types::{
 };
 use provisioner_host::runtime::CallError;
 use serde_json::json;
+use vendor_sim::control::{SeedServer, ServerRecord};
+use vendor_sim::proxy::{ProxyFaultKind, ProxyFaultRule};
+use vendor_sim::state::Vendor;
 
 use super::{
     Check, NO_SHAPE, Recorder, Verdict, listed_servers, shown, shown_error, status, with_causes,
     with_fault,
 };
-use crate::kit::{Kit, Vantage};
+use crate::kit::{Kit, Simulator, Vantage};
 use crate::options::Suite;
 use crate::patience::is_passing;
 use crate::proxy::ProxyControl;
-use crate::sim::SimControl;
 use crate::traffic;
 
 const CREATE: Check = Check {
@@ -194,17 +196,24 @@ async fn every_page(kit: &Kit, r: &mut Recorder<'_>, lifecycle_key: &str) {
 
 /// `lifecycle.every-page` at the simulator: ten servers made beside the run's, pages of
 /// three.
-async fn every_page_at_simulator(kit: &Kit, sim: &SimControl) -> Verdict {
+async fn every_page_at_simulator(kit: &Kit, sim: &Simulator) -> Verdict {
     const SEEDED: usize = 10;
+    let vendor = Vendor::parse(&sim.vendor)
+        .ok_or_else(|| format!("the simulator has no vendor '{}'", sim.vendor))?;
     let mut keys = Vec::new();
     for _ in 0..SEEDED {
         let key = kit.new_key();
-        sim.seed(&key).await.map_err(with_causes)?;
+        let seed = SeedServer {
+            vendor,
+            name: key.clone(),
+            idempotency_key: Some(key.clone()),
+        };
+        sim.control.seed_server(&seed).await.map_err(with_causes)?;
         keys.push(key);
     }
-    sim.cap_pages(Some(3)).await.map_err(with_causes)?;
+    sim.control.cap_pages(Some(3)).await.map_err(with_causes)?;
     let listed = kit.list().await;
-    sim.cap_pages(None).await.map_err(with_causes)?;
+    sim.control.cap_pages(None).await.map_err(with_causes)?;
     let servers = listed_servers(listed)?;
     // The seeded servers go again (the clean-up at the end judges).
     delete_listed(kit, &servers, &keys).await;
@@ -240,7 +249,7 @@ async fn every_page_of_plugins_servers(
         Some(proxy) => {
             with_fault(
                 proxy.faults(),
-                json!({"kind": "small_pages", "page_size": 1}),
+                ProxyFaultRule::new(ProxyFaultKind::SmallPages { page_size: 1 }, 1),
                 kit.list(),
             )
             .await?
@@ -421,7 +430,7 @@ async fn poll_until(
         let asked = result
             .as_ref()
             .err()
-            .and_then(provisioner_host::provision::retry_after)
+            .and_then(provisioner_host::wit_convert::retry_after)
             .unwrap_or_default();
         tokio::time::sleep(delay.max(asked).min(deadline - now)).await;
         delay = (delay * 2).min(Duration::from_secs(5));
@@ -469,8 +478,13 @@ async fn inputs_reach_vendor(kit: &Kit, request: &ServerRequest) -> Verdict {
     let since = kit.proxy().map_or(0, ProxyControl::last_seq);
     let created = kit.create(uuid::Uuid::new_v4(), request).await;
     let missing = match &kit.vantage {
-        Vantage::Simulator(sim) => match sim.server_with_key(key).await.map_err(with_causes)? {
-            Some(record) => missing_at_simulator(kit, &record),
+        Vantage::Simulator(sim) => match sim
+            .servers_with_key(key)
+            .await
+            .map_err(with_causes)?
+            .first()
+        {
+            Some(record) => missing_at_simulator(kit, record),
             None => Err(format!(
                 "expected a server with key {key} at the vendor, create answered {}",
                 shown(&created)
@@ -516,9 +530,9 @@ async fn inputs_reach_vendor(kit: &Kit, request: &ServerRequest) -> Verdict {
 }
 
 /// What of the inputs the simulator's record of a server lacks.
-fn missing_at_simulator(kit: &Kit, record: &serde_json::Value) -> Result<Vec<String>, String> {
+fn missing_at_simulator(kit: &Kit, record: &ServerRecord) -> Result<Vec<String>, String> {
     let mut missing = Vec::new();
-    let keys = record["ssh_keys"].as_array().cloned().unwrap_or_default();
+    let keys = &record.ssh_keys;
     if !keys.iter().any(|k| k == crate::kit::TEST_SSH_KEY) {
         missing.push(format!(
             "the SSH public key (the server got keys {keys:?}; a vendor with a key store \
@@ -527,21 +541,22 @@ fn missing_at_simulator(kit: &Kit, record: &serde_json::Value) -> Result<Vec<Str
         ));
     }
     let user_data = kit.user_data();
-    if !record["user_data"]
-        .as_str()
+    if !record
+        .user_data
+        .as_deref()
         .is_some_and(|got| got.contains(&user_data))
     {
         missing.push(format!(
             "the user data (the server got {})",
-            record["user_data"]
+            json!(record.user_data)
         ));
     }
-    if record["labels"][crate::kit::RUN_LABEL] != kit.run_id.as_str() {
+    if record.labels.get(crate::kit::RUN_LABEL) != Some(&kit.run_id) {
         missing.push(format!(
             "the label {}={} (the server got labels {})",
             crate::kit::RUN_LABEL,
             kit.run_id,
-            record["labels"]
+            json!(record.labels)
         ));
     }
     Ok(missing)

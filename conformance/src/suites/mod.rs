@@ -33,11 +33,12 @@ use std::time::{Duration, Instant};
 use provisioner_host::bindings::WitVersion;
 use provisioner_host::bindings::types::{LabelledServer, ProviderError, ServerStatus};
 use provisioner_host::runtime::CallError;
+use vendor_sim::control_client::FaultsClient;
+use vendor_sim::proxy::ProxyFaultRule;
 
 use crate::kit::{Kit, Vantage};
 use crate::options::{KitOptions, Suite, Target};
 use crate::report::{CheckResult, Leftover, Outcome, Report};
-use crate::sim::FaultApi;
 use crate::traffic;
 
 /// A check's verdict: `Ok(detail)` passes, `Err(detail)` fails.
@@ -242,16 +243,16 @@ const NO_SHAPE: &str = "no region, size and image to make servers with: give --r
                         [config]";
 
 /// Clears every armed fault and arms `rule` alone.
-async fn arm_alone(fault_api: &FaultApi, rule: serde_json::Value) -> Result<(), String> {
+async fn arm_alone(fault_api: &FaultsClient, rule: ProxyFaultRule) -> Result<(), String> {
     fault_api.clear().await.map_err(with_causes)?;
-    fault_api.arm(rule).await.map_err(with_causes)
+    fault_api.arm(&rule).await.map_err(with_causes)
 }
 
 /// `call`'s answer with `rule` armed alone for the whole call (a plugin that resends must
 /// still meet the fault), every fault cleared after.
 async fn with_fault<T>(
-    fault_api: &FaultApi,
-    rule: serde_json::Value,
+    fault_api: &FaultsClient,
+    rule: ProxyFaultRule,
     call: impl Future<Output = T>,
 ) -> Result<T, String> {
     arm_alone(fault_api, rule).await?;
@@ -277,7 +278,7 @@ fn listed_servers(
 async fn servers_at_vendor(kit: &Kit, key: &str) -> Result<Option<(usize, &'static str)>, String> {
     Ok(match &kit.vantage {
         Vantage::Simulator(sim) => Some((
-            sim.servers_with_key(key).await.map_err(with_causes)?,
+            sim.servers_with_key(key).await.map_err(with_causes)?.len(),
             "by the simulator's count",
         )),
         Vantage::Proxy(proxy) => Some((
@@ -313,7 +314,7 @@ const NO_LEFTOVERS: Check = Check {
 async fn clean_up(kit: &Kit, r: &mut Recorder<'_>) -> Vec<Leftover> {
     let mut leftovers = Vec::new();
     let judged_by = match kit.vantage {
-        Vantage::Simulator(ref sim) if sim.vendor() == "azure" => {
+        Vantage::Simulator(ref sim) if sim.vendor == "azure" => {
             "the plugin's get-server and the simulator's VMs, public IPs, NICs and disks"
         }
         Vantage::Simulator(_) => "the plugin's get-server and the simulator's servers",
