@@ -422,21 +422,23 @@ impl Provider for AwsPlugin {
         block_on(async {
             let ec2 = Ec2::from_config()?;
             let region = request.region.as_str();
-            let found = tagged(
-                &ec2,
-                region,
-                Some(&request.idempotency_key),
-                ALIVE,
-                page_size()?,
-            )
-            .await?;
-            let existing = oldest(
-                found
-                    .into_iter()
-                    .map(|instance| (region.to_string(), instance))
-                    .collect(),
-            );
-            adopt::adopt_or_create(existing, async || {
+            let look_up = async || {
+                let found = tagged(
+                    &ec2,
+                    region,
+                    Some(&request.idempotency_key),
+                    ALIVE,
+                    page_size()?,
+                )
+                .await?;
+                Ok(oldest(
+                    found
+                        .into_iter()
+                        .map(|instance| (region.to_string(), instance))
+                        .collect(),
+                ))
+            };
+            adopt::adopt_or_create(look_up, async || {
                 let image = image_id(&ec2, region, &request.image).await?;
                 let params = run_params(
                     &request,

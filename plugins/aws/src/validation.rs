@@ -83,9 +83,7 @@ pub fn regions() -> Result<Vec<String>, ProviderError> {
 /// to [`DEFAULT_REGIONS`]).
 pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
     check_shape(request)?;
-    ACCEPTED.region.check(&request.region)?;
-    ACCEPTED.size.check(&request.size)?;
-    ACCEPTED.image.check(&request.image)
+    ACCEPTED.check(request)
 }
 
 /// Every check that needs no configuration: the fields' syntax, the user data with the

@@ -328,8 +328,11 @@ impl Provider for AzurePlugin {
         let name = names::vm_name(&request.name, &request.idempotency_key)?;
         block_on(async {
             let session = Session::open().await?;
-            let existing = find(&session, &request.idempotency_key).await?;
-            adopt::adopt_or_create(existing, async || create(&session, &request, &name).await).await
+            adopt::adopt_or_create(
+                async || find(&session, &request.idempotency_key).await,
+                async || create(&session, &request, &name).await,
+            )
+            .await
         })
     }
 

@@ -148,9 +148,7 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             )));
         }
     }
-    ACCEPTED.region.check(&request.region)?;
-    ACCEPTED.size.check(&request.size)?;
-    ACCEPTED.image.check(&request.image)
+    ACCEPTED.check(request)
 }
 
 #[cfg(test)]

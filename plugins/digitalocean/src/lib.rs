@@ -238,8 +238,8 @@ impl Provider for DigitalOceanPlugin {
         check(&request)?;
         block_on(async {
             let client = client()?;
-            let existing = find(&client, &request.idempotency_key).await?;
-            adopt::adopt_or_create(existing, async || {
+            let look_up = async || find(&client, &request.idempotency_key).await;
+            adopt::adopt_or_create(look_up, async || {
                 let mut tags = vec![key_tag(&request.idempotency_key)];
                 tags.extend(request.labels.iter().map(|(k, v)| format!("{k}:{v}")));
                 let mut key_ids = Vec::new();

@@ -277,9 +277,7 @@ impl Provider for ExamplePlugin {
                 request.name
             )));
         }
-        ACCEPTED.region.check(&request.region)?;
-        ACCEPTED.size.check(&request.size)?;
-        ACCEPTED.image.check(&request.image)?;
+        ACCEPTED.check(&request)?;
         // Every entry must be an OpenSSH public key (the vendor installs it as given).
         provider_sdk::ssh::parse_all(&request.ssh_keys).map(drop)
     }
@@ -289,8 +287,8 @@ impl Provider for ExamplePlugin {
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
         let api = client()?;
         block_on(async {
-            let existing = find(&api, &request.idempotency_key).await?;
-            adopt::adopt_or_create(existing.map(to_server), async || {
+            let look_up = async || Ok(find(&api, &request.idempotency_key).await?.map(to_server));
+            adopt::adopt_or_create(look_up, async || {
                 // TODO(vendor): where the idempotency key travels (a tag, label or metadata
                 // entry named IDEMPOTENCY_LABEL), next to the labels the order asked for;
                 // inserted last, so an order's own label of that name cannot replace it.

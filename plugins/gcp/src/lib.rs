@@ -214,8 +214,8 @@ impl Provider for GcpPlugin {
         let label = ids::label_value(&request.idempotency_key);
         block_on(async {
             let session = Session::open().await?;
-            let existing = oldest(session.labelled(Some(&label)).await?);
-            adopt::adopt_or_create(existing, async || {
+            let look_up = async || Ok(oldest(session.labelled(Some(&label)).await?));
+            adopt::adopt_or_create(look_up, async || {
                 let id = VendorId {
                     zone: request.region.clone(),
                     name: name.clone(),

@@ -177,8 +177,8 @@ impl Provider for HetznerPlugin {
         validation::check(&request)?;
         block_on(async {
             let client = client()?;
-            let existing = find(&client, &request.idempotency_key).await?;
-            adopt::adopt_or_create(existing, async || {
+            let look_up = async || find(&client, &request.idempotency_key).await;
+            adopt::adopt_or_create(look_up, async || {
                 let mut labels: BTreeMap<&str, &str> = request
                     .labels
                     .iter()

@@ -99,9 +99,7 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             return invalid(format!("{field} '{value}' must be 1-255 characters"));
         }
     }
-    ACCEPTED.region.check(&request.region)?;
-    ACCEPTED.size.check(&request.size)?;
-    ACCEPTED.image.check(&request.image)?;
+    ACCEPTED.check(request)?;
     if request.idempotency_key.is_empty() || request.idempotency_key.len() > 255 {
         return invalid("the idempotency key must be 1-255 characters".into());
     }
@@ -138,9 +136,11 @@ impl Provider for OpenStackPlugin {
         check(&request)?;
         block_on(async {
             let session = Session::open(Some(&request.region)).await?;
-            let same_name = session.servers_named(&request.name).await?;
-            let existing = api::carrying_key(same_name, &request.idempotency_key);
-            adopt::adopt_or_create(existing.map(Server::from), async || {
+            let look_up = async || {
+                let same_name = session.servers_named(&request.name).await?;
+                Ok(api::carrying_key(same_name, &request.idempotency_key).map(Server::from))
+            };
+            adopt::adopt_or_create(look_up, async || {
                 let flavor = session.flavor_id(&request.size).await?;
                 let image = session.image_id(&request.image).await?;
                 let mut metadata = std::collections::BTreeMap::new();

@@ -8,18 +8,24 @@
 //! same one: the oldest, by the vendor's creation time, then by id ([`oldest`], [`id_order`]),
 //! whatever order the vendor lists them in.
 //!
+//! [`adopt_or_create`] is that protocol, once: the plugin gives it its vendor's look-up (the
+//! oldest server carrying the key, or none) and its vendor's create, and keeps both.
+//!
 //! ```ignore
 //! use provider_sdk::adopt::{self, id_order};
-//! async fn find(api: &ApiClient, key: &str) -> Result<Option<VendorServer>, ProviderError> {
+//! async fn find(api: &ApiClient, key: &str) -> Result<Option<Server>, ProviderError> {
 //!     let servers = list_all(api, &key_filter(key)).await?;
-//!     Ok(adopt::oldest(servers, |s| (s.created_at.clone(), id_order(&s.id))))
+//!     Ok(adopt::oldest(servers, |s| (s.created_at.clone(), id_order(&s.id))).map(to_server))
 //! }
 //! // in create_server:
-//! let existing = find(&api, &request.idempotency_key).await?.map(to_server);
-//! adopt::adopt_or_create(existing, async || {
-//!     let created: ServerEnvelope = api.call(HttpMethod::POST, "/servers", Some(&body)).await?;
-//!     Ok(to_server(created.server))
-//! })
+//! adopt::adopt_or_create(
+//!     async || find(&api, &request.idempotency_key).await,
+//!     async || {
+//!         let created: ServerEnvelope =
+//!             api.call(HttpMethod::POST, "/servers", Some(&body)).await?;
+//!         Ok(to_server(created.server))
+//!     },
+//! )
 //! .await
 //! ```
 
@@ -41,13 +47,15 @@ pub fn id_order(id: &str) -> (usize, String) {
     (id.len(), id.to_string())
 }
 
-/// `existing` (the oldest server carrying the key, from the look-up) adopted, or else the
-/// server `create` makes; either is logged with its vendor id.
+/// What `create-server` does at every vendor: `find` (the vendor's look-up of the oldest
+/// server carrying the order's idempotency key) runs first, and the server it finds is
+/// adopted; only when it finds none does `create` (the vendor's create) make one. Either is
+/// logged with its vendor id; an error of either is the call's.
 pub async fn adopt_or_create(
-    existing: Option<Server>,
+    find: impl AsyncFnOnce() -> Result<Option<Server>, ProviderError>,
     create: impl AsyncFnOnce() -> Result<Server, ProviderError>,
 ) -> Result<Server, ProviderError> {
-    if let Some(server) = existing {
+    if let Some(server) = find().await? {
         log(
             LogLevel::Info,
             &format!(

@@ -30,15 +30,14 @@
 //!     size: Known::size(&[]),
 //!     image: Known::image(&[]),
 //! };
-//! // in validate:
-//! ACCEPTED.region.check(&request.region)?;
-//! ACCEPTED.size.check(&request.size)?;
-//! ACCEPTED.image.check(&request.image)?;
+//! // in validate: the three fields ([`Accepted::check`]), or one at a time among the
+//! // plugin's own checks of each (`ACCEPTED.region.check(&request.region)?`):
+//! ACCEPTED.check(&request)?;
 //! // the catalogue export:
 //! fn catalogue() -> PluginCatalogue { ACCEPTED.catalogue() }
 //! ```
 
-use crate::{PluginCatalogue, ProviderError, get_config};
+use crate::{PluginCatalogue, ProviderError, ServerRequest, get_config};
 
 /// The config key listing the regions `validate` accepts.
 pub const REGIONS: &str = "regions";
@@ -125,6 +124,14 @@ pub struct Accepted {
 }
 
 impl Accepted {
+    /// `request`'s region, size and image, each by its field's [`Known::check`], in that
+    /// order (the first refusal is the answer).
+    pub fn check(&self, request: &ServerRequest) -> Result<(), ProviderError> {
+        self.region.check(&request.region)?;
+        self.size.check(&request.size)?;
+        self.image.check(&request.image)
+    }
+
     /// The `catalogue` export's answer: each field's list as [`Known::accepted`] reads it
     /// now (the manifest's `[config]` first).
     pub fn catalogue(&self) -> PluginCatalogue {
