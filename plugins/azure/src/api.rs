@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use provider_sdk::http::{ApiResponse, redact_urls, retry_after_ms};
+use provider_sdk::http::{ApiResponse, error_detail, redact_urls, retry_after_ms};
 use provider_sdk::status::{self, ANY, Rules};
 use provider_sdk::{IDEMPOTENCY_LABEL, LabelledServer, ProviderError, Server, ServerStatus};
 use serde::Deserialize;
@@ -242,6 +242,7 @@ pub fn error_reason(body: &str) -> Option<String> {
 /// quota-exceeded; capacity (`SkuNotAvailable`, `AllocationFailed`...) -> no-capacity; ARM's
 /// own conflicts (`AnotherOperationInProgress`, `RetryableError`) -> transient; then 401/403
 /// -> unauthorized, 404 -> not-found, other 400/409 -> invalid-request, 5xx -> transient.
+/// The message is [`error_detail`]'s (`path` may be a URL: only its path is named).
 pub fn arm_error(method: &str, path: &str, response: &ApiResponse) -> ProviderError {
     let parsed = serde_json::from_str::<ErrorBody>(&response.body)
         .ok()
@@ -257,13 +258,7 @@ pub fn arm_error(method: &str, path: &str, response: &ApiResponse) -> ProviderEr
         .map(|e| e.message.to_ascii_lowercase())
         .unwrap_or_default();
     let has = |wanted: &[&str]| codes.iter().any(|c| wanted.contains(c));
-    let reason =
-        error_reason(&response.body).unwrap_or_else(|| response.body.chars().take(200).collect());
-    let detail = format!(
-        "{method} {path} -> {}: {}",
-        response.status,
-        redact_urls(&reason)
-    );
+    let detail = error_detail(method, path, response, error_reason);
     if response.status == 429 {
         ProviderError::RateLimited(retry_after_ms(&response.headers))
     } else if has(&["QuotaExceeded"])

@@ -1,12 +1,11 @@
 //! An authenticated ARM session for one plugin call: the app's credentials, the
 //! subscription and resource group, the access token (from the host's cache or a fresh
 //! grant, see [`crate::auth`]), and requests that ask for a new token and retry once on a
-//! 401.
+//! 401 (`provider_sdk::session_token`).
 
-use std::cell::RefCell;
-
-use provider_sdk::http::{ApiClient, ApiResponse, HttpMethod as Method, path_of, percent_encode};
+use provider_sdk::http::{ApiClient, ApiResponse, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
+use provider_sdk::session_token::SessionToken;
 use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, get_config};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,7 +49,7 @@ pub struct Session {
     http: ApiClient,
     credentials: Credentials,
     authority: String,
-    token: RefCell<String>,
+    token: SessionToken,
     /// The subscription and resource group servers are made in (`name` unused).
     pub home: VendorId,
 }
@@ -81,7 +80,7 @@ impl Session {
             http: ApiClient::new(&base_url, api::error_reason),
             credentials,
             authority,
-            token: RefCell::new(token.access_token),
+            token: SessionToken::bearer(token.access_token),
             home,
         })
     }
@@ -118,27 +117,13 @@ impl Session {
         path: &str,
         body: Option<&B>,
     ) -> Result<ApiResponse, ProviderError> {
-        let bearer = |token: &str| format!("Bearer {token}");
-        let token = self.token.borrow().clone();
-        let response = self
-            .http
-            .send(
-                method.clone(),
-                path,
-                body,
-                &[("authorization", &bearer(&token))],
-            )
-            .await?;
-        if response.status != 401 {
-            return Ok(response);
-        }
-        auth::forget(&self.credentials);
-        let fresh = auth::grant(&self.credentials, &self.authority)
-            .await?
-            .access_token;
-        *self.token.borrow_mut() = fresh.clone();
-        self.http
-            .send(method, path, body, &[("authorization", &bearer(&fresh))])
+        self.token
+            .send(&self.http, method, path, body, async || {
+                auth::forget(&self.credentials);
+                Ok(auth::grant(&self.credentials, &self.authority)
+                    .await?
+                    .access_token)
+            })
             .await
     }
 
@@ -163,7 +148,7 @@ impl Session {
         if (200..300).contains(&response.status) {
             return self.http.parse(method, path, response);
         }
-        Err(api::arm_error(method.as_str(), path_of(path), &response))
+        Err(api::arm_error(method.as_str(), path, &response))
     }
 
     /// The path of the resource id `id` with its API version (and `extra` query).
@@ -194,7 +179,7 @@ impl Session {
         match response.status {
             204 | 404 => Ok(None),
             200..=299 => Ok(Some(response)),
-            _ => Err(api::arm_error("DELETE", path_of(&path), &response)),
+            _ => Err(api::arm_error("DELETE", &path, &response)),
         }
     }
 
@@ -227,7 +212,7 @@ impl Session {
                         Some("Failed") | Some("Canceled") => {
                             return Err(api::arm_error(
                                 "GET",
-                                path_of(&url),
+                                &url,
                                 &ApiResponse {
                                     status: 409,
                                     headers: response.headers,
@@ -238,7 +223,7 @@ impl Session {
                         _ => return Ok(true),
                     }
                 }
-                _ => return Err(api::arm_error("GET", path_of(&url), &response)),
+                _ => return Err(api::arm_error("GET", &url, &response)),
             }
         }
         Ok(false)

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use provider_sdk::http::{ApiClient, HttpMethod as Method, path_of, percent_encode, redact_urls};
-use provider_sdk::{LogLevel, ProviderError, cache, log, require_secret};
+use provider_sdk::{ProviderError, cache, require_secret};
 use serde::{Deserialize, Serialize};
 
 /// The Microsoft identity platform's public cloud authority.
@@ -169,18 +169,13 @@ fn remember(credentials: &Credentials, token: &AccessToken, expires_in: Option<u
     else {
         return;
     };
-    let Ok(bytes) = serde_json::to_vec(token) else {
-        return;
-    };
-    if let Err(error) = cache::set(&credentials.cache_key(), &bytes, Duration::from_secs(ttl)) {
-        log(
-            LogLevel::Warn,
-            &format!(
-                "the access token is not cached (cache-error {}): every call asks for one",
-                error.name()
-            ),
-        );
-    }
+    cache::keep_json(
+        &credentials.cache_key(),
+        token,
+        Duration::from_secs(ttl),
+        "the access token",
+        "every call asks for one",
+    );
 }
 
 #[cfg(test)]

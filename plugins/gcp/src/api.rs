@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use provider_sdk::http::{ApiResponse, redact_urls, retry_after_ms};
+use provider_sdk::http::{ApiResponse, error_detail, redact_urls, retry_after_ms};
 use provider_sdk::status::{self, Rules};
 use provider_sdk::{IDEMPOTENCY_LABEL, LabelledServer, ProviderError, Server, ServerStatus};
 use serde::Deserialize;
@@ -329,7 +329,8 @@ pub fn error_reason(body: &str) -> Option<String> {
 /// `quotaExceeded` / `QUOTA_EXCEEDED` -> quota-exceeded; `ZONE_RESOURCE_POOL_EXHAUSTED`,
 /// `..._WITH_DETAILS` -> no-capacity), then the status: 429 -> rate-limited (with
 /// `Retry-After`), 401/403 -> unauthorized, 404 -> not-found, 400/409/412 ->
-/// invalid-request, 5xx -> transient.
+/// invalid-request, 5xx -> transient. The message is [`error_detail`]'s (`path` may be a
+/// URL: only its path is named).
 pub fn compute_error(method: &str, path: &str, response: &ApiResponse) -> ProviderError {
     let parsed: Option<GoogleError> = serde_json::from_str::<ErrorBody>(&response.body)
         .ok()
@@ -345,13 +346,7 @@ pub fn compute_error(method: &str, path: &str, response: &ApiResponse) -> Provid
         })
         .collect();
     let has = |wanted: &[&str]| reasons.iter().any(|reason| wanted.contains(reason));
-    let reason =
-        error_reason(&response.body).unwrap_or_else(|| response.body.chars().take(200).collect());
-    let detail = format!(
-        "{method} {path} -> {}: {}",
-        response.status,
-        redact_urls(&reason)
-    );
+    let detail = error_detail(method, path, response, error_reason);
     let text_has = |needle: &str| response.body.contains(needle);
     if response.status == 429 || has(&["rateLimitExceeded", "userRateLimitExceeded"]) {
         ProviderError::RateLimited(retry_after_ms(&response.headers))

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use provider_sdk::http::{ApiClient, HttpMethod as Method, path_of, percent_encode};
-use provider_sdk::{LogLevel, ProviderError, cache, log};
+use provider_sdk::{ProviderError, cache};
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::DecodePrivateKey;
@@ -230,18 +230,13 @@ fn remember(key: &ServiceAccountKey, token: &AccessToken, expires_in: Option<u64
     else {
         return;
     };
-    let Ok(bytes) = serde_json::to_vec(token) else {
-        return;
-    };
-    if let Err(error) = cache::set(&key.cache_key(), &bytes, Duration::from_secs(ttl)) {
-        log(
-            LogLevel::Warn,
-            &format!(
-                "the access token is not cached (cache-error {}): every call exchanges a JWT",
-                error.name()
-            ),
-        );
-    }
+    cache::keep_json(
+        &key.cache_key(),
+        token,
+        Duration::from_secs(ttl),
+        "the access token",
+        "every call exchanges a JWT",
+    );
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! An authenticated Compute Engine session for one plugin call: the service-account key,
 //! the project, the access token (from the host's cache or a fresh exchange, see
-//! [`crate::auth`]), and requests that exchange once more and retry once on a 401.
+//! [`crate::auth`]), and requests that exchange once more and retry once on a 401
+//! (`provider_sdk::session_token`).
 
-use std::cell::RefCell;
-
-use provider_sdk::http::{ApiClient, HttpMethod as Method, path_of, percent_encode};
+use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
+use provider_sdk::session_token::SessionToken;
 use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, get_config, require_secret};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,7 +23,7 @@ const MAX_RESULTS: u32 = 500;
 pub struct Session {
     http: ApiClient,
     key: ServiceAccountKey,
-    token: RefCell<String>,
+    token: SessionToken,
     project: String,
 }
 
@@ -50,7 +50,7 @@ impl Session {
         Ok(Self {
             http: ApiClient::new(&base_url, api::error_reason),
             key,
-            token: RefCell::new(token.access_token),
+            token: SessionToken::bearer(token.access_token),
             project,
         })
     }
@@ -72,39 +72,17 @@ impl Session {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ProviderError> {
-        let bearer = |token: &str| format!("Bearer {token}");
-        let token = self.token.borrow().clone();
-        let mut response = self
-            .http
-            .send(
-                method.clone(),
-                path,
-                body,
-                &[("authorization", &bearer(&token))],
-            )
+        let response = self
+            .token
+            .send(&self.http, method.clone(), path, body, async || {
+                auth::forget(&self.key);
+                Ok(auth::exchange(&self.key).await?.access_token)
+            })
             .await?;
-        if response.status == 401 {
-            auth::forget(&self.key);
-            let fresh = auth::exchange(&self.key).await?.access_token;
-            *self.token.borrow_mut() = fresh.clone();
-            response = self
-                .http
-                .send(
-                    method.clone(),
-                    path,
-                    body,
-                    &[("authorization", &bearer(&fresh))],
-                )
-                .await?;
-        }
         if (200..300).contains(&response.status) {
             return self.http.parse(&method, path, response);
         }
-        Err(api::compute_error(
-            method.as_str(),
-            path_of(path),
-            &response,
-        ))
+        Err(api::compute_error(method.as_str(), path, &response))
     }
 
     /// Every instance of the project carrying the idempotency label (`value`: with that

@@ -1,5 +1,6 @@
 //! An authenticated OpenStack session for one plugin call: the Keystone token, the compute
-//! and image endpoints from the catalog, and requests that re-authenticate once on 401.
+//! and image endpoints from the catalog, and requests that re-authenticate once on 401
+//! (`provider_sdk::session_token`).
 //!
 //! The token and its catalog outlive the call in the host's cache (WIT 0.3 `cache`): one
 //! Keystone login serves every call until the token's `expires_at` less
@@ -8,12 +9,12 @@
 //! a full cache) only costs a login. The token is a secret: it is never logged, never in an
 //! error, and [`Session`] and [`Login`] have no `Debug`.
 
-use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use provider_sdk::cache;
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
+use provider_sdk::session_token::SessionToken;
 use provider_sdk::{ProviderError, get_config, require_secret};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -78,7 +79,7 @@ impl Credentials {
 pub struct Session {
     http: ApiClient,
     credentials: Credentials,
-    token: RefCell<String>,
+    token: SessionToken,
     compute: String,
     image: Option<String>,
 }
@@ -114,7 +115,7 @@ impl Session {
         let image = endpoint("image");
         Ok(Self {
             http,
-            token: RefCell::new(login.token),
+            token: SessionToken::in_header("x-auth-token", login.token),
             compute,
             image,
             credentials,
@@ -139,20 +140,13 @@ impl Session {
         url: &str,
         body: Option<&B>,
     ) -> Result<T, ProviderError> {
-        let token = self.token.borrow().clone();
-        let mut response = self
-            .http
-            .send(method.clone(), url, body, &[("x-auth-token", &token)])
+        let response = self
+            .token
+            .send(&self.http, method.clone(), url, body, async || {
+                cache::delete(LOGIN_KEY);
+                Ok(authenticate(&self.http, &self.credentials).await?.token)
+            })
             .await?;
-        if response.status == 401 {
-            cache::delete(LOGIN_KEY);
-            let fresh = authenticate(&self.http, &self.credentials).await?.token;
-            *self.token.borrow_mut() = fresh.clone();
-            response = self
-                .http
-                .send(method.clone(), url, body, &[("x-auth-token", &fresh)])
-                .await?;
-        }
         self.http.parse(&method, url, response)
     }
 
@@ -277,19 +271,14 @@ fn remember(login: &Login, expires_at: Option<&str>) {
     else {
         return;
     };
-    let Ok(bytes) = serde_json::to_vec(login) else {
-        return;
-    };
     let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(u64::MAX));
-    if let Err(error) = cache::set(LOGIN_KEY, &bytes, ttl) {
-        provider_sdk::log(
-            provider_sdk::LogLevel::Warn,
-            &format!(
-                "the Keystone token is not cached (cache-error {}): every call logs in",
-                error.name()
-            ),
-        );
-    }
+    cache::keep_json(
+        LOGIN_KEY,
+        login,
+        ttl,
+        "the Keystone token",
+        "every call logs in",
+    );
 }
 
 /// An RFC 3339 time in UTC (`2026-12-02T21:45:00.000000Z`, or with a `+hh:mm` / `-hh:mm`

@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use crate::provisioner::provider::cache as wit;
+use crate::{LogLevel, log};
 
 pub use wit::CacheError;
 
@@ -33,6 +34,31 @@ pub fn set(key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
 /// Forgets `key`.
 pub fn delete(key: &str) {
     wit::delete(key)
+}
+
+/// Stores `value` as JSON under `key` for `ttl`, as the hint the cache is: a value that
+/// does not encode is not stored, and a [`set`] the host refuses (a full cache) is logged at
+/// `warn` as `<what> is not cached (cache-error <name>): <instead>`, where `instead` says
+/// what every call does without it (`every call logs in`). Neither is an error.
+pub fn keep_json<T: serde::Serialize>(
+    key: &str,
+    value: &T,
+    ttl: Duration,
+    what: &str,
+    instead: &str,
+) {
+    let Ok(bytes) = serde_json::to_vec(value) else {
+        return;
+    };
+    if let Err(error) = set(key, &bytes, ttl) {
+        log(
+            LogLevel::Warn,
+            &format!(
+                "{what} is not cached (cache-error {}): {instead}",
+                error.name()
+            ),
+        );
+    }
 }
 
 /// A JSON value under `key`; none when absent, expired or not a `T` (a plugin whose stored

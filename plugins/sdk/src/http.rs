@@ -245,14 +245,7 @@ impl ApiClient {
 
     /// The [`ProviderError`] for a non-2xx answer.
     pub fn error(&self, method: &Method, path: &str, response: &ApiResponse) -> ProviderError {
-        let reason = (self.reason)(&response.body)
-            .unwrap_or_else(|| response.body.chars().take(200).collect());
-        let detail = format!(
-            "{method} {} -> {}: {}",
-            path_of(path),
-            response.status,
-            redact_urls(&reason)
-        );
+        let detail = error_detail(method.as_str(), path, response, self.reason);
         match response.status {
             401 | 403 => ProviderError::Unauthorized(detail),
             404 => ProviderError::NotFound(detail),
@@ -262,6 +255,26 @@ impl ApiClient {
             _ => ProviderError::Internal(detail),
         }
     }
+}
+
+/// The message of a non-2xx answer to `method path`, as every [`ProviderError`] made of one
+/// carries it: `GET /servers/7 -> 404: <reason>`, the reason being what `reason` reads in
+/// the body, else the body's first 200 characters. It names no origin and no query
+/// ([`path_of`]), and any URL in the reason is cut to its path ([`redact_urls`]).
+pub fn error_detail(
+    method: &str,
+    path: &str,
+    response: &ApiResponse,
+    reason: ReasonParser,
+) -> String {
+    let reason =
+        reason(&response.body).unwrap_or_else(|| response.body.chars().take(200).collect());
+    format!(
+        "{method} {} -> {}: {}",
+        path_of(path),
+        response.status,
+        redact_urls(&reason)
+    )
 }
 
 /// `error` as `no-capacity`, with its message: for an answer whose vendor code says the

@@ -1,38 +1,198 @@
-//! Guest-side SDK for provider plugins.
+//! The plugin SDK (`provider-sdk`): what every provider plugin needs besides its own
+//! vendor's API.
 //!
-//! It binds the `provider-plugin` world of `provisioner:provider@0.5.0` (`wit/provider.wit`;
-//! the frozen older contracts are `wit/v0.4/`, `wit/v0.3/`, `wit/v0.2/` and `wit/v0.1/`), so a
-//! plugin built with it exports the 0.5.0 `provider` interface, `list-servers` and `catalogue`
-//! included (the regions, sizes and images its `validate` accepts: [`catalogue::Accepted`]
-//! names them once for both), may keep values between calls in the host's cache ([`cache`]),
-//! and says `no-capacity` when its vendor cannot place a server where it was asked.
+//! A provider plugin teaches the provisioner one cloud vendor: it is a WebAssembly component
+//! (built with `--target wasm32-wasip2`) that the host loads, sandboxes, and calls to
+//! create, poll, list and delete servers. This crate binds the `provider-plugin` world of
+//! `provisioner:provider@0.5.0` (`wit/provider.wit`; the frozen older contracts are
+//! `wit/v0.4/` to `wit/v0.1/`), so a plugin built with it exports the 0.5.0 `provider`
+//! interface, `list-servers` and `catalogue` included, and may say `no-capacity` when its
+//! vendor cannot place a server where it was asked.
 //!
-//! A plugin implements [`Provider`] and exports it with
+//! A plugin implements [`Provider`] (the WIT interface as wit-bindgen generates it:
+//! associated functions, owned arguments) and exports it with
 //! `provider_sdk::export_provider!(MyPlugin);`. Everything else it needs comes from here:
-//! the WIT types, the host's `log` / `get-config` / `get-secret`, and an HTTP/JSON client
-//! over wasi:http that maps HTTP failures to [`ProviderError`] the way every vendor needs.
+//! the WIT types and the host's `log` / `get-config` / `get-secret` (re-exported at the
+//! root), an HTTP/JSON client over wasi:http that maps HTTP failures to [`ProviderError`]
+//! the way every vendor needs, and one implementation each of what every vendor asks the
+//! same way: adopting the server an earlier try made for the order's idempotency key
+//! before creating one, reading every page of a list, the offline catalogue `validate`
+//! checks against, the order's SSH keys, the host's cache. The vendor-specific parts (its
+//! JSON shapes, paths, status names and error codes) stay in the plugin.
+//!
+//! # A plugin
+//!
+//! Every call runs in a fresh instance, so each export opens its client again; the async
+//! work runs inside the synchronous export with [`block_on`]. A vendor that answers
+//! `GET /servers?tag=k=v` with a JSON list and `POST /servers` with the new server:
+//!
+//! ```no_run
+//! use provider_sdk::adopt::{self, id_order};
+//! use provider_sdk::catalogue::{Accepted, Known};
+//! use provider_sdk::http::{ApiClient, HttpMethod, percent_encode};
+//! use provider_sdk::{
+//!     IDEMPOTENCY_LABEL, LabelledServer, PluginCatalogue, PluginInfo, Provider, ProviderError,
+//!     Server, ServerRequest, ServerStatus, block_on, get_config, require_secret,
+//! };
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// What `validate` accepts offline, and the `catalogue` export's answer.
+//! const ACCEPTED: Accepted = Accepted {
+//!     region: Known::region(&["eu-1", "us-1"]),
+//!     size: Known::size(&[]),
+//!     image: Known::image(&[]),
+//! };
+//!
+//! /// A server as the vendor answers it.
+//! #[derive(Deserialize)]
+//! struct AcmeServer {
+//!     id: String,
+//!     name: String,
+//!     state: String,
+//!     created_at: String,
+//!     ip: Option<String>,
+//! }
+//!
+//! impl From<AcmeServer> for Server {
+//!     fn from(server: AcmeServer) -> Self {
+//!         let status = match server.state.as_str() {
+//!             "up" => ServerStatus::Running,
+//!             _ => ServerStatus::Provisioning,
+//!         };
+//!         Server { vendor_id: server.id, name: server.name, status, ipv4: server.ip, ipv6: None }
+//!     }
+//! }
+//!
+//! #[derive(Serialize)]
+//! struct CreateBody<'a> {
+//!     name: &'a str,
+//!     region: &'a str,
+//!     plan: &'a str,
+//!     image: &'a str,
+//!     tags: Vec<String>,
+//! }
+//!
+//! /// The vendor's API at the manifest's `base-url`, with the token from its `[secrets]`.
+//! fn client() -> Result<ApiClient, ProviderError> {
+//!     let base_url = get_config("base-url").unwrap_or_else(|| "https://api.acme.example".into());
+//!     Ok(ApiClient::new(&base_url, |_error_body| None).with_bearer(&require_secret("token")?))
+//! }
+//!
+//! /// The server carrying the idempotency `key` (the oldest, if several do).
+//! async fn find(api: &ApiClient, key: &str) -> Result<Option<Server>, ProviderError> {
+//!     let tag = percent_encode(&format!("{IDEMPOTENCY_LABEL}={key}"));
+//!     let path = format!("/servers?tag={tag}");
+//!     let servers: Vec<AcmeServer> = api.call(HttpMethod::GET, &path, None::<&()>).await?;
+//!     Ok(adopt::oldest(servers, |s| (s.created_at.clone(), id_order(&s.id))).map(Server::from))
+//! }
+//!
+//! struct AcmePlugin;
+//!
+//! impl Provider for AcmePlugin {
+//!     fn info() -> PluginInfo {
+//!         PluginInfo {
+//!             vendor: "acme".into(),
+//!             display_name: "Acme Cloud".into(),
+//!             version: env!("CARGO_PKG_VERSION").into(),
+//!         }
+//!     }
+//!
+//!     fn catalogue() -> PluginCatalogue {
+//!         ACCEPTED.catalogue()
+//!     }
+//!
+//!     fn validate(request: ServerRequest) -> Result<(), ProviderError> {
+//!         ACCEPTED.check(&request)?;
+//!         provider_sdk::ssh::parse_all(&request.ssh_keys).map(drop)
+//!     }
+//!
+//!     /// Adopts the server an earlier try made for the key, or makes one carrying it.
+//!     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
+//!         Self::validate(request.clone())?;
+//!         block_on(async {
+//!             let api = client()?;
+//!             adopt::adopt_or_create(
+//!                 async || find(&api, &request.idempotency_key).await,
+//!                 async || {
+//!                     let body = CreateBody {
+//!                         name: &request.name,
+//!                         region: &request.region,
+//!                         plan: &request.size,
+//!                         image: &request.image,
+//!                         tags: vec![format!("{IDEMPOTENCY_LABEL}={}", request.idempotency_key)],
+//!                     };
+//!                     let made: AcmeServer =
+//!                         api.call(HttpMethod::POST, "/servers", Some(&body)).await?;
+//!                     Ok(made.into())
+//!                 },
+//!             )
+//!             .await
+//!         })
+//!     }
+//!
+//!     fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
+//!         block_on(async { find(&client()?, &idempotency_key).await })
+//!     }
+//!
+//!     /// `not-found` once it is gone: the client maps the vendor's 404.
+//!     fn get_server(vendor_id: String) -> Result<Server, ProviderError> {
+//!         let path = format!("/servers/{}", percent_encode(&vendor_id));
+//!         block_on(async {
+//!             let server: AcmeServer = client()?.call(HttpMethod::GET, &path, None::<&()>).await?;
+//!             Ok(server.into())
+//!         })
+//!     }
+//!
+//!     fn delete_server(vendor_id: String) -> Result<(), ProviderError> {
+//!         let path = format!("/servers/{}", percent_encode(&vendor_id));
+//!         block_on(async {
+//!             let api = client()?;
+//!             let _: serde_json::Value = api.call(HttpMethod::DELETE, &path, None::<&()>).await?;
+//!             Ok(())
+//!         })
+//!     }
+//!
+//!     fn list_servers() -> Result<Vec<LabelledServer>, ProviderError> {
+//!         // every server carrying IDEMPOTENCY_LABEL, with its key (see `paging`)
+//! #       Ok(Vec::new())
+//!     }
+//! }
+//!
+//! provider_sdk::export_provider!(AcmePlugin);
+//! # fn main() {}
+//! ```
+//!
+//! It compiles on any target but runs only inside the host (the host's functions and
+//! wasi:http are imports of the component). `plugins/example` is the complete template,
+//! with paging, a vendor's error bodies and capacity codes; `docs/plugin-authoring.md` is
+//! the guide.
 //!
 //! # Layout
-//! - the generated bindings (`exports`, `provisioner`) and the re-exports below;
+//! - this file: the generated bindings (`exports`, `provisioner`), the re-exports of the
+//!   WIT types and the host's functions, [`IDEMPOTENCY_LABEL`], and small checks and names
+//!   every plugin uses: [`require_secret`], [`is_hostname`], [`is_slug`], [`unique_name`]
+//!   (the vendor-side name where vendors require unique server names), [`base64()`]
+//!   (standard base64, as vendors want user data);
+//! - [`http`]: [`http::ApiClient`], JSON over wasi:http, status -> error mapping
+//!   ([`http::error_detail`], the message every such error carries), rate-limit delays;
+//! - [`session_token`]: a vendor's login token sent with every request and renewed once
+//!   on a 401;
 //! - [`cache`]: the plugin's own short-lived values the host keeps between calls (a
 //!   session token), typed;
-//! - [`http`]: [`http::ApiClient`], JSON over wasi:http, status -> error mapping,
-//!   rate-limit delays;
+//! - [`adopt`]: `create-server`'s protocol: adopt the oldest server carrying the
+//!   idempotency key, or create one;
+//! - [`paging`]: every page of a vendor's list (page numbers, cursors, next links);
 //! - [`catalogue`]: the regions, sizes and images `validate` accepts offline, from the
 //!   manifest's `[config] regions` / `sizes` / `images` or a plugin's built-in list, and the
 //!   `catalogue` export's answer from the same lists;
+//! - [`status`]: the vendor's status, from one field or several, in the host's terms;
 //! - [`ssh`]: the order's `ssh-keys` (OpenSSH public keys), checked, with their MD5
 //!   fingerprints (how vendors' key stores find a key);
 //! - [`cloud_init`]: SSH keys written into cloud-init user data, for vendors without a key
 //!   store;
-//! - [`adopt`]: adopt the oldest server carrying the idempotency key, or create one;
-//! - [`paging`]: every page of a vendor's list (page numbers, cursors, next links);
-//! - [`status`]: the vendor's status, from one field or several, in the host's terms;
-//! - [`unique_name`]: the vendor-side name for vendors that require unique server names;
-//! - [`base64`]: standard base64, as vendors want user data;
 //! - [`sigv4`]: AWS Signature Version 4 request signing, for AWS-style APIs (EC2's Query
 //!   API and the like);
-//! - [`block_on`]: runs an async body inside a synchronous export.
+//! - [`block_on`] (from `wstd`): runs an async body inside a synchronous export.
 
 wit_bindgen::generate!({
     // Qualified with the version, so a `wit/` of another version fails the build.
@@ -49,6 +209,7 @@ pub mod catalogue;
 pub mod cloud_init;
 pub mod http;
 pub mod paging;
+pub mod session_token;
 pub mod sigv4;
 pub mod ssh;
 pub mod status;
