@@ -12,7 +12,8 @@
 
 use std::time::Duration;
 
-use provider_sdk::http::{ApiClient, HttpMethod as Method, path_of, percent_encode, redact_urls};
+use provider_sdk::http::percent_encode;
+use provider_sdk::session_token::request_oauth_token;
 use provider_sdk::{ProviderError, cache, require_secret};
 use serde::{Deserialize, Serialize};
 
@@ -128,27 +129,13 @@ pub async fn grant(
     credentials: &Credentials,
     authority: &str,
 ) -> Result<AccessToken, ProviderError> {
-    let url = token_url(authority, &credentials.tenant);
-    let http = ApiClient::new("", token_error_reason);
-    let response = http
-        .send_raw(
-            Method::POST,
-            &url,
-            Some("application/x-www-form-urlencoded"),
-            Some(credentials.form().into_bytes()),
-            &[],
-        )
-        .await?;
-    let path = path_of(&url).to_string();
-    if matches!(response.status, 400 | 401 | 403) {
-        let reason = token_error_reason(&response.body)
-            .unwrap_or_else(|| format!("status {}", response.status));
-        return Err(ProviderError::Unauthorized(format!(
-            "the client-credentials grant (POST {path}) was refused: {}",
-            redact_urls(&reason)
-        )));
-    }
-    let answer: TokenAnswer = http.parse(&Method::POST, &path, response)?;
+    let answer: TokenAnswer = request_oauth_token(
+        &token_url(authority, &credentials.tenant),
+        credentials.form(),
+        "client-credentials grant",
+        token_error_reason,
+    )
+    .await?;
     let token = AccessToken {
         access_token: answer.access_token,
     };

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use provider_sdk::http::{ApiClient, HttpMethod as Method, path_of, percent_encode};
+use provider_sdk::http::percent_encode;
+use provider_sdk::session_token::request_oauth_token;
 use provider_sdk::{ProviderError, cache};
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
@@ -194,26 +195,13 @@ pub async fn exchange(key: &ServiceAccountKey) -> Result<AccessToken, ProviderEr
         percent_encode(JWT_BEARER_GRANT),
         percent_encode(&assertion)
     );
-    let http = ApiClient::new("", token_error_reason);
-    let response = http
-        .send_raw(
-            Method::POST,
-            &key.token_uri,
-            Some("application/x-www-form-urlencoded"),
-            Some(form.into_bytes()),
-            &[],
-        )
-        .await?;
-    let path = path_of(&key.token_uri).to_string();
-    if matches!(response.status, 400 | 401 | 403) {
-        let reason = token_error_reason(&response.body)
-            .unwrap_or_else(|| format!("status {}", response.status));
-        return Err(ProviderError::Unauthorized(format!(
-            "the service account's token exchange (POST {path}) was refused: {}",
-            provider_sdk::http::redact_urls(&reason)
-        )));
-    }
-    let answer: TokenAnswer = http.parse(&Method::POST, &path, response)?;
+    let answer: TokenAnswer = request_oauth_token(
+        &key.token_uri,
+        form,
+        "service account's token exchange",
+        token_error_reason,
+    )
+    .await?;
     let token = AccessToken {
         access_token: answer.access_token,
     };

@@ -1,11 +1,13 @@
-//! A vendor's session token, sent with every request of a call and renewed once when the
-//! vendor answers 401.
+//! A vendor's session token: asked for at an OAuth 2.0 token endpoint, sent with every
+//! request of a call, and renewed once when the vendor answers 401.
 //!
 //! Vendors that log in (an OAuth access token at Azure and Google, a Keystone token at
 //! OpenStack) hand out a token the plugin keeps in the host's cache ([`crate::cache`]) until
 //! shortly before it expires. The vendor may still refuse it (revoked, clocks apart): then
 //! [`SessionToken::send`] asks the plugin's `renew` (forget the cached token, log in again)
 //! and sends the request once more with the fresh token, which serves the rest of the call.
+//! Where the login is an OAuth 2.0 token request (a client-credentials grant, a JWT bearer
+//! exchange), [`request_oauth_token`] sends it and reads the answer.
 //!
 //! ```ignore
 //! use provider_sdk::session_token::SessionToken;
@@ -23,9 +25,10 @@
 use std::cell::RefCell;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::ProviderError;
-use crate::http::{ApiClient, ApiResponse, HttpMethod};
+use crate::http::{ApiClient, ApiResponse, HttpMethod, ReasonParser, path_of, redact_urls};
 
 /// The token of one call's session and the header it travels in. No `Debug`: it holds the
 /// token.
@@ -87,4 +90,38 @@ impl SessionToken {
         http.send(method, path_or_url, body, &[(self.header, &value(&fresh))])
             .await
     }
+}
+
+/// Sends an OAuth 2.0 token request (RFC 6749 section 4: `form` is the grant's
+/// `application/x-www-form-urlencoded` body) to `token_url` and parses the 2xx answer as `T`
+/// (the token and its lifetime, in the endpoint's shape). A refusal (400, 401 or 403: a bad
+/// grant, client or secret) is `unauthorized`, `the <grant> (POST <path>) was refused:
+/// <reason>`, the reason being what `reason` reads in the endpoint's error body, else the
+/// status; 429 and 5xx map as [`ApiClient`] maps them. The endpoint is named by its path
+/// only.
+pub async fn request_oauth_token<T: DeserializeOwned>(
+    token_url: &str,
+    form: String,
+    grant: &str,
+    reason: ReasonParser,
+) -> Result<T, ProviderError> {
+    let http = ApiClient::new("", reason);
+    let response = http
+        .send_raw(
+            HttpMethod::POST,
+            token_url,
+            Some("application/x-www-form-urlencoded"),
+            Some(form.into_bytes()),
+            &[],
+        )
+        .await?;
+    let path = path_of(token_url).to_string();
+    if matches!(response.status, 400 | 401 | 403) {
+        let why = reason(&response.body).unwrap_or_else(|| format!("status {}", response.status));
+        return Err(ProviderError::Unauthorized(format!(
+            "the {grant} (POST {path}) was refused: {}",
+            redact_urls(&why)
+        )));
+    }
+    http.parse(&HttpMethod::POST, &path, response)
 }
