@@ -9,14 +9,12 @@
 //!
 //! Tokens are 256 random bits (`pvn_` and 64 hex digits); the database keeps their SHA-256
 //! only. A slow password hash buys nothing for a secret that cannot be guessed.
+//!
+//! This module is plain values and functions that import nothing of this crate: the store
+//! keeps the tokens (`store::tokens`) and answers which [`Caller`] one speaks for, and
+//! `http::caller` reads a request's token into a [`Caller`] (or refuses it).
 
-use axum::extract::FromRequestParts;
-use axum::http::header;
-use axum::http::request::Parts;
 use rand::RngCore;
-
-use crate::http::AppState;
-use crate::http::problem::ApiError;
 
 /// What every token starts with, so a leaked one is recognisable (secret scanners).
 pub const TOKEN_PREFIX: &str = "pvn_";
@@ -50,10 +48,6 @@ impl Caller {
     }
 }
 
-/// An admin caller: extracting it answers 403 to a tenant's token.
-#[derive(Debug, Clone)]
-pub struct Admin;
-
 /// A new random token.
 pub fn new_token() -> String {
     let mut secret = [0u8; 32];
@@ -81,53 +75,6 @@ pub fn check_tenant_name(name: &str) -> anyhow::Result<()> {
         "tenant name '{name}' must be 1 to {MAX_TENANT_LEN} of a-z, 0-9 and '-', not starting with '-'"
     );
     Ok(())
-}
-
-/// The bearer token of a request.
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "this endpoint needs an API token: send `Authorization: Bearer <token>`".into(),
-            )
-        })?
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::Unauthorized(
-            "the Authorization header must be `Bearer <token>`".into(),
-        ));
-    }
-    Ok(token.trim())
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        state
-            .store
-            .caller(token)
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("the API token is unknown or was revoked".into()))
-    }
-}
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Caller::from_request_parts(parts, state).await? {
-            Caller::Admin => Ok(Admin),
-            Caller::Tenant(_) => Err(ApiError::Forbidden(
-                "this endpoint is for operators: it needs an admin token".into(),
-            )),
-        }
-    }
 }
 
 #[cfg(test)]

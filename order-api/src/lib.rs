@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: command-line flags with environment fallbacks.
-//! - [`auth`]: API tokens and tenants; who a request speaks for.
+//! - [`auth`]: API tokens and tenants; who a request speaks for ([`auth::Caller`]; plain
+//!   values and functions: the store keeps the tokens, [`http::caller`] reads a request's).
 //! - [`tokens`]: `order-api tokens create|list|revoke`.
 //! - [`tenants`]: `order-api tenants set-quota|set-rate|show|list`.
 //! - [`rates`]: the per-tenant token buckets of `POST /v1/orders` (quotas are in
@@ -12,7 +13,8 @@
 //! - [`store`]: the orders database (SQLite or PostgreSQL, `store::db`): orders, events,
 //!   outbox, vendors, orphans, tokens, webhooks; compare-and-set; orders for several
 //!   servers (`store::fleets`: one member order per server, summed up into the order).
-//! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health.
+//! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health, and
+//!   the extractors of who calls ([`http::caller`]).
 //! - [`metrics`]: the Prometheus series `/metrics` serves.
 //! - [`amqp`]: everything that talks to RabbitMQ, in one broker session at a time:
 //!   - [`amqp::session`]: the supervisor that (re)connects and runs the rest;
@@ -28,8 +30,15 @@
 //!     `GET /v1/dead-letters`.
 //! - [`watchdog`]: re-sends the request of an order stuck without news (a lost request or
 //!   result); the host's idempotent create or delete settles it.
-//! - [`webhooks`]: calls an order's webhook URL when it settles (signed, retried).
+//! - [`webhooks`]: calls an order's webhook URL when it settles (signed, retried); the
+//!   signing scheme and secrets ([`webhooks::signing`]) and which receivers may be called
+//!   ([`webhooks::receivers`]) are files of their own that import nothing of this crate.
 //! - [`serve`]: the whole service on an already-bound listener until shutdown.
+//!
+//! Dependencies go one way: [`lifecycle`] and [`auth`] (plain values) under [`store`]; the
+//! store under everything that works with orders ([`amqp`], [`webhooks`], [`watchdog`],
+//! [`rates`]); [`http`] on top. The store imports nothing of `http`, `amqp` or the webhook
+//! deliverer.
 
 pub mod amqp;
 pub mod auth;

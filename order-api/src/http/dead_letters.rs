@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::Admin;
 use crate::http::AppState;
+use crate::http::caller::Admin;
 use crate::http::problem::{ApiError, Problem, excerpt};
 use crate::store::DeadLetter;
 

@@ -1,6 +1,8 @@
 //! The HTTP API (axum). [`app`] builds the router from the shared state, apart from any
-//! socket, so tests and `main` serve the same thing; [`server`] serves it within bounds.
+//! socket, so tests and `main` serve the same thing; [`server`] serves it within bounds;
+//! [`caller`] reads who a request speaks for from its token.
 
+pub mod caller;
 pub mod console;
 pub mod dead_letters;
 pub mod events;

@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use crate::auth::Admin;
 use crate::http::AppState;
+use crate::http::caller::Admin;
 use crate::http::problem::{ApiError, Problem};
 use crate::store::{Orphan, Sweep};
 

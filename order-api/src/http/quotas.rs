@@ -8,8 +8,9 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use serde_json::Value;
 
-use crate::auth::{Admin, Caller, check_tenant_name};
+use crate::auth::{Caller, check_tenant_name};
 use crate::http::AppState;
+use crate::http::caller::Admin;
 use crate::http::problem::{ApiError, FieldError, Problem, excerpt};
 use crate::store::{QuotaSet, TenantQuotas};
 

@@ -10,6 +10,8 @@ use super::db::{DbTime, parse_status, parse_uuid, time};
 use super::orders::{OrderEvent, order_from_row};
 use super::transitions::{insert_event, lock_order};
 use crate::lifecycle::OrderStatus;
+use crate::webhooks::receivers::origin;
+use crate::webhooks::signing::new_secret;
 
 /// A webhook call waiting for its next attempt.
 #[derive(Debug, Clone)]
@@ -48,7 +50,7 @@ impl Store {
              ON CONFLICT (tenant) DO NOTHING",
         )
         .bind(tenant)
-        .bind(crate::webhooks::new_secret())
+        .bind(new_secret())
         .bind(DbTime(Utc::now()))
         .execute(&self.writer)
         .await
@@ -134,7 +136,7 @@ impl Store {
         let now = Utc::now();
         let attempts = delivery.attempts + 1;
         // The origin only, as in the log: a URL's path or query may carry a token.
-        let receiver = crate::webhooks::origin(&delivery.url);
+        let receiver = origin(&delivery.url);
         let mut tx = self
             .writer
             .begin()

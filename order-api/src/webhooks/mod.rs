@@ -10,8 +10,8 @@
 //! with the headers `webhook-id` (the same on every attempt), `webhook-timestamp` (Unix
 //! seconds of this attempt) and `webhook-signature: v1,<base64 of HMAC-SHA256 over
 //! "<webhook-id>.<webhook-timestamp>.<body>">`, keyed with the tenant's secret
-//! (`GET /v1/webhooks/secret`; the key is the base64 after `whsec_`). Any 2xx answer
-//! delivers it; anything else, or no answer within the timeout, is retried after
+//! (`GET /v1/webhooks/secret`; the key is the base64 after `whsec_`; see [`signing`]). Any
+//! 2xx answer delivers it; anything else, or no answer within the timeout, is retried after
 //! `base * 2^(attempt-1)` (at most an hour) until the attempts run out.
 //!
 //! Receivers must be at public addresses ([`provisioner_contract::netaddr::is_public`]: none
@@ -20,42 +20,35 @@
 //! a host name is resolved at every call and refused unless it has a public address. No
 //! proxy from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...) is used: a proxy would
 //! resolve the name itself, past the check. The log names a receiver by its origin
-//! (`scheme://host:port`) only, as a URL's path or query may carry a token.
+//! (`scheme://host:port`) only, as a URL's path or query may carry a token. These rules are
+//! in [`receivers`].
 //!
 //! Calls share `max_concurrent` slots, at most `max_per_tenant` of them for one tenant, and
 //! due deliveries are taken round-robin by tenant: a tenant whose receiver is slow fills
 //! only its own share, and the others' webhooks go out meanwhile.
 
+pub mod receivers;
+pub mod signing;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
-use hmac::{Hmac, Mac};
-use provisioner_contract::netaddr::is_public;
-use rand::RngCore;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store::{Store, WebhookDelivery};
+use receivers::{ReceiverResolver, check_url, origin};
+use signing::signature;
 
-/// What every signing secret starts with.
-pub const SECRET_PREFIX: &str = "whsec_";
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3_600);
 /// Deliveries read per round.
 const BATCH: u32 = 32;
 /// How often the deliverer looks for due deliveries when not woken.
 const POLL: Duration = Duration::from_millis(500);
-
-/// Longest accepted webhook URL.
-const MAX_URL: usize = 2048;
-/// Why a URL with an IP address that is not public is refused.
-const NOT_PUBLIC: &str = "must point to a public address (not a private, loopback, link-local or other special-purpose one)";
 
 /// How webhooks are delivered.
 #[derive(Debug, Clone)]
@@ -74,47 +67,6 @@ pub struct WebhookSettings {
     pub max_per_tenant: usize,
 }
 
-/// Whether a webhook URL is acceptable: `http` or `https`, a host, no user or password, at
-/// most 2,048 characters, and (unless `allow_private`) not an IP address that is not public
-/// (private, loopback, link-local or any other special-purpose block). A host name is
-/// checked, resolved, at every call.
-pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
-    if url.len() > MAX_URL {
-        return Err(format!("must be at most {MAX_URL} characters"));
-    }
-    let parsed = reqwest::Url::parse(url).map_err(|error| format!("is not a URL ({error})"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err("must be an http:// or https:// URL with a host".into());
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("must not carry a user name or password".into());
-    }
-    let literal = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-        _ => None,
-    };
-    if let Some(ip) = literal
-        && !allow_private
-        && !is_public(ip)
-    {
-        return Err(NOT_PUBLIC.into());
-    }
-    Ok(())
-}
-
-/// A receiver URL's origin, `scheme://host:port`: all the log says of a receiver, since a
-/// URL's path and query may carry a token.
-pub fn origin(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(parsed) => match (parsed.host_str(), parsed.port_or_known_default()) {
-            (Some(host), Some(port)) => format!("{}://{host}:{port}", parsed.scheme()),
-            _ => format!("{}://(no host)", parsed.scheme()),
-        },
-        Err(_) => "(not a URL)".into(),
-    }
-}
-
 /// Why a call got no answer, with every cause, but without the URL (it may carry a token).
 fn no_answer(error: reqwest::Error) -> String {
     let error = error.without_url();
@@ -125,54 +77,6 @@ fn no_answer(error: reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Resolves receivers' names to public addresses only (unless private ones are allowed), at
-/// connect time: a name that resolves to a private address, also one that changed after the
-/// order was made, is refused.
-struct ReceiverResolver {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for ReceiverResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|address| allow_private || is_public(address.ip()))
-                .collect();
-            if found.is_empty() {
-                return Err(format!(
-                    "{host} has no public address (private, loopback, link-local and other \
-                     special-purpose receivers are refused)"
-                )
-                .into());
-            }
-            let addresses: reqwest::dns::Addrs = Box::new(found.into_iter());
-            Ok(addresses)
-        })
-    }
-}
-
-/// A new signing secret: `whsec_` and the base64 of 32 random bytes.
-pub fn new_secret() -> String {
-    let mut key = [0u8; 32];
-    rand::rng().fill_bytes(&mut key);
-    format!("{SECRET_PREFIX}{}", BASE64.encode(key))
-}
-
-/// The `webhook-signature` value of a body: `v1,` and the base64 HMAC-SHA256 of
-/// `"<id>.<timestamp>.<body>"` keyed with the secret's bytes.
-pub fn signature(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Result<String> {
-    let key = BASE64
-        .decode(secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret))
-        .map_err(|error| anyhow::anyhow!("a webhook secret that is not base64: {error}"))?;
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key)
-        .map_err(|error| anyhow::anyhow!("a webhook key HMAC refuses: {error}"))?;
-    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
-    Ok(format!("v1,{}", BASE64.encode(mac.finalize().into_bytes())))
 }
 
 /// The wait after the `attempts`-th failed attempt.
@@ -430,60 +334,6 @@ async fn call(
 mod tests {
     use super::*;
 
-    /// The Standard Webhooks example: its secret, id, timestamp and body give its signature.
-    #[test]
-    fn signs_like_the_standard_webhooks_example() {
-        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let signed = signature(
-            secret,
-            "msg_p5jXN8AQM9LWM0D4loKWxJek",
-            1614265330,
-            r#"{"test": 2432232314}"#,
-        )
-        .expect("signs");
-        assert_eq!(signed, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-    }
-
-    /// URLs: http(s) with a host, no credentials, and no private address unless allowed.
-    #[test]
-    fn checks_receiver_urls() {
-        for good in ["https://example.com/hook", "http://203.0.114.9:8080/x"] {
-            assert!(check_url(good, false).is_ok(), "{good}");
-        }
-        for bad in [
-            "ftp://example.com/x",
-            "http://",
-            "https://user:pw@example.com/x",
-            "http://127.0.0.1:9000/x",
-            "http://10.1.2.3/x",
-            "http://169.254.169.254/latest/meta-data",
-            "http://[::1]/x",
-            "http://[fd00::1]/x",
-            "http://[::ffff:192.168.0.1]/x",
-            "http://100.64.0.1/x",
-            "http://198.18.0.1/x",
-            "http://[::ffff:0:127.0.0.1]/x",
-            "http://[64:ff9b::a00:1]/x",
-            "http://[2002:7f00:1::]/x",
-            "http://[fec0::1]/x",
-        ] {
-            assert!(check_url(bad, false).is_err(), "{bad}");
-        }
-        assert!(check_url("http://127.0.0.1:9000/x", true).is_ok());
-        assert!(check_url("https://user:pw@example.com/x", true).is_err());
-    }
-
-    /// The log's name of a receiver: scheme, host and port, never the path or query.
-    #[test]
-    fn origins_leave_out_path_and_query() {
-        assert_eq!(
-            origin("https://hooks.example.com/in?token=secret"),
-            "https://hooks.example.com:443"
-        );
-        assert_eq!(origin("http://[::1]:8080/a/b"), "http://[::1]:8080");
-        assert_eq!(origin("not a url"), "(not a URL)");
-    }
-
     /// A tenant gets at most its share of the slots, the others keep theirs, and a dropped
     /// slot is free again.
     #[test]
@@ -506,17 +356,5 @@ mod tests {
         assert_eq!(backoff(base, 2), Duration::from_secs(2));
         assert_eq!(backoff(base, 5), Duration::from_secs(16));
         assert_eq!(backoff(base, 40), MAX_BACKOFF);
-    }
-
-    /// Secrets are prefixed, distinct, and usable as keys.
-    #[test]
-    fn new_secrets_sign() {
-        let (a, b) = (new_secret(), new_secret());
-        assert!(a.starts_with(SECRET_PREFIX));
-        assert_ne!(a, b);
-        assert_ne!(
-            signature(&a, "1", 1, "x").expect("signs"),
-            signature(&b, "1", 1, "x").expect("signs")
-        );
     }
 }
