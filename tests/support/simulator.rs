@@ -1,47 +1,37 @@
 //! vendor-sim as the tests use it: [`Stack`]'s calls to its simulator's control API (faults,
-//! stats, live servers), and a simulator served in the test's own process.
+//! stats, live servers) through `vendor_sim::control_client`, and a simulator served in the
+//! test's own process.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use serde_json::Value;
+use anyhow::Context;
+use serde_json::{Value, json};
+use vendor_sim::control_client::SimClient;
+use vendor_sim::state::{FaultRule, Vendor};
 
-use crate::api_client::json_answer;
 use crate::fixtures::fixture;
 use crate::stack::Stack;
 use crate::waiting::wait_until;
 
 impl Stack {
+    /// The stack's simulator's control API, called with [`Stack::http`].
+    pub fn sim(&self) -> SimClient {
+        SimClient::with_client(&self.sim_url, self.http.clone())
+    }
+
     /// Disarms every fault armed at the simulator (`DELETE /_sim/faults`).
     pub async fn clear_faults(&self) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .delete(format!("{}/_sim/faults", self.sim_url))
-            .send()
-            .await
-            .context("DELETE /_sim/faults")?;
-        if !response.status().is_success() {
-            bail!("disarming the faults answered {}", response.status());
-        }
-        Ok(())
+        self.sim().faults().clear().await
     }
 
     /// Arms a simulator fault (`POST /_sim/faults`), e.g.
     /// `{"vendor": "hetzner", "kind": "unauthorized", "count": 5}`.
     pub async fn inject_fault(&self, rule: Value) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .post(format!("{}/_sim/faults", self.sim_url))
-            .json(&rule)
-            .send()
-            .await
-            .context("POST /_sim/faults")?;
-        if response.status() != 201 {
-            bail!("arming {rule} answered {}", response.status());
-        }
-        Ok(())
+        let parsed: FaultRule = serde_json::from_value(rule.clone())
+            .with_context(|| format!("{rule} is no simulator fault rule"))?;
+        self.sim().faults().arm(&parsed.into()).await
     }
 
     /// The simulator's `GET /_sim/stats` for Hetzner.
@@ -49,18 +39,20 @@ impl Stack {
         self.sim_stats_of("hetzner").await
     }
 
-    /// The simulator's `GET /_sim/stats` for `vendor`.
+    /// The simulator's `GET /_sim/stats` for `vendor` as JSON (`null` for a vendor it does
+    /// not serve).
     pub async fn sim_stats_of(&self, vendor: &str) -> anyhow::Result<Value> {
-        let request = self.http.get(format!("{}/_sim/stats", self.sim_url));
-        let stats = json_answer(request, "GET /_sim/stats").await?;
-        Ok(stats["vendors"][vendor].clone())
+        let mut stats = self.sim().stats().await?;
+        Ok(Vendor::parse(vendor)
+            .and_then(|vendor| stats.vendors.remove(&vendor))
+            .map_or(Value::Null, |stats| json!(stats)))
     }
 
-    /// The simulator's `GET /_sim/servers`: every live server with its idempotency key.
+    /// The simulator's `GET /_sim/servers` as JSON: every live server with its idempotency
+    /// key.
     pub async fn sim_servers(&self) -> anyhow::Result<Vec<Value>> {
-        let request = self.http.get(format!("{}/_sim/servers", self.sim_url));
-        let answer = json_answer(request, "GET /_sim/servers").await?;
-        Ok(answer["servers"].as_array().cloned().unwrap_or_default())
+        let servers = self.sim().servers().await?;
+        Ok(servers.into_iter().map(|server| json!(server)).collect())
     }
 
     /// The live simulator servers carrying `order_id` as their idempotency key.

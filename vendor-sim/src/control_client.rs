@@ -34,6 +34,17 @@ impl SimClient {
         }
     }
 
+    /// The simulator at `base_url`, called with `client` (one a caller already has, with its
+    /// connection pool).
+    pub fn with_client(base_url: &str, client: reqwest::Client) -> Self {
+        Self {
+            http: Http {
+                client,
+                ..Http::new(base_url)
+            },
+        }
+    }
+
     /// The base URL it talks to, without a trailing `/`.
     pub fn base_url(&self) -> &str {
         &self.http.base_url
