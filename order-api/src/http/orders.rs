@@ -19,7 +19,7 @@ use crate::amqp::plugin_check::Verdict;
 use crate::auth::Caller;
 use crate::http::AppState;
 use crate::http::problem::{ApiError, FieldError, Problem, excerpt};
-use crate::lifecycle::OrderStatus;
+use crate::lifecycle::{self, OrderStatus};
 use crate::store::{
     Candidate, IdempotencyKey, Inserted, MAX_PLACEMENT_CANDIDATES, MAX_SERVERS_PER_ORDER, Order,
     OrderEvent, OrderQuery, OutboxMessage, fleets,
@@ -808,43 +808,29 @@ pub async fn delete_order(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (order, _) = visible_order(&state, &caller, &id).await?;
-    match (order.status, &order.server) {
-        (OrderStatus::Deleting | OrderStatus::Deleted, _) => {}
+    let reach = match (order.status, &order.server) {
+        (OrderStatus::Deleting | OrderStatus::Deleted, _) => {
+            return accepted_order(&state, &caller, &id).await;
+        }
         (OrderStatus::Active | OrderStatus::PartiallyActive, _) if order.servers.is_some() => {
-            let moved = state
-                .store
-                .wind_down_fleet(
-                    order.id,
-                    fleets::FLEET_DELETE_REQUESTED,
-                    "deletion requested",
-                    &traceparent(&headers),
-                )
-                .await?;
-            if moved {
-                state.relay_wakeup.notify_one();
-                tracing::info!(order_id = %order.id, "deletion of every server requested");
-            }
+            Reach::EveryServer
         }
         (OrderStatus::Active, Some(server)) => {
-            let request = HostRequest::Delete(DeleteRequest {
+            Reach::OneServer(Box::new(HostRequest::Delete(DeleteRequest {
                 order_id: order.id,
                 vendor: order.vendor.clone(),
                 server: server.clone(),
-            });
-            let outbox = outbox_for(&order, &request, &headers);
-            // A concurrent update may have moved the order since it was read; then the
-            // answer below shows where it is now.
-            if state.store.request_delete(order.id, &outbox).await? {
-                state.relay_wakeup.notify_one();
-                tracing::info!(order_id = %order.id, "deletion requested");
-            }
+            })))
         }
         (status, _) => {
             return Err(ApiError::Conflict(format!(
                 "order {id} is {status}; only an active (or partially active) order's servers can be deleted"
             )));
         }
-    }
+    };
+    // A concurrent update may have moved the order since it was read; then the answer below
+    // shows where it is now.
+    request_change(&state, &headers, &order, UserChange::Delete, reach).await?;
     accepted_order(&state, &caller, &id).await
 }
 
@@ -870,50 +856,98 @@ pub async fn cancel_order(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (order, _) = visible_order(&state, &caller, &id).await?;
-    match order.status {
-        OrderStatus::Cancelling | OrderStatus::Cancelled => {}
-        status if status.is_cancellable() && order.servers.is_some() => {
-            let moved = state
-                .store
-                .wind_down_fleet(
-                    order.id,
-                    crate::lifecycle::CANCEL_REQUESTED,
-                    "cancellation requested",
-                    &traceparent(&headers),
-                )
-                .await?;
-            if moved {
-                state.relay_wakeup.notify_one();
-                tracing::info!(order_id = %order.id, "cancellation of every server requested");
-            } else {
-                let (now, _) = visible_order(&state, &caller, &id).await?;
-                if !matches!(now.status, OrderStatus::Cancelling | OrderStatus::Cancelled) {
-                    return Err(not_cancellable(&id, now.status));
-                }
-            }
+    let reach = match order.status {
+        OrderStatus::Cancelling | OrderStatus::Cancelled => {
+            return accepted_order(&state, &caller, &id).await;
         }
+        status if status.is_cancellable() && order.servers.is_some() => Reach::EveryServer,
         status if status.is_cancellable() => {
-            let request = HostRequest::Cancel(CancelRequest {
+            Reach::OneServer(Box::new(HostRequest::Cancel(CancelRequest {
                 order_id: order.id,
                 vendor: order.vendor.clone(),
                 adopt_running: false,
-            });
-            let outbox = outbox_for(&order, &request, &headers);
-            // The order may have moved since it was read (it became active: then the answer
-            // below shows it, still active, and a DELETE removes its server).
-            if state.store.request_cancel(order.id, &outbox).await? {
-                state.relay_wakeup.notify_one();
-                tracing::info!(order_id = %order.id, "cancellation requested");
-            } else {
-                let (now, _) = visible_order(&state, &caller, &id).await?;
-                if !matches!(now.status, OrderStatus::Cancelling | OrderStatus::Cancelled) {
-                    return Err(not_cancellable(&id, now.status));
-                }
-            }
+            })))
         }
         status => return Err(not_cancellable(&id, status)),
+    };
+    // The order may have moved since it was read: unless another cancel moved it (then the
+    // answer shows it cancelling), that is a 409 (one that became active says that a DELETE
+    // removes its server).
+    if !request_change(&state, &headers, &order, UserChange::Cancel, reach).await? {
+        let (now, _) = visible_order(&state, &caller, &id).await?;
+        if !matches!(now.status, OrderStatus::Cancelling | OrderStatus::Cancelled) {
+            return Err(not_cancellable(&id, now.status));
+        }
     }
     accepted_order(&state, &caller, &id).await
+}
+
+/// A user's change of an order that `DELETE /v1/orders/{id}` or
+/// `POST /v1/orders/{id}/cancel` asks for.
+#[derive(Debug, Clone, Copy)]
+enum UserChange {
+    /// Delete an active order's servers.
+    Delete,
+    /// Cancel an order on its way.
+    Cancel,
+}
+
+impl UserChange {
+    /// What the order's log and ours call it.
+    fn name(self) -> &'static str {
+        match self {
+            UserChange::Delete => "deletion",
+            UserChange::Cancel => "cancellation",
+        }
+    }
+}
+
+/// How a delete or cancel reaches an order's servers.
+enum Reach {
+    /// An order for several servers: it moves, and each of its servers still on its way is
+    /// cancelled and each running one deleted ([`crate::store::Store::wind_down_fleet`]).
+    EveryServer,
+    /// An order for one server: this request goes to a host of its vendor.
+    OneServer(Box<HostRequest>),
+}
+
+/// Moves `order` for `change` and queues the requests that carry it out, in one transaction,
+/// and wakes the relay for them. `false` when the order was no longer where the change
+/// starts from (a concurrent update moved it since it was read): nothing changed.
+async fn request_change(
+    state: &AppState,
+    headers: &HeaderMap,
+    order: &Order,
+    change: UserChange,
+    reach: Reach,
+) -> Result<bool, ApiError> {
+    let (moved, what) = match reach {
+        Reach::EveryServer => {
+            let step = match change {
+                UserChange::Delete => fleets::FLEET_DELETE_REQUESTED,
+                UserChange::Cancel => lifecycle::CANCEL_REQUESTED,
+            };
+            let message = format!("{} requested", change.name());
+            let moved = state
+                .store
+                .wind_down_fleet(order.id, step, &message, &traceparent(headers))
+                .await?;
+            (moved, format!("{} of every server", change.name()))
+        }
+        Reach::OneServer(request) => {
+            let outbox = outbox_for(order, &request, headers);
+            let moved = match change {
+                UserChange::Delete => state.store.request_delete(order.id, &outbox).await?,
+                UserChange::Cancel => state.store.request_cancel(order.id, &outbox).await?,
+            };
+            (moved, change.name().to_string())
+        }
+    };
+    if moved {
+        state.relay_wakeup.notify_one();
+        tracing::info!(order_id = %order.id, "{what} requested");
+    }
+    Ok(moved)
 }
 
 /// The 409 for cancelling a settled order.
