@@ -14,10 +14,10 @@
 //!
 //! # Layout
 //! - this file: the commands and what each does.
-//! - [`api`]: the HTTP client (token, problem+json errors, the event stream).
+//! - the HTTP client (token, problem+json errors, the event stream) is
+//!   [`provisioner_api_client::Api`].
 //! - [`show`]: how orders, lists, vendors and events are printed.
 
-mod api;
 mod show;
 
 use std::collections::BTreeMap;
@@ -26,9 +26,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use provisioner_api_client::Api;
 use serde_json::{Value, json};
 
-use crate::api::Api;
 use crate::show::Output;
 
 /// The order API's command-line client.

@@ -1,5 +1,9 @@
 //! The order API over HTTP: bearer token on every request, `application/problem+json`
-//! errors turned into readable ones, and an order's Server-Sent Events.
+//! errors turned into readable ones, and an order's Server-Sent Events. Moved here from the
+//! CLI so that every client of the API in the workspace can share it.
+//!
+//! # Layout
+//! - this file: [`Api`] and its calls, and how problem answers read.
 
 use anyhow::Context;
 use eventsource_stream::Eventsource;
