@@ -12,7 +12,9 @@
 //! - [`lifecycle`]: the order state machine (allowed transitions).
 //! - [`store`]: the orders database (SQLite or PostgreSQL, `store::db`): orders, events,
 //!   outbox, vendors, orphans, tokens, webhooks; compare-and-set; orders for several
-//!   servers (`store::fleets`: one member order per server, summed up into the order).
+//!   servers (`store::fleets`: one member order per server, summed up into the order). One
+//!   file per concern (`orders`, `new_orders`, `transitions`, `host_updates`,
+//!   `user_changes`, `stalled`, `outbox`, ...), mapped in the store's own doc.
 //! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health, and
 //!   the extractors of who calls ([`http::caller`]).
 //! - [`metrics`]: the Prometheus series `/metrics` serves.
