@@ -14,7 +14,7 @@ use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use provisioner_contract::Topology;
-use provisioner_host::lease::Leases;
+use provisioner_host::worker::lease::Leases;
 use provisioner_tests::AMQP_URL;
 use uuid::Uuid;
 

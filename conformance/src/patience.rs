@@ -11,8 +11,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use provisioner_host::provision::{fault, retry_after};
 use provisioner_host::runtime::CallError;
+use provisioner_host::wit_convert::{fault, retry_after};
 // Tokio's clock, so tests can run it paused.
 use tokio::time::Instant;
 

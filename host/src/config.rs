@@ -7,9 +7,8 @@ use clap::Parser;
 use provisioner_contract::amqp::AmqpArgs;
 
 use crate::outbound::DEFAULT_OPEN_REQUESTS_PER_HOST;
-use crate::provision::PollPolicy;
-use crate::retry::RetryPolicy;
 use crate::runtime::RuntimeLimits;
+use crate::worker::{PollPolicy, RetryPolicy};
 
 /// Consumes creation requests from RabbitMQ and drives the vendors' provider plugins.
 #[derive(Debug, Clone, Parser)]

@@ -21,8 +21,8 @@ use provisioner_host::plugin_output::{
     LOG_BURST, LOG_LINES_PER_SECOND, MAX_DISPLAY_NAME_CHARS, MAX_LOG_LINE_BYTES,
     MAX_PLUGIN_TEXT_BYTES, MAX_UPDATE_BYTES, MAX_VERSION_CHARS,
 };
-use provisioner_host::provision::fault;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
+use provisioner_host::wit_convert::fault;
 use provisioner_tests::{
     Stack, StackOptions, delete_topology, require_rabbitmq, test_plugin_component,
 };
@@ -304,7 +304,7 @@ async fn odd_server_fields_are_bad_answers() -> anyhow::Result<()> {
         )
         .await?;
         let server = plugin.create_server(uuid::Uuid::nil(), &request()).await?;
-        provisioner_host::provision::server_info(server)
+        provisioner_host::wit_convert::server_info(server)
             .unwrap_or_else(|fault| panic!("{key} = {value:?} refused: {fault:?}"));
     }
     Ok(())

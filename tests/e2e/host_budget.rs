@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use provisioner_host::bindings::types::ServerRequest;
-use provisioner_host::provision::fault;
 use provisioner_host::runtime::{CallError, PluginRuntime};
+use provisioner_host::wit_convert::fault;
 use provisioner_tests::test_plugin_component;
 
 /// Runs this binary's ignored test `name` in a process of its own and returns what it

@@ -1,7 +1,7 @@
-//! The create lease (`provisioner_host::lease`) against the real broker: one holder per
-//! order across hosts, turns within a host, a dead holder's lease free again, and a lock
-//! queue that vanished declared again. Each "host" is a `Leases` with its own connection,
-//! as two host processes have.
+//! The create lease (`provisioner_host::worker::lease`) against the real broker: one holder
+//! per order across hosts, turns within a host, a dead holder's lease free again, and a
+//! lock queue that vanished declared again. Each "host" is a `Leases` with its own
+//! connection, as two host processes have.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use anyhow::Context;
 use lapin::Connection;
 use lapin::options::QueueDeleteOptions;
 use provisioner_contract::{LEASE_SHARDS, Topology};
-use provisioner_host::lease::{Lease, Leases};
+use provisioner_host::worker::lease::{Lease, Leases};
 use provisioner_tests::{hold_broker_shared, require_rabbitmq};
 use uuid::Uuid;
 

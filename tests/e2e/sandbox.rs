@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use provisioner_host::plugin_folder::PluginFolder;
-use provisioner_host::provision::fault;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime, RuntimeLimits};
+use provisioner_host::wit_convert::fault;
 use provisioner_tests::{plugin_component, test_plugin_component};
 
 use provisioner_host::bindings::WitVersion;

@@ -1,4 +1,7 @@
-//! Retries of failed creates through the broker's delay queues.
+//! Retries of failed creates (and cancels) through the broker's delay queues, and what
+//! follows a failed attempt: a final fault fails the order at once; a passing one within
+//! the policy's budget sends the request to a delay queue; past the budget the order fails
+//! with the fault and why no retry came.
 //!
 //! A create that fails with a passing fault (`rate_limited`, `vendor_unavailable`,
 //! `plugin_timeout`, `host_busy`) is not retried in the host's memory: the request is
@@ -13,11 +16,16 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use lapin::BasicProperties;
+use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
-use provisioner_contract::Topology;
 use provisioner_contract::envelope::integer_header;
 use provisioner_contract::topology::{RETRY_DELAYS_MS, RETRY_QUEUE_HEADER};
+use provisioner_contract::{Fault, Publisher, Topology};
+
+use crate::runtime::CallError;
+use crate::wit_convert::{fault, retry_after};
 
 /// Header: retries this request has had so far.
 pub const RETRY_COUNT_HEADER: &str = "x-retry-count";
@@ -187,6 +195,109 @@ pub fn retry_properties(
     properties.clone().with_headers(headers)
 }
 
+/// Why an attempt failed (a create, or a cancel's look-up or delete), and how long the
+/// vendor asked us to wait before another.
+#[derive(Debug, Clone)]
+pub struct AttemptFailure {
+    /// The fault.
+    pub fault: Fault,
+    /// The vendor's `Retry-After` (or rate-limit reset), when it gave one.
+    pub retry_after: Option<Duration>,
+}
+
+impl AttemptFailure {
+    /// A failed plugin call: its fault and the wait it was told to keep.
+    pub fn of_call(error: &CallError) -> Self {
+        Self {
+            fault: fault(error),
+            retry_after: retry_after(error),
+        }
+    }
+
+    /// A failure with this fault and no wait asked for.
+    pub fn of_fault(fault: Fault) -> Self {
+        Self {
+            fault,
+            retry_after: None,
+        }
+    }
+}
+
+/// What follows a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// The request goes to a delay queue (confirmed before this is answered); the order
+    /// waits for the next attempt.
+    Retried {
+        /// The fault of the failed attempt.
+        fault: Fault,
+        /// The delay queue's delay.
+        delay_ms: u64,
+    },
+    /// The order fails with this fault (final, or the retry budget is spent).
+    Failed(Fault),
+}
+
+/// Decides about a failed attempt of a request in retry state `state`, without the broker:
+/// a final fault fails it as it is; a passing one is retried within `policy`'s budget, and
+/// past it fails with why (`random` is uniform in [0, 1), for the jitter).
+pub fn after_failure(
+    policy: &RetryPolicy,
+    failure: AttemptFailure,
+    state: RetryState,
+    now_ms: i64,
+    random: f64,
+) -> AfterFailure {
+    if !failure.fault.retryable {
+        return AfterFailure::Failed(failure.fault);
+    }
+    match policy.decide(state, failure.retry_after, now_ms, random) {
+        Decision::Retry { delay_ms } => AfterFailure::Retried {
+            fault: failure.fault,
+            delay_ms,
+        },
+        Decision::GiveUp { reason } => AfterFailure::Failed(Fault {
+            message: format!("{} ({reason})", failure.fault.message),
+            ..failure.fault
+        }),
+    }
+}
+
+/// Decides about a failed create (on the create's budget) or cancel (on the clean-up's):
+/// a passing fault within `policy`'s budget sends the request to a delay queue (published,
+/// confirmed); anything else fails it.
+pub async fn after_failed_attempt(
+    publisher: &Publisher,
+    policy: &RetryPolicy,
+    topology: &Topology,
+    delivery: &Delivery,
+    vendor: &str,
+    order_id: uuid::Uuid,
+    failure: AttemptFailure,
+) -> anyhow::Result<AfterFailure> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let state = RetryState::of(&delivery.properties, now_ms);
+    let next = after_failure(policy, failure, state, now_ms, rand::random());
+    if let AfterFailure::Retried { fault, delay_ms } = &next {
+        tracing::warn!(
+            code = %fault.code,
+            delay_ms,
+            "attempt failed, retrying: {}",
+            fault.message
+        );
+        publisher
+            .publish_to(
+                &topology.retry_exchange(),
+                &Topology::request_key(vendor),
+                retry_properties(topology, &delivery.properties, state, *delay_ms),
+                &delivery.data,
+            )
+            .await
+            .with_context(|| format!("sending order {order_id} to the retry queue"))?;
+    }
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +397,63 @@ mod tests {
         }
         match policy.decide(state(1), None, 59_000, 0.5) {
             Decision::GiveUp { reason } => assert!(reason.contains("60 s"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn passing(message: &str) -> AttemptFailure {
+        AttemptFailure::of_fault(Fault {
+            code: "vendor_unavailable".into(),
+            message: message.into(),
+            retryable: true,
+        })
+    }
+
+    #[test]
+    fn a_final_fault_fails_the_order_as_it_is() {
+        let failure = AttemptFailure::of_fault(Fault {
+            code: "invalid_request".into(),
+            message: "no such size".into(),
+            retryable: false,
+        });
+        let expected = AfterFailure::Failed(failure.fault.clone());
+        assert_eq!(
+            after_failure(&policy(), failure, state(0), 0, 0.5),
+            expected
+        );
+    }
+
+    #[test]
+    fn a_passing_fault_within_the_budget_is_retried_after_a_delay_queues_delay() {
+        match after_failure(&policy(), passing("503"), state(0), 0, 0.5) {
+            AfterFailure::Retried { fault, delay_ms } => {
+                assert_eq!(fault.message, "503");
+                assert!(RETRY_DELAYS_MS.contains(&delay_ms), "{delay_ms}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_vendors_retry_after_is_kept() {
+        let failure = AttemptFailure {
+            retry_after: Some(Duration::from_millis(3_000)),
+            ..passing("429")
+        };
+        match after_failure(&policy(), failure, state(0), 0, 0.0) {
+            AfterFailure::Retried { delay_ms, .. } => assert_eq!(delay_ms, 4_000),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_spent_budget_fails_the_order_saying_why() {
+        match after_failure(&policy(), passing("503"), state(3), 0, 0.5) {
+            AfterFailure::Failed(fault) => {
+                assert_eq!(fault.code, "vendor_unavailable");
+                assert!(fault.retryable);
+                assert_eq!(fault.message, "503 (gave up after 4 attempts)");
+            }
             other => panic!("{other:?}"),
         }
     }

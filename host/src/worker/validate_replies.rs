@@ -1,6 +1,7 @@
-//! Answers order-api's validations for one vendor: consumes `provision.validate.<vendor>`,
-//! runs the plugin's `validate` (no network; a millisecond) on the ordered server and
-//! replies with the verdict on the results exchange, under the asker's `reply_to` key.
+//! Answers order-api's validate requests for one vendor (order-api asks them before it
+//! accepts an order): consumes `provision.validate.<vendor>`, runs the plugin's `validate`
+//! (no network; a millisecond) on the ordered server and replies with the verdict on the
+//! results exchange, under the asker's `reply_to` key.
 //!
 //! A lost validation costs little: the asker gives up after its time-out and accepts the
 //! order unchecked (the plugin's create refuses a bad one later).
@@ -20,20 +21,20 @@ use tokio::task::JoinHandle;
 
 use crate::bindings::types::ProviderError;
 use crate::plugin_folder::PluginSet;
-use crate::provision;
 use crate::runtime::{CallError, Plugin};
+use crate::wit_convert::server_request;
 
 /// Validations answered at once per vendor and host.
 const PREFETCH: u16 = 64;
 
-/// A vendor's running validation service; [`ValidationService::stop`] ends it.
-pub struct ValidationService {
+/// A vendor's running answerer of validate requests; [`ValidateResponder::stop`] ends it.
+pub struct ValidateResponder {
     channel: Channel,
     tag: String,
     task: JoinHandle<()>,
 }
 
-impl ValidationService {
+impl ValidateResponder {
     /// Declares the vendor's validation queue and answers from it with whichever plugin
     /// `plugins` has for the vendor at the time.
     pub async fn start(
@@ -173,7 +174,7 @@ async fn verdict(plugin: &Plugin, request: ValidateRequest) -> ValidateReply {
         vendor: request.vendor,
         spec: request.spec,
     };
-    match plugin.validate(&provision::server_request(&request)).await {
+    match plugin.validate(&server_request(&request)).await {
         Ok(()) => ValidateReply::Valid,
         Err(CallError::Provider(ProviderError::InvalidRequest(message))) => {
             ValidateReply::Invalid { message }
