@@ -25,6 +25,7 @@ use anyhow::{Context, bail};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::routing::post;
+use provisioner_api_client::ApiClient;
 use provisioner_tests::{Stack, StackOptions, VENDORS, free_port};
 
 use provisioner_bench::report::{Progress, Summary, Target};
@@ -82,7 +83,8 @@ pub async fn serve_bare(port: u16) -> anyhow::Result<()> {
 /// The bare handler's process, killed when dropped.
 struct BareServer {
     _child: tokio::process::Child,
-    url: String,
+    /// Its `POST /v1/orders`, called with the same `reqwest::Client` as order-api's.
+    api: ApiClient,
 }
 
 impl BareServer {
@@ -93,16 +95,11 @@ impl BareServer {
             .kill_on_drop(true)
             .spawn()
             .context("starting `bench bare-accept`")?;
-        let url = format!("http://127.0.0.1:{port}/v1/orders");
+        let api = ApiClient::with_http(&format!("http://127.0.0.1:{port}"), http.clone());
         for _ in 0..100 {
-            let answer = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
-                .await;
+            let answer = api.post_order_body("{}".to_string(), None).await;
             if answer.is_ok_and(|a| a.status() == 202) {
-                return Ok(Self { _child: child, url });
+                return Ok(Self { _child: child, api });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -117,10 +114,9 @@ struct Side {
     answered: usize,
 }
 
-/// Warms up, then measures `url` at `rate`.
+/// Warms up, then measures `api`'s `POST /v1/orders` at `rate`.
 async fn measure_side(
-    http: &reqwest::Client,
-    url: &str,
+    api: &ApiClient,
     rate: u32,
     args: &Args,
     progress: &mut Progress,
@@ -129,11 +125,10 @@ async fn measure_side(
     let body = |i: usize| VENDORS[i % VENDORS.len()].order_body(&format!("accept-{i}"));
     progress.update(&format!("{label} at {rate}/s: warming up"));
     let warmup = Duration::from_secs(args.warmup_secs);
-    open_loop(http, url, body, rate, warmup, 202, REQUEST_TIMEOUT).await;
+    open_loop(api, body, rate, warmup, 202, REQUEST_TIMEOUT).await;
     progress.update(&format!("{label} at {rate}/s: measuring {} s", args.secs));
     let answers: Vec<Answer> = open_loop(
-        http,
-        url,
+        api,
         body,
         rate,
         Duration::from_secs(args.secs),
@@ -186,21 +181,10 @@ async fn measure(stack: &mut Stack, args: &Args) -> anyhow::Result<Summary> {
             "vendors": vendors,
             "rate": {"per_second": 1_000_000.0, "burst": 1_000_000},
         });
-        let answer = provisioner_tests::client_with_token(&stack.admin_token)?
-            .put(format!(
-                "{}/v1/tenants/{}/quotas",
-                stack.api_url,
-                provisioner_tests::TEST_TENANT
-            ))
-            .json(&set)
-            .send()
+        ApiClient::new(&stack.api_url, Some(&stack.admin_token))?
+            .set_tenant_quotas(provisioner_tests::TEST_TENANT, &set)
             .await
             .context("setting the bench tenant's quotas")?;
-        anyhow::ensure!(
-            answer.status().is_success(),
-            "setting quotas answered {}",
-            answer.status()
-        );
     }
     // Both sides get the token; only order-api checks it (a part of its accept path).
     let mut headers = reqwest::header::HeaderMap::new();
@@ -213,7 +197,7 @@ async fn measure(stack: &mut Stack, args: &Args) -> anyhow::Result<Summary> {
         .default_headers(headers)
         .build()?;
     let bare = BareServer::start(&http).await?;
-    let api_url = format!("{}/v1/orders", stack.api_url);
+    let api = ApiClient::with_http(&stack.api_url, http);
     let mut progress = Progress::new();
     let mut summary = Summary::new("accept");
     summary.setting(
@@ -229,12 +213,11 @@ async fn measure(stack: &mut Stack, args: &Args) -> anyhow::Result<Summary> {
     summary.setting("validate_timeout_ms", args.validate_timeout_ms);
     summary.setting("quotas", args.quotas);
     for &rate in &args.rates {
-        let bare_side =
-            measure_side(&http, &bare.url, rate, args, &mut progress, "bare axum").await;
-        let api = measure_side(&http, &api_url, rate, args, &mut progress, "order-api").await;
+        let bare_side = measure_side(&bare.api, rate, args, &mut progress, "bare axum").await;
+        let api_side = measure_side(&api, rate, args, &mut progress, "order-api").await;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         for (side, name, figures) in [
-            ("api", "order-api", &api),
+            ("api", "order-api", &api_side),
             ("bare", "bare axum", &bare_side),
         ] {
             summary.figure(
@@ -279,7 +262,7 @@ async fn measure(stack: &mut Stack, args: &Args) -> anyhow::Result<Summary> {
         summary.figure(
             format!("ratio_{rate}_p99"),
             format!("order-api p99 / bare p99 at {rate}/s"),
-            ms(api.latencies.p99) / bare_p99,
+            ms(api_side.latencies.p99) / bare_p99,
             "",
             None,
         );

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use provisioner_api_client::ApiClient;
 use provisioner_tests::{Stack, VENDORS};
+use reqwest::Method;
 
 /// Posts orders (round-robin over the vendors) until `claimed` reaches `target`.
 pub struct Orderer {
@@ -28,7 +30,7 @@ impl Orderer {
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..concurrency)
             .map(|_| {
-                let (http, url) = (stack.http.clone(), format!("{}/v1/orders", stack.api_url));
+                let api = stack.api();
                 let (target, claimed) = (target.clone(), claimed.clone());
                 let (accepted, refused, stop) = (accepted.clone(), refused.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -52,12 +54,7 @@ impl Orderer {
                         }
                         let fixture = &VENDORS[next % VENDORS.len()];
                         let body = fixture.order_body(&format!("bench-{next}"));
-                        let answer = http
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .body(body)
-                            .send()
-                            .await;
+                        let answer = api.post_order_body(body, None).await;
                         match answer {
                             Ok(response) if response.status() == 202 => {
                                 accepted.fetch_add(1, Ordering::SeqCst)
@@ -111,12 +108,11 @@ pub struct Answer {
     pub expected: bool,
 }
 
-/// Sends `POST url` with `body(i)` at `rate` requests per second for `duration`, on
-/// schedule; returns each answer in order of sending. Requests still unanswered after
-/// `timeout` count as unexpected, with the timeout as their latency.
+/// Sends `POST /v1/orders` of `api` with `body(i)` at `rate` requests per second for
+/// `duration`, on schedule; returns each answer in order of sending. Requests still
+/// unanswered after `timeout` count as unexpected, with the timeout as their latency.
 pub async fn open_loop(
-    http: &reqwest::Client,
-    url: &str,
+    api: &ApiClient,
     body: impl Fn(usize) -> String,
     rate: u32,
     duration: Duration,
@@ -130,8 +126,8 @@ pub async fn open_loop(
     for i in 0..total {
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due).await;
-        let request = http
-            .post(url)
+        let request = api
+            .request(Method::POST, "/v1/orders")
             .header("content-type", "application/json")
             .body(body(i))
             .timeout(timeout);

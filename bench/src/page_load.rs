@@ -25,6 +25,7 @@ use provisioner_bench::report::{Progress, Summary, Target};
 use provisioner_bench::stats::percentile;
 use provisioner_tests::browser::Browser;
 use provisioner_tests::{Stack, StackOptions, fixture, metric_value};
+use reqwest::Method;
 
 /// The page-load benchmark's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -84,13 +85,7 @@ async fn measure(
         .map(|n| {
             let body = hetzner.order_body(&format!("page-load-{n}"));
             async move {
-                let response = stack
-                    .http
-                    .post(format!("{}/v1/orders", stack.api_url))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
+                let response = stack.api().post_order_body(body, None).await?;
                 anyhow::ensure!(
                     response.status() == 202,
                     "an order was answered {}: {}",
@@ -126,13 +121,7 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let one_order = stack
-        .http
-        .get(format!("{}/v1/orders?limit=1", stack.api_url))
-        .send()
-        .await?
-        .json::<serde_json::Value>()
-        .await?["orders"][0]["id"]
+    let one_order = stack.api().list_orders("limit=1").await?["orders"][0]["id"]
         .as_str()
         .context("no order listed")?
         .to_string();
@@ -242,9 +231,9 @@ async fn load(browser: &Browser, api_url: &str, view: &str) -> anyhow::Result<Du
 /// What the API answers right now to the requests the orders view makes, for a failed load.
 async fn probe_api(stack: &Stack, token: &str) -> String {
     let started = std::time::Instant::now();
-    let list = stack
-        .http
-        .get(format!("{}/v1/orders?limit=50", stack.api_url))
+    let api = stack.api();
+    let list = api
+        .request(Method::GET, "/v1/orders?limit=50")
         .bearer_auth(token)
         .send()
         .await
@@ -252,9 +241,8 @@ async fn probe_api(stack: &Stack, token: &str) -> String {
     let list_ms = started.elapsed().as_millis();
     let started = std::time::Instant::now();
     let stream = async {
-        let mut response = stack
-            .http
-            .get(format!("{}/v1/events", stack.api_url))
+        let mut response = api
+            .request(Method::GET, "/v1/events")
             .bearer_auth(token)
             .send()
             .await?;

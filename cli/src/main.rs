@@ -13,9 +13,8 @@
 //! `deleted`) and 1 when it ends otherwise (`failed`).
 //!
 //! # Layout
-//! - this file: the commands and what each does.
-//! - the HTTP client (token, problem+json errors, the event stream) is
-//!   [`provisioner_api_client::Api`].
+//! - this file: the commands and what each does; they call the API through
+//!   [`provisioner_api_client::ApiClient`] (token, problem+json errors, the event stream).
 //! - [`show`]: how orders, lists, vendors and events are printed.
 
 mod show;
@@ -26,7 +25,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use provisioner_api_client::Api;
+use provisioner_api_client::ApiClient;
 use serde_json::{Value, json};
 
 use crate::show::Output;
@@ -230,15 +229,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
              (make one with `order-api tokens create --tenant <name>`)"
         ),
     };
-    let api = Api::new(&cli.connection.api_url, &token)?;
+    let http = provisioner_api_client::client_builder(Some(&token))?
+        .user_agent(concat!("provisioner-cli/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let api = ApiClient::with_http(&cli.connection.api_url, http);
     let out = Output::new(cli.output == Format::Json);
     match cli.command {
         Command::Vendors => {
-            let vendors = api.get("/v1/vendors").await?;
+            let vendors = api.vendors().await?;
             out.vendors(&vendors);
         }
         Command::Quotas => {
-            let quotas = api.get("/v1/quotas").await?;
+            let quotas = api.quotas().await?;
             out.quotas(&quotas);
         }
         Command::Order(OrderCommand::Create(args)) => {
@@ -284,7 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.order(&order);
         }
         Command::Order(OrderCommand::Get { id }) => {
-            out.order(&api.get(&format!("/v1/orders/{id}")).await?);
+            out.order(&api.order(&id).await?);
         }
         Command::Order(OrderCommand::List(args)) => {
             let mut query = format!("limit={}", args.limit);
@@ -296,11 +298,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut orders: Vec<Value> = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let mut path = format!("/v1/orders?{query}");
+                let mut page_query = query.clone();
                 if let Some(cursor) = &cursor {
-                    path.push_str(&format!("&cursor={cursor}"));
+                    page_query.push_str(&format!("&cursor={cursor}"));
                 }
-                let page = api.get(&path).await?;
+                let page = api.list_orders(&page_query).await?;
                 orders.extend(page["orders"].as_array().into_iter().flatten().cloned());
                 match page["next_cursor"].as_str() {
                     Some(next) if args.all => cursor = Some(next.to_string()),
@@ -313,7 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return follow(&api, &out, &id, &["active", "cancelled", "deleted"]).await;
         }
         Command::Order(OrderCommand::Cancel { id, wait }) => {
-            let order = api.post(&format!("/v1/orders/{id}/cancel")).await?;
+            let order = api.cancel_order(&id).await?;
             if wait {
                 out.accepted(&order);
                 return follow(&api, &out, &id, &["cancelled"]).await;
@@ -321,7 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.order(&order);
         }
         Command::Order(OrderCommand::Delete { id, wait }) => {
-            let order = api.delete(&format!("/v1/orders/{id}")).await?;
+            let order = api.delete_order(&id).await?;
             if wait {
                 out.accepted(&order);
                 return follow(&api, &out, &id, &["deleted"]).await;
@@ -339,7 +341,12 @@ fn id_of(order: &Value) -> anyhow::Result<&str> {
 }
 
 /// Follows the order's events until it settles; success when it ends in one of `wanted`.
-async fn follow(api: &Api, out: &Output, id: &str, wanted: &[&str]) -> anyhow::Result<ExitCode> {
+async fn follow(
+    api: &ApiClient,
+    out: &Output,
+    id: &str,
+    wanted: &[&str],
+) -> anyhow::Result<ExitCode> {
     let settled = api.follow(id, |event| out.event(event)).await?;
     out.settled(&settled);
     let status = settled["status"].as_str().unwrap_or_default();

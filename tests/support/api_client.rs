@@ -1,27 +1,18 @@
 //! The order API as the tests call it: [`Stack`]'s calls to its order-api (orders, vendors,
-//! metrics, orphans), HTTP clients with a token, and reading what it answers.
+//! metrics, orphans), made through [`ApiClient`] (the workspace's one client of the API), and
+//! reading what it answers.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use provisioner_api_client::ApiClient;
+use reqwest::Method;
 use serde_json::Value;
 
 use crate::fixtures::fixture;
 use crate::stack::Stack;
 use crate::waiting::wait_until;
-
-/// An HTTP client that sends `Authorization: Bearer <token>` with every request.
-pub fn client_with_token(token: &str) -> anyhow::Result<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-        .context("a token that is not a header value")?;
-    value.set_sensitive(true);
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    Ok(reqwest::Client::builder()
-        .default_headers(headers)
-        .build()?)
-}
 
 /// The id of the order `name` whose POST answered `status` with `json`, if it was accepted.
 fn accepted_id(name: &str, status: u16, json: &Value) -> anyhow::Result<String> {
@@ -70,7 +61,7 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Sends `request` and reads its answer as JSON; the errors name the call `what` (e.g.
-/// `GET /v1/vendors`).
+/// `GET /_sim/stats`).
 pub(crate) async fn json_answer(
     request: reqwest::RequestBuilder,
     what: &str,
@@ -84,27 +75,10 @@ pub(crate) async fn json_answer(
         .with_context(|| format!("reading the answer to {what}"))
 }
 
-/// Sends `request`: the status code and the answer as JSON; the errors name the call `what`.
-async fn status_and_json(
-    request: reqwest::RequestBuilder,
-    what: &str,
-) -> anyhow::Result<(u16, Value)> {
-    let response = request.send().await.with_context(|| what.to_string())?;
-    let status = response.status().as_u16();
-    let json = response
-        .json()
-        .await
-        .with_context(|| format!("reading the answer to {what}"))?;
-    Ok((status, json))
-}
-
 impl Stack {
-    /// `POST /v1/orders` of `body`, sent with `client`.
-    fn order_request(&self, client: &reqwest::Client, body: String) -> reqwest::RequestBuilder {
-        client
-            .post(format!("{}/v1/orders", self.api_url))
-            .header("content-type", "application/json")
-            .body(body)
+    /// The stack's order API, called with [`Stack::http`] (so with [`Stack::token`]).
+    pub fn api(&self) -> ApiClient {
+        ApiClient::with_http(&self.api_url, self.http.clone())
     }
 
     /// POSTs an order body; returns the status, the `Location` header and the JSON answer.
@@ -112,11 +86,7 @@ impl Stack {
         &self,
         body: &str,
     ) -> anyhow::Result<(u16, Option<String>, String, Value)> {
-        let response = self
-            .order_request(&self.http, body.to_string())
-            .send()
-            .await
-            .context("POST /v1/orders")?;
+        let response = self.api().post_order_body(body.to_string(), None).await?;
         let status = response.status().as_u16();
         let location = response
             .headers()
@@ -151,15 +121,25 @@ impl Stack {
     /// POSTs a valid Hetzner order named `name` with `client` (another tenant's token) and
     /// returns its id.
     pub async fn order_as(&self, client: &reqwest::Client, name: &str) -> anyhow::Result<String> {
-        let request = self.order_request(client, fixture("hetzner").order_body(name));
-        let (status, json) = status_and_json(request, "POST /v1/orders").await?;
+        let response = ApiClient::with_http(&self.api_url, client.clone())
+            .post_order_body(fixture("hetzner").order_body(name), None)
+            .await?;
+        let status = response.status().as_u16();
+        let json = response
+            .json()
+            .await
+            .context("reading the answer to POST /v1/orders")?;
         accepted_id(name, status, &json)
     }
 
-    /// `GET /v1/orders/{id}`.
+    /// `GET /v1/orders/{id}` (the answer as JSON whatever its status).
     pub async fn order(&self, id: &str) -> anyhow::Result<Value> {
-        let request = self.http.get(format!("{}/v1/orders/{id}", self.api_url));
-        json_answer(request, "GET /v1/orders/{id}").await
+        let path = format!("/v1/orders/{id}");
+        Ok(self
+            .api()
+            .status_and_json(Method::GET, &path, None)
+            .await?
+            .1)
     }
 
     /// Polls the order until its status is `status` (or the timeout passes).
@@ -238,26 +218,17 @@ impl Stack {
 
     /// Every order `GET /v1/orders?<query>` lists, paging through it (without events).
     pub async fn list_all_orders(&self, query: &str) -> anyhow::Result<Vec<Value>> {
-        let mut orders = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = format!("{}/v1/orders?limit=200&{query}", self.api_url);
-            if let Some(cursor) = &cursor {
-                url.push_str(&format!("&cursor={cursor}"));
-            }
-            let page = json_answer(self.http.get(&url), "GET /v1/orders").await?;
-            orders.extend(page["orders"].as_array().into_iter().flatten().cloned());
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_string()),
-                None => return Ok(orders),
-            }
-        }
+        self.api()
+            .list_all_orders(&format!("limit=200&{query}"))
+            .await
     }
 
     /// The vendor ids `GET /v1/vendors` lists.
     pub async fn vendors(&self) -> anyhow::Result<Vec<String>> {
-        let request = self.http.get(format!("{}/v1/vendors", self.api_url));
-        let answer = json_answer(request, "GET /v1/vendors").await?;
+        let (_, answer) = self
+            .api()
+            .status_and_json(Method::GET, "/v1/vendors", None)
+            .await?;
         Ok(answer["vendors"]
             .as_array()
             .into_iter()
@@ -268,37 +239,28 @@ impl Stack {
 
     /// `DELETE /v1/orders/{id}`: the status code and the answer.
     pub async fn delete_order(&self, id: &str) -> anyhow::Result<(u16, Value)> {
-        let request = self.http.delete(format!("{}/v1/orders/{id}", self.api_url));
-        status_and_json(request, "DELETE /v1/orders/{id}").await
+        let path = format!("/v1/orders/{id}");
+        self.api()
+            .status_and_json(Method::DELETE, &path, None)
+            .await
     }
 
     /// `POST /v1/orders/{id}/cancel`: the status code and the answer.
     pub async fn cancel_order(&self, id: &str) -> anyhow::Result<(u16, Value)> {
-        let request = self
-            .http
-            .post(format!("{}/v1/orders/{id}/cancel", self.api_url));
-        status_and_json(request, "POST /v1/orders/{id}/cancel").await
+        let path = format!("/v1/orders/{id}/cancel");
+        self.api().status_and_json(Method::POST, &path, None).await
     }
 
     /// `GET /metrics` of order-api, as text.
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        self.http
-            .get(format!("{}/metrics", self.api_url))
-            .send()
-            .await
-            .context("GET /metrics")?
-            .error_for_status()
-            .context("GET /metrics")?
-            .text()
-            .await
-            .context("reading /metrics")
+        self.api().metrics().await
     }
 
     /// `GET /v1/orphans`: what the orphan sweep found, and each vendor's latest sweep.
     pub async fn orphan_report(&self) -> anyhow::Result<Value> {
         let request = self
-            .http
-            .get(format!("{}/v1/orphans", self.api_url))
+            .api()
+            .request(Method::GET, "/v1/orphans")
             .bearer_auth(&self.admin_token);
         json_answer(request, "GET /v1/orphans").await
     }
@@ -317,8 +279,8 @@ impl Stack {
             .filter_map(|sweep| sweep["sweep_id"].as_str().map(str::to_string))
             .collect();
         let response = self
-            .http
-            .post(format!("{}/v1/orphans/sweep", self.api_url))
+            .api()
+            .request(Method::POST, "/v1/orphans/sweep")
             .bearer_auth(&self.admin_token)
             .send()
             .await

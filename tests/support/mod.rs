@@ -11,8 +11,8 @@
 //! - [`stack`]: [`Stack`], one isolated stack, and [`StackOptions`]; start, kill, restart
 //!   its processes, wait until it is ready, clean it up.
 //! - [`api_client`]: the stack's calls to its order API (orders, vendors, metrics,
-//!   orphans), [`client_with_token`] and readers of the answers ([`event_messages`],
-//!   [`metric_value`]).
+//!   orphans) through [`provisioner_api_client::ApiClient`], and readers of the answers
+//!   ([`event_messages`], [`metric_value`]); [`client_with_token`] is that crate's.
 //! - [`simulator`]: the stack's calls to the simulator's control API (faults, stats, live
 //!   servers), and [`simulator_in_process`].
 //! - [`fixtures`]: the vendors every stack serves ([`VENDORS`]) with their plugin manifests,
@@ -41,7 +41,7 @@ pub mod simulator;
 pub mod stack;
 pub mod waiting;
 
-pub use api_client::{client_with_token, event_messages, metric_value, usage_of_orders};
+pub use api_client::{event_messages, metric_value, usage_of_orders};
 pub use broker::{
     AMQP_URL, BrokerOutage, delete_topology, delete_topology_at, hold_broker_shared, message_count,
     rabbitmqctl, require_rabbitmq,
@@ -52,5 +52,6 @@ pub use database::{
 };
 pub use fixtures::{VENDORS, VendorFixture, fixture, plugin_component, test_plugin_component};
 pub use processes::{Service, binary, free_port, target_dir, workspace_root};
+pub use provisioner_api_client::{ApiClient, client_with_token};
 pub use simulator::simulator_in_process;
 pub use stack::{Stack, StackOptions, TEST_TENANT};

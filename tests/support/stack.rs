@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use provisioner_api_client::client_with_token;
 use provisioner_contract::Topology;
 use tokio::process::Command;
 
-use crate::api_client::client_with_token;
 use crate::broker::{AMQP_URL, BrokerHold, BrokerOutage, delete_topology_at, require_rabbitmq};
 use crate::database::{OrderStore, drop_postgres_database};
 use crate::fixtures::{VENDORS, VendorFixture, fixture, vendor_ids};

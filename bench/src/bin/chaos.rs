@@ -44,11 +44,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use provisioner_api_client::ApiClient;
 use provisioner_bench::Build;
 use provisioner_bench::report::{Progress, Summary, Target};
 use provisioner_tests::cluster::{Cluster, NODES};
 use provisioner_tests::{Stack, StackOptions, VENDORS};
 use rand::Rng;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Chaos test of the whole stack (see the module docs and docs/testing.md).
@@ -220,8 +222,7 @@ async fn run(
             .context("selling out Hetzner's hel1")?;
     }
     let poster = tokio::spawn(post_orders(
-        stack.http.clone(),
-        stack.api_url.clone(),
+        stack.api(),
         args.orders,
         args.rate,
         args.placement_every,
@@ -656,8 +657,7 @@ async fn arm_vendor_faults(stack: &Stack) -> anyhow::Result<()> {
 /// killed after the commit) gets the same order. Returns the ids seen accepted, and how many
 /// posts had no answer at all.
 async fn post_orders(
-    http: reqwest::Client,
-    api_url: String,
+    api: ApiClient,
     count: usize,
     rate: f64,
     placement_every: usize,
@@ -670,7 +670,7 @@ async fn post_orders(
         if let Some(wait) = due.checked_sub(started.elapsed()) {
             tokio::time::sleep(wait).await;
         }
-        let (http, url) = (http.clone(), format!("{api_url}/v1/orders"));
+        let api = api.clone();
         let body = match placement_every {
             every if every > 0 && i % every == every - 1 => placement_body(&format!("chaos-{i}")),
             _ => VENDORS[i % VENDORS.len()].order_body(&format!("chaos-{i}")),
@@ -679,8 +679,8 @@ async fn post_orders(
         posts.spawn(async move {
             let give_up = Instant::now() + Duration::from_secs(120);
             while Instant::now() < give_up {
-                let answer = http
-                    .post(&url)
+                let answer = api
+                    .request(Method::POST, "/v1/orders")
                     .header("content-type", "application/json")
                     .header("idempotency-key", &key)
                     .body(body.clone())
@@ -740,22 +740,11 @@ async fn all_orders(stack: &Stack, with_events: bool) -> anyhow::Result<HashMap<
 
 /// Gives the stack's tenant a live-server quota of `limit`.
 async fn set_quota_above(stack: &Stack, limit: u64) -> anyhow::Result<()> {
-    let admin = provisioner_tests::client_with_token(&stack.admin_token)?;
-    let response = admin
-        .put(format!(
-            "{}/v1/tenants/{}/quotas",
-            stack.api_url,
-            provisioner_tests::TEST_TENANT
-        ))
-        .json(&json!({"limits": {"max_live_servers": limit}}))
-        .send()
+    let quotas = json!({"limits": {"max_live_servers": limit}});
+    ApiClient::new(&stack.api_url, Some(&stack.admin_token))?
+        .set_tenant_quotas(provisioner_tests::TEST_TENANT, &quotas)
         .await
         .context("setting the tenant's quota")?;
-    anyhow::ensure!(
-        response.status() == 200,
-        "setting the tenant's quota answered {}",
-        response.status()
-    );
     Ok(())
 }
 
@@ -763,15 +752,7 @@ async fn set_quota_above(stack: &Stack, limit: u64) -> anyhow::Result<()> {
 /// from its `orders` counted: the difference in live servers plus in orders in flight.
 async fn miscounted_usage(stack: &Stack, orders: &HashMap<String, Value>) -> anyhow::Result<u64> {
     let counted = provisioner_tests::usage_of_orders(orders.values());
-    let quotas: Value = stack
-        .http
-        .get(format!("{}/v1/quotas", stack.api_url))
-        .send()
-        .await
-        .context("GET /v1/quotas")?
-        .error_for_status()?
-        .json()
-        .await?;
+    let quotas = stack.api().quotas().await.context("GET /v1/quotas")?;
     let usage = &quotas["all_vendors"]["usage"];
     let shown = (
         usage["live_servers"].as_u64().context("no live_servers")?,
