@@ -19,6 +19,16 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The plugin SDK's tests (SigV4 against AWS's published vectors) and every plugin's, on the host.
 (cd plugins && cargo test --quiet --workspace)
 
+echo "==> crate docs (cargo doc, warnings are errors)"
+# The libraries others build on, as their users see them: the message contract, the order
+# API's client and the plugin SDK.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet -p provisioner-contract -p provisioner-api-client
+(cd plugins && RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet -p provider-sdk)
+# Every crate as its maintainers read it: the services' # Layout maps link their private
+# modules, which these docs include.
+RUSTDOCFLAGS="-D warnings -A rustdoc::private-intra-doc-links" \
+    cargo doc --workspace --no-deps --document-private-items --quiet
+
 scripts/check-compose.sh
 
 echo "==> tests (orders in SQLite; tests/e2e/postgres.rs runs two order-apis on PostgreSQL;"

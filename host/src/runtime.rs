@@ -538,7 +538,7 @@ impl Instance {
 }
 
 /// The `provider` exports of an instance. The types are shared, so most calls read the
-/// same for every version ([`on_any_version!`]).
+/// same for every version (the `on_any_version!` macro below).
 enum Guest<'a> {
     Current(&'a current::exports::provisioner::provider::provider::Guest),
     V0_4(&'a v0_4::exports::provisioner::provider::provider::Guest),

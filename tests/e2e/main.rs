@@ -19,6 +19,7 @@ mod concurrency;
 mod conformance;
 mod console;
 mod containment;
+mod docs;
 mod drop_in;
 mod event_streams;
 mod fleets;

@@ -392,7 +392,7 @@ fn answer(mut stream: TcpStream, method: &str, path: &str) {
 }
 
 /// GET and DELETE are sent again twice after a dropped connection (three tries in all,
-/// as plugins/README.md says); POST is never sent again (the look-up before the next
+/// as docs/plugin-authoring.md says); POST is never sent again (the look-up before the next
 /// create covers a lost answer).
 #[tokio::test]
 async fn idempotent_requests_are_sent_again_twice_after_a_dropped_connection() -> anyhow::Result<()>

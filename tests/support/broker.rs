@@ -31,7 +31,7 @@ pub async fn require_rabbitmq() -> Connection {
 static BROKER: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(())));
 
 /// Holds the broker shared (no test stops it meanwhile) for a test that uses it without a
-/// [`Stack`]; the guard lets go when dropped.
+/// [`Stack`](crate::Stack); the guard lets go when dropped.
 pub async fn hold_broker_shared() -> OwnedRwLockReadGuard<()> {
     BROKER.clone().read_owned().await
 }
