@@ -58,13 +58,11 @@
 //!   by both programs so neither can forget a confirm.
 //! - [`netaddr`]: which IP addresses are public (the IANA special-purpose registries), for
 //!   webhook receivers and plugins' granted hosts alike.
-//! - [`process`]: logging set-up and the Ctrl-C / SIGTERM shutdown token every program uses.
 
 pub mod amqp;
 pub mod envelope;
 pub mod messages;
 pub mod netaddr;
-pub mod process;
 pub mod topology;
 
 pub use amqp::{PublishError, Publisher};

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use provisioner_contract::process;
 use provisioner_host::config::HostConfig;
 use provisioner_host::plugin_folder::{self, PluginFolder};
 use provisioner_host::runtime::PluginRuntime;
 use provisioner_host::worker::{self, WorkerSettings};
+use provisioner_process as process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use order_api::config::{Cli, Command};
-use provisioner_contract::process;
+use provisioner_process as process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use provisioner_contract::process;
+use provisioner_process as process;
 use vendor_sim::proxy;
 use vendor_sim::state::{self, FaultRule};
 use vendor_sim::{SimConfig, SimState};

@@ -1,5 +1,10 @@
 //! Process plumbing every program shares: logging set-up, the shutdown signal, and a
 //! watch on the async runtime's responsiveness.
+//!
+//! `order-api`, `provisioner-host` and `vendor-sim` start the same way: [`init_logging`],
+//! then [`shutdown_token`] for Ctrl-C and SIGTERM, then [`watch_stalls`]. None of it is
+//! part of the message contract between the two services (`provisioner-contract`), so it
+//! lives here, and the simulator needs no part of that contract.
 
 use std::time::{Duration, Instant};
 
