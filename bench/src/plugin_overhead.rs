@@ -241,7 +241,9 @@ async fn bare_calls(
         outbound_requests: Default::default(),
         throttle: VendorThrottle::new(None),
         open_requests: OpenRequestLimits::default(),
-        cache: provisioner_host::cache::PluginCache::new(Default::default()),
+        cache: provisioner_host::cache::PluginCache::new(
+            provisioner_host::manifest::Limits::default().cache(),
+        ),
     });
     timed(
         async || {

@@ -15,7 +15,7 @@ use provisioner_host::bindings::types::{ProviderError, ServerRequest};
 use provisioner_host::runtime::CallError;
 
 use crate::kit::Kit;
-use crate::suites::shown;
+use crate::shown::shown;
 
 /// One field of a request the catalogue lists values for.
 struct Field {

@@ -69,9 +69,9 @@ pub async fn sweep(kit: &Kit) -> Sweep {
                 }
                 seen => {
                     let before = match &seen {
-                        Ok(server) => crate::suites::status(server.status).to_string(),
+                        Ok(server) => crate::shown::status(server.status).to_string(),
                         Err(error) => {
-                            format!("get-server answered {}", crate::suites::shown_error(error))
+                            format!("get-server answered {}", crate::shown::shown_error(error))
                         }
                     };
                     deleted_at.insert(vendor_id.clone(), Instant::now());
@@ -80,7 +80,7 @@ pub async fn sweep(kit: &Kit) -> Sweep {
                         Ok(()) => Some(format!("{before}; deleted, not gone yet")),
                         Err(error) => Some(format!(
                             "{before}; its delete answered {}",
-                            crate::suites::shown_error(&error)
+                            crate::shown::shown_error(&error)
                         )),
                     }
                 }
@@ -113,7 +113,7 @@ async fn discover(kit: &Kit, calls_until: Instant, notes: &mut Vec<String>) {
             if let Err(error) = kit.find_until(&key, calls_until).await {
                 notes.push(format!(
                     "find-server {key}: {}",
-                    crate::suites::shown_error(&error)
+                    crate::shown::shown_error(&error)
                 ));
             }
         }
@@ -122,7 +122,7 @@ async fn discover(kit: &Kit, calls_until: Instant, notes: &mut Vec<String>) {
     if let Err(error) = kit.list_until(calls_until).await {
         notes.push(format!(
             "list-servers: {}",
-            crate::suites::shown_error(&error)
+            crate::shown::shown_error(&error)
         ));
     }
 }
@@ -200,7 +200,7 @@ async fn unreported(
                     if let Err(error) = kit.find_until(&key, calls_until).await {
                         notes.push(format!(
                             "find-server {key}: {}",
-                            crate::suites::shown_error(&error)
+                            crate::shown::shown_error(&error)
                         ));
                     }
                     reported = kit.seen().iter().filter(|(_, k)| *k == key).count();

@@ -86,7 +86,7 @@ async fn look_up(kit: &Kit, plugin: &Plugin, which: &str) -> Result<Requests, St
         }),
         other => Err(format!(
             "expected {which}'s find-server of a new key to answer none, got {}",
-            crate::suites::shown(&other)
+            crate::shown::shown(&other)
         )),
     }
 }

@@ -11,6 +11,8 @@
 //!   live), the request to make servers with, suites, time limits.
 //! - [`report`]: check results, leftovers and their renderings: the terminal table, JSON,
 //!   JUnit XML.
+//! - [`shown`]: a plugin's answer as a check's details show it (results, errors and
+//!   statuses as their WIT cases).
 //! - [`proxy`]: the fault proxy a `--fault-proxy` run starts, and the manifest pointed at it.
 //! - [`traffic`]: what reached the vendor, read from the proxy's record of requests: the
 //!   servers a key's creates made, user data, SSH keys and labels in the requests.
@@ -39,6 +41,7 @@ pub mod options;
 pub mod patience;
 pub mod proxy;
 pub mod report;
+pub mod shown;
 pub mod suites;
 pub mod traffic;
 

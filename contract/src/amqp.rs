@@ -371,15 +371,6 @@ pub async fn ready_messages(channel: &Channel, queue: &str) -> Result<u32, lapin
     Ok(state.message_count())
 }
 
-/// The AMQP reply code of a channel or connection error the broker sent (`403` access
-/// refused, `404` not found, ...); `None` for other errors.
-pub fn reply_code(error: &lapin::Error) -> Option<u16> {
-    match error.kind() {
-        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
-        _ => None,
-    }
-}
-
 /// A channel in confirm mode that publishes to one exchange: order-api's to the requests
 /// exchange, a host's to the results exchange (see [`Topology`]).
 ///

@@ -56,6 +56,7 @@
 //!   schema version, `traceparent`) and decoding with the schema check.
 //! - [`amqp`]: connecting with backoff and publishing with confirms (`mandatory`), shared
 //!   by both programs so neither can forget a confirm.
+//! - [`reply`]: the reply code of a broker's refusal (`403`, `404`, ...).
 //! - [`netaddr`]: which IP addresses are public (the IANA special-purpose registries), for
 //!   webhook receivers and plugins' granted hosts alike.
 
@@ -63,6 +64,7 @@ pub mod amqp;
 pub mod envelope;
 pub mod messages;
 pub mod netaddr;
+pub mod reply;
 pub mod topology;
 
 pub use amqp::{PublishError, Publisher};

@@ -318,7 +318,7 @@ impl Topology {
                 let _ = channel.close(200, "checked".into()).await;
                 Ok(None)
             }
-            Err(error) if crate::amqp::reply_code(&error) == Some(NOT_FOUND) => Ok(Some(name)),
+            Err(error) if crate::reply::reply_code(&error) == Some(NOT_FOUND) => Ok(Some(name)),
             Err(error) => Err(error),
         }
     }
@@ -619,7 +619,7 @@ impl Topology {
         match declared {
             Ok(_) => Ok(()),
             Err(error)
-                if crate::amqp::reply_code(&error) == Some(PRECONDITION_FAILED)
+                if crate::reply::reply_code(&error) == Some(PRECONDITION_FAILED)
                     && is_group_size_inequivalence(&error.to_string()) =>
             {
                 tracing::info!(

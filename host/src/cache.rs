@@ -35,12 +35,6 @@ pub struct CacheLimits {
     pub bytes: usize,
 }
 
-impl Default for CacheLimits {
-    fn default() -> Self {
-        crate::manifest::Limits::default().cache()
-    }
-}
-
 /// Why a value was not stored (the WIT `cache-error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CacheError {

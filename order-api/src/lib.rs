@@ -33,8 +33,9 @@
 //! - [`watchdog`]: re-sends the request of an order stuck without news (a lost request or
 //!   result); the host's idempotent create or delete settles it.
 //! - [`webhooks`]: calls an order's webhook URL when it settles (signed, retried); the
-//!   signing scheme and secrets ([`webhooks::signing`]) and which receivers may be called
-//!   ([`webhooks::receivers`]) are files of their own that import nothing of this crate.
+//!   signing scheme and secrets ([`webhook_signing`]) and which receivers may be called
+//!   ([`webhook_receivers`]) are modules of their own that import nothing of this crate,
+//!   so the store and the deliverer both use them.
 //! - [`serve`]: the whole service on an already-bound listener until shutdown.
 //!
 //! Dependencies go one way: [`lifecycle`] and [`auth`] (plain values) under [`store`]; the
@@ -53,6 +54,8 @@ pub mod store;
 pub mod tenants;
 pub mod tokens;
 pub mod watchdog;
+pub mod webhook_receivers;
+pub mod webhook_signing;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOpti
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use provisioner_contract::Topology;
-use provisioner_contract::amqp::reply_code;
+use provisioner_contract::reply::reply_code;
 use provisioner_tests::{
     Stack, StackOptions, delete_topology, fixture, hold_broker_shared, require_rabbitmq,
     target_dir, workspace_root,

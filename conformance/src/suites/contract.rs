@@ -8,9 +8,10 @@ use provisioner_host::bindings::WitVersion;
 use provisioner_host::bindings::types::{ProviderError, ServerRequest};
 use provisioner_host::runtime::CallError;
 
-use super::{Check, NO_SHAPE, Recorder, Verdict, shown};
+use super::{Check, NO_SHAPE, Recorder, Verdict};
 use crate::kit::{Kit, ServerShape};
 use crate::options::{KitOptions, Suite};
+use crate::shown::shown;
 
 const WORLD: Check = Check {
     suite: Suite::Contract,

@@ -13,13 +13,14 @@ use vendor_sim::control_client::FaultsClient;
 use vendor_sim::proxy::{ProxyFaultKind, ProxyFaultRule};
 
 use super::{
-    Check, NO_SHAPE, Recorder, Verdict, arm_alone, delete_all_of_run, servers_at_vendor, shown,
-    shown_error, with_causes, with_fault,
+    Check, NO_SHAPE, Recorder, Verdict, arm_alone, delete_all_of_run, servers_at_vendor,
+    with_causes, with_fault,
 };
 use crate::kit::Kit;
 use crate::options::Suite;
 use crate::patience::is_passing;
 use crate::proxy::ProxyControl;
+use crate::shown::{shown, shown_error};
 use crate::traffic;
 
 const RATE_LIMITED: Check = Check {

@@ -5,11 +5,10 @@
 
 use provisioner_host::bindings::types::{Server, ServerRequest};
 
-use super::{
-    Check, NO_SHAPE, Recorder, Verdict, delete_all_of_run, servers_at_vendor, shown, shown_error,
-};
+use super::{Check, NO_SHAPE, Recorder, Verdict, delete_all_of_run, servers_at_vendor};
 use crate::kit::Kit;
 use crate::options::Suite;
+use crate::shown::{shown, shown_error};
 
 const SAME_KEY: Check = Check {
     suite: Suite::Idempotency,

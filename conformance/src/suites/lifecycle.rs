@@ -14,14 +14,12 @@ use vendor_sim::control::{SeedServer, ServerRecord};
 use vendor_sim::proxy::{ProxyFaultKind, ProxyFaultRule};
 use vendor_sim::state::Vendor;
 
-use super::{
-    Check, NO_SHAPE, Recorder, Verdict, listed_servers, shown, shown_error, status, with_causes,
-    with_fault,
-};
+use super::{Check, NO_SHAPE, Recorder, Verdict, listed_servers, with_causes, with_fault};
 use crate::kit::{Kit, Simulator, Vantage};
 use crate::options::Suite;
 use crate::patience::is_passing;
 use crate::proxy::ProxyControl;
+use crate::shown::{shown, shown_error, status};
 use crate::traffic;
 
 const CREATE: Check = Check {

@@ -31,7 +31,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use provisioner_host::bindings::WitVersion;
-use provisioner_host::bindings::types::{LabelledServer, ProviderError, ServerStatus};
+use provisioner_host::bindings::types::LabelledServer;
 use provisioner_host::runtime::CallError;
 use vendor_sim::control_client::FaultsClient;
 use vendor_sim::proxy::ProxyFaultRule;
@@ -39,6 +39,7 @@ use vendor_sim::proxy::ProxyFaultRule;
 use crate::kit::{Kit, Vantage};
 use crate::options::{KitOptions, Suite, Target};
 use crate::report::{CheckResult, Leftover, Outcome, Report};
+use crate::shown::shown_error;
 use crate::traffic;
 
 /// A check's verdict: `Ok(detail)` passes, `Err(detail)` fails.
@@ -186,48 +187,6 @@ fn target_description(target: &Target) -> String {
             profile.display()
         ),
         Target::Live => "the live vendor".to_string(),
-    }
-}
-
-/// How a call ended, for details.
-pub(crate) fn shown<T: std::fmt::Debug>(result: &Result<T, CallError>) -> String {
-    match result {
-        Ok(value) => format!("Ok({value:?})"),
-        Err(error) => shown_error(error),
-    }
-}
-
-/// A failed call, for details.
-pub(crate) fn shown_error(error: &CallError) -> String {
-    match error {
-        CallError::Provider(error) => provider_case(error),
-        error => format!("host fault: {error}"),
-    }
-}
-
-/// A status as its WIT case.
-pub(crate) fn status(status: ServerStatus) -> &'static str {
-    match status {
-        ServerStatus::Provisioning => "provisioning",
-        ServerStatus::Running => "running",
-        ServerStatus::Stopped => "stopped",
-        ServerStatus::Deleting => "deleting",
-        ServerStatus::Deleted => "deleted",
-        ServerStatus::Error => "error",
-    }
-}
-
-/// A provider error as its WIT case.
-fn provider_case(error: &ProviderError) -> String {
-    match error {
-        ProviderError::InvalidRequest(m) => format!("invalid-request({m})"),
-        ProviderError::Unauthorized(m) => format!("unauthorized({m})"),
-        ProviderError::NotFound(m) => format!("not-found({m})"),
-        ProviderError::QuotaExceeded(m) => format!("quota-exceeded({m})"),
-        ProviderError::RateLimited(ms) => format!("rate-limited({ms:?})"),
-        ProviderError::Transient(m) => format!("transient({m})"),
-        ProviderError::Internal(m) => format!("internal({m})"),
-        ProviderError::NoCapacity(m) => format!("no-capacity({m})"),
     }
 }
 

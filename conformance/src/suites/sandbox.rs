@@ -4,9 +4,10 @@
 
 use provisioner_host::runtime::CallError;
 
-use super::{Check, Recorder, Verdict, shown};
+use super::{Check, Recorder, Verdict};
 use crate::kit::Kit;
 use crate::options::Suite;
+use crate::shown::shown;
 
 const NARROWED_GRANT: Check = Check {
     suite: Suite::Sandbox,

@@ -46,8 +46,9 @@ use std::time::Duration;
 use anyhow::Context;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ErrorKind};
+use lapin::{Channel, Connection};
 use provisioner_contract::Topology;
+use provisioner_contract::reply::reply_code;
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
@@ -320,13 +321,5 @@ impl Leases {
         } else {
             known.remove(queue);
         }
-    }
-}
-
-/// The AMQP reply code of a channel or connection error.
-fn reply_code(error: &lapin::Error) -> Option<u16> {
-    match error.kind() {
-        ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
-        _ => None,
     }
 }

@@ -285,7 +285,7 @@ impl CreateOrder {
         if let Some(url) = &self.webhook_url {
             if url.contains('\0') {
                 reject("webhook_url", NUL_REFUSED.into());
-            } else if let Err(message) = crate::webhooks::receivers::check_url(url, allow_private) {
+            } else if let Err(message) = crate::webhook_receivers::check_url(url, allow_private) {
                 reject("webhook_url", message);
             }
         }

@@ -10,8 +10,8 @@ use super::db::{DbTime, parse_status, parse_uuid, time};
 use super::orders::{OrderEvent, order_from_row};
 use super::transitions::{insert_event, lock_order};
 use crate::lifecycle::OrderStatus;
-use crate::webhooks::receivers::origin;
-use crate::webhooks::signing::new_secret;
+use crate::webhook_receivers::origin;
+use crate::webhook_signing::new_secret;
 
 /// A webhook call waiting for its next attempt.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@
 //! with the headers `webhook-id` (the same on every attempt), `webhook-timestamp` (Unix
 //! seconds of this attempt) and `webhook-signature: v1,<base64 of HMAC-SHA256 over
 //! "<webhook-id>.<webhook-timestamp>.<body>">`, keyed with the tenant's secret
-//! (`GET /v1/webhooks/secret`; the key is the base64 after `whsec_`; see [`signing`]). Any
+//! (`GET /v1/webhooks/secret`; the key is the base64 after `whsec_`; see [`crate::webhook_signing`]). Any
 //! 2xx answer delivers it; anything else, or no answer within the timeout, is retried after
 //! `base * 2^(attempt-1)` (at most an hour) until the attempts run out.
 //!
@@ -21,14 +21,11 @@
 //! proxy from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...) is used: a proxy would
 //! resolve the name itself, past the check. The log names a receiver by its origin
 //! (`scheme://host:port`) only, as a URL's path or query may carry a token. These rules are
-//! in [`receivers`].
+//! in [`crate::webhook_receivers`].
 //!
 //! Calls share `max_concurrent` slots, at most `max_per_tenant` of them for one tenant, and
 //! due deliveries are taken round-robin by tenant: a tenant whose receiver is slow fills
 //! only its own share, and the others' webhooks go out meanwhile.
-
-pub mod receivers;
-pub mod signing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store::{Store, WebhookDelivery};
-use receivers::{ReceiverResolver, check_url, origin};
-use signing::signature;
+use crate::webhook_receivers::{ReceiverResolver, check_url, origin};
+use crate::webhook_signing::signature;
 
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3_600);
