@@ -111,6 +111,9 @@ async fn main() -> anyhow::Result<()> {
         faults: args.faults,
     }));
     let shutdown = process::shutdown_token();
+    // One router for both listeners: the Compute Engine and Azure stores live in it, so an
+    // account registered over HTTP must be the one a token request over HTTPS finds.
+    let app = vendor_sim::app(state);
     if let Some(addr) = &args.tls_listen_addr {
         let tls = vendor_sim::tls::generate(vec!["localhost".into(), "127.0.0.1".into()])?;
         let tls_listener = tokio::net::TcpListener::bind(addr)
@@ -124,16 +127,16 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
         tracing::info!(addr = %tls_listener.local_addr()?, ca = %args.tls_ca_out.display(), "vendor-sim listening over TLS");
-        let app = vendor_sim::app(state.clone());
         let stop = shutdown.clone();
         tokio::spawn(vendor_sim::tls::serve(
             tls_listener,
             tls.acceptor,
-            app,
+            app.clone(),
             async move { stop.cancelled().await },
         ));
     }
-    vendor_sim::serve(listener, state, async move { shutdown.cancelled().await })
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("serving vendor-sim")
 }
