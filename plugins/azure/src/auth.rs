@@ -13,16 +13,16 @@
 use std::time::Duration;
 
 use provider_sdk::http::percent_encode;
-use provider_sdk::session_token::request_oauth_token;
+use provider_sdk::session_token::{
+    AccessToken, OAuthError, keep_until_expiry, request_oauth_token,
+};
 use provider_sdk::{ProviderError, cache, require_secret};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The Microsoft identity platform's public cloud authority.
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// The scope asked for: Azure Resource Manager, the app's granted roles.
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
-/// How long before its expiry a cached token is no longer used.
-const EXPIRY_MARGIN_SECS: u64 = 120;
 
 /// The app registration's client credentials. No `Debug`: it holds the secret.
 pub struct Credentials {
@@ -78,12 +78,6 @@ pub fn token_url(authority: &str, tenant: &str) -> String {
     )
 }
 
-/// An access token. No `Debug`: it is a secret.
-#[derive(Serialize, Deserialize)]
-pub struct AccessToken {
-    pub access_token: String,
-}
-
 #[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
@@ -91,26 +85,15 @@ struct TokenAnswer {
     expires_in: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct TokenError {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
-}
-
 /// Reads an AAD error body into `error: description` (the description's first line: AAD
 /// appends trace and correlation ids on more), or an ARM-shaped one.
 pub fn token_error_reason(body: &str) -> Option<String> {
-    let Ok(error) = serde_json::from_str::<TokenError>(body) else {
-        return crate::api::error_reason(body);
-    };
-    Some(match error.error_description {
-        Some(description) => {
-            let first = description.lines().next().unwrap_or_default();
-            format!("{}: {first}", error.error)
+    match OAuthError::parse(body) {
+        Some(error) => {
+            Some(error.reason(|description| description.lines().next().unwrap_or_default()))
         }
-        None => error.error,
-    })
+        None => crate::api::error_reason(body),
+    }
 }
 
 /// The cached token of the app, if any.
@@ -145,24 +128,14 @@ pub async fn grant(
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
     });
-    remember(credentials, &token, expires_in);
-    Ok(token)
-}
-
-fn remember(credentials: &Credentials, token: &AccessToken, expires_in: Option<u64>) {
-    let Some(ttl) = expires_in
-        .and_then(|secs| secs.checked_sub(EXPIRY_MARGIN_SECS))
-        .filter(|secs| *secs > 0)
-    else {
-        return;
-    };
-    cache::keep_json(
+    keep_until_expiry(
         &credentials.cache_key(),
-        token,
-        Duration::from_secs(ttl),
+        &token,
+        expires_in.map(Duration::from_secs),
         "the access token",
         "every call asks for one",
     );
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -15,13 +15,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use provider_sdk::http::percent_encode;
-use provider_sdk::session_token::request_oauth_token;
+use provider_sdk::session_token::{
+    AccessToken, OAuthError, keep_until_expiry, request_oauth_token,
+};
 use provider_sdk::{ProviderError, cache};
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
@@ -35,8 +37,6 @@ pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 pub const COMPUTE_SCOPE: &str = "https://www.googleapis.com/auth/compute";
 /// The assertion's lifetime (Google's most).
 const ASSERTION_LIFETIME_SECS: u64 = 3600;
-/// How long before its expiry a cached token is no longer used.
-const EXPIRY_MARGIN_SECS: u64 = 120;
 /// The secret holding the service-account key JSON.
 pub const KEY_SECRET: &str = "service-account-key";
 
@@ -134,13 +134,6 @@ pub fn assertion(key: &ServiceAccountKey, now_secs: u64) -> Result<String, Provi
     ))
 }
 
-/// An access token. No `Debug`: it is a secret.
-#[derive(Serialize, Deserialize)]
-pub struct AccessToken {
-    /// The bearer token.
-    pub access_token: String,
-}
-
 /// The token endpoint's answer.
 #[derive(Deserialize)]
 struct TokenAnswer {
@@ -149,24 +142,13 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
-/// The token endpoint's error (`{"error", "error_description"}`).
-#[derive(Deserialize)]
-struct TokenError {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
-}
-
 /// Reads an OAuth error body into `error: description` (or, from a front end answering
 /// in Google's API error shape, `reason: message`).
 pub fn token_error_reason(body: &str) -> Option<String> {
-    let Ok(error) = serde_json::from_str::<TokenError>(body) else {
-        return crate::api::error_reason(body);
-    };
-    Some(match error.error_description {
-        Some(description) => format!("{}: {description}", error.error),
-        None => error.error,
-    })
+    match OAuthError::parse(body) {
+        Some(error) => Some(error.reason(|description| description)),
+        None => crate::api::error_reason(body),
+    }
 }
 
 fn now_secs() -> u64 {
@@ -186,7 +168,7 @@ pub fn forget(key: &ServiceAccountKey) {
 }
 
 /// Signs an assertion and exchanges it at the key's `token_uri`; the token is cached for
-/// its lifetime less [`EXPIRY_MARGIN_SECS`]. Refusals of the grant (400 `invalid_grant`,
+/// its lifetime less [`EXPIRY_MARGIN`](provider_sdk::session_token::EXPIRY_MARGIN). Refusals of the grant (400 `invalid_grant`,
 /// 401, 403) are `unauthorized`; 429 and 5xx as the SDK maps them.
 pub async fn exchange(key: &ServiceAccountKey) -> Result<AccessToken, ProviderError> {
     let assertion = assertion(key, now_secs())?;
@@ -205,26 +187,16 @@ pub async fn exchange(key: &ServiceAccountKey) -> Result<AccessToken, ProviderEr
     let token = AccessToken {
         access_token: answer.access_token,
     };
-    remember(key, &token, answer.expires_in);
-    Ok(token)
-}
-
-/// Keeps `token` in the cache for `expires_in` less the margin; a token too short-lived or
-/// a full cache is only logged (every call then exchanges).
-fn remember(key: &ServiceAccountKey, token: &AccessToken, expires_in: Option<u64>) {
-    let Some(ttl) = expires_in
-        .and_then(|secs| secs.checked_sub(EXPIRY_MARGIN_SECS))
-        .filter(|secs| *secs > 0)
-    else {
-        return;
-    };
-    cache::keep_json(
+    // A token too short-lived is not kept, and a full cache is only logged: every call
+    // then exchanges.
+    keep_until_expiry(
         &key.cache_key(),
-        token,
-        Duration::from_secs(ttl),
+        &token,
+        answer.expires_in.map(Duration::from_secs),
         "the access token",
         "every call exchanges a JWT",
     );
+    Ok(token)
 }
 
 #[cfg(test)]

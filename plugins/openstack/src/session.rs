@@ -3,9 +3,10 @@
 //! (`provider_sdk::session_token`).
 //!
 //! The token and its catalog outlive the call in the host's cache (WIT 0.3 `cache`): one
-//! Keystone login serves every call until the token's `expires_at` less
-//! [`EXPIRY_MARGIN`], or until Nova answers 401 (revoked, or the clocks disagree), when the
-//! session drops it, logs in once more and retries once. A cache miss (a new host, a reload,
+//! Keystone login serves every call until the token's `expires_at` less the SDK's
+//! [`EXPIRY_MARGIN`](provider_sdk::session_token::EXPIRY_MARGIN), or until Nova answers 401
+//! (revoked, or the clocks disagree), when the session drops it, logs in once more and
+//! retries once. A cache miss (a new host, a reload,
 //! a full cache) only costs a login. The token is a secret: it is never logged, never in an
 //! error, and [`Session`] and [`Login`] have no `Debug`.
 
@@ -14,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use provider_sdk::cache;
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
-use provider_sdk::session_token::SessionToken;
+use provider_sdk::session_token::{SessionToken, keep_until_expiry};
 use provider_sdk::{ProviderError, get_config, require_secret};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,9 +28,6 @@ use crate::api::{
 /// The cache key of the Keystone login. One is enough: a change of the credentials or the
 /// auth URL reloads the plugin, which empties its cache.
 const LOGIN_KEY: &str = "keystone-login";
-/// How long before Keystone's `expires_at` a cached token is no longer used, so a call
-/// never starts with a token about to lapse (and clocks a little apart do not matter).
-const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
 
 /// A Keystone login: the token (from `X-Subject-Token`) and the service catalog it came
 /// with. No `Debug`: the token is a secret.
@@ -249,7 +247,7 @@ async fn authenticate(http: &ApiClient, credentials: &Credentials) -> Result<Log
     Ok(login)
 }
 
-/// Keeps `login` in the cache until [`EXPIRY_MARGIN`] before `expires_at`. Not kept when
+/// Keeps `login` in the cache until [`EXPIRY_MARGIN`](provider_sdk::session_token::EXPIRY_MARGIN) before `expires_at`. Not kept when
 /// Keystone gave no expiry the plugin can read, or one too close: the next call logs in
 /// again, as it would without a cache. A full cache is not an error either.
 fn remember(login: &Login, expires_at: Option<&str>) {
@@ -263,19 +261,13 @@ fn remember(login: &Login, expires_at: Option<&str>) {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis());
-    let margin_ms = EXPIRY_MARGIN.as_millis();
-    let Some(ttl_ms) = expires_ms
+    let lifetime = expires_ms
         .checked_sub(now_ms)
-        .and_then(|left| left.checked_sub(margin_ms))
-        .filter(|ttl| *ttl > 0)
-    else {
-        return;
-    };
-    let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(u64::MAX));
-    cache::keep_json(
+        .map(|left_ms| Duration::from_millis(u64::try_from(left_ms).unwrap_or(u64::MAX)));
+    keep_until_expiry(
         LOGIN_KEY,
         login,
-        ttl,
+        lifetime,
         "the Keystone token",
         "every call logs in",
     );

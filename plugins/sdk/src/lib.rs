@@ -175,8 +175,10 @@
 //!   (standard base64, as vendors want user data);
 //! - [`http`]: [`http::ApiClient`], JSON over wasi:http, status -> error mapping
 //!   ([`http::error_detail`], the message every such error carries), rate-limit delays;
-//! - [`session_token`]: a vendor's login token, asked for at an OAuth 2.0 token endpoint,
-//!   sent with every request and renewed once on a 401;
+//! - [`session_token`]: a vendor's login token, asked for at an OAuth 2.0 token endpoint
+//!   (its refusals read by [`session_token::OAuthError`]), kept in the cache until shortly
+//!   before it expires ([`session_token::keep_until_expiry`]), sent with every request and
+//!   renewed once on a 401;
 //! - [`cache`]: the plugin's own short-lived values the host keeps between calls (a
 //!   session token), typed;
 //! - [`adopt`]: `create-server`'s protocol: adopt the oldest server carrying the

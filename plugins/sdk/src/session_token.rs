@@ -7,7 +7,9 @@
 //! [`SessionToken::send`] asks the plugin's `renew` (forget the cached token, log in again)
 //! and sends the request once more with the fresh token, which serves the rest of the call.
 //! Where the login is an OAuth 2.0 token request (a client-credentials grant, a JWT bearer
-//! exchange), [`request_oauth_token`] sends it and reads the answer.
+//! exchange), [`request_oauth_token`] sends it and reads the answer ([`AccessToken`]), and
+//! [`OAuthError`] reads the endpoint's refusals. [`keep_until_expiry`] keeps a token in the
+//! cache for its lifetime less [`EXPIRY_MARGIN`].
 //!
 //! ```ignore
 //! use provider_sdk::session_token::SessionToken;
@@ -23,12 +25,13 @@
 //! The token is a secret: [`SessionToken`] has no `Debug`, and it is only ever sent.
 
 use std::cell::RefCell;
+use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use crate::ProviderError;
 use crate::http::{ApiClient, ApiResponse, HttpMethod, ReasonParser, path_of, redact_urls};
+use crate::{ProviderError, cache};
 
 /// The token of one call's session and the header it travels in. No `Debug`: it holds the
 /// token.
@@ -124,4 +127,108 @@ pub async fn request_oauth_token<T: DeserializeOwned>(
         )));
     }
     http.parse(&HttpMethod::POST, &path, response)
+}
+
+/// How long before its expiry a cached token is no longer used ([`keep_until_expiry`]), so
+/// a call never starts with a token about to lapse (and clocks a little apart do not
+/// matter).
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
+
+/// An OAuth 2.0 access token, as a plugin keeps it in the cache (`{"access_token": ...}`).
+/// No `Debug`: it is a secret.
+#[derive(Serialize, Deserialize)]
+pub struct AccessToken {
+    /// The bearer token.
+    pub access_token: String,
+}
+
+/// Keeps `token` in the host's cache under `key` for its `lifetime` (what the endpoint said,
+/// from now) less [`EXPIRY_MARGIN`]: not at all when the lifetime is unknown or no longer
+/// than the margin (the next call logs in again, as it would without a cache). `what` and
+/// `instead` name it in the warning of a full cache ([`cache::keep_json`]: `the access
+/// token`, `every call asks for one`).
+pub fn keep_until_expiry<T: Serialize>(
+    key: &str,
+    token: &T,
+    lifetime: Option<Duration>,
+    what: &str,
+    instead: &str,
+) {
+    if let Some(ttl) = cache_ttl(lifetime) {
+        cache::keep_json(key, token, ttl, what, instead);
+    }
+}
+
+/// How long a token with `lifetime` stays cached: the lifetime less [`EXPIRY_MARGIN`]; none
+/// when that leaves nothing.
+fn cache_ttl(lifetime: Option<Duration>) -> Option<Duration> {
+    lifetime
+        .and_then(|lifetime| lifetime.checked_sub(EXPIRY_MARGIN))
+        .filter(|ttl| !ttl.is_zero())
+}
+
+/// A token endpoint's error answer (RFC 6749 section 5.2: `{"error", "error_description"}`).
+#[derive(Deserialize)]
+pub struct OAuthError {
+    /// The error code (`invalid_client`, `invalid_grant`).
+    pub error: String,
+    /// The endpoint's words about it, if any.
+    #[serde(default)]
+    pub error_description: Option<String>,
+}
+
+impl OAuthError {
+    /// `body` read as an OAuth error; none when it has another shape (a front end answering
+    /// in the vendor's API error shape).
+    pub fn parse(body: &str) -> Option<Self> {
+        serde_json::from_str(body).ok()
+    }
+
+    /// The error as a refusal's reason: `error: <description>`, the description being what
+    /// `shown` keeps of it (all of it, or its first line where the endpoint appends trace
+    /// ids), or the `error` code alone without one.
+    pub fn reason(self, shown: impl FnOnce(&str) -> &str) -> String {
+        match self.error_description {
+            Some(description) => format!("{}: {}", self.error, shown(&description)),
+            None => self.error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token is cached for its lifetime less the margin, and not at all when that leaves
+    /// nothing.
+    #[test]
+    fn tokens_are_cached_until_the_margin_before_expiry() {
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        assert_eq!(cache_ttl(secs(3600)), secs(3480));
+        assert_eq!(cache_ttl(secs(121)), secs(1));
+        assert_eq!(cache_ttl(secs(120)), None);
+        assert_eq!(cache_ttl(secs(5)), None);
+        assert_eq!(cache_ttl(None), None);
+    }
+
+    /// An OAuth error reads as `error: description` (as much of it as the plugin keeps), or
+    /// its code alone; another shape is none.
+    #[test]
+    fn oauth_errors_read_as_code_and_description() {
+        let body = r#"{"error": "invalid_client", "error_description": "bad secret\nTrace ID: x"}"#;
+        fn first_line(description: &str) -> &str {
+            description.lines().next().unwrap_or_default()
+        }
+        assert_eq!(
+            OAuthError::parse(body).unwrap().reason(first_line),
+            "invalid_client: bad secret"
+        );
+        assert_eq!(
+            OAuthError::parse(body).unwrap().reason(|d| d),
+            "invalid_client: bad secret\nTrace ID: x"
+        );
+        let bare = OAuthError::parse(r#"{"error": "invalid_grant"}"#).unwrap();
+        assert_eq!(bare.reason(|d| d), "invalid_grant");
+        assert!(OAuthError::parse(r#"{"message": "no"}"#).is_none());
+    }
 }
