@@ -31,8 +31,8 @@ use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
 use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider,
-    ProviderError, Server, ServerRequest, block_on, get_config, is_hostname, is_slug, log,
-    require_secret,
+    ProviderError, Server, ServerRequest, block_on, check_user_data_len, get_config, is_hostname,
+    log, require_secret,
 };
 
 use api::{CreateDroplet, CreateSshKey, Droplet, DropletEnvelope, DropletList, SshKeyEnvelope};
@@ -87,17 +87,10 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
         ));
     }
     ACCEPTED.region.check(&request.region)?;
-    if !is_slug(&request.size) {
-        return invalid(format!(
-            "size '{}' is not a droplet size slug",
-            request.size
-        ));
-    }
-    ACCEPTED.size.check(&request.size)?;
-    if !is_slug(&request.image) {
-        return invalid(format!("image '{}' is not an image slug", request.image));
-    }
-    ACCEPTED.image.check(&request.image)?;
+    ACCEPTED
+        .size
+        .check_slug(&request.size, "a droplet size slug")?;
+    ACCEPTED.image.check_slug(&request.image, "an image slug")?;
     if !is_tag(&key_tag(&request.idempotency_key)) {
         return invalid(format!(
             "idempotency key '{}' cannot be part of a DigitalOcean tag",
@@ -105,15 +98,7 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
         ));
     }
     ssh::parse_all(&request.ssh_keys)?;
-    if request
-        .user_data
-        .as_ref()
-        .is_some_and(|data| data.len() > MAX_USER_DATA)
-    {
-        return invalid(format!(
-            "user_data is at most {MAX_USER_DATA} bytes at DigitalOcean"
-        ));
-    }
+    check_user_data_len(request.user_data.as_deref(), MAX_USER_DATA, "DigitalOcean")?;
     for (key, value) in &request.labels {
         if key == IDEMPOTENCY_LABEL || !is_tag(&format!("{key}:{value}")) {
             return invalid(format!(

@@ -2,7 +2,8 @@
 
 use provider_sdk::catalogue::{Accepted, Known, REGIONS};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, ProviderError, ServerRequest, is_hostname, is_slug, ssh, unique_name,
+    IDEMPOTENCY_LABEL, ProviderError, ServerRequest, check_user_data_len, is_hostname, ssh,
+    unique_name,
 };
 
 /// Hetzner's longest server name.
@@ -38,20 +39,12 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
     // The name the server gets at Hetzner must fit too (see `provider_sdk::unique_name`).
     unique_name(&request.name, &request.idempotency_key, MAX_NAME)?;
     ACCEPTED.region.check(&request.region)?;
-    if !is_slug(&request.size) {
-        return invalid(format!(
-            "size '{}' is not a Hetzner server type name",
-            request.size
-        ));
-    }
-    ACCEPTED.size.check(&request.size)?;
-    if !is_slug(&request.image) {
-        return invalid(format!(
-            "image '{}' is not a Hetzner image name",
-            request.image
-        ));
-    }
-    ACCEPTED.image.check(&request.image)?;
+    ACCEPTED
+        .size
+        .check_slug(&request.size, "a Hetzner server type name")?;
+    ACCEPTED
+        .image
+        .check_slug(&request.image, "a Hetzner image name")?;
     if !is_label_value(&request.idempotency_key) {
         return invalid(format!(
             "idempotency key '{}' cannot be a Hetzner label value",
@@ -59,15 +52,7 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
         ));
     }
     ssh::parse_all(&request.ssh_keys)?;
-    if request
-        .user_data
-        .as_ref()
-        .is_some_and(|data| data.len() > MAX_USER_DATA)
-    {
-        return invalid(format!(
-            "user_data is at most {MAX_USER_DATA} bytes at Hetzner"
-        ));
-    }
+    check_user_data_len(request.user_data.as_deref(), MAX_USER_DATA, "Hetzner")?;
     for (key, value) in &request.labels {
         if key == IDEMPOTENCY_LABEL {
             return invalid(format!("label '{key}' is reserved for the provisioner"));

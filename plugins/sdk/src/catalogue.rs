@@ -104,6 +104,19 @@ impl Known {
         check_known_any(self.field, value, self.config_keys, self.builtin)
     }
 
+    /// Refuses a `value` that is not a vendor slug ([`crate::is_slug`]) as `<field> '<value>'
+    /// is not <what>` (`what`: `a droplet size slug`), then [`Known::check`]s it: the syntax
+    /// first, then the list.
+    pub fn check_slug(&self, value: &str, what: &str) -> Result<(), ProviderError> {
+        if !crate::is_slug(value) {
+            return Err(ProviderError::InvalidRequest(format!(
+                "{} '{value}' is not {what}",
+                self.field
+            )));
+        }
+        self.check(value)
+    }
+
     /// [`accepted_any`]: the list [`Known::check`] checks against; `None` when any value
     /// passes.
     pub fn accepted(&self) -> Option<Vec<String>> {
@@ -296,5 +309,16 @@ mod tests {
             panic!("not invalid-request");
         };
         assert!(message.ends_with("r19 and 5 more"), "{message}");
+    }
+
+    /// A value that is not a slug is refused by its syntax, before any list is read.
+    #[test]
+    fn slugs_are_checked_before_the_list() {
+        let Err(ProviderError::InvalidRequest(message)) =
+            Known::size(&[]).check_slug("Big Box", "a droplet size slug")
+        else {
+            panic!("not invalid-request");
+        };
+        assert_eq!(message, "size 'Big Box' is not a droplet size slug");
     }
 }

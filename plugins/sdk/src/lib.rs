@@ -171,8 +171,8 @@
 //! - this file: the generated bindings (`exports`, `provisioner`), the re-exports of the
 //!   WIT types and the host's functions, [`IDEMPOTENCY_LABEL`], and small checks and names
 //!   every plugin uses: [`require_secret`], [`is_hostname`], [`is_slug`], [`unique_name`]
-//!   (the vendor-side name where vendors require unique server names), [`base64()`]
-//!   (standard base64, as vendors want user data);
+//!   (the vendor-side name where vendors require unique server names),
+//!   [`check_user_data_len`], [`base64()`] (standard base64, as vendors want user data);
 //! - [`http`]: [`http::ApiClient`], JSON over wasi:http, status -> error mapping
 //!   ([`http::error_detail`], the message every such error carries), rate-limit delays;
 //! - [`session_token`]: a vendor's login token, asked for at an OAuth 2.0 token endpoint
@@ -299,6 +299,21 @@ pub fn base64(data: impl AsRef<[u8]>) -> String {
     ::base64::engine::general_purpose::STANDARD.encode(data)
 }
 
+/// Refuses `user_data` longer than `max_bytes`, the most `vendor` takes, as `user_data is at
+/// most <max_bytes> bytes at <vendor>`.
+pub fn check_user_data_len(
+    user_data: Option<&str>,
+    max_bytes: usize,
+    vendor: &str,
+) -> Result<(), ProviderError> {
+    if user_data.is_some_and(|data| data.len() > max_bytes) {
+        return Err(ProviderError::InvalidRequest(format!(
+            "user_data is at most {max_bytes} bytes at {vendor}"
+        )));
+    }
+    Ok(())
+}
+
 /// `text` is a vendor slug: lower-case letters, digits, `-`, `.`, `_`.
 pub fn is_slug(text: &str) -> bool {
     !text.is_empty()
@@ -341,6 +356,19 @@ mod tests {
             assert_eq!(base64(plain), encoded);
         }
         assert_eq!(base64([0xfb, 0xff]), "+/8=");
+    }
+
+    /// User data up to the vendor's most passes; more is refused, naming the most.
+    #[test]
+    fn user_data_fits_the_vendors_most() {
+        assert!(check_user_data_len(None, 4, "Acme").is_ok());
+        assert!(check_user_data_len(Some("abcd"), 4, "Acme").is_ok());
+        let Err(ProviderError::InvalidRequest(message)) =
+            check_user_data_len(Some("abcde"), 4, "Acme")
+        else {
+            panic!("not invalid-request");
+        };
+        assert_eq!(message, "user_data is at most 4 bytes at Acme");
     }
 
     /// The suffix depends on the key only; long names are shortened to fit; the result is
