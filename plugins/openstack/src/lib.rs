@@ -187,11 +187,7 @@ impl Provider for OpenStackPlugin {
     fn get_server(vendor_id: String) -> Result<Server, ProviderError> {
         block_on(async {
             let session = Session::open(None).await?;
-            let url = format!(
-                "{}/servers/{}",
-                session.compute(),
-                api::path_segment(&vendor_id)?
-            );
+            let url = session.server_url(&vendor_id)?;
             let found: ServerEnvelope = session.request(Method::GET, &url, None::<&()>).await?;
             if let Some(fault) = &found.server.fault {
                 log(
@@ -206,11 +202,7 @@ impl Provider for OpenStackPlugin {
     fn delete_server(vendor_id: String) -> Result<(), ProviderError> {
         block_on(async {
             let session = Session::open(None).await?;
-            let url = format!(
-                "{}/servers/{}",
-                session.compute(),
-                api::path_segment(&vendor_id)?
-            );
+            let url = session.server_url(&vendor_id)?;
             let _: serde_json::Value = session.request(Method::DELETE, &url, None::<&()>).await?;
             Ok(())
         })

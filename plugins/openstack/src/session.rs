@@ -125,6 +125,16 @@ impl Session {
         &self.compute
     }
 
+    /// The URL of the server `vendor_id` at the compute endpoint; `invalid-request` when
+    /// the id cannot be a path segment ([`api::path_segment`]).
+    pub fn server_url(&self, vendor_id: &str) -> Result<String, ProviderError> {
+        Ok(format!(
+            "{}/servers/{}",
+            self.compute,
+            api::path_segment(vendor_id)?
+        ))
+    }
+
     /// The networks to attach, from the manifest's `network-id`.
     pub fn networks(&self) -> Option<Vec<Network>> {
         get_config("network-id").map(|uuid| vec![Network { uuid }])
