@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use provider_sdk::http::{ApiResponse, error_detail, redact_urls, retry_after_ms};
+use provider_sdk::http::{ApiResponse, error_detail, redact_urls, retry_after_ms, status_error};
 use provider_sdk::status::{self, Rules};
 use provider_sdk::{IDEMPOTENCY_LABEL, LabelledServer, ProviderError, Server, ServerStatus};
 use serde::Deserialize;
@@ -354,14 +354,11 @@ pub fn compute_error(method: &str, path: &str, response: &ApiResponse) -> Provid
         ProviderError::QuotaExceeded(detail)
     } else if text_has("RESOURCE_POOL_EXHAUSTED") {
         ProviderError::NoCapacity(detail)
+    } else if response.status == 412 {
+        // A precondition Compute found false (a fingerprint): the request's, not Compute's.
+        ProviderError::InvalidRequest(detail)
     } else {
-        match response.status {
-            401 | 403 => ProviderError::Unauthorized(detail),
-            404 => ProviderError::NotFound(detail),
-            400 | 409 | 412 | 422 => ProviderError::InvalidRequest(detail),
-            500..=599 => ProviderError::Transient(detail),
-            _ => ProviderError::Internal(detail),
-        }
+        status_error(response, detail)
     }
 }
 

@@ -243,17 +243,27 @@ impl ApiClient {
         Err(self.error(method, path, &response))
     }
 
-    /// The [`ProviderError`] for a non-2xx answer.
+    /// The [`ProviderError`] for a non-2xx answer: [`status_error`] with [`error_detail`]'s
+    /// message.
     pub fn error(&self, method: &Method, path: &str, response: &ApiResponse) -> ProviderError {
         let detail = error_detail(method.as_str(), path, response, self.reason);
-        match response.status {
-            401 | 403 => ProviderError::Unauthorized(detail),
-            404 => ProviderError::NotFound(detail),
-            429 => ProviderError::RateLimited(retry_after_ms(&response.headers)),
-            400 | 409 | 422 => ProviderError::InvalidRequest(detail),
-            500..=599 => ProviderError::Transient(detail),
-            _ => ProviderError::Internal(detail),
-        }
+        status_error(response, detail)
+    }
+}
+
+/// The [`ProviderError`] for a non-2xx `response` by its status alone, carrying `detail`:
+/// 401/403 -> `unauthorized`, 404 -> `not-found`, 429 -> `rate-limited` (with
+/// [`retry_after_ms`]), 400/409/422 -> `invalid-request`, 5xx -> `transient`, anything else
+/// `internal`. What [`ApiClient::error`] answers, and where a plugin's own mapping ends
+/// once its vendor's error codes decided nothing.
+pub fn status_error(response: &ApiResponse, detail: String) -> ProviderError {
+    match response.status {
+        401 | 403 => ProviderError::Unauthorized(detail),
+        404 => ProviderError::NotFound(detail),
+        429 => ProviderError::RateLimited(retry_after_ms(&response.headers)),
+        400 | 409 | 422 => ProviderError::InvalidRequest(detail),
+        500..=599 => ProviderError::Transient(detail),
+        _ => ProviderError::Internal(detail),
     }
 }
 
