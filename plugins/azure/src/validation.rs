@@ -2,7 +2,7 @@
 //! size, image reference, name, tags, SSH keys, user data.
 
 use provider_sdk::catalogue::{Accepted, Known};
-use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, ServerRequest, is_hostname, ssh};
+use provider_sdk::{ProviderError, ServerRequest, check_label_count, is_hostname, ssh};
 use serde_json::{Value, json};
 
 use crate::names;
@@ -123,17 +123,11 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             user_data.len()
         )));
     }
-    let own = request
-        .labels
-        .iter()
-        .filter(|(key, _)| key != IDEMPOTENCY_LABEL)
-        .count();
-    if own + 1 > MAX_TAGS {
-        return Err(invalid(format!(
-            "{own} labels: Azure takes {MAX_TAGS} tags per resource, one of them the \
-             idempotency key's"
-        )));
-    }
+    check_label_count(
+        &request.labels,
+        MAX_TAGS,
+        &format!("Azure takes {MAX_TAGS} tags per resource"),
+    )?;
     for (key, value) in &request.labels {
         if !is_tag_name(key) {
             return Err(invalid(format!(

@@ -2,7 +2,7 @@
 //! zone, machine type, image path, name, labels, SSH keys, user data.
 
 use provider_sdk::catalogue::{Accepted, Known};
-use provider_sdk::{IDEMPOTENCY_LABEL, ProviderError, ServerRequest, is_hostname, ssh};
+use provider_sdk::{ProviderError, ServerRequest, check_label_count, is_hostname, ssh};
 
 use crate::ids::{self, is_label_key, is_label_value, is_zone};
 
@@ -95,17 +95,11 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             user_data.len()
         )));
     }
-    let own = request
-        .labels
-        .iter()
-        .filter(|(key, _)| key != IDEMPOTENCY_LABEL)
-        .count();
-    if own + 1 > MAX_LABELS {
-        return Err(invalid(format!(
-            "{own} labels: Compute Engine takes {MAX_LABELS} per instance, one of them the \
-             idempotency key's"
-        )));
-    }
+    check_label_count(
+        &request.labels,
+        MAX_LABELS,
+        &format!("Compute Engine takes {MAX_LABELS} per instance"),
+    )?;
     for (key, value) in &request.labels {
         if !is_label_key(key) {
             return Err(invalid(format!(

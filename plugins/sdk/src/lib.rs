@@ -172,7 +172,8 @@
 //!   WIT types and the host's functions, [`IDEMPOTENCY_LABEL`], and small checks and names
 //!   every plugin uses: [`require_secret`], [`is_hostname`], [`is_slug`], [`unique_name`]
 //!   (the vendor-side name where vendors require unique server names),
-//!   [`check_user_data_len`], [`base64()`] (standard base64, as vendors want user data);
+//!   [`check_user_data_len`], [`check_label_count`], [`base64()`] (standard base64, as
+//!   vendors want user data);
 //! - [`http`]: [`http::ApiClient`], JSON over wasi:http, status -> error mapping
 //!   ([`http::status_error`]; [`http::error_detail`], the message every such error
 //!   carries), rate-limit delays;
@@ -315,6 +316,27 @@ pub fn check_user_data_len(
     Ok(())
 }
 
+/// Refuses `labels` that leave no room for the idempotency key's own label at a vendor that
+/// takes at most `max` per resource (a label named [`IDEMPOTENCY_LABEL`] is not counted: the
+/// key's replaces it), as `<n> labels: <limit>, one of them the idempotency key's`, `limit`
+/// saying the vendor's rule (`Azure takes 50 tags per resource`).
+pub fn check_label_count(
+    labels: &[(String, String)],
+    max: usize,
+    limit: &str,
+) -> Result<(), ProviderError> {
+    let own = labels
+        .iter()
+        .filter(|(key, _)| key != IDEMPOTENCY_LABEL)
+        .count();
+    if own + 1 > max {
+        return Err(ProviderError::InvalidRequest(format!(
+            "{own} labels: {limit}, one of them the idempotency key's"
+        )));
+    }
+    Ok(())
+}
+
 /// `text` is a vendor slug: lower-case letters, digits, `-`, `.`, `_`.
 pub fn is_slug(text: &str) -> bool {
     !text.is_empty()
@@ -370,6 +392,28 @@ mod tests {
             panic!("not invalid-request");
         };
         assert_eq!(message, "user_data is at most 4 bytes at Acme");
+    }
+
+    /// The idempotency key's label takes one of the vendor's places; a label of that name
+    /// is not counted twice.
+    #[test]
+    fn labels_leave_room_for_the_key() {
+        let labels = |n: usize| -> Vec<(String, String)> {
+            (0..n).map(|i| (format!("k{i}"), "v".into())).collect()
+        };
+        assert!(check_label_count(&labels(2), 3, "Acme takes 3").is_ok());
+        let Err(ProviderError::InvalidRequest(message)) =
+            check_label_count(&labels(3), 3, "Acme takes 3")
+        else {
+            panic!("not invalid-request");
+        };
+        assert_eq!(
+            message,
+            "3 labels: Acme takes 3, one of them the idempotency key's"
+        );
+        let mut with_key = labels(2);
+        with_key.push((IDEMPOTENCY_LABEL.into(), "k".into()));
+        assert!(check_label_count(&with_key, 3, "Acme takes 3").is_ok());
     }
 
     /// The suffix depends on the key only; long names are shortened to fit; the result is
