@@ -64,6 +64,15 @@ impl Session {
         )
     }
 
+    /// The path of the instance `id`.
+    fn instance_path(&self, id: &VendorId) -> String {
+        format!(
+            "{}/{}",
+            self.zone_path(&id.zone, "instances"),
+            percent_encode(&id.name)
+        )
+    }
+
     /// A request with the session's token; a 401 forgets the cached token, exchanges once
     /// more and retries. Failures map by [`api::compute_error`].
     async fn request<T: DeserializeOwned, B: Serialize>(
@@ -120,11 +129,7 @@ impl Session {
 
     /// `instances.get`.
     pub async fn instance(&self, id: &VendorId) -> Result<Instance, ProviderError> {
-        let path = format!(
-            "{}/{}",
-            self.zone_path(&id.zone, "instances"),
-            percent_encode(&id.name)
-        );
+        let path = self.instance_path(id);
         self.request(Method::GET, &path, None::<&()>).await
     }
 
@@ -145,11 +150,7 @@ impl Session {
 
     /// `instances.delete`: the zone operation.
     pub async fn delete(&self, id: &VendorId) -> Result<Operation, ProviderError> {
-        let path = format!(
-            "{}/{}",
-            self.zone_path(&id.zone, "instances"),
-            percent_encode(&id.name)
-        );
+        let path = self.instance_path(id);
         self.request(Method::DELETE, &path, None::<&()>).await
     }
 
