@@ -77,7 +77,7 @@ impl Session {
             None => auth::grant(&credentials, &authority).await?,
         };
         Ok(Self {
-            http: ApiClient::new(&base_url, api::error_reason),
+            http: ApiClient::new(&base_url, api::error_reason).with_error_mapper(api::arm_error),
             credentials,
             authority,
             token: SessionToken::bearer(token.access_token),
@@ -135,20 +135,7 @@ impl Session {
         body: Option<&B>,
     ) -> Result<T, ProviderError> {
         let response = self.send(method.clone(), path, body).await?;
-        self.check(&method, path, response)
-    }
-
-    /// Parses a 2xx answer, or maps the failure.
-    pub fn check<T: DeserializeOwned>(
-        &self,
-        method: &Method,
-        path: &str,
-        response: ApiResponse,
-    ) -> Result<T, ProviderError> {
-        if (200..300).contains(&response.status) {
-            return self.http.parse(method, path, response);
-        }
-        Err(api::arm_error(method.as_str(), path, &response))
+        self.http.parse(&method, path, response)
     }
 
     /// The path of the resource id `id` with its API version (and `extra` query).

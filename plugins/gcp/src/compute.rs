@@ -48,7 +48,8 @@ impl Session {
             None => auth::exchange(&key).await?,
         };
         Ok(Self {
-            http: ApiClient::new(&base_url, api::error_reason),
+            http: ApiClient::new(&base_url, api::error_reason)
+                .with_error_mapper(api::compute_error),
             key,
             token: SessionToken::bearer(token.access_token),
             project,
@@ -88,10 +89,7 @@ impl Session {
                 Ok(auth::exchange(&self.key).await?.access_token)
             })
             .await?;
-        if (200..300).contains(&response.status) {
-            return self.http.parse(&method, path, response);
-        }
-        Err(api::compute_error(method.as_str(), path, &response))
+        self.http.parse(&method, path, response)
     }
 
     /// Every instance of the project carrying the idempotency label (`value`: with that

@@ -34,11 +34,18 @@ use crate::ProviderError;
 /// Reads a vendor's error body into a short reason, if it has the vendor's shape.
 pub type ReasonParser = fn(&str) -> Option<String>;
 
+/// A plugin's own mapping of its vendor's non-2xx answer to `method path` (the method, the
+/// path or URL, the answer): for a vendor whose error codes decide before the status (ARM,
+/// Compute Engine), ending in [`status_error`] when they decide nothing.
+pub type ErrorMapper = fn(&str, &str, &ApiResponse) -> ProviderError;
+
 /// A vendor API at a base URL, with fixed headers (auth, accept).
 pub struct ApiClient {
     base_url: String,
     headers: Vec<(String, String)>,
     reason: ReasonParser,
+    /// The plugin's mapping of failures; none: [`status_error`] of [`error_detail`].
+    map_error: Option<ErrorMapper>,
     http: Client,
 }
 
@@ -59,8 +66,15 @@ impl ApiClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             headers: vec![("accept".into(), "application/json".into())],
             reason,
+            map_error: None,
             http: Client::new(),
         }
+    }
+
+    /// Maps failures with `map_error` ([`ApiClient::error`]) instead of by their status.
+    pub fn with_error_mapper(mut self, map_error: ErrorMapper) -> Self {
+        self.map_error = Some(map_error);
+        self
     }
 
     /// Adds a header sent with every request.
@@ -243,9 +257,13 @@ impl ApiClient {
         Err(self.error(method, path, &response))
     }
 
-    /// The [`ProviderError`] for a non-2xx answer: [`status_error`] with [`error_detail`]'s
+    /// The [`ProviderError`] for a non-2xx answer: the plugin's mapping
+    /// ([`ApiClient::with_error_mapper`]), else [`status_error`] with [`error_detail`]'s
     /// message.
     pub fn error(&self, method: &Method, path: &str, response: &ApiResponse) -> ProviderError {
+        if let Some(map_error) = self.map_error {
+            return map_error(method.as_str(), path, response);
+        }
         let detail = error_detail(method.as_str(), path, response, self.reason);
         status_error(response, detail)
     }
