@@ -5,13 +5,13 @@
 //! takes its disk, NIC and IP with it only when they are set to go; in-use resources cannot
 //! be deleted; lists page through `nextLink` and filter by tag; faults come in ARM's shapes.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use vendor_sim::{SimConfig, SimState};
 
 const BOOT_DELAY: Duration = Duration::from_millis(400);
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -53,13 +53,7 @@ impl Sim {
     /// A fresh simulator with the test app (its resource group, virtual network and subnet)
     /// registered, and a token for it.
     async fn start() -> Sim {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(SimState::new(SimConfig {
-            boot_delay: BOOT_DELAY,
-            ..SimConfig::default()
-        }));
-        tokio::spawn(vendor_sim::serve(listener, state, std::future::pending()));
+        let addr = common::start_sim(BOOT_DELAY).await;
         let mut sim = Sim {
             addr,
             http: reqwest::Client::new(),

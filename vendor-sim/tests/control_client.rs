@@ -2,9 +2,10 @@
 //! loop and the fault proxy: every answer reads into its type, every body is taken, and a
 //! refused call is an error saying what the simulator answered.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use vendor_sim::control::{Capacity, SeedServer};
@@ -12,17 +13,9 @@ use vendor_sim::control_client::{FaultsClient, SimClient};
 use vendor_sim::conventions::IDEMPOTENCY_LABEL;
 use vendor_sim::proxy::{FaultProfile, ProxyConfig, ProxyFaultKind, ProxyFaultRule, spawn_proxy};
 use vendor_sim::state::{FaultRule, Vendor};
-use vendor_sim::{SimConfig, SimState};
 
 async fn start_sim() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = Arc::new(SimState::new(SimConfig {
-        boot_delay: Duration::from_secs(3600),
-        ..SimConfig::default()
-    }));
-    tokio::spawn(vendor_sim::serve(listener, state, std::future::pending()));
-    addr
+    common::start_sim(Duration::from_secs(3600)).await
 }
 
 /// A server seeded for each vendor is counted, listed with its key where that vendor's

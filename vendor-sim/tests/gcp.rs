@@ -5,8 +5,9 @@
 //! every page of `aggregated/instances`, and deleted through operations; failures come in
 //! Google's error shapes.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -15,7 +16,6 @@ use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::signature::{SignatureEncoding, Signer};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde_json::{Value, json};
-use vendor_sim::{SimConfig, SimState};
 
 const BOOT_DELAY: Duration = Duration::from_millis(600);
 const EMAIL: &str = "provisioner@sim-project.iam.gserviceaccount.com";
@@ -63,13 +63,7 @@ struct Sim {
 impl Sim {
     /// A fresh simulator with the test service account registered.
     async fn start() -> Sim {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(SimState::new(SimConfig {
-            boot_delay: BOOT_DELAY,
-            ..SimConfig::default()
-        }));
-        tokio::spawn(vendor_sim::serve(listener, state, std::future::pending()));
+        let addr = common::start_sim(BOOT_DELAY).await;
         let sim = Sim {
             addr,
             http: reqwest::Client::new(),

@@ -4,26 +4,14 @@
 //! `GET /servers/{id}/actions/{action_id}`) and listed per server; they are `running` until
 //! the server has booted and a `success` with `progress` 100 and `finished` set after.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vendor_sim::{SimConfig, SimState};
 
 const TOKEN: &str = "sim-hetzner-token";
 const BOOT_DELAY: Duration = Duration::from_millis(1500);
-
-async fn start_sim() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = Arc::new(SimState::new(SimConfig {
-        boot_delay: BOOT_DELAY,
-        ..SimConfig::default()
-    }));
-    tokio::spawn(vendor_sim::serve(listener, state, std::future::pending()));
-    addr
-}
 
 /// Status and JSON body of an authenticated request.
 async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
@@ -55,7 +43,7 @@ fn assert_succeeded(action: &Value, command: &str, server_id: u64) {
 
 #[tokio::test]
 async fn actions_run_until_the_server_booted_and_succeed_after() {
-    let sim = start_sim().await;
+    let sim = common::start_sim(BOOT_DELAY).await;
     let base = format!("http://{sim}/hetzner/v1");
     let http = reqwest::Client::new();
     let started = Instant::now();
@@ -136,7 +124,7 @@ async fn actions_run_until_the_server_booted_and_succeed_after() {
 
 #[tokio::test]
 async fn unknown_actions_are_hetzner_not_found_errors() {
-    let sim = start_sim().await;
+    let sim = common::start_sim(BOOT_DELAY).await;
     let base = format!("http://{sim}/hetzner/v1");
     let http = reqwest::Client::new();
     let (_, created) = call(http.post(format!("{base}/servers")).json(&json!({

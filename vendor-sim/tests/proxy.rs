@@ -5,6 +5,8 @@
 //! paging or rate-limited vendor would, and the record shows what reached the vendor with
 //! credentials redacted.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,14 +35,15 @@ fn shipped_profile(vendor: &str) -> FaultProfile {
 /// A simulator whose servers stay booting for an hour (so a server renders the same twice),
 /// on a local port until the test's runtime ends.
 async fn start_sim() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = Arc::new(SimState::new(SimConfig {
-        boot_delay: Duration::from_secs(3600),
-        ..SimConfig::default()
-    }));
-    tokio::spawn(vendor_sim::serve(listener, state, std::future::pending()));
-    addr
+    common::start_sim(Duration::from_secs(3600)).await
+}
+
+/// A simulator ([`start_sim`]) behind a proxy with `vendor`'s shipped fault profile, its
+/// upstream the simulator's `prefix` for that vendor.
+async fn sim_behind_shipped_proxy(vendor: &str, prefix: &str) -> (SocketAddr, ProxyHandle) {
+    let sim = start_sim().await;
+    let proxy = start_proxy(&format!("http://{sim}{prefix}"), shipped_profile(vendor)).await;
+    (sim, proxy)
 }
 
 async fn start_proxy(upstream: &str, profile: FaultProfile) -> ProxyHandle {
@@ -64,14 +67,12 @@ async fn arm(client: &reqwest::Client, base: &str, rule: Value) {
 }
 
 async fn recorded(client: &reqwest::Client, proxy: &ProxyHandle) -> Vec<RecordedRequest> {
-    client
-        .get(format!("{}/_sim/requests", proxy.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(client.get(format!("{}/_sim/requests", proxy.url))).await
+}
+
+/// The JSON answer to a request that must reach its server.
+async fn json_of<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> T {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 fn hetzner_create(name: &str) -> Value {
@@ -80,6 +81,21 @@ fn hetzner_create(name: &str) -> Value {
         "labels": {"provisioner-idempotency-key": name},
         "user_data": "#cloud-config\nruncmd: [echo hi]\n",
     })
+}
+
+/// Asks the proxy's Hetzner upstream for a server named `name` ([`hetzner_create`]).
+async fn create_hetzner_server(
+    client: &reqwest::Client,
+    proxy: &ProxyHandle,
+    name: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{}/servers", proxy.url))
+        .bearer_auth(HETZNER_TOKEN)
+        .json(&hetzner_create(name))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Header names and values, without those that differ between any two answers.
@@ -111,21 +127,10 @@ fn reset_of(headers: &HeaderMap) -> Option<i64> {
 /// refusals pass through too.
 #[tokio::test]
 async fn answers_pass_through_as_the_upstream_gave_them() {
-    let sim = start_sim().await;
-    let proxy = start_proxy(
-        &format!("http://{sim}/hetzner/v1"),
-        shipped_profile("hetzner"),
-    )
-    .await;
+    let (sim, proxy) = sim_behind_shipped_proxy("hetzner", "/hetzner/v1").await;
     let client = reqwest::Client::new();
 
-    let created = client
-        .post(format!("{}/servers", proxy.url))
-        .bearer_auth(HETZNER_TOKEN)
-        .json(&hetzner_create("through-1"))
-        .send()
-        .await
-        .unwrap();
+    let created = create_hetzner_server(&client, &proxy, "through-1").await;
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
     let id = created["server"]["id"].as_u64().unwrap();
@@ -167,15 +172,12 @@ async fn answers_pass_through_as_the_upstream_gave_them() {
         );
         assert_eq!(direct, through, "{path}");
     }
-    let wrong: Value = client
-        .get(format!("{}/servers", proxy.url))
-        .bearer_auth("wrong-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let wrong: Value = json_of(
+        client
+            .get(format!("{}/servers", proxy.url))
+            .bearer_auth("wrong-token"),
+    )
+    .await;
     assert_eq!(wrong["error"]["code"], "unauthorized");
 }
 
@@ -356,32 +358,22 @@ async fn a_signed_requests_profile_forwards_the_clients_host() {
         } else {
             upstream.to_string()
         };
-        let listed: Value = client
-            .get(format!("{}/?{query}", proxy.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed: Value = json_of(client.get(format!("{}/?{query}", proxy.url))).await;
         assert_eq!(
             listed,
             json!({"host": expected_host, "path": "/", "query": query, "body": ""}),
             "signed_requests: {signs}"
         );
-        let created: Value = client
-            .post(format!("{}/", proxy.url))
-            .header(
-                "content-type",
-                "application/x-www-form-urlencoded; charset=utf-8",
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created: Value = json_of(
+            client
+                .post(format!("{}/", proxy.url))
+                .header(
+                    "content-type",
+                    "application/x-www-form-urlencoded; charset=utf-8",
+                )
+                .body(body),
+        )
+        .await;
         assert_eq!(
             created,
             json!({"host": expected_host, "path": "/", "query": null, "body": body}),
@@ -419,12 +411,7 @@ async fn a_signed_requests_profile_needs_the_upstreams_root() {
 /// byte of its answer reaches the client; the record says so; the next create is answered.
 #[tokio::test]
 async fn a_lost_response_is_carried_out_upstream_and_never_answered() {
-    let sim = start_sim().await;
-    let proxy = start_proxy(
-        &format!("http://{sim}/hetzner/v1"),
-        shipped_profile("hetzner"),
-    )
-    .await;
+    let (sim, proxy) = sim_behind_shipped_proxy("hetzner", "/hetzner/v1").await;
     let client = reqwest::Client::new();
     arm(
         &client,
@@ -455,14 +442,7 @@ async fn a_lost_response_is_carried_out_upstream_and_never_answered() {
         String::from_utf8_lossy(&received)
     );
 
-    let servers: Value = client
-        .get(format!("http://{sim}/_sim/servers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let servers: Value = json_of(client.get(format!("http://{sim}/_sim/servers"))).await;
     let servers = servers["servers"].as_array().unwrap();
     assert_eq!(servers.len(), 1, "{servers:?}");
     assert_eq!(servers[0]["idempotency_key"], "lost-1");
@@ -474,25 +454,14 @@ async fn a_lost_response_is_carried_out_upstream_and_never_answered() {
     assert_eq!(record[0].upstream_status, Some(201));
     assert_eq!(record[0].client_status, None);
 
-    let retried = client
-        .post(format!("{}/servers", proxy.url))
-        .bearer_auth(HETZNER_TOKEN)
-        .json(&hetzner_create("lost-2"))
-        .send()
-        .await
-        .unwrap();
+    let retried = create_hetzner_server(&client, &proxy, "lost-2").await;
     assert_eq!(retried.status(), 201);
 }
 
 /// `slow` forwards after its delay; `server_error` counts down and is gone.
 #[tokio::test]
 async fn slow_forwards_and_counted_faults_run_out() {
-    let sim = start_sim().await;
-    let proxy = start_proxy(
-        &format!("http://{sim}/hetzner/v1"),
-        shipped_profile("hetzner"),
-    )
-    .await;
+    let (_, proxy) = sim_behind_shipped_proxy("hetzner", "/hetzner/v1").await;
     let client = reqwest::Client::new();
     arm(
         &client,
@@ -530,14 +499,7 @@ async fn slow_forwards_and_counted_faults_run_out() {
         ]
     );
     assert_eq!(record[2].upstream_status, Some(200));
-    let armed: Value = client
-        .get(format!("{}/_sim/faults", proxy.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let armed: Value = json_of(client.get(format!("{}/_sim/faults", proxy.url))).await;
     assert_eq!(armed["faults"], json!([]));
 }
 
@@ -546,25 +508,17 @@ async fn slow_forwards_and_counted_faults_run_out() {
 /// alone; disarmed, pages are the plugin's again.
 #[tokio::test]
 async fn small_pages_rewrites_list_requests_page_size() {
-    let sim = start_sim().await;
-    let proxy = start_proxy(
-        &format!("http://{sim}/hetzner/v1"),
-        shipped_profile("hetzner"),
-    )
-    .await;
+    let (_, proxy) = sim_behind_shipped_proxy("hetzner", "/hetzner/v1").await;
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for name in ["paged-1", "paged-2"] {
-        let created: Value = client
-            .post(format!("{}/servers", proxy.url))
-            .bearer_auth(HETZNER_TOKEN)
-            .json(&hetzner_create(name))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created: Value = json_of(
+            client
+                .post(format!("{}/servers", proxy.url))
+                .bearer_auth(HETZNER_TOKEN)
+                .json(&hetzner_create(name)),
+        )
+        .await;
         ids.push(created["server"]["id"].as_u64().unwrap());
     }
     arm(
@@ -577,15 +531,7 @@ async fn small_pages_rewrites_list_requests_page_size() {
         let client = client.clone();
         let url = format!("{}/servers{query}", proxy.url);
         async move {
-            let page: Value = client
-                .get(url)
-                .bearer_auth(HETZNER_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page: Value = json_of(client.get(url).bearer_auth(HETZNER_TOKEN)).await;
             page
         }
     };
@@ -656,12 +602,7 @@ async fn small_pages_needs_the_profiles_paging() {
 /// after that delay a request goes through again.
 #[tokio::test]
 async fn a_standing_rate_limit_refuses_beyond_its_rate() {
-    let sim = start_sim().await;
-    let proxy = start_proxy(
-        &format!("http://{sim}/example/v1"),
-        shipped_profile("example"),
-    )
-    .await;
+    let (_, proxy) = sim_behind_shipped_proxy("example", "/example/v1").await;
     let client = reqwest::Client::new();
     arm(
         &client,
@@ -737,12 +678,7 @@ async fn a_standing_rate_limit_refuses_beyond_its_rate() {
 /// (Authorization redacted), body and statuses; DELETE empties it.
 #[tokio::test]
 async fn the_record_shows_what_reached_the_vendor_without_credentials() {
-    let sim = start_sim().await;
-    let proxy = start_proxy(
-        &format!("http://{sim}/hetzner/v1"),
-        shipped_profile("hetzner"),
-    )
-    .await;
+    let (_, proxy) = sim_behind_shipped_proxy("hetzner", "/hetzner/v1").await;
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{}/servers?dry=no", proxy.url))
@@ -808,12 +744,7 @@ async fn the_record_shows_what_reached_the_vendor_without_credentials() {
 /// over its 32 KiB) and recorded up to the cap.
 #[tokio::test]
 async fn large_bodies_are_forwarded_whole_and_recorded_cut() {
-    let sim = start_sim().await;
-    let proxy = start_proxy(
-        &format!("http://{sim}/hetzner/v1"),
-        shipped_profile("hetzner"),
-    )
-    .await;
+    let (_, proxy) = sim_behind_shipped_proxy("hetzner", "/hetzner/v1").await;
     let client = reqwest::Client::new();
     let mut create = hetzner_create("big-1");
     let user_data = format!("#cloud-config\n# {}\n", "x".repeat(300 * 1024));
@@ -846,12 +777,7 @@ async fn large_bodies_are_forwarded_whole_and_recorded_cut() {
 /// login body is not recorded.
 #[tokio::test]
 async fn upstream_urls_in_answers_lead_back_through_the_proxy() {
-    let sim = start_sim().await;
-    let proxy = start_proxy(
-        &format!("http://{sim}/openstack"),
-        shipped_profile("openstack"),
-    )
-    .await;
+    let (sim, proxy) = sim_behind_shipped_proxy("openstack", "/openstack").await;
     let client = reqwest::Client::new();
     let login = json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
