@@ -513,16 +513,11 @@ impl Provider for AwsPlugin {
     fn list_servers() -> Result<Vec<LabelledServer>, ProviderError> {
         block_on(async {
             let found = tagged_everywhere(None, NOT_GONE).await?;
-            Ok(found
-                .into_iter()
-                .filter_map(|(region, instance)| {
-                    let key = instance.tags.get(IDEMPOTENCY_LABEL)?.clone();
-                    Some(LabelledServer {
-                        idempotency_key: key,
-                        server: instance.into_server(&region),
-                    })
-                })
-                .collect())
+            Ok(adopt::labelled(
+                found,
+                |(_, instance)| instance.tags.get(IDEMPOTENCY_LABEL).cloned(),
+                |(region, instance)| instance.into_server(&region),
+            ))
         })
     }
 }

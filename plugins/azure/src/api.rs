@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use provider_sdk::adopt;
 use provider_sdk::http::{ApiResponse, error_detail, redact_urls, retry_after_ms, status_error};
 use provider_sdk::status::{self, ANY, Rules};
 use provider_sdk::{IDEMPOTENCY_LABEL, LabelledServer, ProviderError, Server, ServerStatus};
@@ -203,16 +204,11 @@ pub fn labelled(
     vendor_id: impl Fn(&VirtualMachine) -> String,
     address: impl Fn(&VirtualMachine) -> Option<String>,
 ) -> Vec<LabelledServer> {
-    vms.into_iter()
-        .filter_map(|vm| {
-            let key = vm.idempotency_key()?.to_string();
-            let server = vm.to_server(vendor_id(&vm), address(&vm));
-            Some(LabelledServer {
-                idempotency_key: key,
-                server,
-            })
-        })
-        .collect()
+    adopt::labelled(
+        vms,
+        |vm| vm.idempotency_key().map(str::to_string),
+        |vm| vm.to_server(vendor_id(&vm), address(&vm)),
+    )
 }
 
 /// ARM's error body, `{"error": {"code", "message", "details"?}}`.

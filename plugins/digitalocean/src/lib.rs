@@ -178,20 +178,17 @@ async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderE
 async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderError> {
     let prefix = key_tag("");
     let found = droplets(client, "").await?;
-    Ok(found
-        .into_iter()
-        .filter_map(|droplet| {
-            let key = droplet
+    Ok(adopt::labelled(
+        found,
+        |droplet| {
+            droplet
                 .tags
                 .iter()
-                .find_map(|tag| tag.strip_prefix(&prefix).filter(|key| !key.is_empty()))?
-                .to_string();
-            Some(LabelledServer {
-                idempotency_key: key,
-                server: droplet.into(),
-            })
-        })
-        .collect())
+                .find_map(|tag| tag.strip_prefix(&prefix).filter(|key| !key.is_empty()))
+                .map(str::to_string)
+        },
+        Server::from,
+    ))
 }
 
 fn droplet_path(vendor_id: &str) -> Result<String, ProviderError> {

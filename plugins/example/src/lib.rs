@@ -361,16 +361,11 @@ impl Provider for ExamplePlugin {
             // where a listed server carries the key (here its `tags`).
             let filter = format!("tag_key={}", percent_encode(IDEMPOTENCY_LABEL));
             let servers = list_all(&api, &filter).await?;
-            Ok(servers
-                .into_iter()
-                .filter_map(|mut vendor| {
-                    let key = vendor.tags.remove(IDEMPOTENCY_LABEL)?;
-                    Some(LabelledServer {
-                        idempotency_key: key,
-                        server: to_server(vendor),
-                    })
-                })
-                .collect())
+            Ok(adopt::labelled(
+                servers,
+                |vendor| vendor.tags.remove(IDEMPOTENCY_LABEL),
+                to_server,
+            ))
         })
     }
 }

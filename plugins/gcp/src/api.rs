@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use provider_sdk::adopt;
 use provider_sdk::http::{ApiResponse, error_detail, redact_urls, retry_after_ms, status_error};
 use provider_sdk::status::{self, Rules};
 use provider_sdk::{IDEMPOTENCY_LABEL, LabelledServer, ProviderError, Server, ServerStatus};
@@ -277,16 +278,11 @@ impl AggregatedList {
 
 /// The instances among `instances` carrying the idempotency label, as listed servers.
 pub fn labelled(instances: Vec<Instance>) -> Vec<LabelledServer> {
-    instances
-        .into_iter()
-        .filter_map(|instance| {
-            let key = instance.idempotency_key()?;
-            Some(LabelledServer {
-                idempotency_key: key,
-                server: instance.to_server(),
-            })
-        })
-        .collect()
+    adopt::labelled(
+        instances,
+        |instance| instance.idempotency_key(),
+        |instance| instance.to_server(),
+    )
 }
 
 /// Google's error body, `{"error": {"code", "message", "status", "errors": [{"reason"}]}}`.

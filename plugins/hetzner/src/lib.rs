@@ -93,16 +93,11 @@ async fn find(client: &ApiClient, key: &str) -> Result<Option<Server>, ProviderE
 /// Every server carrying the idempotency label, whatever its value.
 async fn labelled(client: &ApiClient) -> Result<Vec<LabelledServer>, ProviderError> {
     let found = servers(client, IDEMPOTENCY_LABEL).await?;
-    Ok(found
-        .into_iter()
-        .filter_map(|mut server| {
-            let key = server.labels.remove(IDEMPOTENCY_LABEL)?;
-            Some(LabelledServer {
-                idempotency_key: key,
-                server: server.into(),
-            })
-        })
-        .collect())
+    Ok(adopt::labelled(
+        found,
+        |server| server.labels.remove(IDEMPOTENCY_LABEL),
+        Server::from,
+    ))
 }
 
 /// The id of `key` in the project's key store, filing it when missing.

@@ -201,16 +201,11 @@ pub fn carrying_key(servers: Vec<NovaServer>, key: &str) -> Option<NovaServer> {
 
 /// The servers among `servers` whose metadata carries an idempotency key, with it.
 pub fn labelled(servers: Vec<NovaServer>) -> Vec<LabelledServer> {
-    servers
-        .into_iter()
-        .filter_map(|mut server| {
-            let key = server.metadata.remove(IDEMPOTENCY_LABEL)?;
-            Some(LabelledServer {
-                idempotency_key: key,
-                server: server.into(),
-            })
-        })
-        .collect()
+    adopt::labelled(
+        servers,
+        |server| server.metadata.remove(IDEMPOTENCY_LABEL),
+        Server::from,
+    )
 }
 
 /// An OpenStack error body: `{"<kind>": {"message": ...}}` (Nova) or

@@ -10,6 +10,7 @@
 //!
 //! [`adopt_or_create`] is that protocol, once: the plugin gives it its vendor's look-up (the
 //! oldest server carrying the key, or none) and its vendor's create, and keeps both.
+//! [`labelled`] lists the servers carrying a key, each with it, as `list-servers` answers.
 //!
 //! ```ignore
 //! use provider_sdk::adopt::{self, id_order};
@@ -29,7 +30,7 @@
 //! .await
 //! ```
 
-use crate::{LogLevel, ProviderError, Server, log};
+use crate::{LabelledServer, LogLevel, ProviderError, Server, log};
 
 /// The oldest of `servers` by `age` (a creation time as the vendor writes it, then an id:
 /// RFC 3339 times in UTC sort as text; give ids through [`id_order`] so that `srv-9` comes
@@ -73,6 +74,27 @@ pub async fn adopt_or_create(
     Ok(server)
 }
 
+/// The servers among `servers` that carry an idempotency key, each with its key: what
+/// `list-servers` answers. `key_of` takes a server's key out of it (its label, tag or
+/// metadata entry [`crate::IDEMPOTENCY_LABEL`]; none: the server is left out), then
+/// `to_server` gives the server in the host's terms.
+pub fn labelled<T>(
+    servers: impl IntoIterator<Item = T>,
+    mut key_of: impl FnMut(&mut T) -> Option<String>,
+    mut to_server: impl FnMut(T) -> Server,
+) -> Vec<LabelledServer> {
+    servers
+        .into_iter()
+        .filter_map(|mut server| {
+            let idempotency_key = key_of(&mut server)?;
+            Some(LabelledServer {
+                idempotency_key,
+                server: to_server(server),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +116,26 @@ mod tests {
         });
         assert_eq!(pick, Some(("2025-01-31T12:00:00Z", "srv-10")));
         assert_eq!(oldest(Vec::<u8>::new(), |n| *n), None);
+    }
+
+    /// Servers without a key are left out; the others keep their order and get their key.
+    #[test]
+    fn only_servers_carrying_a_key_are_listed() {
+        use crate::ServerStatus;
+        let listed = [("a", Some("k-1")), ("b", None), ("c", Some("k-2"))];
+        let server = |(id, _): (&str, Option<&str>)| Server {
+            vendor_id: id.into(),
+            name: id.into(),
+            status: ServerStatus::Running,
+            ipv4: None,
+            ipv6: None,
+        };
+        let labelled = labelled(listed, |(_, key)| key.map(String::from), server);
+        let shown: Vec<(&str, &str)> = labelled
+            .iter()
+            .map(|l| (l.idempotency_key.as_str(), l.server.vendor_id.as_str()))
+            .collect();
+        assert_eq!(shown, [("k-1", "a"), ("k-2", "c")]);
     }
 
     /// Among full equals the first listed is kept (the same one on every call).

@@ -153,7 +153,8 @@
 //!     }
 //!
 //!     fn list_servers() -> Result<Vec<LabelledServer>, ProviderError> {
-//!         // every server carrying IDEMPOTENCY_LABEL, with its key (see `paging`)
+//!         // every server carrying IDEMPOTENCY_LABEL, with its key (see `paging` and
+//!         // `adopt::labelled`)
 //! #       Ok(Vec::new())
 //!     }
 //! }
@@ -184,7 +185,7 @@
 //! - [`cache`]: the plugin's own short-lived values the host keeps between calls (a
 //!   session token), typed;
 //! - [`adopt`]: `create-server`'s protocol: adopt the oldest server carrying the
-//!   idempotency key, or create one;
+//!   idempotency key, or create one; the servers carrying a key, as `list-servers` answers;
 //! - [`paging`]: every page of a vendor's list (page numbers, cursors, next links);
 //! - [`catalogue`]: the regions, sizes and images `validate` accepts offline, from the
 //!   manifest's `[config] regions` / `sizes` / `images` or a plugin's built-in list, and the
