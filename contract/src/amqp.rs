@@ -405,12 +405,36 @@ fn nack_retry_delay(nacks: u32) -> Duration {
 pub const RETIRED_CHANNEL_GRACE: Duration = Duration::from_secs(30);
 
 /// A channel in confirm mode on `connection`.
-async fn confirming_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+pub async fn confirming_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     Ok(channel)
+}
+
+/// Publishes `body` on `channel` to `exchange` under `routing_key`, `mandatory` (an
+/// unroutable message comes back instead of being dropped), as every program publishes; the
+/// confirm to wait for (the channel being in confirm mode, [`confirming_channel`]).
+pub async fn publish_mandatory(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<PublisherConfirm, lapin::Error> {
+    channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await
 }
 
 impl Publisher {
@@ -474,19 +498,15 @@ impl Publisher {
         envelope: &Envelope,
         body: &[u8],
     ) -> Result<PublisherConfirm, lapin::Error> {
-        self.channel()
-            .await?
-            .basic_publish(
-                self.shared.exchange.as_str().into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                envelope.properties(),
-            )
-            .await
+        let channel = self.channel().await?;
+        publish_mandatory(
+            &channel,
+            &self.shared.exchange,
+            routing_key,
+            body,
+            envelope.properties(),
+        )
+        .await
     }
 
     /// Waits for the broker's verdict on a message sent with [`Publisher::send`].
@@ -556,20 +576,10 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         let mut nacks = 0;
         loop {
-            let confirm = self
-                .channel()
-                .await?
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    body,
-                    properties.clone(),
-                )
-                .await?;
+            let channel = self.channel().await?;
+            let confirm =
+                publish_mandatory(&channel, exchange, routing_key, body, properties.clone())
+                    .await?;
             match self.confirmed(confirm, routing_key).await {
                 Err(PublishError::Nacked) if nacks < NACK_RETRIES => {
                     nacks += 1;

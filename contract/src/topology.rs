@@ -57,13 +57,59 @@ fn is_group_size_inequivalence(message: &str) -> bool {
 /// The arguments every lock queue has: classic, and empty for ever (nothing is published
 /// to it; a lease is a consumer or the queue itself).
 fn lock_queue_arguments() -> FieldTable {
+    let mut arguments = classic_queue_arguments();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    arguments
+}
+
+/// The arguments of a classic queue (`x-queue-type` `classic`), to add to.
+fn classic_queue_arguments() -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("classic".into()),
     );
-    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
     arguments
+}
+
+/// Binds `queue` to `exchange` under `routing_key` (no binding arguments).
+async fn bind_queue(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), lapin::Error> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Declares `queue` exclusive to this connection and auto-deleted (gone with the
+/// connection or its last consumer), with `arguments`: the private queue a program reads
+/// its replies from, or a benchmark or test captures messages on.
+pub async fn declare_exclusive_queue(
+    channel: &Channel,
+    queue: &str,
+    arguments: FieldTable,
+) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await?;
+    Ok(())
 }
 
 /// The AMQP names, all derived from one optional prefix.
@@ -232,29 +278,13 @@ impl Topology {
         let dead = self.dead_letter_queue();
         self.declare_quorum_queue(connection, &mut channel, &dead, false)
             .await?;
-        channel
-            .queue_bind(
-                dead.as_str().into(),
-                self.dead_letter_exchange().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        bind_queue(&channel, &dead, &self.dead_letter_exchange(), "#").await?;
         self.declare_retry(connection, &mut channel).await?;
         let results = self.results_queue();
         self.declare_quorum_queue(connection, &mut channel, &results, true)
             .await?;
         for key in ["event.*", "result.*", "announce.*"] {
-            channel
-                .queue_bind(
-                    results.as_str().into(),
-                    self.results_exchange().into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            bind_queue(&channel, &results, &self.results_exchange(), key).await?;
         }
         let _ = channel.close(200, "topology declared".into()).await;
         Ok(())
@@ -332,31 +362,14 @@ impl Topology {
         instance: uuid::Uuid,
     ) -> Result<String, lapin::Error> {
         let queue = self.replies_queue(instance);
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("classic".into()),
-        );
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                arguments,
-            )
-            .await?;
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                self.results_exchange().into(),
-                Self::reply_key(instance).as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exclusive_queue(channel, &queue, classic_queue_arguments()).await?;
+        bind_queue(
+            channel,
+            &queue,
+            &self.results_exchange(),
+            &Self::reply_key(instance),
+        )
+        .await?;
         Ok(queue)
     }
 
@@ -512,11 +525,7 @@ impl Topology {
         vendor: &str,
     ) -> Result<(), lapin::Error> {
         let queue = self.validate_queue(vendor);
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("classic".into()),
-        );
+        let mut arguments = classic_queue_arguments();
         arguments.insert(
             "x-message-ttl".into(),
             AMQPValue::LongLongInt(VALIDATE_TTL_MS),
@@ -531,15 +540,13 @@ impl Topology {
                 arguments,
             )
             .await?;
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                self.requests_exchange().into(),
-                Self::validate_key(vendor).as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        bind_queue(
+            channel,
+            &queue,
+            &self.requests_exchange(),
+            &Self::validate_key(vendor),
+        )
+        .await?;
         Ok(())
     }
 
@@ -553,15 +560,13 @@ impl Topology {
         let queue = self.request_queue(vendor);
         self.declare_quorum_queue(connection, &mut channel, &queue, true)
             .await?;
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                self.requests_exchange().into(),
-                Self::request_key(vendor).as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        bind_queue(
+            &channel,
+            &queue,
+            &self.requests_exchange(),
+            &Self::request_key(vendor),
+        )
+        .await?;
         let _ = channel.close(200, "queue declared".into()).await;
         Ok(())
     }
