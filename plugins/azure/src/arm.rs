@@ -118,12 +118,7 @@ impl Session {
         body: Option<&B>,
     ) -> Result<ApiResponse, ProviderError> {
         self.token
-            .send(&self.http, method, path, body, async || {
-                auth::forget(&self.credentials);
-                Ok(auth::grant(&self.credentials, &self.authority)
-                    .await?
-                    .access_token)
-            })
+            .send(&self.http, method, path, body, async || self.renew().await)
             .await
     }
 
@@ -134,8 +129,18 @@ impl Session {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ProviderError> {
-        let response = self.send(method.clone(), path, body).await?;
-        self.http.parse(&method, path, response)
+        self.token
+            .call(&self.http, method, path, body, async || self.renew().await)
+            .await
+    }
+
+    /// A fresh token after ARM refused the session's: the cached one forgotten, a new one
+    /// granted.
+    async fn renew(&self) -> Result<String, ProviderError> {
+        auth::forget(&self.credentials);
+        Ok(auth::grant(&self.credentials, &self.authority)
+            .await?
+            .access_token)
     }
 
     /// The path of the resource id `id` with its API version (and `extra` query).

@@ -82,14 +82,12 @@ impl Session {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ProviderError> {
-        let response = self
-            .token
-            .send(&self.http, method.clone(), path, body, async || {
+        self.token
+            .call(&self.http, method, path, body, async || {
                 auth::forget(&self.key);
                 Ok(auth::exchange(&self.key).await?.access_token)
             })
-            .await?;
-        self.http.parse(&method, path, response)
+            .await
     }
 
     /// Every instance of the project carrying the idempotency label (`value`: with that

@@ -148,14 +148,12 @@ impl Session {
         url: &str,
         body: Option<&B>,
     ) -> Result<T, ProviderError> {
-        let response = self
-            .token
-            .send(&self.http, method.clone(), url, body, async || {
+        self.token
+            .call(&self.http, method, url, body, async || {
                 cache::delete(LOGIN_KEY);
                 Ok(authenticate(&self.http, &self.credentials).await?.token)
             })
-            .await?;
-        self.http.parse(&method, url, response)
+            .await
     }
 
     /// Servers named exactly `name`.

@@ -5,7 +5,8 @@
 //! OpenStack) hand out a token the plugin keeps in the host's cache ([`crate::cache`]) until
 //! shortly before it expires. The vendor may still refuse it (revoked, clocks apart): then
 //! [`SessionToken::send`] asks the plugin's `renew` (forget the cached token, log in again)
-//! and sends the request once more with the fresh token, which serves the rest of the call.
+//! and sends the request once more with the fresh token, which serves the rest of the call
+//! ([`SessionToken::call`] parses the answer as well, as [`ApiClient::call`] does).
 //! Where the login is an OAuth 2.0 token request (a client-credentials grant, a JWT bearer
 //! exchange), [`request_oauth_token`] sends it and reads the answer ([`AccessToken`]), and
 //! [`OAuthError`] reads the endpoint's refusals. [`keep_until_expiry`] keeps a token in the
@@ -92,6 +93,23 @@ impl SessionToken {
         *self.token.borrow_mut() = fresh.clone();
         http.send(method, path_or_url, body, &[(self.header, &value(&fresh))])
             .await
+    }
+
+    /// [`SessionToken::send`], then the answer parsed as [`ApiClient::parse`] parses it: a
+    /// 2xx JSON answer as `T`, any other mapped to a [`ProviderError`] (by the client's
+    /// [`crate::http::ErrorMapper`], if it has one).
+    pub async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        http: &ApiClient,
+        method: HttpMethod,
+        path_or_url: &str,
+        body: Option<&B>,
+        renew: impl AsyncFnOnce() -> Result<String, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let response = self
+            .send(http, method.clone(), path_or_url, body, renew)
+            .await?;
+        http.parse(&method, path_or_url, response)
     }
 }
 
