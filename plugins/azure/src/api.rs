@@ -280,15 +280,6 @@ pub fn arm_error(method: &str, path: &str, response: &ApiResponse) -> ProviderEr
 mod tests {
     use super::*;
     use serde_json::json;
-    use wstd::http::HeaderMap;
-
-    fn answer(status: u16, body: serde_json::Value) -> ApiResponse {
-        ApiResponse {
-            status,
-            headers: HeaderMap::new(),
-            body: body.to_string(),
-        }
-    }
 
     fn arm(code: &str, message: &str) -> serde_json::Value {
         json!({"error": {"code": code, "message": message}})
@@ -347,10 +338,10 @@ mod tests {
             (503, json!("<html>unavailable</html>"), "transient"),
         ];
         for (status, body, expected) in cases {
-            let error = arm_error("PUT", "/x", &answer(status, body.clone()));
+            let error = arm_error("PUT", "/x", &ApiResponse::new(status, body.clone()));
             assert_eq!(kind(&error), expected, "{status} {body} -> {error:?}");
         }
-        let mut limited = answer(429, arm("TooManyRequests", "x"));
+        let mut limited = ApiResponse::new(429, arm("TooManyRequests", "x"));
         limited.headers.insert("retry-after", "7".parse().unwrap());
         assert!(matches!(
             arm_error("GET", "/x", &limited),
@@ -365,35 +356,50 @@ mod tests {
     fn capacity_codes_are_no_capacity_and_conflicts_transient() {
         for code in CAPACITY_CODES {
             for status in [200, 400, 409, 500] {
-                let error = arm_error("PUT", "/vm", &answer(status, arm(code, "no room")));
+                let error = arm_error(
+                    "PUT",
+                    "/vm",
+                    &ApiResponse::new(status, arm(code, "no room")),
+                );
                 assert_eq!(kind(&error), "no-capacity", "{code} {status}");
             }
             let nested = json!({"error": {"code": "DeploymentFailed",
                 "message": "see https://aka.ms/arm-deployment-operations",
                 "details": [{"code": code, "message": "no room"}]}});
-            let error = arm_error("PUT", "/vm", &answer(409, nested));
+            let error = arm_error("PUT", "/vm", &ApiResponse::new(409, nested));
             let ProviderError::NoCapacity(message) = &error else {
                 panic!("{code}: {error:?}")
             };
             assert!(!message.contains("aka.ms"), "{message}");
             assert_eq!(
-                kind(&arm_error("PUT", "/vm", &answer(403, arm(code, "x")))),
+                kind(&arm_error(
+                    "PUT",
+                    "/vm",
+                    &ApiResponse::new(403, arm(code, "x"))
+                )),
                 "unauthorized"
             );
             assert_eq!(
-                kind(&arm_error("PUT", "/vm", &answer(429, arm(code, "x")))),
+                kind(&arm_error(
+                    "PUT",
+                    "/vm",
+                    &ApiResponse::new(429, arm(code, "x"))
+                )),
                 "rate"
             );
         }
         for code in TRANSIENT_CODES {
-            let error = arm_error("PUT", "/vm", &answer(409, arm(code, "busy")));
+            let error = arm_error("PUT", "/vm", &ApiResponse::new(409, arm(code, "busy")));
             assert_eq!(kind(&error), "transient", "{code}");
         }
         let quota = arm(
             "OperationNotAllowed",
             "Operation could not be completed as it results in exceeding approved Total Regional Cores quota.",
         );
-        assert_eq!(kind(&arm_error("PUT", "/vm", &answer(409, quota))), "quota");
+        assert_eq!(
+            kind(&arm_error("PUT", "/vm", &ApiResponse::new(409, quota))),
+            "quota"
+        );
     }
 
     /// Messages name ARM's code and message, URLs cut to paths.
@@ -403,7 +409,7 @@ mod tests {
             "ResourceNotFound",
             "The Resource at https://management.azure.com/subscriptions/s/x was not found.",
         );
-        let error = arm_error("GET", "/subscriptions/s/x", &answer(404, body));
+        let error = arm_error("GET", "/subscriptions/s/x", &ApiResponse::new(404, body));
         let ProviderError::NotFound(message) = error else {
             panic!("{error:?}")
         };

@@ -362,15 +362,6 @@ pub fn compute_error(method: &str, path: &str, response: &ApiResponse) -> Provid
 mod tests {
     use super::*;
     use serde_json::json;
-    use wstd::http::HeaderMap;
-
-    fn answer(status: u16, body: serde_json::Value) -> ApiResponse {
-        ApiResponse {
-            status,
-            headers: HeaderMap::new(),
-            body: body.to_string(),
-        }
-    }
 
     fn google(code: u16, reason: &str, status: &str, message: &str) -> serde_json::Value {
         json!({"error": {"code": code, "message": message, "status": status,
@@ -454,7 +445,7 @@ mod tests {
             (json!("<html>bad gateway</html>"), 502, "transient"),
         ];
         for (body, status, expected) in cases {
-            let error = compute_error("GET", "/x", &answer(status, body.clone()));
+            let error = compute_error("GET", "/x", &ApiResponse::new(status, body.clone()));
             let kind = match &error {
                 ProviderError::RateLimited(_) => "rate",
                 ProviderError::QuotaExceeded(_) => "quota",
@@ -467,7 +458,7 @@ mod tests {
             };
             assert_eq!(kind, expected, "{status} {body} -> {error:?}");
         }
-        let mut limited = answer(
+        let mut limited = ApiResponse::new(
             429,
             google(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", "x"),
         );
@@ -488,7 +479,7 @@ mod tests {
             "The resource 'https://www.googleapis.com/compute/v1/projects/p/zones/z/instances/i' was not found",
         );
         let ProviderError::NotFound(message) =
-            compute_error("GET", "/projects/p", &answer(404, body))
+            compute_error("GET", "/projects/p", &ApiResponse::new(404, body))
         else {
             panic!()
         };
@@ -599,7 +590,7 @@ mod tests {
                 let error = compute_error(
                     "POST",
                     "/projects/p/zones/z/instances",
-                    &answer(status, body),
+                    &ApiResponse::new(status, body),
                 );
                 let ProviderError::NoCapacity(message) = error else {
                     panic!("{code} {status}: {error:?}")
@@ -615,7 +606,7 @@ mod tests {
             compute_error(
                 "POST",
                 "/x",
-                &answer(
+                &ApiResponse::new(
                     429,
                     google(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", "slow")
                 ),

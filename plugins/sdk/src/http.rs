@@ -59,6 +59,18 @@ pub struct ApiResponse {
     pub body: String,
 }
 
+impl ApiResponse {
+    /// An answer with `status` and `body` (its text: a `str`, a `serde_json::Value`) and no
+    /// headers: what a plugin's tests give its error mapping.
+    pub fn new(status: u16, body: impl ToString) -> Self {
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body: body.to_string(),
+        }
+    }
+}
+
 impl ApiClient {
     /// A client for `base_url` (a trailing `/` is ignored); `reason` reads error bodies.
     pub fn new(base_url: &str, reason: ReasonParser) -> Self {
