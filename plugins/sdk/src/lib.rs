@@ -175,8 +175,8 @@
 //!   (the vendor-side name where vendors require unique server names),
 //!   [`check_user_data_len`], [`check_label_count`], [`base64()`] (standard base64, as
 //!   vendors want user data);
-//! - [`http`]: [`http::ApiClient`], JSON over wasi:http ([`http::ApiResponse`]), status -> error mapping
-//!   ([`http::status_error`], or the plugin's own [`http::ErrorMapper`];
+//! - [`http`]: [`http::ApiClient`], JSON over wasi:http ([`http::ApiResponse`]), status ->
+//!   error mapping ([`http::status_error`], or the plugin's own [`http::ErrorMapper`];
 //!   [`http::error_detail`], the message every such error carries), rate-limit delays;
 //! - [`session_token`]: a vendor's login token, asked for at an OAuth 2.0 token endpoint
 //!   (its refusals read by [`session_token::OAuthError`]), kept in the cache until shortly
