@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::db::{Backend, parameters, redacted};
-use super::fleets;
+use super::fleet_ids::fleet_of;
 use super::orders::{Order, OrderEvent, order_from_row};
 
 /// The PostgreSQL channel the `order_events` trigger notifies.
@@ -221,7 +221,7 @@ impl Store {
         for order_id in order_ids {
             self.feed.inner.wake(order_id);
             // A fleet's server's events are mirrored into the fleet's log.
-            if let Some((fleet, _)) = fleets::fleet_of(order_id) {
+            if let Some((fleet, _)) = fleet_of(order_id) {
                 self.feed.inner.wake(fleet);
             }
         }

@@ -55,129 +55,25 @@ use provisioner_contract::{
     CancelRequest, DeleteRequest, Fault, HostRequest, ProvisionRequest, ServerInfo, Topology,
     encode,
 };
-use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::db::{DbTime, json, parse_json, parse_status, parse_uuid};
-use super::host_updates::failure_may_have_left_a_server;
+use super::fleet_ids::candidate_of;
+pub use super::fleet_ids::{
+    Candidate, FleetServer, MAX_PLACEMENT_CANDIDATES, MAX_SERVERS_PER_ORDER, fleet_of, lock_rank,
+    member_id, member_name, new_fleet_id,
+};
 use super::orders::{OrderEvent, order_from_row};
-use super::outbox::{OutboxMessage, drop_unpublished, insert_outbox};
-use super::transitions::{compare_and_set, insert_event, insert_own_event, lock_order};
-use super::{Store, quotas, webhooks};
+use super::outbox_rows::{OutboxMessage, drop_unpublished, insert_outbox};
+use super::transitions::{compare_and_set, insert_own_event, lock_order};
+use super::webhook_queue::{queue_move_webhook, queue_webhook};
+use super::{Store, quotas};
 use crate::lifecycle::{self, OrderStatus, Transition};
-
-/// The most servers one order may ask for (a member's number must fit its key's last byte).
-pub const MAX_SERVERS_PER_ORDER: u32 = 100;
-
-/// The most candidates a placement may list.
-pub const MAX_PLACEMENT_CANDIDATES: usize = 8;
 
 /// The fault codes that move a server to its order's next placement candidate: the place
 /// cannot serve it now. (`vendor_unavailable` reaches order-api only after the host's retries.)
 pub const MOVES_ON: &[&str] = &["no_capacity", "quota_exceeded", "vendor_unavailable"];
-
-/// One place an order may be served: a vendor and what to ask it for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Candidate {
-    /// A vendor some host serves.
-    #[schema(example = "hetzner")]
-    pub vendor: String,
-    /// The vendor's region or location code.
-    #[schema(example = "nbg1")]
-    pub region: String,
-    /// The vendor's server type.
-    #[schema(example = "cx22")]
-    pub size: String,
-    /// The vendor's image name.
-    #[schema(example = "ubuntu-24.04")]
-    pub image: String,
-}
-
-impl std::fmt::Display for Candidate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} ({}, {})",
-            self.vendor, self.region, self.size, self.image
-        )
-    }
-}
-
-/// A new fleet's id: a UUIDv7 with its last two bytes 0, the bytes its members put their
-/// candidate and number in.
-pub fn new_fleet_id() -> Uuid {
-    let mut bytes = *Uuid::now_v7().as_bytes();
-    bytes[14] = 0;
-    bytes[15] = 0;
-    Uuid::from_bytes(bytes)
-}
-
-/// The id (and idempotency key) of server `number` (1-based) of `fleet` at placement
-/// candidate `candidate` (0-based).
-pub fn member_id(fleet: Uuid, number: u32, candidate: usize) -> Uuid {
-    debug_assert!((1..=MAX_SERVERS_PER_ORDER).contains(&number));
-    debug_assert!(candidate < MAX_PLACEMENT_CANDIDATES);
-    let mut bytes = *fleet.as_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[14] = candidate as u8;
-    bytes[15] = number as u8;
-    Uuid::from_bytes(bytes)
-}
-
-/// The fleet `id` is a member of, and its number; `None` for any other order.
-pub fn fleet_of(id: Uuid) -> Option<(Uuid, u32)> {
-    let mut bytes = *id.as_bytes();
-    if id.get_version_num() != 8 || bytes[15] == 0 {
-        return None;
-    }
-    let number = u32::from(bytes[15]);
-    bytes[6] = (bytes[6] & 0x0f) | 0x70;
-    bytes[14] = 0;
-    bytes[15] = 0;
-    Some((Uuid::from_bytes(bytes), number))
-}
-
-/// The placement candidate (0-based) a member's id names.
-fn candidate_of(id: Uuid) -> usize {
-    usize::from(id.as_bytes()[14])
-}
-
-/// A member's server name: the order's name and its number.
-pub fn member_name(name: &str, number: u32) -> String {
-    format!("{name}-{number}")
-}
-
-/// Where a transaction takes `id`'s lock among the orders it changes: with its fleet's group
-/// (a fleet sorts before its members: version 7 before 8), groups in id order.
-pub fn lock_rank(id: Uuid) -> (Uuid, Uuid) {
-    (fleet_of(id).map_or(id, |(fleet, _)| fleet), id)
-}
-
-/// One server of an order for several, as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FleetServer {
-    /// Its number in the order, from 1.
-    pub number: u32,
-    /// Its idempotency key at the vendor (derived from the order's id).
-    pub key: Uuid,
-    /// Its name at the vendor: the order's name, `-`, its number.
-    pub name: String,
-    /// Which of the order's placement candidates serves it (1 for the first; always 1
-    /// without a placement).
-    pub candidate: usize,
-    /// The vendor serving it.
-    pub vendor: String,
-    /// The region serving it.
-    pub region: String,
-    /// Where it is (an order's statuses, for this server alone).
-    pub status: OrderStatus,
-    /// The server, once the vendor made one.
-    pub server: Option<ServerInfo>,
-    /// Why it failed, when it did.
-    pub fault: Option<Fault>,
-}
 
 /// A fleet's status from its members' (`members`, in number order) and its own `current`
 /// one, which holds what the fleet was asked to do (cancel, delete) or decided (failed).
@@ -330,6 +226,38 @@ fn member_from_row(row: &sqlx::any::AnyRow) -> anyhow::Result<Member> {
         server: parse_json(row.try_get("server")?)?,
         fault: parse_json(row.try_get("fault")?)?,
     })
+}
+
+/// Appends to the order's event log; for a member of a fleet, also mirrors it into the
+/// fleet's log and sums the fleet up again ([`member_changed`]). The transaction holds
+/// the order's row lock already ([`lock_order`], taken first by every transaction that
+/// changes an order).
+pub(super) async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    order_id: Uuid,
+    event: &OrderEvent,
+) -> anyhow::Result<()> {
+    insert_own_event(tx, order_id, event).await?;
+    member_changed(tx, order_id, event).await
+}
+
+/// Whether a failed create may have left a server the order never heard of: any failure but
+/// a first attempt's refusal by the vendor (or the sandbox), which made nothing. A later
+/// attempt follows an earlier one whose answer may have been lost; a passing fault (a
+/// time-out, a dropped connection) or a plugin failing on the vendor's answer may come after
+/// the vendor made the server.
+pub(super) fn failure_may_have_left_a_server(
+    attempt: u32,
+    fault: &provisioner_contract::Fault,
+) -> bool {
+    const REFUSALS: &[&str] = &[
+        "invalid_request",
+        "unauthorized",
+        "quota_exceeded",
+        "not_found",
+        "capability_denied",
+    ];
+    attempt > 1 || !REFUSALS.contains(&fault.code.as_str())
 }
 
 /// After `event` was written for `member` (whose fleet's lock the transaction holds): a
@@ -506,7 +434,7 @@ async fn move_server(
         "from": {"vendor": failed.vendor, "region": failed.region, "candidate": failed.candidate + 1},
         "to": {"vendor": target.vendor, "region": target.region, "candidate": next + 1},
     });
-    webhooks::queue_move_webhook(tx, fleet.id, note).await?;
+    queue_move_webhook(tx, fleet.id, note).await?;
     if cleanup {
         return Ok(format!(
             "moving to {target} once the clean-up at {} {} has answered",
@@ -773,7 +701,7 @@ async fn resettle(
             insert_own_event(tx, fleet.id, &event).await?;
         }
     }
-    webhooks::queue_webhook(tx, fleet.id, next).await?;
+    queue_webhook(tx, fleet.id, next).await?;
     Ok(())
 }
 
@@ -1098,23 +1026,6 @@ impl Store {
 mod tests {
     use super::*;
     use OrderStatus::*;
-
-    #[test]
-    fn a_members_key_names_its_fleet_and_number() {
-        let fleet = new_fleet_id();
-        assert_eq!(fleet_of(fleet), None);
-        for number in [1, 2, 99, MAX_SERVERS_PER_ORDER] {
-            for candidate in [0, 1, MAX_PLACEMENT_CANDIDATES - 1] {
-                let member = member_id(fleet, number, candidate);
-                assert_ne!(member, fleet);
-                assert_eq!(fleet_of(member), Some((fleet, number)));
-                assert_eq!(candidate_of(member), candidate);
-                assert!(lock_rank(fleet) < lock_rank(member));
-            }
-        }
-        // An ordinary order's id is no member's.
-        assert_eq!(fleet_of(Uuid::now_v7()), None);
-    }
 
     #[test]
     fn a_fleet_sums_up_its_servers() {

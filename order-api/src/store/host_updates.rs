@@ -9,12 +9,14 @@ use provisioner_contract::{OrderUpdate, ServerInfo, UpdateKind};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::Store;
 use super::db::{json, parse_json, parse_status};
-use super::fleets;
+use super::fleet_ids::{fleet_of, lock_rank};
+use super::fleets::{self, failure_may_have_left_a_server, insert_event};
 use super::orders::OrderEvent;
-use super::outbox::{OutboxMessage, insert_outbox};
-use super::transitions::{insert_event, lock_order, move_order};
-use super::{Store, webhooks};
+use super::outbox_rows::{OutboxMessage, insert_outbox};
+use super::transitions::{lock_order, move_order};
+use super::webhook_queue::queue_webhook;
 use crate::lifecycle::{self, OrderStatus};
 
 /// What applying a host update did.
@@ -53,14 +55,14 @@ impl Store {
         // Orders in lock order (one order's updates keep theirs): the order every
         // transaction keeps.
         let mut in_lock_order: Vec<usize> = (0..updates.len()).collect();
-        in_lock_order.sort_by_key(|&index| fleets::lock_rank(updates[index].order_id));
+        in_lock_order.sort_by_key(|&index| lock_rank(updates[index].order_id));
         // A server's move to another placement candidate takes its tenant's quota lock
         // ([`fleets`]), and no transaction may wait for an order's lock while it holds a
         // tenant's (two would wait on each other): a batch with a fleet's server in it takes
         // every order's lock before it applies anything.
         if updates
             .iter()
-            .any(|update| fleets::fleet_of(update.order_id).is_some())
+            .any(|update| fleet_of(update.order_id).is_some())
         {
             for &index in &in_lock_order {
                 lock_order(&mut tx, updates[index].order_id).await?;
@@ -210,7 +212,7 @@ async fn apply_in(
         delete_failed_orders_server(tx, update, fault).await?;
     }
     if moved.has_webhook {
-        webhooks::queue_webhook(tx, update.order_id, step.target).await?;
+        queue_webhook(tx, update.order_id, step.target).await?;
     }
     Ok(Applied::Moved(step.target))
 }
@@ -267,25 +269,6 @@ async fn delete_failed_orders_server(
         server.vendor_id
     );
     queue_server_delete(tx, update, &server, OrderStatus::Failed, message).await
-}
-
-/// Whether a failed create may have left a server the order never heard of: any failure but
-/// a first attempt's refusal by the vendor (or the sandbox), which made nothing. A later
-/// attempt follows an earlier one whose answer may have been lost; a passing fault (a
-/// time-out, a dropped connection) or a plugin failing on the vendor's answer may come after
-/// the vendor made the server.
-pub(super) fn failure_may_have_left_a_server(
-    attempt: u32,
-    fault: &provisioner_contract::Fault,
-) -> bool {
-    const REFUSALS: &[&str] = &[
-        "invalid_request",
-        "unauthorized",
-        "quota_exceeded",
-        "not_found",
-        "capability_denied",
-    ];
-    attempt > 1 || !REFUSALS.contains(&fault.code.as_str())
 }
 
 /// The event of a failed order's clean-up result (the key lookup it queued), if `kind` is

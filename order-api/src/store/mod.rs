@@ -30,31 +30,44 @@
 //! - [`host_updates`]: applying the updates hosts send ([`Applied`]).
 //! - [`user_changes`]: a user's delete or cancel of an order for one server.
 //! - [`stalled`]: orders stalled without news, and their requests queued again.
+//! - [`outbox_rows`]: the outbox rows a change queues or drops.
 //! - [`outbox`]: the requests waiting for the relay.
-//! - [`fleets`]: orders for several servers and placements.
+//! - [`fleet_ids`]: a fleet's and its members' ids, their lock order, placement candidates.
+//! - [`fleets`]: orders for several servers and placements: the bookkeeping every member's
+//!   event sets off ([`fleets::insert_event`]).
+//! - [`webhook_queue`]: the webhook calls a change queues.
 //! - [`events`]: the feed that wakes live event streams.
 //! - [`vendors`]: the vendors hosts serve or cannot serve, and their catalogues.
 //! - [`orphans`], [`quotas`], [`tokens`], [`webhooks`], [`dead_letters`]: the orphan
 //!   sweep's records, tenants' quotas and rates, API tokens, webhook deliveries and secrets,
 //!   dead letters.
+//!
+//! The files form layers, each using only those under it: [`db`]; [`fleet_ids`]; [`orders`];
+//! [`transitions`], [`outbox_rows`], [`webhook_queue`], [`quotas`]; [`fleets`] (whose
+//! `insert_event` the changes above write their events with); then [`new_orders`],
+//! [`host_updates`], [`user_changes`], [`stalled`], [`outbox`], [`webhooks`], [`events`] and
+//! the rest.
 
 use sqlx::AnyPool;
 
 mod db;
 mod dead_letters;
 mod events;
+mod fleet_ids;
 pub mod fleets;
 mod host_updates;
 mod new_orders;
 mod orders;
 mod orphans;
 mod outbox;
+mod outbox_rows;
 mod quotas;
 mod stalled;
 mod tokens;
 mod transitions;
 mod user_changes;
 mod vendors;
+mod webhook_queue;
 mod webhooks;
 pub use db::Backend;
 pub use dead_letters::{DeadLetter, NewDeadLetter};
@@ -64,7 +77,8 @@ pub use host_updates::Applied;
 pub use new_orders::{IdempotencyKey, Inserted, KeyedOrder};
 pub use orders::{Order, OrderEvent, OrderQuery};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
-pub use outbox::{OUTBOX_CLAIM, OutboxMessage};
+pub use outbox::OUTBOX_CLAIM;
+pub use outbox_rows::OutboxMessage;
 pub use quotas::{
     IN_FLIGHT_STATUSES, LIVE_STATUSES, Limits, OrderRate, QuotaExceeded, QuotaSet, ScopedQuota,
     TenantQuotas, Usage, keep_folded,

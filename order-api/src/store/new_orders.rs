@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::Store;
 use super::db::{self, DbTime, json, parse_uuid, value_rows};
 use super::orders::{Order, OrderEvent};
-use super::outbox::OutboxMessage;
+use super::outbox_rows::OutboxMessage;
 use super::quotas::{self, QuotaExceeded};
 use crate::lifecycle::OrderStatus;
 
@@ -210,7 +210,8 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         .iter()
         .filter(|new| new.idempotency.is_none() || claimed.contains(&new.order.id))
         .collect();
-    let mut verdicts = quotas::check_new_orders(&mut tx, &unseen)
+    let unseen_orders: Vec<&Order> = unseen.iter().map(|new| &new.order).collect();
+    let mut verdicts = quotas::check_new_orders(&mut tx, &unseen_orders)
         .await?
         .into_iter();
     let mut outcomes = Vec::with_capacity(orders.len());

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::db::{DbTime, parse_json, parse_status, parse_uuid, time};
-use super::fleets::{self, FleetServer};
+use super::fleet_ids::{Candidate, FleetServer};
 use crate::lifecycle::OrderStatus;
 
 /// An order as stored.
@@ -52,7 +52,7 @@ pub struct Order {
     /// `region`, `size` and `image` are the first's; each server's `candidate` says which
     /// serves it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub placement: Option<Vec<fleets::Candidate>>,
+    pub placement: Option<Vec<Candidate>>,
 }
 
 /// One line of an order's event log.

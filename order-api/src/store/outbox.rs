@@ -5,37 +5,21 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::Row;
-use uuid::Uuid;
 
 use super::Store;
 use super::db::{Backend, DbTime, parameters, parse_uuid, time};
-use super::fleets;
+use super::fleet_ids::lock_rank;
+use super::fleets::insert_event;
 use super::orders::OrderEvent;
-use super::transitions::{compare_and_set, insert_event, lock_order};
+use super::outbox_rows::OutboxMessage;
+use super::transitions::{compare_and_set, lock_order};
 use crate::lifecycle::{self, OrderStatus};
 
 /// How long the relay's claim on outbox messages lasts (PostgreSQL): a relay that dies
 /// mid-publish leaves its messages to another instance after this.
 pub const OUTBOX_CLAIM: Duration = Duration::from_secs(30);
-
-/// A message waiting in the outbox.
-#[derive(Debug, Clone)]
-pub struct OutboxMessage {
-    /// Its AMQP message id.
-    pub message_id: Uuid,
-    /// The order it is about.
-    pub order_id: Uuid,
-    /// Where it goes.
-    pub routing_key: String,
-    /// Its JSON body.
-    pub body: Vec<u8>,
-    /// W3C trace context.
-    pub traceparent: Option<String>,
-    /// How many publishes failed so far.
-    pub attempts: u32,
-}
 
 impl Store {
     /// Outbox messages due for (another) publish, oldest first. On PostgreSQL, where other
@@ -110,7 +94,7 @@ impl Store {
         // Orders in lock order, all locked before their outbox rows: the order every
         // transaction keeps.
         let mut in_lock_order: Vec<&OutboxMessage> = messages.iter().collect();
-        in_lock_order.sort_by_key(|message| fleets::lock_rank(message.order_id));
+        in_lock_order.sort_by_key(|message| lock_rank(message.order_id));
         for message in &in_lock_order {
             lock_order(&mut tx, message.order_id).await?;
         }
@@ -214,40 +198,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Drops what the order still had waiting in the outbox (a user's change supersedes it).
-pub(super) async fn drop_unpublished(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    order_id: Uuid,
-) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM outbox WHERE order_id = $1")
-        .bind(order_id.to_string())
-        .execute(&mut **tx)
-        .await
-        .context("dropping the order's unpublished requests")?;
-    Ok(())
-}
-
-/// Queues `outbox` in the transaction, due now.
-pub(super) async fn insert_outbox(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    outbox: &OutboxMessage,
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, \
-         created_at, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
-    )
-    .bind(outbox.message_id.to_string())
-    .bind(outbox.order_id.to_string())
-    .bind(&outbox.routing_key)
-    .bind(&outbox.body)
-    .bind(&outbox.traceparent)
-    .bind(DbTime(now))
-    .bind(DbTime(now))
-    .execute(&mut **tx)
-    .await
-    .context("inserting the outbox message")?;
-    Ok(())
 }

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Store;
 use super::db::{DbTime, on_postgres, parameters, read_committed};
-use super::new_orders::NewOrder;
+use super::orders::Order;
 use crate::lifecycle::OrderStatus;
 
 /// Statuses whose server exists or may come to exist (billed, or about to be): what counts
@@ -480,9 +480,9 @@ pub async fn keep_folded(store: Store, shutdown: CancellationToken) {
 /// orders are judged in the group's order, each counting those before it.
 pub(super) async fn check_new_orders(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    orders: &[&NewOrder],
+    orders: &[&Order],
 ) -> anyhow::Result<Vec<Option<QuotaExceeded>>> {
-    let tenants: BTreeSet<&str> = orders.iter().map(|new| new.order.tenant.as_str()).collect();
+    let tenants: BTreeSet<&str> = orders.iter().map(|order| order.tenant.as_str()).collect();
     let tenants: Vec<&str> = tenants.into_iter().collect();
     let quotas = quota_rows(&mut **tx, &tenants).await?;
     if quotas.is_empty() {
@@ -503,15 +503,15 @@ pub(super) async fn check_new_orders(
         );
     }
     let mut verdicts = Vec::with_capacity(orders.len());
-    for new in orders {
-        let tenant = new.order.tenant.as_str();
-        let vendor = new.order.vendor.as_str();
+    for order in orders {
+        let tenant = order.tenant.as_str();
+        let vendor = order.vendor.as_str();
         let Some(rows) = quotas.get(tenant) else {
             verdicts.push(None);
             continue;
         };
         let by_vendor = usage.entry(tenant).or_default();
-        let adding = usage_of_new_order(new.order.count);
+        let adding = usage_of_new_order(order.count);
         let verdict = verdict(rows, by_vendor, vendor, adding);
         if verdict.is_none() {
             by_vendor.entry(vendor.to_string()).or_default().add(adding);

@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 
 use super::Store;
 use super::db::DbTime;
+use super::fleets::insert_event;
 use super::orders::{Order, OrderEvent, order_from_row};
-use super::outbox::{OutboxMessage, insert_outbox};
-use super::transitions::{insert_event, lock_order};
+use super::outbox_rows::{OutboxMessage, insert_outbox};
+use super::transitions::lock_order;
 
 impl Store {
     /// Orders in `queued`, `provisioning`, `deleting` or `cancelling` with no change since

@@ -1,7 +1,8 @@
 //! What every change of an order is made of: the order's row lock, taken first
 //! ([`lock_order`]); the compare-and-set of its status along a [`Transition`]
 //! ([`compare_and_set`]); the line in its event log, numbered under that lock
-//! ([`insert_event`]).
+//! ([`insert_own_event`]; changes write it through the fleet bookkeeping's `insert_event`,
+//! which adds what a fleet member's line sets off).
 
 use anyhow::Context;
 use chrono::Utc;
@@ -10,7 +11,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::db::{self, DbTime, parameters};
-use super::fleets;
+use super::fleet_ids::fleet_of;
 use super::orders::OrderEvent;
 use crate::lifecycle::Transition;
 
@@ -108,7 +109,7 @@ pub(super) async fn lock_order(
         return Ok(());
     }
     // A member's fleet first (see `fleets`): whoever changes a member changes its fleet.
-    if let Some((fleet, _)) = fleets::fleet_of(order_id) {
+    if let Some((fleet, _)) = fleet_of(order_id) {
         sqlx::query("SELECT id FROM orders WHERE id = $1 FOR NO KEY UPDATE")
             .bind(fleet.to_string())
             .execute(&mut **tx)
@@ -124,19 +125,6 @@ pub(super) async fn lock_order(
         .await
         .with_context(|| format!("locking order {order_id}"))?;
     Ok(())
-}
-
-/// Appends to the order's event log; for a member of a fleet, also mirrors it into the
-/// fleet's log and sums the fleet up again ([`fleets::member_changed`]). The transaction holds
-/// the order's row lock already ([`lock_order`], taken first by every transaction that
-/// changes an order).
-pub(super) async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    order_id: Uuid,
-    event: &OrderEvent,
-) -> anyhow::Result<()> {
-    insert_own_event(tx, order_id, event).await?;
-    fleets::member_changed(tx, order_id, event).await
 }
 
 /// Appends to the order's own event log only.

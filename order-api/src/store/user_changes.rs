@@ -7,9 +7,9 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::Store;
+use super::fleets::insert_event;
 use super::orders::OrderEvent;
-use super::outbox::{OutboxMessage, drop_unpublished, insert_outbox};
-use super::transitions::insert_event;
+use super::outbox_rows::{OutboxMessage, drop_unpublished, insert_outbox};
 use crate::lifecycle::{self, Transition};
 
 impl Store {
