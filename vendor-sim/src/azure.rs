@@ -775,17 +775,45 @@ async fn token(
     body: Bytes,
 ) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let missing = |name: &str| {
+    let mut store = state.azure.lock();
+    let granted = client_credentials(&store, &tenant, &form, &headers).and_then(|credentials| {
+        let app = authenticated_app(&store, &tenant, &credentials)?;
+        check_arm_scope(&tenant, &credentials.scope)?;
+        Ok((credentials.client_id, app))
+    });
+    match granted {
+        Ok((client_id, app)) => issue_token(&mut store, &tenant, client_id, &app),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// What a client-credentials token request names: the app, its secret (in the form or the
+/// Basic credentials) and the scope.
+struct ClientCredentials {
+    client_id: String,
+    secret: Option<String>,
+    scope: String,
+}
+
+/// A token request's form read as the identity platform reads it: a known tenant, the
+/// client-credentials grant, a client id and a scope.
+fn client_credentials(
+    store: &Store,
+    tenant: &str,
+    form: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<ClientCredentials, Refusal> {
+    let missing = |name: &str| -> Refusal {
         aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             900144,
             &format!("The request body must contain the following parameter: '{name}'."),
         )
+        .into()
     };
-    let mut store = state.azure.lock();
-    if !tenant_known(&store, &tenant) {
-        return aad_error(
+    if !tenant_known(store, tenant) {
+        return Err(aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             90002,
@@ -793,38 +821,54 @@ async fn token(
                 "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID \
                  and are signing into the correct cloud."
             ),
-        );
+        )
+        .into());
     }
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
         Some(other) => {
-            return aad_error(
+            return Err(aad_error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 70003,
                 &format!("The app requested an unsupported grant type '{other}'."),
-            );
+            )
+            .into());
         }
-        None => return missing("grant_type"),
+        None => return Err(missing("grant_type")),
     }
     let (client_id, secret) = match (form.get("client_id"), form.get("client_secret")) {
         (Some(id), secret) => (id.clone(), secret.cloned()),
-        (None, _) => match basic_credentials(&headers) {
+        (None, _) => match basic_credentials(headers) {
             Some((id, secret)) => (id, Some(secret)),
-            None => return missing("client_id"),
+            None => return Err(missing("client_id")),
         },
     };
-    let secret = secret.or_else(|| basic_credentials(&headers).map(|(_, s)| s));
+    let secret = secret.or_else(|| basic_credentials(headers).map(|(_, s)| s));
     let Some(scope) = form.get("scope") else {
-        return missing("scope");
+        return Err(missing("scope"));
     };
+    Ok(ClientCredentials {
+        client_id,
+        secret,
+        scope: scope.clone(),
+    })
+}
+
+/// The app the credentials name, registered in `tenant`, when its secret matches.
+fn authenticated_app(
+    store: &Store,
+    tenant: &str,
+    credentials: &ClientCredentials,
+) -> Result<App, Refusal> {
+    let client_id = &credentials.client_id;
     let Some(app) = store
         .apps
-        .get(&client_id)
-        .filter(|app| app.tenant.eq_ignore_ascii_case(&tenant))
+        .get(client_id)
+        .filter(|app| app.tenant.eq_ignore_ascii_case(tenant))
         .cloned()
     else {
-        return aad_error(
+        return Err(aad_error(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700016,
@@ -834,19 +878,21 @@ async fn token(
                  administrator of the tenant or consented to by any user in the tenant. You may \
                  have sent your authentication request to the wrong tenant."
             ),
-        );
+        )
+        .into());
     };
-    let Some(secret) = secret else {
-        return aad_error(
+    let Some(secret) = &credentials.secret else {
+        return Err(aad_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             7000218,
             "The request body must contain the following parameter: 'client_assertion' or \
              'client_secret'.",
-        );
+        )
+        .into());
     };
-    if secret != app.secret {
-        return aad_error(
+    if *secret != app.secret {
+        return Err(aad_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             7000215,
@@ -855,15 +901,21 @@ async fn token(
                  the client secret value, not the client secret ID, for a secret added to app \
                  '{client_id}'."
             ),
-        );
+        )
+        .into());
     }
+    Ok(app)
+}
+
+/// The scope must be one resource's `/.default`, and that resource Resource Manager.
+fn check_arm_scope(tenant: &str, scope: &str) -> Result<(), Refusal> {
     let scopes: Vec<&str> = scope.split_whitespace().collect();
     let resource = match scopes.as_slice() {
         [one] => one.strip_suffix(".default"),
         _ => None,
     };
     let Some(resource) = resource else {
-        return aad_error(
+        return Err(aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
             1002012,
@@ -872,13 +924,14 @@ async fn token(
                  must have a scope value with /.default suffixed to the resource identifier \
                  (application ID URI)."
             ),
-        );
+        )
+        .into());
     };
     let is_arm = [ARM_RESOURCE, ARM_RESOURCE_LEGACY]
         .iter()
         .any(|arm| resource.trim_end_matches('/') == arm.trim_end_matches('/'));
     if !is_arm {
-        return aad_error(
+        return Err(aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_resource",
             500011,
@@ -887,8 +940,15 @@ async fn token(
                  {tenant}. This can happen if the application has not been installed by the \
                  administrator of the tenant or consented to by any user in the tenant."
             ),
-        );
+        )
+        .into());
     }
+    Ok(())
+}
+
+/// A fresh JWT-shaped access token for the app, stored (expired ones dropped) and answered
+/// as the identity platform answers.
+fn issue_token(store: &mut Store, tenant: &str, client_id: String, app: &App) -> Response {
     let now = Utc::now();
     let expires = now + chrono::Duration::from_std(app.token_ttl).unwrap_or_default();
     let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256","kid":"sim"}"#);
@@ -2137,236 +2197,50 @@ fn put_resource(
     kind: Kind,
     name: &str,
 ) -> Response {
-    let body = match parse_object(&request.body) {
-        Ok(body) => body,
-        Err(refusal) => return refusal.into_response(),
-    };
-    if !valid_name(kind, name) {
-        return bad_request(
-            "InvalidResourceName",
-            format!(
-                "Resource name {name} is invalid. The name can be up to {} characters long. It \
-                 must begin with a word character, and it must end with a word character. The \
-                 name may contain word characters or '.', '-'.",
-                if kind == Kind::Vm { 64 } else { 80 }
-            ),
-        );
-    }
-    if kind == Kind::Disk {
-        return arm_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "This simulator makes disks only as a virtual machine's OS disk.",
-        );
-    }
-    let location = match parse_location(&body) {
-        Ok(location) => location,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let tags = match parse_tags(&body) {
-        Ok(tags) => tags,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let properties = match body.get("properties") {
-        Some(Value::Object(properties)) => properties.clone(),
-        None | Some(Value::Null) => Map::new(),
-        Some(_) => {
-            return bad_request(
-                "InvalidRequestContent",
-                "The request content was invalid and could not be deserialized: 'properties' is \
-                 not an object.",
-            );
-        }
-    };
+    put_resource_checked(state, request, subscription, group, kind, name)
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A resource's `PUT`: the request checked, the kind's properties validated, the resource
+/// updated in place or made, and the answer with its long-running operation.
+fn put_resource_checked(
+    state: &AzureState,
+    request: &ArmRequest,
+    subscription: &str,
+    group: &str,
+    kind: Kind,
+    name: &str,
+) -> Result<Response, Refusal> {
+    let PutRequest {
+        body,
+        location,
+        tags,
+        properties,
+    } = parse_put_request(request, kind, name)?;
     let id = resource_id(subscription, group, kind, name);
     let now = Utc::now();
     let mut store = state.azure.lock();
     let existing = store.resources.get(&id.to_lowercase()).cloned();
     if let Some(existing) = &existing {
-        if existing.location != location {
-            return bad_request(
-                "InvalidResourceLocation",
-                format!(
-                    "The resource '{name}' already exists in location '{}' in resource group \
-                     '{group}'. A resource with the same name cannot be created in location \
-                     '{location}'. Please select a new resource name.",
-                    existing.location
-                ),
-            );
-        }
-        if existing.deleting_until.is_some() {
-            return arm_error(
-                StatusCode::CONFLICT,
-                "OperationNotAllowed",
-                format!("The resource '{}' is being deleted.", existing.id),
-            );
-        }
+        check_replaceable(existing, name, group, &location)?;
     }
-    let put = match kind {
+    let mut put = match kind {
         Kind::PublicIp => put_public_ip(&body, properties),
         Kind::Nic => put_nic(&store, &id, properties),
         Kind::Vnet => put_vnet(properties),
         Kind::Vm => put_vm(&store, &id, name, &location, properties, existing.as_ref()),
-        Kind::Disk => unreachable!("refused above"),
-    };
-    let mut put = match put {
-        Ok(put) => put,
-        Err(refusal) => return refusal.into_response(),
-    };
+        Kind::Disk => unreachable!("refused by parse_put_request"),
+    }?;
     put.location = location;
     put.tags = tags;
-    let takes = durations(state, kind);
-    let update_takes = chrono::Duration::from_std(state.config.boot_delay / 4).unwrap_or_default();
     let (status, failure) = match existing {
         Some(existing) => {
-            let record = store
-                .resources
-                .get_mut(&id.to_lowercase())
-                .expect("looked up under the same lock");
-            record.tags = put.tags.clone();
-            record.busy_until = now + update_takes;
-            record.creating = false;
-            match kind {
-                Kind::Vm => {
-                    // Size, delete options and tags change in place; the rest stays.
-                    let props = &mut record.properties;
-                    if let Some(size) = put.properties.pointer("/hardwareProfile/vmSize") {
-                        props["hardwareProfile"]["vmSize"] = size.clone();
-                    }
-                    if let Some(option) = put
-                        .properties
-                        .pointer("/storageProfile/osDisk/deleteOption")
-                    {
-                        props["storageProfile"]["osDisk"]["deleteOption"] = option.clone();
-                    }
-                    if let Some(nics) = put.properties.pointer("/networkProfile") {
-                        props["networkProfile"] = nics.clone();
-                    }
-                    if let Some(server_id) = existing.server_id {
-                        let labels = string_tags(&put.tags);
-                        state.with_cloud(Vendor::Azure, |cloud| {
-                            if let Some(server) = cloud.servers.get_mut(&server_id) {
-                                server.spec.idempotency_key =
-                                    labels.get(crate::conventions::IDEMPOTENCY_LABEL).cloned();
-                                server.spec.labels = labels;
-                            }
-                        });
-                    }
-                }
-                _ => {
-                    record.properties = put.properties.clone();
-                    if put.sku.is_some() {
-                        record.sku = put.sku.clone();
-                    }
-                }
-            }
+            update_resource(state, &mut store, kind, &id, &existing, &put, now);
             (StatusCode::OK, None)
         }
         None => {
-            let mut failure = None;
-            if let Some((spec, _, cores)) = &put.vm {
-                let fault = (!store.faults.is_empty()).then(|| store.faults.remove(0));
-                match fault {
-                    Some(ComputeFault::QuotaExceeded) => {
-                        return arm_error(
-                            StatusCode::CONFLICT,
-                            "OperationNotAllowed",
-                            format!(
-                                "Operation could not be completed as it results in exceeding \
-                                 approved Total Regional Cores quota. Additional details - \
-                                 Deployment Model: Resource Manager, Location: {}, Current \
-                                 Limit: 10, Current Usage: 10, Additional Required: {cores}, \
-                                 (Minimum) New Limit Required: {}. Setup Alerts when Quota \
-                                 reaches threshold. Learn more at https://aka.ms/quotamonitoringalerting . \
-                                 Submit a request for Quota increase at https://aka.ms/ProdportalCRP/#blade/Microsoft_Azure_Capacity/UsageAndQuota.ReactView/Parameters/%7B%22subscriptionId%22:%22{subscription}%22%7D",
-                                spec.region,
-                                10 + cores
-                            ),
-                        );
-                    }
-                    Some(ComputeFault::SkuNotAvailable) => {
-                        return arm_error(
-                            StatusCode::CONFLICT,
-                            "SkuNotAvailable",
-                            format!(
-                                "The requested VM size for resource 'Following SKUs have failed \
-                                 for Capacity Restrictions: {}' is currently not available in \
-                                 location '{}'. Please try another size or deploy to a different \
-                                 location or different zone. See \
-                                 https://aka.ms/azureskunotavailable for details.",
-                                spec.size, spec.region
-                            ),
-                        );
-                    }
-                    Some(ComputeFault::AllocationFailed) => {
-                        failure = Some((
-                            "AllocationFailed".to_string(),
-                            "Allocation failed. We do not have sufficient capacity for the \
-                             requested VM size in this region. Read more about improving \
-                             likelihood of allocation success at http://aka.ms/allocation-guidance"
-                                .to_string(),
-                        ));
-                    }
-                    None => {}
-                }
-            }
-            let inserted = insert_resource(
-                &mut store,
-                kind,
-                subscription,
-                group,
-                name,
-                &put.location,
-                put.tags.clone(),
-                put.properties.clone(),
-                now + takes,
-            );
-            let key = inserted.to_lowercase();
-            let server = put.vm.take().map(|(mut spec, disk_name, _)| {
-                // The VM's tags are the server's labels, its idempotency tag the key.
-                spec.labels = string_tags(&put.tags);
-                spec.idempotency_key = spec
-                    .labels
-                    .get(crate::conventions::IDEMPOTENCY_LABEL)
-                    .cloned();
-                let server = state.with_cloud(Vendor::Azure, |cloud| cloud.insert(spec));
-                (server, disk_name)
-            });
-            if let Some((_, disk_name)) = &server {
-                let disk = disk_for(
-                    subscription,
-                    group,
-                    disk_name,
-                    &put.location,
-                    &put.properties,
-                );
-                let disk_id = insert_resource(
-                    &mut store,
-                    Kind::Disk,
-                    subscription,
-                    group,
-                    disk_name,
-                    &put.location,
-                    Map::new(),
-                    disk,
-                    now + takes,
-                );
-                if let Some(record) = store.resources.get_mut(&disk_id.to_lowercase()) {
-                    record.sku =
-                        Some(json!({"name": storage_type(&put.properties), "tier": "Standard"}));
-                }
-            }
-            store.next_address += 1;
-            let address = address_for(store.next_address);
-            if let Some(record) = store.resources.get_mut(&key) {
-                record.sku = put.sku.clone();
-                record.zones = put.zones.clone();
-                record.failure = failure.clone();
-                record.server_id = server.as_ref().map(|(s, _)| s.id);
-                if kind == Kind::PublicIp {
-                    record.address = Some(address);
-                }
-            }
+            let failure =
+                create_resource(state, &mut store, kind, subscription, group, name, put, now)?;
             (StatusCode::CREATED, failure)
         }
     };
@@ -2390,7 +2264,287 @@ fn put_resource(
         &operation,
         false,
     );
-    response
+    Ok(response)
+}
+
+/// What a `PUT`'s body says, checked: the whole body, location, tags and properties.
+struct PutRequest {
+    body: Map<String, Value>,
+    location: String,
+    tags: Map<String, Value>,
+    properties: Map<String, Value>,
+}
+
+/// A `PUT`'s body and name checked as ARM checks them before looking at the resource kind's
+/// properties; disks are not `PUT` here.
+fn parse_put_request(request: &ArmRequest, kind: Kind, name: &str) -> Result<PutRequest, Refusal> {
+    let body = parse_object(&request.body)?;
+    if !valid_name(kind, name) {
+        return Err(bad_request(
+            "InvalidResourceName",
+            format!(
+                "Resource name {name} is invalid. The name can be up to {} characters long. It \
+                 must begin with a word character, and it must end with a word character. The \
+                 name may contain word characters or '.', '-'.",
+                if kind == Kind::Vm { 64 } else { 80 }
+            ),
+        )
+        .into());
+    }
+    if kind == Kind::Disk {
+        return Err(arm_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "This simulator makes disks only as a virtual machine's OS disk.",
+        )
+        .into());
+    }
+    let location = parse_location(&body)?;
+    let tags = parse_tags(&body)?;
+    let properties = match body.get("properties") {
+        Some(Value::Object(properties)) => properties.clone(),
+        None | Some(Value::Null) => Map::new(),
+        Some(_) => {
+            return Err(bad_request(
+                "InvalidRequestContent",
+                "The request content was invalid and could not be deserialized: 'properties' is \
+                 not an object.",
+            )
+            .into());
+        }
+    };
+    Ok(PutRequest {
+        body,
+        location,
+        tags,
+        properties,
+    })
+}
+
+/// An existing resource may be `PUT` again only in its own location and while it is not
+/// being deleted.
+fn check_replaceable(
+    existing: &Resource,
+    name: &str,
+    group: &str,
+    location: &str,
+) -> Result<(), Refusal> {
+    if existing.location != location {
+        return Err(bad_request(
+            "InvalidResourceLocation",
+            format!(
+                "The resource '{name}' already exists in location '{}' in resource group \
+                 '{group}'. A resource with the same name cannot be created in location \
+                 '{location}'. Please select a new resource name.",
+                existing.location
+            ),
+        )
+        .into());
+    }
+    if existing.deleting_until.is_some() {
+        return Err(arm_error(
+            StatusCode::CONFLICT,
+            "OperationNotAllowed",
+            format!("The resource '{}' is being deleted.", existing.id),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A `PUT` over an existing resource: tags always; for a VM its size, OS disk delete option
+/// and NICs (and its server's labels), the rest staying; for other kinds all properties.
+fn update_resource(
+    state: &AzureState,
+    store: &mut Store,
+    kind: Kind,
+    id: &str,
+    existing: &Resource,
+    put: &Put,
+    now: DateTime<Utc>,
+) {
+    let update_takes = chrono::Duration::from_std(state.config.boot_delay / 4).unwrap_or_default();
+    let record = store
+        .resources
+        .get_mut(&id.to_lowercase())
+        .expect("looked up under the same lock");
+    record.tags = put.tags.clone();
+    record.busy_until = now + update_takes;
+    record.creating = false;
+    match kind {
+        Kind::Vm => {
+            // Size, delete options and tags change in place; the rest stays.
+            let props = &mut record.properties;
+            if let Some(size) = put.properties.pointer("/hardwareProfile/vmSize") {
+                props["hardwareProfile"]["vmSize"] = size.clone();
+            }
+            if let Some(option) = put
+                .properties
+                .pointer("/storageProfile/osDisk/deleteOption")
+            {
+                props["storageProfile"]["osDisk"]["deleteOption"] = option.clone();
+            }
+            if let Some(nics) = put.properties.pointer("/networkProfile") {
+                props["networkProfile"] = nics.clone();
+            }
+            if let Some(server_id) = existing.server_id {
+                let labels = string_tags(&put.tags);
+                state.with_cloud(Vendor::Azure, |cloud| {
+                    if let Some(server) = cloud.servers.get_mut(&server_id) {
+                        server.spec.idempotency_key =
+                            labels.get(crate::conventions::IDEMPOTENCY_LABEL).cloned();
+                        server.spec.labels = labels;
+                    }
+                });
+            }
+        }
+        _ => {
+            record.properties = put.properties.clone();
+            if put.sku.is_some() {
+                record.sku = put.sku.clone();
+            }
+        }
+    }
+}
+
+/// A `PUT` making a new resource: a VM's armed fault taken first, then the resource, for a
+/// VM its server and OS disk, for a public IP its address. The failure its operation will
+/// end with, if any.
+#[allow(clippy::too_many_arguments)]
+fn create_resource(
+    state: &AzureState,
+    store: &mut Store,
+    kind: Kind,
+    subscription: &str,
+    group: &str,
+    name: &str,
+    mut put: Put,
+    now: DateTime<Utc>,
+) -> Result<Option<(String, String)>, Refusal> {
+    let failure = match &put.vm {
+        Some((spec, _, cores)) => take_vm_fault(store, spec, *cores, subscription)?,
+        None => None,
+    };
+    let takes = durations(state, kind);
+    let inserted = insert_resource(
+        store,
+        kind,
+        subscription,
+        group,
+        name,
+        &put.location,
+        put.tags.clone(),
+        put.properties.clone(),
+        now + takes,
+    );
+    let key = inserted.to_lowercase();
+    let server = put.vm.take().map(|(mut spec, disk_name, _)| {
+        // The VM's tags are the server's labels, its idempotency tag the key.
+        spec.labels = string_tags(&put.tags);
+        spec.idempotency_key = spec
+            .labels
+            .get(crate::conventions::IDEMPOTENCY_LABEL)
+            .cloned();
+        let server = state.with_cloud(Vendor::Azure, |cloud| cloud.insert(spec));
+        (server, disk_name)
+    });
+    if let Some((_, disk_name)) = &server {
+        insert_os_disk(store, subscription, group, disk_name, &put, now + takes);
+    }
+    store.next_address += 1;
+    let address = address_for(store.next_address);
+    if let Some(record) = store.resources.get_mut(&key) {
+        record.sku = put.sku.clone();
+        record.zones = put.zones.clone();
+        record.failure = failure.clone();
+        record.server_id = server.as_ref().map(|(s, _)| s.id);
+        if kind == Kind::PublicIp {
+            record.address = Some(address);
+        }
+    }
+    Ok(failure)
+}
+
+/// The next armed Compute fault, taken for a new VM: a refusal (quota, SKU), or the failure
+/// its operation will end with (allocation).
+fn take_vm_fault(
+    store: &mut Store,
+    spec: &NewServer,
+    cores: u32,
+    subscription: &str,
+) -> Result<Option<(String, String)>, Refusal> {
+    let fault = (!store.faults.is_empty()).then(|| store.faults.remove(0));
+    match fault {
+        Some(ComputeFault::QuotaExceeded) => Err(arm_error(
+            StatusCode::CONFLICT,
+            "OperationNotAllowed",
+            format!(
+                "Operation could not be completed as it results in exceeding \
+                 approved Total Regional Cores quota. Additional details - \
+                 Deployment Model: Resource Manager, Location: {}, Current \
+                 Limit: 10, Current Usage: 10, Additional Required: {cores}, \
+                 (Minimum) New Limit Required: {}. Setup Alerts when Quota \
+                 reaches threshold. Learn more at https://aka.ms/quotamonitoringalerting . \
+                 Submit a request for Quota increase at https://aka.ms/ProdportalCRP/#blade/Microsoft_Azure_Capacity/UsageAndQuota.ReactView/Parameters/%7B%22subscriptionId%22:%22{subscription}%22%7D",
+                spec.region,
+                10 + cores
+            ),
+        )
+        .into()),
+        Some(ComputeFault::SkuNotAvailable) => Err(arm_error(
+            StatusCode::CONFLICT,
+            "SkuNotAvailable",
+            format!(
+                "The requested VM size for resource 'Following SKUs have failed \
+                 for Capacity Restrictions: {}' is currently not available in \
+                 location '{}'. Please try another size or deploy to a different \
+                 location or different zone. See \
+                 https://aka.ms/azureskunotavailable for details.",
+                spec.size, spec.region
+            ),
+        )
+        .into()),
+        Some(ComputeFault::AllocationFailed) => Ok(Some((
+            "AllocationFailed".to_string(),
+            "Allocation failed. We do not have sufficient capacity for the \
+             requested VM size in this region. Read more about improving \
+             likelihood of allocation success at http://aka.ms/allocation-guidance"
+                .to_string(),
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// A new VM's OS disk, made with it.
+fn insert_os_disk(
+    store: &mut Store,
+    subscription: &str,
+    group: &str,
+    disk_name: &str,
+    put: &Put,
+    busy_until: DateTime<Utc>,
+) {
+    let disk = disk_for(
+        subscription,
+        group,
+        disk_name,
+        &put.location,
+        &put.properties,
+    );
+    let disk_id = insert_resource(
+        store,
+        Kind::Disk,
+        subscription,
+        group,
+        disk_name,
+        &put.location,
+        Map::new(),
+        disk,
+        busy_until,
+    );
+    if let Some(record) = store.resources.get_mut(&disk_id.to_lowercase()) {
+        record.sku = Some(json!({"name": storage_type(&put.properties), "tier": "Standard"}));
+    }
 }
 
 /// A public IP in TEST-NET-2, never routable.
@@ -2726,18 +2880,66 @@ fn put_vm(
     vm_id: &str,
     name: &str,
     location: &str,
-    mut properties: Map<String, Value>,
+    properties: Map<String, Value>,
     existing: Option<&Resource>,
 ) -> Result<Put, Refusal> {
+    let (size, cores) = vm_size(&properties)?;
+    let image = vm_image(&properties, existing)?;
+    let os = vm_os_profile(&properties)?;
+    let user_data = decode_base64_parameter(properties.get("userData"), "userData")?;
+    let kept_nics = checked_vm_nics(store, vm_id, location, &properties)?;
+    let os_disk = properties
+        .get("storageProfile")
+        .and_then(|p| p.get("osDisk"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let disk_name = match existing {
+        Some(existing) => existing
+            .properties
+            .pointer("/storageProfile/osDisk/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        None => os_disk
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{name}_OsDisk_1_{}", uuid::Uuid::new_v4().simple())),
+    };
+    let stored = stored_vm_properties(
+        vm_id, name, size, &image, &os, &os_disk, &disk_name, kept_nics,
+    );
+    let spec = NewServer {
+        name: name.to_string(),
+        region: location.to_string(),
+        size: size.to_string(),
+        image: image.urn(),
+        labels: BTreeMap::new(),
+        tags: Vec::new(),
+        metadata: BTreeMap::new(),
+        idempotency_key: None,
+        ssh_keys: os.ssh_keys,
+        user_data: os.custom_data.or(user_data),
+    };
+    Ok(Put {
+        location: String::new(),
+        tags: Map::new(),
+        properties: stored,
+        sku: None,
+        zones: None,
+        vm: Some((spec, disk_name, cores)),
+    })
+}
+
+/// A VM's `hardwareProfile.vmSize`, one of [`VM_SIZES`] (any case): its name as listed and
+/// its vCPUs.
+fn vm_size(properties: &Map<String, Value>) -> Result<(&'static str, u32), Refusal> {
     let size = properties
         .get("hardwareProfile")
         .and_then(|h| h.get("vmSize"))
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let Some((size, cores, _)) = VM_SIZES
-        .iter()
-        .find(|(s, ..)| s.eq_ignore_ascii_case(&size))
+        .unwrap_or_default();
+    let Some((size, cores, _)) = VM_SIZES.iter().find(|(s, ..)| s.eq_ignore_ascii_case(size))
     else {
         return Err(invalid_parameter(
             format!(
@@ -2752,6 +2954,35 @@ fn put_vm(
         )
         .into());
     };
+    Ok((size, *cores))
+}
+
+/// A VM's platform image: the reference as asked for, resolved against [`IMAGES`].
+struct VmImage {
+    publisher: &'static str,
+    offer: &'static str,
+    sku: &'static str,
+    /// As asked for: `latest` or the exact version.
+    version: String,
+    exact: &'static str,
+}
+
+impl VmImage {
+    /// `publisher:offer:sku:exactVersion`, the server's image.
+    fn urn(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.publisher, self.offer, self.sku, self.exact
+        )
+    }
+}
+
+/// A VM's `storageProfile.imageReference`, found among [`IMAGES`]; an existing VM's image
+/// cannot change.
+fn vm_image(
+    properties: &Map<String, Value>,
+    existing: Option<&Resource>,
+) -> Result<VmImage, Refusal> {
     let image = properties
         .get("storageProfile")
         .and_then(|p| p.get("imageReference"))
@@ -2814,6 +3045,30 @@ fn put_vm(
             .into());
         }
     }
+    Ok(VmImage {
+        publisher,
+        offer,
+        sku,
+        version,
+        exact,
+    })
+}
+
+/// A VM's `osProfile`, checked: an admin user who can log in by SSH key or password.
+struct VmOsProfile {
+    /// The `osProfile` object as sent.
+    os: Map<String, Value>,
+    admin: String,
+    ssh_keys: Vec<String>,
+    /// Whether password login ends up off: turned off, or no password given.
+    password_off: bool,
+    /// `customData`, decoded.
+    custom_data: Option<String>,
+}
+
+/// A VM's `osProfile` checked as ARM checks it: an admin name, valid SSH keys, a way to log
+/// in, Base64 custom data.
+fn vm_os_profile(properties: &Map<String, Value>) -> Result<VmOsProfile, Refusal> {
     let os = properties
         .get("osProfile")
         .and_then(Value::as_object)
@@ -2822,7 +3077,8 @@ fn put_vm(
     let admin = os
         .get("adminUsername")
         .and_then(Value::as_str)
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_string();
     if admin.is_empty() {
         return Err(invalid_parameter(
             "Required parameter 'osProfile.adminUsername' is missing (null).",
@@ -2852,14 +3108,14 @@ fn put_vm(
         }
     }
     let password = os.get("adminPassword").and_then(Value::as_str);
-    let password_off = os
+    let password_turned_off = os
         .get("linuxConfiguration")
         .and_then(|l| l.get("disablePasswordAuthentication"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if ssh_keys.is_empty() && (password.is_none() || password_off) {
+    if ssh_keys.is_empty() && (password.is_none() || password_turned_off) {
         return Err(invalid_parameter(
-            if password_off {
+            if password_turned_off {
                 "Authentication using either SSH or by user name and password must be enabled in \
                  Linux profile."
             } else {
@@ -2869,28 +3125,48 @@ fn put_vm(
         )
         .into());
     }
-    let decode = |value: Option<&Value>, target: &str| -> Result<Option<String>, Refusal> {
-        match value.and_then(Value::as_str) {
-            None => Ok(None),
-            Some(encoded) => STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    invalid_parameter(
-                        format!(
-                            "{target} must be in Base64 encoding and with a maximum length of \
-                             87380 characters."
-                        ),
-                        target,
-                    )
-                    .into()
-                }),
-        }
-    };
-    let custom_data = decode(os.get("customData"), "customData")?;
-    let user_data = decode(properties.get("userData"), "userData")?;
+    let password_off = password_turned_off || password.is_none();
+    let custom_data = decode_base64_parameter(os.get("customData"), "customData")?;
+    Ok(VmOsProfile {
+        os,
+        admin,
+        ssh_keys,
+        password_off,
+        custom_data,
+    })
+}
+
+/// A Base64 text parameter (`customData`, `userData`), decoded; absent is `None`.
+fn decode_base64_parameter(value: Option<&Value>, target: &str) -> Result<Option<String>, Refusal> {
+    match value.and_then(Value::as_str) {
+        None => Ok(None),
+        Some(encoded) => STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                invalid_parameter(
+                    format!(
+                        "{target} must be in Base64 encoding and with a maximum length of \
+                         87380 characters."
+                    ),
+                    target,
+                )
+                .into()
+            }),
+    }
+}
+
+/// A VM's `networkProfile.networkInterfaces`: at least one, each an existing NIC in the
+/// VM's location that no other VM holds; kept with its delete option and whether it is
+/// primary (the first by default).
+fn checked_vm_nics(
+    store: &Store,
+    vm_id: &str,
+    location: &str,
+    properties: &Map<String, Value>,
+) -> Result<Vec<Value>, Refusal> {
     let nics = properties
         .get("networkProfile")
         .and_then(|p| p.get("networkInterfaces"))
@@ -2956,24 +3232,21 @@ fn put_vm(
             json!({"id": nic_id, "properties": {"deleteOption": option, "primary": primary}}),
         );
     }
-    let os_disk = properties
-        .get("storageProfile")
-        .and_then(|p| p.get("osDisk"))
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let disk_name = match existing {
-        Some(existing) => existing
-            .properties
-            .pointer("/storageProfile/osDisk/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        None => os_disk
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{name}_OsDisk_1_{}", uuid::Uuid::new_v4().simple())),
-    };
+    Ok(kept_nics)
+}
+
+/// The properties a VM is stored with: what was sent, checked, with ARM's defaults filled in.
+#[allow(clippy::too_many_arguments)]
+fn stored_vm_properties(
+    vm_id: &str,
+    name: &str,
+    size: &str,
+    image: &VmImage,
+    os: &VmOsProfile,
+    os_disk: &Value,
+    disk_name: &str,
+    kept_nics: Vec<Value>,
+) -> Value {
     let (subscription, group) = {
         let parts: Vec<&str> = vm_id.split('/').collect();
         (parts[2].to_string(), parts[4].to_string())
@@ -2982,26 +3255,28 @@ fn put_vm(
         .pointer("/managedDisk/storageAccountType")
         .and_then(Value::as_str)
         .unwrap_or("Premium_LRS");
-    let disk_id = resource_id(&subscription, &group, Kind::Disk, &disk_name);
+    let disk_id = resource_id(&subscription, &group, Kind::Disk, disk_name);
     let computer_name = os
+        .os
         .get("computerName")
         .and_then(Value::as_str)
         .unwrap_or(name)
         .to_string();
     let mut linux = os
+        .os
         .get("linuxConfiguration")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    linux["disablePasswordAuthentication"] = json!(password_off || password.is_none());
+    linux["disablePasswordAuthentication"] = json!(os.password_off);
     if linux.get("provisionVMAgent").is_none() {
         linux["provisionVMAgent"] = json!(true);
     }
-    let stored = json!({
+    json!({
         "hardwareProfile": {"vmSize": size},
         "storageProfile": {
             "imageReference": {
-                "publisher": publisher, "offer": offer, "sku": sku, "version": version,
-                "exactVersion": exact,
+                "publisher": image.publisher, "offer": image.offer, "sku": image.sku,
+                "version": image.version, "exactVersion": image.exact,
             },
             "osDisk": {
                 "osType": "Linux",
@@ -3017,35 +3292,13 @@ fn put_vm(
         },
         "osProfile": {
             "computerName": computer_name,
-            "adminUsername": admin,
+            "adminUsername": os.admin,
             "linuxConfiguration": linux,
             "secrets": [],
             "allowExtensionOperations": true,
             "requireGuestProvisionSignal": true,
         },
         "networkProfile": {"networkInterfaces": kept_nics},
-    });
-    properties.clear();
-    let tags = Map::new();
-    let spec = NewServer {
-        name: name.to_string(),
-        region: location.to_string(),
-        size: size.to_string(),
-        image: format!("{publisher}:{offer}:{sku}:{exact}"),
-        labels: BTreeMap::new(),
-        tags: Vec::new(),
-        metadata: BTreeMap::new(),
-        idempotency_key: None,
-        ssh_keys,
-        user_data: custom_data.or(user_data),
-    };
-    Ok(Put {
-        location: String::new(),
-        tags,
-        properties: stored,
-        sku: None,
-        zones: None,
-        vm: Some((spec, disk_name, *cores)),
     })
 }
 
