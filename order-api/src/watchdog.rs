@@ -11,12 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use provisioner_contract::{
-    CancelRequest, DeleteRequest, HostRequest, ProvisionRequest, Topology, encode,
-};
+use provisioner_contract::{CancelRequest, DeleteRequest, HostRequest, ProvisionRequest};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::lifecycle::OrderStatus;
 use crate::store::{Order, OutboxMessage, Store};
@@ -94,14 +91,7 @@ pub async fn sweep(store: &Store, after: Duration) -> anyhow::Result<usize> {
         let Some(request) = request_for(&order) else {
             continue;
         };
-        let outbox = OutboxMessage {
-            message_id: Uuid::new_v4(),
-            order_id: order.id,
-            routing_key: Topology::request_key(&order.vendor),
-            body: encode(&request),
-            traceparent: None,
-            attempts: 0,
-        };
+        let outbox = OutboxMessage::request(order.id, &order.vendor, &request, None);
         let message = format!(
             "no news for {} s while {}: request sent again (watchdog)",
             after.num_seconds(),

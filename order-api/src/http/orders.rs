@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use provisioner_contract::{
-    CancelRequest, DeleteRequest, HostRequest, ProvisionRequest, ServerSpec, Topology, encode,
+    CancelRequest, DeleteRequest, HostRequest, ProvisionRequest, ServerSpec,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -667,17 +667,18 @@ pub async fn create_order(
         &members[..]
     }
     .iter()
-    .map(|server| OutboxMessage {
-        message_id: Uuid::new_v4(),
-        order_id: server.id,
-        routing_key: Topology::request_key(&server.vendor),
-        body: encode(&HostRequest::Create(ProvisionRequest {
+    .map(|server| {
+        let create = HostRequest::Create(ProvisionRequest {
             order_id: server.id,
             vendor: server.vendor.clone(),
             spec: server.spec.clone(),
-        })),
-        traceparent: Some(traceparent.clone()),
-        attempts: 0,
+        });
+        OutboxMessage::request(
+            server.id,
+            &server.vendor,
+            &create,
+            Some(traceparent.clone()),
+        )
     })
     .collect();
     let events = match state
@@ -742,14 +743,7 @@ async fn visible_order(
 
 /// The outbox row that sends `request` about `order` to its vendor's queue.
 fn outbox_for(order: &Order, request: &HostRequest, headers: &HeaderMap) -> OutboxMessage {
-    OutboxMessage {
-        message_id: Uuid::new_v4(),
-        order_id: order.id,
-        routing_key: Topology::request_key(&order.vendor),
-        body: encode(request),
-        traceparent: Some(traceparent(headers)),
-        attempts: 0,
-    }
+    OutboxMessage::request(order.id, &order.vendor, request, Some(traceparent(headers)))
 }
 
 /// `202` with the order as it is now (after a delete or cancel was asked for).
@@ -921,13 +915,13 @@ async fn request_change(
     change: UserChange,
     reach: Reach,
 ) -> Result<bool, ApiError> {
+    let message = format!("{} requested", change.name());
     let (moved, what) = match reach {
         Reach::EveryServer => {
             let step = match change {
                 UserChange::Delete => fleets::FLEET_DELETE_REQUESTED,
                 UserChange::Cancel => lifecycle::CANCEL_REQUESTED,
             };
-            let message = format!("{} requested", change.name());
             let moved = state
                 .store
                 .wind_down_fleet(order.id, step, &message, &traceparent(headers))
@@ -936,10 +930,14 @@ async fn request_change(
         }
         Reach::OneServer(request) => {
             let outbox = outbox_for(order, &request, headers);
-            let moved = match change {
-                UserChange::Delete => state.store.request_delete(order.id, &outbox).await?,
-                UserChange::Cancel => state.store.request_cancel(order.id, &outbox).await?,
+            let step = match change {
+                UserChange::Delete => lifecycle::DELETE_REQUESTED,
+                UserChange::Cancel => lifecycle::CANCEL_REQUESTED,
             };
+            let moved = state
+                .store
+                .request_change(order.id, step, &message, &outbox)
+                .await?;
             (moved, change.name().to_string())
         }
     };

@@ -52,8 +52,7 @@
 use anyhow::Context;
 use chrono::Utc;
 use provisioner_contract::{
-    CancelRequest, DeleteRequest, Fault, HostRequest, ProvisionRequest, ServerInfo, Topology,
-    encode,
+    CancelRequest, DeleteRequest, Fault, HostRequest, ProvisionRequest, ServerInfo,
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -458,14 +457,7 @@ async fn queue_create(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: Uuid) -> an
         vendor: order.vendor.clone(),
         spec: order.spec,
     });
-    let outbox = OutboxMessage {
-        message_id: Uuid::new_v4(),
-        order_id: order.id,
-        routing_key: Topology::request_key(&order.vendor),
-        body: encode(&request),
-        traceparent: None,
-        attempts: 0,
-    };
+    let outbox = OutboxMessage::request(order.id, &order.vendor, &request, None);
     insert_outbox(tx, &outbox, Utc::now()).await
 }
 
@@ -761,14 +753,12 @@ async fn wind_down(
             attempt: None,
         };
         insert_own_event(tx, member.id, &event).await?;
-        let outbox = OutboxMessage {
-            message_id: Uuid::new_v4(),
-            order_id: member.id,
-            routing_key: Topology::request_key(&member.vendor),
-            body: encode(&request),
-            traceparent: traceparent.map(str::to_string),
-            attempts: 0,
-        };
+        let outbox = OutboxMessage::request(
+            member.id,
+            &member.vendor,
+            &request,
+            traceparent.map(str::to_string),
+        );
         insert_outbox(tx, &outbox, now).await?;
         done.push(format!("{what} {}", member.name));
     }
@@ -930,14 +920,7 @@ impl Store {
             vendor: from.vendor.clone(),
             adopt_running: false,
         });
-        let outbox = OutboxMessage {
-            message_id: Uuid::new_v4(),
-            order_id: member,
-            routing_key: Topology::request_key(&from.vendor),
-            body: encode(&cancel),
-            traceparent: None,
-            attempts: 0,
-        };
+        let outbox = OutboxMessage::request(member, &from.vendor, &cancel, None);
         insert_outbox(&mut tx, &outbox, now).await?;
         let moved = move_server(&mut tx, &fleet, from, next, "no_host", false).await?;
         let moved = with_passed_over(&passed_over, moved);

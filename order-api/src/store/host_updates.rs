@@ -7,7 +7,6 @@ use anyhow::Context;
 use chrono::Utc;
 use provisioner_contract::{OrderUpdate, ServerInfo, UpdateKind};
 use sqlx::Row;
-use uuid::Uuid;
 
 use super::Store;
 use super::db::{json, parse_json, parse_status};
@@ -321,14 +320,7 @@ async fn queue_host_request(
     message: String,
 ) -> anyhow::Result<()> {
     let now = Utc::now();
-    let outbox = OutboxMessage {
-        message_id: Uuid::new_v4(),
-        order_id: update.order_id,
-        routing_key: provisioner_contract::Topology::request_key(&update.vendor),
-        body: provisioner_contract::encode(request),
-        traceparent: None,
-        attempts: 0,
-    };
+    let outbox = OutboxMessage::request(update.order_id, &update.vendor, request, None);
     insert_outbox(tx, &outbox, now).await?;
     let event = OrderEvent {
         at: now,

@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use provisioner_contract::{HostRequest, Topology, encode};
 use uuid::Uuid;
 
 use super::db::DbTime;
@@ -24,6 +25,26 @@ pub struct OutboxMessage {
     pub traceparent: Option<String>,
     /// How many publishes failed so far.
     pub attempts: u32,
+}
+
+impl OutboxMessage {
+    /// A new message carrying `request` about `order_id` to the hosts of `vendor`, not yet
+    /// tried; `traceparent` when a traced request made it.
+    pub fn request(
+        order_id: Uuid,
+        vendor: &str,
+        request: &HostRequest,
+        traceparent: Option<String>,
+    ) -> Self {
+        Self {
+            message_id: Uuid::new_v4(),
+            order_id,
+            routing_key: Topology::request_key(vendor),
+            body: encode(request),
+            traceparent,
+            attempts: 0,
+        }
+    }
 }
 
 /// Drops what the order still had waiting in the outbox (a user's change supersedes it).

@@ -13,22 +13,6 @@ use super::outbox_rows::{OutboxMessage, drop_unpublished, insert_outbox};
 use crate::lifecycle::{self, Transition};
 
 impl Store {
-    /// Moves an active order to `deleting` and queues its delete request, in one
-    /// transaction. `false` when the order was not active (nothing changed).
-    pub async fn request_delete(
-        &self,
-        order_id: Uuid,
-        outbox: &OutboxMessage,
-    ) -> anyhow::Result<bool> {
-        self.request_change(
-            order_id,
-            lifecycle::DELETE_REQUESTED,
-            "deletion requested",
-            outbox,
-        )
-        .await
-    }
-
     /// Moves an order on its way to `cancelling` and queues its cancel request, dropping its
     /// unpublished create (in one transaction). `false` when the order was past cancelling
     /// (nothing changed).
@@ -50,8 +34,10 @@ impl Store {
     /// transaction; whatever else the order had waiting in the outbox is dropped (a cancel's
     /// unpublished create never goes out; a create that the relay is publishing right now may
     /// still reach a host, and the cancel or the late server's delete covers it). `false`
-    /// when the order was not in one of the step's sources (nothing changed).
-    async fn request_change(
+    /// when the order was not in one of the step's sources (nothing changed). A delete is
+    /// [`lifecycle::DELETE_REQUESTED`] with "deletion requested", a cancel
+    /// [`lifecycle::CANCEL_REQUESTED`] with "cancellation requested" ([`Store::request_cancel`]).
+    pub async fn request_change(
         &self,
         order_id: Uuid,
         step: Transition,
