@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use provisioner_conformance::{Outcome, Target};
 use provisioner_tests::moto::{DEFAULT_IMAGE_NAME, Moto};
+use provisioner_tests::simulator::arm_fault_at;
 use provisioner_tests::{Stack, StackOptions, plugin_component, workspace_root};
 use sha2::Digest as _;
 use vendor_sim::proxy::{FaultProfile, ProxyConfig, spawn_proxy};
@@ -225,14 +226,13 @@ async fn a_lost_run_instances_answer_makes_one_instance() -> anyhow::Result<()> 
     })
     .await?;
     let stack = stack_with_aws(&moto, &proxy.url).await?;
-    reqwest::Client::new()
-        .post(format!("{}/_sim/faults", proxy.url))
-        .json(&serde_json::json!({
+    arm_fault_at(
+        &proxy.url,
+        serde_json::json!({
             "vendor": "aws", "kind": "lost_response", "method": "POST", "path": "/", "count": 1
-        }))
-        .send()
-        .await?
-        .error_for_status()?;
+        }),
+    )
+    .await?;
 
     let body = serde_json::json!({
         "vendor": "aws", "region": region, "size": "t3.micro",

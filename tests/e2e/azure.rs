@@ -14,10 +14,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use provisioner_conformance::{Outcome, Report, Target};
+use provisioner_tests::simulator::{post_vendor_control, sim_servers_at};
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
 };
 use serde_json::{Value, json};
+use vendor_sim::control_client::SimClient;
 use vendor_sim::proxy::{FaultProfile, ProxyConfig, spawn_proxy};
 
 /// The app `plugins/azure/sim.toml` is written for.
@@ -32,16 +34,16 @@ const IMAGE: &str = "Canonical:ubuntu-24_04-lts:server:latest";
 /// Registers the app of `plugins/azure/sim.toml` at the simulator at `sim_url`, with its
 /// resource group, virtual network and subnet; the secrets the plugin then needs.
 pub async fn register_app(sim_url: &str) -> anyhow::Result<Vec<(String, String)>> {
-    reqwest::Client::new()
-        .post(format!("{sim_url}/_sim/azure/apps"))
-        .json(&json!({
+    post_vendor_control(
+        sim_url,
+        "/_sim/azure/apps",
+        &json!({
             "tenant_id": TENANT, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
             "subscription_id": SUBSCRIPTION, "resource_group": GROUP, "location": LOCATION,
             "virtual_network": "provisioner-vnet", "subnet": "default",
-        }))
-        .send()
-        .await?
-        .error_for_status()?;
+        }),
+    )
+    .await?;
     Ok(vec![
         ("PLUGIN_SECRET_AZURE_TENANT_ID".into(), TENANT.into()),
         ("PLUGIN_SECRET_AZURE_CLIENT_ID".into(), CLIENT_ID.into()),
@@ -92,28 +94,13 @@ async fn stack_with_azure() -> anyhow::Result<Stack> {
 
 /// The simulator's Azure VMs (its `azure` servers).
 async fn sim_vms(sim_url: &str) -> anyhow::Result<Vec<Value>> {
-    let answer: Value = reqwest::get(format!("{sim_url}/_sim/servers"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(answer["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["vendor"] == "azure")
-        .cloned()
-        .collect())
+    sim_servers_at(sim_url, "azure").await
 }
 
 /// Every ARM resource at the simulator (`GET /_sim/azure/resources`).
 async fn sim_resources(sim_url: &str) -> anyhow::Result<Vec<Value>> {
-    let answer: Value = reqwest::get(format!("{sim_url}/_sim/azure/resources"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(answer["resources"].as_array().cloned().unwrap_or_default())
+    let resources = SimClient::new(sim_url).azure_resources().await?;
+    Ok(resources.iter().map(|resource| json!(resource)).collect())
 }
 
 async fn order_azure(stack: &Stack, name: &str, extra: Value) -> anyhow::Result<String> {
@@ -226,34 +213,11 @@ async fn an_azure_order_goes_active_and_deleted_leaving_nothing() -> anyhow::Res
 #[tokio::test]
 async fn a_lost_vm_put_answer_makes_one_vm() -> anyhow::Result<()> {
     let stack = stack_with_azure().await?;
-    reqwest::Client::new()
-        .post(format!("{}/_sim/faults", stack.sim_url))
-        .json(&json!({
-            "vendor": "azure", "kind": "lost_response", "method": "PUT",
-            "path": "/virtualMachines/", "count": 1
-        }))
-        .send()
-        .await?
-        .error_for_status()?;
-    let id = order_azure(&stack, "azure-lost-answer", json!({})).await?;
     stack
-        .wait_for_status(&id, "active", Duration::from_secs(90))
+        .order_through_a_lost_answer("azure", "PUT", "/virtualMachines/", async || {
+            order_azure(&stack, "azure-lost-answer", json!({})).await
+        })
         .await?;
-    let armed: Value = reqwest::get(format!("{}/_sim/faults", stack.sim_url))
-        .await?
-        .json()
-        .await?;
-    assert_eq!(
-        armed["faults"].as_array().map(Vec::len),
-        Some(0),
-        "the lost answer never fired: {armed}"
-    );
-    let vms = sim_vms(&stack.sim_url).await?;
-    let made = vms
-        .iter()
-        .filter(|s| s["idempotency_key"] == id.as_str())
-        .count();
-    assert_eq!(made, 1, "{vms:#?}\n{}", stack.host_log());
     let vm_count = sim_resources(&stack.sim_url)
         .await?
         .iter()
@@ -270,12 +234,12 @@ async fn a_lost_vm_put_answer_makes_one_vm() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_cores_quota_refusal_fails_the_order_and_leaves_nothing() -> anyhow::Result<()> {
     let stack = stack_with_azure().await?;
-    reqwest::Client::new()
-        .post(format!("{}/_sim/azure/faults", stack.sim_url))
-        .json(&json!({"kind": "quota_exceeded", "count": 1}))
-        .send()
-        .await?
-        .error_for_status()?;
+    post_vendor_control(
+        &stack.sim_url,
+        "/_sim/azure/faults",
+        &json!({"kind": "quota_exceeded", "count": 1}),
+    )
+    .await?;
     let id = order_azure(&stack, "azure-no-quota", json!({})).await?;
     let failed = stack
         .wait_for_status(&id, "failed", Duration::from_secs(60))
@@ -389,12 +353,7 @@ async fn assert_no_network_left(sim_url: &str) -> anyhow::Result<()> {
 async fn the_azure_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow::Result<()> {
     let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
     let secrets = register_app(&sim_url).await?;
-    reqwest::Client::new()
-        .post(format!("{sim_url}/_sim/paging"))
-        .json(&json!({"max_per_page": 3}))
-        .send()
-        .await?
-        .error_for_status()?;
+    SimClient::new(&sim_url).cap_pages(Some(3)).await?;
     let profile = workspace_root().join("plugins/azure/faults.toml");
     let token_origin = spawn_proxy(ProxyConfig {
         upstream: url::Url::parse(&sim_url)?,
@@ -438,6 +397,7 @@ async fn the_kits_leftover_sweep_names_a_public_ip_the_run_left() -> anyhow::Res
     let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
     let secrets = register_app(&sim_url).await?;
     let run_id = "strayip";
+    // The simulated ARM itself (not its control API): a resource another tool made.
     let http = reqwest::Client::new();
     let token: Value = http
         .post(format!("{sim_url}/azure/{TENANT}/oauth2/v2.0/token"))

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use provisioner_tests::{AMQP_URL, Stack, StackOptions, binary};
+use reqwest::Method;
 
 /// Nothing listens on port 1 of this machine: a node that is down.
 const DOWN_NODE: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
@@ -30,12 +31,9 @@ async fn both_programs_connect_to_the_first_address_that_answers() -> anyhow::Re
     // Each program says where it is, the password hidden: address 2 of 2.
     both_went_past_the_node_that_is_down(&stack);
     // `/readyz` and both programs' metrics say it too.
-    let ready: serde_json::Value = stack
-        .http
-        .get(format!("{}/readyz", stack.api_url))
-        .send()
-        .await?
-        .json()
+    let (_, ready) = stack
+        .api()
+        .status_and_json(Method::GET, "/readyz", None)
         .await?;
     assert_eq!(
         ready["broker_node"],

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 use provisioner_tests::browser::Browser;
+use provisioner_tests::simulator::seed_server_at;
 use provisioner_tests::{Stack, StackOptions};
 use serde_json::json;
 
@@ -255,13 +256,7 @@ async fn the_operator_sees_the_vendors_hosts_the_orphan_sweep_and_the_dead_lette
     })
     .await?;
     let orphan_key = uuid::Uuid::new_v4().to_string();
-    let seeded = stack
-        .http
-        .post(format!("{}/_sim/servers", stack.sim_url))
-        .json(&json!({"vendor": "hetzner", "name": "left-behind", "idempotency_key": orphan_key}))
-        .send()
-        .await?;
-    anyhow::ensure!(seeded.status() == 201, "seeding: {}", seeded.status());
+    seed_server_at(&stack.sim_url, "hetzner", "left-behind", Some(&orphan_key)).await?;
     // An order whose first create attempt meets the vendor down, for the dashboard.
     stack
         .inject_fault(

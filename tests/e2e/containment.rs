@@ -26,6 +26,7 @@ use provisioner_host::wit_convert::fault;
 use provisioner_tests::{
     Stack, StackOptions, delete_topology, require_rabbitmq, test_plugin_component,
 };
+use reqwest::Method;
 
 /// The error the issue saw: 34.6 MB.
 const HUGE_ERROR_BYTES: usize = 34_600_000;
@@ -424,11 +425,8 @@ async fn a_huge_validate_error_is_a_small_422() -> anyhow::Result<()> {
     .await?;
     let capture = Capture::start(&stack, &["reply.#".to_string()]).await?;
     let response = stack
-        .http
-        .post(format!("{}/v1/orders", stack.api_url))
-        .header("content-type", "application/json")
-        .body(hostile_order(&vendor, "refused-1"))
-        .send()
+        .api()
+        .post_order_body(hostile_order(&vendor, "refused-1"), None)
         .await?;
     assert_eq!(response.status().as_u16(), 422);
     let body = response.bytes().await?;
@@ -467,9 +465,8 @@ async fn a_huge_display_name_keeps_the_vendor_list_small() -> anyhow::Result<()>
     let stack = Stack::start(StackOptions::default()).await?;
     let vendor = drop_in(&stack, "none", "display-name-bytes = \"2000000\"", "").await?;
     let body = stack
-        .http
-        .get(format!("{}/v1/vendors", stack.api_url))
-        .send()
+        .api()
+        .send_raw(Method::GET, "/v1/vendors", None)
         .await?
         .bytes()
         .await?;

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use provisioner_tests::{
-    OrderStore, Stack, StackOptions, TEST_TENANT, client_with_token, metric_value,
+    ApiClient, OrderStore, Stack, StackOptions, TEST_TENANT, client_with_token, metric_value,
 };
-use reqwest::Client;
+use reqwest::Method;
 use serde_json::Value;
 
 /// Long enough that an order stays `provisioning` (its stream open) for the whole test.
@@ -22,19 +22,14 @@ struct Open {
     response: reqwest::Response,
 }
 
-/// Opens the stream of order `id` at `api` through `client`: the status, the problem of an
-/// error, the stream of a `200`. Its first chunk (the order's log so far) has been read, so
-/// the stream is open at the server when this returns.
-async fn open_stream(
-    client: &Client,
-    api: &str,
-    id: &str,
-) -> anyhow::Result<(u16, Value, Option<Open>)> {
-    let mut response = client
-        .get(format!("{api}/v1/orders/{id}/events"))
-        .send()
-        .await
-        .context("GET /events")?;
+/// Opens the stream of order `id` through `api`: the status, the problem of an error, the
+/// stream of a `200`. Its first chunk (the order's log so far) has been read, so the stream
+/// is open at the server when this returns. (The response as it is, not
+/// `ApiClient::follow`: these tests read the stream's bytes, status and content type.)
+async fn open_stream(api: &ApiClient, id: &str) -> anyhow::Result<(u16, Value, Option<Open>)> {
+    let mut response = api
+        .send_raw(Method::GET, &format!("/v1/orders/{id}/events"), None)
+        .await?;
     let status = response.status().as_u16();
     if status != 200 {
         let content_type = response.headers()["content-type"].to_str()?.to_string();
@@ -105,27 +100,28 @@ async fn streams_beyond_a_tenants_bound_or_the_instances_are_refused_with_429() 
         ..StackOptions::default()
     })
     .await?;
-    let api = stack.api_url.clone();
+    let api = stack.api();
     let mine = stack.order_server("streamed-a-lot").await?;
     let globex = stack.client_of_tenant("globex").await?;
     let theirs = stack.order_as(&globex, "globex-streamed").await?;
+    let globex_api = stack.api_with(&globex);
 
     let mut open = Vec::new();
     for _ in 0..3 {
-        let (status, problem, response) = open_stream(&stack.http, &api, &mine).await?;
+        let (status, problem, response) = open_stream(&api, &mine).await?;
         assert_eq!(status, 200, "{problem}");
         open.push(response);
     }
-    let (status, problem, _) = open_stream(&stack.http, &api, &mine).await?;
+    let (status, problem, _) = open_stream(&api, &mine).await?;
     assert_eq!(status, 429, "the tenant's 4th stream: {problem}");
     assert_eq!(problem["type"], "/problems/too-many-streams", "{problem}");
     // Another tenant has bounds of its own, up to the instance's 5 in all.
     for _ in 0..2 {
-        let (status, problem, response) = open_stream(&globex, &api, &theirs).await?;
+        let (status, problem, response) = open_stream(&globex_api, &theirs).await?;
         assert_eq!(status, 200, "{problem}");
         open.push(response);
     }
-    let (status, problem, _) = open_stream(&globex, &api, &theirs).await?;
+    let (status, problem, _) = open_stream(&globex_api, &theirs).await?;
     assert_eq!(status, 429, "the instance's 6th stream: {problem}");
 
     // A stream that closes gives its place back (noticed at the latest at the next
@@ -133,7 +129,7 @@ async fn streams_beyond_a_tenants_bound_or_the_instances_are_refused_with_429() 
     drop(open.remove(0));
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let (status, problem, response) = open_stream(&stack.http, &api, &mine).await?;
+        let (status, problem, response) = open_stream(&api, &mine).await?;
         if status == 200 {
             open.push(response);
             break;
@@ -162,7 +158,7 @@ async fn idle_streams_do_not_read_the_database() -> anyhow::Result<()> {
     const STREAMS: usize = 8;
     let mut open = Vec::new();
     for _ in 0..STREAMS {
-        let (status, problem, response) = open_stream(&stack.http, &stack.api_url, &id).await?;
+        let (status, problem, response) = open_stream(&stack.api(), &id).await?;
         assert_eq!(status, 200, "{problem}");
         open.push(response);
     }
@@ -177,12 +173,8 @@ async fn idle_streams_do_not_read_the_database() -> anyhow::Result<()> {
         after - before
     );
     // News still reaches them: the cancel's events, then the end.
-    let cancel = stack
-        .http
-        .post(format!("{}/v1/orders/{id}/cancel", stack.api_url))
-        .send()
-        .await?;
-    assert_eq!(cancel.status().as_u16(), 202);
+    let (status, cancelling) = stack.cancel_order(&id).await?;
+    assert_eq!(status, 202, "{cancelling}");
     for response in open.into_iter().flatten() {
         let events = read_to_end(response, Duration::from_secs(20)).await?;
         let (name, _, end) = events.last().context("no events")?;
@@ -206,17 +198,13 @@ async fn a_stream_on_postgres_hears_what_another_instance_writes() -> anyhow::Re
     stack
         .wait_for_status(&id, "provisioning", Duration::from_secs(30))
         .await?;
-    let (status, problem, response) = open_stream(&stack.http, &other_api, &id).await?;
+    let (status, problem, response) = open_stream(&stack.api_at(&other_api), &id).await?;
     assert_eq!(status, 200, "{problem}");
     let response = response.context("a stream")?;
     // The cancel commits on the first instance; the stream on the second hears of it by
     // NOTIFY, well before its slow safety re-read.
-    let cancel = stack
-        .http
-        .post(format!("{}/v1/orders/{id}/cancel", stack.api_url))
-        .send()
-        .await?;
-    assert_eq!(cancel.status().as_u16(), 202);
+    let (status, cancelling) = stack.cancel_order(&id).await?;
+    assert_eq!(status, 202, "{cancelling}");
     let events = read_to_end(response, Duration::from_secs(15)).await?;
     let statuses: Vec<&str> = events
         .iter()
@@ -244,7 +232,7 @@ async fn a_stream_ends_soon_after_its_token_is_revoked() -> anyhow::Result<()> {
         .create_token(&["--tenant", TEST_TENANT, "--label", "streamer"])
         .await?;
     let client = client_with_token(&token)?;
-    let (status, problem, response) = open_stream(&client, &stack.api_url, &id).await?;
+    let (status, problem, response) = open_stream(&stack.api_with(&client), &id).await?;
     assert_eq!(status, 200, "{problem}");
     let response = response.context("a stream")?;
     // The token has been used and is in the instance's 5 s cache.
@@ -272,7 +260,7 @@ async fn a_stream_ends_soon_after_its_token_is_revoked() -> anyhow::Result<()> {
     // And once plain requests refuse the token too (within the same 5 s), it cannot be
     // opened again.
     tokio::time::sleep_until((revoked + Duration::from_millis(5_200)).into()).await;
-    let (status, problem, _) = open_stream(&client, &stack.api_url, &id).await?;
+    let (status, problem, _) = open_stream(&stack.api_with(&client), &id).await?;
     assert_eq!(status, 401, "{problem}");
     stack.cleanup().await;
     Ok(())
@@ -289,7 +277,7 @@ async fn each_orders_events_are_numbered_from_one() -> anyhow::Result<()> {
             .await?;
     }
     for id in [&first, &second] {
-        let (status, problem, response) = open_stream(&stack.http, &stack.api_url, id).await?;
+        let (status, problem, response) = open_stream(&stack.api(), id).await?;
         assert_eq!(status, 200, "{problem}");
         let events = read_to_end(response.context("a stream")?, Duration::from_secs(10)).await?;
         let log: Vec<_> = events
@@ -310,8 +298,8 @@ async fn each_orders_events_are_numbered_from_one() -> anyhow::Result<()> {
         }
         // Resuming after event 2 sends 3 on.
         let resumed = stack
-            .http
-            .get(format!("{}/v1/orders/{id}/events", stack.api_url))
+            .api()
+            .request(Method::GET, &format!("/v1/orders/{id}/events"))
             .header("last-event-id", "2")
             .send()
             .await?;
@@ -324,13 +312,7 @@ async fn each_orders_events_are_numbered_from_one() -> anyhow::Result<()> {
         assert_eq!(resumed.len(), log.len() - 2 + 1, "{resumed:?}");
     }
     // What the API document says of Last-Event-ID is what it accepts.
-    let document: Value = stack
-        .http
-        .get(format!("{}/openapi.json", stack.api_url))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let document = stack.api().get("/openapi.json").await?;
     let parameters = document["paths"]["/v1/orders/{id}/events"]["get"]["parameters"]
         .as_array()
         .context("the stream's parameters")?;
@@ -344,8 +326,8 @@ async fn each_orders_events_are_numbered_from_one() -> anyhow::Result<()> {
     );
     for refused in ["null", "-1", " ", "1234567890123456789", "1.5"] {
         let response = stack
-            .http
-            .get(format!("{}/v1/orders/{first}/events", stack.api_url))
+            .api()
+            .request(Method::GET, &format!("/v1/orders/{first}/events"))
             .header("last-event-id", refused)
             .send()
             .await?;
@@ -428,12 +410,10 @@ struct OrderFeed {
 
 impl OrderFeed {
     /// Opens `GET /v1/events` through `client` and reads up to its `ready` event.
-    async fn open(client: &Client, api: &str) -> anyhow::Result<Self> {
-        let response = client
-            .get(format!("{api}/v1/events"))
-            .send()
-            .await
-            .context("GET /v1/events")?
+    async fn open(api: &ApiClient) -> anyhow::Result<Self> {
+        let response = api
+            .send_raw(Method::GET, "/v1/events", None)
+            .await?
             .error_for_status()?;
         let mut feed = Self {
             response,
@@ -500,10 +480,9 @@ impl OrderFeed {
 async fn the_orders_stream_tells_the_callers_orders_only() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let other = stack.client_of_tenant("beta").await?;
-    let admin = client_with_token(&stack.admin_token)?;
-    let mut own_feed = OrderFeed::open(&stack.http, &stack.api_url).await?;
-    let mut other_feed = OrderFeed::open(&other, &stack.api_url).await?;
-    let mut admin_feed = OrderFeed::open(&admin, &stack.api_url).await?;
+    let mut own_feed = OrderFeed::open(&stack.api()).await?;
+    let mut other_feed = OrderFeed::open(&stack.api_with(&other)).await?;
+    let mut admin_feed = OrderFeed::open(&stack.admin_api()?).await?;
 
     let own = stack.order_server("followed-by-feed").await?;
     let theirs = stack.order_as(&other, "theirs-by-feed").await?;

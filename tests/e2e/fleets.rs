@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use provisioner_tests::{Stack, StackOptions, event_messages, fixture};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 /// A Hetzner order body for `count` servers named after `name`, with `extra` fields.
@@ -101,9 +102,8 @@ async fn an_order_for_three_servers_makes_three_named_after_it_and_deletes_them_
         );
     }
     let member = stack
-        .http
-        .get(format!("{}/v1/orders/{}", stack.api_url, keys[0]))
-        .send()
+        .api()
+        .send_raw(Method::GET, &format!("/v1/orders/{}", keys[0]), None)
         .await?;
     assert_eq!(member.status(), 404);
     let listed = stack.list_all_orders("").await?;

@@ -16,6 +16,7 @@ use provisioner_conformance::{Outcome, Report, Target};
 use provisioner_host::bindings::types::{ProviderError, ServerRequest, ServerStatus};
 use provisioner_host::manifest::Manifest;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
+use provisioner_tests::simulator::{get_vendor_control, post_vendor_control, sim_servers_at};
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
 };
@@ -38,16 +39,16 @@ fn testdata(file: &str) -> anyhow::Result<String> {
 /// Registers the test service account at the simulator at `sim_url` and answers its key
 /// JSON, with `token_origin` (the simulator, or a proxy in front of it) in `token_uri`.
 async fn service_account(sim_url: &str, token_origin: &str) -> anyhow::Result<String> {
-    reqwest::Client::new()
-        .post(format!("{sim_url}/_sim/gcp/service-accounts"))
-        .json(&json!({
+    post_vendor_control(
+        sim_url,
+        "/_sim/gcp/service-accounts",
+        &json!({
             "client_email": EMAIL,
             "project_id": PROJECT,
             "public_key": testdata("sim-service-account.pub.pem")?,
-        }))
-        .send()
-        .await?
-        .error_for_status()?;
+        }),
+    )
+    .await?;
     Ok(json!({
         "type": "service_account",
         "project_id": PROJECT,
@@ -112,29 +113,32 @@ async fn stack_with_gcp_and(mut host_env: Vec<(String, String)>) -> anyhow::Resu
     Ok(stack)
 }
 
+/// [`stack_with_gcp`] retrying quickly, twice, whose next insert's zone operation ends with
+/// `ZONE_RESOURCE_POOL_EXHAUSTED`.
+async fn stack_with_a_zone_running_dry() -> anyhow::Result<Stack> {
+    let stack = stack_with_gcp_and(vec![
+        ("RETRY_BASE_MS".into(), "250".into()),
+        ("RETRY_MAX_ATTEMPTS".into(), "2".into()),
+        ("PROVISION_TIMEOUT_SECS".into(), "120".into()),
+    ])
+    .await?;
+    post_vendor_control(
+        &stack.sim_url,
+        "/_sim/gcp/faults",
+        &json!({"kind": "zone_resource_pool_exhausted", "count": 1}),
+    )
+    .await?;
+    Ok(stack)
+}
+
 /// The simulator's live Compute Engine instances.
 async fn sim_instances(sim_url: &str) -> anyhow::Result<Vec<Value>> {
-    let answer: Value = reqwest::get(format!("{sim_url}/_sim/servers"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(answer["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["vendor"] == "gcp")
-        .cloned()
-        .collect())
+    sim_servers_at(sim_url, "gcp").await
 }
 
 /// Access tokens the simulator's token endpoint issued.
 async fn token_grants(sim_url: &str) -> anyhow::Result<u64> {
-    let answer: Value = reqwest::get(format!("{sim_url}/_sim/gcp/token-grants"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let answer = get_vendor_control(sim_url, "/_sim/gcp/token-grants").await?;
     answer["total"]
         .as_u64()
         .ok_or_else(|| anyhow::anyhow!("no total in {answer}"))
@@ -245,34 +249,11 @@ async fn a_gcp_order_goes_active_and_deleted_on_one_token() -> anyhow::Result<()
 #[tokio::test]
 async fn a_lost_insert_answer_makes_one_instance() -> anyhow::Result<()> {
     let stack = stack_with_gcp().await?;
-    reqwest::Client::new()
-        .post(format!("{}/_sim/faults", stack.sim_url))
-        .json(&json!({
-            "vendor": "gcp", "kind": "lost_response", "method": "POST", "path": "/instances",
-            "count": 1
-        }))
-        .send()
-        .await?
-        .error_for_status()?;
-    let id = order_gcp(&stack, "gcp-lost-answer", json!({})).await?;
     stack
-        .wait_for_status(&id, "active", Duration::from_secs(90))
+        .order_through_a_lost_answer("gcp", "POST", "/instances", async || {
+            order_gcp(&stack, "gcp-lost-answer", json!({})).await
+        })
         .await?;
-    let armed: Value = reqwest::get(format!("{}/_sim/faults", stack.sim_url))
-        .await?
-        .json()
-        .await?;
-    assert_eq!(
-        armed["faults"].as_array().map(Vec::len),
-        Some(0),
-        "the lost answer never fired: {armed}"
-    );
-    let instances = sim_instances(&stack.sim_url).await?;
-    let made = instances
-        .iter()
-        .filter(|s| s["idempotency_key"] == id.as_str())
-        .count();
-    assert_eq!(made, 1, "{instances:#?}\n{}", stack.host_log());
     stack.cleanup().await;
     Ok(())
 }
@@ -315,12 +296,12 @@ async fn operations_are_followed_to_their_end() -> anyhow::Result<()> {
     let plugin = plugin_at(&runtime, &sim_url).await?;
     let order = uuid::Uuid::new_v4();
 
-    reqwest::Client::new()
-        .post(format!("{sim_url}/_sim/gcp/faults"))
-        .json(&json!({"kind": "zone_resource_pool_exhausted", "count": 1}))
-        .send()
-        .await?
-        .error_for_status()?;
+    post_vendor_control(
+        &sim_url,
+        "/_sim/gcp/faults",
+        &json!({"kind": "zone_resource_pool_exhausted", "count": 1}),
+    )
+    .await?;
     let made = plugin
         .create_server(order, &server_request("gcp-pool-1", "pool"))
         .await?;
@@ -441,12 +422,12 @@ async fn the_gcp_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow::
 #[tokio::test]
 async fn a_quota_refusal_fails_the_order_as_quota_exceeded() -> anyhow::Result<()> {
     let stack = stack_with_gcp().await?;
-    reqwest::Client::new()
-        .post(format!("{}/_sim/gcp/faults", stack.sim_url))
-        .json(&json!({"kind": "quota_exceeded", "count": 1}))
-        .send()
-        .await?
-        .error_for_status()?;
+    post_vendor_control(
+        &stack.sim_url,
+        "/_sim/gcp/faults",
+        &json!({"kind": "quota_exceeded", "count": 1}),
+    )
+    .await?;
     let id = order_gcp(&stack, "gcp-no-quota", json!({})).await?;
     let failed = stack
         .wait_for_status(&id, "failed", Duration::from_secs(60))
@@ -471,18 +452,7 @@ async fn a_quota_refusal_fails_the_order_as_quota_exceeded() -> anyhow::Result<(
 #[tokio::test]
 async fn a_zone_out_of_resources_while_booting_fails_as_no_capacity_not_a_timeout()
 -> anyhow::Result<()> {
-    let stack = stack_with_gcp_and(vec![
-        ("RETRY_BASE_MS".into(), "250".into()),
-        ("RETRY_MAX_ATTEMPTS".into(), "2".into()),
-        ("PROVISION_TIMEOUT_SECS".into(), "120".into()),
-    ])
-    .await?;
-    reqwest::Client::new()
-        .post(format!("{}/_sim/gcp/faults", stack.sim_url))
-        .json(&json!({"kind": "zone_resource_pool_exhausted", "count": 1}))
-        .send()
-        .await?
-        .error_for_status()?;
+    let stack = stack_with_a_zone_running_dry().await?;
     let id = order_gcp(&stack, "gcp-pool-dry", json!({})).await?;
     let failed = stack
         .wait_for_status(&id, "failed", Duration::from_secs(60))
@@ -516,18 +486,7 @@ async fn a_zone_out_of_resources_while_booting_fails_as_no_capacity_not_a_timeou
 #[tokio::test]
 async fn a_zone_out_of_resources_moves_an_order_with_a_placement_to_the_next_zone()
 -> anyhow::Result<()> {
-    let stack = stack_with_gcp_and(vec![
-        ("RETRY_BASE_MS".into(), "250".into()),
-        ("RETRY_MAX_ATTEMPTS".into(), "2".into()),
-        ("PROVISION_TIMEOUT_SECS".into(), "120".into()),
-    ])
-    .await?;
-    reqwest::Client::new()
-        .post(format!("{}/_sim/gcp/faults", stack.sim_url))
-        .json(&json!({"kind": "zone_resource_pool_exhausted", "count": 1}))
-        .send()
-        .await?
-        .error_for_status()?;
+    let stack = stack_with_a_zone_running_dry().await?;
     let candidate =
         |zone: &str| json!({"vendor": "gcp", "region": zone, "size": "e2-small", "image": IMAGE});
     let body =

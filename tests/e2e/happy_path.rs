@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use provisioner_tests::{Stack, StackOptions};
+use reqwest::Method;
 
 /// One order goes pending -> queued -> provisioning -> active and ends with the
 /// simulator's vendor id and IPv4, with a timestamped event log; the 202 came at once.
@@ -147,11 +148,11 @@ async fn orders_list_newest_first_in_pages() -> anyhow::Result<()> {
     let mut cursor: Option<String> = None;
     let mut pages = 0;
     loop {
-        let mut url = format!("{}/v1/orders?limit=3", stack.api_url);
+        let mut query = "limit=3".to_string();
         if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
+            query.push_str(&format!("&cursor={cursor}"));
         }
-        let page: serde_json::Value = stack.http.get(url).send().await?.json().await?;
+        let page = stack.api().list_orders(&query).await?;
         pages += 1;
         for order in page["orders"].as_array().expect("orders") {
             seen.push(order["id"].as_str().expect("id").to_string());
@@ -168,13 +169,7 @@ async fn orders_list_newest_first_in_pages() -> anyhow::Result<()> {
     posted.reverse();
     assert_eq!(seen, posted, "newest first, nothing missing or repeated");
     assert_eq!(pages, 3);
-    let filtered: serde_json::Value = stack
-        .http
-        .get(format!("{}/v1/orders?vendor=other", stack.api_url))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let filtered = stack.api().list_orders("vendor=other").await?;
     assert_eq!(filtered["orders"], serde_json::json!([]));
     stack.cleanup().await;
     Ok(())
@@ -205,11 +200,11 @@ async fn paging_is_stable_while_orders_are_added_and_filters_by_creation_time() 
     loop {
         stack.order_server(&format!("late-{added}")).await?;
         added += 1;
-        let mut url = format!("{}/v1/orders?limit=2", stack.api_url);
+        let mut query = "limit=2".to_string();
         if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
+            query.push_str(&format!("&cursor={cursor}"));
         }
-        let page: serde_json::Value = stack.http.get(url).send().await?.json().await?;
+        let page = stack.api().list_orders(&query).await?;
         for order in page["orders"].as_array().expect("orders") {
             seen.push(order["id"].as_str().expect("id").to_string());
         }
@@ -230,13 +225,12 @@ async fn paging_is_stable_while_orders_are_added_and_filters_by_creation_time() 
     // The window holds exactly the three orders made in it.
     let rfc3339 =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let url = format!(
-        "{}/v1/orders?created_after={}&created_before={}",
-        stack.api_url,
+    let query = format!(
+        "created_after={}&created_before={}",
         rfc3339(window_start),
         rfc3339(window_end)
     );
-    let page: serde_json::Value = stack.http.get(url).send().await?.json().await?;
+    let page = stack.api().list_orders(&query).await?;
     let ids: Vec<String> = page["orders"]
         .as_array()
         .expect("orders")
@@ -248,12 +242,8 @@ async fn paging_is_stable_while_orders_are_added_and_filters_by_creation_time() 
 
     // A malformed time is a 400 problem.
     let response = stack
-        .http
-        .get(format!(
-            "{}/v1/orders?created_after=yesterday",
-            stack.api_url
-        ))
-        .send()
+        .api()
+        .send_raw(Method::GET, "/v1/orders?created_after=yesterday", None)
         .await?;
     assert_eq!(response.status().as_u16(), 400);
     let problem: serde_json::Value = response.json().await?;

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use provisioner_tests::{Stack, StackOptions};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,13 +40,7 @@ async fn unchecked_stack() -> anyhow::Result<Stack> {
 
 /// POSTs `body`; the status, the answer's size in bytes and its JSON.
 async fn post(stack: &Stack, body: String) -> anyhow::Result<(u16, usize, Value)> {
-    let response = stack
-        .http
-        .post(format!("{}/v1/orders", stack.api_url))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
+    let response = stack.api().post_order_body(body, None).await?;
     let status = response.status().as_u16();
     let bytes = response.bytes().await?;
     Ok((status, bytes.len(), serde_json::from_slice(&bytes)?))
@@ -173,10 +168,10 @@ async fn a_list_page_is_bounded_in_bytes() -> anyhow::Result<()> {
         assert_eq!(status, 202, "{order}");
         ids.push(order["id"].as_str().expect("an id").to_string());
     }
+    // The answer's bytes, to measure them.
     let response = stack
-        .http
-        .get(format!("{}/v1/orders?limit=200", stack.api_url))
-        .send()
+        .api()
+        .send_raw(Method::GET, "/v1/orders?limit=200", None)
         .await?;
     assert_eq!(response.status(), 200);
     let bytes = response.bytes().await?;

@@ -7,9 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use provisioner_tests::simulator::seed_server_at;
 use provisioner_tests::{Stack, StackOptions, VENDORS, delete_topology, test_plugin_component};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A stack that sweeps only when asked, with `action` for orphans.
 async fn sweeping_stack(action: &str) -> anyhow::Result<Stack> {
@@ -31,19 +31,7 @@ async fn seed_server(
     name: &str,
     key: Option<&str>,
 ) -> anyhow::Result<()> {
-    let response = stack
-        .http
-        .post(format!("{}/_sim/servers", stack.sim_url))
-        .json(&json!({"vendor": vendor, "name": name, "idempotency_key": key}))
-        .send()
-        .await
-        .context("POST /_sim/servers")?;
-    anyhow::ensure!(
-        response.status() == 201,
-        "seeding answered {}",
-        response.status()
-    );
-    Ok(())
+    seed_server_at(&stack.sim_url, vendor, name, key).await
 }
 
 fn sweep_of<'a>(answer: &'a Value, vendor: &str) -> &'a Value {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use provisioner_tests::{Stack, StackOptions, event_messages, fixture, metric_value};
 use serde_json::{Value, json};
+use vendor_sim::control::Capacity;
+use vendor_sim::state::Vendor;
 
 /// A Hetzner candidate in `region`.
 fn hetzner_in(region: &str) -> Value {
@@ -60,15 +62,14 @@ fn quick_to_give_up() -> StackOptions {
 
 /// `POST /_sim/capacity`.
 async fn set_capacity(stack: &Stack, region: &str, available: bool) -> anyhow::Result<()> {
-    let response = stack
-        .http
-        .post(format!("{}/_sim/capacity", stack.sim_url))
-        .json(&json!({"vendor": "hetzner", "region": region, "available": available}))
-        .send()
+    stack
+        .sim()
+        .set_capacity(&Capacity {
+            vendor: Vendor::Hetzner,
+            region: region.to_string(),
+            available,
+        })
         .await
-        .context("POST /_sim/capacity")?;
-    anyhow::ensure!(response.status() == 204, "capacity: {}", response.status());
-    Ok(())
 }
 
 #[tokio::test]

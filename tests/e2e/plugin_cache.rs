@@ -16,8 +16,9 @@ use std::time::Duration;
 use provisioner_host::bindings::WitVersion;
 use provisioner_host::bindings::types::{ProviderError, ServerRequest};
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
+use provisioner_tests::simulator::get_vendor_control;
 use provisioner_tests::{Stack, StackOptions, test_plugin_component};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn request(key: &str, value: &str) -> ServerRequest {
     ServerRequest {
@@ -261,14 +262,7 @@ async fn a_0_3_plugin_still_loads_and_serves() -> anyhow::Result<()> {
 
 /// The OpenStack simulator's request and login counters.
 async fn openstack_counts(stack: &Stack) -> anyhow::Result<(u64, u64)> {
-    let counts: Value = stack
-        .http
-        .get(format!("{}/openstack/_sim/requests", stack.sim_url))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let counts = get_vendor_control(&stack.sim_url, "/openstack/_sim/requests").await?;
     let field = |name: &str| {
         counts[name]
             .as_u64()

@@ -19,8 +19,10 @@ use axum::response::IntoResponse;
 use provisioner_host::bindings::types::{ProviderError, ServerRequest};
 use provisioner_host::manifest::Manifest;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
+use provisioner_tests::simulator::seed_server_at;
 use provisioner_tests::{VENDORS, fixture, plugin_component, simulator_in_process, workspace_root};
 use serde_json::{Value, json};
+use vendor_sim::control_client::SimClient;
 
 /// A fresh folder for one test's manifests.
 fn workdir(name: &str) -> anyhow::Result<PathBuf> {
@@ -439,14 +441,7 @@ async fn idempotent_requests_are_sent_again_twice_after_a_dropped_connection() -
 
 /// Makes a server at the simulator the way another tool would, carrying `key`.
 async fn seed(sim_url: &str, vendor: &str, name: &str, key: &str) -> anyhow::Result<()> {
-    let status = reqwest::Client::new()
-        .post(format!("{sim_url}/_sim/servers"))
-        .json(&json!({"vendor": vendor, "name": name, "idempotency_key": key}))
-        .send()
-        .await?
-        .status();
-    anyhow::ensure!(status.is_success(), "seeding a {vendor} server: {status}");
-    Ok(())
+    seed_server_at(sim_url, vendor, name, Some(key)).await
 }
 
 /// Every bundled plugin and the template, loaded against the simulator at `sim_url`.
@@ -534,10 +529,7 @@ async fn every_plugin_adopts_the_oldest_server_carrying_a_key() -> anyhow::Resul
             "{vendor} create-server did not adopt the older server"
         );
     }
-    let stats: Value = reqwest::get(format!("{sim_url}/_sim/stats"))
-        .await?
-        .json()
-        .await?;
+    let stats = json!(SimClient::new(&sim_url).stats().await?);
     for plugin in &plugins {
         assert_eq!(
             stats["vendors"][plugin.vendor()]["duplicates"][&key],

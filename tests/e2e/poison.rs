@@ -9,6 +9,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use provisioner_contract::amqp::{DEAD_QUEUE_HEADER, DEAD_REASON_HEADER};
 use provisioner_tests::{Stack, StackOptions, message_count, metric_value, require_rabbitmq};
+use reqwest::Method;
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Result<()> {
@@ -129,14 +130,8 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(&stack.admin_token);
-    let page: serde_json::Value =
-        admin(stack.http.get(format!("{}/v1/dead-letters", stack.api_url)))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+    let admin = stack.admin_api()?;
+    let page = admin.get("/v1/dead-letters").await?;
     assert_eq!(page["total"], dead_count, "{page}");
     let dead = page["dead_letters"].as_array().cloned().unwrap_or_default();
     assert_eq!(dead.len(), dead_count, "{page}");
@@ -215,45 +210,27 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
             .is_some_and(|r| r.starts_with("unknown")),
         "{cut}"
     );
-    let whole: serde_json::Value = admin(stack.http.get(format!(
-        "{}/v1/dead-letters/{}",
-        stack.api_url,
-        cut["id"].as_str().unwrap_or_default()
-    )))
-    .send()
-    .await?
-    .error_for_status()?
-    .json()
-    .await?;
+    let whole = admin
+        .get(&format!(
+            "/v1/dead-letters/{}",
+            cut["id"].as_str().unwrap_or_default()
+        ))
+        .await?;
     assert_eq!(whole["body"], large.as_str());
     assert_eq!(whole["body_truncated"], false);
 
     // Tenants never see them; an admin dismisses one, once.
     let forbidden = stack
-        .http
-        .get(format!("{}/v1/dead-letters", stack.api_url))
-        .send()
+        .api()
+        .send_raw(Method::GET, "/v1/dead-letters", None)
         .await?;
     assert_eq!(forbidden.status(), 403);
     let first = dead[0]["id"].as_str().unwrap_or_default().to_string();
-    let dismiss = || {
-        admin(
-            stack
-                .http
-                .delete(format!("{}/v1/dead-letters/{first}", stack.api_url)),
-        )
-    };
-    assert_eq!(dismiss().send().await?.status(), 204);
-    assert_eq!(dismiss().send().await?.status(), 404);
-    let page: serde_json::Value = admin(
-        stack
-            .http
-            .get(format!("{}/v1/dead-letters?limit=1", stack.api_url)),
-    )
-    .send()
-    .await?
-    .json()
-    .await?;
+    let dismissal = format!("/v1/dead-letters/{first}");
+    let dismiss = || admin.send_raw(Method::DELETE, &dismissal, None);
+    assert_eq!(dismiss().await?.status(), 204);
+    assert_eq!(dismiss().await?.status(), 404);
+    let page = admin.get("/v1/dead-letters?limit=1").await?;
     assert_eq!(page["total"], dead_count - 1, "{page}");
     assert!(page["next_cursor"].is_string(), "{page}");
 

@@ -12,8 +12,9 @@ use order_api::store::{Order, OutboxMessage, Store};
 use provisioner_contract::ServerSpec;
 use provisioner_tests::{
     OrderStore, Stack, StackOptions, create_postgres_database, drop_postgres_database,
-    event_messages, fixture, metric_value,
+    event_messages, fixture, metric_value, post_order_with,
 };
+use reqwest::Method;
 use serde_json::Value;
 
 /// POSTs an order to the order-api at `api`, with an idempotency key when given; the status
@@ -24,41 +25,31 @@ async fn post_order(
     body: &str,
     key: Option<&str>,
 ) -> anyhow::Result<(u16, Value)> {
-    let mut request = stack
-        .http
-        .post(format!("{api}/v1/orders"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    let response = request.send().await.context("POST /v1/orders")?;
-    Ok((response.status().as_u16(), response.json().await?))
+    post_order_with(&stack.api_at(api), body.to_string(), key).await
 }
 
 /// `POST /v1/orders/{id}/<action>` (`cancel`) or `DELETE /v1/orders/{id}` (`delete`) at `api`.
 async fn change_order(stack: &Stack, api: &str, id: &str, action: &str) -> anyhow::Result<u16> {
-    let request = match action {
-        "delete" => stack.http.delete(format!("{api}/v1/orders/{id}")),
-        _ => stack.http.post(format!("{api}/v1/orders/{id}/{action}")),
+    let (method, path) = match action {
+        "delete" => (Method::DELETE, format!("/v1/orders/{id}")),
+        _ => (Method::POST, format!("/v1/orders/{id}/{action}")),
     };
-    Ok(request.send().await?.status().as_u16())
+    let response = stack.api_at(api).send_raw(method, &path, None).await?;
+    Ok(response.status().as_u16())
 }
 
-/// `GET url` with the stack's token, as JSON.
-async fn get_json(stack: &Stack, url: &str) -> anyhow::Result<Value> {
-    let response = stack.http.get(url).send().await?;
-    response
-        .json()
-        .await
-        .with_context(|| format!("reading {url} as JSON"))
+/// `GET path` at the order-api at `api` with the stack's token, as JSON (whatever the
+/// status).
+async fn get_json(stack: &Stack, api: &str, path: &str) -> anyhow::Result<Value> {
+    let api = stack.api_at(api);
+    Ok(api.status_and_json(Method::GET, path, None).await?.1)
 }
 
 /// Polls the order at `api` until it is `status`.
 async fn wait_at(stack: &Stack, api: &str, id: &str, status: &str) -> anyhow::Result<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let order = get_json(stack, &format!("{api}/v1/orders/{id}")).await?;
+        let order = get_json(stack, api, &format!("/v1/orders/{id}")).await?;
         if order["status"] == status {
             return Ok(order);
         }
@@ -75,13 +66,7 @@ async fn wait_at(stack: &Stack, api: &str, id: &str, status: &str) -> anyhow::Re
 async fn published_by_both(stack: &Stack, apis: &[String]) -> anyhow::Result<f64> {
     let mut total = 0.0;
     for api in apis {
-        let text = stack
-            .http
-            .get(format!("{api}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = stack.api_at(api).metrics().await?;
         total += metric_value(&text, "provisioner_publishes_total{outcome=\"confirmed\"}")
             .unwrap_or(0.0);
     }
@@ -196,7 +181,7 @@ async fn two_order_apis_and_two_hosts_share_one_postgres_database() -> anyhow::R
 
     // Each order's log: accepted once, published at most once; every request went out once.
     for id in &ids {
-        let order = get_json(&stack, &format!("{}/v1/orders/{id}", apis[1])).await?;
+        let order = get_json(&stack, &apis[1], &format!("/v1/orders/{id}")).await?;
         let messages = event_messages(&order);
         let count = |prefix: &str| messages.iter().filter(|m| m.starts_with(prefix)).count();
         assert_eq!(count("order accepted"), 1, "{id}: {messages:?}");
@@ -215,7 +200,7 @@ async fn two_order_apis_and_two_hosts_share_one_postgres_database() -> anyhow::R
     // Both instances list the same orders.
     let all: HashSet<&str> = ids.iter().map(String::as_str).collect();
     for api in &apis {
-        let page = get_json(&stack, &format!("{api}/v1/orders?limit=200")).await?;
+        let page = get_json(&stack, api, "/v1/orders?limit=200").await?;
         let listed: HashSet<&str> = page["orders"]
             .as_array()
             .context("orders")?

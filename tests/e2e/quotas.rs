@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use provisioner_tests::{
-    OrderStore, Stack, StackOptions, TEST_TENANT, binary, fixture, metric_value, usage_of_orders,
+    ApiClient, OrderStore, Stack, StackOptions, TEST_TENANT, binary, fixture, metric_value,
+    post_order_with, usage_of_orders,
 };
+use reqwest::Method;
 use serde_json::{Value, json};
 
 /// `PUT /v1/tenants/{tenant}/quotas` with the admin token; the status and the answer.
@@ -18,29 +20,16 @@ pub(crate) async fn put_quotas(
     tenant: &str,
     body: Value,
 ) -> anyhow::Result<(u16, Value)> {
-    let admin = provisioner_tests::client_with_token(&stack.admin_token)?;
-    let response = admin
-        .put(format!("{}/v1/tenants/{tenant}/quotas", stack.api_url))
-        .json(&body)
-        .send()
+    let path = format!("/v1/tenants/{tenant}/quotas");
+    stack
+        .admin_api()?
+        .status_and_json(Method::PUT, &path, Some(&body))
         .await
-        .context("PUT quotas")?;
-    Ok((response.status().as_u16(), response.json().await?))
 }
 
 /// `GET /v1/quotas` as the stack's tenant.
 async fn own_quotas(stack: &Stack) -> anyhow::Result<Value> {
-    let response = stack
-        .http
-        .get(format!("{}/v1/quotas", stack.api_url))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status() == 200,
-        "GET /v1/quotas: {}",
-        response.status()
-    );
-    Ok(response.json().await?)
+    stack.api().quotas().await
 }
 
 /// POSTs a valid order at `vendor` to `api` with `client`; the status and the answer.
@@ -50,14 +39,8 @@ async fn post_at(
     vendor: &str,
     name: &str,
 ) -> anyhow::Result<(u16, Value)> {
-    let response = client
-        .post(format!("{api}/v1/orders"))
-        .header("content-type", "application/json")
-        .body(fixture(vendor).order_body(name))
-        .send()
-        .await
-        .context("POST /v1/orders")?;
-    Ok((response.status().as_u16(), response.json().await?))
+    let api = ApiClient::with_http(api, client.clone());
+    post_order_with(&api, fixture(vendor).order_body(name), None).await
 }
 
 /// Runs `order-api tenants <arguments>` on the stack's database; its standard output.
@@ -296,11 +279,8 @@ async fn a_tenant_over_its_rate_waits_and_others_are_served() -> anyhow::Result<
         stack.order_server(&format!("burst-{i}")).await?;
     }
     let response = stack
-        .http
-        .post(format!("{}/v1/orders", stack.api_url))
-        .header("content-type", "application/json")
-        .body(fixture("hetzner").order_body("burst-3"))
-        .send()
+        .api()
+        .post_order_body(fixture("hetzner").order_body("burst-3"), None)
         .await?;
     assert_eq!(response.status(), 429);
     let retry_after: u64 = response
@@ -421,29 +401,24 @@ async fn admins_set_quotas_and_tenants_only_read_theirs() -> anyhow::Result<()> 
 
     // A tenant cannot set or read another's quotas; an admin has no /v1/quotas of its own.
     let tenant_put = stack
-        .http
-        .put(format!("{}/v1/tenants/{TEST_TENANT}/quotas", stack.api_url))
-        .json(&json!({"limits": {"max_live_servers": 1000}}))
-        .send()
+        .api()
+        .send_raw(
+            Method::PUT,
+            &format!("/v1/tenants/{TEST_TENANT}/quotas"),
+            Some(&json!({"limits": {"max_live_servers": 1000}})),
+        )
         .await?;
     assert_eq!(tenant_put.status(), 403);
     let tenant_get = stack
-        .http
-        .get(format!("{}/v1/tenants/globex/quotas", stack.api_url))
-        .send()
+        .api()
+        .send_raw(Method::GET, "/v1/tenants/globex/quotas", None)
         .await?;
     assert_eq!(tenant_get.status(), 403);
-    let admin = provisioner_tests::client_with_token(&stack.admin_token)?;
-    let admin_own = admin
-        .get(format!("{}/v1/quotas", stack.api_url))
-        .send()
-        .await?;
+    let admin = stack.admin_api()?;
+    let admin_own = admin.send_raw(Method::GET, "/v1/quotas", None).await?;
     assert_eq!(admin_own.status(), 403);
-    let admin_get: Value = admin
-        .get(format!("{}/v1/tenants/{TEST_TENANT}/quotas", stack.api_url))
-        .send()
-        .await?
-        .json()
+    let admin_get = admin
+        .get(&format!("/v1/tenants/{TEST_TENANT}/quotas"))
         .await?;
     assert_eq!(
         admin_get["vendors"]["hetzner"]["limits"]["max_live_servers"],
@@ -488,17 +463,8 @@ async fn retries_of_an_order_over_quota_are_refused_alike_then_made_once() -> an
     .await?;
     assert_eq!(status, 200, "{set}");
     let body = fixture("hetzner").order_body("retried");
-    let post = || async {
-        let response = stack
-            .http
-            .post(format!("{}/v1/orders", stack.api_url))
-            .header("content-type", "application/json")
-            .header("idempotency-key", "retried-order")
-            .body(body.clone())
-            .send()
-            .await?;
-        anyhow::Ok((response.status().as_u16(), response.json::<Value>().await?))
-    };
+    let api = stack.api();
+    let post = || post_order_with(&api, body.clone(), Some("retried-order"));
     let answers = futures_util::future::join_all((0..20).map(|_| post())).await;
     for answer in answers {
         let (status, problem) = answer?;

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use provisioner_tests::{
-    Stack, StackOptions, delete_topology, fixture, target_dir, test_plugin_component,
+    ApiClient, Stack, StackOptions, delete_topology, fixture, target_dir, test_plugin_component,
 };
+use reqwest::Method;
 use serde_json::Value;
 
 /// The dropped-in vendor.
@@ -70,16 +71,11 @@ fn keyed_order(name: &str) -> String {
 
 /// `GET /v1/vendors` with `token`.
 async fn vendors_as(stack: &Stack, token: &str) -> anyhow::Result<Value> {
-    stack
-        .http
-        .get(format!("{}/v1/vendors", stack.api_url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .context("GET /v1/vendors")?
-        .json()
-        .await
-        .context("reading the vendors")
+    let api = ApiClient::new(&stack.api_url, Some(token))?;
+    Ok(api
+        .status_and_json(Method::GET, "/v1/vendors", None)
+        .await?
+        .1)
 }
 
 /// The admin's view of the dropped-in vendor's unavailability on the stack's host, if any.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use provisioner_tests::{Stack, StackOptions, binary, fixture};
+use reqwest::Method;
 use serde_json::Value;
 
 /// Every line of `log` as JSON; fails naming the first line that is not.
@@ -31,8 +32,8 @@ async fn one_order_is_one_trace_in_both_programs_json_logs() -> anyhow::Result<(
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let response = stack
-        .http
-        .post(format!("{}/v1/orders", stack.api_url))
+        .api()
+        .request(Method::POST, "/v1/orders")
         .header("content-type", "application/json")
         .header("traceparent", &traceparent)
         .body(fixture("hetzner").order_body("traced-1"))

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use provisioner_tests::{Stack, StackOptions, VENDORS, fixture};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Two OpenSSH public keys (`ssh-keygen -t ed25519` and `-t rsa -b 2048`).
@@ -20,22 +21,20 @@ async fn post(
     client: &reqwest::Client,
     body: &Value,
 ) -> anyhow::Result<(u16, Value)> {
-    let response = client
-        .post(format!("{}/v1/orders", stack.api_url))
-        .json(body)
-        .send()
-        .await?;
-    Ok((response.status().as_u16(), response.json().await?))
+    stack
+        .api_with(client)
+        .status_and_json(Method::POST, "/v1/orders", Some(body))
+        .await
 }
 
 /// `GET /v1/orders/{id}` with `client`.
 async fn order_of(stack: &Stack, client: &reqwest::Client, id: &str) -> anyhow::Result<Value> {
-    Ok(client
-        .get(format!("{}/v1/orders/{id}", stack.api_url))
-        .send()
+    let path = format!("/v1/orders/{id}");
+    Ok(stack
+        .api_with(client)
+        .status_and_json(Method::GET, &path, None)
         .await?
-        .json()
-        .await?)
+        .1)
 }
 
 /// Polls `id` with `client` until it settles; the order.
@@ -149,13 +148,7 @@ async fn ssh_keys_user_data_and_labels_reach_every_vendor() -> anyhow::Result<()
         }
     }
     // One key-store entry per key and vendor, though two orders sent each key.
-    let stores: Value = stack
-        .http
-        .get(format!("{}/_sim/ssh_keys", stack.sim_url))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let stores = json!({"keys": stack.sim().ssh_keys().await?});
     for vendor in ["hetzner", "digitalocean"] {
         let stored = stores["keys"]
             .as_array()

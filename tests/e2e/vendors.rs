@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use provisioner_tests::{Stack, StackOptions, fixture};
+use reqwest::Method;
 use serde_json::json;
 
 /// An order reaches `active` with the vendor's id and address; `DELETE` takes it through
@@ -86,12 +87,7 @@ async fn refusals_become_faults(vendor: &str) -> anyhow::Result<()> {
     assert!(!retried, "a 401 is not retried: {failed}");
     assert_eq!(stack.sim_stats_of(vendor).await?["created_total"], 0);
 
-    let response = stack
-        .http
-        .delete(format!("{}/_sim/faults", stack.sim_url))
-        .send()
-        .await?;
-    assert_eq!(response.status(), 204);
+    stack.clear_faults().await?;
     let fixture = fixture(vendor);
     let body = json!({
         "vendor": vendor, "region": fixture.region, "size": fixture.unknown_size,
@@ -258,14 +254,8 @@ async fn passing_vendor_failures_while_polling_do_not_fail_the_order() -> anyhow
             .wait_for_status(&id, "active", Duration::from_secs(60))
             .await?;
         assert_eq!(active["server"]["status"], "running", "{active}");
-        let faults: serde_json::Value = stack
-            .http
-            .get(format!("{}/_sim/faults", stack.sim_url))
-            .send()
-            .await?
-            .json()
-            .await?;
-        assert_eq!(faults["faults"], json!([]), "every armed fault was hit");
+        let faults = stack.sim().faults().armed().await?;
+        assert!(faults.is_empty(), "every armed fault was hit: {faults:?}");
     }
     stack.cleanup().await;
     Ok(())
@@ -302,13 +292,7 @@ async fn every_vendor_works_over_tls_with_a_private_ca() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_vendors_catalogue_comes_from_its_plugin() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
-    let response = stack
-        .http
-        .get(format!("{}/v1/vendors/hetzner/catalogue", stack.api_url))
-        .send()
-        .await?;
-    assert_eq!(response.status(), 200);
-    let catalogue: serde_json::Value = response.json().await?;
+    let catalogue = stack.api().get("/v1/vendors/hetzner/catalogue").await?;
     assert_eq!(catalogue["vendor"], "hetzner", "{catalogue}");
     let regions = catalogue["regions"]
         .as_array()
@@ -319,9 +303,8 @@ async fn a_vendors_catalogue_comes_from_its_plugin() -> anyhow::Result<()> {
     // Sizes and images: the test manifest lists none, and the plugin has no built-in list.
     assert!(catalogue["sizes"].is_null(), "{catalogue}");
     let unknown = stack
-        .http
-        .get(format!("{}/v1/vendors/nowhere/catalogue", stack.api_url))
-        .send()
+        .api()
+        .send_raw(Method::GET, "/v1/vendors/nowhere/catalogue", None)
         .await?;
     assert_eq!(unknown.status(), 404);
     stack.cleanup().await;

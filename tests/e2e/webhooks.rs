@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use provisioner_tests::{Stack, StackOptions, event_messages, fixture, metric_value};
+use provisioner_tests::{
+    ApiClient, Stack, StackOptions, event_messages, fixture, metric_value, post_order_with,
+};
 use serde_json::{Value, json};
 
 /// One call the receiver got.
@@ -132,13 +134,7 @@ async fn a_settled_order_calls_its_webhook_signed_and_retried() -> anyhow::Resul
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let secret: Value = stack
-        .http
-        .get(format!("{}/v1/webhooks/secret", stack.api_url))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let secret = stack.api().get("/v1/webhooks/secret").await?;
     let secret = secret["secret"].as_str().expect("a secret").to_string();
     assert!(secret.starts_with("whsec_"), "{secret}");
     let received = calls.lock().expect("calls").clone();
@@ -270,18 +266,13 @@ async fn start_recording_proxy() -> anyhow::Result<(String, Arc<Mutex<Vec<String
 /// given up); those messages.
 async fn wait_for_webhook_event(
     stack: &Stack,
-    http: &reqwest::Client,
+    api: &ApiClient,
     id: &str,
     within: Duration,
 ) -> anyhow::Result<Vec<String>> {
     let deadline = Instant::now() + within;
     loop {
-        let order: Value = http
-            .get(format!("{}/v1/orders/{id}", stack.api_url))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let order = api.order(id).await?;
         let attempts: Vec<String> = event_messages(&order)
             .into_iter()
             .filter(|m| m.starts_with("webhook"))
@@ -300,43 +291,27 @@ async fn wait_for_webhook_event(
 
 /// Posts a Hetzner order named `name` calling `webhook_url` as the client's tenant; its id.
 async fn order_with_webhook(
-    stack: &Stack,
-    http: &reqwest::Client,
+    api: &ApiClient,
     name: &str,
     webhook_url: &str,
 ) -> anyhow::Result<String> {
     let mut body: Value = serde_json::from_str(&fixture("hetzner").order_body(name))?;
     body["webhook_url"] = json!(webhook_url);
-    let answer = http
-        .post(format!("{}/v1/orders", stack.api_url))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await?;
-    anyhow::ensure!(
-        answer.status() == 202,
-        "ordering {name}: {}",
-        answer.status()
-    );
-    let order: Value = answer.json().await?;
+    let (status, order) = post_order_with(api, body.to_string(), None).await?;
+    anyhow::ensure!(status == 202, "ordering {name}: {status}");
     Ok(order["id"].as_str().expect("an id").to_string())
 }
 
 /// Polls the order (as the client's tenant) until it is `active`.
 async fn wait_active(
     stack: &Stack,
-    http: &reqwest::Client,
+    api: &ApiClient,
     id: &str,
     within: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
-        let order: Value = http
-            .get(format!("{}/v1/orders/{id}", stack.api_url))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let order = api.order(id).await?;
         if order["status"] == "active" {
             return Ok(());
         }
@@ -366,9 +341,9 @@ async fn a_webhook_is_not_sent_through_a_proxy() -> anyhow::Result<()> {
     let (url, calls) = start_receiver(0).await?;
     // A name, so it passes the check at order time and is resolved (and refused) at the call.
     let url = url.replace("127.0.0.1", "localhost");
-    let id = order_with_webhook(&stack, &stack.http, "proxied-hook", &url).await?;
+    let id = order_with_webhook(&stack.api(), "proxied-hook", &url).await?;
     let attempts =
-        wait_for_webhook_event(&stack, &stack.http, &id, Duration::from_secs(30)).await?;
+        wait_for_webhook_event(&stack, &stack.api(), &id, Duration::from_secs(30)).await?;
     let proxied = proxied.lock().expect("seen").clone();
     assert!(
         proxied.is_empty(),
@@ -396,9 +371,9 @@ async fn webhook_logs_carry_the_origin_not_the_url() -> anyhow::Result<()> {
     let origin = url.trim_end_matches("/hooks/orders").to_string();
     let secret_token = "tok-3b9f0c1e7d2a";
     let url = format!("{url}?token={secret_token}");
-    let id = order_with_webhook(&stack, &stack.http, "logged-hook", &url).await?;
+    let id = order_with_webhook(&stack.api(), "logged-hook", &url).await?;
     let attempts =
-        wait_for_webhook_event(&stack, &stack.http, &id, Duration::from_secs(30)).await?;
+        wait_for_webhook_event(&stack, &stack.api(), &id, Duration::from_secs(30)).await?;
     assert!(attempts[0].starts_with("webhook delivered"), "{attempts:?}");
     assert_eq!(calls.lock().expect("calls").len(), 1);
     let log = stack.api_log();
@@ -440,10 +415,10 @@ async fn a_slow_tenant_does_not_hold_up_other_tenants_webhooks() -> anyhow::Resu
 
     let mut a_orders = Vec::new();
     for n in 0..3 {
-        a_orders.push(order_with_webhook(&stack, &stack.http, &format!("slow-{n}"), &slow).await?);
+        a_orders.push(order_with_webhook(&stack.api(), &format!("slow-{n}"), &slow).await?);
     }
     for id in &a_orders {
-        wait_active(&stack, &stack.http, id, Duration::from_secs(30)).await?;
+        wait_active(&stack, &stack.api(), id, Duration::from_secs(30)).await?;
     }
     // A's calls are under way (and stuck at the receiver).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -456,8 +431,14 @@ async fn a_slow_tenant_does_not_hold_up_other_tenants_webhooks() -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let b_order = order_with_webhook(&stack, &tenant_b, "fast-0", &fast).await?;
-    wait_active(&stack, &tenant_b, &b_order, Duration::from_secs(30)).await?;
+    let b_order = order_with_webhook(&stack.api_with(&tenant_b), "fast-0", &fast).await?;
+    wait_active(
+        &stack,
+        &stack.api_with(&tenant_b),
+        &b_order,
+        Duration::from_secs(30),
+    )
+    .await?;
     let active = Instant::now();
     let bound = Duration::from_secs(5);
     while fast_calls.lock().expect("calls").is_empty() {

@@ -75,10 +75,42 @@ pub(crate) async fn json_answer(
         .with_context(|| format!("reading the answer to {what}"))
 }
 
+/// POSTs `body` as an order through `api`, with `key` as its `Idempotency-Key` if given;
+/// the status and the JSON answer, whatever the status.
+pub async fn post_order_with(
+    api: &ApiClient,
+    body: String,
+    key: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let response = api.post_order_body(body, key).await?;
+    let status = response.status().as_u16();
+    let json = response
+        .json()
+        .await
+        .context("reading the answer to POST /v1/orders")?;
+    Ok((status, json))
+}
+
 impl Stack {
     /// The stack's order API, called with [`Stack::http`] (so with [`Stack::token`]).
     pub fn api(&self) -> ApiClient {
-        ApiClient::with_http(&self.api_url, self.http.clone())
+        self.api_with(&self.http)
+    }
+
+    /// The stack's order API, called with `client` (another tenant's token, or none).
+    pub fn api_with(&self, client: &reqwest::Client) -> ApiClient {
+        ApiClient::with_http(&self.api_url, client.clone())
+    }
+
+    /// Another order-api of the stack at `api_url` ([`Stack::start_another_api`]), called
+    /// with [`Stack::http`].
+    pub fn api_at(&self, api_url: &str) -> ApiClient {
+        ApiClient::with_http(api_url, self.http.clone())
+    }
+
+    /// The stack's order API, called with [`Stack::admin_token`].
+    pub fn admin_api(&self) -> anyhow::Result<ApiClient> {
+        ApiClient::new(&self.api_url, Some(&self.admin_token))
     }
 
     /// POSTs an order body; returns the status, the `Location` header and the JSON answer.
@@ -121,14 +153,8 @@ impl Stack {
     /// POSTs a valid Hetzner order named `name` with `client` (another tenant's token) and
     /// returns its id.
     pub async fn order_as(&self, client: &reqwest::Client, name: &str) -> anyhow::Result<String> {
-        let response = ApiClient::with_http(&self.api_url, client.clone())
-            .post_order_body(fixture("hetzner").order_body(name), None)
-            .await?;
-        let status = response.status().as_u16();
-        let json = response
-            .json()
-            .await
-            .context("reading the answer to POST /v1/orders")?;
+        let body = fixture("hetzner").order_body(name);
+        let (status, json) = post_order_with(&self.api_with(client), body, None).await?;
         accepted_id(name, status, &json)
     }
 

@@ -1,6 +1,6 @@
 //! vendor-sim as the tests use it: [`Stack`]'s calls to its simulator's control API (faults,
-//! stats, live servers) through `vendor_sim::control_client`, and a simulator served in the
-//! test's own process.
+//! stats, live servers) through `vendor_sim::control_client`, the same calls for a simulator
+//! or fault proxy at a bare URL, and a simulator served in the test's own process.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use vendor_sim::control_client::SimClient;
+use vendor_sim::control::SeedServer;
+use vendor_sim::control_client::{FaultsClient, SimClient};
+use vendor_sim::proxy::ProxyFaultRule;
 use vendor_sim::state::{FaultRule, Vendor};
 
 use crate::fixtures::fixture;
@@ -65,6 +67,43 @@ impl Stack {
             .collect())
     }
 
+    /// Loses the simulator's answer to the next `method` request at `vendor` whose path holds
+    /// `path` (after it did the work), places an order with `order` and waits until it is
+    /// `active`; checks the lost answer fired and that the order has one server at the
+    /// simulator, not two. Answers the order's id.
+    pub async fn order_through_a_lost_answer(
+        &self,
+        vendor: &str,
+        method: &str,
+        path: &str,
+        order: impl AsyncFnOnce() -> anyhow::Result<String>,
+    ) -> anyhow::Result<String> {
+        arm_fault_at(
+            &self.sim_url,
+            json!({
+                "vendor": vendor, "kind": "lost_response", "method": method, "path": path,
+                "count": 1
+            }),
+        )
+        .await?;
+        let id = order().await?;
+        self.wait_for_status(&id, "active", Duration::from_secs(90))
+            .await?;
+        let armed = armed_faults_at(&self.sim_url).await?;
+        anyhow::ensure!(armed.is_empty(), "the lost answer never fired: {armed:?}");
+        let servers = sim_servers_at(&self.sim_url, vendor).await?;
+        let made = servers
+            .iter()
+            .filter(|server| server["idempotency_key"] == id.as_str())
+            .count();
+        anyhow::ensure!(
+            made == 1,
+            "{made} servers for order {id}: {servers:#?}\n{}",
+            self.host_log()
+        );
+        Ok(id)
+    }
+
     /// Waits up to 30 s until the simulator has no live server carrying `order_id`.
     pub async fn wait_until_no_server(&self, order_id: &str) -> anyhow::Result<()> {
         wait_until(
@@ -87,6 +126,75 @@ impl Stack {
         )
         .await
     }
+}
+
+/// Arms `rule` at the `/_sim/faults` API at `base_url` (a simulator's or a fault proxy's),
+/// e.g. `{"vendor": "gcp", "kind": "lost_response", "method": "POST", "count": 1}`.
+pub async fn arm_fault_at(base_url: &str, rule: Value) -> anyhow::Result<()> {
+    let parsed: ProxyFaultRule =
+        serde_json::from_value(rule.clone()).with_context(|| format!("{rule} is no fault rule"))?;
+    FaultsClient::new(base_url).arm(&parsed).await
+}
+
+/// The faults still armed at the `/_sim/faults` API at `base_url`, as JSON.
+pub async fn armed_faults_at(base_url: &str) -> anyhow::Result<Vec<Value>> {
+    let armed = FaultsClient::new(base_url).armed().await?;
+    Ok(armed.iter().map(|rule| json!(rule)).collect())
+}
+
+/// The live servers of `vendor` at the simulator at `sim_url` (`GET /_sim/servers`), as JSON.
+pub async fn sim_servers_at(sim_url: &str, vendor: &str) -> anyhow::Result<Vec<Value>> {
+    let vendor = Vendor::parse(vendor).with_context(|| format!("no simulated vendor {vendor}"))?;
+    let servers = SimClient::new(sim_url).servers_of(vendor).await?;
+    Ok(servers.into_iter().map(|server| json!(server)).collect())
+}
+
+/// Makes a `vendor` server named `name` at the simulator at `sim_url` the way another tool
+/// would (`POST /_sim/servers`), carrying `key` as its idempotency key if given.
+pub async fn seed_server_at(
+    sim_url: &str,
+    vendor: &str,
+    name: &str,
+    key: Option<&str>,
+) -> anyhow::Result<()> {
+    let vendor = Vendor::parse(vendor).with_context(|| format!("no simulated vendor {vendor}"))?;
+    SimClient::new(sim_url)
+        .seed_server(&SeedServer {
+            vendor,
+            name: name.to_string(),
+            idempotency_key: key.map(str::to_string),
+        })
+        .await
+        .with_context(|| format!("seeding a {} server", vendor.name()))?;
+    Ok(())
+}
+
+/// `POST`s `body` to a vendor's own control endpoint at the simulator at `sim_url`
+/// (`/_sim/gcp/service-accounts`, `/_sim/azure/apps`, `/_sim/gcp/faults`, ...), which
+/// `vendor_sim::control_client` has no call for; an error unless it succeeds.
+pub async fn post_vendor_control(sim_url: &str, path: &str, body: &Value) -> anyhow::Result<()> {
+    reqwest::Client::new()
+        .post(format!("{sim_url}{path}"))
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {path}"))?
+        .error_for_status()
+        .with_context(|| format!("POST {path}"))?;
+    Ok(())
+}
+
+/// `GET`s a vendor's own control endpoint at the simulator at `sim_url`
+/// (`/_sim/gcp/token-grants`), which `vendor_sim::control_client` has no call for, as JSON.
+pub async fn get_vendor_control(sim_url: &str, path: &str) -> anyhow::Result<Value> {
+    reqwest::get(format!("{sim_url}{path}"))
+        .await
+        .with_context(|| format!("GET {path}"))?
+        .error_for_status()
+        .with_context(|| format!("GET {path}"))?
+        .json()
+        .await
+        .with_context(|| format!("reading the answer to GET {path}"))
 }
 
 /// A vendor simulator served by this test's runtime (until the test ends), with the

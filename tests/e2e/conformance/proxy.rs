@@ -17,11 +17,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use provisioner_conformance::{Outcome, Report, Target};
+use provisioner_tests::simulator::arm_fault_at;
 use provisioner_tests::{
     VENDORS, binary, fixture, plugin_component, simulator_in_process, test_plugin_component,
     workspace_root,
 };
 use serde_json::{Value, json};
+use vendor_sim::control_client::SimClient;
 use vendor_sim::proxy::{FaultProfile, ProxyConfig, ProxyHandle, spawn_proxy};
 
 use super::{
@@ -54,28 +56,17 @@ async fn limited_vendor(sim_url: &str, vendor: &str, rule: Value) -> anyhow::Res
         upstream_ca_pem: None,
     })
     .await?;
-    reqwest::Client::new()
-        .post(format!("{}/_sim/faults", proxy.url))
-        .json(&rule)
-        .send()
-        .await?
-        .error_for_status()?;
+    arm_fault_at(&proxy.url, rule).await?;
     Ok(proxy)
 }
 
 /// The simulator's live servers carrying the label of run `run_id`.
 async fn servers_of_run(sim_url: &str, run_id: &str) -> anyhow::Result<Vec<Value>> {
-    let answer: Value = reqwest::get(format!("{sim_url}/_sim/servers"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(answer["servers"]
-        .as_array()
+    let servers = SimClient::new(sim_url).servers().await?;
+    Ok(servers
         .into_iter()
-        .flatten()
+        .map(|server| json!(server))
         .filter(|server| server["labels"]["provisioner-conformance"] == run_id)
-        .cloned()
         .collect())
 }
 
