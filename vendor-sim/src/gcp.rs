@@ -1152,6 +1152,25 @@ fn ssh_keys_of(value: &str) -> Result<Vec<String>, ApiError> {
     Ok(keys)
 }
 
+/// The answer a create or delete gets before its body is looked at: refused (the caller may
+/// not, or the `requestId` is not a UUID), or the operation an earlier request with the same
+/// `requestId` got.
+fn refused_or_replayed(
+    state: &GcpState,
+    caller: &Caller,
+    project: &str,
+    request_id: &Option<String>,
+    permission: &str,
+) -> Option<Response> {
+    if let Err(refusal) = authorize(caller, project, permission) {
+        return Some(refusal.into_response());
+    }
+    if let Err(refusal) = check_request_id(request_id) {
+        return Some(refusal.into_response());
+    }
+    replayed(state, project, request_id)
+}
+
 async fn insert_instance(
     State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -1159,53 +1178,93 @@ async fn insert_instance(
     Query(query): Query<RequestIdQuery>,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = authorize(&caller, &project, "compute.instances.create") {
-        return response.into_response();
+    let permission = "compute.instances.create";
+    if let Some(answer) =
+        refused_or_replayed(&state, &caller, &project, &query.request_id, permission)
+    {
+        return answer;
     }
-    if let Err(response) = check_request_id(&query.request_id) {
-        return response.into_response();
+    if let Err(refusal) = check_zone(&project, &zone) {
+        return refusal.into_response();
     }
-    if let Some(response) = replayed(&state, &project, &query.request_id) {
-        return response.into_response();
+    match instance_spec(&body, &project, &zone) {
+        Ok(spec) => start_insert(&state, &caller, project, zone, query.request_id, spec),
+        Err(refusal) => refusal.into_response(),
     }
-    if let Err(response) = check_zone(&project, &zone) {
-        return response.into_response();
-    }
-    let body: Value = match serde_json::from_slice(&body) {
+}
+
+/// The server an insert's body asks for, checked as Compute Engine checks it: the name, the
+/// machine type in the instance's zone, exactly one boot disk with a known image, the
+/// labels, the metadata and its SSH keys.
+fn instance_spec(body: &Bytes, project: &str, zone: &str) -> Result<NewServer, ApiError> {
+    let body: Value = match serde_json::from_slice(body) {
         Ok(body @ Value::Object(_)) => body,
-        _ => return invalid("Invalid JSON payload received."),
+        _ => return Err(ApiError::invalid("Invalid JSON payload received.")),
     };
     let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
     if !valid_name(name) {
-        return invalid(format!(
+        return Err(ApiError::invalid(format!(
             "Invalid value for field 'resource.name': '{name}'. Must be a match of regex \
              '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'"
-        ));
+        )));
     }
+    let machine_type = instance_machine_type(&body, project, zone)?;
+    let (image_project, image_name) = boot_disk_image(&body)?;
+    let labels = instance_labels(&body)?;
+    let metadata = metadata_items(&body)?;
+    let ssh_keys = match metadata.get("ssh-keys") {
+        Some(keys) => ssh_keys_of(keys)?,
+        None => Vec::new(),
+    };
+    Ok(NewServer {
+        name: name.to_string(),
+        region: zone.to_string(),
+        size: machine_type.to_string(),
+        image: format!("{image_project}/{image_name}"),
+        idempotency_key: labels.get(crate::conventions::IDEMPOTENCY_LABEL).cloned(),
+        labels,
+        tags: Vec::new(),
+        user_data: metadata.get("user-data").cloned(),
+        metadata,
+        ssh_keys,
+    })
+}
+
+/// The insert's `machineType`: a link to one of [`MACHINE_TYPES`] in the instance's zone.
+fn instance_machine_type<'a>(
+    body: &'a Value,
+    project: &str,
+    zone: &str,
+) -> Result<&'a str, ApiError> {
     let machine_link = body
         .get("machineType")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let machine_type = match parse_machine_type(machine_link) {
         Some((type_zone, _)) if type_zone != zone => {
-            return invalid(format!(
+            return Err(ApiError::invalid(format!(
                 "Invalid value for field 'resource.machineType': '{machine_link}'. Machine \
                  type specified '{machine_link}' is in a different scope than the instance."
-            ));
+            )));
         }
         Some((_, machine_type)) => machine_type,
         None => {
-            return invalid(format!(
+            return Err(ApiError::invalid(format!(
                 "Invalid value for field 'resource.machineType': '{machine_link}'. Must be a \
                  URL to a valid Compute resource of the correct type."
-            ));
+            )));
         }
     };
     if !MACHINE_TYPES.iter().any(|(t, ..)| *t == machine_type) {
-        return not_found(&format!(
+        return Err(ApiError::not_found(&format!(
             "projects/{project}/zones/{zone}/machineTypes/{machine_type}"
-        ));
+        )));
     }
+    Ok(machine_type)
+}
+
+/// The image of the insert's one boot disk (`initializeParams.sourceImage`), resolved.
+fn boot_disk_image(body: &Value) -> Result<(&'static str, &'static str), ApiError> {
     let disks = body
         .get("disks")
         .and_then(Value::as_array)
@@ -1216,76 +1275,84 @@ async fn insert_instance(
         .filter(|d| d.get("boot").and_then(Value::as_bool) == Some(true))
         .collect();
     let [boot] = boot.as_slice() else {
-        return invalid(
+        return Err(ApiError::invalid(
             "Invalid value for field 'resource.disks': ''. Exactly one boot disk must be \
              specified.",
-        );
+        ));
     };
     let Some(source_image) = boot
         .pointer("/initializeParams/sourceImage")
         .and_then(Value::as_str)
     else {
-        return invalid(
+        return Err(ApiError::invalid(
             "Invalid value for field 'resource.disks[0].initializeParams.sourceImage': ''. \
              Source image must be specified.",
-        );
+        ));
     };
-    let (image_project, image_name) = match resolve_image(source_image) {
-        Ok(image) => image,
-        Err(response) => return response.into_response(),
-    };
-    let labels: BTreeMap<String, String> = match body.get("labels") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Object(map)) => {
-            let mut labels = BTreeMap::new();
-            for (key, value) in map {
-                let value = value.as_str().unwrap_or_default();
-                let key_ok = key.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                    && valid_label_part(key);
-                if !key_ok {
-                    return invalid(format!(
-                        "Invalid value for field 'resource.labels': ''. Label key '{key}' \
-                         violates format constraints. The key must start with a lowercase \
-                         character, can only contain lowercase letters, numeric characters, \
-                         underscores and dashes. The key can be at most 63 characters long. \
-                         International characters are allowed."
-                    ));
-                }
-                if !valid_label_part(value) {
-                    return invalid(format!(
-                        "Invalid value for field 'resource.labels': ''. Label value \
-                         '{value}' violates format constraints. The value can only contain \
-                         lowercase letters, numeric characters, underscores and dashes. The \
-                         value can be at most 63 characters long. International characters \
-                         are allowed."
-                    ));
-                }
-                labels.insert(key.clone(), value.to_string());
-            }
-            if labels.len() > 64 {
-                return invalid(
-                    "Invalid value for field 'resource.labels': ''. Resource cannot have more \
-                     than 64 labels.",
-                );
-            }
-            labels
+    resolve_image(source_image)
+}
+
+/// The insert's `labels`, each key and value in Google's label format, 64 at most.
+fn instance_labels(body: &Value) -> Result<BTreeMap<String, String>, ApiError> {
+    let map = match body.get("labels") {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid value for field 'resource.labels': not a map.",
+            ));
         }
-        Some(_) => return invalid("Invalid value for field 'resource.labels': not a map."),
     };
-    let metadata = match metadata_items(&body) {
-        Ok(items) => items,
-        Err(response) => return response.into_response(),
-    };
-    let ssh_keys = match metadata.get("ssh-keys").map(|v| ssh_keys_of(v)) {
-        Some(Err(response)) => return response.into_response(),
-        Some(Ok(keys)) => keys,
-        None => Vec::new(),
-    };
-    sweep(&state);
+    let mut labels = BTreeMap::new();
+    for (key, value) in map {
+        let value = value.as_str().unwrap_or_default();
+        let key_ok =
+            key.chars().next().is_some_and(|c| c.is_ascii_lowercase()) && valid_label_part(key);
+        if !key_ok {
+            return Err(ApiError::invalid(format!(
+                "Invalid value for field 'resource.labels': ''. Label key '{key}' \
+                 violates format constraints. The key must start with a lowercase \
+                 character, can only contain lowercase letters, numeric characters, \
+                 underscores and dashes. The key can be at most 63 characters long. \
+                 International characters are allowed."
+            )));
+        }
+        if !valid_label_part(value) {
+            return Err(ApiError::invalid(format!(
+                "Invalid value for field 'resource.labels': ''. Label value \
+                 '{value}' violates format constraints. The value can only contain \
+                 lowercase letters, numeric characters, underscores and dashes. The \
+                 value can be at most 63 characters long. International characters \
+                 are allowed."
+            )));
+        }
+        labels.insert(key.clone(), value.to_string());
+    }
+    if labels.len() > 64 {
+        return Err(ApiError::invalid(
+            "Invalid value for field 'resource.labels': ''. Resource cannot have more \
+             than 64 labels.",
+        ));
+    }
+    Ok(labels)
+}
+
+/// A checked insert carried out under the store's lock: replayed if its `requestId` got an
+/// operation meanwhile, refused if the name is taken in the zone or a quota fault is armed,
+/// else the instance made (or, with a resource-pool fault, not) and its operation answered.
+fn start_insert(
+    state: &GcpState,
+    caller: &Caller,
+    project: String,
+    zone: String,
+    request_id: Option<String>,
+    spec: NewServer,
+) -> Response {
+    sweep(state);
     let boot_delay = state.config.boot_delay;
     // One lock order everywhere: the Compute store, then the cloud.
     let mut store = state.gcp.lock();
-    if let Some(request_id) = &query.request_id
+    if let Some(request_id) = &request_id
         && let Some(name) = store
             .request_ids
             .get(&(project.clone(), request_id.clone()))
@@ -1293,6 +1360,7 @@ async fn insert_instance(
     {
         return Json(render_operation(operation)).into_response();
     }
+    let name = spec.name.clone();
     let taken = state.with_cloud(Vendor::Gcp, |cloud| {
         cloud.servers.values().any(|s| {
             s.spec.name == name && s.spec.region == zone && meta_of(&store, s.id).project == project
@@ -1329,19 +1397,6 @@ async fn insert_instance(
             Some(("ZONE_RESOURCE_POOL_EXHAUSTED".to_string(), message)),
         )
     } else {
-        let idempotency_key = labels.get(crate::conventions::IDEMPOTENCY_LABEL).cloned();
-        let spec = NewServer {
-            name: name.to_string(),
-            region: zone.clone(),
-            size: machine_type.to_string(),
-            image: format!("{image_project}/{image_name}"),
-            labels,
-            tags: Vec::new(),
-            user_data: metadata.get("user-data").cloned(),
-            metadata,
-            idempotency_key,
-            ssh_keys,
-        };
         let server = state.with_cloud(Vendor::Gcp, |cloud| cloud.insert(spec));
         store.instances.insert(
             server.id,
@@ -1357,13 +1412,13 @@ async fn insert_instance(
         &project,
         &zone,
         OperationType::Insert,
-        name,
+        &name,
         target_id,
         &caller.email,
         boot_delay,
         failure,
     );
-    if let Some(request_id) = query.request_id {
+    if let Some(request_id) = request_id {
         store
             .request_ids
             .insert((project, request_id), operation.name.clone());
@@ -1409,14 +1464,11 @@ async fn delete_instance(
     Path((project, zone, name)): Path<(String, String, String)>,
     Query(query): Query<RequestIdQuery>,
 ) -> Response {
-    if let Err(response) = authorize(&caller, &project, "compute.instances.delete") {
-        return response.into_response();
-    }
-    if let Err(response) = check_request_id(&query.request_id) {
-        return response.into_response();
-    }
-    if let Some(response) = replayed(&state, &project, &query.request_id) {
-        return response.into_response();
+    let permission = "compute.instances.delete";
+    if let Some(answer) =
+        refused_or_replayed(&state, &caller, &project, &query.request_id, permission)
+    {
+        return answer;
     }
     let Some((server, meta)) = find_instance(&state, &project, &zone, &name) else {
         return not_found(&format!("projects/{project}/zones/{zone}/instances/{name}"));
