@@ -4,12 +4,23 @@
 
 use std::time::Duration;
 
-use provisioner_tests::{Stack, StackOptions, TEST_TENANT, client_with_token, fixture};
+use provisioner_tests::{
+    Stack, StackOptions, TEST_TENANT, client_with_token, fixture, post_order_with,
+};
 use reqwest::{Client, Method};
 use serde_json::Value;
 use sqlx::Connection as _;
 
-/// Sends `method path` (with a JSON `body` when given) through `client`; status and answer.
+/// The endpoints that name one order (`{}` for its id).
+const ORDER_ENDPOINTS: [(Method, &str); 4] = [
+    (Method::GET, "/v1/orders/{}"),
+    (Method::GET, "/v1/orders/{}/events"),
+    (Method::POST, "/v1/orders/{}/cancel"),
+    (Method::DELETE, "/v1/orders/{}"),
+];
+
+/// Sends `method path` (with a JSON `body` when given) through `client`; status, headers
+/// and answer (as sent: these tests look at the refusals' headers and bodies).
 async fn call(
     client: &Client,
     stack: &Stack,
@@ -17,7 +28,7 @@ async fn call(
     path: &str,
     body: Option<&str>,
 ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
-    let mut request = client.request(method, format!("{}{path}", stack.api_url));
+    let mut request = stack.api_with(client).request(method, path);
     if let Some(body) = body {
         request = request
             .header("content-type", "application/json")
@@ -137,33 +148,13 @@ async fn a_tenant_never_reaches_another_tenants_orders() -> anyhow::Result<()> {
     let body = hetzner.order_body("shared-name");
 
     // The test tenant orders, with a key; the other tenant uses the same key and body.
-    let (status, _, ours) = {
-        let response = stack
-            .http
-            .post(format!("{}/v1/orders", stack.api_url))
-            .header("content-type", "application/json")
-            .header("idempotency-key", "same-key")
-            .body(body.clone())
-            .send()
-            .await?;
-        (
-            response.status().as_u16(),
-            (),
-            response.json::<Value>().await?,
-        )
-    };
+    let (status, ours) = post_order_with(&stack.api(), body.clone(), Some("same-key")).await?;
     assert_eq!(status, 202, "{ours}");
     assert_eq!(ours["tenant"], TEST_TENANT);
     let our_id = ours["id"].as_str().expect("an id").to_string();
-    let response = other
-        .post(format!("{}/v1/orders", stack.api_url))
-        .header("content-type", "application/json")
-        .header("idempotency-key", "same-key")
-        .body(body.clone())
-        .send()
-        .await?;
-    assert_eq!(response.status(), 202, "keys are per tenant: a new order");
-    let theirs: Value = response.json().await?;
+    let (status, theirs) =
+        post_order_with(&stack.api_with(&other), body.clone(), Some("same-key")).await?;
+    assert_eq!(status, 202, "keys are per tenant: a new order");
     let their_id = theirs["id"].as_str().expect("an id").to_string();
     assert_ne!(their_id, our_id);
     assert_eq!(theirs["tenant"], "globex");
@@ -173,12 +164,7 @@ async fn a_tenant_never_reaches_another_tenants_orders() -> anyhow::Result<()> {
 
     // Every endpoint that names our order answers the other tenant as for no order at all.
     let unknown = uuid::Uuid::now_v7().to_string();
-    for (method, path_of) in [
-        (Method::GET, "/v1/orders/{}"),
-        (Method::GET, "/v1/orders/{}/events"),
-        (Method::POST, "/v1/orders/{}/cancel"),
-        (Method::DELETE, "/v1/orders/{}"),
-    ] {
+    for (method, path_of) in ORDER_ENDPOINTS {
         let (status, _, answer) = call(
             &other,
             &stack,
@@ -213,9 +199,9 @@ async fn a_tenant_never_reaches_another_tenants_orders() -> anyhow::Result<()> {
 
     // Lists: each tenant its own, even when asking for the other's.
     let list = |client: Client, query: &'static str| {
-        let url = format!("{}/v1/orders?{query}", stack.api_url);
+        let api = stack.api_with(&client);
         async move {
-            let page: Value = client.get(url).send().await?.json().await?;
+            let page = api.list_orders(query).await?;
             anyhow::Ok(
                 page["orders"]
                     .as_array()
@@ -298,12 +284,7 @@ async fn another_tenants_order_is_refused_before_it_is_read() -> anyhow::Result<
     )
     .await?;
     assert_eq!(owner_status, 500, "the owner's read needs the event log");
-    for (method, path_of) in [
-        (Method::GET, "/v1/orders/{}"),
-        (Method::GET, "/v1/orders/{}/events"),
-        (Method::POST, "/v1/orders/{}/cancel"),
-        (Method::DELETE, "/v1/orders/{}"),
-    ] {
+    for (method, path_of) in ORDER_ENDPOINTS {
         let (status, _, answer) = call(
             &other,
             &stack,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use provisioner_tests::{Stack, StackOptions};
+use reqwest::Method;
 
 /// Each bad body: its expected status, problem type and a word the detail must contain.
 const CASES: &[(&str, &str, u16, &str, &str)] = &[
@@ -73,8 +74,8 @@ async fn bad_orders_get_problem_json_and_publish_nothing() -> anyhow::Result<()>
     }
     // Without a content type the body is not read as JSON at all.
     let response = stack
-        .http
-        .post(format!("{}/v1/orders", stack.api_url))
+        .api()
+        .request(Method::POST, "/v1/orders")
         .body("{}")
         .send()
         .await?;
@@ -82,13 +83,7 @@ async fn bad_orders_get_problem_json_and_publish_nothing() -> anyhow::Result<()>
 
     // Nothing was recorded, so nothing can have been published or created.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let list: serde_json::Value = stack
-        .http
-        .get(format!("{}/v1/orders", stack.api_url))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let list = stack.api().list_orders("").await?;
     assert_eq!(list["orders"], serde_json::json!([]));
     assert_eq!(stack.sim_stats().await?["created_total"], 0);
     stack.cleanup().await;
@@ -111,13 +106,8 @@ async fn unknown_ids_and_bad_queries_are_problems() -> anyhow::Result<()> {
         ("/v1/orders?limit=0", 400, "/problems/invalid-query"),
         ("/v1/orders?cursor=zzz", 400, "/problems/invalid-query"),
     ] {
-        let response = stack
-            .http
-            .get(format!("{}{path}", stack.api_url))
-            .send()
-            .await?;
-        assert_eq!(response.status(), status, "{path}");
-        let problem: serde_json::Value = response.json().await?;
+        let (got, problem) = stack.api().status_and_json(Method::GET, path, None).await?;
+        assert_eq!(got, status, "{path}");
         assert_eq!(problem["type"], problem_type, "{path}: {problem}");
     }
     stack.cleanup().await;
@@ -135,13 +125,7 @@ async fn filters_no_order_can_match_are_an_empty_page() -> anyhow::Result<()> {
         "tenant=test%00",
         "status=deleted&vendor=hetzner%00&tenant=a%00b",
     ] {
-        let response = stack
-            .http
-            .get(format!("{}/v1/orders?{query}", stack.api_url))
-            .send()
-            .await?;
-        assert_eq!(response.status(), 200, "{query}");
-        let page: serde_json::Value = response.json().await?;
+        let page = stack.api().list_orders(query).await?;
         assert_eq!(page["orders"], serde_json::json!([]), "{query}: {page}");
     }
     stack.cleanup().await;
@@ -214,13 +198,7 @@ async fn a_nul_byte_in_any_order_string_is_refused() -> anyhow::Result<()> {
         assert!(named, "{field}: no error names it and NUL: {problem}");
         assert!(location.is_none(), "{field}");
     }
-    let list: serde_json::Value = stack
-        .http
-        .get(format!("{}/v1/orders", stack.api_url))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let list = stack.api().list_orders("").await?;
     assert_eq!(
         list["orders"],
         serde_json::json!([]),

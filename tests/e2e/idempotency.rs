@@ -14,12 +14,8 @@ async fn post_with_key(
     body: &str,
 ) -> anyhow::Result<(u16, Option<String>, Value)> {
     let response = stack
-        .http
-        .post(format!("{}/v1/orders", stack.api_url))
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(body.to_string())
-        .send()
+        .api()
+        .post_order_body(body.to_string(), Some(key))
         .await?;
     let status = response.status().as_u16();
     let replayed = response
@@ -93,12 +89,8 @@ async fn a_key_reused_with_another_body_is_refused() -> anyhow::Result<()> {
     assert_eq!(status, 202);
 
     let response = stack
-        .http
-        .post(format!("{}/v1/orders", stack.api_url))
-        .header("content-type", "application/json")
-        .header("idempotency-key", "k-1")
-        .body(hetzner.order_body("web-2"))
-        .send()
+        .api()
+        .post_order_body(hetzner.order_body("web-2"), Some("k-1"))
         .await?;
     assert_eq!(response.status().as_u16(), 422);
     assert_eq!(

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::StreamExt;
 use provisioner_tests::{Stack, StackOptions};
+use reqwest::Method;
 use serde_json::Value;
 
 /// One SSE event.
@@ -22,9 +23,10 @@ async fn read_stream(
     id: &str,
     last_event_id: Option<&str>,
 ) -> anyhow::Result<Vec<SseEvent>> {
+    // The response as it is (its status, content type and bytes), not `ApiClient::follow`.
     let mut request = stack
-        .http
-        .get(format!("{}/v1/orders/{id}/events", stack.api_url));
+        .api()
+        .request(Method::GET, &format!("/v1/orders/{id}/events"));
     if let Some(last) = last_event_id {
         request = request.header("last-event-id", last);
     }
@@ -110,12 +112,12 @@ async fn the_event_stream_follows_an_order_to_active_and_resumes() -> anyhow::Re
 async fn an_unknown_orders_stream_is_a_404_problem() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let response = stack
-        .http
-        .get(format!(
-            "{}/v1/orders/0190c9a4-7b3e-7000-8000-000000000000/events",
-            stack.api_url
-        ))
-        .send()
+        .api()
+        .send_raw(
+            Method::GET,
+            "/v1/orders/0190c9a4-7b3e-7000-8000-000000000000/events",
+            None,
+        )
         .await?;
     assert_eq!(response.status().as_u16(), 404);
     assert_eq!(

@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use provisioner_tests::{Stack, StackOptions, workspace_root};
-
-use serde_json::Value;
+use provisioner_tests::{ApiClient, Stack, StackOptions, workspace_root};
+use reqwest::Method;
 
 #[tokio::test]
 async fn the_served_document_describes_the_api_and_the_api_keeps_to_it() -> anyhow::Result<()> {
@@ -18,14 +17,8 @@ async fn the_served_document_describes_the_api_and_the_api_keeps_to_it() -> anyh
         .wait_for_status(&id, "active", Duration::from_secs(30))
         .await?;
 
-    let anonymous = reqwest::Client::new();
-    let document: Value = anonymous
-        .get(format!("{}/openapi.json", stack.api_url))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let anonymous = ApiClient::new(&stack.api_url, None)?;
+    let document = anonymous.get("/openapi.json").await?;
     assert!(
         document["openapi"]
             .as_str()
@@ -34,10 +27,7 @@ async fn the_served_document_describes_the_api_and_the_api_keeps_to_it() -> anyh
         "{}",
         document["openapi"]
     );
-    let docs = anonymous
-        .get(format!("{}/docs", stack.api_url))
-        .send()
-        .await?;
+    let docs = anonymous.send_raw(Method::GET, "/docs", None).await?;
     assert_eq!(docs.status(), 200);
     assert!(
         docs.headers()["content-type"]
@@ -56,8 +46,7 @@ async fn the_served_document_describes_the_api_and_the_api_keeps_to_it() -> anyh
         }
     }
     let initializer = anonymous
-        .get(format!("{}/docs/swagger-initializer.js", stack.api_url))
-        .send()
+        .send_raw(Method::GET, "/docs/swagger-initializer.js", None)
         .await?
         .error_for_status()?
         .text()
