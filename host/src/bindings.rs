@@ -23,59 +23,60 @@
 //!
 //! The policy (which versions a host loads) is `wit/README.md`.
 
+/// The host-side bindings of the `provider-plugin` world in the WIT folder `$path`
+/// (exports async), sharing the `types` interface of `$types` when given (a minor that
+/// added functions only).
+macro_rules! provider_plugin_bindings {
+    ($path:tt) => {
+        wasmtime::component::bindgen!({
+            world: "provider-plugin",
+            path: $path,
+            exports: { default: async },
+        });
+    };
+    ($path:tt, types from $types:path) => {
+        wasmtime::component::bindgen!({
+            world: "provider-plugin",
+            path: $path,
+            exports: { default: async },
+            with: { "provisioner:provider/types": $types },
+        });
+    };
+}
+
 /// Bindings of `provisioner:provider@0.5.0`.
 pub mod current {
-    wasmtime::component::bindgen!({
-        world: "provider-plugin",
-        path: "../wit",
-        exports: { default: async },
-    });
+    provider_plugin_bindings!("../wit");
 }
 
 /// Bindings of `provisioner:provider@0.4.0`, sharing 0.5's types (0.5 only added a record
 /// and the `catalogue` export).
 pub mod v0_4 {
-    wasmtime::component::bindgen!({
-        world: "provider-plugin",
-        path: "../wit/v0.4",
-        exports: { default: async },
-        with: {
-            "provisioner:provider/types": super::current::provisioner::provider::types,
-        },
-    });
+    provider_plugin_bindings!(
+        "../wit/v0.4",
+        types from super::current::provisioner::provider::types
+    );
 }
 
 /// Bindings of `provisioner:provider@0.3.0`, with types of their own (no `no-capacity`).
 pub mod v0_3 {
-    wasmtime::component::bindgen!({
-        world: "provider-plugin",
-        path: "../wit/v0.3",
-        exports: { default: async },
-    });
+    provider_plugin_bindings!("../wit/v0.3");
 }
 
 /// Bindings of `provisioner:provider@0.2.0`, sharing 0.3's types.
 pub mod v0_2 {
-    wasmtime::component::bindgen!({
-        world: "provider-plugin",
-        path: "../wit/v0.2",
-        exports: { default: async },
-        with: {
-            "provisioner:provider/types": super::v0_3::provisioner::provider::types,
-        },
-    });
+    provider_plugin_bindings!(
+        "../wit/v0.2",
+        types from super::v0_3::provisioner::provider::types
+    );
 }
 
 /// Bindings of `provisioner:provider@0.1.0`, sharing 0.3's types.
 pub mod v0_1 {
-    wasmtime::component::bindgen!({
-        world: "provider-plugin",
-        path: "../wit/v0.1",
-        exports: { default: async },
-        with: {
-            "provisioner:provider/types": super::v0_3::provisioner::provider::types,
-        },
-    });
+    provider_plugin_bindings!(
+        "../wit/v0.1",
+        types from super::v0_3::provisioner::provider::types
+    );
 }
 
 /// The WIT types every supported version shares.

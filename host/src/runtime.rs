@@ -255,31 +255,21 @@ impl PluginRuntime {
         .context("linking wasi:http")?;
         wasm(crate::sandbox::bound_request_strings(&mut linker))
             .context("bounding wasi:http request strings")?;
-        wasm(current::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        ))
-        .context("linking the provisioner host interface")?;
-        wasm(v0_4::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        ))
-        .context("linking the provisioner host interface 0.4")?;
-        wasm(v0_3::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        ))
-        .context("linking the provisioner host interface 0.3")?;
-        wasm(v0_2::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        ))
-        .context("linking the provisioner host interface 0.2")?;
-        wasm(v0_1::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        ))
-        .context("linking the provisioner host interface 0.1")?;
+        // Each version's `host` (and `cache`) interface, under its own versioned name.
+        macro_rules! link_host_interface {
+            ($bindings:ident, $what:literal) => {
+                wasm($bindings::ProviderPlugin::add_to_linker::<_, HasSelf<_>>(
+                    &mut linker,
+                    |state| state,
+                ))
+                .context($what)?;
+            };
+        }
+        link_host_interface!(current, "linking the provisioner host interface");
+        link_host_interface!(v0_4, "linking the provisioner host interface 0.4");
+        link_host_interface!(v0_3, "linking the provisioner host interface 0.3");
+        link_host_interface!(v0_2, "linking the provisioner host interface 0.2");
+        link_host_interface!(v0_1, "linking the provisioner host interface 0.1");
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,

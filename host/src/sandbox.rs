@@ -251,6 +251,22 @@ impl PluginState {
     }
 }
 
+/// Sets a part of the outgoing request `request` with `set` if the value is `acceptable`;
+/// the guest's answer (an error for a value refused, as wasi:http answers a malformed one).
+fn set_if_acceptable(
+    state: &mut PluginState,
+    request: &Resource<HostOutgoingRequest>,
+    acceptable: bool,
+    set: impl FnOnce(&mut HostOutgoingRequest),
+) -> wasmtime::Result<(Result<(), ()>,)> {
+    let outgoing = state.table.get_mut(request)?;
+    if !acceptable {
+        return Ok((Err(()),));
+    }
+    set(outgoing);
+    Ok((Ok(()),))
+}
+
 /// Replaces wasi:http's `outgoing-request.set-method` and `set-authority` with the same
 /// checks plus a length bound ([`MAX_METHOD_BYTES`], [`MAX_AUTHORITY_BYTES`]): wasmtime
 /// keeps any length, so a plugin could park its whole memory's worth in each request. Too
@@ -272,13 +288,9 @@ pub fn bound_request_strings(linker: &mut Linker<PluginState>) -> wasmtime::Resu
                 }
                 _ => true,
             };
-            let state: &mut PluginState = store.data_mut();
-            let outgoing = state.table.get_mut(&request)?;
-            if !acceptable {
-                return Ok((Err(()),));
-            }
-            outgoing.method = method;
-            Ok((Ok(()),))
+            set_if_acceptable(store.data_mut(), &request, acceptable, |outgoing| {
+                outgoing.method = method;
+            })
         },
     )?;
     types.func_wrap(
@@ -288,13 +300,9 @@ pub fn bound_request_strings(linker: &mut Linker<PluginState>) -> wasmtime::Resu
                 authority.len() <= MAX_AUTHORITY_BYTES
                     && authority.parse::<http::uri::Authority>().is_ok()
             });
-            let state: &mut PluginState = store.data_mut();
-            let outgoing = state.table.get_mut(&request)?;
-            if !acceptable {
-                return Ok((Err(()),));
-            }
-            outgoing.authority = authority;
-            Ok((Ok(()),))
+            set_if_acceptable(store.data_mut(), &request, acceptable, |outgoing| {
+                outgoing.authority = authority;
+            })
         },
     )?;
     linker.allow_shadowing(false);

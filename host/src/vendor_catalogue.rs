@@ -84,28 +84,24 @@ fn clean_list(entries: Vec<String>) -> (Vec<String>, Option<String>) {
         }
     }
     let over = given - empty - long - control - repeated - kept.len();
-    let mut parts = Vec::new();
-    if empty > 0 {
-        parts.push(format!("{empty} empty"));
-    }
-    if long > 0 {
-        parts.push(format!(
-            "{long} longer than {} bytes",
-            VendorCatalogue::MAX_ENTRY_BYTES
-        ));
-    }
-    if control > 0 {
-        parts.push(format!("{control} with control characters"));
-    }
-    if repeated > 0 {
-        parts.push(format!("{repeated} repeated"));
-    }
-    if over > 0 {
-        parts.push(format!(
-            "{over} beyond the first {}",
-            VendorCatalogue::MAX_ENTRIES
-        ));
-    }
+    let reasons = [
+        (empty, "empty".to_string()),
+        (
+            long,
+            format!("longer than {} bytes", VendorCatalogue::MAX_ENTRY_BYTES),
+        ),
+        (control, "with control characters".to_string()),
+        (repeated, "repeated".to_string()),
+        (
+            over,
+            format!("beyond the first {}", VendorCatalogue::MAX_ENTRIES),
+        ),
+    ];
+    let parts: Vec<String> = reasons
+        .into_iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, reason)| format!("{count} {reason}"))
+        .collect();
     if parts.is_empty() {
         return (kept, None);
     }

@@ -6,6 +6,7 @@ use provisioner_contract::{
     HostMessage, Publisher, Topology, VendorAnnouncement, VendorWithdrawal,
 };
 
+use super::session::PluginChange;
 use super::{WorkerSettings, publish_host_message};
 use crate::plugin_folder::PluginSet;
 use crate::runtime::Plugin;
@@ -29,12 +30,13 @@ pub(super) async fn round(
 /// Vendors whose plugin is here but cannot serve, from `current` to `next`: news of it (a
 /// new reason), or of its end when the manifest went. One that now serves was announced
 /// when it was started.
-pub(super) async fn unavailable_changes(
-    publisher: &Publisher,
-    settings: &WorkerSettings,
-    current: &PluginSet,
-    next: &PluginSet,
-) -> anyhow::Result<()> {
+pub(super) async fn unavailable_changes(change: &PluginChange<'_>) -> anyhow::Result<()> {
+    let PluginChange {
+        publisher,
+        settings,
+        current,
+        next,
+    } = *change;
     for (vendor, reason) in next.unavailable() {
         let news = current.unavailable().get(vendor) != Some(reason);
         if news && !current.contains_key(vendor) {

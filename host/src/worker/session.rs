@@ -60,8 +60,13 @@ pub(super) async fn run(
                     continue;
                 }
                 let next: PluginSet = plugins.borrow_and_update().clone();
-                follow_plugin_change(&mut consumers, &publisher, settings, &current, &next)
-                    .await?;
+                let change = PluginChange {
+                    publisher: &publisher,
+                    settings,
+                    current: &current,
+                    next: &next,
+                };
+                follow_plugin_change(&mut consumers, &change).await?;
                 current = next;
             }
             Some((vendor, delivery)) = consumers.next_delivery() => {
@@ -111,30 +116,38 @@ async fn wait_for_shared_topology(
     }
 }
 
+/// A change of the plugin folder from `current` to `next`, and where order-api hears of it.
+pub(super) struct PluginChange<'a> {
+    pub(super) publisher: &'a Publisher,
+    pub(super) settings: &'a WorkerSettings,
+    pub(super) current: &'a PluginSet,
+    pub(super) next: &'a PluginSet,
+}
+
 /// The plugin folder changed from `current` to `next`: removed vendors stop being served,
 /// replaced plugins get their new in-flight budget, added ones are served, and order-api
 /// hears of each.
 async fn follow_plugin_change(
     consumers: &mut Consumers<'_>,
-    publisher: &Publisher,
-    settings: &WorkerSettings,
-    current: &PluginSet,
-    next: &PluginSet,
+    change: &PluginChange<'_>,
 ) -> anyhow::Result<()> {
-    stop_removed_and_update_replaced(consumers, publisher, settings, current, next).await?;
-    start_added(consumers, publisher, settings, current, next).await?;
-    announce::unavailable_changes(publisher, settings, current, next).await
+    stop_removed_and_update_replaced(consumers, change).await?;
+    start_added(consumers, change).await?;
+    announce::unavailable_changes(change).await
 }
 
 /// Stops serving the vendors `next` no longer has (withdrawn, with why if their plugin is
 /// still there but cannot serve) and updates and announces those whose plugin was replaced.
 async fn stop_removed_and_update_replaced(
     consumers: &mut Consumers<'_>,
-    publisher: &Publisher,
-    settings: &WorkerSettings,
-    current: &PluginSet,
-    next: &PluginSet,
+    change: &PluginChange<'_>,
 ) -> anyhow::Result<()> {
+    let PluginChange {
+        publisher,
+        settings,
+        current,
+        next,
+    } = *change;
     for (vendor, old) in current.iter() {
         match next.get(vendor) {
             None => {
@@ -156,15 +169,12 @@ async fn stop_removed_and_update_replaced(
 /// Serves and announces the vendors `next` has and `current` had not.
 async fn start_added(
     consumers: &mut Consumers<'_>,
-    publisher: &Publisher,
-    settings: &WorkerSettings,
-    current: &PluginSet,
-    next: &PluginSet,
+    change: &PluginChange<'_>,
 ) -> anyhow::Result<()> {
-    for (vendor, plugin) in next.iter() {
-        if !current.contains_key(vendor) {
+    for (vendor, plugin) in change.next.iter() {
+        if !change.current.contains_key(vendor) {
             consumers.start(plugin).await?;
-            announce::announce_vendor(publisher, settings, plugin).await?;
+            announce::announce_vendor(change.publisher, change.settings, plugin).await?;
         }
     }
     Ok(())
