@@ -146,102 +146,203 @@ pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
     outcome
 }
 
-async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<Summary> {
-    let host_pid = stack.host_pid().context("the host is not running")?;
-    let api_pid = stack.api_pid().context("order-api is not running")?;
-    let sim_pid = stack.sim_pid().context("the simulator is not running")?;
-    let broker_cpu_before = probe::broker_cpu_secs();
-    let mut progress = Progress::new();
-    let started = Instant::now();
-    let orderer = Orderer::start(stack, args.post_concurrency, args.orders);
-    let mut peak_booting = 0u64;
-    let mut peak_threads = 0u64;
-    let mut host = ProcessSample::default();
-    let mut ramp_done: Option<Instant> = None;
-    let mut window: Option<Instant> = None;
-    let mut window_wall: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
-    let mut booting_in_window: Vec<u64> = Vec::new();
-    let mut opened_at: Option<DateTime<Utc>> = None;
-    let warm_up = boot + Duration::from_secs(5);
-    let hold = Duration::from_secs(args.hold_secs);
+/// What the ramp, the hold and the drain saw of the vendors and the host.
+struct Observed {
+    /// Most servers booting at the vendor at once.
+    peak_booting: u64,
+    /// Most host threads at once (ramp and hold).
+    peak_threads: u64,
+    /// The host's latest sample (its peak memory and CPU so far).
+    host: ProcessSample,
+    /// When the hold opened and closed.
+    window: (DateTime<Utc>, DateTime<Utc>),
+    /// Servers booting at the vendor at each sample during the hold.
+    booting_in_window: Vec<u64>,
+}
 
-    // Ramp and hold.
-    while window_wall.is_none() {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let totals = vendor_totals(stack).await?;
-        host = probe::sample(host_pid).context("the host exited")?;
-        peak_booting = peak_booting.max(totals.booting);
-        peak_threads = peak_threads.max(host.threads);
-        let posted = orderer.posted();
-        if ramp_done.is_none() && posted >= args.orders {
-            ramp_done = Some(Instant::now());
-        }
-        // Keep `orders` outstanding: one new order per server that came up.
-        orderer.set_target(args.orders + totals.running() as usize);
-        let phase = match (ramp_done, window) {
-            (None, _) => "ramp",
-            (Some(done), None) if done.elapsed() < warm_up => "warm-up",
-            (Some(_), None) => {
-                window = Some(Instant::now());
-                opened_at = Some(Utc::now());
-                "hold"
-            }
-            (Some(_), Some(opened)) => {
-                booting_in_window.push(totals.booting);
-                if opened.elapsed() >= hold {
-                    window_wall = opened_at.map(|from| (from, Utc::now()));
-                }
-                "hold"
-            }
-        };
-        progress.update(&format!(
-            "[{:>4}s] {phase}: posted {posted} · booting at the vendor {} (peak {peak_booting}) · running {} · host RSS {:.0} MiB, {} threads",
-            started.elapsed().as_secs(),
-            totals.booting,
-            totals.running(),
-            host.rss_mib,
-            host.threads,
-        ));
-        if started.elapsed() > warm_up + hold + Duration::from_secs(600) {
-            bail!(
-                "the benchmark did not reach its hold phase\n{}",
-                stack.logs()
-            );
-        }
+/// The processes whose CPU time the run reports.
+struct Pids {
+    host: u32,
+    api: u32,
+    sim: u32,
+}
+
+impl Pids {
+    fn of(stack: &Stack) -> anyhow::Result<Self> {
+        Ok(Self {
+            host: stack.host_pid().context("the host is not running")?,
+            api: stack.api_pid().context("order-api is not running")?,
+            sim: stack.sim_pid().context("the simulator is not running")?,
+        })
     }
+}
 
-    // Drain.
+/// A run in progress: its stack and settings, the host it samples, its clock and progress
+/// line.
+struct Run<'a> {
+    stack: &'a Stack,
+    args: &'a Args,
+    boot: Duration,
+    host_pid: u32,
+    started: Instant,
+    progress: Progress,
+}
+
+/// What the summary is made of.
+struct Outcome {
+    observed: Observed,
+    accepted: u64,
+    refused: usize,
+    /// When each order active at the end was accepted and became active.
+    active: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    health: HostHealth,
+    api_cpu: f64,
+    sim_cpu: f64,
+    broker_cpu: Option<f64>,
+}
+
+async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<Summary> {
+    let pids = Pids::of(stack)?;
+    let broker_cpu_before = probe::broker_cpu_secs();
+    let mut run = Run {
+        stack,
+        args,
+        boot,
+        host_pid: pids.host,
+        progress: Progress::new(),
+        started: Instant::now(),
+    };
+    let orderer = Orderer::start(stack, args.post_concurrency, args.orders);
+    let mut observed = run.ramp_and_hold(&orderer).await?;
     let (accepted, refused) = orderer.stop().await;
     let accepted = accepted as u64;
-    let drain_deadline = Instant::now() + boot + Duration::from_secs(180);
-    let active = loop {
-        let totals = vendor_totals(stack).await?;
-        if let Some(sample) = probe::sample(host_pid) {
-            host = sample;
-        }
-        peak_booting = peak_booting.max(totals.booting);
-        progress.update(&format!(
-            "[{:>4}s] drain: accepted {accepted} · made {} · booting {}",
-            started.elapsed().as_secs(),
-            totals.created,
-            totals.booting
-        ));
-        if totals.created >= accepted && totals.booting == 0 {
-            let active = active_orders(stack).await?;
-            if active.len() as u64 >= accepted {
-                break active;
+    let active = run.drain(accepted, &mut observed).await?;
+    run.progress.finish();
+    one_server_per_order(stack, accepted).await?;
+    let cpu_of = |pid| probe::sample(pid).map_or(0.0, |sample| sample.cpu_secs);
+    let outcome = Outcome {
+        observed,
+        accepted,
+        refused,
+        active,
+        health: host_health(&stack.host_log()),
+        api_cpu: cpu_of(pids.api),
+        sim_cpu: cpu_of(pids.sim),
+        broker_cpu: probe::broker_cpu_secs()
+            .zip(broker_cpu_before)
+            .map(|(after, before)| after - before),
+    };
+    Ok(summary(args, boot, run.started, &outcome))
+}
+
+impl Run<'_> {
+    /// Ramp and hold: orders until `--orders` are posted, then keeps that many outstanding
+    /// through a warm-up of one boot time and the hold; what it saw.
+    async fn ramp_and_hold(&mut self, orderer: &Orderer) -> anyhow::Result<Observed> {
+        let (stack, args) = (self.stack, self.args);
+        let mut peak_booting = 0u64;
+        let mut peak_threads = 0u64;
+        let mut host = ProcessSample::default();
+        let mut ramp_done: Option<Instant> = None;
+        let mut window: Option<Instant> = None;
+        let mut window_wall: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+        let mut booting_in_window: Vec<u64> = Vec::new();
+        let mut opened_at: Option<DateTime<Utc>> = None;
+        let warm_up = self.boot + Duration::from_secs(5);
+        let hold = Duration::from_secs(args.hold_secs);
+        while window_wall.is_none() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let totals = vendor_totals(stack).await?;
+            host = probe::sample(self.host_pid).context("the host exited")?;
+            peak_booting = peak_booting.max(totals.booting);
+            peak_threads = peak_threads.max(host.threads);
+            let posted = orderer.posted();
+            if ramp_done.is_none() && posted >= args.orders {
+                ramp_done = Some(Instant::now());
+            }
+            // Keep `orders` outstanding: one new order per server that came up.
+            orderer.set_target(args.orders + totals.running() as usize);
+            let phase = match (ramp_done, window) {
+                (None, _) => "ramp",
+                (Some(done), None) if done.elapsed() < warm_up => "warm-up",
+                (Some(_), None) => {
+                    window = Some(Instant::now());
+                    opened_at = Some(Utc::now());
+                    "hold"
+                }
+                (Some(_), Some(opened)) => {
+                    booting_in_window.push(totals.booting);
+                    if opened.elapsed() >= hold {
+                        window_wall = opened_at.map(|from| (from, Utc::now()));
+                    }
+                    "hold"
+                }
+            };
+            self.progress.update(&format!(
+                "[{:>4}s] {phase}: posted {posted} · booting at the vendor {} (peak {peak_booting}) · running {} · host RSS {:.0} MiB, {} threads",
+                self.started.elapsed().as_secs(),
+                totals.booting,
+                totals.running(),
+                host.rss_mib,
+                host.threads,
+            ));
+            if self.started.elapsed() > warm_up + hold + Duration::from_secs(600) {
+                bail!(
+                    "the benchmark did not reach its hold phase\n{}",
+                    stack.logs()
+                );
             }
         }
-        if Instant::now() > drain_deadline {
-            let active = active_orders(stack).await?.len();
-            bail!(
-                "only {active} of {accepted} accepted orders became active\n{}",
-                stack.logs()
-            );
+        Ok(Observed {
+            peak_booting,
+            peak_threads,
+            host,
+            window: window_wall.context("no hold window")?,
+            booting_in_window,
+        })
+    }
+
+    /// Drain: waits until every one of the `accepted` orders is active (still sampling
+    /// the host and the vendors into `observed`); when each was accepted and became active.
+    async fn drain(
+        &mut self,
+        accepted: u64,
+        observed: &mut Observed,
+    ) -> anyhow::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
+        let stack = self.stack;
+        let drain_deadline = Instant::now() + self.boot + Duration::from_secs(180);
+        loop {
+            let totals = vendor_totals(stack).await?;
+            if let Some(sample) = probe::sample(self.host_pid) {
+                observed.host = sample;
+            }
+            observed.peak_booting = observed.peak_booting.max(totals.booting);
+            self.progress.update(&format!(
+                "[{:>4}s] drain: accepted {accepted} · made {} · booting {}",
+                self.started.elapsed().as_secs(),
+                totals.created,
+                totals.booting
+            ));
+            if totals.created >= accepted && totals.booting == 0 {
+                let active = active_orders(stack).await?;
+                if active.len() as u64 >= accepted {
+                    return Ok(active);
+                }
+            }
+            if Instant::now() > drain_deadline {
+                let active = active_orders(stack).await?.len();
+                bail!(
+                    "only {active} of {accepted} accepted orders became active\n{}",
+                    stack.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(1000)).await;
         }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-    };
-    progress.finish();
+    }
+}
+
+/// Fails unless the vendors made exactly one server for each of the `accepted` orders.
+async fn one_server_per_order(stack: &Stack, accepted: u64) -> anyhow::Result<()> {
     let totals = vendor_totals(stack).await?;
     if totals.duplicates > 0 || totals.created != accepted {
         bail!(
@@ -250,15 +351,15 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
             totals.duplicates
         );
     }
-    let health = host_health(&stack.host_log());
-    let cpu_of = |pid| probe::sample(pid).map_or(0.0, |sample| sample.cpu_secs);
-    let (api_cpu, sim_cpu) = (cpu_of(api_pid), cpu_of(sim_pid));
-    let broker_cpu = probe::broker_cpu_secs()
-        .zip(broker_cpu_before)
-        .map(|(after, before)| after - before);
-    // Orders that became active during the hold: how many per second, and how long each
-    // took from POST to active.
-    let (from, to) = window_wall.context("no hold window")?;
+    Ok(())
+}
+
+/// The orders that became active during the hold `window`: how many per second, and the
+/// mean time each took from POST to active (seconds).
+fn hold_throughput(
+    active: &[(DateTime<Utc>, DateTime<Utc>)],
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> (f64, f64) {
     let finished: Vec<f64> = active
         .iter()
         .filter(|(_, done)| *done >= from && *done < to)
@@ -267,19 +368,33 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
     let window_secs = (to - from).num_milliseconds() as f64 / 1000.0;
     let throughput = finished.len() as f64 / window_secs;
     let mean_time = finished.iter().sum::<f64>() / finished.len().max(1) as f64;
-    let mean_booting =
-        booting_in_window.iter().sum::<u64>() as f64 / booting_in_window.len().max(1) as f64;
-    let ideal = args.orders as f64 / boot.as_secs_f64();
+    (throughput, mean_time)
+}
 
+/// The run's settings and figures.
+fn summary(args: &Args, boot: Duration, started: Instant, outcome: &Outcome) -> Summary {
     let mut summary = Summary::new("in-flight");
     summary.setting("orders", args.orders as u64);
     summary.setting("boot_secs", args.boot_secs);
     summary.setting("hold_secs", args.hold_secs);
     summary.setting("heartbeat_secs", HEARTBEAT_SECS);
+    in_flight_figures(&mut summary, args, &outcome.observed);
+    throughput_figures(&mut summary, args, boot, outcome);
+    cpu_figures(&mut summary, outcome);
+    order_and_health_figures(&mut summary, started, outcome);
+    summary
+}
+
+/// How many creations were in flight at once, and what the host used for it.
+fn in_flight_figures(summary: &mut Summary, args: &Args, observed: &Observed) {
+    let host = &observed.host;
+    let booting_in_window = &observed.booting_in_window;
+    let mean_booting =
+        booting_in_window.iter().sum::<u64>() as f64 / booting_in_window.len().max(1) as f64;
     summary.figure(
         "peak_in_flight",
         "creations in flight at once (peak booting at the vendor)",
-        peak_booting as f64,
+        observed.peak_booting as f64,
         "",
         Some(Target::AtLeast(args.orders as f64)),
     );
@@ -293,7 +408,7 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
     summary.figure(
         "host_peak_threads",
         "host peak threads",
-        peak_threads as f64,
+        observed.peak_threads as f64,
         "",
         None,
     );
@@ -304,6 +419,12 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
         "",
         None,
     );
+}
+
+/// Orders becoming active during the hold, beside the ideal, and how long each took.
+fn throughput_figures(summary: &mut Summary, args: &Args, boot: Duration, outcome: &Outcome) {
+    let (throughput, mean_time) = hold_throughput(&outcome.active, outcome.observed.window);
+    let ideal = args.orders as f64 / boot.as_secs_f64();
     summary.figure(
         "throughput",
         "orders becoming active per second during the hold",
@@ -339,6 +460,19 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
         "s",
         None,
     );
+}
+
+/// The CPU time each process spent over the whole run.
+fn cpu_figures(summary: &mut Summary, outcome: &Outcome) {
+    let &Outcome {
+        ref observed,
+        accepted,
+        api_cpu,
+        sim_cpu,
+        broker_cpu,
+        ..
+    } = outcome;
+    let host = &observed.host;
     summary.figure(
         "host_cpu_secs",
         "host CPU time, whole run",
@@ -376,6 +510,17 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
             None,
         );
     }
+}
+
+/// The orders' ends, the host's connection and runtime health, and the run time.
+fn order_and_health_figures(summary: &mut Summary, started: Instant, outcome: &Outcome) {
+    let &Outcome {
+        accepted,
+        refused,
+        ref active,
+        ref health,
+        ..
+    } = outcome;
     summary.figure("accepted", "orders accepted", accepted as f64, "", None);
     summary.figure(
         "active",
@@ -419,5 +564,4 @@ async fn measure(stack: &Stack, args: &Args, boot: Duration) -> anyhow::Result<S
         "s",
         None,
     );
-    Ok(summary)
 }

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeleteOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use provisioner_contract::Topology;
+use provisioner_contract::topology::declare_exclusive_queue;
 use provisioner_host::worker::lease::Leases;
 use provisioner_tests::AMQP_URL;
 use uuid::Uuid;
@@ -80,17 +81,7 @@ async fn queue_lease(
         None => connection.create_channel().await?,
     };
     let queue = format!("{}provision.lease.{}", topology.prefix(), Uuid::new_v4());
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    declare_exclusive_queue(&channel, &queue, FieldTable::default()).await?;
     channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;

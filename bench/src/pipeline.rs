@@ -30,12 +30,10 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
+use provisioner_contract::amqp::{confirming_channel, publish_mandatory};
 use provisioner_contract::{
     Envelope, HostMessage, HostRequest, OrderUpdate, ProvisionRequest, ServerInfo, ServerSpec,
     ServerStatus, Topology, UpdateKind, encode,
@@ -370,15 +368,6 @@ fn properties(order_id: Uuid) -> lapin::BasicProperties {
     .properties()
 }
 
-/// A channel in confirm mode.
-async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    Ok(channel)
-}
-
 /// Publishes `body` to the topology's exchange (mandatory, like the programs); the
 /// returned future waits for the confirm.
 async fn publish(
@@ -387,18 +376,8 @@ async fn publish(
     key: &str,
     body: &[u8],
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + use<>> {
-    let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            properties(Uuid::now_v7()),
-        )
-        .await?;
+    let confirm =
+        publish_mandatory(channel, exchange, key, body, properties(Uuid::now_v7())).await?;
     let key = key.to_string();
     Ok(async move {
         let confirmation = confirm.await?;
@@ -455,7 +434,7 @@ async fn bare_broker_on(
             FieldTable::default(),
         )
         .await?;
-    let relay_out = confirm_channel(&host).await?;
+    let relay_out = confirming_channel(&host).await?;
     let relay = {
         let (exchange, result) = (topology.results_exchange(), result.clone());
         let key = Topology::result_key(BARE_VENDOR);
@@ -508,7 +487,7 @@ async fn bare_broker_on(
     };
 
     // The publisher (api side): up to BARE_PUBLISH_WINDOW confirms outstanding.
-    let publisher = confirm_channel(&api).await?;
+    let publisher = confirming_channel(&api).await?;
     let key = Topology::request_key(BARE_VENDOR);
     let started = Instant::now();
     let mut confirms = FuturesUnordered::new();
