@@ -148,27 +148,19 @@ pub fn document() -> Value {
             }
         }
     }
+    // Each link names an operation on the made order, by the id in the response's body.
+    let link = |operation: &str, description: &str| {
+        json!({
+            "operationId": operation,
+            "parameters": { "id": "$response.body#/id" },
+            "description": description,
+        })
+    };
     let links = json!({
-        "GetOrder": {
-            "operationId": "get_order",
-            "parameters": { "id": "$response.body#/id" },
-            "description": "The order, with its event log",
-        },
-        "CancelOrder": {
-            "operationId": "cancel_order",
-            "parameters": { "id": "$response.body#/id" },
-            "description": "Cancel the order on its way",
-        },
-        "DeleteOrder": {
-            "operationId": "delete_order",
-            "parameters": { "id": "$response.body#/id" },
-            "description": "Delete the order's server once it is active",
-        },
-        "OrderEvents": {
-            "operationId": "order_events",
-            "parameters": { "id": "$response.body#/id" },
-            "description": "Follow the order's events (Server-Sent Events)",
-        },
+        "GetOrder": link("get_order", "The order, with its event log"),
+        "CancelOrder": link("cancel_order", "Cancel the order on its way"),
+        "DeleteOrder": link("delete_order", "Delete the order's server once it is active"),
+        "OrderEvents": link("order_events", "Follow the order's events (Server-Sent Events)"),
     });
     for status in ["200", "202"] {
         if post["responses"][status].is_object() {

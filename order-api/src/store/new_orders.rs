@@ -4,6 +4,8 @@
 //! idempotency keys and quota checks; the orders that arrive while a commit is on disk share
 //! the next. Also the idempotency keys' lookup.
 
+use std::collections::{HashMap, HashSet};
+
 use anyhow::Context;
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
@@ -177,50 +179,80 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
     // The quota check must see what committed while this transaction waited for the
     // tenant's lock.
     db::read_committed(&mut tx).await?;
+    let claimed = claim_keys(&mut tx, orders).await?;
+    let (outcomes, new) = judge(&mut tx, orders, &claimed).await?;
+    if new.is_empty() {
+        tx.commit().await.context("committing new orders")?;
+        return Ok(outcomes);
+    }
+    let rows = order_rows(&new);
+    insert_order_rows(&mut tx, &rows).await?;
+    insert_first_events(&mut tx, &rows).await?;
+    insert_creation_requests(&mut tx, &new).await?;
+    tx.commit().await.context("committing new orders")?;
+    Ok(outcomes)
+}
+
+/// Records the idempotency keys of `orders`, in key order (see [`insert_orders`]); the ids
+/// of the orders whose key was free and is theirs now.
+async fn claim_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    orders: &[NewOrder],
+) -> anyhow::Result<HashSet<Uuid>> {
     let mut keyed: Vec<(&Order, &IdempotencyKey)> = orders
         .iter()
         .filter_map(|new| Some((&new.order, new.idempotency.as_ref()?)))
         .collect();
     keyed.sort_by(|(a, a_key), (b, b_key)| (&a.tenant, &a_key.key).cmp(&(&b.tenant, &b_key.key)));
-    let mut claimed = std::collections::HashSet::new();
-    if !keyed.is_empty() {
-        let sql = format!(
-            "INSERT INTO idempotency_keys (tenant, key, request_sha256, order_id, created_at) \
-             VALUES {} ON CONFLICT (tenant, key) DO NOTHING RETURNING order_id",
-            value_rows(5, keyed.len())
-        );
-        let mut statement = sqlx::query(&sql);
-        for (order, key) in &keyed {
-            statement = statement
-                .bind(&order.tenant)
-                .bind(&key.key)
-                .bind(&key.request_sha256)
-                .bind(order.id.to_string())
-                .bind(DbTime(order.created_at));
-        }
-        let rows = statement
-            .fetch_all(&mut *tx)
-            .await
-            .context("recording the idempotency keys")?;
-        for row in rows {
-            claimed.insert(parse_uuid(row.try_get("order_id")?)?);
-        }
+    let mut claimed = HashSet::new();
+    if keyed.is_empty() {
+        return Ok(claimed);
     }
-    let unseen: Vec<&NewOrder> = orders
+    let sql = format!(
+        "INSERT INTO idempotency_keys (tenant, key, request_sha256, order_id, created_at) \
+         VALUES {} ON CONFLICT (tenant, key) DO NOTHING RETURNING order_id",
+        value_rows(5, keyed.len())
+    );
+    let mut statement = sqlx::query(&sql);
+    for (order, key) in &keyed {
+        statement = statement
+            .bind(&order.tenant)
+            .bind(&key.key)
+            .bind(&key.request_sha256)
+            .bind(order.id.to_string())
+            .bind(DbTime(order.created_at));
+    }
+    let rows = statement
+        .fetch_all(&mut **tx)
+        .await
+        .context("recording the idempotency keys")?;
+    for row in rows {
+        claimed.insert(parse_uuid(row.try_get("order_id")?)?);
+    }
+    Ok(claimed)
+}
+
+/// What becomes of each of `orders` (in their order), and those to insert: one whose key
+/// another order holds is not made (or, when an order over quota freed that key earlier in
+/// this group, refused as that one was); the others go to their tenants' quotas
+/// ([`quotas::check_new_orders`]), and the key of one over quota is freed again.
+async fn judge<'a>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    orders: &'a [NewOrder],
+    claimed: &HashSet<Uuid>,
+) -> anyhow::Result<(Vec<Inserted>, Vec<&'a NewOrder>)> {
+    let unseen: Vec<&Order> = orders
         .iter()
         .filter(|new| new.idempotency.is_none() || claimed.contains(&new.order.id))
+        .map(|new| &new.order)
         .collect();
-    let unseen_orders: Vec<&Order> = unseen.iter().map(|new| &new.order).collect();
-    let mut verdicts = quotas::check_new_orders(&mut tx, &unseen_orders)
-        .await?
-        .into_iter();
+    let mut verdicts = quotas::check_new_orders(tx, &unseen).await?.into_iter();
     let mut outcomes = Vec::with_capacity(orders.len());
     let mut new: Vec<&NewOrder> = Vec::with_capacity(orders.len());
     // Keys freed below, by tenant and key: a request with the same key later in this group
     // lost the key to an order that is not made, and is refused as that one was (its
     // replay would find no order).
-    let mut freed: std::collections::HashMap<(&str, &str), QuotaExceeded> =
-        std::collections::HashMap::new();
+    let mut freed: HashMap<(&str, &str), QuotaExceeded> = HashMap::new();
     for order in orders {
         if let Some(key) = &order.idempotency
             && !claimed.contains(&order.order.id)
@@ -236,7 +268,7 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
                 sqlx::query("DELETE FROM idempotency_keys WHERE tenant = $1 AND key = $2")
                     .bind(&order.order.tenant)
                     .bind(&key.key)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .context("freeing the key of an order over quota")?;
             }
@@ -246,22 +278,40 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
             new.push(order);
         }
     }
-    if new.is_empty() {
-        tx.commit().await.context("committing new orders")?;
-        return Ok(outcomes);
-    }
-    // The orders and their members, each with its fleet: (order, fleet id, fleet size).
-    let rows: Vec<(&Order, Option<Uuid>, Option<u32>)> = new
-        .iter()
+    Ok((outcomes, new))
+}
+
+/// A row of the `orders` table to insert: an order or a member, with its fleet's id (a
+/// member) or its size (a fleet).
+struct OrderRow<'a> {
+    order: &'a Order,
+    fleet_id: Option<Uuid>,
+    fleet_size: Option<u32>,
+}
+
+/// The rows of the orders in `new` and of their members.
+fn order_rows<'a>(new: &[&'a NewOrder]) -> Vec<OrderRow<'a>> {
+    new.iter()
         .flat_map(|new| {
-            let fleet_size = (!new.members.is_empty()).then_some(new.order.count);
-            std::iter::once((&new.order, None, fleet_size)).chain(
-                new.members
-                    .iter()
-                    .map(|member| (member, Some(new.order.id), None)),
-            )
+            let fleet = OrderRow {
+                order: &new.order,
+                fleet_id: None,
+                fleet_size: (!new.members.is_empty()).then_some(new.order.count),
+            };
+            std::iter::once(fleet).chain(new.members.iter().map(|member| OrderRow {
+                order: member,
+                fleet_id: Some(new.order.id),
+                fleet_size: None,
+            }))
         })
-        .collect();
+        .collect()
+}
+
+/// Inserts `rows` into `orders`, one statement for all.
+async fn insert_order_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[OrderRow<'_>],
+) -> anyhow::Result<()> {
     let sql = format!(
         "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
          user_data, labels, created_at, updated_at, webhook_url, fleet_id, fleet_size, \
@@ -269,7 +319,8 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
         value_rows(18, rows.len())
     );
     let mut statement = sqlx::query(&sql);
-    for (order, fleet_id, fleet_size) in &rows {
+    for row in rows {
+        let order = row.order;
         statement = statement
             .bind(order.id.to_string())
             .bind(&order.tenant)
@@ -285,33 +336,50 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
             .bind(DbTime(order.created_at))
             .bind(DbTime(order.updated_at))
             .bind(&order.webhook_url)
-            .bind(fleet_id.map(|id| id.to_string()))
-            .bind(fleet_size.map(i64::from))
+            .bind(row.fleet_id.map(|id| id.to_string()))
+            .bind(row.fleet_size.map(i64::from))
             .bind(i64::from(order.all_or_nothing))
             .bind(order.placement.as_ref().map(json));
     }
     statement
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .context("inserting the orders")?;
+    Ok(())
+}
+
+/// Writes each row's first event ([`accepted_event`]), one statement for all.
+async fn insert_first_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[OrderRow<'_>],
+) -> anyhow::Result<()> {
     let sql = format!(
         "INSERT INTO order_events (order_id, seq, at, status, message) VALUES {}",
         value_rows(5, rows.len())
     );
     let mut statement = sqlx::query(&sql);
-    for (order, _, _) in &rows {
-        let event = accepted_event(order);
+    for row in rows {
+        let event = accepted_event(row.order);
         statement = statement
-            .bind(order.id.to_string())
+            .bind(row.order.id.to_string())
             .bind(1_i64) // its first event
             .bind(DbTime(event.at))
             .bind(event.status.as_str())
             .bind(event.message);
     }
     statement
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .context("recording the orders' first events")?;
+    Ok(())
+}
+
+/// Queues the creation requests of the orders in `new`, due at their orders' creation, one
+/// statement for all.
+async fn insert_creation_requests(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    new: &[&NewOrder],
+) -> anyhow::Result<()> {
     let outbox: Vec<(&Order, &OutboxMessage)> = new
         .iter()
         .flat_map(|new| new.outbox.iter().map(|message| (&new.order, message)))
@@ -333,9 +401,8 @@ async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<
             .bind(DbTime(order.created_at));
     }
     statement
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .context("inserting the creation requests")?;
-    tx.commit().await.context("committing new orders")?;
-    Ok(outcomes)
+    Ok(())
 }

@@ -235,69 +235,33 @@ impl Store {
             .begin()
             .await
             .context("starting a transaction")?;
-        // On PostgreSQL the sweep's row stays locked until the commit: another instance's
-        // new sweep of the vendor waits, and is not marked finished with this one's results.
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
-        let current: Option<(String, DbTime)> = sqlx::query_as(&format!(
-            "SELECT sweep_id, requested_at FROM sweeps WHERE vendor = $1{lock}"
-        ))
-        .bind(&inventory.vendor)
-        .fetch_optional(&mut *tx)
-        .await
-        .context("reading the current sweep")?;
-        let Some(requested_at) = current
-            .filter(|(sweep_id, _)| *sweep_id == inventory.sweep_id.to_string())
-            .map(|(_, requested_at)| requested_at.0)
-        else {
+        let Some(requested_at) = current_sweep(&mut tx, self.backend, inventory).await? else {
             tracing::info!(vendor = %inventory.vendor, sweep_id = %inventory.sweep_id, "inventory of an earlier sweep ignored");
             return Ok(Vec::new());
-        };
-        let vendor = &inventory.vendor;
-        let now = Utc::now();
-        let finish = |outcome: &'static str, detail: Option<String>, listed, orphans| {
-            sqlx::query(
-                "UPDATE sweeps SET finished_at = $1, host_id = $2, outcome = $3, detail = $4, \
-                 listed = $5, orphans = $6 WHERE vendor = $7 AND sweep_id = $8",
-            )
-            .bind(DbTime(inventory.at))
-            .bind(&inventory.host_id)
-            .bind(outcome)
-            .bind(detail)
-            .bind(listed)
-            .bind(orphans)
-            .bind(vendor)
-            .bind(inventory.sweep_id.to_string())
         };
         let servers = match &inventory.listing {
             Listing::Listed { servers } => servers,
             Listing::Unsupported { reason } => {
-                finish(
+                finish_sweep(
+                    &mut tx,
+                    inventory,
                     "unsupported",
                     Some(reason.clone()),
-                    None::<i64>,
-                    None::<i64>,
+                    None,
                 )
-                .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
                 return Ok(Vec::new());
             }
             Listing::Failed { fault } => {
-                finish(
-                    "failed",
-                    Some(format!("{}: {}", fault.code, fault.message)),
-                    None,
-                    None,
-                )
-                .execute(&mut *tx)
-                .await?;
+                let detail = format!("{}: {}", fault.code, fault.message);
+                finish_sweep(&mut tx, inventory, "failed", Some(detail), None).await?;
                 tx.commit().await?;
                 return Ok(Vec::new());
             }
         };
+        let vendor = &inventory.vendor;
+        let now = Utc::now();
         let owners = owners(&mut tx, servers).await?;
         let known = orphan_states(&mut tx, vendor).await?;
         let mut seen = HashSet::new();
@@ -325,40 +289,11 @@ impl Store {
             };
             seen.insert(listed.server.vendor_id.clone());
             let before = known.get(&listed.server.vendor_id).copied();
-            // Under `delete`, every sweep that still lists an orphan sends its delete again
-            // (a delete is idempotent at the host, and one lost or failed is retried so).
-            let state = match (action, before) {
-                (OrphanAction::Delete, _) => OrphanState::Deleting,
-                (OrphanAction::Report, Some(OrphanState::DeleteFailed)) => {
-                    OrphanState::DeleteFailed
-                }
-                (OrphanAction::Report, _) => OrphanState::Reported,
-            };
+            let state = next_state(action, before);
             if before.is_none() || before.is_some_and(|state| !state.present()) {
                 tracing::warn!(%vendor, vendor_id = %listed.server.vendor_id, key = %listed.idempotency_key, "orphan server found: {reason}");
             }
-            sqlx::query(
-                "INSERT INTO orphans (vendor, vendor_id, idempotency_key, server, reason, state, \
-                 detail, first_seen_at, last_seen_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9) \
-                 ON CONFLICT (vendor, vendor_id) DO UPDATE SET \
-                 idempotency_key = excluded.idempotency_key, server = excluded.server, \
-                 reason = excluded.reason, state = excluded.state, \
-                 detail = CASE WHEN excluded.state = 'delete_failed' THEN orphans.detail END, \
-                 last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at",
-            )
-            .bind(vendor)
-            .bind(&listed.server.vendor_id)
-            .bind(&listed.idempotency_key)
-            .bind(json(&listed.server))
-            .bind(&reason)
-            .bind(state.as_str())
-            .bind(DbTime(now))
-            .bind(DbTime(now))
-            .bind(DbTime(now))
-            .execute(&mut *tx)
-            .await
-            .context("recording an orphan")?;
+            record_orphan(&mut tx, vendor, listed, &reason, state, now).await?;
             if state == OrphanState::Deleting {
                 to_delete.push(Orphan {
                     vendor: vendor.clone(),
@@ -372,29 +307,11 @@ impl Store {
                 });
             }
         }
-        for (vendor_id, state) in &known {
-            if state.present() && !seen.contains(vendor_id) {
-                sqlx::query(
-                    "UPDATE orphans SET state = 'gone', updated_at = $1 \
-                     WHERE vendor = $2 AND vendor_id = $3",
-                )
-                .bind(DbTime(now))
-                .bind(vendor)
-                .bind(vendor_id)
-                .execute(&mut *tx)
-                .await
-                .context("marking an orphan gone")?;
-            }
-        }
-        finish(
-            "listed",
-            None,
-            Some(servers.len() as i64),
-            Some(seen.len() as i64),
-        )
-        .execute(&mut *tx)
-        .await
-        .context("finishing the sweep")?;
+        mark_gone(&mut tx, vendor, &known, &seen, now).await?;
+        let counts = (servers.len() as i64, seen.len() as i64);
+        finish_sweep(&mut tx, inventory, "listed", None, Some(counts))
+            .await
+            .context("finishing the sweep")?;
         tx.commit().await.context("committing the inventory")?;
         Ok(to_delete)
     }
@@ -487,6 +404,127 @@ impl Store {
             })
             .collect()
     }
+}
+/// When the sweep `inventory` answers was requested, if it is still its vendor's current
+/// one; `None` for an earlier sweep's inventory. On PostgreSQL the sweep's row stays locked
+/// until the commit: another instance's new sweep of the vendor waits, and is not marked
+/// finished with this one's results.
+async fn current_sweep(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    inventory: &VendorInventory,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let current: Option<(String, DbTime)> = sqlx::query_as(&format!(
+        "SELECT sweep_id, requested_at FROM sweeps WHERE vendor = $1{lock}"
+    ))
+    .bind(&inventory.vendor)
+    .fetch_optional(&mut **tx)
+    .await
+    .context("reading the current sweep")?;
+    Ok(current
+        .filter(|(sweep_id, _)| *sweep_id == inventory.sweep_id.to_string())
+        .map(|(_, requested_at)| requested_at.0))
+}
+
+/// Marks the sweep `inventory` answers finished with `outcome`; `counts`: how many servers
+/// were listed and how many of them are orphans, when the vendor listed them.
+async fn finish_sweep(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    inventory: &VendorInventory,
+    outcome: &str,
+    detail: Option<String>,
+    counts: Option<(i64, i64)>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE sweeps SET finished_at = $1, host_id = $2, outcome = $3, detail = $4, \
+         listed = $5, orphans = $6 WHERE vendor = $7 AND sweep_id = $8",
+    )
+    .bind(DbTime(inventory.at))
+    .bind(&inventory.host_id)
+    .bind(outcome)
+    .bind(detail)
+    .bind(counts.map(|(listed, _)| listed))
+    .bind(counts.map(|(_, orphans)| orphans))
+    .bind(&inventory.vendor)
+    .bind(inventory.sweep_id.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// What an orphan listed again becomes under `action`, from its recorded state `before`.
+/// Under `delete`, every sweep that still lists an orphan sends its delete again (a delete
+/// is idempotent at the host, and one lost or failed is retried so).
+fn next_state(action: OrphanAction, before: Option<OrphanState>) -> OrphanState {
+    match (action, before) {
+        (OrphanAction::Delete, _) => OrphanState::Deleting,
+        (OrphanAction::Report, Some(OrphanState::DeleteFailed)) => OrphanState::DeleteFailed,
+        (OrphanAction::Report, _) => OrphanState::Reported,
+    }
+}
+
+/// Records (or updates) the orphan `listed` in `state`, seen `now`.
+async fn record_orphan(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    vendor: &str,
+    listed: &LabelledServer,
+    reason: &str,
+    state: OrphanState,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO orphans (vendor, vendor_id, idempotency_key, server, reason, state, \
+         detail, first_seen_at, last_seen_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9) \
+         ON CONFLICT (vendor, vendor_id) DO UPDATE SET \
+         idempotency_key = excluded.idempotency_key, server = excluded.server, \
+         reason = excluded.reason, state = excluded.state, \
+         detail = CASE WHEN excluded.state = 'delete_failed' THEN orphans.detail END, \
+         last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at",
+    )
+    .bind(vendor)
+    .bind(&listed.server.vendor_id)
+    .bind(&listed.idempotency_key)
+    .bind(json(&listed.server))
+    .bind(reason)
+    .bind(state.as_str())
+    .bind(DbTime(now))
+    .bind(DbTime(now))
+    .bind(DbTime(now))
+    .execute(&mut **tx)
+    .await
+    .context("recording an orphan")?;
+    Ok(())
+}
+
+/// Marks `gone` each orphan of `vendor` recorded as present (`known`) that the sweep did
+/// not list (`seen`).
+async fn mark_gone(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    vendor: &str,
+    known: &HashMap<String, OrphanState>,
+    seen: &HashSet<String>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    for (vendor_id, state) in known {
+        if state.present() && !seen.contains(vendor_id) {
+            sqlx::query(
+                "UPDATE orphans SET state = 'gone', updated_at = $1 \
+                 WHERE vendor = $2 AND vendor_id = $3",
+            )
+            .bind(DbTime(now))
+            .bind(vendor)
+            .bind(vendor_id)
+            .execute(&mut **tx)
+            .await
+            .context("marking an orphan gone")?;
+        }
+    }
+    Ok(())
 }
 
 /// The orders the listed servers' keys name.
