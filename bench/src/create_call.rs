@@ -284,42 +284,42 @@ async fn time_creates(
     Ok(samples)
 }
 
-/// Runs both plugins and summarises.
-pub async fn run(args: Args) -> anyhow::Result<Summary> {
-    let args = Args {
-        calls: args.calls.max(1),
-        ..args
-    };
-    let mut progress = Progress::new();
-    let dir: PathBuf = std::env::temp_dir().join(format!("bench-create-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let runtime = PluginRuntime::new()?;
-
-    let hetzner_served = Arc::new(Served::default());
-    let hetzner_origin = serve(hetzner_vendor(hetzner_served.clone())).await?;
-    let hetzner = load(
-        &runtime,
-        &dir,
+/// Loads the Hetzner plugin against a canned vendor of its own; what the vendor served, and
+/// the plugin.
+async fn load_hetzner(
+    runtime: &PluginRuntime,
+    dir: &Path,
+) -> anyhow::Result<(Arc<Served>, Plugin)> {
+    let served = Arc::new(Served::default());
+    let origin = serve(hetzner_vendor(served.clone())).await?;
+    let plugin = load(
+        runtime,
+        dir,
         "hetzner",
         &format!(
-            "vendor = \"hetzner\"\ncomponent = {:?}\nallowed_hosts = [\"{hetzner_origin}\"]\n\
-             [config]\nbase-url = \"{hetzner_origin}\"\n\
+            "vendor = \"hetzner\"\ncomponent = {:?}\nallowed_hosts = [\"{origin}\"]\n\
+             [config]\nbase-url = \"{origin}\"\n\
              [secrets]\ntoken = \"PLUGIN_SECRET_HETZNER_TOKEN\"\n",
             plugin_component("hetzner").display().to_string()
         ),
         &[("PLUGIN_SECRET_HETZNER_TOKEN", "bench-token")],
     )
     .await?;
+    Ok((served, plugin))
+}
 
-    let ec2_served = Arc::new(Served::default());
-    let ec2_origin = serve(ec2_vendor(ec2_served.clone())).await?;
-    let ec2 = load(
-        &runtime,
-        &dir,
+/// Loads the AWS plugin against a canned EC2 of its own; what the vendor served, and the
+/// plugin.
+async fn load_ec2(runtime: &PluginRuntime, dir: &Path) -> anyhow::Result<(Arc<Served>, Plugin)> {
+    let served = Arc::new(Served::default());
+    let origin = serve(ec2_vendor(served.clone())).await?;
+    let plugin = load(
+        runtime,
+        dir,
         "aws",
         &format!(
-            "vendor = \"aws\"\ncomponent = {:?}\nallowed_hosts = [\"{ec2_origin}\"]\n\
-             [config]\nendpoint = \"{ec2_origin}\"\nregions = \"us-east-1\"\n\
+            "vendor = \"aws\"\ncomponent = {:?}\nallowed_hosts = [\"{origin}\"]\n\
+             [config]\nendpoint = \"{origin}\"\nregions = \"us-east-1\"\n\
              [secrets]\naccess-key-id = \"PLUGIN_SECRET_AWS_ACCESS_KEY_ID\"\n\
              secret-access-key = \"PLUGIN_SECRET_AWS_SECRET_ACCESS_KEY\"\n",
             plugin_component("aws").display().to_string()
@@ -333,7 +333,22 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         ],
     )
     .await?;
+    Ok((served, plugin))
+}
 
+/// One Compute Engine plugin under measure, with its own canned vendor.
+struct GceSide {
+    /// `gce-cached` or `gce-uncached`.
+    side: &'static str,
+    served: Arc<Served>,
+    /// Token exchanges the vendor answered.
+    tokens: Arc<AtomicU64>,
+    plugin: Plugin,
+}
+
+/// Loads the GCP plugin twice, each against a canned vendor of its own: with the token
+/// cached, and with no cache at all.
+async fn load_gce_sides(runtime: &PluginRuntime, dir: &Path) -> anyhow::Result<Vec<GceSide>> {
     let gce_key = serde_json::json!({
         "type": "service_account",
         "project_id": "bench-project",
@@ -342,7 +357,6 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         "client_email": "bench@bench-project.iam.gserviceaccount.com",
         "token_uri": "TOKEN_URI",
     });
-    // Two plugins, two canned vendors: with the token cached, and with no cache at all.
     let mut gce = Vec::new();
     for (side, limits) in [("gce-cached", ""), ("gce-uncached", "cache_entries = 0\n")] {
         let served = Arc::new(Served::default());
@@ -353,7 +367,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
             .to_string()
             .replace("TOKEN_URI", &format!("{origin}/token"));
         let plugin = load(
-            &runtime,
+            runtime,
             &dir.join(side),
             "gcp",
             &format!(
@@ -366,8 +380,76 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
             &[("PLUGIN_SECRET_GCP_SERVICE_ACCOUNT_KEY", &key)],
         )
         .await?;
-        gce.push((side, served, tokens, plugin));
+        gce.push(GceSide {
+            side,
+            served,
+            tokens,
+            plugin,
+        });
     }
+    Ok(gce)
+}
+
+/// Fails if a canned vendor was asked something it does not answer (a plugin that made
+/// other calls must fail the run, not speed it up).
+fn ensure_nothing_refused<'a>(
+    sides: impl IntoIterator<Item = (&'a str, &'a Served)>,
+) -> anyhow::Result<()> {
+    for (side, served) in sides {
+        let refused = served.refused.load(Ordering::Relaxed);
+        anyhow::ensure!(
+            refused == 0,
+            "the {side} plugin made {refused} requests the canned vendor does not answer"
+        );
+    }
+    Ok(())
+}
+
+/// A duration in microseconds.
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// A side's create p50 and p99 (`<key>_p50_us`, `<key>_p99_us`, labelled `<label> p50`,
+/// ...) and its vendor requests per call (`<key>_requests_per_call`).
+fn latency_figures(
+    summary: &mut Summary,
+    (key, label): (&str, &str),
+    requests_label: String,
+    times: &[Duration],
+    requests_per_call: f64,
+) {
+    for (name, quantile) in [("p50", 0.50), ("p99", 0.99)] {
+        summary.figure(
+            format!("{key}_{name}_us"),
+            format!("{label} {name}"),
+            micros(percentile(times, quantile)),
+            "us",
+            None,
+        );
+    }
+    summary.figure(
+        format!("{key}_requests_per_call"),
+        requests_label,
+        requests_per_call,
+        "",
+        None,
+    );
+}
+
+/// Runs both plugins and summarises.
+pub async fn run(args: Args) -> anyhow::Result<Summary> {
+    let args = Args {
+        calls: args.calls.max(1),
+        ..args
+    };
+    let mut progress = Progress::new();
+    let dir: PathBuf = std::env::temp_dir().join(format!("bench-create-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let runtime = PluginRuntime::new()?;
+    let (hetzner_served, hetzner) = load_hetzner(&runtime, &dir).await?;
+    let (ec2_served, ec2) = load_ec2(&runtime, &dir).await?;
+    let gce = load_gce_sides(&runtime, &dir).await?;
 
     let hetzner_times = time_creates(
         &hetzner,
@@ -391,27 +473,22 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         "projects/debian-cloud/global/images/family/debian-12",
     );
     let mut gce_times = Vec::new();
-    for (side, _, _, plugin) in &gce {
-        gce_times.push(time_creates(plugin, &gce_request, &args, &mut progress, side).await?);
+    for side in &gce {
+        gce_times
+            .push(time_creates(&side.plugin, &gce_request, &args, &mut progress, side.side).await?);
     }
     progress.finish();
     let _ = std::fs::remove_dir_all(&dir);
 
+    let gce_sides = gce.iter().map(|side| (side.side, &*side.served));
+    ensure_nothing_refused(
+        [("hetzner", &*hetzner_served), ("ec2", &*ec2_served)]
+            .into_iter()
+            .chain(gce_sides),
+    )?;
     let total = (args.warmup + args.calls) as f64;
-    let gce_sides = gce.iter().map(|(side, served, ..)| (*side, served));
-    for (side, served) in [("hetzner", &hetzner_served), ("ec2", &ec2_served)]
-        .into_iter()
-        .chain(gce_sides)
-    {
-        let refused = served.refused.load(Ordering::Relaxed);
-        anyhow::ensure!(
-            refused == 0,
-            "the {side} plugin made {refused} requests the canned vendor does not answer"
-        );
-    }
     let per_call = |served: &Served| served.answered.load(Ordering::Relaxed) as f64 / total;
 
-    let micros = |d: Duration| d.as_secs_f64() * 1e6;
     let mut summary = Summary::new("create-call");
     summary.setting("calls", args.calls as u64);
     summary.setting("warmup", args.warmup as u64);
@@ -419,81 +496,45 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         "vendor",
         "canned answers in this process (bench/fixtures), over loopback HTTP",
     );
-    let mut figure = |key, label, value, unit| summary.figure(key, label, value, unit, None);
-    figure(
-        "hetzner_p50_us",
-        "Hetzner create p50",
-        micros(percentile(&hetzner_times, 0.50)),
-        "us",
-    );
-    figure(
-        "hetzner_p99_us",
-        "Hetzner create p99",
-        micros(percentile(&hetzner_times, 0.99)),
-        "us",
-    );
-    figure(
-        "hetzner_requests_per_call",
-        "Hetzner vendor requests per call",
+    latency_figures(
+        &mut summary,
+        ("hetzner", "Hetzner create"),
+        "Hetzner vendor requests per call".into(),
+        &hetzner_times,
         per_call(&hetzner_served),
-        "",
     );
-    figure(
-        "ec2_p50_us",
-        "EC2 create p50",
-        micros(percentile(&ec2_times, 0.50)),
-        "us",
-    );
-    figure(
-        "ec2_p99_us",
-        "EC2 create p99",
-        micros(percentile(&ec2_times, 0.99)),
-        "us",
-    );
-    figure(
-        "ec2_requests_per_call",
-        "EC2 vendor requests per call",
+    latency_figures(
+        &mut summary,
+        ("ec2", "EC2 create"),
+        "EC2 vendor requests per call".into(),
+        &ec2_times,
         per_call(&ec2_served),
-        "",
     );
-    figure(
+    summary.figure(
         "p50_ratio",
         "EC2 p50 / Hetzner p50",
         percentile(&ec2_times, 0.50).as_secs_f64() / percentile(&hetzner_times, 0.50).as_secs_f64(),
         "",
+        None,
     );
-    for ((side, served, tokens, _), times) in gce.iter().zip(&gce_times) {
-        let label = if *side == "gce-cached" {
+    for (side, times) in gce.iter().zip(&gce_times) {
+        let label = if side.side == "gce-cached" {
             "GCE create, token cached"
         } else {
             "GCE create, no cache (JWT signed and exchanged per call)"
         };
-        let key = side.replace('-', "_");
-        summary.figure(
-            format!("{key}_p50_us"),
-            format!("{label} p50"),
-            micros(percentile(times, 0.50)),
-            "us",
-            None,
-        );
-        summary.figure(
-            format!("{key}_p99_us"),
-            format!("{label} p99"),
-            micros(percentile(times, 0.99)),
-            "us",
-            None,
-        );
-        summary.figure(
-            format!("{key}_requests_per_call"),
+        let key = side.side.replace('-', "_");
+        latency_figures(
+            &mut summary,
+            (&key, label),
             format!("{label}: vendor requests per call"),
-            per_call(served),
-            "",
-            None,
+            times,
+            per_call(&side.served),
         );
         summary.figure(
             format!("{key}_token_exchanges"),
             format!("{label}: token exchanges in all"),
-            tokens.load(Ordering::Relaxed) as f64,
+            side.tokens.load(Ordering::Relaxed) as f64,
             "",
             None,
         );
