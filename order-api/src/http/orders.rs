@@ -519,21 +519,8 @@ pub async fn create_order(
     body: Result<Json<CreateOrder>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let Caller::Tenant(tenant) = caller else {
-        return Err(ApiError::Forbidden(
-            "an admin token orders nothing: orders belong to a tenant, so use a tenant's token"
-                .into(),
-        ));
-    };
-    if let Err(retry_after) = state.order_rates.admit(&tenant) {
-        let rate = state.order_rates.rate_of(&tenant);
-        state.metrics.order_refused("rate_limited");
-        return Err(ApiError::RateLimited {
-            retry_after,
-            per_second: rate.map_or(0.0, |r| r.per_second),
-            burst: rate.map_or(0, |r| r.burst),
-        });
-    }
+    let tenant = ordering_tenant(caller)?;
+    admit_at_rate(&state, &tenant)?;
     let key = idempotency_key(&headers)?;
     let Json(body) = body?;
     let candidates = body.candidates()?;
@@ -551,21 +538,7 @@ pub async fn create_order(
     {
         return replay(&state, &tenant, idempotency).await;
     }
-    for candidate in &candidates {
-        if !state.store.vendor_known(&candidate.vendor).await? {
-            let known = state
-                .store
-                .vendors()
-                .await?
-                .into_iter()
-                .map(|v| v.vendor)
-                .collect();
-            return Err(ApiError::UnknownVendor {
-                vendor: candidate.vendor.clone(),
-                known,
-            });
-        }
-    }
+    check_vendors_known(&state, &candidates).await?;
     let count = body.servers();
     // Kept as a fleet (store::fleets): several servers, or a placement to move along.
     let fleet = count > 1 || body.placement.is_some();
@@ -580,43 +553,8 @@ pub async fn create_order(
         labels: body.labels,
     };
     if let Some(timeout) = state.validate_timeout {
-        for (index, candidate) in candidates.iter().enumerate() {
-            // Several servers: the plugin judges the longest of their names.
-            let judged = ServerSpec {
-                name: match count {
-                    1 => spec.name.clone(),
-                    count => fleets::member_name(&spec.name, count),
-                },
-                region: candidate.region.clone(),
-                size: candidate.size.clone(),
-                image: candidate.image.clone(),
-                ..spec.clone()
-            };
-            let verdict = state
-                .validator
-                .check(&candidate.vendor, &judged, timeout)
-                .await;
-            state.metrics.validated(match &verdict {
-                Verdict::Valid => "valid",
-                Verdict::Invalid(_) => "refused",
-                Verdict::Unchecked(_) => "unchecked",
-            });
-            match verdict {
-                Verdict::Valid => {}
-                Verdict::Invalid(message) => {
-                    return Err(ApiError::RefusedByVendor {
-                        vendor: candidate.vendor.clone(),
-                        message: match &body.placement {
-                            Some(_) => format!("placement[{index}] ({candidate}): {message}"),
-                            None => message,
-                        },
-                    });
-                }
-                Verdict::Unchecked(reason) => {
-                    tracing::info!(vendor = %candidate.vendor, "accepting an order without the plugin's check: {reason}");
-                }
-            }
-        }
+        let placed = body.placement.is_some();
+        check_with_plugins(&state, &spec, &candidates, count, placed, timeout).await?;
     }
     let now = Utc::now();
     let order = Order {
@@ -639,48 +577,12 @@ pub async fn create_order(
         servers: None,
         placement: body.placement,
     };
-    // A fleet: one member order per server, at the first candidate, which the hosts serve.
-    let members: Vec<Order> = match fleet {
+    let members = match fleet {
         false => Vec::new(),
-        true => (1..=count)
-            .map(|number| Order {
-                id: fleets::member_id(order.id, number, 0),
-                spec: ServerSpec {
-                    name: match count {
-                        1 => order.spec.name.clone(),
-                        _ => fleets::member_name(&order.spec.name, number),
-                    },
-                    ..order.spec.clone()
-                },
-                webhook_url: None,
-                count: 1,
-                all_or_nothing: false,
-                placement: None,
-                ..order.clone()
-            })
-            .collect(),
+        true => member_orders(&order),
     };
     let traceparent = traceparent(&headers);
-    let outbox: Vec<OutboxMessage> = if members.is_empty() {
-        std::slice::from_ref(&order)
-    } else {
-        &members[..]
-    }
-    .iter()
-    .map(|server| {
-        let create = HostRequest::Create(ProvisionRequest {
-            order_id: server.id,
-            vendor: server.vendor.clone(),
-            spec: server.spec.clone(),
-        });
-        OutboxMessage::request(
-            server.id,
-            &server.vendor,
-            &create,
-            Some(traceparent.clone()),
-        )
-    })
-    .collect();
+    let outbox = creation_requests(&order, &members, &traceparent);
     let events = match state
         .store
         .insert_order(&order, &members, &outbox, idempotency.as_ref())
@@ -699,8 +601,156 @@ pub async fn create_order(
     };
     state.relay_wakeup.notify_one();
     tracing::info!(order_id = %order.id, vendor = %order.vendor, count, %traceparent, "order accepted");
+    let response = accepted(&state, order, events, fleet).await?;
+    state.metrics.accepted(started.elapsed());
+    Ok(response)
+}
+
+/// The tenant a caller orders for: an admin token orders nothing.
+fn ordering_tenant(caller: Caller) -> Result<String, ApiError> {
+    match caller {
+        Caller::Tenant(tenant) => Ok(tenant),
+        Caller::Admin => Err(ApiError::Forbidden(
+            "an admin token orders nothing: orders belong to a tenant, so use a tenant's token"
+                .into(),
+        )),
+    }
+}
+
+/// Takes a token from `tenant`'s bucket (`POST /v1/orders` rate), or refuses the order.
+fn admit_at_rate(state: &AppState, tenant: &str) -> Result<(), ApiError> {
+    let Err(retry_after) = state.order_rates.admit(tenant) else {
+        return Ok(());
+    };
+    let rate = state.order_rates.rate_of(tenant);
+    state.metrics.order_refused("rate_limited");
+    Err(ApiError::RateLimited {
+        retry_after,
+        per_second: rate.map_or(0.0, |r| r.per_second),
+        burst: rate.map_or(0, |r| r.burst),
+    })
+}
+
+/// Refuses the order when a candidate's vendor is one no host serves, naming those known.
+async fn check_vendors_known(state: &AppState, candidates: &[Candidate]) -> Result<(), ApiError> {
+    for candidate in candidates {
+        if !state.store.vendor_known(&candidate.vendor).await? {
+            let known = state
+                .store
+                .vendors()
+                .await?
+                .into_iter()
+                .map(|v| v.vendor)
+                .collect();
+            return Err(ApiError::UnknownVendor {
+                vendor: candidate.vendor.clone(),
+                known,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Has each candidate's vendor plugin check `spec` there (within `timeout`), refusing the
+/// order when one refuses it; `placed`: the order listed its candidates (a refusal then
+/// names which).
+async fn check_with_plugins(
+    state: &AppState,
+    spec: &ServerSpec,
+    candidates: &[Candidate],
+    count: u32,
+    placed: bool,
+    timeout: std::time::Duration,
+) -> Result<(), ApiError> {
+    for (index, candidate) in candidates.iter().enumerate() {
+        // Several servers: the plugin judges the longest of their names.
+        let judged = ServerSpec {
+            name: match count {
+                1 => spec.name.clone(),
+                count => fleets::member_name(&spec.name, count),
+            },
+            region: candidate.region.clone(),
+            size: candidate.size.clone(),
+            image: candidate.image.clone(),
+            ..spec.clone()
+        };
+        let verdict = state
+            .validator
+            .check(&candidate.vendor, &judged, timeout)
+            .await;
+        state.metrics.validated(match &verdict {
+            Verdict::Valid => "valid",
+            Verdict::Invalid(_) => "refused",
+            Verdict::Unchecked(_) => "unchecked",
+        });
+        match verdict {
+            Verdict::Valid => {}
+            Verdict::Invalid(message) => {
+                return Err(ApiError::RefusedByVendor {
+                    vendor: candidate.vendor.clone(),
+                    message: match placed {
+                        true => format!("placement[{index}] ({candidate}): {message}"),
+                        false => message,
+                    },
+                });
+            }
+            Verdict::Unchecked(reason) => {
+                tracing::info!(vendor = %candidate.vendor, "accepting an order without the plugin's check: {reason}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A fleet's member orders: one per server, at the first candidate, which the hosts serve.
+fn member_orders(order: &Order) -> Vec<Order> {
+    (1..=order.count)
+        .map(|number| Order {
+            id: fleets::member_id(order.id, number, 0),
+            spec: ServerSpec {
+                name: match order.count {
+                    1 => order.spec.name.clone(),
+                    _ => fleets::member_name(&order.spec.name, number),
+                },
+                ..order.spec.clone()
+            },
+            webhook_url: None,
+            count: 1,
+            all_or_nothing: false,
+            placement: None,
+            ..order.clone()
+        })
+        .collect()
+}
+
+/// The creation request of each server of `order`: its members', or its own without.
+fn creation_requests(order: &Order, members: &[Order], traceparent: &str) -> Vec<OutboxMessage> {
+    let servers = match members.is_empty() {
+        true => std::slice::from_ref(order),
+        false => members,
+    };
+    servers
+        .iter()
+        .map(|server| {
+            let create = HostRequest::Create(ProvisionRequest {
+                order_id: server.id,
+                vendor: server.vendor.clone(),
+                spec: server.spec.clone(),
+            });
+            OutboxMessage::request(server.id, &server.vendor, &create, Some(traceparent.into()))
+        })
+        .collect()
+}
+
+/// The 202 for an order just accepted, with its first `events` and its location (and, for
+/// a `fleet`, its servers).
+async fn accepted(
+    state: &AppState,
+    mut order: Order,
+    events: Vec<OrderEvent>,
+    fleet: bool,
+) -> Result<Response, ApiError> {
     let location = format!("/v1/orders/{}", order.id);
-    let mut order = order;
     if fleet {
         order.servers = Some(state.store.fleet_servers(order.id).await?);
     }
@@ -715,7 +765,6 @@ pub async fn create_order(
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
-    state.metrics.accepted(started.elapsed());
     Ok(response)
 }
 
