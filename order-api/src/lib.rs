@@ -14,7 +14,8 @@
 //!   outbox, vendors, orphans, tokens, webhooks; compare-and-set; orders for several
 //!   servers (`store::fleets`: one member order per server, summed up into the order). One
 //!   file per concern (`orders`, `new_orders`, `transitions`, `host_updates`,
-//!   `user_changes`, `stalled`, `outbox`, ...), mapped in the store's own doc.
+//!   `user_changes`, `stalled`, `outbox`, `fleet_ids`, `outbox_rows`, `webhook_queue`, ...), in
+//!   layers that import only downward, mapped in the store's own doc.
 //! - [`http`]: the axum router ([`http::app`]), handlers, problem+json errors, health, and
 //!   the extractors of who calls ([`http::caller`]).
 //! - [`metrics`]: the Prometheus series `/metrics` serves.
