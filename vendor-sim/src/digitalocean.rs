@@ -395,6 +395,58 @@ async fn create_key(
     }
 }
 
+/// DigitalOcean's 400 for a query it cannot read.
+fn invalid_query() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "invalid query parameters",
+    )
+}
+
+/// The page a list request asks for: `page` from 1, `per_page` 20 by default, 200 (or the
+/// simulator's smaller page size) at most.
+struct Page {
+    number: usize,
+    per_page: usize,
+}
+
+impl Page {
+    fn asked(state: &SimState, page: Option<usize>, per_page: Option<usize>) -> Page {
+        Page {
+            number: page.unwrap_or(1).max(1),
+            per_page: per_page.unwrap_or(20).clamp(1, state.page_size(200)),
+        }
+    }
+
+    /// This page's items of the whole list.
+    fn of<T>(&self, all: impl IntoIterator<Item = T>) -> impl Iterator<Item = T> {
+        all.into_iter()
+            .skip((self.number - 1) * self.per_page)
+            .take(self.per_page)
+    }
+
+    /// `links.pages` for a list of `total`: `next`/`last` before the last page,
+    /// `first`/`prev` after the first, each the URL `link` makes for a page number.
+    fn links(
+        &self,
+        total: usize,
+        link: impl Fn(usize) -> String,
+    ) -> serde_json::Map<String, Value> {
+        let last = total.div_ceil(self.per_page).max(1);
+        let mut pages = serde_json::Map::new();
+        if self.number < last {
+            pages.insert("next".into(), json!(link(self.number + 1)));
+            pages.insert("last".into(), json!(link(last)));
+        }
+        if self.number > 1 {
+            pages.insert("first".into(), json!(link(1)));
+            pages.insert("prev".into(), json!(link(self.number - 1)));
+        }
+        pages
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct PageQuery {
     page: Option<usize>,
@@ -407,36 +459,20 @@ async fn list_keys(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "invalid query parameters",
-        );
+        return invalid_query();
     };
     let keys: Vec<Value> = state.with_cloud(Vendor::DigitalOcean, |cloud| {
         cloud.ssh_keys.values().map(render_key).collect()
     });
-    let per_page = query.per_page.unwrap_or(20).clamp(1, state.page_size(200));
-    let page = query.page.unwrap_or(1).max(1);
+    let page = Page::asked(&state, query.page, query.per_page);
     let total = keys.len();
-    let last = total.div_ceil(per_page).max(1);
-    let link = |p: usize| {
-        format!("https://api.digitalocean.com/v2/account/keys?page={p}&per_page={per_page}")
-    };
-    let mut pages = serde_json::Map::new();
-    if page < last {
-        pages.insert("next".into(), json!(link(page + 1)));
-        pages.insert("last".into(), json!(link(last)));
-    }
-    if page > 1 {
-        pages.insert("first".into(), json!(link(1)));
-        pages.insert("prev".into(), json!(link(page - 1)));
-    }
-    let shown: Vec<Value> = keys
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .collect();
+    let pages = page.links(total, |p| {
+        format!(
+            "https://api.digitalocean.com/v2/account/keys?page={p}&per_page={}",
+            page.per_page
+        )
+    });
+    let shown: Vec<Value> = page.of(keys).collect();
     Json(json!({"ssh_keys": shown, "links": {"pages": pages}, "meta": {"total": total}}))
         .into_response()
 }
@@ -505,11 +541,7 @@ async fn list_droplets(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "invalid query parameters",
-        );
+        return invalid_query();
     };
     let droplets: Vec<SimServer> = state.with_cloud(Vendor::DigitalOcean, |cloud| {
         cloud
@@ -525,33 +557,22 @@ async fn list_droplets(
             .cloned()
             .collect()
     });
-    let per_page = query.per_page.unwrap_or(20).clamp(1, state.page_size(200));
-    let page = query.page.unwrap_or(1).max(1);
+    let page = Page::asked(&state, query.page, query.per_page);
     let total = droplets.len();
-    let last = total.div_ceil(per_page).max(1);
-    let rendered: Vec<Value> = droplets
-        .iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
+    let rendered: Vec<Value> = page
+        .of(droplets.iter())
         .map(|d| render_droplet(d, &state))
         .collect();
-    let link = |p: usize| {
-        let mut url =
-            format!("https://api.digitalocean.com/v2/droplets?page={p}&per_page={per_page}");
+    let pages = page.links(total, |p| {
+        let mut url = format!(
+            "https://api.digitalocean.com/v2/droplets?page={p}&per_page={}",
+            page.per_page
+        );
         if let Some(tag) = &query.tag_name {
             url.push_str(&format!("&tag_name={tag}"));
         }
         url
-    };
-    let mut pages = serde_json::Map::new();
-    if page < last {
-        pages.insert("next".into(), json!(link(page + 1)));
-        pages.insert("last".into(), json!(link(last)));
-    }
-    if page > 1 {
-        pages.insert("first".into(), json!(link(1)));
-        pages.insert("prev".into(), json!(link(page - 1)));
-    }
+    });
     Json(json!({
         "droplets": rendered,
         "links": {"pages": pages},

@@ -446,15 +446,16 @@ async fn get_server(State(state): State<Arc<SimState>>, Path(id): Path<String>) 
     let server = state.with_cloud(Vendor::Hetzner, |cloud| cloud.servers.get(&id).cloned());
     match server {
         Some(server) => Json(json!({"server": render_server(&server, &state)})).into_response(),
-        None => not_found(id),
+        None => not_found("server", id),
     }
 }
 
-fn not_found(id: u64) -> Response {
+/// Hetzner's 404 for the `what` (`server`, `action`, `SSH key`) with this id.
+fn not_found(what: &str, id: impl std::fmt::Display) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        format!("server with ID '{id}' not found"),
+        format!("{what} with ID '{id}' not found"),
     )
 }
 
@@ -481,16 +482,8 @@ async fn delete_server(State(state): State<Arc<SimState>>, Path(id): Path<String
     });
     match removed {
         Some(action) => Json(json!({"action": render_action(&action, now)})).into_response(),
-        None => not_found(id),
+        None => not_found("server", id),
     }
-}
-
-fn action_not_found(id: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("action with ID '{id}' not found"),
-    )
 }
 
 /// `GET /actions/{id}` and `GET /servers/actions/{id}` (every action here is a server's).
@@ -501,7 +494,7 @@ async fn get_action(State(state): State<Arc<SimState>>, Path(id): Path<String>) 
         .and_then(|n| state.with_cloud(Vendor::Hetzner, |cloud| cloud.actions.get(&n).cloned()));
     match action {
         Some(action) => Json(json!({"action": render_action(&action, Utc::now())})).into_response(),
-        None => action_not_found(&id),
+        None => not_found("action", &id),
     }
 }
 
@@ -528,7 +521,7 @@ async fn get_server_action(
     });
     match action {
         Some(action) => Json(json!({"action": render_action(&action, Utc::now())})).into_response(),
-        None => action_not_found(&action_id),
+        None => not_found("action", &action_id),
     }
 }
 
@@ -591,7 +584,7 @@ async fn list_server_actions(
         (cloud.servers.contains_key(&id), actions)
     });
     if !known {
-        return not_found(id);
+        return not_found("server", id);
     }
     actions.retain(|action| {
         statuses.is_empty() || statuses.iter().any(|s| s == action_status(action, now).0)
@@ -780,14 +773,6 @@ async fn list_keys(State(state): State<Arc<SimState>>, Query(query): Query<KeyQu
     .into_response()
 }
 
-fn key_not_found(id: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("SSH key with ID '{id}' not found"),
-    )
-}
-
 async fn get_key(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
     let key = id
         .parse::<u64>()
@@ -795,7 +780,7 @@ async fn get_key(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> 
         .and_then(|n| state.with_cloud(Vendor::Hetzner, |cloud| cloud.ssh_keys.get(&n).cloned()));
     match key {
         Some(key) => Json(json!({"ssh_key": render_key(&key)})).into_response(),
-        None => key_not_found(&id),
+        None => not_found("SSH key", &id),
     }
 }
 
@@ -806,7 +791,7 @@ async fn delete_key(State(state): State<Arc<SimState>>, Path(id): Path<String>) 
         .and_then(|n| state.with_cloud(Vendor::Hetzner, |cloud| cloud.ssh_keys.remove(&n)));
     match removed {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
-        None => key_not_found(&id),
+        None => not_found("SSH key", &id),
     }
 }
 
