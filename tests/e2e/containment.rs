@@ -8,14 +8,12 @@
 //! Some tests load it in process with the host's runtime; those whose point is the order
 //! path, the broker or the host's log drop it into a full [`Stack`].
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
+use provisioner_contract::topology::declare_exclusive_queue;
 use provisioner_host::bindings::types::ServerRequest;
 use provisioner_host::plugin_output::{
     LOG_BURST, LOG_LINES_PER_SECOND, MAX_DISPLAY_NAME_CHARS, MAX_LOG_LINE_BYTES,
@@ -24,7 +22,8 @@ use provisioner_host::plugin_output::{
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_host::wit_convert::fault;
 use provisioner_tests::{
-    Stack, StackOptions, delete_topology, require_rabbitmq, test_plugin_component,
+    Stack, StackOptions, delete_topology, hostile_manifest, require_rabbitmq, server_request,
+    write_hostile_manifest,
 };
 use reqwest::Method;
 
@@ -35,26 +34,7 @@ const HUGE_ERROR_BYTES: usize = 34_600_000;
 const FAULT_MESSAGE_BOUND: usize = MAX_PLUGIN_TEXT_BYTES + 256;
 
 fn request() -> ServerRequest {
-    ServerRequest {
-        idempotency_key: "0195f7f2-0000-7000-8000-000000000002".into(),
-        name: "victim".into(),
-        region: "r".into(),
-        size: "s".into(),
-        image: "i".into(),
-        ssh_keys: vec![],
-        user_data: None,
-        labels: vec![],
-    }
-}
-
-/// The hostile plugin's manifest for `behaviour`, with more `config` lines and `limits`.
-fn hostile_manifest(vendor: &str, behaviour: &str, config: &str, limits: &str) -> String {
-    format!(
-        "vendor = {vendor:?}\ncomponent = {component:?}\n\
-         [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n{config}\n\
-         [limits]\n{limits}\n",
-        component = test_plugin_component("hostile").display().to_string(),
-    )
+    server_request("0195f7f2-0000-7000-8000-000000000002", "victim")
 }
 
 /// Loads the hostile plugin in process.
@@ -64,14 +44,8 @@ async fn load_hostile(
     config: &str,
     limits: &str,
 ) -> anyhow::Result<Plugin> {
-    let dir = std::env::temp_dir().join(format!(
-        "provisioner-containment-{behaviour}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let vendor = format!("hostile-{behaviour}");
-    let path: PathBuf = dir.join(format!("{vendor}.toml"));
-    std::fs::write(&path, hostile_manifest(&vendor, behaviour, config, limits))?;
+    let what = format!("containment-{behaviour}");
+    let path = write_hostile_manifest(&what, behaviour, "", config, limits)?;
     runtime.load(&path).await
 }
 
@@ -86,7 +60,7 @@ async fn drop_in(
     let vendor = format!("hostile-{behaviour}");
     std::fs::write(
         stack.plugins_dir().join(format!("{vendor}.toml")),
-        hostile_manifest(&vendor, behaviour, config, limits),
+        hostile_manifest(behaviour, "", config, limits),
     )?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !stack.vendors().await?.contains(&vendor) {
@@ -140,17 +114,7 @@ impl Capture {
             stack.topology.prefix(),
             uuid::Uuid::new_v4().simple()
         );
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exclusive_queue(&channel, &queue, FieldTable::default()).await?;
         for key in keys {
             channel
                 .queue_bind(

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use provisioner_host::bindings::types::ServerRequest;
 use provisioner_host::runtime::{CallError, PluginRuntime};
 use provisioner_host::wit_convert::fault;
-use provisioner_tests::test_plugin_component;
+use provisioner_tests::{server_request, write_hostile_manifest};
 
 /// Runs this binary's ignored test `name` in a process of its own and returns what it
 /// printed; fails with that output when it failed.
@@ -45,38 +45,14 @@ fn in_own_process(name: &str) -> anyhow::Result<String> {
 }
 
 fn request() -> ServerRequest {
-    ServerRequest {
-        idempotency_key: "0195f7f2-0000-7000-8000-000000000003".into(),
-        name: "victim".into(),
-        region: "r".into(),
-        size: "s".into(),
-        image: "i".into(),
-        ssh_keys: vec![],
-        user_data: None,
-        labels: vec![],
-    }
+    server_request("0195f7f2-0000-7000-8000-000000000003", "victim")
 }
 
 /// Writes the hostile plugin's manifest for `behaviour` (with `top` lines such as grants,
 /// more `config` lines and `limits`) and returns its path.
 fn manifest(behaviour: &str, top: &str, config: &str, limits: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "provisioner-host-budget-{behaviour}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let vendor = format!("hostile-{behaviour}");
-    let path = dir.join(format!("{vendor}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "vendor = {vendor:?}\ncomponent = {component:?}\n{top}\n\
-             [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n{config}\n\
-             [limits]\n{limits}\n",
-            component = test_plugin_component("hostile").display().to_string(),
-        ),
-    )?;
-    Ok(path)
+    let what = format!("host-budget-{behaviour}");
+    write_hostile_manifest(&what, behaviour, top, config, limits)
 }
 
 /// This process's resident memory in bytes (`VmRSS`).

@@ -17,21 +17,8 @@ use provisioner_host::bindings::WitVersion;
 use provisioner_host::bindings::types::{ProviderError, ServerRequest};
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_tests::simulator::get_vendor_control;
-use provisioner_tests::{Stack, StackOptions, test_plugin_component};
+use provisioner_tests::{Stack, StackOptions, server_request, test_plugin_component};
 use serde_json::json;
-
-fn request(key: &str, value: &str) -> ServerRequest {
-    ServerRequest {
-        idempotency_key: key.into(),
-        name: value.into(),
-        region: "r".into(),
-        size: "s".into(),
-        image: "i".into(),
-        ssh_keys: vec![],
-        user_data: None,
-        labels: vec![],
-    }
-}
 
 /// Loads the hostile fixture as `vendor` with the `cache-probe` behaviour, its cache bounded
 /// by `limits` (`[limits]` lines) and values living `ttl_ms`.
@@ -65,7 +52,7 @@ async fn cached(plugin: &Plugin, key: &str) -> anyhow::Result<Option<String>> {
 /// Stores `value` under `key` through the plugin.
 async fn store(plugin: &Plugin, key: &str, value: &str) -> Result<(), CallError> {
     plugin
-        .create_server(uuid::Uuid::nil(), &request(key, value))
+        .create_server(uuid::Uuid::nil(), &server_request(key, value))
         .await
         .map(|_| ())
 }
@@ -207,7 +194,7 @@ async fn a_0_2_plugin_still_loads_and_serves() -> anyhow::Result<()> {
     let plugin = load_fixture(&runtime, "v02").await?;
     assert_eq!(plugin.wit_version(), WitVersion::V0_2);
     let server = plugin
-        .create_server(uuid::Uuid::nil(), &request("key-1", "web"))
+        .create_server(uuid::Uuid::nil(), &server_request("key-1", "web"))
         .await?;
     assert_eq!(server.vendor_id, "v02-key-1");
     let listed = plugin.list_servers().await?.expect("0.2 lists its servers");
@@ -227,7 +214,7 @@ async fn a_0_3_plugin_still_loads_and_serves() -> anyhow::Result<()> {
     assert_eq!(plugin.wit_version(), WitVersion::V0_3);
     assert_eq!(plugin.info().await?.display_name, "WIT 0.3 test plugin");
     let server = plugin
-        .create_server(uuid::Uuid::nil(), &request("key-1", "web"))
+        .create_server(uuid::Uuid::nil(), &server_request("key-1", "web"))
         .await?;
     assert_eq!(server.vendor_id, "v03-key-1");
     assert_eq!(server.name, "web");
@@ -237,7 +224,7 @@ async fn a_0_3_plugin_still_loads_and_serves() -> anyhow::Result<()> {
         1,
         "the create counted itself in the cache"
     );
-    match plugin.validate(&request("key-2", "")).await {
+    match plugin.validate(&server_request("key-2", "")).await {
         Err(CallError::Provider(ProviderError::InvalidRequest(message))) => {
             assert!(message.contains("empty"), "{message}")
         }
@@ -245,7 +232,7 @@ async fn a_0_3_plugin_still_loads_and_serves() -> anyhow::Result<()> {
     }
     let full = ServerRequest {
         region: "full".into(),
-        ..request("key-3", "web")
+        ..server_request("key-3", "web")
     };
     match plugin.create_server(uuid::Uuid::nil(), &full).await {
         Err(CallError::Provider(ProviderError::Transient(message))) => {
@@ -337,13 +324,13 @@ async fn a_0_4_plugin_still_loads_without_a_catalogue() -> anyhow::Result<()> {
     assert!(plugin.catalogue_cached().is_none());
     assert!(plugin.catalogue().await?.is_none(), "no call for 0.4");
     let server = plugin
-        .create_server(uuid::Uuid::nil(), &request("key-1", "web"))
+        .create_server(uuid::Uuid::nil(), &server_request("key-1", "web"))
         .await?;
     assert_eq!(server.vendor_id, "v04-key-1");
     assert_eq!(plugin.cache_entries(), 1);
     let full = ServerRequest {
         region: "full".into(),
-        ..request("key-2", "web")
+        ..server_request("key-2", "web")
     };
     match plugin.create_server(uuid::Uuid::nil(), &full).await {
         Err(CallError::Provider(ProviderError::NoCapacity(message))) => {
@@ -430,7 +417,7 @@ async fn a_failing_or_networking_catalogue_leaves_the_plugin_serving() -> anyhow
             ..
         })
     ));
-    trapping.validate(&request("key-1", "web")).await?;
+    trapping.validate(&server_request("key-1", "web")).await?;
 
     let networking = hostile(&runtime, "catalogue-net", "network-in-catalogue", "").await?;
     let catalogue = networking.catalogue_cached().expect("it answered");
@@ -494,9 +481,10 @@ async fn the_hetzner_catalogue_follows_its_manifest() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_announcement_carries_the_catalogue() -> anyhow::Result<()> {
     use futures_util::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions};
     use lapin::types::FieldTable;
     use provisioner_contract::messages::HostMessage;
+    use provisioner_contract::topology::declare_exclusive_queue;
 
     let stack = Stack::start(StackOptions {
         host_env: vec![("ANNOUNCE_INTERVAL_SECS".into(), "1".into())],
@@ -510,17 +498,7 @@ async fn the_announcement_carries_the_catalogue() -> anyhow::Result<()> {
         stack.topology.prefix(),
         uuid::Uuid::new_v4().simple()
     );
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    declare_exclusive_queue(&channel, &queue, FieldTable::default()).await?;
     channel
         .queue_bind(
             queue.as_str().into(),

@@ -9,22 +9,15 @@ use std::time::{Duration, Instant};
 use provisioner_host::plugin_folder::PluginFolder;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime, RuntimeLimits};
 use provisioner_host::wit_convert::fault;
-use provisioner_tests::{plugin_component, test_plugin_component};
+use provisioner_tests::{
+    plugin_component, scratch_dir, server_request, test_plugin_component, write_hostile_manifest,
+};
 
 use provisioner_host::bindings::WitVersion;
 use provisioner_host::bindings::types::ServerRequest;
 
 fn request() -> ServerRequest {
-    ServerRequest {
-        idempotency_key: "0195f7f2-0000-7000-8000-000000000001".into(),
-        name: "victim".into(),
-        region: "r".into(),
-        size: "s".into(),
-        image: "i".into(),
-        ssh_keys: vec![],
-        user_data: None,
-        labels: vec![],
-    }
+    server_request("0195f7f2-0000-7000-8000-000000000001", "victim")
 }
 
 /// Writes a manifest for the hostile plugin with `behaviour` and loads it.
@@ -39,27 +32,18 @@ async fn hostile_with(
     config: &str,
     limits: &str,
 ) -> anyhow::Result<Plugin> {
-    let dir = tempdir(behaviour)?;
-    let vendor = format!("hostile-{behaviour}");
-    let manifest = format!(
-        "vendor = {vendor:?}\ncomponent = {component:?}\n\
-         allowed_hosts = [\"http://127.0.0.1:9\"]\n\
-         [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n{config}\n\
-         [limits]\n{limits}\n",
-        component = test_plugin_component("hostile").display().to_string(),
-    );
-    let path = dir.join(format!("{vendor}.toml"));
-    std::fs::write(&path, manifest)?;
+    let path = write_hostile_manifest(
+        &format!("sandbox-{behaviour}"),
+        behaviour,
+        "allowed_hosts = [\"http://127.0.0.1:9\"]",
+        config,
+        limits,
+    )?;
     runtime.load(&path).await
 }
 
 fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "provisioner-sandbox-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    scratch_dir(&format!("sandbox-{name}"))
 }
 
 /// Runs the hostile `create-server` and checks the host still serves the same plugin after.
@@ -372,20 +356,18 @@ async fn memory_beyond_the_hosts_maximum_is_refused_at_load() -> anyhow::Result<
 
 /// Writes the hostile plugin's manifest for `behaviour` with `top` (grants, flags),
 /// `config` and `tail` (more tables) and returns its path.
-fn hostile_manifest(
+fn hostile_manifest_with_tail(
     behaviour: &str,
     top: &str,
     config: &str,
     tail: &str,
 ) -> anyhow::Result<PathBuf> {
-    let dir = tempdir(behaviour)?;
-    let vendor = format!("hostile-{behaviour}");
+    // An empty `[limits]` (the defaults) before `tail`.
     let manifest = format!(
-        "vendor = {vendor:?}\ncomponent = {component:?}\n{top}\n\
-         [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n{config}\n{tail}\n",
-        component = test_plugin_component("hostile").display().to_string(),
+        "{}{tail}\n",
+        provisioner_tests::hostile_manifest(behaviour, top, config, "")
     );
-    let path = dir.join(format!("{vendor}.toml"));
+    let path = tempdir(behaviour)?.join(format!("hostile-{behaviour}.toml"));
     std::fs::write(&path, manifest)?;
     Ok(path)
 }
@@ -403,7 +385,7 @@ async fn secrets_come_only_from_the_plugins_own_variables() -> anyhow::Result<()
         "PLUGIN_SECRET_HETZNER_TOKEN",
         "PLUGIN_SECRET_",
     ] {
-        let path = hostile_manifest(
+        let path = hostile_manifest_with_tail(
             "leak-secret",
             "",
             "",
@@ -426,7 +408,7 @@ async fn secrets_come_only_from_the_plugins_own_variables() -> anyhow::Result<()
     }
 
     // The plugin's own variable reaches it.
-    let path = hostile_manifest(
+    let path = hostile_manifest_with_tail(
         "leak-secret",
         "",
         "",
@@ -481,7 +463,12 @@ async fn granted_names_never_reach_private_addresses_without_opt_in() -> anyhow:
     let by_name = format!("http://localhost:{port}");
     let by_ip = format!("http://127.0.0.1:{port}");
     let load = |top: String, target: &str| {
-        let path = hostile_manifest("call-target", &top, &format!("target-url = {target:?}"), "");
+        let path = hostile_manifest_with_tail(
+            "call-target",
+            &top,
+            &format!("target-url = {target:?}"),
+            "",
+        );
         let runtime = &runtime;
         async move { runtime.load(&path?).await }
     };

@@ -1,7 +1,11 @@
 //! The vendors every test stack serves: each one's plugin component, its manifest pointing
-//! at the simulator, the simulator's credentials for it and a valid order there.
+//! at the simulator, the simulator's credentials for it and a valid order there; and what
+//! the tests that load plugins in process share: a scratch folder, a server request, the
+//! hostile test plugin's manifest.
 
 use std::path::{Path, PathBuf};
+
+use provisioner_host::bindings::types::ServerRequest;
 
 use crate::processes::{built, target_dir};
 
@@ -151,4 +155,54 @@ pub fn test_plugin_component(name: &str) -> PathBuf {
             .join(format!("{name}.wasm")),
         "build it with scripts/build-plugins.sh (scripts/test.sh does all the set-up)",
     )
+}
+
+/// A new, empty folder of its own under the system's temporary folder, named for `what`.
+pub fn scratch_dir(what: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "provisioner-{what}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A request to create a server, for a plugin called in process: idempotency key `key`,
+/// name `name`, region `r`, size `s`, image `i`, nothing more.
+pub fn server_request(key: &str, name: &str) -> ServerRequest {
+    ServerRequest {
+        idempotency_key: key.into(),
+        name: name.into(),
+        region: "r".into(),
+        size: "s".into(),
+        image: "i".into(),
+        ssh_keys: vec![],
+        user_data: None,
+        labels: vec![],
+    }
+}
+
+/// The manifest of the hostile test plugin (vendor `hostile-<behaviour>`) for `behaviour`,
+/// with `top` lines (such as grants), more `[config]` lines and `[limits]` lines.
+pub fn hostile_manifest(behaviour: &str, top: &str, config: &str, limits: &str) -> String {
+    let vendor = format!("hostile-{behaviour}");
+    format!(
+        "vendor = {vendor:?}\ncomponent = {component:?}\n{top}\n\
+         [config]\nvendor-id = {vendor:?}\nbehaviour = {behaviour:?}\n{config}\n\
+         [limits]\n{limits}\n",
+        component = test_plugin_component("hostile").display().to_string(),
+    )
+}
+
+/// [`hostile_manifest`] written to a [`scratch_dir`] named for `what`; the manifest's path.
+pub fn write_hostile_manifest(
+    what: &str,
+    behaviour: &str,
+    top: &str,
+    config: &str,
+    limits: &str,
+) -> anyhow::Result<PathBuf> {
+    let path = scratch_dir(what)?.join(format!("hostile-{behaviour}.toml"));
+    std::fs::write(&path, hostile_manifest(behaviour, top, config, limits))?;
+    Ok(path)
 }

@@ -50,7 +50,10 @@ pub use database::{
     EarlierDatabase, OrderStore, create_postgres_database, drop_postgres_database,
     postgres_admin_url,
 };
-pub use fixtures::{VENDORS, VendorFixture, fixture, plugin_component, test_plugin_component};
+pub use fixtures::{
+    VENDORS, VendorFixture, fixture, hostile_manifest, plugin_component, scratch_dir,
+    server_request, test_plugin_component, write_hostile_manifest,
+};
 pub use processes::{Service, binary, free_port, target_dir, workspace_root};
 pub use provisioner_api_client::{ApiClient, client_with_token};
 pub use simulator::simulator_in_process;
