@@ -60,21 +60,6 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
 }
 
-/// Sends `request` and reads its answer as JSON; the errors name the call `what` (e.g.
-/// `GET /_sim/stats`).
-pub(crate) async fn json_answer(
-    request: reqwest::RequestBuilder,
-    what: &str,
-) -> anyhow::Result<Value> {
-    request
-        .send()
-        .await
-        .with_context(|| what.to_string())?
-        .json()
-        .await
-        .with_context(|| format!("reading the answer to {what}"))
-}
-
 /// POSTs `body` as an order through `api`, with `key` as its `Idempotency-Key` if given;
 /// the status and the JSON answer, whatever the status.
 pub async fn post_order_with(
@@ -284,11 +269,11 @@ impl Stack {
 
     /// `GET /v1/orphans`: what the orphan sweep found, and each vendor's latest sweep.
     pub async fn orphan_report(&self) -> anyhow::Result<Value> {
-        let request = self
-            .api()
-            .request(Method::GET, "/v1/orphans")
-            .bearer_auth(&self.admin_token);
-        json_answer(request, "GET /v1/orphans").await
+        let admin = self.admin_api()?;
+        Ok(admin
+            .status_and_json(Method::GET, "/v1/orphans", None)
+            .await?
+            .1)
     }
 
     /// Asks for an orphan sweep and waits (up to `within`) until every vendor in `vendors`
@@ -305,12 +290,9 @@ impl Stack {
             .filter_map(|sweep| sweep["sweep_id"].as_str().map(str::to_string))
             .collect();
         let response = self
-            .api()
-            .request(Method::POST, "/v1/orphans/sweep")
-            .bearer_auth(&self.admin_token)
-            .send()
-            .await
-            .context("POST /v1/orphans/sweep")?;
+            .admin_api()?
+            .send_raw(Method::POST, "/v1/orphans/sweep", None)
+            .await?;
         if response.status() != 202 {
             bail!("POST /v1/orphans/sweep answered {}", response.status());
         }

@@ -11,12 +11,17 @@
 //! - [`stack`]: [`Stack`], one isolated stack, and [`StackOptions`]; start, kill, restart
 //!   its processes, wait until it is ready, clean it up.
 //! - [`api_client`]: the stack's calls to its order API (orders, vendors, metrics,
-//!   orphans) through [`provisioner_api_client::ApiClient`], and readers of the answers
-//!   ([`event_messages`], [`metric_value`]); [`client_with_token`] is that crate's.
+//!   orphans) through [`provisioner_api_client::ApiClient`] (as the stack's tenant, another
+//!   token, the admin, or at another order-api: `Stack::api`, `api_with`, `admin_api`,
+//!   `api_at`), [`post_order_with`], and readers of the answers ([`event_messages`],
+//!   [`metric_value`]); [`client_with_token`] is that crate's.
 //! - [`simulator`]: the stack's calls to the simulator's control API (faults, stats, live
-//!   servers), and [`simulator_in_process`].
+//!   servers, a lost answer's check) through `vendor_sim::control_client`, the same for a
+//!   simulator or fault proxy at a bare URL, the vendors' own control endpoints, and
+//!   [`simulator_in_process`].
 //! - [`fixtures`]: the vendors every stack serves ([`VENDORS`]) with their plugin manifests,
-//!   and the built plugin components.
+//!   the built plugin components, and what in-process plugin tests share
+//!   ([`server_request`], [`scratch_dir`], [`hostile_manifest`]).
 //! - [`processes`]: the workspace's builds ([`binary`]), [`free_port`], [`Service`] (one
 //!   child process with its log file), running a command to its end.
 //! - [`database`]: [`OrderStore`], the orders database a stack's order-api uses: SQLite, or

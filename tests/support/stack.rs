@@ -405,9 +405,8 @@ impl Stack {
 
     /// Whether `GET /readyz` of the order-api at `api` answers 200.
     async fn ready_at(&self, api: &str) -> bool {
-        self.http
-            .get(format!("{api}/readyz"))
-            .send()
+        self.api_at(api)
+            .send_raw(reqwest::Method::GET, "/readyz", None)
             .await
             .is_ok_and(|response| response.status() == 200)
     }
