@@ -193,20 +193,76 @@ async fn run(
     args: &Args,
 ) -> anyhow::Result<(Summary, bool)> {
     let started = Instant::now();
-    let mut progress = Progress::new();
+    let progress = Progress::new();
     let posting = Duration::from_secs_f64(args.orders as f64 / args.rate.max(0.1));
-
-    // The schedule: every fault at a random moment while orders are posted.
     let mut rng = rand::rng();
+    let schedule = fault_schedule(args, posting, &mut rng);
+    prepare_vendors(stack, args).await?;
+    let poster = tokio::spawn(post_orders(
+        stack.api(),
+        args.orders,
+        args.rate,
+        args.placement_every,
+    ));
+    let mut chaos = Chaos {
+        stack,
+        cluster,
+        args,
+        started,
+        progress,
+        done: BTreeMap::new(),
+        move_killer: MoveKiller::new(args.move_kills),
+    };
+    for (when, fault) in schedule {
+        chaos.wait_until(when).await?;
+        chaos.inflict(fault, &mut rng).await?;
+        arm_vendor_faults(chaos.stack).await.ok();
+    }
+    let (accepted, unsure) = poster.await.context("the poster panicked")?;
+    let chaos_over = Instant::now();
+    chaos.stack.clear_faults().await?;
+    chaos.drain(&accepted, chaos_over).await?;
+    let drain_secs = chaos_over.elapsed().as_secs_f64();
+    let orders = all_orders(chaos.stack, true).await?;
+    chaos.progress.finish();
+
+    let findings = Findings::of(chaos.stack, args, &accepted, &orders, &chaos.done).await?;
+    let passed = findings.passed();
+    let summary = summary(
+        args,
+        cluster,
+        &chaos.done,
+        (accepted.len(), unsure, drain_secs),
+        &findings,
+        passed,
+    );
+    if !passed {
+        eprintln!("logs of the failed run:\n{}", chaos.stack.logs());
+    }
+    Ok((summary, passed))
+}
+
+/// The schedule: every fault asked for, at a random moment while orders are posted (over
+/// `posting`), in time order.
+fn fault_schedule(
+    args: &Args,
+    posting: Duration,
+    rng: &mut rand::rngs::ThreadRng,
+) -> Vec<(Duration, Fault)> {
     let mut schedule: Vec<(Duration, Fault)> = Vec::new();
     let at = |rng: &mut rand::rngs::ThreadRng| posting.mul_f64(rng.random_range(0.05..0.95));
-    schedule.extend((0..args.host_kills).map(|_| (at(&mut rng), Fault::KillHost)));
-    schedule.extend((0..args.api_restarts).map(|_| (at(&mut rng), Fault::RestartApi)));
-    schedule.extend((0..args.broker_restarts()).map(|_| (at(&mut rng), Fault::RestartBroker)));
-    schedule.extend((0..args.node_kills).map(|_| (at(&mut rng), Fault::KillNode)));
-    schedule.extend((0..args.rolling_restarts).map(|_| (at(&mut rng), Fault::RollingRestart)));
+    schedule.extend((0..args.host_kills).map(|_| (at(rng), Fault::KillHost)));
+    schedule.extend((0..args.api_restarts).map(|_| (at(rng), Fault::RestartApi)));
+    schedule.extend((0..args.broker_restarts()).map(|_| (at(rng), Fault::RestartBroker)));
+    schedule.extend((0..args.node_kills).map(|_| (at(rng), Fault::KillNode)));
+    schedule.extend((0..args.rolling_restarts).map(|_| (at(rng), Fault::RollingRestart)));
     schedule.sort_by_key(|(at, _)| *at);
+    schedule
+}
 
+/// Before the first order: the vendors' faults armed, the tenant's quota set far above
+/// what it orders, and (with `--placement-every`) Hetzner's hel1 sold out.
+async fn prepare_vendors(stack: &Stack, args: &Args) -> anyhow::Result<()> {
     arm_vendor_faults(stack).await?;
     // A quota no order reaches: every order is checked against it (the tenant's lock, its
     // usage folded and read) while processes die, and its usage must end equal to its orders.
@@ -221,145 +277,254 @@ async fn run(
             .error_for_status()
             .context("selling out Hetzner's hel1")?;
     }
-    let poster = tokio::spawn(post_orders(
-        stack.api(),
-        args.orders,
-        args.rate,
-        args.placement_every,
-    ));
+    Ok(())
+}
 
-    let mut done: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut move_killer = MoveKiller::new(args.move_kills);
-    for (when, fault) in schedule {
-        while let Some(wait) = when.checked_sub(started.elapsed()) {
+/// A chaos run under way: the stack it breaks, the faults done so far (by kind) and the
+/// killer aimed at moves.
+struct Chaos<'a> {
+    stack: &'a mut Stack,
+    cluster: Option<&'a Cluster>,
+    args: &'a Args,
+    started: Instant,
+    progress: Progress,
+    done: BTreeMap<&'static str, u64>,
+    move_killer: MoveKiller,
+}
+
+impl Chaos<'_> {
+    /// Waits until `when` after the start, watching for moves meanwhile.
+    async fn wait_until(&mut self, when: Duration) -> anyhow::Result<()> {
+        while let Some(wait) = when.checked_sub(self.started.elapsed()) {
             tokio::time::sleep(wait.min(MoveKiller::EVERY)).await;
-            move_killer.watch(stack, &mut done).await?;
+            self.move_killer.watch(self.stack, &mut self.done).await?;
         }
-        progress.update(&format!(
-            "[{:>4}s] {fault:?} (done so far: {done:?})",
-            started.elapsed().as_secs()
-        ));
-        match fault {
+        Ok(())
+    }
+
+    /// Shows a step on the progress line, with the seconds since the start.
+    fn show(&mut self, what: &str) {
+        let line = format!("[{:>4}s] {what}", self.started.elapsed().as_secs());
+        self.progress.update(&line);
+    }
+
+    /// Does one fault of the schedule, and counts it in `done`.
+    async fn inflict(
+        &mut self,
+        fault: Fault,
+        rng: &mut rand::rngs::ThreadRng,
+    ) -> anyhow::Result<()> {
+        self.show(&format!("{fault:?} (done so far: {:?})", self.done));
+        let stack = &mut *self.stack;
+        let kind = match fault {
             Fault::KillHost => {
                 let index = rng.random_range(0..stack.host_count());
                 stack.kill_host_at(index).await;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
                 stack.start_host_at(index)?;
-                *done.entry("host_kills").or_default() += 1;
+                "host_kills"
             }
             Fault::RestartApi => {
                 stack.kill_api().await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 stack.start_api()?;
-                *done.entry("api_restarts").or_default() += 1;
+                "api_restarts"
             }
             Fault::RestartBroker => {
                 let outage = stack.stop_broker().await?;
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 outage.end().await?;
-                *done.entry("broker_restarts").or_default() += 1;
+                "broker_restarts"
             }
             Fault::KillNode => {
-                let cluster = cluster.context("node kills need --cluster")?;
-                let kills_so_far = done.get("node_kills").copied().unwrap_or(0);
-                let node = node_to_kill(stack, cluster, kills_so_far).await?;
-                progress.update(&format!(
-                    "[{:>4}s] killing node {node}",
-                    started.elapsed().as_secs()
-                ));
+                let cluster = self.cluster.context("node kills need --cluster")?;
+                let kills_so_far = self.done.get("node_kills").copied().unwrap_or(0);
+                let node = node_to_kill(self.stack, cluster, kills_so_far).await?;
+                self.show(&format!("killing node {node}"));
                 cluster.kill(node).await?;
-                tokio::time::sleep(Duration::from_secs(args.node_down_secs)).await;
+                tokio::time::sleep(Duration::from_secs(self.args.node_down_secs)).await;
                 cluster.revive(node).await?;
-                *done.entry("node_kills").or_default() += 1;
+                "node_kills"
             }
             Fault::RollingRestart => {
-                let cluster = cluster.context("rolling restarts need --cluster")?;
+                let cluster = self.cluster.context("rolling restarts need --cluster")?;
                 for node in NODES {
-                    progress.update(&format!(
-                        "[{:>4}s] rolling restart: node {node}",
-                        started.elapsed().as_secs()
-                    ));
+                    self.show(&format!("rolling restart: node {node}"));
                     cluster.restart(node).await?;
                 }
-                *done.entry("rolling_restarts").or_default() += 1;
+                "rolling_restarts"
+            }
+        };
+        *self.done.entry(kind).or_default() += 1;
+        Ok(())
+    }
+
+    /// Waits for quiet: every `accepted` order finished (active or failed) and every
+    /// clean-up done (a failed order's key lookup and delete run after it failed), or the
+    /// drain timeout after `chaos_over`.
+    async fn drain(
+        &mut self,
+        accepted: &HashSet<String>,
+        chaos_over: Instant,
+    ) -> anyhow::Result<()> {
+        let drain_deadline = chaos_over + Duration::from_secs(self.args.drain_timeout_secs);
+        loop {
+            let orders = all_orders(self.stack, false).await.unwrap_or_default();
+            let unfinished = accepted
+                .iter()
+                .filter(|id| {
+                    orders
+                        .get(*id)
+                        .is_none_or(|o| o["status"] != "active" && o["status"] != "failed")
+                })
+                .count();
+            let cleaning = match unfinished {
+                0 => orphans(self.stack, &orders).await.unwrap_or(usize::MAX),
+                _ => 0,
+            };
+            self.show(&format!(
+                "drain: {unfinished} of {} accepted orders not finished, {cleaning} servers being cleaned up",
+                accepted.len()
+            ));
+            if (unfinished == 0 && cleaning == 0) || Instant::now() > drain_deadline {
+                return Ok(());
+            }
+            let next_look = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < next_look {
+                tokio::time::sleep(MoveKiller::EVERY).await;
+                self.move_killer.watch(self.stack, &mut self.done).await?;
             }
         }
-        arm_vendor_faults(stack).await.ok();
     }
-    let (accepted, unsure) = poster.await.context("the poster panicked")?;
-    let chaos_over = Instant::now();
-    stack.clear_faults().await?;
+}
 
-    // Quiet: every accepted order finished (active or failed) and every clean-up done (a
-    // failed order's key lookup and delete run after it failed), or the drain timeout.
-    let drain_deadline = chaos_over + Duration::from_secs(args.drain_timeout_secs);
-    loop {
-        let orders = all_orders(stack, false).await.unwrap_or_default();
-        let unfinished = accepted
+/// What the run left behind, as order-api, the simulator and the orphan sweep see it.
+struct Findings {
+    orders_recorded: usize,
+    lost: usize,
+    active: usize,
+    failed: usize,
+    stuck: usize,
+    /// Failed orders by their fault's code.
+    failures: BTreeMap<String, u64>,
+    redelivered: usize,
+    duplicates: usize,
+    orphans: usize,
+    miscounted: u64,
+    moved: usize,
+    misplaced: usize,
+    swept_orphans: usize,
+    /// The sweeps that did not list their vendor, and why.
+    unswept: Vec<String>,
+    swept_servers: u64,
+    dead_letters: usize,
+    extra_orders: usize,
+    unseen: usize,
+    move_kills_missed: usize,
+}
+
+impl Findings {
+    /// Looks at the `orders` order-api has at the end, against the `accepted` ones and the
+    /// faults `done`.
+    async fn of(
+        stack: &Stack,
+        args: &Args,
+        accepted: &HashSet<String>,
+        orders: &HashMap<String, Value>,
+        done: &BTreeMap<&'static str, u64>,
+    ) -> anyhow::Result<Self> {
+        let lost = accepted
             .iter()
-            .filter(|id| {
-                orders
-                    .get(*id)
-                    .is_none_or(|o| o["status"] != "active" && o["status"] != "failed")
+            .filter(|id| !orders.contains_key(*id))
+            .count();
+        let status = |wanted: &str| orders.values().filter(|o| o["status"] == wanted).count();
+        let (active, failed) = (status("active"), status("failed"));
+        let stuck = orders.len() - active - failed;
+        let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+        for order in orders.values().filter(|o| o["status"] == "failed") {
+            let code = order["fault"]["code"].as_str().unwrap_or("?").to_string();
+            *failures.entry(code).or_default() += 1;
+        }
+        let redelivered = orders
+            .values()
+            .filter(|o| {
+                o["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["attempt"].as_u64().unwrap_or(0) >= 2)
             })
             .count();
-        let cleaning = match unfinished {
-            0 => orphans(stack, &orders).await.unwrap_or(usize::MAX),
-            _ => 0,
-        };
-        progress.update(&format!(
-            "[{:>4}s] drain: {unfinished} of {} accepted orders not finished, {cleaning} servers being cleaned up",
-            started.elapsed().as_secs(),
-            accepted.len()
-        ));
-        if (unfinished == 0 && cleaning == 0) || Instant::now() > drain_deadline {
-            break;
-        }
-        let next_look = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < next_look {
-            tokio::time::sleep(MoveKiller::EVERY).await;
-            move_killer.watch(stack, &mut done).await?;
-        }
-    }
-    let drain_secs = chaos_over.elapsed().as_secs_f64();
-    let orders = all_orders(stack, true).await?;
-    progress.finish();
-
-    let lost = accepted
-        .iter()
-        .filter(|id| !orders.contains_key(*id))
-        .count();
-    let status = |wanted: &str| orders.values().filter(|o| o["status"] == wanted).count();
-    let (active, failed) = (status("active"), status("failed"));
-    let stuck = orders.len() - active - failed;
-    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-    for order in orders.values().filter(|o| o["status"] == "failed") {
-        let code = order["fault"]["code"].as_str().unwrap_or("?").to_string();
-        *failures.entry(code).or_default() += 1;
-    }
-    let redelivered = orders
-        .values()
-        .filter(|o| {
-            o["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|e| e["attempt"].as_u64().unwrap_or(0) >= 2)
+        let duplicates = duplicate_keys(stack).await?;
+        let orphans = orphans(stack, orders).await?;
+        let miscounted = miscounted_usage(stack, orders).await?;
+        let (moved, misplaced) = placed(orders);
+        let (swept_orphans, unswept, swept_servers) = sweep(stack).await?;
+        // No message was refused on the way: order-api records whatever reaches the
+        // dead-letter queue (a delivery limit met under the kills, a message no program
+        // could read).
+        let metrics = stack.metrics().await?;
+        let dead_letters =
+            provisioner_tests::metric_value(&metrics, "provisioner_dead_letters_recorded")
+                .context("no provisioner_dead_letters_recorded in order-api's /metrics")?
+                as usize;
+        Ok(Self {
+            orders_recorded: orders.len(),
+            lost,
+            active,
+            failed,
+            stuck,
+            failures,
+            redelivered,
+            duplicates,
+            orphans,
+            miscounted,
+            moved,
+            misplaced,
+            swept_orphans,
+            unswept,
+            swept_servers,
+            dead_letters,
+            // Every post carries an Idempotency-Key, so a retried post is never a second
+            // order.
+            extra_orders: orders.len().saturating_sub(args.orders),
+            // The sweep saw every active order's server (and nothing else, with no orphans).
+            unseen: active.saturating_sub(swept_servers as usize),
+            // Kills asked for and not made (too few moves to aim at) leave the case untested.
+            move_kills_missed: args.move_kills
+                - done.get("move_kills").copied().unwrap_or(0) as usize,
         })
-        .count();
-    let duplicates = duplicate_keys(stack).await?;
-    let orphans = orphans(stack, &orders).await?;
-    let miscounted = miscounted_usage(stack, &orders).await?;
-    let (moved, misplaced) = placed(&orders);
-    // The system's own view: the orphan sweep lists every vendor's servers through the
-    // plugins and must find what the simulator shows (none); the vendors' faults are
-    // disarmed (above), so it meets no 429 that would leave a vendor unlisted.
+    }
+
+    /// Whether nothing was lost, stuck, doubled, orphaned, miscounted, misplaced or
+    /// dead-lettered, and every sweep and aimed kill happened.
+    fn passed(&self) -> bool {
+        self.lost == 0
+            && self.move_kills_missed == 0
+            && self.stuck == 0
+            && self.duplicates == 0
+            && self.orphans == 0
+            && self.swept_orphans == 0
+            && self.unswept.is_empty()
+            && self.unseen == 0
+            && self.miscounted == 0
+            && self.misplaced == 0
+            && self.extra_orders == 0
+            && self.dead_letters == 0
+    }
+}
+
+/// The system's own view: the orphan sweep lists every vendor's servers through the
+/// plugins and must find what the simulator shows (none); the vendors' faults are disarmed
+/// by then, so it meets no 429 that would leave a vendor unlisted. The orphans it found,
+/// the sweeps that did not list their vendor (which would make "no orphans" vacuous), and
+/// the servers listed.
+async fn sweep(stack: &Stack) -> anyhow::Result<(usize, Vec<String>, u64)> {
     let vendors: Vec<&str> = VENDORS.iter().map(|fixture| fixture.vendor).collect();
     let swept = stack
         .sweep_orphans_within(&vendors, Duration::from_secs(120))
         .await?;
     let swept_orphans = swept["orphans"].as_array().map_or(0, Vec::len);
-    // A sweep that could not list a vendor would make "no orphans" vacuous.
     let unswept: Vec<String> = swept["sweeps"]
         .as_array()
         .into_iter()
@@ -378,32 +543,19 @@ async fn run(
         .flatten()
         .filter_map(|sweep| sweep["listed"].as_u64())
         .sum();
-    // No message was refused on the way: order-api records whatever reaches the dead-letter
-    // queue (a delivery limit met under the kills, a message no program could read).
-    let metrics = stack.metrics().await?;
-    let dead_letters =
-        provisioner_tests::metric_value(&metrics, "provisioner_dead_letters_recorded")
-            .context("no provisioner_dead_letters_recorded in order-api's /metrics")?
-            as usize;
-    // Every post carries an Idempotency-Key, so a retried post is never a second order.
-    let extra_orders = orders.len().saturating_sub(args.orders);
-    // The sweep saw every active order's server (and nothing else, with no orphans).
-    let unseen = active.saturating_sub(swept_servers as usize);
-    // Kills asked for and not made (too few moves to aim at) leave the case untested.
-    let move_kills_missed = args.move_kills - done.get("move_kills").copied().unwrap_or(0) as usize;
-    let passed = lost == 0
-        && move_kills_missed == 0
-        && stuck == 0
-        && duplicates == 0
-        && orphans == 0
-        && swept_orphans == 0
-        && unswept.is_empty()
-        && unseen == 0
-        && miscounted == 0
-        && misplaced == 0
-        && extra_orders == 0
-        && dead_letters == 0;
+    Ok((swept_orphans, unswept, swept_servers))
+}
 
+/// The run's settings and figures: `accepted` and `unsure` posts, and the seconds from the
+/// last fault to quiet, beside the `findings`.
+fn summary(
+    args: &Args,
+    cluster: Option<&Cluster>,
+    done: &BTreeMap<&'static str, u64>,
+    (accepted, unsure, drain_secs): (usize, usize, f64),
+    findings: &Findings,
+    passed: bool,
+) -> Summary {
     let mut summary = Summary::new("chaos");
     summary.setting("orders", args.orders as u64);
     summary.setting("rate", args.rate);
@@ -417,140 +569,118 @@ async fn run(
     );
     summary.setting("boot_secs", args.boot_secs);
     summary.setting("faults_done", json!(done));
-    summary.setting("failed_by_cause", json!(failures));
-    summary.setting("sweeps_not_listed", json!(unswept));
+    summary.setting("failed_by_cause", json!(findings.failures));
+    summary.setting("sweeps_not_listed", json!(findings.unswept));
     summary.setting("passed", passed);
-    let figure = |summary: &mut Summary, key, label, value: usize, target| {
-        summary.figure(key, label, value as f64, "", target)
-    };
-    figure(
-        &mut summary,
-        "accepted",
-        "orders accepted (202, or 200 for a retry)",
-        accepted.len(),
-        None,
-    );
-    figure(
-        &mut summary,
-        "unsure_posts",
-        "posts whose answer was lost (order-api killed mid-request)",
-        unsure,
-        None,
-    );
-    figure(
-        &mut summary,
-        "orders_recorded",
-        "orders order-api has",
-        orders.len(),
-        None,
-    );
-    figure(
-        &mut summary,
-        "extra_orders",
-        "orders beyond those posted (retried posts made twice)",
-        extra_orders,
-        Some(Target::AtMost(0.0)),
-    );
-    figure(
-        &mut summary,
-        "dead_letters",
-        "messages dead-lettered",
-        dead_letters,
-        Some(Target::AtMost(0.0)),
-    );
-    figure(&mut summary, "active", "active", active, None);
-    figure(
-        &mut summary,
-        "failed",
-        "failed (causes in the settings line)",
-        failed,
-        None,
-    );
-    figure(
-        &mut summary,
-        "redelivered",
-        "orders that needed a second attempt",
-        redelivered,
-        None,
-    );
-    figure(
-        &mut summary,
-        "lost",
-        "lost (accepted, unknown)",
-        lost,
-        Some(Target::AtMost(0.0)),
-    );
-    figure(
-        &mut summary,
-        "stuck",
-        "stuck (not finished)",
-        stuck,
-        Some(Target::AtMost(0.0)),
-    );
-    figure(
-        &mut summary,
-        "duplicates",
-        "orders with more than one server",
-        duplicates,
-        Some(Target::AtMost(0.0)),
-    );
-    figure(
-        &mut summary,
-        "orphans",
-        "servers no active order owns",
-        orphans,
-        Some(Target::AtMost(0.0)),
-    );
-    figure(
-        &mut summary,
-        "swept_servers",
-        "servers the orphan sweep listed (plugins' list-servers)",
-        swept_servers as usize,
-        None,
-    );
-    figure(
-        &mut summary,
-        "unseen_by_sweep",
-        "active orders whose server the sweep did not list",
-        unseen,
-        Some(Target::AtMost(0.0)),
-    );
-    figure(
-        &mut summary,
-        "swept_orphans",
-        "orphans the sweep found",
-        swept_orphans,
-        Some(Target::AtMost(0.0)),
-    );
-    figure(
-        &mut summary,
-        "usage_miscounted",
-        "live servers and orders in flight the quota check miscounts",
-        miscounted as usize,
-        Some(Target::AtMost(0.0)),
-    );
+    let none = None;
+    let zero = Some(Target::AtMost(0.0));
+    let mut counts: Vec<(&str, &str, usize, Option<Target>)> = vec![
+        (
+            "accepted",
+            "orders accepted (202, or 200 for a retry)",
+            accepted,
+            none,
+        ),
+        (
+            "unsure_posts",
+            "posts whose answer was lost (order-api killed mid-request)",
+            unsure,
+            none,
+        ),
+        (
+            "orders_recorded",
+            "orders order-api has",
+            findings.orders_recorded,
+            none,
+        ),
+        (
+            "extra_orders",
+            "orders beyond those posted (retried posts made twice)",
+            findings.extra_orders,
+            zero,
+        ),
+        (
+            "dead_letters",
+            "messages dead-lettered",
+            findings.dead_letters,
+            zero,
+        ),
+        ("active", "active", findings.active, none),
+        (
+            "failed",
+            "failed (causes in the settings line)",
+            findings.failed,
+            none,
+        ),
+        (
+            "redelivered",
+            "orders that needed a second attempt",
+            findings.redelivered,
+            none,
+        ),
+        ("lost", "lost (accepted, unknown)", findings.lost, zero),
+        ("stuck", "stuck (not finished)", findings.stuck, zero),
+        (
+            "duplicates",
+            "orders with more than one server",
+            findings.duplicates,
+            zero,
+        ),
+        (
+            "orphans",
+            "servers no active order owns",
+            findings.orphans,
+            zero,
+        ),
+        (
+            "swept_servers",
+            "servers the orphan sweep listed (plugins' list-servers)",
+            findings.swept_servers as usize,
+            none,
+        ),
+        (
+            "unseen_by_sweep",
+            "active orders whose server the sweep did not list",
+            findings.unseen,
+            zero,
+        ),
+        (
+            "swept_orphans",
+            "orphans the sweep found",
+            findings.swept_orphans,
+            zero,
+        ),
+        (
+            "usage_miscounted",
+            "live servers and orders in flight the quota check miscounts",
+            findings.miscounted as usize,
+            zero,
+        ),
+    ];
     if args.placement_every > 0 {
-        figure(
-            &mut summary,
-            "moved",
-            "orders with a placement served at their second candidate (the first sold out)",
-            moved,
-            None,
-        );
-        figure(
-            &mut summary,
-            "misplaced",
-            "orders with a placement active anywhere else",
-            misplaced,
-            Some(Target::AtMost(0.0)),
-        );
-        figure(
-            &mut summary,
-            "move_kills_missed",
-            "host kills aimed at a move not made (no move seen to aim at)",
-            move_kills_missed,
-            Some(Target::AtMost(0.0)),
-        );
+        counts.extend([
+            (
+                "moved",
+                "orders with a placement served at their second candidate (the first sold out)",
+                findings.moved,
+                none,
+            ),
+            (
+                "misplaced",
+                "orders with a placement active anywhere else",
+                findings.misplaced,
+                zero,
+            ),
+            (
+                "move_kills_missed",
+                "host kills aimed at a move not made (no move seen to aim at)",
+                findings.move_kills_missed,
+                zero,
+            ),
+        ]);
+    }
+    for (key, label, count, target) in counts {
+        summary.figure(key, label, count as f64, "", target);
     }
     summary.figure(
         "drain_secs",
@@ -559,10 +689,7 @@ async fn run(
         "s",
         None,
     );
-    if !passed {
-        eprintln!("logs of the failed run:\n{}", stack.logs());
-    }
-    Ok((summary, passed))
+    summary
 }
 
 /// Kills every host the moment a move of a server to its next placement candidate is seen
