@@ -49,6 +49,16 @@ impl Answer {
     }
 }
 
+/// The answer is ARM's error `code` with this status.
+fn assert_refused(answer: &Answer, status: u16, code: &str) {
+    assert_eq!(
+        (answer.status, answer.code()),
+        (status, code),
+        "{}",
+        answer.body
+    );
+}
+
 impl Sim {
     /// A fresh simulator with the test app (its resource group, virtual network and subnet)
     /// registered, and a token for it.
@@ -370,7 +380,7 @@ async fn the_token_endpoint_grants_registered_apps_only() {
     let list =
         format!("/azure/subscriptions/{SUB}/providers/Microsoft.Compute/virtualMachines?{API}");
     let none = sim.call_as(None, Method::GET, &list, None).await;
-    assert_eq!((none.status, none.code()), (401, "AuthenticationFailed"));
+    assert_refused(&none, 401, "AuthenticationFailed");
     assert!(
         none.header("www-authenticate")
             .unwrap()
@@ -379,10 +389,7 @@ async fn the_token_endpoint_grants_registered_apps_only() {
     let made_up = sim
         .call_as(Some("eyJ.made.up"), Method::GET, &list, None)
         .await;
-    assert_eq!(
-        (made_up.status, made_up.code()),
-        (401, "InvalidAuthenticationToken")
-    );
+    assert_refused(&made_up, 401, "InvalidAuthenticationToken");
 
     sim.register(
         "short-lived",
@@ -408,16 +415,10 @@ async fn the_token_endpoint_grants_registered_apps_only() {
         200
     );
     let forbidden = sim.call_as(Some(&short), Method::GET, &list, None).await;
-    assert_eq!(
-        (forbidden.status, forbidden.code()),
-        (403, "AuthorizationFailed")
-    );
+    assert_refused(&forbidden, 403, "AuthorizationFailed");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let expired = sim.call_as(Some(&short), Method::GET, &other, None).await;
-    assert_eq!(
-        (expired.status, expired.code()),
-        (401, "ExpiredAuthenticationToken")
-    );
+    assert_refused(&expired, 401, "ExpiredAuthenticationToken");
 
     let unknown = sim
         .call(
@@ -429,17 +430,11 @@ async fn the_token_endpoint_grants_registered_apps_only() {
             None,
         )
         .await;
-    assert_eq!(
-        (unknown.status, unknown.code()),
-        (404, "SubscriptionNotFound")
-    );
+    assert_refused(&unknown, 404, "SubscriptionNotFound");
     let no_version = sim
         .call(Method::GET, &list.replace(&format!("?{API}"), ""), None)
         .await;
-    assert_eq!(
-        (no_version.status, no_version.code()),
-        (400, "MissingApiVersionParameter")
-    );
+    assert_refused(&no_version, 400, "MissingApiVersionParameter");
 }
 
 #[tokio::test]
@@ -574,18 +569,12 @@ async fn puts_are_long_running_and_idempotent_by_name() {
     let mut moved = vm_body("web-nic", "k1", true);
     moved["location"] = json!("eastus");
     let moved = sim.call(Method::PUT, &vm_path("web"), Some(moved)).await;
-    assert_eq!(
-        (moved.status, moved.code()),
-        (400, "InvalidResourceLocation")
-    );
+    assert_refused(&moved, 400, "InvalidResourceLocation");
     let mut reimaged = vm_body("web-nic", "k1", true);
     reimaged["properties"]["storageProfile"]["imageReference"] =
         json!({"publisher": "Debian", "offer": "debian-12", "sku": "12-gen2", "version": "latest"});
     let reimaged = sim.call(Method::PUT, &vm_path("web"), Some(reimaged)).await;
-    assert_eq!(
-        (reimaged.status, reimaged.code()),
-        (409, "PropertyChangeNotAllowed")
-    );
+    assert_refused(&reimaged, 409, "PropertyChangeNotAllowed");
 }
 
 #[tokio::test]
@@ -615,7 +604,7 @@ async fn deleting_a_vm_takes_what_is_set_to_go_and_leaves_the_rest() {
     );
     assert_eq!(sim.call(Method::GET, &location, None).await.status, 204);
     let gone = sim.call(Method::GET, &vm_path("goes"), None).await;
-    assert_eq!((gone.status, gone.code()), (404, "ResourceNotFound"));
+    assert_refused(&gone, 404, "ResourceNotFound");
     for path in [nic_path("goes-nic"), ip_path("goes-ip")] {
         assert_eq!(
             sim.call(Method::GET, &path, None).await.status,
@@ -685,12 +674,9 @@ async fn resources_in_use_cannot_be_deleted_or_taken() {
     let sim = Sim::start().await;
     make_server(&sim, "web", false).await;
     let ip = sim.call(Method::DELETE, &ip_path("web-ip"), None).await;
-    assert_eq!(
-        (ip.status, ip.code()),
-        (400, "PublicIPAddressCannotBeDeleted")
-    );
+    assert_refused(&ip, 400, "PublicIPAddressCannotBeDeleted");
     let nic = sim.call(Method::DELETE, &nic_path("web-nic"), None).await;
-    assert_eq!((nic.status, nic.code()), (400, "NicInUse"));
+    assert_refused(&nic, 400, "NicInUse");
     let second_nic = sim
         .call(
             Method::PUT,
@@ -698,10 +684,7 @@ async fn resources_in_use_cannot_be_deleted_or_taken() {
             Some(nic_body("web-ip", "k2", false)),
         )
         .await;
-    assert_eq!(
-        (second_nic.status, second_nic.code()),
-        (400, "PublicIPAddressInUse")
-    );
+    assert_refused(&second_nic, 400, "PublicIPAddressInUse");
     let second_vm = sim
         .call(
             Method::PUT,
@@ -709,7 +692,7 @@ async fn resources_in_use_cannot_be_deleted_or_taken() {
             Some(vm_body("web-nic", "k2", false)),
         )
         .await;
-    assert_eq!((second_vm.status, second_vm.code()), (400, "NicInUse"));
+    assert_refused(&second_vm, 400, "NicInUse");
 
     // References to what does not exist, and other refusals.
     let dangling = sim
@@ -719,46 +702,31 @@ async fn resources_in_use_cannot_be_deleted_or_taken() {
             Some(nic_body("no-such-ip", "k3", false)),
         )
         .await;
-    assert_eq!(
-        (dangling.status, dangling.code()),
-        (400, "InvalidResourceReference")
-    );
+    assert_refused(&dangling, 400, "InvalidResourceReference");
     let mut bad_image = vm_body("web-nic", "k3", false);
     bad_image["properties"]["storageProfile"]["imageReference"]["offer"] = json!("nope");
     let bad_image = sim
         .call(Method::PUT, &vm_path("img"), Some(bad_image))
         .await;
-    assert_eq!(
-        (bad_image.status, bad_image.code()),
-        (404, "PlatformImageNotFound")
-    );
+    assert_refused(&bad_image, 404, "PlatformImageNotFound");
     let mut bad_size = vm_body("web-nic", "k3", false);
     bad_size["properties"]["hardwareProfile"]["vmSize"] = json!("Huge");
     let bad_size = sim
         .call(Method::PUT, &vm_path("size"), Some(bad_size))
         .await;
-    assert_eq!(
-        (bad_size.status, bad_size.code()),
-        (400, "InvalidParameter")
-    );
+    assert_refused(&bad_size, 400, "InvalidParameter");
     let mut no_location = ip_body("k3");
     no_location.as_object_mut().unwrap().remove("location");
     let no_location = sim
         .call(Method::PUT, &ip_path("x"), Some(no_location))
         .await;
-    assert_eq!(
-        (no_location.status, no_location.code()),
-        (400, "LocationRequired")
-    );
+    assert_refused(&no_location, 400, "LocationRequired");
     let no_group = sim
         .call(Method::GET, &vm_path("web").replace(RG, "missing-rg"), None)
         .await;
-    assert_eq!(
-        (no_group.status, no_group.code()),
-        (404, "ResourceGroupNotFound")
-    );
+    assert_refused(&no_group, 404, "ResourceGroupNotFound");
     let missing = sim.call(Method::GET, &vm_path("missing"), None).await;
-    assert_eq!((missing.status, missing.code()), (404, "ResourceNotFound"));
+    assert_refused(&missing, 404, "ResourceNotFound");
 }
 
 #[tokio::test]
@@ -847,10 +815,7 @@ async fn lists_page_through_next_links_and_filter_by_tag() {
     let mixed = sim
         .call(Method::GET, &format!("/azure/subscriptions/{SUB}/resources?$filter=tagName eq 'a' and resourceType eq 'b'&{API}"), None)
         .await;
-    assert_eq!(
-        (mixed.status, mixed.code()),
-        (400, "InvalidFilterInQueryString")
-    );
+    assert_refused(&mixed, 400, "InvalidFilterInQueryString");
 
     // Deleting a seeded VM leaves nothing of it.
     sim.delete_and_wait(&vm_path("seed-2")).await;
@@ -877,7 +842,7 @@ async fn faults_come_in_arms_shapes() {
     )
     .await;
     let limited = sim.call(Method::GET, &list, None).await;
-    assert_eq!((limited.status, limited.code()), (429, "TooManyRequests"));
+    assert_refused(&limited, 429, "TooManyRequests");
     assert_eq!(limited.header("retry-after").as_deref(), Some("3"));
     sim.sim_post(
         "/_sim/faults",
@@ -885,20 +850,14 @@ async fn faults_come_in_arms_shapes() {
     )
     .await;
     let unavailable = sim.call(Method::GET, &list, None).await;
-    assert_eq!(
-        (unavailable.status, unavailable.code()),
-        (503, "ServiceUnavailable")
-    );
+    assert_refused(&unavailable, 503, "ServiceUnavailable");
     sim.sim_post(
         "/_sim/faults",
         json!({"vendor": "azure", "kind": "unauthorized"}),
     )
     .await;
     let refused = sim.call(Method::GET, &list, None).await;
-    assert_eq!(
-        (refused.status, refused.code()),
-        (401, "InvalidAuthenticationToken")
-    );
+    assert_refused(&refused, 401, "InvalidAuthenticationToken");
     assert_eq!(sim.call(Method::GET, &list, None).await.status, 200);
 
     sim.put_and_wait(&ip_path("f-ip"), ip_body("kf")).await;
@@ -916,7 +875,7 @@ async fn faults_come_in_arms_shapes() {
             Some(vm_body("f-nic", "kf", true)),
         )
         .await;
-    assert_eq!((quota.status, quota.code()), (409, "OperationNotAllowed"));
+    assert_refused(&quota, 409, "OperationNotAllowed");
     assert!(
         quota.body["error"]["message"]
             .as_str()
@@ -932,7 +891,7 @@ async fn faults_come_in_arms_shapes() {
             Some(vm_body("f-nic", "kf", true)),
         )
         .await;
-    assert_eq!((sku.status, sku.code()), (409, "SkuNotAvailable"));
+    assert_refused(&sku, 409, "SkuNotAvailable");
     assert_eq!(
         sim.sim_get("/_sim/stats").await["vendors"]["azure"]["created_total"],
         0

@@ -123,6 +123,11 @@ impl Sim {
         body["access_token"].as_str().unwrap().to_string()
     }
 
+    /// Status and JSON body of a `GET` with the token.
+    async fn get(&self, url: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, url, token, None).await
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
@@ -202,14 +207,7 @@ async fn the_token_endpoint_takes_only_a_registered_accounts_valid_jwt() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3599);
     let token = body["access_token"].as_str().unwrap();
-    let (status, _) = sim
-        .call(
-            reqwest::Method::GET,
-            &sim.compute("/aggregated/instances"),
-            token,
-            None,
-        )
-        .await;
+    let (status, _) = sim.get(&sim.compute("/aggregated/instances"), token).await;
     assert_eq!(status, 200);
 
     // The sim's own token URL is an audience too.
@@ -268,9 +266,7 @@ async fn the_token_endpoint_takes_only_a_registered_accounts_valid_jwt() {
 async fn unknown_expired_and_unscoped_tokens_are_refused() {
     let sim = Sim::start().await;
     let url = sim.compute("/aggregated/instances");
-    let (status, body) = sim
-        .call(reqwest::Method::GET, &url, "ya29.made-up", None)
-        .await;
+    let (status, body) = sim.get(&url, "ya29.made-up").await;
     assert_eq!(status, 401);
     assert_google_error(&body, 401, "authError");
     assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
@@ -283,15 +279,9 @@ async fn unknown_expired_and_unscoped_tokens_are_refused() {
         .await;
     assert_eq!((status, body["expires_in"].as_u64()), (200, Some(1)));
     let token = body["access_token"].as_str().unwrap().to_string();
-    assert_eq!(
-        sim.call(reqwest::Method::GET, &url, &token, None).await.0,
-        200
-    );
+    assert_eq!(sim.get(&url, &token).await.0, 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        sim.call(reqwest::Method::GET, &url, &token, None).await.0,
-        401
-    );
+    assert_eq!(sim.get(&url, &token).await.0, 401);
 
     // A token without a Compute scope.
     let mut claims = grant_claims(EMAIL);
@@ -313,7 +303,7 @@ async fn unknown_expired_and_unscoped_tokens_are_refused() {
         "http://{}/gcp/compute/v1/projects/other/aggregated/instances",
         sim.addr
     );
-    let (status, body) = sim.call(reqwest::Method::GET, &other, &token, None).await;
+    let (status, body) = sim.get(&other, &token).await;
     assert_eq!(status, 403, "{body}");
     assert_google_error(&body, 403, "forbidden");
 
@@ -336,7 +326,7 @@ async fn wait_done(sim: &Sim, token: &str, operation: &Value) -> Value {
     let name = operation["name"].as_str().unwrap();
     let url = sim.compute(&format!("/zones/{ZONE}/operations/{name}"));
     for _ in 0..100 {
-        let (status, body) = sim.call(reqwest::Method::GET, &url, token, None).await;
+        let (status, body) = sim.get(&url, token).await;
         assert_eq!(status, 200, "{body}");
         if body["status"] == "DONE" {
             return body;
@@ -404,9 +394,7 @@ async fn instances_are_made_deduplicated_listed_and_deleted_through_operations()
     assert_google_error(&body, 409, "alreadyExists");
 
     let instance_url = sim.compute(&format!("/zones/{ZONE}/instances/web-1"));
-    let (_, instance) = sim
-        .call(reqwest::Method::GET, &instance_url, &token, None)
-        .await;
+    let (_, instance) = sim.get(&instance_url, &token).await;
     assert!(
         matches!(
             instance["status"].as_str(),
@@ -433,9 +421,7 @@ async fn instances_are_made_deduplicated_listed_and_deleted_through_operations()
     assert_eq!(waited["progress"], 100);
     assert!(waited["error"].is_null());
 
-    let (_, instance) = sim
-        .call(reqwest::Method::GET, &instance_url, &token, None)
-        .await;
+    let (_, instance) = sim.get(&instance_url, &token).await;
     assert_eq!(instance["status"], "RUNNING");
     assert_eq!(instance["labels"]["provisioner-idempotency-key"], "key-1");
     assert!(
@@ -491,14 +477,10 @@ async fn instances_are_made_deduplicated_listed_and_deleted_through_operations()
         (200, Some("delete")),
         "{delete}"
     );
-    let (_, instance) = sim
-        .call(reqwest::Method::GET, &instance_url, &token, None)
-        .await;
+    let (_, instance) = sim.get(&instance_url, &token).await;
     assert_eq!(instance["status"], "STOPPING");
     wait_done(&sim, &token, &delete).await;
-    let (status, body) = sim
-        .call(reqwest::Method::GET, &instance_url, &token, None)
-        .await;
+    let (status, body) = sim.get(&instance_url, &token).await;
     assert_eq!(status, 404);
     assert_google_error(&body, 404, "notFound");
 }
@@ -552,7 +534,7 @@ async fn aggregated_lists_filter_by_label_over_every_page() {
         if let Some(token) = &page_token {
             url.push_str(&format!("&pageToken={token}"));
         }
-        let (status, body) = sim.call(reqwest::Method::GET, &url, &token, None).await;
+        let (status, body) = sim.get(&url, &token).await;
         assert_eq!(status, 200, "{body}");
         pages += 1;
         for (scope, list) in body["items"].as_object().unwrap() {
@@ -581,7 +563,7 @@ async fn aggregated_lists_filter_by_label_over_every_page() {
         sim.compute("/aggregated/instances"),
         "labels.provisioner-idempotency-key%20%3D%20%22key-4%22"
     );
-    let (_, body) = sim.call(reqwest::Method::GET, &url, &token, None).await;
+    let (_, body) = sim.get(&url, &token).await;
     assert_eq!(
         body["items"]["zones/asia-east1-a"]["instances"][0]["name"], "vm-4",
         "{body}"
@@ -591,17 +573,15 @@ async fn aggregated_lists_filter_by_label_over_every_page() {
         sim.compute("/aggregated/instances"),
         "labels.provisioner-idempotency-key%20%3D%20key-seeded"
     );
-    let (_, body) = sim.call(reqwest::Method::GET, &url, &token, None).await;
+    let (_, body) = sim.get(&url, &token).await;
     assert_eq!(
         body["items"]["zones/us-central1-a"]["instances"][0]["name"], "seeded-1",
         "{body}"
     );
     let (status, body) = sim
-        .call(
-            reqwest::Method::GET,
+        .get(
             &format!("{}?filter=nonsense", sim.compute("/aggregated/instances")),
             &token,
-            None,
         )
         .await;
     assert_eq!(status, 400);
@@ -702,14 +682,7 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
         .send()
         .await
         .unwrap();
-    let (status, body) = sim
-        .call(
-            reqwest::Method::GET,
-            &sim.compute("/aggregated/instances"),
-            &token,
-            None,
-        )
-        .await;
+    let (status, body) = sim.get(&sim.compute("/aggregated/instances"), &token).await;
     assert_eq!(status, 503);
     assert_google_error(&body, 503, "backendError");
     sim.http
@@ -719,14 +692,9 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
         .await
         .unwrap();
     assert_eq!(
-        sim.call(
-            reqwest::Method::GET,
-            &sim.compute("/aggregated/instances"),
-            &token,
-            None
-        )
-        .await
-        .0,
+        sim.get(&sim.compute("/aggregated/instances"), &token)
+            .await
+            .0,
         401
     );
 
@@ -772,11 +740,9 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
         "{done}"
     );
     assert_eq!(
-        sim.call(
-            reqwest::Method::GET,
+        sim.get(
             &sim.compute(&format!("/zones/{ZONE}/instances/web-z")),
-            &token,
-            None
+            &token
         )
         .await
         .0,
