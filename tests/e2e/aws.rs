@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use provisioner_conformance::{Outcome, Target};
 use provisioner_tests::moto::{DEFAULT_IMAGE_NAME, Moto};
+use provisioner_tests::shipped_manifest;
 use provisioner_tests::simulator::arm_fault_at;
 use provisioner_tests::{Stack, StackOptions, plugin_component, workspace_root};
 use sha2::Digest as _;
@@ -104,19 +105,7 @@ async fn the_fault_proxy_carries_signed_requests_to_moto() -> anyhow::Result<()>
 /// The AWS plugin's manifest against `endpoint` (moto, or a proxy in front of it): the
 /// shipped test manifest (`plugins/aws/moto.toml`) with its endpoint and grant moved there.
 fn moto_manifest(endpoint: &str) -> anyhow::Result<String> {
-    let shipped = std::fs::read_to_string(workspace_root().join("plugins/aws/moto.toml"))?;
-    let manifest = shipped.replace("http://127.0.0.1:5000", endpoint).replace(
-        "component = \"aws.wasm\"",
-        &format!(
-            "component = {:?}",
-            plugin_component("aws").display().to_string()
-        ),
-    );
-    anyhow::ensure!(
-        manifest != shipped,
-        "plugins/aws/moto.toml names no endpoint"
-    );
-    Ok(manifest)
+    shipped_manifest("aws", "moto.toml", "http://127.0.0.1:5000", endpoint)
 }
 
 /// A stack whose host has the AWS plugin against `endpoint`, with moto's key as its secrets.

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use provisioner_conformance::{Outcome, Report, Target};
+use provisioner_tests::shipped_manifest;
 use provisioner_tests::simulator::{post_vendor_control, sim_servers_at};
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
@@ -56,14 +57,7 @@ pub async fn register_app(sim_url: &str) -> anyhow::Result<Vec<(String, String)>
 
 /// The shipped simulator manifest (`plugins/azure/sim.toml`) pointed at `sim_url`.
 pub fn sim_manifest(sim_url: &str) -> anyhow::Result<String> {
-    let shipped = std::fs::read_to_string(workspace_root().join("plugins/azure/sim.toml"))?;
-    let manifest = shipped.replace("http://127.0.0.1:18190", sim_url).replace(
-        "component = \"azure.wasm\"",
-        &format!(
-            "component = {:?}",
-            plugin_component("azure").display().to_string()
-        ),
-    );
+    let manifest = shipped_manifest("azure", "sim.toml", "http://127.0.0.1:18190", sim_url)?;
     anyhow::ensure!(
         manifest.contains(&format!("base-url = \"{sim_url}/azure\"")),
         "plugins/azure/sim.toml names no simulator base-url"
@@ -234,18 +228,12 @@ async fn a_lost_vm_put_answer_makes_one_vm() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_cores_quota_refusal_fails_the_order_and_leaves_nothing() -> anyhow::Result<()> {
     let stack = stack_with_azure().await?;
-    post_vendor_control(
-        &stack.sim_url,
-        "/_sim/azure/faults",
-        &json!({"kind": "quota_exceeded", "count": 1}),
-    )
-    .await?;
-    let id = order_azure(&stack, "azure-no-quota", json!({})).await?;
     let failed = stack
-        .wait_for_status(&id, "failed", Duration::from_secs(60))
+        .order_refused_for_quota("azure", async || {
+            order_azure(&stack, "azure-no-quota", json!({})).await
+        })
         .await?;
-    assert_eq!(failed["fault"]["code"], "quota_exceeded", "{failed:#}");
-    assert_eq!(failed["fault"]["retryable"], false, "{failed:#}");
+    let id = failed["id"].as_str().unwrap_or_default().to_string();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let left: Vec<Value> = sim_resources(&stack.sim_url)

@@ -16,6 +16,7 @@ use provisioner_conformance::{Outcome, Report, Target};
 use provisioner_host::bindings::types::{ProviderError, ServerRequest, ServerStatus};
 use provisioner_host::manifest::Manifest;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
+use provisioner_tests::shipped_manifest;
 use provisioner_tests::simulator::{get_vendor_control, post_vendor_control, sim_servers_at};
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
@@ -64,22 +65,12 @@ async fn service_account(sim_url: &str, token_origin: &str) -> anyhow::Result<St
 /// The shipped simulator manifest (`plugins/gcp/sim.toml`) pointed at `sim_url`, granting
 /// `extra_origins` besides.
 fn sim_manifest(sim_url: &str, extra_origins: &[&str]) -> anyhow::Result<String> {
-    let shipped = std::fs::read_to_string(workspace_root().join("plugins/gcp/sim.toml"))?;
     let mut grants = vec![format!("{sim_url:?}")];
     grants.extend(extra_origins.iter().map(|o| format!("{o:?}")));
-    let manifest = shipped
-        .replace(
-            "allowed_hosts = [\"http://127.0.0.1:18190\"]",
-            &format!("allowed_hosts = [{}]", grants.join(", ")),
-        )
-        .replace("http://127.0.0.1:18190", sim_url)
-        .replace(
-            "component = \"gcp.wasm\"",
-            &format!(
-                "component = {:?}",
-                plugin_component("gcp").display().to_string()
-            ),
-        );
+    let manifest = shipped_manifest("gcp", "sim.toml", "http://127.0.0.1:18190", sim_url)?.replace(
+        &format!("allowed_hosts = [{sim_url:?}]"),
+        &format!("allowed_hosts = [{}]", grants.join(", ")),
+    );
     anyhow::ensure!(
         manifest.contains(&format!("{sim_url}/gcp/compute/v1")),
         "plugins/gcp/sim.toml names no simulator base-url"
@@ -129,6 +120,16 @@ async fn stack_with_a_zone_running_dry() -> anyhow::Result<Stack> {
     )
     .await?;
     Ok(stack)
+}
+
+/// Checks the simulator has no live instance carrying the idempotency key `id`.
+async fn no_instance_of(stack: &Stack, id: &str) -> anyhow::Result<()> {
+    let instances = sim_instances(&stack.sim_url).await?;
+    anyhow::ensure!(
+        instances.iter().all(|s| s["idempotency_key"] != id),
+        "an instance of {id} is left: {instances:#?}"
+    );
+    Ok(())
 }
 
 /// The simulator's live Compute Engine instances.
@@ -422,24 +423,12 @@ async fn the_gcp_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow::
 #[tokio::test]
 async fn a_quota_refusal_fails_the_order_as_quota_exceeded() -> anyhow::Result<()> {
     let stack = stack_with_gcp().await?;
-    post_vendor_control(
-        &stack.sim_url,
-        "/_sim/gcp/faults",
-        &json!({"kind": "quota_exceeded", "count": 1}),
-    )
-    .await?;
-    let id = order_gcp(&stack, "gcp-no-quota", json!({})).await?;
     let failed = stack
-        .wait_for_status(&id, "failed", Duration::from_secs(60))
+        .order_refused_for_quota("gcp", async || {
+            order_gcp(&stack, "gcp-no-quota", json!({})).await
+        })
         .await?;
-    assert_eq!(failed["fault"]["code"], "quota_exceeded", "{failed:#}");
-    assert_eq!(failed["fault"]["retryable"], false, "{failed:#}");
-    assert!(
-        sim_instances(&stack.sim_url)
-            .await?
-            .iter()
-            .all(|s| s["idempotency_key"] != id.as_str())
-    );
+    no_instance_of(&stack, failed["id"].as_str().unwrap_or_default()).await?;
     stack.cleanup().await;
     Ok(())
 }
@@ -470,12 +459,7 @@ async fn a_zone_out_of_resources_while_booting_fails_as_no_capacity_not_a_timeou
             .any(|m| m.starts_with("attempt failed (no_capacity)")),
         "the attempt is retried: {messages:#?}"
     );
-    assert!(
-        sim_instances(&stack.sim_url)
-            .await?
-            .iter()
-            .all(|s| s["idempotency_key"] != id.as_str())
-    );
+    no_instance_of(&stack, &id).await?;
     stack.cleanup().await;
     Ok(())
 }

@@ -157,6 +157,28 @@ pub fn test_plugin_component(name: &str) -> PathBuf {
     )
 }
 
+/// The manifest shipped as `plugins/<vendor>/<file>` with its address `from` moved to `to`
+/// and its component the built one ([`plugin_component`]); an error if it names no `from`.
+pub fn shipped_manifest(vendor: &str, file: &str, from: &str, to: &str) -> anyhow::Result<String> {
+    let path = crate::processes::workspace_root()
+        .join("plugins")
+        .join(vendor)
+        .join(file);
+    let shipped = std::fs::read_to_string(&path)
+        .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
+    anyhow::ensure!(
+        shipped.contains(from),
+        "plugins/{vendor}/{file} names no {from}"
+    );
+    Ok(shipped.replace(from, to).replace(
+        &format!("component = \"{vendor}.wasm\""),
+        &format!(
+            "component = {:?}",
+            plugin_component(vendor).display().to_string()
+        ),
+    ))
+}
+
 /// A new, empty folder of its own under the system's temporary folder, named for `what`.
 pub fn scratch_dir(what: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(

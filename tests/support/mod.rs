@@ -57,7 +57,7 @@ pub use database::{
 };
 pub use fixtures::{
     VENDORS, VendorFixture, fixture, hostile_manifest, plugin_component, scratch_dir,
-    server_request, test_plugin_component, write_hostile_manifest,
+    server_request, shipped_manifest, test_plugin_component, write_hostile_manifest,
 };
 pub use processes::{Service, binary, free_port, target_dir, workspace_root};
 pub use provisioner_api_client::{ApiClient, client_with_token};

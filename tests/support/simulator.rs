@@ -104,6 +104,31 @@ impl Stack {
         Ok(id)
     }
 
+    /// Has `vendor`'s own fault endpoint (`/_sim/<vendor>/faults`) refuse the next create for
+    /// quota, places an order with `order` and waits until it fails; checks it failed
+    /// `quota_exceeded`, not retryable. Answers the failed order.
+    pub async fn order_refused_for_quota(
+        &self,
+        vendor: &str,
+        order: impl AsyncFnOnce() -> anyhow::Result<String>,
+    ) -> anyhow::Result<Value> {
+        post_vendor_control(
+            &self.sim_url,
+            &format!("/_sim/{vendor}/faults"),
+            &json!({"kind": "quota_exceeded", "count": 1}),
+        )
+        .await?;
+        let id = order().await?;
+        let failed = self
+            .wait_for_status(&id, "failed", Duration::from_secs(60))
+            .await?;
+        anyhow::ensure!(
+            failed["fault"]["code"] == "quota_exceeded" && failed["fault"]["retryable"] == false,
+            "order {id} did not fail for quota, for good: {failed:#}"
+        );
+        Ok(failed)
+    }
+
     /// Waits up to 30 s until the simulator has no live server carrying `order_id`.
     pub async fn wait_until_no_server(&self, order_id: &str) -> anyhow::Result<()> {
         wait_until(
