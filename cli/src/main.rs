@@ -316,19 +316,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Order(OrderCommand::Cancel { id, wait }) => {
             let order = api.cancel_order(&id).await?;
-            if wait {
-                out.accepted(&order);
-                return follow(&api, &out, &id, &["cancelled"]).await;
-            }
-            out.order(&order);
+            return show_or_follow(&api, &out, &order, (&id, wait), &["cancelled"]).await;
         }
         Command::Order(OrderCommand::Delete { id, wait }) => {
             let order = api.delete_order(&id).await?;
-            if wait {
-                out.accepted(&order);
-                return follow(&api, &out, &id, &["deleted"]).await;
-            }
-            out.order(&order);
+            return show_or_follow(&api, &out, &order, (&id, wait), &["deleted"]).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -338,6 +330,23 @@ fn id_of(order: &Value) -> anyhow::Result<&str> {
     order["id"]
         .as_str()
         .context("the API answered an order without an id")
+}
+
+/// An order order-api accepted a change of: with `wait`, shown as accepted and followed
+/// (see [`follow`]); without, shown as it is now.
+async fn show_or_follow(
+    api: &ApiClient,
+    out: &Output,
+    order: &Value,
+    (id, wait): (&str, bool),
+    wanted: &[&str],
+) -> anyhow::Result<ExitCode> {
+    if wait {
+        out.accepted(order);
+        return follow(api, out, id, wanted).await;
+    }
+    out.order(order);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Follows the order's events until it settles; success when it ends in one of `wanted`.
