@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use provisioner_tests::{
     ApiClient, OrderStore, Stack, StackOptions, TEST_TENANT, client_with_token, metric_value,
+    sse_events,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -62,23 +63,10 @@ async fn read_to_end(
     })
     .await
     .with_context(|| format!("the stream did not end in {limit:?}; so far:\n{text}"))??;
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
-        for line in block.lines() {
-            if let Some(value) = line.strip_prefix("event:") {
-                name = value.trim().to_string();
-            } else if let Some(value) = line.strip_prefix("id:") {
-                id = Some(value.trim().to_string());
-            } else if let Some(value) = line.strip_prefix("data:") {
-                data.push_str(value.trim());
-            }
-        }
-        if !data.is_empty() {
-            events.push((name, id, serde_json::from_str(&data)?));
-        }
-    }
-    Ok(events)
+    Ok(sse_events(&text)?
+        .into_iter()
+        .map(|event| (event.name, event.id, event.data))
+        .collect())
 }
 
 /// `provisioner_event_stream_reads_total` now.

@@ -5,17 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use provisioner_tests::{Stack, StackOptions};
+use provisioner_tests::{SseEvent, Stack, StackOptions, sse_events};
 use reqwest::Method;
-use serde_json::Value;
-
-/// One SSE event.
-#[derive(Debug, Clone)]
-struct SseEvent {
-    name: String,
-    id: Option<String>,
-    data: Value,
-}
 
 /// Opens the order's event stream (from after `last_event_id`) and reads it to its end.
 async fn read_stream(
@@ -43,25 +34,7 @@ async fn read_stream(
     })
     .await
     .with_context(|| format!("the stream did not end; so far:\n{text}"))??;
-    let mut events = Vec::new();
-    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
-        for line in block.lines() {
-            if let Some(value) = line.strip_prefix("event:") {
-                name = value.trim().to_string();
-            } else if let Some(value) = line.strip_prefix("id:") {
-                id = Some(value.trim().to_string());
-            } else if let Some(value) = line.strip_prefix("data:") {
-                data.push_str(value.trim());
-            }
-        }
-        if data.is_empty() {
-            continue; // a keep-alive comment
-        }
-        let data = serde_json::from_str(&data).with_context(|| format!("event data: {data}"))?;
-        events.push(SseEvent { name, id, data });
-    }
-    Ok(events)
+    sse_events(&text)
 }
 
 #[tokio::test]

@@ -60,6 +60,41 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
 }
 
+/// One event of a server-sent event stream (`/events`).
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// Its `event:` name (`message` when it has none).
+    pub name: String,
+    /// Its `id:`, if any.
+    pub id: Option<String>,
+    /// Its `data:`, as JSON.
+    pub data: Value,
+}
+
+/// The events in the text of a server-sent event stream, in order; keep-alive comments and
+/// blocks without data are left out.
+pub fn sse_events(text: &str) -> anyhow::Result<Vec<SseEvent>> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_string();
+            } else if let Some(value) = line.strip_prefix("id:") {
+                id = Some(value.trim().to_string());
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim());
+            }
+        }
+        if data.is_empty() {
+            continue;
+        }
+        let data = serde_json::from_str(&data).with_context(|| format!("event data: {data}"))?;
+        events.push(SseEvent { name, id, data });
+    }
+    Ok(events)
+}
+
 /// POSTs `body` as an order through `api`, with `key` as its `Idempotency-Key` if given;
 /// the status and the JSON answer, whatever the status.
 pub async fn post_order_with(

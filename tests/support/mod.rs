@@ -46,7 +46,9 @@ pub mod simulator;
 pub mod stack;
 pub mod waiting;
 
-pub use api_client::{event_messages, metric_value, post_order_with, usage_of_orders};
+pub use api_client::{
+    SseEvent, event_messages, metric_value, post_order_with, sse_events, usage_of_orders,
+};
 pub use broker::{
     AMQP_URL, BrokerOutage, delete_topology, delete_topology_at, hold_broker_shared, message_count,
     rabbitmqctl, require_rabbitmq,
