@@ -622,26 +622,9 @@ async fn list_server_actions(
             }
         });
     }
-    let total = actions.len();
-    let last_page = total.div_ceil(per_page).max(1);
-    let shown: Vec<Value> = actions
-        .iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .map(|action| render_action(action, now))
-        .collect();
-    Json(json!({
-        "actions": shown,
-        "meta": {"pagination": {
-            "page": page,
-            "per_page": per_page,
-            "previous_page": if page > 1 { json!(page - 1) } else { Value::Null },
-            "next_page": if page < last_page { json!(page + 1) } else { Value::Null },
-            "last_page": last_page,
-            "total_entries": total,
-        }},
-    }))
-    .into_response()
+    one_page("actions", actions, page, per_page, |action| {
+        render_action(&action, now)
+    })
 }
 
 /// A stored key in Hetzner's JSON.
@@ -750,27 +733,8 @@ async fn list_keys(State(state): State<Arc<SimState>>, Query(query): Query<KeyQu
             .map(render_key)
             .collect()
     });
-    let per_page = query.per_page.unwrap_or(25).clamp(1, state.page_size(50));
-    let page = query.page.unwrap_or(1).max(1);
-    let total = keys.len();
-    let last_page = total.div_ceil(per_page).max(1);
-    let shown: Vec<Value> = keys
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .collect();
-    Json(json!({
-        "ssh_keys": shown,
-        "meta": {"pagination": {
-            "page": page,
-            "per_page": per_page,
-            "previous_page": if page > 1 { json!(page - 1) } else { Value::Null },
-            "next_page": if page < last_page { json!(page + 1) } else { Value::Null },
-            "last_page": last_page,
-            "total_entries": total,
-        }},
-    }))
-    .into_response()
+    let (page, per_page) = page_asked(&state, query.page, query.per_page);
+    one_page("ssh_keys", keys, page, per_page, |key| key)
 }
 
 async fn get_key(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
@@ -830,18 +794,38 @@ async fn list_servers(
             .cloned()
             .collect()
     });
-    let per_page = query.per_page.unwrap_or(25).clamp(1, state.page_size(50));
-    let page = query.page.unwrap_or(1).max(1);
-    let total = servers.len();
+    let (page, per_page) = page_asked(&state, query.page, query.per_page);
+    one_page("servers", servers, page, per_page, |server| {
+        render_server(&server, &state)
+    })
+}
+
+/// The page a list request asks for: `page` from 1, `per_page` 25 by default, 50 (or the
+/// simulator's smaller page size) at most.
+fn page_asked(state: &SimState, page: Option<usize>, per_page: Option<usize>) -> (usize, usize) {
+    let per_page = per_page.unwrap_or(25).clamp(1, state.page_size(50));
+    (page.unwrap_or(1).max(1), per_page)
+}
+
+/// Page `page` (from 1) of `items`, `per_page` a page, each rendered, under `list_key` with
+/// Hetzner's `meta.pagination`.
+fn one_page<T>(
+    list_key: &str,
+    items: Vec<T>,
+    page: usize,
+    per_page: usize,
+    render: impl FnMut(T) -> Value,
+) -> Response {
+    let total = items.len();
     let last_page = total.div_ceil(per_page).max(1);
-    let rendered: Vec<Value> = servers
-        .iter()
+    let shown: Vec<Value> = items
+        .into_iter()
         .skip((page - 1) * per_page)
         .take(per_page)
-        .map(|server| render_server(server, &state))
+        .map(render)
         .collect();
-    let body = json!({
-        "servers": rendered,
+    Json(json!({
+        list_key: shown,
         "meta": {"pagination": {
             "page": page,
             "per_page": per_page,
@@ -850,8 +834,8 @@ async fn list_servers(
             "last_page": last_page,
             "total_entries": total,
         }},
-    });
-    Json(body).into_response()
+    }))
+    .into_response()
 }
 
 /// Hetzner's label selector: comma-separated `k=v`, `k==v`, `k!=v`, `k`, `!k`.
