@@ -22,8 +22,7 @@ use provisioner_host::plugin_output::{
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_host::wit_convert::fault;
 use provisioner_tests::{
-    Stack, StackOptions, delete_topology, hostile_manifest, require_rabbitmq, server_request,
-    write_hostile_manifest,
+    Stack, StackOptions, hostile_manifest, require_rabbitmq, server_request, write_hostile_manifest,
 };
 use reqwest::Method;
 
@@ -369,9 +368,7 @@ async fn a_huge_error_fails_only_its_order_and_the_session_survives() -> anyhow:
         "a host log line of {longest} bytes"
     );
 
-    let topology = stack.topology.clone();
-    stack.cleanup().await;
-    delete_topology(&topology, &[&vendor]).await;
+    stack.cleanup_serving(&[&vendor]).await;
     Ok(())
 }
 
@@ -417,9 +414,7 @@ async fn a_huge_validate_error_is_a_small_422() -> anyhow::Result<()> {
         sizes.iter().all(|size| *size <= 2 * FAULT_MESSAGE_BOUND),
         "validation replies of {sizes:?} bytes"
     );
-    let topology = stack.topology.clone();
-    stack.cleanup().await;
-    delete_topology(&topology, &[&vendor]).await;
+    stack.cleanup_serving(&[&vendor]).await;
     Ok(())
 }
 
@@ -443,9 +438,7 @@ async fn a_huge_display_name_keeps_the_vendor_list_small() -> anyhow::Result<()>
         "GET /v1/vendors answered {} bytes",
         body.len()
     );
-    let topology = stack.topology.clone();
-    stack.cleanup().await;
-    delete_topology(&topology, &[&vendor]).await;
+    stack.cleanup_serving(&[&vendor]).await;
     Ok(())
 }
 
@@ -554,9 +547,7 @@ async fn a_plugin_can_neither_flood_nor_forge_the_host_log() -> anyhow::Result<(
         "the newline is not shown escaped\n{forged:#?}"
     );
 
-    let topology = stack.topology.clone();
-    stack.cleanup().await;
-    delete_topology(&topology, &[&flood, &forge]).await;
+    stack.cleanup_serving(&[&flood, &forge]).await;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use provisioner_tests::{Stack, StackOptions, delete_topology, test_plugin_component};
+use provisioner_tests::{Stack, StackOptions, test_plugin_component};
 
 async fn wait_for_vendors(stack: &Stack, present: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -51,8 +51,6 @@ async fn a_dropped_in_plugin_serves_orders_and_its_removal_stops_them() -> anyho
     stack
         .wait_for_status(&id, "active", Duration::from_secs(30))
         .await?;
-    let topology = stack.topology.clone();
-    stack.cleanup().await;
-    delete_topology(&topology, &["dropin"]).await;
+    stack.cleanup_serving(&["dropin"]).await;
     Ok(())
 }

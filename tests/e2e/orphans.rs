@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use provisioner_tests::simulator::seed_server_at;
-use provisioner_tests::{Stack, StackOptions, VENDORS, delete_topology, test_plugin_component};
+use provisioner_tests::{Stack, StackOptions, VENDORS, test_plugin_component};
 use serde_json::Value;
 
 /// A stack that sweeps only when asked, with `action` for orphans.
@@ -164,9 +164,7 @@ async fn the_sweep_reports_servers_no_order_owns_at_every_vendor() -> anyhow::Re
         again["orphans"].as_array().map(Vec::len),
         answer["orphans"].as_array().map(Vec::len)
     );
-    let topology = stack.topology.clone();
-    stack.cleanup().await;
-    delete_topology(&topology, &["legacy"]).await;
+    stack.cleanup_serving(&["legacy"]).await;
     Ok(())
 }
 

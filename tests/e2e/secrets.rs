@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use provisioner_tests::{
-    ApiClient, Stack, StackOptions, delete_topology, fixture, target_dir, test_plugin_component,
+    ApiClient, Stack, StackOptions, fixture, target_dir, test_plugin_component,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -191,9 +191,7 @@ async fn a_vendor_without_its_secret_is_refused_until_the_secret_file_arrives() 
     assert_eq!(active["server"]["status"], "running", "{active}");
     assert_eq!(stack.host_pid(), host_pid, "the host was not restarted");
 
-    let topology = stack.topology.clone();
-    stack.cleanup().await;
-    delete_topology(&topology, &[VENDOR]).await;
+    stack.cleanup_serving(&[VENDOR]).await;
     let _ = std::fs::remove_dir_all(&secrets);
     Ok(())
 }
@@ -271,9 +269,7 @@ async fn a_rotated_secret_is_used_by_the_next_orders_and_a_removed_one_stops_the
     .await?;
     assert_eq!(stack.host_pid(), host_pid, "the host was not restarted");
 
-    let topology = stack.topology.clone();
-    stack.cleanup().await;
-    delete_topology(&topology, &[VENDOR]).await;
+    stack.cleanup_serving(&[VENDOR]).await;
     let _ = std::fs::remove_dir_all(&secrets);
     Ok(())
 }

@@ -550,6 +550,15 @@ impl Stack {
         let _ = std::fs::remove_dir_all(&self.dir);
         self.cleaned = true;
     }
+
+    /// [`Stack::cleanup`], deleting the queues of `more_vendors` too: vendors the test served
+    /// besides [`VENDORS`] (plugins it dropped in).
+    pub async fn cleanup_serving(self, more_vendors: &[&str]) {
+        let topology = self.topology.clone();
+        let amqp_url = self.amqp_url().to_string();
+        self.cleanup().await;
+        delete_topology_at(&amqp_url, &topology, more_vendors).await;
+    }
 }
 
 impl Drop for Stack {
