@@ -596,6 +596,13 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
     let sim = Sim::start().await;
     let token = sim.token().await;
     let url = sim.compute(&format!("/zones/{ZONE}/instances"));
+    bad_inserts_are_refused(&sim, &token, &url).await;
+    shared_faults_render_as_googles(&sim, &token).await;
+    compute_faults_refuse_or_fail_one_insert(&sim, &token, &url).await;
+}
+
+/// Bad names, machine types, labels, images, requestIds and zones: Google's 400s and 404s.
+async fn bad_inserts_are_refused(sim: &Sim, token: &str, url: &str) {
     let cases = [
         ("name", json!("Web_1"), 400),
         ("machineType", json!("e2-small"), 400),
@@ -616,7 +623,7 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
         let mut body = instance_body("web-bad", "k");
         body[field] = value;
         let (status, answer) = sim
-            .call(reqwest::Method::POST, &url, &token, Some(body))
+            .call(reqwest::Method::POST, url, token, Some(body))
             .await;
         assert_eq!(status, code, "{field}: {answer}");
         assert_eq!(answer["error"]["code"], code);
@@ -625,7 +632,7 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
     body["disks"][0]["initializeParams"]["sourceImage"] =
         json!("projects/debian-cloud/global/images/family/debian-99");
     assert_eq!(
-        sim.call(reqwest::Method::POST, &url, &token, Some(body))
+        sim.call(reqwest::Method::POST, url, token, Some(body))
             .await
             .0,
         404
@@ -635,7 +642,7 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
         sim.call(
             reqwest::Method::POST,
             &bad_id,
-            &token,
+            token,
             Some(instance_body("web-x", "k"))
         )
         .await
@@ -647,15 +654,17 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
         sim.call(
             reqwest::Method::POST,
             &unknown_zone,
-            &token,
+            token,
             Some(instance_body("web-x", "k"))
         )
         .await
         .0,
         404
     );
+}
 
-    // The shared fault kinds.
+/// The shared fault kinds render as Google's 429, 503 and 401.
+async fn shared_faults_render_as_googles(sim: &Sim, token: &str) {
     let faults = format!("http://{}/_sim/faults", sim.addr);
     let armed = sim
         .http
@@ -668,7 +677,7 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
     let answer = sim
         .http
         .get(sim.compute("/aggregated/instances"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
@@ -682,7 +691,7 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
         .send()
         .await
         .unwrap();
-    let (status, body) = sim.get(&sim.compute("/aggregated/instances"), &token).await;
+    let (status, body) = sim.get(&sim.compute("/aggregated/instances"), token).await;
     assert_eq!(status, 503);
     assert_google_error(&body, 503, "backendError");
     sim.http
@@ -692,12 +701,16 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
         .await
         .unwrap();
     assert_eq!(
-        sim.get(&sim.compute("/aggregated/instances"), &token)
+        sim.get(&sim.compute("/aggregated/instances"), token)
             .await
             .0,
         401
     );
+}
 
+/// The quota fault refuses one insert at once, the zone-exhaustion fault fails one insert's
+/// operation; neither makes an instance, and the next insert works.
+async fn compute_faults_refuse_or_fail_one_insert(sim: &Sim, token: &str, url: &str) {
     // Quota: a 403 at once, nothing made.
     let gcp_faults = format!("http://{}/_sim/gcp/faults", sim.addr);
     let armed = sim
@@ -711,8 +724,8 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
     let (status, body) = sim
         .call(
             reqwest::Method::POST,
-            &url,
-            &token,
+            url,
+            token,
             Some(instance_body("web-q", "kq")),
         )
         .await;
@@ -728,13 +741,13 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
     let (status, op) = sim
         .call(
             reqwest::Method::POST,
-            &url,
-            &token,
+            url,
+            token,
             Some(instance_body("web-z", "kz")),
         )
         .await;
     assert_eq!(status, 200, "{op}");
-    let done = wait_done(&sim, &token, &op).await;
+    let done = wait_done(sim, token, &op).await;
     assert_eq!(
         done["error"]["errors"][0]["code"], "ZONE_RESOURCE_POOL_EXHAUSTED",
         "{done}"
@@ -742,7 +755,7 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
     assert_eq!(
         sim.get(
             &sim.compute(&format!("/zones/{ZONE}/instances/web-z")),
-            &token
+            token
         )
         .await
         .0,
@@ -752,13 +765,13 @@ async fn bad_requests_and_faults_come_in_googles_shapes() {
     let (status, op) = sim
         .call(
             reqwest::Method::POST,
-            &url,
-            &token,
+            url,
+            token,
             Some(instance_body("web-z", "kz")),
         )
         .await;
     assert_eq!(status, 200);
-    assert!(wait_done(&sim, &token, &op).await["error"].is_null());
+    assert!(wait_done(sim, token, &op).await["error"].is_null());
     let stats: Value = sim
         .http
         .get(format!("http://{}/_sim/stats", sim.addr))
