@@ -31,12 +31,8 @@ pub(super) async fn round(
 /// new reason), or of its end when the manifest went. One that now serves was announced
 /// when it was started.
 pub(super) async fn unavailable_changes(change: &PluginChange<'_>) -> anyhow::Result<()> {
-    let PluginChange {
-        publisher,
-        settings,
-        current,
-        next,
-    } = *change;
+    let (publisher, settings) = (change.publisher, change.settings);
+    let (current, next) = (change.current, change.next);
     for (vendor, reason) in next.unavailable() {
         let news = current.unavailable().get(vendor) != Some(reason);
         if news && !current.contains_key(vendor) {

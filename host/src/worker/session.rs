@@ -142,12 +142,8 @@ async fn stop_removed_and_update_replaced(
     consumers: &mut Consumers<'_>,
     change: &PluginChange<'_>,
 ) -> anyhow::Result<()> {
-    let PluginChange {
-        publisher,
-        settings,
-        current,
-        next,
-    } = *change;
+    let (publisher, settings) = (change.publisher, change.settings);
+    let (current, next) = (change.current, change.next);
     for (vendor, old) in current.iter() {
         match next.get(vendor) {
             None => {
