@@ -123,6 +123,19 @@ impl Sim {
         body["access_token"].as_str().unwrap().to_string()
     }
 
+    /// Arms a fault through the simulator's control endpoint `path` (`/_sim/faults`,
+    /// `/_sim/gcp/faults`); the answer's status.
+    async fn arm(&self, path: &str, rule: Value) -> u16 {
+        let answer = self
+            .http
+            .post(format!("http://{}{path}", self.addr))
+            .json(&rule)
+            .send()
+            .await
+            .unwrap();
+        answer.status().as_u16()
+    }
+
     /// Status and JSON body of a `GET` with the token.
     async fn get(&self, url: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, url, token, None).await
@@ -665,15 +678,13 @@ async fn bad_inserts_are_refused(sim: &Sim, token: &str, url: &str) {
 
 /// The shared fault kinds render as Google's 429, 503 and 401.
 async fn shared_faults_render_as_googles(sim: &Sim, token: &str) {
-    let faults = format!("http://{}/_sim/faults", sim.addr);
     let armed = sim
-        .http
-        .post(&faults)
-        .json(&json!({"vendor": "gcp", "kind": "rate_limit", "retry_after_secs": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(armed.status(), 201);
+        .arm(
+            "/_sim/faults",
+            json!({"vendor": "gcp", "kind": "rate_limit", "retry_after_secs": 3}),
+        )
+        .await;
+    assert_eq!(armed, 201);
     let answer = sim
         .http
         .get(sim.compute("/aggregated/instances"))
@@ -685,21 +696,19 @@ async fn shared_faults_render_as_googles(sim: &Sim, token: &str) {
     assert_eq!(answer.headers()["retry-after"], "3");
     let body: Value = answer.json().await.unwrap();
     assert_google_error(&body, 429, "rateLimitExceeded");
-    sim.http
-        .post(&faults)
-        .json(&json!({"vendor": "gcp", "kind": "server_error", "status": 503}))
-        .send()
-        .await
-        .unwrap();
+    sim.arm(
+        "/_sim/faults",
+        json!({"vendor": "gcp", "kind": "server_error", "status": 503}),
+    )
+    .await;
     let (status, body) = sim.get(&sim.compute("/aggregated/instances"), token).await;
     assert_eq!(status, 503);
     assert_google_error(&body, 503, "backendError");
-    sim.http
-        .post(&faults)
-        .json(&json!({"vendor": "gcp", "kind": "unauthorized"}))
-        .send()
-        .await
-        .unwrap();
+    sim.arm(
+        "/_sim/faults",
+        json!({"vendor": "gcp", "kind": "unauthorized"}),
+    )
+    .await;
     assert_eq!(
         sim.get(&sim.compute("/aggregated/instances"), token)
             .await
@@ -712,15 +721,10 @@ async fn shared_faults_render_as_googles(sim: &Sim, token: &str) {
 /// operation; neither makes an instance, and the next insert works.
 async fn compute_faults_refuse_or_fail_one_insert(sim: &Sim, token: &str, url: &str) {
     // Quota: a 403 at once, nothing made.
-    let gcp_faults = format!("http://{}/_sim/gcp/faults", sim.addr);
     let armed = sim
-        .http
-        .post(&gcp_faults)
-        .json(&json!({"kind": "quota_exceeded"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(armed.status(), 201);
+        .arm("/_sim/gcp/faults", json!({"kind": "quota_exceeded"}))
+        .await;
+    assert_eq!(armed, 201);
     let (status, body) = sim
         .call(
             reqwest::Method::POST,
@@ -732,12 +736,11 @@ async fn compute_faults_refuse_or_fail_one_insert(sim: &Sim, token: &str, url: &
     assert_eq!(status, 403, "{body}");
     assert_google_error(&body, 403, "quotaExceeded");
     // No resources in the zone: an operation that ends in ZONE_RESOURCE_POOL_EXHAUSTED.
-    sim.http
-        .post(&gcp_faults)
-        .json(&json!({"kind": "zone_resource_pool_exhausted"}))
-        .send()
-        .await
-        .unwrap();
+    sim.arm(
+        "/_sim/gcp/faults",
+        json!({"kind": "zone_resource_pool_exhausted"}),
+    )
+    .await;
     let (status, op) = sim
         .call(
             reqwest::Method::POST,
