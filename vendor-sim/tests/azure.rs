@@ -157,6 +157,18 @@ impl Sim {
         self.call_as(Some(&self.token), method, path, body).await
     }
 
+    async fn put(&self, path: &str, body: Value) -> Answer {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn delete(&self, path: &str) -> Answer {
+        self.call(Method::DELETE, path, None).await
+    }
+
     async fn sim_get(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))
@@ -183,7 +195,7 @@ impl Sim {
     async fn wait(&self, operation: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let answer = self.call(Method::GET, operation, None).await;
+            let answer = self.get(operation).await;
             assert_eq!(answer.status, 200, "{}", answer.body);
             if answer.body["status"] != "InProgress" {
                 return answer.body;
@@ -195,7 +207,7 @@ impl Sim {
 
     /// PUTs and waits for the operation to succeed; the final GET.
     async fn put_and_wait(&self, path: &str, body: Value) -> Value {
-        let answer = self.call(Method::PUT, path, Some(body)).await;
+        let answer = self.put(path, body).await;
         assert!(
             answer.status == 201 || answer.status == 200,
             "{}",
@@ -206,13 +218,13 @@ impl Sim {
             .expect("no Azure-AsyncOperation");
         let done = self.wait(&operation).await;
         assert_eq!(done["status"], "Succeeded", "{done}");
-        let got = self.call(Method::GET, path, None).await;
+        let got = self.get(path).await;
         assert_eq!(got.status, 200);
         got.body
     }
 
     async fn delete_and_wait(&self, path: &str) {
-        let answer = self.call(Method::DELETE, path, None).await;
+        let answer = self.delete(path).await;
         assert_eq!(answer.status, 202, "{}", answer.body);
         assert!(answer.header("location").is_some());
         let operation = answer.header("azure-asyncoperation").unwrap();
@@ -421,35 +433,27 @@ async fn the_token_endpoint_grants_registered_apps_only() {
     assert_refused(&expired, 401, "ExpiredAuthenticationToken");
 
     let unknown = sim
-        .call(
-            Method::GET,
-            &format!(
-                "/azure/subscriptions/{}/resources?{API}",
-                "00000000-0000-0000-0000-00000000abcd"
-            ),
-            None,
-        )
+        .get(&format!(
+            "/azure/subscriptions/{}/resources?{API}",
+            "00000000-0000-0000-0000-00000000abcd"
+        ))
         .await;
     assert_refused(&unknown, 404, "SubscriptionNotFound");
-    let no_version = sim
-        .call(Method::GET, &list.replace(&format!("?{API}"), ""), None)
-        .await;
+    let no_version = sim.get(&list.replace(&format!("?{API}"), "")).await;
     assert_refused(&no_version, 400, "MissingApiVersionParameter");
 }
 
 #[tokio::test]
 async fn puts_are_long_running_and_idempotent_by_name() {
     let sim = Sim::start().await;
-    let ip = sim
-        .call(Method::PUT, &ip_path("web-ip"), Some(ip_body("k1")))
-        .await;
+    let ip = sim.put(&ip_path("web-ip"), ip_body("k1")).await;
     assert_eq!(ip.status, 201, "{}", ip.body);
     assert_eq!(ip.body["properties"]["provisioningState"], "Updating");
     assert!(ip.header("retry-after").is_some());
     let operation = ip.header("azure-asyncoperation").unwrap();
     assert!(operation.contains("/providers/Microsoft.Network/locations/westeurope/operations/"));
     assert_eq!(sim.wait(&operation).await["status"], "Succeeded");
-    let ip = sim.call(Method::GET, &ip_path("web-ip"), None).await.body;
+    let ip = sim.get(&ip_path("web-ip")).await.body;
     assert_eq!(ip["properties"]["provisioningState"], "Succeeded");
     assert!(
         ip["properties"]["ipAddress"]
@@ -461,34 +465,22 @@ async fn puts_are_long_running_and_idempotent_by_name() {
         .await;
 
     let created = sim
-        .call(
-            Method::PUT,
-            &vm_path("web"),
-            Some(vm_body("web-nic", "k1", true)),
-        )
+        .put(&vm_path("web"), vm_body("web-nic", "k1", true))
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.body["properties"]["provisioningState"], "Creating");
     let operation = created.header("azure-asyncoperation").unwrap();
     assert!(operation.contains("/providers/Microsoft.Compute/locations/westeurope/operations/"));
-    let first = sim.call(Method::GET, &operation, None).await;
+    let first = sim.get(&operation).await;
     assert_eq!(first.body["status"], "InProgress");
     let view = sim
-        .call(
-            Method::GET,
-            &vm_path("web").replace("?", "/instanceView?"),
-            None,
-        )
+        .get(&vm_path("web").replace("?", "/instanceView?"))
         .await;
     assert_eq!(view.body["statuses"][1]["code"], "PowerState/starting");
     assert_eq!(sim.wait(&operation).await["status"], "Succeeded");
 
     let vm = sim
-        .call(
-            Method::GET,
-            &format!("{}&$expand=instanceView", vm_path("web")),
-            None,
-        )
+        .get(&format!("{}&$expand=instanceView", vm_path("web")))
         .await
         .body;
     assert_eq!(vm["properties"]["provisioningState"], "Succeeded");
@@ -514,7 +506,7 @@ async fn puts_are_long_running_and_idempotent_by_name() {
             .get("customData")
             .is_none()
     );
-    let nic = sim.call(Method::GET, &nic_path("web-nic"), None).await.body;
+    let nic = sim.get(&nic_path("web-nic")).await.body;
     assert_eq!(nic["properties"]["virtualMachine"]["id"], vm["id"]);
     // The first PUT's tags are the server's labels and key already (not only an update's).
     let servers = sim.sim_get("/_sim/servers").await;
@@ -531,17 +523,13 @@ async fn puts_are_long_running_and_idempotent_by_name() {
     // The same PUT again: an update of the same VM, nothing new made.
     let mut again_body = vm_body("web-nic", "k1", true);
     again_body["tags"]["extra"] = json!("yes");
-    let again = sim
-        .call(Method::PUT, &vm_path("WEB"), Some(again_body))
-        .await;
+    let again = sim.put(&vm_path("WEB"), again_body).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["properties"]["provisioningState"], "Updating");
     assert_eq!(again.body["id"], vm["id"]);
     sim.wait(&again.header("azure-asyncoperation").unwrap())
         .await;
-    let ip_again = sim
-        .call(Method::PUT, &ip_path("web-ip"), Some(ip_body("k1")))
-        .await;
+    let ip_again = sim.put(&ip_path("web-ip"), ip_body("k1")).await;
     assert_eq!(ip_again.status, 200);
     let stats = sim.sim_get("/_sim/stats").await;
     assert_eq!(stats["vendors"]["azure"]["created_total"], 1);
@@ -568,12 +556,12 @@ async fn puts_are_long_running_and_idempotent_by_name() {
     // Another location for the same name is refused; an image change too.
     let mut moved = vm_body("web-nic", "k1", true);
     moved["location"] = json!("eastus");
-    let moved = sim.call(Method::PUT, &vm_path("web"), Some(moved)).await;
+    let moved = sim.put(&vm_path("web"), moved).await;
     assert_refused(&moved, 400, "InvalidResourceLocation");
     let mut reimaged = vm_body("web-nic", "k1", true);
     reimaged["properties"]["storageProfile"]["imageReference"] =
         json!({"publisher": "Debian", "offer": "debian-12", "sku": "12-gen2", "version": "latest"});
-    let reimaged = sim.call(Method::PUT, &vm_path("web"), Some(reimaged)).await;
+    let reimaged = sim.put(&vm_path("web"), reimaged).await;
     assert_refused(&reimaged, 409, "PropertyChangeNotAllowed");
 }
 
@@ -585,7 +573,7 @@ async fn deleting_a_vm_takes_what_is_set_to_go_and_leaves_the_rest() {
     let counts = sim.census().await;
     assert_eq!(counts["Microsoft.Network/publicIPAddresses"], 2);
 
-    let answer = sim.call(Method::DELETE, &vm_path("goes"), None).await;
+    let answer = sim.delete(&vm_path("goes")).await;
     assert_eq!(answer.status, 202);
     assert!(
         answer
@@ -593,24 +581,20 @@ async fn deleting_a_vm_takes_what_is_set_to_go_and_leaves_the_rest() {
             .unwrap()
             .contains("/operationResults/")
     );
-    let deleting = sim.call(Method::GET, &vm_path("goes"), None).await;
+    let deleting = sim.get(&vm_path("goes")).await;
     assert_eq!(deleting.body["properties"]["provisioningState"], "Deleting");
     let location = answer.header("location").unwrap();
-    assert_eq!(sim.call(Method::GET, &location, None).await.status, 202);
+    assert_eq!(sim.get(&location).await.status, 202);
     assert_eq!(
         sim.wait(&answer.header("azure-asyncoperation").unwrap())
             .await["status"],
         "Succeeded"
     );
-    assert_eq!(sim.call(Method::GET, &location, None).await.status, 204);
-    let gone = sim.call(Method::GET, &vm_path("goes"), None).await;
+    assert_eq!(sim.get(&location).await.status, 204);
+    let gone = sim.get(&vm_path("goes")).await;
     assert_refused(&gone, 404, "ResourceNotFound");
     for path in [nic_path("goes-nic"), ip_path("goes-ip")] {
-        assert_eq!(
-            sim.call(Method::GET, &path, None).await.status,
-            404,
-            "{path}"
-        );
+        assert_eq!(sim.get(&path).await.status, 404, "{path}");
     }
     let counts = sim.census().await;
     assert_eq!(counts["Microsoft.Network/publicIPAddresses"], 1);
@@ -624,17 +608,12 @@ async fn deleting_a_vm_takes_what_is_set_to_go_and_leaves_the_rest() {
     assert_eq!(counts["Microsoft.Network/publicIPAddresses"], 1);
     assert_eq!(counts["Microsoft.Network/networkInterfaces"], 1);
     assert_eq!(counts["Microsoft.Compute/disks"], 1);
-    let nic = sim
-        .call(Method::GET, &nic_path("stays-nic"), None)
-        .await
-        .body;
+    let nic = sim.get(&nic_path("stays-nic")).await.body;
     assert!(nic["properties"].get("virtualMachine").is_none());
     let vm_list = sim
-        .call(
-            Method::GET,
-            &format!("/azure/subscriptions/{SUB}/providers/Microsoft.Compute/disks?{API}"),
-            None,
-        )
+        .get(&format!(
+            "/azure/subscriptions/{SUB}/providers/Microsoft.Compute/disks?{API}"
+        ))
         .await;
     assert_eq!(
         vm_list.body["value"][0]["properties"]["diskState"],
@@ -661,71 +640,46 @@ async fn deleting_a_vm_takes_what_is_set_to_go_and_leaves_the_rest() {
         "{counts}"
     );
     // Deleting what is not there is a 204.
-    assert_eq!(
-        sim.call(Method::DELETE, &vm_path("goes"), None)
-            .await
-            .status,
-        204
-    );
+    assert_eq!(sim.delete(&vm_path("goes")).await.status, 204);
 }
 
 #[tokio::test]
 async fn resources_in_use_cannot_be_deleted_or_taken() {
     let sim = Sim::start().await;
     make_server(&sim, "web", false).await;
-    let ip = sim.call(Method::DELETE, &ip_path("web-ip"), None).await;
+    let ip = sim.delete(&ip_path("web-ip")).await;
     assert_refused(&ip, 400, "PublicIPAddressCannotBeDeleted");
-    let nic = sim.call(Method::DELETE, &nic_path("web-nic"), None).await;
+    let nic = sim.delete(&nic_path("web-nic")).await;
     assert_refused(&nic, 400, "NicInUse");
     let second_nic = sim
-        .call(
-            Method::PUT,
-            &nic_path("other-nic"),
-            Some(nic_body("web-ip", "k2", false)),
-        )
+        .put(&nic_path("other-nic"), nic_body("web-ip", "k2", false))
         .await;
     assert_refused(&second_nic, 400, "PublicIPAddressInUse");
     let second_vm = sim
-        .call(
-            Method::PUT,
-            &vm_path("other"),
-            Some(vm_body("web-nic", "k2", false)),
-        )
+        .put(&vm_path("other"), vm_body("web-nic", "k2", false))
         .await;
     assert_refused(&second_vm, 400, "NicInUse");
 
     // References to what does not exist, and other refusals.
     let dangling = sim
-        .call(
-            Method::PUT,
-            &nic_path("dangling"),
-            Some(nic_body("no-such-ip", "k3", false)),
-        )
+        .put(&nic_path("dangling"), nic_body("no-such-ip", "k3", false))
         .await;
     assert_refused(&dangling, 400, "InvalidResourceReference");
     let mut bad_image = vm_body("web-nic", "k3", false);
     bad_image["properties"]["storageProfile"]["imageReference"]["offer"] = json!("nope");
-    let bad_image = sim
-        .call(Method::PUT, &vm_path("img"), Some(bad_image))
-        .await;
+    let bad_image = sim.put(&vm_path("img"), bad_image).await;
     assert_refused(&bad_image, 404, "PlatformImageNotFound");
     let mut bad_size = vm_body("web-nic", "k3", false);
     bad_size["properties"]["hardwareProfile"]["vmSize"] = json!("Huge");
-    let bad_size = sim
-        .call(Method::PUT, &vm_path("size"), Some(bad_size))
-        .await;
+    let bad_size = sim.put(&vm_path("size"), bad_size).await;
     assert_refused(&bad_size, 400, "InvalidParameter");
     let mut no_location = ip_body("k3");
     no_location.as_object_mut().unwrap().remove("location");
-    let no_location = sim
-        .call(Method::PUT, &ip_path("x"), Some(no_location))
-        .await;
+    let no_location = sim.put(&ip_path("x"), no_location).await;
     assert_refused(&no_location, 400, "LocationRequired");
-    let no_group = sim
-        .call(Method::GET, &vm_path("web").replace(RG, "missing-rg"), None)
-        .await;
+    let no_group = sim.get(&vm_path("web").replace(RG, "missing-rg")).await;
     assert_refused(&no_group, 404, "ResourceGroupNotFound");
-    let missing = sim.call(Method::GET, &vm_path("missing"), None).await;
+    let missing = sim.get(&vm_path("missing")).await;
     assert_refused(&missing, 404, "ResourceNotFound");
 }
 
@@ -748,7 +702,7 @@ async fn lists_page_through_next_links_and_filter_by_tag() {
     let mut names = Vec::new();
     let mut pages = 0;
     loop {
-        let page = sim.call(Method::GET, &url, None).await;
+        let page = sim.get(&url).await;
         assert_eq!(page.status, 200, "{}", page.body);
         pages += 1;
         for vm in page.body["value"].as_array().unwrap() {
@@ -766,7 +720,7 @@ async fn lists_page_through_next_links_and_filter_by_tag() {
     assert_eq!(pages, 3);
     assert_eq!(names, ["seed-0", "seed-1", "seed-2", "seed-3", "seed-4"]);
     let in_group = sim
-        .call(Method::GET, &format!("/azure/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines?{API}"), None)
+        .get(&format!("/azure/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines?{API}"))
         .await;
     assert_eq!(in_group.body["value"].as_array().unwrap().len(), 2);
     assert!(in_group.body["nextLink"].is_string());
@@ -776,16 +730,12 @@ async fn lists_page_through_next_links_and_filter_by_tag() {
     // A seeded VM runs, with its NIC and IP.
     tokio::time::sleep(BOOT_DELAY).await;
     let view = sim
-        .call(
-            Method::GET,
-            &vm_path("seed-2").replace("?", "/instanceView?"),
-            None,
-        )
+        .get(&vm_path("seed-2").replace("?", "/instanceView?"))
         .await;
     assert_eq!(view.body["statuses"][1]["code"], "PowerState/running");
 
     let by_tag = sim
-        .call(Method::GET, &format!("/azure/subscriptions/{SUB}/resources?$filter=tagName eq 'provisioner-idempotency-key' and tagValue eq 'k2'&{API}"), None)
+        .get(&format!("/azure/subscriptions/{SUB}/resources?$filter=tagName eq 'provisioner-idempotency-key' and tagValue eq 'k2'&{API}"))
         .await;
     assert_eq!(by_tag.status, 200, "{}", by_tag.body);
     let mut types: Vec<&str> = by_tag.body["value"]
@@ -805,7 +755,7 @@ async fn lists_page_through_next_links_and_filter_by_tag() {
     );
     assert!(by_tag.body["value"][0].get("tags").is_none());
     let vms = sim
-        .call(Method::GET, &format!("/azure/subscriptions/{SUB}/resources?$filter=resourceType eq 'Microsoft.Compute/virtualMachines'&$top=10&{API}"), None)
+        .get(&format!("/azure/subscriptions/{SUB}/resources?$filter=resourceType eq 'Microsoft.Compute/virtualMachines'&$top=10&{API}"))
         .await;
     assert_eq!(vms.body["value"].as_array().unwrap().len(), 5);
     assert_eq!(
@@ -813,7 +763,7 @@ async fn lists_page_through_next_links_and_filter_by_tag() {
         "k0"
     );
     let mixed = sim
-        .call(Method::GET, &format!("/azure/subscriptions/{SUB}/resources?$filter=tagName eq 'a' and resourceType eq 'b'&{API}"), None)
+        .get(&format!("/azure/subscriptions/{SUB}/resources?$filter=tagName eq 'a' and resourceType eq 'b'&{API}"))
         .await;
     assert_refused(&mixed, 400, "InvalidFilterInQueryString");
 
@@ -841,7 +791,7 @@ async fn faults_come_in_arms_shapes() {
         json!({"vendor": "azure", "kind": "rate_limit", "retry_after_secs": 3}),
     )
     .await;
-    let limited = sim.call(Method::GET, &list, None).await;
+    let limited = sim.get(&list).await;
     assert_refused(&limited, 429, "TooManyRequests");
     assert_eq!(limited.header("retry-after").as_deref(), Some("3"));
     sim.sim_post(
@@ -849,16 +799,16 @@ async fn faults_come_in_arms_shapes() {
         json!({"vendor": "azure", "kind": "server_error", "status": 503}),
     )
     .await;
-    let unavailable = sim.call(Method::GET, &list, None).await;
+    let unavailable = sim.get(&list).await;
     assert_refused(&unavailable, 503, "ServiceUnavailable");
     sim.sim_post(
         "/_sim/faults",
         json!({"vendor": "azure", "kind": "unauthorized"}),
     )
     .await;
-    let refused = sim.call(Method::GET, &list, None).await;
+    let refused = sim.get(&list).await;
     assert_refused(&refused, 401, "InvalidAuthenticationToken");
-    assert_eq!(sim.call(Method::GET, &list, None).await.status, 200);
+    assert_eq!(sim.get(&list).await.status, 200);
 
     sim.put_and_wait(&ip_path("f-ip"), ip_body("kf")).await;
     sim.put_and_wait(&nic_path("f-nic"), nic_body("f-ip", "kf", true))
@@ -868,13 +818,7 @@ async fn faults_come_in_arms_shapes() {
             .await,
         201
     );
-    let quota = sim
-        .call(
-            Method::PUT,
-            &vm_path("f"),
-            Some(vm_body("f-nic", "kf", true)),
-        )
-        .await;
+    let quota = sim.put(&vm_path("f"), vm_body("f-nic", "kf", true)).await;
     assert_refused(&quota, 409, "OperationNotAllowed");
     assert!(
         quota.body["error"]["message"]
@@ -884,13 +828,7 @@ async fn faults_come_in_arms_shapes() {
     );
     sim.sim_post("/_sim/azure/faults", json!({"kind": "sku_not_available"}))
         .await;
-    let sku = sim
-        .call(
-            Method::PUT,
-            &vm_path("f"),
-            Some(vm_body("f-nic", "kf", true)),
-        )
-        .await;
+    let sku = sim.put(&vm_path("f"), vm_body("f-nic", "kf", true)).await;
     assert_refused(&sku, 409, "SkuNotAvailable");
     assert_eq!(
         sim.sim_get("/_sim/stats").await["vendors"]["azure"]["created_total"],
@@ -899,13 +837,7 @@ async fn faults_come_in_arms_shapes() {
 
     sim.sim_post("/_sim/azure/faults", json!({"kind": "allocation_failed"}))
         .await;
-    let failing = sim
-        .call(
-            Method::PUT,
-            &vm_path("f"),
-            Some(vm_body("f-nic", "kf", true)),
-        )
-        .await;
+    let failing = sim.put(&vm_path("f"), vm_body("f-nic", "kf", true)).await;
     assert_eq!(failing.status, 201);
     let ended = sim
         .wait(&failing.header("azure-asyncoperation").unwrap())
@@ -913,11 +845,7 @@ async fn faults_come_in_arms_shapes() {
     assert_eq!(ended["status"], "Failed");
     assert_eq!(ended["error"]["code"], "AllocationFailed");
     let vm = sim
-        .call(
-            Method::GET,
-            &format!("{}&$expand=instanceView", vm_path("f")),
-            None,
-        )
+        .get(&format!("{}&$expand=instanceView", vm_path("f")))
         .await;
     assert_eq!(vm.body["properties"]["provisioningState"], "Failed");
     assert_eq!(
