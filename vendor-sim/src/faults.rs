@@ -211,15 +211,18 @@ mod lost_response_tests {
         assert_eq!(armed.status(), 201);
     }
 
-    async fn live_servers(client: &reqwest::Client, addr: SocketAddr) -> Vec<Value> {
-        let body: Value = client
-            .get(format!("http://{addr}/_sim/servers"))
+    /// The JSON body of a `GET` of the simulator's control endpoint `path`.
+    async fn control_get(client: &reqwest::Client, addr: SocketAddr, path: &str) -> Value {
+        let answer = client
+            .get(format!("http://{addr}{path}"))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        answer.json().await.unwrap()
+    }
+
+    async fn live_servers(client: &reqwest::Client, addr: SocketAddr) -> Vec<Value> {
+        let body = control_get(client, addr, "/_sim/servers").await;
         body["servers"].as_array().unwrap().clone()
     }
 
@@ -261,14 +264,7 @@ mod lost_response_tests {
             .await
             .unwrap();
         assert_eq!(retry.status(), 409);
-        let faults: Value = client
-            .get(format!("http://{addr}/_sim/faults"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let faults = control_get(&client, addr, "/_sim/faults").await;
         assert_eq!(faults["faults"], json!([]));
     }
 
