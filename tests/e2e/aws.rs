@@ -186,11 +186,7 @@ async fn an_aws_order_goes_active_and_its_delete_terminates_the_instance() -> an
         "{active:#}\n{instance:#}"
     );
 
-    let (status, answer) = stack.delete_order(&id).await?;
-    assert_eq!(status, 202, "{answer}");
-    stack
-        .wait_for_status(&id, "deleted", Duration::from_secs(90))
-        .await?;
+    stack.delete_and_wait(&id, Duration::from_secs(90)).await?;
     let after = moto
         .describe_instances(region, &[("instance-id", &[instance_id])])
         .await?;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use provisioner_conformance::{Outcome, Report, Target};
+use provisioner_conformance::{Report, Target};
 use provisioner_tests::shipped_manifest;
 use provisioner_tests::simulator::{post_vendor_control, sim_servers_at};
 use provisioner_tests::{
@@ -184,11 +184,7 @@ async fn an_azure_order_goes_active_and_deleted_leaving_nothing() -> anyhow::Res
         );
     }
 
-    let (status, answer) = stack.delete_order(&id).await?;
-    assert_eq!(status, 202, "{answer}");
-    stack
-        .wait_for_status(&id, "deleted", Duration::from_secs(90))
-        .await?;
+    stack.delete_and_wait(&id, Duration::from_secs(90)).await?;
     let left = of_order(&sim_resources(&stack.sim_url).await?);
     assert!(left.is_empty(), "left behind: {left:#?}");
     assert!(
@@ -255,22 +251,6 @@ async fn a_cores_quota_refusal_fails_the_order_and_leaves_nothing() -> anyhow::R
     Ok(())
 }
 
-/// Asserts the report passed with every suite passing something and nothing skipped.
-fn passed_every_suite(report: &Report) {
-    assert!(report.passed(), "{}", report.table());
-    for suite in ["contract", "sandbox", "faults", "lifecycle", "idempotency"] {
-        assert!(
-            report
-                .checks
-                .iter()
-                .any(|c| c.suite == suite && c.outcome == Outcome::Pass),
-            "no check of the {suite} suite passed:\n{}",
-            report.table()
-        );
-    }
-    assert_eq!(report.count(Outcome::Skip), 0, "{}", report.table());
-}
-
 /// The kit run in-process against the simulator's ARM at `sim_url` (`--vendor-sim`) with
 /// the shipped simulator manifest and the app's `secrets`; `adjust` changes its options.
 async fn kit_against_sim(
@@ -300,7 +280,7 @@ async fn the_azure_plugin_passes_every_suite_against_the_simulator() -> anyhow::
     let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
     let secrets = register_app(&sim_url).await?;
     let report = kit_against_sim("azure-sim", &sim_url, secrets, |_| {}).await?;
-    passed_every_suite(&report);
+    crate::conformance::passed_every_suite(&report);
     crate::conformance::isolation_was_seen(&report);
     let no_leftovers = report.check("lifecycle.no-leftovers").expect("ran");
     assert!(
@@ -371,7 +351,7 @@ async fn the_azure_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow
         |options| options.paging_servers = Some(4),
     )
     .await?;
-    passed_every_suite(&report);
+    crate::conformance::passed_every_suite(&report);
     assert!(report.target.contains("fault proxy"), "{}", report.target);
     assert_no_network_left(&sim_url).await
 }

@@ -97,6 +97,22 @@ async fn broken(flaw: &str, sim_url: &str) -> anyhow::Result<Report> {
     .await
 }
 
+/// Asserts the report passed with every suite passing something and nothing skipped.
+pub(crate) fn passed_every_suite(report: &Report) {
+    assert!(report.passed(), "{}", report.table());
+    for suite in ["contract", "sandbox", "faults", "lifecycle", "idempotency"] {
+        assert!(
+            report
+                .checks
+                .iter()
+                .any(|c| c.suite == suite && c.outcome == Outcome::Pass),
+            "no check of the {suite} suite passed:\n{}",
+            report.table()
+        );
+    }
+    assert_eq!(report.count(Outcome::Skip), 0, "{}", report.table());
+}
+
 /// Asserts `check` failed and its detail says `says`.
 pub(crate) fn failed_with(report: &Report, check: &str, says: &str) {
     let result = report

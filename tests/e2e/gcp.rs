@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use provisioner_conformance::{Outcome, Report, Target};
+use provisioner_conformance::Target;
 use provisioner_host::bindings::types::{ProviderError, ServerRequest, ServerStatus};
 use provisioner_host::manifest::Manifest;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
@@ -215,11 +215,7 @@ async fn a_gcp_order_goes_active_and_deleted_on_one_token() -> anyhow::Result<()
         "{active:#}"
     );
 
-    let (status, answer) = stack.delete_order(&id).await?;
-    assert_eq!(status, 202, "{answer}");
-    stack
-        .wait_for_status(&id, "deleted", Duration::from_secs(90))
-        .await?;
+    stack.delete_and_wait(&id, Duration::from_secs(90)).await?;
     let left = sim_instances(&stack.sim_url).await?;
     assert!(
         left.iter().all(|s| s["idempotency_key"] != id.as_str()),
@@ -349,22 +345,6 @@ async fn operations_are_followed_to_their_end() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Asserts the report passed with every suite passing something and nothing skipped.
-fn passed_every_suite(report: &Report) {
-    assert!(report.passed(), "{}", report.table());
-    for suite in ["contract", "sandbox", "faults", "lifecycle", "idempotency"] {
-        assert!(
-            report
-                .checks
-                .iter()
-                .any(|c| c.suite == suite && c.outcome == Outcome::Pass),
-            "no check of the {suite} suite passed:\n{}",
-            report.table()
-        );
-    }
-    assert_eq!(report.count(Outcome::Skip), 0, "{}", report.table());
-}
-
 /// The kit's five suites pass against the simulator's Compute Engine (`--vendor-sim`).
 #[tokio::test]
 async fn the_gcp_plugin_passes_every_suite_against_the_simulator() -> anyhow::Result<()> {
@@ -382,7 +362,7 @@ async fn the_gcp_plugin_passes_every_suite_against_the_simulator() -> anyhow::Re
         |_| {},
     )
     .await?;
-    passed_every_suite(&report);
+    crate::conformance::passed_every_suite(&report);
     crate::conformance::isolation_was_seen(&report);
     Ok(())
 }
@@ -413,7 +393,7 @@ async fn the_gcp_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow::
         |_| {},
     )
     .await?;
-    passed_every_suite(&report);
+    crate::conformance::passed_every_suite(&report);
     assert!(report.target.contains("fault proxy"), "{}", report.target);
     Ok(())
 }

@@ -291,6 +291,14 @@ impl Stack {
             .await
     }
 
+    /// Deletes the order, which must be accepted (`202`), and waits (up to `within`) until it
+    /// is `deleted`; the deleted order.
+    pub async fn delete_and_wait(&self, id: &str, within: Duration) -> anyhow::Result<Value> {
+        let (status, answer) = self.delete_order(id).await?;
+        anyhow::ensure!(status == 202, "deleting {id} answered {status}: {answer}");
+        self.wait_for_status(id, "deleted", within).await
+    }
+
     /// `POST /v1/orders/{id}/cancel`: the status code and the answer.
     pub async fn cancel_order(&self, id: &str) -> anyhow::Result<(u16, Value)> {
         let path = format!("/v1/orders/{id}/cancel");
