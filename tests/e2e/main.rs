@@ -27,6 +27,7 @@ mod gcp;
 mod happy_path;
 mod host_budget;
 mod idempotency;
+mod layout_maps;
 mod lease;
 mod limits;
 mod live_status;
