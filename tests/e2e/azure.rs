@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use provisioner_conformance::{Report, Target};
 use provisioner_tests::shipped_manifest;
-use provisioner_tests::simulator::{post_vendor_control, sim_servers_at};
+use provisioner_tests::simulator::{QuotaFault, sim_servers_at};
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
 };
 use serde_json::{Value, json};
+use vendor_sim::azure::AppRegistration;
 use vendor_sim::control_client::SimClient;
 use vendor_sim::proxy::{FaultProfile, ProxyConfig, spawn_proxy};
 
@@ -35,16 +36,19 @@ const IMAGE: &str = "Canonical:ubuntu-24_04-lts:server:latest";
 /// Registers the app of `plugins/azure/sim.toml` at the simulator at `sim_url`, with its
 /// resource group, virtual network and subnet; the secrets the plugin then needs.
 pub async fn register_app(sim_url: &str) -> anyhow::Result<Vec<(String, String)>> {
-    post_vendor_control(
-        sim_url,
-        "/_sim/azure/apps",
-        &json!({
-            "tenant_id": TENANT, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-            "subscription_id": SUBSCRIPTION, "resource_group": GROUP, "location": LOCATION,
-            "virtual_network": "provisioner-vnet", "subnet": "default",
-        }),
-    )
-    .await?;
+    SimClient::new(sim_url)
+        .register_azure_app(&AppRegistration {
+            tenant_id: TENANT.into(),
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            subscription_id: SUBSCRIPTION.into(),
+            resource_group: Some(GROUP.into()),
+            location: Some(LOCATION.into()),
+            virtual_network: Some("provisioner-vnet".into()),
+            subnet: Some("default".into()),
+            token_ttl_secs: None,
+        })
+        .await?;
     Ok(vec![
         ("PLUGIN_SECRET_AZURE_TENANT_ID".into(), TENANT.into()),
         ("PLUGIN_SECRET_AZURE_CLIENT_ID".into(), CLIENT_ID.into()),
@@ -225,7 +229,7 @@ async fn a_lost_vm_put_answer_makes_one_vm() -> anyhow::Result<()> {
 async fn a_cores_quota_refusal_fails_the_order_and_leaves_nothing() -> anyhow::Result<()> {
     let stack = stack_with_azure().await?;
     let failed = stack
-        .order_refused_for_quota("azure", async || {
+        .order_refused_for_quota(QuotaFault::Azure, async || {
             order_azure(&stack, "azure-no-quota", json!({})).await
         })
         .await?;

@@ -17,11 +17,13 @@ use provisioner_host::bindings::types::{ProviderError, ServerRequest, ServerStat
 use provisioner_host::manifest::Manifest;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_tests::shipped_manifest;
-use provisioner_tests::simulator::{get_vendor_control, post_vendor_control, sim_servers_at};
+use provisioner_tests::simulator::{QuotaFault, sim_servers_at};
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
 };
 use serde_json::{Value, json};
+use vendor_sim::control_client::SimClient;
+use vendor_sim::gcp::{ComputeFault, ServiceAccountRegistration};
 use vendor_sim::proxy::{FaultProfile, ProxyConfig, spawn_proxy};
 
 const EMAIL: &str = "provisioner@sim-project.iam.gserviceaccount.com";
@@ -40,16 +42,14 @@ fn testdata(file: &str) -> anyhow::Result<String> {
 /// Registers the test service account at the simulator at `sim_url` and answers its key
 /// JSON, with `token_origin` (the simulator, or a proxy in front of it) in `token_uri`.
 async fn service_account(sim_url: &str, token_origin: &str) -> anyhow::Result<String> {
-    post_vendor_control(
-        sim_url,
-        "/_sim/gcp/service-accounts",
-        &json!({
-            "client_email": EMAIL,
-            "project_id": PROJECT,
-            "public_key": testdata("sim-service-account.pub.pem")?,
-        }),
-    )
-    .await?;
+    SimClient::new(sim_url)
+        .register_gcp_service_account(&ServiceAccountRegistration {
+            client_email: EMAIL.into(),
+            project_id: PROJECT.into(),
+            public_key: testdata("sim-service-account.pub.pem")?,
+            token_ttl_secs: None,
+        })
+        .await?;
     Ok(json!({
         "type": "service_account",
         "project_id": PROJECT,
@@ -113,12 +113,10 @@ async fn stack_with_a_zone_running_dry() -> anyhow::Result<Stack> {
         ("PROVISION_TIMEOUT_SECS".into(), "120".into()),
     ])
     .await?;
-    post_vendor_control(
-        &stack.sim_url,
-        "/_sim/gcp/faults",
-        &json!({"kind": "zone_resource_pool_exhausted", "count": 1}),
-    )
-    .await?;
+    stack
+        .sim()
+        .arm_gcp_fault(ComputeFault::ZoneResourcePoolExhausted, 1)
+        .await?;
     Ok(stack)
 }
 
@@ -139,10 +137,7 @@ async fn sim_instances(sim_url: &str) -> anyhow::Result<Vec<Value>> {
 
 /// Access tokens the simulator's token endpoint issued.
 async fn token_grants(sim_url: &str) -> anyhow::Result<u64> {
-    let answer = get_vendor_control(sim_url, "/_sim/gcp/token-grants").await?;
-    answer["total"]
-        .as_u64()
-        .ok_or_else(|| anyhow::anyhow!("no total in {answer}"))
+    Ok(SimClient::new(sim_url).gcp_token_grants().await?.total)
 }
 
 async fn order_gcp(stack: &Stack, name: &str, extra: Value) -> anyhow::Result<String> {
@@ -293,12 +288,9 @@ async fn operations_are_followed_to_their_end() -> anyhow::Result<()> {
     let plugin = plugin_at(&runtime, &sim_url).await?;
     let order = uuid::Uuid::new_v4();
 
-    post_vendor_control(
-        &sim_url,
-        "/_sim/gcp/faults",
-        &json!({"kind": "zone_resource_pool_exhausted", "count": 1}),
-    )
-    .await?;
+    SimClient::new(&sim_url)
+        .arm_gcp_fault(ComputeFault::ZoneResourcePoolExhausted, 1)
+        .await?;
     let made = plugin
         .create_server(order, &server_request("gcp-pool-1", "pool"))
         .await?;
@@ -404,7 +396,7 @@ async fn the_gcp_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow::
 async fn a_quota_refusal_fails_the_order_as_quota_exceeded() -> anyhow::Result<()> {
     let stack = stack_with_gcp().await?;
     let failed = stack
-        .order_refused_for_quota("gcp", async || {
+        .order_refused_for_quota(QuotaFault::Gcp, async || {
             order_gcp(&stack, "gcp-no-quota", json!({})).await
         })
         .await?;

@@ -16,7 +16,6 @@ use std::time::Duration;
 use provisioner_host::bindings::WitVersion;
 use provisioner_host::bindings::types::{ProviderError, ServerRequest};
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
-use provisioner_tests::simulator::get_vendor_control;
 use provisioner_tests::{Stack, StackOptions, server_request, test_plugin_component};
 use serde_json::json;
 
@@ -249,13 +248,8 @@ async fn a_0_3_plugin_still_loads_and_serves() -> anyhow::Result<()> {
 
 /// The OpenStack simulator's request and login counters.
 async fn openstack_counts(stack: &Stack) -> anyhow::Result<(u64, u64)> {
-    let counts = get_vendor_control(&stack.sim_url, "/openstack/_sim/requests").await?;
-    let field = |name: &str| {
-        counts[name]
-            .as_u64()
-            .ok_or_else(|| anyhow::anyhow!("no {name} in {counts}"))
-    };
-    Ok((field("requests")?, field("tokens_issued")?))
+    let seen = stack.sim().openstack_requests().await?;
+    Ok((seen.requests, seen.tokens_issued))
 }
 
 /// Orders at OpenStack, one after the other, share one Keystone login: the token lives in

@@ -104,20 +104,26 @@ impl Stack {
         Ok(id)
     }
 
-    /// Has `vendor`'s own fault endpoint (`/_sim/<vendor>/faults`) refuse the next create for
+    /// Has a vendor's own fault endpoint (`/_sim/<vendor>/faults`) refuse the next create for
     /// quota, places an order with `order` and waits until it fails; checks it failed
     /// `quota_exceeded`, not retryable. Answers the failed order.
     pub async fn order_refused_for_quota(
         &self,
-        vendor: &str,
+        fault: QuotaFault,
         order: impl AsyncFnOnce() -> anyhow::Result<String>,
     ) -> anyhow::Result<Value> {
-        post_vendor_control(
-            &self.sim_url,
-            &format!("/_sim/{vendor}/faults"),
-            &json!({"kind": "quota_exceeded", "count": 1}),
-        )
-        .await?;
+        match fault {
+            QuotaFault::Azure => {
+                self.sim()
+                    .arm_azure_fault(vendor_sim::azure::ComputeFault::QuotaExceeded, 1)
+                    .await?
+            }
+            QuotaFault::Gcp => {
+                self.sim()
+                    .arm_gcp_fault(vendor_sim::gcp::ComputeFault::QuotaExceeded, 1)
+                    .await?
+            }
+        }
         let id = order().await?;
         let failed = self
             .wait_for_status(&id, "failed", Duration::from_secs(60))
@@ -194,32 +200,14 @@ pub async fn seed_server_at(
     Ok(())
 }
 
-/// `POST`s `body` to a vendor's own control endpoint at the simulator at `sim_url`
-/// (`/_sim/gcp/service-accounts`, `/_sim/azure/apps`, `/_sim/gcp/faults`, ...), which
-/// `vendor_sim::control_client` has no call for; an error unless it succeeds.
-pub async fn post_vendor_control(sim_url: &str, path: &str, body: &Value) -> anyhow::Result<()> {
-    reqwest::Client::new()
-        .post(format!("{sim_url}{path}"))
-        .json(body)
-        .send()
-        .await
-        .with_context(|| format!("POST {path}"))?
-        .error_for_status()
-        .with_context(|| format!("POST {path}"))?;
-    Ok(())
-}
-
-/// `GET`s a vendor's own control endpoint at the simulator at `sim_url`
-/// (`/_sim/gcp/token-grants`), which `vendor_sim::control_client` has no call for, as JSON.
-pub async fn get_vendor_control(sim_url: &str, path: &str) -> anyhow::Result<Value> {
-    reqwest::get(format!("{sim_url}{path}"))
-        .await
-        .with_context(|| format!("GET {path}"))?
-        .error_for_status()
-        .with_context(|| format!("GET {path}"))?
-        .json()
-        .await
-        .with_context(|| format!("reading the answer to GET {path}"))
+/// The vendors whose simulation has a quota fault of its own
+/// ([`Stack::order_refused_for_quota`]).
+#[derive(Debug, Clone, Copy)]
+pub enum QuotaFault {
+    /// Azure's `OperationNotAllowed` for cores quota.
+    Azure,
+    /// Compute Engine's `quotaExceeded`.
+    Gcp,
 }
 
 /// A vendor simulator served by this test's runtime (until the test ends), with the

@@ -564,23 +564,35 @@ fn aad_error(status: StatusCode, error: &str, code: u32, message: &str) -> Respo
 // ---------------------------------------------------------------------------------------
 // App registrations and the identity platform
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /_sim/azure/apps`: an app registration (a service principal with a
+/// client secret) the identity platform will know, with the subscription it may act on and,
+/// optionally, the resource group, virtual network and subnet made for it.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct RegisterApp {
-    tenant_id: String,
-    client_id: String,
-    client_secret: String,
-    subscription_id: String,
-    #[serde(default)]
-    token_ttl_secs: Option<u64>,
-    #[serde(default)]
-    resource_group: Option<String>,
-    #[serde(default)]
-    location: Option<String>,
-    #[serde(default)]
-    virtual_network: Option<String>,
-    #[serde(default)]
-    subnet: Option<String>,
+pub struct AppRegistration {
+    /// The directory (tenant) it lives in.
+    pub tenant_id: String,
+    /// The application (client) id.
+    pub client_id: String,
+    /// Its client secret.
+    pub client_secret: String,
+    /// The one subscription it acts on.
+    pub subscription_id: String,
+    /// Its access tokens' lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl_secs: Option<u64>,
+    /// A resource group made with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
+    /// Where that group and its network are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// A virtual network made in the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_network: Option<String>,
+    /// A subnet made in that network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
 }
 
 fn unprocessable(message: impl Into<String>) -> Response {
@@ -593,7 +605,7 @@ fn unprocessable(message: impl Into<String>) -> Response {
 
 async fn register_app(
     State(state): State<AzureState>,
-    body: Result<Json<RegisterApp>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<AppRegistration>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let request = match body {
         Ok(Json(request)) => request,

@@ -1,7 +1,9 @@
 //! The client of the simulator's control API ([`crate::control`]): counts, live servers, key
-//! stores, servers made outside any plugin, page caps, sold-out regions, faults, and Azure's
-//! resource census; and of the `/_sim/faults` API the fault proxy ([`crate::proxy`]) shares
-//! with the simulator. The tests and the conformance kit reach the simulator through it.
+//! stores, servers made outside any plugin, page caps, sold-out regions, faults; Azure's
+//! resource census, app registrations and faults; Compute Engine's service accounts, token
+//! grants and faults; OpenStack's request counts; and of the `/_sim/faults` API the fault
+//! proxy ([`crate::proxy`]) shares with the simulator. The tests and the conformance kit
+//! reach the simulator through it.
 //!
 //! ```ignore
 //! let sim = SimClient::new(&sim_url);
@@ -13,10 +15,13 @@ use anyhow::Context;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::azure::{Census, CensusEntry};
+use crate::azure::{self, AppRegistration, Census, CensusEntry};
 use crate::control::{
     Capacity, KeyRecord, Paging, SeedServer, SeededServer, ServerRecord, Stats, VendorStats,
 };
+use crate::faults::ArmVendorFault;
+use crate::gcp::{self, ServiceAccountRegistration, TokenGrants};
+use crate::openstack::RequestsSeen;
 use crate::proxy::ProxyFaultRule;
 use crate::state::Vendor;
 
@@ -127,6 +132,54 @@ impl SimClient {
     pub async fn azure_resources(&self) -> anyhow::Result<Vec<CensusEntry>> {
         let census: Census = self.http.get("/_sim/azure/resources").await?;
         Ok(census.resources)
+    }
+
+    /// `POST /_sim/azure/apps`: registers an app the identity platform then issues tokens to.
+    pub async fn register_azure_app(&self, app: &AppRegistration) -> anyhow::Result<()> {
+        self.http.post("/_sim/azure/apps", app).await?;
+        Ok(())
+    }
+
+    /// `POST /_sim/azure/faults`: the next `count` VM creations fail with `kind`.
+    pub async fn arm_azure_fault(
+        &self,
+        kind: azure::ComputeFault,
+        count: u32,
+    ) -> anyhow::Result<()> {
+        let fault = ArmVendorFault { kind, count };
+        self.http.post("/_sim/azure/faults", &fault).await?;
+        Ok(())
+    }
+
+    /// `POST /_sim/gcp/service-accounts`: registers a service account by the public half of
+    /// its key.
+    pub async fn register_gcp_service_account(
+        &self,
+        account: &ServiceAccountRegistration,
+    ) -> anyhow::Result<()> {
+        self.http
+            .post("/_sim/gcp/service-accounts", account)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /_sim/gcp/faults`: the next `count` instance inserts fail with `kind`.
+    pub async fn arm_gcp_fault(&self, kind: gcp::ComputeFault, count: u32) -> anyhow::Result<()> {
+        let fault = ArmVendorFault { kind, count };
+        self.http.post("/_sim/gcp/faults", &fault).await?;
+        Ok(())
+    }
+
+    /// `GET /_sim/gcp/token-grants`: the access tokens Compute Engine's token endpoint
+    /// issued.
+    pub async fn gcp_token_grants(&self) -> anyhow::Result<TokenGrants> {
+        self.http.get("/_sim/gcp/token-grants").await
+    }
+
+    /// `GET /openstack/_sim/requests`: the requests the OpenStack cloud has had, and the
+    /// tokens its Keystone issued.
+    pub async fn openstack_requests(&self) -> anyhow::Result<RequestsSeen> {
+        self.http.get("/openstack/_sim/requests").await
     }
 }
 

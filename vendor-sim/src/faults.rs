@@ -22,12 +22,14 @@ use crate::state::{FaultKind, SimState, Vendor};
 /// The body of `POST /_sim/<vendor>/faults`, which arms a vendor's own failures (GCE's
 /// stock-outs, ARM's allocation failures): the kind, and how many of the next operations
 /// it hits (default 1).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArmVendorFault<K> {
-    kind: K,
+    /// The vendor's failure (e.g. [`crate::gcp::ComputeFault`]).
+    pub kind: K,
+    /// How many of the next operations it hits.
     #[serde(default = "one")]
-    count: u32,
+    pub count: u32,
 }
 
 fn one() -> u32 {

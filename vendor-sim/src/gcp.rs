@@ -455,19 +455,35 @@ fn oauth_error(error: &str, description: &str) -> Response {
 // ---------------------------------------------------------------------------------------
 // Service accounts and tokens
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /_sim/gcp/service-accounts`: a service account the token endpoint
+/// will know, by the public half of its key.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct RegisterAccount {
-    client_email: String,
-    project_id: String,
-    public_key: String,
-    #[serde(default)]
-    token_ttl_secs: Option<u64>,
+pub struct ServiceAccountRegistration {
+    /// The account's email (the JWT's `iss`).
+    pub client_email: String,
+    /// The one project it acts on.
+    pub project_id: String,
+    /// The public half of its key, PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`).
+    pub public_key: String,
+    /// Its access tokens' lifetime (default 3,599 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl_secs: Option<u64>,
+}
+
+/// `GET /_sim/gcp/token-grants`'s answer: the access tokens the token endpoint issued
+/// (refused grants are not counted), in all and per account.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct TokenGrants {
+    /// Tokens issued to every account.
+    pub total: u64,
+    /// Tokens issued, per account email.
+    pub accounts: BTreeMap<String, u64>,
 }
 
 async fn register_account(
     State(state): State<GcpState>,
-    body: Result<Json<RegisterAccount>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<ServiceAccountRegistration>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let request = match body {
         Ok(Json(request)) => request,
@@ -517,12 +533,13 @@ async fn register_account(
         .into_response()
 }
 
-/// `GET /_sim/gcp/token-grants`: `{"total", "accounts": {email: n}}`, the access tokens
-/// the token endpoint issued (refused grants are not counted).
-async fn token_grants(State(state): State<GcpState>) -> Response {
+/// `GET /_sim/gcp/token-grants`: [`TokenGrants`].
+async fn token_grants(State(state): State<GcpState>) -> Json<TokenGrants> {
     let store = state.gcp.lock();
-    let total: u64 = store.grants.values().sum();
-    Json(json!({"total": total, "accounts": store.grants})).into_response()
+    Json(TokenGrants {
+        total: store.grants.values().sum(),
+        accounts: store.grants.clone(),
+    })
 }
 
 /// A JWT whose RS256 signature a registered account's key verified.

@@ -114,18 +114,28 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
         )
 }
 
-/// `GET /_sim/requests`: the requests counted so far, and the tokens Keystone issued (every
+/// `GET /openstack/_sim/requests`'s answer: the requests this cloud has had so far (every
+/// API, the simulator's own calls not counted), and the tokens Keystone issued (every
 /// password login; none is ever forgotten).
-async fn requests_seen(state: Arc<SimState>, requests: Arc<AtomicU64>) -> Json<Value> {
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize)]
+pub struct RequestsSeen {
+    /// Requests to any OpenStack API.
+    pub requests: u64,
+    /// Tokens issued.
+    pub tokens_issued: u64,
+}
+
+/// `GET /_sim/requests`: [`RequestsSeen`].
+async fn requests_seen(state: Arc<SimState>, requests: Arc<AtomicU64>) -> Json<RequestsSeen> {
     let issued = state
         .openstack_tokens
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .len();
-    Json(json!({
-        "requests": requests.load(Ordering::Relaxed),
-        "tokens_issued": issued,
-    }))
+    Json(RequestsSeen {
+        requests: requests.load(Ordering::Relaxed),
+        tokens_issued: issued as u64,
+    })
 }
 
 /// A Nova-shaped error: `{"<kind>": {"code": <status>, "message": ...}}`.
