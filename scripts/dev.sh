@@ -230,23 +230,26 @@ curl -sf -o /dev/null -X POST "http://$sim_addr/_sim/azure/apps" \
          \"virtual_network\": \"provisioner-vnet\", \"subnet\": \"default\"}" ||
     echo "==> could not register the Azure app at the simulator: azure orders will fail" >&2
 
+# One sample order per vendor, as the ready message shows them.
+sample_orders=(
+    '{"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":"web-1"}'
+    '{"vendor":"digitalocean","region":"nyc3","size":"s-1vcpu-1gb","image":"ubuntu-24-04-x64","name":"web-2"}'
+    '{"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04","name":"web-3"}'
+    "{\"vendor\":\"aws\",\"region\":\"us-east-1\",\"size\":\"t3.micro\",\"image\":\"$aws_image\",\"name\":\"web-4\"}"
+    '{"vendor":"gcp","region":"us-central1-a","size":"e2-small","image":"projects/debian-cloud/global/images/family/debian-12","name":"web-5"}'
+    '{"vendor":"azure","region":"westeurope","size":"Standard_B1s","image":"Canonical:ubuntu-24_04-lts:server:latest","name":"web-6"}'
+)
 cat <<INFO
 
 ==> ready: order-api on http://$api_addr, simulator on http://$sim_addr, moto on http://$moto_addr
     API token of the tenant 'demo' (also in .dev/token): $token
     order a server:
-      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
-        -d '{"vendor":"hetzner","region":"fsn1","size":"cx22","image":"ubuntu-24.04","name":"web-1"}'
-      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
-        -d '{"vendor":"digitalocean","region":"nyc3","size":"s-1vcpu-1gb","image":"ubuntu-24-04-x64","name":"web-2"}'
-      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
-        -d '{"vendor":"openstack","region":"RegionOne","size":"m1.small","image":"ubuntu-24.04","name":"web-3"}'
-      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
-        -d '{"vendor":"aws","region":"us-east-1","size":"t3.micro","image":"$aws_image","name":"web-4"}'
-      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
-        -d '{"vendor":"gcp","region":"us-central1-a","size":"e2-small","image":"projects/debian-cloud/global/images/family/debian-12","name":"web-5"}'
-      curl -i -X POST $api_addr/v1/orders -H "$auth" -H 'content-type: application/json' \\
-        -d '{"vendor":"azure","region":"westeurope","size":"Standard_B1s","image":"Canonical:ubuntu-24_04-lts:server:latest","name":"web-6"}'
+INFO
+for order in "${sample_orders[@]}"; do
+    printf "      curl -i -X POST %s/v1/orders -H \"%s\" -H 'content-type: application/json' \\\\\n        -d '%s'\n" \
+        "$api_addr" "$auth" "$order"
+done
+cat <<INFO
     follow it:         curl -N -H "$auth" $api_addr/v1/orders/<id>/events
     cancel it:         curl -X POST -H "$auth" $api_addr/v1/orders/<id>/cancel
     delete its server: curl -X DELETE -H "$auth" $api_addr/v1/orders/<id>
