@@ -285,37 +285,24 @@ mod tests {
         json!({"error": {"code": code, "message": message}})
     }
 
-    fn kind(error: &ProviderError) -> &'static str {
-        match error {
-            ProviderError::RateLimited(_) => "rate",
-            ProviderError::QuotaExceeded(_) => "quota",
-            ProviderError::Transient(_) => "transient",
-            ProviderError::NoCapacity(_) => "no-capacity",
-            ProviderError::Unauthorized(_) => "unauthorized",
-            ProviderError::NotFound(_) => "not-found",
-            ProviderError::InvalidRequest(_) => "invalid",
-            _ => "other",
-        }
-    }
-
     /// ARM's codes decide before the status; then the status maps as the issue says.
     #[test]
     fn errors_map_by_code_then_status() {
         let cases = [
-            (429, arm("TooManyRequests", "slow down"), "rate"),
+            (429, arm("TooManyRequests", "slow down"), "rate-limited"),
             (
                 409,
                 arm(
                     "OperationNotAllowed",
                     "Operation could not be completed as it results in exceeding approved standardBSFamily Cores quota.",
                 ),
-                "quota",
+                "quota-exceeded",
             ),
-            (409, arm("QuotaExceeded", "no"), "quota"),
+            (409, arm("QuotaExceeded", "no"), "quota-exceeded"),
             (
                 409,
                 arm("OperationNotAllowed", "The disk is attached to a VM."),
-                "invalid",
+                "invalid-request",
             ),
             (
                 409,
@@ -332,14 +319,18 @@ mod tests {
             ),
             (403, arm("AuthorizationFailed", "no role"), "unauthorized"),
             (404, arm("ResourceNotFound", "gone"), "not-found"),
-            (400, arm("InvalidParameter", "bad"), "invalid"),
-            (409, arm("PropertyChangeNotAllowed", "no"), "invalid"),
+            (400, arm("InvalidParameter", "bad"), "invalid-request"),
+            (
+                409,
+                arm("PropertyChangeNotAllowed", "no"),
+                "invalid-request",
+            ),
             (500, arm("InternalServerError", "oops"), "transient"),
             (503, json!("<html>unavailable</html>"), "transient"),
         ];
         for (status, body, expected) in cases {
             let error = arm_error("PUT", "/x", &ApiResponse::new(status, body.clone()));
-            assert_eq!(kind(&error), expected, "{status} {body} -> {error:?}");
+            assert_eq!(error.case_name(), expected, "{status} {body} -> {error:?}");
         }
         let mut limited = ApiResponse::new(429, arm("TooManyRequests", "x"));
         limited.headers.insert("retry-after", "7".parse().unwrap());
@@ -361,7 +352,7 @@ mod tests {
                     "/vm",
                     &ApiResponse::new(status, arm(code, "no room")),
                 );
-                assert_eq!(kind(&error), "no-capacity", "{code} {status}");
+                assert_eq!(error.case_name(), "no-capacity", "{code} {status}");
             }
             let nested = json!({"error": {"code": "DeploymentFailed",
                 "message": "see https://aka.ms/arm-deployment-operations",
@@ -372,33 +363,25 @@ mod tests {
             };
             assert!(!message.contains("aka.ms"), "{message}");
             assert_eq!(
-                kind(&arm_error(
-                    "PUT",
-                    "/vm",
-                    &ApiResponse::new(403, arm(code, "x"))
-                )),
+                arm_error("PUT", "/vm", &ApiResponse::new(403, arm(code, "x"))).case_name(),
                 "unauthorized"
             );
             assert_eq!(
-                kind(&arm_error(
-                    "PUT",
-                    "/vm",
-                    &ApiResponse::new(429, arm(code, "x"))
-                )),
-                "rate"
+                arm_error("PUT", "/vm", &ApiResponse::new(429, arm(code, "x"))).case_name(),
+                "rate-limited"
             );
         }
         for code in TRANSIENT_CODES {
             let error = arm_error("PUT", "/vm", &ApiResponse::new(409, arm(code, "busy")));
-            assert_eq!(kind(&error), "transient", "{code}");
+            assert_eq!(error.case_name(), "transient", "{code}");
         }
         let quota = arm(
             "OperationNotAllowed",
             "Operation could not be completed as it results in exceeding approved Total Regional Cores quota.",
         );
         assert_eq!(
-            kind(&arm_error("PUT", "/vm", &ApiResponse::new(409, quota))),
-            "quota"
+            arm_error("PUT", "/vm", &ApiResponse::new(409, quota)).case_name(),
+            "quota-exceeded"
         );
     }
 

@@ -30,9 +30,8 @@ use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider,
-    ProviderError, Server, ServerRequest, block_on, check_user_data_len, get_config, is_hostname,
-    log, require_secret,
+    IDEMPOTENCY_LABEL, LabelledServer, PluginCatalogue, PluginInfo, Provider, ProviderError,
+    Server, ServerRequest, block_on, check_user_data_len, get_config, is_hostname, require_secret,
 };
 
 use api::{CreateDroplet, CreateSshKey, Droplet, DropletEnvelope, DropletList, SshKeyEnvelope};
@@ -120,7 +119,7 @@ async fn key_id(client: &ApiClient, key: &PublicKey) -> Result<u64, ProviderErro
         Err(ProviderError::NotFound(_)) => {}
         Err(other) => return Err(other),
     }
-    let name = format!("provisioner-{}", key.md5_hex());
+    let name = key.store_name();
     let body = CreateSshKey {
         name: &name,
         public_key: &key.openssh,
@@ -129,16 +128,7 @@ async fn key_id(client: &ApiClient, key: &PublicKey) -> Result<u64, ProviderErro
         .call::<SshKeyEnvelope, _>(Method::POST, "/v2/account/keys", Some(&body))
         .await
     {
-        Ok(created) => {
-            log(
-                LogLevel::Info,
-                &format!(
-                    "filed SSH key {} as {}",
-                    key.md5_fingerprint, created.ssh_key.id
-                ),
-            );
-            Ok(created.ssh_key.id)
-        }
+        Ok(created) => Ok(key.filed_as(created.ssh_key.id)),
         // "SSH Key is already in use on your account": filed meanwhile, find it again.
         Err(ProviderError::InvalidRequest(detail)) => client
             .call::<SshKeyEnvelope, _>(Method::GET, &lookup, None::<&()>)

@@ -375,12 +375,12 @@ mod tests {
             (
                 google(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", "slow"),
                 429,
-                "rate",
+                "rate-limited",
             ),
             (
                 google(403, "rateLimitExceeded", "PERMISSION_DENIED", "slow"),
                 403,
-                "rate",
+                "rate-limited",
             ),
             (
                 google(
@@ -390,12 +390,12 @@ mod tests {
                     "Quota 'CPUS' exceeded.",
                 ),
                 403,
-                "quota",
+                "quota-exceeded",
             ),
             (
                 json!({"error": {"code": 403, "message": "x", "status": "QUOTA_EXCEEDED"}}),
                 403,
-                "quota",
+                "quota-exceeded",
             ),
             (
                 google(
@@ -430,12 +430,12 @@ mod tests {
             (
                 google(400, "invalid", "INVALID_ARGUMENT", "bad"),
                 400,
-                "invalid",
+                "invalid-request",
             ),
             (
                 google(409, "alreadyExists", "ALREADY_EXISTS", "taken"),
                 409,
-                "invalid",
+                "invalid-request",
             ),
             (
                 google(500, "backendError", "INTERNAL", "oops"),
@@ -446,17 +446,7 @@ mod tests {
         ];
         for (body, status, expected) in cases {
             let error = compute_error("GET", "/x", &ApiResponse::new(status, body.clone()));
-            let kind = match &error {
-                ProviderError::RateLimited(_) => "rate",
-                ProviderError::QuotaExceeded(_) => "quota",
-                ProviderError::Transient(_) => "transient",
-                ProviderError::NoCapacity(_) => "no-capacity",
-                ProviderError::Unauthorized(_) => "unauthorized",
-                ProviderError::NotFound(_) => "not-found",
-                ProviderError::InvalidRequest(_) => "invalid",
-                _ => "other",
-            };
-            assert_eq!(kind, expected, "{status} {body} -> {error:?}");
+            assert_eq!(error.case_name(), expected, "{status} {body} -> {error:?}");
         }
         let mut limited = ApiResponse::new(
             429,

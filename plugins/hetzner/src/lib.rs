@@ -47,8 +47,8 @@ use provider_sdk::adopt;
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider,
-    ProviderError, Server, ServerRequest, block_on, get_config, log, require_secret,
+    IDEMPOTENCY_LABEL, LabelledServer, PluginCatalogue, PluginInfo, Provider, ProviderError,
+    Server, ServerRequest, block_on, get_config, require_secret,
 };
 
 use api::{
@@ -110,7 +110,7 @@ async fn key_id(client: &ApiClient, key: &PublicKey) -> Result<u64, ProviderErro
     if let Some(stored) = found.ssh_keys.first() {
         return Ok(stored.id);
     }
-    let name = format!("provisioner-{}", key.md5_hex());
+    let name = key.store_name();
     let body = CreateSshKey {
         name: &name,
         public_key: &key.openssh,
@@ -120,16 +120,7 @@ async fn key_id(client: &ApiClient, key: &PublicKey) -> Result<u64, ProviderErro
         .call::<SshKeyEnvelope, _>(Method::POST, "/ssh_keys", Some(&body))
         .await
     {
-        Ok(created) => {
-            log(
-                LogLevel::Info,
-                &format!(
-                    "filed SSH key {} as {}",
-                    key.md5_fingerprint, created.ssh_key.id
-                ),
-            );
-            Ok(created.ssh_key.id)
-        }
+        Ok(created) => Ok(key.filed_as(created.ssh_key.id)),
         // Filed meanwhile by a concurrent order: find it again.
         Err(ProviderError::InvalidRequest(detail)) if detail.contains("uniqueness_error") => {
             let found: SshKeyList = client.call(Method::GET, &lookup, None::<&()>).await?;

@@ -170,7 +170,8 @@
 //!
 //! # Layout
 //! - this file: the generated bindings (`exports`, `provisioner`), the re-exports of the
-//!   WIT types and the host's functions, [`IDEMPOTENCY_LABEL`], and small checks and names
+//!   WIT types and the host's functions, [`ProviderError::case_name`], [`IDEMPOTENCY_LABEL`],
+//!   and small checks and names
 //!   every plugin uses: [`require_secret`], [`is_hostname`], [`is_slug`], [`unique_name`]
 //!   (the vendor-side name where vendors require unique server names),
 //!   [`check_user_data_len`], [`check_label_count`], [`base64()`] (standard base64, as
@@ -225,6 +226,23 @@ pub use provisioner::provider::types::{
     LabelledServer, PluginCatalogue, PluginInfo, ProviderError, Server, ServerRequest, ServerStatus,
 };
 pub use wstd::runtime::block_on;
+
+impl ProviderError {
+    /// The name of the WIT case (`rate-limited`, `no-capacity`, ...) without its payload:
+    /// what a test or a log line says of an error whose message does not matter.
+    pub fn case_name(&self) -> &'static str {
+        match self {
+            ProviderError::InvalidRequest(_) => "invalid-request",
+            ProviderError::Unauthorized(_) => "unauthorized",
+            ProviderError::NotFound(_) => "not-found",
+            ProviderError::QuotaExceeded(_) => "quota-exceeded",
+            ProviderError::RateLimited(_) => "rate-limited",
+            ProviderError::Transient(_) => "transient",
+            ProviderError::Internal(_) => "internal",
+            ProviderError::NoCapacity(_) => "no-capacity",
+        }
+    }
+}
 
 /// The label (tag, metadata key) under which plugins carry the idempotency key, so the
 /// simulator and operators can find it.

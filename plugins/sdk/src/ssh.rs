@@ -8,9 +8,11 @@
 //! [`PublicKey::md5_fingerprint`] (Hetzner and DigitalOcean name keys by it), or written into
 //! cloud-init user data ([`crate::cloud_init`]) where the vendor has no key store.
 
+use std::fmt::Display;
+
 use md5::{Digest, Md5};
 
-use crate::ProviderError;
+use crate::{LogLevel, ProviderError, log};
 
 /// One checked OpenSSH public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,21 @@ impl PublicKey {
     /// The fingerprint without colons (32 hex digits), usable in names.
     pub fn md5_hex(&self) -> String {
         self.md5_fingerprint.replace(':', "")
+    }
+
+    /// The name the key is filed under in a vendor's key store:
+    /// `provisioner-<fingerprint hex>`.
+    pub fn store_name(&self) -> String {
+        format!("provisioner-{}", self.md5_hex())
+    }
+
+    /// Logs that the key was filed in the vendor's key store as `id`, and gives `id` back.
+    pub fn filed_as<Id: Display>(&self, id: Id) -> Id {
+        log(
+            LogLevel::Info,
+            &format!("filed SSH key {} as {id}", self.md5_fingerprint),
+        );
+        id
     }
 }
 
