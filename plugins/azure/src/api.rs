@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use provider_sdk::adopt;
-use provider_sdk::http::{ApiResponse, error_detail, redact_urls, retry_after_ms, status_error};
+use provider_sdk::http::{
+    ApiResponse, error_detail, precondition_or_status_error, redact_urls, retry_after_ms,
+};
 use provider_sdk::status::{self, ANY, Rules};
 use provider_sdk::{IDEMPOTENCY_LABEL, LabelledServer, ProviderError, Server, ServerStatus};
 use serde::Deserialize;
@@ -237,7 +239,7 @@ pub fn error_reason(body: &str) -> Option<String> {
 /// (with `Retry-After`); `QuotaExceeded`, or `OperationNotAllowed` about cores or quota ->
 /// quota-exceeded; capacity (`SkuNotAvailable`, `AllocationFailed`...) -> no-capacity; ARM's
 /// own conflicts (`AnotherOperationInProgress`, `RetryableError`) -> transient; then 401/403
-/// -> unauthorized, 404 -> not-found, other 400/409 -> invalid-request, 5xx -> transient.
+/// -> unauthorized, 404 -> not-found, other 400/409/412 -> invalid-request, 5xx -> transient.
 /// The message is [`error_detail`]'s (`path` may be a URL: only its path is named).
 pub fn arm_error(method: &str, path: &str, response: &ApiResponse) -> ProviderError {
     let parsed = serde_json::from_str::<ErrorBody>(&response.body)
@@ -268,11 +270,8 @@ pub fn arm_error(method: &str, path: &str, response: &ApiResponse) -> ProviderEr
         ProviderError::NoCapacity(detail)
     } else if has(TRANSIENT_CODES) {
         ProviderError::Transient(detail)
-    } else if response.status == 412 {
-        // A precondition ARM found false (an `If-Match`): the request's, not ARM's.
-        ProviderError::InvalidRequest(detail)
     } else {
-        status_error(response, detail)
+        precondition_or_status_error(response, detail)
     }
 }
 
@@ -332,8 +331,8 @@ mod tests {
             let error = arm_error("PUT", "/x", &ApiResponse::new(status, body.clone()));
             assert_eq!(error.case_name(), expected, "{status} {body} -> {error:?}");
         }
-        let mut limited = ApiResponse::new(429, arm("TooManyRequests", "x"));
-        limited.headers.insert("retry-after", "7".parse().unwrap());
+        let limited =
+            ApiResponse::new(429, arm("TooManyRequests", "x")).with_header("retry-after", "7");
         assert!(matches!(
             arm_error("GET", "/x", &limited),
             ProviderError::RateLimited(Some(7000))

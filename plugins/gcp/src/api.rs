@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use provider_sdk::adopt;
-use provider_sdk::http::{ApiResponse, error_detail, redact_urls, retry_after_ms, status_error};
+use provider_sdk::http::{
+    ApiResponse, error_detail, precondition_or_status_error, redact_urls, retry_after_ms,
+};
 use provider_sdk::status::{self, Rules};
 use provider_sdk::{IDEMPOTENCY_LABEL, LabelledServer, ProviderError, Server, ServerStatus};
 use serde::Deserialize;
@@ -350,11 +352,8 @@ pub fn compute_error(method: &str, path: &str, response: &ApiResponse) -> Provid
         ProviderError::QuotaExceeded(detail)
     } else if text_has("RESOURCE_POOL_EXHAUSTED") {
         ProviderError::NoCapacity(detail)
-    } else if response.status == 412 {
-        // A precondition Compute found false (a fingerprint): the request's, not Compute's.
-        ProviderError::InvalidRequest(detail)
     } else {
-        status_error(response, detail)
+        precondition_or_status_error(response, detail)
     }
 }
 
@@ -448,11 +447,8 @@ mod tests {
             let error = compute_error("GET", "/x", &ApiResponse::new(status, body.clone()));
             assert_eq!(error.case_name(), expected, "{status} {body} -> {error:?}");
         }
-        let mut limited = ApiResponse::new(
-            429,
-            google(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", "x"),
-        );
-        limited.headers.insert("retry-after", "3".parse().unwrap());
+        let rate_limited = google(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", "x");
+        let limited = ApiResponse::new(429, rate_limited).with_header("retry-after", "3");
         assert!(matches!(
             compute_error("GET", "/x", &limited),
             ProviderError::RateLimited(Some(3000))

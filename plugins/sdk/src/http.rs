@@ -69,6 +69,14 @@ impl ApiResponse {
             body: body.to_string(),
         }
     }
+
+    /// The answer with the header `name: value` added (a 429's `retry-after`, in a
+    /// plugin's tests of its error mapping); panics on a value that cannot be a header's.
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        let value = value.parse().expect("a header value");
+        self.headers.insert(name, value);
+        self
+    }
 }
 
 impl ApiClient {
@@ -297,6 +305,17 @@ pub fn status_error(response: &ApiResponse, detail: String) -> ProviderError {
     }
 }
 
+/// [`status_error`] for a vendor whose requests carry preconditions (ARM's `If-Match`,
+/// Compute Engine's fingerprints): a 412, a precondition the vendor found false, is the
+/// request's fault, `invalid-request`, not the vendor's.
+pub fn precondition_or_status_error(response: &ApiResponse, detail: String) -> ProviderError {
+    if response.status == 412 {
+        ProviderError::InvalidRequest(detail)
+    } else {
+        status_error(response, detail)
+    }
+}
+
 /// The message of a non-2xx answer to `method path`, as every [`ProviderError`] made of one
 /// carries it: `GET /servers/7 -> 404: <reason>`, the reason being what `reason` reads in
 /// the body, else the body's first 200 characters. It names no origin and no query
@@ -466,5 +485,22 @@ mod tests {
             no_capacity(ProviderError::RateLimited(Some(1000))),
             ProviderError::RateLimited(Some(1000))
         ));
+    }
+
+    /// A 412 is the request's precondition failing, where the vendor takes preconditions;
+    /// every other status maps as [`status_error`] maps it (412 included, elsewhere).
+    #[test]
+    fn preconditions_that_fail_are_the_requests_fault() {
+        let case = |status: u16, map: fn(&ApiResponse, String) -> ProviderError| {
+            map(&ApiResponse::new(status, ""), "detail".into()).case_name()
+        };
+        assert_eq!(case(412, precondition_or_status_error), "invalid-request");
+        assert_eq!(case(412, status_error), "internal");
+        for status in [400, 401, 404, 409, 429, 500, 418] {
+            assert_eq!(
+                case(status, precondition_or_status_error),
+                case(status, status_error)
+            );
+        }
     }
 }
