@@ -117,7 +117,7 @@
 //! client-credentials flow and its AADSTS error codes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -134,7 +134,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::faults;
-use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
+use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor, VendorState};
 
 /// The resource ARM tokens are for (the `scope` is this plus `/.default`).
 pub const ARM_RESOURCE: &str = "https://management.azure.com/";
@@ -318,43 +318,15 @@ pub enum ComputeFault {
     SkuNotAvailable,
 }
 
-/// What Azure's routes hold: the simulator, and Azure's own store (made once in
+/// What Azure's routes hold: the simulator, and Azure's own [`Store`] (made once in
 /// [`crate::app`], shared by [`router`], [`control_router`] and the simulator's
-/// `POST /_sim/servers`). It derefs to the simulator, whose servers and faults every vendor
-/// shares.
-#[derive(Debug, Clone)]
-pub struct AzureState {
-    sim: Arc<SimState>,
-    azure: Arc<AzureStore>,
-}
-
-impl AzureState {
-    /// Azure at `sim`, with no app, resource group or resource yet.
-    pub fn new(sim: Arc<SimState>) -> Self {
-        Self {
-            sim,
-            azure: Arc::default(),
-        }
-    }
-}
-
-impl std::ops::Deref for AzureState {
-    type Target = SimState;
-
-    fn deref(&self) -> &SimState {
-        &self.sim
-    }
-}
+/// `POST /_sim/servers`).
+pub type AzureState = VendorState<Store>;
 
 /// Azure's own state: apps, tokens, resource groups, resources, operations. The VMs'
 /// servers are the shared [`SimServer`]s.
 #[derive(Debug, Default)]
-struct AzureStore {
-    inner: Mutex<Store>,
-}
-
-#[derive(Debug, Default)]
-struct Store {
+pub struct Store {
     /// By client id, in registration order of ids.
     apps: BTreeMap<String, App>,
     /// Client ids in registration order.
@@ -370,9 +342,11 @@ struct Store {
     next_address: u64,
 }
 
-impl AzureStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+impl faults::ArmedVendorFaults for Store {
+    type Fault = ComputeFault;
+
+    fn armed_faults(&mut self) -> &mut Vec<ComputeFault> {
+        &mut self.faults
     }
 }
 
@@ -403,7 +377,7 @@ pub fn router(state: AzureState) -> Router<Arc<SimState>> {
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(openid_configuration),
         );
-    faults::with_faults(api, &state.sim, Vendor::Azure, render_fault).with_state(state)
+    faults::with_faults(api, state.sim(), Vendor::Azure, render_fault).with_state(state)
 }
 
 /// `/_sim/azure/...`: app registrations, Compute-specific faults, the resource census.
@@ -411,12 +385,7 @@ pub fn control_router(state: AzureState) -> Router<Arc<SimState>> {
     Router::new()
         .route("/apps", post(register_app))
         .route("/resources", get(census))
-        .route(
-            "/faults",
-            get(list_compute_faults)
-                .post(arm_compute_fault)
-                .delete(clear_compute_faults),
-        )
+        .route("/faults", faults::vendor_fault_routes())
         .with_state(state)
 }
 
@@ -638,7 +607,7 @@ async fn register_app(
         return unprocessable(format!("unknown location {location}; known: {LOCATIONS:?}"));
     }
     let now = Utc::now();
-    let mut store = state.azure.lock();
+    let mut store = state.store();
     let subscription = request.subscription_id.clone();
     if let Some(group) = &request.resource_group {
         ensure_group(&mut store, &subscription, group, &location);
@@ -720,7 +689,7 @@ async fn openid_configuration(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !tenant_known(&state.azure.lock(), &tenant) {
+    if !tenant_known(&state.store(), &tenant) {
         return aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_tenant",
@@ -787,7 +756,7 @@ async fn token(
     body: Bytes,
 ) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let mut store = state.azure.lock();
+    let mut store = state.store();
     let granted = client_credentials(&store, &tenant, &form, &headers).and_then(|credentials| {
         let app = authenticated_app(&store, &tenant, &credentials)?;
         check_arm_scope(&tenant, &credentials.scope)?;
@@ -1025,7 +994,7 @@ async fn authenticate(
             "Authentication failed. The 'Authorization' header is provided in an invalid format.",
         );
     };
-    let found = state.azure.lock().tokens.get(token).cloned();
+    let found = state.store().tokens.get(token).cloned();
     let Some(found) = found else {
         return unauthenticated("InvalidAuthenticationToken", "The access token is invalid.");
     };
@@ -1050,25 +1019,6 @@ async fn authenticate(
 
 // ---------------------------------------------------------------------------------------
 // Compute-specific faults and the census
-
-async fn arm_compute_fault(
-    State(state): State<AzureState>,
-    body: Result<
-        Json<faults::ArmVendorFault<ComputeFault>>,
-        axum::extract::rejection::JsonRejection,
-    >,
-) -> Response {
-    faults::arm_vendor_faults(&mut state.azure.lock().faults, body)
-}
-
-async fn list_compute_faults(State(state): State<AzureState>) -> Json<Value> {
-    Json(json!({"faults": state.azure.lock().faults}))
-}
-
-async fn clear_compute_faults(State(state): State<AzureState>) -> StatusCode {
-    state.azure.lock().faults.clear();
-    StatusCode::NO_CONTENT
-}
 
 /// `GET /_sim/azure/resources`: every ARM resource, and how many of each type.
 /// `GET /_sim/azure/resources`'s answer.
@@ -1105,7 +1055,7 @@ pub struct CensusEntry {
 async fn census(State(state): State<AzureState>) -> Json<Value> {
     sweep(&state);
     let now = Utc::now();
-    let store = state.azure.lock();
+    let store = state.store();
     let mut counts: BTreeMap<String, u64> = Kind::ALL
         .into_iter()
         .map(|kind| (kind.full_type(), 0))
@@ -1494,7 +1444,7 @@ fn instance_view(resource: &Resource, now: DateTime<Utc>) -> Value {
 /// Removes what finished deleting, with what goes with it.
 fn sweep(state: &AzureState) {
     let now = Utc::now();
-    let mut store = state.azure.lock();
+    let mut store = state.store();
     let done: Vec<String> = store
         .resources
         .iter()
@@ -1625,8 +1575,7 @@ async fn arm(
     };
     if !subscription.eq_ignore_ascii_case(&caller.subscription) {
         let known = state
-            .azure
-            .lock()
+            .store()
             .apps
             .values()
             .any(|app| app.subscription.eq_ignore_ascii_case(subscription));
@@ -1743,8 +1692,7 @@ fn group_not_found(name: &str) -> Response {
 /// The resource group's name as it was created.
 fn find_group(state: &AzureState, subscription: &str, name: &str) -> Result<String, Refusal> {
     state
-        .azure
-        .lock()
+        .store()
         .groups
         .get(&group_key(subscription, name))
         .map(|g| g.name.clone())
@@ -1863,7 +1811,7 @@ fn resource_group(
 ) -> Response {
     let key = group_key(subscription, name);
     match request.method {
-        Method::GET | Method::HEAD => match state.azure.lock().groups.get(&key) {
+        Method::GET | Method::HEAD => match state.store().groups.get(&key) {
             Some(group) if request.method == Method::GET => {
                 Json(render_group(group)).into_response()
             }
@@ -1895,7 +1843,7 @@ fn resource_group(
                     format!("The resource group name '{name}' is invalid."),
                 );
             }
-            let mut store = state.azure.lock();
+            let mut store = state.store();
             match store.groups.get_mut(&key) {
                 Some(group) => {
                     if group.location != location {
@@ -1953,7 +1901,7 @@ fn resource(
     match request.method {
         Method::GET => {
             let now = Utc::now();
-            let store = state.azure.lock();
+            let store = state.store();
             match store.resources.get(&id) {
                 Some(resource) => {
                     let mut rendered = render(&store, resource, now);
@@ -1974,7 +1922,7 @@ fn resource(
 
 fn vm_instance_view(state: &AzureState, subscription: &str, group: &str, name: &str) -> Response {
     let id = resource_id(subscription, group, Kind::Vm, name).to_lowercase();
-    let store = state.azure.lock();
+    let store = state.store();
     match store.resources.get(&id) {
         Some(vm) => Json(instance_view(vm, Utc::now())).into_response(),
         None => not_found(Kind::Vm, name, group),
@@ -1989,7 +1937,7 @@ fn get_subnet(
     subnet: &str,
 ) -> Response {
     let id = resource_id(subscription, group, Kind::Vnet, vnet).to_lowercase();
-    let store = state.azure.lock();
+    let store = state.store();
     let Some(resource) = store.resources.get(&id) else {
         return not_found(Kind::Vnet, vnet, group);
     };
@@ -2098,7 +2046,7 @@ fn durations(state: &AzureState, kind: Kind) -> chrono::Duration {
 
 fn delete_resource(state: &AzureState, request: &ArmRequest, kind: Kind, id: &str) -> Response {
     let now = Utc::now();
-    let mut store = state.azure.lock();
+    let mut store = state.store();
     let Some(resource) = store.resources.get(id).cloned() else {
         return StatusCode::NO_CONTENT.into_response();
     };
@@ -2231,7 +2179,7 @@ fn put_resource_checked(
     } = parse_put_request(request, kind, name)?;
     let id = resource_id(subscription, group, kind, name);
     let now = Utc::now();
-    let mut store = state.azure.lock();
+    let mut store = state.store();
     let existing = store.resources.get(&id.to_lowercase()).cloned();
     if let Some(existing) = &existing {
         check_replaceable(existing, name, group, &location)?;
@@ -3384,7 +3332,7 @@ fn list_kind(
     kind: Kind,
 ) -> Response {
     let now = Utc::now();
-    let store = state.azure.lock();
+    let store = state.store();
     let page_size = state.page_size(MAX_PAGE);
     let page = page_of(&store, request, page_size, |r| {
         r.kind == kind
@@ -3530,7 +3478,7 @@ fn list_generic(
         }
     };
     let by_tag = terms.iter().any(|t| matches!(t, FilterTerm::TagName(_)));
-    let store = state.azure.lock();
+    let store = state.store();
     let page_size = state.page_size(top);
     let page = page_of(&store, request, page_size, |r| {
         r.subscription.eq_ignore_ascii_case(subscription)
@@ -3581,7 +3529,7 @@ fn operation_status(
     id: &str,
     result: bool,
 ) -> Response {
-    let store = state.azure.lock();
+    let store = state.store();
     let Some(operation) = store
         .operations
         .get(id)
@@ -3648,7 +3596,7 @@ fn operation_status(
 /// group (made if missing), else in [`SEED_SUBSCRIPTION`] / [`SEED_RESOURCE_GROUP`].
 pub fn seed_vm(state: &AzureState, mut spec: NewServer) -> SimServer {
     let now = Utc::now();
-    let mut store = state.azure.lock();
+    let mut store = state.store();
     let (subscription, group) = store
         .app_order
         .iter()

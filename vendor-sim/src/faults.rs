@@ -16,8 +16,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::routing::{MethodRouter, get};
 
-use crate::state::{FaultKind, SimState, Vendor};
+use crate::state::{FaultKind, SimState, Vendor, VendorState};
 
 /// The body of `POST /_sim/<vendor>/faults`, which arms a vendor's own failures (GCE's
 /// stock-outs, ARM's allocation failures): the kind, and how many of the next operations
@@ -58,6 +59,47 @@ pub fn arm_vendor_faults<K: Clone + serde::Serialize>(
         )
             .into_response(),
     }
+}
+
+/// A vendor store that keeps failures of the vendor's own, armed through
+/// `/_sim/<vendor>/faults` (see [`vendor_fault_routes`]).
+pub trait ArmedVendorFaults {
+    /// The vendor's failure (e.g. [`crate::gcp::ComputeFault`]).
+    type Fault: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + 'static;
+
+    /// The failures armed, the next one first.
+    fn armed_faults(&mut self) -> &mut Vec<Self::Fault>;
+}
+
+/// `/_sim/<vendor>/faults` on a vendor's own store: `GET` lists the armed failures, `POST`
+/// arms more ([`arm_vendor_faults`]), `DELETE` disarms them all.
+pub fn vendor_fault_routes<S>() -> MethodRouter<VendorState<S>>
+where
+    S: ArmedVendorFaults + Send + 'static,
+{
+    get(list_vendor_faults::<S>)
+        .post(arm_vendor_fault::<S>)
+        .delete(clear_vendor_faults::<S>)
+}
+
+async fn arm_vendor_fault<S: ArmedVendorFaults>(
+    State(state): State<VendorState<S>>,
+    body: Result<axum::Json<ArmVendorFault<S::Fault>>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    arm_vendor_faults(state.store().armed_faults(), body)
+}
+
+async fn list_vendor_faults<S: ArmedVendorFaults>(
+    State(state): State<VendorState<S>>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"faults": state.store().armed_faults()}))
+}
+
+async fn clear_vendor_faults<S: ArmedVendorFaults>(
+    State(state): State<VendorState<S>>,
+) -> StatusCode {
+    state.store().armed_faults().clear();
+    StatusCode::NO_CONTENT
 }
 
 /// A vendor's rendering of an injected fault (never called for `Slow` or `LostResponse`).

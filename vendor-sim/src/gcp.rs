@@ -70,7 +70,7 @@
 //! OAuth 2.0 for server-to-server applications, and AIP-4111 (self-signed JWT).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -91,7 +91,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::faults;
-use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
+use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor, VendorState};
 
 /// The audience Google's token endpoint demands in a grant assertion.
 pub const GOOGLE_TOKEN_AUDIENCE: &str = "https://oauth2.googleapis.com/token";
@@ -215,42 +215,14 @@ pub enum ComputeFault {
     ZoneResourcePoolExhausted,
 }
 
-/// What Compute Engine's routes hold: the simulator, and Compute Engine's own store (made
-/// once in [`crate::app`], shared by [`router`] and [`control_router`]). It derefs to the
-/// simulator, whose servers and faults every vendor shares.
-#[derive(Debug, Clone)]
-pub struct GcpState {
-    sim: Arc<SimState>,
-    gcp: Arc<GcpStore>,
-}
-
-impl GcpState {
-    /// Compute Engine at `sim`, with no account, token or operation yet.
-    pub fn new(sim: Arc<SimState>) -> Self {
-        Self {
-            sim,
-            gcp: Arc::default(),
-        }
-    }
-}
-
-impl std::ops::Deref for GcpState {
-    type Target = SimState;
-
-    fn deref(&self) -> &SimState {
-        &self.sim
-    }
-}
+/// What Compute Engine's routes hold: the simulator, and Compute Engine's own [`Store`]
+/// (made once in [`crate::app`], shared by [`router`] and [`control_router`]).
+pub type GcpState = VendorState<Store>;
 
 /// Compute Engine's own state: accounts, tokens, operations, request ids, instance
 /// projects and deletions. The instances themselves are the shared [`SimServer`]s.
 #[derive(Debug, Default)]
-struct GcpStore {
-    inner: Mutex<Store>,
-}
-
-#[derive(Debug, Default)]
-struct Store {
+pub struct Store {
     accounts: HashMap<String, ServiceAccount>,
     tokens: HashMap<String, AccessToken>,
     operations: BTreeMap<String, Operation>,
@@ -262,9 +234,11 @@ struct Store {
     grants: BTreeMap<String, u64>,
 }
 
-impl GcpStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+impl faults::ArmedVendorFaults for Store {
+    type Fault = ComputeFault;
+
+    fn armed_faults(&mut self) -> &mut Vec<ComputeFault> {
+        &mut self.faults
     }
 }
 
@@ -302,7 +276,7 @@ pub fn router(state: GcpState) -> Router<Arc<SimState>> {
     let api = Router::new()
         .nest("/compute/v1", compute)
         .route("/token", post(token));
-    faults::with_faults(api, &state.sim, Vendor::Gcp, render_fault).with_state(state)
+    faults::with_faults(api, state.sim(), Vendor::Gcp, render_fault).with_state(state)
 }
 
 /// `/_sim/gcp/...`: service accounts and Compute-specific faults.
@@ -310,12 +284,7 @@ pub fn control_router(state: GcpState) -> Router<Arc<SimState>> {
     Router::new()
         .route("/service-accounts", post(register_account))
         .route("/token-grants", get(token_grants))
-        .route(
-            "/faults",
-            get(list_compute_faults)
-                .post(arm_compute_fault)
-                .delete(clear_compute_faults),
-        )
+        .route("/faults", faults::vendor_fault_routes())
         .with_state(state)
 }
 
@@ -522,8 +491,7 @@ async fn register_account(
         token_ttl: Duration::from_secs(request.token_ttl_secs.unwrap_or(3599)),
     };
     state
-        .gcp
-        .lock()
+        .store()
         .accounts
         .insert(request.client_email.clone(), account);
     (
@@ -535,7 +503,7 @@ async fn register_account(
 
 /// `GET /_sim/gcp/token-grants`: [`TokenGrants`].
 async fn token_grants(State(state): State<GcpState>) -> Json<TokenGrants> {
-    let store = state.gcp.lock();
+    let store = state.store();
     Json(TokenGrants {
         total: store.grants.values().sum(),
         accounts: store.grants.clone(),
@@ -640,7 +608,7 @@ async fn token(State(state): State<GcpState>, headers: HeaderMap, body: Bytes) -
     let Some(assertion) = form.get("assertion") else {
         return oauth_error("invalid_request", "Missing required parameter: assertion");
     };
-    let mut store = state.gcp.lock();
+    let mut store = state.store();
     let jwt = match verify_jwt(&store, assertion) {
         Ok(jwt) => jwt,
         Err(refusal) => return oauth_error("invalid_grant", refusal),
@@ -690,7 +658,7 @@ async fn authenticate(State(state): State<GcpState>, mut request: Request, next:
         return unauthenticated();
     };
     let resolved = {
-        let store = state.gcp.lock();
+        let store = state.store();
         if token.matches('.').count() == 2 {
             verify_jwt(&store, &token).ok().and_then(|jwt| {
                 let audience = jwt.claims.get("aud").and_then(Value::as_str);
@@ -750,25 +718,6 @@ fn authorize(caller: &Caller, project: &str, permission: &str) -> Result<(), Api
 
 // ---------------------------------------------------------------------------------------
 // Compute-specific faults
-
-async fn arm_compute_fault(
-    State(state): State<GcpState>,
-    body: Result<
-        Json<faults::ArmVendorFault<ComputeFault>>,
-        axum::extract::rejection::JsonRejection,
-    >,
-) -> Response {
-    faults::arm_vendor_faults(&mut state.gcp.lock().faults, body)
-}
-
-async fn list_compute_faults(State(state): State<GcpState>) -> Json<Value> {
-    Json(json!({"faults": state.gcp.lock().faults}))
-}
-
-async fn clear_compute_faults(State(state): State<GcpState>) -> StatusCode {
-    state.gcp.lock().faults.clear();
-    StatusCode::NO_CONTENT
-}
 
 // ---------------------------------------------------------------------------------------
 // Instances
@@ -841,7 +790,7 @@ fn resolve_image(link: &str) -> Result<(&'static str, &'static str), ApiError> {
 fn sweep(state: &GcpState) {
     let now = Utc::now();
     let gone: Vec<u64> = {
-        let mut store = state.gcp.lock();
+        let mut store = state.store();
         let gone: Vec<u64> = store
             .instances
             .iter()
@@ -1087,7 +1036,7 @@ fn check_request_id(request_id: &Option<String>) -> Result<(), ApiError> {
 /// The operation an earlier request with this `requestId` got, if any.
 fn replayed(state: &GcpState, project: &str, request_id: &Option<String>) -> Option<Response> {
     let request_id = request_id.as_ref()?;
-    let store = state.gcp.lock();
+    let store = state.store();
     let name = store
         .request_ids
         .get(&(project.to_string(), request_id.clone()))?;
@@ -1368,7 +1317,7 @@ fn start_insert(
     sweep(state);
     let boot_delay = state.config.boot_delay;
     // One lock order everywhere: the Compute store, then the cloud.
-    let mut store = state.gcp.lock();
+    let mut store = state.store();
     if let Some(request_id) = &request_id
         && let Some(name) = store
             .request_ids
@@ -1451,7 +1400,7 @@ fn find_instance(
     name: &str,
 ) -> Option<(SimServer, InstanceMeta)> {
     sweep(state);
-    let store = state.gcp.lock();
+    let store = state.store();
     state.with_cloud(Vendor::Gcp, |cloud| {
         cloud.servers.values().find_map(|s| {
             let meta = meta_of(&store, s.id);
@@ -1491,7 +1440,7 @@ async fn delete_instance(
         return not_found(&format!("projects/{project}/zones/{zone}/instances/{name}"));
     };
     let boot_delay = state.config.boot_delay;
-    let mut store = state.gcp.lock();
+    let mut store = state.store();
     let takes = match meta.deleted_at {
         // Already going: this operation ends with the first.
         Some(at) => at
@@ -1676,7 +1625,7 @@ fn list_page(
             })?,
     };
     sweep(state);
-    let store = state.gcp.lock();
+    let store = state.store();
     let mut found: Vec<(u64, String, Value)> = state.with_cloud(Vendor::Gcp, |cloud| {
         cloud
             .servers
@@ -1798,7 +1747,7 @@ fn find_operation(
     zone: &str,
     name: &str,
 ) -> Result<Operation, ApiError> {
-    let store = state.gcp.lock();
+    let store = state.store();
     store
         .operations
         .get(name)

@@ -1,7 +1,7 @@
 //! The simulated clouds' in-memory state, and the faults injected into them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -357,6 +357,56 @@ impl SimState {
             faults.remove(index);
         }
         Some(kind)
+    }
+}
+
+/// What the routes of a vendor with a store of its own (Azure, Compute Engine) hold: the
+/// simulator, whose servers and faults every vendor shares, and the vendor's own store `S`
+/// (made once in [`crate::app`] and shared by the vendor's routers). It derefs to the
+/// simulator.
+#[derive(Debug)]
+pub struct VendorState<S> {
+    sim: Arc<SimState>,
+    store: Arc<Mutex<S>>,
+}
+
+impl<S: Default> VendorState<S> {
+    /// The vendor at `sim`, with its store empty.
+    pub fn new(sim: Arc<SimState>) -> Self {
+        Self {
+            sim,
+            store: Arc::default(),
+        }
+    }
+}
+
+impl<S> VendorState<S> {
+    /// The simulator.
+    pub fn sim(&self) -> &Arc<SimState> {
+        &self.sim
+    }
+
+    /// The vendor's own store, locked. A poisoned lock (a panicked handler) is recovered, as
+    /// in [`SimState::with_cloud`].
+    pub(crate) fn store(&self) -> MutexGuard<'_, S> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<S> Clone for VendorState<S> {
+    fn clone(&self) -> Self {
+        Self {
+            sim: self.sim.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<S> std::ops::Deref for VendorState<S> {
+    type Target = SimState;
+
+    fn deref(&self) -> &SimState {
+        &self.sim
     }
 }
 
