@@ -78,10 +78,10 @@ mod validation;
 
 use provider_sdk::adopt::{self, id_order};
 use provider_sdk::{
-    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider,
-    ProviderError, Server, ServerRequest, ServerStatus, block_on, get_config, log,
+    LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider, ProviderError, Server,
+    ServerRequest, ServerStatus, block_on, get_config, log,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use api::VirtualMachine;
 use arm::Session;
@@ -99,12 +99,7 @@ fn admin_username() -> String {
 
 /// The tags of each resource: the order's labels and the idempotency key.
 fn tags(request: &ServerRequest) -> Value {
-    let mut tags = Map::new();
-    for (key, value) in &request.labels {
-        tags.insert(key.clone(), json!(value));
-    }
-    tags.insert(IDEMPOTENCY_LABEL.into(), json!(request.idempotency_key));
-    Value::Object(tags)
+    json!(adopt::labels_and_key(request))
 }
 
 /// The public IP's body: Standard, static (so it is deleted with its NIC's VM as set).
@@ -408,6 +403,7 @@ provider_sdk::export_provider!(AzurePlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use provider_sdk::IDEMPOTENCY_LABEL;
 
     const KEY: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@host";

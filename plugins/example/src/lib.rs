@@ -290,14 +290,10 @@ impl Provider for ExamplePlugin {
             let look_up = async || Ok(find(&api, &request.idempotency_key).await?.map(to_server));
             adopt::adopt_or_create(look_up, async || {
                 // TODO(vendor): where the idempotency key travels (a tag, label or metadata
-                // entry named IDEMPOTENCY_LABEL), next to the labels the order asked for;
-                // inserted last, so an order's own label of that name cannot replace it.
-                let mut tags: BTreeMap<&str, &str> = request
-                    .labels
-                    .iter()
-                    .map(|(key, value)| (key.as_str(), value.as_str()))
-                    .collect();
-                tags.insert(IDEMPOTENCY_LABEL, &request.idempotency_key);
+                // entry named IDEMPOTENCY_LABEL), next to the labels the order asked for
+                // (`labels_and_key` puts it last, so an order's own label of that name
+                // cannot replace it).
+                let tags = adopt::labels_and_key(&request);
                 let body = CreateBody {
                     name: &request.name,
                     region: &request.region,

@@ -165,12 +165,7 @@ impl Provider for HetznerPlugin {
             let client = client()?;
             let look_up = async || find(&client, &request.idempotency_key).await;
             adopt::adopt_or_create(look_up, async || {
-                let mut labels: BTreeMap<&str, &str> = request
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                labels.insert(IDEMPOTENCY_LABEL, &request.idempotency_key);
+                let labels = adopt::labels_and_key(&request);
                 let name = provider_sdk::unique_name(
                     &request.name,
                     &request.idempotency_key,

@@ -10,7 +10,8 @@
 //!
 //! [`adopt_or_create`] is that protocol, once: the plugin gives it its vendor's look-up (the
 //! oldest server carrying the key, or none) and its vendor's create, and keeps both.
-//! [`labelled`] lists the servers carrying a key, each with it, as `list-servers` answers.
+//! [`labelled`] lists the servers carrying a key, each with it, as `list-servers` answers;
+//! [`labels_and_key`] is what a created server carries: the order's labels and the key.
 //!
 //! ```ignore
 //! use provider_sdk::adopt::{self, id_order};
@@ -30,7 +31,11 @@
 //! .await
 //! ```
 
-use crate::{LabelledServer, LogLevel, ProviderError, Server, log};
+use std::collections::BTreeMap;
+
+use crate::{
+    IDEMPOTENCY_LABEL, LabelledServer, LogLevel, ProviderError, Server, ServerRequest, log,
+};
 
 /// The oldest of `servers` by `age` (a creation time as the vendor writes it, then an id:
 /// RFC 3339 times in UTC sort as text; give ids through [`id_order`] so that `srv-9` comes
@@ -95,6 +100,19 @@ pub fn labelled<T>(
         .collect()
 }
 
+/// The labels a server made for `request` carries: the order's labels and the idempotency
+/// key under [`IDEMPOTENCY_LABEL`], inserted last so that an order's own label of that name
+/// cannot replace it.
+pub fn labels_and_key(request: &ServerRequest) -> BTreeMap<&str, &str> {
+    let mut labels: BTreeMap<&str, &str> = request
+        .labels
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    labels.insert(IDEMPOTENCY_LABEL, &request.idempotency_key);
+    labels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +154,30 @@ mod tests {
             .map(|l| (l.idempotency_key.as_str(), l.server.vendor_id.as_str()))
             .collect();
         assert_eq!(shown, [("k-1", "a"), ("k-2", "c")]);
+    }
+
+    /// The order's labels go as they are; the key goes under its own label, whatever label
+    /// of that name the order gave.
+    #[test]
+    fn a_server_carries_the_labels_and_the_key() {
+        let request = ServerRequest {
+            idempotency_key: "k-1".into(),
+            name: "web".into(),
+            region: "r".into(),
+            size: "s".into(),
+            image: "i".into(),
+            ssh_keys: Vec::new(),
+            user_data: None,
+            labels: vec![
+                ("team".into(), "web".into()),
+                (IDEMPOTENCY_LABEL.into(), "forged".into()),
+            ],
+        };
+        let labels = labels_and_key(&request);
+        assert_eq!(
+            labels,
+            BTreeMap::from([("team", "web"), (IDEMPOTENCY_LABEL, "k-1")])
+        );
     }
 
     /// Among full equals the first listed is kept (the same one on every call).
