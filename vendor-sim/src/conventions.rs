@@ -1,5 +1,5 @@
-//! What every simulated vendor reads from a request the same way: the bearer token, RFC 1123
-//! server names, and the label under which provider plugins carry the idempotency key.
+//! What every simulated vendor reads from a request the same way: the bearer token (and the
+//! middleware checking a static one), RFC 1123 server names, and the label under which provider plugins carry the idempotency key.
 
 /// The label (tag, metadata key) under which provider plugins carry the idempotency key.
 /// The simulator uses it to count servers per key and report duplicates.
@@ -15,6 +15,47 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
     value
         .strip_prefix("Bearer ")
         .map(|token| token.trim().to_string())
+}
+
+/// A vendor's check of a static bearer token (Hetzner, DigitalOcean, Example Cloud): the one
+/// token it accepts, and its own answer to a request without it.
+#[derive(Clone)]
+struct BearerCheck {
+    /// The token accepted.
+    token: String,
+    /// The vendor's 401 answer.
+    refusal: fn() -> axum::response::Response,
+}
+
+/// `api`, one vendor's router, letting through only requests that carry
+/// `Authorization: Bearer <token>`; any other is answered `refusal()`. Like every route
+/// layer it leaves alone requests for no route.
+pub fn with_bearer_token<S: Clone + Send + Sync + 'static>(
+    api: axum::Router<S>,
+    token: &str,
+    refusal: fn() -> axum::response::Response,
+) -> axum::Router<S> {
+    let check = BearerCheck {
+        token: token.to_owned(),
+        refusal,
+    };
+    api.route_layer(axum::middleware::from_fn_with_state(
+        check,
+        require_bearer_token,
+    ))
+}
+
+/// Lets a request through when it carries `Authorization: Bearer` with the checked token,
+/// else answers the vendor's refusal.
+async fn require_bearer_token(
+    axum::extract::State(check): axum::extract::State<BearerCheck>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match bearer_token(request.headers()) {
+        Some(token) if token == check.token => next.run(request).await,
+        _ => (check.refusal)(),
+    }
 }
 
 /// An RFC 1123 hostname, as the vendors require for server names.

@@ -16,9 +16,9 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -26,6 +26,7 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::conventions::with_bearer_token;
 use crate::faults;
 use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
 
@@ -62,16 +63,27 @@ const IMAGES: &[(&str, &str, &str)] = &[
     ("rockylinux-9-x64", "Rocky Linux", "9 x64"),
 ];
 
+/// DigitalOcean sends its rate-limit state on every answer.
+const RATE_LIMIT: faults::RateLimitHeaders = faults::RateLimitHeaders {
+    limit: "5000",
+    remaining: "4999",
+    reset_secs: 60,
+};
+
 /// `/digitalocean/v2/...`
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
-    let api = Router::new()
-        .route("/droplets", get(list_droplets).post(create_droplet))
-        .route("/droplets/{id}", get(get_droplet).delete(delete_droplet))
-        .route("/account/keys", get(list_keys).post(create_key))
-        .route("/account/keys/{key}", get(get_key).delete(delete_key))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    faults::with_faults(api, &state, Vendor::DigitalOcean, render_fault)
-        .layer(middleware::from_fn(rate_limit_headers))
+    let api = with_bearer_token(
+        Router::new()
+            .route("/droplets", get(list_droplets).post(create_droplet))
+            .route("/droplets/{id}", get(get_droplet).delete(delete_droplet))
+            .route("/account/keys", get(list_keys).post(create_key))
+            .route("/account/keys/{key}", get(get_key).delete(delete_key)),
+        &state.config.digitalocean_token,
+        unauthorized,
+    );
+    faults::with_faults(api, &state, Vendor::DigitalOcean, render_fault).layer(
+        middleware::from_fn_with_state(RATE_LIMIT, faults::add_rate_limit_headers),
+    )
 }
 
 /// A DigitalOcean error answer.
@@ -110,25 +122,13 @@ fn render_fault(kind: &FaultKind) -> Response {
     }
 }
 
-async fn rate_limit_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    faults::fill_rate_limit_headers(response.headers_mut(), "5000", "4999", 60);
-    response
-}
-
-async fn authenticate(
-    State(state): State<Arc<SimState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match crate::conventions::bearer_token(request.headers()) {
-        Some(token) if token == state.config.digitalocean_token => next.run(request).await,
-        _ => error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unable to authenticate you",
-        ),
-    }
+/// DigitalOcean's answer to a missing or wrong token.
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unable to authenticate you",
+    )
 }
 
 fn render_droplet(server: &SimServer, state: &SimState) -> Value {

@@ -181,15 +181,15 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::conventions::with_bearer_token;
 use crate::faults;
 use crate::state::{FaultKind, NewServer, SimServer, SimState, Vendor};
 
@@ -213,10 +213,13 @@ pub const MAX_PER_PAGE: usize = 100;
 
 /// `/example/v1/...`
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
-    let api = Router::new()
-        .route("/servers", get(list_servers).post(create_server))
-        .route("/servers/{id}", get(get_server).delete(delete_server))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let api = with_bearer_token(
+        Router::new()
+            .route("/servers", get(list_servers).post(create_server))
+            .route("/servers/{id}", get(get_server).delete(delete_server)),
+        &state.config.example_token,
+        unauthorized,
+    );
     faults::with_faults(api, &state, Vendor::Example, render_fault)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_such_endpoint)
@@ -294,17 +297,6 @@ fn render_fault(kind: &FaultKind) -> Response {
         FaultKind::Unauthorized => unauthorized(),
         FaultKind::NoCapacity => error(status, "no_capacity", "no capacity in this region"),
         _ => error(status, "server_error", "an internal error occurred"),
-    }
-}
-
-async fn authenticate(
-    State(state): State<Arc<SimState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match crate::conventions::bearer_token(request.headers()) {
-        Some(token) if token == state.config.example_token => next.run(request).await,
-        _ => unauthorized(),
     }
 }
 

@@ -190,6 +190,35 @@ pub fn status_of(kind: &FaultKind) -> StatusCode {
     }
 }
 
+/// A vendor's usual rate-limit state, sent on every answer (Hetzner, DigitalOcean):
+/// `RateLimit-Limit`, `RateLimit-Remaining`, and the seconds until `RateLimit-Reset`.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitHeaders {
+    /// `RateLimit-Limit`.
+    pub limit: &'static str,
+    /// `RateLimit-Remaining`.
+    pub remaining: &'static str,
+    /// Seconds from now to `RateLimit-Reset`.
+    pub reset_secs: u64,
+}
+
+/// Middleware: adds the vendor's usual rate-limit headers to every answer, where a fault has
+/// not set its own (see [`fill_rate_limit_headers`]).
+pub async fn add_rate_limit_headers(
+    State(usual): State<RateLimitHeaders>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    fill_rate_limit_headers(
+        response.headers_mut(),
+        usual.limit,
+        usual.remaining,
+        usual.reset_secs,
+    );
+    response
+}
+
 /// Adds the vendor's normal rate-limit headers where a fault has not set its own.
 pub fn fill_rate_limit_headers(
     headers: &mut HeaderMap,

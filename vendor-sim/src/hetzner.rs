@@ -25,9 +25,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, RawQuery, Request, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -35,6 +35,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::conventions::with_bearer_token;
 use crate::faults;
 use crate::state::{FaultKind, NewServer, SimAction, SimServer, SimState, Vendor, VendorCloud};
 
@@ -67,20 +68,31 @@ const IMAGES: &[(&str, &str, &str)] = &[
     ("rocky-9", "rocky", "9"),
 ];
 
+/// Hetzner sends its rate-limit state on every answer.
+const RATE_LIMIT: faults::RateLimitHeaders = faults::RateLimitHeaders {
+    limit: "3600",
+    remaining: "3599",
+    reset_secs: 1,
+};
+
 /// `/hetzner/v1/...`
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
-    let api = Router::new()
-        .route("/servers", get(list_servers).post(create_server))
-        .route("/servers/{id}", get(get_server).delete(delete_server))
-        .route("/actions/{id}", get(get_action))
-        .route("/servers/actions/{id}", get(get_action))
-        .route("/servers/{id}/actions", get(list_server_actions))
-        .route("/servers/{id}/actions/{action_id}", get(get_server_action))
-        .route("/ssh_keys", get(list_keys).post(create_key))
-        .route("/ssh_keys/{id}", get(get_key).delete(delete_key))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    faults::with_faults(api, &state, Vendor::Hetzner, render_fault)
-        .layer(middleware::from_fn(rate_limit_headers))
+    let api = with_bearer_token(
+        Router::new()
+            .route("/servers", get(list_servers).post(create_server))
+            .route("/servers/{id}", get(get_server).delete(delete_server))
+            .route("/actions/{id}", get(get_action))
+            .route("/servers/actions/{id}", get(get_action))
+            .route("/servers/{id}/actions", get(list_server_actions))
+            .route("/servers/{id}/actions/{action_id}", get(get_server_action))
+            .route("/ssh_keys", get(list_keys).post(create_key))
+            .route("/ssh_keys/{id}", get(get_key).delete(delete_key)),
+        &state.config.hetzner_token,
+        unauthorized,
+    );
+    faults::with_faults(api, &state, Vendor::Hetzner, render_fault).layer(
+        middleware::from_fn_with_state(RATE_LIMIT, faults::add_rate_limit_headers),
+    )
 }
 
 /// An injected fault as Hetzner answers it.
@@ -120,26 +132,13 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     (status, Json(body)).into_response()
 }
 
-/// Hetzner sends its rate-limit state on every answer.
-async fn rate_limit_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    faults::fill_rate_limit_headers(response.headers_mut(), "3600", "3599", 1);
-    response
-}
-
-async fn authenticate(
-    State(state): State<Arc<SimState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match crate::conventions::bearer_token(request.headers()) {
-        Some(token) if token == state.config.hetzner_token => next.run(request).await,
-        _ => error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unable to authenticate",
-        ),
-    }
+/// Hetzner's answer to a missing or wrong token.
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "unable to authenticate",
+    )
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
