@@ -85,11 +85,7 @@ fn check(request: &ServerRequest) -> Result<(), ProviderError> {
             request.name
         ));
     }
-    ACCEPTED.region.check(&request.region)?;
-    ACCEPTED
-        .size
-        .check_slug(&request.size, "a droplet size slug")?;
-    ACCEPTED.image.check_slug(&request.image, "an image slug")?;
+    ACCEPTED.check_slugs(request, "a droplet size slug", "an image slug")?;
     if !is_tag(&key_tag(&request.idempotency_key)) {
         return invalid(format!(
             "idempotency key '{}' cannot be part of a DigitalOcean tag",

@@ -38,13 +38,11 @@ pub fn check(request: &ServerRequest) -> Result<(), ProviderError> {
     }
     // The name the server gets at Hetzner must fit too (see `provider_sdk::unique_name`).
     unique_name(&request.name, &request.idempotency_key, MAX_NAME)?;
-    ACCEPTED.region.check(&request.region)?;
-    ACCEPTED
-        .size
-        .check_slug(&request.size, "a Hetzner server type name")?;
-    ACCEPTED
-        .image
-        .check_slug(&request.image, "a Hetzner image name")?;
+    ACCEPTED.check_slugs(
+        request,
+        "a Hetzner server type name",
+        "a Hetzner image name",
+    )?;
     if !is_label_value(&request.idempotency_key) {
         return invalid(format!(
             "idempotency key '{}' cannot be a Hetzner label value",

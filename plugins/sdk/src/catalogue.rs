@@ -145,6 +145,20 @@ impl Accepted {
         self.image.check(&request.image)
     }
 
+    /// [`Accepted::check`] where the vendor's sizes and images are slugs: the region by its
+    /// list, then the size and the image by [`Known::check_slug`], `size_is` and `image_is`
+    /// saying what each must be (`a droplet size slug`).
+    pub fn check_slugs(
+        &self,
+        request: &ServerRequest,
+        size_is: &str,
+        image_is: &str,
+    ) -> Result<(), ProviderError> {
+        self.region.check(&request.region)?;
+        self.size.check_slug(&request.size, size_is)?;
+        self.image.check_slug(&request.image, image_is)
+    }
+
     /// The `catalogue` export's answer: each field's list as [`Known::accepted`] reads it
     /// now (the manifest's `[config]` first).
     pub fn catalogue(&self) -> PluginCatalogue {
