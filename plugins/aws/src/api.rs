@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use roxmltree::{Document, Node};
 
+use provider_sdk::paging::Page;
 use provider_sdk::status::{self, Rules};
 use provider_sdk::{Server, ServerStatus};
 
@@ -35,15 +36,6 @@ pub struct Instance {
     pub tags: BTreeMap<String, String>,
 }
 
-/// One page of `DescribeInstances` (or the instances `RunInstances` made).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstancePage {
-    /// Every instance of every reservation on the page.
-    pub instances: Vec<Instance>,
-    /// `nextToken`: more pages follow.
-    pub next_token: Option<String>,
-}
-
 /// An image as `DescribeImages` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -53,15 +45,6 @@ pub struct Image {
     pub name: String,
     /// When it was made: ISO 8601 in UTC, sorts as text.
     pub creation_date: String,
-}
-
-/// One page of `DescribeImages`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImagePage {
-    /// The images on the page.
-    pub images: Vec<Image>,
-    /// `nextToken`: more pages follow.
-    pub next_token: Option<String>,
 }
 
 /// EC2's error answer: `<Response><Errors><Error><Code>..</Code><Message>..</Message>
@@ -194,8 +177,9 @@ fn instance(node: Node<'_, '_>) -> Result<Instance, String> {
 }
 
 /// The instances of a `DescribeInstancesResponse` (`reservationSet/item/instancesSet/item`)
-/// or a `RunInstancesResponse` (`instancesSet/item`), with the next page's token.
-pub fn instances(xml: &str) -> Result<InstancePage, String> {
+/// or a `RunInstancesResponse` (`instancesSet/item`): every instance of every reservation,
+/// with the next page's token (`nextToken`: more pages follow).
+pub fn instances(xml: &str) -> Result<Page<Instance, String>, String> {
     let document = document(xml, "DescribeInstances/RunInstances")?;
     let root = document.root_element();
     let mut found = Vec::new();
@@ -215,9 +199,9 @@ pub fn instances(xml: &str) -> Result<InstancePage, String> {
             root.tag_name().name()
         ));
     }
-    Ok(InstancePage {
-        instances: found,
-        next_token: next_token(root),
+    Ok(Page {
+        items: found,
+        next: next_token(root),
     })
 }
 
@@ -237,7 +221,7 @@ pub fn terminating(xml: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// The images of a `DescribeImagesResponse`, with the next page's token.
-pub fn images(xml: &str) -> Result<ImagePage, String> {
+pub fn images(xml: &str) -> Result<Page<Image, String>, String> {
     let document = document(xml, "DescribeImages")?;
     let root = document.root_element();
     if child(root, "imagesSet").is_none() {
@@ -252,9 +236,9 @@ pub fn images(xml: &str) -> Result<ImagePage, String> {
             })
         })
         .collect();
-    Ok(ImagePage {
-        images,
-        next_token: next_token(root),
+    Ok(Page {
+        items: images,
+        next: next_token(root),
     })
 }
 
@@ -301,11 +285,8 @@ mod tests {
     #[test]
     fn reads_a_describe_instances_page() {
         let page = instances(PAGE).unwrap();
-        assert_eq!(
-            page.next_token.as_deref(),
-            Some("eyJ2IjoiMiIsImMiOiJ0ZXN0In0=")
-        );
-        let [first, second] = page.instances.as_slice() else {
+        assert_eq!(page.next.as_deref(), Some("eyJ2IjoiMiIsImMiOiJ0ZXN0In0="));
+        let [first, second] = page.items.as_slice() else {
             panic!("{page:?}");
         };
         assert_eq!(first.id, "i-1234567890abcdef0");
@@ -342,10 +323,7 @@ mod tests {
              </DescribeInstancesResponse>",
         )
         .unwrap();
-        assert_eq!(
-            page.instances[0].tags["provisioner-idempotency-key"],
-            " k 1 "
-        );
+        assert_eq!(page.items[0].tags["provisioner-idempotency-key"], " k 1 ");
     }
 
     /// An instance stopped and started again has a new `launchTime`; its primary network
@@ -365,7 +343,7 @@ mod tests {
              </DescribeInstancesResponse>",
         )
         .unwrap();
-        assert_eq!(page.instances[0].launch_time, "2025-01-01T00:00:00.000Z");
+        assert_eq!(page.items[0].launch_time, "2025-01-01T00:00:00.000Z");
     }
 
     /// moto's answers (what the plugin's tests run against): several reservations, a
@@ -373,15 +351,15 @@ mod tests {
     #[test]
     fn reads_moto_describe_and_run_answers() {
         let page = instances(MOTO_DESCRIBE).unwrap();
-        assert_eq!(page.next_token, None);
-        let states: Vec<&str> = page.instances.iter().map(|i| i.state.as_str()).collect();
+        assert_eq!(page.next, None);
+        let states: Vec<&str> = page.items.iter().map(|i| i.state.as_str()).collect();
         assert_eq!(states, ["terminated", "running"]);
-        assert_eq!(page.instances[0].ipv4, None);
-        assert_eq!(page.instances[1].ipv4.as_deref(), Some("54.214.224.211"));
-        assert_eq!(page.instances[1].ipv6, None);
+        assert_eq!(page.items[0].ipv4, None);
+        assert_eq!(page.items[1].ipv4.as_deref(), Some("54.214.224.211"));
+        assert_eq!(page.items[1].ipv6, None);
 
         let run = instances(MOTO_RUN).unwrap();
-        let [made] = run.instances.as_slice() else {
+        let [made] = run.items.as_slice() else {
             panic!("{run:?}");
         };
         assert_eq!(made.id, "i-87d80da241669d3a4");
@@ -405,12 +383,12 @@ mod tests {
     #[test]
     fn reads_a_describe_images_page() {
         let page = images(IMAGES).unwrap();
-        assert_eq!(page.next_token.as_deref(), Some("AAEAAXZ0b2tlbg=="));
-        let ids: Vec<&str> = page.images.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(page.next.as_deref(), Some("AAEAAXZ0b2tlbg=="));
+        let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["ami-0a1b2c3d4e5f60718", "ami-0f9e8d7c6b5a41302"]);
-        assert_eq!(page.images[1].creation_date, "2024-12-12T21:36:02.000Z");
+        assert_eq!(page.items[1].creation_date, "2024-12-12T21:36:02.000Z");
         assert_eq!(
-            page.images[0].name,
+            page.items[0].name,
             "al2023-ami-2023.6.20241121.0-kernel-6.1-x86_64"
         );
     }

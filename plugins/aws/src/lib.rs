@@ -95,7 +95,7 @@ use std::rc::Rc;
 
 use provider_sdk::adopt::{self, id_order};
 use provider_sdk::catalogue::parse_list;
-use provider_sdk::paging::{self, Page};
+use provider_sdk::paging;
 use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, PluginCatalogue, PluginInfo, Provider, ProviderError,
     Server, ServerRequest, block_on, get_config,
@@ -209,11 +209,7 @@ async fn tagged(
     let instances = paging::read_all(async |token: Option<String>| {
         let params = tagged_params(key, states, page_size, token.as_deref());
         let xml = ec2.call(region, &params, Verb::Read).await?;
-        let page = api::instances(&xml).map_err(|why| unreadable(params.action(), region, why))?;
-        Ok(Page {
-            items: page.instances,
-            next: page.next_token,
-        })
+        api::instances(&xml).map_err(|why| unreadable(params.action(), region, why))
     })
     .await?;
     // EC2 matched the filter; the tag itself decides (a fake of EC2 may filter loosely).
@@ -322,11 +318,7 @@ async fn image_id(ec2: &Ec2, region: &str, image: &str) -> Result<String, Provid
             params.add("NextToken", token);
         }
         let xml = ec2.call(region, &params, Verb::Read).await?;
-        let page = api::images(&xml).map_err(|why| unreadable(params.action(), region, why))?;
-        Ok(Page {
-            items: page.images,
-            next: page.next_token,
-        })
+        api::images(&xml).map_err(|why| unreadable(params.action(), region, why))
     })
     .await?;
     images
@@ -449,7 +441,7 @@ impl Provider for AwsPlugin {
                 let xml = ec2.call(region, &params, Verb::Write).await?;
                 let made = api::instances(&xml)
                     .map_err(|why| unreadable("RunInstances", region, why))?
-                    .instances
+                    .items
                     .into_iter()
                     .next()
                     .ok_or_else(|| {
@@ -478,7 +470,7 @@ impl Provider for AwsPlugin {
             let xml = call_rechecking(&ec2, &id.region, &params, Verb::Read).await?;
             api::instances(&xml)
                 .map_err(|why| unreadable("DescribeInstances", &id.region, why))?
-                .instances
+                .items
                 .into_iter()
                 .find(|instance| instance.id == id.instance_id)
                 .map(|instance| instance.into_server(&id.region))

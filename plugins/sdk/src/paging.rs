@@ -35,6 +35,7 @@ use crate::ProviderError;
 use crate::http::redact_urls;
 
 /// One page of a list: its items, and where the next page is (`None` on the last page).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T, C> {
     /// The items on this page.
     pub items: Vec<T>,
