@@ -352,10 +352,6 @@ impl ApiError {
     }
 }
 
-fn invalid(message: impl Into<String>) -> Response {
-    ApiError::invalid(message).into_response()
-}
-
 fn not_found(resource: &str) -> Response {
     ApiError::not_found(resource).into_response()
 }
@@ -1414,13 +1410,13 @@ async fn get_instance(
     State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone, name)): Path<(String, String, String)>,
-) -> Response {
-    if let Err(response) = authorize(&caller, &project, "compute.instances.get") {
-        return response.into_response();
-    }
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &project, "compute.instances.get")?;
     match find_instance(&state, &project, &zone, &name) {
-        Some((server, meta)) => Json(render_instance(&server, &meta, &state)).into_response(),
-        None => not_found(&format!("projects/{project}/zones/{zone}/instances/{name}")),
+        Some((server, meta)) => Ok(Json(render_instance(&server, &meta, &state))),
+        None => Err(ApiError::not_found(&format!(
+            "projects/{project}/zones/{zone}/instances/{name}"
+        ))),
     }
 }
 
@@ -1665,20 +1661,16 @@ async fn list_zone_instances(
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone)): Path<(String, String)>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(response) = authorize(&caller, &project, "compute.instances.list") {
-        return response.into_response();
-    }
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &project, "compute.instances.list")?;
     let Ok(Query(query)) = query else {
-        return invalid("Invalid query parameters.");
+        return Err(ApiError::invalid("Invalid query parameters."));
     };
-    if let Err(response) = check_zone(&project, &zone) {
-        return response.into_response();
-    }
-    let (page, next) = match list_page(&state, &project, Some(&zone), &query) {
-        Ok(Page { instances, next }) => (instances, next),
-        Err(response) => return response.into_response(),
-    };
+    check_zone(&project, &zone)?;
+    let Page {
+        instances: page,
+        next,
+    } = list_page(&state, &project, Some(&zone), &query)?;
     let zone_url = zone_link(&project, &zone);
     let mut body = json!({
         "kind": "compute#instanceList",
@@ -1689,7 +1681,7 @@ async fn list_zone_instances(
     if let Some(next) = next {
         body["nextPageToken"] = json!(next);
     }
-    Json(body).into_response()
+    Ok(Json(body))
 }
 
 async fn aggregated_instances(
@@ -1697,17 +1689,15 @@ async fn aggregated_instances(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(project): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(response) = authorize(&caller, &project, "compute.instances.list") {
-        return response.into_response();
-    }
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &project, "compute.instances.list")?;
     let Ok(Query(query)) = query else {
-        return invalid("Invalid query parameters.");
+        return Err(ApiError::invalid("Invalid query parameters."));
     };
-    let (page, next) = match list_page(&state, &project, None, &query) {
-        Ok(Page { instances, next }) => (instances, next),
-        Err(response) => return response.into_response(),
-    };
+    let Page {
+        instances: page,
+        next,
+    } = list_page(&state, &project, None, &query)?;
     let mut items = serde_json::Map::new();
     for zone in ZONES {
         let instances: Vec<&Value> = page
@@ -1735,7 +1725,7 @@ async fn aggregated_instances(
     if let Some(next) = next {
         body["nextPageToken"] = json!(next);
     }
-    Json(body).into_response()
+    Ok(Json(body))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1764,29 +1754,20 @@ async fn get_operation(
     State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone, name)): Path<(String, String, String)>,
-) -> Response {
-    if let Err(response) = authorize(&caller, &project, "compute.zoneOperations.get") {
-        return response.into_response();
-    }
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &project, "compute.zoneOperations.get")?;
     sweep(&state);
-    match find_operation(&state, &project, &zone, &name) {
-        Ok(operation) => Json(render_operation(&operation)).into_response(),
-        Err(response) => response.into_response(),
-    }
+    let operation = find_operation(&state, &project, &zone, &name)?;
+    Ok(Json(render_operation(&operation)))
 }
 
 async fn wait_operation(
     State(state): State<GcpState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((project, zone, name)): Path<(String, String, String)>,
-) -> Response {
-    if let Err(response) = authorize(&caller, &project, "compute.zoneOperations.get") {
-        return response.into_response();
-    }
-    let operation = match find_operation(&state, &project, &zone, &name) {
-        Ok(operation) => operation,
-        Err(response) => return response.into_response(),
-    };
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &project, "compute.zoneOperations.get")?;
+    let operation = find_operation(&state, &project, &zone, &name)?;
     let remaining = operation
         .finishes
         .signed_duration_since(Utc::now())
@@ -1795,7 +1776,7 @@ async fn wait_operation(
     // A few milliseconds past the end, so the operation renders `DONE`.
     tokio::time::sleep(remaining.min(WAIT_LIMIT) + Duration::from_millis(5)).await;
     sweep(&state);
-    Json(render_operation(&operation)).into_response()
+    Ok(Json(render_operation(&operation)))
 }
 
 #[cfg(test)]
