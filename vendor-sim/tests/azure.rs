@@ -79,22 +79,12 @@ impl Sim {
     }
 
     async fn register(&self, client_id: &str, subscription: &str, ttl: Option<u64>) {
-        let mut body = json!({
+        let body = json!({
             "tenant_id": TENANT, "client_id": client_id, "client_secret": SECRET,
             "subscription_id": subscription, "resource_group": RG, "location": LOCATION,
             "virtual_network": "provisioner-vnet", "subnet": "default",
         });
-        if let Some(ttl) = ttl {
-            body["token_ttl_secs"] = json!(ttl);
-        }
-        let answer = self
-            .http
-            .post(self.url("/_sim/azure/apps"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 201);
+        common::register_credential(&self.http, self.url("/_sim/azure/apps"), body, ttl).await;
     }
 
     fn url(&self, path: &str) -> String {
@@ -369,20 +359,21 @@ async fn the_token_endpoint_grants_registered_apps_only() {
     );
     assert!(body["trace_id"].is_string() && body["correlation_id"].is_string());
 
-    let (status, body) = sim
-        .grant("nobody", SECRET, "https://management.azure.com/.default")
-        .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("unauthorized_client"))
-    );
-    let (status, body) = sim
-        .grant(CLIENT_ID, SECRET, "https://management.azure.com/")
-        .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_scope"))
-    );
+    for (client_id, scope, error) in [
+        (
+            "nobody",
+            "https://management.azure.com/.default",
+            "unauthorized_client",
+        ),
+        (CLIENT_ID, "https://management.azure.com/", "invalid_scope"),
+    ] {
+        let (status, body) = sim.grant(client_id, SECRET, scope).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(error)),
+            "{client_id} {scope}"
+        );
+    }
     let (status, body) = sim
         .grant(CLIENT_ID, SECRET, "https://graph.microsoft.com/.default")
         .await;

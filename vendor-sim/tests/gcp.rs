@@ -77,18 +77,9 @@ impl Sim {
         let public = RsaPublicKey::from(key)
             .to_public_key_pem(LineEnding::LF)
             .unwrap();
-        let mut body = json!({"client_email": email, "project_id": project, "public_key": public});
-        if let Some(ttl) = ttl {
-            body["token_ttl_secs"] = json!(ttl);
-        }
-        let answer = self
-            .http
-            .post(format!("http://{}/_sim/gcp/service-accounts", self.addr))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 201);
+        let body = json!({"client_email": email, "project_id": project, "public_key": public});
+        let url = format!("http://{}/_sim/gcp/service-accounts", self.addr);
+        common::register_credential(&self.http, url, body, ttl).await;
     }
 
     fn compute(&self, path: &str) -> String {
@@ -201,7 +192,10 @@ fn instance_body(name: &str, key: &str) -> Value {
 const PUBLIC_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM1MQrOGZkyTYSLN/FGDhozOMWieTtIaVBkR5a83m5IW sdk@test";
 
-fn assert_google_error(body: &Value, code: u16, reason: &str) {
+/// A refusal in Google's shape: HTTP status and `error.code` are `code`, the first
+/// error's `reason` is `reason`, with a message and an RPC status.
+fn assert_google_error(status: u16, body: &Value, code: u16, reason: &str) {
+    assert_eq!(status, code, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert_eq!(body["error"]["errors"][0]["reason"], reason, "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
@@ -280,8 +274,7 @@ async fn unknown_expired_and_unscoped_tokens_are_refused() {
     let sim = Sim::start().await;
     let url = sim.compute("/aggregated/instances");
     let (status, body) = sim.get(&url, "ya29.made-up").await;
-    assert_eq!(status, 401);
-    assert_google_error(&body, 401, "authError");
+    assert_google_error(status, &body, 401, "authError");
     assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
 
     // An account whose tokens last a second.
@@ -317,8 +310,7 @@ async fn unknown_expired_and_unscoped_tokens_are_refused() {
         sim.addr
     );
     let (status, body) = sim.get(&other, &token).await;
-    assert_eq!(status, 403, "{body}");
-    assert_google_error(&body, 403, "forbidden");
+    assert_google_error(status, &body, 403, "forbidden");
 
     // A self-signed JWT, as Google's client libraries send (AIP-4111).
     let self_signed = json!({"iss": EMAIL, "sub": EMAIL, "aud": "https://compute.googleapis.com/",
@@ -403,8 +395,7 @@ async fn instances_are_made_deduplicated_listed_and_deleted_through_operations()
             Some(instance_body("web-1", "key-1")),
         )
         .await;
-    assert_eq!(status, 409);
-    assert_google_error(&body, 409, "alreadyExists");
+    assert_google_error(status, &body, 409, "alreadyExists");
 
     let instance_url = sim.compute(&format!("/zones/{ZONE}/instances/web-1"));
     let (_, instance) = sim.get(&instance_url, &token).await;
@@ -494,8 +485,7 @@ async fn instances_are_made_deduplicated_listed_and_deleted_through_operations()
     assert_eq!(instance["status"], "STOPPING");
     wait_done(&sim, &token, &delete).await;
     let (status, body) = sim.get(&instance_url, &token).await;
-    assert_eq!(status, 404);
-    assert_google_error(&body, 404, "notFound");
+    assert_google_error(status, &body, 404, "notFound");
 }
 
 /// `aggregated/instances` filtered by a label returns exactly the matching instances across
@@ -597,8 +587,7 @@ async fn aggregated_lists_filter_by_label_over_every_page() {
             &token,
         )
         .await;
-    assert_eq!(status, 400);
-    assert_google_error(&body, 400, "invalid");
+    assert_google_error(status, &body, 400, "invalid");
 }
 
 /// Bad names, machine types, labels, images, requestIds and zones are refused in Google's
@@ -692,18 +681,17 @@ async fn shared_faults_render_as_googles(sim: &Sim, token: &str) {
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.status(), 429);
     assert_eq!(answer.headers()["retry-after"], "3");
+    let status = answer.status().as_u16();
     let body: Value = answer.json().await.unwrap();
-    assert_google_error(&body, 429, "rateLimitExceeded");
+    assert_google_error(status, &body, 429, "rateLimitExceeded");
     sim.arm(
         "/_sim/faults",
         json!({"vendor": "gcp", "kind": "server_error", "status": 503}),
     )
     .await;
     let (status, body) = sim.get(&sim.compute("/aggregated/instances"), token).await;
-    assert_eq!(status, 503);
-    assert_google_error(&body, 503, "backendError");
+    assert_google_error(status, &body, 503, "backendError");
     sim.arm(
         "/_sim/faults",
         json!({"vendor": "gcp", "kind": "unauthorized"}),
@@ -733,8 +721,7 @@ async fn compute_faults_refuse_or_fail_one_insert(sim: &Sim, token: &str, url: &
             Some(instance_body("web-q", "kq")),
         )
         .await;
-    assert_eq!(status, 403, "{body}");
-    assert_google_error(&body, 403, "quotaExceeded");
+    assert_google_error(status, &body, 403, "quotaExceeded");
     // No resources in the zone: an operation that ends in ZONE_RESOURCE_POOL_EXHAUSTED.
     sim.arm(
         "/_sim/gcp/faults",

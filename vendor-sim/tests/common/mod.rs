@@ -1,4 +1,5 @@
-//! What the simulator's integration tests share: a simulator of their own on a local port.
+//! What the simulator's integration tests share: a simulator of their own on a local port,
+//! and the registration of a vendor credential (an Azure app, a Compute Engine account).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,4 +18,23 @@ pub async fn start_sim(boot_delay: Duration) -> SocketAddr {
     }));
     tokio::spawn(vendor_sim::serve(listener, state, std::future::pending()));
     addr
+}
+
+/// Registers a vendor credential at the simulator's control endpoint `url` (`POST` of
+/// `body`, with `token_ttl_secs` when `ttl` is given), expecting a 201.
+#[allow(
+    dead_code,
+    reason = "only the Azure and Compute Engine tests register credentials"
+)]
+pub async fn register_credential(
+    http: &reqwest::Client,
+    url: String,
+    mut body: serde_json::Value,
+    ttl: Option<u64>,
+) {
+    if let Some(ttl) = ttl {
+        body["token_ttl_secs"] = serde_json::json!(ttl);
+    }
+    let answer = http.post(url).json(&body).send().await.unwrap();
+    assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
 }
