@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use provisioner_host::bindings::types::ServerRequest;
-use provisioner_host::runtime::{CallError, PluginRuntime};
+use provisioner_host::bindings::types::{Server, ServerRequest};
+use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_host::wit_convert::fault;
-use provisioner_tests::{server_request, write_hostile_manifest};
+use provisioner_tests::{serve_connections, server_request, write_hostile_manifest};
 
-/// Runs this binary's ignored test `name` in a process of its own and returns what it
+/// Runs this binary's ignored test `name` in a process of its own and shows what it
 /// printed; fails with that output when it failed.
-fn in_own_process(name: &str) -> anyhow::Result<String> {
+fn in_own_process(name: &str) -> anyhow::Result<()> {
     let output = std::process::Command::new(std::env::current_exe()?)
         .args([
             name,
@@ -41,7 +41,8 @@ fn in_own_process(name: &str) -> anyhow::Result<String> {
         output.status.success() && printed.contains("1 passed"),
         "{name} failed in its own process:\n{printed}"
     );
-    Ok(printed)
+    eprintln!("{printed}");
+    Ok(())
 }
 
 fn request() -> ServerRequest {
@@ -74,6 +75,26 @@ fn resident_bytes() -> u64 {
 /// This process's open file descriptors.
 fn open_descriptors() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count() as u64)
+}
+
+/// Runs the plugin's `create-server` while sampling `measure`: the call's outcome and how
+/// much the highest value seen during the call exceeds the value before it.
+async fn create_measuring(
+    plugin: &Plugin,
+    measure: fn() -> u64,
+) -> (Result<Server, CallError>, u64) {
+    let before = measure();
+    let peak = Peak::of(measure);
+    let outcome = plugin.create_server(uuid::Uuid::nil(), &request()).await;
+    (outcome, peak.end().saturating_sub(before))
+}
+
+/// Checks the plugin still answers `validate` after what it did.
+async fn still_answers(plugin: &Plugin) {
+    plugin
+        .validate(&request())
+        .await
+        .expect("the plugin still answers");
 }
 
 /// Samples `measure` every 10 ms on a thread of its own until dropped; the highest value
@@ -117,9 +138,7 @@ impl Peak {
 /// while the plugin holds what it made.
 #[test]
 fn wasi_http_fields_a_plugin_keeps_count_against_its_memory() -> anyhow::Result<()> {
-    let printed = in_own_process("host_budget::measure_fields_kept_in_the_host")?;
-    eprintln!("{printed}");
-    Ok(())
+    in_own_process("host_budget::measure_fields_kept_in_the_host")
 }
 
 /// The measuring half of [`wasi_http_fields_a_plugin_keeps_count_against_its_memory`].
@@ -137,10 +156,7 @@ async fn measure_fields_kept_in_the_host() -> anyhow::Result<()> {
             "memory_mib = 64\ncall_timeout_ms = 60000",
         )?;
         let plugin = runtime.load(&path).await?;
-        let before = resident_bytes();
-        let peak = Peak::of(resident_bytes);
-        let outcome = plugin.create_server(uuid::Uuid::nil(), &request()).await;
-        let grew = peak.end().saturating_sub(before);
+        let (outcome, grew) = create_measuring(&plugin, resident_bytes).await;
         eprintln!(
             "{objects} fields of {header_bytes} bytes: resident memory grew {} MiB; {:?}",
             grew >> 20,
@@ -157,10 +173,7 @@ async fn measure_fields_kept_in_the_host() -> anyhow::Result<()> {
             "the host's resident memory grew {} MiB for a 64 MiB plugin",
             grew >> 20
         );
-        plugin
-            .validate(&request())
-            .await
-            .expect("the plugin still answers");
+        still_answers(&plugin).await;
     }
     Ok(())
 }
@@ -171,27 +184,24 @@ async fn measure_fields_kept_in_the_host() -> anyhow::Result<()> {
 async fn silent_server() -> anyhow::Result<(u16, Arc<AtomicUsize>)> {
     use tokio::io::AsyncReadExt;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
     let open = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let seen = most.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
-            seen.fetch_max(now, Ordering::SeqCst);
-            let open = open.clone();
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                while let Ok(read) = stream.read(&mut buffer).await {
-                    if read == 0 {
-                        break;
-                    }
+    let port = serve_connections(move |mut stream| {
+        let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.fetch_max(now, Ordering::SeqCst);
+        let open = open.clone();
+        async move {
+            let mut buffer = [0u8; 4096];
+            while let Ok(read) = stream.read(&mut buffer).await {
+                if read == 0 {
+                    break;
                 }
-                open.fetch_sub(1, Ordering::SeqCst);
-            });
+            }
+            open.fetch_sub(1, Ordering::SeqCst);
         }
-    });
+    })
+    .await?;
     Ok((port, most))
 }
 
@@ -201,9 +211,7 @@ async fn silent_server() -> anyhow::Result<(u16, Arc<AtomicUsize>)> {
 /// descriptors stay bounded.
 #[test]
 fn a_call_cannot_open_requests_without_bound() -> anyhow::Result<()> {
-    let printed = in_own_process("host_budget::measure_unfinished_requests")?;
-    eprintln!("{printed}");
-    Ok(())
+    in_own_process("host_budget::measure_unfinished_requests")
 }
 
 /// The measuring half of [`a_call_cannot_open_requests_without_bound`].
@@ -212,17 +220,8 @@ fn a_call_cannot_open_requests_without_bound() -> anyhow::Result<()> {
 async fn measure_unfinished_requests() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
     let (port, most) = silent_server().await?;
-    let path = manifest(
-        "open-many",
-        &format!("allowed_hosts = [\"http://127.0.0.1:{port}\"]"),
-        &format!("target = \"127.0.0.1:{port}\"\nrequests = \"3000\"\nhold-ms = \"1500\""),
-        "call_timeout_ms = 60000",
-    )?;
-    let plugin = runtime.load(&path).await?;
-    let before = open_descriptors();
-    let peak = Peak::of(open_descriptors);
-    let outcome = plugin.create_server(uuid::Uuid::nil(), &request()).await;
-    let grew = peak.end().saturating_sub(before);
+    let plugin = opener(&runtime, port, 3000, "").await?;
+    let (outcome, grew) = create_measuring(&plugin, open_descriptors).await;
     let held = most.load(Ordering::SeqCst);
     eprintln!(
         "3000 unfinished requests: open descriptors grew by {grew}, the origin held {held} \
@@ -242,10 +241,7 @@ async fn measure_unfinished_requests() -> anyhow::Result<()> {
     // Two descriptors per request here (the host's socket and this test's listener's),
     // plus room for what other work in this process opens meanwhile.
     assert!(grew <= 2 * 16 + 64, "open descriptors grew by {grew}");
-    plugin
-        .validate(&request())
-        .await
-        .expect("the plugin still answers");
+    still_answers(&plugin).await;
     Ok(())
 }
 
@@ -254,25 +250,40 @@ async fn measure_unfinished_requests() -> anyhow::Result<()> {
 async fn counting_server() -> anyhow::Result<(u16, Arc<AtomicUsize>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                if matches!(stream.read(&mut buffer).await, Ok(read) if read > 0) {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-            });
+    let port = serve_connections(move |mut stream| {
+        let counted = counted.clone();
+        async move {
+            let mut buffer = [0u8; 4096];
+            if matches!(stream.read(&mut buffer).await, Ok(read) if read > 0) {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
         }
-    });
+    })
+    .await?;
     Ok((port, hits))
+}
+
+/// Loads the `flood` hostile plugin against a [`counting_server`] of its own, sending for
+/// `flood_ms`, with `limits`; the plugin and the server's count of requests.
+async fn flooder(
+    runtime: &PluginRuntime,
+    flood_ms: u32,
+    limits: &str,
+) -> anyhow::Result<(Plugin, Arc<AtomicUsize>)> {
+    let (port, hits) = counting_server().await?;
+    let origin = format!("http://127.0.0.1:{port}");
+    let path = manifest(
+        "flood",
+        &format!("allowed_hosts = [{origin:?}]"),
+        &format!("target-url = {origin:?}\nflood-ms = \"{flood_ms}\""),
+        limits,
+    )?;
+    Ok((runtime.load(&path).await?, hits))
 }
 
 /// `requests_per_second` paces the plugin's outgoing requests, not its calls: one call
@@ -281,15 +292,12 @@ async fn counting_server() -> anyhow::Result<(u16, Arc<AtomicUsize>)> {
 #[tokio::test]
 async fn requests_per_second_paces_the_plugins_requests() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
-    let (port, hits) = counting_server().await?;
-    let origin = format!("http://127.0.0.1:{port}");
-    let path = manifest(
-        "flood",
-        &format!("allowed_hosts = [{origin:?}]"),
-        &format!("target-url = {origin:?}\nflood-ms = \"2000\""),
+    let (plugin, hits) = flooder(
+        &runtime,
+        2000,
         "requests_per_second = 5\ncall_timeout_ms = 20000",
-    )?;
-    let plugin = runtime.load(&path).await?;
+    )
+    .await?;
     let started = Instant::now();
     let answer = plugin
         .create_server(uuid::Uuid::nil(), &request())
@@ -421,9 +429,7 @@ async fn a_rate_limit_pause_is_capped() -> anyhow::Result<()> {
 /// 1 MiB authority or method each cannot park 300 MiB in the host.
 #[test]
 fn long_authorities_and_methods_are_refused() -> anyhow::Result<()> {
-    let printed = in_own_process("host_budget::measure_long_request_strings")?;
-    eprintln!("{printed}");
-    Ok(())
+    in_own_process("host_budget::measure_long_request_strings")
 }
 
 /// The measuring half of [`long_authorities_and_methods_are_refused`].
@@ -439,10 +445,7 @@ async fn measure_long_request_strings() -> anyhow::Result<()> {
             "memory_mib = 64\ncall_timeout_ms = 60000",
         )?;
         let plugin = runtime.load(&path).await?;
-        let before = resident_bytes();
-        let peak = Peak::of(resident_bytes);
-        let outcome = plugin.create_server(uuid::Uuid::nil(), &request()).await;
-        let grew = peak.end().saturating_sub(before);
+        let (outcome, grew) = create_measuring(&plugin, resident_bytes).await;
         eprintln!(
             "300 requests with a 1 MiB {what}: resident memory grew {} MiB; {:?}",
             grew >> 20,
@@ -460,7 +463,7 @@ async fn opener(
     port: u16,
     requests: u32,
     limits: &str,
-) -> anyhow::Result<provisioner_host::runtime::Plugin> {
+) -> anyhow::Result<Plugin> {
     let path = manifest(
         "open-many",
         &format!("allowed_hosts = [\"http://127.0.0.1:{port}\"]"),
@@ -546,15 +549,12 @@ async fn the_host_bounds_the_open_requests_of_all_plugins() -> anyhow::Result<()
 #[tokio::test]
 async fn a_request_read_to_its_end_is_no_longer_open() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
-    let (port, hits) = counting_server().await?;
-    let origin = format!("http://127.0.0.1:{port}");
-    let path = manifest(
-        "flood",
-        &format!("allowed_hosts = [{origin:?}]"),
-        &format!("target-url = {origin:?}\nflood-ms = \"500\""),
+    let (plugin, hits) = flooder(
+        &runtime,
+        500,
         "max_open_requests_per_call = 1\nmax_open_requests = 1",
-    )?;
-    let plugin = runtime.load(&path).await?;
+    )
+    .await?;
     let answer = plugin
         .create_server(uuid::Uuid::nil(), &request())
         .await?

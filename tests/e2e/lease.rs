@@ -29,17 +29,20 @@ fn order_in_shard(shard: u32) -> Uuid {
     Uuid::from_u128((Uuid::new_v4().as_u128() & !mask) | u128::from(shard))
 }
 
-/// Two hosts' connections on a topology of this test's own.
+/// Two hosts' connections on a topology of this test's own, holding the broker shared.
 struct TwoHosts {
     topology: Topology,
     a: Arc<Connection>,
     b: Arc<Connection>,
+    _broker: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 impl TwoHosts {
     async fn connect() -> Self {
+        let _broker = hold_broker_shared().await;
         let id = Uuid::new_v4().simple().to_string();
         Self {
+            _broker,
             topology: Topology::with_prefix(format!("test-{}.", &id[..12])),
             a: Arc::new(require_rabbitmq().await),
             b: Arc::new(require_rabbitmq().await),
@@ -57,6 +60,28 @@ impl TwoHosts {
         }
         Ok(())
     }
+}
+
+/// Host A takes the lease of `order` with `host_a`, then a second host starts taking it in a
+/// task of its own ([`acquire_in_task`]); checks that one still waits after a while, saying
+/// `if_taken` if not. Host A's lease and the waiting task.
+async fn held_by_a_awaited_by_b(
+    hosts: &TwoHosts,
+    host_a: &Leases,
+    order: Uuid,
+    if_taken: &str,
+) -> anyhow::Result<(
+    Lease,
+    tokio::task::JoinHandle<anyhow::Result<(Lease, Arc<Connection>)>>,
+)> {
+    let held = host_a
+        .acquire(&hosts.a, &hosts.topology, order, HOLDER_GRACE)
+        .await?;
+    let host_b = Arc::new(Leases::default());
+    let waiting = acquire_in_task(host_b, hosts.b.clone(), hosts.topology.clone(), order);
+    tokio::time::sleep(WAITS_AT_LEAST).await;
+    assert!(!waiting.is_finished(), "{if_taken}");
+    Ok((held, waiting))
 }
 
 /// Takes a lease in a task of its own, so the test can watch whether it waits.
@@ -87,21 +112,16 @@ async fn lease_comes(
 #[tokio::test]
 async fn a_second_host_waits_for_the_holder_and_gets_the_lease_once_it_is_released()
 -> anyhow::Result<()> {
-    let _broker = hold_broker_shared().await;
     let hosts = TwoHosts::connect().await;
     let order = Uuid::new_v4();
     let host_a = Leases::default();
-    let held = host_a
-        .acquire(&hosts.a, &hosts.topology, order, HOLDER_GRACE)
-        .await?;
-
-    let host_b = Arc::new(Leases::default());
-    let waiting = acquire_in_task(host_b, hosts.b.clone(), hosts.topology.clone(), order);
-    tokio::time::sleep(WAITS_AT_LEAST).await;
-    assert!(
-        !waiting.is_finished(),
-        "a second host took the lease of an order while the first held it"
-    );
+    let (held, waiting) = held_by_a_awaited_by_b(
+        &hosts,
+        &host_a,
+        order,
+        "a second host took the lease of an order while the first held it",
+    )
+    .await?;
 
     held.release().await;
     let (lease, _) = lease_comes(waiting).await?;
@@ -117,17 +137,11 @@ async fn a_second_host_waits_for_the_holder_and_gets_the_lease_once_it_is_releas
 
 #[tokio::test]
 async fn a_dead_hosts_lease_is_free_again() -> anyhow::Result<()> {
-    let _broker = hold_broker_shared().await;
     let hosts = TwoHosts::connect().await;
     let order = Uuid::new_v4();
     let host_a = Leases::default();
-    let held = host_a
-        .acquire(&hosts.a, &hosts.topology, order, HOLDER_GRACE)
-        .await?;
-    let host_b = Arc::new(Leases::default());
-    let waiting = acquire_in_task(host_b, hosts.b.clone(), hosts.topology.clone(), order);
-    tokio::time::sleep(WAITS_AT_LEAST).await;
-    assert!(!waiting.is_finished(), "the lease was not held");
+    let (held, waiting) =
+        held_by_a_awaited_by_b(&hosts, &host_a, order, "the lease was not held").await?;
 
     // The holder's connection ends without a word about the lease (a killed host).
     hosts.a.close(320, "host died".into()).await?;
@@ -139,7 +153,6 @@ async fn a_dead_hosts_lease_is_free_again() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn orders_share_a_lease_only_within_a_shard() -> anyhow::Result<()> {
-    let _broker = hold_broker_shared().await;
     let hosts = TwoHosts::connect().await;
     let (shard, other_shard) = (5, 6);
     let order = order_in_shard(shard);
@@ -205,7 +218,6 @@ async fn orders_share_a_lease_only_within_a_shard() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_lock_queue_that_vanished_is_declared_again() -> anyhow::Result<()> {
-    let _broker = hold_broker_shared().await;
     let hosts = TwoHosts::connect().await;
     let order = Uuid::new_v4();
     let host_a = Leases::default();

@@ -110,18 +110,23 @@ struct Seen {
     body: Bytes,
 }
 
-/// Request bodies carry `content-length` and are not chunked: some vendors' APIs and
-/// proxies refuse chunked requests. A body-less DELETE says `content-length: 0`.
-#[tokio::test]
-async fn request_bodies_are_sent_with_their_length() -> anyhow::Result<()> {
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+/// What a [`recording_listener`] saw.
+type Recorded = Arc<Mutex<Vec<Seen>>>;
+
+/// An HTTP listener of this test on 127.0.0.1 that records every request and answers it as
+/// `answer` says for its method and URI: its origin (`http://127.0.0.1:<port>`) and what it
+/// saw.
+async fn recording_listener(
+    answer: fn(&Method, &Uri) -> axum::response::Response,
+) -> anyhow::Result<(String, Recorded)> {
+    let seen: Recorded = Arc::default();
     let recorded = seen.clone();
     let app = axum::Router::new().fallback(
         move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let recorded = recorded.clone();
             async move {
+                let response = answer(&method, &uri);
                 let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-                let (status, answer) = example_answer(method.as_str(), &path);
                 if let Ok(mut seen) = recorded.lock() {
                     seen.push(Seen {
                         method: method.to_string(),
@@ -130,17 +135,38 @@ async fn request_bodies_are_sent_with_their_length() -> anyhow::Result<()> {
                         body,
                     });
                 }
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                match answer {
-                    Some(json) => (status, axum::Json(json)).into_response(),
-                    None => status.into_response(),
-                }
+                response
             }
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let origin = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((origin, seen))
+}
+
+/// A copy of what a [`recording_listener`] saw so far.
+fn seen_so_far(seen: &Recorded) -> anyhow::Result<Vec<Seen>> {
+    Ok(seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone())
+}
+
+/// Request bodies carry `content-length` and are not chunked: some vendors' APIs and
+/// proxies refuse chunked requests. A body-less DELETE says `content-length: 0`.
+#[tokio::test]
+async fn request_bodies_are_sent_with_their_length() -> anyhow::Result<()> {
+    let (origin, seen) = recording_listener(|method, uri| {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let (status, answer) = example_answer(method.as_str(), path);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        match answer {
+            Some(json) => (status, axum::Json(json)).into_response(),
+            None => status.into_response(),
+        }
+    })
+    .await?;
 
     let runtime = PluginRuntime::new()?;
     let plugin = template_at(&runtime, &origin).await?;
@@ -153,10 +179,7 @@ async fn request_bodies_are_sent_with_their_length() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("delete-server: {e}"))?;
 
-    let seen = seen
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
+    let seen = seen_so_far(&seen)?;
     let create = seen
         .iter()
         .find(|s| s.method == "POST")
@@ -203,33 +226,15 @@ const DELETES_PER_PLUGIN: usize = 50;
 /// `content-length: 0` and not chunked, and succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_delete_reaches_the_vendor_once_and_succeeds() -> anyhow::Result<()> {
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let recorded = seen.clone();
-    let app = axum::Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let recorded = recorded.clone();
-            async move {
-                let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-                if let Ok(mut seen) = recorded.lock() {
-                    seen.push(Seen {
-                        method: method.to_string(),
-                        path,
-                        headers,
-                        body,
-                    });
-                }
-                // Hetzner answers a delete with its action, Example Cloud with nothing.
-                if uri.path().starts_with("/example/") {
-                    StatusCode::NO_CONTENT.into_response()
-                } else {
-                    axum::Json(json!({"action": {"id": 1, "status": "running"}})).into_response()
-                }
-            }
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let origin = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (origin, seen) = recording_listener(|_, uri| {
+        // Hetzner answers a delete with its action, Example Cloud with nothing.
+        if uri.path().starts_with("/example/") {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            axum::Json(json!({"action": {"id": 1, "status": "running"}})).into_response()
+        }
+    })
+    .await?;
 
     let runtime = PluginRuntime::new()?;
     let hetzner = fixture("hetzner");
@@ -254,10 +259,7 @@ async fn every_delete_reaches_the_vendor_once_and_succeeds() -> anyhow::Result<(
         }
     }
 
-    let seen = seen
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
+    let seen = seen_so_far(&seen)?;
     let mut arrived: BTreeMap<&str, usize> = BTreeMap::new();
     for request in &seen {
         assert_eq!(request.method, "DELETE", "{request:#?}");
@@ -393,6 +395,14 @@ fn answer(mut stream: TcpStream, method: &str, path: &str) {
     let _ = stream.write_all(body.as_bytes());
 }
 
+/// Checks `error` is the plugin's `transient` provider error.
+fn assert_transient(error: &CallError) {
+    assert!(
+        matches!(error, CallError::Provider(ProviderError::Transient(_))),
+        "{error}"
+    );
+}
+
 /// GET and DELETE are sent again twice after a dropped connection (three tries in all,
 /// as docs/plugin-authoring.md says); POST is never sent again (the look-up before the next
 /// create covers a lost answer).
@@ -418,10 +428,7 @@ async fn idempotent_requests_are_sent_again_twice_after_a_dropped_connection() -
         .delete_server(None, "srv-1")
         .await
         .expect_err("every DELETE was dropped");
-    assert!(
-        matches!(error, CallError::Provider(ProviderError::Transient(_))),
-        "{error}"
-    );
+    assert_transient(&error);
     assert_eq!(dropper.count("DELETE"), 3, "{error}");
 
     // A create is sent once: its answer may be lost after the server was made.
@@ -431,10 +438,7 @@ async fn idempotent_requests_are_sent_again_twice_after_a_dropped_connection() -
         .create_server(uuid::Uuid::new_v4(), &request("order-dropped"))
         .await
         .expect_err("the POST was dropped");
-    assert!(
-        matches!(error, CallError::Provider(ProviderError::Transient(_))),
-        "{error}"
-    );
+    assert_transient(&error);
     assert_eq!(dropper.count("POST"), 1, "{error}");
     Ok(())
 }
@@ -442,6 +446,17 @@ async fn idempotent_requests_are_sent_again_twice_after_a_dropped_connection() -
 /// Makes a server at the simulator the way another tool would, carrying `key`.
 async fn seed(sim_url: &str, vendor: &str, name: &str, key: &str) -> anyhow::Result<()> {
     seed_server_at(sim_url, vendor, name, Some(key)).await
+}
+
+/// The vendor id of the server `plugin`'s `find-server` finds for `key`.
+async fn found_by_key(plugin: &Plugin, key: &str) -> anyhow::Result<String> {
+    let vendor = plugin.vendor();
+    Ok(plugin
+        .find_server(key)
+        .await
+        .map_err(|e| anyhow::anyhow!("{vendor} find-server: {e}"))?
+        .ok_or_else(|| anyhow::anyhow!("{vendor} found no server for the key"))?
+        .vendor_id)
 }
 
 /// Every bundled plugin and the template, loaded against the simulator at `sim_url`.
@@ -481,12 +496,7 @@ async fn every_plugin_adopts_the_oldest_server_carrying_a_key() -> anyhow::Resul
     for plugin in &plugins {
         let vendor = plugin.vendor();
         seed(&sim_url, vendor, &name, &key).await?;
-        let found = plugin
-            .find_server(&key)
-            .await
-            .map_err(|e| anyhow::anyhow!("{vendor} find-server: {e}"))?
-            .ok_or_else(|| anyhow::anyhow!("{vendor} found no server for the key"))?;
-        older.insert(vendor.to_string(), found.vendor_id);
+        older.insert(vendor.to_string(), found_by_key(plugin, &key).await?);
     }
     // The vendors' creation times have whole seconds: the second server is a second younger.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -495,13 +505,9 @@ async fn every_plugin_adopts_the_oldest_server_carrying_a_key() -> anyhow::Resul
     }
     for plugin in &plugins {
         let vendor = plugin.vendor();
-        let found = plugin
-            .find_server(&key)
-            .await
-            .map_err(|e| anyhow::anyhow!("{vendor} find-server: {e}"))?
-            .ok_or_else(|| anyhow::anyhow!("{vendor} found no server for the key"))?;
+        let found = found_by_key(plugin, &key).await?;
         assert_eq!(
-            Some(&found.vendor_id),
+            Some(&found),
             older.get(vendor),
             "{vendor} find-server adopted the younger server"
         );

@@ -2,7 +2,7 @@
 //! it deserves, and the host keeps serving the plugin and every other one. These load the
 //! components with the host's own runtime, in process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,8 @@ use provisioner_host::plugin_folder::PluginFolder;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime, RuntimeLimits};
 use provisioner_host::wit_convert::fault;
 use provisioner_tests::{
-    plugin_component, scratch_dir, server_request, test_plugin_component, write_hostile_manifest,
+    plugin_component, scratch_dir, serve_connections, server_request, test_plugin_component,
+    write_hostile_manifest,
 };
 
 use provisioner_host::bindings::WitVersion;
@@ -46,6 +47,22 @@ fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
     scratch_dir(&format!("sandbox-{name}"))
 }
 
+/// Writes the manifest `<vendor>.toml` in `dir` for the component at `component`, with
+/// `more` lines after, and returns its path.
+fn write_manifest(
+    dir: &Path,
+    vendor: &str,
+    component: &str,
+    more: &str,
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("{vendor}.toml"));
+    std::fs::write(
+        &path,
+        format!("vendor = {vendor:?}\ncomponent = {component:?}\n{more}"),
+    )?;
+    Ok(path)
+}
+
 /// Runs the hostile `create-server` and checks the host still serves the same plugin after.
 async fn contained(plugin: &Plugin) -> CallError {
     let error = plugin
@@ -57,6 +74,22 @@ async fn contained(plugin: &Plugin) -> CallError {
         .await
         .expect("the plugin still answers after the hostile call");
     error
+}
+
+/// Loads the hostile plugin with `behaviour` and `limits` on a runtime of its own and runs
+/// its `create-server` ([`contained`]): the error the call failed with.
+async fn hostile_call_error(behaviour: &str, limits: &str) -> anyhow::Result<CallError> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = hostile(&runtime, behaviour, limits).await?;
+    Ok(contained(&plugin).await)
+}
+
+/// The name of the server the plugin's `create-server` answers.
+async fn created_name(plugin: &Plugin) -> anyhow::Result<String> {
+    Ok(plugin
+        .create_server(uuid::Uuid::nil(), &request())
+        .await?
+        .name)
 }
 
 /// An infinite loop ends at the call budget with `plugin_timeout`.
@@ -78,9 +111,7 @@ async fn infinite_loop_times_out() -> anyhow::Result<()> {
 /// Sleeping forever ends at the call budget with `plugin_timeout`.
 #[tokio::test]
 async fn sleeping_forever_times_out() -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new()?;
-    let plugin = hostile(&runtime, "sleep", "call_timeout_ms = 500").await?;
-    let error = contained(&plugin).await;
+    let error = hostile_call_error("sleep", "call_timeout_ms = 500").await?;
     assert_eq!(fault(&error).code, "plugin_timeout", "{error}");
     Ok(())
 }
@@ -88,9 +119,7 @@ async fn sleeping_forever_times_out() -> anyhow::Result<()> {
 /// A memory bomb meets the manifest's cap: `plugin_memory`.
 #[tokio::test]
 async fn memory_bomb_hits_the_cap() -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new()?;
-    let plugin = hostile(&runtime, "allocate", "memory_mib = 16").await?;
-    let error = contained(&plugin).await;
+    let error = hostile_call_error("allocate", "memory_mib = 16").await?;
     assert!(
         matches!(error, CallError::MemoryLimit { limit_mib: 16, .. }),
         "{error}"
@@ -102,9 +131,7 @@ async fn memory_bomb_hits_the_cap() -> anyhow::Result<()> {
 /// A panic is a trap: `plugin_trap`, and the next call gets a fresh instance.
 #[tokio::test]
 async fn panic_is_a_trap() -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new()?;
-    let plugin = hostile(&runtime, "panic", "").await?;
-    let error = contained(&plugin).await;
+    let error = hostile_call_error("panic", "").await?;
     assert!(matches!(error, CallError::Trap { .. }), "{error}");
     assert_eq!(fault(&error).code, "plugin_trap");
     Ok(())
@@ -114,9 +141,7 @@ async fn panic_is_a_trap() -> anyhow::Result<()> {
 /// trap) and reported as `capability_denied` naming the origin.
 #[tokio::test]
 async fn request_to_an_ungranted_host_is_denied() -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new()?;
-    let plugin = hostile(&runtime, "call-denied", "").await?;
-    let error = contained(&plugin).await;
+    let error = hostile_call_error("call-denied", "").await?;
     match &error {
         CallError::CapabilityDenied { origin, .. } => assert_eq!(origin, "http://203.0.113.9:9"),
         other => panic!("expected capability_denied, got {other}"),
@@ -131,9 +156,7 @@ async fn request_to_an_ungranted_host_is_denied() -> anyhow::Result<()> {
 /// plugin serves the next call.
 #[tokio::test]
 async fn oversized_answer_is_refused() -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new()?;
-    let plugin = hostile(&runtime, "huge-answer", "memory_mib = 64").await?;
-    let error = contained(&plugin).await;
+    let error = hostile_call_error("huge-answer", "memory_mib = 64").await?;
     assert_eq!(fault(&error).code, "plugin_bad_answer", "{error}");
     Ok(())
 }
@@ -168,23 +191,11 @@ async fn a_component_that_is_not_a_plugin_is_refused_at_load() -> anyhow::Result
     let runtime = Arc::new(PluginRuntime::new()?);
     let dir = tempdir("not-a-plugin")?;
     std::fs::write(dir.join("junk.wasm"), b"\0asm\x0d\0\x01\0")?;
-    std::fs::write(
-        dir.join("junk.toml"),
-        "vendor = \"junk\"\ncomponent = \"junk.wasm\"\n",
-    )?;
-    let error = runtime
-        .load(&dir.join("junk.toml"))
-        .await
-        .err()
-        .expect("refused");
+    let junk = write_manifest(&dir, "junk", "junk.wasm", "")?;
+    let error = runtime.load(&junk).await.err().expect("refused");
     assert!(format!("{error:#}").contains("junk.wasm"), "{error:#}");
-    std::fs::write(
-        dir.join("hetzner.toml"),
-        format!(
-            "vendor = \"hetzner\"\ncomponent = {:?}\n",
-            plugin_component("hetzner").display().to_string()
-        ),
-    )?;
+    let hetzner = plugin_component("hetzner").display().to_string();
+    write_manifest(&dir, "hetzner", &hetzner, "")?;
     let mut catalog = PluginFolder::new(runtime, dir);
     catalog.rescan().await?;
     let vendors: Vec<String> = catalog.plugins().keys().cloned().collect();
@@ -242,15 +253,8 @@ async fn the_catalog_follows_drop_ins_replacements_and_removals() -> anyhow::Res
 #[tokio::test]
 async fn a_plugin_for_another_major_wit_version_is_refused() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
-    let dir = tempdir("future")?;
-    let path = dir.join("future.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "vendor = \"future\"\ncomponent = {:?}\n",
-            test_plugin_component("future").display().to_string()
-        ),
-    )?;
+    let component = test_plugin_component("future").display().to_string();
+    let path = write_manifest(&tempdir("future")?, "future", &component, "")?;
     let error = runtime.load(&path).await.err().expect("refused");
     let message = format!("{error:#}");
     assert!(message.contains("future.wasm"), "{message}");
@@ -266,15 +270,8 @@ async fn a_plugin_for_another_major_wit_version_is_refused() -> anyhow::Result<(
 #[tokio::test]
 async fn a_plugin_of_the_previous_minor_wit_version_still_loads() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
-    let dir = tempdir("legacy")?;
-    let path = dir.join("legacy.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "vendor = \"legacy\"\ncomponent = {:?}\n",
-            test_plugin_component("legacy").display().to_string()
-        ),
-    )?;
+    let component = test_plugin_component("legacy").display().to_string();
+    let path = write_manifest(&tempdir("legacy")?, "legacy", &component, "")?;
     let plugin = runtime.load(&path).await?;
     assert_eq!(plugin.wit_version(), WitVersion::V0_1);
     let server = plugin.create_server(uuid::Uuid::nil(), &request()).await?;
@@ -297,14 +294,13 @@ async fn unreadable_ca_certificates_are_refused_at_load() -> anyhow::Result<()> 
     let runtime = PluginRuntime::new()?;
     let dir = tempdir("ca")?;
     std::fs::write(dir.join("empty.pem"), "not a certificate\n")?;
+    let hetzner = plugin_component("hetzner").display().to_string();
     for ca in ["missing.pem", "empty.pem"] {
-        let path = dir.join("hetzner.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "vendor = \"hetzner\"\ncomponent = {:?}\nca_certificates = [{ca:?}]\n",
-                plugin_component("hetzner").display().to_string()
-            ),
+        let path = write_manifest(
+            &dir,
+            "hetzner",
+            &hetzner,
+            &format!("ca_certificates = [{ca:?}]\n"),
         )?;
         let error = runtime.load(&path).await.err().expect("refused");
         assert!(format!("{error:#}").contains(ca), "{error:#}");
@@ -430,22 +426,19 @@ async fn secrets_come_only_from_the_plugins_own_variables() -> anyhow::Result<()
 async fn counting_server() -> anyhow::Result<(u16, Arc<std::sync::atomic::AtomicUsize>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
     let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                let _ = stream.read(&mut buffer).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-            });
+    let port = serve_connections(move |mut stream| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
         }
-    });
+    })
+    .await?;
     Ok((port, hits))
 }
 
@@ -501,21 +494,9 @@ async fn granted_names_never_reach_private_addresses_without_opt_in() -> anyhow:
         &by_name,
     )
     .await?;
-    assert_eq!(
-        plugin
-            .create_server(uuid::Uuid::nil(), &request())
-            .await?
-            .name,
-        "reached"
-    );
+    assert_eq!(created_name(&plugin).await?, "reached");
     let plugin = load(format!("allowed_hosts = [{by_ip:?}]"), &by_ip).await?;
-    assert_eq!(
-        plugin
-            .create_server(uuid::Uuid::nil(), &request())
-            .await?
-            .name,
-        "reached"
-    );
+    assert_eq!(created_name(&plugin).await?, "reached");
     assert_eq!(hits.load(SeqCst), 2);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The vendors every test stack serves: each one's plugin component, its manifest pointing
 //! at the simulator, the simulator's credentials for it and a valid order there; and what
 //! the tests that load plugins in process share: a scratch folder, a server request, the
-//! hostile test plugin's manifest.
+//! hostile test plugin's manifest, an origin of the test's own for the plugin to reach.
 
 use std::path::{Path, PathBuf};
 
@@ -227,4 +227,21 @@ pub fn write_hostile_manifest(
     let path = scratch_dir(what)?.join(format!("hostile-{behaviour}.toml"));
     std::fs::write(&path, hostile_manifest(behaviour, top, config, limits))?;
     Ok(path)
+}
+
+/// Listens on 127.0.0.1 and hands every connection to `serve`, in a task of its own: an
+/// origin of the test's own for a plugin called in process to reach. Its port.
+pub async fn serve_connections<Serve, Served>(serve: Serve) -> anyhow::Result<u16>
+where
+    Serve: Fn(tokio::net::TcpStream) -> Served + Send + 'static,
+    Served: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    Ok(port)
 }

@@ -21,7 +21,7 @@
 //!   [`simulator_in_process`].
 //! - [`fixtures`]: the vendors every stack serves ([`VENDORS`]) with their plugin manifests,
 //!   the built plugin components, and what in-process plugin tests share
-//!   ([`server_request`], [`scratch_dir`], [`hostile_manifest`]).
+//!   ([`server_request`], [`scratch_dir`], [`hostile_manifest`], [`serve_connections`]).
 //! - [`processes`]: the workspace's builds ([`binary`]), [`free_port`], [`Service`] (one
 //!   child process with its log file), running a command to its end.
 //! - [`database`]: [`OrderStore`], the orders database a stack's order-api uses: SQLite, or
@@ -59,7 +59,8 @@ pub use database::{
 };
 pub use fixtures::{
     VENDORS, VendorFixture, fixture, hostile_manifest, plugin_component, scratch_dir,
-    server_request, shipped_manifest, test_plugin_component, write_hostile_manifest,
+    serve_connections, server_request, shipped_manifest, test_plugin_component,
+    write_hostile_manifest,
 };
 pub use processes::{Service, binary, free_port, target_dir, workspace_root};
 pub use provisioner_api_client::{ApiClient, client_with_token};
