@@ -26,7 +26,7 @@ use provisioner_contract::amqp::{DEAD_QUEUE_HEADER, DEAD_REASON_HEADER};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::store::{NewDeadLetter, Store};
+use crate::store::{DeadLetterEnvelope, NewDeadLetter, Store};
 
 /// Dead letters the recorder may hold unacked at once.
 const PREFETCH: u16 = 16;
@@ -74,7 +74,7 @@ pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow
                 Ok(new) => break new,
                 Err(error) => {
                     tracing::error!(
-                        routing_key = %letter.routing_key,
+                        routing_key = %letter.envelope.routing_key,
                         "recording a dead letter: {error:#}; trying again in {wait:?}"
                     );
                     tokio::time::sleep(wait).await;
@@ -84,9 +84,9 @@ pub async fn run(channel: &Channel, topology: &Topology, store: Store) -> anyhow
         };
         if new {
             tracing::warn!(
-                queue = letter.queue.as_deref().unwrap_or("?"),
-                routing_key = %letter.routing_key,
-                reason = %letter.reason,
+                queue = letter.envelope.queue.as_deref().unwrap_or("?"),
+                routing_key = %letter.envelope.routing_key,
+                reason = %letter.envelope.reason,
                 "recorded a dead letter"
             );
         }
@@ -168,13 +168,15 @@ pub fn read(delivery: &Delivery) -> NewDeadLetter {
     fingerprint.update(&delivery.data);
     NewDeadLetter {
         fingerprint: format!("{:x}", fingerprint.finalize()),
-        queue: queue.as_deref().map(storable),
-        reason: storable(&reason),
-        exchange: storable(delivery.exchange.as_str()),
-        routing_key: storable(delivery.routing_key.as_str()),
-        message_id: message_id.as_deref().map(storable),
-        order_id,
-        headers: Value::Object(headers_json),
+        envelope: DeadLetterEnvelope {
+            queue: queue.as_deref().map(storable),
+            reason: storable(&reason),
+            exchange: storable(delivery.exchange.as_str()),
+            routing_key: storable(delivery.routing_key.as_str()),
+            message_id: message_id.as_deref().map(storable),
+            order_id,
+            headers: Value::Object(headers_json),
+        },
         body: delivery.data.clone(),
     }
 }
@@ -271,8 +273,11 @@ mod tests {
             ],
             b"{",
         ));
-        assert_eq!(ours.reason, "undecodable message: eof");
-        assert_eq!(ours.queue.as_deref(), Some("provision.requests.hetzner"));
+        assert_eq!(ours.envelope.reason, "undecodable message: eof");
+        assert_eq!(
+            ours.envelope.queue.as_deref(),
+            Some("provision.requests.hetzner")
+        );
         let brokers = read(&delivery(
             &[
                 ("x-first-death-reason", text("expired")),
@@ -284,21 +289,25 @@ mod tests {
             br#"{"order_id":"0190e1c6-7c3b-7000-8000-000000000001"}"#,
         ));
         assert!(
-            brokers.reason.contains("time to live"),
+            brokers.envelope.reason.contains("time to live"),
             "{}",
-            brokers.reason
+            brokers.envelope.reason
         );
         assert_eq!(
-            brokers.queue.as_deref(),
+            brokers.envelope.queue.as_deref(),
             Some("provision.retry.requests.250ms")
         );
         assert_eq!(
-            brokers.order_id.as_deref(),
+            brokers.envelope.order_id.as_deref(),
             Some("0190e1c6-7c3b-7000-8000-000000000001")
         );
         let unknown = read(&delivery(&[], b"x"));
-        assert!(unknown.reason.starts_with("unknown"), "{}", unknown.reason);
-        assert_eq!(unknown.order_id, None);
+        assert!(
+            unknown.envelope.reason.starts_with("unknown"),
+            "{}",
+            unknown.envelope.reason
+        );
+        assert_eq!(unknown.envelope.order_id, None);
     }
 
     /// PostgreSQL's text holds no NUL byte: one in a reason is kept as U+FFFD.
@@ -308,7 +317,7 @@ mod tests {
             &[(DEAD_REASON_HEADER, text("bad\0reason"))],
             b"x",
         ));
-        assert_eq!(letter.reason, "bad\u{FFFD}reason");
+        assert_eq!(letter.envelope.reason, "bad\u{FFFD}reason");
     }
 
     /// A copy the broker delivers again (after order-api stopped before its ack) has the same

@@ -12,36 +12,10 @@ use uuid::Uuid;
 use super::Store;
 use super::db::{DbTime, time};
 
-/// A message from the dead-letter queue, as the consumer read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewDeadLetter {
-    /// Identifies the message: a redelivered copy has the same.
-    pub fingerprint: String,
-    /// The queue it was refused on, when known.
-    pub queue: Option<String>,
-    /// Why it was dead-lettered.
-    pub reason: String,
-    /// The exchange it was last published to.
-    pub exchange: String,
-    /// Its routing key.
-    pub routing_key: String,
-    /// Its AMQP message id.
-    pub message_id: Option<String>,
-    /// The order its body names, if any.
-    pub order_id: Option<String>,
-    /// Its headers, as a JSON object.
-    pub headers: serde_json::Value,
-    /// Its body, as it was.
-    pub body: Vec<u8>,
-}
-
-/// A recorded dead letter (`GET /v1/dead-letters`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct DeadLetter {
-    /// The entry's id (sorts by recording time).
-    pub id: Uuid,
-    /// When order-api recorded it from the dead-letter queue.
-    pub recorded_at: DateTime<Utc>,
+/// Where a dead-lettered message was published and refused, why, and its headers: all of
+/// it but its body, as read from the dead-letter queue and as `GET /v1/dead-letters` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DeadLetterEnvelope {
     /// The queue it was refused on, when known.
     pub queue: Option<String>,
     /// Why it was dead-lettered: a program's reason (undecodable, an unknown schema version
@@ -55,8 +29,47 @@ pub struct DeadLetter {
     pub message_id: Option<String>,
     /// The order its body names, if any.
     pub order_id: Option<String>,
-    /// Its headers.
+    /// Its headers, as a JSON object.
     pub headers: serde_json::Value,
+}
+
+impl DeadLetterEnvelope {
+    /// The envelope recorded in `row`.
+    fn from_row(row: &AnyRow) -> anyhow::Result<Self> {
+        let headers: String = row.try_get("headers")?;
+        Ok(Self {
+            queue: row.try_get("queue")?,
+            reason: row.try_get("reason")?,
+            exchange: row.try_get("exchange")?,
+            routing_key: row.try_get("routing_key")?,
+            message_id: row.try_get("message_id")?,
+            order_id: row.try_get("order_id")?,
+            headers: serde_json::from_str(&headers).unwrap_or(serde_json::Value::Null),
+        })
+    }
+}
+
+/// A message from the dead-letter queue, as the consumer read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeadLetter {
+    /// Identifies the message: a redelivered copy has the same.
+    pub fingerprint: String,
+    /// Where it went, why it was refused, its headers.
+    pub envelope: DeadLetterEnvelope,
+    /// Its body, as it was.
+    pub body: Vec<u8>,
+}
+
+/// A recorded dead letter (`GET /v1/dead-letters`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeadLetter {
+    /// The entry's id (sorts by recording time).
+    pub id: Uuid,
+    /// When order-api recorded it from the dead-letter queue.
+    pub recorded_at: DateTime<Utc>,
+    /// Where it went, why it was refused, its headers.
+    #[serde(flatten)]
+    pub envelope: DeadLetterEnvelope,
     /// Its body as text, when it is UTF-8.
     pub body: Option<String>,
     /// Its body in base64, when it is not UTF-8.
@@ -77,7 +90,6 @@ impl DeadLetter {
     fn from_row(row: &AnyRow, body_limit: usize) -> anyhow::Result<Self> {
         use base64::Engine;
         let id: String = row.try_get("id")?;
-        let headers: String = row.try_get("headers")?;
         let mut body: Vec<u8> = row.try_get("body")?;
         let body_bytes = body.len();
         let body_truncated = body_bytes > body_limit;
@@ -101,13 +113,7 @@ impl DeadLetter {
         Ok(Self {
             id: Uuid::parse_str(&id).context("a dead letter's id")?,
             recorded_at: time(row, "recorded_at")?,
-            queue: row.try_get("queue")?,
-            reason: row.try_get("reason")?,
-            exchange: row.try_get("exchange")?,
-            routing_key: row.try_get("routing_key")?,
-            message_id: row.try_get("message_id")?,
-            order_id: row.try_get("order_id")?,
-            headers: serde_json::from_str(&headers).unwrap_or(serde_json::Value::Null),
+            envelope: DeadLetterEnvelope::from_row(row)?,
             body,
             body_base64,
             body_bytes,
@@ -120,6 +126,7 @@ impl Store {
     /// Records `letter` unless a message with its fingerprint is recorded already; whether
     /// it was new.
     pub async fn record_dead_letter(&self, letter: &NewDeadLetter) -> anyhow::Result<bool> {
+        let envelope = &letter.envelope;
         let recorded = sqlx::query(
             "INSERT INTO dead_letters (id, fingerprint, recorded_at, queue, reason, exchange, \
              routing_key, message_id, order_id, headers, body) \
@@ -129,13 +136,13 @@ impl Store {
         .bind(Uuid::now_v7().to_string())
         .bind(&letter.fingerprint)
         .bind(DbTime(Utc::now()))
-        .bind(&letter.queue)
-        .bind(&letter.reason)
-        .bind(&letter.exchange)
-        .bind(&letter.routing_key)
-        .bind(&letter.message_id)
-        .bind(&letter.order_id)
-        .bind(letter.headers.to_string())
+        .bind(&envelope.queue)
+        .bind(&envelope.reason)
+        .bind(&envelope.exchange)
+        .bind(&envelope.routing_key)
+        .bind(&envelope.message_id)
+        .bind(&envelope.order_id)
+        .bind(envelope.headers.to_string())
         .bind(&letter.body)
         .execute(&self.writer)
         .await

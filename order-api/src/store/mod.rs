@@ -70,7 +70,7 @@ mod vendors;
 mod webhook_queue;
 mod webhooks;
 pub use db::Backend;
-pub use dead_letters::{DeadLetter, NewDeadLetter};
+pub use dead_letters::{DeadLetter, DeadLetterEnvelope, NewDeadLetter};
 pub use events::{AllNews, EventFeed, News, OrderNews};
 pub use fleets::{Candidate, FleetServer, MAX_PLACEMENT_CANDIDATES, MAX_SERVERS_PER_ORDER};
 pub use host_updates::Applied;
