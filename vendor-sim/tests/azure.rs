@@ -102,15 +102,8 @@ impl Sim {
             .append_pair("client_secret", secret)
             .append_pair("scope", scope)
             .finish();
-        let answer = self
-            .http
-            .post(self.url(&format!("/azure/{TENANT}/oauth2/v2.0/token")))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (answer.status().as_u16(), answer.json().await.unwrap())
+        let url = self.url(&format!("/azure/{TENANT}/oauth2/v2.0/token"));
+        common::post_form(&self.http, url, body).await
     }
 
     async fn call_as(
@@ -160,14 +153,7 @@ impl Sim {
     }
 
     async fn sim_get(&self, path: &str) -> Value {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        common::get_json(&self.http, self.url(path)).await
     }
 
     async fn sim_post(&self, path: &str, body: Value) -> u16 {
@@ -501,13 +487,7 @@ async fn puts_are_long_running_and_idempotent_by_name() {
     assert_eq!(nic["properties"]["virtualMachine"]["id"], vm["id"]);
     // The first PUT's tags are the server's labels and key already (not only an update's).
     let servers = sim.sim_get("/_sim/servers").await;
-    let first = servers["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["vendor"] == "azure")
-        .unwrap()
-        .clone();
+    let first = common::server_of(&servers, "azure");
     assert_eq!(first["idempotency_key"], "k1", "{first}");
     assert_eq!(first["labels"]["suite"], "rust", "{first}");
 
@@ -527,13 +507,7 @@ async fn puts_are_long_running_and_idempotent_by_name() {
     assert_eq!(stats["vendors"]["azure"]["live"], 1);
     assert_eq!(stats["vendors"]["azure"]["duplicates"], json!({}));
     let servers = sim.sim_get("/_sim/servers").await;
-    let server = servers["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["vendor"] == "azure")
-        .unwrap()
-        .clone();
+    let server = common::server_of(&servers, "azure");
     assert_eq!(server["idempotency_key"], "k1");
     assert_eq!(server["labels"]["extra"], "yes");
     assert_eq!(server["ssh_keys"], json!([KEY]));

@@ -82,6 +82,11 @@ impl Sim {
         common::register_credential(&self.http, url, body, ttl).await;
     }
 
+    /// The JSON answer to `GET path` at the simulator's own endpoints.
+    async fn sim_get(&self, path: &str) -> Value {
+        common::get_json(&self.http, format!("http://{}{path}", self.addr)).await
+    }
+
     fn compute(&self, path: &str) -> String {
         format!(
             "http://{}/gcp/compute/v1/projects/{PROJECT}{path}",
@@ -95,15 +100,7 @@ impl Sim {
             .append_pair("grant_type", grant_type)
             .append_pair("assertion", assertion)
             .finish();
-        let answer = self
-            .http
-            .post(format!("http://{}/gcp/token", self.addr))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (answer.status().as_u16(), answer.json().await.unwrap())
+        common::post_form(&self.http, format!("http://{}/gcp/token", self.addr), body).await
     }
 
     /// An access token for the test account.
@@ -443,33 +440,11 @@ async fn instances_are_made_deduplicated_listed_and_deleted_through_operations()
     assert_eq!(instance["id"], waited["targetId"]);
 
     // What reached the simulated machine, and only one made.
-    let servers: Value = sim
-        .http
-        .get(format!("http://{}/_sim/servers", sim.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let server = &servers["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["vendor"] == "gcp")
-        .unwrap()
-        .clone();
+    let servers = sim.sim_get("/_sim/servers").await;
+    let server = &common::server_of(&servers, "gcp");
     assert_eq!(server["ssh_keys"], json!([PUBLIC_KEY]));
     assert_eq!(server["user_data"], "#cloud-config\n");
-    let stats: Value = sim
-        .http
-        .get(format!("http://{}/_sim/stats", sim.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = sim.sim_get("/_sim/stats").await;
     assert_eq!(stats["vendors"]["gcp"]["created_total"], 1, "{stats}");
 
     // Delete: STOPPING, then gone.
@@ -561,26 +536,21 @@ async fn aggregated_lists_filter_by_label_over_every_page() {
     assert_eq!(pages, 2);
 
     // One key, one instance.
-    let url = format!(
-        "{}?filter={}",
-        sim.compute("/aggregated/instances"),
-        "labels.provisioner-idempotency-key%20%3D%20%22key-4%22"
-    );
-    let (_, body) = sim.get(&url, &token).await;
-    assert_eq!(
-        body["items"]["zones/asia-east1-a"]["instances"][0]["name"], "vm-4",
-        "{body}"
-    );
-    let url = format!(
-        "{}?filter={}",
-        sim.compute("/aggregated/instances"),
-        "labels.provisioner-idempotency-key%20%3D%20key-seeded"
-    );
-    let (_, body) = sim.get(&url, &token).await;
-    assert_eq!(
-        body["items"]["zones/us-central1-a"]["instances"][0]["name"], "seeded-1",
-        "{body}"
-    );
+    for (key, zone, name) in [
+        ("%22key-4%22", "asia-east1-a", "vm-4"),
+        ("key-seeded", "us-central1-a", "seeded-1"),
+    ] {
+        let url = format!(
+            "{}?filter=labels.provisioner-idempotency-key%20%3D%20{key}",
+            sim.compute("/aggregated/instances"),
+        );
+        let (_, body) = sim.get(&url, &token).await;
+        assert_eq!(
+            body["items"][format!("zones/{zone}")]["instances"][0]["name"],
+            name,
+            "{body}"
+        );
+    }
     let (status, body) = sim
         .get(
             &format!("{}?filter=nonsense", sim.compute("/aggregated/instances")),
@@ -630,39 +600,21 @@ async fn bad_inserts_are_refused(sim: &Sim, token: &str, url: &str) {
         assert_eq!(status, code, "{field}: {answer}");
         assert_eq!(answer["error"]["code"], code);
     }
-    let mut body = instance_body("web-bad", "k");
-    body["disks"][0]["initializeParams"]["sourceImage"] =
+    let mut unknown_image = instance_body("web-bad", "k");
+    unknown_image["disks"][0]["initializeParams"]["sourceImage"] =
         json!("projects/debian-cloud/global/images/family/debian-99");
-    assert_eq!(
-        sim.call(reqwest::Method::POST, url, token, Some(body))
-            .await
-            .0,
-        404
-    );
     let bad_id = format!("{url}?requestId=not-a-uuid");
-    assert_eq!(
-        sim.call(
-            reqwest::Method::POST,
-            &bad_id,
-            token,
-            Some(instance_body("web-x", "k"))
-        )
-        .await
-        .0,
-        400
-    );
     let unknown_zone = sim.compute("/zones/mars-1a/instances");
-    assert_eq!(
-        sim.call(
-            reqwest::Method::POST,
-            &unknown_zone,
-            token,
-            Some(instance_body("web-x", "k"))
-        )
-        .await
-        .0,
-        404
-    );
+    for (target, body, expected) in [
+        (url, unknown_image, 404),
+        (bad_id.as_str(), instance_body("web-x", "k"), 400),
+        (unknown_zone.as_str(), instance_body("web-x", "k"), 404),
+    ] {
+        let (status, answer) = sim
+            .call(reqwest::Method::POST, target, token, Some(body))
+            .await;
+        assert_eq!(status, expected, "{target}: {answer}");
+    }
 }
 
 /// The shared fault kinds render as Google's 429, 503 and 401.
@@ -762,15 +714,7 @@ async fn compute_faults_refuse_or_fail_one_insert(sim: &Sim, token: &str, url: &
         .await;
     assert_eq!(status, 200);
     assert!(wait_done(sim, token, &op).await["error"].is_null());
-    let stats: Value = sim
-        .http
-        .get(format!("http://{}/_sim/stats", sim.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = sim.sim_get("/_sim/stats").await;
     assert_eq!(stats["vendors"]["gcp"]["created_total"], 1, "{stats}");
 }
 
@@ -780,18 +724,7 @@ async fn compute_faults_refuse_or_fail_one_insert(sim: &Sim, token: &str, url: &
 #[tokio::test]
 async fn the_token_grants_are_counted_per_account() {
     let sim = Sim::start().await;
-    let grants = || async {
-        let answer: Value = sim
-            .http
-            .get(format!("http://{}/_sim/gcp/token-grants", sim.addr))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer
-    };
+    let grants = || sim.sim_get("/_sim/gcp/token-grants");
     assert_eq!(grants().await["total"], 0);
     sim.token().await;
     sim.token().await;

@@ -1,5 +1,11 @@
 //! What the simulator's integration tests share: a simulator of their own on a local port,
-//! and the registration of a vendor credential (an Azure app, a Compute Engine account).
+//! the registration of a vendor credential (an Azure app, a Compute Engine account), a token
+//! endpoint's form POST, and reading the simulator's own endpoints (`/_sim/...`).
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses some of these helpers, not all"
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,10 +28,6 @@ pub async fn start_sim(boot_delay: Duration) -> SocketAddr {
 
 /// Registers a vendor credential at the simulator's control endpoint `url` (`POST` of
 /// `body`, with `token_ttl_secs` when `ttl` is given), expecting a 201.
-#[allow(
-    dead_code,
-    reason = "only the Azure and Compute Engine tests register credentials"
-)]
 pub async fn register_credential(
     http: &reqwest::Client,
     url: String,
@@ -37,4 +39,36 @@ pub async fn register_credential(
     }
     let answer = http.post(url).json(&body).send().await.unwrap();
     assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
+}
+
+/// The JSON answer to `GET url`.
+pub async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The one server of `vendor` in a `GET /_sim/servers` answer.
+pub fn server_of(servers: &serde_json::Value, vendor: &str) -> serde_json::Value {
+    servers["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["vendor"] == vendor)
+        .unwrap()
+        .clone()
+}
+
+/// `POST url` of a URL-encoded form (a token grant): the status and the JSON answer.
+pub async fn post_form(
+    http: &reqwest::Client,
+    url: String,
+    form: String,
+) -> (u16, serde_json::Value) {
+    let answer = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
 }
