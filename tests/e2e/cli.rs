@@ -9,13 +9,25 @@ use serde_json::Value;
 
 /// Runs `provisioner <arguments>` against the stack with its tenant token.
 async fn provisioner(stack: &Stack, arguments: &[&str]) -> anyhow::Result<Output> {
-    Ok(tokio::process::Command::new(binary("debug", "provisioner"))
+    provisioner_with_token(stack, arguments, Some(&stack.token)).await
+}
+
+/// Runs `provisioner <arguments>` against the stack with `token` in `PROVISIONER_TOKEN`
+/// (none: no token at all).
+async fn provisioner_with_token(
+    stack: &Stack,
+    arguments: &[&str],
+    token: Option<&str>,
+) -> anyhow::Result<Output> {
+    let mut command = tokio::process::Command::new(binary("debug", "provisioner"));
+    command
         .args(arguments)
         .env_clear()
-        .env("PROVISIONER_API_URL", &stack.api_url)
-        .env("PROVISIONER_TOKEN", &stack.token)
-        .output()
-        .await?)
+        .env("PROVISIONER_API_URL", &stack.api_url);
+    if let Some(token) = token {
+        command.env("PROVISIONER_TOKEN", token);
+    }
+    Ok(command.output().await?)
 }
 
 fn text(output: &Output) -> String {
@@ -26,12 +38,33 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// `order create` of a server named `name` at `vendor` in `region`, of `size` from `image`.
+fn create_arguments_in<'a>(
+    [vendor, region, size, image]: [&'a str; 4],
+    name: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "order", "create", "--vendor", vendor, "--region", region, "--size", size, "--image",
+        image, "--name", name,
+    ]
+}
+
+/// `order create` of a server named `name` at `vendor` (its fixture's region, size and
+/// image), labelled `team=web`.
 fn create_arguments<'a>(vendor: &'a str, name: &'a str) -> Vec<&'a str> {
     let f = fixture(vendor);
-    vec![
-        "order", "create", "--vendor", f.vendor, "--region", f.region, "--size", f.size, "--image",
-        f.image, "--name", name, "--label", "team=web",
-    ]
+    let mut arguments = create_arguments_in([f.vendor, f.region, f.size, f.image], name);
+    arguments.extend(["--label", "team=web"]);
+    arguments
+}
+
+/// The order id in what `order create` printed (its line `order <id> ...`).
+fn order_id_in(shown: &str) -> String {
+    shown
+        .lines()
+        .find_map(|line| line.strip_prefix("order ")?.split_whitespace().next())
+        .expect("the order id")
+        .to_string()
 }
 
 #[tokio::test]
@@ -47,11 +80,7 @@ async fn the_cli_orders_follows_and_deletes_a_server() -> anyhow::Result<()> {
     assert!(shown.contains("order accepted"), "{shown}");
     assert!(shown.contains("provisioning"), "{shown}");
     assert!(shown.contains("active: server"), "{shown}");
-    let id = shown
-        .lines()
-        .find_map(|line| line.strip_prefix("order ")?.split_whitespace().next())
-        .expect("the order id")
-        .to_string();
+    let id = order_id_in(&shown);
 
     // get and list, as JSON.
     let got = provisioner(&stack, &["order", "get", &id, "--output", "json"]).await?;
@@ -113,33 +142,12 @@ async fn the_cli_cancels_and_says_what_went_wrong() -> anyhow::Result<()> {
     );
 
     // A refused order: the API's reason, field by field; exit code 2.
-    let refused = provisioner(
-        &stack,
-        &[
-            "order",
-            "create",
-            "--vendor",
-            "hetzner",
-            "--region",
-            " ",
-            "--size",
-            "cx22",
-            "--image",
-            "ubuntu-24.04",
-            "--name",
-            "x",
-        ],
-    )
-    .await?;
+    let blank_region = create_arguments_in(["hetzner", " ", "cx22", "ubuntu-24.04"], "x");
+    let refused = provisioner(&stack, &blank_region).await?;
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert!(text(&refused).contains("region"), "{}", text(&refused));
     // No token: said, with how to make one.
-    let anonymous = tokio::process::Command::new(binary("debug", "provisioner"))
-        .args(["vendors"])
-        .env_clear()
-        .env("PROVISIONER_API_URL", &stack.api_url)
-        .output()
-        .await?;
+    let anonymous = provisioner_with_token(&stack, &["vendors"], None).await?;
     assert_eq!(anonymous.status.code(), Some(2));
     assert!(
         text(&anonymous).contains("tokens create"),
@@ -147,12 +155,7 @@ async fn the_cli_cancels_and_says_what_went_wrong() -> anyhow::Result<()> {
         text(&anonymous)
     );
     // A wrong token: the API's 401.
-    let wrong = tokio::process::Command::new(binary("debug", "provisioner"))
-        .args(["vendors", "--token", "pvn_wrong"])
-        .env_clear()
-        .env("PROVISIONER_API_URL", &stack.api_url)
-        .output()
-        .await?;
+    let wrong = provisioner_with_token(&stack, &["vendors", "--token", "pvn_wrong"], None).await?;
     assert!(text(&wrong).contains("401"), "{}", text(&wrong));
     stack.cleanup().await;
     Ok(())
@@ -172,11 +175,7 @@ async fn the_cli_orders_several_servers_with_a_fallback() -> anyhow::Result<()> 
     let shown = text(&created);
     assert!(created.status.success(), "{shown}");
     assert!(shown.contains("order accepted: 2 servers"), "{shown}");
-    let id = shown
-        .lines()
-        .find_map(|line| line.strip_prefix("order ")?.split_whitespace().next())
-        .expect("the order id")
-        .to_string();
+    let id = order_id_in(&shown);
     let got = provisioner(&stack, &["order", "get", &id]).await?;
     let shown = text(&got);
     for name in ["cli-pair-1", "cli-pair-2"] {
@@ -193,26 +192,9 @@ async fn the_cli_orders_several_servers_with_a_fallback() -> anyhow::Result<()> 
             .stdout,
     )?;
     assert_eq!(order["placement"][1]["vendor"], "digitalocean", "{order}");
-    let bad = provisioner(
-        &stack,
-        &[
-            "order",
-            "create",
-            "--vendor",
-            "hetzner",
-            "--region",
-            "fsn1",
-            "--size",
-            "cx22",
-            "--image",
-            "i",
-            "--name",
-            "x",
-            "--fallback",
-            "nope",
-        ],
-    )
-    .await?;
+    let mut bad_fallback = create_arguments_in(["hetzner", "fsn1", "cx22", "i"], "x");
+    bad_fallback.extend(["--fallback", "nope"]);
+    let bad = provisioner(&stack, &bad_fallback).await?;
     assert!(!bad.status.success());
     assert!(
         text(&bad).contains("vendor:region:size:image"),

@@ -73,6 +73,18 @@ async fn drop_in(
     Ok(vendor)
 }
 
+/// A fresh stack with the hostile plugin dropped in ([`drop_in`]): the stack and the
+/// hostile vendor's id.
+async fn stack_with_hostile(
+    behaviour: &str,
+    config: &str,
+    limits: &str,
+) -> anyhow::Result<(Stack, String)> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let vendor = drop_in(&stack, behaviour, config, limits).await?;
+    Ok((stack, vendor))
+}
+
 /// `value` as a TOML basic string (Rust's `{:?}` writes `\u{1b}`, which TOML refuses).
 fn toml_string(value: &str) -> String {
     let mut quoted = String::from("\"");
@@ -94,6 +106,19 @@ fn toml_string(value: &str) -> String {
 fn hostile_order(vendor: &str, name: &str) -> String {
     serde_json::json!({"vendor": vendor, "region": "r", "size": "s", "image": "i", "name": name})
         .to_string()
+}
+
+/// Orders a server named `name` at the hostile `vendor` (accepted: `202`); its id.
+async fn order_hostile(stack: &Stack, vendor: &str, name: &str) -> anyhow::Result<String> {
+    let (status, _, _, order) = stack.post_order(&hostile_order(vendor, name)).await?;
+    assert_eq!(status, 202, "{order}");
+    Ok(order["id"].as_str().unwrap_or_default().to_string())
+}
+
+/// Loads the hostile `odd-answer` plugin answering `value` for the server field `key`.
+async fn odd_answer(runtime: &PluginRuntime, key: &str, value: &str) -> anyhow::Result<Plugin> {
+    let config = format!("{key} = {}", toml_string(value));
+    load_hostile(runtime, "odd-answer", &config, "").await
 }
 
 /// A queue of the test's own bound to the stack's results exchange with `keys`: a copy of
@@ -160,12 +185,15 @@ impl Capture {
         }
     }
 
-    async fn end(self) {
+    /// The sizes of the messages captured (waiting for one at least), ending the capture.
+    async fn finish(self) -> anyhow::Result<Vec<usize>> {
+        let sizes = self.sizes(1).await;
         let _ = self
             .channel
             .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
             .await;
         let _ = self.connection.close(200, "captured".into()).await;
+        sizes
     }
 }
 
@@ -232,13 +260,7 @@ async fn odd_server_fields_are_bad_answers() -> anyhow::Result<()> {
         ("answer-name", "web\r\n1"),
     ];
     for (key, value) in refused {
-        let plugin = load_hostile(
-            &runtime,
-            "odd-answer",
-            &format!("{key} = {}", toml_string(value)),
-            "",
-        )
-        .await?;
+        let plugin = odd_answer(&runtime, key, value).await?;
         match plugin.create_server(uuid::Uuid::nil(), &request()).await {
             Err(error) => {
                 let fault = fault(&error);
@@ -260,13 +282,7 @@ async fn odd_server_fields_are_bad_answers() -> anyhow::Result<()> {
         ("answer-vendor-id", "i-0abc/eu-west-1:42"),
     ];
     for (key, value) in accepted {
-        let plugin = load_hostile(
-            &runtime,
-            "odd-answer",
-            &format!("{key} = {}", toml_string(value)),
-            "",
-        )
-        .await?;
+        let plugin = odd_answer(&runtime, key, value).await?;
         let server = plugin.create_server(uuid::Uuid::nil(), &request()).await?;
         provisioner_host::wit_convert::server_info(server)
             .unwrap_or_else(|fault| panic!("{key} = {value:?} refused: {fault:?}"));
@@ -300,9 +316,7 @@ async fn a_huge_display_name_is_cut_at_load() -> anyhow::Result<()> {
 /// and a Hetzner order in the same stack runs meanwhile.
 #[tokio::test]
 async fn a_huge_error_fails_only_its_order_and_the_session_survives() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::default()).await?;
-    let vendor = drop_in(
-        &stack,
+    let (stack, vendor) = stack_with_hostile(
         "huge-error",
         &format!("error-bytes = \"{HUGE_ERROR_BYTES}\""),
         "memory_mib = 160",
@@ -310,9 +324,7 @@ async fn a_huge_error_fails_only_its_order_and_the_session_survives() -> anyhow:
     .await?;
     let capture = Capture::start(&stack, &[format!("*.{vendor}")]).await?;
 
-    let (status, _, _, order) = stack.post_order(&hostile_order(&vendor, "huge-1")).await?;
-    assert_eq!(status, 202, "{order}");
-    let hostile_id = order["id"].as_str().unwrap_or_default().to_string();
+    let hostile_id = order_hostile(&stack, &vendor, "huge-1").await?;
     let hetzner_id = stack.order_server("beside-the-hostile").await?;
 
     let failed = stack
@@ -341,8 +353,7 @@ async fn a_huge_error_fails_only_its_order_and_the_session_survives() -> anyhow:
         .await?;
     assert_eq!(active["status"], "active");
 
-    let sizes = capture.sizes(1).await?;
-    capture.end().await;
+    let sizes = capture.finish().await?;
     eprintln!(
         "fault message {} bytes, order {order_bytes} bytes, published {sizes:?} bytes",
         fault_message.len()
@@ -376,9 +387,7 @@ async fn a_huge_error_fails_only_its_order_and_the_session_survives() -> anyhow:
 /// reply the host publishes is small too.
 #[tokio::test]
 async fn a_huge_validate_error_is_a_small_422() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::default()).await?;
-    let vendor = drop_in(
-        &stack,
+    let (stack, vendor) = stack_with_hostile(
         "huge-validate-error",
         "error-bytes = \"4000000\"",
         "memory_mib = 64",
@@ -399,8 +408,7 @@ async fn a_huge_validate_error_is_a_small_422() -> anyhow::Result<()> {
         body.len()
     );
 
-    let sizes = capture.sizes(1).await?;
-    capture.end().await;
+    let sizes = capture.finish().await?;
     eprintln!(
         "422 of {} bytes, validation replies {sizes:?} bytes",
         body.len()
@@ -421,8 +429,8 @@ async fn a_huge_validate_error_is_a_small_422() -> anyhow::Result<()> {
 /// A plugin whose `info` names itself in 2 MB cannot make `GET /v1/vendors` large.
 #[tokio::test]
 async fn a_huge_display_name_keeps_the_vendor_list_small() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::default()).await?;
-    let vendor = drop_in(&stack, "none", "display-name-bytes = \"2000000\"", "").await?;
+    let (stack, vendor) =
+        stack_with_hostile("none", "display-name-bytes = \"2000000\"", "").await?;
     let body = stack
         .api()
         .send_raw(Method::GET, "/v1/vendors", None)
@@ -449,9 +457,7 @@ async fn a_huge_display_name_keeps_the_vendor_list_small() -> anyhow::Result<()>
 /// forged line starts a line of the host's log.
 #[tokio::test]
 async fn a_plugin_can_neither_flood_nor_forge_the_host_log() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::default()).await?;
-    let flood = drop_in(
-        &stack,
+    let (stack, flood) = stack_with_hostile(
         "log-flood",
         "log-lines = \"5000\"\nlog-line-bytes = \"8192\"",
         "",
@@ -461,9 +467,7 @@ async fn a_plugin_can_neither_flood_nor_forge_the_host_log() -> anyhow::Result<(
     let before = stack.host_log().len();
     let started = Instant::now();
     for vendor in [&flood, &forge] {
-        let (status, _, _, order) = stack.post_order(&hostile_order(vendor, "logger-1")).await?;
-        assert_eq!(status, 202, "{order}");
-        let id = order["id"].as_str().unwrap_or_default().to_string();
+        let id = order_hostile(&stack, vendor, "logger-1").await?;
         stack
             .wait_for_status(&id, "active", Duration::from_secs(60))
             .await?;

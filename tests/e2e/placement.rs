@@ -11,10 +11,40 @@ use serde_json::{Value, json};
 use vendor_sim::control::Capacity;
 use vendor_sim::state::Vendor;
 
+/// A candidate at `vendor` in `region`, with the vendor's fixture size and image.
+fn candidate_in(vendor: &str, region: &str) -> Value {
+    let fixture = fixture(vendor);
+    json!({"vendor": vendor, "region": region, "size": fixture.size, "image": fixture.image})
+}
+
 /// A Hetzner candidate in `region`.
 fn hetzner_in(region: &str) -> Value {
-    let hetzner = fixture("hetzner");
-    json!({"vendor": "hetzner", "region": region, "size": hetzner.size, "image": hetzner.image})
+    candidate_in("hetzner", region)
+}
+
+/// A DigitalOcean candidate in its fixture region.
+fn at_digitalocean() -> Value {
+    candidate_in("digitalocean", fixture("digitalocean").region)
+}
+
+/// The fields `names` of the JSON object `value`, to compare at once.
+fn fields_of<const N: usize>(value: &Value, names: [&str; N]) -> [Value; N] {
+    names.map(|name| value[name].clone())
+}
+
+/// An order update from Hetzner about the order (or fleet member) `order_id`.
+fn hetzner_update(
+    order_id: uuid::Uuid,
+    attempt: u32,
+    kind: provisioner_contract::UpdateKind,
+) -> provisioner_contract::OrderUpdate {
+    provisioner_contract::OrderUpdate {
+        order_id,
+        vendor: "hetzner".into(),
+        at: chrono::Utc::now(),
+        attempt,
+        kind,
+    }
 }
 
 /// An order body for `count` servers named `name` over `placement`.
@@ -35,6 +65,14 @@ fn candidates_key(key: &str, candidate: u8) -> String {
     format!("{head}{candidate:02x}{}", &tail[2..])
 }
 
+/// Posts the order `body`, which must be accepted (202): its id and the answer.
+async fn post_accepted(stack: &Stack, body: &str) -> anyhow::Result<(String, Value)> {
+    let (status, _, _, accepted) = stack.post_order(body).await?;
+    anyhow::ensure!(status == 202, "ordering answered {status}: {accepted}");
+    let id = accepted["id"].as_str().context("no id")?.to_string();
+    Ok((id, accepted))
+}
+
 /// Posts the order `body` (202) and waits up to `within` for it to be active: its id and the
 /// order as it was then.
 async fn order_until_active(
@@ -42,9 +80,7 @@ async fn order_until_active(
     body: &str,
     within: Duration,
 ) -> anyhow::Result<(String, Value)> {
-    let (status, _, _, accepted) = stack.post_order(body).await?;
-    anyhow::ensure!(status == 202, "ordering answered {status}: {accepted}");
-    let id = accepted["id"].as_str().context("no id")?.to_string();
+    let (id, _) = post_accepted(stack, body).await?;
     let active = stack.wait_for_status(&id, "active", within).await?;
     Ok((id, active))
 }
@@ -78,14 +114,12 @@ async fn twenty_servers_move_to_the_second_region_when_the_first_is_sold_out() -
     let stack = Stack::start(quick_to_give_up()).await?;
     set_capacity(&stack, "fsn1", false).await?;
     let body = placed_body("fleet", 20, json!([hetzner_in("fsn1"), hetzner_in("nbg1")]));
-    let (status, _, _, accepted) = stack.post_order(&body).await?;
-    assert_eq!(status, 202, "{accepted}");
+    let (id, accepted) = post_accepted(&stack, &body).await?;
     assert_eq!(accepted["vendor"], "hetzner", "{accepted}");
     assert_eq!(
         accepted["region"], "fsn1",
         "the first candidate: {accepted}"
     );
-    let id = accepted["id"].as_str().context("no id")?.to_string();
     let active = stack
         .wait_for_status(&id, "active", Duration::from_secs(180))
         .await?;
@@ -93,12 +127,8 @@ async fn twenty_servers_move_to_the_second_region_when_the_first_is_sold_out() -
     assert_eq!(servers.len(), 20, "{active}");
     for server in servers {
         assert_eq!(
-            (
-                server["status"].clone(),
-                server["candidate"].clone(),
-                server["region"].clone()
-            ),
-            (json!("active"), json!(2), json!("nbg1")),
+            fields_of(server, ["status", "candidate", "region"]),
+            [json!("active"), json!(2), json!("nbg1")],
             "{server}"
         );
         let key = server["key"].as_str().context("no key")?;
@@ -144,11 +174,9 @@ async fn a_refusal_that_says_the_request_is_wrong_does_not_move() -> anyhow::Res
         )
         .await?;
     let body = placed_body("stay", 1, json!([hetzner_in("fsn1"), hetzner_in("nbg1")]));
-    let (status, _, _, accepted) = stack.post_order(&body).await?;
-    assert_eq!(status, 202, "{accepted}");
-    let id = accepted["id"].as_str().context("no id")?;
+    let (id, _) = post_accepted(&stack, &body).await?;
     let failed = stack
-        .wait_for_status(id, "failed", Duration::from_secs(60))
+        .wait_for_status(&id, "failed", Duration::from_secs(60))
         .await?;
     assert_eq!(failed["fault"]["code"], "unauthorized", "{failed}");
     let servers = failed["servers"].as_array().context("no servers")?;
@@ -166,9 +194,7 @@ async fn a_refusal_that_says_the_request_is_wrong_does_not_move() -> anyhow::Res
 #[tokio::test]
 async fn every_candidate_is_checked_before_the_order_is_accepted() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
-    let digitalocean = fixture("digitalocean");
-    let nowhere = json!({"vendor": "digitalocean", "region": "mars1",
-        "size": digitalocean.size, "image": digitalocean.image});
+    let nowhere = candidate_in("digitalocean", "mars1");
     let (status, _, _, refused) = stack
         .post_order(&placed_body("x", 1, json!([hetzner_in("fsn1"), nowhere])))
         .await?;
@@ -235,13 +261,8 @@ async fn a_server_no_host_takes_moves_on_and_nothing_is_left_when_the_host_retur
     // The host dies without a word: its vendors stay known, their announcements stop.
     stack.kill_host().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let digitalocean = fixture("digitalocean");
-    let elsewhere = json!({"vendor": "digitalocean", "region": digitalocean.region,
-        "size": digitalocean.size, "image": digitalocean.image});
-    let body = placed_body("away", 1, json!([hetzner_in("fsn1"), elsewhere]));
-    let (status, _, _, accepted) = stack.post_order(&body).await?;
-    assert_eq!(status, 202, "{accepted}");
-    let id = accepted["id"].as_str().context("no id")?.to_string();
+    let body = placed_body("away", 1, json!([hetzner_in("fsn1"), at_digitalocean()]));
+    let (id, accepted) = post_accepted(&stack, &body).await?;
     let first_key = accepted["servers"][0]["key"]
         .as_str()
         .context("no key")?
@@ -294,9 +315,7 @@ async fn a_move_passes_over_a_candidate_over_the_tenants_quota_and_calls_the_web
     assert_eq!(status, 200, "{set}");
     set_capacity(&stack, "fsn1", false).await?;
     let (url, calls) = crate::webhooks::start_receiver(0).await?;
-    let digitalocean = fixture("digitalocean");
-    let over_quota = json!({"vendor": "digitalocean", "region": digitalocean.region,
-        "size": digitalocean.size, "image": digitalocean.image});
+    let over_quota = at_digitalocean();
     let mut body: Value = serde_json::from_str(&placed_body(
         "passed",
         1,
@@ -307,12 +326,8 @@ async fn a_move_passes_over_a_candidate_over_the_tenants_quota_and_calls_the_web
         order_until_active(&stack, &body.to_string(), Duration::from_secs(90)).await?;
     let server = &active["servers"][0];
     assert_eq!(
-        (
-            server["candidate"].clone(),
-            server["vendor"].clone(),
-            server["region"].clone()
-        ),
-        (json!(3), json!("hetzner"), json!("nbg1")),
+        fields_of(server, ["candidate", "vendor", "region"]),
+        [json!(3), json!("hetzner"), json!("nbg1")],
         "{active}"
     );
     let messages = event_messages(&active);
@@ -401,12 +416,8 @@ async fn a_server_found_running_where_it_failed_is_adopted_and_the_move_called_o
     let (id, active) = order_until_active(&stack, &body, Duration::from_secs(60)).await?;
     let server = &active["servers"][0];
     assert_eq!(
-        (
-            server["status"].clone(),
-            server["candidate"].clone(),
-            server["region"].clone()
-        ),
-        (json!("active"), json!(1), json!("fsn1")),
+        fields_of(server, ["status", "candidate", "region"]),
+        [json!("active"), json!(1), json!("fsn1")],
         "the server stays where it was made: {active}"
     );
     let key = server["key"].as_str().context("no key")?;
@@ -455,10 +466,7 @@ async fn deleting_an_order_whose_server_moved_to_another_vendor_deletes_it_there
 -> anyhow::Result<()> {
     let stack = Stack::start(quick_to_give_up()).await?;
     set_capacity(&stack, "fsn1", false).await?;
-    let digitalocean = fixture("digitalocean");
-    let elsewhere = json!({"vendor": "digitalocean", "region": digitalocean.region,
-        "size": digitalocean.size, "image": digitalocean.image});
-    let body = placed_body("away", 1, json!([hetzner_in("fsn1"), elsewhere]));
+    let body = placed_body("away", 1, json!([hetzner_in("fsn1"), at_digitalocean()]));
     let (id, active) = order_until_active(&stack, &body, Duration::from_secs(90)).await?;
     let server = &active["servers"][0];
     assert_eq!(server["vendor"], "digitalocean", "{active}");
@@ -494,7 +502,7 @@ async fn a_move_waiting_for_its_clean_up(
     std::path::PathBuf,
 )> {
     use order_api::store::{Candidate, Order, OutboxMessage, Store, fleets};
-    use provisioner_contract::{Fault, OrderUpdate, UpdateKind};
+    use provisioner_contract::{Fault, UpdateKind};
 
     let dir = provisioner_tests::target_dir()
         .join("test-runs")
@@ -538,22 +546,18 @@ async fn a_move_waiting_for_its_clean_up(
     store.mark_published(&[create]).await?;
     if let Some(server) = recorded {
         store
-            .apply_update(&OrderUpdate {
-                order_id: first.id,
-                vendor: "hetzner".into(),
-                at: chrono::Utc::now(),
-                attempt: 1,
-                kind: UpdateKind::Provisioning { server },
-            })
+            .apply_update(&hetzner_update(
+                first.id,
+                1,
+                UpdateKind::Provisioning { server },
+            ))
             .await?;
     }
     store
-        .apply_update(&OrderUpdate {
-            order_id: first.id,
-            vendor: "hetzner".into(),
-            at: chrono::Utc::now(),
-            attempt: 2,
-            kind: UpdateKind::Failed {
+        .apply_update(&hetzner_update(
+            first.id,
+            2,
+            UpdateKind::Failed {
                 fault: Fault {
                     code: "no_capacity".into(),
                     message: "sold out".into(),
@@ -561,10 +565,21 @@ async fn a_move_waiting_for_its_clean_up(
                 },
                 server: None,
             },
-        })
+        ))
         .await?;
     let moved = fleets::member_id(fleet.id, 1, 1);
     Ok((store, fleet.id, first.id, moved, dir))
+}
+
+/// A running server with the vendor id `4711`, as a vendor reports it.
+fn running_server_4711() -> provisioner_contract::ServerInfo {
+    provisioner_contract::ServerInfo {
+        vendor_id: "4711".into(),
+        name: "web".into(),
+        status: provisioner_contract::ServerStatus::Running,
+        ipv4: None,
+        ipv6: None,
+    }
 }
 
 /// The creates of `member` among outbox messages `due`.
@@ -582,7 +597,7 @@ fn creates_of(member: uuid::Uuid, due: &[order_api::store::OutboxMessage]) -> us
 async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time()
 -> anyhow::Result<()> {
     use order_api::lifecycle::OrderStatus;
-    use provisioner_contract::{OrderUpdate, UpdateKind};
+    use provisioner_contract::UpdateKind;
 
     let (store, fleet, first, moved, dir) = a_move_waiting_for_its_clean_up(None).await?;
     let due = store.due_outbox(100).await?;
@@ -622,13 +637,11 @@ async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time(
     // Once only, and the late answer sends nothing more.
     assert_eq!(store.release_waiting_moves(Duration::ZERO).await?, 0);
     store
-        .apply_update(&OrderUpdate {
-            order_id: first,
-            vendor: "hetzner".into(),
-            at: chrono::Utc::now(),
-            attempt: 1,
-            kind: UpdateKind::Cancelled { server: None },
-        })
+        .apply_update(&hetzner_update(
+            first,
+            1,
+            UpdateKind::Cancelled { server: None },
+        ))
         .await?;
     assert_eq!(creates_of(moved, &store.due_outbox(100).await?), 1);
     let _ = std::fs::remove_dir_all(&dir);
@@ -643,23 +656,11 @@ async fn a_move_whose_clean_up_does_not_answer_goes_on_after_the_watchdogs_time(
 #[tokio::test]
 async fn a_server_that_turns_up_late_is_deleted_and_never_adopted() -> anyhow::Result<()> {
     use order_api::lifecycle::OrderStatus;
-    use provisioner_contract::{OrderUpdate, ServerInfo, ServerStatus, UpdateKind};
+    use provisioner_contract::UpdateKind;
 
     let (store, fleet, first, moved, dir) = a_move_waiting_for_its_clean_up(None).await?;
-    let server = ServerInfo {
-        vendor_id: "4711".into(),
-        name: "web".into(),
-        status: ServerStatus::Running,
-        ipv4: None,
-        ipv6: None,
-    };
-    let update = |kind| OrderUpdate {
-        order_id: first,
-        vendor: "hetzner".into(),
-        at: chrono::Utc::now(),
-        attempt: 1,
-        kind,
-    };
+    let server = running_server_4711();
+    let update = |kind| hetzner_update(first, 1, kind);
     let deletes_of_first = |due: &[order_api::store::OutboxMessage]| {
         due.iter()
             .filter(|m| {
@@ -705,15 +706,9 @@ async fn a_server_that_turns_up_late_is_deleted_and_never_adopted() -> anyhow::R
 /// and not left running under a failed order.
 #[tokio::test]
 async fn a_server_kept_for_a_move_that_went_on_is_deleted() -> anyhow::Result<()> {
-    use provisioner_contract::{OrderUpdate, ServerInfo, ServerStatus, UpdateKind};
+    use provisioner_contract::{ServerInfo, ServerStatus, UpdateKind};
 
-    let server = ServerInfo {
-        vendor_id: "4711".into(),
-        name: "web".into(),
-        status: ServerStatus::Running,
-        ipv4: None,
-        ipv6: None,
-    };
+    let server = running_server_4711();
     let (store, _, first, moved, dir) = a_move_waiting_for_its_clean_up(Some(ServerInfo {
         status: ServerStatus::Provisioning,
         ..server.clone()
@@ -722,13 +717,7 @@ async fn a_server_kept_for_a_move_that_went_on_is_deleted() -> anyhow::Result<()
     assert_eq!(store.release_waiting_moves(Duration::ZERO).await?, 1);
     assert_eq!(creates_of(moved, &store.due_outbox(100).await?), 1);
     store
-        .apply_update(&OrderUpdate {
-            order_id: first,
-            vendor: "hetzner".into(),
-            at: chrono::Utc::now(),
-            attempt: 1,
-            kind: UpdateKind::Adopted { server },
-        })
+        .apply_update(&hetzner_update(first, 1, UpdateKind::Adopted { server }))
         .await?;
     let deletes = store
         .due_outbox(100)

@@ -4,12 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use provisioner_contract::Topology;
 use provisioner_contract::amqp::{DEAD_QUEUE_HEADER, DEAD_REASON_HEADER};
-use provisioner_tests::{Stack, StackOptions, message_count, metric_value, require_rabbitmq};
+use provisioner_tests::{
+    ApiClient, Stack, StackOptions, message_count, metric_value, require_rabbitmq,
+};
 use reqwest::Method;
+use serde_json::Value;
+use uuid::Uuid;
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Result<()> {
@@ -17,6 +22,61 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
     let topology = &stack.topology;
     let connection = require_rabbitmq().await;
     let channel = connection.create_channel().await?;
+    let poisoned = publish_poison(&channel, topology).await?;
+    let dead_lettered = publish_dead_letters(&channel, topology).await?;
+    let dead_count = poisoned + 3;
+
+    wait_for_the_dead_letter_metrics(&stack, dead_count).await?;
+    let admin = stack.admin_api()?;
+    let page = admin.get("/v1/dead-letters").await?;
+    assert_eq!(page["total"], dead_count, "{page}");
+    let dead = page["dead_letters"].as_array().cloned().unwrap_or_default();
+    assert_eq!(dead.len(), dead_count, "{page}");
+    each_is_listed_with_its_queue_and_reason(topology, &dead);
+    the_broker_dead_letter_its_body_and_headers_are_listed(&page, &dead, dead_lettered.order_id);
+    a_large_body_is_cut_in_the_list_and_whole_alone(&admin, &page, &dead, &dead_lettered.large)
+        .await?;
+    tenants_never_see_them_and_an_admin_dismisses_one_once(&stack, &admin, &dead, dead_count)
+        .await?;
+    nothing_loops_and_orders_still_work(&stack, &channel, dead_count).await?;
+    let _ = connection.close(200, "done".into()).await;
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// Publishes `body` with `properties` to `exchange` under `key`, confirmed.
+async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> anyhow::Result<()> {
+    channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await?
+        .await?;
+    Ok(())
+}
+
+/// AMQP headers holding `values` as long strings.
+fn string_headers(values: [(&str, &str); 2]) -> FieldTable {
+    let mut headers = FieldTable::default();
+    for (name, value) in values {
+        headers.insert(name.into(), AMQPValue::LongString(value.into()));
+    }
+    headers
+}
+
+/// Publishes three poison messages to the stack's own exchanges (undecodable, a wrong schema
+/// version, not UTF-8); how many.
+async fn publish_poison(channel: &Channel, topology: &Topology) -> anyhow::Result<usize> {
     let mut wrong_schema = FieldTable::default();
     wrong_schema.insert("x-schema-version".into(), AMQPValue::LongLongInt(99));
     let poison = [
@@ -30,7 +90,7 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
             "request.hetzner",
             br#"{"kind":"create"}"#.to_vec(),
             BasicProperties::default()
-                .with_message_id(uuid::Uuid::new_v4().to_string().into())
+                .with_message_id(Uuid::new_v4().to_string().into())
                 .with_headers(wrong_schema),
         ),
         (
@@ -40,80 +100,74 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
         ),
     ];
     for (key, body, properties) in &poison {
-        channel
-            .basic_publish(
-                topology.exchange_for_key(key).as_str().into(),
-                (*key).into(),
-                BasicPublishOptions::default(),
-                body,
-                properties.clone(),
-            )
-            .await?
-            .await?;
+        let exchange = topology.exchange_for_key(key);
+        publish(channel, &exchange, key, body, properties.clone()).await?;
     }
-    // And one the broker itself dead-lettered (its headers, not ours): a request delivered
-    // as often as the queue's delivery limit allows.
-    let requests = topology.request_queue("hetzner");
-    let mut broker_headers = FieldTable::default();
-    broker_headers.insert(
-        "x-first-death-reason".into(),
-        AMQPValue::LongString("delivery_limit".into()),
-    );
-    broker_headers.insert(
-        "x-first-death-queue".into(),
-        AMQPValue::LongString(requests.as_str().into()),
-    );
-    let order_id = uuid::Uuid::now_v7();
-    channel
-        .basic_publish(
-            topology.dead_letter_exchange().as_str().into(),
-            "request.hetzner".into(),
-            BasicPublishOptions::default(),
-            format!(r#"{{"kind":"create","order_id":"{order_id}"}}"#).as_bytes(),
-            BasicProperties::default().with_headers(broker_headers),
-        )
-        .await?
-        .await?;
-    // And one whose reason carries a NUL byte (PostgreSQL's text cannot hold one): it is
-    // recorded all the same, and the order path never stalls behind it.
-    let mut nul_headers = FieldTable::default();
-    nul_headers.insert(
-        DEAD_REASON_HEADER.into(),
-        AMQPValue::LongString("poison\0with a NUL".into()),
-    );
-    nul_headers.insert(
-        DEAD_QUEUE_HEADER.into(),
-        AMQPValue::LongString(requests.as_str().into()),
-    );
-    channel
-        .basic_publish(
-            topology.dead_letter_exchange().as_str().into(),
-            "request.hetzner".into(),
-            BasicPublishOptions::default(),
-            b"{}",
-            BasicProperties::default().with_headers(nul_headers),
-        )
-        .await?
-        .await?;
-    // And a large one, with no reason at all: a list shows its first 16 KiB.
-    let large = "x".repeat(20 * 1024);
-    channel
-        .basic_publish(
-            topology.dead_letter_exchange().as_str().into(),
-            "event.hetzner".into(),
-            BasicPublishOptions::default(),
-            large.as_bytes(),
-            BasicProperties::default(),
-        )
-        .await?
-        .await?;
-    let dead_count = poison.len() + 3;
+    Ok(poison.len())
+}
 
-    // order-api records every dead letter with why (and acks it), and counts them in
-    // metrics: the recorded ones, and those it dead-lettered itself.
+/// What [`publish_dead_letters`] sent that the list must show again.
+struct DeadLettered {
+    /// The order of the request the broker dead-lettered.
+    order_id: Uuid,
+    /// The large body.
+    large: String,
+}
+
+/// Publishes three messages straight to the dead-letter exchange: one the broker itself
+/// dead-lettered, one whose reason carries a NUL byte, a large one with no reason.
+async fn publish_dead_letters(
+    channel: &Channel,
+    topology: &Topology,
+) -> anyhow::Result<DeadLettered> {
+    let dead_letters = topology.dead_letter_exchange();
+    let requests = topology.request_queue("hetzner");
+    // One the broker itself dead-lettered (its headers, not ours): a request delivered as
+    // often as the queue's delivery limit allows.
+    let order_id = Uuid::now_v7();
+    publish(
+        channel,
+        &dead_letters,
+        "request.hetzner",
+        format!(r#"{{"kind":"create","order_id":"{order_id}"}}"#).as_bytes(),
+        BasicProperties::default().with_headers(string_headers([
+            ("x-first-death-reason", "delivery_limit"),
+            ("x-first-death-queue", &requests),
+        ])),
+    )
+    .await?;
+    // One whose reason carries a NUL byte (PostgreSQL's text cannot hold one): it is
+    // recorded all the same, and the order path never stalls behind it.
+    publish(
+        channel,
+        &dead_letters,
+        "request.hetzner",
+        b"{}",
+        BasicProperties::default().with_headers(string_headers([
+            (DEAD_REASON_HEADER, "poison\0with a NUL"),
+            (DEAD_QUEUE_HEADER, &requests),
+        ])),
+    )
+    .await?;
+    // A large one, with no reason at all: a list shows its first 16 KiB.
+    let large = "x".repeat(20 * 1024);
+    publish(
+        channel,
+        &dead_letters,
+        "event.hetzner",
+        large.as_bytes(),
+        BasicProperties::default(),
+    )
+    .await?;
+    Ok(DeadLettered { order_id, large })
+}
+
+/// Waits until order-api has recorded every dead letter with why (and acked it), and
+/// counts them in metrics: the recorded ones, and those it dead-lettered itself.
+async fn wait_for_the_dead_letter_metrics(stack: &Stack, dead_count: usize) -> anyhow::Result<()> {
     let results_series = format!(
         "provisioner_dead_letters_total{{queue=\"{}\"}}",
-        topology.results_queue()
+        stack.topology.results_queue()
     );
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -121,7 +175,7 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
         let recorded = metric_value(&text, "provisioner_dead_letters_recorded");
         let counted = metric_value(&text, &results_series);
         if recorded == Some(dead_count as f64) && counted == Some(1.0) {
-            break;
+            return Ok(());
         }
         assert!(
             Instant::now() < deadline,
@@ -130,11 +184,14 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let admin = stack.admin_api()?;
-    let page = admin.get("/v1/dead-letters").await?;
-    assert_eq!(page["total"], dead_count, "{page}");
-    let dead = page["dead_letters"].as_array().cloned().unwrap_or_default();
-    assert_eq!(dead.len(), dead_count, "{page}");
+}
+
+/// Checks the listed dead letters name their queues and reasons: four from the requests
+/// queue, an undecodable one from the results queue, a wrong schema version, and the NUL
+/// byte's reason without it.
+fn each_is_listed_with_its_queue_and_reason(topology: &Topology, dead: &[Value]) {
+    let requests = topology.request_queue("hetzner");
+    let results = topology.results_queue();
     let reasons: Vec<(String, String)> = dead
         .iter()
         .map(|d| {
@@ -144,7 +201,6 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
             )
         })
         .collect();
-    let results = topology.results_queue();
     assert_eq!(
         reasons
             .iter()
@@ -173,6 +229,15 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
                 && !reason.contains('\0')),
         "{reasons:?}"
     );
+}
+
+/// Checks the broker's dead letter is listed with its order and routing key, a body that is
+/// not UTF-8 comes in base64, and the headers of whoever dead-lettered one are there.
+fn the_broker_dead_letter_its_body_and_headers_are_listed(
+    page: &Value,
+    dead: &[Value],
+    order_id: Uuid,
+) {
     let by_broker = dead
         .iter()
         .find(|d| {
@@ -197,7 +262,16 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
                 && d["headers"][DEAD_QUEUE_HEADER].is_string()),
         "{page}"
     );
+}
 
+/// Checks the large dead letter is listed cut to 16 KiB (its reason unknown) and read alone
+/// whole.
+async fn a_large_body_is_cut_in_the_list_and_whole_alone(
+    admin: &ApiClient,
+    page: &Value,
+    dead: &[Value],
+    large: &str,
+) -> anyhow::Result<()> {
     let cut = dead
         .iter()
         .find(|d| d["body_bytes"] == large.len())
@@ -216,10 +290,19 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
             cut["id"].as_str().unwrap_or_default()
         ))
         .await?;
-    assert_eq!(whole["body"], large.as_str());
+    assert_eq!(whole["body"], large);
     assert_eq!(whole["body_truncated"], false);
+    Ok(())
+}
 
-    // Tenants never see them; an admin dismisses one, once.
+/// Checks a tenant is refused the dead letters, and an admin dismisses one once (a second
+/// dismissal is a 404; the list then holds one fewer).
+async fn tenants_never_see_them_and_an_admin_dismisses_one_once(
+    stack: &Stack,
+    admin: &ApiClient,
+    dead: &[Value],
+    dead_count: usize,
+) -> anyhow::Result<()> {
     let forbidden = stack
         .api()
         .send_raw(Method::GET, "/v1/dead-letters", None)
@@ -233,11 +316,24 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
     let page = admin.get("/v1/dead-letters?limit=1").await?;
     assert_eq!(page["total"], dead_count - 1, "{page}");
     assert!(page["next_cursor"].is_string(), "{page}");
+    Ok(())
+}
 
-    // Nothing loops: no copy comes back, the queues are empty, and orders still work.
+/// Checks nothing loops: no copy comes back, the queues are empty, the dismissed dead letter
+/// is counted no more, and an order still goes active.
+async fn nothing_loops_and_orders_still_work(
+    stack: &Stack,
+    channel: &Channel,
+    dead_count: usize,
+) -> anyhow::Result<()> {
+    let topology = &stack.topology;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for queue in [topology.dead_letter_queue(), requests, results] {
-        let waiting = message_count(&channel, &queue).await?;
+    for queue in [
+        topology.dead_letter_queue(),
+        topology.request_queue("hetzner"),
+        topology.results_queue(),
+    ] {
+        let waiting = message_count(channel, &queue).await?;
         assert_eq!(waiting, 0, "{queue} is not empty");
     }
     let text = stack.metrics().await?;
@@ -250,7 +346,5 @@ async fn poison_messages_are_dead_lettered_once_with_a_reason() -> anyhow::Resul
     stack
         .wait_for_status(&id, "active", Duration::from_secs(60))
         .await?;
-    let _ = connection.close(200, "done".into()).await;
-    stack.cleanup().await;
     Ok(())
 }
