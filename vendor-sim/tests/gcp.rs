@@ -129,6 +129,12 @@ impl Sim {
         self.call(reqwest::Method::GET, url, token, None).await
     }
 
+    /// POSTs an instance's body to an insert URL.
+    async fn insert(&self, url: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, url, token, Some(body))
+            .await
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
@@ -352,12 +358,7 @@ async fn instances_are_made_deduplicated_listed_and_deleted_through_operations()
         sim.compute(&format!("/zones/{ZONE}/instances"))
     );
     let (status, op) = sim
-        .call(
-            reqwest::Method::POST,
-            &insert_url,
-            &token,
-            Some(instance_body("web-1", "key-1")),
-        )
+        .insert(&insert_url, &token, instance_body("web-1", "key-1"))
         .await;
     assert_eq!(status, 200, "{op}");
     assert_eq!(op["kind"], "compute#operation");
@@ -375,21 +376,15 @@ async fn instances_are_made_deduplicated_listed_and_deleted_through_operations()
 
     // The same requestId: the same operation, nothing new.
     let (status, again) = sim
-        .call(
-            reqwest::Method::POST,
-            &insert_url,
-            &token,
-            Some(instance_body("web-1", "key-1")),
-        )
+        .insert(&insert_url, &token, instance_body("web-1", "key-1"))
         .await;
     assert_eq!((status, &again["name"]), (200, &op["name"]));
     // Another requestId, the same name: taken.
     let (status, body) = sim
-        .call(
-            reqwest::Method::POST,
+        .insert(
             &sim.compute(&format!("/zones/{ZONE}/instances")),
             &token,
-            Some(instance_body("web-1", "key-1")),
+            instance_body("web-1", "key-1"),
         )
         .await;
     assert_google_error(status, &body, 409, "alreadyExists");
@@ -486,9 +481,7 @@ async fn aggregated_lists_filter_by_label_over_every_page() {
             body["labels"]["suite"] = json!("other");
         }
         let url = sim.compute(&format!("/zones/{zone}/instances"));
-        let (status, op) = sim
-            .call(reqwest::Method::POST, &url, &token, Some(body))
-            .await;
+        let (status, op) = sim.insert(&url, &token, body).await;
         assert_eq!(status, 200, "{op}");
     }
     // A server another tool made (seeded through /_sim/servers): a key, no suite label.
@@ -594,9 +587,7 @@ async fn bad_inserts_are_refused(sim: &Sim, token: &str, url: &str) {
     for (field, value, code) in cases {
         let mut body = instance_body("web-bad", "k");
         body[field] = value;
-        let (status, answer) = sim
-            .call(reqwest::Method::POST, url, token, Some(body))
-            .await;
+        let (status, answer) = sim.insert(url, token, body).await;
         assert_eq!(status, code, "{field}: {answer}");
         assert_eq!(answer["error"]["code"], code);
     }
@@ -610,9 +601,7 @@ async fn bad_inserts_are_refused(sim: &Sim, token: &str, url: &str) {
         (bad_id.as_str(), instance_body("web-x", "k"), 400),
         (unknown_zone.as_str(), instance_body("web-x", "k"), 404),
     ] {
-        let (status, answer) = sim
-            .call(reqwest::Method::POST, target, token, Some(body))
-            .await;
+        let (status, answer) = sim.insert(target, token, body).await;
         assert_eq!(status, expected, "{target}: {answer}");
     }
 }
@@ -665,14 +654,7 @@ async fn compute_faults_refuse_or_fail_one_insert(sim: &Sim, token: &str, url: &
         .arm("/_sim/gcp/faults", json!({"kind": "quota_exceeded"}))
         .await;
     assert_eq!(armed, 201);
-    let (status, body) = sim
-        .call(
-            reqwest::Method::POST,
-            url,
-            token,
-            Some(instance_body("web-q", "kq")),
-        )
-        .await;
+    let (status, body) = sim.insert(url, token, instance_body("web-q", "kq")).await;
     assert_google_error(status, &body, 403, "quotaExceeded");
     // No resources in the zone: an operation that ends in ZONE_RESOURCE_POOL_EXHAUSTED.
     sim.arm(
@@ -680,14 +662,7 @@ async fn compute_faults_refuse_or_fail_one_insert(sim: &Sim, token: &str, url: &
         json!({"kind": "zone_resource_pool_exhausted"}),
     )
     .await;
-    let (status, op) = sim
-        .call(
-            reqwest::Method::POST,
-            url,
-            token,
-            Some(instance_body("web-z", "kz")),
-        )
-        .await;
+    let (status, op) = sim.insert(url, token, instance_body("web-z", "kz")).await;
     assert_eq!(status, 200, "{op}");
     let done = wait_done(sim, token, &op).await;
     assert_eq!(
@@ -704,14 +679,7 @@ async fn compute_faults_refuse_or_fail_one_insert(sim: &Sim, token: &str, url: &
         404
     );
     // Disarmed: the next insert works.
-    let (status, op) = sim
-        .call(
-            reqwest::Method::POST,
-            url,
-            token,
-            Some(instance_body("web-z", "kz")),
-        )
-        .await;
+    let (status, op) = sim.insert(url, token, instance_body("web-z", "kz")).await;
     assert_eq!(status, 200);
     assert!(wait_done(sim, token, &op).await["error"].is_null());
     let stats = sim.sim_get("/_sim/stats").await;
