@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vendor_sim::proxy::{
     FaultProfile, ProxyConfig, ProxyHandle, REDACTED, RecordedRequest, spawn_proxy,
 };
@@ -427,20 +426,8 @@ async fn a_lost_response_is_carried_out_upstream_and_never_answered() {
         proxy.addr,
         body.len()
     );
-    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut received))
-        .await
-        .expect("the proxy neither answered nor closed the connection");
-    if let Err(error) = read {
-        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
-    }
-    assert!(
-        received.is_empty(),
-        "the client received {:?}",
-        String::from_utf8_lossy(&received)
-    );
+    common::assert_nothing_answered(proxy.addr, &request, Duration::from_secs(30), "the proxy")
+        .await;
 
     let servers: Value = json_of(client.get(format!("http://{sim}/_sim/servers"))).await;
     let servers = servers["servers"].as_array().unwrap();

@@ -1,6 +1,7 @@
 //! What the simulator's integration tests share: a simulator of their own on a local port,
 //! the registration of a vendor credential (an Azure app, a Compute Engine account), a token
-//! endpoint's form POST, and reading the simulator's own endpoints (`/_sim/...`).
+//! endpoint's form POST, reading the simulator's own endpoints (`/_sim/...`), and checking
+//! that a lost answer leaves not a byte on the wire.
 
 #![allow(
     dead_code,
@@ -71,4 +72,26 @@ pub async fn post_form(
         .await
         .unwrap();
     (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+/// Sends the raw HTTP/1.1 `request` to `addr` (`who`: the simulator or the proxy) and checks
+/// that the connection closes, cleanly or by a reset, within `within` and without a single
+/// byte of an answer.
+pub async fn assert_nothing_answered(addr: SocketAddr, request: &str, within: Duration, who: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(within, tcp.read_to_end(&mut received))
+        .await
+        .unwrap_or_else(|_| panic!("{who} neither answered nor closed the connection"));
+    // A clean close or a reset, but nothing read either way.
+    if let Err(error) = read {
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    }
+    assert!(
+        received.is_empty(),
+        "the client received {:?}",
+        String::from_utf8_lossy(&received)
+    );
 }
