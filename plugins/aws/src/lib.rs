@@ -373,18 +373,21 @@ fn run_params(
     params
 }
 
-/// Calls `params` in `region`; when EC2 answers not-found, asks once more after
-/// [`NOT_FOUND_RECHECK_MS`] (an instance just launched may not be listed yet).
-async fn call_rechecking(
-    ec2: &Ec2,
-    region: &str,
-    params: &Params,
+/// Calls `action` on the instance `id` (`InstanceId.1`) in its region; when EC2 answers
+/// not-found, asks once more after [`NOT_FOUND_RECHECK_MS`] (an instance just launched may
+/// not be listed yet).
+async fn call_on_instance(
+    id: &VendorId,
+    action: &str,
     verb: Verb,
 ) -> Result<String, ProviderError> {
-    match ec2.call(region, params, verb).await {
+    let ec2 = Ec2::from_config()?;
+    let mut params = Params::new(action);
+    params.add("InstanceId.1", id.instance_id.as_str());
+    match ec2.call(&id.region, &params, verb).await {
         Err(ProviderError::NotFound(_)) => {
             wstd::task::sleep(wstd::time::Duration::from_millis(NOT_FOUND_RECHECK_MS)).await;
-            ec2.call(region, params, verb).await
+            ec2.call(&id.region, &params, verb).await
         }
         other => other,
     }
@@ -464,10 +467,7 @@ impl Provider for AwsPlugin {
     fn get_server(vendor_id: String) -> Result<Server, ProviderError> {
         let id = VendorId::parse(&vendor_id)?;
         block_on(async {
-            let ec2 = Ec2::from_config()?;
-            let mut params = Params::new("DescribeInstances");
-            params.add("InstanceId.1", id.instance_id.as_str());
-            let xml = call_rechecking(&ec2, &id.region, &params, Verb::Read).await?;
+            let xml = call_on_instance(&id, "DescribeInstances", Verb::Read).await?;
             api::instances(&xml)
                 .map_err(|why| unreadable("DescribeInstances", &id.region, why))?
                 .items
@@ -481,10 +481,7 @@ impl Provider for AwsPlugin {
     fn delete_server(vendor_id: String) -> Result<(), ProviderError> {
         let id = VendorId::parse(&vendor_id)?;
         block_on(async {
-            let ec2 = Ec2::from_config()?;
-            let mut params = Params::new("TerminateInstances");
-            params.add("InstanceId.1", id.instance_id.as_str());
-            let xml = call_rechecking(&ec2, &id.region, &params, Verb::Write).await?;
+            let xml = call_on_instance(&id, "TerminateInstances", Verb::Write).await?;
             let terminating = api::terminating(&xml)
                 .map_err(|why| unreadable("TerminateInstances", &id.region, why))?;
             if terminating
