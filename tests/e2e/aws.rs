@@ -148,9 +148,7 @@ async fn an_aws_order_goes_active_and_its_delete_terminates_the_instance() -> an
         "labels": {"team": "e2e"},
         "user_data": "#cloud-config\nruncmd:\n  - echo hello\n",
     });
-    let (status, _, _, order) = stack.post_order(&body.to_string()).await?;
-    assert_eq!(status, 202, "{order}");
-    let id = order["id"].as_str().unwrap_or_default().to_string();
+    let id = stack.order_accepted(&body).await?;
     let active = stack
         .wait_for_status(&id, "active", Duration::from_secs(90))
         .await?;
@@ -223,9 +221,7 @@ async fn a_lost_run_instances_answer_makes_one_instance() -> anyhow::Result<()> 
         "vendor": "aws", "region": region, "size": "t3.micro",
         "image": DEFAULT_IMAGE_NAME, "name": "aws-lost-answer",
     });
-    let (status, _, _, order) = stack.post_order(&body.to_string()).await?;
-    assert_eq!(status, 202, "{order}");
-    let id = order["id"].as_str().unwrap_or_default().to_string();
+    let id = stack.order_accepted(&body).await?;
     stack
         .wait_for_status(&id, "active", Duration::from_secs(90))
         .await?;

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use provisioner_conformance::{Report, Target};
 use provisioner_tests::shipped_manifest;
-use provisioner_tests::simulator::{QuotaFault, sim_servers_at};
+use provisioner_tests::simulator::{
+    QuotaFault, assert_carries_fields, carried_fields, sim_server_with_key, sim_servers_at,
+};
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
 };
@@ -101,17 +103,13 @@ async fn sim_resources(sim_url: &str) -> anyhow::Result<Vec<Value>> {
     Ok(resources.iter().map(|resource| json!(resource)).collect())
 }
 
+/// Orders an Azure VM named `name` (with the order fields of `extra`); its id.
 async fn order_azure(stack: &Stack, name: &str, extra: Value) -> anyhow::Result<String> {
-    let mut body = json!({
+    let body = json!({
         "vendor": "azure", "region": LOCATION, "size": "Standard_B1s", "image": IMAGE,
         "name": name,
     });
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    let (status, _, _, order) = stack.post_order(&body.to_string()).await?;
-    anyhow::ensure!(status == 202, "{status}: {order}");
-    Ok(order["id"].as_str().unwrap_or_default().to_string())
+    stack.order_with_fields(body, extra).await
 }
 
 /// An order at Azure goes `active` through order-api, RabbitMQ, a host and the plugin: a
@@ -122,16 +120,7 @@ async fn order_azure(stack: &Stack, name: &str, extra: Value) -> anyhow::Result<
 async fn an_azure_order_goes_active_and_deleted_leaving_nothing() -> anyhow::Result<()> {
     let stack = stack_with_azure().await?;
     let ssh_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl e2e@azure";
-    let id = order_azure(
-        &stack,
-        "azure-e2e-1",
-        json!({
-            "labels": {"team": "e2e"},
-            "ssh_keys": [ssh_key],
-            "user_data": "#cloud-config\nruncmd:\n  - echo hello\n",
-        }),
-    )
-    .await?;
+    let id = order_azure(&stack, "azure-e2e-1", carried_fields(ssh_key)).await?;
     let active = stack
         .wait_for_status(&id, "active", Duration::from_secs(90))
         .await?;
@@ -148,19 +137,8 @@ async fn an_azure_order_goes_active_and_deleted_leaving_nothing() -> anyhow::Res
         "{active:#}"
     );
 
-    let vms = sim_vms(&stack.sim_url).await?;
-    let mine: Vec<&Value> = vms
-        .iter()
-        .filter(|s| s["idempotency_key"] == id.as_str())
-        .collect();
-    assert_eq!(mine.len(), 1, "{vms:#?}");
-    let vm = mine[0];
-    assert_eq!(vm["labels"]["team"], "e2e", "{vm:#}");
-    assert_eq!(vm["ssh_keys"], json!([ssh_key]), "{vm:#}");
-    assert_eq!(
-        vm["user_data"], "#cloud-config\nruncmd:\n  - echo hello\n",
-        "{vm:#}"
-    );
+    let vm = sim_server_with_key(&stack.sim_url, "azure", &id).await?;
+    assert_carries_fields(&vm, ssh_key);
     let resources = sim_resources(&stack.sim_url).await?;
     let of_order = |resources: &[Value]| -> Vec<Value> {
         resources

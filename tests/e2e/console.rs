@@ -30,206 +30,14 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
     let theirs = stack.order_as(&other, "their-server").await?;
     let browser = Browser::start(1280, 900).await?;
     let result = async {
-        browser.open(&stack.api_url, "").await?;
-        browser
-            .client
-            .wait()
-            .for_element(Locator::Css("#token"))
-            .await?;
-        browser.check_accessibility("sign-in").await?;
-        browser.screenshot("sign-in").await?;
-        browser.sign_in(&stack.api_url, &stack.token).await?;
-
-        // The form: the vendor's regions come from its plugin's catalogue (hetzner's plugin
-        // lists its locations; it lists no sizes or images here, so those are free text). A
-        // key the API refuses is a 422 shown in the page; corrected, the order is placed (one
-        // order however often the button is pressed) and its page follows it to active,
-        // without a reload.
-        browser.click(Locator::Css("a[href='#/new']")).await?;
-        let hetzner = provisioner_tests::fixture("hetzner");
-        browser
-            .client
-            .wait()
-            .for_element(Locator::Css("#vendor"))
-            .await?
-            .select_by_value("hetzner")
-            .await?;
-        let region = browser
-            .client
-            .wait()
-            .for_element(Locator::Css("select#region"))
-            .await?;
-        let offered = region.text().await?;
-        for location in ["fsn1", "nbg1", "hel1"] {
-            assert!(
-                offered.contains(location),
-                "{location} not offered: {offered}"
-            );
-        }
-        region.select_by_value(hetzner.region).await?;
-        for (id, value) in [
-            ("#name", "followed"),
-            ("#size", hetzner.size),
-            ("#image", hetzner.image),
-            ("#ssh-key", "ssh-ed25519 not-a-key"),
-        ] {
-            browser
-                .client
-                .wait()
-                .for_element(Locator::Css(id))
-                .await?
-                .send_keys(value)
-                .await?;
-        }
-        browser.check_accessibility("order form").await?;
-        browser
-            .click(Locator::Css("form.order-form button[type=submit]"))
-            .await?;
-        browser
-            .wait_for_text("[role=alert]", "ssh_keys", Duration::from_secs(10))
-            .await?;
-        browser.screenshot("order-form-refused").await?;
-        browser
-            .client
-            .find(Locator::Css("#ssh-key"))
-            .await?
-            .clear()
-            .await?;
-        browser
-            .client
-            .execute(
-                "const b = document.querySelector('form.order-form button[type=submit]'); \
-                 b.click(); b.click(); document.querySelector('form.order-form').requestSubmit();",
-                vec![],
-            )
-            .await?;
-        browser
-            .wait_for_text("h1", "followed", Duration::from_secs(10))
-            .await?;
-        browser
-            .client
-            .execute("window.notReloaded = true;", vec![])
-            .await?;
-        browser
-            .wait_for_text("#order-status", "active", Duration::from_secs(60))
-            .await?;
-        browser
-            .wait_for_text("#order-addresses", "203.0.113.", Duration::from_secs(10))
-            .await?;
-        let kept = browser
-            .client
-            .execute("return window.notReloaded === true;", vec![])
-            .await?;
-        assert_eq!(kept, json!(true), "the page was reloaded");
-        browser
-            .wait_for_text("ol.timeline", "is running", Duration::from_secs(5))
-            .await?;
-        browser.check_accessibility("order").await?;
-        browser.screenshot("order-active").await?;
-
-        // Cancel, with the confirmation.
-        let cancelled = stack.order_as(&own, "cancelled").await?;
-        browser
-            .open(&stack.api_url, &format!("#/orders/{cancelled}"))
-            .await?;
-        browser
-            .click(Locator::XPath("//button[contains(., 'Cancel the order')]"))
-            .await?;
-        let question = browser.client.get_alert_text().await?;
-        assert!(question.contains("Cancel order cancelled?"), "{question}");
-        browser.client.accept_alert().await?;
-        browser
-            .wait_for_text("#order-status", "cancel", Duration::from_secs(30))
-            .await?;
-
-        // The list: the tenant's own orders, not the other tenant's.
-        browser.open(&stack.api_url, "#/orders").await?;
-        let table = browser
-            .wait_for_text("table", "followed", Duration::from_secs(10))
-            .await?;
-        let named_followed = stack
-            .list_all_orders("")
-            .await?
-            .iter()
-            .filter(|order| order["name"] == "followed")
-            .count();
-        assert_eq!(named_followed, 1, "the form made {named_followed} orders");
-        assert!(table.contains("cancelled"), "{table}");
-        assert!(!table.contains("their-server"), "{table}");
-        browser.check_accessibility("orders").await?;
-        browser.screenshot("orders").await?;
-
-        // The list follows the tenant's orders without a reload (the `/v1/events` stream):
-        // one made elsewhere joins it and goes to active in place; another tenant's new
-        // order never shows.
-        browser
-            .client
-            .execute("window.notReloaded = true;", vec![])
-            .await?;
-        // The page holds the stream open (it falls back to reading the list only when the
-        // stream is refused or cut).
-        let text = stack.metrics().await?;
-        let streams = provisioner_tests::metric_value(&text, "provisioner_event_streams");
-        assert!(
-            streams.is_some_and(|n| n >= 1.0),
-            "no stream open: {streams:?}"
-        );
-        let _ = stack.order_as(&other, "their-second").await?;
-        let arrived = stack.order_as(&own, "arrived-live").await?;
-        let row = format!("tr[data-order='{arrived}']");
-        browser
-            .wait_for_text(&row, "arrived-live", Duration::from_secs(10))
-            .await?;
-        browser
-            .wait_for_text(&row, "active", Duration::from_secs(60))
-            .await?;
-        let kept = browser
-            .client
-            .execute("return window.notReloaded === true;", vec![])
-            .await?;
-        assert_eq!(kept, json!(true), "the list was reloaded");
-        let table = browser.main_text().await?;
-        assert!(!table.contains("their-second"), "{table}");
-
-        // Leaving the page closes its streams: a browser has six connections to a host, and
-        // a page kept for the back button must not hold one each (the seventh visit waited).
-        for _ in 0..8 {
-            browser.client.goto("about:blank").await?;
-            browser.open(&stack.api_url, "#/orders").await?;
-            browser
-                .wait_for_text("table", "arrived-live", Duration::from_secs(10))
-                .await?;
-        }
-
-        // Another tenant's order by its address: the API says there is none.
-        browser
-            .open(&stack.api_url, &format!("#/orders/{theirs}"))
-            .await?;
-        browser
-            .wait_for_text("[role=alert]", "", Duration::from_secs(10))
-            .await?;
-        let page = browser.main_text().await?;
-        assert!(!page.contains("their-server"), "{page}");
-
-        // The operator sees every tenant's orders.
-        browser.click(Locator::Css("#sign-out")).await?;
-        browser.sign_in(&stack.api_url, &stack.admin_token).await?;
-        browser
-            .wait_for_text("#who", "operator", Duration::from_secs(5))
-            .await?;
-        browser
-            .wait_for_text("table", "their-server", Duration::from_secs(10))
-            .await?;
-        browser.screenshot("operator-orders").await?;
-
-        // On a phone-sized screen the orders still read, without the optional columns.
-        browser.client.set_window_size(390, 844).await?;
-        browser
-            .wait_for_text("table", "their-server", Duration::from_secs(10))
-            .await?;
-        browser.check_accessibility("orders on a phone").await?;
-        browser.screenshot("orders-phone").await?;
-        anyhow::Ok(())
+        the_tenant_signs_in(&browser, &stack).await?;
+        an_order_through_the_form_is_followed_to_active(&browser).await?;
+        an_order_is_cancelled_with_the_confirmation(&browser, &stack, &own).await?;
+        the_list_shows_the_tenants_orders_only(&browser, &stack).await?;
+        the_list_follows_new_orders_without_a_reload(&browser, &stack, &own, &other).await?;
+        leaving_the_page_closes_its_streams(&browser, &stack).await?;
+        another_tenants_order_cannot_be_reached(&browser, &stack, &theirs).await?;
+        the_operator_sees_every_tenants_orders(&browser, &stack).await
     }
     .await;
     browser.close().await;
@@ -241,6 +49,251 @@ async fn a_tenant_follows_its_orders_and_cannot_reach_another_tenants() -> anyho
         assert!(!log.contains(&token), "a token shows in order-api's log");
     }
     Ok(())
+}
+
+/// Marks the page, so that [`was_not_reloaded`] tells whether it was reloaded since.
+async fn mark_the_page(browser: &Browser) -> anyhow::Result<()> {
+    browser
+        .client
+        .execute("window.notReloaded = true;", vec![])
+        .await?;
+    Ok(())
+}
+
+/// Whether the page marked with [`mark_the_page`] is still the same (not reloaded).
+async fn was_not_reloaded(browser: &Browser) -> anyhow::Result<bool> {
+    let kept = browser
+        .client
+        .execute("return window.notReloaded === true;", vec![])
+        .await?;
+    Ok(kept == json!(true))
+}
+
+/// The sign-in page reads (checked and shown), and the tenant signs in with its token.
+async fn the_tenant_signs_in(browser: &Browser, stack: &Stack) -> anyhow::Result<()> {
+    browser.open(&stack.api_url, "").await?;
+    browser
+        .client
+        .wait()
+        .for_element(Locator::Css("#token"))
+        .await?;
+    browser.check_accessibility("sign-in").await?;
+    browser.screenshot("sign-in").await?;
+    browser.sign_in(&stack.api_url, &stack.token).await
+}
+
+/// The form: the vendor's regions come from its plugin's catalogue (hetzner's plugin lists
+/// its locations; it lists no sizes or images here, so those are free text). A key the API
+/// refuses is a 422 shown in the page; corrected, the order is placed (one order however
+/// often the button is pressed) and its page follows it to active, without a reload.
+async fn an_order_through_the_form_is_followed_to_active(browser: &Browser) -> anyhow::Result<()> {
+    browser.click(Locator::Css("a[href='#/new']")).await?;
+    let hetzner = provisioner_tests::fixture("hetzner");
+    browser
+        .client
+        .wait()
+        .for_element(Locator::Css("#vendor"))
+        .await?
+        .select_by_value("hetzner")
+        .await?;
+    let region = browser
+        .client
+        .wait()
+        .for_element(Locator::Css("select#region"))
+        .await?;
+    let offered = region.text().await?;
+    for location in ["fsn1", "nbg1", "hel1"] {
+        assert!(
+            offered.contains(location),
+            "{location} not offered: {offered}"
+        );
+    }
+    region.select_by_value(hetzner.region).await?;
+    for (id, value) in [
+        ("#name", "followed"),
+        ("#size", hetzner.size),
+        ("#image", hetzner.image),
+        ("#ssh-key", "ssh-ed25519 not-a-key"),
+    ] {
+        browser
+            .client
+            .wait()
+            .for_element(Locator::Css(id))
+            .await?
+            .send_keys(value)
+            .await?;
+    }
+    browser.check_accessibility("order form").await?;
+    browser
+        .click(Locator::Css("form.order-form button[type=submit]"))
+        .await?;
+    browser
+        .wait_for_text("[role=alert]", "ssh_keys", Duration::from_secs(10))
+        .await?;
+    browser.screenshot("order-form-refused").await?;
+    browser
+        .client
+        .find(Locator::Css("#ssh-key"))
+        .await?
+        .clear()
+        .await?;
+    browser
+        .client
+        .execute(
+            "const b = document.querySelector('form.order-form button[type=submit]'); \
+             b.click(); b.click(); document.querySelector('form.order-form').requestSubmit();",
+            vec![],
+        )
+        .await?;
+    browser
+        .wait_for_text("h1", "followed", Duration::from_secs(10))
+        .await?;
+    mark_the_page(browser).await?;
+    browser
+        .wait_for_text("#order-status", "active", Duration::from_secs(60))
+        .await?;
+    browser
+        .wait_for_text("#order-addresses", "203.0.113.", Duration::from_secs(10))
+        .await?;
+    assert!(was_not_reloaded(browser).await?, "the page was reloaded");
+    browser
+        .wait_for_text("ol.timeline", "is running", Duration::from_secs(5))
+        .await?;
+    browser.check_accessibility("order").await?;
+    browser.screenshot("order-active").await
+}
+
+/// Cancel, with the confirmation.
+async fn an_order_is_cancelled_with_the_confirmation(
+    browser: &Browser,
+    stack: &Stack,
+    own: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let cancelled = stack.order_as(own, "cancelled").await?;
+    browser
+        .open(&stack.api_url, &format!("#/orders/{cancelled}"))
+        .await?;
+    browser
+        .click(Locator::XPath("//button[contains(., 'Cancel the order')]"))
+        .await?;
+    let question = browser.client.get_alert_text().await?;
+    assert!(question.contains("Cancel order cancelled?"), "{question}");
+    browser.client.accept_alert().await?;
+    browser
+        .wait_for_text("#order-status", "cancel", Duration::from_secs(30))
+        .await?;
+    Ok(())
+}
+
+/// The list: the tenant's own orders (the form made one), not the other tenant's.
+async fn the_list_shows_the_tenants_orders_only(
+    browser: &Browser,
+    stack: &Stack,
+) -> anyhow::Result<()> {
+    browser.open(&stack.api_url, "#/orders").await?;
+    let table = browser
+        .wait_for_text("table", "followed", Duration::from_secs(10))
+        .await?;
+    let named_followed = stack
+        .list_all_orders("")
+        .await?
+        .iter()
+        .filter(|order| order["name"] == "followed")
+        .count();
+    assert_eq!(named_followed, 1, "the form made {named_followed} orders");
+    assert!(table.contains("cancelled"), "{table}");
+    assert!(!table.contains("their-server"), "{table}");
+    browser.check_accessibility("orders").await?;
+    browser.screenshot("orders").await
+}
+
+/// The list follows the tenant's orders without a reload (the `/v1/events` stream): one made
+/// elsewhere joins it and goes to active in place; another tenant's new order never shows.
+async fn the_list_follows_new_orders_without_a_reload(
+    browser: &Browser,
+    stack: &Stack,
+    own: &reqwest::Client,
+    other: &reqwest::Client,
+) -> anyhow::Result<()> {
+    mark_the_page(browser).await?;
+    // The page holds the stream open (it falls back to reading the list only when the
+    // stream is refused or cut).
+    let text = stack.metrics().await?;
+    let streams = provisioner_tests::metric_value(&text, "provisioner_event_streams");
+    assert!(
+        streams.is_some_and(|n| n >= 1.0),
+        "no stream open: {streams:?}"
+    );
+    let _ = stack.order_as(other, "their-second").await?;
+    let arrived = stack.order_as(own, "arrived-live").await?;
+    let row = format!("tr[data-order='{arrived}']");
+    browser
+        .wait_for_text(&row, "arrived-live", Duration::from_secs(10))
+        .await?;
+    browser
+        .wait_for_text(&row, "active", Duration::from_secs(60))
+        .await?;
+    assert!(was_not_reloaded(browser).await?, "the list was reloaded");
+    let table = browser.main_text().await?;
+    assert!(!table.contains("their-second"), "{table}");
+    Ok(())
+}
+
+/// Leaving the page closes its streams: a browser has six connections to a host, and a page
+/// kept for the back button must not hold one each (the seventh visit waited).
+async fn leaving_the_page_closes_its_streams(
+    browser: &Browser,
+    stack: &Stack,
+) -> anyhow::Result<()> {
+    for _ in 0..8 {
+        browser.client.goto("about:blank").await?;
+        browser.open(&stack.api_url, "#/orders").await?;
+        browser
+            .wait_for_text("table", "arrived-live", Duration::from_secs(10))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Another tenant's order by its address: the API says there is none.
+async fn another_tenants_order_cannot_be_reached(
+    browser: &Browser,
+    stack: &Stack,
+    theirs: &str,
+) -> anyhow::Result<()> {
+    browser
+        .open(&stack.api_url, &format!("#/orders/{theirs}"))
+        .await?;
+    browser
+        .wait_for_text("[role=alert]", "", Duration::from_secs(10))
+        .await?;
+    let page = browser.main_text().await?;
+    assert!(!page.contains("their-server"), "{page}");
+    Ok(())
+}
+
+/// The operator sees every tenant's orders; on a phone-sized screen the orders still read,
+/// without the optional columns.
+async fn the_operator_sees_every_tenants_orders(
+    browser: &Browser,
+    stack: &Stack,
+) -> anyhow::Result<()> {
+    browser.click(Locator::Css("#sign-out")).await?;
+    browser.sign_in(&stack.api_url, &stack.admin_token).await?;
+    browser
+        .wait_for_text("#who", "operator", Duration::from_secs(5))
+        .await?;
+    browser
+        .wait_for_text("table", "their-server", Duration::from_secs(10))
+        .await?;
+    browser.screenshot("operator-orders").await?;
+
+    browser.client.set_window_size(390, 844).await?;
+    browser
+        .wait_for_text("table", "their-server", Duration::from_secs(10))
+        .await?;
+    browser.check_accessibility("orders on a phone").await?;
+    browser.screenshot("orders-phone").await
 }
 
 /// The operator sees the vendors with the hosts serving them; the orphan sweep (*Sweep now*

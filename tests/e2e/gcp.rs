@@ -17,7 +17,9 @@ use provisioner_host::bindings::types::{ProviderError, ServerRequest, ServerStat
 use provisioner_host::manifest::Manifest;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_tests::shipped_manifest;
-use provisioner_tests::simulator::{QuotaFault, sim_servers_at};
+use provisioner_tests::simulator::{
+    QuotaFault, assert_carries_fields, carried_fields, sim_server_with_key, sim_servers_at,
+};
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
 };
@@ -140,16 +142,12 @@ async fn token_grants(sim_url: &str) -> anyhow::Result<u64> {
     Ok(SimClient::new(sim_url).gcp_token_grants().await?.total)
 }
 
+/// Orders a Compute Engine instance named `name` (with the order fields of `extra`); its id.
 async fn order_gcp(stack: &Stack, name: &str, extra: Value) -> anyhow::Result<String> {
-    let mut body = json!({
+    let body = json!({
         "vendor": "gcp", "region": ZONE, "size": "e2-small", "image": IMAGE, "name": name,
     });
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    let (status, _, _, order) = stack.post_order(&body.to_string()).await?;
-    anyhow::ensure!(status == 202, "{status}: {order}");
-    Ok(order["id"].as_str().unwrap_or_default().to_string())
+    stack.order_with_fields(body, extra).await
 }
 
 /// An order at GCP goes `active` through order-api, RabbitMQ, a host and the plugin; the
@@ -161,16 +159,7 @@ async fn a_gcp_order_goes_active_and_deleted_on_one_token() -> anyhow::Result<()
     let stack = stack_with_gcp().await?;
     let ssh_key =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl e2e@gcp";
-    let id = order_gcp(
-        &stack,
-        "gcp-e2e-1",
-        json!({
-            "labels": {"team": "e2e"},
-            "ssh_keys": [ssh_key],
-            "user_data": "#cloud-config\nruncmd:\n  - echo hello\n",
-        }),
-    )
-    .await?;
+    let id = order_gcp(&stack, "gcp-e2e-1", carried_fields(ssh_key)).await?;
     let active = stack
         .wait_for_status(&id, "active", Duration::from_secs(90))
         .await?;
@@ -179,13 +168,7 @@ async fn a_gcp_order_goes_active_and_deleted_on_one_token() -> anyhow::Result<()
         vendor_id.starts_with(&format!("{ZONE}/gcp-e2e-1-")),
         "{active:#}"
     );
-    let instances = sim_instances(&stack.sim_url).await?;
-    let mine: Vec<&Value> = instances
-        .iter()
-        .filter(|s| s["idempotency_key"] == id.as_str())
-        .collect();
-    assert_eq!(mine.len(), 1, "{instances:#?}");
-    let instance = mine[0];
+    let instance = sim_server_with_key(&stack.sim_url, "gcp", &id).await?;
     // The simulator refuses a bare machine type or an image path it cannot resolve, so
     // the instance's existence shows both went as Compute wants them.
     assert_eq!(
@@ -193,15 +176,10 @@ async fn a_gcp_order_goes_active_and_deleted_on_one_token() -> anyhow::Result<()
         vendor_id.split('/').nth(1),
         "{instance:#}"
     );
-    assert_eq!(instance["labels"]["team"], "e2e", "{instance:#}");
+    assert_carries_fields(&instance, ssh_key);
     assert_eq!(
         instance["labels"]["provisioner-idempotency-key"],
         id.as_str()
-    );
-    assert_eq!(instance["ssh_keys"], json!([ssh_key]), "{instance:#}");
-    assert_eq!(
-        instance["user_data"], "#cloud-config\nruncmd:\n  - echo hello\n",
-        "{instance:#}"
     );
     assert!(
         active["server"]["ipv4"]

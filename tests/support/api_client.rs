@@ -158,6 +158,22 @@ impl Stack {
         Ok((status, location, content_type, json))
     }
 
+    /// POSTs the order `body` and returns its id; an error unless it is accepted (`202`).
+    pub async fn order_accepted(&self, body: &Value) -> anyhow::Result<String> {
+        let name = body["name"].as_str().unwrap_or_default();
+        let (status, _, _, json) = self.post_order(&body.to_string()).await?;
+        accepted_id(name, status, &json)
+    }
+
+    /// [`Stack::order_accepted`] for `body` with the fields of `extra` added (replacing any
+    /// of the same name).
+    pub async fn order_with_fields(&self, mut body: Value, extra: Value) -> anyhow::Result<String> {
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        self.order_accepted(&body).await
+    }
+
     /// POSTs a valid Hetzner order named `name` and returns its id.
     pub async fn order_server(&self, name: &str) -> anyhow::Result<String> {
         self.order_at("hetzner", name).await

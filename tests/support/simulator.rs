@@ -180,6 +180,38 @@ pub async fn sim_servers_at(sim_url: &str, vendor: &str) -> anyhow::Result<Vec<V
     Ok(servers.into_iter().map(|server| json!(server)).collect())
 }
 
+/// The one live `vendor` server at the simulator at `sim_url` carrying the idempotency key
+/// `key`; an error when none or several do.
+pub async fn sim_server_with_key(sim_url: &str, vendor: &str, key: &str) -> anyhow::Result<Value> {
+    let servers = sim_servers_at(sim_url, vendor).await?;
+    let mine: Vec<&Value> = servers
+        .iter()
+        .filter(|server| server["idempotency_key"] == key)
+        .collect();
+    anyhow::ensure!(
+        mine.len() == 1,
+        "{} {vendor} servers carry the key {key}: {servers:#?}",
+        mine.len()
+    );
+    Ok(mine[0].clone())
+}
+
+/// The user data of [`carried_fields`].
+pub const CARRIED_USER_DATA: &str = "#cloud-config\nruncmd:\n  - echo hello\n";
+
+/// An order's optional fields its server must carry at the vendor: the label `team=e2e`,
+/// the SSH key `ssh_key` and [`CARRIED_USER_DATA`].
+pub fn carried_fields(ssh_key: &str) -> Value {
+    json!({"labels": {"team": "e2e"}, "ssh_keys": [ssh_key], "user_data": CARRIED_USER_DATA})
+}
+
+/// Checks the simulator's `server` carries the fields of [`carried_fields`] with `ssh_key`.
+pub fn assert_carries_fields(server: &Value, ssh_key: &str) {
+    assert_eq!(server["labels"]["team"], "e2e", "{server:#}");
+    assert_eq!(server["ssh_keys"], json!([ssh_key]), "{server:#}");
+    assert_eq!(server["user_data"], CARRIED_USER_DATA, "{server:#}");
+}
+
 /// Makes a `vendor` server named `name` at the simulator at `sim_url` the way another tool
 /// would (`POST /_sim/servers`), carrying `key` as its idempotency key if given.
 pub async fn seed_server_at(
