@@ -464,8 +464,8 @@ fn unauthenticated(code: &str, message: &str) -> Response {
 fn render_fault(kind: &FaultKind) -> Response {
     let status = faults::status_of(kind);
     match kind {
-        FaultKind::RateLimit { retry_after_secs } => {
-            let mut response = arm_error(
+        FaultKind::RateLimit { retry_after_secs } => faults::retry_after(
+            arm_error(
                 status,
                 "TooManyRequests",
                 format!(
@@ -473,12 +473,9 @@ fn render_fault(kind: &FaultKind) -> Response {
                      type - Read_ObservationWindow_00:05:00. For more information, see - \
                      https://aka.ms/armthrottling. Retry after {retry_after_secs} seconds."
                 ),
-            );
-            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
+            ),
+            *retry_after_secs,
+        ),
         FaultKind::Unauthorized => {
             unauthenticated("InvalidAuthenticationToken", "The access token is invalid.")
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -94,15 +94,10 @@ fn error(status: StatusCode, id: &str, message: impl Into<String>) -> Response {
 fn render_fault(kind: &FaultKind) -> Response {
     let status = faults::status_of(kind);
     match kind {
-        FaultKind::RateLimit { retry_after_secs } => {
-            let mut response = error(status, "too_many_requests", "API Rate limit exceeded.");
-            let headers = response.headers_mut();
-            headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
-            if let Ok(reset) = HeaderValue::from_str(&faults::reset_at(*retry_after_secs)) {
-                headers.insert("ratelimit-reset", reset);
-            }
-            response
-        }
+        FaultKind::RateLimit { retry_after_secs } => faults::rate_limit_spent(
+            error(status, "too_many_requests", "API Rate limit exceeded."),
+            *retry_after_secs,
+        ),
         FaultKind::Unauthorized => error(status, "unauthorized", "Unable to authenticate you"),
         FaultKind::NoCapacity => error(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -283,17 +283,14 @@ fn not_found(id: &str) -> Response {
 fn render_fault(kind: &FaultKind) -> Response {
     let status = faults::status_of(kind);
     match kind {
-        FaultKind::RateLimit { retry_after_secs } => {
-            let mut response = error(
+        FaultKind::RateLimit { retry_after_secs } => faults::retry_after(
+            error(
                 status,
                 "rate_limited",
                 format!("too many requests; retry after {retry_after_secs} s"),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            response
-        }
+            ),
+            *retry_after_secs,
+        ),
         FaultKind::Unauthorized => unauthorized(),
         FaultKind::NoCapacity => error(status, "no_capacity", "no capacity in this region"),
         _ => error(status, "server_error", "an internal error occurred"),

@@ -237,6 +237,27 @@ pub fn fill_rate_limit_headers(
     }
 }
 
+/// A vendor's rate-limit refusal `response` told to retry after `secs` seconds
+/// (`Retry-After`, as Compute Engine, ARM, Nova and Example Cloud send it).
+pub fn retry_after(mut response: Response, secs: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+/// A vendor's rate-limit refusal `response` with no request left until the limit resets in
+/// `secs` seconds (`RateLimit-Remaining: 0`, `RateLimit-Reset`, as Hetzner and DigitalOcean
+/// send them).
+pub fn rate_limit_spent(mut response: Response, secs: u64) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+    if let Ok(reset) = HeaderValue::from_str(&reset_at(secs)) {
+        headers.insert("ratelimit-reset", reset);
+    }
+    response
+}
+
 /// Unix time in seconds `secs` from now, for `RateLimit-Reset`.
 pub fn reset_at(secs: u64) -> String {
     (chrono::Utc::now().timestamp() + secs as i64).to_string()

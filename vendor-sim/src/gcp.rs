@@ -376,18 +376,15 @@ fn unauthenticated() -> Response {
 fn render_fault(kind: &FaultKind) -> Response {
     let status = faults::status_of(kind);
     match kind {
-        FaultKind::RateLimit { retry_after_secs } => {
-            let mut response = error(
+        FaultKind::RateLimit { retry_after_secs } => faults::retry_after(
+            error(
                 status,
                 "rateLimitExceeded",
                 "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute' of \
                  service 'compute.googleapis.com'.",
-            );
-            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
+            ),
+            *retry_after_secs,
+        ),
         FaultKind::Unauthorized => unauthenticated(),
         FaultKind::NoCapacity => error(
             status,

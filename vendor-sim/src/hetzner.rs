@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -99,19 +99,14 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
 fn render_fault(kind: &FaultKind) -> Response {
     let status = faults::status_of(kind);
     match kind {
-        FaultKind::RateLimit { retry_after_secs } => {
-            let mut response = error(
+        FaultKind::RateLimit { retry_after_secs } => faults::rate_limit_spent(
+            error(
                 status,
                 "rate_limit_exceeded",
                 "limit of 3600 requests per hour reached",
-            );
-            let headers = response.headers_mut();
-            headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
-            if let Ok(reset) = HeaderValue::from_str(&faults::reset_at(*retry_after_secs)) {
-                headers.insert("ratelimit-reset", reset);
-            }
-            response
-        }
+            ),
+            *retry_after_secs,
+        ),
         FaultKind::Unauthorized => error(status, "unauthorized", "unable to authenticate"),
         FaultKind::NoCapacity => error(
             status,

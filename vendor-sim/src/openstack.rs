@@ -156,13 +156,10 @@ fn unauthorized() -> Response {
 fn render_fault(kind: &FaultKind) -> Response {
     let status = faults::status_of(kind);
     match kind {
-        FaultKind::RateLimit { retry_after_secs } => {
-            let mut response = error(status, "overLimit", "This request was rate-limited.");
-            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.headers_mut().insert("retry-after", value);
-            }
-            response
-        }
+        FaultKind::RateLimit { retry_after_secs } => faults::retry_after(
+            error(status, "overLimit", "This request was rate-limited."),
+            *retry_after_secs,
+        ),
         FaultKind::Unauthorized => unauthorized(),
         // Nova's scheduler says this in the server's `fault` once it went ERROR; the
         // simulator answers it at once, as the API's own 500.
