@@ -36,6 +36,18 @@ def sim_get(sim, path):
         return json.load(answer)
 
 
+def linux_signed_in_by_key():
+    """A VM's `os_profile.linux_configuration`: no password, `PUBLIC_KEY` for azureuser."""
+    return {
+        "disable_password_authentication": True,
+        "ssh": {
+            "public_keys": [
+                {"path": "/home/azureuser/.ssh/authorized_keys", "key_data": PUBLIC_KEY}
+            ]
+        },
+    }
+
+
 @pytest.fixture
 def azure(sim, monkeypatch):
     """An app registered with the simulator, its credential (the simulator as authority, over
@@ -181,14 +193,7 @@ def test_azure_mgmt_creates_waits_gets_lists_and_deletes_servers(sim, azure):
                 "computer_name": name,
                 "admin_username": "azureuser",
                 "custom_data": base64.b64encode(USER_DATA.encode()).decode(),
-                "linux_configuration": {
-                    "disable_password_authentication": True,
-                    "ssh": {
-                        "public_keys": [
-                            {"path": "/home/azureuser/.ssh/authorized_keys", "key_data": PUBLIC_KEY}
-                        ]
-                    },
-                },
+                "linux_configuration": linux_signed_in_by_key(),
             },
             "network_profile": {
                 "network_interfaces": [
@@ -319,14 +324,7 @@ def test_azure_mgmt_sees_an_allocation_failure_through_its_poller(sim, azure):
             "os_profile": {
                 "computer_name": "fault-vm",
                 "admin_username": "azureuser",
-                "linux_configuration": {
-                    "disable_password_authentication": True,
-                    "ssh": {
-                        "public_keys": [
-                            {"path": "/home/azureuser/.ssh/authorized_keys", "key_data": PUBLIC_KEY}
-                        ]
-                    },
-                },
+                "linux_configuration": linux_signed_in_by_key(),
             },
             "network_profile": {
                 "network_interfaces": [{"id": nic.id, "delete_option": "Delete"}]

@@ -111,22 +111,33 @@ def pydo_wait_until_gone(client, droplet_id):
     wait_until(gone, timeout=10)
 
 
-def test_pydo_creates_gets_lists_by_tag_and_deletes(sim):
-    """pydo (DigitalOcean's official client), over HTTPS trusting the simulator's CA:
-    create, get, list by tag, delete."""
-    client = pydo.Client(
+def pydo_client(sim):
+    """A pydo client for the simulator, over HTTPS trusting the simulator's CA."""
+    return pydo.Client(
         token=DIGITALOCEAN_TOKEN,
         endpoint=f"{sim['tls_url']}/digitalocean",
         connection_verify=sim["ca"],
     )
+
+
+def droplet_body(name, **more):
+    """A droplet create's body: `name`, a region, size and image the simulator knows, and
+    `more` fields."""
+    return {
+        "name": name,
+        "region": "nyc3",
+        "size": "s-1vcpu-1gb",
+        "image": "ubuntu-24-04-x64",
+        **more,
+    }
+
+
+def test_pydo_creates_gets_lists_by_tag_and_deletes(sim):
+    """pydo (DigitalOcean's official client), over HTTPS trusting the simulator's CA:
+    create, get, list by tag, delete."""
+    client = pydo_client(sim)
     created = client.droplets.create(
-        body={
-            "name": "sdk-pydo-1",
-            "region": "nyc3",
-            "size": "s-1vcpu-1gb",
-            "image": "ubuntu-24-04-x64",
-            "tags": ["suite:sdk"],
-        },
+        body=droplet_body("sdk-pydo-1", tags=["suite:sdk"]),
     )
     droplet_id = created["droplet"]["id"]
     assert created["droplet"]["status"] == "new"
@@ -144,10 +155,9 @@ def test_pydo_creates_gets_lists_by_tag_and_deletes(sim):
     assert live(sim, "digitalocean") == 0
 
 
-def test_openstacksdk_authenticates_from_clouds_yaml_and_manages_a_server(
-    sim, tmp_path, monkeypatch
-):
-    """openstacksdk: a clouds.yaml cloud, then create, get, list, delete a server."""
+def openstack_connection(sim, tmp_path, monkeypatch):
+    """An openstacksdk connection to the simulator's cloud `sim`, read from a clouds.yaml in
+    `tmp_path` (no other `OS_` variable of the environment in the way)."""
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text(
         "clouds:\n"
@@ -165,7 +175,14 @@ def test_openstacksdk_authenticates_from_clouds_yaml_and_manages_a_server(
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
     for variable in [v for v in os.environ if v.startswith("OS_") and v != "OS_CLIENT_CONFIG_FILE"]:
         monkeypatch.delenv(variable)
-    conn = openstack.connect(cloud="sim")
+    return openstack.connect(cloud="sim")
+
+
+def test_openstacksdk_authenticates_from_clouds_yaml_and_manages_a_server(
+    sim, tmp_path, monkeypatch
+):
+    """openstacksdk: a clouds.yaml cloud, then create, get, list, delete a server."""
+    conn = openstack_connection(sim, tmp_path, monkeypatch)
 
     flavor = conn.compute.find_flavor("m1.small")
     assert flavor is not None
@@ -246,11 +263,7 @@ def test_hcloud_files_an_ssh_key_and_a_server_gets_it(sim):
 
 def test_pydo_files_an_ssh_key_and_a_droplet_gets_it(sim):
     """pydo: file a key, get it by fingerprint, create a droplet with it and user data."""
-    client = pydo.Client(
-        token=DIGITALOCEAN_TOKEN,
-        endpoint=f"{sim['tls_url']}/digitalocean",
-        connection_verify=sim["ca"],
-    )
+    client = pydo_client(sim)
     filed = client.ssh_keys.create(body={"name": "sdk-key", "public_key": PUBLIC_KEY})
     key = filed["ssh_key"]
     assert key["fingerprint"] == FINGERPRINT
@@ -258,14 +271,7 @@ def test_pydo_files_an_ssh_key_and_a_droplet_gets_it(sim):
     assert [k["id"] for k in client.ssh_keys.list()["ssh_keys"]] == [key["id"]]
 
     created = client.droplets.create(
-        body={
-            "name": "sdk-pydo-keys",
-            "region": "nyc3",
-            "size": "s-1vcpu-1gb",
-            "image": "ubuntu-24-04-x64",
-            "ssh_keys": [key["id"]],
-            "user_data": USER_DATA,
-        },
+        body=droplet_body("sdk-pydo-keys", ssh_keys=[key["id"]], user_data=USER_DATA),
     )
     droplet_id = created["droplet"]["id"]
     pydo_wait_until_active(client, droplet_id)
@@ -282,24 +288,7 @@ def test_openstacksdk_passes_user_data_that_carries_keys(sim, tmp_path, monkeypa
     cloud-config lists are the keys the server gets."""
     import base64
 
-    clouds = tmp_path / "clouds.yaml"
-    clouds.write_text(
-        "clouds:\n"
-        "  sim:\n"
-        "    auth:\n"
-        f"      auth_url: {sim['url']}/openstack/identity/v3\n"
-        f"      username: {OPENSTACK_USER}\n"
-        f"      password: {OPENSTACK_PASSWORD}\n"
-        "      project_name: provisioner\n"
-        "      user_domain_name: Default\n"
-        "      project_domain_name: Default\n"
-        "    region_name: RegionOne\n"
-        "    identity_api_version: 3\n"
-    )
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
-    for variable in [v for v in os.environ if v.startswith("OS_") and v != "OS_CLIENT_CONFIG_FILE"]:
-        monkeypatch.delenv(variable)
-    conn = openstack.connect(cloud="sim")
+    conn = openstack_connection(sim, tmp_path, monkeypatch)
     config = f"#cloud-config\nssh_authorized_keys:\n  - {PUBLIC_KEY}\n"
     server = conn.compute.create_server(
         name="sdk-openstack-keys",
