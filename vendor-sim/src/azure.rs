@@ -1911,7 +1911,8 @@ fn resource(
                 None => not_found(kind, name, group),
             }
         }
-        Method::PUT => put_resource(state, request, subscription, group, kind, name),
+        Method::PUT => put_resource(state, request, subscription, group, kind, name)
+            .unwrap_or_else(IntoResponse::into_response),
         Method::DELETE => delete_resource(state, request, kind, &id),
         _ => not_allowed(request),
     }
@@ -2146,21 +2147,24 @@ struct Put {
     vm: Option<(NewServer, String, u32)>,
 }
 
-fn put_resource(
-    state: &AzureState,
-    request: &ArmRequest,
-    subscription: &str,
-    group: &str,
-    kind: Kind,
-    name: &str,
-) -> Response {
-    put_resource_checked(state, request, subscription, group, kind, name)
-        .unwrap_or_else(IntoResponse::into_response)
+impl Put {
+    /// A kind's validated `properties` alone: no SKU, zones or VM (the location and tags
+    /// are the request's).
+    fn of_properties(properties: Value) -> Put {
+        Put {
+            location: String::new(),
+            tags: Map::new(),
+            properties,
+            sku: None,
+            zones: None,
+            vm: None,
+        }
+    }
 }
 
 /// A resource's `PUT`: the request checked, the kind's properties validated, the resource
 /// updated in place or made, and the answer with its long-running operation.
-fn put_resource_checked(
+fn put_resource(
     state: &AzureState,
     request: &ArmRequest,
     subscription: &str,
@@ -2610,12 +2614,9 @@ fn put_public_ip(
     properties.remove("ipConfiguration");
     properties.remove("provisioningState");
     Ok(Put {
-        location: String::new(),
-        tags: Map::new(),
-        properties: Value::Object(properties),
         sku: Some(json!({"name": if standard { "Standard" } else { "Basic" }, "tier": "Regional"})),
         zones: body.get("zones").cloned(),
-        vm: None,
+        ..Put::of_properties(Value::Object(properties))
     })
 }
 
@@ -2778,14 +2779,7 @@ fn put_nic(
     ] {
         properties.remove(derived);
     }
-    Ok(Put {
-        location: String::new(),
-        tags: Map::new(),
-        properties: Value::Object(properties),
-        sku: None,
-        zones: None,
-        vm: None,
-    })
+    Ok(Put::of_properties(Value::Object(properties)))
 }
 
 fn put_vnet(mut properties: Map<String, Value>) -> Result<Put, Refusal> {
@@ -2818,14 +2812,7 @@ fn put_vnet(mut properties: Map<String, Value>) -> Result<Put, Refusal> {
     }
     properties.insert("subnets".into(), Value::Array(kept));
     properties.remove("provisioningState");
-    Ok(Put {
-        location: String::new(),
-        tags: Map::new(),
-        properties: Value::Object(properties),
-        sku: None,
-        zones: None,
-        vm: None,
-    })
+    Ok(Put::of_properties(Value::Object(properties)))
 }
 
 fn invalid_parameter(message: impl Into<String>, target: &str) -> Response {
@@ -2879,12 +2866,8 @@ fn put_vm(
         user_data: os.custom_data.or(user_data),
     };
     Ok(Put {
-        location: String::new(),
-        tags: Map::new(),
-        properties: stored,
-        sku: None,
-        zones: None,
         vm: Some((spec, disk_name, cores)),
+        ..Put::of_properties(stored)
     })
 }
 
