@@ -2815,8 +2815,9 @@ fn put_vnet(mut properties: Map<String, Value>) -> Result<Put, Refusal> {
     Ok(Put::of_properties(Value::Object(properties)))
 }
 
-fn invalid_parameter(message: impl Into<String>, target: &str) -> Response {
-    arm_error_at(StatusCode::BAD_REQUEST, "InvalidParameter", message, target)
+/// ARM's 400 `InvalidParameter` about the parameter `target`.
+fn invalid_parameter(message: impl Into<String>, target: &str) -> Refusal {
+    arm_error_at(StatusCode::BAD_REQUEST, "InvalidParameter", message, target).into()
 }
 
 fn put_vm(
@@ -2891,8 +2892,7 @@ fn vm_size(properties: &Map<String, Value>) -> Result<(&'static str, u32), Refus
                     .join(", ")
             ),
             "vmSize",
-        )
-        .into());
+        ));
     };
     Ok((size, *cores))
 }
@@ -2945,8 +2945,7 @@ fn vm_image(
         return Err(invalid_parameter(
             "Required parameter 'imageReference' is missing (null).",
             "imageReference",
-        )
-        .into());
+        ));
     }
     let found = IMAGES.iter().find(|(p, o, s, latest)| {
         p.eq_ignore_ascii_case(&publisher)
@@ -3023,8 +3022,7 @@ fn vm_os_profile(properties: &Map<String, Value>) -> Result<VmOsProfile, Refusal
         return Err(invalid_parameter(
             "Required parameter 'osProfile.adminUsername' is missing (null).",
             "adminUsername",
-        )
-        .into());
+        ));
     }
     let mut ssh_keys = Vec::new();
     if let Some(keys) = os
@@ -3041,8 +3039,7 @@ fn vm_os_profile(properties: &Map<String, Value>) -> Result<VmOsProfile, Refusal
                 return Err(invalid_parameter(
                     "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is invalid.",
                     "linuxConfiguration.ssh.publicKeys.keyData",
-                )
-                .into());
+                ));
             }
             ssh_keys.push(data.trim().to_string());
         }
@@ -3062,8 +3059,7 @@ fn vm_os_profile(properties: &Map<String, Value>) -> Result<VmOsProfile, Refusal
                 "Required parameter 'adminPassword' is missing (null)."
             },
             "adminPassword",
-        )
-        .into());
+        ));
     }
     let password_off = password_turned_off || password.is_none();
     let custom_data = decode_base64_parameter(os.get("customData"), "customData")?;
@@ -3093,7 +3089,6 @@ fn decode_base64_parameter(value: Option<&Value>, target: &str) -> Result<Option
                     ),
                     target,
                 )
-                .into()
             }),
     }
 }
@@ -3117,8 +3112,7 @@ fn checked_vm_nics(
         return Err(invalid_parameter(
             "Virtual Machine must have at least one network interface.",
             "networkProfile",
-        )
-        .into());
+        ));
     }
     let mut kept_nics = Vec::new();
     for (index, nic) in nics.iter().enumerate() {
@@ -3126,8 +3120,7 @@ fn checked_vm_nics(
             return Err(invalid_parameter(
                 "Required parameter 'networkInterface.id' is missing (null).",
                 "networkProfile.networkInterfaces.id",
-            )
-            .into());
+            ));
         };
         let lowered = nic_id.to_lowercase();
         let Some(found) = store
