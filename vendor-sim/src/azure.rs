@@ -561,21 +561,13 @@ pub struct AppRegistration {
     pub subnet: Option<String>,
 }
 
-fn unprocessable(message: impl Into<String>) -> Response {
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({"error": message.into()})),
-    )
-        .into_response()
-}
-
 async fn register_app(
     State(state): State<AzureState>,
     body: Result<Json<AppRegistration>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let request = match body {
         Ok(Json(request)) => request,
-        Err(rejection) => return unprocessable(rejection.body_text()),
+        Err(rejection) => return crate::control::unprocessable(rejection.body_text()),
     };
     if [
         &request.tenant_id,
@@ -586,22 +578,24 @@ async fn register_app(
     .iter()
     .any(|v| v.is_empty())
     {
-        return unprocessable(
+        return crate::control::unprocessable(
             "tenant_id, client_id, client_secret and subscription_id must not be empty",
         );
     }
     if request.virtual_network.is_some() != request.subnet.is_some() {
-        return unprocessable("virtual_network and subnet go together");
+        return crate::control::unprocessable("virtual_network and subnet go together");
     }
     if request.virtual_network.is_some() && request.resource_group.is_none() {
-        return unprocessable("a virtual_network needs a resource_group");
+        return crate::control::unprocessable("a virtual_network needs a resource_group");
     }
     let location = request
         .location
         .clone()
         .unwrap_or_else(|| SEED_LOCATION.into());
     if !LOCATIONS.contains(&location.as_str()) {
-        return unprocessable(format!("unknown location {location}; known: {LOCATIONS:?}"));
+        return crate::control::unprocessable(format!(
+            "unknown location {location}; known: {LOCATIONS:?}"
+        ));
     }
     let now = Utc::now();
     let mut store = state.store();

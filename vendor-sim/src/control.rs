@@ -144,6 +144,16 @@ pub struct Capacity {
     pub available: bool,
 }
 
+/// The simulator's refusal of a request to one of its own endpoints (`/_sim/...`, the
+/// proxy's too): 422 `{"error": message}`.
+pub fn unprocessable(message: impl Into<String>) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
 async fn set_capacity(
     State(state): State<Arc<SimState>>,
     body: Result<Json<Capacity>, JsonRejection>,
@@ -157,19 +167,11 @@ async fn set_capacity(
             state.set_capacity(vendor, &region, available);
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(Json(capacity)) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": format!(
-                "a region's capacity is simulated for hetzner only, not {}",
-                capacity.vendor.name()
-            ) })),
-        )
-            .into_response(),
-        Err(rejection) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": rejection.body_text() })),
-        )
-            .into_response(),
+        Ok(Json(capacity)) => unprocessable(format!(
+            "a region's capacity is simulated for hetzner only, not {}",
+            capacity.vendor.name()
+        )),
+        Err(rejection) => unprocessable(rejection.body_text()),
     }
 }
 
@@ -190,11 +192,7 @@ async fn set_paging(
             state.set_page_cap(paging.max_per_page.filter(|cap| *cap > 0));
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(rejection) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": rejection.body_text() })),
-        )
-            .into_response(),
+        Err(rejection) => unprocessable(rejection.body_text()),
     }
 }
 
@@ -206,11 +204,7 @@ async fn seed_server(
     let seed = match body {
         Ok(Json(seed)) => seed,
         Err(rejection) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({ "error": rejection.body_text() })),
-            )
-                .into_response();
+            return unprocessable(rejection.body_text());
         }
     };
     // A region, size and image the vendor's catalogue has, so the server renders as any
@@ -367,11 +361,7 @@ async fn add_fault(
             )
                 .into_response()
         }
-        Err(rejection) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": rejection.body_text() })),
-        )
-            .into_response(),
+        Err(rejection) => unprocessable(rejection.body_text()),
     }
 }
 

@@ -53,11 +53,7 @@ pub fn arm_vendor_faults<K: Clone + serde::Serialize>(
             )
                 .into_response()
         }
-        Err(rejection) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            axum::Json(serde_json::json!({"error": rejection.body_text()})),
-        )
-            .into_response(),
+        Err(rejection) => crate::control::unprocessable(rejection.body_text()),
     }
 }
 

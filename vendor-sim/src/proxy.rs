@@ -1285,11 +1285,7 @@ async fn add_fault(
     let rule = match rule {
         Ok(Json(rule)) => rule,
         Err(rejection) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({ "error": rejection.body_text() })),
-            )
-                .into_response();
+            return crate::control::unprocessable(rejection.body_text());
         }
     };
     let refusal = match &rule.kind {
@@ -1311,11 +1307,7 @@ async fn add_fault(
         _ => None,
     };
     if let Some(error) = refusal {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": error })),
-        )
-            .into_response();
+        return crate::control::unprocessable(error);
     }
     let mut faults = proxy.faults();
     faults.push(rule);
