@@ -11,9 +11,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use provisioner_host::manifest::Manifest;
 use provisioner_host::runtime::PluginRuntime;
-use provisioner_tests::{plugin_component, workspace_root};
+use provisioner_tests::{load_with_secrets, plugin_component, workspace_root};
 
 /// The address the compose files give the simulator.
 const COMPOSE_SIM: &str = "http://vendor-sim:8090";
@@ -101,13 +100,11 @@ async fn every_compose_manifest_loads_and_reaches_the_simulator() -> anyhow::Res
                 &format!("/opt/provisioner/plugins/{vendor}.wasm"),
                 &plugin_component(&vendor).display().to_string(),
             );
-        let path = work.join(format!("{vendor}.toml"));
-        std::fs::write(&path, text)?;
-        let manifest = Manifest::load(&path)?;
-        let plugin = runtime
-            .load_manifest_with_secrets(manifest, &path, |variable| secrets.get(variable).cloned())
-            .await
-            .map_err(|error| anyhow::anyhow!("deploy/compose/{vendor}.toml: {error:#}"))?;
+        let plugin = load_with_secrets(&runtime, &work, &vendor, &text, |variable| {
+            secrets.get(variable).cloned()
+        })
+        .await
+        .map_err(|error| anyhow::anyhow!("deploy/compose/{vendor}.toml: {error:#}"))?;
         let listed = plugin
             .list_servers()
             .await

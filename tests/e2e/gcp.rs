@@ -14,15 +14,14 @@ use std::time::Duration;
 
 use provisioner_conformance::Target;
 use provisioner_host::bindings::types::{ProviderError, ServerRequest, ServerStatus};
-use provisioner_host::manifest::Manifest;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
-use provisioner_tests::shipped_manifest;
 use provisioner_tests::simulator::{
     QuotaFault, assert_carries_fields, carried_fields, sim_server_with_key, sim_servers_at,
 };
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
 };
+use provisioner_tests::{load_with_secrets, shipped_manifest};
 use serde_json::{Value, json};
 use vendor_sim::control_client::SimClient;
 use vendor_sim::gcp::{ComputeFault, ServiceAccountRegistration};
@@ -232,14 +231,15 @@ async fn a_lost_insert_answer_makes_one_instance() -> anyhow::Result<()> {
 /// `sim_url` (its service account registered).
 async fn plugin_at(runtime: &PluginRuntime, sim_url: &str) -> anyhow::Result<Plugin> {
     let key = service_account(sim_url, sim_url).await?;
-    let path = crate::conformance::workdir("gcp-in-process")?.join("gcp.toml");
-    std::fs::write(&path, sim_manifest(sim_url, &[])?)?;
-    let manifest = Manifest::load(&path)?;
-    runtime
-        .load_manifest_with_secrets(manifest, &path, |variable| {
-            (variable == SECRET).then(|| key.clone())
-        })
-        .await
+    let dir = crate::conformance::workdir("gcp-in-process")?;
+    load_with_secrets(
+        runtime,
+        &dir,
+        "gcp",
+        &sim_manifest(sim_url, &[])?,
+        |variable| (variable == SECRET).then(|| key.clone()),
+    )
+    .await
 }
 
 fn server_request(key: &str, name: &str) -> ServerRequest {

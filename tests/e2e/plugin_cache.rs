@@ -430,17 +430,11 @@ async fn the_hetzner_catalogue_follows_its_manifest() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
     let hetzner = provisioner_tests::fixture("hetzner");
     let load = async |manifest: String| -> anyhow::Result<Plugin> {
-        let dir = std::env::temp_dir().join(format!(
-            "provisioner-catalogue-hetzner-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("hetzner.toml");
-        std::fs::write(&path, manifest)?;
-        let manifest = provisioner_host::manifest::Manifest::load(&path)?;
-        runtime
-            .load_manifest_with_secrets(manifest, &path, |_| Some("token".into()))
-            .await
+        let dir = provisioner_tests::scratch_dir("catalogue-hetzner")?;
+        provisioner_tests::load_with_secrets(&runtime, &dir, "hetzner", &manifest, |_| {
+            Some("token".into())
+        })
+        .await
     };
     let configured = load(hetzner.manifest_with_catalogue("http://127.0.0.1:9")).await?;
     let catalogue = configured.catalogue_cached().expect("a catalogue");

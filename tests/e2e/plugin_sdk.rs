@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,36 +16,28 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use provisioner_host::bindings::types::{ProviderError, ServerRequest};
-use provisioner_host::manifest::Manifest;
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_tests::simulator::seed_server_at;
-use provisioner_tests::{VENDORS, fixture, plugin_component, simulator_in_process, workspace_root};
+use provisioner_tests::{
+    VENDORS, fixture, load_with_secrets, plugin_component, scratch_dir, simulator_in_process,
+    workspace_root,
+};
 use serde_json::{Value, json};
 use vendor_sim::control_client::SimClient;
 
-/// A fresh folder for one test's manifests.
-fn workdir(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "provisioner-plugin-sdk-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Loads the plugin `manifest` (written to a file) with `secrets` as its variables.
+/// Loads the plugin `manifest` (written to a file in a scratch folder) with `secrets` as its
+/// variables.
 async fn load(
     runtime: &PluginRuntime,
     name: &str,
     manifest: &str,
     secrets: BTreeMap<String, String>,
 ) -> anyhow::Result<Plugin> {
-    let path = workdir(name)?.join(format!("{name}.toml"));
-    std::fs::write(&path, manifest)?;
-    let parsed = Manifest::load(&path)?;
-    runtime
-        .load_manifest_with_secrets(parsed, &path, |variable| secrets.get(variable).cloned())
-        .await
+    let dir = scratch_dir(&format!("plugin-sdk-{name}"))?;
+    load_with_secrets(runtime, &dir, name, manifest, |variable| {
+        secrets.get(variable).cloned()
+    })
+    .await
 }
 
 /// The template plugin (Example Cloud) pointed at `origin` (`http://127.0.0.1:<port>`).

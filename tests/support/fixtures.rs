@@ -1,11 +1,14 @@
 //! The vendors every test stack serves: each one's plugin component, its manifest pointing
 //! at the simulator, the simulator's credentials for it and a valid order there; and what
 //! the tests that load plugins in process share: a scratch folder, a server request, the
-//! hostile test plugin's manifest, an origin of the test's own for the plugin to reach.
+//! hostile test plugin's manifest, loading a manifest with its secrets, an origin of the
+//! test's own for the plugin to reach.
 
 use std::path::{Path, PathBuf};
 
 use provisioner_host::bindings::types::ServerRequest;
+use provisioner_host::manifest::Manifest;
+use provisioner_host::runtime::{Plugin, PluginRuntime};
 
 use crate::processes::{built, target_dir};
 
@@ -227,6 +230,23 @@ pub fn write_hostile_manifest(
     let path = scratch_dir(what)?.join(format!("hostile-{behaviour}.toml"));
     std::fs::write(&path, hostile_manifest(behaviour, top, config, limits))?;
     Ok(path)
+}
+
+/// Writes `manifest` as `<vendor>.toml` in `dir` and loads it with `runtime`, reading the
+/// variables its `[secrets]` name through `secret` (not the environment).
+pub async fn load_with_secrets(
+    runtime: &PluginRuntime,
+    dir: &Path,
+    vendor: &str,
+    manifest: &str,
+    secret: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Plugin> {
+    let path = dir.join(format!("{vendor}.toml"));
+    std::fs::write(&path, manifest)?;
+    let parsed = Manifest::load(&path)?;
+    runtime
+        .load_manifest_with_secrets(parsed, &path, secret)
+        .await
 }
 
 /// Listens on 127.0.0.1 and hands every connection to `serve`, in a task of its own: an

@@ -21,7 +21,8 @@
 //!   [`simulator_in_process`].
 //! - [`fixtures`]: the vendors every stack serves ([`VENDORS`]) with their plugin manifests,
 //!   the built plugin components, and what in-process plugin tests share
-//!   ([`server_request`], [`scratch_dir`], [`hostile_manifest`], [`serve_connections`]).
+//!   ([`server_request`], [`scratch_dir`], [`hostile_manifest`], [`load_with_secrets`],
+//!   [`serve_connections`]).
 //! - [`processes`]: the workspace's builds ([`binary`]), [`free_port`], [`Service`] (one
 //!   child process with its log file), running a command to its end.
 //! - [`database`]: [`OrderStore`], the orders database a stack's order-api uses: SQLite, or
@@ -58,8 +59,8 @@ pub use database::{
     postgres_admin_url,
 };
 pub use fixtures::{
-    VENDORS, VendorFixture, fixture, hostile_manifest, plugin_component, scratch_dir,
-    serve_connections, server_request, shipped_manifest, test_plugin_component,
+    VENDORS, VendorFixture, fixture, hostile_manifest, load_with_secrets, plugin_component,
+    scratch_dir, serve_connections, server_request, shipped_manifest, test_plugin_component,
     write_hostile_manifest,
 };
 pub use processes::{Service, binary, free_port, target_dir, workspace_root};
