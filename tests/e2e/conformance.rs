@@ -225,83 +225,88 @@ async fn the_broken_fixture_without_its_flaw_passes() -> anyhow::Result<()> {
 #[tokio::test]
 async fn each_broken_fixture_fails_the_check_it_violates() -> anyhow::Result<()> {
     let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
-
-    // The order form would offer a region the plugin then refuses.
-    let report = broken("catalogue-lists-more", &sim_url).await?;
-    failed_with(
-        &report,
-        "contract.catalogue",
-        "validate refused values the catalogue lists",
-    );
-
-    let report = broken("duplicates", &sim_url).await?;
-    failed_with(
-        &report,
-        "idempotency.same-key",
-        "create must look its key up first",
-    );
-    failed_with(
-        &report,
-        "faults.lost-response",
-        "expected one server for the key",
-    );
-
-    let report = broken("transient-401", &sim_url).await?;
-    failed_with(
-        &report,
-        "faults.unauthorized",
-        "expected unauthorized, got transient",
-    );
-
-    let report = broken("never-running", &sim_url).await?;
-    failed_with(
-        &report,
-        "lifecycle.running",
-        "expected running within 5 s, still provisioning",
-    );
-
-    let report = broken("leaky-delete", &sim_url).await?;
-    failed_with(&report, "lifecycle.gone", "expected not-found or deleted");
-    failed_with(&report, "lifecycle.no-leftovers", "expected nothing left");
-
-    let report = broken("first-page-only", &sim_url).await?;
-    failed_with(
-        &report,
-        "lifecycle.every-page",
-        "must follow the vendor's next page",
-    );
-
-    // Hetzner's names are unique per account: the name as it is blocks another key's.
-    let report = broken("shared-names", &sim_url).await?;
-    failed_with(
-        &report,
-        "idempotency.same-name",
-        "must make the vendor-side name unique per key",
-    );
-
-    // One order's servers have keys that differ only at their end. Created at once, they
-    // get one server between them, or each its own and then a look-up finds another's:
-    // either way the kit names the flaw.
-    let report = broken("trimmed-keys", &sim_url).await?;
-    failed_with(
-        &report,
-        "idempotency.siblings",
-        "keys that differ only at their end were taken for one (compare the whole key, never a prefix)",
-    );
-
-    let report = broken("capacity-as-transient", &sim_url).await?;
-    failed_with(
-        &report,
-        "faults.no-capacity",
-        "expected no-capacity (the vendor cannot place the server there now",
-    );
-
-    let report = broken("drops-inputs", &sim_url).await?;
-    failed_with(&report, "lifecycle.inputs", "the SSH public key");
-    failed_with(&report, "lifecycle.inputs", "never drop it");
-
-    let report = broken("drops-user-data", &sim_url).await?;
-    failed_with(&report, "lifecycle.inputs", "the user data");
+    // Each flaw, and the (check, words of its failure) it must fail with.
+    let flaws: &[(&str, &[(&str, &str)])] = &[
+        // The order form would offer a region the plugin then refuses.
+        (
+            "catalogue-lists-more",
+            &[(
+                "contract.catalogue",
+                "validate refused values the catalogue lists",
+            )],
+        ),
+        (
+            "duplicates",
+            &[
+                ("idempotency.same-key", "create must look its key up first"),
+                ("faults.lost-response", "expected one server for the key"),
+            ],
+        ),
+        (
+            "transient-401",
+            &[(
+                "faults.unauthorized",
+                "expected unauthorized, got transient",
+            )],
+        ),
+        (
+            "never-running",
+            &[(
+                "lifecycle.running",
+                "expected running within 5 s, still provisioning",
+            )],
+        ),
+        (
+            "leaky-delete",
+            &[
+                ("lifecycle.gone", "expected not-found or deleted"),
+                ("lifecycle.no-leftovers", "expected nothing left"),
+            ],
+        ),
+        (
+            "first-page-only",
+            &[("lifecycle.every-page", "must follow the vendor's next page")],
+        ),
+        // Hetzner's names are unique per account: the name as it is blocks another key's.
+        (
+            "shared-names",
+            &[(
+                "idempotency.same-name",
+                "must make the vendor-side name unique per key",
+            )],
+        ),
+        // One order's servers have keys that differ only at their end. Created at once, they
+        // get one server between them, or each its own and then a look-up finds another's:
+        // either way the kit names the flaw.
+        (
+            "trimmed-keys",
+            &[(
+                "idempotency.siblings",
+                "keys that differ only at their end were taken for one (compare the whole key, never a prefix)",
+            )],
+        ),
+        (
+            "capacity-as-transient",
+            &[(
+                "faults.no-capacity",
+                "expected no-capacity (the vendor cannot place the server there now",
+            )],
+        ),
+        (
+            "drops-inputs",
+            &[
+                ("lifecycle.inputs", "the SSH public key"),
+                ("lifecycle.inputs", "never drop it"),
+            ],
+        ),
+        ("drops-user-data", &[("lifecycle.inputs", "the user data")]),
+    ];
+    for &(flaw, failures) in flaws {
+        let report = broken(flaw, &sim_url).await?;
+        for (check, words) in failures {
+            failed_with(&report, check, words);
+        }
+    }
     Ok(())
 }
 
