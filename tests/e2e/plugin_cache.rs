@@ -10,13 +10,12 @@
 //! it). The OpenStack tests run whole orders through a [`Stack`] and count Keystone's tokens
 //! in the simulator (`GET /openstack/_sim/requests`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use provisioner_host::bindings::WitVersion;
-use provisioner_host::bindings::types::{ProviderError, ServerRequest};
+use provisioner_host::bindings::types::{ProviderError, Server, ServerRequest};
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
-use provisioner_tests::{Stack, StackOptions, server_request, test_plugin_component};
+use provisioner_tests::{Stack, StackOptions, scratch_dir, server_request, test_plugin_component};
 use serde_json::json;
 
 /// Loads the hostile fixture as `vendor` with the `cache-probe` behaviour, its cache bounded
@@ -27,18 +26,23 @@ async fn probe(
     limits: &str,
     ttl_ms: u64,
 ) -> anyhow::Result<Plugin> {
-    let dir = std::env::temp_dir().join(format!(
-        "provisioner-cache-{vendor}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
     let manifest = format!(
         "vendor = {vendor:?}\ncomponent = {component:?}\n\
          [config]\nvendor-id = {vendor:?}\nbehaviour = \"cache-probe\"\n\
          cache-ttl-ms = \"{ttl_ms}\"\n[limits]\n{limits}\n",
         component = test_plugin_component("hostile").display().to_string(),
     );
-    let path: PathBuf = dir.join(format!("{vendor}.toml"));
+    load_written(runtime, &format!("cache-{vendor}"), vendor, &manifest).await
+}
+
+/// Writes `manifest` as `<vendor>.toml` in a scratch folder named for `what` and loads it.
+async fn load_written(
+    runtime: &PluginRuntime,
+    what: &str,
+    vendor: &str,
+    manifest: &str,
+) -> anyhow::Result<Plugin> {
+    let path = scratch_dir(what)?.join(format!("{vendor}.toml"));
     std::fs::write(&path, manifest)?;
     runtime.load(&path).await
 }
@@ -169,20 +173,27 @@ async fn oversized_cache_limits_are_refused() -> anyhow::Result<()> {
 /// Loads the test plugin `name` (`tests/fixtures/<name>-plugin`) as vendor `name`, with no
 /// grants.
 async fn load_fixture(runtime: &PluginRuntime, name: &str) -> anyhow::Result<Plugin> {
-    let dir = std::env::temp_dir().join(format!(
-        "provisioner-cache-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "vendor = \"{name}\"\ncomponent = {:?}\n",
-            test_plugin_component(name).display().to_string()
-        ),
-    )?;
-    runtime.load(&path).await
+    let manifest = format!(
+        "vendor = \"{name}\"\ncomponent = {:?}\n",
+        test_plugin_component(name).display().to_string()
+    );
+    load_written(runtime, &format!("cache-{name}"), name, &manifest).await
+}
+
+/// What a fixture plugin's `create-server` answers for the key `key-1` and the name `web`.
+async fn create_key_1(plugin: &Plugin) -> anyhow::Result<Server> {
+    Ok(plugin
+        .create_server(uuid::Uuid::nil(), &server_request("key-1", "web"))
+        .await?)
+}
+
+/// A request with the key `key` for a server in the fixtures' region `full`, which has no
+/// capacity.
+fn in_the_full_region(key: &str) -> ServerRequest {
+    ServerRequest {
+        region: "full".into(),
+        ..server_request(key, "web")
+    }
 }
 
 /// A plugin built against 0.2 (`tests/fixtures/v02-plugin`, no cache import) still loads
@@ -192,9 +203,7 @@ async fn a_0_2_plugin_still_loads_and_serves() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
     let plugin = load_fixture(&runtime, "v02").await?;
     assert_eq!(plugin.wit_version(), WitVersion::V0_2);
-    let server = plugin
-        .create_server(uuid::Uuid::nil(), &server_request("key-1", "web"))
-        .await?;
+    let server = create_key_1(&plugin).await?;
     assert_eq!(server.vendor_id, "v02-key-1");
     let listed = plugin.list_servers().await?.expect("0.2 lists its servers");
     assert_eq!(listed.len(), 1);
@@ -212,9 +221,7 @@ async fn a_0_3_plugin_still_loads_and_serves() -> anyhow::Result<()> {
     let plugin = load_fixture(&runtime, "v03").await?;
     assert_eq!(plugin.wit_version(), WitVersion::V0_3);
     assert_eq!(plugin.info().await?.display_name, "WIT 0.3 test plugin");
-    let server = plugin
-        .create_server(uuid::Uuid::nil(), &server_request("key-1", "web"))
-        .await?;
+    let server = create_key_1(&plugin).await?;
     assert_eq!(server.vendor_id, "v03-key-1");
     assert_eq!(server.name, "web");
     assert_eq!(server.ipv4.as_deref(), Some("192.0.2.30"));
@@ -229,10 +236,7 @@ async fn a_0_3_plugin_still_loads_and_serves() -> anyhow::Result<()> {
         }
         other => panic!("expected invalid-request, got {other:?}"),
     }
-    let full = ServerRequest {
-        region: "full".into(),
-        ..server_request("key-3", "web")
-    };
+    let full = in_the_full_region("key-3");
     match plugin.create_server(uuid::Uuid::nil(), &full).await {
         Err(CallError::Provider(ProviderError::Transient(message))) => {
             assert!(message.contains("no capacity"), "{message}")
@@ -317,15 +321,10 @@ async fn a_0_4_plugin_still_loads_without_a_catalogue() -> anyhow::Result<()> {
     assert_eq!(plugin.wit_version(), WitVersion::V0_4);
     assert!(plugin.catalogue_cached().is_none());
     assert!(plugin.catalogue().await?.is_none(), "no call for 0.4");
-    let server = plugin
-        .create_server(uuid::Uuid::nil(), &server_request("key-1", "web"))
-        .await?;
+    let server = create_key_1(&plugin).await?;
     assert_eq!(server.vendor_id, "v04-key-1");
     assert_eq!(plugin.cache_entries(), 1);
-    let full = ServerRequest {
-        region: "full".into(),
-        ..server_request("key-2", "web")
-    };
+    let full = in_the_full_region("key-2");
     match plugin.create_server(uuid::Uuid::nil(), &full).await {
         Err(CallError::Provider(ProviderError::NoCapacity(message))) => {
             assert!(message.contains("no capacity"), "{message}")
@@ -344,11 +343,6 @@ async fn hostile(
     behaviour: &str,
     config: &str,
 ) -> anyhow::Result<Plugin> {
-    let dir = std::env::temp_dir().join(format!(
-        "provisioner-catalogue-{vendor}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
     let manifest = format!(
         "vendor = {vendor:?}\ncomponent = {component:?}\n\
          allowed_hosts = [\"http://127.0.0.1:9\"]\n\
@@ -356,9 +350,7 @@ async fn hostile(
          target-url = \"http://127.0.0.1:9\"\n{config}\n",
         component = test_plugin_component("hostile").display().to_string(),
     );
-    let path = dir.join(format!("{vendor}.toml"));
-    std::fs::write(&path, manifest)?;
-    runtime.load(&path).await
+    load_written(runtime, &format!("catalogue-{vendor}"), vendor, &manifest).await
 }
 
 /// The host asks a 0.5 plugin for its catalogue at load and keeps it cleaned: empty,
