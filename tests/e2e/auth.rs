@@ -45,6 +45,19 @@ async fn call(
     ))
 }
 
+/// [`call`]s the order endpoint `path_of` (one of [`ORDER_ENDPOINTS`]) for the order `id`,
+/// without a body; the status and the answer.
+async fn call_for_order(
+    client: &Client,
+    stack: &Stack,
+    (method, path_of): &(Method, &str),
+    id: &str,
+) -> anyhow::Result<(u16, Value)> {
+    let path = path_of.replace("{}", id);
+    let (status, _, answer) = call(client, stack, method.clone(), &path, None).await?;
+    Ok((status, answer))
+}
+
 /// Every endpoint under `/v1`, with a body where it takes one.
 fn endpoints(order_id: &str, body: &str) -> Vec<(Method, String, Option<String>)> {
     vec![
@@ -164,23 +177,11 @@ async fn a_tenant_never_reaches_another_tenants_orders() -> anyhow::Result<()> {
 
     // Every endpoint that names our order answers the other tenant as for no order at all.
     let unknown = uuid::Uuid::now_v7().to_string();
-    for (method, path_of) in ORDER_ENDPOINTS {
-        let (status, _, answer) = call(
-            &other,
-            &stack,
-            method.clone(),
-            &path_of.replace("{}", &our_id),
-            None,
-        )
-        .await?;
-        let (unknown_status, _, unknown_answer) = call(
-            &other,
-            &stack,
-            method.clone(),
-            &path_of.replace("{}", &unknown),
-            None,
-        )
-        .await?;
+    for endpoint in &ORDER_ENDPOINTS {
+        let (method, path_of) = endpoint;
+        let (status, answer) = call_for_order(&other, &stack, endpoint, &our_id).await?;
+        let (unknown_status, unknown_answer) =
+            call_for_order(&other, &stack, endpoint, &unknown).await?;
         assert_eq!(status, 404, "{method} {path_of}: {answer}");
         assert_eq!(unknown_status, 404, "{method} {path_of}: {unknown_answer}");
         assert_eq!(answer["type"], unknown_answer["type"]);
@@ -284,15 +285,9 @@ async fn another_tenants_order_is_refused_before_it_is_read() -> anyhow::Result<
     )
     .await?;
     assert_eq!(owner_status, 500, "the owner's read needs the event log");
-    for (method, path_of) in ORDER_ENDPOINTS {
-        let (status, _, answer) = call(
-            &other,
-            &stack,
-            method.clone(),
-            &path_of.replace("{}", &id),
-            None,
-        )
-        .await?;
+    for endpoint in &ORDER_ENDPOINTS {
+        let (method, path_of) = endpoint;
+        let (status, answer) = call_for_order(&other, &stack, endpoint, &id).await?;
         assert_eq!(status, 404, "{method} {path_of}: {answer}");
     }
     sqlx::query("ALTER TABLE order_events_hidden RENAME TO order_events")
