@@ -311,12 +311,7 @@ async fn the_operator_sees_the_vendors_hosts_the_orphan_sweep_and_the_dead_lette
     let orphan_key = uuid::Uuid::new_v4().to_string();
     seed_server_at(&stack.sim_url, "hetzner", "left-behind", Some(&orphan_key)).await?;
     // An order whose first create attempt meets the vendor down, for the dashboard.
-    stack
-        .inject_fault(
-            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
-            "method": "POST", "count": 1}),
-        )
-        .await?;
+    stack.hetzner_down_for("POST", 1).await?;
     let own = provisioner_tests::client_with_token(&stack.token)?;
     let retried = stack.order_as(&own, "retried").await?;
     stack

@@ -401,12 +401,7 @@ async fn a_server_found_running_where_it_failed_is_adopted_and_the_move_called_o
     .await?;
     // Attempt 1: the key's look-up meets the vendor down. Attempt 2: the look-up finds
     // nothing, the create is carried out and its answer lost. Both attempts failed.
-    stack
-        .inject_fault(
-            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
-            "method": "GET", "count": 1}),
-        )
-        .await?;
+    stack.hetzner_down_for("GET", 1).await?;
     stack
         .inject_fault(
             json!({"vendor": "hetzner", "kind": "lost_response", "method": "POST", "count": 1}),

@@ -52,12 +52,7 @@ async fn order_whose_create_answer_is_lost(stack: &Stack, name: &str) -> anyhow:
 #[tokio::test]
 async fn a_create_retried_after_vendor_errors_succeeds() -> anyhow::Result<()> {
     let stack = Stack::start(fast_retries(1, 5)).await?;
-    stack
-        .inject_fault(
-            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
-                             "method": "POST", "count": 2}),
-        )
-        .await?;
+    stack.hetzner_down_for("POST", 2).await?;
     let id = stack.order_server("retried-1").await?;
     let active = stack
         .wait_for_status(&id, "active", Duration::from_secs(60))
@@ -138,15 +133,9 @@ async fn a_failed_order_leaves_no_server_behind() -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(stack.live_servers_of(&id).await?.len() == 1);
     stack.kill_host().await;
-    stack
-        // Only the lookups fail: the redelivered create's search for the server it made,
-        // not the delete that follows the failure (a delete that fails is left to the orphan
-        // sweep).
-        .inject_fault(
-            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
-                             "method": "GET", "count": 1000}),
-        )
-        .await?;
+    // Only the lookups fail: the redelivered create's search for the server it made, not
+    // the delete that follows the failure (a delete that fails is left to the orphan sweep).
+    stack.hetzner_down_for("GET", 1000).await?;
     stack.start_host()?;
     let failed = stack
         .wait_for_status(&id, "failed", Duration::from_secs(60))
@@ -182,12 +171,7 @@ async fn an_order_failing_after_a_lost_create_answer_leaves_no_server_behind() -
     );
     // The two later attempts each look the key up first (and would adopt the server): both
     // lookups fail, so the budget is spent without the order ever hearing of the server.
-    stack
-        .inject_fault(
-            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
-                             "method": "GET", "count": 2}),
-        )
-        .await?;
+    stack.hetzner_down_for("GET", 2).await?;
     let failed = stack
         .wait_for_status(&id, "failed", Duration::from_secs(60))
         .await?;
@@ -225,18 +209,8 @@ async fn a_failed_orders_clean_up_outlasts_the_creates_retry_budget() -> anyhow:
     let id = order_whose_create_answer_is_lost(&stack, "lost-then-throttled").await?;
     // The second (last) attempt's lookup fails, and so do the clean-up's first three: more
     // than the create's two attempts. Then the clean-up's first delete is refused.
-    stack
-        .inject_fault(
-            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
-                             "method": "GET", "count": 4}),
-        )
-        .await?;
-    stack
-        .inject_fault(
-            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
-                             "method": "DELETE", "count": 1}),
-        )
-        .await?;
+    stack.hetzner_down_for("GET", 4).await?;
+    stack.hetzner_down_for("DELETE", 1).await?;
     let failed = stack
         .wait_for_status(&id, "failed", Duration::from_secs(60))
         .await?;

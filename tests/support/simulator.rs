@@ -36,6 +36,16 @@ impl Stack {
         self.sim().faults().arm(&parsed.into()).await
     }
 
+    /// Arms Hetzner's `503` at the simulator for its next `count` requests of `method`: the
+    /// vendor down.
+    pub async fn hetzner_down_for(&self, method: &str, count: u32) -> anyhow::Result<()> {
+        self.inject_fault(
+            json!({"vendor": "hetzner", "kind": "server_error", "status": 503,
+            "method": method, "count": count}),
+        )
+        .await
+    }
+
     /// The simulator's `GET /_sim/stats` for Hetzner.
     pub async fn sim_stats(&self) -> anyhow::Result<Value> {
         self.sim_stats_of("hetzner").await
