@@ -15,7 +15,9 @@ use std::time::Duration;
 use provisioner_host::bindings::WitVersion;
 use provisioner_host::bindings::types::{ProviderError, Server, ServerRequest};
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
-use provisioner_tests::{Stack, StackOptions, scratch_dir, server_request, test_plugin_component};
+use provisioner_tests::{
+    Stack, StackOptions, scratch_dir, server_request, test_plugin_component, write_manifest_in,
+};
 use serde_json::json;
 
 /// Loads the hostile fixture as `vendor` with the `cache-probe` behaviour, its cache bounded
@@ -42,8 +44,7 @@ async fn load_written(
     vendor: &str,
     manifest: &str,
 ) -> anyhow::Result<Plugin> {
-    let path = scratch_dir(what)?.join(format!("{vendor}.toml"));
-    std::fs::write(&path, manifest)?;
+    let path = write_manifest_in(&scratch_dir(what)?, vendor, manifest)?;
     runtime.load(&path).await
 }
 

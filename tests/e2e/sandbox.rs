@@ -11,7 +11,7 @@ use provisioner_host::runtime::{CallError, Plugin, PluginRuntime, RuntimeLimits}
 use provisioner_host::wit_convert::fault;
 use provisioner_tests::{
     plugin_component, scratch_dir, serve_connections, server_request, test_plugin_component,
-    write_hostile_manifest,
+    write_hostile_manifest, write_manifest_in,
 };
 
 use provisioner_host::bindings::WitVersion;
@@ -55,12 +55,8 @@ fn write_manifest(
     component: &str,
     more: &str,
 ) -> anyhow::Result<PathBuf> {
-    let path = dir.join(format!("{vendor}.toml"));
-    std::fs::write(
-        &path,
-        format!("vendor = {vendor:?}\ncomponent = {component:?}\n{more}"),
-    )?;
-    Ok(path)
+    let manifest = format!("vendor = {vendor:?}\ncomponent = {component:?}\n{more}");
+    write_manifest_in(dir, vendor, &manifest)
 }
 
 /// Runs the hostile `create-server` and checks the host still serves the same plugin after.

@@ -232,6 +232,13 @@ pub fn write_hostile_manifest(
     Ok(path)
 }
 
+/// Writes `manifest` as `<vendor>.toml` in `dir`; its path.
+pub fn write_manifest_in(dir: &Path, vendor: &str, manifest: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("{vendor}.toml"));
+    std::fs::write(&path, manifest)?;
+    Ok(path)
+}
+
 /// Writes `manifest` as `<vendor>.toml` in `dir` and loads it with `runtime`, reading the
 /// variables its `[secrets]` name through `secret` (not the environment).
 pub async fn load_with_secrets(
@@ -241,8 +248,7 @@ pub async fn load_with_secrets(
     manifest: &str,
     secret: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Plugin> {
-    let path = dir.join(format!("{vendor}.toml"));
-    std::fs::write(&path, manifest)?;
+    let path = write_manifest_in(dir, vendor, manifest)?;
     let parsed = Manifest::load(&path)?;
     runtime
         .load_manifest_with_secrets(parsed, &path, secret)

@@ -61,7 +61,7 @@ pub use database::{
 pub use fixtures::{
     VENDORS, VendorFixture, fixture, hostile_manifest, load_with_secrets, plugin_component,
     scratch_dir, serve_connections, server_request, shipped_manifest, test_plugin_component,
-    write_hostile_manifest,
+    write_hostile_manifest, write_manifest_in,
 };
 pub use processes::{Service, binary, free_port, target_dir, workspace_root};
 pub use provisioner_api_client::{ApiClient, client_with_token};
