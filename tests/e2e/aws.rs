@@ -12,10 +12,10 @@ use std::time::Duration;
 use provisioner_conformance::Target;
 use provisioner_tests::moto::{DEFAULT_IMAGE_NAME, Moto};
 use provisioner_tests::shipped_manifest;
-use provisioner_tests::simulator::arm_fault_at;
+use provisioner_tests::simulator::{arm_fault_at, fault_proxy, shipped_fault_profile};
 use provisioner_tests::{Stack, StackOptions, plugin_component, workspace_root};
 use sha2::Digest as _;
-use vendor_sim::proxy::{FaultProfile, ProxyConfig, spawn_proxy};
+use vendor_sim::proxy::FaultProfile;
 
 // ---------------------------------------------------------------------------------------
 // moto itself
@@ -66,12 +66,7 @@ async fn the_fault_proxy_carries_signed_requests_to_moto() -> anyhow::Result<()>
         "the EC2 profile says its requests are signed"
     );
     for (profile, answered) in [(signed, true), (unsigned, false)] {
-        let proxy = spawn_proxy(ProxyConfig {
-            upstream: moto.url.parse()?,
-            profile: FaultProfile::parse(&profile)?,
-            upstream_ca_pem: None,
-        })
-        .await?;
+        let proxy = fault_proxy(&moto.url, FaultProfile::parse(&profile)?).await?;
         let listed = moto
             .describe_instances_with(&proxy.url, &moto.secret_access_key, region, &[])
             .await;
@@ -202,12 +197,7 @@ async fn an_aws_order_goes_active_and_its_delete_terminates_the_instance() -> an
 async fn a_lost_run_instances_answer_makes_one_instance() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
     let region = "us-east-1";
-    let proxy = spawn_proxy(ProxyConfig {
-        upstream: moto.url.parse()?,
-        profile: FaultProfile::load(&workspace_root().join("plugins/aws/faults.toml"))?,
-        upstream_ca_pem: None,
-    })
-    .await?;
+    let proxy = fault_proxy(&moto.url, shipped_fault_profile("aws")?).await?;
     let stack = stack_with_aws(&moto, &proxy.url).await?;
     arm_fault_at(
         &proxy.url,

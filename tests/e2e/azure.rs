@@ -16,7 +16,8 @@ use std::time::Duration;
 use provisioner_conformance::{Report, Target};
 use provisioner_tests::shipped_manifest;
 use provisioner_tests::simulator::{
-    QuotaFault, assert_carries_fields, carried_fields, sim_server_with_key, sim_servers_at,
+    QuotaFault, assert_carries_fields, carried_fields, fault_proxy, sim_server_with_key,
+    sim_servers_at,
 };
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
@@ -24,7 +25,7 @@ use provisioner_tests::{
 use serde_json::{Value, json};
 use vendor_sim::azure::AppRegistration;
 use vendor_sim::control_client::SimClient;
-use vendor_sim::proxy::{FaultProfile, ProxyConfig, spawn_proxy};
+use vendor_sim::proxy::FaultProfile;
 
 /// The app `plugins/azure/sim.toml` is written for.
 const TENANT: &str = "11111111-0000-4000-8000-000000000001";
@@ -305,12 +306,7 @@ async fn the_azure_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow
     let secrets = register_app(&sim_url).await?;
     SimClient::new(&sim_url).cap_pages(Some(3)).await?;
     let profile = workspace_root().join("plugins/azure/faults.toml");
-    let token_origin = spawn_proxy(ProxyConfig {
-        upstream: url::Url::parse(&sim_url)?,
-        profile: FaultProfile::load(&profile)?,
-        upstream_ca_pem: None,
-    })
-    .await?;
+    let token_origin = fault_proxy(&sim_url, FaultProfile::load(&profile)?).await?;
     let manifest = sim_manifest(&sim_url)?
         .replace(
             &format!("authority = \"{sim_url}/azure\""),

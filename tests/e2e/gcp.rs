@@ -16,7 +16,8 @@ use provisioner_conformance::Target;
 use provisioner_host::bindings::types::{ProviderError, ServerRequest, ServerStatus};
 use provisioner_host::runtime::{CallError, Plugin, PluginRuntime};
 use provisioner_tests::simulator::{
-    QuotaFault, assert_carries_fields, carried_fields, sim_server_with_key, sim_servers_at,
+    QuotaFault, assert_carries_fields, carried_fields, fault_proxy, shipped_fault_profile,
+    sim_server_with_key, sim_servers_at,
 };
 use provisioner_tests::{
     Stack, StackOptions, plugin_component, simulator_in_process, workspace_root,
@@ -25,7 +26,6 @@ use provisioner_tests::{load_with_secrets, shipped_manifest};
 use serde_json::{Value, json};
 use vendor_sim::control_client::SimClient;
 use vendor_sim::gcp::{ComputeFault, ServiceAccountRegistration};
-use vendor_sim::proxy::{FaultProfile, ProxyConfig, spawn_proxy};
 
 const EMAIL: &str = "provisioner@sim-project.iam.gserviceaccount.com";
 /// The simulator's project (where `POST /_sim/servers` seeds servers).
@@ -344,12 +344,7 @@ async fn the_gcp_plugin_passes_every_suite_against_the_simulator() -> anyhow::Re
 #[tokio::test]
 async fn the_gcp_plugin_passes_every_suite_through_the_fault_proxy() -> anyhow::Result<()> {
     let sim_url = simulator_in_process(Duration::from_millis(200)).await?;
-    let token_origin = spawn_proxy(ProxyConfig {
-        upstream: url::Url::parse(&sim_url)?,
-        profile: FaultProfile::load(&workspace_root().join("plugins/gcp/faults.toml"))?,
-        upstream_ca_pem: None,
-    })
-    .await?;
+    let token_origin = fault_proxy(&sim_url, shipped_fault_profile("gcp")?).await?;
     let key = service_account(&sim_url, &token_origin.url).await?;
     let report = crate::conformance::run_kit_against(
         "gcp-proxy",

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use vendor_sim::control::SeedServer;
 use vendor_sim::control_client::{FaultsClient, SimClient};
-use vendor_sim::proxy::ProxyFaultRule;
+use vendor_sim::proxy::{FaultProfile, ProxyConfig, ProxyFaultRule, ProxyHandle, spawn_proxy};
 use vendor_sim::state::{FaultRule, Vendor};
 
 use crate::fixtures::fixture;
@@ -204,6 +204,25 @@ pub async fn sim_server_with_key(sim_url: &str, vendor: &str, key: &str) -> anyh
         mine.len()
     );
     Ok(mine[0].clone())
+}
+
+/// A fault proxy in front of `upstream` (a URL) with `profile`.
+pub async fn fault_proxy(upstream: &str, profile: FaultProfile) -> anyhow::Result<ProxyHandle> {
+    spawn_proxy(ProxyConfig {
+        upstream: url::Url::parse(upstream).with_context(|| format!("the upstream {upstream}"))?,
+        profile,
+        upstream_ca_pem: None,
+    })
+    .await
+}
+
+/// The fault profile shipped with `vendor`'s plugin (`plugins/<vendor>/faults.toml`).
+pub fn shipped_fault_profile(vendor: &str) -> anyhow::Result<FaultProfile> {
+    let path = crate::processes::workspace_root()
+        .join("plugins")
+        .join(vendor)
+        .join("faults.toml");
+    FaultProfile::load(&path)
 }
 
 /// The user data of [`carried_fields`].

@@ -17,14 +17,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use provisioner_conformance::{Outcome, Report, Target};
-use provisioner_tests::simulator::arm_fault_at;
+use provisioner_tests::simulator::{arm_fault_at, fault_proxy};
 use provisioner_tests::{
     VENDORS, binary, fixture, plugin_component, simulator_in_process, test_plugin_component,
     workspace_root,
 };
 use serde_json::{Value, json};
 use vendor_sim::control_client::SimClient;
-use vendor_sim::proxy::{FaultProfile, ProxyConfig, ProxyHandle, spawn_proxy};
+use vendor_sim::proxy::{FaultProfile, ProxyHandle};
 
 use super::{
     broken_manifest, broken_secrets, failed_with,
@@ -50,12 +50,7 @@ fn through_proxy(vendor: &str, key: &str) -> Target {
 /// A vendor-sim proxy in front of the simulator at `sim_url`, rendering faults as
 /// `vendor` does, with `rule` armed: a rate-limited vendor.
 async fn limited_vendor(sim_url: &str, vendor: &str, rule: Value) -> anyhow::Result<ProxyHandle> {
-    let proxy = spawn_proxy(ProxyConfig {
-        upstream: url::Url::parse(sim_url)?,
-        profile: FaultProfile::load(&profile(vendor))?,
-        upstream_ca_pem: None,
-    })
-    .await?;
+    let proxy = fault_proxy(sim_url, FaultProfile::load(&profile(vendor))?).await?;
     arm_fault_at(&proxy.url, rule).await?;
     Ok(proxy)
 }
