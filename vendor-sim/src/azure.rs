@@ -567,7 +567,7 @@ async fn register_app(
 ) -> Response {
     let request = match body {
         Ok(Json(request)) => request,
-        Err(rejection) => return crate::control::unprocessable(rejection.body_text()),
+        Err(rejection) => return crate::conventions::unprocessable(rejection.body_text()),
     };
     if [
         &request.tenant_id,
@@ -578,22 +578,22 @@ async fn register_app(
     .iter()
     .any(|v| v.is_empty())
     {
-        return crate::control::unprocessable(
+        return crate::conventions::unprocessable(
             "tenant_id, client_id, client_secret and subscription_id must not be empty",
         );
     }
     if request.virtual_network.is_some() != request.subnet.is_some() {
-        return crate::control::unprocessable("virtual_network and subnet go together");
+        return crate::conventions::unprocessable("virtual_network and subnet go together");
     }
     if request.virtual_network.is_some() && request.resource_group.is_none() {
-        return crate::control::unprocessable("a virtual_network needs a resource_group");
+        return crate::conventions::unprocessable("a virtual_network needs a resource_group");
     }
     let location = request
         .location
         .clone()
         .unwrap_or_else(|| SEED_LOCATION.into());
     if !LOCATIONS.contains(&location.as_str()) {
-        return crate::control::unprocessable(format!(
+        return crate::conventions::unprocessable(format!(
             "unknown location {location}; known: {LOCATIONS:?}"
         ));
     }

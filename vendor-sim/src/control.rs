@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::azure::AzureState;
-use crate::conventions::IDEMPOTENCY_LABEL;
+use crate::conventions::{IDEMPOTENCY_LABEL, unprocessable};
 use crate::state::{FaultRule, NewServer, SimState, Vendor};
 
 /// `GET /_sim/stats`'s answer.
@@ -142,16 +142,6 @@ pub struct Capacity {
     pub region: String,
     /// `false`: the region refuses every create for capacity; `true`: it serves them again.
     pub available: bool,
-}
-
-/// The simulator's refusal of a request to one of its own endpoints (`/_sim/...`, the
-/// proxy's too): 422 `{"error": message}`.
-pub fn unprocessable(message: impl Into<String>) -> Response {
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({ "error": message.into() })),
-    )
-        .into_response()
 }
 
 async fn set_capacity(

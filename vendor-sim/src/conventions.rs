@@ -1,5 +1,7 @@
 //! What every simulated vendor reads from a request the same way: the bearer token (and the
-//! middleware checking a static one), RFC 1123 server names, and the label under which provider plugins carry the idempotency key.
+//! middleware checking a static one), RFC 1123 server names, and the label under which
+//! provider plugins carry the idempotency key; and how the simulator's own endpoints refuse
+//! a body.
 
 /// The label (tag, metadata key) under which provider plugins carry the idempotency key.
 /// The simulator uses it to count servers per key and report duplicates.
@@ -69,6 +71,17 @@ pub fn valid_hostname(name: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// The simulator's refusal of a request to one of its own endpoints (`/_sim/...`, the
+/// proxy's too): 422 `{"error": message}`.
+pub fn unprocessable(message: impl Into<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ pub fn arm_vendor_faults<K: Clone + serde::Serialize>(
             )
                 .into_response()
         }
-        Err(rejection) => crate::control::unprocessable(rejection.body_text()),
+        Err(rejection) => crate::conventions::unprocessable(rejection.body_text()),
     }
 }
 

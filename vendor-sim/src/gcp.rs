@@ -450,7 +450,7 @@ async fn register_account(
     let request = match body {
         Ok(Json(request)) => request,
         Err(rejection) => {
-            return crate::control::unprocessable(rejection.body_text());
+            return crate::conventions::unprocessable(rejection.body_text());
         }
     };
     let public_key = match RsaPublicKey::from_public_key_pem(request.public_key.trim())
@@ -468,7 +468,7 @@ async fn register_account(
         }
     };
     if request.client_email.is_empty() || request.project_id.is_empty() {
-        return crate::control::unprocessable("client_email and project_id must not be empty");
+        return crate::conventions::unprocessable("client_email and project_id must not be empty");
     }
     let account = ServiceAccount {
         project_id: request.project_id,

@@ -1285,7 +1285,7 @@ async fn add_fault(
     let rule = match rule {
         Ok(Json(rule)) => rule,
         Err(rejection) => {
-            return crate::control::unprocessable(rejection.body_text());
+            return crate::conventions::unprocessable(rejection.body_text());
         }
     };
     let refusal = match &rule.kind {
@@ -1307,7 +1307,7 @@ async fn add_fault(
         _ => None,
     };
     if let Some(error) = refusal {
-        return crate::control::unprocessable(error);
+        return crate::conventions::unprocessable(error);
     }
     let mut faults = proxy.faults();
     faults.push(rule);
