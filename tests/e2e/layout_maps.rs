@@ -63,7 +63,7 @@ fn a_module_missing_from_the_map_is_found() {
 /// The crate roots and the folders' `mod.rs` files of the workspace and the plugins'
 /// workspace (not `target/` folders, not the test fixtures' old plugin versions, not the
 /// end-to-end test binary).
-fn module_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(super) fn module_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(folder) = pending.pop() {
@@ -87,7 +87,7 @@ fn module_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The modules `text` declares in files of their own (`mod name;`, with any visibility).
-fn declared_file_modules(text: &str) -> BTreeSet<String> {
+pub(super) fn declared_file_modules(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter_map(|line| {
             let line = line.trim();
@@ -125,7 +125,7 @@ fn layout_map_names(text: &str) -> Option<BTreeSet<String>> {
     Some(names)
 }
 
-fn repository_root() -> PathBuf {
+pub(super) fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ is inside the repository")

@@ -32,6 +32,7 @@ mod lease;
 mod limits;
 mod live_status;
 mod metrics;
+mod module_cycles;
 mod openapi;
 mod orphans;
 mod outbox;
