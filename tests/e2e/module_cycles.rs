@@ -81,17 +81,28 @@ fn a_cycle_through_three_modules_is_found_and_a_layered_graph_passes() {
 
 #[test]
 fn references_are_read_from_code_only() {
-    let modules = BTreeSet::from(["store".to_string(), "amqp".into(), "http".into()]);
+    let modules = BTreeSet::from([
+        "store".to_string(),
+        "amqp".into(),
+        "http".into(),
+        "webhooks".into(),
+    ]);
     let text = "//! Docs naming [`crate::http`].\nuse crate::{store::Store, amqp};\n\
                 fn f() { super::http::serve(); } // crate::http in a comment\n\
+                const URL: &str = \"http://x\"; fn g() { crate::webhooks::send(); }\n\
                 #[cfg(test)]\nmod tests {\n    use crate::http;\n}\n";
     assert_eq!(
         named_modules(text, &modules, true),
-        BTreeSet::from(["store".to_string(), "amqp".into(), "http".into()])
+        BTreeSet::from([
+            "store".to_string(),
+            "amqp".into(),
+            "http".into(),
+            "webhooks".into()
+        ])
     );
     assert_eq!(
         named_modules(text, &modules, false),
-        BTreeSet::from(["store".to_string(), "amqp".into()])
+        BTreeSet::from(["store".to_string(), "amqp".into(), "webhooks".into()])
     );
 }
 
@@ -157,7 +168,8 @@ fn named_modules(text: &str, modules: &BTreeSet<String>, top_level: bool) -> BTr
         if trimmed.starts_with("//") {
             continue;
         }
-        let without_comment = line.split_once("//").map_or(line, |(code, _)| code);
+        // A comment after code follows a space; `//` inside a string (`"http://..."`) does not.
+        let without_comment = line.split_once(" //").map_or(line, |(code, _)| code);
         code.push_str(without_comment);
         code.push('\n');
     }

@@ -47,7 +47,8 @@ pub async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value 
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-/// The one server of `vendor` in a `GET /_sim/servers` answer.
+/// The first server of `vendor` in a `GET /_sim/servers` answer (callers check how many
+/// there are).
 pub fn server_of(servers: &serde_json::Value, vendor: &str) -> serde_json::Value {
     servers["servers"]
         .as_array()
