@@ -336,6 +336,7 @@ fn sample_messages() -> (Vec<u8>, Vec<u8>) {
             user_data: None,
             labels: Default::default(),
         },
+        ordered_at: Some(chrono::Utc::now()),
     });
     let result = HostMessage::OrderUpdate(OrderUpdate {
         order_id,

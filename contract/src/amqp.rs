@@ -498,13 +498,25 @@ impl Publisher {
         envelope: &Envelope,
         body: &[u8],
     ) -> Result<PublisherConfirm, lapin::Error> {
+        self.send_with(routing_key, envelope.properties(), body)
+            .await
+    }
+
+    /// [`Publisher::send`] with properties of the caller's (an envelope's, with headers
+    /// added).
+    pub async fn send_with(
+        &self,
+        routing_key: &str,
+        properties: BasicProperties,
+        body: &[u8],
+    ) -> Result<PublisherConfirm, lapin::Error> {
         let channel = self.channel().await?;
         publish_mandatory(
             &channel,
             &self.shared.exchange,
             routing_key,
             body,
-            envelope.properties(),
+            properties,
         )
         .await
     }

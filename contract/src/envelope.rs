@@ -20,6 +20,11 @@ pub const SCHEMA_HEADER: &str = "x-schema-version";
 /// Header carrying the W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
+/// Header order-api's relay sets (`true`) on the first publish of an order's first creation
+/// request, and on no other message: that copy, on its first delivery, may create without
+/// the create lease (the host's `worker::first_copy` has the rules and the argument).
+pub const LEASE_FREE_HEADER: &str = "x-lease-free";
+
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
@@ -127,6 +132,16 @@ pub fn decode<T: DeserializeOwned>(
     let envelope = Envelope::from_properties(properties)?;
     let message = serde_json::from_slice(body)?;
     Ok((envelope, message))
+}
+
+/// Whether a boolean header is present and `true`.
+pub fn flag_header(properties: &BasicProperties, name: &str) -> bool {
+    matches!(header(properties, name), Some(AMQPValue::Boolean(true)))
+}
+
+/// Whether a header of that name is present at all.
+pub fn has_header(properties: &BasicProperties, name: &str) -> bool {
+    header(properties, name).is_some()
 }
 
 /// An integer header (any of AMQP's integer types), e.g. RabbitMQ's `x-delivery-count`.

@@ -31,6 +31,7 @@
 //!         user_data: None,
 //!         labels: Default::default(),
 //!     },
+//!     ordered_at: Some(chrono::Utc::now()),
 //! });
 //! let envelope = Envelope::for_order(order_id, None);
 //! let (properties, body) = (envelope.properties(), encode(&request));
@@ -69,12 +70,13 @@ pub mod topology;
 
 pub use amqp::{PublishError, Publisher};
 pub use envelope::{
-    DecodeError, Envelope, SCHEMA_HEADER, SCHEMA_VERSION, TRACEPARENT_HEADER, decode, encode,
+    DecodeError, Envelope, LEASE_FREE_HEADER, SCHEMA_HEADER, SCHEMA_VERSION, TRACEPARENT_HEADER,
+    decode, encode,
 };
 pub use messages::{
-    CancelRequest, DeleteRequest, Fault, HostMessage, HostRequest, LabelledServer, Listing,
-    OrderUpdate, OrphanDeleteRequest, OrphanDeleted, ProvisionRequest, ServerInfo, ServerSpec,
-    ServerStatus, SweepRequest, UpdateKind, ValidateReply, ValidateRequest, VendorAnnouncement,
-    VendorCatalogue, VendorInventory, VendorWithdrawal,
+    CancelRequest, DeleteRequest, FIRST_CREATE_BOUND, Fault, HostMessage, HostRequest,
+    LabelledServer, Listing, OrderUpdate, OrphanDeleteRequest, OrphanDeleted, ProvisionRequest,
+    ServerInfo, ServerSpec, ServerStatus, SweepRequest, UpdateKind, ValidateReply, ValidateRequest,
+    VendorAnnouncement, VendorCatalogue, VendorInventory, VendorWithdrawal,
 };
 pub use topology::{LEASE_QUEUE_EXPIRES_MS, LEASE_SHARDS, Topology, VALIDATE_TTL_MS};

@@ -42,6 +42,29 @@ pub struct ProvisionRequest {
     pub vendor: String,
     /// The server to make.
     pub spec: ServerSpec,
+    /// When the order was accepted. The order's first create may run without the create
+    /// lease until [`FIRST_CREATE_BOUND`] after it; every other copy of a create of the order
+    /// starts only after that (see [`ProvisionRequest::first_create_ends`]). Absent from an
+    /// older order-api's requests: every copy of those takes the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered_at: Option<DateTime<Utc>>,
+}
+
+/// How long after its order was accepted a lease-free first create may run at the longest:
+/// the host cuts such a create off then, and every other copy of the order's create waits
+/// for that moment (plus the host's clock-skew allowance) before it starts. Long enough for
+/// a vendor's create call (one or two API requests), short enough that a copy redelivered
+/// after a host's death does not wait long. Part of the contract: order-api and every host
+/// must agree on it.
+pub const FIRST_CREATE_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl ProvisionRequest {
+    /// The moment by which the order's lease-free first create has ended, cut off if need
+    /// be: [`FIRST_CREATE_BOUND`] after [`ProvisionRequest::ordered_at`] (none without it).
+    pub fn first_create_ends(&self) -> Option<DateTime<Utc>> {
+        let bound = chrono::Duration::from_std(FIRST_CREATE_BOUND).ok()?;
+        self.ordered_at.map(|at| at + bound)
+    }
 }
 
 /// order-api -> host: delete the server an order made. Routing key `request.<vendor>`.

@@ -53,6 +53,8 @@
 //! - `worker/retry.rs`: what follows a failed attempt: retries through delay queues
 //!   (backoff, jitter, `Retry-After`, the per-order budget) or the order's failure.
 //! - [`worker::lease`]: one create at a time per order, across tasks and hosts.
+//! - `worker/first_copy.rs`: which create skips the lease (an order's first copy, on its
+//!   first delivery, cut off in time) and how long every other copy waits for it.
 //! - `worker/sweep.rs`: the orphan sweep: a vendor's listing published as its inventory,
 //!   orphan servers deleted.
 //! - `worker/validate_replies.rs`: answers order-api's validate requests with the plugin's

@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         retry: config.retry_policy(),
         cleanup_retry: config.cleanup_retry_policy(),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        clock_skew_allowance: Duration::from_millis(config.clock_skew_allowance_ms),
         metrics,
     };
     worker::run(settings, watcher, shutdown).await?;

@@ -10,6 +10,10 @@
 //!   over the plugin's volume limit ([`crate::plugin_output::LogGate`]).
 //! - `provisioner_broker_connected{address}`: 1 for the broker address (`AMQP_URL` entry,
 //!   password hidden) the AMQP session is on; no series between sessions.
+//! - `provisioner_create_leases_total{path}`: creates by how they went about the order's
+//!   create lease ([`crate::worker`]'s `first_copy`): `skipped` (the order's first copy on
+//!   its first delivery), `taken`, `taken_after_wait` (a copy that waited for a lease-free
+//!   first copy to have ended).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -56,6 +60,12 @@ pub struct HostMetrics {
     registry: Registry,
     plugin_calls: Family<CallLabel, Histogram>,
     broker_connected: Family<AddressLabel, Gauge>,
+    create_leases: Family<LeasePathLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeasePathLabel {
+    path: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,10 +102,17 @@ impl Default for HostMetrics {
             "1 for the broker address (password hidden) the AMQP session is on",
             broker_connected.clone(),
         );
+        let create_leases = Family::<LeasePathLabel, Counter>::default();
+        registry.register(
+            "create_leases",
+            "Creates by how they went about the order's create lease: skipped, taken, taken_after_wait",
+            create_leases.clone(),
+        );
         Self {
             registry,
             plugin_calls,
             broker_connected,
+            create_leases,
         }
     }
 }
@@ -112,7 +129,14 @@ impl HostMetrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Every series as OpenMetrics text.
+    /// Counts one create by how it went about the order's create lease (`skipped`,
+    /// `taken`, `taken_after_wait`).
+    pub fn create_lease(&self, path: &'static str) {
+        self.create_leases
+            .get_or_create(&LeasePathLabel { path })
+            .inc();
+    }
+
     /// The AMQP session is on `address` (an `AMQP_URL` entry, password hidden) now, or,
     /// with `None`, on no broker.
     pub fn broker_connected(&self, address: Option<&str>) {
@@ -126,6 +150,7 @@ impl HostMetrics {
         }
     }
 
+    /// Every series as OpenMetrics text.
     pub fn render(&self) -> anyhow::Result<String> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

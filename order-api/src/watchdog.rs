@@ -114,6 +114,7 @@ fn request_for(order: &Order) -> Option<HostRequest> {
                 order_id: order.id,
                 vendor: order.vendor.clone(),
                 spec: order.spec.clone(),
+                ordered_at: Some(order.created_at),
             }))
         }
         (OrderStatus::Deleting, Some(server)) => Some(HostRequest::Delete(DeleteRequest {

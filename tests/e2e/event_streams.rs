@@ -380,6 +380,7 @@ async fn the_migration_numbers_existing_events_per_order() -> anyhow::Result<()>
         body: b"{}".to_vec(),
         traceparent: None,
         attempts: 0,
+        lease_free: false,
     };
     assert!(store.request_cancel(b, &cancel).await?);
     let after = numbered(store.stream_events(b, None, 2).await?);

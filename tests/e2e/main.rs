@@ -22,6 +22,7 @@ mod containment;
 mod docs;
 mod drop_in;
 mod event_streams;
+mod first_copy;
 mod fleets;
 mod gcp;
 mod happy_path;

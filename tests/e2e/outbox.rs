@@ -111,3 +111,36 @@ async fn unroutable_requests_wait_in_the_outbox_until_a_queue_exists() -> anyhow
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }
+
+/// Only the first publish of an order's first creation request goes out marked lease-free:
+/// the read that takes it for publishing clears the mark, so when that publish is retried
+/// (its channel broke, its confirm was lost, its relay died) the copy goes out unmarked, and
+/// a request queued later (the watchdog's, a move's) never has it. Rows from before the
+/// migration that added the mark are unmarked.
+#[tokio::test]
+async fn only_the_first_publish_of_a_first_create_is_marked_lease_free() -> anyhow::Result<()> {
+    let earlier = provisioner_tests::EarlierDatabase::migrated_below(16).await?;
+    let store = order_api::store::Store::connect(&earlier.url).await?;
+    let (order, request) = crate::postgres::new_order();
+    let first = order_api::store::OutboxMessage {
+        lease_free: true,
+        ..request.clone()
+    };
+    store
+        .insert_order(&order, &[], std::slice::from_ref(&first), None)
+        .await?;
+    let due = store.due_outbox(10).await?;
+    assert_eq!(due.len(), 1);
+    assert!(due[0].lease_free, "the first read carries the mark");
+    // The publish did not go through: the message is due again, unmarked.
+    store.release(&due).await?;
+    let again = store.due_outbox(10).await?;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message_id, first.message_id);
+    assert!(!again[0].lease_free, "a second publish is marked too");
+    store.release(&again).await?;
+    assert!(!store.due_outbox(10).await?[0].lease_free);
+    drop(store);
+    earlier.remove().await?;
+    Ok(())
+}

@@ -529,6 +529,7 @@ async fn a_move_waiting_for_its_clean_up(
         body: b"{}".to_vec(),
         traceparent: None,
         attempts: 0,
+        lease_free: false,
     };
     store
         .insert_order(

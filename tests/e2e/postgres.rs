@@ -252,6 +252,7 @@ pub(crate) fn new_order() -> (Order, OutboxMessage) {
         body: b"{}".to_vec(),
         traceparent: None,
         attempts: 0,
+        lease_free: false,
     };
     (order, outbox)
 }

@@ -63,6 +63,7 @@ async fn a_duplicate_request_has_one_effect() -> anyhow::Result<()> {
         order_id: id.parse()?,
         vendor: "hetzner".into(),
         spec,
+        ordered_at: None,
     });
     let envelope = Envelope::for_order(id.parse()?, None);
     let connection = provisioner_tests::require_rabbitmq().await;

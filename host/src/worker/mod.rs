@@ -13,6 +13,7 @@
 mod announce;
 mod consumers;
 mod delivery;
+mod first_copy;
 pub mod lease;
 mod order;
 mod polling;
@@ -57,6 +58,9 @@ pub struct WorkerSettings {
     pub cleanup_retry: RetryPolicy,
     /// Time in-flight work gets to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// How far the hosts' clocks may disagree: a copy of a create waits this much longer
+    /// than a lease-free first copy's cut-off before it starts (`first_copy`).
+    pub clock_skew_allowance: Duration,
     /// Where the broker address the session is on is shown.
     pub metrics: Arc<crate::metrics::HostMetrics>,
 }

@@ -6,6 +6,7 @@
 //! delay queue instead ([`super::retry`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use lapin::message::Delivery;
@@ -20,11 +21,12 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::WorkerSettings;
+use super::first_copy::{self, CreateLease};
 use super::lease::{Lease, Leases};
 use super::polling::{PollPolicy, delete_and_wait, wait_until_running};
 use super::retry::{AfterFailure, AttemptFailure, RETRY_COUNT_HEADER, RetryPolicy};
 use crate::plugin_output;
-use crate::runtime::Plugin;
+use crate::runtime::{CallError, Plugin};
 use crate::wit_convert::{server_info, server_request};
 
 /// The leases of this host with the session's connection they are taken on.
@@ -223,11 +225,42 @@ impl OrderTask<'_> {
     }
 
     /// The create under the order's create lease: a copy of this request running here or on
-    /// another host finishes first, and this one then adopts the server it made.
+    /// another host finishes first, and this one then adopts the server it made. The
+    /// order's first copy on its first delivery skips the lease, cut off in time, and every
+    /// other copy waits for that moment first ([`super::first_copy`]).
     async fn create_under_lease(
         &self,
         request: &ProvisionRequest,
     ) -> anyhow::Result<Result<ServerInfo, AttemptFailure>> {
+        let plan = first_copy::plan(
+            &self.delivery.properties,
+            self.delivery.redelivered,
+            request,
+            chrono::Utc::now(),
+            self.settings.clock_skew_allowance,
+        );
+        let metrics = &self.settings.metrics;
+        match plan {
+            CreateLease::Skip { cut_off } => {
+                metrics.create_lease("skipped");
+                tracing::debug!(
+                    ?cut_off,
+                    "the order's first copy: creating without the lease"
+                );
+                return Ok(create_server_within(self.plugin, request, cut_off).await);
+            }
+            CreateLease::Take { wait_first } if wait_first.is_zero() => {
+                metrics.create_lease("taken");
+            }
+            CreateLease::Take { wait_first } => {
+                metrics.create_lease("taken_after_wait");
+                tracing::info!(
+                    wait = ?wait_first,
+                    "the order's first copy may still be creating without the lease: waiting until it has surely ended"
+                );
+                tokio::time::sleep(wait_first).await;
+            }
+        }
         let lease = self
             .leases
             .acquire(self.settings, self.plugin, self.order_id)
@@ -430,6 +463,23 @@ async fn create_server(
         .map_err(|error| AttemptFailure::of_call(&error))?;
     server_info(server).map_err(AttemptFailure::of_fault)
 }
+
+/// [`create_server`] cut off after `cut_off` (a lease-free first copy's create): a create
+/// cut off is a passing failure, retried under the lease (which adopts what it made).
+async fn create_server_within(
+    plugin: &Plugin,
+    request: &ProvisionRequest,
+    cut_off: Duration,
+) -> Result<ServerInfo, AttemptFailure> {
+    match tokio::time::timeout(cut_off, create_server(plugin, request)).await {
+        Ok(created) => created,
+        Err(_) => Err(AttemptFailure::of_call(&CallError::Timeout {
+            call: "create-server",
+            after: cut_off,
+        })),
+    }
+}
+
 /// Deletes an order's server and waits until the vendor no longer has it.
 ///
 /// `not-found`, from the delete or a later poll, means it is gone: a repeated delete (after

@@ -173,6 +173,7 @@ async fn verdict(plugin: &Plugin, request: ValidateRequest) -> ValidateReply {
         order_id: uuid::Uuid::nil(),
         vendor: request.vendor,
         spec: request.spec,
+        ordered_at: None,
     };
     match plugin.validate(&server_request(&request)).await {
         Ok(()) => ValidateReply::Valid,

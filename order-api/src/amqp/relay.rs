@@ -5,11 +5,17 @@
 //! the next try (on a new channel: see [`Publisher`]); a broken channel ends the session
 //! and the supervisor reconnects. So an
 //! order accepted while RabbitMQ is down goes out once it is back.
+//!
+//! The first publish of an order's first creation request carries the lease-free mark
+//! ([`LEASE_FREE_HEADER`]): read and cleared together ([`Store::due_outbox`]), so no later
+//! publish of it does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use provisioner_contract::{Envelope, PublishError, Publisher};
+use lapin::BasicProperties;
+use lapin::types::AMQPValue;
+use provisioner_contract::{Envelope, LEASE_FREE_HEADER, PublishError, Publisher};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -45,6 +51,18 @@ pub async fn run(
     }
 }
 
+/// The message's AMQP properties: its envelope's, and the lease-free mark on the first
+/// publish of an order's first creation request.
+fn properties(envelope: &Envelope, message: &OutboxMessage) -> BasicProperties {
+    let properties = envelope.properties();
+    if !message.lease_free {
+        return properties;
+    }
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(LEASE_FREE_HEADER.into(), AMQPValue::Boolean(true));
+    properties.with_headers(headers)
+}
+
 /// Publishes a batch with all confirms in flight at once, then records the outcome.
 async fn publish_batch(
     store: &Store,
@@ -66,7 +84,11 @@ async fn publish_batch(
             traceparent: message.traceparent.clone(),
         };
         match publisher
-            .send(&message.routing_key, &envelope, &message.body)
+            .send_with(
+                &message.routing_key,
+                properties(&envelope, &message),
+                &message.body,
+            )
             .await
         {
             Ok(confirm) => pending.push((message, confirm)),

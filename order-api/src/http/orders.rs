@@ -736,8 +736,18 @@ fn creation_requests(order: &Order, members: &[Order], traceparent: &str) -> Vec
                 order_id: server.id,
                 vendor: server.vendor.clone(),
                 spec: server.spec.clone(),
+                ordered_at: Some(server.created_at),
             });
-            OutboxMessage::request(server.id, &server.vendor, &create, Some(traceparent.into()))
+            // The order's first create: its first publish may go out lease-free.
+            OutboxMessage {
+                lease_free: true,
+                ..OutboxMessage::request(
+                    server.id,
+                    &server.vendor,
+                    &create,
+                    Some(traceparent.into()),
+                )
+            }
         })
         .collect()
 }

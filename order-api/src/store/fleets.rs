@@ -456,6 +456,7 @@ async fn queue_create(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: Uuid) -> an
         order_id: order.id,
         vendor: order.vendor.clone(),
         spec: order.spec,
+        ordered_at: Some(order.created_at),
     });
     let outbox = OutboxMessage::request(order.id, &order.vendor, &request, None);
     insert_outbox(tx, &outbox, Utc::now()).await

@@ -386,8 +386,8 @@ async fn insert_creation_requests(
         .collect();
     let sql = format!(
         "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, created_at, \
-         next_attempt_at) VALUES {}",
-        value_rows(7, outbox.len())
+         next_attempt_at, lease_free) VALUES {}",
+        value_rows(8, outbox.len())
     );
     let mut statement = sqlx::query(&sql);
     for (order, outbox) in &outbox {
@@ -398,7 +398,8 @@ async fn insert_creation_requests(
             .bind(&outbox.body)
             .bind(&outbox.traceparent)
             .bind(DbTime(order.created_at))
-            .bind(DbTime(order.created_at));
+            .bind(DbTime(order.created_at))
+            .bind(i64::from(outbox.lease_free));
     }
     statement
         .execute(&mut **tx)

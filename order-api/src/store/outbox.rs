@@ -29,13 +29,17 @@ impl Store {
     /// idempotent). The claim skips rows another transaction holds and waits for no lock, so
     /// it never deadlocks with the order transactions. On SQLite only one instance runs:
     /// nothing to claim.
+    ///
+    /// A message read with its lease-free mark ([`OutboxMessage::lease_free`]) has it cleared
+    /// in the same read (PostgreSQL's claim) or right after it (SQLite), before it is
+    /// published: whatever happens to this publish, a later one goes out unmarked.
     pub async fn due_outbox(&self, limit: u32) -> anyhow::Result<Vec<OutboxMessage>> {
         let now = Utc::now();
         let rows = match self.backend {
             Backend::Sqlite => {
                 sqlx::query(
                     "SELECT message_id, order_id, routing_key, body, traceparent, attempts, \
-                     created_at FROM outbox WHERE next_attempt_at <= $1 \
+                     created_at, lease_free FROM outbox WHERE next_attempt_at <= $1 \
                      ORDER BY created_at, message_id LIMIT $2",
                 )
                 .bind(DbTime(now))
@@ -46,12 +50,16 @@ impl Store {
             Backend::Postgres => {
                 let claimed_until =
                     now + chrono::Duration::from_std(OUTBOX_CLAIM).unwrap_or_default();
+                // The mark as it was before the claim cleared it (`due.lease_free`).
                 sqlx::query(
-                    "UPDATE outbox SET next_attempt_at = $1 WHERE message_id IN \
-                     (SELECT message_id FROM outbox WHERE next_attempt_at <= $2 \
-                     ORDER BY created_at, message_id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     RETURNING message_id, order_id, routing_key, body, traceparent, attempts, \
-                     created_at",
+                    "WITH due AS (SELECT message_id, lease_free FROM outbox \
+                     WHERE next_attempt_at <= $2 ORDER BY created_at, message_id LIMIT $3 \
+                     FOR UPDATE SKIP LOCKED) \
+                     UPDATE outbox SET next_attempt_at = $1, lease_free = 0 FROM due \
+                     WHERE outbox.message_id = due.message_id \
+                     RETURNING outbox.message_id, outbox.order_id, outbox.routing_key, \
+                     outbox.body, outbox.traceparent, outbox.attempts, outbox.created_at, \
+                     due.lease_free",
                 )
                 .bind(DbTime(claimed_until))
                 .bind(DbTime(now))
@@ -71,12 +79,37 @@ impl Store {
                     body: row.try_get("body")?,
                     traceparent: row.try_get("traceparent")?,
                     attempts: row.try_get::<i64, _>("attempts")? as u32,
+                    lease_free: row.try_get::<i64, _>("lease_free")? != 0,
                 };
                 Ok((time(row, "created_at")?, message))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         due.sort_by_key(|(created_at, message)| (*created_at, message.message_id));
-        Ok(due.into_iter().map(|(_, message)| message).collect())
+        let due: Vec<OutboxMessage> = due.into_iter().map(|(_, message)| message).collect();
+        if self.backend == Backend::Sqlite {
+            self.clear_lease_free_marks(&due).await?;
+        }
+        Ok(due)
+    }
+
+    /// Clears the lease-free mark of the marked messages in `due` (SQLite, whose read
+    /// claims nothing), committed before any of them is published.
+    async fn clear_lease_free_marks(&self, due: &[OutboxMessage]) -> anyhow::Result<()> {
+        let marked: Vec<&OutboxMessage> = due.iter().filter(|m| m.lease_free).collect();
+        if marked.is_empty() {
+            return Ok(());
+        }
+        let ids = parameters(1, marked.len());
+        let sql = format!("UPDATE outbox SET lease_free = 0 WHERE message_id IN ({ids})");
+        let mut statement = sqlx::query(&sql).persistent(false);
+        for message in marked {
+            statement = statement.bind(message.message_id.to_string());
+        }
+        statement
+            .execute(&self.writer)
+            .await
+            .context("clearing the outbox's lease-free marks")?;
+        Ok(())
     }
 
     /// The broker confirmed these messages: drop them from the outbox and mark their orders

@@ -25,6 +25,10 @@ pub struct OutboxMessage {
     pub traceparent: Option<String>,
     /// How many publishes failed so far.
     pub attempts: u32,
+    /// Whether it goes out marked lease-free ([`provisioner_contract::LEASE_FREE_HEADER`]):
+    /// written for an order's first creation request, which the relay reads (and clears)
+    /// for its first publish only, so only that publish carries the mark.
+    pub lease_free: bool,
 }
 
 impl OutboxMessage {
@@ -43,6 +47,7 @@ impl OutboxMessage {
             body: encode(request),
             traceparent,
             attempts: 0,
+            lease_free: false,
         }
     }
 }
@@ -68,7 +73,8 @@ pub(super) async fn insert_outbox(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, \
-         created_at, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+         created_at, attempts, next_attempt_at, lease_free) VALUES ($1, $2, $3, $4, $5, $6, 0, \
+         $7, $8)",
     )
     .bind(outbox.message_id.to_string())
     .bind(outbox.order_id.to_string())
@@ -77,6 +83,7 @@ pub(super) async fn insert_outbox(
     .bind(&outbox.traceparent)
     .bind(DbTime(now))
     .bind(DbTime(now))
+    .bind(i64::from(outbox.lease_free))
     .execute(&mut **tx)
     .await
     .context("inserting the outbox message")?;
