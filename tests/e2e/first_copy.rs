@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use provisioner_contract::{Envelope, HostRequest, ProvisionRequest, ServerSpec, encode};
+use provisioner_tests::metric_value;
 use provisioner_tests::simulator::arm_fault_at;
-use provisioner_tests::{Stack, StackOptions, free_port, metric_value};
 use serde_json::json;
 
 /// The order's own request goes out marked and is created without the lease; an unmarked
@@ -18,12 +18,7 @@ use serde_json::json;
 /// makes a second server.
 #[tokio::test]
 async fn a_copy_beside_the_lease_free_first_create_adopts_its_server() -> anyhow::Result<()> {
-    let host_metrics = format!("127.0.0.1:{}", free_port());
-    let stack = Stack::start(StackOptions {
-        host_env: vec![("METRICS_ADDR".into(), host_metrics.clone())],
-        ..StackOptions::default()
-    })
-    .await?;
+    let (stack, host_metrics) = crate::metrics::stack_with_host_metrics().await?;
     // DigitalOcean (which, unlike Hetzner, takes two droplets of one name) holds the next
     // create for 3 s before it makes the droplet.
     arm_fault_at(
@@ -76,13 +71,7 @@ async fn a_copy_beside_the_lease_free_first_create_adopts_its_server() -> anyhow
         stack.logs()
     );
 
-    let text = stack
-        .http
-        .get(format!("http://{host_metrics}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let text = crate::metrics::host_metrics_text(&stack, &host_metrics).await?;
     for (path, count) in [("skipped", 1.0), ("taken_after_wait", 1.0)] {
         let series = format!("provisioner_create_leases_total{{path=\"{path}\"}}");
         assert_eq!(

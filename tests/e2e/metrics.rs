@@ -7,14 +7,31 @@ use std::time::{Duration, Instant};
 
 use provisioner_tests::{Stack, StackOptions, free_port, metric_value};
 
-#[tokio::test]
-async fn metrics_name_accepts_publishes_updates_and_queue_lengths() -> anyhow::Result<()> {
+/// A stack whose host serves `/metrics`, and that address.
+pub(crate) async fn stack_with_host_metrics() -> anyhow::Result<(Stack, String)> {
     let host_metrics = format!("127.0.0.1:{}", free_port());
     let stack = Stack::start(StackOptions {
         host_env: vec![("METRICS_ADDR".into(), host_metrics.clone())],
         ..StackOptions::default()
     })
     .await?;
+    Ok((stack, host_metrics))
+}
+
+/// The host's `/metrics` text, served at `address`.
+pub(crate) async fn host_metrics_text(stack: &Stack, address: &str) -> anyhow::Result<String> {
+    Ok(stack
+        .http
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
+#[tokio::test]
+async fn metrics_name_accepts_publishes_updates_and_queue_lengths() -> anyhow::Result<()> {
+    let (stack, host_metrics) = stack_with_host_metrics().await?;
     let id = stack.order_server("metered-1").await?;
     stack
         .wait_for_status(&id, "active", Duration::from_secs(30))
@@ -63,13 +80,7 @@ async fn metrics_name_accepts_publishes_updates_and_queue_lengths() -> anyhow::R
     }
 
     // The host's plugin calls of that order.
-    let text = stack
-        .http
-        .get(format!("http://{host_metrics}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let text = host_metrics_text(&stack, &host_metrics).await?;
     for call in ["info", "create-server", "get-server"] {
         let series = format!(
             "provisioner_plugin_call_seconds_count{{vendor=\"hetzner\",call=\"{call}\",outcome=\"ok\"}}"

@@ -53,6 +53,11 @@ use super::retry::RETRY_COUNT_HEADER;
 /// that could have skipped, gets without waiting).
 pub const MIN_LEASE_FREE_TIME: Duration = Duration::from_secs(1);
 
+/// Take the lease at once.
+const NO_WAIT: CreateLease = CreateLease::Take {
+    wait_first: Duration::ZERO,
+};
+
 /// How a create goes about the order's create lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateLease {
@@ -73,12 +78,9 @@ pub fn plan(
     now: DateTime<Utc>,
     skew_allowance: Duration,
 ) -> CreateLease {
-    let no_wait = CreateLease::Take {
-        wait_first: Duration::ZERO,
-    };
     // An older order-api's request: no copy of it skips the lease.
     let Some(ends) = request.first_create_ends() else {
-        return no_wait;
+        return NO_WAIT;
     };
     let left = (ends - now).to_std().unwrap_or(Duration::ZERO);
     if is_first_delivery_of_first_copy(properties, redelivered) {
@@ -87,11 +89,11 @@ pub fn plan(
             true => CreateLease::Skip { cut_off: left },
             // Too late to skip (or a clock far off): the lease, which no one else can hold
             // without also having waited.
-            false => no_wait,
+            false => NO_WAIT,
         };
     }
     if has_header(properties, RETRY_COUNT_HEADER) {
-        return no_wait;
+        return NO_WAIT;
     }
     // Until the first copy's cut-off plus the allowance; nothing once that is past.
     let allowance = chrono::Duration::from_std(skew_allowance).unwrap_or_default();
@@ -144,6 +146,22 @@ mod tests {
         BasicProperties::default().with_headers(table)
     }
 
+    /// The plan for a create of an order accepted at `ordered`.
+    fn plan_at(
+        properties: &BasicProperties,
+        redelivered: bool,
+        ordered: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> CreateLease {
+        plan(
+            properties,
+            redelivered,
+            &request(Some(ordered)),
+            now,
+            ALLOWANCE,
+        )
+    }
+
     fn marked() -> (&'static str, AMQPValue) {
         (LEASE_FREE_HEADER, AMQPValue::Boolean(true))
     }
@@ -166,13 +184,7 @@ mod tests {
     fn the_marked_first_delivery_skips_the_lease_until_the_bound() {
         let ordered = Utc::now();
         let now = ordered + secs(1);
-        let plan = plan(
-            &with_headers(&[marked()]),
-            false,
-            &request(Some(ordered)),
-            now,
-            ALLOWANCE,
-        );
+        let plan = plan_at(&with_headers(&[marked()]), false, ordered, now);
         assert_eq!(
             plan,
             CreateLease::Skip {
@@ -204,32 +216,15 @@ mod tests {
     fn an_unmarked_copy_waits_a_re_publish_a_watchdog_resend_a_move() {
         let ordered = Utc::now();
         let now = ordered + secs(2);
-        let plan = plan(
-            &BasicProperties::default(),
-            false,
-            &request(Some(ordered)),
-            now,
-            ALLOWANCE,
-        );
+        let plan = plan_at(&BasicProperties::default(), false, ordered, now);
         assert_eq!(plan, waits(ordered, now));
     }
 
     #[test]
     fn a_copy_after_the_bound_and_allowance_takes_the_lease_at_once() {
         let ordered = Utc::now() - secs(60);
-        let plan = plan(
-            &BasicProperties::default(),
-            true,
-            &request(Some(ordered)),
-            Utc::now(),
-            ALLOWANCE,
-        );
-        assert_eq!(
-            plan,
-            CreateLease::Take {
-                wait_first: Duration::ZERO
-            }
-        );
+        let plan = plan_at(&BasicProperties::default(), true, ordered, Utc::now());
+        assert_eq!(plan, NO_WAIT);
     }
 
     #[test]
@@ -240,19 +235,8 @@ mod tests {
             (RETRY_COUNT_HEADER, AMQPValue::LongLongInt(1)),
             ("x-death", AMQPValue::FieldArray(Default::default())),
         ]);
-        let plan = plan(
-            &retried,
-            false,
-            &request(Some(ordered)),
-            ordered + secs(2),
-            ALLOWANCE,
-        );
-        assert_eq!(
-            plan,
-            CreateLease::Take {
-                wait_first: Duration::ZERO
-            }
-        );
+        let plan = plan_at(&retried, false, ordered, ordered + secs(2));
+        assert_eq!(plan, NO_WAIT);
     }
 
     #[test]
@@ -263,13 +247,7 @@ mod tests {
             marked(),
             ("x-death", AMQPValue::FieldArray(Default::default())),
         ]);
-        let plan = plan(
-            &dead_lettered,
-            false,
-            &request(Some(ordered)),
-            now,
-            ALLOWANCE,
-        );
+        let plan = plan_at(&dead_lettered, false, ordered, now);
         assert_eq!(plan, waits(ordered, now));
     }
 
@@ -278,18 +256,15 @@ mod tests {
         let ordered = Utc::now();
         let properties = with_headers(&[marked()]);
         let request = request(Some(ordered));
-        let no_wait = CreateLease::Take {
-            wait_first: Duration::ZERO,
-        };
         // Under a second left before its cut-off.
         let late = ordered + chrono::Duration::from_std(FIRST_CREATE_BOUND).unwrap()
             - chrono::Duration::milliseconds(500);
-        assert_eq!(plan(&properties, false, &request, late, ALLOWANCE), no_wait);
+        assert_eq!(plan(&properties, false, &request, late, ALLOWANCE), NO_WAIT);
         // An order accepted a minute "from now": order-api's clock is off.
         let early = ordered - secs(60);
         assert_eq!(
             plan(&properties, false, &request, early, ALLOWANCE),
-            no_wait
+            NO_WAIT
         );
     }
 
@@ -302,11 +277,6 @@ mod tests {
             Utc::now(),
             ALLOWANCE,
         );
-        assert_eq!(
-            plan,
-            CreateLease::Take {
-                wait_first: Duration::ZERO
-            }
-        );
+        assert_eq!(plan, NO_WAIT);
     }
 }
