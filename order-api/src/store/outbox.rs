@@ -85,30 +85,45 @@ impl Store {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         due.sort_by_key(|(created_at, message)| (*created_at, message.message_id));
-        let due: Vec<OutboxMessage> = due.into_iter().map(|(_, message)| message).collect();
+        let mut due: Vec<OutboxMessage> = due.into_iter().map(|(_, message)| message).collect();
         if self.backend == Backend::Sqlite {
-            self.clear_lease_free_marks(&due).await?;
+            self.take_lease_free_marks(&mut due).await?;
         }
         Ok(due)
     }
 
-    /// Clears the lease-free mark of the marked messages in `due` (SQLite, whose read
-    /// claims nothing), committed before any of them is published.
-    async fn clear_lease_free_marks(&self, due: &[OutboxMessage]) -> anyhow::Result<()> {
-        let marked: Vec<&OutboxMessage> = due.iter().filter(|m| m.lease_free).collect();
+    /// Clears the lease-free marks the messages in `due` were read with (SQLite, whose read
+    /// claims nothing), committed before any of them is published. Only the messages whose
+    /// mark this statement cleared keep it: a second reader of the same rows (there should
+    /// be none) finds them cleared and publishes them unmarked.
+    async fn take_lease_free_marks(&self, due: &mut [OutboxMessage]) -> anyhow::Result<()> {
+        let marked: Vec<String> = due
+            .iter()
+            .filter(|message| message.lease_free)
+            .map(|message| message.message_id.to_string())
+            .collect();
         if marked.is_empty() {
             return Ok(());
         }
         let ids = parameters(1, marked.len());
-        let sql = format!("UPDATE outbox SET lease_free = 0 WHERE message_id IN ({ids})");
+        let sql = format!(
+            "UPDATE outbox SET lease_free = 0 WHERE lease_free = 1 AND message_id IN ({ids}) \
+             RETURNING message_id"
+        );
         let mut statement = sqlx::query(&sql).persistent(false);
-        for message in marked {
-            statement = statement.bind(message.message_id.to_string());
+        for id in &marked {
+            statement = statement.bind(id);
         }
-        statement
-            .execute(&self.writer)
+        let cleared = statement
+            .fetch_all(&self.writer)
             .await
-            .context("clearing the outbox's lease-free marks")?;
+            .context("clearing the outbox's lease-free marks")?
+            .iter()
+            .map(|row| parse_uuid(row.try_get("message_id")?))
+            .collect::<anyhow::Result<std::collections::HashSet<_>>>()?;
+        for message in due {
+            message.lease_free = cleared.contains(&message.message_id);
+        }
         Ok(())
     }
 
