@@ -70,7 +70,8 @@ pub struct HostConfig {
     pub shutdown_grace_secs: u64,
     /// Milliseconds by which the hosts' clocks may disagree at most. An order's first
     /// create runs without the create lease, cut off at a moment in its request; any other
-    /// copy of it starts only this long after that moment (docs/architecture.md, *One create at a time per order*).
+    /// copy of it starts only this long after that moment (docs/architecture.md, *One
+    /// create at a time per order*).
     #[arg(long, env = "CLOCK_SKEW_ALLOWANCE_MS", default_value_t = 2_000)]
     pub clock_skew_allowance_ms: u64,
     /// Plugin calls that may run at once (all plugins together): the slots of the
