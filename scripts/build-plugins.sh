@@ -19,7 +19,7 @@ done
 
 echo "==> building the test plugins (tests/fixtures)"
 mkdir -p target/test-plugins
-for fixture in hostile future legacy broken v02 v03 v04; do
+for fixture in hostile future legacy broken v02 v03 v04 v05; do
     cargo build --manifest-path "tests/fixtures/$fixture-plugin/Cargo.toml" \
         --target wasm32-wasip2 --release --target-dir plugins/target
     cp "plugins/target/wasm32-wasip2/release/${fixture}_plugin.wasm" "target/test-plugins/$fixture.wasm"

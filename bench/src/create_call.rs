@@ -13,7 +13,10 @@
 //!   0`), so every call first signs an RS256 JWT with the service-account key and exchanges
 //!   it (`POST /token`): the price of a call without a cached token.
 //!
-//! Both make two vendor requests per call, and both vendors' answers are recorded real
+//! - **Hetzner's `create-new-server`** (WIT 0.6), against a canned vendor of its own: the
+//!   create alone, no look-up, as the host calls it for an order's lease-free first copy.
+//!
+//! Hetzner's and EC2's `create-server` make two vendor requests per call, and both vendors' answers are recorded real
 //! ones of similar size (`bench/fixtures/`: vendor-sim's Hetzner server, 3.3 KB; moto's
 //! `RunInstances` answer, 3.5 KB), so the difference between the two is what the plugins do
 //! with them: signing, form encoding and XML against JSON. The canned vendor checks every
@@ -255,21 +258,32 @@ fn request(region: &str, size: &str, image: &str) -> ServerRequest {
     }
 }
 
+/// Which of the plugin's two create exports a side calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CreateExport {
+    /// `create-server`: the look-up, then the create.
+    Create,
+    /// `create-new-server`: the create alone.
+    CreateNew,
+}
+
 /// Times `calls` creates after `warmup` ones; sorted.
 async fn time_creates(
     plugin: &Plugin,
     request: &ServerRequest,
     args: &Args,
     progress: &mut Progress,
-    side: &str,
+    (side, export): (&str, CreateExport),
 ) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(args.calls);
     for n in 0..args.warmup + args.calls {
         let started = Instant::now();
-        plugin
-            .create_server(uuid::Uuid::new_v4(), request)
-            .await
-            .map_err(|error| anyhow::anyhow!("{side}: create-server failed: {error:?}"))?;
+        let order_id = uuid::Uuid::new_v4();
+        match export {
+            CreateExport::Create => plugin.create_server(order_id, request).await,
+            CreateExport::CreateNew => plugin.create_new_server(order_id, request).await,
+        }
+        .map_err(|error| anyhow::anyhow!("{side}: {export:?} failed: {error:?}"))?;
         if n >= args.warmup {
             samples.push(started.elapsed());
         }
@@ -448,15 +462,26 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&dir)?;
     let runtime = PluginRuntime::new()?;
     let (hetzner_served, hetzner) = load_hetzner(&runtime, &dir).await?;
+    std::fs::create_dir_all(dir.join("new"))?;
+    let (hetzner_new_served, hetzner_new) = load_hetzner(&runtime, &dir.join("new")).await?;
     let (ec2_served, ec2) = load_ec2(&runtime, &dir).await?;
     let gce = load_gce_sides(&runtime, &dir).await?;
 
+    let hetzner_request = request("fsn1", "cx22", "ubuntu-24.04");
     let hetzner_times = time_creates(
         &hetzner,
-        &request("fsn1", "cx22", "ubuntu-24.04"),
+        &hetzner_request,
         &args,
         &mut progress,
-        "hetzner",
+        ("hetzner", CreateExport::Create),
+    )
+    .await?;
+    let hetzner_new_times = time_creates(
+        &hetzner_new,
+        &hetzner_request,
+        &args,
+        &mut progress,
+        ("hetzner-new", CreateExport::CreateNew),
     )
     .await?;
     let ec2_times = time_creates(
@@ -464,7 +489,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         &request("us-east-1", "t3.micro", "ami-03cf127a"),
         &args,
         &mut progress,
-        "ec2",
+        ("ec2", CreateExport::Create),
     )
     .await?;
     let gce_request = request(
@@ -474,17 +499,29 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     );
     let mut gce_times = Vec::new();
     for side in &gce {
-        gce_times
-            .push(time_creates(&side.plugin, &gce_request, &args, &mut progress, side.side).await?);
+        gce_times.push(
+            time_creates(
+                &side.plugin,
+                &gce_request,
+                &args,
+                &mut progress,
+                (side.side, CreateExport::Create),
+            )
+            .await?,
+        );
     }
     progress.finish();
     let _ = std::fs::remove_dir_all(&dir);
 
     let gce_sides = gce.iter().map(|side| (side.side, &*side.served));
     ensure_nothing_refused(
-        [("hetzner", &*hetzner_served), ("ec2", &*ec2_served)]
-            .into_iter()
-            .chain(gce_sides),
+        [
+            ("hetzner", &*hetzner_served),
+            ("hetzner-new", &*hetzner_new_served),
+            ("ec2", &*ec2_served),
+        ]
+        .into_iter()
+        .chain(gce_sides),
     )?;
     let total = (args.warmup + args.calls) as f64;
     let per_call = |served: &Served| served.answered.load(Ordering::Relaxed) as f64 / total;
@@ -502,6 +539,13 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         "Hetzner vendor requests per call".into(),
         &hetzner_times,
         per_call(&hetzner_served),
+    );
+    latency_figures(
+        &mut summary,
+        ("hetzner_new", "Hetzner create-new-server"),
+        "Hetzner create-new-server: vendor requests per call".into(),
+        &hetzner_new_times,
+        per_call(&hetzner_new_served),
     );
     latency_figures(
         &mut summary,

@@ -314,6 +314,23 @@ impl Kit {
         result
     }
 
+    /// `create-new-server` (WIT 0.6; `create-server` for older plugins), patiently; the
+    /// server is remembered.
+    pub async fn create_new(
+        &self,
+        order_id: uuid::Uuid,
+        request: &ServerRequest,
+    ) -> Result<Server, CallError> {
+        let result = patience::until(self.call_deadline(), || {
+            self.plugin.create_new_server(order_id, request)
+        })
+        .await;
+        if let Ok(server) = &result {
+            self.saw(&server.vendor_id, &request.idempotency_key);
+        }
+        result
+    }
+
     /// `find-server`, patiently until `deadline`; a server found is remembered.
     pub async fn find_until(
         &self,

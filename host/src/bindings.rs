@@ -1,7 +1,11 @@
 //! Host-side bindings of the `provisioner:provider` worlds this host loads.
 //!
-//! - [`current`]: 0.5 (`wit/provider.wit`), the version plugins should build against. It
-//!   added the `catalogue` export (the regions, sizes and images `validate` accepts).
+//! - [`current`]: 0.6 (`wit/provider.wit`), the version plugins should build against. It
+//!   added the `create-new-server` export (a create without the look-up, for an order's
+//!   first copy: `crate::worker::first_copy`).
+//! - [`v0_5`]: 0.5 (`wit/v0.5/provider.wit`, frozen): the `catalogue` export (the regions,
+//!   sizes and images `validate` accepts); no `create-new-server` (the host calls
+//!   `create-server`, look-up and all, for every create).
 //! - [`v0_4`]: 0.4 (`wit/v0.4/provider.wit`, frozen): the `no-capacity` case of
 //!   `provider-error`; no `catalogue` (the host announces its vendor's catalogue as unknown).
 //! - [`v0_3`]: 0.3 (`wit/v0.3/provider.wit`, frozen): the `cache` import ([`crate::cache`]);
@@ -13,8 +17,9 @@
 //!   servers and the orphan sweep skips its vendor and says why.
 //!
 //! Minor versions only add. Where a minor added functions only, the older bindings reuse
-//! the newer [`types`] (`with`): 0.4 shares 0.5's (0.5 only added the `plugin-catalogue`
-//! record and the function returning it), 0.2 and 0.1 share 0.3's. 0.4 added a case to a type, and a
+//! the newer [`types`] (`with`): 0.5 shares 0.6's (0.6 only added a function), 0.4 shares
+//! them too (0.5 only added the `plugin-catalogue` record and the function returning it),
+//! 0.2 and 0.1 share 0.3's. 0.4 added a case to a type, and a
 //! component's types must match the host's exactly, so 0.3 has types of its own and
 //! [`older`] converts between them and the current ones (requests down, answers up). The host
 //! keeps one set of types ([`types`]) everywhere else. Each version's `host` (and `cache`)
@@ -44,13 +49,22 @@ macro_rules! provider_plugin_bindings {
     };
 }
 
-/// Bindings of `provisioner:provider@0.5.0`.
+/// Bindings of `provisioner:provider@0.6.0`.
 pub mod current {
     provider_plugin_bindings!("../wit");
 }
 
-/// Bindings of `provisioner:provider@0.4.0`, sharing 0.5's types (0.5 only added a record
-/// and the `catalogue` export).
+/// Bindings of `provisioner:provider@0.5.0`, sharing 0.6's types (0.6 only added the
+/// `create-new-server` export).
+pub mod v0_5 {
+    provider_plugin_bindings!(
+        "../wit/v0.5",
+        types from super::current::provisioner::provider::types
+    );
+}
+
+/// Bindings of `provisioner:provider@0.4.0`, sharing 0.6's types (0.5 only added a record
+/// and the `catalogue` export, 0.6 a function).
 pub mod v0_4 {
     provider_plugin_bindings!(
         "../wit/v0.4",
@@ -85,7 +99,9 @@ pub use current::provisioner::provider::types;
 /// Which version of the world a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WitVersion {
-    /// `provisioner:provider@0.5.x`.
+    /// `provisioner:provider@0.6.x`.
+    V0_6,
+    /// `provisioner:provider@0.5.x`: no `create-new-server`.
     V0_5,
     /// `provisioner:provider@0.4.x`: no `catalogue`.
     V0_4,
@@ -101,6 +117,7 @@ impl WitVersion {
     /// The version as `MAJOR.MINOR`, for logs and answers.
     pub fn as_str(self) -> &'static str {
         match self {
+            WitVersion::V0_6 => "0.6",
             WitVersion::V0_5 => "0.5",
             WitVersion::V0_4 => "0.4",
             WitVersion::V0_3 => "0.3",
@@ -113,17 +130,25 @@ impl WitVersion {
 impl WitVersion {
     /// Whether plugins of this version import the `cache` (0.3 on).
     pub fn has_cache(self) -> bool {
-        matches!(self, WitVersion::V0_5 | WitVersion::V0_4 | WitVersion::V0_3)
+        matches!(
+            self,
+            WitVersion::V0_6 | WitVersion::V0_5 | WitVersion::V0_4 | WitVersion::V0_3
+        )
     }
 
     /// Whether plugins of this version can say `no-capacity` (0.4 on).
     pub fn has_no_capacity(self) -> bool {
-        matches!(self, WitVersion::V0_5 | WitVersion::V0_4)
+        matches!(self, WitVersion::V0_6 | WitVersion::V0_5 | WitVersion::V0_4)
     }
 
     /// Whether plugins of this version export `catalogue` (0.5 on).
     pub fn has_catalogue(self) -> bool {
-        matches!(self, WitVersion::V0_5)
+        matches!(self, WitVersion::V0_6 | WitVersion::V0_5)
+    }
+
+    /// Whether plugins of this version export `create-new-server` (0.6 on).
+    pub fn has_create_new(self) -> bool {
+        matches!(self, WitVersion::V0_6)
     }
 }
 

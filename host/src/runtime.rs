@@ -26,7 +26,7 @@ use crate::bindings::older::{self, Upgrade};
 use crate::bindings::types::{
     LabelledServer, PluginCatalogue, PluginInfo, ProviderError, Server, ServerRequest,
 };
-use crate::bindings::{WitVersion, current, v0_1, v0_2, v0_3, v0_4};
+use crate::bindings::{WitVersion, current, v0_1, v0_2, v0_3, v0_4, v0_5};
 use crate::boot_times::BootTimes;
 use crate::cache::PluginCache;
 use crate::manifest::{Limits, Manifest};
@@ -266,6 +266,7 @@ impl PluginRuntime {
             };
         }
         link_host_interface!(current, "linking the provisioner host interface");
+        link_host_interface!(v0_5, "linking the provisioner host interface 0.5");
         link_host_interface!(v0_4, "linking the provisioner host interface 0.4");
         link_host_interface!(v0_3, "linking the provisioner host interface 0.3");
         link_host_interface!(v0_2, "linking the provisioner host interface 0.2");
@@ -451,8 +452,10 @@ impl PluginRuntime {
 
 /// A component pre-instantiated against the newest world it implements.
 enum PluginPre {
-    /// `provisioner:provider@0.5`.
+    /// `provisioner:provider@0.6`.
     Current(current::ProviderPluginPre<PluginState>),
+    /// `provisioner:provider@0.5`.
+    V0_5(v0_5::ProviderPluginPre<PluginState>),
     /// `provisioner:provider@0.4`.
     V0_4(v0_4::ProviderPluginPre<PluginState>),
     /// `provisioner:provider@0.3`.
@@ -471,6 +474,9 @@ impl PluginPre {
             Ok(current) => return Ok(PluginPre::Current(current)),
             Err(newest) => newest,
         };
+        if let Ok(v0_5) = v0_5::ProviderPluginPre::new(pre.clone()) {
+            return Ok(PluginPre::V0_5(v0_5));
+        }
         if let Ok(v0_4) = v0_4::ProviderPluginPre::new(pre.clone()) {
             return Ok(PluginPre::V0_4(v0_4));
         }
@@ -487,7 +493,8 @@ impl PluginPre {
 
     fn version(&self) -> WitVersion {
         match self {
-            PluginPre::Current(_) => WitVersion::V0_5,
+            PluginPre::Current(_) => WitVersion::V0_6,
+            PluginPre::V0_5(_) => WitVersion::V0_5,
             PluginPre::V0_4(_) => WitVersion::V0_4,
             PluginPre::V0_3(_) => WitVersion::V0_3,
             PluginPre::V0_2(_) => WitVersion::V0_2,
@@ -498,6 +505,7 @@ impl PluginPre {
     async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Instance> {
         Ok(match self {
             PluginPre::Current(pre) => Instance::Current(pre.instantiate_async(store).await?),
+            PluginPre::V0_5(pre) => Instance::V0_5(pre.instantiate_async(store).await?),
             PluginPre::V0_4(pre) => Instance::V0_4(pre.instantiate_async(store).await?),
             PluginPre::V0_3(pre) => Instance::V0_3(pre.instantiate_async(store).await?),
             PluginPre::V0_2(pre) => Instance::V0_2(pre.instantiate_async(store).await?),
@@ -509,6 +517,7 @@ impl PluginPre {
 /// One call's instance, of whichever version the plugin implements.
 enum Instance {
     Current(current::ProviderPlugin),
+    V0_5(v0_5::ProviderPlugin),
     V0_4(v0_4::ProviderPlugin),
     V0_3(v0_3::ProviderPlugin),
     V0_2(v0_2::ProviderPlugin),
@@ -519,6 +528,7 @@ impl Instance {
     fn guest(&self) -> Guest<'_> {
         match self {
             Instance::Current(instance) => Guest::Current(instance.provisioner_provider_provider()),
+            Instance::V0_5(instance) => Guest::V0_5(instance.provisioner_provider_provider()),
             Instance::V0_4(instance) => Guest::V0_4(instance.provisioner_provider_provider()),
             Instance::V0_3(instance) => Guest::V0_3(instance.provisioner_provider_provider()),
             Instance::V0_2(instance) => Guest::V0_2(instance.provisioner_provider_provider()),
@@ -531,13 +541,14 @@ impl Instance {
 /// same for every version (the `on_any_version!` macro below).
 enum Guest<'a> {
     Current(&'a current::exports::provisioner::provider::provider::Guest),
+    V0_5(&'a v0_5::exports::provisioner::provider::provider::Guest),
     V0_4(&'a v0_4::exports::provisioner::provider::provider::Guest),
     V0_3(&'a v0_3::exports::provisioner::provider::provider::Guest),
     V0_2(&'a v0_2::exports::provisioner::provider::provider::Guest),
     V0_1(&'a v0_1::exports::provisioner::provider::provider::Guest),
 }
 
-/// Makes the same call on whichever version `$guest` is. 0.4 shares the current types;
+/// Makes the same call on whichever version `$guest` is. 0.5 and 0.4 share the current types;
 /// older versions have types of their own: the answer is converted up
 /// ([`older::Upgrade`]), and a request named after `with` is converted down first
 /// ([`older::request`]).
@@ -545,6 +556,7 @@ macro_rules! on_any_version {
     ($guest:expr, $exports:ident => $call:expr) => {
         match $guest {
             Guest::Current($exports) => $call,
+            Guest::V0_5($exports) => $call,
             Guest::V0_4($exports) => $call,
             Guest::V0_3($exports) => $call.map(Upgrade::upgrade),
             Guest::V0_2($exports) => $call.map(Upgrade::upgrade),
@@ -554,6 +566,7 @@ macro_rules! on_any_version {
     ($guest:expr, $exports:ident, with $request:ident => $call:expr) => {
         match $guest {
             Guest::Current($exports) => $call,
+            Guest::V0_5($exports) => $call,
             Guest::V0_4($exports) => $call,
             older_guest => {
                 let older_request = older::request($request);
@@ -564,7 +577,7 @@ macro_rules! on_any_version {
     };
     (@older $guest:expr, $exports:ident => $call:expr) => {
         match $guest {
-            Guest::Current(_) | Guest::V0_4(_) => {
+            Guest::Current(_) | Guest::V0_5(_) | Guest::V0_4(_) => {
                 unreachable!("the versions sharing the current types are matched first")
             }
             Guest::V0_3($exports) => $call.map(Upgrade::upgrade),
@@ -752,6 +765,7 @@ impl Plugin {
         let answer = self
             .invoke("catalogue", None, async |guest, store| match guest {
                 Guest::Current(exports) => Ok(Some(exports.call_catalogue(store).await?)),
+                Guest::V0_5(exports) => Ok(Some(exports.call_catalogue(store).await?)),
                 _ => Ok(None),
             })
             .await?;
@@ -805,6 +819,25 @@ impl Plugin {
         .await
     }
 
+    /// `create-new-server` (throttled): the create without the look-up, for a create no
+    /// server can have been made for yet (an order's lease-free first copy:
+    /// [`crate::worker::first_copy`]). A plugin before WIT 0.6 has no such export: it gets
+    /// `create-server`, look-up and all, which is as correct and one vendor request dearer.
+    pub async fn create_new_server(
+        &self,
+        order_id: Uuid,
+        request: &ServerRequest,
+    ) -> Result<Server, CallError> {
+        if !self.wit_version().has_create_new() {
+            return self.create_server(order_id, request).await;
+        }
+        self.vendor_call("create-new-server", Some(order_id), async |guest, store| match guest {
+            Guest::Current(exports) => exports.call_create_new_server(store, request).await,
+            older => on_any_version!(older, exports, with request => exports.call_create_server(store, request).await),
+        })
+        .await
+    }
+
     /// `find-server` (throttled).
     pub async fn find_server(&self, idempotency_key: &str) -> Result<Option<Server>, CallError> {
         self.vendor_call("find-server", None, async |guest, store| {
@@ -842,6 +875,7 @@ impl Plugin {
     pub async fn list_servers(&self) -> Result<Option<Vec<LabelledServer>>, CallError> {
         self.vendor_call("list-servers", None, async |guest, store| match guest {
             Guest::Current(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
+            Guest::V0_5(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
             Guest::V0_4(exports) => Ok(exports.call_list_servers(store).await?.map(Some)),
             Guest::V0_3(exports) => Ok(exports.call_list_servers(store).await?.upgrade().map(Some)),
             Guest::V0_2(exports) => Ok(exports.call_list_servers(store).await?.upgrade().map(Some)),

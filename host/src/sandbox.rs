@@ -63,6 +63,8 @@ use crate::bindings::v0_3::provisioner::provider::cache as cache_v0_3;
 use crate::bindings::v0_3::provisioner::provider::host as host_v0_3;
 use crate::bindings::v0_4::provisioner::provider::cache as cache_v0_4;
 use crate::bindings::v0_4::provisioner::provider::host as host_v0_4;
+use crate::bindings::v0_5::provisioner::provider::cache as cache_v0_5;
+use crate::bindings::v0_5::provisioner::provider::host as host_v0_5;
 use crate::cache::{CacheError, PluginCache};
 use crate::grants::{Origin, OriginPattern, ip_literal, is_granted, is_granted_by_name};
 use crate::outbound::{CallOpenRequests, OpenRequestLimits, OutboundClient, held_until_done};
@@ -461,12 +463,12 @@ macro_rules! older_host {
     )+};
 }
 
-older_host!(host_v0_4, host_v0_3, host_v0_2, host_v0_1);
+older_host!(host_v0_5, host_v0_4, host_v0_3, host_v0_2, host_v0_1);
 
 /// 0.3's `types` interface has no functions either (0.4 shares the current one).
 impl crate::bindings::v0_3::provisioner::provider::types::Host for PluginState {}
 
-/// Plugins of older minors with a cache (0.4, 0.3) get the same cache: the interface did
+/// Plugins of older minors with a cache (0.5, 0.4, 0.3) get the same cache: the interface did
 /// not change, but each version's is its own type.
 macro_rules! older_cache {
     ($($version:ident),+) => {$(
@@ -495,7 +497,7 @@ macro_rules! older_cache {
     )+};
 }
 
-older_cache!(cache_v0_4, cache_v0_3);
+older_cache!(cache_v0_5, cache_v0_4, cache_v0_3);
 
 /// The wasi:http hooks that enforce the outbound grant.
 struct OutboundGrant {

@@ -300,6 +300,12 @@ async fn each_broken_fixture_fails_the_check_it_violates() -> anyhow::Result<()>
             ],
         ),
         ("drops-user-data", &[("lifecycle.inputs", "the user data")]),
+        // The first create of an order goes out without a look-up: its server must carry
+        // the key, or the order's retry makes a second one.
+        (
+            "create-new-unkeyed",
+            &[("idempotency.create-new", "must carry the key")],
+        ),
     ];
     for &(flaw, failures) in flaws {
         let report = broken(flaw, &sim_url).await?;

@@ -1,6 +1,6 @@
-//! An order's first create skips the create lease (the host's `worker::first_copy`), and a
-//! copy of it that arrives while that create runs waits for it instead of making a second
-//! server.
+//! An order's first create skips the create lease (the host's `worker::first_copy`) and the
+//! look-up before the vendor's create (`create-new-server`), and a copy of it that arrives
+//! while that create runs waits for it instead of making a second server.
 
 use std::time::Duration;
 
@@ -85,6 +85,17 @@ async fn a_copy_beside_the_lease_free_first_create_adopts_its_server() -> anyhow
         None,
         "{text}"
     );
+    // The lease-free copy created without the look-up; the copy after it looked up and
+    // adopted.
+    for (call, count) in [
+        ("create-new-server", Some(1.0)),
+        ("create-server", Some(1.0)),
+    ] {
+        let series = format!(
+            "provisioner_plugin_call_seconds_count{{vendor=\"digitalocean\",call=\"{call}\",outcome=\"ok\"}}"
+        );
+        assert_eq!(metric_value(&text, &series), count, "{series}:\n{text}");
+    }
     let _ = connection.close(200, "done".into()).await;
     stack.cleanup().await;
     Ok(())

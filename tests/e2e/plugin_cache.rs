@@ -1,8 +1,9 @@
 //! The per-plugin cache (WIT 0.3 `cache`): private to one plugin, bounded by its manifest,
 //! expiring, lost on reload; a 0.2 plugin (no cache) still served; and what it buys: the OpenStack plugin logs in to Keystone once
 //! per token, not once per call. Also what plugins of each WIT version keep from load: a
-//! 0.3 and a 0.4 plugin still served, and the 0.5 `catalogue` asked at load, cleaned, and
-//! carried by the host's vendor announcement (none for a 0.4 plugin).
+//! 0.3 and a 0.4 plugin still served, the 0.5 `catalogue` asked at load, cleaned, and
+//! carried by the host's vendor announcement (none for a 0.4 plugin), and a 0.5 plugin's
+//! `create-server` standing in for the 0.6 `create-new-server` it lacks.
 //!
 //! The cache tests load the hostile fixture's `cache-probe` behaviour with the host's own
 //! runtime, in process (its exports read and write the cache: `create-server` sets the
@@ -68,7 +69,7 @@ async fn a_plugins_cache_is_its_own() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new()?;
     let a = probe(&runtime, "cache-a", "", 60_000).await?;
     let b = probe(&runtime, "cache-b", "", 60_000).await?;
-    assert_eq!(a.wit_version(), WitVersion::V0_5);
+    assert_eq!(a.wit_version(), WitVersion::V0_6);
 
     store(&a, "session", "token-of-a").await?;
     assert_eq!(cached(&a, "session").await?.as_deref(), Some("token-of-a"));
@@ -313,7 +314,7 @@ async fn a_nova_401_makes_one_new_login() -> anyhow::Result<()> {
 }
 
 /// A plugin built against 0.4 (`tests/fixtures/v04-plugin`, before `catalogue`) still loads
-/// on the 0.5 host with the current types: it serves, says `no-capacity`, keeps its cache,
+/// on the 0.6 host with the current types: it serves, says `no-capacity`, keeps its cache,
 /// and has no catalogue (its vendor is announced with none).
 #[tokio::test]
 async fn a_0_4_plugin_still_loads_without_a_catalogue() -> anyhow::Result<()> {
@@ -334,6 +335,40 @@ async fn a_0_4_plugin_still_loads_without_a_catalogue() -> anyhow::Result<()> {
     }
     let listed = plugin.list_servers().await?.expect("0.4 lists its servers");
     assert_eq!(listed[0].server.vendor_id, "v04-kept");
+    Ok(())
+}
+
+/// A plugin built against 0.5 (`tests/fixtures/v05-plugin`, before `create-new-server`)
+/// still loads on the 0.6 host with the current types and its catalogue, and a create the
+/// host would send to `create-new-server` reaches its `create-server` (look-up and all):
+/// the host asks nothing of an older plugin it cannot answer.
+#[tokio::test]
+async fn a_0_5_plugin_gets_create_server_for_a_new_create() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new()?;
+    let plugin = load_fixture(&runtime, "v05").await?;
+    assert_eq!(plugin.wit_version(), WitVersion::V0_5);
+    assert!(!plugin.wit_version().has_create_new());
+    let catalogue = plugin.catalogue_cached().expect("0.5 has a catalogue");
+    assert_eq!(
+        catalogue.regions.as_deref(),
+        Some(&["fsn1".to_string(), "full".to_string()][..])
+    );
+    let server = plugin
+        .create_new_server(uuid::Uuid::nil(), &server_request("key-1", "web"))
+        .await?;
+    assert_eq!(server.vendor_id, "v05-key-1");
+    assert_eq!(
+        plugin.cache_entries(),
+        1,
+        "its create-server counted the create"
+    );
+    let full = in_the_full_region("key-2");
+    match plugin.create_new_server(uuid::Uuid::nil(), &full).await {
+        Err(CallError::Provider(ProviderError::NoCapacity(message))) => {
+            assert!(message.contains("no capacity"), "{message}")
+        }
+        other => panic!("a 0.5 plugin says no-capacity, got {other:?}"),
+    }
     Ok(())
 }
 
@@ -367,8 +402,8 @@ async fn the_catalogue_is_asked_at_load_and_cleaned() -> anyhow::Result<()> {
         "catalogue-regions = \"nbg1|fsn1||nbg1|evil\\nFORGED\"\ncatalogue-images = \"debian-12\"",
     )
     .await?;
-    assert_eq!(plugin.wit_version(), WitVersion::V0_5);
-    let catalogue = plugin.catalogue_cached().expect("a 0.5 plugin's catalogue");
+    assert_eq!(plugin.wit_version(), WitVersion::V0_6);
+    let catalogue = plugin.catalogue_cached().expect("a 0.6 plugin's catalogue");
     assert_eq!(
         catalogue.regions.as_deref(),
         Some(&["nbg1".to_string(), "fsn1".to_string()][..])

@@ -275,7 +275,7 @@ async fn a_plugin_of_the_previous_minor_wit_version_still_loads() -> anyhow::Res
     assert!(plugin.list_servers().await?.is_none());
 
     let current = hostile(&runtime, "none", "").await?;
-    assert_eq!(current.wit_version(), WitVersion::V0_5);
+    assert_eq!(current.wit_version(), WitVersion::V0_6);
     assert_eq!(
         current.list_servers().await?.map(|servers| servers.len()),
         Some(0)

@@ -86,18 +86,22 @@ pub(super) async fn world(options: KitOptions, r: &mut Recorder<'_>) -> Option<K
 /// What a plugin built against an older WIT version lacks, for `contract.world`'s detail.
 fn older_version_note(version: WitVersion) -> &'static str {
     match version {
-        WitVersion::V0_5 => "",
+        WitVersion::V0_6 => "",
+        WitVersion::V0_5 => {
+            "; 0.5 has no create-new-server: an order's first create looks its key up \
+             first, one vendor request more per order (rebuild against 0.6)"
+        }
         WitVersion::V0_4 => {
             "; 0.4 has no catalogue: the console's order form cannot offer its regions, \
-             sizes and images (rebuild against 0.5)"
+             sizes and images (rebuild against 0.6)"
         }
         WitVersion::V0_3 => {
             "; 0.3 has no no-capacity error: the plugin reports a capacity shortage as \
-             transient, which no order moves on from (rebuild against 0.4)"
+             transient, which no order moves on from (rebuild against 0.6)"
         }
         WitVersion::V0_2 => {
             "; 0.2 has no cache: the plugin fetches what it would keep between calls every \
-             time (rebuild against 0.4)"
+             time (rebuild against 0.6)"
         }
         WitVersion::V0_1 => {
             "; 0.1 has no list-servers: its vendor cannot be swept for orphans (rebuild \

@@ -1,7 +1,8 @@
 //! The `idempotency` suite: one server per idempotency key. The same key created twice
 //! answers one server, which `find-server` adopts; another key with the same name gets a
 //! server of its own; the servers of an order for several, whose keys differ only at their
-//! end, created at once, are each found by their own key.
+//! end, created at once, are each found by their own key; `create-new-server` (WIT 0.6)
+//! makes a server carrying its key without looking the key up first.
 
 use provisioner_host::bindings::types::{Server, ServerRequest};
 
@@ -34,8 +35,16 @@ const SIBLINGS: Check = Check {
                   its own key",
 };
 
+const CREATE_NEW: Check = Check {
+    suite: Suite::Idempotency,
+    name: "create-new",
+    description: "create-new-server (WIT 0.6) with a new key -> a server carrying the key, \
+                  made with fewer vendor requests than create-server's (no look-up); \
+                  create-server with that key then adopts it, the only one at the vendor",
+};
+
 /// The suite's checks, in the order they run.
-const CHECKS: [Check; 4] = [SAME_KEY, FIND_ADOPTS, SAME_NAME, SIBLINGS];
+const CHECKS: [Check; 5] = [SAME_KEY, FIND_ADOPTS, SAME_NAME, SIBLINGS, CREATE_NEW];
 
 /// Same key twice -> one server; find-server adopts it. Whether it made a server.
 pub(super) async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
@@ -53,6 +62,18 @@ pub(super) async fn idempotency(kit: &Kit, r: &mut Recorder<'_>) -> bool {
         }
     }
     r.check(SIBLINGS, siblings(kit)).await;
+    match kit.plugin.wit_version() {
+        version if version.has_create_new() => {
+            r.check(CREATE_NEW, create_new(kit)).await;
+        }
+        version => r.skip(
+            CREATE_NEW,
+            &format!(
+                "WIT {version} has no create-new-server: the host calls create-server for \
+                 every create"
+            ),
+        ),
+    }
     delete_all_of_run(kit).await;
     true
 }
@@ -262,5 +283,64 @@ async fn siblings(kit: &Kit) -> Verdict {
     Ok(format!(
         "servers {}, each found by its own key",
         made.join(", ")
+    ))
+}
+
+/// `idempotency.create-new`: `create-new-server` makes a server for a new key with fewer
+/// vendor requests than `create-server` makes for another new key (it skips the look-up;
+/// the host calls it only where no server can carry the key yet), and the server carries
+/// the key: `create-server` with it adopts that server, the only one at the vendor.
+async fn create_new(kit: &Kit) -> Verdict {
+    // One create first, so that both calls compared find the plugin's cache (a login
+    // token, an image's id) as warm as the other.
+    let warm_up = kit.request(&kit.new_key());
+    kit.create(uuid::Uuid::new_v4(), &warm_up)
+        .await
+        .map_err(|error| {
+            format!(
+                "create-server failed before the comparison: {}",
+                shown_error(&error)
+            )
+        })?;
+    let key = kit.new_key();
+    let request = kit.request(&key);
+    let before = kit.plugin.outbound_requests();
+    let made = kit.create_new(uuid::Uuid::new_v4(), &request).await;
+    let new_requests = kit.plugin.outbound_requests() - before;
+    let made = made.map_err(|error| {
+        format!(
+            "expected a server from create-new-server, got {}",
+            shown_error(&error)
+        )
+    })?;
+    let before = kit.plugin.outbound_requests();
+    let other = kit
+        .create(uuid::Uuid::new_v4(), &kit.request(&kit.new_key()))
+        .await;
+    let create_requests = kit.plugin.outbound_requests() - before;
+    other.map_err(|error| format!("create-server failed: {}", shown_error(&error)))?;
+    if new_requests >= create_requests {
+        return Err(format!(
+            "create-new-server made {new_requests} vendor requests, create-server \
+             {create_requests}: create-new-server must skip the look-up (the host calls it \
+             only where no server can carry the key yet)"
+        ));
+    }
+    let again = kit.create(uuid::Uuid::new_v4(), &request).await;
+    match &again {
+        Ok(server) if server.vendor_id == made.vendor_id => {}
+        _ => {
+            return Err(format!(
+                "create-server with the key of create-new-server's server {} answered {}: \
+                 the server create-new-server makes must carry the key as create-server's do",
+                made.vendor_id,
+                shown(&again)
+            ));
+        }
+    }
+    let only = only_server_with_key(kit, &key, &made).await?;
+    Ok(format!(
+        "create-new-server: {new_requests} vendor requests, create-server: \
+         {create_requests}; {only}"
     ))
 }

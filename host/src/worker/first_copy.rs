@@ -27,6 +27,14 @@
 //!    wait: the host that queued it did so after its own attempt's create had ended, and
 //!    that attempt was either the lease-free copy itself or a copy that had waited (by
 //!    induction along a chain of retries).
+//! 4. **So the lease-free copy needs no look-up either.** It runs for the order's first
+//!    creation request, in its first attempt, and every other copy of any of the order's
+//!    creates starts after it has ended (3): when it runs, no server carries the order's
+//!    idempotency key, and looking one up is a vendor request spent on a certain "none".
+//!    It calls the plugin's `create-new-server` (WIT 0.6; `create-server` on older
+//!    plugins), the vendor's create alone. Whatever it leaves behind (a create cut off
+//!    after the vendor made the server, a server that failed while booting) is met by a
+//!    retry, which takes the lease and calls `create-server`: look-up first, adopt.
 //!
 //! What it assumes: the hosts' clocks agree within the allowance (`CLOCK_SKEW_ALLOWANCE_MS`,
 //! NTP keeps them within milliseconds); order-api's clock only moves the moment, which

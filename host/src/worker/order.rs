@@ -25,6 +25,7 @@ use super::first_copy::{self, CreateLease};
 use super::lease::{Lease, Leases};
 use super::polling::{PollPolicy, delete_and_wait, wait_until_running};
 use super::retry::{AfterFailure, AttemptFailure, RETRY_COUNT_HEADER, RetryPolicy};
+use crate::bindings::types::Server;
 use crate::plugin_output;
 use crate::runtime::{CallError, Plugin};
 use crate::wit_convert::{server_info, server_request};
@@ -247,7 +248,7 @@ impl OrderTask<'_> {
                     ?cut_off,
                     "the order's first copy: creating without the lease"
                 );
-                return Ok(create_server_within(self.plugin, request, cut_off).await);
+                return Ok(create_new_server_within(self.plugin, request, cut_off).await);
             }
             CreateLease::Take { wait_first } if wait_first.is_zero() => {
                 metrics.create_lease("taken");
@@ -457,27 +458,37 @@ async fn create_server(
     plugin: &Plugin,
     request: &ProvisionRequest,
 ) -> Result<ServerInfo, AttemptFailure> {
-    let server = plugin
-        .create_server(request.order_id, &server_request(request))
-        .await
-        .map_err(|error| AttemptFailure::of_call(&error))?;
-    server_info(server).map_err(AttemptFailure::of_fault)
+    created(
+        plugin
+            .create_server(request.order_id, &server_request(request))
+            .await,
+    )
 }
 
-/// [`create_server`] cut off after `cut_off` (a lease-free first copy's create): a create
-/// cut off is a passing failure, retried under the lease (which adopts what it made).
-async fn create_server_within(
+/// The lease-free first copy's create, cut off after `cut_off`: `create-new-server`, the
+/// vendor's create without the look-up before it, since no copy of the order's creates can
+/// have made a server yet ([`super::first_copy`]). A create cut off is a passing failure,
+/// retried under the lease with the look-up (which adopts what this one made).
+async fn create_new_server_within(
     plugin: &Plugin,
     request: &ProvisionRequest,
     cut_off: Duration,
 ) -> Result<ServerInfo, AttemptFailure> {
-    match tokio::time::timeout(cut_off, create_server(plugin, request)).await {
-        Ok(created) => created,
+    let server_request = server_request(request);
+    let create = plugin.create_new_server(request.order_id, &server_request);
+    match tokio::time::timeout(cut_off, create).await {
+        Ok(answer) => created(answer),
         Err(_) => Err(AttemptFailure::of_call(&CallError::Timeout {
-            call: "create-server",
+            call: "create-new-server",
             after: cut_off,
         })),
     }
+}
+
+/// A create call's answer as the attempt sees it.
+fn created(answer: Result<Server, CallError>) -> Result<ServerInfo, AttemptFailure> {
+    let server = answer.map_err(|error| AttemptFailure::of_call(&error))?;
+    server_info(server).map_err(AttemptFailure::of_fault)
 }
 
 /// Deletes an order's server and waits until the vendor no longer has it.

@@ -93,7 +93,7 @@ mod validation;
 use std::future::Future;
 use std::rc::Rc;
 
-use provider_sdk::adopt::{self, id_order};
+use provider_sdk::adopt::{self, Existing, id_order};
 use provider_sdk::catalogue::parse_list;
 use provider_sdk::paging;
 use provider_sdk::{
@@ -412,48 +412,11 @@ impl Provider for AwsPlugin {
     }
 
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
-        validation::check(&request)?;
-        let user_data = validation::user_data(&request)?;
-        block_on(async {
-            let ec2 = Ec2::from_config()?;
-            let region = request.region.as_str();
-            let look_up = async || {
-                let found = tagged(
-                    &ec2,
-                    region,
-                    Some(&request.idempotency_key),
-                    ALIVE,
-                    page_size()?,
-                )
-                .await?;
-                Ok(oldest(
-                    found
-                        .into_iter()
-                        .map(|instance| (region.to_string(), instance))
-                        .collect(),
-                ))
-            };
-            adopt::adopt_or_create(look_up, async || {
-                let image = image_id(&ec2, region, &request.image).await?;
-                let params = run_params(
-                    &request,
-                    &image,
-                    user_data.as_deref(),
-                    &Network::from_config(),
-                );
-                let xml = ec2.call(region, &params, Verb::Write).await?;
-                let made = api::instances(&xml)
-                    .map_err(|why| unreadable("RunInstances", region, why))?
-                    .items
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        unreadable("RunInstances", region, "the answer has no instance".into())
-                    })?;
-                launched(made, region, &request.name)
-            })
-            .await
-        })
+        make_server(request, Existing::MayExist)
+    }
+
+    fn create_new_server(request: ServerRequest) -> Result<Server, ProviderError> {
+        make_server(request, Existing::NoneYet)
     }
 
     fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
@@ -509,6 +472,53 @@ impl Provider for AwsPlugin {
             ))
         })
     }
+}
+
+/// `create-server` (`existing`: [`Existing::MayExist`]) and `create-new-server`
+/// ([`Existing::NoneYet`]: no look-up, the host knows no server carries the key yet).
+fn make_server(request: ServerRequest, existing: Existing) -> Result<Server, ProviderError> {
+    validation::check(&request)?;
+    let user_data = validation::user_data(&request)?;
+    block_on(async {
+        let ec2 = Ec2::from_config()?;
+        let region = request.region.as_str();
+        let look_up = async || {
+            let found = tagged(
+                &ec2,
+                region,
+                Some(&request.idempotency_key),
+                ALIVE,
+                page_size()?,
+            )
+            .await?;
+            Ok(oldest(
+                found
+                    .into_iter()
+                    .map(|instance| (region.to_string(), instance))
+                    .collect(),
+            ))
+        };
+        adopt::adopt_or_create(existing, look_up, async || {
+            let image = image_id(&ec2, region, &request.image).await?;
+            let params = run_params(
+                &request,
+                &image,
+                user_data.as_deref(),
+                &Network::from_config(),
+            );
+            let xml = ec2.call(region, &params, Verb::Write).await?;
+            let made = api::instances(&xml)
+                .map_err(|why| unreadable("RunInstances", region, why))?
+                .items
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    unreadable("RunInstances", region, "the answer has no instance".into())
+                })?;
+            launched(made, region, &request.name)
+        })
+        .await
+    })
 }
 
 provider_sdk::export_provider!(AwsPlugin);

@@ -76,7 +76,7 @@ mod auth;
 mod names;
 mod validation;
 
-use provider_sdk::adopt::{self, id_order};
+use provider_sdk::adopt::{self, Existing, id_order};
 use provider_sdk::{
     LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider, ProviderError, Server,
     ServerRequest, ServerStatus, block_on, get_config, log,
@@ -319,16 +319,11 @@ impl Provider for AzurePlugin {
     }
 
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
-        validation::check(&request)?;
-        let name = names::vm_name(&request.name, &request.idempotency_key)?;
-        block_on(async {
-            let session = Session::open().await?;
-            adopt::adopt_or_create(
-                async || find(&session, &request.idempotency_key).await,
-                async || create(&session, &request, &name).await,
-            )
-            .await
-        })
+        make_server(request, Existing::MayExist)
+    }
+
+    fn create_new_server(request: ServerRequest) -> Result<Server, ProviderError> {
+        make_server(request, Existing::NoneYet)
     }
 
     fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
@@ -396,6 +391,22 @@ impl Provider for AzurePlugin {
             ))
         })
     }
+}
+
+/// `create-server` (`existing`: [`Existing::MayExist`]) and `create-new-server`
+/// ([`Existing::NoneYet`]: no look-up, the host knows no server carries the key yet).
+fn make_server(request: ServerRequest, existing: Existing) -> Result<Server, ProviderError> {
+    validation::check(&request)?;
+    let name = names::vm_name(&request.name, &request.idempotency_key)?;
+    block_on(async {
+        let session = Session::open().await?;
+        adopt::adopt_or_create(
+            existing,
+            async || find(&session, &request.idempotency_key).await,
+            async || create(&session, &request, &name).await,
+        )
+        .await
+    })
 }
 
 provider_sdk::export_provider!(AzurePlugin);

@@ -25,7 +25,7 @@
 
 mod api;
 
-use provider_sdk::adopt;
+use provider_sdk::adopt::{self, Existing};
 use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
@@ -203,34 +203,11 @@ impl Provider for DigitalOceanPlugin {
     }
 
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
-        check(&request)?;
-        block_on(async {
-            let client = client()?;
-            let look_up = async || find(&client, &request.idempotency_key).await;
-            adopt::adopt_or_create(look_up, async || {
-                let mut tags = vec![key_tag(&request.idempotency_key)];
-                tags.extend(request.labels.iter().map(|(k, v)| format!("{k}:{v}")));
-                let mut key_ids = Vec::new();
-                for key in ssh::parse_all(&request.ssh_keys)? {
-                    key_ids.push(key_id(&client, &key).await?);
-                }
-                let body = CreateDroplet {
-                    name: &request.name,
-                    region: &request.region,
-                    size: &request.size,
-                    image: &request.image,
-                    ssh_keys: &key_ids,
-                    user_data: request.user_data.as_deref(),
-                    tags,
-                    ipv6: true,
-                };
-                let created: DropletEnvelope = client
-                    .call(Method::POST, "/v2/droplets", Some(&body))
-                    .await?;
-                Ok(created.droplet.into())
-            })
-            .await
-        })
+        make_server(request, Existing::MayExist)
+    }
+
+    fn create_new_server(request: ServerRequest) -> Result<Server, ProviderError> {
+        make_server(request, Existing::NoneYet)
     }
 
     fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
@@ -257,6 +234,39 @@ impl Provider for DigitalOceanPlugin {
     fn list_servers() -> Result<Vec<LabelledServer>, ProviderError> {
         block_on(async { labelled(&client()?).await })
     }
+}
+
+/// `create-server` (`existing`: [`Existing::MayExist`]) and `create-new-server`
+/// ([`Existing::NoneYet`]: no look-up, the host knows no server carries the key yet).
+fn make_server(request: ServerRequest, existing: Existing) -> Result<Server, ProviderError> {
+    check(&request)?;
+    block_on(async {
+        let client = client()?;
+        let look_up = async || find(&client, &request.idempotency_key).await;
+        adopt::adopt_or_create(existing, look_up, async || {
+            let mut tags = vec![key_tag(&request.idempotency_key)];
+            tags.extend(request.labels.iter().map(|(k, v)| format!("{k}:{v}")));
+            let mut key_ids = Vec::new();
+            for key in ssh::parse_all(&request.ssh_keys)? {
+                key_ids.push(key_id(&client, &key).await?);
+            }
+            let body = CreateDroplet {
+                name: &request.name,
+                region: &request.region,
+                size: &request.size,
+                image: &request.image,
+                ssh_keys: &key_ids,
+                user_data: request.user_data.as_deref(),
+                tags,
+                ipv6: true,
+            };
+            let created: DropletEnvelope = client
+                .call(Method::POST, "/v2/droplets", Some(&body))
+                .await?;
+            Ok(created.droplet.into())
+        })
+        .await
+    })
 }
 
 provider_sdk::export_provider!(DigitalOceanPlugin);

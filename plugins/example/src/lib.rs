@@ -39,7 +39,7 @@
 
 use std::collections::BTreeMap;
 
-use provider_sdk::adopt::{self, id_order};
+use provider_sdk::adopt::{self, Existing, id_order};
 use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::http::{ApiClient, HttpMethod, no_capacity, percent_encode};
 use provider_sdk::paging::{self, Page};
@@ -282,41 +282,12 @@ impl Provider for ExamplePlugin {
         provider_sdk::ssh::parse_all(&request.ssh_keys).map(drop)
     }
 
-    /// Adopts the server already made for the key, or makes one carrying the key. Does not
-    /// wait for the boot: the host polls `get_server`.
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
-        let api = client()?;
-        block_on(async {
-            let look_up = async || Ok(find(&api, &request.idempotency_key).await?.map(to_server));
-            adopt::adopt_or_create(look_up, async || {
-                // TODO(vendor): where the idempotency key travels (a tag, label or metadata
-                // entry named IDEMPOTENCY_LABEL), next to the labels the order asked for
-                // (`labels_and_key` puts it last, so an order's own label of that name
-                // cannot replace it).
-                let tags = adopt::labels_and_key(&request);
-                let body = CreateBody {
-                    name: &request.name,
-                    region: &request.region,
-                    plan: &request.size,
-                    image: &request.image,
-                    ssh_keys: &request.ssh_keys,
-                    user_data: request.user_data.as_deref(),
-                    tags,
-                };
-                // TODO(vendor): the create path and answer (Example Cloud: `201`, the server).
-                // Sent, then read: a refusal's body may say the vendor is out of capacity.
-                let answer = api
-                    .send(HttpMethod::POST, "/servers", Some(&body), &[])
-                    .await?;
-                if !(200..300).contains(&answer.status) {
-                    let mapped = api.error(&HttpMethod::POST, "/servers", &answer);
-                    return Err(create_error(&answer.body, mapped));
-                }
-                let created: ServerEnvelope = api.parse(&HttpMethod::POST, "/servers", answer)?;
-                Ok(to_server(created.server))
-            })
-            .await
-        })
+        make_server(request, Existing::MayExist)
+    }
+
+    fn create_new_server(request: ServerRequest) -> Result<Server, ProviderError> {
+        make_server(request, Existing::NoneYet)
     }
 
     /// The server made for `idempotency_key`, if any.
@@ -364,6 +335,45 @@ impl Provider for ExamplePlugin {
             ))
         })
     }
+}
+
+/// `create-server` ([`Existing::MayExist`]: adopts the server already made for the key, or
+/// makes one carrying the key) and `create-new-server` ([`Existing::NoneYet`]: the host
+/// knows no server carries the key yet, so no look-up). Does not wait for the boot: the
+/// host polls `get_server`.
+fn make_server(request: ServerRequest, existing: Existing) -> Result<Server, ProviderError> {
+    let api = client()?;
+    block_on(async {
+        let look_up = async || Ok(find(&api, &request.idempotency_key).await?.map(to_server));
+        adopt::adopt_or_create(existing, look_up, async || {
+            // TODO(vendor): where the idempotency key travels (a tag, label or metadata
+            // entry named IDEMPOTENCY_LABEL), next to the labels the order asked for
+            // (`labels_and_key` puts it last, so an order's own label of that name
+            // cannot replace it).
+            let tags = adopt::labels_and_key(&request);
+            let body = CreateBody {
+                name: &request.name,
+                region: &request.region,
+                plan: &request.size,
+                image: &request.image,
+                ssh_keys: &request.ssh_keys,
+                user_data: request.user_data.as_deref(),
+                tags,
+            };
+            // TODO(vendor): the create path and answer (Example Cloud: `201`, the server).
+            // Sent, then read: a refusal's body may say the vendor is out of capacity.
+            let answer = api
+                .send(HttpMethod::POST, "/servers", Some(&body), &[])
+                .await?;
+            if !(200..300).contains(&answer.status) {
+                let mapped = api.error(&HttpMethod::POST, "/servers", &answer);
+                return Err(create_error(&answer.body, mapped));
+            }
+            let created: ServerEnvelope = api.parse(&HttpMethod::POST, "/servers", answer)?;
+            Ok(to_server(created.server))
+        })
+        .await
+    })
 }
 
 #[cfg(test)]

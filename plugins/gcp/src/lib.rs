@@ -77,7 +77,7 @@ mod validation;
 
 use std::time::Duration;
 
-use provider_sdk::adopt::{self, id_order};
+use provider_sdk::adopt::{self, Existing, id_order};
 use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, PluginCatalogue, PluginInfo, Provider, ProviderError,
     Server, ServerRequest, ServerStatus, block_on, cache, get_config,
@@ -209,38 +209,11 @@ impl Provider for GcpPlugin {
     }
 
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
-        validation::check(&request)?;
-        let name = ids::instance_name(&request.name, &request.idempotency_key)?;
-        let label = ids::label_value(&request.idempotency_key);
-        block_on(async {
-            let session = Session::open().await?;
-            let look_up = async || Ok(oldest(session.labelled(Some(&label)).await?));
-            adopt::adopt_or_create(look_up, async || {
-                let id = VendorId {
-                    zone: request.region.clone(),
-                    name: name.clone(),
-                };
-                let body = insert_body(&request, &name, &ssh_user());
-                let request_id = ids::request_id(&request.idempotency_key);
-                match session.insert(&id.zone, &request_id, &body).await {
-                    Ok(operation) => inserted(&id, &operation),
-                    // An instance of this name: ours (an insert whose request id Compute
-                    // has forgotten) is adopted; another's is the conflict it is.
-                    Err(ProviderError::InvalidRequest(conflict))
-                        if conflict.contains("alreadyExists") =>
-                    {
-                        let instance = session.instance(&id).await?;
-                        if instance.labels.get(IDEMPOTENCY_LABEL) == Some(&label) {
-                            Ok(instance.to_server())
-                        } else {
-                            Err(ProviderError::InvalidRequest(conflict))
-                        }
-                    }
-                    Err(other) => Err(other),
-                }
-            })
-            .await
-        })
+        make_server(request, Existing::MayExist)
+    }
+
+    fn create_new_server(request: ServerRequest) -> Result<Server, ProviderError> {
+        make_server(request, Existing::NoneYet)
     }
 
     fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
@@ -312,6 +285,43 @@ impl Provider for GcpPlugin {
             Ok(api::labelled(session.labelled(None).await?))
         })
     }
+}
+
+/// `create-server` (`existing`: [`Existing::MayExist`]) and `create-new-server`
+/// ([`Existing::NoneYet`]: no look-up, the host knows no server carries the key yet).
+fn make_server(request: ServerRequest, existing: Existing) -> Result<Server, ProviderError> {
+    validation::check(&request)?;
+    let name = ids::instance_name(&request.name, &request.idempotency_key)?;
+    let label = ids::label_value(&request.idempotency_key);
+    block_on(async {
+        let session = Session::open().await?;
+        let look_up = async || Ok(oldest(session.labelled(Some(&label)).await?));
+        adopt::adopt_or_create(existing, look_up, async || {
+            let id = VendorId {
+                zone: request.region.clone(),
+                name: name.clone(),
+            };
+            let body = insert_body(&request, &name, &ssh_user());
+            let request_id = ids::request_id(&request.idempotency_key);
+            match session.insert(&id.zone, &request_id, &body).await {
+                Ok(operation) => inserted(&id, &operation),
+                // An instance of this name: ours (an insert whose request id Compute
+                // has forgotten) is adopted; another's is the conflict it is.
+                Err(ProviderError::InvalidRequest(conflict))
+                    if conflict.contains("alreadyExists") =>
+                {
+                    let instance = session.instance(&id).await?;
+                    if instance.labels.get(IDEMPOTENCY_LABEL) == Some(&label) {
+                        Ok(instance.to_server())
+                    } else {
+                        Err(ProviderError::InvalidRequest(conflict))
+                    }
+                }
+                Err(other) => Err(other),
+            }
+        })
+        .await
+    })
 }
 
 provider_sdk::export_provider!(GcpPlugin);

@@ -43,7 +43,7 @@ mod validation;
 
 use std::collections::BTreeMap;
 
-use provider_sdk::adopt;
+use provider_sdk::adopt::{self, Existing};
 use provider_sdk::http::{ApiClient, HttpMethod as Method, percent_encode};
 use provider_sdk::paging::{self, Page};
 use provider_sdk::{
@@ -160,46 +160,11 @@ impl Provider for HetznerPlugin {
     }
 
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
-        validation::check(&request)?;
-        block_on(async {
-            let client = client()?;
-            let look_up = async || find(&client, &request.idempotency_key).await;
-            adopt::adopt_or_create(look_up, async || {
-                let labels = adopt::labels_and_key(&request);
-                let name = provider_sdk::unique_name(
-                    &request.name,
-                    &request.idempotency_key,
-                    validation::MAX_NAME,
-                )?;
-                let mut key_ids = Vec::new();
-                for key in ssh::parse_all(&request.ssh_keys)? {
-                    key_ids.push(key_id(&client, &key).await?);
-                }
-                let body = CreateServerRequest {
-                    name: &name,
-                    server_type: &request.size,
-                    image: &request.image,
-                    location: &request.region,
-                    labels,
-                    ssh_keys: &key_ids,
-                    user_data: request.user_data.as_deref(),
-                    start_after_create: true,
-                };
-                // Hetzner's code decides what the status alone cannot: out of capacity
-                // (`resource_unavailable`...), out of the project's limits.
-                let answer = client
-                    .send(Method::POST, "/servers", Some(&body), &[])
-                    .await?;
-                if !(200..300).contains(&answer.status) {
-                    let mapped = client.error(&Method::POST, "/servers", &answer);
-                    let code = api::error_code(&answer.body);
-                    return Err(api::create_error(code.as_deref(), mapped));
-                }
-                let created: ServerEnvelope = client.parse(&Method::POST, "/servers", answer)?;
-                Ok(created.server.into())
-            })
-            .await
-        })
+        make_server(request, Existing::MayExist)
+    }
+
+    fn create_new_server(request: ServerRequest) -> Result<Server, ProviderError> {
+        make_server(request, Existing::NoneYet)
     }
 
     fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
@@ -225,6 +190,51 @@ impl Provider for HetznerPlugin {
     fn list_servers() -> Result<Vec<LabelledServer>, ProviderError> {
         block_on(async { labelled(&client()?).await })
     }
+}
+
+/// `create-server` (`existing`: [`Existing::MayExist`]) and `create-new-server`
+/// ([`Existing::NoneYet`]: no look-up, the host knows no server carries the key yet).
+fn make_server(request: ServerRequest, existing: Existing) -> Result<Server, ProviderError> {
+    validation::check(&request)?;
+    block_on(async {
+        let client = client()?;
+        let look_up = async || find(&client, &request.idempotency_key).await;
+        adopt::adopt_or_create(existing, look_up, async || {
+            let labels = adopt::labels_and_key(&request);
+            let name = provider_sdk::unique_name(
+                &request.name,
+                &request.idempotency_key,
+                validation::MAX_NAME,
+            )?;
+            let mut key_ids = Vec::new();
+            for key in ssh::parse_all(&request.ssh_keys)? {
+                key_ids.push(key_id(&client, &key).await?);
+            }
+            let body = CreateServerRequest {
+                name: &name,
+                server_type: &request.size,
+                image: &request.image,
+                location: &request.region,
+                labels,
+                ssh_keys: &key_ids,
+                user_data: request.user_data.as_deref(),
+                start_after_create: true,
+            };
+            // Hetzner's code decides what the status alone cannot: out of capacity
+            // (`resource_unavailable`...), out of the project's limits.
+            let answer = client
+                .send(Method::POST, "/servers", Some(&body), &[])
+                .await?;
+            if !(200..300).contains(&answer.status) {
+                let mapped = client.error(&Method::POST, "/servers", &answer);
+                let code = api::error_code(&answer.body);
+                return Err(api::create_error(code.as_deref(), mapped));
+            }
+            let created: ServerEnvelope = client.parse(&Method::POST, "/servers", answer)?;
+            Ok(created.server.into())
+        })
+        .await
+    })
 }
 
 provider_sdk::export_provider!(HetznerPlugin);

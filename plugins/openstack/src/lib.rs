@@ -41,13 +41,14 @@
 mod api;
 mod session;
 
+use provider_sdk::adopt::{self, Existing};
 use provider_sdk::catalogue::{Accepted, Known};
 use provider_sdk::http::HttpMethod as Method;
 use provider_sdk::{
     IDEMPOTENCY_LABEL, LabelledServer, LogLevel, PluginCatalogue, PluginInfo, Provider,
     ProviderError, Server, ServerRequest, block_on, log,
 };
-use provider_sdk::{adopt, cloud_init, ssh};
+use provider_sdk::{cloud_init, ssh};
 
 use api::{CreateServer, CreateServerBody, CreatedEnvelope, ServerEnvelope};
 use session::Session;
@@ -133,47 +134,11 @@ impl Provider for OpenStackPlugin {
     }
 
     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
-        check(&request)?;
-        block_on(async {
-            let session = Session::open(Some(&request.region)).await?;
-            let look_up = async || {
-                let same_name = session.servers_named(&request.name).await?;
-                Ok(api::carrying_key(same_name, &request.idempotency_key).map(Server::from))
-            };
-            adopt::adopt_or_create(look_up, async || {
-                let flavor = session.flavor_id(&request.size).await?;
-                let image = session.image_id(&request.image).await?;
-                let mut metadata = std::collections::BTreeMap::new();
-                for (key, value) in &request.labels {
-                    metadata.insert(key.clone(), value.clone());
-                }
-                metadata.insert(
-                    IDEMPOTENCY_LABEL.to_string(),
-                    request.idempotency_key.clone(),
-                );
-                let body = CreateServerBody {
-                    server: CreateServer {
-                        name: request.name.clone(),
-                        image_ref: image,
-                        flavor_ref: flavor,
-                        metadata,
-                        user_data: user_data(&request)?,
-                        networks: session.networks(),
-                    },
-                };
-                let url = format!("{}/servers", session.compute());
-                let created: CreatedEnvelope =
-                    session.request(Method::POST, &url, Some(&body)).await?;
-                Ok(Server {
-                    vendor_id: created.server.id,
-                    name: request.name.clone(),
-                    status: provider_sdk::ServerStatus::Provisioning,
-                    ipv4: None,
-                    ipv6: None,
-                })
-            })
-            .await
-        })
+        make_server(request, Existing::MayExist)
+    }
+
+    fn create_new_server(request: ServerRequest) -> Result<Server, ProviderError> {
+        make_server(request, Existing::NoneYet)
     }
 
     fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
@@ -214,6 +179,51 @@ impl Provider for OpenStackPlugin {
             Ok(api::labelled(session.all_servers().await?))
         })
     }
+}
+
+/// `create-server` (`existing`: [`Existing::MayExist`]) and `create-new-server`
+/// ([`Existing::NoneYet`]: no look-up, the host knows no server carries the key yet).
+fn make_server(request: ServerRequest, existing: Existing) -> Result<Server, ProviderError> {
+    check(&request)?;
+    block_on(async {
+        let session = Session::open(Some(&request.region)).await?;
+        let look_up = async || {
+            let same_name = session.servers_named(&request.name).await?;
+            Ok(api::carrying_key(same_name, &request.idempotency_key).map(Server::from))
+        };
+        adopt::adopt_or_create(existing, look_up, async || {
+            let flavor = session.flavor_id(&request.size).await?;
+            let image = session.image_id(&request.image).await?;
+            let mut metadata = std::collections::BTreeMap::new();
+            for (key, value) in &request.labels {
+                metadata.insert(key.clone(), value.clone());
+            }
+            metadata.insert(
+                IDEMPOTENCY_LABEL.to_string(),
+                request.idempotency_key.clone(),
+            );
+            let body = CreateServerBody {
+                server: CreateServer {
+                    name: request.name.clone(),
+                    image_ref: image,
+                    flavor_ref: flavor,
+                    metadata,
+                    user_data: user_data(&request)?,
+                    networks: session.networks(),
+                },
+            };
+            let url = format!("{}/servers", session.compute());
+            let created: CreatedEnvelope = session.request(Method::POST, &url, Some(&body)).await?;
+            Ok(Server {
+                vendor_id: created.server.id,
+                name: request.name.clone(),
+                status: provider_sdk::ServerStatus::Provisioning,
+                ipv4: None,
+                ipv6: None,
+            })
+        })
+        .await
+    })
 }
 
 provider_sdk::export_provider!(OpenStackPlugin);

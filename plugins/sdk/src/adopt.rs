@@ -9,7 +9,10 @@
 //! whatever order the vendor lists them in.
 //!
 //! [`adopt_or_create`] is that protocol, once: the plugin gives it its vendor's look-up (the
-//! oldest server carrying the key, or none) and its vendor's create, and keeps both.
+//! oldest server carrying the key, or none) and its vendor's create, and keeps both. The
+//! same body serves `create-new-server` (WIT 0.6), where the host knows that no server can
+//! carry the key yet (an order's first create, its first copy, first attempt): given
+//! [`Existing::NoneYet`], it skips the look-up, one vendor request fewer per order.
 //! [`labelled`] lists the servers carrying a key, each with it, as `list-servers` answers;
 //! [`labels_and_key`] is what a created server carries: the order's labels and the key.
 //!
@@ -19,8 +22,9 @@
 //!     let servers = list_all(api, &key_filter(key)).await?;
 //!     Ok(adopt::oldest(servers, |s| (s.created_at.clone(), id_order(&s.id))).map(to_server))
 //! }
-//! // in create_server:
+//! // in create_server (Existing::MayExist) and create_new_server (Existing::NoneYet):
 //! adopt::adopt_or_create(
+//!     existing,
 //!     async || find(&api, &request.idempotency_key).await,
 //!     async || {
 //!         let created: ServerEnvelope =
@@ -53,15 +57,34 @@ pub fn id_order(id: &str) -> (usize, String) {
     (id.len(), id.to_string())
 }
 
-/// What `create-server` does at every vendor: `find` (the vendor's look-up of the oldest
-/// server carrying the order's idempotency key) runs first, and the server it finds is
-/// adopted; only when it finds none does `create` (the vendor's create) make one. Either is
-/// logged with its vendor id; an error of either is the call's.
+/// Whether a server made earlier for the request's key may exist: which of the two create
+/// exports is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// `create-server`: an earlier try may have made the server (a redelivery, a lost
+    /// answer, a retry): look it up first and adopt it.
+    MayExist,
+    /// `create-new-server`: the host calls it only where no server can carry the key yet,
+    /// so the look-up is skipped.
+    NoneYet,
+}
+
+/// What `create-server` and `create-new-server` do at every vendor. With
+/// [`Existing::MayExist`], `find` (the vendor's look-up of the oldest server carrying the
+/// order's idempotency key) runs first, and the server it finds is adopted; only when it
+/// finds none does `create` (the vendor's create) make one. With [`Existing::NoneYet`],
+/// `create` runs alone. Either is logged with its vendor id; an error of either is the
+/// call's.
 pub async fn adopt_or_create(
+    existing: Existing,
     find: impl AsyncFnOnce() -> Result<Option<Server>, ProviderError>,
     create: impl AsyncFnOnce() -> Result<Server, ProviderError>,
 ) -> Result<Server, ProviderError> {
-    if let Some(server) = find().await? {
+    let found = match existing {
+        Existing::MayExist => find().await?,
+        Existing::NoneYet => None,
+    };
+    if let Some(server) = found {
         log(
             LogLevel::Info,
             &format!(

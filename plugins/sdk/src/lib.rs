@@ -4,10 +4,10 @@
 //! A provider plugin teaches the provisioner one cloud vendor: it is a WebAssembly component
 //! (built with `--target wasm32-wasip2`) that the host loads, sandboxes, and calls to
 //! create, poll, list and delete servers. This crate binds the `provider-plugin` world of
-//! `provisioner:provider@0.5.0` (`wit/provider.wit`; the frozen older contracts are
-//! `wit/v0.4/` to `wit/v0.1/`), so a plugin built with it exports the 0.5.0 `provider`
-//! interface, `list-servers` and `catalogue` included, and may say `no-capacity` when its
-//! vendor cannot place a server where it was asked.
+//! `provisioner:provider@0.6.0` (`wit/provider.wit`; the frozen older contracts are
+//! `wit/v0.5/` to `wit/v0.1/`), so a plugin built with it exports the 0.6.0 `provider`
+//! interface, `list-servers`, `catalogue` and `create-new-server` included, and may say
+//! `no-capacity` when its vendor cannot place a server where it was asked.
 //!
 //! A plugin implements [`Provider`] (the WIT interface as wit-bindgen generates it:
 //! associated functions, owned arguments) and exports it with
@@ -27,7 +27,7 @@
 //! `GET /servers?tag=k=v` with a JSON list and `POST /servers` with the new server:
 //!
 //! ```no_run
-//! use provider_sdk::adopt::{self, id_order};
+//! use provider_sdk::adopt::{self, Existing, id_order};
 //! use provider_sdk::catalogue::{Accepted, Known};
 //! use provider_sdk::http::{ApiClient, HttpMethod, percent_encode};
 //! use provider_sdk::{
@@ -86,6 +86,32 @@
 //!     Ok(adopt::oldest(servers, |s| (s.created_at.clone(), id_order(&s.id))).map(Server::from))
 //! }
 //!
+//! /// `create-server` (`MayExist`: adopts the server an earlier try made for the key) and
+//! /// `create-new-server` (`NoneYet`: the host knows there is none, so no look-up): makes
+//! /// a server carrying the key.
+//! fn create(request: ServerRequest, existing: Existing) -> Result<Server, ProviderError> {
+//!     AcmePlugin::validate(request.clone())?;
+//!     block_on(async {
+//!         let api = client()?;
+//!         adopt::adopt_or_create(
+//!             existing,
+//!             async || find(&api, &request.idempotency_key).await,
+//!             async || {
+//!                 let body = CreateBody {
+//!                     name: &request.name,
+//!                     region: &request.region,
+//!                     plan: &request.size,
+//!                     image: &request.image,
+//!                     tags: vec![format!("{IDEMPOTENCY_LABEL}={}", request.idempotency_key)],
+//!                 };
+//!                 let made: AcmeServer = api.call(HttpMethod::POST, "/servers", Some(&body)).await?;
+//!                 Ok(made.into())
+//!             },
+//!         )
+//!         .await
+//!     })
+//! }
+//!
 //! struct AcmePlugin;
 //!
 //! impl Provider for AcmePlugin {
@@ -106,28 +132,12 @@
 //!         provider_sdk::ssh::parse_all(&request.ssh_keys).map(drop)
 //!     }
 //!
-//!     /// Adopts the server an earlier try made for the key, or makes one carrying it.
 //!     fn create_server(request: ServerRequest) -> Result<Server, ProviderError> {
-//!         Self::validate(request.clone())?;
-//!         block_on(async {
-//!             let api = client()?;
-//!             adopt::adopt_or_create(
-//!                 async || find(&api, &request.idempotency_key).await,
-//!                 async || {
-//!                     let body = CreateBody {
-//!                         name: &request.name,
-//!                         region: &request.region,
-//!                         plan: &request.size,
-//!                         image: &request.image,
-//!                         tags: vec![format!("{IDEMPOTENCY_LABEL}={}", request.idempotency_key)],
-//!                     };
-//!                     let made: AcmeServer =
-//!                         api.call(HttpMethod::POST, "/servers", Some(&body)).await?;
-//!                     Ok(made.into())
-//!                 },
-//!             )
-//!             .await
-//!         })
+//!         create(request, Existing::MayExist)
+//!     }
+//!
+//!     fn create_new_server(request: ServerRequest) -> Result<Server, ProviderError> {
+//!         create(request, Existing::NoneYet)
 //!     }
 //!
 //!     fn find_server(idempotency_key: String) -> Result<Option<Server>, ProviderError> {
@@ -186,7 +196,7 @@
 //! - [`cache`]: the plugin's own short-lived values the host keeps between calls (a
 //!   session token), typed;
 //! - [`adopt`]: `create-server`'s protocol: adopt the oldest server carrying the
-//!   idempotency key, or create one; the servers carrying a key, as `list-servers` answers;
+//!   idempotency key, or create one (`create-new-server`: create without the look-up); the servers carrying a key, as `list-servers` answers;
 //! - [`paging`]: every page of a vendor's list (page numbers, cursors, next links);
 //! - [`catalogue`]: the regions, sizes and images `validate` accepts offline, from the
 //!   manifest's `[config] regions` / `sizes` / `images` or a plugin's built-in list, and the
@@ -202,7 +212,7 @@
 
 wit_bindgen::generate!({
     // Qualified with the version, so a `wit/` of another version fails the build.
-    world: "provisioner:provider/provider-plugin@0.5.0",
+    world: "provisioner:provider/provider-plugin@0.6.0",
     path: "../../wit",
     pub_export_macro: true,
     export_macro_name: "export_provider",
