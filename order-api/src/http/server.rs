@@ -3,18 +3,26 @@
 //! drains them on shutdown. `axum::serve` has neither bound, so a client that opens
 //! connections and never finishes its headers could hold them, and the process's file
 //! descriptors, for ever.
+//!
+//! At the bound, a new connection makes room: the connections held are asked, oldest
+//! first, one every [`ASK_NEXT_AFTER`], to close once their current request is answered
+//! (an idle kept-alive one closes at once), until one has closed. Without that, clients
+//! whose pools keep connections alive between requests (every HTTP client's does) could
+//! hold every slot while they idle, and a newcomer waited in the listen backlog until an
+//! idle one's header-read timeout closed it: the accept benchmark's requests at 2,000 req/s
+//! that timed out. The process holds at most one connection beyond the bound (the one
+//! waiting for room).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The bounds on the API's connections.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,8 +31,9 @@ pub struct HttpLimits {
     /// and each later one on a kept-alive connection); then its connection is closed.
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
-    /// Most connections served at once (event streams included); more wait in the listen
-    /// backlog until one closes.
+    /// Most connections served at once (event streams included). A connection beyond it
+    /// makes the oldest ones close after their current request (an idle kept-alive one at
+    /// once) until one has; more wait in the listen backlog meanwhile.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 }
@@ -32,6 +41,10 @@ pub struct HttpLimits {
 /// How long shutdown waits for open connections before it cuts them: a request in flight
 /// finishes; an event stream, which has no end of its own, is cut at this bound.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At the bound, how long a new connection waits for the connection asked to close before
+/// it asks the next (the one asked may be busy with a long request or an event stream).
+pub const ASK_NEXT_AFTER: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` within `limits` until `shutdown`, then drains the open
 /// connections.
@@ -42,17 +55,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let make_room = Arc::new(Notify::new());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)));
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
-        // A slot first, then the connection: beyond the bound, clients wait in the kernel's
-        // backlog instead of costing this process anything.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.context("the connection slots closed")?,
-            () = shutdown.cancelled() => break,
-        };
+        // A free slot waits for its connection; a connection beyond the bound waits here for
+        // room, and further ones wait in the kernel's backlog, costing this process nothing.
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -65,23 +75,64 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => match room(&slots, &make_room, &shutdown).await {
+                Some(slot) => slot,
+                None => break,
+            },
+        };
         let _ = stream.set_nodelay(true);
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
+        let (make_room, shutdown) = (make_room.clone(), shutdown.clone());
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            // Registered now, so that at the bound the oldest connection is asked first.
+            let mut asked = std::pin::pin!(make_room.notified());
+            asked.as_mut().enable();
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = asked => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!("connection ended: {error}");
             }
             drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!("connections still open {DRAIN_TIMEOUT:?} after shutdown; leaving them");
     }
     Ok(())
+}
+
+/// A slot for a connection beyond the bound: asks the connections held, oldest first, to
+/// close after their current request, the next one whenever [`ASK_NEXT_AFTER`] passes
+/// without a slot coming free. `None` on shutdown.
+async fn room(
+    slots: &Arc<Semaphore>,
+    make_room: &Notify,
+    shutdown: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        make_room.notify_one();
+        tokio::select! {
+            slot = slots.clone().acquire_owned() => return slot.ok(),
+            () = tokio::time::sleep(ASK_NEXT_AFTER) => {}
+            () = shutdown.cancelled() => return None,
+        }
+    }
 }
