@@ -79,9 +79,10 @@ async fn metrics_name_accepts_publishes_updates_and_queue_lengths() -> anyhow::R
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    // The host's plugin calls of that order.
+    // The host's plugin calls of that order (its first create, which needs no look-up:
+    // `create-new-server`).
     let text = host_metrics_text(&stack, &host_metrics).await?;
-    for call in ["info", "create-server", "get-server"] {
+    for call in ["info", "create-new-server", "get-server"] {
         let series = format!(
             "provisioner_plugin_call_seconds_count{{vendor=\"hetzner\",call=\"{call}\",outcome=\"ok\"}}"
         );
