@@ -31,7 +31,7 @@ use provisioner_tests::{Stack, StackOptions, VENDORS, free_port};
 use provisioner_bench::report::{Progress, Summary, Target};
 use provisioner_bench::stats::Percentiles;
 
-use crate::load::{Answer, open_loop};
+use crate::load::{Answer, Outcome, open_loop};
 
 /// The accept-latency benchmark's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -111,6 +111,9 @@ impl BareServer {
 struct Side {
     latencies: Percentiles,
     failed: usize,
+    /// Of the failed: unanswered within the time-out, and failed connections.
+    timed_out: usize,
+    connection_errors: usize,
     answered: usize,
 }
 
@@ -136,10 +139,12 @@ async fn measure_side(
         REQUEST_TIMEOUT,
     )
     .await;
-    let failed = answers.iter().filter(|a| !a.expected).count();
+    let counted = |outcome: Outcome| answers.iter().filter(|a| a.outcome == outcome).count();
     Side {
         latencies: Percentiles::of(answers.iter().map(|a| a.latency).collect()),
-        failed,
+        failed: answers.iter().filter(|a| !a.expected()).count(),
+        timed_out: counted(Outcome::TimedOut),
+        connection_errors: counted(Outcome::ConnectionError),
         answered: answers.len(),
     }
 }
@@ -254,6 +259,20 @@ async fn measure(stack: &mut Stack, args: &Args) -> anyhow::Result<Summary> {
                 format!("{side}_{rate}_failed"),
                 format!("{name} at {rate}/s: not 202 of {}", figures.answered),
                 figures.failed as f64,
+                "",
+                None,
+            );
+            summary.figure(
+                format!("{side}_{rate}_timed_out"),
+                format!("{name} at {rate}/s: of those, unanswered within {REQUEST_TIMEOUT:?}"),
+                figures.timed_out as f64,
+                "",
+                None,
+            );
+            summary.figure(
+                format!("{side}_{rate}_connection_errors"),
+                format!("{name} at {rate}/s: of those, connection failed under the request"),
+                figures.connection_errors as f64,
                 "",
                 None,
             );

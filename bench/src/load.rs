@@ -104,8 +104,28 @@ pub struct Answer {
     /// From when the request was due (not when it was sent: a late send counts against
     /// the server, as a user's request would) to the whole answer read.
     pub latency: Duration,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Answer {
     /// Whether the answer was the expected status.
-    pub expected: bool,
+    pub fn expected(&self) -> bool {
+        self.outcome == Outcome::Expected
+    }
+}
+
+/// How a request of an open loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered with the expected status.
+    Expected,
+    /// Answered with another status.
+    OtherStatus(u16),
+    /// Unanswered within the time-out.
+    TimedOut,
+    /// The connection failed before a whole answer (refused, reset, closed under it).
+    ConnectionError,
 }
 
 /// Sends `POST /v1/orders` of `api` with `body(i)` at `rate` requests per second for
@@ -133,15 +153,21 @@ pub async fn open_loop(
             .timeout(timeout);
         requests.push(tokio::spawn(async move {
             let answer = async {
-                let response = request.send().await.ok()?;
+                let response = request.send().await?;
                 let status = response.status().as_u16();
-                response.bytes().await.ok()?;
-                Some(status)
+                response.bytes().await?;
+                Ok::<_, reqwest::Error>(status)
             }
             .await;
+            let outcome = match answer {
+                Ok(status) if status == expected_status => Outcome::Expected,
+                Ok(status) => Outcome::OtherStatus(status),
+                Err(error) if error.is_timeout() => Outcome::TimedOut,
+                Err(_) => Outcome::ConnectionError,
+            };
             Answer {
                 latency: due.elapsed(),
-                expected: answer == Some(expected_status),
+                outcome,
             }
         }));
     }
@@ -149,7 +175,7 @@ pub async fn open_loop(
     for request in requests {
         answers.push(request.await.unwrap_or(Answer {
             latency: timeout,
-            expected: false,
+            outcome: Outcome::TimedOut,
         }));
     }
     answers
