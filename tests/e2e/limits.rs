@@ -268,7 +268,7 @@ async fn slow_headers_are_cut_and_connections_are_bounded() -> anyhow::Result<()
 }
 
 /// Reads one HTTP/1.1 response with a `Content-Length` from `stream` (kept open), within
-/// `within`; its status line.
+/// `within`; its head (the status line and the headers).
 async fn read_one_response(stream: &mut TcpStream, within: Duration) -> anyhow::Result<String> {
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
@@ -285,7 +285,7 @@ async fn read_one_response(stream: &mut TcpStream, within: Duration) -> anyhow::
                     })
                     .unwrap_or(0);
                 if body.len() >= length {
-                    return Ok(head.lines().next().unwrap_or_default().to_string());
+                    return Ok(head.to_string());
                 }
             }
             match stream.read(&mut buffer).await? {
@@ -353,6 +353,73 @@ async fn a_new_connection_is_served_while_kept_alive_ones_hold_every_slot() -> a
     newcomer.write_all(request).await?;
     let status = read_one_response(&mut newcomer, Duration::from_secs(5)).await?;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    stack.cleanup().await;
+    Ok(())
+}
+
+/// At the bound, a connection with a request in hand is asked to close before an idle one,
+/// even an older one: its answer says `Connection: close`, so its client sends nothing more
+/// on it, where an idle connection closed under a client may meet that client's next
+/// request on the way (a failed request for it).
+#[tokio::test]
+async fn at_the_bound_a_connection_with_a_request_in_hand_makes_room_first() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        api_env: vec![
+            ("HEADER_READ_TIMEOUT_SECS".into(), "30".into()),
+            ("MAX_CONNECTIONS".into(), "2".into()),
+            ("EVENT_STREAMS_MAX".into(), "1".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await?;
+    let address = stack
+        .api_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // An idle kept-alive connection, the older...
+    let mut idle = TcpStream::connect(&address).await?;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    read_one_response(&mut idle, Duration::from_secs(5)).await?;
+    // ... and one whose order is half sent: its handler waits for the rest of the body.
+    let body = order_with(json!({"name": "in-hand"}));
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let mut busy = TcpStream::connect(&address).await?;
+    busy.write_all(
+        format!(
+            "POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{first_half}",
+            stack.token,
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut newcomer = TcpStream::connect(&address).await?;
+    newcomer
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The busy one's order completes: answered, with the connection closing after it.
+    busy.write_all(second_half.as_bytes()).await?;
+    let head = read_one_response(&mut busy, Duration::from_secs(10)).await?;
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "the answer of the connection asked to close did not say so:\n{head}"
+    );
+    assert!(closed_within(&mut busy, Duration::from_secs(2)).await);
+    // The newcomer took its place; the idle one, though older, was left open.
+    let head = read_one_response(&mut newcomer, Duration::from_secs(5)).await?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let head = read_one_response(&mut idle, Duration::from_secs(5))
+        .await
+        .map_err(|error| anyhow::anyhow!("the idle connection was closed: {error}"))?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     stack.cleanup().await;
     Ok(())
 }

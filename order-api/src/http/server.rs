@@ -4,9 +4,12 @@
 //! connections and never finishes its headers could hold them, and the process's file
 //! descriptors, for ever.
 //!
-//! At the bound, a new connection makes room: the connections held are asked, oldest
-//! first, one every [`ASK_NEXT_AFTER`], to close once their current request is answered
-//! (an idle kept-alive one closes at once), until one has closed. Without that, clients
+//! At the bound, a new connection makes room: the connections held are asked, one every
+//! [`ASK_NEXT_AFTER`], to close once their current request is answered, until one has
+//! closed ([`Held`]). Those with a request in hand are asked first, oldest first: their
+//! answer then says `Connection: close`, so the client sends nothing more on them. Only
+//! when none has a request in hand is an idle kept-alive one closed (at once), where a
+//! client may be sending its next request just then and see the connection fail. Without that, clients
 //! whose pools keep connections alive between requests (every HTTP client's does) could
 //! hold every slot while they idle, and a newcomer waited in the listen backlog until an
 //! idle one's header-read timeout closed it: the accept benchmark's requests at 2,000 req/s
@@ -17,9 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
+
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,7 +63,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let make_room = Arc::new(Notify::new());
+    let held = Arc::new(Held::default());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)));
@@ -77,23 +85,34 @@ pub async fn serve(
         };
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
-            Err(_) => match room(&slots, &make_room, &shutdown).await {
+            Err(_) => match room(&slots, &held, &shutdown).await {
                 Some(slot) => slot,
                 None => break,
             },
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let (make_room, shutdown) = (make_room.clone(), shutdown.clone());
+        let (id, this) = held.add();
+        // The router, marking the connection as having a request in hand until the answer
+        // is ready.
+        let service = {
+            let (app, this) = (TowerToHyperService::new(app.clone()), this.clone());
+            hyper::service::service_fn(move |request| {
+                this.in_request.store(true, Ordering::Relaxed);
+                let (answer, this) = (app.call(request), this.clone());
+                async move {
+                    let response = answer.await;
+                    this.in_request.store(false, Ordering::Relaxed);
+                    response
+                }
+            })
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let (held, shutdown) = (held.clone(), shutdown.clone());
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            // Registered now, so that at the bound the oldest connection is asked first.
-            let mut asked = std::pin::pin!(make_room.notified());
-            asked.as_mut().enable();
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
-                () = asked => {
+                () = this.close.notified() => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
@@ -105,6 +124,7 @@ pub async fn serve(
             if let Err(error) = ended {
                 tracing::debug!("connection ended: {error}");
             }
+            held.remove(id);
             drop(slot);
         });
     }
@@ -119,16 +139,75 @@ pub async fn serve(
     Ok(())
 }
 
-/// A slot for a connection beyond the bound: asks the connections held, oldest first, to
-/// close after their current request, the next one whenever [`ASK_NEXT_AFTER`] passes
-/// without a slot coming free. `None` on shutdown.
+/// One connection held, as [`room`] sees it.
+#[derive(Default)]
+struct Connection {
+    /// A request is in hand: its answer is not yet on its way.
+    in_request: AtomicBool,
+    /// It was asked to close after its current request.
+    asked: AtomicBool,
+    /// Wakes it to close after its current request.
+    close: Notify,
+}
+
+/// The connections held, oldest first (by the order they were accepted in).
+#[derive(Default)]
+struct Held {
+    connections: Mutex<BTreeMap<u64, Arc<Connection>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Held {
+    fn add(&self) -> (u64, Arc<Connection>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let connection = Arc::new(Connection::default());
+        self.lock().insert(id, connection.clone());
+        (id, connection)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Asks one connection not asked yet to close after its current request: the oldest
+    /// with a request in hand, else the oldest idle one. Whether there was one to ask.
+    fn ask_one(&self) -> bool {
+        let connections = self.lock();
+        let not_asked = || {
+            connections
+                .values()
+                .filter(|connection| !connection.asked.load(Ordering::Relaxed))
+        };
+        let pick = not_asked()
+            .find(|connection| connection.in_request.load(Ordering::Relaxed))
+            .or_else(|| not_asked().next());
+        match pick {
+            Some(connection) => {
+                connection.asked.store(true, Ordering::Relaxed);
+                connection.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Connection>>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A slot for a connection beyond the bound: asks the connections held to close after
+/// their current request ([`Held::ask_one`]), the next one whenever [`ASK_NEXT_AFTER`]
+/// passes without a slot coming free. `None` on shutdown.
 async fn room(
     slots: &Arc<Semaphore>,
-    make_room: &Notify,
+    held: &Held,
     shutdown: &CancellationToken,
 ) -> Option<OwnedSemaphorePermit> {
     loop {
-        make_room.notify_one();
+        held.ask_one();
         tokio::select! {
             slot = slots.clone().acquire_owned() => return slot.ok(),
             () = tokio::time::sleep(ASK_NEXT_AFTER) => {}
