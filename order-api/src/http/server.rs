@@ -40,8 +40,8 @@ pub struct HttpLimits {
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
     /// Most connections served at once (event streams included). A connection beyond it
-    /// makes the oldest ones close after their current request (an idle kept-alive one at
-    /// once) until one has; more wait in the listen backlog meanwhile.
+    /// asks those held to close after their current request (those with a request in hand
+    /// first) until one has; more wait in the listen backlog meanwhile.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 }
