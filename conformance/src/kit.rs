@@ -304,14 +304,8 @@ impl Kit {
         order_id: uuid::Uuid,
         request: &ServerRequest,
     ) -> Result<Server, CallError> {
-        let result = patience::until(self.call_deadline(), || {
-            self.plugin.create_server(order_id, request)
-        })
-        .await;
-        if let Ok(server) = &result {
-            self.saw(&server.vendor_id, &request.idempotency_key);
-        }
-        result
+        self.remembered(request, || self.plugin.create_server(order_id, request))
+            .await
     }
 
     /// `create-new-server` (WIT 0.6; `create-server` for older plugins), patiently; the
@@ -321,10 +315,20 @@ impl Kit {
         order_id: uuid::Uuid,
         request: &ServerRequest,
     ) -> Result<Server, CallError> {
-        let result = patience::until(self.call_deadline(), || {
-            self.plugin.create_new_server(order_id, request)
-        })
-        .await;
+        self.remembered(request, || self.plugin.create_new_server(order_id, request))
+            .await
+    }
+
+    /// A create `call` for `request`, patiently; the server it answers is remembered.
+    async fn remembered<Fut>(
+        &self,
+        request: &ServerRequest,
+        call: impl FnMut() -> Fut,
+    ) -> Result<Server, CallError>
+    where
+        Fut: Future<Output = Result<Server, CallError>>,
+    {
+        let result = patience::until(self.call_deadline(), call).await;
         if let Ok(server) = &result {
             self.saw(&server.vendor_id, &request.idempotency_key);
         }

@@ -197,6 +197,30 @@ async fn a_list_page_is_bounded_in_bytes() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stack whose order-api reads headers within `header_secs` and serves at most
+/// `max_connections` connections (`event_streams` of them streams); its `host:port`.
+async fn bounded_stack(
+    header_secs: u32,
+    max_connections: u32,
+    event_streams: u32,
+) -> anyhow::Result<(Stack, String)> {
+    let stack = Stack::start(StackOptions {
+        api_env: vec![
+            ("HEADER_READ_TIMEOUT_SECS".into(), header_secs.to_string()),
+            ("MAX_CONNECTIONS".into(), max_connections.to_string()),
+            ("EVENT_STREAMS_MAX".into(), event_streams.to_string()),
+        ],
+        ..StackOptions::default()
+    })
+    .await?;
+    let address = stack
+        .api_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    Ok((stack, address))
+}
+
 /// Whether the server has closed `stream` (EOF or reset) within `within`.
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     let mut buffer = [0u8; 1024];
@@ -214,20 +238,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 /// and beyond `MAX_CONNECTIONS` a new connection is served only once another closes.
 #[tokio::test]
 async fn slow_headers_are_cut_and_connections_are_bounded() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions {
-        api_env: vec![
-            ("HEADER_READ_TIMEOUT_SECS".into(), "2".into()),
-            ("MAX_CONNECTIONS".into(), "8".into()),
-            ("EVENT_STREAMS_MAX".into(), "4".into()),
-        ],
-        ..StackOptions::default()
-    })
-    .await?;
-    let address = stack
-        .api_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let (stack, address) = bounded_stack(2, 8, 4).await?;
 
     // Eight connections that start a request and never finish its headers fill every slot.
     let mut slow = Vec::new();
@@ -305,20 +316,7 @@ async fn read_one_response(stream: &mut TcpStream, within: Duration) -> anyhow::
 /// out at 2,000 req/s.
 #[tokio::test]
 async fn a_new_connection_is_served_while_kept_alive_ones_hold_every_slot() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions {
-        api_env: vec![
-            ("HEADER_READ_TIMEOUT_SECS".into(), "30".into()),
-            ("MAX_CONNECTIONS".into(), "2".into()),
-            ("EVENT_STREAMS_MAX".into(), "1".into()),
-        ],
-        ..StackOptions::default()
-    })
-    .await?;
-    let address = stack
-        .api_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let (stack, address) = bounded_stack(30, 2, 1).await?;
     let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     // Two clients, each served once and kept alive, idle now (the stack's own client may
     // hold a kept-alive connection too: the second then already needs the room made).
@@ -363,20 +361,7 @@ async fn a_new_connection_is_served_while_kept_alive_ones_hold_every_slot() -> a
 /// request on the way (a failed request for it).
 #[tokio::test]
 async fn at_the_bound_a_connection_with_a_request_in_hand_makes_room_first() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions {
-        api_env: vec![
-            ("HEADER_READ_TIMEOUT_SECS".into(), "30".into()),
-            ("MAX_CONNECTIONS".into(), "2".into()),
-            ("EVENT_STREAMS_MAX".into(), "1".into()),
-        ],
-        ..StackOptions::default()
-    })
-    .await?;
-    let address = stack
-        .api_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let (stack, address) = bounded_stack(30, 2, 1).await?;
     // An idle kept-alive connection, the older...
     let mut idle = TcpStream::connect(&address).await?;
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
