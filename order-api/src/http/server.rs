@@ -9,29 +9,26 @@
 //! closed ([`Held`]). Those with a request in hand are asked first, oldest first: their
 //! answer then says `Connection: close`, so the client sends nothing more on them. Only
 //! when none has a request in hand is an idle kept-alive one closed (at once), where a
-//! client may be sending its next request just then and see the connection fail. Without that, clients
-//! whose pools keep connections alive between requests (every HTTP client's does) could
-//! hold every slot while they idle, and a newcomer waited in the listen backlog until an
-//! idle one's header-read timeout closed it: the accept benchmark's requests at 2,000 req/s
-//! that timed out. The process holds at most one connection beyond the bound (the one
-//! waiting for room).
+//! client may be sending its next request just then and see the connection fail. Without
+//! making room, clients whose pools keep connections alive between requests (every HTTP
+//! client's does) could hold every slot while they idle, and a newcomer waited in the
+//! listen backlog until an idle one's header-read timeout closed it: the accept
+//! benchmark's requests at 2,000 req/s that timed out. The process holds at most one
+//! connection beyond the bound (the one waiting for room).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
-
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
 /// The bounds on the API's connections.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpLimits {
@@ -154,10 +151,11 @@ struct Connection {
 #[derive(Default)]
 struct Held {
     connections: Mutex<BTreeMap<u64, Arc<Connection>>>,
-    next_id: std::sync::atomic::AtomicU64,
+    next_id: AtomicU64,
 }
 
 impl Held {
+    /// A connection just accepted: its id and its state.
     fn add(&self) -> (u64, Arc<Connection>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let connection = Arc::new(Connection::default());
@@ -165,6 +163,7 @@ impl Held {
         (id, connection)
     }
 
+    /// A connection that has ended.
     fn remove(&self, id: u64) {
         self.lock().remove(&id);
     }
@@ -191,10 +190,10 @@ impl Held {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Connection>>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Connection>>> {
         self.connections
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
