@@ -821,7 +821,7 @@ impl Plugin {
 
     /// `create-new-server` (throttled): the create without the look-up, for a create no
     /// server can have been made for yet (an order's lease-free first copy:
-    /// [`crate::worker::first_copy`]). A plugin before WIT 0.6 has no such export: it gets
+    /// `worker::first_copy`). A plugin before WIT 0.6 has no such export: it gets
     /// `create-server`, look-up and all, which is as correct and one vendor request dearer.
     pub async fn create_new_server(
         &self,
