@@ -198,7 +198,9 @@ async fn a_list_page_is_bounded_in_bytes() -> anyhow::Result<()> {
 }
 
 /// A stack whose order-api reads headers within `header_secs` and serves at most
-/// `max_connections` connections (`event_streams` of them streams); its `host:port`.
+/// `max_connections` connections (`event_streams` of them streams), asking one connection
+/// every 10 s to make room beyond them (so that a test sees which one is asked first); its
+/// `host:port`.
 async fn bounded_stack(
     header_secs: u32,
     max_connections: u32,
@@ -209,6 +211,7 @@ async fn bounded_stack(
             ("HEADER_READ_TIMEOUT_SECS".into(), header_secs.to_string()),
             ("MAX_CONNECTIONS".into(), max_connections.to_string()),
             ("EVENT_STREAMS_MAX".into(), event_streams.to_string()),
+            ("ROOM_ASK_INTERVAL_MS".into(), "10000".into()),
         ],
         ..StackOptions::default()
     })

@@ -5,8 +5,8 @@
 //! descriptors, for ever.
 //!
 //! At the bound, a new connection makes room: the connections held are asked, one every
-//! [`ASK_NEXT_AFTER`], to close once their current request is answered, until one has
-//! closed ([`Held`]). Those with a request in hand are asked first, oldest first: their
+//! `--room-ask-interval-ms` (1 s), to close once their current request is answered, until
+//! one has closed ([`Held`]). Those with a request in hand are asked first, oldest first: their
 //! answer then says `Connection: close`, so the client sends nothing more on them. Only
 //! when none has a request in hand is an idle kept-alive one closed (at once), where a
 //! client may be sending its next request just then and see the connection fail. Without
@@ -41,15 +41,16 @@ pub struct HttpLimits {
     /// first) until one has; more wait in the listen backlog meanwhile.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// At the bound, milliseconds a new connection waits for the connection asked to close
+    /// before it asks the next (the one asked may be busy with a long request or hold an
+    /// event stream). Shorter closes more connections than needed under load.
+    #[arg(long, env = "ROOM_ASK_INTERVAL_MS", default_value_t = 1000)]
+    pub room_ask_interval_ms: u64,
 }
 
 /// How long shutdown waits for open connections before it cuts them: a request in flight
 /// finishes; an event stream, which has no end of its own, is cut at this bound.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// At the bound, how long a new connection waits for the connection asked to close before
-/// it asks the next (the one asked may be busy with a long request or an event stream).
-pub const ASK_NEXT_AFTER: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` within `limits` until `shutdown`, then drains the open
 /// connections.
@@ -61,6 +62,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let held = Arc::new(Held::default());
+    let ask_interval = Duration::from_millis(limits.room_ask_interval_ms.max(1));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)));
@@ -82,7 +84,7 @@ pub async fn serve(
         };
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
-            Err(_) => match room(&slots, &held, &shutdown).await {
+            Err(_) => match room(&slots, &held, ask_interval, &shutdown).await {
                 Some(slot) => slot,
                 None => break,
             },
@@ -198,18 +200,19 @@ impl Held {
 }
 
 /// A slot for a connection beyond the bound: asks the connections held to close after
-/// their current request ([`Held::ask_one`]), the next one whenever [`ASK_NEXT_AFTER`]
-/// passes without a slot coming free. `None` on shutdown.
+/// their current request ([`Held::ask_one`]), the next one whenever `ask_interval` passes
+/// without a slot coming free. `None` on shutdown.
 async fn room(
     slots: &Arc<Semaphore>,
     held: &Held,
+    ask_interval: Duration,
     shutdown: &CancellationToken,
 ) -> Option<OwnedSemaphorePermit> {
     loop {
         held.ask_one();
         tokio::select! {
             slot = slots.clone().acquire_owned() => return slot.ok(),
-            () = tokio::time::sleep(ASK_NEXT_AFTER) => {}
+            () = tokio::time::sleep(ask_interval) => {}
             () = shutdown.cancelled() => return None,
         }
     }
