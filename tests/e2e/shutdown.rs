@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use provisioner_tests::{Stack, StackOptions};
+use provisioner_tests::{Stack, StackOptions, message_count, require_rabbitmq};
 
 async fn order_and_wait_provisioning(stack: &Stack, count: usize) -> anyhow::Result<Vec<String>> {
     let mut ids = Vec::new();
@@ -25,7 +25,9 @@ async fn order_and_wait_provisioning(stack: &Stack, count: usize) -> anyhow::Res
     Ok(ids)
 }
 
-/// Creations that finish within the grace period finish before the host exits 0.
+/// Creations that finish within the grace period finish before the host exits 0, and their
+/// requests are acked before it goes (the acks it batches are sent, not handed back for
+/// redelivery).
 #[tokio::test]
 async fn sigterm_lets_in_flight_creations_finish() -> anyhow::Result<()> {
     let mut stack = Stack::start(StackOptions {
@@ -44,6 +46,10 @@ async fn sigterm_lets_in_flight_creations_finish() -> anyhow::Result<()> {
             .await?;
     }
     assert_eq!(stack.sim_stats().await?["created_total"], 5);
+    let channel = require_rabbitmq().await.create_channel().await?;
+    let queue = stack.topology.request_queue("hetzner");
+    let handed_back = message_count(&channel, &queue).await?;
+    assert_eq!(handed_back, 0, "{queue}: requests left unacked by the host");
     stack.cleanup().await;
     Ok(())
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamMap;
 
 use super::WorkerSettings;
+use super::acks::Acks;
 use super::validate_replies::ValidateResponder;
 use crate::plugin_folder::PluginSet;
 use crate::runtime::Plugin;
@@ -29,9 +30,10 @@ pub(super) struct Consumers<'a> {
     connection: &'a Connection,
     settings: &'a WorkerSettings,
     streams: StreamMap<String, Deliveries>,
-    channels: HashMap<String, (Channel, String)>,
+    /// Each vendor's request channel, consumer tag and acks.
+    channels: HashMap<String, (Channel, String, Acks)>,
     /// Channels of removed vendors: still carrying the acks of their in-flight work.
-    retired: Vec<Channel>,
+    retired: Vec<(Channel, Acks)>,
     /// Each vendor's answerer of validate requests.
     validate_responders: HashMap<String, ValidateResponder>,
     /// The plugins in service (the validate responders look their vendor's up).
@@ -67,8 +69,9 @@ impl<'a> Consumers<'a> {
     pub(super) async fn start(&mut self, plugin: &Plugin) -> anyhow::Result<()> {
         let vendor = plugin.vendor().to_string();
         let (channel, tag, deliveries) = self.consume_requests(plugin).await?;
+        let acks = Acks::start(channel.clone(), plugin.limits().max_in_flight);
         self.streams.insert(vendor.clone(), deliveries);
-        self.channels.insert(vendor.clone(), (channel, tag));
+        self.channels.insert(vendor.clone(), (channel, tag, acks));
         self.answer_validate_requests(vendor).await;
         Ok(())
     }
@@ -147,11 +150,11 @@ impl<'a> Consumers<'a> {
             responder.stop().await;
         }
         self.streams.remove(vendor);
-        if let Some((channel, tag)) = self.channels.remove(vendor) {
+        if let Some((channel, tag, acks)) = self.channels.remove(vendor) {
             let _ = channel
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
-            self.retired.push(channel);
+            self.retired.push((channel, acks));
         }
     }
 
@@ -165,19 +168,26 @@ impl<'a> Consumers<'a> {
 
     /// A replaced plugin may have a new in-flight budget.
     pub(super) async fn update(&mut self, plugin: &Plugin) -> anyhow::Result<()> {
-        if let Some((channel, _)) = self.channels.get(plugin.vendor()) {
+        if let Some((channel, _, acks)) = self.channels.get(plugin.vendor()) {
             channel
                 .basic_qos(plugin.limits().max_in_flight, BasicQosOptions::default())
                 .await
                 .context("updating the prefetch")?;
+            acks.set_prefetch(plugin.limits().max_in_flight);
         }
         Ok(())
     }
 
-    /// Stops every consumer and closes every channel.
+    /// The acks of `vendor`'s request channel, while it is consumed.
+    pub(super) fn acks(&self, vendor: &str) -> Option<&Acks> {
+        self.channels.get(vendor).map(|(_, _, acks)| acks)
+    }
+
+    /// Stops every consumer, sends the acks of finished work and closes every channel.
     pub(super) async fn close(mut self) {
         self.stop_all().await;
-        for channel in self.retired {
+        for (channel, acks) in self.retired {
+            acks.flush().await;
             let _ = channel.close(200, "host shutting down".into()).await;
         }
     }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lapin::Connection;
-use lapin::message::Delivery;
 use lapin::options::BasicNackOptions;
 use provisioner_contract::{Publisher, Topology};
 use tokio::sync::watch;
@@ -17,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::consumers::Consumers;
+use super::delivery::InHand;
 use super::order::SessionLeases;
 use super::{WorkerSettings, announce, delivery};
 use crate::plugin_folder::PluginSet;
@@ -70,8 +70,14 @@ pub(super) async fn run(
                 current = next;
             }
             Some((vendor, delivery)) = consumers.next_delivery() => {
+                let delivery = delivery?;
+                let acks = consumers
+                    .acks(&vendor)
+                    .context("a delivery of a vendor no longer consumed")?
+                    .clone();
+                let in_hand = InHand { delivery, acks };
                 let plugin = current.get(&vendor);
-                hand_out(delivery?, plugin, &mut in_flight, &publisher, settings, leases).await;
+                hand_out(in_hand, plugin, &mut in_flight, &publisher, settings, leases).await;
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 done.context("a provisioning task panicked")??;
@@ -180,7 +186,7 @@ async fn start_added(
 /// replaced plugin serves new orders); one whose plugin was removed between the delivery and
 /// now goes back to the queue for another host.
 async fn hand_out(
-    delivery: Delivery,
+    in_hand: InHand,
     plugin: Option<&Arc<Plugin>>,
     in_flight: &mut InFlight,
     publisher: &Publisher,
@@ -190,7 +196,7 @@ async fn hand_out(
     match plugin {
         Some(plugin) => {
             let work = delivery::handle(
-                delivery,
+                in_hand,
                 plugin.clone(),
                 publisher.clone(),
                 settings.clone(),
@@ -199,12 +205,18 @@ async fn hand_out(
             in_flight.spawn(work);
         }
         None => {
-            let _ = delivery
+            let requeued = in_hand
+                .delivery
                 .nack(BasicNackOptions {
                     requeue: true,
                     ..BasicNackOptions::default()
                 })
                 .await;
+            if requeued.is_ok() {
+                in_hand
+                    .acks
+                    .settled_elsewhere(in_hand.delivery.delivery_tag);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -19,6 +19,7 @@ use provisioner_contract::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::acks::Acks;
 use crate::bindings::types::ProviderError;
 use crate::plugin_folder::PluginSet;
 use crate::runtime::{CallError, Plugin};
@@ -30,6 +31,7 @@ const PREFETCH: u16 = 64;
 /// A vendor's running answerer of validate requests; [`ValidateResponder::stop`] ends it.
 pub struct ValidateResponder {
     channel: Channel,
+    acks: Acks,
     tag: String,
     task: JoinHandle<()>,
 }
@@ -67,11 +69,14 @@ impl ValidateResponder {
             .await
             .with_context(|| format!("consuming the validation queue of {vendor}"))?;
         let replies = channel.clone();
+        let acks = Acks::start(channel.clone(), PREFETCH);
+        let task_acks = acks.clone();
         let exchange = topology.results_exchange();
         let vendor = vendor.to_string();
-        // Acked deliveries, so the prefetch bounds what this host holds; each is answered in a
-        // task of its own (at most the prefetch at once), and a validation that waited on the
-        // queue past its asker's time-out expires there instead of reaching a host.
+        // Acked deliveries (in batches, [`Acks`]), so the prefetch bounds what this host
+        // holds; each is answered in a task of its own (at most the prefetch at once), and a
+        // validation that waited on the queue past its asker's time-out expires there
+        // instead of reaching a host.
         let task = tokio::spawn(async move {
             while let Some(delivery) = consumer.next().await {
                 let delivery = match delivery {
@@ -81,29 +86,34 @@ impl ValidateResponder {
                         return;
                     }
                 };
-                let (replies, exchange, plugins, vendor) = (
+                let (replies, exchange, plugins, vendor, acks) = (
                     replies.clone(),
                     exchange.clone(),
                     plugins.clone(),
                     vendor.clone(),
+                    task_acks.clone(),
                 );
                 tokio::spawn(async move {
                     answer(&replies, &exchange, &plugins, &vendor, &delivery).await;
-                    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-                        tracing::warn!(vendor, "acking a validation: {error}");
-                    }
+                    acks.ack(delivery.delivery_tag);
                 });
             }
         });
-        Ok(Self { channel, tag, task })
+        Ok(Self {
+            channel,
+            acks,
+            tag,
+            task,
+        })
     }
 
-    /// Stops answering and closes the channel.
+    /// Stops answering, acks what was answered and closes the channel.
     pub async fn stop(self) {
         let _ = self
             .channel
             .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
             .await;
+        self.acks.flush().await;
         let _ = self.channel.close(200, "validations stopped".into()).await;
         self.task.abort();
     }
