@@ -85,18 +85,20 @@ impl Ledger {
     /// `everything` (the channel is about to close).
     fn flush(&mut self, everything: bool) -> Vec<AckFrame> {
         let mut frames = Vec::new();
-        let mut run_has_finished = false;
+        // The run's last finished tag: the `Through` names it, not the run's end, which
+        // may be settled already (RabbitMQ closes the channel on an ack of a settled tag).
+        let mut last_finished = None;
         loop {
             let next = self.settled_through + 1;
             if self.finished.remove(&next).is_some() {
-                run_has_finished = true;
+                last_finished = Some(next);
             } else if !self.settled_alone.remove(&next) {
                 break;
             }
             self.settled_through = next;
         }
-        if run_has_finished {
-            frames.push(AckFrame::Through(self.settled_through));
+        if let Some(tag) = last_finished {
+            frames.push(AckFrame::Through(tag));
         }
         let overdue: Vec<u64> = self
             .finished
@@ -217,7 +219,7 @@ async fn send(channel: &Channel, frames: Vec<AckFrame>) {
             AckFrame::One(tag) => (tag, false),
         };
         if let Err(error) = channel.basic_ack(tag, BasicAckOptions { multiple }).await {
-            tracing::debug!(tag, multiple, "acking: {error}");
+            tracing::warn!(tag, multiple, "acking: {error}");
             return;
         }
     }
@@ -286,8 +288,70 @@ mod tests {
         ledger.finish(3);
         assert_eq!(ledger.flush(true), vec![One(2), One(3)]);
         assert_eq!(ledger.flush(true), vec![]);
+        // 2 and 3 are acked: the batch names 1, the last one it acks.
         ledger.finish(1);
-        assert_eq!(ledger.flush(true), vec![Through(3)]);
+        assert_eq!(ledger.flush(true), vec![Through(1)]);
+        assert_eq!(ledger.settled_through, 3);
+    }
+
+    /// RabbitMQ's side of one frame: it must name an unacked delivery (else the broker
+    /// closes the channel) and may ack only finished ones.
+    fn broker_receives(frame: AckFrame, unacked: &mut BTreeSet<u64>, finished: &mut BTreeSet<u64>) {
+        let (One(tag) | Through(tag)) = frame;
+        assert!(unacked.contains(&tag), "{frame:?} of a settled tag");
+        let acked: Vec<u64> = match frame {
+            One(tag) => vec![tag],
+            Through(tag) => unacked.range(..=tag).copied().collect(),
+        };
+        for tag in acked {
+            assert!(finished.remove(&tag), "{frame:?} acks {tag}, still at work");
+            unacked.remove(&tag);
+        }
+    }
+
+    /// Many random interleavings against a model of the broker: no frame names a settled
+    /// delivery or acks one at work, and a flush of everything leaves none finished unacked.
+    #[test]
+    fn no_frame_acks_a_settled_or_unfinished_delivery() {
+        use rand::{Rng, SeedableRng};
+        let mut random = rand::rngs::StdRng::seed_from_u64(22);
+        for _ in 0..500 {
+            let mut ledger = Ledger::default();
+            let (mut unacked, mut finished) = (BTreeSet::new(), BTreeSet::new());
+            let mut at_work: Vec<u64> = Vec::new();
+            let mut next_tag = 1;
+            for _ in 0..200 {
+                match random.random_range(0..10) {
+                    0..=3 => {
+                        unacked.insert(next_tag);
+                        at_work.push(next_tag);
+                        next_tag += 1;
+                    }
+                    4..=7 if !at_work.is_empty() => {
+                        let tag = at_work.swap_remove(random.random_range(0..at_work.len()));
+                        if random.random_bool(0.1) {
+                            unacked.remove(&tag);
+                            ledger.settled_elsewhere(tag);
+                        } else {
+                            finished.insert(tag);
+                            ledger.finish(tag);
+                        }
+                    }
+                    _ => {
+                        for frame in ledger.flush(random.random_bool(0.2)) {
+                            broker_receives(frame, &mut unacked, &mut finished);
+                        }
+                    }
+                }
+            }
+            for frame in ledger.flush(true) {
+                broker_receives(frame, &mut unacked, &mut finished);
+            }
+            assert!(
+                finished.is_empty(),
+                "finished but never acked: {finished:?}"
+            );
+        }
     }
 
     #[test]
