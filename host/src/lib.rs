@@ -46,8 +46,6 @@
 //!   the prefetch, and its validate queue answered.
 //! - `worker/announce.rs`: vendor announcements and withdrawals.
 //! - `worker/delivery.rs`: one delivery decoded and handed on; a poison one dead-lettered.
-//! - `worker/acks.rs`: a channel's acks sent in batches (`multiple`), never past a delivery
-//!   still at work.
 //! - `worker/order.rs`: one order's life: request, create lease, the plugin's create (or
 //!   delete, or cancel), progress and result published, then the ack.
 //! - `worker/polling.rs`: waiting on the vendor: a booting server polled (first when it is

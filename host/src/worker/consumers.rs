@@ -16,7 +16,6 @@ use tokio::sync::watch;
 use tokio_stream::StreamMap;
 
 use super::WorkerSettings;
-use super::acks::Acks;
 use super::validate_replies::ValidateResponder;
 use crate::plugin_folder::PluginSet;
 use crate::runtime::Plugin;
@@ -30,10 +29,9 @@ pub(super) struct Consumers<'a> {
     connection: &'a Connection,
     settings: &'a WorkerSettings,
     streams: StreamMap<String, Deliveries>,
-    /// Each vendor's request channel, consumer tag and acks.
-    channels: HashMap<String, (Channel, String, Acks)>,
+    channels: HashMap<String, (Channel, String)>,
     /// Channels of removed vendors: still carrying the acks of their in-flight work.
-    retired: Vec<(Channel, Acks)>,
+    retired: Vec<Channel>,
     /// Each vendor's answerer of validate requests.
     validate_responders: HashMap<String, ValidateResponder>,
     /// The plugins in service (the validate responders look their vendor's up).
@@ -69,9 +67,8 @@ impl<'a> Consumers<'a> {
     pub(super) async fn start(&mut self, plugin: &Plugin) -> anyhow::Result<()> {
         let vendor = plugin.vendor().to_string();
         let (channel, tag, deliveries) = self.consume_requests(plugin).await?;
-        let acks = Acks::start(channel.clone(), plugin.limits().max_in_flight);
         self.streams.insert(vendor.clone(), deliveries);
-        self.channels.insert(vendor.clone(), (channel, tag, acks));
+        self.channels.insert(vendor.clone(), (channel, tag));
         self.answer_validate_requests(vendor).await;
         Ok(())
     }
@@ -150,11 +147,11 @@ impl<'a> Consumers<'a> {
             responder.stop().await;
         }
         self.streams.remove(vendor);
-        if let Some((channel, tag, acks)) = self.channels.remove(vendor) {
+        if let Some((channel, tag)) = self.channels.remove(vendor) {
             let _ = channel
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
-            self.retired.push((channel, acks));
+            self.retired.push(channel);
         }
     }
 
@@ -168,26 +165,19 @@ impl<'a> Consumers<'a> {
 
     /// A replaced plugin may have a new in-flight budget.
     pub(super) async fn update(&mut self, plugin: &Plugin) -> anyhow::Result<()> {
-        if let Some((channel, _, acks)) = self.channels.get(plugin.vendor()) {
+        if let Some((channel, _)) = self.channels.get(plugin.vendor()) {
             channel
                 .basic_qos(plugin.limits().max_in_flight, BasicQosOptions::default())
                 .await
                 .context("updating the prefetch")?;
-            acks.set_prefetch(plugin.limits().max_in_flight);
         }
         Ok(())
     }
 
-    /// The acks of `vendor`'s request channel, while it is consumed.
-    pub(super) fn acks(&self, vendor: &str) -> Option<&Acks> {
-        self.channels.get(vendor).map(|(_, _, acks)| acks)
-    }
-
-    /// Stops every consumer, sends the acks of finished work and closes every channel.
+    /// Stops every consumer and closes every channel.
     pub(super) async fn close(mut self) {
         self.stop_all().await;
-        for (channel, acks) in self.retired {
-            acks.flush().await;
+        for channel in self.retired {
             let _ = channel.close(200, "host shutting down".into()).await;
         }
     }

@@ -3,9 +3,6 @@
 //! ([`super::order`]), or the sweep's listing or an orphan's delete ([`super::sweep`]). A
 //! request that cannot be read, or is for another vendor, is poison: it goes to the
 //! dead-letter queue with the reason, and is acked.
-//!
-//! A delivery travels with its channel's [`Acks`]: its ack joins a batch
-//! ([`super::acks`]).
 
 use std::sync::Arc;
 
@@ -14,41 +11,25 @@ use lapin::BasicProperties;
 use lapin::message::Delivery;
 use provisioner_contract::{Envelope, HostRequest, Publisher, decode};
 
-use super::acks::Acks;
 use super::order::{self, OrderRequest, SessionLeases};
 use super::{WorkerSettings, sweep};
 use crate::runtime::Plugin;
 
-/// A delivery in hand, with the acks of the channel it came on.
-pub(super) struct InHand {
-    pub(super) delivery: Delivery,
-    pub(super) acks: Acks,
-}
-
-impl InHand {
-    /// Done with the delivery: its ack joins the channel's next batch.
-    pub(super) fn ack(&self) {
-        self.acks.ack(self.delivery.delivery_tag);
-    }
-}
-
 /// One request: decode, do it (publishing progress on the way), publish the result, ack.
 /// An `Err` means the broker side failed; the delivery stays unacked and is redelivered.
 pub(super) async fn handle(
-    in_hand: InHand,
+    delivery: Delivery,
     plugin: Arc<Plugin>,
     publisher: Publisher,
     settings: Arc<WorkerSettings>,
     leases: SessionLeases,
 ) -> anyhow::Result<()> {
-    let delivery = &in_hand.delivery;
     let (envelope, request) =
         match request_for(plugin.vendor(), &delivery.properties, &delivery.data) {
             Ok(decoded) => decoded,
             Err(reason) => {
-                dead_letter(&publisher, &settings, plugin.vendor(), delivery, &reason).await?;
-                in_hand.acks.settled_elsewhere(delivery.delivery_tag);
-                return Ok(());
+                return dead_letter(&publisher, &settings, plugin.vendor(), &delivery, &reason)
+                    .await;
             }
         };
     let request = match request {
@@ -56,14 +37,14 @@ pub(super) async fn handle(
         HostRequest::Delete(delete) => OrderRequest::Delete(delete),
         HostRequest::Cancel(cancel) => OrderRequest::Cancel(cancel),
         HostRequest::Sweep(sweep) => {
-            return sweep::list_vendor(&in_hand, &plugin, &publisher, &settings, sweep).await;
+            return sweep::list_vendor(delivery, &plugin, &publisher, &settings, sweep).await;
         }
         HostRequest::DeleteOrphan(orphan) => {
-            return sweep::delete_orphan(&in_hand, &plugin, &publisher, &settings, orphan).await;
+            return sweep::delete_orphan(delivery, &plugin, &publisher, &settings, orphan).await;
         }
     };
     order::handle(
-        &in_hand, envelope, request, plugin, publisher, settings, leases,
+        delivery, envelope, request, plugin, publisher, settings, leases,
     )
     .await
 }

@@ -10,7 +10,6 @@
 //!
 //! Its files, one per concern, are listed in the crate's `# Layout` ([`crate`]).
 
-mod acks;
 mod announce;
 mod consumers;
 mod delivery;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lapin::message::Delivery;
+use lapin::options::BasicAckOptions;
 use lapin::{BasicProperties, Connection};
 use provisioner_contract::envelope::integer_header;
 use provisioner_contract::{
@@ -20,7 +21,6 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::WorkerSettings;
-use super::delivery::InHand;
 use super::first_copy::{self, CreateLease};
 use super::lease::{Lease, Leases};
 use super::polling::{PollPolicy, delete_and_wait, wait_until_running};
@@ -78,7 +78,7 @@ impl OrderRequest {
 /// publishes the result, acks. An `Err` means the broker side failed; the delivery stays
 /// unacked and is redelivered.
 pub(super) async fn handle(
-    in_hand: &InHand,
+    delivery: Delivery,
     envelope: Envelope,
     request: OrderRequest,
     plugin: Arc<Plugin>,
@@ -86,7 +86,6 @@ pub(super) async fn handle(
     settings: Arc<WorkerSettings>,
     leases: SessionLeases,
 ) -> anyhow::Result<()> {
-    let delivery = &in_hand.delivery;
     let attempt = attempt(&delivery.properties, delivery.redelivered);
     let order_id = request.order_id();
     let vendor = plugin.vendor().to_string();
@@ -102,8 +101,7 @@ pub(super) async fn handle(
         publisher: &publisher,
         settings: &settings,
         leases: &leases,
-        in_hand,
-        delivery,
+        delivery: &delivery,
         order_id,
         vendor: &vendor,
         attempt,
@@ -115,7 +113,7 @@ pub(super) async fn handle(
             OrderRequest::Delete(delete) => task.delete(delete).await,
             OrderRequest::Cancel(cancel) => task.cancel(cancel).await?,
         };
-        task.finish(ending).await
+        task.finish(ending, &request).await
     }
     .instrument(span)
     .await
@@ -141,8 +139,6 @@ struct OrderTask<'a> {
     publisher: &'a Publisher,
     settings: &'a WorkerSettings,
     leases: &'a SessionLeases,
-    /// The request's delivery with its channel's acks.
-    in_hand: &'a InHand,
     delivery: &'a Delivery,
     order_id: Uuid,
     vendor: &'a str,
@@ -373,16 +369,28 @@ impl OrderTask<'_> {
     }
 
     /// Publishes how the request ended, then acks it.
-    async fn finish(&self, ending: Ending) -> anyhow::Result<()> {
-        let update = match ending {
+    async fn finish(&self, ending: Ending, request: &OrderRequest) -> anyhow::Result<()> {
+        match ending {
             Ending::Result(outcome) => {
                 log_outcome(&outcome);
-                outcome
+                self.publish(outcome).await?;
+                self.delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .context("acking the request")?;
             }
-            Ending::RetryQueued(news) => news,
-        };
-        self.publish(update).await?;
-        self.in_hand.ack();
+            Ending::RetryQueued(news) => {
+                self.publish(news).await?;
+                let what = match request {
+                    OrderRequest::Cancel(_) => "cancel",
+                    OrderRequest::Create(_) | OrderRequest::Delete(_) => "request",
+                };
+                self.delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .with_context(|| format!("acking the {what} after queueing its retry"))?;
+            }
+        }
         Ok(())
     }
 

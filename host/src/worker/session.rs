@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lapin::Connection;
+use lapin::message::Delivery;
 use lapin::options::BasicNackOptions;
 use provisioner_contract::{Publisher, Topology};
 use tokio::sync::watch;
@@ -16,7 +17,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::consumers::Consumers;
-use super::delivery::InHand;
 use super::order::SessionLeases;
 use super::{WorkerSettings, announce, delivery};
 use crate::plugin_folder::PluginSet;
@@ -70,14 +70,8 @@ pub(super) async fn run(
                 current = next;
             }
             Some((vendor, delivery)) = consumers.next_delivery() => {
-                let delivery = delivery?;
-                let acks = consumers
-                    .acks(&vendor)
-                    .context("a delivery of a vendor no longer consumed")?
-                    .clone();
-                let in_hand = InHand { delivery, acks };
                 let plugin = current.get(&vendor);
-                hand_out(in_hand, plugin, &mut in_flight, &publisher, settings, leases).await;
+                hand_out(delivery?, plugin, &mut in_flight, &publisher, settings, leases).await;
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 done.context("a provisioning task panicked")??;
@@ -186,7 +180,7 @@ async fn start_added(
 /// replaced plugin serves new orders); one whose plugin was removed between the delivery and
 /// now goes back to the queue for another host.
 async fn hand_out(
-    in_hand: InHand,
+    delivery: Delivery,
     plugin: Option<&Arc<Plugin>>,
     in_flight: &mut InFlight,
     publisher: &Publisher,
@@ -196,7 +190,7 @@ async fn hand_out(
     match plugin {
         Some(plugin) => {
             let work = delivery::handle(
-                in_hand,
+                delivery,
                 plugin.clone(),
                 publisher.clone(),
                 settings.clone(),
@@ -205,18 +199,12 @@ async fn hand_out(
             in_flight.spawn(work);
         }
         None => {
-            let requeued = in_hand
-                .delivery
+            let _ = delivery
                 .nack(BasicNackOptions {
                     requeue: true,
                     ..BasicNackOptions::default()
                 })
                 .await;
-            if requeued.is_ok() {
-                in_hand
-                    .acks
-                    .settled_elsewhere(in_hand.delivery.delivery_tag);
-            }
         }
     }
 }

@@ -3,12 +3,14 @@
 //! owns, each answered with how it went. Both are acked only after their answer is
 //! confirmed.
 
+use anyhow::Context;
+use lapin::message::Delivery;
+use lapin::options::BasicAckOptions;
 use provisioner_contract::{
     Fault, HostMessage, LabelledServer, Listing, OrphanDeleteRequest, OrphanDeleted, Publisher,
     SweepRequest, Topology, VendorInventory, encode,
 };
 
-use super::delivery::InHand;
 use super::polling::delete_and_wait;
 use super::{WorkerSettings, publish_host_message};
 use crate::runtime::Plugin;
@@ -24,7 +26,7 @@ const MAX_INVENTORY_BYTES: usize = 8 * 1024 * 1024;
 /// The orphan sweep's listing: asks the plugin for every server carrying our key and
 /// publishes the inventory (confirmed) before acking.
 pub(super) async fn list_vendor(
-    in_hand: &InHand,
+    delivery: Delivery,
     plugin: &Plugin,
     publisher: &Publisher,
     settings: &WorkerSettings,
@@ -41,7 +43,10 @@ pub(super) async fn list_vendor(
     });
     keep_to_one_message(&mut message);
     publish_host_message(publisher, &Topology::result_key(plugin.vendor()), &message).await?;
-    in_hand.ack();
+    delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .context("acking the sweep request")?;
     Ok(())
 }
 
@@ -136,7 +141,7 @@ fn keep_to_one_message(message: &mut HostMessage) {
 
 /// Deletes a server the sweep found no order owns and publishes how it went.
 pub(super) async fn delete_orphan(
-    in_hand: &InHand,
+    delivery: Delivery,
     plugin: &Plugin,
     publisher: &Publisher,
     settings: &WorkerSettings,
@@ -156,7 +161,10 @@ pub(super) async fn delete_orphan(
         fault: outcome.err(),
     });
     publish_host_message(publisher, &Topology::result_key(plugin.vendor()), &message).await?;
-    in_hand.ack();
+    delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .context("acking the orphan delete")?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -19,7 +19,6 @@ use provisioner_contract::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::acks::Acks;
 use crate::bindings::types::ProviderError;
 use crate::plugin_folder::PluginSet;
 use crate::runtime::{CallError, Plugin};
@@ -31,7 +30,6 @@ const PREFETCH: u16 = 64;
 /// A vendor's running answerer of validate requests; [`ValidateResponder::stop`] ends it.
 pub struct ValidateResponder {
     channel: Channel,
-    acks: Acks,
     tag: String,
     task: JoinHandle<()>,
 }
@@ -69,14 +67,11 @@ impl ValidateResponder {
             .await
             .with_context(|| format!("consuming the validation queue of {vendor}"))?;
         let replies = channel.clone();
-        let acks = Acks::start(channel.clone(), PREFETCH);
-        let task_acks = acks.clone();
         let exchange = topology.results_exchange();
         let vendor = vendor.to_string();
-        // Acked deliveries (in batches, [`Acks`]), so the prefetch bounds what this host
-        // holds; each is answered in a task of its own (at most the prefetch at once), and a
-        // validation that waited on the queue past its asker's time-out expires there
-        // instead of reaching a host.
+        // Acked deliveries, so the prefetch bounds what this host holds; each is answered in a
+        // task of its own (at most the prefetch at once), and a validation that waited on the
+        // queue past its asker's time-out expires there instead of reaching a host.
         let task = tokio::spawn(async move {
             while let Some(delivery) = consumer.next().await {
                 let delivery = match delivery {
@@ -86,34 +81,29 @@ impl ValidateResponder {
                         return;
                     }
                 };
-                let (replies, exchange, plugins, vendor, acks) = (
+                let (replies, exchange, plugins, vendor) = (
                     replies.clone(),
                     exchange.clone(),
                     plugins.clone(),
                     vendor.clone(),
-                    task_acks.clone(),
                 );
                 tokio::spawn(async move {
                     answer(&replies, &exchange, &plugins, &vendor, &delivery).await;
-                    acks.ack(delivery.delivery_tag);
+                    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                        tracing::warn!(vendor, "acking a validation: {error}");
+                    }
                 });
             }
         });
-        Ok(Self {
-            channel,
-            acks,
-            tag,
-            task,
-        })
+        Ok(Self { channel, tag, task })
     }
 
-    /// Stops answering, acks what was answered and closes the channel.
+    /// Stops answering and closes the channel.
     pub async fn stop(self) {
         let _ = self
             .channel
             .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
             .await;
-        self.acks.flush().await;
         let _ = self.channel.close(200, "validations stopped".into()).await;
         self.task.abort();
     }
