@@ -26,8 +26,7 @@ async fn order_and_wait_provisioning(stack: &Stack, count: usize) -> anyhow::Res
 }
 
 /// Creations that finish within the grace period finish before the host exits 0, and their
-/// requests are acked before it goes (the acks it batches are sent, not handed back for
-/// redelivery).
+/// requests are acked before it goes (none is handed back for redelivery).
 #[tokio::test]
 async fn sigterm_lets_in_flight_creations_finish() -> anyhow::Result<()> {
     let mut stack = Stack::start(StackOptions {

@@ -143,11 +143,34 @@ pub(super) fn parameters(first: usize, count: usize) -> String {
         .join(", ")
 }
 
-/// `count` rows of `width` parameters each for a multi-row `VALUES`, numbered from `$1`:
-/// `($1, $2), ($3, $4)`.
-pub(super) fn value_rows(width: usize, count: usize) -> String {
+/// The first `count` parameters of a statement, `$1, $2` on PostgreSQL and `?, ?` on SQLite
+/// (where sqlx binds nameless parameters in order, so only a statement's first ones may be
+/// nameless; any named ones after them go on from `$<count + 1>`).
+///
+/// SQLite keeps a `$N` as a named parameter in a list it searches by name when it parses the
+/// statement and again for every bind (`sqlite3_bind_parameter_name`, which sqlx calls for
+/// each parameter): quadratic in the parameters, which a group commit's multi-row insert has
+/// by the thousand. A nameless `?` is neither looked up nor listed.
+pub(super) fn leading_parameters(on_postgres: bool, count: usize) -> String {
+    if on_postgres {
+        parameters(1, count)
+    } else {
+        vec!["?"; count].join(", ")
+    }
+}
+
+/// `count` rows of `width` parameters each for a multi-row `VALUES` holding a statement's
+/// first parameters (see [`leading_parameters`]): `($1, $2), ($3, $4)` on PostgreSQL,
+/// `(?, ?), (?, ?)` on SQLite.
+pub(super) fn value_rows(on_postgres: bool, width: usize, count: usize) -> String {
     (0..count)
-        .map(|row| format!("({})", parameters(row * width + 1, width)))
+        .map(|row| {
+            if on_postgres {
+                format!("({})", parameters(row * width + 1, width))
+            } else {
+                format!("({})", leading_parameters(false, width))
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -291,8 +314,11 @@ mod tests {
             Backend::Postgres
         );
         assert!(Backend::of_url("mysql://db/orders").is_err());
-        assert_eq!(value_rows(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(value_rows(true, 2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(value_rows(false, 2, 2), "(?, ?), (?, ?)");
         assert_eq!(parameters(3, 3), "$3, $4, $5");
+        assert_eq!(leading_parameters(true, 2), "$1, $2");
+        assert_eq!(leading_parameters(false, 2), "?, ?");
         assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
         assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
         assert_eq!(

@@ -211,7 +211,7 @@ async fn claim_keys(
     let sql = format!(
         "INSERT INTO idempotency_keys (tenant, key, request_sha256, order_id, created_at) \
          VALUES {} ON CONFLICT (tenant, key) DO NOTHING RETURNING order_id",
-        value_rows(5, keyed.len())
+        value_rows(db::on_postgres(tx), 5, keyed.len())
     );
     let mut statement = sqlx::query(&sql);
     for (order, key) in &keyed {
@@ -316,7 +316,7 @@ async fn insert_order_rows(
         "INSERT INTO orders (id, tenant, status, vendor, region, size, image, name, ssh_keys, \
          user_data, labels, created_at, updated_at, webhook_url, fleet_id, fleet_size, \
          all_or_nothing, placement) VALUES {}",
-        value_rows(18, rows.len())
+        value_rows(db::on_postgres(tx), 18, rows.len())
     );
     let mut statement = sqlx::query(&sql);
     for row in rows {
@@ -355,7 +355,7 @@ async fn insert_first_events(
 ) -> anyhow::Result<()> {
     let sql = format!(
         "INSERT INTO order_events (order_id, seq, at, status, message) VALUES {}",
-        value_rows(5, rows.len())
+        value_rows(db::on_postgres(tx), 5, rows.len())
     );
     let mut statement = sqlx::query(&sql);
     for row in rows {
@@ -387,7 +387,7 @@ async fn insert_creation_requests(
     let sql = format!(
         "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, created_at, \
          next_attempt_at, lease_free) VALUES {}",
-        value_rows(8, outbox.len())
+        value_rows(db::on_postgres(tx), 8, outbox.len())
     );
     let mut statement = sqlx::query(&sql);
     for (order, outbox) in &outbox {

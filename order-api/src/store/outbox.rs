@@ -9,7 +9,7 @@ use chrono::Utc;
 use sqlx::Row;
 
 use super::Store;
-use super::db::{Backend, DbTime, parameters, parse_uuid, time};
+use super::db::{self, Backend, DbTime, leading_parameters, parameters, parse_uuid, time};
 use super::fleet_ids::lock_rank;
 use super::fleets::insert_event;
 use super::orders::OrderEvent;
@@ -105,7 +105,7 @@ impl Store {
         if marked.is_empty() {
             return Ok(());
         }
-        let ids = parameters(1, marked.len());
+        let ids = leading_parameters(self.backend == Backend::Postgres, marked.len());
         let sql = format!(
             "UPDATE outbox SET lease_free = 0 WHERE lease_free = 1 AND message_id IN ({ids}) \
              RETURNING message_id"
@@ -148,7 +148,7 @@ impl Store {
         }
         // One statement for the batch's outbox rows (not kept prepared: its text varies with
         // the batch's size, and would push the steady statements out of the cache).
-        let ids = parameters(1, messages.len());
+        let ids = leading_parameters(db::on_postgres(&tx), messages.len());
         let sql = format!("DELETE FROM outbox WHERE message_id IN ({ids})");
         let mut delete = sqlx::query(&sql).persistent(false);
         for message in messages {
