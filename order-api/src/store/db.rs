@@ -163,14 +163,11 @@ pub(super) fn leading_parameters(on_postgres: bool, count: usize) -> String {
 /// first parameters (see [`leading_parameters`]): `($1, $2), ($3, $4)` on PostgreSQL,
 /// `(?, ?), (?, ?)` on SQLite.
 pub(super) fn value_rows(on_postgres: bool, width: usize, count: usize) -> String {
+    if !on_postgres {
+        return vec![format!("({})", leading_parameters(false, width)); count].join(", ");
+    }
     (0..count)
-        .map(|row| {
-            if on_postgres {
-                format!("({})", parameters(row * width + 1, width))
-            } else {
-                format!("({})", leading_parameters(false, width))
-            }
-        })
+        .map(|row| format!("({})", parameters(row * width + 1, width)))
         .collect::<Vec<_>>()
         .join(", ")
 }
