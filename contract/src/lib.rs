@@ -75,8 +75,9 @@ pub use envelope::{
 };
 pub use messages::{
     CancelRequest, DeleteRequest, FIRST_CREATE_BOUND, Fault, HostMessage, HostRequest,
-    LabelledServer, Listing, OrderUpdate, OrphanDeleteRequest, OrphanDeleted, ProvisionRequest,
-    ServerInfo, ServerSpec, ServerStatus, SweepRequest, UpdateKind, ValidateReply, ValidateRequest,
-    VendorAnnouncement, VendorCatalogue, VendorInventory, VendorWithdrawal,
+    LabelledServer, Listing, OrderUpdate, OrderUpdateBatch, OrphanDeleteRequest, OrphanDeleted,
+    ProvisionRequest, ServerInfo, ServerSpec, ServerStatus, SweepRequest, UpdateKind,
+    ValidateReply, ValidateRequest, VendorAnnouncement, VendorCatalogue, VendorInventory,
+    VendorWithdrawal,
 };
 pub use topology::{LEASE_QUEUE_EXPIRES_MS, LEASE_SHARDS, Topology, VALIDATE_TTL_MS};

@@ -343,6 +343,13 @@ impl OrderUpdate {
     }
 }
 
+/// The updates of a [`HostMessage::OrderUpdates`], in the order the host finished them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderUpdateBatch {
+    /// The orders' updates (one vendor's results).
+    pub updates: Vec<OrderUpdate>,
+}
+
 /// host -> order-api: "I serve this vendor" (`announce.<vendor>`), sent when a host loads a
 /// plugin and periodically after. order-api accepts orders only for announced vendors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -471,6 +478,13 @@ pub struct OrphanDeleted {
 pub enum HostMessage {
     /// An order's progress or result.
     OrderUpdate(OrderUpdate),
+    /// Several orders' results at once (`result.<vendor>`, all of one vendor): a host
+    /// publishes the results that are ready together as one message, one persistent message
+    /// on the results queue instead of one per order. A host's single result still goes as
+    /// an [`HostMessage::OrderUpdate`]. An order-api older than this message dead-letters
+    /// it: upgrade every order-api sharing the results queue before the hosts (or run the
+    /// hosts with `RESULT_BATCH_MAX=1` meanwhile).
+    OrderUpdates(OrderUpdateBatch),
     /// A host serves a vendor.
     VendorAnnounced(VendorAnnouncement),
     /// A host stopped serving a vendor.
@@ -509,6 +523,41 @@ mod tests {
         assert_eq!(json["server"]["vendor_id"], "42");
         let back: HostMessage = serde_json::from_value(json).unwrap();
         assert_eq!(back, update);
+    }
+
+    /// A batch of results is one JSON object whose updates read as single updates do.
+    #[test]
+    fn a_batch_of_updates_round_trips_as_a_list_of_flat_updates() {
+        let update = |n: u128, kind: UpdateKind| OrderUpdate {
+            order_id: Uuid::from_u128(n),
+            vendor: "hetzner".into(),
+            at: DateTime::from_timestamp(0, 0).unwrap_or_default(),
+            attempt: 1,
+            kind,
+        };
+        let fault = Fault {
+            code: "no_capacity".into(),
+            message: "full".into(),
+            retryable: true,
+        };
+        let batch = HostMessage::OrderUpdates(OrderUpdateBatch {
+            updates: vec![
+                update(1, UpdateKind::Cancelled { server: None }),
+                update(
+                    2,
+                    UpdateKind::Failed {
+                        fault,
+                        server: None,
+                    },
+                ),
+            ],
+        });
+        let json = serde_json::to_value(&batch).unwrap();
+        assert_eq!(json["type"], "order_updates");
+        assert_eq!(json["updates"][0]["status"], "cancelled");
+        assert_eq!(json["updates"][1]["fault"]["code"], "no_capacity");
+        let back: HostMessage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, batch);
     }
 
     /// A withdrawal saying why the vendor is unavailable still reads as a plain withdrawal

@@ -74,6 +74,12 @@ pub struct HostConfig {
     /// create at a time per order*).
     #[arg(long, env = "CLOCK_SKEW_ALLOWANCE_MS", default_value_t = 2_000)]
     pub clock_skew_allowance_ms: u64,
+    /// The most order results one message to order-api carries: results that are ready
+    /// together (while the previous message waits for the broker's confirm) go out as one
+    /// message. 1 sends every result alone, for order-apis older than such messages (set it
+    /// while upgrading: order-apis first, then hosts).
+    #[arg(long, env = "RESULT_BATCH_MAX", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub result_batch_max: u16,
     /// Plugin calls that may run at once (all plugins together): the slots of the
     /// instance pool. Orders waiting between polls hold none; a call beyond waits.
     #[arg(long, env = "PLUGIN_CONCURRENT_CALLS", default_value_t = 1_000)]

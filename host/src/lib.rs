@@ -50,6 +50,8 @@
 //!   delete, or cancel), progress and result published, then the ack.
 //! - `worker/polling.rs`: waiting on the vendor: a booting server polled (first when it is
 //!   likely up, then with backoff) until it runs, a deleted one until it is gone.
+//! - `worker/result_batches.rs`: results ready together published as one message, each
+//!   order's task told when the broker confirmed it.
 //! - `worker/retry.rs`: what follows a failed attempt: retries through delay queues
 //!   (backoff, jitter, `Retry-After`, the per-order budget) or the order's failure.
 //! - [`worker::lease`]: one create at a time per order, across tasks and hosts.

@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         cleanup_retry: config.cleanup_retry_policy(),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         clock_skew_allowance: Duration::from_millis(config.clock_skew_allowance_ms),
+        result_batch_max: usize::from(config.result_batch_max),
         metrics,
     };
     worker::run(settings, watcher, shutdown).await?;

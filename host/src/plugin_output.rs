@@ -467,6 +467,8 @@ pub struct BoundedBody {
     /// The size of the message as it was, when it was over [`MAX_UPDATE_BYTES`] and its
     /// plugin-made part was replaced with a `plugin_bad_answer` fault.
     pub replaced: Option<usize>,
+    /// The message encoded instead of the one given, when it was [`BoundedBody::replaced`].
+    pub replacement: Option<HostMessage>,
 }
 
 /// Encodes a message about an order (or an orphan delete, an announcement) so that it
@@ -485,6 +487,7 @@ pub fn bounded_body(message: &HostMessage) -> BoundedBody {
         return BoundedBody {
             body,
             replaced: None,
+            replacement: None,
         };
     }
     let size = body.len();
@@ -535,6 +538,7 @@ pub fn bounded_body(message: &HostMessage) -> BoundedBody {
     BoundedBody {
         body: encode(&smaller),
         replaced: Some(size),
+        replacement: Some(smaller),
     }
 }
 

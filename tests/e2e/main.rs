@@ -44,6 +44,7 @@ mod poison;
 mod postgres;
 mod quotas;
 mod restarts;
+mod result_batches;
 mod retries;
 mod sandbox;
 mod secrets;

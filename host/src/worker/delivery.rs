@@ -12,6 +12,7 @@ use lapin::message::Delivery;
 use provisioner_contract::{Envelope, HostRequest, Publisher, decode};
 
 use super::order::{self, OrderRequest, SessionLeases};
+use super::result_batches::ResultBatcher;
 use super::{WorkerSettings, sweep};
 use crate::runtime::Plugin;
 
@@ -21,6 +22,7 @@ pub(super) async fn handle(
     delivery: Delivery,
     plugin: Arc<Plugin>,
     publisher: Publisher,
+    results: ResultBatcher,
     settings: Arc<WorkerSettings>,
     leases: SessionLeases,
 ) -> anyhow::Result<()> {
@@ -43,10 +45,13 @@ pub(super) async fn handle(
             return sweep::delete_orphan(delivery, &plugin, &publisher, &settings, orphan).await;
         }
     };
-    order::handle(
-        delivery, envelope, request, plugin, publisher, settings, leases,
-    )
-    .await
+    let session = order::Session {
+        publisher,
+        results,
+        settings,
+        leases,
+    };
+    order::handle(delivery, envelope, request, plugin, session).await
 }
 
 /// The request a delivery on `vendor`'s queue carries; or, when it cannot be read or is for

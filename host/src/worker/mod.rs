@@ -17,6 +17,7 @@ mod first_copy;
 pub mod lease;
 mod order;
 mod polling;
+pub mod result_batches;
 mod retry;
 mod session;
 mod sweep;
@@ -61,6 +62,8 @@ pub struct WorkerSettings {
     /// How far the hosts' clocks may disagree: a copy of a create waits this much longer
     /// than a lease-free first copy's cut-off before it starts (`first_copy`).
     pub clock_skew_allowance: Duration,
+    /// The most results one message carries (`result_batches`); 1 sends each alone.
+    pub result_batch_max: usize,
     /// Where the broker address the session is on is shown.
     pub metrics: Arc<crate::metrics::HostMetrics>,
 }

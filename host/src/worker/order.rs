@@ -24,6 +24,7 @@ use super::WorkerSettings;
 use super::first_copy::{self, CreateLease};
 use super::lease::{Lease, Leases};
 use super::polling::{PollPolicy, delete_and_wait, wait_until_running};
+use super::result_batches::ResultBatcher;
 use super::retry::{AfterFailure, AttemptFailure, RETRY_COUNT_HEADER, RetryPolicy};
 use crate::bindings::types::Server;
 use crate::plugin_output;
@@ -57,6 +58,16 @@ impl SessionLeases {
     }
 }
 
+/// What an order's task gets of its broker session.
+pub(super) struct Session {
+    /// Publishes progress, retries and dead letters (confirmed).
+    pub(super) publisher: Publisher,
+    /// Publishes results, with the others ready at the same time.
+    pub(super) results: ResultBatcher,
+    pub(super) settings: Arc<WorkerSettings>,
+    pub(super) leases: SessionLeases,
+}
+
 /// A request about one order.
 pub(super) enum OrderRequest {
     Create(ProvisionRequest),
@@ -82,9 +93,7 @@ pub(super) async fn handle(
     envelope: Envelope,
     request: OrderRequest,
     plugin: Arc<Plugin>,
-    publisher: Publisher,
-    settings: Arc<WorkerSettings>,
-    leases: SessionLeases,
+    session: Session,
 ) -> anyhow::Result<()> {
     let attempt = attempt(&delivery.properties, delivery.redelivered);
     let order_id = request.order_id();
@@ -98,9 +107,10 @@ pub(super) async fn handle(
     );
     let task = OrderTask {
         plugin: &plugin,
-        publisher: &publisher,
-        settings: &settings,
-        leases: &leases,
+        publisher: &session.publisher,
+        results: &session.results,
+        settings: &session.settings,
+        leases: &session.leases,
         delivery: &delivery,
         order_id,
         vendor: &vendor,
@@ -137,6 +147,7 @@ fn attempt(properties: &BasicProperties, redelivered: bool) -> u32 {
 struct OrderTask<'a> {
     plugin: &'a Plugin,
     publisher: &'a Publisher,
+    results: &'a ResultBatcher,
     settings: &'a WorkerSettings,
     leases: &'a SessionLeases,
     delivery: &'a Delivery,
@@ -373,7 +384,7 @@ impl OrderTask<'_> {
         match ending {
             Ending::Result(outcome) => {
                 log_outcome(&outcome);
-                self.publish(outcome).await?;
+                self.publish_result(outcome).await?;
                 self.delivery
                     .ack(BasicAckOptions::default())
                     .await
@@ -394,8 +405,29 @@ impl OrderTask<'_> {
         Ok(())
     }
 
-    /// Publishes an update of the order (confirmed).
+    /// Publishes an update of the order (confirmed), on its own.
     async fn publish(&self, kind: UpdateKind) -> anyhow::Result<()> {
+        let (key, envelope, _, body) = self.update_message(kind);
+        self.publisher
+            .publish(&key, &envelope, &body)
+            .await
+            .with_context(|| format!("publishing {key} for order {}", self.order_id))
+    }
+
+    /// Publishes the order's result (confirmed), with other results ready at the same time
+    /// ([`ResultBatcher`]).
+    async fn publish_result(&self, kind: UpdateKind) -> anyhow::Result<()> {
+        let (key, envelope, update, body) = self.update_message(kind);
+        let order_id = self.order_id;
+        self.results
+            .publish(key.clone(), envelope, update, body)
+            .await
+            .with_context(|| format!("publishing {key} for order {order_id}"))
+    }
+
+    /// The routing key, envelope, update and body of an update of the order: an oversized
+    /// one replaced by its `plugin_bad_answer` failure (a result).
+    fn update_message(&self, kind: UpdateKind) -> (String, Envelope, OrderUpdate, Vec<u8>) {
         let order_id = self.order_id;
         let update = OrderUpdate {
             order_id,
@@ -409,23 +441,20 @@ impl OrderTask<'_> {
         // data through uncapped) becomes the order's `plugin_bad_answer` failure, a result,
         // instead of a refused publish that ends the session. Work after a replaced progress
         // event goes on, but order-api keeps the failure.
-        let bounded = plugin_output::bounded_body(&HostMessage::OrderUpdate(update));
-        let key = match bounded.replaced {
-            None => key,
-            Some(size) => {
+        let bounded = plugin_output::bounded_body(&HostMessage::OrderUpdate(update.clone()));
+        let (key, sent) = match (bounded.replaced, bounded.replacement) {
+            (Some(size), Some(HostMessage::OrderUpdate(smaller))) => {
                 tracing::error!(
                     size,
                     limit = plugin_output::MAX_UPDATE_BYTES,
                     "an update too large to publish; failing the order with plugin_bad_answer"
                 );
-                Topology::result_key(self.vendor)
+                (Topology::result_key(self.vendor), smaller)
             }
+            _ => (key, update),
         };
-        let reply = Envelope::for_order(order_id, self.traceparent.map(str::to_string));
-        self.publisher
-            .publish(&key, &reply, &bounded.body)
-            .await
-            .with_context(|| format!("publishing {key} for order {order_id}"))
+        let envelope = Envelope::for_order(order_id, self.traceparent.map(str::to_string));
+        (key, envelope, sent, bounded.body)
     }
 }
 

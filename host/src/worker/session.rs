@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::consumers::Consumers;
 use super::order::SessionLeases;
+use super::result_batches::ResultBatcher;
 use super::{WorkerSettings, announce, delivery};
 use crate::plugin_folder::PluginSet;
 use crate::runtime::Plugin;
@@ -41,6 +42,7 @@ pub(super) async fn run(
     let publisher = Publisher::open(connection, topology.results_exchange())
         .await
         .context("opening the publishing channel")?;
+    let results = ResultBatcher::start(publisher.clone(), settings.result_batch_max);
     let mut consumers = Consumers::new(connection, settings, plugins.clone());
     let mut current: PluginSet = plugins.borrow_and_update().clone();
     for plugin in current.values() {
@@ -71,7 +73,8 @@ pub(super) async fn run(
             }
             Some((vendor, delivery)) = consumers.next_delivery() => {
                 let plugin = current.get(&vendor);
-                hand_out(delivery?, plugin, &mut in_flight, &publisher, settings, leases).await;
+                let work = Work { publisher: &publisher, results: &results, settings, leases };
+                hand_out(delivery?, plugin, &mut in_flight, &work).await;
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 done.context("a provisioning task panicked")??;
@@ -176,6 +179,14 @@ async fn start_added(
     Ok(())
 }
 
+/// What a delivery's task gets of the session.
+struct Work<'a> {
+    publisher: &'a Publisher,
+    results: &'a ResultBatcher,
+    settings: &'a Arc<WorkerSettings>,
+    leases: &'a SessionLeases,
+}
+
 /// Hands a delivery to a task of its own, with the vendor's plugin in service now (a
 /// replaced plugin serves new orders); one whose plugin was removed between the delivery and
 /// now goes back to the queue for another host.
@@ -183,20 +194,19 @@ async fn hand_out(
     delivery: Delivery,
     plugin: Option<&Arc<Plugin>>,
     in_flight: &mut InFlight,
-    publisher: &Publisher,
-    settings: &Arc<WorkerSettings>,
-    leases: &SessionLeases,
+    work: &Work<'_>,
 ) {
     match plugin {
         Some(plugin) => {
-            let work = delivery::handle(
+            let task = delivery::handle(
                 delivery,
                 plugin.clone(),
-                publisher.clone(),
-                settings.clone(),
-                leases.clone(),
+                work.publisher.clone(),
+                work.results.clone(),
+                work.settings.clone(),
+                work.leases.clone(),
             );
-            in_flight.spawn(work);
+            in_flight.spawn(task);
         }
         None => {
             let _ = delivery

@@ -3,7 +3,8 @@
 //! committed.
 //!
 //! Updates that arrive together are applied in one transaction (group commit: one disk
-//! sync for the batch, not one per update), in arrival order.
+//! sync for the batch, not one per update), in arrival order; so are the results a host
+//! sent together in one message ([`HostMessage::OrderUpdates`]).
 //!
 //! Updates are compare-and-set transitions (see [`crate::lifecycle`]), so a redelivered or
 //! stale update changes nothing. An undecodable message is dead-lettered, never retried in
@@ -86,7 +87,10 @@ async fn handle_batch(
     [relay_wakeup, webhook_wakeup]: [&Notify; 2],
     deliveries: Vec<Delivery>,
 ) -> anyhow::Result<()> {
-    let mut updates: Vec<(Envelope, OrderUpdate, Delivery)> = Vec::new();
+    // The order updates, and the deliveries that carried them (one per update, or one for a
+    // host's batch of results).
+    let mut updates: Vec<(Envelope, OrderUpdate)> = Vec::new();
+    let mut update_deliveries: Vec<Delivery> = Vec::new();
     for delivery in deliveries {
         let decoded: Result<(Envelope, HostMessage), _> =
             decode(&delivery.properties, &delivery.data);
@@ -101,7 +105,17 @@ async fn handle_batch(
                 metrics.dead_lettered(&topology.results_queue());
             }
             Ok((envelope, HostMessage::OrderUpdate(update))) => {
-                updates.push((envelope, update, delivery))
+                updates.push((envelope, update));
+                update_deliveries.push(delivery);
+            }
+            Ok((envelope, HostMessage::OrderUpdates(batch))) => {
+                updates.extend(
+                    batch
+                        .updates
+                        .into_iter()
+                        .map(|update| (envelope.clone(), update)),
+                );
+                update_deliveries.push(delivery);
             }
             Ok((_, HostMessage::VendorAnnounced(announcement))) => {
                 let outcome = store.upsert_vendor(&announcement).await;
@@ -128,12 +142,12 @@ async fn handle_batch(
             }
         }
     }
-    if updates.is_empty() {
+    if update_deliveries.is_empty() {
         return Ok(());
     }
-    let batch: Vec<&OrderUpdate> = updates.iter().map(|(_, update, _)| update).collect();
+    let batch: Vec<&OrderUpdate> = updates.iter().map(|(_, update)| update).collect();
     let outcome = store.apply_updates(&batch).await.map(|applied| {
-        for ((envelope, update, _), applied) in updates.iter().zip(applied) {
+        for ((envelope, update), applied) in updates.iter().zip(applied) {
             log_applied(envelope, update, applied);
             match applied {
                 Applied::LateServerDeleted => relay_wakeup.notify_one(),
@@ -148,11 +162,7 @@ async fn handle_batch(
             }
         }
     });
-    settle_updates(
-        outcome,
-        updates.into_iter().map(|(_, _, delivery)| delivery),
-    )
-    .await
+    settle_updates(outcome, update_deliveries).await
 }
 
 /// The metrics label of an update's kind.
