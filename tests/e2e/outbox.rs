@@ -155,3 +155,79 @@ async fn only_the_first_publish_of_a_first_create_is_marked_lease_free() -> anyh
     earlier.remove().await?;
     Ok(())
 }
+
+/// The relay's mark of a batch of published requests: every order still `pending` becomes
+/// `queued` with one event, also one with two messages in the batch; one a host's result
+/// moved on already keeps its status and gets no event; marking the same messages again
+/// changes nothing. Through the store, on the suite's store.
+#[tokio::test]
+async fn published_requests_move_their_pending_orders_once() -> anyhow::Result<()> {
+    use order_api::lifecycle::OrderStatus;
+    use provisioner_contract::{OrderUpdate, ServerInfo, ServerStatus, UpdateKind};
+
+    let database = provisioner_tests::EarlierDatabase::migrated_below(i64::MAX).await?;
+    let store = order_api::store::Store::connect(&database.url).await?;
+    let mut published = Vec::new();
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        let (order, request) = crate::postgres::new_order();
+        store
+            .insert_order(&order, &[], std::slice::from_ref(&request), None)
+            .await?;
+        orders.push(order.id);
+        published.push(request);
+    }
+    // The second order's request went out twice (a retried publish): both confirmed together.
+    published.push(order_api::store::OutboxMessage {
+        message_id: uuid::Uuid::new_v4(),
+        ..published[1].clone()
+    });
+    // The third's result came first.
+    store
+        .apply_update(&OrderUpdate {
+            order_id: orders[2],
+            vendor: "hetzner".into(),
+            at: chrono::Utc::now(),
+            attempt: 1,
+            kind: UpdateKind::Active {
+                server: ServerInfo {
+                    vendor_id: "7".into(),
+                    name: "claimed".into(),
+                    status: ServerStatus::Running,
+                    ipv4: None,
+                    ipv6: None,
+                },
+            },
+        })
+        .await?;
+    let published_events = |events: &[order_api::store::OrderEvent]| {
+        events
+            .iter()
+            .filter(|event| event.message.starts_with("creation request published"))
+            .count()
+    };
+    for round in 0..2 {
+        store.mark_published(&published).await?;
+        for (n, &id) in orders.iter().enumerate() {
+            let (order, events) = store.order(id).await?.expect("the order");
+            let (status, events_of_publish) = if n < 2 {
+                (OrderStatus::Queued, 1)
+            } else {
+                (OrderStatus::Active, 0)
+            };
+            assert_eq!(order.status, status, "order {n}, round {round}");
+            assert_eq!(
+                published_events(&events),
+                events_of_publish,
+                "order {n}, round {round}: {events:?}"
+            );
+        }
+    }
+    assert!(
+        store.due_outbox(10).await?.is_empty(),
+        "the outbox is empty"
+    );
+    drop(store);
+    database.remove().await?;
+    Ok(())
+}

@@ -2,15 +2,17 @@
 //! published by the relay ([`crate::amqp::relay`]) with confirms: the due messages (claimed on
 //! PostgreSQL), those the broker confirmed, those to retry.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
 use sqlx::Row;
+use uuid::Uuid;
 
 use super::Store;
 use super::db::{self, Backend, DbTime, leading_parameters, parameters, parse_uuid, time};
-use super::fleet_ids::lock_rank;
+use super::fleet_ids::{fleet_of, lock_rank};
 use super::fleets::insert_event;
 use super::orders::OrderEvent;
 use super::outbox_rows::OutboxMessage;
@@ -158,18 +160,18 @@ impl Store {
             .execute(&mut *tx)
             .await
             .context("removing published outbox messages")?;
-        for message in in_lock_order {
+        // Orders outside fleets move together, two statements for the batch; a fleet
+        // member's move also moves its fleet ([`insert_event`]), one by one.
+        let (members, others): (Vec<&OutboxMessage>, Vec<&OutboxMessage>) = in_lock_order
+            .into_iter()
+            .partition(|message| fleet_of(message.order_id).is_some());
+        queue_published(&mut tx, &others, now).await?;
+        for message in members {
             let moved =
                 compare_and_set(&mut tx, message.order_id, lifecycle::PUBLISHED, None, None)
                     .await?;
             if moved {
-                let event = OrderEvent {
-                    at: now,
-                    status: OrderStatus::Queued,
-                    message: format!("creation request published ({})", message.routing_key),
-                    attempt: None,
-                };
-                insert_event(&mut tx, message.order_id, &event).await?;
+                insert_event(&mut tx, message.order_id, &published_event(message, now)).await?;
             }
         }
         tx.commit().await.context("committing published messages")?;
@@ -246,4 +248,107 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The event of an order whose creation request `message` was published.
+fn published_event(message: &OutboxMessage, at: chrono::DateTime<Utc>) -> OrderEvent {
+    OrderEvent {
+        at,
+        status: OrderStatus::Queued,
+        message: format!("creation request published ({})", message.routing_key),
+        attempt: None,
+    }
+}
+
+/// Moves the orders of `messages` (none in a fleet, their locks held) that are still
+/// `pending` to `queued`, each with its event: [`compare_and_set`] and [`insert_own_event`]
+/// for all of them at once, one statement each instead of two per order. An order with
+/// several messages moves once, with its first message's event, as one by one.
+async fn queue_published(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    messages: &[&OutboxMessage],
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let mut seen = HashSet::new();
+    let messages: Vec<&OutboxMessage> = messages
+        .iter()
+        .copied()
+        .filter(|message| seen.insert(message.order_id))
+        .collect();
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let on_postgres = db::on_postgres(tx);
+    let step = lifecycle::PUBLISHED;
+    // The ids first (nameless on SQLite), the rest named after them.
+    let ids = leading_parameters(on_postgres, messages.len());
+    let after = messages.len() + 1;
+    let sources = parameters(after + 2, step.sources.len());
+    let sql = format!(
+        "UPDATE orders SET status = ${after}, updated_at = ${}, fault = NULL \
+         WHERE id IN ({ids}) AND status IN ({sources}) RETURNING id",
+        after + 1
+    );
+    let mut statement = sqlx::query(&sql).persistent(false);
+    for message in &messages {
+        statement = statement.bind(message.order_id.to_string());
+    }
+    statement = statement.bind(step.target.as_str()).bind(DbTime(now));
+    for source in step.sources {
+        statement = statement.bind(source.as_str());
+    }
+    let moved = statement
+        .fetch_all(&mut **tx)
+        .await
+        .context("moving published orders to queued")?
+        .iter()
+        .map(|row| parse_uuid(row.try_get("id")?))
+        .collect::<anyhow::Result<HashSet<Uuid>>>()?;
+    let moved: Vec<&OutboxMessage> = messages
+        .into_iter()
+        .filter(|message| moved.contains(&message.order_id))
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    // Each event numbered one after its order's last (each order once in the statement, its
+    // lock held).
+    let mut next = 0;
+    let mut placeholder = || {
+        next += 1;
+        if on_postgres {
+            format!("${next}")
+        } else {
+            "?".to_string()
+        }
+    };
+    let rows: Vec<String> = moved
+        .iter()
+        .map(|_| {
+            let [id, seq_of, at, status, text] = std::array::from_fn(|_| placeholder());
+            format!(
+                "({id}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_events \
+                 WHERE order_id = {seq_of}), {at}, {status}, {text}, NULL)"
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO order_events (order_id, seq, at, status, message, attempt) VALUES {}",
+        rows.join(", ")
+    );
+    let mut insert = sqlx::query(&sql).persistent(false);
+    for message in &moved {
+        let event = published_event(message, now);
+        insert = insert
+            .bind(message.order_id.to_string())
+            .bind(message.order_id.to_string())
+            .bind(DbTime(event.at))
+            .bind(event.status.as_str())
+            .bind(event.message);
+    }
+    insert
+        .execute(&mut **tx)
+        .await
+        .context("recording published orders' events")?;
+    Ok(())
 }
