@@ -349,3 +349,162 @@ async fn order_api_applies_every_update_of_a_batch() -> anyhow::Result<()> {
     stack.cleanup().await;
     Ok(())
 }
+
+/// One store with the orders of [`a_batch_applies_as_its_updates_one_by_one`].
+async fn store_with(
+    orders: &[order_api::store::Order],
+) -> anyhow::Result<(order_api::store::Store, provisioner_tests::EarlierDatabase)> {
+    use provisioner_contract::{CancelRequest, HostRequest};
+
+    let database = provisioner_tests::EarlierDatabase::migrated_below(i64::MAX).await?;
+    let store = order_api::store::Store::connect(&database.url).await?;
+    let mut requests = Vec::new();
+    for order in orders {
+        let request = order_api::store::OutboxMessage {
+            order_id: order.id,
+            ..crate::postgres::new_order().1
+        };
+        store
+            .insert_order(order, &[], std::slice::from_ref(&request), None)
+            .await?;
+        requests.push(request);
+    }
+    store.mark_published(&requests).await?;
+    // The fifth is being cancelled.
+    let cancel = HostRequest::Cancel(CancelRequest {
+        order_id: orders[4].id,
+        vendor: "hetzner".into(),
+        adopt_running: false,
+    });
+    let cancel = order_api::store::OutboxMessage::request(orders[4].id, "hetzner", &cancel, None);
+    anyhow::ensure!(store.request_cancel(orders[4].id, &cancel).await?);
+    Ok((store, database))
+}
+
+/// What a store holds of `orders`, to compare: each order's status, server, fault and event
+/// log (without the times of its own events), the outbox's messages and the webhook calls.
+async fn held(
+    store: &order_api::store::Store,
+    orders: &[order_api::store::Order],
+) -> anyhow::Result<Vec<String>> {
+    let mut held = Vec::new();
+    for order in orders {
+        let (now, events) = store.order(order.id).await?.context("the order")?;
+        let events: Vec<_> = events
+            .iter()
+            .map(|event| (event.status, event.message.clone(), event.attempt))
+            .collect();
+        held.push(format!(
+            "{}: {} {:?} {:?} {events:?}",
+            order.spec.name, now.status, now.server, now.fault
+        ));
+    }
+    let mut outbox: Vec<String> = store
+        .due_outbox(1_000)
+        .await?
+        .iter()
+        .map(|m| {
+            format!(
+                "outbox {} {} {}",
+                m.order_id,
+                m.routing_key,
+                String::from_utf8_lossy(&m.body)
+            )
+        })
+        .collect();
+    outbox.sort();
+    let mut webhooks: Vec<String> = store
+        .due_webhooks(1_000, 1_000)
+        .await?
+        .iter()
+        .map(|call| format!("webhook {} {}", call.order_id, call.url))
+        .collect();
+    webhooks.sort();
+    held.extend(outbox);
+    held.extend(webhooks);
+    Ok(held)
+}
+
+/// Updates applied in one batch leave the store as they do applied one by one: orders that
+/// move together (a group of results, a group of failures, one of them with the clean-up
+/// lookup it sets off, one with a webhook), beside ones that cannot (a late server for a
+/// cancelling order, an order with two updates, an unknown order, a lone progress event).
+#[tokio::test]
+async fn a_batch_applies_as_its_updates_one_by_one() -> anyhow::Result<()> {
+    let orders: Vec<order_api::store::Order> = (0..10)
+        .map(|n| {
+            let mut order = crate::postgres::new_order().0;
+            order.spec.name = format!("order-{n}");
+            if n == 9 {
+                order.webhook_url = Some("https://hooks.example.test/orders".into());
+            }
+            order
+        })
+        .collect();
+    let id = |n: usize| orders[n].id;
+    let server = |n: usize| running(format!("order-{n}"));
+    let update = |order_id: Uuid, attempt: u32, kind: UpdateKind| OrderUpdate {
+        order_id,
+        vendor: "hetzner".into(),
+        at: chrono::Utc::now(),
+        attempt,
+        kind,
+    };
+    let failed = |code: &str| UpdateKind::Failed {
+        fault: Fault {
+            code: code.into(),
+            message: "m".into(),
+            retryable: false,
+        },
+        server: None,
+    };
+    let updates = vec![
+        update(id(0), 1, UpdateKind::Active { server: server(0) }),
+        update(id(5), 1, failed("invalid_request")),
+        update(id(1), 1, UpdateKind::Active { server: server(1) }),
+        update(id(8), 1, UpdateKind::Provisioning { server: server(8) }),
+        update(id(4), 1, UpdateKind::Active { server: server(4) }),
+        update(id(2), 1, UpdateKind::Active { server: server(2) }),
+        update(id(6), 1, failed("invalid_request")),
+        update(Uuid::new_v4(), 1, UpdateKind::Active { server: server(99) }),
+        update(id(8), 1, UpdateKind::Active { server: server(8) }),
+        update(id(7), 2, failed("vendor_unavailable")),
+        update(id(3), 1, UpdateKind::Provisioning { server: server(3) }),
+        update(id(9), 1, UpdateKind::Active { server: server(9) }),
+    ];
+
+    let (batched, batched_db) = store_with(&orders).await?;
+    let all: Vec<&OrderUpdate> = updates.iter().collect();
+    let applied_together = batched.apply_updates(&all).await?;
+    let (single, single_db) = store_with(&orders).await?;
+    let mut applied_alone = Vec::new();
+    for update in &updates {
+        applied_alone.push(single.apply_update(update).await?);
+    }
+    assert_eq!(applied_together, applied_alone);
+    let (together, alone) = (
+        held(&batched, &orders).await?,
+        held(&single, &orders).await?,
+    );
+    assert_eq!(together.len(), alone.len(), "{together:#?}\n{alone:#?}");
+    for (together, alone) in together.iter().zip(&alone) {
+        // The outbox rows name the same orders with the same requests.
+        assert_eq!(together, alone);
+    }
+    // And the batch did move what it should.
+    assert!(
+        together
+            .iter()
+            .any(|line| line.starts_with("order-0: active"))
+    );
+    assert!(
+        together
+            .iter()
+            .any(|line| line.starts_with("order-7: failed"))
+    );
+    assert!(together.iter().any(|line| line.starts_with("webhook")));
+    drop((batched, single));
+    batched_db.remove().await?;
+    single_db.remove().await?;
+    Ok(())
+}

@@ -5,8 +5,11 @@
 
 use anyhow::Context;
 use chrono::Utc;
-use provisioner_contract::{OrderUpdate, ServerInfo, UpdateKind};
+use std::collections::HashMap;
+
+use provisioner_contract::{Fault, OrderUpdate, ServerInfo, UpdateKind};
 use sqlx::Row;
+use uuid::Uuid;
 
 use super::Store;
 use super::db::{json, parse_json, parse_status};
@@ -14,7 +17,7 @@ use super::fleet_ids::{fleet_of, lock_rank};
 use super::fleets::{self, failure_may_have_left_a_server, insert_event};
 use super::orders::OrderEvent;
 use super::outbox_rows::{OutboxMessage, insert_outbox};
-use super::transitions::{lock_order, move_order};
+use super::transitions::{OrderMove, insert_own_events, lock_order, move_order, move_orders};
 use super::webhook_queue::queue_webhook;
 use crate::lifecycle::{self, OrderStatus};
 
@@ -55,25 +58,137 @@ impl Store {
         // transaction keeps.
         let mut in_lock_order: Vec<usize> = (0..updates.len()).collect();
         in_lock_order.sort_by_key(|&index| lock_rank(updates[index].order_id));
+        let together = applied_together(updates);
         // A server's move to another placement candidate takes its tenant's quota lock
         // ([`fleets`]), and no transaction may wait for an order's lock while it holds a
         // tenant's (two would wait on each other): a batch with a fleet's server in it takes
-        // every order's lock before it applies anything.
-        if updates
-            .iter()
-            .any(|update| fleet_of(update.order_id).is_some())
+        // every order's lock before it applies anything. So does one whose updates move
+        // orders together: every lock before the first change, in the one order.
+        if !together.is_empty()
+            || updates
+                .iter()
+                .any(|update| fleet_of(update.order_id).is_some())
         {
             for &index in &in_lock_order {
                 lock_order(&mut tx, updates[index].order_id).await?;
             }
         }
         let mut applied = vec![Applied::Ignored; updates.len()];
+        let mut done = vec![false; updates.len()];
+        for group in together {
+            for index in move_together(&mut tx, updates, &group).await? {
+                applied[index] = Applied::Moved(lifecycle::transition(&updates[index].kind).target);
+                done[index] = true;
+            }
+        }
         for index in in_lock_order {
-            applied[index] = apply_in(&mut tx, updates[index]).await?;
+            if !done[index] {
+                applied[index] = apply_in(&mut tx, updates[index]).await?;
+            }
         }
         tx.commit().await.context("committing the updates")?;
         self.events_committed(updates.iter().map(|update| update.order_id));
         Ok(applied)
+    }
+}
+
+/// The updates of a batch that move their orders together ([`move_together`]), in groups of
+/// one kind (one transition) with two or more in each: those of orders outside fleets that
+/// have no other update in the batch (a second one would see the first's change). Indices
+/// into `updates`.
+fn applied_together(updates: &[&OrderUpdate]) -> Vec<Vec<usize>> {
+    let mut per_order: HashMap<Uuid, usize> = HashMap::new();
+    for update in updates {
+        *per_order.entry(update.order_id).or_default() += 1;
+    }
+    let mut groups: HashMap<std::mem::Discriminant<UpdateKind>, Vec<usize>> = HashMap::new();
+    for (index, update) in updates.iter().enumerate() {
+        if per_order[&update.order_id] == 1 && fleet_of(update.order_id).is_none() {
+            groups
+                .entry(std::mem::discriminant(&update.kind))
+                .or_default()
+                .push(index);
+        }
+    }
+    groups
+        .into_values()
+        .filter(|group| group.len() > 1)
+        .collect()
+}
+
+/// Applies the updates `group` (indices into `updates`, one kind, orders outside fleets, each
+/// once, their locks held) as [`apply_in`] does for those that move their order: the moves
+/// and their events one statement each for the group, then what a moved order's update sets
+/// off (a failed order's server deleted, a webhook call), one by one. The indices of the
+/// updates that moved their order; the others are left to [`apply_in`] (which finds them
+/// unmoved the same way, and goes on from there).
+async fn move_together(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    updates: &[&OrderUpdate],
+    group: &[usize],
+) -> anyhow::Result<Vec<usize>> {
+    let Some(&first) = group.first() else {
+        return Ok(Vec::new());
+    };
+    let step = lifecycle::transition(&updates[first].kind);
+    let moves: Vec<OrderMove> = group
+        .iter()
+        .map(|&index| {
+            let update = updates[index];
+            let (server, fault) = server_and_fault(&update.kind);
+            OrderMove {
+                order_id: update.order_id,
+                server: server.map(json),
+                fault: fault.map(json),
+            }
+        })
+        .collect();
+    let moved_orders = move_orders(tx, step, &moves).await?;
+    let moved: Vec<usize> = group
+        .iter()
+        .copied()
+        .filter(|&index| moved_orders.contains_key(&updates[index].order_id))
+        .collect();
+    let events: Vec<(Uuid, OrderEvent)> = moved
+        .iter()
+        .map(|&index| {
+            let update = updates[index];
+            let event = OrderEvent {
+                at: update.at,
+                status: step.target,
+                message: lifecycle::describe(&update.kind),
+                attempt: Some(update.attempt),
+            };
+            (update.order_id, event)
+        })
+        .collect();
+    insert_own_events(tx, &events).await?;
+    for &index in &moved {
+        let update = updates[index];
+        if let UpdateKind::Failed { fault, .. } = &update.kind {
+            delete_failed_orders_server(tx, update, fault).await?;
+        }
+        if moved_orders[&update.order_id].has_webhook {
+            queue_webhook(tx, update.order_id, step.target).await?;
+        }
+    }
+    Ok(moved)
+}
+
+/// The server and fault an update records on its order (see [`move_order`]).
+fn server_and_fault(kind: &UpdateKind) -> (Option<&ServerInfo>, Option<&Fault>) {
+    match kind {
+        UpdateKind::Provisioning { server }
+        | UpdateKind::Active { server }
+        | UpdateKind::Adopted { server }
+        | UpdateKind::Deleted { server } => (Some(server), None),
+        UpdateKind::Failed { fault, server } | UpdateKind::CancelFailed { fault, server } => {
+            (server.as_ref(), Some(fault))
+        }
+        UpdateKind::DeleteFailed { fault } => (None, Some(fault)),
+        UpdateKind::Cancelled { server } => (server.as_ref(), None),
+        // The attempt's fault is in the event log; the order is not failed.
+        UpdateKind::Retrying { .. } => (None, None),
     }
 }
 
@@ -87,19 +202,7 @@ async fn apply_in(
     update: &OrderUpdate,
 ) -> anyhow::Result<Applied> {
     let step = lifecycle::transition(&update.kind);
-    let (server, fault) = match &update.kind {
-        UpdateKind::Provisioning { server }
-        | UpdateKind::Active { server }
-        | UpdateKind::Adopted { server }
-        | UpdateKind::Deleted { server } => (Some(server), None),
-        UpdateKind::Failed { fault, server } | UpdateKind::CancelFailed { fault, server } => {
-            (server.as_ref(), Some(fault))
-        }
-        UpdateKind::DeleteFailed { fault } => (None, Some(fault)),
-        UpdateKind::Cancelled { server } => (server.as_ref(), None),
-        // The attempt's fault is in the event log; the order is not failed.
-        UpdateKind::Retrying { .. } => (None, None),
-    };
+    let (server, fault) = server_and_fault(&update.kind);
     lock_order(tx, update.order_id).await?;
     let moved = move_order(tx, update.order_id, step, server.map(json), fault.map(json)).await?;
     let Some(moved) = moved else {

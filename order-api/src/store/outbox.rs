@@ -16,7 +16,7 @@ use super::fleet_ids::{fleet_of, lock_rank};
 use super::fleets::insert_event;
 use super::orders::OrderEvent;
 use super::outbox_rows::OutboxMessage;
-use super::transitions::{compare_and_set, lock_order};
+use super::transitions::{OrderMove, compare_and_set, insert_own_events, lock_order, move_orders};
 use crate::lifecycle::{self, OrderStatus};
 
 /// How long the relay's claim on outbox messages lasts (PostgreSQL): a relay that dies
@@ -261,9 +261,9 @@ fn published_event(message: &OutboxMessage, at: chrono::DateTime<Utc>) -> OrderE
 }
 
 /// Moves the orders of `messages` (none in a fleet, their locks held) that are still
-/// `pending` to `queued`, each with its event: [`compare_and_set`] and [`insert_own_event`]
-/// for all of them at once, one statement each instead of two per order. An order with
-/// several messages moves once, with its first message's event, as one by one.
+/// `pending` to `queued`, each with its event: [`compare_and_set`] and the event for all of
+/// them at once, one statement each instead of two per order. An order with several messages
+/// moves once, with its first message's event, as one by one.
 async fn queue_published(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     messages: &[&OutboxMessage],
@@ -275,80 +275,19 @@ async fn queue_published(
         .copied()
         .filter(|message| seen.insert(message.order_id))
         .collect();
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let on_postgres = db::on_postgres(tx);
-    let step = lifecycle::PUBLISHED;
-    // The ids first (nameless on SQLite), the rest named after them.
-    let ids = leading_parameters(on_postgres, messages.len());
-    let after = messages.len() + 1;
-    let sources = parameters(after + 2, step.sources.len());
-    let sql = format!(
-        "UPDATE orders SET status = ${after}, updated_at = ${}, fault = NULL \
-         WHERE id IN ({ids}) AND status IN ({sources}) RETURNING id",
-        after + 1
-    );
-    let mut statement = sqlx::query(&sql).persistent(false);
-    for message in &messages {
-        statement = statement.bind(message.order_id.to_string());
-    }
-    statement = statement.bind(step.target.as_str()).bind(DbTime(now));
-    for source in step.sources {
-        statement = statement.bind(source.as_str());
-    }
-    let moved = statement
-        .fetch_all(&mut **tx)
-        .await
-        .context("moving published orders to queued")?
+    let moves: Vec<OrderMove> = messages
         .iter()
-        .map(|row| parse_uuid(row.try_get("id")?))
-        .collect::<anyhow::Result<HashSet<Uuid>>>()?;
-    let moved: Vec<&OutboxMessage> = messages
-        .into_iter()
-        .filter(|message| moved.contains(&message.order_id))
-        .collect();
-    if moved.is_empty() {
-        return Ok(());
-    }
-    // Each event numbered one after its order's last (each order once in the statement, its
-    // lock held).
-    let mut next = 0;
-    let mut placeholder = || {
-        next += 1;
-        if on_postgres {
-            format!("${next}")
-        } else {
-            "?".to_string()
-        }
-    };
-    let rows: Vec<String> = moved
-        .iter()
-        .map(|_| {
-            let [id, seq_of, at, status, text] = std::array::from_fn(|_| placeholder());
-            format!(
-                "({id}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_events \
-                 WHERE order_id = {seq_of}), {at}, {status}, {text}, NULL)"
-            )
+        .map(|message| OrderMove {
+            order_id: message.order_id,
+            server: None,
+            fault: None,
         })
         .collect();
-    let sql = format!(
-        "INSERT INTO order_events (order_id, seq, at, status, message, attempt) VALUES {}",
-        rows.join(", ")
-    );
-    let mut insert = sqlx::query(&sql).persistent(false);
-    for message in &moved {
-        let event = published_event(message, now);
-        insert = insert
-            .bind(message.order_id.to_string())
-            .bind(message.order_id.to_string())
-            .bind(DbTime(event.at))
-            .bind(event.status.as_str())
-            .bind(event.message);
-    }
-    insert
-        .execute(&mut **tx)
-        .await
-        .context("recording published orders' events")?;
-    Ok(())
+    let moved = move_orders(tx, lifecycle::PUBLISHED, &moves).await?;
+    let events: Vec<(Uuid, OrderEvent)> = messages
+        .into_iter()
+        .filter(|message| moved.contains_key(&message.order_id))
+        .map(|message| (message.order_id, published_event(message, now)))
+        .collect();
+    insert_own_events(tx, &events).await
 }

@@ -2,7 +2,10 @@
 //! ([`lock_order`]); the compare-and-set of its status along a [`Transition`]
 //! ([`compare_and_set`]); the line in its event log, numbered under that lock
 //! ([`insert_own_event`]; changes write it through the fleet bookkeeping's `insert_event`,
-//! which adds what a fleet member's line sets off).
+//! which adds what a fleet member's line sets off). A batch of orders outside fleets makes
+//! the same changes in one statement each ([`move_orders`], [`insert_own_events`]).
+
+use std::collections::HashMap;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -10,7 +13,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::Store;
-use super::db::{self, DbTime, parameters};
+use super::db::{self, DbTime, parameters, parse_uuid, value_rows};
 use super::fleet_ids::fleet_of;
 use super::orders::OrderEvent;
 use crate::lifecycle::Transition;
@@ -148,5 +151,117 @@ pub(super) async fn insert_own_event(
     .execute(&mut **tx)
     .await
     .context("recording an order event")?;
+    Ok(())
+}
+
+/// A change [`move_orders`] makes to one order: its server (replacing the recorded one when
+/// given) and fault (set, or cleared when `None`), as [`move_order`] takes them.
+pub(super) struct OrderMove {
+    pub order_id: Uuid,
+    pub server: Option<String>,
+    pub fault: Option<String>,
+}
+
+/// [`move_order`] for several orders along one step, in one statement: each order at most
+/// once, its lock held. The orders that moved (those in one of the step's sources).
+pub(super) async fn move_orders(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    step: Transition,
+    moves: &[OrderMove],
+) -> anyhow::Result<HashMap<Uuid, MovedOrder>> {
+    if step.sources.is_empty() || moves.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // The moves first (nameless on SQLite), the rest named after them.
+    let rows = value_rows(db::on_postgres(tx), 3, moves.len());
+    let after = moves.len() * 3 + 1;
+    let sources = parameters(after + 2, step.sources.len());
+    let sql = format!(
+        "UPDATE orders SET status = ${after}, server = COALESCE(moves.column2, server), \
+         fault = moves.column3, updated_at = ${} FROM (VALUES {rows}) AS moves \
+         WHERE orders.id = moves.column1 AND orders.status IN ({sources}) \
+         RETURNING id, webhook_url",
+        after + 1
+    );
+    // Not kept prepared: its text varies with the batch's size.
+    let mut statement = sqlx::query(&sql).persistent(false);
+    for change in moves {
+        statement = statement
+            .bind(change.order_id.to_string())
+            .bind(change.server.clone())
+            .bind(change.fault.clone());
+    }
+    statement = statement
+        .bind(step.target.as_str())
+        .bind(DbTime(Utc::now()));
+    for source in step.sources {
+        statement = statement.bind(source.as_str());
+    }
+    statement
+        .fetch_all(&mut **tx)
+        .await
+        .with_context(|| format!("moving {} orders to {}", moves.len(), step.target))?
+        .iter()
+        .map(|row| {
+            let id = parse_uuid(row.try_get("id")?)?;
+            let url: Option<String> = row.try_get("webhook_url")?;
+            Ok((
+                id,
+                MovedOrder {
+                    has_webhook: url.is_some(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// [`insert_own_event`] for several orders in one statement: each order at most once (its
+/// number is one more than its last event's before the statement), its lock held.
+pub(super) async fn insert_own_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    events: &[(Uuid, OrderEvent)],
+) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let on_postgres = db::on_postgres(tx);
+    let mut next = 0;
+    let mut placeholder = || {
+        next += 1;
+        if on_postgres {
+            format!("${next}")
+        } else {
+            "?".to_string()
+        }
+    };
+    let rows: Vec<String> = events
+        .iter()
+        .map(|_| {
+            let [id, numbered, at, status, message, attempt] =
+                std::array::from_fn(|_| placeholder());
+            format!(
+                "({id}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_events \
+                 WHERE order_id = {numbered}), {at}, {status}, {message}, {attempt})"
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO order_events (order_id, seq, at, status, message, attempt) VALUES {}",
+        rows.join(", ")
+    );
+    let mut insert = sqlx::query(&sql).persistent(false);
+    for (order_id, event) in events {
+        insert = insert
+            .bind(order_id.to_string())
+            .bind(order_id.to_string())
+            .bind(DbTime(event.at))
+            .bind(event.status.as_str())
+            .bind(event.message.as_str())
+            .bind(event.attempt.map(i64::from));
+    }
+    insert
+        .execute(&mut **tx)
+        .await
+        .with_context(|| format!("recording {} orders' events", events.len()))?;
     Ok(())
 }
