@@ -110,11 +110,23 @@ fn applied_together(updates: &[&OrderUpdate]) -> Vec<Vec<usize>> {
                 .push(index);
         }
     }
+    // In statements of at most MOVED_TOGETHER orders (six parameters each for the events):
+    // a prefetch's worth of host batches can be thousands of updates.
     groups
         .into_values()
+        .flat_map(|group| {
+            group
+                .chunks(MOVED_TOGETHER)
+                .map(<[usize]>::to_vec)
+                .collect::<Vec<_>>()
+        })
         .filter(|group| group.len() > 1)
         .collect()
 }
+
+/// The most updates [`move_together`] applies in one statement: far below both databases'
+/// limits on a statement's parameters (32,766 on SQLite, 65,535 on PostgreSQL).
+const MOVED_TOGETHER: usize = 512;
 
 /// Applies the updates `group` (indices into `updates`, one kind, orders outside fleets, each
 /// once, their locks held) as [`apply_in`] does for those that move their order: the moves
@@ -445,6 +457,40 @@ mod tests {
             message: "m".into(),
             retryable: false,
         }
+    }
+
+    fn update(order_id: Uuid, kind: UpdateKind) -> OrderUpdate {
+        OrderUpdate {
+            order_id,
+            vendor: "hetzner".into(),
+            at: Utc::now(),
+            attempt: 1,
+            kind,
+        }
+    }
+
+    /// Orders outside fleets with one update in the batch move together, a group per kind of
+    /// two or more, at most [`MOVED_TOGETHER`] a statement: a batch of thousands of updates
+    /// (a prefetch's worth of host batches) stays within the databases' parameter limits.
+    #[test]
+    fn updates_move_together_by_kind_in_bounded_groups() {
+        let cancelled = || UpdateKind::Cancelled { server: None };
+        let twice = Uuid::now_v7();
+        let mut updates: Vec<OrderUpdate> = (0..1_100)
+            .map(|_| update(Uuid::now_v7(), cancelled()))
+            .collect();
+        updates.push(update(twice, cancelled()));
+        updates.push(update(twice, cancelled()));
+        updates.push(update(
+            Uuid::now_v7(),
+            UpdateKind::DeleteFailed { fault: fault("x") },
+        ));
+        let batch: Vec<&OrderUpdate> = updates.iter().collect();
+        let mut sizes: Vec<usize> = applied_together(&batch).iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, [76, 512, 512]);
+        let together: Vec<usize> = applied_together(&batch).into_iter().flatten().collect();
+        assert!(together.iter().all(|&index| index < 1_100), "{together:?}");
     }
 
     /// Only a first attempt the vendor (or the sandbox) refused made nothing to look for.
