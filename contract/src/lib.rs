@@ -77,7 +77,8 @@ pub use messages::{
     CancelRequest, DeleteRequest, FIRST_CREATE_BOUND, Fault, HostMessage, HostRequest,
     LabelledServer, Listing, OrderUpdate, OrderUpdateBatch, OrphanDeleteRequest, OrphanDeleted,
     ProvisionRequest, ServerInfo, ServerSpec, ServerStatus, SweepRequest, UpdateKind,
-    ValidateReply, ValidateRequest, VendorAnnouncement, VendorCatalogue, VendorInventory,
-    VendorWithdrawal,
+    ValidateAnswer, ValidateBatch, ValidateBatchReply, ValidateCheck, ValidateMessage,
+    ValidateReply, ValidateRequest, ValidateVerdict, VendorAnnouncement, VendorCatalogue,
+    VendorInventory, VendorWithdrawal,
 };
 pub use topology::{LEASE_QUEUE_EXPIRES_MS, LEASE_SHARDS, Topology, VALIDATE_TTL_MS};

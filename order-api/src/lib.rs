@@ -115,6 +115,7 @@ pub async fn serve(
             metrics: metrics.clone(),
             webhook_wakeup: webhook_wakeup.clone(),
             validator: validator.clone(),
+            validate_batch_max: usize::from(config.validate_batch_max),
         },
         store.clone(),
         shutdown.clone(),

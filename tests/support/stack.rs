@@ -462,7 +462,6 @@ impl Stack {
     }
 
     /// Waits until order-api lists every fixture vendor (the host announces them one by
-    /// Waits until order-api lists every fixture vendor (the host announces them one by
     /// one; `/readyz` is 200 after the first).
     pub async fn wait_for_vendors(&self) -> anyhow::Result<()> {
         wait_until(
