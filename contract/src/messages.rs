@@ -137,8 +137,8 @@ pub enum ValidateReply {
 /// message of checks awaited its answers. The host answers them all in one
 /// [`ValidateBatchReply`] under the message's `reply_to`. A host older than this message
 /// cannot read it and answers nothing (the checks time out, the orders are accepted
-/// unchecked): upgrade the hosts before order-api sends batches, or run order-api with
-/// `VALIDATE_BATCH_MAX=1` until then.
+/// unchecked): upgrade the hosts before order-api (the usual order), or run order-api with
+/// `VALIDATE_BATCH_MAX=1` until they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValidateBatch {
     /// The vendor whose plugin judges them.
@@ -542,8 +542,8 @@ pub enum HostMessage {
     /// publishes the results that are ready together as one message, one persistent message
     /// on the results queue instead of one per order. A host's single result still goes as
     /// an [`HostMessage::OrderUpdate`]. An order-api older than this message dead-letters
-    /// it: upgrade every order-api sharing the results queue before the hosts (or run the
-    /// hosts with `RESULT_BATCH_MAX=1` meanwhile).
+    /// it: hosts upgraded before the order-apis (the usual order) run with
+    /// `RESULT_BATCH_MAX=1` until every order-api sharing the results queue is upgraded.
     OrderUpdates(OrderUpdateBatch),
     /// A host serves a vendor.
     VendorAnnounced(VendorAnnouncement),

@@ -77,7 +77,7 @@ pub struct HostConfig {
     /// The most order results one message to order-api carries: results that are ready
     /// together (while the previous message waits for the broker's confirm) go out as one
     /// message. 1 sends every result alone, for order-apis older than such messages (set it
-    /// while upgrading: order-apis first, then hosts).
+    /// while upgrading: hosts first with it, then the order-apis, then lift it).
     #[arg(long, env = "RESULT_BATCH_MAX", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub result_batch_max: u16,
     /// Plugin calls that may run at once (all plugins together): the slots of the
