@@ -77,8 +77,7 @@ pub use messages::{
     CancelRequest, DeleteRequest, FIRST_CREATE_BOUND, Fault, HostMessage, HostRequest,
     LabelledServer, Listing, OrderUpdate, OrderUpdateBatch, OrphanDeleteRequest, OrphanDeleted,
     ProvisionRequest, ServerInfo, ServerSpec, ServerStatus, SweepRequest, UpdateKind,
-    ValidateAnswer, ValidateBatch, ValidateBatchReply, ValidateCheck, ValidateMessage,
-    ValidateReply, ValidateRequest, ValidateVerdict, VendorAnnouncement, VendorCatalogue,
-    VendorInventory, VendorWithdrawal,
+    ValidateReply, ValidateRequest, VendorAnnouncement, VendorCatalogue, VendorInventory,
+    VendorWithdrawal,
 };
 pub use topology::{LEASE_QUEUE_EXPIRES_MS, LEASE_SHARDS, Topology, VALIDATE_TTL_MS};

@@ -132,66 +132,6 @@ pub enum ValidateReply {
     },
 }
 
-/// order-api -> host: several checks at once, on the same queue as a [`ValidateRequest`]
-/// (`validate.<vendor>`), one vendor's: the checks that came while order-api's previous
-/// message of checks awaited its answers. The host answers them all in one
-/// [`ValidateBatchReply`] under the message's `reply_to`. A host older than this message
-/// cannot read it and answers nothing (the checks time out, the orders are accepted
-/// unchecked): upgrade the hosts before order-api (the usual order), or run order-api with
-/// `VALIDATE_BATCH_MAX=1` until they are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValidateBatch {
-    /// The vendor whose plugin judges them.
-    pub vendor: String,
-    /// The checks, each with the id its verdict comes back under.
-    pub checks: Vec<ValidateCheck>,
-}
-
-/// One check of a [`ValidateBatch`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValidateCheck {
-    /// Names the check in the reply.
-    pub id: Uuid,
-    /// The server as ordered.
-    pub spec: ServerSpec,
-}
-
-/// host -> order-api: the verdicts on a [`ValidateBatch`]'s checks, in one message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValidateBatchReply {
-    /// One per check.
-    pub verdicts: Vec<ValidateVerdict>,
-}
-
-/// One check's verdict in a [`ValidateBatchReply`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValidateVerdict {
-    /// The check's id.
-    pub id: Uuid,
-    /// The plugin's verdict.
-    pub reply: ValidateReply,
-}
-
-/// What arrives on a vendor's validation queue: one check, or several.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ValidateMessage {
-    /// Several checks ([`ValidateBatch`], which has `checks`).
-    Batch(ValidateBatch),
-    /// One check ([`ValidateRequest`], which has `spec`).
-    One(ValidateRequest),
-}
-
-/// What arrives on order-api's replies queue: one verdict, or a batch's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ValidateAnswer {
-    /// A batch's verdicts ([`ValidateBatchReply`], which has `verdicts`).
-    Batch(ValidateBatchReply),
-    /// One check's verdict ([`ValidateReply`], tagged `verdict`).
-    One(ValidateReply),
-}
-
 /// order-api -> host: list the servers at this vendor that carry our idempotency key
 /// (the orphan sweep). The host answers with [`HostMessage::Inventory`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -618,59 +558,6 @@ mod tests {
         assert_eq!(json["updates"][1]["fault"]["code"], "no_capacity");
         let back: HostMessage = serde_json::from_value(json).unwrap();
         assert_eq!(back, batch);
-    }
-
-    /// One check and a batch of checks, one verdict and a batch's verdicts, each read as
-    /// what it is from the same queue.
-    #[test]
-    fn validations_read_as_one_or_a_batch() {
-        let spec = ServerSpec {
-            name: "web-1".into(),
-            region: "fsn1".into(),
-            size: "cx22".into(),
-            image: "ubuntu-24.04".into(),
-            ssh_keys: Vec::new(),
-            user_data: None,
-            labels: Default::default(),
-        };
-        let one = ValidateRequest {
-            vendor: "hetzner".into(),
-            spec: spec.clone(),
-        };
-        let batch = ValidateBatch {
-            vendor: "hetzner".into(),
-            checks: vec![ValidateCheck {
-                id: Uuid::from_u128(7),
-                spec,
-            }],
-        };
-        let read = |json: Vec<u8>| serde_json::from_slice::<ValidateMessage>(&json).unwrap();
-        assert_eq!(
-            read(serde_json::to_vec(&one).unwrap()),
-            ValidateMessage::One(one)
-        );
-        assert_eq!(
-            read(serde_json::to_vec(&batch).unwrap()),
-            ValidateMessage::Batch(batch)
-        );
-        let verdict = ValidateReply::Invalid {
-            message: "no such size".into(),
-        };
-        let verdicts = ValidateBatchReply {
-            verdicts: vec![ValidateVerdict {
-                id: Uuid::from_u128(7),
-                reply: verdict.clone(),
-            }],
-        };
-        let read = |json: Vec<u8>| serde_json::from_slice::<ValidateAnswer>(&json).unwrap();
-        assert_eq!(
-            read(serde_json::to_vec(&verdict).unwrap()),
-            ValidateAnswer::One(verdict)
-        );
-        assert_eq!(
-            read(serde_json::to_vec(&verdicts).unwrap()),
-            ValidateAnswer::Batch(verdicts)
-        );
     }
 
     /// A withdrawal saying why the vendor is unavailable still reads as a plain withdrawal

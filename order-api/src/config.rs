@@ -176,12 +176,6 @@ pub struct ApiConfig {
     /// accepted unchecked. 0: orders are not checked before they are accepted.
     #[arg(long, env = "VALIDATE_TIMEOUT_MS", default_value_t = 2_000)]
     pub validate_timeout_ms: u64,
-    /// The most checks of one vendor one message to the hosts carries: the checks that come
-    /// while the previous ones await their answers go together. 1 sends every check alone,
-    /// for hosts older than such messages (only needed when order-apis are upgraded before
-    /// the hosts).
-    #[arg(long, env = "VALIDATE_BATCH_MAX", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub validate_batch_max: u16,
     /// The wait before a failed webhook's second attempt (milliseconds); it doubles with every
     /// attempt after, up to an hour.
     #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 1_000)]

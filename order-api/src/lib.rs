@@ -115,7 +115,6 @@ pub async fn serve(
             metrics: metrics.clone(),
             webhook_wakeup: webhook_wakeup.clone(),
             validator: validator.clone(),
-            validate_batch_max: usize::from(config.validate_batch_max),
         },
         store.clone(),
         shutdown.clone(),

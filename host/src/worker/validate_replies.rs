@@ -1,8 +1,7 @@
 //! Answers order-api's validate requests for one vendor (order-api asks them before it
 //! accepts an order): consumes `provision.validate.<vendor>`, runs the plugin's `validate`
 //! (no network; a millisecond) on the ordered server and replies with the verdict on the
-//! results exchange, under the asker's `reply_to` key. A message of several checks
-//! ([`ValidateBatch`]) gets one reply with all their verdicts.
+//! results exchange, under the asker's `reply_to` key.
 //!
 //! A lost validation costs little: the asker gives up after its time-out and accepts the
 //! order unchecked (the plugin's create refuses a bad one later).
@@ -15,8 +14,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use provisioner_contract::{
-    Envelope, ProvisionRequest, ServerSpec, Topology, ValidateBatch, ValidateBatchReply,
-    ValidateMessage, ValidateReply, ValidateVerdict, decode, encode,
+    Envelope, ProvisionRequest, Topology, ValidateReply, ValidateRequest, decode, encode,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,10 +26,6 @@ use crate::wit_convert::server_request;
 
 /// Validations answered at once per vendor and host.
 const PREFETCH: u16 = 64;
-
-/// The most checks of one [`ValidateBatch`] the plugin judges; any beyond are answered
-/// unchecked (order-api sends at most its `VALIDATE_BATCH_MAX`, 64 by default).
-pub const MAX_CHECKS_PER_MESSAGE: usize = 1_000;
 
 /// A vendor's running answerer of validate requests; [`ValidateResponder::stop`] ends it.
 pub struct ValidateResponder {
@@ -136,9 +130,9 @@ async fn answer(
         );
         return;
     }
-    let decoded: Result<(Envelope, ValidateMessage), _> =
+    let decoded: Result<(Envelope, ValidateRequest), _> =
         decode(&delivery.properties, &delivery.data);
-    let (envelope, message) = match decoded {
+    let (envelope, request) = match decoded {
         Ok(decoded) => decoded,
         Err(error) => {
             tracing::warn!(vendor, "undecodable validation: {error}");
@@ -146,40 +140,11 @@ async fn answer(
         }
     };
     let plugin = plugins.borrow().get(vendor).cloned();
-    let judge = |asked_for: &str, spec: ServerSpec| {
-        let plugin = plugin.clone();
-        let asked_for = asked_for.to_string();
-        async move {
-            match plugin {
-                Some(plugin) if asked_for == vendor => verdict(&plugin, asked_for, spec).await,
-                _ => ValidateReply::Unchecked {
-                    reason: format!("this host does not serve '{asked_for}'"),
-                },
-            }
-        }
-    };
-    let body = match message {
-        ValidateMessage::One(request) => encode(&judge(&request.vendor, request.spec).await),
-        ValidateMessage::Batch(ValidateBatch {
-            vendor: asked_for,
-            checks,
-        }) => {
-            let mut verdicts = Vec::with_capacity(checks.len());
-            for (index, check) in checks.into_iter().enumerate() {
-                let reply = if index < MAX_CHECKS_PER_MESSAGE {
-                    judge(&asked_for, check.spec).await
-                } else {
-                    ValidateReply::Unchecked {
-                        reason: format!("more than {MAX_CHECKS_PER_MESSAGE} checks in one message"),
-                    }
-                };
-                verdicts.push(ValidateVerdict {
-                    id: check.id,
-                    reply,
-                });
-            }
-            encode(&ValidateBatchReply { verdicts })
-        }
+    let reply = match plugin {
+        Some(plugin) if request.vendor == vendor => verdict(&plugin, request).await,
+        _ => ValidateReply::Unchecked {
+            reason: format!("this host does not serve '{}'", request.vendor),
+        },
     };
     let answer = Envelope {
         message_id: uuid::Uuid::new_v4(),
@@ -191,7 +156,7 @@ async fn answer(
             exchange.into(),
             reply_to.as_str().into(),
             BasicPublishOptions::default(),
-            &body,
+            &encode(&reply),
             answer.properties().with_delivery_mode(1),
         )
         .await;
@@ -203,11 +168,11 @@ async fn answer(
 /// The plugin's verdict on a validation. The plugin's reason was capped and escaped where
 /// its answer entered the host ([`crate::plugin_output`]), so the reply, and the `422`
 /// order-api makes of it, stay a few KiB whatever the plugin said.
-async fn verdict(plugin: &Plugin, vendor: String, spec: ServerSpec) -> ValidateReply {
+async fn verdict(plugin: &Plugin, request: ValidateRequest) -> ValidateReply {
     let request = ProvisionRequest {
         order_id: uuid::Uuid::nil(),
-        vendor,
-        spec,
+        vendor: request.vendor,
+        spec: request.spec,
         ordered_at: None,
     };
     match plugin.validate(&server_request(&request)).await {

@@ -38,8 +38,6 @@ pub struct BrokerSettings {
     pub webhook_wakeup: Arc<Notify>,
     /// Where the session's validation channel goes, for the handlers.
     pub validator: ValidatorSlot,
-    /// The most checks of a vendor in one message (1: each alone).
-    pub validate_batch_max: usize,
 }
 
 /// Runs sessions until `shutdown` is cancelled.
@@ -94,8 +92,7 @@ async fn session(
         .create_channel()
         .await
         .context("opening the dead-letter channel")?;
-    let validator =
-        Validator::open(connection, &settings.topology, settings.validate_batch_max).await?;
+    let validator = Validator::open(connection, &settings.topology).await?;
     settings.validator.set(Some(Arc::new(validator))).await;
     settings.up.store(true, Ordering::Relaxed);
     let outcome = tokio::select! {
