@@ -16,41 +16,8 @@ use provisioner_tests::{Stack, StackOptions, require_rabbitmq};
 async fn unroutable_requests_wait_in_the_outbox_until_a_queue_exists() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let connection = std::sync::Arc::new(require_rabbitmq().await);
-    // A host that announces "ghost" but has not declared its queue (yet).
-    let publisher = Publisher::open(&connection, stack.topology.results_exchange()).await?;
-    let announcement = HostMessage::VendorAnnounced(VendorAnnouncement {
-        vendor: "ghost".into(),
-        display_name: "Ghost Cloud".into(),
-        plugin_version: "0.0.1".into(),
-        host_id: "test".into(),
-        at: chrono_now(),
-        catalogue: None,
-    });
-    let envelope = Envelope {
-        message_id: uuid::Uuid::new_v4(),
-        correlation_id: None,
-        traceparent: None,
-    };
-    publisher
-        .publish(
-            &Topology::announce_key("ghost"),
-            &envelope,
-            &encode(&announcement),
-        )
-        .await?;
-    let body = r#"{"vendor":"ghost","region":"r","size":"s","image":"i","name":"boo"}"#;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let (status, _, _, order) = stack.post_order(body).await?;
-        if status == 202 {
-            break order["id"].as_str().unwrap_or_default().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ghost was never accepted: {order}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    announce_ghost(&stack, &connection).await?;
+    let id = order_ghost(&stack, "boo").await?;
 
     // Refused by the broker (no queue bound): still pending, the reason recorded.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -108,8 +75,54 @@ async fn unroutable_requests_wait_in_the_outbox_until_a_queue_exists() -> anyhow
     Ok(())
 }
 
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
+/// Announces vendor `ghost` to `stack`'s order-api as a host would, one that has not
+/// declared its queue (yet): orders for it are accepted, and no host takes them. The
+/// publisher on the results exchange it used.
+pub(crate) async fn announce_ghost(
+    stack: &Stack,
+    connection: &std::sync::Arc<lapin::Connection>,
+) -> anyhow::Result<Publisher> {
+    let publisher = Publisher::open(connection, stack.topology.results_exchange()).await?;
+    let announcement = HostMessage::VendorAnnounced(VendorAnnouncement {
+        vendor: "ghost".into(),
+        display_name: "Ghost Cloud".into(),
+        plugin_version: "0.0.1".into(),
+        host_id: "test".into(),
+        at: chrono::Utc::now(),
+        catalogue: None,
+    });
+    let envelope = Envelope {
+        message_id: uuid::Uuid::new_v4(),
+        correlation_id: None,
+        traceparent: None,
+    };
+    publisher
+        .publish(
+            &Topology::announce_key("ghost"),
+            &envelope,
+            &encode(&announcement),
+        )
+        .await?;
+    Ok(publisher)
+}
+
+/// Orders a server named `name` at `ghost` ([`announce_ghost`]), once order-api accepts it
+/// (it has heard the announcement): the order's id.
+pub(crate) async fn order_ghost(stack: &Stack, name: &str) -> anyhow::Result<String> {
+    let body =
+        format!(r#"{{"vendor":"ghost","region":"r","size":"s","image":"i","name":"{name}"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, _, order) = stack.post_order(&body).await?;
+        if status == 202 {
+            return Ok(order["id"].as_str().unwrap_or_default().to_string());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ghost was never accepted: {order}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Only the first publish of an order's first creation request goes out marked lease-free:

@@ -4,7 +4,7 @@
 //! real broker on an exchange of the test's own; the applying through a whole stack.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -16,7 +16,7 @@ use lapin::types::FieldTable;
 use provisioner_contract::topology::declare_exclusive_queue;
 use provisioner_contract::{
     Envelope, Fault, HostMessage, OrderUpdate, OrderUpdateBatch, Publisher, ServerInfo,
-    ServerStatus, Topology, UpdateKind, VendorAnnouncement, decode, encode,
+    ServerStatus, Topology, UpdateKind, decode, encode,
 };
 use provisioner_host::worker::result_batches::{MAX_BATCH_BYTES, ResultBatcher};
 use provisioner_tests::{Stack, StackOptions, hold_broker_shared, require_rabbitmq};
@@ -269,44 +269,11 @@ async fn batches_keep_their_limits_and_their_vendor() -> anyhow::Result<()> {
 async fn order_api_applies_every_update_of_a_batch() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let connection = Arc::new(require_rabbitmq().await);
-    let publisher = Publisher::open(&connection, stack.topology.results_exchange()).await?;
-    let announcement = HostMessage::VendorAnnounced(VendorAnnouncement {
-        vendor: "ghost".into(),
-        display_name: "Ghost Cloud".into(),
-        plugin_version: "0.0.1".into(),
-        host_id: "test".into(),
-        at: chrono::Utc::now(),
-        catalogue: None,
-    });
-    let announce = Envelope {
-        message_id: Uuid::new_v4(),
-        correlation_id: None,
-        traceparent: None,
-    };
-    publisher
-        .publish(
-            &Topology::announce_key("ghost"),
-            &announce,
-            &encode(&announcement),
-        )
-        .await?;
+    let publisher = crate::outbox::announce_ghost(&stack, &connection).await?;
     let mut orders = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while orders.len() < 3 {
-        let body = format!(
-            r#"{{"vendor":"ghost","region":"r","size":"s","image":"i","name":"batch-{}"}}"#,
-            orders.len()
-        );
-        let (status, _, _, order) = stack.post_order(&body).await?;
-        if status == 202 {
-            orders.push(order["id"].as_str().context("no id")?.parse::<Uuid>()?);
-            continue;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "ghost was never accepted: {order}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 0..3 {
+        let id = crate::outbox::order_ghost(&stack, &format!("batch-{n}")).await?;
+        orders.push(id.parse::<Uuid>()?);
     }
     let fault = Fault {
         code: "invalid_request".into(),
