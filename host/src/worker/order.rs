@@ -64,7 +64,9 @@ pub(super) struct Session {
     pub(super) publisher: Publisher,
     /// Publishes results, with the others ready at the same time.
     pub(super) results: ResultBatcher,
+    /// The worker's settings.
     pub(super) settings: Arc<WorkerSettings>,
+    /// The create leases, taken on the session's connection.
     pub(super) leases: SessionLeases,
 }
 
