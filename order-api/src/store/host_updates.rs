@@ -3,10 +3,10 @@
 //! cancelled or failed) queues that server's delete; a failed order's clean-up (the lookup
 //! of a server an attempt may have made) is queued and its answer recorded here too.
 
-use anyhow::Context;
-use chrono::Utc;
 use std::collections::HashMap;
 
+use anyhow::Context;
+use chrono::Utc;
 use provisioner_contract::{Fault, OrderUpdate, ServerInfo, UpdateKind};
 use sqlx::Row;
 use uuid::Uuid;
