@@ -136,22 +136,7 @@ pub(super) async fn insert_own_event(
     order_id: Uuid,
     event: &OrderEvent,
 ) -> anyhow::Result<()> {
-    // Its number is one more than the order's last event's (safe under the order's lock).
-    sqlx::query(
-        "INSERT INTO order_events (order_id, seq, at, status, message, attempt) VALUES ($1, \
-         (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_events WHERE order_id = $6), \
-         $2, $3, $4, $5)",
-    )
-    .bind(order_id.to_string())
-    .bind(DbTime(event.at))
-    .bind(event.status.as_str())
-    .bind(&event.message)
-    .bind(event.attempt.map(i64::from))
-    .bind(order_id.to_string())
-    .execute(&mut **tx)
-    .await
-    .context("recording an order event")?;
-    Ok(())
+    insert_own_events(tx, &[(order_id, event.clone())]).await
 }
 
 /// A change [`move_orders`] makes to one order: its server (replacing the recorded one when
@@ -216,7 +201,8 @@ pub(super) async fn move_orders(
 }
 
 /// [`insert_own_event`] for several orders in one statement: each order at most once (its
-/// number is one more than its last event's before the statement), its lock held.
+/// number is one more than its last event's before the statement: safe under the orders'
+/// locks), its lock held.
 pub(super) async fn insert_own_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     events: &[(Uuid, OrderEvent)],
@@ -249,7 +235,9 @@ pub(super) async fn insert_own_events(
         "INSERT INTO order_events (order_id, seq, at, status, message, attempt) VALUES {}",
         rows.join(", ")
     );
-    let mut insert = sqlx::query(&sql).persistent(false);
+    // Kept prepared for one event, the common statement; not for a batch's, whose text varies
+    // with its size.
+    let mut insert = sqlx::query(&sql).persistent(events.len() == 1);
     for (order_id, event) in events {
         insert = insert
             .bind(order_id.to_string())
@@ -262,6 +250,9 @@ pub(super) async fn insert_own_events(
     insert
         .execute(&mut **tx)
         .await
-        .with_context(|| format!("recording {} orders' events", events.len()))?;
+        .with_context(|| match events.len() {
+            1 => "recording an order event".to_string(),
+            count => format!("recording {count} orders' events"),
+        })?;
     Ok(())
 }
