@@ -25,6 +25,7 @@
 //! - [`page_load`]: the web console's views, from navigation to drawn, in headless Chromium
 //!   with 10,000 orders stored.
 //! - [`load`]: the closed- and open-loop HTTP load the benchmarks put on order-api.
+//! - [`stack_cpu`]: the CPU each process of the stack used in a phase (`pipeline`, `accept`).
 //! - the summary, percentiles and `/proc` probes come from the crate's library (`provisioner_bench`).
 
 mod accept;
@@ -37,6 +38,7 @@ mod page_load;
 mod pipeline;
 mod plugin_overhead;
 mod recovery;
+mod stack_cpu;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use provisioner_bench::Build;

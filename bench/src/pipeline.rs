@@ -46,6 +46,7 @@ use provisioner_bench::probe;
 use provisioner_bench::report::{Progress, Summary, Target};
 
 use crate::load::Orderer;
+use crate::stack_cpu::CpuReading;
 
 /// The pipeline benchmark's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,44 +76,6 @@ const SINK_PREFETCH: u16 = 64;
 
 /// The vendor name of the baseline's queue (never a plugin).
 const BARE_VENDOR: &str = "bare";
-
-/// CPU seconds of every process: used so far (a reading), or in a phase (between two).
-#[derive(Debug, Clone, Copy)]
-struct CpuReading {
-    api: f64,
-    host: f64,
-    sim: f64,
-    broker: f64,
-    bench: f64,
-}
-
-impl CpuReading {
-    fn now(stack: &Stack) -> anyhow::Result<Self> {
-        let cpu = |pid: Option<u32>, what: &str| -> anyhow::Result<f64> {
-            let pid = pid.with_context(|| format!("{what} is not running"))?;
-            Ok(probe::sample(pid)
-                .with_context(|| format!("{what} exited"))?
-                .cpu_secs)
-        };
-        Ok(Self {
-            api: cpu(stack.api_pid(), "order-api")?,
-            host: cpu(stack.host_pid(), "the host")?,
-            sim: cpu(stack.sim_pid(), "the simulator")?,
-            broker: probe::broker_cpu_secs().unwrap_or(0.0),
-            bench: probe::sample(std::process::id()).map_or(0.0, |s| s.cpu_secs),
-        })
-    }
-
-    fn since(&self, before: &Self) -> Self {
-        Self {
-            api: self.api - before.api,
-            host: self.host - before.host,
-            sim: self.sim - before.sim,
-            broker: self.broker - before.broker,
-            bench: self.bench - before.bench,
-        }
-    }
-}
 
 /// Runs the benchmark.
 pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
