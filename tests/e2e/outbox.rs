@@ -126,7 +126,7 @@ pub(crate) async fn order_ghost(stack: &Stack, name: &str) -> anyhow::Result<Str
 }
 
 /// Only the first publish of an order's first creation request goes out marked lease-free:
-/// the order-api that queued it marks it on its first read only, so when that publish is retried
+/// the read that takes it for publishing clears the mark, so when that publish is retried
 /// (its channel broke, its confirm was lost, its relay died) the copy goes out unmarked, and
 /// a request queued later (the watchdog's, a move's) never has it. Two readers at once (two
 /// order-apis on PostgreSQL; on SQLite, where one runs, a stray second relay) get the mark
@@ -166,50 +166,6 @@ async fn only_the_first_publish_of_a_first_create_is_marked_lease_free() -> anyh
     assert!(!store.due_outbox(10).await?[0].lease_free);
     drop((store, other));
     earlier.remove().await?;
-    Ok(())
-}
-
-/// The lease-free mark names the order-api that queued the first create: after a restart
-/// (a new store on the same database) the row goes out unmarked, also when the old one never
-/// read it, and on PostgreSQL another order-api leaves it to the one that queued it for
-/// `FOREIGN_FIRST_CREATE_GRACE` before it takes it (unmarked).
-#[tokio::test]
-async fn a_first_create_queued_by_another_store_goes_out_unmarked() -> anyhow::Result<()> {
-    let database = provisioner_tests::EarlierDatabase::migrated_below(i64::MAX).await?;
-    let before = order_api::store::Store::connect(&database.url).await?;
-    let (order, request) = crate::postgres::new_order();
-    let first = order_api::store::OutboxMessage {
-        lease_free: true,
-        ..request
-    };
-    before
-        .insert_order(&order, &[], std::slice::from_ref(&first), None)
-        .await?;
-    drop(before);
-    let after = order_api::store::Store::connect(&database.url).await?;
-    let postgres = after.backend() == order_api::store::Backend::Postgres;
-    if postgres {
-        assert!(
-            after.due_outbox(10).await?.is_empty(),
-            "another order-api's first create taken before the grace"
-        );
-    }
-    let deadline = Instant::now() + order_api::store::FOREIGN_FIRST_CREATE_GRACE * 3;
-    let due = loop {
-        let due = after.due_outbox(10).await?;
-        if !due.is_empty() || Instant::now() > deadline {
-            break due;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(due.len(), 1, "{due:?}");
-    assert_eq!(due[0].message_id, first.message_id);
-    assert!(
-        !due[0].lease_free,
-        "marked by a store that did not queue it"
-    );
-    drop(after);
-    database.remove().await?;
     Ok(())
 }
 

@@ -10,12 +10,10 @@
 //! copy that does not take it apart from all others in time:
 //!
 //! 1. **At most one copy skips the lease.** order-api's relay marks only the first publish
-//!    of an order's first creation request ([`LEASE_FREE_HEADER`]): only the order-api that
-//!    queued the row marks it (the row carries that order-api's incarnation, a random id
-//!    made at its start), on its first read of it, which it remembers until the row is
-//!    gone, so a re-publish (a lost confirm, a relay that died, another order-api's claim)
-//!    goes out unmarked (order-api's `store::outbox::LeaseFreeMarks` has the argument); the
-//!    watchdog's and a placement move's requests are never marked. Of the
+//!    of an order's first creation request ([`LEASE_FREE_HEADER`]): the mark is cleared in
+//!    the database as the relay reads the row, before it publishes, so a re-publish (a lost
+//!    confirm, a relay that died, another order-api's claim after this one's expired) goes
+//!    out unmarked; the watchdog's and a placement move's requests are never marked. Of the
 //!    marked message, only the first delivery skips: a redelivery (RabbitMQ sets
 //!    `redelivered` and, on quorum queues, `x-delivery-count`), a retry (`x-retry-count`) or
 //!    anything dead-lettered once (`x-death`) does not.

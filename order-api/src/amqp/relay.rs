@@ -7,8 +7,8 @@
 //! order accepted while RabbitMQ is down goes out once it is back.
 //!
 //! The first publish of an order's first creation request carries the lease-free mark
-//! ([`LEASE_FREE_HEADER`]): given on the first read of the row by the order-api that queued
-//! it ([`Store::due_outbox`]), so no later publish of it does.
+//! ([`LEASE_FREE_HEADER`]): read and cleared together ([`Store::due_outbox`]), so no later
+//! publish of it does.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -48,8 +48,6 @@
 //! [`host_updates`], [`user_changes`], [`stalled`], [`outbox`], [`webhooks`], [`events`] and
 //! the rest.
 
-use std::sync::Arc;
-
 use sqlx::AnyPool;
 
 mod db;
@@ -79,7 +77,7 @@ pub use host_updates::Applied;
 pub use new_orders::{IdempotencyKey, Inserted, KeyedOrder};
 pub use orders::{Order, OrderEvent, OrderQuery};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
-pub use outbox::{FOREIGN_FIRST_CREATE_GRACE, OUTBOX_CLAIM};
+pub use outbox::OUTBOX_CLAIM;
 pub use outbox_rows::OutboxMessage;
 pub use quotas::{
     IN_FLIGHT_STATUSES, LIVE_STATUSES, Limits, OrderRate, QuotaExceeded, QuotaSet, ScopedQuota,
@@ -106,8 +104,6 @@ pub struct Store {
     known_tokens: tokens::TokenCache,
     /// Wakes live event streams when their order has news.
     feed: events::EventFeed,
-    /// Which outbox rows this store sends marked lease-free.
-    lease_free: Arc<outbox::LeaseFreeMarks>,
 }
 
 impl Store {
@@ -121,8 +117,7 @@ impl Store {
         } = db::open(url).await?;
         quotas::check_status_usage(&reads).await?;
         let (new_orders, queue) = tokio::sync::mpsc::channel(4 * NEW_ORDERS_PER_COMMIT);
-        let lease_free = Arc::new(outbox::LeaseFreeMarks::new());
-        tokio::spawn(commit_new_orders(writes.clone(), queue, lease_free.clone()));
+        tokio::spawn(commit_new_orders(writes.clone(), queue));
         Ok(Self {
             backend,
             pool: reads,
@@ -130,7 +125,6 @@ impl Store {
             new_orders,
             known_tokens: tokens::TokenCache::default(),
             feed: events::EventFeed::new(backend, url),
-            lease_free,
         })
     }
 

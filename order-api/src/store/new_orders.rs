@@ -5,7 +5,6 @@
 //! the next. Also the idempotency keys' lookup.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use anyhow::Context;
 use sqlx::{AnyPool, Row};
@@ -14,7 +13,6 @@ use uuid::Uuid;
 use super::Store;
 use super::db::{self, DbTime, json, parse_uuid, value_rows};
 use super::orders::{Order, OrderEvent};
-use super::outbox::LeaseFreeMarks;
 use super::outbox_rows::OutboxMessage;
 use super::quotas::{self, QuotaExceeded};
 use crate::lifecycle::OrderStatus;
@@ -124,12 +122,10 @@ impl Store {
 pub(super) async fn commit_new_orders(
     writer: AnyPool,
     mut queue: tokio::sync::mpsc::Receiver<NewOrder>,
-    lease_free: Arc<LeaseFreeMarks>,
 ) {
-    let queued_by = lease_free.incarnation();
     let mut group = Vec::with_capacity(NEW_ORDERS_PER_COMMIT);
     while queue.recv_many(&mut group, NEW_ORDERS_PER_COMMIT).await > 0 {
-        match insert_orders(&writer, &group, queued_by).await {
+        match insert_orders(&writer, &group).await {
             Ok(outcomes) => {
                 for (new, answer) in group.drain(..).zip(outcomes) {
                     let _ = new.committed.send(Ok(answer));
@@ -146,7 +142,7 @@ pub(super) async fn commit_new_orders(
                     "committing a group of new orders failed ({error:#}); committing each alone"
                 );
                 for new in group.drain(..) {
-                    let alone = insert_orders(&writer, std::slice::from_ref(&new), queued_by).await;
+                    let alone = insert_orders(&writer, std::slice::from_ref(&new)).await;
                     let answer = alone.map(|mut outcomes| outcomes.remove(0));
                     let _ = new.committed.send(answer);
                 }
@@ -178,13 +174,7 @@ fn accepted_event(order: &Order) -> OrderEvent {
 /// deadlock on them; the tenants' quota locks come after all keys, in tenant order. The
 /// first events need no order lock ([`super::transitions::lock_order`]): no other
 /// transaction sees a new order before this one commits.
-/// `queued_by` is the store's incarnation, written with the first creates that go out
-/// lease-free ([`LeaseFreeMarks`]).
-async fn insert_orders(
-    writer: &AnyPool,
-    orders: &[NewOrder],
-    queued_by: &str,
-) -> anyhow::Result<Vec<Inserted>> {
+async fn insert_orders(writer: &AnyPool, orders: &[NewOrder]) -> anyhow::Result<Vec<Inserted>> {
     let mut tx = writer.begin().await.context("starting a transaction")?;
     // The quota check must see what committed while this transaction waited for the
     // tenant's lock.
@@ -198,7 +188,7 @@ async fn insert_orders(
     let rows = order_rows(&new);
     insert_order_rows(&mut tx, &rows).await?;
     insert_first_events(&mut tx, &rows).await?;
-    insert_creation_requests(&mut tx, &new, queued_by).await?;
+    insert_creation_requests(&mut tx, &new).await?;
     tx.commit().await.context("committing new orders")?;
     Ok(outcomes)
 }
@@ -385,11 +375,10 @@ async fn insert_first_events(
 }
 
 /// Queues the creation requests of the orders in `new`, due at their orders' creation, one
-/// statement for all; those marked lease-free as queued by `queued_by` ([`LeaseFreeMarks`]).
+/// statement for all.
 async fn insert_creation_requests(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     new: &[&NewOrder],
-    queued_by: &str,
 ) -> anyhow::Result<()> {
     let outbox: Vec<(&Order, &OutboxMessage)> = new
         .iter()
@@ -397,7 +386,7 @@ async fn insert_creation_requests(
         .collect();
     let sql = format!(
         "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, created_at, \
-         next_attempt_at, lease_free_by) VALUES {}",
+         next_attempt_at, lease_free) VALUES {}",
         value_rows(db::on_postgres(tx), 8, outbox.len())
     );
     let mut statement = sqlx::query(&sql);
@@ -410,7 +399,7 @@ async fn insert_creation_requests(
             .bind(&outbox.traceparent)
             .bind(DbTime(order.created_at))
             .bind(DbTime(order.created_at))
-            .bind(outbox.lease_free.then_some(queued_by));
+            .bind(i64::from(outbox.lease_free));
     }
     statement
         .execute(&mut **tx)

@@ -3,7 +3,6 @@
 //! PostgreSQL), those the broker confirmed, those to retry.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,64 +23,6 @@ use crate::lifecycle::{self, OrderStatus};
 /// mid-publish leaves its messages to another instance after this.
 pub const OUTBOX_CLAIM: Duration = Duration::from_secs(30);
 
-/// How long another order-api's first create waits before this one's relay takes it
-/// (PostgreSQL): the order-api that queued it publishes it first, marked lease-free; after
-/// this (it died, or is stuck), another takes it and publishes it unmarked.
-pub const FOREIGN_FIRST_CREATE_GRACE: Duration = Duration::from_secs(2);
-
-/// Which outbox rows this store sends marked lease-free ([`OutboxMessage::lease_free`]): the
-/// first creates it queued itself (they carry its incarnation, a random id made when the
-/// store opened), on the first read of each; it remembers that read until the row is gone.
-///
-/// So one order's first create goes out marked at most once. Only one store ever wrote the
-/// row's incarnation (ids are random, one per store), so no other store marks it (a
-/// restarted order-api is another store); that store marks it on one read only, whatever
-/// became of that read's publish (a channel that broke, a lost confirm, a failed commit of
-/// the publish: the row is read again, unmarked). The forgetting is safe as well: a read is
-/// forgotten only once the row is deleted in the commit that records its publish, so it
-/// cannot be read again. No write clears the mark before the publish.
-pub(super) struct LeaseFreeMarks {
-    /// What the first creates this store queues carry (`outbox.lease_free_by`).
-    incarnation: String,
-    /// The marked rows this store has read and not yet seen published.
-    read: Mutex<HashSet<Uuid>>,
-}
-
-impl LeaseFreeMarks {
-    /// A new store's: an incarnation no store had before.
-    pub(super) fn new() -> Self {
-        Self {
-            incarnation: Uuid::new_v4().to_string(),
-            read: Mutex::default(),
-        }
-    }
-
-    /// What this store's first creates carry.
-    pub(super) fn incarnation(&self) -> &str {
-        &self.incarnation
-    }
-
-    /// Whether the row `message_id`, queued by `queued_by` (its `lease_free_by`), goes out
-    /// marked on this read: when this store queued it and never read it before.
-    fn take(&self, message_id: Uuid, queued_by: Option<&str>) -> bool {
-        queued_by == Some(self.incarnation.as_str())
-            && self
-                .read
-                .lock()
-                .is_ok_and(|mut read| read.insert(message_id))
-    }
-
-    /// The rows `published` are gone (their publish was recorded): no read of theirs to
-    /// remember.
-    fn forget(&self, published: &[OutboxMessage]) {
-        if let Ok(mut read) = self.read.lock() {
-            for message in published {
-                read.remove(&message.message_id);
-            }
-        }
-    }
-}
-
 impl Store {
     /// Outbox messages due for (another) publish, oldest first. On PostgreSQL, where other
     /// order-api instances share the outbox, they are claimed for [`OUTBOX_CLAIM`] (not due
@@ -91,16 +32,16 @@ impl Store {
     /// it never deadlocks with the order transactions. On SQLite only one instance runs:
     /// nothing to claim.
     ///
-    /// A first create goes out lease-free on its first read by the order-api that queued it
-    /// ([`LeaseFreeMarks`]); another order-api's relay takes it only after
-    /// [`FOREIGN_FIRST_CREATE_GRACE`] (PostgreSQL), so the one that queued it publishes it.
+    /// A message read with its lease-free mark ([`OutboxMessage::lease_free`]) has it cleared
+    /// in the same read (PostgreSQL's claim) or right after it (SQLite), before it is
+    /// published: whatever happens to this publish, a later one goes out unmarked.
     pub async fn due_outbox(&self, limit: u32) -> anyhow::Result<Vec<OutboxMessage>> {
         let now = Utc::now();
         let rows = match self.backend {
             Backend::Sqlite => {
                 sqlx::query(
                     "SELECT message_id, order_id, routing_key, body, traceparent, attempts, \
-                     created_at, lease_free_by FROM outbox WHERE next_attempt_at <= $1 \
+                     created_at, lease_free FROM outbox WHERE next_attempt_at <= $1 \
                      ORDER BY created_at, message_id LIMIT $2",
                 )
                 .bind(DbTime(now))
@@ -111,24 +52,20 @@ impl Store {
             Backend::Postgres => {
                 let claimed_until =
                     now + chrono::Duration::from_std(OUTBOX_CLAIM).unwrap_or_default();
-                let foreign_before = now
-                    - chrono::Duration::from_std(FOREIGN_FIRST_CREATE_GRACE).unwrap_or_default();
+                // The mark as it was before the claim cleared it (`due.lease_free`).
                 sqlx::query(
-                    "WITH due AS (SELECT message_id FROM outbox \
-                     WHERE next_attempt_at <= $2 AND (lease_free_by IS NULL \
-                     OR lease_free_by = $4 OR created_at <= $5) \
-                     ORDER BY created_at, message_id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     UPDATE outbox SET next_attempt_at = $1 FROM due \
+                    "WITH due AS (SELECT message_id, lease_free FROM outbox \
+                     WHERE next_attempt_at <= $2 ORDER BY created_at, message_id LIMIT $3 \
+                     FOR UPDATE SKIP LOCKED) \
+                     UPDATE outbox SET next_attempt_at = $1, lease_free = 0 FROM due \
                      WHERE outbox.message_id = due.message_id \
                      RETURNING outbox.message_id, outbox.order_id, outbox.routing_key, \
                      outbox.body, outbox.traceparent, outbox.attempts, outbox.created_at, \
-                     outbox.lease_free_by",
+                     due.lease_free",
                 )
                 .bind(DbTime(claimed_until))
                 .bind(DbTime(now))
                 .bind(i64::from(limit))
-                .bind(self.lease_free.incarnation())
-                .bind(DbTime(foreign_before))
                 .fetch_all(&self.writer)
                 .await
             }
@@ -137,22 +74,59 @@ impl Store {
         let mut due = rows
             .iter()
             .map(|row| {
-                let message_id = parse_uuid(row.try_get("message_id")?)?;
-                let queued_by: Option<String> = row.try_get("lease_free_by")?;
                 let message = OutboxMessage {
-                    message_id,
+                    message_id: parse_uuid(row.try_get("message_id")?)?,
                     order_id: parse_uuid(row.try_get("order_id")?)?,
                     routing_key: row.try_get("routing_key")?,
                     body: row.try_get("body")?,
                     traceparent: row.try_get("traceparent")?,
                     attempts: row.try_get::<i64, _>("attempts")? as u32,
-                    lease_free: self.lease_free.take(message_id, queued_by.as_deref()),
+                    lease_free: row.try_get::<i64, _>("lease_free")? != 0,
                 };
                 Ok((time(row, "created_at")?, message))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         due.sort_by_key(|(created_at, message)| (*created_at, message.message_id));
-        Ok(due.into_iter().map(|(_, message)| message).collect())
+        let mut due: Vec<OutboxMessage> = due.into_iter().map(|(_, message)| message).collect();
+        if self.backend == Backend::Sqlite {
+            self.take_lease_free_marks(&mut due).await?;
+        }
+        Ok(due)
+    }
+
+    /// Clears the lease-free marks the messages in `due` were read with (SQLite, whose read
+    /// claims nothing), committed before any of them is published. Only the messages whose
+    /// mark this statement cleared keep it: a second reader of the same rows (there should
+    /// be none) finds them cleared and publishes them unmarked.
+    async fn take_lease_free_marks(&self, due: &mut [OutboxMessage]) -> anyhow::Result<()> {
+        let marked: Vec<String> = due
+            .iter()
+            .filter(|message| message.lease_free)
+            .map(|message| message.message_id.to_string())
+            .collect();
+        if marked.is_empty() {
+            return Ok(());
+        }
+        let ids = leading_parameters(self.backend == Backend::Postgres, marked.len());
+        let sql = format!(
+            "UPDATE outbox SET lease_free = 0 WHERE lease_free = 1 AND message_id IN ({ids}) \
+             RETURNING message_id"
+        );
+        let mut statement = sqlx::query(&sql).persistent(false);
+        for id in &marked {
+            statement = statement.bind(id);
+        }
+        let cleared = statement
+            .fetch_all(&self.writer)
+            .await
+            .context("clearing the outbox's lease-free marks")?
+            .iter()
+            .map(|row| parse_uuid(row.try_get("message_id")?))
+            .collect::<anyhow::Result<std::collections::HashSet<_>>>()?;
+        for message in due {
+            message.lease_free = cleared.contains(&message.message_id);
+        }
+        Ok(())
     }
 
     /// The broker confirmed these messages: drop them from the outbox and mark their orders
@@ -201,7 +175,6 @@ impl Store {
             }
         }
         tx.commit().await.context("committing published messages")?;
-        self.lease_free.forget(messages);
         self.events_committed(messages.iter().map(|message| message.order_id));
         Ok(())
     }

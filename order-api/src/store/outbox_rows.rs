@@ -26,9 +26,8 @@ pub struct OutboxMessage {
     /// How many publishes failed so far.
     pub attempts: u32,
     /// Whether it goes out marked lease-free ([`provisioner_contract::LEASE_FREE_HEADER`]):
-    /// set on an order's first creation request as its acceptance queues it, and on the
-    /// first read of that row by the store that queued it, so only one publish carries the
-    /// mark ([`super::outbox::LeaseFreeMarks`]). Rows queued by [`insert_outbox`] never do.
+    /// written for an order's first creation request, which the relay reads (and clears)
+    /// for its first publish only, so only that publish carries the mark.
     pub lease_free: bool,
 }
 
@@ -66,8 +65,7 @@ pub(super) async fn drop_unpublished(
     Ok(())
 }
 
-/// Queues `outbox` in the transaction, due now, without the lease-free mark (only an order's
-/// acceptance queues a first create: `new_orders`).
+/// Queues `outbox` in the transaction, due now.
 pub(super) async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     outbox: &OutboxMessage,
@@ -75,7 +73,8 @@ pub(super) async fn insert_outbox(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO outbox (message_id, order_id, routing_key, body, traceparent, \
-         created_at, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+         created_at, attempts, next_attempt_at, lease_free) VALUES ($1, $2, $3, $4, $5, $6, 0, \
+         $7, $8)",
     )
     .bind(outbox.message_id.to_string())
     .bind(outbox.order_id.to_string())
@@ -84,6 +83,7 @@ pub(super) async fn insert_outbox(
     .bind(&outbox.traceparent)
     .bind(DbTime(now))
     .bind(DbTime(now))
+    .bind(i64::from(outbox.lease_free))
     .execute(&mut **tx)
     .await
     .context("inserting the outbox message")?;
