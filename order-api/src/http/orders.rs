@@ -529,6 +529,8 @@ pub async fn create_order(
         key,
         request_sha256: request_sha256(&body),
     });
+    // From here the order is on its way to a commit, which waits a moment for it.
+    let announced = state.store.announce_order();
     if let Some(idempotency) = &idempotency
         && state
             .store
@@ -585,7 +587,7 @@ pub async fn create_order(
     let outbox = creation_requests(&order, &members, &traceparent);
     let events = match state
         .store
-        .insert_order(&order, &members, &outbox, idempotency.as_ref())
+        .insert_announced_order(announced, &order, &members, &outbox, idempotency.as_ref())
         .await?
     {
         Inserted::New(events) => events,

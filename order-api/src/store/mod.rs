@@ -8,7 +8,8 @@
 //! write lock wait in its busy handler, which sleeps in steps of milliseconds (the
 //! accept-latency benchmark saw a p99 of 22 ms at 500 orders/s from that). Queued on one
 //! connection, writers wait their turn without sleeping. New orders are committed in groups
-//! ([`Store::insert_order`]): the orders that arrive while a commit is on disk share the next.
+//! ([`Store::insert_order`]): the orders that arrive while a commit is on disk share the next,
+//! and a commit waits a moment for the orders POSTs have announced ([`Store::announce_order`]).
 //!
 //! On PostgreSQL several order-api instances share the database. What keeps them from double
 //! effects: every state change is a compare-and-set on the order row; the relay claims the
@@ -74,7 +75,7 @@ pub use dead_letters::{DeadLetter, DeadLetterEnvelope, NewDeadLetter};
 pub use events::{AllNews, EventFeed, News, OrderNews};
 pub use fleets::{Candidate, FleetServer, MAX_PLACEMENT_CANDIDATES, MAX_SERVERS_PER_ORDER};
 pub use host_updates::Applied;
-pub use new_orders::{IdempotencyKey, Inserted, KeyedOrder};
+pub use new_orders::{AnnouncedOrder, IdempotencyKey, Inserted, KeyedOrder};
 pub use orders::{Order, OrderEvent, OrderQuery};
 pub use orphans::{Orphan, OrphanAction, OrphanState, Ownership, Sweep, ownership};
 pub use outbox::OUTBOX_CLAIM;
@@ -87,7 +88,7 @@ pub use tokens::{NewToken, TOKEN_CACHE_TTL, TokenInfo};
 pub use vendors::{UnavailableVendor, Vendor, VendorHost};
 pub use webhooks::WebhookDelivery;
 
-use new_orders::{NEW_ORDERS_PER_COMMIT, NewOrder, commit_new_orders};
+use new_orders::{AnnouncedCount, NEW_ORDERS_PER_COMMIT, NewOrder, commit_new_orders};
 
 /// The database handle; cheap to clone.
 #[derive(Clone)]
@@ -100,6 +101,8 @@ pub struct Store {
     writer: AnyPool,
     /// New orders on their way to [`new_orders::commit_new_orders`].
     new_orders: tokio::sync::mpsc::Sender<NewOrder>,
+    /// Orders announced and not yet committed ([`Store::announce_order`]).
+    announced: AnnouncedCount,
     /// API tokens looked up lately.
     known_tokens: tokens::TokenCache,
     /// Wakes live event streams when their order has news.
@@ -117,12 +120,14 @@ impl Store {
         } = db::open(url).await?;
         quotas::check_status_usage(&reads).await?;
         let (new_orders, queue) = tokio::sync::mpsc::channel(4 * NEW_ORDERS_PER_COMMIT);
-        tokio::spawn(commit_new_orders(writes.clone(), queue));
+        let announced = AnnouncedCount::default();
+        tokio::spawn(commit_new_orders(writes.clone(), queue, announced.clone()));
         Ok(Self {
             backend,
             pool: reads,
             writer: writes,
             new_orders,
+            announced,
             known_tokens: tokens::TokenCache::default(),
             feed: events::EventFeed::new(backend, url),
         })

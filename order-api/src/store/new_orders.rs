@@ -2,9 +2,14 @@
 //! writer task ([`commit_new_orders`]), which commits every order waiting (up to
 //! [`NEW_ORDERS_PER_COMMIT`]) in one transaction, with their first events, creation requests,
 //! idempotency keys and quota checks; the orders that arrive while a commit is on disk share
-//! the next. Also the idempotency keys' lookup.
+//! the next. A commit waits a moment ([`GATHER_ANNOUNCED`] at most) for orders announced
+//! ([`Store::announce_order`]) but not yet queued, so orders arriving close together share a
+//! commit even when the database is quick. Also the idempotency keys' lookup.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::{AnyPool, Row};
@@ -20,6 +25,25 @@ use crate::lifecycle::OrderStatus;
 /// Most orders committed in one transaction.
 pub(super) const NEW_ORDERS_PER_COMMIT: usize = 256;
 
+/// Longest a commit waits for orders announced but not yet queued (a POST announces its
+/// order before its checks; the plugin check takes a millisecond or two).
+pub(super) const GATHER_ANNOUNCED: Duration = Duration::from_millis(2);
+
+/// How many orders are announced and not yet committed: queued, in a commit, or still on
+/// their way (their POST between [`Store::announce_order`] and
+/// [`Store::insert_announced_order`]).
+pub(super) type AnnouncedCount = Arc<AtomicUsize>;
+
+/// An order announced to the commits: counted in [`AnnouncedCount`] until dropped, with its
+/// commit's outcome, or with the request that gave up before it.
+pub struct AnnouncedOrder(AnnouncedCount);
+
+impl Drop for AnnouncedOrder {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A new order waiting for its commit, and who waits for the outcome.
 pub(super) struct NewOrder {
     pub(super) order: Order,
@@ -29,6 +53,8 @@ pub(super) struct NewOrder {
     outbox: Vec<OutboxMessage>,
     idempotency: Option<IdempotencyKey>,
     committed: tokio::sync::oneshot::Sender<anyhow::Result<Inserted>>,
+    /// Counted until the commit is done.
+    _announced: AnnouncedOrder,
 }
 
 /// A client's `Idempotency-Key` with the digest of the request it came with (keys are per
@@ -62,6 +88,15 @@ pub struct KeyedOrder {
 }
 
 impl Store {
+    /// Tells the commits that an order is on its way: a commit that starts while it is
+    /// waits for it, [`GATHER_ANNOUNCED`] at most. A POST announces its order before its
+    /// checks and hands the announcement to [`Store::insert_announced_order`]; dropped, it
+    /// withdraws the order.
+    pub fn announce_order(&self) -> AnnouncedOrder {
+        self.announced.fetch_add(1, Ordering::Relaxed);
+        AnnouncedOrder(self.announced.clone())
+    }
+
     /// Records a new order and its creation request (and its idempotency key, unless the key
     /// names an order already), committed, with whatever other new orders arrived meanwhile,
     /// before it returns.
@@ -74,6 +109,20 @@ impl Store {
         outbox: &[OutboxMessage],
         idempotency: Option<&IdempotencyKey>,
     ) -> anyhow::Result<Inserted> {
+        let announced = self.announce_order();
+        self.insert_announced_order(announced, order, members, outbox, idempotency)
+            .await
+    }
+
+    /// [`Store::insert_order`] for an order announced before ([`Store::announce_order`]).
+    pub async fn insert_announced_order(
+        &self,
+        announced: AnnouncedOrder,
+        order: &Order,
+        members: &[Order],
+        outbox: &[OutboxMessage],
+        idempotency: Option<&IdempotencyKey>,
+    ) -> anyhow::Result<Inserted> {
         let (committed, outcome) = tokio::sync::oneshot::channel();
         let new = NewOrder {
             order: order.clone(),
@@ -81,6 +130,7 @@ impl Store {
             outbox: outbox.to_vec(),
             idempotency: idempotency.cloned(),
             committed,
+            _announced: announced,
         };
         self.new_orders
             .send(new)
@@ -117,14 +167,17 @@ impl Store {
 }
 
 /// Commits the new orders [`Store::insert_order`] queues: all that are waiting (up to
-/// [`NEW_ORDERS_PER_COMMIT`]) in one transaction. When a group fails, each of its orders is
-/// tried alone, so one bad order fails only its own request.
+/// [`NEW_ORDERS_PER_COMMIT`]) in one transaction, with those announced meanwhile that come
+/// within [`GATHER_ANNOUNCED`] ([`gather_announced`]). When a group fails, each of its orders
+/// is tried alone, so one bad order fails only its own request.
 pub(super) async fn commit_new_orders(
     writer: AnyPool,
     mut queue: tokio::sync::mpsc::Receiver<NewOrder>,
+    announced: AnnouncedCount,
 ) {
     let mut group = Vec::with_capacity(NEW_ORDERS_PER_COMMIT);
     while queue.recv_many(&mut group, NEW_ORDERS_PER_COMMIT).await > 0 {
+        gather_announced(&mut queue, &mut group, &announced, GATHER_ANNOUNCED).await;
         match insert_orders(&writer, &group).await {
             Ok(outcomes) => {
                 for (new, answer) in group.drain(..).zip(outcomes) {
@@ -147,6 +200,25 @@ pub(super) async fn commit_new_orders(
                     let _ = new.committed.send(answer);
                 }
             }
+        }
+    }
+}
+
+/// Adds to `group` the orders that come within `wait` while more are announced than `group`
+/// holds (the announced count includes the group's own), up to [`NEW_ORDERS_PER_COMMIT`].
+/// Returns at once when none is on its way: an order alone is never held back.
+async fn gather_announced<T>(
+    queue: &mut tokio::sync::mpsc::Receiver<T>,
+    group: &mut Vec<T>,
+    announced: &AtomicUsize,
+    wait: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while group.len() < NEW_ORDERS_PER_COMMIT && announced.load(Ordering::Relaxed) > group.len() {
+        let room = NEW_ORDERS_PER_COMMIT - group.len();
+        match tokio::time::timeout_at(deadline, queue.recv_many(group, room)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }
@@ -406,4 +478,55 @@ async fn insert_creation_requests(
         .await
         .context("inserting the creation requests")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_millis(2);
+
+    /// A group of `first` queued orders out of `announced`, the others sent after `delays`.
+    async fn gathered(first: usize, announced: usize, delays: &[u64]) -> (usize, Duration) {
+        let (sender, mut queue) = tokio::sync::mpsc::channel(16);
+        let count = AtomicUsize::new(announced);
+        for order in 0..first {
+            sender.send(order).await.unwrap();
+        }
+        for (order, &delay) in delays.iter().enumerate() {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let _ = sender.send(first + order).await;
+            });
+        }
+        let mut group = Vec::new();
+        queue.recv_many(&mut group, NEW_ORDERS_PER_COMMIT).await;
+        let started = tokio::time::Instant::now();
+        gather_announced(&mut queue, &mut group, &count, WAIT).await;
+        (group.len(), started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_alone_is_not_held_back() {
+        assert_eq!(gathered(1, 1, &[]).await, (1, Duration::ZERO));
+        assert_eq!(gathered(3, 3, &[]).await, (3, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_announced_order_that_comes_in_time_joins_the_commit() {
+        let (orders, waited) = gathered(1, 3, &[1, 1]).await;
+        assert_eq!(orders, 3);
+        assert!(
+            waited < WAIT,
+            "it stopped waiting once all had come: {waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_announced_order_that_is_late_is_not_waited_for() {
+        let (orders, waited) = gathered(1, 3, &[1, 50]).await;
+        assert_eq!(orders, 2);
+        assert_eq!(waited, WAIT);
+    }
 }
