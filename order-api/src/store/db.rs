@@ -98,18 +98,11 @@ fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
             Box::pin(async move {
                 // WAL: readers never wait for the writer. FULL: a committed order survives a
                 // power cut, not only a process crash.
-                // The log is checkpointed beside the writer (`wal_checkpoints`); the
-                // writer's own checkpoint is a backstop.
-                let backstop = format!(
-                    "PRAGMA wal_autocheckpoint = {}",
-                    super::wal_checkpoints::BACKSTOP_PAGES
-                );
                 for pragma in [
                     "PRAGMA journal_mode = WAL",
                     "PRAGMA synchronous = FULL",
                     "PRAGMA foreign_keys = ON",
                     "PRAGMA busy_timeout = 10000",
-                    backstop.as_str(),
                 ] {
                     sqlx::query(pragma).execute(&mut *connection).await?;
                 }

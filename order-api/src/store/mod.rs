@@ -36,7 +36,6 @@
 //! - [`fleet_ids`]: a fleet's and its members' ids, their lock order, placement candidates.
 //! - [`fleets`]: orders for several servers and placements: the bookkeeping every member's
 //!   event sets off ([`fleets::insert_event`]).
-//! - [`wal_checkpoints`]: SQLite's log checkpointed beside the writer, not by it.
 //! - [`webhook_queue`]: the webhook calls a change queues.
 //! - [`events`]: the feed that wakes live event streams.
 //! - [`vendors`]: the vendors hosts serve or cannot serve, and their catalogues.
@@ -69,7 +68,6 @@ mod tokens;
 mod transitions;
 mod user_changes;
 mod vendors;
-mod wal_checkpoints;
 mod webhook_queue;
 mod webhooks;
 pub use db::Backend;
@@ -124,14 +122,6 @@ impl Store {
         let (new_orders, queue) = tokio::sync::mpsc::channel(4 * NEW_ORDERS_PER_COMMIT);
         let announced = AnnouncedCount::default();
         tokio::spawn(commit_new_orders(writes.clone(), queue, announced.clone()));
-        if backend == Backend::Sqlite {
-            // Ends once the store (every holder of `new_orders`) is gone.
-            let store_alive = new_orders.downgrade();
-            tokio::spawn(wal_checkpoints::keep_checkpointed(
-                reads.clone(),
-                move || store_alive.strong_count() > 0,
-            ));
-        }
         Ok(Self {
             backend,
             pool: reads,
