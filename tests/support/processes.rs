@@ -82,6 +82,16 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The log filter the programs run with (their `RUST_LOG`): `TEST_RUST_LOG` when set (e.g.
+/// `debug` to see more of a failing test, `warn` for a benchmark measuring what the logs
+/// cost), else `info,lapin=warn`: the programs' own default with lapin's chatter left out.
+fn programs_log_filter() -> String {
+    std::env::var("TEST_RUST_LOG")
+        .ok()
+        .filter(|filter| !filter.trim().is_empty())
+        .unwrap_or_else(|| "info,lapin=warn".to_string())
+}
+
 /// One child process, its log going to a file.
 pub struct Service {
     name: &'static str,
@@ -105,7 +115,7 @@ impl Service {
         let mut command = Command::new(binary);
         command
             .env_clear()
-            .env("RUST_LOG", "info,lapin=warn")
+            .env("RUST_LOG", programs_log_filter())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(file)
