@@ -157,17 +157,7 @@ pub(super) async fn move_orders(
     if step.sources.is_empty() || moves.is_empty() {
         return Ok(HashMap::new());
     }
-    // The moves first (nameless on SQLite), the rest named after them.
-    let rows = value_rows(db::on_postgres(tx), 3, moves.len());
-    let after = moves.len() * 3 + 1;
-    let sources = parameters(after + 2, step.sources.len());
-    let sql = format!(
-        "UPDATE orders SET status = ${after}, server = COALESCE(moves.column2, server), \
-         fault = moves.column3, updated_at = ${} FROM (VALUES {rows}) AS moves \
-         WHERE orders.id = moves.column1 AND orders.status IN ({sources}) \
-         RETURNING id, webhook_url",
-        after + 1
-    );
+    let sql = move_orders_statement(db::on_postgres(tx), moves.len(), step.sources.len());
     // Not kept prepared: its text varies with the batch's size.
     let mut statement = sqlx::query(&sql).persistent(false);
     for change in moves {
@@ -198,6 +188,33 @@ pub(super) async fn move_orders(
             ))
         })
         .collect()
+}
+
+/// [`move_orders`]' statement for `moves` orders and a step of `sources` source statuses:
+/// the moves' id, server and fault first (nameless on SQLite), then the target status, the
+/// time and the sources, named after them.
+///
+/// Each order is read by its id. SQLite, which plans without statistics, would rather take
+/// the status index and go through the batch's rows for every order in the sources: a cost
+/// that grows with the orders waiting (a backlog of 50,000 `pending` made a move of 256 take
+/// 440 ms instead of 3). Its unary `+` keeps the status term off the indexes, as SQLite's
+/// query planner documents; PostgreSQL's planner, which has statistics, needs no such hint
+/// (and has no `+` for text).
+fn move_orders_statement(on_postgres: bool, moves: usize, sources: usize) -> String {
+    let rows = value_rows(on_postgres, 3, moves);
+    let after = moves * 3 + 1;
+    let sources = parameters(after + 2, sources);
+    let status = match on_postgres {
+        true => "orders.status",
+        false => "+orders.status",
+    };
+    format!(
+        "UPDATE orders SET status = ${after}, server = COALESCE(moves.column2, server), \
+         fault = moves.column3, updated_at = ${} FROM (VALUES {rows}) AS moves \
+         WHERE orders.id = moves.column1 AND {status} IN ({sources}) \
+         RETURNING id, webhook_url",
+        after + 1
+    )
 }
 
 /// [`insert_own_event`] for several orders in one statement: each order at most once (its
@@ -255,4 +272,49 @@ pub(super) async fn insert_own_events(
             count => format!("recording {count} orders' events"),
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan of a batch's move reads each order by its id: the statement's cost is
+    /// the batch's, whatever else the table holds. (Without statistics SQLite took the status
+    /// index instead and, for every order in the step's sources, went through the batch's
+    /// rows: with 50,000 orders `pending`, a move of 256 read 50,000 index entries and made
+    /// 12.8 million comparisons, 440 ms instead of 3.)
+    #[tokio::test]
+    async fn a_batch_move_reads_its_orders_by_id() -> anyhow::Result<()> {
+        let file = std::env::temp_dir().join(format!("move-plan-{}.db", Uuid::new_v4()));
+        let store = Store::connect(&format!("sqlite://{}", file.display())).await?;
+        let (moves, sources) = (256, 2);
+        let explained = format!(
+            "EXPLAIN QUERY PLAN {}",
+            move_orders_statement(false, moves, sources)
+        );
+        let mut explain = sqlx::query(&explained);
+        for n in 0..moves * 3 + 2 + sources {
+            explain = explain.bind(n.to_string());
+        }
+        let plan: Vec<String> = explain
+            .fetch_all(&store.writer)
+            .await?
+            .iter()
+            .map(|row| row.try_get("detail"))
+            .collect::<Result<_, _>>()?;
+        store.writer.close().await;
+        store.pool.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+        let orders: Vec<&String> = plan
+            .iter()
+            .filter(|step| step.contains(" orders "))
+            .collect();
+        assert!(
+            orders.len() == 1 && orders[0].contains("(id=?)"),
+            "the move reads orders otherwise than by id: {plan:#?}"
+        );
+        Ok(())
+    }
 }
