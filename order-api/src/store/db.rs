@@ -269,6 +269,30 @@ pub(super) fn parse_status(text: String) -> anyhow::Result<OrderStatus> {
     text.parse().map_err(|e: String| anyhow::anyhow!(e))
 }
 
+/// SQLite's plan of `sql` (its `EXPLAIN QUERY PLAN` lines), in a scratch database with the
+/// store's schema, its `arguments` parameters bound (to text: a plan does not depend on them
+/// without statistics, which the store never gathers).
+#[cfg(test)]
+pub(super) async fn sqlite_query_plan(sql: &str, arguments: usize) -> anyhow::Result<Vec<String>> {
+    let file = std::env::temp_dir().join(format!("plan-{}.db", Uuid::new_v4()));
+    let pools = open(&format!("sqlite://{}", file.display())).await?;
+    let explained = format!("EXPLAIN QUERY PLAN {sql}");
+    let mut explain = sqlx::query(&explained);
+    for n in 0..arguments {
+        explain = explain.bind(n.to_string());
+    }
+    let plan = explain.fetch_all(&pools.reads).await;
+    pools.reads.close().await;
+    pools.writes.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+    plan?
+        .iter()
+        .map(|row| row.try_get("detail").context("a plan's line"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,12 +19,22 @@ use super::outbox_rows::OutboxMessage;
 use super::transitions::{OrderMove, compare_and_set, insert_own_events, lock_order, move_orders};
 use crate::lifecycle::{self, OrderStatus};
 
+/// The due messages' read on SQLite: `$1` the time, `$2` the limit. In the order of the due
+/// index, so the read stops at its limit however many are due (see [`Store::due_outbox`]).
+const DUE_ON_SQLITE: &str = "SELECT message_id, order_id, routing_key, body, traceparent, \
+     attempts, created_at, lease_free FROM outbox WHERE next_attempt_at <= $1 \
+     ORDER BY next_attempt_at LIMIT $2";
+
 /// How long the relay's claim on outbox messages lasts (PostgreSQL): a relay that dies
 /// mid-publish leaves its messages to another instance after this.
 pub const OUTBOX_CLAIM: Duration = Duration::from_secs(30);
 
 impl Store {
-    /// Outbox messages due for (another) publish, oldest first. On PostgreSQL, where other
+    /// Outbox messages due for (another) publish, longest due first (a message is due from
+    /// its writing, and again from its next attempt after a failed publish), each batch in the
+    /// order its messages were written. Read in the due index's order, which a read stops
+    /// walking at its limit: ordered by creation, every read would find and sort all the due
+    /// messages, as costly as the backlog after an outage. On PostgreSQL, where other
     /// order-api instances share the outbox, they are claimed for [`OUTBOX_CLAIM`] (not due
     /// again meanwhile), so each message goes out from one instance; a publish that outlives
     /// its claim may go out twice, which the host tolerates (a creation request is
@@ -39,15 +49,11 @@ impl Store {
         let now = Utc::now();
         let rows = match self.backend {
             Backend::Sqlite => {
-                sqlx::query(
-                    "SELECT message_id, order_id, routing_key, body, traceparent, attempts, \
-                     created_at, lease_free FROM outbox WHERE next_attempt_at <= $1 \
-                     ORDER BY created_at, message_id LIMIT $2",
-                )
-                .bind(DbTime(now))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
+                sqlx::query(DUE_ON_SQLITE)
+                    .bind(DbTime(now))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
             }
             Backend::Postgres => {
                 let claimed_until =
@@ -55,7 +61,7 @@ impl Store {
                 // The mark as it was before the claim cleared it (`due.lease_free`).
                 sqlx::query(
                     "WITH due AS (SELECT message_id, lease_free FROM outbox \
-                     WHERE next_attempt_at <= $2 ORDER BY created_at, message_id LIMIT $3 \
+                     WHERE next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3 \
                      FOR UPDATE SKIP LOCKED) \
                      UPDATE outbox SET next_attempt_at = $1, lease_free = 0 FROM due \
                      WHERE outbox.message_id = due.message_id \
@@ -290,4 +296,25 @@ async fn queue_published(
         .map(|message| (message.order_id, published_event(message, now)))
         .collect();
     insert_own_events(tx, &events).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan of the relay's read walks an index in the read's order and stops at its
+    /// limit: what a read costs is the batch's, however many messages are due. (Ordered by
+    /// creation, it found every due message through the due index and sorted them all to
+    /// take the first 256: with a backlog, after an outage, each read cost as much as the
+    /// backlog, and draining it took time that grew with its square.)
+    #[tokio::test]
+    async fn the_relays_read_stops_at_its_limit() -> anyhow::Result<()> {
+        let plan = db::sqlite_query_plan(DUE_ON_SQLITE, 2).await?;
+        assert!(
+            plan.iter().any(|step| step.contains("INDEX outbox_due"))
+                && !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "the relay's read sorts what it found: {plan:#?}"
+        );
+        Ok(())
+    }
 }

@@ -196,10 +196,9 @@ pub(super) async fn move_orders(
 ///
 /// Each order is read by its id. SQLite, which plans without statistics, would rather take
 /// the status index and go through the batch's rows for every order in the sources: a cost
-/// that grows with the orders waiting (a backlog of 50,000 `pending` made a move of 256 take
-/// 440 ms instead of 3). Its unary `+` keeps the status term off the indexes, as SQLite's
-/// query planner documents; PostgreSQL's planner, which has statistics, needs no such hint
-/// (and has no `+` for text).
+/// that grows with the orders waiting in them (BENCHMARKS.md, *Moves by id*). Its unary `+`
+/// keeps the status term off the indexes, as SQLite's query planner documents; PostgreSQL's
+/// planner, which has statistics, needs no such hint (and has no `+` for text).
 fn move_orders_statement(on_postgres: bool, moves: usize, sources: usize) -> String {
     let rows = value_rows(on_postgres, 3, moves);
     let after = moves * 3 + 1;
@@ -282,31 +281,12 @@ mod tests {
     /// the batch's, whatever else the table holds. (Without statistics SQLite took the status
     /// index instead and, for every order in the step's sources, went through the batch's
     /// rows: with 50,000 orders `pending`, a move of 256 read 50,000 index entries and made
-    /// 12.8 million comparisons, 440 ms instead of 3.)
+    /// 12.8 million comparisons.)
     #[tokio::test]
     async fn a_batch_move_reads_its_orders_by_id() -> anyhow::Result<()> {
-        let file = std::env::temp_dir().join(format!("move-plan-{}.db", Uuid::new_v4()));
-        let store = Store::connect(&format!("sqlite://{}", file.display())).await?;
         let (moves, sources) = (256, 2);
-        let explained = format!(
-            "EXPLAIN QUERY PLAN {}",
-            move_orders_statement(false, moves, sources)
-        );
-        let mut explain = sqlx::query(&explained);
-        for n in 0..moves * 3 + 2 + sources {
-            explain = explain.bind(n.to_string());
-        }
-        let plan: Vec<String> = explain
-            .fetch_all(&store.writer)
-            .await?
-            .iter()
-            .map(|row| row.try_get("detail"))
-            .collect::<Result<_, _>>()?;
-        store.writer.close().await;
-        store.pool.close().await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-        }
+        let statement = move_orders_statement(false, moves, sources);
+        let plan = db::sqlite_query_plan(&statement, moves * 3 + 2 + sources).await?;
         let orders: Vec<&String> = plan
             .iter()
             .filter(|step| step.contains(" orders "))
