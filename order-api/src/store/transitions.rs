@@ -196,9 +196,10 @@ pub(super) async fn move_orders(
 ///
 /// Each order is read by its id. SQLite, which plans without statistics, would rather take
 /// the status index and go through the batch's rows for every order in the sources: a cost
-/// that grows with the orders waiting in them (BENCHMARKS.md, *Moves by id*). Its unary `+`
-/// keeps the status term off the indexes, as SQLite's query planner documents; PostgreSQL's
-/// planner, which has statistics, needs no such hint (and has no `+` for text).
+/// that grows with the orders waiting in them (BENCHMARKS.md, *Moves by id, and a relay read
+/// that stops at its limit*). Its unary `+` keeps the status term off the indexes, as
+/// SQLite's query planner documents; PostgreSQL's planner, which has statistics, needs no
+/// such hint (and has no `+` for text).
 fn move_orders_statement(on_postgres: bool, moves: usize, sources: usize) -> String {
     let rows = value_rows(on_postgres, 3, moves);
     let after = moves * 3 + 1;
