@@ -42,8 +42,9 @@
 //! - [`orphans`], [`quotas`], [`tokens`], [`webhooks`], [`dead_letters`]: the orphan
 //!   sweep's records, tenants' quotas and rates, API tokens, webhook deliveries and secrets,
 //!   dead letters.
+//! - [`recent`]: answers read lately, kept a moment (tokens' callers, vendors served).
 //!
-//! The files form layers, each using only those under it: [`db`]; [`fleet_ids`]; [`orders`];
+//! The files form layers, each using only those under it: [`db`], [`recent`]; [`fleet_ids`]; [`orders`];
 //! [`transitions`], [`outbox_rows`], [`webhook_queue`], [`quotas`]; [`fleets`] (whose
 //! `insert_event` the changes above write their events with); then [`new_orders`],
 //! [`host_updates`], [`user_changes`], [`stalled`], [`outbox`], [`webhooks`], [`events`] and
@@ -63,6 +64,7 @@ mod orphans;
 mod outbox;
 mod outbox_rows;
 mod quotas;
+mod recent;
 mod stalled;
 mod tokens;
 mod transitions;
@@ -85,7 +87,7 @@ pub use quotas::{
     TenantQuotas, Usage, keep_folded,
 };
 pub use tokens::{NewToken, TOKEN_CACHE_TTL, TokenInfo};
-pub use vendors::{UnavailableVendor, Vendor, VendorHost};
+pub use vendors::{UnavailableVendor, VENDOR_CACHE_TTL, Vendor, VendorHost};
 pub use webhooks::WebhookDelivery;
 
 use new_orders::{AnnouncedCount, NEW_ORDERS_PER_COMMIT, NewOrder, commit_new_orders};
@@ -105,6 +107,8 @@ pub struct Store {
     announced: AnnouncedCount,
     /// API tokens looked up lately.
     known_tokens: tokens::TokenCache,
+    /// Vendors found served lately.
+    served_vendors: vendors::ServedVendors,
     /// Wakes live event streams when their order has news.
     feed: events::EventFeed,
 }
@@ -128,7 +132,8 @@ impl Store {
             writer: writes,
             new_orders,
             announced,
-            known_tokens: tokens::TokenCache::default(),
+            known_tokens: tokens::token_cache(),
+            served_vendors: vendors::served_vendors(),
             feed: events::EventFeed::new(backend, url),
         })
     }

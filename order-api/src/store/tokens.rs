@@ -1,9 +1,7 @@
 //! API tokens in the orders database: made by `order-api tokens create`, stored as their
 //! SHA-256 only, looked up on every request, revoked by their public id.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -13,6 +11,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::db::{DbTime, optional_time, parse_uuid, time};
+use super::recent::RecentAnswers;
 use crate::auth::{self, Caller};
 
 /// A token as `order-api tokens list` shows it (never the token itself).
@@ -150,22 +149,9 @@ pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 const TOKEN_CACHE_MAX: usize = 10_000;
 
 /// Tokens looked up lately, by SHA-256: spares the database a read on every request.
-#[derive(Debug, Default, Clone)]
-pub struct TokenCache(Arc<Mutex<HashMap<String, (Caller, Instant)>>>);
+pub type TokenCache = RecentAnswers<String, Caller>;
 
-impl TokenCache {
-    fn get(&self, sha256: &str, max_age: Duration) -> Option<Caller> {
-        let cache = self.0.lock().ok()?;
-        let (caller, at) = cache.get(sha256)?;
-        (at.elapsed() < max_age.min(TOKEN_CACHE_TTL)).then(|| caller.clone())
-    }
-
-    fn put(&self, sha256: String, caller: Caller) {
-        if let Ok(mut cache) = self.0.lock() {
-            if cache.len() >= TOKEN_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(sha256, (caller, Instant::now()));
-        }
-    }
+/// An empty [`TokenCache`].
+pub fn token_cache() -> TokenCache {
+    RecentAnswers::new(TOKEN_CACHE_TTL, TOKEN_CACHE_MAX)
 }

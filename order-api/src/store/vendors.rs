@@ -7,6 +7,9 @@
 //! - each serving host's catalogue of the vendor (what its plugin accepts without asking the
 //!   vendor), kept with the host's row in `vendor_hosts`; `GET /v1/vendors/{vendor}/catalogue`
 //!   serves what every host serving the vendor accepts.
+//!
+//! Whether a vendor is served is asked for every order, and answered from memory for a
+//! moment ([`VENDOR_CACHE_TTL`]).
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -16,6 +19,7 @@ use sqlx::Row;
 
 use super::Store;
 use super::db::{DbTime, time};
+use super::recent::RecentAnswers;
 
 /// A vendor one host has a plugin for but does not serve (`GET /v1/vendors`, admins only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -109,6 +113,7 @@ impl Store {
             None => clear_unavailable(&mut tx, &withdrawal.vendor, &withdrawal.host_id).await?,
         }
         tx.commit().await.context("committing a withdrawal")?;
+        self.served_vendors.forget(&withdrawal.vendor);
         Ok(())
     }
 
@@ -141,13 +146,26 @@ impl Store {
     }
 
     /// Whether a host has announced `vendor`.
+    ///
+    /// Asked for every order: a vendor found served is remembered for [`VENDOR_CACHE_TTL`]
+    /// (a withdrawal through this store forgets it at once; one another order-api instance
+    /// recorded is seen within that time, like an order accepted a moment before the
+    /// withdrawal). A vendor not served is read again every time, so an announcement counts
+    /// at once.
     pub async fn vendor_known(&self, vendor: &str) -> anyhow::Result<bool> {
-        Ok(sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = $1")
+        if self.served_vendors.get(vendor, VENDOR_CACHE_TTL).is_some() {
+            return Ok(true);
+        }
+        let served = sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = $1")
             .bind(vendor)
             .fetch_optional(&self.pool)
             .await
             .context("looking up a vendor")?
-            .is_some())
+            .is_some();
+        if served {
+            self.served_vendors.put(vendor.to_string(), ());
+        }
+        Ok(served)
     }
 }
 
@@ -235,6 +253,19 @@ pub(super) async fn clear_unavailable(
         .await
         .context("clearing an unavailable vendor")?;
     Ok(())
+}
+
+/// How long a vendor found served is trusted without reading `vendor_hosts` again.
+pub const VENDOR_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most vendors remembered at once (the memory starts afresh beyond).
+const VENDOR_CACHE_MAX: usize = 1_000;
+
+/// Vendors found served lately.
+pub type ServedVendors = RecentAnswers<String, ()>;
+
+/// An empty [`ServedVendors`].
+pub fn served_vendors() -> ServedVendors {
+    RecentAnswers::new(VENDOR_CACHE_TTL, VENDOR_CACHE_MAX)
 }
 
 /// How long a host may go unheard before its catalogue stops narrowing its vendor's: twenty
