@@ -44,8 +44,8 @@
 //!   dead letters.
 //! - [`recent`]: answers read lately, kept a moment (tokens' callers, vendors served).
 //!
-//! The files form layers, each using only those under it: [`db`], [`recent`]; [`fleet_ids`]; [`orders`];
-//! [`transitions`], [`outbox_rows`], [`webhook_queue`], [`quotas`]; [`fleets`] (whose
+//! The files form layers, each using only those under it: [`db`], [`recent`]; [`fleet_ids`];
+//! [`orders`]; [`transitions`], [`outbox_rows`], [`webhook_queue`], [`quotas`]; [`fleets`] (whose
 //! `insert_event` the changes above write their events with); then [`new_orders`],
 //! [`host_updates`], [`user_changes`], [`stalled`], [`outbox`], [`webhooks`], [`events`] and
 //! the rest.
