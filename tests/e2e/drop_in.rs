@@ -96,7 +96,7 @@ async fn a_served_vendor_is_remembered_for_a_moment_and_forgotten_on_withdrawal(
         "a served vendor was read again at once, not remembered"
     );
     // ...but within the time to live.
-    tokio::time::sleep(VENDOR_CACHE_TTL + std::time::Duration::from_millis(50)).await;
+    tokio::time::sleep(VENDOR_CACHE_TTL + Duration::from_millis(50)).await;
     assert!(!store.vendor_known("alpha").await?);
 
     // A withdrawal through this store is seen at once.

@@ -11,6 +11,8 @@
 //! Whether a vendor is served is asked for every order, and answered from memory for a
 //! moment ([`VENDOR_CACHE_TTL`]).
 
+use std::time::Duration;
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use provisioner_contract::{VendorAnnouncement, VendorCatalogue, VendorWithdrawal};
@@ -256,7 +258,7 @@ pub(super) async fn clear_unavailable(
 }
 
 /// How long a vendor found served is trusted without reading `vendor_hosts` again.
-pub const VENDOR_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+pub const VENDOR_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Most vendors remembered at once (the memory starts afresh beyond).
 const VENDOR_CACHE_MAX: usize = 1_000;
 
