@@ -449,6 +449,59 @@ async fn admins_set_quotas_and_tenants_only_read_theirs() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A rate is held to its documented range as written, not as it rounds: `per_second`
+/// written a hair above 1,000,000 or below 0.001 is refused, though as a binary float it is
+/// the bound itself (schemathesis found `1000000.0000000001` answered 200); the bounds
+/// themselves, however written, are taken.
+#[tokio::test]
+async fn a_rate_written_beyond_its_range_is_refused_though_it_rounds_into_it() -> anyhow::Result<()>
+{
+    let stack = Stack::start(StackOptions::default()).await?;
+    let admin = stack.admin_api()?;
+    let path = format!("/v1/tenants/{TEST_TENANT}/quotas");
+    let put_text = |per_second: &'static str| {
+        let request = admin
+            .request(Method::PUT, &path)
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"rate": {{"burst": 1, "per_second": {per_second}}}}}"#
+            ));
+        async move {
+            let response = request.send().await.context("PUT quotas")?;
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.context("the answer to PUT quotas")?;
+            anyhow::Ok((status, answer))
+        }
+    };
+    for beyond in [
+        "1000000.0000000001",
+        "1.0000000000000000001e6",
+        "0.00099999999999999999",
+        "9.9999999999999999999e-4",
+    ] {
+        let (status, problem) = put_text(beyond).await?;
+        assert_eq!(status, 422, "per_second {beyond} answered {problem}");
+        assert!(
+            problem.to_string().contains("per_second"),
+            "the problem names the field: {problem}"
+        );
+    }
+    for (within, reads_back) in [
+        ("1000000", 1_000_000.0),
+        ("1e6", 1_000_000.0),
+        ("1000000.000", 1_000_000.0),
+        ("0.001", 0.001),
+        ("1.0e-3", 0.001),
+        ("2.5", 2.5),
+    ] {
+        let (status, set) = put_text(within).await?;
+        assert_eq!(status, 200, "per_second {within} answered {set}");
+        assert_eq!(set["rate"]["per_second"], reads_back, "{set}");
+    }
+    stack.cleanup().await;
+    Ok(())
+}
+
 /// Retries of one order (one `Idempotency-Key`) over a quota at one vendor, sent at once,
 /// are each refused as the first was, never a 500; once the quota allows it, the retry makes
 /// the order, and the next retry is its replay.

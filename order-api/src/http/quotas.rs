@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::auth::{Caller, check_tenant_name};
 use crate::http::AppState;
@@ -82,11 +83,11 @@ pub async fn put_tenant_quotas(
     State(state): State<AppState>,
     _admin: Admin,
     Path(tenant): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<Json<Box<RawValue>>, JsonRejection>,
 ) -> Result<Json<TenantQuotas>, ApiError> {
     check_tenant(&tenant)?;
     let Json(body) = body?;
-    let set = quota_set_of(body)?;
+    let set = quota_set_of(&body)?;
     let mut errors = Vec::new();
     if set.vendors.len() > MAX_VENDOR_QUOTAS {
         errors.push(FieldError {
@@ -133,10 +134,13 @@ pub async fn put_tenant_quotas(
     Ok(Json(tenant_quotas(&state, &tenant).await?))
 }
 
-/// The body as a [`QuotaSet`]. Its objects must be JSON objects: serde would also take a
+/// The body as a [`QuotaSet`], read from its text so that figures are judged as written
+/// (`OrderRate::per_second`). Its objects must be JSON objects: serde would also take a
 /// record from an array of its fields in order (`"limits": [5, null]`), which the document
 /// does not allow.
-fn quota_set_of(body: Value) -> Result<QuotaSet, ApiError> {
+fn quota_set_of(text: &RawValue) -> Result<QuotaSet, ApiError> {
+    let invalid = |error: serde_json::Error| ApiError::InvalidBody(error.to_string());
+    let body: Value = serde_json::from_str(text.get()).map_err(invalid)?;
     let not_object = |field: &str| ApiError::InvalidBody(format!("{field} must be a JSON object"));
     let Value::Object(fields) = &body else {
         return Err(not_object("the body"));
@@ -157,7 +161,7 @@ fn quota_set_of(body: Value) -> Result<QuotaSet, ApiError> {
             return Err(not_object("each entry of vendors"));
         }
     }
-    serde_json::from_value(body).map_err(|error| ApiError::InvalidBody(error.to_string()))
+    serde_json::from_str(text.get()).map_err(invalid)
 }
 
 fn check_tenant(tenant: &str) -> Result<(), ApiError> {

@@ -131,6 +131,7 @@ impl Usage {
 pub struct OrderRate {
     /// Requests per second, sustained (0.001 to 1,000,000).
     #[schema(minimum = 0.001, maximum = 1_000_000)]
+    #[serde(deserialize_with = "per_second_as_written")]
     pub per_second: f64,
     /// Requests at once after a quiet spell (1 to 1,000,000).
     #[schema(minimum = 1, maximum = 1_000_000)]
@@ -157,6 +158,39 @@ impl OrderRate {
         }
         Ok(())
     }
+}
+
+/// `per_second` from a JSON document's text, refused if the number as written lies outside
+/// [`OrderRate::MIN_PER_SECOND`] to [`OrderRate::MAX`] though its nearest `f64` does not:
+/// `1000000.0000000001` is above the documented maximum but reads as exactly 1,000,000.0. A
+/// number the `f64` puts out of range is left to [`OrderRate::check`], which says so. Only
+/// serde_json's own parsers (`from_str`, `from_slice`) carry the text this needs.
+fn per_second_as_written<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<f64, D::Error> {
+    use serde::de::Error;
+    use std::str::FromStr;
+
+    let text = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+    let per_second: f64 = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
+    let written = bigdecimal::BigDecimal::from_str(text.get()).map_err(D::Error::custom)?;
+    // The bounds as documented: each constant's shortest decimal ("0.001", "1000000").
+    let bound = |value: f64| bigdecimal::BigDecimal::from_str(&value.to_string());
+    let (least, most) = (
+        bound(OrderRate::MIN_PER_SECOND).map_err(D::Error::custom)?,
+        bound(OrderRate::MAX).map_err(D::Error::custom)?,
+    );
+    if (written < least || written > most)
+        && (OrderRate::MIN_PER_SECOND..=OrderRate::MAX).contains(&per_second)
+    {
+        return Err(D::Error::custom(format!(
+            "per_second must be {} to {}: {} is beyond, though it rounds to {per_second}",
+            OrderRate::MIN_PER_SECOND,
+            OrderRate::MAX,
+            text.get()
+        )));
+    }
+    Ok(per_second)
 }
 
 /// Every quota and the rate an admin set for one tenant (`PUT /v1/tenants/{tenant}/quotas`
@@ -848,6 +882,28 @@ mod tests {
         };
         let over = exceeded(&limits, flight, usage_of_new_order(1), None).unwrap();
         assert_eq!(over.quota, "max_orders_in_flight");
+    }
+
+    #[test]
+    fn a_rate_is_read_as_written_not_as_it_rounds() {
+        let rate_of = |per_second: &str| {
+            serde_json::from_str::<OrderRate>(&format!(
+                r#"{{"per_second": {per_second}, "burst": 1}}"#
+            ))
+        };
+        for beyond in ["1000000.0000000001", "0.00099999999999999999"] {
+            let error = rate_of(beyond).unwrap_err().to_string();
+            assert!(
+                error.contains("per_second must be 0.001 to 1000000"),
+                "{error}"
+            );
+        }
+        for (within, read) in [("1e6", 1e6), ("0.0010", 0.001), ("7", 7.0)] {
+            assert_eq!(rate_of(within).unwrap().per_second, read);
+        }
+        // Beyond as a float too: left for check() to refuse, with its own message.
+        assert!(rate_of("2e6").unwrap().check().is_err());
+        assert!(rate_of(r#""5""#).is_err());
     }
 
     #[test]
