@@ -481,11 +481,19 @@ async fn a_rate_written_beyond_its_range_is_refused_though_it_rounds_into_it() -
     ] {
         let (status, problem) = put_text(beyond).await?;
         assert_eq!(status, 422, "per_second {beyond} answered {problem}");
+        assert_eq!(problem["type"], "/problems/validation-failed", "{problem}");
+        assert_eq!(problem["errors"][0]["field"], "rate", "{problem}");
         assert!(
-            problem.to_string().contains("per_second"),
-            "the problem names the field: {problem}"
+            problem["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("per_second must be 0.001 to 1000000")),
+            "the problem names the field and its range: {problem}"
         );
     }
+    // Not JSON a parser can hold (a number beyond any float) stays `400 invalid-json`.
+    let (status, problem) = put_text("1e400").await?;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["type"], "/problems/invalid-json", "{problem}");
     for (within, reads_back) in [
         ("1000000", 1_000_000.0),
         ("1e6", 1_000_000.0),

@@ -134,12 +134,18 @@ pub async fn put_tenant_quotas(
     Ok(Json(tenant_quotas(&state, &tenant).await?))
 }
 
-/// The body as a [`QuotaSet`], read from its text so that figures are judged as written
-/// (`OrderRate::per_second`). Its objects must be JSON objects: serde would also take a
+/// The body as a [`QuotaSet`], read from its text so that a rate is judged as written
+/// (`OrderRate::per_second`; duplicate fields are refused, not the last one taken). Its objects must be JSON objects: serde would also take a
 /// record from an array of its fields in order (`"limits": [5, null]`), which the document
 /// does not allow.
 fn quota_set_of(text: &RawValue) -> Result<QuotaSet, ApiError> {
-    let invalid = |error: serde_json::Error| ApiError::InvalidBody(error.to_string());
+    // Not JSON (a number out of range, a lone surrogate, too deep: what reading the body
+    // as raw text let through) is `invalid-json`, as axum's own reading says; JSON of the
+    // wrong shape is `invalid-body`.
+    let invalid = |error: serde_json::Error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidBody(error.to_string()),
+        _ => ApiError::InvalidJson(error.to_string()),
+    };
     let body: Value = serde_json::from_str(text.get()).map_err(invalid)?;
     let not_object = |field: &str| ApiError::InvalidBody(format!("{field} must be a JSON object"));
     let Value::Object(fields) = &body else {

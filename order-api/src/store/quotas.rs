@@ -160,37 +160,60 @@ impl OrderRate {
     }
 }
 
-/// `per_second` from a JSON document's text, refused if the number as written lies outside
-/// [`OrderRate::MIN_PER_SECOND`] to [`OrderRate::MAX`] though its nearest `f64` does not:
-/// `1000000.0000000001` is above the documented maximum but reads as exactly 1,000,000.0. A
-/// number the `f64` puts out of range is left to [`OrderRate::check`], which says so. Only
-/// serde_json's own parsers (`from_str`, `from_slice`) carry the text this needs.
+/// `per_second` judged as written, not only as it rounds: `1000000.0000000001` is above the
+/// documented maximum but its nearest `f64` is exactly 1,000,000.0. Such a number is read as
+/// the `f64` just beyond the bound it rounds to, so that [`OrderRate::check`] refuses it like
+/// any rate out of range. Rounding is monotonic, so only a number whose `f64` is a bound can
+/// lie beyond it while the `f64` does not: only those are compared as decimals. The text is
+/// there when the rate is read with serde_json from text (`from_str`, `from_slice`); from a
+/// `serde_json::Value` only the `f64` is, and this fails.
 fn per_second_as_written<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<f64, D::Error> {
-    use serde::de::Error;
+    use serde::de::{Error, Unexpected};
+    use serde_json::Value;
     use std::str::FromStr;
 
+    /// Most characters a rate at a bound may be written in: a decimal comparison costs time
+    /// that grows with the square of its length.
+    const MOST_CHARACTERS_AT_A_BOUND: usize = 64;
+
     let text = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
-    let per_second: f64 = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
-    let written = bigdecimal::BigDecimal::from_str(text.get()).map_err(D::Error::custom)?;
-    // The bounds as documented: each constant's shortest decimal ("0.001", "1000000").
-    let bound = |value: f64| bigdecimal::BigDecimal::from_str(&value.to_string());
-    let (least, most) = (
-        bound(OrderRate::MIN_PER_SECOND).map_err(D::Error::custom)?,
-        bound(OrderRate::MAX).map_err(D::Error::custom)?,
-    );
-    if (written < least || written > most)
-        && (OrderRate::MIN_PER_SECOND..=OrderRate::MAX).contains(&per_second)
-    {
+    let value: Value = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
+    let per_second = match &value {
+        Value::Number(number) => number.as_f64().ok_or_else(|| {
+            D::Error::custom("per_second is not a number a 64-bit float can hold")
+        })?,
+        Value::Null => return Err(D::Error::invalid_type(Unexpected::Unit, &"a number")),
+        Value::Bool(b) => return Err(D::Error::invalid_type(Unexpected::Bool(*b), &"a number")),
+        Value::String(s) => return Err(D::Error::invalid_type(Unexpected::Str(s), &"a number")),
+        Value::Array(_) => return Err(D::Error::invalid_type(Unexpected::Seq, &"a number")),
+        Value::Object(_) => return Err(D::Error::invalid_type(Unexpected::Map, &"a number")),
+    };
+    let (bound, beyond) = if per_second == OrderRate::MAX {
+        (OrderRate::MAX, std::cmp::Ordering::Greater)
+    } else if per_second == OrderRate::MIN_PER_SECOND {
+        (OrderRate::MIN_PER_SECOND, std::cmp::Ordering::Less)
+    } else {
+        return Ok(per_second);
+    };
+    if text.get().len() > MOST_CHARACTERS_AT_A_BOUND {
         return Err(D::Error::custom(format!(
-            "per_second must be {} to {}: {} is beyond, though it rounds to {per_second}",
-            OrderRate::MIN_PER_SECOND,
-            OrderRate::MAX,
-            text.get()
+            "per_second: write it in at most {MOST_CHARACTERS_AT_A_BOUND} characters"
         )));
     }
-    Ok(per_second)
+    let written = bigdecimal::BigDecimal::from_str(text.get()).map_err(D::Error::custom)?;
+    // The bound as documented: the constant's shortest decimal ("0.001", "1000000").
+    let documented =
+        bigdecimal::BigDecimal::from_str(&bound.to_string()).map_err(D::Error::custom)?;
+    Ok(if written.cmp(&documented) == beyond {
+        match beyond {
+            std::cmp::Ordering::Greater => bound.next_up(),
+            _ => bound.next_down(),
+        }
+    } else {
+        per_second
+    })
 }
 
 /// Every quota and the rate an admin set for one tenant (`PUT /v1/tenants/{tenant}/quotas`
@@ -891,19 +914,30 @@ mod tests {
                 r#"{{"per_second": {per_second}, "burst": 1}}"#
             ))
         };
-        for beyond in ["1000000.0000000001", "0.00099999999999999999"] {
-            let error = rate_of(beyond).unwrap_err().to_string();
-            assert!(
-                error.contains("per_second must be 0.001 to 1000000"),
-                "{error}"
-            );
+        // Beyond a bound as written, the bound as a float: read as just beyond it, refused.
+        for beyond in ["1000000.0000000001", "0.00099999999999999999", "2e6", "0"] {
+            let rate = rate_of(beyond).unwrap();
+            let error = rate.check().unwrap_err();
+            assert_eq!(error, "per_second must be 0.001 to 1000000", "{beyond}");
         }
-        for (within, read) in [("1e6", 1e6), ("0.0010", 0.001), ("7", 7.0)] {
-            assert_eq!(rate_of(within).unwrap().per_second, read);
+        for (within, read) in [
+            ("1e6", 1e6),
+            ("999999.99999999999999", 1e6),
+            ("0.0010", 0.001),
+            ("0.00100000000000000000001", 0.001),
+            ("7", 7.0),
+        ] {
+            let rate = rate_of(within).unwrap();
+            assert_eq!((rate.per_second, rate.check()), (read, Ok(())), "{within}");
         }
-        // Beyond as a float too: left for check() to refuse, with its own message.
-        assert!(rate_of("2e6").unwrap().check().is_err());
-        assert!(rate_of(r#""5""#).is_err());
+        let error = rate_of(r#""5""#).unwrap_err().to_string();
+        assert!(
+            error.starts_with("invalid type: string \"5\", expected a number"),
+            "{error}"
+        );
+        let long = format!("1000000.{}1", "0".repeat(100));
+        let error = rate_of(&long).unwrap_err().to_string();
+        assert!(error.contains("at most 64 characters"), "{error}");
     }
 
     #[test]
