@@ -135,9 +135,9 @@ pub async fn put_tenant_quotas(
 }
 
 /// The body as a [`QuotaSet`], read from its text so that a rate is judged as written
-/// (`OrderRate::per_second`; duplicate fields are refused, not the last one taken). Its objects must be JSON objects: serde would also take a
-/// record from an array of its fields in order (`"limits": [5, null]`), which the document
-/// does not allow.
+/// (`OrderRate::per_second`; a field named twice is refused, not the last one taken). Its
+/// objects must be JSON objects: serde would also take a record from an array of its fields
+/// in order (`"limits": [5, null]`), which the document does not allow.
 fn quota_set_of(text: &RawValue) -> Result<QuotaSet, ApiError> {
     // Not JSON (a number out of range, a lone surrogate, too deep: what reading the body
     // as raw text let through) is `invalid-json`, as axum's own reading says; JSON of the

@@ -166,7 +166,7 @@ impl OrderRate {
 /// any rate out of range. Rounding is monotonic, so only a number whose `f64` is a bound can
 /// lie beyond it while the `f64` does not: only those are compared as decimals. The text is
 /// there when the rate is read with serde_json from text (`from_str`, `from_slice`); from a
-/// `serde_json::Value` only the `f64` is, and this fails.
+/// `serde_json::Value` the number is written again from its `f64`, and only that is judged.
 fn per_second_as_written<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<f64, D::Error> {
