@@ -49,6 +49,7 @@ mod retries;
 mod sandbox;
 mod secrets;
 mod shutdown;
+mod stuck_log_reader;
 mod traces;
 mod validation;
 mod vendor_inputs;

@@ -92,11 +92,13 @@ fn programs_log_filter() -> String {
         .unwrap_or_else(|| "info,lapin=warn".to_string())
 }
 
-/// One child process, its log going to a file.
+/// One child process, its log going to a file (or, for a test of a stuck log reader, to a
+/// pipe nobody reads).
 pub struct Service {
     name: &'static str,
     pub(crate) child: Child,
-    log: PathBuf,
+    /// The log file; `None` for output to an unread pipe.
+    log: Option<PathBuf>,
 }
 
 impl Service {
@@ -112,19 +114,49 @@ impl Service {
             .open(&log)
             .with_context(|| format!("opening {}", log.display()))?;
         let stderr = file.try_clone()?;
+        let child = Self::command(binary, env)
+            .stdout(file)
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self {
+            name,
+            child,
+            log: Some(log),
+        })
+    }
+
+    /// [`Service::spawn`] with stdout and stderr going to pipes this process holds open
+    /// and never reads: once a pipe's buffer is full (64 KiB on Linux), every write to it
+    /// waits, as with a log collector that is stuck.
+    pub(crate) fn spawn_with_unread_output(
+        name: &'static str,
+        binary: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let child = Self::command(binary, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self {
+            name,
+            child,
+            log: None,
+        })
+    }
+
+    /// `binary` with only `env` (and the tests' log filter) in its environment, killed
+    /// when dropped.
+    fn command(binary: &Path, env: &[(&str, String)]) -> Command {
         let mut command = Command::new(binary);
         command
             .env_clear()
             .env("RUST_LOG", programs_log_filter())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(stderr)
             .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self { name, child, log })
+        command
     }
 
     /// SIGKILL: the process gets no chance to clean up.
@@ -134,7 +166,10 @@ impl Service {
 
     /// The last lines of the log, for failure messages.
     pub fn log_tail(&self) -> String {
-        log_tail(self.name, &self.log)
+        match &self.log {
+            Some(log) => log_tail(self.name, log),
+            None => format!("--- {} (its output goes to a pipe nobody reads) ---", self.name),
+        }
     }
 }
 

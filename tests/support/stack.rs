@@ -331,6 +331,16 @@ impl Stack {
 
     /// Spawns an order-api of this stack listening on `port`, logging to `log`.
     fn spawn_api(&self, port: u16, log: &str) -> anyhow::Result<Service> {
+        Service::spawn(
+            "order-api",
+            &binary(self.options.profile, "order-api"),
+            &self.api_env(port),
+            self.dir.join(log),
+        )
+    }
+
+    /// The environment of an order-api of this stack listening on `port`.
+    fn api_env(&self, port: u16) -> Vec<(&str, String)> {
         let mut env = vec![
             ("AMQP_URL", self.amqp_url().to_string()),
             ("AMQP_NAME_PREFIX", self.topology.prefix().to_string()),
@@ -343,12 +353,7 @@ impl Stack {
         for (key, value) in &self.options.api_env {
             env.push((key.as_str(), value.clone()));
         }
-        Service::spawn(
-            "order-api",
-            &binary(self.options.profile, "order-api"),
-            &env,
-            self.dir.join(log),
-        )
+        env
     }
 
     /// Starts one more order-api on this stack's database and broker names, on a port of its
@@ -357,6 +362,24 @@ impl Stack {
         let port = free_port();
         let number = self.more_apis.len() + 2;
         let api = self.spawn_api(port, &format!("api-{number}.log"))?;
+        self.start_more_api(api, port).await
+    }
+
+    /// [`Stack::start_another_api`] whose stdout and stderr go to pipes nobody reads, as to
+    /// a log collector that is stuck: once a pipe is full, each write to it waits.
+    pub async fn start_another_api_with_unread_output(&mut self) -> anyhow::Result<String> {
+        let port = free_port();
+        let api = Service::spawn_with_unread_output(
+            "order-api",
+            &binary(self.options.profile, "order-api"),
+            &self.api_env(port),
+        )?;
+        self.start_more_api(api, port).await
+    }
+
+    /// Keeps `api`, an order-api started on `port`, with the stack's others, and waits until
+    /// it is ready; its base URL.
+    async fn start_more_api(&mut self, api: Service, port: u16) -> anyhow::Result<String> {
         self.more_apis.push(api);
         let url = format!("http://127.0.0.1:{port}");
         self.wait_ready_at(&url).await?;
