@@ -14,7 +14,7 @@ use provisioner_process as process;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    process::init_logging()?;
+    let _logging = process::init_logging()?;
     let config = HostConfig::parse();
     let amqp_addresses = config.amqp.addresses().map_err(anyhow::Error::msg)?;
     let runtime = Arc::new(

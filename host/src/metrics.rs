@@ -10,6 +10,8 @@
 //!   over the plugin's volume limit ([`crate::plugin_output::LogGate`]).
 //! - `provisioner_broker_connected{address}`: 1 for the broker address (`AMQP_URL` entry,
 //!   password hidden) the AMQP session is on; no series between sessions.
+//! - `provisioner_log_lines_dropped_total`: the host's own log lines dropped because the
+//!   reader of stdout fell behind (`provisioner_process::init_logging`).
 //! - `provisioner_create_leases_total{path}`: creates by how they went about the order's
 //!   create lease ([`crate::worker`]'s `first_copy`): `skipped` (the order's first copy on
 //!   its first delivery), `taken`, `taken_after_wait` (a copy that waited for a lease-free
@@ -82,6 +84,7 @@ impl std::fmt::Debug for HostMetrics {
 impl Default for HostMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("provisioner");
+        registry.register_collector(Box::new(provisioner_process::LogLinesDropped));
         // 100 us to about 50 s.
         let plugin_calls = Family::<CallLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.0001, 2.5, 15))) as fn() -> Histogram,

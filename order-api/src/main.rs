@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Tenants(command)) => return order_api::tenants::run(command).await,
         None => {}
     }
-    process::init_logging()?;
+    let _logging = process::init_logging()?;
     let config = cli.serve;
     let listener = tokio::net::TcpListener::bind(&config.listen_addr)
         .await

@@ -45,6 +45,8 @@
 //!   `quota_exceeded` or `rate_limited`.
 //! - `provisioner_broker_connected{address}`: 1 for the broker address (`AMQP_URL` entry,
 //!   password hidden) the AMQP session is on; no series between sessions.
+//! - `provisioner_log_lines_dropped_total`: log lines dropped because the reader of stdout
+//!   fell behind (`provisioner_process::init_logging`); above 0, logs are missing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -213,6 +215,7 @@ impl Metrics {
     /// A registry with every series at zero.
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("provisioner");
+        registry.register_collector(Box::new(provisioner_process::LogLinesDropped));
         let dead_letters = Family::<QueueLabel, Counter>::default();
         let dead_letter_queue = Gauge::default();
         let dead_letters_recorded = Gauge::default();

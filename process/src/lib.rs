@@ -1,40 +1,115 @@
 //! Process plumbing every program shares: logging set-up, the shutdown signal, and a
 //! watch on the async runtime's responsiveness.
 //!
-//! `order-api`, `provisioner-host` and `vendor-sim` start the same way: [`init_logging`],
-//! then [`shutdown_token`] for Ctrl-C and SIGTERM, then [`watch_stalls`]. None of it is
-//! part of the message contract between the two services (`provisioner-contract`), so it
-//! lives here, and the simulator needs no part of that contract.
+//! `order-api`, `provisioner-host` and `vendor-sim` start the same way: [`init_logging`]
+//! (kept until `main` returns), then [`shutdown_token`] for Ctrl-C and SIGTERM, then
+//! [`watch_stalls`]. None of it is part of the message contract between the two services
+//! (`provisioner-contract`), so it lives here, and the simulator needs no part of that
+//! contract.
+//!
+//! # Layout
+//! - [`init_logging`], [`Logging`]: the log subscriber and its writer thread.
+//! - [`LogLinesDropped`]: the writer's dropped lines as a Prometheus series.
+//! - [`shutdown_token`], [`signal`]: Ctrl-C and SIGTERM.
+//! - [`watch_stalls`]: the runtime stall warning.
 
+use std::io::BufWriter;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use tokio_util::sync::CancellationToken;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// The environment variable that picks the log format: `text` (the default) or `json`.
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 
+/// Log lines held for the writer thread at most; beyond, new lines are dropped (and
+/// counted) rather than wait.
+pub const LOG_BUFFER_LINES: usize = 128_000;
+
+/// The writer thread's buffer: the lines that came while it wrote go out in one write.
+const LOG_WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The log writer's count of dropped lines, once [`init_logging`] has run.
+static DROPPED_LINES: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// The programs' log writer: keep it until `main` returns; dropping it writes out the lines
+/// it still holds (waiting a second at most).
+#[must_use = "the log writer stops when this is dropped: keep it until main returns"]
+pub struct Logging {
+    _writer: WorkerGuard,
+}
+
 /// Logs to stdout, filtered by `RUST_LOG` (default `info`): readable text (coloured only on
 /// a terminal), or with `LOG_FORMAT=json` one JSON object per line with the event's fields,
 /// its span's fields (the order id, the `traceparent`) and the spans it is in, for a log
 /// collector. Fails on any other `LOG_FORMAT`.
-pub fn init_logging() -> anyhow::Result<()> {
+///
+/// The lines are written by a thread of their own, never by the code that logs: a reader
+/// of stdout that stalls (a full pipe to a log collector, a container runtime's logging
+/// driver that is stuck, a terminal on hold) would otherwise stop every thread that logs,
+/// and with them the program. Up to [`LOG_BUFFER_LINES`] wait for the reader; beyond,
+/// lines are dropped and counted ([`log_lines_dropped`], `provisioner_log_lines_dropped_total`
+/// on `/metrics`). A process killed outright loses the lines not yet written, a moment's.
+pub fn init_logging() -> anyhow::Result<Logging> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let format = std::env::var(LOG_FORMAT).unwrap_or_default();
+    if !matches!(format.as_str(), "" | "text" | "json") {
+        anyhow::bail!("{LOG_FORMAT} must be 'text' or 'json', not '{format}'");
+    }
+    let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .lossy(true)
+        .thread_name("log-writer")
+        .finish(BufWriter::with_capacity(
+            LOG_WRITE_BUFFER_BYTES,
+            std::io::stdout(),
+        ));
+    let _ = DROPPED_LINES.set(writer.error_counter());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format.as_str() {
-        "" | "text" => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init(),
-        "json" => tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        "json" => subscriber
             .json()
             .with_current_span(true)
             .with_span_list(true)
             .init(),
-        other => anyhow::bail!("{LOG_FORMAT} must be 'text' or 'json', not '{other}'"),
+        _ => subscriber
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
     }
-    Ok(())
+    Ok(Logging { _writer: guard })
+}
+
+/// Log lines dropped so far because stdout's reader fell [`LOG_BUFFER_LINES`] behind.
+pub fn log_lines_dropped() -> u64 {
+    DROPPED_LINES
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+/// `provisioner_log_lines_dropped_total` (with the registry's prefix): the program's log
+/// lines dropped because stdout's reader fell behind ([`init_logging`]). Register it with
+/// [`prometheus_client::registry::Registry::register_collector`]; read at each scrape.
+#[derive(Debug, Default)]
+pub struct LogLinesDropped;
+
+impl Collector for LogLinesDropped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(log_lines_dropped());
+        let metric = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because the reader of stdout fell behind",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
 }
 
 /// A token cancelled on the first Ctrl-C (SIGINT) or SIGTERM.

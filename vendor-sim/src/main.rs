@@ -87,7 +87,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    process::init_logging()?;
+    let _logging = process::init_logging()?;
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen_addr)
         .await
