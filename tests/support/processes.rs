@@ -168,7 +168,10 @@ impl Service {
     pub fn log_tail(&self) -> String {
         match &self.log {
             Some(log) => log_tail(self.name, log),
-            None => format!("--- {} (its output goes to a pipe nobody reads) ---", self.name),
+            None => format!(
+                "--- {} (its output goes to a pipe nobody reads) ---",
+                self.name
+            ),
         }
     }
 }

@@ -362,28 +362,24 @@ impl Stack {
         let port = free_port();
         let number = self.more_apis.len() + 2;
         let api = self.spawn_api(port, &format!("api-{number}.log"))?;
-        self.start_more_api(api, port).await
-    }
-
-    /// [`Stack::start_another_api`] whose stdout and stderr go to pipes nobody reads, as to
-    /// a log collector that is stuck: once a pipe is full, each write to it waits.
-    pub async fn start_another_api_with_unread_output(&mut self) -> anyhow::Result<String> {
-        let port = free_port();
-        let api = Service::spawn_with_unread_output(
-            "order-api",
-            &binary(self.options.profile, "order-api"),
-            &self.api_env(port),
-        )?;
-        self.start_more_api(api, port).await
-    }
-
-    /// Keeps `api`, an order-api started on `port`, with the stack's others, and waits until
-    /// it is ready; its base URL.
-    async fn start_more_api(&mut self, api: Service, port: u16) -> anyhow::Result<String> {
         self.more_apis.push(api);
         let url = format!("http://127.0.0.1:{port}");
         self.wait_ready_at(&url).await?;
         Ok(url)
+    }
+
+    /// Stops order-api and starts it again with its stdout and stderr going to pipes nobody
+    /// reads, as to a log collector that is stuck: once a pipe is full, each write to it
+    /// waits.
+    pub async fn restart_api_with_unread_output(&mut self) -> anyhow::Result<()> {
+        self.kill_api().await;
+        self.api = Some(Service::spawn_with_unread_output(
+            "order-api",
+            &binary(self.options.profile, "order-api"),
+            &self.api_env(self.api_port),
+        )?);
+        let url = self.api_url.clone();
+        self.wait_ready_at(&url).await
     }
 
     /// The folder the host loads plugins from (and rescans for drop-ins).
