@@ -8,40 +8,37 @@
 //! contract.
 //!
 //! # Layout
-//! - [`init_logging`], [`Logging`]: the log subscriber and its writer thread.
+//! - [`init_logging`], [`Logging`]: the log subscriber, writing through [`log_writer`].
+//! - [`log_writer`]: the buffer the lines go into, and the thread that writes it to stdout.
 //! - [`LogLinesDropped`]: the writer's dropped lines as a Prometheus series.
 //! - [`shutdown_token`], [`signal`]: Ctrl-C and SIGTERM.
 //! - [`watch_stalls`]: the runtime stall warning.
 
-use std::io::BufWriter;
+pub mod log_writer;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use tokio_util::sync::CancellationToken;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+use crate::log_writer::{LogWriter, LogWriterGuard};
 
 /// The environment variable that picks the log format: `text` (the default) or `json`.
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 
-/// Log lines held for the writer thread at most; beyond, new lines are dropped (and
-/// counted) rather than wait.
-pub const LOG_BUFFER_LINES: usize = 128_000;
-
-/// The writer thread's buffer: the lines that came while it wrote go out in one write.
-const LOG_WRITE_BUFFER_BYTES: usize = 64 * 1024;
-
-/// The log writer's count of dropped lines, once [`init_logging`] has run.
-static DROPPED_LINES: OnceLock<ErrorCounter> = OnceLock::new();
+/// The program's log writer, once [`init_logging`] has run (for its count of dropped lines).
+static LOG_WRITER: OnceLock<LogWriter> = OnceLock::new();
 
 /// The programs' log writer: keep it until `main` returns; dropping it writes out the lines
 /// it still holds (waiting a second at most).
 #[must_use = "the log writer stops when this is dropped: keep it until main returns"]
 pub struct Logging {
-    _writer: WorkerGuard,
+    _writer: LogWriterGuard,
 }
 
 /// Logs to stdout, filtered by `RUST_LOG` (default `info`): readable text (coloured only on
@@ -49,27 +46,24 @@ pub struct Logging {
 /// its span's fields (the order id, the `traceparent`) and the spans it is in, for a log
 /// collector. Fails on any other `LOG_FORMAT`.
 ///
-/// The lines are written by a thread of their own, never by the code that logs: a reader
-/// of stdout that stalls (a full pipe to a log collector, a container runtime's logging
-/// driver that is stuck, a terminal on hold) would otherwise stop every thread that logs,
-/// and with them the program. Up to [`LOG_BUFFER_LINES`] wait for the reader; beyond,
+/// The lines are written by a thread of their own ([`log_writer`]), never by the code that
+/// logs: a reader of stdout that stalls would otherwise stop every thread that logs, and the
+/// program with them. Up to [`log_writer::BUFFER_LIMIT_BYTES`] wait for the reader; beyond,
 /// lines are dropped and counted ([`log_lines_dropped`], `provisioner_log_lines_dropped_total`
-/// on `/metrics`). A process killed outright loses the lines not yet written, a moment's.
+/// on `/metrics`).
 pub fn init_logging() -> anyhow::Result<Logging> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let format = std::env::var(LOG_FORMAT).unwrap_or_default();
     if !matches!(format.as_str(), "" | "text" | "json") {
         anyhow::bail!("{LOG_FORMAT} must be 'text' or 'json', not '{format}'");
     }
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .lossy(true)
-        .thread_name("log-writer")
-        .finish(BufWriter::with_capacity(
-            LOG_WRITE_BUFFER_BYTES,
-            std::io::stdout(),
-        ));
-    let _ = DROPPED_LINES.set(writer.error_counter());
+    let (writer, guard) = LogWriter::spawn(
+        std::io::stdout(),
+        log_writer::BUFFER_LIMIT_BYTES,
+        log_writer::FLUSH_EVERY,
+    )
+    .context("starting the log writer's thread")?;
+    let _ = LOG_WRITER.set(writer.clone());
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -86,11 +80,9 @@ pub fn init_logging() -> anyhow::Result<Logging> {
     Ok(Logging { _writer: guard })
 }
 
-/// Log lines dropped so far because stdout's reader fell [`LOG_BUFFER_LINES`] behind.
+/// Log lines dropped so far because stdout's reader fell behind ([`init_logging`]).
 pub fn log_lines_dropped() -> u64 {
-    DROPPED_LINES
-        .get()
-        .map_or(0, |counter| counter.dropped_lines() as u64)
+    LOG_WRITER.get().map_or(0, LogWriter::dropped_lines)
 }
 
 /// `provisioner_log_lines_dropped_total` (with the registry's prefix): the program's log
