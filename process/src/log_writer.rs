@@ -30,6 +30,10 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// 200 bytes); a line that would take it beyond is dropped.
 pub const BUFFER_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 
+/// The most each of the writer's two buffers keeps allocated between writes: one grown by a
+/// reader that fell behind is given back once its lines are written.
+const KEPT_CAPACITY_BYTES: usize = 256 * 1024;
+
 /// How long [`LogWriterGuard`]'s drop waits for the last lines to be written (a stuck reader
 /// must not keep the program from exiting).
 const LAST_WRITE_WAIT: Duration = Duration::from_secs(1);
@@ -55,7 +59,8 @@ impl Shared {
         pending.extend_from_slice(line);
     }
 
-    /// Swaps the gathered lines into `batch` (empty, its allocation kept for the next).
+    /// Swaps the gathered lines into `batch` (empty, its allocation, up to
+    /// [`KEPT_CAPACITY_BYTES`], kept for the next).
     fn take_into(&self, batch: &mut Vec<u8>) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *pending, batch);
@@ -122,6 +127,7 @@ fn write_out<W: Write>(
             // Nowhere to report a failed write but the log itself: the lines are lost.
             let _ = sink.write_all(&batch).and_then(|()| sink.flush());
             batch.clear();
+            batch.shrink_to(KEPT_CAPACITY_BYTES);
         }
         if stopping {
             return;
