@@ -8,7 +8,7 @@
 //! contract.
 //!
 //! # Layout
-//! - [`init_logging`], [`Logging`]: the log subscriber, writing through [`log_writer`].
+//! - [`init_logging`]: the log subscriber, writing through [`log_writer`].
 //! - [`log_writer`]: the buffer the lines go into, and the thread that writes it to stdout.
 //! - [`LogLinesDropped`]: the writer's dropped lines as a Prometheus series.
 //! - [`shutdown_token`], [`signal`]: Ctrl-C and SIGTERM.
@@ -34,13 +34,6 @@ pub const LOG_FORMAT: &str = "LOG_FORMAT";
 /// The program's log writer, once [`init_logging`] has run (for its count of dropped lines).
 static LOG_WRITER: OnceLock<LogWriter> = OnceLock::new();
 
-/// The programs' log writer: keep it until `main` returns; dropping it writes out the lines
-/// it still holds (waiting a second at most).
-#[must_use = "the log writer stops when this is dropped: keep it until main returns"]
-pub struct Logging {
-    _writer: LogWriterGuard,
-}
-
 /// Logs to stdout, filtered by `RUST_LOG` (default `info`): readable text (coloured only on
 /// a terminal), or with `LOG_FORMAT=json` one JSON object per line with the event's fields,
 /// its span's fields (the order id, the `traceparent`) and the spans it is in, for a log
@@ -50,8 +43,9 @@ pub struct Logging {
 /// logs: a reader of stdout that stalls would otherwise stop every thread that logs, and the
 /// program with them. Up to [`log_writer::BUFFER_LIMIT_BYTES`] wait for the reader; beyond,
 /// lines are dropped and counted ([`log_lines_dropped`], `provisioner_log_lines_dropped_total`
-/// on `/metrics`).
-pub fn init_logging() -> anyhow::Result<Logging> {
+/// on `/metrics`). Keep the answered guard until `main` returns: dropping it writes out the
+/// lines still held (waiting a second at most).
+pub fn init_logging() -> anyhow::Result<LogWriterGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let format = std::env::var(LOG_FORMAT).unwrap_or_default();
     if !matches!(format.as_str(), "" | "text" | "json") {
@@ -77,7 +71,7 @@ pub fn init_logging() -> anyhow::Result<Logging> {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .init(),
     }
-    Ok(Logging { _writer: guard })
+    Ok(guard)
 }
 
 /// Log lines dropped so far because stdout's reader fell behind ([`init_logging`]).

@@ -114,16 +114,7 @@ impl Service {
             .open(&log)
             .with_context(|| format!("opening {}", log.display()))?;
         let stderr = file.try_clone()?;
-        let child = Self::command(binary, env)
-            .stdout(file)
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self {
-            name,
-            child,
-            log: Some(log),
-        })
+        Self::start(name, binary, env, file.into(), stderr.into(), Some(log))
     }
 
     /// [`Service::spawn`] with stdout and stderr going to pipes this process holds open
@@ -134,29 +125,30 @@ impl Service {
         binary: &Path,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        let child = Self::command(binary, env)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self {
-            name,
-            child,
-            log: None,
-        })
+        Self::start(name, binary, env, Stdio::piped(), Stdio::piped(), None)
     }
 
-    /// `binary` with only `env` (and the tests' log filter) in its environment, killed
-    /// when dropped.
-    fn command(binary: &Path, env: &[(&str, String)]) -> Command {
-        let mut command = Command::new(binary);
-        command
+    /// Starts `binary` with only `env` (and the tests' log filter) in its environment, its
+    /// output to `stdout` and `stderr`, killed when dropped.
+    fn start(
+        name: &'static str,
+        binary: &Path,
+        env: &[(&str, String)],
+        stdout: Stdio,
+        stderr: Stdio,
+        log: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let child = Command::new(binary)
             .env_clear()
             .env("RUST_LOG", programs_log_filter())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
-            .kill_on_drop(true);
-        command
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self { name, child, log })
     }
 
     /// SIGKILL: the process gets no chance to clean up.
