@@ -57,6 +57,11 @@ pub struct Args {
     /// then counted against them and takes a token, as a tenant with quotas is.
     #[arg(long)]
     quotas: bool,
+    /// Also write each measured request's latency to `<DIR>/<side>-<rate>.csv` (columns
+    /// `due_ms`, when it was due from the window's start, `latency_ms` and `outcome`): when
+    /// in the window the slow answers came.
+    #[arg(long, value_name = "DIR")]
+    latencies_dir: Option<std::path::PathBuf>,
 }
 
 /// The targets: p99 at these rates at most this many milliseconds (500/s from the first
@@ -152,6 +157,10 @@ async fn measure_side(
         (Some(stack), Some(before)) => Some(CpuReading::now(stack)?.since(&before)),
         _ => None,
     };
+    if let Some(dir) = &args.latencies_dir {
+        let side = if stack.is_some() { "api" } else { "bare" };
+        write_latencies(&dir.join(format!("{side}-{rate}.csv")), rate, &answers)?;
+    }
     let counted = |outcome: Outcome| answers.iter().filter(|a| a.outcome == outcome).count();
     Ok(Side {
         latencies: Percentiles::of(answers.iter().map(|a| a.latency).collect()),
@@ -161,6 +170,28 @@ async fn measure_side(
         answered: answers.len(),
         cpu,
     })
+}
+
+/// Writes one line per answer: when it was due (ms from the measured window's start), its
+/// latency (ms) and how it ended.
+fn write_latencies(path: &std::path::Path, rate: u32, answers: &[Answer]) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut csv = String::from("due_ms,latency_ms,outcome\n");
+    for (i, answer) in answers.iter().enumerate() {
+        let due_ms = i as f64 * 1000.0 / f64::from(rate.max(1));
+        let latency_ms = answer.latency.as_secs_f64() * 1000.0;
+        let outcome = match answer.outcome {
+            Outcome::Expected => "expected".to_string(),
+            Outcome::OtherStatus(status) => status.to_string(),
+            Outcome::TimedOut => "timed-out".to_string(),
+            Outcome::ConnectionError => "connection-error".to_string(),
+        };
+        writeln!(csv, "{due_ms:.3},{latency_ms:.3},{outcome}")?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Runs the benchmark.
