@@ -48,7 +48,18 @@ TEST_ORDER_STORE=postgres cargo test -p provisioner-tests --test e2e -- \
 
 echo "==> benchmark smoke run (tiny sizes, debug build: checks the bench works, not timings)"
 target/debug/bench --profile debug pipeline --orders 150 --bare-orders 1000
-target/debug/bench --profile debug accept --rates 100,300 --secs 2 --warmup-secs 1
+rm -rf target/accept-latencies
+target/debug/bench --profile debug accept --rates 100,300 --secs 2 --warmup-secs 1 --latencies-dir target/accept-latencies
+# One line per measured request and a header: 100/s and 300/s for 2 s, both sides.
+for side in api bare; do
+    for rate in 100 300; do
+        lines=$(wc -l < "target/accept-latencies/$side-$rate.csv")
+        if [ "$lines" -ne $((rate * 2 + 1)) ]; then
+            echo "target/accept-latencies/$side-$rate.csv: $lines lines, not $((rate * 2 + 1))" >&2
+            exit 1
+        fi
+    done
+done
 target/debug/bench --profile debug lease --leases 200
 target/debug/bench --profile debug in-flight --orders 200 --boot-secs 5 --hold-secs 5
 target/debug/bench --profile debug plugin-overhead --calls 200 --warmup 20
