@@ -58,8 +58,9 @@ pub struct Args {
     #[arg(long)]
     quotas: bool,
     /// Also write each measured request's latency to `<DIR>/<side>-<rate>.csv` (columns
-    /// `due_ms`, when it was due from the window's start, `latency_ms` and `outcome`): when
-    /// in the window the slow answers came.
+    /// `due_ms`, when it was due from the window's start, `due_unix_ms`, the same on the
+    /// wall clock, `latency_ms` and `outcome`): when in the window the slow answers came, to
+    /// set beside the programs' logs and other samples of the same moments.
     #[arg(long, value_name = "DIR")]
     latencies_dir: Option<std::path::PathBuf>,
 }
@@ -144,6 +145,7 @@ async fn measure_side(
     open_loop(api, body, rate, warmup, 202, REQUEST_TIMEOUT).await;
     progress.update(&format!("{label} at {rate}/s: measuring {} s", args.secs));
     let cpu_before = stack.map(CpuReading::now).transpose()?;
+    let window_start = std::time::SystemTime::now();
     let answers: Vec<Answer> = open_loop(
         api,
         body,
@@ -159,7 +161,8 @@ async fn measure_side(
     };
     if let Some(dir) = &args.latencies_dir {
         let side = if stack.is_some() { "api" } else { "bare" };
-        write_latencies(&dir.join(format!("{side}-{rate}.csv")), rate, &answers)?;
+        let path = dir.join(format!("{side}-{rate}.csv"));
+        write_latencies(&path, rate, window_start, &answers)?;
     }
     let counted = |outcome: Outcome| answers.iter().filter(|a| a.outcome == outcome).count();
     Ok(Side {
@@ -172,13 +175,25 @@ async fn measure_side(
     })
 }
 
-/// Writes one line per answer: when it was due (ms from the measured window's start), its
-/// latency (ms) and how it ended.
-fn write_latencies(path: &std::path::Path, rate: u32, answers: &[Answer]) -> anyhow::Result<()> {
+/// Writes one line per answer: when it was due (ms from the measured window's start, which
+/// was `window_start` on the wall clock, and ms since the Unix epoch), its latency (ms) and
+/// how it ended.
+fn write_latencies(
+    path: &std::path::Path,
+    rate: u32,
+    window_start: std::time::SystemTime,
+    answers: &[Answer],
+) -> anyhow::Result<()> {
     use std::fmt::Write as _;
-    let mut csv = String::from("due_ms,latency_ms,outcome\n");
+    let start_unix_ms = window_start
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs_f64()
+        * 1000.0;
+    let mut csv = String::from("due_ms,due_unix_ms,latency_ms,outcome\n");
     for (i, answer) in answers.iter().enumerate() {
         let due_ms = i as f64 * 1000.0 / f64::from(rate.max(1));
+        let due_unix_ms = start_unix_ms + due_ms;
         let latency_ms = answer.latency.as_secs_f64() * 1000.0;
         let outcome = match answer.outcome {
             Outcome::Expected => "expected".to_string(),
@@ -186,7 +201,10 @@ fn write_latencies(path: &std::path::Path, rate: u32, answers: &[Answer]) -> any
             Outcome::TimedOut => "timed-out".to_string(),
             Outcome::ConnectionError => "connection-error".to_string(),
         };
-        writeln!(csv, "{due_ms:.3},{latency_ms:.3},{outcome}")?;
+        writeln!(
+            csv,
+            "{due_ms:.3},{due_unix_ms:.0},{latency_ms:.3},{outcome}"
+        )?;
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -363,6 +381,45 @@ fn cpu_figures(summary: &mut Summary, rate: u32, cpu: &CpuReading, requests: usi
             per_request(secs),
             "ms",
             None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latencies_csv_has_a_line_per_answer_with_its_due_time_on_the_wall_clock() {
+        let dir = std::env::temp_dir().join(format!("accept-latencies-{}", std::process::id()));
+        let path = dir.join("api-500.csv");
+        let window_start = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        let answers = [
+            Answer {
+                latency: Duration::from_micros(3_250),
+                outcome: Outcome::Expected,
+            },
+            Answer {
+                latency: Duration::from_millis(12),
+                outcome: Outcome::OtherStatus(503),
+            },
+            Answer {
+                latency: REQUEST_TIMEOUT,
+                outcome: Outcome::TimedOut,
+            },
+        ];
+        write_latencies(&path, 500, window_start, &answers).unwrap();
+        let csv = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let timeout_ms = REQUEST_TIMEOUT.as_secs_f64() * 1000.0;
+        assert_eq!(
+            csv,
+            format!(
+                "due_ms,due_unix_ms,latency_ms,outcome\n\
+                 0.000,1700000000000,3.250,expected\n\
+                 2.000,1700000000002,12.000,503\n\
+                 4.000,1700000000004,{timeout_ms:.3},timed-out\n"
+            )
         );
     }
 }
