@@ -58,7 +58,7 @@ pub struct Args {
     #[arg(long)]
     quotas: bool,
     /// Also write each measured request's latency to `<DIR>/<side>-<rate>.csv` (columns
-    /// `due_ms`, when it was due from the window's start, `due_unix_ms`, the same on the
+    /// `due_ms`, when it was due from the window's first request, `due_unix_ms`, the same on the
     /// wall clock, `latency_ms` and `outcome`): when in the window the slow answers came, to
     /// set beside the programs' logs and other samples of the same moments.
     #[arg(long, value_name = "DIR")]
@@ -145,7 +145,6 @@ async fn measure_side(
     open_loop(api, body, rate, warmup, 202, REQUEST_TIMEOUT).await;
     progress.update(&format!("{label} at {rate}/s: measuring {} s", args.secs));
     let cpu_before = stack.map(CpuReading::now).transpose()?;
-    let window_start = std::time::SystemTime::now();
     let answers: Vec<Answer> = open_loop(
         api,
         body,
@@ -162,7 +161,7 @@ async fn measure_side(
     if let Some(dir) = &args.latencies_dir {
         let side = if stack.is_some() { "api" } else { "bare" };
         let path = dir.join(format!("{side}-{rate}.csv"));
-        write_latencies(&path, rate, window_start, &answers)?;
+        write_latencies(&path, &answers)?;
     }
     let counted = |outcome: Outcome| answers.iter().filter(|a| a.outcome == outcome).count();
     Ok(Side {
@@ -175,25 +174,24 @@ async fn measure_side(
     })
 }
 
-/// Writes one line per answer: when it was due (ms from the measured window's start, which
-/// was `window_start` on the wall clock, and ms since the Unix epoch), its latency (ms) and
-/// how it ended.
-fn write_latencies(
-    path: &std::path::Path,
-    rate: u32,
-    window_start: std::time::SystemTime,
-    answers: &[Answer],
-) -> anyhow::Result<()> {
+/// Writes one line per answer: when it was due (ms from the first answer's due time, and ms
+/// since the Unix epoch), its latency (ms) and how it ended.
+fn write_latencies(path: &std::path::Path, answers: &[Answer]) -> anyhow::Result<()> {
     use std::fmt::Write as _;
-    let start_unix_ms = window_start
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        .as_secs_f64()
-        * 1000.0;
+    let unix_ms = |at: std::time::SystemTime| -> anyhow::Result<f64> {
+        let since = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the clock is before 1970")?;
+        Ok(since.as_secs_f64() * 1000.0)
+    };
+    let first_ms = match answers.first() {
+        Some(first) => unix_ms(first.due)?,
+        None => 0.0,
+    };
     let mut csv = String::from("due_ms,due_unix_ms,latency_ms,outcome\n");
-    for (i, answer) in answers.iter().enumerate() {
-        let due_ms = i as f64 * 1000.0 / f64::from(rate.max(1));
-        let due_unix_ms = start_unix_ms + due_ms;
+    for answer in answers {
+        let due_unix_ms = unix_ms(answer.due)?;
+        let due_ms = due_unix_ms - first_ms;
         let latency_ms = answer.latency.as_secs_f64() * 1000.0;
         let outcome = match answer.outcome {
             Outcome::Expected => "expected".to_string(),
@@ -396,19 +394,22 @@ mod tests {
         let window_start = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
         let answers = [
             Answer {
+                due: window_start,
                 latency: Duration::from_micros(3_250),
                 outcome: Outcome::Expected,
             },
             Answer {
+                due: window_start + Duration::from_millis(2),
                 latency: Duration::from_millis(12),
                 outcome: Outcome::OtherStatus(503),
             },
             Answer {
+                due: window_start + Duration::from_millis(4),
                 latency: REQUEST_TIMEOUT,
                 outcome: Outcome::TimedOut,
             },
         ];
-        write_latencies(&path, 500, window_start, &answers).unwrap();
+        write_latencies(&path, &answers).unwrap();
         let csv = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let timeout_ms = REQUEST_TIMEOUT.as_secs_f64() * 1000.0;

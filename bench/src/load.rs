@@ -101,6 +101,8 @@ impl Orderer {
 /// What one request of an open loop gave.
 #[derive(Debug, Clone, Copy)]
 pub struct Answer {
+    /// When the request was due by the loop's schedule, on the wall clock.
+    pub due: std::time::SystemTime,
     /// From when the request was due (not when it was sent: a late send counts against
     /// the server, as a user's request would) to the whole answer read.
     pub latency: Duration,
@@ -142,9 +144,13 @@ pub async fn open_loop(
     let total = (f64::from(rate) * duration.as_secs_f64()).round() as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let start_on_wall_clock = std::time::SystemTime::now() + Duration::from_millis(20);
     let mut requests = Vec::with_capacity(total);
+    let mut dues = Vec::with_capacity(total);
     for i in 0..total {
         let due = start + interval * i as u32;
+        let due_on_wall_clock = start_on_wall_clock + interval * i as u32;
+        dues.push(due_on_wall_clock);
         tokio::time::sleep_until(due).await;
         let request = api
             .request(Method::POST, "/v1/orders")
@@ -166,14 +172,16 @@ pub async fn open_loop(
                 Err(_) => Outcome::ConnectionError,
             };
             Answer {
+                due: due_on_wall_clock,
                 latency: due.elapsed(),
                 outcome,
             }
         }));
     }
     let mut answers = Vec::with_capacity(total);
-    for request in requests {
+    for (request, due) in requests.into_iter().zip(dues) {
         answers.push(request.await.unwrap_or(Answer {
+            due,
             latency: timeout,
             outcome: Outcome::TimedOut,
         }));
