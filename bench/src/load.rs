@@ -146,18 +146,16 @@ pub async fn open_loop(
     let start = tokio::time::Instant::now() + Duration::from_millis(20);
     let start_on_wall_clock = std::time::SystemTime::now() + Duration::from_millis(20);
     let mut requests = Vec::with_capacity(total);
-    let mut dues = Vec::with_capacity(total);
     for i in 0..total {
         let due = start + interval * i as u32;
         let due_on_wall_clock = start_on_wall_clock + interval * i as u32;
-        dues.push(due_on_wall_clock);
         tokio::time::sleep_until(due).await;
         let request = api
             .request(Method::POST, "/v1/orders")
             .header("content-type", "application/json")
             .body(body(i))
             .timeout(timeout);
-        requests.push(tokio::spawn(async move {
+        let answer = tokio::spawn(async move {
             let answer = async {
                 let response = request.send().await?;
                 let status = response.status().as_u16();
@@ -176,10 +174,11 @@ pub async fn open_loop(
                 latency: due.elapsed(),
                 outcome,
             }
-        }));
+        });
+        requests.push((due_on_wall_clock, answer));
     }
     let mut answers = Vec::with_capacity(total);
-    for (request, due) in requests.into_iter().zip(dues) {
+    for (due, request) in requests {
         answers.push(request.await.unwrap_or(Answer {
             due,
             latency: timeout,
