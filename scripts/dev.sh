@@ -204,8 +204,9 @@ run sim env SIM_LISTEN_ADDR=$sim_addr SIM_HETZNER_TOKEN=$PLUGIN_SECRET_HETZNER_T
     target/debug/vendor-sim
 run host env AMQP_URL="$host_amqp_url" PLUGINS_DIR=.dev/plugins PLUGIN_SECRETS_DIR=.dev/secrets \
     target/debug/provisioner-host
+# order-api runs the same plugins for their `validate` alone (no secrets, no network).
 run api env AMQP_URL="$api_amqp_url" LISTEN_ADDR=$api_addr DATABASE_URL=sqlite://.dev/orders.db \
-    target/debug/order-api
+    VALIDATE_PLUGINS_DIR=.dev/plugins target/debug/order-api
 
 for _ in $(seq 1 120); do
     curl -sf "http://$api_addr/readyz" >/dev/null 2>&1 && break

@@ -11,7 +11,8 @@
 //! The stack is order-api (SQLite, `synchronous = FULL`), the broker and a host that
 //! answers validations but creates one server at a time, of a simulator whose servers take
 //! an hour to boot, so the figure is the accept path as deployed and little else: HTTP, the
-//! token lookup, the host's check with the plugin (`--validate-timeout-ms`; 0 leaves it out),
+//! token lookup, the check with the plugin (`--validate-timeout-ms`; 0 leaves it out), made
+//! by order-api itself or by the host (`--check-at`),
 //! the transaction, and the outbox relay publishing with confirms in the background. The
 //! orders wait in their queues; the run deletes them at the end.
 //!
@@ -31,6 +32,7 @@ use axum::routing::post;
 use provisioner_api_client::ApiClient;
 use provisioner_tests::{Stack, StackOptions, VENDORS, free_port};
 
+use provisioner_bench::CheckAt;
 use provisioner_bench::report::{Progress, Summary, Target};
 use provisioner_bench::stats::Percentiles;
 
@@ -52,6 +54,10 @@ pub struct Args {
     /// order-api's `VALIDATE_TIMEOUT_MS`: 0 leaves the check with the plugin out.
     #[arg(long, default_value_t = 2_000)]
     validate_timeout_ms: u64,
+    /// Where order-api checks new orders with the vendor's plugin: `order-api` itself (its
+    /// `VALIDATE_PLUGINS_DIR`, as deployed) or a `host` over RabbitMQ.
+    #[arg(long, value_enum, default_value_t = CheckAt::OrderApi)]
+    check_at: CheckAt,
     /// Give the bench's tenant quotas (a million live servers and orders in flight, over all
     /// vendors and at each) and its own order rate (a million per second): every order is
     /// then counted against them and takes a token, as a tenant with quotas is.
@@ -223,6 +229,7 @@ pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
             "VALIDATE_TIMEOUT_MS".into(),
             args.validate_timeout_ms.to_string(),
         )],
+        api_checks_with_plugins: args.check_at.at_order_api(),
         ..StackOptions::default()
     })
     .await?;

@@ -42,8 +42,8 @@ use provisioner_tests::cluster::Cluster;
 use provisioner_tests::{AMQP_URL, Stack, StackOptions, VENDORS, delete_topology_at};
 use uuid::Uuid;
 
-use provisioner_bench::probe;
 use provisioner_bench::report::{Progress, Summary, Target};
+use provisioner_bench::{CheckAt, probe};
 
 use crate::load::Orderer;
 use crate::stack_cpu::CpuReading;
@@ -65,6 +65,10 @@ pub struct Args {
     /// not running; quorum queues with three replicas) instead of this machine's broker.
     #[arg(long)]
     cluster: bool,
+    /// Where order-api checks new orders with the vendor's plugin: `order-api` itself (its
+    /// `VALIDATE_PLUGINS_DIR`, as deployed) or a `host` over RabbitMQ.
+    #[arg(long, value_enum, default_value_t = CheckAt::OrderApi)]
+    check_at: CheckAt,
 }
 
 /// Publishes awaiting confirms at once on the baseline's first hop: the outbox relay's batch.
@@ -89,6 +93,7 @@ pub async fn run(args: Args, profile: &'static str) -> anyhow::Result<Summary> {
         poll_max: Some(Duration::from_secs(1)),
         profile,
         amqp_url: args.cluster.then(|| Cluster::urls_from(1)),
+        api_checks_with_plugins: args.check_at.at_order_api(),
         ..StackOptions::default()
     })
     .await?;

@@ -36,7 +36,7 @@
 //!   the first poll of a booting server waits until one is likely up.
 //! - [`wit_convert`]: between WIT and contract types: an order as a plugin's
 //!   `server-request`, a plugin's server as `ServerInfo`, a failed call as the order's
-//!   `Fault` and the wait it asked for.
+//!   `Fault` and the wait it asked for, a `validate` as a check's `ValidateReply`.
 //!
 //! The AMQP side, [`worker`] (it uses the runtime; the runtime knows nothing of it):
 //! - `worker/mod.rs`: the worker's settings; connect, and reconnect after a broker failure.

@@ -86,6 +86,8 @@ pub struct PluginFolder {
     failed: BTreeMap<PathBuf, Fingerprint>,
     /// Manifests whose vendor is not served, by manifest: the vendor and why.
     unavailable: BTreeMap<PathBuf, (String, String)>,
+    /// Plugins loaded for `validate` alone ([`PluginFolder::for_validation_only`]).
+    validation_only: bool,
 }
 
 impl PluginFolder {
@@ -99,7 +101,20 @@ impl PluginFolder {
             loaded: BTreeMap::new(),
             failed: BTreeMap::new(),
             unavailable: BTreeMap::new(),
+            validation_only: false,
         }
+    }
+
+    /// Loads every plugin for its `validate` alone, as order-api does to check orders in its
+    /// own process: no secret is read (the manifest's `[secrets]` are dropped, so a plugin
+    /// that names some still loads, and asks for them in vain) and no outbound request is
+    /// granted (`allowed_hosts`, `ca_certificates`, `insecure` and `allow_private_addresses`
+    /// are dropped too), whatever the manifest says. The component, its `[config]` and its
+    /// limits are the manifest's. `validate` needs nothing more: the WIT promises it does no
+    /// network I/O.
+    pub fn for_validation_only(mut self) -> Self {
+        self.validation_only = true;
+        self
     }
 
     /// Reads plugin secrets from `secrets` (a secrets folder, then the environment).
@@ -139,7 +154,9 @@ impl PluginFolder {
     }
 
     fn fingerprint(&self, manifest_path: &Path) -> Fingerprint {
-        let manifest = Manifest::load(manifest_path).ok();
+        let manifest = Manifest::load(manifest_path)
+            .ok()
+            .map(|manifest| self.as_loaded(manifest));
         Fingerprint {
             manifest: stamp(manifest_path),
             component: manifest
@@ -213,7 +230,7 @@ impl PluginFolder {
     /// Loads (or reloads) the manifest at `path`; whether the plugins in service changed.
     async fn load(&mut self, path: PathBuf, print: Fingerprint) -> bool {
         let manifest = match Manifest::load(&path) {
-            Ok(manifest) => manifest,
+            Ok(manifest) => self.as_loaded(manifest),
             Err(error) => {
                 self.refused(&path, None, &anyhow::Error::from(error));
                 self.failed.insert(path.clone(), print);
@@ -311,6 +328,19 @@ impl PluginFolder {
                     && self.mark_unavailable(&path, &vendor, format!("{error:#}"))
             }
         }
+    }
+
+    /// The manifest as this folder loads it: as written, or without its secrets and
+    /// outbound grants for validation alone ([`PluginFolder::for_validation_only`]).
+    fn as_loaded(&self, mut manifest: Manifest) -> Manifest {
+        if self.validation_only {
+            manifest.secrets.clear();
+            manifest.allowed_hosts.clear();
+            manifest.ca_certificates.clear();
+            manifest.insecure = false;
+            manifest.allow_private_addresses = false;
+        }
+        manifest
     }
 
     /// Logs why the manifest at `path` was refused.

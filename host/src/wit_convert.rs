@@ -1,15 +1,41 @@
 //! Between the plugins' WIT types and the contract's message types: an order as the WIT
 //! [`ServerRequest`] a plugin is asked with, a WIT server as the [`ServerInfo`] messages
-//! carry, and a failed call as the [`Fault`] an order records (with the wait a rate-limited
-//! call was told to keep). Used by the worker, the conformance kit and the tests alike.
+//! carry, a failed call as the [`Fault`] an order records (with the wait a rate-limited
+//! call was told to keep), and a plugin's `validate` as the [`ValidateReply`] of a check
+//! ([`verdict`], made by a host or by order-api). Used by the worker, order-api's own plugin
+//! check, the conformance kit and the tests alike.
 
 use std::time::Duration;
 
-use provisioner_contract::{Fault, ProvisionRequest, ServerInfo, ServerStatus};
+use provisioner_contract::{
+    Fault, ProvisionRequest, ServerInfo, ServerSpec, ServerStatus, ValidateReply,
+};
 
 use crate::bindings::types::{ProviderError, Server, ServerRequest, ServerStatus as WitStatus};
 use crate::plugin_output;
-use crate::runtime::CallError;
+use crate::runtime::{CallError, Plugin};
+
+/// `plugin`'s verdict on a server of `vendor` (its `validate`), as a host answers
+/// order-api's check and as order-api makes the check itself. The plugin's reason was capped
+/// and escaped where its answer entered the runtime ([`crate::plugin_output`]), so the
+/// verdict, and the `422` order-api makes of it, stay a few KiB whatever the plugin said.
+pub async fn verdict(plugin: &Plugin, vendor: String, spec: ServerSpec) -> ValidateReply {
+    let request = ProvisionRequest {
+        order_id: uuid::Uuid::nil(),
+        vendor,
+        spec,
+        ordered_at: None,
+    };
+    match plugin.validate(&server_request(&request)).await {
+        Ok(()) => ValidateReply::Valid,
+        Err(CallError::Provider(ProviderError::InvalidRequest(message))) => {
+            ValidateReply::Invalid { message }
+        }
+        Err(error) => ValidateReply::Unchecked {
+            reason: format!("the plugin's validate failed: {error}"),
+        },
+    }
+}
 
 /// The WIT request for an order: the order id is the idempotency key.
 pub fn server_request(request: &ProvisionRequest) -> ServerRequest {

@@ -176,6 +176,14 @@ pub struct ApiConfig {
     /// accepted unchecked. 0: orders are not checked before they are accepted.
     #[arg(long, env = "VALIDATE_TIMEOUT_MS", default_value_t = 2_000)]
     pub validate_timeout_ms: u64,
+    /// A plugins folder (the hosts' manifests and components, or a copy) whose plugins
+    /// order-api runs itself for their `validate` alone, without secrets or network: a
+    /// vendor's check is then made here, with no round trip to a host, whenever the plugin
+    /// here is the version the vendor's hosts announce (otherwise a host is asked, as
+    /// without this folder). Rescanned every 2 s, like the hosts' folder. Unset: every
+    /// check goes to a host. Needs `--validate-timeout-ms` above 0.
+    #[arg(long, env = "VALIDATE_PLUGINS_DIR")]
+    pub validate_plugins_dir: Option<std::path::PathBuf>,
     /// The wait before a failed webhook's second attempt (milliseconds); it doubles with every
     /// attempt after, up to an hour.
     #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 1_000)]

@@ -31,6 +31,9 @@
 //!     when no host can answer;
 //!   - [`amqp::dead_letter_recorder`]: records what reaches `provision.dead`, with why, for
 //!     `GET /v1/dead-letters`.
+//! - [`local_plugins`]: the vendors' plugins this process runs for their `validate` alone
+//!   (`--validate-plugins-dir`, the host's plugin runtime without secrets or network), so a
+//!   check needs no round trip to a host when the plugin here is the hosts' version.
 //! - [`watchdog`]: re-sends the request of an order stuck without news (a lost request or
 //!   result); the host's idempotent create or delete settles it.
 //! - [`webhooks`]: calls an order's webhook URL when it settles (signed, retried); the
@@ -49,6 +52,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod lifecycle;
+pub mod local_plugins;
 pub mod metrics;
 pub mod rates;
 pub mod store;
@@ -100,6 +104,13 @@ pub async fn serve(
     let metrics = metrics::Metrics::new();
     let webhook_wakeup = Arc::new(Notify::new());
     let validator = plugin_check::ValidatorSlot::default();
+    let local_plugins = match &config.validate_plugins_dir {
+        Some(dir) => Some(local_plugins::LocalPlugins::open(
+            dir.clone(),
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
     let supervisor = tokio::spawn(session::run(
         session::BrokerSettings {
             amqp_url: amqp_addresses,
@@ -151,6 +162,7 @@ pub async fn serve(
         ),
         webhook_allow_private: config.webhook_allow_private_addresses,
         validator,
+        local_plugins,
         validate_timeout: (config.validate_timeout_ms > 0)
             .then(|| std::time::Duration::from_millis(config.validate_timeout_ms)),
         store,

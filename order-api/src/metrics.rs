@@ -22,9 +22,10 @@
 //! - `provisioner_order_updates_total{vendor,kind}`: updates from the hosts, by kind
 //!   (`provisioning`, `active`, `failed`, `retrying` (a create retried after a passing
 //!   fault), `deleted`, `delete_failed`, `cancelled`, `cancel_failed`).
-//! - `provisioner_validations_total{verdict}`: new orders checked with the vendor's plugin
-//!   before they were accepted: `valid`, `refused` (a 422), `unchecked` (no host answered;
-//!   accepted unchecked).
+//! - `provisioner_validations_total{verdict,checked_by}`: new orders checked with the
+//!   vendor's plugin before they were accepted: `valid`, `refused` (a 422), `unchecked` (no
+//!   verdict; accepted unchecked); `checked_by` a `host`, or `order-api` itself
+//!   (`--validate-plugins-dir`).
 //! - `provisioner_webhook_calls_total{outcome}`: webhook attempts: `delivered`, `failed`
 //!   (to be tried again), `given_up`.
 //! - `provisioner_event_streams`: open `/events` streams.
@@ -209,6 +210,7 @@ fn this_minute() -> i64 {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
     verdict: String,
+    checked_by: &'static str,
 }
 
 impl Metrics {
@@ -256,7 +258,7 @@ impl Metrics {
         );
         registry.register(
             "validations",
-            "New orders checked with the vendor's plugin before acceptance, by verdict (valid, refused, unchecked)",
+            "New orders checked with the vendor's plugin before acceptance, by verdict (valid, refused, unchecked) and where (checked_by: host, order-api)",
             validations.clone(),
         );
         registry.register(
@@ -372,11 +374,13 @@ impl Metrics {
         self.event_stream_reads.inc();
     }
 
-    /// A new order's check with the vendor's plugin ended with `verdict`.
-    pub fn validated(&self, verdict: &str) {
+    /// A new order's check with the vendor's plugin ended with `verdict`, made by a host or
+    /// (`checked_by` `order-api`) in this process.
+    pub fn validated(&self, verdict: &str, checked_by: &'static str) {
         self.validations
             .get_or_create(&VerdictLabel {
                 verdict: verdict.to_string(),
+                checked_by,
             })
             .inc();
     }

@@ -82,15 +82,30 @@ pub(crate) async fn announce_ghost(
     stack: &Stack,
     connection: &std::sync::Arc<lapin::Connection>,
 ) -> anyhow::Result<Publisher> {
+    announce(
+        stack,
+        connection,
+        VendorAnnouncement {
+            vendor: "ghost".into(),
+            display_name: "Ghost Cloud".into(),
+            plugin_version: "0.0.1".into(),
+            host_id: "test".into(),
+            at: chrono::Utc::now(),
+            catalogue: None,
+        },
+    )
+    .await
+}
+
+/// Publishes `announcement` to `stack`'s order-api as a host would; the publisher on the
+/// results exchange it used.
+pub(crate) async fn announce(
+    stack: &Stack,
+    connection: &std::sync::Arc<lapin::Connection>,
+    announcement: VendorAnnouncement,
+) -> anyhow::Result<Publisher> {
     let publisher = Publisher::open(connection, stack.topology.results_exchange()).await?;
-    let announcement = HostMessage::VendorAnnounced(VendorAnnouncement {
-        vendor: "ghost".into(),
-        display_name: "Ghost Cloud".into(),
-        plugin_version: "0.0.1".into(),
-        host_id: "test".into(),
-        at: chrono::Utc::now(),
-        catalogue: None,
-    });
+    let key = Topology::announce_key(&announcement.vendor);
     let envelope = Envelope {
         message_id: uuid::Uuid::new_v4(),
         correlation_id: None,
@@ -98,9 +113,9 @@ pub(crate) async fn announce_ghost(
     };
     publisher
         .publish(
-            &Topology::announce_key("ghost"),
+            &key,
             &envelope,
-            &encode(&announcement),
+            &encode(&HostMessage::VendorAnnounced(announcement)),
         )
         .await?;
     Ok(publisher)

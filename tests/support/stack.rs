@@ -37,6 +37,9 @@ pub struct StackOptions {
     pub host_env: Vec<(String, String)>,
     /// Extra environment for order-api (later entries override the stack's own).
     pub api_env: Vec<(String, String)>,
+    /// Whether order-api runs the host's plugins itself for their `validate`
+    /// (`VALIDATE_PLUGINS_DIR` = [`Stack::plugins_dir`]).
+    pub api_checks_with_plugins: bool,
     /// How many hosts run (each with its own `HOST_ID`).
     pub hosts: usize,
     /// Whether this stack may stop the broker ([`Stack::stop_broker`]): it then runs alone,
@@ -63,6 +66,7 @@ impl Default for StackOptions {
             profile: "debug",
             host_env: Vec::new(),
             api_env: Vec::new(),
+            api_checks_with_plugins: false,
             hosts: 1,
             exclusive_broker: false,
             store: OrderStore::from_env(),
@@ -184,6 +188,9 @@ impl Stack {
         stack.start_api()?;
         stack.wait_ready().await?;
         stack.wait_for_vendors().await?;
+        if stack.options.api_checks_with_plugins {
+            stack.wait_for_plugins_at_api().await?;
+        }
         Ok(stack)
     }
 
@@ -350,6 +357,12 @@ impl Stack {
             // tests of the rate set their own (`api_env` comes after).
             ("TENANT_ORDER_RATE", "0".to_string()),
         ];
+        if self.options.api_checks_with_plugins {
+            env.push((
+                "VALIDATE_PLUGINS_DIR",
+                self.plugins_dir().display().to_string(),
+            ));
+        }
         for (key, value) in &self.options.api_env {
             env.push((key.as_str(), value.clone()));
         }
@@ -380,6 +393,28 @@ impl Stack {
         )?);
         let url = self.api_url.clone();
         self.wait_ready_at(&url).await
+    }
+
+    /// Waits until order-api has loaded the stack's plugins for its own check
+    /// ([`StackOptions::api_checks_with_plugins`]): it does so in the background, after it
+    /// starts serving, and asks a host until then.
+    pub async fn wait_for_plugins_at_api(&self) -> anyhow::Result<()> {
+        wait_until(
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            async || {
+                Ok(done_when(self.api_log().contains(
+                    "checking new orders with these vendors' plugins here",
+                )))
+            },
+            async |()| {
+                anyhow::anyhow!(
+                    "order-api did not load its plugins for the check\n{}",
+                    self.logs()
+                )
+            },
+        )
+        .await
     }
 
     /// The folder the host loads plugins from (and rescans for drop-ins).

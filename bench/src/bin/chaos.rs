@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use provisioner_api_client::ApiClient;
-use provisioner_bench::Build;
 use provisioner_bench::report::{Progress, Summary, Target};
+use provisioner_bench::{Build, CheckAt};
 use provisioner_tests::cluster::{Cluster, NODES};
 use provisioner_tests::{Stack, StackOptions, VENDORS};
 use rand::Rng;
@@ -85,6 +85,10 @@ struct Args {
     /// Rolling restarts of the whole cluster, one node after another (`--cluster`).
     #[arg(long, default_value_t = 0, requires = "cluster")]
     rolling_restarts: usize,
+    /// Where order-api checks new orders with the vendor's plugin: `order-api` itself (its
+    /// `VALIDATE_PLUGINS_DIR`, as deployed) or a `host` over RabbitMQ.
+    #[arg(long, value_enum, default_value_t = CheckAt::OrderApi)]
+    check_at: CheckAt,
     /// Seconds a simulated server takes to boot.
     #[arg(long, default_value_t = 2)]
     boot_secs: u64,
@@ -157,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             ("RETRY_MAX_TOTAL_SECS".into(), "300".into()),
         ],
         api_env,
+        api_checks_with_plugins: args.check_at.at_order_api(),
         ..StackOptions::default()
     })
     .await?;

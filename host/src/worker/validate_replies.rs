@@ -13,16 +13,12 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use provisioner_contract::{
-    Envelope, ProvisionRequest, Topology, ValidateReply, ValidateRequest, decode, encode,
-};
+use provisioner_contract::{Envelope, Topology, ValidateReply, ValidateRequest, decode, encode};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::bindings::types::ProviderError;
 use crate::plugin_folder::PluginSet;
-use crate::runtime::{CallError, Plugin};
-use crate::wit_convert::server_request;
+use crate::wit_convert::verdict;
 
 /// Validations answered at once per vendor and host.
 const PREFETCH: u16 = 64;
@@ -141,7 +137,9 @@ async fn answer(
     };
     let plugin = plugins.borrow().get(vendor).cloned();
     let reply = match plugin {
-        Some(plugin) if request.vendor == vendor => verdict(&plugin, request).await,
+        Some(plugin) if request.vendor == vendor => {
+            verdict(&plugin, request.vendor, request.spec).await
+        }
         _ => ValidateReply::Unchecked {
             reason: format!("this host does not serve '{}'", request.vendor),
         },
@@ -162,26 +160,5 @@ async fn answer(
         .await;
     if let Err(error) = published {
         tracing::warn!(vendor, "replying to a validation: {error}");
-    }
-}
-
-/// The plugin's verdict on a validation. The plugin's reason was capped and escaped where
-/// its answer entered the host ([`crate::plugin_output`]), so the reply, and the `422`
-/// order-api makes of it, stay a few KiB whatever the plugin said.
-async fn verdict(plugin: &Plugin, request: ValidateRequest) -> ValidateReply {
-    let request = ProvisionRequest {
-        order_id: uuid::Uuid::nil(),
-        vendor: request.vendor,
-        spec: request.spec,
-        ordered_at: None,
-    };
-    match plugin.validate(&server_request(&request)).await {
-        Ok(()) => ValidateReply::Valid,
-        Err(CallError::Provider(ProviderError::InvalidRequest(message))) => {
-            ValidateReply::Invalid { message }
-        }
-        Err(error) => ValidateReply::Unchecked {
-            reason: format!("the plugin's validate failed: {error}"),
-        },
     }
 }

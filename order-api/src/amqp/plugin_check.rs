@@ -205,10 +205,18 @@ impl Validator {
 /// What a host's reply (or the reply channel's closing) says of an order.
 fn verdict(reply: Result<ValidateReply, oneshot::error::RecvError>) -> Verdict {
     match reply {
-        Ok(ValidateReply::Valid) => Verdict::Valid,
-        Ok(ValidateReply::Invalid { message }) => Verdict::Invalid(message),
-        Ok(ValidateReply::Unchecked { reason }) => Verdict::Unchecked(reason),
+        Ok(reply) => reply.into(),
         Err(_) => Verdict::Unchecked("the validation channel closed".into()),
+    }
+}
+
+impl From<ValidateReply> for Verdict {
+    fn from(reply: ValidateReply) -> Self {
+        match reply {
+            ValidateReply::Valid => Verdict::Valid,
+            ValidateReply::Invalid { message } => Verdict::Invalid(message),
+            ValidateReply::Unchecked { reason } => Verdict::Unchecked(reason),
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::amqp::plugin_check::ValidatorSlot;
+use crate::local_plugins::LocalPlugins;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -47,6 +48,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Checks orders with the vendor's plugin (through a host) before they are accepted.
     pub validator: ValidatorSlot,
+    /// The vendors' plugins this process runs for their `validate` (`--validate-plugins-dir`):
+    /// a check one of them can make does not go to a host.
+    pub local_plugins: Option<LocalPlugins>,
     /// How long a check may take; `None`: orders are not checked before they are accepted.
     pub validate_timeout: Option<std::time::Duration>,
     /// Whether webhook URLs may point to private, loopback or link-local addresses.

@@ -653,7 +653,24 @@ async fn check_vendors_known(state: &AppState, candidates: &[Candidate]) -> Resu
     Ok(())
 }
 
-/// Has each candidate's vendor plugin check `spec` there (within `timeout`), refusing the
+/// The verdict of `vendor`'s plugin in this process on `spec`, when it has one in the
+/// version the vendor's hosts run (`--validate-plugins-dir`); `None`: ask a host.
+async fn check_here(
+    state: &AppState,
+    vendor: &str,
+    spec: &ServerSpec,
+) -> Result<Option<Verdict>, ApiError> {
+    let Some(local) = &state.local_plugins else {
+        return Ok(None);
+    };
+    let Some(versions) = state.store.served_plugin_versions(vendor).await? else {
+        return Ok(None);
+    };
+    Ok(local.check(vendor, spec, &versions).await)
+}
+
+/// Has each candidate's vendor plugin check `spec`, here ([`check_here`]) or at a host (within
+/// `timeout`), refusing the
 /// order when one refuses it; `placed`: the order listed its candidates (a refusal then
 /// names which).
 async fn check_with_plugins(
@@ -676,15 +693,24 @@ async fn check_with_plugins(
             image: candidate.image.clone(),
             ..spec.clone()
         };
-        let verdict = state
-            .validator
-            .check(&candidate.vendor, &judged, timeout)
-            .await;
-        state.metrics.validated(match &verdict {
-            Verdict::Valid => "valid",
-            Verdict::Invalid(_) => "refused",
-            Verdict::Unchecked(_) => "unchecked",
-        });
+        let (verdict, checked_by) = match check_here(state, &candidate.vendor, &judged).await? {
+            Some(verdict) => (verdict, "order-api"),
+            None => {
+                let verdict = state
+                    .validator
+                    .check(&candidate.vendor, &judged, timeout)
+                    .await;
+                (verdict, "host")
+            }
+        };
+        state.metrics.validated(
+            match &verdict {
+                Verdict::Valid => "valid",
+                Verdict::Invalid(_) => "refused",
+                Verdict::Unchecked(_) => "unchecked",
+            },
+            checked_by,
+        );
         match verdict {
             Verdict::Valid => {}
             Verdict::Invalid(message) => {

@@ -87,7 +87,7 @@ pub use quotas::{
     TenantQuotas, Usage, keep_folded,
 };
 pub use tokens::{NewToken, TOKEN_CACHE_TTL, TokenInfo};
-pub use vendors::{UnavailableVendor, VENDOR_CACHE_TTL, Vendor, VendorHost};
+pub use vendors::{PluginVersions, UnavailableVendor, VENDOR_CACHE_TTL, Vendor, VendorHost};
 pub use webhooks::WebhookDelivery;
 
 use new_orders::{AnnouncedCount, NEW_ORDERS_PER_COMMIT, NewOrder, commit_new_orders};

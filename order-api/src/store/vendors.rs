@@ -155,19 +155,38 @@ impl Store {
     /// withdrawal). A vendor not served is read again every time, so an announcement counts
     /// at once.
     pub async fn vendor_known(&self, vendor: &str) -> anyhow::Result<bool> {
-        if self.served_vendors.get(vendor, VENDOR_CACHE_TTL).is_some() {
-            return Ok(true);
+        Ok(self.served_plugin_versions(vendor).await?.is_some())
+    }
+
+    /// The plugin versions the hosts serving `vendor` run (each once, in order), or `None`
+    /// when no host serves it; remembered as [`Store::vendor_known`] says (order-api's own
+    /// plugin check asks it for every order, to judge only with the version the hosts run).
+    pub async fn served_plugin_versions(
+        &self,
+        vendor: &str,
+    ) -> anyhow::Result<Option<PluginVersions>> {
+        if let Some(versions) = self.served_vendors.get(vendor, VENDOR_CACHE_TTL) {
+            return Ok(Some(versions));
         }
-        let served = sqlx::query("SELECT 1 FROM vendor_hosts WHERE vendor = $1")
-            .bind(vendor)
-            .fetch_optional(&self.pool)
-            .await
-            .context("looking up a vendor")?
-            .is_some();
-        if served {
-            self.served_vendors.put(vendor.to_string(), ());
+        let rows = sqlx::query(
+            "SELECT DISTINCT plugin_version FROM vendor_hosts WHERE vendor = $1 \
+             ORDER BY plugin_version",
+        )
+        .bind(vendor)
+        .fetch_all(&self.pool)
+        .await
+        .context("looking up a vendor")?;
+        if rows.is_empty() {
+            return Ok(None);
         }
-        Ok(served)
+        let versions: PluginVersions = rows
+            .iter()
+            .map(|row| row.try_get("plugin_version"))
+            .collect::<Result<_, _>>()
+            .context("reading a vendor's plugin versions")?;
+        self.served_vendors
+            .put(vendor.to_string(), versions.clone());
+        Ok(Some(versions))
     }
 }
 
@@ -262,8 +281,11 @@ pub const VENDOR_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Most vendors remembered at once (the memory starts afresh beyond).
 const VENDOR_CACHE_MAX: usize = 1_000;
 
-/// Vendors found served lately.
-pub type ServedVendors = RecentAnswers<String, ()>;
+/// The plugin versions the hosts serving a vendor run, each once.
+pub type PluginVersions = std::sync::Arc<[String]>;
+
+/// Vendors found served lately, with their hosts' plugin versions.
+pub type ServedVendors = RecentAnswers<String, PluginVersions>;
 
 /// An empty [`ServedVendors`].
 pub fn served_vendors() -> ServedVendors {
