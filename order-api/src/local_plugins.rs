@@ -1,7 +1,9 @@
 //! The vendors' plugins order-api runs itself, for their `validate` alone
-//! (`--validate-plugins-dir`): a check made here takes a few dozen microseconds of this
-//! process, where a check through a host (`amqp::plugin_check`) takes two messages through
-//! RabbitMQ, the host's delivery, instance and reply, and the wait for all of it.
+//! (`--validate-plugins-dir`): a check made here costs this process about a tenth of a
+//! millisecond (a fresh instance and the call), where a check through a host
+//! (`amqp::plugin_check`) takes two messages through RabbitMQ, the host's delivery, instance
+//! and reply, and the wait for all of it (BENCHMARKS.md, *The plugin check made by order-api
+//! itself*).
 //!
 //! The folder is the hosts' own kind (manifests and components, kept in step with the disk
 //! by the host's [`PluginFolder`]), loaded for validation only: no secrets are read and no
@@ -27,7 +29,7 @@ use crate::amqp::plugin_check::Verdict;
 /// How often the folder is read again (the hosts' default `--plugins-rescan-ms`).
 const RESCAN_INTERVAL: Duration = Duration::from_millis(2_000);
 
-/// Plugin calls that may run here at once. A `validate` takes a few dozen microseconds, so
+/// Plugin calls that may run here at once. A check takes about a tenth of a millisecond, so
 /// even 2,000 orders a second keep only a few at once; a check beyond waits for a slot.
 const CONCURRENT_CALLS: u32 = 64;
 

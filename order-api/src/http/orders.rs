@@ -669,10 +669,9 @@ async fn check_here(
     Ok(local.check(vendor, spec, &versions).await)
 }
 
-/// Has each candidate's vendor plugin check `spec`, here ([`check_here`]) or at a host (within
-/// `timeout`), refusing the
-/// order when one refuses it; `placed`: the order listed its candidates (a refusal then
-/// names which).
+/// Has each candidate's vendor plugin check `spec`, here ([`check_here`]) or at a host
+/// (within `timeout`), refusing the order when one refuses it; `placed`: the order listed its
+/// candidates (a refusal then names which).
 async fn check_with_plugins(
     state: &AppState,
     spec: &ServerSpec,
